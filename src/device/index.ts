@@ -1,0 +1,66 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { KgenError } from '../errors.js';
+import { detectHost, hostIsa } from './host.js';
+import type { DeviceProfile } from './profile.js';
+import { loadProfiles } from './profile.js';
+
+export * from './profile.js';
+export { detectHost, hostIsa } from './host.js';
+
+/** Where the SwiftShader Vulkan driver that Debian's chromium ships lives. */
+export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+/** Names of NVIDIA GPUs on this machine, from nvidia-smi; empty when it is missing or finds none. */
+export function nvidiaGpuNames(): string[] {
+  try {
+    const out = execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    return out.split('\n').map((s) => s.trim()).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/** Every profile, `host` first, then `targets/` in name order. */
+export function allDevices(): DeviceProfile[] {
+  return [detectHost(), ...loadProfiles()];
+}
+
+export function getDevice(name: string, field = '--device'): DeviceProfile {
+  const found = allDevices().find((d) => d.name === name);
+  if (!found) {
+    throw new KgenError({
+      field,
+      problem: `unknown device "${name}"`,
+      expected: `one of ${allDevices().map((d) => d.name).join(', ')}`,
+      hint: 'run `kgen devices` to list them',
+    });
+  }
+  return found;
+}
+
+/** Whether this device is present on the machine running kgen, and how that was decided. */
+export interface Presence {
+  present: boolean;
+  how: string;
+}
+
+export function detectPresence(device: DeviceProfile, gpuNames: string[] = nvidiaGpuNames()): Presence {
+  if (device.name === 'host') return { present: true, how: 'this machine' };
+  const names = device.match?.nameContains ?? [];
+  if (device.kind === 'cpu' && device.cpu?.arch !== 'wasm32') {
+    const model = hostIsa().model;
+    const hit = names.find((n) => model.includes(n));
+    return hit ? { present: true, how: `CPU model "${model}"` } : { present: false, how: `CPU is "${model}"` };
+  }
+  if (device.name === 'wasm-simd128') {
+    // The smallest module using a v128 value: valid only where SIMD128 is supported.
+    const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]);
+    return WebAssembly.validate(simd) ? { present: true, how: 'this Node runs WebAssembly SIMD128' } : { present: false, how: 'no SIMD128 in this runtime' };
+  }
+  if (device.name === 'swiftshader' || device.name === 'webgpu') {
+    return existsSync(SWIFTSHADER_ICD) ? { present: true, how: `SwiftShader ICD at ${SWIFTSHADER_ICD}` } : { present: false, how: 'no SwiftShader ICD (install Debian chromium)' };
+  }
+  const hit = gpuNames.find((g) => names.some((n) => g.includes(n)));
+  return hit ? { present: true, how: `nvidia-smi: ${hit}` } : { present: false, how: gpuNames.length ? `GPUs here: ${gpuNames.join(', ')}` : 'no NVIDIA GPU (nvidia-smi found none)' };
+}

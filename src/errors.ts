@@ -1,0 +1,55 @@
+/**
+ * A user-facing error: something the caller asked for is wrong or impossible.
+ *
+ * Invariant: `field` names the flag, file or IR path at fault (`--shape`, `config.nTile`,
+ * `ir.inputs[0].name`), `expected` says what would have been accepted, and `hint` says what to
+ * do next. The CLI prints `message` on one line and exits 2; it never prints a stack for these.
+ */
+export class KgenError extends Error {
+  readonly field: string;
+  readonly expected: string;
+  readonly hint: string;
+
+  constructor(opts: { field: string; problem: string; expected?: string; hint?: string }) {
+    const expected = opts.expected ?? '';
+    const hint = opts.hint ?? '';
+    const parts = [`${opts.field}: ${opts.problem}`];
+    if (expected) parts.push(`expected ${expected}`);
+    if (hint) parts.push(hint);
+    super(parts.join('; '));
+    this.name = 'KgenError';
+    this.field = opts.field;
+    this.expected = expected;
+    this.hint = hint;
+  }
+}
+
+/**
+ * A plan that does not fit the device. Kept distinct from other user errors so the tuner can record
+ * `over_budget` as data instead of treating it as a failure to run.
+ */
+export class BudgetError extends KgenError {
+  readonly budget: string;
+  readonly needed: number;
+  readonly available: number;
+
+  constructor(opts: { budget: string; needed: number; available: number; field?: string; hint?: string }) {
+    super({
+      field: opts.field ?? '--config',
+      problem: `over budget: ${opts.budget} needs ${opts.needed} bytes but ${opts.available} are available`,
+      hint: opts.hint ?? 'choose smaller tiles or omit --config to use the default',
+    });
+    this.name = 'BudgetError';
+    this.budget = opts.budget;
+    this.needed = opts.needed;
+    this.available = opts.available;
+  }
+}
+
+/** A tool the operation needs (a compiler, an emulator) is not installed. */
+export class ToolMissingError extends KgenError {
+  constructor(tool: string, hint: string) {
+    super({ field: tool, problem: 'not found on PATH', hint });
+    this.name = 'ToolMissingError';
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * kgen's tensor IR: a tiny, closed set of ops described as plain data.
+ *
+ * Invariants (established by `validateOp`, relied on by every later layer):
+ * - `name` matches /^[a-z][a-z0-9_]{0,47}$/ and is used verbatim in generated symbol names; nothing
+ *   else from a user's IR ever reaches generated source as text.
+ * - Every number is finite and integral where a count is meant.
+ * - Dimensions are not part of the op: they are symbols (`MATMUL_DIMS`, `ATTENTION_DIMS`) bound by a
+ *   `Shape` at emit time, so one op describes a kernel family.
+ */
+export type ActDType = 'f32' | 'f16';
+
+/** Weight formats, bit layouts in docs/formats.md. */
+export type WeightFormatName = 'q35' | 'q4' | 'q8' | 'q4_0' | 'q8_0' | 'f16';
+
+export interface WeightSpec {
+  format: WeightFormatName;
+  /** Weights per scale group. Fixed at 32 for the ggml formats q4_0/q8_0; absent for f16. */
+  groupSize?: number;
+}
+
+export type EpilogueActivation = 'none' | 'silu' | 'gelu';
+
+/**
+ * Fused epilogue, applied per output element in this order:
+ * `y = activation(acc + bias[n]) + residual[m, n]`.
+ */
+export interface Epilogue {
+  bias: boolean;
+  activation: EpilogueActivation;
+  residual: boolean;
+}
+
+/** Y[M,N] = X[M,K] . W[N,K]^T with f32 accumulation, then the epilogue. */
+export interface MatmulOp {
+  kind: 'matmul';
+  name: string;
+  x: ActDType;
+  weight: WeightSpec;
+  y: ActDType;
+  epilogue: Epilogue;
+}
+
+export type KvCacheFormat = 'f16' | 'q8';
+
+/**
+ * O[B,Hq,Sq,D] = softmax(scale * Q K^T [+ causal mask]) V with grouped-query heads: query head h
+ * reads KV head floor(h / (Hq / Hkv)). Causal masking aligns the last query with the last key
+ * (query i sees keys j <= i + Skv - Sq), as in decoding with a KV cache.
+ */
+export interface AttentionOp {
+  kind: 'attention';
+  name: string;
+  q: ActDType;
+  kvCache: KvCacheFormat;
+  /** Values per q8 scale along D; only for kvCache 'q8'. */
+  kvGroupSize?: number;
+  o: ActDType;
+  causal: boolean;
+  /** Softmax scale; absent means 1/sqrt(D), bound with the shape. */
+  scale?: number;
+}
+
+export type Op = MatmulOp | AttentionOp;
+export type OpKind = Op['kind'];
+
+export const MATMUL_DIMS = ['M', 'N', 'K'] as const;
+export const ATTENTION_DIMS = ['B', 'Hq', 'Hkv', 'Sq', 'Skv', 'D'] as const;
+export type MatmulDim = (typeof MATMUL_DIMS)[number];
+export type AttentionDim = (typeof ATTENTION_DIMS)[number];
+
+export type MatmulShape = Record<MatmulDim, number>;
+export type AttentionShape = Record<AttentionDim, number>;
+export type Shape = MatmulShape | AttentionShape;
+
+export function dimsOf(kind: OpKind): readonly string[] {
+  return kind === 'matmul' ? MATMUL_DIMS : ATTENTION_DIMS;
+}

@@ -1,0 +1,81 @@
+import type { DeviceProfile, TargetName } from '../device/profile.js';
+import { KgenError } from '../errors.js';
+import type { ActDType } from '../ir/types.js';
+import type { Tolerance } from '../reference/compare.js';
+import type { BudgetCheck, OnChipBuffer } from './types.js';
+
+export function dtypeBytes(d: ActDType): number {
+  return d === 'f16' ? 2 : 4;
+}
+
+export function ceilDiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}
+
+/** CPU ISAs kgen's C backend renders, best first. */
+export const C_ISAS = ['avx512', 'avx2', 'neon', 'scalar'] as const;
+export type CIsa = (typeof C_ISAS)[number];
+
+/** Which CPU ISA variants a device can run (c target), best first; wasm has one. */
+export function isasFor(device: DeviceProfile, target: TargetName): string[] {
+  if (target === 'wasm') return ['simd128'];
+  const isa = new Set(device.cpu?.isa ?? []);
+  const out: string[] = [];
+  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'fma', 'f16c'].every((f) => isa.has(f))) out.push('avx512');
+  if (['avx2', 'fma', 'f16c'].every((f) => isa.has(f))) out.push('avx2');
+  if (isa.has('neon') && isa.has('dotprod')) out.push('neon');
+  out.push('scalar');
+  return out;
+}
+
+/** The share of a CPU cache one core's tile may occupy: half, leaving room for streams and code. */
+export function cacheShare(bytes: number): number {
+  return Math.floor(bytes / 2);
+}
+
+/** Vector registers a CPU kernel needs beyond its accumulators (inputs, decode temporaries, LUTs). */
+export const CPU_WORK_REGISTERS = 6;
+
+export function sumBytes(buffers: OnChipBuffer[], space: OnChipBuffer['space']): number {
+  return buffers.filter((b) => b.space === space).reduce((a, b) => a + b.size, 0);
+}
+
+/** Budgets for a CPU plan: registers and the L2 share. */
+export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[]): BudgetCheck[] {
+  const cpu = device.cpu!;
+  return [
+    { budget: `vector registers (${device.name})`, needed: sumBytes(buffers, 'registers'), available: cpu.vectorRegisters, unit: 'registers' },
+    { budget: `L2 cache share per core (${device.name}: half of ${cpu.l2Bytes} bytes)`, needed: sumBytes(buffers, 'l2'), available: cacheShare(cpu.l2Bytes), unit: 'bytes' },
+  ];
+}
+
+/** Budgets for a GPU plan: shared memory (opt-in maximum), threads and the register estimate. */
+export function gpuBudgets(device: DeviceProfile, target: TargetName, buffers: OnChipBuffer[], threads: number): BudgetCheck[] {
+  const gpu = device.gpu!;
+  const sharedName = target === 'wgsl' ? 'workgroup storage' : 'shared memory per block (opt-in maximum)';
+  const checks: BudgetCheck[] = [
+    { budget: `${sharedName} (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
+    { budget: `threads per ${target === 'wgsl' ? 'workgroup' : 'block'} (${device.name})`, needed: threads, available: gpu.maxThreadsPerBlock, unit: 'threads' },
+  ];
+  if (gpu.registersPerThread > 0) {
+    checks.push({ budget: `registers per thread, estimated (${device.name})`, needed: sumBytes(buffers, 'registers'), available: gpu.registersPerThread, unit: 'registers' });
+  }
+  return checks;
+}
+
+/** Tolerances by the precision a kernel computes in; see docs/ARCHITECTURE.md, "Tolerances". */
+export function toleranceFor(opts: { actQuant: boolean; outF16: boolean; inF16?: boolean }): Tolerance {
+  // Activations rounded to int8 per 32 values: relative error variance ~ (absmax/127)^2/12 / var,
+  // about 2.5e-5 for Gaussian data; 2e-4 leaves an 8x margin and still catches a wrong decode.
+  let nmse = opts.actQuant ? 2e-4 : 1e-8;
+  let maxRel = opts.actQuant ? 2e-2 : 1e-4;
+  if (opts.outF16 || opts.inF16) {
+    nmse += 2e-6;
+    maxRel = Math.max(maxRel, 4e-3);
+  }
+  return { nmse, maxRelToPeak: maxRel };
+}
+
+export function knobError(field: string, problem: string, expected: string): KgenError {
+  return new KgenError({ field, problem, expected, hint: 'run `kgen tune --dry-run` to see the legal configs, or omit --config' });
+}

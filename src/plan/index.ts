@@ -1,0 +1,109 @@
+import type { DeviceProfile, TargetName } from '../device/profile.js';
+import { BudgetError, KgenError } from '../errors.js';
+import type { AttentionOp, AttentionShape, MatmulOp, MatmulShape, Op, Shape } from '../ir/types.js';
+import { attentionPlanner } from './attention.js';
+import { knobError } from './common.js';
+import { matmulPlanner } from './matmul.js';
+import type { BudgetCheck, Config, Plan, PlanRequest, SearchSpace } from './types.js';
+
+export * from './types.js';
+
+export function spaceFor(req: PlanRequest): SearchSpace {
+  checkTarget(req.device, req.target);
+  return req.op.kind === 'matmul'
+    ? matmulPlanner.space(req as PlanRequest & { op: MatmulOp; shape: MatmulShape })
+    : attentionPlanner.space(req as PlanRequest & { op: AttentionOp; shape: AttentionShape });
+}
+
+function planWith(req: PlanRequest, config: Config): Plan {
+  return req.op.kind === 'matmul'
+    ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
+    : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);
+}
+
+export function checkTarget(device: DeviceProfile, target: TargetName): void {
+  if (!device.targets.includes(target)) {
+    throw new KgenError({
+      field: '--target',
+      problem: `device ${device.name} does not run ${target} kernels`,
+      expected: `one of ${device.targets.join(', ')} for ${device.name}`,
+      hint: 'pick a matching --device or --target (`kgen devices` lists both)',
+    });
+  }
+}
+
+export function overBudget(plan: Plan): BudgetCheck | undefined {
+  return plan.budgets.find((b) => b.needed > b.available);
+}
+
+/** Every config of the space in preference order (the cartesian product of knob values). */
+export function* enumerateConfigs(space: SearchSpace): Generator<Config> {
+  const { knobs } = space;
+  const idx = new Array(knobs.length).fill(0);
+  while (true) {
+    const c: Config = {};
+    knobs.forEach((k, i) => (c[k.name] = k.values[idx[i]]!));
+    yield c;
+    let i = knobs.length - 1;
+    while (i >= 0 && ++idx[i] === knobs[i]!.values.length) idx[i--] = 0;
+    if (i < 0) return;
+  }
+}
+
+export interface ResolvedPlan {
+  plan: Plan;
+  /** Where the config came from: the default search or the caller. */
+  source: 'default' | 'given';
+}
+
+/**
+ * The legal plan for a request. Without `config`, the first legal config in the space's preference
+ * order (the default). With a (possibly partial) `config`, that config over the default's values;
+ * unknown knobs, values outside the space, broken restrictions and an over-budget footprint are
+ * refused with a KgenError naming the knob or the budget with its bytes.
+ */
+export function makePlan(req: PlanRequest, config?: Record<string, unknown>): ResolvedPlan {
+  const space = spaceFor(req);
+  const base = defaultConfig(req, space);
+  if (!config || Object.keys(config).length === 0) return { plan: planWith(req, base), source: 'default' };
+  const full: Config = { ...base };
+  for (const [key, value] of Object.entries(config)) {
+    const knob = space.knobs.find((k) => k.name === key);
+    if (!knob) throw knobError(`config.${key}`, 'unknown knob for this op, target and shape', `one of ${space.knobs.map((k) => k.name).join(', ')}`);
+    if (!knob.values.includes(value as never)) throw knobError(`config.${key}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
+    full[key] = value as Config[string];
+  }
+  const broken = space.restrictions.find((r) => !r.allows(full));
+  if (broken) throw knobError('--config', `config ${JSON.stringify(full)} is ruled out: ${broken.reason}`, 'a config the restrictions allow');
+  const plan = planWith(req, full);
+  const over = overBudget(plan);
+  if (over) {
+    throw new BudgetError({
+      budget: over.budget,
+      needed: over.needed,
+      available: over.available,
+      hint: `${over.unit === 'bytes' ? 'choose smaller tiles' : `use fewer ${over.unit}`} or omit --config to use the default`,
+    });
+  }
+  return { plan, source: 'given' };
+}
+
+/** The default: the first config, in preference order, that passes the restrictions and budgets. */
+export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(req)): Config {
+  let firstOver: BudgetCheck | undefined;
+  for (const c of enumerateConfigs(space)) {
+    if (!space.restrictions.every((r) => r.allows(c))) continue;
+    const over = overBudget(planWith(req, c));
+    if (!over) return c;
+    firstOver ??= over;
+  }
+  throw new BudgetError({
+    field: '--shape',
+    budget: firstOver?.budget ?? 'search space',
+    needed: firstOver?.needed ?? 0,
+    available: firstOver?.available ?? 0,
+    hint: `no config of ${req.op.name} fits ${req.device.name} at this shape; use smaller dimensions or another device`,
+  });
+}
+
+export type { Shape, Op };

@@ -1,0 +1,46 @@
+import type { Epilogue, MatmulShape } from '../ir/types.js';
+
+/** GELU, tanh form (what the kernels compute; the erf form differs by < 1e-3). */
+export function gelu(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+
+export function silu(x: number): number {
+  return x / (1 + Math.exp(-x));
+}
+
+/** Inputs of the reference matmul, all as f32 values the kernel also sees (f16 inputs pre-rounded). */
+export interface MatmulReferenceInputs {
+  /** X[M,K] row-major. */
+  x: Float32Array;
+  /** Dequantized W[N,K] row-major: exactly the values the packed bytes decode to. */
+  w: Float32Array;
+  /** bias[N], present iff the epilogue has a bias. */
+  bias?: Float32Array;
+  /** residual[M,N], present iff the epilogue has a residual add. */
+  residual?: Float32Array;
+}
+
+/**
+ * Y[M,N] = epilogue(X . W^T) accumulated in f64. Independent of every kernel: plain loops, no
+ * blocking, no quantized arithmetic, so a kernel bug cannot hide in a shared helper.
+ */
+export function referenceMatmul(shape: MatmulShape, epilogue: Epilogue, inputs: MatmulReferenceInputs): Float64Array {
+  const { M, N, K } = shape;
+  const { x, w, bias, residual } = inputs;
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      const xo = m * K;
+      const wo = n * K;
+      for (let k = 0; k < K; k++) acc += x[xo + k]! * w[wo + k]!;
+      if (epilogue.bias) acc += bias![n]!;
+      if (epilogue.activation === 'silu') acc = silu(acc);
+      else if (epilogue.activation === 'gelu') acc = gelu(acc);
+      if (epilogue.residual) acc += residual![m * N + n]!;
+      y[m * N + n] = acc;
+    }
+  }
+  return y;
+}
