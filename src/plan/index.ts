@@ -64,44 +64,60 @@ export interface ResolvedPlan {
  */
 export function makePlan(req: PlanRequest, config?: Record<string, unknown>): ResolvedPlan {
   const space = spaceFor(req);
-  const base = defaultConfig(req, space);
-  if (!config || Object.keys(config).length === 0) return { plan: planWith(req, base), source: 'default' };
-  const full: Config = { ...base };
+  if (!config || Object.keys(config).length === 0) return { plan: planWith(req, defaultConfig(req, space)), source: 'default' };
+  const fixed: Config = {};
   for (const [key, value] of Object.entries(config)) {
     const knob = space.knobs.find((k) => k.name === key);
     if (!knob) throw knobError(`config.${key}`, 'unknown knob for this op, target and shape', `one of ${space.knobs.map((k) => k.name).join(', ')}`);
     if (!knob.values.includes(value as never)) throw knobError(`config.${key}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
-    full[key] = value as Config[string];
+    fixed[key] = value as Config[string];
   }
-  const broken = space.restrictions.find((r) => !r.allows(full));
-  if (broken) throw knobError('--config', `config ${JSON.stringify(full)} is ruled out: ${broken.reason}`, 'a config the restrictions allow');
-  const plan = planWith(req, full);
-  const over = overBudget(plan);
-  if (over) {
-    throw new BudgetError({
-      budget: over.budget,
-      needed: over.needed,
-      available: over.available,
-      hint: `${over.unit === 'bytes' ? 'choose smaller tiles' : `use fewer ${over.unit}`} or omit --config to use the default`,
-    });
+  // The given knobs are fixed; the others take the first values, in preference order, that make a
+  // legal config. When the given knobs alone break a restriction or the budget, say which.
+  const found = firstLegal(req, space, fixed);
+  if ('config' in found) return { plan: planWith(req, found.config), source: 'given' };
+  if (found.restriction) throw knobError('--config', `${JSON.stringify(fixed)} is ruled out: ${found.restriction}`, 'a config the restrictions allow');
+  const over = found.over!;
+  throw new BudgetError({
+    budget: over.budget,
+    needed: over.needed,
+    available: over.available,
+    hint: `${over.unit === 'bytes' ? 'choose smaller tiles' : `use fewer ${over.unit}`} or omit --config to use the default`,
+  });
+}
+
+type Search = { config: Config } | { restriction?: string; over?: BudgetCheck };
+
+/** First config in preference order that agrees with `fixed` and is legal; else the first reason. */
+function firstLegal(req: PlanRequest, space: SearchSpace, fixed: Config): Search {
+  const narrowed: SearchSpace = {
+    knobs: space.knobs.map((k) => (k.name in fixed ? { ...k, values: [fixed[k.name]!] } : k)),
+    restrictions: space.restrictions,
+  };
+  let restriction: string | undefined;
+  let over: BudgetCheck | undefined;
+  for (const c of enumerateConfigs(narrowed)) {
+    const broken = space.restrictions.find((r) => !r.allows(c));
+    if (broken) {
+      restriction ??= broken.reason;
+      continue;
+    }
+    const o = overBudget(planWith(req, c));
+    if (!o) return { config: c };
+    over ??= o;
   }
-  return { plan, source: 'given' };
+  return over ? { over } : { restriction };
 }
 
 /** The default: the first config, in preference order, that passes the restrictions and budgets. */
 export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(req)): Config {
-  let firstOver: BudgetCheck | undefined;
-  for (const c of enumerateConfigs(space)) {
-    if (!space.restrictions.every((r) => r.allows(c))) continue;
-    const over = overBudget(planWith(req, c));
-    if (!over) return c;
-    firstOver ??= over;
-  }
+  const found = firstLegal(req, space, {});
+  if ('config' in found) return found.config;
   throw new BudgetError({
     field: '--shape',
-    budget: firstOver?.budget ?? 'search space',
-    needed: firstOver?.needed ?? 0,
-    available: firstOver?.available ?? 0,
+    budget: found.over?.budget ?? `restrictions (${found.restriction})`,
+    needed: found.over?.needed ?? 0,
+    available: found.over?.available ?? 0,
     hint: `no config of ${req.op.name} fits ${req.device.name} at this shape; use smaller dimensions or another device`,
   });
 }

@@ -1,0 +1,74 @@
+/** Shared pieces of the throughput bench (bench/run.ts). */
+import { spawnSync } from 'node:child_process';
+
+/** L3 size the bench defeats: every timed row rotates through > 3x this many weight bytes. */
+export const L3_BYTES = 32 * 2 ** 20;
+
+export interface BenchRow {
+  kind: 'probe' | 'kgen' | 'peer';
+  /** e.g. 'gemv q4', 'probe read', 'ort MatMulNBits q4/32'. */
+  case: string;
+  shape: string;
+  threads: number;
+  /** Median wall time of one call, ms. */
+  ms: number;
+  minMs: number;
+  /** Bytes one call moves: weights + activations + outputs (probe: bytes read). */
+  bytes: number;
+  gbps: number;
+  /** 2*M*N*K / time (absent for the probe). */
+  gflops?: number;
+  /** gbps / probe gbps at the same thread count, in % (GEMV rows only). */
+  pctProbe?: number;
+  runs: number;
+  /** Distinct weight copies rotated through (so weights come from DRAM). */
+  copies?: number;
+  /** Anything else worth keeping in --json (e.g. nmse of the check). */
+  note?: string;
+}
+
+export function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return NaN;
+  return n % 2 ? s[(n - 1) / 2]! : 0.5 * (s[n / 2 - 1]! + s[n / 2]!);
+}
+
+/** Runs a command, throwing with its stderr if it fails; returns stdout. */
+export function run(cmd: string, args: readonly string[], opts: { echoStderr?: boolean } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 2 ** 20, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (opts.echoStderr && r.stderr) process.stderr.write(r.stderr);
+  if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}\n${r.stderr}`);
+  return r.stdout;
+}
+
+export const CFLAGS = ['-O3', '-march=native', '-pthread', '-Wall', '-Wno-unused-function'];
+
+function fmt(n: number | undefined, digits: number): string {
+  if (n === undefined || !Number.isFinite(n)) return '-';
+  return n.toFixed(digits);
+}
+
+/** The human table: case, shape, threads, time ms, GB/s, GFLOPS, % of probe. */
+export function formatTable(rows: readonly BenchRow[]): string {
+  const header = ['case', 'shape', 'threads', 'time ms', 'GB/s', 'GFLOPS', '% of probe'];
+  const body = rows.map((r) => [
+    r.case,
+    r.shape,
+    String(r.threads),
+    fmt(r.ms, r.ms < 10 ? 3 : 1),
+    fmt(r.gbps, 1),
+    fmt(r.gflops, 1),
+    r.pctProbe === undefined ? '' : `${r.pctProbe.toFixed(0)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const numeric = [false, false, true, true, true, true, true];
+  const line = (cells: readonly string[]) =>
+    cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}

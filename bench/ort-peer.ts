@@ -1,0 +1,167 @@
+/**
+ * Peer rows: onnxruntime-node's `com.microsoft.MatMulNBits` (bits=4, block_size=32, no zero points,
+ * so value = (code - 8) * scale: ggml q4_0 with an f32 scale), run through the public JS API the way
+ * a user would (`await session.run(...)`), on the CPU execution provider.
+ */
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import type { MatmulShape } from '../src/ir/types.js';
+import { Rng } from '../src/numeric/random.js';
+import { dequantizeMatrix, FORMATS, quantizeMatrix } from '../src/quant/index.js';
+import { readScale } from '../src/quant/scalar-codes.js';
+import { compareOutputs } from '../src/reference/compare.js';
+import { referenceMatmul } from '../src/reference/matmul.js';
+import { matMulNBitsModel } from './onnx-model.js';
+import { L3_BYTES, log, median, type BenchRow } from './common.js';
+
+export interface OrtWeights {
+  /** uint8 [N, K/32, 16]. */
+  b: Uint8Array;
+  /** f32 [N * K/32]. */
+  scales: Float32Array;
+}
+
+/**
+ * Re-packs ggml q4_0 bytes (`{f16 d; u8 qs[16]}` per 32, weight j<16 in the low nibble of qs[j] and
+ * j+16 in its high nibble) into MatMulNBits' layout (weight 2i in the low nibble of byte i, 2i+1 in
+ * the high nibble; f32 scales). Both decode to (code - 8) * d, so the two compute the same product.
+ */
+export function q4_0ToOrt(q40: Uint8Array, N: number, K: number): OrtWeights {
+  const blocks = (N * K) / 32;
+  const b = new Uint8Array(blocks * 16);
+  const scales = new Float32Array(blocks);
+  const codes = new Uint8Array(32);
+  for (let blk = 0; blk < blocks; blk++) {
+    const src = blk * 18;
+    scales[blk] = readScale(q40, src);
+    for (let j = 0; j < 16; j++) {
+      const byte = q40[src + 2 + j]!;
+      codes[j] = byte & 0x0f;
+      codes[j + 16] = byte >>> 4;
+    }
+    for (let i = 0; i < 16; i++) b[blk * 16 + i] = codes[2 * i]! | (codes[2 * i + 1]! << 4);
+  }
+  return { b, scales };
+}
+
+async function createSession(
+  shape: MatmulShape,
+  weights: readonly OrtWeights[],
+  threads: number,
+  accuracyLevel: number,
+  spin = true,
+): Promise<ort.InferenceSession> {
+  const model = matMulNBitsModel({ ...shape, weights, accuracyLevel });
+  return ort.InferenceSession.create(model, {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+    extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' } } },
+  });
+}
+
+/**
+ * Runs MatMulNBits once on a small shape and compares it with the f64 reference matmul of the
+ * dequantized weights; throws if it is off, so a peer row is only printed for a peer that computes
+ * the right product.
+ */
+export async function verifyPeer(accuracyLevel: number): Promise<{ nmse: number }> {
+  const shape: MatmulShape = { M: 3, N: 96, K: 512 };
+  const rng = new Rng(7);
+  const wf = rng.fillNormal(new Float32Array(shape.N * shape.K));
+  const x = rng.fillNormal(new Float32Array(shape.M * shape.K));
+  const codec = FORMATS.q4_0.codec(32);
+  const q = quantizeMatrix(codec, wf, shape.N, shape.K);
+  const wd = dequantizeMatrix(codec, q, shape.N, shape.K);
+  const ref = referenceMatmul(shape, { bias: false, activation: 'none', residual: false }, { x, w: wd });
+  const session = await createSession(shape, [q4_0ToOrt(q, shape.N, shape.K)], 1, accuracyLevel);
+  try {
+    const out = await session.run({ A: new ort.Tensor('float32', x, [shape.M, shape.K]) });
+    const y = out['Y0']!.data as Float32Array;
+    const c = compareOutputs(y, ref);
+    // accuracy_level 4 quantizes A to int8 per block, so it is allowed a looser bound than f32.
+    const limit = accuracyLevel >= 4 ? 1e-3 : 1e-9;
+    if (!(c.nonFinite === 0 && c.nmse <= limit)) {
+      throw new Error(`ORT MatMulNBits (accuracy_level ${accuracyLevel}) disagrees with the reference: nmse ${c.nmse}`);
+    }
+    return { nmse: c.nmse };
+  } finally {
+    await session.release();
+  }
+}
+
+export interface PeerOptions {
+  shape: MatmulShape;
+  /** ggml q4_0 bytes of W[N,K]; re-packed for MatMulNBits. */
+  q40: Uint8Array;
+  x: Float32Array;
+  threads: readonly number[];
+  accuracyLevel: number;
+  warmup: number;
+  runs: number;
+  /** session.intra_op.allow_spinning (ORT default true). */
+  spin?: boolean;
+}
+
+/**
+ * Times `await session.run({A})` on one session whose graph holds `copies` MatMulNBits nodes with
+ * distinct weights (together > 3x the L3 cache), all fed the same A; one call's time is the run's
+ * time / copies. So every matmul streams its weights from DRAM as in a real model, while only one
+ * ORT thread pool exists. (One session per weight copy was tried first: at 2 threads the idle
+ * sessions' spinning workers steal the second core and the timings become bimodal.)
+ */
+export async function benchPeer(o: PeerOptions, label: string): Promise<BenchRow[]> {
+  const { M, N, K } = o.shape;
+  const base = q4_0ToOrt(o.q40, N, K);
+  const weightBytes = base.b.byteLength + base.scales.byteLength;
+  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / weightBytes) + 1);
+  // Distinct bytes per copy, so no graph optimisation can fold the copies into one initializer.
+  const weights: OrtWeights[] = [];
+  for (let c = 0; c < copies; c++) {
+    const b = base.b.slice();
+    const scales = base.scales.slice();
+    b[c] = b[c]! ^ 0x11;
+    scales[c] = scales[c]! * (1 + 1e-3 * (c + 1));
+    weights.push({ b, scales });
+  }
+  const rows: BenchRow[] = [];
+  const feeds = { A: new ort.Tensor('float32', o.x, [M, K]) };
+  for (const threads of o.threads) {
+    log(`peer ${label}: session with ${copies} x ${(weightBytes / 2 ** 20).toFixed(1)} MiB weights, ${threads} thread(s)`);
+    const session = await createSession(o.shape, weights, threads, o.accuracyLevel, o.spin ?? true);
+    try {
+      const times: number[] = [];
+      let sink = 0;
+      for (let r = 0; r < o.warmup + o.runs; r++) {
+        const t0 = performance.now();
+        const out = await session.run(feeds);
+        const dt = (performance.now() - t0) / copies;
+        for (let c = 0; c < copies; c++) sink += (out[`Y${c}`]!.data as Float32Array)[0]!;
+        if (r >= o.warmup) times.push(dt);
+      }
+      if (!Number.isFinite(sink)) throw new Error('ORT produced a non-finite output');
+      const ms = median(times);
+      const bytes = weightBytes + M * K * 4 + M * N * 4;
+      rows.push({
+        kind: 'peer',
+        case: label,
+        shape: `M=${M},N=${N},K=${K}`,
+        threads,
+        ms,
+        minMs: Math.min(...times),
+        gbps: bytes / (ms * 1e-3) / 1e9,
+        gflops: (2 * M * N * K) / (ms * 1e-3) / 1e9,
+        bytes,
+        runs: times.length,
+        copies,
+      });
+      log(`peer ${label} ${threads}T: ${ms.toFixed(3)} ms per matmul`);
+    } finally {
+      await session.release();
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,105 @@
+import { backendFor } from '../backends/registry.js';
+import type { AbiEntry, RenderedKernel } from '../backends/types.js';
+import type { TargetName } from '../device/profile.js';
+import { bitsPerWeight, codecOf } from '../quant/index.js';
+import { makePlan } from '../plan/index.js';
+import type { Plan } from '../plan/types.js';
+import type { Tolerance } from '../reference/compare.js';
+import { KGEN_VERSION } from '../version.js';
+import type { KernelRequest } from './request.js';
+import { resolveRequest } from './request.js';
+
+/**
+ * manifest.json: what a user needs to call an emitted kernel from another program without reading
+ * its source. Invariant: every figure here is the one the source was rendered from.
+ */
+export interface Manifest {
+  kgen: string;
+  op: Plan['op'];
+  irHash: string;
+  target: TargetName;
+  device: string;
+  shape: Plan['shape'];
+  variant: string;
+  config: Plan['config'];
+  /** Where the config came from: the default search, or the caller's --config. */
+  configSource: 'default' | 'given';
+  weights?: { format: string; groupSize?: number; bitsPerWeight: number; rowBytes: number; totalBytes: number; layout: string };
+  tensors: Record<string, { dtype: string; shape: string; layout: string }>;
+  abi: AbiEntry[];
+  launch: Plan['launch'];
+  loops: string[];
+  footprint: Plan['buffers'];
+  budgets: Plan['budgets'];
+  tolerance: Tolerance;
+  templateHash: string;
+  build: string;
+}
+
+export interface EmitResult {
+  /** kernel source files and manifest.json, by file name. */
+  files: Record<string, string>;
+  plan: Plan;
+  manifest: Manifest;
+  rendered: RenderedKernel;
+}
+
+export interface EmitOptions extends KernelRequest {
+  /** Recorded in the generated header so a file says how to regenerate it. */
+  command?: string;
+}
+
+/** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
+export function emit(opts: EmitOptions): EmitResult {
+  const req = resolveRequest(opts);
+  const { plan, source } = makePlan(req, req.config);
+  const backend = backendFor(req.target);
+  const command = opts.command ?? `kgen emit --target ${req.target} --op ${req.op.name} --shape ${Object.entries(req.shape).map(([k, v]) => `${k}=${v}`).join(',')} --device ${req.device.name} --config '${JSON.stringify(plan.config)}'`;
+  const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command });
+  const manifest = buildManifest(plan, req.irHash, source, rendered);
+  return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered };
+}
+
+function buildManifest(plan: Plan, irHash: string, configSource: 'default' | 'given', rendered: RenderedKernel): Manifest {
+  const op = plan.op;
+  const tensors: Manifest['tensors'] = {};
+  let weights: Manifest['weights'];
+  if (op.kind === 'matmul') {
+    const { M, N, K } = plan.shape as { M: number; N: number; K: number };
+    const codec = codecOf(op.weight);
+    const rowBytes = (K / codec.weightsPerBlock) * codec.bytesPerBlock;
+    weights = {
+      format: op.weight.format,
+      groupSize: op.weight.groupSize,
+      bitsPerWeight: bitsPerWeight(codec),
+      rowBytes,
+      totalBytes: rowBytes * N,
+      layout: `${N} rows of ${K / codec.weightsPerBlock} blocks of ${codec.bytesPerBlock} bytes (docs/formats.md#${op.weight.format})`,
+    };
+    tensors.x = { dtype: op.x, shape: `[${M},${K}]`, layout: 'row-major' };
+    tensors.y = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
+    if (op.epilogue.bias) tensors.bias = { dtype: 'f32', shape: `[${N}]`, layout: 'contiguous' };
+    if (op.epilogue.residual) tensors.residual = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
+  }
+  return {
+    kgen: KGEN_VERSION,
+    op,
+    irHash,
+    target: plan.target,
+    device: plan.device,
+    shape: plan.shape,
+    variant: plan.variant,
+    config: plan.config,
+    configSource,
+    weights,
+    tensors,
+    abi: rendered.abi,
+    launch: plan.launch,
+    loops: plan.loops,
+    footprint: plan.buffers,
+    budgets: plan.budgets,
+    tolerance: plan.tolerance,
+    templateHash: rendered.templateHash,
+    build: rendered.build,
+  };
+}

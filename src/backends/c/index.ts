@@ -1,0 +1,143 @@
+import { KgenError } from '../../errors.js';
+import type { MatmulOp } from '../../ir/types.js';
+import type { Plan } from '../../plan/types.js';
+import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
+import { templateSet } from '../../render/templates.js';
+import type { Backend, RenderContext, RenderedKernel } from '../types.js';
+import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
+
+/** How each weight format's bytes are decoded: one decode partial per scheme and ISA. */
+const DECODE_SCHEME: Record<MatmulOp['weight']['format'], string> = {
+  q35: 'q35',
+  q4: 'nibble',
+  q4_0: 'nibble',
+  q8: 'int8',
+  q8_0: 'int8',
+  f16: 'none',
+};
+
+const FORMAT_NAMES: Record<MatmulOp['weight']['format'], string> = {
+  q35: 'q3.5', q4: 'q4', q8: 'q8', q4_0: 'ggml q4_0', q8_0: 'ggml q8_0', f16: 'f16',
+};
+
+const ACTIVATION_EXPR = {
+  none: 'v',
+  silu: 'v / (1.0f + expf(-v))',
+  gelu: '0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)))',
+} as const;
+
+/** The template names a matmul plan renders through, or why it cannot be rendered. */
+export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string } {
+  const op = plan.op as MatmulOp;
+  const isa = plan.params.isa as string;
+  const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
+  const scheme = DECODE_SCHEME[op.weight.format];
+  return {
+    micro: `isa/${isa}_${kind}`,
+    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
+    includes: `isa/${isa}_includes`,
+  };
+}
+
+function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
+  const op = plan.op as MatmulOp;
+  const p = plan.params;
+  const templates = templateSet('c');
+  const parts = matmulPartials(plan);
+  for (const name of [parts.micro, parts.decode, parts.includes]) {
+    if (!templates.has(name)) {
+      throw new KgenError({
+        field: '--isa',
+        problem: `the C backend has no ${p.isa} variant for ${FORMAT_NAMES[op.weight.format]} with ${p.actQuant ? 'int8' : 'f32'} activations (template ${name})`,
+        expected: 'another --isa or config.actQuant',
+        hint: 'run `kgen ops` for what each target supports',
+      });
+    }
+  }
+  const fn = `kgen_${op.name}`;
+  const xCType = op.x === 'f16' ? 'uint16_t' : 'float';
+  const yCType = op.y === 'f16' ? 'uint16_t' : 'float';
+  const tc = C_TOOLCHAINS[p.isa as string]!;
+  const compileHint = `${tc.compiler} ${tc.flags.filter((f) => f !== '-static').join(' ')} -c kernel.c  (add -fopenmp for the threaded driver)`;
+  const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
+  const view = {
+    ...p,
+    fn,
+    FN: fn.toUpperCase(),
+    guard: `${fn.toUpperCase()}_H`,
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: op.name,
+    formatName: FORMAT_NAMES[op.weight.format],
+    actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
+    configJson: JSON.stringify(plan.config),
+    compileHint,
+    xCType,
+    yCType,
+    xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
+    yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
+    residualLoad: op.y === 'f16' ? 'kg_f16_to_f32(r[i])' : 'r[i]',
+    activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
+    epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    weightBytes: (p.N as number) * (p.rowBytes as number),
+    isaIncludes: parts.includes,
+    microPartial: parts.micro,
+    decodePartial: parts.decode,
+    q35TableA: Q35_TABLE_A.join(', '),
+    q35TableB: Q35_TABLE_B.join(', '),
+  };
+  const files = {
+    'kernel.c': templates.render('kernel.c', view),
+    'kernel.h': templates.render('kernel.h', view),
+  };
+  const sig = (ret: string, name: string, args: string) => `${ret} ${name}(${args})`;
+  const rowsArgs = `const void *workspace, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, int64_t row_begin, int64_t row_end`;
+  return {
+    files,
+    templateHash: templates.hash,
+    build: compileHint,
+    abi: [
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes})` },
+      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${xCType} *x, void *workspace`), doc: 'prepares X once per call (quantizes activations when actQuant)' },
+      { symbol: `${fn}_rows`, signature: sig('void', `${fn}_rows`, rowsArgs), doc: 'output rows [row_begin, row_end) for every activation row; disjoint ranges may run on different threads' },
+      { symbol: fn, signature: sig('void', fn, `const ${xCType} *x, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, void *workspace`), doc: 'prepare + all rows; OpenMP-parallel when compiled with -fopenmp' },
+    ],
+  };
+}
+
+/** Renders the test harness that `verify` and the tests compile next to kernel.c. */
+export function renderHarness(plan: Plan, ctx: RenderContext): string {
+  const op = plan.op as MatmulOp;
+  const p = plan.params;
+  return templateSet('c').render('harness.c', {
+    ...p,
+    fn: `kgen_${op.name}`,
+    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
+    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    weightBytes: (p.N as number) * (p.rowBytes as number),
+    version: ctx.version,
+  });
+}
+
+export const cBackend: Backend = {
+  target: 'c',
+  capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], isas: Object.keys(C_TOOLCHAINS) },
+  render(plan, ctx) {
+    if (plan.op.kind !== 'matmul') {
+      throw new KgenError({
+        field: '--op',
+        problem: `the C backend does not render ${plan.op.kind} yet`,
+        expected: 'a matmul op',
+        hint: 'attention kernels come with a later release; `kgen ops` lists what each target supports',
+      });
+    }
+    return renderMatmul(plan, ctx);
+  },
+};
+
+export { C_TOOLCHAINS, C_WARNINGS };
