@@ -33,10 +33,11 @@ export class BudgetError extends KgenError {
   readonly needed: number;
   readonly available: number;
 
-  constructor(opts: { budget: string; needed: number; available: number; field?: string; hint?: string }) {
+  constructor(opts: { budget: string; needed: number; available: number; unit?: string; field?: string; hint?: string }) {
+    const unit = opts.unit ?? 'bytes';
     super({
       field: opts.field ?? '--config',
-      problem: `over budget: ${opts.budget} needs ${opts.needed} bytes but ${opts.available} are available`,
+      problem: `over budget: ${opts.budget} needs ${opts.needed} ${unit} but ${opts.available} are available`,
       hint: opts.hint ?? 'choose smaller tiles or omit --config to use the default',
     });
     this.name = 'BudgetError';

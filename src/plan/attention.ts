@@ -53,7 +53,7 @@ function gpuSpace(req: Req): SearchSpace {
     return {
       knobs: [
         { name: 'kvSplit', values: [16, 8, 32, 4, 64, 1], doc: 'partitions of the KV sequence, reduced in a second pass' },
-        { name: 'kvBlock', values: [64, 32, 128], doc: 'keys staged in shared memory per step' },
+        { name: 'kvBlock', values: [64, 32, 128, 16], doc: 'keys staged in shared memory per step' },
         { name: 'warps', values: [4, 2, 8], doc: 'warps per block' },
       ],
       restrictions: [{ reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) }],
@@ -64,7 +64,7 @@ function gpuSpace(req: Req): SearchSpace {
       { name: 'br', values: [64, 128, 32, 16], doc: 'query rows per block' },
       { name: 'bc', values: [64, 32, 128, 16], doc: 'keys per inner tile' },
       { name: 'stages', values: [2, 1], doc: 'K/V pipeline stages' },
-      { name: 'warps', values: [4, 8, 2], doc: 'warps per block' },
+      { name: 'warps', values: [4, 8, 2, 1], doc: 'warps per block' },
     ],
     restrictions: [{ reason: 'fewer than 16 query rows per warp', allows: (c) => (c.br as number) / (c.warps as number) >= 16 }],
   };

@@ -82,31 +82,50 @@ export function makePlan(req: PlanRequest, config?: Record<string, unknown>): Re
     budget: over.budget,
     needed: over.needed,
     available: over.available,
+    unit: over.unit,
     hint: `${over.unit === 'bytes' ? 'choose smaller tiles' : `use fewer ${over.unit}`} or omit --config to use the default`,
   });
 }
 
 type Search = { config: Config } | { restriction?: string; over?: BudgetCheck };
 
-/** First config in preference order that agrees with `fixed` and is legal; else the first reason. */
+/**
+ * First config in preference order that agrees with `fixed` and is legal. Failing that, the reason:
+ * the restriction every candidate broke (the one the fixed knobs cause), else the budget every
+ * candidate exceeded (reported at its smallest need), else the check that came closest to fitting.
+ */
 function firstLegal(req: PlanRequest, space: SearchSpace, fixed: Config): Search {
   const narrowed: SearchSpace = {
     knobs: space.knobs.map((k) => (k.name in fixed ? { ...k, values: [fixed[k.name]!] } : k)),
     restrictions: space.restrictions,
   };
-  let restriction: string | undefined;
-  let over: BudgetCheck | undefined;
+  const broken = new Map<string, number>();
+  const exceeded = new Map<string, { count: number; least: BudgetCheck }>();
+  let candidates = 0;
+  let planned = 0;
   for (const c of enumerateConfigs(narrowed)) {
-    const broken = space.restrictions.find((r) => !r.allows(c));
-    if (broken) {
-      restriction ??= broken.reason;
-      continue;
+    candidates++;
+    const failing = space.restrictions.filter((r) => !r.allows(c));
+    for (const r of failing) broken.set(r.reason, (broken.get(r.reason) ?? 0) + 1);
+    if (failing.length) continue;
+    planned++;
+    const overs = planWith(req, c).budgets.filter((b) => b.needed > b.available);
+    if (overs.length === 0) return { config: c };
+    for (const o of overs) {
+      const seen = exceeded.get(o.budget);
+      if (!seen) exceeded.set(o.budget, { count: 1, least: o });
+      else {
+        seen.count++;
+        if (o.needed < seen.least.needed) seen.least = o;
+      }
     }
-    const o = overBudget(planWith(req, c));
-    if (!o) return { config: c };
-    over ??= o;
   }
-  return over ? { over } : { restriction };
+  const always = [...broken].find(([, n]) => n === candidates);
+  if (always) return { restriction: always[0] };
+  const binding = [...exceeded.values()].find((e) => e.count === planned);
+  if (binding) return { over: binding.least };
+  const closest = [...exceeded.values()].map((e) => e.least).sort((a, b) => a.needed / a.available - b.needed / b.available)[0];
+  return closest ? { over: closest } : { restriction: [...broken.keys()][0] };
 }
 
 /** The default: the first config, in preference order, that passes the restrictions and budgets. */
@@ -118,6 +137,7 @@ export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(re
     budget: found.over?.budget ?? `restrictions (${found.restriction})`,
     needed: found.over?.needed ?? 0,
     available: found.over?.available ?? 0,
+    unit: found.over?.unit,
     hint: `no config of ${req.op.name} fits ${req.device.name} at this shape; use smaller dimensions or another device`,
   });
 }

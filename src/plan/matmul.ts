@@ -24,7 +24,7 @@ function cpuSpace(req: Req): SearchSpace {
     { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
     { name: 'rowsPerIter', values: [4, 2, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
-    { name: 'nTile', values: [32, 16, 64, 8, 128], doc: 'weight rows per cache tile, reused across all activation rows' },
+    { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
     { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over 32-weight chunks' },
   ];
   const restrictions: Restriction[] = [

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the native tools kgen's tests use beyond Node: a C compiler, the aarch64 cross compiler
+# and qemu-user (NEON kernels run under qemu-aarch64). Debian/Ubuntu, as root or with sudo.
+# Tests that need a missing tool skip with a printed reason, so this is optional for `npm test`.
+set -euo pipefail
+packages=(gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-tools: all present (${packages[*]})"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-tools: installing ${missing[*]}"
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import { implementedTargets } from '../backends/registry.js';
+import { allDevices, detectPresence, nvidiaGpuNames } from '../device/index.js';
+import { CATALOG, CATALOG_DESCRIPTIONS } from '../ir/catalog.js';
+import { opHash } from '../ir/validate.js';
+import { printJson, table } from './common.js';
+
+export function registerLists(program: Command): void {
+  program
+    .command('ops')
+    .description('list the catalog of ops')
+    .option('--json', 'machine-readable output')
+    .addHelpText('after', '\nExamples:\n  kgen ops\n  kgen ops --json')
+    .action((flags: { json?: boolean }) => {
+      const rendered = implementedTargets();
+      const rows = Object.entries(CATALOG).map(([name, op]) => ({
+        name,
+        kind: op.kind,
+        irHash: opHash(op),
+        renders: op.kind === 'matmul' ? rendered : [],
+        description: CATALOG_DESCRIPTIONS[name] ?? '',
+        op,
+      }));
+      if (flags.json) return printJson(rows);
+      process.stdout.write(`${table([['op', 'kind', 'rendered for', 'description'], ...rows.map((r) => [r.name, r.kind, r.renders.join(',') || '(plans only)', r.description])])}\n`);
+    });
+  program
+    .command('devices')
+    .description('list device profiles and mark those present on this machine')
+    .option('--json', 'machine-readable output')
+    .addHelpText('after', '\nExamples:\n  kgen devices\n  kgen devices --json')
+    .action((flags: { json?: boolean }) => {
+      const gpus = nvidiaGpuNames();
+      const rows = allDevices().map((d) => ({ device: d, presence: detectPresence(d, gpus) }));
+      if (flags.json) return printJson(rows.map((r) => ({ ...r.device, present: r.presence.present, presence: r.presence.how })));
+      const lines = [['', 'device', 'kind', 'targets', 'GB/s', 'on-chip', 'description'], ...rows.map(({ device: d, presence }) => [
+        presence.present ? '*' : ' ',
+        d.name,
+        d.kind,
+        d.targets.join(','),
+        String(d.memory.bandwidthGBs),
+        d.gpu ? `${d.gpu.sharedPerBlockOptinBytes / 1024} KiB shared/block` : `${(d.cpu!.l2Bytes / 1024).toFixed(0)} KiB L2/core`,
+        d.description,
+      ])];
+      process.stdout.write(`${table(lines)}\n(* = present here)\n`);
+    });
+}

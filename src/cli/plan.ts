@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { resolveRequest } from '../api/request.js';
+import { makePlan, spaceFor } from '../plan/index.js';
+import type { KernelFlags } from './common.js';
+import { addKernelFlags, printJson, table, toRequest } from './common.js';
+
+export function registerPlan(program: Command): void {
+  const cmd = program.command('plan').description('show the plan for an op on a device: config, loops, on-chip buffers and budgets (no code)');
+  addKernelFlags(cmd).addHelpText(
+    'after',
+    `
+Examples:
+  kgen plan --target cuda --device rtx4090 --op matmul_q35 --shape M=1,N=4096,K=4096
+  kgen plan --target wgsl --device webgpu --op attention_f16 --shape B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128
+  kgen plan --target c --op matmul_q4 --shape M=256,N=4096,K=4096 --config '{"nTile":128}'`,
+  );
+  cmd.action((flags: KernelFlags) => {
+    const req = resolveRequest(toRequest(flags));
+    const { plan, source } = makePlan(req, req.config);
+    const space = spaceFor(req);
+    if (flags.json) return printJson({ ...plan, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });
+    const out = [
+      `${plan.op.name} on ${plan.device} (${plan.target}), variant ${plan.variant}, config (${source}) ${JSON.stringify(plan.config)}`,
+      `launch: ${JSON.stringify(plan.launch)}`,
+      'loops:',
+      ...plan.loops.map((l) => `  ${l}`),
+      'on-chip buffers:',
+      table([['  name', 'space', 'size', 'why'], ...plan.buffers.map((b) => [`  ${b.name}`, b.space, String(b.size), b.why])]),
+      'budgets:',
+      table([['  budget', 'needed', 'available', 'unit'], ...plan.budgets.map((b) => [`  ${b.budget}`, String(b.needed), String(b.available), b.unit])]),
+      'knobs:',
+      ...space.knobs.map((k) => `  ${k.name}: ${k.values.join(' | ')}  (${k.doc})`),
+      `tolerance: NMSE <= ${plan.tolerance.nmse}, |error| <= ${plan.tolerance.maxRelToPeak} x peak`,
+    ];
+    process.stdout.write(`${out.join('\n')}\n`);
+  });
+}

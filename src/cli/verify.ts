@@ -1,0 +1,42 @@
+import type { Command } from 'commander';
+import { verify } from '../api/verify.js';
+import { formatShape } from '../ir/validate.js';
+import type { KernelFlags } from './common.js';
+import { addKernelFlags, printJson, toRequest } from './common.js';
+
+export function registerVerify(program: Command): void {
+  const cmd = program
+    .command('verify')
+    .description('compile a kernel with the real compiler, run it on seeded data and compare with the f64 reference')
+    .option('--seed <n>', 'seed of the random inputs', '1')
+    .option('--sanitize', 'build with AddressSanitizer and UndefinedBehaviorSanitizer')
+    .option('--werror', 'treat compiler warnings as errors');
+  addKernelFlags(cmd).addHelpText(
+    'after',
+    `
+Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or compile error, 2 on a usage error.
+
+Examples:
+  kgen verify --target c --op matmul_q35 --shape M=1,N=77,K=320
+  kgen verify --target c --op matmul_q4_0 --shape M=3,N=4096,K=4096 --isa neon --device apple-m2   (runs under qemu-aarch64)
+  kgen verify --target c --op matmul_q8 --shape M=64,N=77,K=320 --sanitize --json`,
+  );
+  cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean }) => {
+    const r = await verify({ ...toRequest(flags), seed: Number(flags.seed) || 1, sanitize: flags.sanitize, werror: flags.werror });
+    const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}`;
+    if (flags.json) {
+      printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
+    } else if (r.status === 'ok' && r.ran && r.comparison) {
+      const c = r.comparison;
+      process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (tolerance NMSE ${r.tolerance.nmse.toExponential(1)}), ran ${r.runner}\n`);
+    } else if (r.status === 'ok') {
+      process.stdout.write(`compiled only: ${what}: ${r.detail}; nothing was run\n`);
+    } else if (r.status === 'wrong_result' && r.comparison) {
+      const c = r.comparison;
+      process.stdout.write(`MISMATCH: ${what}: max abs error ${c.maxAbsError.toExponential(2)} at element ${c.worstIndex}, NMSE ${c.nmse.toExponential(2)}, ${c.nonFinite} non-finite (tolerance NMSE ${r.tolerance.nmse.toExponential(1)})\n`);
+    } else {
+      process.stdout.write(`${r.status}: ${what}\n${r.detail ?? ''}\n`);
+    }
+    process.exitCode = r.status === 'ok' ? 0 : 1;
+  });
+}

@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { verify } from '../src/api/verify.js';
+import { cannotRunReason } from '../src/backends/c/run.js';
+import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { skipReason } from './helpers.js';
+
+/** Every C variant, the device whose profile offers it, and the tools it needs here. */
+const VARIANTS = [
+  { isa: 'scalar', device: 'host' },
+  { isa: 'avx2', device: 'host' },
+  { isa: 'avx512', device: 'epyc-9654' },
+  { isa: 'neon', device: 'apple-m2' },
+] as const;
+
+const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16'];
+// Ragged: N=77 is not a multiple of any row tile; K=320 is 5 groups of 64 (10 ggml blocks).
+const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
+
+for (const { isa, device } of VARIANTS) {
+  const tools = [C_TOOLCHAINS[isa]!.compiler, ...(C_TOOLCHAINS[isa]!.runner && process.arch !== 'arm64' ? [C_TOOLCHAINS[isa]!.runner![0]!] : [])];
+  const missing = skipReason(tools);
+  const runnable = cannotRunReason(isa) === undefined;
+  if (!runnable) console.warn(`NOTE: ${isa} kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
+  describe.concurrent.skipIf(missing !== undefined)(`C ${isa}`, () => {
+    for (const op of OPS) {
+      it(`${op}: M in {1,3,64}, ragged N and K, matches the reference${runnable ? '' : ' (compile only)'}`, async () => {
+        for (const shape of SHAPES) {
+          const r = await verify({ target: 'c', op, shape, isa, device, werror: true });
+          expect(r.detail ?? '', `${op} ${shape}`).not.toMatch(/error/);
+          expect(r.status, `${op} ${isa} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+          expect(r.ran).toBe(runnable);
+          if (runnable) {
+            expect(r.comparison!.nonFinite).toBe(0);
+            expect(r.comparison!.nmse).toBeLessThanOrEqual(r.tolerance.nmse);
+          }
+        }
+      });
+    }
+    it('other tilings give the same results (edge tiles in N and M)', async () => {
+      for (const config of [{ rowsPerIter: 1, mTile: 4, nTile: 8 }, { rowsPerIter: 2, mTile: 2, nTile: 2 }, { rowsPerIter: 4, mTile: 1, nTile: 4 }]) {
+        const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=5,N=33,K=4096', isa, device, config: isa === 'scalar' ? config : { ...config, unroll: 4 } });
+        expect(r.status, JSON.stringify(config)).toBe('ok');
+      }
+    });
+  });
+}
+
+describe.concurrent('C epilogues and dtypes', () => {
+  const irs = [
+    { kind: 'matmul', name: 'ffn_gate', x: 'f16', y: 'f16', weight: { format: 'q4_0' }, epilogue: { bias: true, activation: 'silu', residual: true } },
+    { kind: 'matmul', name: 'proj_gelu', x: 'f32', y: 'f32', weight: { format: 'q35', groupSize: 32 }, epilogue: { bias: true, activation: 'gelu' } },
+    { kind: 'matmul', name: 'proj_res', x: 'f16', y: 'f32', weight: { format: 'f16' }, epilogue: { residual: true } },
+    { kind: 'matmul', name: 'q8_g128', x: 'f32', y: 'f16', weight: { format: 'q8', groupSize: 128 }, epilogue: { activation: 'silu' } },
+  ];
+  for (const ir of irs) {
+    for (const isa of ['scalar', 'avx2']) {
+      it(`${ir.name} (${isa})`, async () => {
+        const r = await verify({ target: 'c', ir, shape: 'M=3,N=77,K=384', isa, werror: true });
+        expect(r.status, r.detail).toBe('ok');
+      });
+    }
+  }
+  it('scalar with f32 activations is exact to f32 rounding', async () => {
+    const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=3,N=77,K=320', isa: 'scalar', config: { actQuant: 'f32' } });
+    expect(r.status).toBe('ok');
+    expect(r.comparison!.nmse).toBeLessThan(1e-10);
+  });
+});
+
+describe.concurrent('C under AddressSanitizer and UndefinedBehaviorSanitizer', () => {
+  for (const isa of ['scalar', 'avx2']) {
+    for (const op of OPS) {
+      it(`${op} ${isa} on ragged shapes`, async () => {
+        for (const shape of ['M=3,N=77,K=320', 'M=1,N=5,K=64']) {
+          const r = await verify({ target: 'c', op, shape: op === 'matmul_f16' && shape.endsWith('K=64') ? 'M=1,N=5,K=96' : shape, isa, sanitize: true });
+          expect(r.status, `${shape}: ${r.detail ?? ''}`).toBe('ok');
+        }
+      });
+    }
+  }
+});
+
+describe('a broken kernel is caught', () => {
+  it('a decode off by one level is wrong_result, not ok', async () => {
+    const { emit } = await import('../src/api/emit.js');
+    const { renderHarness } = await import('../src/backends/c/index.js');
+    const { compileAndRun } = await import('../src/backends/c/run.js');
+    const { makeMatmulData, fromDtype } = await import('../src/api/data.js');
+    const { referenceMatmul } = await import('../src/reference/matmul.js');
+    const { compareOutputs, withinTolerance } = await import('../src/reference/compare.js');
+    const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=3,N=77,K=320', isa: 'scalar' });
+    const good = e.files['kernel.c']!;
+    const broken = good.replace('(q[j] & 0x0f) - 8', '(q[j] & 0x0f) - 7');
+    expect(broken).not.toBe(good);
+    const op = e.plan.op as import('../src/ir/types.js').MatmulOp;
+    const shape = e.plan.shape as import('../src/ir/types.js').MatmulShape;
+    const data = makeMatmulData(op, shape, 1);
+    const ref = referenceMatmul(shape, op.epilogue, { x: data.x.values, w: data.w.values });
+    const harnessC = renderHarness(e.plan, { version: 'test', irHash: '', command: '' });
+    for (const [src, expected] of [[good, true], [broken, false]] as const) {
+      const run = await compileAndRun('scalar', { kernelC: src, kernelH: e.files['kernel.h']!, harnessC }, data);
+      expect(run.status).toBe('ok');
+      expect(withinTolerance(compareOutputs(fromDtype(run.output!, 'f32'), ref), ref, e.plan.tolerance)).toBe(expected);
+    }
+  });
+});

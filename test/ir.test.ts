@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { opHash, parseShape, validateOp } from '../src/ir/validate.js';
+
+function errorOf(fn: () => unknown): KgenError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof KgenError) return e;
+    throw e;
+  }
+  throw new Error('expected a KgenError');
+}
+
+describe('IR validation', () => {
+  it('accepts every catalog op unchanged', () => {
+    for (const op of Object.values(CATALOG)) expect(validateOp(JSON.parse(JSON.stringify(op)))).toEqual(op);
+  });
+
+  it('fills defaults for a minimal user matmul', () => {
+    expect(validateOp({ kind: 'matmul', name: 'ffn_up', weight: { format: 'q4' } })).toEqual({
+      kind: 'matmul', name: 'ffn_up', x: 'f32', y: 'f32', weight: { format: 'q4', groupSize: 64 },
+      epilogue: { bias: false, activation: 'none', residual: false },
+    });
+  });
+
+  it.each([
+    ['x); system("rm -rf /"); //', 'ir.name'],
+    ['evil\nname', 'ir.name'],
+    ['Upper', 'ir.name'],
+    ['a'.repeat(49), 'ir.name'],
+    ['__attribute__', 'ir.name'],
+  ])('refuses a name that could smuggle text into source: %j', (name, field) => {
+    const e = errorOf(() => validateOp({ kind: 'matmul', name, weight: { format: 'q4' } }));
+    expect(e.field).toBe(field);
+    expect(e.message).toMatch(/identifier/);
+  });
+
+  it('names the field of every mistake', () => {
+    expect(errorOf(() => validateOp({ kind: 'matmul', name: 'a', weight: { format: 'q5' } })).field).toBe('ir.weight.format');
+    expect(errorOf(() => validateOp({ kind: 'matmul', name: 'a', weight: { format: 'q4', groupSize: 48 } })).field).toBe('ir.weight.groupSize');
+    expect(errorOf(() => validateOp({ kind: 'matmul', name: 'a', weight: { format: 'q4_0', groupSize: 64 } })).field).toBe('ir.weight.groupSize');
+    expect(errorOf(() => validateOp({ kind: 'matmul', name: 'a', weight: { format: 'q4' }, epilogue: { activation: 'relu' } })).field).toBe('ir.epilogue.activation');
+    expect(errorOf(() => validateOp({ kind: 'matmul', name: 'a', weight: { format: 'q4' }, extra: 1 })).field).toBe('ir.extra');
+    expect(errorOf(() => validateOp({ kind: 'conv', name: 'a' })).field).toBe('ir.kind');
+    expect(errorOf(() => validateOp({ kind: 'attention', name: 'a', scale: -1 })).field).toBe('ir.scale');
+    expect(errorOf(() => validateOp([1, 2])).field).toBe('ir');
+  });
+
+  it('hashes equal ops equally whatever the key order', () => {
+    const a = validateOp({ kind: 'matmul', name: 'm', weight: { format: 'q8', groupSize: 32 }, epilogue: { bias: true } });
+    const b = validateOp({ epilogue: { bias: true }, weight: { groupSize: 32, format: 'q8' }, name: 'm', kind: 'matmul' });
+    expect(opHash(a)).toBe(opHash(b));
+    expect(opHash(a)).not.toBe(opHash({ ...a, name: 'n' }));
+  });
+});
+
+describe('shapes', () => {
+  const q4 = CATALOG.matmul_q4!;
+  it('parses dimension lists in any order', () => {
+    expect(parseShape('K=320,M=3,N=77', q4)).toEqual({ M: 3, N: 77, K: 320 });
+  });
+
+  it('refuses a K that is not a multiple of the group, saying how to pad', () => {
+    const e = errorOf(() => parseShape('M=1,N=77,K=100', q4));
+    expect(e.field).toBe('--shape K');
+    expect(e.message).toContain('not a multiple of the q4 group size 64');
+    expect(e.message).toContain('pad K to 128');
+  });
+
+  it('refuses missing, unknown, repeated and non-integer dimensions', () => {
+    expect(errorOf(() => parseShape('M=1,N=77', q4)).message).toContain('K is missing');
+    expect(errorOf(() => parseShape('M=1,N=77,K=64,Q=2', q4)).message).toContain('unknown dimension "Q"');
+    expect(errorOf(() => parseShape('M=1,M=2,N=77,K=64', q4)).message).toContain('given twice');
+    expect(errorOf(() => parseShape('M=1.5,N=77,K=64', q4)).field).toBe('--shape');
+    expect(errorOf(() => parseShape('M=0,N=77,K=64', q4)).field).toBe('--shape M');
+  });
+
+  it('checks attention constraints', () => {
+    const att = CATALOG.attention_f16!;
+    expect(parseShape('B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', att)).toMatchObject({ Hq: 32, D: 128 });
+    expect(errorOf(() => parseShape('B=1,Hq=30,Hkv=8,Sq=1,Skv=64,D=128', att)).field).toBe('--shape Hq');
+    expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=65,Skv=64,D=128', att)).field).toBe('--shape Sq');
+    expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=100', CATALOG.attention_q8kv!)).field).toBe('--shape D');
+  });
+});

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import { allDevices } from '../src/device/index.js';
+import { BudgetError, KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { parseShape } from '../src/ir/validate.js';
+import { defaultConfig, enumerateConfigs, makePlan, overBudget, spaceFor } from '../src/plan/index.js';
+
+const MATMUL_SHAPES = ['M=1,N=4096,K=4096', 'M=3,N=77,K=320', 'M=256,N=4096,K=14336', 'M=16,N=28672,K=8192'];
+const ATTENTION_SHAPES = ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', 'B=2,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', 'B=1,Hq=8,Hkv=8,Sq=3,Skv=77,D=64'];
+
+describe('default configs', () => {
+  // Every op x device profile x target the device runs: the default exists and is within budget.
+  for (const device of allDevices()) {
+    for (const target of device.targets) {
+      it(`every op has a legal default on ${device.name} (${target})`, () => {
+        for (const op of Object.values(CATALOG)) {
+          for (const text of op.kind === 'matmul' ? MATMUL_SHAPES : ATTENTION_SHAPES) {
+            if (op.kind === 'matmul' && op.weight.format === 'f16' && text.includes('K=320')) continue;
+            const shape = parseShape(text, op);
+            const { plan, source } = makePlan({ op, shape, device, target });
+            expect(source).toBe('default');
+            expect(overBudget(plan), `${op.name} ${text}`).toBeUndefined();
+            for (const b of plan.budgets) expect(b.needed).toBeLessThanOrEqual(b.available);
+            expect(plan.tolerance.nmse).toBeGreaterThan(0);
+          }
+        }
+      });
+    }
+  }
+});
+
+describe('over-budget configs', () => {
+  const rtx = allDevices().find((d) => d.name === 'rtx4090')!;
+  const op = CATALOG.matmul_q4!;
+  const shape = parseShape('M=256,N=4096,K=4096', op);
+
+  it('are refused naming the budget, the bytes needed and the bytes available', () => {
+    let err: unknown;
+    try {
+      makePlan({ op, shape, device: rtx, target: 'cuda' }, { bm: 128, bn: 256, bk: 128, stages: 4 });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BudgetError);
+    const e = err as BudgetError;
+    // 4 stages x (128x128 f16 activations + 256 rows x 2 blocks x 34 bytes) = 200704 bytes
+    expect(e.needed).toBe(4 * (128 * 128 * 2 + 256 * 2 * 34));
+    expect(e.available).toBe(101376);
+    expect(e.message).toBe(`--config: over budget: shared memory per block (opt-in maximum) (rtx4090) needs ${e.needed} bytes but 101376 are available; choose smaller tiles or omit --config to use the default`);
+  });
+
+  it('fit on a device with more shared memory', () => {
+    const h100 = allDevices().find((d) => d.name === 'h100-sxm')!;
+    const { plan } = makePlan({ op, shape, device: h100, target: 'cuda' }, { bm: 128, bn: 256, bk: 128, stages: 4 });
+    expect(plan.budgets[0]!.needed).toBe(200704);
+    expect(plan.variant).toBe('tiled_mma');
+  });
+
+  it('CPU tiles are checked against the L2 share', () => {
+    const wasm = allDevices().find((d) => d.name === 'wasm-simd128')!;
+    const big = parseShape('M=256,N=4096,K=14336', CATALOG.matmul_f16!);
+    expect(() => makePlan({ op: CATALOG.matmul_f16!, shape: big, device: wasm, target: 'wasm' }, { nTile: 128 })).toThrow(/L2 cache share per core .* needs \d+ bytes but 262144 are available/);
+  });
+});
+
+describe('config validation', () => {
+  const host = allDevices()[0]!;
+  const op = CATALOG.matmul_q4_0!;
+  const shape = parseShape('M=3,N=77,K=320', op);
+
+  it('fills the other knobs from the first legal config agreeing with the given ones', () => {
+    const { plan, source } = makePlan({ op, shape, device: host, target: 'c' }, { isa: 'scalar' });
+    expect(source).toBe('given');
+    expect(plan.config.isa).toBe('scalar');
+    expect(plan.config.unroll).toBe(1);
+  });
+
+  it('names an unknown knob or value', () => {
+    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { tile: 4 })).toThrow(/config\.tile: unknown knob/);
+    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { nTile: 7 })).toThrow(/config\.nTile: got 7; expected one of/);
+    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { isa: 'sse9' })).toThrow(KgenError);
+  });
+
+  it('refuses a config its restrictions rule out, with the reason', () => {
+    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { isa: 'scalar', unroll: 4 })).toThrow(/unroll has no effect on the scalar variant/);
+  });
+
+  it('refuses a target the device does not run', () => {
+    expect(() => makePlan({ op, shape, device: host, target: 'cuda' })).toThrow(/device host does not run cuda kernels/);
+  });
+
+  it('the default is the first legal config of the enumeration', () => {
+    const req = { op, shape, device: host, target: 'c' as const };
+    const space = spaceFor(req);
+    const first = [...enumerateConfigs(space)].find((c) => space.restrictions.every((r) => r.allows(c)));
+    expect(defaultConfig(req)).toEqual(first);
+  });
+});
