@@ -14,7 +14,7 @@ export async function main(argv: string[]): Promise<void> {
     .description('kernel generator for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON) today, CUDA, WGSL and WebAssembly next')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
-    .showSuggestionAfterError(true)
+    .showSuggestionAfterError(false)
     .addHelpText('after', `
 Examples:
   kgen ops                                   list the op catalog

@@ -1,0 +1,119 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { pack } from '../src/api/pack.js';
+import { Rng } from '../src/numeric/random.js';
+
+const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
+const run = (args: string[]) => execa(KGEN, args, { reject: false });
+
+function expectUsageError(r: { exitCode?: number; stderr: string; stdout: string }, pattern: RegExp): void {
+  expect(r.exitCode).toBe(2);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(r.stderr).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+describe.concurrent('kgen CLI', () => {
+  it('lists its commands and each has examples', async () => {
+    const r = await run(['--help']);
+    expect(r.exitCode).toBe(0);
+    for (const c of ['emit', 'verify', 'pack', 'plan', 'ops', 'devices']) {
+      expect(r.stdout).toContain(c);
+      const h = await run([c, '--help']);
+      expect(h.exitCode).toBe(0);
+      expect(h.stdout).toContain('Examples:');
+    }
+  });
+
+  it('emit -o writes kernel.c, kernel.h and manifest.json', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'kgen-cli-')), 'out');
+    const r = await run(['emit', '--target', 'c', '--op', 'matmul_q35', '--shape', 'M=1,N=4096,K=4096', '--isa', 'avx2', '-o', dir]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['kernel.c', 'kernel.h', 'manifest.json']);
+    const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+    expect(m).toMatchObject({ target: 'c', shape: { M: 1, N: 4096, K: 4096 }, config: { isa: 'avx2' }, configSource: 'given' });
+    expect(m.weights).toMatchObject({ format: 'q35', groupSize: 64, bitsPerWeight: 3.75, rowBytes: 64 * 30 });
+    expect(m.irHash).toMatch(/^[0-9a-f]{16}$/);
+    expect(m.kgen).toMatch(/^\d+\.\d+\.\d+/);
+    expect(m.footprint.length).toBeGreaterThan(0);
+    expect(m.abi.map((a: { symbol: string }) => a.symbol)).toContain('kgen_matmul_q35_rows');
+    expect(readFileSync(join(dir, 'kernel.h'), 'utf8')).toContain('void kgen_matmul_q35_rows(');
+  });
+
+  it('a failed emit leaves an existing output directory as it was', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'kgen-cli-'));
+    const dir = join(parent, 'out');
+    expect((await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '-o', dir])).exitCode).toBe(0);
+    const before = readFileSync(join(dir, 'kernel.c'), 'utf8');
+    const r = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=100', '-o', dir]);
+    expectUsageError(r, /--shape K: K=100 is not a multiple of the q4 group size 64/);
+    expect(readFileSync(join(dir, 'kernel.c'), 'utf8')).toBe(before);
+    expect(readdirSync(parent)).toEqual(['out']);
+  });
+
+  it('emit without -o prints the source', async () => {
+    const r = await run(['emit', '--op', 'matmul_q8_0', '--shape', 'M=1,N=8,K=64', '--isa', 'scalar']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('void kgen_matmul_q8_0_rows(');
+  });
+
+  it('user mistakes get one line and exit 2', async () => {
+    expectUsageError(await run(['emit', '--op', 'matmul_q5', '--shape', 'M=1,N=8,K=64']), /--op: unknown op "matmul_q5"; expected one of matmul_q35/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8']), /--shape: dimension K is missing/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'metal']), /--target: unknown target "metal"/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--config', '{nTile:4}']), /--config: not valid JSON/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'cuda']), /--target: the cuda backend is planned but not implemented yet/);
+    expectUsageError(await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=64']), /--op: the C backend does not render attention yet/);
+    expectUsageError(await run(['emitt']), /unknown command/);
+  });
+
+  it('an over-budget --config is refused with the budget and its bytes', async () => {
+    const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"bm":128,"bn":256,"bk":128,"stages":4}']);
+    expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 200704 bytes but 101376 are available/);
+  });
+
+  it('refuses a user IR that tries to smuggle C into the source', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-'));
+    const ir = join(dir, 'op.json');
+    writeFileSync(ir, JSON.stringify({ kind: 'matmul', name: 'x(void){system("id");}\nvoid y', weight: { format: 'q4' } }));
+    expectUsageError(await run(['emit', '--ir', ir, '--shape', 'M=1,N=8,K=64']), /ir\.name: got .*; expected a lower-case identifier/);
+    writeFileSync(ir, JSON.stringify({ kind: 'matmul', name: 'ok_name', weight: { format: 'q4' }, epilogue: { activation: 'relu);//' } }));
+    expectUsageError(await run(['emit', '--ir', ir, '--shape', 'M=1,N=8,K=64']), /ir\.epilogue\.activation/);
+    writeFileSync(ir, '{not json');
+    expectUsageError(await run(['emit', '--ir', ir, '--shape', 'M=1,N=8,K=64']), /--ir: .* is not valid JSON/);
+  });
+
+  it('verify prints the errors and exits 0', async () => {
+    const r = await run(['verify', '--op', 'matmul_q4_0', '--shape', 'M=3,N=77,K=320', '--isa', 'avx2']);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ok: matmul_q4_0 c\/avx2 M=3,N=77,K=320: max abs error \S+, NMSE \S+/);
+    const j = await run(['verify', '--op', 'matmul_q8', '--shape', 'M=1,N=77,K=320', '--isa', 'scalar', '--json']);
+    expect(JSON.parse(j.stdout)).toMatchObject({ status: 'ok', ran: true, runner: 'native' });
+  });
+
+  it('pack writes the same bytes as the library', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-'));
+    const w = new Rng(5).fillNormal(new Float32Array(8 * 64));
+    writeFileSync(join(dir, 'w.f32'), new Uint8Array(w.buffer));
+    const r = await run(['pack', '--format', 'q4_0', '--shape', 'N=8,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'w.q4_0')]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(new Uint8Array(readFileSync(join(dir, 'w.q4_0')))).toEqual(pack({ format: 'q4_0', N: 8, K: 64, weights: w }).bytes);
+    expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=9,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--in: holds 512 values but N\*K = 576/);
+    expect(existsSync(join(dir, 'bad'))).toBe(false);
+  });
+
+  it('ops and devices print tables and JSON', async () => {
+    const ops = JSON.parse((await run(['ops', '--json'])).stdout);
+    expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv']);
+    const devices = JSON.parse((await run(['devices', '--json'])).stdout);
+    const names = devices.map((d: { name: string }) => d.name);
+    for (const n of ['host', 'rtx4090', 'a100-80gb', 'h100-sxm', 'l40s', 'epyc-9654', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128']) expect(names).toContain(n);
+    expect(devices.find((d: { name: string }) => d.name === 'host').present).toBe(true);
+    expect((await run(['devices'])).stdout).toMatch(/^\*\s+host/m);
+  });
+});
