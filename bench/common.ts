@@ -1,5 +1,6 @@
 /** Shared pieces of the throughput bench (bench/run.ts). */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** L3 size the bench defeats: every timed row rotates through > 3x this many weight bytes. */
 export const L3_BYTES = 32 * 2 ** 20;
@@ -25,6 +26,8 @@ export interface BenchRow {
   copies?: number;
   /** Anything else worth keeping in --json (e.g. nmse of the check). */
   note?: string;
+  /** CPU cores other processes kept busy, on average, while this row was measured (noise). */
+  bgLoad?: number;
 }
 
 export function log(msg: string): void {
@@ -71,4 +74,32 @@ export function formatTable(rows: readonly BenchRow[]): string {
   const line = (cells: readonly string[]) =>
     cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+/** CPU seconds: all CPUs busy (from /proc/stat) and this process with its waited-for children. */
+export interface CpuSample {
+  systemBusy: number;
+  own: number;
+}
+
+export function cpuSample(): CpuSample | undefined {
+  try {
+    const hz = 100; // USER_HZ on Linux
+    const stat = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal ...
+    const busy = stat[0]! + stat[1]! + stat[2]! + stat[5]! + stat[6]! + (stat[7] ?? 0);
+    const self = readFileSync('/proc/self/stat', 'utf8');
+    const fields = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
+    // fields[0] is state (field 3); utime, stime, cutime, cstime are fields 14..17.
+    const own = fields[11]! + fields[12]! + fields[13]! + fields[14]!;
+    return { systemBusy: busy / hz, own: own / hz };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds other processes used between two samples (noise from concurrent work). */
+export function foreignCpu(a: CpuSample | undefined, b: CpuSample | undefined): number | undefined {
+  if (!a || !b) return undefined;
+  return Math.max(0, b.systemBusy - a.systemBusy - (b.own - a.own));
 }

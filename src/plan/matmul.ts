@@ -79,6 +79,8 @@ function cpuPlan(req: Req, config: Config): Plan {
       blocksPerRow,
       rowBytes,
       chunksPerBlock: Math.max(1, codec.weightsPerBlock / 32),
+      // SIMD variants decode two 32-weight chunks per step when a block holds an even number.
+      chunkStep: codec.weightsPerBlock % 64 === 0 ? 2 : 1,
       blocksPerChunk: Math.max(1, 32 / codec.weightsPerBlock),
       actBlock: ACT_BLOCK,
       xBlocks,

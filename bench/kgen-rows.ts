@@ -1,0 +1,155 @@
+/**
+ * kgen rows: emit the C kernel for one op and shape, compile it with bench/harness.c, time it on
+ * DRAM-resident weights, and check its output against the JS reference before reporting a time.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { MatmulShape } from '../src/ir/types.js';
+import type { BlockCodec } from '../src/quant/index.js';
+import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
+import { referenceMatmul } from '../src/reference/matmul.js';
+import { f32Bytes } from './onnx-model.js';
+import { CFLAGS, L3_BYTES, log, run, type BenchRow } from './common.js';
+
+/** The slice of kgen's public API the bench uses (see src/index.ts). */
+interface EmitLike {
+  files: Record<string, string>;
+  manifest: { weights?: { rowBytes: number; totalBytes: number }; tolerance: Tolerance };
+}
+type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
+
+/**
+ * Loads `emit` from the library's entry point. Dynamic, so the bench still builds and runs its probe
+ * and peer rows while the entry point is missing; returns the reason when it is.
+ */
+export async function loadEmit(): Promise<EmitFn | string> {
+  const entry = '../src/index.js';
+  try {
+    const mod = (await import(entry)) as { emit?: unknown };
+    if (typeof mod.emit !== 'function') return `${entry} does not export emit`;
+    return mod.emit as EmitFn;
+  } catch (e) {
+    return `cannot load ${entry}: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+export interface KgenCase {
+  label: string;
+  op: string;
+  shape: MatmulShape;
+  codec: BlockCodec;
+  /** Packed weights W[N,K] in the op's format. */
+  w: Uint8Array;
+  x: Float32Array;
+  threads: readonly number[];
+  warmup: number;
+  runs: number;
+  isa: string;
+  workDir: string;
+  harnessSource: string;
+}
+
+interface HarnessLine {
+  threads: number;
+  median_ms: number;
+  min_ms: number;
+  runs: number;
+  copies: number;
+  weight_bytes: number;
+  same_as_first: boolean;
+}
+
+/** Rows of W checked against the reference: both ends, the thread-split boundary, and a spread. */
+function checkRows(N: number): number[] {
+  const rows = new Set<number>();
+  for (let i = 0; i < 8; i++) {
+    rows.add(i);
+    rows.add(N - 1 - i);
+    rows.add(Math.min(N - 1, Math.floor(N / 2) - 4 + i));
+  }
+  for (let i = 0; i < 16; i++) rows.add(Math.floor(((i + 0.5) * N) / 16));
+  return [...rows].sort((a, b) => a - b);
+}
+
+/**
+ * Compares the kernel's Y on a set of output columns (rows of W) for every activation row with the
+ * f64 reference on the dequantized weights, using the tolerance the plan states in its manifest;
+ * and requires every element of Y to be finite (the harness pre-fills Y with NaN).
+ */
+function checkOutput(c: KgenCase, y: Float32Array, tol: Tolerance): { ok: boolean; nmse: number; detail: string } {
+  const { M, N, K } = c.shape;
+  for (let i = 0; i < y.length; i++) {
+    if (!Number.isFinite(y[i]!)) return { ok: false, nmse: NaN, detail: `Y[${Math.floor(i / N)},${i % N}] is ${y[i]}` };
+  }
+  const rows = checkRows(N);
+  const bpr = K / c.codec.weightsPerBlock;
+  const wd = new Float32Array(rows.length * K);
+  rows.forEach((n, r) => {
+    for (let b = 0; b < bpr; b++) {
+      c.codec.dequantizeBlock(c.w, (n * bpr + b) * c.codec.bytesPerBlock, wd, r * K + b * c.codec.weightsPerBlock);
+    }
+  });
+  const ref = referenceMatmul({ M, N: rows.length, K }, { bias: false, activation: 'none', residual: false }, { x: c.x, w: wd });
+  const got = new Float32Array(M * rows.length);
+  for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
+  const cmp = compareOutputs(got, ref);
+  const ok = withinTolerance(cmp, ref, tol);
+  return { ok, nmse: cmp.nmse, detail: `nmse ${cmp.nmse.toExponential(2)} (limit ${tol.nmse}), max abs err ${cmp.maxAbsError.toExponential(2)}` };
+}
+
+export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> {
+  const { M, N, K } = c.shape;
+  const shapeText = `M=${M},N=${N},K=${K}`;
+  const dir = join(c.workDir, `${c.op}-${M}x${N}x${K}`);
+  mkdirSync(dir, { recursive: true });
+
+  const result = await emit({ target: 'c', op: c.op, shape: shapeText, device: 'host', isa: c.isa });
+  for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);
+  const rowBytes = result.manifest.weights?.rowBytes;
+  if (rowBytes === undefined || rowBytes * N !== c.w.length) {
+    throw new Error(`${c.op}: manifest rowBytes ${rowBytes} does not match the packed weights (${c.w.length} bytes for N=${N})`);
+  }
+  const harnessC = join(dir, 'harness.c');
+  writeFileSync(harnessC, c.harnessSource);
+  const exe = join(dir, 'harness');
+  const fn = `kgen_${c.op}`;
+  log(`${c.label}: compiling ${fn} (${shapeText}, isa ${c.isa})`);
+  run('gcc', [...CFLAGS, `-I${dir}`, `-DKGEN_FN=${fn}`, harnessC, join(dir, 'kernel.c'), '-o', exe, '-lm']);
+
+  writeFileSync(join(dir, 'x.bin'), f32Bytes(c.x));
+  writeFileSync(join(dir, 'w.bin'), c.w);
+  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / c.w.length) + 1);
+  log(`${c.label}: running on ${c.threads.join(',')} thread(s), ${copies} weight copies of ${(c.w.length / 2 ** 20).toFixed(1)} MiB`);
+  const out = run(exe, [dir, String(M), String(N), String(K), String(rowBytes), String(copies), String(c.warmup), String(c.runs), ...c.threads.map(String)]);
+  const lines = out
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as HarnessLine);
+
+  const yBuf = readFileSync(join(dir, 'y.bin'));
+  const y = new Float32Array(yBuf.buffer, yBuf.byteOffset, yBuf.byteLength / 4);
+  const check = checkOutput(c, y, result.manifest.tolerance);
+  if (!check.ok) log(`${c.label}: OUTPUT WRONG, no time reported: ${check.detail}`);
+  else log(`${c.label}: output matches the reference (${check.detail})`);
+
+  const bytes = c.w.length + M * K * 4 + M * N * 4;
+  return lines.map((l): BenchRow => {
+    const ok = check.ok && l.same_as_first;
+    if (check.ok && !l.same_as_first) log(`${c.label} ${l.threads}T: Y differs from the first thread count's Y; no time reported`);
+    const ms = ok ? l.median_ms : NaN;
+    return {
+      kind: 'kgen',
+      case: ok ? c.label : `${c.label} (WRONG OUTPUT)`,
+      shape: shapeText,
+      threads: l.threads,
+      ms,
+      minMs: ok ? l.min_ms : NaN,
+      bytes,
+      gbps: bytes / (ms * 1e-3) / 1e9,
+      gflops: (2 * M * N * K) / (ms * 1e-3) / 1e9,
+      runs: l.runs,
+      copies: l.copies,
+      note: check.detail,
+    };
+  });
+}

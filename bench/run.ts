@@ -1,0 +1,195 @@
+/**
+ * Throughput bench: kgen's C kernels against the machine's memory bandwidth and a peer
+ * (onnxruntime's MatMulNBits), on GEMV (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096).
+ *
+ *   npm run bench                 table on stdout, progress on stderr
+ *   npm run bench -- --json       the same rows as JSON lines
+ * Options: --cases gemv,gemm   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2
+ *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
+ * See bench/README.md for what each row means.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { MatmulShape } from '../src/ir/types.js';
+import { Rng } from '../src/numeric/random.js';
+import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
+import type { WeightFormatName } from '../src/ir/types.js';
+import { CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
+import { benchKgen, loadEmit } from './kgen-rows.js';
+import { benchPeer, verifyPeer } from './ort-peer.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(name);
+function opt(name: string, fallback: string): string {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+}
+
+const json = flag('--json');
+const cases = opt('--cases', 'gemv,gemm').split(',');
+const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
+const threads = opt('--threads', '1,2').split(',').map(Number);
+const isa = opt('--isa', 'avx2');
+
+/** bench/ in the source tree (the .c files are not copied to dist/). */
+const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
+
+const GROUP: Record<string, number> = { q4: 64, q35: 64, q8: 64, q4_0: 32, q8_0: 32 };
+const LABEL: Record<string, string> = { q4: 'q4', q35: 'q3.5', q4_0: 'q4_0', q8: 'q8', q8_0: 'q8_0' };
+
+interface ShapeCase {
+  name: 'gemv' | 'gemm';
+  shape: MatmulShape;
+  warmup: number;
+  runs: number;
+  peerWarmup: number;
+  peerRuns: number;
+}
+
+const SHAPES: ShapeCase[] = [
+  { name: 'gemv', shape: { M: 1, N: 4096, K: 14336 }, warmup: 10, runs: 51, peerWarmup: 5, peerRuns: 31 },
+  { name: 'gemm', shape: { M: 256, N: 4096, K: 4096 }, warmup: 2, runs: 9, peerWarmup: 1, peerRuns: 9 },
+];
+
+function probeRows(workDir: string): BenchRow[] {
+  const exe = join(workDir, 'probe');
+  log('probe: compiling bench/probe.c');
+  run('gcc', [...CFLAGS, join(benchSrc, 'probe.c'), '-o', exe]);
+  log('probe: reading 1 GiB, 9 passes per thread count');
+  const out = run(exe, ['1024', '9', ...threads.map(String)]);
+  return out
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => {
+      const p = JSON.parse(l) as { threads: number; bytes: number; passes: number; gbps: number; min_gbps: number; max_gbps: number };
+      const ms = (p.bytes / (p.gbps * 1e9)) * 1e3;
+      return {
+        kind: 'probe',
+        case: 'probe: AVX2 read',
+        shape: '1 GiB',
+        threads: p.threads,
+        ms,
+        minMs: (p.bytes / (p.max_gbps * 1e9)) * 1e3,
+        bytes: p.bytes,
+        gbps: p.gbps,
+        runs: p.passes,
+        note: `min ${p.min_gbps.toFixed(1)} max ${p.max_gbps.toFixed(1)} GB/s`,
+      } satisfies BenchRow;
+    });
+}
+
+/** Runs one stage and stamps its rows with the background CPU load seen meanwhile. */
+async function stage(rows: BenchRow[], f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
+  const s0 = cpuSample();
+  const t0 = performance.now();
+  const out = await f();
+  const bg = foreignCpu(s0, cpuSample());
+  const wall = (performance.now() - t0) / 1e3;
+  for (const r of out) if (bg !== undefined && wall > 0) r.bgLoad = bg / wall;
+  rows.push(...out);
+  return out;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const workDir = mkdtempSync(join(tmpdir(), 'kgen-bench-'));
+  const rows: BenchRow[] = [];
+  try {
+    const probe = flag('--no-probe') ? [] : await stage(rows, () => probeRows(workDir));
+
+    let peerLevels: number[] = [];
+    if (!flag('--no-peer')) {
+      for (const level of [4, 0]) {
+        const v = await verifyPeer(level);
+        log(`peer: MatMulNBits accuracy_level ${level} matches the reference on M=3,N=96,K=512 (nmse ${v.nmse.toExponential(2)})`);
+      }
+      peerLevels = [4, 0];
+    }
+
+    let emit = null as Awaited<ReturnType<typeof loadEmit>> | null;
+    if (!flag('--no-kgen')) {
+      emit = await loadEmit();
+      if (typeof emit === 'string') log(`kgen rows skipped: ${emit}`);
+    }
+    const harnessSource = readFileSync(join(benchSrc, 'harness.c'), 'utf8');
+
+    for (const sc of SHAPES.filter((s) => cases.includes(s.name))) {
+      const { M, N, K } = sc.shape;
+      log(`${sc.name}: generating W[${N},${K}] ~ N(0, 0.02^2) and X[${M},${K}] ~ N(0,1)`);
+      const wf = new Rng(20240601).fillNormal(new Float32Array(N * K), 0.02);
+      const x = new Rng(20240602).fillNormal(new Float32Array(M * K));
+      const packed = new Map<string, { codec: BlockCodec; bytes: Uint8Array }>();
+      const pack = (f: string) => {
+        let p = packed.get(f);
+        if (!p) {
+          const t = Date.now();
+          const codec = FORMATS[f as WeightFormatName].codec(GROUP[f]);
+          p = { codec, bytes: quantizeMatrix(codec, wf, N, K) };
+          packed.set(f, p);
+          log(`${sc.name}: quantized W to ${f} in ${((Date.now() - t) / 1e3).toFixed(1)} s`);
+        }
+        return p;
+      };
+
+      if (emit && typeof emit !== 'string') {
+        for (const f of formats) {
+          const { codec, bytes } = pack(f);
+          try {
+            await stage(rows, () =>
+              benchKgen(emit as Exclude<typeof emit, string | null>, {
+                label: `${sc.name} kgen ${LABEL[f] ?? f}`,
+                op: `matmul_${f}`,
+                shape: sc.shape,
+                codec,
+                w: bytes,
+                x,
+                threads,
+                warmup: sc.warmup,
+                runs: sc.runs,
+                isa,
+                workDir,
+                harnessSource,
+              }),
+            );
+          } catch (e) {
+            log(`${sc.name} kgen ${f}: FAILED: ${(e as Error).message}`);
+          }
+        }
+      }
+
+      for (const level of peerLevels) {
+        const label = `${sc.name} ort MatMulNBits q4/32 ${level === 4 ? 'int8 act' : 'f32 act'}`;
+        const q40 = pack('q4_0').bytes;
+        await stage(rows, () =>
+          benchPeer({ shape: sc.shape, q40, x, threads, accuracyLevel: level, warmup: sc.peerWarmup, runs: sc.peerRuns }, label),
+        );
+      }
+    }
+
+    for (const r of rows) {
+      if (r.kind === 'probe' || !r.shape.startsWith('M=1,')) continue;
+      const p = probe.find((q) => q.threads === r.threads);
+      if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
+    }
+  } finally {
+    if (flag('--keep')) log(`kept ${workDir}`);
+    else rmSync(workDir, { recursive: true, force: true });
+  }
+
+  if (json) for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else process.stdout.write(`${formatTable(rows)}\n`);
+  const noisy = rows.filter((r) => (r.bgLoad ?? 0) > 0.1);
+  if (noisy.length) {
+    const worst = Math.max(...noisy.map((r) => r.bgLoad!));
+    log(`warning: other processes used up to ${worst.toFixed(2)} cores during ${noisy.length} row(s) (bgLoad in --json); 2-thread rows are the most affected`);
+  }
+  log(`done in ${((Date.now() - t0) / 1e3).toFixed(0)} s`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
