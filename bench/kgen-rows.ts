@@ -4,6 +4,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { MatmulShape } from '../src/ir/types.js';
 import type { BlockCodec } from '../src/quant/index.js';
 import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
@@ -23,7 +24,9 @@ type EmitFn = (opts: { target: string; op: string; shape: string; device: string
  * and peer rows while the entry point is missing; returns the reason when it is.
  */
 export async function loadEmit(): Promise<EmitFn | string> {
-  const entry = '../src/index.js';
+  // KGEN_BENCH_ENTRY: another module exporting emit (absolute path or URL), e.g. another build.
+  const override = process.env['KGEN_BENCH_ENTRY'];
+  const entry = override ? (override.startsWith('/') ? pathToFileURL(override).href : override) : '../src/index.js';
   try {
     const mod = (await import(entry)) as { emit?: unknown };
     if (typeof mod.emit !== 'function') return `${entry} does not export emit`;
