@@ -65,7 +65,7 @@ export function formatTable(rows: readonly BenchRow[]): string {
     r.shape,
     String(r.threads),
     fmt(r.ms, r.ms < 10 ? 3 : 1),
-    fmt(r.gbps, 1),
+    fmt(r.gbps, r.gbps < 10 ? 2 : 1),
     fmt(r.gflops, 1),
     r.pctProbe === undefined ? '' : `${r.pctProbe.toFixed(0)}%`,
   ]);

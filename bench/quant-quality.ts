@@ -9,6 +9,9 @@
  *                                              src/quant/q35.ts)
  * Options: --rows N (rows of 4096 weights per data set, default 256 = 1,048,576 weights),
  *          --seed S (default 20240601).
+ * Fit options: --iters (40), --groups (24576 training groups of 64), --fit-seed (1234),
+ *          --t-fraction (1/3 of the groups Student-t), --polish (2 integer passes), --untied (fit A
+ *          and B separately instead of A = B).
  */
 import { performance } from 'node:perf_hooks';
 import { f16BitsToF32, f32ToF16Bits } from '../src/numeric/half.js';

@@ -58,8 +58,8 @@ function probeRows(workDir: string): BenchRow[] {
   const exe = join(workDir, 'probe');
   log('probe: compiling bench/probe.c');
   run('gcc', [...CFLAGS, join(benchSrc, 'probe.c'), '-o', exe]);
-  log('probe: reading 1 GiB, 9 passes per thread count');
-  const out = run(exe, ['1024', '9', ...threads.map(String)]);
+  log('probe: reading 1 GiB, 15 passes per thread count');
+  const out = run(exe, ['1024', '15', ...threads.map(String)]);
   return out
     .split('\n')
     .filter((l) => l.trim())
@@ -109,11 +109,9 @@ async function main(): Promise<void> {
       peerLevels = [4, 0];
     }
 
-    let emit = null as Awaited<ReturnType<typeof loadEmit>> | null;
-    if (!flag('--no-kgen')) {
-      emit = await loadEmit();
-      if (typeof emit === 'string') log(`kgen rows skipped: ${emit}`);
-    }
+    const loaded = flag('--no-kgen') ? null : await loadEmit();
+    if (typeof loaded === 'string') log(`kgen rows skipped: ${loaded}`);
+    const emit = typeof loaded === 'function' ? loaded : null;
     const harnessSource = readFileSync(join(benchSrc, 'harness.c'), 'utf8');
 
     for (const sc of SHAPES.filter((s) => cases.includes(s.name))) {
@@ -126,7 +124,9 @@ async function main(): Promise<void> {
         let p = packed.get(f);
         if (!p) {
           const t = Date.now();
-          const codec = FORMATS[f as WeightFormatName].codec(GROUP[f]);
+          const format = FORMATS[f as WeightFormatName];
+          if (!format) throw new Error(`unknown weight format ${f}`);
+          const codec = format.codec(GROUP[f]);
           p = { codec, bytes: quantizeMatrix(codec, wf, N, K) };
           packed.set(f, p);
           log(`${sc.name}: quantized W to ${f} in ${((Date.now() - t) / 1e3).toFixed(1)} s`);
@@ -134,28 +134,32 @@ async function main(): Promise<void> {
         return p;
       };
 
-      if (emit && typeof emit !== 'string') {
-        for (const f of formats) {
+      for (const f of formats) {
+        if (!emit) break;
+        const label = `${sc.name} kgen ${LABEL[f] ?? f}`;
+        try {
           const { codec, bytes } = pack(f);
-          try {
-            await stage(rows, () =>
-              benchKgen(emit as Exclude<typeof emit, string | null>, {
-                label: `${sc.name} kgen ${LABEL[f] ?? f}`,
-                op: `matmul_${f}`,
-                shape: sc.shape,
-                codec,
-                w: bytes,
-                x,
-                threads,
-                warmup: sc.warmup,
-                runs: sc.runs,
-                isa,
-                workDir,
-                harnessSource,
-              }),
-            );
-          } catch (e) {
-            log(`${sc.name} kgen ${f}: FAILED: ${(e as Error).message}`);
+          await stage(rows, () =>
+            benchKgen(emit, {
+              label,
+              op: `matmul_${f}`,
+              shape: sc.shape,
+              codec,
+              w: bytes,
+              x,
+              threads,
+              warmup: sc.warmup,
+              runs: sc.runs,
+              isa,
+              workDir,
+              harnessSource,
+            }),
+          );
+        } catch (e) {
+          const message = (e as Error).message;
+          log(`${label}: FAILED: ${message}`);
+          for (const t of threads) {
+            rows.push({ kind: 'kgen', case: `${label} (FAILED)`, shape: `M=${M},N=${N},K=${K}`, threads: t, ms: NaN, minMs: NaN, bytes: 0, gbps: NaN, runs: 0, note: message.split('\n')[0] });
           }
         }
       }
@@ -184,7 +188,8 @@ async function main(): Promise<void> {
   const noisy = rows.filter((r) => (r.bgLoad ?? 0) > 0.1);
   if (noisy.length) {
     const worst = Math.max(...noisy.map((r) => r.bgLoad!));
-    log(`warning: other processes used up to ${worst.toFixed(2)} cores during ${noisy.length} row(s) (bgLoad in --json); 2-thread rows are the most affected`);
+    log(`warning: other processes used up to ${worst.toFixed(2)} cores while these rows ran (bgLoad in --json); 2-thread rows suffer most:`);
+    for (const r of noisy) log(`  ${r.case} ${r.threads}T: ${r.bgLoad!.toFixed(2)} cores busy elsewhere`);
   }
   log(`done in ${((Date.now() - t0) / 1e3).toFixed(0)} s`);
 }

@@ -378,9 +378,13 @@ describe('q3.5 quantizer', () => {
     expect(bytes[0]).toBe(0);
     expect(bytes[1]).toBe(0);
     for (let j = 0; j < 64; j++) expect(Math.abs(back[j]!)).toBe(0);
-    expect(back[64 + 5]).toBeCloseTo(1, 2);
-    expect(back[64 + 40]).toBeCloseTo(-0.25, 1);
-    expect(back[128 + 17]).toBeCloseTo(1000, -1);
+    // The tables have no zero level (the smallest are +-4/125 of the largest), so the scale search
+    // shrinks d below absmax/125 to pull the 62 zeros closer: the spike gives a little.
+    expect(Math.abs(back[64 + 5]! - 1)).toBeLessThan(0.1);
+    expect(Math.abs(back[64 + 40]! + 0.25)).toBeLessThan(0.05);
+    for (let j = 64; j < 128; j++) if (j !== 64 + 5 && j !== 64 + 40) expect(Math.abs(back[j]!)).toBeLessThan(0.04);
+    // Same trade-off: 63 near-zero weights cost (4d)^2 each, so d settles below 1000/125.
+    expect(Math.abs(back[128 + 17]! - 1000)).toBeLessThan(100);
     expect(Buffer.from(quantizeMatrix(codec, back, 1, 192)).equals(Buffer.from(bytes))).toBe(true);
   });
 

@@ -1,0 +1,20 @@
+/** kgen's library API; the `kgen` CLI is a thin layer over these. */
+export { emit } from './api/emit.js';
+export type { EmitOptions, EmitResult, Manifest } from './api/emit.js';
+export { verify } from './api/verify.js';
+export type { VerifyOptions, VerifyResult } from './api/verify.js';
+export { pack } from './api/pack.js';
+export type { PackOptions, PackResult } from './api/pack.js';
+export type { KernelRequest } from './api/request.js';
+export { makePlan, spaceFor, enumerateConfigs, defaultConfig } from './plan/index.js';
+export type { Plan, Config, Knob, SearchSpace, BudgetCheck } from './plan/types.js';
+export { allDevices, getDevice, detectPresence } from './device/index.js';
+export type { DeviceProfile, TargetName } from './device/profile.js';
+export { CATALOG } from './ir/catalog.js';
+export { validateOp, parseShape, opHash } from './ir/validate.js';
+export type { Op, MatmulOp, AttentionOp, Shape } from './ir/types.js';
+export { FORMATS, quantizeMatrix, dequantizeMatrix, bitsPerWeight } from './quant/index.js';
+export { referenceMatmul } from './reference/matmul.js';
+export { referenceAttention } from './reference/attention.js';
+export { KgenError, BudgetError, ToolMissingError } from './errors.js';
+export type { TrialStatus } from './backends/types.js';
