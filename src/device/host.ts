@@ -39,8 +39,16 @@ const X86_FLAGS: Record<string, string> = {
 };
 const ARM_FLAGS: Record<string, string> = { asimd: 'neon', asimddp: 'dotprod', fphp: 'fp16', i8mm: 'i8mm' };
 
-/** ISA extensions of this CPU, in kgen's names, read from /proc/cpuinfo. */
+let isaCache: { arch: CpuLimits['arch']; isa: string[]; model: string } | undefined;
+let hostCache: DeviceProfile | undefined;
+
+/** ISA extensions of this CPU, in kgen's names, read from /proc/cpuinfo once per process. */
 export function hostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string } {
+  isaCache ??= readHostIsa();
+  return isaCache;
+}
+
+function readHostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string } {
   const info = readText('/proc/cpuinfo') ?? '';
   const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
   const flagLine = /^(flags|Features)\s*:\s*(.*)$/m.exec(info)?.[2] ?? '';
@@ -52,10 +60,15 @@ export function hostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: stri
 }
 
 /**
- * The `host` profile: this machine's CPU as detected now. Bandwidth and peak are estimates (marked
+ * The `host` profile: this machine's CPU, detected once per process. Bandwidth and peak are estimates (marked
  * so in `sources`); `kgen bench` measures the real bandwidth.
  */
 export function detectHost(): DeviceProfile {
+  hostCache ??= readHost();
+  return hostCache;
+}
+
+function readHost(): DeviceProfile {
   const { arch, isa, model } = hostIsa();
   const caches = cacheSizes();
   const cores = cpus().length;

@@ -39,6 +39,22 @@ export function matmulPartials(plan: Plan): { micro: string; decode: string; inc
   };
 }
 
+/** View fields the kernel, its header and the harness all print. */
+function sharedView(plan: Plan) {
+  const op = plan.op as MatmulOp;
+  const p = plan.params;
+  const fn = `kgen_${op.name}`;
+  return {
+    ...p,
+    fn,
+    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
+    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    weightBytes: (p.N as number) * (p.rowBytes as number),
+  };
+}
+
 function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
   const op = plan.op as MatmulOp;
   const p = plan.params;
@@ -54,15 +70,13 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
       });
     }
   }
-  const fn = `kgen_${op.name}`;
-  const xCType = op.x === 'f16' ? 'uint16_t' : 'float';
-  const yCType = op.y === 'f16' ? 'uint16_t' : 'float';
+  const shared = sharedView(plan);
+  const { fn, xCType, yCType } = shared;
   const tc = C_TOOLCHAINS[p.isa as string]!;
   const compileHint = `${tc.compiler} ${tc.flags.filter((f) => f !== '-static').join(' ')} -c kernel.c  (add -fopenmp for the threaded driver)`;
   const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
   const view = {
-    ...p,
-    fn,
+    ...shared,
     FN: fn.toUpperCase(),
     guard: `${fn.toUpperCase()}_H`,
     version: ctx.version,
@@ -73,16 +87,11 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
     actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
     configJson: JSON.stringify(plan.config),
     compileHint,
-    xCType,
-    yCType,
     xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
     yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
     residualLoad: op.y === 'f16' ? 'kg_f16_to_f32(r[i])' : 'r[i]',
     activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
-    hasBias: op.epilogue.bias,
-    hasResidual: op.epilogue.residual,
-    weightBytes: (p.N as number) * (p.rowBytes as number),
     isaIncludes: parts.includes,
     microPartial: parts.micro,
     decodePartial: parts.decode,
@@ -110,18 +119,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
 
 /** Renders the test harness that `verify` and the tests compile next to kernel.c. */
 export function renderHarness(plan: Plan, ctx: RenderContext): string {
-  const op = plan.op as MatmulOp;
-  const p = plan.params;
-  return templateSet('c').render('harness.c', {
-    ...p,
-    fn: `kgen_${op.name}`,
-    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
-    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
-    hasBias: op.epilogue.bias,
-    hasResidual: op.epilogue.residual,
-    weightBytes: (p.N as number) * (p.rowBytes as number),
-    version: ctx.version,
-  });
+  return templateSet('c').render('harness.c', { ...sharedView(plan), version: ctx.version });
 }
 
 export const cBackend: Backend = {

@@ -81,13 +81,10 @@ export async function compileAndRun(isa: string, files: { kernelC: string; kerne
     writeFileSync(join(dir, 'w.bin'), data.w.bytes);
     if (data.bias) writeFileSync(join(dir, 'bias.bin'), data.bias.bytes);
     if (data.residual) writeFileSync(join(dir, 'residual.bin'), data.residual.bytes);
-    const flags = [...tc.flags, ...C_WARNINGS, ...(opts.werror ? ['-Werror'] : [])];
+    // ASan's runtime is not linked statically; -static only serves qemu runs.
+    const base = opts.sanitize ? tc.flags.filter((f) => f !== '-static') : tc.flags;
+    const flags = [...base, ...C_WARNINGS, ...(opts.werror ? ['-Werror'] : [])];
     if (opts.sanitize) flags.push('-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer', '-g');
-    if (opts.sanitize) {
-      // ASan's runtime is not linked statically; the static flag only serves qemu runs.
-      const i = flags.indexOf('-static');
-      if (i >= 0) flags.splice(i, 1);
-    }
     const bin = join(dir, 'harness');
     const t0 = performance.now();
     const cc = await execa(tc.compiler, [...flags, '-o', bin, join(dir, 'harness.c'), join(dir, 'kernel.c'), '-lm'], { reject: false, all: true, timeout: 120_000 });
