@@ -10,7 +10,8 @@ import type { BlockCodec } from '../src/quant/index.js';
 import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
-import { CFLAGS, L3_BYTES, log, run, type BenchRow } from './common.js';
+import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { L3_BYTES, log, run, type BenchRow } from './common.js';
 
 /** The slice of kgen's public API the bench uses (see src/index.ts). */
 interface EmitLike {
@@ -103,7 +104,7 @@ function checkOutput(c: KgenCase, y: Float32Array, tol: Tolerance): { ok: boolea
 export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> {
   const { M, N, K } = c.shape;
   const shapeText = `M=${M},N=${N},K=${K}`;
-  const dir = join(c.workDir, `${c.op}-${M}x${N}x${K}`);
+  const dir = join(c.workDir, `${c.op}-${c.isa}-${M}x${N}x${K}`);
   mkdirSync(dir, { recursive: true });
 
   const result = await emit({ target: 'c', op: c.op, shape: shapeText, device: 'host', isa: c.isa });
@@ -117,7 +118,12 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
   const exe = join(dir, 'harness');
   const fn = `kgen_${c.op}`;
   log(`${c.label}: compiling ${fn} (${shapeText}, isa ${c.isa})`);
-  run('gcc', [...CFLAGS, `-I${dir}`, `-DKGEN_FN=${fn}`, harnessC, join(dir, 'kernel.c'), '-o', exe, '-lm']);
+  // The variant's own flags (as its manifest states them), so an AVX2 row is AVX2 code even on a
+  // CPU with AVX-512; -static only serves qemu runs.
+  const tc = C_TOOLCHAINS[c.isa];
+  if (!tc) throw new Error(`unknown C ISA ${c.isa}`);
+  const flags = [...tc.flags.filter((f) => f !== '-static'), '-pthread', '-Wall', '-Wno-unused-function'];
+  run(tc.compiler, [...flags, `-I${dir}`, `-DKGEN_FN=${fn}`, harnessC, join(dir, 'kernel.c'), '-o', exe, '-lm']);
 
   writeFileSync(join(dir, 'x.bin'), f32Bytes(c.x));
   writeFileSync(join(dir, 'w.bin'), c.w);

@@ -36,8 +36,24 @@ for (const { isa, device } of VARIANTS) {
         }
       });
     }
-    it('other tilings give the same results (edge tiles in N and M)', async () => {
-      for (const config of [{ rowsPerIter: 1, mTile: 4, nTile: 8 }, { rowsPerIter: 2, mTile: 2, nTile: 2 }, { rowsPerIter: 4, mTile: 1, nTile: 4 }]) {
+    it('group sizes 32, 96 and 128: activation blocks of 32 (in pairs across groups) and 64', async () => {
+      for (const format of ['q4', 'q35', 'q8']) {
+        for (const groupSize of [32, 96, 128]) {
+          const ir = { kind: 'matmul', name: `g${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
+          for (const shape of ['M=1,N=37,K=384', 'M=3,N=37,K=384']) {
+            const r = await verify({ target: 'c', ir, shape, isa, device, werror: true });
+            expect(r.status, `${format} g${groupSize} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+          }
+        }
+      }
+    });
+    it('other tilings give the same results (edge tiles in N and M, prefetch distances)', async () => {
+      for (const config of [
+        { rowsPerIter: 1, mTile: 4, nTile: 8, prefetch: 0 },
+        { rowsPerIter: 2, mTile: 2, nTile: 2, prefetch: 2 },
+        { rowsPerIter: 4, mTile: 1, nTile: 4, prefetch: 1 },
+        { rowsPerIter: 8, mTile: 1, nTile: 16, prefetch: 1 },
+      ]) {
         const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=5,N=33,K=4096', isa, device, config: isa === 'scalar' ? config : { ...config, unroll: 4 } });
         expect(r.status, JSON.stringify(config)).toBe('ok');
       }

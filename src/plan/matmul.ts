@@ -8,8 +8,17 @@ type Req = PlanRequest & { op: MatmulOp; shape: MatmulShape };
 /** Largest M served by the GPU decode (GEMV) variant; larger M uses the tiled variant. */
 export const GPU_GEMV_MAX_M = 8;
 
-/** Activation values per int8 block (and per activation scale) when activations are quantized. */
-export const ACT_BLOCK = 32;
+/**
+ * Activation values per int8 block (one scale and one sum each) when activations are quantized: 64
+ * when the weight group is a multiple of 64, else 32. A block never straddles a weight group, so a
+ * kernel takes one integer dot product per block and applies (weight scale x activation scale) once.
+ */
+export function actBlockFor(groupWeights: number): number {
+  return groupWeights % 64 === 0 ? 64 : 32;
+}
+
+/** Bytes after the int8 values of a prepared activation block: f32 scale, i32 sum, padding to 32. */
+export const ACT_BLOCK_TAIL = 32;
 
 function weightLayout(op: MatmulOp, K: number) {
   const codec = codecOf(op.weight);
@@ -22,10 +31,11 @@ function cpuSpace(req: Req): SearchSpace {
   const knobs: Knob[] = [
     { name: 'isa', values: isasFor(req.device, req.target), doc: 'instruction set of the C variant' },
     { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
-    { name: 'rowsPerIter', values: [4, 2, 1], doc: 'weight rows computed together, sharing each activation load' },
+    { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
-    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over 32-weight chunks' },
+    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks' },
+    { name: 'prefetch', values: [1, 0, 2], doc: 'software prefetch distance in row groups (rowsPerIter rows) ahead; 0 leaves it to the hardware' },
   ];
   const restrictions: Restriction[] = [
     { reason: 'SIMD variants of quantized formats use int8 activations', allows: (c) => !quantized || c.isa === 'scalar' || c.actQuant === 'q8' },
@@ -44,9 +54,11 @@ function cpuPlan(req: Req, config: Config): Plan {
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
   const nTile = config.nTile as number;
-  const xBlocks = K / ACT_BLOCK;
-  // Prepared activations: int8 values plus one f32 scale and one i32 sum per block of 32, or f32.
-  const xRowBytes = actQuant ? xBlocks * (ACT_BLOCK + 8) : K * 4;
+  const actBlock = actBlockFor(codec.weightsPerBlock);
+  const xBlocks = actQuant ? K / actBlock : 0;
+  // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
+  const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
+  const prefetchBytes = (config.prefetch as number) * rowsPerIter * rowBytes;
   const buffers: OnChipBuffer[] = [
     { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
@@ -59,11 +71,11 @@ function cpuPlan(req: Req, config: Config): Plan {
     variant: M === 1 ? 'gemv' : 'gemm',
     launch: { rows: N },
     loops: [
-      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${ACT_BLOCK}` : `copy X[${M},${K}] to f32`} (once per call)`,
+      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
-      `      for k in [0, ${K}) step 32, unrolled ${config.unroll}x`,
+      `      for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group), unrolled ${config.unroll}x${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
     budgets: cpuBudgets(device, buffers),
@@ -81,9 +93,12 @@ function cpuPlan(req: Req, config: Config): Plan {
       chunksPerBlock: Math.max(1, codec.weightsPerBlock / 32),
       // SIMD variants decode two 32-weight chunks per step when a block holds an even number.
       chunkStep: codec.weightsPerBlock % 64 === 0 ? 2 : 1,
-      blocksPerChunk: Math.max(1, 32 / codec.weightsPerBlock),
-      actBlock: ACT_BLOCK,
+      actBlock,
+      actBlocksPerBlock: Math.max(1, codec.weightsPerBlock / actBlock),
+      actChunks: actBlock / 32,
+      actPad: ACT_BLOCK_TAIL - 8,
       xBlocks,
+      prefetchBytes,
       workspaceBytes: wsBytes,
     },
   };

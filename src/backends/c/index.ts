@@ -4,10 +4,11 @@ import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
+import { activationOrder, type DecodeScheme } from './act-order.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 
 /** How each weight format's bytes are decoded: one decode partial per scheme and ISA. */
-const DECODE_SCHEME: Record<MatmulOp['weight']['format'], string> = {
+const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
   q35: 'q35',
   q4: 'nibble',
   q4_0: 'nibble',
@@ -27,7 +28,7 @@ const ACTIVATION_EXPR = {
 } as const;
 
 /** The template names a matmul plan renders through, or why it cannot be rendered. */
-export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string } {
+export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string; quant: string } {
   const op = plan.op as MatmulOp;
   const isa = plan.params.isa as string;
   const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
@@ -36,6 +37,8 @@ export function matmulPartials(plan: Plan): { micro: string; decode: string; inc
     micro: `isa/${isa}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
     includes: `isa/${isa}_includes`,
+    // AVX-512 builds include AVX2, whose activation quantizer serves both.
+    quant: `isa/${isa === 'avx512' ? 'avx2' : isa}_quant`,
   };
 }
 
@@ -60,7 +63,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
   const p = plan.params;
   const templates = templateSet('c');
   const parts = matmulPartials(plan);
-  for (const name of [parts.micro, parts.decode, parts.includes]) {
+  for (const name of [parts.micro, parts.decode, parts.includes, parts.quant]) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -93,6 +96,8 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
     activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
     isaIncludes: parts.includes,
+    quantPartial: parts.quant,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa as string, p.actBlock as number)?.join(', ') : undefined,
     microPartial: parts.micro,
     decodePartial: parts.decode,
     q35TableA: Q35_TABLE_A.join(', '),
