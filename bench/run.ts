@@ -17,7 +17,7 @@ import type { MatmulShape } from '../src/ir/types.js';
 import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
-import { cannotRunReason } from '../src/backends/c/run.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
 import { CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';

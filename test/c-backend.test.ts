@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { verify } from '../src/api/verify.js';
-import { cannotRunReason } from '../src/backends/c/run.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { skipReason } from './helpers.js';
 
@@ -99,24 +99,52 @@ describe.concurrent('C under AddressSanitizer and UndefinedBehaviorSanitizer', (
 describe('a broken kernel is caught', () => {
   it('a decode off by one level is wrong_result, not ok', async () => {
     const { emit } = await import('../src/api/emit.js');
-    const { renderHarness } = await import('../src/backends/c/index.js');
-    const { compileAndRun } = await import('../src/backends/c/run.js');
-    const { makeMatmulData, fromDtype } = await import('../src/api/data.js');
-    const { referenceMatmul } = await import('../src/reference/matmul.js');
-    const { compareOutputs, withinTolerance } = await import('../src/reference/compare.js');
+    const { cRunner } = await import('../src/backends/c/runner.js');
+    const { makeMatmulData, matmulInputs } = await import('../src/api/data.js');
+    const { judgeMatmul, matmulReference } = await import('../src/api/verify.js');
     const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=3,N=77,K=320', isa: 'scalar' });
     const good = e.files['kernel.c']!;
     const broken = good.replace('(q[j] & 0x0f) - 8', '(q[j] & 0x0f) - 7');
     expect(broken).not.toBe(good);
-    const op = e.plan.op as import('../src/ir/types.js').MatmulOp;
-    const shape = e.plan.shape as import('../src/ir/types.js').MatmulShape;
-    const data = makeMatmulData(op, shape, 1);
-    const ref = referenceMatmul(shape, op.epilogue, { x: data.x.values, w: data.w.values });
-    const harnessC = renderHarness(e.plan, { version: 'test', irHash: '', command: '' });
+    const data = makeMatmulData(e.plan.op as import('../src/ir/types.js').MatmulOp, e.plan.shape as import('../src/ir/types.js').MatmulShape, 1);
+    const ref = matmulReference(e.plan, data);
+    const runner = cRunner('scalar');
     for (const [src, expected] of [[good, true], [broken, false]] as const) {
-      const run = await compileAndRun('scalar', { kernelC: src, kernelH: e.files['kernel.h']!, harnessC }, data);
+      const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.c': src } });
+      expect(build.status).toBe('ok');
+      if (build.status !== 'ok') continue;
+      const run = await runner.execute(build, matmulInputs(data));
+      build.dispose();
       expect(run.status).toBe('ok');
-      expect(withinTolerance(compareOutputs(fromDtype(run.output!, 'f32'), ref), ref, e.plan.tolerance)).toBe(expected);
+      if (run.status === 'ok') expect(judgeMatmul(e.plan, run.output, ref).ok).toBe(expected);
+    }
+  });
+
+  it('a kernel that crashes or hangs is a status, not an exception', async () => {
+    const { emit } = await import('../src/api/emit.js');
+    const { cRunner } = await import('../src/backends/c/runner.js');
+    const { makeMatmulData, matmulInputs } = await import('../src/api/data.js');
+    const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=8,K=64', isa: 'scalar' });
+    const data = makeMatmulData(e.plan.op as import('../src/ir/types.js').MatmulOp, e.plan.shape as import('../src/ir/types.js').MatmulShape, 1);
+    const runner = cRunner('scalar');
+    const at = 'void kgen_matmul_q4_rows(';
+    const variants = {
+      crash: e.files['kernel.c']!.replace('  const kg_act *xa = (const kg_act *)workspace;', '  const kg_act *xa = (const kg_act *)workspace;\n  if (row_end > 0) __builtin_trap();'),
+      timeout: e.files['kernel.c']!.replace('  const kg_act *xa = (const kg_act *)workspace;', '  const kg_act *xa = (const kg_act *)workspace;\n  for (volatile int spin = 1; spin;) {}'),
+      compile_error: e.files['kernel.c']!.replace(at, `int broken = ;\n${at}`),
+    };
+    for (const [status, src] of Object.entries(variants)) {
+      expect(src).not.toBe(e.files['kernel.c']);
+      const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.c': src } });
+      if (status === 'compile_error') {
+        expect(build.status).toBe('compile_error');
+        continue;
+      }
+      expect(build.status).toBe('ok');
+      if (build.status !== 'ok') continue;
+      const run = await runner.execute(build, matmulInputs(data), { timeoutMs: 2000 });
+      build.dispose();
+      expect(run.status, status).toBe(status);
     }
   });
 });

@@ -51,3 +51,11 @@ export function makeMatmulData(op: MatmulOp, shape: MatmulShape, seed: number): 
   if (op.epilogue.residual) data.residual = asDtype(rng.fillNormal(new Float32Array(M * N)), op.y);
   return data;
 }
+
+/** The files a kernel harness reads for a matmul: x.bin, w.bin, and bias.bin / residual.bin when used. */
+export function matmulInputs(data: MatmulData): Record<string, Uint8Array> {
+  const inputs: Record<string, Uint8Array> = { 'x.bin': data.x.bytes, 'w.bin': data.w.bytes };
+  if (data.bias) inputs['bias.bin'] = data.bias.bytes;
+  if (data.residual) inputs['residual.bin'] = data.residual.bytes;
+  return inputs;
+}

@@ -1,16 +1,13 @@
-import { renderHarness } from '../backends/c/index.js';
-import type { CRunOptions } from '../backends/c/run.js';
-import { checkTools, compileAndRun } from '../backends/c/run.js';
-import { C_TOOLCHAINS } from '../backends/c/toolchain.js';
-import type { TrialStatus } from '../backends/types.js';
+import { backendFor } from '../backends/registry.js';
+import type { KernelRunner, TrialStatus } from '../backends/types.js';
 import { KgenError } from '../errors.js';
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import type { Plan } from '../plan/types.js';
 import { referenceMatmul } from '../reference/matmul.js';
 import type { Comparison, Tolerance } from '../reference/compare.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
-import { KGEN_VERSION } from '../version.js';
-import { fromDtype, makeMatmulData } from './data.js';
+import type { MatmulData } from './data.js';
+import { fromDtype, makeMatmulData, matmulInputs } from './data.js';
 import type { EmitOptions } from './emit.js';
 import { emit } from './emit.js';
 
@@ -26,7 +23,7 @@ export interface VerifyOptions extends EmitOptions {
 
 export interface VerifyResult {
   status: Exclude<TrialStatus, 'over_budget'>;
-  /** False when the kernel was only compiled (this machine cannot run its ISA). */
+  /** False when the kernel was only compiled (this machine cannot run it). */
   ran: boolean;
   plan: Plan;
   tolerance: Tolerance;
@@ -35,8 +32,34 @@ export interface VerifyResult {
   detail?: string;
   compileMs: number;
   runMs: number;
-  /** What ran it: "native", "qemu-aarch64", or "compile only". */
+  /** What ran it: "native", "qemu-aarch64", ... or "compile only". */
   runner: string;
+}
+
+/** The runner for a plan, or a KgenError when its target only renders so far. */
+export function runnerForPlan(plan: Plan): KernelRunner {
+  const backend = backendFor(plan.target);
+  if (!backend.runnerFor || plan.op.kind !== 'matmul') {
+    throw new KgenError({
+      field: plan.op.kind !== 'matmul' ? '--op' : '--target',
+      problem: `kgen cannot build and run ${plan.target} ${plan.op.kind} kernels yet`,
+      expected: 'a matmul op on a target with a runner',
+      hint: '`kgen emit` still renders it; `kgen ops` lists what each target supports',
+    });
+  }
+  return backend.runnerFor(plan);
+}
+
+/** Judges a kernel's raw output against the f64 reference with the plan's tolerance. */
+export function judgeMatmul(plan: Plan, output: Uint8Array, reference: Float64Array): { ok: boolean; comparison: Comparison } {
+  const comparison = compareOutputs(fromDtype(output, (plan.op as MatmulOp).y), reference);
+  return { ok: withinTolerance(comparison, reference, plan.tolerance), comparison };
+}
+
+/** The f64 reference output for seeded matmul inputs. */
+export function matmulReference(plan: Plan, data: MatmulData): Float64Array {
+  const op = plan.op as MatmulOp;
+  return referenceMatmul(plan.shape as MatmulShape, op.epilogue, { x: data.x.values, w: data.w.values, bias: data.bias?.values, residual: data.residual?.values });
 }
 
 /**
@@ -47,25 +70,19 @@ export interface VerifyResult {
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const result = emit(opts);
   const { plan } = result;
-  if (plan.target !== 'c' || plan.op.kind !== 'matmul') {
-    throw new KgenError({ field: '--target', problem: `verify runs c matmul kernels so far, not ${plan.target} ${plan.op.kind}`, expected: '--target c with a matmul op' });
+  const runner = runnerForPlan(plan);
+  const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
+  const base = { plan, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
+  if (build.status !== 'ok') return { ...base, status: 'compile_error', ran: false, detail: build.detail };
+  try {
+    const why = runner.cannotExecute(plan);
+    if (why) return { ...base, status: 'ok', ran: false, detail: why, runner: 'compile only' };
+    const data = makeMatmulData(plan.op as MatmulOp, plan.shape as MatmulShape, opts.seed ?? 1);
+    const run = await runner.execute(build, matmulInputs(data), { timeoutMs: opts.timeoutMs });
+    if (run.status !== 'ok') return { ...base, runMs: run.runMs, status: run.status, ran: false, detail: run.detail };
+    const { ok, comparison } = judgeMatmul(plan, run.output, matmulReference(plan, data));
+    return { ...base, runMs: run.runMs, status: ok ? 'ok' : 'wrong_result', ran: true, comparison };
+  } finally {
+    build.dispose();
   }
-  const op = plan.op as MatmulOp;
-  const shape = plan.shape as MatmulShape;
-  const isa = plan.config.isa as string;
-  const tc = C_TOOLCHAINS[isa]!;
-  await checkTools(tc, true);
-  const data = makeMatmulData(op, shape, opts.seed ?? 1);
-  const harnessC = renderHarness(plan, { version: KGEN_VERSION, irHash: result.manifest.irHash, command: '' });
-  const runOpts: CRunOptions = { sanitize: opts.sanitize, werror: opts.werror, timeoutMs: opts.timeoutMs };
-  const run = await compileAndRun(isa, { kernelC: result.files['kernel.c']!, kernelH: result.files['kernel.h']!, harnessC }, data, runOpts);
-  const runner = run.compiledOnly ? 'compile only' : tc.runner ? tc.runner[0]! : 'native';
-  const base = { plan, tolerance: plan.tolerance, compileMs: run.compileMs, runMs: run.runMs, runner };
-  if (run.status !== 'ok') return { ...base, status: run.status, ran: false, detail: run.detail };
-  if (run.compiledOnly) return { ...base, status: 'ok', ran: false, detail: run.detail };
-  const reference = referenceMatmul(shape, op.epilogue, { x: data.x.values, w: data.w.values, bias: data.bias?.values, residual: data.residual?.values });
-  const actual = fromDtype(run.output!, op.y);
-  const comparison = compareOutputs(actual, reference);
-  const ok = withinTolerance(comparison, reference, plan.tolerance);
-  return { ...base, status: ok ? 'ok' : 'wrong_result', ran: true, comparison };
 }

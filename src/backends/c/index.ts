@@ -5,6 +5,7 @@ import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
 import { activationOrder, type DecodeScheme } from './act-order.js';
+import { cRunner } from './runner.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 
 /** How each weight format's bytes are decoded: one decode partial per scheme and ISA. */
@@ -122,13 +123,14 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
   };
 }
 
-/** Renders the test harness that `verify` and the tests compile next to kernel.c. */
-export function renderHarness(plan: Plan, ctx: RenderContext): string {
-  return templateSet('c').render('harness.c', { ...sharedView(plan), version: ctx.version });
+/** Renders the test and timing harness that verify and the tuner compile next to kernel.c. */
+export function renderHarness(plan: Plan): string {
+  return templateSet('c').render('harness.c', sharedView(plan));
 }
 
 export const cBackend: Backend = {
   target: 'c',
+  runnerFor: (plan) => cRunner(plan.params.isa as string),
   capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], isas: Object.keys(C_TOOLCHAINS) },
   render(plan, ctx) {
     if (plan.op.kind !== 'matmul') {
