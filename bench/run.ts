@@ -8,7 +8,7 @@
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  * See bench/README.md for what each row means.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -18,6 +18,7 @@ import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
+import { templateSet } from '../src/render/templates.js';
 import { CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
@@ -58,8 +59,9 @@ const SHAPES: ShapeCase[] = [
 
 function probeRows(workDir: string): BenchRow[] {
   const exe = join(workDir, 'probe');
-  log('probe: compiling bench/probe.c');
-  run('gcc', [...CFLAGS, join(benchSrc, 'probe.c'), '-o', exe]);
+  log('probe: compiling templates/c/probe.c.hbs');
+  writeFileSync(join(workDir, 'probe.c'), templateSet('c').render('probe.c', {}));
+  run('gcc', [...CFLAGS, join(workDir, 'probe.c'), '-o', exe]);
   log('probe: reading 1 GiB, 15 passes per thread count');
   const out = run(exe, ['1024', '15', ...threads.map(String)]);
   return out

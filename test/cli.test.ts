@@ -7,7 +7,8 @@ import { pack } from '../src/api/pack.js';
 import { Rng } from '../src/numeric/random.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
-const run = (args: string[]) => execa(KGEN, args, { reject: false });
+// A database path that does not exist: emit uses no records unless a test gives some.
+const run = (args: string[]) => execa(KGEN, args, { reject: false, env: { ...process.env, KGEN_DB: join(tmpdir(), `kgen-cli-no-db-${process.pid}.db`) } });
 
 function expectUsageError(r: { exitCode?: number; stderr: string; stdout: string }, pattern: RegExp): void {
   expect(r.exitCode).toBe(2);
@@ -21,7 +22,7 @@ describe.concurrent('kgen CLI', () => {
   it('lists its commands and each has examples', async () => {
     const r = await run(['--help']);
     expect(r.exitCode).toBe(0);
-    for (const c of ['emit', 'verify', 'pack', 'plan', 'ops', 'devices']) {
+    for (const c of ['emit', 'verify', 'pack', 'plan', 'ops', 'devices', 'tune', 'db']) {
       expect(r.stdout).toContain(c);
       const h = await run([c, '--help']);
       expect(h.exitCode).toBe(0);

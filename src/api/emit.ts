@@ -2,6 +2,8 @@ import { backendFor } from '../backends/registry.js';
 import type { AbiEntry, RenderedKernel } from '../backends/types.js';
 import type { TargetName } from '../device/profile.js';
 import { bitsPerWeight, codecOf } from '../quant/index.js';
+import { describeChoice, recordedConfig } from '../db/lookup.js';
+import type { TuningDb } from '../db/types.js';
 import { makePlan } from '../plan/index.js';
 import type { Plan } from '../plan/types.js';
 import type { Tolerance } from '../reference/compare.js';
@@ -22,8 +24,10 @@ export interface Manifest {
   shape: Plan['shape'];
   variant: string;
   config: Plan['config'];
-  /** Where the config came from: the default search, or the caller's --config. */
-  configSource: 'default' | 'given';
+  /** Where the config came from: the default search, the caller's --config, or a tuning record. */
+  configSource: ConfigSource;
+  /** The tuning record the config came from (configSource record or nearest-record). */
+  record?: { database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string };
   weights?: { format: string; groupSize?: number; bitsPerWeight: number; rowBytes: number; totalBytes: number; layout: string };
   tensors: Record<string, { dtype: string; shape: string; layout: string }>;
   abi: AbiEntry[];
@@ -42,25 +46,48 @@ export interface EmitResult {
   plan: Plan;
   manifest: Manifest;
   rendered: RenderedKernel;
+  /** What the caller should be told (the CLI prints these on stderr), e.g. which record was used. */
+  notes: string[];
 }
 
 export interface EmitOptions extends KernelRequest {
   /** Recorded in the generated header so a file says how to regenerate it. */
   command?: string;
+  /**
+   * A tuning database to take the config from when no config is given: the best record for this
+   * device, target, op and shape, else the nearest recorded shape of the op, else the default.
+   */
+  records?: TuningDb;
 }
+
+/** Where an emitted kernel's config came from. */
+export type ConfigSource = 'default' | 'given' | 'record' | 'nearest-record';
 
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
 export function emit(opts: EmitOptions): EmitResult {
   const req = resolveRequest(opts);
-  const { plan, source } = makePlan(req, req.config);
+  const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
+  const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
   const backend = backendFor(req.target);
   const command = opts.command ?? `kgen emit --target ${req.target} --op ${req.op.name} --shape ${Object.entries(req.shape).map(([k, v]) => `${k}=${v}`).join(',')} --device ${req.device.name} --config '${JSON.stringify(plan.config)}'`;
   const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command });
-  const manifest = buildManifest(plan, req.irHash, source, rendered);
-  return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered };
+  const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
+  if (recorded) {
+    manifest.record = {
+      database: opts.records!.location,
+      workloadId: recorded.workload.id,
+      trialUid: recorded.trial.uid,
+      shape: recorded.workload.shape,
+      medianMs: recorded.trial.timing!.medianMs,
+      measuredAt: recorded.trial.createdAt,
+      kgenVersion: recorded.workload.kgenVersion,
+    };
+  }
+  const notes = recorded ? [describeChoice(recorded)] : [];
+  return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered, notes };
 }
 
-function buildManifest(plan: Plan, irHash: string, configSource: 'default' | 'given', rendered: RenderedKernel): Manifest {
+function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
   const op = plan.op;
   const tensors: Manifest['tensors'] = {};
   let weights: Manifest['weights'];

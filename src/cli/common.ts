@@ -2,6 +2,9 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
+import { DB_ENV, defaultDbPath } from '../db/location.js';
+import { openTuningDb } from '../db/sqlite.js';
+import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
 
 /** Flags shared by emit, verify and plan, as commander sees them. */
@@ -29,7 +32,7 @@ export function addKernelFlags(cmd: Command, defaults: { target?: string } = {})
 }
 
 /** Reads a user's IR file; a missing or malformed file is a KgenError naming it. */
-function readIr(path: string): unknown {
+export function readIr(path: string): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -108,4 +111,27 @@ export function printJson(value: unknown): void {
 export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+/** Adds --db to a command that reads or writes the tuning database. */
+export function addDbFlag(cmd: Command): Command {
+  return cmd.option('--db <path>', `tuning database (default: $${DB_ENV}, else $XDG_DATA_HOME/kgen/tuning.db or ~/.local/share/kgen/tuning.db)`);
+}
+
+/** The database a command uses: --db, else the default location. */
+export function dbPath(flags: { db?: string }): string {
+  return flags.db ?? defaultDbPath(process.env);
+}
+
+/**
+ * Opens the tuning database. With `ifExists`, a database that does not exist yet is no error (emit
+ * without records) unless --db named it explicitly.
+ */
+export function openDb(flags: { db?: string }, opts: { ifExists?: boolean } = {}): TuningDb | undefined {
+  const path = dbPath(flags);
+  if (opts.ifExists && !existsSync(path)) {
+    if (flags.db) throw new KgenError({ field: '--db', problem: `${path} does not exist`, expected: 'a database written by `kgen tune` or `kgen db import`', hint: 'check the path, or drop --db' });
+    return undefined;
+  }
+  return openTuningDb(path, { mustExist: opts.ifExists });
 }

@@ -5,6 +5,8 @@ import { registerEmit } from './emit.js';
 import { registerLists } from './list.js';
 import { registerPack } from './pack.js';
 import { registerPlan } from './plan.js';
+import { registerTune } from './tune.js';
+import { registerDb } from './db.js';
 import { registerVerify } from './verify.js';
 
 /** Exit codes: 0 ok, 1 a kernel failed verification, 2 a usage error, 70 a kgen bug. */
@@ -22,12 +24,16 @@ Examples:
   kgen emit --target c --op matmul_q35 --shape M=1,N=4096,K=4096 -o out/
   kgen verify --target c --op matmul_q4_0 --shape M=3,N=77,K=320
   kgen pack --format q4_0 --shape N=4096,K=4096 --in w.f32 -o w.q4_0
-  kgen plan --target cuda --device h100-sxm --op matmul_q4 --shape M=256,N=4096,K=4096`);
+  kgen plan --target cuda --device h100-sxm --op matmul_q4 --shape M=256,N=4096,K=4096
+  kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
+  kgen db list`);
   registerEmit(program);
   registerVerify(program);
   registerPack(program);
   registerPlan(program);
   registerLists(program);
+  registerTune(program);
+  registerDb(program);
   for (const cmd of program.commands) cmd.exitOverride();
   try {
     await program.parseAsync(argv);

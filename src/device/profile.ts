@@ -1,7 +1,7 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { KgenError } from '../errors.js';
+import { packagePath } from '../package-files.js';
 
 export type TargetName = 'c' | 'cuda' | 'wgsl' | 'wasm';
 export const TARGETS: readonly TargetName[] = ['c', 'cuda', 'wgsl', 'wasm'];
@@ -61,14 +61,9 @@ export interface DeviceProfile {
   sources: Record<string, string>;
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-/** `targets/` at the package root (two levels up from dist/src/device or src/device). */
+/** `targets/` at the package root. */
 export function targetsDir(): string {
-  for (const up of ['../..', '../../..']) {
-    const dir = join(here, up, 'targets');
-    if (existsSync(join(dir, 'rtx4090.json'))) return dir;
-  }
-  throw new Error(`kgen: device profiles not found near ${here}`);
+  return packagePath('targets');
 }
 
 function need(cond: unknown, file: string, field: string, expected: string): asserts cond {

@@ -186,6 +186,8 @@ export function validateShape(op: Op, values: Record<string, unknown>, field = '
   return out as unknown as Shape;
 }
 
+/** `M=1,N=4096,K=4096`: dimensions in the op's order, whatever order the object holds them in. */
 export function formatShape(shape: Shape): string {
-  return Object.entries(shape).map(([k, v]) => `${k}=${v}`).join(',');
+  const kind = 'M' in shape ? 'matmul' : 'attention';
+  return dimsOf(kind).map((d) => `${d}=${(shape as unknown as Record<string, number>)[d]}`).join(',');
 }

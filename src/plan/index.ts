@@ -15,7 +15,8 @@ export function spaceFor(req: PlanRequest): SearchSpace {
     : attentionPlanner.space(req as PlanRequest & { op: AttentionOp; shape: AttentionShape });
 }
 
-function planWith(req: PlanRequest, config: Config): Plan {
+/** The plan of a complete config, as it is (budgets recorded, not enforced: see `overBudget`). */
+export function planWith(req: PlanRequest, config: Config): Plan {
   return req.op.kind === 'matmul'
     ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
     : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);

@@ -1,18 +1,12 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import Handlebars from 'handlebars';
 import { textHash } from '../hash.js';
+import { packagePath } from '../package-files.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** `templates/` at the package root (from src/render or dist/src/render). */
+/** `templates/` at the package root. */
 export function templatesDir(): string {
-  for (const up of ['../..', '../../..']) {
-    const dir = join(here, up, 'templates');
-    if (existsSync(join(dir, 'c'))) return dir;
-  }
-  throw new Error(`kgen: templates not found near ${here}`);
+  return packagePath('templates');
 }
 
 function walk(dir: string): string[] {

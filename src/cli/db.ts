@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { resolveRequest } from '../api/request.js';
+import { validateExchange } from '../db/exchange.js';
+import { describeChoice, recordedConfig } from '../db/lookup.js';
+import type { TuningDb, WorkloadFilter } from '../db/types.js';
+import { KgenError } from '../errors.js';
+import { formatShape } from '../ir/validate.js';
+import { addDbFlag, openDb, printJson, readIr, table, writeFileAtomically } from './common.js';
+import { performanceRow } from './tune.js';
+
+interface DbFlags {
+  db?: string;
+  json?: boolean;
+}
+
+function withDb<T>(flags: DbFlags, f: (db: TuningDb) => T): T {
+  const db = openDb(flags, { ifExists: true });
+  if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location yet`, hint: 'run `kgen tune` first, or `kgen db import FILE`' });
+  try {
+    return f(db);
+  } finally {
+    db.close();
+  }
+}
+
+function filterOf(flags: { device?: string; target?: string; op?: string }): WorkloadFilter {
+  return { device: flags.device, target: flags.target, opName: flags.op };
+}
+
+function fmtMs(ms: number | undefined): string {
+  return ms === undefined ? '-' : ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
+}
+
+export function registerDb(program: Command): void {
+  const db = program
+    .command('db')
+    .description('inspect, export and import the tuning database')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  kgen db list
+  kgen db show 3
+  kgen db best --op matmul_q4 --shape M=1,N=4096,K=4096 --device host
+  kgen db export -o host-records.json
+  kgen db import gpu-box.json`,
+    );
+
+  const filterFlags = (c: Command) =>
+    c.option('--device <name>', 'only this device profile').option('--target <target>', 'only this target').option('--op <name>', 'only this op').option('--json', 'machine-readable output');
+
+  addDbFlag(filterFlags(db.command('list').description('workloads with their trial counts and best time'))).addHelpText('after', '\nExamples:\n  kgen db list\n  kgen db list --device host --op matmul_q4 --json').action((flags: DbFlags & { device?: string; target?: string; op?: string }) =>
+    withDb(flags, (d) => {
+      const rows = d.workloads(filterOf(flags));
+      if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, best: best && { config: best.config, ...performanceRow(w, best) } })));
+      if (!rows.length) return void process.stdout.write(`no workloads in ${d.location}${flags.device || flags.op || flags.target ? ' match' : ''}\n`);
+      const lines = [['id', 'device', 'target', 'op', 'shape', 'trials', 'ok', 'failed', 'best ms', 'kgen']];
+      for (const w of rows) {
+        const ok = w.byStatus.ok ?? 0;
+        lines.push([String(w.id), w.device, w.target, w.op.name, formatShape(w.shape), String(w.trials), String(ok), String(w.trials - ok), fmtMs(w.best?.timing?.medianMs), w.kgenVersion]);
+      }
+      process.stdout.write(`${table(lines)}\n(${d.location})\n`);
+    }),
+  );
+
+  addDbFlag(db.command('show').description('one workload and its trials, fastest first').argument('<workload>', 'workload id (see `kgen db list`)').option('--json', 'machine-readable output').option('--limit <n>', 'trials to show', '20'))
+    .addHelpText('after', '\nExamples:\n  kgen db show 3\n  kgen db show 3 --limit 100 --json')
+    .action((id: string, flags: DbFlags & { limit: string }) =>
+      withDb(flags, (d) => {
+        const w = /^\d+$/.test(id) ? d.workload(Number(id)) : undefined;
+        if (!w) throw new KgenError({ field: 'workload', problem: `no workload "${id}" in ${d.location}`, expected: 'an id from `kgen db list`' });
+        const trials = d.trials(w.id);
+        if (flags.json) return printJson({ workload: w, trials });
+        process.stdout.write(`workload ${w.id}: ${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}), kgen ${w.kgenVersion}, template ${w.templateHash}\n`);
+        process.stdout.write(`fingerprint: ${JSON.stringify(w.fingerprint)}\n`);
+        const counts = new Map<string, number>();
+        for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
+        process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
+        const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'config / error']];
+        for (const t of trials.slice(0, Number(flags.limit) || 20)) {
+          const p = t.timing ? performanceRow(w, t) : undefined;
+          lines.push([t.status, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', `${JSON.stringify(t.config)}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
+        }
+        process.stdout.write(`${table(lines)}\n`);
+      }),
+    );
+
+  addDbFlag(
+    db
+      .command('best')
+      .description('the config emit would take for an op and shape: the best record, else the nearest recorded shape')
+      .option('--device <name>', 'device profile', 'host')
+      .option('--target <target>', 'target', 'c')
+      .option('--op <name>', 'catalog op')
+      .option('--ir <file>', 'your own op as a JSON file')
+      .requiredOption('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096')
+      .option('--json', 'machine-readable output'),
+  )
+    .addHelpText('after', '\nExamples:\n  kgen db best --op matmul_q4 --shape M=1,N=4096,K=4096\n  kgen db best --device rtx4090 --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --json')
+    .action((flags: DbFlags & { device: string; target: string; op?: string; ir?: string; shape: string }) =>
+      withDb(flags, (d) => {
+        const req = resolveRequest({ target: flags.target, op: flags.op, ir: flags.ir ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
+        const choice = recordedConfig(d, req);
+        if (flags.json) {
+          return printJson(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' });
+        }
+        if (!choice) return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target}); emit uses the default config\n`);
+        process.stdout.write(`${JSON.stringify(choice.resolved.plan.config)}\n${describeChoice(choice)}; workload ${choice.workload.id}\n`);
+      }),
+    );
+
+  addDbFlag(
+    db
+      .command('export')
+      .description('write workloads and every trial as JSON (for another machine or a repository)')
+      .option('-o, --out <file>', 'write here (default: stdout)')
+      .option('--device <name>', 'only this device profile')
+      .option('--target <target>', 'only this target')
+      .option('--op <name>', 'only this op'),
+  )
+    .addHelpText('after', '\nExamples:\n  kgen db export -o records.json\n  kgen db export --device host --op matmul_q4 > q4.json')
+    .action((flags: DbFlags & { out?: string; device?: string; target?: string; op?: string }) =>
+      withDb(flags, (d) => {
+        const text = `${JSON.stringify(d.exportAll(filterOf(flags)), null, 1)}\n`;
+        if (flags.out) {
+          writeFileAtomically(flags.out, new TextEncoder().encode(text));
+          process.stderr.write(`kgen: wrote ${flags.out}\n`);
+        } else {
+          process.stdout.write(text);
+        }
+      }),
+    );
+
+  addDbFlag(db.command('import').description('merge an exported file: new workloads and trials are added, trials already present are skipped').argument('<file>', 'a file written by `kgen db export`').option('--json', 'machine-readable output'))
+    .addHelpText('after', '\nExamples:\n  kgen db import gpu-box.json\n  kgen db import records.json --db team.db')
+    .action((file: string, flags: DbFlags) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(readFileSync(file, 'utf8'));
+      } catch (e) {
+        throw new KgenError({ field: file, problem: `cannot read it as JSON (${(e as Error).message.split('\n')[0]})`, expected: 'a file written by `kgen db export`' });
+      }
+      const data = validateExchange(parsed);
+      const d = openDb(flags)!;
+      try {
+        const s = d.importExchange(data, `import from ${hostname()}:${file}`);
+        if (flags.json) return printJson({ ...s, database: d.location });
+        process.stdout.write(`imported ${file} into ${d.location}: ${s.workloadsAdded} new workloads, ${s.trialsAdded} new trials, ${s.trialsPresent} already present\n`);
+      } finally {
+        d.close();
+      }
+    });
+}

@@ -1,0 +1,330 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { resolveRequest } from '../api/request.js';
+import type { TrialRow, TuningDb, Workload } from '../db/types.js';
+import { detectPresence, getDevice } from '../device/index.js';
+import type { DeviceProfile, TargetName } from '../device/profile.js';
+import { TARGETS } from '../device/profile.js';
+import { KgenError } from '../errors.js';
+import { formatShape } from '../ir/validate.js';
+import { sumBytes } from '../plan/common.js';
+import { rooflineMs } from '../tune/roofline.js';
+import { pruneSpace } from '../tune/space.js';
+import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
+import { timingRunner, tune, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
+import { standardWorkload } from '../tune/workloads.js';
+import { addDbFlag, openDb, printJson, readIr, table } from './common.js';
+
+interface TuneFlags {
+  device: string;
+  target?: string;
+  op?: string;
+  ir?: string;
+  shape?: string;
+  strategy: string;
+  strategyOpt: string[];
+  trials?: string;
+  timeBudget?: string;
+  db?: string;
+  dryRun?: boolean;
+  json?: boolean;
+  seed: string;
+  threads?: string;
+  timeout?: string;
+  cacheDir?: string;
+}
+
+/** `10m`, `90s`, `1h`, `500ms` or plain seconds, in milliseconds. */
+export function parseDuration(text: string, field: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new KgenError({ field, problem: `got "${text}"`, expected: 'a duration like 90s, 10m, 1h or 500ms' });
+  const scale = { ms: 1, s: 1e3, m: 60e3, h: 3600e3 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Number(m[1]) * scale;
+}
+
+function positiveInt(text: string | undefined, field: string): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new KgenError({ field, problem: `got "${text}"`, expected: 'a positive integer' });
+  return n;
+}
+
+function parseStrategyOpts(pairs: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of pairs) {
+    const m = /^([a-z][a-zA-Z0-9]*)=(-?\d+(?:\.\d+)?)$/.exec(p);
+    if (!m) throw new KgenError({ field: '--strategy-opt', problem: `got "${p}"`, expected: 'name=number, e.g. population=16' });
+    out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile): WorkloadSpec[] {
+  if (!flags.op && !flags.ir) {
+    if (flags.shape) throw new KgenError({ field: '--shape', problem: 'given without --op', expected: '--op NAME (or --ir FILE) with --shape', hint: 'omit both to tune the standard workload' });
+    return standardWorkload();
+  }
+  if (!flags.shape) throw new KgenError({ field: '--shape', problem: 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
+  const req = resolveRequest({ target, op: flags.op, ir: flags.ir ? readIr(flags.ir) : undefined, shape: flags.shape, device: device.name });
+  return [{ op: req.op, shape: req.shape }];
+}
+
+/** Refuses to time a device that is not here, naming what was detected instead. */
+function checkPresent(device: DeviceProfile): void {
+  if (device.name === 'host') return;
+  const p = detectPresence(device);
+  if (!p.present) {
+    throw new KgenError({
+      field: '--device',
+      problem: `${device.name} is not present on this machine (${p.how})`,
+      expected: 'the device kgen tune runs on: --device host for this CPU, or a profile `kgen devices` marks with *',
+      hint: `\`kgen tune --device ${device.name} --dry-run\` shows its search space without it`,
+    });
+  }
+}
+
+export function registerTune(program: Command): void {
+  const cmd = program
+    .command('tune')
+    .description('autotune kernels on this machine: prune the search space, compile, run, check and time configs, and record every trial in the tuning database')
+    .requiredOption('--device <name>', 'the device to tune: host (this CPU) or a profile that is present (see `kgen devices`)')
+    .option('--target <target>', 'c | cuda | wgsl | wasm (default: c for CPUs, cuda for NVIDIA GPUs)')
+    .option('--op <name>', 'catalog op (default: the standard workload, see below)')
+    .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
+    .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (with --op)')
+    .option('--strategy <name>', `search strategy: ${Object.keys(STRATEGIES).join(' | ')}`, 'evolutionary')
+    .option('--strategy-opt <name=value>', 'a strategy option (repeatable); see below', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--trials <n>', 'trials per workload at most (default: 40 with --op, 24 for the standard workload)')
+    .option('--time-budget <duration>', 'stop cleanly after this long, e.g. 90s, 10m, 1h')
+    .option('--dry-run', 'print the search space (legal configs with footprint and roofline time, pruned configs by reason); runs nothing')
+    .option('--seed <n>', 'seed of the strategy and of the test data', '1')
+    .option('--threads <n>', 'host threads a CPU kernel is timed on (default: all cores)')
+    .option('--timeout <duration>', 'per-run timeout for a candidate (default: 30s or more for slow shapes)')
+    .option('--cache-dir <dir>', 'where compiled candidates are cached by source hash (default: ~/.cache/kgen/builds)')
+    .option('--json', 'machine-readable output (JSON lines of progress events on stdout, then the summary)');
+  addDbFlag(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Without --op, tune runs the standard workload: the matmul layers of Llama-3-8B and -70B
+(N x K = 14336x4096, 4096x14336, 4096x4096, 1024x4096, 28672x8192, 8192x8192) at M = 1, 16, 256 in
+the formats q4, q35, q4_0, q8, q8_0, decode (M=1) first. Ctrl-C stops cleanly: every finished
+trial is in the database, and running the same command again resumes where it stopped.
+
+Strategy options: ${Object.values(STRATEGIES).map((s) => `${s.name}: ${s.options.map((o) => `${o.name} (${o.doc}, default ${o.default})`).join('; ') || 'none'}`).join('. ')}.
+
+Examples:
+  kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
+  kgen tune --device host --time-budget 10m
+  kgen tune --device host --op matmul_q35 --shape M=16,N=4096,K=4096 --strategy exhaustive
+  kgen tune --device rtx4090 --dry-run --op matmul_q4 --shape M=1,N=4096,K=14336`,
+  );
+  cmd.action(async (flags: TuneFlags) => {
+    const device = getDevice(flags.device);
+    const target = (flags.target ?? device.targets[0]) as TargetName;
+    if (!TARGETS.includes(target) || !device.targets.includes(target)) {
+      throw new KgenError({ field: '--target', problem: `${flags.target} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
+    }
+    const workloads = workloadsOf(flags, target, device);
+    if (flags.dryRun) return dryRun(device, target, workloads, Boolean(flags.json));
+    checkPresent(device);
+    const first = pruneSpace({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target }).legal[0];
+    if (first) {
+      const runner = timingRunner(first.plan);
+      if (!runner.timesAreReal) {
+        throw new KgenError({ field: '--device', problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device`, hint: 'tune on the device itself; `--dry-run` shows the space' });
+      }
+    }
+    // Every flag is checked before the database is opened (or created).
+    const strategyOptions = parseStrategyOpts(flags.strategyOpt);
+    resolveStrategy(flags.strategy, strategyOptions);
+    const settings = {
+      trials: positiveInt(flags.trials, '--trials') ?? (flags.op || flags.ir ? 40 : 24),
+      timeBudgetMs: flags.timeBudget ? parseDuration(flags.timeBudget, '--time-budget') : undefined,
+      threads: positiveInt(flags.threads, '--threads'),
+      timeoutMs: flags.timeout ? parseDuration(flags.timeout, '--timeout') : undefined,
+      cacheDir: flags.cacheDir ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds'),
+      seed: Number(flags.seed) || 1,
+    };
+    const db = openDb(flags)!;
+    const controller = new AbortController();
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) process.exit(130); // a second Ctrl-C: every finished trial is already committed
+      process.stderr.write(`\nkgen: ${sig}: finishing cleanly (again to quit now); run the same command to resume\n`);
+      controller.abort();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const progress = makeProgress(Boolean(flags.json));
+    let summary: TuneSummary;
+    try {
+      summary = await tune({
+        db,
+        device,
+        target,
+        workloads,
+        strategy: flags.strategy,
+        strategyOptions,
+        ...settings,
+        signal: controller.signal,
+        onEvent: progress.event,
+        parallelBuilds: device.kind === 'cpu' ? Math.max(1, (device.cpu?.cores ?? 2)) : 4,
+      });
+    } finally {
+      progress.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    try {
+      report(db, summary, Boolean(flags.json));
+    } finally {
+      db.close();
+    }
+    if (summary.stopped === 'interrupted') process.exitCode = 130;
+  });
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
+}
+
+/** Progress: a bar on a terminal (stderr), plain lines otherwise, JSON lines with --json. */
+function makeProgress(json: boolean): { event: (e: TuneEvent) => void; stop: () => void } {
+  if (json) return { event: (e) => process.stdout.write(`${JSON.stringify(eventJson(e))}\n`), stop: () => {} };
+  const tty = Boolean(process.stderr.isTTY);
+  const bar = tty
+    ? new cliProgress.SingleBar(
+        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {eta_formatted} left', stream: process.stderr, hideCursor: true, etaBuffer: 8 },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined;
+  let started = false;
+  let lastLine = 0;
+  return {
+    event(e) {
+      if (e.kind === 'workload') {
+        const name = `${e.workload.op.name} ${formatShape(e.workload.shape)}`;
+        const line = `[${e.index + 1}/${e.of}] ${name}: ${e.space.legal.length} legal of ${e.space.total} configs, ${e.resumed} measured before, ${e.planned} to measure`;
+        if (bar) {
+          if (started) bar.stop();
+          process.stderr.write(`${line}\n`);
+          bar.start(Math.max(e.planned, 1), 0, { workload: name, failures: 0, best: '-' });
+          started = true;
+        } else {
+          process.stderr.write(`kgen tune: ${line}\n`);
+        }
+      } else if (e.kind === 'trial') {
+        const best = e.best?.timing ? `${fmtMs(e.best.timing.medianMs)} ms` : '-';
+        if (bar) bar.update(e.done, { failures: e.failures, best });
+        else if (e.done === e.planned || performance.now() - lastLine > 5000 || e.trial.status !== 'ok') {
+          lastLine = performance.now();
+          const what = e.trial.timing ? `${fmtMs(e.trial.timing.medianMs)} ms` : e.trial.status;
+          process.stderr.write(`kgen tune:   trial ${e.done}/${e.planned}: ${what} ${JSON.stringify(e.trial.config)}; best ${best}, ${e.failures} failed\n`);
+        }
+      } else if (e.kind === 'stopped') {
+        if (bar && started) bar.stop();
+        started = false;
+        process.stderr.write(`kgen tune: stopped (${e.reason}); every finished trial is recorded\n`);
+      }
+    },
+    stop() {
+      if (bar && started) bar.stop();
+    },
+  };
+}
+
+function eventJson(e: TuneEvent): unknown {
+  switch (e.kind) {
+    case 'workload':
+      return { event: 'workload', index: e.index, of: e.of, workloadId: e.workload.id, op: e.workload.op.name, shape: e.workload.shape, total: e.space.total, legal: e.space.legal.length, pruned: Object.fromEntries(e.space.pruned), resumed: e.resumed, planned: e.planned };
+    case 'trial':
+      return { event: 'trial', workloadId: e.workload.id, done: e.done, planned: e.planned, status: e.trial.status, config: e.trial.config, medianMs: e.trial.timing?.medianMs, error: e.trial.error?.split('\n')[0], bestMs: e.best?.timing?.medianMs };
+    case 'workload-done':
+      return { event: 'workload-done', workloadId: e.workload.id, measured: e.measured, bestMs: e.best?.timing?.medianMs, bestConfig: e.best?.config };
+    case 'stopped':
+      return { event: 'stopped', reason: e.reason };
+  }
+}
+
+/** Rows of the results table: time, GB/s, GFLOPS and % of the device's roofline. */
+export function performanceRow(w: Workload, t: TrialRow): { ms: number; gbps: number; gflops: number; roofline: number } {
+  const ms = t.timing!.medianMs;
+  return { ms, gbps: w.bytes / (ms * 1e-3) / 1e9, gflops: w.flops / (ms * 1e-3) / 1e9, roofline: (100 * w.rooflineMs) / ms };
+}
+
+function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
+  const out = summary.results.map((r) => {
+    const top = db.trials(r.workload.id).filter((t) => t.status === 'ok').slice(0, 5);
+    return { r, top };
+  });
+  if (json) {
+    printJson({
+      stopped: summary.stopped ?? null,
+      workloads: out.map(({ r, top }) => ({
+        workloadId: r.workload.id,
+        op: r.workload.op.name,
+        shape: r.workload.shape,
+        space: r.space,
+        added: r.added,
+        defaultMs: r.default?.timing?.medianMs,
+        top: top.map((t) => ({ config: t.config, ...performanceRow(r.workload, t) })),
+      })),
+    });
+    return;
+  }
+  for (const { r, top } of out) {
+    const w = r.workload;
+    process.stdout.write(`\n${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}); workload ${w.id}, ${r.added} new trials\n`);
+    if (!top.length) {
+      process.stdout.write('  no config ran correctly yet (see `kgen db show ' + w.id + '`)\n');
+      continue;
+    }
+    const rows = [['rank', 'time ms', 'GB/s', 'GFLOPS', '% roofline', 'config']];
+    top.forEach((t, i) => {
+      const p = performanceRow(w, t);
+      rows.push([String(i + 1), fmtMs(p.ms), p.gbps.toFixed(1), p.gflops.toFixed(1), `${p.roofline.toFixed(0)}%`, JSON.stringify(t.config)]);
+    });
+    process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
+    if (r.default?.timing && r.best?.timing) {
+      process.stdout.write(`  default config: ${fmtMs(r.default.timing.medianMs)} ms; best is ${(r.default.timing.medianMs / r.best.timing.medianMs).toFixed(2)}x faster\n`);
+    }
+  }
+  if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
+}
+
+function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], json: boolean): void {
+  const spaces = workloads.map((w) => ({ w, s: pruneSpace({ op: w.op, shape: w.shape, device, target }) }));
+  if (json) {
+    printJson(
+      spaces.map(({ w, s }) => ({
+        op: w.op.name,
+        shape: w.shape,
+        total: s.total,
+        legal: s.legal.map((c) => ({ config: c.config, footprint: footprint(c.plan.buffers), rooflineMs: rooflineMs(device, c.plan.traffic) })),
+        pruned: Object.fromEntries(s.pruned),
+      })),
+    );
+    return;
+  }
+  for (const { w, s } of spaces) {
+    process.stdout.write(`${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}): ${s.legal.length} legal of ${s.total} configs\n`);
+    for (const [reason, n] of [...s.pruned].sort((a, b) => b[1] - a[1])) process.stdout.write(`  pruned ${n}: ${reason}\n`);
+    if (spaces.length === 1) {
+      const rows = [['#', 'config', 'on-chip bytes', 'registers', 'roofline ms']];
+      s.legal.forEach((c, i) => {
+        const f = footprint(c.plan.buffers);
+        rows.push([String(i + 1), JSON.stringify(c.config), String(f.bytes), String(f.registers), fmtMs(rooflineMs(device, c.plan.traffic))]);
+      });
+      process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
+    }
+  }
+  if (spaces.length > 1) process.stdout.write(`(${spaces.length} workloads; give --op and --shape to list one workload's configs)\n`);
+}
+
+function footprint(buffers: Parameters<typeof sumBytes>[0]): { bytes: number; registers: number } {
+  return { bytes: sumBytes(buffers, 'shared') + sumBytes(buffers, 'l1') + sumBytes(buffers, 'l2'), registers: sumBytes(buffers, 'registers') };
+}

@@ -1,0 +1,58 @@
+import type { ResolvedRequest } from '../api/request.js';
+import { KgenError } from '../errors.js';
+import { canonicalJson } from '../hash.js';
+import type { Shape } from '../ir/types.js';
+import { formatShape } from '../ir/validate.js';
+import { makePlan, type ResolvedPlan } from '../plan/index.js';
+import { KGEN_VERSION } from '../version.js';
+import type { TrialRow, TuningDb, Workload } from './types.js';
+
+/** A tuned config chosen for a request, and the record it came from. */
+export interface RecordedChoice {
+  resolved: ResolvedPlan;
+  source: 'record' | 'nearest-record';
+  workload: Workload;
+  trial: TrialRow;
+}
+
+/** Distance between two shapes of one op: the sum of |log2 ratio| over their dimensions. */
+export function shapeDistance(a: Shape, b: Shape): number {
+  let d = 0;
+  for (const [k, v] of Object.entries(a)) d += Math.abs(Math.log2(v) - Math.log2((b as Record<string, number>)[k] ?? v));
+  return d;
+}
+
+/**
+ * The best recorded config for a request: the fastest ok trial of a workload with the same device
+ * profile, target, op (IR hash) and shape; failing that, the best of the nearest recorded shape of
+ * the same op whose config is legal at this shape. Among equal candidates the newest workload of
+ * this kgen version wins (older templates may time differently). A record whose config the current
+ * space no longer accepts is passed over, never forced.
+ */
+export function recordedConfig(db: TuningDb, req: ResolvedRequest): RecordedChoice | undefined {
+  const rows = db.workloads({ device: req.device.name, target: req.target, irHash: req.irHash }).filter((w) => w.best);
+  const want = canonicalJson(req.shape);
+  const rank = (w: Workload) => (w.kgenVersion === KGEN_VERSION ? 0 : 1);
+  const exact = rows.filter((w) => canonicalJson(w.shape) === want).sort((a, b) => rank(a) - rank(b) || b.id - a.id);
+  const near = rows
+    .filter((w) => canonicalJson(w.shape) !== want)
+    .sort((a, b) => shapeDistance(a.shape, req.shape) - shapeDistance(b.shape, req.shape) || rank(a) - rank(b) || b.id - a.id);
+  for (const [source, list] of [['record', exact], ['nearest-record', near]] as const) {
+    for (const w of list) {
+      try {
+        const resolved = makePlan({ op: req.op, shape: req.shape, device: req.device, target: req.target }, w.best!.config);
+        return { resolved, source, workload: w, trial: w.best! };
+      } catch (e) {
+        if (!(e instanceof KgenError)) throw e;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** One line saying which record a config came from, for stderr and manifests. */
+export function describeChoice(c: RecordedChoice): string {
+  const t = c.trial.timing!;
+  const where = c.source === 'record' ? 'tuned for this shape' : `tuned for ${formatShape(c.workload.shape)}, the nearest recorded shape`;
+  return `config from the tuning database (${where}: ${t.medianMs.toPrecision(3)} ms on ${c.workload.device}, ${c.trial.createdAt.slice(0, 10)})`;
+}

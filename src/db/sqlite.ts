@@ -1,0 +1,351 @@
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { TrialStatus } from '../backends/types.js';
+import { KgenError } from '../errors.js';
+import { canonicalHash, canonicalJson } from '../hash.js';
+import { packagePath } from '../package-files.js';
+import type { Exchange, ImportSummary, Trial, TrialRow, TuningDb, Workload, WorkloadFilter, WorkloadInfo, WorkloadSummary } from './types.js';
+
+/** tuning-db/ in the package: NNN_name.sql migrations, applied in order. */
+const MIGRATIONS_DIR = packagePath('tuning-db');
+
+interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
+  return readdirSync(dir)
+    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((f) => ({ version: Number(f.slice(0, 3)), name: f, sql: readFileSync(join(dir, f), 'utf8') }));
+}
+
+/** The schema version this kgen reads and writes (the newest migration). */
+export function schemaVersion(): number {
+  const all = loadMigrations();
+  return all.length ? all[all.length - 1]!.version : 0;
+}
+
+/** The canonical key of a workload: every identifying field, hashed once, the same everywhere. */
+export function workloadKey(w: Omit<WorkloadInfo, 'bytes' | 'flops' | 'rooflineMs'>): string {
+  return canonicalHash({
+    device: w.device,
+    fingerprint: w.fingerprint,
+    target: w.target,
+    irHash: w.irHash,
+    shape: w.shape,
+    weightFormat: w.weightFormat ?? null,
+    templateHash: w.templateHash,
+    kgenVersion: w.kgenVersion,
+  });
+}
+
+interface WorkloadRowDb {
+  id: number;
+  key: string;
+  device: string;
+  fingerprint: string;
+  fingerprint_hash: string;
+  target: string;
+  op_name: string;
+  ir_hash: string;
+  op_json: string;
+  shape_json: string;
+  weight_format: string | null;
+  template_hash: string;
+  kgen_version: string;
+  bytes: number;
+  flops: number;
+  roofline_ms: number;
+  created_at: string;
+}
+
+interface TrialRowDb {
+  id: number;
+  uid: string;
+  workload_id: number;
+  config_hash: string;
+  config_json: string;
+  status: TrialStatus;
+  median_ms: number | null;
+  min_ms: number | null;
+  max_ms: number | null;
+  spread: number | null;
+  runs: number | null;
+  nmse: number | null;
+  max_abs_error: number | null;
+  error: string | null;
+  compile_ms: number | null;
+  strategy: string | null;
+  runner: string | null;
+  origin: string;
+  created_at: string;
+}
+
+function toWorkload(r: WorkloadRowDb): Workload {
+  return {
+    id: r.id,
+    key: r.key,
+    device: r.device,
+    fingerprint: JSON.parse(r.fingerprint) as Workload['fingerprint'],
+    fingerprintHash: r.fingerprint_hash,
+    target: r.target as Workload['target'],
+    op: JSON.parse(r.op_json) as Workload['op'],
+    irHash: r.ir_hash,
+    shape: JSON.parse(r.shape_json) as Workload['shape'],
+    weightFormat: r.weight_format ?? undefined,
+    templateHash: r.template_hash,
+    kgenVersion: r.kgen_version,
+    bytes: r.bytes,
+    flops: r.flops,
+    rooflineMs: r.roofline_ms,
+    createdAt: r.created_at,
+  };
+}
+
+function toTrial(r: TrialRowDb): TrialRow {
+  const t: TrialRow = {
+    id: r.id,
+    workloadId: r.workload_id,
+    uid: r.uid,
+    config: JSON.parse(r.config_json) as TrialRow['config'],
+    configHash: r.config_hash,
+    status: r.status,
+    origin: r.origin,
+    createdAt: r.created_at,
+  };
+  if (r.median_ms !== null) t.timing = { medianMs: r.median_ms, minMs: r.min_ms!, maxMs: r.max_ms!, spread: r.spread ?? 0, runs: r.runs! };
+  if (r.nmse !== null) t.nmse = r.nmse;
+  if (r.max_abs_error !== null) t.maxAbsError = r.max_abs_error;
+  if (r.error !== null) t.error = r.error;
+  if (r.compile_ms !== null) t.compileMs = r.compile_ms;
+  if (r.strategy !== null) t.strategy = r.strategy;
+  if (r.runner !== null) t.runner = r.runner;
+  return t;
+}
+
+export interface OpenOptions {
+  /** Open an existing database only (emit's lookup): never create a file. */
+  mustExist?: boolean;
+  readonly?: boolean;
+}
+
+/**
+ * Opens (creating it unless `mustExist`) the SQLite tuning database at `path`: WAL journal so
+ * readers never block the writer, a busy timeout so concurrent tune processes wait for each other
+ * instead of failing, migrations applied in one transaction, and the schema version checked: a
+ * database written by a newer kgen is refused rather than misread.
+ */
+export function openTuningDb(path: string, opts: OpenOptions = {}): TuningDb {
+  if (path !== ':memory:' && !opts.mustExist) mkdirSync(dirname(path), { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(path, { fileMustExist: opts.mustExist ?? false, readonly: opts.readonly ?? false });
+  } catch (e) {
+    throw new KgenError({ field: '--db', problem: `cannot open ${path} (${(e as Error).message})`, expected: 'a writable SQLite file path', hint: 'pass --db PATH or set KGEN_DB' });
+  }
+  try {
+    db.pragma('busy_timeout = 30000');
+    if (!opts.readonly) {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+    }
+    db.pragma('foreign_keys = ON');
+    migrate(db, path, opts.readonly ?? false);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return new SqliteTuningDb(db, path);
+}
+
+function migrate(db: Database.Database, path: string, readonly: boolean): void {
+  const migrations = loadMigrations();
+  const newest = migrations.length ? migrations[migrations.length - 1]!.version : 0;
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > newest) {
+    throw new KgenError({
+      field: '--db',
+      problem: `${path} has schema version ${current}, newer than this kgen's ${newest}`,
+      expected: `a database of schema version <= ${newest}`,
+      hint: 'upgrade kgen, or use another database with --db',
+    });
+  }
+  if (current === newest) return;
+  if (readonly) {
+    throw new KgenError({ field: '--db', problem: `${path} has schema version ${current}; this kgen needs ${newest}`, hint: 'run any writing command (e.g. `kgen db list`) once to migrate it' });
+  }
+  // One writer migrates; another process opening at the same time waits on the lock, then sees
+  // the new version and applies nothing.
+  db.transaction(() => {
+    const now = db.pragma('user_version', { simple: true }) as number;
+    for (const m of migrations.filter((x) => x.version > now)) db.exec(m.sql);
+    db.pragma(`user_version = ${newest}`);
+  }).immediate();
+}
+
+class SqliteTuningDb implements TuningDb {
+  private readonly stmts;
+
+  constructor(
+    private readonly db: Database.Database,
+    readonly location: string,
+  ) {
+    this.stmts = {
+      workloadByKey: db.prepare<[string], WorkloadRowDb>('SELECT * FROM workloads WHERE key = ?'),
+      workloadById: db.prepare<[number], WorkloadRowDb>('SELECT * FROM workloads WHERE id = ?'),
+      insertWorkload: db.prepare(
+        `INSERT INTO workloads (key, device, fingerprint, fingerprint_hash, target, op_name, ir_hash, op_json, shape_json,
+           weight_format, template_hash, kgen_version, bytes, flops, roofline_ms, created_at)
+         VALUES (@key, @device, @fingerprint, @fingerprint_hash, @target, @op_name, @ir_hash, @op_json, @shape_json,
+           @weight_format, @template_hash, @kgen_version, @bytes, @flops, @roofline_ms, @created_at)
+         ON CONFLICT (key) DO NOTHING`,
+      ),
+      insertTrial: db.prepare(
+        `INSERT INTO trials (uid, workload_id, config_hash, config_json, status, median_ms, min_ms, max_ms, spread, runs,
+           nmse, max_abs_error, error, compile_ms, strategy, runner, origin, created_at)
+         VALUES (@uid, @workload_id, @config_hash, @config_json, @status, @median_ms, @min_ms, @max_ms, @spread, @runs,
+           @nmse, @max_abs_error, @error, @compile_ms, @strategy, @runner, @origin, @created_at)
+         ON CONFLICT (uid) DO NOTHING`,
+      ),
+      trialByUid: db.prepare<[string], TrialRowDb>('SELECT * FROM trials WHERE uid = ?'),
+      measured: db.prepare<[number], { config_hash: string }>('SELECT DISTINCT config_hash FROM trials WHERE workload_id = ?'),
+      trials: db.prepare<[number], TrialRowDb>('SELECT * FROM trials WHERE workload_id = ? ORDER BY (status = \'ok\') DESC, median_ms, id'),
+      best: db.prepare<[number], TrialRowDb>("SELECT * FROM trials WHERE workload_id = ? AND status = 'ok' ORDER BY median_ms, id LIMIT 1"),
+      counts: db.prepare<[number], { status: TrialStatus; n: number }>('SELECT status, count(*) AS n FROM trials WHERE workload_id = ? GROUP BY status'),
+    };
+  }
+
+  ensureWorkload(info: WorkloadInfo): Workload {
+    const key = workloadKey(info);
+    const existing = this.stmts.workloadByKey.get(key);
+    if (existing) return toWorkload(existing);
+    this.stmts.insertWorkload.run({
+      key,
+      device: info.device,
+      fingerprint: canonicalJson(info.fingerprint),
+      fingerprint_hash: canonicalHash(info.fingerprint),
+      target: info.target,
+      op_name: info.op.name,
+      ir_hash: info.irHash,
+      op_json: canonicalJson(info.op),
+      shape_json: canonicalJson(info.shape),
+      weight_format: info.weightFormat ?? null,
+      template_hash: info.templateHash,
+      kgen_version: info.kgenVersion,
+      bytes: info.bytes,
+      flops: info.flops,
+      roofline_ms: info.rooflineMs,
+      created_at: new Date().toISOString(),
+    });
+    // Another process may have inserted the same key first: read back whichever row won.
+    return toWorkload(this.stmts.workloadByKey.get(key)!);
+  }
+
+  measuredConfigs(workloadId: number): Set<string> {
+    return new Set(this.stmts.measured.all(workloadId).map((r) => r.config_hash));
+  }
+
+  addTrial(workloadId: number, t: Trial): TrialRow {
+    if ((t.status === 'ok') !== (t.timing !== undefined)) {
+      throw new Error(`trial ${t.uid}: a timing is recorded exactly for ok trials (status ${t.status})`);
+    }
+    this.stmts.insertTrial.run({
+      uid: t.uid,
+      workload_id: workloadId,
+      config_hash: t.configHash,
+      config_json: canonicalJson(t.config),
+      status: t.status,
+      median_ms: t.timing?.medianMs ?? null,
+      min_ms: t.timing?.minMs ?? null,
+      max_ms: t.timing?.maxMs ?? null,
+      spread: t.timing?.spread ?? null,
+      runs: t.timing?.runs ?? null,
+      nmse: t.nmse ?? null,
+      max_abs_error: t.maxAbsError ?? null,
+      error: t.error ?? null,
+      compile_ms: t.compileMs ?? null,
+      strategy: t.strategy ?? null,
+      runner: t.runner ?? null,
+      origin: t.origin,
+      created_at: t.createdAt,
+    });
+    return toTrial(this.stmts.trialByUid.get(t.uid)!);
+  }
+
+  trials(workloadId: number): TrialRow[] {
+    return this.stmts.trials.all(workloadId).map(toTrial);
+  }
+
+  best(workloadId: number): TrialRow | undefined {
+    const r = this.stmts.best.get(workloadId);
+    return r ? toTrial(r) : undefined;
+  }
+
+  workload(id: number): Workload | undefined {
+    const r = this.stmts.workloadById.get(id);
+    return r ? toWorkload(r) : undefined;
+  }
+
+  workloads(filter: WorkloadFilter = {}): WorkloadSummary[] {
+    const where: string[] = [];
+    const args: Record<string, string> = {};
+    if (filter.device) (where.push('device = @device'), (args.device = filter.device));
+    if (filter.target) (where.push('target = @target'), (args.target = filter.target));
+    if (filter.opName) (where.push('op_name = @opName'), (args.opName = filter.opName));
+    if (filter.irHash) (where.push('ir_hash = @irHash'), (args.irHash = filter.irHash));
+    const rows = this.db.prepare<Record<string, string>, WorkloadRowDb>(`SELECT * FROM workloads ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`).all(args);
+    return rows.map((r) => {
+      const byStatus: WorkloadSummary['byStatus'] = {};
+      let trials = 0;
+      for (const c of this.stmts.counts.all(r.id)) {
+        byStatus[c.status] = c.n;
+        trials += c.n;
+      }
+      return { ...toWorkload(r), trials, byStatus, best: this.best(r.id) };
+    });
+  }
+
+  exportAll(filter: WorkloadFilter = {}): Exchange {
+    return {
+      format: 'kgen-tuning',
+      version: 1,
+      exportedAt: new Date().toISOString(),
+      workloads: this.workloads(filter).map((w) => {
+        const { id: _id, trials: _n, byStatus: _s, best: _b, ...rest } = w;
+        return { ...rest, trials: this.trials(w.id).map(({ id: _tid, workloadId: _wid, ...t }) => t) };
+      }),
+    };
+  }
+
+  importExchange(data: Exchange, origin: string): ImportSummary {
+    const summary: ImportSummary = { workloadsAdded: 0, trialsAdded: 0, trialsPresent: 0 };
+    // All or nothing: a file that fails half-way leaves the database as it was.
+    this.db.transaction(() => {
+      for (const w of data.workloads) {
+        const existed = this.stmts.workloadByKey.get(w.key) !== undefined;
+        const row = this.ensureWorkload(w);
+        if (row.key !== w.key) {
+          throw new KgenError({ field: 'import', problem: `workload ${w.key} hashes to ${row.key} here (edited by hand, or exported by an incompatible kgen)`, hint: 're-export it with `kgen db export`' });
+        }
+        if (!existed) summary.workloadsAdded++;
+        for (const t of w.trials) {
+          if (this.stmts.trialByUid.get(t.uid)) {
+            summary.trialsPresent++;
+            continue;
+          }
+          this.addTrial(row.id, { ...t, origin: t.origin || origin });
+          summary.trialsAdded++;
+        }
+      }
+    }).immediate();
+    return summary;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,126 @@
+import type { TrialStatus } from '../backends/types.js';
+import type { TargetName } from '../device/profile.js';
+import type { Op, Shape } from '../ir/types.js';
+import type { Config } from '../plan/types.js';
+
+/**
+ * What identifies the machine a measurement was taken on beyond its profile name: the hardware
+ * model, the ISA or compute capability, driver and compiler versions. Two trials compare only when
+ * their fingerprints are equal.
+ */
+export type Fingerprint = Record<string, string | number | boolean>;
+
+/**
+ * What a measurement depends on. Invariant: `key` is the canonical hash of every other field
+ * except the traffic figures, so equal workloads share one row across processes and machines.
+ */
+export interface WorkloadInfo {
+  device: string;
+  fingerprint: Fingerprint;
+  target: TargetName;
+  op: Op;
+  irHash: string;
+  shape: Shape;
+  /** Matmul weight format; undefined for attention. */
+  weightFormat?: string;
+  templateHash: string;
+  kgenVersion: string;
+  /** Bytes moved and arithmetic done by one call, and the device's roofline time for it. */
+  bytes: number;
+  flops: number;
+  rooflineMs: number;
+}
+
+export interface Workload extends WorkloadInfo {
+  id: number;
+  key: string;
+  fingerprintHash: string;
+  createdAt: string;
+}
+
+/** Times of an `ok` trial, in milliseconds. */
+export interface TrialTiming {
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  spread: number;
+  runs: number;
+}
+
+/**
+ * One config measured on one workload. Invariant: `timing` is present iff `status` is `ok`; a
+ * failure carries its text in `error`. `uid` is random and identifies the trial across export and
+ * import, so merging databases never duplicates or loses a trial.
+ */
+export interface Trial {
+  uid: string;
+  config: Config;
+  configHash: string;
+  status: TrialStatus;
+  timing?: TrialTiming;
+  nmse?: number;
+  maxAbsError?: number;
+  error?: string;
+  compileMs?: number;
+  strategy?: string;
+  runner?: string;
+  origin: string;
+  createdAt: string;
+}
+
+export interface TrialRow extends Trial {
+  id: number;
+  workloadId: number;
+}
+
+/** A workload with its trial counts, for `kgen db list`. */
+export interface WorkloadSummary extends Workload {
+  trials: number;
+  byStatus: Partial<Record<TrialStatus, number>>;
+  best?: TrialRow;
+}
+
+export interface WorkloadFilter {
+  device?: string;
+  target?: string;
+  opName?: string;
+  irHash?: string;
+}
+
+/** The JSON `kgen db export` writes and `kgen db import` reads (see docs/tuning.md). */
+export interface Exchange {
+  format: 'kgen-tuning';
+  version: 1;
+  exportedAt: string;
+  workloads: Array<Omit<Workload, 'id'> & { trials: Trial[] }>;
+}
+
+export interface ImportSummary {
+  workloadsAdded: number;
+  trialsAdded: number;
+  /** Trials already present (same uid): merging the same file twice adds nothing. */
+  trialsPresent: number;
+}
+
+/**
+ * The tuning database: workloads and their trials. Implementations must keep every write atomic
+ * (a trial is written in its own transaction as it finishes) and safe with several processes on
+ * the same store.
+ */
+export interface TuningDb {
+  readonly location: string;
+  /** The workload row for `info`, created on first use. */
+  ensureWorkload(info: WorkloadInfo): Workload;
+  /** Config hashes that already have a trial in this workload (any status): what resume skips. */
+  measuredConfigs(workloadId: number): Set<string>;
+  /** Writes one trial in its own transaction; returns it with its row id. */
+  addTrial(workloadId: number, trial: Trial): TrialRow;
+  trials(workloadId: number): TrialRow[];
+  /** The fastest `ok` trial of a workload. */
+  best(workloadId: number): TrialRow | undefined;
+  workloads(filter?: WorkloadFilter): WorkloadSummary[];
+  workload(id: number): Workload | undefined;
+  exportAll(filter?: WorkloadFilter): Exchange;
+  importExchange(data: Exchange, origin: string): ImportSummary;
+  close(): void;
+}

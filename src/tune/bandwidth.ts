@@ -1,0 +1,31 @@
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { hostIsa } from '../device/host.js';
+import { textHash } from '../hash.js';
+import { templateSet } from '../render/templates.js';
+
+/**
+ * This machine's read bandwidth in GB/s with `threads` threads, measured by the C target's probe
+ * (templates/c/probe.c.hbs: 256-bit loads over a buffer far larger than the caches), or undefined
+ * where it cannot run (no AVX2, no gcc). The detected host profile's bandwidth is only an estimate;
+ * the tuner's roofline uses this figure instead.
+ */
+export async function measureReadBandwidth(cacheDir: string, threads: number, mib = 512): Promise<number | undefined> {
+  if (!hostIsa().isa.includes('avx2')) return undefined;
+  const source = templateSet('c').render('probe.c', {});
+  const dir = join(cacheDir, `probe-${textHash(source)}`);
+  const bin = join(dir, 'probe');
+  if (!existsSync(bin)) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'probe.c'), source);
+    const tmp = `${bin}.${process.pid}`;
+    const cc = await execa('gcc', ['-O3', '-mavx2', '-pthread', join(dir, 'probe.c'), '-o', tmp], { reject: false });
+    if (cc.exitCode !== 0) return undefined;
+    renameSync(tmp, bin);
+  }
+  const run = await execa(bin, [String(mib), '5', String(threads)], { reject: false, timeout: 60_000 });
+  if (run.exitCode !== 0) return undefined;
+  const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
+  return line ? (JSON.parse(line) as { gbps: number }).gbps : undefined;
+}

@@ -1,0 +1,53 @@
+import { canonicalHash } from '../hash.js';
+import { enumerateConfigs, planWith, spaceFor } from '../plan/index.js';
+import type { Config, Plan, PlanRequest, SearchSpace } from '../plan/types.js';
+
+/** A legal config with the plan it makes (footprint, launch, traffic). */
+export interface Candidate {
+  config: Config;
+  hash: string;
+  plan: Plan;
+}
+
+/**
+ * A pruned search space. Invariant: every config of the space is either in `legal` or counted once
+ * in `pruned`, under the first restriction it breaks or, passing them all, the first budget it
+ * exceeds; nothing is compiled to find that out.
+ */
+export interface PrunedSpace {
+  space: SearchSpace;
+  total: number;
+  legal: Candidate[];
+  /** Reason -> configs ruled out for it. */
+  pruned: Map<string, number>;
+}
+
+/** The canonical hash of a config: how trials name it in the database. */
+export function configHash(config: Config): string {
+  return canonicalHash(config);
+}
+
+/** Enumerates the space of a request and splits it into legal candidates and pruned counts. */
+export function pruneSpace(req: PlanRequest): PrunedSpace {
+  const space = spaceFor(req);
+  const pruned = new Map<string, number>();
+  const legal: Candidate[] = [];
+  let total = 0;
+  const count = (reason: string) => pruned.set(reason, (pruned.get(reason) ?? 0) + 1);
+  for (const config of enumerateConfigs(space)) {
+    total++;
+    const broken = space.restrictions.find((r) => !r.allows(config));
+    if (broken) {
+      count(`restriction: ${broken.reason}`);
+      continue;
+    }
+    const p = planWith(req, config);
+    const over = p.budgets.find((b) => b.needed > b.available);
+    if (over) {
+      count(`over budget: ${over.budget}`);
+      continue;
+    }
+    legal.push({ config, hash: configHash(config), plan: p });
+  }
+  return { space, total, legal, pruned };
+}

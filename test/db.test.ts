@@ -1,0 +1,187 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
+import { resolveRequest } from '../src/api/request.js';
+import { validateExchange } from '../src/db/exchange.js';
+import { recordedConfig } from '../src/db/lookup.js';
+import { openTuningDb, schemaVersion, workloadKey } from '../src/db/sqlite.js';
+import type { Trial, TuningDb, WorkloadInfo } from '../src/db/types.js';
+import { getDevice } from '../src/device/index.js';
+import { KgenError } from '../src/errors.js';
+import { canonicalHash } from '../src/hash.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import type { Shape } from '../src/ir/types.js';
+import { opHash } from '../src/ir/validate.js';
+import { KGEN_VERSION } from '../src/version.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-db-'));
+
+function info(shape: Shape, over: Partial<WorkloadInfo> = {}): WorkloadInfo {
+  const op = CATALOG.matmul_q4!;
+  return {
+    device: 'host',
+    fingerprint: { profile: 'host', cpu: 'test CPU', 'compiler:gcc': '12.2.0' },
+    target: 'c',
+    op,
+    irHash: opHash(op),
+    shape,
+    weightFormat: 'q4',
+    templateHash: '0123456789abcdef',
+    kgenVersion: KGEN_VERSION,
+    bytes: 1e6,
+    flops: 2e6,
+    rooflineMs: 0.01,
+    ...over,
+  };
+}
+
+let uidCounter = 0;
+function trial(config: Record<string, number | string>, ms?: number, status: Trial['status'] = ms === undefined ? 'crash' : 'ok'): Trial {
+  const uid = `00000000-0000-4000-8000-${String(++uidCounter).padStart(12, '0')}`;
+  return {
+    uid,
+    config,
+    configHash: canonicalHash(config),
+    status,
+    timing: status === 'ok' ? { medianMs: ms!, minMs: ms! * 0.9, maxMs: ms! * 1.2, spread: 0.05, runs: 21 } : undefined,
+    error: status === 'ok' ? undefined : 'exit 139: segmentation fault',
+    origin: 'test',
+    createdAt: new Date().toISOString(),
+  };
+}
+
+const GEMV = { isa: 'avx2', actQuant: 'q8', rowsPerIter: 4, mTile: 1, nTile: 16, unroll: 1, prefetch: 2 };
+const FAST = { isa: 'avx2', actQuant: 'q8', rowsPerIter: 2, mTile: 1, nTile: 8, unroll: 4, prefetch: 0 };
+
+describe('tuning database', () => {
+  it('creates its schema, checks the version, and refuses a newer one', () => {
+    const path = join(tmp(), 'a.db');
+    openTuningDb(path).close();
+    const raw = new Database(path);
+    expect(raw.pragma('user_version', { simple: true })).toBe(schemaVersion());
+    expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+    raw.pragma(`user_version = ${schemaVersion() + 1}`);
+    raw.close();
+    expect(() => openTuningDb(path)).toThrow(/schema version 2, newer than this kgen's 1/);
+  });
+
+  it('keys workloads canonically and keeps timings only on ok trials', () => {
+    const db = openTuningDb(':memory:');
+    const a = db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }));
+    // The same workload with its keys in another order is the same row.
+    const b = db.ensureWorkload(info({ K: 4096, N: 4096, M: 1 } as Shape));
+    expect(b.id).toBe(a.id);
+    expect(a.key).toBe(workloadKey(info({ M: 1, N: 4096, K: 4096 })));
+    expect(db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }, { templateHash: 'fedcba9876543210' })).id).not.toBe(a.id);
+    db.addTrial(a.id, trial(GEMV, 0.5));
+    db.addTrial(a.id, trial(FAST, 0.3));
+    db.addTrial(a.id, trial({ ...GEMV, nTile: 4 }));
+    expect(db.best(a.id)!.config).toEqual(FAST);
+    expect(db.measuredConfigs(a.id).size).toBe(3);
+    expect(() => db.addTrial(a.id, { ...trial(GEMV, 0.2), timing: undefined })).toThrow(/timing is recorded exactly for ok trials/);
+    const summary = db.workloads({ device: 'host' })[0]!;
+    expect(summary.byStatus).toEqual({ ok: 2, crash: 1 });
+    db.close();
+  });
+
+  it('exports and imports without losing or duplicating trials', () => {
+    const src = openTuningDb(join(tmp(), 'src.db'));
+    const w = src.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }));
+    for (const t of [trial(GEMV, 0.5), trial(FAST, 0.3), trial({ ...GEMV, nTile: 4 })]) src.addTrial(w.id, t);
+    const exported = JSON.parse(JSON.stringify(src.exportAll()));
+    src.close();
+
+    const dst = openTuningDb(join(tmp(), 'dst.db'));
+    // The destination has its own trial on the same workload: merging keeps it.
+    const own = dst.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }));
+    dst.addTrial(own.id, trial({ ...GEMV, unroll: 2 }, 0.45));
+    expect(dst.importExchange(validateExchange(exported), 'test')).toEqual({ workloadsAdded: 0, trialsAdded: 3, trialsPresent: 0 });
+    expect(dst.trials(own.id)).toHaveLength(4);
+    expect(dst.importExchange(validateExchange(exported), 'test')).toEqual({ workloadsAdded: 0, trialsAdded: 0, trialsPresent: 3 });
+    expect(dst.best(own.id)!.config).toEqual(FAST);
+    dst.close();
+  });
+
+  it('validates an import file like user input, naming the field', () => {
+    const db = openTuningDb(':memory:');
+    const w = db.ensureWorkload(info({ M: 1, N: 64, K: 256 }));
+    db.addTrial(w.id, trial(GEMV, 0.5));
+    const good = JSON.parse(JSON.stringify(db.exportAll()));
+    const cases: Array<[(x: any) => void, RegExp]> = [
+      [(x) => (x.format = 'csv'), /^import\.format: got "csv"/],
+      [(x) => (x.workloads[0].trials[0].status = 'fast'), /^import\.workloads\[0\]\.trials\[0\]\.status: got "fast"; expected ok \| over_budget/],
+      [(x) => delete x.workloads[0].trials[0].timing, /trials\[0\]\.timing: missing on an ok trial/],
+      [(x) => (x.workloads[0].trials[0].config.nTile = 99), /trials\[0\]\.configHash: .* is not the hash of the config given/],
+      [(x) => (x.workloads[0].op.name = 'x; DROP TABLE trials'), /^import\.workloads\[0\]\.op: /],
+      [(x) => (x.workloads[0].shape.K = 100), /^import\.workloads\[0\]\.shape: /],
+      [(x) => (x.workloads[0].trials[0].timing.medianMs = -1), /timing\.medianMs: got -1/],
+    ];
+    for (const [mutate, message] of cases) {
+      const bad = JSON.parse(JSON.stringify(good));
+      mutate(bad);
+      let err: unknown;
+      try {
+        validateExchange(bad);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, String(message)).toBeInstanceOf(KgenError);
+      expect((err as Error).message).toMatch(message);
+    }
+    db.close();
+  });
+});
+
+describe('emit takes its config from the records', () => {
+  function dbWith(entries: Array<[Shape, Record<string, number | string>, number]>): TuningDb {
+    const db = openTuningDb(':memory:');
+    for (const [shape, config, ms] of entries) db.addTrial(db.ensureWorkload(info(shape)).id, trial(config, ms));
+    return db;
+  }
+
+  it('uses the best record for the shape, the nearest shape otherwise, and --config over both', () => {
+    const db = dbWith([
+      [{ M: 1, N: 4096, K: 4096 }, GEMV, 0.5],
+      [{ M: 1, N: 4096, K: 4096 }, FAST, 0.3],
+      [{ M: 1, N: 1024, K: 4096 }, { ...GEMV, nTile: 64 }, 0.1],
+      [{ M: 256, N: 4096, K: 4096 }, { ...GEMV, mTile: 4, rowsPerIter: 2, nTile: 32 }, 9],
+    ]);
+    const base = { target: 'c', op: 'matmul_q4', device: 'host', records: db } as const;
+    const exact = emit({ ...base, shape: 'M=1,N=4096,K=4096' });
+    expect(exact.manifest.configSource).toBe('record');
+    expect(exact.plan.config).toEqual(FAST);
+    expect(exact.manifest.record).toMatchObject({ medianMs: 0.3, shape: { M: 1, N: 4096, K: 4096 } });
+    expect(exact.notes[0]).toMatch(/tuned for this shape/);
+
+    // N=1536 is 0.58 octaves from N=1024 and 1.42 from N=4096.
+    const near = emit({ ...base, shape: 'M=1,N=1536,K=4096' });
+    expect(near.manifest.configSource).toBe('nearest-record');
+    expect(near.plan.config.nTile).toBe(64);
+    expect(near.notes[0]).toMatch(/tuned for M=1,N=1024,K=4096, the nearest recorded shape/);
+
+    // mTile 4 is illegal at M=2, so the M=256 record is passed over for a legal one.
+    const legal = emit({ ...base, shape: 'M=2,N=4096,K=4096' });
+    expect(legal.manifest.configSource).toBe('nearest-record');
+    expect(legal.plan.config.mTile).toBe(1);
+
+    const given = emit({ ...base, shape: 'M=1,N=4096,K=4096', config: { nTile: 8 } });
+    expect(given.manifest.configSource).toBe('given');
+    expect(given.manifest.record).toBeUndefined();
+
+    const other = emit({ ...base, op: 'matmul_q8', shape: 'M=1,N=4096,K=4096' });
+    expect(other.manifest.configSource).toBe('default');
+    db.close();
+  });
+
+  it('passes over records from another device', () => {
+    const db = dbWith([[{ M: 1, N: 4096, K: 4096 }, FAST, 0.3]]);
+    const req = resolveRequest({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=4096,K=4096', device: 'epyc-9654' });
+    expect(recordedConfig(db, req)).toBeUndefined();
+    expect(getDevice('host').name).toBe('host');
+    db.close();
+  });
+});
+

@@ -1,0 +1,279 @@
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { cRunner } from '../src/backends/c/runner.js';
+import type { KernelRunner } from '../src/backends/types.js';
+import { openTuningDb } from '../src/db/sqlite.js';
+import { getDevice } from '../src/device/index.js';
+import { KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { Rng } from '../src/numeric/random.js';
+import type { Config, Plan } from '../src/plan/types.js';
+import { configHash, pruneSpace } from '../src/tune/space.js';
+import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
+import { tune } from '../src/tune/tuner.js';
+import { standardWorkload } from '../src/tune/workloads.js';
+import { skipReason } from './helpers.js';
+
+const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
+const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-tune-'));
+const host = getDevice('host');
+const q4 = CATALOG.matmul_q4!;
+const SMALL = { M: 1, N: 64, K: 256 };
+const noGcc = skipReason(['gcc']);
+
+describe('search space', () => {
+  it('prunes by restriction and budget before compiling, counting every config once', () => {
+    const s = pruneSpace({ op: q4, shape: { M: 64, N: 77, K: 320 }, device: host, target: 'c' });
+    const pruned = [...s.pruned.values()].reduce((a, b) => a + b, 0);
+    expect(s.legal.length + pruned).toBe(s.total);
+    expect(s.pruned.get('restriction: nTile is not a multiple of rowsPerIter')).toBeGreaterThan(0);
+    // 8 rows x 4 activation rows = 32 accumulators + work registers: more than any x86 register file.
+    expect([...s.pruned.keys()].some((k) => k.startsWith('over budget: vector registers'))).toBe(true);
+    for (const c of s.legal) expect(c.plan.budgets.every((b) => b.needed <= b.available)).toBe(true);
+    expect(new Set(s.legal.map((c) => c.hash)).size).toBe(s.legal.length);
+  });
+
+  it('the standard workload is the Llama-3 8B/70B layers at M = 1, 16, 256, decode first', () => {
+    const w = standardWorkload();
+    expect(w).toHaveLength(6 * 3 * 5);
+    expect(w[0]).toMatchObject({ shape: { M: 1, N: 14336, K: 4096 } });
+    expect(w.at(-1)).toMatchObject({ shape: { M: 256, N: 8192, K: 8192 } });
+    expect(new Set(w.map((x) => `${x.shape.N}x${(x.shape as { K: number }).K}`))).toEqual(new Set(['4096x4096', '1024x4096', '14336x4096', '4096x14336', '8192x8192', '28672x8192']));
+  });
+});
+
+describe('strategies', () => {
+  const s = pruneSpace({ op: q4, shape: SMALL, device: host, target: 'c' });
+  for (const name of Object.keys(STRATEGIES)) {
+    it(`${name} proposes legal configs, never one twice, the default first, until the space is done`, () => {
+      const { strategy, options } = resolveStrategy(name);
+      const search = strategy.start({ knobs: s.space.knobs, legal: s.legal.map((c) => c.config), hashOf: configHash, rng: new Rng(7), options });
+      const legal = new Set(s.legal.map((c) => c.hash));
+      const seen = new Set<string>();
+      const rng = new Rng(3);
+      let first: Config | undefined;
+      for (;;) {
+        const batch = search.propose(5);
+        if (!batch.length) break;
+        first ??= batch[0];
+        for (const c of batch) {
+          const h = configHash(c);
+          expect(legal.has(h)).toBe(true);
+          expect(seen.has(h)).toBe(false);
+          seen.add(h);
+          search.observe(c, rng.next() < 0.1 ? undefined : 1 + rng.next());
+        }
+      }
+      expect(first).toEqual(s.legal[0]!.config);
+      expect(seen.size).toBe(legal.size);
+    });
+  }
+
+  it('options are declared: unknown names and values out of range are refused', () => {
+    expect(resolveStrategy('evolutionary', { population: 16 }).options.population).toBe(16);
+    expect(() => resolveStrategy('evolutionary', { populaton: 16 })).toThrow(/evolutionary has no option "populaton"; expected population/);
+    expect(() => resolveStrategy('evolutionary', { mutation: 2 })).toThrow(/--strategy-opt mutation: got 2; expected a number in \[0, 1\]/);
+    expect(() => resolveStrategy('annealing')).toThrow(KgenError);
+  });
+});
+
+/**
+ * A runner that sabotages some candidates by their config (unroll, prefetch), so every failure
+ * status comes from a real compile or a real run of the real C kernel.
+ */
+function saboteur(plan: Plan): KernelRunner {
+  const real = cRunner(plan.params.isa as string);
+  const fn = 'void kgen_matmul_q4_rows(';
+  const anchor = '  const kg_act *xa = (const kg_act *)workspace;';
+  const sabotage: Record<string, (src: string) => string> = {
+    '2/0': (s) => s.replace(fn, `int broken = ;\n${fn}`),
+    '2/2': (s) => s.replace(anchor, `${anchor}\n  if (row_end > 0) __builtin_trap();`),
+    '1/1': (s) => s.replace(anchor, `${anchor}\n  for (volatile int spin = 1; spin;) {}`),
+    '1/0': (s) => s.replace('kg_store(out, n, KG_ROWS, m0, mr, bias, residual, y);', 'out[0][0] += 1.0f;\n        kg_store(out, n, KG_ROWS, m0, mr, bias, residual, y);'),
+  };
+  return {
+    ...real,
+    build(p, kernel, opts) {
+      const how = sabotage[`${p.config.unroll}/${p.config.prefetch}`];
+      if (!how) return real.build(p, kernel, opts);
+      const src = how(kernel.files['kernel.c']!);
+      if (src === kernel.files['kernel.c']) throw new Error('sabotage did not apply');
+      return real.build(p, { ...kernel, files: { ...kernel.files, 'kernel.c': src } }, opts);
+    },
+  };
+}
+
+describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
+  it('records broken candidates as statuses with their text, keeps going, and never retries them', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    const opts = {
+      db,
+      device: host,
+      target: 'c' as const,
+      workloads: [{ op: q4, shape: SMALL }],
+      strategy: 'exhaustive',
+      trials: 6,
+      timeoutMs: 3000,
+      cacheDir: join(dir, 'cache'),
+      runnerFor: saboteur,
+    };
+    const summary = await tune(opts);
+    const trials = db.trials(summary.results[0]!.workload.id);
+    const byKey = new Map(trials.map((t) => [`${t.config.unroll}/${t.config.prefetch}`, t]));
+    expect(byKey.get('2/1')!.status).toBe('ok');
+    expect(byKey.get('2/1')!.timing!.medianMs).toBeGreaterThan(0);
+    expect(byKey.get('2/0')).toMatchObject({ status: 'compile_error' });
+    expect(byKey.get('2/0')!.error).toMatch(/expected expression/);
+    expect(byKey.get('2/2')).toMatchObject({ status: 'crash' });
+    expect(byKey.get('1/1')).toMatchObject({ status: 'timeout' });
+    expect(byKey.get('1/0')).toMatchObject({ status: 'wrong_result' });
+    expect(byKey.get('1/0')!.error).toMatch(/NMSE/);
+    for (const t of trials) expect(t.timing === undefined).toBe(t.status !== 'ok');
+    expect(summary.results[0]!.best!.status).toBe('ok');
+
+    // Running again measures nothing: every config already has a trial, failures included.
+    let planned = -1;
+    await tune({ ...opts, onEvent: (e) => (e.kind === 'workload' ? (planned = e.planned) : undefined) });
+    expect(planned).toBe(0);
+    expect(db.trials(summary.results[0]!.workload.id)).toHaveLength(6);
+    db.close();
+  });
+
+  it('resumes after the tuner is killed mid-run, with a consistent database', async () => {
+    const dir = tmp();
+    const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
+    const args = ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '10', '--strategy', 'random'];
+    const child = execa(KGEN, args, { env, reject: false });
+    // Kill -9 (no chance to clean up) once a few trials are in.
+    for (let i = 0; i < 600; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      try {
+        const raw = new Database(env.KGEN_DB, { readonly: true, fileMustExist: true });
+        const n = (raw.prepare('SELECT count(*) AS n FROM trials').get() as { n: number }).n;
+        raw.close();
+        if (n >= 3) break;
+      } catch {
+        // not created yet
+      }
+    }
+    child.kill('SIGKILL');
+    await child;
+    const raw = new Database(env.KGEN_DB);
+    expect(raw.pragma('integrity_check', { simple: true })).toBe('ok');
+    const before = (raw.prepare('SELECT count(*) AS n FROM trials').get() as { n: number }).n;
+    raw.close();
+    expect(before).toBeGreaterThanOrEqual(3);
+    expect(before).toBeLessThan(10);
+
+    const again = await execa(KGEN, args, { env, reject: false });
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stderr).toContain(`${before} measured before, ${10 - before} to measure`);
+    const db = openTuningDb(env.KGEN_DB);
+    const trials = db.trials(db.workloads()[0]!.id);
+    expect(trials).toHaveLength(10);
+    expect(new Set(trials.map((t) => t.configHash)).size).toBe(10);
+    db.close();
+  });
+
+  it('Ctrl-C stops cleanly with exit 130 and says how to resume', async () => {
+    const dir = tmp();
+    const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
+    const child = execa(KGEN, ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '40'], { env, reject: false });
+    await new Promise((r) => setTimeout(r, 4000));
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode, r.stderr).toBe(130);
+    expect(r.stderr).toContain('finishing cleanly');
+    expect(r.stdout).toContain('run the same command again to resume');
+    const raw = new Database(env.KGEN_DB, { readonly: true });
+    expect(raw.pragma('integrity_check', { simple: true })).toBe('ok');
+    raw.close();
+  });
+
+  it('two tuners on one database both record every trial', async () => {
+    const dir = tmp();
+    const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
+    const run = (op: string, seed: string) => execa(KGEN, ['tune', '--device', 'host', '--op', op, '--shape', 'M=1,N=64,K=256', '--trials', '6', '--strategy', 'random', '--seed', seed, '--json'], { env, reject: false });
+    const [a, b, c] = await Promise.all([run('matmul_q4', '1'), run('matmul_q4', '2'), run('matmul_q8', '3')]);
+    for (const r of [a, b, c]) expect(r.exitCode, r.stderr).toBe(0);
+    const db = openTuningDb(env.KGEN_DB);
+    const ws = db.workloads();
+    expect(ws.map((w) => w.op.name).sort()).toEqual(['matmul_q4', 'matmul_q8']);
+    // Both q4 tuners' trials are kept (6 each; a config both measured is recorded twice).
+    expect(ws.find((w) => w.op.name === 'matmul_q4')!.trials).toBe(12);
+    expect(ws.find((w) => w.op.name === 'matmul_q8')!.trials).toBe(6);
+    db.close();
+  });
+});
+
+describe('kgen tune and kgen db on the command line', () => {
+  // A database path that does not exist unless a test gives one: nothing touches the user's default database.
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    execa(KGEN, args, { reject: false, env: { ...process.env, KGEN_DB: join(tmp(), 'none.db'), ...env } });
+
+  it('refuses a device that is not here, in one line, and shows its space with --dry-run', async () => {
+    const r = await run(['tune', '--device', 'rtx4090']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^kgen: --device: rtx4090 is not present on this machine \(.*\); expected .*--dry-run/);
+    const d = await run(['tune', '--device', 'rtx4090', '--dry-run', '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=14336']);
+    expect(d.exitCode, d.stderr).toBe(0);
+    expect(d.stdout).toMatch(/matmul_q4 M=1,N=4096,K=14336 on rtx4090 \(cuda\): \d+ legal of \d+ configs/);
+    expect(d.stdout).toMatch(/roofline ms/);
+    const all = await run(['tune', '--device', 'rtx4090', '--dry-run']);
+    expect(all.exitCode).toBe(0);
+    expect(all.stdout).toContain('(90 workloads;');
+  });
+
+  it('bad flags are one-line usage errors', async () => {
+    for (const [args, message] of [
+      [['tune', '--device', 'host', '--shape', 'M=1,N=64,K=256'], /--shape: given without --op/],
+      [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--time-budget', 'soon'], /--time-budget: got "soon"/],
+      [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--strategy', 'annealing'], /--strategy: unknown strategy "annealing"/],
+      [['db', 'show', '1', '--db', '/nonexistent/x.db'], /--db: \/nonexistent\/x\.db does not exist/],
+    ] as const) {
+      const dir = tmp();
+      const r = await run([...args], { KGEN_DB: join(dir, 'never.db') });
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(existsSync(join(dir, 'never.db')), 'a refused command creates no database').toBe(false);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it.skipIf(noGcc !== undefined)('tune, db list/show/best/export/import, and emit from the record', async () => {
+    const dir = tmp();
+    const env = { KGEN_DB: join(dir, 'a.db'), XDG_CACHE_HOME: join(dir, 'cache') };
+    const t = await run(['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '4'], env);
+    expect(t.exitCode, t.stderr).toBe(0);
+    expect(t.stdout).toMatch(/rank\s+time ms\s+GB\/s\s+GFLOPS\s+% roofline\s+config/);
+    const list = await run(['db', 'list'], env);
+    expect(list.stdout).toMatch(/1\s+host\s+c\s+matmul_q4\s+M=1,N=64,K=256\s+4/);
+    const best = await run(['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
+    const chosen = JSON.parse(best.stdout);
+    expect(chosen.source).toBe('record');
+    const emitted = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
+    expect(emitted.exitCode, emitted.stderr).toBe(0);
+    expect(JSON.parse(emitted.stdout).manifest).toMatchObject({ configSource: 'record', config: chosen.config });
+    expect(emitted.stderr).toMatch(/config from the tuning database \(tuned for this shape/);
+    const nearest = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=96,K=256', '--json'], env);
+    expect(JSON.parse(nearest.stdout).manifest.configSource).toBe('nearest-record');
+    expect(nearest.stderr).toMatch(/the nearest recorded shape/);
+    const ignored = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json', '--no-records'], env);
+    expect(JSON.parse(ignored.stdout).manifest.configSource).toBe('default');
+
+    const file = join(dir, 'export.json');
+    expect((await run(['db', 'export', '-o', file], env)).exitCode).toBe(0);
+    const imp = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
+    expect(imp.stdout).toMatch(/1 new workloads, 4 new trials, 0 already present/);
+    const again = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
+    expect(again.stdout).toMatch(/0 new workloads, 0 new trials, 4 already present/);
+    const show = await run(['db', 'show', '1', '--db', join(dir, 'b.db')], env);
+    expect(show.stdout).toMatch(/trials: 4 ok/);
+  });
+});
