@@ -6,11 +6,13 @@
  *   npm run bench -- --json       the same rows as JSON lines
  * Options: --cases gemv,gemm   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
+ *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
+ *          strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
  * See bench/README.md for what each row means.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MatmulShape } from '../src/ir/types.js';
@@ -22,6 +24,7 @@ import { templateSet } from '../src/render/templates.js';
 import { CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
+import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -189,6 +192,19 @@ async function main(): Promise<void> {
 
   if (json) for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
   else process.stdout.write(`${formatTable(rows)}\n`);
+
+  // Tuning: tuned vs default, and the strategies against an exhaustive run (builds cached across runs).
+  const tuneDir = mkdtempSync(join(tmpdir(), 'kgen-bench-tune-'));
+  try {
+    const cacheDir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds');
+    const tuneThreads = Math.max(...threads);
+    const tuned = flag('--no-tune') ? [] : await tunedRows(tuneDir, cacheDir, Number(opt('--tune-trials', '40')), tuneThreads);
+    const strategies = await strategyRows(tuneDir, cacheDir, Number(opt('--strategies', '2')), tuneThreads);
+    if (json) for (const r of [...tuned, ...strategies]) process.stdout.write(`${JSON.stringify(r)}\n`);
+    else process.stdout.write(`${formatTuningTables(tuned, strategies)}\n`);
+  } finally {
+    rmSync(tuneDir, { recursive: true, force: true });
+  }
   const noisy = rows.filter((r) => (r.bgLoad ?? 0) > 0.1);
   if (noisy.length) {
     const worst = Math.max(...noisy.map((r) => r.bgLoad!));

@@ -37,6 +37,17 @@ describe('search space', () => {
     expect(new Set(s.legal.map((c) => c.hash)).size).toBe(s.legal.length);
   });
 
+  it('--config pins knobs: only matching configs stay, an unknown knob or value is refused by name', () => {
+    const req = { op: q4, shape: { M: 1, N: 77, K: 320 }, device: host, target: 'c' as const };
+    const all = pruneSpace(req);
+    const pinned = pruneSpace(req, { unroll: 2 });
+    expect(pinned.legal.length).toBeGreaterThan(0);
+    expect(pinned.legal.length).toBeLessThan(all.legal.length);
+    expect(pinned.legal.every((c) => c.config.unroll === 2)).toBe(true);
+    expect(() => pruneSpace(req, { nosuch: 1 })).toThrow(/config\.nosuch/);
+    expect(() => pruneSpace(req, { unroll: 3 })).toThrow(KgenError);
+  });
+
   it('the standard workload is the Llama-3 8B/70B layers at M = 1, 16, 256, decode first', () => {
     const w = standardWorkload();
     expect(w).toHaveLength(6 * 3 * 5);

@@ -34,6 +34,7 @@ interface TuneFlags {
   threads?: string;
   timeout?: string;
   cacheDir?: string;
+  config?: string;
 }
 
 /** `10m`, `90s`, `1h`, `500ms` or plain seconds, in milliseconds. */
@@ -71,6 +72,18 @@ function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile
   return [{ op: req.op, shape: req.shape }];
 }
 
+function parseFixed(text: string | undefined): Record<string, unknown> {
+  if (text === undefined) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new KgenError({ field: '--config', problem: `not valid JSON (${(e as Error).message})`, expected: 'a JSON object like {"isa":"avx2"}' });
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new KgenError({ field: '--config', problem: `got ${text}`, expected: 'a JSON object like {"isa":"avx2"}' });
+  return v as Record<string, unknown>;
+}
+
 /** Refuses to time a device that is not here, naming what was detected instead. */
 function checkPresent(device: DeviceProfile): void {
   if (device.name === 'host') return;
@@ -94,6 +107,7 @@ export function registerTune(program: Command): void {
     .option('--op <name>', 'catalog op (default: the standard workload, see below)')
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
     .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (with --op)')
+    .option('--config <json>', 'pin knobs to one value each (a partial config), e.g. \'{"isa":"avx2"}\'')
     .option('--strategy <name>', `search strategy: ${Object.keys(STRATEGIES).join(' | ')}`, 'evolutionary')
     .option('--strategy-opt <name=value>', 'a strategy option (repeatable); see below', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--trials <n>', 'trials per workload at most (default: 40 with --op, 24 for the standard workload)')
@@ -118,7 +132,7 @@ Strategy options: ${Object.values(STRATEGIES).map((s) => `${s.name}: ${s.options
 Examples:
   kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
   kgen tune --device host --time-budget 10m
-  kgen tune --device host --op matmul_q35 --shape M=16,N=4096,K=4096 --strategy exhaustive
+  kgen tune --device host --op matmul_q35 --shape M=16,N=4096,K=4096 --strategy exhaustive --config '{"isa":"avx2"}'
   kgen tune --device rtx4090 --dry-run --op matmul_q4 --shape M=1,N=4096,K=14336`,
   );
   cmd.action(async (flags: TuneFlags) => {
@@ -128,9 +142,10 @@ Examples:
       throw new KgenError({ field: '--target', problem: `${flags.target} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
     }
     const workloads = workloadsOf(flags, target, device);
-    if (flags.dryRun) return dryRun(device, target, workloads, Boolean(flags.json));
+    const fixed = parseFixed(flags.config);
+    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
     checkPresent(device);
-    const first = pruneSpace({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target }).legal[0];
+    const first = pruneSpace({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target }, fixed).legal[0];
     if (first) {
       const runner = timingRunner(first.plan);
       if (!runner.timesAreReal) {
@@ -167,6 +182,7 @@ Examples:
         device,
         target,
         workloads,
+        fixed,
         strategy: flags.strategy,
         strategyOptions,
         ...settings,
@@ -296,8 +312,8 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
   if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
 }
 
-function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], json: boolean): void {
-  const spaces = workloads.map((w) => ({ w, s: pruneSpace({ op: w.op, shape: w.shape, device, target }) }));
+function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
+  const spaces = workloads.map((w) => ({ w, s: pruneSpace({ op: w.op, shape: w.shape, device, target }, fixed) }));
   if (json) {
     printJson(
       spaces.map(({ w, s }) => ({

@@ -1,4 +1,5 @@
 import { canonicalHash } from '../hash.js';
+import { knobError } from '../plan/common.js';
 import { enumerateConfigs, planWith, spaceFor } from '../plan/index.js';
 import type { Config, Plan, PlanRequest, SearchSpace } from '../plan/types.js';
 
@@ -27,9 +28,19 @@ export function configHash(config: Config): string {
   return canonicalHash(config);
 }
 
-/** Enumerates the space of a request and splits it into legal candidates and pruned counts. */
-export function pruneSpace(req: PlanRequest): PrunedSpace {
-  const space = spaceFor(req);
+/**
+ * Enumerates the space of a request and splits it into legal candidates and pruned counts. `fixed`
+ * pins knobs to one value each (e.g. `{isa: 'avx2'}` tunes only the AVX2 variant); an unknown knob
+ * or a value outside the space is refused naming it.
+ */
+export function pruneSpace(req: PlanRequest, fixed: Record<string, unknown> = {}): PrunedSpace {
+  const full = spaceFor(req);
+  for (const [name, value] of Object.entries(fixed)) {
+    const knob = full.knobs.find((k) => k.name === name);
+    if (!knob) throw knobError(`config.${name}`, 'unknown knob for this op, target and shape', `one of ${full.knobs.map((k) => k.name).join(', ')}`);
+    if (!knob.values.includes(value as never)) throw knobError(`config.${name}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
+  }
+  const space: SearchSpace = { ...full, knobs: full.knobs.map((k) => (k.name in fixed ? { ...k, values: [fixed[k.name] as Config[string]] } : k)) };
   const pruned = new Map<string, number>();
   const legal: Candidate[] = [];
   let total = 0;

@@ -28,6 +28,8 @@ export interface TuneOptions {
   device: DeviceProfile;
   target: TargetName;
   workloads: WorkloadSpec[];
+  /** Knobs pinned to one value (a partial config), e.g. `{isa: 'avx2'}`. */
+  fixed?: Record<string, unknown>;
   strategy: string;
   strategyOptions?: Record<string, number>;
   /** Trials per workload at most (the legal space may be smaller). */
@@ -123,7 +125,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   for (const [index, spec] of opts.workloads.entries()) {
     if (stop()) break;
     const req = { op: spec.op, shape: spec.shape, device: opts.device, target: opts.target };
-    const space = pruneSpace(req);
+    const space = pruneSpace(req, opts.fixed);
     if (space.legal.length === 0) continue;
     const defaultCandidate = space.legal[0]!;
     // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
