@@ -68,14 +68,14 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'metal']), /--target: unknown target "metal"/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--config', '{nTile:4}']), /--config: not valid JSON/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
-    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'cuda']), /--target: the cuda backend is planned but not implemented yet/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'wgsl']), /--target: the wgsl backend is planned but not implemented yet/);
     expectUsageError(await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=64']), /--op: the C backend does not render attention yet/);
     expectUsageError(await run(['emitt']), /unknown command/);
   });
 
   it('an over-budget --config is refused with the budget and its bytes', async () => {
-    const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"bm":128,"bn":256,"bk":128,"stages":4}']);
-    expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 200704 bytes but 101376 are available/);
+    const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"kernel":"tiled","bm":128,"bn":128,"bk":64,"stages":4}']);
+    expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 180224 bytes but 101376 are available/);
   });
 
   it('refuses a user IR that tries to smuggle C into the source', async () => {

@@ -37,22 +37,24 @@ describe('over-budget configs', () => {
   it('are refused naming the budget, the bytes needed and the bytes available', () => {
     let err: unknown;
     try {
-      makePlan({ op, shape, device: rtx, target: 'cuda' }, { bm: 128, bn: 256, bk: 128, stages: 4 });
+      makePlan({ op, shape, device: rtx, target: 'cuda' }, { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(BudgetError);
     const e = err as BudgetError;
-    // 4 stages x (128x128 f16 activations + 256 rows x 2 blocks x 34 bytes) = 200704 bytes
-    expect(e.needed).toBe(4 * (128 * 128 * 2 + 256 * 2 * 34));
+    // 4 stages x (128 x (64 + 8 padding) f32 activations + 128 rows x 64 bytes: one 34-byte q4
+    // group as the 16-byte chunks covering it from any alignment, plus a word) = 180224 bytes
+    expect(e.needed).toBe(4 * (128 * 72 * 4 + 128 * 64));
     expect(e.available).toBe(101376);
     expect(e.message).toBe(`--config: over budget: shared memory per block (opt-in maximum) (rtx4090) needs ${e.needed} bytes but 101376 are available; choose smaller tiles or omit --config to use the default`);
   });
 
   it('fit on a device with more shared memory', () => {
     const h100 = allDevices().find((d) => d.name === 'h100-sxm')!;
-    const { plan } = makePlan({ op, shape, device: h100, target: 'cuda' }, { bm: 128, bn: 256, bk: 128, stages: 4 });
-    expect(plan.budgets[0]!.needed).toBe(200704);
+    const { plan } = makePlan({ op, shape, device: h100, target: 'cuda' }, { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
+    expect(plan.budgets[0]!.needed).toBe(180224);
+    expect(plan.launch.dynamicShared).toBe(true);
     expect(plan.variant).toBe('tiled_mma');
   });
 

@@ -1,5 +1,6 @@
 import { backendFor } from '../backends/registry.js';
 import type { AbiEntry, RenderedKernel } from '../backends/types.js';
+import type { PtxasReport } from '../backends/cuda/ptxas.js';
 import type { TargetName } from '../device/profile.js';
 import { bitsPerWeight, codecOf } from '../quant/index.js';
 import { describeChoice, recordedConfig } from '../db/lookup.js';
@@ -38,6 +39,10 @@ export interface Manifest {
   tolerance: Tolerance;
   templateHash: string;
   build: string;
+  /** GPU targets: the architecture the source is for (`sm_89`). */
+  arch?: string;
+  /** CUDA: what ptxas assigned to the kernel, when nvcc was at hand (see `withPtxasResources`). */
+  resources?: PtxasReport;
 }
 
 export interface EmitResult {
@@ -128,5 +133,6 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     tolerance: plan.tolerance,
     templateHash: rendered.templateHash,
     build: rendered.build,
+    arch: rendered.arch,
   };
 }

@@ -1,11 +1,13 @@
 import type { TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { cBackend } from './c/index.js';
+import { cudaBackend } from './cuda/index.js';
 import type { Backend } from './types.js';
 
 /** Rendering backends by target; one line per target. */
 const BACKENDS: Partial<Record<TargetName, Backend>> = {
   c: cBackend,
+  cuda: cudaBackend,
 };
 
 export function backendFor(target: TargetName): Backend {

@@ -19,6 +19,10 @@ export interface RenderedKernel {
   templateHash: string;
   /** How to build the files, as the manifest states it. */
   build: string;
+  /** The file `kgen emit` prints when not writing a directory (default kernel.c). */
+  mainFile?: string;
+  /** GPU targets: the architecture the source is for (`sm_89`). */
+  arch?: string;
 }
 
 export interface AbiEntry {

@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
 import { emit } from '../api/emit.js';
+import { kernelDataFiles } from '../api/kit.js';
+import { withPtxasResources } from '../api/resources.js';
+import { KgenError } from '../errors.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, openDb, printJson, toRequest, writeDirAtomically } from './common.js';
 
@@ -8,7 +11,9 @@ export function registerEmit(program: Command): void {
     .command('emit')
     .description('generate a kernel: kernel source, header and manifest.json')
     .option('-o, --out <dir>', 'write kernel.c, kernel.h and manifest.json here (default: kernel.c to stdout)')
-    .option('--no-records', 'ignore the tuning database: use --config or the default config');
+    .option('--no-records', 'ignore the tuning database: use --config or the default config')
+    .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
+    .option('--no-ptxas', 'cuda: skip compiling with nvcc for the manifest\'s registers, spills and shared memory');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
     'after',
@@ -18,12 +23,17 @@ Examples:
   kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=14336 --isa avx2 --device host -o q4_0/
   kgen emit --target c --op matmul_q4 --shape M=16,N=4096,K=4096 --config '{"nTile":16,"mTile":4}'
   kgen emit --target c --ir my_op.json --shape M=1,N=1024,K=4096 --json
+  kgen emit --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --device rtx4090 -o q35/ --data
+
+CUDA writes kernel.cu, kernel.h (the launcher), manifest.json, kgen_run.cu and run.sh (builds with
+nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the manifest gets
+ptxas's registers, spills and shared memory.
 
 Without --config, emit takes the best config \`kgen tune\` recorded for this device, op and shape,
 else the nearest recorded shape of the op (said on stderr), else the default; the manifest's
 configSource and record fields say which.`,
   );
-  cmd.action((flags: KernelFlags & { out?: string; db?: string; records: boolean }) => {
+  cmd.action(async (flags: KernelFlags & { out?: string; db?: string; records: boolean; data?: string | boolean; ptxas: boolean }) => {
     const argv = process.argv.slice(2).map((a) => (/[\s'"{}]/.test(a) ? `'${a.replace(/'/g, "'\\''")}'` : a));
     const records = flags.records && !flags.config ? openDb(flags, { ifExists: true }) : undefined;
     let result;
@@ -32,15 +42,21 @@ configSource and record fields say which.`,
     } finally {
       records?.close();
     }
-    for (const note of result.notes) process.stderr.write(`kgen: ${note}\n`);
+    if (flags.data !== undefined && !flags.out) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
+    const checked = flags.ptxas ? await withPtxasResources(result) : { result, notes: [] };
+    result = checked.result;
+    for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
     if (flags.out) {
-      writeDirAtomically(flags.out, result.files);
-      if (flags.json) printJson({ out: flags.out, files: Object.keys(result.files), manifest: result.manifest });
-      else process.stderr.write(`kgen: wrote ${Object.keys(result.files).join(', ')} to ${flags.out} (${result.plan.variant}, config ${JSON.stringify(result.plan.config)})\n`);
+      const seed = typeof flags.data === 'string' ? Number(flags.data) : 1;
+      if (!Number.isInteger(seed) || seed < 0) throw new KgenError({ field: '--data', problem: `got ${JSON.stringify(flags.data)}`, expected: 'a seed, a non-negative integer (or no value: 1)' });
+      const files = flags.data !== undefined ? { ...result.files, ...kernelDataFiles(result.plan, seed) } : result.files;
+      writeDirAtomically(flags.out, files);
+      if (flags.json) printJson({ out: flags.out, files: Object.keys(files), manifest: result.manifest });
+      else process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${flags.out} (${result.plan.variant}, config ${JSON.stringify(result.plan.config)})\n`);
     } else if (flags.json) {
       printJson({ files: result.files, manifest: result.manifest });
     } else {
-      process.stdout.write(result.files['kernel.c']!);
+      process.stdout.write(result.files[result.rendered.mainFile ?? 'kernel.c']!);
     }
   });
 }

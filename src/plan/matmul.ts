@@ -2,11 +2,9 @@ import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, gpuBudgets, isasFor, toleranceFor } from './common.js';
 import type { Config, Knob, OnChipBuffer, OpPlanner, Plan, PlanRequest, Restriction, SearchSpace } from './types.js';
+import { cudaPlan, cudaSpace, GPU_GEMV_MAX_M } from './matmul-cuda.js';
 
 type Req = PlanRequest & { op: MatmulOp; shape: MatmulShape };
-
-/** Largest M served by the GPU decode (GEMV) variant; larger M uses the tiled variant. */
-export const GPU_GEMV_MAX_M = 8;
 
 /**
  * Activation values per int8 block (one scale and one sum each) when activations are quantized: 64
@@ -104,6 +102,7 @@ function cpuPlan(req: Req, config: Config): Plan {
   };
 }
 
+/** WGSL plans (CUDA has its own, in matmul-cuda.ts). */
 function gpuSpace(req: Req): SearchSpace {
   const wpb = codecOf(req.op.weight).weightsPerBlock;
   if (req.shape.M <= GPU_GEMV_MAX_M) {
@@ -165,27 +164,27 @@ function gpuPlan(req: Req, config: Config): Plan {
     const bk = config.bk as number;
     const stages = config.stages as number;
     const warps = config.warps as number;
-    const tensorCores = target === 'cuda' && /^sm_(\d+)$/.test(gpu.arch) && Number(gpu.arch.slice(3)) >= 80;
-    variant = tensorCores ? 'tiled_mma' : 'tiled_simt';
+    // WGSL has no tensor-core path (CUDA plans live in matmul-cuda.ts).
+    variant = 'tiled_simt';
     threads = warps * gpu.warpSize;
     const wTileBytes = bn * (bk / codec.weightsPerBlock) * codec.bytesPerBlock;
     buffers.push({ name: 'activation tiles', space: 'shared', size: stages * bm * bk * 2, why: `${stages} stages of ${bm}x${bk} f16 activations` });
     buffers.push({ name: 'weight tiles', space: 'shared', size: stages * wTileBytes, why: `${stages} stages of ${bn} rows x ${bk} packed weights` });
     buffers.push({ name: 'accumulators', space: 'registers', size: 48 + (bm * bn) / threads, why: 'estimate: f32 accumulators per thread plus fragments and addressing' });
     launch = { grid: [ceilDiv(N, bn), ceilDiv(M, bm), 1], block: [threads, 1, 1] };
-    loops = [`grid ${ceilDiv(N, bn)}x${ceilDiv(M, bm)} tiles of ${bm}x${bn}`, `for k0 in [0, ${K}) step ${bk}, ${stages}-stage pipeline`, `  ${tensorCores ? 'mma.sync m16n8k16 on dequantized f16' : 'SIMT FMA'}`];
-    Object.assign(params, { bm, bn, bk, stages, warps, threads, tensorCores });
+    loops = [`grid ${ceilDiv(N, bn)}x${ceilDiv(M, bm)} tiles of ${bm}x${bn}`, `for k0 in [0, ${K}) step ${bk}, ${stages}-stage pipeline`, '  SIMT FMA'];
+    Object.assign(params, { bm, bn, bk, stages, warps, threads });
   }
   return {
     op, shape, target, device: device.name, config, variant, launch, loops, buffers,
     budgets: gpuBudgets(device, target, buffers, threads),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16' || variant === 'tiled_mma', inF16: op.x === 'f16' || variant === 'tiled_mma' }),
+    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * xBytes + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
     params,
   };
 }
 
 export const matmulPlanner: OpPlanner<MatmulOp, MatmulShape> = {
-  space: (req) => (req.target === 'c' || req.target === 'wasm' ? cpuSpace(req) : gpuSpace(req)),
-  plan: (req, config) => (req.target === 'c' || req.target === 'wasm' ? cpuPlan(req, config) : gpuPlan(req, config)),
+  space: (req) => (req.target === 'c' || req.target === 'wasm' ? cpuSpace(req) : req.target === 'cuda' ? cudaSpace(req) : gpuSpace(req)),
+  plan: (req, config) => (req.target === 'c' || req.target === 'wasm' ? cpuPlan(req, config) : req.target === 'cuda' ? cudaPlan(req, config) : gpuPlan(req, config)),
 };

@@ -50,6 +50,11 @@ export interface LaunchShape {
   /** GPU grid (blocks/workgroups) and block (threads), as bound for this shape. */
   grid?: [number, number, number];
   block?: [number, number, number];
+  /** CUDA: the grid as formulas of the shape's dimensions (`ceil(N / 128)`), which `grid` evaluates. */
+  gridExpr?: [string, string, string];
+  /** CUDA: shared memory per block in bytes; static when it fits the static limit, else dynamic (opt-in). */
+  sharedBytes?: number;
+  dynamicShared?: boolean;
   /** CPU: independent units of work (output rows) a caller may split across threads. */
   rows?: number;
 }

@@ -3,6 +3,7 @@ import type { MatmulOp } from '../../ir/types.js';
 import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
+import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
 import { activationOrder, type DecodeScheme } from './act-order.js';
 import { cRunner } from './runner.js';
@@ -17,16 +18,6 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
   q8_0: 'int8',
   f16: 'none',
 };
-
-const FORMAT_NAMES: Record<MatmulOp['weight']['format'], string> = {
-  q35: 'q3.5', q4: 'q4', q8: 'q8', q4_0: 'ggml q4_0', q8_0: 'ggml q8_0', f16: 'f16',
-};
-
-const ACTIVATION_EXPR = {
-  none: 'v',
-  silu: 'v / (1.0f + expf(-v))',
-  gelu: '0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)))',
-} as const;
 
 /** The template names a matmul plan renders through, or why it cannot be rendered. */
 export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string; quant: string } {

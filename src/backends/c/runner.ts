@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
 import { ToolMissingError } from '../../errors.js';
-import { textHash } from '../../hash.js';
 import type { Plan } from '../../plan/types.js';
-import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, Timing, TimingOptions } from '../types.js';
+import { parseTimesLine, sourceKey } from '../harness.js';
+import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import type { CToolchain } from './toolchain.js';
 import { renderHarness } from './index.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
@@ -47,22 +47,6 @@ function emulated(tc: CToolchain): boolean {
 export async function checkTools(tc: CToolchain, run: boolean): Promise<void> {
   const tools = [tc.compiler, ...(run && emulated(tc) ? [tc.runner![0]!] : [])];
   for (const t of tools) if (!(await have(t))) throw new ToolMissingError(t, INSTALL_HINT[t] ?? `install ${t}`);
-}
-
-/** A build's source, with its generated header comment (which names the config) left out. */
-function sourceKey(files: Record<string, string>, flags: string[]): string {
-  const body = Object.entries(files)
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([name, text]) => `${name}\n${text.replace(/^\/\*[\s\S]*?\*\//, '')}`);
-  return textHash([...body, flags.join(' ')].join('\n'));
-}
-
-/** Timing statistics of sorted times. */
-export function timingOf(sortedMs: number[]): Timing {
-  const q = (p: number) => sortedMs[Math.min(sortedMs.length - 1, Math.max(0, Math.round(p * (sortedMs.length - 1))))]!;
-  const n = sortedMs.length;
-  const median = n % 2 ? sortedMs[(n - 1) / 2]! : 0.5 * (sortedMs[n / 2 - 1]! + sortedMs[n / 2]!);
-  return { medianMs: median, minMs: sortedMs[0]!, maxMs: sortedMs[n - 1]!, spread: median > 0 ? (q(0.9) - q(0.1)) / median : 0, runs: n };
 }
 
 /**
@@ -137,10 +121,9 @@ export function cRunner(isa: string): KernelRunner {
         }
         const output = new Uint8Array(readFileSync(join(dataDir, 'y.bin')));
         if (!t) return { status: 'ok', output, runMs };
-        const line = /\{"times_ms":\[[^\]]*\]\}/.exec(run.stdout ?? '');
-        if (!line) return { status: 'crash', detail: `the harness printed no timing line: ${run.all ?? ''}`, runMs };
-        const times = (JSON.parse(line[0]) as { times_ms: number[] }).times_ms;
-        return { status: 'ok', output, runMs, timing: timingOf(times) };
+        const timing = parseTimesLine(run.stdout ?? '');
+        if (!timing) return { status: 'crash', detail: `the harness printed no timing line: ${run.all ?? ''}`, runMs };
+        return { status: 'ok', output, runMs, timing };
       } finally {
         rmSync(dataDir, { recursive: true, force: true });
       }

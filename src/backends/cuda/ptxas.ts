@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { ToolMissingError } from '../../errors.js';
+import type { RenderedKernel } from '../types.js';
+
+/**
+ * What ptxas assigned to an emitted kernel (`nvcc -cubin -Xptxas -v`). `sharedBytes` is static
+ * shared memory only: a plan over the static limit uses dynamic shared memory, which ptxas does
+ * not see (there the figure is 0 and the plan's dynamic size is checked by running in the shim).
+ */
+export interface PtxasReport {
+  source: 'ptxas';
+  /** nvcc's release, e.g. "13.0". */
+  nvcc: string;
+  arch: string;
+  /** The kernel's mangled entry name. */
+  entry: string;
+  registers: number;
+  spillStores: number;
+  spillLoads: number;
+  stackBytes: number;
+  sharedBytes: number;
+  compileMs: number;
+}
+
+export type PtxasResult = { status: 'ok'; report: PtxasReport } | { status: 'compile_error'; detail: string };
+
+/** Options of a ptxas check: the arch to compile for and the nvcc to use. */
+export interface PtxasOptions {
+  arch: string;
+  /** nvcc command (default `nvcc` on PATH). */
+  nvcc?: string;
+  /** Treat every nvcc warning as an error (`-Werror all-warnings`). */
+  werror?: boolean;
+  timeoutMs?: number;
+}
+
+/** Parses ptxas's -v report of a single-kernel compile; undefined when it names no entry function. */
+export function parsePtxasReport(text: string): Omit<PtxasReport, 'source' | 'nvcc' | 'arch' | 'compileMs'> | undefined {
+  const entry = /Compiling entry function '([^']+)'/.exec(text);
+  const used = /Used (\d+) registers/.exec(text);
+  if (!entry || !used) return undefined;
+  const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(text);
+  const smem = /(\d+) bytes smem/.exec(text);
+  return {
+    entry: entry[1]!,
+    registers: Number(used[1]),
+    stackBytes: frame ? Number(frame[1]) : 0,
+    spillStores: frame ? Number(frame[2]) : 0,
+    spillLoads: frame ? Number(frame[3]) : 0,
+    sharedBytes: smem ? Number(smem[1]) : 0,
+  };
+}
+
+let versionCache: Promise<string> | undefined;
+
+async function nvccVersion(nvcc: string): Promise<string> {
+  versionCache ??= execa(nvcc, ['--version'], { reject: false }).then((r) => /release (\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? 'unknown');
+  return versionCache;
+}
+
+/**
+ * Compiles an emitted kernel.cu to a cubin for `opts.arch` and returns what ptxas reports. A source
+ * nvcc refuses is a `compile_error` with its output; a missing nvcc throws ToolMissingError.
+ */
+export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Promise<PtxasResult> {
+  const nvcc = opts.nvcc ?? 'nvcc';
+  if ((await execa('sh', ['-c', `command -v "${nvcc}"`], { reject: false })).exitCode !== 0) {
+    throw new ToolMissingError(nvcc, 'install the CUDA toolkit (nvcc), or skip the resource check');
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'kgen-ptxas-'));
+  try {
+    writeFileSync(join(dir, 'kernel.cu'), kernel.files['kernel.cu']!);
+    writeFileSync(join(dir, 'kernel.h'), kernel.files['kernel.h']!);
+    const t0 = performance.now();
+    const args = ['-cubin', `-arch=${opts.arch}`, '-std=c++17', '-O3', '-Xptxas', '-v', ...(opts.werror ? ['-Werror', 'all-warnings'] : []), '-o', join(dir, 'kernel.cubin'), join(dir, 'kernel.cu')];
+    const r = await execa(nvcc, args, { reject: false, all: true, timeout: opts.timeoutMs ?? 120_000 });
+    const compileMs = performance.now() - t0;
+    if (r.exitCode !== 0) return { status: 'compile_error', detail: r.timedOut ? 'nvcc timed out' : (r.all ?? '') };
+    const parsed = parsePtxasReport(r.all ?? '');
+    if (!parsed) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}` };
+    return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccVersion(nvcc), arch: opts.arch, ...parsed, compileMs } };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
