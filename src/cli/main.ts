@@ -13,7 +13,7 @@ import { registerVerify } from './verify.js';
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('kgen')
     .version(KGEN_VERSION)
-    .description('kernel generator for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON) today, CUDA, WGSL and WebAssembly next')
+    .description('kernel generator and autotuner for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON) and CUDA, verifies against an f64 reference, tunes configs on the device present and records them in SQLite; WGSL and WebAssembly next')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .showSuggestionAfterError(false)
