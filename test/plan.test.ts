@@ -98,3 +98,25 @@ describe('config validation', () => {
     expect(defaultConfig(req)).toEqual(first);
   });
 });
+
+describe('conditional knobs', () => {
+  it('a knob of the other kernel is held at its first value, and pinning it still works', () => {
+    const rtx = allDevices().find((d) => d.name === 'rtx4090')!;
+    const op = CATALOG.matmul_q4!;
+    const space = spaceFor({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' });
+    const first = Object.fromEntries(space.knobs.map((k) => [k.name, k.values[0]]));
+    const configs = [...enumerateConfigs(space)];
+    const product = space.knobs.reduce((n, k) => n * k.values.length, 1);
+    expect(configs.length).toBeLessThan(product / 100);
+    for (const c of configs) {
+      const inactive = space.knobs.filter((k) => k.when && !k.when(c)).map((k) => k.name);
+      expect(inactive.length).toBeGreaterThan(0);
+      for (const name of inactive) expect(c[name]).toBe(first[name]);
+    }
+    expect(new Set(configs.map((c) => JSON.stringify(c))).size).toBe(configs.length);
+    // A pinned tiled knob (math) selects the tiled kernel even where gemv comes first.
+    const { plan } = makePlan({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' }, { math: 'simt' });
+    expect(plan.config.kernel).toBe('tiled');
+  });
+});
+

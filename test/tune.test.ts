@@ -239,6 +239,10 @@ describe('kgen tune and kgen db on the command line', () => {
     const all = await run(['tune', '--device', 'rtx4090', '--dry-run']);
     expect(all.exitCode).toBe(0);
     expect(all.stdout).toContain('(90 workloads;');
+    // A reader that stops early (| head) ends kgen quietly: no EPIPE stack trace.
+    const head = await execa('sh', ['-c', `"${KGEN}" tune --device rtx4090 --dry-run --op matmul_q4 --shape M=1,N=4096,K=14336 | head -n 1`], { reject: false });
+    expect(head.stdout.split('\n')).toHaveLength(1);
+    expect(head.stderr).toBe('');
   });
 
   it('bad flags are one-line usage errors', async () => {

@@ -11,6 +11,11 @@ import { registerVerify } from './verify.js';
 
 /** Exit codes: 0 ok, 1 a kernel failed verification, 2 a usage error, 70 a kgen bug. */
 export async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`kgen plan ... | head`) is not an error: stop quietly, as `cat` does.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(0);
+  });
   const program = new Command('kgen')
     .version(KGEN_VERSION)
     .description('kernel generator and autotuner for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON) and CUDA, verifies against an f64 reference, tunes configs on the device present and records them in SQLite; WGSL and WebAssembly next')

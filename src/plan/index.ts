@@ -37,18 +37,26 @@ export function overBudget(plan: Plan): BudgetCheck | undefined {
   return plan.budgets.find((b) => b.needed > b.available);
 }
 
-/** Every config of the space in preference order (the cartesian product of knob values). */
+/**
+ * Every config of the space in preference order: the cartesian product of knob values, except that
+ * a knob whose `when` is false for the knobs before it takes only its first value.
+ */
 export function* enumerateConfigs(space: SearchSpace): Generator<Config> {
   const { knobs } = space;
-  const idx = new Array(knobs.length).fill(0);
-  while (true) {
-    const c: Config = {};
-    knobs.forEach((k, i) => (c[k.name] = k.values[idx[i]]!));
-    yield c;
-    let i = knobs.length - 1;
-    while (i >= 0 && ++idx[i] === knobs[i]!.values.length) idx[i--] = 0;
-    if (i < 0) return;
+  function* from(i: number, partial: Config): Generator<Config> {
+    if (i === knobs.length) {
+      yield { ...partial };
+      return;
+    }
+    const k = knobs[i]!;
+    const values = k.when && !k.when(partial) ? k.values.slice(0, 1) : k.values;
+    for (const v of values) {
+      partial[k.name] = v;
+      yield* from(i + 1, partial);
+    }
+    delete partial[k.name];
   }
+  yield* from(0, {});
 }
 
 export interface ResolvedPlan {

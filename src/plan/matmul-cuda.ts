@@ -66,6 +66,10 @@ export function hasMmaM16n8k16(device: DeviceProfile): boolean {
 const GEMV_KNOBS = ['warps', 'rowsPerWarp', 'kSplit', 'xChunk'];
 const TILED_KNOBS = ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'];
 
+/** Knobs of one kernel only vary when that kernel is chosen (the `kernel` knob comes first). */
+const gemvKnob = (c: Config) => c.kernel === 'gemv';
+const tiledKnob = (c: Config) => c.kernel === 'tiled';
+
 export function cudaSpace(req: Req): SearchSpace {
   const { M, K } = req.shape;
   const layout = cudaWeightLayout(req.op, K);
@@ -80,16 +84,16 @@ export function cudaSpace(req: Req): SearchSpace {
   const bnFirst = [128, 64].find((bn) => ceilDiv(req.shape.N, bn) * ceilDiv(M, bmFirst) >= sms) ?? 32;
   const knobs: Knob[] = [
     { name: 'kernel', values: M <= GPU_GEMV_MAX_M ? ['gemv', 'tiled'] : ['tiled'], doc: `gemv: warps stream weight rows (M <= ${GPU_GEMV_MAX_M}); tiled: output tiles through a shared-memory pipeline` },
-    { name: 'warps', values: [4, 8, 2], doc: 'gemv: warps per block' },
-    { name: 'rowsPerWarp', values: [2, 4, 1], doc: 'gemv: weight rows per warp, sharing each activation load' },
-    { name: 'kSplit', values: [1, 2, 4], doc: 'gemv: warps sharing the same rows, each reducing a slice of K (summed in shared memory)' },
-    { name: 'xChunk', values: xChunkValues(M), doc: 'gemv: activations staged in shared memory per pass over K' },
-    { name: 'math', values: hasMmaM16n8k16(req.device) ? ['mma', 'simt'] : ['simt'], doc: 'tiled: mma.sync m16n8k16 on f16 fragments (sm_80+) or f32 FMA' },
-    { name: 'bm', values: preferFirst([128, 64, 32, 16], bmFirst), doc: 'tiled: activation rows per block tile' },
-    { name: 'bn', values: preferFirst([128, 64, 256, 32], bnFirst), doc: 'tiled: weight rows per block tile' },
-    { name: 'bk', values: bkValues, doc: 'tiled: K per pipeline stage (whole scale groups)' },
-    { name: 'warpsM', values: [2, 1, 4], doc: 'tiled: warps along M' },
-    { name: 'warpsN', values: [2, 4, 1], doc: 'tiled: warps along N' },
+    { name: 'warps', values: [4, 8, 2], doc: 'gemv: warps per block', when: gemvKnob },
+    { name: 'rowsPerWarp', values: [2, 4, 1], doc: 'gemv: weight rows per warp, sharing each activation load', when: gemvKnob },
+    { name: 'kSplit', values: [1, 2, 4], doc: 'gemv: warps sharing the same rows, each reducing a slice of K (summed in shared memory)', when: gemvKnob },
+    { name: 'xChunk', values: xChunkValues(M), doc: 'gemv: activations staged in shared memory per pass over K', when: gemvKnob },
+    { name: 'math', values: hasMmaM16n8k16(req.device) ? ['mma', 'simt'] : ['simt'], doc: 'tiled: mma.sync m16n8k16 on f16 fragments (sm_80+) or f32 FMA', when: tiledKnob },
+    { name: 'bm', values: preferFirst([128, 64, 32, 16], bmFirst), doc: 'tiled: activation rows per block tile', when: tiledKnob },
+    { name: 'bn', values: preferFirst([128, 64, 256, 32], bnFirst), doc: 'tiled: weight rows per block tile', when: tiledKnob },
+    { name: 'bk', values: bkValues, doc: 'tiled: K per pipeline stage (whole scale groups)', when: tiledKnob },
+    { name: 'warpsM', values: [2, 1, 4], doc: 'tiled: warps along M', when: tiledKnob },
+    { name: 'warpsN', values: [2, 4, 1], doc: 'tiled: warps along N', when: tiledKnob },
     { name: 'stages', values: [3, 2, 4], doc: 'cp.async pipeline depth (weight steps or K tiles in flight)' },
   ];
   const first = Object.fromEntries(knobs.map((k) => [k.name, k.values[0]]));

@@ -14,6 +14,12 @@ export interface Knob {
   name: string;
   values: readonly ConfigValue[];
   doc: string;
+  /**
+   * When the knob matters, judged from the knobs listed before it (e.g. a tiled-kernel knob only
+   * when `kernel` is `tiled`). Where it does not, enumeration holds it at its first value instead
+   * of multiplying the space by configs that render the same kernel.
+   */
+  when?: (earlier: Config) => boolean;
 }
 
 /** A rule that rules configs out before anything is planned, with the reason counted on pruning. */
