@@ -103,3 +103,15 @@ export function foreignCpu(a: CpuSample | undefined, b: CpuSample | undefined): 
   if (!a || !b) return undefined;
   return Math.max(0, b.systemBusy - a.systemBusy - (b.own - a.own));
 }
+
+/** The bench's command-line flags: `flag('--json')`, `opt('--runs', '51')`. */
+export function benchArgs(argv: readonly string[]): { flag(name: string): boolean; opt(name: string, fallback: string): string } {
+  return {
+    flag: (name) => argv.includes(name),
+    opt: (name, fallback) => {
+      const i = argv.indexOf(name);
+      return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+    },
+  };
+}
+

@@ -21,17 +21,12 @@ import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js'
 import type { WeightFormatName } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { templateSet } from '../src/render/templates.js';
-import { CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
+import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(name);
-function opt(name: string, fallback: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
-}
+const { flag, opt } = benchArgs(process.argv.slice(2));
 
 const json = flag('--json');
 const cases = opt('--cases', 'gemv,gemm').split(',');

@@ -19,6 +19,11 @@ export interface VerifyOptions extends EmitOptions {
   /** Fail on compiler warnings. */
   werror?: boolean;
   timeoutMs?: number;
+  /**
+   * What builds and runs the kernel; default the target's runner for this machine (for CUDA the GPU
+   * when one can run it, else the CPU shim). Tests pin one, e.g. the shim on a machine with a GPU.
+   */
+  runner?: KernelRunner;
 }
 
 export interface VerifyResult {
@@ -70,7 +75,7 @@ export function matmulReference(plan: Plan, data: MatmulData): Float64Array {
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const result = emit(opts);
   const { plan } = result;
-  const runner = runnerForPlan(plan);
+  const runner = opts.runner ?? runnerForPlan(plan);
   const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
   const base = { plan, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
   if (build.status !== 'ok') return { ...base, status: 'compile_error', ran: false, detail: build.detail };

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { validateExchange } from '../db/exchange.js';
 import { describeChoice, recordedConfig } from '../db/lookup.js';
+import { isRunResult, runResultToExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
@@ -133,16 +134,22 @@ Examples:
       }),
     );
 
-  addDbFlag(db.command('import').description('merge an exported file: new workloads and trials are added, trials already present are skipped').argument('<file>', 'a file written by `kgen db export`').option('--json', 'machine-readable output'))
-    .addHelpText('after', '\nExamples:\n  kgen db import gpu-box.json\n  kgen db import records.json --db team.db')
+  addDbFlag(
+    db
+      .command('import')
+      .description('merge an exported file, or the result.json of an emitted CUDA run.sh: new workloads and trials are added, trials already present are skipped')
+      .argument('<file>', 'a file written by `kgen db export`, or by run.sh on a GPU box')
+      .option('--json', 'machine-readable output'),
+  )
+    .addHelpText('after', '\nExamples:\n  kgen db import gpu-box.json\n  kgen db import records.json --db team.db\n  kgen db import q35/result.json        (written by `sh run.sh` next to an emitted CUDA kernel)')
     .action((file: string, flags: DbFlags) => {
       let parsed: unknown;
       try {
         parsed = JSON.parse(readFileSync(file, 'utf8'));
       } catch (e) {
-        throw new KgenError({ field: file, problem: `cannot read it as JSON (${(e as Error).message.split('\n')[0]})`, expected: 'a file written by `kgen db export`' });
+        throw new KgenError({ field: file, problem: `cannot read it as JSON (${(e as Error).message.split('\n')[0]})`, expected: 'a file written by `kgen db export` or run.sh' });
       }
-      const data = validateExchange(parsed);
+      const data = isRunResult(parsed) ? runResultToExchange(parsed) : validateExchange(parsed);
       const d = openDb(flags)!;
       try {
         const s = d.importExchange(data, `import from ${hostname()}:${file}`);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { implementedTargets } from '../backends/registry.js';
-import { allDevices, detectPresence, nvidiaGpuNames } from '../device/index.js';
+import { allDevices, describeGpu, detectGpus, detectPresence, matchGpuProfile } from '../device/index.js';
 import { CATALOG, CATALOG_DESCRIPTIONS } from '../ir/catalog.js';
 import { opHash } from '../ir/validate.js';
 import { printJson, table } from './common.js';
@@ -30,8 +30,11 @@ export function registerLists(program: Command): void {
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExamples:\n  kgen devices\n  kgen devices --json')
     .action((flags: { json?: boolean }) => {
-      const gpus = nvidiaGpuNames();
-      const rows = allDevices().map((d) => ({ device: d, presence: detectPresence(d, gpus) }));
+      const gpus = detectGpus();
+      const devices = allDevices();
+      const rows = devices.map((d) => ({ device: d, presence: detectPresence(d, gpus) }));
+      // A GPU no profile describes can still verify kernels (through PTX), but not be tuned as a profile.
+      const unprofiled = gpus.gpus.filter((g) => !devices.some((d) => matchGpuProfile(d, g).matches));
       if (flags.json) return printJson(rows.map((r) => ({ ...r.device, present: r.presence.present, presence: r.presence.how })));
       const lines = [['', 'device', 'kind', 'targets', 'GB/s', 'on-chip', 'description'], ...rows.map(({ device: d, presence }) => [
         presence.present ? '*' : ' ',
@@ -43,5 +46,6 @@ export function registerLists(program: Command): void {
         d.description,
       ])];
       process.stdout.write(`${table(lines)}\n(* = present here)\n`);
+      if (unprofiled.length) process.stdout.write(`GPUs here without a profile: ${unprofiled.map(describeGpu).join('; ')}\n`);
     });
 }

@@ -4,7 +4,8 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
-import { detectPresence, getDevice } from '../device/index.js';
+import type { GpuDetection } from '../device/index.js';
+import { allDevices, detectGpus, detectPresence, getDevice, matchGpuProfile } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { TARGETS } from '../device/profile.js';
 import { KgenError } from '../errors.js';
@@ -84,15 +85,19 @@ function parseFixed(text: string | undefined): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** Refuses to time a device that is not here, naming what was detected instead. */
-function checkPresent(device: DeviceProfile): void {
+/**
+ * Refuses to time a device that is not here, naming what was detected instead. A GPU profile is
+ * present when nvidia-smi finds a GPU with one of its names and its compute capability.
+ */
+export function checkPresent(device: DeviceProfile, gpus: GpuDetection = detectGpus()): void {
   if (device.name === 'host') return;
-  const p = detectPresence(device);
+  const p = detectPresence(device, gpus);
   if (!p.present) {
+    const profiled = device.kind === 'gpu' ? gpus.gpus.map((g) => allDevices().find((d) => matchGpuProfile(d, g).matches)?.name).filter((n): n is string => !!n) : [];
     throw new KgenError({
       field: '--device',
       problem: `${device.name} is not present on this machine (${p.how})`,
-      expected: 'the device kgen tune runs on: --device host for this CPU, or a profile `kgen devices` marks with *',
+      expected: `the device kgen tune runs on: --device host for this CPU, or a profile \`kgen devices\` marks with *${profiled.length ? ` (here: ${[...new Set(profiled)].join(', ')})` : ''}`,
       hint: `\`kgen tune --device ${device.name} --dry-run\` shows its search space without it`,
     });
   }

@@ -19,7 +19,8 @@ Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or co
 Examples:
   kgen verify --target c --op matmul_q35 --shape M=1,N=77,K=320
   kgen verify --target c --op matmul_q4_0 --shape M=3,N=4096,K=4096 --isa neon --device apple-m2   (runs under qemu-aarch64)
-  kgen verify --target c --op matmul_q8 --shape M=64,N=77,K=320 --sanitize --json`,
+  kgen verify --target c --op matmul_q8 --shape M=64,N=77,K=320 --sanitize --json
+  kgen verify --target cuda --op matmul_q35 --shape M=3,N=77,K=320   (on the GPU when nvidia-smi finds one, else through kgen's CPU shim; the output says which)`,
   );
   cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean }) => {
     const r = await verify({ ...toRequest(flags), seed: Number(flags.seed) || 1, sanitize: flags.sanitize, werror: flags.werror });

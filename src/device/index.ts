@@ -1,25 +1,17 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { KgenError } from '../errors.js';
+import type { GpuDetection } from './gpu.js';
+import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
 import { detectHost, hostIsa } from './host.js';
 import type { DeviceProfile } from './profile.js';
 import { loadProfiles } from './profile.js';
 
 export * from './profile.js';
 export { detectHost, hostIsa } from './host.js';
+export * from './gpu.js';
 
 /** Where the SwiftShader Vulkan driver that Debian's chromium ships lives. */
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-
-/** Names of NVIDIA GPUs on this machine, from nvidia-smi; empty when it is missing or finds none. */
-export function nvidiaGpuNames(): string[] {
-  try {
-    const out = execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
-    return out.split('\n').map((s) => s.trim()).filter(Boolean);
-  } catch {
-    return [];
-  }
-}
 
 /** Every profile, `host` first, then `targets/` in name order. */
 export function allDevices(): DeviceProfile[] {
@@ -45,7 +37,11 @@ export interface Presence {
   how: string;
 }
 
-export function detectPresence(device: DeviceProfile, gpuNames: string[] = nvidiaGpuNames()): Presence {
+/**
+ * Whether `device` is here. GPU profiles are matched against nvidia-smi's GPUs by name and compute
+ * capability (`matchGpuProfile`); pass a detection to ask nvidia-smi once for many profiles.
+ */
+export function detectPresence(device: DeviceProfile, gpus: GpuDetection = detectGpus()): Presence {
   if (device.name === 'host') return { present: true, how: 'this machine' };
   const names = device.match?.nameContains ?? [];
   if (device.kind === 'cpu' && device.cpu?.arch !== 'wasm32') {
@@ -61,6 +57,7 @@ export function detectPresence(device: DeviceProfile, gpuNames: string[] = nvidi
   if (device.name === 'swiftshader' || device.name === 'webgpu') {
     return existsSync(SWIFTSHADER_ICD) ? { present: true, how: `SwiftShader ICD at ${SWIFTSHADER_ICD}` } : { present: false, how: 'no SwiftShader ICD (install Debian chromium)' };
   }
-  const hit = gpuNames.find((g) => names.some((n) => g.includes(n)));
-  return hit ? { present: true, how: `nvidia-smi: ${hit}` } : { present: false, how: gpuNames.length ? `GPUs here: ${gpuNames.join(', ')}` : 'no NVIDIA GPU (nvidia-smi found none)' };
+  const hit = gpus.gpus.find((g) => matchGpuProfile(device, g).matches);
+  if (hit) return { present: true, how: `nvidia-smi: ${describeGpu(hit)}` };
+  return { present: false, how: gpus.gpus.length ? `GPUs here: ${gpus.gpus.map(describeGpu).join('; ')}` : gpus.how };
 }

@@ -7,7 +7,7 @@ import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
-import { cudaShimRunner } from './runner.js';
+import { cudaRunnerFor } from './gpu-runner.js';
 
 /** Kernel partial of each plan variant (templates/cuda/<name>.hbs). */
 const KERNEL_PARTIAL: Record<string, string> = { gemv: 'gemv', tiled_mma: 'tiled_mma', tiled_simt: 'tiled_simt' };
@@ -123,9 +123,9 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
 
 export const cudaBackend: Backend = {
   target: 'cuda',
-  // A GPU runner (nvcc build, run on the device, driver-API timing) comes with the tuner's CUDA
-  // support; until then every CUDA kernel runs through the CPU shim, which says so in its name.
-  runnerFor: () => cudaShimRunner(),
+  // The GPU when one can run the plan's code (nvcc, the driver API, CUDA-event timing), else the
+  // CPU shim, which says so in its name; the same rule whether or not real times are wanted.
+  runnerFor: (plan) => cudaRunnerFor(plan),
   capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], isas: [] },
   render(plan, ctx) {
     if (plan.op.kind !== 'matmul') {
