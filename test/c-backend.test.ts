@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
-import { skipReason } from './helpers.js';
+import { EPILOGUE_IRS, skipReason } from './helpers.js';
 
 /** Every C variant, the device whose profile offers it, and the tools it needs here. */
 const VARIANTS = [
@@ -62,13 +62,7 @@ for (const { isa, device } of VARIANTS) {
 }
 
 describe.concurrent('C epilogues and dtypes', () => {
-  const irs = [
-    { kind: 'matmul', name: 'ffn_gate', x: 'f16', y: 'f16', weight: { format: 'q4_0' }, epilogue: { bias: true, activation: 'silu', residual: true } },
-    { kind: 'matmul', name: 'proj_gelu', x: 'f32', y: 'f32', weight: { format: 'q35', groupSize: 32 }, epilogue: { bias: true, activation: 'gelu' } },
-    { kind: 'matmul', name: 'proj_res', x: 'f16', y: 'f32', weight: { format: 'f16' }, epilogue: { residual: true } },
-    { kind: 'matmul', name: 'q8_g128', x: 'f32', y: 'f16', weight: { format: 'q8', groupSize: 128 }, epilogue: { activation: 'silu' } },
-  ];
-  for (const ir of irs) {
+  for (const ir of EPILOGUE_IRS) {
     for (const isa of ['scalar', 'avx2']) {
       it(`${ir.name} (${isa})`, async () => {
         const r = await verify({ target: 'c', ir, shape: 'M=3,N=77,K=384', isa, werror: true });

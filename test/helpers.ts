@@ -17,3 +17,11 @@ export function skipReason(tools: string[]): string | undefined {
   console.warn(`SKIP: ${reason}`);
   return reason;
 }
+
+/** User IRs that cover f16 activations and outputs and every fused epilogue, for each backend's tests. */
+export const EPILOGUE_IRS = [
+  { kind: 'matmul', name: 'ffn_gate', x: 'f16', y: 'f16', weight: { format: 'q4_0' }, epilogue: { bias: true, activation: 'silu', residual: true } },
+  { kind: 'matmul', name: 'proj_gelu', x: 'f32', y: 'f32', weight: { format: 'q35', groupSize: 32 }, epilogue: { bias: true, activation: 'gelu' } },
+  { kind: 'matmul', name: 'proj_res', x: 'f16', y: 'f32', weight: { format: 'f16' }, epilogue: { residual: true } },
+  { kind: 'matmul', name: 'q8_g128', x: 'f32', y: 'f16', weight: { format: 'q8', groupSize: 128 }, epilogue: { activation: 'silu' } },
+];
