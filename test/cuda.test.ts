@@ -182,6 +182,27 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda on the 
     expect(h).toMatch(/cudaError_t kgen_matmul_q35\(const float \*x, const uint8_t \*w, const float \*bias, const float \*residual, float \*y, cudaStream_t stream\)/);
   });
 
+  it.skipIf(noNvcc !== undefined)('the run kit builds with nvcc warning-free, and run.sh reports a missing GPU as a result', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-')), 'q4');
+    const e = await execa(KGEN, ['emit', '--target', 'cuda', '--op', 'matmul_q4', '--shape', 'M=3,N=77,K=320', '--device', 'h100-sxm', '-o', out, '--data', '5', '--no-ptxas'], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    // What run.sh builds, held to the warnings a kernel engineer's build would show.
+    const strict = await execa('nvcc', ['-O3', '-std=c++17', '-arch=sm_90', '-Xcompiler', '-Wall,-Wextra', '-Werror', 'all-warnings', '-o', join(out, 'strict'), join(out, 'kernel.cu'), join(out, 'kgen_run.cu')], { reject: false, all: true });
+    expect(strict.exitCode, strict.all).toBe(0);
+    expect(strict.all).toBe('');
+    const run = await execa('sh', [join(out, 'run.sh')], { reject: false, all: true });
+    const result = JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'));
+    expect(result).toMatchObject({ format: 'kgen-cuda-run', version: 1, kernel: { target: 'cuda', arch: 'sm_90', shape: { M: 3, N: 77, K: 320 } } });
+    if (hasTool('nvidia-smi')) {
+      expect(run.exitCode, run.all).toBe(0);
+      expect(result).toMatchObject({ status: 'ok', checked: true });
+    } else {
+      // No driver here: the kit still builds, and the run says why it could not start, as data.
+      expect(run.exitCode).not.toBe(0);
+      expect(result).toMatchObject({ status: 'crash', gpu: null, checked: false, error: expect.stringMatching(/^cuda\w+: /) });
+    }
+  }, 120_000);
+
   it('verify says the kernel ran through the CPU shim when there is no GPU', async () => {
     const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', 'matmul_q4_0', '--shape', 'M=3,N=77,K=320', '--device', 'rtx4090'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
