@@ -104,6 +104,12 @@ describe.concurrent('kgen CLI', () => {
     const r = await run(['pack', '--format', 'q4_0', '--shape', 'N=8,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'w.q4_0')]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(new Uint8Array(readFileSync(join(dir, 'w.q4_0')))).toEqual(pack({ format: 'q4_0', N: 8, K: 64, weights: w }).bytes);
+    // The shape given to emit works too: M does not change the weights.
+    const withM = await run(['pack', '--format', 'q4_0', '--shape', 'M=3,K=64,N=8', '--in', join(dir, 'w.f32'), '-o', join(dir, 'w2.q4_0')]);
+    expect(withM.exitCode, withM.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'w2.q4_0'))).toEqual(readFileSync(join(dir, 'w.q4_0')));
+    expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=8', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape: dimension K is missing/);
+    expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=8,K=64,D=2', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape: unknown dimension "D"/);
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=9,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--in: holds 512 values but N\*K = 576/);
     expect(existsSync(join(dir, 'bad'))).toBe(false);
   });

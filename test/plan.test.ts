@@ -3,7 +3,7 @@ import { allDevices } from '../src/device/index.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
-import { defaultConfig, enumerateConfigs, makePlan, overBudget, spaceFor } from '../src/plan/index.js';
+import { configInUse, defaultConfig, enumerateConfigs, makePlan, overBudget, spaceFor } from '../src/plan/index.js';
 
 const MATMUL_SHAPES = ['M=1,N=4096,K=4096', 'M=3,N=77,K=320', 'M=256,N=4096,K=14336', 'M=16,N=28672,K=8192'];
 const ATTENTION_SHAPES = ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', 'B=2,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', 'B=1,Hq=8,Hkv=8,Sq=3,Skv=77,D=64'];
@@ -117,6 +117,27 @@ describe('conditional knobs', () => {
     // A pinned tiled knob (math) selects the tiled kernel even where gemv comes first.
     const { plan } = makePlan({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' }, { math: 'simt' });
     expect(plan.config.kernel).toBe('tiled');
+  });
+
+  it('a config is shown with the knobs in use only, and that shown config plans the same kernel', () => {
+    const rtx = allDevices().find((d) => d.name === 'rtx4090')!;
+    const op = CATALOG.matmul_q35!;
+    for (const text of ['M=1,N=4096,K=4096', 'M=64,N=77,K=320']) {
+      const req = { op, shape: parseShape(text, op), device: rtx, target: 'cuda' as const };
+      const space = spaceFor(req);
+      for (const kernel of ['gemv', 'tiled']) {
+        if (kernel === 'gemv' && text.startsWith('M=64')) continue;
+        const { plan } = makePlan(req, { kernel });
+        const shown = configInUse(plan);
+        const other = kernel === 'gemv' ? ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'] : ['warps', 'rowsPerWarp', 'kSplit', 'xChunk'];
+        for (const k of other) expect(shown, `${text} ${kernel}`).not.toHaveProperty(k);
+        expect(Object.keys(shown)).toEqual(space.knobs.map((k) => k.name).filter((k) => !other.includes(k)));
+        expect(makePlan(req, shown).plan.config).toEqual(plan.config);
+      }
+    }
+    // Without conditional knobs (C), every knob is in use.
+    const { plan } = makePlan({ op, shape: parseShape('M=3,N=77,K=320', op), device: allDevices().find((d) => d.name === 'epyc-9654')!, target: 'c' });
+    expect(configInUse(plan)).toEqual(plan.config);
   });
 });
 

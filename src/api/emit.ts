@@ -5,7 +5,7 @@ import type { TargetName } from '../device/profile.js';
 import { bitsPerWeight, codecOf } from '../quant/index.js';
 import { describeChoice, recordedConfig } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
-import { makePlan } from '../plan/index.js';
+import { configInUse, makePlan } from '../plan/index.js';
 import type { Plan } from '../plan/types.js';
 import type { Tolerance } from '../reference/compare.js';
 import { KGEN_VERSION } from '../version.js';
@@ -74,7 +74,7 @@ export function emit(opts: EmitOptions): EmitResult {
   const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
   const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
   const backend = backendFor(req.target);
-  const command = opts.command ?? `kgen emit --target ${req.target} --op ${req.op.name} --shape ${Object.entries(req.shape).map(([k, v]) => `${k}=${v}`).join(',')} --device ${req.device.name} --config '${JSON.stringify(plan.config)}'`;
+  const command = opts.command ?? `kgen emit --target ${req.target} --op ${req.op.name} --shape ${Object.entries(req.shape).map(([k, v]) => `${k}=${v}`).join(',')} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
   const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command });
   const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
   if (recorded) {

@@ -3,6 +3,7 @@ import { emit } from '../api/emit.js';
 import { kernelDataFiles } from '../api/kit.js';
 import { withPtxasResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
+import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, openDb, printJson, toRequest, writeDirAtomically } from './common.js';
 
@@ -52,7 +53,7 @@ configSource and record fields say which.`,
       const files = flags.data !== undefined ? { ...result.files, ...kernelDataFiles(result.plan, seed) } : result.files;
       writeDirAtomically(flags.out, files);
       if (flags.json) printJson({ out: flags.out, files: Object.keys(files), manifest: result.manifest });
-      else process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${flags.out} (${result.plan.variant}, config ${JSON.stringify(result.plan.config)})\n`);
+      else process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${flags.out} (${result.plan.variant}, config ${JSON.stringify(configInUse(result.plan))})\n`);
     } else if (flags.json) {
       printJson({ files: result.files, manifest: result.manifest });
     } else {

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { pack } from '../api/pack.js';
 import { KgenError } from '../errors.js';
 import { CATALOG } from '../ir/catalog.js';
+import { parseDimPairs } from '../ir/validate.js';
 import { printJson, writeFileAtomically } from './common.js';
 
 interface PackFlags {
@@ -15,12 +16,15 @@ interface PackFlags {
   json?: boolean;
 }
 
+/** N and K of the weight matrix; an M (as in the shape given to emit) is accepted and ignored. */
 function parseNK(text: string | undefined): { N: number; K: number } {
-  const m = text && /^\s*N=(\d+)\s*,\s*K=(\d+)\s*$/.exec(text);
-  const m2 = text && /^\s*K=(\d+)\s*,\s*N=(\d+)\s*$/.exec(text);
-  if (m) return { N: Number(m[1]), K: Number(m[2]) };
-  if (m2) return { N: Number(m2[2]), K: Number(m2[1]) };
-  throw new KgenError({ field: '--shape', problem: text ? `cannot read "${text}"` : 'missing', expected: 'N=ROWS,K=COLUMNS, e.g. N=4096,K=4096' });
+  const field = '--shape';
+  if (!text) throw new KgenError({ field, problem: 'missing', expected: 'N=ROWS,K=COLUMNS, e.g. N=4096,K=4096' });
+  const dims = parseDimPairs(text, { dims: ['M', 'N', 'K'], of: 'a weight matrix W[N,K] (M is ignored)', example: 'N=4096,K=4096', field });
+  for (const d of ['N', 'K'] as const) {
+    if (dims[d] === undefined) throw new KgenError({ field, problem: `dimension ${d} is missing`, expected: 'N=ROWS,K=COLUMNS, e.g. N=4096,K=4096' });
+  }
+  return { N: dims.N!, K: dims.K! };
 }
 
 export function registerPack(program: Command): void {
@@ -30,7 +34,7 @@ export function registerPack(program: Command): void {
     .option('--format <name>', 'q35 | q4 | q8 | q4_0 | q8_0 | f16')
     .option('--op <name>', 'take the format and group size from a catalog op instead')
     .option('--group <n>', 'group size for q35, q4, q8 (default 64)')
-    .option('--shape <dims>', 'N=ROWS,K=COLUMNS')
+    .option('--shape <dims>', 'N=ROWS,K=COLUMNS (an M, as given to emit, is ignored)')
     .option('--in <file>', 'raw f32 input')
     .option('-o, --out <file>', 'packed output')
     .option('--json', 'print a summary as JSON')

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
-import { makePlan, spaceFor } from '../plan/index.js';
+import { configInUse, makePlan, spaceFor } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
 import { addKernelFlags, printJson, table, toRequest } from './common.js';
 
@@ -20,7 +20,7 @@ Examples:
     const space = spaceFor(req);
     if (flags.json) return printJson({ ...plan, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });
     const out = [
-      `${plan.op.name} on ${plan.device} (${plan.target}), variant ${plan.variant}, config (${source}) ${JSON.stringify(plan.config)}`,
+      `${plan.op.name} on ${plan.device} (${plan.target}), variant ${plan.variant}, config (${source}) ${JSON.stringify(configInUse(plan))}`,
       `launch: ${JSON.stringify(plan.launch)}`,
       'loops:',
       ...plan.loops.map((l) => `  ${l}`),

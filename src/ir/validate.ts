@@ -140,18 +140,26 @@ export const MAX_DIM = 1 << 20;
  * (a K that is not a multiple of the weight group is refused here, before anything is planned).
  */
 export function parseShape(text: string, op: Op, field = '--shape'): Shape {
-  const dims = dimsOf(op.kind);
   const example = op.kind === 'matmul' ? 'M=1,N=4096,K=4096' : 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
+  return validateShape(op, parseDimPairs(text, { dims: dimsOf(op.kind), of: `a ${op.kind}`, example, field }), field);
+}
+
+/**
+ * Reads `NAME=INTEGER` pairs separated by commas, each name one of `dims` and given at most once.
+ * Values are not range-checked here: the caller validates them against what it needs.
+ */
+export function parseDimPairs(text: string, opts: { dims: readonly string[]; of: string; example: string; field: string }): Record<string, number> {
+  const { dims, field } = opts;
   const values: Record<string, number> = {};
   for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
     const m = /^([A-Za-z]+)=(\d+)$/.exec(part);
-    if (!m) fail(field, `cannot read "${part}"`, `NAME=INTEGER pairs like ${example}`, 'separate pairs with commas');
+    if (!m) fail(field, `cannot read "${part}"`, `NAME=INTEGER pairs like ${opts.example}`, 'separate pairs with commas');
     const [, key, num] = m;
-    if (!dims.includes(key!)) fail(field, `unknown dimension "${key}"`, `the dimensions ${dims.join(', ')} of a ${op.kind}`);
-    if (key! in values) fail(field, `dimension ${key} given twice`, 'each dimension once');
+    if (!dims.includes(key!)) fail(field, `unknown dimension "${key}"`, `the dimensions ${dims.join(', ')} of ${opts.of}`, `fix ${field} and run again`);
+    if (key! in values) fail(field, `dimension ${key} given twice`, 'each dimension once', `fix ${field} and run again`);
     values[key!] = Number(num);
   }
-  return validateShape(op, values, field);
+  return values;
 }
 
 /** Checks a shape object (from `--shape`, a config file or the library API) against `op`. */

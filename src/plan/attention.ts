@@ -1,6 +1,6 @@
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, gpuBudgets, isasFor, toleranceFor } from './common.js';
-import type { Config, OnChipBuffer, OpPlanner, Plan, PlanRequest, SearchSpace } from './types.js';
+import type { Config, OnChipBuffer, OpPlanner, Plan, PlanBody, PlanRequest, SearchSpace } from './types.js';
 
 type Req = PlanRequest & { op: AttentionOp; shape: AttentionShape };
 
@@ -23,7 +23,7 @@ function cpuSpace(req: Req): SearchSpace {
   };
 }
 
-function cpuPlan(req: Req, config: Config): Plan {
+function cpuPlan(req: Req, config: Config): PlanBody {
   const { op, shape, device } = req;
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const kvBlock = Math.min(config.kvBlock as number, Skv);
@@ -70,7 +70,7 @@ function gpuSpace(req: Req): SearchSpace {
   };
 }
 
-function gpuPlan(req: Req, config: Config): Plan {
+function gpuPlan(req: Req, config: Config): PlanBody {
   const { op, shape, device, target } = req;
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const gpu = device.gpu!;

@@ -17,9 +17,27 @@ export function spaceFor(req: PlanRequest): SearchSpace {
 
 /** The plan of a complete config, as it is (budgets recorded, not enforced: see `overBudget`). */
 export function planWith(req: PlanRequest, config: Config): Plan {
-  return req.op.kind === 'matmul'
-    ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
-    : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);
+  const planned =
+    req.op.kind === 'matmul'
+      ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
+      : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);
+  return { ...planned, knobsInUse: knobsInUse(spaceFor(req), config) };
+}
+
+/** The knobs of `space` that matter for `config`: each `when` judged on the knobs before it. */
+export function knobsInUse(space: SearchSpace, config: Config): string[] {
+  const earlier: Config = {};
+  const used: string[] = [];
+  for (const k of space.knobs) {
+    if (!k.when || k.when(earlier)) used.push(k.name);
+    if (k.name in config) earlier[k.name] = config[k.name]!;
+  }
+  return used;
+}
+
+/** The config as a person should see it: only the knobs in use (`--config` fills in the rest). */
+export function configInUse(plan: Plan): Config {
+  return Object.fromEntries(plan.knobsInUse.filter((k) => k in plan.config).map((k) => [k, plan.config[k]!]));
 }
 
 export function checkTarget(device: DeviceProfile, target: TargetName): void {

@@ -2,7 +2,7 @@ import type { DeviceProfile } from '../device/profile.js';
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, sumBytes, toleranceFor } from './common.js';
-import type { BudgetCheck, Config, Knob, OnChipBuffer, Plan, PlanRequest, Restriction, SearchSpace } from './types.js';
+import type { BudgetCheck, Config, Knob, OnChipBuffer, Plan, PlanBody, PlanRequest, Restriction, SearchSpace } from './types.js';
 
 /**
  * CUDA matmul plans: what templates/cuda/ renders, number for number. Two kernels:
@@ -153,7 +153,7 @@ function xCopyBytes(K: number, elemBytes: number): number {
   return [16, 8, 4].find((b) => (K * elemBytes) % b === 0)!;
 }
 
-export function cudaPlan(req: Req, config: Config): Plan {
+export function cudaPlan(req: Req, config: Config): PlanBody {
   return config.kernel === 'gemv' ? gemvPlan(req, config) : tiledPlan(req, config);
 }
 
@@ -179,7 +179,7 @@ function commonParams(req: Req) {
   };
 }
 
-function finish(req: Req, parts: { config: Config; variant: string; threads: number; grid: [number, number, number]; gridExpr: [string, string, string]; loops: string[]; buffers: OnChipBuffer[]; params: Plan['params']; f16Math: boolean }): Plan {
+function finish(req: Req, parts: { config: Config; variant: string; threads: number; grid: [number, number, number]; gridExpr: [string, string, string]; loops: string[]; buffers: OnChipBuffer[]; params: Plan['params']; f16Math: boolean }): PlanBody {
   const { op, shape, device, target } = req;
   const shared = sumBytes(parts.buffers, 'shared');
   const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
@@ -204,7 +204,7 @@ function finish(req: Req, parts: { config: Config; variant: string; threads: num
   };
 }
 
-function gemvPlan(req: Req, config: Config): Plan {
+function gemvPlan(req: Req, config: Config): PlanBody {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);
@@ -277,7 +277,7 @@ function gemvPlan(req: Req, config: Config): Plan {
   });
 }
 
-function tiledPlan(req: Req, config: Config): Plan {
+function tiledPlan(req: Req, config: Config): PlanBody {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);

@@ -1,7 +1,7 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, gpuBudgets, isasFor, toleranceFor } from './common.js';
-import type { Config, Knob, OnChipBuffer, OpPlanner, Plan, PlanRequest, Restriction, SearchSpace } from './types.js';
+import type { Config, Knob, OnChipBuffer, OpPlanner, Plan, PlanBody, PlanRequest, Restriction, SearchSpace } from './types.js';
 import { cudaPlan, cudaSpace, GPU_GEMV_MAX_M } from './matmul-cuda.js';
 
 type Req = PlanRequest & { op: MatmulOp; shape: MatmulShape };
@@ -44,7 +44,7 @@ function cpuSpace(req: Req): SearchSpace {
   return { knobs, restrictions };
 }
 
-function cpuPlan(req: Req, config: Config): Plan {
+function cpuPlan(req: Req, config: Config): PlanBody {
   const { op, shape, device } = req;
   const { M, N, K } = shape;
   const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
@@ -131,7 +131,7 @@ function gpuSpace(req: Req): SearchSpace {
   };
 }
 
-function gpuPlan(req: Req, config: Config): Plan {
+function gpuPlan(req: Req, config: Config): PlanBody {
   const { op, shape, device, target } = req;
   const { M, N, K } = shape;
   const gpu = device.gpu!;

@@ -77,6 +77,12 @@ export interface Plan {
   target: TargetName;
   device: string;
   config: Config;
+  /**
+   * The knobs that shape this kernel, in space order: those without a `when` or whose `when` holds.
+   * The others stay in `config` at their first values (so hashes stay those of enumerated configs)
+   * but are left out where a config is shown to a person (`configInUse`).
+   */
+  knobsInUse: string[];
   variant: string;
   launch: LaunchShape;
   /** Loop nest, outermost first, as human-readable lines for manifests and `--dry-run`. */
@@ -90,6 +96,9 @@ export interface Plan {
   params: Record<string, number | string | boolean>;
 }
 
+/** What an op planner computes; `planWith` adds the knobs in use, which depend only on the space. */
+export type PlanBody = Omit<Plan, 'knobsInUse'>;
+
 export interface PlanRequest {
   op: Op;
   shape: Shape;
@@ -100,5 +109,6 @@ export interface PlanRequest {
 /** The per-op planner: one file per op in this folder, each with this shape. */
 export interface OpPlanner<O extends Op, S extends Shape> {
   space(req: PlanRequest & { op: O; shape: S }): SearchSpace;
-  plan(req: PlanRequest & { op: O; shape: S }, config: Config): Plan;
+  /** The plan of a complete config; `planWith` adds which knobs are in use. */
+  plan(req: PlanRequest & { op: O; shape: S }, config: Config): PlanBody;
 }

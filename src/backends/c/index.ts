@@ -1,5 +1,6 @@
 import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
+import { configInUse } from '../../plan/index.js';
 import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
@@ -20,7 +21,7 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
 };
 
 /** The template names a matmul plan renders through, or why it cannot be rendered. */
-export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string; quant: string } {
+export function matmulPartials(plan: Plan): { micro: string; decode: string; includes: string; common: string; quant: string } {
   const op = plan.op as MatmulOp;
   const isa = plan.params.isa as string;
   const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
@@ -29,7 +30,8 @@ export function matmulPartials(plan: Plan): { micro: string; decode: string; inc
     micro: `isa/${isa}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
     includes: `isa/${isa}_includes`,
-    // AVX-512 builds include AVX2, whose activation quantizer serves both.
+    // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
+    common: `isa/${isa === 'avx512' ? 'avx2' : isa}_common`,
     quant: `isa/${isa === 'avx512' ? 'avx2' : isa}_quant`,
   };
 }
@@ -55,7 +57,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
   const p = plan.params;
   const templates = templateSet('c');
   const parts = matmulPartials(plan);
-  for (const name of [parts.micro, parts.decode, parts.includes, parts.quant]) {
+  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant]) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -80,7 +82,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
     actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
-    configJson: JSON.stringify(plan.config),
+    configJson: JSON.stringify(configInUse(plan)),
     compileHint,
     xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
     yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
@@ -92,6 +94,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
     xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa as string, p.actBlock as number)?.join(', ') : undefined,
     microPartial: parts.micro,
     decodePartial: parts.decode,
+    commonPartial: parts.common,
     q35TableA: Q35_TABLE_A.join(', '),
     q35TableB: Q35_TABLE_B.join(', '),
   };

@@ -2,6 +2,7 @@ import { getDevice } from '../../device/index.js';
 import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
 import { CUDA_DECODE_SCHEME } from '../../plan/matmul-cuda.js';
+import { configInUse } from '../../plan/index.js';
 import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
@@ -57,7 +58,7 @@ function view(plan: Plan, ctx: RenderContext, templateHash: string) {
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
     variantText: VARIANT_TEXT[plan.variant],
-    configJson: JSON.stringify(plan.config),
+    configJson: JSON.stringify(configInUse(plan)),
     buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
     xCType: op.x === 'f16' ? 'uint16_t' : 'float',
     yCType: op.y === 'f16' ? 'uint16_t' : 'float',

@@ -144,16 +144,25 @@ static inline void kg_prefetch(const uint8_t *blk) {
 
 size_t kgen_ffn_gate_workspace_size(void) { return 768; }
 
-/* 4-bit weights (q4): low nibbles are weights 0-15 of a 32-weight chunk, high nibbles
- * 16-31; value (n - 8) * d. Codes stay unsigned (0..15); the micro-kernel subtracts the offset. */
-#define KG_DOT kg_dot_nibbles
-#define KG_W_OFFSET 8
-
+/* The f16 scale at the start of a weight block (F16C). */
 static inline float kg_scale(const uint8_t *blk) {
   uint16_t h;
   memcpy(&h, blk, 2);
   return _cvtsh_ss(h);
 }
+
+/* The sum of the 8 lanes of v. */
+static inline float kg_hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* 4-bit weights (q4): low nibbles are weights 0-15 of a 32-weight chunk, high nibbles
+ * 16-31; value (n - 8) * d. Codes stay unsigned (0..15); the micro-kernel subtracts the offset. */
+#define KG_DOT kg_dot_nibbles
+#define KG_W_OFFSET 8
 
 /* Activation block a (64 weights, two chunks) of the weight block: one 32-byte load split into low
  * nibbles (weights 0-15 | 32-47) and high nibbles (16-31 | 48-63), the order prepare stores the
@@ -172,13 +181,6 @@ static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *bl
   const __m256i v = _mm256_loadu2_m128i((const __m128i *)(blk1 + 2 + 16 * a1), (const __m128i *)(blk0 + 2 + 16 * a0));
   wv[0] = _mm256_and_si256(v, m4);
   wv[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-}
-
-static inline float kg_hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 /* Dot products of 64 int8 activations (two vectors), i32 per lane. Nibble codes (<= 15) times

@@ -144,16 +144,25 @@ static inline void kg_prefetch(const uint8_t *blk) {
 
 size_t kgen_matmul_q35_workspace_size(void) { return 192; }
 
-/* q3.5 weights, decoded with byte shuffles: both tables fit one pshufb each. Layout and decode rule
- * in docs/formats.md; a 32-weight chunk is two 7-byte units, held in one 16-byte register. */
-static const int8_t kg_q35_a[16] = { -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125 };
-static const int8_t kg_q35_b[16] = { -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125 };
-
+/* The f16 scale at the start of a weight block (F16C). */
 static inline float kg_scale(const uint8_t *blk) {
   uint16_t h;
   memcpy(&h, blk, 2);
   return _cvtsh_ss(h);
 }
+
+/* The sum of the 8 lanes of v. */
+static inline float kg_hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* q3.5 weights, decoded with byte shuffles: both tables fit one pshufb each. Layout and decode rule
+ * in docs/formats.md; a 32-weight chunk is two 7-byte units, held in one 16-byte register. */
+static const int8_t kg_q35_a[16] = { -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125 };
+static const int8_t kg_q35_b[16] = { -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125 };
 
 #define KG_DOT kg_dot_signed
 #define KG_W_OFFSET 0
@@ -207,13 +216,6 @@ static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
 /* Chunk a0 of blk0 (low lanes) and chunk a1 of blk1 (high lanes): A values, then B values. */
 static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *blk1, int a1, __m256i *wv) {
   kg_q35_lanes(_mm256_loadu2_m128i((const __m128i *)(blk1 + 14 * a1), (const __m128i *)(blk0 + 14 * a0)), &wv[0], &wv[1]);
-}
-
-static inline float kg_hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 /* Dot products of 64 int8 activations (two vectors), i32 per lane. Nibble codes (<= 15) times

@@ -132,10 +132,11 @@ static inline void kg_prefetch(const uint8_t *blk) {
 
 size_t kgen_matmul_q4_0_workspace_size(void) { return 4096; }
 
-/* 4-bit weights (ggml q4_0): per 32 weights 16 bytes; weight j<16 is the low nibble of byte j,
- * weight j+16 its high nibble; value = (nibble - 8) * d, d the f16 at the start of the block. */
+/* The f16 scale at the start of a weight block. */
 static inline float kg_scale(const uint8_t *blk) { return kg_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))); }
 
+/* 4-bit weights (ggml q4_0): per 32 weights 16 bytes; weight j<16 is the low nibble of byte j,
+ * weight j+16 its high nibble; value = (nibble - 8) * d, d the f16 at the start of the block. */
 static inline void kg_decode32(const uint8_t *blk, int c, int8_t *out) {
   const uint8_t *q = blk + 2 + 16 * c;
   for (int j = 0; j < 16; j++) {
