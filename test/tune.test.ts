@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -7,11 +7,14 @@ import { describe, expect, it } from 'vitest';
 import { cRunner } from '../src/backends/c/runner.js';
 import type { KernelRunner } from '../src/backends/types.js';
 import { openTuningDb } from '../src/db/sqlite.js';
+import { hostIsa } from '../src/device/host.js';
 import { getDevice } from '../src/device/index.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
 import type { Config, Plan } from '../src/plan/types.js';
+import { templateSet } from '../src/render/templates.js';
+import { measureReadBandwidth } from '../src/tune/bandwidth.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
 import { tune } from '../src/tune/tuner.js';
@@ -219,6 +222,26 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
     expect(ws.find((w) => w.op.name === 'matmul_q4')!.trials).toBe(12);
     expect(ws.find((w) => w.op.name === 'matmul_q8')!.trials).toBe(6);
     db.close();
+  });
+});
+
+describe.skipIf(noGcc !== undefined || !hostIsa().isa.includes('avx2'))('the read-bandwidth probe (the roofline of tuning on the host)', () => {
+  it('compiles warning-free and reports GB/s for each thread count over (nearly) the whole buffer', async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'probe.c'), templateSet('c').render('probe.c', {}));
+    const cc = await execa('gcc', ['-O3', '-mavx2', '-pthread', '-Wall', '-Wextra', '-Werror', join(dir, 'probe.c'), '-o', join(dir, 'probe')], { reject: false, all: true });
+    expect(cc.exitCode, cc.all).toBe(0);
+    const r = await execa(join(dir, 'probe'), ['64', '1', '1', '2'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { threads: number; bytes: number; gbps: number });
+    expect(lines.map((l) => l.threads)).toEqual([1, 2]);
+    for (const l of lines) {
+      expect(l.gbps).toBeGreaterThan(0);
+      // Whole 256-byte steps of every stream of every thread: at most one step per stream and thread short of the buffer.
+      expect(l.bytes).toBeLessThanOrEqual(64 * 2 ** 20);
+      expect(l.bytes).toBeGreaterThan(64 * 2 ** 20 - 256 * 8 * l.threads);
+    }
+    expect(await measureReadBandwidth(join(dir, 'cache'), 1, 64)).toBeGreaterThan(0);
   });
 });
 

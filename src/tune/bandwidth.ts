@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { hostIsa } from '../device/host.js';
+import { detectHost, hostIsa } from '../device/host.js';
 import { textHash } from '../hash.js';
 import { templateSet } from '../render/templates.js';
 
@@ -11,7 +11,7 @@ import { templateSet } from '../render/templates.js';
  * where it cannot run (no AVX2, no gcc). The detected host profile's bandwidth is only an estimate;
  * the tuner's roofline uses this figure instead.
  */
-export async function measureReadBandwidth(cacheDir: string, threads: number, mib = 512): Promise<number | undefined> {
+export async function measureReadBandwidth(cacheDir: string, threads: number, mib = probeMiB()): Promise<number | undefined> {
   if (!hostIsa().isa.includes('avx2')) return undefined;
   const source = templateSet('c').render('probe.c', {});
   const dir = join(cacheDir, `probe-${textHash(source)}`);
@@ -28,4 +28,9 @@ export async function measureReadBandwidth(cacheDir: string, threads: number, mi
   if (run.exitCode !== 0) return undefined;
   const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
   return line ? (JSON.parse(line) as { gbps: number }).gbps : undefined;
+}
+
+/** Buffer the probe reads: 512 MiB, or 3x the L3 where that is larger (a VM may report 300 MiB). */
+function probeMiB(): number {
+  return Math.max(512, Math.ceil((3 * (detectHost().cpu?.l3Bytes ?? 0)) / 2 ** 20));
 }
