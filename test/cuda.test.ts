@@ -145,7 +145,7 @@ describe.skipIf(noNvcc !== undefined)('ptxas cross-check: every format x variant
   );
 
   it(`the default configs compile warning-free for each arch, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
-    expect(gpus.map((d) => d.name).sort()).toEqual(['a100-80gb', 'h100-sxm', 'l40s', 'rtx4090', 't4']);
+    expect(gpus.map((d) => d.name).sort()).toEqual(['a100-80gb', 'h100-sxm', 'h200', 'l40s', 'rtx4090', 't4']);
     const failures: string[] = [];
     let next = 0;
     const worker = async () => {
