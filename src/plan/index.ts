@@ -4,7 +4,7 @@ import type { AttentionOp, AttentionShape, MatmulOp, MatmulShape, Op, Shape } fr
 import { attentionPlanner } from './attention.js';
 import { knobError } from './common.js';
 import { matmulPlanner } from './matmul.js';
-import type { BudgetCheck, Config, Plan, PlanRequest, SearchSpace } from './types.js';
+import type { BudgetCheck, Config, Knob, Plan, PlanRequest, SearchSpace } from './types.js';
 
 export * from './types.js';
 
@@ -15,13 +15,21 @@ export function spaceFor(req: PlanRequest): SearchSpace {
     : attentionPlanner.space(req as PlanRequest & { op: AttentionOp; shape: AttentionShape });
 }
 
-/** The plan of a complete config, as it is (budgets recorded, not enforced: see `overBudget`). */
-export function planWith(req: PlanRequest, config: Config): Plan {
+/**
+ * The plan of a complete config, as it is (budgets recorded, not enforced: see `overBudget`).
+ * `space` is the request's space; callers that loop over configs pass the one they hold.
+ */
+export function planWith(req: PlanRequest, config: Config, space: SearchSpace = spaceFor(req)): Plan {
   const planned =
     req.op.kind === 'matmul'
       ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
       : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);
-  return { ...planned, knobsInUse: knobsInUse(spaceFor(req), config) };
+  return { ...planned, knobsInUse: knobsInUse(space, config) };
+}
+
+/** Whether `knob` matters given the knobs before it (`earlier`): the one rule for `when`. */
+function knobInUse(knob: Knob, earlier: Config): boolean {
+  return !knob.when || knob.when(earlier);
 }
 
 /** The knobs of `space` that matter for `config`: each `when` judged on the knobs before it. */
@@ -29,7 +37,7 @@ export function knobsInUse(space: SearchSpace, config: Config): string[] {
   const earlier: Config = {};
   const used: string[] = [];
   for (const k of space.knobs) {
-    if (!k.when || k.when(earlier)) used.push(k.name);
+    if (knobInUse(k, earlier)) used.push(k.name);
     if (k.name in config) earlier[k.name] = config[k.name]!;
   }
   return used;
@@ -67,7 +75,7 @@ export function* enumerateConfigs(space: SearchSpace): Generator<Config> {
       return;
     }
     const k = knobs[i]!;
-    const values = k.when && !k.when(partial) ? k.values.slice(0, 1) : k.values;
+    const values = knobInUse(k, partial) ? k.values : k.values.slice(0, 1);
     for (const v of values) {
       partial[k.name] = v;
       yield* from(i + 1, partial);
@@ -91,7 +99,7 @@ export interface ResolvedPlan {
  */
 export function makePlan(req: PlanRequest, config?: Record<string, unknown>): ResolvedPlan {
   const space = spaceFor(req);
-  if (!config || Object.keys(config).length === 0) return { plan: planWith(req, defaultConfig(req, space)), source: 'default' };
+  if (!config || Object.keys(config).length === 0) return { plan: planWith(req, defaultConfig(req, space), space), source: 'default' };
   const fixed: Config = {};
   for (const [key, value] of Object.entries(config)) {
     const knob = space.knobs.find((k) => k.name === key);
@@ -102,7 +110,7 @@ export function makePlan(req: PlanRequest, config?: Record<string, unknown>): Re
   // The given knobs are fixed; the others take the first values, in preference order, that make a
   // legal config. When the given knobs alone break a restriction or the budget, say which.
   const found = firstLegal(req, space, fixed);
-  if ('config' in found) return { plan: planWith(req, found.config), source: 'given' };
+  if ('config' in found) return { plan: planWith(req, found.config, space), source: 'given' };
   if (found.restriction) throw knobError('--config', `${JSON.stringify(fixed)} is ruled out: ${found.restriction}`, 'a config the restrictions allow');
   const over = found.over!;
   throw new BudgetError({
@@ -136,7 +144,7 @@ function firstLegal(req: PlanRequest, space: SearchSpace, fixed: Config): Search
     for (const r of failing) broken.set(r.reason, (broken.get(r.reason) ?? 0) + 1);
     if (failing.length) continue;
     planned++;
-    const overs = planWith(req, c).budgets.filter((b) => b.needed > b.available);
+    const overs = planWith(req, c, space).budgets.filter((b) => b.needed > b.available);
     if (overs.length === 0) return { config: c };
     for (const o of overs) {
       const seen = exceeded.get(o.budget);

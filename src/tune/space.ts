@@ -52,7 +52,7 @@ export function pruneSpace(req: PlanRequest, fixed: Record<string, unknown> = {}
       count(`restriction: ${broken.reason}`);
       continue;
     }
-    const p = planWith(req, config);
+    const p = planWith(req, config, full);
     const over = p.budgets.find((b) => b.needed > b.available);
     if (over) {
       count(`over budget: ${over.budget}`);

@@ -26,13 +26,14 @@ export function matmulPartials(plan: Plan): { micro: string; decode: string; inc
   const isa = plan.params.isa as string;
   const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
   const scheme = DECODE_SCHEME[op.weight.format];
+  // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
+  const shared = isa === 'avx512' ? 'avx2' : isa;
   return {
     micro: `isa/${isa}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
     includes: `isa/${isa}_includes`,
-    // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
-    common: `isa/${isa === 'avx512' ? 'avx2' : isa}_common`,
-    quant: `isa/${isa === 'avx512' ? 'avx2' : isa}_quant`,
+    common: `isa/${shared}_common`,
+    quant: `isa/${shared}_quant`,
   };
 }
 
