@@ -7,6 +7,8 @@
  */
 export class KgenError extends Error {
   readonly field: string;
+  /** What is wrong, without the field (`got 48`). */
+  readonly problem: string;
   readonly expected: string;
   readonly hint: string;
 
@@ -19,6 +21,7 @@ export class KgenError extends Error {
     super(parts.join('; '));
     this.name = 'KgenError';
     this.field = opts.field;
+    this.problem = opts.problem;
     this.expected = expected;
     this.hint = hint;
   }

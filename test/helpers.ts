@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */
 export function hasTool(tool: string): boolean {
@@ -25,3 +28,21 @@ export const EPILOGUE_IRS = [
   { kind: 'matmul', name: 'proj_res', x: 'f16', y: 'f32', weight: { format: 'f16' }, epilogue: { residual: true } },
   { kind: 'matmul', name: 'q8_g128', x: 'f32', y: 'f16', weight: { format: 'q8', groupSize: 128 }, epilogue: { activation: 'silu' } },
 ];
+
+/** Every entry under `dir`: type, size and a hash of the bytes, so a test can prove nothing changed. */
+export function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      const st = lstatSync(p);
+      if (st.isDirectory()) {
+        out[p] = 'dir';
+        walk(p);
+      } else if (st.isFile()) out[p] = `file ${st.size} ${createHash('sha1').update(readFileSync(p)).digest('hex')}`;
+      else out[p] = `special ${st.mode}`;
+    }
+  };
+  walk(dir);
+  return out;
+}

@@ -2,11 +2,13 @@ import { backendFor } from '../backends/registry.js';
 import type { AbiEntry, RenderedKernel } from '../backends/types.js';
 import type { PtxasReport } from '../backends/cuda/ptxas.js';
 import type { TargetName } from '../device/profile.js';
+import { formatShape } from '../ir/validate.js';
 import { bitsPerWeight, codecOf } from '../quant/index.js';
 import { describeChoice, recordedConfig } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
 import { configInUse, makePlan } from '../plan/index.js';
 import type { Plan } from '../plan/types.js';
+import { commentText } from '../render/comment-text.js';
 import type { Tolerance } from '../reference/compare.js';
 import { KGEN_VERSION } from '../version.js';
 import type { KernelRequest } from './request.js';
@@ -56,7 +58,10 @@ export interface EmitResult {
 }
 
 export interface EmitOptions extends KernelRequest {
-  /** Recorded in the generated header so a file says how to regenerate it. */
+  /**
+   * How to regenerate the source, printed in its header (through `commentText`, so any text is
+   * inert there). Default: the `kgen emit` command for this op, shape, device and the config used.
+   */
   command?: string;
   /**
    * A tuning database to take the config from when no config is given: the best record for this
@@ -74,8 +79,10 @@ export function emit(opts: EmitOptions): EmitResult {
   const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
   const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
   const backend = backendFor(req.target);
-  const command = opts.command ?? `kgen emit --target ${req.target} --op ${req.op.name} --shape ${Object.entries(req.shape).map(([k, v]) => `${k}=${v}`).join(',')} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
-  const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command });
+  const irFile = opts.irFile === undefined ? 'OP.json' : /^[\w./-]+$/.test(opts.irFile) ? opts.irFile : `'${opts.irFile.replace(/'/g, "'\\''")}'`;
+  const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
+  const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
+  const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command) });
   const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
   if (recorded) {
     manifest.record = {

@@ -2,6 +2,7 @@ import { KgenError } from '../errors.js';
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import type { Plan } from '../plan/types.js';
 import { makeMatmulData, matmulInputs } from './data.js';
+import { checkRunFits } from './run-memory.js';
 import { matmulReference } from './verify.js';
 
 /**
@@ -14,6 +15,7 @@ export function kernelDataFiles(plan: Plan, seed: number): Record<string, Uint8A
   if (plan.op.kind !== 'matmul') {
     throw new KgenError({ field: '--data', problem: `no data files for ${plan.op.kind} kernels yet`, expected: 'a matmul op' });
   }
+  checkRunFits(plan, 'kgen emit --data');
   const data = makeMatmulData(plan.op as MatmulOp, plan.shape as MatmulShape, seed);
   const ref = matmulReference(plan, data);
   return { ...matmulInputs(data), 'ref.bin': new Uint8Array(ref.buffer, ref.byteOffset, ref.byteLength) };

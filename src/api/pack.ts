@@ -1,6 +1,8 @@
 import { KgenError } from '../errors.js';
 import type { WeightFormatName, WeightSpec } from '../ir/types.js';
-import { validateOp } from '../ir/validate.js';
+import { MAX_DIM, validateOp } from '../ir/validate.js';
+import { quoted } from '../io/message-text.js';
+import type { BlockCodec } from '../quant/format.js';
 import { bitsPerWeight, codecOf, FORMATS, quantizeMatrix } from '../quant/index.js';
 
 export interface PackOptions {
@@ -22,21 +24,43 @@ export interface PackResult {
   rowBytes: number;
 }
 
-/** Quantizes f32 weights into a format's bytes, exactly the layout emitted kernels read. */
-export function pack(opts: PackOptions): PackResult {
-  if (!(opts.format in FORMATS)) {
-    throw new KgenError({ field: '--format', problem: `unknown format "${opts.format}"`, expected: `one of ${Object.keys(FORMATS).join(', ')}` });
+/** What `pack` will write for a format, group size and shape: checked before any weight is read. */
+export interface PackLayout {
+  spec: WeightSpec;
+  codec: BlockCodec;
+  bitsPerWeight: number;
+  rowBytes: number;
+}
+
+/**
+ * Checks a format, group size and shape with the rules an op's weight spec gets (so pack and emit
+ * agree on what is legal), naming the flag at fault: `--format`, `--group`, `--shape N|K`.
+ */
+export function packLayout(opts: Omit<PackOptions, 'weights'>): PackLayout {
+  if (!Object.hasOwn(FORMATS, opts.format)) {
+    throw new KgenError({ field: '--format', problem: `unknown format ${quoted(String(opts.format))}`, expected: `one of ${Object.keys(FORMATS).join(', ')}` });
   }
-  // The same checks an op's weight spec gets, so pack and emit agree on what is legal.
-  const op = validateOp({ kind: 'matmul', name: 'pack', weight: { format: opts.format, ...(opts.groupSize !== undefined ? { groupSize: opts.groupSize } : {}) } }, 'pack');
+  let op;
+  try {
+    op = validateOp({ kind: 'matmul', name: 'pack', weight: { format: opts.format, ...(opts.groupSize !== undefined ? { groupSize: opts.groupSize } : {}) } }, 'pack');
+  } catch (e) {
+    if (!(e instanceof KgenError)) throw e;
+    throw new KgenError({ field: '--group', problem: e.problem, expected: e.expected, hint: 'fix --group, or leave it out for the format\'s default' });
+  }
   const spec = (op as { weight: WeightSpec }).weight;
   const codec = codecOf(spec);
   for (const [dim, v] of [['N', opts.N], ['K', opts.K]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new KgenError({ field: `--shape ${dim}`, problem: `got ${v}`, expected: 'a positive integer' });
+    if (!Number.isInteger(v) || v < 1 || v > MAX_DIM) throw new KgenError({ field: `--shape ${dim}`, problem: `got ${v}`, expected: `an integer from 1 to ${MAX_DIM}` });
   }
   if (opts.K % codec.weightsPerBlock !== 0) {
     throw new KgenError({ field: '--shape K', problem: `K=${opts.K} is not a multiple of the ${opts.format} block of ${codec.weightsPerBlock}`, expected: `K divisible by ${codec.weightsPerBlock}`, hint: 'pad each row with zeros' });
   }
+  return { spec, codec, bitsPerWeight: bitsPerWeight(codec), rowBytes: (opts.K / codec.weightsPerBlock) * codec.bytesPerBlock };
+}
+
+/** Quantizes f32 weights into a format's bytes, exactly the layout emitted kernels read. */
+export function pack(opts: PackOptions): PackResult {
+  const { spec, codec, rowBytes } = packLayout(opts);
   if (opts.weights.length !== opts.N * opts.K) {
     throw new KgenError({ field: '--in', problem: `holds ${opts.weights.length} values but N*K = ${opts.N * opts.K}`, expected: `${opts.N * opts.K * 4} bytes of little-endian f32`, hint: 'check --shape against the file' });
   }
@@ -45,12 +69,7 @@ export function pack(opts: PackOptions): PackResult {
       throw new KgenError({ field: '--in', problem: `value ${i} (row ${Math.floor(i / opts.K)}, column ${i % opts.K}) is ${opts.weights[i]}`, expected: 'finite weights' });
     }
   }
-  return {
-    bytes: quantizeMatrix(codec, opts.weights, opts.N, opts.K),
-    spec,
-    bitsPerWeight: bitsPerWeight(codec),
-    rowBytes: (opts.K / codec.weightsPerBlock) * codec.bytesPerBlock,
-  };
+  return { bytes: quantizeMatrix(codec, opts.weights, opts.N, opts.K), spec, bitsPerWeight: bitsPerWeight(codec), rowBytes };
 }
 
 export type { WeightFormatName };

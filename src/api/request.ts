@@ -1,10 +1,14 @@
-import { getDevice } from '../device/index.js';
+import { allDevices, getDevice } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { TARGETS } from '../device/profile.js';
 import { KgenError } from '../errors.js';
-import { CATALOG } from '../ir/catalog.js';
+import { CATALOG, catalogOp } from '../ir/catalog.js';
 import type { Op, Shape } from '../ir/types.js';
 import { opHash, parseShape, validateOp, validateShape } from '../ir/validate.js';
+import { parseJsonInput } from '../io/json-input.js';
+import { quoted, valueText } from '../io/message-text.js';
+import { checkTarget } from '../plan/index.js';
+import { isasFor } from '../plan/common.js';
 
 /**
  * What every kernel operation (emit, verify, plan) is asked: which op, at which shape, for which
@@ -16,6 +20,8 @@ export interface KernelRequest {
   op?: string;
   /** A user's op as parsed JSON; validated like any user input. */
   ir?: unknown;
+  /** The file `ir` was read from, shown as `--ir FILE` in an emitted header's command. */
+  irFile?: string;
   /** `M=1,N=4096,K=4096` or an object of the same dimensions. */
   shape: string | Record<string, number>;
   /** Device profile name; defaults per target (c: host, wasm: wasm-simd128, cuda: rtx4090, wgsl: webgpu). */
@@ -39,7 +45,7 @@ const DEFAULT_DEVICE: Record<TargetName, string> = { c: 'host', wasm: 'wasm-simd
 
 export function resolveRequest(req: KernelRequest): ResolvedRequest {
   if (!TARGETS.includes(req.target as TargetName)) {
-    throw new KgenError({ field: '--target', problem: `unknown target "${req.target}"`, expected: `one of ${TARGETS.join(', ')}` });
+    throw new KgenError({ field: '--target', problem: `unknown target ${quoted(String(req.target))}`, expected: `one of ${TARGETS.join(', ')}` });
   }
   const target = req.target as TargetName;
   let op: Op;
@@ -48,35 +54,62 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
   } else if (req.ir !== undefined) {
     op = validateOp(req.ir);
   } else if (req.op !== undefined) {
-    const found = CATALOG[req.op];
+    const found = catalogOp(req.op);
     if (!found) {
-      throw new KgenError({ field: '--op', problem: `unknown op "${req.op}"`, expected: `one of ${Object.keys(CATALOG).join(', ')}`, hint: 'run `kgen ops`, or pass your own with --ir op.json' });
+      throw new KgenError({ field: '--op', problem: `unknown op ${quoted(String(req.op))}`, expected: `one of ${Object.keys(CATALOG).join(', ')}`, hint: 'run `kgen ops`, or pass your own with --ir op.json' });
     }
     op = found;
   } else {
     throw new KgenError({ field: '--op', problem: 'no op given', expected: '--op NAME or --ir FILE', hint: 'run `kgen ops` to list the catalog' });
   }
+  if (typeof req.shape !== 'string' && (req.shape === null || typeof req.shape !== 'object' || Array.isArray(req.shape))) {
+    throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: 'dimensions like M=1,N=4096,K=4096, as text or an object' });
+  }
   const shape = typeof req.shape === 'string' ? parseShape(req.shape, op) : validateShape(op, req.shape);
   const device = getDevice(req.device ?? DEFAULT_DEVICE[target]);
-  let config: Record<string, unknown> | undefined;
-  if (typeof req.config === 'string') {
-    try {
-      config = JSON.parse(req.config) as Record<string, unknown>;
-    } catch (e) {
-      throw new KgenError({ field: '--config', problem: `not valid JSON (${(e as Error).message})`, expected: 'a JSON object like {"nTile":16}' });
-    }
-  } else {
-    config = req.config;
-  }
-  if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
-    throw new KgenError({ field: '--config', problem: `got ${JSON.stringify(config)}`, expected: 'a JSON object like {"nTile":16}' });
-  }
+  checkTarget(device, target);
+  const config = parseConfig(req.config);
   if (req.isa !== undefined) {
-    if (target !== 'c') throw new KgenError({ field: '--isa', problem: `only the c target has ISA variants, not ${target}`, expected: 'no --isa' });
+    checkIsa(req.isa, device, target);
     if (config?.isa !== undefined && config.isa !== req.isa) {
-      throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${String(config.isa)}`, expected: 'one of them' });
+      throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${valueText(config.isa)}`, expected: 'one of them' });
     }
-    config = { ...config, isa: req.isa };
+    return { op, irHash: opHash(op), shape, device, target, config: { ...config, isa: req.isa } };
   }
   return { op, irHash: opHash(op), shape, device, target, config };
 }
+
+const CONFIG_EXPECTED = 'a JSON object like {"nTile":16}';
+
+/** A config given as JSON text or as an object: an object of knob values, or a KgenError. */
+function parseConfig(given: Record<string, unknown> | string | undefined): Record<string, unknown> | undefined {
+  const config = typeof given === 'string' ? parseJsonInput(given, { field: '--config', expected: CONFIG_EXPECTED }) : given;
+  if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
+    throw new KgenError({ field: '--config', problem: `got ${valueText(config)}`, expected: CONFIG_EXPECTED });
+  }
+  return config as Record<string, unknown> | undefined;
+}
+
+/** Every ISA variant the C backend renders. */
+const C_ISAS = ['avx512', 'avx2', 'neon', 'scalar'] as const;
+
+/**
+ * `--isa` against the variants the C backend has and the device runs. An ISA the device lacks
+ * names the profiles that have it (NEON needs an Arm profile, whose kernels run under qemu here).
+ */
+function checkIsa(isa: string, device: DeviceProfile, target: TargetName): void {
+  if (target !== 'c') throw new KgenError({ field: '--isa', problem: `only the c target has ISA variants, not ${target}`, expected: 'no --isa' });
+  if (!(C_ISAS as readonly string[]).includes(isa)) {
+    throw new KgenError({ field: '--isa', problem: `unknown ISA ${quoted(isa)}`, expected: `one of ${C_ISAS.join(', ')}` });
+  }
+  const here = isasFor(device, target);
+  if (here.includes(isa)) return;
+  const others = allDevices().filter((d) => d.targets.includes('c') && isasFor(d, 'c').includes(isa)).map((d) => d.name);
+  throw new KgenError({
+    field: '--isa',
+    problem: `device ${device.name} has no ${isa} (its variants: ${here.join(', ')})`,
+    expected: `an ISA of ${device.name}, or a --device that has ${isa}${others.length ? ` (${others.join(', ')})` : ''}`,
+    hint: isa === 'neon' ? 'e.g. --device apple-m2: NEON kernels compile with the aarch64 cross compiler and run under qemu-aarch64 on x86' : 'omit --isa to take the best variant the device has',
+  });
+}
+

@@ -10,6 +10,7 @@ import type { MatmulData } from './data.js';
 import { fromDtype, makeMatmulData, matmulInputs } from './data.js';
 import type { EmitOptions } from './emit.js';
 import { emit } from './emit.js';
+import { checkRunFits } from './run-memory.js';
 
 export interface VerifyOptions extends EmitOptions {
   /** Seed of the random inputs. */
@@ -76,6 +77,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const result = emit(opts);
   const { plan } = result;
   const runner = opts.runner ?? runnerForPlan(plan);
+  checkRunFits(plan, 'kgen verify');
   const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
   const base = { plan, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
   if (build.status !== 'ok') return { ...base, status: 'compile_error', ran: false, detail: build.detail };

@@ -1,10 +1,32 @@
+import { KgenError } from '../errors.js';
 import { textHash } from '../hash.js';
+import { oneLine } from '../io/message-text.js';
 import type { Timing } from './types.js';
 
 /**
  * What runners share about the programs they build around a kernel (the C harness, the CUDA run
  * program): the cache key of a build and the timing line the programs print.
  */
+
+/**
+ * Exit statuses of the programs kgen builds around a kernel (C harness, CUDA run programs), shared
+ * by the templates (through their views) and the runners that read them. A harness that cannot
+ * allocate its buffers says so with `outOfMemory`: the machine's limit, not the kernel's fault.
+ */
+export const HARNESS_EXIT = { usage: 2, input: 3, output: 4, outOfMemory: 5 } as const;
+
+/** Most threads a timed harness run splits rows over (the C harness's thread table). */
+export const MAX_TIMED_THREADS = 256;
+
+/** The runner's answer to a harness that ran out of host memory: a usage error, never a verdict. */
+export function outOfMemoryError(detail: string): KgenError {
+  return new KgenError({
+    field: '--shape',
+    problem: `the test harness ran out of memory (${oneLine(detail, 120)})`,
+    expected: 'a shape whose test data fits in this machine\'s memory',
+    hint: '`kgen emit` works at any shape; verify and tune a smaller one, or free memory and run again',
+  });
+}
 
 /** A build's key: its sources (generated header comments, which name the config, left out) and flags. */
 export function sourceKey(files: Record<string, string>, flags: string[]): string {

@@ -1,5 +1,6 @@
 import type { TargetName } from '../device/profile.js';
 import type { OpKind, WeightFormatName } from '../ir/types.js';
+import type { CommentText } from '../render/comment-text.js';
 import type { Plan } from '../plan/types.js';
 
 /** What a backend can render; checked before rendering so a gap is a clear error, not a crash. */
@@ -35,7 +36,8 @@ export interface AbiEntry {
 export interface RenderContext {
   version: string;
   irHash: string;
-  command: string;
+  /** How to regenerate the source; made inert for comments by `commentText` (it may hold user text). */
+  command: CommentText;
 }
 
 /**

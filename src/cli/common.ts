@@ -1,11 +1,13 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
-import { openTuningDb } from '../db/sqlite.js';
+import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
+import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
+import { pathText } from '../io/message-text.js';
+import { checkPathText, fsError } from '../io/output.js';
 
 /** Flags shared by emit, verify and plan, as commander sees them. */
 export interface KernelFlags {
@@ -31,76 +33,44 @@ export function addKernelFlags(cmd: Command, defaults: { target?: string } = {})
     .option('--json', 'machine-readable output');
 }
 
-/** Reads a user's IR file; a missing or malformed file is a KgenError naming it. */
+/** Reads a user's IR file; a missing, oversized, too deep or malformed file is a KgenError naming it. */
 export function readIr(path: string): unknown {
-  let text: string;
+  return parseJsonInput(readUserFile(path, '--ir', SMALL_JSON.maxChars), { field: '--ir', source: pathText(path), expected: 'a JSON object describing an op (docs/ir.md)' });
+}
+
+/**
+ * Reads a text file a user named, refusing directories, devices and FIFOs (which could block) and
+ * anything over `maxBytes`, before reading it.
+ */
+export function readUserFile(path: string, field: string, maxBytes: number): string {
+  checkPathText(path, field, 'a file path');
+  let st;
   try {
-    text = readFileSync(path, 'utf8');
+    st = statSync(path);
   } catch (e) {
-    throw new KgenError({ field: '--ir', problem: `cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, expected: 'a readable JSON file' });
+    throw fsError(field, 'read', path, e, 'check the path');
   }
+  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: 'a readable file' });
+  if (st.size > maxBytes) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than the ${maxBytes} accepted`, expected: 'a smaller file' });
   try {
-    return JSON.parse(text);
+    return readFileSync(path, 'utf8');
   } catch (e) {
-    throw new KgenError({ field: '--ir', problem: `${path} is not valid JSON (${(e as Error).message})`, expected: 'a JSON object describing an op (see docs/ir.md)' });
+    throw fsError(field, 'read', path, e, 'check the path');
   }
 }
 
 export function toRequest(flags: KernelFlags): KernelRequest {
-  if (!flags.shape) throw new KgenError({ field: '--shape', problem: 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
+  if (!flags.shape) throw new KgenError({ field: '--shape', problem: flags.shape === '' ? 'empty' : 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
   return {
     target: flags.target,
     op: flags.op,
     ir: flags.ir !== undefined ? readIr(flags.ir) : undefined,
+    irFile: flags.ir,
     shape: flags.shape,
     device: flags.device,
     isa: flags.isa,
     config: flags.config,
   };
-}
-
-/**
- * Writes `files` into `dir` all or nothing: everything goes to a fresh sibling directory first,
- * which then replaces `dir`. An interrupted or failed write never leaves a half-written `dir`.
- */
-export function writeDirAtomically(dir: string, files: Record<string, string | Uint8Array>): void {
-  const target = resolve(dir);
-  if (existsSync(target) && !statSync(target).isDirectory()) {
-    throw new KgenError({ field: '--out', problem: `${dir} exists and is not a directory`, expected: 'a directory path', hint: 'choose another -o' });
-  }
-  const parent = dirname(target);
-  mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(target)}.kgen-tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  try {
-    for (const [name, content] of Object.entries(files)) writeFileSync(join(tmp, name), content);
-    if (existsSync(target)) {
-      const old = join(parent, `.${basename(target)}.kgen-old-${process.pid}`);
-      renameSync(target, old);
-      renameSync(tmp, target);
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      renameSync(tmp, target);
-    }
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-}
-
-/** Writes one file all or nothing (temporary file in the same directory, then rename). */
-export function writeFileAtomically(path: string, content: Uint8Array): void {
-  const target = resolve(path);
-  mkdirSync(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.kgen-tmp-${process.pid}`);
-  try {
-    writeFileSync(tmp, content);
-    renameSync(tmp, target);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
 }
 
 export function printJson(value: unknown): void {
@@ -118,20 +88,31 @@ export function addDbFlag(cmd: Command): Command {
   return cmd.option('--db <path>', `tuning database (default: $${DB_ENV}, else $XDG_DATA_HOME/kgen/tuning.db or ~/.local/share/kgen/tuning.db)`);
 }
 
-/** The database a command uses: --db, else the default location. */
-export function dbPath(flags: { db?: string }): string {
-  return flags.db ?? defaultDbPath(process.env);
+/** Where the database a command uses is, and which flag or variable said so (for its errors). */
+export function dbLocation(flags: { db?: string }): { path: string; field: string; explicit: boolean } {
+  if (flags.db !== undefined) return { path: flags.db, field: '--db', explicit: true };
+  if (process.env[DB_ENV]) return { path: process.env[DB_ENV]!, field: `$${DB_ENV}`, explicit: false };
+  return { path: defaultDbPath(process.env), field: 'the default database', explicit: false };
+}
+
+/** Checks the database a writing command will use, creating nothing (see `preflightTuningDb`). */
+export function preflightDbForWriting(flags: { db?: string }): void {
+  const { path, field } = dbLocation(flags);
+  preflightTuningDb(path, { access: 'write', field });
+}
+
+/** Opens the tuning database to add records (tune, import): a new path becomes a new database. */
+export function openDbForWriting(flags: { db?: string }): TuningDb {
+  const { path, field } = dbLocation(flags);
+  return openTuningDb(path, { access: 'write', field });
 }
 
 /**
- * Opens the tuning database. With `ifExists`, a database that does not exist yet is no error (emit
- * without records) unless --db named it explicitly.
+ * Opens the tuning database to read it. A database that is not there yet is undefined at the
+ * default location or $KGEN_DB (no records yet), and an error when --db named it.
  */
-export function openDb(flags: { db?: string }, opts: { ifExists?: boolean } = {}): TuningDb | undefined {
-  const path = dbPath(flags);
-  if (opts.ifExists && !existsSync(path)) {
-    if (flags.db) throw new KgenError({ field: '--db', problem: `${path} does not exist`, expected: 'a database written by `kgen tune` or `kgen db import`', hint: 'check the path, or drop --db' });
-    return undefined;
-  }
-  return openTuningDb(path, { mustExist: opts.ifExists });
+export function openDbForReading(flags: { db?: string }): TuningDb | undefined {
+  const { path, field, explicit } = dbLocation(flags);
+  if (!explicit && !existsSync(path)) return undefined;
+  return openTuningDb(path, { access: 'read', field });
 }

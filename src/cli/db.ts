@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
@@ -8,7 +7,13 @@ import { isRunResult, runResultToExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
-import { addDbFlag, openDb, printJson, readIr, table, writeFileAtomically } from './common.js';
+import { parseJsonInput, RECORDS_JSON } from '../io/json-input.js';
+import { pathText } from '../io/message-text.js';
+import { writeOutputFile } from '../io/output.js';
+import { spaceFor } from '../plan/index.js';
+import type { ResolvedRequest } from '../api/request.js';
+import { addDbFlag, dbLocation, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
+import { optionalPath, parseCount } from './flags.js';
 import { performanceRow } from './tune.js';
 
 interface DbFlags {
@@ -16,14 +21,21 @@ interface DbFlags {
   json?: boolean;
 }
 
+/** Runs `f` on the database opened for reading; nothing is created or changed. */
 function withDb<T>(flags: DbFlags, f: (db: TuningDb) => T): T {
-  const db = openDb(flags, { ifExists: true });
-  if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location yet`, hint: 'run `kgen tune` first, or `kgen db import FILE`' });
+  const db = openDbForReading(flags);
+  if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location (${pathText(dbLocation(flags).path)}) yet`, hint: 'run `kgen tune` first, or `kgen db import FILE`' });
   try {
     return f(db);
   } finally {
     db.close();
   }
+}
+
+/** `withDb` after `check` passed: the request is validated before the database is opened. */
+function withDbChecked<T>(check: () => ResolvedRequest, flags: DbFlags, f: (db: TuningDb, req: ResolvedRequest) => T): T {
+  const req = check();
+  return withDb(flags, (d) => f(d, req));
 }
 
 function filterOf(flags: { device?: string; target?: string; op?: string }): WorkloadFilter {
@@ -68,10 +80,12 @@ Examples:
 
   addDbFlag(db.command('show').description('one workload and its trials, fastest first').argument('<workload>', 'workload id (see `kgen db list`)').option('--json', 'machine-readable output').option('--limit <n>', 'trials to show', '20'))
     .addHelpText('after', '\nExamples:\n  kgen db show 3\n  kgen db show 3 --limit 100 --json')
-    .action((id: string, flags: DbFlags & { limit: string }) =>
-      withDb(flags, (d) => {
-        const w = /^\d+$/.test(id) ? d.workload(Number(id)) : undefined;
-        if (!w) throw new KgenError({ field: 'workload', problem: `no workload "${id}" in ${d.location}`, expected: 'an id from `kgen db list`' });
+    .action((id: string, flags: DbFlags & { limit: string }) => {
+      const workloadId = parseCount(id, 'workload', { min: 1, max: Number.MAX_SAFE_INTEGER });
+      const limit = parseCount(flags.limit, '--limit', { min: 1, max: 1_000_000 });
+      return withDb(flags, (d) => {
+        const w = d.workload(workloadId);
+        if (!w) throw new KgenError({ field: 'workload', problem: `no workload ${workloadId} in ${pathText(d.location)}`, expected: 'an id from `kgen db list`' });
         const trials = d.trials(w.id);
         if (flags.json) return printJson({ workload: w, trials });
         process.stdout.write(`workload ${w.id}: ${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}), kgen ${w.kgenVersion}, template ${w.templateHash}\n`);
@@ -80,13 +94,13 @@ Examples:
         for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
         const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'config / error']];
-        for (const t of trials.slice(0, Number(flags.limit) || 20)) {
+        for (const t of trials.slice(0, limit)) {
           const p = t.timing ? performanceRow(w, t) : undefined;
           lines.push([t.status, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', `${JSON.stringify(t.config)}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
         }
         process.stdout.write(`${table(lines)}\n`);
-      }),
-    );
+      });
+    });
 
   addDbFlag(
     db
@@ -101,8 +115,15 @@ Examples:
   )
     .addHelpText('after', '\nExamples:\n  kgen db best --op matmul_q4 --shape M=1,N=4096,K=4096\n  kgen db best --device rtx4090 --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --json')
     .action((flags: DbFlags & { device: string; target: string; op?: string; ir?: string; shape: string }) =>
-      withDb(flags, (d) => {
-        const req = resolveRequest({ target: flags.target, op: flags.op, ir: flags.ir ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
+      withDbChecked(
+        // The same checks as emit (target of the device, shape, op) before the database is opened.
+        () => {
+          const req = resolveRequest({ target: flags.target, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
+          spaceFor(req);
+          return req;
+        },
+        flags,
+        (d, req) => {
         const choice = recordedConfig(d, req);
         if (flags.json) {
           return printJson(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' });
@@ -117,22 +138,24 @@ Examples:
       .command('export')
       .description('write workloads and every trial as JSON (for another machine or a repository)')
       .option('-o, --out <file>', 'write here (default: stdout)')
+      .option('--force', 'replace the output file if it exists')
       .option('--device <name>', 'only this device profile')
       .option('--target <target>', 'only this target')
       .option('--op <name>', 'only this op'),
   )
     .addHelpText('after', '\nExamples:\n  kgen db export -o records.json\n  kgen db export --device host --op matmul_q4 > q4.json')
-    .action((flags: DbFlags & { out?: string; device?: string; target?: string; op?: string }) =>
-      withDb(flags, (d) => {
+    .action((flags: DbFlags & { out?: string; force?: boolean; device?: string; target?: string; op?: string }) => {
+      const out = optionalPath(flags.out, '--out', 'an output file path');
+      return withDb(flags, (d) => {
         const text = `${JSON.stringify(d.exportAll(filterOf(flags)), null, 1)}\n`;
-        if (flags.out) {
-          writeFileAtomically(flags.out, new TextEncoder().encode(text));
-          process.stderr.write(`kgen: wrote ${flags.out}\n`);
+        if (out !== undefined) {
+          writeOutputFile(out, text, { field: '--out', force: flags.force });
+          process.stderr.write(`kgen: wrote ${pathText(out)}\n`);
         } else {
           process.stdout.write(text);
         }
-      }),
-    );
+      });
+    });
 
   addDbFlag(
     db
@@ -143,14 +166,12 @@ Examples:
   )
     .addHelpText('after', '\nExamples:\n  kgen db import gpu-box.json\n  kgen db import records.json --db team.db\n  kgen db import q35/result.json        (written by `sh run.sh` next to an emitted CUDA kernel)')
     .action((file: string, flags: DbFlags) => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(readFileSync(file, 'utf8'));
-      } catch (e) {
-        throw new KgenError({ field: file, problem: `cannot read it as JSON (${(e as Error).message.split('\n')[0]})`, expected: 'a file written by `kgen db export` or run.sh' });
-      }
+      optionalPath(flags.db, '--db', 'a database file path');
+      const expected = 'a file written by `kgen db export` or run.sh';
+      const parsed = parseJsonInput(readUserFile(file, 'import', RECORDS_JSON.maxChars), { field: 'import', source: pathText(file), expected, limits: RECORDS_JSON });
+      // The whole file is checked before the database is opened (or created).
       const data = isRunResult(parsed) ? runResultToExchange(parsed) : validateExchange(parsed);
-      const d = openDb(flags)!;
+      const d = openDbForWriting(flags);
       try {
         const s = d.importExchange(data, `import from ${hostname()}:${file}`);
         if (flags.json) return printJson({ ...s, database: d.location });

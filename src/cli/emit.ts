@@ -5,13 +5,17 @@ import { withPtxasResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
-import { addDbFlag, addKernelFlags, openDb, printJson, toRequest, writeDirAtomically } from './common.js';
+import { pathText } from '../io/message-text.js';
+import { writeOutputDirectory } from '../io/output.js';
+import { addDbFlag, addKernelFlags, openDbForReading, printJson, toRequest } from './common.js';
+import { optionalPath, parseSeed } from './flags.js';
 
 export function registerEmit(program: Command): void {
   const cmd = program
     .command('emit')
     .description('generate a kernel: kernel source, header and manifest.json')
-    .option('-o, --out <dir>', 'write kernel.c, kernel.h and manifest.json here (default: kernel.c to stdout)')
+    .option('-o, --out <dir>', 'write kernel.c, kernel.h and manifest.json here (default: kernel.c to stdout); an existing directory keeps its other files')
+    .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
     .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
     .option('--no-ptxas', 'cuda: skip compiling with nvcc for the manifest\'s registers, spills and shared memory');
@@ -34,26 +38,30 @@ Without --config, emit takes the best config \`kgen tune\` recorded for this dev
 else the nearest recorded shape of the op (said on stderr), else the default; the manifest's
 configSource and record fields say which.`,
   );
-  cmd.action(async (flags: KernelFlags & { out?: string; db?: string; records: boolean; data?: string | boolean; ptxas: boolean }) => {
-    const argv = process.argv.slice(2).map((a) => (/[\s'"{}]/.test(a) ? `'${a.replace(/'/g, "'\\''")}'` : a));
-    const records = flags.records && !flags.config ? openDb(flags, { ifExists: true }) : undefined;
+  cmd.action(async (flags: KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean }) => {
+    // Every flag is checked before anything is planned, rendered or written.
+    const out = optionalPath(flags.out, '--out', 'a directory path');
+    if (flags.data !== undefined && out === undefined) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
+    const seed = typeof flags.data === 'string' ? parseSeed(flags.data, '--data') : 1;
+    const request = toRequest(flags);
+    const records = flags.records && !flags.config ? openDbForReading(flags) : undefined;
     let result;
     try {
-      result = emit({ ...toRequest(flags), command: `kgen ${argv.join(' ')}`, records });
+      result = emit({ ...request, records });
     } finally {
       records?.close();
     }
-    if (flags.data !== undefined && !flags.out) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
     const checked = flags.ptxas ? await withPtxasResources(result) : { result, notes: [] };
     result = checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
-    if (flags.out) {
-      const seed = typeof flags.data === 'string' ? Number(flags.data) : 1;
-      if (!Number.isInteger(seed) || seed < 0) throw new KgenError({ field: '--data', problem: `got ${JSON.stringify(flags.data)}`, expected: 'a seed, a non-negative integer (or no value: 1)' });
+    if (out !== undefined) {
       const files = flags.data !== undefined ? { ...result.files, ...kernelDataFiles(result.plan, seed) } : result.files;
-      writeDirAtomically(flags.out, files);
-      if (flags.json) printJson({ out: flags.out, files: Object.keys(files), manifest: result.manifest });
-      else process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${flags.out} (${result.plan.variant}, config ${JSON.stringify(configInUse(result.plan))})\n`);
+      const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force });
+      if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, manifest: result.manifest });
+      else {
+        const replaced = written.replaced.length ? `; replaced ${written.replaced.join(', ')}` : '';
+        process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${pathText(out)}${replaced} (${result.plan.variant}, config ${JSON.stringify(configInUse(result.plan))})\n`);
+      }
     } else if (flags.json) {
       printJson({ files: result.files, manifest: result.manifest });
     } else {

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { KgenError } from '../errors.js';
+import { oneLine } from '../io/message-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { registerEmit } from './emit.js';
 import { registerLists } from './list.js';
@@ -9,18 +10,28 @@ import { registerTune } from './tune.js';
 import { registerDb } from './db.js';
 import { registerVerify } from './verify.js';
 
-/** Exit codes: 0 ok, 1 a kernel failed verification, 2 a usage error, 70 a kgen bug. */
-export async function main(argv: string[]): Promise<void> {
-  // A reader that stops early (`kgen plan ... | head`) is not an error: stop quietly, as `cat` does.
+let epipeHandled = false;
+
+/** A reader that stops early (`kgen plan ... | head`) is not an error: stop quietly, as `cat` does. */
+function stopQuietlyOnEpipe(): void {
+  if (epipeHandled) return;
+  epipeHandled = true;
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code !== 'EPIPE') throw e;
     process.exit(0);
   });
+}
+
+/** Exit codes: 0 ok, 1 a kernel failed verification, 2 a usage error, 70 a kgen bug. */
+export async function main(argv: string[]): Promise<void> {
+  let usageMessage = '';
+  stopQuietlyOnEpipe();
   const program = new Command('kgen')
     .version(KGEN_VERSION)
     .description('kernel generator and autotuner for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON) and CUDA, verifies against an f64 reference, tunes configs on the device present and records them in SQLite; WGSL and WebAssembly next')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // Commander's own usage errors are held back and printed by `main` as one line with a hint.
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s) => void (usageMessage = s) })
     .showSuggestionAfterError(false)
     .addHelpText('after', `
 Examples:
@@ -44,15 +55,29 @@ Examples:
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // help and version exit 0; commander already printed its one-line message for the rest
+      // help and version exit 0; the rest are usage errors: one line, with what to do next
+      if (err.exitCode !== 0) process.stderr.write(`${commanderLine(usageMessage || err.message, program, argv)}\n`);
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
     if (err instanceof KgenError) {
-      process.stderr.write(`kgen: ${err.message}\n`);
+      process.stderr.write(`kgen: ${oneLine(err.message, 2000)}\n`);
       process.exitCode = 2;
       return;
     }
     throw err;
   }
+}
+
+/** A commander usage error as kgen prints every usage error: one line naming where to look. */
+function commanderLine(message: string, program: Command, argv: string[]): string {
+  const text = oneLine(message.replace(/^error:\s*/, ''), 300);
+  const words = argv.slice(2);
+  const path: string[] = [];
+  for (let cmd: Command | undefined = program; cmd; ) {
+    cmd = cmd.commands.find((c) => words.includes(c.name()));
+    if (cmd) path.push(cmd.name());
+  }
+  const help = ['kgen', ...path, '--help'].join(' ');
+  return `kgen: ${text}; run \`${help}\` for what it accepts`;
 }

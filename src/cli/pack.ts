@@ -1,10 +1,16 @@
-import { readFileSync } from 'node:fs';
+import { constants } from 'node:buffer';
+import { readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { pack } from '../api/pack.js';
+import { pack, packLayout } from '../api/pack.js';
 import { KgenError } from '../errors.js';
-import { CATALOG } from '../ir/catalog.js';
+import { catalogOp } from '../ir/catalog.js';
+import { pathText, quoted } from '../io/message-text.js';
+import { fsError, writeOutputFile } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
-import { printJson, writeFileAtomically } from './common.js';
+import { printJson } from './common.js';
+import { optionalCount, optionalPath } from './flags.js';
+
+const MAX_LENGTH = constants.MAX_LENGTH;
 
 interface PackFlags {
   format?: string;
@@ -13,6 +19,7 @@ interface PackFlags {
   shape?: string;
   in?: string;
   out?: string;
+  force?: boolean;
   json?: boolean;
 }
 
@@ -37,6 +44,7 @@ export function registerPack(program: Command): void {
     .option('--shape <dims>', 'N=ROWS,K=COLUMNS (an M, as given to emit, is ignored)')
     .option('--in <file>', 'raw f32 input')
     .option('-o, --out <file>', 'packed output')
+    .option('--force', 'replace the output file if it exists')
     .option('--json', 'print a summary as JSON')
     .addHelpText('after', `
 Examples:
@@ -44,30 +52,49 @@ Examples:
   kgen pack --op matmul_q35 --shape N=4096,K=14336 --in ffn_down.f32 -o ffn_down.q35`)
     .action((flags: PackFlags) => {
       let format = flags.format;
-      let groupSize = flags.group !== undefined ? Number(flags.group) : undefined;
-      if (flags.op) {
-        const op = CATALOG[flags.op];
-        if (!op || op.kind !== 'matmul') throw new KgenError({ field: '--op', problem: `"${flags.op}" is not a catalog matmul`, expected: 'a matmul op from `kgen ops`' });
-        if (format && format !== op.weight.format) throw new KgenError({ field: '--format', problem: `contradicts --op ${flags.op} (${op.weight.format})`, expected: 'one of them' });
+      let groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
+      if (flags.op !== undefined) {
+        const op = catalogOp(flags.op);
+        if (!op || op.kind !== 'matmul') throw new KgenError({ field: '--op', problem: `${quoted(flags.op)} is not a catalog matmul`, expected: 'a matmul op from `kgen ops`' });
+        if (format !== undefined && format !== op.weight.format) throw new KgenError({ field: '--format', problem: `contradicts --op ${flags.op} (${op.weight.format})`, expected: 'one of them' });
         format = op.weight.format;
         groupSize ??= op.weight.groupSize;
       }
-      if (!format) throw new KgenError({ field: '--format', problem: 'missing', expected: '--format NAME or --op NAME' });
-      if (!flags.in) throw new KgenError({ field: '--in', problem: 'missing', expected: 'a raw f32 file' });
-      if (!flags.out) throw new KgenError({ field: '--out', problem: 'missing', expected: 'an output file path' });
+      if (format === undefined) throw new KgenError({ field: '--format', problem: 'missing', expected: '--format NAME or --op NAME' });
+      const input = optionalPath(flags.in, '--in', 'a raw f32 file');
+      if (input === undefined) throw new KgenError({ field: '--in', problem: 'missing', expected: 'a raw f32 file' });
+      const out = optionalPath(flags.out, '--out', 'an output file path');
+      if (out === undefined) throw new KgenError({ field: '--out', problem: 'missing', expected: 'an output file path' });
       const { N, K } = parseNK(flags.shape);
-      let raw: Buffer;
-      try {
-        raw = readFileSync(flags.in);
-      } catch (e) {
-        throw new KgenError({ field: '--in', problem: `cannot read ${flags.in} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, expected: 'a readable file' });
-      }
-      if (raw.length % 4 !== 0) throw new KgenError({ field: '--in', problem: `${raw.length} bytes is not a whole number of f32 values`, expected: `${N * K * 4} bytes` });
-      const weights = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
+      packLayout({ format, groupSize, N, K }); // format, group and shape checked before the input is read
+      const raw = readWeights(input, N * K * 4);
+      const weights = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
       const result = pack({ format, groupSize, N, K, weights });
-      writeFileAtomically(flags.out, result.bytes);
-      const summary = { out: flags.out, format, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight };
+      writeOutputFile(out, result.bytes, { field: '--out', force: flags.force });
+      const summary = { out, format, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight };
       if (flags.json) printJson(summary);
-      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} (${result.bitsPerWeight} bits/weight) at ${flags.out}\n`);
+      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}\n`);
     });
+}
+
+/**
+ * The raw f32 input: a regular file of exactly `expected` bytes, checked before it is read (a
+ * FIFO or device would block, a huge file would be read for nothing).
+ */
+function readWeights(path: string, expected: number): Buffer {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw fsError('--in', 'read', path, e, 'check the path');
+  }
+  if (!st.isFile()) throw new KgenError({ field: '--in', problem: `${pathText(path)} is not a regular file`, expected: 'a raw f32 file' });
+  if (st.size % 4 !== 0) throw new KgenError({ field: '--in', problem: `${st.size} bytes is not a whole number of f32 values`, expected: `${expected} bytes` });
+  if (st.size !== expected) throw new KgenError({ field: '--in', problem: `holds ${st.size / 4} values but N*K = ${expected / 4}`, expected: `${expected} bytes (N*K f32 values, row-major)`, hint: 'check --shape' });
+  if (expected > MAX_LENGTH) throw new KgenError({ field: '--shape', problem: `N*K*4 = ${expected} bytes is more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller matrix', hint: 'pack the matrix in row ranges' });
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw fsError('--in', 'read', path, e, 'check the path');
+  }
 }

@@ -16,7 +16,13 @@ import { pruneSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
 import { timingRunner, tune, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
 import { standardWorkload } from '../tune/workloads.js';
-import { addDbFlag, openDb, printJson, readIr, table } from './common.js';
+import { checkRunFits } from '../api/run-memory.js';
+import { parseJsonInput } from '../io/json-input.js';
+import { quoted } from '../io/message-text.js';
+import { ensureDirectory, removeCreated } from '../io/output.js';
+import { MAX_TIMED_THREADS } from '../backends/harness.js';
+import { addDbFlag, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
+import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
 
 interface TuneFlags {
   device: string;
@@ -38,26 +44,12 @@ interface TuneFlags {
   config?: string;
 }
 
-/** `10m`, `90s`, `1h`, `500ms` or plain seconds, in milliseconds. */
-export function parseDuration(text: string, field: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new KgenError({ field, problem: `got "${text}"`, expected: 'a duration like 90s, 10m, 1h or 500ms' });
-  const scale = { ms: 1, s: 1e3, m: 60e3, h: 3600e3 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  return Number(m[1]) * scale;
-}
-
-function positiveInt(text: string | undefined, field: string): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new KgenError({ field, problem: `got "${text}"`, expected: 'a positive integer' });
-  return n;
-}
-
 function parseStrategyOpts(pairs: string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const p of pairs) {
-    const m = /^([a-z][a-zA-Z0-9]*)=(-?\d+(?:\.\d+)?)$/.exec(p);
-    if (!m) throw new KgenError({ field: '--strategy-opt', problem: `got "${p}"`, expected: 'name=number, e.g. population=16' });
+    const m = /^([a-z][a-zA-Z0-9]{0,31})=(-?\d{1,9}(?:\.\d{1,9})?)$/.exec(p);
+    if (!m) throw new KgenError({ field: '--strategy-opt', problem: `got ${quoted(p, 40)}`, expected: 'name=number, e.g. population=16' });
+    if (Object.hasOwn(out, m[1]!)) throw new KgenError({ field: '--strategy-opt', problem: `${m[1]} given twice`, expected: 'each option once' });
     out[m[1]!] = Number(m[2]);
   }
   return out;
@@ -69,20 +61,33 @@ function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile
     return standardWorkload();
   }
   if (!flags.shape) throw new KgenError({ field: '--shape', problem: 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
-  const req = resolveRequest({ target, op: flags.op, ir: flags.ir ? readIr(flags.ir) : undefined, shape: flags.shape, device: device.name });
+  const req = resolveRequest({ target, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: device.name });
   return [{ op: req.op, shape: req.shape }];
 }
 
 function parseFixed(text: string | undefined): Record<string, unknown> {
   if (text === undefined) return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new KgenError({ field: '--config', problem: `not valid JSON (${(e as Error).message})`, expected: 'a JSON object like {"isa":"avx2"}' });
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new KgenError({ field: '--config', problem: `got ${text}`, expected: 'a JSON object like {"isa":"avx2"}' });
+  const expected = 'a JSON object like {"isa":"avx2"}';
+  const v = parseJsonInput(text, { field: '--config', expected });
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new KgenError({ field: '--config', problem: `got ${quoted(text, 40)}`, expected });
   return v as Record<string, unknown>;
+}
+
+/** Every tune flag, checked the same way with or without --dry-run, before anything runs. */
+function parseSettings(flags: TuneFlags, withOp: boolean) {
+  const strategyOptions = parseStrategyOpts(flags.strategyOpt);
+  resolveStrategy(flags.strategy, strategyOptions);
+  const cacheDir = optionalPath(flags.cacheDir, '--cache-dir', 'a directory path');
+  optionalPath(flags.db, '--db', 'a database file path');
+  return {
+    strategyOptions,
+    trials: optionalCount(flags.trials, '--trials', { max: 1_000_000 }) ?? (withOp ? 40 : 24),
+    timeBudgetMs: flags.timeBudget !== undefined ? parseDuration(flags.timeBudget, '--time-budget') : undefined,
+    threads: optionalCount(flags.threads, '--threads', { max: MAX_TIMED_THREADS }),
+    timeoutMs: flags.timeout !== undefined ? parseDuration(flags.timeout, '--timeout') : undefined,
+    cacheDir: cacheDir ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds'),
+    seed: parseSeed(flags.seed),
+  };
 }
 
 /**
@@ -144,10 +149,11 @@ Examples:
     const device = getDevice(flags.device);
     const target = (flags.target ?? device.targets[0]) as TargetName;
     if (!TARGETS.includes(target) || !device.targets.includes(target)) {
-      throw new KgenError({ field: '--target', problem: `${flags.target} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
+      throw new KgenError({ field: '--target', problem: `${quoted(String(flags.target))} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
     }
     const workloads = workloadsOf(flags, target, device);
     const fixed = parseFixed(flags.config);
+    const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
     if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
     checkPresent(device);
     const first = pruneSpace({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target }, fixed).legal[0];
@@ -157,18 +163,17 @@ Examples:
         throw new KgenError({ field: '--device', problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device`, hint: 'tune on the device itself; `--dry-run` shows the space' });
       }
     }
-    // Every flag is checked before the database is opened (or created).
-    const strategyOptions = parseStrategyOpts(flags.strategyOpt);
-    resolveStrategy(flags.strategy, strategyOptions);
-    const settings = {
-      trials: positiveInt(flags.trials, '--trials') ?? (flags.op || flags.ir ? 40 : 24),
-      timeBudgetMs: flags.timeBudget ? parseDuration(flags.timeBudget, '--time-budget') : undefined,
-      threads: positiveInt(flags.threads, '--threads'),
-      timeoutMs: flags.timeout ? parseDuration(flags.timeout, '--timeout') : undefined,
-      cacheDir: flags.cacheDir ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds'),
-      seed: Number(flags.seed) || 1,
-    };
-    const db = openDb(flags)!;
+    for (const w of workloads) checkRunFits(w, 'the tuner');
+    // Every flag and the database are checked before anything is created.
+    preflightDbForWriting(flags);
+    const createdCache = ensureDirectory(settings.cacheDir, '--cache-dir');
+    let db: TuningDb;
+    try {
+      db = openDbForWriting(flags);
+    } catch (e) {
+      removeCreated(createdCache); // a refused database leaves no new cache directory behind
+      throw e;
+    }
     const controller = new AbortController();
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -195,6 +200,9 @@ Examples:
         onEvent: progress.event,
         parallelBuilds: device.kind === 'cpu' ? Math.max(1, (device.cpu?.cores ?? 2)) : 4,
       });
+    } catch (e) {
+      db.close(); // every finished trial is committed already
+      throw e;
     } finally {
       progress.stop();
       process.off('SIGINT', onSignal);

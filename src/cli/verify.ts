@@ -3,6 +3,7 @@ import { verify } from '../api/verify.js';
 import { formatShape } from '../ir/validate.js';
 import type { KernelFlags } from './common.js';
 import { addKernelFlags, printJson, toRequest } from './common.js';
+import { parseSeed } from './flags.js';
 
 export function registerVerify(program: Command): void {
   const cmd = program
@@ -23,7 +24,8 @@ Examples:
   kgen verify --target cuda --op matmul_q35 --shape M=3,N=77,K=320   (on the GPU when nvidia-smi finds one, else through kgen's CPU shim; the output says which)`,
   );
   cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean }) => {
-    const r = await verify({ ...toRequest(flags), seed: Number(flags.seed) || 1, sanitize: flags.sanitize, werror: flags.werror });
+    const seed = parseSeed(flags.seed);
+    const r = await verify({ ...toRequest(flags), seed, sanitize: flags.sanitize, werror: flags.werror });
     const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}`;
     if (flags.json) {
       printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });

@@ -1,6 +1,7 @@
 import { TARGETS } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
+import { valueText } from '../io/message-text.js';
 import { validateOp, validateShape } from '../ir/validate.js';
 import type { Exchange, Trial } from './types.js';
 
@@ -16,16 +17,31 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 function str(o: Record<string, unknown>, key: string, path: string, pattern?: RegExp): string {
   const v = o[key];
-  if (typeof v !== 'string' || (pattern && !pattern.test(v))) fail(`${path}.${key}`, `got ${JSON.stringify(v)}`, pattern ? `a string matching ${pattern}` : 'a string');
+  if (typeof v !== 'string' || v.length > MAX_TEXT || (pattern && !pattern.test(v))) fail(`${path}.${key}`, `got ${valueText(v)}`, pattern ? `a string matching ${pattern}` : `a string of at most ${MAX_TEXT} characters`);
   return v;
 }
 
-function num(o: Record<string, unknown>, key: string, path: string, optional = false): number | undefined {
+/** A number >= 0 and at most `max` (a time, a traffic figure, an error measure). */
+function num(o: Record<string, unknown>, key: string, path: string, optional = false, max = Number.MAX_VALUE): number | undefined {
   const v = o[key];
   if (v === undefined && optional) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(`${path}.${key}`, `got ${JSON.stringify(v)}`, 'a finite number >= 0');
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) fail(`${path}.${key}`, `got ${valueText(v)}`, max === Number.MAX_VALUE ? 'a finite number >= 0' : `a finite number from 0 to ${max}`);
   return v;
 }
+
+/** A whole count from 1 to `max` (runs of a timing). */
+function count(o: Record<string, unknown>, key: string, path: string, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) fail(`${path}.${key}`, `got ${valueText(v)}`, `an integer from 1 to ${max}`);
+  return v;
+}
+
+/** Longest text field accepted (error text is clipped to 4000 characters when recorded). */
+const MAX_TEXT = 65536;
+/** Longest time accepted for one call, ms (a day): a larger figure is a corrupt record. */
+const MAX_MS = 86_400_000;
+/** Most timed runs one trial can have. */
+const MAX_RUNS = 1_000_000;
 
 const HASH = /^[0-9a-f]{16}$/;
 
@@ -37,8 +53,8 @@ const HASH = /^[0-9a-f]{16}$/;
 export function validateExchange(data: unknown): Exchange {
   const root = 'import';
   if (!isObject(data)) fail(root, 'not a JSON object', 'an object written by `kgen db export`');
-  if (data.format !== 'kgen-tuning') fail(`${root}.format`, `got ${JSON.stringify(data.format)}`, '"kgen-tuning"');
-  if (data.version !== 1) fail(`${root}.version`, `got ${JSON.stringify(data.version)}`, '1 (the only export version so far)');
+  if (data.format !== 'kgen-tuning') fail(`${root}.format`, `got ${valueText(data.format)}`, '"kgen-tuning"');
+  if (data.version !== 1) fail(`${root}.version`, `got ${valueText(data.version)}`, '1 (the only export version so far)');
   if (!Array.isArray(data.workloads)) fail(`${root}.workloads`, 'missing or not an array', 'an array of workloads');
   const workloads = data.workloads.map((w: unknown, i: number) => {
     const p = `${root}.workloads[${i}]`;
@@ -59,7 +75,7 @@ export function validateExchange(data: unknown): Exchange {
       }
     })();
     const target = str(w, 'target', p);
-    if (!TARGETS.includes(target as never)) fail(`${p}.target`, `got ${JSON.stringify(target)}`, `one of ${TARGETS.join(', ')}`);
+    if (!TARGETS.includes(target as never)) fail(`${p}.target`, `got ${valueText(target)}`, `one of ${TARGETS.join(', ')}`);
     if (!isObject(w.fingerprint) || !Object.values(w.fingerprint).every((v) => ['string', 'number', 'boolean'].includes(typeof v))) {
       fail(`${p}.fingerprint`, 'not an object of plain values', 'an object of strings, numbers and booleans');
     }
@@ -92,8 +108,8 @@ export function validateExchange(data: unknown): Exchange {
 function validateTrial(t: unknown, p: string): Trial {
   if (!isObject(t)) fail(p, 'not an object', 'a trial object');
   const status = str(t, 'status', p);
-  if (!STATUSES.has(status)) fail(`${p}.status`, `got ${JSON.stringify(status)}`, [...STATUSES].join(' | '));
-  if (!isObject(t.config) || !Object.values(t.config).every((v) => typeof v === 'number' || typeof v === 'string')) {
+  if (!STATUSES.has(status)) fail(`${p}.status`, `got ${valueText(status)}`, [...STATUSES].join(' | '));
+  if (!isObject(t.config) || !Object.values(t.config).every((v) => (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && v.length <= 64))) {
     fail(`${p}.config`, 'not an object of knob values', 'an object of numbers and strings');
   }
   const configHash = str(t, 'configHash', p, HASH);
@@ -109,7 +125,8 @@ function validateTrial(t: unknown, p: string): Trial {
   if (status === 'ok') {
     if (!isObject(t.timing)) fail(`${p}.timing`, 'missing on an ok trial', 'an object with medianMs, minMs, maxMs, spread, runs');
     const tp = `${p}.timing`;
-    out.timing = { medianMs: num(t.timing, 'medianMs', tp)!, minMs: num(t.timing, 'minMs', tp)!, maxMs: num(t.timing, 'maxMs', tp)!, spread: num(t.timing, 'spread', tp)!, runs: num(t.timing, 'runs', tp)! };
+    out.timing = { medianMs: num(t.timing, 'medianMs', tp, false, MAX_MS)!, minMs: num(t.timing, 'minMs', tp, false, MAX_MS)!, maxMs: num(t.timing, 'maxMs', tp, false, MAX_MS)!, spread: num(t.timing, 'spread', tp, false, 1e6)!, runs: count(t.timing, 'runs', tp, MAX_RUNS) };
+    if (!(out.timing.minMs <= out.timing.medianMs && out.timing.medianMs <= out.timing.maxMs)) fail(`${tp}.medianMs`, `${out.timing.medianMs} is outside [minMs ${out.timing.minMs}, maxMs ${out.timing.maxMs}]`, 'minMs <= medianMs <= maxMs');
   } else if (t.timing !== undefined) {
     fail(`${p}.timing`, `present on a ${status} trial`, 'times only on ok trials');
   }

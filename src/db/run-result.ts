@@ -3,6 +3,7 @@ import { getDevice } from '../device/index.js';
 import { archOfComputeCapability, matchGpuProfile } from '../device/gpu.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
+import { oneLine, valueText } from '../io/message-text.js';
 import { validateOp, validateShape } from '../ir/validate.js';
 import { makePlan } from '../plan/index.js';
 import { cudaFingerprint } from '../tune/fingerprint.js';
@@ -61,7 +62,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 function str(o: Record<string, unknown>, key: string, path: string): string {
   const v = o[key];
-  if (typeof v !== 'string' || !v) fail(`${path}${key}`, `got ${JSON.stringify(v)}`, 'a non-empty string');
+  if (typeof v !== 'string' || !v) fail(`${path}${key}`, `got ${valueText(v)}`, 'a non-empty string');
   return v;
 }
 
@@ -80,12 +81,12 @@ export function isRunResult(data: unknown): boolean {
  * device profile (its times would be filed under another device).
  */
 export function runResultToExchange(data: unknown): Exchange {
-  if (!isObject(data) || data.format !== RUN_RESULT_FORMAT) fail('format', `got ${JSON.stringify(isObject(data) ? data.format : data)}`, `"${RUN_RESULT_FORMAT}"`);
-  if (data.version !== 1) fail('version', `got ${JSON.stringify(data.version)}`, '1');
+  if (!isObject(data) || data.format !== RUN_RESULT_FORMAT) fail('format', `got ${valueText(isObject(data) ? data.format : data)}`, `"${RUN_RESULT_FORMAT}"`);
+  if (data.version !== 1) fail('version', `got ${valueText(data.version)}`, '1');
   const r = data as unknown as CudaRunResult;
   if (!isObject(r.kernel)) fail('kernel', 'missing', 'the kernel object run.sh copies from emit');
   const k = r.kernel as unknown as Record<string, unknown>;
-  if (k.target !== 'cuda') fail('kernel.target', `got ${JSON.stringify(k.target)}`, '"cuda"');
+  if (k.target !== 'cuda') fail('kernel.target', `got ${valueText(k.target)}`, '"cuda"');
   let op;
   try {
     op = validateOp(k.op, 'import.kernel.op');
@@ -111,9 +112,9 @@ export function runResultToExchange(data: unknown): Exchange {
   })();
 
   const status = str(data, 'status', '') as TrialStatus;
-  if (!STATUSES.includes(status)) fail('status', `got ${JSON.stringify(status)}`, STATUSES.join(' | '));
+  if (!STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, STATUSES.join(' | '));
   if (!isObject(r.gpu)) {
-    fail('gpu', `null: the run never reached a GPU (${status}${r.error ? `: ${r.error}` : ''})`, 'a result from a run that opened the GPU', 'fix what stopped the run (its error; build.log next to run.sh for a compile error) and import the new result');
+    fail('gpu', `null: the run never reached a GPU (${status}${r.error ? `: ${oneLine(String(r.error), 200)}` : ''})`, 'a result from a run that opened the GPU', 'fix what stopped the run (its error; build.log next to run.sh for a compile error) and import the new result');
   }
   const gpuName = str(r.gpu, 'name', 'gpu.');
   const cc = str(r.gpu, 'computeCapability', 'gpu.');

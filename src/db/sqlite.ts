@@ -1,10 +1,14 @@
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { TrialStatus } from '../backends/types.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash, canonicalJson } from '../hash.js';
+import { checkPathText, ensureDirectory, fsError } from '../io/output.js';
+import { oneLine, pathText } from '../io/message-text.js';
 import { packagePath } from '../package-files.js';
+import type { DbFileKind } from './file-kind.js';
+import { createTableStatements, inspectDbFile, KGEN_APPLICATION_ID } from './file-kind.js';
 import type { Exchange, ImportSummary, Trial, TrialRow, TuningDb, Workload, WorkloadFilter, WorkloadInfo, WorkloadSummary } from './types.js';
 
 /** tuning-db/ in the package: NNN_name.sql migrations, applied in order. */
@@ -21,6 +25,11 @@ function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
     .sort()
     .map((f) => ({ version: Number(f.slice(0, 3)), name: f, sql: readFileSync(join(dir, f), 'utf8') }));
+}
+
+/** The tables of schema version 1 (migration 001), by which kgen knows its databases from before it set an application id. */
+function legacySchema(): Map<string, string> {
+  return createTableStatements(loadMigrations().find((m) => m.version === 1)?.sql ?? '');
 }
 
 /** The schema version this kgen reads and writes (the newest migration). */
@@ -128,38 +137,113 @@ function toTrial(r: TrialRowDb): TrialRow {
 }
 
 export interface OpenOptions {
-  /** Open an existing database only (emit's lookup): never create a file. */
-  mustExist?: boolean;
-  readonly?: boolean;
+  /**
+   * `read` (emit, `db list/show/best/export`): the database must exist already; nothing is created
+   * or initialised. `write` (default; tune, import): a new path or an empty file becomes a new
+   * tuning database.
+   */
+  access?: 'read' | 'write';
+  /** The flag or variable the path came from, named in every error (default `--db`). */
+  field?: string;
 }
 
 /**
- * Opens (creating it unless `mustExist`) the SQLite tuning database at `path`: WAL journal so
- * readers never block the writer, a busy timeout so concurrent tune processes wait for each other
- * instead of failing, migrations applied in one transaction, and the schema version checked: a
- * database written by a newer kgen is refused rather than misread.
+ * Opens the SQLite tuning database at `path`: WAL journal so readers never block the writer, a
+ * busy timeout so concurrent tune processes wait for each other instead of failing, migrations
+ * applied in one transaction, and the schema version checked: a database written by a newer kgen
+ * is refused rather than misread.
+ *
+ * Only kgen's own databases, new paths and empty files are opened. Anything else (another
+ * application's SQLite file, a file that is not a database, a directory or a device) is refused
+ * with a KgenError before anything is written there: its bytes stay as they were and no `-wal` or
+ * `-shm` file appears beside it (see `inspectDbFile`).
  */
 export function openTuningDb(path: string, opts: OpenOptions = {}): TuningDb {
-  if (path !== ':memory:' && !opts.mustExist) mkdirSync(dirname(path), { recursive: true });
-  let db: Database.Database;
+  const field = opts.field ?? '--db';
+  if (path === ':memory:') return openChecked(path, path, field, false);
+  const kind = preflightTuningDb(path, opts);
+  if (kind === 'missing') ensureDirectory(dirname(path), field);
+  return openChecked(path, path, field, (opts.access ?? 'write') === 'read');
+}
+
+/**
+ * The checks `openTuningDb` makes before it opens anything, without creating or changing a file:
+ * callers with other side effects (the tuner's build cache) run it first, so a refused database
+ * leaves nothing behind. Returns what is there: a kgen database, an empty file or nothing.
+ */
+export function preflightTuningDb(path: string, opts: OpenOptions = {}): 'kgen' | 'empty' | 'missing' {
+  const field = opts.field ?? '--db';
+  checkPathText(path, field, 'a database file path');
+  const kind = classify(path, field);
+  const expected = 'a tuning database written by `kgen tune` or `kgen db import`';
+  if (kind.kind === 'foreign' || kind.kind === 'not-database') {
+    throw new KgenError({ field, problem: `${pathText(path)} is ${kind.kind === 'foreign' ? kind.why : `not a kgen tuning database: ${kind.why}`}`, expected, hint: 'kgen keeps its records in a file of its own: pass another --db (nothing was written)' });
+  }
+  if ((opts.access ?? 'write') === 'read' && kind.kind !== 'kgen') {
+    throw new KgenError({ field, problem: kind.kind === 'missing' ? `${pathText(path)} does not exist` : `${pathText(path)} is empty: no tuning records yet`, expected, hint: 'run `kgen tune` or `kgen db import` first, or check the path' });
+  }
+  return kind.kind;
+}
+
+/** A regular file (or a link to one), or nothing: what may be classified and opened. */
+function classify(path: string, field: string): DbFileKind {
+  let st;
   try {
-    db = new Database(path, { fileMustExist: opts.mustExist ?? false, readonly: opts.readonly ?? false });
+    st = statSync(path);
   } catch (e) {
-    throw new KgenError({ field: '--db', problem: `cannot open ${path} (${(e as Error).message})`, expected: 'a writable SQLite file path', hint: 'pass --db PATH or set KGEN_DB' });
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+    throw fsError(field, 'open the database', path, e);
+  }
+  if (st.isDirectory()) throw new KgenError({ field, problem: `${pathText(path)} is a directory`, expected: 'a database file path', hint: `e.g. ${field} ${pathText(join(path, 'tuning.db'))}` });
+  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: 'a database file path', hint: 'choose another path' });
+  try {
+    return inspectDbFile(path, legacySchema());
+  } catch (e) {
+    throw fsError(field, 'read', path, e);
+  }
+}
+
+function openChecked(path: string, shown: string, field: string, mayFallBackToReadonly: boolean): TuningDb {
+  let db: Database.Database;
+  let readonly = false;
+  try {
+    db = new Database(path);
+    configure(db);
+  } catch (e) {
+    // A database kgen may read but not write (a shared, read-only file): read it as it is.
+    if (!mayFallBackToReadonly) throw sqliteError(field, shown, e);
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+      readonly = true;
+    } catch (e2) {
+      throw sqliteError(field, shown, e2);
+    }
   }
   try {
+    migrate(db, shown, readonly);
+  } catch (e) {
+    db.close();
+    throw e instanceof KgenError ? e : sqliteError(field, shown, e);
+  }
+  return new SqliteTuningDb(db, path);
+}
+
+function configure(db: Database.Database): void {
+  try {
     db.pragma('busy_timeout = 30000');
-    if (!opts.readonly) {
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-    }
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
-    migrate(db, path, opts.readonly ?? false);
   } catch (e) {
     db.close();
     throw e;
   }
-  return new SqliteTuningDb(db, path);
+}
+
+function sqliteError(field: string, path: string, e: unknown): KgenError {
+  const code = (e as { code?: string }).code;
+  const reason = code === 'SQLITE_CANTOPEN' ? 'cannot open or create the file there' : code === 'SQLITE_READONLY' ? 'it is read-only' : code === 'SQLITE_FULL' ? 'the disk is full' : oneLine((e as Error).message ?? String(e), 80);
+  return new KgenError({ field, problem: `cannot use ${pathText(path)} as the tuning database: ${reason}`, expected: 'a writable file path', hint: 'pass --db PATH or set KGEN_DB' });
 }
 
 function migrate(db: Database.Database, path: string, readonly: boolean): void {
@@ -169,21 +253,23 @@ function migrate(db: Database.Database, path: string, readonly: boolean): void {
   if (current > newest) {
     throw new KgenError({
       field: '--db',
-      problem: `${path} has schema version ${current}, newer than this kgen's ${newest}`,
+      problem: `${pathText(path)} has schema version ${current}, newer than this kgen's ${newest}`,
       expected: `a database of schema version <= ${newest}`,
       hint: 'upgrade kgen, or use another database with --db',
     });
   }
-  if (current === newest) return;
+  const marked = (db.pragma('application_id', { simple: true }) as number) >>> 0 === KGEN_APPLICATION_ID;
+  if (current === newest && (marked || readonly)) return;
   if (readonly) {
-    throw new KgenError({ field: '--db', problem: `${path} has schema version ${current}; this kgen needs ${newest}`, hint: 'run any writing command (e.g. `kgen db list`) once to migrate it' });
+    throw new KgenError({ field: '--db', problem: `${pathText(path)} has schema version ${current}; this kgen needs ${newest}`, hint: 'run a writing command (`kgen db import`, `kgen tune`) on it once to migrate it' });
   }
   // One writer migrates; another process opening at the same time waits on the lock, then sees
-  // the new version and applies nothing.
+  // the new version and applies nothing. The application id marks the file as kgen's.
   db.transaction(() => {
     const now = db.pragma('user_version', { simple: true }) as number;
     for (const m of migrations.filter((x) => x.version > now)) db.exec(m.sql);
     db.pragma(`user_version = ${newest}`);
+    db.pragma(`application_id = ${KGEN_APPLICATION_ID}`);
   }).immediate();
 }
 

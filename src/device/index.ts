@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { KgenError } from '../errors.js';
+import { quoted } from '../io/message-text.js';
 import type { GpuDetection } from './gpu.js';
 import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
 import { detectHost, hostIsa } from './host.js';
@@ -23,7 +24,7 @@ export function getDevice(name: string, field = '--device'): DeviceProfile {
   if (!found) {
     throw new KgenError({
       field,
-      problem: `unknown device "${name}"`,
+      problem: `unknown device ${quoted(String(name))}`,
       expected: `one of ${allDevices().map((d) => d.name).join(', ')}`,
       hint: 'run `kgen devices` to list them',
     });

@@ -24,3 +24,8 @@ export const CATALOG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   attention_f16: 'causal grouped-query attention, f16 Q and KV cache',
   attention_q8kv: 'causal grouped-query attention, f16 Q, int8 KV cache with f16 scales per 32',
 };
+
+/** The catalog op called `name`, or undefined; only the catalog's own entries (never `constructor` or `__proto__`). */
+export function catalogOp(name: string): Op | undefined {
+  return Object.hasOwn(CATALOG, name) ? CATALOG[name] : undefined;
+}

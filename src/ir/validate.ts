@@ -1,5 +1,6 @@
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
+import { quoted, valueText } from '../io/message-text.js';
 import type { AttentionOp, Epilogue, MatmulOp, Op, Shape, WeightFormatName } from './types.js';
 import { dimsOf } from './types.js';
 
@@ -15,14 +16,10 @@ function isObject(v: unknown): v is Json {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function fail(field: string, problem: string, expected: string, hint = 'fix the IR file and run again'): never {
+function fail(field: string, problem: string, expected: string, hint = 'fix the IR file and run again (docs/ir.md)'): never {
   throw new KgenError({ field, problem, expected, hint });
 }
-
-function describe(v: unknown): string {
-  const text = JSON.stringify(v);
-  return text === undefined ? String(v) : text.length > 40 ? `${text.slice(0, 37)}...` : text;
-}
+const failIr = fail;
 
 function noUnknownKeys(obj: Json, path: string, allowed: readonly string[]): void {
   for (const key of Object.keys(obj)) {
@@ -34,7 +31,7 @@ function oneOf<T extends string>(obj: Json, key: string, path: string, options: 
   const v = obj[key];
   if (v === undefined && fallback !== undefined) return fallback;
   if (typeof v !== 'string' || !options.includes(v as T)) {
-    fail(`${path}.${key}`, `got ${describe(v)}`, `one of ${options.join(', ')}`);
+    fail(`${path}.${key}`, `got ${valueText(v, 40)}`, `one of ${options.join(', ')}`);
   }
   return v as T;
 }
@@ -42,13 +39,13 @@ function oneOf<T extends string>(obj: Json, key: string, path: string, options: 
 function bool(obj: Json, key: string, path: string, fallback: boolean): boolean {
   const v = obj[key];
   if (v === undefined) return fallback;
-  if (typeof v !== 'boolean') fail(`${path}.${key}`, `got ${describe(v)}`, 'true or false');
+  if (typeof v !== 'boolean') fail(`${path}.${key}`, `got ${valueText(v, 40)}`, 'true or false');
   return v;
 }
 
-function positiveInt(v: unknown, field: string, max = 1 << 30): number {
+function positiveInt(v: unknown, field: string, max = 1 << 30, hint?: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) {
-    fail(field, `got ${describe(v)}`, `an integer from 1 to ${max}`);
+    fail(field, `got ${valueText(v, 40)}`, `an integer from 1 to ${max}`, hint);
   }
   return v;
 }
@@ -56,7 +53,7 @@ function positiveInt(v: unknown, field: string, max = 1 << 30): number {
 function identifier(obj: Json, path: string): string {
   const v = obj.name;
   if (typeof v !== 'string' || !IDENTIFIER.test(v)) {
-    fail(`${path}.name`, `got ${describe(v)}`, 'a lower-case identifier matching [a-z][a-z0-9_]* of at most 48 characters',
+    fail(`${path}.name`, `got ${valueText(v, 40)}`, 'a lower-case identifier matching [a-z][a-z0-9_]* of at most 48 characters',
       'names become C and WGSL symbols, so only plain identifiers are allowed');
   }
   return v;
@@ -67,7 +64,7 @@ function identifier(obj: Json, path: string): string {
  * field by its path (`ir.weight.groupSize`), what was expected and what to do.
  */
 export function validateOp(input: unknown, path = 'ir'): Op {
-  if (!isObject(input)) fail(path, `got ${describe(input)}`, 'a JSON object with a "kind" field');
+  if (!isObject(input)) fail(path, `got ${valueText(input)}`, 'a JSON object with a "kind" field');
   const kind = oneOf(input, 'kind', path, ['matmul', 'attention'] as const);
   return kind === 'matmul' ? validateMatmul(input, path) : validateAttention(input, path);
 }
@@ -78,13 +75,13 @@ function validateMatmul(obj: Json, path: string): MatmulOp {
   const x = oneOf(obj, 'x', path, ACT_DTYPES, 'f32');
   const y = oneOf(obj, 'y', path, ACT_DTYPES, 'f32');
   const w = obj.weight;
-  if (!isObject(w)) fail(`${path}.weight`, `got ${describe(w)}`, 'an object like {"format": "q4", "groupSize": 64}');
+  if (!isObject(w)) fail(`${path}.weight`, `got ${valueText(w)}`, 'an object like {"format": "q4", "groupSize": 64}');
   noUnknownKeys(w, `${path}.weight`, ['format', 'groupSize']);
   const format = oneOf(w, 'format', `${path}.weight`, WEIGHT_FORMATS);
   let groupSize: number | undefined;
   if (format === 'q4_0' || format === 'q8_0') {
     if (w.groupSize !== undefined && w.groupSize !== 32) {
-      fail(`${path}.weight.groupSize`, `got ${describe(w.groupSize)}`, '32 (fixed by the ggml block layout) or no value');
+      fail(`${path}.weight.groupSize`, `got ${valueText(w.groupSize)}`, '32 (fixed by the ggml block layout) or no value');
     }
     groupSize = 32;
   } else if (format === 'f16') {
@@ -96,7 +93,7 @@ function validateMatmul(obj: Json, path: string): MatmulOp {
     }
   }
   const e = obj.epilogue ?? {};
-  if (!isObject(e)) fail(`${path}.epilogue`, `got ${describe(e)}`, 'an object like {"bias": true, "activation": "silu"}');
+  if (!isObject(e)) fail(`${path}.epilogue`, `got ${valueText(e)}`, 'an object like {"bias": true, "activation": "silu"}');
   noUnknownKeys(e, `${path}.epilogue`, ['bias', 'activation', 'residual']);
   const epilogue: Epilogue = {
     bias: bool(e, 'bias', `${path}.epilogue`, false),
@@ -121,7 +118,7 @@ function validateAttention(obj: Json, path: string): AttentionOp {
   }
   if (obj.scale !== undefined) {
     const s = obj.scale;
-    if (typeof s !== 'number' || !Number.isFinite(s) || s <= 0) fail(`${path}.scale`, `got ${describe(s)}`, 'a finite number > 0');
+    if (typeof s !== 'number' || !Number.isFinite(s) || s <= 0) fail(`${path}.scale`, `got ${valueText(s)}`, 'a finite number > 0');
     op.scale = s;
   }
   return op;
@@ -153,7 +150,7 @@ export function parseDimPairs(text: string, opts: { dims: readonly string[]; of:
   const values: Record<string, number> = {};
   for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
     const m = /^([A-Za-z]+)=(\d+)$/.exec(part);
-    if (!m) fail(field, `cannot read "${part}"`, `NAME=INTEGER pairs like ${opts.example}`, 'separate pairs with commas');
+    if (!m) fail(field, `cannot read ${quoted(part, 40)}`, `NAME=INTEGER pairs like ${opts.example}`, 'separate pairs with commas');
     const [, key, num] = m;
     if (!dims.includes(key!)) fail(field, `unknown dimension "${key}"`, `the dimensions ${dims.join(', ')} of ${opts.of}`, `fix ${field} and run again`);
     if (key! in values) fail(field, `dimension ${key} given twice`, 'each dimension once', `fix ${field} and run again`);
@@ -164,12 +161,14 @@ export function parseDimPairs(text: string, opts: { dims: readonly string[]; of:
 
 /** Checks a shape object (from `--shape`, a config file or the library API) against `op`. */
 export function validateShape(op: Op, values: Record<string, unknown>, field = '--shape'): Shape {
+  const shapeHint = `fix ${field.startsWith('--') ? field : 'the shape'} and run again`;
+  const fail = (f: string, problem: string, expected: string, hint = shapeHint): never => failIr(f, problem, expected, hint);
   const dims = dimsOf(op.kind);
   const example = op.kind === 'matmul' ? 'M=1,N=4096,K=4096' : 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
   const out: Record<string, number> = {};
   for (const d of dims) {
     if (values[d] === undefined) fail(field, `dimension ${d} is missing`, `all of ${dims.join(', ')}, e.g. ${example}`);
-    out[d] = positiveInt(values[d], `${field} ${d}`, MAX_DIM);
+    out[d] = positiveInt(values[d], `${field} ${d}`, MAX_DIM, shapeHint);
   }
   for (const key of Object.keys(values)) {
     if (!dims.includes(key)) fail(field, `unknown dimension "${key}"`, `the dimensions ${dims.join(', ')} of a ${op.kind}`);

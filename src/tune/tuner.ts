@@ -9,6 +9,7 @@ import type { MatmulOp, MatmulShape, Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
 import { Rng } from '../numeric/random.js';
 import type { Plan } from '../plan/types.js';
+import { commentText } from '../render/comment-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { matmulWorkloadData, type WorkloadData } from './data.js';
 import { measureReadBandwidth } from './bandwidth.js';
@@ -131,7 +132,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
     const runnerOf = opts.runnerFor ?? timingRunner;
     const backend = backendFor(opts.target);
-    const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: 'kgen tune' };
+    const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: commentText('kgen tune') };
     const templateHash = backend.render(defaultCandidate.plan, renderCtx).templateHash;
     const traffic = defaultCandidate.plan.traffic;
     const workload = opts.db.ensureWorkload({

@@ -20,7 +20,7 @@
  *
  * --device-name picks the GPU with that name (nvidia-smi's and CUDA's names agree), else GPU 0. Exit status: 0 ok; 2 bad arguments or files; 3 a CUDA error loading, launching or
  * running the kernel (the message names it: CUDA_ERROR_ILLEGAL_ADDRESS, ...); 4 no usable driver
- * or GPU. Messages go to stderr, one line each, starting with "kgen_cuda_harness:". */
+ * or GPU; 5 no host memory for the test data. Messages go to stderr, one line each, starting with "kgen_cuda_harness:". */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,7 @@
 #define KG_POINTER(f) static decltype(&::f) kg_##f;
 KG_DRIVER_API(KG_POINTER)
 
-enum Exit { EXIT_OK = 0, EXIT_USAGE = 2, EXIT_CUDA = 3, EXIT_NO_GPU = 4 };
+enum Exit { EXIT_OK = 0, EXIT_USAGE = 2, EXIT_CUDA = 3, EXIT_NO_GPU = 4, EXIT_OUT_OF_MEMORY = 5 };
 
 [[noreturn]] static void die(int code, const char *fmt, ...) {
   va_list ap;
@@ -315,7 +316,14 @@ static void info(CUdevice dev) {
          attribute(dev, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN), mem, driver, CUDA_VERSION);
 }
 
+/* Host memory for the test data that cannot be allocated: the machine's limit, not the kernel's. */
+static void outOfHostMemory() {
+  std::set_new_handler(nullptr);
+  die(EXIT_OUT_OF_MEMORY, "cannot allocate host memory for the test data");
+}
+
 int main(int argc, char **argv) {
+  std::set_new_handler(outOfHostMemory);
   const Options o = parseArgs(argc, argv);
   loadDriver();
   const CUdevice dev = openDevice(o);

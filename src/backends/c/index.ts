@@ -5,6 +5,8 @@ import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
+import { commentText } from '../../render/comment-text.js';
+import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
 import { activationOrder, type DecodeScheme } from './act-order.js';
 import { cRunner } from './runner.js';
@@ -83,7 +85,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
     actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
-    configJson: JSON.stringify(configInUse(plan)),
+    configJson: commentText(JSON.stringify(configInUse(plan))),
     compileHint,
     xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
     yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
@@ -120,7 +122,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
 
 /** Renders the test and timing harness that verify and the tuner compile next to kernel.c. */
 export function renderHarness(plan: Plan): string {
-  return templateSet('c').render('harness.c', sharedView(plan));
+  return templateSet('c').render('harness.c', { ...sharedView(plan), harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } });
 }
 
 export const cBackend: Backend = {

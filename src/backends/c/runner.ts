@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
 import { ToolMissingError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
-import { parseTimesLine, sourceKey } from '../harness.js';
+import { HARNESS_EXIT, outOfMemoryError, parseTimesLine, sourceKey } from '../harness.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import type { CToolchain } from './toolchain.js';
 import { renderHarness } from './index.js';
@@ -116,6 +116,7 @@ export function cRunner(isa: string): KernelRunner {
         const runMs = performance.now() - t1;
         if (run.timedOut) return { status: 'timeout', detail: `no result after ${timeoutMs} ms`, runMs };
         // Sanitizers are built with -fno-sanitize-recover, so any report ends the run with a failing exit.
+        if (run.exitCode === HARNESS_EXIT.outOfMemory) throw outOfMemoryError(run.stderr ?? '');
         if (run.exitCode !== 0) {
           return { status: 'crash', detail: `${run.exitCode === undefined ? `signal ${run.signal}` : `exit ${run.exitCode}`}: ${run.all ?? ''}`.trim(), runMs };
         }

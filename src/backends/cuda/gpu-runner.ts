@@ -10,7 +10,7 @@ import { textHash } from '../../hash.js';
 import type { MatmulOp, MatmulShape } from '../../ir/types.js';
 import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
-import { parseTimesLine, sourceKey } from '../harness.js';
+import { HARNESS_EXIT as SHARED_EXIT, outOfMemoryError, parseTimesLine, sourceKey } from '../harness.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { parsePtxasReport } from './ptxas.js';
 import { cudaShimRunner } from './runner.js';
@@ -24,7 +24,7 @@ export function driverHarnessSource(): string {
 export const HARNESS_FLAGS = ['-O2', '-std=c++17'];
 
 /** Exit statuses of the harness (see the comment at the top of driver_harness.cu). */
-export const HARNESS_EXIT = { ok: 0, usage: 2, cuda: 3, noGpu: 4 } as const;
+export const HARNESS_EXIT = { ok: 0, usage: 2, cuda: 3, noGpu: 4, outOfMemory: SHARED_EXIT.outOfMemory } as const;
 
 /** Options of the GPU runner. Explicit, so tests can point it at another driver, nvcc or cache. */
 export interface CudaGpuRunnerOptions {
@@ -232,6 +232,7 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
           const why = /kgen_cuda_harness: (.*)/.exec(text)?.[1] ?? text;
           throw new KgenError({ field: 'GPU', problem: `cannot run kernels on ${gpu.name}: ${why}`, hint: 'check `nvidia-smi` and the NVIDIA driver; without a usable GPU, `kgen verify --target cuda` runs kernels through the CPU shim' });
         }
+        if (run.exitCode === HARNESS_EXIT.outOfMemory) throw outOfMemoryError(text);
         if (run.exitCode !== 0) {
           return { status: 'crash', detail: `${run.exitCode === undefined ? `signal ${run.signal}` : `exit ${run.exitCode}`}: ${text}`, runMs };
         }

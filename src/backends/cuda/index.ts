@@ -7,6 +7,8 @@ import type { Plan } from '../../plan/types.js';
 import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
+import { commentText } from '../../render/comment-text.js';
+import { HARNESS_EXIT } from '../harness.js';
 import type { Backend, RenderContext, RenderedKernel } from '../types.js';
 import { cudaRunnerFor } from './gpu-runner.js';
 
@@ -58,8 +60,9 @@ function view(plan: Plan, ctx: RenderContext, templateHash: string) {
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
     variantText: VARIANT_TEXT[plan.variant],
-    configJson: JSON.stringify(configInUse(plan)),
+    configJson: commentText(JSON.stringify(configInUse(plan))),
     buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
+    harnessExit: HARNESS_EXIT,
     xCType: op.x === 'f16' ? 'uint16_t' : 'float',
     yCType: op.y === 'f16' ? 'uint16_t' : 'float',
     xDevType: op.x === 'f16' ? '__half' : 'float',

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { ToolMissingError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
 import { packagePath } from '../../package-files.js';
-import { parseTimesLine, sourceKey } from '../harness.js';
+import { HARNESS_EXIT, outOfMemoryError, parseTimesLine, sourceKey } from '../harness.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 
 /** The CUDA CPU shim: headers standing in for CUDA's, and the fiber scheduler (templates/cuda/shim). */
@@ -111,6 +111,7 @@ export function cudaShimRunner(): KernelRunner {
         const runMs = performance.now() - t1;
         if (run.timedOut) return { status: 'timeout', detail: `no result after ${timeoutMs} ms`, runMs };
         // The shim reports a deadlock, a bad warp operation or a stray cp.async on stderr and aborts.
+        if (run.exitCode === HARNESS_EXIT.outOfMemory) throw outOfMemoryError(run.stderr ?? '');
         if (run.exitCode !== 0) {
           return { status: 'crash', detail: `${run.exitCode === undefined ? `signal ${run.signal}` : `exit ${run.exitCode}`}: ${run.all ?? ''}`.trim(), runMs };
         }

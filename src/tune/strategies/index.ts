@@ -1,3 +1,4 @@
+import { quoted } from '../../io/message-text.js';
 import { KgenError } from '../../errors.js';
 import { evolutionary } from './evolutionary.js';
 import { exhaustive } from './exhaustive.js';
@@ -18,9 +19,9 @@ export const STRATEGIES: Record<string, Strategy> = {
  * out-of-range values refused with the option list, missing ones at their defaults.
  */
 export function resolveStrategy(name: string, opts: Record<string, number> = {}): { strategy: Strategy; options: Record<string, number> } {
-  const strategy = STRATEGIES[name];
+  const strategy = Object.hasOwn(STRATEGIES, name) ? STRATEGIES[name] : undefined;
   if (!strategy) {
-    throw new KgenError({ field: '--strategy', problem: `unknown strategy "${name}"`, expected: `one of ${Object.keys(STRATEGIES).join(', ')}` });
+    throw new KgenError({ field: '--strategy', problem: `unknown strategy ${quoted(name)}`, expected: `one of ${Object.keys(STRATEGIES).join(', ')}` });
   }
   const options: Record<string, number> = {};
   for (const o of strategy.options) options[o.name] = o.default;

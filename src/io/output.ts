@@ -1,0 +1,270 @@
+import { randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { lstatSync, mkdirSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { KgenError } from '../errors.js';
+import { pathText } from './message-text.js';
+
+/**
+ * Safe output: the one way kgen writes a file or directory a user named (`emit -o`, `pack -o`,
+ * `db export -o`, the tuning database's directory).
+ *
+ * Invariants:
+ * - a user's file is never deleted, and never replaced unless `force` is set and it is a regular
+ *   file kgen is about to write; directories, symbolic links, devices, FIFOs and sockets are never
+ *   replaced, with or without `force`;
+ * - every write goes to a temporary name beside its target first and is renamed into place, so a
+ *   target holds either its old bytes or all of its new ones; a new output directory appears whole
+ *   or not at all, and directories created on the way are removed again when a write fails;
+ * - missing directories are created one component at a time (never `mkdir -p`, which spins forever
+ *   under /proc in Node 20), each failure a KgenError naming the flag, the path and what to do.
+ */
+export interface OutputOptions {
+  /** The flag or field the path came from (`--out`, `--db`), named in every error. */
+  field: string;
+  /** Replace regular files of the same names (kgen's own outputs from an earlier run). */
+  force?: boolean;
+}
+
+/** What an fs error code means to someone who typed the path. */
+const FS_PROBLEMS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'the file system is read-only',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  ENOTDIR: 'a component of the path is a file, not a directory',
+  EISDIR: 'it is a directory',
+  ENOENT: 'no such file or directory',
+  ENAMETOOLONG: 'the name is too long',
+  ELOOP: 'too many symbolic links',
+  EEXIST: 'it already exists',
+  EBUSY: 'it is busy',
+  EXDEV: 'a rename would cross file systems',
+  EINVAL: 'the file system refuses it',
+  EIO: 'an input/output error',
+};
+
+/** One line for a failed file-system call on `path`: the path and the reason, never a stack. */
+export function fsError(field: string, action: string, path: string, e: unknown, hint = 'choose another path'): KgenError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const problem = (code && FS_PROBLEMS[code]) ?? (code || (e as Error).message?.split('\n')[0] || String(e));
+  return new KgenError({ field, problem: `cannot ${action} ${pathText(path)}: ${problem}`, hint });
+}
+
+/** Refuses paths no command can use: empty, or holding a NUL byte (which the OS cannot take). */
+export function checkPathText(path: string, field: string, what = 'a path'): void {
+  if (path === '') throw new KgenError({ field, problem: 'empty', expected: what, hint: `an empty value names nothing: give ${field} a path, or drop the flag` });
+  if (path.includes('\0')) throw new KgenError({ field, problem: `${pathText(path)} holds a NUL byte`, expected: what });
+}
+
+/**
+ * What is at `path` (following a final link with `follow`, else the link itself), or undefined
+ * when nothing is there (a dangling link counts as nothing when followed); any other failure is a
+ * KgenError.
+ */
+function statOrNone(path: string, field: string, follow: boolean): Stats | undefined {
+  try {
+    return follow ? statSync(path) : lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw fsError(field, 'use', path, e);
+  }
+}
+
+function kindOf(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'a special file';
+}
+
+/**
+ * Creates the directory `path` and any missing parents, one component at a time. Returns the
+ * directories it created, outermost first, so a caller can remove them again on failure.
+ */
+export function ensureDirectory(path: string, field: string): string[] {
+  const missing: string[] = [];
+  let p = resolve(path);
+  for (;;) {
+    const st = statOrNone(p, field, true);
+    if (st) {
+      if (!st.isDirectory()) throw new KgenError({ field, problem: `${pathText(p)} is ${kindOf(st) === 'a special file' ? 'a file' : kindOf(st)}, not a directory`, hint: 'choose a path under a directory' });
+      break;
+    }
+    missing.push(p);
+    const up = dirname(p);
+    if (up === p) break;
+    p = up;
+  }
+  const created: string[] = [];
+  for (const dir of missing.reverse()) {
+    try {
+      mkdirSync(dir);
+      created.push(dir);
+    } catch (e) {
+      removeCreated(created);
+      throw fsError(field, 'create the directory', dir, e);
+    }
+  }
+  return created;
+}
+
+/** Removes directories `ensureDirectory` created, innermost first, each only while it is empty. */
+export function removeCreated(created: string[]): void {
+  for (const dir of [...created].reverse()) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      return; // something else is in it now: leave it
+    }
+  }
+}
+
+/** A fresh name beside `target` for a temporary file or directory. */
+function tempBeside(target: string): string {
+  return join(dirname(target), `.${basename(target)}.kgen-tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** Writes a new file exclusively (never through an existing name or link) at `path`. */
+function writeExclusive(path: string, content: string | Uint8Array, mode?: number): void {
+  writeFileSync(path, content, { flag: 'wx', mode });
+}
+
+/**
+ * Checks the entry at `path` before kgen writes a file there: nothing, or a regular file with
+ * `force`. Returns the permission bits to keep when a file is replaced.
+ */
+function checkFileTarget(path: string, opts: OutputOptions, shown = path): { exists: boolean; mode?: number } {
+  const st = statOrNone(path, opts.field, false);
+  if (!st) return { exists: false };
+  if (!st.isFile()) {
+    const link = st.isSymbolicLink() ? ' (kgen replaces only regular files; give the path the link points to)' : '';
+    throw new KgenError({ field: opts.field, problem: `${pathText(shown)} is ${kindOf(st)}${link}`, expected: 'a regular file or a new name', hint: 'choose another path; kgen never replaces it' });
+  }
+  if (!opts.force) throw new KgenError({ field: opts.field, problem: `${pathText(shown)} already exists`, expected: 'a new file name', hint: 'pass --force to replace it, or choose another path' });
+  return { exists: true, mode: st.mode & 0o7777 };
+}
+
+/**
+ * Writes one file all or nothing: a temporary file beside it, then a rename. An existing regular
+ * file is replaced only with `force` (keeping its permission bits); anything else is refused.
+ */
+export function writeOutputFile(path: string, content: string | Uint8Array, opts: OutputOptions): void {
+  checkPathText(path, opts.field, 'a file path');
+  const target = resolve(path);
+  const { mode } = checkFileTarget(target, opts, path);
+  const created = ensureDirectory(dirname(target), opts.field);
+  const tmp = tempBeside(target);
+  try {
+    writeExclusive(tmp, content, mode);
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    removeCreated(created);
+    throw fsError(opts.field, 'write', path, e);
+  }
+}
+
+/** What `writeOutputDirectory` did. */
+export interface DirectoryWrite {
+  /** The directory did not exist and was created with the files in it. */
+  created: boolean;
+  /** Files that were there before and were replaced (only with `force`). */
+  replaced: string[];
+}
+
+/**
+ * Writes `files` (plain names, no directories) into `dir`.
+ *
+ * - `dir` does not exist: the files go into a temporary sibling directory that is then renamed to
+ *   `dir`, so the directory appears whole or not at all.
+ * - `dir` exists: the files are written beside what is there, and nothing else in it is touched.
+ *   A name that already exists is refused (without `force`) before anything is written; with
+ *   `force` only regular files are replaced. All files are written to temporary names first and
+ *   renamed into place only when every one of them was written.
+ */
+export function writeOutputDirectory(dir: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
+  checkPathText(dir, opts.field, 'a directory path');
+  for (const name of Object.keys(files)) {
+    if (!name || name !== basename(name) || name === '.' || name === '..') throw new Error(`kgen: output file name ${JSON.stringify(name)} is not a plain name`);
+  }
+  const target = resolve(dir);
+  const st = statOrNone(target, opts.field, true);
+  if (st && !st.isDirectory()) {
+    throw new KgenError({ field: opts.field, problem: `${pathText(dir)} exists and is ${st.isFile() ? 'a file' : kindOf(st)}`, expected: 'a directory path', hint: 'choose another -o' });
+  }
+  return st ? writeIntoExisting(target, dir, files, opts) : writeNewDirectory(target, dir, files, opts);
+}
+
+function writeNewDirectory(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
+  const created = ensureDirectory(dirname(target), opts.field);
+  const tmp = tempBeside(target);
+  try {
+    mkdirSync(tmp);
+  } catch (e) {
+    removeCreated(created);
+    throw fsError(opts.field, 'create a directory beside', shown, e);
+  }
+  try {
+    for (const [name, content] of Object.entries(files)) writeExclusive(join(tmp, name), content);
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    removeCreated(created);
+    if ((e as NodeJS.ErrnoException).code === 'ENOTEMPTY' || (e as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new KgenError({ field: opts.field, problem: `${pathText(shown)} appeared while kgen was writing it`, hint: 'run again' });
+    }
+    throw fsError(opts.field, 'write into', shown, e);
+  }
+  return { created: true, replaced: [] };
+}
+
+function writeIntoExisting(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
+  const names = Object.keys(files);
+  const existing: string[] = [];
+  const modes = new Map<string, number | undefined>();
+  for (const name of names) {
+    const path = join(target, name);
+    const st = statOrNone(path, opts.field, false);
+    if (st && !st.isFile()) {
+      throw new KgenError({ field: opts.field, problem: `${pathText(join(shown, name))} is ${kindOf(st)}`, expected: 'a regular file or a new name', hint: 'move it away or choose another -o; kgen never replaces it' });
+    }
+    if (st) {
+      existing.push(name);
+      modes.set(name, st.mode & 0o7777);
+    }
+  }
+  if (existing.length && !opts.force) {
+    throw new KgenError({
+      field: opts.field,
+      problem: `${pathText(shown)} already holds ${existing.join(', ')}`,
+      expected: 'a new or empty directory',
+      hint: 'pass --force to replace those files (nothing else in the directory is touched), or choose another -o',
+    });
+  }
+  const temps = new Map<string, string>();
+  try {
+    for (const name of names) {
+      const tmp = tempBeside(join(target, name));
+      writeExclusive(tmp, files[name]!, modes.get(name));
+      temps.set(name, tmp);
+    }
+    for (const [name, tmp] of temps) {
+      renameSync(tmp, join(target, name));
+      temps.delete(name);
+    }
+  } catch (e) {
+    for (const tmp of temps.values()) {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* already gone */
+      }
+    }
+    throw fsError(opts.field, 'write into', shown, e);
+  }
+  return { created: false, replaced: existing };
+}
