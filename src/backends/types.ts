@@ -24,6 +24,11 @@ export interface RenderedKernel {
   mainFile?: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
+  /**
+   * Files that verify and the tuner build around the kernel (a test and timing harness), by name;
+   * never written by `emit`. A target whose run kit ships with the kernel keeps it in `files`.
+   */
+  harnessFiles?: Record<string, string>;
 }
 
 export interface AbiEntry {

@@ -1,7 +1,8 @@
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { detectHost, hostIsa } from '../device/host.js';
+import { cachedBuild } from '../backends/runner-core.js';
+import { hasTool } from '../backends/tools.js';
 import { textHash } from '../hash.js';
 import { templateSet } from '../render/templates.js';
 
@@ -14,16 +15,20 @@ import { templateSet } from '../render/templates.js';
 export async function measureReadBandwidth(cacheDir: string, threads: number, mib = probeMiB()): Promise<number | undefined> {
   if (!hostIsa().isa.includes('avx2')) return undefined;
   const source = templateSet('c').render('probe.c', {});
-  const dir = join(cacheDir, `probe-${textHash(source)}`);
-  const bin = join(dir, 'probe');
-  if (!existsSync(bin)) {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'probe.c'), source);
-    const tmp = `${bin}.${process.pid}`;
-    const cc = await execa('gcc', ['-O3', '-mavx2', '-pthread', join(dir, 'probe.c'), '-o', tmp], { reject: false });
-    if (cc.exitCode !== 0) return undefined;
-    renameSync(tmp, bin);
-  }
+  if (!(await hasTool('gcc'))) return undefined;
+  const build = await cachedBuild({
+    cacheDir,
+    id: `probe-${textHash(source)}`,
+    tempPrefix: 'kgen-probe-',
+    sources: { 'probe.c': source },
+    products: ['probe'],
+    async compile(dir, temp) {
+      const cc = await execa('gcc', ['-O3', '-mavx2', '-pthread', join(dir, 'probe.c'), '-o', temp('probe')], { reject: false, all: true });
+      return cc.exitCode === 0 ? {} : { error: cc.all ?? '' };
+    },
+  });
+  if (build.status !== 'ok') return undefined;
+  const bin = join(build.dir, 'probe');
   const run = await execa(bin, [String(mib), '5', String(threads)], { reject: false, timeout: 60_000 });
   if (run.exitCode !== 0) return undefined;
   const line = run.stdout.split('\n').find((l) => l.startsWith('{'));

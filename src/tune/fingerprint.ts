@@ -1,6 +1,5 @@
-import { execa } from 'execa';
 import { C_TOOLCHAINS } from '../backends/c/toolchain.js';
-import { nvccVersion } from '../backends/cuda/gpu-runner.js';
+import { nvccVersion, toolVersion } from '../backends/tools.js';
 import type { Fingerprint } from '../db/types.js';
 import type { GpuDetection } from '../device/gpu.js';
 import { detectGpus, gpuForProfile } from '../device/gpu.js';
@@ -8,17 +7,9 @@ import { hostIsa } from '../device/host.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import type { SearchSpace } from '../plan/types.js';
 
-const versions = new Map<string, string>();
-
 /** `<compiler> -dumpfullversion`, or "missing". */
-async function compilerVersion(compiler: string): Promise<string> {
-  let v = versions.get(compiler);
-  if (v === undefined) {
-    const r = await execa(compiler, ['-dumpfullversion'], { reject: false });
-    v = r.exitCode === 0 ? r.stdout.trim() : 'missing';
-    versions.set(compiler, v);
-  }
-  return v;
+function compilerVersion(compiler: string): Promise<string> {
+  return toolVersion(compiler, (out) => out.trim() || undefined, ['-dumpfullversion']);
 }
 
 /** What a CUDA measurement depends on besides the profile; `cudaFingerprint` gives its fields. */

@@ -109,6 +109,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
   const rowsArgs = `const void *workspace, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, int64_t row_begin, int64_t row_end`;
   return {
     files,
+    harnessFiles: { 'harness.c': renderHarness(plan) },
     templateHash: templates.hash,
     build: compileHint,
     abi: [
@@ -121,7 +122,7 @@ function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
 }
 
 /** Renders the test and timing harness that verify and the tuner compile next to kernel.c. */
-export function renderHarness(plan: Plan): string {
+function renderHarness(plan: Plan): string {
   return templateSet('c').render('harness.c', { ...sharedView(plan), harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } });
 }
 

@@ -1,14 +1,12 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
-import { ToolMissingError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
-import { HARNESS_EXIT, outOfMemoryError, parseTimesLine, sourceKey } from '../harness.js';
+import { sourceKey } from '../harness.js';
+import { cachedBuild, runHarness, SANITIZER_ENV } from '../runner-core.js';
+import { requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import type { CToolchain } from './toolchain.js';
-import { renderHarness } from './index.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 
 /** Why this machine cannot run binaries of this ISA, or undefined when it can. */
@@ -20,17 +18,6 @@ export function cannotRunReason(isa: string): string | undefined {
   }
   const missing = tc.needs.filter((f) => !host.isa.includes(f));
   return missing.length ? `this CPU lacks ${missing.join(', ')}` : undefined;
-}
-
-const toolCache = new Map<string, boolean>();
-
-async function have(tool: string): Promise<boolean> {
-  let found = toolCache.get(tool);
-  if (found === undefined) {
-    found = (await execa('sh', ['-c', `command -v ${tool}`], { reject: false })).exitCode === 0;
-    toolCache.set(tool, found);
-  }
-  return found;
 }
 
 const INSTALL_HINT: Record<string, string> = {
@@ -46,7 +33,7 @@ function emulated(tc: CToolchain): boolean {
 /** Throws ToolMissingError when the compiler (or, when running, the emulator) is absent. */
 export async function checkTools(tc: CToolchain, run: boolean): Promise<void> {
   const tools = [tc.compiler, ...(run && emulated(tc) ? [tc.runner![0]!] : [])];
-  for (const t of tools) if (!(await have(t))) throw new ToolMissingError(t, INSTALL_HINT[t] ?? `install ${t}`);
+  for (const t of tools) await requireTool(t, INSTALL_HINT[t] ?? `install ${t}`);
 }
 
 /**
@@ -62,72 +49,39 @@ export function cRunner(isa: string): KernelRunner {
     cannotExecute: () => cannotRunReason(isa),
     async build(plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       await checkTools(tc, false);
-      const harness = renderHarness(plan);
       // ASan's runtime is not linked statically; -static only serves qemu runs.
       const base = opts.sanitize ? tc.flags.filter((f) => f !== '-static') : tc.flags;
       const flags = [...base, ...C_WARNINGS, ...(opts.werror ? ['-Werror'] : []), '-pthread'];
       if (opts.sanitize) flags.push('-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer', '-g');
-      const id = sourceKey({ 'kernel.c': kernel.files['kernel.c']!, 'kernel.h': kernel.files['kernel.h']!, 'harness.c': harness }, flags);
-      const dir = opts.cacheDir ? join(opts.cacheDir, id) : mkdtempSync(join(tmpdir(), 'kgen-c-'));
-      const dispose = () => {
-        if (!opts.cacheDir) rmSync(dir, { recursive: true, force: true });
-      };
-      const bin = join(dir, 'harness');
-      if (opts.cacheDir && existsSync(bin)) return { status: 'ok', id, dir, compileMs: 0, cached: true, dispose };
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, 'kernel.c'), kernel.files['kernel.c']!);
-      writeFileSync(join(dir, 'kernel.h'), kernel.files['kernel.h']!);
-      writeFileSync(join(dir, 'harness.c'), harness);
-      const t0 = performance.now();
-      // Compile to a private name, then rename: a concurrent build of the same source never sees a half-written binary.
-      const tmpBin = `${bin}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-      const cc = await execa(tc.compiler, [...flags, '-o', tmpBin, join(dir, 'harness.c'), join(dir, 'kernel.c'), '-lm'], {
-        reject: false,
-        all: true,
-        timeout: opts.timeoutMs ?? 120_000,
+      const sources = { 'kernel.c': kernel.files['kernel.c']!, 'kernel.h': kernel.files['kernel.h']!, ...kernel.harnessFiles };
+      const timeoutMs = opts.timeoutMs ?? 120_000;
+      return cachedBuild({
+        cacheDir: opts.cacheDir,
+        id: sourceKey(sources, flags),
+        tempPrefix: 'kgen-c-',
+        sources,
+        products: ['harness'],
+        async compile(dir, temp) {
+          const cc = await execa(tc.compiler, [...flags, '-o', temp('harness'), join(dir, 'harness.c'), join(dir, 'kernel.c'), '-lm'], { reject: false, all: true, timeout: timeoutMs });
+          return cc.exitCode === 0 ? {} : { error: cc.timedOut ? `compiler timed out after ${timeoutMs} ms` : (cc.all ?? '') };
+        },
       });
-      const compileMs = performance.now() - t0;
-      if (cc.exitCode !== 0) {
-        rmSync(tmpBin, { force: true });
-        dispose();
-        return { status: 'compile_error', detail: cc.timedOut ? `compiler timed out after ${opts.timeoutMs ?? 120_000} ms` : (cc.all ?? ''), compileMs };
-      }
-      renameSync(tmpBin, bin);
-      return { status: 'ok', id, dir, compileMs, cached: false, dispose };
     },
     async execute(build, inputs: KernelInputs, opts: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
       await checkTools(tc, true);
-      const dataDir = mkdtempSync(join(tmpdir(), 'kgen-run-'));
-      try {
-        for (const [name, bytes] of Object.entries(inputs)) writeFileSync(join(dataDir, name), bytes);
-        const bin = join(build.dir, 'harness');
-        const cmd = emulated(tc) ? [...tc.runner!, bin] : [bin];
-        const args = [...cmd.slice(1), dataDir, '3'];
-        const t = opts.timing;
-        if (t) args.push(String(t.warmup), String(t.runs), String(copiesFor(t, inputs['w.bin']?.length ?? 0)), String(t.threads ?? 1));
-        const timeoutMs = opts.timeoutMs ?? 120_000;
-        const t1 = performance.now();
-        const run = await execa(cmd[0]!, args, {
-          reject: false,
-          all: true,
-          timeout: timeoutMs,
-          env: { ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1' },
-        });
-        const runMs = performance.now() - t1;
-        if (run.timedOut) return { status: 'timeout', detail: `no result after ${timeoutMs} ms`, runMs };
+      const bin = join(build.dir, 'harness');
+      const t = opts.timing;
+      return runHarness({
+        command: emulated(tc) ? [...tc.runner!, bin] : [bin],
+        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(copiesFor(t, inputs['w.bin']?.length ?? 0)), String(t.threads ?? 1)] : [])],
+        inputs,
+        timeoutMs: opts.timeoutMs,
+        timed: t !== undefined,
         // Sanitizers are built with -fno-sanitize-recover, so any report ends the run with a failing exit.
-        if (run.exitCode === HARNESS_EXIT.outOfMemory) throw outOfMemoryError(run.stderr ?? '');
-        if (run.exitCode !== 0) {
-          return { status: 'crash', detail: `${run.exitCode === undefined ? `signal ${run.signal}` : `exit ${run.exitCode}`}: ${run.all ?? ''}`.trim(), runMs };
-        }
-        const output = new Uint8Array(readFileSync(join(dataDir, 'y.bin')));
-        if (!t) return { status: 'ok', output, runMs };
-        const timing = parseTimesLine(run.stdout ?? '');
-        if (!timing) return { status: 'crash', detail: `the harness printed no timing line: ${run.all ?? ''}`, runMs };
-        return { status: 'ok', output, runMs, timing };
-      } finally {
-        rmSync(dataDir, { recursive: true, force: true });
-      }
+        env: SANITIZER_ENV,
+        tempPrefix: 'kgen-run-',
+        name: 'the harness',
+      });
     },
   };
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -10,7 +10,9 @@ import { textHash } from '../../hash.js';
 import type { MatmulOp, MatmulShape } from '../../ir/types.js';
 import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
-import { HARNESS_EXIT as SHARED_EXIT, outOfMemoryError, parseTimesLine, sourceKey } from '../harness.js';
+import { HARNESS_EXIT as SHARED_EXIT, sourceKey } from '../harness.js';
+import { cachedBuild, runHarness } from '../runner-core.js';
+import { hasTool, nvccVersion, requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { parsePtxasReport } from './ptxas.js';
 import { cudaShimRunner } from './runner.js';
@@ -56,32 +58,9 @@ interface LaunchRecord {
   spillBytes: number;
 }
 
-const onPath = new Map<string, Promise<boolean>>();
+const checkNvcc = (nvcc: string) => requireTool(nvcc, 'install the CUDA toolkit (nvcc) to build kernels for the GPU');
 
-function have(tool: string): Promise<boolean> {
-  let found = onPath.get(tool);
-  if (!found) {
-    found = execa('sh', ['-c', 'command -v "$1"', 'sh', tool], { reject: false }).then((r) => r.exitCode === 0);
-    onPath.set(tool, found);
-  }
-  return found;
-}
-
-async function checkNvcc(nvcc: string): Promise<void> {
-  if (!(await have(nvcc))) throw new ToolMissingError(nvcc, 'install the CUDA toolkit (nvcc) to build kernels for the GPU');
-}
-
-const versions = new Map<string, Promise<string>>();
-
-/** nvcc's full version ("13.0.88" from "V13.0.88"), or "missing" when there is no nvcc. */
-export function nvccVersion(nvcc = 'nvcc'): Promise<string> {
-  let v = versions.get(nvcc);
-  if (!v) {
-    v = execa(nvcc, ['--version'], { reject: false }).then((r) => (r.exitCode === 0 ? /, V(\d+\.\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? /release (\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? 'unknown' : 'missing'));
-    versions.set(nvcc, v);
-  }
-  return v;
-}
+export { nvccVersion };
 
 const harnesses = new Map<string, Promise<string>>();
 
@@ -99,18 +78,21 @@ export function cudaHarness(opts: { nvcc?: string; cacheDir?: string } = {}): Pr
     found = (async () => {
       await checkNvcc(nvcc);
       const key = sourceKey({ 'driver_harness.cu': source }, [...HARNESS_FLAGS, `nvcc ${await nvccVersion(nvcc)}`]);
-      const dir = join(opts.cacheDir ?? tmpdir(), `kgen-cuda-harness-${key}`);
-      const bin = join(dir, 'kgen_cuda_harness');
-      if (existsSync(bin)) return bin;
-      mkdirSync(dir, { recursive: true });
-      const tmp = `${bin}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-      const cc = await execa(nvcc, [...HARNESS_FLAGS, '-o', tmp, driverHarnessSource(), '-ldl'], { reject: false, all: true, timeout: 300_000 });
-      if (cc.exitCode !== 0) {
-        rmSync(tmp, { force: true });
-        throw new KgenError({ field: nvcc, problem: `cannot build kgen's GPU harness (templates/cuda/driver_harness.cu): ${(cc.all ?? '').trim().split('\n').slice(0, 3).join(' | ')}`, hint: 'check the CUDA toolkit install; please report it if nvcc works otherwise' });
+      const build = await cachedBuild({
+        cacheDir: opts.cacheDir ?? tmpdir(),
+        id: `kgen-cuda-harness-${key}`,
+        tempPrefix: 'kgen-cuda-harness-',
+        sources: {},
+        products: ['kgen_cuda_harness'],
+        async compile(_dir, temp) {
+          const cc = await execa(nvcc, [...HARNESS_FLAGS, '-o', temp('kgen_cuda_harness'), driverHarnessSource(), '-ldl'], { reject: false, all: true, timeout: 300_000 });
+          return cc.exitCode === 0 ? {} : { error: cc.all ?? '' };
+        },
+      });
+      if (build.status !== 'ok') {
+        throw new KgenError({ field: nvcc, problem: `cannot build kgen's GPU harness (templates/cuda/driver_harness.cu): ${build.detail.trim().split('\n').slice(0, 3).join(' | ')}`, hint: 'check the CUDA toolkit install; please report it if nvcc works otherwise' });
       }
-      renameSync(tmp, bin);
-      return bin;
+      return join(build.dir, 'kgen_cuda_harness');
     })();
     // A failed build is not remembered: the next caller tries again (and gets the same error).
     found.catch(() => harnesses.delete(memo));
@@ -120,7 +102,7 @@ export function cudaHarness(opts: { nvcc?: string; cacheDir?: string } = {}): Pr
 }
 
 async function sanitizerCommand(explicit: string | undefined): Promise<string> {
-  for (const c of explicit ? [explicit] : ['compute-sanitizer', '/usr/local/cuda/bin/compute-sanitizer']) if (await have(c)) return c;
+  for (const c of explicit ? [explicit] : ['compute-sanitizer', '/usr/local/cuda/bin/compute-sanitizer']) if (await hasTool(c)) return c;
   throw new ToolMissingError(explicit ?? 'compute-sanitizer', 'it comes with the CUDA toolkit (cuda-sanitizer package); put it on PATH');
 }
 
@@ -165,85 +147,66 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
       const mod = moduleFlags(arch, gpu);
       const flags = [...mod.flags, '-std=c++17', '-O3', '-Xptxas', '-v', ...(bo.werror ? ['-Werror', 'all-warnings'] : []), ...(bo.sanitize ? ['-lineinfo'] : [])];
       const sources = { 'kernel.cu': kernel.files['kernel.cu']!, 'kernel.h': kernel.files['kernel.h']! };
-      const id = sourceKey(sources, [...flags, `nvcc ${await nvccVersion(nvcc)}`]);
-      const dir = bo.cacheDir ? join(bo.cacheDir, id) : mkdtempSync(join(tmpdir(), 'kgen-cuda-gpu-'));
-      const dispose = () => {
-        if (!bo.cacheDir) rmSync(dir, { recursive: true, force: true });
-      };
-      const modulePath = join(dir, mod.file);
-      const launchPath = join(dir, 'launch.json');
-      if (bo.cacheDir && existsSync(modulePath) && existsSync(launchPath)) return { status: 'ok', id, dir, compileMs: 0, cached: true, dispose };
-      mkdirSync(dir, { recursive: true });
-      for (const [name, text] of Object.entries(sources)) writeFileSync(join(dir, name), text);
-      const suffix = `${process.pid}.${Math.random().toString(36).slice(2)}`;
-      const tmpModule = `${modulePath}.${suffix}`;
-      const t0 = performance.now();
-      const cc = await execa(nvcc, [...flags, '-o', tmpModule, join(dir, 'kernel.cu')], { reject: false, all: true, timeout: bo.timeoutMs ?? 300_000 });
-      const compileMs = performance.now() - t0;
-      const fail = (detail: string): KernelBuild => {
-        rmSync(tmpModule, { force: true });
-        dispose();
-        return { status: 'compile_error', detail, compileMs };
-      };
-      if (cc.exitCode !== 0) return fail(cc.timedOut ? `nvcc timed out after ${bo.timeoutMs ?? 300_000} ms` : (cc.all ?? ''));
-      const ptxas = parsePtxasReport(cc.all ?? '');
-      if (!ptxas) return fail(`ptxas reported no kernel entry: ${cc.all ?? ''}`);
-      const launch = plan.launch;
-      const record: LaunchRecord = {
-        entry: ptxas.entry,
-        module: mod.file,
-        grid: launch.grid ?? [1, 1, 1],
-        block: launch.block ?? [Number(plan.params.threads), 1, 1],
-        sharedBytes: launch.sharedBytes ?? 0,
-        dynamicShared: launch.dynamicShared ?? false,
-        yBytes: outputBytes(plan),
-        sanitize: bo.sanitize ?? false,
-        registers: ptxas.registers,
-        spillBytes: ptxas.spillStores + ptxas.spillLoads,
-      };
-      // launch.json first, the module last: a module on disk means a complete build.
-      writeFileSync(`${launchPath}.${suffix}`, `${JSON.stringify(record, null, 1)}\n`);
-      renameSync(`${launchPath}.${suffix}`, launchPath);
-      renameSync(tmpModule, modulePath);
-      return { status: 'ok', id, dir, compileMs, cached: false, dispose };
+      const timeoutMs = bo.timeoutMs ?? 300_000;
+      return cachedBuild({
+        cacheDir: bo.cacheDir,
+        id: sourceKey(sources, [...flags, `nvcc ${await nvccVersion(nvcc)}`]),
+        tempPrefix: 'kgen-cuda-gpu-',
+        sources,
+        // launch.json first, the module last: a module on disk means a complete build.
+        products: ['launch.json', mod.file],
+        async compile(dir, temp) {
+          const cc = await execa(nvcc, [...flags, '-o', temp(mod.file), join(dir, 'kernel.cu')], { reject: false, all: true, timeout: timeoutMs });
+          if (cc.exitCode !== 0) return { error: cc.timedOut ? `nvcc timed out after ${timeoutMs} ms` : (cc.all ?? '') };
+          const ptxas = parsePtxasReport(cc.all ?? '');
+          if (!ptxas) return { error: `ptxas reported no kernel entry: ${cc.all ?? ''}` };
+          const launch = plan.launch;
+          const record: LaunchRecord = {
+            entry: ptxas.entry,
+            module: mod.file,
+            grid: launch.grid ?? [1, 1, 1],
+            block: launch.block ?? [Number(plan.params.threads), 1, 1],
+            sharedBytes: launch.sharedBytes ?? 0,
+            dynamicShared: launch.dynamicShared ?? false,
+            yBytes: outputBytes(plan),
+            sanitize: bo.sanitize ?? false,
+            registers: ptxas.registers,
+            spillBytes: ptxas.spillStores + ptxas.spillLoads,
+          };
+          writeFileSync(temp('launch.json'), `${JSON.stringify(record, null, 1)}\n`);
+          return {};
+        },
+      });
     },
     async execute(build, inputs: KernelInputs, eo: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
       const harness = await cudaHarness({ nvcc, cacheDir: opts.harnessCacheDir });
       const launch = JSON.parse(readFileSync(join(build.dir, 'launch.json'), 'utf8')) as LaunchRecord;
-      const dataDir = mkdtempSync(join(tmpdir(), 'kgen-cuda-gpu-run-'));
-      try {
-        for (const [name, bytes] of Object.entries(inputs)) writeFileSync(join(dataDir, name), bytes);
-        const args = ['run', join(build.dir, launch.module), launch.entry, dataDir, '--grid', launch.grid.join(','), '--block', launch.block.join(','), '--shared', String(launch.sharedBytes)];
-        if (launch.dynamicShared) args.push('--dynamic-shared');
-        args.push('--y-bytes', String(launch.yBytes), '--device-name', gpu.name);
+      const args = (dataDir: string) => {
+        const a = ['run', join(build.dir, launch.module), launch.entry, dataDir, '--grid', launch.grid.join(','), '--block', launch.block.join(','), '--shared', String(launch.sharedBytes)];
+        if (launch.dynamicShared) a.push('--dynamic-shared');
+        a.push('--y-bytes', String(launch.yBytes), '--device-name', gpu.name);
         const t = eo.timing;
-        if (t) args.push('--warmup', String(t.warmup), '--runs', String(t.runs), '--flush-bytes', String(Math.max(0, Math.round(t.flushBytes))));
-        // Under compute-sanitizer, any finding fails the run (exit 9) with the report as its detail.
-        const cmd = launch.sanitize ? [await sanitizerCommand(opts.computeSanitizer), '--tool', 'memcheck', '--error-exitcode', '9', '--print-limit', '20', harness, ...args] : [harness, ...args];
-        const timeoutMs = eo.timeoutMs ?? 120_000;
-        const t1 = performance.now();
-        const run = await execa(cmd[0]!, cmd.slice(1), { reject: false, timeout: timeoutMs, env: opts.env });
-        const runMs = performance.now() - t1;
-        if (run.timedOut) return { status: 'timeout', detail: `no result after ${timeoutMs} ms`, runMs };
-        // The harness's (or compute-sanitizer's) messages first: they say what went wrong.
-        const text = [run.stderr, run.stdout].map((t) => (t ?? '').trim()).filter(Boolean).join('\n');
-        if (run.exitCode === HARNESS_EXIT.noGpu) {
+        if (t) a.push('--warmup', String(t.warmup), '--runs', String(t.runs), '--flush-bytes', String(Math.max(0, Math.round(t.flushBytes))));
+        return a;
+      };
+      // Under compute-sanitizer, any finding fails the run (exit 9) with the report as its detail.
+      const command = launch.sanitize ? [await sanitizerCommand(opts.computeSanitizer), '--tool', 'memcheck', '--error-exitcode', '9', '--print-limit', '20', harness] : [harness];
+      return runHarness({
+        command,
+        args,
+        inputs,
+        timeoutMs: eo.timeoutMs,
+        timed: eo.timing !== undefined,
+        env: opts.env,
+        tempPrefix: 'kgen-cuda-gpu-run-',
+        name: 'the harness',
+        onExit(exitCode, text) {
+          if (exitCode !== HARNESS_EXIT.noGpu) return undefined;
           // The machine, not the kernel: no trial should carry this as its verdict.
           const why = /kgen_cuda_harness: (.*)/.exec(text)?.[1] ?? text;
           throw new KgenError({ field: 'GPU', problem: `cannot run kernels on ${gpu.name}: ${why}`, hint: 'check `nvidia-smi` and the NVIDIA driver; without a usable GPU, `kgen verify --target cuda` runs kernels through the CPU shim' });
-        }
-        if (run.exitCode === HARNESS_EXIT.outOfMemory) throw outOfMemoryError(text);
-        if (run.exitCode !== 0) {
-          return { status: 'crash', detail: `${run.exitCode === undefined ? `signal ${run.signal}` : `exit ${run.exitCode}`}: ${text}`, runMs };
-        }
-        const output = new Uint8Array(readFileSync(join(dataDir, 'y.bin')));
-        if (!t) return { status: 'ok', output, runMs };
-        const timing = parseTimesLine(run.stdout ?? '');
-        if (!timing) return { status: 'crash', detail: `the harness printed no timing line: ${text}`, runMs };
-        return { status: 'ok', output, runMs, timing };
-      } finally {
-        rmSync(dataDir, { recursive: true, force: true });
-      }
+        },
+      });
     },
   };
 }

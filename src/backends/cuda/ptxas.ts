@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ToolMissingError } from '../../errors.js';
+import { nvccVersion, requireTool } from '../tools.js';
 import type { RenderedKernel } from '../types.js';
 
 /**
@@ -54,11 +54,10 @@ export function parsePtxasReport(text: string): Omit<PtxasReport, 'source' | 'nv
   };
 }
 
-let versionCache: Promise<string> | undefined;
-
-async function nvccVersion(nvcc: string): Promise<string> {
-  versionCache ??= execa(nvcc, ['--version'], { reject: false }).then((r) => /release (\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? 'unknown');
-  return versionCache;
+/** nvcc's release ("13.0") from its full version ("13.0.88"). */
+async function nvccRelease(nvcc: string): Promise<string> {
+  const v = await nvccVersion(nvcc);
+  return /^\d+\.\d+/.exec(v)?.[0] ?? v;
 }
 
 /**
@@ -67,9 +66,7 @@ async function nvccVersion(nvcc: string): Promise<string> {
  */
 export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Promise<PtxasResult> {
   const nvcc = opts.nvcc ?? 'nvcc';
-  if ((await execa('sh', ['-c', `command -v "${nvcc}"`], { reject: false })).exitCode !== 0) {
-    throw new ToolMissingError(nvcc, 'install the CUDA toolkit (nvcc), or skip the resource check');
-  }
+  await requireTool(nvcc, 'install the CUDA toolkit (nvcc), or skip the resource check');
   const dir = mkdtempSync(join(tmpdir(), 'kgen-ptxas-'));
   try {
     writeFileSync(join(dir, 'kernel.cu'), kernel.files['kernel.cu']!);
@@ -81,7 +78,7 @@ export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Pr
     if (r.exitCode !== 0) return { status: 'compile_error', detail: r.timedOut ? 'nvcc timed out' : (r.all ?? '') };
     const parsed = parsePtxasReport(r.all ?? '');
     if (!parsed) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}` };
-    return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccVersion(nvcc), arch: opts.arch, ...parsed, compileMs } };
+    return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccRelease(nvcc), arch: opts.arch, ...parsed, compileMs } };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
