@@ -32,8 +32,8 @@ import { loadProfiles } from '../src/device/index.js';
 import { parseTimesLine } from '../src/backends/harness.js';
 import type { Timing } from '../src/backends/types.js';
 import { CATALOG } from '../src/ir/catalog.js';
-import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
-import { matmulWorkloadData } from '../src/tune/data.js';
+import type { MatmulShape } from '../src/ir/types.js';
+import { opKit } from '../src/ops/index.js';
 import { tune } from '../src/tune/tuner.js';
 import { benchArgs, log } from './common.js';
 
@@ -84,11 +84,11 @@ async function timeKgen(device: DeviceProfile, format: string, shape: MatmulShap
   const build = await runner.build(plan, rendered, { cacheDir });
   if (build.status !== 'ok') throw new Error(`compile_error: ${build.detail.split('\n')[0]}`);
   try {
-    const data = matmulWorkloadData(plan.op as MatmulOp, shape, 1);
+    const data = opKit(plan.op.kind).workloadData(plan.op, plan.shape, 1);
     const warmup = shape.M >= 64 ? 5 : 10;
     const run = await runner.execute(build, data.inputs, { timing: { warmup, runs: shape.M >= 64 ? Math.min(runs, 21) : runs, flushBytes } });
     if (run.status !== 'ok') throw new Error(`${run.status}: ${run.detail.split('\n')[0]}`);
-    const { ok, comparison } = data.check(plan, run.output);
+    const { ok, comparison } = data.check(run.output, plan.tolerance);
     if (!ok) throw new Error(`wrong_result: NMSE ${comparison.nmse.toExponential(2)}`);
     return { timing: run.timing!, bytes: plan.traffic.bytes, config: plan.config };
   } finally {

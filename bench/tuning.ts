@@ -9,6 +9,7 @@
  * costs no extra runs; it inherits the exhaustive run's noise.
  */
 import { join } from 'node:path';
+import { planRequest } from '../src/backends/registry.js';
 import { openTuningDb } from '../src/db/sqlite.js';
 import type { TuningDb } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
@@ -94,7 +95,7 @@ export async function strategyRows(workDir: string, cacheDir: string, count: num
       const label = `exhaustive ${name} ${formatShape(shape)}`;
       const summary = await tune({ db, device, target: 'c', workloads: [{ op, shape }], fixed, strategy: 'exhaustive', trials: 1e9, threads, cacheDir, onEvent: progress(label) });
       const table = timesByConfig(db, summary.results[0]!.workload.id);
-      const space = pruneSpace({ op, shape, device, target: 'c' }, fixed);
+      const space = pruneSpace(planRequest({ op, shape, device, target: 'c' }), fixed);
       const best = Math.min(...table.values());
       for (const strategy of Object.keys(STRATEGIES).filter((s) => s !== 'exhaustive')) {
         const counts = Array.from({ length: 20 }, (_, seed) => replay(strategy, space, table, best, seed + 1)).sort((a, b) => a - b);

@@ -7,6 +7,8 @@ export { pack } from './api/pack.js';
 export type { PackOptions, PackResult } from './api/pack.js';
 export type { KernelRequest } from './api/request.js';
 export { makePlan, spaceFor, enumerateConfigs, defaultConfig } from './plan/index.js';
+export { planRequest, targetNames, targetFor } from './backends/registry.js';
+export type { Target, Backend } from './backends/types.js';
 export type { Plan, Config, Knob, SearchSpace, BudgetCheck } from './plan/types.js';
 export { allDevices, getDevice, detectPresence, detectGpus, matchGpuProfile } from './device/index.js';
 export type { GpuInfo, GpuDetection } from './device/gpu.js';

@@ -94,32 +94,30 @@ describe('a broken kernel is caught', () => {
   it('a decode off by one level is wrong_result, not ok', async () => {
     const { emit } = await import('../src/api/emit.js');
     const { cRunner } = await import('../src/backends/c/runner.js');
-    const { makeMatmulData, matmulInputs } = await import('../src/api/data.js');
-    const { judgeMatmul, matmulReference } = await import('../src/api/verify.js');
+    const { opKit } = await import('../src/ops/index.js');
     const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=3,N=77,K=320', isa: 'scalar' });
     const good = e.files['kernel.c']!;
     const broken = good.replace('(q[j] & 0x0f) - 8', '(q[j] & 0x0f) - 7');
     expect(broken).not.toBe(good);
-    const data = makeMatmulData(e.plan.op as import('../src/ir/types.js').MatmulOp, e.plan.shape as import('../src/ir/types.js').MatmulShape, 1);
-    const ref = matmulReference(e.plan, data);
+    const data = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, 1);
     const runner = cRunner('scalar');
     for (const [src, expected] of [[good, true], [broken, false]] as const) {
       const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.c': src } });
       expect(build.status).toBe('ok');
       if (build.status !== 'ok') continue;
-      const run = await runner.execute(build, matmulInputs(data));
+      const run = await runner.execute(build, data.inputs);
       build.dispose();
       expect(run.status).toBe('ok');
-      if (run.status === 'ok') expect(judgeMatmul(e.plan, run.output, ref).ok).toBe(expected);
+      if (run.status === 'ok') expect(data.check(run.output, e.plan.tolerance).ok).toBe(expected);
     }
   });
 
   it('a kernel that crashes or hangs is a status, not an exception', async () => {
     const { emit } = await import('../src/api/emit.js');
     const { cRunner } = await import('../src/backends/c/runner.js');
-    const { makeMatmulData, matmulInputs } = await import('../src/api/data.js');
+    const { opKit } = await import('../src/ops/index.js');
     const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=8,K=64', isa: 'scalar' });
-    const data = makeMatmulData(e.plan.op as import('../src/ir/types.js').MatmulOp, e.plan.shape as import('../src/ir/types.js').MatmulShape, 1);
+    const data = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, 1);
     const runner = cRunner('scalar');
     const at = 'void kgen_matmul_q4_rows(';
     const variants = {
@@ -136,7 +134,7 @@ describe('a broken kernel is caught', () => {
       }
       expect(build.status).toBe('ok');
       if (build.status !== 'ok') continue;
-      const run = await runner.execute(build, matmulInputs(data), { timeoutMs: 2000 });
+      const run = await runner.execute(build, data.inputs, { timeoutMs: 2000 });
       build.dispose();
       expect(run.status, status).toBe(status);
     }

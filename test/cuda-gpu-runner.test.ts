@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
-import { makeMatmulData, matmulInputs } from '../src/api/data.js';
+import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
 import { cudaGpuRunner, cudaHarness, cudaRunnerFor, HARNESS_EXIT, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
 import type { GpuDetection, GpuInfo } from '../src/device/gpu.js';
@@ -115,8 +115,8 @@ describe.skipIf(noNvccGcc !== undefined)('the GPU runner against a stand-in driv
     const driverDir = await fakeDriver();
     const runnerFor = (env: Record<string, string> = {}) => cudaGpuRunner({ gpu: H100, profileMatches: true, env: { LD_LIBRARY_PATH: driverDir, ...env } });
     const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=3,N=77,K=320', device: 'h100-sxm', config: { kernel: 'tiled', math: 'mma' } });
-    const data = makeMatmulData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 1);
-    return { runnerFor, e, inputs: matmulInputs(data) };
+    const data = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, 1);
+    return { runnerFor, e, inputs: data.inputs };
   };
 
   it('builds a cubin (cached by source), launches it by its ptxas entry name, times it, and maps failures to statuses', async () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
-import { matmulInputs, makeMatmulData } from '../src/api/data.js';
+import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
@@ -107,8 +107,8 @@ describe.skipIf(noGpp !== undefined)('the shim catches broken kernels as statuse
     expect(build.status, build.status === 'compile_error' ? build.detail : '').toBe('ok');
     if (build.status !== 'ok') throw new Error('unreachable');
     try {
-      const data = makeMatmulData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 1);
-      return await shim.execute(build, matmulInputs(data), { timeoutMs });
+      const data = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, 1);
+      return await shim.execute(build, data.inputs, { timeoutMs });
     } finally {
       build.dispose();
     }

@@ -1,3 +1,4 @@
+import { planRequest } from '../src/backends/registry.js';
 import { describe, expect, it } from 'vitest';
 import { allDevices } from '../src/device/index.js';
 import { BudgetError, KgenError } from '../src/errors.js';
@@ -17,7 +18,7 @@ describe('default configs', () => {
           for (const text of op.kind === 'matmul' ? MATMUL_SHAPES : ATTENTION_SHAPES) {
             if (op.kind === 'matmul' && op.weight.format === 'f16' && text.includes('K=320')) continue;
             const shape = parseShape(text, op);
-            const { plan, source } = makePlan({ op, shape, device, target });
+            const { plan, source } = makePlan(planRequest({ op, shape, device, target }));
             expect(source).toBe('default');
             expect(overBudget(plan), `${op.name} ${text}`).toBeUndefined();
             for (const b of plan.budgets) expect(b.needed).toBeLessThanOrEqual(b.available);
@@ -37,7 +38,7 @@ describe('over-budget configs', () => {
   it('are refused naming the budget, the bytes needed and the bytes available', () => {
     let err: unknown;
     try {
-      makePlan({ op, shape, device: rtx, target: 'cuda' }, { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
+      makePlan(planRequest({ op, shape, device: rtx, target: 'cuda' }), { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
     } catch (e) {
       err = e;
     }
@@ -52,7 +53,7 @@ describe('over-budget configs', () => {
 
   it('fit on a device with more shared memory', () => {
     const h100 = allDevices().find((d) => d.name === 'h100-sxm')!;
-    const { plan } = makePlan({ op, shape, device: h100, target: 'cuda' }, { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
+    const { plan } = makePlan(planRequest({ op, shape, device: h100, target: 'cuda' }), { kernel: 'tiled', bm: 128, bn: 128, bk: 64, stages: 4 });
     expect(plan.budgets[0]!.needed).toBe(180224);
     expect(plan.launch.dynamicShared).toBe(true);
     expect(plan.variant).toBe('tiled_mma');
@@ -61,7 +62,7 @@ describe('over-budget configs', () => {
   it('CPU tiles are checked against the L2 share', () => {
     const wasm = allDevices().find((d) => d.name === 'wasm-simd128')!;
     const big = parseShape('M=256,N=4096,K=14336', CATALOG.matmul_f16!);
-    expect(() => makePlan({ op: CATALOG.matmul_f16!, shape: big, device: wasm, target: 'wasm' }, { nTile: 128 })).toThrow(/L2 cache share per core .* needs \d+ bytes but 262144 are available/);
+    expect(() => makePlan(planRequest({ op: CATALOG.matmul_f16!, shape: big, device: wasm, target: 'wasm' }), { nTile: 128 })).toThrow(/L2 cache share per core .* needs \d+ bytes but 262144 are available/);
   });
 });
 
@@ -71,28 +72,28 @@ describe('config validation', () => {
   const shape = parseShape('M=3,N=77,K=320', op);
 
   it('fills the other knobs from the first legal config agreeing with the given ones', () => {
-    const { plan, source } = makePlan({ op, shape, device: host, target: 'c' }, { isa: 'scalar' });
+    const { plan, source } = makePlan(planRequest({ op, shape, device: host, target: 'c' }), { isa: 'scalar' });
     expect(source).toBe('given');
     expect(plan.config.isa).toBe('scalar');
     expect(plan.config.unroll).toBe(1);
   });
 
   it('names an unknown knob or value', () => {
-    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { tile: 4 })).toThrow(/config\.tile: unknown knob/);
-    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { nTile: 7 })).toThrow(/config\.nTile: got 7; expected one of/);
-    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { isa: 'sse9' })).toThrow(KgenError);
+    expect(() => makePlan(planRequest({ op, shape, device: host, target: 'c' }), { tile: 4 })).toThrow(/config\.tile: unknown knob/);
+    expect(() => makePlan(planRequest({ op, shape, device: host, target: 'c' }), { nTile: 7 })).toThrow(/config\.nTile: got 7; expected one of/);
+    expect(() => makePlan(planRequest({ op, shape, device: host, target: 'c' }), { isa: 'sse9' })).toThrow(KgenError);
   });
 
   it('refuses a config its restrictions rule out, with the reason', () => {
-    expect(() => makePlan({ op, shape, device: host, target: 'c' }, { isa: 'scalar', unroll: 4 })).toThrow(/unroll has no effect on the scalar variant/);
+    expect(() => makePlan(planRequest({ op, shape, device: host, target: 'c' }), { isa: 'scalar', unroll: 4 })).toThrow(/unroll has no effect on the scalar variant/);
   });
 
   it('refuses a target the device does not run', () => {
-    expect(() => makePlan({ op, shape, device: host, target: 'cuda' })).toThrow(/device host does not run cuda kernels/);
+    expect(() => makePlan(planRequest({ op, shape, device: host, target: 'cuda' }))).toThrow(/device host does not run cuda kernels/);
   });
 
   it('the default is the first legal config of the enumeration', () => {
-    const req = { op, shape, device: host, target: 'c' as const };
+    const req = planRequest({ op, shape, device: host, target: 'c' as const });
     const space = spaceFor(req);
     const first = [...enumerateConfigs(space)].find((c) => space.restrictions.every((r) => r.allows(c)));
     expect(defaultConfig(req)).toEqual(first);
@@ -103,7 +104,7 @@ describe('conditional knobs', () => {
   it('a knob of the other kernel is held at its first value, and pinning it still works', () => {
     const rtx = allDevices().find((d) => d.name === 'rtx4090')!;
     const op = CATALOG.matmul_q4!;
-    const space = spaceFor({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' });
+    const space = spaceFor(planRequest({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' }));
     const first = Object.fromEntries(space.knobs.map((k) => [k.name, k.values[0]]));
     const configs = [...enumerateConfigs(space)];
     const product = space.knobs.reduce((n, k) => n * k.values.length, 1);
@@ -115,7 +116,7 @@ describe('conditional knobs', () => {
     }
     expect(new Set(configs.map((c) => JSON.stringify(c))).size).toBe(configs.length);
     // A pinned tiled knob (math) selects the tiled kernel even where gemv comes first.
-    const { plan } = makePlan({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' }, { math: 'simt' });
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=1,N=4096,K=4096', op), device: rtx, target: 'cuda' }), { math: 'simt' });
     expect(plan.config.kernel).toBe('tiled');
   });
 
@@ -123,7 +124,7 @@ describe('conditional knobs', () => {
     const rtx = allDevices().find((d) => d.name === 'rtx4090')!;
     const op = CATALOG.matmul_q35!;
     for (const text of ['M=1,N=4096,K=4096', 'M=64,N=77,K=320']) {
-      const req = { op, shape: parseShape(text, op), device: rtx, target: 'cuda' as const };
+      const req = planRequest({ op, shape: parseShape(text, op), device: rtx, target: 'cuda' as const });
       const space = spaceFor(req);
       for (const kernel of ['gemv', 'tiled']) {
         if (kernel === 'gemv' && text.startsWith('M=64')) continue;
@@ -136,7 +137,7 @@ describe('conditional knobs', () => {
       }
     }
     // Without conditional knobs (C), every knob is in use.
-    const { plan } = makePlan({ op, shape: parseShape('M=3,N=77,K=320', op), device: allDevices().find((d) => d.name === 'epyc-9654')!, target: 'c' });
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=3,N=77,K=320', op), device: allDevices().find((d) => d.name === 'epyc-9654')!, target: 'c' }));
     expect(configInUse(plan)).toEqual(plan.config);
   });
 });

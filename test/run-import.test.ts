@@ -1,3 +1,4 @@
+import { planRequest } from '../src/backends/registry.js';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,7 +57,7 @@ describe.skipIf(noGpp !== undefined)('results of run.sh come back through kgen d
     expect(w.trials[0]).toMatchObject({ status: 'ok', strategy: 'run.sh', timing: { runs: 3 }, config: (shim.kernel as { config: object }).config });
     // The same fingerprint `kgen tune --device h100-sxm` gives on that GPU with this nvcc: the records compare.
     const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=77,K=320', device: 'h100-sxm' });
-    const space = pruneSpace({ op: e.plan.op, shape: e.plan.shape, device: getDevice('h100-sxm'), target: 'cuda' }).space;
+    const space = pruneSpace(planRequest({ op: e.plan.op, shape: e.plan.shape, device: getDevice('h100-sxm'), target: 'cuda' })).space;
     const detection = { status: 'found' as const, gpus: parseNvidiaSmiGpus('NVIDIA H100 80GB HBM3, 9.0, 550.54.15, 81559 MiB'), how: 'test' };
     expect(w.fingerprint).toEqual(await fingerprintFor(getDevice('h100-sxm'), 'cuda', space, detection));
 

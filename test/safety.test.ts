@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cRunner } from '../src/backends/c/runner.js';
 import { emit } from '../src/api/emit.js';
-import { makeMatmulData, matmulInputs } from '../src/api/data.js';
+import { opKit } from '../src/ops/index.js';
 import { checkRunFits } from '../src/api/run-memory.js';
 import { KGEN_APPLICATION_ID } from '../src/db/file-kind.js';
 import { openTuningDb } from '../src/db/sqlite.js';
@@ -398,10 +398,10 @@ describe('shapes whose test data cannot be allocated', () => {
     if (build.status !== 'ok') return;
     try {
       // The harness itself, with its address space limited: 100000 weight copies cannot fit.
-      const data = makeMatmulData(op, shape, 1);
+      const data = opKit(op.kind).testData(op, shape, 1);
       const inputs = join(tmp(), 'in');
       mkdirSync(inputs);
-      for (const [name, bytes] of Object.entries(matmulInputs(data))) writeFileSync(join(inputs, name), bytes);
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(inputs, name), bytes);
       const r = await execa('sh', ['-c', 'ulimit -v 200000; exec "$0" "$@"', join(build.dir, 'harness'), inputs, '1', '0', '1', '100000', '1'], { reject: false });
       expect(r.exitCode, r.stderr).toBe(5);
       expect(r.stderr).toMatch(/harness: cannot allocate \d+ bytes for a weight copy/);
@@ -502,7 +502,7 @@ describe('messages are one line, name the flag and say what to do', () => {
       [[...EMIT, '--config', '{"nTile":\n 1 oops'], /--config: not valid JSON \(/],
       [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=100'], /--shape K: .*; pad K to 128/],
       [['emit', '--op', 'matmul_q4', '--shape', 'M=0,N=8,K=64'], /--shape M: got 0; .*; fix --shape and run again$/m],
-      [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--isa', 'neon'], /--isa: device .* has no neon .*--device apple-m2.*qemu-aarch64/],
+      [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'epyc-9654', '--isa', 'neon'], /--isa: device epyc-9654 has no neon .*--device apple-m2.*qemu-aarch64/],
       [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--isa', 'sse2'], /--isa: unknown ISA "sse2"; expected one of avx512, avx2, neon, scalar/],
       [['emit', '--bogus'], /unknown option '--bogus'; run `kgen emit --help`/],
       [['db', 'show', '1', '--bogus'], /unknown option '--bogus'; run `kgen db show --help`/],

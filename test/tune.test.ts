@@ -1,3 +1,4 @@
+import { planRequest } from '../src/backends/registry.js';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
 import type { Config, Plan } from '../src/plan/types.js';
 import { templateSet } from '../src/render/templates.js';
-import { measureReadBandwidth } from '../src/tune/bandwidth.js';
+import { measureReadBandwidth } from '../src/backends/c/bandwidth.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
 import { tune } from '../src/tune/tuner.js';
@@ -30,7 +31,7 @@ const noGcc = skipReason(['gcc']);
 
 describe('search space', () => {
   it('prunes by restriction and budget before compiling, counting every config once', () => {
-    const s = pruneSpace({ op: q4, shape: { M: 64, N: 77, K: 320 }, device: host, target: 'c' });
+    const s = pruneSpace(planRequest({ op: q4, shape: { M: 64, N: 77, K: 320 }, device: host, target: 'c' }));
     const pruned = [...s.pruned.values()].reduce((a, b) => a + b, 0);
     expect(s.legal.length + pruned).toBe(s.total);
     expect(s.pruned.get('restriction: nTile is not a multiple of rowsPerIter')).toBeGreaterThan(0);
@@ -41,7 +42,7 @@ describe('search space', () => {
   });
 
   it('--config pins knobs: only matching configs stay, an unknown knob or value is refused by name', () => {
-    const req = { op: q4, shape: { M: 1, N: 77, K: 320 }, device: host, target: 'c' as const };
+    const req = planRequest({ op: q4, shape: { M: 1, N: 77, K: 320 }, device: host, target: 'c' as const });
     const all = pruneSpace(req);
     const pinned = pruneSpace(req, { unroll: 2 });
     expect(pinned.legal.length).toBeGreaterThan(0);
@@ -61,7 +62,7 @@ describe('search space', () => {
 });
 
 describe('strategies', () => {
-  const s = pruneSpace({ op: q4, shape: SMALL, device: host, target: 'c' });
+  const s = pruneSpace(planRequest({ op: q4, shape: SMALL, device: host, target: 'c' }));
   for (const name of Object.keys(STRATEGIES)) {
     it(`${name} proposes legal configs, never one twice, the default first, until the space is done`, () => {
       const { strategy, options } = resolveStrategy(name);

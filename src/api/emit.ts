@@ -1,9 +1,8 @@
-import { backendFor } from '../backends/registry.js';
+import { checkSupport, renderPlan } from '../backends/registry.js';
 import type { AbiEntry, RenderedKernel } from '../backends/types.js';
-import type { PtxasReport } from '../backends/cuda/ptxas.js';
-import type { TargetName } from '../device/profile.js';
 import { formatShape } from '../ir/validate.js';
-import { bitsPerWeight, codecOf } from '../quant/index.js';
+import { opKit } from '../ops/index.js';
+import type { TensorInfo, WeightsInfo } from '../ops/index.js';
 import { describeChoice, recordedConfig } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
 import { configInUse, makePlan } from '../plan/index.js';
@@ -22,7 +21,7 @@ export interface Manifest {
   kgen: string;
   op: Plan['op'];
   irHash: string;
-  target: TargetName;
+  target: string;
   device: string;
   shape: Plan['shape'];
   variant: string;
@@ -31,8 +30,8 @@ export interface Manifest {
   configSource: ConfigSource;
   /** The tuning record the config came from (configSource record or nearest-record). */
   record?: { database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string };
-  weights?: { format: string; groupSize?: number; bitsPerWeight: number; rowBytes: number; totalBytes: number; layout: string };
-  tensors: Record<string, { dtype: string; shape: string; layout: string }>;
+  weights?: WeightsInfo;
+  tensors: Record<string, TensorInfo>;
   abi: AbiEntry[];
   launch: Plan['launch'];
   loops: string[];
@@ -43,8 +42,8 @@ export interface Manifest {
   build: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
-  /** CUDA: what ptxas assigned to the kernel, when nvcc was at hand (see `withPtxasResources`). */
-  resources?: PtxasReport;
+  /** What the backend's compiler assigned to the kernel (CUDA: ptxas's report), when asked and at hand (see `withResources`). */
+  resources?: Record<string, number | string>;
 }
 
 export interface EmitResult {
@@ -76,13 +75,13 @@ export type ConfigSource = 'default' | 'given' | 'record' | 'nearest-record';
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
 export function emit(opts: EmitOptions): EmitResult {
   const req = resolveRequest(opts);
+  checkSupport(req);
   const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
   const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
-  const backend = backendFor(req.target);
   const irFile = opts.irFile === undefined ? 'OP.json' : /^[\w./-]+$/.test(opts.irFile) ? opts.irFile : `'${opts.irFile.replace(/'/g, "'\\''")}'`;
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
-  const rendered = backend.render(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command) });
+  const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command) });
   const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
   if (recorded) {
     manifest.record = {
@@ -100,29 +99,10 @@ export function emit(opts: EmitOptions): EmitResult {
 }
 
 function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
-  const op = plan.op;
-  const tensors: Manifest['tensors'] = {};
-  let weights: Manifest['weights'];
-  if (op.kind === 'matmul') {
-    const { M, N, K } = plan.shape as { M: number; N: number; K: number };
-    const codec = codecOf(op.weight);
-    const rowBytes = (K / codec.weightsPerBlock) * codec.bytesPerBlock;
-    weights = {
-      format: op.weight.format,
-      groupSize: op.weight.groupSize,
-      bitsPerWeight: bitsPerWeight(codec),
-      rowBytes,
-      totalBytes: rowBytes * N,
-      layout: `${N} rows of ${K / codec.weightsPerBlock} blocks of ${codec.bytesPerBlock} bytes (docs/formats.md#${op.weight.format})`,
-    };
-    tensors.x = { dtype: op.x, shape: `[${M},${K}]`, layout: 'row-major' };
-    tensors.y = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
-    if (op.epilogue.bias) tensors.bias = { dtype: 'f32', shape: `[${N}]`, layout: 'contiguous' };
-    if (op.epilogue.residual) tensors.residual = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
-  }
+  const { tensors, weights } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
   return {
     kgen: KGEN_VERSION,
-    op,
+    op: plan.op,
     irHash,
     target: plan.target,
     device: plan.device,

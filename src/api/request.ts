@@ -1,14 +1,14 @@
 import { allDevices, getDevice } from '../device/index.js';
-import type { DeviceProfile, TargetName } from '../device/profile.js';
-import { TARGETS } from '../device/profile.js';
+import { planRequest, targetFor } from '../backends/registry.js';
+import type { Target } from '../backends/types.js';
+import type { DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { CATALOG, catalogOp } from '../ir/catalog.js';
-import type { Op, Shape } from '../ir/types.js';
+import type { Op } from '../ir/types.js';
 import { opHash, parseShape, validateOp, validateShape } from '../ir/validate.js';
 import { parseJsonInput } from '../io/json-input.js';
 import { quoted, valueText } from '../io/message-text.js';
-import { checkTarget } from '../plan/index.js';
-import { isasFor } from '../plan/common.js';
+import type { PlanRequest } from '../plan/types.js';
 
 /**
  * What every kernel operation (emit, verify, plan) is asked: which op, at which shape, for which
@@ -32,22 +32,14 @@ export interface KernelRequest {
   config?: Record<string, unknown> | string;
 }
 
-export interface ResolvedRequest {
-  op: Op;
+/** A checked request: a plan request (op, shape, device, target and its planner) plus the config asked for. */
+export interface ResolvedRequest extends PlanRequest {
   irHash: string;
-  shape: Shape;
-  device: DeviceProfile;
-  target: TargetName;
   config?: Record<string, unknown>;
 }
 
-const DEFAULT_DEVICE: Record<TargetName, string> = { c: 'host', wasm: 'wasm-simd128', cuda: 'rtx4090', wgsl: 'webgpu' };
-
 export function resolveRequest(req: KernelRequest): ResolvedRequest {
-  if (!TARGETS.includes(req.target as TargetName)) {
-    throw new KgenError({ field: '--target', problem: `unknown target ${quoted(String(req.target))}`, expected: `one of ${TARGETS.join(', ')}` });
-  }
-  const target = req.target as TargetName;
+  const target = targetFor(req.target);
   let op: Op;
   if (req.op !== undefined && req.ir !== undefined) {
     throw new KgenError({ field: '--op', problem: 'both --op and --ir given', expected: 'one of them', hint: 'use --op for a catalog op, --ir for your own' });
@@ -66,17 +58,17 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
     throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: 'dimensions like M=1,N=4096,K=4096, as text or an object' });
   }
   const shape = typeof req.shape === 'string' ? parseShape(req.shape, op) : validateShape(op, req.shape);
-  const device = getDevice(req.device ?? DEFAULT_DEVICE[target]);
-  checkTarget(device, target);
+  const device = getDevice(req.device ?? target.defaultDevice);
+  const planned = planRequest({ op, shape, device, target: target.name });
   const config = parseConfig(req.config);
   if (req.isa !== undefined) {
-    checkIsa(req.isa, device, target);
+    checkVariant(req.isa, device, target);
     if (config?.isa !== undefined && config.isa !== req.isa) {
       throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${valueText(config.isa)}`, expected: 'one of them' });
     }
-    return { op, irHash: opHash(op), shape, device, target, config: { ...config, isa: req.isa } };
+    return { ...planned, irHash: opHash(op), config: { ...config, isa: req.isa } };
   }
-  return { op, irHash: opHash(op), shape, device, target, config };
+  return { ...planned, irHash: opHash(op), config };
 }
 
 const CONFIG_EXPECTED = 'a JSON object like {"nTile":16}';
@@ -90,26 +82,24 @@ function parseConfig(given: Record<string, unknown> | string | undefined): Recor
   return config as Record<string, unknown> | undefined;
 }
 
-/** Every ISA variant the C backend renders. */
-const C_ISAS = ['avx512', 'avx2', 'neon', 'scalar'] as const;
-
 /**
- * `--isa` against the variants the C backend has and the device runs. An ISA the device lacks
- * names the profiles that have it (NEON needs an Arm profile, whose kernels run under qemu here).
+ * `--isa` against the variants the target renders and the device offers. A variant the device
+ * lacks names the profiles that have it and what it needs (NEON: an Arm profile, whose kernels
+ * run under qemu here).
  */
-function checkIsa(isa: string, device: DeviceProfile, target: TargetName): void {
-  if (target !== 'c') throw new KgenError({ field: '--isa', problem: `only the c target has ISA variants, not ${target}`, expected: 'no --isa' });
-  if (!(C_ISAS as readonly string[]).includes(isa)) {
-    throw new KgenError({ field: '--isa', problem: `unknown ISA ${quoted(isa)}`, expected: `one of ${C_ISAS.join(', ')}` });
+function checkVariant(isa: string, device: DeviceProfile, target: Target): void {
+  const variants = target.variants;
+  if (!variants) throw new KgenError({ field: '--isa', problem: `the ${target.name} target has no ISA variants`, expected: 'no --isa' });
+  if (!variants.all.includes(isa)) {
+    throw new KgenError({ field: '--isa', problem: `unknown ISA ${quoted(isa)}`, expected: `one of ${variants.all.join(', ')}` });
   }
-  const here = isasFor(device, target);
+  const here = variants.of(device);
   if (here.includes(isa)) return;
-  const others = allDevices().filter((d) => d.targets.includes('c') && isasFor(d, 'c').includes(isa)).map((d) => d.name);
+  const others = allDevices().filter((d) => d.targets.includes(target.name) && variants.of(d).includes(isa)).map((d) => d.name);
   throw new KgenError({
     field: '--isa',
     problem: `device ${device.name} has no ${isa} (its variants: ${here.join(', ')})`,
-    expected: `an ISA of ${device.name}, or a --device that has ${isa}${others.length ? ` (${others.join(', ')})` : ''}`,
-    hint: isa === 'neon' ? 'e.g. --device apple-m2: NEON kernels compile with the aarch64 cross compiler and run under qemu-aarch64 on x86' : 'omit --isa to take the best variant the device has',
+    expected: `an ISA of ${device.name}, or a --device that has ${isa}${others.length ? `, e.g. --device ${others[0]}` : ''}`,
+    hint: `${variants.describe(isa)}; or omit --isa to take the best variant the device has`,
   });
 }
-

@@ -1,41 +1,13 @@
 import { constants } from 'node:buffer';
 import { totalmem } from 'node:os';
 import { KgenError } from '../errors.js';
-import type { MatmulOp, MatmulShape, Op, Shape } from '../ir/types.js';
+import type { Op, Shape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
-import { codecOf } from '../quant/index.js';
+import { opKit, type RunBuffer } from '../ops/index.js';
 
-/** One host buffer a verify or tune run allocates (in kgen or in the harness process). */
-export interface RunBuffer {
-  name: string;
-  bytes: number;
-}
-
-/**
- * The host buffers a run of a matmul allocates at its peak: seeded weights (f32, packed, and
- * dequantized for the reference), activations, the f64 reference and the output, counting the
- * copies the harness process holds. An upper bound: the tuner repeats weight rows and needs less.
- */
-export function matmulRunBuffers(op: MatmulOp, shape: MatmulShape): RunBuffer[] {
-  const { M, N, K } = shape;
-  const codec = codecOf(op.weight);
-  const packed = (K / codec.weightsPerBlock) * codec.bytesPerBlock * N;
-  const yBytes = M * N * (op.y === 'f16' ? 2 : 4);
-  const buffers: RunBuffer[] = [
-    { name: 'W as f32', bytes: N * K * 4 },
-    { name: 'W dequantized for the reference', bytes: N * K * 4 },
-    { name: 'W packed (kgen and the harness)', bytes: 2 * packed },
-    { name: 'X (kgen and the harness)', bytes: 2 * M * K * 4 },
-    { name: 'the f64 reference output', bytes: M * N * 8 },
-    { name: 'Y (the harness and its copy in kgen)', bytes: 2 * yBytes },
-  ];
-  if (op.epilogue.residual) buffers.push({ name: 'the residual (kgen and the harness)', bytes: 2 * yBytes });
-  return buffers;
-}
-
-/** Host memory a run of `op` at `shape` needs, by buffer. */
+/** Host memory a run of `op` at `shape` needs, by buffer (the op kit's account). */
 export function runBuffers(op: Op, shape: Shape): RunBuffer[] {
-  return op.kind === 'matmul' ? matmulRunBuffers(op, shape as MatmulShape) : [];
+  return opKit(op.kind).runBuffers(op, shape);
 }
 
 function gib(bytes: number): string {

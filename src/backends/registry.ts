@@ -1,28 +1,109 @@
-import type { TargetName } from '../device/profile.js';
+import type { DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
-import { cBackend } from './c/index.js';
-import { cudaBackend } from './cuda/index.js';
-import type { Backend } from './types.js';
+import type { Op, OpKind, Shape } from '../ir/types.js';
+import { quoted } from '../io/message-text.js';
+import { opKit } from '../ops/index.js';
+import { checkTarget } from '../plan/index.js';
+import type { Plan, PlanRequest } from '../plan/types.js';
+import { cTarget } from './c/index.js';
+import { cudaTarget } from './cuda/index.js';
+import type { Backend, KernelRunner, RenderContext, RenderedKernel, Target } from './types.js';
+import { wasmTarget } from './wasm/index.js';
+import { wgslTarget } from './wgsl/index.js';
 
-/** Rendering backends by target; one line per target. */
-const BACKENDS: Partial<Record<TargetName, Backend>> = {
-  c: cBackend,
-  cuda: cudaBackend,
+/** kgen's targets by name: one line per target. */
+const TARGETS: Record<string, Target> = {
+  c: cTarget,
+  cuda: cudaTarget,
+  wgsl: wgslTarget,
+  wasm: wasmTarget,
 };
 
-export function backendFor(target: TargetName): Backend {
-  const b = BACKENDS[target];
-  if (!b) {
-    throw new KgenError({
-      field: '--target',
-      problem: `the ${target} backend is planned but not implemented yet (its plans and budgets already work: see \`kgen plan --target ${target}\`)`,
-      expected: `one of ${Object.keys(BACKENDS).join(', ')}`,
-      hint: 'use --target c',
-    });
-  }
-  return b;
+/** Every target's name, in registry order. */
+export function targetNames(): string[] {
+  return Object.keys(TARGETS);
 }
 
-export function implementedTargets(): TargetName[] {
-  return Object.keys(BACKENDS) as TargetName[];
+/** The target called `name`, or a KgenError naming the targets there are. */
+export function targetFor(name: string, field = '--target'): Target {
+  const t = Object.hasOwn(TARGETS, name) ? TARGETS[name] : undefined;
+  if (!t) throw new KgenError({ field, problem: `unknown target ${quoted(String(name))}`, expected: `one of ${targetNames().join(', ')}` });
+  return t;
+}
+
+/** The targets whose backends render ops of `kind` (what `kgen ops` lists). */
+export function targetsRendering(kind: OpKind): string[] {
+  return targetNames().filter((n) => TARGETS[n]!.backend?.capabilities.ops.includes(kind));
+}
+
+/**
+ * A plan request for `target`: its planner for the op's kind, after the device and the target's
+ * needs are checked (a device the target does not run, a missing feature, an op kind the target
+ * does not plan: each a KgenError naming it).
+ */
+export function planRequest(r: { op: Op; shape: Shape; device: DeviceProfile; target: string }): PlanRequest {
+  const target = targetFor(r.target);
+  checkTarget(r.device, target.name);
+  for (const need of target.needs ?? []) {
+    if (!need.has(r.device)) {
+      throw new KgenError({ field: '--device', problem: `${r.device.name} lacks ${need.feature}, which ${target.name} kernels need`, expected: `a device with ${need.feature}`, hint: '`kgen devices` lists the profiles and their targets' });
+    }
+  }
+  const planner = target.planners[r.op.kind];
+  if (!planner) {
+    throw new KgenError({ field: '--op', problem: `the ${target.name} target does not plan ${r.op.kind} ops`, expected: `an op of kind ${Object.keys(target.planners).join(' or ')}` });
+  }
+  return { op: r.op, shape: r.shape, device: r.device, target: target.name, planner };
+}
+
+/**
+ * The backend that renders (and runs) `req`, after checking what the request asks for against
+ * what the backend declares it renders: the one place a gap (a target that only plans, an op
+ * kind or weight format it does not render) becomes a KgenError, before any renderer runs.
+ */
+export function checkSupport(req: PlanRequest): Backend {
+  const target = targetFor(req.target);
+  const backend = target.backend;
+  if (!backend) {
+    const rendering = targetNames().filter((n) => TARGETS[n]!.backend);
+    throw new KgenError({
+      field: '--target',
+      problem: `the ${target.name} backend is planned but not implemented yet (its plans and budgets already work: see \`kgen plan --target ${target.name}\`)`,
+      expected: `one of ${rendering.join(', ')}`,
+      hint: `use --target ${rendering[0]}`,
+    });
+  }
+  const caps = backend.capabilities;
+  if (!caps.ops.includes(req.op.kind)) {
+    throw new KgenError({
+      field: '--op',
+      problem: `the ${target.title} backend does not render ${req.op.kind} yet`,
+      expected: `an op of kind ${caps.ops.join(' or ')}`,
+      hint: `\`kgen plan --target ${target.name}\` still shows its plan; \`kgen ops\` lists what each target renders`,
+    });
+  }
+  const weights = opKit(req.op.kind).weights(req.op);
+  if (weights && !caps.formats.includes(weights.format)) {
+    throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not decode ${weights.format} weights`, expected: `a weight format of ${caps.formats.join(', ')}` });
+  }
+  return backend;
+}
+
+/**
+ * Renders a plan of a supported request (see `checkSupport`) with its family's renderer: the one
+ * place a plan of the union meets the renderer typed for its family.
+ */
+export function renderPlan(plan: Plan, ctx: RenderContext): RenderedKernel {
+  const render = targetFor(plan.target).backend?.renderers[plan.family] as ((p: Plan, c: RenderContext) => RenderedKernel) | undefined;
+  if (!render) throw new Error(`kgen: no renderer for ${plan.family} plans on ${plan.target} (checkSupport lets no such request through)`);
+  return render(plan, ctx);
+}
+
+/** The runner for a plan of a supported request, or a KgenError while its target only renders. */
+export function runnerFor(plan: Plan, opts?: { preferReal?: boolean }): KernelRunner {
+  const backend = targetFor(plan.target).backend;
+  if (!backend?.runnerFor) {
+    throw new KgenError({ field: '--target', problem: `kgen cannot build and run ${plan.target} kernels yet`, expected: 'a target with a runner', hint: '`kgen emit` still renders it' });
+  }
+  return backend.runnerFor(plan, opts);
 }

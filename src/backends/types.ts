@@ -1,14 +1,73 @@
-import type { TargetName } from '../device/profile.js';
+import type { GpuDetection } from '../device/gpu.js';
+import type { DeviceProfile } from '../device/profile.js';
 import type { OpKind, WeightFormatName } from '../ir/types.js';
 import type { CommentText } from '../render/comment-text.js';
-import type { Plan } from '../plan/types.js';
+import type { CpuVariants } from '../plan/cpu-matmul.js';
+import type { Plan, PlanFamily, Planner, PlanOf, SearchSpace } from '../plan/types.js';
 
-/** What a backend can render; checked before rendering so a gap is a clear error, not a crash. */
+/** What a backend renders; checked before rendering so a gap is a clear error, not a crash. */
 export interface BackendCapabilities {
   ops: readonly OpKind[];
+  /** Weight formats its kernels decode (ops with weights). */
   formats: readonly WeightFormatName[];
-  /** Instruction-set variants (C) or none. */
-  isas: readonly string[];
+}
+
+/** A backend's report on a rendered kernel's resources, and notes for the user. */
+export interface ResourceReport {
+  resources?: Record<string, number | string>;
+  notes: string[];
+}
+
+/** One renderer per plan family the backend renders, reading its family's typed plan. */
+export type Renderers = { [F in PlanFamily]?: (plan: PlanOf<F>, ctx: RenderContext) => RenderedKernel };
+
+/** Instruction-set variants of a target (the C ISAs), named by `--isa` and the `isa` knob. */
+export interface TargetVariants extends CpuVariants {
+  /** Every variant the target renders, best first. */
+  all: readonly string[];
+  /** What a device needs to offer `variant`, and how it runs on this machine, for messages. */
+  describe(variant: string): string;
+}
+
+/**
+ * A kgen target: its planners (one per op kind it plans), its backend (what it renders and runs;
+ * absent while it only plans), its default device and, for CPU targets, its variants. One line
+ * in src/backends/registry.ts registers it.
+ */
+export interface Target {
+  name: string;
+  /** How messages name it ("C", "CUDA"). */
+  title: string;
+  /** The device `--device` defaults to. */
+  defaultDevice: string;
+  planners: { [K in OpKind]?: Planner };
+  backend?: Backend;
+  variants?: TargetVariants;
+  /** Device features the target's kernels need, checked with the request (`checkSupport`). */
+  needs?: readonly DeviceNeed[];
+  /**
+   * What a measurement of this target's kernels on `device` depends on beyond the profile (the
+   * tuner's records key on it); `space` is the tuned space (its variants name the compilers).
+   */
+  fingerprint?(device: DeviceProfile, space: SearchSpace, gpus: GpuDetection): Promise<Fingerprint>;
+  /**
+   * This machine's memory read bandwidth in GB/s with `threads` threads, measured with the
+   * target's own probe, for the tuner's roofline where the profile only estimates it (`host`).
+   */
+  measureBandwidth?(cacheDir: string, threads: number): Promise<number | undefined>;
+}
+
+/**
+ * What identifies the machine a measurement was taken on beyond its profile name: the hardware
+ * model, the ISA or compute capability, driver and compiler versions. Two trials compare only when
+ * their fingerprints are equal.
+ */
+export type Fingerprint = Record<string, string | number | boolean>;
+
+/** A device feature a target's kernels need: a name for messages and a test on the profile. */
+export interface DeviceNeed {
+  feature: string;
+  has(device: DeviceProfile): boolean;
 }
 
 /** Rendered source files by name, plus what the manifest says about them. */
@@ -46,13 +105,18 @@ export interface RenderContext {
 }
 
 /**
- * A code generation target: a small interface plus a capability table. Adding a target is one
- * folder under src/backends, one under templates, and one line in the registry.
+ * A target's code generation: a capability table, one renderer per plan family, and a runner. The
+ * registry checks a request against `capabilities` before any renderer sees it.
  */
 export interface Backend {
-  target: TargetName;
   capabilities: BackendCapabilities;
-  render(plan: Plan, ctx: RenderContext): RenderedKernel;
+  renderers: Renderers;
+  /**
+   * What the target's compiler assigns to a rendered kernel (registers, spills, shared memory), for
+   * the manifest; absent where there is nothing to ask. Slow (it compiles): emit calls it only
+   * when asked.
+   */
+  resources?(plan: Plan, kernel: RenderedKernel): Promise<ResourceReport>;
   /**
    * The runner that builds and executes this plan's kernels here (e.g. native or qemu for a C ISA;
    * a GPU when one is present, else the CPU shim, for CUDA). Absent while a target only renders.

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { emit } from '../api/emit.js';
 import { kernelDataFiles } from '../api/kit.js';
-import { withPtxasResources } from '../api/resources.js';
+import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
@@ -18,7 +18,7 @@ export function registerEmit(program: Command): void {
     .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
     .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
-    .option('--no-ptxas', 'cuda: skip compiling with nvcc for the manifest\'s registers, spills and shared memory');
+    .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
     'after',
@@ -51,7 +51,7 @@ configSource and record fields say which.`,
     } finally {
       records?.close();
     }
-    const checked = flags.ptxas ? await withPtxasResources(result) : { result, notes: [] };
+    const checked = flags.ptxas ? await withResources(result) : { result, notes: [] };
     result = checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
     if (out !== undefined) {

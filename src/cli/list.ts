@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { implementedTargets } from '../backends/registry.js';
+import { targetsRendering } from '../backends/registry.js';
 import { allDevices, describeGpu, detectGpus, detectPresence, matchGpuProfile } from '../device/index.js';
 import { CATALOG, CATALOG_DESCRIPTIONS } from '../ir/catalog.js';
 import { opHash } from '../ir/validate.js';
@@ -12,12 +12,11 @@ export function registerLists(program: Command): void {
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExamples:\n  kgen ops\n  kgen ops --json')
     .action((flags: { json?: boolean }) => {
-      const rendered = implementedTargets();
       const rows = Object.entries(CATALOG).map(([name, op]) => ({
         name,
         kind: op.kind,
         irHash: opHash(op),
-        renders: op.kind === 'matmul' ? rendered : [],
+        renders: targetsRendering(op.kind),
         description: CATALOG_DESCRIPTIONS[name] ?? '',
         op,
       }));

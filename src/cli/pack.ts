@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { pack, packLayout } from '../api/pack.js';
 import { KgenError } from '../errors.js';
 import { catalogOp } from '../ir/catalog.js';
+import { opKit } from '../ops/index.js';
 import { pathText, quoted } from '../io/message-text.js';
 import { fsError, writeOutputFile } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
@@ -55,10 +56,11 @@ Examples:
       let groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
       if (flags.op !== undefined) {
         const op = catalogOp(flags.op);
-        if (!op || op.kind !== 'matmul') throw new KgenError({ field: '--op', problem: `${quoted(flags.op)} is not a catalog matmul`, expected: 'a matmul op from `kgen ops`' });
-        if (format !== undefined && format !== op.weight.format) throw new KgenError({ field: '--format', problem: `contradicts --op ${flags.op} (${op.weight.format})`, expected: 'one of them' });
-        format = op.weight.format;
-        groupSize ??= op.weight.groupSize;
+        const weights = op && opKit(op.kind).weights(op);
+        if (!weights) throw new KgenError({ field: '--op', problem: `${quoted(flags.op)} is not a catalog op with weights`, expected: 'a matmul op from `kgen ops`' });
+        if (format !== undefined && format !== weights.format) throw new KgenError({ field: '--format', problem: `contradicts --op ${flags.op} (${weights.format})`, expected: 'one of them' });
+        format = weights.format;
+        groupSize ??= weights.groupSize;
       }
       if (format === undefined) throw new KgenError({ field: '--format', problem: 'missing', expected: '--format NAME or --op NAME' });
       const input = optionalPath(flags.in, '--in', 'a raw f32 file');

@@ -3,15 +3,15 @@ import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
+import { checkSupport, planRequest, targetNames } from '../backends/registry.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
 import type { GpuDetection } from '../device/index.js';
 import { allDevices, detectGpus, detectPresence, getDevice, matchGpuProfile } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
-import { TARGETS } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { sumBytes } from '../plan/common.js';
-import { rooflineMs } from '../tune/roofline.js';
+import { rooflineMs } from '../plan/roofline.js';
 import { pruneSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
 import { timingRunner, tune, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
@@ -147,8 +147,8 @@ Examples:
   );
   cmd.action(async (flags: TuneFlags) => {
     const device = getDevice(flags.device);
-    const target = (flags.target ?? device.targets[0]) as TargetName;
-    if (!TARGETS.includes(target) || !device.targets.includes(target)) {
+    const target = flags.target ?? device.targets[0]!;
+    if (!targetNames().includes(target) || !device.targets.includes(target)) {
       throw new KgenError({ field: '--target', problem: `${quoted(String(flags.target))} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
     }
     const workloads = workloadsOf(flags, target, device);
@@ -156,7 +156,9 @@ Examples:
     const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
     if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
     checkPresent(device);
-    const first = pruneSpace({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target }, fixed).legal[0];
+    const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
+    checkSupport(firstReq);
+    const first = pruneSpace(firstReq, fixed).legal[0];
     if (first) {
       const runner = timingRunner(first.plan);
       if (!runner.timesAreReal) {
@@ -326,7 +328,7 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
 }
 
 function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
-  const spaces = workloads.map((w) => ({ w, s: pruneSpace({ op: w.op, shape: w.shape, device, target }, fixed) }));
+  const spaces = workloads.map((w) => ({ w, s: pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed) }));
   if (json) {
     printJson(
       spaces.map(({ w, s }) => ({

@@ -1,4 +1,4 @@
-import { TARGETS } from '../device/profile.js';
+import { targetNames } from '../backends/registry.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
 import { valueText } from '../io/message-text.js';
@@ -75,7 +75,7 @@ export function validateExchange(data: unknown): Exchange {
       }
     })();
     const target = str(w, 'target', p);
-    if (!TARGETS.includes(target as never)) fail(`${p}.target`, `got ${valueText(target)}`, `one of ${TARGETS.join(', ')}`);
+    if (!targetNames().includes(target)) fail(`${p}.target`, `got ${valueText(target)}`, `one of ${targetNames().join(', ')}`);
     if (!isObject(w.fingerprint) || !Object.values(w.fingerprint).every((v) => ['string', 'number', 'boolean'].includes(typeof v))) {
       fail(`${p}.fingerprint`, 'not an object of plain values', 'an object of strings, numbers and booleans');
     }

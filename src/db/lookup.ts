@@ -1,4 +1,4 @@
-import type { ResolvedRequest } from '../api/request.js';
+import type { PlanRequest } from '../plan/types.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import type { Shape } from '../ir/types.js';
@@ -29,7 +29,7 @@ export function shapeDistance(a: Shape, b: Shape): number {
  * this kgen version wins (older templates may time differently). A record whose config the current
  * space no longer accepts is passed over, never forced.
  */
-export function recordedConfig(db: TuningDb, req: ResolvedRequest): RecordedChoice | undefined {
+export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string }): RecordedChoice | undefined {
   const rows = db.workloads({ device: req.device.name, target: req.target, irHash: req.irHash }).filter((w) => w.best);
   const want = canonicalJson(req.shape);
   const rank = (w: Workload) => (w.kgenVersion === KGEN_VERSION ? 0 : 1);
@@ -40,7 +40,7 @@ export function recordedConfig(db: TuningDb, req: ResolvedRequest): RecordedChoi
   for (const [source, list] of [['record', exact], ['nearest-record', near]] as const) {
     for (const w of list) {
       try {
-        const resolved = makePlan({ op: req.op, shape: req.shape, device: req.device, target: req.target }, w.best!.config);
+        const resolved = makePlan(req, w.best!.config);
         return { resolved, source, workload: w, trial: w.best! };
       } catch (e) {
         if (!(e instanceof KgenError)) throw e;

@@ -5,15 +5,19 @@ import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
 import { oneLine, valueText } from '../io/message-text.js';
 import { validateOp, validateShape } from '../ir/validate.js';
+import { planRequest, targetFor } from '../backends/registry.js';
+import { opKit } from '../ops/index.js';
 import { makePlan } from '../plan/index.js';
-import { cudaFingerprint } from '../tune/fingerprint.js';
-import { rooflineMs } from '../tune/roofline.js';
+import { cudaFingerprint } from '../backends/cuda/fingerprint.js';
+import { rooflineMs } from '../plan/roofline.js';
 import { validateExchange } from './exchange.js';
 import { workloadKey } from './sqlite.js';
 import type { Exchange, Trial } from './types.js';
 
 /** The `format` of the result file an emitted run.sh (kgen_run) writes on a GPU box. */
 export const RUN_RESULT_FORMAT = 'kgen-cuda-run';
+/** The target whose emitted run kit (run.sh) writes these results. */
+const RUN_KIT_TARGET = 'cuda';
 
 /**
  * The result of one `sh run.sh` (templates/cuda/run.cu.hbs writes it; docs/tuning.md, "Results
@@ -86,14 +90,15 @@ export function runResultToExchange(data: unknown): Exchange {
   const r = data as unknown as CudaRunResult;
   if (!isObject(r.kernel)) fail('kernel', 'missing', 'the kernel object run.sh copies from emit');
   const k = r.kernel as unknown as Record<string, unknown>;
-  if (k.target !== 'cuda') fail('kernel.target', `got ${valueText(k.target)}`, '"cuda"');
+  if (k.target !== RUN_KIT_TARGET) fail('kernel.target', `got ${valueText(k.target)}`, `"${RUN_KIT_TARGET}"`);
   let op;
   try {
     op = validateOp(k.op, 'import.kernel.op');
   } catch (e) {
     fail('kernel.op', (e as Error).message, 'a valid op');
   }
-  if (op.kind !== 'matmul') fail('kernel.op.kind', `got ${op.kind}`, 'matmul');
+  const renders = targetFor(RUN_KIT_TARGET).backend?.capabilities.ops ?? [];
+  if (!renders.includes(op.kind)) fail('kernel.op.kind', `got ${op.kind}`, renders.join(' or '));
   if (canonicalHash(op) !== k.irHash) fail('kernel.irHash', `${String(k.irHash)} is not the hash of the op given`, "the op's IR hash");
   if (!isObject(k.shape)) fail('kernel.shape', 'not an object', 'dimensions like {"M":1,"N":4096,"K":4096}');
   const shape = validateShape(op, k.shape, 'import.kernel.shape');
@@ -105,7 +110,7 @@ export function runResultToExchange(data: unknown): Exchange {
   // The config must still plan for this op, shape and device: the record will be emitted from.
   const { plan } = (() => {
     try {
-      return makePlan({ op, shape, device, target: 'cuda' }, k.config as Record<string, unknown>);
+      return makePlan(planRequest({ op, shape, device, target: RUN_KIT_TARGET }), k.config as Record<string, unknown>);
     } catch (e) {
       return fail('kernel.config', (e as Error).message, 'a config this kgen can plan');
     }
@@ -146,11 +151,11 @@ export function runResultToExchange(data: unknown): Exchange {
   const info = {
     device: deviceName,
     fingerprint: cudaFingerprint({ profile: deviceName, arch, gpu: gpuName, computeCapability: cc, driver: r.gpu.driver ?? 'unknown', nvcc: r.nvcc ?? 'unknown' }),
-    target: 'cuda' as const,
+    target: RUN_KIT_TARGET,
     op,
     irHash: canonicalHash(op),
     shape,
-    weightFormat: op.weight.format,
+    weightFormat: opKit(op.kind).weights(op)?.format,
     templateHash: str(k, 'templateHash', 'kernel.'),
     kgenVersion: str(k, 'kgen', 'kernel.'),
   };

@@ -3,12 +3,9 @@ import type { TargetName } from '../device/profile.js';
 import type { Op, Shape } from '../ir/types.js';
 import type { Config } from '../plan/types.js';
 
-/**
- * What identifies the machine a measurement was taken on beyond its profile name: the hardware
- * model, the ISA or compute capability, driver and compiler versions. Two trials compare only when
- * their fingerprints are equal.
- */
-export type Fingerprint = Record<string, string | number | boolean>;
+import type { Fingerprint } from '../backends/types.js';
+
+export type { Fingerprint };
 
 /**
  * What a measurement depends on. Invariant: `key` is the canonical hash of every other field

@@ -73,6 +73,29 @@ export type MatmulShape = Record<MatmulDim, number>;
 export type AttentionShape = Record<AttentionDim, number>;
 export type Shape = MatmulShape | AttentionShape;
 
-export function dimsOf(kind: OpKind): readonly string[] {
-  return kind === 'matmul' ? MATMUL_DIMS : ATTENTION_DIMS;
+/** Each op kind's op and shape types, by kind (`OpOf<'matmul'>` is `MatmulOp`). */
+export interface OpTypes {
+  matmul: { op: MatmulOp; shape: MatmulShape };
+  attention: { op: AttentionOp; shape: AttentionShape };
+}
+export type OpOf<K extends OpKind> = OpTypes[K]['op'];
+export type ShapeOf<K extends OpKind> = OpTypes[K]['shape'];
+
+/** Reports a shape mistake: the field (`--shape K`), the problem, what was expected and a hint. */
+export type ShapeFail = (field: string, problem: string, expected: string, hint?: string) => never;
+
+/**
+ * One op kind's IR, in its own file (src/ir/<op>.ts) and registered by kind in src/ir/ops.ts: how
+ * untrusted JSON becomes an op, the dimension symbols a shape binds, and the op's shape rules.
+ */
+export interface OpIr<O extends Op, S extends Shape> {
+  kind: O['kind'];
+  /** Dimension symbols in the order shapes are written. */
+  dims: readonly string[];
+  /** A shape as the user writes it, for messages. */
+  exampleShape: string;
+  /** Checks untrusted JSON (already known to be an object of this kind) at `path`. */
+  validate(obj: Record<string, unknown>, path: string): O;
+  /** The op's rules over a shape whose dimensions are all positive integers. */
+  checkShape(op: O, shape: S, field: string, fail: ShapeFail): void;
 }

@@ -1,4 +1,4 @@
-import type { DeviceProfile, TargetName } from '../device/profile.js';
+import type { DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import type { ActDType } from '../ir/types.js';
 import type { Tolerance } from '../reference/compare.js';
@@ -10,22 +10,6 @@ export function dtypeBytes(d: ActDType): number {
 
 export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);
-}
-
-/** CPU ISAs kgen's C backend renders, best first. */
-export const C_ISAS = ['avx512', 'avx2', 'neon', 'scalar'] as const;
-export type CIsa = (typeof C_ISAS)[number];
-
-/** Which CPU ISA variants a device can run (c target), best first; wasm has one. */
-export function isasFor(device: DeviceProfile, target: TargetName): string[] {
-  if (target === 'wasm') return ['simd128'];
-  const isa = new Set(device.cpu?.isa ?? []);
-  const out: string[] = [];
-  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'fma', 'f16c'].every((f) => isa.has(f))) out.push('avx512');
-  if (['avx2', 'fma', 'f16c'].every((f) => isa.has(f))) out.push('avx2');
-  if (isa.has('neon') && isa.has('dotprod')) out.push('neon');
-  out.push('scalar');
-  return out;
 }
 
 /** The share of a CPU cache one core's tile may occupy: half, leaving room for streams and code. */
@@ -47,20 +31,6 @@ export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[]): Budg
     { budget: `vector registers (${device.name})`, needed: sumBytes(buffers, 'registers'), available: cpu.vectorRegisters, unit: 'registers' },
     { budget: `L2 cache share per core (${device.name}: half of ${cpu.l2Bytes} bytes)`, needed: sumBytes(buffers, 'l2'), available: cacheShare(cpu.l2Bytes), unit: 'bytes' },
   ];
-}
-
-/** Budgets for a GPU plan: shared memory (opt-in maximum), threads and the register estimate. */
-export function gpuBudgets(device: DeviceProfile, target: TargetName, buffers: OnChipBuffer[], threads: number): BudgetCheck[] {
-  const gpu = device.gpu!;
-  const sharedName = target === 'wgsl' ? 'workgroup storage' : 'shared memory per block (opt-in maximum)';
-  const checks: BudgetCheck[] = [
-    { budget: `${sharedName} (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
-    { budget: `threads per ${target === 'wgsl' ? 'workgroup' : 'block'} (${device.name})`, needed: threads, available: gpu.maxThreadsPerBlock, unit: 'threads' },
-  ];
-  if (gpu.registersPerThread > 0) {
-    checks.push({ budget: `registers per thread, estimated (${device.name})`, needed: sumBytes(buffers, 'registers'), available: gpu.registersPerThread, unit: 'registers' });
-  }
-  return checks;
 }
 
 /** Tolerances by the precision a kernel computes in; see docs/ARCHITECTURE.md, "Tolerances". */

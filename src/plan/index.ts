@@ -1,18 +1,22 @@
-import type { DeviceProfile, TargetName } from '../device/profile.js';
+import type { DeviceProfile } from '../device/profile.js';
 import { BudgetError, KgenError } from '../errors.js';
-import type { AttentionOp, AttentionShape, MatmulOp, MatmulShape, Op, Shape } from '../ir/types.js';
-import { attentionPlanner } from './attention.js';
+import type { Op, Shape } from '../ir/types.js';
 import { knobError } from './common.js';
-import { matmulPlanner } from './matmul.js';
-import type { BudgetCheck, Config, Knob, Plan, PlanRequest, SearchSpace } from './types.js';
+import type { BudgetCheck, Config, Knob, Plan, PlannerOf, PlanRequest, SearchSpace } from './types.js';
 
 export * from './types.js';
 
+/**
+ * The request's planner as one family's: the registry that filled `req.planner` matched it to the
+ * op's kind, so the request is that family's (the one place the union meets a planner).
+ */
+function familyPlanner(req: PlanRequest): PlannerOf<Plan['family']> {
+  return req.planner as PlannerOf<Plan['family']>;
+}
+
 export function spaceFor(req: PlanRequest): SearchSpace {
   checkTarget(req.device, req.target);
-  return req.op.kind === 'matmul'
-    ? matmulPlanner.space(req as PlanRequest & { op: MatmulOp; shape: MatmulShape })
-    : attentionPlanner.space(req as PlanRequest & { op: AttentionOp; shape: AttentionShape });
+  return familyPlanner(req).space(req as never);
 }
 
 /**
@@ -20,11 +24,8 @@ export function spaceFor(req: PlanRequest): SearchSpace {
  * `space` is the request's space; callers that loop over configs pass the one they hold.
  */
 export function planWith(req: PlanRequest, config: Config, space: SearchSpace = spaceFor(req)): Plan {
-  const planned =
-    req.op.kind === 'matmul'
-      ? matmulPlanner.plan(req as PlanRequest & { op: MatmulOp; shape: MatmulShape }, config)
-      : attentionPlanner.plan(req as PlanRequest & { op: AttentionOp; shape: AttentionShape }, config);
-  return { ...planned, knobsInUse: knobsInUse(space, config) };
+  const planned = familyPlanner(req).plan(req as never, config);
+  return { ...planned, knobsInUse: knobsInUse(space, config) } as Plan;
 }
 
 /** Whether `knob` matters given the knobs before it (`earlier`): the one rule for `when`. */
@@ -48,7 +49,7 @@ export function configInUse(plan: Plan): Config {
   return Object.fromEntries(plan.knobsInUse.filter((k) => k in plan.config).map((k) => [k, plan.config[k]!]));
 }
 
-export function checkTarget(device: DeviceProfile, target: TargetName): void {
+export function checkTarget(device: DeviceProfile, target: string): void {
   if (!device.targets.includes(target)) {
     throw new KgenError({
       field: '--target',

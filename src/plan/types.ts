@@ -1,4 +1,4 @@
-import type { DeviceProfile, TargetName } from '../device/profile.js';
+import type { DeviceProfile } from '../device/profile.js';
 import type { Op, Shape } from '../ir/types.js';
 import type { Tolerance } from '../reference/compare.js';
 
@@ -66,15 +66,37 @@ export interface LaunchShape {
 }
 
 /**
+ * The plan families, by name: which op and shape a family plans and the type of its `params`
+ * (every number and flag its templates print). Each planner file adds its own family here by
+ * declaration merging (`declare module './types.js' { interface PlanFamilies { ... } }`), so a new
+ * planner needs no edit of this file, and a renderer reads its family's params without casts.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface PlanFamilies {}
+
+/** What every family entry of `PlanFamilies` holds. */
+export interface PlanFamilyTypes {
+  op: Op;
+  shape: Shape;
+  params: Record<string, number | string | boolean>;
+}
+
+export type PlanFamily = keyof PlanFamilies;
+
+type FamilyTypes<F extends PlanFamily> = PlanFamilies[F] extends PlanFamilyTypes ? PlanFamilies[F] : never;
+
+/**
  * A kernel plan: everything a template prints and everything the budget check needs, computed
  * once from (op, shape, device, target, config). Invariants: `config` is complete (every knob of
  * the space has a value); `budgets` has been checked (a `Plan` that exists is legal unless it was
  * made with `allowOverBudget` for the tuner's records); templates read numbers only from `params`.
  */
-export interface Plan {
-  op: Op;
-  shape: Shape;
-  target: TargetName;
+export interface PlanOf<F extends PlanFamily> {
+  /** Which planner made it, naming the type of `params`. */
+  family: F;
+  op: FamilyTypes<F>['op'];
+  shape: FamilyTypes<F>['shape'];
+  target: string;
   device: string;
   config: Config;
   /**
@@ -93,22 +115,43 @@ export interface Plan {
   /** Bytes that must cross the memory bus at least once, and arithmetic work, for rooflines. */
   traffic: { bytes: number; flops: number };
   /** Every number and flag a template prints. */
-  params: Record<string, number | string | boolean>;
+  params: FamilyTypes<F>['params'];
 }
 
-/** What an op planner computes; `planWith` adds the knobs in use, which depend only on the space. */
-export type PlanBody = Omit<Plan, 'knobsInUse'>;
+/** Any plan: the union over the registered families. */
+export type Plan = { [F in PlanFamily]: PlanOf<F> }[PlanFamily];
 
+/** What a planner computes; `planWith` adds the knobs in use, which depend only on the space. */
+export type PlanBody<F extends PlanFamily> = Omit<PlanOf<F>, 'knobsInUse'>;
+
+/**
+ * What a plan is asked for. `planner` is the target's planner for the op's kind (the target
+ * registry, src/backends/registry.ts, fills it in: `planRequest`).
+ */
 export interface PlanRequest {
   op: Op;
   shape: Shape;
   device: DeviceProfile;
-  target: TargetName;
+  target: string;
+  planner: Planner;
 }
 
-/** The per-op planner: one file per op in this folder, each with this shape. */
-export interface OpPlanner<O extends Op, S extends Shape> {
-  space(req: PlanRequest & { op: O; shape: S }): SearchSpace;
-  /** The plan of a complete config; `planWith` adds which knobs are in use. */
-  plan(req: PlanRequest & { op: O; shape: S }, config: Config): PlanBody;
+/** A request for an op and shape of known types. */
+export type PlanRequestFor<O extends Op, S extends Shape> = Omit<PlanRequest, 'op' | 'shape'> & { op: O; shape: S };
+
+/** A request as a family's planner sees it: its op and shape types. */
+export type PlanRequestOf<F extends PlanFamily> = PlanRequestFor<FamilyTypes<F>['op'], FamilyTypes<F>['shape']>;
+
+/**
+ * One target's planner for one op kind, in its own file (src/plan/<target>-<op>.ts), in that
+ * target's vocabulary: the search space (knobs in preference order, restrictions) and the plan of
+ * a complete config.
+ */
+export interface PlannerOf<F extends PlanFamily> {
+  family: F;
+  space(req: PlanRequestOf<F>): SearchSpace;
+  plan(req: PlanRequestOf<F>, config: Config): PlanBody<F>;
 }
+
+/** Any planner. */
+export type Planner = { [F in PlanFamily]: PlannerOf<F> }[PlanFamily];

@@ -1,72 +1,17 @@
-import { C_TOOLCHAINS } from '../backends/c/toolchain.js';
-import { nvccVersion, toolVersion } from '../backends/tools.js';
+import { targetFor } from '../backends/registry.js';
 import type { Fingerprint } from '../db/types.js';
 import type { GpuDetection } from '../device/gpu.js';
-import { detectGpus, gpuForProfile } from '../device/gpu.js';
-import { hostIsa } from '../device/host.js';
-import type { DeviceProfile, TargetName } from '../device/profile.js';
+import { detectGpus } from '../device/gpu.js';
+import type { DeviceProfile } from '../device/profile.js';
 import type { SearchSpace } from '../plan/types.js';
 
-/** `<compiler> -dumpfullversion`, or "missing". */
-function compilerVersion(compiler: string): Promise<string> {
-  return toolVersion(compiler, (out) => out.trim() || undefined, ['-dumpfullversion']);
-}
-
-/** What a CUDA measurement depends on besides the profile; `cudaFingerprint` gives its fields. */
-export interface CudaFingerprintParts {
-  profile: string;
-  /** The profile's arch, which kernels are compiled for. */
-  arch: string;
-  /** nvidia-smi's (and CUDA's) name of the GPU measured on. */
-  gpu: string;
-  computeCapability: string;
-  /** The kernel driver's version, as nvidia-smi prints it ("550.54.15"). */
-  driver: string;
-  /** nvcc's full version ("13.0.88"). */
-  nvcc: string;
-}
-
 /**
- * A CUDA fingerprint. One function for every source of CUDA records (the tuner here, a run.sh
- * result imported from a GPU box), so trials measured under the same GPU, driver and nvcc compare.
+ * What identifies the machine and tools a measurement depends on, beyond the profile name: the
+ * target's own account (C: the CPU model, ISA extensions, core and cache figures, compiler
+ * versions; CUDA: the GPU, its driver and nvcc), or just the profile and target where a target
+ * keeps none. Trials compare only under equal fingerprints.
  */
-export function cudaFingerprint(p: CudaFingerprintParts): Fingerprint {
-  return { profile: p.profile, target: 'cuda', arch: p.arch, gpu: p.gpu, computeCapability: p.computeCapability, driver: p.driver, nvcc: p.nvcc };
-}
-
-/**
- * What identifies the machine and tools a measurement depends on, beyond the profile name: for the
- * C target the CPU model, its ISA extensions, core and cache figures, and the version of each
- * compiler the space's ISA variants use; for CUDA the GPU's name and compute capability, the driver
- * and nvcc versions (`cudaFingerprint`). Trials compare only under equal fingerprints.
- */
-export async function fingerprintFor(device: DeviceProfile, target: TargetName, space: SearchSpace, gpus: GpuDetection = detectGpus()): Promise<Fingerprint> {
-  if (target === 'cuda' && device.gpu) {
-    const gpu = gpuForProfile(device, gpus);
-    return cudaFingerprint({
-      profile: device.name,
-      arch: device.gpu.arch,
-      gpu: gpu?.name ?? 'none',
-      computeCapability: gpu?.computeCapability ?? 'unknown',
-      driver: gpu?.driverVersion ?? 'none',
-      nvcc: await nvccVersion(),
-    });
-  }
-  const fp: Fingerprint = { profile: device.name, target };
-  if (target === 'c' && device.cpu) {
-    const host = hostIsa();
-    Object.assign(fp, {
-      cpu: host.model.trim(),
-      arch: host.arch,
-      isa: [...host.isa].sort().join(' '),
-      cores: device.cpu.cores,
-      l2Bytes: device.cpu.l2Bytes,
-      l3Bytes: device.cpu.l3Bytes,
-    });
-    const isas = (space.knobs.find((k) => k.name === 'isa')?.values ?? []) as string[];
-    for (const compiler of [...new Set(isas.map((i) => C_TOOLCHAINS[i]?.compiler).filter((c): c is string => !!c))].sort()) {
-      fp[`compiler:${compiler}`] = await compilerVersion(compiler);
-    }
-  }
-  return fp;
+export async function fingerprintFor(device: DeviceProfile, target: string, space: SearchSpace, gpus: GpuDetection = detectGpus()): Promise<Fingerprint> {
+  const own = targetFor(target).fingerprint;
+  return own ? own(device, space, gpus) : { profile: device.name, target };
 }

@@ -1,20 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { backendFor } from '../backends/registry.js';
+import { checkSupport, planRequest, renderPlan, runnerFor, targetFor } from '../backends/registry.js';
 import type { KernelBuild, KernelRunner, TrialStatus } from '../backends/types.js';
 import type { Trial, TrialRow, TuningDb, Workload } from '../db/types.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
-import { KgenError } from '../errors.js';
-import type { MatmulOp, MatmulShape, Op, Shape } from '../ir/types.js';
+import type { Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
+import { opKit, type TestData } from '../ops/index.js';
 import { Rng } from '../numeric/random.js';
 import type { Plan } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import { KGEN_VERSION } from '../version.js';
-import { matmulWorkloadData, type WorkloadData } from './data.js';
-import { measureReadBandwidth } from './bandwidth.js';
 import { fingerprintFor } from './fingerprint.js';
-import { rooflineMs } from './roofline.js';
+import { rooflineMs } from '../plan/roofline.js';
 import { configHash, pruneSpace, type Candidate, type PrunedSpace } from './space.js';
 import { resolveStrategy } from './strategies/index.js';
 
@@ -76,19 +74,7 @@ export interface TuneSummary {
 
 /** The runner the tuner times with: it must time the real device, here. */
 export function timingRunner(plan: Plan): KernelRunner {
-  const backend = backendFor(plan.target);
-  const runner = backend.runnerFor?.(plan, { preferReal: true });
-  if (!runner) {
-    throw new KgenError({ field: '--target', problem: `the ${plan.target} backend cannot build and run kernels yet, so it cannot be tuned`, hint: '`kgen tune --dry-run` still shows its search space' });
-  }
-  return runner;
-}
-
-function dataFor(spec: WorkloadSpec, seed: number): WorkloadData {
-  if (spec.op.kind !== 'matmul') {
-    throw new KgenError({ field: '--op', problem: `tuning ${spec.op.kind} ops comes with their kernels`, expected: 'a matmul op' });
-  }
-  return matmulWorkloadData(spec.op as MatmulOp, spec.shape as MatmulShape, seed);
+  return runnerFor(plan, { preferReal: true });
 }
 
 /** Runs `f` over `items` with at most `limit` at once; results in input order. */
@@ -125,15 +111,15 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
 
   for (const [index, spec] of opts.workloads.entries()) {
     if (stop()) break;
-    const req = { op: spec.op, shape: spec.shape, device: opts.device, target: opts.target };
+    const req = planRequest({ op: spec.op, shape: spec.shape, device: opts.device, target: opts.target });
+    checkSupport(req);
     const space = pruneSpace(req, opts.fixed);
     if (space.legal.length === 0) continue;
     const defaultCandidate = space.legal[0]!;
     // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
     const runnerOf = opts.runnerFor ?? timingRunner;
-    const backend = backendFor(opts.target);
     const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: commentText('kgen tune') };
-    const templateHash = backend.render(defaultCandidate.plan, renderCtx).templateHash;
+    const templateHash = renderPlan(defaultCandidate.plan, renderCtx).templateHash;
     const traffic = defaultCandidate.plan.traffic;
     const workload = opts.db.ensureWorkload({
       device: opts.device.name,
@@ -142,7 +128,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
       op: spec.op,
       irHash: opHash(spec.op),
       shape: spec.shape,
-      weightFormat: spec.op.kind === 'matmul' ? spec.op.weight.format : undefined,
+      weightFormat: opKit(spec.op.kind).weights(spec.op)?.format,
       templateHash,
       kgenVersion: KGEN_VERSION,
       bytes: traffic.bytes,
@@ -168,7 +154,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     }
     const planned = Math.max(0, Math.min(opts.trials, space.legal.length) - measured.size);
     opts.onEvent?.({ kind: 'workload', index, of: opts.workloads.length, workload, space, resumed: measured.size, planned });
-    const data = planned > 0 ? dataFor(spec, opts.seed ?? 1) : undefined;
+    const data = planned > 0 ? opKit(spec.op.kind).workloadData(spec.op, spec.shape, opts.seed ?? 1) : undefined;
     let added = 0;
     let failures = 0;
     // Outcomes by build id: configs whose source is identical are measured once.
@@ -180,7 +166,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
       if (batch.length === 0) break;
       const builds = await mapLimited(batch, opts.parallelBuilds ?? 2, async (c: Candidate) => {
         const runner = runnerOf(c.plan);
-        return { candidate: c, runner, build: await runner.build(c.plan, backend.render(c.plan, renderCtx), { cacheDir: opts.cacheDir }) };
+        return { candidate: c, runner, build: await runner.build(c.plan, renderPlan(c.plan, renderCtx), { cacheDir: opts.cacheDir }) };
       });
       for (const { candidate, runner, build } of builds) {
         if (added >= planned || stop()) break;
@@ -230,7 +216,7 @@ async function measure(
   runner: KernelRunner,
   plan: Plan,
   build: KernelBuild,
-  data: WorkloadData,
+  data: TestData,
   o: { expectedMs: number; threads: number; timeoutMs?: number; device: DeviceProfile },
 ): Promise<{ status: TrialStatus; timing?: Trial['timing']; error?: string; nmse?: number; maxAbsError?: number; compileMs?: number; runner: string }> {
   if (build.status !== 'ok') return { status: 'compile_error', error: clip(build.detail), compileMs: build.compileMs, runner: runner.name };
@@ -240,19 +226,21 @@ async function measure(
   const timeoutMs = o.timeoutMs ?? Math.max(30_000, 20 * o.expectedMs * (timing.warmup + runs));
   const exec = await runner.execute(build, data.inputs, { timeoutMs, timing });
   if (exec.status !== 'ok') return { status: exec.status, error: clip(exec.detail), compileMs: build.compileMs, runner: runner.name };
-  const { ok, comparison } = data.check(plan, exec.output);
+  const { ok, comparison } = data.check(exec.output, plan.tolerance);
   const base = { nmse: comparison.nmse, maxAbsError: comparison.maxAbsError, compileMs: build.compileMs, runner: runner.name };
   if (!ok) return { ...base, status: 'wrong_result', error: `NMSE ${comparison.nmse.toExponential(2)} (tolerance ${plan.tolerance.nmse}), max abs error ${comparison.maxAbsError.toExponential(2)}, ${comparison.nonFinite} non-finite` };
   return { ...base, status: 'ok', timing: exec.timing };
 }
 
 /**
- * The device with its memory bandwidth measured, for `host` (whose profile only estimates it) on
- * the C target; other devices as their profiles state them.
+ * The device with its memory bandwidth measured by the target's probe, for `host` (whose profile
+ * only estimates it); other devices, and targets without a probe, as their profiles state them.
  */
 async function withMeasuredBandwidth(device: DeviceProfile, target: TargetName, cacheDir: string, threads: number): Promise<DeviceProfile> {
-  if (device.name !== 'host' || target !== 'c') return device;
-  const gbps = await measureReadBandwidth(cacheDir, threads);
+  const probe = targetFor(target).measureBandwidth;
+  // Only the detected host's bandwidth is an estimate; the other profiles state a measured figure.
+  if (device.name !== 'host' || !probe) return device;
+  const gbps = await probe(cacheDir, threads);
   return gbps ? { ...device, memory: { ...device.memory, bandwidthGBs: gbps }, sources: { ...device.sources, memory: `measured by the read probe, ${threads} thread(s)` } } : device;
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { emit } from '../../src/api/emit.js';
-import { makeMatmulData, matmulInputs } from '../../src/api/data.js';
+import { opKit } from '../../src/ops/index.js';
 import { verify } from '../../src/api/verify.js';
 import { cudaRunnerFor } from '../../src/backends/cuda/gpu-runner.js';
 import type { RenderedKernel } from '../../src/backends/types.js';
@@ -53,7 +53,7 @@ describe.concurrent(`every format x variant x M on ${GPU.name}, ragged shapes, a
 
 describe(`the GPU runner's statuses on ${GPU.name}`, () => {
   const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=4096,K=14336', device });
-  const inputs = matmulInputs(makeMatmulData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 1));
+  const inputs = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, 1).inputs;
   const runner = cudaRunnerFor(e.plan);
   /** A kernel with the emitted entry's parameters and a body of our choosing. */
   const custom = (body: string): RenderedKernel => ({

@@ -13,9 +13,7 @@ import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 export function cannotRunReason(isa: string): string | undefined {
   const tc = C_TOOLCHAINS[isa]!;
   const host = hostIsa();
-  if (tc.arch === 'aarch64' && host.arch !== 'aarch64') {
-    return undefined; // runs under qemu-user; a missing qemu is reported as a missing tool
-  }
+  if (emulated(tc)) return undefined; // runs under qemu-user; a missing qemu is reported as a missing tool
   const missing = tc.needs.filter((f) => !host.isa.includes(f));
   return missing.length ? `this CPU lacks ${missing.join(', ')}` : undefined;
 }
@@ -26,7 +24,8 @@ const INSTALL_HINT: Record<string, string> = {
   'qemu-aarch64': 'install qemu-user (Debian: apt-get install qemu-user)',
 };
 
-function emulated(tc: CToolchain): boolean {
+/** Whether this machine runs the variant's binaries under an emulator (another architecture). */
+export function emulated(tc: CToolchain): boolean {
   return tc.runner !== undefined && hostIsa().arch !== tc.arch;
 }
 

@@ -1,34 +1,47 @@
+import type { CpuVariants } from '../../plan/cpu-matmul.js';
+
 /**
- * How each C variant is compiled and run: compiler, flags, and the emulator needed to run it on
- * this machine (NEON under qemu-user). Data, so a new ISA is one entry.
+ * How each C variant is compiled and run: compiler, flags, the CPU features it needs, and the
+ * emulator needed to run it on this machine (NEON under qemu-user). Data, so a new ISA is one
+ * entry; the entries' order is the order of preference (the default takes the first a device has).
  */
 export interface CToolchain {
   compiler: string;
   flags: string[];
   /** Command prefix that runs the binary, e.g. qemu-aarch64 for NEON on x86. */
   runner?: string[];
-  /** CPU features the running machine needs (kgen names, from /proc/cpuinfo); empty for scalar. */
+  /**
+   * CPU features (kgen names, as profiles and /proc/cpuinfo give them) the variant's code uses: a
+   * device profile offers the variant only when it lists them all, and this machine runs it
+   * natively only when it has them (another architecture's variant runs under `runner`).
+   */
   needs: string[];
   /** Architecture the binary is for. */
   arch: 'x86_64' | 'aarch64' | 'any';
 }
 
 export const C_TOOLCHAINS: Record<string, CToolchain> = {
-  scalar: { compiler: 'gcc', flags: ['-O2', '-std=c11'], needs: [], arch: 'any' },
-  avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64' },
   avx512: {
     compiler: 'gcc',
     flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512vnni'],
-    needs: ['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni'],
+    needs: ['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'fma', 'f16c'],
     arch: 'x86_64',
   },
+  avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64' },
   neon: {
     compiler: 'aarch64-linux-gnu-gcc',
     flags: ['-O3', '-std=c11', '-march=armv8.2-a+dotprod+fp16', '-static'],
     runner: ['qemu-aarch64'],
-    needs: [],
+    needs: ['neon', 'dotprod'],
     arch: 'aarch64',
   },
+  scalar: { compiler: 'gcc', flags: ['-O2', '-std=c11'], needs: [], arch: 'any' },
+};
+
+/** The C variants a device profile offers, best first: those whose features it lists. */
+export const C_VARIANTS: CpuVariants = {
+  of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
+  doc: 'instruction set of the C variant',
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */

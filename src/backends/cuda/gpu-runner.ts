@@ -7,7 +7,7 @@ import { archNumber, canRunArch, describeGpu, detectGpus, gpuForProfile } from '
 import { getDevice } from '../../device/index.js';
 import { KgenError, ToolMissingError } from '../../errors.js';
 import { textHash } from '../../hash.js';
-import type { MatmulOp, MatmulShape } from '../../ir/types.js';
+import { opKit } from '../../ops/index.js';
 import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
 import { HARNESS_EXIT as SHARED_EXIT, sourceKey } from '../harness.js';
@@ -114,10 +114,11 @@ export function moduleFlags(arch: string, gpu: GpuInfo): { file: string; flags: 
   return { file: 'kernel.fatbin', flags: ['-fatbin', `-gencode=arch=compute_${n},code=[sm_${n},compute_${n}]`] };
 }
 
-function outputBytes(plan: Plan): number {
-  const op = plan.op as MatmulOp;
-  const { M, N } = plan.shape as MatmulShape;
-  return M * N * (op.y === 'f16' ? 2 : 4);
+/** The architecture a CUDA plan's code is compiled for: its device profile's. */
+function archOf(plan: Plan): string {
+  const arch = getDevice(plan.device).gpu?.arch;
+  if (!arch) throw new Error(`kgen: ${plan.device} is not a GPU profile, yet a CUDA plan names it`);
+  return arch;
 }
 
 /**
@@ -136,14 +137,14 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
     name: `gpu ${gpu.name} (${gpu.arch ?? 'unknown arch'}, nvcc + CUDA driver API${opts.profileMatches ? '' : '; not the plan\'s device profile'})`,
     timesAreReal: opts.profileMatches,
     cannotExecute(plan: Plan): string | undefined {
-      const arch = String(plan.params.arch);
+      const arch = archOf(plan);
       return canRunArch(gpu, arch) ? undefined : `the GPU here, ${describeGpu(gpu)}, cannot run ${arch} code`;
     },
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
       await cudaHarness({ nvcc, cacheDir: opts.harnessCacheDir });
       if (bo.sanitize) await sanitizerCommand(opts.computeSanitizer);
-      const arch = String(plan.params.arch);
+      const arch = archOf(plan);
       const mod = moduleFlags(arch, gpu);
       const flags = [...mod.flags, '-std=c++17', '-O3', '-Xptxas', '-v', ...(bo.werror ? ['-Werror', 'all-warnings'] : []), ...(bo.sanitize ? ['-lineinfo'] : [])];
       const sources = { 'kernel.cu': kernel.files['kernel.cu']!, 'kernel.h': kernel.files['kernel.h']! };
@@ -165,10 +166,10 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
             entry: ptxas.entry,
             module: mod.file,
             grid: launch.grid ?? [1, 1, 1],
-            block: launch.block ?? [Number(plan.params.threads), 1, 1],
+            block: launch.block!,
             sharedBytes: launch.sharedBytes ?? 0,
             dynamicShared: launch.dynamicShared ?? false,
-            yBytes: outputBytes(plan),
+            yBytes: opKit(plan.op.kind).outputBytes(plan.op, plan.shape),
             sanitize: bo.sanitize ?? false,
             registers: ptxas.registers,
             spillBytes: ptxas.spillStores + ptxas.spillLoads,
@@ -226,7 +227,7 @@ export function cudaRunnerFor(plan: Plan, choice: CudaRunnerChoice = {}): Kernel
   const detection = choice.detection ?? detectGpus();
   const exact = gpuForProfile(getDevice(plan.device), detection);
   if (exact) return cudaGpuRunner({ ...choice.gpuRunner, gpu: exact, profileMatches: true });
-  const arch = String(plan.params.arch);
+  const arch = archOf(plan);
   const capable = detection.gpus.find((g) => canRunArch(g, arch));
   if (capable) return cudaGpuRunner({ ...choice.gpuRunner, gpu: capable, profileMatches: false });
   const shim = cudaShimRunner();

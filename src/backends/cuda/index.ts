@@ -1,145 +1,28 @@
-import { getDevice } from '../../device/index.js';
-import { KgenError } from '../../errors.js';
-import type { MatmulOp } from '../../ir/types.js';
-import { CUDA_DECODE_SCHEME } from '../../plan/matmul-cuda.js';
-import { configInUse } from '../../plan/index.js';
-import type { Plan } from '../../plan/types.js';
-import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
-import { templateSet } from '../../render/templates.js';
-import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
-import { commentText } from '../../render/comment-text.js';
-import { HARNESS_EXIT } from '../harness.js';
-import type { Backend, RenderContext, RenderedKernel } from '../types.js';
+import { cudaAttentionPlanner } from '../../plan/cuda-attention.js';
+import { cudaMatmulPlanner } from '../../plan/cuda-matmul.js';
+import type { Target } from '../types.js';
+import { cudaDeviceFingerprint } from './fingerprint.js';
 import { cudaRunnerFor } from './gpu-runner.js';
+import { renderCudaMatmul } from './matmul.js';
+import { ptxasResources } from './resources.js';
 
-/** Kernel partial of each plan variant (templates/cuda/<name>.hbs). */
-const KERNEL_PARTIAL: Record<string, string> = { gemv: 'gemv', tiled_mma: 'tiled_mma', tiled_simt: 'tiled_simt' };
-
-const VARIANT_TEXT: Record<string, string> = {
-  gemv: 'gemv (warps stream weight rows through cp.async rings)',
-  tiled_mma: 'tiled, tensor cores (mma.sync m16n8k16)',
-  tiled_simt: 'tiled, SIMT FMA',
-};
-
-/** Files `emit` writes for a CUDA kernel; `kernel.cu` is the one printed without -o. */
-export const CUDA_FILES = ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh'] as const;
-
-/** nvcc command that compiles an emitted kernel for its plan's arch. */
-export function nvccCommand(plan: Plan): string {
-  return `nvcc -O3 -std=c++17 -arch=${plan.params.arch} -c kernel.cu`;
-}
-
-/** View fields every CUDA template prints: the plan's params plus names and types. */
-function view(plan: Plan, ctx: RenderContext, templateHash: string) {
-  const op = plan.op as MatmulOp;
-  const p = plan.params;
-  const fn = `kgen_${op.name}`;
-  const scheme = CUDA_DECODE_SCHEME[op.weight.format];
-  const xElem = op.x === 'f16' ? 2 : 4;
-  const yElem = op.y === 'f16' ? 2 : 4;
-  const M = p.M as number;
-  const N = p.N as number;
-  const K = p.K as number;
-  const xAlign = plan.variant === 'gemv' ? xElem : (p.xCopy as number);
-  const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
-  // What the run program and run.sh record about the kernel they ran (docs/cuda.md, "Run results").
-  const kernelInfo = JSON.stringify({
-    kgen: ctx.version, op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: p.arch, shape: plan.shape,
-    variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
-  });
-  const device = getDevice(plan.device);
-  return {
-    ...p,
-    fn,
-    FN: fn.toUpperCase(),
-    guard: `${fn.toUpperCase()}_H`,
-    kernelName: `${fn}_${plan.variant}`,
-    version: ctx.version,
-    irHash: ctx.irHash,
-    command: ctx.command,
-    opName: op.name,
-    formatName: FORMAT_NAMES[op.weight.format],
-    variantText: VARIANT_TEXT[plan.variant],
-    configJson: commentText(JSON.stringify(configInUse(plan))),
-    buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
-    harnessExit: HARNESS_EXIT,
-    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
-    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
-    xDevType: op.x === 'f16' ? '__half' : 'float',
-    yDevType: op.y === 'f16' ? '__half' : 'float',
-    yIsF16: op.y === 'f16',
-    hasBias: op.epilogue.bias,
-    hasResidual: op.epilogue.residual,
-    epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
-    activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
-    decodePartial: `decode/${scheme}`,
-    fragPartial: `decode/${scheme}_mma`,
-    kernelPartial: KERNEL_PARTIAL[plan.variant],
-    q35Tables: [...Q35_TABLE_A, ...Q35_TABLE_B].map((v) => `${v}.0f`).join(', '),
-    xAlign,
-    xAlignMask: xAlign - 1,
-    gridExprText: plan.launch.gridExpr!.join(', '),
-    smemKind: p.dynamicShared ? 'dynamic' : 'static',
-    xBytes: M * K * xElem,
-    yBytes: M * N * yElem,
-    biasBytes: op.epilogue.bias ? N * 4 : 0,
-    residualBytes: op.epilogue.residual ? M * N * yElem : 0,
-    tolNmse: plan.tolerance.nmse,
-    tolMaxRel: plan.tolerance.maxRelToPeak,
-    kernelJson: JSON.stringify(kernelInfo),
-    kernelJsonShell: kernelInfo,
-    flushBytes: 3 * (device.gpu?.l2Bytes ?? 0),
-  };
-}
-
-function renderMatmul(plan: Plan, ctx: RenderContext): RenderedKernel {
-  const op = plan.op as MatmulOp;
-  const templates = templateSet('cuda');
-  const v = view(plan, ctx, templates.hash);
-  for (const name of [v.decodePartial, v.kernelPartial]) {
-    if (!name || !templates.has(name)) {
-      throw new KgenError({ field: '--config', problem: `the CUDA backend has no template ${name} for variant ${plan.variant}`, expected: 'a variant of `kgen plan --target cuda`' });
-    }
-  }
-  if (/'/.test(v.kernelJsonShell)) throw new Error('kgen: kernel info must not contain a single quote (it is quoted for run.sh)');
-  const files = {
-    'kernel.cu': templates.render('kernel.cu', v),
-    'kernel.h': templates.render('kernel.h', v),
-    'kgen_run.cu': templates.render('run.cu', v),
-    'run.sh': templates.render('run.sh', v),
-  };
-  const fn = v.fn;
-  return {
-    files,
-    mainFile: 'kernel.cu',
-    templateHash: templates.hash,
-    build: v.buildHint,
-    arch: String(plan.params.arch),
-    abi: [
-      {
-        symbol: fn,
-        signature: `cudaError_t ${fn}(const ${v.xCType} *x, const uint8_t *w, const float *bias, const ${v.yCType} *residual, ${v.yCType} *y, cudaStream_t stream)`,
-        doc: `enqueues Y = ${v.epilogueText}(X . W^T) on stream (device pointers; x ${v.xAlign}-byte and w 16-byte aligned): grid (${v.gridExprText}) of ${plan.params.threads} threads, ${plan.params.smemBytes} bytes of ${v.smemKind} shared memory${op.epilogue.bias ? '' : '; bias unused'}${op.epilogue.residual ? '' : '; residual unused'}`,
-      },
-    ],
-  };
-}
-
-export const cudaBackend: Backend = {
-  target: 'cuda',
-  // The GPU when one can run the plan's code (nvcc, the driver API, CUDA-event timing), else the
-  // CPU shim, which says so in its name; the same rule whether or not real times are wanted.
-  runnerFor: (plan) => cudaRunnerFor(plan),
-  capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], isas: [] },
-  render(plan, ctx) {
-    if (plan.op.kind !== 'matmul') {
-      throw new KgenError({
-        field: '--op',
-        problem: `the CUDA backend does not render ${plan.op.kind} yet`,
-        expected: 'a matmul op',
-        hint: 'attention kernels come with a later release; `kgen plan --target cuda` shows their plans',
-      });
-    }
-    return renderMatmul(plan, ctx);
+/**
+ * The CUDA target: kernel.cu plus a launcher and a run kit, compiled by nvcc; verified on the GPU
+ * present, else through kgen's CPU shim.
+ */
+export const cudaTarget: Target = {
+  name: 'cuda',
+  title: 'CUDA',
+  defaultDevice: 'rtx4090',
+  planners: { matmul: cudaMatmulPlanner, attention: cudaAttentionPlanner },
+  needs: [{ feature: 'an NVIDIA GPU architecture (sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') }],
+  fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
+  backend: {
+    capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
+    renderers: { 'cuda-matmul': renderCudaMatmul },
+    // The GPU when one can run the plan's code (nvcc, the driver API, CUDA-event timing), else the
+    // CPU shim, which says so in its name; the same rule whether or not real times are wanted.
+    runnerFor: (plan) => cudaRunnerFor(plan),
+    resources: ptxasResources,
   },
 };

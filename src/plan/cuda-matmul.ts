@@ -1,8 +1,8 @@
-import type { DeviceProfile } from '../device/profile.js';
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, sumBytes, toleranceFor } from './common.js';
-import type { BudgetCheck, Config, Knob, OnChipBuffer, Plan, PlanBody, PlanRequest, Restriction, SearchSpace } from './types.js';
+import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
  * CUDA matmul plans: what templates/cuda/ renders, number for number. Two kernels:
@@ -23,13 +23,22 @@ import type { BudgetCheck, Config, Knob, OnChipBuffer, Plan, PlanBody, PlanReque
  * which decodes to zero weights, and X past K is staged as zeros: ragged K needs no masking.
  */
 
-type Req = PlanRequest & { op: MatmulOp; shape: MatmulShape };
+/** What the templates of a CUDA matmul print: the gemv kernel's or the tiled kernel's numbers. */
+export type CudaGemvParams = ReturnType<typeof gemvPlan>['params'];
+export type CudaTiledParams = ReturnType<typeof tiledPlan>['params'];
+export type CudaMatmulParams = CudaGemvParams | CudaTiledParams;
+
+declare module './types.js' {
+  interface PlanFamilies {
+    'cuda-matmul': { op: MatmulOp; shape: MatmulShape; params: CudaMatmulParams };
+  }
+}
+
+type Req = PlanRequestFor<MatmulOp, MatmulShape>;
 
 /** Largest M the gemv kernel serves; larger M always uses the tiled kernel. */
 export const GPU_GEMV_MAX_M = 8;
 
-/** Decode partial (templates/cuda/decode/<scheme>.hbs) of each weight format. */
-export const CUDA_DECODE_SCHEME = { q35: 'q35', q4: 'nibble', q4_0: 'nibble', q8: 'int8', q8_0: 'int8', f16: 'f16' } as const;
 
 /**
  * A weight row as CUDA kernels see it: blocks of `weights` weights in `bytes` bytes, the f16 scale
@@ -52,16 +61,6 @@ function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
 }
 
-function archNumber(device: DeviceProfile): number {
-  const m = /^sm_(\d+)$/.exec(device.gpu!.arch);
-  return m ? Number(m[1]) : 0;
-}
-
-/** Tensor cores through mma.sync m16n8k16 with f16 operands need sm_80 or newer. */
-export function hasMmaM16n8k16(device: DeviceProfile): boolean {
-  return archNumber(device) >= 80;
-}
-
 /** Whether a config's knob matters to its kernel; irrelevant knobs are held at their first value. */
 const GEMV_KNOBS = ['warps', 'rowsPerWarp', 'kSplit', 'xChunk'];
 const TILED_KNOBS = ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'];
@@ -70,7 +69,7 @@ const TILED_KNOBS = ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'];
 const gemvKnob = (c: Config) => c.kernel === 'gemv';
 const tiledKnob = (c: Config) => c.kernel === 'tiled';
 
-export function cudaSpace(req: Req): SearchSpace {
+function cudaSpace(req: Req): SearchSpace {
   const { M, K } = req.shape;
   const layout = cudaWeightLayout(req.op, K);
   const g = layout.blockWeights;
@@ -128,17 +127,6 @@ function warpTileOk(c: Config): boolean {
   return c.math === 'mma' ? wm % 16 === 0 && wn % 8 === 0 : wm % 4 === 0 && wn % 8 === 0;
 }
 
-/** Budgets of a CUDA plan: shared memory (static up to the static limit, dynamic up to the opt-in maximum), threads, registers. */
-function cudaBudgets(device: DeviceProfile, buffers: OnChipBuffer[], threads: number): BudgetCheck[] {
-  const gpu = device.gpu!;
-  const perThread = Math.min(gpu.registersPerThread, Math.floor((gpu.registersPerMultiprocessor ?? 65536) / threads));
-  return [
-    { budget: `shared memory per block (opt-in maximum) (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
-    { budget: `threads per block (${device.name})`, needed: threads, available: gpu.maxThreadsPerBlock, unit: 'threads' },
-    { budget: `registers per thread, estimated; ptxas checks the real count (${device.name}: ${threads} threads per block)`, needed: sumBytes(buffers, 'registers'), available: perThread, unit: 'registers' },
-  ];
-}
-
 /**
  * Bytes of shared memory for a staged span of `bytes` bytes that starts anywhere in its first
  * 16-byte chunk: up to 15 bytes before it, and a word after it that a funnel-shifted 32-bit read of
@@ -153,9 +141,12 @@ function xCopyBytes(K: number, elemBytes: number): number {
   return [16, 8, 4].find((b) => (K * elemBytes) % b === 0)!;
 }
 
-export function cudaPlan(req: Req, config: Config): PlanBody {
+function cudaPlan(req: Req, config: Config): PlanBody<'cuda-matmul'> {
   return config.kernel === 'gemv' ? gemvPlan(req, config) : tiledPlan(req, config);
 }
+
+/** The CUDA matmul planner: gemv (M <= GPU_GEMV_MAX_M) and tiled kernels, in CUDA's vocabulary. */
+export const cudaMatmulPlanner: PlannerOf<'cuda-matmul'> = { family: 'cuda-matmul', space: cudaSpace, plan: cudaPlan };
 
 /** Fields every CUDA matmul plan's params carry. */
 function commonParams(req: Req) {
@@ -171,7 +162,7 @@ function commonParams(req: Req) {
     blockBytes: layout.blockBytes,
     arch: req.device.gpu!.arch,
     // Byte offsets into W (rows past N included, up to a tile of 256) fit in 32 bits below 2 GiB.
-    wOffsetType: (shape.N + 256) * layout.rowBytes + 64 < 2 ** 31 ? 'int' : 'long long',
+    wOffsetType: ((shape.N + 256) * layout.rowBytes + 64 < 2 ** 31 ? 'int' : 'long long') as string,
     lutBytes: op.weight.format === 'q35' ? 128 : 0,
     // __launch_bounds__'s minimum blocks per SM. Stated explicitly because without it ptxas for
     // sm_90 picks its own register cap from the occupancy shared memory allows, and spills.
@@ -179,14 +170,15 @@ function commonParams(req: Req) {
   };
 }
 
-function finish(req: Req, parts: { config: Config; variant: string; threads: number; grid: [number, number, number]; gridExpr: [string, string, string]; loops: string[]; buffers: OnChipBuffer[]; params: Plan['params']; f16Math: boolean }): PlanBody {
+function finish<P extends object>(req: Req, parts: { config: Config; variant: string; threads: number; grid: [number, number, number]; gridExpr: [string, string, string]; loops: string[]; buffers: OnChipBuffer[]; params: P; f16Math: boolean }) {
   const { op, shape, device, target } = req;
   const shared = sumBytes(parts.buffers, 'shared');
   const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
   const layout = cudaWeightLayout(op, shape.K);
   return {
+    family: 'cuda-matmul' as const,
     op, shape, target, device: device.name, config: parts.config, variant: parts.variant,
-    launch: { grid: parts.grid, block: [parts.threads, 1, 1], gridExpr: parts.gridExpr, sharedBytes: shared, dynamicShared: !isStatic },
+    launch: { grid: parts.grid, block: [parts.threads, 1, 1] as [number, number, number], gridExpr: parts.gridExpr, sharedBytes: shared, dynamicShared: !isStatic },
     loops: parts.loops,
     buffers: parts.buffers,
     budgets: cudaBudgets(device, parts.buffers, parts.threads),
@@ -204,7 +196,7 @@ function finish(req: Req, parts: { config: Config; variant: string; threads: num
   };
 }
 
-function gemvPlan(req: Req, config: Config): PlanBody {
+function gemvPlan(req: Req, config: Config) {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);
@@ -257,6 +249,7 @@ function gemvPlan(req: Req, config: Config): PlanBody {
     f16Math: false,
     params: {
       ...base,
+      kernel: 'gemv' as const,
       warps, rowsPerWarp, kSplit, stages, rowGroups, rowsPerBlock,
       piece,
       piecesPerBlock: gw / piece,
@@ -277,7 +270,7 @@ function gemvPlan(req: Req, config: Config): PlanBody {
   });
 }
 
-function tiledPlan(req: Req, config: Config): PlanBody {
+function tiledPlan(req: Req, config: Config) {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);
@@ -336,6 +329,7 @@ function tiledPlan(req: Req, config: Config): PlanBody {
     f16Math: mma,
     params: {
       ...base,
+      kernel: 'tiled' as const,
       mma,
       bm, bn, bk, stages, warpsM, warpsN, wm, wn,
       mi, ni, tm, tn,

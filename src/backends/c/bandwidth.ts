@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { detectHost, hostIsa } from '../device/host.js';
-import { cachedBuild } from '../backends/runner-core.js';
-import { hasTool } from '../backends/tools.js';
-import { textHash } from '../hash.js';
-import { templateSet } from '../render/templates.js';
+import { detectHost, hostIsa } from '../../device/host.js';
+import { textHash } from '../../hash.js';
+import { templateSet } from '../../render/templates.js';
+import { cachedBuild } from '../runner-core.js';
+import { hasTool } from '../tools.js';
 
 /**
  * This machine's read bandwidth in GB/s with `threads` threads, measured by the C target's probe

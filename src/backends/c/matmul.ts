@@ -1,0 +1,130 @@
+import { KgenError } from '../../errors.js';
+import type { MatmulOp } from '../../ir/types.js';
+import { configInUse } from '../../plan/index.js';
+import type { PlanOf } from '../../plan/types.js';
+import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
+import { templateSet } from '../../render/templates.js';
+import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
+import { commentText } from '../../render/comment-text.js';
+import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
+import type { RenderContext, RenderedKernel } from '../types.js';
+import { activationOrder, type DecodeScheme } from './act-order.js';
+import { C_TOOLCHAINS } from './toolchain.js';
+
+type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
+
+/** How each weight format's bytes are decoded: one decode partial per scheme and ISA. */
+const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
+  q35: 'q35',
+  q4: 'nibble',
+  q4_0: 'nibble',
+  q8: 'int8',
+  q8_0: 'int8',
+  f16: 'none',
+};
+
+/** The template names a matmul plan renders through, or why it cannot be rendered. */
+export function matmulPartials(plan: CpuMatmulPlan): { micro: string; decode: string; includes: string; common: string; quant: string } {
+  const op = plan.op;
+  const isa = plan.params.isa;
+  const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
+  const scheme = DECODE_SCHEME[op.weight.format];
+  // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
+  const shared = isa === 'avx512' ? 'avx2' : isa;
+  return {
+    micro: `isa/${isa}_${kind}`,
+    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
+    includes: `isa/${isa}_includes`,
+    common: `isa/${shared}_common`,
+    quant: `isa/${shared}_quant`,
+  };
+}
+
+/** View fields the kernel, its header and the harness all print. */
+function sharedView(plan: CpuMatmulPlan) {
+  const op = plan.op;
+  const p = plan.params;
+  const fn = `kgen_${op.name}`;
+  return {
+    ...p,
+    fn,
+    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
+    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    weightBytes: p.N * p.rowBytes,
+  };
+}
+
+/** kernel.c and kernel.h of a CPU matmul plan, and the harness verify and the tuner build around them. */
+export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): RenderedKernel {
+  const op = plan.op;
+  const p = plan.params;
+  const templates = templateSet('c');
+  const parts = matmulPartials(plan);
+  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant]) {
+    if (!templates.has(name)) {
+      throw new KgenError({
+        field: '--isa',
+        problem: `the C backend has no ${p.isa} variant for ${FORMAT_NAMES[op.weight.format]} with ${p.actQuant ? 'int8' : 'f32'} activations (template ${name})`,
+        expected: 'another --isa or config.actQuant',
+        hint: 'run `kgen ops` for what each target supports',
+      });
+    }
+  }
+  const shared = sharedView(plan);
+  const { fn, xCType, yCType } = shared;
+  const tc = C_TOOLCHAINS[p.isa]!;
+  const compileHint = `${tc.compiler} ${tc.flags.filter((f) => f !== '-static').join(' ')} -c kernel.c  (add -fopenmp for the threaded driver)`;
+  const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
+  const view = {
+    ...shared,
+    FN: fn.toUpperCase(),
+    guard: `${fn.toUpperCase()}_H`,
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: op.name,
+    formatName: FORMAT_NAMES[op.weight.format],
+    actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
+    configJson: commentText(JSON.stringify(configInUse(plan))),
+    compileHint,
+    xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
+    yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
+    residualLoad: op.y === 'f16' ? 'kg_f16_to_f32(r[i])' : 'r[i]',
+    activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
+    epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
+    isaIncludes: parts.includes,
+    quantPartial: parts.quant,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa, p.actBlock)?.join(', ') : undefined,
+    microPartial: parts.micro,
+    decodePartial: parts.decode,
+    commonPartial: parts.common,
+    q35TableA: Q35_TABLE_A.join(', '),
+    q35TableB: Q35_TABLE_B.join(', '),
+  };
+  const files = {
+    'kernel.c': templates.render('kernel.c', view),
+    'kernel.h': templates.render('kernel.h', view),
+  };
+  const sig = (ret: string, name: string, args: string) => `${ret} ${name}(${args})`;
+  const rowsArgs = `const void *workspace, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, int64_t row_begin, int64_t row_end`;
+  return {
+    files,
+    harnessFiles: { 'harness.c': renderHarness(plan) },
+    templateHash: templates.hash,
+    build: compileHint,
+    abi: [
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes})` },
+      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${xCType} *x, void *workspace`), doc: 'prepares X once per call (quantizes activations when actQuant)' },
+      { symbol: `${fn}_rows`, signature: sig('void', `${fn}_rows`, rowsArgs), doc: 'output rows [row_begin, row_end) for every activation row; disjoint ranges may run on different threads' },
+      { symbol: fn, signature: sig('void', fn, `const ${xCType} *x, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, void *workspace`), doc: 'prepare + all rows; OpenMP-parallel when compiled with -fopenmp' },
+    ],
+  };
+}
+
+/** Renders the test and timing harness that verify and the tuner compile next to kernel.c. */
+function renderHarness(plan: CpuMatmulPlan): string {
+  return templateSet('c').render('harness.c', { ...sharedView(plan), harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } });
+}
+

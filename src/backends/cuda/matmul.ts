@@ -1,0 +1,128 @@
+import { getDevice } from '../../device/index.js';
+import { KgenError } from '../../errors.js';
+import { configInUse } from '../../plan/index.js';
+import type { PlanOf } from '../../plan/types.js';
+import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
+import { templateSet } from '../../render/templates.js';
+import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
+import { commentText } from '../../render/comment-text.js';
+import { HARNESS_EXIT } from '../harness.js';
+import type { RenderContext, RenderedKernel } from '../types.js';
+
+type CudaMatmulPlan = PlanOf<'cuda-matmul'>;
+
+/** Decode partial (templates/cuda/decode/<scheme>.hbs) of each weight format. */
+const CUDA_DECODE_SCHEME = { q35: 'q35', q4: 'nibble', q4_0: 'nibble', q8: 'int8', q8_0: 'int8', f16: 'f16' } as const;
+
+/** Kernel partial of each plan variant (templates/cuda/<name>.hbs). */
+const KERNEL_PARTIAL: Record<string, string> = { gemv: 'gemv', tiled_mma: 'tiled_mma', tiled_simt: 'tiled_simt' };
+
+const VARIANT_TEXT: Record<string, string> = {
+  gemv: 'gemv (warps stream weight rows through cp.async rings)',
+  tiled_mma: 'tiled, tensor cores (mma.sync m16n8k16)',
+  tiled_simt: 'tiled, SIMT FMA',
+};
+
+/** Files `emit` writes for a CUDA kernel; `kernel.cu` is the one printed without -o. */
+export const CUDA_FILES = ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh'] as const;
+
+/** nvcc command that compiles an emitted kernel for its plan's arch. */
+export function nvccCommand(plan: CudaMatmulPlan): string {
+  return `nvcc -O3 -std=c++17 -arch=${plan.params.arch} -c kernel.cu`;
+}
+
+/** View fields every CUDA template prints: the plan's params plus names and types. */
+function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
+  const op = plan.op;
+  const p = plan.params;
+  const fn = `kgen_${op.name}`;
+  const scheme = CUDA_DECODE_SCHEME[op.weight.format];
+  const xElem = op.x === 'f16' ? 2 : 4;
+  const yElem = op.y === 'f16' ? 2 : 4;
+  const { M, N, K } = p;
+  const xAlign = p.kernel === 'gemv' ? xElem : p.xCopy;
+  const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
+  // What the run program and run.sh record about the kernel they ran (docs/cuda.md, "Run results").
+  const kernelInfo = JSON.stringify({
+    kgen: ctx.version, op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: p.arch, shape: plan.shape,
+    variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
+  });
+  const device = getDevice(plan.device);
+  return {
+    ...p,
+    fn,
+    FN: fn.toUpperCase(),
+    guard: `${fn.toUpperCase()}_H`,
+    kernelName: `${fn}_${plan.variant}`,
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: op.name,
+    formatName: FORMAT_NAMES[op.weight.format],
+    variantText: VARIANT_TEXT[plan.variant],
+    configJson: commentText(JSON.stringify(configInUse(plan))),
+    buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
+    harnessExit: HARNESS_EXIT,
+    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
+    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
+    xDevType: op.x === 'f16' ? '__half' : 'float',
+    yDevType: op.y === 'f16' ? '__half' : 'float',
+    yIsF16: op.y === 'f16',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
+    activationExpr: ACTIVATION_EXPR[op.epilogue.activation],
+    decodePartial: `decode/${scheme}`,
+    fragPartial: `decode/${scheme}_mma`,
+    kernelPartial: KERNEL_PARTIAL[plan.variant],
+    q35Tables: [...Q35_TABLE_A, ...Q35_TABLE_B].map((v) => `${v}.0f`).join(', '),
+    xAlign,
+    xAlignMask: xAlign - 1,
+    gridExprText: plan.launch.gridExpr!.join(', '),
+    smemKind: p.dynamicShared ? 'dynamic' : 'static',
+    xBytes: M * K * xElem,
+    yBytes: M * N * yElem,
+    biasBytes: op.epilogue.bias ? N * 4 : 0,
+    residualBytes: op.epilogue.residual ? M * N * yElem : 0,
+    tolNmse: plan.tolerance.nmse,
+    tolMaxRel: plan.tolerance.maxRelToPeak,
+    kernelJson: JSON.stringify(kernelInfo),
+    kernelJsonShell: kernelInfo,
+    flushBytes: 3 * (device.gpu?.l2Bytes ?? 0),
+  };
+}
+
+/** kernel.cu, its launcher header and the run kit (kgen_run.cu, run.sh) of a CUDA matmul plan. */
+export function renderCudaMatmul(plan: CudaMatmulPlan, ctx: RenderContext): RenderedKernel {
+  const op = plan.op;
+  const templates = templateSet('cuda');
+  const v = view(plan, ctx, templates.hash);
+  for (const name of [v.decodePartial, v.kernelPartial]) {
+    if (!name || !templates.has(name)) {
+      throw new KgenError({ field: '--config', problem: `the CUDA backend has no template ${name} for variant ${plan.variant}`, expected: 'a variant of `kgen plan --target cuda`' });
+    }
+  }
+  if (/'/.test(v.kernelJsonShell)) throw new Error('kgen: kernel info must not contain a single quote (it is quoted for run.sh)');
+  const files = {
+    'kernel.cu': templates.render('kernel.cu', v),
+    'kernel.h': templates.render('kernel.h', v),
+    'kgen_run.cu': templates.render('run.cu', v),
+    'run.sh': templates.render('run.sh', v),
+  };
+  const fn = v.fn;
+  return {
+    files,
+    mainFile: 'kernel.cu',
+    templateHash: templates.hash,
+    build: v.buildHint,
+    arch: String(plan.params.arch),
+    abi: [
+      {
+        symbol: fn,
+        signature: `cudaError_t ${fn}(const ${v.xCType} *x, const uint8_t *w, const float *bias, const ${v.yCType} *residual, ${v.yCType} *y, cudaStream_t stream)`,
+        doc: `enqueues Y = ${v.epilogueText}(X . W^T) on stream (device pointers; x ${v.xAlign}-byte and w 16-byte aligned): grid (${v.gridExprText}) of ${plan.params.threads} threads, ${plan.params.smemBytes} bytes of ${v.smemKind} shared memory${op.epilogue.bias ? '' : '; bias unused'}${op.epilogue.residual ? '' : '; residual unused'}`,
+      },
+    ],
+  };
+}
+

@@ -1,0 +1,28 @@
+import { ToolMissingError } from '../../errors.js';
+import type { Plan } from '../../plan/types.js';
+import type { RenderedKernel, ResourceReport } from '../types.js';
+import { ptxasCheck } from './ptxas.js';
+
+/**
+ * What ptxas assigned to an emitted CUDA kernel (registers, spills, static shared memory), for the
+ * manifest's `resources`, plus notes for the caller. It compiles (about a second) and needs nvcc:
+ * without nvcc there is no report and a note says so; a source nvcc refuses is a note too (a kgen
+ * bug), as is a static shared-memory size that differs from the plan's.
+ */
+export async function ptxasResources(plan: Plan, kernel: RenderedKernel): Promise<ResourceReport> {
+  const arch = kernel.arch;
+  if (plan.family !== 'cuda-matmul' || !arch) return { notes: [] };
+  let check;
+  try {
+    check = await ptxasCheck(kernel, { arch });
+  } catch (e) {
+    if (e instanceof ToolMissingError) return { notes: [`${e.field} not found: manifest.json has no ptxas figures (registers, spills)`] };
+    throw e;
+  }
+  if (check.status !== 'ok') return { notes: [`nvcc could not compile the emitted kernel (please report): ${check.detail.split('\n')[0]}`] };
+  const report = check.report;
+  const notes = [`ptxas (${arch}): ${report.registers} registers, ${report.spillStores + report.spillLoads} spill bytes, ${report.sharedBytes} bytes static shared memory`];
+  const planned = plan.params.smemStatic;
+  if (report.sharedBytes !== planned) notes.push(`ptxas counts ${report.sharedBytes} bytes of static shared memory but the plan ${planned} (please report)`);
+  return { resources: { ...report }, notes };
+}

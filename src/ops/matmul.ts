@@ -1,0 +1,171 @@
+import type { MatmulOp, MatmulShape } from '../ir/types.js';
+import { Rng } from '../numeric/random.js';
+import { bitsPerWeight, codecOf, dequantizeMatrix, quantizeMatrix } from '../quant/index.js';
+import { compareOutputs, withinTolerance } from '../reference/compare.js';
+import { referenceMatmul } from '../reference/matmul.js';
+import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
+import type { KernelInputs, OpKit, RunBuffer, TestData } from './types.js';
+
+/**
+ * The matmul op at run time: Y[M,N] = X[M,K] . W[N,K]^T plus the epilogue. Harness files: x.bin
+ * (X in the op's x type), w.bin (W in its weight format), bias.bin (f32, with a bias),
+ * residual.bin (the y type, with a residual); the output is Y in the op's y type, row-major.
+ */
+
+interface MatmulData {
+  x: TensorData;
+  w: TensorData;
+  bias?: TensorData;
+  residual?: TensorData;
+}
+
+/** Seeded inputs: N(0,1) activations and weights (quantized), bias and residual. */
+function makeData(op: MatmulOp, shape: MatmulShape, seed: number): MatmulData {
+  const { M, N, K } = shape;
+  const rng = new Rng(seed);
+  const codec = codecOf(op.weight);
+  const wf = rng.fillNormal(new Float32Array(N * K));
+  const wBytes = quantizeMatrix(codec, wf, N, K);
+  const data: MatmulData = {
+    x: asDtype(rng.fillNormal(new Float32Array(M * K)), op.x),
+    w: { bytes: wBytes, values: dequantizeMatrix(codec, wBytes, N, K) },
+  };
+  if (op.epilogue.bias) data.bias = asDtype(rng.fillNormal(new Float32Array(N)), 'f32');
+  if (op.epilogue.residual) data.residual = asDtype(rng.fillNormal(new Float32Array(M * N)), op.y);
+  return data;
+}
+
+/** The harness files of the inputs. */
+function inputFiles(x: Uint8Array, w: Uint8Array, bias?: Uint8Array, residual?: Uint8Array): KernelInputs {
+  const inputs: KernelInputs = { 'x.bin': x, 'w.bin': w };
+  if (bias) inputs['bias.bin'] = bias;
+  if (residual) inputs['residual.bin'] = residual;
+  return inputs;
+}
+
+/** A judge of the output's columns `rows` (all of them when undefined) against `reference`. */
+function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, rows?: number[]): TestData['check'] {
+  const { M, N } = shape;
+  return (output, tolerance) => {
+    const y = fromDtype(output, op.y);
+    let got: Float32Array = y;
+    if (rows) {
+      got = new Float32Array(M * rows.length);
+      for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
+    }
+    const comparison = compareOutputs(got, reference);
+    return { ok: withinTolerance(comparison, reference, tolerance), comparison };
+  };
+}
+
+function testData(op: MatmulOp, shape: MatmulShape, seed: number): TestData {
+  const d = makeData(op, shape, seed);
+  const reference = referenceMatmul(shape, op.epilogue, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
+  return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), reference, check: checker(op, shape, reference) };
+}
+
+/** Work (M*N*K) up to which every output is checked; above it, a sample of columns is. */
+const FULL_CHECK_WORK = 2 ** 27;
+/** Distinct weight rows generated; larger matrices repeat them (a prime, so no tile size aligns). */
+const DISTINCT_ROWS = 257;
+
+/**
+ * Inputs for a tuning workload. Weights: up to 257 distinct quantized rows, repeated down N (so a
+ * 28672 x 8192 matrix costs seconds, not minutes, to make). Checked: every output when M*N*K is
+ * small, else all activation rows for a sample of 64 columns (both ends, the middle, a spread), so
+ * the reference stays cheap; the tolerance is the plan's, as in verify.
+ */
+function workloadData(op: MatmulOp, shape: MatmulShape, seed: number): TestData {
+  const { M, N, K } = shape;
+  const rng = new Rng(seed);
+  const codec = codecOf(op.weight);
+  const distinct = Math.min(N, DISTINCT_ROWS);
+  const base = quantizeMatrix(codec, rng.fillNormal(new Float32Array(distinct * K)), distinct, K);
+  const rowBytes = base.length / distinct;
+  const w = new Uint8Array(N * rowBytes);
+  for (let n = 0; n < N; n++) w.set(base.subarray((n % distinct) * rowBytes, (n % distinct + 1) * rowBytes), n * rowBytes);
+  const baseValues = dequantizeMatrix(codec, base, distinct, K);
+  const x = asDtype(rng.fillNormal(new Float32Array(M * K)), op.x);
+  const bias = op.epilogue.bias ? asDtype(rng.fillNormal(new Float32Array(N)), 'f32') : undefined;
+  const residual = op.epilogue.residual ? asDtype(rng.fillNormal(new Float32Array(M * N)), op.y) : undefined;
+
+  const rows = M * N * K <= FULL_CHECK_WORK ? Array.from({ length: N }, (_, n) => n) : sampleRows(N);
+  const wSub = new Float32Array(rows.length * K);
+  rows.forEach((n, r) => wSub.set(baseValues.subarray((n % distinct) * K, (n % distinct + 1) * K), r * K));
+  const reference = referenceMatmul({ M, N: rows.length, K }, op.epilogue, {
+    x: x.values,
+    w: wSub,
+    bias: bias && Float32Array.from(rows, (n) => bias.values[n]!),
+    residual: residual && Float32Array.from({ length: M * rows.length }, (_, i) => residual.values[Math.floor(i / rows.length) * N + rows[i % rows.length]!]!),
+  });
+  return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), reference, check: checker(op, shape, reference, rows) };
+}
+
+/** 64 columns: 8 at each end, 8 around the middle (a thread split), and a spread of 40. */
+function sampleRows(N: number): number[] {
+  const rows = new Set<number>();
+  for (let i = 0; i < 8; i++) {
+    rows.add(i);
+    rows.add(N - 1 - i);
+    rows.add(Math.min(N - 1, Math.floor(N / 2) - 4 + i));
+  }
+  for (let i = 0; i < 40; i++) rows.add(Math.floor(((i + 0.5) * N) / 40));
+  return [...rows].sort((a, b) => a - b);
+}
+
+function packedBytes(op: MatmulOp, shape: MatmulShape): { rowBytes: number; total: number } {
+  const codec = codecOf(op.weight);
+  const rowBytes = (shape.K / codec.weightsPerBlock) * codec.bytesPerBlock;
+  return { rowBytes, total: rowBytes * shape.N };
+}
+
+/**
+ * The host buffers a run allocates at its peak: seeded weights (f32, packed, and dequantized for
+ * the reference), activations, the f64 reference and the output, counting the copies the harness
+ * process holds. An upper bound: the tuner repeats weight rows and needs less.
+ */
+function runBuffers(op: MatmulOp, shape: MatmulShape): RunBuffer[] {
+  const { M, N, K } = shape;
+  const yBytes = M * N * dtypeSize(op.y);
+  const buffers: RunBuffer[] = [
+    { name: 'W as f32', bytes: N * K * 4 },
+    { name: 'W dequantized for the reference', bytes: N * K * 4 },
+    { name: 'W packed (kgen and the harness)', bytes: 2 * packedBytes(op, shape).total },
+    { name: 'X (kgen and the harness)', bytes: 2 * M * K * 4 },
+    { name: 'the f64 reference output', bytes: M * N * 8 },
+    { name: 'Y (the harness and its copy in kgen)', bytes: 2 * yBytes },
+  ];
+  if (op.epilogue.residual) buffers.push({ name: 'the residual (kgen and the harness)', bytes: 2 * yBytes });
+  return buffers;
+}
+
+export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
+  kind: 'matmul',
+  testData,
+  workloadData,
+  outputBytes: (op, shape) => shape.M * shape.N * dtypeSize(op.y),
+  runBuffers,
+  tensors(op, shape) {
+    const { M, N, K } = shape;
+    const codec = codecOf(op.weight);
+    const { rowBytes, total } = packedBytes(op, shape);
+    const tensors: Record<string, { dtype: string; shape: string; layout: string }> = {
+      x: { dtype: op.x, shape: `[${M},${K}]`, layout: 'row-major' },
+      y: { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' },
+    };
+    if (op.epilogue.bias) tensors.bias = { dtype: 'f32', shape: `[${N}]`, layout: 'contiguous' };
+    if (op.epilogue.residual) tensors.residual = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
+    return {
+      tensors,
+      weights: {
+        format: op.weight.format,
+        groupSize: op.weight.groupSize,
+        bitsPerWeight: bitsPerWeight(codec),
+        rowBytes,
+        totalBytes: total,
+        layout: `${N} rows of ${K / codec.weightsPerBlock} blocks of ${codec.bytesPerBlock} bytes (docs/formats.md#${op.weight.format})`,
+      },
+    };
+  },
+  weights: (op) => op.weight,
+};

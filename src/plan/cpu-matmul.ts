@@ -1,0 +1,156 @@
+import type { DeviceProfile } from '../device/profile.js';
+import type { MatmulOp, MatmulShape } from '../ir/types.js';
+import { codecOf } from '../quant/index.js';
+import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor } from './common.js';
+import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
+
+/**
+ * CPU matmul plans (the C target, and the WebAssembly target until it has its own): weight tiles
+ * of `nTile` rows in the L2 share, activation rows in blocks of `mTile`, `rowsPerIter x mTile`
+ * register accumulators, activations quantized to int8 blocks or kept in f32.
+ */
+
+/** What the templates of a CPU matmul print: every number comes from here. */
+export type CpuMatmulParams = {
+  M: number;
+  N: number;
+  K: number;
+  /** The instruction-set variant (a C ISA, or simd128). */
+  isa: string;
+  actQuant: boolean;
+  rowsPerIter: number;
+  mTile: number;
+  nTile: number;
+  unroll: number;
+  weightsPerBlock: number;
+  bytesPerBlock: number;
+  blocksPerRow: number;
+  rowBytes: number;
+  chunksPerBlock: number;
+  chunkStep: number;
+  actBlock: number;
+  actBlocksPerBlock: number;
+  actChunks: number;
+  actPad: number;
+  xBlocks: number;
+  prefetchBytes: number;
+  workspaceBytes: number;
+};
+
+declare module './types.js' {
+  interface PlanFamilies {
+    'cpu-matmul': { op: MatmulOp; shape: MatmulShape; params: CpuMatmulParams };
+  }
+}
+
+type Req = PlanRequestFor<MatmulOp, MatmulShape>;
+
+/** The instruction-set variants a target renders for a device, best first (its first knob). */
+export interface CpuVariants {
+  /** The variants of `device`, best first. */
+  of(device: DeviceProfile): string[];
+  /** What the knob means, for `kgen plan`. */
+  doc: string;
+}
+
+/**
+ * Activation values per int8 block (one scale and one sum each) when activations are quantized: 64
+ * when the weight group is a multiple of 64, else 32. A block never straddles a weight group, so a
+ * kernel takes one integer dot product per block and applies (weight scale x activation scale) once.
+ */
+export function actBlockFor(groupWeights: number): number {
+  return groupWeights % 64 === 0 ? 64 : 32;
+}
+
+/** Bytes after the int8 values of a prepared activation block: f32 scale, i32 sum, padding to 32. */
+export const ACT_BLOCK_TAIL = 32;
+
+function weightLayout(op: MatmulOp, K: number) {
+  const codec = codecOf(op.weight);
+  const blocksPerRow = K / codec.weightsPerBlock;
+  return { codec, blocksPerRow, rowBytes: blocksPerRow * codec.bytesPerBlock };
+}
+
+function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
+  const quantized = req.op.weight.format !== 'f16';
+  const knobs: Knob[] = [
+    { name: 'isa', values: variants.of(req.device), doc: variants.doc },
+    { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
+    { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
+    { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
+    { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
+    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks' },
+    { name: 'prefetch', values: [1, 0, 2], doc: 'software prefetch distance in row groups (rowsPerIter rows) ahead; 0 leaves it to the hardware' },
+  ];
+  const restrictions: Restriction[] = [
+    { reason: 'SIMD variants of quantized formats use int8 activations', allows: (c) => !quantized || c.isa === 'scalar' || c.actQuant === 'q8' },
+    { reason: 'mTile exceeds M', allows: (c) => (c.mTile as number) <= Math.max(1, req.shape.M) || c.mTile === 1 },
+    { reason: 'nTile is not a multiple of rowsPerIter', allows: (c) => (c.nTile as number) % (c.rowsPerIter as number) === 0 },
+    { reason: 'unroll has no effect on the scalar variant', allows: (c) => c.isa !== 'scalar' || c.unroll === 1 },
+  ];
+  return { knobs, restrictions };
+}
+
+function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
+  const { op, shape, device } = req;
+  const { M, N, K } = shape;
+  const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
+  const actQuant = config.actQuant === 'q8';
+  const rowsPerIter = config.rowsPerIter as number;
+  const mTile = config.mTile as number;
+  const nTile = config.nTile as number;
+  const actBlock = actBlockFor(codec.weightsPerBlock);
+  const xBlocks = actQuant ? K / actBlock : 0;
+  // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
+  const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
+  const prefetchBytes = (config.prefetch as number) * rowsPerIter * rowBytes;
+  const buffers: OnChipBuffer[] = [
+    { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
+    { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
+    { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` },
+    { name: 'activation panel', space: 'l2', size: mTile * xRowBytes, why: `${mTile} prepared activation rows` },
+  ];
+  const wsBytes = M * xRowBytes;
+  return {
+    family: 'cpu-matmul',
+    op, shape, target: req.target, device: device.name, config,
+    variant: M === 1 ? 'gemv' : 'gemm',
+    launch: { rows: N },
+    loops: [
+      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
+      `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
+      `  for m0 in [0, ${M}) step ${mTile}`,
+      `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
+      `      for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group), unrolled ${config.unroll}x${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
+    ],
+    buffers,
+    budgets: cpuBudgets(device, buffers),
+    tolerance: toleranceFor({ actQuant, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
+    traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
+    params: {
+      M, N, K,
+      isa: config.isa as string,
+      actQuant,
+      rowsPerIter, mTile, nTile, unroll: config.unroll as number,
+      weightsPerBlock: codec.weightsPerBlock,
+      bytesPerBlock: codec.bytesPerBlock,
+      blocksPerRow,
+      rowBytes,
+      chunksPerBlock: Math.max(1, codec.weightsPerBlock / 32),
+      // SIMD variants decode two 32-weight chunks per step when a block holds an even number.
+      chunkStep: codec.weightsPerBlock % 64 === 0 ? 2 : 1,
+      actBlock,
+      actBlocksPerBlock: Math.max(1, codec.weightsPerBlock / actBlock),
+      actChunks: actBlock / 32,
+      actPad: ACT_BLOCK_TAIL - 8,
+      xBlocks,
+      prefetchBytes,
+      workspaceBytes: wsBytes,
+    },
+  };
+}
+
+/** The CPU matmul planner of a target whose variants are `variants`. */
+export function cpuMatmulPlanner(variants: CpuVariants): PlannerOf<'cpu-matmul'> {
+  return { family: 'cpu-matmul', space: (req) => cpuSpace(req, variants), plan: cpuPlan };
+}
