@@ -28,8 +28,8 @@ export class KgenError extends Error {
 }
 
 /**
- * A plan that does not fit the device. Kept distinct from other user errors so the tuner can record
- * `over_budget` as data instead of treating it as a failure to run.
+ * A plan that does not fit the device: the budget, what it needs and what is available. Kept
+ * distinct from other user errors so callers can tell "this config does not fit" from a mistake.
  */
 export class BudgetError extends KgenError {
   readonly budget: string;

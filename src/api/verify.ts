@@ -23,7 +23,7 @@ export interface VerifyOptions extends EmitOptions {
 }
 
 export interface VerifyResult {
-  status: Exclude<TrialStatus, 'over_budget'>;
+  status: TrialStatus;
   /** False when the kernel was only compiled (this machine cannot run it). */
   ran: boolean;
   plan: Plan;

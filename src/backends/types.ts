@@ -125,10 +125,11 @@ export interface Backend {
 }
 
 /**
- * The outcome of building and running one kernel: data, never a sentinel time. `over_budget` is
- * decided by the plan before anything compiles; the others by compiling, running and comparing.
+ * The outcome of building, running and checking one config: data, never a sentinel time. A config
+ * over a budget never gets this far: the plan rules it out before anything compiles (`BudgetError`
+ * for a given config; counted by reason in the tuner's pruned space), so it is not a trial.
  */
-export type TrialStatus = 'ok' | 'over_budget' | 'compile_error' | 'crash' | 'timeout' | 'wrong_result';
+export type TrialStatus = 'ok' | 'compile_error' | 'crash' | 'timeout' | 'wrong_result';
 
 /** Inputs of one kernel run as files a harness reads: name (x.bin, w.bin, ...) -> bytes. */
 export type KernelInputs = Record<string, Uint8Array>;

@@ -1,11 +1,12 @@
 import { targetNames } from '../backends/registry.js';
+import type { TrialStatus } from '../backends/types.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
 import { valueText } from '../io/message-text.js';
 import { validateOp, validateShape } from '../ir/validate.js';
 import type { Exchange, Trial } from './types.js';
 
-const STATUSES = new Set(['ok', 'over_budget', 'compile_error', 'crash', 'timeout', 'wrong_result']);
+const STATUSES = new Set<TrialStatus>(['ok', 'compile_error', 'crash', 'timeout', 'wrong_result']);
 
 function fail(field: string, problem: string, expected: string): never {
   throw new KgenError({ field, problem, expected, hint: 'import files come from `kgen db export`; see docs/tuning.md for the format' });
@@ -108,7 +109,7 @@ export function validateExchange(data: unknown): Exchange {
 function validateTrial(t: unknown, p: string): Trial {
   if (!isObject(t)) fail(p, 'not an object', 'a trial object');
   const status = str(t, 'status', p);
-  if (!STATUSES.has(status)) fail(`${p}.status`, `got ${valueText(status)}`, [...STATUSES].join(' | '));
+  if (!STATUSES.has(status as TrialStatus)) fail(`${p}.status`, `got ${valueText(status)}`, [...STATUSES].join(' | '));
   if (!isObject(t.config) || !Object.values(t.config).every((v) => (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && v.length <= 64))) {
     fail(`${p}.config`, 'not an object of knob values', 'an object of numbers and strings');
   }

@@ -9,6 +9,25 @@ import { packagePath } from '../package-files.js';
  */
 export type TargetName = string;
 
+/**
+ * What a GPU can do beyond its limits, as data the planners and the support check read (never a
+ * guess from a vendor or arch name).
+ */
+export interface GpuFeatures {
+  /** Smallest and largest subgroup (warp, wavefront) size the device may use; code must be correct for all of them. */
+  subgroupSizes: [number, number];
+  /** Whether subgroup operations may be used at all (WebGPU: the optional `subgroups` feature); NVIDIA warps always. */
+  subgroups?: boolean;
+  /** f16 arithmetic in kernels (WebGPU: the optional `shader-f16` feature). */
+  f16: boolean;
+  /** 8-bit integer dot products: `dp4a` (CUDA), `dot4I8Packed` (WGSL). */
+  dot8: string[];
+  /** Asynchronous global-to-shared copies (CUDA cp.async, sm_80+). */
+  asyncCopy: boolean;
+  /** Tensor-core instructions by PTX name (`mma.m16n8k16.f16`). */
+  tensorCores: string[];
+}
+
 /** GPU on-chip and thread limits. Bytes are bytes; counts are counts. */
 export interface GpuLimits {
   vendor: string;
@@ -28,6 +47,7 @@ export interface GpuLimits {
   registersPerMultiprocessor?: number;
   maxStorageBufferBindingBytes?: number;
   l2Bytes?: number;
+  features: GpuFeatures;
 }
 
 export interface CpuLimits {
@@ -88,6 +108,11 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
       need(Number.isInteger(g[k]) && g[k] > 0, file, `gpu.${k}`, 'a positive integer');
     }
     need(g.sharedPerBlockOptinBytes >= g.sharedPerBlockBytes, file, 'gpu.sharedPerBlockOptinBytes', '>= sharedPerBlockBytes');
+    const f = g.features;
+    need(f && typeof f === 'object', file, 'gpu.features', 'the GPU\'s features (subgroupSizes, f16, dot8, asyncCopy, tensorCores)');
+    need(Array.isArray(f.subgroupSizes) && f.subgroupSizes.length === 2 && f.subgroupSizes.every((n) => Number.isInteger(n) && n > 0) && f.subgroupSizes[0] <= f.subgroupSizes[1], file, 'gpu.features.subgroupSizes', '[min, max], positive integers');
+    need(typeof f.f16 === 'boolean' && typeof f.asyncCopy === 'boolean', file, 'gpu.features.f16/asyncCopy', 'true or false');
+    need(Array.isArray(f.dot8) && Array.isArray(f.tensorCores), file, 'gpu.features.dot8/tensorCores', 'lists of instruction names');
   } else {
     const c = p.cpu;
     need(c, file, 'cpu', 'CPU limits');

@@ -4,14 +4,9 @@ import type { BudgetCheck, OnChipBuffer } from './types.js';
 
 /** What every CUDA planner checks: the profile's NVIDIA limits, in CUDA's terms. */
 
-function archNumber(device: DeviceProfile): number {
-  const m = /^sm_(\d+)$/.exec(device.gpu!.arch);
-  return m ? Number(m[1]) : 0;
-}
-
-/** Tensor cores through mma.sync m16n8k16 with f16 operands need sm_80 or newer. */
+/** Tensor cores through mma.sync m16n8k16 with f16 operands, as the profile's features state (sm_80 and newer). */
 export function hasMmaM16n8k16(device: DeviceProfile): boolean {
-  return archNumber(device) >= 80;
+  return device.gpu?.features?.tensorCores.includes('mma.m16n8k16.f16') ?? false;
 }
 
 /** Budgets of a CUDA plan: shared memory (static up to the static limit, dynamic up to the opt-in maximum), threads, registers. */

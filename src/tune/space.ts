@@ -19,7 +19,7 @@ export interface PrunedSpace {
   space: SearchSpace;
   total: number;
   legal: Candidate[];
-  /** Reason -> configs ruled out for it. */
+  /** Reason -> configs ruled out for it (`restriction: ...`, `over budget: <budget>`). */
   pruned: Map<string, number>;
 }
 

@@ -15,7 +15,11 @@ export const cudaTarget: Target = {
   title: 'CUDA',
   defaultDevice: 'rtx4090',
   planners: { matmul: cudaMatmulPlanner, attention: cudaAttentionPlanner },
-  needs: [{ feature: 'an NVIDIA GPU architecture (sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') }],
+  needs: [
+    { feature: 'an NVIDIA architecture (gpu.arch sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') },
+    // Every CUDA template reduces across warps of exactly 32 lanes.
+    { feature: 'warps of 32 (gpu.features.subgroupSizes [32, 32])', has: (d) => d.gpu?.features?.subgroupSizes.join(',') === '32,32' },
+  ],
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
   backend: {
     capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },

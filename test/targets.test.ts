@@ -1,0 +1,106 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { checkSupport, planRequest, targetFor, targetNames, targetsRendering } from '../src/backends/registry.js';
+import { allDevices, getDevice } from '../src/device/index.js';
+import type { DeviceProfile } from '../src/device/profile.js';
+import { KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { OP_KINDS } from '../src/ir/ops.js';
+import { opKit } from '../src/ops/index.js';
+import { makePlan } from '../src/plan/index.js';
+
+const SRC = join(import.meta.dirname, '..', 'src');
+
+function tsFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    return statSync(p).isDirectory() ? tsFiles(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+describe('targets and ops are data', () => {
+  it('every target is registered once, plans its op kinds on its default device, and renders what it declares', () => {
+    expect(targetNames()).toEqual(['c', 'cuda', 'wgsl', 'wasm']);
+    for (const name of targetNames()) {
+      const t = targetFor(name);
+      expect(getDevice(t.defaultDevice).targets).toContain(name);
+      for (const kind of t.backend?.capabilities.ops ?? []) expect(t.planners[kind], `${name} renders ${kind} but does not plan it`).toBeDefined();
+    }
+    expect(targetsRendering('matmul')).toEqual(['c', 'cuda']);
+    expect(targetsRendering('attention')).toEqual([]);
+    for (const kind of OP_KINDS) expect(opKit(kind).kind).toBe(kind);
+  });
+
+  it('no code outside a target\'s or an op\'s own files branches on a target name, op kind or plan family', () => {
+    // Own files: a target's backend folder and planner files, an op's IR, kit and reference files.
+    const own = /^(backends\/(c|cuda|wgsl|wasm)\/|plan\/(cpu|cuda|wgsl)-[a-z]+\.ts$|ir\/(matmul|attention)\.ts$|ops\/(matmul|attention)\.ts$|reference\/(matmul|attention)\.ts$)/;
+    const branch = /\bop\.kind\s*[!=]==|\.kind\s*[!=]==\s*'(matmul|attention)'|\btarget\s*[!=]==\s*'|\.target\s*[!=]==\s*'|\.family\s*[!=]==\s*'/;
+    const offenders = tsFiles(SRC)
+      .map((f) => relative(SRC, f))
+      .filter((f) => !own.test(f))
+      .flatMap((f) => readFileSync(join(SRC, f), 'utf8').split('\n').map((line, i) => ({ f, i, line })))
+      .filter(({ line }) => branch.test(line))
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
+    expect(offenders).toEqual([]);
+  });
+});
+
+describe('capabilities as data, checked in one place', () => {
+  const q4 = CATALOG.matmul_q4!;
+  const shape = { M: 1, N: 64, K: 64 };
+
+  it('device features come from the profile: tensor cores and cp.async by arch, WebGPU with nothing assumed', () => {
+    const feats = (name: string) => getDevice(name).gpu!.features;
+    expect(feats('t4').tensorCores).not.toContain('mma.m16n8k16.f16');
+    expect(feats('rtx4090').tensorCores).toContain('mma.m16n8k16.f16');
+    expect(feats('t4').asyncCopy).toBe(false);
+    expect(feats('webgpu')).toMatchObject({ subgroups: false, f16: false, subgroupSizes: [4, 128] });
+    expect(feats('swiftshader').subgroupSizes).toEqual([4, 4]);
+    for (const d of allDevices().filter((x) => x.kind === 'gpu')) expect(d.gpu!.features.subgroupSizes[0]).toBeLessThanOrEqual(d.gpu!.features.subgroupSizes[1]);
+    // The CUDA planner offers tensor cores exactly where the profile lists them.
+    const math = (name: string) => makePlan(planRequest({ op: q4, shape: { M: 64, N: 64, K: 64 }, device: getDevice(name), target: 'cuda' })).plan.config.math;
+    expect(math('t4')).toBe('simt');
+    expect(math('rtx4090')).toBe('mma');
+  });
+
+  it('a device lacking a feature the target needs is refused naming the feature', () => {
+    const rtx = getDevice('rtx4090');
+    const wave64: DeviceProfile = { ...rtx, name: 'wave64', gpu: { ...rtx.gpu!, features: { ...rtx.gpu!.features, subgroupSizes: [64, 64] } } };
+    expect(() => planRequest({ op: q4, shape, device: wave64, target: 'cuda' })).toThrow(/--device: wave64 lacks warps of 32 .*, which cuda kernels need/);
+    expect(() => planRequest({ op: q4, shape, device: getDevice('webgpu'), target: 'cuda' })).toThrow(/device webgpu does not run cuda kernels/);
+  });
+
+  it('a gap between the request and the backend is one KgenError from checkSupport, before rendering', () => {
+    const att = CATALOG.attention_f16!;
+    const attShape = { B: 1, Hq: 8, Hkv: 8, Sq: 1, Skv: 64, D: 64 };
+    const gap = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(KgenError);
+        return (e as KgenError).message;
+      }
+      return 'no error';
+    };
+    expect(gap(() => checkSupport(planRequest({ op: q4, shape, device: getDevice('webgpu'), target: 'wgsl' })))).toMatch(/^--target: the wgsl backend is planned but not implemented yet/);
+    expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('epyc-9654'), target: 'c' })))).toMatch(/^--op: the C backend does not render attention yet/);
+    expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('rtx4090'), target: 'cuda' })))).toMatch(/^--op: the CUDA backend does not render attention yet/);
+    expect(checkSupport(planRequest({ op: q4, shape, device: getDevice('epyc-9654'), target: 'c' })).capabilities.ops).toContain('matmul');
+  });
+
+  it('every target plans every op kind it has a planner for, on every device that runs it', () => {
+    for (const device of allDevices()) {
+      for (const name of device.targets) {
+        for (const op of Object.values(CATALOG)) {
+          if (!targetFor(name).planners[op.kind]) continue;
+          const s = op.kind === 'matmul' ? { M: 3, N: 77, K: 320 } : { B: 1, Hq: 8, Hkv: 2, Sq: 3, Skv: 77, D: 64 };
+          if (op.kind === 'matmul' && op.weight.format === 'f16') continue;
+          const { plan } = makePlan(planRequest({ op, shape: s, device, target: name }));
+          expect(plan.family.endsWith(op.kind), `${name} ${op.name}: ${plan.family}`).toBe(true);
+          expect(plan.target).toBe(name);
+        }
+      }
+    }
+  });
+});
