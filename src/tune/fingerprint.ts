@@ -46,7 +46,8 @@ export function cudaFingerprint(p: CudaFingerprintParts): Fingerprint {
 /**
  * What identifies the machine and tools a measurement depends on, beyond the profile name: for the
  * C target the CPU model, its ISA extensions, core and cache figures, and the version of each
- * compiler the space's ISA variants use; for CUDA the GPU's name and compute capability, the driver
+ * compiler the space's ISA variants use, and for a `host` forced by `KGEN_HOST_PROFILE` the profile
+ * it was forced to (`forcedFrom`); for CUDA the GPU's name and compute capability, the driver
  * and nvcc versions (`cudaFingerprint`). Trials compare only under equal fingerprints.
  */
 export async function fingerprintFor(device: DeviceProfile, target: TargetName, space: SearchSpace, gpus: GpuDetection = detectGpus()): Promise<Fingerprint> {
@@ -61,7 +62,8 @@ export async function fingerprintFor(device: DeviceProfile, target: TargetName, 
       nvcc: await nvccVersion(),
     });
   }
-  const fp: Fingerprint = { profile: device.name, target };
+  // A forced host's figures are another CPU's: its records must never match the real host's.
+  const fp: Fingerprint = { profile: device.name, target, ...(device.forcedFrom ? { forcedFrom: device.forcedFrom } : {}) };
   if (target === 'c' && device.cpu) {
     const host = hostIsa();
     Object.assign(fp, {
