@@ -1,14 +1,14 @@
 /** Shared pieces of the throughput bench (bench/run.ts). */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { detectHost } from '../src/device/host.js';
+import { detectMachine } from '../src/device/host.js';
 
 /**
  * L3 size the bench defeats: every timed row rotates through > 3x this many weight bytes. This
  * machine's L3 as sysfs reports it (a VM sees the whole socket's, e.g. 300 MiB on a 2-vCPU Xeon
  * slice), never less than 32 MiB: rotating through a fixed 96 MiB would time a 300 MiB L3, not DRAM.
  */
-export const L3_BYTES = Math.max(32 * 2 ** 20, detectHost().cpu?.l3Bytes ?? 0);
+export const L3_BYTES = Math.max(32 * 2 ** 20, detectMachine().cpu?.l3Bytes ?? 0);
 
 export interface BenchRow {
   kind: 'probe' | 'kgen' | 'peer';

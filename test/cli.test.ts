@@ -32,7 +32,7 @@ describe.concurrent('kgen CLI', () => {
 
   it('emit -o writes kernel.c, kernel.h and manifest.json', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'kgen-cli-')), 'out');
-    const r = await run(['emit', '--target', 'c', '--op', 'matmul_q35', '--shape', 'M=1,N=4096,K=4096', '--isa', 'avx2', '-o', dir]);
+    const r = await run(['emit', '--target', 'c', '--op', 'matmul_q35', '--shape', 'M=1,N=4096,K=4096', '--isa', 'avx2', '--device', 'epyc-7763', '-o', dir]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(['kernel.c', 'kernel.h', 'manifest.json']);
     const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -90,7 +90,7 @@ describe.concurrent('kgen CLI', () => {
   });
 
   it('verify prints the errors and exits 0', async () => {
-    const r = await run(['verify', '--op', 'matmul_q4_0', '--shape', 'M=3,N=77,K=320', '--isa', 'avx2']);
+    const r = await run(['verify', '--op', 'matmul_q4_0', '--shape', 'M=3,N=77,K=320', '--isa', 'avx2', '--device', 'epyc-7763']);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^ok: matmul_q4_0 c\/avx2 M=3,N=77,K=320: max abs error \S+, NMSE \S+/);
     const j = await run(['verify', '--op', 'matmul_q8', '--shape', 'M=1,N=77,K=320', '--isa', 'scalar', '--json']);
@@ -119,7 +119,7 @@ describe.concurrent('kgen CLI', () => {
     expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv']);
     const devices = JSON.parse((await run(['devices', '--json'])).stdout);
     const names = devices.map((d: { name: string }) => d.name);
-    for (const n of ['host', 'rtx4090', 'a100-80gb', 'h100-sxm', 'l40s', 'epyc-9654', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128']) expect(names).toContain(n);
+    for (const n of ['host', 'rtx4090', 'a100-80gb', 'h100-sxm', 'l40s', 'epyc-7763', 'epyc-9654', 'xeon-8592', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128']) expect(names).toContain(n);
     expect(devices.find((d: { name: string }) => d.name === 'host').present).toBe(true);
     expect((await run(['devices'])).stdout).toMatch(/^\*\s+host/m);
   });

@@ -366,7 +366,7 @@ function makeCase(rng: Rng, i: number): Case {
         [['db', 'best', '--shape', 'M=1,N=64,K=64', '--db', KDB], '--op', Object.keys(CATALOG)],
       ];
       const [base, flag, valid] = pick(rng, table);
-      const devices = ['host', 'rtx4090', 'l40s', 'a100-80gb', 'h100-sxm', 'h200', 't4', 'epyc-9654', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128'];
+      const devices = ['host', 'rtx4090', 'l40s', 'a100-80gb', 'h100-sxm', 'h200', 't4', 'epyc-7763', 'epyc-9654', 'xeon-8592', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128'];
       const v = notOneOf(rng, flag === '--device' ? devices : valid);
       return { kind, argv: [...base, flag, v], note: `${flag} ${JSON.stringify(v)}` };
     }

@@ -47,6 +47,9 @@ function f32File(dir: string, n: number): string {
 }
 
 const EMIT = ['emit', '--target', 'c', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--isa', 'scalar'];
+// Tuning host, on the scalar variant that runs natively anywhere: kgen tune refuses, before the checks
+// tested here, a host whose first variant would run under an emulator (KGEN_HOST_PROFILE=apple-m2 on x86).
+const TUNE_HOST = ['tune', '--device', 'host', '--config', '{"isa":"scalar"}'];
 
 describe('output paths never lose a user file', () => {
   it('emit -o into an existing directory writes beside what is there and replaces only with --force', async () => {
@@ -126,7 +129,7 @@ describe('output paths never lose a user file', () => {
       [...EMIT, '-o', '/proc/kgen-test/out'],
       ['pack', '--format', 'q4', '--shape', 'N=4,K=64', '--in', w, '-o', '/proc/kgen-test/w.q4'],
       ['db', 'import', exportFile, '--db', '/proc/kgen-test/t.db'],
-      ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--cache-dir', '/proc/kgen-test/cache', '--db', join(dir, 't.db')],
+      [...TUNE_HOST, '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--cache-dir', '/proc/kgen-test/cache', '--db', join(dir, 't.db')],
       [...EMIT, '-o', '/sys/kgen-test/out'],
     ]) {
       const r = await run(args, { timeout: 20_000 });
@@ -270,7 +273,7 @@ describe('the tuning database opens only kgen databases', () => {
         ['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64'],
         ['db', 'import', exportFile],
         ['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64'],
-        ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--cache-dir', join(dir, 'cache')],
+        [...TUNE_HOST, '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--cache-dir', join(dir, 'cache')],
       ]) {
         expectRefused(await run([...args, '--db', db]), /--db: .*(another application's SQLite database|not a kgen tuning database)/);
       }
@@ -378,7 +381,7 @@ describe('shapes whose test data cannot be allocated', () => {
 
   it('the tuner refuses them before opening the database', async () => {
     const dir = tmp();
-    expectRefused(await run(['tune', '--device', 'host', '--op', 'matmul_q8', '--shape', 'M=65536,N=1048576,K=1024', '--db', join(dir, 't.db')]), /--shape: the tuner would allocate/);
+    expectRefused(await run([...TUNE_HOST, '--op', 'matmul_q8', '--shape', 'M=65536,N=1048576,K=1024', '--db', join(dir, 't.db')]), /--shape: the tuner would allocate/);
     expect(existsSync(join(dir, 't.db'))).toBe(false);
   });
 

@@ -95,7 +95,8 @@ function checkVariant(isa: string, device: DeviceProfile, target: Target): void 
   }
   const here = variants.of(device);
   if (here.includes(isa)) return;
-  const others = allDevices().filter((d) => d.targets.includes(target.name) && variants.of(d).includes(isa)).map((d) => d.name);
+  // Shipped profiles first: `host` is named last (a forced host may have the variant too).
+  const others = allDevices().filter((d) => d.targets.includes(target.name) && variants.of(d).includes(isa)).map((d) => d.name).sort((a, b) => Number(a === 'host') - Number(b === 'host'));
   throw new KgenError({
     field: '--isa',
     problem: `device ${device.name} has no ${isa} (its variants: ${here.join(', ')})`,

@@ -6,7 +6,7 @@ import { resolveRequest } from '../api/request.js';
 import { checkSupport, planRequest, targetNames } from '../backends/registry.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
 import type { GpuDetection } from '../device/index.js';
-import { allDevices, detectGpus, detectPresence, getDevice, matchGpuProfile } from '../device/index.js';
+import { allDevices, detectGpus, detectPresence, getDevice, matchGpuProfile, measuredDevice } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
@@ -200,7 +200,7 @@ Examples:
         ...settings,
         signal: controller.signal,
         onEvent: progress.event,
-        parallelBuilds: device.kind === 'cpu' ? Math.max(1, (device.cpu?.cores ?? 2)) : 4,
+        parallelBuilds: device.kind === 'cpu' ? Math.max(1, (measuredDevice(device).cpu?.cores ?? 2)) : 4,
       });
     } catch (e) {
       db.close(); // every finished trial is committed already

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import type { CpuLimits, DeviceProfile } from './profile.js';
+import { KgenError } from '../errors.js';
+import { quoted } from '../io/message-text.js';
+import type { CpuLimits, DeviceProfile, TargetName } from './profile.js';
+import { loadProfiles } from './profile.js';
 
 function readText(path: string): string | undefined {
   try {
@@ -41,8 +44,12 @@ const ARM_FLAGS: Record<string, string> = { asimd: 'neon', asimddp: 'dotprod', f
 
 let isaCache: { arch: CpuLimits['arch']; isa: string[]; model: string } | undefined;
 let hostCache: DeviceProfile | undefined;
+let machineCache: DeviceProfile | undefined;
 
-/** ISA extensions of this CPU, in kgen's names, read from /proc/cpuinfo once per process. */
+/**
+ * ISA extensions of this CPU, in kgen's names, read from /proc/cpuinfo once per process: the real
+ * CPU whatever `KGEN_HOST_PROFILE` says, so it decides what can execute here.
+ */
 export function hostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string } {
   isaCache ??= readHostIsa();
   return isaCache;
@@ -59,13 +66,71 @@ function readHostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string 
   return { arch, isa, model };
 }
 
+/** The environment variable that lends `host` another CPU profile's figures (see detectHost). */
+export const HOST_PROFILE_VARIABLE = 'KGEN_HOST_PROFILE';
+
+/** Targets `host` runs whatever figures it carries: C natively, WebAssembly in this Node. */
+const HOST_TARGETS: TargetName[] = ['c', 'wasm'];
+
 /**
- * The `host` profile: this machine's CPU, detected once per process. Bandwidth and peak are estimates (marked
- * so in `sources`); `kgen bench` measures the real bandwidth.
+ * The `host` profile, once per process: this machine as detected (`detectMachine`), unless
+ * `KGEN_HOST_PROFILE` names a CPU profile of `targets/`; then `host` carries that profile's figures
+ * (`forcedHost`). The variable is a hook for tests and CI, so that what depends on `host`'s figures
+ * (default configs, rendered kernels) is the same on every machine; this is the only place kgen
+ * reads it. It changes what kgen plans for `host`, never what it judges this machine able to run:
+ * `hostIsa` and the runners keep reading /proc/cpuinfo, so an AVX-512 profile forced on an AVX2
+ * CPU gives AVX-512 kernels that are compiled and not run.
  */
 export function detectHost(): DeviceProfile {
-  hostCache ??= readHost();
+  const forced = process.env[HOST_PROFILE_VARIABLE];
+  hostCache ??= forced ? forcedHost(forced) : detectMachine();
   return hostCache;
+}
+
+/**
+ * `host` with the figures of the CPU profile `name` (ISA, cores, caches, memory, peak) and
+ * `forcedFrom` set to it. A name that is not a C-capable CPU profile of `targets/` is a KgenError
+ * naming `KGEN_HOST_PROFILE`.
+ */
+export function forcedHost(name: string): DeviceProfile {
+  const choices = loadProfiles().filter((p) => p.kind === 'cpu' && p.targets.includes('c'));
+  const base = choices.find((p) => p.name === name);
+  if (!base?.cpu) {
+    const other = loadProfiles().find((p) => p.name === name);
+    throw new KgenError({
+      field: HOST_PROFILE_VARIABLE,
+      problem: other ? `${quoted(name)} is a ${other.kind === 'gpu' ? 'GPU' : 'WebAssembly'} profile, not a CPU that runs C kernels` : `unknown profile ${quoted(name)}`,
+      expected: `a CPU profile: ${choices.map((p) => p.name).join(', ')}`,
+      hint: `unset ${HOST_PROFILE_VARIABLE} to plan for this machine's own CPU`,
+    });
+  }
+  return {
+    name: 'host',
+    description: `${HOST_PROFILE_VARIABLE}=${base.name}: ${base.description}, in place of this machine's CPU`,
+    kind: 'cpu',
+    targets: HOST_TARGETS,
+    cpu: { ...base.cpu, isa: [...base.cpu.isa] },
+    memory: { ...base.memory },
+    peak: { ...base.peak },
+    sources: { ...base.sources, host: `${HOST_PROFILE_VARIABLE}: the figures of targets/${base.name}.json, not detected` },
+    forcedFrom: base.name,
+  };
+}
+
+/**
+ * This machine's own CPU as a profile named `host`, detected once per process whatever
+ * `KGEN_HOST_PROFILE` says: what a measurement here (timing threads, cache flushes, the bandwidth
+ * probe) must follow. Bandwidth and peak are estimates (marked so in `sources`); `kgen bench`
+ * measures the real bandwidth.
+ */
+export function detectMachine(): DeviceProfile {
+  machineCache ??= readHost();
+  return machineCache;
+}
+
+/** The profile whose figures a measurement of `device` on this machine follows: this machine for a forced `host`, else `device`. */
+export function measuredDevice(device: DeviceProfile): DeviceProfile {
+  return device.forcedFrom ? detectMachine() : device;
 }
 
 function readHost(): DeviceProfile {
@@ -79,7 +144,7 @@ function readHost(): DeviceProfile {
     name: 'host',
     description: `this machine: ${model.trim()}, ${cores} cores`,
     kind: 'cpu',
-    targets: ['c', 'wasm'],
+    targets: HOST_TARGETS,
     cpu: {
       arch,
       isa,

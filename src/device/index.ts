@@ -8,7 +8,7 @@ import type { DeviceProfile } from './profile.js';
 import { loadProfiles } from './profile.js';
 
 export * from './profile.js';
-export { detectHost, hostIsa } from './host.js';
+export { detectHost, hostIsa, measuredDevice } from './host.js';
 export * from './gpu.js';
 
 /** Where the SwiftShader Vulkan driver that Debian's chromium ships lives. */

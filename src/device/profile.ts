@@ -82,6 +82,12 @@ export interface DeviceProfile {
   /** How a present GPU is recognised by name (nvidia-smi). */
   match?: { nameContains: string[] };
   sources: Record<string, string>;
+  /**
+   * Set only on `host` when `KGEN_HOST_PROFILE` (see detectHost) gave it another profile's figures:
+   * that profile's name. Its figures then describe that CPU, not this machine; records and the
+   * tuner's timings go by it so a forced host is never taken for the real one.
+   */
+  forcedFrom?: string;
 }
 
 /** `targets/` at the package root. */

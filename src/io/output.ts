@@ -105,6 +105,8 @@ export function ensureDirectory(path: string, field: string): string[] {
       mkdirSync(dir);
       created.push(dir);
     } catch (e) {
+      // Another process (a second tuner sharing the cache) made it first: as good as ours.
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && statOrNone(dir, field, true)?.isDirectory()) continue;
       removeCreated(created);
       throw fsError(field, 'create the directory', dir, e);
     }

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { checkSupport, planRequest, renderPlan, runnerFor, targetFor } from '../backends/registry.js';
 import type { KernelBuild, KernelRunner, TrialStatus } from '../backends/types.js';
 import type { Trial, TrialRow, TuningDb, Workload } from '../db/types.js';
+import { measuredDevice } from '../device/host.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import type { Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
@@ -35,7 +36,7 @@ export interface TuneOptions {
   trials: number;
   /** Wall-clock budget for the whole session, ms; the session stops cleanly when it runs out. */
   timeBudgetMs?: number;
-  /** Host threads a CPU kernel's rows are split over while timed (default: the device's cores). */
+  /** Host threads a CPU kernel's rows are split over while timed (default: the timed machine's cores, `measuredDevice`). */
   threads?: number;
   /** Per-execution timeout, ms. */
   timeoutMs?: number;
@@ -106,18 +107,21 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   const results: WorkloadResult[] = [];
   const origin = hostname();
   const stop = (): TuneSummary['stopped'] => (opts.signal?.aborted ? 'interrupted' : performance.now() >= deadline ? 'time budget' : undefined);
-  const threads = opts.threads ?? opts.device.cpu?.cores ?? 1;
-  const device = await withMeasuredBandwidth(opts.device, opts.target, opts.cacheDir, threads);
+  // Plans follow the profile; timings (threads, cache flushes, roofline) follow the machine timed,
+  // which differ only for a host forced by KGEN_HOST_PROFILE.
+  const timed = measuredDevice(opts.device);
+  const threads = opts.threads ?? timed.cpu?.cores ?? 1;
+  const device = await withMeasuredBandwidth(timed, opts.target, opts.cacheDir, threads);
+  // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
+  const runnerOf = opts.runnerFor ?? timingRunner;
 
   for (const [index, spec] of opts.workloads.entries()) {
     if (stop()) break;
     const req = planRequest({ op: spec.op, shape: spec.shape, device: opts.device, target: opts.target });
     checkSupport(req);
-    const space = pruneSpace(req, opts.fixed);
+    const space = executableHere(pruneSpace(req, opts.fixed), runnerOf);
     if (space.legal.length === 0) continue;
     const defaultCandidate = space.legal[0]!;
-    // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
-    const runnerOf = opts.runnerFor ?? timingRunner;
     const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: commentText('kgen tune') };
     const templateHash = renderPlan(defaultCandidate.plan, renderCtx).templateHash;
     const traffic = defaultCandidate.plan.traffic;
@@ -230,6 +234,22 @@ async function measure(
   const base = { nmse: comparison.nmse, maxAbsError: comparison.maxAbsError, compileMs: build.compileMs, runner: runner.name };
   if (!ok) return { ...base, status: 'wrong_result', error: `NMSE ${comparison.nmse.toExponential(2)} (tolerance ${plan.tolerance.nmse}), max abs error ${comparison.maxAbsError.toExponential(2)}, ${comparison.nonFinite} non-finite` };
   return { ...base, status: 'ok', timing: exec.timing };
+}
+
+/**
+ * The space without the candidates this machine cannot execute (a forced AVX-512 host on an AVX2
+ * CPU), counted as pruned with their runner's reason: the tuner records only what it ran.
+ */
+function executableHere(space: PrunedSpace, runnerOf: (plan: Plan) => KernelRunner): PrunedSpace {
+  const pruned = new Map(space.pruned);
+  const legal = space.legal.filter((c) => {
+    const why = runnerOf(c.plan).cannotExecute(c.plan);
+    if (!why) return true;
+    const reason = `cannot execute here: ${why}`;
+    pruned.set(reason, (pruned.get(reason) ?? 0) + 1);
+    return false;
+  });
+  return { ...space, legal, pruned };
 }
 
 /**

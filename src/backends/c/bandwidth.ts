@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { detectHost, hostIsa } from '../../device/host.js';
+import { detectMachine, hostIsa } from '../../device/host.js';
 import { textHash } from '../../hash.js';
 import { templateSet } from '../../render/templates.js';
 import { cachedBuild } from '../runner-core.js';
@@ -35,7 +35,7 @@ export async function measureReadBandwidth(cacheDir: string, threads: number, mi
   return line ? (JSON.parse(line) as { gbps: number }).gbps : undefined;
 }
 
-/** Buffer the probe reads: 512 MiB, or 3x the L3 where that is larger (a VM may report 300 MiB). */
+/** Buffer the probe reads: 512 MiB, or 3x this machine's L3 where that is larger (a VM may report 300 MiB). */
 function probeMiB(): number {
-  return Math.max(512, Math.ceil((3 * (detectHost().cpu?.l3Bytes ?? 0)) / 2 ** 20));
+  return Math.max(512, Math.ceil((3 * (detectMachine().cpu?.l3Bytes ?? 0)) / 2 ** 20));
 }

@@ -1,0 +1,121 @@
+import { planRequest } from '../src/backends/registry.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
+import { openTuningDb } from '../src/db/sqlite.js';
+import { detectMachine, forcedHost, HOST_PROFILE_VARIABLE, hostIsa, measuredDevice } from '../src/device/host.js';
+import { getDevice } from '../src/device/index.js';
+import { KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { spaceFor } from '../src/plan/index.js';
+import { fingerprintFor } from '../src/tune/fingerprint.js';
+import { tune } from '../src/tune/tuner.js';
+import { skipReason } from './helpers.js';
+
+/**
+ * KGEN_HOST_PROFILE: `host` with another CPU profile's figures, for tests and CI. These tests set
+ * the variable for each child themselves, so they hold whatever the suite runs under.
+ */
+const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
+const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-host-'));
+const kgen = (args: string[], forced: string) =>
+  execa(KGEN, args, { reject: false, env: { KGEN_DB: join(tmp(), 'none.db'), [HOST_PROFILE_VARIABLE]: forced } });
+
+describe('a forced host', () => {
+  it('carries the profile\'s CPU, memory and peak figures under the name host', () => {
+    for (const name of ['epyc-7763', 'epyc-9654', 'xeon-8592', 'apple-m2']) {
+      const base = getDevice(name);
+      const host = forcedHost(name);
+      expect(host).toMatchObject({ name: 'host', kind: 'cpu', forcedFrom: name, cpu: base.cpu, memory: base.memory, peak: base.peak });
+      expect(host.targets).toEqual(['c', 'wasm']);
+      expect(host.match).toBeUndefined();
+      expect(host.sources.host).toContain(HOST_PROFILE_VARIABLE);
+    }
+    expect(detectMachine().forcedFrom).toBeUndefined();
+  });
+
+  it('refuses an unknown name or a profile that is not a CPU running C, naming the variable', () => {
+    for (const [name, problem] of [['nosuch', /unknown profile "nosuch"/], ['rtx4090', /"rtx4090" is a GPU profile/], ['wasm-simd128', /"wasm-simd128" is a WebAssembly profile/], ['host', /unknown profile "host"/]] as const) {
+      let err: unknown;
+      try {
+        forcedHost(name);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(KgenError);
+      expect((err as KgenError).field).toBe(HOST_PROFILE_VARIABLE);
+      expect((err as KgenError).message).toMatch(problem);
+      expect((err as KgenError).expected).toMatch(/apple-m2, epyc-7763, epyc-9654, xeon-8592/);
+    }
+  });
+
+  it('kgen sees it from the environment; a bad value is one line and exit 2', async () => {
+    const devices = JSON.parse((await kgen(['devices', '--json'], 'epyc-7763')).stdout) as Array<{ name: string; present: boolean; cpu: unknown; description: string }>;
+    const host = devices.find((d) => d.name === 'host')!;
+    expect(host).toMatchObject({ present: true, cpu: getDevice('epyc-7763').cpu });
+    expect(host.description).toMatch(/^KGEN_HOST_PROFILE=epyc-7763: /);
+    // Empty means unset: this machine's own figures.
+    const own = JSON.parse((await kgen(['devices', '--json'], '')).stdout) as Array<{ name: string; cpu: { isa: string[] } }>;
+    expect(own.find((d) => d.name === 'host')!.cpu.isa).toEqual(hostIsa().isa);
+    const bad = await kgen(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64'], 'rtx4090');
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/^kgen: KGEN_HOST_PROFILE: "rtx4090" is a GPU profile, not a CPU that runs C kernels; expected a CPU profile: /);
+  });
+
+  it('plans for the profile, while this CPU decides what runs (an ISA it lacks is compiled only)', async () => {
+    for (const [forced, isa] of [['epyc-9654', 'avx512'], ['epyc-7763', 'avx2'], ['apple-m2', 'neon']]) {
+      const plan = await kgen(['plan', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], forced!);
+      expect(JSON.parse(plan.stdout).config.isa, forced).toBe(isa);
+    }
+    const missing = skipReason(['gcc']);
+    if (missing) return;
+    const r = await kgen(['verify', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--isa', 'avx512', '--json'], 'epyc-9654');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const runs = cannotRunReason('avx512') === undefined;
+    expect(JSON.parse(r.stdout)).toMatchObject({ status: 'ok', ran: runs, ...(runs ? {} : { runner: 'compile only', detail: cannotRunReason('avx512') }) });
+  });
+
+  it('is fingerprinted as forced, with this machine\'s CPU model, and timed on this machine\'s figures', async () => {
+    const host = forcedHost('epyc-9654');
+    const space = spaceFor(planRequest({ op: CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 }, device: host, target: 'c' }));
+    const fp = await fingerprintFor(host, 'c', space);
+    expect(fp).toMatchObject({ profile: 'host', forcedFrom: 'epyc-9654', cpu: hostIsa().model.trim(), l2Bytes: 1048576 });
+    expect(await fingerprintFor(detectMachine(), 'c', space)).not.toHaveProperty('forcedFrom');
+    expect(measuredDevice(host)).toBe(detectMachine());
+    expect(measuredDevice(getDevice('epyc-9654')).name).toBe('epyc-9654');
+  });
+});
+
+describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () => {
+  it('never times a candidate this machine cannot execute: it is pruned with the runner\'s reason', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    // As on an AVX2 machine: the AVX-512 variant cannot execute, whatever this CPU is.
+    const runnerFor = (plan: { params: Record<string, unknown> }) => {
+      const real = cRunner(plan.params.isa as string);
+      return { ...real, cannotExecute: () => (plan.params.isa === 'avx512' ? 'this CPU lacks avx512f' : real.cannotExecute()) };
+    };
+    const summary = await tune({
+      db,
+      device: forcedHost('epyc-9654'),
+      target: 'c',
+      workloads: [{ op: CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 } }],
+      strategy: 'exhaustive',
+      trials: 2,
+      threads: 1,
+      cacheDir: join(dir, 'cache'),
+      runnerFor: runnerFor as Parameters<typeof tune>[0]['runnerFor'],
+    });
+    const result = summary.results[0]!;
+    expect(result.space.pruned['cannot execute here: this CPU lacks avx512f']).toBeGreaterThan(0);
+    const trials = db.trials(result.workload.id);
+    expect(trials).toHaveLength(2);
+    for (const t of trials) expect(t.config.isa).not.toBe('avx512');
+    expect(result.workload.fingerprint.forcedFrom).toBe('epyc-9654');
+    db.close();
+  });
+});
