@@ -1,6 +1,5 @@
 /** Shared pieces of the throughput bench (bench/run.ts). */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { detectMachine } from '../src/device/host.js';
 
 /**
@@ -81,33 +80,8 @@ export function formatTable(rows: readonly BenchRow[]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
-/** CPU seconds: all CPUs busy (from /proc/stat) and this process with its waited-for children. */
-export interface CpuSample {
-  systemBusy: number;
-  own: number;
-}
-
-export function cpuSample(): CpuSample | undefined {
-  try {
-    const hz = 100; // USER_HZ on Linux
-    const stat = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal ...
-    const busy = stat[0]! + stat[1]! + stat[2]! + stat[5]! + stat[6]! + (stat[7] ?? 0);
-    const self = readFileSync('/proc/self/stat', 'utf8');
-    const fields = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
-    // fields[0] is state (field 3); utime, stime, cutime, cstime are fields 14..17.
-    const own = fields[11]! + fields[12]! + fields[13]! + fields[14]!;
-    return { systemBusy: busy / hz, own: own / hz };
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU seconds other processes used between two samples (noise from concurrent work). */
-export function foreignCpu(a: CpuSample | undefined, b: CpuSample | undefined): number | undefined {
-  if (!a || !b) return undefined;
-  return Math.max(0, b.systemBusy - a.systemBusy - (b.own - a.own));
-}
+// The tuner judges its timings with the same counters (src/tune/interference.ts).
+export { cpuSample, foreignCpu, type CpuSample } from '../src/tune/interference.js';
 
 /** The bench's command-line flags: `flag('--json')`, `opt('--runs', '51')`. */
 export function benchArgs(argv: readonly string[]): { flag(name: string): boolean; opt(name: string, fallback: string): string } {

@@ -18,7 +18,7 @@ import { templateSet } from '../src/render/templates.js';
 import { measureReadBandwidth } from '../src/backends/c/bandwidth.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
-import { timingRunner, tune } from '../src/tune/tuner.js';
+import { RETIME_STRATEGY, timingRunner, tune } from '../src/tune/tuner.js';
 import { standardWorkload } from '../src/tune/workloads.js';
 import { skipReason } from './helpers.js';
 
@@ -150,7 +150,9 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
       runnerFor: saboteur,
     };
     const summary = await tune(opts);
-    const trials = db.trials(summary.results[0]!.workload.id);
+    // The session's own trials (the final re-timing adds `retime` trials of the ok configs).
+    const trials = db.trials(summary.results[0]!.workload.id).filter((t) => t.strategy !== RETIME_STRATEGY);
+    expect(trials).toHaveLength(6);
     const byKey = new Map(trials.map((t) => [`${t.config.unroll}/${t.config.prefetch}`, t]));
     expect(byKey.get('2/1')!.status).toBe('ok');
     expect(byKey.get('2/1')!.timing!.medianMs).toBeGreaterThan(0);
@@ -163,18 +165,21 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
     for (const t of trials) expect(t.timing === undefined).toBe(t.status !== 'ok');
     expect(summary.results[0]!.best!.status).toBe('ok');
 
-    // Running again measures nothing: every config already has a trial, failures included.
+    // Running again measures nothing: every config already has a trial, failures included, and
+    // the re-timed best stands.
+    const recorded = db.trials(summary.results[0]!.workload.id).length;
     let planned = -1;
     await tune({ ...opts, onEvent: (e) => (e.kind === 'workload' ? (planned = e.planned) : undefined) });
     expect(planned).toBe(0);
-    expect(db.trials(summary.results[0]!.workload.id)).toHaveLength(6);
+    expect(db.trials(summary.results[0]!.workload.id)).toHaveLength(recorded);
     db.close();
   });
 
   it.skipIf(untimedHost !== undefined)('resumes after the tuner is killed mid-run, with a consistent database', async () => {
     const dir = tmp();
     const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
-    const args = ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '10', '--strategy', 'random'];
+    // Resume is what is tested: no re-measuring, so trials come at a steady pace on a busy machine (the final re-timing stays).
+    const args = ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '10', '--strategy', 'random', '--remeasure', '0'];
     const child = execa(KGEN, args, { env, reject: false });
     // Kill -9 (no chance to clean up) once a few trials are in.
     for (let i = 0; i < 600; i++) {
@@ -201,7 +206,7 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
     expect(again.exitCode, again.stderr).toBe(0);
     expect(again.stderr).toContain(`${before} measured before, ${10 - before} to measure`);
     const db = openTuningDb(env.KGEN_DB);
-    const trials = db.trials(db.workloads()[0]!.id);
+    const trials = db.trials(db.workloads()[0]!.id).filter((t) => t.strategy !== RETIME_STRATEGY);
     expect(trials).toHaveLength(10);
     expect(new Set(trials.map((t) => t.configHash)).size).toBe(10);
     db.close();
@@ -225,7 +230,9 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
   it.skipIf(untimedHost !== undefined)('two tuners on one database both record every trial', async () => {
     const dir = tmp();
     const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
-    const run = (op: string, seed: string) => execa(KGEN, ['tune', '--device', 'host', '--op', op, '--shape', 'M=1,N=64,K=256', '--trials', '6', '--strategy', 'random', '--seed', seed, '--json'], { env, reject: false });
+    // Each tuner is the others' interference: what is tested here is the database, so no re-measuring or re-timing.
+    const run = (op: string, seed: string) =>
+      execa(KGEN, ['tune', '--device', 'host', '--op', op, '--shape', 'M=1,N=64,K=256', '--trials', '6', '--strategy', 'random', '--seed', seed, '--json', '--remeasure', '0', '--retime', '0'], { env, reject: false });
     const [a, b, c] = await Promise.all([run('matmul_q4', '1'), run('matmul_q4', '2'), run('matmul_q8', '3')]);
     for (const r of [a, b, c]) expect(r.exitCode, r.stderr).toBe(0);
     const db = openTuningDb(env.KGEN_DB);
@@ -283,6 +290,8 @@ describe('kgen tune and kgen db on the command line', () => {
 
   it('bad flags are one-line usage errors', async () => {
     for (const [args, message] of [
+      [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--remeasure', '11'], /--remeasure: got 11; expected an integer from 0 to 10/],
+      [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--retime', 'best'], /--retime: got "best"/],
       [['tune', '--device', 'host', '--shape', 'M=1,N=64,K=256'], /--shape: given without --op/],
       [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--time-budget', 'soon'], /--time-budget: got "soon"/],
       [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--strategy', 'annealing'], /--strategy: unknown strategy "annealing"/],
@@ -303,11 +312,15 @@ describe('kgen tune and kgen db on the command line', () => {
     const t = await run(['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '4'], env);
     expect(t.exitCode, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/rank\s+time ms\s+GB\/s\s+GFLOPS\s+% roofline\s+config/);
+    // The best 3 of the 4 were re-timed back to back: 4 trials and 3 re-timings.
+    expect(t.stderr).toMatch(/re-timing the best 3 back to back, 3 rounds/);
+    expect(t.stdout).toMatch(/re-timed the best 3 back to back, 3 rounds: winner [\d.]+ ms \(measured [\d.]+ ms before\)/);
     const list = await run(['db', 'list'], env);
-    expect(list.stdout).toMatch(/1\s+host\s+c\s+matmul_q4\s+M=1,N=64,K=256\s+4/);
+    expect(list.stdout).toMatch(/1\s+host\s+c\s+matmul_q4\s+M=1,N=64,K=256\s+7/);
     const best = await run(['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
     const chosen = JSON.parse(best.stdout);
     expect(chosen.source).toBe('record');
+    expect(chosen.trial.strategy).toBe('retime');
     const emitted = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
     expect(emitted.exitCode, emitted.stderr).toBe(0);
     expect(JSON.parse(emitted.stdout).manifest).toMatchObject({ configSource: 'record', config: chosen.config });
@@ -321,10 +334,13 @@ describe('kgen tune and kgen db on the command line', () => {
     const file = join(dir, 'export.json');
     expect((await run(['db', 'export', '-o', file], env)).exitCode).toBe(0);
     const imp = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
-    expect(imp.stdout).toMatch(/1 new workloads, 4 new trials, 0 already present/);
+    expect(imp.stdout).toMatch(/1 new workloads, 7 new trials, 0 already present/);
     const again = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
-    expect(again.stdout).toMatch(/0 new workloads, 0 new trials, 4 already present/);
+    expect(again.stdout).toMatch(/0 new workloads, 0 new trials, 7 already present/);
     const show = await run(['db', 'show', '1', '--db', join(dir, 'b.db')], env);
-    expect(show.stdout).toMatch(/trials: 4 ok/);
+    expect(show.stdout).toMatch(/trials: 7 ok/);
+    // The imported re-timing is the verdict there too.
+    const bestThere = await run(['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json', '--db', join(dir, 'b.db')], env);
+    expect(JSON.parse(bestThere.stdout).config).toEqual(chosen.config);
   });
 });

@@ -7,6 +7,7 @@ import { canonicalHash, canonicalJson } from '../hash.js';
 import { checkPathText, ensureDirectory, fsError } from '../io/output.js';
 import { oneLine, pathText } from '../io/message-text.js';
 import { packagePath } from '../package-files.js';
+import { contendingTrials } from './current.js';
 import type { DbFileKind } from './file-kind.js';
 import { createTableStatements, inspectDbFile, KGEN_APPLICATION_ID } from './file-kind.js';
 import type { Exchange, ImportSummary, Trial, TrialRow, TuningDb, Workload, WorkloadFilter, WorkloadInfo, WorkloadSummary } from './types.js';
@@ -300,7 +301,6 @@ class SqliteTuningDb implements TuningDb {
       trialByUid: db.prepare<[string], TrialRowDb>('SELECT * FROM trials WHERE uid = ?'),
       measured: db.prepare<[number], { config_hash: string }>('SELECT DISTINCT config_hash FROM trials WHERE workload_id = ?'),
       trials: db.prepare<[number], TrialRowDb>('SELECT * FROM trials WHERE workload_id = ? ORDER BY (status = \'ok\') DESC, median_ms, id'),
-      best: db.prepare<[number], TrialRowDb>("SELECT * FROM trials WHERE workload_id = ? AND status = 'ok' ORDER BY median_ms, id LIMIT 1"),
       counts: db.prepare<[number], { status: TrialStatus; n: number }>('SELECT status, count(*) AS n FROM trials WHERE workload_id = ? GROUP BY status'),
     };
   }
@@ -367,8 +367,7 @@ class SqliteTuningDb implements TuningDb {
   }
 
   best(workloadId: number): TrialRow | undefined {
-    const r = this.stmts.best.get(workloadId);
-    return r ? toTrial(r) : undefined;
+    return contendingTrials(this.trials(workloadId))[0];
   }
 
   workload(id: number): Workload | undefined {

@@ -113,7 +113,11 @@ export interface TuningDb {
   /** Writes one trial in its own transaction; returns it with its row id. */
   addTrial(workloadId: number, trial: Trial): TrialRow;
   trials(workloadId: number): TrialRow[];
-  /** The fastest `ok` trial of a workload. */
+  /**
+   * The fastest `ok` trial that competes for the workload's best (`contendingTrials` in
+   * src/db/current.ts): each config judged by its newest trial, and once the tuner has re-timed
+   * the best few back to back, that re-timing's winner or a config measured after it.
+   */
   best(workloadId: number): TrialRow | undefined;
   workloads(filter?: WorkloadFilter): WorkloadSummary[];
   workload(id: number): Workload | undefined;

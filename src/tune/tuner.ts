@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { checkSupport, planRequest, renderPlan, runnerFor, targetFor } from '../backends/registry.js';
 import type { KernelBuild, KernelRunner, TrialStatus } from '../backends/types.js';
+import { contendingTrials, currentTrials, RETIME_STRATEGY } from '../db/current.js';
 import type { Trial, TrialRow, TuningDb, Workload } from '../db/types.js';
 import { measuredDevice } from '../device/host.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
@@ -9,13 +10,28 @@ import type { Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
 import { opKit, type TestData } from '../ops/index.js';
 import { Rng } from '../numeric/random.js';
-import type { Plan } from '../plan/types.js';
+import type { Config, Plan } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { fingerprintFor } from './fingerprint.js';
 import { rooflineMs } from '../plan/roofline.js';
 import { configHash, pruneSpace, type Candidate, type PrunedSpace } from './space.js';
 import { resolveStrategy } from './strategies/index.js';
+import {
+  assessInterference,
+  cpuSample,
+  foreignLoad,
+  needsRemeasure,
+  pickAttempt,
+  representative,
+  roundOrder,
+  timingPolicy,
+  type CpuSample,
+  type Interference,
+  type TimingPolicy,
+} from './interference.js';
+
+export { RETIME_STRATEGY };
 
 /** One op at one shape: what a tune session measures configs of. */
 export interface WorkloadSpec {
@@ -50,22 +66,96 @@ export interface TuneOptions {
   parallelBuilds?: number;
   /** The runner for a candidate's plan (default: the target's runner for real timings, `timingRunner`). */
   runnerFor?: (plan: Plan) => KernelRunner;
+  /**
+   * How timings are judged and taken again (fields over `DEFAULT_TIMING_POLICY`, src/tune/interference.ts):
+   * a trial whose timing shows interference (spread over `maxSpread`, other processes' CPU time
+   * over `maxForeignCores`) is timed again up to `remeasure` more times, recording an undisturbed
+   * attempt, else the fastest; at the end of each workload the best `finalists` configs are re-timed back
+   * to back, interleaved over `finalRounds` rounds, and the winner is chosen from those re-timings.
+   */
+  timing?: Partial<TimingPolicy>;
+  /**
+   * Reads this machine's CPU counters before and after each timed execution, for the CPU time
+   * other processes took meanwhile (default `cpuSample`: /proc/stat and /proc/self/stat; where it
+   * returns undefined, the spread is the only evidence). Tests pass a fake.
+   */
+  cpuSampler?: () => CpuSample | undefined;
 }
 
 /** What the CLI shows as a session goes; the tuner itself never prints. */
 export type TuneEvent =
   | { kind: 'workload'; index: number; of: number; workload: Workload; space: PrunedSpace; resumed: number; planned: number }
-  | { kind: 'trial'; workload: Workload; trial: TrialRow; best?: TrialRow; done: number; planned: number; failures: number; elapsedMs: number }
+  | {
+      kind: 'trial';
+      workload: Workload;
+      trial: TrialRow;
+      best?: TrialRow;
+      done: number;
+      planned: number;
+      failures: number;
+      elapsedMs: number;
+      /** Timed executions this trial took (1 unless interference made the tuner time it again; 0 for a compile error). */
+      attempts: number;
+      /** The evidence on the recorded attempt (still `disturbed` when every attempt was). */
+      interference?: Interference;
+    }
+  | {
+      kind: 'remeasure';
+      workload: Workload;
+      config: Config;
+      /** The attempt about to start (2 or more) and the most there will be. */
+      attempt: number;
+      of: number;
+      /** Why the previous attempt was not trusted, e.g. "spread 62% > 25%". */
+      reasons: string[];
+      /** The previous attempt's median, when it had a timing. */
+      medianMs?: number;
+      /** True inside the final re-timing. */
+      final: boolean;
+    }
+  | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; rounds: number }
+  | { kind: 'retimed'; workload: Workload; result: FinalRetiming }
   | { kind: 'workload-done'; workload: Workload; best?: TrialRow; measured: number }
   | { kind: 'stopped'; reason: 'interrupted' | 'time budget' };
+
+/** One config of the final re-timing. */
+export interface Finalist {
+  /** The trial the re-timing recorded for it (strategy `retime`): its representative round, or the failure. */
+  trial: TrialRow;
+  /** Its median before the re-timing. */
+  beforeMs: number;
+  /** The median of each round it ran (a failed round ends its list). */
+  roundsMs: number[];
+  /** True when the recorded round was disturbed too (every round was). */
+  disturbed: boolean;
+}
+
+/**
+ * The final re-timing of a workload's best configs. Its trials are the verdict: the winner is
+ * the workload's recorded best until a config measured later is faster (`contendingTrials`).
+ */
+export interface FinalRetiming {
+  /** Every config re-timed, fastest first, failures last. */
+  finalists: Finalist[];
+  /** The fastest re-timed config; undefined when every finalist failed when run again. */
+  winner?: TrialRow;
+  rounds: number;
+}
 
 export interface WorkloadResult {
   workload: Workload;
   space: { total: number; legal: number; pruned: Record<string, number> };
-  /** Trials written by this session (resumed ones are in the database already). */
+  /** Trials written by this session (resumed ones are in the database already), re-timings not counted. */
   added: number;
   best?: TrialRow;
   default?: TrialRow;
+  /** The final re-timing, when this session ran one (two or more ok configs, not interrupted, something new to decide). */
+  final?: FinalRetiming;
+  /**
+   * Trials of this session (re-timings included) whose every attempt showed interference: their
+   * times are the fastest attempt's, likely slower than the kernel on a quiet machine.
+   */
+  disturbed: number;
 }
 
 export interface TuneSummary {
@@ -97,16 +187,22 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T)
  * skips configs the database already has a trial for (resume), lets the strategy propose configs,
  * compiles a batch in parallel (cached by source hash; configs that render the same source share
  * one measurement), then runs each alone in a child process with a timeout, checks its output
- * against the reference with the plan's tolerance, and only then keeps its time. Every trial is
- * written in its own transaction as it finishes; a bad candidate is a status, never an exception.
+ * against the reference with the plan's tolerance, and only then keeps its time. A timing that
+ * shows interference (its spread, other processes' CPU time) is taken again, and an undisturbed
+ * attempt is kept, else the fastest. At the end of each workload its best few configs are re-timed back
+ * to back and the winner is chosen from those re-timings (`TimingPolicy`). Every trial is written
+ * in its own transaction as it finishes; a bad candidate is a status, never an exception.
  */
 export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   const started = performance.now();
   const { strategy, options } = resolveStrategy(opts.strategy, opts.strategyOptions);
+  const policy = timingPolicy(opts.timing);
   const deadline = opts.timeBudgetMs !== undefined ? started + opts.timeBudgetMs : Infinity;
   const results: WorkloadResult[] = [];
   const origin = hostname();
-  const stop = (): TuneSummary['stopped'] => (opts.signal?.aborted ? 'interrupted' : performance.now() >= deadline ? 'time budget' : undefined);
+  // Set when a workload's trials were cut short by the budget: no further workload starts.
+  let budgetSpent = false;
+  const stop = (): TuneSummary['stopped'] => (opts.signal?.aborted ? 'interrupted' : budgetSpent || performance.now() >= deadline ? 'time budget' : undefined);
   // Plans follow the profile; timings (threads, cache flushes, roofline) follow the machine timed,
   // which differ only for a host forced by KGEN_HOST_PROFILE.
   const timed = measuredDevice(opts.device);
@@ -114,9 +210,22 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   const device = await withMeasuredBandwidth(timed, opts.target, opts.cacheDir, threads);
   // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
   const runnerOf = opts.runnerFor ?? timingRunner;
+  const cores = timed.cpu?.cores ?? availableParallelism();
+  const timing: TimingContext = {
+    threads,
+    timeoutMs: opts.timeoutMs,
+    device,
+    policy,
+    sample: opts.cpuSampler ?? cpuSample,
+    // A CPU kernel keeps `threads` cores busy; a GPU kernel, the one host thread that launches and times it.
+    idleCores: Math.max(0, cores - (device.kind === 'cpu' ? threads : 1)),
+    interrupted: () => Boolean(opts.signal?.aborted),
+  };
 
+  let stopped: TuneSummary['stopped'];
   for (const [index, spec] of opts.workloads.entries()) {
-    if (stop()) break;
+    stopped = stop();
+    if (stopped) break;
     const req = planRequest({ op: spec.op, shape: spec.shape, device: opts.device, target: opts.target });
     checkSupport(req);
     const space = executableHere(pruneSpace(req, opts.fixed), runnerOf);
@@ -148,24 +257,30 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
       rng: new Rng(opts.seed ?? 1),
       options,
     });
-    // Resume: what the database has for this workload is reported to the strategy first.
-    const earlier = opts.db.trials(workload.id);
+    // Resume: what the database has for this workload is reported to the strategy first (each
+    // config by its newest trial, as `best` judges it).
     const measured = new Set<string>();
-    for (const t of earlier) {
-      if (measured.has(t.configHash) || !byHash.has(t.configHash)) continue;
+    for (const t of currentTrials(opts.db.trials(workload.id))) {
+      if (!byHash.has(t.configHash)) continue;
       measured.add(t.configHash);
       search.observe(byHash.get(t.configHash)!.config, t.timing?.medianMs);
     }
     const planned = Math.max(0, Math.min(opts.trials, space.legal.length) - measured.size);
     opts.onEvent?.({ kind: 'workload', index, of: opts.workloads.length, workload, space, resumed: measured.size, planned });
-    const data = planned > 0 ? opKit(spec.op.kind).workloadData(spec.op, spec.shape, opts.seed ?? 1) : undefined;
+    let data: TestData | undefined;
+    const dataOf = (): TestData => (data ??= opKit(spec.op.kind).workloadData(spec.op, spec.shape, opts.seed ?? 1));
     let added = 0;
     let failures = 0;
+    let disturbed = 0;
     // Outcomes by build id: configs whose source is identical are measured once.
-    const bySource = new Map<string, Omit<Trial, 'uid' | 'config' | 'configHash' | 'origin' | 'createdAt' | 'strategy'>>();
+    const bySource = new Map<string, Measured>();
     let expectedMs = rooflineMs(device, traffic) * 3;
+    // Wall time of each ok timed execution: the final re-timing's share of a time budget is kept free.
+    const execMs: number[] = [];
+    const reserveMs = () => (policy.finalists >= 2 && execMs.length ? policy.finalists * policy.finalRounds * middle(execMs) : 0);
+    const trialsStop = () => stop() ?? (performance.now() >= deadline - reserveMs() ? 'time budget' : undefined);
 
-    while (added < planned && !stop() && data) {
+    while (added < planned && !trialsStop()) {
       const batch = search.propose(Math.min(planned - added, Math.max(2, opts.parallelBuilds ?? 2) * 2)).map((c) => byHash.get(configHash(c))!).filter(Boolean);
       if (batch.length === 0) break;
       const builds = await mapLimited(batch, opts.parallelBuilds ?? 2, async (c: Candidate) => {
@@ -173,16 +288,19 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
         return { candidate: c, runner, build: await runner.build(c.plan, renderPlan(c.plan, renderCtx), { cacheDir: opts.cacheDir }) };
       });
       for (const { candidate, runner, build } of builds) {
-        if (added >= planned || stop()) break;
-        let outcome = build.status === 'ok' ? bySource.get(build.id) : undefined;
-        if (!outcome) {
-          outcome = await measure(runner, candidate.plan, build, data, { expectedMs, threads, timeoutMs: opts.timeoutMs, device });
+        if (added >= planned || trialsStop()) break;
+        let m = build.status === 'ok' ? bySource.get(build.id) : undefined;
+        if (!m) {
+          m = await measureTimed(runner, candidate.plan, build, dataOf(), { ...timing, expectedMs }, (attempt, reasons, medianMs) =>
+            opts.onEvent?.({ kind: 'remeasure', workload, config: candidate.config, attempt, of: policy.remeasure + 1, reasons, medianMs, final: false }),
+          );
           // An interrupt kills the child mid-run: that is no verdict on the kernel, so nothing is recorded.
-          if (stop() === 'interrupted') break;
-          if (build.status === 'ok') bySource.set(build.id, outcome);
+          if (timing.interrupted()) break;
+          if (build.status === 'ok') bySource.set(build.id, m);
+          if (m.outcome.status === 'ok') execMs.push(m.wallMs);
         }
         const trial = opts.db.addTrial(workload.id, {
-          ...outcome,
+          ...m.outcome,
           uid: randomUUID(),
           config: candidate.config,
           configHash: candidate.hash,
@@ -192,37 +310,107 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
         });
         added++;
         if (trial.status !== 'ok') failures++;
+        if (m.interference?.disturbed) disturbed++;
         search.observe(candidate.config, trial.timing?.medianMs);
         const best = opts.db.best(workload.id);
         if (best?.timing) expectedMs = best.timing.medianMs;
-        opts.onEvent?.({ kind: 'trial', workload, trial, best, done: added, planned, failures, elapsedMs: performance.now() - started });
+        opts.onEvent?.({ kind: 'trial', workload, trial, best, done: added, planned, failures, elapsedMs: performance.now() - started, attempts: m.attempts, interference: m.interference });
       }
       for (const { build } of builds) if (build.status === 'ok') build.dispose();
     }
+    if (added < planned && !timing.interrupted() && trialsStop() === 'time budget') budgetSpent = true;
+    // The winner is declared only after the best few were re-timed back to back (skipped when interrupted).
+    const final = timing.interrupted()
+      ? undefined
+      : await finalRetiming({
+          db: opts.db,
+          workload,
+          byHash,
+          runnerOf,
+          renderCtx,
+          cacheDir: opts.cacheDir,
+          data: dataOf,
+          timing,
+          origin,
+          measuredNew: added > failures,
+          emit: (e) => opts.onEvent?.(e),
+        });
+    if (final) opts.onEvent?.({ kind: 'retimed', workload, result: final });
     const best = opts.db.best(workload.id);
-    const trials = opts.db.trials(workload.id);
-    opts.onEvent?.({ kind: 'workload-done', workload, best, measured: trials.length });
+    const current = currentTrials(opts.db.trials(workload.id));
+    opts.onEvent?.({ kind: 'workload-done', workload, best, measured: current.length });
     results.push({
       workload,
       space: { total: space.total, legal: space.legal.length, pruned: Object.fromEntries(space.pruned) },
       added,
       best,
-      default: trials.find((t) => t.configHash === defaultCandidate.hash && t.status === 'ok'),
+      default: current.find((t) => t.configHash === defaultCandidate.hash && t.status === 'ok'),
+      final,
+      disturbed: disturbed + (final?.finalists.filter((x) => x.disturbed).length ?? 0),
     });
   }
-  const stopped = stop();
+  // Past the deadline with every workload done is not a stop: nothing is left to resume.
+  stopped ??= opts.signal?.aborted ? 'interrupted' : budgetSpent ? 'time budget' : undefined;
   if (stopped) opts.onEvent?.({ kind: 'stopped', reason: stopped });
   return { results, stopped };
 }
 
-/** Runs one build: output checked against the reference, then its times kept, or a failure status. */
-async function measure(
+/** What a measurement records in a trial. */
+type Outcome = { status: TrialStatus; timing?: Trial['timing']; error?: string; nmse?: number; maxAbsError?: number; compileMs?: number; runner: string };
+
+/** A recorded measurement: its outcome, the evidence on it and how many timed executions it took. */
+interface Measured {
+  outcome: Outcome;
+  /** Absent for a compile error (nothing ran). */
+  interference?: Interference;
+  attempts: number;
+  /** Wall time of the recorded execution, ms. */
+  wallMs: number;
+}
+
+/** What every timed execution of a session shares. */
+interface TimingContext {
+  threads: number;
+  timeoutMs?: number;
+  device: DeviceProfile;
+  policy: TimingPolicy;
+  sample: () => CpuSample | undefined;
+  /** Cores a timed run leaves to other processes (the machine's cores minus the run's threads). */
+  idleCores: number;
+  interrupted: () => boolean;
+}
+
+/**
+ * Measures a build, sampling the CPU time other processes take meanwhile; while the timing shows
+ * interference (`needsRemeasure`) it is measured again, up to `policy.remeasure` more times, and
+ * an undisturbed attempt is kept, else the fastest (`pickAttempt`). `remeasuring` is told before each retry.
+ */
+async function measureTimed(
   runner: KernelRunner,
   plan: Plan,
   build: KernelBuild,
   data: TestData,
-  o: { expectedMs: number; threads: number; timeoutMs?: number; device: DeviceProfile },
-): Promise<{ status: TrialStatus; timing?: Trial['timing']; error?: string; nmse?: number; maxAbsError?: number; compileMs?: number; runner: string }> {
+  o: TimingContext & { expectedMs: number },
+  remeasuring: (attempt: number, reasons: string[], medianMs?: number) => void,
+): Promise<Measured> {
+  const tries: Array<Measured & { interference: Interference }> = [];
+  for (;;) {
+    const before = o.sample();
+    const t0 = performance.now();
+    const outcome = await measure(runner, plan, build, data, o);
+    const wallMs = performance.now() - t0;
+    if (build.status !== 'ok') return { outcome, attempts: 0, wallMs };
+    const interference = assessInterference(outcome.timing, foreignLoad(before, o.sample()), { ...o.policy, idleCores: o.idleCores });
+    tries.push({ outcome, interference, attempts: tries.length + 1, wallMs });
+    if (o.interrupted() || !needsRemeasure(outcome.status, interference, tries.length, o.policy)) break;
+    remeasuring(tries.length + 1, interference.reasons, outcome.timing?.medianMs);
+  }
+  const kept = tries[pickAttempt(tries.map((t) => ({ status: t.outcome.status, timing: t.outcome.timing, interference: t.interference })))]!;
+  return { ...kept, attempts: tries.length };
+}
+
+/** Runs one build: output checked against the reference, then its times kept, or a failure status. */
+async function measure(runner: KernelRunner, plan: Plan, build: KernelBuild, data: TestData, o: { expectedMs: number; threads: number; timeoutMs?: number; device: DeviceProfile }): Promise<Outcome> {
   if (build.status !== 'ok') return { status: 'compile_error', error: clip(build.detail), compileMs: build.compileMs, runner: runner.name };
   // About half a second of timed runs per candidate: 5 to 101 runs (odd, so the median is a run), after a warm-up.
   const runs = 2 * Math.floor(Math.max(5, Math.min(101, Math.round(500 / Math.max(o.expectedMs, 1e-3)))) / 2) + 1;
@@ -234,6 +422,116 @@ async function measure(
   const base = { nmse: comparison.nmse, maxAbsError: comparison.maxAbsError, compileMs: build.compileMs, runner: runner.name };
   if (!ok) return { ...base, status: 'wrong_result', error: `NMSE ${comparison.nmse.toExponential(2)} (tolerance ${plan.tolerance.nmse}), max abs error ${comparison.maxAbsError.toExponential(2)}, ${comparison.nonFinite} non-finite` };
   return { ...base, status: 'ok', timing: exec.timing };
+}
+
+/** What the final re-timing of a workload needs from the session. */
+interface FinalContext {
+  db: TuningDb;
+  workload: Workload;
+  /** The configs this session may measure, by hash: only these are re-timed. */
+  byHash: Map<string, Candidate>;
+  runnerOf: (plan: Plan) => KernelRunner;
+  renderCtx: Parameters<typeof renderPlan>[1];
+  cacheDir: string;
+  data: () => TestData;
+  timing: TimingContext;
+  origin: string;
+  /** Whether this session recorded a new ok trial for the workload. */
+  measuredNew: boolean;
+  emit: (e: TuneEvent) => void;
+}
+
+/**
+ * Re-times the workload's best `finalists` configs (those competing for its best, within this
+ * session's space) back to back, interleaved over `finalRounds` rounds, and records one `retime`
+ * trial per config, its median round (`representative`): the fastest of them is then the
+ * workload's best (`contendingTrials`). Skipped with fewer than two such configs, or when the
+ * session measured nothing new and the best is a re-timing already; undefined then, and when
+ * interrupted (nothing of an interrupted re-timing is recorded).
+ */
+async function finalRetiming(f: FinalContext): Promise<FinalRetiming | undefined> {
+  const { policy } = f.timing;
+  if (policy.finalists < 2) return undefined;
+  const top = contendingTrials(f.db.trials(f.workload.id))
+    .filter((t) => f.byHash.has(t.configHash))
+    .slice(0, policy.finalists);
+  // A session that measured nothing new re-times only a best that was never re-timed (an earlier session was interrupted).
+  if (top.length < 2 || (!f.measuredNew && top[0]!.strategy === RETIME_STRATEGY)) return undefined;
+  f.emit({ kind: 'retiming', workload: f.workload, finalists: top, rounds: policy.finalRounds });
+  const beforeMs = new Map(top.map((t) => [t.configHash, t.timing!.medianMs]));
+  const finalists = await retimePass(f, top, (hash) => beforeMs.get(hash)!);
+  if (!finalists) return undefined;
+  return { finalists, winner: finalists.find((x) => x.trial.status === 'ok')?.trial, rounds: policy.finalRounds };
+}
+
+/** ok trials fastest first, then failures. */
+function byTime(a: TrialRow, b: TrialRow): number {
+  return (a.status === 'ok' ? 0 : 1) - (b.status === 'ok' ? 0 : 1) || (a.timing?.medianMs ?? 0) - (b.timing?.medianMs ?? 0);
+}
+
+/** The final re-timing's rounds: every contender timed once per round, in rotated order; undefined when interrupted. */
+async function retimePass(f: FinalContext, contenders: readonly TrialRow[], beforeMs: (hash: string) => number): Promise<Finalist[] | undefined> {
+  const { policy } = f.timing;
+  // The same number of timed runs for every contender: about half a second at the fastest one's time.
+  const expectedMs = Math.min(...contenders.map((t) => t.timing?.medianMs ?? Infinity));
+  // Builds come from the cache (source hash); configs of one source are timed once, as in the session.
+  type Group = { configs: Candidate[]; runner: KernelRunner; build: Extract<KernelBuild, { status: 'ok' }>; rounds: Measured[]; failed?: Measured };
+  const groups = new Map<string, Group>();
+  const unbuilt: Array<{ candidate: Candidate; outcome: Outcome }> = [];
+  for (const t of contenders) {
+    const candidate = f.byHash.get(t.configHash)!;
+    const runner = f.runnerOf(candidate.plan);
+    const build = await runner.build(candidate.plan, renderPlan(candidate.plan, f.renderCtx), { cacheDir: f.cacheDir });
+    if (build.status !== 'ok') {
+      unbuilt.push({ candidate, outcome: { status: 'compile_error', error: clip(build.detail), compileMs: build.compileMs, runner: runner.name } });
+      continue;
+    }
+    const same = groups.get(build.id);
+    if (same) {
+      same.configs.push(candidate);
+      build.dispose();
+    } else {
+      groups.set(build.id, { configs: [candidate], runner, build, rounds: [] });
+    }
+  }
+  try {
+    let active = [...groups.values()];
+    for (let round = 0; round < policy.finalRounds && active.length > 0; round++) {
+      for (const g of roundOrder(active, round)) {
+        const m = await measureTimed(g.runner, g.configs[0]!.plan, g.build, f.data(), { ...f.timing, expectedMs }, (attempt, reasons, medianMs) =>
+          f.emit({ kind: 'remeasure', workload: f.workload, config: g.configs[0]!.config, attempt, of: policy.remeasure + 1, reasons, medianMs, final: true }),
+        );
+        if (f.timing.interrupted()) return undefined;
+        // A kernel that fails when run again is out, whatever it did before.
+        if (m.outcome.status === 'ok') g.rounds.push(m);
+        else g.failed = m;
+      }
+      active = active.filter((g) => !g.failed);
+    }
+  } finally {
+    for (const g of groups.values()) g.build.dispose();
+  }
+  // One time for all: these trials were timed together and are judged together.
+  const createdAt = new Date().toISOString();
+  const record = (candidate: Candidate, chosen: Pick<Measured, 'outcome' | 'interference'>, roundsMs: number[]): Finalist => ({
+    trial: f.db.addTrial(f.workload.id, { ...chosen.outcome, uid: randomUUID(), config: candidate.config, configHash: candidate.hash, strategy: RETIME_STRATEGY, origin: f.origin, createdAt }),
+    beforeMs: beforeMs(candidate.hash),
+    roundsMs,
+    disturbed: Boolean(chosen.interference?.disturbed),
+  });
+  const out: Finalist[] = [];
+  for (const g of groups.values()) {
+    const chosen = g.failed ?? g.rounds[representative(g.rounds.map((m) => ({ timing: m.outcome.timing!, interference: m.interference! })))]!;
+    for (const c of g.configs) out.push(record(c, chosen, g.rounds.map((m) => m.outcome.timing!.medianMs)));
+  }
+  for (const u of unbuilt) out.push(record(u.candidate, { outcome: u.outcome }, []));
+  return out.sort((a, b) => byTime(a.trial, b.trial));
+}
+
+/** The middle value (upper middle for an even count). */
+function middle(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
 }
 
 /**
