@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { f16BitsToF32, f32ToF16Bits } from '../src/numeric/half.js';
 import { Rng } from '../src/numeric/random.js';
 import { bitsPerWeight, dequantizeMatrix, FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
-import { makeQ35Codec, Q35_TABLE_A, Q35_TABLE_B } from '../src/quant/q35.js';
+import { makeQ35Codec, q35PairCodes, q35Units, Q35_TABLE_A, Q35_TABLE_B, type Q35Unit } from '../src/quant/q35.js';
 import { readScale, roundHalfAway } from '../src/quant/scalar-codes.js';
 
 const K = 4096;
@@ -164,15 +164,13 @@ interface Decoded {
   bIndex: number;
 }
 
-/** Parses the codes of weight pair i of unit u in a q3.5 block (the layout of src/quant/q35.ts). */
-function pairCodes(bytes: Uint8Array, block: number, u: number, i: number, out: Decoded): void {
+/** The codes of pair p of a unit in a q3.5 block, as TABLE indices (2 * level + parity). */
+function pairCodes(bytes: Uint8Array, block: number, unit: Q35Unit, p: number, out: Decoded): void {
   out.d = readScale(bytes, block);
-  const o = block + 2 + 7 * u;
-  const c4 = (bytes[o + (i >> 1)]! >>> ((i & 1) * 4)) & 15;
-  const lo = ((bytes[o + 4 + (i >> 2)]! >>> ((i & 3) * 2)) & 3);
-  const hi = (bytes[o + 6]! >>> i) & 1;
-  out.c4 = c4;
-  out.bIndex = (((hi << 2) | lo) << 1) | (c4 & 1);
+  const { nibble, bLevel } = q35PairCodes(bytes, block, unit, p);
+  const parity = nibble >> 3;
+  out.c4 = ((nibble & 7) << 1) | parity;
+  out.bIndex = (bLevel << 1) | parity;
 }
 
 function sse(A: readonly number[], B: readonly number[], data: Float32Array): number {
@@ -204,6 +202,7 @@ function fit(): void {
   let A = Array.from({ length: 16 }, (_, k) => (127 * (2 * k - 15)) / 15);
   let B = A.slice();
   const dec: Decoded = { d: 0, c4: 0, bIndex: 0 };
+  const units = q35Units(FIT_G);
   for (let it = 0; it < iters; it++) {
     const codec = makeQ35Codec(FIT_G, A, B);
     const bytes = quantizeMatrix(codec, data, groups, FIT_G);
@@ -213,11 +212,11 @@ function fit(): void {
     const dB = new Float64Array(16);
     for (let g = 0; g < groups; g++) {
       const block = g * codec.bytesPerBlock;
-      for (let u = 0; u < FIT_G / 16; u++) {
-        for (let i = 0; i < 8; i++) {
-          pairCodes(bytes, block, u, i, dec);
-          const x = data[g * FIT_G + 16 * u + i]!;
-          const y = data[g * FIT_G + 16 * u + i + 8]!;
+      for (const unit of units) {
+        for (let i = 0; i < unit.pairs; i++) {
+          pairCodes(bytes, block, unit, i, dec);
+          const x = data[g * FIT_G + unit.firstWeight + i]!;
+          const y = data[g * FIT_G + unit.firstWeight + i + unit.pairs]!;
           nA[dec.c4] += x * dec.d;
           dA[dec.c4] += dec.d * dec.d;
           nB[dec.bIndex] += y * dec.d;

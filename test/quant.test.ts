@@ -11,7 +11,7 @@ import {
   rowBytes,
   type BlockCodec,
 } from '../src/quant/index.js';
-import { makeQ35Codec, Q35, Q35_TABLE_A, Q35_TABLE_B } from '../src/quant/q35.js';
+import { makeQ35Codec, Q35, q35Units, Q35_LOOKUP_A, Q35_LOOKUP_B, Q35_TABLE_A, Q35_TABLE_B } from '../src/quant/q35.js';
 
 const K = 4096;
 
@@ -84,8 +84,8 @@ describe('sizes', () => {
     expect(bitsPerWeight(FORMATS.f16.codec(undefined))).toBe(16);
   });
 
-  it('q3.5 rejects group sizes that are not positive multiples of 16', () => {
-    for (const G of [0, 8, 24, 40, -16, 33.5]) expect(() => Q35.codec(G)).toThrow(KgenError);
+  it('q3.5 rejects group sizes that are not positive multiples of 32', () => {
+    for (const G of [0, 8, 16, 24, 40, 48, -32, 33.5]) expect(() => Q35.codec(G)).toThrow(KgenError);
   });
 });
 
@@ -187,9 +187,11 @@ describe('ggml q8_0', () => {
   });
 });
 
-describe('q3.5 layout', () => {
+describe('q3.5 layout (version 2: bit planes)', () => {
   const A = Q35_TABLE_A;
   const B = Q35_TABLE_B;
+  const LA = Q35_LOOKUP_A;
+  const LB = Q35_LOOKUP_B;
 
   it('tables are 16 distinct increasing int8 values in [-127, 127]', () => {
     for (const T of [A, B]) {
@@ -202,84 +204,90 @@ describe('q3.5 layout', () => {
     }
   });
 
-  // d = 0.5 (f16 0x3800); c4 = [0, 1, 2, 3, 14, 15, 8, 9], c3 = [0, 1, 2, 3, 4, 5, 6, 7].
-  // bytes 0..3: c4 pairs low nibble first: 10 32 fe 98
-  // byte 4: low 2 bits of c3[0..3] = 0,1,2,3 -> 0 | 1<<2 | 2<<4 | 3<<6 = 0xe4; byte 5 likewise 0xe4
-  // byte 6: bit i = c3[i] >> 2 -> pairs 4..7 -> 0xf0
-  const unit = hex('00 38  10 32 fe 98 e4 e4 f0');
-  const c4 = [0, 1, 2, 3, 14, 15, 8, 9];
-  const c3 = [0, 1, 2, 3, 4, 5, 6, 7];
+  it('lookup tables are the level tables reordered by parity: L[t << 3 | l] = T[2l + t]', () => {
+    expect(LA).toEqual([-125, -66, -34, -12, 4, 22, 48, 89, -89, -48, -22, -4, 12, 34, 66, 125]);
+    for (let i = 0; i < 16; i++) expect(LB[i]).toBe(B[2 * (i & 7) + (i >> 3)]);
+  });
 
-  it('decodes a hand-built unit per the rule', () => {
-    const v = decodeBlock(makeQ35Codec(16), unit);
-    for (let i = 0; i < 8; i++) {
-      expect(v[i]).toBe(A[c4[i]!]! * 0.5);
-      expect(v[i + 8]).toBe(B[(c3[i]! << 1) | (c4[i]! & 1)]! * 0.5);
-    }
-    // The same, spelled out with B indices (c3 << 1) | parity: 0, 3, 4, 7, 8, 11, 12, 15.
-    expect(Array.from(v)).toEqual(
-      [A[0], A[1], A[2], A[3], A[14], A[15], A[8], A[9], B[0], B[3], B[4], B[7], B[8], B[11], B[12], B[15]].map(
-        (t) => t! * 0.5,
-      ),
-    );
-    // With the current tables, literally:
+  // The test vector of docs/formats.md (G = 32, one unit of 16 pairs), written out by hand there.
+  const unit = hex('00 38  b3 2a 91 08 7f e6 5d c4  1b 39 1b 39  0a d4');
+  const a = [3, 10, 1, 8, 15, 6, 13, 4, 11, 2, 9, 0, 7, 14, 5, 12];
+  const y = [3, 1, 7, 1, 2, 6, 6, 2, 1, 7, 1, 3, 0, 4, 0, 4]; // stored: B level XOR A level
+  const b3 = [0, 3, 6, 1, 5, 0, 3, 6, 2, 5, 0, 3, 7, 2, 5, 0]; // B levels
+
+  it('decodes the documented test vector', () => {
+    const v = decodeBlock(makeQ35Codec(32), unit);
     expect(Array.from(v)).toEqual([
-      -62.5, -44.5, -33, -24, 44.5, 62.5, 2, 6, -62.5, -24, -17, -2, 2, 17, 24, 62.5,
+      -6, -11, -33, -44.5, 62.5, 24, 17, 2, -2, -17, -24, -62.5, 44.5, 33, 11, 6,
+      -62.5, -2, 24, -24, 17, -62.5, -2, 24, -11, 11, -44.5, -6, 44.5, -11, 11, -44.5,
     ]);
-  });
-
-  it('the low bit of c4 is shared: flipping it moves both weights of the pair', () => {
-    const codec = makeQ35Codec(16);
-    const base = decodeBlock(codec, unit);
-    for (let i = 0; i < 8; i++) {
-      const b = unit.slice();
-      b[2 + (i >> 1)] ^= 1 << ((i & 1) * 4); // bit 0 of c4[i]
-      const v = decodeBlock(codec, b);
-      for (let j = 0; j < 16; j++) {
-        if (j === i) expect(v[j]).toBe(A[c4[i]! ^ 1]! * 0.5);
-        else if (j === i + 8) expect(v[j]).toBe(B[((c3[i]! << 1) | (c4[i]! & 1)) ^ 1]! * 0.5);
-        else expect(v[j]).toBe(base[j]);
-      }
+    for (let p = 0; p < 16; p++) {
+      expect(b3[p]).toBe(y[p]! ^ (a[p]! & 7));
+      expect(v[p]).toBe(LA[a[p]!]! * 0.5);
+      expect(v[p + 16]).toBe(LB[b3[p]! | (a[p]! & 8)]! * 0.5);
+      expect(v[p + 16]).toBe(LB[a[p]! ^ y[p]!]! * 0.5);
     }
   });
 
-  it('c3 bit planes: bytes 4-5 hold the low 2 bits, byte 6 the high bit, and move only weight i+8', () => {
-    const codec = makeQ35Codec(16);
+  it('every bit moves exactly the weights its plane names (byte-sliced planes, parity shared)', () => {
+    const codec = makeQ35Codec(32);
     const base = decodeBlock(codec, unit);
-    for (let i = 0; i < 8; i++) {
-      for (const [byte, bit, indexBit] of [
-        [4 + (i >> 2), 2 * (i & 3), 2], // c3 bit 0 -> B index bit 1
-        [4 + (i >> 2), 2 * (i & 3) + 1, 4], // c3 bit 1 -> B index bit 2
-        [6, i, 8], // c3 bit 2 -> B index bit 3
-      ] as const) {
-        const b = unit.slice();
-        b[2 + byte] ^= 1 << bit;
-        const v = decodeBlock(codec, b);
-        for (let j = 0; j < 16; j++) {
-          if (j === i + 8) expect(v[j]).toBe(B[((c3[i]! << 1) | (c4[i]! & 1)) ^ indexBit]! * 0.5);
-          else expect(v[j]).toBe(base[j]);
+    for (let byte = 2; byte < 16; byte++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const flipped = unit.slice();
+        flipped[byte] ^= 1 << bit;
+        const v = decodeBlock(codec, flipped);
+        const o = byte - 2;
+        // Which pair the bit belongs to, and which of its codes, by the plane rule (S = f * 16 / 8).
+        let p: number;
+        const na = a.slice();
+        const ny = y.slice();
+        if (o < 8) {
+          p = o + 8 * (bit >> 2);
+          na[p] ^= 1 << (bit & 3);
+        } else if (o < 12) {
+          p = (o - 8) + 4 * (bit >> 1);
+          ny[p] ^= 1 << (bit & 1);
+        } else {
+          p = (o - 12) + 2 * bit;
+          ny[p] ^= 4;
         }
+        for (let j = 0; j < 32; j++) {
+          const q = j % 16;
+          const want = j < 16 ? LA[na[q]!]! : LB[na[q]! ^ ny[q]!]!;
+          expect(v[j]).toBe(want * 0.5);
+          if (q !== p) expect(v[j]).toBe(base[j]);
+        }
+        // A nibble bit (parity or A level) moves both weights of its pair; a y bit only the B weight.
+        expect(v[p + 16]).not.toBe(base[p + 16]);
+        if (o < 8) expect(v[p]).not.toBe(base[p]);
       }
     }
-    // The high nibble of c4 bytes belongs to the odd pair: flipping bit 3 of c4[1] moves weight 1.
-    const b = unit.slice();
-    b[2] ^= 0x80;
-    expect(decodeBlock(codec, b)[1]).toBe(A[1 ^ 8]! * 0.5);
   });
 
-  it('units follow the scale in order: unit u of a group at byte 2 + 7u', () => {
-    const codec = makeQ35Codec(64);
-    const bytes = new Uint8Array(30);
+  it('units: a group of 96 is a 64-weight unit then a 32-weight unit; the 64-unit slices by 16, 8, 4', () => {
+    expect(q35Units(64)).toEqual([{ byteOffset: 2, firstWeight: 0, pairs: 32 }]);
+    expect(q35Units(96)).toEqual([
+      { byteOffset: 2, firstWeight: 0, pairs: 32 },
+      { byteOffset: 30, firstWeight: 64, pairs: 16 },
+    ]);
+    const codec = makeQ35Codec(96);
+    const bytes = new Uint8Array(codec.bytesPerBlock);
+    expect(bytes.length).toBe(44);
     bytes.set(unit.subarray(0, 2));
-    for (let u = 0; u < 4; u++) bytes.set(unit.subarray(2), 2 + 7 * u);
-    bytes[2 + 7 * 3] = 0x77; // unit 3: c4[0] = c4[1] = 7
+    bytes.set(unit.subarray(2), 30); // the 32-unit: decodes as the test vector
+    // 64-unit: pair 21 gets a = 13 (byte 5 high nibble), low field 2 (byte 16 + 5, bits 4-5),
+    // high bit 1 (byte 24 + 1, bit 5): y = 6, B index 13 ^ 6 = 11. The other pairs: a = 0, y = 0.
+    bytes[2 + 5] = 13 << 4;
+    bytes[2 + 16 + 5] = 2 << 4;
+    bytes[2 + 24 + 1] = 1 << 5;
     const v = decodeBlock(codec, bytes);
-    const one = decodeBlock(makeQ35Codec(16), unit);
-    for (let u = 0; u < 3; u++) expect(Array.from(v.subarray(16 * u, 16 * u + 16))).toEqual(Array.from(one));
-    expect(v[48]).toBe(A[7]! * 0.5);
-    expect(v[49]).toBe(A[7]! * 0.5);
-    expect(v[56]).toBe(B[1]! * 0.5); // c3 = 0, parity 1
-    expect(v[57]).toBe(B[3]! * 0.5); // c3 = 1, parity 1
+    const one = decodeBlock(makeQ35Codec(32), unit);
+    expect(Array.from(v.subarray(64))).toEqual(Array.from(one));
+    for (let p = 0; p < 32; p++) {
+      expect(v[p]).toBe((p === 21 ? LA[13]! : LA[0]!) * 0.5);
+      expect(v[p + 32]).toBe((p === 21 ? LB[11]! : LB[0]!) * 0.5);
+    }
   });
 
   it('the scale is a little-endian f16 widened to f32', () => {
@@ -287,8 +295,8 @@ describe('q3.5 layout', () => {
     b[0] = 0x55;
     b[1] = 0x35; // f16 0x3555 = 0.333251953125
     const d = f16BitsToF32(0x3555);
-    const v = decodeBlock(makeQ35Codec(16), b);
-    for (let i = 0; i < 8; i++) expect(v[i]).toBe(Math.fround(A[c4[i]!]! * d));
+    const v = decodeBlock(makeQ35Codec(32), b);
+    for (let p = 0; p < 16; p++) expect(v[p]).toBe(Math.fround(LA[a[p]!]! * d));
   });
 });
 
@@ -299,12 +307,14 @@ describe('q3.5 quantizer', () => {
   /** Squared error of the best code for each pair at scale d, by brute force over all 128 points. */
   function bruteForceError(w: Float32Array, off: number, G: number, d: number): number {
     let err = 0;
-    for (let u = off; u < off + G; u += 16) {
-      for (let i = 0; i < 8; i++) {
+    for (const unit of q35Units(G)) {
+      const u = off + unit.firstWeight;
+      const P = unit.pairs;
+      for (let i = 0; i < P; i++) {
         let best = Infinity;
         for (let c4 = 0; c4 < 16; c4++) {
           for (let c3 = 0; c3 < 8; c3++) {
-            const e = (w[u + i]! - d * Q35_TABLE_A[c4]!) ** 2 + (w[u + i + 8]! - d * Q35_TABLE_B[(c3 << 1) | (c4 & 1)]!) ** 2;
+            const e = (w[u + i]! - d * Q35_TABLE_A[c4]!) ** 2 + (w[u + i + P]! - d * Q35_TABLE_B[(c3 << 1) | (c4 & 1)]!) ** 2;
             best = Math.min(best, e);
           }
         }

@@ -8,6 +8,7 @@ import { opKit } from '../ops/index.js';
 import { pathText, quoted } from '../io/message-text.js';
 import { fsError, writeOutputFile } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
+import { FORMATS } from '../quant/index.js';
 import { printJson } from './common.js';
 import { optionalCount, optionalPath } from './flags.js';
 
@@ -73,9 +74,9 @@ Examples:
       const weights = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
       const result = pack({ format, groupSize, N, K, weights });
       writeOutputFile(out, result.bytes, { field: '--out', force: flags.force });
-      const summary = { out, format, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight };
+      const summary = { out, format, formatVersion: FORMATS[result.spec.format].version, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight };
       if (flags.json) printJson(summary);
-      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}\n`);
+      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} layout ${FORMATS[result.spec.format].version} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}\n`);
     });
 }
 

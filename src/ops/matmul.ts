@@ -1,6 +1,6 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { Rng } from '../numeric/random.js';
-import { bitsPerWeight, codecOf, dequantizeMatrix, quantizeMatrix } from '../quant/index.js';
+import { bitsPerWeight, codecOf, dequantizeMatrix, FORMATS, quantizeMatrix } from '../quant/index.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
 import { referenceMatmul } from '../reference/matmul.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
@@ -159,6 +159,7 @@ export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
       tensors,
       weights: {
         format: op.weight.format,
+        formatVersion: FORMATS[op.weight.format].version,
         groupSize: op.weight.groupSize,
         bitsPerWeight: bitsPerWeight(codec),
         rowBytes,

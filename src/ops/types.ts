@@ -26,6 +26,8 @@ export interface TensorInfo {
 /** How an op's weights are stored, for the manifest (ops with weights only). */
 export interface WeightsInfo {
   format: string;
+  /** The format's layout version (docs/formats.md): bytes of another version must be packed again. */
+  formatVersion: number;
   groupSize?: number;
   bitsPerWeight: number;
   rowBytes: number;

@@ -20,6 +20,11 @@ export interface WeightFormat {
   readonly name: WeightFormatName;
   /** One line for `kgen ops` and manifests. */
   readonly summary: string;
+  /**
+   * Version of the byte layout kernels read and `kgen pack` writes; raised whenever bytes of the
+   * old layout would decode to other values. Manifests state it (`weights.formatVersion`).
+   */
+  readonly version: number;
   codec(groupSize: number | undefined): BlockCodec;
 }
 

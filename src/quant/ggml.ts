@@ -65,12 +65,14 @@ export const Q8_0_CODEC: BlockCodec = {
 
 export const Q4_0: WeightFormat = {
   name: 'q4_0',
+  version: 1,
   summary: 'ggml q4_0: 32 weights in 18 bytes {f16 d; u8 qs[16]}, (nibble-8)*d (4.5 bits/weight)',
   codec: () => Q4_0_CODEC,
 };
 
 export const Q8_0: WeightFormat = {
   name: 'q8_0',
+  version: 1,
   summary: 'ggml q8_0: 32 weights in 34 bytes {f16 d; i8 qs[32]}, qs*d (8.5 bits/weight)',
   codec: () => Q8_0_CODEC,
 };

@@ -107,18 +107,21 @@ function cached(make: (g: number) => BlockCodec): (g: number | undefined) => Blo
 
 export const Q4: WeightFormat = {
   name: 'q4',
+  version: 1,
   summary: 'symmetric 4-bit, f16 scale per group (4.25 bits/weight at group 64)',
   codec: cached(q4Codec),
 };
 
 export const Q8: WeightFormat = {
   name: 'q8',
+  version: 1,
   summary: 'int8, f16 scale per group (8.25 bits/weight at group 64)',
   codec: cached(q8Codec),
 };
 
 export const F16: WeightFormat = {
   name: 'f16',
+  version: 1,
   summary: 'IEEE f16 weights (16 bits/weight)',
   codec: () => F16_CODEC,
 };

@@ -4,24 +4,33 @@ import type { BlockCodec, WeightFormat } from './format.js';
 import { readScale } from './scalar-codes.js';
 
 /**
- * q3.5: 3.5 bits per weight plus an f16 scale per group (3.75 bits/weight at group 64).
+ * q3.5: 3.5 bits per weight plus an f16 scale per group (3.75 bits/weight at group 64). Format
+ * version 2 (bit planes); version 1 (7-byte units of 16 weights) is no longer written or read.
  *
- * Block = one group of G weights (G a multiple of 16; the IR asks for multiples of 32):
- *   `{ f16 d; u8 units[G/16][7]; }`  (2 + 7*G/16 bytes; 30 bytes for G = 64)
- * A unit holds 16 consecutive weights as 8 pairs; pair i (0..7) is (weight i, weight i+8) and has a
- * 4-bit code c4[i] and a 3-bit code c3[i]:
- *   bytes 0..3  byte b = c4[2b] | c4[2b+1] << 4
- *   byte  4     (c3[0]&3) | (c3[1]&3) << 2 | (c3[2]&3) << 4 | (c3[3]&3) << 6
- *   byte  5     the same for pairs 4..7
- *   byte  6     bit i = (c3[i] >> 2) & 1
- * Decode: weight i   = f32(d) * A[c4[i]]
- *         weight i+8 = f32(d) * B[(c3[i] << 1) | (c4[i] & 1)]
+ * Block = one group of G weights (G a multiple of 32): `{ f16 d; u8 units[]; }` (2 + 7*G/16 bytes;
+ * 30 bytes for G = 64). The units are floor(G/64) units of 64 weights (28 bytes) and, when G % 64 is
+ * 32, one unit of 32 weights (14 bytes) at the end. A unit of U weights holds P = U/2 pairs; pair p
+ * is (weight p, weight p + P) of the unit and has a parity bit, a 3-bit A level and a 3-bit B level:
+ *   nibble a = A level | parity << 3       the A lookup index (4 bits)
+ *   b        = B level | parity << 3       the B lookup index (never stored whole)
+ *   y        = B level ^ A level           (3 bits) what is stored of the B level
+ * and is stored in three bit planes, one after the other:
+ *   nibble plane  P/2 bytes  a
+ *   low plane     P/4 bytes  y & 3
+ *   high plane    P/8 bytes  y >> 2
+ * A plane of f-bit fields is sliced by byte: with S = f*P/8 bytes, field p sits in byte p % S at
+ * bits f * floor(p / S). So every plane unpacks with a broadcast, one per-lane shift and a mask, and
+ * the B index is b = a ^ (low | high << 2): the XOR removes the A level and keeps the parity, so no
+ * field needs moving or masking (docs/formats.md).
+ * Decode: weight p     = f32(d) * Q35_LOOKUP_A[a]
+ *         weight p + P = f32(d) * Q35_LOOKUP_B[a ^ y]
  * (computed as Math.fround(table * d); table * d is exact in f32 because d has an 11-bit
- * significand and the tables are 8-bit integers).
+ * significand and the tables are 8-bit integers). The lookup tables are the level tables
+ * Q35_TABLE_A/B reordered by parity: LOOKUP[parity << 3 | level] = TABLE[2 * level + parity].
  *
- * The low bit of c4 is shared as a parity bit: a pair's 128 code points are
- * {A[even]} x {B[even]} and {A[odd]} x {B[odd]}, a companded checkerboard in 2-D instead of a 16 x 8
- * grid, so both weights of a pair get about 3.5 bits.
+ * The parity bit is shared by the two weights of a pair: a pair's 128 code points are
+ * {A[even]} x {B[even]} and {A[odd]} x {B[odd]} (TABLE index 2 * level + parity), a companded
+ * checkerboard in 2-D instead of a 16 x 8 grid, so both weights of a pair get about 3.5 bits.
  *
  * Tables: fitted offline by `node dist/bench/quant-quality.js --fit` (bench/quant-quality.ts), not
  * taken from any other project: Lloyd iterations, each one encoding every training group with this
@@ -40,6 +49,62 @@ export const Q35_TABLE_A: readonly number[] = Object.freeze([
 export const Q35_TABLE_B: readonly number[] = Object.freeze([
   -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125,
 ]);
+
+/** The layout `kgen pack` writes and kernels read; manifests state it (version 1: 7-byte units). */
+export const Q35_FORMAT_VERSION = 2;
+
+/** A table reordered for lookup by `parity << 3 | level` (TABLE index 2 * level + parity). */
+function lookupOrder(table: readonly number[]): readonly number[] {
+  return Object.freeze(Array.from({ length: 16 }, (_, i) => table[2 * (i & 7) + (i >> 3)]!));
+}
+
+/** What kernels index with the nibble a = A level | parity << 3 (a shuffle-sized table). */
+export const Q35_LOOKUP_A: readonly number[] = lookupOrder(Q35_TABLE_A);
+/** What kernels index with b = B level | parity << 3. */
+export const Q35_LOOKUP_B: readonly number[] = lookupOrder(Q35_TABLE_B);
+
+/** One unit of a q3.5 block: where its planes start in the block, its first weight, its pair count. */
+export interface Q35Unit {
+  /** Byte offset of the nibble plane from the start of the block (the scale is bytes 0-1). */
+  readonly byteOffset: number;
+  readonly firstWeight: number;
+  /** P: pair p is (firstWeight + p, firstWeight + p + P); 32 for a 64-weight unit, 16 for 32. */
+  readonly pairs: number;
+}
+
+/** The units of a group of G weights (G a multiple of 32): 64-weight units, then a 32 if G % 64 = 32. */
+export function q35Units(G: number): Q35Unit[] {
+  const units: Q35Unit[] = [];
+  for (let w = 0, o = 2; w < G; ) {
+    const size = G - w >= 64 ? 64 : 32;
+    units.push({ byteOffset: o, firstWeight: w, pairs: size / 2 });
+    w += size;
+    o += (7 * size) / 16;
+  }
+  return units;
+}
+
+/** Byte and bit of field p of a byte-sliced plane of f-bit fields over P pairs (docs/formats.md). */
+function slicedAt(f: number, P: number, p: number): [byte: number, bit: number] {
+  const S = (f * P) / 8;
+  return [p % S, f * Math.floor(p / S)];
+}
+
+/**
+ * The codes of pair p of a unit: `nibble` (A lookup index), `bLevel` (3-bit B level, the stored y
+ * XOR the A level); the B lookup index is `nibble ^ y` = `bLevel | (nibble & 8)`.
+ */
+export function q35PairCodes(bytes: Uint8Array, blockOffset: number, unit: Q35Unit, p: number): { nibble: number; bLevel: number } {
+  const P = unit.pairs;
+  const base = blockOffset + unit.byteOffset;
+  const [nb, nbit] = slicedAt(4, P, p);
+  const [lb, lbit] = slicedAt(2, P, p);
+  const [hb, hbit] = slicedAt(1, P, p);
+  const nibble = (bytes[base + nb]! >>> nbit) & 15;
+  const low = (bytes[base + P / 2 + lb]! >>> lbit) & 3;
+  const high = (bytes[base + P / 2 + P / 4 + hb]! >>> hbit) & 1;
+  return { nibble, bLevel: (low | (high << 2)) ^ (nibble & 7) };
+}
 
 const fr = Math.fround;
 
@@ -132,13 +197,15 @@ function checkTable(name: string, t: readonly number[]): void {
  * (any finite values) are for the table fitting in bench/quant-quality.ts.
  */
 export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A, tableB: readonly number[] = Q35_TABLE_B): BlockCodec {
-  if (!Number.isInteger(G) || G <= 0 || G % 16 !== 0) {
-    throw new KgenError({ field: 'groupSize', problem: `q35 cannot use group size ${G}`, expected: 'a positive multiple of 16' });
+  if (!Number.isInteger(G) || G <= 0 || G % 32 !== 0) {
+    throw new KgenError({ field: 'groupSize', problem: `q35 cannot use group size ${G}`, expected: 'a positive multiple of 32' });
   }
   checkTable('Q35_TABLE_A', tableA);
   checkTable('Q35_TABLE_B', tableB);
   const A = Float64Array.from(tableA);
   const B = Float64Array.from(tableB);
+  const LA = lookupOrder(tableA);
+  const LB = lookupOrder(tableB);
   // Level search per table; parity p = c4 & 1. A: code c4 = 2k + p; B: index (c3 << 1) | p, code c3.
   const sa = tableSearch(A, (k) => k);
   const sb = tableSearch(B, (k) => k >> 1);
@@ -158,10 +225,11 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
   const bLast = sb.last;
   let tmax = 0;
   for (let k = 0; k < 16; k++) tmax = Math.max(tmax, Math.abs(A[k]!), Math.abs(B[k]!));
-  const units = G / 16;
+  const units = q35Units(G);
   const pairs = G / 2;
-  const bytesPerBlock = 2 + 7 * units;
-  // Codes of the pairs (pair index = 8 * unit + i) for the scale being scored and for the best so far.
+  const bytesPerBlock = 2 + (7 * G) / 16;
+  // Codes of the pairs (unit by unit, pair p of a unit after the pairs of the units before it) for
+  // the scale being scored and for the best so far: c4 = A TABLE index (2 * level + parity), c3 = B level.
   let curC4 = new Uint8Array(pairs);
   let curC3 = new Uint8Array(pairs);
   let bestC4 = new Uint8Array(pairs);
@@ -180,10 +248,12 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
     let swq = 0;
     let sqq = 0;
     let pi = 0;
-    for (let u = so; u < so + G; u += 16) {
-      for (let i = 0; i < 8; i++, pi++) {
+    for (const unit of units) {
+      const u = so + unit.firstWeight;
+      const P = unit.pairs;
+      for (let i = 0; i < P; i++, pi++) {
         const x = src[u + i]!;
-        const y = src[u + i + 8]!;
+        const y = src[u + i + P]!;
         const tx = x * id;
         const ty = y * id;
         const ux = (tx - aLo) * aInv;
@@ -289,33 +359,33 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
       }
       dst[d0] = bestBits & 0xff;
       dst[d0 + 1] = bestBits >>> 8;
-      for (let u = 0; u < units; u++) {
-        const c4 = bestC4.subarray(8 * u, 8 * u + 8);
-        const c3 = bestC3.subarray(8 * u, 8 * u + 8);
-        const o = d0 + 2 + 7 * u;
-        dst[o] = c4[0]! | (c4[1]! << 4);
-        dst[o + 1] = c4[2]! | (c4[3]! << 4);
-        dst[o + 2] = c4[4]! | (c4[5]! << 4);
-        dst[o + 3] = c4[6]! | (c4[7]! << 4);
-        dst[o + 4] = (c3[0]! & 3) | ((c3[1]! & 3) << 2) | ((c3[2]! & 3) << 4) | ((c3[3]! & 3) << 6);
-        dst[o + 5] = (c3[4]! & 3) | ((c3[5]! & 3) << 2) | ((c3[6]! & 3) << 4) | ((c3[7]! & 3) << 6);
-        let hi = 0;
-        for (let i = 0; i < 8; i++) hi |= (c3[i]! >> 2) << i;
-        dst[o + 6] = hi;
+      let pi = 0;
+      for (const unit of units) {
+        const P = unit.pairs;
+        const base = d0 + unit.byteOffset;
+        dst.fill(0, base, base + (7 * P) / 8);
+        for (let p = 0; p < P; p++, pi++) {
+          const c4 = bestC4[pi]!;
+          const c3 = bestC3[pi]!;
+          const [nb, nbit] = slicedAt(4, P, p);
+          const [lb, lbit] = slicedAt(2, P, p);
+          const [hb, hbit] = slicedAt(1, P, p);
+          dst[base + nb] |= ((c4 >> 1) | ((c4 & 1) << 3)) << nbit;
+          const y = c3 ^ (c4 >> 1); // B level XOR A level
+          dst[base + P / 2 + lb] |= (y & 3) << lbit;
+          dst[base + P / 2 + P / 4 + hb] |= (y >> 2) << hbit;
+        }
       }
     },
     dequantizeBlock(src, so, dst, d0) {
       const d = readScale(src, so);
-      for (let u = 0; u < units; u++) {
-        const o = so + 2 + 7 * u;
-        const lo = src[o + 4]! | (src[o + 5]! << 8);
-        const hi = src[o + 6]!;
-        const w = d0 + 16 * u;
-        for (let i = 0; i < 8; i++) {
-          const q4 = (src[o + (i >> 1)]! >>> ((i & 1) << 2)) & 15;
-          const q3 = ((lo >>> (2 * i)) & 3) | (((hi >>> i) & 1) << 2);
-          dst[w + i] = fr(A[q4]! * d);
-          dst[w + i + 8] = fr(B[(q3 << 1) | (q4 & 1)]! * d);
+      for (const unit of units) {
+        const P = unit.pairs;
+        const w = d0 + unit.firstWeight;
+        for (let p = 0; p < P; p++) {
+          const { nibble, bLevel } = q35PairCodes(src, so, unit, p);
+          dst[w + p] = fr(LA[nibble]! * d);
+          dst[w + p + P] = fr(LB[bLevel | (nibble & 8)]! * d);
         }
       }
     },
@@ -326,7 +396,8 @@ const codecs = new Map<number, BlockCodec>();
 
 export const Q35: WeightFormat = {
   name: 'q35',
-  summary: 'q3.5: 8-pair units of 4+3-bit codes with a shared parity bit (int8 lookup tables), f16 scale per group (3.75 bits/weight at group 64)',
+  version: Q35_FORMAT_VERSION,
+  summary: 'q3.5: pairs of 4+3-bit codes with a shared parity bit in bit planes (int8 lookup tables), f16 scale per group (3.75 bits/weight at group 64); layout version 2',
   codec(groupSize) {
     const G = groupSize ?? 64;
     let c = codecs.get(G);

@@ -2,7 +2,8 @@ import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
 import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
-import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
+import { FORMATS } from '../../quant/index.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
 import { commentText } from '../../render/comment-text.js';
@@ -86,6 +87,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     command: ctx.command,
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
+    formatVersion: FORMATS[op.weight.format].version,
     actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
     configJson: commentText(JSON.stringify(configInUse(plan))),
     compileHint,
@@ -100,8 +102,8 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     microPartial: parts.micro,
     decodePartial: parts.decode,
     commonPartial: parts.common,
-    q35TableA: Q35_TABLE_A.join(', '),
-    q35TableB: Q35_TABLE_B.join(', '),
+    q35TableA: Q35_LOOKUP_A.join(', '),
+    q35TableB: Q35_LOOKUP_B.join(', '),
   };
   const files = {
     'kernel.c': templates.render('kernel.c', view),

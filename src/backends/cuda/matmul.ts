@@ -2,7 +2,8 @@ import { getDevice } from '../../device/index.js';
 import { KgenError } from '../../errors.js';
 import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
-import { Q35_TABLE_A, Q35_TABLE_B } from '../../quant/q35.js';
+import { FORMATS } from '../../quant/index.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
 import { commentText } from '../../render/comment-text.js';
@@ -59,6 +60,7 @@ function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
     command: ctx.command,
     opName: op.name,
     formatName: FORMAT_NAMES[op.weight.format],
+    formatVersion: FORMATS[op.weight.format].version,
     variantText: VARIANT_TEXT[plan.variant],
     configJson: commentText(JSON.stringify(configInUse(plan))),
     buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
@@ -75,7 +77,7 @@ function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
     decodePartial: `decode/${scheme}`,
     fragPartial: `decode/${scheme}_mma`,
     kernelPartial: KERNEL_PARTIAL[plan.variant],
-    q35Tables: [...Q35_TABLE_A, ...Q35_TABLE_B].map((v) => `${v}.0f`).join(', '),
+    q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0f`).join(', '),
     xAlign,
     xAlignMask: xAlign - 1,
     gridExprText: plan.launch.gridExpr!.join(', '),

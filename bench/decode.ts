@@ -1,0 +1,126 @@
+/**
+ * Decode-cost bench: what each C GEMV kernel costs per 64 weights when memory is not the limit
+ * (one thread, weights resident in L2), so layouts and decoders compare without DRAM noise. A GEMV
+ * streams at memory speed on T threads only while T * (bytes per 64 weights) / (ns per 64 weights)
+ * exceeds the machine's read bandwidth; the last column is that ceiling for one core.
+ *
+ *   node dist/bench/decode.js                      current build, every format and runnable ISA
+ *   node dist/bench/decode.js --baseline PATH      also another build's src/index.js (e.g. a git
+ *                                                  worktree of an older commit, built), interleaved
+ * Options: --formats q4,q35,q4_0,q8   --isa avx2,avx512   --rows 64   --k 14336   --rounds 3
+ *
+ * The weights are arbitrary bytes with unit scales (decode work does not depend on the codes), so
+ * no output is checked here: correctness is the test suite's and `npm run bench`'s job.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
+import type { WeightFormatName } from '../src/ir/types.js';
+import { FORMATS } from '../src/quant/index.js';
+import { benchArgs, log, median, run } from './common.js';
+
+const { flag, opt } = benchArgs(process.argv);
+const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
+const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
+const rows = Number(opt('--rows', '64'));
+const K = Number(opt('--k', '14336'));
+const rounds = Number(opt('--rounds', '3'));
+const baseline = opt('--baseline', '');
+
+const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
+const GROUP: Partial<Record<WeightFormatName, number>> = { q4: 64, q35: 64, q8: 64 };
+
+interface EmitLike {
+  files: Record<string, string>;
+  manifest: { weights?: { rowBytes: number } };
+}
+type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
+
+async function loadEntry(path: string): Promise<EmitFn> {
+  const mod = (await import(path.startsWith('/') ? pathToFileURL(path).href : path)) as { emit?: EmitFn };
+  if (typeof mod.emit !== 'function') throw new Error(`${path} does not export emit`);
+  return mod.emit;
+}
+
+interface Build {
+  name: string;
+  exe: string;
+  bytesPer64: number;
+  args: string[];
+}
+
+async function build(emit: EmitFn, entryName: string, format: WeightFormatName, isa: string, workDir: string): Promise<Build> {
+  const op = `matmul_${format}`;
+  const dir = join(workDir, `${entryName}-${format}-${isa}`);
+  const result = await emit({ target: 'c', op, shape: `M=1,N=${rows},K=${K}`, device: 'host', isa });
+  rmSync(dir, { recursive: true, force: true });
+  run('mkdir', ['-p', dir]);
+  for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);
+  const rowBytes = result.manifest.weights?.rowBytes;
+  if (rowBytes === undefined) throw new Error(`${op}: the manifest has no weights.rowBytes`);
+  const codec = FORMATS[format].codec(GROUP[format]);
+  const tc = C_TOOLCHAINS[isa];
+  if (!tc) throw new Error(`unknown C ISA ${isa}`);
+  const exe = join(dir, 'decode-bench');
+  // The variant's own flags and no OpenMP: one thread, the kernel as its manifest builds it.
+  run(tc.compiler, [...tc.flags.filter((f) => f !== '-static'), '-Wall', '-Wno-unused-function', `-I${dir}`, `-DKGEN_FN=kgen_${op}`,
+    join(benchSrc, 'decode-driver.c'), join(dir, 'kernel.c'), '-o', exe, '-lm']);
+  const scaled = format === 'f16' ? 0 : 1;
+  // ~20 ms per pass whatever the format: calls sized from a first guess of 2 ns per 64 weights.
+  const calls = Math.max(1, Math.round(20e6 / ((rows * K) / 64) / 2));
+  return {
+    name: entryName,
+    exe,
+    bytesPer64: (rowBytes / K) * 64,
+    args: [rows, K, rowBytes, codec.bytesPerBlock, codec.weightsPerBlock, scaled, calls, 15].map(String),
+  };
+}
+
+function time(b: Build): number {
+  const out = JSON.parse(run(b.exe, b.args)) as { ns_per_64: number };
+  return out.ns_per_64;
+}
+
+async function main(): Promise<void> {
+  const entries: [string, EmitFn][] = [['current', await loadEntry('../src/index.js')]];
+  if (baseline) entries.push(['baseline', await loadEntry(baseline)]);
+  const workDir = mkdtempSync(join(tmpdir(), 'kgen-decode-'));
+  const table: string[][] = [];
+  try {
+    log(`decode cost: M=1, N=${rows}, K=${K} (weights in L2), 1 thread, best of 15 passes, median of ${rounds} rounds`);
+    table.push(['kernel', 'build', 'ns per 64 weights', 'bytes per 64', 'GB/s one core can decode']);
+    for (const format of formats) {
+      for (const isa of isas) {
+        const builds: Build[] = [];
+        for (const [name, emit] of entries) {
+          try {
+            builds.push(await build(emit, name, format, isa, workDir));
+          } catch (e) {
+            log(`${format} ${isa} ${name}: skipped: ${(e as Error).message.split('\n')[0]}`);
+          }
+        }
+        const times = builds.map(() => [] as number[]);
+        // Interleaved rounds, so a slow spell of the machine hits every build alike.
+        for (let r = 0; r < rounds; r++) builds.forEach((b, i) => times[i]!.push(time(b)));
+        builds.forEach((b, i) => {
+          const ns = median(times[i]!);
+          table.push([`${format} ${isa}`, b.name, ns.toFixed(3), b.bytesPer64.toFixed(1), (b.bytesPer64 / ns).toFixed(1)]);
+          log(`${format} ${isa} ${b.name}: ${times[i]!.map((t) => t.toFixed(3)).join(' ')} ns per 64 weights`);
+        });
+      }
+    }
+  } finally {
+    if (!flag('--keep')) rmSync(workDir, { recursive: true, force: true });
+  }
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+  const line = (r: string[]) => r.map((v, c) => (c < 2 ? v.padEnd(widths[c]!) : v.padStart(widths[c]!))).join('  ');
+  console.log([line(table[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n'));
+}
+
+main().catch((e: unknown) => {
+  console.error((e as Error).message);
+  process.exit(1);
+});
