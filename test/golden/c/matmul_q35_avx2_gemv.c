@@ -149,6 +149,24 @@ static inline float kg_scale(const uint8_t *blk) {
   return _cvtsh_ss(h);
 }
 
+/* The scale of a block in all 8 lanes: one broadcast of the f16 and one conversion, instead of a
+ * scalar conversion and a broadcast. */
+static inline __m256 kg_scale8(const uint8_t *blk) {
+  int16_t h;
+  memcpy(&h, blk, 2);
+  return _mm256_cvtph_ps(_mm_set1_epi16(h));
+}
+
+/* The scales of two blocks, blk0's in lanes 0-3 and blk1's in lanes 4-7: both f16s in one register,
+ * one byte shuffle and one conversion (4 vector ops fewer than converting and broadcasting each). */
+static inline __m256 kg_scale_pair(const uint8_t *blk0, const uint8_t *blk1) {
+  uint16_t h0, h1;
+  memcpy(&h0, blk0, 2);
+  memcpy(&h1, blk1, 2);
+  const __m128i h = _mm_cvtsi32_si128((int)(h0 | (uint32_t)h1 << 16));
+  return _mm256_cvtph_ps(_mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3)));
+}
+
 /* The sum of the 8 lanes of v. */
 static inline float kg_hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -285,7 +303,7 @@ static inline __attribute__((always_inline)) void kg_block64(const uint8_t *w, i
   for (int r = 0; r < nr; r++) {
     const uint8_t *blk = w + (n + r) * KG_ROW_BYTES + b * KG_BLOCK_BYTES;
     if (a == 0) kg_prefetch(blk);
-    const __m256 dw = _mm256_set1_ps(kg_scale(blk));
+    const __m256 dw = kg_scale8(blk);
     __m256i wv[2];
     kg_decode(blk, a, wv);
     for (int i = 0; i < mr; i++) {
@@ -307,7 +325,7 @@ static inline __attribute__((always_inline)) void kg_pair(const uint8_t *w, int6
   for (int r = 0; r < nr; r++) {
     const uint8_t *row = w + (n + r) * KG_ROW_BYTES, *blk0 = row + b0 * KG_BLOCK_BYTES, *blk1 = row + b1 * KG_BLOCK_BYTES;
     if (a0 == 0) kg_prefetch(blk0);
-    const __m256 dw = _mm256_set_m128(_mm_set1_ps(kg_scale(blk1)), _mm_set1_ps(kg_scale(blk0)));
+    const __m256 dw = kg_scale_pair(blk0, blk1);
     __m256i wv[2];
     kg_decode_pair(blk0, a0, blk1, a1, wv);
     for (int i = 0; i < mr; i++) {
