@@ -64,7 +64,7 @@ interface HarnessLine {
 }
 
 /** Rows of W checked against the reference: both ends, the thread-split boundary, and a spread. */
-function checkRows(N: number): number[] {
+export function checkRows(N: number): number[] {
   const rows = new Set<number>();
   for (let i = 0; i < 8; i++) {
     rows.add(i);

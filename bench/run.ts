@@ -1,11 +1,14 @@
 /**
- * Throughput bench: kgen's C kernels against the machine's memory bandwidth and a peer
- * (onnxruntime's MatMulNBits), on GEMV (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096).
+ * Throughput bench: kgen's C kernels against the machine's memory bandwidth and two peers
+ * (onnxruntime's MatMulNBits; llama.cpp's ggml CPU backend with repacked weights), on GEMV
+ * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096).
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
  * Options: --cases gemv,gemm   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
+ *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
+ *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
  *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
  *          strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
  * See bench/README.md for what each row means.
@@ -24,6 +27,7 @@ import { templateSet } from '../src/render/templates.js';
 import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
+import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 
 const { flag, opt } = benchArgs(process.argv.slice(2));
@@ -34,6 +38,13 @@ const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatNam
 const threads = opt('--threads', '1,2').split(',').map(Number);
 // AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
 const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
+const llamaFormats = opt('--llama-formats', LLAMA_FORMATS.join(',')).split(',');
+for (const f of llamaFormats) {
+  if (!(LLAMA_FORMATS as readonly string[]).includes(f)) {
+    log(`--llama-formats: ${f} is not one of ${LLAMA_FORMATS.join(', ')}`);
+    process.exit(2);
+  }
+}
 
 /** bench/ in the source tree (the .c files are not copied to dist/). */
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
@@ -111,6 +122,23 @@ async function main(): Promise<void> {
       peerLevels = [4, 0];
     }
 
+    // llama.cpp through node-llama-cpp's prebuilt ggml libraries; skipped, with the reason, where they do not load.
+    let llama: LlamaLibs | null = null;
+    const llamaVariants = new Map<string, string>();
+    if (!flag('--no-peer') && !flag('--no-llama')) {
+      const l = await loadLlama({ workDir, benchSrc, libDir: opt('--llama-libs', '') || undefined });
+      if (typeof l === 'string') log(`llama.cpp rows skipped: ${l}`);
+      else {
+        llama = l;
+        for (const isa of isas) {
+          const v = pickVariant(l, isa);
+          if (typeof v === 'string') log(`llama.cpp ${isa} rows skipped: ${v}`);
+          else llamaVariants.set(isa, v.name);
+        }
+        log(`llama.cpp: ggml ${l.version} (commit ${l.commit}) from ${l.dir}; variants ${[...llamaVariants].map(([i, v]) => `${i}: ${v}`).join(', ') || 'none'}`);
+      }
+    }
+
     const loaded = flag('--no-kgen') ? null : await loadEmit();
     if (typeof loaded === 'string') log(`kgen rows skipped: ${loaded}`);
     const emit = typeof loaded === 'function' ? loaded : null;
@@ -172,6 +200,28 @@ async function main(): Promise<void> {
         await stage(rows, () =>
           benchPeer({ shape: sc.shape, q40, x, threads, accuracyLevel: level, warmup: sc.peerWarmup, runs: sc.peerRuns }, label),
         );
+      }
+
+      if (llama && llamaVariants.size) {
+        const inputDir = join(workDir, `llama-inputs-${M}x${N}x${K}`);
+        writeLlamaInputs(inputDir, wf, x);
+        for (const [isa, variant] of llamaVariants) {
+          for (const f of llamaFormats as (typeof LLAMA_FORMATS)[number][]) {
+            const label = `${sc.name} llama.cpp ${f} ${isa}`;
+            try {
+              const libs = llama;
+              await stage(rows, () =>
+                benchLlama(libs, { label, format: f, variant, shape: sc.shape, inputDir, x, threads, warmup: sc.warmup, runs: sc.runs, workDir }, wf),
+              );
+            } catch (e) {
+              const message = (e as Error).message;
+              log(`${label}: FAILED: ${message}`);
+              for (const t of threads) {
+                rows.push({ kind: 'peer', case: `${label} (FAILED)`, shape: `M=${M},N=${N},K=${K}`, threads: t, ms: NaN, minMs: NaN, bytes: 0, gbps: NaN, runs: 0, note: message.split('\n')[0] });
+              }
+            }
+          }
+        }
       }
     }
 
