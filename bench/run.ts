@@ -5,7 +5,7 @@
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
- * Options: --cases gemv,gemm   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+ * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
@@ -33,7 +33,8 @@ import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 const { flag, opt } = benchArgs(process.argv.slice(2));
 
 const json = flag('--json');
-const cases = opt('--cases', 'gemv,gemm').split(',');
+// `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
+const cases = opt('--cases', 'gemv,gemm').split(',').flatMap((c) => (c === 'curve' ? ['m1', 'm4', 'm16', 'm64', 'gemm'] : [c]));
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const threads = opt('--threads', '1,2').split(',').map(Number);
 // AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
@@ -53,7 +54,7 @@ const GROUP: Record<string, number> = { q4: 64, q35: 64, q8: 64, q4_0: 32, q8_0:
 const LABEL: Record<string, string> = { q4: 'q4', q35: 'q3.5', q4_0: 'q4_0', q8: 'q8', q8_0: 'q8_0' };
 
 interface ShapeCase {
-  name: 'gemv' | 'gemm';
+  name: 'gemv' | 'gemm' | 'm1' | 'm4' | 'm16' | 'm64';
   shape: MatmulShape;
   warmup: number;
   runs: number;
@@ -64,6 +65,11 @@ interface ShapeCase {
 const SHAPES: ShapeCase[] = [
   { name: 'gemv', shape: { M: 1, N: 4096, K: 14336 }, warmup: 10, runs: 51, peerWarmup: 5, peerRuns: 31 },
   { name: 'gemm', shape: { M: 256, N: 4096, K: 4096 }, warmup: 2, runs: 9, peerWarmup: 1, peerRuns: 9 },
+  // The M curve (--cases curve): decode-bound at M=1, compute-bound by M=256.
+  { name: 'm1', shape: { M: 1, N: 4096, K: 4096 }, warmup: 10, runs: 51, peerWarmup: 5, peerRuns: 31 },
+  { name: 'm4', shape: { M: 4, N: 4096, K: 4096 }, warmup: 5, runs: 31, peerWarmup: 3, peerRuns: 21 },
+  { name: 'm16', shape: { M: 16, N: 4096, K: 4096 }, warmup: 3, runs: 21, peerWarmup: 2, peerRuns: 15 },
+  { name: 'm64', shape: { M: 64, N: 4096, K: 4096 }, warmup: 2, runs: 11, peerWarmup: 1, peerRuns: 9 },
 ];
 
 function probeRows(workDir: string): BenchRow[] {
