@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
@@ -68,6 +69,51 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
+describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512)', () => {
+  // Ragged: M not a multiple of the activation tile, N not a multiple of the 8-row panel nor of the
+  // weight tile, K an odd number of groups (K=320: 5 groups of 64, 10 of 32; K=384 for groups of 128).
+  const irs = [
+    { op: 'matmul_q4', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=320'] },
+    { op: 'matmul_q4_0', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=352'] },
+    ...[32, 128].map((groupSize) => ({
+      ir: { kind: 'matmul', name: `panel_g${groupSize}`, x: 'f32', y: 'f32', weight: { format: 'q4', groupSize }, epilogue: {} },
+      shapes: ['M=19,N=37,K=384'],
+    })),
+    { ir: EPILOGUE_IRS[0]!, shapes: ['M=18,N=21,K=384'] },
+  ];
+  for (const { isa, device } of VARIANTS.filter((v) => v.isa === 'avx2' || v.isa === 'avx512')) {
+    const runnable = cannotRunReason(isa) === undefined;
+    for (const { shapes, ...which } of irs) {
+      const name = 'op' in which ? which.op : which.ir.name;
+      it(`${name} ${isa}: panel tilings on ragged shapes${runnable ? '' : ' (compile only)'}`, async () => {
+        for (const shape of shapes) {
+          for (const config of [{ panel: 1 }, { panel: 1, mTile: 1, nTile: 8, unroll: 1 }, { panel: 1, mTile: 2, nTile: 16, unroll: 4 }]) {
+            const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true });
+            expect(r.plan.params, `${name} ${shape}`).toMatchObject({ panel: true });
+            expect(r.status, `${name} ${isa} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
+            expect(r.ran).toBe(runnable);
+          }
+        }
+      });
+    }
+  }
+  it('the default for M >= 16 is the panel path; M < 16, other formats and scalar keep the row path', async () => {
+    const plan = (op: string, shape: string, isa: string) => emit({ target: 'c', op, shape, isa, device: 'epyc-9654' }).plan.params as { panel: boolean };
+    expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(true);
+    expect(plan('matmul_q4_0', 'M=16,N=4096,K=4096', 'avx512').panel).toBe(true);
+    expect(plan('matmul_q4', 'M=15,N=4096,K=4096', 'avx2').panel).toBe(false);
+    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(false);
+    expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'scalar').panel).toBe(false);
+  });
+  it('q4 and q4_0 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx2)', async () => {
+    for (const op of ['matmul_q4', 'matmul_q4_0']) {
+      const r = await verify({ target: 'c', op, shape: 'M=17,N=13,K=320', isa: 'avx2', device: AVX2_CPU, config: { panel: 1 }, sanitize: true });
+      expect(r.plan.params).toMatchObject({ panel: true });
+      expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+});
+
 describe.concurrent('C epilogues and dtypes', () => {
   for (const ir of EPILOGUE_IRS) {
     for (const isa of ['scalar', 'avx2']) {
@@ -99,7 +145,6 @@ describe.concurrent('C under AddressSanitizer and UndefinedBehaviorSanitizer', (
 
 describe('a broken kernel is caught', () => {
   it('a decode off by one level is wrong_result, not ok', async () => {
-    const { emit } = await import('../src/api/emit.js');
     const { cRunner } = await import('../src/backends/c/runner.js');
     const { opKit } = await import('../src/ops/index.js');
     const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=3,N=77,K=320', isa: 'scalar', device: AVX2_CPU });
@@ -120,7 +165,6 @@ describe('a broken kernel is caught', () => {
   });
 
   it('a kernel that crashes or hangs is a status, not an exception', async () => {
-    const { emit } = await import('../src/api/emit.js');
     const { cRunner } = await import('../src/backends/c/runner.js');
     const { opKit } = await import('../src/ops/index.js');
     const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=8,K=64', isa: 'scalar', device: AVX2_CPU });

@@ -15,6 +15,7 @@ import { canonicalHash } from '../src/hash.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { Shape } from '../src/ir/types.js';
 import { opHash } from '../src/ir/validate.js';
+import { configInUse } from '../src/plan/index.js';
 import { KGEN_VERSION } from '../src/version.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-db-'));
@@ -154,7 +155,8 @@ describe('emit takes its config from the records', () => {
     const base = { target: 'c', op: 'matmul_q4', device: DEVICE, records: db } as const;
     const exact = emit({ ...base, shape: 'M=1,N=4096,K=4096' });
     expect(exact.manifest.configSource).toBe('record');
-    expect(exact.plan.config).toEqual(FAST);
+    // The record predates the `panel` knob, which does not matter at M=1 (the plan holds its first value).
+    expect(configInUse(exact.plan)).toEqual(FAST);
     expect(exact.manifest.record).toMatchObject({ medianMs: 0.3, shape: { M: 1, N: 4096, K: 4096 } });
     expect(exact.notes[0]).toMatch(/tuned for this shape/);
 
@@ -172,6 +174,11 @@ describe('emit takes its config from the records', () => {
     const given = emit({ ...base, shape: 'M=1,N=4096,K=4096', config: { nTile: 8 } });
     expect(given.manifest.configSource).toBe('given');
     expect(given.manifest.record).toBeUndefined();
+
+    // A GEMM record from before the panel path (rowsPerIter 2) still plans the row-path kernel it timed.
+    const gemm = emit({ ...base, shape: 'M=256,N=4096,K=4096' });
+    expect(gemm.manifest.configSource).toBe('record');
+    expect(gemm.plan.params.panel).toBe(false);
 
     const other = emit({ ...base, op: 'matmul_q8', shape: 'M=1,N=4096,K=4096' });
     expect(other.manifest.configSource).toBe('default');

@@ -136,9 +136,21 @@ describe('conditional knobs', () => {
         expect(makePlan(req, shown).plan.config).toEqual(plan.config);
       }
     }
-    // Without conditional knobs (C), every knob is in use.
-    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=3,N=77,K=320', op), device: allDevices().find((d) => d.name === 'epyc-9654')!, target: 'c' }));
-    expect(configInUse(plan)).toEqual(plan.config);
+    // C: `panel` matters only where a panel kernel exists (q4 and q4_0 from M=16 on AVX2 and
+    // AVX-512), and `prefetch` only off the panel path.
+    const epyc = allDevices().find((d) => d.name === 'epyc-9654')!;
+    for (const [name, text, hidden] of [
+      ['matmul_q35', 'M=3,N=77,K=320', 'panel'],
+      ['matmul_q4', 'M=3,N=77,K=320', 'panel'],
+      ['matmul_q4', 'M=64,N=77,K=320', 'prefetch'],
+    ] as const) {
+      const cop = CATALOG[name]!;
+      const req = planRequest({ op: cop, shape: parseShape(text, cop), device: epyc, target: 'c' });
+      const { plan } = makePlan(req);
+      const shown = configInUse(plan);
+      expect(Object.keys(shown), `${name} ${text}`).toEqual(Object.keys(plan.config).filter((k) => k !== hidden));
+      expect(makePlan(req, shown).plan.config).toEqual(plan.config);
+    }
   });
 });
 

@@ -18,6 +18,18 @@ export type CpuMatmulParams = {
   /** The instruction-set variant (a C ISA, or simd128). */
   isa: string;
   actQuant: boolean;
+  /**
+   * The panel GEMM path: each tile of nTile weight rows is decoded once into int8 panels (8 rows
+   * side by side per 4 weights, the block scales as f32) that every activation row reuses.
+   */
+  panel: boolean;
+  /** Weight rows per panel (one vector of 8 dwords), and bytes of the decoded tile: codes, then f32 scales. */
+  panelRows: number;
+  /** 4-weight steps per 32-weight chunk, and bytes of one chunk of a panel (8 rows x 32 weights). */
+  panelSteps: number;
+  panelChunkBytes: number;
+  panelCodeBytes: number;
+  panelScales: number;
   rowsPerIter: number;
   mTile: number;
   nTile: number;
@@ -51,6 +63,23 @@ export interface CpuVariants {
   of(device: DeviceProfile): string[];
   /** What the knob means, for `kgen plan`. */
   doc: string;
+  /** The variants with a panel GEMM kernel, and the weight formats it decodes. */
+  panel?: { isas: readonly string[]; formats: readonly string[] };
+}
+
+/** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */
+export const PANEL_MIN_M = 16;
+
+/** Weight rows of one panel: 8 rows in the dwords of one 256-bit vector. */
+export const PANEL_ROWS = 8;
+
+/** The most bytes a decoded panel tile may take (it lives on the stack of the calling thread). */
+export const PANEL_MAX_BYTES = 512 * 1024;
+
+/** Whether the panel path exists for this request and ISA variant (the knob matters only then). */
+function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+  const p = variants.panel;
+  return !!p && req.shape.M >= PANEL_MIN_M && p.isas.includes(isa as string) && p.formats.includes(req.op.weight.format);
 }
 
 /**
@@ -76,26 +105,52 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const knobs: Knob[] = [
     { name: 'isa', values: variants.of(req.device), doc: variants.doc },
     { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
+    {
+      name: 'panel',
+      values: [1, 0],
+      doc: 'decode each weight tile once into int8 panels reused by all activation rows (1), or decode per activation tile (0)',
+      when: (c) => panelUsable(req, variants, c.isa) && c.actQuant === 'q8',
+    },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
     { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks' },
-    { name: 'prefetch', values: [1, 0, 2], doc: 'software prefetch distance in row groups (rowsPerIter rows) ahead; 0 leaves it to the hardware' },
+    {
+      name: 'prefetch',
+      values: [1, 0, 2],
+      doc: 'software prefetch distance in row groups (rowsPerIter rows) ahead; 0 leaves it to the hardware',
+      when: (c) => !usesPanel(c),
+    },
   ];
   const restrictions: Restriction[] = [
     { reason: 'SIMD variants of quantized formats use int8 activations', allows: (c) => !quantized || c.isa === 'scalar' || c.actQuant === 'q8' },
     { reason: 'mTile exceeds M', allows: (c) => (c.mTile as number) <= Math.max(1, req.shape.M) || c.mTile === 1 },
     { reason: 'nTile is not a multiple of rowsPerIter', allows: (c) => (c.nTile as number) % (c.rowsPerIter as number) === 0 },
     { reason: 'unroll has no effect on the scalar variant', allows: (c) => c.isa !== 'scalar' || c.unroll === 1 },
+    { reason: 'panel kernels compute 8 weight rows per vector (rowsPerIter 8)', allows: (c) => !usesPanel(c) || c.rowsPerIter === PANEL_ROWS },
+    {
+      reason: `the decoded panel tile exceeds ${PANEL_MAX_BYTES} bytes of stack`,
+      allows: (c) => !usesPanel(c) || panelTileBytes(req, c.nTile as number) <= PANEL_MAX_BYTES,
+    },
   ];
+  function usesPanel(c: Config): boolean {
+    return c.panel === 1 && c.actQuant === 'q8' && panelUsable(req, variants, c.isa);
+  }
   return { knobs, restrictions };
 }
 
-function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
+/** Bytes of a decoded panel tile of `nTile` rows: int8 codes, then one f32 scale per row and block. */
+function panelTileBytes(req: Req, nTile: number): number {
+  const { blocksPerRow } = weightLayout(req.op, req.shape.K);
+  return nTile * req.shape.K + nTile * blocksPerRow * 4;
+}
+
+function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu-matmul'> {
   const { op, shape, device } = req;
   const { M, N, K } = shape;
   const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
   const actQuant = config.actQuant === 'q8';
+  const panel = actQuant && config.panel === 1 && panelUsable(req, variants, config.isa);
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
   const nTile = config.nTile as number;
@@ -103,11 +158,15 @@ function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
   const xBlocks = actQuant ? K / actBlock : 0;
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
   const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
-  const prefetchBytes = (config.prefetch as number) * rowsPerIter * rowBytes;
+  const prefetchBytes = panel ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
   const buffers: OnChipBuffer[] = [
-    { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
+    panel
+      ? { name: 'accumulators', space: 'registers', size: 3 * mTile, why: `per activation row: f32 sums, i32 block sums and i16 partial sums of ${PANEL_ROWS} weight rows` }
+      : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
-    { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` },
+    panel
+      ? { name: 'weight panels', space: 'l2', size: panelTileBytes(req, nTile), why: `${nTile} weight rows decoded to int8 panels and f32 scales once, reused by every activation row` }
+      : { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` },
     { name: 'activation panel', space: 'l2', size: mTile * xRowBytes, why: `${mTile} prepared activation rows` },
   ];
   const wsBytes = M * xRowBytes;
@@ -116,7 +175,13 @@ function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
     op, shape, target: req.target, device: device.name, config,
     variant: M === 1 ? 'gemv' : 'gemm',
     launch: { rows: N },
-    loops: [
+    loops: panel ? [
+      `prepare: quantize X[${M},${K}] to int8 blocks of ${actBlock}, natural order (once per call)`,
+      `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${nTile / PANEL_ROWS} panels of ${PANEL_ROWS} rows, in L2)`,
+      `  for m0 in [0, ${M}) step ${mTile}`,
+      `    for each panel                          (${mTile} accumulators of ${PANEL_ROWS} rows)`,
+      `      for k in [0, ${K}) step 4               (one panel vector, one activation broadcast per row), unrolled ${config.unroll}x per block`,
+    ] : [
       `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
@@ -131,6 +196,12 @@ function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
       M, N, K,
       isa: config.isa as string,
       actQuant,
+      panel,
+      panelRows: PANEL_ROWS,
+      panelSteps: 32 / 4,
+      panelChunkBytes: 32 * PANEL_ROWS,
+      panelCodeBytes: panel ? nTile * K : 0,
+      panelScales: panel ? nTile * blocksPerRow : 0,
       rowsPerIter, mTile, nTile, unroll: config.unroll as number,
       weightsPerBlock: codec.weightsPerBlock,
       bytesPerBlock: codec.bytesPerBlock,
@@ -152,5 +223,5 @@ function cpuPlan(req: Req, config: Config): PlanBody<'cpu-matmul'> {
 
 /** The CPU matmul planner of a target whose variants are `variants`. */
 export function cpuMatmulPlanner(variants: CpuVariants): PlannerOf<'cpu-matmul'> {
-  return { family: 'cpu-matmul', space: (req) => cpuSpace(req, variants), plan: cpuPlan };
+  return { family: 'cpu-matmul', space: (req) => cpuSpace(req, variants), plan: (req, config) => cpuPlan(req, config, variants) };
 }

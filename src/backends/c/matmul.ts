@@ -25,13 +25,31 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
 };
 
 /** The template names a matmul plan renders through, or why it cannot be rendered. */
-export function matmulPartials(plan: CpuMatmulPlan): { micro: string; decode: string; includes: string; common: string; quant: string } {
+export function matmulPartials(plan: CpuMatmulPlan): {
+  micro: string;
+  decode: string;
+  includes: string;
+  common: string;
+  quant: string;
+  panelStep?: string;
+} {
   const op = plan.op;
   const isa = plan.params.isa;
   const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
   const scheme = DECODE_SCHEME[op.weight.format];
   // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
   const shared = isa === 'avx512' ? 'avx2' : isa;
+  if (plan.params.panel) {
+    // The panel path: one micro-kernel and panel decoder in AVX2 intrinsics; the ISA gives the step.
+    return {
+      micro: `isa/${shared}_panel`,
+      decode: `decode/${scheme}_panel`,
+      includes: `isa/${isa}_includes`,
+      common: `isa/${shared}_common`,
+      quant: `isa/${shared}_quant`,
+      panelStep: `isa/${isa}_panel_step`,
+    };
+  }
   return {
     micro: `isa/${isa}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
@@ -63,7 +81,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const p = plan.params;
   const templates = templateSet('c');
   const parts = matmulPartials(plan);
-  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant]) {
+  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant, ...(parts.panelStep ? [parts.panelStep] : [])]) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -98,7 +116,8 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
     isaIncludes: parts.includes,
     quantPartial: parts.quant,
-    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa, p.actBlock)?.join(', ') : undefined,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa, p.actBlock, p.panel)?.join(', ') : undefined,
+    panelStepPartial: parts.panelStep,
     microPartial: parts.micro,
     decodePartial: parts.decode,
     commonPartial: parts.common,

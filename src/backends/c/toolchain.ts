@@ -42,6 +42,7 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
 export const C_VARIANTS: CpuVariants = {
   of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
   doc: 'instruction set of the C variant',
+  panel: { isas: ['avx2', 'avx512'], formats: ['q4', 'q4_0'] },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
