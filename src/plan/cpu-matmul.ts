@@ -73,8 +73,12 @@ export const PANEL_MIN_M = 16;
 /** Weight rows of one panel: 8 rows in the dwords of one 256-bit vector. */
 export const PANEL_ROWS = 8;
 
-/** The most bytes a decoded panel tile may take (it lives on the stack of the calling thread). */
-export const PANEL_MAX_BYTES = 512 * 1024;
+/**
+ * The most bytes a decoded panel tile may take: it lives on the stack of the thread calling _rows
+ * (kernel.h states the figure). 256 KiB leaves room under macOS's 512 KiB secondary-thread stacks;
+ * musl's 128 KiB default is too small for the larger tiles, which kernel.h makes visible.
+ */
+export const PANEL_MAX_BYTES = 256 * 1024;
 
 /** Whether the panel path exists for this request and ISA variant (the knob matters only then). */
 function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {

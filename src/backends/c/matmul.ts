@@ -72,6 +72,8 @@ function sharedView(plan: CpuMatmulPlan) {
     hasBias: op.epilogue.bias,
     hasResidual: op.epilogue.residual,
     weightBytes: p.N * p.rowBytes,
+    // The panel tile (codes and f32 scales) lives on the stack of the thread calling _rows.
+    rowsStackBytes: p.panel ? p.panelCodeBytes + 4 * p.panelScales : 0,
   };
 }
 
