@@ -91,19 +91,49 @@ function slicedAt(f: number, P: number, p: number): [byte: number, bit: number] 
 }
 
 /**
+ * Where each pair's three fields sit in a unit of P pairs: byte offsets from the unit's start (the
+ * planes one after the other) and bit shifts. Computed once per unit size, so the codec's loops
+ * only index.
+ */
+interface PlaneLayout {
+  nByte: Uint8Array;
+  nShift: Uint8Array;
+  lByte: Uint8Array;
+  lShift: Uint8Array;
+  hByte: Uint8Array;
+  hShift: Uint8Array;
+}
+
+const planeLayouts = new Map<number, PlaneLayout>();
+
+function planeLayout(P: number): PlaneLayout {
+  let l = planeLayouts.get(P);
+  if (!l) {
+    l = { nByte: new Uint8Array(P), nShift: new Uint8Array(P), lByte: new Uint8Array(P), lShift: new Uint8Array(P), hByte: new Uint8Array(P), hShift: new Uint8Array(P) };
+    for (let p = 0; p < P; p++) {
+      [l.nByte[p], l.nShift[p]] = slicedAt(4, P, p);
+      const [lb, ls] = slicedAt(2, P, p);
+      const [hb, hs] = slicedAt(1, P, p);
+      l.lByte[p] = P / 2 + lb;
+      l.lShift[p] = ls;
+      l.hByte[p] = P / 2 + P / 4 + hb;
+      l.hShift[p] = hs;
+    }
+    planeLayouts.set(P, l);
+  }
+  return l;
+}
+
+/**
  * The codes of pair p of a unit: `nibble` (A lookup index), `bLevel` (3-bit B level, the stored y
  * XOR the A level); the B lookup index is `nibble ^ y` = `bLevel | (nibble & 8)`.
  */
 export function q35PairCodes(bytes: Uint8Array, blockOffset: number, unit: Q35Unit, p: number): { nibble: number; bLevel: number } {
-  const P = unit.pairs;
+  const l = planeLayout(unit.pairs);
   const base = blockOffset + unit.byteOffset;
-  const [nb, nbit] = slicedAt(4, P, p);
-  const [lb, lbit] = slicedAt(2, P, p);
-  const [hb, hbit] = slicedAt(1, P, p);
-  const nibble = (bytes[base + nb]! >>> nbit) & 15;
-  const low = (bytes[base + P / 2 + lb]! >>> lbit) & 3;
-  const high = (bytes[base + P / 2 + P / 4 + hb]! >>> hbit) & 1;
-  return { nibble, bLevel: (low | (high << 2)) ^ (nibble & 7) };
+  const nibble = (bytes[base + l.nByte[p]!]! >>> l.nShift[p]!) & 15;
+  const y = ((bytes[base + l.lByte[p]!]! >>> l.lShift[p]!) & 3) | (((bytes[base + l.hByte[p]!]! >>> l.hShift[p]!) & 1) << 2);
+  return { nibble, bLevel: y ^ (nibble & 7) };
 }
 
 const fr = Math.fround;
@@ -362,18 +392,15 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
       let pi = 0;
       for (const unit of units) {
         const P = unit.pairs;
+        const l = planeLayout(P);
         const base = d0 + unit.byteOffset;
         dst.fill(0, base, base + (7 * P) / 8);
         for (let p = 0; p < P; p++, pi++) {
           const c4 = bestC4[pi]!;
-          const c3 = bestC3[pi]!;
-          const [nb, nbit] = slicedAt(4, P, p);
-          const [lb, lbit] = slicedAt(2, P, p);
-          const [hb, hbit] = slicedAt(1, P, p);
-          dst[base + nb] |= ((c4 >> 1) | ((c4 & 1) << 3)) << nbit;
-          const y = c3 ^ (c4 >> 1); // B level XOR A level
-          dst[base + P / 2 + lb] |= (y & 3) << lbit;
-          dst[base + P / 2 + P / 4 + hb] |= (y >> 2) << hbit;
+          const y = bestC3[pi]! ^ (c4 >> 1); // B level XOR A level
+          dst[base + l.nByte[p]!] |= ((c4 >> 1) | ((c4 & 1) << 3)) << l.nShift[p]!;
+          dst[base + l.lByte[p]!] |= (y & 3) << l.lShift[p]!;
+          dst[base + l.hByte[p]!] |= (y >> 2) << l.hShift[p]!;
         }
       }
     },
@@ -381,11 +408,14 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
       const d = readScale(src, so);
       for (const unit of units) {
         const P = unit.pairs;
+        const l = planeLayout(P);
+        const base = so + unit.byteOffset;
         const w = d0 + unit.firstWeight;
         for (let p = 0; p < P; p++) {
-          const { nibble, bLevel } = q35PairCodes(src, so, unit, p);
-          dst[w + p] = fr(LA[nibble]! * d);
-          dst[w + p + P] = fr(LB[bLevel | (nibble & 8)]! * d);
+          const a = (src[base + l.nByte[p]!]! >>> l.nShift[p]!) & 15;
+          const y = ((src[base + l.lByte[p]!]! >>> l.lShift[p]!) & 3) | (((src[base + l.hByte[p]!]! >>> l.hShift[p]!) & 1) << 2);
+          dst[w + p] = fr(LA[a]! * d);
+          dst[w + p + P] = fr(LB[a ^ y]! * d);
         }
       }
     },
