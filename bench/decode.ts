@@ -12,15 +12,16 @@
  * The weights are arbitrary bytes with unit scales (decode work does not depend on the codes), so
  * no output is checked here: correctness is the test suite's and `npm run bench`'s job.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
 import { benchArgs, log, median, run } from './common.js';
+import { loadEmit, type EmitFn } from './kgen-rows.js';
 
 const { flag, opt } = benchArgs(process.argv);
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
@@ -33,16 +34,10 @@ const baseline = opt('--baseline', '');
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
 const GROUP: Partial<Record<WeightFormatName, number>> = { q4: 64, q35: 64, q8: 64 };
 
-interface EmitLike {
-  files: Record<string, string>;
-  manifest: { weights?: { rowBytes: number } };
-}
-type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
-
-async function loadEntry(path: string): Promise<EmitFn> {
-  const mod = (await import(path.startsWith('/') ? pathToFileURL(path).href : path)) as { emit?: EmitFn };
-  if (typeof mod.emit !== 'function') throw new Error(`${path} does not export emit`);
-  return mod.emit;
+async function loadEntry(entry: string): Promise<EmitFn> {
+  const emit = await loadEmit(entry);
+  if (typeof emit === 'string') throw new Error(emit);
+  return emit;
 }
 
 interface Build {
@@ -57,7 +52,7 @@ async function build(emit: EmitFn, entryName: string, format: WeightFormatName, 
   const dir = join(workDir, `${entryName}-${format}-${isa}`);
   const result = await emit({ target: 'c', op, shape: `M=1,N=${rows},K=${K}`, device: 'host', isa });
   rmSync(dir, { recursive: true, force: true });
-  run('mkdir', ['-p', dir]);
+  mkdirSync(dir, { recursive: true });
   for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);
   const rowBytes = result.manifest.weights?.rowBytes;
   if (rowBytes === undefined) throw new Error(`${op}: the manifest has no weights.rowBytes`);

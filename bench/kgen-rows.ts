@@ -14,26 +14,27 @@ import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { L3_BYTES, log, run, type BenchRow } from './common.js';
 
 /** The slice of kgen's public API the bench uses (see src/index.ts). */
-interface EmitLike {
+export interface EmitLike {
   files: Record<string, string>;
   manifest: { weights?: { rowBytes: number; totalBytes: number }; tolerance: Tolerance };
 }
-type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
+export type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
 
 /**
- * Loads `emit` from the library's entry point. Dynamic, so the bench still builds and runs its probe
- * and peer rows while the entry point is missing; returns the reason when it is.
+ * Loads `emit` from the library's entry point, or from `entry` (absolute path or URL), e.g. another
+ * build. Dynamic, so the bench still builds and runs its probe and peer rows while the entry point
+ * is missing; returns the reason when it is.
  */
-export async function loadEmit(): Promise<EmitFn | string> {
+export async function loadEmit(entry?: string): Promise<EmitFn | string> {
   // KGEN_BENCH_ENTRY: another module exporting emit (absolute path or URL), e.g. another build.
-  const override = process.env['KGEN_BENCH_ENTRY'];
-  const entry = override ? (override.startsWith('/') ? pathToFileURL(override).href : override) : '../src/index.js';
+  const chosen = entry ?? process.env['KGEN_BENCH_ENTRY'];
+  const url = chosen ? (chosen.startsWith('/') ? pathToFileURL(chosen).href : chosen) : '../src/index.js';
   try {
-    const mod = (await import(entry)) as { emit?: unknown };
-    if (typeof mod.emit !== 'function') return `${entry} does not export emit`;
+    const mod = (await import(url)) as { emit?: unknown };
+    if (typeof mod.emit !== 'function') return `${url} does not export emit`;
     return mod.emit as EmitFn;
   } catch (e) {
-    return `cannot load ${entry}: ${(e as Error).message.split('\n')[0]}`;
+    return `cannot load ${url}: ${(e as Error).message.split('\n')[0]}`;
   }
 }
 
