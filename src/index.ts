@@ -5,6 +5,8 @@ export { verify } from './api/verify.js';
 export type { VerifyOptions, VerifyResult } from './api/verify.js';
 export { pack } from './api/pack.js';
 export type { PackOptions, PackResult } from './api/pack.js';
+export { packedSidecar, checkPacked, sidecarPath } from './api/packed-file.js';
+export type { PackedSidecar, PackedWeights, RawDescription } from './api/packed-file.js';
 export type { KernelRequest } from './api/request.js';
 export { makePlan, spaceFor, enumerateConfigs, defaultConfig } from './plan/index.js';
 export { planRequest, targetNames, targetFor } from './backends/registry.js';

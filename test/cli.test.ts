@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { pack } from '../src/api/pack.js';
+import { codecOf, dequantizeMatrix } from '../src/quant/index.js';
 import { Rng } from '../src/numeric/random.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
@@ -22,7 +24,7 @@ describe.concurrent('kgen CLI', () => {
   it('lists its commands and each has examples', async () => {
     const r = await run(['--help']);
     expect(r.exitCode).toBe(0);
-    for (const c of ['emit', 'verify', 'pack', 'plan', 'ops', 'devices', 'tune', 'db']) {
+    for (const c of ['emit', 'verify', 'pack', 'unpack', 'plan', 'ops', 'devices', 'tune', 'db']) {
       expect(r.stdout).toContain(c);
       const h = await run([c, '--help']);
       expect(h.exitCode).toBe(0);
@@ -112,6 +114,54 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=8,K=64,D=2', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape: unknown dimension "D"/);
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=9,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--in: holds 512 values but N\*K = 576/);
     expect(existsSync(join(dir, 'bad'))).toBe(false);
+  });
+
+  it('pack writes a sidecar; unpack checks it, returns the values kernels compute with, and refuses bytes of another layout', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-'));
+    const w = new Rng(9).fillNormal(new Float32Array(6 * 128));
+    writeFileSync(join(dir, 'w.f32'), new Uint8Array(w.buffer));
+    const at = (name: string) => join(dir, name);
+    const decoded = (name: string) => new Float32Array(new Uint8Array(readFileSync(at(name))).buffer);
+    for (const format of ['q35', 'q4_0'] as const) {
+      const packed = await run(['pack', '--format', format, '--shape', 'N=6,K=128', '--in', at('w.f32'), '-o', at(`w.${format}`)]);
+      expect(packed.exitCode, packed.stderr).toBe(0);
+      const sidecar = JSON.parse(readFileSync(at(`w.${format}.json`), 'utf8'));
+      const lib = pack({ format, N: 6, K: 128, weights: w });
+      expect(sidecar).toMatchObject({ kind: 'kgen-packed-weights', format, formatVersion: format === 'q35' ? 2 : 1, N: 6, K: 128, bytes: lib.bytes.length, sha256: createHash('sha256').update(lib.bytes).digest('hex') });
+      const r = await run(['unpack', '--in', at(`w.${format}`), '-o', at(`d.${format}.f32`)]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(decoded(`d.${format}.f32`)).toEqual(dequantizeMatrix(codecOf(lib.spec), lib.bytes, 6, 128));
+    }
+    // Raw bytes without a sidecar: described by flags where the format never changed layout...
+    writeFileSync(at('raw.q4_0'), readFileSync(at('w.q4_0')));
+    const raw = await run(['unpack', '--in', at('raw.q4_0'), '--format', 'q4_0', '--shape', 'N=6,K=128', '-o', at('raw.f32')]);
+    expect(raw.exitCode, raw.stderr).toBe(0);
+    expect(decoded('raw.f32')).toEqual(decoded('d.q4_0.f32'));
+    expectUsageError(await run(['unpack', '--in', at('raw.q4_0'), '-o', at('x.f32')]), /--in: .*raw\.q4_0 has no sidecar/);
+    expectUsageError(await run(['unpack', '--in', at('raw.q4_0'), '--format', 'q4_0', '--shape', 'N=7,K=128', '-o', at('x.f32')]), /has 432 bytes but q4_0 N=7,K=128 takes 504/);
+    // ...but never for q35, whose layout-1 bytes look the same as layout 2's.
+    writeFileSync(at('raw.q35'), readFileSync(at('w.q35')));
+    expectUsageError(await run(['unpack', '--in', at('raw.q35'), '--format', 'q35', '--shape', 'N=6,K=128', '-o', at('x.f32')]), /cannot be told apart from q35 layout 1.*pack the f32 weights again/);
+    // A sidecar of layout 1 (what a kgen before layout 2 would say) is refused, not misread.
+    const v1 = { ...JSON.parse(readFileSync(at('w.q35.json'), 'utf8')), formatVersion: 1 };
+    writeFileSync(at('old.q35'), readFileSync(at('w.q35')));
+    writeFileSync(at('old.q35.json'), JSON.stringify(v1));
+    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), /--in: .*old\.q35 holds q35 bytes of layout 1 .*this kgen reads q35 layout 2/);
+    // Bytes changed after packing, and sidecars kgen did not write.
+    const bytes = new Uint8Array(readFileSync(at('w.q4_0')));
+    bytes[5] ^= 1;
+    writeFileSync(at('w.q4_0'), bytes);
+    expectUsageError(await run(['unpack', '--in', at('w.q4_0'), '-o', at('x.f32')]), /does not match its sidecar's sha256/);
+    writeFileSync(at('w.q4_0.json'), '{"kind": "kgen-packed-weights", "format": "q9"}');
+    expectUsageError(await run(['unpack', '--in', at('w.q4_0'), '-o', at('x.f32')]), /--in sidecar\.format: missing or malformed/);
+    writeFileSync(at('w.q4_0.json'), '{');
+    expectUsageError(await run(['unpack', '--in', at('w.q4_0'), '-o', at('x.f32')]), /--in sidecar: .*not valid JSON/);
+    expect(existsSync(at('x.f32'))).toBe(false);
+    // pack refuses to replace either file without --force, and writes neither then.
+    writeFileSync(at('only.q4.json'), 'mine');
+    expectUsageError(await run(['pack', '--format', 'q4', '--shape', 'N=6,K=128', '--in', at('w.f32'), '-o', at('only.q4')]), /only\.q4\.json already exists/);
+    expect(existsSync(at('only.q4'))).toBe(false);
+    expect(readFileSync(at('only.q4.json'), 'utf8')).toBe('mine');
   });
 
   it('ops and devices print tables and JSON', async () => {

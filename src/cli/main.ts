@@ -40,6 +40,7 @@ Examples:
   kgen emit --target c --op matmul_q35 --shape M=1,N=4096,K=4096 -o out/
   kgen verify --target c --op matmul_q4_0 --shape M=3,N=77,K=320
   kgen pack --format q4_0 --shape N=4096,K=4096 --in w.f32 -o w.q4_0
+  kgen unpack --in w.q4_0 -o w.dequant.f32
   kgen plan --target cuda --device h100-sxm --op matmul_q4 --shape M=256,N=4096,K=4096
   kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
   kgen db list`);

@@ -1,14 +1,16 @@
 import { constants } from 'node:buffer';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, type Stats } from 'node:fs';
 import type { Command } from 'commander';
 import { pack, packLayout } from '../api/pack.js';
+import { checkPacked, packedSidecar, sidecarPath } from '../api/packed-file.js';
 import { KgenError } from '../errors.js';
 import { catalogOp } from '../ir/catalog.js';
 import { opKit } from '../ops/index.js';
 import { pathText, quoted } from '../io/message-text.js';
-import { fsError, writeOutputFile } from '../io/output.js';
+import { parseJsonInput } from '../io/json-input.js';
+import { fsError, writeOutputFile, writeOutputFiles } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
-import { FORMATS } from '../quant/index.js';
+import { codecOf, dequantizeMatrix, FORMATS } from '../quant/index.js';
 import { printJson } from './common.js';
 import { optionalCount, optionalPath } from './flags.js';
 
@@ -39,16 +41,20 @@ function parseNK(text: string | undefined): { N: number; K: number } {
 export function registerPack(program: Command): void {
   program
     .command('pack')
-    .description('quantize a raw f32 weight file (row-major W[N,K], little-endian) into a format\'s bytes')
+    .description('quantize a raw f32 weight file (row-major W[N,K], little-endian) into a format\'s bytes, with a sidecar OUT.json saying what they are')
     .option('--format <name>', 'q35 | q4 | q8 | q4_0 | q8_0 | f16')
     .option('--op <name>', 'take the format and group size from a catalog op instead')
     .option('--group <n>', 'group size for q35, q4, q8 (default 64)')
     .option('--shape <dims>', 'N=ROWS,K=COLUMNS (an M, as given to emit, is ignored)')
     .option('--in <file>', 'raw f32 input')
     .option('-o, --out <file>', 'packed output')
-    .option('--force', 'replace the output file if it exists')
+    .option('--force', 'replace the output file (and its sidecar) if it exists')
     .option('--json', 'print a summary as JSON')
     .addHelpText('after', `
+Beside OUT, pack writes OUT.json: format, layout version, group size, N, K and the bytes' sha256.
+Kernels read only OUT; \`kgen unpack\` (and loaders) use the sidecar to refuse bytes of another
+layout version instead of misreading them.
+
 Examples:
   kgen pack --format q4_0 --shape N=4096,K=4096 --in w.f32 -o w.q4_0
   kgen pack --op matmul_q35 --shape N=4096,K=14336 --in ffn_down.f32 -o ffn_down.q35`)
@@ -73,11 +79,57 @@ Examples:
       const raw = readWeights(input, N * K * 4);
       const weights = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
       const result = pack({ format, groupSize, N, K, weights });
-      writeOutputFile(out, result.bytes, { field: '--out', force: flags.force });
-      const summary = { out, format, formatVersion: FORMATS[result.spec.format].version, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight };
+      const sidecar = packedSidecar({ ...result, N, K });
+      writeOutputFiles([{ path: out, content: result.bytes }, { path: sidecarPath(out), content: `${JSON.stringify(sidecar, null, 2)}\n` }], { field: '--out', force: flags.force });
+      const summary = { out, sidecar: sidecarPath(out), format, formatVersion: sidecar.formatVersion, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight, sha256: sidecar.sha256 };
       if (flags.json) printJson(summary);
-      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} layout ${FORMATS[result.spec.format].version} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}\n`);
+      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} layout ${sidecar.formatVersion} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}, described by ${pathText(sidecarPath(out))}\n`);
     });
+
+  program
+    .command('unpack')
+    .description('the f32 values packed weights decode to (what every kernel multiplies with), checked against the sidecar `kgen pack` wrote')
+    .option('--in <file>', 'packed weights (with FILE.json beside them)')
+    .option('-o, --out <file>', 'raw f32 output, row-major W[N,K], little-endian')
+    .option('--format <name>', 'raw bytes without a sidecar: their format (only formats still at layout 1)')
+    .option('--group <n>', 'raw bytes without a sidecar: the group size')
+    .option('--shape <dims>', 'raw bytes without a sidecar: N=ROWS,K=COLUMNS')
+    .option('--force', 'replace the output file if it exists')
+    .option('--json', 'print a summary as JSON')
+    .addHelpText('after', `
+Bytes whose sidecar names another layout version than this kgen's are refused, as are q35 bytes
+without a sidecar (q35 layout 1 and 2 cannot be told apart by their bytes): pack them again.
+
+Examples:
+  kgen unpack --in w.q4_0 -o w.dequant.f32
+  kgen unpack --in raw.q8_0 --format q8_0 --shape N=4096,K=4096 -o w.f32`)
+    .action((flags: PackFlags) => {
+      const input = optionalPath(flags.in, '--in', 'a packed weight file');
+      if (input === undefined) throw new KgenError({ field: '--in', problem: 'missing', expected: 'a packed weight file' });
+      const out = optionalPath(flags.out, '--out', 'an output file path');
+      if (out === undefined) throw new KgenError({ field: '--out', problem: 'missing', expected: 'an output file path' });
+      const described = flags.format !== undefined || flags.shape !== undefined || flags.group !== undefined;
+      const sidecarFile = sidecarPath(input);
+      const hasSidecar = existsSync(sidecarFile);
+      if (hasSidecar && described) throw new KgenError({ field: '--format', problem: `${pathText(input)} has a sidecar, which says what the bytes are`, expected: '--format, --group and --shape only for raw bytes without one', hint: 'drop those flags' });
+      const raw = described && !hasSidecar ? rawDescription(flags) : undefined;
+      const bytes = readRegularFile(input, '--in', 'a packed weight file');
+      const sidecar = hasSidecar ? parseJsonInput(readRegularFile(sidecarFile, '--in sidecar', 'a JSON file').toString('utf8'), { field: '--in sidecar', expected: 'the JSON `kgen pack` wrote', source: pathText(sidecarFile) }) : undefined;
+      const packed = checkPacked({ bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), sidecar, raw, field: '--in', shown: pathText(input) });
+      if (packed.N * packed.K * 4 > MAX_LENGTH) throw new KgenError({ field: '--in', problem: `N*K*4 = ${packed.N * packed.K * 4} bytes of f32 is more than one call can hold`, expected: 'a smaller matrix' });
+      const values = dequantizeMatrix(codecOf(packed.spec), packed.bytes, packed.N, packed.K);
+      writeOutputFile(out, new Uint8Array(values.buffer), { field: '--out', force: flags.force });
+      const summary = { out, format: packed.spec.format, formatVersion: FORMATS[packed.spec.format].version, groupSize: packed.spec.groupSize, N: packed.N, K: packed.K, describedBy: packed.describedBy };
+      if (flags.json) printJson(summary);
+      else process.stderr.write(`kgen: unpacked ${packed.N}x${packed.K} ${packed.spec.format} (layout ${summary.formatVersion}) into ${values.length * 4} bytes of f32 at ${pathText(out)}\n`);
+    });
+}
+
+/** `unpack`'s description of raw bytes without a sidecar: all of --format and --shape, --group optional. */
+function rawDescription(flags: PackFlags): { format: string; groupSize?: number; N: number; K: number } {
+  if (flags.format === undefined) throw new KgenError({ field: '--format', problem: 'missing', expected: 'the format of the raw bytes (with --shape)' });
+  const groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
+  return { format: flags.format, ...(groupSize !== undefined ? { groupSize } : {}), ...parseNK(flags.shape) };
 }
 
 /**
@@ -85,19 +137,35 @@ Examples:
  * FIFO or device would block, a huge file would be read for nothing).
  */
 function readWeights(path: string, expected: number): Buffer {
+  const st = statRegular(path, '--in', 'a raw f32 file');
+  if (st.size % 4 !== 0) throw new KgenError({ field: '--in', problem: `${st.size} bytes is not a whole number of f32 values`, expected: `${expected} bytes` });
+  if (st.size !== expected) throw new KgenError({ field: '--in', problem: `holds ${st.size / 4} values but N*K = ${expected / 4}`, expected: `${expected} bytes (N*K f32 values, row-major)`, hint: 'check --shape' });
+  if (expected > MAX_LENGTH) throw new KgenError({ field: '--shape', problem: `N*K*4 = ${expected} bytes is more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller matrix', hint: 'pack the matrix in row ranges' });
+  return readChecked(path, '--in');
+}
+
+/** A regular file's bytes (FIFOs and devices refused before reading; kgen never blocks on one). */
+function readRegularFile(path: string, field: string, what: string): Buffer {
+  const st = statRegular(path, field, what);
+  if (st.size > MAX_LENGTH) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller file' });
+  return readChecked(path, field);
+}
+
+function statRegular(path: string, field: string, what: string): Stats {
   let st;
   try {
     st = statSync(path);
   } catch (e) {
-    throw fsError('--in', 'read', path, e, 'check the path');
+    throw fsError(field, 'read', path, e, 'check the path');
   }
-  if (!st.isFile()) throw new KgenError({ field: '--in', problem: `${pathText(path)} is not a regular file`, expected: 'a raw f32 file' });
-  if (st.size % 4 !== 0) throw new KgenError({ field: '--in', problem: `${st.size} bytes is not a whole number of f32 values`, expected: `${expected} bytes` });
-  if (st.size !== expected) throw new KgenError({ field: '--in', problem: `holds ${st.size / 4} values but N*K = ${expected / 4}`, expected: `${expected} bytes (N*K f32 values, row-major)`, hint: 'check --shape' });
-  if (expected > MAX_LENGTH) throw new KgenError({ field: '--shape', problem: `N*K*4 = ${expected} bytes is more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller matrix', hint: 'pack the matrix in row ranges' });
+  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: what });
+  return st;
+}
+
+function readChecked(path: string, field: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    throw fsError('--in', 'read', path, e, 'check the path');
+    throw fsError(field, 'read', path, e, 'check the path');
   }
 }

@@ -170,6 +170,40 @@ export function writeOutputFile(path: string, content: string | Uint8Array, opts
   }
 }
 
+/**
+ * Writes several files that belong together (packed weights and their sidecar) all or nothing, as
+ * far as the file system allows: every target is checked as `writeOutputFile` checks one, before
+ * anything is written; all contents go to temporary names first and are renamed into place only
+ * once every one of them was written.
+ */
+export function writeOutputFiles(files: readonly { path: string; content: string | Uint8Array }[], opts: OutputOptions): void {
+  const targets = files.map((f) => {
+    checkPathText(f.path, opts.field, 'a file path');
+    const target = resolve(f.path);
+    return { ...f, target, mode: checkFileTarget(target, opts, f.path).mode };
+  });
+  const created: string[] = [];
+  for (const t of targets) created.push(...ensureDirectory(dirname(t.target), opts.field));
+  const temps: string[] = [];
+  let at = targets[0]!;
+  try {
+    for (const t of targets) {
+      at = t;
+      const tmp = tempBeside(t.target);
+      writeExclusive(tmp, t.content, t.mode);
+      temps.push(tmp);
+    }
+    for (const [i, t] of targets.entries()) {
+      at = t;
+      renameSync(temps[i]!, t.target);
+    }
+  } catch (e) {
+    for (const tmp of temps) rmSync(tmp, { force: true });
+    removeCreated(created);
+    throw fsError(opts.field, 'write', at.path, e);
+  }
+}
+
 /** What `writeOutputDirectory` did. */
 export interface DirectoryWrite {
   /** The directory did not exist and was created with the files in it. */
