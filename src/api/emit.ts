@@ -1,3 +1,4 @@
+import { shellArg } from '../io/message-text.js';
 import { checkSupport, renderPlan } from '../backends/registry.js';
 import type { AbiEntry, RenderedKernel } from '../backends/types.js';
 import { formatShape } from '../ir/validate.js';
@@ -78,7 +79,7 @@ export function emit(opts: EmitOptions): EmitResult {
   checkSupport(req);
   const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
   const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
-  const irFile = opts.irFile === undefined ? 'OP.json' : /^[\w./-]+$/.test(opts.irFile) ? opts.irFile : `'${opts.irFile.replace(/'/g, "'\\''")}'`;
+  const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
   const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command) });

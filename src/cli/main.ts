@@ -4,6 +4,7 @@ import { oneLine } from '../io/message-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { registerEmit } from './emit.js';
 import { registerLists } from './list.js';
+import { registerGguf } from './gguf.js';
 import { registerPack } from './pack.js';
 import { registerPlan } from './plan.js';
 import { registerTune } from './tune.js';
@@ -41,12 +42,14 @@ Examples:
   kgen verify --target c --op matmul_q4_0 --shape M=3,N=77,K=320
   kgen pack --format q4_0 --shape N=4096,K=4096 --in w.f32 -o w.q4_0
   kgen unpack --in w.q4_0 -o w.dequant.f32
+  kgen gguf model.gguf                       list its tensors and the emit command per matmul shape
   kgen plan --target cuda --device h100-sxm --op matmul_q4 --shape M=256,N=4096,K=4096
   kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
   kgen db list`);
   registerEmit(program);
   registerVerify(program);
   registerPack(program);
+  registerGguf(program);
   registerPlan(program);
   registerLists(program);
   registerTune(program);

@@ -1,7 +1,8 @@
 import { constants } from 'node:buffer';
 import { existsSync, readFileSync, statSync, type Stats } from 'node:fs';
 import type { Command } from 'commander';
-import { pack, packLayout } from '../api/pack.js';
+import { packFromGguf } from '../api/gguf.js';
+import { pack, packLayout, type PackResult } from '../api/pack.js';
 import { checkPacked, packedSidecar, sidecarPath } from '../api/packed-file.js';
 import { KgenError } from '../errors.js';
 import { catalogOp } from '../ir/catalog.js';
@@ -25,6 +26,8 @@ interface PackFlags {
   out?: string;
   force?: boolean;
   json?: boolean;
+  fromGguf?: string;
+  tensor?: string;
 }
 
 /** N and K of the weight matrix; an M (as in the shape given to emit) is accepted and ignored. */
@@ -47,6 +50,8 @@ export function registerPack(program: Command): void {
     .option('--group <n>', 'group size for q35, q4, q8 (default 64)')
     .option('--shape <dims>', 'N=ROWS,K=COLUMNS (an M, as given to emit, is ignored)')
     .option('--in <file>', 'raw f32 input')
+    .option('--from-gguf <file>', 'take the weights from a tensor of a GGUF file instead (with --tensor; no --in or --shape)')
+    .option('--tensor <name>', 'the GGUF tensor: q4_0 and q8_0 pass through byte for byte, F32/F16/BF16 are quantized into --format')
     .option('-o, --out <file>', 'packed output')
     .option('--force', 'replace the output file (and its sidecar) if it exists')
     .option('--json', 'print a summary as JSON')
@@ -57,8 +62,11 @@ layout version instead of misreading them.
 
 Examples:
   kgen pack --format q4_0 --shape N=4096,K=4096 --in w.f32 -o w.q4_0
+  kgen pack --from-gguf model.gguf --tensor blk.0.ffn_down.weight -o ffn_down.q4_0
+  kgen pack --from-gguf model-f16.gguf --tensor blk.0.attn_q.weight --format q35 -o attn_q.q35
   kgen pack --op matmul_q35 --shape N=4096,K=14336 --in ffn_down.f32 -o ffn_down.q35`)
-    .action((flags: PackFlags) => {
+    .action(async (flags: PackFlags) => {
+      if (flags.fromGguf !== undefined || flags.tensor !== undefined) return packGguf(flags);
       let format = flags.format;
       let groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
       if (flags.op !== undefined) {
@@ -79,11 +87,7 @@ Examples:
       const raw = readWeights(input, N * K * 4);
       const weights = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
       const result = pack({ format, groupSize, N, K, weights });
-      const sidecar = packedSidecar({ ...result, N, K });
-      writeOutputFiles([{ path: out, content: result.bytes }, { path: sidecarPath(out), content: `${JSON.stringify(sidecar, null, 2)}\n` }], { field: '--out', force: flags.force });
-      const summary = { out, sidecar: sidecarPath(out), format, formatVersion: sidecar.formatVersion, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight, sha256: sidecar.sha256 };
-      if (flags.json) printJson(summary);
-      else process.stderr.write(`kgen: packed ${N}x${K} into ${result.bytes.length} bytes of ${format} layout ${sidecar.formatVersion} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}, described by ${pathText(sidecarPath(out))}\n`);
+      writePacked(out, { ...result, N, K }, flags);
     });
 
   program
@@ -123,6 +127,31 @@ Examples:
       if (flags.json) printJson(summary);
       else process.stderr.write(`kgen: unpacked ${packed.N}x${packed.K} ${packed.spec.format} (layout ${summary.formatVersion}) into ${values.length * 4} bytes of f32 at ${pathText(out)}\n`);
     });
+}
+
+/** `pack --from-gguf FILE --tensor NAME`: the tensor's blocks as they are, or its floats quantized. */
+async function packGguf(flags: PackFlags): Promise<void> {
+  for (const [flag, v] of [['--in', flags.in], ['--shape', flags.shape], ['--op', flags.op]] as const) {
+    if (v !== undefined) throw new KgenError({ field: flag, problem: 'given with --from-gguf', expected: 'one source of weights', hint: `the GGUF tensor gives the ${flag === '--op' ? 'format (or --format does)' : 'weights and their shape'}: drop ${flag}` });
+  }
+  const file = optionalPath(flags.fromGguf, '--from-gguf', 'a GGUF file');
+  if (file === undefined) throw new KgenError({ field: '--from-gguf', problem: 'missing', expected: 'a GGUF file, with --tensor' });
+  if (flags.tensor === undefined) throw new KgenError({ field: '--tensor', problem: 'missing', expected: 'the name of a tensor of the GGUF file', hint: '`kgen gguf FILE` lists them' });
+  const out = optionalPath(flags.out, '--out', 'an output file path');
+  if (out === undefined) throw new KgenError({ field: '--out', problem: 'missing', expected: 'an output file path' });
+  const groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
+  const result = await packFromGguf({ path: file, tensor: flags.tensor, format: flags.format, groupSize });
+  writePacked(out, result, flags, ` from ${result.source.type} tensor ${quoted(flags.tensor)} (${result.source.how === 'passthrough' ? 'blocks passed through byte for byte' : 'quantized'})`);
+}
+
+/** Writes packed bytes and their sidecar together, then says what was written. */
+function writePacked(out: string, result: PackResult & { N: number; K: number }, flags: PackFlags, from = ''): void {
+  const sidecar = packedSidecar(result);
+  writeOutputFiles([{ path: out, content: result.bytes }, { path: sidecarPath(out), content: `${JSON.stringify(sidecar, null, 2)}\n` }], { field: '--out', force: flags.force });
+  const { N, K } = result;
+  const summary = { out, sidecar: sidecarPath(out), format: sidecar.format, formatVersion: sidecar.formatVersion, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight, sha256: sidecar.sha256 };
+  if (flags.json) printJson(summary);
+  else process.stderr.write(`kgen: packed ${N}x${K}${from} into ${result.bytes.length} bytes of ${sidecar.format} layout ${sidecar.formatVersion} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}, described by ${pathText(sidecarPath(out))}\n`);
 }
 
 /** `unpack`'s description of raw bytes without a sidecar: all of --format and --shape, --group optional. */

@@ -37,3 +37,8 @@ export function valueText(v: unknown, max = 60): string {
   }
   return text === undefined ? String(v) : oneLine(text, max);
 }
+
+/** An argument as a POSIX shell reads it back: bare when it holds only safe characters, else in single quotes. */
+export function shellArg(text: string): string {
+  return /^[\w./:=,+-]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
+}
