@@ -24,7 +24,7 @@ describe.concurrent('kgen CLI', () => {
   it('lists its commands and each has examples', async () => {
     const r = await run(['--help']);
     expect(r.exitCode).toBe(0);
-    for (const c of ['emit', 'verify', 'pack', 'unpack', 'gguf', 'plan', 'ops', 'devices', 'tune', 'db']) {
+    for (const c of ['emit', 'verify', 'pack', 'unpack', 'gguf', 'report', 'plan', 'ops', 'devices', 'tune', 'db']) {
       expect(r.stdout).toContain(c);
       const h = await run([c, '--help']);
       expect(h.exitCode).toBe(0);

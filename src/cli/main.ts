@@ -6,6 +6,7 @@ import { registerEmit } from './emit.js';
 import { registerLists } from './list.js';
 import { registerGguf } from './gguf.js';
 import { registerPack } from './pack.js';
+import { registerReport } from './report.js';
 import { registerPlan } from './plan.js';
 import { registerTune } from './tune.js';
 import { registerDb } from './db.js';
@@ -45,7 +46,8 @@ Examples:
   kgen gguf model.gguf                       list its tensors and the emit command per matmul shape
   kgen plan --target cuda --device h100-sxm --op matmul_q4 --shape M=256,N=4096,K=4096
   kgen tune --device host --op matmul_q4 --shape M=1,N=4096,K=4096 --trials 40
-  kgen db list`);
+  kgen db list
+  kgen report -o tuning.html                  the tuning database as a page: rooflines, best configs, progress`);
   registerEmit(program);
   registerVerify(program);
   registerPack(program);
@@ -54,6 +56,7 @@ Examples:
   registerLists(program);
   registerTune(program);
   registerDb(program);
+  registerReport(program);
   for (const cmd of program.commands) cmd.exitOverride();
   try {
     await program.parseAsync(argv);

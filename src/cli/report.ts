@@ -1,0 +1,41 @@
+import { basename } from 'node:path';
+import type { Command } from 'commander';
+import { renderReport, reportData } from '../api/report.js';
+import { KgenError } from '../errors.js';
+import { pathText } from '../io/message-text.js';
+import { writeOutputFile } from '../io/output.js';
+import { addDbFlag, dbLocation, openDbForReading, printJson } from './common.js';
+import { optionalPath } from './flags.js';
+
+export function registerReport(program: Command): void {
+  addDbFlag(
+    program
+      .command('report')
+      .description('write the tuning database as one static HTML page: a roofline plot per device with every trial, the best config per op and shape with its speedup over the default, each search\'s progress, and the device fingerprints (works offline)'),
+  )
+    .option('-o, --out <file>', 'the HTML file to write')
+    .option('--force', 'replace the output file if it exists')
+    .option('--json', 'print the report\'s data as JSON instead of writing a page')
+    .addHelpText('after', `
+The page holds its data, its script and Chart.js inline: no network, open it from disk.
+
+Examples:
+  kgen report -o tuning.html
+  kgen report --db team.db -o team.html --force`)
+    .action((flags: { db?: string; out?: string; force?: boolean; json?: boolean }) => {
+      const out = optionalPath(flags.out, '--out', 'an HTML file path');
+      if (out === undefined && !flags.json) throw new KgenError({ field: '--out', problem: 'missing', expected: 'the HTML file to write (or --json)' });
+      const db = openDbForReading(flags);
+      if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location (${pathText(dbLocation(flags).path)}) yet`, hint: 'run `kgen tune` first, or name one with --db' });
+      let data;
+      try {
+        data = reportData(db, basename(dbLocation(flags).path));
+      } finally {
+        db.close();
+      }
+      if (flags.json) return printJson(data);
+      writeOutputFile(out!, renderReport(data), { field: '--out', force: flags.force });
+      const trials = data.workloads.reduce((n, w) => n + w.trials.length, 0);
+      process.stderr.write(`kgen: wrote ${pathText(out!)}: ${data.workloads.length} workloads, ${trials} trials, ${data.devices.length} device fingerprint(s)\n`);
+    });
+}
