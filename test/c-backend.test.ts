@@ -69,7 +69,7 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
-describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512)', () => {
+describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512; q3.5 on AVX-512)', () => {
   // Ragged: M not a multiple of the activation tile, N not a multiple of the 8-row panel nor of the
   // weight tile, K an odd number of groups (K=320: 5 groups of 64, 10 of 32; K=384 for groups of 128).
   const irs = [
@@ -80,10 +80,19 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512)', () => {
       shapes: ['M=19,N=37,K=384'],
     })),
     { ir: EPILOGUE_IRS[0]!, shapes: ['M=18,N=21,K=384'] },
+    // q3.5 (AVX-512 only): groups of 64 (units of 64), 96 (a 32-weight unit after each 64; K=288 an
+    // odd number of 32-chunks) and 128.
+    { op: 'matmul_q35', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=320'], isas: ['avx512'] },
+    ...[96, 128].map((groupSize) => ({
+      ir: { kind: 'matmul', name: `panel_q35_g${groupSize}`, x: 'f32', y: 'f32', weight: { format: 'q35', groupSize }, epilogue: {} },
+      shapes: groupSize === 96 ? ['M=19,N=37,K=384', 'M=16,N=9,K=288'] : ['M=19,N=37,K=384'],
+      isas: ['avx512'],
+    })),
   ];
   for (const { isa, device } of VARIANTS.filter((v) => v.isa === 'avx2' || v.isa === 'avx512')) {
     const runnable = cannotRunReason(isa) === undefined;
-    for (const { shapes, ...which } of irs) {
+    for (const { shapes, isas, ...which } of irs as (typeof irs[number] & { isas?: string[] })[]) {
+      if (isas && !isas.includes(isa)) continue;
       const name = 'op' in which ? which.op : which.ir.name;
       it(`${name} ${isa}: panel tilings on ragged shapes${runnable ? '' : ' (compile only)'}`, async () => {
         for (const shape of shapes) {
@@ -102,8 +111,16 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512)', () => {
     expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(true);
     expect(plan('matmul_q4_0', 'M=16,N=4096,K=4096', 'avx512').panel).toBe(true);
     expect(plan('matmul_q4', 'M=15,N=4096,K=4096', 'avx2').panel).toBe(false);
-    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(false);
+    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(false); // maddubs would overflow i16
+    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx512').panel).toBe(true);
     expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'scalar').panel).toBe(false);
+  });
+  it.skipIf(cannotRunReason('avx512') !== undefined)('q3.5 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
+    for (const shape of ['M=17,N=13,K=320', 'M=16,N=9,K=128']) {
+      const r = await verify({ target: 'c', op: 'matmul_q35', shape, isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true });
+      expect(r.plan.params).toMatchObject({ panel: true });
+      expect(r.status, `${shape}: ${r.detail ?? ''}`).toBe('ok');
+    }
   });
   it('q4 and q4_0 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx2)', async () => {
     for (const op of ['matmul_q4', 'matmul_q4_0']) {

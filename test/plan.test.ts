@@ -137,7 +137,7 @@ describe('conditional knobs', () => {
       }
     }
     // C: `panel` matters only where a panel kernel exists (q4 and q4_0 from M=16 on AVX2 and
-    // AVX-512), and `prefetch` only off the panel path.
+    // AVX-512, q3.5 on AVX-512), and `prefetch` only off the panel path.
     const epyc = allDevices().find((d) => d.name === 'epyc-9654')!;
     for (const [name, text, hidden] of [
       ['matmul_q35', 'M=3,N=77,K=320', 'panel'],

@@ -63,8 +63,8 @@ export interface CpuVariants {
   of(device: DeviceProfile): string[];
   /** What the knob means, for `kgen plan`. */
   doc: string;
-  /** The variants with a panel GEMM kernel, and the weight formats it decodes. */
-  panel?: { isas: readonly string[]; formats: readonly string[] };
+  /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
+  panel?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */
@@ -82,8 +82,8 @@ export const PANEL_MAX_BYTES = 256 * 1024;
 
 /** Whether the panel path exists for this request and ISA variant (the knob matters only then). */
 function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
-  const p = variants.panel;
-  return !!p && req.shape.M >= PANEL_MIN_M && p.isas.includes(isa as string) && p.formats.includes(req.op.weight.format);
+  const formats = variants.panel && Object.hasOwn(variants.panel, isa as string) ? variants.panel[isa as string] : undefined;
+  return !!formats && req.shape.M >= PANEL_MIN_M && formats.includes(req.op.weight.format);
 }
 
 /**

@@ -42,7 +42,9 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
 export const C_VARIANTS: CpuVariants = {
   of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
   doc: 'instruction set of the C variant',
-  panel: { isas: ['avx2', 'avx512'], formats: ['q4', 'q4_0'] },
+  // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
+  // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
+  panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'] },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
