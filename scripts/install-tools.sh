@@ -5,7 +5,7 @@
 # playwright-core; its SwiftShader Vulkan driver runs WebGPU without a GPU). nvcc is not a Debian package: the ptxas cross-check runs where it is on PATH. Debian/Ubuntu, as root or with sudo.
 # Tests that need a missing tool skip with a printed reason, so this is optional for `npm test`.
 set -euo pipefail
-packages=(gcc g++ libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user chromium)
+packages=(gcc g++ make libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -102,6 +102,9 @@ describe.concurrent('GGUF in', () => {
     expect(byName['blk.0.ffn_gate.weight'].unusable).toMatch(/type Q6_K/);
     expect(listing.matmuls.map((m: { op: string; N: number; K: number }) => `${m.op} ${m.N}x${m.K}`)).toEqual(['matmul_q4_0 40x96', 'matmul_q8_0 24x64', 'matmul_q35 16x128', 'matmul_q35 8x128', 'matmul_q35 8x64']);
     expect(listing.matmuls[0].emit).toBe('kgen emit --target c --op matmul_q4_0 --shape M=1,N=40,K=96 -o matmul_q4_0_40x96/');
+    const kernels = await run(['gguf', file, '--kernels', '16']);
+    expect(kernels.exitCode, kernels.stderr).toBe(0);
+    expect(JSON.parse(kernels.stdout)).toEqual(listing.matmuls.map((m: { op: string; N: number; K: number }) => ({ op: m.op, shape: `M=16,N=${m.N},K=${m.K}` })));
     const text = await run(['gguf', file]);
     expect(text.exitCode, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/tiny test model, architecture llama, GGUF v3, 7 tensors/);

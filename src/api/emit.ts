@@ -1,6 +1,7 @@
-import { shellArg } from '../io/message-text.js';
+import { KgenError } from '../errors.js';
+import { quoted, shellArg } from '../io/message-text.js';
 import { checkSupport, renderPlan } from '../backends/registry.js';
-import type { AbiEntry, RenderedKernel } from '../backends/types.js';
+import type { AbiEntry, Fingerprint, RenderedKernel } from '../backends/types.js';
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
@@ -30,7 +31,7 @@ export interface Manifest {
   /** Where the config came from: the default search, the caller's --config, or a tuning record. */
   configSource: ConfigSource;
   /** The tuning record the config came from (configSource record or nearest-record). */
-  record?: { database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string };
+  record?: { database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string; fingerprint: Fingerprint };
   weights?: WeightsInfo;
   tensors: Record<string, TensorInfo>;
   abi: AbiEntry[];
@@ -68,6 +69,8 @@ export interface EmitOptions extends KernelRequest {
    * device, target, op and shape, else the nearest recorded shape of the op, else the default.
    */
   records?: TuningDb;
+  /** The base name of the kernel's symbols (default `kgen_<op name>`): see `RenderContext.symbol`. */
+  symbol?: string;
 }
 
 /** Where an emitted kernel's config came from. */
@@ -82,7 +85,10 @@ export function emit(opts: EmitOptions): EmitResult {
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
-  const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command) });
+  if (opts.symbol !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(opts.symbol)) {
+    throw new KgenError({ field: 'symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });
+  }
+  const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command), ...(opts.symbol !== undefined ? { symbol: opts.symbol } : {}) });
   const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
   if (recorded) {
     manifest.record = {
@@ -93,6 +99,7 @@ export function emit(opts: EmitOptions): EmitResult {
       medianMs: recorded.trial.timing!.medianMs,
       measuredAt: recorded.trial.createdAt,
       kgenVersion: recorded.workload.kgenVersion,
+      fingerprint: recorded.workload.fingerprint,
     };
   }
   const notes = recorded ? [describeChoice(recorded)] : [];

@@ -102,6 +102,11 @@ export interface RenderContext {
   irHash: string;
   /** How to regenerate the source; made inert for comments by `commentText` (it may hold user text). */
   command: CommentText;
+  /**
+   * The base name of the kernel's symbols (a C identifier; default `kgen_<op name>`). A package
+   * gives each of its kernels its own, so several shapes of one op link into one program.
+   */
+  symbol?: string;
 }
 
 /**
@@ -122,6 +127,32 @@ export interface Backend {
    * a GPU when one is present, else the CPU shim, for CUDA). Absent while a target only renders.
    */
   runnerFor?(plan: Plan, opts?: { preferReal?: boolean }): KernelRunner;
+  /**
+   * The build files a package of this target's kernels needs at its root (a Makefile and a CMake
+   * file for C), how to build it and how to call a kernel; absent where the target has no package
+   * form yet (`kgen emit --package` refuses it then).
+   */
+  packageFiles?(kernels: readonly PackagedKernel[]): PackageBuild;
+}
+
+/** One kernel of a package: its folder in the package, its symbol base name, plan and files. */
+export interface PackagedKernel {
+  dir: string;
+  symbol: string;
+  plan: Plan;
+  rendered: RenderedKernel;
+}
+
+/** What a backend adds to a package. */
+export interface PackageBuild {
+  /** Files at the package root, by name (Makefile, CMakeLists.txt, one header including all). */
+  files: Record<string, string>;
+  /** Shell commands that build the package where it was written, for its README. */
+  build: string[];
+  /** A short snippet that calls the package's first kernel, for its README. */
+  usage: string;
+  /** The snippet's language, for the README's code fence. */
+  usageLanguage: string;
 }
 
 /**

@@ -5,9 +5,11 @@ import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
-import { pathText } from '../io/message-text.js';
-import { writeOutputDirectory } from '../io/output.js';
-import { addDbFlag, addKernelFlags, openDbForReading, printJson, toRequest } from './common.js';
+import { pathText, valueText } from '../io/message-text.js';
+import { writeOutputDirectory, writeOutputTree } from '../io/output.js';
+import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
+import { buildPackage, type PackageKernel } from '../api/package.js';
+import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest } from './common.js';
 import { optionalPath, parseSeed } from './flags.js';
 
 export function registerEmit(program: Command): void {
@@ -18,7 +20,9 @@ export function registerEmit(program: Command): void {
     .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
     .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
-    .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)');
+    .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)')
+    .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C: Makefile, CMakeLists.txt, one header), kgen-package.json and a README; DIR must be new')
+    .option('--kernels <file>', 'with --package: a JSON list of kernels, each {"op" or "ir", "shape", optional "isa", "config", "device", "name"}; --target and --device apply to all');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
     'after',
@@ -29,6 +33,8 @@ Examples:
   kgen emit --target c --op matmul_q4 --shape M=16,N=4096,K=4096 --config '{"nTile":16,"mTile":4}'
   kgen emit --target c --ir my_op.json --shape M=1,N=1024,K=4096 --json
   kgen emit --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --device rtx4090 -o q35/ --data
+  kgen emit --target c --kernels layer.json --package layer-kernels/
+  kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=4096 --package q4_0-pkg/
 
 CUDA writes kernel.cu, kernel.h (the launcher), manifest.json, kgen_run.cu and run.sh (builds with
 nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the manifest gets
@@ -38,7 +44,8 @@ Without --config, emit takes the best config \`kgen tune\` recorded for this dev
 else the nearest recorded shape of the op (said on stderr), else the default; the manifest's
 configSource and record fields say which.`,
   );
-  cmd.action(async (flags: KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean }) => {
+  cmd.action(async (flags: EmitFlags) => {
+    if (flags.package !== undefined || flags.kernels !== undefined) return emitPackage(flags);
     // Every flag is checked before anything is planned, rendered or written.
     const out = optionalPath(flags.out, '--out', 'a directory path');
     if (flags.data !== undefined && out === undefined) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
@@ -68,4 +75,46 @@ configSource and record fields say which.`,
       process.stdout.write(result.files[result.rendered.mainFile ?? 'kernel.c']!);
     }
   });
+}
+
+type EmitFlags = KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; kernels?: string };
+
+/** Keys a `--kernels` entry may have. */
+const KERNEL_KEYS = ['op', 'ir', 'shape', 'isa', 'config', 'device', 'name'];
+
+/** `emit --package DIR`: the kernels of --kernels (or the one of --op/--ir and --shape) as a package. */
+function emitPackage(flags: EmitFlags): void {
+  const dir = optionalPath(flags.package, '--package', 'a new directory path');
+  if (dir === undefined) throw new KgenError({ field: '--package', problem: 'missing', expected: 'a new directory for the package' });
+  for (const [flag, given] of [['--out', flags.out !== undefined], ['--data', flags.data !== undefined], ['--force', flags.force]] as const) {
+    if (given) throw new KgenError({ field: flag, problem: 'given with --package', expected: 'one of them', hint: flag === '--force' ? 'a package is always written to a new directory' : `--package writes its own files; drop ${flag}` });
+  }
+  let kernels: PackageKernel[];
+  if (flags.kernels !== undefined) {
+    for (const [flag, v] of [['--op', flags.op], ['--ir', flags.ir], ['--shape', flags.shape], ['--config', flags.config]] as const) {
+      if (v !== undefined) throw new KgenError({ field: flag, problem: 'given with --kernels', expected: 'the kernels in the --kernels file', hint: `put "${flag.slice(2)}" into each entry of the file` });
+    }
+    const list = parseJsonInput(readUserFile(flags.kernels, '--kernels', SMALL_JSON.maxChars), { field: '--kernels', source: pathText(flags.kernels), expected: 'a JSON list of {op, shape, ...}' });
+    if (!Array.isArray(list)) throw new KgenError({ field: '--kernels', problem: `${pathText(flags.kernels)} holds ${valueText(list)}`, expected: 'a JSON list of {op, shape, ...}' });
+    kernels = list.map((entry, i) => {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new KgenError({ field: `--kernels[${i}]`, problem: `got ${valueText(entry)}`, expected: 'an object {op, shape, ...}' });
+      const unknown = Object.keys(entry).find((key) => !KERNEL_KEYS.includes(key));
+      if (unknown !== undefined) throw new KgenError({ field: `--kernels[${i}].${unknown}`, problem: 'unknown key', expected: `one of ${KERNEL_KEYS.join(', ')}` });
+      const e = entry as Record<string, unknown>;
+      return { ...e, target: flags.target, device: (e.device as string | undefined) ?? flags.device, isa: (e.isa as string | undefined) ?? flags.isa, shape: e.shape as string } as PackageKernel;
+    });
+  } else {
+    kernels = [toRequest(flags)];
+  }
+  const records = flags.records ? openDbForReading(flags) : undefined;
+  let result;
+  try {
+    result = buildPackage({ kernels, records, command: ['kgen', ...process.argv.slice(2)].join(' ') });
+  } finally {
+    records?.close();
+  }
+  for (const note of result.notes) process.stderr.write(`kgen: ${note}\n`);
+  writeOutputTree(dir, result.files, { field: '--package' });
+  if (flags.json) printJson({ package: dir, files: Object.keys(result.files), index: result.index });
+  else process.stderr.write(`kgen: wrote a package of ${result.index.kernels.length} ${result.index.target} kernel(s) to ${pathText(dir)}: ${result.index.kernels.map((k) => k.name).join(', ')}\n`);
 }

@@ -235,6 +235,26 @@ export function writeOutputDirectory(dir: string, files: Record<string, string |
   return st ? writeIntoExisting(target, dir, files, opts) : writeNewDirectory(target, dir, files, opts);
 }
 
+/**
+ * Writes a new directory tree at `dir`, all or nothing: `files` are paths relative to it ('a/b.c':
+ * every component a plain name), written into a temporary sibling that is renamed to `dir` once
+ * complete. `dir` must not exist: kgen never writes into or over a directory tree it did not just
+ * make (there is no `force` for this).
+ */
+export function writeOutputTree(dir: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): void {
+  checkPathText(dir, opts.field, 'a directory path');
+  for (const name of Object.keys(files)) {
+    const parts = name.split('/');
+    if (parts.some((c) => !c || c !== basename(c) || c === '.' || c === '..')) throw new Error(`kgen: output path ${JSON.stringify(name)} is not a relative path of plain names`);
+  }
+  const target = resolve(dir);
+  const st = statOrNone(target, opts.field, false);
+  if (st) {
+    throw new KgenError({ field: opts.field, problem: `${pathText(dir)} already exists (${kindOf(st) === 'a special file' ? 'a file' : kindOf(st)})`, expected: 'a new directory', hint: 'kgen writes a package whole and never into or over an existing one: choose a new path, or remove the old package yourself' });
+  }
+  writeNewDirectory(target, dir, files, opts);
+}
+
 function writeNewDirectory(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
   const created = ensureDirectory(dirname(target), opts.field);
   const tmp = tempBeside(target);
@@ -245,7 +265,11 @@ function writeNewDirectory(target: string, shown: string, files: Record<string, 
     throw fsError(opts.field, 'create a directory beside', shown, e);
   }
   try {
-    for (const [name, content] of Object.entries(files)) writeExclusive(join(tmp, name), content);
+    for (const [name, content] of Object.entries(files)) {
+      // Nested names (writeOutputTree): their folders inside the fresh temporary directory first.
+      if (name.includes('/')) mkdirSync(join(tmp, dirname(name)), { recursive: true });
+      writeExclusive(join(tmp, name), content);
+    }
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import type { Target } from '../types.js';
 import { measureReadBandwidth } from './bandwidth.js';
 import { cFingerprint } from './fingerprint.js';
 import { renderCMatmul } from './matmul.js';
+import { cPackageFiles } from './package.js';
 import { cRunner, emulated } from './runner.js';
 import { C_TOOLCHAINS, C_VARIANTS } from './toolchain.js';
 
@@ -35,5 +36,6 @@ export const cTarget: Target = {
       if (!('isa' in plan.params) || typeof plan.params.isa !== 'string') throw new Error(`kgen: a ${plan.family} plan reached the C runner`);
       return cRunner(plan.params.isa);
     },
+    packageFiles: cPackageFiles,
   },
 };

@@ -60,10 +60,10 @@ export function matmulPartials(plan: CpuMatmulPlan): {
 }
 
 /** View fields the kernel, its header and the harness all print. */
-function sharedView(plan: CpuMatmulPlan) {
+function sharedView(plan: CpuMatmulPlan, symbol: string | undefined) {
   const op = plan.op;
   const p = plan.params;
-  const fn = `kgen_${op.name}`;
+  const fn = symbol ?? `kgen_${op.name}`;
   return {
     ...p,
     fn,
@@ -93,7 +93,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
       });
     }
   }
-  const shared = sharedView(plan);
+  const shared = sharedView(plan, ctx.symbol);
   const { fn, xCType, yCType } = shared;
   const tc = C_TOOLCHAINS[p.isa]!;
   const compileHint = `${tc.compiler} ${tc.flags.filter((f) => f !== '-static').join(' ')} -c kernel.c  (add -fopenmp for the threaded driver)`;
@@ -134,7 +134,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const rowsArgs = `const void *workspace, const uint8_t *w, const float *bias, const ${yCType} *residual, ${yCType} *y, int64_t row_begin, int64_t row_end`;
   return {
     files,
-    harnessFiles: { 'harness.c': renderHarness(plan) },
+    harnessFiles: { 'harness.c': renderHarness(plan, ctx.symbol) },
     templateHash: templates.hash,
     build: compileHint,
     abi: [
@@ -147,7 +147,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
 }
 
 /** Renders the test and timing harness that verify and the tuner compile next to kernel.c. */
-function renderHarness(plan: CpuMatmulPlan): string {
-  return templateSet('c').render('harness.c', { ...sharedView(plan), harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } });
+function renderHarness(plan: CpuMatmulPlan, symbol: string | undefined): string {
+  return templateSet('c').render('harness.c', { ...sharedView(plan, symbol), harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } });
 }
 

@@ -36,7 +36,7 @@ export function nvccCommand(plan: CudaMatmulPlan): string {
 function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
   const op = plan.op;
   const p = plan.params;
-  const fn = `kgen_${op.name}`;
+  const fn = ctx.symbol ?? `kgen_${op.name}`;
   const scheme = CUDA_DECODE_SCHEME[op.weight.format];
   const xElem = op.x === 'f16' ? 2 : 4;
   const yElem = op.y === 'f16' ? 2 : 4;

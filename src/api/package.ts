@@ -1,0 +1,144 @@
+import { targetFor } from '../backends/registry.js';
+import type { PackagedKernel } from '../backends/types.js';
+import type { TuningDb } from '../db/types.js';
+import { KgenError } from '../errors.js';
+import { formatShape } from '../ir/validate.js';
+import { quoted, valueText } from '../io/message-text.js';
+import { configInUse } from '../plan/index.js';
+import { templateSet } from '../render/templates.js';
+import { KGEN_VERSION } from '../version.js';
+import { emit, type EmitResult, type Manifest } from './emit.js';
+import { resolveRequest, type KernelRequest, type ResolvedRequest } from './request.js';
+
+/** One kernel of a package: a kernel request and, optionally, its name (its folder and symbols). */
+export interface PackageKernel extends KernelRequest {
+  /** A C identifier: the folder `NAME/` and symbols `kgen_NAME...`. Default: op and shape. */
+  name?: string;
+}
+
+export interface PackageOptions {
+  kernels: PackageKernel[];
+  /** The tuning database each kernel's config comes from, as in `emit`. */
+  records?: TuningDb;
+  /** How the package was made, for its README. */
+  command: string;
+  now?: Date;
+}
+
+/** kgen-package.json: what the package holds. */
+export interface PackageIndex {
+  kgen: string;
+  target: string;
+  createdAt: string;
+  kernels: { name: string; dir: string; symbol: string; op: string; shape: Manifest['shape']; device: string; config: Manifest['config']; configSource: Manifest['configSource']; record?: Manifest['record'] }[];
+}
+
+export interface PackageResult {
+  /** Files by path relative to the package folder (`NAME/kernel.c`, `Makefile`, ...). */
+  files: Record<string, string>;
+  index: PackageIndex;
+  /** What the caller should be told (which record each config came from). */
+  notes: string[];
+}
+
+/** A kernel's default name: its op and shape (`matmul_q4_0_m1_n4096_k4096`). */
+function defaultName(req: ResolvedRequest): string {
+  const dims = Object.entries(req.shape).map(([k, v]) => `${k.toLowerCase()}${v}`).join('_');
+  return `${req.op.name}_${dims}`.replace(/[^A-Za-z0-9_]/g, '_');
+}
+
+/**
+ * A self-contained package of one target's kernels: each kernel's files (source, header or loader,
+ * manifest) in its own folder with its own symbol names, the target's build files at the root
+ * (`Backend.packageFiles`), kgen-package.json and a README stating each kernel's op, shape, config
+ * and where the config came from (the tuning record's device fingerprint, time and median).
+ */
+export function buildPackage(opts: PackageOptions): PackageResult {
+  if (opts.kernels.length === 0) throw new KgenError({ field: '--kernels', problem: 'lists no kernel', expected: 'at least one {op, shape}' });
+  const target = targetFor(opts.kernels[0]!.target);
+  const mixed = opts.kernels.find((k) => k.target !== target.name);
+  if (mixed) throw new KgenError({ field: '--kernels', problem: `mixes targets ${target.name} and ${valueText(mixed.target)}`, expected: 'one target per package', hint: 'make one package per target' });
+  if (!target.backend?.packageFiles) {
+    throw new KgenError({ field: '--target', problem: `kgen cannot package ${target.title} kernels yet`, expected: 'a target with a package form (c)', hint: '`kgen emit -o DIR` writes the kernel\'s files' });
+  }
+  const names = new Set<string>();
+  const notes: string[] = [];
+  const packaged: (PackagedKernel & { result: EmitResult; name: string })[] = opts.kernels.map((k, i) => {
+    const field = `--kernels[${i}].name`;
+    if (k.name !== undefined && (typeof k.name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,56}$/.test(k.name))) {
+      throw new KgenError({ field, problem: `${valueText(k.name)} is not a usable name`, expected: 'a C identifier of at most 57 characters (it names a folder and kgen_NAME symbols)' });
+    }
+    const name = k.name ?? defaultName(resolveRequest(k));
+    if (names.has(name)) throw new KgenError({ field, problem: `${quoted(name)} names two kernels`, expected: 'distinct names (or distinct op and shape)', hint: 'give each kernel its own "name"' });
+    names.add(name);
+    const result = emit({ ...k, records: opts.records, symbol: `kgen_${name}` });
+    notes.push(...result.notes.map((n) => `${name}: ${n}`));
+    return { name, dir: name, symbol: `kgen_${name}`, plan: result.plan, rendered: result.rendered, result };
+  });
+  const build = target.backend.packageFiles(packaged);
+  const files: Record<string, string> = {};
+  for (const k of packaged) for (const [file, text] of Object.entries(k.result.files)) files[`${k.dir}/${file}`] = text;
+  const createdAt = (opts.now ?? new Date()).toISOString();
+  const index: PackageIndex = {
+    kgen: KGEN_VERSION,
+    target: target.name,
+    createdAt,
+    kernels: packaged.map((k) => ({
+      name: k.name,
+      dir: k.dir,
+      symbol: k.symbol,
+      op: k.plan.op.name,
+      shape: k.plan.shape,
+      device: k.plan.device,
+      config: k.plan.config,
+      configSource: k.result.manifest.configSource,
+      ...(k.result.manifest.record ? { record: k.result.manifest.record } : {}),
+    })),
+  };
+  Object.assign(files, build.files);
+  files['kgen-package.json'] = `${JSON.stringify(index, null, 2)}\n`;
+  files['README.md'] = templateSet('package/common').render('README.md', {
+    title: `kgen package: ${packaged.length} ${target.title} kernel${packaged.length === 1 ? '' : 's'}`,
+    version: KGEN_VERSION,
+    date: createdAt.slice(0, 10),
+    command: markdownCode(opts.command),
+    kernels: packaged.map((k) => {
+      const m = k.result.manifest;
+      const r = m.record;
+      return {
+        symbol: k.symbol,
+        dir: k.dir,
+        opName: k.plan.op.name,
+        shape: formatShape(k.plan.shape),
+        target: target.title,
+        variant: k.plan.variant,
+        device: k.plan.device,
+        configFrom: { default: 'the default', given: 'given', record: 'a tuning record', 'nearest-record': 'the nearest tuning record' }[m.configSource],
+        configJson: markdownCode(JSON.stringify(configInUse(k.plan))),
+        record: r && {
+          device: k.plan.device,
+          fingerprintText: markdownText(Object.entries(r.fingerprint).map(([f, v]) => `${f}=${v}`).join(', ')),
+          measuredAt: r.measuredAt,
+          medianMs: r.medianMs.toPrecision(3),
+          nearest: m.configSource === 'nearest-record',
+          shape: formatShape(r.shape),
+          database: markdownCode(r.database),
+        },
+      };
+    }),
+    build: build.build,
+    usage: build.usage,
+    usageLanguage: build.usageLanguage,
+  });
+  return { files, index, notes };
+}
+
+/** Text for inside a Markdown code span: backticks would end it, newlines would break the table. */
+function markdownCode(text: string): string {
+  return text.replace(/`/g, "'").replace(/[\r\n|]+/g, ' ');
+}
+
+/** Plain text for a Markdown line: no markup from user text (fingerprints hold CPU names). */
+function markdownText(text: string): string {
+  return text.replace(/[\\`*_[\]<>|#]/g, (c) => `\\${c}`).replace(/[\r\n]+/g, ' ');
+}

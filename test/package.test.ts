@@ -1,0 +1,128 @@
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { cannotRunReason } from '../src/backends/c/runner.js';
+import { openTuningDb } from '../src/db/sqlite.js';
+import { canonicalHash } from '../src/hash.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import type { MatmulOp } from '../src/ir/types.js';
+import { opHash, parseShape, validateOp } from '../src/ir/validate.js';
+import { opKit } from '../src/ops/index.js';
+import { KGEN_VERSION } from '../src/version.js';
+import { EPILOGUE_IRS, skipReason } from './helpers.js';
+
+const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
+const run = (args: string[], cwd?: string) => execa(KGEN, args, { reject: false, cwd });
+
+// The best x86 variant this CPU runs, so the package's kernels run here (scalar elsewhere).
+const ISA = cannotRunReason('avx2') === undefined ? 'avx2' : 'scalar';
+const DEVICE = 'epyc-7763';
+
+/** The kernels of the package: ragged shapes, three formats, one with bias and an activation. */
+const KERNELS = [
+  { op: 'matmul_q4_0', shape: 'M=1,N=77,K=320', isa: ISA },
+  { op: 'matmul_q8', shape: 'M=3,N=40,K=128', isa: 'scalar' },
+  { ir: EPILOGUE_IRS[0], shape: 'M=5,N=21,K=384', isa: ISA, name: 'ffn_gate' },
+];
+
+/**
+ * A C program written as a user would: it includes the package's one header, calls every kernel's
+ * all-rows entry point on inputs read from files, and writes each output.
+ */
+function driver(kernels: { symbol: string; hasBias: boolean; hasResidual: boolean; xBytes: number; yBytes: number; M: number; K: number; N: number }[]): string {
+  const calls = kernels.map((k, i) => `
+  {
+    void *x = load("x${i}.bin", ${k.M * k.K * k.xBytes}), *y = malloc(${k.M * k.N * k.yBytes});
+    uint8_t *w = load("w${i}.bin", 0);
+    ${k.hasBias ? `float *bias = load("bias${i}.bin", ${k.N * 4});` : 'float *bias = NULL;'}
+    ${k.hasResidual ? `void *residual = load("residual${i}.bin", ${k.M * k.N * k.yBytes});` : 'void *residual = NULL;'}
+    void *ws = malloc(${k.symbol}_workspace_size());
+    ${k.symbol}(x, w, bias, residual, y, ws);
+    save("y${i}.bin", y, ${k.M * k.N * k.yBytes});
+  }`).join('');
+  return `#include <stdio.h>
+#include <stdlib.h>
+#include "kgen_kernels.h"
+static void *load(const char *path, long expect) {
+  FILE *f = fopen(path, "rb"); if (!f) { perror(path); exit(2); }
+  fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+  if (expect && n != expect) { fprintf(stderr, "%s: %ld bytes, expected %ld\\n", path, n, expect); exit(2); }
+  void *p = malloc(n); if (fread(p, 1, n, f) != (size_t)n) exit(2); fclose(f); return p;
+}
+static void save(const char *path, const void *p, long n) { FILE *f = fopen(path, "wb"); fwrite(p, 1, n, f); fclose(f); }
+int main(void) {${calls}
+  return 0;
+}
+`;
+}
+
+describe('kgen emit --package', () => {
+  const missing = skipReason(['cc', 'make']);
+  it.skipIf(missing !== undefined)('a C package builds with make outside the repo, and a program linking it computes every kernel right', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    // A tuning record for the q4_0 kernel: the package says where its config came from.
+    const dbPath = join(dir, 'tuning.db');
+    const db = openTuningDb(dbPath);
+    const op = CATALOG.matmul_q4_0! as MatmulOp;
+    const w = db.ensureWorkload({ device: DEVICE, fingerprint: { profile: DEVICE, cpu: 'AMD EPYC 7763 64-Core Processor', 'compiler:gcc': '12.2.0' }, target: 'c', op, irHash: opHash(op), shape: parseShape('M=1,N=77,K=320', op), weightFormat: 'q4_0', templateHash: '0123456789abcdef', kgenVersion: KGEN_VERSION, bytes: 1e5, flops: 5e4, rooflineMs: 0.001 });
+    const tuned = { isa: ISA, actQuant: 'q8', rowsPerIter: 2, mTile: 1, nTile: 16, unroll: 1, prefetch: 0 };
+    db.addTrial(w.id, { uid: '00000000-0000-4000-8000-000000000001', config: tuned, configHash: canonicalHash(tuned), status: 'ok', timing: { medianMs: 0.0123, minMs: 0.012, maxMs: 0.013, spread: 0.02, runs: 20 }, origin: 'test', createdAt: '2026-11-30T12:00:00.000Z' });
+    db.close();
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify(KERNELS.map(({ isa, ...k }) => (k.op === 'matmul_q4_0' ? k : { ...k, isa }))));
+    const pkg = join(dir, 'pkg');
+    const r = await run(['emit', '--target', 'c', '--device', DEVICE, '--kernels', join(dir, 'layer.json'), '--package', pkg, '--db', dbPath]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/matmul_q4_0_m1_n77_k320: config from the tuning database/);
+
+    const index = JSON.parse(readFileSync(join(pkg, 'kgen-package.json'), 'utf8'));
+    expect(index.kernels.map((k: { name: string }) => k.name)).toEqual(['matmul_q4_0_m1_n77_k320', 'matmul_q8_m3_n40_k128', 'ffn_gate']);
+    expect(index.kernels[0]).toMatchObject({ configSource: 'record', config: tuned, record: { medianMs: 0.0123, fingerprint: { cpu: 'AMD EPYC 7763 64-Core Processor' } } });
+    const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
+    expect(readme).toContain('config tuned on `epyc-7763` (fingerprint compiler:gcc=12.2.0, cpu=AMD EPYC 7763 64-Core Processor, profile=epyc-7763) at 2026-11-30T12:00:00.000Z');
+    expect(readme).toMatch(/\| `kgen_ffn_gate` \(`ffn_gate\/`\) \| ffn_gate \| M=5,N=21,K=384 \|/);
+
+    // Build it with its own Makefile, then a program that includes its header and links the library.
+    const make = await execa('make', [], { cwd: pkg, reject: false });
+    expect(make.exitCode, make.stderr).toBe(0);
+    expect(existsSync(join(pkg, 'libkgen_kernels.a'))).toBe(true);
+    const ops = KERNELS.map((k) => (k.op ? CATALOG[k.op]! : validateOp(k.ir)) as MatmulOp);
+    const shapes = KERNELS.map((k, i) => parseShape(k.shape, ops[i]!) as { M: number; N: number; K: number });
+    const data = ops.map((o, i) => opKit('matmul').testData(o, shapes[i]!, 7 + i));
+    data.forEach((d, i) => {
+      for (const [file, bytes] of Object.entries(d.inputs)) writeFileSync(join(pkg, file.replace('.bin', `${i}.bin`)), bytes);
+    });
+    writeFileSync(join(pkg, 'main.c'), driver(index.kernels.map((k: { symbol: string }, i: number) => ({ symbol: k.symbol, hasBias: ops[i]!.epilogue.bias, hasResidual: ops[i]!.epilogue.residual, xBytes: ops[i]!.x === 'f16' ? 2 : 4, yBytes: ops[i]!.y === 'f16' ? 2 : 4, ...shapes[i]! }))));
+    const cc = await execa('cc', ['-O2', '-std=c11', 'main.c', 'libkgen_kernels.a', '-lm', '-o', 'main'], { cwd: pkg, reject: false });
+    expect(cc.exitCode, cc.stderr).toBe(0);
+    const prog = await execa('./main', [], { cwd: pkg, reject: false });
+    expect(prog.exitCode, prog.stderr).toBe(0);
+    data.forEach((d, i) => {
+      const manifest = JSON.parse(readFileSync(join(pkg, index.kernels[i].dir, 'manifest.json'), 'utf8'));
+      const { ok, comparison } = d.check(new Uint8Array(readFileSync(join(pkg, `y${i}.bin`))), manifest.tolerance);
+      expect(ok, `${index.kernels[i].name}: ${JSON.stringify(comparison)}`).toBe(true);
+    });
+  }, 120_000);
+
+  it('refuses an existing directory, mixed flags and bad kernel lists, writing nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const base = ['emit', '--target', 'c', '--device', DEVICE];
+    const one = [...base, '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64'];
+    const expectError = (r: { exitCode?: number; stderr: string }, re: RegExp) => {
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(re);
+    };
+    expectError(await run([...one, '--package', dir]), /--package: .* already exists \(a directory\)/);
+    expectError(await run([...one, '--package', join(dir, 'p'), '-o', join(dir, 'o')]), /--out: given with --package/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "colour": "red"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.colour: unknown key/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=64"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /"matmul_q4_m1_n64_k64" names two kernels/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "9lives"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);
+    expectError(await run(['emit', '--target', 'wgsl', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--package', join(dir, 'p')]), /--target: /);
+    expect(existsSync(join(dir, 'p'))).toBe(false);
+  });
+});
