@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cannotRunReason } from '../src/backends/c/runner.js';
+import { SHIM_COMPILER, SHIM_FLAGS, shimDir } from '../src/backends/cuda/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
 import { canonicalHash } from '../src/hash.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -104,6 +105,69 @@ describe('kgen emit --package', () => {
       expect(ok, `${index.kernels[i].name}: ${JSON.stringify(comparison)}`).toBe(true);
     });
   }, 120_000);
+
+  const noShim = skipReason([SHIM_COMPILER]);
+  it.skipIf(noShim !== undefined)('a CUDA package\'s sources build through the CPU shim, and a program calling its launchers computes every kernel right', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const kernels = [{ op: 'matmul_q4_0', shape: 'M=1,N=77,K=320' }, { op: 'matmul_q35', shape: 'M=3,N=40,K=128' }, { ir: EPILOGUE_IRS[0], shape: 'M=5,N=21,K=384' }];
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
+    const pkg = join(dir, 'pkg');
+    const r = await run(['emit', '--target', 'cuda', '--device', 'rtx4090', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const index = JSON.parse(readFileSync(join(pkg, 'kgen-package.json'), 'utf8'));
+    expect(readFileSync(join(pkg, 'Makefile'), 'utf8')).toMatch(/\$\(NVCC\) -O3 -std=c\+\+17 -arch=sm_89 \$\(NVCCFLAGS\) -c matmul_q4_0_m1_n77_k320\/kernel\.cu/);
+    const ops = kernels.map((k) => (k.op ? CATALOG[k.op]! : validateOp(k.ir)) as MatmulOp);
+    const shapes = kernels.map((k, i) => parseShape(k.shape, ops[i]!) as { M: number; N: number; K: number });
+    const data = ops.map((o, i) => opKit('matmul').testData(o, shapes[i]!, 11 + i));
+    data.forEach((d, i) => {
+      for (const [file, bytes] of Object.entries(d.inputs)) writeFileSync(join(pkg, file.replace('.bin', `${i}.bin`)), bytes);
+    });
+    // The user's program, as CUDA C++: device buffers, one launcher call per kernel, copy back.
+    const calls = index.kernels.map((k: { symbol: string }, i: number) => {
+      const o = ops[i]!, { M, N, K } = shapes[i]!;
+      const xb = o.x === 'f16' ? 2 : 4, yb = o.y === 'f16' ? 2 : 4;
+      return `
+  {
+    void *x = upload("x${i}.bin", ${M * K * xb}), *w = upload("w${i}.bin", 0), *y = nullptr;
+    void *bias = ${o.epilogue.bias ? `upload("bias${i}.bin", ${N * 4})` : 'nullptr'}, *res = ${o.epilogue.residual ? `upload("residual${i}.bin", ${M * N * yb})` : 'nullptr'};
+    cudaMalloc(&y, ${M * N * yb});
+    cudaError_t e = ${k.symbol}((${o.x === 'f16' ? 'const uint16_t' : 'const float'} *)x, (const uint8_t *)w, (const float *)bias, (${o.y === 'f16' ? 'const uint16_t' : 'const float'} *)res, (${o.y === 'f16' ? 'uint16_t' : 'float'} *)y, 0);
+    if (e != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "${k.symbol}: %s\\n", cudaGetErrorString(e)); return 1; }
+    download("y${i}.bin", y, ${M * N * yb});
+  }`;
+    }).join('');
+    writeFileSync(join(pkg, 'main.cu'), `#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "kgen_kernels.h"
+static void *upload(const char *path, long expect) {
+  FILE *f = fopen(path, "rb"); if (!f) { perror(path); exit(2); }
+  fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+  if (expect && n != expect) { fprintf(stderr, "%s: %ld bytes, expected %ld\\n", path, n, expect); exit(2); }
+  std::vector<char> h(n); if (fread(h.data(), 1, n, f) != (size_t)n) exit(2); fclose(f);
+  void *d = nullptr; cudaMalloc(&d, n); cudaMemcpy(d, h.data(), n, cudaMemcpyHostToDevice); return d;
+}
+static void download(const char *path, const void *d, long n) {
+  std::vector<char> h(n); cudaMemcpy(h.data(), d, n, cudaMemcpyDeviceToHost);
+  FILE *f = fopen(path, "wb"); fwrite(h.data(), 1, n, f); fclose(f);
+}
+int main() {${calls}
+  return 0;
+}
+`);
+    // Every kernel.cu of the package and the program, compiled by g++ against kgen's CUDA shim.
+    const sources = index.kernels.map((k: { dir: string }) => join(k.dir, 'kernel.cu'));
+    const shim = shimDir();
+    const cc = await execa(SHIM_COMPILER, [...SHIM_FLAGS, '-I', shim, '-I', '.', '-x', 'c++', ...sources, 'main.cu', '-x', 'none', join(shim, 'kgen_cuda_shim.cpp'), '-o', 'main', '-lm'], { cwd: pkg, reject: false });
+    expect(cc.exitCode, cc.stderr).toBe(0);
+    const prog = await execa('./main', [], { cwd: pkg, reject: false, timeout: 120_000 });
+    expect(prog.exitCode, prog.stderr).toBe(0);
+    data.forEach((d, i) => {
+      const manifest = JSON.parse(readFileSync(join(pkg, index.kernels[i].dir, 'manifest.json'), 'utf8'));
+      const { ok, comparison } = d.check(new Uint8Array(readFileSync(join(pkg, `y${i}.bin`))), manifest.tolerance);
+      expect(ok, `${index.kernels[i].name}: ${JSON.stringify(comparison)}`).toBe(true);
+    });
+  }, 180_000);
 
   it('refuses an existing directory, mixed flags and bad kernel lists, writing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));

@@ -59,7 +59,7 @@ export function buildPackage(opts: PackageOptions): PackageResult {
   const mixed = opts.kernels.find((k) => k.target !== target.name);
   if (mixed) throw new KgenError({ field: '--kernels', problem: `mixes targets ${target.name} and ${valueText(mixed.target)}`, expected: 'one target per package', hint: 'make one package per target' });
   if (!target.backend?.packageFiles) {
-    throw new KgenError({ field: '--target', problem: `kgen cannot package ${target.title} kernels yet`, expected: 'a target with a package form (c)', hint: '`kgen emit -o DIR` writes the kernel\'s files' });
+    throw new KgenError({ field: '--target', problem: `kgen cannot package ${target.title} kernels yet`, expected: 'a target with a package form (c, cuda)', hint: '`kgen emit -o DIR` writes the kernel\'s files' });
   }
   const names = new Set<string>();
   const notes: string[] = [];

@@ -1,4 +1,7 @@
-import type { EpilogueActivation, WeightFormatName } from '../ir/types.js';
+import type { EpilogueActivation, MatmulOp, Shape, WeightFormatName } from '../ir/types.js';
+import { FORMATS } from '../quant/index.js';
+import type { TemplateSet } from '../render/templates.js';
+import type { PackageBuild, PackagedKernel } from './types.js';
 
 /** How the C-family backends (C, CUDA) print the same things: format names and activations. */
 
@@ -12,3 +15,48 @@ export const ACTIVATION_EXPR: Record<EpilogueActivation, string> = {
   silu: 'v / (1.0f + expf(-v))',
   gelu: '0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)))',
 };
+
+/**
+ * What a C-family package's usage snippet prints about its first kernel: the symbol, shape, C types
+ * of X and Y, the epilogue's optional inputs and words, and the weight format and layout version.
+ */
+export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
+  const epilogue = [op.epilogue.bias ? ' + bias' : '', op.epilogue.activation !== 'none' ? `, then ${op.epilogue.activation}` : '', op.epilogue.residual ? ', + residual' : ''].join('');
+  return {
+    symbol,
+    symbolUpper: symbol.toUpperCase(),
+    ...shape,
+    xCType: op.x === 'f16' ? 'uint16_t' : 'float',
+    yCType: op.y === 'f16' ? 'uint16_t' : 'float',
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    epilogueText: epilogue,
+    formatName: FORMAT_NAMES[op.weight.format],
+    formatVersion: FORMATS[op.weight.format].version,
+  };
+}
+
+/**
+ * A C-family package's root files from the target's package templates (`Makefile`, `CMakeLists.txt`,
+ * `kgen_kernels.h`, and `usage.<ext>` for the README), given the view the build files print and
+ * how to build.
+ */
+export function cFamilyPackage(
+  templates: TemplateSet,
+  kernels: readonly PackagedKernel[],
+  view: object,
+  how: { build: string[]; usageTemplate: string; usageLanguage: string },
+): PackageBuild {
+  const first = kernels[0]!;
+  const op = first.plan.op as MatmulOp;
+  return {
+    files: {
+      Makefile: templates.render('Makefile', view),
+      'CMakeLists.txt': templates.render('CMakeLists.txt', view),
+      'kgen_kernels.h': templates.render('kgen_kernels.h', view),
+    },
+    build: how.build,
+    usage: templates.render(how.usageTemplate, packageUsageView(op, first.plan.shape, first.symbol)),
+    usageLanguage: how.usageLanguage,
+  };
+}

@@ -4,6 +4,7 @@ import type { Target } from '../types.js';
 import { cudaDeviceFingerprint } from './fingerprint.js';
 import { cudaRunnerFor } from './gpu-runner.js';
 import { renderCudaMatmul } from './matmul.js';
+import { cudaPackageFiles } from './package.js';
 import { ptxasResources } from './resources.js';
 
 /**
@@ -28,5 +29,6 @@ export const cudaTarget: Target = {
     // CPU shim, which says so in its name; the same rule whether or not real times are wanted.
     runnerFor: (plan) => cudaRunnerFor(plan),
     resources: ptxasResources,
+    packageFiles: cudaPackageFiles,
   },
 };

@@ -27,9 +27,14 @@ const VARIANT_TEXT: Record<string, string> = {
 /** Files `emit` writes for a CUDA kernel; `kernel.cu` is the one printed without -o. */
 export const CUDA_FILES = ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh'] as const;
 
+/** nvcc's flags for an emitted kernel: optimised C++17 for its plan's arch. */
+export function nvccFlags(plan: CudaMatmulPlan): string[] {
+  return ['-O3', '-std=c++17', `-arch=${plan.params.arch}`];
+}
+
 /** nvcc command that compiles an emitted kernel for its plan's arch. */
 export function nvccCommand(plan: CudaMatmulPlan): string {
-  return `nvcc -O3 -std=c++17 -arch=${plan.params.arch} -c kernel.cu`;
+  return `nvcc ${nvccFlags(plan).join(' ')} -c kernel.cu`;
 }
 
 /** View fields every CUDA template prints: the plan's params plus names and types. */

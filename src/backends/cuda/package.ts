@@ -1,0 +1,27 @@
+import { formatShape } from '../../ir/validate.js';
+import type { PlanOf } from '../../plan/types.js';
+import { templateSet } from '../../render/templates.js';
+import { KGEN_VERSION } from '../../version.js';
+import { cFamilyPackage } from '../c-family.js';
+import type { PackageBuild, PackagedKernel } from '../types.js';
+import { nvccFlags } from './matmul.js';
+
+/**
+ * The root files of a package of CUDA kernels: a Makefile (libkgen_kernels.a through nvcc, each
+ * kernel for its planned arch), a CMakeLists.txt (the kgen_kernels target, CUDA::cudart), a header
+ * including every launcher, and a usage snippet. Each kernel's folder keeps its run kit (run.sh).
+ */
+export function cudaPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild {
+  const templates = templateSet('package/cuda');
+  const views = kernels.map((k) => {
+    const plan = k.plan as PlanOf<'cuda-matmul'>;
+    const flags = nvccFlags(plan).join(' ');
+    return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), arch: plan.params.arch, flags };
+  });
+  const archs = [...new Set(views.map((v) => v.arch.replace(/^sm_/, '')))];
+  return cFamilyPackage(templates, kernels, { version: KGEN_VERSION, kernels: views, cmakeArchs: archs.join(';') }, {
+    build: ['make                    # libkgen_kernels.a (nvcc)', 'nvcc -O2 -c my_program.cu && nvcc my_program.o libkgen_kernels.a -o my_program'],
+    usageTemplate: 'usage.cu',
+    usageLanguage: 'cuda',
+  });
+}
