@@ -77,6 +77,10 @@ describe('kgen report', () => {
     expect(w.bestSoFarMs).toEqual([0.4, 0.4, 0.25, 0.25, 0.2, 0.2, 0.2]);
     expect(v.default).toBeUndefined(); // lab-box is no profile this kgen knows
     expect(v.best.medianMs).toBe(1.2);
+    // db show marks the same best and names each trial's strategy.
+    const show = await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath]);
+    const rows = show.stdout.split('\n').filter((l) => /^(ok|crash|timeout|compile_error|wrong_result)/.test(l));
+    expect(rows.filter((l) => l.startsWith('ok*'))).toEqual([expect.stringMatching(/^ok\*\s+0\.200\s.*\srandom\s/)]);
   });
 
   it('refuses a missing --out and a missing database, writing nothing', async () => {

@@ -93,12 +93,14 @@ Examples:
         const counts = new Map<string, number>();
         for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
-        const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'config / error']];
+        // The best as emit takes it (after a re-timing, the re-timed verdict), marked with *.
+        const best = d.best(w.id);
+        const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'strategy', 'config / error']];
         for (const t of trials.slice(0, limit)) {
           const p = t.timing ? performanceRow(w, t) : undefined;
-          lines.push([t.status, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', `${JSON.stringify(t.config)}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
+          lines.push([`${t.status}${t.id === best?.id ? '*' : ''}`, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', t.strategy ?? '-', `${JSON.stringify(t.config)}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
         }
-        process.stdout.write(`${table(lines)}\n`);
+        process.stdout.write(`${table(lines)}\n${best ? '(* = the best, which emit takes)\n' : ''}`);
       });
     });
 
