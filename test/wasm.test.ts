@@ -7,7 +7,7 @@ import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { assembleWat } from '../src/backends/wasm/assemble.js';
 import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
-import { assembleKernel, wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
+import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
 import { opKit } from '../src/ops/index.js';
 import { EPILOGUE_IRS } from './helpers.js';
 
@@ -221,11 +221,11 @@ describe('the WebAssembly runner and emit', () => {
     if (run.status === 'ok') expect(run.timing!.runs).toBe(5);
   });
 
-  it('emit: kernel.wat, kernel.relaxed.wat and probe.wat assemble; f16 weights have one module', async () => {
+  it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {
     const q4 = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320' });
     expect(Object.keys(q4.files).sort()).toEqual(['kernel.relaxed.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
     expect(q4.manifest.target).toBe('wasm');
-    const bins = await assembleKernel(q4.rendered);
+    const bins = await q4.rendered.binaries!();
     if ('error' in bins) throw new Error(bins.error);
     expect(Object.keys(bins.files).sort()).toEqual(['kernel.relaxed.wasm', 'kernel.wasm', 'probe.wasm']);
     // This process runs without relaxed SIMD in Node 20: only the SIMD128 module need validate here.

@@ -1,4 +1,5 @@
 import wabtInit from 'wabt';
+import type { RenderedKernel } from '../types.js';
 
 /**
  * WebAssembly text to binary, in-process with wabt (no tool to install). The features the kernels
@@ -27,4 +28,20 @@ export async function assembleWat(name: string, text: string): Promise<{ bytes: 
   } finally {
     module.destroy();
   }
+}
+
+/** Each module text of a rendered kernel and the binary it assembles to (the last marks a complete build). */
+export const MODULES: Record<string, string> = { 'probe.wat': 'probe.wasm', 'kernel.relaxed.wat': 'kernel.relaxed.wasm', 'kernel.wat': 'kernel.wasm' };
+
+/** The binaries of a rendered WebAssembly kernel, or the assembler's message. */
+export async function assembleKernel(kernel: RenderedKernel): Promise<{ files: Record<string, Uint8Array> } | { error: string }> {
+  const files: Record<string, Uint8Array> = {};
+  for (const [text, binary] of Object.entries(MODULES)) {
+    const source = kernel.files[text];
+    if (source === undefined) continue;
+    const r = await assembleWat(text, source);
+    if ('error' in r) return { error: `${text}: ${r.error}` };
+    files[binary] = r.bytes;
+  }
+  return { files };
 }

@@ -8,7 +8,11 @@ import { wasmRunner } from './runner.js';
  * The plan's instruction-set knob: one value, simd128. Relaxed SIMD is not a separate plan: every
  * output of an integer format holds both modules and the loader's probe picks one.
  */
-const WASM_VARIANTS: CpuVariants = { of: () => ['simd128'], doc: 'instruction level of the WebAssembly module (relaxed SIMD ships beside it, chosen by a load-time probe)' };
+const WASM_VARIANTS: CpuVariants = {
+  of: () => ['simd128'],
+  doc: 'instruction level of the WebAssembly module (relaxed SIMD ships beside it, chosen by a load-time probe)',
+  without: ['unroll', 'prefetch'],
+};
 
 /**
  * The WebAssembly target: CPU plans (tiles in the cache budget of the wasm-simd128 profile)

@@ -8,6 +8,7 @@ import { templateSet } from '../../render/templates.js';
 import { FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
+import { assembleKernel } from './assemble.js';
 import { chunkDecode, lanes, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { RELAXED_DOT } from './probe.js';
 
@@ -243,8 +244,9 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
   files['probe.wat'] = templates.render('probe.wat', RELAXED_DOT);
   const fn = `kgen_${plan.op.name}`;
   const ptrs = 'i32 byte offsets into the imported memory';
-  return {
+  const rendered: RenderedKernel = {
     files,
+    binaries: () => assembleKernel(rendered),
     mainFile: 'kernel.wat',
     harnessFiles: { 'harness.mjs': renderHarness(plan) },
     templateHash: templates.hash,
@@ -256,6 +258,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
       { symbol: fn, signature: '(x, w, bias, residual, y, workspace: i32) -> ()', doc: `prepare + all rows; ${ptrs}` },
     ],
   };
+  return rendered;
 }
 
 /** Byte offsets of the harness's buffers in its memory, each 16-byte aligned. */

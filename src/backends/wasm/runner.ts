@@ -5,7 +5,7 @@ import type { Plan } from '../../plan/types.js';
 import { sourceKey, weightCopies } from '../harness.js';
 import { cachedBuild, runHarness } from '../runner-core.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
-import { assembleWat } from './assemble.js';
+import { assembleKernel, MODULES } from './assemble.js';
 
 /** Which module a run uses: the probe's choice (`auto`), or one level forced (relaxed fails where the probe says no). */
 export type WasmRunLevel = 'auto' | 'simd128' | 'relaxed';
@@ -20,22 +20,6 @@ export type WasmRunLevel = 'auto' | 'simd128' | 'relaxed';
  * their loader's probe falls back the same way.
  */
 export const HARNESS_NODE_FLAGS = ['--experimental-wasm-relaxed-simd', '--no-liftoff'];
-
-/** Each module text of a rendered kernel and the binary it assembles to. */
-const MODULES: Record<string, string> = { 'probe.wat': 'probe.wasm', 'kernel.relaxed.wat': 'kernel.relaxed.wasm', 'kernel.wat': 'kernel.wasm' };
-
-/** The binaries of a rendered WebAssembly kernel (for `kgen emit`), or the assembler's message. */
-export async function assembleKernel(kernel: RenderedKernel): Promise<{ files: Record<string, Uint8Array> } | { error: string }> {
-  const files: Record<string, Uint8Array> = {};
-  for (const [text, binary] of Object.entries(MODULES)) {
-    const source = kernel.files[text];
-    if (source === undefined) continue;
-    const r = await assembleWat(text, source);
-    if ('error' in r) return { error: `${text}: ${r.error}` };
-    files[binary] = r.bytes;
-  }
-  return { files };
-}
 
 /**
  * Builds WebAssembly kernels (assembling their text in-process) and runs them in a child Node
