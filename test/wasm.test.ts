@@ -184,6 +184,54 @@ describe('the relaxed-SIMD probe', () => {
   });
 });
 
+describe('the emitted loader (kernel.mjs)', () => {
+  it('in a plain node and with relaxed SIMD on: places buffers once, probes, picks the module and computes row ranges', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-loader-'));
+    try {
+      const e = emit({ target: 'wasm', ir: EPILOGUE_IRS[0]!, shape: 'M=3,N=77,K=320' });
+      const built = await e.rendered.binaries!();
+      if ('error' in built) throw new Error(built.error);
+      for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
+      for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+      const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
+      // A host as a user writes one: its own layout, rows computed in two ranges.
+      writeFileSync(join(dir, 'host.mjs'), `
+        import { readFileSync, writeFileSync } from 'node:fs';
+        import { loadKernel, sizes } from './kernel.mjs';
+        const at = {}; let end = 64;
+        for (const [name, size] of Object.entries(sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+        const memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) });
+        const bytes = new Uint8Array(memory.buffer);
+        for (const name of ['x', 'w', 'bias', 'residual']) if (sizes[name]) bytes.set(readFileSync(new URL(name + '.bin', import.meta.url)), at[name]);
+        const k = await loadKernel({ memory });
+        k.prepare(at.x, at.workspace);
+        k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);
+        k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);
+        writeFileSync(new URL('y.bin', import.meta.url), bytes.subarray(at.y, at.y + sizes.y));
+        console.log(JSON.stringify({ level: k.level, workspace: k.workspaceSize === sizes.workspace }));
+      `);
+      const levels: string[] = [];
+      for (const flags of [[], ['--experimental-wasm-relaxed-simd', '--no-liftoff']]) {
+        const r = await nodeJson(flags, join(dir, 'host.mjs'));
+        levels.push(r.level as string);
+        expect(r.workspace).toBe(true);
+        expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, `${flags.join(' ')} ${r.level}`).toBe(true);
+      }
+      // With relaxed SIMD computing right the loader takes it; it never takes it where the probe says no.
+      expect(levels[1]).toBe('relaxed');
+      // kernel.d.mts types a TypeScript host's use of the loader.
+      writeFileSync(join(dir, 'use.mts'), `import { loadKernel, sizes, type Kernel } from './kernel.mjs';
+        const k: Kernel = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), level: 'simd128' });
+        k.rows(0, 16, 0, 0, sizes.w, 0, 1);\n`);
+      const tsc = await execa(process.execPath, [join(process.cwd(), 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(process.cwd(), 'node_modules/@types'), join(dir, 'use.mts')], { reject: false });
+      expect(tsc.exitCode, tsc.stdout).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the WebAssembly runner and emit', () => {
   it('a module that does not assemble is compile_error; a failing run is crash; a hang is timeout', async () => {
     const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
@@ -223,7 +271,7 @@ describe('the WebAssembly runner and emit', () => {
 
   it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {
     const q4 = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320' });
-    expect(Object.keys(q4.files).sort()).toEqual(['kernel.relaxed.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
+    expect(Object.keys(q4.files).sort()).toEqual(['kernel.d.mts', 'kernel.mjs', 'kernel.relaxed.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
     expect(q4.manifest.target).toBe('wasm');
     const bins = await q4.rendered.binaries!();
     if ('error' in bins) throw new Error(bins.error);

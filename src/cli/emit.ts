@@ -33,7 +33,8 @@ Examples:
 
 WebAssembly (--target wasm) writes kernel.wat and kernel.wasm (SIMD128), kernel.relaxed.wat and
 kernel.relaxed.wasm (relaxed SIMD; integer formats), probe.wat and probe.wasm (load
-kernel.relaxed.wasm only where probe.wasm's probe() returns 1) and manifest.json.
+kernel.relaxed.wasm only where probe.wasm's probe() returns 1), kernel.mjs and kernel.d.mts (a loader
+for Node and browsers that probes and picks the module) and manifest.json.
 
 CUDA writes kernel.cu, kernel.h (the launcher), manifest.json, kgen_run.cu and run.sh (builds with
 nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the manifest gets

@@ -243,6 +243,18 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
   for (const level of levelsOf(plan)) files[LEVEL_FILE[level]] = templates.render('kernel.wat', levelView(plan, ctx, level));
   files['probe.wat'] = templates.render('probe.wat', RELAXED_DOT);
   const fn = `kgen_${plan.op.name}`;
+  const loaderView = {
+    fn,
+    version: ctx.version,
+    command: ctx.command,
+    N: plan.params.N,
+    workspaceBytes: plan.params.workspaceBytes,
+    sizesJson: JSON.stringify(harnessLayout(plan).sizes),
+    levelsJson: JSON.stringify(levelsOf(plan)),
+    filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, LEVEL_FILE[l].replace(/\.wat$/, '.wasm')]))),
+  };
+  files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
+  files['kernel.d.mts'] = templates.render('kernel.d.mts', loaderView);
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
     files,
@@ -285,7 +297,6 @@ function renderHarness(plan: CpuMatmulPlan): string {
     N: plan.params.N,
     exitJson: JSON.stringify(HARNESS_EXIT),
     layoutJson: JSON.stringify(layout),
-    levelsJson: JSON.stringify(levelsOf(plan)),
     pageBytes: 65536,
     maxPages: 65536,
   });
