@@ -185,7 +185,7 @@ describe('the relaxed-SIMD probe', () => {
 });
 
 describe('the emitted loader (kernel.mjs)', () => {
-  it('in a plain node and with relaxed SIMD on: places buffers once, probes, picks the module and computes row ranges', async () => {
+  it('in a plain node and with relaxed SIMD on, on 1 and 3 threads: places buffers once, probes, picks the module and computes row ranges', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-loader-'));
     try {
       const e = emit({ target: 'wasm', ir: EPILOGUE_IRS[0]!, shape: 'M=3,N=77,K=320' });
@@ -211,15 +211,24 @@ describe('the emitted loader (kernel.mjs)', () => {
         writeFileSync(new URL('y.bin', import.meta.url), bytes.subarray(at.y, at.y + sizes.y));
         console.log(JSON.stringify({ level: k.level, workspace: k.workspaceSize === sizes.workspace }));
       `);
+      // The same host on 3 threads: a shared memory, rows split across this thread and 2 workers.
+      writeFileSync(join(dir, 'threads.mjs'), readFileSync(join(dir, 'host.mjs'), 'utf8')
+        .replace("import { loadKernel, sizes }", "import { loadThreaded, sizes }")
+        .replace("{ initial: Math.ceil(end / 65536) }", "{ initial: Math.ceil(end / 65536), maximum: 1024, shared: true }")
+        .replace("await loadKernel({ memory })", "await loadThreaded({ memory, threads: 3 })")
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);")
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77); k.close();"));
+      expect(readFileSync(join(dir, 'threads.mjs'), 'utf8')).toContain('k.close()');
       const levels: string[] = [];
-      for (const flags of [[], ['--experimental-wasm-relaxed-simd', '--no-liftoff']]) {
-        const r = await nodeJson(flags, join(dir, 'host.mjs'));
+      for (const [flags, script] of [[[], 'host.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'host.mjs'], [[], 'threads.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'threads.mjs']] as const) {
+        rmSync(join(dir, 'y.bin'), { force: true });
+        const r = await nodeJson([...flags], join(dir, script));
         levels.push(r.level as string);
         expect(r.workspace).toBe(true);
-        expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, `${flags.join(' ')} ${r.level}`).toBe(true);
+        expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, `${script} ${flags.join(' ')} ${r.level}`).toBe(true);
       }
-      // With relaxed SIMD computing right the loader takes it; it never takes it where the probe says no.
-      expect(levels[1]).toBe('relaxed');
+      // With relaxed SIMD computing right the loader takes it.
+      expect([levels[1], levels[3]]).toEqual(['relaxed', 'relaxed']);
       // kernel.d.mts types a TypeScript host's use of the loader.
       writeFileSync(join(dir, 'use.mts'), `import { loadKernel, sizes, type Kernel } from './kernel.mjs';
         const k: Kernel = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), level: 'simd128' });
@@ -271,15 +280,18 @@ describe('the WebAssembly runner and emit', () => {
 
   it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {
     const q4 = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320' });
-    expect(Object.keys(q4.files).sort()).toEqual(['kernel.d.mts', 'kernel.mjs', 'kernel.relaxed.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
+    expect(Object.keys(q4.files).sort()).toEqual(['kernel-worker.mjs', 'kernel.d.mts', 'kernel.mjs', 'kernel.relaxed.shared.wat', 'kernel.relaxed.wat', 'kernel.shared.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
+    // The shared modules differ from the plain ones only in their memory import.
+    const importLine = /\(import "env" "memory" \(memory [^)]*\)\)/;
+    expect(q4.files['kernel.shared.wat']!.replace(importLine, '').replace(/;; Memory is imported \([^)]*\)/, '')).toBe(q4.files['kernel.wat']!.replace(importLine, '').replace(/;; Memory is imported \([^)]*\)/, ''));
     expect(q4.manifest.target).toBe('wasm');
     const bins = await q4.rendered.binaries!();
     if ('error' in bins) throw new Error(bins.error);
-    expect(Object.keys(bins.files).sort()).toEqual(['kernel.relaxed.wasm', 'kernel.wasm', 'probe.wasm']);
+    expect(Object.keys(bins.files).sort()).toEqual(['kernel.relaxed.shared.wasm', 'kernel.relaxed.wasm', 'kernel.shared.wasm', 'kernel.wasm', 'probe.wasm']);
     // This process runs without relaxed SIMD in Node 20: only the SIMD128 module need validate here.
     expect(WebAssembly.validate(bins.files['kernel.wasm']!)).toBe(true);
     const f16 = emit({ target: 'wasm', op: 'matmul_f16', shape: 'M=1,N=77,K=320' });
-    expect(Object.keys(f16.files)).not.toContain('kernel.relaxed.wat');
+    expect(Object.keys(f16.files).filter((f) => f.includes('relaxed'))).toEqual([]);
     // Every number in the module comes from the plan: another shape changes the text.
     expect(emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=78,K=320' }).files['kernel.wat']).not.toBe(q4.files['kernel.wat']);
   });

@@ -32,8 +32,19 @@ type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
 export const WASM_LEVELS = ['simd128', 'relaxed'] as const;
 export type WasmLevel = (typeof WASM_LEVELS)[number];
 
-/** The file each level's module text is written to (the binary takes `.wasm`). */
-export const LEVEL_FILE: Record<WasmLevel, string> = { simd128: 'kernel.wat', relaxed: 'kernel.relaxed.wat' };
+/**
+ * The file each level's module text is written to (the binary takes `.wasm`), for a plain memory
+ * import and for a shared one (threads: workers computing row ranges over one memory). The two
+ * differ only in the import; a shared memory needs cross-origin isolation in a browser.
+ */
+export const LEVEL_FILE: Record<WasmLevel, { plain: string; shared: string }> = {
+  simd128: { plain: 'kernel.wat', shared: 'kernel.shared.wat' },
+  relaxed: { plain: 'kernel.relaxed.wat', shared: 'kernel.relaxed.shared.wat' },
+};
+
+/** Pages (64 KiB) a module declares for its imported memory: any host memory fits; shared needs a maximum. */
+const MEMORY_MIN_PAGES = 1;
+const MEMORY_MAX_PAGES = 65536;
 
 /** q4 and q4_0 store each weight as nibble = level + 8 (docs/formats.md). */
 const NIBBLE_ZERO = 8;
@@ -146,7 +157,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
 }
 
 /** The view of one level's module. */
-function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel) {
+function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, shared: boolean) {
   const op = plan.op;
   const p = plan.params;
   const format = op.weight.format;
@@ -169,7 +180,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel) {
     formatVersion: FORMATS[format].version,
     actText: p.actQuant ? `int8 per ${p.actBlock}` : 'f32',
     configJson: commentText(JSON.stringify(configInUse(plan))),
-    memoryPages: 1,
+    memory: { min: MEMORY_MIN_PAGES, max: MEMORY_MAX_PAGES, shared, text: shared ? 'shared, for threads' : 'not shared' },
     half: {
       ...HALF,
       absMask4: splat4(HALF.absMask),
@@ -240,7 +251,9 @@ export function levelsOf(plan: CpuMatmulPlan): WasmLevel[] {
 export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): RenderedKernel {
   const templates = templateSet('wasm');
   const files: Record<string, string> = {};
-  for (const level of levelsOf(plan)) files[LEVEL_FILE[level]] = templates.render('kernel.wat', levelView(plan, ctx, level));
+  for (const level of levelsOf(plan)) {
+    for (const shared of [false, true]) files[LEVEL_FILE[level][shared ? 'shared' : 'plain']] = templates.render('kernel.wat', levelView(plan, ctx, level, shared));
+  }
   files['probe.wat'] = templates.render('probe.wat', RELAXED_DOT);
   const fn = `kgen_${plan.op.name}`;
   const loaderView = {
@@ -251,10 +264,11 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     workspaceBytes: plan.params.workspaceBytes,
     sizesJson: JSON.stringify(harnessLayout(plan).sizes),
     levelsJson: JSON.stringify(levelsOf(plan)),
-    filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, LEVEL_FILE[l].replace(/\.wat$/, '.wasm')]))),
+    filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
   files['kernel.d.mts'] = templates.render('kernel.d.mts', loaderView);
+  files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
     files,
@@ -271,6 +285,10 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     ],
   };
   return rendered;
+}
+
+function wasmName(wat: string): string {
+  return wat.replace(/\.wat$/, '.wasm');
 }
 
 /** Byte offsets of the harness's buffers in its memory, each 16-byte aligned. */

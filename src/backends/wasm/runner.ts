@@ -36,7 +36,7 @@ export function wasmRunner(level: WasmRunLevel = 'auto'): KernelRunner {
       const products = Object.entries(MODULES).filter(([text]) => kernel.files[text] !== undefined).map(([, binary]) => binary);
       return cachedBuild({
         cacheDir: opts.cacheDir,
-        id: sourceKey(sources, ['wabt', 'simd', 'relaxed_simd']),
+        id: sourceKey(sources, ['wabt', 'simd', 'relaxed_simd', 'threads']),
         tempPrefix: 'kgen-wasm-',
         sources,
         products,
