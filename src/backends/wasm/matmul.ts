@@ -132,6 +132,14 @@ function actLayout(plan: CpuMatmulPlan) {
   return { actStride, xRowBytes: p.actQuant ? p.xBlocks * actStride : p.K * F32_BYTES };
 }
 
+/** Where in a prepared block's padding the 16-byte correction vector of unsigned codes sits. */
+function actCorrOffset(plan: CpuMatmulPlan): number {
+  const p = plan.params;
+  const at = p.actBlock + 16;
+  if (at + 16 > p.actBlock + 8 + p.actPad) throw new Error('kgen: the prepared activation block has no room for its correction vector');
+  return at;
+}
+
 /** Everything one micro-kernel prints: its rows, activation rows, and per activation block its chunks. */
 function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | undefined) {
   const p = plan.params;
@@ -150,7 +158,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             dots: pairs,
           };
         }),
-        finals: pairs.map(({ r, i }) => ({ r, i, scaleOff: g * actStride + p.actBlock, sumOff: g * actStride + p.actBlock + F32_BYTES })),
+        finals: pairs.map(({ r, i }) => ({ r, i, scaleOff: g * actStride + p.actBlock, corrOff: g * actStride + actCorrOffset(plan) })),
       }))
     : [];
   return { ...s, rows, acts, pairs, groups };
@@ -215,6 +223,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     actBlocksTotal: p.M * p.xBlocks,
     actStride,
     actSumOffset: p.actBlock + F32_BYTES,
+    actCorrOffset: actCorrOffset(plan),
     qMax: ACT_QMAX,
     xRowBytes,
     xBlockStep: p.actBlocksPerBlock * actStride,
