@@ -242,6 +242,28 @@ describe('the emitted loader (kernel.mjs)', () => {
 });
 
 describe('the WebAssembly runner and emit', () => {
+  it('the tuner\'s fingerprint names the engine, its flags, the CPU and the level the harness runs at', async () => {
+    const { wasmFingerprint } = await import('../src/backends/wasm/fingerprint.js');
+    const { getDevice } = await import('../src/device/index.js');
+    const fp = await wasmFingerprint(getDevice('wasm-simd128'));
+    expect(fp).toMatchObject({ profile: 'wasm-simd128', target: 'wasm', engine: `node ${process.version}`, v8: process.versions.v8 });
+    // The level is the one a harness run takes on its own (auto), read from its first line.
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
+    const build = await wasmRunner('auto').build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.status);
+    const dataDir = mkdtempSync(join(tmpdir(), 'kgen-wasm-fp-'));
+    try {
+      for (const [name, bytes] of Object.entries(opKit('matmul').testData(e.plan.op, e.plan.shape, 1).inputs)) writeFileSync(join(dataDir, name), bytes);
+      const { HARNESS_NODE_FLAGS } = await import('../src/backends/wasm/runner.js');
+      const run = await execa(process.execPath, [...HARNESS_NODE_FLAGS, join(build.dir, 'harness.mjs'), dataDir, 'auto', '1'], { reject: false });
+      expect(run.exitCode, run.stderr).toBe(0);
+      expect(fp.level).toBe((JSON.parse(run.stdout.split('\n')[0]!) as { level: string }).level);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      build.dispose();
+    }
+  });
+
   it('a module that does not assemble is compile_error; a failing run is crash; a hang is timeout', async () => {
     const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
     const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
@@ -264,6 +286,29 @@ describe('the WebAssembly runner and emit', () => {
     const run = await runner.execute(build, noWeights);
     build.dispose();
     expect(run.status).toBe('crash');
+  });
+
+  it('a tune run on wasm-simd128 records trials under the wasm fingerprint, and emit then takes the best record', async () => {
+    const { openTuningDb } = await import('../src/db/sqlite.js');
+    const { getDevice } = await import('../src/device/index.js');
+    const { CATALOG } = await import('../src/ir/catalog.js');
+    const { tune } = await import('../src/tune/tuner.js');
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-tune-'));
+    const db = openTuningDb(join(dir, 't.db'));
+    try {
+      const shape = { M: 1, N: 64, K: 256 };
+      const summary = await tune({ db, device: getDevice('wasm-simd128'), target: 'wasm', workloads: [{ op: CATALOG.matmul_q4!, shape }], strategy: 'exhaustive', trials: 3, timeoutMs: 30_000, cacheDir: join(dir, 'cache') });
+      const result = summary.results[0]!;
+      expect(result.best?.status).toBe('ok');
+      expect(result.workload.fingerprint).toMatchObject({ target: 'wasm', engine: `node ${process.version}` });
+      expect(['simd128', 'relaxed']).toContain(result.workload.fingerprint.level);
+      const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=64,K=256', records: db });
+      expect(e.manifest.configSource).toBe('record');
+      expect(e.plan.config).toMatchObject(result.best!.config);
+    } finally {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a timed run reports times and the level the probe picked runs', async () => {

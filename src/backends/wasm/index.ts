@@ -1,6 +1,7 @@
 import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
 import { cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
+import { wasmFingerprint } from './fingerprint.js';
 import { renderWasmMatmul } from './matmul.js';
 import { wasmRunner } from './runner.js';
 
@@ -23,6 +24,7 @@ export const wasmTarget: Target = {
   title: 'WebAssembly',
   defaultDevice: 'wasm-simd128',
   planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: cpuAttentionPlanner(WASM_VARIANTS) },
+  fingerprint: (device) => wasmFingerprint(device),
   backend: {
     capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
     renderers: { 'cpu-matmul': renderWasmMatmul },
