@@ -27,7 +27,7 @@ describe('targets and ops are data', () => {
       expect(getDevice(t.defaultDevice).targets).toContain(name);
       for (const kind of t.backend?.capabilities.ops ?? []) expect(t.planners[kind], `${name} renders ${kind} but does not plan it`).toBeDefined();
     }
-    expect(targetsRendering('matmul')).toEqual(['c', 'cuda']);
+    expect(targetsRendering('matmul')).toEqual(['c', 'cuda', 'wasm']);
     expect(targetsRendering('attention')).toEqual([]);
     for (const kind of OP_KINDS) expect(opKit(kind).kind).toBe(kind);
   });

@@ -1,7 +1,7 @@
 import { KgenError } from '../errors.js';
 import { textHash } from '../hash.js';
 import { oneLine } from '../io/message-text.js';
-import type { Timing } from './types.js';
+import type { Timing, TimingOptions } from './types.js';
 
 /**
  * What runners share about the programs they build around a kernel (the C harness, the CUDA run
@@ -50,4 +50,13 @@ export function parseTimesLine(stdout: string): Timing | undefined {
   if (!line) return undefined;
   const times = (JSON.parse(line[0]) as { times_ms: number[] }).times_ms;
   return times.length ? timingOf(times) : undefined;
+}
+
+/**
+ * Copies of W a timed harness run rotates through so that together they exceed `flushBytes` (cold
+ * caches): at most 64 copies and 2 GiB, which also fits a 32-bit WebAssembly memory.
+ */
+export function weightCopies(t: TimingOptions, weightBytes: number): number {
+  if (t.flushBytes <= 0 || weightBytes <= 0) return 1;
+  return Math.max(1, Math.min(64, Math.ceil(t.flushBytes / weightBytes) + 1, Math.floor(2 ** 31 / weightBytes)));
 }

@@ -88,6 +88,11 @@ export interface RenderedKernel {
    * never written by `emit`. A target whose run kit ships with the kernel keeps it in `files`.
    */
   harnessFiles?: Record<string, string>;
+  /**
+   * Binary files built from `files` that `kgen emit -o` writes beside them (the WebAssembly
+   * modules), or the builder's message; absent where the sources are the whole output.
+   */
+  binaries?(): Promise<{ files: Record<string, Uint8Array> } | { error: string }>;
 }
 
 export interface AbiEntry {

@@ -32,9 +32,15 @@ Examples:
   kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=14336 --isa avx2 --device host -o q4_0/
   kgen emit --target c --op matmul_q4 --shape M=16,N=4096,K=4096 --config '{"nTile":16,"mTile":4}'
   kgen emit --target c --ir my_op.json --shape M=1,N=1024,K=4096 --json
+  kgen emit --target wasm --op matmul_q4 --shape M=1,N=4096,K=14336 -o q4-wasm/
   kgen emit --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --device rtx4090 -o q35/ --data
   kgen emit --target c --kernels layer.json --package layer-kernels/
   kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=4096 --package q4_0-pkg/
+
+WebAssembly (--target wasm) writes kernel.wat and kernel.wasm (SIMD128), kernel.relaxed.wat and
+kernel.relaxed.wasm (relaxed SIMD; integer formats), probe.wat and probe.wasm (load
+kernel.relaxed.wasm only where probe.wasm's probe() returns 1), kernel.mjs and kernel.d.mts (a loader
+for Node and browsers that probes and picks the module) and manifest.json.
 
 CUDA writes kernel.cu, kernel.h (the launcher), manifest.json, kgen_run.cu and run.sh (builds with
 nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the manifest gets
@@ -62,7 +68,10 @@ configSource and record fields say which.`,
     result = checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
     if (out !== undefined) {
-      const files = flags.data !== undefined ? { ...result.files, ...kernelDataFiles(result.plan, seed) } : result.files;
+      const built = result.rendered.binaries ? await result.rendered.binaries() : { files: {} };
+      // A rendered module that does not assemble is kgen's bug, not the user's.
+      if ('error' in built) throw new Error(`kgen: the rendered kernel does not build: ${built.error}`);
+      const files = { ...result.files, ...built.files, ...(flags.data !== undefined ? kernelDataFiles(result.plan, seed) : {}) };
       const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force });
       if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, manifest: result.manifest });
       else {

@@ -65,6 +65,12 @@ export interface CpuVariants {
   doc: string;
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction, and its
+   * kernels take no unroll): held at their first value, out of the tuned space, and a plan with
+   * no prefetch states 0 bytes of it.
+   */
+  without?: readonly ('unroll' | 'prefetch')[];
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */
@@ -118,12 +124,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
-    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks' },
+    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks', ...(variants.without?.includes('unroll') ? { when: () => false } : {}) },
     {
       name: 'prefetch',
       values: [1, 0, 2],
       doc: 'software prefetch distance in row groups (rowsPerIter rows) ahead; 0 leaves it to the hardware',
-      when: (c) => !usesPanel(c),
+      when: (c) => !usesPanel(c) && !variants.without?.includes('prefetch'),
     },
   ];
   const restrictions: Restriction[] = [
@@ -162,7 +168,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const xBlocks = actQuant ? K / actBlock : 0;
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
   const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
-  const prefetchBytes = panel ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
+  const prefetchBytes = panel || variants.without?.includes('prefetch') ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
+  const unrolled = variants.without?.includes('unroll') ? '' : `, unrolled ${config.unroll}x`;
   const buffers: OnChipBuffer[] = [
     panel
       ? { name: 'accumulators', space: 'registers', size: 3 * mTile, why: `per activation row: f32 sums, i32 block sums and i16 partial sums of ${PANEL_ROWS} weight rows` }
@@ -190,7 +197,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
-      `      for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group), unrolled ${config.unroll}x${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
+      `      for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group)${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
     budgets: cpuBudgets(device, buffers),

@@ -85,7 +85,7 @@ export function q35Units(G: number): Q35Unit[] {
 }
 
 /** Byte and bit of field p of a byte-sliced plane of f-bit fields over P pairs (docs/formats.md). */
-function slicedAt(f: number, P: number, p: number): [byte: number, bit: number] {
+export function slicedAt(f: number, P: number, p: number): [byte: number, bit: number] {
   const S = (f * P) / 8;
   return [p % S, f * Math.floor(p / S)];
 }

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
 import type { Plan } from '../../plan/types.js';
-import { sourceKey } from '../harness.js';
+import { sourceKey, weightCopies } from '../harness.js';
 import { cachedBuild, runHarness, SANITIZER_ENV } from '../runner-core.js';
 import { requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
@@ -72,7 +72,7 @@ export function cRunner(isa: string): KernelRunner {
       const t = opts.timing;
       return runHarness({
         command: emulated(tc) ? [...tc.runner!, bin] : [bin],
-        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(copiesFor(t, inputs['w.bin']?.length ?? 0)), String(t.threads ?? 1)] : [])],
+        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, inputs['w.bin']?.length ?? 0)), String(t.threads ?? 1)] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,
@@ -83,10 +83,4 @@ export function cRunner(isa: string): KernelRunner {
       });
     },
   };
-}
-
-/** Weight copies so that the copies together exceed `flushBytes` (at most 64 copies, 2 GiB). */
-function copiesFor(t: TimingOptions, weightBytes: number): number {
-  if (t.flushBytes <= 0 || weightBytes <= 0) return 1;
-  return Math.max(1, Math.min(64, Math.ceil(t.flushBytes / weightBytes) + 1, Math.floor(2 ** 31 / weightBytes)));
 }

@@ -1,0 +1,344 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
+import { verify } from '../src/api/verify.js';
+import { assembleWat } from '../src/backends/wasm/assemble.js';
+import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
+import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
+import { opKit } from '../src/ops/index.js';
+import { EPILOGUE_IRS } from './helpers.js';
+
+/**
+ * The WebAssembly backend: kernels of every weight format at both instruction levels against the
+ * f64 reference (the C tests' shapes and tolerances), the relaxed-SIMD probe against what the
+ * instruction really computes in this Node under each compiler configuration, and the runner's
+ * statuses. Nothing here depends on the x86 CPU: WebAssembly SIMD128 and the relaxed dot product
+ * (with its second operand in [0, 127]) are defined the same on every CPU.
+ */
+
+const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16'];
+// Ragged: N=77 is not a multiple of any row tile; K=320 is 5 groups of 64 (10 ggml blocks).
+const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
+const LEVELS = ['simd128', 'relaxed'] as const;
+
+async function expectVerified(opts: Parameters<typeof verify>[0], what: string): Promise<void> {
+  const r = await verify(opts);
+  expect(r.status, `${what}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran, what).toBe(true);
+  expect(r.comparison!.nonFinite, what).toBe(0);
+  expect(r.comparison!.nmse, what).toBeLessThanOrEqual(r.tolerance.nmse);
+}
+
+describe.concurrent('WebAssembly kernels match the reference', () => {
+  for (const level of LEVELS) {
+    for (const op of OPS) {
+      it(`${op} ${level}: M in {1,3,64}, ragged N and K`, async () => {
+        for (const shape of SHAPES) await expectVerified({ target: 'wasm', op, shape, runner: wasmRunner(level) }, `${op} ${level} ${shape}`);
+      });
+    }
+    it(`${level}: group sizes 32, 96 and 128 (q3.5's 32-weight unit, activation blocks of 32 and 64)`, async () => {
+      for (const format of ['q4', 'q35', 'q8']) {
+        for (const groupSize of [32, 96, 128]) {
+          const ir = { kind: 'matmul', name: `g${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
+          const shapes = groupSize === 128 ? ['M=1,N=37,K=384', 'M=3,N=37,K=384'] : ['M=1,N=37,K=384', 'M=3,N=37,K=288'];
+          for (const shape of shapes) await expectVerified({ target: 'wasm', ir, shape, runner: wasmRunner(level) }, `${format} g${groupSize} ${level} ${shape}`);
+        }
+      }
+    });
+    it(`${level}: epilogues (bias, silu, gelu, residual) and f16 activations and outputs`, async () => {
+      for (const ir of EPILOGUE_IRS) await expectVerified({ target: 'wasm', ir, shape: 'M=3,N=77,K=384', runner: wasmRunner(level) }, `${ir.name} ${level}`);
+    });
+  }
+  it('other tilings give the same results (edge tiles in N and M)', async () => {
+    for (const config of [
+      { rowsPerIter: 1, mTile: 4, nTile: 8 },
+      { rowsPerIter: 2, mTile: 2, nTile: 2 },
+      { rowsPerIter: 4, mTile: 1, nTile: 4 },
+      { rowsPerIter: 8, mTile: 1, nTile: 16 },
+    ]) {
+      for (const op of ['matmul_q35', 'matmul_f16']) {
+        for (const level of LEVELS) await expectVerified({ target: 'wasm', op, shape: 'M=5,N=33,K=512', config, runner: wasmRunner(level) }, `${op} ${level} ${JSON.stringify(config)}`);
+      }
+    }
+  });
+});
+
+describe('the relaxed module is what a relaxed run executes', () => {
+  it('a wrong correction term in kernel.relaxed.wat fails a relaxed run and leaves a simd128 run ok', async () => {
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=3,N=77,K=320' });
+    const relaxed = e.files['kernel.relaxed.wat']!;
+    expect(relaxed).toContain('i32x4.relaxed_dot_i8x16_i7x16_add_s');
+    expect(e.files['kernel.wat']).not.toContain('relaxed');
+    // The nibble offset times the activation block's sum: 8 -> 7 breaks only the relaxed module.
+    const broken = relaxed.replace(/\(i32\.const 8\)\)\)/g, '(i32.const 7)))');
+    expect(broken).not.toBe(relaxed);
+    const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+    const kernel = { ...e.rendered, files: { ...e.rendered.files, 'kernel.relaxed.wat': broken } };
+    for (const [level, ok] of [['relaxed', false], ['simd128', true]] as const) {
+      const runner = wasmRunner(level);
+      const build = await runner.build(e.plan, kernel);
+      expect(build.status).toBe('ok');
+      if (build.status !== 'ok') continue;
+      const run = await runner.execute(build, data.inputs);
+      build.dispose();
+      expect(run.status).toBe('ok');
+      if (run.status === 'ok') expect(data.check(run.output, e.plan.tolerance).ok, level).toBe(ok);
+    }
+  });
+});
+
+/** Runs `script` in a fresh Node with `flags`; its last stdout line as JSON. */
+async function nodeJson(flags: string[], script: string, args: string[] = []): Promise<Record<string, unknown>> {
+  const r = await execa(process.execPath, [...flags, script, ...args], { reject: false });
+  expect(r.exitCode, `${flags.join(' ')}: ${r.stderr}`).toBe(0);
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+}
+
+describe('the relaxed-SIMD probe', () => {
+  // Under plain node 20 relaxed SIMD does not compile; with the flag, Liftoff (the baseline
+  // compiler) computes it wrongly; with Liftoff off, TurboFan computes it right.
+  const ENGINES = [[], ['--experimental-wasm-relaxed-simd'], ['--experimental-wasm-relaxed-simd', '--no-liftoff']];
+
+  it('its verdict in each engine configuration is whether the instruction computes right there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-probe-'));
+    try {
+      const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
+      const probe = await assembleWat('probe.wat', e.files['probe.wat']!);
+      // An independent check: the instruction on many random inputs of the kernels' kind, against JS.
+      const direct = await assembleWat('direct.wat', `(module (memory (export "mem") 1)
+        (func (export "dot") (param $a i32) (param $b i32) (param $c i32) (param $o i32)
+          (v128.store (local.get $o) (i32x4.relaxed_dot_i8x16_i7x16_add_s (v128.load (local.get $a)) (v128.load (local.get $b)) (v128.load (local.get $c))))))`);
+      if (!('bytes' in probe) || !('bytes' in direct)) throw new Error('probe or check did not assemble');
+      writeFileSync(join(dir, 'probe.wasm'), probe.bytes);
+      writeFileSync(join(dir, 'direct.wasm'), direct.bytes);
+      writeFileSync(join(dir, 'check.mjs'), `
+        import { readFileSync } from 'node:fs';
+        const load = (f, imports) => new WebAssembly.Instance(new WebAssembly.Module(readFileSync(new URL(f, import.meta.url))), imports).exports;
+        let verdict;
+        try { verdict = load('probe.wasm').probe() === 1; } catch { verdict = false; }
+        let correct = true, why = 'computes right';
+        try {
+          const m = load('direct.wasm');
+          const view = new DataView(m.mem.buffer);
+          let seed = 12345;
+          const rnd = (n) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+          for (let t = 0; t < 200; t++) {
+            const a = [], b = [], c = [];
+            for (let j = 0; j < 16; j++) { a.push(rnd(255) - 127); b.push(rnd(128)); view.setInt8(j, a[j]); view.setInt8(16 + j, b[j]); }
+            for (let l = 0; l < 4; l++) { c.push(rnd(2000001) - 1000000); view.setInt32(32 + 4 * l, c[l], true); }
+            m.dot(0, 16, 32, 48);
+            for (let l = 0; l < 4; l++) {
+              let want = c[l];
+              for (let j = 0; j < 4; j++) want += a[4 * l + j] * b[4 * l + j];
+              const got = view.getInt32(48 + 4 * l, true);
+              if (got !== want && correct) { correct = false; why = 'lane ' + l + ': got ' + got + ', want ' + want; }
+            }
+          }
+        } catch (e) { correct = false; why = String(e.message).slice(0, 120); }
+        console.log(JSON.stringify({ verdict, correct, why }));
+      `);
+      const seen: string[] = [];
+      for (const flags of ENGINES) {
+        const r = await nodeJson(flags, join(dir, 'check.mjs'));
+        seen.push(`${flags.join(' ') || 'node'}: probe ${r.verdict}, ${r.why}`);
+        expect(r.verdict, seen.at(-1)).toBe(r.correct);
+      }
+      console.log(`relaxed SIMD in ${process.version}:\n  ${seen.join('\n  ')}`);
+      // TurboFan computes the instruction right in every Node that has it.
+      expect(seen.at(-1)).toMatch(/probe true/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('its expected lanes are the exact sums, accumulator included', () => {
+    const { a, b, c, expected } = RELAXED_DOT_CASE;
+    for (let l = 0; l < 4; l++) expect(expected[l]).toBe(c[l]! + a[4 * l]! * b[4 * l]! + a[4 * l + 1]! * b[4 * l + 1]! + a[4 * l + 2]! * b[4 * l + 2]! + a[4 * l + 3]! * b[4 * l + 3]!);
+    expect(b.every((v) => v >= 0 && v <= 127)).toBe(true);
+  });
+
+  it('the harness under node without flags takes the module the probe allows and computes right', async () => {
+    const e = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=3,N=77,K=320' });
+    const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+    const build = await wasmRunner('auto').build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.status);
+    const dataDir = mkdtempSync(join(tmpdir(), 'kgen-wasm-data-'));
+    try {
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dataDir, name), bytes);
+      for (const flags of ENGINES) {
+        const run = await execa(process.execPath, [...flags, join(build.dir, 'harness.mjs'), dataDir, 'auto', '3'], { reject: false });
+        expect(run.exitCode, run.stderr).toBe(0);
+        const { level } = JSON.parse(run.stdout.split('\n')[0]!) as { level: WasmRunLevel };
+        const forced = await execa(process.execPath, [...flags, join(build.dir, 'harness.mjs'), dataDir, 'relaxed', '3'], { reject: false });
+        // A forced relaxed run succeeds exactly where the probe picked relaxed.
+        expect(forced.exitCode === 0, `${flags.join(' ')}: ${forced.stderr}`).toBe(level === 'relaxed');
+        expect(data.check(new Uint8Array(readFileSync(join(dataDir, 'y.bin'))), e.plan.tolerance).ok, `${flags.join(' ')} ${level}`).toBe(true);
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      build.dispose();
+    }
+  });
+});
+
+describe('the emitted loader (kernel.mjs)', () => {
+  it('in a plain node and with relaxed SIMD on, on 1 and 3 threads: places buffers once, probes, picks the module and computes row ranges', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-loader-'));
+    try {
+      const e = emit({ target: 'wasm', ir: EPILOGUE_IRS[0]!, shape: 'M=3,N=77,K=320' });
+      const built = await e.rendered.binaries!();
+      if ('error' in built) throw new Error(built.error);
+      for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
+      for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+      const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
+      // A host as a user writes one: its own layout, rows computed in two ranges.
+      writeFileSync(join(dir, 'host.mjs'), `
+        import { readFileSync, writeFileSync } from 'node:fs';
+        import { loadKernel, sizes } from './kernel.mjs';
+        const at = {}; let end = 64;
+        for (const [name, size] of Object.entries(sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+        const memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) });
+        const bytes = new Uint8Array(memory.buffer);
+        for (const name of ['x', 'w', 'bias', 'residual']) if (sizes[name]) bytes.set(readFileSync(new URL(name + '.bin', import.meta.url)), at[name]);
+        const k = await loadKernel({ memory });
+        k.prepare(at.x, at.workspace);
+        k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);
+        k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);
+        writeFileSync(new URL('y.bin', import.meta.url), bytes.subarray(at.y, at.y + sizes.y));
+        console.log(JSON.stringify({ level: k.level, workspace: k.workspaceSize === sizes.workspace }));
+      `);
+      // The same host on 3 threads: a shared memory, rows split across this thread and 2 workers.
+      writeFileSync(join(dir, 'threads.mjs'), readFileSync(join(dir, 'host.mjs'), 'utf8')
+        .replace("import { loadKernel, sizes }", "import { loadThreaded, sizes }")
+        .replace("{ initial: Math.ceil(end / 65536) }", "{ initial: Math.ceil(end / 65536), maximum: 1024, shared: true }")
+        .replace("await loadKernel({ memory })", "await loadThreaded({ memory, threads: 3 })")
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);")
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77); k.close();"));
+      expect(readFileSync(join(dir, 'threads.mjs'), 'utf8')).toContain('k.close()');
+      const levels: string[] = [];
+      for (const [flags, script] of [[[], 'host.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'host.mjs'], [[], 'threads.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'threads.mjs']] as const) {
+        rmSync(join(dir, 'y.bin'), { force: true });
+        const r = await nodeJson([...flags], join(dir, script));
+        levels.push(r.level as string);
+        expect(r.workspace).toBe(true);
+        expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, `${script} ${flags.join(' ')} ${r.level}`).toBe(true);
+      }
+      // With relaxed SIMD computing right the loader takes it.
+      expect([levels[1], levels[3]]).toEqual(['relaxed', 'relaxed']);
+      // kernel.d.mts types a TypeScript host's use of the loader.
+      writeFileSync(join(dir, 'use.mts'), `import { loadKernel, sizes, type Kernel } from './kernel.mjs';
+        const k: Kernel = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), level: 'simd128' });
+        k.rows(0, 16, 0, 0, sizes.w, 0, 1);\n`);
+      const tsc = await execa(process.execPath, [join(process.cwd(), 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(process.cwd(), 'node_modules/@types'), join(dir, 'use.mts')], { reject: false });
+      expect(tsc.exitCode, tsc.stdout).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the WebAssembly runner and emit', () => {
+  it('the tuner\'s fingerprint names the engine, its flags, the CPU and the level the harness runs at', async () => {
+    const { wasmFingerprint } = await import('../src/backends/wasm/fingerprint.js');
+    const { getDevice } = await import('../src/device/index.js');
+    const fp = await wasmFingerprint(getDevice('wasm-simd128'));
+    expect(fp).toMatchObject({ profile: 'wasm-simd128', target: 'wasm', engine: `node ${process.version}`, v8: process.versions.v8 });
+    // The level is the one a harness run takes on its own (auto), read from its first line.
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
+    const build = await wasmRunner('auto').build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.status);
+    const dataDir = mkdtempSync(join(tmpdir(), 'kgen-wasm-fp-'));
+    try {
+      for (const [name, bytes] of Object.entries(opKit('matmul').testData(e.plan.op, e.plan.shape, 1).inputs)) writeFileSync(join(dataDir, name), bytes);
+      const { HARNESS_NODE_FLAGS } = await import('../src/backends/wasm/runner.js');
+      const run = await execa(process.execPath, [...HARNESS_NODE_FLAGS, join(build.dir, 'harness.mjs'), dataDir, 'auto', '1'], { reject: false });
+      expect(run.exitCode, run.stderr).toBe(0);
+      expect(fp.level).toBe((JSON.parse(run.stdout.split('\n')[0]!) as { level: string }).level);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      build.dispose();
+    }
+  });
+
+  it('a module that does not assemble is compile_error; a failing run is crash; a hang is timeout', async () => {
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=8,K=64' });
+    const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+    const runner = wasmRunner('simd128');
+    const bad = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.wat': e.files['kernel.wat']!.replace('(func $rows', '(func $rows (i32.bogus)') } });
+    expect(bad.status).toBe('compile_error');
+    const rows = '(local $n0 i32) (local $n1 i32) (local $m0 i32) (local $n i32) (local $xa i32)';
+    expect(e.files['kernel.wat']).toContain(rows);
+    const variants = { crash: `${rows}\n    unreachable`, timeout: `${rows}\n    (loop $spin (br $spin))` };
+    for (const [status, text] of Object.entries(variants)) {
+      const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.wat': e.files['kernel.wat']!.replace(rows, text) } });
+      if (build.status !== 'ok') throw new Error(`${status}: ${build.status}`);
+      // Only the hang gets a short limit: a crash must be told apart from a slow start on a busy machine.
+      const run = await runner.execute(build, data.inputs, { timeoutMs: status === 'timeout' ? 3000 : 60_000 });
+      build.dispose();
+      expect(run.status, status).toBe(status);
+    }
+    const build = await runner.build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.status);
+    const { 'w.bin': _w, ...noWeights } = data.inputs;
+    const run = await runner.execute(build, noWeights);
+    build.dispose();
+    expect(run.status).toBe('crash');
+  });
+
+  it('a tune run on wasm-simd128 records trials under the wasm fingerprint, and emit then takes the best record', async () => {
+    const { openTuningDb } = await import('../src/db/sqlite.js');
+    const { getDevice } = await import('../src/device/index.js');
+    const { CATALOG } = await import('../src/ir/catalog.js');
+    const { tune } = await import('../src/tune/tuner.js');
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-tune-'));
+    const db = openTuningDb(join(dir, 't.db'));
+    try {
+      const shape = { M: 1, N: 64, K: 256 };
+      const summary = await tune({ db, device: getDevice('wasm-simd128'), target: 'wasm', workloads: [{ op: CATALOG.matmul_q4!, shape }], strategy: 'exhaustive', trials: 3, timeoutMs: 30_000, cacheDir: join(dir, 'cache') });
+      const result = summary.results[0]!;
+      expect(result.best?.status).toBe('ok');
+      expect(result.workload.fingerprint).toMatchObject({ target: 'wasm', engine: `node ${process.version}` });
+      expect(['simd128', 'relaxed']).toContain(result.workload.fingerprint.level);
+      const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=64,K=256', records: db });
+      expect(e.manifest.configSource).toBe('record');
+      expect(e.plan.config).toMatchObject(result.best!.config);
+    } finally {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a timed run reports times and the level the probe picked runs', async () => {
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=64,K=256' });
+    const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
+    const runner = wasmRunner('auto');
+    const build = await runner.build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.status);
+    const run = await runner.execute(build, data.inputs, { timing: { warmup: 1, runs: 5, flushBytes: 0 } });
+    build.dispose();
+    expect(run.status).toBe('ok');
+    if (run.status === 'ok') expect(run.timing!.runs).toBe(5);
+  });
+
+  it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {
+    const q4 = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320' });
+    expect(Object.keys(q4.files).sort()).toEqual(['kernel-worker.mjs', 'kernel.d.mts', 'kernel.mjs', 'kernel.relaxed.shared.wat', 'kernel.relaxed.wat', 'kernel.shared.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);
+    // The shared modules differ from the plain ones only in their memory import.
+    const importLine = /\(import "env" "memory" \(memory [^)]*\)\)/;
+    expect(q4.files['kernel.shared.wat']!.replace(importLine, '').replace(/;; Memory is imported \([^)]*\)/, '')).toBe(q4.files['kernel.wat']!.replace(importLine, '').replace(/;; Memory is imported \([^)]*\)/, ''));
+    expect(q4.manifest.target).toBe('wasm');
+    const bins = await q4.rendered.binaries!();
+    if ('error' in bins) throw new Error(bins.error);
+    expect(Object.keys(bins.files).sort()).toEqual(['kernel.relaxed.shared.wasm', 'kernel.relaxed.wasm', 'kernel.shared.wasm', 'kernel.wasm', 'probe.wasm']);
+    // This process runs without relaxed SIMD in Node 20: only the SIMD128 module need validate here.
+    expect(WebAssembly.validate(bins.files['kernel.wasm']!)).toBe(true);
+    const f16 = emit({ target: 'wasm', op: 'matmul_f16', shape: 'M=1,N=77,K=320' });
+    expect(Object.keys(f16.files).filter((f) => f.includes('relaxed'))).toEqual([]);
+    // Every number in the module comes from the plan: another shape changes the text.
+    expect(emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=78,K=320' }).files['kernel.wat']).not.toBe(q4.files['kernel.wat']);
+  });
+});
