@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the native tools kgen's tests use beyond Node: a C compiler, a C++ compiler (CUDA kernels
 # run on the CPU through kgen's shim), the aarch64 cross compiler and qemu-user (NEON kernels run
-# under qemu-aarch64). nvcc is not a Debian package: the ptxas cross-check runs where it is on PATH. Debian/Ubuntu, as root or with sudo.
+# under qemu-aarch64) and chromium, for SwiftShader (its Vulkan ICD and loader in /usr/lib/chromium),
+# on which WGSL kernels run through Dawn (the npm package webgpu) where there is no GPU. nvcc is not
+# a Debian package: the ptxas cross-check runs where it is on PATH. Debian/Ubuntu, as root or with sudo.
 # Tests that need a missing tool skip with a printed reason, so this is optional for `npm test`.
 set -euo pipefail
-packages=(gcc g++ libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+packages=(gcc g++ libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
