@@ -1,4 +1,9 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
 import { swiftShaderIcd, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
@@ -122,7 +127,7 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
     const source = kernel.files['kernel.wgsl']!;
     const lineNo = source.split('\n').findIndex((l) => l.includes('fn kg_scale')) + 2;
     const broken = source.replace('return unpack2x16float(kg_ld16(o)).x;', 'return unpack2x16float(kg_ld16(o));');
-    const build = await wgslRunnerFor(plan).build(plan, { ...kernel, files: { 'kernel.wgsl': broken } });
+    const build = await wgslRunnerFor(plan).build(plan, { ...kernel, files: { ...kernel.files, 'kernel.wgsl': broken } });
     expect(build.status).toBe('compile_error');
     if (build.status === 'compile_error') {
       expect(build.detail).toMatch(new RegExp(`^kernel\\.wgsl:${lineNo}:\\d+: `));
@@ -210,3 +215,32 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(() => makePlan(planRequest({ op: f16x, shape: parseShape('M=1,N=64,K=64', f16x), device: webgpu, target: 'wgsl' }))).toThrow(/f32 activations/);
   });
 });
+
+describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
+  it('the manifest states bindings, sizes, workgroup size, dispatch and required features and limits; the loader checks a device against them', async () => {
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=2,N=50,K=96', device: 'swiftshader', config: { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 4 } });
+    expect(Object.keys(r.files).sort()).toEqual(['kernel.d.ts', 'kernel.js', 'kernel.wgsl', 'manifest.json']);
+    const m = JSON.parse(r.files['manifest.json']!) as { bindingInterface: { workgroupSize: number[]; dispatch: { expr: string[]; grid: number[] }; bindings: { tensor: string; bytes: number }[]; features: string[]; limits: Record<string, number> } };
+    const bi = m.bindingInterface;
+    expect(bi.workgroupSize).toEqual([r.plan.config.invocations, 1, 1]);
+    expect(bi.dispatch).toEqual({ expr: ['ceil(N / 4)', '1', '1'], grid: [13, 1, 1] });
+    // 50 rows of 3 q4_0 blocks (54 bytes) = 2700 bytes, padded to words plus one word.
+    expect(bi.bindings.map((b) => [b.tensor, b.bytes])).toEqual([['x', 2 * 96 * 4], ['w', 2704], ['y', 2 * 50 * 4]]);
+    expect(bi.features).toEqual(['subgroups']);
+    expect(bi.limits.maxComputeWorkgroupStorageSize).toBe(r.plan.buffers.reduce((a, b) => a + b.size, 0));
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-emit-'));
+    try {
+      writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as { source: string; checkDevice(d: unknown): void; kernel: unknown };
+      expect(loader.source).toBe(r.files['kernel.wgsl']);
+      expect(loader.kernel).toEqual(bi);
+      const limits = { ...bi.limits };
+      expect(() => loader.checkDevice({ features: new Set(['subgroups']), limits })).not.toThrow();
+      expect(() => loader.checkDevice({ features: new Set(), limits: { ...limits, maxComputeWorkgroupStorageSize: 16 } })).toThrow(/needs feature subgroups, maxComputeWorkgroupStorageSize >= \d+ \(the device has 16\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(r.files['kernel.d.ts']).toContain('export interface KernelBuffers {\n  x: GPUBuffer;\n  w: GPUBuffer;\n  y: GPUBuffer;\n}');
+  });
+});
+

@@ -1,5 +1,5 @@
 import { checkSupport, renderPlan } from '../backends/registry.js';
-import type { AbiEntry, RenderedKernel } from '../backends/types.js';
+import type { AbiEntry, BindingInterface, RenderedKernel } from '../backends/types.js';
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
@@ -42,6 +42,8 @@ export interface Manifest {
   build: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
+  /** Targets with explicit bindings (WGSL): bindings, sizes, workgroup size, dispatch, required features and limits. */
+  bindingInterface?: BindingInterface;
   /** What the backend's compiler assigned to the kernel (CUDA: ptxas's report), when asked and at hand (see `withResources`). */
   resources?: Record<string, number | string>;
 }
@@ -121,5 +123,6 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     templateHash: rendered.templateHash,
     build: rendered.build,
     arch: rendered.arch,
+    bindingInterface: rendered.bindingInterface,
   };
 }

@@ -3,7 +3,7 @@ import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
 import { matmulHeaderView } from '../kernel-header.js';
-import type { RenderContext, RenderedKernel } from '../types.js';
+import type { BindingInterface, RenderContext, RenderedKernel } from '../types.js';
 import type { WgslRunSpec } from './run-spec.js';
 import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
 
@@ -27,21 +27,24 @@ const VARIANT_TEXT = {
 /**
  * The storage bindings of a WGSL matmul kernel, numbered in order: X, the weight chunks (consecutive
  * byte ranges of the packed matrix, zero-padded at the end), Y, then bias and residual when the
- * epilogue has them; each with the file a run fills it from (at `fileOffset`) or writes.
+ * epilogue has them.
  */
-function bindings(plan: WgslMatmulPlan): WgslRunSpec['bindings'] {
+function bindings(plan: WgslMatmulPlan): BindingInterface['bindings'] {
   const { M, N, K, weightBindingBytes, weightChunkBytes, weightChunks } = plan.params;
   const e = plan.op.epilogue;
-  const list: Omit<WgslRunSpec['bindings'][number], 'binding'>[] = [{ name: 'kg_x', type: 'f32', access: 'read', bytes: M * K * 4, file: 'x.bin', fileOffset: 0, role: 'input' }];
+  const list: Omit<BindingInterface['bindings'][number], 'binding'>[] = [{ name: 'kg_x', tensor: 'x', access: 'read', offset: 0, bytes: M * K * 4 }];
   for (let c = 0; c < weightChunks; c++) {
-    const fileOffset = c * weightChunkBytes;
-    list.push({ name: `kg_w${c}`, type: 'u32', access: 'read', bytes: Math.min(weightChunkBytes, weightBindingBytes - fileOffset), file: 'w.bin', fileOffset, role: 'input' });
+    const offset = c * weightChunkBytes;
+    list.push({ name: `kg_w${c}`, tensor: 'w', access: 'read', offset, bytes: Math.min(weightChunkBytes, weightBindingBytes - offset) });
   }
-  list.push({ name: 'kg_y', type: 'f32', access: 'read_write', bytes: M * N * 4, file: 'y.bin', fileOffset: 0, role: 'output' });
-  if (e.bias) list.push({ name: 'kg_bias', type: 'f32', access: 'read', bytes: N * 4, file: 'bias.bin', fileOffset: 0, role: 'input' });
-  if (e.residual) list.push({ name: 'kg_residual', type: 'f32', access: 'read', bytes: M * N * 4, file: 'residual.bin', fileOffset: 0, role: 'input' });
+  list.push({ name: 'kg_y', tensor: 'y', access: 'read_write', offset: 0, bytes: M * N * 4 });
+  if (e.bias) list.push({ name: 'kg_bias', tensor: 'bias', access: 'read', offset: 0, bytes: N * 4 });
+  if (e.residual) list.push({ name: 'kg_residual', tensor: 'residual', access: 'read', offset: 0, bytes: M * N * 4 });
   return list.map((b, binding) => ({ binding, ...b }));
 }
+
+/** WGSL element type of each tensor's bindings: weights are packed bytes read as words. */
+const ELEMENT_TYPE: Record<string, string> = { x: 'f32', w: 'u32', y: 'f32', bias: 'f32', residual: 'f32' };
 
 /** kernel.wgsl of a WGSL matmul plan, and the run description its runner reads. */
 export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): RenderedKernel {
@@ -59,9 +62,9 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     subgroups,
     entry,
     variantText: VARIANT_TEXT[p.kernel],
-    bindings: binds,
+    bindings: binds.map((b) => ({ ...b, type: ELEMENT_TYPE[b.tensor] })),
     // Word ranges of the weight bindings, for kg_wword: chunk c holds words [firstWord, endWord).
-    weightWords: binds.filter((b) => b.file === 'w.bin').map((b) => ({ name: b.name, firstWord: b.fileOffset / 4, endWord: (b.fileOffset + b.bytes) / 4 })),
+    weightWords: binds.filter((b) => b.tensor === 'w').map((b) => ({ name: b.name, firstWord: b.offset / 4, endWord: (b.offset + b.bytes) / 4 })),
     singleWeightBinding: p.weightChunks === 1,
     gridText: grid.join(', '),
     gridExprText: plan.launch.gridExpr!.join(', '),
@@ -76,10 +79,10 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   };
   const wgsl = templates.render('kernel.wgsl', view);
   const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
-  const spec: WgslRunSpec = {
+  const iface: BindingInterface = {
     entry,
-    invocations: p.invocations,
-    grid,
+    workgroupSize: [p.invocations, 1, 1],
+    dispatch: { expr: plan.launch.gridExpr!, grid },
     bindings: binds,
     features: subgroups ? ['subgroups'] : [],
     limits: {
@@ -87,19 +90,40 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
       maxComputeInvocationsPerWorkgroup: p.invocations,
       maxComputeWorkgroupSizeX: p.invocations,
       maxStorageBufferBindingSize: Math.max(...binds.map((b) => b.bytes)),
+      maxStorageBuffersPerShaderStage: binds.length,
     },
   };
+  const spec: WgslRunSpec = {
+    ...iface,
+    inputs: Object.fromEntries(binds.filter((b) => b.access === 'read').map((b) => [b.tensor, `${b.tensor}.bin`])),
+    output: { tensor: 'y', file: 'y.bin' },
+  };
+  const tensors = [...new Set(binds.map((b) => b.tensor))];
+  const loaderView = {
+    entry,
+    version: ctx.version,
+    command: ctx.command,
+    interfaceJson: JSON.stringify(iface, null, 2),
+    sourceJson: JSON.stringify(wgsl),
+    bufferFields: tensors.map((t) => ({ name: t, type: binds.filter((b) => b.tensor === t).length > 1 ? 'GPUBuffer | GPUBuffer[]' : 'GPUBuffer' })),
+  };
   return {
-    files: { 'kernel.wgsl': wgsl },
+    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': templates.render('loader/kernel.d.ts', loaderView) },
+    bindingInterface: iface,
     mainFile: 'kernel.wgsl',
     templateHash: templates.hash,
-    build: `create a compute pipeline from kernel.wgsl (entry point ${entry}${subgroups ? '; needs the subgroups feature' : ''}) and dispatch (${view.gridExprText}) workgroups`,
+    build: `kernel.js (an ES module; types in kernel.d.ts) creates the pipeline of kernel.wgsl on a GPUDevice (createKernel), checking its features and limits, and dispatches (${view.gridExprText}) workgroups`,
     harnessFiles: { [WGSL_RUN_SPEC_FILE]: `${JSON.stringify(spec, null, 2)}\n` },
     abi: [
       {
         symbol: entry,
-        signature: `@compute @workgroup_size(${p.invocations}) fn ${entry}; ${binds.map((b) => `@binding(${b.binding}) ${b.name}: array<${b.type}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
+        signature: `@compute @workgroup_size(${p.invocations}) fn ${entry}; ${binds.map((b) => `@binding(${b.binding}) ${b.name}: array<${ELEMENT_TYPE[b.tensor]}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
         doc: `Y = X . W^T${op.epilogue.bias ? ' + bias' : ''}${op.epilogue.activation !== 'none' ? `, ${op.epilogue.activation}` : ''}${op.epilogue.residual ? ' + residual' : ''} in f32; W is the packed bytes (kgen pack) zero-padded to ${p.weightBindingBytes} bytes; dispatch (${view.gridExprText}) = (${view.gridText}) workgroups, ${sharedBytes} bytes of workgroup storage`,
+      },
+      {
+        symbol: 'createKernel',
+        signature: `createKernel(device: GPUDevice): Promise<Kernel> (kernel.js; kernel.d.ts)`,
+        doc: `checks the device's features and limits, creates the pipeline; Kernel.run({ ${loaderView.bufferFields.map((f) => f.name).join(', ')} }) binds the buffers and dispatches`,
       },
     ],
   };

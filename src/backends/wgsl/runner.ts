@@ -92,7 +92,7 @@ export async function dawnAdapterFor(profile: DeviceProfile): Promise<DawnAdapte
  * Runs WGSL kernels through Dawn in a child Node process per build and per run (a timeout and a
  * crash cost the child only). Build compiles the shader module on a device with the features and
  * limits the kernel asks for, so a WGSL error is a `compile_error` naming the line; execute creates
- * the pipeline (the driver's compile, seconds on SwiftShader, so it is done once: a failure there is
+ * the pipeline with the emitted loader, kernel.js (the driver's compile, seconds on SwiftShader, so it is done once: a failure there is
  * a `crash` with the driver's message), fills the bindings from the input files, dispatches, and times by timestamp queries where the adapter has them, else by queue
  * completion. Times are real for the device only when the adapter is that device (SwiftShader for
  * the `swiftshader` profile, a GPU for a GPU's).
@@ -113,7 +113,7 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
     cannotExecute: () => undefined,
     async build(_plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       const a = await getAdapterNamed();
-      const sources = { 'kernel.wgsl': kernel.files['kernel.wgsl']!, [WGSL_RUN_SPEC_FILE]: kernel.harnessFiles![WGSL_RUN_SPEC_FILE]! };
+      const sources = { 'kernel.wgsl': kernel.files['kernel.wgsl']!, 'kernel.js': kernel.files['kernel.js']!, [WGSL_RUN_SPEC_FILE]: kernel.harnessFiles![WGSL_RUN_SPEC_FILE]! };
       const timeoutMs = opts.timeoutMs ?? 120_000;
       return cachedBuild({
         cacheDir: opts.cacheDir,

@@ -5,14 +5,16 @@
 //   node dawn-run.mjs compile DIR           compiles DIR/kernel.wgsl (shader module) on a device with the
 //                                           features and limits DIR/kgen_run.json asks for; one JSON line
 //   node dawn-run.mjs run DIR DATA [--warmup N --runs N --times]
-//                                           fills the bindings from DATA/<file>, dispatches, writes the
-//                                           output binding to DATA/<file>; with --times prints {"times_ms":[...]}
+//                                           creates the kernel with DIR/kernel.js (the emitted loader),
+//                                           fills a buffer per tensor from DATA/<file>, dispatches, writes
+//                                           the output to DATA/<file>; with --times prints {"times_ms":[...]}
 //
 // A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit 0: it is a
 // verdict, not a failure of this program). Exit 1: a runtime failure (pipeline creation, device lost,
 // validation error at dispatch), with the message on stderr. Exit 3: no adapter, or the webgpu package is missing.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
@@ -99,9 +101,11 @@ if (mode === 'compile') {
   device.destroy();
   process.exit(0);
 }
-let pipeline;
+// The pipeline and its bindings come from the emitted loader (kernel.js), so every run tests it.
+const loader = await import(pathToFileURL(join(dir, 'kernel.js')).href);
+let kernel;
 try {
-  pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: spec.entry } });
+  kernel = await loader.createKernel(device);
 } catch (e) {
   process.stderr.write(`kgen dawn-run: pipeline creation failed: ${e.message}\n`);
   process.exit(1);
@@ -115,18 +119,20 @@ const opt = (name, dflt) => {
 const timed = rest.includes('--times');
 const warmup = opt('--warmup', 0);
 const runs = timed ? Math.max(1, opt('--runs', 1)) : 1;
-const buffers = spec.bindings.map((b) => {
-  const buffer = device.createBuffer({ size: b.bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-  if (b.role === 'input') {
-    const bytes = new Uint8Array(b.bytes);
-    const file = readFileSync(join(dataDir, b.file));
-    // The binding's range of the file; what lies past the file's end stays zero (padding).
-    bytes.set(file.subarray(b.fileOffset, b.fileOffset + b.bytes));
+// One buffer per tensor, as large as its bindings reach; filled from its file (zeros past the file's end).
+const buffers = {};
+for (const tensor of new Set(spec.bindings.map((b) => b.tensor))) {
+  const size = Math.max(...spec.bindings.filter((b) => b.tensor === tensor).map((b) => b.offset + b.bytes));
+  const buffer = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+  const file = spec.inputs[tensor];
+  if (file !== undefined) {
+    const bytes = new Uint8Array(size);
+    bytes.set(readFileSync(join(dataDir, file)).subarray(0, size));
     device.queue.writeBuffer(buffer, 0, bytes);
   }
-  return buffer;
-});
-const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: spec.bindings.map((b, i) => ({ binding: b.binding, resource: { buffer: buffers[i] } })) });
+  buffers[tensor] = buffer;
+}
+const bindGroup = kernel.bindGroup(buffers);
 const querySet = wantTimestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : undefined;
 const resolve = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }) : undefined;
 const stamps = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) : undefined;
@@ -135,9 +141,7 @@ const stamps = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.
 async function dispatch() {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {});
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(...spec.grid);
+  kernel.encode(pass, bindGroup);
   pass.end();
   if (querySet) {
     enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
@@ -164,14 +168,13 @@ for (let i = 0; i < runs; i++) {
   times.push(r.ms);
   how.add(r.how);
 }
-const outIndex = spec.bindings.findIndex((b) => b.role === 'output');
-const outSpec = spec.bindings[outIndex];
-const readback = device.createBuffer({ size: outSpec.bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+const output = buffers[spec.output.tensor];
+const readback = device.createBuffer({ size: output.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
 const enc = device.createCommandEncoder();
-enc.copyBufferToBuffer(buffers[outIndex], 0, readback, 0, outSpec.bytes);
+enc.copyBufferToBuffer(output, 0, readback, 0, output.size);
 device.queue.submit([enc.finish()]);
 await readback.mapAsync(GPUMapMode.READ);
-writeFileSync(join(dataDir, outSpec.file), new Uint8Array(readback.getMappedRange().slice(0)));
+writeFileSync(join(dataDir, spec.output.file), new Uint8Array(readback.getMappedRange().slice(0)));
 readback.unmap();
 if (timed) {
   process.stderr.write(`kgen dawn-run: timed by ${[...how].join(' and ')}\n`);
