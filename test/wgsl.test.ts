@@ -6,8 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
-import { swiftShaderIcd, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
-import { getDevice } from '../src/device/index.js';
+import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
+import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
+import { getDevice, swiftShaderIcd } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -118,6 +119,15 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
       expect(plan.params).toMatchObject({ weightChunkBytes: 4608, weightChunks: 2 });
       await runPlan(plan);
     }
+  });
+
+  it('tuning records key on the adapter Dawn reports: SwiftShader, its subgroup sizes, features, limits, the webgpu build', async () => {
+    const fp = await wgslFingerprint(getDevice('swiftshader'));
+    expect(fp).toMatchObject({ profile: 'swiftshader', target: 'wgsl', subgroupSizes: '4..4' });
+    expect(String(fp.adapter)).toMatch(/\/swiftshader\//);
+    expect(String(fp.features)).toContain('subgroups');
+    expect(String(fp.limits)).toContain('maxComputeWorkgroupStorageSize=32768');
+    expect(fp.webgpu).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
   it('a WGSL error is a compile_error naming the line, not an exception', async () => {

@@ -1,6 +1,7 @@
 import { wgslAttentionPlanner } from '../../plan/wgsl-attention.js';
 import { wgslMatmulPlanner } from '../../plan/wgsl-matmul.js';
 import type { Target } from '../types.js';
+import { wgslFingerprint } from './fingerprint.js';
 import { renderWgslMatmul } from './matmul.js';
 import { wgslRunnerFor } from './runner.js';
 
@@ -13,6 +14,8 @@ export const wgslTarget: Target = {
   title: 'WGSL',
   defaultDevice: 'webgpu',
   planners: { matmul: wgslMatmulPlanner, attention: wgslAttentionPlanner },
+  // The adapter that times the kernels here (a GPU, or SwiftShader), as Dawn reports it.
+  fingerprint: (device) => wgslFingerprint(device),
   backend: {
     capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
     renderers: { 'wgsl-matmul': renderWgslMatmul },

@@ -1,7 +1,7 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
-import { getDevice } from '../../device/index.js';
+import { getDevice, swiftShaderIcd } from '../../device/index.js';
 import type { DeviceProfile } from '../../device/profile.js';
 import { ToolMissingError } from '../../errors.js';
 import { packagePath } from '../../package-files.js';
@@ -20,14 +20,6 @@ export function dawnRunScript(): string {
 const SWIFTSHADER_ARCH = 'swiftshader';
 const GENERIC_WEBGPU_ARCH = 'webgpu';
 
-/** Where distributions put SwiftShader's Vulkan ICD (Debian's `chromium` package: the first). */
-const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib64/chromium/vk_swiftshader_icd.json', '/usr/lib/chromium-browser/vk_swiftshader_icd.json'];
-
-/** SwiftShader's Vulkan ICD file on this machine, or undefined. */
-export function swiftShaderIcd(): string | undefined {
-  return SWIFTSHADER_ICDS.find((p) => existsSync(p));
-}
-
 /** How to install what runs WGSL kernels here, for ToolMissingError. */
 export const WGSL_INSTALL_HINT = 'install Debian\'s chromium package for SwiftShader (scripts/install-tools.sh does) and the npm package webgpu (a kgen dependency)';
 
@@ -38,10 +30,17 @@ export interface DawnAdapter {
   swiftShader: boolean;
   /** Set by kgen for the child (never required from the user's shell). */
   env: Record<string, string>;
+  /** The adapter as probed: info, features, limits. */
+  probe: ProbeResult;
 }
 
-interface ProbeResult {
+/** What the run program reports of the adapter it gets (`dawn-run.mjs probe`). */
+export interface ProbeResult {
   adapter: null | { vendor: string; architecture: string; device: string; description: string; subgroupMinSize?: number; subgroupMaxSize?: number };
+  features?: string[];
+  limits?: Record<string, number>;
+  /** The webgpu package's version (its Dawn build). */
+  webgpu?: string;
 }
 
 const probes = new Map<string, Promise<ProbeResult | undefined>>();
@@ -77,13 +76,13 @@ const isSwiftShader = (a: NonNullable<ProbeResult['adapter']>) => a.architecture
 export async function dawnAdapterFor(profile: DeviceProfile): Promise<DawnAdapter> {
   if (profile.gpu?.arch !== SWIFTSHADER_ARCH) {
     const system = await probe({});
-    if (system?.adapter && !isSwiftShader(system.adapter)) return { name: system.adapter.description || system.adapter.vendor, swiftShader: false, env: {} };
+    if (system?.adapter && !isSwiftShader(system.adapter)) return { name: system.adapter.description || system.adapter.vendor, swiftShader: false, env: {}, probe: system };
   }
   const icd = swiftShaderIcd();
   if (icd) {
     const env = swiftShaderEnv(icd);
     const found = await probe(env);
-    if (found?.adapter) return { name: 'SwiftShader', swiftShader: true, env };
+    if (found?.adapter) return { name: 'SwiftShader', swiftShader: true, env, probe: found };
   }
   throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
 }

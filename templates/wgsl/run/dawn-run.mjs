@@ -13,8 +13,8 @@
 // verdict, not a failure of this program). Exit 1: a runtime failure (pipeline creation, device lost,
 // validation error at dispatch), with the message on stderr. Exit 3: no adapter, or the webgpu package is missing.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
@@ -30,6 +30,16 @@ Object.assign(globalThis, webgpu.globals);
 const gpu = webgpu.create(['backend=vulkan']);
 globalThis.kgenGpu = gpu;
 
+/** The webgpu package's version, from its package.json beside its entry module. */
+function webgpuVersion() {
+  try {
+    const entry = fileURLToPath(import.meta.resolve('webgpu'));
+    return JSON.parse(readFileSync(join(dirname(entry), 'package.json'), 'utf8')).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
 const [mode, dir, dataDir, ...rest] = process.argv.slice(2);
 const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
 if (mode === 'probe') {
@@ -42,6 +52,7 @@ if (mode === 'probe') {
     adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description, subgroupMinSize: info.subgroupMinSize, subgroupMaxSize: info.subgroupMaxSize },
     features: [...adapter.features].sort(),
     limits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize, maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
+    webgpu: webgpuVersion(),
   });
   process.exit(0);
 }
