@@ -193,10 +193,10 @@ describe.skipIf(noNvccGcc !== undefined)('kgen devices and kgen tune with a GPU 
     expect(r.exitCode).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/^kgen: --device: rtx4090 is not present on this machine \(GPUs here: NVIDIA H100 80GB HBM3 \(sm_90, driver 550\.54\.15, 80 GiB\)\); expected .*\(here: h100-sxm\); .*--dry-run/);
-    const h200 = JSON.parse((await run(['devices', '--json'], { PATH: fakeSmi('NVIDIA H200, 9.0, 570.86.15, 143771 MiB\n') })).stdout) as Array<{ name: string; present: boolean; presence: string }>;
-    // Profiles nvidia-smi makes present only: a CPU profile is present where this machine's CPU
-    // model matches it, and the WebGPU profiles where a SwiftShader ICD is installed.
-    expect(h200.filter((d) => d.present && d.presence.startsWith('nvidia-smi')).map((d) => d.name)).toEqual(['h200']);
+    const h200 = JSON.parse((await run(['devices', '--json'], { PATH: fakeSmi('NVIDIA H200, 9.0, 570.86.15, 143771 MiB\n') })).stdout) as Array<{ name: string; present: boolean; kind: string; targets: string[] }>;
+    // NVIDIA profiles only: a CPU profile is present where this machine's CPU model matches it, the
+    // WebGPU ones where SwiftShader is installed.
+    expect(h200.filter((d) => d.present && d.kind === 'gpu' && d.targets.includes('cuda')).map((d) => d.name)).toEqual(['h200']);
     const other = fakeSmi('NVIDIA B200, 10.0, 570.124.06, 183359 MiB\n');
     const text = (await run(['devices'], { PATH: other })).stdout;
     expect(text).toMatch(/GPUs here without a profile: NVIDIA B200 \(sm_100/);

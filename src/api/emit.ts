@@ -1,7 +1,7 @@
 import { KgenError } from '../errors.js';
 import { quoted, shellArg } from '../io/message-text.js';
 import { checkSupport, renderPlan } from '../backends/registry.js';
-import type { AbiEntry, Fingerprint, RenderedKernel } from '../backends/types.js';
+import type { AbiEntry, BindingInterface, Fingerprint, RenderedKernel } from '../backends/types.js';
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
@@ -44,6 +44,8 @@ export interface Manifest {
   build: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
+  /** Targets with explicit bindings (WGSL): bindings, sizes, workgroup size, dispatch, required features and limits. */
+  bindingInterface?: BindingInterface;
   /** What the backend's compiler assigned to the kernel (CUDA: ptxas's report), when asked and at hand (see `withResources`). */
   resources?: Record<string, number | string>;
 }
@@ -129,5 +131,6 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     templateHash: rendered.templateHash,
     build: rendered.build,
     arch: rendered.arch,
+    bindingInterface: rendered.bindingInterface,
   };
 }

@@ -83,6 +83,8 @@ export interface RenderedKernel {
   mainFile?: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
+  /** Targets with explicit bindings (WGSL): how to bind and dispatch the kernel. */
+  bindingInterface?: BindingInterface;
   /**
    * Files that verify and the tuner build around the kernel (a test and timing harness), by name;
    * never written by `emit`. A target whose run kit ships with the kernel keeps it in `files`.
@@ -93,6 +95,27 @@ export interface RenderedKernel {
    * modules), or the builder's message; absent where the sources are the whole output.
    */
   binaries?(): Promise<{ files: Record<string, Uint8Array> } | { error: string }>;
+}
+
+/**
+ * How a caller binds and dispatches a kernel of an API with explicit bindings (WebGPU), for the
+ * manifest. Invariant: the figures the source was rendered with.
+ */
+export interface BindingInterface {
+  entry: string;
+  workgroupSize: [number, number, number];
+  /** Workgroups per dimension: as formulas of the shape's dimensions, and as bound for this shape. */
+  dispatch: { expr: [string, string, string]; grid: [number, number, number] };
+  /**
+   * Storage bindings of group 0, in binding order. `tensor` names the manifest tensor it holds
+   * (`w` may span several bindings: bytes [offset, offset + bytes) of the packed weights, padded with
+   * zeros past their end); `bytes` is the binding's size.
+   */
+  bindings: { binding: number; name: string; tensor: string; access: 'read' | 'read_write'; offset: number; bytes: number }[];
+  /** Optional features the device must have (`subgroups`). */
+  features: string[];
+  /** Limits the kernel needs, where they may exceed the spec defaults (`maxComputeWorkgroupStorageSize`, ...). */
+  limits: Record<string, number>;
 }
 
 export interface AbiEntry {

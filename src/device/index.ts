@@ -11,8 +11,13 @@ export * from './profile.js';
 export { detectHost, hostIsa, measuredDevice } from './host.js';
 export * from './gpu.js';
 
-/** Where the SwiftShader Vulkan driver that Debian's chromium ships lives. */
-export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+/** Where distributions put SwiftShader's Vulkan ICD (Debian's `chromium` package: the first). */
+const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib64/chromium/vk_swiftshader_icd.json', '/usr/lib/chromium-browser/vk_swiftshader_icd.json'];
+
+/** SwiftShader's Vulkan ICD file on this machine, or undefined. */
+export function swiftShaderIcd(): string | undefined {
+  return SWIFTSHADER_ICDS.find((p) => existsSync(p));
+}
 
 /** Every profile, `host` first, then `targets/` in name order. */
 export function allDevices(): DeviceProfile[] {
@@ -56,7 +61,8 @@ export function detectPresence(device: DeviceProfile, gpus: GpuDetection = detec
     return WebAssembly.validate(simd) ? { present: true, how: 'this Node runs WebAssembly SIMD128' } : { present: false, how: 'no SIMD128 in this runtime' };
   }
   if (device.name === 'swiftshader' || device.name === 'webgpu') {
-    return existsSync(SWIFTSHADER_ICD) ? { present: true, how: `SwiftShader ICD at ${SWIFTSHADER_ICD}` } : { present: false, how: 'no SwiftShader ICD (install Debian chromium)' };
+    const icd = swiftShaderIcd();
+    return icd ? { present: true, how: `SwiftShader ICD at ${icd}` } : { present: false, how: 'no SwiftShader ICD (install Debian chromium)' };
   }
   const hit = gpus.gpus.find((g) => matchGpuProfile(device, g).matches);
   if (hit) return { present: true, how: `nvidia-smi: ${describeGpu(hit)}` };

@@ -46,6 +46,10 @@ export interface GpuLimits {
   registersPerThread: number;
   registersPerMultiprocessor?: number;
   maxStorageBufferBindingBytes?: number;
+  /** WebGPU `maxStorageBuffersPerShaderStage` (8 at the spec defaults). */
+  maxStorageBuffersPerShaderStage?: number;
+  /** WebGPU `maxComputeWorkgroupsPerDimension` (65535 at the spec defaults). */
+  maxWorkgroupsPerDimension?: number;
   l2Bytes?: number;
   features: GpuFeatures;
 }

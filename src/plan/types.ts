@@ -49,7 +49,7 @@ export interface BudgetCheck {
   budget: string;
   needed: number;
   available: number;
-  unit: 'bytes' | 'threads' | 'registers';
+  unit: 'bytes' | 'threads' | 'registers' | 'bindings' | 'workgroups';
 }
 
 export interface LaunchShape {

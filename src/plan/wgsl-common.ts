@@ -2,17 +2,59 @@ import type { DeviceProfile } from '../device/profile.js';
 import { sumBytes } from './common.js';
 import type { BudgetCheck, OnChipBuffer } from './types.js';
 
+/** WebGPU's default `maxStorageBuffersPerShaderStage`, for profiles that state no figure of their own. */
+export const WEBGPU_DEFAULT_STORAGE_BUFFERS = 8;
+/** WebGPU's default `maxComputeWorkgroupsPerDimension`. */
+export const WEBGPU_DEFAULT_WORKGROUPS_PER_DIMENSION = 65535;
+
+/** What a WGSL kernel binds and dispatches, for the budgets beyond workgroup storage. */
+export interface WgslBindingUse {
+  /** Bytes of each storage binding the kernel reads or writes. */
+  bindingBytes: number[];
+  /** Workgroups dispatched along x, y, z. */
+  grid: [number, number, number];
+  /** The most bytes the kernel addresses with u32 byte offsets (one binding or consecutive ones). */
+  addressedBytes: number;
+}
+
+/** WebGPU's default `maxStorageBufferBindingSize` (128 MiB). */
+export const WEBGPU_DEFAULT_STORAGE_BINDING_BYTES = 134217728;
+
+/** The largest storage binding the profile allows. */
+export function maxStorageBindingBytes(device: DeviceProfile): number {
+  return device.gpu!.maxStorageBufferBindingBytes ?? WEBGPU_DEFAULT_STORAGE_BINDING_BYTES;
+}
+
 /**
- * What every WGSL planner checks, in WebGPU's terms: workgroup storage and invocations per
- * workgroup, at the profile's limits (the spec defaults for `webgpu`, an adapter's own figures
- * for a present one). WebGPU exposes no register limit.
+ * What every WGSL planner checks, in WebGPU's terms, at the profile's limits (the spec defaults for
+ * `webgpu`, an adapter's own figures for a present one): workgroup storage, invocations per
+ * workgroup, the largest storage binding, storage buffers per shader stage and workgroups per
+ * dispatch dimension. WebGPU exposes no register limit.
  */
-export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[], invocations: number): BudgetCheck[] {
+export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[], invocations: number, use?: WgslBindingUse): BudgetCheck[] {
   const gpu = device.gpu!;
-  return [
+  const checks: BudgetCheck[] = [
     { budget: `workgroup storage (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
     { budget: `invocations per workgroup (${device.name})`, needed: invocations, available: gpu.maxThreadsPerBlock, unit: 'threads' },
   ];
+  if (use) {
+    checks.push(
+      { budget: `storage binding size (${device.name})`, needed: Math.max(...use.bindingBytes), available: maxStorageBindingBytes(device), unit: 'bytes' },
+      { budget: `storage buffers per shader stage (${device.name})`, needed: use.bindingBytes.length, available: gpu.maxStorageBuffersPerShaderStage ?? WEBGPU_DEFAULT_STORAGE_BUFFERS, unit: 'bindings' },
+      { budget: 'bytes addressed by u32 offsets', needed: use.addressedBytes, available: 2 ** 32 - 1, unit: 'bytes' },
+      { budget: `workgroups per dispatch dimension (${device.name})`, needed: Math.max(...use.grid), available: gpu.maxWorkgroupsPerDimension ?? WEBGPU_DEFAULT_WORKGROUPS_PER_DIMENSION, unit: 'workgroups' },
+    );
+  }
+  return checks;
+}
+
+/**
+ * Bytes a `var<workgroup>` of `bytes` counts against maxComputeWorkgroupStorageSize: WebGPU counts
+ * each variable rounded up to 16 bytes (Dawn refuses the pipeline otherwise: a 4-byte atomic
+ * counts 16).
+ */
+export function workgroupVarBytes(bytes: number): number {
+  return Math.ceil(bytes / 16) * 16;
 }
 
 /** Invocations per workgroup a WGSL planner tries, most preferred first. */

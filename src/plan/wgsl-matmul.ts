@@ -1,27 +1,54 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
-import { WORKGROUP_SIZES, workgroupBudgets } from './wgsl-common.js';
+import { maxStorageBindingBytes, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
  * WGSL matmul plans, in WebGPU's vocabulary (workgroups, invocations, workgroup storage; no warps,
- * no asynchronous copies, no assumed subgroup size). Plans and budgets only: the renderer comes
- * with the WGSL target.
+ * no asynchronous copies, no assumed subgroup size). Weights are read as u32 words of the bytes
+ * `kgen pack` writes, at byte addresses (ggml's 18-byte blocks are not word aligned); activations
+ * and outputs are f32.
  *
- * - `gemv` (M <= 8): a workgroup owns `rowsPerWorkgroup` weight rows; its invocations split K, stage
- *   `xChunk` activations in workgroup storage, and reduce their partial sums through it.
+ * - `gemv` (M <= 8): a workgroup owns `rowsPerWorkgroup` weight rows; its invocations split K in
+ *   groups of 4 weights, stage `xChunk` activations per row of X in workgroup storage, and reduce
+ *   their partial sums through workgroup storage, or, with `subgroups`, first within each subgroup
+ *   (any size in the profile's range: each subgroup takes a slot with an atomic counter, and the
+ *   slots are sized for the smallest subgroup).
  * - `tiled`: `bm` x `bn` output tiles, K in steps of `bk` through `buffers` workgroup-storage
- *   buffers of f32 activations and raw weight bytes.
+ *   buffers of f32 activations and raw weight bytes (each tile row padded to whole words).
  */
 
 /** Largest M the gemv variant serves. */
 export const WGSL_GEMV_MAX_M = 8;
 
-type WgslCommonParams = { M: number; N: number; K: number; rowBytes: number; bytesPerBlock: number; weightsPerBlock: number; invocations: number };
+/** Weights every decode step reads (one u32 of nibbles or int8, two of f16). */
+export const WGSL_DECODE_WEIGHTS = 4;
+
+type WgslCommonParams = {
+  M: number; N: number; K: number; rowBytes: number; bytesPerBlock: number; weightsPerBlock: number; invocations: number;
+  /** Bytes of the weights as bound: the packed matrix padded to whole words plus one word, so a 32-bit read at any even byte offset stays inside. */
+  weightBindingBytes: number;
+  /**
+   * The weights are bound as `weightChunks` consecutive bindings of `weightChunkBytes` (the last one
+   * shorter): the largest multiple of 256 bytes the profile's storage binding size allows, so a
+   * matrix over that limit (an f16 28672 x 8192 is 470 MB; the WebGPU default is 128 MiB) still binds.
+   */
+  weightChunkBytes: number; weightChunks: number;
+};
 export type WgslMatmulParams =
-  | (WgslCommonParams & { kernel: 'gemv'; rowsPerWorkgroup: number; xChunk: number })
-  | (WgslCommonParams & { kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number });
+  | (WgslCommonParams & {
+      kernel: 'gemv'; rowsPerWorkgroup: number; xChunk: number; xStageFloats: number; accumulators: number;
+      /** Whether partial sums are first reduced within subgroups (the device has them and the config asks). */
+      subgroups: boolean;
+      /** Partial sums per activation row in the reduction scratch: one per invocation, or one per subgroup of the smallest size. */
+      reductionSlots: number; reductionFloats: number;
+    })
+  | (WgslCommonParams & {
+      kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number; singleBuffer: boolean;
+      threadsN: number; threadsM: number; rowsPerThread: number; colsPerThread: number; accumulators: number;
+      tileRowBytes: number; tileRowWords: number; xTileFloats: number; wTileWords: number; steps: number;
+    });
 
 declare module './types.js' {
   interface PlanFamilies {
@@ -31,30 +58,40 @@ declare module './types.js' {
 
 type Req = PlanRequestFor<MatmulOp, MatmulShape>;
 
+const lcm = (a: number, b: number): number => {
+  let x = a;
+  let y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
+};
+
+const isGemv = (c: Config) => c.kernel === 'gemv';
+const isTiled = (c: Config) => c.kernel === 'tiled';
+
 function wgslSpace(req: Req): SearchSpace {
   const wpb = codecOf(req.op.weight).weightsPerBlock;
-  if (req.shape.M <= WGSL_GEMV_MAX_M) {
-    return {
-      knobs: [
-        { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup, splitting K' },
-        { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk' },
-        { name: 'xChunk', values: [2048, 1024, 4096, 512], doc: 'activations staged in workgroup storage per pass over K' },
-      ],
-      restrictions: [],
-    };
-  }
+  const gpu = req.device.gpu!;
+  // K steps are whole weight blocks and whole decode groups of 4 (q3.5 blocks of 96 weights: 96, 192, ...).
+  const bks = [...new Set([64, 32, 128].map((b) => lcm(lcm(b, wpb), WGSL_DECODE_WEIGHTS)))];
   return {
     knobs: [
-      { name: 'bm', values: [32, 64, 16], doc: 'activation rows per workgroup tile' },
-      { name: 'bn', values: [64, 32, 128], doc: 'weight rows per workgroup tile' },
-      { name: 'bk', values: [64, 32, 128], doc: 'K per step (whole weight blocks)' },
+      { name: 'kernel', values: req.shape.M <= WGSL_GEMV_MAX_M ? ['gemv', 'tiled'] : ['tiled'], doc: 'gemv (M <= 8: rows per workgroup, K split across invocations) or tiled (output tiles in workgroup storage)' },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
-      { name: 'buffers', values: [2, 1], doc: 'workgroup-storage buffers per operand (2: load the next step while computing this one)' },
+      { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
+      { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
+      // Only where the profile says subgroup operations exist; the kernel is then correct for every size in its range.
+      { name: 'subgroups', values: gpu.features.subgroups ? [1, 0] : [0], doc: 'reduce partial sums within subgroups before workgroup storage (1) or only through workgroup storage (0)', when: isGemv },
+      { name: 'bm', values: [32, 64, 16], doc: 'activation rows per workgroup tile', when: isTiled },
+      { name: 'bn', values: [64, 32, 128], doc: 'weight rows per workgroup tile', when: isTiled },
+      { name: 'bk', values: bks, doc: 'K per step (whole weight blocks)', when: isTiled },
+      { name: 'buffers', values: [2, 1], doc: 'workgroup-storage buffers per operand (2: one barrier per K step instead of 2)', when: isTiled },
     ],
     restrictions: [
-      { reason: 'bk is not a multiple of the weight block', allows: (c) => (c.bk as number) % wpb === 0 },
-      { reason: 'more than 64 accumulators per invocation', allows: (c) => ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
-      { reason: 'bk exceeds K', allows: (c) => (c.bk as number) <= req.shape.K || c.bk === wpb },
+      { reason: 'the WGSL kernels read f32 activations and write f32 outputs', allows: () => req.op.x === 'f32' && req.op.y === 'f32' },
+      { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
+      { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
+      { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
+      { reason: 'bk exceeds K', allows: (c) => !isTiled(c) || (c.bk as number) <= req.shape.K || c.bk === Math.min(...bks) },
     ],
   };
 }
@@ -66,40 +103,68 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
   const rowBytes = (K / codec.weightsPerBlock) * codec.bytesPerBlock;
   const invocations = config.invocations as number;
   const buffers: OnChipBuffer[] = [];
-  const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, invocations };
+  const weightBindingBytes = ceilDiv(N * rowBytes, 4) * 4 + 4;
+  const weightChunkBytes = Math.min(Math.floor(maxStorageBindingBytes(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
+  const weightChunks = ceilDiv(weightBindingBytes, weightChunkBytes);
+  const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
   let common: Pick<PlanBody<'wgsl-matmul'>, 'variant' | 'launch' | 'loops' | 'params'>;
-  if (M <= WGSL_GEMV_MAX_M) {
+  if (config.kernel === 'gemv') {
     const rowsPerWorkgroup = config.rowsPerWorkgroup as number;
-    const xChunk = Math.min(config.xChunk as number, K);
-    buffers.push({ name: 'activation chunk', space: 'shared', size: M * xChunk * 4, why: `${M}x${xChunk} f32 activations shared by the workgroup's rows` });
-    buffers.push({ name: 'reduction scratch', space: 'shared', size: invocations * M * 4, why: 'one partial sum per invocation and activation row (no subgroup size is assumed)' });
+    const xChunk = Math.min(config.xChunk as number, ceilDiv(K, WGSL_DECODE_WEIGHTS) * WGSL_DECODE_WEIGHTS);
+    const subgroups = config.subgroups === 1;
+    const minSubgroup = device.gpu!.features.subgroupSizes[0];
+    const reductionSlots = subgroups ? ceilDiv(invocations, minSubgroup) : invocations;
+    buffers.push({ name: 'activation chunk', space: 'shared', size: workgroupVarBytes(M * xChunk * 4), why: `${M}x${xChunk} f32 activations shared by the workgroup's rows` });
+    buffers.push({
+      name: 'reduction scratch', space: 'shared', size: workgroupVarBytes(reductionSlots * M * 4),
+      why: subgroups ? `one partial sum per subgroup (at most ${reductionSlots}: subgroups of ${minSubgroup} or more) and activation row` : 'one partial sum per invocation and activation row (no subgroup size is assumed)',
+    });
+    if (subgroups) buffers.push({ name: 'subgroup slot counter', space: 'shared', size: workgroupVarBytes(4), why: 'an atomic u32 handing each subgroup its scratch slot (counted as 16 bytes, as WebGPU counts every variable)' });
+    const grid: [number, number, number] = [ceilDiv(N, rowsPerWorkgroup), 1, 1];
     common = {
       variant: 'gemv',
-      launch: { grid: [ceilDiv(N, rowsPerWorkgroup), 1, 1], block: [invocations, 1, 1] },
-      loops: [`${ceilDiv(N, rowsPerWorkgroup)} workgroups of ${rowsPerWorkgroup} rows`, `for k0 in [0, ${K}) step ${xChunk}: stage X chunk`, `  per row: ${invocations} invocations split K, reduce through workgroup storage`],
-      params: { ...base, kernel: 'gemv', rowsPerWorkgroup, xChunk },
+      launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${rowsPerWorkgroup})`, '1', '1'] },
+      loops: [
+        `${grid[0]} workgroups of ${rowsPerWorkgroup} rows`,
+        `for k0 in [0, ${K}) step ${xChunk}: stage X chunk`,
+        `  per row: ${invocations} invocations split K in groups of ${WGSL_DECODE_WEIGHTS}, reduce through ${subgroups ? 'subgroups, then ' : ''}workgroup storage`,
+      ],
+      params: {
+        ...base, kernel: 'gemv', rowsPerWorkgroup, xChunk, xStageFloats: M * xChunk, accumulators: rowsPerWorkgroup * M,
+        subgroups, reductionSlots, reductionFloats: reductionSlots * M,
+      },
     };
   } else {
     const bm = config.bm as number;
     const bn = config.bn as number;
     const bk = config.bk as number;
     const nBuf = config.buffers as number;
-    const wTileBytes = bn * (bk / codec.weightsPerBlock) * codec.bytesPerBlock;
-    buffers.push({ name: 'activation tiles', space: 'shared', size: nBuf * bm * bk * 4, why: `${nBuf} buffer(s) of ${bm}x${bk} f32 activations` });
-    buffers.push({ name: 'weight tiles', space: 'shared', size: nBuf * Math.ceil(wTileBytes / 4) * 4, why: `${nBuf} buffer(s) of ${bn} rows x ${bk} packed weights, as u32 words` });
+    const threadsN = Math.min(bn, invocations);
+    const threadsM = invocations / threadsN;
+    const tileRowBytes = (bk / codec.weightsPerBlock) * codec.bytesPerBlock;
+    const tileRowWords = ceilDiv(tileRowBytes, 4);
+    buffers.push({ name: 'activation tiles', space: 'shared', size: workgroupVarBytes(nBuf * bm * bk * 4), why: `${nBuf} buffer(s) of ${bm}x${bk} f32 activations` });
+    buffers.push({ name: 'weight tiles', space: 'shared', size: workgroupVarBytes(nBuf * bn * tileRowWords * 4), why: `${nBuf} buffer(s) of ${bn} rows x ${bk} packed weights, each row ${tileRowBytes} bytes in ${tileRowWords} u32 words` });
+    const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), 1];
     common = {
       variant: 'tiled',
-      launch: { grid: [ceilDiv(N, bn), ceilDiv(M, bm), 1], block: [invocations, 1, 1] },
-      loops: [`workgroups ${ceilDiv(N, bn)}x${ceilDiv(M, bm)} of ${bm}x${bn} outputs`, `for k0 in [0, ${K}) step ${bk}, ${nBuf} buffer(s)`, `  ${(bm * bn) / invocations} accumulators per invocation`],
-      params: { ...base, kernel: 'tiled', bm, bn, bk, buffers: nBuf },
+      launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${bn})`, `ceil(M / ${bm})`, '1'] },
+      loops: [`workgroups ${grid[0]}x${grid[1]} of ${bm}x${bn} outputs`, `for k0 in [0, ${K}) step ${bk}, ${nBuf} buffer(s)`, `  ${(bm * bn) / invocations} accumulators per invocation`],
+      params: {
+        ...base, kernel: 'tiled', bm, bn, bk, buffers: nBuf, singleBuffer: nBuf === 1, threadsN, threadsM,
+        rowsPerThread: bm / threadsM, colsPerThread: bn / threadsN, accumulators: (bm / threadsM) * (bn / threadsN),
+        tileRowBytes, tileRowWords, xTileFloats: nBuf * bm * bk, wTileWords: nBuf * bn * tileRowWords, steps: ceilDiv(K, bk),
+      },
     };
   }
+  const weightBindings = Array.from({ length: weightChunks }, (_, i) => Math.min(weightChunkBytes, weightBindingBytes - i * weightChunkBytes));
+  const bindingBytes = [M * K * 4, ...weightBindings, M * N * 4, ...(op.epilogue.bias ? [N * 4] : []), ...(op.epilogue.residual ? [M * N * 4] : [])];
   return {
     family: 'wgsl-matmul',
     op, shape, target, device: device.name, config,
     ...common,
     buffers,
-    budgets: workgroupBudgets(device, buffers, invocations),
+    budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
     tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };

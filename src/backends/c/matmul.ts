@@ -1,13 +1,11 @@
 import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
-import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
-import { FORMATS } from '../../quant/index.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
-import { commentText } from '../../render/comment-text.js';
 import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
+import { matmulHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { activationOrder, type DecodeScheme } from './act-order.js';
 import { C_TOOLCHAINS } from './toolchain.js';
@@ -100,16 +98,10 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
   const view = {
     ...shared,
+    ...matmulHeaderView(plan, ctx),
     FN: fn.toUpperCase(),
     guard: `${fn.toUpperCase()}_H`,
-    version: ctx.version,
-    irHash: ctx.irHash,
-    command: ctx.command,
-    opName: op.name,
-    formatName: FORMAT_NAMES[op.weight.format],
-    formatVersion: FORMATS[op.weight.format].version,
     actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
-    configJson: commentText(JSON.stringify(configInUse(plan))),
     compileHint,
     xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
     yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',

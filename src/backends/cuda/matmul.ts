@@ -1,13 +1,11 @@
 import { getDevice } from '../../device/index.js';
 import { KgenError } from '../../errors.js';
-import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
-import { FORMATS } from '../../quant/index.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
-import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
-import { commentText } from '../../render/comment-text.js';
+import { ACTIVATION_EXPR } from '../c-family.js';
 import { HARNESS_EXIT } from '../harness.js';
+import { matmulHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 
 type CudaMatmulPlan = PlanOf<'cuda-matmul'>;
@@ -56,18 +54,12 @@ function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
   const device = getDevice(plan.device);
   return {
     ...p,
+    ...matmulHeaderView(plan, ctx),
     fn,
     FN: fn.toUpperCase(),
     guard: `${fn.toUpperCase()}_H`,
     kernelName: `${fn}_${plan.variant}`,
-    version: ctx.version,
-    irHash: ctx.irHash,
-    command: ctx.command,
-    opName: op.name,
-    formatName: FORMAT_NAMES[op.weight.format],
-    formatVersion: FORMATS[op.weight.format].version,
     variantText: VARIANT_TEXT[plan.variant],
-    configJson: commentText(JSON.stringify(configInUse(plan))),
     buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
     harnessExit: HARNESS_EXIT,
     xCType: op.x === 'f16' ? 'uint16_t' : 'float',

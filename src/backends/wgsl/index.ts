@@ -1,11 +1,24 @@
 import { wgslAttentionPlanner } from '../../plan/wgsl-attention.js';
 import { wgslMatmulPlanner } from '../../plan/wgsl-matmul.js';
 import type { Target } from '../types.js';
+import { wgslFingerprint } from './fingerprint.js';
+import { renderWgslMatmul } from './matmul.js';
+import { wgslRunnerFor } from './runner.js';
 
-/** The WGSL target (WebGPU): plans and budgets so far; its renderer and runner come next. */
+/**
+ * The WGSL target (WebGPU): kernel.wgsl for matmul in every weight format, run through Dawn (the
+ * `webgpu` package) on a GPU when one is present, else on SwiftShader. Attention plans only.
+ */
 export const wgslTarget: Target = {
   name: 'wgsl',
   title: 'WGSL',
   defaultDevice: 'webgpu',
   planners: { matmul: wgslMatmulPlanner, attention: wgslAttentionPlanner },
+  // The adapter that times the kernels here (a GPU, or SwiftShader), as Dawn reports it.
+  fingerprint: (device) => wgslFingerprint(device),
+  backend: {
+    capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
+    renderers: { 'wgsl-matmul': renderWgslMatmul },
+    runnerFor: (plan) => wgslRunnerFor(plan),
+  },
 };

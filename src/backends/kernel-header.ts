@@ -1,0 +1,25 @@
+import type { MatmulOp } from '../ir/types.js';
+import { configInUse } from '../plan/index.js';
+import type { Plan } from '../plan/types.js';
+import { FORMATS } from '../quant/index.js';
+import { commentText } from '../render/comment-text.js';
+import { FORMAT_NAMES } from './c-family.js';
+import type { RenderContext } from './types.js';
+
+/**
+ * The view fields every matmul kernel's header comment prints, in every target's templates: who
+ * generated it and how to regenerate it, the op, its weight format and layout version, and the
+ * config. User text reaches them only through `commentText` (the command and the config JSON).
+ */
+export function matmulHeaderView(plan: Plan & { op: MatmulOp }, ctx: RenderContext) {
+  const op = plan.op;
+  return {
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: op.name,
+    formatName: FORMAT_NAMES[op.weight.format],
+    formatVersion: FORMATS[op.weight.format].version,
+    configJson: commentText(JSON.stringify(configInUse(plan))),
+  };
+}

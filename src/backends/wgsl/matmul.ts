@@ -1,0 +1,130 @@
+import type { PlanOf } from '../../plan/types.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
+import { templateSet } from '../../render/templates.js';
+import type { EpilogueActivation } from '../../ir/types.js';
+import { matmulHeaderView } from '../kernel-header.js';
+import type { BindingInterface, RenderContext, RenderedKernel } from '../types.js';
+import type { WgslRunSpec } from './run-spec.js';
+import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
+
+type WgslMatmulPlan = PlanOf<'wgsl-matmul'>;
+
+/** Decode partial (templates/wgsl/decode/<scheme>.hbs) of each weight format. */
+const WGSL_DECODE_SCHEME = { q35: 'q35', q4: 'nibble', q4_0: 'nibble', q8: 'int8', q8_0: 'int8', f16: 'f16' } as const;
+
+/** Each epilogue activation as a WGSL expression of the f32 `v` (GELU in its tanh form, as the reference; the tanh argument clamped where tanh is already +-1 in f32, since some drivers' tanh overflows). */
+const WGSL_ACTIVATION: Record<EpilogueActivation, string> = {
+  none: 'v',
+  silu: 'v / (1.0 + exp(-v))',
+  gelu: '0.5 * v * (1.0 + tanh(clamp(0.7978845608 * (v + 0.044715 * v * v * v), -15.0, 15.0)))',
+};
+
+const VARIANT_TEXT = {
+  gemv: 'gemv (rows per workgroup, K split across invocations)',
+  tiled: 'tiled (output tiles, K steps through workgroup storage)',
+} as const;
+
+/**
+ * The storage bindings of a WGSL matmul kernel, numbered in order: X, the weight chunks (consecutive
+ * byte ranges of the packed matrix, zero-padded at the end), Y, then bias and residual when the
+ * epilogue has them.
+ */
+function bindings(plan: WgslMatmulPlan): BindingInterface['bindings'] {
+  const { M, N, K, weightBindingBytes, weightChunkBytes, weightChunks } = plan.params;
+  const e = plan.op.epilogue;
+  const list: Omit<BindingInterface['bindings'][number], 'binding'>[] = [{ name: 'kg_x', tensor: 'x', access: 'read', offset: 0, bytes: M * K * 4 }];
+  for (let c = 0; c < weightChunks; c++) {
+    const offset = c * weightChunkBytes;
+    list.push({ name: `kg_w${c}`, tensor: 'w', access: 'read', offset, bytes: Math.min(weightChunkBytes, weightBindingBytes - offset) });
+  }
+  list.push({ name: 'kg_y', tensor: 'y', access: 'read_write', offset: 0, bytes: M * N * 4 });
+  if (e.bias) list.push({ name: 'kg_bias', tensor: 'bias', access: 'read', offset: 0, bytes: N * 4 });
+  if (e.residual) list.push({ name: 'kg_residual', tensor: 'residual', access: 'read', offset: 0, bytes: M * N * 4 });
+  return list.map((b, binding) => ({ binding, ...b }));
+}
+
+/** WGSL element type of each tensor's bindings: weights are packed bytes read as words. */
+const ELEMENT_TYPE: Record<string, string> = { x: 'f32', w: 'u32', y: 'f32', bias: 'f32', residual: 'f32' };
+
+/** kernel.wgsl of a WGSL matmul plan, and the run description its runner reads. */
+export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): RenderedKernel {
+  const op = plan.op;
+  const p = plan.params;
+  const templates = templateSet('wgsl');
+  const entry = `kgen_${op.name}`;
+  const binds = bindings(plan);
+  const subgroups = p.kernel === 'gemv' && p.subgroups;
+  const groupSize = p.weightsPerBlock;
+  const grid = plan.launch.grid!;
+  const view = {
+    ...p,
+    ...matmulHeaderView(plan, ctx),
+    subgroups,
+    entry,
+    variantText: VARIANT_TEXT[p.kernel],
+    bindings: binds.map((b) => ({ ...b, type: ELEMENT_TYPE[b.tensor] })),
+    // Word ranges of the weight bindings, for kg_wword: chunk c holds words [firstWord, endWord).
+    weightWords: binds.filter((b) => b.tensor === 'w').map((b) => ({ name: b.name, firstWord: b.offset / 4, endWord: (b.offset + b.bytes) / 4 })),
+    singleWeightBinding: p.weightChunks === 1,
+    gridText: grid.join(', '),
+    gridExprText: plan.launch.gridExpr!.join(', '),
+    hasBias: op.epilogue.bias,
+    hasResidual: op.epilogue.residual,
+    activationExpr: WGSL_ACTIVATION[op.epilogue.activation],
+    kernelPartial: p.kernel,
+    decodePartial: `decode/${WGSL_DECODE_SCHEME[op.weight.format]}`,
+    q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0`).join(', '),
+    q35FullUnits: Math.floor(groupSize / 64),
+    q35ShortUnit: groupSize % 64 !== 0,
+  };
+  const wgsl = templates.render('kernel.wgsl', view);
+  const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
+  const iface: BindingInterface = {
+    entry,
+    workgroupSize: [p.invocations, 1, 1],
+    dispatch: { expr: plan.launch.gridExpr!, grid },
+    bindings: binds,
+    features: subgroups ? ['subgroups'] : [],
+    limits: {
+      maxComputeWorkgroupStorageSize: sharedBytes,
+      maxComputeInvocationsPerWorkgroup: p.invocations,
+      maxComputeWorkgroupSizeX: p.invocations,
+      maxStorageBufferBindingSize: Math.max(...binds.map((b) => b.bytes)),
+      maxStorageBuffersPerShaderStage: binds.length,
+    },
+  };
+  const spec: WgslRunSpec = {
+    ...iface,
+    inputs: Object.fromEntries(binds.filter((b) => b.access === 'read').map((b) => [b.tensor, `${b.tensor}.bin`])),
+    output: { tensor: 'y', file: 'y.bin' },
+  };
+  const tensors = [...new Set(binds.map((b) => b.tensor))];
+  const loaderView = {
+    entry,
+    version: ctx.version,
+    command: ctx.command,
+    interfaceJson: JSON.stringify(iface, null, 2),
+    sourceJson: JSON.stringify(wgsl),
+    bufferFields: tensors.map((t) => ({ name: t, type: binds.filter((b) => b.tensor === t).length > 1 ? 'GPUBuffer | GPUBuffer[]' : 'GPUBuffer' })),
+  };
+  return {
+    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': templates.render('loader/kernel.d.ts', loaderView) },
+    bindingInterface: iface,
+    mainFile: 'kernel.wgsl',
+    templateHash: templates.hash,
+    build: `kernel.js (an ES module; types in kernel.d.ts) creates the pipeline of kernel.wgsl on a GPUDevice (createKernel), checking its features and limits, and dispatches (${view.gridExprText}) workgroups`,
+    harnessFiles: { [WGSL_RUN_SPEC_FILE]: `${JSON.stringify(spec, null, 2)}\n` },
+    abi: [
+      {
+        symbol: entry,
+        signature: `@compute @workgroup_size(${p.invocations}) fn ${entry}; ${binds.map((b) => `@binding(${b.binding}) ${b.name}: array<${ELEMENT_TYPE[b.tensor]}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
+        doc: `Y = X . W^T${op.epilogue.bias ? ' + bias' : ''}${op.epilogue.activation !== 'none' ? `, ${op.epilogue.activation}` : ''}${op.epilogue.residual ? ' + residual' : ''} in f32; W is the packed bytes (kgen pack) zero-padded to ${p.weightBindingBytes} bytes; dispatch (${view.gridExprText}) = (${view.gridText}) workgroups, ${sharedBytes} bytes of workgroup storage`,
+      },
+      {
+        symbol: 'createKernel',
+        signature: `createKernel(device: GPUDevice): Promise<Kernel> (kernel.js; kernel.d.ts)`,
+        doc: `checks the device's features and limits, creates the pipeline; Kernel.run({ ${loaderView.bufferFields.map((f) => f.name).join(', ')} }) binds the buffers and dispatches`,
+      },
+    ],
+  };
+}

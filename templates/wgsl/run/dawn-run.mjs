@@ -1,0 +1,196 @@
+// kgen's WebGPU run program (Node, the `webgpu` package: Dawn). Spawned by src/backends/wgsl/runner.ts
+// in its own process, so a hung or crashing driver costs one child, never kgen.
+//
+//   node dawn-run.mjs probe                 one JSON line: the adapter (or {"adapter":null})
+//   node dawn-run.mjs compile DIR           compiles DIR/kernel.wgsl (shader module) on a device with the
+//                                           features and limits DIR/kgen_run.json asks for; one JSON line
+//   node dawn-run.mjs run DIR DATA [--warmup N --runs N --times]
+//                                           creates the kernel with DIR/kernel.js (the emitted loader),
+//                                           fills a buffer per tensor from DATA/<file>, dispatches, writes
+//                                           the output to DATA/<file>; with --times prints {"times_ms":[...]}
+//
+// A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit 0: it is a
+// verdict, not a failure of this program). Exit 1: a runtime failure (pipeline creation, device lost,
+// validation error at dispatch), with the message on stderr. Exit 3: no adapter, or the webgpu package is missing.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+
+let webgpu;
+try {
+  webgpu = await import('webgpu');
+} catch (e) {
+  process.stderr.write(`kgen dawn-run: the webgpu package does not load: ${e.message}\n`);
+  process.exit(3);
+}
+Object.assign(globalThis, webgpu.globals);
+// Dawn crashes if the GPU object is collected while its devices live: keep it for the process.
+const gpu = webgpu.create(['backend=vulkan']);
+globalThis.kgenGpu = gpu;
+
+/** The webgpu package's version, from its package.json beside its entry module. */
+function webgpuVersion() {
+  try {
+    const entry = fileURLToPath(import.meta.resolve('webgpu'));
+    return JSON.parse(readFileSync(join(dirname(entry), 'package.json'), 'utf8')).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+const [mode, dir, dataDir, ...rest] = process.argv.slice(2);
+const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+if (mode === 'probe') {
+  if (!adapter) {
+    out({ adapter: null });
+    process.exit(0);
+  }
+  const info = adapter.info;
+  out({
+    adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description, subgroupMinSize: info.subgroupMinSize, subgroupMaxSize: info.subgroupMaxSize },
+    features: [...adapter.features].sort(),
+    limits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize, maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
+    webgpu: webgpuVersion(),
+  });
+  process.exit(0);
+}
+if (!adapter) {
+  process.stderr.write('kgen dawn-run: no WebGPU adapter\n');
+  process.exit(3);
+}
+
+const spec = JSON.parse(readFileSync(join(dir, 'kgen_run.json'), 'utf8'));
+const source = readFileSync(join(dir, 'kernel.wgsl'), 'utf8');
+const missing = spec.features.filter((f) => !adapter.features.has(f));
+if (missing.length) {
+  out({ compileError: `the adapter lacks the feature(s) ${missing.join(', ')} the kernel needs` });
+  process.exit(0);
+}
+const requiredLimits = {};
+for (const [k, v] of Object.entries(spec.limits)) requiredLimits[k] = Math.min(v, adapter.limits[k]);
+const wantTimestamps = mode === 'run' && adapter.features.has('timestamp-query');
+const device = await adapter.requestDevice({ requiredFeatures: [...spec.features, ...(wantTimestamps ? ['timestamp-query'] : [])], requiredLimits });
+let destroyed = false;
+device.lost.then((info) => {
+  if (!destroyed) {
+    process.stderr.write(`kgen dawn-run: device lost: ${info.message}\n`);
+    process.exit(1);
+  }
+});
+device.onuncapturederror = (ev) => {
+  process.stderr.write(`kgen dawn-run: ${ev.error.message}\n`);
+  process.exit(1);
+};
+
+/** The compiler's first error as "kernel.wgsl:LINE:COL: message" and the source line it points at. */
+function compileErrorText(messages) {
+  const lines = source.split('\n');
+  return messages
+    .filter((m) => m.type === 'error')
+    .map((m) => `kernel.wgsl:${m.lineNum}:${m.linePos}: ${m.message}${m.lineNum > 0 ? `\n  ${lines[m.lineNum - 1]?.trim() ?? ''}` : ''}`)
+    .join('\n');
+}
+
+device.pushErrorScope('validation');
+const module = device.createShaderModule({ code: source });
+const info = await module.getCompilationInfo();
+const moduleError = await device.popErrorScope();
+const text = compileErrorText(info.messages);
+if (text || moduleError) {
+  out({ compileError: text || moduleError.message });
+  destroyed = true;
+  device.destroy();
+  process.exit(0);
+}
+// `compile` stops at the shader module (the WGSL front end: every language and validation error);
+// the pipeline, where the driver compiles (seconds on SwiftShader), is made once, by the run.
+if (mode === 'compile') {
+  out({ ok: true });
+  destroyed = true;
+  device.destroy();
+  process.exit(0);
+}
+// The pipeline and its bindings come from the emitted loader (kernel.js), so every run tests it.
+const loader = await import(pathToFileURL(join(dir, 'kernel.js')).href);
+let kernel;
+try {
+  kernel = await loader.createKernel(device);
+} catch (e) {
+  process.stderr.write(`kgen dawn-run: pipeline creation failed: ${e.message}\n`);
+  process.exit(1);
+}
+
+// run
+const opt = (name, dflt) => {
+  const i = rest.indexOf(name);
+  return i >= 0 ? Number(rest[i + 1]) : dflt;
+};
+const timed = rest.includes('--times');
+const warmup = opt('--warmup', 0);
+const runs = timed ? Math.max(1, opt('--runs', 1)) : 1;
+// One buffer per tensor, as large as its bindings reach; filled from its file (zeros past the file's end).
+const buffers = {};
+for (const tensor of new Set(spec.bindings.map((b) => b.tensor))) {
+  const size = Math.max(...spec.bindings.filter((b) => b.tensor === tensor).map((b) => b.offset + b.bytes));
+  const buffer = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+  const file = spec.inputs[tensor];
+  if (file !== undefined) {
+    const bytes = new Uint8Array(size);
+    bytes.set(readFileSync(join(dataDir, file)).subarray(0, size));
+    device.queue.writeBuffer(buffer, 0, bytes);
+  }
+  buffers[tensor] = buffer;
+}
+const bindGroup = kernel.bindGroup(buffers);
+const querySet = wantTimestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : undefined;
+const resolve = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }) : undefined;
+const stamps = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) : undefined;
+
+/** One dispatch; its time in ms from the timestamp queries when they give one, else from queue completion. */
+async function dispatch() {
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {});
+  kernel.encode(pass, bindGroup);
+  pass.end();
+  if (querySet) {
+    enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, stamps, 0, 16);
+  }
+  const t0 = performance.now();
+  device.queue.submit([enc.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  const wall = performance.now() - t0;
+  if (!querySet) return { ms: wall, how: 'queue' };
+  await stamps.mapAsync(GPUMapMode.READ);
+  const [begin, end] = new BigUint64Array(stamps.getMappedRange().slice(0));
+  stamps.unmap();
+  const ns = Number(end - begin);
+  // Some adapters (SwiftShader among them, at times) write zeros: fall back to queue completion.
+  return ns > 0 ? { ms: ns / 1e6, how: 'timestamp-query' } : { ms: wall, how: 'queue' };
+}
+
+for (let i = 0; i < warmup; i++) await dispatch();
+const times = [];
+const how = new Set();
+for (let i = 0; i < runs; i++) {
+  const r = await dispatch();
+  times.push(r.ms);
+  how.add(r.how);
+}
+const output = buffers[spec.output.tensor];
+const readback = device.createBuffer({ size: output.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+const enc = device.createCommandEncoder();
+enc.copyBufferToBuffer(output, 0, readback, 0, output.size);
+device.queue.submit([enc.finish()]);
+await readback.mapAsync(GPUMapMode.READ);
+writeFileSync(join(dataDir, spec.output.file), new Uint8Array(readback.getMappedRange().slice(0)));
+readback.unmap();
+if (timed) {
+  process.stderr.write(`kgen dawn-run: timed by ${[...how].join(' and ')}\n`);
+  out({ times_ms: times.sort((a, b) => a - b) });
+}
+destroyed = true;
+device.destroy();
+process.exit(0);

@@ -1,0 +1,256 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
+import { verify } from '../src/api/verify.js';
+import { planRequest, renderPlan } from '../src/backends/registry.js';
+import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
+import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
+import { getDevice, swiftShaderIcd } from '../src/device/index.js';
+import type { DeviceProfile } from '../src/device/profile.js';
+import { BudgetError, KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import type { MatmulOp, WeightFormatName } from '../src/ir/types.js';
+import { parseShape } from '../src/ir/validate.js';
+import { opKit } from '../src/ops/index.js';
+import { makePlan, overBudget } from '../src/plan/index.js';
+import type { Plan } from '../src/plan/types.js';
+import { commentText } from '../src/render/comment-text.js';
+import { KGEN_VERSION } from '../src/version.js';
+
+/** Why kernels cannot run here (no SwiftShader ICD, no webgpu package), printed once; undefined when they can. */
+function dawnSkipReason(): string | undefined {
+  let reason: string | undefined;
+  if (!swiftShaderIcd()) reason = 'no SwiftShader Vulkan ICD (`.ci/run` installs Debian\'s chromium package for it: scripts/install-tools.sh)';
+  else {
+    try {
+      import.meta.resolve('webgpu');
+    } catch {
+      reason = 'the npm package webgpu is not installed (npm ci)';
+    }
+  }
+  if (reason) console.warn(`SKIP: WGSL kernels: ${reason}`);
+  return reason;
+}
+const noDawn = dawnSkipReason();
+
+const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16'];
+// Ragged: N=77 fills no row tile; K=320 is 5 groups of 64 (10 ggml blocks, an odd count of
+// 18-byte q4_0 blocks per row, so rows start at half-words), not a multiple of bk 64 x 2 or of an
+// activation chunk.
+const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
+const VARIANTS = [
+  { name: 'gemv, workgroup-storage reduction', config: { kernel: 'gemv', subgroups: 0 }, maxM: 8 },
+  // SwiftShader has subgroups (of 4); the kernel takes its size at run time.
+  { name: 'gemv, subgroup reduction', config: { kernel: 'gemv', subgroups: 1 }, maxM: 8 },
+  { name: 'tiled', config: { kernel: 'tiled' }, maxM: Infinity },
+] as const;
+
+async function expectOk(opts: Parameters<typeof verify>[0], label: string): Promise<void> {
+  const r = await verify(opts);
+  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran, label).toBe(true);
+  expect(r.comparison!.nonFinite, label).toBe(0);
+  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+}
+
+const matmul = (format: WeightFormatName, groupSize: number | undefined, epilogue: MatmulOp['epilogue'], name = `mm_${format}`): MatmulOp => ({
+  kind: 'matmul', name, x: 'f32', y: 'f32', weight: groupSize ? { format, groupSize } : { format }, epilogue,
+});
+
+/** Builds and runs a plan made outside `verify` (a profile of the test's own), and checks it against the reference. */
+async function runPlan(plan: Plan, seed = 3): Promise<void> {
+  const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+  const runner = wgslRunnerFor(plan);
+  const build = await runner.build(plan, kernel);
+  expect(build.status, build.status === 'compile_error' ? build.detail : '').toBe('ok');
+  if (build.status !== 'ok') return;
+  try {
+    const data = opKit(plan.op.kind).testData(plan.op, plan.shape, seed);
+    const run = await runner.execute(build, data.inputs);
+    expect(run.status, run.status === 'ok' ? '' : run.detail).toBe('ok');
+    if (run.status !== 'ok') return;
+    const { ok, comparison } = data.check(run.output, plan.tolerance);
+    expect(ok, JSON.stringify(comparison)).toBe(true);
+  } finally {
+    build.dispose();
+  }
+}
+
+describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', () => {
+  for (const op of OPS) {
+    for (const v of VARIANTS) {
+      it(`${op} ${v.name}: M in {1,3,64} (gemv: M <= 8), ragged N and K, match the reference`, async () => {
+        for (const shape of SHAPES) {
+          if (Number(/M=(\d+)/.exec(shape)![1]) > v.maxM) continue;
+          await expectOk({ target: 'wgsl', op, shape, device: 'swiftshader', config: v.config }, `${op} ${v.name} ${shape}`);
+        }
+      });
+    }
+  }
+
+  it('fused epilogues, q3.5 blocks with a 32-weight unit (G = 32, 96), other tilings', async () => {
+    const cases: [MatmulOp, string, Record<string, unknown>][] = [
+      [matmul('q4_0', 32, { bias: true, activation: 'silu', residual: true }), 'M=3,N=45,K=96', { kernel: 'gemv', subgroups: 1 }],
+      [matmul('q4_0', 32, { bias: true, activation: 'silu', residual: true }), 'M=20,N=45,K=96', { kernel: 'tiled', bm: 16, bn: 32, bk: 32, buffers: 1, invocations: 64 }],
+      [matmul('q35', 32, { bias: true, activation: 'gelu', residual: false }), 'M=2,N=33,K=160', { kernel: 'gemv', subgroups: 0, rowsPerWorkgroup: 1, invocations: 32 }],
+      [matmul('q35', 96, { bias: false, activation: 'none', residual: true }), 'M=9,N=21,K=288', { kernel: 'tiled' }],
+      [matmul('q35', 96, { bias: false, activation: 'gelu', residual: false }), 'M=1,N=21,K=288', { kernel: 'gemv', xChunk: 512 }],
+      [matmul('f16', undefined, { bias: true, activation: 'none', residual: false }), 'M=5,N=19,K=96', { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 16 }],
+      [matmul('f16', undefined, { bias: false, activation: 'silu', residual: true }), 'M=17,N=19,K=96', { kernel: 'tiled', bm: 16, bn: 64, bk: 32, buffers: 2 }],
+      [matmul('q8', 128, { bias: true, activation: 'none', residual: true }), 'M=8,N=70,K=640', { kernel: 'gemv', xChunk: 512, invocations: 256 }],
+      [matmul('q8_0', 32, { bias: false, activation: 'gelu', residual: false }), 'M=40,N=130,K=1344', { kernel: 'tiled', bm: 64, bn: 32, bk: 64, buffers: 1 }],
+    ];
+    for (const [op, shape, config] of cases) {
+      await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${JSON.stringify(op.epilogue)} ${shape} ${JSON.stringify(config)}`);
+    }
+  });
+
+  it('weights over the profile\'s storage binding size are split across bindings and still match', async () => {
+    // A profile whose bindings hold 4608 bytes: 120 q4 rows of 68 bytes (8164 bound) span 2 weight
+    // bindings; the boundary falls inside row 67's second block (4608 = 67 x 68 + 52).
+    const small: DeviceProfile = { ...getDevice('swiftshader'), gpu: { ...getDevice('swiftshader').gpu!, maxStorageBufferBindingBytes: 4608 } };
+    for (const config of [{ kernel: 'gemv' }, { kernel: 'tiled', bm: 16, bn: 32, bk: 64 }]) {
+      const op = CATALOG.matmul_q4!;
+      const shape = parseShape(config.kernel === 'gemv' ? 'M=2,N=120,K=128' : 'M=9,N=120,K=128', op);
+      const { plan } = makePlan(planRequest({ op, shape, device: small, target: 'wgsl' }), config);
+      expect(plan.params).toMatchObject({ weightChunkBytes: 4608, weightChunks: 2 });
+      await runPlan(plan);
+    }
+  });
+
+  it('tuning records key on the adapter Dawn reports: SwiftShader, its subgroup sizes, features, limits, the webgpu build', async () => {
+    const fp = await wgslFingerprint(getDevice('swiftshader'));
+    expect(fp).toMatchObject({ profile: 'swiftshader', target: 'wgsl', subgroupSizes: '4..4' });
+    expect(String(fp.adapter)).toMatch(/\/swiftshader\//);
+    expect(String(fp.features)).toContain('subgroups');
+    expect(String(fp.limits)).toContain('maxComputeWorkgroupStorageSize=32768');
+    expect(fp.webgpu).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('a WGSL error is a compile_error naming the line, not an exception', async () => {
+    const op = CATALOG.matmul_q4!;
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=1,N=8,K=64', op), device: getDevice('swiftshader'), target: 'wgsl' }));
+    const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    const source = kernel.files['kernel.wgsl']!;
+    const lineNo = source.split('\n').findIndex((l) => l.includes('fn kg_scale')) + 2;
+    const broken = source.replace('return unpack2x16float(kg_ld16(o)).x;', 'return unpack2x16float(kg_ld16(o));');
+    const build = await wgslRunnerFor(plan).build(plan, { ...kernel, files: { ...kernel.files, 'kernel.wgsl': broken } });
+    expect(build.status).toBe('compile_error');
+    if (build.status === 'compile_error') {
+      expect(build.detail).toMatch(new RegExp(`^kernel\\.wgsl:${lineNo}:\\d+: `));
+      expect(build.detail).toContain('unpack2x16float(kg_ld16(o))');
+    }
+  });
+
+  it('times runs by timestamp queries or queue completion: several runs, median within min..max', async () => {
+    const op = CATALOG.matmul_q4!;
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=1,N=256,K=512', op), device: getDevice('swiftshader'), target: 'wgsl' }));
+    const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    const runner = wgslRunnerFor(plan);
+    expect(runner.timesAreReal).toBe(true);
+    const build = await runner.build(plan, kernel);
+    if (build.status !== 'ok') throw new Error(build.detail);
+    try {
+      const data = opKit('matmul').testData(op, plan.shape, 1);
+      const run = await runner.execute(build, data.inputs, { timing: { warmup: 1, runs: 5, flushBytes: 0 } });
+      expect(run.status).toBe('ok');
+      if (run.status !== 'ok') return;
+      expect(data.check(run.output, plan.tolerance).ok).toBe(true);
+      expect(run.timing!.runs).toBe(5);
+      expect(run.timing!.minMs).toBeGreaterThan(0);
+      expect(run.timing!.medianMs).toBeGreaterThanOrEqual(run.timing!.minMs);
+      expect(run.timing!.medianMs).toBeLessThanOrEqual(run.timing!.maxMs);
+    } finally {
+      build.dispose();
+    }
+  });
+});
+
+describe('WGSL plans against WebGPU limits', () => {
+  const webgpu = getDevice('webgpu');
+  const op = CATALOG.matmul_q4!;
+  const shape = parseShape('M=64,N=4096,K=4096', op);
+  // 2 x 32x64 f32 activation tiles (16384 bytes) + 2 x 64 rows of 36 weight words (4608 bytes).
+  const big = { kernel: 'tiled', bm: 32, bn: 64, bk: 64, buffers: 2, invocations: 128 };
+
+  it('a config over the 16 KiB default workgroup storage is refused for webgpu, accepted where the adapter reports 32 KiB', () => {
+    let err: unknown;
+    try {
+      makePlan(planRequest({ op, shape, device: webgpu, target: 'wgsl' }), big);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BudgetError);
+    expect((err as BudgetError).budget).toBe('workgroup storage (webgpu)');
+    expect((err as BudgetError).needed).toBe(20992);
+    expect((err as BudgetError).available).toBe(16384);
+    const adapter32: DeviceProfile = { ...webgpu, name: 'adapter-32k', gpu: { ...webgpu.gpu!, sharedPerBlockBytes: 32768, sharedPerBlockOptinBytes: 32768 } };
+    const { plan } = makePlan(planRequest({ op, shape, device: adapter32, target: 'wgsl' }), big);
+    expect(overBudget(plan)).toBeUndefined();
+    expect(plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0)).toBe(20992);
+  });
+
+  it('every format and group size plans a legal kernel at the WebGPU defaults, large shapes included', () => {
+    const formats: [WeightFormatName, number | undefined][] = [['q35', 64], ['q35', 32], ['q35', 96], ['q4', 64], ['q4', 128], ['q8', 64], ['q4_0', 32], ['q8_0', 32], ['f16', undefined]];
+    for (const [format, group] of formats) {
+      const m = matmul(format, group, { bias: true, activation: 'silu', residual: true });
+      for (const text of ['M=1,N=4096,K=4608', 'M=3,N=77,K=384', 'M=8,N=14336,K=4608', 'M=64,N=77,K=384', 'M=512,N=4096,K=13824', 'M=16,N=28672,K=8064']) {
+        const { plan } = makePlan(planRequest({ op: m, shape: parseShape(text, m), device: webgpu, target: 'wgsl' }));
+        expect(overBudget(plan), `${format}/${group} ${text}`).toBeUndefined();
+        expect(plan.budgets.map((b) => b.budget)).toEqual(expect.arrayContaining(['workgroup storage (webgpu)', 'invocations per workgroup (webgpu)', 'storage binding size (webgpu)', 'storage buffers per shader stage (webgpu)']));
+        expect(plan.variant).toBe(plan.shape.M <= 8 ? 'gemv' : 'tiled');
+      }
+    }
+  });
+
+  it('subgroups only where the profile has them; the reduction scratch is sized for the smallest subgroup', () => {
+    const gemvShape = parseShape('M=4,N=64,K=256', op);
+    expect(() => makePlan(planRequest({ op, shape: gemvShape, device: webgpu, target: 'wgsl' }), { subgroups: 1 })).toThrow(KgenError);
+    const { plan: plain } = makePlan(planRequest({ op, shape: gemvShape, device: webgpu, target: 'wgsl' }), { invocations: 128 });
+    expect(plain.params).toMatchObject({ subgroups: false, reductionSlots: 128 });
+    // An adapter with subgroups of 4 to 128: 128 invocations may form 32 subgroups.
+    const withSubgroups: DeviceProfile = { ...webgpu, gpu: { ...webgpu.gpu!, features: { ...webgpu.gpu!.features, subgroups: true } } };
+    const { plan } = makePlan(planRequest({ op, shape: gemvShape, device: withSubgroups, target: 'wgsl' }), { invocations: 128 });
+    expect(plan.params).toMatchObject({ subgroups: true, reductionSlots: 32, reductionFloats: 128 });
+    const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    expect(kernel.files['kernel.wgsl']).toContain('enable subgroups;');
+    expect(kernel.files['kernel.wgsl']).toContain('const KG_SLOTS: u32 = 32u;');
+  });
+
+  it('f16 activations or outputs are refused with the reason', () => {
+    const f16x: MatmulOp = { ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }), x: 'f16' };
+    expect(() => makePlan(planRequest({ op: f16x, shape: parseShape('M=1,N=64,K=64', f16x), device: webgpu, target: 'wgsl' }))).toThrow(/f32 activations/);
+  });
+});
+
+describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
+  it('the manifest states bindings, sizes, workgroup size, dispatch and required features and limits; the loader checks a device against them', async () => {
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=2,N=50,K=96', device: 'swiftshader', config: { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 4 } });
+    expect(Object.keys(r.files).sort()).toEqual(['kernel.d.ts', 'kernel.js', 'kernel.wgsl', 'manifest.json']);
+    const m = JSON.parse(r.files['manifest.json']!) as { bindingInterface: { workgroupSize: number[]; dispatch: { expr: string[]; grid: number[] }; bindings: { tensor: string; bytes: number }[]; features: string[]; limits: Record<string, number> } };
+    const bi = m.bindingInterface;
+    expect(bi.workgroupSize).toEqual([r.plan.config.invocations, 1, 1]);
+    expect(bi.dispatch).toEqual({ expr: ['ceil(N / 4)', '1', '1'], grid: [13, 1, 1] });
+    // 50 rows of 3 q4_0 blocks (54 bytes) = 2700 bytes, padded to words plus one word.
+    expect(bi.bindings.map((b) => [b.tensor, b.bytes])).toEqual([['x', 2 * 96 * 4], ['w', 2704], ['y', 2 * 50 * 4]]);
+    expect(bi.features).toEqual(['subgroups']);
+    expect(bi.limits.maxComputeWorkgroupStorageSize).toBe(r.plan.buffers.reduce((a, b) => a + b.size, 0));
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-emit-'));
+    try {
+      writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as { source: string; checkDevice(d: unknown): void; kernel: unknown };
+      expect(loader.source).toBe(r.files['kernel.wgsl']);
+      expect(loader.kernel).toEqual(bi);
+      const limits = { ...bi.limits };
+      expect(() => loader.checkDevice({ features: new Set(['subgroups']), limits })).not.toThrow();
+      expect(() => loader.checkDevice({ features: new Set(), limits: { ...limits, maxComputeWorkgroupStorageSize: 16 } })).toThrow(/needs feature subgroups, maxComputeWorkgroupStorageSize >= \d+ \(the device has 16\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(r.files['kernel.d.ts']).toContain('export interface KernelBuffers {\n  x: GPUBuffer;\n  w: GPUBuffer;\n  y: GPUBuffer;\n}');
+  });
+});
+
