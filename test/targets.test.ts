@@ -83,7 +83,8 @@ describe('capabilities as data, checked in one place', () => {
       }
       return 'no error';
     };
-    expect(gap(() => checkSupport(planRequest({ op: q4, shape, device: getDevice('wasm-simd128'), target: 'wasm' })))).toMatch(/^--target: the wasm backend is planned but not implemented yet/);
+    expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('wasm-simd128'), target: 'wasm' })))).toMatch(/^--op: the WebAssembly backend does not render attention yet/);
+    expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('webgpu'), target: 'wgsl' })))).toMatch(/^--op: the WGSL backend does not render attention yet/);
     expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('epyc-9654'), target: 'c' })))).toMatch(/^--op: the C backend does not render attention yet/);
     expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('rtx4090'), target: 'cuda' })))).toMatch(/^--op: the CUDA backend does not render attention yet/);
     expect(checkSupport(planRequest({ op: q4, shape, device: getDevice('epyc-9654'), target: 'c' })).capabilities.ops).toContain('matmul');
