@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
@@ -250,7 +251,33 @@ describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    expect(r.files['kernel.d.ts']).toContain('export interface KernelBuffers {\n  x: GPUBuffer;\n  w: GPUBuffer;\n  y: GPUBuffer;\n}');
+    expect(r.files['kernel.d.ts']).toMatch(/export interface KernelBuffers \{\n  \/\*\* X\[2,96\] f32, row-major: 768 bytes\. \*\/\n  x: GPUBuffer;/);
   });
+
+  it('kernel.d.ts (generated with ts-morph) types a TypeScript host: the dispatch grid and workgroup size are literal types', async () => {
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=2,N=50,K=96', device: 'swiftshader', config: { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 4 } });
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-types-'));
+    const tsc = (file: string) => execa(process.execPath, [join(process.cwd(), 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', `${join(process.cwd(), 'node_modules/@types')},${join(process.cwd(), 'node_modules')}`, join(dir, file)], { reject: false });
+    try {
+      writeFileSync(join(dir, 'kernel.d.ts'), r.files['kernel.d.ts']!);
+      writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
+      const host = (grid: number) => `import { createKernel, kernel, type KernelBuffers } from './kernel.js';
+export async function call(device: GPUDevice, buffers: KernelBuffers): Promise<number> {
+  const k = await createKernel(device);
+  k.run(buffers);
+  const groups: ${grid} = kernel.dispatch.grid[0];
+  return groups * kernel.workgroupSize[0];
+}
+`;
+      writeFileSync(join(dir, 'good.ts'), host(13));
+      const good = await tsc('good.ts');
+      expect(good.exitCode, good.stdout).toBe(0);
+      writeFileSync(join(dir, 'bad.ts'), host(14));
+      const bad = await tsc('bad.ts');
+      expect(bad.stdout).toMatch(/Type '13' is not assignable to type '14'/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 

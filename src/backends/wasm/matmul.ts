@@ -1,4 +1,5 @@
 import type { EpilogueActivation } from '../../ir/types.js';
+import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
 import { FORMATS } from '../../quant/index.js';
@@ -276,7 +277,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
-  files['kernel.d.mts'] = templates.render('kernel.d.mts', loaderView);
+  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan) });
   files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {

@@ -1,4 +1,5 @@
 import type { PlanOf } from '../../plan/types.js';
+import { wgslLoaderDeclarations } from './bindings.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
@@ -108,7 +109,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     bufferFields: tensors.map((t) => ({ name: t, type: binds.filter((b) => b.tensor === t).length > 1 ? 'GPUBuffer | GPUBuffer[]' : 'GPUBuffer' })),
   };
   return {
-    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': templates.render('loader/kernel.d.ts', loaderView) },
+    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': wgslLoaderDeclarations(plan, iface, ctx.version) },
     bindingInterface: iface,
     mainFile: 'kernel.wgsl',
     templateHash: templates.hash,

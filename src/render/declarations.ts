@@ -1,0 +1,21 @@
+import { Project, type SourceFile } from 'ts-morph';
+
+/**
+ * A TypeScript declaration file built with ts-morph (an AST, not concatenated text): `build` adds
+ * the declarations to an in-memory source file; the result is ts-morph's formatted text after
+ * `header` (comment lines). Invariant: the text parses as TypeScript (ts-morph writes nodes, so a
+ * doc string or name cannot break the file's structure).
+ */
+export function declarationFile(name: string, header: string[], build: (file: SourceFile) => void, opts: { referenceTypes?: string[] } = {}): string {
+  const project = new Project({ useInMemoryFileSystem: true, compilerOptions: { declaration: true } });
+  const file = project.createSourceFile(name, '', { overwrite: true });
+  build(file);
+  file.formatText({ indentSize: 2 });
+  const references = (opts.referenceTypes ?? []).map((t) => `/// <reference types="${t}" />\n`).join('');
+  return `${header.map((l) => `// ${l}`).join('\n')}\n${references}${file.getFullText()}`;
+}
+
+/** A doc comment's text with the sequence that would end it made inert. */
+export function docText(text: string): string {
+  return text.replace(/\*\//g, '*\\/');
+}
