@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
@@ -7,7 +7,8 @@ import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
 import { pathText } from '../io/message-text.js';
-import { checkPathText, fsError } from '../io/output.js';
+import { readRegularFile } from '../io/input-file.js';
+import { checkPathText } from '../io/output.js';
 
 /** Flags shared by emit, verify and plan, as commander sees them. */
 export interface KernelFlags {
@@ -44,19 +45,9 @@ export function readIr(path: string): unknown {
  */
 export function readUserFile(path: string, field: string, maxBytes: number): string {
   checkPathText(path, field, 'a file path');
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    throw fsError(field, 'read', path, e, 'check the path');
-  }
-  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: 'a readable file' });
-  if (st.size > maxBytes) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than the ${maxBytes} accepted`, expected: 'a smaller file' });
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw fsError(field, 'read', path, e, 'check the path');
-  }
+  return readRegularFile(path, field, 'a readable file', (st) => {
+    if (st.size > maxBytes) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than the ${maxBytes} accepted`, expected: 'a smaller file' });
+  }).toString('utf8');
 }
 
 export function toRequest(flags: KernelFlags): KernelRequest {

@@ -1,5 +1,5 @@
 import { constants } from 'node:buffer';
-import { existsSync, readFileSync, statSync, type Stats } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { packFromGguf } from '../api/gguf.js';
 import { pack, packLayout, type PackResult } from '../api/pack.js';
@@ -9,7 +9,8 @@ import { catalogOp } from '../ir/catalog.js';
 import { opKit } from '../ops/index.js';
 import { pathText, quoted } from '../io/message-text.js';
 import { parseJsonInput } from '../io/json-input.js';
-import { fsError, writeOutputFile, writeOutputFiles } from '../io/output.js';
+import { readRegularFile } from '../io/input-file.js';
+import { writeOutputFile, writeOutputFiles } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
 import { codecOf, dequantizeMatrix, FORMATS } from '../quant/index.js';
 import { printJson } from './common.js';
@@ -117,8 +118,8 @@ Examples:
       const hasSidecar = existsSync(sidecarFile);
       if (hasSidecar && described) throw new KgenError({ field: '--format', problem: `${pathText(input)} has a sidecar, which says what the bytes are`, expected: '--format, --group and --shape only for raw bytes without one', hint: 'drop those flags' });
       const raw = described && !hasSidecar ? rawDescription(flags) : undefined;
-      const bytes = readRegularFile(input, '--in', 'a packed weight file');
-      const sidecar = hasSidecar ? parseJsonInput(readRegularFile(sidecarFile, '--in sidecar', 'a JSON file').toString('utf8'), { field: '--in sidecar', expected: 'the JSON `kgen pack` wrote', source: pathText(sidecarFile) }) : undefined;
+      const bytes = readWholeFile(input, '--in', 'a packed weight file');
+      const sidecar = hasSidecar ? parseJsonInput(readWholeFile(sidecarFile, '--in sidecar', 'a JSON file').toString('utf8'), { field: '--in sidecar', expected: 'the JSON `kgen pack` wrote', source: pathText(sidecarFile) }) : undefined;
       const packed = checkPacked({ bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), sidecar, raw, field: '--in', shown: pathText(input) });
       if (packed.N * packed.K * 4 > MAX_LENGTH) throw new KgenError({ field: '--in', problem: `N*K*4 = ${packed.N * packed.K * 4} bytes of f32 is more than one call can hold`, expected: 'a smaller matrix' });
       const values = dequantizeMatrix(codecOf(packed.spec), packed.bytes, packed.N, packed.K);
@@ -166,35 +167,16 @@ function rawDescription(flags: PackFlags): { format: string; groupSize?: number;
  * FIFO or device would block, a huge file would be read for nothing).
  */
 function readWeights(path: string, expected: number): Buffer {
-  const st = statRegular(path, '--in', 'a raw f32 file');
-  if (st.size % 4 !== 0) throw new KgenError({ field: '--in', problem: `${st.size} bytes is not a whole number of f32 values`, expected: `${expected} bytes` });
-  if (st.size !== expected) throw new KgenError({ field: '--in', problem: `holds ${st.size / 4} values but N*K = ${expected / 4}`, expected: `${expected} bytes (N*K f32 values, row-major)`, hint: 'check --shape' });
-  if (expected > MAX_LENGTH) throw new KgenError({ field: '--shape', problem: `N*K*4 = ${expected} bytes is more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller matrix', hint: 'pack the matrix in row ranges' });
-  return readChecked(path, '--in');
+  return readRegularFile(path, '--in', 'a raw f32 file', (st) => {
+    if (st.size % 4 !== 0) throw new KgenError({ field: '--in', problem: `${st.size} bytes is not a whole number of f32 values`, expected: `${expected} bytes` });
+    if (st.size !== expected) throw new KgenError({ field: '--in', problem: `holds ${st.size / 4} values but N*K = ${expected / 4}`, expected: `${expected} bytes (N*K f32 values, row-major)`, hint: 'check --shape' });
+    if (expected > MAX_LENGTH) throw new KgenError({ field: '--shape', problem: `N*K*4 = ${expected} bytes is more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller matrix', hint: 'pack the matrix in row ranges' });
+  });
 }
 
-/** A regular file's bytes (FIFOs and devices refused before reading; kgen never blocks on one). */
-function readRegularFile(path: string, field: string, what: string): Buffer {
-  const st = statRegular(path, field, what);
-  if (st.size > MAX_LENGTH) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller file' });
-  return readChecked(path, field);
-}
-
-function statRegular(path: string, field: string, what: string): Stats {
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    throw fsError(field, 'read', path, e, 'check the path');
-  }
-  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: what });
-  return st;
-}
-
-function readChecked(path: string, field: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw fsError(field, 'read', path, e, 'check the path');
-  }
+/** A file `unpack` reads whole (packed weights, their sidecar), refused before reading when too big. */
+function readWholeFile(path: string, field: string, what: string): Buffer {
+  return readRegularFile(path, field, what, (st) => {
+    if (st.size > MAX_LENGTH) throw new KgenError({ field, problem: `${pathText(path)} is ${st.size} bytes, more than one call can hold (${MAX_LENGTH})`, expected: 'a smaller file' });
+  });
 }

@@ -1,7 +1,8 @@
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { gguf, GGMLQuantizationType } from '@huggingface/gguf';
 import { KgenError } from '../errors.js';
 import { oneLine, pathText, quoted } from './message-text.js';
+import { statRegularFile } from './input-file.js';
 import { fsError } from './output.js';
 
 /**
@@ -43,7 +44,7 @@ export interface GgufIndex {
  * is a KgenError naming `field`, never a parser's stack.
  */
 export async function readGgufIndex(path: string, field: string): Promise<GgufIndex> {
-  const size = regularFileSize(path, field);
+  const size = statRegularFile(path, field, 'a GGUF file').size;
   let parsed;
   try {
     parsed = await gguf(path, { allowLocalFile: true });
@@ -92,15 +93,4 @@ export function readGgufTensor(path: string, tensor: GgufTensor, field: string):
     if (fd !== undefined) closeSync(fd);
   }
   return out;
-}
-
-function regularFileSize(path: string, field: string): number {
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    throw fsError(field, 'read', path, e, 'check the path');
-  }
-  if (!st.isFile()) throw new KgenError({ field, problem: `${pathText(path)} is not a regular file`, expected: 'a GGUF file' });
-  return st.size;
 }

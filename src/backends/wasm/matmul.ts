@@ -271,7 +271,6 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     version: ctx.version,
     command: ctx.command,
     N: plan.params.N,
-    workspaceBytes: plan.params.workspaceBytes,
     sizesJson: JSON.stringify(harnessLayout(plan).sizes),
     levelsJson: JSON.stringify(levelsOf(plan)),
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
