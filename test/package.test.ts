@@ -1,11 +1,13 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { SHIM_COMPILER, SHIM_FLAGS, shimDir } from '../src/backends/cuda/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
+import { swiftShaderIcd } from '../src/device/index.js';
 import { canonicalHash } from '../src/hash.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { MatmulOp } from '../src/ir/types.js';
@@ -58,6 +60,71 @@ int main(void) {${calls}
 }
 `;
 }
+
+
+/** What emitJsPackage made: the package folder, its kernels' names and a scratch project with it installed. */
+interface JsPackage {
+  dir: string;
+  scratch: string;
+  names: string[];
+}
+
+/**
+ * `kgen emit --package` of `kernels`, then as a user would: `npm pack` of the folder and `npm
+ * install` of the .tgz into a new scratch project (offline: the package has no dependencies).
+ */
+async function emitJsPackage(dir: string, target: string, device: string, kernels: object[], packageName: string): Promise<JsPackage> {
+  writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
+  const pkgDir = join(dir, 'pkg');
+  const r = await run(['emit', '--target', target, '--device', device, '--kernels', join(dir, 'layer.json'), '--package', pkgDir, '--package-name', packageName, '--no-records']);
+  expect(r.exitCode, r.stderr).toBe(0);
+  const index = JSON.parse(readFileSync(join(pkgDir, 'kgen-package.json'), 'utf8')) as { kernels: { name: string }[] };
+  const npmEnv = { npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
+  const packed = await execa('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: pkgDir, reject: false, env: npmEnv });
+  expect(packed.exitCode, packed.stderr).toBe(0);
+  const tgz = packed.stdout.trim().split('\n').pop()!;
+  const scratch = join(dir, 'scratch');
+  mkdirSync(scratch);
+  writeFileSync(join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', version: '1.0.0', private: true, type: 'module' }));
+  const installed = await execa('npm', ['install', '--offline', join(dir, tgz)], { cwd: scratch, reject: false, env: npmEnv });
+  expect(installed.exitCode, installed.stderr).toBe(0);
+  return { dir: pkgDir, scratch, names: index.kernels.map((k) => k.name) };
+}
+
+/** Each kernel's seeded inputs as NAME.x.bin, NAME.w.bin, ... in `dir`; returns each kernel's test data. */
+function writeKernelInputs(dir: string, kernels: { op?: string; ir?: unknown; shape: string }[], names: string[]) {
+  return kernels.map((k, i) => {
+    const op = (k.op ? CATALOG[k.op]! : validateOp(k.ir)) as MatmulOp;
+    const shape = parseShape(k.shape, op) as { M: number; N: number; K: number };
+    const d = opKit('matmul').testData(op, shape, 21 + i);
+    for (const [file, bytes] of Object.entries(d.inputs)) writeFileSync(join(dir, `${names[i]}.${file}`), bytes);
+    return { ...d, outputBytes: opKit('matmul').outputBytes(op, shape) };
+  });
+}
+
+/** Every kernel's NAME.y.bin in the scratch project against the reference, under its manifest's tolerance. */
+function checkOutputs(pkg: JsPackage, data: ReturnType<typeof writeKernelInputs>): void {
+  data.forEach((d, i) => {
+    const name = pkg.names[i]!;
+    const manifest = JSON.parse(readFileSync(join(pkg.dir, name, 'manifest.json'), 'utf8'));
+    const { ok, comparison } = d.check(new Uint8Array(readFileSync(join(pkg.scratch, `${name}.y.bin`))), manifest.tolerance);
+    expect(ok, `${name}: ${JSON.stringify(comparison)}`).toBe(true);
+  });
+}
+
+/** tsc --strict on a host file, as a user's project would check it (Node's types for WebAssembly; more type roots for @webgpu/types). */
+function tsc(file: string, ...typeRoots: string[]) {
+  const root = join(import.meta.dirname, '..');
+  const roots = [join(root, 'node_modules/@types'), ...typeRoots].join(',');
+  return execa(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', roots, file], { reject: false });
+}
+
+/** The environment Dawn needs for SwiftShader here (Debian's chromium ships the ICD and Vulkan loader). */
+function swiftShaderEnvFor(): Record<string, string> {
+  const icd = swiftShaderIcd()!;
+  return { VK_ICD_FILENAMES: icd, LD_LIBRARY_PATH: dirname(icd) };
+}
+const noDawn = swiftShaderIcd() ? undefined : 'no SwiftShader Vulkan ICD (scripts/install-tools.sh installs chromium)';
 
 describe('kgen emit --package', () => {
   const missing = skipReason(['cc', 'make']);
@@ -169,6 +236,119 @@ int main() {${calls}
     });
   }, 180_000);
 
+  const noNpm = skipReason(['npm']);
+  it.skipIf(noNpm !== undefined)('a WebAssembly package packs with npm, installs into a scratch project, type-checks, and its one loader computes every kernel right on 1 and 2 threads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const kernels = [{ op: 'matmul_q4', shape: 'M=1,N=77,K=320', name: 'gate' }, { op: 'matmul_q35', shape: 'M=3,N=40,K=128' }, { ir: EPILOGUE_IRS[0], shape: 'M=5,N=21,K=384', name: 'ffn_up' }];
+    const pkg = await emitJsPackage(dir, 'wasm', 'wasm-simd128', kernels, 'Layer0 WASM');
+    expect(JSON.parse(readFileSync(join(pkg.dir, 'package.json'), 'utf8'))).toMatchObject({ name: 'layer0-wasm', type: 'module', exports: { '.': { default: './index.mjs', types: './index.d.mts' }, './gate': { default: './gate/kernel.mjs' } } });
+    const data = writeKernelInputs(pkg.scratch, kernels, pkg.names);
+    writeFileSync(join(pkg.scratch, 'run.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
+import { info, kernels as modules, layout, loadAll } from 'layer0-wasm';
+const { memory, kernels, close } = await loadAll({ threads: Number(process.argv[2]) });
+const levels = {};
+for (const name of Object.keys(info)) {
+  const at = layout.kernels[name];
+  for (const buffer of ['x', 'w', 'bias', 'residual']) {
+    if (at[buffer] === 0) continue;
+    const bytes = readFileSync(name + '.' + buffer + '.bin');
+    new Uint8Array(memory.buffer, at[buffer], bytes.length).set(bytes);
+  }
+  await kernels[name].run(at.x, at.w, at.bias, at.residual, at.y, at.workspace);
+  writeFileSync(name + '.y.bin', new Uint8Array(memory.buffer, at.y, modules[name].sizes.y));
+  levels[name] = kernels[name].level;
+}
+close();
+console.log(JSON.stringify(levels));
+`);
+    // Plain Node (SIMD128), then with relaxed SIMD usable (the probe picks the relaxed modules).
+    for (const [threads, flags] of [[1, []], [2, ['--experimental-wasm-relaxed-simd', '--no-liftoff']]] as const) {
+      const r = await execa(process.execPath, [...flags, 'run.mjs', String(threads)], { cwd: pkg.scratch, reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const levels = Object.values(JSON.parse(r.stdout) as Record<string, string>);
+      expect(levels).toEqual(Array(3).fill(flags.length ? 'relaxed' : 'simd128'));
+      checkOutputs(pkg, data);
+    }
+    // A TypeScript host against the package's generated declarations: offsets are literal types.
+    const at = ((await import(pathToFileURL(join(pkg.scratch, 'node_modules', 'layer0-wasm', 'index.mjs')).href)) as { layout: { kernels: Record<string, { x: number }> } }).layout.kernels.gate!;
+    const host = (x: number) => `import { layout, loadAll } from 'layer0-wasm';
+const { kernels } = await loadAll();
+const x: ${x} = layout.kernels.gate.x;
+await kernels.gate.run(x, layout.kernels.gate.w, 0, 0, layout.kernels.gate.y, layout.kernels.gate.workspace);
+`;
+    writeFileSync(join(pkg.scratch, 'good.mts'), host(at.x));
+    writeFileSync(join(pkg.scratch, 'bad.mts'), host(at.x + 16));
+    const good = await tsc(join(pkg.scratch, 'good.mts'));
+    expect(good.exitCode, good.stdout).toBe(0);
+    const bad = await tsc(join(pkg.scratch, 'bad.mts'));
+    expect(bad.stdout).toContain(`Type '${at.x}' is not assignable to type '${at.x + 16}'`);
+  }, 180_000);
+
+  it.skipIf(noNpm !== undefined || noDawn !== undefined)('a WGSL package packs with npm, installs into a scratch project, and its one loader computes every kernel right on SwiftShader', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    // The WGSL kernels take f32 activations: the epilogue kernel is the f32 one (bias + GELU).
+    const kernels = [{ op: 'matmul_q4_0', shape: 'M=1,N=77,K=320', name: 'gate' }, { op: 'matmul_q8', shape: 'M=3,N=40,K=128' }, { ir: EPILOGUE_IRS[1], shape: 'M=5,N=21,K=384', name: 'proj' }];
+    const pkg = await emitJsPackage(dir, 'wgsl', 'swiftshader', kernels, 'layer0-wgsl');
+    const data = writeKernelInputs(pkg.scratch, kernels, pkg.names);
+    writeFileSync(join(pkg.scratch, 'run.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
+import { createAll, info, kernels as modules, requirements } from 'layer0-wgsl';
+const webgpu = await import(process.env.KGEN_WEBGPU);
+Object.assign(globalThis, webgpu.globals);
+const gpu = webgpu.create(['backend=vulkan']);
+globalThis.keepGpu = gpu;
+const adapter = await gpu.requestAdapter();
+const device = await adapter.requestDevice(requirements);
+const created = await createAll(device);
+const S = GPUBufferUsage;
+for (const name of Object.keys(info)) {
+  const buffers = {};
+  for (const b of modules[name].kernel.bindings) {
+    const bytes = Math.max(buffers[b.tensor]?.size ?? 0, b.offset + b.bytes);
+    buffers[b.tensor]?.destroy();
+    buffers[b.tensor] = device.createBuffer({ size: bytes, usage: S.STORAGE | S.COPY_DST | S.COPY_SRC });
+  }
+  for (const [tensor, buffer] of Object.entries(buffers)) {
+    if (tensor === 'y') continue;
+    const file = readFileSync(name + '.' + tensor + '.bin');
+    const padded = new Uint8Array(Math.ceil(file.length / 4) * 4);
+    padded.set(file);
+    device.queue.writeBuffer(buffer, 0, padded);
+  }
+  created[name].run(buffers);
+  const yBytes = Number(process.env['Y_' + name]);
+  const read = device.createBuffer({ size: Math.ceil(yBytes / 4) * 4, usage: S.MAP_READ | S.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(buffers.y, 0, read, 0, read.size);
+  device.queue.submit([encoder.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  writeFileSync(name + '.y.bin', new Uint8Array(read.getMappedRange()).slice(0, yBytes));
+  read.unmap();
+}
+device.destroy();
+console.log('done');
+`);
+    const env = { ...swiftShaderEnvFor(), KGEN_WEBGPU: import.meta.resolve('webgpu'), ...Object.fromEntries(pkg.names.map((n, i) => [`Y_${n}`, String(data[i]!.outputBytes)])) };
+    const r = await execa(process.execPath, ['run.mjs'], { cwd: pkg.scratch, reject: false, env });
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+    checkOutputs(pkg, data);
+    // A TypeScript host against the generated index.d.ts (GPU types from @webgpu/types).
+    const host = (op: string) => `import { createAll, info, requirements } from 'layer0-wgsl';
+export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: GPUBuffer): Promise<void> {
+  const device = await adapter.requestDevice(requirements);
+  const created = await createAll(device);
+  const op: '${op}' = info.gate.op;
+  created.gate.run({ x, w, y });
+}
+`;
+    writeFileSync(join(pkg.scratch, 'good.ts'), host('matmul_q4_0'));
+    writeFileSync(join(pkg.scratch, 'bad.ts'), host('matmul_q8'));
+    const withGpuTypes = join(import.meta.dirname, '..', 'node_modules');
+    const good = await tsc(join(pkg.scratch, 'good.ts'), withGpuTypes);
+    expect(good.exitCode, good.stdout).toBe(0);
+    const bad = await tsc(join(pkg.scratch, 'bad.ts'), withGpuTypes);
+    expect(bad.stdout).toContain(`Type '"matmul_q4_0"' is not assignable to type '"matmul_q8"'`);
+  }, 180_000);
+
   it('refuses an existing directory, mixed flags and bad kernel lists, writing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
     const base = ['emit', '--target', 'c', '--device', DEVICE];
@@ -186,7 +366,7 @@ int main() {${calls}
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "9lives"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);
-    expectError(await run(['emit', '--target', 'wgsl', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--package', join(dir, 'p')]), /--target: /);
+    expectError(await run([...one, '--package-name', 'x', '-o', join(dir, 'p')]), /--package-name: given without --package/);
     expect(existsSync(join(dir, 'p'))).toBe(false);
   });
 });

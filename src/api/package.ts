@@ -18,6 +18,8 @@ export interface PackageKernel extends KernelRequest {
 
 export interface PackageOptions {
   kernels: PackageKernel[];
+  /** The package's name (package.json of the JS targets); made npm-safe. Default `kgen-kernels`. */
+  name?: string;
   /** The tuning database each kernel's config comes from, as in `emit`. */
   records?: TuningDb;
   /** How the package was made, for its README. */
@@ -34,8 +36,8 @@ export interface PackageIndex {
 }
 
 export interface PackageResult {
-  /** Files by path relative to the package folder (`NAME/kernel.c`, `Makefile`, ...). */
-  files: Record<string, string>;
+  /** Files by path relative to the package folder (`NAME/kernel.c`, `Makefile`, `NAME/kernel.wasm`, ...). */
+  files: Record<string, string | Uint8Array>;
   index: PackageIndex;
   /** What the caller should be told (which record each config came from). */
   notes: string[];
@@ -48,12 +50,21 @@ function defaultName(req: ResolvedRequest): string {
 }
 
 /**
+ * `name` as an npm package name: lowercase letters, digits and `-._~`, not starting with `.` or `_`,
+ * at most 214 characters; anything else becomes `-`. Invariant: the result is a valid name.
+ */
+export function npmPackageName(name: string): string {
+  const safe = name.toLowerCase().replace(/[^a-z0-9\-._~]+/g, '-').replace(/^[-._~]+/, '').replace(/[-._~]+$/, '').slice(0, 214);
+  return safe === '' ? 'kgen-kernels' : safe;
+}
+
+/**
  * A self-contained package of one target's kernels: each kernel's files (source, header or loader,
  * manifest) in its own folder with its own symbol names, the target's build files at the root
  * (`Backend.packageFiles`), kgen-package.json and a README stating each kernel's op, shape, config
  * and where the config came from (the tuning record's device fingerprint, time and median).
  */
-export function buildPackage(opts: PackageOptions): PackageResult {
+export async function buildPackage(opts: PackageOptions): Promise<PackageResult> {
   if (opts.kernels.length === 0) throw new KgenError({ field: '--kernels', problem: 'lists no kernel', expected: 'at least one {op, shape}' });
   const target = targetFor(opts.kernels[0]!.target);
   const mixed = opts.kernels.find((k) => k.target !== target.name);
@@ -75,9 +86,14 @@ export function buildPackage(opts: PackageOptions): PackageResult {
     notes.push(...result.notes.map((n) => `${name}: ${n}`));
     return { name, dir: name, symbol: `kgen_${name}`, plan: result.plan, rendered: result.rendered, result };
   });
-  const build = target.backend.packageFiles(packaged);
-  const files: Record<string, string> = {};
-  for (const k of packaged) for (const [file, text] of Object.entries(k.result.files)) files[`${k.dir}/${file}`] = text;
+  const build = target.backend.packageFiles(packaged, { name: npmPackageName(opts.name ?? 'kgen-kernels'), version: KGEN_VERSION });
+  const files: Record<string, string | Uint8Array> = {};
+  for (const k of packaged) {
+    const built = k.rendered.binaries ? await k.rendered.binaries() : { files: {} };
+    // A rendered module that does not assemble is kgen's bug, not the user's.
+    if ('error' in built) throw new Error(`kgen: ${k.name} does not build: ${built.error}`);
+    for (const [file, content] of Object.entries({ ...k.result.files, ...built.files })) files[`${k.dir}/${file}`] = content;
+  }
   const createdAt = (opts.now ?? new Date()).toISOString();
   const index: PackageIndex = {
     kgen: KGEN_VERSION,
@@ -126,6 +142,7 @@ export function buildPackage(opts: PackageOptions): PackageResult {
         },
       };
     }),
+    contents: build.contents,
     build: build.build,
     usage: build.usage,
     usageLanguage: build.usageLanguage,

@@ -47,6 +47,7 @@ export function cFamilyPackage(
   view: object,
   how: { build: string[]; usageTemplate: string; usageLanguage: string },
 ): PackageBuild {
+  const contents = "Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and `manifest.json` (ABI, launch, buffers, budgets, tolerance, config and where it came from).";
   const first = kernels[0]!;
   const op = first.plan.op as MatmulOp;
   return {
@@ -55,6 +56,7 @@ export function cFamilyPackage(
       'CMakeLists.txt': templates.render('CMakeLists.txt', view),
       'kgen_kernels.h': templates.render('kgen_kernels.h', view),
     },
+    contents,
     build: how.build,
     usage: templates.render(how.usageTemplate, packageUsageView(op, first.plan.shape, first.symbol)),
     usageLanguage: how.usageLanguage,

@@ -156,11 +156,11 @@ export interface Backend {
    */
   runnerFor?(plan: Plan, opts?: { preferReal?: boolean }): KernelRunner;
   /**
-   * The build files a package of this target's kernels needs at its root (a Makefile and a CMake
-   * file for C), how to build it and how to call a kernel; absent where the target has no package
-   * form yet (`kgen emit --package` refuses it then).
+   * The files a package of this target's kernels needs at its root (a Makefile and a CMake file for
+   * C; package.json and one loader of every kernel for the JS targets), how to build it and how to
+   * call a kernel; absent where the target has no package form (`kgen emit --package` refuses it).
    */
-  packageFiles?(kernels: readonly PackagedKernel[]): PackageBuild;
+  packageFiles?(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild;
 }
 
 /** One kernel of a package: its folder in the package, its symbol base name, plan and files. */
@@ -171,10 +171,19 @@ export interface PackagedKernel {
   rendered: RenderedKernel;
 }
 
+/** What a package is, for the files a backend adds to it. */
+export interface PackageContext {
+  /** The package's name (an npm package name: lowercase, URL-safe). */
+  name: string;
+  version: string;
+}
+
 /** What a backend adds to a package. */
 export interface PackageBuild {
   /** Files at the package root, by name (Makefile, CMakeLists.txt, one header including all). */
   files: Record<string, string>;
+  /** What each kernel's folder holds, for the README (one sentence or two). */
+  contents: string;
   /** Shell commands that build the package where it was written, for its README. */
   build: string[];
   /** A short snippet that calls the package's first kernel, for its README. */

@@ -1,3 +1,4 @@
+import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { emit } from '../api/emit.js';
 import { kernelDataFiles } from '../api/kit.js';
@@ -21,7 +22,8 @@ export function registerEmit(program: Command): void {
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
     .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
     .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)')
-    .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C: Makefile, CMakeLists.txt, one header), kgen-package.json and a README; DIR must be new')
+    .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C, CUDA: Makefile, CMakeLists.txt, one header; wasm, wgsl: package.json and one loader of every kernel), kgen-package.json and a README; DIR must be new')
+    .option('--package-name <name>', 'with --package: the name in package.json (wasm, wgsl; default: the directory\'s name, made npm-safe)')
     .option('--kernels <file>', 'with --package: a JSON list of kernels, each {"op" or "ir", "shape", optional "isa", "config", "device", "name"}; --target and --device apply to all');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
@@ -36,6 +38,7 @@ Examples:
   kgen emit --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --device rtx4090 -o q35/ --data
   kgen emit --target c --kernels layer.json --package layer-kernels/
   kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=4096 --package q4_0-pkg/
+  kgen emit --target wasm --kernels layer.json --package layer-wasm/   (npm pack / npm install it)
 
 WebAssembly (--target wasm) writes kernel.wat and kernel.wasm (SIMD128), kernel.relaxed.wat and
 kernel.relaxed.wasm (relaxed SIMD; integer formats), probe.wat and probe.wasm (load
@@ -53,6 +56,7 @@ configSource and record fields say which.`,
   cmd.action(async (flags: EmitFlags) => {
     if (flags.package !== undefined || flags.kernels !== undefined) return emitPackage(flags);
     // Every flag is checked before anything is planned, rendered or written.
+    if (flags.packageName !== undefined) throw new KgenError({ field: '--package-name', problem: 'given without --package', expected: '--package DIR as well' });
     const out = optionalPath(flags.out, '--out', 'a directory path');
     if (flags.data !== undefined && out === undefined) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
     const seed = typeof flags.data === 'string' ? parseSeed(flags.data, '--data') : 1;
@@ -86,13 +90,13 @@ configSource and record fields say which.`,
   });
 }
 
-type EmitFlags = KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; kernels?: string };
+type EmitFlags = KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; packageName?: string; kernels?: string };
 
 /** Keys a `--kernels` entry may have. */
 const KERNEL_KEYS = ['op', 'ir', 'shape', 'isa', 'config', 'device', 'name'];
 
 /** `emit --package DIR`: the kernels of --kernels (or the one of --op/--ir and --shape) as a package. */
-function emitPackage(flags: EmitFlags): void {
+async function emitPackage(flags: EmitFlags): Promise<void> {
   const dir = optionalPath(flags.package, '--package', 'a new directory path');
   if (dir === undefined) throw new KgenError({ field: '--package', problem: 'missing', expected: 'a new directory for the package' });
   for (const [flag, given] of [['--out', flags.out !== undefined], ['--data', flags.data !== undefined], ['--force', flags.force]] as const) {
@@ -118,7 +122,7 @@ function emitPackage(flags: EmitFlags): void {
   const records = flags.records ? openDbForReading(flags) : undefined;
   let result;
   try {
-    result = buildPackage({ kernels, records, command: ['kgen', ...process.argv.slice(2)].join(' ') });
+    result = await buildPackage({ kernels, records, name: flags.packageName ?? basename(resolve(dir)), command: ['kgen', ...process.argv.slice(2)].join(' ') });
   } finally {
     records?.close();
   }

@@ -3,6 +3,7 @@ import { cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
 import { renderWasmMatmul } from './matmul.js';
+import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 
 /**
@@ -29,5 +30,6 @@ export const wasmTarget: Target = {
     capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
     renderers: { 'cpu-matmul': renderWasmMatmul },
     runnerFor: () => wasmRunner('auto'),
+    packageFiles: wasmPackageFiles,
   },
 };

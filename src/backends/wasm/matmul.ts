@@ -171,7 +171,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const p = plan.params;
   const format = op.weight.format;
   const scheme = format === 'f16' ? undefined : WASM_SCHEME[format];
-  const fn = `kgen_${op.name}`;
+  const fn = ctx.symbol ?? `kgen_${op.name}`;
   const { actStride, xRowBytes } = actLayout(plan);
   const xBytes = op.x === 'f16' ? F16_BYTES : F32_BYTES;
   const { tile, shapes } = microShapes(plan);
@@ -265,7 +265,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     for (const shared of [false, true]) files[LEVEL_FILE[level][shared ? 'shared' : 'plain']] = templates.render('kernel.wat', levelView(plan, ctx, level, shared));
   }
   files['probe.wat'] = templates.render('probe.wat', RELAXED_DOT);
-  const fn = `kgen_${plan.op.name}`;
+  const fn = ctx.symbol ?? `kgen_${plan.op.name}`;
   const loaderView = {
     fn,
     version: ctx.version,
@@ -283,7 +283,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     files,
     binaries: () => assembleKernel(rendered),
     mainFile: 'kernel.wat',
-    harnessFiles: { 'harness.mjs': renderHarness(plan) },
+    harnessFiles: { 'harness.mjs': renderHarness(plan, fn) },
     templateHash: templates.hash,
     build: 'assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm\'s probe() returns 1',
     abi: [
@@ -317,10 +317,10 @@ export function harnessLayout(plan: CpuMatmulPlan) {
   return { sizes, at, end: o };
 }
 
-function renderHarness(plan: CpuMatmulPlan): string {
+function renderHarness(plan: CpuMatmulPlan, fn: string): string {
   const layout = harnessLayout(plan);
   return templateSet('wasm').render('harness.mjs', {
-    fn: `kgen_${plan.op.name}`,
+    fn,
     N: plan.params.N,
     exitJson: JSON.stringify(HARNESS_EXIT),
     layoutJson: JSON.stringify(layout),

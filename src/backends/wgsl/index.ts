@@ -3,6 +3,7 @@ import { wgslMatmulPlanner } from '../../plan/wgsl-matmul.js';
 import type { Target } from '../types.js';
 import { wgslFingerprint } from './fingerprint.js';
 import { renderWgslMatmul } from './matmul.js';
+import { wgslPackageFiles } from './package.js';
 import { wgslRunnerFor } from './runner.js';
 
 /**
@@ -20,5 +21,6 @@ export const wgslTarget: Target = {
     capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
     renderers: { 'wgsl-matmul': renderWgslMatmul },
     runnerFor: (plan) => wgslRunnerFor(plan),
+    packageFiles: wgslPackageFiles,
   },
 };

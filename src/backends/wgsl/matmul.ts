@@ -52,7 +52,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const op = plan.op;
   const p = plan.params;
   const templates = templateSet('wgsl');
-  const entry = `kgen_${op.name}`;
+  const entry = ctx.symbol ?? `kgen_${op.name}`;
   const binds = bindings(plan);
   const subgroups = p.kernel === 'gemv' && p.subgroups;
   const groupSize = p.weightsPerBlock;

@@ -1,0 +1,56 @@
+import type { PlanOf } from '../../plan/types.js';
+import { templateSet } from '../../render/templates.js';
+import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
+import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
+import { wasmPackageDeclarations } from './bindings.js';
+import { harnessLayout } from './matmul.js';
+
+/** Buffers in the package's memory start 16-byte aligned, with a gap, and never at offset 0 (null). */
+const ALIGN = 16;
+const PAGE_BYTES = 65536;
+
+/** A placement of every kernel's buffers in one memory, in kernel order: byte offsets, total, pages. */
+export interface PackageLayout {
+  kernels: Record<string, Record<string, number>>;
+  bytes: number;
+  pages: number;
+}
+
+function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
+  const placed: PackageLayout['kernels'] = {};
+  let at = ALIGN;
+  for (const k of kernels) {
+    const { sizes } = harnessLayout(k.plan as PlanOf<'cpu-matmul'>);
+    const offsets: Record<string, number> = {};
+    for (const [buffer, bytes] of Object.entries(sizes)) {
+      // A buffer the op does not have is the null pointer, as the kernel expects.
+      offsets[buffer] = bytes === 0 ? 0 : at;
+      if (bytes > 0) at += Math.ceil(bytes / ALIGN) * ALIGN + ALIGN;
+    }
+    placed[k.dir] = offsets;
+  }
+  return { kernels: placed, bytes: at, pages: Math.ceil(at / PAGE_BYTES) };
+}
+
+/**
+ * The root files of a package of WebAssembly kernels: package.json (an ES module, no
+ * dependencies, so `npm pack` and `npm install` of the folder work), index.mjs (one loader of
+ * every kernel over one memory, with a placement of all buffers) and index.d.mts (its types,
+ * generated with ts-morph). Each kernel's folder keeps its own loader, modules and manifest.
+ */
+export function wasmPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
+  const templates = templateSet('package/wasm');
+  const layout = packageLayout(kernels);
+  const view = { ...rootLoaderView(pkg, kernels), layoutJson: JSON.stringify(layout, null, 2) };
+  return {
+    files: {
+      'package.json': packageJson(pkg, kernels, { description: `WebAssembly kernels by kgen ${pkg.version}: ${kernels.map((k) => k.dir).join(', ')}`, main: 'index.mjs', types: 'index.d.mts', kernelMain: 'kernel.mjs', kernelTypes: 'kernel.d.mts' }),
+      'index.mjs': templates.render('index.mjs', view),
+      'index.d.mts': wasmPackageDeclarations(kernels, { name: pkg.name, version: pkg.version, layout }),
+    },
+    contents: "Each kernel's folder holds its WebAssembly modules (`.wasm`, and the `.wat` they were assembled from), its own loader (`kernel.mjs`, `kernel.d.mts`) and `manifest.json` (exports, buffers, features, tolerance, config and where it came from); `index.mjs` loads them all over one memory.",
+    build: ['npm pack                # a .tgz to `npm install` in your project (nothing to compile)'],
+    usage: templates.render('usage.mjs', jsUsageView(pkg, kernels[0]!, kernels[0]!.dir)),
+    usageLanguage: 'js',
+  };
+}
