@@ -88,6 +88,22 @@ describe('config validation', () => {
     expect(() => makePlan(planRequest({ op, shape, device: host, target: 'c' }), { isa: 'scalar', unroll: 4 })).toThrow(/unroll has no effect on the scalar variant/);
   });
 
+  it('a rule that no config keeps is named as such, not as a budget of 0 bytes', () => {
+    const req = planRequest({ op, shape, device: host, target: 'c' as const });
+    const space = spaceFor(req);
+    const never = { ...space, restrictions: [...space.restrictions, { reason: 'this target takes no such op', allows: () => false }] };
+    let error: unknown;
+    try {
+      defaultConfig(req, never);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(KgenError);
+    expect(error).not.toBeInstanceOf(BudgetError);
+    expect((error as KgenError).field).toBe('--op');
+    expect((error as KgenError).problem).toBe(`no config of ${op.name} is legal for ${host.name}: this target takes no such op`);
+  });
+
   it('refuses a target the device does not run', () => {
     expect(() => makePlan(planRequest({ op, shape, device: host, target: 'cuda' }))).toThrow(/device host does not run cuda kernels/);
   });

@@ -168,12 +168,21 @@ function firstLegal(req: PlanRequest, space: SearchSpace, fixed: Config): Search
 export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(req)): Config {
   const found = firstLegal(req, space, {});
   if ('config' in found) return found.config;
+  if (!found.over) {
+    // Not a budget: a rule of the target's kernels that no config of this op and shape can keep.
+    throw new KgenError({
+      field: '--op',
+      problem: `no config of ${req.op.name} is legal for ${req.device.name}: ${found.restriction}`,
+      expected: 'an op and shape the target\'s kernels take',
+      hint: 'change the op (e.g. its activation types) or the shape, or use another target',
+    });
+  }
   throw new BudgetError({
     field: '--shape',
-    budget: found.over?.budget ?? `restrictions (${found.restriction})`,
-    needed: found.over?.needed ?? 0,
-    available: found.over?.available ?? 0,
-    unit: found.over?.unit,
+    budget: found.over.budget,
+    needed: found.over.needed,
+    available: found.over.available,
+    unit: found.over.unit,
     hint: `no config of ${req.op.name} fits ${req.device.name} at this shape; use smaller dimensions or another device`,
   });
 }
