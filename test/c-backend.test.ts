@@ -26,7 +26,7 @@ for (const { isa, device } of VARIANTS) {
   const missing = skipReason(tools);
   const runnable = cannotRunReason(isa) === undefined;
   if (!runnable) console.warn(`NOTE: ${isa} kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
-  describe.concurrent.skipIf(missing !== undefined)(`C ${isa}`, () => {
+  describe.skipIf(missing !== undefined)(`C ${isa}`, { concurrent: true }, () => {
     for (const op of OPS) {
       it(`${op}: M in {1,3,64}, ragged N and K, matches the reference${runnable ? '' : ' (compile only)'}`, async () => {
         for (const shape of SHAPES) {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import type { PlanOf } from '../src/plan/types.js';
 import { emit } from '../src/api/emit.js';
 import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
@@ -36,7 +37,7 @@ async function expectOk(opts: Parameters<typeof verify>[0], label: string): Prom
   expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
 }
 
-describe.concurrent.skipIf(noGpp !== undefined)('CUDA kernels through the CPU shim', () => {
+describe.skipIf(noGpp !== undefined)('CUDA kernels through the CPU shim', { concurrent: true }, () => {
   for (const op of OPS) {
     for (const v of VARIANTS) {
       it(`${op} ${v.name}: M in {1,3,64} (gemv: M <= 8), ragged N and K, match the reference`, async () => {
@@ -118,8 +119,7 @@ describe.skipIf(noGpp !== undefined)('the shim catches broken kernels as statuse
 
   it('a barrier only some threads reach is a crash naming the deadlock, not a hang', async () => {
     const r = await runBroken((s) => s.replace(FIRST, '$1\n  if (threadIdx.x == 0) __syncthreads();'));
-    expect(r.status).toBe('crash');
-    expect(r.detail).toMatch(/wait at __syncthreads|deadlock/);
+    expect(r).toMatchObject({ status: 'crash', detail: expect.stringMatching(/wait at __syncthreads|deadlock/) });
   });
 
   it('an endless loop is a timeout', async () => {
@@ -129,8 +129,7 @@ describe.skipIf(noGpp !== undefined)('the shim catches broken kernels as statuse
 
   it('a cp.async from outside every device allocation is a crash naming it', async () => {
     const r = await runBroken((s) => s.replace(FIRST, '$1\n  if (threadIdx.x == 0 && blockIdx.x == 0) kg_cp_async<16>(kg_smem, w + (1 << 30), 16);'));
-    expect(r.status).toBe('crash');
-    expect(r.detail).toMatch(/cp\.async reads outside every cudaMalloc allocation/);
+    expect(r).toMatchObject({ status: 'crash', detail: expect.stringMatching(/cp\.async reads outside every cudaMalloc allocation/) });
   });
 });
 
@@ -159,7 +158,8 @@ describe.skipIf(noNvcc !== undefined)('ptxas cross-check: every format x variant
           failures.push(`${label}: ${r.detail.slice(0, 400)}`);
           continue;
         }
-        if (r.report.sharedBytes !== e.plan.params.smemStatic) failures.push(`${label}: ptxas ${r.report.sharedBytes} bytes of shared memory, plan ${e.plan.params.smemStatic}`);
+        const smemStatic = (e.plan as PlanOf<'cuda-matmul'>).params.smemStatic;
+        if (r.report.sharedBytes !== smemStatic) failures.push(`${label}: ptxas ${r.report.sharedBytes} bytes of shared memory, plan ${smemStatic}`);
         if (r.report.spillStores + r.report.spillLoads > 0) failures.push(`${label}: spills ${r.report.spillStores}+${r.report.spillLoads} bytes (${r.report.registers} registers)`);
       }
     };

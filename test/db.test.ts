@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import type { PlanOf } from '../src/plan/types.js';
 import { emit } from '../src/api/emit.js';
 import { resolveRequest } from '../src/api/request.js';
 import { validateExchange } from '../src/db/exchange.js';
@@ -178,7 +179,7 @@ describe('emit takes its config from the records', () => {
     // A GEMM record from before the panel path (rowsPerIter 2) still plans the row-path kernel it timed.
     const gemm = emit({ ...base, shape: 'M=256,N=4096,K=4096' });
     expect(gemm.manifest.configSource).toBe('record');
-    expect(gemm.plan.params.panel).toBe(false);
+    expect((gemm.plan as PlanOf<'cpu-matmul'>).params.panel).toBe(false);
 
     const other = emit({ ...base, op: 'matmul_q8', shape: 'M=1,N=4096,K=4096' });
     expect(other.manifest.configSource).toBe('default');

@@ -184,7 +184,7 @@ describe.concurrent('GGUF in', () => {
         expect(r.status, r.status !== 'ok' ? r.detail : '').toBe('ok');
         if (r.status !== 'ok') return;
         const y = new Float32Array(r.output.buffer, r.output.byteOffset, M * N);
-        const reference = referenceMatmul({ M, N, K }, {}, { x, w: dequantizeMatrix(codecOf({ format }), w, N, K) });
+        const reference = referenceMatmul({ M, N, K }, { bias: false, activation: 'none', residual: false }, { x, w: dequantizeMatrix(codecOf({ format }), w, N, K) });
         const c = compareOutputs(y, reference);
         expect(withinTolerance(c, reference, plan.tolerance), `${format}: ${JSON.stringify(c)}`).toBe(true);
       } finally {

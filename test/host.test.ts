@@ -97,7 +97,7 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () =>
     // As on an AVX2 machine: the AVX-512 variant cannot execute, whatever this CPU is.
     const runnerFor = (plan: { params: Record<string, unknown> }) => {
       const real = cRunner(plan.params.isa as string);
-      return { ...real, cannotExecute: () => (plan.params.isa === 'avx512' ? 'this CPU lacks avx512f' : real.cannotExecute()) };
+      return { ...real, cannotExecute: (p: Parameters<typeof real.cannotExecute>[0]) => (plan.params.isa === 'avx512' ? 'this CPU lacks avx512f' : real.cannotExecute(p)) };
     };
     const summary = await tune({
       db,

@@ -69,7 +69,7 @@ describe('search space', () => {
     expect(w).toHaveLength(6 * 3 * 5);
     expect(w[0]).toMatchObject({ shape: { M: 1, N: 14336, K: 4096 } });
     expect(w.at(-1)).toMatchObject({ shape: { M: 256, N: 8192, K: 8192 } });
-    expect(new Set(w.map((x) => `${x.shape.N}x${(x.shape as { K: number }).K}`))).toEqual(new Set(['4096x4096', '1024x4096', '14336x4096', '4096x14336', '8192x8192', '28672x8192']));
+    expect(new Set(w.map((x) => `${(x.shape as { N: number }).N}x${(x.shape as { K: number }).K}`))).toEqual(new Set(['4096x4096', '1024x4096', '14336x4096', '4096x14336', '8192x8192', '28672x8192']));
   });
 });
 
@@ -113,7 +113,7 @@ describe('strategies', () => {
  * status comes from a real compile or a real run of the real C kernel.
  */
 function saboteur(plan: Plan): KernelRunner {
-  const real = cRunner(plan.params.isa as string);
+  const real = cRunner((plan.params as { isa: string }).isa);
   const fn = 'void kgen_matmul_q4_rows(';
   const anchor = '  const kg_act *xa = (const kg_act *)workspace;';
   const sabotage: Record<string, (src: string) => string> = {
@@ -216,7 +216,19 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
     const dir = tmp();
     const env = { ...process.env, KGEN_DB: join(dir, 't.db'), XDG_CACHE_HOME: join(dir, 'cache') };
     const child = execa(KGEN, ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '40'], { env, reject: false });
-    await new Promise((r) => setTimeout(r, 4000));
+    // Interrupt once the first trial is recorded (a fixed sleep raced the tuner's start on a loaded machine).
+    await new Promise<void>((resolve) => {
+      let seen = '';
+      const onData = (chunk: Buffer) => {
+        seen += chunk.toString();
+        if (/trial \d+\/40/.test(seen)) {
+          child.stderr!.off('data', onData);
+          resolve();
+        }
+      };
+      child.stderr!.on('data', onData);
+      void child.then(() => resolve(), () => resolve());
+    });
     child.kill('SIGINT');
     const r = await child;
     expect(r.exitCode, r.stderr).toBe(130);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import type { PlanOf } from '../../src/plan/types.js';
 import { emit } from '../../src/api/emit.js';
 import { kernelDataFiles } from '../../src/api/kit.js';
 import { cudaTool, GPU, PROFILE } from './gpu-helpers.js';
@@ -32,7 +33,7 @@ describe.skipIf(!sanitizer || !nvcc)(`compute-sanitizer on the emitted run progr
       }
       const dir = mkdtempSync(join(tmpdir(), 'kgen-sanitize-'));
       for (const [name, text] of Object.entries({ ...e.files, ...kernelDataFiles(e.plan, 1) })) writeFileSync(join(dir, name), text);
-      const cc = await execa(nvcc!, ['-O3', '-std=c++17', `-arch=${e.plan.params.arch}`, '-lineinfo', '-o', join(dir, 'kgen_run'), join(dir, 'kernel.cu'), join(dir, 'kgen_run.cu')], { reject: false, all: true });
+      const cc = await execa(nvcc!, ['-O3', '-std=c++17', `-arch=${(e.plan as PlanOf<'cuda-matmul'>).params.arch}`, '-lineinfo', '-o', join(dir, 'kgen_run'), join(dir, 'kernel.cu'), join(dir, 'kgen_run.cu')], { reject: false, all: true });
       expect(cc.exitCode, cc.all).toBe(0);
       for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
         const r = await execa(sanitizer!, ['--tool', tool, '--error-exitcode', '9', join(dir, 'kgen_run'), dir], { reject: false, all: true });
