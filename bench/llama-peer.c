@@ -1,10 +1,12 @@
 /*
- * llama.cpp peer harness: one ggml_mul_mat on ggml's CPU backend, through the prebuilt libraries of
- * the `@node-llama-cpp/linux-x64` npm package (bench/llama-peer.ts builds and drives it).
+ * llama.cpp peer harness: one ggml_mul_mat, or one ggml_flash_attn_ext, on ggml's CPU backend,
+ * through the prebuilt libraries of the `@node-llama-cpp/linux-x64` npm package (bench/llama-peer.ts
+ * builds it and drives `run`; bench/llama-attention.ts drives `attn`).
  *
- *   gcc -O2 -Wall bench/llama-peer.c -o llama-peer -ldl
+ *   gcc -O2 -Wall bench/llama-peer.c -o llama-peer -ldl -lm
  *   ./llama-peer list <lib dir>
  *   ./llama-peer run <lib dir> <cpu variant> <in dir> <out dir> q4_0|q8_0 M N K copies warmup runs threads...
+ *   ./llama-peer attn <lib dir> <cpu variant> <in dir> <out dir> f16|q8_0|q4_0 Hq Hkv D Sq Skv causal copies warmup runs threads...
  *
  * No ggml header or library is needed to build it: the libraries are opened with dlopen at run time,
  * and the few ggml C API declarations it calls are written out below, as ggml 0.25.1 (llama.cpp
@@ -33,6 +35,14 @@
  *    (CLOCK_MONOTONIC around the call); one JSON line per thread count with the median.
  * Y of the first call of the first thread count goes to <out dir>/y.bin; later thread counts report
  * whether their first Y matched it bit for bit.
+ *
+ * `attn` does what llama.cpp's attention does with flash attention on (build_attn_mha), on one
+ * layer's KV cache: Q [Sq][Hq][D] f32 from <in dir>/q.f32, K and V [Skv][Hkv][D] f32 from k.f32 and
+ * v.f32, stored by ggml_quantize_chunk() in the cache type as llama.cpp's cache holds them (one row
+ * of Hkv*D values per position; written to <out dir>/k.bin and v.bin for the bench to check), in
+ * `copies` caches in the CPU buffer; one ggml_flash_attn_ext graph per cache with the mask
+ * llama.cpp builds (f16, -inf where causal hides a key), timed as `run` times its graphs. O
+ * [Sq][Hq][D] f32 of the first call goes to <out dir>/o.bin.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -43,12 +53,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 /* ---- ggml 0.25.1 C API: the declarations this harness calls (ggml.h, ggml-alloc.h, ggml-backend.h,
  * ggml-cpu.h). Tensors, contexts, graphs, buffers and backends stay opaque. ---- */
 
-enum ggml_type { GGML_TYPE_F32 = 0, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8 };
+enum ggml_type { GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8 };
+enum ggml_prec { GGML_PREC_DEFAULT = 0, GGML_PREC_F32 = 10 };
 enum ggml_status { GGML_STATUS_SUCCESS = 0 };
 #define GGML_MAX_N_THREADS 512
 
@@ -92,6 +104,15 @@ typedef struct ggml_backend_device *ggml_backend_dev_t;
   X(base, struct ggml_context *, ggml_init, (struct ggml_init_params))                                          \
   X(base, void, ggml_free, (struct ggml_context *))                                                             \
   X(base, struct ggml_tensor *, ggml_new_tensor_2d, (struct ggml_context *, enum ggml_type, int64_t, int64_t))  \
+  X(base, struct ggml_tensor *, ggml_new_tensor_3d,                                                           \
+    (struct ggml_context *, enum ggml_type, int64_t, int64_t, int64_t))                                         \
+  X(base, struct ggml_tensor *, ggml_view_3d,                                                                 \
+    (struct ggml_context *, struct ggml_tensor *, int64_t, int64_t, int64_t, size_t, size_t, size_t))           \
+  X(base, struct ggml_tensor *, ggml_permute, (struct ggml_context *, struct ggml_tensor *, int, int, int, int)) \
+  X(base, struct ggml_tensor *, ggml_flash_attn_ext,                                                          \
+    (struct ggml_context *, struct ggml_tensor *, struct ggml_tensor *, struct ggml_tensor *,                   \
+     struct ggml_tensor *, float, float, float))                                                                \
+  X(base, void, ggml_flash_attn_ext_set_prec, (struct ggml_tensor *, enum ggml_prec))                          \
   X(base, struct ggml_tensor *, ggml_mul_mat, (struct ggml_context *, struct ggml_tensor *, struct ggml_tensor *)) \
   X(base, struct ggml_cgraph *, ggml_new_graph, (struct ggml_context *))                                        \
   X(base, void, ggml_build_forward_expand, (struct ggml_cgraph *, struct ggml_tensor *))                        \
@@ -253,6 +274,95 @@ static int cmd_list(const char *dir) {
   return 0;
 }
 
+/* ---- what both commands share: the CPU backend and the timing loop ---- */
+
+/* ggml's CPU backend as llama.cpp sets it up, with the functions it reaches through its registry. */
+struct cpu_backend {
+  ggml_backend_reg_t reg;
+  ggml_backend_dev_t dev;
+  ggml_backend_t backend;
+  set_n_threads_fn set_n_threads;
+  get_extra_bufts_fn extra_bufts;
+  threadpool_new_fn tp_new;
+  threadpool_free_fn tp_free;
+  set_threadpool_fn set_tp;
+};
+
+/* ggml_backend_load() of libggml-cpu-<variant>.so (it refuses a variant this CPU cannot run), the
+ * device's backend, and the functions ggml-backend.h and ggml-cpu.h reach by name, as llama.cpp does. */
+static struct cpu_backend open_cpu_backend(const char *dir, const char *variant) {
+  struct cpu_backend b;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, variant);
+  b.reg = p_ggml_backend_load(path);
+  if (!b.reg) die("ggml_backend_load(%s) failed (the CPU lacks an instruction this variant needs, or it did not load)", path);
+  b.dev = p_ggml_backend_reg_dev_get(b.reg, 0);
+  b.backend = p_ggml_backend_dev_init(b.dev, NULL);
+  if (!b.backend) die("ggml_backend_dev_init failed for %s", path);
+  b.set_n_threads = (set_n_threads_fn)p_ggml_backend_reg_get_proc_address(b.reg, "ggml_backend_set_n_threads");
+  b.extra_bufts = (get_extra_bufts_fn)p_ggml_backend_reg_get_proc_address(b.reg, "ggml_backend_dev_get_extra_bufts");
+  b.tp_new = (threadpool_new_fn)p_ggml_backend_reg_get_proc_address(b.reg, "ggml_threadpool_new");
+  b.tp_free = (threadpool_free_fn)p_ggml_backend_reg_get_proc_address(b.reg, "ggml_threadpool_free");
+  b.set_tp = (set_threadpool_fn)p_ggml_backend_reg_get_proc_address(b.reg, "ggml_backend_cpu_set_threadpool");
+  if (!b.set_n_threads || !b.tp_new || !b.tp_free || !b.set_tp) die("the CPU backend in %s lacks the threading functions", path);
+  return b;
+}
+
+/*
+ * For each thread count: a persistent ggml threadpool of T threads (default parameters) attached
+ * to the backend, then `warmup` untimed and `runs` timed calls, call i computing graph i % copies
+ * (CLOCK_MONOTONIC around ggml_backend_graph_compute); one JSON line per thread count with the
+ * median. The output `y0` of the first call of the first thread count is written to
+ * <out dir>/<y_name>; later thread counts report whether their first output matched it bit for bit.
+ */
+static void time_graphs(struct cpu_backend *b, struct ggml_cgraph **g, struct ggml_tensor *y0, int copies, int warmup, int runs,
+                        int nthreads, char **threads_arg, const char *out, const char *y_name) {
+  const size_t ybytes = p_ggml_nbytes(y0);
+  uint8_t *yfirst = malloc(ybytes), *ycur = malloc(ybytes);
+  double *times = malloc(sizeof(double) * runs);
+  for (int t = 0; t < nthreads; t++) {
+    const int T = atoi(threads_arg[t]);
+    if (T < 1 || T > GGML_MAX_N_THREADS) die("bad thread count %s", threads_arg[t]);
+    struct ggml_threadpool_params tpp;
+    p_ggml_threadpool_params_init(&tpp, T);
+    struct ggml_threadpool *tp = b->tp_new(&tpp);
+    if (!tp) die("ggml_threadpool_new failed");
+    b->set_tp(b->backend, tp);
+    b->set_n_threads(b->backend, T);
+    bool same = true;
+    for (int i = 0; i < warmup + runs; i++) {
+      const int c = i % copies;
+      const double t0 = now_s();
+      if (p_ggml_backend_graph_compute(b->backend, g[c]) != GGML_STATUS_SUCCESS) die("ggml_backend_graph_compute failed");
+      const double dt = now_s() - t0;
+      if (i >= warmup) times[i - warmup] = dt;
+      if (i == 0) {
+        p_ggml_backend_tensor_get(y0, t == 0 ? yfirst : ycur, 0, ybytes);
+        if (t == 0) write_file(out, y_name, yfirst, ybytes);
+        else same = memcmp(yfirst, ycur, ybytes) == 0;
+      }
+    }
+    qsort(times, runs, sizeof *times, cmp_double);
+    const double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    printf("{\"threads\":%d,\"median_ms\":%.6f,\"min_ms\":%.6f,\"runs\":%d,\"copies\":%d,\"same_as_first\":%s}\n", T, med * 1e3,
+           times[0] * 1e3, runs, copies, same ? "true" : "false");
+    fflush(stdout);
+    b->set_tp(b->backend, NULL);
+    b->tp_free(tp);
+  }
+  free(times);
+  free(ycur);
+  free(yfirst);
+}
+
+static enum ggml_type parse_type(const char *name, bool allow_f16) {
+  if (strcmp(name, "q4_0") == 0) return GGML_TYPE_Q4_0;
+  if (strcmp(name, "q8_0") == 0) return GGML_TYPE_Q8_0;
+  if (allow_f16 && strcmp(name, "f16") == 0) return GGML_TYPE_F16;
+  die("unknown type %s (q4_0, q8_0%s)", name, allow_f16 ? " or f16" : "");
+  return GGML_TYPE_F32;
+}
+
 /* ---- run: time one quantized mul_mat ---- */
 
 /* Whether the CPU device runs W x X with W in a buffer of type `buft` (llama.cpp's test for its
@@ -280,31 +390,14 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "usage: llama-peer run <lib dir> <cpu variant> <in dir> <out dir> q4_0|q8_0 M N K copies warmup runs threads...\n");
     return 2;
   }
-  const char *dir = argv[2], *variant = argv[3], *in = argv[4], *out = argv[5], *tname = argv[6];
+  const char *dir = argv[2], *variant = argv[3], *in = argv[4], *out = argv[5];
   const int64_t M = atoll(argv[7]), N = atoll(argv[8]), K = atoll(argv[9]);
   const int copies = atoi(argv[10]), warmup = atoi(argv[11]), runs = atoi(argv[12]);
-  const int nthreads = argc - 13;
-  char **threads_arg = argv + 13;
-  enum ggml_type type;
-  if (strcmp(tname, "q4_0") == 0) type = GGML_TYPE_Q4_0;
-  else if (strcmp(tname, "q8_0") == 0) type = GGML_TYPE_Q8_0;
-  else die("unknown type %s (q4_0 or q8_0)", tname);
+  const enum ggml_type type = parse_type(argv[6], false);
   if (M < 1 || N < 1 || K < 1 || K % 32 || copies < 1 || warmup < 0 || runs < 1) die("bad shape or counts");
 
   load_api(dir);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, variant);
-  ggml_backend_reg_t reg = p_ggml_backend_load(path);
-  if (!reg) die("ggml_backend_load(%s) failed (the CPU lacks an instruction this variant needs, or it did not load)", path);
-  ggml_backend_dev_t dev = p_ggml_backend_reg_dev_get(reg, 0);
-  ggml_backend_t backend = p_ggml_backend_dev_init(dev, NULL);
-  if (!backend) die("ggml_backend_dev_init failed for %s", path);
-  set_n_threads_fn set_n_threads = (set_n_threads_fn)p_ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-  get_extra_bufts_fn extra_bufts = (get_extra_bufts_fn)p_ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
-  threadpool_new_fn tp_new = (threadpool_new_fn)p_ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
-  threadpool_free_fn tp_free = (threadpool_free_fn)p_ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
-  set_threadpool_fn set_tp = (set_threadpool_fn)p_ggml_backend_reg_get_proc_address(reg, "ggml_backend_cpu_set_threadpool");
-  if (!set_n_threads || !tp_new || !tp_free || !set_tp) die("the CPU backend in %s lacks the threading functions", path);
+  struct cpu_backend cpu = open_cpu_backend(dir, variant);
 
   /* Weights: ggml's own quantizer on the bench's f32 weights. */
   float *wf = read_file(in, "w.f32", (size_t)N * K * sizeof(float));
@@ -317,15 +410,15 @@ static int cmd_run(int argc, char **argv) {
 
   /* The weights' buffer type, chosen as llama.cpp chooses it (extra buffer types first). */
   ggml_backend_buffer_type_t wbuft = NULL;
-  if (extra_bufts) {
-    for (ggml_backend_buffer_type_t *b = extra_bufts(dev); b && *b; b++) {
-      if (buft_supported(dev, *b, type, M, N, K)) {
+  if (cpu.extra_bufts) {
+    for (ggml_backend_buffer_type_t *b = cpu.extra_bufts(cpu.dev); b && *b; b++) {
+      if (buft_supported(cpu.dev, *b, type, M, N, K)) {
         wbuft = *b;
         break;
       }
     }
   }
-  if (!wbuft) wbuft = p_ggml_backend_dev_buffer_type(dev);
+  if (!wbuft) wbuft = p_ggml_backend_dev_buffer_type(cpu.dev);
 
   struct ggml_init_params wp = { (size_t)copies * p_ggml_tensor_overhead() + 1024, NULL, true };
   struct ggml_context *wctx = p_ggml_init(wp);
@@ -347,55 +440,20 @@ static int cmd_run(int argc, char **argv) {
     g[c] = p_ggml_new_graph(actx);
     p_ggml_build_forward_expand(g[c], y[c]);
   }
-  ggml_backend_buffer_t abuf = p_ggml_backend_alloc_ctx_tensors_from_buft(actx, p_ggml_backend_dev_buffer_type(dev));
+  ggml_backend_buffer_t abuf = p_ggml_backend_alloc_ctx_tensors_from_buft(actx, p_ggml_backend_dev_buffer_type(cpu.dev));
   if (!abuf) die("cannot allocate X and Y");
-  if (!p_ggml_backend_dev_supports_op(dev, y[0])) die("the CPU device does not support this mul_mat with W in %s", p_ggml_backend_buft_name(wbuft));
+  if (!p_ggml_backend_dev_supports_op(cpu.dev, y[0])) die("the CPU device does not support this mul_mat with W in %s", p_ggml_backend_buft_name(wbuft));
   p_ggml_backend_tensor_set(x, xf, 0, (size_t)M * K * sizeof(float));
   free(xf);
 
   printf("{\"setup\":true,\"version\":\"%s\",\"commit\":\"%s\",\"device\":\"%s\",\"buffer_type\":\"%s\",\"repacked\":%s,\"weight_bytes\":%zu,\"copies\":%d,\"features\":",
-         p_ggml_version(), p_ggml_commit(), p_ggml_backend_dev_description(dev), p_ggml_backend_buft_name(wbuft), repacked ? "true" : "false", wbytes, copies);
-  print_features(reg);
+         p_ggml_version(), p_ggml_commit(), p_ggml_backend_dev_description(cpu.dev), p_ggml_backend_buft_name(wbuft), repacked ? "true" : "false", wbytes, copies);
+  print_features(cpu.reg);
   printf("}\n");
   fflush(stdout);
 
-  const size_t ybytes = (size_t)M * N * sizeof(float);
-  float *yfirst = malloc(ybytes), *ycur = malloc(ybytes);
-  double *times = malloc(sizeof(double) * runs);
-  for (int t = 0; t < nthreads; t++) {
-    const int T = atoi(threads_arg[t]);
-    if (T < 1 || T > GGML_MAX_N_THREADS) die("bad thread count %s", threads_arg[t]);
-    struct ggml_threadpool_params tpp;
-    p_ggml_threadpool_params_init(&tpp, T);
-    struct ggml_threadpool *tp = tp_new(&tpp);
-    if (!tp) die("ggml_threadpool_new failed");
-    set_tp(backend, tp);
-    set_n_threads(backend, T);
-    bool same = true;
-    for (int i = 0; i < warmup + runs; i++) {
-      const int c = i % copies;
-      const double t0 = now_s();
-      if (p_ggml_backend_graph_compute(backend, g[c]) != GGML_STATUS_SUCCESS) die("ggml_backend_graph_compute failed");
-      const double dt = now_s() - t0;
-      if (i >= warmup) times[i - warmup] = dt;
-      if (i == 0) {
-        p_ggml_backend_tensor_get(y[0], t == 0 ? yfirst : ycur, 0, ybytes);
-        if (t == 0) write_file(out, "y.bin", yfirst, ybytes);
-        else same = memcmp(yfirst, ycur, ybytes) == 0;
-      }
-    }
-    qsort(times, runs, sizeof *times, cmp_double);
-    const double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-    printf("{\"threads\":%d,\"median_ms\":%.6f,\"min_ms\":%.6f,\"runs\":%d,\"copies\":%d,\"same_as_first\":%s}\n", T, med * 1e3,
-           times[0] * 1e3, runs, copies, same ? "true" : "false");
-    fflush(stdout);
-    set_tp(backend, NULL);
-    tp_free(tp);
-  }
+  time_graphs(&cpu, g, y[0], copies, warmup, runs, argc - 13, argv + 13, out, "y.bin");
 
-  free(times);
-  free(ycur);
-  free(yfirst);
   free(g);
   free(y);
   free(w);
@@ -404,13 +462,116 @@ static int cmd_run(int argc, char **argv) {
   p_ggml_backend_buffer_free(wbuf);
   p_ggml_free(actx);
   p_ggml_free(wctx);
-  p_ggml_backend_free(backend);
+  p_ggml_backend_free(cpu.backend);
+  return 0;
+}
+
+/* ---- attn: time one flash attention over a KV cache laid out as llama.cpp lays it out ---- */
+
+static int cmd_attn(int argc, char **argv) {
+  if (argc < 17) {
+    fprintf(stderr, "usage: llama-peer attn <lib dir> <cpu variant> <in dir> <out dir> f16|q8_0|q4_0 Hq Hkv D Sq Skv causal copies warmup runs threads...\n");
+    return 2;
+  }
+  const char *dir = argv[2], *variant = argv[3], *in = argv[4], *out = argv[5];
+  const enum ggml_type type = parse_type(argv[6], true);
+  const int64_t Hq = atoll(argv[7]), Hkv = atoll(argv[8]), D = atoll(argv[9]), Sq = atoll(argv[10]), Skv = atoll(argv[11]);
+  const bool causal = atoi(argv[12]) != 0;
+  const int copies = atoi(argv[13]), warmup = atoi(argv[14]), runs = atoi(argv[15]);
+  if (Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1 || D % 32 || Sq < 1 || Skv < Sq || copies < 1 || warmup < 0 || runs < 1) die("bad shape or counts");
+
+  load_api(dir);
+  struct cpu_backend cpu = open_cpu_backend(dir, variant);
+
+  /* The cache as llama.cpp keeps one layer of it: one row of Hkv*D values per position (heads
+   * contiguous within a row), in the cache type, quantized by ggml's own quantizer. */
+  const int64_t row = Hkv * D;
+  float *qf = read_file(in, "q.f32", (size_t)Sq * Hq * D * sizeof(float));
+  const size_t kvbytes = p_ggml_row_size(type, row) * Skv;
+  uint8_t *kq = malloc(kvbytes), *vq = malloc(kvbytes);
+  const char *names[2] = { "k.f32", "v.f32" };
+  uint8_t *dst[2] = { kq, vq };
+  for (int i = 0; i < 2; i++) {
+    float *f = read_file(in, names[i], (size_t)Skv * row * sizeof(float));
+    if (!dst[i] || p_ggml_quantize_chunk(type, f, dst[i], 0, Skv, row, NULL) != kvbytes) die("ggml_quantize_chunk failed");
+    free(f);
+  }
+  write_file(out, "k.bin", kq, kvbytes);
+  write_file(out, "v.bin", vq, kvbytes);
+
+  /* The caches live in the device's plain buffer (llama.cpp never repacks its KV cache). */
+  struct ggml_init_params cp = { (size_t)2 * copies * p_ggml_tensor_overhead() + 1024, NULL, true };
+  struct ggml_context *cctx = p_ggml_init(cp);
+  struct ggml_tensor **kc = calloc(copies, sizeof *kc), **vc = calloc(copies, sizeof *vc);
+  for (int c = 0; c < copies; c++) {
+    kc[c] = p_ggml_new_tensor_2d(cctx, type, row, Skv);
+    vc[c] = p_ggml_new_tensor_2d(cctx, type, row, Skv);
+  }
+  ggml_backend_buffer_t cbuf = p_ggml_backend_alloc_ctx_tensors_from_buft(cctx, p_ggml_backend_dev_buffer_type(cpu.dev));
+  if (!cbuf) die("cannot allocate %d KV cache copies", copies);
+  for (int c = 0; c < copies; c++) {
+    p_ggml_backend_tensor_set(kc[c], kq, 0, kvbytes);
+    p_ggml_backend_tensor_set(vc[c], vq, 0, kvbytes);
+  }
+
+  /* The graph llama.cpp's build_attn_mha makes with flash attention on: Q [D, Hq, Sq] f32 permuted
+   * to [D, Sq, Hq]; K and V views [D, Skv, Hkv] of the cache (V not transposed); an f16 mask
+   * [Skv, Sq] with 0 where query i sees key j (j <= i + Skv - Sq when causal) and -inf elsewhere;
+   * ggml_flash_attn_ext with scale 1/sqrt(D) and F32 precision. The output is [D, Hq, Sq] f32. */
+  struct ggml_init_params ap = { (size_t)(6 * copies + 4) * p_ggml_tensor_overhead() + (size_t)copies * p_ggml_graph_overhead() + 4096, NULL, true };
+  struct ggml_context *actx = p_ggml_init(ap);
+  struct ggml_tensor *qin = p_ggml_new_tensor_3d(actx, GGML_TYPE_F32, D, Hq, Sq);
+  struct ggml_tensor *q = p_ggml_permute(actx, qin, 0, 2, 1, 3);
+  struct ggml_tensor *mask = p_ggml_new_tensor_2d(actx, GGML_TYPE_F16, Skv, Sq);
+  const size_t row_bytes = p_ggml_row_size(type, row), head_bytes = p_ggml_row_size(type, D);
+  struct ggml_tensor **o = calloc(copies, sizeof *o);
+  struct ggml_cgraph **g = calloc(copies, sizeof *g);
+  for (int c = 0; c < copies; c++) {
+    struct ggml_tensor *k = p_ggml_view_3d(actx, kc[c], D, Skv, Hkv, row_bytes, head_bytes, 0);
+    struct ggml_tensor *v = p_ggml_view_3d(actx, vc[c], D, Skv, Hkv, row_bytes, head_bytes, 0);
+    o[c] = p_ggml_flash_attn_ext(actx, q, k, v, mask, 1.0f / sqrtf((float)D), 0.0f, 0.0f);
+    p_ggml_flash_attn_ext_set_prec(o[c], GGML_PREC_F32);
+    g[c] = p_ggml_new_graph(actx);
+    p_ggml_build_forward_expand(g[c], o[c]);
+  }
+  ggml_backend_buffer_t abuf = p_ggml_backend_alloc_ctx_tensors_from_buft(actx, p_ggml_backend_dev_buffer_type(cpu.dev));
+  if (!abuf) die("cannot allocate Q, the mask and the outputs");
+  if (!p_ggml_backend_dev_supports_op(cpu.dev, o[0])) die("the CPU device does not support flash attention with a %s cache", argv[6]);
+  p_ggml_backend_tensor_set(qin, qf, 0, (size_t)Sq * Hq * D * sizeof(float));
+  free(qf);
+  uint16_t *m = malloc((size_t)Sq * Skv * sizeof *m);
+  for (int64_t i = 0; i < Sq; i++)
+    for (int64_t j = 0; j < Skv; j++) m[i * Skv + j] = !causal || j <= i + Skv - Sq ? 0x0000 : 0xFC00; /* f16 0 and -inf */
+  p_ggml_backend_tensor_set(mask, m, 0, (size_t)Sq * Skv * sizeof *m);
+  free(m);
+
+  printf("{\"setup\":true,\"version\":\"%s\",\"commit\":\"%s\",\"device\":\"%s\",\"kv_bytes\":%zu,\"copies\":%d}\n", p_ggml_version(), p_ggml_commit(),
+         p_ggml_backend_dev_description(cpu.dev), 2 * kvbytes, copies);
+  fflush(stdout);
+
+  time_graphs(&cpu, g, o[0], copies, warmup, runs, argc - 16, argv + 16, out, "o.bin");
+
+  free(g);
+  free(o);
+  free(kc);
+  free(vc);
+  free(kq);
+  free(vq);
+  p_ggml_backend_buffer_free(abuf);
+  p_ggml_backend_buffer_free(cbuf);
+  p_ggml_free(actx);
+  p_ggml_free(cctx);
+  p_ggml_backend_free(cpu.backend);
   return 0;
 }
 
 int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "list") == 0) return cmd_list(argv[2]);
   if (argc >= 2 && strcmp(argv[1], "run") == 0) return cmd_run(argc, argv);
-  fprintf(stderr, "usage: llama-peer list <lib dir> | run <lib dir> <cpu variant> <in dir> <out dir> q4_0|q8_0 M N K copies warmup runs threads...\n");
+  if (argc >= 2 && strcmp(argv[1], "attn") == 0) return cmd_attn(argc, argv);
+  fprintf(stderr,
+          "usage: llama-peer list <lib dir>\n"
+          "     | run <lib dir> <cpu variant> <in dir> <out dir> q4_0|q8_0 M N K copies warmup runs threads...\n"
+          "     | attn <lib dir> <cpu variant> <in dir> <out dir> f16|q8_0|q4_0 Hq Hkv D Sq Skv causal copies warmup runs threads...\n");
   return 2;
 }

@@ -71,7 +71,7 @@ export async function loadLlama(o: { workDir: string; benchSrc: string; libDir?:
   }
   if (!existsSync(join(dir, 'libggml-base.so'))) return `no libggml-base.so in ${dir}`;
   const exe = join(o.workDir, 'llama-peer');
-  const cc = spawnSync('gcc', ['-O2', '-std=c11', '-Wall', join(o.benchSrc, 'llama-peer.c'), '-o', exe, '-ldl'], { encoding: 'utf8' });
+  const cc = spawnSync('gcc', ['-O2', '-std=c11', '-Wall', join(o.benchSrc, 'llama-peer.c'), '-o', exe, '-ldl', '-lm'], { encoding: 'utf8' });
   if (cc.error || cc.status !== 0) return `cannot compile bench/llama-peer.c: ${(cc.error?.message ?? cc.stderr).trim().split('\n')[0]}`;
   const r = spawnSync(exe, ['list', dir], { encoding: 'utf8' });
   if (r.error || r.status !== 0) return (r.error?.message ?? r.stderr).trim().split('\n').pop() || `llama-peer list exited ${r.status}`;

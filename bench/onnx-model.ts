@@ -8,6 +8,8 @@
 /** ONNX TensorProto.DataType values used here. */
 export const ONNX_FLOAT = 1;
 export const ONNX_UINT8 = 2;
+export const ONNX_INT32 = 6;
+export const ONNX_FLOAT16 = 10;
 
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
@@ -90,7 +92,7 @@ export interface OnnxNode {
   name?: string;
   inputs: readonly string[];
   outputs: readonly string[];
-  /** Integer attributes only (all MatMulNBits needs). */
+  /** Integer attributes only (all MatMulNBits and GroupQueryAttention need here). */
   intAttributes?: Readonly<Record<string, number>>;
 }
 
@@ -198,4 +200,55 @@ export function matMulNBitsModel(p: MatMulNBitsModel): Uint8Array {
     { name: 'kgen_peer', nodes, initializers, inputs: [{ name: 'A', elemType: ONNX_FLOAT, dims: [p.M, p.K] }], outputs },
     { '': 17, 'com.microsoft': 1 },
   );
+}
+
+export interface GroupQueryAttentionModel {
+  Hq: number;
+  Hkv: number;
+  D: number;
+  /** New tokens per call (query, key and value rows). */
+  Sq: number;
+  /** Sequence length of past_key/past_value (0: no past inputs, a prompt). */
+  pastLength: number;
+  /** Sequence length of present_key/present_value: pastLength when they share the past's buffer. */
+  presentLength: number;
+  /** Element type of Q, K, V, the caches and the output: ONNX_FLOAT or ONNX_FLOAT16. */
+  elemType: number;
+  /** Nodes, each with its own key/value (and past) inputs and outputs, all reading the same query. */
+  nodes: number;
+}
+
+/**
+ * `com.microsoft.GroupQueryAttention` nodes (num_heads Hq, kv_num_heads Hkv, the default scale
+ * 1/sqrt(D), no rotary, causal as the op always is). Node i reads query [1,Sq,Hq·D], key<i> and
+ * value<i> [1,Sq,Hkv·D], past_key<i> and past_value<i> [1,Hkv,pastLength,D] (BNSH; absent when
+ * pastLength is 0), and the shared seqlens_k [1] (int32: total length - 1) and
+ * total_sequence_length (int32 scalar); it writes O<i> [1,Sq,Hq·D] and present_key<i>,
+ * present_value<i> [1,Hkv,presentLength,D].
+ */
+export function groupQueryAttentionModel(p: GroupQueryAttentionModel): Uint8Array {
+  const t = p.elemType;
+  const nodes: OnnxNode[] = [];
+  const inputs: OnnxValueInfo[] = [
+    { name: 'query', elemType: t, dims: [1, p.Sq, p.Hq * p.D] },
+    { name: 'seqlens_k', elemType: ONNX_INT32, dims: [1] },
+    { name: 'total_sequence_length', elemType: ONNX_INT32, dims: [] },
+  ];
+  const outputs: OnnxValueInfo[] = [];
+  for (let i = 0; i < p.nodes; i++) {
+    const past = p.pastLength > 0 ? [`past_key${i}`, `past_value${i}`] : ['', ''];
+    nodes.push({
+      opType: 'GroupQueryAttention',
+      domain: 'com.microsoft',
+      name: `gqa${i}`,
+      inputs: ['query', `key${i}`, `value${i}`, ...past, 'seqlens_k', 'total_sequence_length'],
+      outputs: [`O${i}`, `present_key${i}`, `present_value${i}`],
+      intAttributes: { num_heads: p.Hq, kv_num_heads: p.Hkv },
+    });
+    for (const n of [`key${i}`, `value${i}`]) inputs.push({ name: n, elemType: t, dims: [1, p.Sq, p.Hkv * p.D] });
+    if (p.pastLength > 0) for (const n of past) inputs.push({ name: n, elemType: t, dims: [1, p.Hkv, p.pastLength, p.D] });
+    outputs.push({ name: `O${i}`, elemType: t, dims: [1, p.Sq, p.Hq * p.D] });
+    for (const n of [`present_key${i}`, `present_value${i}`]) outputs.push({ name: n, elemType: t, dims: [1, p.Hkv, p.presentLength, p.D] });
+  }
+  return encodeModel({ name: 'kgen_peer_gqa', nodes, initializers: [], inputs, outputs }, { '': 17, 'com.microsoft': 1 });
 }

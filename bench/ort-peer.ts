@@ -52,7 +52,15 @@ async function createSession(
   spin = true,
 ): Promise<ort.InferenceSession> {
   const model = matMulNBitsModel({ ...shape, weights, accuracyLevel });
-  return ort.InferenceSession.create(model, {
+  return ort.InferenceSession.create(model, ortCpuOptions(threads, spin));
+}
+
+/**
+ * The session options of every onnxruntime peer: the CPU execution provider, T intra-op threads,
+ * sequential execution, all graph optimizations, ORT's spinning thread pool unless `spin` is false.
+ */
+export function ortCpuOptions(threads: number, spin = true): ort.InferenceSession.SessionOptions {
+  return {
     executionProviders: ['cpu'],
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
@@ -60,7 +68,7 @@ async function createSession(
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
     extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' } } },
-  });
+  };
 }
 
 /**

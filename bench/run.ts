@@ -29,23 +29,33 @@ import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
+import { ATTENTION_WORKLOADS, attentionRows, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
 
 const { flag, opt } = benchArgs(process.argv.slice(2));
 
 const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
-const cases = opt('--cases', 'gemv,gemm').split(',').flatMap((c) => (c === 'curve' ? ['m1', 'm4', 'm16', 'm64', 'gemm'] : [c]));
+// `attention`: the three attention workloads (decode-4k, decode-32k, prefill-2k; bench/attention.ts).
+const CASE_GROUPS: Record<string, string[]> = { curve: ['m1', 'm4', 'm16', 'm64', 'gemm'], attention: ATTENTION_WORKLOADS.map((w) => w.name) };
+const cases = opt('--cases', 'gemv,gemm').split(',').flatMap((c) => CASE_GROUPS[c] ?? [c]);
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const threads = opt('--threads', '1,2').split(',').map(Number);
 // AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
 const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
-const llamaFormats = opt('--llama-formats', LLAMA_FORMATS.join(',')).split(',');
-for (const f of llamaFormats) {
-  if (!(LLAMA_FORMATS as readonly string[]).includes(f)) {
-    log(`--llama-formats: ${f} is not one of ${LLAMA_FORMATS.join(', ')}`);
-    process.exit(2);
+/** Splits a list option, exiting with a message on a value outside `allowed`. */
+function listOpt<T extends string>(name: string, allowed: readonly T[], fallback: readonly T[]): T[] {
+  const values = opt(name, fallback.join(',')).split(',').filter((v) => v);
+  for (const v of values) {
+    if (!(allowed as readonly string[]).includes(v)) {
+      log(`${name}: ${v} is not one of ${allowed.join(', ')}`);
+      process.exit(2);
+    }
   }
+  return values as T[];
 }
+const llamaFormats = listOpt('--llama-formats', LLAMA_FORMATS, LLAMA_FORMATS);
+const attnKv = listOpt('--attn-kv', KV_FORMATS, KV_FORMATS);
+const attnOrt = listOpt('--attn-ort', ORT_CACHE_TYPES, ORT_CACHE_TYPES);
 
 /** bench/ in the source tree (the .c files are not copied to dist/). */
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
@@ -71,6 +81,16 @@ const SHAPES: ShapeCase[] = [
   { name: 'm16', shape: { M: 16, N: 4096, K: 4096 }, warmup: 3, runs: 21, peerWarmup: 2, peerRuns: 15 },
   { name: 'm64', shape: { M: 64, N: 4096, K: 4096 }, warmup: 2, runs: 11, peerWarmup: 1, peerRuns: 9 },
 ];
+
+const SHAPE_NAMES: readonly string[] = SHAPES.map((s) => s.name);
+const matmulCases = SHAPES.filter((s) => cases.includes(s.name));
+const attentionCases = ATTENTION_WORKLOADS.filter((w) => cases.includes(w.name));
+for (const c of cases) {
+  if (![...SHAPE_NAMES, ...ATTENTION_WORKLOADS.map((w) => w.name)].includes(c)) {
+    log(`--cases: ${c} is not one of ${[...SHAPE_NAMES, 'curve', ...ATTENTION_WORKLOADS.map((w) => w.name), 'attention'].join(', ')}`);
+    process.exit(2);
+  }
+}
 
 function probeRows(workDir: string): BenchRow[] {
   const exe = join(workDir, 'probe');
@@ -120,7 +140,7 @@ async function main(): Promise<void> {
     const probe = flag('--no-probe') ? [] : await stage(rows, () => probeRows(workDir));
 
     let peerLevels: number[] = [];
-    if (!flag('--no-peer')) {
+    if (!flag('--no-peer') && matmulCases.length) {
       for (const level of [4, 0]) {
         const v = await verifyPeer(level);
         log(`peer: MatMulNBits accuracy_level ${level} matches the reference on M=3,N=96,K=512 (nmse ${v.nmse.toExponential(2)})`);
@@ -150,7 +170,7 @@ async function main(): Promise<void> {
     const emit = typeof loaded === 'function' ? loaded : null;
     const harnessSource = readFileSync(join(benchSrc, 'harness.c'), 'utf8');
 
-    for (const sc of SHAPES.filter((s) => cases.includes(s.name))) {
+    for (const sc of matmulCases) {
       const { M, N, K } = sc.shape;
       log(`${sc.name}: generating W[${N},${K}] ~ N(0, 0.02^2) and X[${M},${K}] ~ N(0,1)`);
       const wf = new Rng(20240601).fillNormal(new Float32Array(N * K), 0.02);
@@ -212,7 +232,7 @@ async function main(): Promise<void> {
         const inputDir = join(workDir, `llama-inputs-${M}x${N}x${K}`);
         writeLlamaInputs(inputDir, wf, x);
         for (const [isa, variant] of llamaVariants) {
-          for (const f of llamaFormats as (typeof LLAMA_FORMATS)[number][]) {
+          for (const f of llamaFormats) {
             const label = `${sc.name} llama.cpp ${f} ${isa}`;
             try {
               const libs = llama;
@@ -231,8 +251,26 @@ async function main(): Promise<void> {
       }
     }
 
+    if (attentionCases.length) {
+      const peers = !flag('--no-peer');
+      const attention = await attentionRows({
+        workloads: attentionCases,
+        threads,
+        kvFormats: peers && !flag('--no-llama') ? attnKv : [],
+        ortTypes: peers ? attnOrt : [],
+        naive: !flag('--no-naive'),
+        llama,
+        kgen: emit ? { emit, threads, isas, workDir } : null,
+        workDir,
+        benchSrc,
+        stage: (f) => stage([], f),
+      });
+      rows.push(...attention);
+    }
+
+    // % of the probe: rows that stream their operand once (GEMV, M=1; attention decode, Sq=1).
     for (const r of rows) {
-      if (r.kind === 'probe' || !r.shape.startsWith('M=1,')) continue;
+      if (r.kind === 'probe' || !(r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'))) continue;
       const p = probe.find((q) => q.threads === r.threads);
       if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
     }
@@ -249,10 +287,11 @@ async function main(): Promise<void> {
   try {
     const cacheDir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds');
     const tuneThreads = Math.max(...threads);
-    const tuned = flag('--no-tune') ? [] : await tunedRows(tuneDir, cacheDir, Number(opt('--tune-trials', '40')), tuneThreads);
-    const strategies = await strategyRows(tuneDir, cacheDir, Number(opt('--strategies', '2')), tuneThreads);
+    // Attention-only runs (--cases attention) skip the matmul tuning tables.
+    const tuned = flag('--no-tune') || !matmulCases.length ? [] : await tunedRows(tuneDir, cacheDir, Number(opt('--tune-trials', '40')), tuneThreads);
+    const strategies = matmulCases.length ? await strategyRows(tuneDir, cacheDir, Number(opt('--strategies', '2')), tuneThreads) : [];
     if (json) for (const r of [...tuned, ...strategies]) process.stdout.write(`${JSON.stringify(r)}\n`);
-    else process.stdout.write(`${formatTuningTables(tuned, strategies)}\n`);
+    else if (tuned.length || strategies.length) process.stdout.write(`${formatTuningTables(tuned, strategies)}\n`);
   } finally {
     rmSync(tuneDir, { recursive: true, force: true });
   }

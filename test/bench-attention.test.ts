@@ -1,0 +1,109 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { referenceAttention } from '../src/reference/attention.js';
+import {
+  attentionInputs,
+  checkAttention,
+  checkWorkload,
+  peerTolerance,
+  swapOuter,
+  visiblePairs,
+  writeAttentionInputs,
+  type AttentionWorkload,
+} from '../bench/attention-common.js';
+import { benchOrtAttention } from '../bench/ort-attention.js';
+import { benchNaiveAttention, buildNaiveAttention } from '../bench/naive-attention.js';
+import { benchLlamaAttention } from '../bench/llama-attention.js';
+import { loadLlama } from '../bench/llama-peer.js';
+import { skipReason } from './helpers.js';
+
+/** The attention bench's peers on tiny workloads: each must pass its reference check and give a time. */
+const benchSrc = join(import.meta.dirname, '..', 'bench');
+const workDir = mkdtempSync(join(tmpdir(), 'kgen-attn-bench-test-'));
+afterAll(() => rmSync(workDir, { recursive: true, force: true }));
+
+// Ragged: Skv = 130 and 40 are multiples of no tile; GQA group 4; D = 64 (the timed rows use 128).
+const DECODE: AttentionWorkload = { name: 'decode-tiny', phase: 'decode', shape: { B: 1, Hq: 8, Hkv: 2, D: 64, Sq: 1, Skv: 130 }, causal: true, warmup: 0, runs: 1, copies: 2 };
+const PREFILL: AttentionWorkload = { name: 'prefill-tiny', phase: 'prefill', shape: { B: 1, Hq: 8, Hkv: 2, D: 64, Sq: 40, Skv: 40 }, causal: true, warmup: 0, runs: 1 };
+
+function checkOf(w: AttentionWorkload) {
+  const workload = checkWorkload(w);
+  return { workload, inputs: attentionInputs(workload.shape, 3), dir: join(workDir, `check-${w.name}`) };
+}
+
+function expectTimed(rows: { case: string; ms: number }[], n: number): void {
+  expect(rows).toHaveLength(n);
+  for (const r of rows) {
+    expect(r.case).not.toMatch(/WRONG|FAILED/);
+    expect(r.ms).toBeGreaterThan(0);
+  }
+}
+
+describe('attention bench: shared pieces', () => {
+  it('counts the pairs a causal mask lets through', () => {
+    for (const [Sq, Skv] of [[1, 130], [5, 37], [40, 40]] as const) {
+      let n = 0;
+      for (let i = 0; i < Sq; i++) for (let j = 0; j < Skv; j++) if (j <= i + Skv - Sq) n++;
+      expect(visiblePairs({ B: 1, Hq: 1, Hkv: 1, D: 1, Sq, Skv }, true)).toBe(n);
+    }
+  });
+
+  it('accepts the reference output and rejects a wrong head mapping or a missing mask', () => {
+    const w = PREFILL;
+    const { Hq, Hkv, Sq, Skv, D } = w.shape;
+    const x = attentionInputs(w.shape, 11);
+    const heads = { q: swapOuter(x.q, Sq, Hq, D), k: swapOuter(x.k, Skv, Hkv, D), v: swapOuter(x.v, Skv, Hkv, D) };
+    const asOutput = (o: Float64Array) => swapOuter(Float32Array.from(o), Hq, Sq, D);
+    const right = referenceAttention(w.shape, { causal: true, scale: 1 / Math.sqrt(D) }, heads);
+    expect(checkAttention(w, x, asOutput(right), peerTolerance({ quantizedQ: false })).ok).toBe(true);
+    // Query heads reading the other of the two KV heads (a wrong group mapping).
+    const swapHalves = (a: Float32Array) => Float32Array.from([...a.subarray(a.length / 2), ...a.subarray(0, a.length / 2)]);
+    const swappedKv = { ...heads, k: swapHalves(heads.k), v: swapHalves(heads.v) };
+    const wrong = referenceAttention(w.shape, { causal: true, scale: 1 / Math.sqrt(D) }, swappedKv);
+    expect(checkAttention(w, x, asOutput(wrong), peerTolerance({ quantizedQ: true })).ok).toBe(false);
+    const unmasked = referenceAttention(w.shape, { causal: false, scale: 1 / Math.sqrt(D) }, heads);
+    expect(checkAttention(w, x, asOutput(unmasked), peerTolerance({ quantizedQ: true })).ok).toBe(false);
+  });
+});
+
+describe('attention bench: onnxruntime GroupQueryAttention', () => {
+  for (const type of ['f32', 'f16'] as const) {
+    for (const w of [DECODE, PREFILL]) {
+      it(`${w.phase} with a ${type} cache matches the reference and is timed`, async () => {
+        const rows = await benchOrtAttention(w, attentionInputs(w.shape, 5), type, [1], checkOf(w));
+        expectTimed(rows, 1);
+      });
+    }
+  }
+});
+
+const gcc = skipReason(['gcc']);
+describe.skipIf(gcc !== undefined)('attention bench: naive baseline', () => {
+  it('materialising the score matrix matches the reference on 1 and 2 threads', () => {
+    const b = buildNaiveAttention(benchSrc, workDir);
+    if (typeof b === 'string') throw new Error(b);
+    const rows = benchNaiveAttention(b.exe, PREFILL, attentionInputs(PREFILL.shape, 5), [1, 2], checkOf(PREFILL), workDir);
+    expectTimed(rows, 2);
+  });
+});
+
+describe('attention bench: llama.cpp flash attention', async () => {
+  const libs = gcc === undefined ? await loadLlama({ workDir, benchSrc }) : gcc;
+  const best = typeof libs === 'string' ? undefined : libs.variants.filter((v) => v.score > 0).sort((a, b) => b.score - a.score)[0];
+  if (typeof libs === 'string') console.warn(`NOTE: llama.cpp attention tests skipped: ${libs}`);
+  for (const format of ['f16', 'q8_0', 'q4_0'] as const) {
+    for (const w of [DECODE, PREFILL]) {
+      it.skipIf(typeof libs === 'string' || !best)(`${w.phase} with a ${format} cache matches the reference and is timed`, () => {
+        if (typeof libs === 'string' || !best) return;
+        const inputDir = join(workDir, `llama-in-${w.name}`);
+        writeAttentionInputs(inputDir, attentionInputs(w.shape, 5));
+        const check = checkOf(w);
+        writeAttentionInputs(check.dir, check.inputs);
+        const rows = benchLlamaAttention({ libs, variant: best.name, format, workload: w, inputDir, threads: [1, 2], workDir }, check);
+        expectTimed(rows, 2);
+      });
+    }
+  }
+});
