@@ -37,8 +37,9 @@ interface Prepared {
   nodes: number;
 }
 
+/** A tensor with its own copy of `values` (ORT reads a Float32Array in place: no two nodes may share one). */
 function tensor(type: OrtCacheType, values: Float32Array, dims: number[]): ort.Tensor {
-  if (type === 'f32') return new ort.Tensor('float32', values, dims);
+  if (type === 'f32') return new ort.Tensor('float32', values.slice(), dims);
   const bits = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) bits[i] = f32ToF16Bits(values[i]!);
   return new ort.Tensor('float16', bits, dims);

@@ -1,11 +1,15 @@
 /**
  * Throughput bench: kgen's C kernels against the machine's memory bandwidth and two peers
  * (onnxruntime's MatMulNBits; llama.cpp's ggml CPU backend with repacked weights), on GEMV
- * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096).
+ * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); with `--cases attention`, attention
+ * decode and prefill next to llama.cpp's flash attention, onnxruntime's GroupQueryAttention and a
+ * naive baseline (bench/attention.ts).
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
- * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+ * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
+ *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+ *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
