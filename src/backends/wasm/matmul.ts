@@ -1,4 +1,4 @@
-import type { EpilogueActivation } from '../../ir/types.js';
+import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -29,9 +29,30 @@ type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
  * their low 7 bits and their sign bit (w = (w & 127) - 128 (w >>> 7)), two dot products.
  */
 
-/** Instruction levels of the WebAssembly target, in the order the loader prefers them (last best). */
+/** Instruction levels of the WebAssembly target: SIMD128 runs everywhere, relaxed only where the probe passes. */
 export const WASM_LEVELS = ['simd128', 'relaxed'] as const;
 export type WasmLevel = (typeof WASM_LEVELS)[number];
+
+/**
+ * The levels a plan may prefer for weights of `format`, the default first (the plan's `isa` knob;
+ * the tuner measures both). The preferred level is what the loader takes where the probe allows it;
+ * the other module still ships, for `level` to force. Defaults by measurement (M=1, N=4096,
+ * K=14336, docs/PERFORMANCE.md): q4 and q4_0 need one relaxed dot per chunk and gain from it
+ * (relaxed ~1.8x faster on x86-64); q8, q8_0 and q3.5 need two (low 7 bits and sign), which costs
+ * more than it saves where V8 has no single instruction for it (x86-64 without AVX-VNNI), so they
+ * default to SIMD128. f16 weights have no integer dot product: SIMD128 only.
+ */
+export function levelPreference(format: WeightFormatName | undefined): WasmLevel[] {
+  if (format === undefined || format === 'f16') return ['simd128'];
+  return WASM_SCHEME[format] === 'nibble' ? ['relaxed', 'simd128'] : ['simd128', 'relaxed'];
+}
+
+/** The level a plan's output prefers (its `isa` knob). */
+export function preferredLevel(plan: CpuMatmulPlan): WasmLevel {
+  const isa = plan.params.isa;
+  if (!(WASM_LEVELS as readonly string[]).includes(isa)) throw new Error(`kgen: a WebAssembly plan's isa is a level (${WASM_LEVELS.join(', ')}), not ${isa}`);
+  return isa as WasmLevel;
+}
 
 /**
  * The file each level's module text is written to (the binary takes `.wasm`), for a plain memory
@@ -273,10 +294,11 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     N: plan.params.N,
     sizesJson: JSON.stringify(harnessLayout(plan).sizes),
     levelsJson: JSON.stringify(levelsOf(plan)),
+    preferredJson: JSON.stringify(preferredLevel(plan)),
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
-  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan) });
+  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
   files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
@@ -285,7 +307,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     mainFile: 'kernel.wat',
     harnessFiles: { 'harness.mjs': renderHarness(plan) },
     templateHash: templates.hash,
-    build: 'assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm\'s probe() returns 1',
+    build: `assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm's probe() returns 1; kernel.mjs takes the plan's preferred level (${preferredLevel(plan)}) by default`,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: '() -> i32', doc: `bytes of workspace (${plan.params.workspaceBytes})` },
       { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant); ${ptrs}` },
