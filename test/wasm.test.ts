@@ -70,7 +70,7 @@ describe('the relaxed module is what a relaxed run executes', () => {
   it('a wrong correction term in kernel.relaxed.wat fails a relaxed run and leaves a simd128 run ok', async () => {
     const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=3,N=77,K=320' });
     const relaxed = e.files['kernel.relaxed.wat']!;
-    expect(relaxed).toContain('i32x4.relaxed_dot_i8x16_i7x16_add_s');
+    expect(relaxed).toContain('i16x8.relaxed_dot_i8x16_i7x16_s');
     expect(e.files['kernel.wat']).not.toContain('i32x4.relaxed');
     // The nibble offset times the activation block's sum: 8 -> 7 breaks only the relaxed module.
     const broken = relaxed.replace(/\(i32\.const 8\)\)\)/g, '(i32.const 7)))');
@@ -110,7 +110,9 @@ describe('the relaxed-SIMD probe', () => {
       // An independent check: the instruction on many random inputs of the kernels' kind, against JS.
       const direct = await assembleWat('direct.wat', `(module (memory (export "mem") 1)
         (func (export "dot") (param $a i32) (param $b i32) (param $c i32) (param $o i32)
-          (v128.store (local.get $o) (i32x4.relaxed_dot_i8x16_i7x16_add_s (v128.load (local.get $a)) (v128.load (local.get $b)) (v128.load (local.get $c))))))`);
+          (v128.store (local.get $o) (i32x4.relaxed_dot_i8x16_i7x16_add_s (v128.load (local.get $a)) (v128.load (local.get $b)) (v128.load (local.get $c)))))
+        (func (export "dot16") (param $a i32) (param $b i32) (param $o i32)
+          (v128.store (local.get $o) (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load (local.get $a)) (v128.load (local.get $b))))))`);
       if (!('bytes' in probe) || !('bytes' in direct)) throw new Error('probe or check did not assemble');
       writeFileSync(join(dir, 'probe.wasm'), probe.bytes);
       writeFileSync(join(dir, 'direct.wasm'), direct.bytes);
@@ -136,6 +138,12 @@ describe('the relaxed-SIMD probe', () => {
               const got = view.getInt32(48 + 4 * l, true);
               if (got !== want && correct) { correct = false; why = 'lane ' + l + ': got ' + got + ', want ' + want; }
             }
+            m.dot16(0, 16, 64);
+            for (let l = 0; l < 8; l++) {
+              const want = a[2 * l] * b[2 * l] + a[2 * l + 1] * b[2 * l + 1];
+              const got = view.getInt16(64 + 2 * l, true);
+              if (got !== want && correct) { correct = false; why = 'i16 lane ' + l + ': got ' + got + ', want ' + want; }
+            }
           }
         } catch (e) { correct = false; why = String(e.message).slice(0, 120); }
         console.log(JSON.stringify({ verdict, correct, why }));
@@ -155,8 +163,9 @@ describe('the relaxed-SIMD probe', () => {
   });
 
   it('its expected lanes are the exact sums, accumulator included', () => {
-    const { a, b, c, expected } = RELAXED_DOT_CASE;
+    const { a, b, c, expected, expected16 } = RELAXED_DOT_CASE;
     for (let l = 0; l < 4; l++) expect(expected[l]).toBe(c[l]! + a[4 * l]! * b[4 * l]! + a[4 * l + 1]! * b[4 * l + 1]! + a[4 * l + 2]! * b[4 * l + 2]! + a[4 * l + 3]! * b[4 * l + 3]!);
+    for (let l = 0; l < 8; l++) expect(expected16[l]).toBe(a[2 * l]! * b[2 * l]! + a[2 * l + 1]! * b[2 * l + 1]!);
     expect(b.every((v) => v >= 0 && v <= 127)).toBe(true);
   });
 

@@ -126,10 +126,24 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
     '(f32.add (local.get $v) (f32.mul (f32.const 0.044715) (f32.mul (local.get $v) (f32.mul (local.get $v) (local.get $v))))))))))))',
 };
 
+/** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
+const NIBBLE_MAX = 15;
+
+/**
+ * The largest |i16 lane| the unsigned relaxed dot reaches over one activation block: each chunk
+ * of 32 weights adds two i16 dots of 2 products each per lane. Must stay within i16, since the
+ * kernels sum a block's dots in i16 lanes before widening them.
+ */
+function nibbleI16Bound(actChunks: number): number {
+  const bound = actChunks * 2 * 2 * ACT_QMAX * NIBBLE_MAX;
+  if (bound > 32767) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
+  return bound;
+}
+
 /** The dot-product partial and its correction for a scheme at a level (see the file comment). */
-function dotOf(scheme: WasmScheme, level: WasmLevel): { dotPartial: string; correct: boolean } {
+function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number } {
   if (level === 'simd128') return { dotPartial: 'dot/signed_simd128.wat', correct: false };
-  return scheme === 'nibble' ? { dotPartial: 'dot/unsigned_relaxed.wat', correct: true } : { dotPartial: 'dot/split_relaxed.wat', correct: false };
+  return scheme === 'nibble' ? { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) } : { dotPartial: 'dot/split_relaxed.wat', correct: false };
 }
 
 interface MicroShape {
@@ -162,6 +176,14 @@ function actCorrOffset(plan: CpuMatmulPlan): number {
   return at;
 }
 
+/** Weight rows whose f16 scales one vector widens (an f32 lane each). */
+const SCALE_LANES = 4;
+
+/** The byte indices of an `i8x16.shuffle` that repeats f32 lane `lane` in all four lanes. */
+function splatLane(lane: number): string {
+  return Array.from({ length: 16 }, (_, b) => F32_BYTES * lane + (b % F32_BYTES)).join(' ');
+}
+
 /** Everything one micro-kernel prints: its rows, activation rows, and per activation block its chunks. */
 function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | undefined) {
   const p = plan.params;
@@ -169,6 +191,12 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r }));
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
   const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i })));
+  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane).
+  const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
+    const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r }) => ({ r, halfLane: 2 * (r % SCALE_LANES) })) };
+  });
+  const quadActs = scaleQuads.flatMap(({ q }) => acts.map(({ i }) => ({ q, i })));
   const groups = scheme
     ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
         index: g,
@@ -180,10 +208,11 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             dots: pairs,
           };
         }),
-        finals: pairs.map(({ r, i }) => ({ r, i, scaleOff: g * actStride + p.actBlock, corrOff: g * actStride + actCorrOffset(plan) })),
+        scales: acts.map(({ i }) => ({ i, scaleOff: g * actStride + p.actBlock })),
+        finals: pairs.map(({ r, i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), splat: splatLane(r % SCALE_LANES), corrOff: g * actStride + actCorrOffset(plan) })),
       }))
     : [];
-  return { ...s, rows, acts, pairs, groups };
+  return { ...s, rows, acts, pairs, groups, scaleQuads, quadActs };
 }
 
 /** The view of one level's module. */
@@ -199,7 +228,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const needsExp = op.epilogue.activation !== 'none';
   return {
     ...p,
-    ...(scheme ? dotOf(scheme, level) : { dotPartial: 'dot/signed_simd128.wat', correct: false }),
+    ...(scheme ? dotOf(scheme, level, p.actChunks) : { dotPartial: 'dot/signed_simd128.wat', correct: false }),
     fn,
     level,
     version: ctx.version,
