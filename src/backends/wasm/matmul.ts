@@ -25,7 +25,8 @@ type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
  * Exactness of the relaxed module: the relaxed dot product is the same on every engine only when
  * every byte of its second operand is in [0, 127], so weights are always that operand, as codes in
  * that range: q4 and q4_0 nibbles as stored (0..15) with 8 x (the activation block's int8 sum,
- * which prepare stores) subtracted once per block; q8, q8_0 and the signed q3.5 levels split into
+ * which prepare stores) subtracted once per block, summed in i16 lanes within a block; q3.5 levels
+ * as |w| with the sign applied to the activation; q8 and q8_0 (whose bytes may be -128) split into
  * their low 7 bits and their sign bit (w = (w & 127) - 128 (w >>> 7)), two dot products.
  */
 
@@ -143,7 +144,11 @@ function nibbleI16Bound(actChunks: number): number {
 /** The dot-product partial and its correction for a scheme at a level (see the file comment). */
 function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number } {
   if (level === 'simd128') return { dotPartial: 'dot/signed_simd128.wat', correct: false };
-  return scheme === 'nibble' ? { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) } : { dotPartial: 'dot/split_relaxed.wat', correct: false };
+  if (scheme === 'nibble') return { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) };
+  // q3.5 levels are at most 125 in magnitude (never -128): |w| is an i7 operand as it is, and w's
+  // sign moves onto the activation (+-a stays in [-127, 127]): one dot where the split takes two.
+  if (scheme === 'q35' && Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127) return { dotPartial: 'dot/sign_relaxed.wat', correct: false };
+  return { dotPartial: 'dot/split_relaxed.wat', correct: false };
 }
 
 interface MicroShape {
