@@ -141,8 +141,15 @@ function nibbleI16Bound(actChunks: number): number {
   return bound;
 }
 
-/** The dot-product partial and its correction for a scheme at a level (see the file comment). */
-function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number } {
+/**
+ * The dot-product partial and its correction for a scheme at a level (see the file comment), and
+ * the decode partial where it is not the scheme's own. `i16Bound` is set where a block's dots are
+ * summed in i16 lanes (widened once per block).
+ */
+function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number; decodePartial?: string } {
+  // SIMD128 nibbles: the 16 bytes widened to u16 once, each nibble taken with a 16-bit and/shift
+  // (x86 has no 8-bit shift), as unsigned codes with the same correction as the relaxed module.
+  if (level === 'simd128' && scheme === 'nibble') return { dotPartial: 'dot/unsigned_simd128.wat', correct: true, decodePartial: 'decode/nibble_wide.wat' };
   if (level === 'simd128') return { dotPartial: 'dot/signed_simd128.wat', correct: false };
   if (scheme === 'nibble') return { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) };
   // q3.5 levels are at most 125 in magnitude (never -128): |w| is an i7 operand as it is, and w's
@@ -266,7 +273,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    decodePartial: scheme ? `decode/${scheme}.wat` : 'decode/none.wat',
+    decodePartial: scheme ? (dotOf(scheme, level, p.actChunks).decodePartial ?? `decode/${scheme}.wat`) : 'decode/none.wat',
+    nibbleMask16: Array(8).fill(15).join(' '),
     f32Bytes: F32_BYTES,
     xBytes,
     yBytes: op.y === 'f16' ? F16_BYTES : F32_BYTES,
