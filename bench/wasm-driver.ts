@@ -17,9 +17,14 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { median } from './common.js';
 
-/** The slice of kernel.mjs (typed by its kernel.d.mts) the driver uses. */
-interface Loader {
+/** The slice of kernel.mjs (typed by its kernel.d.mts) the drivers use. */
+export interface Loader {
   sizes: Record<'x' | 'w' | 'bias' | 'residual' | 'y' | 'workspace', number>;
+  loadKernel(o: { memory: WebAssembly.Memory; level: string }): Promise<{
+    level: string;
+    prepare(x: number, workspace: number): void;
+    rows(workspace: number, w: number, bias: number, residual: number, y: number, rowBegin: number, rowEnd: number): void;
+  }>;
   loadThreaded(o: { memory: WebAssembly.Memory; threads: number; level: string }): Promise<{
     level: string;
     run(x: number, w: number, bias: number, residual: number, y: number, workspace: number): Promise<void>;
