@@ -1,5 +1,5 @@
 /**
- * Decode-cost bench: what each C GEMV kernel costs per 64 weights when memory is not the limit
+ * Decode-cost bench: what each C (and WebAssembly) GEMV kernel costs per 64 weights when memory is not the limit
  * (one thread, weights resident in L2), so layouts and decoders compare without DRAM noise. A GEMV
  * streams at memory speed on T threads only while T * (bytes per 64 weights) / (ns per 64 weights)
  * exceeds the machine's read bandwidth; the last column is that ceiling for one core.
@@ -8,6 +8,8 @@
  *   node dist/bench/decode.js --baseline PATH      also another build's src/index.js (e.g. a git
  *                                                  worktree of an older commit, built), interleaved
  * Options: --formats q4,q35,q4_0,q8   --isa avx2,avx512   --rows 64   --k 14336   --rounds 3
+ *          --wasm simd128,relaxed (the WebAssembly kernels' levels, through their kernel.mjs in a
+ *          child Node with the runner's flags; --wasm none for C only)
  *
  * The weights are arbitrary bytes with unit scales (decode work does not depend on the codes), so
  * no output is checked here: correctness is the test suite's and `npm run bench`'s job.
@@ -17,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { HARNESS_NODE_FLAGS } from '../src/backends/wasm/runner.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
@@ -30,6 +33,7 @@ const rows = Number(opt('--rows', '64'));
 const K = Number(opt('--k', '14336'));
 const rounds = Number(opt('--rounds', '3'));
 const baseline = opt('--baseline', '');
+const wasmLevels = opt('--wasm', 'simd128,relaxed').split(',').filter((l) => l !== 'none');
 
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
 const GROUP: Partial<Record<WeightFormatName, number>> = { q4: 64, q35: 64, q8: 64 };
@@ -42,6 +46,7 @@ async function loadEntry(entry: string): Promise<EmitFn> {
 
 interface Build {
   name: string;
+  /** The command that prints {"ns_per_64": ...}. */
   exe: string;
   bytesPer64: number;
   args: string[];
@@ -74,6 +79,26 @@ async function build(emit: EmitFn, entryName: string, format: WeightFormatName, 
   };
 }
 
+/** A WebAssembly kernel at one level: the emitted files and a child Node running wasm-decode-driver.js. */
+async function buildWasm(emit: EmitFn, entryName: string, format: WeightFormatName, level: string, workDir: string): Promise<Build> {
+  const op = `matmul_${format}`;
+  const dir = join(workDir, `${entryName}-${format}-wasm-${level}`);
+  const result = await emit({ target: 'wasm', op, shape: `M=1,N=${rows},K=${K}` });
+  const built = await result.rendered?.binaries?.();
+  if (!built || 'error' in built) throw new Error(`${op}: the WebAssembly modules did not assemble: ${built ? built.error : 'no binaries'}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);
+  for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+  const rowBytes = result.manifest.weights?.rowBytes;
+  if (rowBytes === undefined) throw new Error(`${op}: the manifest has no weights.rowBytes`);
+  const codec = FORMATS[format].codec(GROUP[format]);
+  // ~20 ms per pass from a first guess of 8 ns per 64 weights.
+  const calls = Math.max(1, Math.round(20e6 / ((rows * K) / 64) / 8));
+  const driver = join(dirname(fileURLToPath(import.meta.url)), 'wasm-decode-driver.js');
+  return { name: entryName, exe: process.execPath, bytesPer64: (rowBytes / K) * 64, args: [...HARNESS_NODE_FLAGS, driver, dir, level, ...[K, codec.bytesPerBlock, calls, 15].map(String)] };
+}
+
 function time(b: Build): number {
   const out = JSON.parse(run(b.exe, b.args)) as { ns_per_64: number };
   return out.ns_per_64;
@@ -88,11 +113,11 @@ async function main(): Promise<void> {
     log(`decode cost: M=1, N=${rows}, K=${K} (weights in L2), 1 thread, best of 15 passes, median of ${rounds} rounds`);
     table.push(['kernel', 'build', 'ns per 64 weights', 'bytes per 64', 'GB/s one core can decode']);
     for (const format of formats) {
-      for (const isa of isas) {
+      for (const isa of [...isas, ...(format === 'f16' ? [] : wasmLevels.map((l) => `wasm-${l}`))]) {
         const builds: Build[] = [];
         for (const [name, emit] of entries) {
           try {
-            builds.push(await build(emit, name, format, isa, workDir));
+            builds.push(await (isa.startsWith('wasm-') ? buildWasm(emit, name, format, isa.slice('wasm-'.length), workDir) : build(emit, name, format, isa, workDir)));
           } catch (e) {
             log(`${format} ${isa} ${name}: skipped: ${(e as Error).message.split('\n')[0]}`);
           }

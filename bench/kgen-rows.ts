@@ -17,8 +17,10 @@ import { L3_BYTES, log, run, type BenchRow } from './common.js';
 export interface EmitLike {
   files: Record<string, string>;
   manifest: { weights?: { rowBytes: number; totalBytes: number }; tolerance: Tolerance };
+  /** The binaries a target assembles in-process (WebAssembly modules), as `kgen emit -o` writes them. */
+  rendered?: { binaries?(): Promise<{ files: Record<string, Uint8Array> } | { error: string }> };
 }
-export type EmitFn = (opts: { target: string; op: string; shape: string; device: string; isa: string }) => EmitLike | Promise<EmitLike>;
+export type EmitFn = (opts: { target: string; op: string; shape: string; device?: string; isa?: string }) => EmitLike | Promise<EmitLike>;
 
 /**
  * Loads `emit` from the library's entry point, or from `entry` (absolute path or URL), e.g. another
@@ -54,7 +56,8 @@ export interface KgenCase {
   harnessSource: string;
 }
 
-interface HarnessLine {
+/** One line a timing harness prints per thread count (bench/harness.c, bench/wasm-driver.ts). */
+export interface HarnessLine {
   threads: number;
   median_ms: number;
   min_ms: number;
@@ -62,6 +65,8 @@ interface HarnessLine {
   copies: number;
   weight_bytes: number;
   same_as_first: boolean;
+  /** What the harness adds to the row's note (the WebAssembly driver: engine and level). */
+  note?: string;
 }
 
 /** Rows of W checked against the reference: both ends, the thread-split boundary, and a spread. */
@@ -77,11 +82,11 @@ export function checkRows(N: number): number[] {
 }
 
 /**
- * Compares the kernel's Y on a set of output columns (rows of W) for every activation row with the
+ * Compares a kernel's Y on a set of output columns (rows of W) for every activation row with the
  * f64 reference on the dequantized weights, using the tolerance the plan states in its manifest;
- * and requires every element of Y to be finite (the harness pre-fills Y with NaN).
+ * and requires every element of Y to be finite (the harnesses pre-fill Y with NaN).
  */
-function checkOutput(c: KgenCase, y: Float32Array, tol: Tolerance): { ok: boolean; nmse: number; detail: string } {
+export function checkOutput(c: Pick<KgenCase, 'shape' | 'codec' | 'w' | 'x'>, y: Float32Array, tol: Tolerance): { ok: boolean; nmse: number; detail: string } {
   const { M, N, K } = c.shape;
   for (let i = 0; i < y.length; i++) {
     if (!Number.isFinite(y[i]!)) return { ok: false, nmse: NaN, detail: `Y[${Math.floor(i / N)},${i % N}] is ${y[i]}` };
@@ -131,14 +136,23 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
   const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / c.w.length) + 1);
   log(`${c.label}: running on ${c.threads.join(',')} thread(s), ${copies} weight copies of ${(c.w.length / 2 ** 20).toFixed(1)} MiB`);
   const out = run(exe, [dir, String(M), String(N), String(K), String(rowBytes), String(copies), String(c.warmup), String(c.runs), ...c.threads.map(String)]);
+  return timedRows(c, shapeText, out, join(dir, 'y.bin'), result.manifest.tolerance);
+}
+
+/**
+ * The rows of a harness's output (`out`, one JSON line per thread count) after checking the Y it
+ * wrote to `yPath` (the first thread count's): a row whose output is off, or differs from the
+ * first thread count's, is marked and carries no time.
+ */
+export function timedRows(c: Pick<KgenCase, 'label' | 'shape' | 'codec' | 'w' | 'x'>, shapeText: string, out: string, yPath: string, tol: Tolerance): BenchRow[] {
+  const { M, N, K } = c.shape;
   const lines = out
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as HarnessLine);
-
-  const yBuf = readFileSync(join(dir, 'y.bin'));
+  const yBuf = readFileSync(yPath);
   const y = new Float32Array(yBuf.buffer, yBuf.byteOffset, yBuf.byteLength / 4);
-  const check = checkOutput(c, y, result.manifest.tolerance);
+  const check = checkOutput(c, y, tol);
   if (!check.ok) log(`${c.label}: OUTPUT WRONG, no time reported: ${check.detail}`);
   else log(`${c.label}: output matches the reference (${check.detail})`);
 
@@ -159,7 +173,7 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
       gflops: (2 * M * N * K) / (ms * 1e-3) / 1e9,
       runs: l.runs,
       copies: l.copies,
-      note: check.detail,
+      note: l.note ? `${l.note}; ${check.detail}` : check.detail,
     };
   });
 }

@@ -1,9 +1,10 @@
 /**
  * Throughput bench: kgen's C kernels against the machine's memory bandwidth and two peers
  * (onnxruntime's MatMulNBits; llama.cpp's ggml CPU backend with repacked weights), on GEMV
- * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); with `--cases attention`, attention
- * decode and prefill next to llama.cpp's flash attention, onnxruntime's GroupQueryAttention and a
- * naive baseline (bench/attention.ts).
+ * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); kgen's WebAssembly kernels (SIMD128
+ * and relaxed SIMD, in Node) next to them and to onnxruntime-web's WebAssembly MatMulNBits; with
+ * `--cases attention`, attention decode and prefill next to llama.cpp's flash attention,
+ * onnxruntime's GroupQueryAttention and a naive baseline (bench/attention.ts).
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
@@ -11,6 +12,7 @@
  *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
+ *          --no-wasm (no kgen WebAssembly rows)   --wasm-levels simd128,relaxed   --no-ort-web
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
  *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
@@ -31,6 +33,8 @@ import { templateSet } from '../src/render/templates.js';
 import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
+import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
+import { benchWasm, type WasmBenchLevel } from './wasm-rows.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 import { ATTENTION_WORKLOADS, attentionRows, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
@@ -57,6 +61,8 @@ function listOpt<T extends string>(name: string, allowed: readonly T[], fallback
   }
   return values as T[];
 }
+const WASM_BENCH_LEVELS: readonly WasmBenchLevel[] = ['simd128', 'relaxed'];
+const wasmLevels = flag('--no-wasm') ? [] : listOpt('--wasm-levels', WASM_BENCH_LEVELS, WASM_BENCH_LEVELS);
 const llamaFormats = listOpt('--llama-formats', LLAMA_FORMATS, LLAMA_FORMATS);
 const attnKv = listOpt('--attn-kv', KV_FORMATS, KV_FORMATS);
 const attnOrt = listOpt('--attn-ort', ORT_CACHE_TYPES, ORT_CACHE_TYPES);
@@ -75,6 +81,9 @@ interface ShapeCase {
   peerWarmup: number;
   peerRuns: number;
 }
+
+/** onnxruntime-web's rows: each run is ~0.2 s per matmul times the weight copies, so fewer runs. */
+const ORT_WEB_RUNS = { warmup: 2, runs: 11 };
 
 const SHAPES: ShapeCase[] = [
   { name: 'gemv', shape: { M: 1, N: 4096, K: 14336 }, warmup: 10, runs: 51, peerWarmup: 5, peerRuns: 31 },
@@ -173,6 +182,9 @@ async function main(): Promise<void> {
     if (typeof loaded === 'string') log(`kgen rows skipped: ${loaded}`);
     const emit = typeof loaded === 'function' ? loaded : null;
     const harnessSource = readFileSync(join(benchSrc, 'harness.c'), 'utf8');
+    const noOrtWeb = flag('--no-peer') || flag('--no-ort-web') ? undefined : ortWebMissing();
+    if (noOrtWeb) log(`onnxruntime-web rows skipped: ${noOrtWeb}`);
+    const ortWeb = !flag('--no-peer') && !flag('--no-ort-web') && !noOrtWeb;
 
     for (const sc of matmulCases) {
       const { M, N, K } = sc.shape;
@@ -221,6 +233,32 @@ async function main(): Promise<void> {
           for (const t of threads) {
             rows.push({ kind: 'kgen', case: `${label} (FAILED)`, shape: `M=${M},N=${N},K=${K}`, threads: t, ms: NaN, minMs: NaN, bytes: 0, gbps: NaN, runs: 0, note: message.split('\n')[0] });
           }
+        }
+      }
+
+      // kgen's WebAssembly kernels through their emitted loader, in a child Node, per forced level.
+      for (const [f, level] of formats.flatMap((f) => wasmLevels.map((l) => [f, l] as const))) {
+        if (!emit) break;
+        const label = `${sc.name} kgen wasm ${LABEL[f] ?? f} ${level}`;
+        try {
+          const { codec, bytes } = pack(f);
+          await stage(rows, () => benchWasm(emit, { label, op: `matmul_${f}`, shape: sc.shape, codec, w: bytes, x, threads, warmup: sc.warmup, runs: sc.runs, level, workDir }));
+        } catch (e) {
+          const message = (e as Error).message;
+          log(`${label}: FAILED: ${message}`);
+          for (const t of threads) {
+            rows.push({ kind: 'kgen', case: `${label} (FAILED)`, shape: `M=${M},N=${N},K=${K}`, threads: t, ms: NaN, minMs: NaN, bytes: 0, gbps: NaN, runs: 0, note: message.split('\n')[0] });
+          }
+        }
+      }
+
+      if (ortWeb) {
+        const label = `${sc.name} ort-web MatMulNBits q4/32 wasm`;
+        try {
+          const q40 = pack('q4_0').bytes;
+          await stage(rows, () => benchOrtWeb({ shape: sc.shape, q40, x, threads, ...ORT_WEB_RUNS, workDir }, label));
+        } catch (e) {
+          log(`${label}: FAILED: ${(e as Error).message}`);
         }
       }
 

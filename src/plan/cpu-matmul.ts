@@ -1,5 +1,5 @@
 import type { DeviceProfile } from '../device/profile.js';
-import type { MatmulOp, MatmulShape } from '../ir/types.js';
+import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor } from './common.js';
 import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -59,8 +59,11 @@ type Req = PlanRequestFor<MatmulOp, MatmulShape>;
 
 /** The instruction-set variants a target renders for a device, best first (its first knob). */
 export interface CpuVariants {
-  /** The variants of `device`, best first. */
-  of(device: DeviceProfile): string[];
+  /**
+   * The variants of `device` for weights of `format` (absent for an op without weights), best
+   * first: the first is the default, the tuner measures them all.
+   */
+  of(device: DeviceProfile, format?: WeightFormatName): string[];
   /** What the knob means, for `kgen plan`. */
   doc: string;
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
@@ -113,7 +116,7 @@ function weightLayout(op: MatmulOp, K: number) {
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const quantized = req.op.weight.format !== 'f16';
   const knobs: Knob[] = [
-    { name: 'isa', values: variants.of(req.device), doc: variants.doc },
+    { name: 'isa', values: variants.of(req.device, req.op.weight.format), doc: variants.doc },
     { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
     {
       name: 'panel',

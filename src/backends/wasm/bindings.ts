@@ -21,7 +21,7 @@ function sizeDocs(plan: CpuMatmulPlan, workspaceBytes: number): Record<string, s
  * layout: `sizes` as literal byte counts with what each buffer holds, the level names the output
  * has modules for, and the loader's functions with their TSDoc.
  */
-export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; version: string; sizes: Record<string, number>; levels: readonly string[] }): string {
+export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; version: string; sizes: Record<string, number>; levels: readonly string[]; preferred: string }): string {
   const docs = sizeDocs(plan, plan.params.workspaceBytes);
   const ptr = (name: string) => ({ name, type: 'number' });
   const rowsParams = ['workspace', 'w', 'bias', 'residual', 'y', 'rowBegin', 'rowEnd'].map(ptr);
@@ -46,6 +46,13 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
     });
     file.addTypeAlias({ isExported: true, name: 'Level', type: opts.levels.map((l) => `'${l}'`).join(' | '), docs: ['The instruction levels this output has modules for.'] });
     file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, declarations: [{ name: 'levels', type: 'readonly Level[]' }] });
+    file.addVariableStatement({
+      isExported: true,
+      hasDeclareKeyword: true,
+      declarationKind: VariableDeclarationKind.Const,
+      docs: ["The level loadKernel takes by default (the plan's, chosen by measurement or a tune record); relaxed only where the probe passes."],
+      declarations: [{ name: 'preferred', type: `'${opts.preferred}'` }],
+    });
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -61,7 +68,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       ],
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'relaxedSimdWorks', returnType: 'Promise<boolean>', docs: ['Whether relaxed SIMD computes here what the kernel relies on (the probe).'] });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | Level }" }], returnType: 'Promise<Kernel>', docs: ["Instantiates the module over `memory`: the relaxed one where the probe passes, unless `level` says otherwise."] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | Level }" }], returnType: 'Promise<Kernel>', docs: ["Instantiates the module over `memory`: by default (`auto`) the preferred level, relaxed only where the probe passes; `level` forces one ('relaxed' rejects where the probe fails)."] });
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,

@@ -2,17 +2,18 @@ import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
 import { cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
-import { renderWasmMatmul } from './matmul.js';
+import { levelPreference, renderWasmMatmul } from './matmul.js';
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 
 /**
- * The plan's instruction-set knob: one value, simd128. Relaxed SIMD is not a separate plan: every
- * output of an integer format holds both modules and the loader's probe picks one.
+ * The plan's instruction-set knob: the level the output prefers (integer formats: relaxed or
+ * simd128, the default by format; f16: simd128). Every output of an integer format holds both
+ * modules; the loader takes the preferred one, but relaxed only where its probe passes.
  */
 const WASM_VARIANTS: CpuVariants = {
-  of: () => ['simd128'],
-  doc: 'instruction level of the WebAssembly module (relaxed SIMD ships beside it, chosen by a load-time probe)',
+  of: (_device, format) => levelPreference(format),
+  doc: 'instruction level the loader prefers: relaxed (taken only where the load-time probe passes, else simd128) or simd128 (always); both modules ship',
   without: ['unroll', 'prefetch'],
 };
 

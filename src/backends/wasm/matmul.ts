@@ -1,4 +1,4 @@
-import type { EpilogueActivation } from '../../ir/types.js';
+import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -25,13 +25,36 @@ type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
  * Exactness of the relaxed module: the relaxed dot product is the same on every engine only when
  * every byte of its second operand is in [0, 127], so weights are always that operand, as codes in
  * that range: q4 and q4_0 nibbles as stored (0..15) with 8 x (the activation block's int8 sum,
- * which prepare stores) subtracted once per block; q8, q8_0 and the signed q3.5 levels split into
+ * which prepare stores) subtracted once per block, summed in i16 lanes within a block; q3.5 levels
+ * as |w| with the sign applied to the activation; q8 and q8_0 (whose bytes may be -128) split into
  * their low 7 bits and their sign bit (w = (w & 127) - 128 (w >>> 7)), two dot products.
  */
 
-/** Instruction levels of the WebAssembly target, in the order the loader prefers them (last best). */
+/** Instruction levels of the WebAssembly target: SIMD128 runs everywhere, relaxed only where the probe passes. */
 export const WASM_LEVELS = ['simd128', 'relaxed'] as const;
 export type WasmLevel = (typeof WASM_LEVELS)[number];
+
+/**
+ * The levels a plan may prefer for weights of `format`, the default first (the plan's `isa` knob;
+ * the tuner measures both). The preferred level is what the loader takes where the probe allows it;
+ * the other module still ships, for `level` to force. Defaults by measurement (M=1, N=4096,
+ * K=14336, docs/PERFORMANCE.md): q4 and q4_0 gain from relaxed (~1.4x on x86-64); q8 and q8_0
+ * need two relaxed dots per vector (low 7 bits and sign), which costs more than it saves where V8
+ * has no single instruction for it (x86-64 without AVX-VNNI); q3.5's relaxed module (one dot, the
+ * sign moved onto the activation) measured 1.1x slower than SIMD128 with weights from DRAM. So
+ * these default to SIMD128. f16 weights have no integer dot product: SIMD128 only.
+ */
+export function levelPreference(format: WeightFormatName | undefined): WasmLevel[] {
+  if (format === undefined || format === 'f16') return ['simd128'];
+  return WASM_SCHEME[format] === 'nibble' ? ['relaxed', 'simd128'] : ['simd128', 'relaxed'];
+}
+
+/** The level a plan's output prefers (its `isa` knob). */
+export function preferredLevel(plan: CpuMatmulPlan): WasmLevel {
+  const isa = plan.params.isa;
+  if (!(WASM_LEVELS as readonly string[]).includes(isa)) throw new Error(`kgen: a WebAssembly plan's isa is a level (${WASM_LEVELS.join(', ')}), not ${isa}`);
+  return isa as WasmLevel;
+}
 
 /**
  * The file each level's module text is written to (the binary takes `.wasm`), for a plain memory
@@ -105,10 +128,35 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
     '(f32.add (local.get $v) (f32.mul (f32.const 0.044715) (f32.mul (local.get $v) (f32.mul (local.get $v) (local.get $v))))))))))))',
 };
 
-/** The dot-product partial and its correction for a scheme at a level (see the file comment). */
-function dotOf(scheme: WasmScheme, level: WasmLevel): { dotPartial: string; correct: boolean } {
+/** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
+const NIBBLE_MAX = 15;
+
+/**
+ * The largest |i16 lane| the unsigned relaxed dot reaches over one activation block: each chunk
+ * of 32 weights adds two i16 dots of 2 products each per lane. Must stay within i16, since the
+ * kernels sum a block's dots in i16 lanes before widening them.
+ */
+function nibbleI16Bound(actChunks: number): number {
+  const bound = actChunks * 2 * 2 * ACT_QMAX * NIBBLE_MAX;
+  if (bound > 32767) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
+  return bound;
+}
+
+/**
+ * The dot-product partial and its correction for a scheme at a level (see the file comment), and
+ * the decode partial where it is not the scheme's own. `i16Bound` is set where a block's dots are
+ * summed in i16 lanes (widened once per block).
+ */
+function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number; decodePartial?: string } {
+  // SIMD128 nibbles: the 16 bytes widened to u16 once, each nibble taken with a 16-bit and/shift
+  // (x86 has no 8-bit shift), as unsigned codes with the same correction as the relaxed module.
+  if (level === 'simd128' && scheme === 'nibble') return { dotPartial: 'dot/unsigned_simd128.wat', correct: true, decodePartial: 'decode/nibble_wide.wat' };
   if (level === 'simd128') return { dotPartial: 'dot/signed_simd128.wat', correct: false };
-  return scheme === 'nibble' ? { dotPartial: 'dot/unsigned_relaxed.wat', correct: true } : { dotPartial: 'dot/split_relaxed.wat', correct: false };
+  if (scheme === 'nibble') return { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) };
+  // q3.5 levels are at most 125 in magnitude (never -128): |w| is an i7 operand as it is, and w's
+  // sign moves onto the activation (+-a stays in [-127, 127]): one dot where the split takes two.
+  if (scheme === 'q35' && Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127) return { dotPartial: 'dot/sign_relaxed.wat', correct: false };
+  return { dotPartial: 'dot/split_relaxed.wat', correct: false };
 }
 
 interface MicroShape {
@@ -141,6 +189,14 @@ function actCorrOffset(plan: CpuMatmulPlan): number {
   return at;
 }
 
+/** Weight rows whose f16 scales one vector widens (an f32 lane each). */
+const SCALE_LANES = 4;
+
+/** The byte indices of an `i8x16.shuffle` that repeats f32 lane `lane` in all four lanes. */
+function splatLane(lane: number): string {
+  return Array.from({ length: 16 }, (_, b) => F32_BYTES * lane + (b % F32_BYTES)).join(' ');
+}
+
 /** Everything one micro-kernel prints: its rows, activation rows, and per activation block its chunks. */
 function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | undefined) {
   const p = plan.params;
@@ -148,6 +204,12 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r }));
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
   const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i })));
+  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane).
+  const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
+    const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r }) => ({ r, halfLane: 2 * (r % SCALE_LANES) })) };
+  });
+  const quadActs = scaleQuads.flatMap(({ q }) => acts.map(({ i }) => ({ q, i })));
   const groups = scheme
     ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
         index: g,
@@ -159,10 +221,11 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             dots: pairs,
           };
         }),
-        finals: pairs.map(({ r, i }) => ({ r, i, scaleOff: g * actStride + p.actBlock, corrOff: g * actStride + actCorrOffset(plan) })),
+        scales: acts.map(({ i }) => ({ i, scaleOff: g * actStride + p.actBlock })),
+        finals: pairs.map(({ r, i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), splat: splatLane(r % SCALE_LANES), corrOff: g * actStride + actCorrOffset(plan) })),
       }))
     : [];
-  return { ...s, rows, acts, pairs, groups };
+  return { ...s, rows, acts, pairs, groups, scaleQuads, quadActs };
 }
 
 /** The view of one level's module. */
@@ -178,7 +241,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const needsExp = op.epilogue.activation !== 'none';
   return {
     ...p,
-    ...(scheme ? dotOf(scheme, level) : { dotPartial: 'dot/signed_simd128.wat', correct: false }),
+    ...(scheme ? dotOf(scheme, level, p.actChunks) : { dotPartial: 'dot/signed_simd128.wat', correct: false }),
     fn,
     level,
     version: ctx.version,
@@ -211,7 +274,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    decodePartial: scheme ? `decode/${scheme}.wat` : 'decode/none.wat',
+    decodePartial: scheme ? (dotOf(scheme, level, p.actChunks).decodePartial ?? `decode/${scheme}.wat`) : 'decode/none.wat',
+    nibbleMask16: Array(8).fill(15).join(' '),
     f32Bytes: F32_BYTES,
     xBytes,
     yBytes: op.y === 'f16' ? F16_BYTES : F32_BYTES,
@@ -273,10 +337,11 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     N: plan.params.N,
     sizesJson: JSON.stringify(harnessLayout(plan).sizes),
     levelsJson: JSON.stringify(levelsOf(plan)),
+    preferredJson: JSON.stringify(preferredLevel(plan)),
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
-  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan) });
+  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
   files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
@@ -285,7 +350,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     mainFile: 'kernel.wat',
     harnessFiles: { 'harness.mjs': renderHarness(plan, fn) },
     templateHash: templates.hash,
-    build: 'assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm\'s probe() returns 1',
+    build: `assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm's probe() returns 1; kernel.mjs takes the plan's preferred level (${preferredLevel(plan)}) by default`,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: '() -> i32', doc: `bytes of workspace (${plan.params.workspaceBytes})` },
       { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant); ${ptrs}` },

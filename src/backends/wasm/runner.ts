@@ -7,7 +7,10 @@ import { cachedBuild, runHarness } from '../runner-core.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { assembleKernel, MODULES } from './assemble.js';
 
-/** Which module a run uses: the probe's choice (`auto`), or one level forced (relaxed fails where the probe says no). */
+/**
+ * Which module a run uses: the loader's choice (`auto`: the plan's preferred level, relaxed only
+ * where the probe passes), or one level forced (relaxed fails where the probe says no).
+ */
 export type WasmRunLevel = 'auto' | 'simd128' | 'relaxed';
 
 /**
@@ -28,7 +31,7 @@ export const HARNESS_NODE_FLAGS = ['--experimental-wasm-relaxed-simd', '--no-lif
  */
 export function wasmRunner(level: WasmRunLevel = 'auto'): KernelRunner {
   return {
-    name: `node ${process.version} (${level === 'auto' ? 'probed level' : level})`,
+    name: `node ${process.version} (${level === 'auto' ? 'preferred level where the probe allows' : level})`,
     timesAreReal: true,
     cannotExecute: () => undefined,
     async build(_plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {

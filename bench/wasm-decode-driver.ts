@@ -1,0 +1,52 @@
+/**
+ * Child process of the decode-cost bench's WebAssembly rows (bench/decode.ts): what an emitted
+ * WebAssembly GEMV kernel costs per 64 weights with its weights in L2, as the C rows' decode-driver.c
+ * measures C kernels. Loads the kernel through its own kernel.mjs at a forced level, prepares X
+ * once, then times PASSES passes of CALLS `rows` calls over all N rows and reports the best pass.
+ *
+ *   node --experimental-wasm-relaxed-simd --no-liftoff wasm-decode-driver.js DIR LEVEL K BLOCK_BYTES CALLS PASSES
+ *
+ * Weights are arbitrary bytes with each block's f16 scale set to 1 (decode work does not depend
+ * on the codes; unit scales keep the f32 sums normal), so no output is checked here.
+ */
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import type { Loader } from './wasm-driver.js';
+
+const F16_ONE = 0x3c00;
+const ALIGN = 64;
+
+async function main(): Promise<void> {
+  const [dir, level, ...nums] = process.argv.slice(2);
+  const [K, blockBytes, calls, passes] = nums.map(Number) as [number, number, number, number];
+  if (!dir || !level || !(passes >= 1)) throw new Error('usage: wasm-decode-driver.js DIR LEVEL K BLOCK_BYTES CALLS PASSES');
+  const { sizes, loadKernel } = (await import(pathToFileURL(join(dir, 'kernel.mjs')).href)) as Loader;
+  const up = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+  const at = { x: ALIGN, y: ALIGN + up(sizes.x), workspace: 2 * ALIGN + up(sizes.x) + up(sizes.y) };
+  const w = up(at.workspace + sizes.workspace + ALIGN);
+  const memory = new WebAssembly.Memory({ initial: Math.ceil((w + sizes.w) / 65536) });
+  const bytes = new Uint8Array(memory.buffer);
+  const x = new Float32Array(memory.buffer, at.x, sizes.x / 4);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(i);
+  let seed = 12345;
+  for (let i = 0; i < sizes.w; i++) bytes[w + i] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  const view = new DataView(memory.buffer);
+  for (let b = 0; b < sizes.w; b += blockBytes) view.setUint16(w + b, F16_ONE, true);
+  const N = sizes.y / 4;
+  const k = await loadKernel({ memory, level });
+  if (k.level !== level) throw new Error(`asked for ${level}, the loader took ${k.level}`);
+  k.prepare(at.x, at.workspace);
+  let best = Infinity;
+  for (let p = 0; p < passes; p++) {
+    const t0 = performance.now();
+    for (let c = 0; c < calls; c++) k.rows(at.workspace, w, 0, 0, at.y, 0, N);
+    best = Math.min(best, performance.now() - t0);
+  }
+  process.stdout.write(`${JSON.stringify({ ns_per_64: (best * 1e6) / calls / ((N * K) / 64) })}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`wasm-decode-driver: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
