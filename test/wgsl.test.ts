@@ -46,6 +46,7 @@ const VARIANTS = [
   { name: 'gemv, workgroup-storage reduction', config: { kernel: 'gemv', subgroups: 0 }, maxM: 8 },
   // SwiftShader has subgroups (of 4); the kernel takes its size at run time.
   { name: 'gemv, subgroup reduction', config: { kernel: 'gemv', subgroups: 1 }, maxM: 8 },
+  { name: 'rows (one invocation walks K per row)', config: { kernel: 'rows', rowsPerInvocation: 2, invocations: 32 }, maxM: 8 },
   { name: 'tiled', config: { kernel: 'tiled' }, maxM: Infinity },
 ] as const;
 
@@ -102,6 +103,8 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
       [matmul('f16', undefined, { bias: true, activation: 'none', residual: false }), 'M=5,N=19,K=96', { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 16 }],
       [matmul('f16', undefined, { bias: false, activation: 'silu', residual: true }), 'M=17,N=19,K=96', { kernel: 'tiled', bm: 16, bn: 64, bk: 32, buffers: 2 }],
       [matmul('q8', 128, { bias: true, activation: 'none', residual: true }), 'M=8,N=70,K=640', { kernel: 'gemv', xChunk: 512, invocations: 256 }],
+      [matmul('q35', 96, { bias: true, activation: 'silu', residual: true }), 'M=5,N=21,K=288', { kernel: 'rows', rowsPerInvocation: 4, invocations: 64 }],
+      [matmul('f16', undefined, { bias: true, activation: 'gelu', residual: true }), 'M=2,N=19,K=96', { kernel: 'rows' }],
       [matmul('q8_0', 32, { bias: false, activation: 'gelu', residual: false }), 'M=40,N=130,K=1344', { kernel: 'tiled', bm: 64, bn: 32, bk: 64, buffers: 1 }],
     ];
     for (const [op, shape, config] of cases) {
@@ -203,6 +206,9 @@ describe('WGSL plans against WebGPU limits', () => {
         expect(overBudget(plan), `${format}/${group} ${text}`).toBeUndefined();
         expect(plan.budgets.map((b) => b.budget)).toEqual(expect.arrayContaining(['workgroup storage (webgpu)', 'invocations per workgroup (webgpu)', 'storage binding size (webgpu)', 'storage buffers per shader stage (webgpu)']));
         expect(plan.variant).toBe(plan.shape.M <= 8 ? 'gemv' : 'tiled');
+        // SwiftShader's subgroups are 4 wide (CPU SIMD lanes): the barrier-free rows kernel is its default.
+        const { plan: ss } = makePlan(planRequest({ op: m, shape: parseShape(text, m), device: getDevice('swiftshader'), target: 'wgsl' }));
+        expect(ss.variant, `${format}/${group} ${text} on swiftshader`).toBe(ss.shape.M <= 8 ? 'rows' : 'tiled');
       }
     }
   });

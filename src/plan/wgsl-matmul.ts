@@ -15,6 +15,10 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchS
  *   their partial sums through workgroup storage, or, with `subgroups`, first within each subgroup
  *   (any size in the profile's range: each subgroup takes a slot with an atomic counter, and the
  *   slots are sized for the smallest subgroup).
+ * - `rows` (M <= 8): each invocation owns `rowsPerInvocation` weight rows and walks all of K for
+ *   them, summing each block's unscaled products before its scale; no workgroup storage, no
+ *   barriers, no reduction, so neighbouring invocations read rows far apart. Where subgroups are at
+ *   most 4 wide (SwiftShader: a CPU's SIMD lanes, every barrier a task switch) it is the default.
  * - `tiled`: `bm` x `bn` output tiles, K in steps of `bk` through `buffers` workgroup-storage
  *   buffers of f32 activations and raw weight bytes (each tile row padded to whole words).
  */
@@ -45,6 +49,11 @@ export type WgslMatmulParams =
       reductionSlots: number; reductionFloats: number;
     })
   | (WgslCommonParams & {
+      kernel: 'rows'; rowsPerInvocation: number;
+      /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
+      scaleRun: number; unscaled: boolean;
+    })
+  | (WgslCommonParams & {
       kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number; singleBuffer: boolean;
       threadsN: number; threadsM: number; rowsPerThread: number; colsPerThread: number; accumulators: number;
       tileRowBytes: number; tileRowWords: number; xTileFloats: number; wTileWords: number; steps: number;
@@ -66,6 +75,13 @@ const lcm = (a: number, b: number): number => {
 };
 
 const isGemv = (c: Config) => c.kernel === 'gemv';
+const isRows = (c: Config) => c.kernel === 'rows';
+
+/** Subgroup width at or below which the barrier-free `rows` kernel is the default (SwiftShader's 4: CPU SIMD lanes). */
+export const WGSL_NARROW_SUBGROUP = 4;
+
+/** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
+const F16_RUN = 32;
 const isTiled = (c: Config) => c.kernel === 'tiled';
 
 function wgslSpace(req: Req): SearchSpace {
@@ -75,8 +91,13 @@ function wgslSpace(req: Req): SearchSpace {
   const bks = [...new Set([64, 32, 128].map((b) => lcm(lcm(b, wpb), WGSL_DECODE_WEIGHTS)))];
   return {
     knobs: [
-      { name: 'kernel', values: req.shape.M <= WGSL_GEMV_MAX_M ? ['gemv', 'tiled'] : ['tiled'], doc: 'gemv (M <= 8: rows per workgroup, K split across invocations) or tiled (output tiles in workgroup storage)' },
+      {
+        name: 'kernel',
+        values: req.shape.M > WGSL_GEMV_MAX_M ? ['tiled'] : gpu.features.subgroupSizes[1] <= WGSL_NARROW_SUBGROUP ? ['rows', 'gemv', 'tiled'] : ['gemv', 'rows', 'tiled'],
+        doc: 'gemv (M <= 8: rows per workgroup, K split across invocations), rows (M <= 8: K walked by one invocation per row, no barriers) or tiled (output tiles in workgroup storage)',
+      },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
+      { name: 'rowsPerInvocation', values: [1, 2, 4], doc: 'weight rows each invocation computes', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
       { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
       // Only where the profile says subgroup operations exist; the kernel is then correct for every size in its range.
@@ -133,6 +154,21 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         ...base, kernel: 'gemv', rowsPerWorkgroup, xChunk, xStageFloats: M * xChunk, accumulators: rowsPerWorkgroup * M,
         subgroups, reductionSlots, reductionFloats: reductionSlots * M,
       },
+    };
+  } else if (config.kernel === 'rows') {
+    const rowsPerInvocation = config.rowsPerInvocation as number;
+    const perWorkgroup = invocations * rowsPerInvocation;
+    const grid: [number, number, number] = [ceilDiv(N, perWorkgroup), 1, 1];
+    const unscaled = op.weight.format === 'f16';
+    const scaleRun = unscaled ? F16_RUN : codec.weightsPerBlock;
+    common = {
+      variant: 'rows',
+      launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${perWorkgroup})`, '1', '1'] },
+      loops: [
+        `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
+        `  per row: for k0 in [0, ${K}) step ${scaleRun}: ${M} sums of ${scaleRun / WGSL_DECODE_WEIGHTS} x 4 weights, then ${unscaled ? 'added' : 'times the block scale'}`,
+      ],
+      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled },
     };
   } else {
     const bm = config.bm as number;

@@ -22,6 +22,7 @@ const WGSL_ACTIVATION: Record<EpilogueActivation, string> = {
 
 const VARIANT_TEXT = {
   gemv: 'gemv (rows per workgroup, K split across invocations)',
+  rows: 'rows (each invocation walks K for its own rows: no workgroup storage, no barriers)',
   tiled: 'tiled (output tiles, K steps through workgroup storage)',
 } as const;
 
