@@ -112,6 +112,20 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
     }
   });
 
+  it('f16 activations (two to a word, widened by unpack2x16float) in every kernel, without shader-f16', async () => {
+    const f16x = (format: WeightFormatName, group: number | undefined, epilogue: MatmulOp['epilogue']): MatmulOp => ({ ...matmul(format, group, epilogue, `mm_${format}_xf16`), x: 'f16' });
+    const cases: [MatmulOp, string, Record<string, unknown>][] = [
+      [f16x('q4', 64, { bias: true, activation: 'none', residual: false }), 'M=3,N=77,K=320', { kernel: 'rows' }],
+      [f16x('q35', 96, { bias: false, activation: 'silu', residual: true }), 'M=2,N=21,K=288', { kernel: 'gemv', subgroups: 1 }],
+      [f16x('q8_0', 32, { bias: false, activation: 'none', residual: false }), 'M=17,N=45,K=96', { kernel: 'tiled', bm: 16, bn: 32, bk: 32 }],
+    ];
+    for (const [op, shape, config] of cases) {
+      const { plan } = makePlan(planRequest({ op, shape: parseShape(shape, op), device: getDevice('swiftshader'), target: 'wgsl' }), config);
+      expect(plan.budgets.find((b) => b.budget.startsWith('storage binding size'))!.needed).toBeGreaterThanOrEqual(plan.shape.M * plan.shape.K * 2);
+      await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${shape} ${JSON.stringify(config)}`);
+    }
+  });
+
   it('weights over the profile\'s storage binding size are split across bindings and still match', async () => {
     // A profile whose bindings hold 4608 bytes: 120 q4 rows of 68 bytes (8164 bound) span 2 weight
     // bindings; the boundary falls inside row 67's second block (4608 = 67 x 68 + 52).
@@ -227,9 +241,9 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(kernel.files['kernel.wgsl']).toContain('const KG_SLOTS: u32 = 32u;');
   });
 
-  it('f16 activations or outputs are refused with the reason', () => {
-    const f16x: MatmulOp = { ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }), x: 'f16' };
-    expect(() => makePlan(planRequest({ op: f16x, shape: parseShape('M=1,N=64,K=64', f16x), device: webgpu, target: 'wgsl' }))).toThrow(/f32 activations/);
+  it('f16 outputs are refused with the reason', () => {
+    const f16y: MatmulOp = { ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }), y: 'f16' };
+    expect(() => makePlan(planRequest({ op: f16y, shape: parseShape('M=1,N=64,K=64', f16y), device: webgpu, target: 'wgsl' }))).toThrow(/write f32 outputs/);
   });
 });
 

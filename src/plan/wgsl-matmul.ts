@@ -8,7 +8,7 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchS
  * WGSL matmul plans, in WebGPU's vocabulary (workgroups, invocations, workgroup storage; no warps,
  * no asynchronous copies, no assumed subgroup size). Weights are read as u32 words of the bytes
  * `kgen pack` writes, at byte addresses (ggml's 18-byte blocks are not word aligned); activations
- * and outputs are f32.
+ * are f32, or f16 read two to a word and widened (unpack2x16float, no shader-f16); outputs are f32.
  *
  * - `gemv` (M <= 8): a workgroup owns `rowsPerWorkgroup` weight rows; its invocations split K in
  *   groups of 4 weights, stage `xChunk` activations per row of X in workgroup storage, and reduce
@@ -108,7 +108,7 @@ function wgslSpace(req: Req): SearchSpace {
       { name: 'buffers', values: [2, 1], doc: 'workgroup-storage buffers per operand (2: one barrier per K step instead of 2)', when: isTiled },
     ],
     restrictions: [
-      { reason: 'the WGSL kernels read f32 activations and write f32 outputs', allows: () => req.op.x === 'f32' && req.op.y === 'f32' },
+      { reason: 'the WGSL kernels write f32 outputs', allows: () => req.op.y === 'f32' },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
       { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
@@ -194,7 +194,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     };
   }
   const weightBindings = Array.from({ length: weightChunks }, (_, i) => Math.min(weightChunkBytes, weightBindingBytes - i * weightChunkBytes));
-  const bindingBytes = [M * K * 4, ...weightBindings, M * N * 4, ...(op.epilogue.bias ? [N * 4] : []), ...(op.epilogue.residual ? [M * N * 4] : [])];
+  const bindingBytes = [M * K * dtypeBytes(op.x), ...weightBindings, M * N * 4, ...(op.epilogue.bias ? [N * 4] : []), ...(op.epilogue.residual ? [M * N * 4] : [])];
   return {
     family: 'wgsl-matmul',
     op, shape, target, device: device.name, config,
