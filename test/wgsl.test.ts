@@ -8,7 +8,7 @@ import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
 import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
-import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
+import { dawnAdapterFor, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import { getDevice, swiftShaderIcd } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
@@ -139,6 +139,22 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
     }
   });
 
+  it('the shader-f16 path matches the reference on an adapter that has shader-f16 (skipped, with the reason, where none does)', async (ctx) => {
+    const { probe } = await dawnAdapterFor(getDevice('webgpu'));
+    if (!probe.features?.includes('shader-f16')) {
+      console.warn(`SKIP: the shader-f16 path: the adapter here (${probe.adapter?.architecture ?? 'none'}) lacks shader-f16`);
+      ctx.skip();
+      return;
+    }
+    const base = getDevice('webgpu');
+    const adapterF16: DeviceProfile = { ...base, name: 'adapter-f16', gpu: { ...base.gpu!, features: { ...base.gpu!.features, f16: true } } };
+    for (const [name, shape] of [['matmul_q4', 'M=3,N=77,K=320'], ['matmul_q8_0', 'M=1,N=45,K=96'], ['matmul_q35', 'M=2,N=33,K=192'], ['matmul_f16', 'M=4,N=19,K=96']] as const) {
+      const o = CATALOG[name]!;
+      const { plan } = makePlan(planRequest({ op: o, shape: parseShape(shape, o), device: adapterF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
+      await runPlan(plan);
+    }
+  });
+
   it('tuning records key on the adapter Dawn reports: SwiftShader, its subgroup sizes, features, limits, the webgpu build', async () => {
     const fp = await wgslFingerprint(getDevice('swiftshader'));
     expect(fp).toMatchObject({ profile: 'swiftshader', target: 'wgsl', subgroupSizes: '4..4' });
@@ -239,6 +255,26 @@ describe('WGSL plans against WebGPU limits', () => {
     const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(kernel.files['kernel.wgsl']).toContain('enable subgroups;');
     expect(kernel.files['kernel.wgsl']).toContain('const KG_SLOTS: u32 = 32u;');
+  });
+
+  it('f16 arithmetic only where the profile has shader-f16: refused for swiftshader with the reason, planned with the feature and the f16 tolerance where it is', () => {
+    const shape = parseShape('M=2,N=64,K=256', op);
+    const swiftshader = getDevice('swiftshader');
+    expect(swiftshader.gpu!.features.f16).toBe(false);
+    expect(() => makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 })).toThrow(/f16 arithmetic \(f16Math: 1\) needs the WebGPU feature shader-f16, which swiftshader lacks/);
+    // The default never asks for it, on any profile.
+    expect(makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ kernel: 'rows', f16Math: false });
+    const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
+    const { plan } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
+    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0 });
+    expect(plan.tolerance.nmse).toBeGreaterThan(f32.tolerance.nmse);
+    const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    expect(kernel.files['kernel.wgsl']).toContain('enable f16;');
+    expect(kernel.files['kernel.wgsl']).toContain('var part = array<f16, 2>();');
+    expect(kernel.bindingInterface!.features).toEqual(['shader-f16']);
+    const plain = renderPlan(f32, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    expect(plain.files['kernel.wgsl']).not.toContain('f16;');
+    expect(plain.bindingInterface!.features).toEqual([]);
   });
 
   it('f16 outputs are refused with the reason', () => {

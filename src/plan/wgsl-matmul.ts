@@ -50,6 +50,8 @@ export type WgslMatmulParams =
     })
   | (WgslCommonParams & {
       kernel: 'rows'; rowsPerInvocation: number;
+      /** Products and partial sums of `f16SumWeights` weights in f16 (shader-f16), else all in f32. */
+      f16Math: boolean; f16SumWeights: number;
       /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
       scaleRun: number; unscaled: boolean;
     })
@@ -82,6 +84,12 @@ export const WGSL_NARROW_SUBGROUP = 4;
 
 /** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
 const F16_RUN = 32;
+
+/**
+ * Weights whose products an `f16Math` kernel sums in f16 before adding to f32: every block size
+ * is a multiple of 32, and 32 int8 codes times activations of a few units stay far below 65504.
+ */
+export const WGSL_F16_SUM_WEIGHTS = 32;
 const isTiled = (c: Config) => c.kernel === 'tiled';
 
 function wgslSpace(req: Req): SearchSpace {
@@ -98,6 +106,7 @@ function wgslSpace(req: Req): SearchSpace {
       },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       { name: 'rowsPerInvocation', values: [1, 2, 4], doc: 'weight rows each invocation computes', when: isRows },
+      { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
       { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
       // Only where the profile says subgroup operations exist; the kernel is then correct for every size in its range.
@@ -109,6 +118,8 @@ function wgslSpace(req: Req): SearchSpace {
     ],
     restrictions: [
       { reason: 'the WGSL kernels write f32 outputs', allows: () => req.op.y === 'f32' },
+      // From the profile (an adapter's own features when tuning one): never assumed.
+      { reason: `f16 arithmetic (f16Math: 1) needs the WebGPU feature shader-f16, which ${req.device.name} lacks (gpu.features.f16)`, allows: (c) => c.f16Math !== 1 || gpu.features.f16 },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
       { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
@@ -168,7 +179,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
         `  per row: for k0 in [0, ${K}) step ${scaleRun}: ${M} sums of ${scaleRun / WGSL_DECODE_WEIGHTS} x 4 weights, then ${unscaled ? 'added' : 'times the block scale'}`,
       ],
-      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled },
+      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled, f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS },
     };
   } else {
     const bm = config.bm as number;
@@ -201,7 +212,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     ...common,
     buffers,
     budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
+    // f16 arithmetic rounds as f16 activations do (and each short sum once more): the f16 tolerance.
+    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' || config.f16Math === 1 }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };
 }

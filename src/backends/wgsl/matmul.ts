@@ -60,12 +60,14 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const entry = `kgen_${op.name}`;
   const binds = bindings(plan);
   const subgroups = p.kernel === 'gemv' && p.subgroups;
+  const f16Math = p.kernel === 'rows' && p.f16Math;
   const groupSize = p.weightsPerBlock;
   const grid = plan.launch.grid!;
   const view = {
     ...p,
     ...matmulHeaderView(plan, ctx),
     subgroups,
+    f16Math,
     entry,
     variantText: VARIANT_TEXT[p.kernel],
     bindings: binds.map((b) => ({ ...b, type: elementType(plan, b.tensor) })),
@@ -91,7 +93,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: plan.launch.gridExpr!, grid },
     bindings: binds,
-    features: subgroups ? ['subgroups'] : [],
+    features: [...(subgroups ? ['subgroups'] : []), ...(f16Math ? ['shader-f16'] : [])],
     limits: {
       maxComputeWorkgroupStorageSize: sharedBytes,
       maxComputeInvocationsPerWorkgroup: p.invocations,
