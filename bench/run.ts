@@ -1,7 +1,8 @@
 /**
  * Throughput bench: kgen's C kernels against the machine's memory bandwidth and two peers
  * (onnxruntime's MatMulNBits; llama.cpp's ggml CPU backend with repacked weights), on GEMV
- * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096).
+ * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); and kgen's WGSL q4 GEMV (M=1,
+ * N=K=4096, default and tuned) next to onnxruntime-web's WebGPU MatMulNBits on the same adapter.
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
@@ -11,6 +12,8 @@
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
  *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
  *          strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
+ *          --no-wgsl (no WGSL rows)   --wgsl-trials 8 (tuner trials of the WGSL q4 GEMV)
+ *          --wgsl-peer-runs 5 (timed onnxruntime-web runs)
  * See bench/README.md for what each row means.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,6 +32,7 @@ import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
+import { wgslRows } from './wgsl-rows.js';
 
 const { flag, opt } = benchArgs(process.argv.slice(2));
 
@@ -231,8 +235,14 @@ async function main(): Promise<void> {
       }
     }
 
+    // WGSL (WebGPU) on SwiftShader, or the GPU Dawn finds: kgen default vs tuned, next to onnxruntime-web.
+    if (!flag('--no-wgsl')) {
+      const cacheDir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds');
+      await stage(rows, () => wgslRows({ workDir, cacheDir, trials: Number(opt('--wgsl-trials', '8')), peerRuns: Number(opt('--wgsl-peer-runs', '5')), peer: !flag('--no-peer') }));
+    }
+
     for (const r of rows) {
-      if (r.kind === 'probe' || !r.shape.startsWith('M=1,')) continue;
+      if (r.kind === 'probe' || r.threads === 0 || !r.shape.startsWith('M=1,')) continue;
       const p = probe.find((q) => q.threads === r.threads);
       if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
     }
