@@ -17,6 +17,7 @@ import type { MatmulOp, WeightFormatName } from '../src/ir/types.js';
 import { parseShape } from '../src/ir/validate.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan, overBudget } from '../src/plan/index.js';
+import { pruneSpace } from '../src/tune/space.js';
 import type { Plan } from '../src/plan/types.js';
 import { commentText } from '../src/render/comment-text.js';
 import { KGEN_VERSION } from '../src/version.js';
@@ -124,6 +125,19 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
       expect(plan.budgets.find((b) => b.budget.startsWith('storage binding size'))!.needed).toBeGreaterThanOrEqual(plan.shape.M * plan.shape.K * 2);
       await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${shape} ${JSON.stringify(config)}`);
     }
+  });
+
+  it('dot4I8Packed (dot8: 1) on q8 and q8_0: activations quantized per block in the kernel, within the activation-quantized tolerance', async () => {
+    for (const [op, shape, config] of [
+      ['matmul_q8_0', 'M=3,N=77,K=320', { kernel: 'rows', dot8: 1 }],
+      ['matmul_q8', 'M=1,N=77,K=384', { kernel: 'rows', dot8: 1, rowsPerInvocation: 2 }],
+    ] as const) {
+      const { plan } = makePlan(planRequest({ op: CATALOG[op]!, shape: parseShape(shape, CATALOG[op]!), device: getDevice('swiftshader'), target: 'wgsl' }), config);
+      expect(plan.tolerance.nmse).toBe(2e-4);
+      expect(renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }).files['kernel.wgsl']).toContain('dot4I8Packed(kg_codes4(row, k), xq)');
+      await expectOk({ target: 'wgsl', op, shape, device: 'swiftshader', config }, `${op} ${shape} dot8`);
+    }
+    await expectOk({ target: 'wgsl', ir: matmul('q8_0', 32, { bias: true, activation: 'gelu', residual: true }), shape: 'M=2,N=45,K=96', device: 'swiftshader', config: { kernel: 'rows', dot8: 1 } }, 'q8_0 dot8 with an epilogue');
   });
 
   it('weights over the profile\'s storage binding size are split across bindings and still match', async () => {
@@ -275,6 +289,21 @@ describe('WGSL plans against WebGPU limits', () => {
     const plain = renderPlan(f32, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(plain.files['kernel.wgsl']).not.toContain('f16;');
     expect(plain.bindingInterface!.features).toEqual([]);
+  });
+
+  it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {
+    const q8 = CATALOG.matmul_q8_0!;
+    const shape = parseShape('M=1,N=256,K=512', q8);
+    const swiftshader = getDevice('swiftshader');
+    const legal = (o: MatmulOp, device: DeviceProfile) => pruneSpace(planRequest({ op: o, shape: parseShape('M=1,N=256,K=512', o), device, target: 'wgsl' })).legal.map((c) => c.config.dot8);
+    expect(new Set(legal(q8, swiftshader))).toEqual(new Set([0, 1]));
+    expect(makePlan(planRequest({ op: q8, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ dot8: false });
+    // Not by vendor: by the profile's list of 8-bit dot instructions.
+    const without: DeviceProfile = { ...swiftshader, name: 'no-dot8', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, dot8: [] } } };
+    expect(new Set(legal(q8, without))).toEqual(new Set([0]));
+    expect(() => makePlan(planRequest({ op: q8, shape, device: without, target: 'wgsl' }), { kernel: 'rows', dot8: 1 })).toThrow(/needs the WGSL language feature packed_4x8_integer_dot_product, which no-dot8 lacks/);
+    expect(new Set(legal(op, swiftshader))).toEqual(new Set([0]));
+    expect(() => makePlan(planRequest({ op, shape: parseShape('M=1,N=256,K=512', op), device: swiftshader, target: 'wgsl' }), { kernel: 'rows', dot8: 1 })).toThrow(/takes int8 weight codes: q8 and q8_0 only, not q4/);
   });
 
   it('f16 outputs are refused with the reason', () => {

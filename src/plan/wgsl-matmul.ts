@@ -50,8 +50,15 @@ export type WgslMatmulParams =
     })
   | (WgslCommonParams & {
       kernel: 'rows'; rowsPerInvocation: number;
+      /** Sums per invocation at a time: M (one row after another). */
+      accumulators: number;
       /** Products and partial sums of `f16SumWeights` weights in f16 (shader-f16), else all in f32. */
       f16Math: boolean; f16SumWeights: number;
+      /**
+       * dot4I8Packed (int8 weights only): each block of activations quantized to int8 (round(x x
+       * int8Max / max|x|)) in the kernel, 4 products per instruction, the block's sum as an i32.
+       */
+      dot8: boolean; int8Max: number;
       /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
       scaleRun: number; unscaled: boolean;
     })
@@ -82,6 +89,12 @@ const isRows = (c: Config) => c.kernel === 'rows';
 /** Subgroup width at or below which the barrier-free `rows` kernel is the default (SwiftShader's 4: CPU SIMD lanes). */
 export const WGSL_NARROW_SUBGROUP = 4;
 
+/** Formats whose codes are int8, as dot4I8Packed takes them. */
+const INT8_FORMATS: readonly string[] = ['q8', 'q8_0'];
+
+/** The int8 level of max|x| when activations are quantized for dot4I8Packed. */
+const INT8_MAX = 127;
+
 /** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
 const F16_RUN = 32;
 
@@ -106,6 +119,7 @@ function wgslSpace(req: Req): SearchSpace {
       },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       { name: 'rowsPerInvocation', values: [1, 2, 4], doc: 'weight rows each invocation computes', when: isRows },
+      { name: 'dot8', values: [0, 1], doc: 'int8 products with dot4I8Packed on activations quantized per block (1: q8 and q8_0, where the device has packed_4x8_integer_dot_product) or f32 (0)', when: isRows },
       { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
       { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
@@ -120,6 +134,9 @@ function wgslSpace(req: Req): SearchSpace {
       { reason: 'the WGSL kernels write f32 outputs', allows: () => req.op.y === 'f32' },
       // From the profile (an adapter's own features when tuning one): never assumed.
       { reason: `f16 arithmetic (f16Math: 1) needs the WebGPU feature shader-f16, which ${req.device.name} lacks (gpu.features.f16)`, allows: (c) => c.f16Math !== 1 || gpu.features.f16 },
+      { reason: `dot4I8Packed (dot8: 1) takes int8 weight codes: q8 and q8_0 only, not ${req.op.weight.format}`, allows: (c) => c.dot8 !== 1 || INT8_FORMATS.includes(req.op.weight.format) },
+      { reason: `dot4I8Packed (dot8: 1) needs the WGSL language feature packed_4x8_integer_dot_product, which ${req.device.name} lacks (gpu.features.dot8)`, allows: (c) => c.dot8 !== 1 || gpu.features.dot8.includes('dot4I8Packed') },
+      { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
       { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
@@ -179,7 +196,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
         `  per row: for k0 in [0, ${K}) step ${scaleRun}: ${M} sums of ${scaleRun / WGSL_DECODE_WEIGHTS} x 4 weights, then ${unscaled ? 'added' : 'times the block scale'}`,
       ],
-      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled, f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS },
+      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled, f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: M },
     };
   } else {
     const bm = config.bm as number;
@@ -213,7 +230,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     buffers,
     budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
     // f16 arithmetic rounds as f16 activations do (and each short sum once more): the f16 tolerance.
-    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' || config.f16Math === 1 }),
+    tolerance: toleranceFor({ actQuant: config.dot8 === 1, outF16: op.y === 'f16', inF16: op.x === 'f16' || config.f16Math === 1 }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };
 }

@@ -46,9 +46,14 @@ function bindings(plan: WgslMatmulPlan): BindingInterface['bindings'] {
   return list.map((b, binding) => ({ binding, ...b }));
 }
 
-/** WGSL element type of each tensor's bindings: weights are packed bytes read as words, and so is f16 X (two values a word). */
+/**
+ * WGSL element type of each tensor's bindings: weights are packed bytes read as words; X is read 4
+ * activations at a time (a row of X is K values, K a multiple of 32, so rows start on 16 bytes):
+ * vec4<f32>, or for f16 X two words of two halves each.
+ */
 function elementType(plan: WgslMatmulPlan, tensor: string): string {
-  if (tensor === 'w' || (tensor === 'x' && plan.op.x === 'f16')) return 'u32';
+  if (tensor === 'w') return 'u32';
+  if (tensor === 'x') return plan.op.x === 'f16' ? 'vec2<u32>' : 'vec4<f32>';
   return 'f32';
 }
 
@@ -61,6 +66,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const binds = bindings(plan);
   const subgroups = p.kernel === 'gemv' && p.subgroups;
   const f16Math = p.kernel === 'rows' && p.f16Math;
+  const dot8 = p.kernel === 'rows' && p.dot8;
   const groupSize = p.weightsPerBlock;
   const grid = plan.launch.grid!;
   const view = {
@@ -68,6 +74,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     ...matmulHeaderView(plan, ctx),
     subgroups,
     f16Math,
+    dot8,
     entry,
     variantText: VARIANT_TEXT[p.kernel],
     bindings: binds.map((b) => ({ ...b, type: elementType(plan, b.tensor) })),
