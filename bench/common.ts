@@ -14,6 +14,7 @@ export interface BenchRow {
   /** e.g. 'gemv q4', 'probe read', 'ort MatMulNBits q4/32'. */
   case: string;
   shape: string;
+  /** Host threads (0: not the bench's to choose, e.g. a WebGPU adapter's). */
   threads: number;
   /** Median wall time of one call, ms. */
   ms: number;
@@ -67,7 +68,7 @@ export function formatTable(rows: readonly BenchRow[]): string {
   const body = rows.map((r) => [
     r.case,
     r.shape,
-    String(r.threads),
+    r.threads > 0 ? String(r.threads) : '-',
     fmt(r.ms, r.ms < 10 ? 3 : 1),
     fmt(r.gbps, r.gbps < 10 ? 2 : 1),
     fmt(r.gflops, 1),

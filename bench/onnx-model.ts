@@ -163,26 +163,29 @@ export interface MatMulNBitsModel {
   K: number;
   /**
    * One entry per MatMulNBits node: node i computes Y<i> = MatMulNBits(A, B<i>, scales<i>).
-   * b: uint8 [N, K/32, 16], two 4-bit codes per byte, element 2j in the low nibble;
-   * scales: f32 [N * K/32].
+   * b: uint8 [N, K/blockSize, blockSize/2], two 4-bit codes per byte, element 2j in the low nibble;
+   * scales: f32 [N * K/blockSize].
    */
   weights: readonly { b: Uint8Array; scales: Float32Array }[];
   /** MatMulNBits accuracy_level: 0 = default (f32 compute), 4 = int8 activations. */
   accuracyLevel: number;
+  /** Weights per scale (block_size; default 32). */
+  blockSize?: number;
 }
 
 /**
- * Y<i>[M,N] = MatMulNBits(A[M,K], B<i>, scales<i>), bits=4, block_size=32, no zero points (so zero
+ * Y<i>[M,N] = MatMulNBits(A[M,K], B<i>, scales<i>), bits=4, block_size=32 (or `blockSize`), no zero points (so zero
  * point 8: value = (code - 8) * scale), one node per weight set, all reading the same A. B and
  * scales are initializers, so ORT can pre-pack them once at session creation.
  */
 export function matMulNBitsModel(p: MatMulNBitsModel): Uint8Array {
-  const blocks = p.K / 32;
+  const blockSize = p.blockSize ?? 32;
+  const blocks = p.K / blockSize;
   const nodes: OnnxNode[] = [];
   const initializers: OnnxTensor[] = [];
   const outputs: OnnxValueInfo[] = [];
   p.weights.forEach((w, i) => {
-    if (w.b.length !== p.N * blocks * 16) throw new Error('MatMulNBits: B has the wrong size');
+    if (w.b.length !== (p.N * p.K) / 2) throw new Error('MatMulNBits: B has the wrong size');
     if (w.scales.length !== p.N * blocks) throw new Error('MatMulNBits: scales has the wrong size');
     nodes.push({
       opType: 'MatMulNBits',
@@ -190,9 +193,9 @@ export function matMulNBitsModel(p: MatMulNBitsModel): Uint8Array {
       name: `mm${i}`,
       inputs: ['A', `B${i}`, `scales${i}`],
       outputs: [`Y${i}`],
-      intAttributes: { K: p.K, N: p.N, bits: 4, block_size: 32, accuracy_level: p.accuracyLevel },
+      intAttributes: { K: p.K, N: p.N, bits: 4, block_size: blockSize, accuracy_level: p.accuracyLevel },
     });
-    initializers.push({ name: `B${i}`, dataType: ONNX_UINT8, dims: [p.N, blocks, 16], raw: w.b });
+    initializers.push({ name: `B${i}`, dataType: ONNX_UINT8, dims: [p.N, blocks, blockSize / 2], raw: w.b });
     initializers.push({ name: `scales${i}`, dataType: ONNX_FLOAT, dims: [p.N * blocks], raw: f32Bytes(w.scales) });
     outputs.push({ name: `Y${i}`, elemType: ONNX_FLOAT, dims: [p.M, p.N] });
   });

@@ -8,41 +8,13 @@ import * as ort from 'onnxruntime-node';
 import type { MatmulShape } from '../src/ir/types.js';
 import { Rng } from '../src/numeric/random.js';
 import { dequantizeMatrix, FORMATS, quantizeMatrix } from '../src/quant/index.js';
-import { readScale } from '../src/quant/scalar-codes.js';
 import { compareOutputs } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { matMulNBitsModel } from './onnx-model.js';
+import { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
 import { L3_BYTES, log, median, type BenchRow } from './common.js';
 
-export interface OrtWeights {
-  /** uint8 [N, K/32, 16]. */
-  b: Uint8Array;
-  /** f32 [N * K/32]. */
-  scales: Float32Array;
-}
-
-/**
- * Re-packs ggml q4_0 bytes (`{f16 d; u8 qs[16]}` per 32, weight j<16 in the low nibble of qs[j] and
- * j+16 in its high nibble) into MatMulNBits' layout (weight 2i in the low nibble of byte i, 2i+1 in
- * the high nibble; f32 scales). Both decode to (code - 8) * d, so the two compute the same product.
- */
-export function q4_0ToOrt(q40: Uint8Array, N: number, K: number): OrtWeights {
-  const blocks = (N * K) / 32;
-  const b = new Uint8Array(blocks * 16);
-  const scales = new Float32Array(blocks);
-  const codes = new Uint8Array(32);
-  for (let blk = 0; blk < blocks; blk++) {
-    const src = blk * 18;
-    scales[blk] = readScale(q40, src);
-    for (let j = 0; j < 16; j++) {
-      const byte = q40[src + 2 + j]!;
-      codes[j] = byte & 0x0f;
-      codes[j + 16] = byte >>> 4;
-    }
-    for (let i = 0; i < 16; i++) b[blk * 16 + i] = codes[2 * i]! | (codes[2 * i + 1]! << 4);
-  }
-  return { b, scales };
-}
+export { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
 
 async function createSession(
   shape: MatmulShape,

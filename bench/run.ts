@@ -2,9 +2,10 @@
  * Throughput bench: kgen's C kernels against the machine's memory bandwidth and two peers
  * (onnxruntime's MatMulNBits; llama.cpp's ggml CPU backend with repacked weights), on GEMV
  * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); kgen's WebAssembly kernels (SIMD128
- * and relaxed SIMD, in Node) next to them and to onnxruntime-web's WebAssembly MatMulNBits; with
- * `--cases attention`, attention decode and prefill next to llama.cpp's flash attention,
- * onnxruntime's GroupQueryAttention and a naive baseline (bench/attention.ts).
+ * and relaxed SIMD, in Node) next to them and to onnxruntime-web's WebAssembly MatMulNBits; kgen's
+ * WGSL q4 GEMV (M=1, N=K=4096, default and tuned) next to onnxruntime-web's WebGPU MatMulNBits on
+ * the same adapter; with `--cases attention`, attention decode and prefill next to llama.cpp's
+ * flash attention, onnxruntime's GroupQueryAttention and a naive baseline (bench/attention.ts).
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
@@ -17,6 +18,8 @@
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
  *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
  *          strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
+ *          --no-wgsl (no WGSL rows)   --wgsl-trials 8 (tuner trials of the WGSL q4 GEMV)
+ *          --wgsl-peer-runs 5 (timed onnxruntime-web runs)
  * See bench/README.md for what each row means.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,6 +41,7 @@ import { benchWasm, type WasmBenchLevel } from './wasm-rows.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 import { ATTENTION_WORKLOADS, attentionRows, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
+import { wgslRows } from './wgsl-rows.js';
 
 const { flag, opt } = benchArgs(process.argv.slice(2));
 
@@ -310,9 +314,15 @@ async function main(): Promise<void> {
       rows.push(...attention);
     }
 
+    // WGSL (WebGPU) on SwiftShader, or the GPU Dawn finds: kgen default vs tuned, next to onnxruntime-web.
+    if (!flag('--no-wgsl') && (matmulCases.length > 0 || cases.includes('wgsl'))) {
+      const cacheDir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds');
+      await stage(rows, () => wgslRows({ workDir, cacheDir, trials: Number(opt('--wgsl-trials', '8')), peerRuns: Number(opt('--wgsl-peer-runs', '5')), peer: !flag('--no-peer') }));
+    }
+
     // % of the probe: rows that stream their operand once (GEMV, M=1; attention decode, Sq=1).
     for (const r of rows) {
-      if (r.kind === 'probe' || !(r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'))) continue;
+      if (r.kind === 'probe' || r.threads === 0 || !(r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'))) continue;
       const p = probe.find((q) => q.threads === r.threads);
       if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
     }

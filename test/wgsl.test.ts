@@ -8,7 +8,7 @@ import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
 import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
-import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
+import { dawnAdapterFor, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import { getDevice, swiftShaderIcd } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
@@ -17,6 +17,7 @@ import type { MatmulOp, WeightFormatName } from '../src/ir/types.js';
 import { parseShape } from '../src/ir/validate.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan, overBudget } from '../src/plan/index.js';
+import { pruneSpace } from '../src/tune/space.js';
 import type { Plan } from '../src/plan/types.js';
 import { commentText } from '../src/render/comment-text.js';
 import { KGEN_VERSION } from '../src/version.js';
@@ -46,6 +47,7 @@ const VARIANTS = [
   { name: 'gemv, workgroup-storage reduction', config: { kernel: 'gemv', subgroups: 0 }, maxM: 8 },
   // SwiftShader has subgroups (of 4); the kernel takes its size at run time.
   { name: 'gemv, subgroup reduction', config: { kernel: 'gemv', subgroups: 1 }, maxM: 8 },
+  { name: 'rows (one invocation walks K per row)', config: { kernel: 'rows', rowsPerInvocation: 2, invocations: 32 }, maxM: 8 },
   { name: 'tiled', config: { kernel: 'tiled' }, maxM: Infinity },
 ] as const;
 
@@ -102,11 +104,40 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
       [matmul('f16', undefined, { bias: true, activation: 'none', residual: false }), 'M=5,N=19,K=96', { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 16 }],
       [matmul('f16', undefined, { bias: false, activation: 'silu', residual: true }), 'M=17,N=19,K=96', { kernel: 'tiled', bm: 16, bn: 64, bk: 32, buffers: 2 }],
       [matmul('q8', 128, { bias: true, activation: 'none', residual: true }), 'M=8,N=70,K=640', { kernel: 'gemv', xChunk: 512, invocations: 256 }],
+      [matmul('q35', 96, { bias: true, activation: 'silu', residual: true }), 'M=5,N=21,K=288', { kernel: 'rows', rowsPerInvocation: 4, invocations: 64 }],
+      [matmul('f16', undefined, { bias: true, activation: 'gelu', residual: true }), 'M=2,N=19,K=96', { kernel: 'rows' }],
       [matmul('q8_0', 32, { bias: false, activation: 'gelu', residual: false }), 'M=40,N=130,K=1344', { kernel: 'tiled', bm: 64, bn: 32, bk: 64, buffers: 1 }],
     ];
     for (const [op, shape, config] of cases) {
       await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${JSON.stringify(op.epilogue)} ${shape} ${JSON.stringify(config)}`);
     }
+  });
+
+  it('f16 activations (two to a word, widened by unpack2x16float) in every kernel, without shader-f16', async () => {
+    const f16x = (format: WeightFormatName, group: number | undefined, epilogue: MatmulOp['epilogue']): MatmulOp => ({ ...matmul(format, group, epilogue, `mm_${format}_xf16`), x: 'f16' });
+    const cases: [MatmulOp, string, Record<string, unknown>][] = [
+      [f16x('q4', 64, { bias: true, activation: 'none', residual: false }), 'M=3,N=77,K=320', { kernel: 'rows' }],
+      [f16x('q35', 96, { bias: false, activation: 'silu', residual: true }), 'M=2,N=21,K=288', { kernel: 'gemv', subgroups: 1 }],
+      [f16x('q8_0', 32, { bias: false, activation: 'none', residual: false }), 'M=17,N=45,K=96', { kernel: 'tiled', bm: 16, bn: 32, bk: 32 }],
+    ];
+    for (const [op, shape, config] of cases) {
+      const { plan } = makePlan(planRequest({ op, shape: parseShape(shape, op), device: getDevice('swiftshader'), target: 'wgsl' }), config);
+      expect(plan.budgets.find((b) => b.budget.startsWith('storage binding size'))!.needed).toBeGreaterThanOrEqual(plan.shape.M * plan.shape.K * 2);
+      await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${shape} ${JSON.stringify(config)}`);
+    }
+  });
+
+  it('dot4I8Packed (dot8: 1) on q8 and q8_0: activations quantized per block in the kernel, within the activation-quantized tolerance', async () => {
+    for (const [op, shape, config] of [
+      ['matmul_q8_0', 'M=3,N=77,K=320', { kernel: 'rows', dot8: 1 }],
+      ['matmul_q8', 'M=1,N=77,K=384', { kernel: 'rows', dot8: 1, rowsPerInvocation: 2 }],
+    ] as const) {
+      const { plan } = makePlan(planRequest({ op: CATALOG[op]!, shape: parseShape(shape, CATALOG[op]!), device: getDevice('swiftshader'), target: 'wgsl' }), config);
+      expect(plan.tolerance.nmse).toBe(2e-4);
+      expect(renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }).files['kernel.wgsl']).toContain('dot4I8Packed(kg_codes4(row, k), xq)');
+      await expectOk({ target: 'wgsl', op, shape, device: 'swiftshader', config }, `${op} ${shape} dot8`);
+    }
+    await expectOk({ target: 'wgsl', ir: matmul('q8_0', 32, { bias: true, activation: 'gelu', residual: true }), shape: 'M=2,N=45,K=96', device: 'swiftshader', config: { kernel: 'rows', dot8: 1 } }, 'q8_0 dot8 with an epilogue');
   });
 
   it('weights over the profile\'s storage binding size are split across bindings and still match', async () => {
@@ -118,6 +149,22 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
       const shape = parseShape(config.kernel === 'gemv' ? 'M=2,N=120,K=128' : 'M=9,N=120,K=128', op);
       const { plan } = makePlan(planRequest({ op, shape, device: small, target: 'wgsl' }), config);
       expect(plan.params).toMatchObject({ weightChunkBytes: 4608, weightChunks: 2 });
+      await runPlan(plan);
+    }
+  });
+
+  it('the shader-f16 path matches the reference on an adapter that has shader-f16 (skipped, with the reason, where none does)', async (ctx) => {
+    const { probe } = await dawnAdapterFor(getDevice('webgpu'));
+    if (!probe.features?.includes('shader-f16')) {
+      console.warn(`SKIP: the shader-f16 path: the adapter here (${probe.adapter?.architecture ?? 'none'}) lacks shader-f16`);
+      ctx.skip();
+      return;
+    }
+    const base = getDevice('webgpu');
+    const adapterF16: DeviceProfile = { ...base, name: 'adapter-f16', gpu: { ...base.gpu!, features: { ...base.gpu!.features, f16: true } } };
+    for (const [name, shape] of [['matmul_q4', 'M=3,N=77,K=320'], ['matmul_q8_0', 'M=1,N=45,K=96'], ['matmul_q35', 'M=2,N=33,K=192'], ['matmul_f16', 'M=4,N=19,K=96']] as const) {
+      const o = CATALOG[name]!;
+      const { plan } = makePlan(planRequest({ op: o, shape: parseShape(shape, o), device: adapterF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
       await runPlan(plan);
     }
   });
@@ -203,6 +250,9 @@ describe('WGSL plans against WebGPU limits', () => {
         expect(overBudget(plan), `${format}/${group} ${text}`).toBeUndefined();
         expect(plan.budgets.map((b) => b.budget)).toEqual(expect.arrayContaining(['workgroup storage (webgpu)', 'invocations per workgroup (webgpu)', 'storage binding size (webgpu)', 'storage buffers per shader stage (webgpu)']));
         expect(plan.variant).toBe(plan.shape.M <= 8 ? 'gemv' : 'tiled');
+        // SwiftShader's subgroups are 4 wide (CPU SIMD lanes): the barrier-free rows kernel is its default.
+        const { plan: ss } = makePlan(planRequest({ op: m, shape: parseShape(text, m), device: getDevice('swiftshader'), target: 'wgsl' }));
+        expect(ss.variant, `${format}/${group} ${text} on swiftshader`).toBe(ss.shape.M <= 8 ? 'rows' : 'tiled');
       }
     }
   });
@@ -221,9 +271,44 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(kernel.files['kernel.wgsl']).toContain('const KG_SLOTS: u32 = 32u;');
   });
 
-  it('f16 activations or outputs are refused with the reason', () => {
-    const f16x: MatmulOp = { ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }), x: 'f16' };
-    expect(() => makePlan(planRequest({ op: f16x, shape: parseShape('M=1,N=64,K=64', f16x), device: webgpu, target: 'wgsl' }))).toThrow(/f32 activations/);
+  it('f16 arithmetic only where the profile has shader-f16: refused for swiftshader with the reason, planned with the feature and the f16 tolerance where it is', () => {
+    const shape = parseShape('M=2,N=64,K=256', op);
+    const swiftshader = getDevice('swiftshader');
+    expect(swiftshader.gpu!.features.f16).toBe(false);
+    expect(() => makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 })).toThrow(/f16 arithmetic \(f16Math: 1\) needs the WebGPU feature shader-f16, which swiftshader lacks/);
+    // The default never asks for it, on any profile.
+    expect(makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ kernel: 'rows', f16Math: false });
+    const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
+    const { plan } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
+    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0 });
+    expect(plan.tolerance.nmse).toBeGreaterThan(f32.tolerance.nmse);
+    const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    expect(kernel.files['kernel.wgsl']).toContain('enable f16;');
+    expect(kernel.files['kernel.wgsl']).toContain('var part = array<f16, 2>();');
+    expect(kernel.bindingInterface!.features).toEqual(['shader-f16']);
+    const plain = renderPlan(f32, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
+    expect(plain.files['kernel.wgsl']).not.toContain('f16;');
+    expect(plain.bindingInterface!.features).toEqual([]);
+  });
+
+  it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {
+    const q8 = CATALOG.matmul_q8_0!;
+    const shape = parseShape('M=1,N=256,K=512', q8);
+    const swiftshader = getDevice('swiftshader');
+    const legal = (o: MatmulOp, device: DeviceProfile) => pruneSpace(planRequest({ op: o, shape: parseShape('M=1,N=256,K=512', o), device, target: 'wgsl' })).legal.map((c) => c.config.dot8);
+    expect(new Set(legal(q8, swiftshader))).toEqual(new Set([0, 1]));
+    expect(makePlan(planRequest({ op: q8, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ dot8: false });
+    // Not by vendor: by the profile's list of 8-bit dot instructions.
+    const without: DeviceProfile = { ...swiftshader, name: 'no-dot8', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, dot8: [] } } };
+    expect(new Set(legal(q8, without))).toEqual(new Set([0]));
+    expect(() => makePlan(planRequest({ op: q8, shape, device: without, target: 'wgsl' }), { kernel: 'rows', dot8: 1 })).toThrow(/needs the WGSL language feature packed_4x8_integer_dot_product, which no-dot8 lacks/);
+    expect(new Set(legal(op, swiftshader))).toEqual(new Set([0]));
+    expect(() => makePlan(planRequest({ op, shape: parseShape('M=1,N=256,K=512', op), device: swiftshader, target: 'wgsl' }), { kernel: 'rows', dot8: 1 })).toThrow(/takes int8 weight codes: q8 and q8_0 only, not q4/);
+  });
+
+  it('f16 outputs are refused with the reason', () => {
+    const f16y: MatmulOp = { ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }), y: 'f16' };
+    expect(() => makePlan(planRequest({ op: f16y, shape: parseShape('M=1,N=64,K=64', f16y), device: webgpu, target: 'wgsl' }))).toThrow(/write f32 outputs/);
   });
 });
 

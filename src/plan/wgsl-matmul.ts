@@ -8,13 +8,17 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchS
  * WGSL matmul plans, in WebGPU's vocabulary (workgroups, invocations, workgroup storage; no warps,
  * no asynchronous copies, no assumed subgroup size). Weights are read as u32 words of the bytes
  * `kgen pack` writes, at byte addresses (ggml's 18-byte blocks are not word aligned); activations
- * and outputs are f32.
+ * are f32, or f16 read two to a word and widened (unpack2x16float, no shader-f16); outputs are f32.
  *
  * - `gemv` (M <= 8): a workgroup owns `rowsPerWorkgroup` weight rows; its invocations split K in
  *   groups of 4 weights, stage `xChunk` activations per row of X in workgroup storage, and reduce
  *   their partial sums through workgroup storage, or, with `subgroups`, first within each subgroup
  *   (any size in the profile's range: each subgroup takes a slot with an atomic counter, and the
  *   slots are sized for the smallest subgroup).
+ * - `rows` (M <= 8): each invocation owns `rowsPerInvocation` weight rows and walks all of K for
+ *   them, summing each block's unscaled products before its scale; no workgroup storage, no
+ *   barriers, no reduction, so neighbouring invocations read rows far apart. Where subgroups are at
+ *   most 4 wide (SwiftShader: a CPU's SIMD lanes, every barrier a task switch) it is the default.
  * - `tiled`: `bm` x `bn` output tiles, K in steps of `bk` through `buffers` workgroup-storage
  *   buffers of f32 activations and raw weight bytes (each tile row padded to whole words).
  */
@@ -45,6 +49,20 @@ export type WgslMatmulParams =
       reductionSlots: number; reductionFloats: number;
     })
   | (WgslCommonParams & {
+      kernel: 'rows'; rowsPerInvocation: number;
+      /** Sums per invocation at a time: M (one row after another). */
+      accumulators: number;
+      /** Products and partial sums of `f16SumWeights` weights in f16 (shader-f16), else all in f32. */
+      f16Math: boolean; f16SumWeights: number;
+      /**
+       * dot4I8Packed (int8 weights only): each block of activations quantized to int8 (round(x x
+       * int8Max / max|x|)) in the kernel, 4 products per instruction, the block's sum as an i32.
+       */
+      dot8: boolean; int8Max: number;
+      /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
+      scaleRun: number; unscaled: boolean;
+    })
+  | (WgslCommonParams & {
       kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number; singleBuffer: boolean;
       threadsN: number; threadsM: number; rowsPerThread: number; colsPerThread: number; accumulators: number;
       tileRowBytes: number; tileRowWords: number; xTileFloats: number; wTileWords: number; steps: number;
@@ -66,6 +84,25 @@ const lcm = (a: number, b: number): number => {
 };
 
 const isGemv = (c: Config) => c.kernel === 'gemv';
+const isRows = (c: Config) => c.kernel === 'rows';
+
+/** Subgroup width at or below which the barrier-free `rows` kernel is the default (SwiftShader's 4: CPU SIMD lanes). */
+export const WGSL_NARROW_SUBGROUP = 4;
+
+/** Formats whose codes are int8, as dot4I8Packed takes them. */
+const INT8_FORMATS: readonly string[] = ['q8', 'q8_0'];
+
+/** The int8 level of max|x| when activations are quantized for dot4I8Packed. */
+const INT8_MAX = 127;
+
+/** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
+const F16_RUN = 32;
+
+/**
+ * Weights whose products an `f16Math` kernel sums in f16 before adding to f32: every block size
+ * is a multiple of 32, and 32 int8 codes times activations of a few units stay far below 65504.
+ */
+export const WGSL_F16_SUM_WEIGHTS = 32;
 const isTiled = (c: Config) => c.kernel === 'tiled';
 
 function wgslSpace(req: Req): SearchSpace {
@@ -75,8 +112,15 @@ function wgslSpace(req: Req): SearchSpace {
   const bks = [...new Set([64, 32, 128].map((b) => lcm(lcm(b, wpb), WGSL_DECODE_WEIGHTS)))];
   return {
     knobs: [
-      { name: 'kernel', values: req.shape.M <= WGSL_GEMV_MAX_M ? ['gemv', 'tiled'] : ['tiled'], doc: 'gemv (M <= 8: rows per workgroup, K split across invocations) or tiled (output tiles in workgroup storage)' },
+      {
+        name: 'kernel',
+        values: req.shape.M > WGSL_GEMV_MAX_M ? ['tiled'] : gpu.features.subgroupSizes[1] <= WGSL_NARROW_SUBGROUP ? ['rows', 'gemv', 'tiled'] : ['gemv', 'rows', 'tiled'],
+        doc: 'gemv (M <= 8: rows per workgroup, K split across invocations), rows (M <= 8: K walked by one invocation per row, no barriers) or tiled (output tiles in workgroup storage)',
+      },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
+      { name: 'rowsPerInvocation', values: [1, 2, 4], doc: 'weight rows each invocation computes', when: isRows },
+      { name: 'dot8', values: [0, 1], doc: 'int8 products with dot4I8Packed on activations quantized per block (1: q8 and q8_0, where the device has packed_4x8_integer_dot_product) or f32 (0)', when: isRows },
+      { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
       { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
       // Only where the profile says subgroup operations exist; the kernel is then correct for every size in its range.
@@ -87,7 +131,12 @@ function wgslSpace(req: Req): SearchSpace {
       { name: 'buffers', values: [2, 1], doc: 'workgroup-storage buffers per operand (2: one barrier per K step instead of 2)', when: isTiled },
     ],
     restrictions: [
-      { reason: 'the WGSL kernels read f32 activations and write f32 outputs', allows: () => req.op.x === 'f32' && req.op.y === 'f32' },
+      { reason: 'the WGSL kernels write f32 outputs', allows: () => req.op.y === 'f32' },
+      // From the profile (an adapter's own features when tuning one): never assumed.
+      { reason: `f16 arithmetic (f16Math: 1) needs the WebGPU feature shader-f16, which ${req.device.name} lacks (gpu.features.f16)`, allows: (c) => c.f16Math !== 1 || gpu.features.f16 },
+      { reason: `dot4I8Packed (dot8: 1) takes int8 weight codes: q8 and q8_0 only, not ${req.op.weight.format}`, allows: (c) => c.dot8 !== 1 || INT8_FORMATS.includes(req.op.weight.format) },
+      { reason: `dot4I8Packed (dot8: 1) needs the WGSL language feature packed_4x8_integer_dot_product, which ${req.device.name} lacks (gpu.features.dot8)`, allows: (c) => c.dot8 !== 1 || gpu.features.dot8.includes('dot4I8Packed') },
+      { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
       { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
@@ -134,6 +183,21 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         subgroups, reductionSlots, reductionFloats: reductionSlots * M,
       },
     };
+  } else if (config.kernel === 'rows') {
+    const rowsPerInvocation = config.rowsPerInvocation as number;
+    const perWorkgroup = invocations * rowsPerInvocation;
+    const grid: [number, number, number] = [ceilDiv(N, perWorkgroup), 1, 1];
+    const unscaled = op.weight.format === 'f16';
+    const scaleRun = unscaled ? F16_RUN : codec.weightsPerBlock;
+    common = {
+      variant: 'rows',
+      launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${perWorkgroup})`, '1', '1'] },
+      loops: [
+        `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
+        `  per row: for k0 in [0, ${K}) step ${scaleRun}: ${M} sums of ${scaleRun / WGSL_DECODE_WEIGHTS} x 4 weights, then ${unscaled ? 'added' : 'times the block scale'}`,
+      ],
+      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled, f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: M },
+    };
   } else {
     const bm = config.bm as number;
     const bn = config.bn as number;
@@ -158,14 +222,15 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     };
   }
   const weightBindings = Array.from({ length: weightChunks }, (_, i) => Math.min(weightChunkBytes, weightBindingBytes - i * weightChunkBytes));
-  const bindingBytes = [M * K * 4, ...weightBindings, M * N * 4, ...(op.epilogue.bias ? [N * 4] : []), ...(op.epilogue.residual ? [M * N * 4] : [])];
+  const bindingBytes = [M * K * dtypeBytes(op.x), ...weightBindings, M * N * 4, ...(op.epilogue.bias ? [N * 4] : []), ...(op.epilogue.residual ? [M * N * 4] : [])];
   return {
     family: 'wgsl-matmul',
     op, shape, target, device: device.name, config,
     ...common,
     buffers,
     budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
+    // f16 arithmetic rounds as f16 activations do (and each short sum once more): the f16 tolerance.
+    tolerance: toleranceFor({ actQuant: config.dot8 === 1, outF16: op.y === 'f16', inF16: op.x === 'f16' || config.f16Math === 1 }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };
 }

@@ -4,6 +4,7 @@ import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
 import { matmulHeaderView } from '../kernel-header.js';
+import { dtypeBytes } from '../../plan/common.js';
 import type { BindingInterface, RenderContext, RenderedKernel } from '../types.js';
 import type { WgslRunSpec } from './run-spec.js';
 import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
@@ -22,6 +23,7 @@ const WGSL_ACTIVATION: Record<EpilogueActivation, string> = {
 
 const VARIANT_TEXT = {
   gemv: 'gemv (rows per workgroup, K split across invocations)',
+  rows: 'rows (each invocation walks K for its own rows: no workgroup storage, no barriers)',
   tiled: 'tiled (output tiles, K steps through workgroup storage)',
 } as const;
 
@@ -33,7 +35,7 @@ const VARIANT_TEXT = {
 function bindings(plan: WgslMatmulPlan): BindingInterface['bindings'] {
   const { M, N, K, weightBindingBytes, weightChunkBytes, weightChunks } = plan.params;
   const e = plan.op.epilogue;
-  const list: Omit<BindingInterface['bindings'][number], 'binding'>[] = [{ name: 'kg_x', tensor: 'x', access: 'read', offset: 0, bytes: M * K * 4 }];
+  const list: Omit<BindingInterface['bindings'][number], 'binding'>[] = [{ name: 'kg_x', tensor: 'x', access: 'read', offset: 0, bytes: M * K * dtypeBytes(plan.op.x) }];
   for (let c = 0; c < weightChunks; c++) {
     const offset = c * weightChunkBytes;
     list.push({ name: `kg_w${c}`, tensor: 'w', access: 'read', offset, bytes: Math.min(weightChunkBytes, weightBindingBytes - offset) });
@@ -44,8 +46,16 @@ function bindings(plan: WgslMatmulPlan): BindingInterface['bindings'] {
   return list.map((b, binding) => ({ binding, ...b }));
 }
 
-/** WGSL element type of each tensor's bindings: weights are packed bytes read as words. */
-const ELEMENT_TYPE: Record<string, string> = { x: 'f32', w: 'u32', y: 'f32', bias: 'f32', residual: 'f32' };
+/**
+ * WGSL element type of each tensor's bindings: weights are packed bytes read as words; X is read 4
+ * activations at a time (a row of X is K values, K a multiple of 32, so rows start on 16 bytes):
+ * vec4<f32>, or for f16 X two words of two halves each.
+ */
+function elementType(plan: WgslMatmulPlan, tensor: string): string {
+  if (tensor === 'w') return 'u32';
+  if (tensor === 'x') return plan.op.x === 'f16' ? 'vec2<u32>' : 'vec4<f32>';
+  return 'f32';
+}
 
 /** kernel.wgsl of a WGSL matmul plan, and the run description its runner reads. */
 export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): RenderedKernel {
@@ -55,15 +65,20 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const entry = ctx.symbol ?? `kgen_${op.name}`;
   const binds = bindings(plan);
   const subgroups = p.kernel === 'gemv' && p.subgroups;
+  const f16Math = p.kernel === 'rows' && p.f16Math;
+  const dot8 = p.kernel === 'rows' && p.dot8;
   const groupSize = p.weightsPerBlock;
   const grid = plan.launch.grid!;
   const view = {
     ...p,
     ...matmulHeaderView(plan, ctx),
     subgroups,
+    f16Math,
+    dot8,
     entry,
     variantText: VARIANT_TEXT[p.kernel],
-    bindings: binds.map((b) => ({ ...b, type: ELEMENT_TYPE[b.tensor] })),
+    bindings: binds.map((b) => ({ ...b, type: elementType(plan, b.tensor) })),
+    xF16: op.x === 'f16',
     // Word ranges of the weight bindings, for kg_wword: chunk c holds words [firstWord, endWord).
     weightWords: binds.filter((b) => b.tensor === 'w').map((b) => ({ name: b.name, firstWord: b.offset / 4, endWord: (b.offset + b.bytes) / 4 })),
     singleWeightBinding: p.weightChunks === 1,
@@ -85,7 +100,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: plan.launch.gridExpr!, grid },
     bindings: binds,
-    features: subgroups ? ['subgroups'] : [],
+    features: [...(subgroups ? ['subgroups'] : []), ...(f16Math ? ['shader-f16'] : [])],
     limits: {
       maxComputeWorkgroupStorageSize: sharedBytes,
       maxComputeInvocationsPerWorkgroup: p.invocations,
@@ -118,8 +133,8 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     abi: [
       {
         symbol: entry,
-        signature: `@compute @workgroup_size(${p.invocations}) fn ${entry}; ${binds.map((b) => `@binding(${b.binding}) ${b.name}: array<${ELEMENT_TYPE[b.tensor]}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
-        doc: `Y = X . W^T${op.epilogue.bias ? ' + bias' : ''}${op.epilogue.activation !== 'none' ? `, ${op.epilogue.activation}` : ''}${op.epilogue.residual ? ' + residual' : ''} in f32; W is the packed bytes (kgen pack) zero-padded to ${p.weightBindingBytes} bytes; dispatch (${view.gridExprText}) = (${view.gridText}) workgroups, ${sharedBytes} bytes of workgroup storage`,
+        signature: `@compute @workgroup_size(${p.invocations}) fn ${entry}; ${binds.map((b) => `@binding(${b.binding}) ${b.name}: array<${elementType(plan, b.tensor)}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
+        doc: `Y = X${op.x === 'f16' ? ' (f16, widened)' : ''} . W^T${op.epilogue.bias ? ' + bias' : ''}${op.epilogue.activation !== 'none' ? `, ${op.epilogue.activation}` : ''}${op.epilogue.residual ? ' + residual' : ''} in f32; W is the packed bytes (kgen pack) zero-padded to ${p.weightBindingBytes} bytes; dispatch (${view.gridExprText}) = (${view.gridText}) workgroups, ${sharedBytes} bytes of workgroup storage`,
       },
       {
         symbol: 'createKernel',
