@@ -165,7 +165,7 @@ describe.concurrent('kgen CLI', () => {
 
   it('ops and devices print tables and JSON', async () => {
     const ops = JSON.parse((await run(['ops', '--json'])).stdout);
-    expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv']);
+    expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv', 'attention_q8_0kv', 'attention_q4_0kv']);
     const devices = JSON.parse((await run(['devices', '--json'])).stdout);
     const names = devices.map((d: { name: string }) => d.name);
     for (const n of ['host', 'rtx4090', 'a100-80gb', 'h100-sxm', 'l40s', 'epyc-7763', 'epyc-9654', 'xeon-8592', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128']) expect(names).toContain(n);
