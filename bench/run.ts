@@ -5,7 +5,8 @@
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
- * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+ * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; attn = decode
+ *          attention, B=1 Hq=32 Hkv=8 D=128 at Skv 4096 and 32768)   --attn-formats f16,q8,q8_0,q4_0   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
@@ -25,6 +26,7 @@ import type { WeightFormatName } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { templateSet } from '../src/render/templates.js';
 import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
+import { ATTENTION_OPS, benchAttention } from './attention-rows.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
@@ -34,7 +36,7 @@ const { flag, opt } = benchArgs(process.argv.slice(2));
 
 const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
-const cases = opt('--cases', 'gemv,gemm').split(',').flatMap((c) => (c === 'curve' ? ['m1', 'm4', 'm16', 'm64', 'gemm'] : [c]));
+const cases = opt('--cases', 'gemv,gemm,attn').split(',').flatMap((c) => (c === 'curve' ? ['m1', 'm4', 'm16', 'm64', 'gemm'] : [c]));
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const threads = opt('--threads', '1,2').split(',').map(Number);
 // AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
@@ -231,8 +233,22 @@ async function main(): Promise<void> {
       }
     }
 
+    if (cases.includes('attn') && !flag('--no-kgen')) {
+      for (const Skv of [4096, 32768]) {
+        for (const [format, isa] of opt('--attn-formats', Object.keys(ATTENTION_OPS).join(',')).split(',').flatMap((f) => isas.map((i) => [f, i] as const))) {
+          try {
+            await stage(rows, () => benchAttention({ format, Skv, isa, threads, warmup: 3, runs: Skv > 8192 ? 11 : 31 }));
+          } catch (e) {
+            const message = (e as Error).message;
+            log(`decode attention ${format} ${isa} Skv=${Skv}: FAILED: ${message}`);
+          }
+        }
+      }
+    }
+
     for (const r of rows) {
-      if (r.kind === 'probe' || !r.shape.startsWith('M=1,')) continue;
+      // Bandwidth-bound rows: GEMV (M=1) and decode attention (Sq=1), against the probe.
+      if (r.kind === 'probe' || !(r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'))) continue;
       const p = probe.find((q) => q.threads === r.threads);
       if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
     }

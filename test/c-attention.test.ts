@@ -71,6 +71,12 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       }
     }
   });
+  it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8', async () => {
+    for (const [format, shape, config] of [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]] as const) {
+      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: 'host', config, sanitize: true });
+      expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
   it('either KV row order for any format (f16 positions x heads, q4_0 heads x positions)', async () => {
     for (const [format, kvLayout] of [['f16', 'positions_heads'], ['q4_0', 'heads_positions']] as const) {
       const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout }), shape: 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', isa: native, device: 'host', config: { splits: 2 }, werror: true });

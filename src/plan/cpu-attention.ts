@@ -24,6 +24,8 @@ export type CpuAttentionParams = {
   /** f32 lanes per vector, and vectors per row of D. */
   lanes: number;
   chunks: number;
+  /** Vectors of D taken together per row (each its own accumulators, for more independent FMA chains). */
+  chunkStep: number;
   /** One KV row (D values of one position of one head) as stored; scales in their own array (q8). */
   rowBytes: number;
   scalesPerRow: number;
@@ -157,8 +159,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const qFloats = B * Hq * Sq * D;
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
   const stack = taskStackBytes(taskRowsPadded, kvBlock, D);
+  // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
+  // broadcast probabilities and the work registers fit; else one.
+  const chunks = D / lanes;
+  const chunkStep = chunks % 2 === 0 && 3 * rowGroup + CPU_WORK_REGISTERS <= (device.cpu?.vectorRegisters ?? 16) ? 2 : 1;
   const buffers: OnChipBuffer[] = [
-    { name: 'accumulators', space: 'registers', size: rowGroup, why: `one vector per row of a row group of ${rowGroup}` },
+    { name: 'accumulators', space: 'registers', size: chunkStep * rowGroup, why: `${chunkStep} vector(s) per row of a row group of ${rowGroup}` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
     { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators` },
     { name: 'K/V tile', space: 'l2', size: 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored` },
@@ -185,7 +191,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       B, Hq, Hkv, Sq, Skv, D, group, isa,
       kvFormat: op.kvCache,
       lanes,
-      chunks: D / lanes,
+      chunks,
+      chunkStep,
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,

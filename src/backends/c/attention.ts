@@ -37,6 +37,9 @@ function cFloat(x: number): string {
 const F32_BIAS = 127;
 const F32_MANT_BITS = 23;
 
+/** Bytes per prefetch: a cache line on every CPU the C variants target. */
+const CACHE_LINE_BYTES = 64;
+
 /** View fields the kernel, its header and the harness all print. */
 function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
   const op = plan.op;
@@ -85,6 +88,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     nibbleZero: 8,
     causalFlag: p.causal ? 1 : 0,
     f32Bias: F32_BIAS,
+    cacheLine: CACHE_LINE_BYTES,
     f32MantBits: F32_MANT_BITS,
     scaleLog2: cFloat(p.scaleLog2),
     exp2: EXP2,
