@@ -1,5 +1,5 @@
 import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
-import type { AttentionOp, AttentionShape } from '../ir/types.js';
+import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor } from './common.js';
 import type { CpuVariants } from './cpu-matmul.js';
@@ -33,7 +33,12 @@ export type CpuAttentionParams = {
   /** Row of (b, head, position) = b * Hkv * Skv + head * headStride + position * positionStride. */
   headStride: number;
   positionStride: number;
-  kvLayout: string;
+  kvLayout: KvLayout;
+  /**
+   * Task order: splits outermost (every head of a KV chunk, one after another, while the chunk is
+   * in cache: positions x heads rows), else heads outermost (each head's rows are contiguous).
+   */
+  splitsOuter: boolean;
   /** Queries per task, query tiles, rows per task (queries x group) and rows padded to rowGroup. */
   qBlock: number;
   qTiles: number;
@@ -198,6 +203,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       valuesPerScale: row.valuesPerScale,
       headStride, positionStride,
       kvLayout: layout,
+      splitsOuter: layout === 'positions_heads',
       qBlock, qTiles, taskRows, taskRowsPadded, rowGroup, kvBlock, splits, chunkKeys, tasks,
       outRows: B * Hq * Sq,
       causal: op.causal,

@@ -87,6 +87,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     nibbleMask: 15,
     nibbleZero: 8,
     causalFlag: p.causal ? 1 : 0,
+    splitsOuterFlag: p.splitsOuter ? 1 : 0,
     f32Bias: F32_BIAS,
     cacheLine: CACHE_LINE_BYTES,
     f32MantBits: F32_MANT_BITS,
