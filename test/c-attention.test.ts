@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
@@ -94,6 +99,33 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
     expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
+  });
+});
+
+describe('C attention package', () => {
+  it.skipIf(skipReason(['gcc']) !== undefined)('a package of an attention and a matmul kernel compiles with its usage snippet (attention first)', () => {
+    const pkg = buildPackage({
+      command: 'test',
+      kernels: [
+        { target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64', device: 'epyc-7763', isa: 'scalar' },
+        { target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=64', device: 'epyc-7763', isa: 'scalar' },
+      ],
+    });
+    const readme = pkg.files['README.md']!;
+    const usage = /```c\n([\s\S]*?)```/.exec(readme)![1]!;
+    expect(usage).toMatch(/k_scales, v, v_scales, o, workspace/);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-attn-pkg-'));
+    try {
+      for (const [name, text] of Object.entries(pkg.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), text);
+      }
+      writeFileSync(join(dir, 'use.c'), usage);
+      for (const k of pkg.index.kernels) execFileSync('gcc', ['-O1', '-std=c11', '-Wall', '-Werror', '-c', join(dir, k.dir, 'kernel.c'), '-o', join(dir, `${k.dir}.o`)]);
+      execFileSync('gcc', ['-Wall', '-Wextra', '-Werror', '-I', dir, '-c', join(dir, 'use.c'), '-o', join(dir, 'use.o')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
