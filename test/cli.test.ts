@@ -74,6 +74,15 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emitt']), /unknown command/);
   });
 
+  it('verify and emit take attention on the C target (scalar: runs on any CPU)', async () => {
+    const v = await run(['verify', '--target', 'c', '--op', 'attention_q4_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763']);
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/^ok: attention_q4_0kv c\/scalar B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64/);
+    const e = await run(['emit', '--target', 'c', '--op', 'attention_q4_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763']);
+    expect(e.exitCode, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/KV cache ggml q4_0 in positions x heads rows \[1,70,2\]/);
+  });
+
   it('an over-budget --config is refused with the budget and its bytes', async () => {
     const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"kernel":"tiled","bm":128,"bn":128,"bk":64,"stages":4}']);
     expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 180224 bytes but 101376 are available/);
