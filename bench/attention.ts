@@ -2,13 +2,13 @@
  * The attention rows of the throughput bench (`npm run bench -- --cases attention`): decode at
  * Skv = 4096 and 32768 and causal prefill at Sq = Skv = 2048, B=1, Hq=32, Hkv=8, D=128, for
  * llama.cpp's CPU flash attention (f16, q8_0, q4_0 caches), onnxruntime's GroupQueryAttention
- * (f32 and f16 caches), a naive attention that materialises the score matrix (prefill) and, once
- * its kernels render, kgen (kgenAttentionRows). Every peer is checked against the f64 reference
+ * (f32 and f16 caches), a naive attention that materialises the score matrix (prefill) and kgen's
+ * C attention kernel in every KV format (kgenAttentionRows). Every peer is checked against the f64 reference
  * on a small shape before it is timed. See bench/README.md.
  */
 import { join } from 'node:path';
 import { log, type BenchRow } from './common.js';
-import type { EmitFn } from './kgen-rows.js';
+import { benchKgenAttention, sharedTestData, type KgenKvFormat } from './attention-rows.js';
 import type { LlamaLibs } from './llama-peer.js';
 import { benchLlamaAttention } from './llama-attention.js';
 import { benchOrtAttention, type OrtCacheType } from './ort-attention.js';
@@ -24,33 +24,34 @@ import {
 } from './attention-common.js';
 
 export { ATTENTION_WORKLOADS, KV_FORMATS } from './attention-common.js';
+export { KGEN_KV_FORMATS } from './attention-rows.js';
 export const ORT_CACHE_TYPES: readonly OrtCacheType[] = ['f32', 'f16'];
 
 export interface KgenAttentionContext {
-  emit: EmitFn | null;
   threads: readonly number[];
   isas: readonly string[];
-  workDir: string;
+  /** kgen's KV formats to time. */
+  formats: readonly KgenKvFormat[];
 }
 
 /**
- * kgen's own attention rows for one workload: the hook kgen's attention kernels plug into (issue
- * 16). Filling it in: emit `attention_f16` / `attention_q8kv` (and the ggml q8_0/q4_0 caches) for
- * the workload's shape per ISA, build them with an attention harness, check the output on
- * checkWorkload(w)'s shape with checkAttention (or the op kit's testData), time them with the
- * peers' rules (cacheCopies caches rotated for decode) and return attentionRow rows labelled
- * `<phase> kgen <cache> <isa>`; bench/run.ts then adds the % of the probe. Until then it returns
- * why there are none: what emit says for this shape.
+ * kgen's own attention rows for one workload: the C attention kernel for each KV format and ISA
+ * (bench/attention-rows.ts), checked against the f64 reference, then timed. A format or ISA that
+ * fails gets a FAILED row with the reason; the others still run.
  */
-export async function kgenAttentionRows(w: AttentionWorkload, ctx: KgenAttentionContext): Promise<BenchRow[] | string> {
-  if (!ctx.emit) return 'kgen is not loaded';
-  const { B, Hq, Hkv, Sq, Skv, D } = w.shape;
-  try {
-    await ctx.emit({ target: 'c', op: 'attention_f16', shape: `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`, device: 'host', isa: ctx.isas[0] ?? 'avx2' });
-  } catch (e) {
-    return `emit: ${(e as Error).message.split('\n')[0]}`;
+export async function kgenAttentionRows(w: AttentionWorkload, ctx: KgenAttentionContext): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const data = sharedTestData(7);
+  for (const format of ctx.formats) {
+    for (const isa of ctx.isas) {
+      try {
+        rows.push(...(await benchKgenAttention({ workload: w, format, isa, threads: ctx.threads, data })));
+      } catch (e) {
+        rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}`, ctx.threads, (e as Error).message));
+      }
+    }
   }
-  return 'kgen emits attention_f16, but bench/attention.ts has no attention harness yet (kgenAttentionRows)';
+  return rows;
 }
 
 export interface AttentionBenchOptions {
@@ -109,9 +110,8 @@ export async function attentionRows(o: AttentionBenchOptions): Promise<BenchRow[
     const check = { workload: cw, inputs: checkInputs, dir: join(o.workDir, `attn-check-${w.name}`) };
 
     if (o.kgen) {
-      const k = await kgenAttentionRows(w, o.kgen);
-      if (typeof k === 'string') log(`${w.name}: kgen attention rows skipped: ${k}`);
-      else rows.push(...k);
+      const kgen = o.kgen;
+      rows.push(...(await o.stage(() => kgenAttentionRows(w, kgen))));
     }
 
     if (variant && o.llama) {

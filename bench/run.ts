@@ -11,7 +11,7 @@
  *   npm run bench -- --json       the same rows as JSON lines
  * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
  *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
- *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
+ *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  *          --no-wasm (no kgen WebAssembly rows)   --wasm-levels simd128,relaxed   --no-ort-web
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
@@ -40,7 +40,7 @@ import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
 import { benchWasm, type WasmBenchLevel } from './wasm-rows.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
-import { ATTENTION_WORKLOADS, attentionRows, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
+import { ATTENTION_WORKLOADS, attentionRows, KGEN_KV_FORMATS, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
 import { wgslRows } from './wgsl-rows.js';
 
 const { flag, opt } = benchArgs(process.argv.slice(2));
@@ -70,6 +70,7 @@ const wasmLevels = flag('--no-wasm') ? [] : listOpt('--wasm-levels', WASM_BENCH_
 const llamaFormats = listOpt('--llama-formats', LLAMA_FORMATS, LLAMA_FORMATS);
 const attnKv = listOpt('--attn-kv', KV_FORMATS, KV_FORMATS);
 const attnOrt = listOpt('--attn-ort', ORT_CACHE_TYPES, ORT_CACHE_TYPES);
+const attnFormats = listOpt('--attn-formats', KGEN_KV_FORMATS, KGEN_KV_FORMATS);
 
 /** bench/ in the source tree (the .c files are not copied to dist/). */
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
@@ -306,7 +307,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: emit ? { emit, threads, isas, workDir } : null,
+        kgen: flag('--no-kgen') ? null : { threads, isas, formats: attnFormats },
         workDir,
         benchSrc,
         stage: (f) => stage([], f),

@@ -71,8 +71,16 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--config', '{nTile:4}']), /--config: not valid JSON/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
     expectUsageError(await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=64', '--target', 'wasm']), /--op: the WebAssembly backend does not render attention yet/);
-    expectUsageError(await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=64']), /--op: the C backend does not render attention yet/);
     expectUsageError(await run(['emitt']), /unknown command/);
+  });
+
+  it('verify and emit take attention on the C target (scalar: runs on any CPU)', async () => {
+    const v = await run(['verify', '--target', 'c', '--op', 'attention_q4_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763']);
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/^ok: attention_q4_0kv c\/scalar B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64/);
+    const e = await run(['emit', '--target', 'c', '--op', 'attention_q4_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763']);
+    expect(e.exitCode, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/KV cache ggml q4_0 in positions x heads rows \[1,70,2\]/);
   });
 
   it('an over-budget --config is refused with the budget and its bytes', async () => {
@@ -166,7 +174,7 @@ describe.concurrent('kgen CLI', () => {
 
   it('ops and devices print tables and JSON', async () => {
     const ops = JSON.parse((await run(['ops', '--json'])).stdout);
-    expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv']);
+    expect(ops.map((o: { name: string }) => o.name)).toEqual(['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16', 'attention_f16', 'attention_q8kv', 'attention_q8_0kv', 'attention_q4_0kv']);
     const devices = JSON.parse((await run(['devices', '--json'])).stdout);
     const names = devices.map((d: { name: string }) => d.name);
     for (const n of ['host', 'rtx4090', 'a100-80gb', 'h100-sxm', 'l40s', 'epyc-7763', 'epyc-9654', 'xeon-8592', 'apple-m2', 'webgpu', 'swiftshader', 'wasm-simd128']) expect(names).toContain(n);

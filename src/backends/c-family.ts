@@ -39,17 +39,16 @@ export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
 /**
  * A C-family package's root files from the target's package templates (`Makefile`, `CMakeLists.txt`,
  * `kgen_kernels.h`, and `usage.<ext>` for the README), given the view the build files print and
- * how to build.
+ * how to build; `how.usageView` is the snippet's view where the first kernel is no matmul.
  */
 export function cFamilyPackage(
   templates: TemplateSet,
   kernels: readonly PackagedKernel[],
   view: object,
-  how: { build: string[]; usageTemplate: string; usageLanguage: string },
+  how: { build: string[]; usageTemplate: string; usageLanguage: string; usageView?: object },
 ): PackageBuild {
   const contents = "Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and `manifest.json` (ABI, launch, buffers, budgets, tolerance, config and where it came from).";
   const first = kernels[0]!;
-  const op = first.plan.op as MatmulOp;
   return {
     files: {
       Makefile: templates.render('Makefile', view),
@@ -58,7 +57,7 @@ export function cFamilyPackage(
     },
     contents,
     build: how.build,
-    usage: templates.render(how.usageTemplate, packageUsageView(op, first.plan.shape, first.symbol)),
+    usage: templates.render(how.usageTemplate, how.usageView ?? packageUsageView(first.plan.op as MatmulOp, first.plan.shape, first.symbol)),
     usageLanguage: how.usageLanguage,
   };
 }

@@ -23,3 +23,14 @@ export function matmulHeaderView(plan: Plan & { op: MatmulOp }, ctx: RenderConte
     configJson: commentText(JSON.stringify(configInUse(plan))),
   };
 }
+
+/** What every attention kernel's header comment prints: as `matmulHeaderView`, with no weights. */
+export function attentionHeaderView(plan: Plan, ctx: RenderContext) {
+  return {
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: plan.op.name,
+    configJson: commentText(JSON.stringify(configInUse(plan))),
+  };
+}

@@ -34,6 +34,7 @@ Examples:
   kgen emit --target c --op matmul_q4_0 --shape M=1,N=4096,K=14336 --isa avx2 --device host -o q4_0/
   kgen emit --target c --op matmul_q4 --shape M=16,N=4096,K=4096 --config '{"nTile":16,"mTile":4}'
   kgen emit --target c --ir my_op.json --shape M=1,N=1024,K=4096 --json
+  kgen emit --target c --op attention_q8_0kv --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128 -o attn/
   kgen emit --target wasm --op matmul_q4 --shape M=1,N=4096,K=14336 -o q4-wasm/
   kgen emit --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --device rtx4090 -o q35/ --data
   kgen emit --target c --kernels layer.json --package layer-kernels/

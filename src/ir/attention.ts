@@ -1,20 +1,72 @@
 import { ACT_DTYPES, bool, fail, identifier, noUnknownKeys, oneOf, positiveInt, positiveNumber, type Json } from './fields.js';
-import type { AttentionOp, AttentionShape, OpIr } from './types.js';
+import type { AttentionOp, AttentionShape, KvCacheFormat, KvLayout, OpIr } from './types.js';
 import { ATTENTION_DIMS } from './types.js';
 
+/** The KV cache formats and row orders an attention op may name. */
+export const KV_FORMATS: readonly KvCacheFormat[] = ['f16', 'q8', 'q8_0', 'q4_0'];
+export const KV_LAYOUTS: readonly KvLayout[] = ['heads_positions', 'positions_heads'];
+
+/** Values per ggml block (q8_0, q4_0) along D. */
+export const GGML_KV_BLOCK = 32;
+
+/** Head dimensions the kernels are held to (any multiple of the format's block also plans). */
+export const ATTENTION_HEAD_DIMS = [64, 80, 96, 128, 256] as const;
+
+/**
+ * The row order of an op's KV cache: as the IR names it, else kgen's heads x positions for f16 and
+ * q8 and llama.cpp's positions x heads for its q8_0 and q4_0 blocks (so its cache reads as is).
+ */
+export function kvLayoutOf(op: AttentionOp): KvLayout {
+  return op.kvLayout ?? (op.kvCache === 'q8_0' || op.kvCache === 'q4_0' ? 'positions_heads' : 'heads_positions');
+}
+
+/**
+ * How one KV row (the D values of one position of one head) is stored. Invariants: a row is
+ * `rowBytes` bytes with no padding; `scalesPerRow` f16 scales per row live in a separate array
+ * (kgen q8 only, 0 otherwise); a ggml row is D/32 blocks end to end.
+ */
+export interface KvRowFormat {
+  rowBytes: number;
+  scalesPerRow: number;
+  /** Values per scale (q8 group, ggml block); 0 for f16. */
+  valuesPerScale: number;
+}
+
+export function kvRowFormat(op: AttentionOp, D: number): KvRowFormat {
+  switch (op.kvCache) {
+    case 'f16':
+      return { rowBytes: 2 * D, scalesPerRow: 0, valuesPerScale: 0 };
+    case 'q8':
+      return { rowBytes: D, scalesPerRow: D / op.kvGroupSize!, valuesPerScale: op.kvGroupSize! };
+    case 'q8_0':
+      return { rowBytes: (D / GGML_KV_BLOCK) * 34, scalesPerRow: 0, valuesPerScale: GGML_KV_BLOCK };
+    case 'q4_0':
+      return { rowBytes: (D / GGML_KV_BLOCK) * 18, scalesPerRow: 0, valuesPerScale: GGML_KV_BLOCK };
+  }
+}
+
+/**
+ * Where KV row (b, head, position) is, in rows from the start of K (or V), for a layout: row =
+ * b * Hkv * Skv + head * headStride + position * positionStride.
+ */
+export function kvRowStrides(layout: KvLayout, shape: AttentionShape): { headStride: number; positionStride: number } {
+  return layout === 'heads_positions' ? { headStride: shape.Skv, positionStride: 1 } : { headStride: 1, positionStride: shape.Hkv };
+}
+
 function validateAttention(obj: Json, path: string): AttentionOp {
-  noUnknownKeys(obj, path, ['kind', 'name', 'q', 'kvCache', 'kvGroupSize', 'o', 'causal', 'scale']);
+  noUnknownKeys(obj, path, ['kind', 'name', 'q', 'kvCache', 'kvGroupSize', 'kvLayout', 'o', 'causal', 'scale']);
   const name = identifier(obj, path);
   const q = oneOf(obj, 'q', path, ACT_DTYPES, 'f16');
   const o = oneOf(obj, 'o', path, ACT_DTYPES, 'f16');
-  const kvCache = oneOf(obj, 'kvCache', path, ['f16', 'q8'] as const, 'f16');
+  const kvCache = oneOf(obj, 'kvCache', path, KV_FORMATS, 'f16');
   const causal = bool(obj, 'causal', path, true);
   const op: AttentionOp = { kind: 'attention', name, q, kvCache, o, causal };
   if (kvCache === 'q8') {
     op.kvGroupSize = obj.kvGroupSize === undefined ? 32 : positiveInt(obj.kvGroupSize, `${path}.kvGroupSize`, 1024);
   } else if (obj.kvGroupSize !== undefined) {
-    fail(`${path}.kvGroupSize`, 'only a q8 KV cache has scale groups', 'no kvGroupSize with kvCache "f16"');
+    fail(`${path}.kvGroupSize`, `only a q8 KV cache has a choice of scale groups (${kvCache === 'f16' ? 'f16 has none' : `ggml ${kvCache} blocks are 32`})`, `no kvGroupSize with kvCache "${kvCache}"`);
   }
+  if (obj.kvLayout !== undefined) op.kvLayout = oneOf(obj, 'kvLayout', path, KV_LAYOUTS);
   if (obj.scale !== undefined) op.scale = positiveNumber(obj.scale, `${path}.scale`);
   return op;
 }
@@ -27,8 +79,10 @@ export const attentionIr: OpIr<AttentionOp, AttentionShape> = {
   validate: validateAttention,
   checkShape(op, shape, field, shapeFail) {
     if (shape.Hq % shape.Hkv !== 0) shapeFail(`${field} Hq`, `Hq=${shape.Hq} is not a multiple of Hkv=${shape.Hkv}`, 'Hq divisible by Hkv (grouped-query attention)');
-    if (op.kvCache === 'q8' && shape.D % op.kvGroupSize! !== 0) {
-      shapeFail(`${field} D`, `D=${shape.D} is not a multiple of the KV group size ${op.kvGroupSize}`, `D divisible by ${op.kvGroupSize}`);
+    const block = op.kvCache === 'q8' ? op.kvGroupSize! : op.kvCache === 'f16' ? 1 : GGML_KV_BLOCK;
+    if (shape.D % block !== 0) {
+      shapeFail(`${field} D`, `D=${shape.D} is not a multiple of the ${op.kvCache} KV ${op.kvCache === 'q8' ? 'group' : 'block'} size ${block}`, `D divisible by ${block}`,
+        op.kvCache === 'q8' ? 'choose a kvGroupSize that divides D' : undefined);
     }
     if (op.causal && shape.Sq > shape.Skv) shapeFail(`${field} Sq`, `Sq=${shape.Sq} exceeds Skv=${shape.Skv}`, 'Sq <= Skv for causal attention');
   },

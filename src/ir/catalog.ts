@@ -12,6 +12,8 @@ export const CATALOG: Readonly<Record<string, Op>> = {
   matmul_f16: { kind: 'matmul', name: 'matmul_f16', x: 'f32', weight: { format: 'f16' }, y: 'f32', epilogue: plainEpilogue },
   attention_f16: { kind: 'attention', name: 'attention_f16', q: 'f16', kvCache: 'f16', o: 'f16', causal: true },
   attention_q8kv: { kind: 'attention', name: 'attention_q8kv', q: 'f16', kvCache: 'q8', kvGroupSize: 32, o: 'f16', causal: true },
+  attention_q8_0kv: { kind: 'attention', name: 'attention_q8_0kv', q: 'f16', kvCache: 'q8_0', o: 'f16', causal: true },
+  attention_q4_0kv: { kind: 'attention', name: 'attention_q4_0kv', q: 'f16', kvCache: 'q4_0', o: 'f16', causal: true },
 };
 
 export const CATALOG_DESCRIPTIONS: Readonly<Record<string, string>> = {
@@ -23,6 +25,8 @@ export const CATALOG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   matmul_f16: 'Y = X W^T, W in f16',
   attention_f16: 'causal grouped-query attention, f16 Q and KV cache',
   attention_q8kv: 'causal grouped-query attention, f16 Q, int8 KV cache with f16 scales per 32',
+  attention_q8_0kv: 'causal grouped-query attention, f16 Q, KV cache in ggml q8_0 blocks as llama.cpp stores it',
+  attention_q4_0kv: 'causal grouped-query attention, f16 Q, KV cache in ggml q4_0 blocks as llama.cpp stores it',
 };
 
 /** The catalog op called `name`, or undefined; only the catalog's own entries (never `constructor` or `__proto__`). */

@@ -41,7 +41,18 @@ export interface MatmulOp {
   epilogue: Epilogue;
 }
 
-export type KvCacheFormat = 'f16' | 'q8';
+/**
+ * KV cache formats (docs/formats.md, "KV cache"): f16; kgen's q8 (int8 codes, f16 scales per
+ * `kvGroupSize` values along D in a separate array); ggml's q8_0 and q4_0 blocks of 32 along D.
+ */
+export type KvCacheFormat = 'f16' | 'q8' | 'q8_0' | 'q4_0';
+
+/**
+ * Order of the KV rows (one row = D values of one position of one KV head) within a batch entry:
+ * `heads_positions` is [Hkv, Skv, D] (each head's positions contiguous), `positions_heads` is
+ * [Skv, Hkv, D] (llama.cpp's cache: one position of every head per row of Hkv*D).
+ */
+export type KvLayout = 'heads_positions' | 'positions_heads';
 
 /**
  * O[B,Hq,Sq,D] = softmax(scale * Q K^T [+ causal mask]) V with grouped-query heads: query head h
@@ -55,6 +66,8 @@ export interface AttentionOp {
   kvCache: KvCacheFormat;
   /** Values per q8 scale along D; only for kvCache 'q8'. */
   kvGroupSize?: number;
+  /** Row order of K and V; absent means the format's default (`kvLayoutOf`). */
+  kvLayout?: KvLayout;
   o: ActDType;
   causal: boolean;
   /** Softmax scale; absent means 1/sqrt(D), bound with the shape. */

@@ -1,50 +1,63 @@
+import { kvLayoutOf, kvRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { f32ToF16Bits, f16BitsToF32 } from '../numeric/half.js';
 import { Rng } from '../numeric/random.js';
-import { referenceAttention } from '../reference/attention.js';
+import { codecOf } from '../quant/index.js';
+import { referenceAttention, type KvStored } from '../reference/attention.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { OpKit, RunBuffer, TestData } from './types.js';
 
 /**
  * The attention op at run time. Harness files: q.bin (Q[B,Hq,Sq,D] in the op's q type), k.bin and
- * v.bin (K and V as [B,Hkv,Skv,D], heads by positions: f16, or int8 with k_scales.bin and
- * v_scales.bin holding one f16 scale per kvGroupSize values along D); the output is O[B,Hq,Sq,D]
- * in the op's o type. No kernel renders attention yet: this is what its kernels will be held to.
+ * v.bin (K and V rows in the op's KV layout and format, docs/formats.md "KV cache"), and for a kgen
+ * q8 cache k_scales.bin and v_scales.bin (one f16 scale per kvGroupSize values along D, row by
+ * row); the output is O[B,Hq,Sq,D] in the op's o type.
  */
 
-/** A KV tensor as stored (int8 + f16 scales, or f16) and as the reference sees it. */
-function kvTensor(values: Float32Array, op: AttentionOp): { files: Record<string, Uint8Array>; values: Float32Array } {
-  if (op.kvCache === 'f16') {
-    const t = asDtype(values, 'f16');
-    return { files: { '': t.bytes }, values: t.values };
-  }
-  const g = op.kvGroupSize!;
-  const q = new Int8Array(values.length);
-  const scales = new Uint16Array(values.length / g);
-  const out = new Float32Array(values.length);
-  for (let b = 0; b < scales.length; b++) {
-    let amax = 0;
-    for (let i = 0; i < g; i++) amax = Math.max(amax, Math.abs(values[b * g + i]!));
-    scales[b] = f32ToF16Bits(amax / 127);
-    const d = f16BitsToF32(scales[b]!);
-    for (let i = 0; i < g; i++) {
-      q[b * g + i] = d === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(values[b * g + i]! / d)));
-      out[b * g + i] = q[b * g + i]! * d;
+/** `rows` KV rows of N(0,1) values (in storage order) packed in the op's format. */
+function kvTensor(rng: Rng, op: AttentionOp, rows: number, D: number): KvStored {
+  const values = rng.fillNormal(new Float32Array(rows * D));
+  switch (op.kvCache) {
+    case 'f16':
+      return { data: asDtype(values, 'f16').bytes };
+    case 'q8': {
+      const g = op.kvGroupSize!;
+      const q = new Int8Array(values.length);
+      const scales = new Uint16Array(values.length / g);
+      for (let b = 0; b < scales.length; b++) {
+        let amax = 0;
+        for (let i = 0; i < g; i++) amax = Math.max(amax, Math.abs(values[b * g + i]!));
+        scales[b] = f32ToF16Bits(amax / 127);
+        const d = f16BitsToF32(scales[b]!);
+        for (let i = 0; i < g; i++) q[b * g + i] = d === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(values[b * g + i]! / d)));
+      }
+      return { data: new Uint8Array(q.buffer), scales: new Uint8Array(scales.buffer) };
+    }
+    case 'q8_0':
+    case 'q4_0': {
+      // ggml's own quantizers (src/quant/ggml.ts), so the bytes are those llama.cpp writes.
+      const codec = codecOf({ format: op.kvCache, groupSize: 32 });
+      const { rowBytes } = kvRowFormat(op, D);
+      const data = new Uint8Array(rows * rowBytes);
+      for (let r = 0; r < rows; r++) {
+        for (let blk = 0; blk < D / 32; blk++) codec.quantizeBlock(values, r * D + blk * 32, data, r * rowBytes + blk * codec.bytesPerBlock);
+      }
+      return { data };
     }
   }
-  return { files: { '': new Uint8Array(q.buffer), _scales: new Uint8Array(scales.buffer) }, values: out };
 }
 
 function testData(op: AttentionOp, shape: AttentionShape, seed: number): TestData {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const rng = new Rng(seed);
   const q: TensorData = asDtype(rng.fillNormal(new Float32Array(B * Hq * Sq * D)), op.q);
-  const k = kvTensor(rng.fillNormal(new Float32Array(B * Hkv * Skv * D)), op);
-  const v = kvTensor(rng.fillNormal(new Float32Array(B * Hkv * Skv * D)), op);
-  const reference = referenceAttention(shape, { causal: op.causal, scale: op.scale ?? 1 / Math.sqrt(D) }, { q: q.values, k: k.values, v: v.values });
-  const inputs: Record<string, Uint8Array> = { 'q.bin': q.bytes };
-  for (const [name, t] of [['k', k], ['v', v]] as const) for (const [suffix, bytes] of Object.entries(t.files)) inputs[`${name}${suffix}.bin`] = bytes;
+  const k = kvTensor(rng, op, B * Hkv * Skv, D);
+  const v = kvTensor(rng, op, B * Hkv * Skv, D);
+  const reference = referenceAttention(op, shape, { q: q.values, k, v });
+  const inputs: Record<string, Uint8Array> = { 'q.bin': q.bytes, 'k.bin': k.data, 'v.bin': v.data };
+  if (k.scales) inputs['k_scales.bin'] = k.scales;
+  if (v.scales) inputs['v_scales.bin'] = v.scales;
   return {
     inputs,
     reference,
@@ -55,22 +68,39 @@ function testData(op: AttentionOp, shape: AttentionShape, seed: number): TestDat
   };
 }
 
-/** Bytes of one of K and V as stored. */
-function kvBytes(op: AttentionOp, shape: AttentionShape): number {
-  const n = shape.B * shape.Hkv * shape.Skv * shape.D;
-  return op.kvCache === 'f16' ? 2 * n : n + (2 * n) / op.kvGroupSize!;
+/** Bytes of one of K and V as stored (rows, plus the separate scales of a kgen q8 cache). */
+export function kvBytes(op: AttentionOp, shape: AttentionShape): { rows: number; scales: number } {
+  const f = kvRowFormat(op, shape.D);
+  const rows = shape.B * shape.Hkv * shape.Skv;
+  return { rows: rows * f.rowBytes, scales: rows * f.scalesPerRow * 2 };
 }
 
 function runBuffers(op: AttentionOp, shape: AttentionShape): RunBuffer[] {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const qo = B * Hq * Sq * D;
-  const kv = B * Hkv * Skv * D;
+  const kv = kvBytes(op, shape);
   return [
     { name: 'Q (f32 values, the stored bytes, and the harness copy)', bytes: qo * (4 + 2 * dtypeSize(op.q)) },
-    { name: 'K and V (f32 values, the stored bytes, and the harness copies)', bytes: 2 * (kv * 4 + 2 * kvBytes(op, shape)) },
+    { name: 'K and V (f32 values, the stored bytes, and the harness copies)', bytes: 2 * (B * Hkv * Skv * D * 4 + 2 * (kv.rows + kv.scales)) },
+    { name: 'one KV head decoded to f64 for the reference (K and V)', bytes: 2 * Skv * D * 8 },
     { name: 'the f64 reference output', bytes: qo * 8 },
     { name: 'O (the harness and its copy in kgen)', bytes: 2 * qo * dtypeSize(op.o) },
   ];
+}
+
+/** The KV cache as the manifest states it: format, row bytes and order, and where the scales are. */
+function kvTensorInfo(op: AttentionOp, s: AttentionShape) {
+  const f = kvRowFormat(op, s.D);
+  const dtype = {
+    f16: 'f16',
+    q8: `kgen q8: int8 codes, one f16 scale per ${op.kvGroupSize} values along D in k_scales/v_scales (${f.scalesPerRow} per row)`,
+    q8_0: `ggml q8_0 blocks of 32 along D (${f.rowBytes} bytes per row)`,
+    q4_0: `ggml q4_0 blocks of 32 along D (${f.rowBytes} bytes per row)`,
+  }[op.kvCache];
+  const layout = kvLayoutOf(op) === 'heads_positions'
+    ? `heads x positions: rows [${s.B},${s.Hkv},${s.Skv}] of ${f.rowBytes} bytes (docs/formats.md#kv-cache)`
+    : `positions x heads: rows [${s.B},${s.Skv},${s.Hkv}] of ${f.rowBytes} bytes, as llama.cpp's cache (docs/formats.md#kv-cache)`;
+  return { dtype, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout };
 }
 
 export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
@@ -81,15 +111,19 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
   outputBytes: (op, s) => s.B * s.Hq * s.Sq * s.D * dtypeSize(op.o),
   runBuffers,
   tensors(op, s) {
-    const kv = op.kvCache === 'f16' ? 'f16' : `int8 with one f16 scale per ${op.kvGroupSize} along D (k_scales, v_scales)`;
-    return {
-      tensors: {
-        q: { dtype: op.q, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
-        k: { dtype: kv, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout: 'heads x positions, row-major' },
-        v: { dtype: kv, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout: 'heads x positions, row-major' },
-        o: { dtype: op.o, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
-      },
+    const kv = kvTensorInfo(op, s);
+    const tensors: Record<string, { dtype: string; shape: string; layout: string }> = {
+      q: { dtype: op.q, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
+      k: kv,
+      v: kv,
+      o: { dtype: op.o, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
     };
+    if (op.kvCache === 'q8') {
+      const scales = { dtype: 'f16', shape: `[${s.B * s.Hkv * s.Skv},${s.D / op.kvGroupSize!}]`, layout: 'one row of scales per KV row, in the KV row order' };
+      tensors.k_scales = scales;
+      tensors.v_scales = scales;
+    }
+    return { tensors };
   },
   weights: () => undefined,
 };

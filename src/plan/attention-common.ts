@@ -1,3 +1,4 @@
+import { kvRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { dtypeBytes } from './common.js';
 
@@ -6,9 +7,11 @@ import { dtypeBytes } from './common.js';
 /** Largest Sq served by split-KV decode on GPUs; longer query blocks use flash tiles. */
 export const SPLITK_MAX_SQ = 8;
 
-/** Bytes per KV value as stored: f16, or q8's int8 plus its share of a 2-byte f16 scale per group. */
+/** Bytes per KV value as stored: f16, int8 or nibbles plus each format's share of its f16 scales. */
 export function kvBytesPerValue(op: AttentionOp): number {
-  return op.kvCache === 'q8' ? 1 + 2 / op.kvGroupSize! : 2;
+  const D = 256; // a multiple of every format's block: the share is the same at any legal D
+  const f = kvRowFormat(op, D);
+  return (f.rowBytes + 2 * f.scalesPerRow) / D;
 }
 
 /** Bytes every attention kernel must move at least (the whole KV cache, Q and O once) and its flops. */

@@ -74,6 +74,8 @@ export interface CpuVariants {
    * no prefetch states 0 bytes of it.
    */
   without?: readonly ('unroll' | 'prefetch')[];
+  /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
+  f32Lanes?: Readonly<Record<string, number>>;
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */

@@ -1,6 +1,7 @@
 import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
 import { cpuMatmulPlanner } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
+import { renderCAttention } from './attention.js';
 import { measureReadBandwidth } from './bandwidth.js';
 import { cFingerprint } from './fingerprint.js';
 import { renderCMatmul } from './matmul.js';
@@ -29,8 +30,8 @@ export const cTarget: Target = {
   fingerprint: (device, space) => cFingerprint(device, space),
   measureBandwidth: measureReadBandwidth,
   backend: {
-    capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
-    renderers: { 'cpu-matmul': renderCMatmul },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
+    renderers: { 'cpu-matmul': renderCMatmul, 'cpu-attention': renderCAttention },
     runnerFor(plan) {
       // Every C plan names its ISA variant; the runner builds and runs with that variant's toolchain.
       if (!('isa' in plan.params) || typeof plan.params.isa !== 'string') throw new Error(`kgen: a ${plan.family} plan reached the C runner`);

@@ -4,6 +4,7 @@ import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
 import type { PackageBuild, PackagedKernel } from '../types.js';
+import { attentionUsageView } from './attention.js';
 import { C_TOOLCHAINS } from './toolchain.js';
 
 /** Compiler flags a packaged kernel of `isa` builds with: the toolchain's, without link-only ones. */
@@ -18,13 +19,16 @@ function compileFlags(isa: string): string[] {
 export function cPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild {
   const templates = templateSet('package/c');
   const views = kernels.map((k) => {
-    const plan = k.plan as PlanOf<'cpu-matmul'>;
+    const plan = k.plan as PlanOf<'cpu-matmul' | 'cpu-attention'>;
     const flags = compileFlags(plan.params.isa);
     return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), isa: plan.params.isa, flags: flags.join(' '), cmakeFlags: flags.join(';') };
   });
+  const first = kernels[0]!;
+  const attention = first.plan.family === 'cpu-attention' ? attentionUsageView(first.plan, first.symbol) : undefined;
   return cFamilyPackage(templates, kernels, { version: KGEN_VERSION, kernels: views }, {
     build: ['make                    # libkgen_kernels.a', 'cc -O2 -c my_program.c && cc my_program.o libkgen_kernels.a -lm -o my_program'],
-    usageTemplate: 'usage.c',
+    usageTemplate: attention ? 'usage_attention.c' : 'usage.c',
     usageLanguage: 'c',
+    ...(attention ? { usageView: attention } : {}),
   });
 }

@@ -9,6 +9,11 @@ import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRu
 import type { CToolchain } from './toolchain.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 
+/** Bytes a timed run rotates copies of: the weights (matmul), else the KV cache (attention). */
+function streamedBytes(inputs: KernelInputs): number {
+  return inputs['w.bin']?.length ?? (inputs['k.bin']?.length ?? 0) + (inputs['v.bin']?.length ?? 0);
+}
+
 /** Why this machine cannot run binaries of this ISA, or undefined when it can. */
 export function cannotRunReason(isa: string): string | undefined {
   const tc = C_TOOLCHAINS[isa]!;
@@ -72,7 +77,7 @@ export function cRunner(isa: string): KernelRunner {
       const t = opts.timing;
       return runHarness({
         command: emulated(tc) ? [...tc.runner!, bin] : [bin],
-        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, inputs['w.bin']?.length ?? 0)), String(t.threads ?? 1)] : [])],
+        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs))), String(t.threads ?? 1)] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,

@@ -45,6 +45,8 @@ export const C_VARIANTS: CpuVariants = {
   // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
   // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
   panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'] },
+  // The scalar variant computes one value at a time.
+  f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */

@@ -1,0 +1,84 @@
+/**
+ * kgen's own attention rows: the C attention kernel on an attention workload (decode or prefill,
+ * bench/attention-common.ts), built and timed by kgen's own runner (for decode the harness rotates
+ * copies of K and V so the cache comes from DRAM), checked against the f64 reference before a time
+ * is reported. GB/s counts the KV cache bytes read (codes and scales): the figure to set beside the
+ * read-bandwidth probe for decode.
+ */
+import { emit } from '../src/api/emit.js';
+import { runnerFor } from '../src/backends/registry.js';
+import { kvBytes } from '../src/ops/attention.js';
+import { opKit } from '../src/ops/index.js';
+import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
+import type { TestData } from '../src/ops/types.js';
+import { L3_BYTES, log, type BenchRow } from './common.js';
+import type { AttentionWorkload } from './attention-common.js';
+
+/** kgen's KV cache formats, by catalog op. */
+export const ATTENTION_OPS = { f16: 'attention_f16', q8: 'attention_q8kv', q8_0: 'attention_q8_0kv', q4_0: 'attention_q4_0kv' } as const;
+export type KgenKvFormat = keyof typeof ATTENTION_OPS;
+export const KGEN_KV_FORMATS = Object.keys(ATTENTION_OPS) as KgenKvFormat[];
+
+export interface KgenAttentionCase {
+  workload: AttentionWorkload;
+  format: KgenKvFormat;
+  isa: string;
+  threads: readonly number[];
+  /** The workload's inputs and reference for this format (shared by the ISAs: the f64 reference of a prefill takes a while). */
+  data: (op: AttentionOp, shape: AttentionShape) => TestData;
+}
+
+/** Rows of one format and ISA on one workload, one per thread count; throws what went wrong. */
+export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow[]> {
+  const { B, Hq, Hkv, Sq, Skv, D } = c.workload.shape;
+  const shapeText = `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`;
+  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.isa}`;
+  const { plan, rendered } = emit({ target: 'c', op: ATTENTION_OPS[c.format], shape: shapeText, device: 'host', isa: c.isa });
+  const op = plan.op as AttentionOp;
+  const shape = plan.shape as AttentionShape;
+  const kv = kvBytes(op, shape);
+  const cacheBytes = 2 * (kv.rows + kv.scales);
+  log(`${label} ${shapeText}: ${(cacheBytes / 2 ** 20).toFixed(0)} MiB of KV, config ${JSON.stringify(plan.config)}`);
+  const data = c.data(op, shape);
+  const runner = runnerFor(plan);
+  const build = await runner.build(plan, rendered);
+  if (build.status !== 'ok') throw new Error(`compile error: ${build.detail.split('\n')[0]}`);
+  const rows: BenchRow[] = [];
+  try {
+    for (const threads of c.threads) {
+      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads };
+      const run = await runner.execute(build, data.inputs, { timing, timeoutMs: 600_000 });
+      if (run.status !== 'ok') throw new Error(`${run.status}: ${run.detail.split('\n')[0]}`);
+      const { ok, comparison } = data.check(run.output, plan.tolerance);
+      if (!ok) throw new Error(`wrong result: nmse ${comparison.nmse.toExponential(2)}`);
+      const t = run.timing!;
+      rows.push({
+        kind: 'kgen',
+        case: label,
+        shape: shapeText,
+        threads,
+        ms: t.medianMs,
+        minMs: t.minMs,
+        bytes: cacheBytes,
+        gbps: cacheBytes / (t.medianMs * 1e6),
+        gflops: plan.traffic.flops / (t.medianMs * 1e6),
+        runs: t.runs,
+        note: `KV read; config ${JSON.stringify(plan.config)}; nmse ${comparison.nmse.toExponential(2)}`,
+      });
+    }
+  } finally {
+    build.dispose();
+  }
+  return rows;
+}
+
+/** Test data per (op, shape), made once: every ISA of a format reads the same inputs. */
+export function sharedTestData(seed: number): (op: AttentionOp, shape: AttentionShape) => TestData {
+  const made = new Map<string, TestData>();
+  return (op, shape) => {
+    const key = JSON.stringify([op, shape]);
+    let d = made.get(key);
+    if (!d) made.set(key, (d = opKit('attention').testData(op, shape, seed)));
+    return d;
+  };
+}

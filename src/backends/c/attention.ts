@@ -1,0 +1,128 @@
+import { GGML_KV_BLOCK } from '../../ir/attention.js';
+import type { AttentionOp } from '../../ir/types.js';
+import type { PlanOf } from '../../plan/types.js';
+import { codecOf } from '../../quant/index.js';
+import { templateSet } from '../../render/templates.js';
+import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
+import { attentionHeaderView } from '../kernel-header.js';
+import type { RenderContext, RenderedKernel } from '../types.js';
+import { C_TOOLCHAINS } from './toolchain.js';
+
+type CpuAttentionPlan = PlanOf<'cpu-attention'>;
+
+/** How the C kernel and header name each KV format. */
+const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
+
+/**
+ * 2^f on [-0.5, 0.5] as its Taylor series to f^6 (coefficients ln(2)^k / k!): relative error
+ * below 1.3e-7, under f32's own rounding. Below 2^-126 the kernels return 0, which also takes the
+ * masked scores (-inf) to exactly 0.
+ */
+const EXP2 = (() => {
+  const c: Record<string, string> = {};
+  let term = 1;
+  for (let k = 1; k <= 6; k++) {
+    term *= Math.LN2 / k;
+    c[`c${k}`] = cFloat(term);
+  }
+  return { ...c, min: cFloat(-126) };
+})();
+
+/** A float as a C literal's digits (always with a point or exponent, so an `f` suffix makes a float). */
+function cFloat(x: number): string {
+  return x.toPrecision(9);
+}
+
+/** IEEE f32 exponent bias and mantissa bits (2^n is (n + bias) << mantissa bits). */
+const F32_BIAS = 127;
+const F32_MANT_BITS = 23;
+
+/** Bytes per prefetch: a cache line on every CPU the C variants target. */
+const CACHE_LINE_BYTES = 64;
+
+/** View fields the kernel, its header and the harness all print. */
+function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
+  const op = plan.op;
+  const p = plan.params;
+  const fn = symbol ?? `kgen_${op.name}`;
+  const kvRows = p.B * p.Hkv * p.Skv;
+  return {
+    ...p,
+    fn,
+    FN: fn.toUpperCase(),
+    qCType: op.q === 'f16' ? 'uint16_t' : 'float',
+    oCType: op.o === 'f16' ? 'uint16_t' : 'float',
+    hasScales: p.scalesPerRow > 0,
+    kvRows,
+    kvBytes: kvRows * p.rowBytes,
+    kvScaleBytes: kvRows * p.scalesPerRow * 2,
+    kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
+    kvLayoutText: p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`,
+    split: p.splits > 1,
+  };
+}
+
+/** kernel.c and kernel.h of a CPU attention plan, and the harness verify and the tuner build around them. */
+export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): RenderedKernel {
+  const op = plan.op;
+  const p = plan.params;
+  const templates = templateSet('c');
+  const shared = sharedView(plan, ctx.symbol);
+  const { fn, qCType, oCType } = shared;
+  const tc = C_TOOLCHAINS[p.isa]!;
+  const compileHint = `${tc.compiler} ${tc.flags.filter((f) => f !== '-static').join(' ')} -c kernel.c  (add -fopenmp for the threaded driver)`;
+  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
+  const view = {
+    ...shared,
+    ...attentionHeaderView(plan, ctx),
+    guard: `${shared.FN}_H`,
+    compileHint,
+    isaIncludes: `isa/${p.isa}_includes`,
+    isaPartial: `attention/isa/${p.isa}`,
+    kvPartial: `attention/kv/${p.kvFormat}`,
+    blockBytes: ggml?.bytesPerBlock ?? 0,
+    scaleBytes: 2,
+    halfBlock: GGML_KV_BLOCK / 2,
+    nibbleBits: 4,
+    nibbleMask: 15,
+    nibbleZero: 8,
+    causalFlag: p.causal ? 1 : 0,
+    splitsOuterFlag: p.splitsOuter ? 1 : 0,
+    f32Bias: F32_BIAS,
+    cacheLine: CACHE_LINE_BYTES,
+    f32MantBits: F32_MANT_BITS,
+    scaleLog2: cFloat(p.scaleLog2),
+    exp2: EXP2,
+    qLoad: op.q === 'f16' ? 'kg_f16_to_f32(q[i])' : 'q[i]',
+    oPack: op.o === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
+  };
+  const files = {
+    'kernel.c': templates.render('attention/kernel.c', view),
+    'kernel.h': templates.render('attention/kernel.h', view),
+  };
+  const sig = (ret: string, name: string, args: string) => `${ret} ${name}(${args})`;
+  const kvArgs = 'const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales';
+  return {
+    files,
+    harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
+    templateHash: templates.hash,
+    build: compileHint,
+    abi: [
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${4 * p.qFloats} of Q as scaled f32, then ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}` },
+      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: 'converts and scales Q once per call' },
+      {
+        symbol: `${fn}_tasks`,
+        signature: sig('void', `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end`),
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x KV head x query tile x KV split); disjoint ranges may run on different threads`,
+      },
+      { symbol: `${fn}_merge`, signature: sig('void', `${fn}_merge`, `const void *workspace, ${oCType} *o, int64_t row_begin, int64_t row_end`), doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp` },
+      { symbol: fn, signature: sig('void', fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace`), doc: 'prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp' },
+    ],
+  };
+}
+
+/** What a package's usage snippet prints about an attention kernel. */
+export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
+  const v = sharedView(plan, symbol);
+  return { symbol, B: v.B, Hq: v.Hq, Sq: v.Sq, D: v.D, Skv: v.Skv, qCType: v.qCType, oCType: v.oCType, hasScales: v.hasScales, kvText: `${v.kvFormatName}, ${v.kvLayoutText}` };
+}

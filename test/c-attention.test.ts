@@ -1,0 +1,153 @@
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
+import { verify } from '../src/api/verify.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
+import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import type { AttentionOp } from '../src/ir/types.js';
+import { f32ToF16Bits } from '../src/numeric/half.js';
+import { referenceAttention } from '../src/reference/attention.js';
+import { skipReason } from './helpers.js';
+
+/**
+ * C attention kernels against the f64 reference, which decodes the KV bytes itself. Tolerance: the
+ * plan's (f32 arithmetic; f16 Q or O add f16 rounding): NMSE <= 2e-6 and every element within
+ * 4e-3 of the output's peak; the kernels land near 1e-13 NMSE, so a wrong mask, merge or decode
+ * fails by orders of magnitude. Every C variant runs where this CPU (or qemu) can run it; the
+ * others are compiled with -Werror only.
+ */
+const VARIANTS = [
+  { isa: 'scalar', device: 'epyc-7763' },
+  { isa: 'avx2', device: 'epyc-7763' },
+  { isa: 'avx512', device: 'epyc-9654' },
+  { isa: 'neon', device: 'apple-m2' },
+] as const;
+
+const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
+
+/**
+ * Ragged cases: Skv (1000, 333, 200, 77) is a multiple of no key tile; Hq/Hkv in {8, 5, 4, 1}; Sq
+ * in {1, 5, 64}; causal and not; D in {64, 128}. Decode is forced through 3 KV splits (the
+ * merge), prefill through 4 query tiles of 16 (causal tiles skipped and masked on the diagonal).
+ */
+const CASES = [
+  { shape: 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', causal: true, config: { splits: 4 } },
+  { shape: 'B=2,Hq=20,Hkv=4,Sq=5,Skv=333,D=64', causal: false, config: { splits: 2, rowGroup: 4 } },
+  { shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=128', causal: true, config: { qBlock: 16 } },
+  { shape: 'B=1,Hq=3,Hkv=3,Sq=5,Skv=77,D=64', causal: true, config: {} },
+];
+
+const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
+
+for (const { isa, device } of VARIANTS) {
+  const tc = C_TOOLCHAINS[isa]!;
+  const missing = skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]);
+  const runnable = cannotRunReason(isa) === undefined;
+  if (!runnable) console.warn(`NOTE: ${isa} attention kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
+  describe.concurrent.skipIf(missing !== undefined)(`C attention ${isa}`, () => {
+    for (const format of FORMATS) {
+      it(`${format} KV: decode with splits, prefill tiles, GQA 8/5/4/1, causal and not${runnable ? '' : ' (compile only)'}`, async () => {
+        for (const c of CASES) {
+          const r = await verify({ target: 'c', ir: ir(format, c.causal), shape: c.shape, isa, device, config: c.config, werror: true });
+          expect(r.status, `${format} ${c.shape}: ${r.detail ?? ''}`).toBe('ok');
+          expect(r.ran).toBe(runnable);
+          if (runnable) {
+            expect(r.comparison!.nonFinite).toBe(0);
+            expect(r.comparison!.nmse, `${format} ${c.shape}`).toBeLessThanOrEqual(r.tolerance.nmse);
+          }
+        }
+      });
+    }
+  });
+}
+
+describe.concurrent('C attention: head dims, layouts and defaults', () => {
+  const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
+  it(`head dims 80, 96 and 256 (f16 Q and O; q8 with groups of 16 at D=80) on scalar and ${native}`, async () => {
+    for (const isa of [...new Set(['scalar', native])]) {
+      for (const [format, D, extra] of [['q8', 80, { kvGroupSize: 16 }], ['q8_0', 96, {}], ['f16', 256, {}]] as const) {
+        const op = { ...ir(format, true, extra), o: 'f16' };
+        const r = await verify({ target: 'c', ir: op, shape: `B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=${D}`, isa, device: 'host', werror: true });
+        expect(r.status, `${isa} ${format} D=${D}: ${r.detail ?? ''}`).toBe('ok');
+      }
+    }
+  });
+  it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8', async () => {
+    for (const [format, shape, config] of [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]] as const) {
+      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: 'host', config, sanitize: true });
+      expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it('either KV row order for any format (f16 positions x heads, q4_0 heads x positions)', async () => {
+    for (const [format, kvLayout] of [['f16', 'positions_heads'], ['q4_0', 'heads_positions']] as const) {
+      const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout }), shape: 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', isa: native, device: 'host', config: { splits: 2 }, werror: true });
+      expect(r.status, `${format} ${kvLayout}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it('the split count defaults from Skv and the device threads; prefill does not split; the manifest states the KV layout', () => {
+    const plan = (shape: string, device: string, op = 'attention_q8kv') => emit({ target: 'c', op, shape, device, isa: 'avx2' }).plan;
+    // 192 threads, 8 KV heads: 2 tasks per thread wants 48 splits of 32768 keys.
+    expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654').params).toMatchObject({ splits: 48 });
+    expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654').variant).toBe('split_kv');
+    // Never below 256 keys per split.
+    expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654').params).toMatchObject({ splits: 4 });
+    expect(plan('B=1,Hq=32,Hkv=8,Sq=2048,Skv=2048,D=128', 'epyc-9654').params).toMatchObject({ splits: 1, qBlock: 16 });
+    const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
+    expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
+    expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
+  });
+});
+
+describe('C attention package', () => {
+  it.skipIf(skipReason(['gcc']) !== undefined)('a package of an attention and a matmul kernel compiles with its usage snippet (attention first)', () => {
+    const pkg = buildPackage({
+      command: 'test',
+      kernels: [
+        { target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64', device: 'epyc-7763', isa: 'scalar' },
+        { target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=64', device: 'epyc-7763', isa: 'scalar' },
+      ],
+    });
+    const readme = pkg.files['README.md']!;
+    const usage = /```c\n([\s\S]*?)```/.exec(readme)![1]!;
+    expect(usage).toMatch(/k_scales, v, v_scales, o, workspace/);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-attn-pkg-'));
+    try {
+      for (const [name, text] of Object.entries(pkg.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), text);
+      }
+      writeFileSync(join(dir, 'use.c'), usage);
+      for (const k of pkg.index.kernels) execFileSync('gcc', ['-O1', '-std=c11', '-Wall', '-Werror', '-c', join(dir, k.dir, 'kernel.c'), '-o', join(dir, `${k.dir}.o`)]);
+      execFileSync('gcc', ['-Wall', '-Wextra', '-Werror', '-I', dir, '-c', join(dir, 'use.c'), '-o', join(dir, 'use.o')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('attention reference', () => {
+  /** f16 K and V rows from values, for hand-checkable cases. */
+  const f16 = (values: number[]) => ({ data: new Uint8Array(Uint16Array.from(values, f32ToF16Bits).buffer) });
+  const op: AttentionOp = { kind: 'attention', name: 'r', q: 'f32', kvCache: 'f16', o: 'f32', causal: true };
+  it('one visible key returns its value row; equal scores average the value rows', () => {
+    const shape = { B: 1, Hq: 1, Hkv: 1, Sq: 2, Skv: 2, D: 2 };
+    const out = referenceAttention(op, shape, { q: new Float32Array([0, 0, 0, 0]), k: f16([1, 2, 3, 4]), v: f16([10, 20, 30, 50]) });
+    // Query 0 sees key 0 only (causal); query 1 sees both with equal scores (Q = 0).
+    expect([...out]).toEqual([10, 20, 20, 35]);
+  });
+  it('decodes q4_0 rows itself: (nibble - 8) * d', () => {
+    const shape = { B: 1, Hq: 1, Hkv: 1, Sq: 1, Skv: 1, D: 32 };
+    const block = new Uint8Array(18);
+    block.set([0x00, 0x38]); // d = 0.5
+    for (let j = 0; j < 16; j++) block[2 + j] = j | ((15 - j) << 4);
+    const out = referenceAttention({ ...op, kvCache: 'q4_0' }, shape, { q: new Float32Array(32), k: { data: block }, v: { data: block } });
+    expect(out[0]).toBe(-4);
+    expect(out[15]).toBe(3.5);
+    expect(out[16]).toBe(3.5);
+    expect(out[31]).toBe(-4);
+  });
+});
