@@ -4,7 +4,7 @@ import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
 import type { PackageBuild, PackagedKernel } from '../types.js';
-import { nvccFlags } from './matmul.js';
+import { nvccFlags } from './view.js';
 
 /**
  * The root files of a package of CUDA kernels: a Makefile (libkgen_kernels.a through nvcc, each
