@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
+import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
@@ -158,6 +159,24 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
     await Promise.all([worker(), worker()]);
     expect(failures).toEqual([]);
   }, 300_000);
+});
+
+describe.skipIf(noNvcc !== undefined)('on a GPU, attention runs through its run kit built by nvcc', () => {
+  // A GPU as nvidia-smi would list it; nothing here runs on it, the build needs only nvcc.
+  const gpu = { index: 0, name: 'NVIDIA GeForce RTX 4090', computeCapability: '8.9', arch: 'sm_89', driverVersion: '550.00' };
+
+  it('the runner a GPU machine picks builds kernel.cu and kgen_run.cu with nvcc, warnings as errors', async () => {
+    const e = emit({ target: 'cuda', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', device: 'rtx4090' });
+    const runner = cudaRunnerFor(e.plan, { detection: { status: 'found', gpus: [gpu], how: 'test' } });
+    expect(runner.name).toMatch(/^gpu NVIDIA GeForce RTX 4090 \(sm_89, nvcc \+ the kernel's run kit\)/);
+    expect(runner.timesAreReal).toBe(true);
+    const build = await runner.build(e.plan, e.rendered, { werror: true });
+    expect(build.status, build.status === 'compile_error' ? build.detail : '').toBe('ok');
+    if (build.status === 'ok') build.dispose();
+    // Matmul keeps the driver-API harness.
+    const m = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=64,K=64', device: 'rtx4090' });
+    expect(cudaRunnerFor(m.plan, { detection: { status: 'found', gpus: [gpu], how: 'test' } }).name).toMatch(/driver API/);
+  }, 180_000);
 });
 
 describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op attention_* on the command line', () => {
