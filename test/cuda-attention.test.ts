@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -198,6 +198,25 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     expect(run.exitCode, run.all).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true, kernel: { variant: 'splitk_decode' } });
   }, 120_000);
+
+  it('emit --package: attention kernels beside a matmul, the README calling the first; make builds it where nvcc is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cuda-att-pkg-'));
+    const kernels = [
+      { op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64' },
+      { op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64' },
+      { op: 'matmul_q4', shape: 'M=1,N=64,K=64' },
+    ];
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
+    const pkg = join(dir, 'pkg');
+    const r = await execa(KGEN, ['emit', '--target', 'cuda', '--device', 'rtx4090', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
+    expect(readme).toMatch(/cudaError_t run_kgen_attention_q8kv\w*\(const uint16_t \*q, const uint8_t \*k, const uint8_t \*v, const uint8_t \*k_scales, const uint8_t \*v_scales, uint16_t \*o, void \*workspace, cudaStream_t stream\)/);
+    if (noNvcc === undefined) {
+      const make = await execa('make', [], { cwd: pkg, reject: false, all: true });
+      expect(make.exitCode, make.all).toBe(0);
+    }
+  }, 180_000);
 
   it('verify --target cuda --op attention_q8kv runs through the CPU shim when there is no GPU', async () => {
     const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', '--device', 'rtx4090'], { reject: false });

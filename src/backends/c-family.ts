@@ -39,13 +39,14 @@ export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
 /**
  * A C-family package's root files from the target's package templates (`Makefile`, `CMakeLists.txt`,
  * `kgen_kernels.h`, and `usage.<ext>` for the README), given the view the build files print and
- * how to build.
+ * how to build. The usage snippet shows the first kernel: a matmul's by default, else the view the
+ * backend gives (`usageView`).
  */
 export function cFamilyPackage(
   templates: TemplateSet,
   kernels: readonly PackagedKernel[],
   view: object,
-  how: { build: string[]; usageTemplate: string; usageLanguage: string },
+  how: { build: string[]; usageTemplate: string; usageLanguage: string; usageView?: object },
 ): PackageBuild {
   const contents = "Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and `manifest.json` (ABI, launch, buffers, budgets, tolerance, config and where it came from).";
   const first = kernels[0]!;
@@ -58,7 +59,7 @@ export function cFamilyPackage(
     },
     contents,
     build: how.build,
-    usage: templates.render(how.usageTemplate, packageUsageView(op, first.plan.shape, first.symbol)),
+    usage: templates.render(how.usageTemplate, how.usageView ?? packageUsageView(op, first.plan.shape, first.symbol)),
     usageLanguage: how.usageLanguage,
   };
 }
