@@ -30,8 +30,8 @@ const attention = (kvCache: 'f16' | 'q8', causal: boolean, extra: Record<string,
 interface Case {
   ir: ReturnType<typeof attention>;
   shape: string;
-  variant: 'splitk_decode' | 'flash_prefill';
-  config?: Record<string, number>;
+  variant: 'splitk_decode' | 'flash_prefill' | 'flash_prefill_mma';
+  config?: Record<string, number | string>;
   device?: string;
 }
 
@@ -43,18 +43,21 @@ const CASES: Case[] = [
   { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16, warps: 8, stages: 3 } },
   // A group of 16 heads x 5 queries = 80 rows: two row groups per KV head.
   { ir: attention('f16', true), shape: 'B=1,Hq=16,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
-  // Prefill: Sq = 64 over Skv = 77 (causal: 13 keys before the first query's diagonal), several query tiles.
-  { ir: attention('f16', true), shape: 'B=1,Hq=8,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill' },
-  { ir: attention('q8', true), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { br: 16, bc: 32 } },
-  { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { br: 32, bc: 16, stages: 3, warps: 2 } },
-  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=64,Skv=77,D=64', variant: 'flash_prefill' },
+  // Prefill: Sq = 64 over Skv = 77 (causal: 13 keys before the first query's diagonal), several
+  // query tiles; tensor cores (the default on sm_89; one warp of 16 rows with br = 16) and SIMT.
+  { ir: attention('f16', true), shape: 'B=1,Hq=8,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  { ir: attention('q8', true), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill_mma', config: { br: 16, bc: 32 } },
+  { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { math: 'simt', br: 32, bc: 16, stages: 3, warps: 2 } },
+  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma', config: { bc: 32, stages: 3 } },
   // Sq = Skv, causal: the first row sees one key; tiles past each query tile's diagonal are skipped.
-  { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=64', variant: 'flash_prefill', config: { br: 16, bc: 16 } },
+  { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=64', variant: 'flash_prefill', config: { math: 'simt', br: 16, bc: 16 } },
+  { ir: attention('f16', true), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=128', variant: 'flash_prefill_mma', config: { br: 32, bc: 16 } },
   // f32 Q and O, an explicit scale, a q8 group of 16.
   { ir: attention('q8', true, { q: 'f32', o: 'f32', scale: 0.2, kvGroupSize: 16 }), shape: 'B=1,Hq=4,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
-  { ir: attention('f16', true, { q: 'f32', o: 'f32' }), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill' },
-  // sm_75: cp.async becomes a plain copy.
+  { ir: attention('f16', true, { q: 'f32', o: 'f32' }), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  // sm_75: cp.async becomes a plain copy, and prefill is SIMT (no mma.sync m16n8k16 in the profile).
   { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=128', variant: 'splitk_decode', device: 't4' },
+  { ir: attention('f16', false), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill', device: 't4' },
 ];
 
 async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
@@ -76,13 +79,12 @@ describe.concurrent.skipIf(noGpp !== undefined)('CUDA attention through the CPU 
     }, 120_000);
   }
 
-  it('passes AddressSanitizer and UBSan (decode with its merge, prefill)', async () => {
-    await expectOk(CASES[1]!, { sanitize: true });
-    await expectOk(CASES[6]!, { sanitize: true });
+  it('passes AddressSanitizer and UBSan (decode with its merge, prefill on tensor cores and SIMT)', async () => {
+    for (const i of [1, 6, 7]) await expectOk(CASES[i]!, { sanitize: true });
   }, 180_000);
 
   it('a plan over the static shared-memory limit launches with dynamic shared memory', async () => {
-    const c: Case = { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { br: 64, bc: 32 } };
+    const c: Case = { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { math: 'simt', br: 64, bc: 32 } };
     const e = emit({ target: 'cuda', ir: c.ir, shape: c.shape, device: 'rtx4090', config: c.config });
     expect(e.plan.launch.dynamicShared).toBe(true);
     await expectOk(c);
@@ -119,7 +121,7 @@ describe('attention plans state what the kernels need', () => {
     expect(d.files['kernel.h']).toContain(`#define KGEN_ATTENTION_Q8KV_WORKSPACE_BYTES ${4 * 2 * 8 * 16 * 4 * 130}`);
     expect(d.manifest.abi[0]!.signature).toBe('cudaError_t kgen_attention_q8kv(const uint16_t *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, uint16_t *o, void *workspace, cudaStream_t stream)');
     const p = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', device: 'rtx4090' });
-    expect(p.plan.variant).toBe('flash_prefill');
+    expect(p.plan.variant).toBe('flash_prefill_mma');
     expect(p.manifest.launch.workspaceBytes).toBe(0);
     expect(p.manifest.launch.secondPass).toBeUndefined();
   });
@@ -130,10 +132,15 @@ describe('attention plans state what the kernels need', () => {
 });
 
 describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 and sm_89', () => {
+  const shapes: [string, Record<string, string>][] = [
+    ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', {}],
+    ['B=1,Hq=40,Hkv=8,Sq=4,Skv=1000,D=64', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', {}],
+    ['B=1,Hq=8,Hkv=8,Sq=100,Skv=300,D=64', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', { math: 'simt' }],
+  ];
   const cases = ['a100-80gb', 'rtx4090'].flatMap((device) =>
-    ['attention_f16', 'attention_q8kv'].flatMap((op) =>
-      ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', 'B=1,Hq=40,Hkv=8,Sq=4,Skv=1000,D=64', 'B=1,Hq=8,Hkv=8,Sq=100,Skv=300,D=64'].map((shape) => ({ device, op, shape })),
-    ),
+    ['attention_f16', 'attention_q8kv'].flatMap((op) => shapes.map(([shape, config]) => ({ device, op, shape, config }))),
   );
 
   it(`the default configs compile warning-free, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
@@ -142,8 +149,8 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
     const worker = async () => {
       while (next < cases.length) {
         const c = cases[next++]!;
-        const label = `${c.device} ${c.op} ${c.shape}`;
-        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device });
+        const label = `${c.device} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`;
+        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config });
         const r = await ptxasCheck(e.rendered, { arch: e.plan.params.arch, werror: true });
         if (r.status !== 'ok') {
           failures.push(`${label}: ${r.detail.slice(0, 400)}`);
@@ -221,7 +228,7 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
   it('verify --target cuda --op attention_q8kv runs through the CPU shim when there is no GPU', async () => {
     const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', '--device', 'rtx4090'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^ok: attention_q8kv cuda\/flash_prefill B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64/);
+    expect(r.stdout).toMatch(/^ok: attention_q8kv cuda\/flash_prefill_mma B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64/);
     if (!hasTool('nvidia-smi')) expect(r.stdout).toContain('cuda-cpu-shim');
   }, 120_000);
 });

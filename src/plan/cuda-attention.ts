@@ -1,7 +1,7 @@
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
-import { cudaBudgets } from './cuda-common.js';
+import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -32,8 +32,8 @@ interface KvLayout {
 
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
 
-/** What both kernels print: the shape, the KV row format and layout, the tile loop's sizes, shared-memory offsets. */
-type TileLoopParams = Dims & {
+/** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
+type RingParams = Dims & {
   arch: string;
   group: number;
   causal: boolean;
@@ -63,17 +63,10 @@ type TileLoopParams = Dims & {
   stages: number;
   warps: number;
   threads: number;
-  /** Quads (4 values) of a row of D. */
-  dQuads: number;
-  /** Loop trip counts per thread: staging items, (row, key) scores, output quads (4 values of D). */
+  /** Staging items (16-byte chunks and scales of K and V) per thread and tile. */
   stageIters: number;
-  scoreIters: number;
-  quadsPerThread: number;
-  /** Shared memory: byte offsets of the Q rows (f32, pre-scaled), K/V stages, scores, row statistics. */
-  offQ: number;
+  /** Byte offset of the K/V stages in shared memory, and of one stage (K then V). */
   offKv: number;
-  offScores: number;
-  offStats: number;
   kvStageBytes: number;
   smemBytes: number;
   smemStatic: number;
@@ -83,8 +76,26 @@ type TileLoopParams = Dims & {
   gridZ: number;
 };
 
+/** The SIMT tile loop (templates/cuda/attention/tile_loop.hbs): Q rows, scores and row statistics in shared memory. */
+type SimtParams = {
+  /** Quads (4 values) of a row of D. */
+  dQuads: number;
+  /** Loop trip counts per thread: (row, key) scores, output quads. */
+  scoreIters: number;
+  quadsPerThread: number;
+  /** Byte offsets of the Q rows (f32, pre-scaled), the scores and the row statistics. */
+  offQ: number;
+  offScores: number;
+  offStats: number;
+};
+
+/** The tensor-core prefill: k16 slices and n8 blocks of D and of a key tile. */
+type MmaParams = { dSlices: number; dBlocks: number; keySlices: number; keyBlocks: number };
+
+type PrefillParams = { br: number; bc: number; qTiles: number };
+
 export type CudaAttentionParams =
-  | (TileLoopParams & {
+  | (RingParams & SimtParams & {
       kernel: 'splitk_decode';
       /** Blocks along the KV sequence (the kvSplit knob, fewer when the sequence is short) and keys per split. */
       splits: number;
@@ -99,7 +110,8 @@ export type CudaAttentionParams =
       /** Values of D per lane in the merge (ceil(D / 32)). */
       mergeIters: number;
     })
-  | (TileLoopParams & { kernel: 'flash_prefill'; br: number; bc: number; qTiles: number });
+  | (RingParams & SimtParams & PrefillParams & { kernel: 'flash_prefill' })
+  | (RingParams & MmaParams & PrefillParams & { kernel: 'flash_prefill_mma' });
 
 declare module './types.js' {
   interface PlanFamilies {
@@ -125,6 +137,11 @@ function decodeRowGroups(shape: Dims): number {
 
 const KV_SPLITS = [16, 8, 32, 4, 64, 1];
 
+/** Registers of the tensor-core prefill's fragments per thread: Q (D/16 x 4), scores (bc/8 x 4), output (D/8 x 4). */
+function mmaRegisters(D: number, bc: number): number {
+  return (D / 16) * 4 + (bc / 8) * 4 + (D / 8) * 4;
+}
+
 function cudaSpace(req: Req): SearchSpace {
   const { shape, device } = req;
   if (shape.Sq <= SPLITK_MAX_SQ) {
@@ -148,14 +165,17 @@ function cudaSpace(req: Req): SearchSpace {
   }
   return {
     knobs: [
+      { name: 'math', values: hasMmaM16n8k16(device) ? ['mma', 'simt'] : ['simt'], doc: 'mma: scores and P.V on tensor cores (mma.sync m16n8k16, f16 operands; sm_80+); simt: f32 FMA' },
       { name: 'br', values: [64, 128, 32, 16], doc: 'query rows per block' },
       { name: 'bc', values: [64, 32, 128, 16], doc: 'keys per tile' },
       { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },
-      { name: 'warps', values: [4, 8, 2], doc: 'warps per block' },
+      { name: 'warps', values: [4, 8, 2, 1], doc: 'warps per block' },
     ],
     restrictions: [
       ...formatRestrictions(req),
       { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
+      { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
+      { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
     ],
   };
 }
@@ -189,8 +209,13 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const slotBytes = round16(kvRowBytes + kvScaleRowBytes) + 16;
   const layout = kvLayout(shape);
 
-  const qBytes = rows * D * 4;
+  const mma = !decode && config.math === 'mma';
   const kvStageBytes = 2 * keys * slotBytes;
+  const kvWhat = q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`;
+  const kvBuffer: OnChipBuffer = { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${kvWhat}, padded)` };
+  // SIMT: Q rows, the K/V ring, scores and row statistics in shared memory. mma: only the ring;
+  // Q, scores and statistics live in registers.
+  const qBytes = mma ? 0 : rows * D * 4;
   const scoreBytes = rows * keys * 4;
   const statBytes = round16(3 * rows * 4);
   const offQ = 0;
@@ -198,14 +223,15 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const offScores = offKv + stages * kvStageBytes;
   const offStats = offScores + scoreBytes;
   const quadsPerThread = ceilDiv((rows * D) / 4, threads);
-  const kvWhat = q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`;
-  const buffers: OnChipBuffer[] = [
-    { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
-    { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${kvWhat}, padded)` },
-    { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
-    { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
-    { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, addressing` },
-  ];
+  const buffers: OnChipBuffer[] = mma
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: 40 + mmaRegisters(D, keys), why: `Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks) and output (${D / 8} n8 blocks) fragments, 4 registers each, plus addressing` }]
+    : [
+        { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
+        kvBuffer,
+        { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
+        { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
+        { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, addressing` },
+      ];
   const shared = sumBytes(buffers, 'shared');
   const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
   const common = {
@@ -220,12 +246,9 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     kvPosRows: layout.posRows,
     kvRowBytes, kvScaleRowBytes, kvGroup, kvChunks, kvPieces, slotBytes,
     slotScaleOffset: kvRowBytes,
-    dQuads: D / 4,
     rows, rowSpace, keys, stages, warps, threads,
     stageIters: ceilDiv(2 * keys * kvPieces, threads),
-    scoreIters: ceilDiv(rows * keys, threads),
-    quadsPerThread,
-    offQ, offKv, offScores, offStats, kvStageBytes,
+    offKv, kvStageBytes,
     smemBytes: shared,
     smemStatic: isStatic ? shared : 0,
     dynamicShared: !isStatic,
@@ -235,10 +258,12 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     op, shape, target, device: device.name, config,
     buffers,
     budgets: cudaBudgets(device, buffers, threads),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+    // mma rounds Q, K, V and P to f16.
+    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' || mma }),
     traffic: attentionTraffic(op, shape),
   };
   const block: [number, number, number] = [threads, 1, 1];
+  const simt = { dQuads: D / 4, scoreIters: ceilDiv(rows * keys, threads), quadsPerThread, offQ, offScores, offStats };
   if (decode) {
     const rowGroups = decodeRowGroups(shape);
     const splitKeys = ceilDiv(ceilDiv(Skv, config.kvSplit as number), keys) * keys;
@@ -267,7 +292,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
         `merge: ${mergeGrid} blocks of ${mergeWarps} warps, one output row per warp: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`,
       ],
       params: {
-        ...common, kernel: 'splitk_decode', splits, splitKeys, rowGroups, wsAccFloats, workspaceBytes, mergeWarps,
+        ...common, ...simt, kernel: 'splitk_decode', splits, splitKeys, rowGroups, wsAccFloats, workspaceBytes, mergeWarps,
         mergeThreads: mergeWarps * 32, mergeGrid, mergeIters: ceilDiv(D, 32), gridX: grid[0], gridY: grid[1], gridZ: grid[2],
       },
     };
@@ -275,16 +300,22 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const br = config.br as number;
   const qTiles = ceilDiv(Sq, br);
   const grid: [number, number, number] = [qTiles, Hq, B];
+  const prefill = { br, bc: keys, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] };
+  const variant = mma ? 'flash_prefill_mma' : 'flash_prefill';
   return {
     ...base,
-    variant: 'flash_prefill',
+    variant,
     launch: { grid, block, gridExpr: [`ceil(Sq / ${br})`, 'Hq', 'B'], sharedBytes: shared, dynamicShared: !isStatic, workspaceBytes: 0 },
     loops: [
       `grid ${qTiles} query tiles of ${br} rows x ${Hq} heads x ${B}`,
       `  for j0 in [0, ${op.causal ? 'the tile\'s last diagonal key' : String(Skv)}) step ${keys}, ${stages}-stage cp.async ring:${op.causal ? ' keys past a row\'s diagonal masked' : ''}`,
-      '    scores, online softmax (base 2), acc += P.V; O = acc / sum',
+      mma
+        ? `    per warp 16 rows: S = Q K^T and O += P V as mma.sync m16n8k16 (f16 fragments, f32 accumulators), online softmax in registers (base 2); O = acc / sum`
+        : '    scores, online softmax (base 2), acc += P.V; O = acc / sum',
     ],
-    params: { ...common, kernel: 'flash_prefill', br, bc: keys, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] },
+    params: mma
+      ? { ...common, ...prefill, kernel: 'flash_prefill_mma', dSlices: D / 16, dBlocks: D / 8, keySlices: keys / 16, keyBlocks: keys / 8 }
+      : { ...common, ...simt, ...prefill, kernel: 'flash_prefill' },
   };
 }
 

@@ -10,6 +10,7 @@ type CudaAttentionPlan = PlanOf<'cuda-attention'>;
 const VARIANT_TEXT: Record<CudaAttentionPlan['variant'], string> = {
   splitk_decode: 'split-KV decode (the KV sequence split across blocks, all query heads of a GQA group per block, merged by log-sum-exp), SIMT',
   flash_prefill: 'flash prefill (query tiles x key tiles, online softmax), SIMT',
+  flash_prefill_mma: 'flash prefill (query tiles x key tiles, online softmax), tensor cores (mma.sync m16n8k16)',
 };
 
 /** Where V starts in the run kit's one K-and-V allocation: past K, 256-byte aligned. */
@@ -39,6 +40,8 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     configJson: commentText(JSON.stringify(configInUse(plan))),
     opText: `grouped-query attention${op.causal ? ' (causal)' : ''}, Q ${op.q}, KV cache ${q8 ? `q8 (int8, one f16 scale per ${op.kvGroupSize} values)` : 'f16'}, O ${op.o}`,
     variantText: VARIANT_TEXT[plan.variant],
+    // The PTX wrappers of mma.sync (templates/cuda/ptx.hbs) are rendered only where a kernel uses them.
+    mma: p.kernel === 'flash_prefill_mma',
     kvText,
     kvPartial: `attention/kv/${op.kvCache}`,
     kernelPartial: `attention/${plan.variant}`,
