@@ -14,8 +14,9 @@ import { hasTool, skipReason } from './helpers.js';
 /**
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
  * against the f64 reference, on ragged shapes: Skv = 77 is a multiple of no tile (16..128) and
- * splits unevenly; Sq in {1, 5, 64}; Hq/Hkv in {1, 4, 5, 8}; causal and not; D in {64, 128}; f16
- * and q8 KV caches. Each case compiles its own kernel, so the list is a covering subset.
+ * splits unevenly; Sq in {1, 5, 64}; Hq/Hkv in {1, 4, 5, 8}; causal and not; D in {64, 128} (and
+ * 80, 96, 256 once each); f16 and q8 KV caches. Each case compiles its own kernel, so the list is a
+ * covering subset.
  */
 const noGpp = skipReason(['g++']);
 const noNvcc = skipReason(['nvcc']);
@@ -55,6 +56,10 @@ const CASES: Case[] = [
   // f32 Q and O, an explicit scale, a q8 group of 16.
   { ir: attention('q8', true, { q: 'f32', o: 'f32', scale: 0.2, kvGroupSize: 16 }), shape: 'B=1,Hq=4,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
   { ir: attention('f16', true, { q: 'f32', o: 'f32' }), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  // Head dims 80, 96 and 256 (mma is ruled out at 256: too many fragment registers, so SIMT).
+  { ir: attention('q8', true, { kvGroupSize: 16 }), shape: 'B=1,Hq=6,Hkv=2,Sq=3,Skv=150,D=80', variant: 'splitk_decode' },
+  { ir: attention('f16', false), shape: 'B=1,Hq=3,Hkv=1,Sq=20,Skv=50,D=96', variant: 'flash_prefill_mma' },
+  { ir: attention('q8', true), shape: 'B=1,Hq=2,Hkv=1,Sq=20,Skv=30,D=256', variant: 'flash_prefill' },
   // sm_75: cp.async becomes a plain copy, and prefill is SIMT (no mma.sync m16n8k16 in the profile).
   { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=128', variant: 'splitk_decode', device: 't4' },
   { ir: attention('f16', false), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill', device: 't4' },
