@@ -180,12 +180,37 @@ function cudaSpace(req: Req): SearchSpace {
   };
 }
 
+const round16 = (n: number) => ceilDiv(n, 16) * 16;
+
+/**
+ * One K or V row of D values as stored and as staged in shared memory, per KV format: its bytes in
+ * k/v and in k_scales/v_scales, the pieces it is staged as (16-byte chunks of values, then one
+ * piece per 2-byte scale; kg_kv_stage of the format's partial), and its slot: values, scales at
+ * `slotScaleOffset`, 16 bytes of padding so consecutive rows start in different banks. A new
+ * format (a ggml block layout) is one more case here and one partial in templates/cuda/attention/kv/.
+ */
+function kvRowFormat(op: AttentionOp, D: number) {
+  const q8 = op.kvCache === 'q8';
+  const kvGroup = q8 ? op.kvGroupSize! : D;
+  const kvRowBytes = q8 ? D : 2 * D;
+  const kvScaleRowBytes = q8 ? (2 * D) / kvGroup : 0;
+  const kvChunks = kvRowBytes / 16;
+  return {
+    kvGroup,
+    kvRowBytes,
+    kvScaleRowBytes,
+    kvChunks,
+    kvPieces: kvChunks + kvScaleRowBytes / 2,
+    slotBytes: round16(kvRowBytes + kvScaleRowBytes) + 16,
+    slotScaleOffset: kvRowBytes,
+    what: q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`,
+  };
+}
+
 /** Row strides of the KV cache: heads x positions ([B, Hkv, Skv, D]), the layout of the op's harness files. */
 function kvLayout(shape: Dims): KvLayout {
   return { name: 'heads x positions: [B, Hkv, Skv, D]', batchRows: shape.Hkv * shape.Skv, headRows: shape.Skv, posRows: 1 };
 }
-
-const round16 = (n: number) => ceilDiv(n, 16) * 16;
 
 function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const { op, shape, device, target } = req;
@@ -199,20 +224,13 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const rowSpace = decode ? group * Sq : Sq;
   const rows = decode ? Math.min(rowSpace, DECODE_MAX_ROWS) : (config.br as number);
 
-  // The KV row as stored, and as staged: its 16-byte chunks of values, then its scales.
-  const q8 = op.kvCache === 'q8';
-  const kvGroup = q8 ? op.kvGroupSize! : D;
-  const kvRowBytes = q8 ? D : 2 * D;
-  const kvScaleRowBytes = q8 ? (2 * D) / kvGroup : 0;
-  const kvChunks = kvRowBytes / 16;
-  const kvPieces = kvChunks + (q8 ? D / kvGroup : 0);
-  const slotBytes = round16(kvRowBytes + kvScaleRowBytes) + 16;
+  const row = kvRowFormat(op, D);
+  const { kvRowBytes, kvScaleRowBytes, slotBytes } = row;
   const layout = kvLayout(shape);
 
   const mma = !decode && config.math === 'mma';
   const kvStageBytes = 2 * keys * slotBytes;
-  const kvWhat = q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`;
-  const kvBuffer: OnChipBuffer = { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${kvWhat}, padded)` };
+  const kvBuffer: OnChipBuffer = { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${row.what}, padded)` };
   // SIMT: Q rows, the K/V ring, scores and row statistics in shared memory. mma: only the ring;
   // Q, scores and statistics live in registers.
   const qBytes = mma ? 0 : rows * D * 4;
@@ -244,10 +262,13 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     kvBatchRows: layout.batchRows,
     kvHeadRows: layout.headRows,
     kvPosRows: layout.posRows,
-    kvRowBytes, kvScaleRowBytes, kvGroup, kvChunks, kvPieces, slotBytes,
-    slotScaleOffset: kvRowBytes,
+    kvRowBytes, kvScaleRowBytes, slotBytes,
+    kvGroup: row.kvGroup,
+    kvChunks: row.kvChunks,
+    kvPieces: row.kvPieces,
+    slotScaleOffset: row.slotScaleOffset,
     rows, rowSpace, keys, stages, warps, threads,
-    stageIters: ceilDiv(2 * keys * kvPieces, threads),
+    stageIters: ceilDiv(2 * keys * row.kvPieces, threads),
     offKv, kvStageBytes,
     smemBytes: shared,
     smemStatic: isStatic ? shared : 0,
