@@ -139,10 +139,11 @@ describe('attention plans state what the kernels need', () => {
 describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 and sm_89', () => {
   const shapes: [string, Record<string, string>][] = [
     ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', {}],
-    ['B=1,Hq=40,Hkv=8,Sq=4,Skv=1000,D=64', {}],
+    // D = 256: 32 rows a block (two row groups of the 64 here), SIMT prefill (mma is ruled out).
+    ['B=1,Hq=64,Hkv=8,Sq=8,Skv=1000,D=256', {}],
     ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', {}],
     ['B=1,Hq=8,Hkv=8,Sq=100,Skv=300,D=64', {}],
-    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', { math: 'simt' }],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=256', {}],
   ];
   const cases = ['a100-80gb', 'rtx4090'].flatMap((device) =>
     ['attention_f16', 'attention_q8kv'].flatMap((op) => shapes.map(([shape, config]) => ({ device, op, shape, config }))),

@@ -18,8 +18,13 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restric
  *   masked.
  */
 
-/** Most query rows one decode block holds; a larger GQA group is split over blocks along y. */
-export const DECODE_MAX_ROWS = 64;
+/**
+ * Most query rows one decode block holds: 64, and no more than 32 KiB of f32 Q rows (32 rows at
+ * D = 256); a larger GQA group is split over blocks along y.
+ */
+export function decodeMaxRows(D: number): number {
+  return Math.min(64, Math.floor(32768 / (4 * D)));
+}
 
 /** KV tensor layout: rows of D values; a row's index is b * batchRows + head * headRows + position * posRows. */
 interface KvLayout {
@@ -132,10 +137,18 @@ function formatRestrictions(req: Req): Restriction[] {
 
 /** Blocks the decode grid has besides its splits. */
 function decodeRowGroups(shape: Dims): number {
-  return ceilDiv((shape.Hq / shape.Hkv) * shape.Sq, DECODE_MAX_ROWS);
+  return ceilDiv((shape.Hq / shape.Hkv) * shape.Sq, decodeMaxRows(shape.D));
 }
 
 const KV_SPLITS = [16, 8, 32, 4, 64, 1];
+
+/** Most output quads (4 f32 accumulators each) a SIMT thread holds: more spill (ptxas, sm_90, D = 256). */
+const MAX_QUADS = 16;
+
+/** The SIMT tile loop's register rule for `rows` query rows a block (a config's `warps` threads). */
+function quadLimit(rows: number, D: number): Restriction {
+  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, 32 * (c.warps as number)) <= MAX_QUADS };
+}
 
 /** Registers of the tensor-core prefill's fragments per thread: Q (D/16 x 4), scores (bc/8 x 4), output (D/8 x 4). */
 function mmaRegisters(D: number, bc: number): number {
@@ -160,6 +173,7 @@ function cudaSpace(req: Req): SearchSpace {
       restrictions: [
         ...formatRestrictions(req),
         { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) },
+        quadLimit(Math.min(shape.Sq * (shape.Hq / shape.Hkv), decodeMaxRows(shape.D)), shape.D),
       ],
     };
   }
@@ -176,6 +190,7 @@ function cudaSpace(req: Req): SearchSpace {
       { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
       { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
       { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
+      { ...quadLimit(0, shape.D), allows: (c) => c.math === 'mma' || quadLimit(c.br as number, shape.D).allows(c) },
     ],
   };
 }
@@ -222,7 +237,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const stages = config.stages as number;
   const keys = (decode ? config.kvBlock : config.bc) as number;
   const rowSpace = decode ? group * Sq : Sq;
-  const rows = decode ? Math.min(rowSpace, DECODE_MAX_ROWS) : (config.br as number);
+  const rows = decode ? Math.min(rowSpace, decodeMaxRows(D)) : (config.br as number);
 
   const row = kvRowFormat(op, D);
   const { kvRowBytes, kvScaleRowBytes, slotBytes } = row;
