@@ -40,8 +40,8 @@ const CASES: Case[] = [
   // Decode: Sq 1 and 5, several splits over 77 keys (the last split short), GQA groups of 4, 5, 8 and 1.
   { ir: attention('f16', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', variant: 'splitk_decode' },
   { ir: attention('q8', true), shape: 'B=1,Hq=5,Hkv=1,Sq=5,Skv=77,D=128', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16 } },
-  { ir: attention('f16', false), shape: 'B=1,Hq=8,Hkv=1,Sq=5,Skv=77,D=128', variant: 'splitk_decode', config: { kvSplit: 1, kvBlock: 32, warps: 2 } },
-  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16, warps: 8, stages: 3 } },
+  { ir: attention('f16', false), shape: 'B=1,Hq=8,Hkv=1,Sq=5,Skv=77,D=128', variant: 'splitk_decode', config: { kvSplit: 1, kvBlock: 32, warps: 8 } },
+  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16, warps: 2, stages: 3 } },
   // A group of 16 heads x 5 queries = 80 rows: two row groups per KV head.
   { ir: attention('f16', true), shape: 'B=1,Hq=16,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
   // Prefill: Sq = 64 over Skv = 77 (causal: 13 keys before the first query's diagonal), several
