@@ -9,6 +9,7 @@ import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
+import type { PlanOf } from '../src/plan/types.js';
 import { hasTool, skipReason } from './helpers.js';
 
 /**
@@ -75,7 +76,7 @@ async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<vo
   expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
 }
 
-describe.concurrent.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', () => {
+describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', { concurrent: true }, () => {
   // Two cases per test, so a loaded machine stays inside the timeout.
   for (let i = 0; i < CASES.length; i += 2) {
     const pair = CASES.slice(i, i + 2);
@@ -157,14 +158,15 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
         const c = cases[next++]!;
         const label = `${c.device} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`;
         const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config });
-        const r = await ptxasCheck(e.rendered, { arch: e.plan.params.arch, werror: true });
+        const params = (e.plan as PlanOf<'cuda-attention'>).params;
+        const r = await ptxasCheck(e.rendered, { arch: params.arch, werror: true });
         if (r.status !== 'ok') {
           failures.push(`${label}: ${r.detail.slice(0, 400)}`);
           continue;
         }
         const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
         if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
-        else if (main.sharedBytes !== e.plan.params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${e.plan.params.smemStatic}`);
+        else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
         expect(r.entries.length, label).toBe(e.plan.variant === 'splitk_decode' ? 2 : 1);
         for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
       }
