@@ -39,7 +39,8 @@ export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
 /**
  * A C-family package's root files from the target's package templates (`Makefile`, `CMakeLists.txt`,
  * `kgen_kernels.h`, and `usage.<ext>` for the README), given the view the build files print and
- * how to build; `how.usageView` is the snippet's view where the first kernel is no matmul.
+ * how to build. The usage snippet shows the first kernel: a matmul's by default, else the view the
+ * backend gives (`usageView`).
  */
 export function cFamilyPackage(
   templates: TemplateSet,

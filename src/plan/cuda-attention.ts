@@ -1,19 +1,122 @@
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, kvBytesPerValue, SPLITK_MAX_SQ } from './attention-common.js';
-import { ceilDiv, toleranceFor } from './common.js';
-import { cudaBudgets } from './cuda-common.js';
-import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
+import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
+import { ceilDiv, sumBytes, toleranceFor } from './common.js';
+import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
- * CUDA attention plans: split-KV decode (Sq <= SPLITK_MAX_SQ: the KV sequence split across blocks,
- * merged in a second pass) and flash prefill (query tiles, online softmax). Plans and budgets
- * only: the kernels come with the attention issue.
+ * CUDA attention plans. Both kernels run the same tile loop (templates/cuda/attention/tile_loop.hbs):
+ * a block owns `rows` query rows, stages `keys` keys and values per tile in shared memory (as
+ * stored: f16, or int8 codes with their f16 scales, dequantized in registers), computes their
+ * scores, updates an online softmax per row and accumulates P.V in registers.
+ * - splitk_decode (Sq <= SPLITK_MAX_SQ): the rows are all query heads of one GQA group (Hq/Hkv x
+ *   Sq rows sharing one KV head, so each K/V tile is loaded once for the group); the KV sequence is
+ *   split across `splits` blocks, each writing its rows' (max, sum, unnormalized output) to a
+ *   workspace, and a second kernel merges the splits by log-sum-exp.
+ * - flash_prefill: `br` query rows of one head per block, key tiles of `bc`; with `causal`, tiles
+ *   past the block's last diagonal key are never loaded and only keys past a row's diagonal are
+ *   masked.
  */
 
+/**
+ * Most query rows one decode block holds: 64, and no more than 32 KiB of f32 Q rows (32 rows at
+ * D = 256); a larger GQA group is split over blocks along y.
+ */
+export function decodeMaxRows(D: number): number {
+  return Math.min(64, Math.floor(32768 / (4 * D)));
+}
+
+/** KV tensor layout: rows of D values; a row's index is b * batchRows + head * headRows + position * posRows. */
+interface KvLayout {
+  /** As the manifest says it. */
+  name: string;
+  batchRows: number;
+  headRows: number;
+  posRows: number;
+}
+
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
+
+/** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
+type RingParams = Dims & {
+  arch: string;
+  group: number;
+  causal: boolean;
+  /** scale x log2(e): scores are kept in base 2 (exp2f). */
+  scaleLog2: number;
+  kvLayout: string;
+  kvBatchRows: number;
+  kvHeadRows: number;
+  kvPosRows: number;
+  /** Bytes of one K or V row's values in global memory (2D for f16, D for int8 codes). */
+  kvRowBytes: number;
+  /** Bytes of one row's f16 scales in k_scales / v_scales (0 for f16). */
+  kvScaleRowBytes: number;
+  /** Values per scale (the q8 group size; D for f16, which has none). */
+  kvGroup: number;
+  /** 16-byte chunks of a row's values, and pieces a row is staged as (chunks, then one piece per scale). */
+  kvChunks: number;
+  kvPieces: number;
+  /** Bytes of one staged row in shared memory: values, scales, padding (spreads rows over banks). */
+  slotBytes: number;
+  /** Byte offset of a staged row's scales. */
+  slotScaleOffset: number;
+  /** Query rows per block, rows of the block's row space (Hq/Hkv x Sq or Sq), keys per tile, pipeline depth. */
+  rows: number;
+  rowSpace: number;
+  keys: number;
+  stages: number;
+  warps: number;
+  threads: number;
+  /** Staging items (16-byte chunks and scales of K and V) per thread and tile. */
+  stageIters: number;
+  /** Byte offset of the K/V stages in shared memory, and of one stage (K then V). */
+  offKv: number;
+  kvStageBytes: number;
+  smemBytes: number;
+  smemStatic: number;
+  dynamicShared: boolean;
+  gridX: number;
+  gridY: number;
+  gridZ: number;
+};
+
+/** The SIMT tile loop (templates/cuda/attention/tile_loop.hbs): Q rows, scores and row statistics in shared memory. */
+type SimtParams = {
+  /** Quads (4 values) of a row of D. */
+  dQuads: number;
+  /** Loop trip counts per thread: (row, key) scores, output quads. */
+  scoreIters: number;
+  quadsPerThread: number;
+  /** Byte offsets of the Q rows (f32, pre-scaled), the scores and the row statistics. */
+  offQ: number;
+  offScores: number;
+  offStats: number;
+};
+
+/** The tensor-core prefill: k16 slices and n8 blocks of D and of a key tile. */
+type MmaParams = { dSlices: number; dBlocks: number; keySlices: number; keyBlocks: number };
+
+type PrefillParams = { br: number; bc: number; qTiles: number };
+
 export type CudaAttentionParams =
-  | (Dims & { kernel: 'splitk_decode'; kvSplit: number; kvBlock: number; threads: number; group: number })
-  | (Dims & { kernel: 'flash_prefill'; br: number; bc: number; stages: number; threads: number });
+  | (RingParams & SimtParams & {
+      kernel: 'splitk_decode';
+      /** Blocks along the KV sequence (the kvSplit knob, fewer when the sequence is short) and keys per split. */
+      splits: number;
+      splitKeys: number;
+      rowGroups: number;
+      /** Workspace: floats of unnormalized outputs, then (max, sum) pairs; byte size. */
+      wsAccFloats: number;
+      workspaceBytes: number;
+      mergeWarps: number;
+      mergeThreads: number;
+      mergeGrid: number;
+      /** Values of D per lane in the merge (ceil(D / 32)). */
+      mergeIters: number;
+    })
+  | (RingParams & SimtParams & PrefillParams & { kernel: 'flash_prefill' })
+  | (RingParams & MmaParams & PrefillParams & { kernel: 'flash_prefill_mma' });
 
 declare module './types.js' {
   interface PlanFamilies {
@@ -23,72 +126,232 @@ declare module './types.js' {
 
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
+/** Rules of both kernels, whatever the config: they hold for the op and shape or for none. */
+function formatRestrictions(req: Req): Restriction[] {
+  const { op, shape } = req;
+  return [
+    { reason: 'D is not a multiple of 16 (K/V rows are staged as 16-byte chunks)', allows: () => shape.D % 16 === 0 },
+    { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
+  ];
+}
+
+/** Blocks the decode grid has besides its splits. */
+function decodeRowGroups(shape: Dims): number {
+  return ceilDiv((shape.Hq / shape.Hkv) * shape.Sq, decodeMaxRows(shape.D));
+}
+
+const KV_SPLITS = [16, 8, 32, 4, 64, 1];
+
+/** Most output quads (4 f32 accumulators each) a SIMT thread holds: more spill (ptxas, sm_90, D = 256). */
+const MAX_QUADS = 16;
+
+/** The SIMT tile loop's register rule for `rows` query rows a block (a config's `warps` threads). */
+function quadLimit(rows: number, D: number): Restriction {
+  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, 32 * (c.warps as number)) <= MAX_QUADS };
+}
+
+/** Registers of the tensor-core prefill's fragments per thread: Q (D/16 x 4), scores (bc/8 x 4), output (D/8 x 4). */
+function mmaRegisters(D: number, bc: number): number {
+  return (D / 16) * 4 + (bc / 8) * 4 + (D / 8) * 4;
+}
+
 function cudaSpace(req: Req): SearchSpace {
-  if (req.shape.Sq <= SPLITK_MAX_SQ) {
+  const { shape, device } = req;
+  if (shape.Sq <= SPLITK_MAX_SQ) {
+    // Default split: the fewest splits that give every SM two blocks, else the most there are.
+    const others = shape.B * shape.Hkv * decodeRowGroups(shape);
+    const wanted = (2 * (device.gpu!.multiprocessors ?? 1)) / others;
+    const sorted = [...KV_SPLITS].sort((a, b) => a - b);
+    const first = sorted.find((s) => s >= wanted) ?? sorted[sorted.length - 1]!;
     return {
       knobs: [
-        { name: 'kvSplit', values: [16, 8, 32, 4, 64, 1], doc: 'partitions of the KV sequence, reduced in a second pass' },
-        { name: 'kvBlock', values: [64, 32, 128, 16], doc: 'keys staged in shared memory per step' },
+        { name: 'kvSplit', values: [first, ...KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel' },
+        { name: 'kvBlock', values: [32, 64, 16, 128], doc: 'keys (and values) staged in shared memory per tile' },
         { name: 'warps', values: [4, 2, 8], doc: 'warps per block' },
+        { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },
       ],
-      restrictions: [{ reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) }],
+      restrictions: [
+        ...formatRestrictions(req),
+        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) },
+        quadLimit(Math.min(shape.Sq * (shape.Hq / shape.Hkv), decodeMaxRows(shape.D)), shape.D),
+      ],
     };
   }
   return {
     knobs: [
+      { name: 'math', values: hasMmaM16n8k16(device) ? ['mma', 'simt'] : ['simt'], doc: 'mma: scores and P.V on tensor cores (mma.sync m16n8k16, f16 operands; sm_80+); simt: f32 FMA' },
       { name: 'br', values: [64, 128, 32, 16], doc: 'query rows per block' },
-      { name: 'bc', values: [64, 32, 128, 16], doc: 'keys per inner tile' },
-      { name: 'stages', values: [2, 1], doc: 'K/V pipeline stages (cp.async)' },
+      { name: 'bc', values: [64, 32, 128, 16], doc: 'keys per tile' },
+      { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },
       { name: 'warps', values: [4, 8, 2, 1], doc: 'warps per block' },
     ],
-    restrictions: [{ reason: 'fewer than 16 query rows per warp', allows: (c) => (c.br as number) / (c.warps as number) >= 16 }],
+    restrictions: [
+      ...formatRestrictions(req),
+      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
+      { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
+      { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
+      { ...quadLimit(0, shape.D), allows: (c) => c.math === 'mma' || quadLimit(c.br as number, shape.D).allows(c) },
+    ],
   };
+}
+
+const round16 = (n: number) => ceilDiv(n, 16) * 16;
+
+/**
+ * One K or V row of D values as stored and as staged in shared memory, per KV format: its bytes in
+ * k/v and in k_scales/v_scales, the pieces it is staged as (16-byte chunks of values, then one
+ * piece per 2-byte scale; kg_kv_stage of the format's partial), and its slot: values, scales at
+ * `slotScaleOffset`, 16 bytes of padding so consecutive rows start in different banks. A new
+ * format (a ggml block layout) is one more case here and one partial in templates/cuda/attention/kv/.
+ */
+function kvRowFormat(op: AttentionOp, D: number) {
+  const q8 = op.kvCache === 'q8';
+  const kvGroup = q8 ? op.kvGroupSize! : D;
+  const kvRowBytes = q8 ? D : 2 * D;
+  const kvScaleRowBytes = q8 ? (2 * D) / kvGroup : 0;
+  const kvChunks = kvRowBytes / 16;
+  return {
+    kvGroup,
+    kvRowBytes,
+    kvScaleRowBytes,
+    kvChunks,
+    kvPieces: kvChunks + kvScaleRowBytes / 2,
+    slotBytes: round16(kvRowBytes + kvScaleRowBytes) + 16,
+    slotScaleOffset: kvRowBytes,
+    what: q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`,
+  };
+}
+
+/** Row strides of the KV cache: heads x positions ([B, Hkv, Skv, D]), the layout of the op's harness files. */
+function kvLayout(shape: Dims): KvLayout {
+  return { name: 'heads x positions: [B, Hkv, Skv, D]', batchRows: shape.Hkv * shape.Skv, headRows: shape.Skv, posRows: 1 };
 }
 
 function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const { op, shape, device, target } = req;
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
-  const dims = { B, Hq, Hkv, Sq, Skv, D };
-  const kvb = kvBytesPerValue(op);
-  const threads = (config.warps as number) * device.gpu!.warpSize;
-  const buffers: OnChipBuffer[] = [];
-  let rest: Pick<PlanBody<'cuda-attention'>, 'variant' | 'launch' | 'loops' | 'params'>;
-  if (Sq <= SPLITK_MAX_SQ) {
-    const kvSplit = config.kvSplit as number;
-    const kvBlock = config.kvBlock as number;
-    const group = Hq / Hkv;
-    buffers.push({ name: 'K/V tiles', space: 'shared', size: Math.ceil(2 * kvBlock * D * kvb), why: `${kvBlock} keys and values as stored` });
-    buffers.push({ name: 'queries', space: 'shared', size: group * Sq * D * 4, why: `the ${group} query heads sharing one KV head` });
-    buffers.push({ name: 'scores', space: 'shared', size: group * Sq * kvBlock * 4, why: 'scores of the current key tile' });
-    buffers.push({ name: 'accumulators', space: 'registers', size: 40 + Math.ceil((group * Sq * D) / threads), why: 'estimate: output accumulators per thread' });
-    rest = {
-      variant: 'splitk_decode',
-      launch: { grid: [kvSplit, Hkv, B], block: [threads, 1, 1] },
-      loops: [`grid ${kvSplit} splits x ${Hkv} KV heads x ${B}`, `for j0 in split step ${kvBlock}: online softmax for ${group} query heads`, 'second pass: merge the splits by their max and sum'],
-      params: { ...dims, kernel: 'splitk_decode', kvSplit, kvBlock, threads, group },
-    };
-  } else {
-    const br = config.br as number;
-    const bc = config.bc as number;
-    const stages = config.stages as number;
-    buffers.push({ name: 'query tile', space: 'shared', size: br * D * 2, why: `${br} queries in f16` });
-    buffers.push({ name: 'K/V tiles', space: 'shared', size: Math.ceil(stages * 2 * bc * D * kvb), why: `${stages} stages of ${bc} keys and values as stored` });
-    buffers.push({ name: 'accumulators', space: 'registers', size: 48 + Math.ceil((br * D + br * bc) / threads), why: 'estimate: output and score fragments per thread' });
-    rest = {
-      variant: 'flash_prefill',
-      launch: { grid: [ceilDiv(Sq, br), Hq, B], block: [threads, 1, 1] },
-      loops: [`grid ${ceilDiv(Sq, br)} query tiles x ${Hq} heads x ${B}`, `for j0 in [0, ${Skv}) step ${bc}, ${stages}-stage pipeline: online softmax`],
-      params: { ...dims, kernel: 'flash_prefill', br, bc, stages, threads },
-    };
-  }
-  return {
-    family: 'cuda-attention',
+  const group = Hq / Hkv;
+  const decode = Sq <= SPLITK_MAX_SQ;
+  const warps = config.warps as number;
+  const threads = warps * device.gpu!.warpSize;
+  const stages = config.stages as number;
+  const keys = (decode ? config.kvBlock : config.bc) as number;
+  const rowSpace = decode ? group * Sq : Sq;
+  const rows = decode ? Math.min(rowSpace, decodeMaxRows(D)) : (config.br as number);
+
+  const row = kvRowFormat(op, D);
+  const { kvRowBytes, kvScaleRowBytes, slotBytes } = row;
+  const layout = kvLayout(shape);
+
+  const mma = !decode && config.math === 'mma';
+  const kvStageBytes = 2 * keys * slotBytes;
+  const kvBuffer: OnChipBuffer = { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${row.what}, padded)` };
+  // SIMT: Q rows, the K/V ring, scores and row statistics in shared memory. mma: only the ring;
+  // Q, scores and statistics live in registers.
+  const qBytes = mma ? 0 : rows * D * 4;
+  const scoreBytes = rows * keys * 4;
+  const statBytes = round16(3 * rows * 4);
+  const offQ = 0;
+  const offKv = offQ + qBytes;
+  const offScores = offKv + stages * kvStageBytes;
+  const offStats = offScores + scoreBytes;
+  const quadsPerThread = ceilDiv((rows * D) / 4, threads);
+  const buffers: OnChipBuffer[] = mma
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: 40 + mmaRegisters(D, keys), why: `Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks) and output (${D / 8} n8 blocks) fragments, 4 registers each, plus addressing` }]
+    : [
+        { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
+        kvBuffer,
+        { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
+        { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
+        { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, addressing` },
+      ];
+  const shared = sumBytes(buffers, 'shared');
+  const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
+  const common = {
+    B, Hq, Hkv, Sq, Skv, D,
+    arch: device.gpu!.arch,
+    group,
+    causal: op.causal,
+    scaleLog2: (op.scale ?? 1 / Math.sqrt(D)) * Math.LOG2E,
+    kvLayout: layout.name,
+    kvBatchRows: layout.batchRows,
+    kvHeadRows: layout.headRows,
+    kvPosRows: layout.posRows,
+    kvRowBytes, kvScaleRowBytes, slotBytes,
+    kvGroup: row.kvGroup,
+    kvChunks: row.kvChunks,
+    kvPieces: row.kvPieces,
+    slotScaleOffset: row.slotScaleOffset,
+    rows, rowSpace, keys, stages, warps, threads,
+    stageIters: ceilDiv(2 * keys * row.kvPieces, threads),
+    offKv, kvStageBytes,
+    smemBytes: shared,
+    smemStatic: isStatic ? shared : 0,
+    dynamicShared: !isStatic,
+  };
+  const base = {
+    family: 'cuda-attention' as const,
     op, shape, target, device: device.name, config,
-    ...rest,
     buffers,
     budgets: cudaBudgets(device, buffers, threads),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+    // mma rounds Q, K, V and P to f16.
+    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' || mma }),
     traffic: attentionTraffic(op, shape),
+  };
+  const block: [number, number, number] = [threads, 1, 1];
+  const simt = { dQuads: D / 4, scoreIters: ceilDiv(rows * keys, threads), quadsPerThread, offQ, offScores, offStats };
+  if (decode) {
+    const rowGroups = decodeRowGroups(shape);
+    const splitKeys = ceilDiv(ceilDiv(Skv, config.kvSplit as number), keys) * keys;
+    const splits = ceilDiv(Skv, splitKeys);
+    const partials = B * Hkv * splits * rowSpace;
+    const wsAccFloats = partials * D;
+    const workspaceBytes = 4 * (wsAccFloats + 2 * partials);
+    const mergeWarps = 4;
+    const mergeGrid = ceilDiv(B * Hq * Sq, mergeWarps);
+    const grid: [number, number, number] = [splits, Hkv * rowGroups, B];
+    return {
+      ...base,
+      variant: 'splitk_decode',
+      launch: {
+        grid, block,
+        gridExpr: [`ceil(Skv / ${splitKeys})`, `Hkv * ${rowGroups}`, 'B'],
+        sharedBytes: shared,
+        dynamicShared: !isStatic,
+        workspaceBytes,
+        secondPass: { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * 32, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] },
+      },
+      loops: [
+        `grid ${splits} splits of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
+        `  ${Math.min(rows, rowSpace)} query rows (${group} heads sharing the KV head x Sq=${Sq}); for j0 in split step ${keys}, ${stages}-stage cp.async ring:`,
+        '    scores, online softmax (base 2), acc += P.V; write (max, sum, acc) per row to the workspace',
+        `merge: ${mergeGrid} blocks of ${mergeWarps} warps, one output row per warp: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`,
+      ],
+      params: {
+        ...common, ...simt, kernel: 'splitk_decode', splits, splitKeys, rowGroups, wsAccFloats, workspaceBytes, mergeWarps,
+        mergeThreads: mergeWarps * 32, mergeGrid, mergeIters: ceilDiv(D, 32), gridX: grid[0], gridY: grid[1], gridZ: grid[2],
+      },
+    };
+  }
+  const br = config.br as number;
+  const qTiles = ceilDiv(Sq, br);
+  const grid: [number, number, number] = [qTiles, Hq, B];
+  const prefill = { br, bc: keys, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] };
+  const variant = mma ? 'flash_prefill_mma' : 'flash_prefill';
+  return {
+    ...base,
+    variant,
+    launch: { grid, block, gridExpr: [`ceil(Sq / ${br})`, 'Hq', 'B'], sharedBytes: shared, dynamicShared: !isStatic, workspaceBytes: 0 },
+    loops: [
+      `grid ${qTiles} query tiles of ${br} rows x ${Hq} heads x ${B}`,
+      `  for j0 in [0, ${op.causal ? 'the tile\'s last diagonal key' : String(Skv)}) step ${keys}, ${stages}-stage cp.async ring:${op.causal ? ' keys past a row\'s diagonal masked' : ''}`,
+      mma
+        ? `    per warp 16 rows: S = Q K^T and O += P V as mma.sync m16n8k16 (f16 fragments, f32 accumulators), online softmax in registers (base 2); O = acc / sum`
+        : '    scores, online softmax (base 2), acc += P.V; O = acc / sum',
+    ],
+    params: mma
+      ? { ...common, ...prefill, kernel: 'flash_prefill_mma', dSlices: D / 16, dBlocks: D / 8, keySlices: keys / 16, keyBlocks: keys / 8 }
+      : { ...common, ...simt, ...prefill, kernel: 'flash_prefill' },
   };
 }
 

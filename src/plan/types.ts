@@ -63,6 +63,13 @@ export interface LaunchShape {
   dynamicShared?: boolean;
   /** CPU: independent units of work (output rows) a caller may split across threads. */
   rows?: number;
+  /**
+   * Bytes of device memory the caller passes besides the tensors, for the kernel's own use between
+   * launches (CUDA split-KV decode: every split's partial results); 0 or absent: none.
+   */
+  workspaceBytes?: number;
+  /** A kernel the entry point launches after the first, on the same stream (CUDA split-KV decode: the merge). */
+  secondPass?: { what: string; grid: [number, number, number]; block: [number, number, number]; gridExpr: [string, string, string] };
 }
 
 /**

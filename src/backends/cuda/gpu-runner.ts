@@ -15,7 +15,7 @@ import { cachedBuild, runHarness } from '../runner-core.js';
 import { hasTool, nvccVersion, requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { parsePtxasReport } from './ptxas.js';
-import { cudaShimRunner } from './runner.js';
+import { cudaShimRunner, executeRunKit } from './runner.js';
 
 /** The host harness's source: one program for every kernel, loading each as a cubin. */
 export function driverHarnessSource(): string {
@@ -122,6 +122,22 @@ function archOf(plan: Plan): string {
 }
 
 /**
+ * What names a GPU runner and says whether it can run a plan. Another profile's kernels run here
+ * for their results; the name says their times are this GPU's.
+ */
+function gpuIdentity(opts: CudaGpuRunnerOptions, how: string): Pick<KernelRunner, 'name' | 'timesAreReal' | 'cannotExecute'> {
+  const gpu = opts.gpu;
+  return {
+    name: `gpu ${gpu.name} (${gpu.arch ?? 'unknown arch'}, ${how}${opts.profileMatches ? '' : '; not the plan\'s device profile'})`,
+    timesAreReal: opts.profileMatches,
+    cannotExecute(plan: Plan): string | undefined {
+      const arch = archOf(plan);
+      return canRunArch(gpu, arch) ? undefined : `the GPU here, ${describeGpu(gpu)}, cannot run ${arch} code`;
+    },
+  };
+}
+
+/**
  * Runs CUDA kernels on this machine's GPU. `build` compiles the emitted kernel.cu with nvcc into a
  * cubin for the plan's arch (a fatbin with PTX when the GPU is another arch), cached by source hash
  * like the C runner, and takes the kernel's entry name from ptxas's report. `execute` runs the
@@ -133,13 +149,7 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
   const nvcc = opts.nvcc ?? 'nvcc';
   const gpu = opts.gpu;
   return {
-    // Another profile's kernels run here for their results; the name says their times are this GPU's.
-    name: `gpu ${gpu.name} (${gpu.arch ?? 'unknown arch'}, nvcc + CUDA driver API${opts.profileMatches ? '' : '; not the plan\'s device profile'})`,
-    timesAreReal: opts.profileMatches,
-    cannotExecute(plan: Plan): string | undefined {
-      const arch = archOf(plan);
-      return canRunArch(gpu, arch) ? undefined : `the GPU here, ${describeGpu(gpu)}, cannot run ${arch} code`;
-    },
+    ...gpuIdentity(opts, 'nvcc + CUDA driver API'),
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
       await cudaHarness({ nvcc, cacheDir: opts.harnessCacheDir });
@@ -212,6 +222,48 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
   };
 }
 
+/**
+ * Runs CUDA kernels on this machine's GPU through their own run kit: kernel.cu and kgen_run.cu built
+ * by nvcc into one program (SASS for the plan's arch plus its PTX, which a GPU of a later arch
+ * compiles at load time), cached by source hash, then run on the test data as the shim runner runs
+ * it. For plans whose launches the shared driver-API harness does not describe (attention: a
+ * kernel, a merge and a workspace). With `sanitize` the program runs under compute-sanitizer
+ * memcheck. A CUDA error is `crash`, a hang `timeout`.
+ */
+export function cudaRunKitGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
+  const nvcc = opts.nvcc ?? 'nvcc';
+  const sanitized = new Set<string>();
+  return {
+    ...gpuIdentity(opts, 'nvcc + the kernel\'s run kit'),
+    async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
+      await checkNvcc(nvcc);
+      if (bo.sanitize) await sanitizerCommand(opts.computeSanitizer);
+      const n = archNumber(archOf(plan));
+      const flags = ['-O3', '-std=c++17', `-gencode=arch=compute_${n},code=[sm_${n},compute_${n}]`, ...(bo.werror ? ['-Werror', 'all-warnings'] : []), ...(bo.sanitize ? ['-lineinfo'] : [])];
+      const sources = { 'kernel.cu': kernel.files['kernel.cu']!, 'kernel.h': kernel.files['kernel.h']!, 'kgen_run.cu': kernel.files['kgen_run.cu']! };
+      const timeoutMs = bo.timeoutMs ?? 300_000;
+      const build = await cachedBuild({
+        cacheDir: bo.cacheDir,
+        id: sourceKey(sources, [...flags, `nvcc ${await nvccVersion(nvcc)}`]),
+        tempPrefix: 'kgen-cuda-kit-',
+        sources,
+        products: ['kgen_run'],
+        async compile(dir, temp) {
+          const cc = await execa(nvcc, [...flags, '-o', temp('kgen_run'), join(dir, 'kernel.cu'), join(dir, 'kgen_run.cu')], { reject: false, all: true, timeout: timeoutMs });
+          return cc.exitCode === 0 ? {} : { error: cc.timedOut ? `nvcc timed out after ${timeoutMs} ms` : (cc.all ?? '') };
+        },
+      });
+      if (build.status === 'ok' && bo.sanitize) sanitized.add(build.dir);
+      return build;
+    },
+    async execute(build, inputs: KernelInputs, eo: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
+      // Under compute-sanitizer, any finding fails the run (exit 9) with the report as its detail.
+      const wrapper = sanitized.has(build.dir) ? [await sanitizerCommand(opts.computeSanitizer), '--tool', 'memcheck', '--error-exitcode', '9', '--print-limit', '20'] : [];
+      return executeRunKit(build, inputs, { ...eo, wrapper, env: opts.env });
+    },
+  };
+}
+
 /** What picks a CUDA runner: the GPUs here (default: nvidia-smi, asked once per process) and GPU runner settings. */
 export interface CudaRunnerChoice {
   detection?: GpuDetection;
@@ -219,17 +271,20 @@ export interface CudaRunnerChoice {
 }
 
 /**
- * The runner for a CUDA plan on this machine: the GPU that is the plan's profile (times are real);
+ * The runner for a CUDA plan on this machine (matmul through the driver-API harness, other ops
+ * through their run kit): the GPU that is the plan's profile (times are real);
  * else any GPU here that can run the plan's arch, through PTX where it is another one (results
  * are real, times are not the profile's); else the CPU shim, which says why in its name.
  */
 export function cudaRunnerFor(plan: Plan, choice: CudaRunnerChoice = {}): KernelRunner {
   const detection = choice.detection ?? detectGpus();
+  // The driver-API harness launches one kernel with matmul's arguments; other plans run their run kit.
+  const gpuRunner = plan.family === 'cuda-matmul' ? cudaGpuRunner : cudaRunKitGpuRunner;
   const exact = gpuForProfile(getDevice(plan.device), detection);
-  if (exact) return cudaGpuRunner({ ...choice.gpuRunner, gpu: exact, profileMatches: true });
+  if (exact) return gpuRunner({ ...choice.gpuRunner, gpu: exact, profileMatches: true });
   const arch = archOf(plan);
   const capable = detection.gpus.find((g) => canRunArch(g, arch));
-  if (capable) return cudaGpuRunner({ ...choice.gpuRunner, gpu: capable, profileMatches: false });
+  if (capable) return gpuRunner({ ...choice.gpuRunner, gpu: capable, profileMatches: false });
   const shim = cudaShimRunner();
   if (!detection.gpus.length) return shim;
   return { ...shim, name: `cuda-cpu-shim (g++ and kgen's CPU shim: the GPU here, ${detection.gpus.map(describeGpu).join('; ')}, cannot run ${arch} code)` };

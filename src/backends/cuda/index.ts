@@ -3,13 +3,14 @@ import { cudaMatmulPlanner } from '../../plan/cuda-matmul.js';
 import type { Target } from '../types.js';
 import { cudaDeviceFingerprint } from './fingerprint.js';
 import { cudaRunnerFor } from './gpu-runner.js';
+import { renderCudaAttention } from './attention.js';
 import { renderCudaMatmul } from './matmul.js';
 import { cudaPackageFiles } from './package.js';
 import { ptxasResources } from './resources.js';
 
 /**
- * The CUDA target: kernel.cu plus a launcher and a run kit, compiled by nvcc; verified on the GPU
- * present, else through kgen's CPU shim.
+ * The CUDA target: quantized matmul and attention as kernel.cu plus a launcher and a run kit,
+ * compiled by nvcc; verified on the GPU present, else through kgen's CPU shim.
  */
 export const cudaTarget: Target = {
   name: 'cuda',
@@ -23,8 +24,8 @@ export const cudaTarget: Target = {
   ],
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
   backend: {
-    capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
-    renderers: { 'cuda-matmul': renderCudaMatmul },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
+    renderers: { 'cuda-matmul': renderCudaMatmul, 'cuda-attention': renderCudaAttention },
     // The GPU when one can run the plan's code (nvcc, the driver API, CUDA-event timing), else the
     // CPU shim, which says so in its name; the same rule whether or not real times are wanted.
     runnerFor: (plan) => cudaRunnerFor(plan),

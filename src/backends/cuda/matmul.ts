@@ -1,12 +1,10 @@
-import { getDevice } from '../../device/index.js';
-import { KgenError } from '../../errors.js';
 import type { PlanOf } from '../../plan/types.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR } from '../c-family.js';
-import { HARNESS_EXIT } from '../harness.js';
 import { matmulHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
+import { cudaKitView, renderCudaFiles } from './view.js';
 
 type CudaMatmulPlan = PlanOf<'cuda-matmul'>;
 
@@ -25,48 +23,27 @@ const VARIANT_TEXT: Record<string, string> = {
 /** Files `emit` writes for a CUDA kernel; `kernel.cu` is the one printed without -o. */
 export const CUDA_FILES = ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh'] as const;
 
-/** nvcc's flags for an emitted kernel: optimised C++17 for its plan's arch. */
-export function nvccFlags(plan: CudaMatmulPlan): string[] {
-  return ['-O3', '-std=c++17', `-arch=${plan.params.arch}`];
-}
-
-/** nvcc command that compiles an emitted kernel for its plan's arch. */
-export function nvccCommand(plan: CudaMatmulPlan): string {
-  return `nvcc ${nvccFlags(plan).join(' ')} -c kernel.cu`;
-}
-
 /** View fields every CUDA template prints: the plan's params plus names and types. */
 function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
   const op = plan.op;
   const p = plan.params;
-  const fn = ctx.symbol ?? `kgen_${op.name}`;
   const scheme = CUDA_DECODE_SCHEME[op.weight.format];
   const xElem = op.x === 'f16' ? 2 : 4;
   const yElem = op.y === 'f16' ? 2 : 4;
   const { M, N, K } = p;
   const xAlign = p.kernel === 'gemv' ? xElem : p.xCopy;
   const epilogueParts = [op.epilogue.activation !== 'none' ? op.epilogue.activation : '', op.epilogue.bias ? '+bias' : '', op.epilogue.residual ? '+residual' : ''].filter(Boolean);
-  // What the run program and run.sh record about the kernel they ran (docs/cuda.md, "Run results").
-  const kernelInfo = JSON.stringify({
-    kgen: ctx.version, op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: p.arch, shape: plan.shape,
-    variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
-  });
-  const device = getDevice(plan.device);
   return {
     ...p,
     ...matmulHeaderView(plan, ctx),
-    fn,
-    FN: fn.toUpperCase(),
-    guard: `${fn.toUpperCase()}_H`,
-    kernelName: `${fn}_${plan.variant}`,
+    ...cudaKitView(plan, ctx, templateHash),
     variantText: VARIANT_TEXT[plan.variant],
-    buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
-    harnessExit: HARNESS_EXIT,
+    inputFiles: ['x.bin', 'w.bin', ...(op.epilogue.bias ? ['bias.bin'] : []), ...(op.epilogue.residual ? ['residual.bin'] : [])].join(', '),
     xCType: op.x === 'f16' ? 'uint16_t' : 'float',
     yCType: op.y === 'f16' ? 'uint16_t' : 'float',
     xDevType: op.x === 'f16' ? '__half' : 'float',
     yDevType: op.y === 'f16' ? '__half' : 'float',
-    yIsF16: op.y === 'f16',
+    outputIsF16: op.y === 'f16',
     hasBias: op.epilogue.bias,
     hasResidual: op.epilogue.residual,
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
@@ -77,17 +54,12 @@ function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
     q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0f`).join(', '),
     xAlign,
     xAlignMask: xAlign - 1,
-    gridExprText: plan.launch.gridExpr!.join(', '),
-    smemKind: p.dynamicShared ? 'dynamic' : 'static',
     xBytes: M * K * xElem,
-    yBytes: M * N * yElem,
+    outBytes: M * N * yElem,
+    outElemBytes: yElem,
+    copyBytes: p.weightBytes,
     biasBytes: op.epilogue.bias ? N * 4 : 0,
     residualBytes: op.epilogue.residual ? M * N * yElem : 0,
-    tolNmse: plan.tolerance.nmse,
-    tolMaxRel: plan.tolerance.maxRelToPeak,
-    kernelJson: JSON.stringify(kernelInfo),
-    kernelJsonShell: kernelInfo,
-    flushBytes: 3 * (device.gpu?.l2Bytes ?? 0),
   };
 }
 
@@ -96,18 +68,7 @@ export function renderCudaMatmul(plan: CudaMatmulPlan, ctx: RenderContext): Rend
   const op = plan.op;
   const templates = templateSet('cuda');
   const v = view(plan, ctx, templates.hash);
-  for (const name of [v.decodePartial, v.kernelPartial]) {
-    if (!name || !templates.has(name)) {
-      throw new KgenError({ field: '--config', problem: `the CUDA backend has no template ${name} for variant ${plan.variant}`, expected: 'a variant of `kgen plan --target cuda`' });
-    }
-  }
-  if (/'/.test(v.kernelJsonShell)) throw new Error('kgen: kernel info must not contain a single quote (it is quoted for run.sh)');
-  const files = {
-    'kernel.cu': templates.render('kernel.cu', v),
-    'kernel.h': templates.render('kernel.h', v),
-    'kgen_run.cu': templates.render('run.cu', v),
-    'run.sh': templates.render('run.sh', v),
-  };
+  const files = renderCudaFiles(templates, '', v, [v.decodePartial, v.kernelPartial ?? 'no kernel template'], plan.variant);
   const fn = v.fn;
   return {
     files,

@@ -4,7 +4,7 @@ import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
 import type { PackageBuild, PackagedKernel } from '../types.js';
-import { nvccFlags } from './matmul.js';
+import { nvccFlags } from './view.js';
 
 /**
  * The root files of a package of CUDA kernels: a Makefile (libkgen_kernels.a through nvcc, each
@@ -14,14 +14,33 @@ import { nvccFlags } from './matmul.js';
 export function cudaPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild {
   const templates = templateSet('package/cuda');
   const views = kernels.map((k) => {
-    const plan = k.plan as PlanOf<'cuda-matmul'>;
+    const plan = k.plan as PlanOf<'cuda-matmul'> | PlanOf<'cuda-attention'>;
     const flags = nvccFlags(plan).join(' ');
     return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), arch: plan.params.arch, flags };
   });
   const archs = [...new Set(views.map((v) => v.arch.replace(/^sm_/, '')))];
   return cFamilyPackage(templates, kernels, { version: KGEN_VERSION, kernels: views, cmakeArchs: archs.join(';') }, {
     build: ['make                    # libkgen_kernels.a (nvcc)', 'nvcc -O2 -c my_program.cu && nvcc my_program.o libkgen_kernels.a -o my_program'],
-    usageTemplate: 'usage.cu',
+    ...usageOf(kernels[0]!),
     usageLanguage: 'cuda',
   });
+}
+
+/** The README's snippet calls the package's first kernel: a matmul's from the shared view, an attention kernel's here. */
+function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: object } {
+  if (first.plan.family !== 'cuda-attention') return { usageTemplate: 'usage.cu' };
+  const { op, shape } = first.plan;
+  return {
+    usageTemplate: 'usage_attention.cu',
+    usageView: {
+      symbol: first.symbol,
+      symbolUpper: first.symbol.toUpperCase(),
+      ...shape,
+      qCType: op.q === 'f16' ? 'uint16_t' : 'float',
+      oCType: op.o === 'f16' ? 'uint16_t' : 'float',
+      kvText: op.kvCache === 'q8' ? `int8 codes with f16 scales (one per ${op.kvGroupSize} values) in k_scales, v_scales` : 'f16',
+      hasScales: op.kvCache === 'q8',
+      hasWorkspace: (first.plan.launch.workspaceBytes ?? 0) > 0,
+    },
+  };
 }

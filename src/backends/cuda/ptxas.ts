@@ -25,7 +25,8 @@ export interface PtxasReport {
   compileMs: number;
 }
 
-export type PtxasResult = { status: 'ok'; report: PtxasReport } | { status: 'compile_error'; detail: string };
+/** `report` is the first entry ptxas compiled; `entries` every one (a split-KV decode kernel.cu has two). */
+export type PtxasResult = { status: 'ok'; report: PtxasReport; entries: PtxasEntry[] } | { status: 'compile_error'; detail: string };
 
 /** Options of a ptxas check: the arch to compile for and the nvcc to use. */
 export interface PtxasOptions {
@@ -37,21 +38,31 @@ export interface PtxasOptions {
   timeoutMs?: number;
 }
 
+/** What ptxas reports about one entry function. */
+export type PtxasEntry = Omit<PtxasReport, 'source' | 'nvcc' | 'arch' | 'compileMs'>;
+
+/** Parses ptxas's -v report: one record per entry function, in the order ptxas compiled them. */
+export function parsePtxasEntries(text: string): PtxasEntry[] {
+  return text.split(/(?=Compiling entry function ')/).flatMap((part) => {
+    const entry = /Compiling entry function '([^']+)'/.exec(part);
+    const used = /Used (\d+) registers/.exec(part);
+    if (!entry || !used) return [];
+    const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(part);
+    const smem = /(\d+) bytes smem/.exec(part);
+    return [{
+      entry: entry[1]!,
+      registers: Number(used[1]),
+      stackBytes: frame ? Number(frame[1]) : 0,
+      spillStores: frame ? Number(frame[2]) : 0,
+      spillLoads: frame ? Number(frame[3]) : 0,
+      sharedBytes: smem ? Number(smem[1]) : 0,
+    }];
+  });
+}
+
 /** Parses ptxas's -v report of a single-kernel compile; undefined when it names no entry function. */
-export function parsePtxasReport(text: string): Omit<PtxasReport, 'source' | 'nvcc' | 'arch' | 'compileMs'> | undefined {
-  const entry = /Compiling entry function '([^']+)'/.exec(text);
-  const used = /Used (\d+) registers/.exec(text);
-  if (!entry || !used) return undefined;
-  const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(text);
-  const smem = /(\d+) bytes smem/.exec(text);
-  return {
-    entry: entry[1]!,
-    registers: Number(used[1]),
-    stackBytes: frame ? Number(frame[1]) : 0,
-    spillStores: frame ? Number(frame[2]) : 0,
-    spillLoads: frame ? Number(frame[3]) : 0,
-    sharedBytes: smem ? Number(smem[1]) : 0,
-  };
+export function parsePtxasReport(text: string): PtxasEntry | undefined {
+  return parsePtxasEntries(text)[0];
 }
 
 /** nvcc's release ("13.0") from its full version ("13.0.88"). */
@@ -76,9 +87,9 @@ export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Pr
     const r = await execa(nvcc, args, { reject: false, all: true, timeout: opts.timeoutMs ?? 120_000 });
     const compileMs = performance.now() - t0;
     if (r.exitCode !== 0) return { status: 'compile_error', detail: r.timedOut ? 'nvcc timed out' : (r.all ?? '') };
-    const parsed = parsePtxasReport(r.all ?? '');
-    if (!parsed) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}` };
-    return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccRelease(nvcc), arch: opts.arch, ...parsed, compileMs } };
+    const entries = parsePtxasEntries(r.all ?? '');
+    if (!entries.length) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}` };
+    return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccRelease(nvcc), arch: opts.arch, ...entries[0]!, compileMs }, entries };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

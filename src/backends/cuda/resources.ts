@@ -11,7 +11,7 @@ import { ptxasCheck } from './ptxas.js';
  */
 export async function ptxasResources(plan: Plan, kernel: RenderedKernel): Promise<ResourceReport> {
   const arch = kernel.arch;
-  if (plan.family !== 'cuda-matmul' || !arch) return { notes: [] };
+  if (!arch || (plan.family !== 'cuda-matmul' && plan.family !== 'cuda-attention')) return { notes: [] };
   let check;
   try {
     check = await ptxasCheck(kernel, { arch });
@@ -20,8 +20,10 @@ export async function ptxasResources(plan: Plan, kernel: RenderedKernel): Promis
     throw e;
   }
   if (check.status !== 'ok') return { notes: [`nvcc could not compile the emitted kernel (please report): ${check.detail.split('\n')[0]}`] };
-  const report = check.report;
-  const notes = [`ptxas (${arch}): ${report.registers} registers, ${report.spillStores + report.spillLoads} spill bytes, ${report.sharedBytes} bytes static shared memory`];
+  // The plan's own kernel (its entry is named after the variant); a second pass (the split-KV merge) is noted.
+  const main = check.entries.find((e) => e.entry.includes(plan.variant)) ?? check.entries[0]!;
+  const report = { ...check.report, ...main };
+  const notes = check.entries.map((e) => `ptxas (${arch}) ${e === main ? 'kernel' : e.entry}: ${e.registers} registers, ${e.spillStores + e.spillLoads} spill bytes, ${e.sharedBytes} bytes static shared memory`);
   const planned = plan.params.smemStatic;
   if (report.sharedBytes !== planned) notes.push(`ptxas counts ${report.sharedBytes} bytes of static shared memory but the plan ${planned} (please report)`);
   return { resources: { ...report }, notes };

@@ -86,19 +86,30 @@ export function cudaShimRunner(): KernelRunner {
         },
       });
     },
-    execute(build, inputs: KernelInputs, opts: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
-      const t = opts.timing;
-      // The shim reports a deadlock, a bad warp operation or a stray cp.async on stderr and aborts.
-      return runHarness({
-        command: [join(build.dir, 'kgen_run')],
-        args: (dataDir) => [dataDir, ...(t ? ['--warmup', String(t.warmup), '--runs', String(t.runs), '--flush-bytes', String(t.flushBytes), '--times'] : [])],
-        inputs,
-        timeoutMs: opts.timeoutMs,
-        timed: t !== undefined,
-        env: SANITIZER_ENV,
-        tempPrefix: 'kgen-cuda-run-',
-        name: 'kgen_run',
-      });
-    },
+    execute: executeRunKit,
   };
+}
+
+/**
+ * Runs a built kgen_run (the emitted run kit, however it was compiled; after `wrapper`, e.g. a
+ * sanitizer, when given) on `inputs`: it writes the output to y.bin and, when timed, prints the
+ * sorted times; a deadlock or bad warp operation the shim reports on stderr, or a CUDA error, is a
+ * crash with that text.
+ */
+export function executeRunKit(
+  build: Extract<KernelBuild, { status: 'ok' }>,
+  inputs: KernelInputs,
+  opts: { timeoutMs?: number; timing?: TimingOptions; wrapper?: string[]; env?: Record<string, string> } = {},
+): Promise<KernelExecution> {
+  const t = opts.timing;
+  return runHarness({
+    command: [...(opts.wrapper ?? []), join(build.dir, 'kgen_run')],
+    args: (dataDir) => [dataDir, ...(t ? ['--warmup', String(t.warmup), '--runs', String(t.runs), '--flush-bytes', String(Math.max(0, Math.round(t.flushBytes))), '--times'] : [])],
+    inputs,
+    timeoutMs: opts.timeoutMs,
+    timed: t !== undefined,
+    env: { ...SANITIZER_ENV, ...opts.env },
+    tempPrefix: 'kgen-cuda-run-',
+    name: 'kgen_run',
+  });
 }

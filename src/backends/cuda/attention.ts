@@ -1,0 +1,92 @@
+import { configInUse } from '../../plan/index.js';
+import type { PlanOf } from '../../plan/types.js';
+import { commentText } from '../../render/comment-text.js';
+import { templateSet } from '../../render/templates.js';
+import type { RenderContext, RenderedKernel } from '../types.js';
+import { cudaKitView, renderCudaFiles } from './view.js';
+
+type CudaAttentionPlan = PlanOf<'cuda-attention'>;
+
+const VARIANT_TEXT: Record<CudaAttentionPlan['variant'], string> = {
+  splitk_decode: 'split-KV decode (the KV sequence split across blocks, all query heads of a GQA group per block, merged by log-sum-exp), SIMT',
+  flash_prefill: 'flash prefill (query tiles x key tiles, online softmax), SIMT',
+  flash_prefill_mma: 'flash prefill (query tiles x key tiles, online softmax), tensor cores (mma.sync m16n8k16)',
+};
+
+/** Where V starts in the run kit's one K-and-V allocation: past K, 256-byte aligned. */
+const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
+
+/** View fields the attention templates print: the plan's params plus names, types and byte sizes. */
+function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string) {
+  const op = plan.op;
+  const p = plan.params;
+  const kit = cudaKitView(plan, ctx, templateHash);
+  const qElem = op.q === 'f16' ? 2 : 4;
+  const oElem = op.o === 'f16' ? 2 : 4;
+  const rowsKv = p.B * p.Hkv * p.Skv;
+  const kvBytes = rowsKv * p.kvRowBytes;
+  const kvScaleBytes = rowsKv * p.kvScaleRowBytes;
+  const q8 = op.kvCache === 'q8';
+  const kvText = q8 ? `int8 codes (one byte a value; docs/formats.md, kgen q8)` : 'f16';
+  const vOffset = alignUp(kvBytes, 256);
+  const decode = p.kernel === 'splitk_decode';
+  return {
+    ...p,
+    ...kit,
+    version: ctx.version,
+    irHash: ctx.irHash,
+    command: ctx.command,
+    opName: op.name,
+    configJson: commentText(JSON.stringify(configInUse(plan))),
+    opText: `grouped-query attention${op.causal ? ' (causal)' : ''}, Q ${op.q}, KV cache ${q8 ? `q8 (int8, one f16 scale per ${op.kvGroupSize} values)` : 'f16'}, O ${op.o}`,
+    variantText: VARIANT_TEXT[plan.variant],
+    // The PTX wrappers of mma.sync (templates/cuda/ptx.hbs) are rendered only where a kernel uses them.
+    mma: p.kernel === 'flash_prefill_mma',
+    kvText,
+    kvPartial: `attention/kv/${op.kvCache}`,
+    kernelPartial: `attention/${plan.variant}`,
+    mergeName: `${kit.fn}_merge`,
+    causalFlag: op.causal ? 1 : 0,
+    scaleLog2Text: `${p.scaleLog2.toPrecision(9)}f`,
+    hasWorkspace: decode,
+    workspaceBytes: plan.launch.workspaceBytes ?? 0,
+    dynamicBytes: p.dynamicShared ? p.smemBytes : 0,
+    qCType: op.q === 'f16' ? 'uint16_t' : 'float',
+    oCType: op.o === 'f16' ? 'uint16_t' : 'float',
+    qDevType: op.q === 'f16' ? '__half' : 'float',
+    oDevType: op.o === 'f16' ? '__half' : 'float',
+    outputIsF16: op.o === 'f16',
+    inputFiles: ['q.bin', 'k.bin', 'v.bin', ...(q8 ? ['k_scales.bin', 'v_scales.bin'] : [])].join(', '),
+    qBytes: p.B * p.Hq * p.Sq * p.D * qElem,
+    kvBytes,
+    kvScaleBytes,
+    vOffset,
+    outBytes: p.B * p.Hq * p.Sq * p.D * oElem,
+    outElemBytes: oElem,
+    copyBytes: vOffset + kvBytes,
+  };
+}
+
+/** kernel.cu (the kernels and their launcher), kernel.h and the run kit of a CUDA attention plan. */
+export function renderCudaAttention(plan: CudaAttentionPlan, ctx: RenderContext): RenderedKernel {
+  const templates = templateSet('cuda');
+  const v = view(plan, ctx, templates.hash);
+  const files = renderCudaFiles(templates, 'attention/', v, [v.kvPartial, v.kernelPartial], plan.variant);
+  const fn = v.fn;
+  const merge = plan.launch.secondPass;
+  const launches = `grid (${v.gridExprText}) of ${v.threads} threads with ${v.smemBytes} bytes of ${v.smemKind} shared memory${merge ? `, then ${merge.what}: ${merge.grid[0]} blocks of ${merge.block[0]} threads` : ''}`;
+  return {
+    files,
+    mainFile: 'kernel.cu',
+    templateHash: templates.hash,
+    build: v.buildHint,
+    arch: plan.params.arch,
+    abi: [
+      {
+        symbol: fn,
+        signature: `cudaError_t ${fn}(const ${v.qCType} *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, ${v.oCType} *o, void *workspace, cudaStream_t stream)`,
+        doc: `enqueues O = attention(Q, K, V) on stream (device pointers; k, v${v.hasWorkspace ? ' and workspace' : ''} 16-byte aligned): ${launches}; ${v.hasWorkspace ? `workspace: ${v.workspaceBytes} bytes` : 'workspace unused'}${v.kvScaleBytes ? '' : '; k_scales, v_scales unused'}`,
+      },
+    ],
+  };
+}

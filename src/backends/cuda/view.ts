@@ -1,0 +1,68 @@
+import { getDevice } from '../../device/index.js';
+import { KgenError } from '../../errors.js';
+import type { Plan } from '../../plan/types.js';
+import type { TemplateSet } from '../../render/templates.js';
+import { HARNESS_EXIT } from '../harness.js';
+import type { RenderContext } from '../types.js';
+
+/** A CUDA plan of any op: every CUDA family's params name the arch its code is for. */
+type CudaPlan = Plan & { params: { arch: string } };
+
+/** nvcc's flags for an emitted kernel: optimised C++17 for its plan's arch. */
+export function nvccFlags(plan: CudaPlan): string[] {
+  return ['-O3', '-std=c++17', `-arch=${plan.params.arch}`];
+}
+
+/** nvcc command that compiles an emitted kernel for its plan's arch. */
+export function nvccCommand(plan: CudaPlan): string {
+  return `nvcc ${nvccFlags(plan).join(' ')} -c kernel.cu`;
+}
+
+/**
+ * The view fields every CUDA kernel's files print whatever the op: symbol names, the build line,
+ * and what the run kit (kgen_run.cu, run.sh) records about the kernel it ran (docs/cuda.md, "Run
+ * results"), quoted for C and for the shell.
+ */
+export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: string) {
+  const fn = ctx.symbol ?? `kgen_${plan.op.name}`;
+  const kernelInfo = JSON.stringify({
+    kgen: ctx.version, op: plan.op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: plan.params.arch, shape: plan.shape,
+    variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
+  });
+  if (/'/.test(kernelInfo)) throw new Error('kgen: kernel info must not contain a single quote (it is quoted for run.sh)');
+  return {
+    fn,
+    FN: fn.toUpperCase(),
+    guard: `${fn.toUpperCase()}_H`,
+    kernelName: `${fn}_${plan.variant}`,
+    arch: plan.params.arch,
+    buildHint: `${nvccCommand(plan)}  (sh run.sh builds kgen_run.cu with it and runs it)`,
+    harnessExit: HARNESS_EXIT,
+    gridExprText: plan.launch.gridExpr!.join(', '),
+    smemKind: plan.launch.dynamicShared ? 'dynamic' : 'static',
+    tolNmse: plan.tolerance.nmse,
+    tolMaxRel: plan.tolerance.maxRelToPeak,
+    kernelJson: JSON.stringify(kernelInfo),
+    kernelJsonShell: kernelInfo,
+    flushBytes: 3 * (getDevice(plan.device).gpu?.l2Bytes ?? 0),
+  };
+}
+
+/**
+ * The files of a CUDA kernel: kernel.cu, kernel.h and kgen_run.cu from the op's templates (under
+ * `dir`: '' for matmul, 'attention/'), run.sh from the one every op shares. The partials the view
+ * names (`partials`) must exist: a plan variant without its template is a KgenError, not a crash.
+ */
+export function renderCudaFiles(templates: TemplateSet, dir: string, v: object, partials: string[], variant: string): Record<string, string> {
+  for (const name of partials) {
+    if (!templates.has(name)) {
+      throw new KgenError({ field: '--config', problem: `the CUDA backend has no template ${name} for variant ${variant}`, expected: 'a variant of `kgen plan --target cuda`' });
+    }
+  }
+  return {
+    'kernel.cu': templates.render(`${dir}kernel.cu`, v),
+    'kernel.h': templates.render(`${dir}kernel.h`, v),
+    'kgen_run.cu': templates.render(`${dir}run.cu`, v),
+    'run.sh': templates.render('run.sh', v),
+  };
+}

@@ -1,0 +1,242 @@
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
+import { verify } from '../src/api/verify.js';
+import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
+import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
+import { cudaShimRunner } from '../src/backends/cuda/runner.js';
+import { opKit } from '../src/ops/index.js';
+import type { PlanOf } from '../src/plan/types.js';
+import { hasTool, skipReason } from './helpers.js';
+
+/**
+ * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
+ * against the f64 reference, on ragged shapes: Skv = 77 is a multiple of no tile (16..128) and
+ * splits unevenly; Sq in {1, 5, 64}; Hq/Hkv in {1, 4, 5, 8}; causal and not; D in {64, 128} (and
+ * 80, 96, 256 once each); f16 and q8 KV caches. Each case compiles its own kernel, so the list is a
+ * covering subset.
+ */
+const noGpp = skipReason(['g++']);
+const noNvcc = skipReason(['nvcc']);
+const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
+// The shim, pinned: on a machine with a GPU `verify` would otherwise run there.
+const shim = cudaShimRunner();
+
+const attention = (kvCache: 'f16' | 'q8', causal: boolean, extra: Record<string, unknown> = {}) => ({
+  kind: 'attention', name: `att_${kvCache}_${causal ? 'causal' : 'full'}`, kvCache, causal, ...extra,
+});
+
+interface Case {
+  ir: ReturnType<typeof attention>;
+  shape: string;
+  variant: 'splitk_decode' | 'flash_prefill' | 'flash_prefill_mma';
+  config?: Record<string, number | string>;
+  device?: string;
+}
+
+const CASES: Case[] = [
+  // Decode: Sq 1 and 5, several splits over 77 keys (the last split short), GQA groups of 4, 5, 8 and 1.
+  { ir: attention('f16', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', variant: 'splitk_decode' },
+  { ir: attention('q8', true), shape: 'B=1,Hq=5,Hkv=1,Sq=5,Skv=77,D=128', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16 } },
+  { ir: attention('f16', false), shape: 'B=1,Hq=8,Hkv=1,Sq=5,Skv=77,D=128', variant: 'splitk_decode', config: { kvSplit: 1, kvBlock: 32, warps: 8 } },
+  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16, warps: 2, stages: 3 } },
+  // A group of 16 heads x 5 queries = 80 rows: two row groups per KV head.
+  { ir: attention('f16', true), shape: 'B=1,Hq=16,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
+  // Prefill: Sq = 64 over Skv = 77 (causal: 13 keys before the first query's diagonal), several
+  // query tiles; tensor cores (the default on sm_89; one warp of 16 rows with br = 16) and SIMT.
+  { ir: attention('f16', true), shape: 'B=1,Hq=8,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  { ir: attention('q8', true), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill_mma', config: { br: 16, bc: 32 } },
+  { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { math: 'simt', br: 32, bc: 16, stages: 3, warps: 2 } },
+  { ir: attention('q8', false), shape: 'B=2,Hq=2,Hkv=2,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma', config: { bc: 32, stages: 3 } },
+  // Sq = Skv, causal: the first row sees one key; tiles past each query tile's diagonal are skipped.
+  { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=64', variant: 'flash_prefill', config: { math: 'simt', br: 16, bc: 16 } },
+  { ir: attention('f16', true), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=128', variant: 'flash_prefill_mma', config: { br: 32, bc: 16 } },
+  // f32 Q and O, an explicit scale, a q8 group of 16.
+  { ir: attention('q8', true, { q: 'f32', o: 'f32', scale: 0.2, kvGroupSize: 16 }), shape: 'B=1,Hq=4,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode' },
+  { ir: attention('f16', true, { q: 'f32', o: 'f32' }), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  // Head dims 80, 96 and 256 (mma is ruled out at 256: too many fragment registers, so SIMT).
+  { ir: attention('q8', true, { kvGroupSize: 16 }), shape: 'B=1,Hq=6,Hkv=2,Sq=3,Skv=150,D=80', variant: 'splitk_decode' },
+  { ir: attention('f16', false), shape: 'B=1,Hq=3,Hkv=1,Sq=20,Skv=50,D=96', variant: 'flash_prefill_mma' },
+  { ir: attention('q8', true), shape: 'B=1,Hq=2,Hkv=1,Sq=20,Skv=30,D=256', variant: 'flash_prefill' },
+  // sm_75: cp.async becomes a plain copy, and prefill is SIMT (no mma.sync m16n8k16 in the profile).
+  { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=128', variant: 'splitk_decode', device: 't4' },
+  { ir: attention('f16', false), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill', device: 't4' },
+];
+
+async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
+  const label = `${c.ir.name} ${c.shape} ${JSON.stringify(c.config ?? {})}${c.device ? ` ${c.device}` : ''}`;
+  const r = await verify({ target: 'cuda', ir: c.ir, shape: c.shape, device: c.device ?? 'rtx4090', config: c.config, runner: shim, werror: true, ...extra });
+  expect(r.plan.variant, label).toBe(c.variant);
+  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran, label).toBe(true);
+  expect(r.comparison!.nonFinite, label).toBe(0);
+  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+}
+
+describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', { concurrent: true }, () => {
+  // Two cases per test, so a loaded machine stays inside the timeout.
+  for (let i = 0; i < CASES.length; i += 2) {
+    const pair = CASES.slice(i, i + 2);
+    it(pair.map((c) => `${c.ir.name} ${c.shape}`).join('; '), async () => {
+      for (const c of pair) await expectOk(c);
+    }, 120_000);
+  }
+
+  it('passes AddressSanitizer and UBSan (decode with its merge, prefill on tensor cores and SIMT)', async () => {
+    for (const i of [1, 6, 7]) await expectOk(CASES[i]!, { sanitize: true });
+  }, 180_000);
+
+  it('a plan over the static shared-memory limit launches with dynamic shared memory', async () => {
+    const c: Case = { ir: attention('f16', false), shape: 'B=1,Hq=4,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', config: { math: 'simt', br: 64, bc: 32 } };
+    const e = emit({ target: 'cuda', ir: c.ir, shape: c.shape, device: 'rtx4090', config: c.config });
+    expect(e.plan.launch.dynamicShared).toBe(true);
+    await expectOk(c);
+  }, 120_000);
+});
+
+describe.skipIf(noGpp !== undefined)('the attention checks catch broken kernels', () => {
+  // Without the rescale of what was accumulated before a new maximum, the online softmax is wrong
+  // as soon as a later tile holds a larger score: the reference must see it.
+  it('a tile loop that forgets to rescale is wrong_result', async () => {
+    const e = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', device: 'rtx4090', config: { kvSplit: 1, kvBlock: 16 } });
+    const source = e.rendered.files['kernel.cu']!;
+    expect(source).toContain('st.rescale[r] = a;');
+    const kernel = { ...e.rendered, files: { ...e.rendered.files, 'kernel.cu': source.replace('st.rescale[r] = a;', 'st.rescale[r] = 1.0f;') } };
+    const build = await shim.build(e.plan, kernel, {});
+    if (build.status !== 'ok') throw new Error(build.detail);
+    try {
+      const data = opKit('attention').testData(e.plan.op, e.plan.shape, 1);
+      const run = await shim.execute(build, data.inputs);
+      expect(run.status).toBe('ok');
+      if (run.status === 'ok') expect(data.check(run.output, e.plan.tolerance).ok).toBe(false);
+    } finally {
+      build.dispose();
+    }
+  }, 60_000);
+});
+
+describe('attention plans state what the kernels need', () => {
+  it('decode: the split grid, the workspace and the merge launch; prefill: no workspace', () => {
+    const d = emit({ target: 'cuda', op: 'attention_q8kv', shape: 'B=2,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090', config: { kvSplit: 16, kvBlock: 32 } });
+    expect(d.plan.variant).toBe('splitk_decode');
+    // 16 splits of 256 keys; per (batch, KV head, split) 4 query rows of D floats plus (max, sum).
+    expect(d.manifest.launch).toMatchObject({ grid: [16, 8, 2], workspaceBytes: 4 * 2 * 8 * 16 * 4 * (128 + 2), secondPass: { grid: [16, 1, 1], block: [128, 1, 1] } });
+    expect(d.files['kernel.h']).toContain(`#define KGEN_ATTENTION_Q8KV_WORKSPACE_BYTES ${4 * 2 * 8 * 16 * 4 * 130}`);
+    expect(d.manifest.abi[0]!.signature).toBe('cudaError_t kgen_attention_q8kv(const uint16_t *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, uint16_t *o, void *workspace, cudaStream_t stream)');
+    const p = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', device: 'rtx4090' });
+    expect(p.plan.variant).toBe('flash_prefill_mma');
+    expect(p.manifest.launch.workspaceBytes).toBe(0);
+    expect(p.manifest.launch.secondPass).toBeUndefined();
+  });
+
+  it('refuses a head dim its rows cannot be staged with, naming the rule', () => {
+    expect(() => emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=72', device: 'rtx4090' })).toThrow(/D is not a multiple of 16/);
+  });
+});
+
+describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 and sm_89', () => {
+  const shapes: [string, Record<string, string>][] = [
+    ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', {}],
+    // D = 256: 32 rows a block (two row groups of the 64 here), SIMT prefill (mma is ruled out).
+    ['B=1,Hq=64,Hkv=8,Sq=8,Skv=1000,D=256', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', {}],
+    ['B=1,Hq=8,Hkv=8,Sq=100,Skv=300,D=64', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=256', {}],
+  ];
+  const cases = ['a100-80gb', 'rtx4090'].flatMap((device) =>
+    ['attention_f16', 'attention_q8kv'].flatMap((op) => shapes.map(([shape, config]) => ({ device, op, shape, config }))),
+  );
+
+  it(`the default configs compile warning-free, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
+    const failures: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < cases.length) {
+        const c = cases[next++]!;
+        const label = `${c.device} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`;
+        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config });
+        const params = (e.plan as PlanOf<'cuda-attention'>).params;
+        const r = await ptxasCheck(e.rendered, { arch: params.arch, werror: true });
+        if (r.status !== 'ok') {
+          failures.push(`${label}: ${r.detail.slice(0, 400)}`);
+          continue;
+        }
+        const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
+        if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
+        else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
+        expect(r.entries.length, label).toBe(e.plan.variant === 'splitk_decode' ? 2 : 1);
+        for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
+      }
+    };
+    await Promise.all([worker(), worker()]);
+    expect(failures).toEqual([]);
+  }, 300_000);
+});
+
+describe.skipIf(noNvcc !== undefined)('on a GPU, attention runs through its run kit built by nvcc', () => {
+  // A GPU as nvidia-smi would list it; nothing here runs on it, the build needs only nvcc.
+  const gpu = { index: 0, name: 'NVIDIA GeForce RTX 4090', computeCapability: '8.9', arch: 'sm_89', driverVersion: '550.00' };
+
+  it('the runner a GPU machine picks builds kernel.cu and kgen_run.cu with nvcc, warnings as errors', async () => {
+    const e = emit({ target: 'cuda', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', device: 'rtx4090' });
+    const runner = cudaRunnerFor(e.plan, { detection: { status: 'found', gpus: [gpu], how: 'test' } });
+    expect(runner.name).toMatch(/^gpu NVIDIA GeForce RTX 4090 \(sm_89, nvcc \+ the kernel's run kit\)/);
+    expect(runner.timesAreReal).toBe(true);
+    const build = await runner.build(e.plan, e.rendered, { werror: true });
+    expect(build.status, build.status === 'compile_error' ? build.detail : '').toBe('ok');
+    if (build.status === 'ok') build.dispose();
+    // Matmul keeps the driver-API harness.
+    const m = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=64,K=64', device: 'rtx4090' });
+    expect(cudaRunnerFor(m.plan, { detection: { status: 'found', gpus: [gpu], how: 'test' } }).name).toMatch(/driver API/);
+  }, 180_000);
+});
+
+describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op attention_* on the command line', () => {
+  it('emit -o writes the kernels, launcher, run kit and manifest; --data the inputs and reference', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-att-')), 'att');
+    const r = await execa(KGEN, ['emit', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', '--device', 'rtx4090', '-o', out, '--data', '3', '--no-ptxas'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    for (const f of ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh', 'manifest.json', 'q.bin', 'k.bin', 'v.bin', 'k_scales.bin', 'v_scales.bin', 'ref.bin']) expect(existsSync(join(out, f)), f).toBe(true);
+    const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    expect(m).toMatchObject({ target: 'cuda', arch: 'sm_89', variant: 'splitk_decode', launch: { workspaceBytes: expect.any(Number), secondPass: { what: expect.stringMatching(/log-sum-exp/) } } });
+    expect(m.tensors.k.layout).toMatch(/heads x positions/);
+    expect((await execa('sh', ['-n', join(out, 'run.sh')], { reject: false })).exitCode).toBe(0);
+    // The run kit as emitted, built by g++ against the shim, checks the output against ref.bin itself.
+    const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
+    const bin = join(out, 'kgen_run_shim');
+    const cc = await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(out, 'kernel.cu'), join(out, 'kgen_run.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { reject: false, all: true });
+    expect(cc.exitCode, cc.all).toBe(0);
+    const run = await execa(bin, [out, '--json', join(out, 'result.json')], { reject: false, all: true });
+    expect(run.exitCode, run.all).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true, kernel: { variant: 'splitk_decode' } });
+  }, 120_000);
+
+  it('emit --package: attention kernels beside a matmul, the README calling the first; make builds it where nvcc is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cuda-att-pkg-'));
+    const kernels = [
+      { op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64' },
+      { op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64' },
+      { op: 'matmul_q4', shape: 'M=1,N=64,K=64' },
+    ];
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
+    const pkg = join(dir, 'pkg');
+    const r = await execa(KGEN, ['emit', '--target', 'cuda', '--device', 'rtx4090', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
+    expect(readme).toMatch(/cudaError_t run_kgen_attention_q8kv\w*\(const uint16_t \*q, const uint8_t \*k, const uint8_t \*v, const uint8_t \*k_scales, const uint8_t \*v_scales, uint16_t \*o, void \*workspace, cudaStream_t stream\)/);
+    if (noNvcc === undefined) {
+      const make = await execa('make', [], { cwd: pkg, reject: false, all: true });
+      expect(make.exitCode, make.all).toBe(0);
+    }
+  }, 180_000);
+
+  it('verify --target cuda --op attention_q8kv runs through the CPU shim when there is no GPU', async () => {
+    const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', '--device', 'rtx4090'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ok: attention_q8kv cuda\/flash_prefill_mma B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64/);
+    if (!hasTool('nvidia-smi')) expect(r.stdout).toContain('cuda-cpu-shim');
+  }, 120_000);
+});
