@@ -64,6 +64,9 @@ const CASES: Case[] = [
   // sm_75: cp.async becomes a plain copy, and prefill is SIMT (no mma.sync m16n8k16 in the profile).
   { ir: attention('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=128', variant: 'splitk_decode', device: 't4' },
   { ir: attention('f16', false), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill', device: 't4' },
+  // llama.cpp's row order (positions x heads): the strides come from the plan.
+  { ir: attention('f16', true, { kvLayout: 'positions_heads' }), shape: 'B=2,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16 } },
+  { ir: attention('q8', true, { kvLayout: 'positions_heads' }), shape: 'B=2,Hq=8,Hkv=2,Sq=37,Skv=77,D=64', variant: 'flash_prefill_mma' },
 ];
 
 async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
@@ -134,6 +137,12 @@ describe('attention plans state what the kernels need', () => {
 
   it('refuses a head dim its rows cannot be staged with, naming the rule', () => {
     expect(() => emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=72', device: 'rtx4090' })).toThrow(/D is not a multiple of 16/);
+  });
+
+  it('refuses a KV format it has no partial for (ggml blocks), naming it', () => {
+    for (const op of ['attention_q8_0kv', 'attention_q4_0kv']) {
+      expect(() => emit({ target: 'cuda', op, shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', device: 'rtx4090' })).toThrow(/--op: no config of .* is legal for rtx4090: the CUDA attention kernels read f16 and kgen q8 KV caches/);
+    }
   });
 });
 

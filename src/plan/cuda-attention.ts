@@ -1,4 +1,5 @@
-import type { AttentionOp, AttentionShape } from '../ir/types.js';
+import { kvLayoutOf, kvRowStrides } from '../ir/attention.js';
+import type { AttentionOp, AttentionShape, KvCacheFormat } from '../ir/types.js';
 import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
@@ -127,11 +128,15 @@ declare module './types.js' {
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
 /** Rules of both kernels, whatever the config: they hold for the op and shape or for none. */
+/** KV cache formats with a partial in templates/cuda/attention/kv/. */
+const CUDA_KV_FORMATS: readonly KvCacheFormat[] = ['f16', 'q8'];
+
 function formatRestrictions(req: Req): Restriction[] {
   const { op, shape } = req;
   return [
     { reason: 'D is not a multiple of 16 (K/V rows are staged as 16-byte chunks)', allows: () => shape.D % 16 === 0 },
     { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
+    { reason: `the CUDA attention kernels read f16 and kgen q8 KV caches (no ${op.kvCache} partial in templates/cuda/attention/kv/ yet)`, allows: () => CUDA_KV_FORMATS.includes(op.kvCache) },
   ];
 }
 
@@ -222,9 +227,12 @@ function kvRowFormat(op: AttentionOp, D: number) {
   };
 }
 
-/** Row strides of the KV cache: heads x positions ([B, Hkv, Skv, D]), the layout of the op's harness files. */
-function kvLayout(shape: Dims): KvLayout {
-  return { name: 'heads x positions: [B, Hkv, Skv, D]', batchRows: shape.Hkv * shape.Skv, headRows: shape.Skv, posRows: 1 };
+/** Row strides of the KV cache in the op's row order (kvLayoutOf: heads x positions, or positions x heads as llama.cpp's cache). */
+function kvLayout(op: AttentionOp, shape: Dims): KvLayout {
+  const order = kvLayoutOf(op);
+  const { headStride, positionStride } = kvRowStrides(order, { ...shape });
+  const name = order === 'heads_positions' ? 'heads x positions: [B, Hkv, Skv, D]' : 'positions x heads: [B, Skv, Hkv, D]';
+  return { name, batchRows: shape.Hkv * shape.Skv, headRows: headStride, posRows: positionStride };
 }
 
 function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
@@ -241,7 +249,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
 
   const row = kvRowFormat(op, D);
   const { kvRowBytes, kvScaleRowBytes, slotBytes } = row;
-  const layout = kvLayout(shape);
+  const layout = kvLayout(op, shape);
 
   const mma = !decode && config.math === 'mma';
   const kvStageBytes = 2 * keys * slotBytes;
