@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { referenceAttention } from '../src/reference/attention.js';
+import { attentionOnValues } from '../src/reference/attention.js';
 import {
   attentionInputs,
   checkAttention,
@@ -56,14 +56,16 @@ describe('attention bench: shared pieces', () => {
     const x = attentionInputs(w.shape, 11);
     const heads = { q: swapOuter(x.q, Sq, Hq, D), k: swapOuter(x.k, Skv, Hkv, D), v: swapOuter(x.v, Skv, Hkv, D) };
     const asOutput = (o: Float64Array) => swapOuter(Float32Array.from(o), Hq, Sq, D);
-    const right = referenceAttention(w.shape, { causal: true, scale: 1 / Math.sqrt(D) }, heads);
+    const onValues = (causal: boolean, kv: { q: Float32Array; k: Float32Array; v: Float32Array }) =>
+      attentionOnValues(w.shape, { causal, scale: 1 / Math.sqrt(D) }, kv.q, (_b, h) => ({ k: kv.k.subarray(h * Skv * D, (h + 1) * Skv * D), v: kv.v.subarray(h * Skv * D, (h + 1) * Skv * D) }));
+    const right = onValues(true, heads);
     expect(checkAttention(w, x, asOutput(right), peerTolerance({ quantizedQ: false })).ok).toBe(true);
     // Query heads reading the other of the two KV heads (a wrong group mapping).
     const swapHalves = (a: Float32Array) => Float32Array.from([...a.subarray(a.length / 2), ...a.subarray(0, a.length / 2)]);
     const swappedKv = { ...heads, k: swapHalves(heads.k), v: swapHalves(heads.v) };
-    const wrong = referenceAttention(w.shape, { causal: true, scale: 1 / Math.sqrt(D) }, swappedKv);
+    const wrong = onValues(true, swappedKv);
     expect(checkAttention(w, x, asOutput(wrong), peerTolerance({ quantizedQ: true })).ok).toBe(false);
-    const unmasked = referenceAttention(w.shape, { causal: false, scale: 1 / Math.sqrt(D) }, heads);
+    const unmasked = onValues(false, heads);
     expect(checkAttention(w, x, asOutput(unmasked), peerTolerance({ quantizedQ: true })).ok).toBe(false);
   });
 });

@@ -48,7 +48,7 @@ for (const { isa, device } of VARIANTS) {
   const missing = skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]);
   const runnable = cannotRunReason(isa) === undefined;
   if (!runnable) console.warn(`NOTE: ${isa} attention kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
-  describe.concurrent.skipIf(missing !== undefined)(`C attention ${isa}`, () => {
+  describe.skipIf(missing !== undefined)(`C attention ${isa}`, { concurrent: true }, () => {
     for (const format of FORMATS) {
       it(`${format} KV: decode with splits, prefill tiles, GQA 8/5/4/1, causal and not${runnable ? '' : ' (compile only)'}`, async () => {
         for (const c of CASES) {
@@ -103,15 +103,15 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
 });
 
 describe('C attention package', () => {
-  it.skipIf(skipReason(['gcc']) !== undefined)('a package of an attention and a matmul kernel compiles with its usage snippet (attention first)', () => {
-    const pkg = buildPackage({
+  it.skipIf(skipReason(['gcc']) !== undefined)('a package of an attention and a matmul kernel compiles with its usage snippet (attention first)', async () => {
+    const pkg = await buildPackage({
       command: 'test',
       kernels: [
         { target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64', device: 'epyc-7763', isa: 'scalar' },
         { target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=64', device: 'epyc-7763', isa: 'scalar' },
       ],
     });
-    const readme = pkg.files['README.md']!;
+    const readme = pkg.files['README.md'] as string;
     const usage = /```c\n([\s\S]*?)```/.exec(readme)![1]!;
     expect(usage).toMatch(/k_scales, v, v_scales, o, workspace/);
     const dir = mkdtempSync(join(tmpdir(), 'kgen-attn-pkg-'));

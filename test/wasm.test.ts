@@ -364,7 +364,7 @@ describe('the WebAssembly runner and emit', () => {
     if ('error' in bins) throw new Error(bins.error);
     expect(Object.keys(bins.files).sort()).toEqual(['kernel.relaxed.shared.wasm', 'kernel.relaxed.wasm', 'kernel.shared.wasm', 'kernel.wasm', 'probe.wasm']);
     // This process runs without relaxed SIMD in Node 20: only the SIMD128 module need validate here.
-    expect(WebAssembly.validate(bins.files['kernel.wasm']!)).toBe(true);
+    expect(WebAssembly.validate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>)).toBe(true);
     const f16 = emit({ target: 'wasm', op: 'matmul_f16', shape: 'M=1,N=77,K=320' });
     expect(Object.keys(f16.files).filter((f) => f.includes('relaxed'))).toEqual([]);
     // Every number in the module comes from the plan: another shape changes the text.

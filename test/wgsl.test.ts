@@ -13,7 +13,7 @@ import { getDevice, swiftShaderIcd } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
-import type { MatmulOp, WeightFormatName } from '../src/ir/types.js';
+import type { MatmulOp, MatmulShape, WeightFormatName } from '../src/ir/types.js';
 import { parseShape } from '../src/ir/validate.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan, overBudget } from '../src/plan/index.js';
@@ -82,7 +82,7 @@ async function runPlan(plan: Plan, seed = 3): Promise<void> {
   }
 }
 
-describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', () => {
+describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { concurrent: true }, () => {
   for (const op of OPS) {
     for (const v of VARIANTS) {
       it(`${op} ${v.name}: M in {1,3,64} (gemv: M <= 8), ragged N and K, match the reference`, async () => {
@@ -122,7 +122,7 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
     ];
     for (const [op, shape, config] of cases) {
       const { plan } = makePlan(planRequest({ op, shape: parseShape(shape, op), device: getDevice('swiftshader'), target: 'wgsl' }), config);
-      expect(plan.budgets.find((b) => b.budget.startsWith('storage binding size'))!.needed).toBeGreaterThanOrEqual(plan.shape.M * plan.shape.K * 2);
+      expect(plan.budgets.find((b) => b.budget.startsWith('storage binding size'))!.needed).toBeGreaterThanOrEqual((plan.shape as MatmulShape).M * (plan.shape as MatmulShape).K * 2);
       await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${shape} ${JSON.stringify(config)}`);
     }
   });
@@ -219,7 +219,7 @@ describe.concurrent.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftSh
 
 describe('WGSL plans against WebGPU limits', () => {
   const webgpu = getDevice('webgpu');
-  const op = CATALOG.matmul_q4!;
+  const op = CATALOG.matmul_q4! as MatmulOp;
   const shape = parseShape('M=64,N=4096,K=4096', op);
   // 2 x 32x64 f32 activation tiles (16384 bytes) + 2 x 64 rows of 36 weight words (4608 bytes).
   const big = { kernel: 'tiled', bm: 32, bn: 64, bk: 64, buffers: 2, invocations: 128 };
@@ -249,10 +249,10 @@ describe('WGSL plans against WebGPU limits', () => {
         const { plan } = makePlan(planRequest({ op: m, shape: parseShape(text, m), device: webgpu, target: 'wgsl' }));
         expect(overBudget(plan), `${format}/${group} ${text}`).toBeUndefined();
         expect(plan.budgets.map((b) => b.budget)).toEqual(expect.arrayContaining(['workgroup storage (webgpu)', 'invocations per workgroup (webgpu)', 'storage binding size (webgpu)', 'storage buffers per shader stage (webgpu)']));
-        expect(plan.variant).toBe(plan.shape.M <= 8 ? 'gemv' : 'tiled');
+        expect(plan.variant).toBe((plan.shape as MatmulShape).M <= 8 ? 'gemv' : 'tiled');
         // SwiftShader's subgroups are 4 wide (CPU SIMD lanes): the barrier-free rows kernel is its default.
         const { plan: ss } = makePlan(planRequest({ op: m, shape: parseShape(text, m), device: getDevice('swiftshader'), target: 'wgsl' }));
-        expect(ss.variant, `${format}/${group} ${text} on swiftshader`).toBe(ss.shape.M <= 8 ? 'rows' : 'tiled');
+        expect(ss.variant, `${format}/${group} ${text} on swiftshader`).toBe((ss.shape as MatmulShape).M <= 8 ? 'rows' : 'tiled');
       }
     }
   });
@@ -292,7 +292,7 @@ describe('WGSL plans against WebGPU limits', () => {
   });
 
   it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {
-    const q8 = CATALOG.matmul_q8_0!;
+    const q8 = CATALOG.matmul_q8_0! as MatmulOp;
     const shape = parseShape('M=1,N=256,K=512', q8);
     const swiftshader = getDevice('swiftshader');
     const legal = (o: MatmulOp, device: DeviceProfile) => pruneSpace(planRequest({ op: o, shape: parseShape('M=1,N=256,K=512', o), device, target: 'wgsl' })).legal.map((c) => c.config.dot8);
