@@ -86,6 +86,10 @@ export function checkSupport(req: PlanRequest): Backend {
   if (weights && !caps.formats.includes(weights.format)) {
     throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not decode ${weights.format} weights`, expected: `a weight format of ${caps.formats.join(', ')}` });
   }
+  const kvCache = opKit(req.op.kind).kvCache(req.op);
+  if (kvCache && caps.kvCaches && !caps.kvCaches.includes(kvCache)) {
+    throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not read a ${kvCache} KV cache yet`, expected: `a KV cache of ${caps.kvCaches.join(', ')}`, hint: `\`kgen plan --target ${target.name}\` still shows its plan; the C target reads every KV format` });
+  }
   return backend;
 }
 

@@ -1,6 +1,6 @@
 import type { GpuDetection } from '../device/gpu.js';
 import type { DeviceProfile } from '../device/profile.js';
-import type { OpKind, WeightFormatName } from '../ir/types.js';
+import type { KvCacheFormat, OpKind, WeightFormatName } from '../ir/types.js';
 import type { CommentText } from '../render/comment-text.js';
 import type { CpuVariants } from '../plan/cpu-matmul.js';
 import type { Plan, PlanFamily, Planner, PlanOf, SearchSpace } from '../plan/types.js';
@@ -10,6 +10,8 @@ export interface BackendCapabilities {
   ops: readonly OpKind[];
   /** Weight formats its kernels decode (ops with weights). */
   formats: readonly WeightFormatName[];
+  /** KV cache formats its attention kernels read; absent: every format. */
+  kvCaches?: readonly KvCacheFormat[];
 }
 
 /** A backend's report on a rendered kernel's resources, and notes for the user. */

@@ -126,4 +126,5 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
     return { tensors };
   },
   weights: () => undefined,
+  kvCache: (op) => op.kvCache,
 };

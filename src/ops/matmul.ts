@@ -169,4 +169,5 @@ export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
     };
   },
   weights: (op) => op.weight,
+  kvCache: () => undefined,
 };

@@ -1,4 +1,4 @@
-import type { Op, Shape, WeightSpec } from '../ir/types.js';
+import type { KvCacheFormat, Op, Shape, WeightSpec } from '../ir/types.js';
 import type { Comparison, Tolerance } from '../reference/compare.js';
 
 /** Inputs of one kernel run as files a harness reads: name (x.bin, w.bin, ...) -> bytes. */
@@ -60,4 +60,6 @@ export interface OpKit<O extends Op, S extends Shape> {
   tensors(op: O, shape: S): { tensors: Record<string, TensorInfo>; weights?: WeightsInfo };
   /** The op's weight format, where it has weights (records and `kgen pack` use it). */
   weights(op: O): WeightSpec | undefined;
+  /** The format of the KV cache the op reads, where it reads one (a backend's `capabilities.kvCaches`). */
+  kvCache(op: O): KvCacheFormat | undefined;
 }

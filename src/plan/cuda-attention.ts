@@ -1,5 +1,5 @@
 import { kvLayoutOf, kvRowStrides } from '../ir/attention.js';
-import type { AttentionOp, AttentionShape, KvCacheFormat } from '../ir/types.js';
+import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
@@ -128,15 +128,11 @@ declare module './types.js' {
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
 /** Rules of both kernels, whatever the config: they hold for the op and shape or for none. */
-/** KV cache formats with a partial in templates/cuda/attention/kv/. */
-const CUDA_KV_FORMATS: readonly KvCacheFormat[] = ['f16', 'q8'];
-
 function formatRestrictions(req: Req): Restriction[] {
   const { op, shape } = req;
   return [
     { reason: 'D is not a multiple of 16 (K/V rows are staged as 16-byte chunks)', allows: () => shape.D % 16 === 0 },
     { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
-    { reason: `the CUDA attention kernels read f16 and kgen q8 KV caches (no ${op.kvCache} partial in templates/cuda/attention/kv/ yet)`, allows: () => CUDA_KV_FORMATS.includes(op.kvCache) },
   ];
 }
 
