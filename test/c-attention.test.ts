@@ -67,24 +67,26 @@ for (const { isa, device } of VARIANTS) {
 
 describe.concurrent('C attention: head dims, layouts and defaults', () => {
   const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
+  // A shipped profile with the ISA, not `host`: test:hosts forces host to other CPUs' profiles.
+  const deviceOf = (isa: string) => VARIANTS.find((v) => v.isa === isa)!.device;
   it(`head dims 80, 96 and 256 (f16 Q and O; q8 with groups of 16 at D=80) on scalar and ${native}`, async () => {
     for (const isa of [...new Set(['scalar', native])]) {
       for (const [format, D, extra] of [['q8', 80, { kvGroupSize: 16 }], ['q8_0', 96, {}], ['f16', 256, {}]] as const) {
         const op = { ...ir(format, true, extra), o: 'f16' };
-        const r = await verify({ target: 'c', ir: op, shape: `B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=${D}`, isa, device: 'host', werror: true });
+        const r = await verify({ target: 'c', ir: op, shape: `B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=${D}`, isa, device: deviceOf(isa), werror: true });
         expect(r.status, `${isa} ${format} D=${D}: ${r.detail ?? ''}`).toBe('ok');
       }
     }
   });
   it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8', async () => {
     for (const [format, shape, config] of [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]] as const) {
-      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: 'host', config, sanitize: true });
+      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
   it('either KV row order for any format (f16 positions x heads, q4_0 heads x positions)', async () => {
     for (const [format, kvLayout] of [['f16', 'positions_heads'], ['q4_0', 'heads_positions']] as const) {
-      const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout }), shape: 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', isa: native, device: 'host', config: { splits: 2 }, werror: true });
+      const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout }), shape: 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', isa: native, device: deviceOf(native), config: { splits: 2 }, werror: true });
       expect(r.status, `${format} ${kvLayout}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
