@@ -1,3 +1,4 @@
+import { VariableDeclarationKind, type CodeBlockWriter, type SourceFile, type WriterFunction } from 'ts-morph';
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
 import { packageUsageView } from './c-family.js';
@@ -72,4 +73,28 @@ export function rootLoaderView(pkg: PackageContext, kernels: readonly PackagedKe
     kernels: kernels.map((k, i) => ({ name: k.dir, ident: `kernel${i}`, dir: k.dir })),
     infoJson: JSON.stringify(packageInfo(kernels), null, 2),
   };
+}
+
+/** A type of one member per kernel, by folder name: `Readonly<{ NAME: type(kernel, i); ... }>`. */
+export function typeByKernel(kernels: readonly PackagedKernel[], type: (k: PackagedKernel, i: number) => string): WriterFunction {
+  return (w: CodeBlockWriter) => {
+    w.write('Readonly<');
+    w.block(() => kernels.forEach((k, i) => w.writeLine(`${k.dir}: ${type(k, i)};`)));
+    w.write('>');
+  };
+}
+
+/**
+ * What every JS root loader's declarations start with: each kernel's loader module imported as
+ * `kernel<i>` (its own declarations), `kernels` (those modules by name) and `info` (op, shape,
+ * folder, symbol). Returns `constant`, which declares one more exported constant.
+ */
+export function declareRootLoader(file: SourceFile, kernels: readonly PackagedKernel[], opts: { kernelModule: string; kernelsDoc: string }) {
+  const literal = (v: unknown) => JSON.stringify(v);
+  kernels.forEach((k, i) => file.addImportDeclaration({ isTypeOnly: true, namespaceImport: `kernel${i}`, moduleSpecifier: `./${k.dir}/${opts.kernelModule}` }));
+  const constant = (name: string, doc: string, type: WriterFunction | string) =>
+    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
+  constant('kernels', opts.kernelsDoc, typeByKernel(kernels, (_, i) => `typeof kernel${i}`));
+  constant('info', 'Op, shape and folder of every kernel, by name.', typeByKernel(kernels, (k) => `{ op: ${literal(k.plan.op.name)}; shape: ${literal(formatShape(k.plan.shape))}; dir: ${literal(`${k.dir}/`)}; symbol: ${literal(k.symbol)} }`));
+  return constant;
 }
