@@ -4,12 +4,12 @@
  * (M=1, N=4096, K=14336) and GEMM (M=256, N=4096, K=4096); kgen's WebAssembly kernels (SIMD128
  * and relaxed SIMD, in Node) next to them and to onnxruntime-web's WebAssembly MatMulNBits; kgen's
  * WGSL q4 GEMV (M=1, N=K=4096, default and tuned) next to onnxruntime-web's WebGPU MatMulNBits on
- * the same adapter; with `--cases attention`, attention decode and prefill next to llama.cpp's
+ * the same adapter; attention decode and prefill (`--cases attention`, in the default run) next to llama.cpp's
  * flash attention, onnxruntime's GroupQueryAttention and a naive baseline (bench/attention.ts).
  *
  *   npm run bench                 table on stdout, progress on stderr
  *   npm run bench -- --json       the same rows as JSON lines
- * Options: --cases gemv,gemm (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
+ * Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
  *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
@@ -49,7 +49,7 @@ const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
 // `attention`: the three attention workloads (decode-4k, decode-32k, prefill-2k; bench/attention.ts).
 const CASE_GROUPS: Record<string, string[]> = { curve: ['m1', 'm4', 'm16', 'm64', 'gemm'], attention: ATTENTION_WORKLOADS.map((w) => w.name) };
-const cases = opt('--cases', 'gemv,gemm').split(',').flatMap((c) => CASE_GROUPS[c] ?? [c]);
+const cases = opt('--cases', 'gemv,gemm,attention').split(',').flatMap((c) => CASE_GROUPS[c] ?? [c]);
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const threads = opt('--threads', '1,2').split(',').map(Number);
 // AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
