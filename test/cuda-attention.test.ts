@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -16,8 +16,9 @@ import { hasTool, skipReason } from './helpers.js';
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
  * against the f64 reference, on ragged shapes: Skv = 77 is a multiple of no tile (16..128) and
  * splits unevenly; Sq in {1, 5, 64}; Hq/Hkv in {1, 4, 5, 8}; causal and not; D in {64, 128} (and
- * 80, 96, 256 once each); f16 and q8 KV caches. Each case compiles its own kernel, so the list is a
- * covering subset.
+ * 80, 96, 256 once each); f16, kgen q8 and ggml q8_0 / q4_0 KV caches (the ggml ones also on
+ * Skv = 200 and 333, in both row orders, with their rows staged in 2-, 4-, 8- and 16-byte chunks at
+ * D = 96, 64, 128 and 256). Each case compiles its own kernel, so the list is a covering subset.
  */
 const noGpp = skipReason(['g++']);
 const noNvcc = skipReason(['nvcc']);
@@ -25,7 +26,7 @@ const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 // The shim, pinned: on a machine with a GPU `verify` would otherwise run there.
 const shim = cudaShimRunner();
 
-const attention = (kvCache: 'f16' | 'q8', causal: boolean, extra: Record<string, unknown> = {}) => ({
+const attention = (kvCache: 'f16' | 'q8' | 'q8_0' | 'q4_0', causal: boolean, extra: Record<string, unknown> = {}) => ({
   kind: 'attention', name: `att_${kvCache}_${causal ? 'causal' : 'full'}`, kvCache, causal, ...extra,
 });
 
@@ -67,12 +68,33 @@ const CASES: Case[] = [
   // llama.cpp's row order (positions x heads): the strides come from the plan.
   { ir: attention('f16', true, { kvLayout: 'positions_heads' }), shape: 'B=2,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16 } },
   { ir: attention('q8', true, { kvLayout: 'positions_heads' }), shape: 'B=2,Hq=8,Hkv=2,Sq=37,Skv=77,D=64', variant: 'flash_prefill_mma' },
+  // ggml q8_0 and q4_0 caches, positions x heads by default (llama.cpp's order) and heads x
+  // positions; decode with one split (no merge) and several, prefill on tensor cores and SIMT.
+  { ir: attention('q8_0', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 4, kvBlock: 16 } },
+  { ir: attention('q8_0', false), shape: 'B=1,Hq=10,Hkv=2,Sq=5,Skv=200,D=128', variant: 'splitk_decode', config: { kvSplit: 1 } },
+  { ir: attention('q8_0', true), shape: 'B=1,Hq=8,Hkv=1,Sq=64,Skv=333,D=128', variant: 'flash_prefill_mma' },
+  { ir: attention('q8_0', false, { kvLayout: 'heads_positions' }), shape: 'B=2,Hq=4,Hkv=4,Sq=64,Skv=200,D=64', variant: 'flash_prefill', config: { math: 'simt', br: 32, bc: 32 } },
+  { ir: attention('q8_0', true), shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=96', variant: 'splitk_decode', config: { kvSplit: 4 } },
+  { ir: attention('q8_0', true, { q: 'f32', o: 'f32' }), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=128', variant: 'flash_prefill', device: 't4' },
+  { ir: attention('q4_0', true), shape: 'B=1,Hq=8,Hkv=1,Sq=1,Skv=333,D=128', variant: 'splitk_decode', config: { kvSplit: 8 } },
+  { ir: attention('q4_0', false, { kvLayout: 'heads_positions' }), shape: 'B=2,Hq=4,Hkv=1,Sq=5,Skv=77,D=64', variant: 'splitk_decode', config: { kvSplit: 1, kvBlock: 16 } },
+  { ir: attention('q4_0', false), shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=77,D=64', variant: 'flash_prefill_mma', config: { bc: 32 } },
+  { ir: attention('q4_0', true), shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=128', variant: 'flash_prefill', config: { math: 'simt', br: 32, bc: 16 } },
+  { ir: attention('q4_0', true), shape: 'B=1,Hq=4,Hkv=1,Sq=5,Skv=200,D=256', variant: 'splitk_decode', config: { kvSplit: 1 } },
+  { ir: attention('q4_0', true, { kvLayout: 'heads_positions' }), shape: 'B=1,Hq=4,Hkv=1,Sq=40,Skv=40,D=128', variant: 'flash_prefill_mma', config: { br: 32, bc: 16 } },
+  { ir: attention('q4_0', false), shape: 'B=1,Hq=4,Hkv=4,Sq=64,Skv=333,D=96', variant: 'flash_prefill_mma' },
+  { ir: attention('q8_0', true), shape: 'B=1,Hq=8,Hkv=1,Sq=5,Skv=333,D=256', variant: 'splitk_decode', config: { kvSplit: 4 } },
 ];
+/** Indices into CASES of the ggml cases the sanitizers also run: 2-byte chunks, 8-byte chunks on tensor cores. */
+const GGML_SANITIZED = [CASES.findIndex((c) => c.shape.endsWith('Skv=333,D=96') && c.ir.kvCache === 'q8_0'), CASES.findIndex((c) => c.ir.kvCache === 'q4_0' && c.variant === 'flash_prefill_mma' && c.shape.includes('Sq=40'))];
 
 async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
   const label = `${c.ir.name} ${c.shape} ${JSON.stringify(c.config ?? {})}${c.device ? ` ${c.device}` : ''}`;
   const r = await verify({ target: 'cuda', ir: c.ir, shape: c.shape, device: c.device ?? 'rtx4090', config: c.config, runner: shim, werror: true, ...extra });
   expect(r.plan.variant, label).toBe(c.variant);
+  // One split writes O itself; several go through the workspace and the merge.
+  if (c.config?.kvSplit === 1) expect(r.plan.launch.secondPass, label).toBeUndefined();
+  if (typeof c.config?.kvSplit === 'number' && c.config.kvSplit > 1) expect(r.plan.launch.secondPass, label).toBeDefined();
   expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
   expect(r.ran, label).toBe(true);
   expect(r.comparison!.nonFinite, label).toBe(0);
@@ -90,6 +112,12 @@ describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', { co
 
   it('passes AddressSanitizer and UBSan (decode with its merge, prefill on tensor cores and SIMT)', async () => {
     for (const i of [1, 6, 7]) await expectOk(CASES[i]!, { sanitize: true });
+  }, 180_000);
+
+  // UBSan checks the alignment of every typed load: ggml blocks are 2-byte aligned in shared memory.
+  it('passes AddressSanitizer and UBSan on ggml caches (plain 2-byte staging in decode, q4_0 fragments)', async () => {
+    expect(GGML_SANITIZED).not.toContain(-1);
+    for (const i of GGML_SANITIZED) await expectOk(CASES[i]!, { sanitize: true });
   }, 180_000);
 
   it('a plan over the static shared-memory limit launches with dynamic shared memory', async () => {
@@ -139,15 +167,48 @@ describe('attention plans state what the kernels need', () => {
     expect(() => emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=72', device: 'rtx4090' })).toThrow(/D is not a multiple of 16/);
   });
 
-  it('refuses a KV format it has no partial for (ggml blocks): capabilities as data', () => {
-    for (const op of ['attention_q8_0kv', 'attention_q4_0kv']) {
-      expect(() => emit({ target: 'cuda', op, shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', device: 'rtx4090' })).toThrow(/^--op: the CUDA backend does not read a q[48]_0 KV cache yet; expected a KV cache of f16, q8/);
+  it('decode with one split: no workspace, no merge kernel, the block writes O', () => {
+    const e = emit({ target: 'cuda', op: 'attention_q4_0kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090', config: { kvSplit: 1 } });
+    const params = (e.plan as PlanOf<'cuda-attention'>).params;
+    expect(params).toMatchObject({ kernel: 'splitk_decode', splits: 1, merge: false, workspaceBytes: 0 });
+    expect(e.manifest.launch.workspaceBytes).toBe(0);
+    expect(e.manifest.launch.secondPass).toBeUndefined();
+    expect(e.files['kernel.h']).toContain('#define KGEN_ATTENTION_Q4_0KV_WORKSPACE_BYTES 0');
+    expect(e.files['kernel.cu']).not.toContain('_merge');
+    expect(e.files['kgen_run.cu']).toContain('KG_WORKSPACE_BYTES = 0;');
+    expect(e.manifest.abi[0]!.doc).toContain('workspace unused');
+    // A split count the sequence cannot use collapses to one split the same way.
+    const short = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=20,D=64', device: 'rtx4090', config: { kvSplit: 1, kvBlock: 32 } });
+    expect(short.manifest.launch.secondPass).toBeUndefined();
+  });
+
+  it('ggml q8_0 and q4_0 caches: rows staged as stored, in chunks their alignment allows; budgets and traffic count their bytes', () => {
+    const shape = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
+    const q8_0 = emit({ target: 'cuda', op: 'attention_q8_0kv', shape, device: 'rtx4090', config: { kvSplit: 16, kvBlock: 32, stages: 2 } });
+    const p8 = (q8_0.plan as PlanOf<'cuda-attention'>).params;
+    // 4 blocks of 34 bytes a row, 8-byte aligned; a slot is the row rounded to 16 plus 16 of padding.
+    expect(p8).toMatchObject({ kvRowBytes: 136, kvScaleRowBytes: 0, kvBlockBytes: 34, kvGroup: 32, kvChunkBytes: 8, kvChunkAsync: true, kvChunks: 17, kvPieces: 17, slotBytes: 160 });
+    expect(q8_0.plan.buffers.find((b) => b.name === 'K/V tiles')!.size).toBe(2 * 2 * 32 * 160);
+    expect(q8_0.plan.traffic!.bytes).toBe(2 * 8 * 4096 * 136 + 32 * 128 * 4);
+    expect(q8_0.manifest.tensors.k!.layout).toMatch(/^positions x heads/);
+    expect(q8_0.files['kernel.cu']).toContain('kg_cp_async<KG_KV_CHUNK_BYTES>');
+    const q4_0 = emit({ target: 'cuda', op: 'attention_q4_0kv', shape: shape.replace('D=128', 'D=96'), device: 'rtx4090' });
+    const p4 = (q4_0.plan as PlanOf<'cuda-attention'>).params;
+    // 3 blocks of 18 bytes: rows 2-byte aligned, below cp.async's 4, so plain 2-byte copies.
+    expect(p4).toMatchObject({ kvRowBytes: 54, kvBlockBytes: 18, kvChunkBytes: 2, kvChunkAsync: false, kvChunks: 27, slotBytes: 80 });
+    expect(q4_0.files['kernel.cu']).not.toContain('kg_cp_async<KG_KV_CHUNK_BYTES>');
+    expect(q4_0.manifest.abi[0]!.doc).toContain('k_scales, v_scales unused');
+  });
+
+  it('reads every KV format (capabilities as data)', () => {
+    for (const op of ['attention_f16', 'attention_q8kv', 'attention_q8_0kv', 'attention_q4_0kv']) {
+      expect(emit({ target: 'cuda', op, shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', device: 'rtx4090' }).plan.variant).toBe('splitk_decode');
     }
   });
 });
 
 describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 and sm_89', () => {
-  const shapes: [string, Record<string, string>][] = [
+  const shapes: [string, Record<string, string | number>][] = [
     ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', {}],
     // D = 256: 32 rows a block (two row groups of the 64 here), SIMT prefill (mma is ruled out).
     ['B=1,Hq=64,Hkv=8,Sq=8,Skv=1000,D=256', {}],
@@ -155,9 +216,18 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
     ['B=1,Hq=8,Hkv=8,Sq=100,Skv=300,D=64', {}],
     ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=256', {}],
   ];
-  const cases = ['a100-80gb', 'rtx4090'].flatMap((device) =>
-    ['attention_f16', 'attention_q8kv'].flatMap((op) => shapes.map(([shape, config]) => ({ device, op, shape, config }))),
-  );
+  // ggml caches: the same shapes (8-, 4- and 16-byte staging), D = 96 (2-byte plain copies, decode
+  // and tensor-core prefill) and decode with one split (no merge kernel).
+  const ggmlShapes: [string, Record<string, string | number>][] = [
+    ...shapes,
+    ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=96', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=96', {}],
+    ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', { kvSplit: 1 }],
+  ];
+  const cases = ['a100-80gb', 'rtx4090'].flatMap((device) => [
+    ...['attention_f16', 'attention_q8kv'].flatMap((op) => shapes.map(([shape, config]) => ({ device, op, shape, config }))),
+    ...['attention_q8_0kv', 'attention_q4_0kv'].flatMap((op) => ggmlShapes.map(([shape, config]) => ({ device, op, shape, config }))),
+  ]);
 
   it(`the default configs compile warning-free, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
     const failures: string[] = [];
@@ -176,7 +246,7 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
         const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
         if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
         else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
-        expect(r.entries.length, label).toBe(e.plan.variant === 'splitk_decode' ? 2 : 1);
+        expect(r.entries.length, label).toBe(e.plan.launch.secondPass ? 2 : 1);
         for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
       }
     };
@@ -229,6 +299,8 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
       { op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64' },
       { op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64' },
       { op: 'matmul_q4', shape: 'M=1,N=64,K=64' },
+      // A llama.cpp cache, decode in one split: no workspace.
+      { op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', config: { kvSplit: 1 } },
     ];
     writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
     const pkg = join(dir, 'pkg');
@@ -236,16 +308,26 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     expect(r.exitCode, r.stderr).toBe(0);
     const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
     expect(readme).toMatch(/cudaError_t run_kgen_attention_q8kv\w*\(const uint16_t \*q, const uint8_t \*k, const uint8_t \*v, const uint8_t \*k_scales, const uint8_t \*v_scales, uint16_t \*o, void \*workspace, cudaStream_t stream\)/);
+    const q4 = readdirSync(pkg).find((d) => d.startsWith('attention_q4_0kv'));
+    expect(q4).toBeDefined();
+    expect(readFileSync(join(pkg, q4!, 'kernel.h'), 'utf8')).toMatch(/_WORKSPACE_BYTES 0\n/);
+    expect(JSON.parse(readFileSync(join(pkg, q4!, 'manifest.json'), 'utf8')).launch.secondPass).toBeUndefined();
     if (noNvcc === undefined) {
       const make = await execa('make', [], { cwd: pkg, reject: false, all: true });
       expect(make.exitCode, make.all).toBe(0);
     }
   }, 180_000);
 
-  it('verify --target cuda --op attention_q8kv runs through the CPU shim when there is no GPU', async () => {
-    const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', '--device', 'rtx4090'], { reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^ok: attention_q8kv cuda\/flash_prefill_mma B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64/);
-    if (!hasTool('nvidia-smi')) expect(r.stdout).toContain('cuda-cpu-shim');
-  }, 120_000);
+  // A llama.cpp q4_0 cache in decode, and a kgen q8 cache in tensor-core prefill.
+  for (const [op, shape, variant] of [
+    ['attention_q4_0kv', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=200,D=128', 'splitk_decode'],
+    ['attention_q8kv', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', 'flash_prefill_mma'],
+  ] as const) {
+    it(`verify --target cuda --op ${op} runs through the CPU shim when there is no GPU`, async () => {
+      const r = await execa(KGEN, ['verify', '--target', 'cuda', '--op', op, '--shape', shape, '--device', 'rtx4090'], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout.startsWith(`ok: ${op} cuda/${variant} ${shape}`), r.stdout).toBe(true);
+      if (!hasTool('nvidia-smi')) expect(r.stdout).toContain('cuda-cpu-shim');
+    }, 120_000);
+  }
 });

@@ -21,6 +21,7 @@ const CASES = [
   { file: 'cuda/matmul_q4_gemv_rtx4090.cu', req: { target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=64,K=256', device: 'rtx4090' }, variant: 'gemv' },
   { file: 'cuda/matmul_q35_tiled_mma_rtx4090.cu', req: { target: 'cuda', op: 'matmul_q35', shape: 'M=64,N=128,K=256', device: 'rtx4090' }, variant: 'tiled_mma' },
   { file: 'cuda/attention_q8kv_splitk_decode_rtx4090.cu', req: { target: 'cuda', op: 'attention_q8kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
+  { file: 'cuda/attention_q4_0kv_splitk_decode_rtx4090.cu', req: { target: 'cuda', op: 'attention_q4_0kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
   { file: 'cuda/attention_f16_flash_prefill_mma_rtx4090.cu', req: { target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', device: 'rtx4090' }, variant: 'flash_prefill_mma' },
   { file: 'cuda/ffn_gate_tiled_simt_t4.cu', req: { target: 'cuda', ir: { ...FFN_GATE, weight: { format: 'q4_0' } }, shape: 'M=16,N=64,K=128', device: 't4' }, variant: 'tiled_simt' },
 ];

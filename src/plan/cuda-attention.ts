@@ -1,19 +1,21 @@
-import { kvLayoutOf, kvRowStrides } from '../ir/attention.js';
+import { kvLayoutOf, kvRowFormat as storedRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
-import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
+import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
  * CUDA attention plans. Both kernels run the same tile loop (templates/cuda/attention/tile_loop.hbs):
  * a block owns `rows` query rows, stages `keys` keys and values per tile in shared memory (as
- * stored: f16, or int8 codes with their f16 scales, dequantized in registers), computes their
+ * stored: f16, int8 codes with their f16 scales, or ggml q8_0 / q4_0 blocks, dequantized in
+ * registers), computes their
  * scores, updates an online softmax per row and accumulates P.V in registers.
  * - splitk_decode (Sq <= SPLITK_MAX_SQ): the rows are all query heads of one GQA group (Hq/Hkv x
  *   Sq rows sharing one KV head, so each K/V tile is loaded once for the group); the KV sequence is
  *   split across `splits` blocks, each writing its rows' (max, sum, unnormalized output) to a
- *   workspace, and a second kernel merges the splits by log-sum-exp.
+ *   workspace, and a second kernel merges the splits by log-sum-exp. With one split there is
+ *   nothing to merge: the block writes O itself, with no workspace and no second launch.
  * - flash_prefill: `br` query rows of one head per block, key tiles of `bc`; with `causal`, tiles
  *   past the block's last diagonal key are never loaded and only keys past a row's diagonal are
  *   masked.
@@ -49,13 +51,22 @@ type RingParams = Dims & {
   kvBatchRows: number;
   kvHeadRows: number;
   kvPosRows: number;
-  /** Bytes of one K or V row's values in global memory (2D for f16, D for int8 codes). */
+  /** Bytes of one K or V row in k / v (2D for f16, D for int8 codes, 34 or 18 per 32 values for ggml q8_0 / q4_0). */
   kvRowBytes: number;
-  /** Bytes of one row's f16 scales in k_scales / v_scales (0 for f16). */
+  /** Bytes of one row's f16 scales in k_scales / v_scales (0 for f16 and ggml blocks, whose scales are inline). */
   kvScaleRowBytes: number;
-  /** Values per scale (the q8 group size; D for f16, which has none). */
+  /** Values per scale (the q8 group size, 32 for a ggml block; D for f16, which has none). */
   kvGroup: number;
-  /** 16-byte chunks of a row's values, and pieces a row is staged as (chunks, then one piece per scale). */
+  /** Bytes of one ggml block (its f16 scale and codes; 0 for f16 and q8). */
+  kvBlockBytes: number;
+  /**
+   * A row's stored bytes are staged as `kvChunks` chunks of `kvChunkBytes`: 16 for f16 and q8
+   * codes; for ggml rows the widest of 16, 8, 4 and 2 dividing the row (a row starts no better
+   * aligned). `kvChunkAsync`: chunks of 4 bytes or more go by cp.async, 2-byte ones by plain copies.
+   * Pieces a row is staged as: its chunks, then one per scale of a q8 row.
+   */
+  kvChunkBytes: number;
+  kvChunkAsync: boolean;
   kvChunks: number;
   kvPieces: number;
   /** Bytes of one staged row in shared memory: values, scales, padding (spreads rows over banks). */
@@ -107,7 +118,9 @@ export type CudaAttentionParams =
       splits: number;
       splitKeys: number;
       rowGroups: number;
-      /** Workspace: floats of unnormalized outputs, then (max, sum) pairs; byte size. */
+      /** splits > 1: partials go to the workspace and a second kernel merges them; else the block writes O (workspace 0). */
+      merge: boolean;
+      /** Workspace: floats of unnormalized outputs, then (max, sum) pairs; byte size (0 without merge). */
       wsAccFloats: number;
       workspaceBytes: number;
       mergeWarps: number;
@@ -166,7 +179,7 @@ function cudaSpace(req: Req): SearchSpace {
     const first = sorted.find((s) => s >= wanted) ?? sorted[sorted.length - 1]!;
     return {
       knobs: [
-        { name: 'kvSplit', values: [first, ...KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel' },
+        { name: 'kvSplit', values: [first, ...KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel (1: no merge, no workspace)' },
         { name: 'kvBlock', values: [32, 64, 16, 128], doc: 'keys (and values) staged in shared memory per tile' },
         { name: 'warps', values: [4, 2, 8], doc: 'warps per block' },
         { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },
@@ -199,27 +212,40 @@ function cudaSpace(req: Req): SearchSpace {
 const round16 = (n: number) => ceilDiv(n, 16) * 16;
 
 /**
- * One K or V row of D values as stored and as staged in shared memory, per KV format: its bytes in
- * k/v and in k_scales/v_scales, the pieces it is staged as (16-byte chunks of values, then one
- * piece per 2-byte scale; kg_kv_stage of the format's partial), and its slot: values, scales at
- * `slotScaleOffset`, 16 bytes of padding so consecutive rows start in different banks. A new
- * format (a ggml block layout) is one more case here and one partial in templates/cuda/attention/kv/.
+ * One K or V row of D values as stored (src/ir/attention.ts kvRowFormat) and as staged in shared
+ * memory: the pieces it is staged as (chunks of its stored bytes, then one piece per 2-byte scale
+ * of a q8 row; kg_kv_stage of the format's partial), and its slot: the stored bytes as they are,
+ * a q8 row's scales at `slotScaleOffset`, 16 bytes of padding so consecutive rows start in
+ * different banks. A format is one case here and one partial in templates/cuda/attention/kv/.
  */
 function kvRowFormat(op: AttentionOp, D: number) {
-  const q8 = op.kvCache === 'q8';
-  const kvGroup = q8 ? op.kvGroupSize! : D;
-  const kvRowBytes = q8 ? D : 2 * D;
-  const kvScaleRowBytes = q8 ? (2 * D) / kvGroup : 0;
-  const kvChunks = kvRowBytes / 16;
+  const stored = storedRowFormat(op, D);
+  const kvRowBytes = stored.rowBytes;
+  const kvScaleRowBytes = 2 * stored.scalesPerRow;
+  // A ggml row is whole blocks of 34 or 18 bytes: row r starts at r x rowBytes, aligned to the
+  // largest power of two dividing rowBytes (4 at D = 64, 8 at 128, 16 at 256, 2 at 96).
+  const kvChunkBytes = [16, 8, 4, 2].find((b) => kvRowBytes % b === 0)!;
+  const kvChunks = kvRowBytes / kvChunkBytes;
+  const ggml = op.kvCache === 'q8_0' || op.kvCache === 'q4_0';
+  const what = {
+    f16: `${kvRowBytes} bytes of f16`,
+    q8: `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales`,
+    q8_0: `${kvRowBytes} bytes of ggml q8_0 blocks`,
+    q4_0: `${kvRowBytes} bytes of ggml q4_0 blocks`,
+  }[op.kvCache];
   return {
-    kvGroup,
+    kvGroup: stored.valuesPerScale || D,
     kvRowBytes,
     kvScaleRowBytes,
+    // A ggml block: its f16 scale, then 32 int8 codes (q8_0, 34 bytes) or 16 bytes of nibbles (q4_0, 18).
+    kvBlockBytes: ggml ? kvRowBytes / (D / stored.valuesPerScale) : 0,
+    kvChunkBytes,
+    kvChunkAsync: kvChunkBytes >= 4,
     kvChunks,
-    kvPieces: kvChunks + kvScaleRowBytes / 2,
+    kvPieces: kvChunks + stored.scalesPerRow,
     slotBytes: round16(kvRowBytes + kvScaleRowBytes) + 16,
     slotScaleOffset: kvRowBytes,
-    what: q8 ? `${kvRowBytes} bytes of int8 codes and ${kvScaleRowBytes} of f16 scales` : `${kvRowBytes} bytes of f16`,
+    what: kvChunkBytes === 16 ? what : `${what} (staged in ${kvChunkBytes}-byte pieces)`,
   };
 }
 
@@ -283,6 +309,9 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     kvPosRows: layout.posRows,
     kvRowBytes, kvScaleRowBytes, slotBytes,
     kvGroup: row.kvGroup,
+    kvBlockBytes: row.kvBlockBytes,
+    kvChunkBytes: row.kvChunkBytes,
+    kvChunkAsync: row.kvChunkAsync,
     kvChunks: row.kvChunks,
     kvPieces: row.kvPieces,
     slotScaleOffset: row.slotScaleOffset,
@@ -308,12 +337,15 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     const rowGroups = decodeRowGroups(shape);
     const splitKeys = ceilDiv(ceilDiv(Skv, config.kvSplit as number), keys) * keys;
     const splits = ceilDiv(Skv, splitKeys);
-    const partials = B * Hkv * splits * rowSpace;
+    // One split has nothing to merge: the block normalizes its rows and writes O itself.
+    const merge = splits > 1;
+    const partials = merge ? B * Hkv * splits * rowSpace : 0;
     const wsAccFloats = partials * D;
     const workspaceBytes = 4 * (wsAccFloats + 2 * partials);
     const mergeWarps = 4;
     const mergeGrid = ceilDiv(B * Hq * Sq, mergeWarps);
     const grid: [number, number, number] = [splits, Hkv * rowGroups, B];
+    const secondPass: LaunchShape['secondPass'] = { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * 32, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] };
     return {
       ...base,
       variant: 'splitk_decode',
@@ -323,16 +355,18 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
         sharedBytes: shared,
         dynamicShared: !isStatic,
         workspaceBytes,
-        secondPass: { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * 32, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] },
+        ...(merge ? { secondPass } : {}),
       },
       loops: [
-        `grid ${splits} splits of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
+        `grid ${splits} split${merge ? 's' : ''} of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
         `  ${Math.min(rows, rowSpace)} query rows (${group} heads sharing the KV head x Sq=${Sq}); for j0 in split step ${keys}, ${stages}-stage cp.async ring:`,
-        '    scores, online softmax (base 2), acc += P.V; write (max, sum, acc) per row to the workspace',
-        `merge: ${mergeGrid} blocks of ${mergeWarps} warps, one output row per warp: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`,
+        merge
+          ? '    scores, online softmax (base 2), acc += P.V; write (max, sum, acc) per row to the workspace'
+          : '    scores, online softmax (base 2), acc += P.V; O = acc / sum (one split: no workspace, no merge)',
+        ...(merge ? [`merge: ${mergeGrid} blocks of ${mergeWarps} warps, one output row per warp: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`] : []),
       ],
       params: {
-        ...common, ...simt, kernel: 'splitk_decode', splits, splitKeys, rowGroups, wsAccFloats, workspaceBytes, mergeWarps,
+        ...common, ...simt, kernel: 'splitk_decode', splits, splitKeys, rowGroups, merge, wsAccFloats, workspaceBytes, mergeWarps,
         mergeThreads: mergeWarps * 32, mergeGrid, mergeIters: ceilDiv(D, 32), gridX: grid[0], gridY: grid[1], gridZ: grid[2],
       },
     };

@@ -1,4 +1,5 @@
 import { configInUse } from '../../plan/index.js';
+import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { commentText } from '../../render/comment-text.js';
 import { templateSet } from '../../render/templates.js';
@@ -11,6 +12,22 @@ const VARIANT_TEXT: Record<CudaAttentionPlan['variant'], string> = {
   splitk_decode: 'split-KV decode (the KV sequence split across blocks, all query heads of a GQA group per block, merged by log-sum-exp), SIMT',
   flash_prefill: 'flash prefill (query tiles x key tiles, online softmax), SIMT',
   flash_prefill_mma: 'flash prefill (query tiles x key tiles, online softmax), tensor cores (mma.sync m16n8k16)',
+};
+
+const ONE_SPLIT_TEXT = 'decode in one split (all query heads of a GQA group per block, which writes O: no workspace, no merge), SIMT';
+
+/** The KV cache in the kernel's header comment (opText) and in kernel.h's description of k and v. */
+const KV_CACHE_TEXT: Record<AttentionOp['kvCache'], (op: AttentionOp) => string> = {
+  f16: () => 'f16',
+  q8: (op) => `q8 (int8, one f16 scale per ${op.kvGroupSize} values)`,
+  q8_0: () => 'ggml q8_0 (blocks of 32 int8 codes and their f16 scale)',
+  q4_0: () => 'ggml q4_0 (blocks of 32 nibbles and their f16 scale)',
+};
+const KV_TEXT: Record<AttentionOp['kvCache'], string> = {
+  f16: 'f16',
+  q8: 'int8 codes (one byte a value; docs/formats.md, kgen q8)',
+  q8_0: 'ggml q8_0 blocks, 34 bytes per 32 values (docs/formats.md)',
+  q4_0: 'ggml q4_0 blocks, 18 bytes per 32 values (docs/formats.md)',
 };
 
 /** Where V starts in the run kit's one K-and-V allocation: past K, 256-byte aligned. */
@@ -27,9 +44,9 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
   const kvBytes = rowsKv * p.kvRowBytes;
   const kvScaleBytes = rowsKv * p.kvScaleRowBytes;
   const q8 = op.kvCache === 'q8';
-  const kvText = q8 ? `int8 codes (one byte a value; docs/formats.md, kgen q8)` : 'f16';
   const vOffset = alignUp(kvBytes, 256);
-  const decode = p.kernel === 'splitk_decode';
+  // Only a decode plan with more than one split has partials to merge through the workspace.
+  const merge = p.kernel === 'splitk_decode' && p.merge;
   return {
     ...p,
     ...kit,
@@ -38,17 +55,17 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     command: ctx.command,
     opName: op.name,
     configJson: commentText(JSON.stringify(configInUse(plan))),
-    opText: `grouped-query attention${op.causal ? ' (causal)' : ''}, Q ${op.q}, KV cache ${q8 ? `q8 (int8, one f16 scale per ${op.kvGroupSize} values)` : 'f16'}, O ${op.o}`,
-    variantText: VARIANT_TEXT[plan.variant],
+    opText: `grouped-query attention${op.causal ? ' (causal)' : ''}, Q ${op.q}, KV cache ${KV_CACHE_TEXT[op.kvCache](op)}, O ${op.o}`,
+    variantText: p.kernel === 'splitk_decode' && !p.merge ? ONE_SPLIT_TEXT : VARIANT_TEXT[plan.variant],
     // The PTX wrappers of mma.sync (templates/cuda/ptx.hbs) are rendered only where a kernel uses them.
     mma: p.kernel === 'flash_prefill_mma',
-    kvText,
+    kvText: KV_TEXT[op.kvCache],
     kvPartial: `attention/kv/${op.kvCache}`,
     kernelPartial: `attention/${plan.variant}`,
     mergeName: `${kit.fn}_merge`,
     causalFlag: op.causal ? 1 : 0,
     scaleLog2Text: `${p.scaleLog2.toPrecision(9)}f`,
-    hasWorkspace: decode,
+    hasWorkspace: merge,
     workspaceBytes: plan.launch.workspaceBytes ?? 0,
     dynamicBytes: p.dynamicShared ? p.smemBytes : 0,
     qCType: op.q === 'f16' ? 'uint16_t' : 'float',

@@ -38,7 +38,7 @@ function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: ob
       ...shape,
       qCType: op.q === 'f16' ? 'uint16_t' : 'float',
       oCType: op.o === 'f16' ? 'uint16_t' : 'float',
-      kvText: op.kvCache === 'q8' ? `int8 codes with f16 scales (one per ${op.kvGroupSize} values) in k_scales, v_scales` : 'f16',
+      kvText: op.kvCache === 'q8' ? `int8 codes with f16 scales (one per ${op.kvGroupSize} values) in k_scales, v_scales` : op.kvCache === 'f16' ? 'f16' : `ggml ${op.kvCache} blocks, as llama.cpp stores them`,
       hasScales: op.kvCache === 'q8',
       hasWorkspace: (first.plan.launch.workspaceBytes ?? 0) > 0,
     },

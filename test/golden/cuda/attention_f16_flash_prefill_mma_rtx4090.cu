@@ -91,6 +91,7 @@ enum : int {
   KG_KV_ROW_BYTES = 256,
   KG_KV_SCALE_ROW_BYTES = 0,
   KG_KV_GROUP = 128,
+  KG_KV_CHUNK_BYTES = 16,
   KG_KV_CHUNKS = 16,
   KG_KV_PIECES = 16,
   KG_SLOT_BYTES = 272,
@@ -139,11 +140,17 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  *   kg_kv_dec4(slot, d)                                  values d..d+3 of a staged row, as floats
  *   kg_kv_pair(slot, d), kg_kv_half(slot, d)            values d, d+1 as an f16 pair; value d as f16 bits
  *                                                       (tensor-core fragments) */
-/* f16 K/V rows: KG_KV_CHUNKS 16-byte chunks of values and no scales. A row is staged as its chunks
- * (cp.async, zero-filled for keys past the range, which then decode to 0). */
+/* Chunk c (of KG_KV_CHUNKS, KG_KV_CHUNK_BYTES bytes each) of a row's stored bytes into the same
+ * place in its slot: cp.async, zero-filled for keys past the range (which then decode to 0).
+ */
+__device__ __forceinline__ void kg_kv_stage_chunk(unsigned char *slot, const uint8_t *data, long long row, int c, bool valid) {
+  kg_cp_async<KG_KV_CHUNK_BYTES>(slot + KG_KV_CHUNK_BYTES * c, data + (valid ? row * KG_KV_ROW_BYTES + KG_KV_CHUNK_BYTES * c : 0), valid ? KG_KV_CHUNK_BYTES : 0);
+}
+
+/* f16 K/V rows: KG_KV_CHUNKS chunks of 16 bytes of values and no scales, staged as they are. */
 __device__ __forceinline__ void kg_kv_stage(unsigned char *slot, const uint8_t *data, const uint8_t *scales, long long row, int piece, bool valid) {
   (void)scales;
-  kg_cp_async<16>(slot + 16 * piece, data + (valid ? row * KG_KV_ROW_BYTES + 16 * piece : 0), valid ? 16 : 0);
+  kg_kv_stage_chunk(slot, data, row, piece, valid);
 }
 
 /* Values d..d+3 of a staged row (d a multiple of 4). */

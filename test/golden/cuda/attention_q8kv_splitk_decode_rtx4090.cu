@@ -75,6 +75,7 @@ enum : int {
   KG_KV_ROW_BYTES = 128,
   KG_KV_SCALE_ROW_BYTES = 8,
   KG_KV_GROUP = 32,
+  KG_KV_CHUNK_BYTES = 16,
   KG_KV_CHUNKS = 8,
   KG_KV_PIECES = 12,
   KG_SLOT_BYTES = 160,
@@ -123,6 +124,13 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  *   kg_kv_dec4(slot, d)                                  values d..d+3 of a staged row, as floats
  *   kg_kv_pair(slot, d), kg_kv_half(slot, d)            values d, d+1 as an f16 pair; value d as f16 bits
  *                                                       (tensor-core fragments) */
+/* Chunk c (of KG_KV_CHUNKS, KG_KV_CHUNK_BYTES bytes each) of a row's stored bytes into the same
+ * place in its slot: cp.async, zero-filled for keys past the range (which then decode to 0).
+ */
+__device__ __forceinline__ void kg_kv_stage_chunk(unsigned char *slot, const uint8_t *data, long long row, int c, bool valid) {
+  kg_cp_async<KG_KV_CHUNK_BYTES>(slot + KG_KV_CHUNK_BYTES * c, data + (valid ? row * KG_KV_ROW_BYTES + KG_KV_CHUNK_BYTES * c : 0), valid ? KG_KV_CHUNK_BYTES : 0);
+}
+
 /* kgen q8 K/V rows (docs/formats.md): KG_D int8 codes (KG_KV_CHUNKS 16-byte chunks) in k.bin / v.bin
  * and one f16 scale per KG_KV_GROUP codes in k_scales.bin / v_scales.bin (KG_KV_SCALE_ROW_BYTES
  * bytes a row); value = code x scale. Pieces 0 .. KG_KV_CHUNKS-1 of a row are its code chunks
@@ -130,7 +138,7 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  * scale is below cp.async's 4-byte minimum, so a plain copy; zero past the range). */
 __device__ __forceinline__ void kg_kv_stage(unsigned char *slot, const uint8_t *data, const uint8_t *scales, long long row, int piece, bool valid) {
   if (piece < KG_KV_CHUNKS) {
-    kg_cp_async<16>(slot + 16 * piece, data + (valid ? row * KG_KV_ROW_BYTES + 16 * piece : 0), valid ? 16 : 0);
+    kg_kv_stage_chunk(slot, data, row, piece, valid);
   } else {
     const int g = piece - KG_KV_CHUNKS;
     const unsigned short s = valid ? *reinterpret_cast<const unsigned short *>(scales + row * KG_KV_SCALE_ROW_BYTES + 2 * g) : (unsigned short)0;
@@ -353,9 +361,10 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_q8kv_splitk_deco
   const int split = (int)blockIdx.x, kvHead = (int)blockIdx.y / KG_ROW_GROUPS, b = (int)blockIdx.z;
   const int rowBase = ((int)blockIdx.y - kvHead * KG_ROW_GROUPS) * KG_ROWS;
   const int keyBegin = split * KG_SPLIT_KEYS, keyEnd = kg_min(KG_SKV, keyBegin + KG_SPLIT_KEYS);
+  // The group's rows (query head kvHead x KG_GROUP + rr / KG_SQ, query rr % KG_SQ) are consecutive rows of Q and of O.
+  const long long q0 = (long long)(b * KG_HQ + kvHead * KG_GROUP) * KG_SQ * KG_D;
   float4 acc[KG_QUADS];
-  kg_attend(q + (long long)(b * KG_HQ + kvHead * KG_GROUP) * KG_SQ * KG_D, rowBase, keyBegin, keyEnd, k, v, ks, vs,
-            (long long)b * KG_KV_BATCH_ROWS + (long long)kvHead * KG_KV_HEAD_ROWS, kg_smem, acc);
+  kg_attend(q + q0, rowBase, keyBegin, keyEnd, k, v, ks, vs, (long long)b * KG_KV_BATCH_ROWS + (long long)kvHead * KG_KV_HEAD_ROWS, kg_smem, acc);
 
   const KgStats st = kg_stats(kg_smem);
   const long long part0 = ((long long)(b * KG_HKV + kvHead) * KG_SPLITS + split) * KG_ROW_SPACE + rowBase;
