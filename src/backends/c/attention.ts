@@ -40,6 +40,13 @@ const F32_MANT_BITS = 23;
 /** Bytes per prefetch: a cache line on every CPU the C variants target. */
 const CACHE_LINE_BYTES = 64;
 
+/**
+ * __builtin_prefetch's locality for the K and V prefetches: 1 (prefetcht2) fills L2, not L1. A
+ * prefetch to L1 holds an L1 miss buffer, and a burst of them (a tile's V rows) stalls the loads
+ * behind it; through L2 the data still arrives before the tile reads it.
+ */
+const PREFETCH_LOCALITY = 1;
+
 /** View fields the kernel, its header and the harness all print. */
 function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
   const op = plan.op;
@@ -90,6 +97,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     splitsOuterFlag: p.splitsOuter ? 1 : 0,
     f32Bias: F32_BIAS,
     cacheLine: CACHE_LINE_BYTES,
+    prefetchLocality: PREFETCH_LOCALITY,
     f32MantBits: F32_MANT_BITS,
     scaleLog2: cFloat(p.scaleLog2),
     exp2: EXP2,
