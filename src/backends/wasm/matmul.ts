@@ -39,16 +39,16 @@ export type WasmLevel = (typeof WASM_LEVELS)[number];
 /**
  * The levels a plan may prefer for weights of `format`, the default first (the plan's `isa` knob;
  * the tuner measures both). The preferred level is what the loader takes where the probe allows it;
- * the other module still ships, for `level` to force. Defaults by measurement (M=1, N=4096,
- * K=14336, docs/PERFORMANCE.md): q4 and q4_0 gain from relaxed (~1.4x on x86-64); q8 and q8_0
- * need two relaxed dots per vector (low 7 bits and sign), which costs more than it saves where V8
- * has no single instruction for it (x86-64 without AVX-VNNI); q3.5's relaxed module (one dot, the
- * sign moved onto the activation) measured 1.1x slower than SIMD128 with weights from DRAM. So
- * these default to SIMD128. f16 weights have no integer dot product: SIMD128 only.
+ * the other module still ships, for `level` to force. Defaults by measurement (docs/PERFORMANCE.md,
+ * x86-64 without AVX-VNNI): q4 and q4_0 gain from relaxed (one relaxed i16 dot per 16 nibbles,
+ * 1.5x SIMD128 in L2); q3.5's relaxed module (one dot per vector, the sign moved onto the lookup)
+ * measured 1.1x SIMD128's speed; q8 and q8_0 need two relaxed dots per vector (low 7 bits and
+ * sign), which costs more than it saves where V8 has no single instruction for it, so they default
+ * to SIMD128. f16 weights have no integer dot product: SIMD128 only.
  */
 export function levelPreference(format: WeightFormatName | undefined): WasmLevel[] {
   if (format === undefined || format === 'f16') return ['simd128'];
-  return WASM_SCHEME[format] === 'nibble' ? ['relaxed', 'simd128'] : ['simd128', 'relaxed'];
+  return WASM_SCHEME[format] === 'int8' ? ['simd128', 'relaxed'] : ['relaxed', 'simd128'];
 }
 
 /** The level a plan's output prefers (its `isa` knob). */
