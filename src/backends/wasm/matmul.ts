@@ -218,7 +218,7 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): Ke
   if (scheme === 'q35') {
     // q3.5 levels are at most 125 in magnitude, so w x sign(x) is an int8 and |x| an i7 operand.
     const small = Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127;
-    if (small && q35SignByIndex()) return { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', dotText: 'relaxed dots of w x sign(x) and |x|', correct: false, dotShift: 0, q35Lookup: false };
+    if (small && q35SignByIndex()) return { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', dotText: 'relaxed i16 dots of w x sign(x) and |x| (each at most 2 x 125 x 127), widened by an i16 dot with ones', correct: false, dotShift: 0, q35Lookup: false };
     return { ...evenOdd, decodePartial };
   }
   return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/split_relaxed.wat', dotText: 'relaxed dots of the low 7 bits and the sign bit', correct: false, dotShift: 0, q35Lookup: false };
@@ -351,6 +351,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
     widen16: scheme !== undefined && kernelPath(scheme, level, p.actChunks).i16Bound !== undefined,
     evenOdd: EVEN_ODD,
+    // i16 pair sums to i32 (i32x4.dot_i16x8_s against ones: one pmaddwd on x86).
+    ones16: Array(8).fill(1).join(' '),
     transpose: TRANSPOSE,
     signFlip: lanes(Array(16).fill(Q35_INDEX_FLIP)),
     f32Bytes: F32_BYTES,
