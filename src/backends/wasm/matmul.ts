@@ -42,7 +42,7 @@ export type WasmLevel = (typeof WASM_LEVELS)[number];
  * the other module still ships, for `level` to force. Defaults by measurement (docs/PERFORMANCE.md,
  * x86-64 without AVX-VNNI): q4 and q4_0 gain from relaxed (one relaxed i16 dot per 16 nibbles,
  * 1.5x SIMD128 in L2); q3.5's relaxed module (one dot per vector, the sign moved onto the lookup)
- * measured 1.1x SIMD128's speed; q8 and q8_0 need two relaxed dots per vector (low 7 bits and
+ * measured 1.25x SIMD128's speed; q8 and q8_0 need two relaxed dots per vector (low 7 bits and
  * sign), which costs more than it saves where V8 has no single instruction for it, so they default
  * to SIMD128. f16 weights have no integer dot product: SIMD128 only.
  */
