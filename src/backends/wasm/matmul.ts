@@ -10,24 +10,26 @@ import { FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
-import { chunkDecode, lanes, WASM_SCHEME, type WasmScheme } from './decode.js';
+import { chunkDecode, lanes, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { RELAXED_DOT } from './probe.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
 
 /**
  * The WebAssembly renderer of CPU matmul plans: one WebAssembly text module per instruction level,
- * `kernel.wat` (SIMD128: i8 widened to i16, `i32x4.dot_i16x8_s`) and, for the integer formats,
- * `kernel.relaxed.wat` (`i32x4.relaxed_dot_i8x16_i7x16_add_s`). Both read the packed weight bytes
- * the C kernels read and export the C kernel's functions (`_workspace_size`, `_prepare`, `_rows`
- * and the whole call) over an imported memory, pointers being byte offsets in it.
+ * `kernel.wat` (SIMD128: `i32x4.dot_i16x8_s` on the even and odd bytes of i16 lanes) and, for the
+ * integer formats, `kernel.relaxed.wat` (the relaxed dot products). Both read the packed weight
+ * bytes the C kernels read and export the C kernel's functions (`_workspace_size`, `_prepare`,
+ * `_rows` and the whole call) over an imported memory, pointers being byte offsets in it.
  *
  * Exactness of the relaxed module: the relaxed dot product is the same on every engine only when
- * every byte of its second operand is in [0, 127], so weights are always that operand, as codes in
- * that range: q4 and q4_0 nibbles as stored (0..15) with 8 x (the activation block's int8 sum,
- * which prepare stores) subtracted once per block, summed in i16 lanes within a block; q3.5 levels
- * as |w| with the sign applied to the activation; q8 and q8_0 (whose bytes may be -128) split into
- * their low 7 bits and their sign bit (w = (w & 127) - 128 (w >>> 7)), two dot products.
+ * every byte of its second operand is in [0, 127]: q4 and q4_0 nibbles as stored (0..15) with
+ * 8 x (the activation block's int8 sum, which prepare stores) subtracted once per block, summed in
+ * i16 lanes within a block; q3.5 takes |x| as that operand and w x sign(x) (one table lookup at the
+ * index with all four bits flipped where x < 0, the tables being point-symmetric) as the other;
+ * q8 and q8_0 (whose bytes may be -128) split into their low 7 bits and their sign bit
+ * (w = (w & 127) - 128 (w >>> 7)), two dot products. `i8x16.relaxed_swizzle` only ever sees
+ * indices below 16, where it is defined the same everywhere.
  */
 
 /** Instruction levels of the WebAssembly target: SIMD128 runs everywhere, relaxed only where the probe passes. */
@@ -37,16 +39,16 @@ export type WasmLevel = (typeof WASM_LEVELS)[number];
 /**
  * The levels a plan may prefer for weights of `format`, the default first (the plan's `isa` knob;
  * the tuner measures both). The preferred level is what the loader takes where the probe allows it;
- * the other module still ships, for `level` to force. Defaults by measurement (M=1, N=4096,
- * K=14336, docs/PERFORMANCE.md): q4 and q4_0 gain from relaxed (~1.4x on x86-64); q8 and q8_0
- * need two relaxed dots per vector (low 7 bits and sign), which costs more than it saves where V8
- * has no single instruction for it (x86-64 without AVX-VNNI); q3.5's relaxed module (one dot, the
- * sign moved onto the activation) measured 1.1x slower than SIMD128 with weights from DRAM. So
- * these default to SIMD128. f16 weights have no integer dot product: SIMD128 only.
+ * the other module still ships, for `level` to force. Defaults by measurement (docs/PERFORMANCE.md,
+ * x86-64 without AVX-VNNI): q4 and q4_0 gain from relaxed (one relaxed i16 dot per 16 nibbles,
+ * 1.5x SIMD128 in L2); q3.5's relaxed module (one dot per vector, the sign moved onto the lookup)
+ * measured 1.25x SIMD128's speed; q8 and q8_0 need two relaxed dots per vector (low 7 bits and
+ * sign), which costs more than it saves where V8 has no single instruction for it, so they default
+ * to SIMD128. f16 weights have no integer dot product: SIMD128 only.
  */
 export function levelPreference(format: WeightFormatName | undefined): WasmLevel[] {
   if (format === undefined || format === 'f16') return ['simd128'];
-  return WASM_SCHEME[format] === 'nibble' ? ['relaxed', 'simd128'] : ['simd128', 'relaxed'];
+  return WASM_SCHEME[format] === 'int8' ? ['simd128', 'relaxed'] : ['relaxed', 'simd128'];
 }
 
 /** The level a plan's output prefers (its `isa` knob). */
@@ -143,20 +145,83 @@ function nibbleI16Bound(actChunks: number): number {
 }
 
 /**
- * The dot-product partial and its correction for a scheme at a level (see the file comment), and
- * the decode partial where it is not the scheme's own. `i16Bound` is set where a block's dots are
- * summed in i16 lanes (widened once per block).
+ * The even/odd SIMD128 dot: `i32x4.dot_i16x8_s` on the bytes of each i16 lane taken apart, the
+ * even byte (lane bits 0-7) and the odd byte (bits 8-15), with every product scaled by 2^8 so that
+ * each side needs one instruction: signed weight bytes as w_even << 8 (a 16-bit shift) and
+ * w_odd << 8 (a mask), against x_even and x_odd sign-extended (shared by all rows); nibble codes
+ * as c_even (mask 0x000f) and c_odd << 8 (mask 0x0f00) against x_even << 8 and x_odd. The block's
+ * i32 sum is then exactly 2^8 x the dot product: |products| <= 2^8 x 128 x 127 and at most
+ * 64 per lane keep it below 2^31, so the kernel shifts it back (exact) before converting.
  */
-function dotOf(scheme: WasmScheme, level: WasmLevel, actChunks: number): { dotPartial: string; correct: boolean; i16Bound?: number; decodePartial?: string } {
-  // SIMD128 nibbles: the 16 bytes widened to u16 once, each nibble taken with a 16-bit and/shift
-  // (x86 has no 8-bit shift), as unsigned codes with the same correction as the relaxed module.
-  if (level === 'simd128' && scheme === 'nibble') return { dotPartial: 'dot/unsigned_simd128.wat', correct: true, decodePartial: 'decode/nibble_wide.wat' };
-  if (level === 'simd128') return { dotPartial: 'dot/signed_simd128.wat', correct: false };
-  if (scheme === 'nibble') return { dotPartial: 'dot/unsigned_relaxed.wat', correct: true, i16Bound: nibbleI16Bound(actChunks) };
-  // q3.5 levels are at most 125 in magnitude (never -128): |w| is an i7 operand as it is, and w's
-  // sign moves onto the activation (+-a stays in [-127, 127]): one dot where the split takes two.
-  if (scheme === 'q35' && Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127) return { dotPartial: 'dot/sign_relaxed.wat', correct: false };
-  return { dotPartial: 'dot/split_relaxed.wat', correct: false };
+const EVEN_ODD = {
+  byteBits: 8,
+  evenNibble: Array(8).fill(0x000f).join(' '),
+  oddNibble: Array(8).fill(0x0f00).join(' '),
+  // 0xff00 as a signed i16 lane.
+  oddByte: Array(8).fill(-256).join(' '),
+};
+
+/**
+ * Byte indices of the shuffles that sum four i32x4 vectors e0..e3 into one vector of their lane
+ * sums (lane r = e_r[0] + e_r[1] + e_r[2] + e_r[3]): (e0, e1) and (e2, e3) take their 64-bit halves
+ * apart and add them, then the even and odd i32 lanes of the two results. x86 has one instruction
+ * for each (punpcklqdq, punpckhqdq, shufps).
+ */
+function i32Lanes(ls: number[]): string {
+  return ls.flatMap((l) => [0, 1, 2, 3].map((b) => F32_BYTES * l + b)).join(' ');
+}
+const TRANSPOSE = { low64: i32Lanes([0, 1, 4, 5]), high64: i32Lanes([2, 3, 6, 7]), even32: i32Lanes([0, 2, 4, 6]), odd32: i32Lanes([1, 3, 5, 7]) };
+
+/**
+ * Whether negating a q3.5 lookup value is flipping all four bits of its index (both tables): true
+ * for point-symmetric tables, LOOKUP[parity << 3 | level] = TABLE[2 level + parity] and
+ * TABLE[15 - k] = -TABLE[k]. Then w x sign(x) is one table lookup at index ^ (x < 0 ? 15 : 0).
+ */
+const Q35_INDEX_FLIP = 15;
+function q35SignByIndex(): boolean {
+  return [Q35_LOOKUP_A, Q35_LOOKUP_B].every((t) => t.every((v, i) => t[i ^ Q35_INDEX_FLIP] === -v));
+}
+
+/** How one level's kernels take a scheme's weights: decode, activation preparation, dot and its block sum. */
+interface KernelPath {
+  decodePartial: string;
+  xprepPartial: string;
+  dotPartial: string;
+  /** What the dot accumulates, for the kernel's comment. */
+  dotText: string;
+  /** The nibble codes are unsigned (0..15): the block sum less codeOffset x the activation sum. */
+  correct: boolean;
+  /** The block's dots are summed in i16 lanes (at most this), widened once per block. */
+  i16Bound?: number;
+  /** The block's i32 sums are 2^dotShift x the dot product (the even/odd dot). */
+  dotShift: number;
+  /** q3.5: the decode looks its indices up in the tables (else the dot does, with the sign). */
+  q35Lookup: boolean;
+}
+
+/**
+ * The path of a scheme at a level (see the file comment for exactness). SIMD128 multiplies in i16
+ * lanes (the even/odd dot); the relaxed module uses the relaxed dot with its second operand in
+ * [0, 127]: nibble codes as stored (summed in i16), q3.5 lookups signed by the activation against
+ * |x| (one lookup per vector: the sign is an index flip), q8 split into low 7 bits and sign bit.
+ */
+function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): KernelPath {
+  const evenOdd = { xprepPartial: 'xprep/evenodd_signed.wat', dotPartial: 'dot/signed_evenodd.wat', dotText: 'i16 products of the even and odd bytes, i32 sums', correct: false, dotShift: EVEN_ODD.byteBits, q35Lookup: true };
+  const decodePartial = `decode/${scheme}.wat`;
+  if (scheme === 'nibble') {
+    if (level === 'simd128') {
+      return { ...evenOdd, decodePartial: 'decode/nibble_raw.wat', xprepPartial: 'xprep/evenodd_nibble.wat', dotPartial: 'dot/nibble_evenodd.wat', dotText: 'i16 products of the even and odd nibble codes, i32 sums', correct: true };
+    }
+    return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/unsigned_relaxed.wat', dotText: `relaxed dots of the unsigned codes summed in i16 lanes (at most ${nibbleI16Bound(actChunks)})`, correct: true, i16Bound: nibbleI16Bound(actChunks), dotShift: 0, q35Lookup: false };
+  }
+  if (level === 'simd128') return { ...evenOdd, decodePartial };
+  if (scheme === 'q35') {
+    // q3.5 levels are at most 125 in magnitude, so w x sign(x) is an int8 and |x| an i7 operand.
+    const small = Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127;
+    if (small && q35SignByIndex()) return { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', dotText: 'relaxed i16 dots of w x sign(x) and |x| (each at most 2 x 125 x 127), widened by an i16 dot with ones', correct: false, dotShift: 0, q35Lookup: false };
+    return { ...evenOdd, decodePartial };
+  }
+  return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/split_relaxed.wat', dotText: 'relaxed dots of the low 7 bits and the sign bit', correct: false, dotShift: 0, q35Lookup: false };
 }
 
 interface MicroShape {
@@ -189,40 +254,50 @@ function actCorrOffset(plan: CpuMatmulPlan): number {
   return at;
 }
 
-/** Weight rows whose f16 scales one vector widens (an f32 lane each). */
+/** Weight rows whose f16 scales one vector widens (an f32 lane each), and whose sums one vector holds. */
 const SCALE_LANES = 4;
-
-/** The byte indices of an `i8x16.shuffle` that repeats f32 lane `lane` in all four lanes. */
-function splatLane(lane: number): string {
-  return Array.from({ length: 16 }, (_, b) => F32_BYTES * lane + (b % F32_BYTES)).join(' ');
-}
 
 /** Everything one micro-kernel prints: its rows, activation rows, and per activation block its chunks. */
 function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | undefined) {
   const p = plan.params;
   const { actStride, xRowBytes } = actLayout(plan);
-  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r }));
+  // Row r of the micro-kernel is r x rowBytes after its first row: a load offset, one pointer.
+  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: r * p.rowBytes }));
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
-  const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i })));
-  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane).
+  const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
+  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane),
+  // and its sums lane r % 4 of that quad's accumulator.
   const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
     const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
-    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r }) => ({ r, halfLane: 2 * (r % SCALE_LANES) })) };
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) })) };
   });
-  const quadActs = scaleQuads.flatMap(({ q }) => acts.map(({ i }) => ({ q, i })));
+  const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
+  const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
   const groups = scheme
     ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
         index: g,
         chunks: Array.from({ length: p.actChunks }, (_, j) => {
-          const decode = chunkDecode(scheme, p.weightsPerBlock, g * p.actChunks + j);
-          return {
-            decodes: rows.map(({ r }) => ({ r, ...decode })),
-            loads: acts.map(({ i }) => ({ i, lo: g * actStride + 32 * j, hi: g * actStride + 32 * j + 16 })),
-            dots: pairs,
-          };
+          const c = g * p.actChunks + j;
+          // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
+          const decodes = rows.map(({ r, rowOff }) => {
+            const d = chunkDecode(scheme, p.weightsPerBlock, c, rowOff);
+            // q3.5: the table each half looks up (A or B), for the decode or the dot.
+            const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
+            const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
+            return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, tableLo, tableHi })) };
+          });
+          return { decodes, loads: acts.map(({ i }) => ({ i, lo: g * actStride + 32 * j, hi: g * actStride + 32 * j + 16 })) };
         }),
         scales: acts.map(({ i }) => ({ i, scaleOff: g * actStride + p.actBlock })),
-        finals: pairs.map(({ r, i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), splat: splatLane(r % SCALE_LANES), corrOff: g * actStride + actCorrOffset(plan) })),
+        finals: quadActs.map(({ q, i, first, last, quadRows }) => ({
+          q,
+          i,
+          first,
+          last,
+          // Rows missing from a quad (edge kernels) add zero lanes.
+          slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
+          corrOff: g * actStride + actCorrOffset(plan),
+        })),
       }))
     : [];
   return { ...s, rows, acts, pairs, groups, scaleQuads, quadActs };
@@ -241,7 +316,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const needsExp = op.epilogue.activation !== 'none';
   return {
     ...p,
-    ...(scheme ? dotOf(scheme, level, p.actChunks) : { dotPartial: 'dot/signed_simd128.wat', correct: false }),
+    ...(scheme ? kernelPath(scheme, level, p.actChunks) : { correct: false }),
     fn,
     level,
     version: ctx.version,
@@ -274,8 +349,12 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    decodePartial: scheme ? (dotOf(scheme, level, p.actChunks).decodePartial ?? `decode/${scheme}.wat`) : 'decode/none.wat',
-    nibbleMask16: Array(8).fill(15).join(' '),
+    widen16: scheme !== undefined && kernelPath(scheme, level, p.actChunks).i16Bound !== undefined,
+    evenOdd: EVEN_ODD,
+    // i16 pair sums to i32 (i32x4.dot_i16x8_s against ones: one pmaddwd on x86).
+    ones16: Array(8).fill(1).join(' '),
+    transpose: TRANSPOSE,
+    signFlip: lanes(Array(16).fill(Q35_INDEX_FLIP)),
     f32Bytes: F32_BYTES,
     xBytes,
     yBytes: op.y === 'f16' ? F16_BYTES : F32_BYTES,
@@ -302,11 +381,9 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     nibbleMask: lanes(Array(16).fill(15)),
     nibbleBits: 4,
     codeOffset: NIBBLE_ZERO,
-    codeOffsetVec: lanes(Array(16).fill(NIBBLE_ZERO)),
-    split: { lowMask: lanes(Array(16).fill(127)), signShift: 7 },
+    split: { lowMask: lanes(Array(16).fill(127)), signShift: 7, signBit: lanes(Array(16).fill(1)) },
     q35: {
-      tableA: lanes(Q35_LOOKUP_A),
-      tableB: lanes(Q35_LOOKUP_B),
+      ...Q35_DECODE_CONSTANTS,
       bit0: lanes(Array(16).fill(1)),
       bit1: lanes(Array(16).fill(2)),
       bit2: lanes(Array(16).fill(4)),
