@@ -4,10 +4,10 @@ import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
 import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { wasmPackageDeclarations } from './bindings.js';
 import { harnessLayout } from './matmul.js';
+import { PAGE_BYTES } from './memory.js';
 
 /** Buffers in the package's memory start 16-byte aligned, with a gap, and never at offset 0 (null). */
 const ALIGN = 16;
-const PAGE_BYTES = 65536;
 
 /** A placement of every kernel's buffers in one memory, in kernel order: byte offsets, total, pages. */
 export interface PackageLayout {
