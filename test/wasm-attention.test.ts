@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
@@ -120,6 +121,43 @@ describe('WebAssembly attention output', () => {
       await expect(runner.execute(build, {}, { timing: { warmup: 0, runs: 1, flushBytes: 0, threads: WASM_ATTENTION_SLOTS + 1 } })).rejects.toThrow(/1 to 16 threads/);
     } finally {
       build.dispose();
+    }
+  });
+
+  it('a package of an attention and a matmul kernel: one memory, the attention kernel right on 2 threads, its usage snippet first', async () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=3,Skv=150,D=64';
+    const pkg = await buildPackage({
+      command: 'test',
+      kernels: [
+        { target: 'wasm', op: 'attention_q4_0kv', shape, name: 'attn' },
+        { target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=64,K=64' },
+      ],
+    });
+    const readme = pkg.files['README.md'] as string;
+    expect(/```js\n([\s\S]*?)```/.exec(readme)![1]).toMatch(/kernels\.attn\.run\(at\.q, at\.k, at\.k_scales, at\.v, at\.v_scales, at\.o, at\.workspace\)/);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-pkg-'));
+    try {
+      for (const [name, content] of Object.entries(pkg.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), content);
+      }
+      const e = emit({ target: 'wasm', op: 'attention_q4_0kv', shape });
+      const data = opKit('attention').testData(e.plan.op, e.plan.shape, 5);
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
+      writeFileSync(join(dir, 'host.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
+        import { kernels as modules, layout, loadAll } from './index.mjs';
+        const { memory, kernels, close } = await loadAll({ threads: 2 });
+        const at = layout.kernels.attn;
+        for (const b of ['q', 'k', 'v']) new Uint8Array(memory.buffer, at[b], modules.attn.sizes[b]).set(readFileSync(new URL(b + '.bin', import.meta.url)));
+        await kernels.attn.run(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace);
+        writeFileSync(new URL('y.bin', import.meta.url), new Uint8Array(memory.buffer, at.o, modules.attn.sizes.o));
+        close();
+`);
+      const r = await execa(process.execPath, [join(dir, 'host.mjs')], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -40,6 +40,11 @@ const ALIGN = 16;
 
 const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
 
+function kvLayoutText(plan: CpuAttentionPlan): string {
+  const p = plan.params;
+  return p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`;
+}
+
 function aligned(bytes: number): number {
   return Math.ceil(bytes / ALIGN) * ALIGN;
 }
@@ -130,7 +135,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...kvView(plan),
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
-    kvLayoutText: p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`,
+    kvLayoutText: kvLayoutText(plan),
     memory: memoryView(shared),
     half: HALF_VIEW,
     qF16: op.q === 'f16',
@@ -215,4 +220,19 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     ],
   };
   return rendered;
+}
+
+/** What a package's usage snippet prints about an attention kernel: its shape, arrays and KV format. */
+export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
+  const op = plan.op;
+  const p = plan.params;
+  return {
+    symbol,
+    B: p.B, Hq: p.Hq, Hkv: p.Hkv, Sq: p.Sq, Skv: p.Skv, D: p.D,
+    qArray: op.q === 'f16' ? 'Uint16Array' : 'Float32Array',
+    oArray: op.o === 'f16' ? 'Uint16Array' : 'Float32Array',
+    qoCount: p.B * p.Hq * p.Sq * p.D,
+    hasScales: p.scalesPerRow > 0,
+    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvLayoutText(plan)}`,
+  };
 }
