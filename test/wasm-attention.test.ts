@@ -18,7 +18,7 @@ import { opKit } from '../src/ops/index.js';
 
 const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 
-const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
+const ir = (format: string, causal: boolean, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
 
 /**
  * Ragged cases: Skv (1000, 333, 200, 77) is a multiple of no key tile; Hq/Hkv in {8, 5, 4, 1}; Sq
@@ -33,7 +33,7 @@ const CASES = [
   { shape: 'B=1,Hq=3,Hkv=3,Sq=5,Skv=77,D=64', causal: true, config: {} },
 ];
 
-async function expectVerified(ir: object, shape: string, config: object) {
+async function expectVerified(ir: Record<string, unknown>, shape: string, config: Record<string, unknown>) {
   const r = await verify({ target: 'wasm', ir, shape, config });
   expect(r.status, `${JSON.stringify(ir)} ${shape}: ${r.detail ?? ''}`).toBe('ok');
   expect(r.ran).toBe(true);
