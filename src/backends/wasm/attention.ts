@@ -23,6 +23,7 @@ import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
  * What the C kernel keeps on its stack (scores, accumulators, row state) lives in the workspace
  * here: after the plan's workspace (Q as f32, split partials) come `WASM_ATTENTION_SLOTS` scratch
  * slots, one per thread that runs tasks at the same time; `_tasks` takes its slot's index.
+ * The plan's `chunkStep` (two vectors of D per row in flight) is not used: one vector per row.
  */
 
 type CpuAttentionPlan = PlanOf<'cpu-attention'>;
@@ -128,6 +129,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
   const ws = wasmAttentionWorkspace(plan);
   const s = ws.scratch.at;
   const oBytes = op.o === 'f16' ? F16_BYTES : F32_BYTES;
+  if (p.lanes !== LANES) throw new Error(`kgen: a WebAssembly attention plan has ${LANES} f32 lanes per vector, not ${p.lanes}`);
   const splat = (x: string) => [x, x, x, x].join(' ');
   return {
     ...p,
