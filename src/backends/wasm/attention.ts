@@ -37,6 +37,8 @@ const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
 const ALIGN = 16;
+/** Bytes per cache line of the CPUs WebAssembly runs on (x86-64, Arm64): the stride of the touches. */
+const CACHE_LINE_BYTES = 64;
 
 
 const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
@@ -153,6 +155,8 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     dBytes: p.D * F32_BYTES,
     oRowBytes: p.D * oBytes,
     kvBlockBytes: p.kvBlock * F32_BYTES,
+    touchOffsets: Array.from({ length: Math.ceil(p.rowBytes / CACHE_LINE_BYTES) }, (_, i) => i * CACHE_LINE_BYTES),
+    positionRowBytes: p.positionStride * p.rowBytes,
     scaleRowBytes: p.scalesPerRow * F16_BYTES,
     kvRowsPerBatch: p.Hkv * p.Skv,
     bhTiles: p.B * p.Hkv * p.qTiles,
