@@ -66,7 +66,7 @@ export function wasmRunner(level: WasmRunLevel = 'auto', harness: WasmHarness = 
       if (harness.kind === 'tasks') {
         const threads = t?.threads ?? harness.checkThreads;
         if (!Number.isInteger(threads) || threads < 1 || threads > harness.maxThreads) {
-          throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}` });
+          throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}`, hint: 'the workspace holds one scratch slot per thread that runs tasks' });
         }
         threadArgs = [String(threads)];
         // A timed run rotates copies of K and V (the attention's streamed bytes).
