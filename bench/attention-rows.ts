@@ -1,5 +1,5 @@
 /**
- * kgen's own attention rows: the C attention kernel on an attention workload (decode or prefill,
+ * kgen's own attention rows: the C (or WebAssembly) attention kernel on an attention workload (decode or prefill,
  * bench/attention-common.ts), built and timed by kgen's own runner (for decode the harness rotates
  * copies of K and V so the cache comes from DRAM), checked against the f64 reference before a time
  * is reported. GB/s counts the KV cache bytes read (codes and scales): the figure to set beside the
@@ -22,7 +22,8 @@ export const KGEN_KV_FORMATS = Object.keys(ATTENTION_OPS) as KgenKvFormat[];
 export interface KgenAttentionCase {
   workload: AttentionWorkload;
   format: KgenKvFormat;
-  isa: string;
+  /** The C kernel of an ISA, or the WebAssembly kernel (SIMD128, run in a child Node, threads as workers). */
+  target: { name: 'c'; isa: string } | { name: 'wasm' };
   threads: readonly number[];
   /** The workload's inputs and reference for this format (shared by the ISAs: the f64 reference of a prefill takes a while). */
   data: (op: AttentionOp, shape: AttentionShape) => TestData;
@@ -32,8 +33,9 @@ export interface KgenAttentionCase {
 export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow[]> {
   const { B, Hq, Hkv, Sq, Skv, D } = c.workload.shape;
   const shapeText = `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`;
-  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.isa}`;
-  const { plan, rendered } = emit({ target: 'c', op: ATTENTION_OPS[c.format], shape: shapeText, device: 'host', isa: c.isa });
+  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}`;
+  const request = c.target.name === 'c' ? { target: 'c', device: 'host', isa: c.target.isa } : { target: 'wasm', device: 'wasm-simd128' };
+  const { plan, rendered } = emit({ ...request, op: ATTENTION_OPS[c.format], shape: shapeText });
   const op = plan.op as AttentionOp;
   const shape = plan.shape as AttentionShape;
   const kv = kvBytes(op, shape);

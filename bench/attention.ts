@@ -3,7 +3,7 @@
  * Skv = 4096 and 32768 and causal prefill at Sq = Skv = 2048, B=1, Hq=32, Hkv=8, D=128, for
  * llama.cpp's CPU flash attention (f16, q8_0, q4_0 caches), onnxruntime's GroupQueryAttention
  * (f32 and f16 caches), a naive attention that materialises the score matrix (prefill) and kgen's
- * C attention kernel in every KV format (kgenAttentionRows). Every peer is checked against the f64 reference
+ * C (and WebAssembly) attention kernel in every KV format (kgenAttentionRows). Every peer is checked against the f64 reference
  * on a small shape before it is timed. See bench/README.md.
  */
 import { join } from 'node:path';
@@ -30,6 +30,8 @@ export const ORT_CACHE_TYPES: readonly OrtCacheType[] = ['f32', 'f16'];
 export interface KgenAttentionContext {
   threads: readonly number[];
   isas: readonly string[];
+  /** Whether to time the WebAssembly kernel too (SIMD128, in a child Node). */
+  wasm: boolean;
   /** kgen's KV formats to time. */
   formats: readonly KgenKvFormat[];
 }
@@ -45,9 +47,16 @@ export async function kgenAttentionRows(w: AttentionWorkload, ctx: KgenAttention
   for (const format of ctx.formats) {
     for (const isa of ctx.isas) {
       try {
-        rows.push(...(await benchKgenAttention({ workload: w, format, isa, threads: ctx.threads, data })));
+        rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'c', isa }, threads: ctx.threads, data })));
       } catch (e) {
         rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}`, ctx.threads, (e as Error).message));
+      }
+    }
+    if (ctx.wasm) {
+      try {
+        rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'wasm' }, threads: ctx.threads, data })));
+      } catch (e) {
+        rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV wasm simd128`, ctx.threads, (e as Error).message));
       }
     }
   }

@@ -13,7 +13,7 @@
  *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
- *          --no-wasm (no kgen WebAssembly rows)   --wasm-levels simd128,relaxed   --no-ort-web
+ *          --no-wasm (no kgen WebAssembly rows, matmul and attention)   --wasm-levels simd128,relaxed   --no-ort-web
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
  *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
  *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
@@ -307,7 +307,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: flag('--no-kgen') ? null : { threads, isas, formats: attnFormats },
+        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats },
         workDir,
         benchSrc,
         stage: (f) => stage([], f),

@@ -70,7 +70,6 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--target', 'metal']), /--target: unknown target "metal"/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--config', '{nTile:4}']), /--config: not valid JSON/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
-    expectUsageError(await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=64', '--target', 'wasm']), /--op: the WebAssembly backend does not render attention yet/);
     expectUsageError(await run(['emitt']), /unknown command/);
   });
 

@@ -7,35 +7,23 @@ import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { C_TOOLCHAINS } from './toolchain.js';
+import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from '../exp2-poly.js';
 
 type CpuAttentionPlan = PlanOf<'cpu-attention'>;
 
 /** How the C kernel and header name each KV format. */
 const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
 
-/**
- * 2^f on [-0.5, 0.5] as its Taylor series to f^6 (coefficients ln(2)^k / k!): relative error
- * below 1.3e-7, under f32's own rounding. Below 2^-126 the kernels return 0, which also takes the
- * masked scores (-inf) to exactly 0.
- */
-const EXP2 = (() => {
-  const c: Record<string, string> = {};
-  let term = 1;
-  for (let k = 1; k <= 6; k++) {
-    term *= Math.LN2 / k;
-    c[`c${k}`] = cFloat(term);
-  }
-  return { ...c, min: cFloat(-126) };
-})();
+/** The C spelling of the shared 2^x polynomial (src/backends/exp2-poly.ts). */
+const EXP2 = {
+  ...Object.fromEntries(EXP2_COEFFICIENTS.map((c, k) => [`c${k + 1}`, cFloat(c)])),
+  min: cFloat(EXP2_MIN),
+};
 
 /** A float as a C literal's digits (always with a point or exponent, so an `f` suffix makes a float). */
 function cFloat(x: number): string {
-  return x.toPrecision(9);
+  return f32Digits(x);
 }
-
-/** IEEE f32 exponent bias and mantissa bits (2^n is (n + bias) << mantissa bits). */
-const F32_BIAS = 127;
-const F32_MANT_BITS = 23;
 
 /** Bytes per prefetch: a cache line on every CPU the C variants target. */
 const CACHE_LINE_BYTES = 64;

@@ -1,4 +1,4 @@
-import { StructureKind, VariableDeclarationKind } from 'ts-morph';
+import { type CodeBlockWriter, StructureKind, VariableDeclarationKind } from 'ts-morph';
 import { formatShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -7,6 +7,7 @@ import { declareRootLoader, typeByKernel } from '../js-package.js';
 import { declarationFile, docText } from '../../render/declarations.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
+type CpuAttentionPlan = PlanOf<'cpu-attention'>;
 
 /** What each byte size of `sizes` holds, from the op kit's tensors (the manifest's `tensors`). */
 function sizeDocs(plan: CpuMatmulPlan, workspaceBytes: number): Record<string, string> {
@@ -15,6 +16,30 @@ function sizeDocs(plan: CpuMatmulPlan, workspaceBytes: number): Record<string, s
   for (const [name, t] of Object.entries(tensors)) doc[name] = `${name.toUpperCase()}${t.shape} ${t.dtype}, ${t.layout}.`;
   if (weights) doc.w = `W[${plan.shape.N},${plan.shape.K}] packed as \`kgen pack\` writes it (${weights.format}, layout ${weights.formatVersion}).`;
   return doc;
+}
+
+/** The properties of a loader's ThreadedKernel: its level, threads and workspace bytes. */
+function threadedProperties(levelType: string) {
+  return [
+    { name: 'level', isReadonly: true, type: levelType },
+    { name: 'threads', isReadonly: true, type: 'number' },
+    { name: 'workspaceSize', isReadonly: true, type: 'number' },
+  ];
+}
+
+/** The literal type of a loader's `sizes`: each buffer's byte count with what it holds (`absent` for 0). */
+function sizesType(sizes: Record<string, number>, docOf: (name: string) => string | undefined, absent: string) {
+  return (w: CodeBlockWriter) => {
+    w.write('Readonly<');
+    w.block(() => {
+      for (const [name, bytes] of Object.entries(sizes)) {
+        const doc = bytes === 0 ? absent : docOf(name);
+        if (doc) w.writeLine(`/** ${docText(doc)} */`);
+        w.writeLine(`${name}: ${bytes};`);
+      }
+    });
+    w.write('>');
+  };
 }
 
 /**
@@ -33,17 +58,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       hasDeclareKeyword: true,
       declarationKind: VariableDeclarationKind.Const,
       docs: ['Bytes of each buffer a call reads or writes (place them in the memory; 16-byte alignment is safe for all).'],
-      declarations: [{ name: 'sizes', type: (w) => {
-        w.write('Readonly<');
-        w.block(() => {
-          for (const [name, bytes] of Object.entries(opts.sizes)) {
-            const doc = bytes === 0 ? 'Not an input of this op: pass 0.' : docs[name];
-            if (doc) w.writeLine(`/** ${docText(doc)} */`);
-            w.writeLine(`${name}: ${bytes};`);
-          }
-        });
-        w.write('>');
-      } }],
+      declarations: [{ name: 'sizes', type: sizesType(opts.sizes, (name) => docs[name], 'Not an input of this op: pass 0.') }],
     });
     file.addTypeAlias({ isExported: true, name: 'Level', type: opts.levels.map((l) => `'${l}'`).join(' | '), docs: ['The instruction levels this output has modules for.'] });
     file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, declarations: [{ name: 'levels', type: 'readonly Level[]' }] });
@@ -74,11 +89,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       kind: StructureKind.Interface,
       isExported: true,
       name: 'ThreadedKernel',
-      properties: [
-        { name: 'level', isReadonly: true, type: 'Level' },
-        { name: 'threads', isReadonly: true, type: 'number' },
-        { name: 'workspaceSize', isReadonly: true, type: 'number' },
-      ],
+      properties: threadedProperties('Level'),
       methods: [
         { name: 'prepare', parameters: [ptr('x'), ptr('workspace')], returnType: 'void' },
         { name: 'rows', parameters: rowsParams, returnType: 'Promise<void>', docs: ['Rows [rowBegin, rowEnd) split across this thread and the workers; resolves when all are written.'] },
@@ -87,6 +98,71 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       ],
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
+  });
+}
+
+/**
+ * kernel.d.mts of an attention kernel: `sizes` as literal byte counts with what each buffer holds
+ * (from the op kit's tensors), the task and slot counts, and the loader's functions with their TSDoc.
+ */
+export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: string; version: string; sizes: Record<string, number>; slots: number }): string {
+  const { tensors } = opKit('attention').tensors(plan.op, plan.shape);
+  const p = plan.params;
+  const ptr = (name: string) => ({ name, type: 'number' });
+  const kv = ['k', 'kScales', 'v', 'vScales'].map(ptr);
+  const tasksParams = [ptr('workspace'), ...kv, ptr('o'), ptr('taskBegin'), ptr('taskEnd')];
+  const mergeParams = ['workspace', 'o', 'rowBegin', 'rowEnd'].map(ptr);
+  const runParams = [ptr('q'), ...kv, ptr('o'), ptr('workspace')];
+  const docOf = (name: string): string | undefined => {
+    if (name === 'workspace') return `Q as scaled f32, the split partials, then ${opts.slots} scratch slots (one per thread running tasks).`;
+    const t = tensors[name];
+    return t && `${name.toUpperCase()}${t.shape} ${t.dtype}, ${t.layout}.`;
+  };
+  return declarationFile('kernel.d.mts', [`${opts.fn}: declarations of kernel.mjs (generated by kgen ${opts.version} with ts-morph).`, `${plan.op.name} ${formatShape(plan.shape)}; every pointer is a byte offset into the memory given to loadKernel.`], (file) => {
+    file.addVariableStatement({
+      isExported: true,
+      hasDeclareKeyword: true,
+      declarationKind: VariableDeclarationKind.Const,
+      docs: ['Bytes of each buffer a call reads or writes (place them in the memory; 16-byte alignment is safe for all).'],
+      declarations: [{ name: 'sizes', type: sizesType(opts.sizes, docOf, 'Not an input with this KV format: pass 0.') }],
+    });
+    const constant = (name: string, type: string, doc: string) =>
+      file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
+    constant('levels', "readonly ['simd128']", 'The instruction levels this output has modules for.');
+    constant('preferred', "'simd128'", 'The level loadKernel takes.');
+    constant('tasks', String(p.tasks), 'Tasks of a call: batch x KV head x query tile x KV split.');
+    constant('outRows', String(p.outRows), 'Output rows (B x Hq x Sq) the merge writes.');
+    constant('slots', String(opts.slots), 'Threads that may run tasks at once (scratch slots in the workspace).');
+    file.addInterface({
+      kind: StructureKind.Interface,
+      isExported: true,
+      name: 'Kernel',
+      properties: [
+        { name: 'level', isReadonly: true, type: "'simd128'" },
+        { name: 'workspaceSize', isReadonly: true, type: 'number', docs: [`Bytes of workspace (${opts.sizes.workspace}).`] },
+      ],
+      methods: [
+        { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'void', docs: ['Converts and scales Q once per call.'] },
+        { name: 'tasks', parameters: [...tasksParams, ptr('slot')], returnType: 'void', docs: ['Tasks [taskBegin, taskEnd) in scratch slot `slot`; disjoint ranges may run at once in different slots.'] },
+        { name: 'merge', parameters: mergeParams, returnType: 'void', docs: ['Output rows [rowBegin, rowEnd), after every task: the split partials merged by log-sum-exp.'] },
+        { name: 'run', parameters: runParams, returnType: 'void', docs: ['prepare + every task + merge, on this thread.'] },
+      ],
+    });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<Kernel>', docs: ['Instantiates the module over `memory` (kernel.shared.wasm for a shared memory).'] });
+    file.addInterface({
+      kind: StructureKind.Interface,
+      isExported: true,
+      name: 'ThreadedKernel',
+      properties: threadedProperties("'simd128'"),
+      methods: [
+        { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'void' },
+        { name: 'tasks', parameters: tasksParams, returnType: 'Promise<void>', docs: ['Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.'] },
+        { name: 'merge', parameters: mergeParams, returnType: 'Promise<void>' },
+        { name: 'run', parameters: runParams, returnType: 'Promise<void>' },
+        { name: 'close', returnType: 'void', docs: ['Ends the workers.'] },
+      ],
+    });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads (at most `slots`) over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
   });
 }
 

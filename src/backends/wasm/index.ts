@@ -2,6 +2,7 @@ import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
 import { cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
+import { renderWasmAttention, WASM_ATTENTION_SLOTS } from './attention.js';
 import { levelPreference, renderWasmMatmul } from './matmul.js';
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
@@ -18,8 +19,8 @@ const WASM_VARIANTS: CpuVariants = {
 };
 
 /**
- * The WebAssembly target: CPU plans (tiles in the cache budget of the wasm-simd128 profile)
- * rendered to WebAssembly text, assembled in-process and run in a child Node process.
+ * The WebAssembly target: CPU plans (matmul and attention, in the cache budget of the
+ * wasm-simd128 profile) rendered to WebAssembly text, assembled in-process and run in a child Node process.
  */
 export const wasmTarget: Target = {
   name: 'wasm',
@@ -28,9 +29,10 @@ export const wasmTarget: Target = {
   planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: cpuAttentionPlanner(WASM_VARIANTS) },
   fingerprint: (device) => wasmFingerprint(device),
   backend: {
-    capabilities: { ops: ['matmul'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
-    renderers: { 'cpu-matmul': renderWasmMatmul },
-    runnerFor: () => wasmRunner('auto'),
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'] },
+    renderers: { 'cpu-matmul': renderWasmMatmul, 'cpu-attention': renderWasmAttention },
+    // Attention's harness splits tasks over threads (workers on a shared memory); matmul's runs one.
+    runnerFor: (plan) => wasmRunner('auto', plan.family === 'cpu-attention' ? { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS } : { kind: 'rows' }),
     packageFiles: wasmPackageFiles,
   },
 };

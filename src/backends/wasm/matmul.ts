@@ -11,6 +11,8 @@ import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { chunkDecode, lanes, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
+import { HALF_VIEW } from './half.js';
+import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
@@ -68,9 +70,6 @@ export const LEVEL_FILE: Record<WasmLevel, { plain: string; shared: string }> = 
   relaxed: { plain: 'kernel.relaxed.wat', shared: 'kernel.relaxed.shared.wat' },
 };
 
-/** Pages (64 KiB) a module declares for its imported memory: any host memory fits; shared needs a maximum. */
-const MEMORY_MIN_PAGES = 1;
-const MEMORY_MAX_PAGES = 65536;
 
 /** q4 and q4_0 store each weight as nibble = level + 8 (docs/formats.md). */
 const NIBBLE_ZERO = 8;
@@ -78,34 +77,6 @@ const NIBBLE_ZERO = 8;
 const ACT_QMAX = 127;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
-
-/** Bit patterns of IEEE f16 and f32 the conversions print (kg_f16_to_f32 / kg_f32_to_f16 of the C kernels). */
-const HALF = {
-  absMask: 0x7fff,
-  mantShift: 13,
-  rebias: 2 ** 112,
-  f32ExpMask: 0x7f800000,
-  infShifted: 0x7c00 << 13,
-  signMask: 0x8000,
-  signShift: 16,
-  f32AbsMask: 0x7fffffff,
-  h16ExpMask: 0x7c00,
-  h16QuietBit: 0x200,
-  overflowFrom: 0x477ff000,
-  normalFrom: 0x38800000,
-  zeroBelow: 0x33000000,
-  f32MantMask: 0x7fffff,
-  f32Implicit: 0x800000,
-  subShiftBase: 126,
-  f32MantBits: 23,
-  rebiasBits: 0x38000000,
-  dropMask: 0x1fff,
-  dropHalf: 0x1000,
-};
-
-function splat4(v: number): string {
-  return [v, v, v, v].join(' ');
-}
 
 /** e^x in f64 for the silu and gelu epilogues: Taylor terms after range reduction by ln 2. */
 const EXP_TERMS = 11;
@@ -327,15 +298,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     formatVersion: FORMATS[format].version,
     actText: p.actQuant ? `int8 per ${p.actBlock}` : 'f32',
     configJson: commentText(JSON.stringify(configInUse(plan))),
-    memory: { min: MEMORY_MIN_PAGES, max: MEMORY_MAX_PAGES, shared, text: shared ? 'shared, for threads' : 'not shared' },
-    half: {
-      ...HALF,
-      absMask4: splat4(HALF.absMask),
-      rebias4: splat4(HALF.rebias),
-      f32ExpMask4: splat4(HALF.f32ExpMask),
-      infShifted4: splat4(HALF.infShifted),
-      signMask4: splat4(HALF.signMask),
-    },
+    memory: memoryView(shared),
+    half: HALF_VIEW,
     yF16: op.y === 'f16',
     needsExp,
     exp: EXP,
@@ -466,7 +430,7 @@ function renderHarness(plan: CpuMatmulPlan, fn: string): string {
     N: plan.params.N,
     exitJson: JSON.stringify(HARNESS_EXIT),
     layoutJson: JSON.stringify(layout),
-    pageBytes: 65536,
-    maxPages: 65536,
+    pageBytes: PAGE_BYTES,
+    maxPages: MEMORY_MAX_PAGES,
   });
 }

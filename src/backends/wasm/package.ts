@@ -3,11 +3,12 @@ import { templateSet } from '../../render/templates.js';
 import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
 import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { wasmPackageDeclarations } from './bindings.js';
+import { attentionSizes, attentionUsageView } from './attention.js';
 import { harnessLayout } from './matmul.js';
+import { PAGE_BYTES } from './memory.js';
 
 /** Buffers in the package's memory start 16-byte aligned, with a gap, and never at offset 0 (null). */
 const ALIGN = 16;
-const PAGE_BYTES = 65536;
 
 /** A placement of every kernel's buffers in one memory, in kernel order: byte offsets, total, pages. */
 export interface PackageLayout {
@@ -16,11 +17,16 @@ export interface PackageLayout {
   pages: number;
 }
 
+/** Bytes of each buffer of a kernel (its loader's `sizes`). */
+function kernelSizes(plan: PackagedKernel['plan']): Record<string, number> {
+  return plan.family === 'cpu-attention' ? attentionSizes(plan as PlanOf<'cpu-attention'>) : harnessLayout(plan as PlanOf<'cpu-matmul'>).sizes;
+}
+
 function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
   const placed: PackageLayout['kernels'] = {};
   let at = ALIGN;
   for (const k of kernels) {
-    const { sizes } = harnessLayout(k.plan as PlanOf<'cpu-matmul'>);
+    const sizes = kernelSizes(k.plan);
     const offsets: Record<string, number> = {};
     for (const [buffer, bytes] of Object.entries(sizes)) {
       // A buffer the op does not have is the null pointer, as the kernel expects.
@@ -41,6 +47,11 @@ function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
 export function wasmPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
   const templates = templateSet('package/wasm');
   const layout = packageLayout(kernels);
+  const first = kernels[0]!;
+  // The usage snippet shows the first kernel: an attention kernel's calls, else a matmul's.
+  const usage = first.plan.family === 'cpu-attention'
+    ? templates.render('usage_attention.mjs', { packageName: pkg.name, name: first.dir, ...attentionUsageView(first.plan as PlanOf<'cpu-attention'>, first.symbol) })
+    : templates.render('usage.mjs', jsUsageView(pkg, first, first.dir));
   const view = { ...rootLoaderView(pkg, kernels), layoutJson: JSON.stringify(layout, null, 2) };
   return {
     files: {
@@ -50,7 +61,7 @@ export function wasmPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
     },
     contents: "Each kernel's folder holds its WebAssembly modules (`.wasm`, and the `.wat` they were assembled from), its own loader (`kernel.mjs`, `kernel.d.mts`) and `manifest.json` (exports, buffers, features, tolerance, config and where it came from); `index.mjs` loads them all over one memory.",
     build: ['npm pack                # a .tgz to `npm install` in your project (nothing to compile)'],
-    usage: templates.render('usage.mjs', jsUsageView(pkg, kernels[0]!, kernels[0]!.dir)),
+    usage,
     usageLanguage: 'js',
   };
 }

@@ -25,11 +25,19 @@ export type WasmRunLevel = 'auto' | 'simd128' | 'relaxed';
 export const HARNESS_NODE_FLAGS = ['--experimental-wasm-relaxed-simd', '--no-liftoff'];
 
 /**
+ * Which harness a plan's output has: matmul's splits rows (`node harness.mjs DIR LEVEL SPLITS
+ * [WARMUP RUNS COPIES]`, one thread), attention's splits tasks and merge rows over threads (`node
+ * harness.mjs DIR LEVEL SPLITS THREADS [WARMUP RUNS COPIES]`; the check runs on `checkThreads`,
+ * a timed run on the timing's threads).
+ */
+export type WasmHarness = { kind: 'rows' } | { kind: 'tasks'; checkThreads: number; maxThreads: number };
+
+/**
  * Builds WebAssembly kernels (assembling their text in-process) and runs them in a child Node
  * process on the same input files the C harness reads, with a timeout; a module that does not
  * assemble is a compile_error, a failing or hanging run a crash or timeout, never an exception.
  */
-export function wasmRunner(level: WasmRunLevel = 'auto'): KernelRunner {
+export function wasmRunner(level: WasmRunLevel = 'auto', harness: WasmHarness = { kind: 'rows' }): KernelRunner {
   return {
     name: `node ${process.version} (${level === 'auto' ? 'preferred level where the probe allows' : level})`,
     timesAreReal: true,
@@ -53,12 +61,22 @@ export function wasmRunner(level: WasmRunLevel = 'auto'): KernelRunner {
     },
     async execute(build, inputs: KernelInputs, opts: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
       const t = opts.timing;
-      if (t && (t.threads ?? 1) !== 1) {
+      let threadArgs: string[] = [];
+      let streamed = inputs['w.bin']?.length ?? 0;
+      if (harness.kind === 'tasks') {
+        const threads = t?.threads ?? harness.checkThreads;
+        if (!Number.isInteger(threads) || threads < 1 || threads > harness.maxThreads) {
+          throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}`, hint: 'the workspace holds one scratch slot per thread that runs tasks' });
+        }
+        threadArgs = [String(threads)];
+        // A timed run rotates copies of K and V (the attention's streamed bytes).
+        streamed = (inputs['k.bin']?.length ?? 0) + (inputs['v.bin']?.length ?? 0);
+      } else if (t && (t.threads ?? 1) !== 1) {
         throw new KgenError({ field: '--threads', problem: `the WebAssembly harness runs one thread, not ${t.threads}`, expected: '1', hint: 'time WebAssembly kernels with --threads 1' });
       }
       return runHarness({
         command: [process.execPath, ...HARNESS_NODE_FLAGS, join(build.dir, 'harness.mjs')],
-        args: (dataDir) => [dataDir, level, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, inputs['w.bin']?.length ?? 0))] : [])],
+        args: (dataDir) => [dataDir, level, '3', ...threadArgs, ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamed))] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,

@@ -1,0 +1,244 @@
+import { GGML_KV_BLOCK } from '../../ir/attention.js';
+import type { AttentionOp } from '../../ir/types.js';
+import type { PlanOf } from '../../plan/types.js';
+import { codecOf } from '../../quant/index.js';
+import { templateSet } from '../../render/templates.js';
+import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from '../exp2-poly.js';
+import { HARNESS_EXIT } from '../harness.js';
+import { attentionHeaderView } from '../kernel-header.js';
+import type { RenderContext, RenderedKernel } from '../types.js';
+import { assembleKernel } from './assemble.js';
+import { wasmAttentionDeclarations } from './bindings.js';
+import { HALF_VIEW } from './half.js';
+import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
+
+/**
+ * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
+ * `kernel.shared.wat` importing a shared memory for threads) doing what the C kernel does, task for
+ * task: a task is (batch, KV head, query tile, KV split); its rows (queries x the GQA group) share
+ * every K and V vector it dequantizes (`rowGroup` rows at a time, their accumulators in locals);
+ * keys go by in tiles of `kvBlock` with an online softmax in base 2; causal tiles past a tile's
+ * last query are skipped; with splits, the merge export combines the partials by log-sum-exp.
+ *
+ * What the C kernel keeps on its stack (scores, accumulators, row state) lives in the workspace
+ * here: after the plan's workspace (Q as f32, split partials) come `WASM_ATTENTION_SLOTS` scratch
+ * slots, one per thread that runs tasks at the same time; `_tasks` takes its slot's index.
+ * The plan's `chunkStep` (two vectors of D per row in flight) is not used: one vector per row.
+ */
+
+type CpuAttentionPlan = PlanOf<'cpu-attention'>;
+
+/** Threads that may run tasks at once: the scratch slots the workspace holds. */
+export const WASM_ATTENTION_SLOTS = 16;
+
+/** f32 lanes of a SIMD128 vector, and its bytes. */
+const LANES = 4;
+const VEC_BYTES = 16;
+const F32_BYTES = 4;
+const F16_BYTES = 2;
+const ALIGN = 16;
+/** Bytes per cache line of the CPUs WebAssembly runs on (x86-64, Arm64): the stride of the touches. */
+const CACHE_LINE_BYTES = 64;
+
+
+const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
+
+function kvLayoutText(plan: CpuAttentionPlan): string {
+  const p = plan.params;
+  return p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`;
+}
+
+function aligned(bytes: number): number {
+  return Math.ceil(bytes / ALIGN) * ALIGN;
+}
+
+/**
+ * Byte offsets within one scratch slot: scores (rows x kvBlock f32), accumulators (rows x D f32),
+ * per row max, sum, correction (f32), visible keys (i32), Q row pointer (i32), then a zero row of
+ * D floats that padding rows read as their query.
+ */
+export function scratchLayout(plan: CpuAttentionPlan) {
+  const p = plan.params;
+  const rows = p.taskRowsPadded;
+  const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES };
+  const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0 };
+  let o = 0;
+  for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
+    at[name] = o;
+    o += aligned(bytes);
+  }
+  return { at, bytes: o };
+}
+
+/** The workspace of the WebAssembly kernel: the plan's, then the scratch slots. */
+export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
+  const scratch = scratchLayout(plan);
+  const scratchBase = aligned(plan.params.workspaceBytes);
+  return { scratch, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
+}
+
+/** Bytes of each buffer a call reads or writes (the loader's `sizes`); scales are 0 without a kgen q8 cache. */
+export function attentionSizes(plan: CpuAttentionPlan) {
+  const op = plan.op;
+  const p = plan.params;
+  const kvRows = p.B * p.Hkv * p.Skv;
+  const scales = kvRows * p.scalesPerRow * F16_BYTES;
+  const qo = p.B * p.Hq * p.Sq * p.D;
+  return {
+    q: qo * (op.q === 'f16' ? F16_BYTES : F32_BYTES),
+    k: kvRows * p.rowBytes,
+    k_scales: scales,
+    v: kvRows * p.rowBytes,
+    v_scales: scales,
+    o: qo * (op.o === 'f16' ? F16_BYTES : F32_BYTES),
+    workspace: wasmAttentionWorkspace(plan).bytes,
+  };
+}
+
+/** Byte offsets of the harness's buffers in its memory, each 16-byte aligned, none at 0 (null). */
+export function attentionHarnessLayout(plan: CpuAttentionPlan) {
+  const sizes = attentionSizes(plan);
+  const at: Record<string, number> = {};
+  let o = ALIGN;
+  for (const [name, bytes] of Object.entries(sizes)) {
+    at[name] = o;
+    o += aligned(bytes) + ALIGN;
+  }
+  return { sizes, at, end: o };
+}
+
+/** What the KV partial (templates/wasm/attention/kv/) of the op's format prints. */
+function kvView(plan: CpuAttentionPlan) {
+  const p = plan.params;
+  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
+  return {
+    kvPartial: `attention/kv/${p.kvFormat}.wat`,
+    f16VecBytes: LANES * F16_BYTES,
+    vecsPerScale: p.valuesPerScale / LANES,
+    blockBytes: ggml?.bytesPerBlock ?? 0,
+    scaleBytes: F16_BYTES,
+    halfBlock: GGML_KV_BLOCK / 2,
+    nibbleBits: 4,
+    nibbleMask4: [15, 15, 15, 15].join(' '),
+    nibbleZero4: [8, 8, 8, 8].join(' '),
+  };
+}
+
+function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean) {
+  const op = plan.op;
+  const p = plan.params;
+  const fn = ctx.symbol ?? `kgen_${op.name}`;
+  const ws = wasmAttentionWorkspace(plan);
+  const s = ws.scratch.at;
+  const oBytes = op.o === 'f16' ? F16_BYTES : F32_BYTES;
+  if (p.lanes !== LANES) throw new Error(`kgen: a WebAssembly attention plan has ${LANES} f32 lanes per vector, not ${p.lanes}`);
+  const splat = (x: string) => [x, x, x, x].join(' ');
+  return {
+    ...p,
+    ...attentionHeaderView(plan, ctx),
+    ...kvView(plan),
+    fn,
+    kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
+    kvLayoutText: kvLayoutText(plan),
+    memory: memoryView(shared),
+    half: HALF_VIEW,
+    qF16: op.q === 'f16',
+    oF16: op.o === 'f16',
+    split: p.splits > 1,
+    lanes: LANES,
+    laneList: Array.from({ length: LANES }, (_, l) => ({ l, offset: l * oBytes })),
+    vecBytes: VEC_BYTES,
+    f32Bytes: F32_BYTES,
+    f16Bytes: F16_BYTES,
+    oBytes,
+    oVecBytes: LANES * oBytes,
+    dBytes: p.D * F32_BYTES,
+    oRowBytes: p.D * oBytes,
+    kvBlockBytes: p.kvBlock * F32_BYTES,
+    touchOffsets: Array.from({ length: Math.ceil(p.rowBytes / CACHE_LINE_BYTES) }, (_, i) => i * CACHE_LINE_BYTES),
+    positionRowBytes: p.positionStride * p.rowBytes,
+    scaleRowBytes: p.scalesPerRow * F16_BYTES,
+    kvRowsPerBatch: p.Hkv * p.Skv,
+    bhTiles: p.B * p.Hkv * p.qTiles,
+    partialsOffset: p.qFloats * F32_BYTES,
+    partialRowBytes: (p.D + 2) * F32_BYTES,
+    partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
+    partialAccOffset: 2 * F32_BYTES,
+    partialSumOffset: F32_BYTES,
+    accRowsBytes: p.taskRowsPadded * p.D * F32_BYTES,
+    rowGroupAccBytes: p.rowGroup * p.D * F32_BYTES,
+    rowGroupScoreBytes: p.rowGroup * p.kvBlock * F32_BYTES,
+    rowGroupRowBytes: p.rowGroup * F32_BYTES,
+    groupRows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, qOff: r * F32_BYTES, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, corrOff: r * F32_BYTES })),
+    scratch: { ...s, base: ws.scratchBase, bytes: ws.scratch.bytes, slots: WASM_ATTENTION_SLOTS },
+    workspaceTotal: ws.bytes,
+    scaleLog2Text: f32Digits(p.scaleLog2),
+    exp2: {
+      coefficients: [...EXP2_COEFFICIENTS].reverse().slice(1).map((c) => splat(f32Digits(c))),
+      highest: splat(f32Digits(EXP2_COEFFICIENTS.at(-1)!)),
+      one: splat('1'),
+      min: splat(f32Digits(EXP2_MIN)),
+      bias: splat(String(F32_BIAS)),
+      mantBits: F32_MANT_BITS,
+    },
+  };
+}
+
+/** kernel.wat (and kernel.shared.wat), the loader and its types, and the harness of a CPU attention plan. */
+export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext): RenderedKernel {
+  const templates = templateSet('wasm');
+  const fn = ctx.symbol ?? `kgen_${plan.op.name}`;
+  const p = plan.params;
+  const layout = attentionHarnessLayout(plan);
+  const files: Record<string, string> = {
+    'kernel.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, false)),
+    'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
+  };
+  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes) };
+  files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
+  files['kernel-worker.mjs'] = templates.render('attention/kernel-worker.mjs', loaderView);
+  files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
+  const ptrs = 'i32 byte offsets into the imported memory';
+  const ws = wasmAttentionWorkspace(plan);
+  const rendered: RenderedKernel = {
+    files,
+    binaries: () => assembleKernel(rendered),
+    mainFile: 'kernel.wat',
+    harnessFiles: {
+      'harness.mjs': templates.render('attention/harness.mjs', { fn, exitJson: JSON.stringify(HARNESS_EXIT), layoutJson: JSON.stringify(layout), tasks: p.tasks, outRows: p.outRows, slots: WASM_ATTENTION_SLOTS, pageBytes: PAGE_BYTES, maxPages: MEMORY_MAX_PAGES }),
+    },
+    templateHash: templates.hash,
+    build: 'assembled in-process by kgen (wabt, features simd and threads): kernel.wasm from kernel.wat, kernel.shared.wasm (a shared memory import, for threads) from kernel.shared.wat; kernel.mjs loads them',
+    abi: [
+      {
+        symbol: `${fn}_workspace_size`,
+        signature: '() -> i32',
+        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+      },
+      { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `converts and scales Q once per call; ${ptrs}` },
+      {
+        symbol: `${fn}_tasks`,
+        signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x KV head x query tile x KV split) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
+      },
+      { symbol: `${fn}_merge`, signature: '(workspace, o, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp (nothing to do with one split); ${ptrs}` },
+      { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },
+    ],
+  };
+  return rendered;
+}
+
+/** What a package's usage snippet prints about an attention kernel: its shape, arrays and KV format. */
+export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
+  const op = plan.op;
+  const p = plan.params;
+  return {
+    symbol,
+    B: p.B, Hq: p.Hq, Hkv: p.Hkv, Sq: p.Sq, Skv: p.Skv, D: p.D,
+    qArray: op.q === 'f16' ? 'Uint16Array' : 'Float32Array',
+    oArray: op.o === 'f16' ? 'Uint16Array' : 'Float32Array',
+    qoCount: p.B * p.Hq * p.Sq * p.D,
+    hasScales: p.scalesPerRow > 0,
+    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvLayoutText(plan)}`,
+  };
+}

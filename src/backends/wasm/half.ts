@@ -1,0 +1,42 @@
+/**
+ * Bit patterns of IEEE f16 and f32 the WebAssembly conversions print (templates/wasm/half/: f16 to
+ * f32 by one rebiasing multiply, f32 to f16 rounding to nearest even as kg_f32_to_f16 of the C
+ * kernels), as the view field `half` of every WebAssembly kernel.
+ */
+const HALF = {
+  absMask: 0x7fff,
+  mantShift: 13,
+  rebias: 2 ** 112,
+  f32ExpMask: 0x7f800000,
+  infShifted: 0x7c00 << 13,
+  signMask: 0x8000,
+  signShift: 16,
+  f32AbsMask: 0x7fffffff,
+  h16ExpMask: 0x7c00,
+  h16QuietBit: 0x200,
+  overflowFrom: 0x477ff000,
+  normalFrom: 0x38800000,
+  zeroBelow: 0x33000000,
+  f32MantMask: 0x7fffff,
+  f32Implicit: 0x800000,
+  subShiftBase: 126,
+  f32MantBits: 23,
+  rebiasBits: 0x38000000,
+  dropMask: 0x1fff,
+  dropHalf: 0x1000,
+};
+
+function splat4(v: number): string {
+  return [v, v, v, v].join(' ');
+}
+
+
+/** `half` of a kernel's view: the patterns, and the four-lane splats the vector widening prints. */
+export const HALF_VIEW = {
+  ...HALF,
+  absMask4: splat4(HALF.absMask),
+  rebias4: splat4(HALF.rebias),
+  f32ExpMask4: splat4(HALF.f32ExpMask),
+  infShifted4: splat4(HALF.infShifted),
+  signMask4: splat4(HALF.signMask),
+};

@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
+import { verify } from '../src/api/verify.js';
+import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { wasmRunner } from '../src/backends/wasm/runner.js';
+import { opKit } from '../src/ops/index.js';
+
+/**
+ * WebAssembly attention kernels in Node against the f64 reference, which decodes the KV bytes
+ * itself. Tolerance: the plan's (f32 arithmetic; f16 Q or O add f16 rounding); the kernels land
+ * near 1e-13 NMSE, so a wrong mask, merge, decode or stride fails by orders of magnitude.
+ */
+
+const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
+
+const ir = (format: string, causal: boolean, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
+
+/**
+ * Ragged cases: Skv (1000, 333, 200, 77) is a multiple of no key tile; Hq/Hkv in {8, 5, 4, 1}; Sq
+ * in {1, 5, 64}; causal and not; D in {64, 128}. Decode goes through KV splits (the merge),
+ * prefill through 4 query tiles of 16 (causal tiles skipped and masked on the diagonal), and a
+ * row group of 4 leaves padding rows in a task of 5 x 5 rows.
+ */
+const CASES = [
+  { shape: 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', causal: true, config: { splits: 4 } },
+  { shape: 'B=2,Hq=20,Hkv=4,Sq=5,Skv=333,D=64', causal: false, config: { splits: 2, rowGroup: 4 } },
+  { shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=128', causal: true, config: { qBlock: 16 } },
+  { shape: 'B=1,Hq=3,Hkv=3,Sq=5,Skv=77,D=64', causal: true, config: {} },
+];
+
+async function expectVerified(ir: Record<string, unknown>, shape: string, config: Record<string, unknown>) {
+  const r = await verify({ target: 'wasm', ir, shape, config });
+  expect(r.status, `${JSON.stringify(ir)} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran).toBe(true);
+  expect(r.comparison!.nonFinite).toBe(0);
+  expect(r.comparison!.nmse, shape).toBeLessThanOrEqual(r.tolerance.nmse);
+}
+
+describe.concurrent('WebAssembly attention against the f64 reference', () => {
+  for (const format of FORMATS) {
+    it(`${format} KV: decode with splits, prefill tiles, GQA 8/5/4/1, causal and not (one thread)`, async () => {
+      for (const c of CASES) await expectVerified(ir(format, c.causal), c.shape, c.config);
+    });
+  }
+
+  it('each format in the other KV row order (f16 and q8 positions x heads, q8_0 and q4_0 heads x positions)', async () => {
+    for (const [format, kvLayout] of [['f16', 'positions_heads'], ['q8', 'positions_heads'], ['q8_0', 'heads_positions'], ['q4_0', 'heads_positions']] as const) {
+      await expectVerified(ir(format, true, { kvLayout }), 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', { splits: 2 });
+    }
+  });
+
+  it('f32 Q and f16 O, head dims 80 (q8 in groups of 16) and 256', async () => {
+    await expectVerified({ ...ir('q8', true, { kvGroupSize: 16 }), q: 'f32', o: 'f16' }, 'B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=80', { splits: 4 });
+    await expectVerified({ ...ir('f16', false), o: 'f16' }, 'B=1,Hq=4,Hkv=1,Sq=2,Skv=90,D=256', {});
+  });
+
+  it('on 2 threads (workers on a shared memory, a scratch slot each): tasks and merge split across them', async () => {
+    const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 2, maxThreads: WASM_ATTENTION_SLOTS });
+    const cases = [
+      { format: 'q4_0', shape: 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', causal: true, config: { splits: 8 } },
+      { format: 'q8', shape: 'B=1,Hq=5,Hkv=1,Sq=64,Skv=333,D=64', causal: true, config: { qBlock: 16, rowGroup: 4 } },
+      { format: 'f16', shape: 'B=2,Hq=8,Hkv=2,Sq=5,Skv=77,D=128', causal: false, config: { splits: 2 } },
+      { format: 'q8_0', shape: 'B=1,Hq=4,Hkv=4,Sq=1,Skv=200,D=64', causal: true, config: { splits: 4 } },
+    ];
+    for (const c of cases) {
+      const e = emit({ target: 'wasm', ir: { ...ir(c.format, c.causal), o: 'f16' }, shape: c.shape, config: c.config });
+      const data = opKit('attention').testData(e.plan.op, e.plan.shape, 7);
+      const build = await runner.build(e.plan, e.rendered);
+      if (build.status !== 'ok') throw new Error(build.detail);
+      try {
+        const run = await runner.execute(build, data.inputs);
+        expect(run.status, `${c.format} ${c.shape}: ${'detail' in run ? run.detail : ''}`).toBe('ok');
+        if (run.status !== 'ok') continue;
+        const { ok, comparison } = data.check(run.output, e.plan.tolerance);
+        expect(ok, `${c.format} ${c.shape}: nmse ${comparison.nmse}`).toBe(true);
+      } finally {
+        build.dispose();
+      }
+    }
+  });
+});
+
+describe('WebAssembly attention output', () => {
+  it('emit: the modules assemble, the manifest states the exports, workspace and KV layout, kernel.d.mts types a host', async () => {
+    const e = emit({ target: 'wasm', op: 'attention_q8_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=500,D=64', config: { splits: 2 } });
+    expect(Object.keys(e.files)).toEqual(expect.arrayContaining(['kernel.wat', 'kernel.shared.wat', 'kernel.mjs', 'kernel-worker.mjs', 'kernel.d.mts', 'manifest.json']));
+    const built = await e.rendered.binaries!();
+    if ('error' in built) throw new Error(built.error);
+    expect(Object.keys(built.files).sort()).toEqual(['kernel.shared.wasm', 'kernel.wasm']);
+    const manifest = e.manifest;
+    expect(manifest.abi.map((a) => a.symbol)).toEqual(['kgen_attention_q8_0kv_workspace_size', 'kgen_attention_q8_0kv_prepare', 'kgen_attention_q8_0kv_tasks', 'kgen_attention_q8_0kv_merge', 'kgen_attention_q8_0kv']);
+    expect(manifest.abi[0]!.doc).toMatch(/16 scratch slots/);
+    expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,500,2\] of 68 bytes/);
+    // The template prints the shared polynomial's digits, not literals of its own.
+    expect(e.files['kernel.wat']).toContain('0.693147181');
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-'));
+    try {
+      for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
+      writeFileSync(join(dir, 'use.mts'), `import { loadThreaded, sizes, slots, tasks, type ThreadedKernel } from './kernel.mjs';
+        const k: ThreadedKernel = await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }), threads: slots });
+        await k.tasks(0, 16, sizes.k_scales, 32, 0, 48, 0, tasks);
+        await k.merge(0, 48, 0, 1);\n`);
+      const tsc = await execa(process.execPath, [join(process.cwd(), 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(process.cwd(), 'node_modules/@types'), join(dir, 'use.mts')], { reject: false });
+      expect(tsc.exitCode, tsc.stdout).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the harness refuses more threads than the workspace has scratch slots', async () => {
+    const e = emit({ target: 'wasm', op: 'attention_f16', shape: 'B=1,Hq=2,Hkv=1,Sq=1,Skv=40,D=64' });
+    const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS });
+    const build = await runner.build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.detail);
+    try {
+      await expect(runner.execute(build, {}, { timing: { warmup: 0, runs: 1, flushBytes: 0, threads: WASM_ATTENTION_SLOTS + 1 } })).rejects.toThrow(/1 to 16 threads/);
+    } finally {
+      build.dispose();
+    }
+  });
+
+  it('a package of an attention and a matmul kernel: one memory, the attention kernel right on 2 threads, its usage snippet first', async () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=3,Skv=150,D=64';
+    const pkg = await buildPackage({
+      command: 'test',
+      kernels: [
+        { target: 'wasm', op: 'attention_q4_0kv', shape, name: 'attn' },
+        { target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=64,K=64' },
+      ],
+    });
+    const readme = pkg.files['README.md'] as string;
+    expect(/```js\n([\s\S]*?)```/.exec(readme)![1]).toMatch(/kernels\.attn\.run\(at\.q, at\.k, at\.k_scales, at\.v, at\.v_scales, at\.o, at\.workspace\)/);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-pkg-'));
+    try {
+      for (const [name, content] of Object.entries(pkg.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), content);
+      }
+      const e = emit({ target: 'wasm', op: 'attention_q4_0kv', shape });
+      const data = opKit('attention').testData(e.plan.op, e.plan.shape, 5);
+      for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
+      writeFileSync(join(dir, 'host.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
+        import { kernels as modules, layout, loadAll } from './index.mjs';
+        const { memory, kernels, close } = await loadAll({ threads: 2 });
+        const at = layout.kernels.attn;
+        for (const b of ['q', 'k', 'v']) new Uint8Array(memory.buffer, at[b], modules.attn.sizes[b]).set(readFileSync(new URL(b + '.bin', import.meta.url)));
+        await kernels.attn.run(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace);
+        writeFileSync(new URL('y.bin', import.meta.url), new Uint8Array(memory.buffer, at.o, modules.attn.sizes.o));
+        close();
+`);
+      const r = await execa(process.execPath, [join(dir, 'host.mjs')], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
