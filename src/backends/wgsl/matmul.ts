@@ -100,6 +100,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: plan.launch.gridExpr!, grid },
     bindings: binds,
+    passes: [{ entry, what: VARIANT_TEXT[p.kernel], workgroupSize: [p.invocations, 1, 1], dispatch: { expr: plan.launch.gridExpr!, grid }, bindings: binds.map((b) => b.binding) }],
     features: [...(subgroups ? ['subgroups'] : []), ...(f16Math ? ['shader-f16'] : [])],
     limits: {
       maxComputeWorkgroupStorageSize: sharedBytes,
