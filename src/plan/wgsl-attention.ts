@@ -113,7 +113,7 @@ function wgslSpace(req: Req): SearchSpace {
     return {
       knobs: [
         { name: 'kvSplit', values: [16, 8, 32, 4, 64, 1], doc: 'partitions of the KV sequence, one workgroup each, merged in a second pass' },
-        { name: 'kvBlock', values: [32, 16, 64], doc: 'keys staged in workgroup storage per step' },
+        { name: 'kvBlock', values: [32, 16, 64, 8], doc: 'keys staged in workgroup storage per step (8: f16 rows of D = 256 within 16 KiB)' },
         { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       ],
       restrictions: [
