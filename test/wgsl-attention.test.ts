@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import { BudgetError } from '../src/errors.js';
@@ -142,6 +143,21 @@ describe('WGSL attention plans and manifests', () => {
     expect(p.manifest.launch.workspaceBytes).toBe(0);
     expect(p.manifest.launch.secondPass).toBeUndefined();
     expect(p.manifest.bindingInterface!.passes).toHaveLength(1);
+  });
+
+  it('a package led by a decode kernel shows its buffers (workspace included) and its two passes in the usage', async () => {
+    const pkg = await buildPackage({
+      command: 'test',
+      kernels: [
+        { target: 'wgsl', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', device: 'webgpu', name: 'decode' },
+        { target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=64,K=64', device: 'webgpu' },
+      ],
+    });
+    const readme = pkg.files['README.md'] as string;
+    expect(readme).toContain('created.decode.run({ q: qBuffer, k: kBuffer, v: vBuffer, o: oBuffer, workspace: workspaceBuffer });');
+    const { launch } = emit({ target: 'wgsl', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', device: 'webgpu' }).manifest;
+    expect(launch.workspaceBytes).toBeGreaterThan(0);
+    expect(readme).toContain(`run() dispatches 2 passes; workspace is scratch of ${launch.workspaceBytes} bytes they share.`);
   });
 
   it('tiles fit 16 KiB of workgroup storage at the WebGPU defaults; larger ones are refused naming the budget', () => {
