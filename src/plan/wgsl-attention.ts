@@ -1,6 +1,6 @@
-import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
+import { attentionTraffic, kvLayout, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
 import { WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -25,23 +25,13 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restric
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
 
 /** What both kernels print: the shape, KV format and layout, tile sizes and the grid. */
-type CommonParams = Dims & {
+type CommonParams = Dims & KvRowParams & {
   group: number;
   causal: boolean;
   /** scale x log2(e): scores are kept in base 2 (exp2). */
   scaleLog2: number;
   /** Skv - Sq: query i sees keys j <= i + causalOffset. */
   causalOffset: number;
-  kvLayout: string;
-  /** KV row index = b * kvBatchRows + head * kvHeadRows + position * kvPosRows. */
-  kvBatchRows: number;
-  kvHeadRows: number;
-  kvPosRows: number;
-  /** Bytes of one K or V row as stored, and of its f16 scales in k_scales/v_scales (kgen q8; else 0). */
-  kvRowBytes: number;
-  kvScaleRowBytes: number;
-  /** Values per scale (q8 group, ggml block of 32; D for f16, which has none). */
-  kvGroup: number;
   /** Bytes of one ggml block (34 for q8_0, 18 for q4_0; 0 otherwise) and the values in half a q4_0 block. */
   blockBytes: number;
   halfBlock: number;
@@ -136,14 +126,6 @@ function wgslSpace(req: Req): SearchSpace {
 }
 
 const roundWords = (bytes: number) => ceilDiv(bytes, 4) * 4;
-
-/** Row strides of the KV cache in the op's row order (kvLayoutOf). */
-function kvLayout(op: AttentionOp, shape: AttentionShape) {
-  const order = kvLayoutOf(op);
-  const { headStride, positionStride } = kvRowStrides(order, shape);
-  const name = order === 'heads_positions' ? 'heads x positions: [B, Hkv, Skv, D]' : 'positions x heads: [B, Skv, Hkv, D]';
-  return { name, batchRows: shape.Hkv * shape.Skv, headRows: headStride, posRows: positionStride };
-}
 
 function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
   const { op, shape, device, target } = req;

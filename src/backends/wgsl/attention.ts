@@ -3,9 +3,7 @@ import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { BindingInterface, RenderContext, RenderedKernel, WgslPass } from '../types.js';
-import { wgslLoaderDeclarations } from './bindings.js';
-import type { WgslRunSpec } from './run-spec.js';
-import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
+import { wgslLimits, wgslLoaderFiles } from './loader.js';
 
 type WgslAttentionPlan = PlanOf<'wgsl-attention'>;
 
@@ -116,35 +114,16 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
     passes: list,
     ...(workspaceBytes !== undefined ? { workspaceBytes } : {}),
     features: [],
-    limits: {
-      maxComputeWorkgroupStorageSize: sharedBytes,
-      maxComputeInvocationsPerWorkgroup: maxInvocations,
-      maxComputeWorkgroupSizeX: maxInvocations,
-      maxStorageBufferBindingSize: Math.max(...binds.map((b) => b.bytes)),
-      maxStorageBuffersPerShaderStage: binds.length,
-    },
-  };
-  const spec: WgslRunSpec = {
-    ...iface,
-    inputs: Object.fromEntries(binds.filter((b) => b.access === 'read').map((b) => [b.tensor, `${b.tensor}.bin`])),
-    output: { tensor: 'o', file: 'y.bin' },
+    limits: wgslLimits(sharedBytes, maxInvocations, binds),
   };
   const tensors = [...new Set(binds.map((b) => b.tensor))];
-  const loaderView = {
-    entry,
-    version: ctx.version,
-    command: ctx.command,
-    interfaceJson: JSON.stringify(iface, null, 2),
-    sourceJson: JSON.stringify(wgsl),
-  };
   const dispatchText = list.map((x) => `(${x.dispatch.expr.join(', ')}) = (${x.dispatch.grid.join(', ')}) workgroups of ${x.workgroupSize[0]}`).join(', then ');
   return {
-    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': wgslLoaderDeclarations(plan, iface, ctx.version) },
+    ...wgslLoaderFiles(plan, ctx, wgsl, iface, 'o'),
     bindingInterface: iface,
     mainFile: 'kernel.wgsl',
     templateHash: templates.hash,
     build: `kernel.js (an ES module; types in kernel.d.ts) creates the pipeline${list.length > 1 ? 's' : ''} of kernel.wgsl on a GPUDevice (createKernel), checking its limits, and dispatches ${dispatchText}`,
-    harnessFiles: { [WGSL_RUN_SPEC_FILE]: `${JSON.stringify(spec, null, 2)}\n` },
     abi: [
       ...list.map((x) => ({
         symbol: x.entry,
