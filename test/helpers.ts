@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { swiftShaderIcd } from '../src/device/index.js';
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */
 export function hasTool(tool: string): boolean {
@@ -18,6 +19,24 @@ export function skipReason(tools: string[]): string | undefined {
   if (missing.length === 0) return undefined;
   const reason = `missing ${missing.join(', ')} (\`.ci/run\` installs them: gcc-aarch64-linux-gnu, qemu-user)`;
   console.warn(`SKIP: ${reason}`);
+  return reason;
+}
+
+/**
+ * Why WGSL kernels cannot run here (no SwiftShader ICD, no webgpu package), printed once with
+ * `what`; undefined when they can.
+ */
+export function dawnSkipReason(what: string): string | undefined {
+  let reason: string | undefined;
+  if (!swiftShaderIcd()) reason = 'no SwiftShader Vulkan ICD (`.ci/run` installs Debian\'s chromium package for it: scripts/install-tools.sh)';
+  else {
+    try {
+      import.meta.resolve('webgpu');
+    } catch {
+      reason = 'the npm package webgpu is not installed (npm ci)';
+    }
+  }
+  if (reason) console.warn(`SKIP: ${what}: ${reason}`);
   return reason;
 }
 

@@ -28,7 +28,7 @@ describe('targets and ops are data', () => {
       for (const kind of t.backend?.capabilities.ops ?? []) expect(t.planners[kind], `${name} renders ${kind} but does not plan it`).toBeDefined();
     }
     expect(targetsRendering('matmul')).toEqual(['c', 'cuda', 'wgsl', 'wasm']);
-    expect(targetsRendering('attention')).toEqual(['c', 'cuda', 'wasm']);
+    expect(targetsRendering('attention')).toEqual(['c', 'cuda', 'wasm', 'wgsl']);
     for (const kind of OP_KINDS) expect(opKit(kind).kind).toBe(kind);
   });
 
@@ -84,7 +84,7 @@ describe('capabilities as data, checked in one place', () => {
       return 'no error';
     };
     expect(checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('wasm-simd128'), target: 'wasm' })).capabilities.kvCaches).toEqual(['f16', 'q8', 'q8_0', 'q4_0']);
-    expect(gap(() => checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('webgpu'), target: 'wgsl' })))).toMatch(/^--op: the WGSL backend does not render attention yet/);
+    expect(checkSupport(planRequest({ op: att, shape: attShape, device: getDevice('webgpu'), target: 'wgsl' })).capabilities.kvCaches).toEqual(['f16', 'q8', 'q8_0', 'q4_0']);
     expect(checkSupport(planRequest({ op: q4, shape, device: getDevice('epyc-9654'), target: 'c' })).capabilities.ops).toContain('matmul');
   });
 

@@ -9,7 +9,7 @@ import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
 import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
 import { dawnAdapterFor, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
-import { getDevice, swiftShaderIcd } from '../src/device/index.js';
+import { getDevice } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -21,22 +21,9 @@ import { pruneSpace } from '../src/tune/space.js';
 import type { Plan } from '../src/plan/types.js';
 import { commentText } from '../src/render/comment-text.js';
 import { KGEN_VERSION } from '../src/version.js';
+import { dawnSkipReason } from './helpers.js';
 
-/** Why kernels cannot run here (no SwiftShader ICD, no webgpu package), printed once; undefined when they can. */
-function dawnSkipReason(): string | undefined {
-  let reason: string | undefined;
-  if (!swiftShaderIcd()) reason = 'no SwiftShader Vulkan ICD (`.ci/run` installs Debian\'s chromium package for it: scripts/install-tools.sh)';
-  else {
-    try {
-      import.meta.resolve('webgpu');
-    } catch {
-      reason = 'the npm package webgpu is not installed (npm ci)';
-    }
-  }
-  if (reason) console.warn(`SKIP: WGSL kernels: ${reason}`);
-  return reason;
-}
-const noDawn = dawnSkipReason();
+const noDawn = dawnSkipReason('WGSL kernels');
 
 const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16'];
 // Ragged: N=77 fills no row tile; K=320 is 5 groups of 64 (10 ggml blocks, an odd count of

@@ -114,10 +114,29 @@ export interface BindingInterface {
    * zeros past their end); `bytes` is the binding's size.
    */
   bindings: { binding: number; name: string; tensor: string; access: 'read' | 'read_write'; offset: number; bytes: number }[];
+  /**
+   * Every dispatch of one call, in order, on the same bind group layout numbering (`entry`,
+   * `workgroupSize` and `dispatch` above are the first's): matmul has one; split-KV decode
+   * attention two (the splits, then the merge, which reads what the first wrote to `workspace`).
+   * `bindings` are the binding numbers the pass's entry point uses (its bind group has those).
+   */
+  passes: WgslPass[];
+  /** Bytes of scratch the caller binds as tensor `workspace` (written and read by the passes); absent: none. */
+  workspaceBytes?: number;
   /** Optional features the device must have (`subgroups`). */
   features: string[];
   /** Limits the kernel needs, where they may exceed the spec defaults (`maxComputeWorkgroupStorageSize`, ...). */
   limits: Record<string, number>;
+}
+
+/** One dispatch of a kernel with explicit bindings: its entry point, workgroup size, grid and bindings. */
+export interface WgslPass {
+  entry: string;
+  /** What it computes, for the manifest. */
+  what: string;
+  workgroupSize: [number, number, number];
+  dispatch: { expr: [string, string, string]; grid: [number, number, number] };
+  bindings: number[];
 }
 
 export interface AbiEntry {

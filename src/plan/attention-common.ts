@@ -1,4 +1,4 @@
-import { kvRowFormat } from '../ir/attention.js';
+import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { dtypeBytes } from './common.js';
 
@@ -20,3 +20,36 @@ export function attentionTraffic(op: AttentionOp, s: AttentionShape): { bytes: n
   const qo = s.B * s.Hq * s.Sq * s.D * (dtypeBytes(op.q) + dtypeBytes(op.o));
   return { bytes: Math.ceil(kv + qo), flops: 4 * s.B * s.Hq * s.Sq * s.Skv * s.D };
 }
+
+/** KV tensor layout: rows of D values; a row's index is b * batchRows + head * headRows + position * posRows. */
+export interface KvRowLayout {
+  /** As the manifest says it. */
+  name: string;
+  batchRows: number;
+  headRows: number;
+  posRows: number;
+}
+
+/** Row strides of the KV cache in the op's row order (kvLayoutOf: heads x positions, or positions x heads as llama.cpp's cache), for the GPU planners. */
+export function kvLayout(op: AttentionOp, shape: Omit<AttentionShape, 'Sq'> & { Sq?: number }): KvRowLayout {
+  const order = kvLayoutOf(op);
+  const { headStride, positionStride } = kvRowStrides(order, { Sq: 0, ...shape });
+  const name = order === 'heads_positions' ? 'heads x positions: [B, Hkv, Skv, D]' : 'positions x heads: [B, Skv, Hkv, D]';
+  return { name, batchRows: shape.Hkv * shape.Skv, headRows: headStride, posRows: positionStride };
+}
+
+/** What a GPU attention kernel prints of its KV cache: the layout (kvLayout) and one row's format. */
+// A type, not an interface: plan params must have an implicit index signature.
+export type KvRowParams = {
+  /** The row order as the manifest says it. */
+  kvLayout: string;
+  /** KV row index = b * kvBatchRows + head * kvHeadRows + position * kvPosRows. */
+  kvBatchRows: number;
+  kvHeadRows: number;
+  kvPosRows: number;
+  /** Bytes of one K or V row as stored, and of its f16 scales in k_scales / v_scales (kgen q8; else 0). */
+  kvRowBytes: number;
+  kvScaleRowBytes: number;
+  /** Values per scale (the q8 group, a ggml block; D for f16, which has none). */
+  kvGroup: number;
+};

@@ -1,6 +1,6 @@
-import { kvLayoutOf, kvRowFormat as storedRowFormat, kvRowStrides } from '../ir/attention.js';
+import { kvRowFormat as storedRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, SPLITK_MAX_SQ } from './attention-common.js';
+import { attentionTraffic, kvLayout, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -29,34 +29,15 @@ export function decodeMaxRows(D: number): number {
   return Math.min(64, Math.floor(32768 / (4 * D)));
 }
 
-/** KV tensor layout: rows of D values; a row's index is b * batchRows + head * headRows + position * posRows. */
-interface KvLayout {
-  /** As the manifest says it. */
-  name: string;
-  batchRows: number;
-  headRows: number;
-  posRows: number;
-}
-
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
 
 /** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
-type RingParams = Dims & {
+type RingParams = Dims & KvRowParams & {
   arch: string;
   group: number;
   causal: boolean;
   /** scale x log2(e): scores are kept in base 2 (exp2f). */
   scaleLog2: number;
-  kvLayout: string;
-  kvBatchRows: number;
-  kvHeadRows: number;
-  kvPosRows: number;
-  /** Bytes of one K or V row in k / v (2D for f16, D for int8 codes, 34 or 18 per 32 values for ggml q8_0 / q4_0). */
-  kvRowBytes: number;
-  /** Bytes of one row's f16 scales in k_scales / v_scales (0 for f16 and ggml blocks, whose scales are inline). */
-  kvScaleRowBytes: number;
-  /** Values per scale (the q8 group size, 32 for a ggml block; D for f16, which has none). */
-  kvGroup: number;
   /** Bytes of one ggml block (its f16 scale and codes; 0 for f16 and q8). */
   kvBlockBytes: number;
   /**
@@ -249,13 +230,6 @@ function kvRowFormat(op: AttentionOp, D: number) {
   };
 }
 
-/** Row strides of the KV cache in the op's row order (kvLayoutOf: heads x positions, or positions x heads as llama.cpp's cache). */
-function kvLayout(op: AttentionOp, shape: Dims): KvLayout {
-  const order = kvLayoutOf(op);
-  const { headStride, positionStride } = kvRowStrides(order, { ...shape });
-  const name = order === 'heads_positions' ? 'heads x positions: [B, Hkv, Skv, D]' : 'positions x heads: [B, Skv, Hkv, D]';
-  return { name, batchRows: shape.Hkv * shape.Skv, headRows: headStride, posRows: positionStride };
-}
 
 function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const { op, shape, device, target } = req;

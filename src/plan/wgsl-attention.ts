@@ -1,19 +1,80 @@
+import { GGML_KV_BLOCK, kvRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, kvBytesPerValue, SPLITK_MAX_SQ } from './attention-common.js';
-import { ceilDiv, toleranceFor } from './common.js';
-import { WORKGROUP_SIZES, workgroupBudgets } from './wgsl-common.js';
-import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
+import { attentionTraffic, kvLayout, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
+import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
+import { WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
+import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
- * WGSL attention plans, in WebGPU's vocabulary: split-KV decode and flash prefill with tiles in
- * workgroup storage (16 KiB at the spec defaults), no assumed subgroup size. Plans and budgets
- * only: the kernels come with the attention issue.
+ * WGSL attention plans, in WebGPU's vocabulary. Both kernels run one tile loop
+ * (templates/wgsl/attention/tile_loop.hbs): a workgroup owns `rows` query rows (pre-scaled by
+ * scale x log2(e), f32, in workgroup storage), stages `keys` K and V rows per step in workgroup
+ * storage as stored (u32 words of f16, int8 codes or ggml blocks, and the q8 scales beside them),
+ * dequantizes them in registers, keeps per-row online-softmax statistics in workgroup storage and
+ * the output accumulators in registers (vec4s of D, spread over the invocations). No subgroup
+ * operations: every reduction goes through workgroup storage, so any subgroup size works.
+ * - splitk_decode (Sq <= SPLITK_MAX_SQ): the rows are the query heads of one GQA group x Sq (so
+ *   each K/V tile is loaded once for the group); `splits` workgroups along the KV sequence each
+ *   write their rows' (max, sum, unnormalized output) to a workspace, and a second dispatch (the
+ *   merge entry point) combines the splits by log-sum-exp.
+ * - flash_prefill: `br` query rows of one head per workgroup, key tiles of `bc`; with `causal`
+ *   the loop stops at the tile holding the workgroup's last diagonal key (later tiles are never
+ *   loaded) and only keys past a row's diagonal are masked.
  */
 
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
+
+/** What both kernels print: the shape, KV format and layout, tile sizes and the grid. */
+type CommonParams = Dims & KvRowParams & {
+  group: number;
+  causal: boolean;
+  /** scale x log2(e): scores are kept in base 2 (exp2). */
+  scaleLog2: number;
+  /** Skv - Sq: query i sees keys j <= i + causalOffset. */
+  causalOffset: number;
+  /** Bytes of one ggml block (34 for q8_0, 18 for q4_0; 0 otherwise) and the values in half a q4_0 block. */
+  blockBytes: number;
+  halfBlock: number;
+  /** u32 words one staged row (values) and its scales take in workgroup storage. */
+  slotWords: number;
+  scaleSlotWords: number;
+  /** Query rows per workgroup, keys per tile, invocations. */
+  rows: number;
+  keys: number;
+  invocations: number;
+  /** vec4 accumulators of D per invocation (rows x D / 4 spread over the invocations). */
+  quadsPerInvocation: number;
+  dQuads: number;
+  gridX: number;
+  gridY: number;
+  gridZ: number;
+  /** Bytes of each binding (rounded up to words). */
+  qBytes: number;
+  kvBytes: number;
+  kvScaleBytes: number;
+  oBytes: number;
+};
+
 export type WgslAttentionParams =
-  | (Dims & { kernel: 'splitk_decode'; kvSplit: number; kvBlock: number; invocations: number; group: number })
-  | (Dims & { kernel: 'flash_prefill'; br: number; bc: number; invocations: number });
+  | (CommonParams & {
+      kernel: 'splitk_decode';
+      kvSplit: number;
+      kvBlock: number;
+      /** Workgroups along the KV sequence and keys per split (a multiple of kvBlock). */
+      splits: number;
+      splitKeys: number;
+      /** Query rows of one KV head (group x Sq) and the workgroups they are spread over along y. */
+      rowSpace: number;
+      rowGroups: number;
+      /** Floats of one partial record (max, sum, D accumulators), and the workspace's bytes. */
+      recordFloats: number;
+      workspaceBytes: number;
+      /** The merge: invocations per workgroup (one workgroup per output row). */
+      mergeInvocations: number;
+      mergeGridX: number;
+      mergeGridY: number;
+    })
+  | (CommonParams & { kernel: 'flash_prefill'; br: number; bc: number; qTiles: number });
 
 declare module './types.js' {
   interface PlanFamilies {
@@ -23,69 +84,159 @@ declare module './types.js' {
 
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
+/** Invocations of the merge dispatch (each handles pairs of D of one output row). */
+const MERGE_INVOCATIONS = 64;
+
+/** Most bytes of f32 query rows one decode workgroup holds (a larger GQA group x Sq is split along y). */
+const DECODE_QUERY_BYTES = 4096;
+
+function formatRestrictions(req: Req): Restriction[] {
+  const { op, shape } = req;
+  return [
+    { reason: 'D is not a multiple of 4 (values are dequantized four at a time)', allows: () => shape.D % 4 === 0 },
+    { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
+  ];
+}
+
 function wgslSpace(req: Req): SearchSpace {
   if (req.shape.Sq <= SPLITK_MAX_SQ) {
     return {
       knobs: [
         { name: 'kvSplit', values: [16, 8, 32, 4, 64, 1], doc: 'partitions of the KV sequence, one workgroup each, merged in a second pass' },
-        { name: 'kvBlock', values: [32, 16, 64], doc: 'keys staged in workgroup storage per step' },
+        { name: 'kvBlock', values: [32, 16, 64, 8], doc: 'keys staged in workgroup storage per step (8: f16 rows of D = 256 within 16 KiB)' },
         { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       ],
-      restrictions: [{ reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) }],
+      restrictions: [
+        ...formatRestrictions(req),
+        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) },
+      ],
     };
   }
   return {
     knobs: [
-      { name: 'br', values: [16, 32, 8], doc: 'query rows per workgroup' },
-      { name: 'bc', values: [16, 32, 8], doc: 'keys per inner tile' },
+      { name: 'br', values: [16, 32, 8, 4], doc: 'query rows per workgroup' },
+      { name: 'bc', values: [16, 32, 8, 4], doc: 'keys per inner tile' },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
     ],
-    restrictions: [],
+    restrictions: [
+      ...formatRestrictions(req),
+      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < req.shape.Sq || c.br === 4 },
+    ],
   };
 }
+
+const roundWords = (bytes: number) => ceilDiv(bytes, 4) * 4;
 
 function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
   const { op, shape, device, target } = req;
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
-  const dims = { B, Hq, Hkv, Sq, Skv, D };
-  const kvb = kvBytesPerValue(op);
+  const group = Hq / Hkv;
+  const decode = Sq <= SPLITK_MAX_SQ;
   const invocations = config.invocations as number;
-  const buffers: OnChipBuffer[] = [];
-  let rest: Pick<PlanBody<'wgsl-attention'>, 'variant' | 'launch' | 'loops' | 'params'>;
-  if (Sq <= SPLITK_MAX_SQ) {
-    const kvSplit = config.kvSplit as number;
-    const kvBlock = config.kvBlock as number;
-    const group = Hq / Hkv;
-    buffers.push({ name: 'K/V tiles', space: 'shared', size: Math.ceil(2 * kvBlock * D * kvb / 4) * 4, why: `${kvBlock} keys and values as stored, in u32 words` });
-    buffers.push({ name: 'queries', space: 'shared', size: group * Sq * D * 4, why: `the ${group} query heads sharing one KV head, f32` });
-    buffers.push({ name: 'scores', space: 'shared', size: group * Sq * kvBlock * 4, why: 'scores of the current key tile' });
-    rest = {
-      variant: 'splitk_decode',
-      launch: { grid: [kvSplit, Hkv, B], block: [invocations, 1, 1] },
-      loops: [`workgroups ${kvSplit} splits x ${Hkv} KV heads x ${B}`, `for j0 in split step ${kvBlock}: online softmax for ${group} query heads`, 'second pass: merge the splits by their max and sum'],
-      params: { ...dims, kernel: 'splitk_decode', kvSplit, kvBlock, invocations, group },
-    };
-  } else {
-    const br = config.br as number;
-    const bc = config.bc as number;
-    buffers.push({ name: 'query tile', space: 'shared', size: br * D * 4, why: `${br} queries in f32` });
-    buffers.push({ name: 'K/V tiles', space: 'shared', size: Math.ceil(2 * bc * D * kvb / 4) * 4, why: `${bc} keys and values as stored, in u32 words` });
-    buffers.push({ name: 'scores', space: 'shared', size: br * bc * 4, why: `${br}x${bc} f32 scores` });
-    rest = {
-      variant: 'flash_prefill',
-      launch: { grid: [ceilDiv(Sq, br), Hq, B], block: [invocations, 1, 1] },
-      loops: [`workgroups ${ceilDiv(Sq, br)} query tiles x ${Hq} heads x ${B}`, `for j0 in [0, ${Skv}) step ${bc}: online softmax`],
-      params: { ...dims, kernel: 'flash_prefill', br, bc, invocations },
-    };
-  }
-  return {
-    family: 'wgsl-attention',
+  const keys = (decode ? config.kvBlock : config.bc) as number;
+  const rowSpace = decode ? group * Sq : Sq;
+  const rows = decode ? Math.min(rowSpace, Math.max(1, Math.floor(DECODE_QUERY_BYTES / (4 * D)))) : (config.br as number);
+
+  const f = kvRowFormat(op, D);
+  const ggml = op.kvCache === 'q8_0' || op.kvCache === 'q4_0';
+  const kvScaleRowBytes = 2 * f.scalesPerRow;
+  const slotWords = ceilDiv(f.rowBytes, 4);
+  const scaleSlotWords = ceilDiv(kvScaleRowBytes, 4);
+  const layout = kvLayout(op, shape);
+  const kvRows = B * Hkv * Skv;
+  const qoValues = B * Hq * Sq * D;
+
+  const buffers: OnChipBuffer[] = [
+    { name: 'query rows', space: 'shared', size: workgroupVarBytes(rows * D * 4), why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
+    { name: 'K/V tiles', space: 'shared', size: 2 * workgroupVarBytes(keys * slotWords * 4), why: `K and V: ${keys} rows of ${slotWords} u32 words as stored (${f.rowBytes} bytes)` },
+    ...(scaleSlotWords ? [{ name: 'K/V scales', space: 'shared' as const, size: 2 * workgroupVarBytes(keys * scaleSlotWords * 4), why: `K and V: ${keys} rows of ${f.scalesPerRow} f16 scales` }] : []),
+    { name: 'scores', space: 'shared', size: workgroupVarBytes(rows * keys * 4), why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
+    { name: 'row statistics', space: 'shared', size: workgroupVarBytes(3 * rows * 4), why: `running max, sum and rescale factor of ${rows} rows` },
+  ];
+  const dQuads = D / 4;
+  const common = {
+    B, Hq, Hkv, Sq, Skv, D,
+    group,
+    causal: op.causal,
+    scaleLog2: (op.scale ?? 1 / Math.sqrt(D)) * Math.LOG2E,
+    causalOffset: Skv - Sq,
+    kvLayout: layout.name,
+    kvBatchRows: layout.batchRows,
+    kvHeadRows: layout.headRows,
+    kvPosRows: layout.posRows,
+    kvRowBytes: f.rowBytes,
+    kvScaleRowBytes,
+    kvGroup: f.valuesPerScale || D,
+    blockBytes: ggml ? f.rowBytes / (D / GGML_KV_BLOCK) : 0,
+    halfBlock: GGML_KV_BLOCK / 2,
+    slotWords,
+    scaleSlotWords,
+    rows, keys, invocations,
+    quadsPerInvocation: ceilDiv(rows * dQuads, invocations),
+    dQuads,
+    qBytes: roundWords(qoValues * dtypeBytes(op.q)),
+    kvBytes: roundWords(kvRows * f.rowBytes),
+    kvScaleBytes: roundWords(kvRows * kvScaleRowBytes),
+    oBytes: roundWords(qoValues * dtypeBytes(op.o)),
+  };
+  const block: [number, number, number] = [invocations, 1, 1];
+  const bindingBytes = [common.qBytes, common.kvBytes, common.kvBytes, ...(scaleSlotWords ? [common.kvScaleBytes, common.kvScaleBytes] : []), common.oBytes];
+  const base = {
+    family: 'wgsl-attention' as const,
     op, shape, target, device: device.name, config,
-    ...rest,
     buffers,
-    budgets: workgroupBudgets(device, buffers, invocations),
     tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
+  };
+  if (decode) {
+    const kvSplit = config.kvSplit as number;
+    const kvBlock = keys;
+    const splitKeys = ceilDiv(ceilDiv(Skv, kvSplit), kvBlock) * kvBlock;
+    const splits = ceilDiv(Skv, splitKeys);
+    const rowGroups = ceilDiv(rowSpace, rows);
+    const recordFloats = D + 2;
+    const workspaceBytes = 4 * B * Hkv * splits * rowSpace * recordFloats;
+    const grid: [number, number, number] = [splits, Hkv * rowGroups, B];
+    const mergeGrid: [number, number, number] = [Hq * Sq, B, 1];
+    const use = { bindingBytes: [...bindingBytes, workspaceBytes], grid: [Math.max(grid[0], mergeGrid[0]), Math.max(grid[1], mergeGrid[1]), grid[2]] as [number, number, number], addressedBytes: Math.max(...bindingBytes, workspaceBytes) };
+    return {
+      ...base,
+      budgets: workgroupBudgets(device, buffers, invocations, use),
+      variant: 'splitk_decode',
+      launch: {
+        grid, block,
+        gridExpr: [`ceil(Skv / ${splitKeys})`, `Hkv * ${rowGroups}`, 'B'],
+        workspaceBytes,
+        secondPass: { what: 'merge the splits by log-sum-exp', grid: mergeGrid, block: [MERGE_INVOCATIONS, 1, 1], gridExpr: ['Hq * Sq', 'B', '1'] },
+      },
+      loops: [
+        `workgroups ${splits} splits of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
+        `  ${rows} query rows (${group} heads sharing the KV head x Sq=${Sq}); for j0 in split step ${kvBlock}: stage K/V, scores, online softmax (base 2), acc += P.V`,
+        '  write (max, sum, acc) per row to the workspace',
+        `merge: ${Hq * Sq} x ${B} workgroups, one output row each: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`,
+      ],
+      params: {
+        ...common, kernel: 'splitk_decode', kvSplit, kvBlock, splits, splitKeys, rowSpace, rowGroups, recordFloats, workspaceBytes,
+        mergeInvocations: MERGE_INVOCATIONS, mergeGridX: mergeGrid[0], mergeGridY: mergeGrid[1], gridX: grid[0], gridY: grid[1], gridZ: grid[2],
+      },
+    };
+  }
+  const br = rows;
+  const bc = keys;
+  const qTiles = ceilDiv(Sq, br);
+  const grid: [number, number, number] = [qTiles, Hq, B];
+  const use = { bindingBytes, grid, addressedBytes: Math.max(...bindingBytes) };
+  return {
+    ...base,
+    budgets: workgroupBudgets(device, buffers, invocations, use),
+    variant: 'flash_prefill',
+    launch: { grid, block, gridExpr: [`ceil(Sq / ${br})`, 'Hq', 'B'], workspaceBytes: 0 },
+    loops: [
+      `workgroups ${qTiles} query tiles of ${br} rows x ${Hq} heads x ${B}`,
+      `  for j0 in [0, ${op.causal ? "the tile's last diagonal key" : String(Skv)}) step ${bc}: stage K/V, scores${op.causal ? " (keys past a row's diagonal masked)" : ''}, online softmax (base 2), acc += P.V`,
+      '  O = acc / sum',
+    ],
+    params: { ...common, kernel: 'flash_prefill', br, bc, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] },
   };
 }
 

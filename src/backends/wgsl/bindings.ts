@@ -1,10 +1,16 @@
 import { StructureKind, VariableDeclarationKind } from 'ts-morph';
 import { formatShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
-import type { PlanOf } from '../../plan/types.js';
+import type { Plan } from '../../plan/types.js';
 import { declarationFile, docText } from '../../render/declarations.js';
 import type { BindingInterface, PackagedKernel } from '../types.js';
 import { declareRootLoader, typeByKernel } from '../js-package.js';
+
+/** What the buffers that are no tensor of the op hold. */
+const EXTRA_TENSORS: Record<string, string> = {
+  w: 'W as `kgen pack` writes it, zero-padded',
+  workspace: 'scratch the passes write and read (no contents needed between calls)',
+};
 
 /**
  * kernel.d.ts, the types of the WGSL loader kernel.js, generated with ts-morph from the binding
@@ -12,8 +18,8 @@ import { declareRootLoader, typeByKernel } from '../js-package.js';
  * workgroup size, dispatch formulas and grid, every binding with its tensor and byte range, the
  * features and limits a device must have), the buffers a call binds, and the loader's functions.
  */
-export function wgslLoaderDeclarations(plan: PlanOf<'wgsl-matmul'>, iface: BindingInterface, version: string): string {
-  const { tensors } = opKit('matmul').tensors(plan.op, plan.shape);
+export function wgslLoaderDeclarations(plan: Plan, iface: BindingInterface, version: string): string {
+  const { tensors } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
   const literal = (v: unknown) => JSON.stringify(v);
   const byTensor = new Map<string, BindingInterface['bindings']>();
   for (const b of iface.bindings) byTensor.set(b.tensor, [...(byTensor.get(b.tensor) ?? []), b]);
@@ -47,6 +53,12 @@ export function wgslLoaderDeclarations(plan: PlanOf<'wgsl-matmul'>, iface: Bindi
             w.writeLine(`workgroupSize: ${literal(iface.workgroupSize)};`);
             w.writeLine(`/** Workgroups per dimension: ${docText(iface.dispatch.expr.join(', '))}. */`);
             w.writeLine(`dispatch: { expr: ${literal(iface.dispatch.expr)}; grid: ${literal(iface.dispatch.grid)} };`);
+            w.writeLine(`/** Every dispatch of one call, in order (the first is entry, workgroupSize and dispatch above). */`);
+            w.writeLine(`passes: ${literal(iface.passes)};`);
+            if (iface.workspaceBytes !== undefined) {
+              w.writeLine(`/** Bytes of the workspace buffer the passes share. */`);
+              w.writeLine(`workspaceBytes: ${literal(iface.workspaceBytes)};`);
+            }
             w.writeLine('/** Storage bindings of group 0, in binding order. */');
             w.writeLine('bindings: [');
             w.indent(() => {
@@ -69,7 +81,7 @@ export function wgslLoaderDeclarations(plan: PlanOf<'wgsl-matmul'>, iface: Bindi
         properties: [...byTensor].map(([tensor, binds]) => {
           const t = tensors[tensor];
           const bytes = binds.reduce((a, b) => a + b.bytes, 0);
-          const what = t ? `${tensor.toUpperCase()}${t.shape} ${t.dtype}, ${t.layout}` : 'W as `kgen pack` writes it, zero-padded';
+          const what = t ? `${tensor.toUpperCase()}${t.shape} ${t.dtype}, ${t.layout}` : EXTRA_TENSORS[tensor] ?? tensor;
           return {
             name: tensor,
             type: binds.length > 1 ? 'GPUBuffer | GPUBuffer[]' : 'GPUBuffer',
@@ -81,10 +93,13 @@ export function wgslLoaderDeclarations(plan: PlanOf<'wgsl-matmul'>, iface: Bindi
         kind: StructureKind.Interface,
         isExported: true,
         name: 'Kernel',
-        properties: [{ name: 'pipeline', type: 'GPUComputePipeline' }],
+        properties: [
+          { name: 'pipeline', type: 'GPUComputePipeline', docs: ["The first pass's pipeline."] },
+          { name: 'pipelines', type: 'GPUComputePipeline[]', docs: ['One per pass, in order.'] },
+        ],
         methods: [
-          { name: 'bindGroup', parameters: [{ name: 'buffers', type: 'KernelBuffers' }], returnType: 'GPUBindGroup' },
-          { name: 'encode', parameters: [{ name: 'pass', type: 'GPUComputePassEncoder' }, { name: 'group', type: 'GPUBindGroup' }], returnType: 'void', docs: [`Sets the pipeline and group and dispatches (${iface.dispatch.grid.join(', ')}) workgroups.`] },
+          { name: 'bindGroup', parameters: [{ name: 'buffers', type: 'KernelBuffers' }], returnType: 'GPUBindGroup[]', docs: ['One bind group per pass (each with the bindings its entry point uses).'] },
+          { name: 'encode', parameters: [{ name: 'pass', type: 'GPUComputePassEncoder' }, { name: 'groups', type: 'GPUBindGroup[]' }], returnType: 'void', docs: [`Dispatches every pass in order: ${docText(iface.passes.map((p) => `${p.entry} (${p.dispatch.grid.join(', ')}) workgroups`).join(', then '))}.`] },
           { name: 'run', parameters: [{ name: 'buffers', type: 'KernelBuffers' }], returnType: 'void', docs: ['Binds, encodes and submits one call.'] },
         ],
       });

@@ -1,13 +1,11 @@
 import type { PlanOf } from '../../plan/types.js';
-import { wgslLoaderDeclarations } from './bindings.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
 import { matmulHeaderView } from '../kernel-header.js';
 import { dtypeBytes } from '../../plan/common.js';
 import type { BindingInterface, RenderContext, RenderedKernel } from '../types.js';
-import type { WgslRunSpec } from './run-spec.js';
-import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
+import { wgslLimits, wgslLoaderFiles } from './loader.js';
 
 type WgslMatmulPlan = PlanOf<'wgsl-matmul'>;
 
@@ -100,36 +98,17 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: plan.launch.gridExpr!, grid },
     bindings: binds,
+    passes: [{ entry, what: VARIANT_TEXT[p.kernel], workgroupSize: [p.invocations, 1, 1], dispatch: { expr: plan.launch.gridExpr!, grid }, bindings: binds.map((b) => b.binding) }],
     features: [...(subgroups ? ['subgroups'] : []), ...(f16Math ? ['shader-f16'] : [])],
-    limits: {
-      maxComputeWorkgroupStorageSize: sharedBytes,
-      maxComputeInvocationsPerWorkgroup: p.invocations,
-      maxComputeWorkgroupSizeX: p.invocations,
-      maxStorageBufferBindingSize: Math.max(...binds.map((b) => b.bytes)),
-      maxStorageBuffersPerShaderStage: binds.length,
-    },
-  };
-  const spec: WgslRunSpec = {
-    ...iface,
-    inputs: Object.fromEntries(binds.filter((b) => b.access === 'read').map((b) => [b.tensor, `${b.tensor}.bin`])),
-    output: { tensor: 'y', file: 'y.bin' },
+    limits: wgslLimits(sharedBytes, p.invocations, binds),
   };
   const tensors = [...new Set(binds.map((b) => b.tensor))];
-  const loaderView = {
-    entry,
-    version: ctx.version,
-    command: ctx.command,
-    interfaceJson: JSON.stringify(iface, null, 2),
-    sourceJson: JSON.stringify(wgsl),
-    bufferFields: tensors.map((t) => ({ name: t, type: binds.filter((b) => b.tensor === t).length > 1 ? 'GPUBuffer | GPUBuffer[]' : 'GPUBuffer' })),
-  };
   return {
-    files: { 'kernel.wgsl': wgsl, 'kernel.js': templates.render('loader/kernel.js', loaderView), 'kernel.d.ts': wgslLoaderDeclarations(plan, iface, ctx.version) },
+    ...wgslLoaderFiles(plan, ctx, wgsl, iface, 'y'),
     bindingInterface: iface,
     mainFile: 'kernel.wgsl',
     templateHash: templates.hash,
     build: `kernel.js (an ES module; types in kernel.d.ts) creates the pipeline of kernel.wgsl on a GPUDevice (createKernel), checking its features and limits, and dispatches (${view.gridExprText}) workgroups`,
-    harnessFiles: { [WGSL_RUN_SPEC_FILE]: `${JSON.stringify(spec, null, 2)}\n` },
     abi: [
       {
         symbol: entry,
@@ -139,7 +118,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
       {
         symbol: 'createKernel',
         signature: `createKernel(device: GPUDevice): Promise<Kernel> (kernel.js; kernel.d.ts)`,
-        doc: `checks the device's features and limits, creates the pipeline; Kernel.run({ ${loaderView.bufferFields.map((f) => f.name).join(', ')} }) binds the buffers and dispatches`,
+        doc: `checks the device's features and limits, creates the pipeline; Kernel.run({ ${tensors.join(', ')} }) binds the buffers and dispatches`,
       },
     ],
   };

@@ -1,3 +1,4 @@
+import { formatShape } from '../../ir/validate.js';
 import { templateSet } from '../../render/templates.js';
 import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
 import type { BindingInterface, PackageBuild, PackageContext, PackagedKernel } from '../types.js';
@@ -15,6 +16,25 @@ function requirementsOf(interfaces: readonly BindingInterface[]): DeviceRequirem
     for (const [limit, value] of Object.entries(iface.limits)) requiredLimits[limit] = Math.max(requiredLimits[limit] ?? 0, value);
   }
   return { requiredFeatures: [...new Set(interfaces.flatMap((i) => i.features))].sort(), requiredLimits };
+}
+
+/** What the README's usage snippet prints of the first kernel: a matmul's shapes and format, or an attention's passes. */
+function usageView(pkg: PackageContext, first: PackagedKernel, tensors: string[]) {
+  const bufferList = tensors.map((t) => `${t}: ${t}Buffer`).join(', ');
+  if (first.plan.op.kind !== 'attention') return { ...jsUsageView(pkg, first, first.dir), bufferList };
+  const iface = first.rendered.bindingInterface!;
+  const op = first.plan.op;
+  return {
+    packageName: pkg.name,
+    name: first.dir,
+    symbol: first.symbol,
+    bufferList,
+    opText: `${op.causal ? 'causal ' : ''}attention, Q ${op.q}, KV cache ${op.kvCache}, O ${op.o}`,
+    shapeText: formatShape(first.plan.shape),
+    passText: iface.workspaceBytes !== undefined
+      ? `run() dispatches ${iface.passes.length} passes; workspace is scratch of ${iface.workspaceBytes} bytes they share.`
+      : `run() dispatches ${iface.passes.length} pass.`,
+  };
 }
 
 /**
@@ -45,7 +65,7 @@ export function wgslPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
     },
     contents: "Each kernel's folder holds `kernel.wgsl`, its own loader (`kernel.js`, `kernel.d.ts`: pipeline, bindings, dispatch, feature and limit checks) and `manifest.json` (bindings, buffer sizes, workgroup size, dispatch, features and limits, tolerance, config and where it came from); `index.js` loads them all on one device.",
     build: ['npm pack                # a .tgz to `npm install` in your project (nothing to compile)'],
-    usage: templates.render('usage.js', { ...jsUsageView(pkg, first, first.dir), bufferList: tensors.map((t) => `${t}: ${t}Buffer`).join(', ') }),
+    usage: templates.render(first.plan.op.kind === 'attention' ? 'usage_attention.js' : 'usage.js', usageView(pkg, first, tensors)),
     usageLanguage: 'js',
   };
 }

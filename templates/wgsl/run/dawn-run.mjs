@@ -6,7 +6,8 @@
 //                                           features and limits DIR/kgen_run.json asks for; one JSON line
 //   node dawn-run.mjs run DIR DATA [--warmup N --runs N --times]
 //                                           creates the kernel with DIR/kernel.js (the emitted loader),
-//                                           fills a buffer per tensor from DATA/<file>, dispatches, writes
+//                                           fills a buffer per tensor from DATA/<file> (zeros for a workspace),
+//                                           dispatches every pass, writes
 //                                           the output to DATA/<file>; with --times prints {"times_ms":[...]}
 //
 // A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit 0: it is a
@@ -143,16 +144,16 @@ for (const tensor of new Set(spec.bindings.map((b) => b.tensor))) {
   }
   buffers[tensor] = buffer;
 }
-const bindGroup = kernel.bindGroup(buffers);
+const bindGroups = kernel.bindGroup(buffers);
 const querySet = wantTimestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : undefined;
 const resolve = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }) : undefined;
 const stamps = querySet ? device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) : undefined;
 
-/** One dispatch; its time in ms from the timestamp queries when they give one, else from queue completion. */
+/** One call (every pass of the kernel, in one compute pass); its time in ms from the timestamp queries when they give one, else from queue completion. */
 async function dispatch() {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass(querySet ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {});
-  kernel.encode(pass, bindGroup);
+  kernel.encode(pass, bindGroups);
   pass.end();
   if (querySet) {
     enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
