@@ -28,7 +28,7 @@ describe('targets and ops are data', () => {
       for (const kind of t.backend?.capabilities.ops ?? []) expect(t.planners[kind], `${name} renders ${kind} but does not plan it`).toBeDefined();
     }
     expect(targetsRendering('matmul')).toEqual(['c', 'cuda', 'wgsl', 'wasm']);
-    expect(targetsRendering('attention')).toEqual(['c', 'cuda', 'wasm', 'wgsl']);
+    expect(targetsRendering('attention')).toEqual(['c', 'cuda', 'wgsl', 'wasm']);
     for (const kind of OP_KINDS) expect(opKit(kind).kind).toBe(kind);
   });
 

@@ -54,6 +54,8 @@ enum {
   KG_F32_BIAS = 127,
   KG_F32_MANT_BITS = 23,
   KG_CACHE_LINE = 64,
+  /* __builtin_prefetch's temporal locality for the K and V prefetches (1: prefetcht2, to L2). */
+  KG_PREFETCH_LOCALITY = 1,
 };
 /* Softmax scale times log2(e): scores are base-2 logits. */
 #define KG_SCALE_LOG2 0.127517431f
@@ -118,6 +120,17 @@ static inline kg_vec kg_vset1(float x) { return _mm512_set1_ps(x); }
 static inline kg_vec kg_vfma(kg_vec a, kg_vec b, kg_vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline kg_vec kg_vmul(kg_vec a, kg_vec b) { return _mm512_mul_ps(a, b); }
 static inline float kg_vhsum(kg_vec v) { return _mm512_reduce_add_ps(v); }
+/* The sums of a, b, c and d to out[0..3] by one reduction tree (in-lane unpacks and shuffles, then
+ * the 128-bit quarters) instead of four: fewer shuffles, which share ports with the FMAs. */
+static inline void kg_vhsum4(kg_vec a, kg_vec b, kg_vec c, kg_vec d, float *out) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+static inline kg_vec kg_vmax(kg_vec a, kg_vec b) { return _mm512_max_ps(a, b); }
+static inline float kg_vhmax(kg_vec v) { return _mm512_reduce_max_ps(v); }
 /* 2^x for x <= 0: 2^round(x) by the exponent bits times a polynomial on [-0.5, 0.5]; 0 below the
  * smallest normal (and for -inf, the masked scores). */
 static inline kg_vec kg_vexp2(kg_vec x) {
@@ -179,15 +192,17 @@ static inline const uint16_t *kg_row_scales(const uint16_t *scales, int64_t row)
  * prefetches this tile's V rows, which kg_accumulate reads a vector of every row at a time (no
  * pattern a hardware prefetcher follows), and the next tile's first `next` K rows, which in
  * positions x heads order are Hkv rows apart. Measured, one thread, Skv=32768: f16 15.5 -> 11.7 ms
- * of CPU per call from the V prefetch; q4_0 (AVX2) 41 -> 14 ms from the K prefetch. */
+ * of CPU per call from the V prefetch; q4_0 (AVX2) 41 -> 14 ms from the K prefetch. The prefetches
+ * go to L2 (locality KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall
+ * the FMAs behind them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
 static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
   for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
     const uint8_t *kr = k + row * KG_ROW_BYTES;
     if (v) {
-      for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b);
+      for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
       if (jj < next)
-        for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + b);
+        for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
     }
     const uint16_t *sr = kg_row_scales(ks, row);
     /* KG_CSTEP vectors of D at a time, each with its own accumulators: more independent FMA chains. */
@@ -200,10 +215,18 @@ static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *k
         for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vfma(kg_vload(q[r] + (c + cc) * KG_LANES), kv, acc[cc][r]);
       }
     }
-    for (int r = 0; r < KG_RG; r++) {
+    for (int r = 0; r < KG_RG; r++)
       for (int cc = 1; cc < KG_CSTEP; cc++) acc[0][r] = kg_vfma(acc[cc][r], kg_vset1(1.0f), acc[0][r]);
-      s[r * KG_KV_BLOCK + jj] = kg_vhsum(acc[0][r]);
+    /* Four rows share one reduction tree instead of a horizontal sum each: fewer shuffles, which
+     * share ports with the FMAs (a few percent; docs/PERFORMANCE.md, "L2 prefetches and shared
+     * score reductions"). */
+    int r = 0;
+    for (; r + 4 <= KG_RG; r += 4) {
+      float h[4];
+      kg_vhsum4(acc[0][r], acc[0][r + 1], acc[0][r + 2], acc[0][r + 3], h);
+      for (int i = 0; i < 4; i++) s[(r + i) * KG_KV_BLOCK + jj] = h[i];
     }
+    for (; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = kg_vhsum(acc[0][r]);
   }
 }
 
@@ -301,7 +324,13 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
       for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
         float *sr = s + r * KG_KV_BLOCK;
         float mx = m[r];
-        for (int jj = 0; jj < n; jj++) mx = sr[jj] > mx ? sr[jj] : mx;
+        int jj = 0;
+        if (n >= KG_LANES) {
+          kg_vec vmx = kg_vset1(mx);
+          for (; jj + KG_LANES <= n; jj += KG_LANES) vmx = kg_vmax(vmx, kg_vload(sr + jj));
+          mx = kg_vhmax(vmx);
+        }
+        for (; jj < n; jj++) mx = sr[jj] > mx ? sr[jj] : mx;
         if (mx == -INFINITY) {
           /* No visible key for this row yet: nothing to add. */
           corr[r] = 1.0f;
