@@ -50,8 +50,16 @@ export type WgslMatmulParams =
     })
   | (WgslCommonParams & {
       kernel: 'rows'; rowsPerInvocation: number;
-      /** Sums per invocation at a time: M (one row after another). */
+      /** Sums per invocation: rowsPerInvocation x M (the rows walk K together, sharing each activation load). */
       accumulators: number;
+      /**
+       * A step decodes 8 weights of a row, k..k+3 and k+pairGap..k+pairGap+3 (pairGap 16 where a byte
+       * holds two of them, as the nibble formats do, else 4): steps take `pairQuads` quads, then jump
+       * `pairSpan` = 2 x pairGap; `runSteps` steps make a run.
+       */
+      pairGap: number; pairQuads: number; pairSpan: number; runSteps: number;
+      /** Steps whose f16 sums are added to f32 at a time (f16SumWeights / 8). */
+      f16SumSteps: number;
       /** Products and partial sums of `f16SumWeights` weights in f16 (shader-f16), else all in f32. */
       f16Math: boolean; f16SumWeights: number;
       /**
@@ -98,12 +106,30 @@ const INT8_MAX = 127;
 /** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
 const F16_RUN = 32;
 
+/** Weights a `rows` step decodes: two quads of 4. */
+const WGSL_ROWS_STEP_WEIGHTS = 2 * WGSL_DECODE_WEIGHTS;
+
+/**
+ * Distance between the two quads a `rows` step decodes. In q4 and q4_0 each byte of a 32-weight
+ * run holds weight j (low nibble) and j + 16 (high nibble), so one read gives both quads; other
+ * formats read each quad on its own and take the next one.
+ */
+function rowsPairGap(format: string): number {
+  return format === 'q4' || format === 'q4_0' ? 16 : WGSL_DECODE_WEIGHTS;
+}
+
 /**
  * Weights whose products an `f16Math` kernel sums in f16 before adding to f32: every block size
  * is a multiple of 32, and 32 int8 codes times activations of a few units stay far below 65504.
  */
 export const WGSL_F16_SUM_WEIGHTS = 32;
 const isTiled = (c: Config) => c.kernel === 'tiled';
+
+/**
+ * Sums a `rows` invocation keeps (rowsPerInvocation x M, unrolled into scalars): past this the
+ * kernel spills on GPUs with 64-128 registers per invocation at full occupancy.
+ */
+const WGSL_ROWS_MAX_SUMS = 32;
 
 function wgslSpace(req: Req): SearchSpace {
   const wpb = codecOf(req.op.weight).weightsPerBlock;
@@ -118,7 +144,7 @@ function wgslSpace(req: Req): SearchSpace {
         doc: 'gemv (M <= 8: rows per workgroup, K split across invocations), rows (M <= 8: K walked by one invocation per row, no barriers) or tiled (output tiles in workgroup storage)',
       },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
-      { name: 'rowsPerInvocation', values: [1, 2, 4], doc: 'weight rows each invocation computes', when: isRows },
+      { name: 'rowsPerInvocation', values: [4, 8, 2, 1], doc: 'weight rows each invocation computes', when: isRows },
       { name: 'dot8', values: [0, 1], doc: 'int8 products with dot4I8Packed on activations quantized per block (1: q8 and q8_0, where the device has packed_4x8_integer_dot_product) or f32 (0)', when: isRows },
       { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
@@ -137,6 +163,7 @@ function wgslSpace(req: Req): SearchSpace {
       { reason: `dot4I8Packed (dot8: 1) takes int8 weight codes: q8 and q8_0 only, not ${req.op.weight.format}`, allows: (c) => c.dot8 !== 1 || INT8_FORMATS.includes(req.op.weight.format) },
       { reason: `dot4I8Packed (dot8: 1) needs the WGSL language feature packed_4x8_integer_dot_product, which ${req.device.name} lacks (gpu.features.dot8)`, allows: (c) => c.dot8 !== 1 || gpu.features.dot8.includes('dot4I8Packed') },
       { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
+      { reason: `more than ${WGSL_ROWS_MAX_SUMS} sums per invocation (rowsPerInvocation x M)`, allows: (c) => !isRows(c) || (c.rowsPerInvocation as number) * req.shape.M <= WGSL_ROWS_MAX_SUMS },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
       { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
@@ -189,14 +216,22 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     const grid: [number, number, number] = [ceilDiv(N, perWorkgroup), 1, 1];
     const unscaled = op.weight.format === 'f16';
     const scaleRun = unscaled ? F16_RUN : codec.weightsPerBlock;
+    const pairGap = rowsPairGap(op.weight.format);
+    // Every block is a whole number of 32-weight runs (q3.5: 96 or more), so a run is whole steps.
+    if (scaleRun % (2 * pairGap) !== 0) throw new Error(`internal: a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
     common = {
       variant: 'rows',
       launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${perWorkgroup})`, '1', '1'] },
       loops: [
         `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
-        `  per row: for k0 in [0, ${K}) step ${scaleRun}: ${M} sums of ${scaleRun / WGSL_DECODE_WEIGHTS} x 4 weights, then ${unscaled ? 'added' : 'times the block scale'}`,
+        `  for k0 in [0, ${K}) step ${scaleRun}: ${rowsPerInvocation} row(s) x ${M} sums of ${scaleRun / WGSL_ROWS_STEP_WEIGHTS} x 8 weights (each activation load shared by the rows), then ${unscaled ? 'added' : 'times the block scale'}`,
       ],
-      params: { ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled, f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: M },
+      params: {
+        ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled,
+        pairGap, pairQuads: pairGap / WGSL_DECODE_WEIGHTS, pairSpan: 2 * pairGap, runSteps: scaleRun / WGSL_ROWS_STEP_WEIGHTS,
+        f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
+        dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
+      },
     };
   } else {
     const bm = config.bm as number;

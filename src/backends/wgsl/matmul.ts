@@ -55,6 +55,13 @@ function elementType(plan: WgslMatmulPlan, tensor: string): string {
   return 'f32';
 }
 
+/** Indices the rows kernel unrolls: its weight rows, activation rows and every (row, activation row) sum. */
+function rowsUnrolled(rows: number, M: number) {
+  const rowIds = Array.from({ length: rows }, (_, r) => r);
+  const mIds = Array.from({ length: M }, (_, m) => m);
+  return { rowIds, mIds, sums: rowIds.flatMap((r) => mIds.map((m) => ({ r, m }))) };
+}
+
 /** kernel.wgsl of a WGSL matmul plan, and the run description its runner reads. */
 export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): RenderedKernel {
   const op = plan.op;
@@ -90,6 +97,8 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0`).join(', '),
     q35FullUnits: Math.floor(groupSize / 64),
     q35ShortUnit: groupSize % 64 !== 0,
+    // The rows kernel's unrolled names: weight rows r, activation rows m, and their sums (r, m).
+    ...(p.kernel === 'rows' ? rowsUnrolled(p.rowsPerInvocation, p.M) : {}),
   };
   const wgsl = templates.render('kernel.wgsl', view);
   const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
