@@ -103,9 +103,10 @@ const SHAPES: ShapeCase[] = [
 const SHAPE_NAMES: readonly string[] = SHAPES.map((s) => s.name);
 const matmulCases = SHAPES.filter((s) => cases.includes(s.name));
 const attentionCases = ATTENTION_WORKLOADS.filter((w) => cases.includes(w.name));
+// `wgsl`: only the WGSL rows (they also come with any matmul case).
 for (const c of cases) {
-  if (![...SHAPE_NAMES, ...ATTENTION_WORKLOADS.map((w) => w.name)].includes(c)) {
-    log(`--cases: ${c} is not one of ${[...SHAPE_NAMES, 'curve', ...ATTENTION_WORKLOADS.map((w) => w.name), 'attention'].join(', ')}`);
+  if (![...SHAPE_NAMES, ...ATTENTION_WORKLOADS.map((w) => w.name), 'wgsl'].includes(c)) {
+    log(`--cases: ${c} is not one of ${[...SHAPE_NAMES, 'curve', ...ATTENTION_WORKLOADS.map((w) => w.name), 'attention', 'wgsl'].join(', ')}`);
     process.exit(2);
   }
 }
