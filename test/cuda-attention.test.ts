@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
+import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
@@ -198,6 +199,18 @@ describe('attention plans state what the kernels need', () => {
     expect(p4).toMatchObject({ kvRowBytes: 54, kvBlockBytes: 18, kvChunkBytes: 2, kvChunkAsync: false, kvChunks: 27, slotBytes: 80 });
     expect(q4_0.files['kernel.cu']).not.toContain('kg_cp_async<KG_KV_CHUNK_BYTES>');
     expect(q4_0.manifest.abi[0]!.doc).toContain('k_scales, v_scales unused');
+  });
+
+  it('a package\'s usage comment gives the KV cache in the plan\'s row order', async () => {
+    const usage = async (ir: Record<string, unknown>) => {
+      const pkg = await buildPackage({ command: 'test', kernels: [{ target: 'cuda', ir, shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=64', device: 'rtx4090' }] });
+      return /```cuda\n([\s\S]*?)```/.exec(pkg.files['README.md'] as string)![1]!;
+    };
+    // ggml caches default to llama.cpp's positions x heads; f16 to heads x positions; either may be named.
+    expect(await usage(attention('q4_0', true))).toContain('positions x heads [1,77,2,64]');
+    expect(await usage(attention('f16', true))).toContain('heads x positions [1,2,77,64]');
+    expect(await usage(attention('f16', true, { kvLayout: 'positions_heads' }))).toContain('positions x heads [1,77,2,64]');
+    expect(await usage(attention('q8_0', true, { kvLayout: 'heads_positions' }))).toContain('heads x positions [1,2,77,64]');
   });
 
   it('reads every KV format (capabilities as data)', () => {
