@@ -108,7 +108,7 @@ export const ATTENTION_MATRIX: readonly AttentionMatrixRow[] = [
   { kvCache: 'q8', ratio: 8, Sq: 64, D: 64, causal: true, layout: 'ph', qF32: false, Skv: 77, Hkv: 1, B: 1 },
   { kvCache: 'q8_0', ratio: 1, Sq: 64, D: 256, causal: false, layout: 'ph', qF32: true, Skv: 131, Hkv: 2, B: 1 },
   { kvCache: 'q8_0', ratio: 4, Sq: 64, D: 64, causal: true, layout: 'hp', qF32: true, Skv: 333, Hkv: 2, B: 1 },
-  { kvCache: 'q8_0', ratio: 5, Sq: 1, D: 128, causal: true, layout: 'ph', qF32: false, Skv: 1001, Hkv: 1, B: 2, cpu: { splits: 3, rowGroup: 4 } },
+  { kvCache: 'q8_0', ratio: 5, Sq: 1, D: 128, causal: true, layout: 'ph', qF32: false, Skv: 1001, Hkv: 1, B: 2, cpu: { splits: 8, rowGroup: 4 } },
   { kvCache: 'q8_0', ratio: 8, Sq: 5, D: 96, causal: false, layout: 'hp', qF32: false, Skv: 333, Hkv: 1, B: 1, cpu: { splits: 2, rowGroup: 4 } },
   { kvCache: 'q4_0', ratio: 1, Sq: 64, D: 96, causal: true, layout: 'ph', qF32: false, Skv: 77, Hkv: 4, B: 1 },
   { kvCache: 'q4_0', ratio: 4, Sq: 64, D: 128, causal: false, layout: 'hp', qF32: false, Skv: 333, Hkv: 2, B: 1 },
