@@ -11,11 +11,12 @@ import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
 import type { PlanOf } from '../src/plan/types.js';
-import { hasTool, skipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
 
 /**
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
- * against the f64 reference, on ragged shapes: Skv = 77 is a multiple of no tile (16..128) and
+ * against the f64 reference: issue 16's verification matrix (ATTENTION_MATRIX in helpers.ts) at the
+ * default plans, then chosen configs on ragged shapes: Skv = 77 is a multiple of no tile (16..128) and
  * splits unevenly; Sq in {1, 5, 64}; Hq/Hkv in {1, 4, 5, 8}; causal and not; D in {64, 128} (and
  * 80, 96, 256 once each); f16, kgen q8 and ggml q8_0 / q4_0 KV caches (the ggml ones also on
  * Skv = 200 and 333, in both row orders, with their rows staged in 2-, 4-, 8- and 16-byte chunks at
@@ -89,18 +90,36 @@ const CASES: Case[] = [
 /** Indices into CASES of the ggml cases the sanitizers also run: 2-byte chunks, 8-byte chunks on tensor cores. */
 const GGML_SANITIZED = [CASES.findIndex((c) => c.shape.endsWith('Skv=333,D=96') && c.ir.kvCache === 'q8_0'), CASES.findIndex((c) => c.ir.kvCache === 'q4_0' && c.variant === 'flash_prefill_mma' && c.shape.includes('Sq=40'))];
 
-async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
-  const label = `${c.ir.name} ${c.shape} ${JSON.stringify(c.config ?? {})}${c.device ? ` ${c.device}` : ''}`;
-  const r = await verify({ target: 'cuda', ir: c.ir, shape: c.shape, device: c.device ?? 'rtx4090', config: c.config, runner: shim, werror: true, ...extra });
-  expect(r.plan.variant, label).toBe(c.variant);
-  // One split writes O itself; several go through the workspace and the merge.
-  if (c.config?.kvSplit === 1) expect(r.plan.launch.secondPass, label).toBeUndefined();
-  if (typeof c.config?.kvSplit === 'number' && c.config.kvSplit > 1) expect(r.plan.launch.secondPass, label).toBeDefined();
+/** Verifies through the shim; the plan, for the caller's checks of what it picked. */
+async function expectVerified(ir: object, shape: string, label: string, opts: { device?: string; config?: Case['config']; sanitize?: boolean } = {}) {
+  const r = await verify({ target: 'cuda', ir, shape, device: opts.device ?? 'rtx4090', config: opts.config, runner: shim, werror: true, sanitize: opts.sanitize });
   expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
   expect(r.ran, label).toBe(true);
   expect(r.comparison!.nonFinite, label).toBe(0);
   expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+  return r.plan;
 }
+
+async function expectOk(c: Case, extra: { sanitize?: boolean } = {}): Promise<void> {
+  const label = `${c.ir.name} ${c.shape} ${JSON.stringify(c.config ?? {})}${c.device ? ` ${c.device}` : ''}`;
+  const plan = await expectVerified(c.ir, c.shape, label, { device: c.device, config: c.config, ...extra });
+  expect(plan.variant, label).toBe(c.variant);
+  // One split writes O itself; several go through the workspace and the merge.
+  if (c.config?.kvSplit === 1) expect(plan.launch.secondPass, label).toBeUndefined();
+  if (typeof c.config?.kvSplit === 'number' && c.config.kvSplit > 1) expect(plan.launch.secondPass, label).toBeDefined();
+}
+
+describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim: the verification matrix (helpers.ts), default plans', { concurrent: true }, () => {
+  for (let i = 0; i < ATTENTION_MATRIX.length; i += 2) {
+    const pair = ATTENTION_MATRIX.slice(i, i + 2);
+    it(pair.map((row) => attentionMatrixCase(row).label).join('; '), async () => {
+      for (const row of pair) {
+        const c = attentionMatrixCase(row);
+        expectMatrixPlan(row, await expectVerified(c.ir, c.shape, c.label), c.label);
+      }
+    }, 120_000);
+  }
+});
 
 describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', { concurrent: true }, () => {
   // Two cases per test, so a loaded machine stays inside the timeout.
