@@ -11,7 +11,7 @@ import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
 import type { PlanOf } from '../src/plan/types.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
 
 /**
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
@@ -93,10 +93,7 @@ const GGML_SANITIZED = [CASES.findIndex((c) => c.shape.endsWith('Skv=333,D=96') 
 /** Verifies through the shim; the plan, for the caller's checks of what it picked. */
 async function expectVerified(ir: object, shape: string, label: string, opts: { device?: string; config?: Case['config']; sanitize?: boolean } = {}) {
   const r = await verify({ target: 'cuda', ir, shape, device: opts.device ?? 'rtx4090', config: opts.config, runner: shim, werror: true, sanitize: opts.sanitize });
-  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
-  expect(r.ran, label).toBe(true);
-  expect(r.comparison!.nonFinite, label).toBe(0);
-  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+  expectMatchesReference(r, label);
   return r.plan;
 }
 

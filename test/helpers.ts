@@ -4,6 +4,7 @@ import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { swiftShaderIcd } from '../src/device/index.js';
+import type { VerifyResult } from '../src/api/verify.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 
@@ -138,4 +139,13 @@ export function expectMatrixPlan(row: AttentionMatrixRow, plan: { variant: strin
   expect(row.Skv % (tile as number), `${label}: key tile ${String(tile)}`).not.toBe(0);
   const split = p.splitKeys ?? p.chunkKeys;
   if ((p.splits as number) > 1) expect(row.Skv % (split as number), `${label}: split of ${String(split)} keys`).not.toBe(0);
+}
+
+/** A `verify` result that ran and matched the f64 reference within the plan's tolerance (`ran`: false for compile-only variants). */
+export function expectMatchesReference(r: VerifyResult, label: string, ran = true): void {
+  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran, label).toBe(ran);
+  if (!ran) return;
+  expect(r.comparison!.nonFinite, label).toBe(0);
+  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
 }

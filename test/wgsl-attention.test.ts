@@ -9,7 +9,7 @@ import { verify } from '../src/api/verify.js';
 import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import { BudgetError } from '../src/errors.js';
 import { opKit } from '../src/ops/index.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, dawnSkipReason, expectMatrixPlan } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, dawnSkipReason, expectMatchesReference, expectMatrixPlan } from './helpers.js';
 
 /**
  * WGSL attention kernels (split-KV decode with its merge dispatch, flash prefill) on Dawn +
@@ -66,10 +66,7 @@ const CASES: Case[] = [
 /** Verifies on Dawn + SwiftShader, planned for `device`; the plan, for the caller's checks of what it picked. */
 async function expectVerified(ir: object, shape: string, label: string, device: string, config?: Case['config']) {
   const r = await verify({ target: 'wgsl', ir, shape, device, config });
-  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
-  expect(r.ran, label).toBe(true);
-  expect(r.comparison!.nonFinite, label).toBe(0);
-  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+  expectMatchesReference(r, label);
   return r.plan;
 }
 
