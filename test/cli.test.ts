@@ -73,6 +73,17 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emitt']), /unknown command/);
   });
 
+  it('a missing --shape is shown as the op needs it: attention B,Hq,Hkv,Sq,Skv,D, matmul M,N,K', async () => {
+    const attention = /--shape: missing; expected dimensions like B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128$/m;
+    expectUsageError(await run(['verify', '--target', 'c', '--op', 'attention_q8kv']), attention);
+    expectUsageError(await run(['emit', '--target', 'cuda', '--op', 'attention_q4_0kv']), attention);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-'));
+    writeFileSync(join(dir, 'att.json'), JSON.stringify({ kind: 'attention', name: 'att', kvCache: 'q8_0', causal: true }));
+    expectUsageError(await run(['emit', '--ir', join(dir, 'att.json')]), attention);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4']), /--shape: missing; expected dimensions like M=1,N=4096,K=4096$/m);
+    expectUsageError(await run(['tune', '--op', 'attention_f16', '--device', 'host']), attention);
+  });
+
   it('verify and emit take attention on the C target (scalar: runs on any CPU)', async () => {
     const v = await run(['verify', '--target', 'c', '--op', 'attention_q4_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763']);
     expect(v.exitCode, v.stderr).toBe(0);

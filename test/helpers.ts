@@ -2,7 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { swiftShaderIcd } from '../src/device/index.js';
+import type { VerifyResult } from '../src/api/verify.js';
+import { kvLayoutOf } from '../src/ir/attention.js';
+import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */
 export function hasTool(tool: string): boolean {
@@ -64,4 +68,84 @@ export function snapshot(dir: string): Record<string, string> {
   };
   walk(dir);
   return out;
+}
+
+/** One case of the attention verification matrix: the factors, then the shape around them. */
+export interface AttentionMatrixRow {
+  kvCache: KvCacheFormat;
+  /** Hq / Hkv. */
+  ratio: 1 | 4 | 5 | 8;
+  Sq: 1 | 5 | 64;
+  D: 64 | 128 | 256 | 80 | 96;
+  causal: boolean;
+  layout: 'hp' | 'ph';
+  /** f32 Q and f16 O; else f16 Q and f32 O. */
+  qF32: boolean;
+  /** Odd, so a multiple of no power-of-two key tile or split; 1001 splits on CPUs too. */
+  Skv: 77 | 131 | 333 | 1001;
+  Hkv: number;
+  B: number;
+  /** Knobs for the CPU planner (C, WebAssembly), where its defaults would not split or pad rows. */
+  cpu?: Record<string, number>;
+}
+
+/**
+ * Issue 16's attention verification matrix, which every target runs against the f64 reference:
+ * KV format [f16, q8, q8_0, q4_0] x Sq {1, 5, 64} x Hq/Hkv {1, 4, 5, 8} x causal and not x D {64,
+ * 128, 256, and 80 or 96} x row order (heads x positions, positions x heads) x Q/O dtypes, on
+ * ragged Skv. Not the product: a covering design (rows 0-15 are the orthogonal array OA(16, 4^5)
+ * over GF(4), format = a, ratio = b, Sq = a+b, D = a+2b, and a+3b's bits for causal, order and
+ * dtypes), so every pair of values of any two factors appears in some row (the test of the matrix
+ * checks it). Sq 1 and 5 take the decode kernels, Sq 64 prefill, on every target.
+ */
+export const ATTENTION_MATRIX: readonly AttentionMatrixRow[] = [
+  { kvCache: 'f16', ratio: 1, Sq: 1, D: 64, causal: false, layout: 'hp', qF32: false, Skv: 1001, Hkv: 2, B: 1, cpu: { splits: 2 } },
+  { kvCache: 'f16', ratio: 4, Sq: 5, D: 256, causal: true, layout: 'ph', qF32: false, Skv: 333, Hkv: 2, B: 1 },
+  { kvCache: 'f16', ratio: 5, Sq: 64, D: 80, causal: true, layout: 'hp', qF32: true, Skv: 77, Hkv: 1, B: 1 },
+  { kvCache: 'f16', ratio: 8, Sq: 64, D: 128, causal: false, layout: 'ph', qF32: true, Skv: 131, Hkv: 1, B: 2 },
+  { kvCache: 'q8', ratio: 1, Sq: 5, D: 128, causal: true, layout: 'hp', qF32: true, Skv: 1001, Hkv: 2, B: 1, cpu: { splits: 4 } },
+  { kvCache: 'q8', ratio: 4, Sq: 1, D: 96, causal: false, layout: 'ph', qF32: true, Skv: 77, Hkv: 2, B: 2 },
+  { kvCache: 'q8', ratio: 5, Sq: 64, D: 256, causal: false, layout: 'hp', qF32: false, Skv: 333, Hkv: 1, B: 1 },
+  { kvCache: 'q8', ratio: 8, Sq: 64, D: 64, causal: true, layout: 'ph', qF32: false, Skv: 77, Hkv: 1, B: 1 },
+  { kvCache: 'q8_0', ratio: 1, Sq: 64, D: 256, causal: false, layout: 'ph', qF32: true, Skv: 131, Hkv: 2, B: 1 },
+  { kvCache: 'q8_0', ratio: 4, Sq: 64, D: 64, causal: true, layout: 'hp', qF32: true, Skv: 333, Hkv: 2, B: 1 },
+  { kvCache: 'q8_0', ratio: 5, Sq: 1, D: 128, causal: true, layout: 'ph', qF32: false, Skv: 1001, Hkv: 1, B: 2, cpu: { splits: 8, rowGroup: 4 } },
+  { kvCache: 'q8_0', ratio: 8, Sq: 5, D: 96, causal: false, layout: 'hp', qF32: false, Skv: 333, Hkv: 1, B: 1, cpu: { splits: 2, rowGroup: 4 } },
+  { kvCache: 'q4_0', ratio: 1, Sq: 64, D: 96, causal: true, layout: 'ph', qF32: false, Skv: 77, Hkv: 4, B: 1 },
+  { kvCache: 'q4_0', ratio: 4, Sq: 64, D: 128, causal: false, layout: 'hp', qF32: false, Skv: 333, Hkv: 2, B: 1 },
+  { kvCache: 'q4_0', ratio: 5, Sq: 5, D: 64, causal: false, layout: 'ph', qF32: true, Skv: 77, Hkv: 2, B: 2, cpu: { rowGroup: 4 } },
+  { kvCache: 'q4_0', ratio: 8, Sq: 1, D: 256, causal: true, layout: 'hp', qF32: true, Skv: 1001, Hkv: 1, B: 1 },
+];
+
+/** The IR and shape of a matrix row; the row order is named only where it is not the format's default. */
+export function attentionMatrixCase(row: AttentionMatrixRow): { ir: Record<string, unknown>; shape: string; label: string } {
+  const kvLayout = row.layout === 'hp' ? 'heads_positions' : 'positions_heads';
+  const op = { kind: 'attention', name: `att_${row.kvCache}_${row.layout}_${row.causal ? 'c' : 'n'}`, kvCache: row.kvCache, causal: row.causal, q: row.qF32 ? 'f32' : 'f16', o: row.qF32 ? 'f16' : 'f32' };
+  const ir = kvLayoutOf(op as AttentionOp) === kvLayout ? op : { ...op, kvLayout };
+  const shape = `B=${row.B},Hq=${row.ratio * row.Hkv},Hkv=${row.Hkv},Sq=${row.Sq},Skv=${row.Skv},D=${row.D}`;
+  return { ir, shape, label: `${op.name} q ${op.q} ${shape}` };
+}
+
+/**
+ * What a matrix row's plan must be: a decode kernel for Sq 1 and 5, prefill for 64, and Skv a
+ * multiple of neither the key tile nor (split) the keys of a split, so the last tile and split are
+ * short.
+ */
+export function expectMatrixPlan(row: AttentionMatrixRow, plan: { variant: string; params: object }, label: string): void {
+  expect(/decode|split/.test(plan.variant), `${label}: ${plan.variant}`).toBe(row.Sq <= 5);
+  const p = plan.params as Record<string, unknown>;
+  const tile = p.keys ?? p.kvBlock;
+  expect(typeof tile, label).toBe('number');
+  expect(row.Skv % (tile as number), `${label}: key tile ${String(tile)}`).not.toBe(0);
+  const split = p.splitKeys ?? p.chunkKeys;
+  if ((p.splits as number) > 1) expect(row.Skv % (split as number), `${label}: split of ${String(split)} keys`).not.toBe(0);
+}
+
+/** A `verify` result that ran and matched the f64 reference within the plan's tolerance (`ran`: false for compile-only variants). */
+export function expectMatchesReference(r: VerifyResult, label: string, ran = true): void {
+  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
+  expect(r.ran, label).toBe(ran);
+  if (!ran) return;
+  expect(r.comparison!.nonFinite, label).toBe(0);
+  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
 }

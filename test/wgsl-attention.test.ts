@@ -9,7 +9,7 @@ import { verify } from '../src/api/verify.js';
 import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import { BudgetError } from '../src/errors.js';
 import { opKit } from '../src/ops/index.js';
-import { dawnSkipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, dawnSkipReason, expectMatchesReference, expectMatrixPlan } from './helpers.js';
 
 /**
  * WGSL attention kernels (split-KV decode with its merge dispatch, flash prefill) on Dawn +
@@ -63,15 +63,31 @@ const CASES: Case[] = [
   { ir: ir('q8', HP, true, { kvGroupSize: 16 }), shape: 'B=1,Hq=2,Hkv=1,Sq=20,Skv=50,D=80', variant: 'flash_prefill' },
 ];
 
+/** Verifies on Dawn + SwiftShader, planned for `device`; the plan, for the caller's checks of what it picked. */
+async function expectVerified(ir: object, shape: string, label: string, device: string, config?: Case['config']) {
+  const r = await verify({ target: 'wgsl', ir, shape, device, config });
+  expectMatchesReference(r, label);
+  return r.plan;
+}
+
 async function expectOk(c: Case): Promise<void> {
   const label = `${c.ir.name} ${c.shape} ${JSON.stringify(c.config ?? {})}`;
-  const r = await verify({ target: 'wgsl', ir: c.ir, shape: c.shape, device: 'swiftshader', config: c.config });
-  expect(r.plan.variant, label).toBe(c.variant);
-  expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
-  expect(r.ran, label).toBe(true);
-  expect(r.comparison!.nonFinite, label).toBe(0);
-  expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
+  expect((await expectVerified(c.ir, c.shape, label, 'swiftshader', c.config)).variant, label).toBe(c.variant);
 }
+
+// Planned for the `webgpu` profile (`kgen verify`'s default: WebGPU's default limits, 16 KiB of
+// workgroup storage, so D = 256 takes its smallest tiles), run on SwiftShader, whose limits are larger.
+describe.skipIf(noDawn !== undefined)('WGSL attention on Dawn + SwiftShader: the verification matrix (helpers.ts), default plans', () => {
+  for (let i = 0; i < ATTENTION_MATRIX.length; i += 2) {
+    const pair = ATTENTION_MATRIX.slice(i, i + 2);
+    it(pair.map((row) => attentionMatrixCase(row).label).join('; '), async () => {
+      for (const row of pair) {
+        const c = attentionMatrixCase(row);
+        expectMatrixPlan(row, await expectVerified(c.ir, c.shape, c.label, 'webgpu'), c.label);
+      }
+    }, 180_000);
+  }
+});
 
 describe.skipIf(noDawn !== undefined)('WGSL attention on Dawn + SwiftShader', () => {
   // Two cases per test, so a loaded machine stays inside the timeout.

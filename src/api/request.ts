@@ -4,6 +4,7 @@ import type { Target } from '../backends/types.js';
 import type { DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { CATALOG, catalogOp } from '../ir/catalog.js';
+import { irOf } from '../ir/ops.js';
 import type { Op } from '../ir/types.js';
 import { opHash, parseShape, validateOp, validateShape } from '../ir/validate.js';
 import { parseJsonInput } from '../io/json-input.js';
@@ -55,7 +56,7 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
     throw new KgenError({ field: '--op', problem: 'no op given', expected: '--op NAME or --ir FILE', hint: 'run `kgen ops` to list the catalog' });
   }
   if (typeof req.shape !== 'string' && (req.shape === null || typeof req.shape !== 'object' || Array.isArray(req.shape))) {
-    throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: 'dimensions like M=1,N=4096,K=4096, as text or an object' });
+    throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: `dimensions like ${irOf(op.kind).exampleShape}, as text or an object` });
   }
   const shape = typeof req.shape === 'string' ? parseShape(req.shape, op) : validateShape(op, req.shape);
   const device = getDevice(req.device ?? target.defaultDevice);

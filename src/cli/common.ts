@@ -5,6 +5,9 @@ import { DB_ENV, defaultDbPath } from '../db/location.js';
 import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
+import { catalogOp } from '../ir/catalog.js';
+import { irOf, OP_KINDS } from '../ir/ops.js';
+import type { OpKind } from '../ir/types.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
 import { pathText } from '../io/message-text.js';
 import { readRegularFile } from '../io/input-file.js';
@@ -50,12 +53,23 @@ export function readUserFile(path: string, field: string, maxBytes: number): str
   }).toString('utf8');
 }
 
+/**
+ * The --shape a user left out, as the op given needs it (an attention op's B,Hq,Hkv,Sq,Skv,D, not a
+ * matmul's M,N,K); every kind's example when the op is unknown or not given.
+ */
+export function missingShapeError(shape: string | undefined, op: string | undefined, ir: unknown): KgenError {
+  const given = op !== undefined ? catalogOp(op)?.kind : (ir as { kind?: unknown } | undefined)?.kind;
+  const kinds = OP_KINDS.includes(given as OpKind) ? [given as OpKind] : OP_KINDS;
+  return new KgenError({ field: '--shape', problem: shape === '' ? 'empty' : 'missing', expected: `dimensions like ${kinds.map((k) => irOf(k).exampleShape).join(' or ')}` });
+}
+
 export function toRequest(flags: KernelFlags): KernelRequest {
-  if (!flags.shape) throw new KgenError({ field: '--shape', problem: flags.shape === '' ? 'empty' : 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
+  const ir = flags.ir !== undefined ? readIr(flags.ir) : undefined;
+  if (!flags.shape) throw missingShapeError(flags.shape, flags.op, ir);
   return {
     target: flags.target,
     op: flags.op,
-    ir: flags.ir !== undefined ? readIr(flags.ir) : undefined,
+    ir,
     irFile: flags.ir,
     shape: flags.shape,
     device: flags.device,

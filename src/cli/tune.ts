@@ -23,7 +23,7 @@ import { parseJsonInput } from '../io/json-input.js';
 import { quoted } from '../io/message-text.js';
 import { ensureDirectory, removeCreated } from '../io/output.js';
 import { MAX_TIMED_THREADS } from '../backends/harness.js';
-import { addDbFlag, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
+import { addDbFlag, missingShapeError, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
 import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
 
 interface TuneFlags {
@@ -64,8 +64,9 @@ function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile
     if (flags.shape) throw new KgenError({ field: '--shape', problem: 'given without --op', expected: '--op NAME (or --ir FILE) with --shape', hint: 'omit both to tune the standard workload' });
     return standardWorkload();
   }
-  if (!flags.shape) throw new KgenError({ field: '--shape', problem: 'missing', expected: 'dimensions like M=1,N=4096,K=4096' });
-  const req = resolveRequest({ target, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: device.name });
+  const ir = flags.ir !== undefined ? readIr(flags.ir) : undefined;
+  if (!flags.shape) throw missingShapeError(flags.shape, flags.op, ir);
+  const req = resolveRequest({ target, op: flags.op, ir, shape: flags.shape, device: device.name });
   return [{ op: req.op, shape: req.shape }];
 }
 

@@ -45,6 +45,13 @@ export function kvRowFormat(op: AttentionOp, D: number): KvRowFormat {
   }
 }
 
+/** The KV cache's extents in its row order (the last, D, within a row) and the order's name, for usage text. */
+export function kvCacheDims(op: AttentionOp, s: AttentionShape): { order: string; dims: number[] } {
+  return kvLayoutOf(op) === 'heads_positions'
+    ? { order: 'heads x positions', dims: [s.B, s.Hkv, s.Skv, s.D] }
+    : { order: 'positions x heads', dims: [s.B, s.Skv, s.Hkv, s.D] };
+}
+
 /**
  * Where KV row (b, head, position) is, in rows from the start of K (or V), for a layout: row =
  * b * Hkv * Skv + head * headStride + position * positionStride.

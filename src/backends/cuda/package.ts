@@ -1,3 +1,4 @@
+import { kvCacheDims } from '../../ir/attention.js';
 import { formatShape } from '../../ir/validate.js';
 import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
@@ -30,6 +31,7 @@ export function cudaPackageFiles(kernels: readonly PackagedKernel[]): PackageBui
 function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: object } {
   if (first.plan.family !== 'cuda-attention') return { usageTemplate: 'usage.cu' };
   const { op, shape } = first.plan;
+  const kv = kvCacheDims(op, shape);
   return {
     usageTemplate: 'usage_attention.cu',
     usageView: {
@@ -39,6 +41,9 @@ function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: ob
       qCType: op.q === 'f16' ? 'uint16_t' : 'float',
       oCType: op.o === 'f16' ? 'uint16_t' : 'float',
       kvText: op.kvCache === 'q8' ? `int8 codes with f16 scales (one per ${op.kvGroupSize} values) in k_scales, v_scales` : op.kvCache === 'f16' ? 'f16' : `ggml ${op.kvCache} blocks, as llama.cpp stores them`,
+      // The plan's row order: llama.cpp's positions x heads is [B,Skv,Hkv,D].
+      kvDims: kv.dims.join(','),
+      kvOrder: kv.order,
       hasScales: op.kvCache === 'q8',
       hasWorkspace: (first.plan.launch.workspaceBytes ?? 0) > 0,
     },
