@@ -17,7 +17,8 @@ import { skipReason } from './helpers.js';
  * C attention kernels against the f64 reference, which decodes the KV bytes itself. Tolerance: the
  * plan's (f32 arithmetic; f16 Q or O add f16 rounding): NMSE <= 2e-6 and every element within
  * 4e-3 of the output's peak; the kernels land near 1e-13 NMSE, so a wrong mask, merge or decode
- * fails by orders of magnitude. Every C variant runs where this CPU (or qemu) can run it; the
+ * fails by orders of magnitude. With int8 Q (qInt8: 1, the caches with int8 codes) the plan widens
+ * it to the activation-quantization tolerance (NMSE <= 2e-4); the kernels land near 4e-5. Every C variant runs where this CPU (or qemu) can run it; the
  * others are compiled with -Werror only.
  */
 const VARIANTS = [
@@ -50,17 +51,24 @@ for (const { isa, device } of VARIANTS) {
   if (!runnable) console.warn(`NOTE: ${isa} attention kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
   describe.skipIf(missing !== undefined)(`C attention ${isa}`, { concurrent: true }, () => {
     for (const format of FORMATS) {
-      it(`${format} KV: decode with splits, prefill tiles, GQA 8/5/4/1, causal and not${runnable ? '' : ' (compile only)'}`, async () => {
-        for (const c of CASES) {
-          const r = await verify({ target: 'c', ir: ir(format, c.causal), shape: c.shape, isa, device, config: c.config, werror: true });
-          expect(r.status, `${format} ${c.shape}: ${r.detail ?? ''}`).toBe('ok');
-          expect(r.ran).toBe(runnable);
-          if (runnable) {
-            expect(r.comparison!.nonFinite).toBe(0);
-            expect(r.comparison!.nmse, `${format} ${c.shape}`).toBeLessThanOrEqual(r.tolerance.nmse);
+      // int8 Q (integer dot products with the K codes) and f32 Q on the caches with int8 codes.
+      for (const qInt8 of format === 'f16' ? [undefined] : [1, 0]) {
+        const mode = qInt8 === undefined ? '' : qInt8 ? ', int8 Q' : ', f32 Q';
+        it(`${format} KV${mode}: decode with splits, prefill tiles, GQA 8/5/4/1, causal and not${runnable ? '' : ' (compile only)'}`, async () => {
+          for (const c of CASES) {
+            const config = qInt8 === undefined ? c.config : { ...c.config, qInt8 };
+            const r = await verify({ target: 'c', ir: ir(format, c.causal), shape: c.shape, isa, device, config, werror: true });
+            expect(r.status, `${format} ${c.shape}: ${r.detail ?? ''}`).toBe('ok');
+            expect(r.ran).toBe(runnable);
+            if (runnable) {
+              expect(r.comparison!.nonFinite).toBe(0);
+              expect(r.comparison!.nmse, `${format} ${c.shape}`).toBeLessThanOrEqual(r.tolerance.nmse);
+              // Q's rounding shows: the int8 path ran, not the f32 one.
+              if (qInt8) expect(r.comparison!.nmse, `${format} ${c.shape}`).toBeGreaterThan(1e-8);
+            }
           }
-        }
-      });
+        });
+      }
     }
   });
 }
@@ -89,6 +97,21 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout }), shape: 'B=2,Hq=8,Hkv=2,Sq=3,Skv=130,D=64', isa: native, device: deviceOf(native), config: { splits: 2 }, werror: true });
       expect(r.status, `${format} ${kvLayout}: ${r.detail ?? ''}`).toBe('ok');
     }
+  });
+  it('int8 Q: refused for the f16 cache with the reason, off where D is no whole number of steps, a wider tolerance', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
+    const plan = (format: string, isa: string, config?: Record<string, unknown>, s = shape) => emit({ target: 'c', ir: ir(format, true), shape: s, device: deviceOf(isa), isa, config }).plan;
+    expect(() => plan('f16', 'avx2', { qInt8: 1 })).toThrow(/int8 Q \(qInt8: 1\) needs int8 K codes: the f16 KV cache has none/);
+    expect(plan('f16', 'avx2').config.qInt8).toBe(0);
+    for (const format of ['q8', 'q8_0', 'q4_0']) {
+      const on = plan(format, 'avx512', { qInt8: 1 });
+      expect(on.params).toMatchObject({ qInt8: true, iStep: 64, iScalesPerStep: 2, qCodeOffset: 128 });
+      expect(on.tolerance.nmse).toBeGreaterThan(plan(format, 'avx512', { qInt8: 0 }).tolerance.nmse);
+      expect(plan(format, 'avx2', { qInt8: 1 }).params).toMatchObject({ iStep: 32, iScalesPerStep: 1, qCodeOffset: 0 });
+    }
+    // AVX-512 steps are 64 codes: D=96 falls back to f32 Q by default and refuses int8 Q.
+    expect(plan('q8_0', 'avx512', undefined, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96').config.qInt8).toBe(0);
+    expect(() => plan('q8_0', 'avx512', { qInt8: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/D is not a whole number of integer dot steps/);
   });
   it('the split count defaults from Skv and the device threads; prefill does not split; the manifest states the KV layout', () => {
     const plan = (shape: string, device: string, op = 'attention_q8kv') => emit({ target: 'c', op, shape, device, isa: 'avx2' }).plan;

@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor } from './common.js';
@@ -30,6 +30,12 @@ export type CpuAttentionParams = {
   rowBytes: number;
   scalesPerRow: number;
   valuesPerScale: number;
+  /**
+   * Scale groups per KV row (D / valuesPerScale; 0 for f16), and that at least 1: the stride of the
+   * V scales a tile converts to f32 once per key (kvBlock x scaleGroupsPadded floats).
+   */
+  scaleGroups: number;
+  scaleGroupsPadded: number;
   /** Row of (b, head, position) = b * Hkv * Skv + head * headStride + position * positionStride. */
   headStride: number;
   positionStride: number;
@@ -72,9 +78,11 @@ export type CpuAttentionParams = {
   /**
    * K codes per integer dot step: 4 per i32 lane of a vector of `lanes` (so each lane's sum
    * converts to one f32 lane); D holds a whole number of steps, `iSteps`. Each step is loaded in
-   * `iPiece`-code pieces (16, or the step when smaller), which a q4_0 half-block never splits.
+   * `iPieces` pieces of `iPiece` contiguous bytes of codes, never across a run of the format's
+   * row: a q4_0 half-block (16 nibbles), a q8_0 block (32), the whole step (kgen q8).
    */
   iStep: number;
+  /** 0 without int8 Q (then iPiece = iStep: one piece). */
   iSteps: number;
   iPiece: number;
   iPieces: number;
@@ -139,9 +147,16 @@ export function defaultSplits(req: Req): number {
   return Math.max(1, Math.min(wanted, Math.floor(Skv / MIN_SPLIT_KEYS)));
 }
 
-function taskStackBytes(rowsPadded: number, kvBlock: number, D: number): number {
-  // scores, accumulators, and per row: max, sum, correction, visible keys, Q and O pointers.
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (4 * 4 + 2 * 8);
+/** Scale groups of a KV row at least 1 (f16 has none): the stride of a tile's V scales as f32. */
+function scaleGroupsPadded(op: AttentionOp, D: number): number {
+  const { valuesPerScale } = kvRowFormat(op, D);
+  return valuesPerScale ? D / valuesPerScale : 1;
+}
+
+function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number): number {
+  // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale;
+  // and the tile's V scales as f32.
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8) + 4 * kvBlock * groupsPadded;
 }
 
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
@@ -150,8 +165,13 @@ const CODES_PER_I32_LANE = 4;
 /** Largest |code| of int8 Q: symmetric, so -128 never occurs and AVX2's sign trick stays exact. */
 const INT8_CODE_MAX = 127;
 
-/** The most codes one load of an integer step takes: a q4_0 half-block (16 bytes of nibbles). */
-const I8_PIECE_MAX = 16;
+/**
+ * Codes in a contiguous run of a KV row: q4_0's half-blocks (16 bytes whose low, then high,
+ * nibbles are the block's halves), q8_0's blocks; kgen q8 rows are codes throughout.
+ */
+function codeRun(op: AttentionOp, D: number): number {
+  return op.kvCache === 'q4_0' ? GGML_KV_BLOCK / 2 : op.kvCache === 'q8_0' ? GGML_KV_BLOCK : D;
+}
 
 /** Integer dot step of int8 Q for a variant: see CpuAttentionParams.iStep. */
 function iStepOf(variants: CpuVariants, isa: string): number {
@@ -181,7 +201,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
-      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D) <= ATTENTION_TASK_STACK_MAX,
+      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, scaleGroupsPadded(req.op, D)) <= ATTENTION_TASK_STACK_MAX,
     },
   ];
   const int8Q = variants.attentionInt8Q;
@@ -234,8 +254,11 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const qInt8 = config.qInt8 === 1;
   const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
   const iStep = iStepOf(variants, isa);
+  // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
+  const iPiece = qInt8 ? Math.min(codeRun(op, D), iStep) : iStep;
+  const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D);
+  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, scaleGroupsPadded(op, D));
   // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
   // broadcast probabilities and the work registers fit; else one.
   const chunks = D / lanes;
@@ -275,6 +298,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,
+      scaleGroups,
+      scaleGroupsPadded: scaleGroupsPadded(op, D),
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
@@ -287,9 +312,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       qCodeMax: INT8_CODE_MAX,
       qCodeOffset: qInt8 ? variants.attentionInt8Q![isa]! : 0,
       iStep,
-      iSteps: D / iStep,
-      iPiece: Math.min(I8_PIECE_MAX, iStep),
-      iPieces: iStep / Math.min(I8_PIECE_MAX, iStep),
+      iSteps: qInt8 ? D / iStep : 0,
+      iPiece,
+      iPieces: iStep / iPiece,
       iScalesPerStep: (qInt8 && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
       qRows,
       qFloats,
