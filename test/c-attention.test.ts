@@ -113,6 +113,18 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('q8_0', 'avx512', undefined, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96').config.qInt8).toBe(0);
     expect(() => plan('q8_0', 'avx512', { qInt8: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/D is not a whole number of integer dot steps/);
   });
+  it('int8 Q with two K scale groups per integer step (kgen q8 groups of half a step; scalar: one) on every variant', async () => {
+    // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.
+    const groups = { avx512: 32, avx2: 16, neon: 8, scalar: 4 } as const;
+    for (const { isa, device } of VARIANTS) {
+      const tc = C_TOOLCHAINS[isa]!;
+      if (skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]) !== undefined) continue;
+      const op = { ...ir('q8', true, { kvGroupSize: groups[isa] }), q: 'f32', o: 'f16' };
+      const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true });
+      expect(r.status, `${isa}: ${r.detail ?? ''}`).toBe('ok');
+      expect((r.plan.params as { iScalesPerStep: number }).iScalesPerStep).toBe(isa === 'scalar' ? 1 : 2);
+    }
+  });
   it('the split count defaults from Skv and the device threads; prefill does not split; the manifest states the KV layout', () => {
     const plan = (shape: string, device: string, op = 'attention_q8kv') => emit({ target: 'c', op, shape, device, isa: 'avx2' }).plan;
     // 192 threads, 8 KV heads: 2 tasks per thread wants 48 splits of 32768 keys.
