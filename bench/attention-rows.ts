@@ -25,6 +25,8 @@ export interface KgenAttentionCase {
   /** The C kernel of an ISA, or the WebAssembly kernel (SIMD128, run in a child Node, threads as workers). */
   target: { name: 'c'; isa: string } | { name: 'wasm' };
   threads: readonly number[];
+  /** Knobs fixed over the plan's default (e.g. `{ qInt8: 0 }`), named in the row's label; none: the default. */
+  config?: Readonly<Record<string, number>>;
   /** The workload's inputs and reference for this format (shared by the ISAs: the f64 reference of a prefill takes a while). */
   data: (op: AttentionOp, shape: AttentionShape) => TestData;
 }
@@ -33,9 +35,10 @@ export interface KgenAttentionCase {
 export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow[]> {
   const { B, Hq, Hkv, Sq, Skv, D } = c.workload.shape;
   const shapeText = `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`;
-  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}`;
+  const fixed = Object.entries(c.config ?? {}).map(([k, v]) => ` ${k} ${v}`).join('');
+  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}${fixed}`;
   const request = c.target.name === 'c' ? { target: 'c', device: 'host', isa: c.target.isa } : { target: 'wasm', device: 'wasm-simd128' };
-  const { plan, rendered } = emit({ ...request, op: ATTENTION_OPS[c.format], shape: shapeText });
+  const { plan, rendered } = emit({ ...request, op: ATTENTION_OPS[c.format], shape: shapeText, config: c.config });
   const op = plan.op as AttentionOp;
   const shape = plan.shape as AttentionShape;
   const kv = kvBytes(op, shape);

@@ -34,6 +34,11 @@ export interface KgenAttentionContext {
   wasm: boolean;
   /** kgen's KV formats to time. */
   formats: readonly KgenKvFormat[];
+  /**
+   * The C kernels' `qInt8` values to time side by side (int8 Q on and off in one run) for the
+   * caches with int8 codes; empty: each plan's default only.
+   */
+  qInt8: readonly number[];
 }
 
 /**
@@ -45,11 +50,14 @@ export async function kgenAttentionRows(w: AttentionWorkload, ctx: KgenAttention
   const rows: BenchRow[] = [];
   const data = sharedTestData(7);
   for (const format of ctx.formats) {
+    const configs = format === 'f16' || !ctx.qInt8.length ? [undefined] : ctx.qInt8.map((qInt8) => ({ qInt8 }));
     for (const isa of ctx.isas) {
-      try {
-        rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'c', isa }, threads: ctx.threads, data })));
-      } catch (e) {
-        rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}`, ctx.threads, (e as Error).message));
+      for (const config of configs) {
+        try {
+          rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'c', isa }, threads: ctx.threads, config, data })));
+        } catch (e) {
+          rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}${config ? ` qInt8 ${config.qInt8}` : ''}`, ctx.threads, (e as Error).message));
+        }
       }
     }
     if (ctx.wasm) {

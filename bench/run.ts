@@ -12,6 +12,7 @@
  * Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
  *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
  *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
+ *          --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
  *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
  *          --no-wasm (no kgen WebAssembly rows, matmul and attention)   --wasm-levels simd128,relaxed   --no-ort-web
  *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
@@ -71,6 +72,8 @@ const llamaFormats = listOpt('--llama-formats', LLAMA_FORMATS, LLAMA_FORMATS);
 const attnKv = listOpt('--attn-kv', KV_FORMATS, KV_FORMATS);
 const attnOrt = listOpt('--attn-ort', ORT_CACHE_TYPES, ORT_CACHE_TYPES);
 const attnFormats = listOpt('--attn-formats', KGEN_KV_FORMATS, KGEN_KV_FORMATS);
+// int8 Q on and off side by side (--attn-qint8 1,0), for the C kernels of the int8-code caches.
+const attnQInt8 = listOpt('--attn-qint8', ['1', '0'], []).map(Number);
 
 /** bench/ in the source tree (the .c files are not copied to dist/). */
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
@@ -308,7 +311,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats },
+        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
         workDir,
         benchSrc,
         stage: (f) => stage([], f),

@@ -19,7 +19,8 @@ import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMa
  * D and row order, causal and not). Tolerance: the plan's (f32 arithmetic; f16 Q or O add f16
  * rounding): NMSE <= 2e-6 and every element within
  * 4e-3 of the output's peak; the kernels land near 1e-13 NMSE, so a wrong mask, merge or decode
- * fails by orders of magnitude. Every C variant runs where this CPU (or qemu) can run it; the
+ * fails by orders of magnitude. With int8 Q (qInt8: 1, the caches with int8 codes) the plan widens
+ * it to the activation-quantization tolerance (NMSE <= 2e-4); the kernels land near 4e-5. Every C variant runs where this CPU (or qemu) can run it; the
  * others are compiled with -Werror only.
  */
 const VARIANTS = [
@@ -41,14 +42,22 @@ for (const { isa, device } of VARIANTS) {
   describe.skipIf(missing !== undefined)(`C attention ${isa}: the verification matrix (helpers.ts)`, { concurrent: true }, () => {
     // Its four rows of each format a test: decode with and without splits, prefill tiles, D 64 to 256.
     for (const format of FORMATS) {
-      it(`${format} KV: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
-        for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format)) {
-          const c = attentionMatrixCase(row);
-          const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config: row.cpu, werror: true });
-          expectMatrixPlan(row, r.plan, c.label);
-          expectMatchesReference(r, c.label, runnable);
-        }
-      });
+      // int8 Q (integer dot products with the K codes: the default where the plan allows it) and f32 Q
+      // on the caches with int8 codes.
+      for (const qInt8 of format === 'f16' ? [undefined] : [undefined, 0]) {
+        const mode = qInt8 === undefined ? '' : ', f32 Q';
+        it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
+          for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format)) {
+            const c = attentionMatrixCase(row);
+            const config = qInt8 === undefined ? row.cpu : { ...row.cpu, qInt8 };
+            const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config, werror: true });
+            expectMatrixPlan(row, r.plan, c.label);
+            expectMatchesReference(r, c.label, runnable);
+            // Q's rounding shows: the int8 path ran, not the f32 one.
+            if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
+          }
+        });
+      }
     }
   });
 }
@@ -71,6 +80,33 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const [format, shape, config] of [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]] as const) {
       const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it('int8 Q: refused for the f16 cache with the reason, off where D is no whole number of steps, a wider tolerance', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
+    const plan = (format: string, isa: string, config?: Record<string, unknown>, s = shape) => emit({ target: 'c', ir: ir(format, true), shape: s, device: deviceOf(isa), isa, config }).plan;
+    expect(() => plan('f16', 'avx2', { qInt8: 1 })).toThrow(/int8 Q \(qInt8: 1\) needs int8 K codes: the f16 KV cache has none/);
+    expect(plan('f16', 'avx2').config.qInt8).toBe(0);
+    for (const format of ['q8', 'q8_0', 'q4_0']) {
+      const on = plan(format, 'avx512', { qInt8: 1 });
+      expect(on.params).toMatchObject({ qInt8: true, iStep: 64, iScalesPerStep: 2, qCodeOffset: 128 });
+      expect(on.tolerance.nmse).toBeGreaterThan(plan(format, 'avx512', { qInt8: 0 }).tolerance.nmse);
+      expect(plan(format, 'avx2', { qInt8: 1 }).params).toMatchObject({ iStep: 32, iScalesPerStep: 1, qCodeOffset: 0 });
+    }
+    // AVX-512 steps are 64 codes: D=96 falls back to f32 Q by default and refuses int8 Q.
+    expect(plan('q8_0', 'avx512', undefined, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96').config.qInt8).toBe(0);
+    expect(() => plan('q8_0', 'avx512', { qInt8: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/D is not a whole number of integer dot steps/);
+  });
+  it('int8 Q with two K scale groups per integer step (kgen q8 groups of half a step; scalar: one) on every variant', async () => {
+    // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.
+    const groups = { avx512: 32, avx2: 16, neon: 8, scalar: 4 } as const;
+    for (const { isa, device } of VARIANTS) {
+      const tc = C_TOOLCHAINS[isa]!;
+      if (skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]) !== undefined) continue;
+      const op = { ...ir('q8', true, { kvGroupSize: groups[isa] }), q: 'f32', o: 'f16' };
+      const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true });
+      expect(r.status, `${isa}: ${r.detail ?? ''}`).toBe('ok');
+      expect((r.plan.params as { iScalesPerStep: number }).iScalesPerStep).toBe(isa === 'scalar' ? 1 : 2);
     }
   });
   it('the split count defaults from Skv and the device threads; prefill does not split; the manifest states the KV layout', () => {

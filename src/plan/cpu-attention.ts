@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor } from './common.js';
@@ -30,6 +30,12 @@ export type CpuAttentionParams = {
   rowBytes: number;
   scalesPerRow: number;
   valuesPerScale: number;
+  /**
+   * Scale groups per KV row (D / valuesPerScale; 0 for f16), and that at least 1: the stride of the
+   * V scales a tile converts to f32 once per key (kvBlock x scaleGroupsPadded floats).
+   */
+  scaleGroups: number;
+  scaleGroupsPadded: number;
   /** Row of (b, head, position) = b * Hkv * Skv + head * headStride + position * positionStride. */
   headStride: number;
   positionStride: number;
@@ -58,8 +64,42 @@ export type CpuAttentionParams = {
   causalOffset: number;
   /** The softmax scale times log2(e): scores are kept in base 2. */
   scaleLog2: number;
+  /**
+   * Q as int8 codes (config qInt8 = 1; K codes int8 too: never with an f16 cache): prepare rounds
+   * each Q row to nearest on a symmetric scale of its absmax / qCodeMax, and scores are integer dot
+   * products of KG_ISTEP codes at a time, each step's i32 lanes times the step's K scale(s) in f32,
+   * the row's sum times its Q scale. Else Q is scaled f32 and K is dequantized to f32.
+   */
+  qInt8: boolean;
+  /** Largest |code| of an int8 Q row (its absmax maps to it). */
+  qCodeMax: number;
+  /** Added to every Q code as stored (0..255 when 128): what the variant's dot product wants. */
+  qCodeOffset: number;
+  /**
+   * K codes per integer dot step: 4 per i32 lane of a vector of `lanes` (so each lane's sum
+   * converts to one f32 lane); D holds a whole number of steps, `iSteps`. Each step is loaded in
+   * `iPieces` pieces of `iPiece` contiguous bytes of codes, never across a run of the format's
+   * row: a q4_0 half-block (16 nibbles), a q8_0 block (32), the whole step (kgen q8).
+   */
+  iStep: number;
+  /** 0 without int8 Q (then iPiece = iStep: one piece). */
+  iSteps: number;
+  iPiece: number;
+  iPieces: number;
+  /**
+   * K scale groups per step: 1 (the step inside one group) or 2 (the step is two groups, each on
+   * half of the lanes). Only meaningful with qInt8.
+   */
+  iScalesPerStep: number;
+  /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
+  qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
   qFloats: number;
+  /**
+   * f32 words the workspace's Q region takes, before the partials: qFloats, or with int8 Q the
+   * qRows scales then the qFloats codes (one byte each) rounded up to whole words.
+   */
+  qWords: number;
   partialFloats: number;
   workspaceBytes: number;
   /** Bytes of the stack a task uses (scores, accumulators, row state). */
@@ -107,9 +147,42 @@ export function defaultSplits(req: Req): number {
   return Math.max(1, Math.min(wanted, Math.floor(Skv / MIN_SPLIT_KEYS)));
 }
 
-function taskStackBytes(rowsPadded: number, kvBlock: number, D: number): number {
-  // scores, accumulators, and per row: max, sum, correction, visible keys, Q and O pointers.
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (4 * 4 + 2 * 8);
+/** Scale groups of a KV row at least 1 (f16 has none): the stride of a tile's V scales as f32. */
+function scaleGroupsPadded(op: AttentionOp, D: number): number {
+  const { valuesPerScale } = kvRowFormat(op, D);
+  return valuesPerScale ? D / valuesPerScale : 1;
+}
+
+function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number): number {
+  // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale;
+  // and the tile's V scales as f32.
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8) + 4 * kvBlock * groupsPadded;
+}
+
+/** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
+const CODES_PER_I32_LANE = 4;
+
+/** Largest |code| of int8 Q: symmetric, so -128 never occurs and AVX2's sign trick stays exact. */
+const INT8_CODE_MAX = 127;
+
+/**
+ * Codes in a contiguous run of a KV row: q4_0's half-blocks (16 bytes whose low, then high,
+ * nibbles are the block's halves), q8_0's blocks; kgen q8 rows are codes throughout.
+ */
+function codeRun(op: AttentionOp, D: number): number {
+  return op.kvCache === 'q4_0' ? GGML_KV_BLOCK / 2 : op.kvCache === 'q8_0' ? GGML_KV_BLOCK : D;
+}
+
+/** Integer dot step of int8 Q for a variant: see CpuAttentionParams.iStep. */
+function iStepOf(variants: CpuVariants, isa: string): number {
+  return CODES_PER_I32_LANE * lanesOf(variants, isa);
+}
+
+/** K scale groups per integer step (1 or 2), or undefined when the groups and steps do not nest so. */
+function iScalesPerStep(variants: CpuVariants, isa: string, valuesPerScale: number): number | undefined {
+  const step = iStepOf(variants, isa);
+  if (valuesPerScale % step === 0) return 1;
+  return step === 2 * valuesPerScale && lanesOf(variants, isa) % 2 === 0 ? 2 : undefined;
 }
 
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
@@ -128,9 +201,22 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
-      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D) <= ATTENTION_TASK_STACK_MAX,
+      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, scaleGroupsPadded(req.op, D)) <= ATTENTION_TASK_STACK_MAX,
     },
   ];
+  const int8Q = variants.attentionInt8Q;
+  if (int8Q) {
+    const { valuesPerScale } = kvRowFormat(req.op, D);
+    restrictions.push(
+      { reason: 'int8 Q (qInt8: 1) needs int8 K codes: the f16 KV cache has none', allows: (c) => c.qInt8 === 0 || req.op.kvCache !== 'f16' },
+      { reason: 'int8 Q (qInt8: 1): the variant has no integer dot product', allows: (c) => c.qInt8 === 0 || Object.hasOwn(int8Q, c.isa as string) },
+      { reason: 'int8 Q (qInt8: 1): D is not a whole number of integer dot steps (4 codes per f32 lane)', allows: (c) => c.qInt8 === 0 || D % iStepOf(variants, c.isa as string) === 0 },
+      {
+        reason: 'int8 Q (qInt8: 1): a K scale group neither holds whole integer dot steps nor half of one',
+        allows: (c) => c.qInt8 === 0 || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
+      },
+    );
+  }
   return {
     knobs: [
       { name: 'isa', values: variants.of(req.device), doc: variants.doc },
@@ -138,6 +224,8 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'splits', values: splits, doc: `KV sequence chunks per task row block, merged by log-sum-exp (first: from Skv and the device's threads)` },
       { name: 'kvBlock', values: [64, 128, 32, 256], doc: 'keys per tile of the online softmax' },
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
+      // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
+      ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
     ],
     restrictions,
   };
@@ -162,8 +250,15 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const chunkKeys = ceilDiv(Skv, splits);
   const tasks = B * Hkv * qTiles * splits;
   const qFloats = B * Hq * Sq * D;
+  const qRows = B * Hq * Sq;
+  const qInt8 = config.qInt8 === 1;
+  const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
+  const iStep = iStepOf(variants, isa);
+  // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
+  const iPiece = qInt8 ? Math.min(codeRun(op, D), iStep) : iStep;
+  const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D);
+  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, scaleGroupsPadded(op, D));
   // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
   // broadcast probabilities and the work registers fit; else one.
   const chunks = D / lanes;
@@ -181,16 +276,18 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     variant: splits > 1 ? 'split_kv' : Sq <= CPU_DECODE_MAX_SQ ? 'decode' : 'flash',
     launch: { rows: tasks },
     loops: [
-      `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
+      qInt8
+        ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per row (once per call)`
+        : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
       `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
       `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}`,
-      `    scores: each K row dequantized in registers once per ${rowGroup} rows; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
+      `    scores: ${qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
       `    accumulate: each V vector dequantized once per ${rowGroup} rows`,
       splits > 1 ? `merge: ${B * Hq * Sq} output rows, ${splits} partials each, by log-sum-exp` : 'output: accumulators / sum, written by the task',
     ],
     buffers,
     budgets: cpuBudgets(device, buffers),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+    tolerance: toleranceFor({ actQuant: qInt8, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
     params: {
       B, Hq, Hkv, Sq, Skv, D, group, isa,
@@ -201,6 +298,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,
+      scaleGroups,
+      scaleGroupsPadded: scaleGroupsPadded(op, D),
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
@@ -209,9 +308,19 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       causal: op.causal,
       causalOffset: Skv - Sq,
       scaleLog2: scale * Math.LOG2E,
+      qInt8,
+      qCodeMax: INT8_CODE_MAX,
+      qCodeOffset: qInt8 ? variants.attentionInt8Q![isa]! : 0,
+      iStep,
+      iSteps: qInt8 ? D / iStep : 0,
+      iPiece,
+      iPieces: iStep / iPiece,
+      iScalesPerStep: (qInt8 && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
+      qRows,
       qFloats,
+      qWords,
       partialFloats,
-      workspaceBytes: 4 * (qFloats + partialFloats),
+      workspaceBytes: 4 * (qWords + partialFloats),
       taskStackBytes: stack,
     },
   };

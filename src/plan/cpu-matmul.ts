@@ -76,6 +76,12 @@ export interface CpuVariants {
   without?: readonly ('unroll' | 'prefetch')[];
   /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
   f32Lanes?: Readonly<Record<string, number>>;
+  /**
+   * The variants whose attention kernels can take Q as int8 codes against int8 K codes (the
+   * `qInt8` knob), each with the offset its integer dot product wants added to Q's codes: 128
+   * where it multiplies unsigned by signed bytes (VNNI's vpdpbusd), else 0. Absent: no such knob.
+   */
+  attentionInt8Q?: Readonly<Record<string, number>>;
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */

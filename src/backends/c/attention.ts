@@ -104,8 +104,8 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     templateHash: templates.hash,
     build: compileHint,
     abi: [
-      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${4 * p.qFloats} of Q as scaled f32, then ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}` },
-      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: 'converts and scales Q once per call' },
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (an f32 scale per row, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}` },
+      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: p.qInt8 ? 'quantizes Q to int8 codes (a scale per row) once per call' : 'converts and scales Q once per call' },
       {
         symbol: `${fn}_tasks`,
         signature: sig('void', `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end`),
