@@ -144,7 +144,7 @@ function wgslSpace(req: Req): SearchSpace {
         doc: 'gemv (M <= 8: rows per workgroup, K split across invocations), rows (M <= 8: K walked by one invocation per row, no barriers) or tiled (output tiles in workgroup storage)',
       },
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
-      { name: 'rowsPerInvocation', values: [4, 8, 2, 1], doc: 'weight rows each invocation computes', when: isRows },
+      { name: 'rowsPerInvocation', values: [8, 4, 2, 1], doc: 'weight rows each invocation computes', when: isRows },
       { name: 'dot8', values: [0, 1], doc: 'int8 products with dot4I8Packed on activations quantized per block (1: q8 and q8_0, where the device has packed_4x8_integer_dot_product) or f32 (0)', when: isRows },
       { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
