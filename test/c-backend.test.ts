@@ -55,6 +55,23 @@ for (const { isa, device } of VARIANTS) {
         }
       }
     });
+    it.skipIf(isa !== 'avx2' && isa !== 'avx512')('block steps of 4 and 8 and pairs: 32-weight blocks, steps then leftover pairs and an odd block', async () => {
+      // K=352 is 11 blocks: 2 steps of 4 (or 1 of 8), then a pair and the lone last block; K=256 has no leftover.
+      const g32 = (format: string) => ({ kind: 'matmul', name: `g32_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize: 32 }, epilogue: {} });
+      const cases = [
+        ...[{ op: 'matmul_q4_0' }, { op: 'matmul_q8_0' }].flatMap((which) => [4, 8, 2].map((stepBlocks) => ({ which, stepBlocks, shapes: ['M=1,N=37,K=352', 'M=3,N=19,K=256'] }))),
+        ...[{ ir: g32('q4') }, { ir: g32('q8') }].map((which) => ({ which, stepBlocks: 4, shapes: ['M=3,N=19,K=352'] })),
+      ];
+      for (const { which, stepBlocks, shapes } of cases) {
+        for (const shape of shapes) {
+          // M=1: 8 rows of one activation row; M=3: 4 rows x 2 activation rows (edge tile of 1), within 16 registers.
+          const config = { stepBlocks, ...(shape.startsWith('M=1,') ? { rowsPerIter: 8, mTile: 1 } : { rowsPerIter: 4, mTile: 2 }), nTile: 16 };
+          const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true });
+          expect(r.plan.params, `${JSON.stringify(which)} ${shape}`).toMatchObject({ stepBlocks: stepBlocks === 2 ? 0 : stepBlocks });
+          expect(r.status, `${JSON.stringify(which)} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
+        }
+      }
+    });
     it('other tilings give the same results (edge tiles in N and M, prefetch distances)', async () => {
       for (const config of [
         { rowsPerIter: 1, mTile: 4, nTile: 8, prefetch: 0 },

@@ -30,6 +30,26 @@ export type CpuMatmulParams = {
   panelChunkBytes: number;
   panelCodeBytes: number;
   panelScales: number;
+  /**
+   * Weight blocks per step of the block-step kernel, 4 or 8, or 0 when off (blocks go in pairs).
+   * Only for weight blocks of 32 (one activation block each). A step's integer dot products are
+   * merged into one vector of 8 i32 lanes before one conversion and two FMAs; blocks left over at
+   * the end of a row take the pair step.
+   */
+  stepBlocks: number;
+  /** i32 lanes of the merged dot product (8: one 256-bit vector). */
+  stepLaneCount: number;
+  /** Which block of the step each lane belongs to, as a C initializer list ("0, 0, 2, 2, ..."). */
+  stepLanes: string;
+  /** Per lane, 1 for the one lane per block that carries the block's code-offset term, else 0 (C list). */
+  stepOffsetLanes: string;
+  /** The 16-byte shuffle putting the step's f16 weight scales, packed in block order, in lane order (C list). */
+  stepShuffle: string;
+  /** Steps per activation row, and bytes of one step record prepare writes (pair-ordered int8, then dx and xs). */
+  steps: number;
+  stepRecordBytes: number;
+  /** Workspace offset of the step records (after the activation blocks). */
+  stepRecordsAt: number;
   rowsPerIter: number;
   mTile: number;
   nTile: number;
@@ -69,6 +89,11 @@ export interface CpuVariants {
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
   /**
+   * The variants with a block-step kernel (4 or 8 blocks of 32 weights per step), each with the
+   * weight formats it decodes; it applies when the format's blocks hold 32 weights.
+   */
+  blockStep?: Readonly<Record<string, readonly string[]>>;
+  /**
    * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction, and its
    * kernels take no unroll): held at their first value, out of the tuned space, and a plan with
    * no prefetch states 0 bytes of it.
@@ -90,6 +115,22 @@ export const PANEL_MIN_M = 16;
 /** Weight rows of one panel: 8 rows in the dwords of one 256-bit vector. */
 export const PANEL_ROWS = 8;
 
+/** Weights per block of the block-step kernel (one activation block each). */
+const STEP_BLOCK_WEIGHTS = 32;
+
+/**
+ * The i32 lanes of a step's merged dot product (see CpuMatmulParams.stepLanes), by blocks per step.
+ * Pairs (2p, 2p+1) are laid out as the pair step lays them, block 2p in the low 128 bits; one
+ * horizontal add of two pairs gives [0 0 2 2 | 1 1 3 3], one more of two such gives [0 2 4 6 | 1 3 5 7].
+ */
+const STEP_LANES: Record<number, number[]> = { 4: [0, 0, 2, 2, 1, 1, 3, 3], 8: [0, 2, 4, 6, 1, 3, 5, 7] };
+
+/** i32 lanes of a step's merged dot product: one 256-bit vector. */
+const STEP_LANE_COUNT = 8;
+
+/** Bytes of a step record after its int8 activations: per lane an f32 activation scale and an f32 offset term. */
+const STEP_RECORD_TAIL = STEP_LANE_COUNT * 4 * 2;
+
 /**
  * The most bytes a decoded panel tile may take: it lives on the stack of the thread calling _rows
  * (kernel.h states the figure). 256 KiB leaves room under macOS's 512 KiB secondary-thread stacks;
@@ -99,8 +140,17 @@ export const PANEL_MAX_BYTES = 256 * 1024;
 
 /** Whether the panel path exists for this request and ISA variant (the knob matters only then). */
 function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
-  const formats = variants.panel && Object.hasOwn(variants.panel, isa as string) ? variants.panel[isa as string] : undefined;
-  return !!formats && req.shape.M >= PANEL_MIN_M && formats.includes(req.op.weight.format);
+  return req.shape.M >= PANEL_MIN_M && formatsOf(variants.panel, isa).includes(req.op.weight.format);
+}
+
+/** The weight formats a per-variant table (`panel`, `blockStep`) lists for `isa`; none when absent. */
+function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefined, isa: unknown): readonly string[] {
+  return table && Object.hasOwn(table, isa as string) ? table[isa as string]! : [];
+}
+
+/** Whether the block-step kernel exists for this request and ISA variant (the knob matters only then). */
+function blockStepUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+  return formatsOf(variants.blockStep, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock === STEP_BLOCK_WEIGHTS;
 }
 
 /**
@@ -131,6 +181,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       values: [1, 0],
       doc: 'decode each weight tile once into int8 panels reused by all activation rows (1), or decode per activation tile (0)',
       when: (c) => panelUsable(req, variants, c.isa) && c.actQuant === 'q8',
+    },
+    {
+      name: 'stepBlocks',
+      values: [4, 8, 2],
+      doc: 'blocks of 32 weights per step: 4 or 8 with their integer dot products merged before one conversion, or 2 (a pair per conversion)',
+      when: (c) => blockStepUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c),
     },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
@@ -172,6 +228,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
   const actQuant = config.actQuant === 'q8';
   const panel = actQuant && config.panel === 1 && panelUsable(req, variants, config.isa);
+  const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
+  const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
   const nTile = config.nTile as number;
@@ -179,6 +237,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const xBlocks = actQuant ? K / actBlock : 0;
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
   const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
+  // Block steps read their activations from step records prepare writes after the blocks.
+  const steps = stepBlocks ? Math.floor(xBlocks / stepBlocks) : 0;
+  const stepRecordBytes = stepBlocks ? stepBlocks * actBlock + STEP_RECORD_TAIL : 0;
   const prefetchBytes = panel || variants.without?.includes('prefetch') ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
   const unrolled = variants.without?.includes('unroll') ? '' : `, unrolled ${config.unroll}x`;
   const buffers: OnChipBuffer[] = [
@@ -189,9 +250,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     panel
       ? { name: 'weight panels', space: 'l2', size: panelTileBytes(req, nTile), why: `${nTile} weight rows decoded to int8 panels and f32 scales once, reused by every activation row` }
       : { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` },
-    { name: 'activation panel', space: 'l2', size: mTile * xRowBytes, why: `${mTile} prepared activation rows` },
+    { name: 'activation panel', space: 'l2', size: mTile * (xRowBytes + steps * stepRecordBytes), why: `${mTile} prepared activation rows` },
   ];
-  const wsBytes = M * xRowBytes;
+  const wsBytes = M * xRowBytes + M * steps * stepRecordBytes;
   return {
     family: 'cpu-matmul',
     op, shape, target: req.target, device: device.name, config,
@@ -208,7 +269,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
-      `      for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group)${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
+      `      for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
     budgets: cpuBudgets(device, buffers),
@@ -224,6 +285,15 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       panelChunkBytes: 32 * PANEL_ROWS,
       panelCodeBytes: panel ? nTile * K : 0,
       panelScales: panel ? nTile * blocksPerRow : 0,
+      stepBlocks,
+      stepLaneCount: STEP_LANE_COUNT,
+      stepLanes: stepLanes.join(', '),
+      stepOffsetLanes: stepLanes.map((b, j) => (stepLanes.indexOf(b) === j ? 1 : 0)).join(', '),
+      // Byte pair j of the shuffle: the f16 of block stepLanes[j].
+      stepShuffle: stepLanes.flatMap((b) => [2 * b, 2 * b + 1]).join(', '),
+      steps,
+      stepRecordBytes,
+      stepRecordsAt: M * xRowBytes,
       rowsPerIter, mTile, nTile, unroll: config.unroll as number,
       weightsPerBlock: codec.weightsPerBlock,
       bytesPerBlock: codec.bytesPerBlock,

@@ -30,6 +30,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   common: string;
   quant: string;
   panelStep?: string;
+  stepDot?: string;
 } {
   const op = plan.op;
   const isa = plan.params.isa;
@@ -46,6 +47,17 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
       panelStep: `isa/${isa}_panel_step`,
+    };
+  }
+  if (plan.params.stepBlocks) {
+    // The block step: the AVX2 micro-kernel and pair decoder; the ISA gives the dot product.
+    return {
+      micro: `isa/${shared}_q8`,
+      decode: `decode/${scheme}_${shared}`,
+      includes: `isa/${isa}_includes`,
+      common: `isa/${shared}_common`,
+      quant: `isa/${shared}_quant`,
+      stepDot: `isa/${isa}_step_dot`,
     };
   }
   return {
@@ -81,7 +93,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const p = plan.params;
   const templates = templateSet('c');
   const parts = matmulPartials(plan);
-  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant, ...(parts.panelStep ? [parts.panelStep] : [])]) {
+  for (const name of Object.values(parts).filter((n): n is string => n !== undefined)) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -112,6 +124,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     quantPartial: parts.quant,
     xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa, p.actBlock, p.panel)?.join(', ') : undefined,
     panelStepPartial: parts.panelStep,
+    stepDotPartial: parts.stepDot,
     microPartial: parts.micro,
     decodePartial: parts.decode,
     commonPartial: parts.common,

@@ -45,6 +45,9 @@ export const C_VARIANTS: CpuVariants = {
   // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
   // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
   panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'] },
+  // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
+  // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
+  blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'] },
   // The scalar variant computes one value at a time.
   f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and

@@ -137,10 +137,11 @@ void kgen_ffn_gate_prepare(const uint16_t *x, void *workspace) {
 
 /* Asks for a weight block of the next row group, so DRAM streams into L2 while this one computes
  * (prefetches past the end of W are harmless: they never fault). */
-static inline void kg_prefetch(const uint8_t *blk) {
+static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
   if (KG_PREFETCH > 0)
-    for (int o = 0; o < KG_BLOCK_BYTES; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
 }
+static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 
 size_t kgen_ffn_gate_workspace_size(void) { return 768; }
 
@@ -180,6 +181,7 @@ static inline float kg_hsum256(__m256 v) {
 /* 4-bit weights (q4): low nibbles are weights 0-15 of a 32-weight chunk, high nibbles
  * 16-31; value (n - 8) * d. Codes stay unsigned (0..15); the micro-kernel subtracts the offset. */
 #define KG_DOT kg_dot_nibbles
+#define KG_DOT_QUAD kg_dot_nibbles_quad
 #define KG_W_OFFSET 8
 
 /* Activation block a (64 weights, two chunks) of the weight block: one 32-byte load split into low
@@ -281,8 +283,9 @@ static inline __attribute__((always_inline)) void kg_micro(const uint8_t *w, int
     for (int64_t b = 0; b < KG_BLOCKS_PER_ROW; b++)
       for (int a = 0; a < KG_ACT_PER_BLOCK; a++) kg_block64(w, n, nr, xa, m0, mr, b, a, acc);
   } else {
+    int64_t k = 0;
 #pragma GCC unroll 2
-    for (int64_t k = 0; k + 2 <= KG_XBLOCKS; k += 2) kg_pair(w, n, nr, xa, m0, mr, k, 0, acc);
+    for (; k + 2 <= KG_XBLOCKS; k += 2) kg_pair(w, n, nr, xa, m0, mr, k, 0, acc);
     if (KG_XBLOCKS % 2) kg_pair(w, n, nr, xa, m0, mr, KG_XBLOCKS - 1, 1, acc);
   }
   for (int r = 0; r < nr; r++)

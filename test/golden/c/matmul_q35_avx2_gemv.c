@@ -135,10 +135,11 @@ void kgen_matmul_q35_prepare(const float *x, void *workspace) {
 
 /* Asks for a weight block of the next row group, so DRAM streams into L2 while this one computes
  * (prefetches past the end of W are harmless: they never fault). */
-static inline void kg_prefetch(const uint8_t *blk) {
+static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
   if (KG_PREFETCH > 0)
-    for (int o = 0; o < KG_BLOCK_BYTES; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
 }
+static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 
 size_t kgen_matmul_q35_workspace_size(void) { return 192; }
 
@@ -354,8 +355,9 @@ static inline __attribute__((always_inline)) void kg_micro(const uint8_t *w, int
     for (int64_t b = 0; b < KG_BLOCKS_PER_ROW; b++)
       for (int a = 0; a < KG_ACT_PER_BLOCK; a++) kg_block64(w, n, nr, xa, m0, mr, b, a, acc);
   } else {
+    int64_t k = 0;
 #pragma GCC unroll 2
-    for (int64_t k = 0; k + 2 <= KG_XBLOCKS; k += 2) kg_pair(w, n, nr, xa, m0, mr, k, 0, acc);
+    for (; k + 2 <= KG_XBLOCKS; k += 2) kg_pair(w, n, nr, xa, m0, mr, k, 0, acc);
     if (KG_XBLOCKS % 2) kg_pair(w, n, nr, xa, m0, mr, KG_XBLOCKS - 1, 1, acc);
   }
   for (int r = 0; r < nr; r++)

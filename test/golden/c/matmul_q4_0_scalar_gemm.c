@@ -125,10 +125,11 @@ void kgen_matmul_q4_0_prepare(const float *x, void *workspace) {
 
 /* Asks for a weight block of the next row group, so DRAM streams into L2 while this one computes
  * (prefetches past the end of W are harmless: they never fault). */
-static inline void kg_prefetch(const uint8_t *blk) {
+static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
   if (KG_PREFETCH > 0)
-    for (int o = 0; o < KG_BLOCK_BYTES; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
 }
+static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 
 size_t kgen_matmul_q4_0_workspace_size(void) { return 4096; }
 
