@@ -7,20 +7,7 @@
  * the same adapter; attention decode and prefill (`--cases attention`, in the default run) next to llama.cpp's
  * flash attention, onnxruntime's GroupQueryAttention and a naive baseline (bench/attention.ts).
  *
- *   npm run bench                 table on stdout, progress on stderr
- *   npm run bench -- --json       the same rows as JSON lines
- * Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
- *          decode-32k,prefill-2k; attention = those three)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
- *          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
- *          --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
- *          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
- *          --no-wasm (no kgen WebAssembly rows, matmul and attention)   --wasm-levels simd128,relaxed   --no-ort-web
- *          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
- *          libraries to load instead of the @node-llama-cpp/linux-x64 package's)
- *          --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
- *          strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
- *          --no-wgsl (no WGSL rows)   --wgsl-trials 8 (tuner trials of the WGSL q4 GEMV)
- *          --wgsl-peer-runs 5 (timed onnxruntime-web runs)
+ *   npm run bench -- --help       the options (USAGE below)
  * See bench/README.md for what each row means.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,7 +31,27 @@ import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
 import { ATTENTION_WORKLOADS, attentionRows, KGEN_KV_FORMATS, KV_FORMATS, ORT_CACHE_TYPES } from './attention.js';
 import { wgslRows } from './wgsl-rows.js';
 
+const USAGE = `  npm run bench                 table on stdout, progress on stderr
+  npm run bench -- --json       the same rows as JSON lines
+Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
+         decode-32k,prefill-2k; attention = those three; wgsl = only the WGSL rows)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+         --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
+         --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
+         --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
+         --no-wasm (no kgen WebAssembly rows, matmul and attention)   --wasm-levels simd128,relaxed   --no-ort-web
+         --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
+         libraries to load instead of the @node-llama-cpp/linux-x64 package's)
+         --no-tune (skip tuned vs default)   --tune-trials 40   --strategies 2 (workloads the
+         strategies are compared on, 0 to 4; exhaustive runs, ~3 min each on 2 cores)
+         --no-wgsl (no WGSL rows)   --wgsl-trials 8 (tuner trials of the WGSL q4 GEMV)
+         --wgsl-peer-runs 5 (timed onnxruntime-web runs)
+See bench/README.md for what each row means.`;
+
 const { flag, opt } = benchArgs(process.argv.slice(2));
+if (flag('--help') || flag('-h')) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
 
 const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
