@@ -190,6 +190,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const group = Hq / Hkv;
   const splits = [...new Set([defaultSplits(req), 1, 2, 4, 8, 16, 32, 64])].filter((s) => s <= Skv);
   const qBlocks = Sq <= CPU_DECODE_MAX_SQ ? [...new Set([Sq, 1])] : [16, 8, 32, 4, 64, 1];
+  const groupsPadded = scaleGroupsPadded(req.op, D);
   const restrictions: Restriction[] = [
     { reason: 'qBlock exceeds Sq', allows: (c) => (c.qBlock as number) <= Sq },
     { reason: 'rowGroup exceeds the rows of a task (qBlock x group)', allows: (c) => c.rowGroup === 1 || (c.rowGroup as number) <= (c.qBlock as number) * group },
@@ -201,7 +202,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
-      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, scaleGroupsPadded(req.op, D)) <= ATTENTION_TASK_STACK_MAX,
+      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, groupsPadded) <= ATTENTION_TASK_STACK_MAX,
     },
   ];
   const int8Q = variants.attentionInt8Q;
@@ -257,8 +258,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
   const iPiece = qInt8 ? Math.min(codeRun(op, D), iStep) : iStep;
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
+  const groupsPadded = scaleGroupsPadded(op, D);
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, scaleGroupsPadded(op, D));
+  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded);
   // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
   // broadcast probabilities and the work registers fit; else one.
   const chunks = D / lanes;
@@ -299,7 +301,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,
       scaleGroups,
-      scaleGroupsPadded: scaleGroupsPadded(op, D),
+      scaleGroupsPadded: groupsPadded,
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
