@@ -7,7 +7,7 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
 import type { AttentionOp } from '../src/ir/types.js';
 import { f32ToF16Bits } from '../src/numeric/half.js';
 import { referenceAttention } from '../src/reference/attention.js';
@@ -32,6 +32,10 @@ const VARIANTS = [
 
 const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 
+/** The variants with integer P.V (the pvInt knob), and its step of V values on AVX-512 (4 per f32 lane). */
+const pvIntIsas = Object.keys(C_VARIANTS.attentionIntPV ?? {});
+const PV_INT_STEP = 64;
+
 const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
 
 for (const { isa, device } of VARIANTS) {
@@ -44,17 +48,21 @@ for (const { isa, device } of VARIANTS) {
     for (const format of FORMATS) {
       // int8 Q (integer dot products with the K codes: the default where the plan allows it) and f32 Q
       // on the caches with int8 codes.
-      for (const qInt8 of format === 'f16' ? [undefined] : [undefined, 0]) {
-        const mode = qInt8 === undefined ? '' : ', f32 Q';
+      // Integer P.V (pvInt: 1) where the variant has it, with int8 and f32 Q, on the rows whose D
+      // holds whole integer steps (the plan refuses the others: see the test of the refusals).
+      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }] : [])];
+      for (const knobs of modes) {
+        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt ? ', integer P.V' : ''}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
-          for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format)) {
+          for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
             const c = attentionMatrixCase(row);
-            const config = qInt8 === undefined ? row.cpu : { ...row.cpu, qInt8 };
+            const config = { ...row.cpu, ...knobs };
             const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config, werror: true });
             expectMatrixPlan(row, r.plan, c.label);
             expectMatchesReference(r, c.label, runnable);
             // Q's rounding shows: the int8 path ran, not the f32 one.
             if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
+            expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
           }
         });
       }
@@ -76,8 +84,11 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       }
     }
   });
-  it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8', async () => {
-    for (const [format, shape, config] of [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]] as const) {
+  it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8, integer P.V on a ragged tile', async () => {
+    const cases: [string, string, Record<string, number>][] = [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]];
+    // Skv = 77: one tile of 77 keys, odd, so a padding key with P code 0; Skv = 1000 in 3 splits: ragged tiles.
+    if (pvIntIsas.includes(native)) cases.push(['q8_0', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { pvInt: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=1000,D=64', { pvInt: 1, splits: 3 }]);
+    for (const [format, shape, config] of cases) {
       const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
     }
@@ -96,6 +107,23 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     // AVX-512 steps are 64 codes: D=96 falls back to f32 Q by default and refuses int8 Q.
     expect(plan('q8_0', 'avx512', undefined, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96').config.qInt8).toBe(0);
     expect(() => plan('q8_0', 'avx512', { qInt8: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/D is not a whole number of integer dot steps/);
+  });
+  it('integer P.V: AVX-512 only (refused elsewhere with the reason), refused for f16 and where D is no whole number of steps, its own tolerance', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
+    const plan = (format: string, isa: string, config?: Record<string, unknown>, s = shape, extra: object = {}) => emit({ target: 'c', ir: ir(format, true, extra), shape: s, device: deviceOf(isa), isa, config }).plan;
+    expect(pvIntIsas).toEqual(['avx512']);
+    expect(() => plan('f16', 'avx512', { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\) needs int8 V codes: the f16 KV cache has none/);
+    for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\): the variant has no integer P.V kernel/);
+    expect(() => plan('q8_0', 'avx512', { pvInt: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/integer P.V \(pvInt: 1\): D is not a whole number of integer dot steps/);
+    expect(() => plan('q8', 'avx512', { pvInt: 1 }, shape, { kvGroupSize: 16 })).toThrow(/a V scale group neither holds whole integer dot steps nor half of one/);
+    for (const format of ['q8', 'q8_0', 'q4_0']) {
+      const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });
+      expect(on.params).toMatchObject({ pvInt: true, pvLaneKeys: 2, pvCodeMax: 32767, iStep: 64, pvKeys: 64 });
+      // Wider than the f32 kernels' bound, narrower than int8 Q's.
+      const off = plan(format, 'avx512', { pvInt: 0, qInt8: 0 }).tolerance.nmse;
+      expect(on.tolerance.nmse).toBeGreaterThan(off);
+      expect(on.tolerance.nmse).toBeLessThan(plan(format, 'avx512', { pvInt: 0, qInt8: 1 }).tolerance.nmse);
+    }
   });
   it('int8 Q with two K scale groups per integer step (kgen q8 groups of half a step; scalar: one) on every variant', async () => {
     // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.

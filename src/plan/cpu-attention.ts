@@ -82,15 +82,33 @@ export type CpuAttentionParams = {
    * row: a q4_0 half-block (16 nibbles), a q8_0 block (32), the whole step (kgen q8).
    */
   iStep: number;
-  /** 0 without int8 Q (then iPiece = iStep: one piece). */
+  /** 0 without int8 Q or int8 P.V (then iPiece = iStep: one piece). */
   iSteps: number;
   iPiece: number;
   iPieces: number;
   /**
    * K scale groups per step: 1 (the step inside one group) or 2 (the step is two groups, each on
-   * half of the lanes). Only meaningful with qInt8.
+   * half of the lanes). Only meaningful with qInt8 or pvInt.
    */
   iScalesPerStep: number;
+  /**
+   * P.V as integer dot products (config pvInt = 1; int8 V codes, never with an f16 cache): each
+   * tile rounds every row's probabilities times each V scale group's scales to integer codes
+   * (symmetric, absmax / pvCodeMax per row, group and tile, to nearest), and each i32 lane sums
+   * `pvLaneKeys` keys' products with V's codes (taken `iStep` at a time, like K's with int8 Q,
+   * interleaved across the keys), scaled back in f32 per tile. Else P.V is f32 FMAs on dequantized V.
+   */
+  pvInt: boolean;
+  /**
+   * Codes an i32 lane's integer dot product sums of a step (4): an integer step is `laneCodes`
+   * vectors of values.
+   */
+  laneCodes: number;
+  pvCodeMax: number;
+  /** Keys per i32 lane of integer P.V (0 without it); pvCodeMax is the variant's (0: none) either way. */
+  pvLaneKeys: number;
+  /** Keys of a tile rounded up to whole lanes (pvInt): the padding keys get P code 0. */
+  pvKeys: number;
   /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
   qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
@@ -153,10 +171,23 @@ function scaleGroupsPadded(op: AttentionOp, D: number): number {
   return valuesPerScale ? D / valuesPerScale : 1;
 }
 
-function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number): number {
+function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number, rowGroup: number, pvLaneKeys: number): number {
   // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale;
-  // and the tile's V scales as f32.
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8) + 4 * kvBlock * groupsPadded;
+  // and the tile's V scales as f32; with integer P.V (pvLaneKeys > 0) also the tile's V scales by
+  // group, V row pointers and a row group's int16 P codes and scales.
+  const keys = pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0;
+  const pv = keys * (4 * groupsPadded + 8 + 2 * rowGroup * groupsPadded) + (pvLaneKeys ? 4 * rowGroup * groupsPadded : 0);
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8) + 4 * kvBlock * groupsPadded + pv;
+}
+
+/** A tile's keys rounded up to whole i32 lanes of integer P.V. */
+function pvKeysOf(kvBlock: number, laneKeys: number): number {
+  return ceilDiv(kvBlock, laneKeys) * laneKeys;
+}
+
+/** Keys per i32 lane of integer P.V for a config (0: f32 P.V, or a variant without it). */
+function pvLaneKeysOf(variants: CpuVariants, config: Config): number {
+  return config.pvInt === 1 ? variants.attentionIntPV?.[config.isa as string]?.laneKeys ?? 0 : 0;
 }
 
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
@@ -202,12 +233,25 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
-      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, groupsPadded) <= ATTENTION_TASK_STACK_MAX,
+      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, groupsPadded, c.rowGroup as number, pvLaneKeysOf(variants, c)) <= ATTENTION_TASK_STACK_MAX,
     },
   ];
   const int8Q = variants.attentionInt8Q;
+  const intPV = variants.attentionIntPV;
+  const { valuesPerScale } = kvRowFormat(req.op, D);
+  if (intPV) {
+    // V's codes are taken in the integer steps of int8 Q (iStep codes, the same pieces).
+    restrictions.push(
+      { reason: 'integer P.V (pvInt: 1) needs int8 V codes: the f16 KV cache has none', allows: (c) => c.pvInt === 0 || req.op.kvCache !== 'f16' },
+      { reason: 'integer P.V (pvInt: 1): the variant has no integer P.V kernel', allows: (c) => c.pvInt === 0 || Object.hasOwn(intPV, c.isa as string) },
+      { reason: 'integer P.V (pvInt: 1): D is not a whole number of integer dot steps (4 codes per f32 lane)', allows: (c) => c.pvInt === 0 || D % iStepOf(variants, c.isa as string) === 0 },
+      {
+        reason: 'integer P.V (pvInt: 1): a V scale group neither holds whole integer dot steps nor half of one',
+        allows: (c) => c.pvInt === 0 || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
+      },
+    );
+  }
   if (int8Q) {
-    const { valuesPerScale } = kvRowFormat(req.op, D);
     restrictions.push(
       { reason: 'int8 Q (qInt8: 1) needs int8 K codes: the f16 KV cache has none', allows: (c) => c.qInt8 === 0 || req.op.kvCache !== 'f16' },
       { reason: 'int8 Q (qInt8: 1): the variant has no integer dot product', allows: (c) => c.qInt8 === 0 || Object.hasOwn(int8Q, c.isa as string) },
@@ -227,6 +271,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
+      ...(intPV ? [{ name: 'pvInt', values: [0, 1], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
     ],
     restrictions,
   };
@@ -253,14 +298,18 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const qFloats = B * Hq * Sq * D;
   const qRows = B * Hq * Sq;
   const qInt8 = config.qInt8 === 1;
+  const pvInt = config.pvInt === 1;
+  const pvLaneKeys = pvLaneKeysOf(variants, config);
+  // Integer steps of K's codes (int8 Q) or V's (integer P.V).
+  const iCodes = qInt8 || pvInt;
   const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
   const iStep = iStepOf(variants, isa);
   // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
-  const iPiece = qInt8 ? Math.min(codeRun(op, D), iStep) : iStep;
+  const iPiece = iCodes ? Math.min(codeRun(op, D), iStep) : iStep;
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const groupsPadded = scaleGroupsPadded(op, D);
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded);
+  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys);
   // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
   // broadcast probabilities and the work registers fit; else one.
   const chunks = D / lanes;
@@ -284,12 +333,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
       `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}`,
       `    scores: ${qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
-      `    accumulate: each V vector dequantized once per ${rowGroup} rows`,
+      pvInt
+        ? `    accumulate: P times V's scales to integer codes per row, group and tile; integer dot products over ${pvLaneKeys} keys a lane, each V step loaded once per ${rowGroup} rows`
+        : `    accumulate: each V vector dequantized once per ${rowGroup} rows`,
       splits > 1 ? `merge: ${B * Hq * Sq} output rows, ${splits} partials each, by log-sum-exp` : 'output: accumulators / sum, written by the task',
     ],
     buffers,
     budgets: cpuBudgets(device, buffers),
-    tolerance: toleranceFor({ actQuant: qInt8, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+    tolerance: toleranceFor({ actQuant: qInt8, int16Weights: pvInt, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
     params: {
       B, Hq, Hkv, Sq, Skv, D, group, isa,
@@ -314,10 +365,15 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       qCodeMax: INT8_CODE_MAX,
       qCodeOffset: qInt8 ? variants.attentionInt8Q![isa]! : 0,
       iStep,
-      iSteps: qInt8 ? D / iStep : 0,
+      iSteps: iCodes ? D / iStep : 0,
       iPiece,
       iPieces: iStep / iPiece,
-      iScalesPerStep: (qInt8 && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
+      iScalesPerStep: (iCodes && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
+      laneCodes: CODES_PER_I32_LANE,
+      pvInt,
+      pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
+      pvLaneKeys,
+      pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       qRows,
       qFloats,
       qWords,

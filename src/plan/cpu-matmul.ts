@@ -107,6 +107,12 @@ export interface CpuVariants {
    * where it multiplies unsigned by signed bytes (VNNI's vpdpbusd), else 0. Absent: no such knob.
    */
   attentionInt8Q?: Readonly<Record<string, number>>;
+  /**
+   * The variants whose attention kernels can take P.V as integer dot products (the `pvInt` knob:
+   * P times V's scales as integer codes of at most `codeMax`, `laneKeys` keys summed per i32 lane
+   * with V's int8 codes). Absent: no such knob.
+   */
+  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number }>>;
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */

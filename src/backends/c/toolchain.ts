@@ -53,6 +53,10 @@ export const C_VARIANTS: CpuVariants = {
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and
   // the kernel takes 128 x sum(K) off). AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
   attentionInt8Q: { avx512: 128, avx2: 0, neon: 0, scalar: 0 },
+  // P.V by vpdpwssd: int16 P codes (15 bits: P x V's scale, which may be negative, keeps 2^-15 of
+  // its tile's peak) times V's codes widened to int16, two keys a lane. AVX-512 only so far: the
+  // plan refuses the others.
+  attentionIntPV: { avx512: { laneKeys: 2, codeMax: 32767 } },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
