@@ -49,10 +49,11 @@ for (const { isa, device } of VARIANTS) {
       // int8 Q (integer dot products with the K codes: the default where the plan allows it) and f32 Q
       // on the caches with int8 codes.
       // Integer P.V (pvInt: 1) where the variant has it, with int8 and f32 Q, on the rows whose D
-      // holds whole integer steps (the plan refuses the others: see the test of the refusals).
-      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }] : [])];
+      // holds whole integer steps (the plan refuses the others: see the test of the refusals), and
+      // f32 P.V where integer P.V is the default.
+      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : [])];
       for (const knobs of modes) {
-        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt ? ', integer P.V' : ''}`;
+        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
           for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
             const c = attentionMatrixCase(row);
@@ -62,7 +63,7 @@ for (const { isa, device } of VARIANTS) {
             expectMatchesReference(r, c.label, runnable);
             // Q's rounding shows: the int8 path ran, not the f32 one.
             if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
-            expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
+            if (knobs.pvInt !== undefined) expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
           }
         });
       }
@@ -116,6 +117,13 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\): the variant has no integer P.V kernel/);
     expect(() => plan('q8_0', 'avx512', { pvInt: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/integer P.V \(pvInt: 1\): D is not a whole number of integer dot steps/);
     expect(() => plan('q8', 'avx512', { pvInt: 1 }, shape, { kvGroupSize: 16 })).toThrow(/a V scale group neither holds whole integer dot steps nor half of one/);
+    // 8 rows' accumulators spill: refused, so prefill (rowGroup 8) keeps f32 P.V by default and decode
+    // (4 rows of a group of 4) takes integer P.V.
+    const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128';
+    expect(() => plan('q8', 'avx512', { pvInt: 1, rowGroup: 8 }, prefill)).toThrow(/i32 accumulators, a step's 4 V vectors and the work registers exceed the vector registers/);
+    expect(plan('q8', 'avx512', undefined, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
+    expect(plan('q8', 'avx512', { pvInt: 1 }, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
+    for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx512').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) {
       const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });
       expect(on.params).toMatchObject({ pvInt: true, pvLaneKeys: 2, pvCodeMax: 32767, iStep: 64, pvKeys: 64 });

@@ -249,6 +249,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
         reason: 'integer P.V (pvInt: 1): a V scale group neither holds whole integer dot steps nor half of one',
         allows: (c) => c.pvInt === 0 || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
       },
+      {
+        // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
+        // and is 10% slower than f32 P.V; rowGroup 4 with it is 10% faster (docs/PERFORMANCE.md).
+        reason: `integer P.V (pvInt: 1): rowGroup x ${CODES_PER_I32_LANE} i32 accumulators, a step's ${CODES_PER_I32_LANE} V vectors and the work registers exceed the vector registers`,
+        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= (req.device.cpu?.vectorRegisters ?? 16),
+      },
     );
   }
   if (int8Q) {
@@ -271,7 +277,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
-      ...(intPV ? [{ name: 'pvInt', values: [0, 1], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
+      ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
     ],
     restrictions,
   };
