@@ -228,6 +228,16 @@ static inline kg_ivec kg_ibase(kg_icodes k) {
 }
 static inline kg_ivec kg_idot(kg_ivec acc, kg_icodes k, const uint8_t *q) { return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512((const void *)q), k); }
 static inline kg_vec kg_icvt(kg_ivec v) { return _mm512_cvtepi32_ps(v); }
+/* kg_step_scales by vector conversion: the f16 scales broadcast (each to its half of the lanes) and
+ * converted together, not one scalar conversion and broadcast each. */
+#define KG_STEP_SCALES 1
+static inline kg_vec kg_step_scales(const void *lo, const void *hi) {
+  uint16_t a, b;
+  memcpy(&a, lo, sizeof a);
+  memcpy(&b, hi, sizeof b);
+  if (KG_ISCALES == 1) return _mm512_cvtph_ps(_mm256_set1_epi16((short)a));
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a)), _mm_set1_epi16((short)b), 1));
+}
 /* lo in the low half of the lanes, hi in the high half. */
 static inline kg_vec kg_vhalves(float lo, float hi) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(lo)), _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
@@ -282,17 +292,23 @@ static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float 
   }
 }
 
-/* The scale of each lane of an integer step's dot product: one group's, or two groups' halves. */
-static inline kg_vec kg_step_scales(float lo, float hi) { return KG_ISCALES == 2 ? kg_vhalves(lo, hi) : kg_vset1(lo); }
+#ifndef KG_STEP_SCALES
+/* The scale of each lane of an integer step's dot product from the f16 scales at lo and hi (its first
+ * and last value's groups): one group's, or two groups' halves. */
+static inline kg_vec kg_step_scales(const void *lo, const void *hi) {
+  uint16_t a, b;
+  memcpy(&a, lo, sizeof a);
+  memcpy(&b, hi, sizeof b);
+  return KG_ISCALES == 2 ? kg_vhalves(kg_half(a), kg_half(b)) : kg_vset1(kg_half(a));
+}
+#endif
 
 /* The ggml block that holds value d of a row. */
 static inline const uint8_t *kg_block_of(const uint8_t *row, int d) { return row + (size_t)(d / KG_VALUES_PER_SCALE) * KG_BLOCK_BYTES; }
-/* Scale group g's f16 scale (first in its block), as f32. */
-static inline float kg_kv_scale(const uint8_t *row, const uint16_t *scales, int g) {
+/* Where scale group g's f16 scale is: first in its block. */
+static inline const void *kg_kv_scale_at(const uint8_t *row, const uint16_t *scales, int g) {
   (void)scales;
-  uint16_t h;
-  memcpy(&h, row + (size_t)g * KG_BLOCK_BYTES, sizeof h);
-  return kg_half(h);
+  return row + (size_t)g * KG_BLOCK_BYTES;
 }
 /* ggml q4_0 KV rows: blocks of KG_VALUES_PER_SCALE values, { f16 d; u8 qs[]; } in KG_BLOCK_BYTES;
  * value j of the first half is the low nibble of qs[j], of the second half the high nibble. */
@@ -316,8 +332,13 @@ static inline kg_icodes kg_icodes_at(const uint8_t *row, int s) {
   }
   return kg_iload_nib(p, shift);
 }
-/* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale (a
- * group's scale) and kg_icodes_at (an integer step's codes). */
+/* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale_at
+ * (where a group's f16 scale is) and kg_icodes_at (an integer step's codes). */
+static inline float kg_kv_scale(const uint8_t *row, const uint16_t *scales, int g) {
+  uint16_t h;
+  memcpy(&h, kg_kv_scale_at(row, scales, g), sizeof h);
+  return kg_half(h);
+}
 static inline kg_vec kg_load_kv(const uint8_t *row, const uint16_t *scales, int c) {
   return kg_vmul(kg_codes_f32(row, c), kg_vset1(kg_kv_scale(row, scales, c * KG_LANES / KG_VALUES_PER_SCALE)));
 }
@@ -334,7 +355,7 @@ static inline kg_vec kg_load_v(const uint8_t *row, const float *d, int c) {
 static inline kg_vec kg_load_codes(const uint8_t *row, const uint16_t *scales, int s, kg_icodes *k) {
   *k = kg_icodes_at(row, s);
   const int d0 = s * KG_ISTEP;
-  return kg_step_scales(kg_kv_scale(row, scales, d0 / KG_VALUES_PER_SCALE), kg_kv_scale(row, scales, (d0 + KG_ISTEP - 1) / KG_VALUES_PER_SCALE));
+  return kg_step_scales(kg_kv_scale_at(row, scales, d0 / KG_VALUES_PER_SCALE), kg_kv_scale_at(row, scales, (d0 + KG_ISTEP - 1) / KG_VALUES_PER_SCALE));
 }
 
 static inline int kg_min(int a, int b) { return a < b ? a : b; }

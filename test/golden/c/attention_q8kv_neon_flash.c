@@ -195,15 +195,23 @@ static inline kg_vec kg_icvt(kg_ivec v) { return vcvtq_f32_s32(v); }
 /* lo in the low half of the lanes, hi in the high half. */
 static inline kg_vec kg_vhalves(float lo, float hi) { return vcombine_f32(vdup_n_f32(lo), vdup_n_f32(hi)); }
 
-/* The scale of each lane of an integer step's dot product: one group's, or two groups' halves. */
-static inline kg_vec kg_step_scales(float lo, float hi) { return KG_ISCALES == 2 ? kg_vhalves(lo, hi) : kg_vset1(lo); }
+#ifndef KG_STEP_SCALES
+/* The scale of each lane of an integer step's dot product from the f16 scales at lo and hi (its first
+ * and last value's groups): one group's, or two groups' halves. */
+static inline kg_vec kg_step_scales(const void *lo, const void *hi) {
+  uint16_t a, b;
+  memcpy(&a, lo, sizeof a);
+  memcpy(&b, hi, sizeof b);
+  return KG_ISCALES == 2 ? kg_vhalves(kg_half(a), kg_half(b)) : kg_vset1(kg_half(a));
+}
+#endif
 
 /* kgen q8 KV rows: int8 codes, one f16 scale per KG_VALUES_PER_SCALE values (a whole number of
  * vectors) in the row's own scale array. */
 static inline kg_vec kg_codes_f32(const uint8_t *row, int c) { return kg_vload_i8(row + c * KG_LANES); }
-static inline float kg_kv_scale(const uint8_t *row, const uint16_t *scales, int g) {
+static inline const void *kg_kv_scale_at(const uint8_t *row, const uint16_t *scales, int g) {
   (void)row;
-  return kg_half(scales[g]);
+  return scales + g;
 }
 /* Integer step s of a row's codes (int8 Q), in KG_IPIECES contiguous pieces. */
 static inline kg_icodes kg_icodes_at(const uint8_t *row, int s) {
@@ -211,8 +219,13 @@ static inline kg_icodes kg_icodes_at(const uint8_t *row, int s) {
   for (int i = 0; i < KG_IPIECES; i++) p[i] = row + s * KG_ISTEP + i * KG_IPIECE;
   return kg_iload_i8(p);
 }
-/* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale (a
- * group's scale) and kg_icodes_at (an integer step's codes). */
+/* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale_at
+ * (where a group's f16 scale is) and kg_icodes_at (an integer step's codes). */
+static inline float kg_kv_scale(const uint8_t *row, const uint16_t *scales, int g) {
+  uint16_t h;
+  memcpy(&h, kg_kv_scale_at(row, scales, g), sizeof h);
+  return kg_half(h);
+}
 static inline kg_vec kg_load_kv(const uint8_t *row, const uint16_t *scales, int c) {
   return kg_vmul(kg_codes_f32(row, c), kg_vset1(kg_kv_scale(row, scales, c * KG_LANES / KG_VALUES_PER_SCALE)));
 }
@@ -229,7 +242,7 @@ static inline kg_vec kg_load_v(const uint8_t *row, const float *d, int c) {
 static inline kg_vec kg_load_codes(const uint8_t *row, const uint16_t *scales, int s, kg_icodes *k) {
   *k = kg_icodes_at(row, s);
   const int d0 = s * KG_ISTEP;
-  return kg_step_scales(kg_kv_scale(row, scales, d0 / KG_VALUES_PER_SCALE), kg_kv_scale(row, scales, (d0 + KG_ISTEP - 1) / KG_VALUES_PER_SCALE));
+  return kg_step_scales(kg_kv_scale_at(row, scales, d0 / KG_VALUES_PER_SCALE), kg_kv_scale_at(row, scales, (d0 + KG_ISTEP - 1) / KG_VALUES_PER_SCALE));
 }
 
 static inline int kg_min(int a, int b) { return a < b ? a : b; }
