@@ -109,12 +109,6 @@ export type CpuAttentionParams = {
   pvLaneKeys: number;
   /** Keys of a tile rounded up to whole lanes (pvInt): the padding keys get P code 0. */
   pvKeys: number;
-  /**
-   * Keys whose scores share one reduction tree (kg_vhsum4x4: 4 keys x 4 rows), or 1 (kg_vhsum4 per
-   * key): 4 with int8 Q and a rowGroup of 4. Measured (one AVX-512 thread, q8 decode in L3): 5.5%
-   * faster with int8 Q, 5% slower on the f32 FMA path of the f16 cache.
-   */
-  treeKeys: number;
   /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
   qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
@@ -198,9 +192,6 @@ function pvLaneKeysOf(variants: CpuVariants, config: Config): number {
 
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
 const CODES_PER_I32_LANE = 4;
-
-/** Rows (and keys) of the scores' shared reduction tree. */
-const TREE_ROWS = 4;
 
 /** Largest |code| of int8 Q: symmetric, so -128 never occurs and AVX2's sign trick stays exact. */
 const INT8_CODE_MAX = 127;
@@ -385,7 +376,6 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       iPieces: iStep / iPiece,
       iScalesPerStep: (iCodes && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
       laneCodes: CODES_PER_I32_LANE,
-      treeKeys: qInt8 && rowGroup === TREE_ROWS ? TREE_ROWS : 1,
       pvInt,
       pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
       pvLaneKeys,

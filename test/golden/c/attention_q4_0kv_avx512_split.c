@@ -69,8 +69,6 @@ enum {
   /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), keys per i32 lane, the
    * largest |P code| and a tile's keys rounded up to whole lanes. */
   KG_LANE_CODES = 4,
-  /* Keys whose scores share one reduction tree (4: kg_vhsum4x4), else 1. */
-  KG_TREE_KEYS = 4,
   KG_PV_LANE_KEYS = 2,
   KG_PV_CODE_MAX = 32767,
   KG_PV_KEYS = 64,
@@ -151,28 +149,6 @@ static inline void kg_vhsum4(kg_vec a, kg_vec b, kg_vec c, kg_vec d, float *out)
   const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-}
-/* s[r * stride + k] = the sum of a[4 k + r]'s lanes (times scale[r] unless scale is null), for 4 keys
- * k and 4 rows r, by one reduction tree of 45 unpacks, shuffles and adds (kg_vhsum4 per key takes
- * 4 x 13, and then scalar stores). Lane 4 r + k of the tree's last vector is row r's key k. */
-#define KG_VHSUM4X4 1
-static inline void kg_vhsum4x4(const kg_vec *a, const float *scale, float *s, int stride) {
-  __m512 t[8], u[4];
-  /* x_i = a[4 k + r] for i = 4 r + k: pairs of x summed within 128-bit blocks, then quads. */
-  for (int j = 0; j < 8; j++) {
-    const __m512 x0 = a[4 * ((2 * j) % 4) + (2 * j) / 4], x1 = a[4 * ((2 * j + 1) % 4) + (2 * j + 1) / 4];
-    t[j] = _mm512_add_ps(_mm512_unpacklo_ps(x0, x1), _mm512_unpackhi_ps(x0, x1));
-  }
-  for (int m = 0; m < 4; m++) u[m] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * m], t[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(t[2 * m], t[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  /* u[m]'s block b: block b's partial sums of x_4m .. x_4m+3; sum the blocks, u[m]'s into block m. */
-  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
-  __m512 y = _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(w01, w23, _MM_SHUFFLE(3, 1, 3, 1)));
-  if (scale) y = _mm512_mul_ps(y, _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_castps128_ps512(_mm_loadu_ps(scale))));
-  _mm_storeu_ps(s, _mm512_castps512_ps128(y));
-  _mm_storeu_ps(s + stride, _mm512_extractf32x4_ps(y, 1));
-  _mm_storeu_ps(s + 2 * stride, _mm512_extractf32x4_ps(y, 2));
-  _mm_storeu_ps(s + 3 * stride, _mm512_extractf32x4_ps(y, 3));
 }
 static inline kg_vec kg_vmax(kg_vec a, kg_vec b) { return _mm512_max_ps(a, b); }
 static inline float kg_vhmax(kg_vec v) { return _mm512_reduce_max_ps(v); }
@@ -411,57 +387,26 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
   for (; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
 }
 
-#ifndef KG_VHSUM4X4
-/* s[r * stride + k] = the sum of a[4 k + r]'s lanes (times scale[r] unless scale is null), 4 keys k
- * and 4 rows r: a kg_vhsum4 per key where the variant has no wider tree. */
-static inline void kg_vhsum4x4(const kg_vec *a, const float *scale, float *s, int stride) {
-  for (int k = 0; k < 4; k++) {
-    float h[4];
-    kg_vhsum4(a[4 * k], a[4 * k + 1], a[4 * k + 2], a[4 * k + 3], h);
-    for (int r = 0; r < 4; r++) s[r * stride + k] = scale ? h[r] * scale[r] : h[r];
-  }
-}
-#endif
 
-
-/* acc[r] = q_r . K(row) in lanes, for int8 Q: q holds the KG_RG rows' codes. Each step of K codes
- * is loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
- * the step's K scale(s) adds to its accumulator (the row's sum times its Q scale is the score).
+/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their scales. Each step of K codes is
+ * loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
+ * the step's K scale(s) adds to its accumulator, and the row's sum times its Q scale is the score.
  * Integer dot products replace the conversion of every K code to f32 and an f32 FMA per value. */
-static inline void kg_key_dots_i8(const uint8_t *const *q, const uint8_t *kr, const uint16_t *sr, kg_vec *acc) {
-  for (int r = 0; r < KG_RG; r++) acc[r] = kg_vzero();
-  for (int st = 0; st < KG_ISTEPS; st++) {
-    kg_icodes kc;
-    const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
-    const kg_ivec base = kg_ibase(kc);
-    for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
-  }
-}
-#define KG_Q_ARGS const uint8_t *const *q, const float *qd
-#define KG_KEY_DOTS(kr, sr, acc) kg_key_dots_i8(q, kr, sr, acc)
-#define KG_Q_SCALES qd
-
-/* s[r * KG_KV_BLOCK + jj] = q_r . K(row0 + jj * KG_POS_STRIDE) (times the row's Q scale with int8 Q)
- * for the KG_RG rows and n keys. With KG_TREE_KEYS 4 (4 rows), 4 keys at a time share one reduction
- * tree (kg_vhsum4x4), the rest one key at a time. */
-static void kg_scores(KG_Q_ARGS, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
-  int jj = 0;
-  if (KG_TREE_KEYS == 4 && KG_RG == 4)
-    for (; jj + 4 <= n; jj += 4) {
-      kg_vec acc[4 * KG_RG];
-      for (int kk = 0; kk < 4; kk++) {
-        const int64_t row = row0 + (int64_t)(jj + kk) * KG_POS_STRIDE;
-        kg_prefetch_rows(k, v, row, jj + kk, next, n);
-        KG_KEY_DOTS(k + row * KG_ROW_BYTES, kg_row_scales(ks, row), acc + kk * KG_RG);
-      }
-      kg_vhsum4x4(acc, KG_Q_SCALES, s + jj, KG_KV_BLOCK);
-    }
-  for (; jj < n; jj++) {
+static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+  for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
-    kg_vec acc[KG_RG];
+    const uint8_t *kr = k + row * KG_ROW_BYTES;
     kg_prefetch_rows(k, v, row, jj, next, n);
-    KG_KEY_DOTS(k + row * KG_ROW_BYTES, kg_row_scales(ks, row), acc);
-    kg_put_scores(acc, KG_Q_SCALES, jj, s);
+    const uint16_t *sr = kg_row_scales(ks, row);
+    kg_vec acc[KG_RG];
+    for (int r = 0; r < KG_RG; r++) acc[r] = kg_vzero();
+    for (int st = 0; st < KG_ISTEPS; st++) {
+      kg_icodes kc;
+      const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
+      const kg_ivec base = kg_ibase(kc);
+      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
+    }
+    kg_put_scores(acc, qd, jj, s);
   }
 }
 
@@ -517,9 +462,10 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   for (int r = 0; r < KG_RG; r++)
     for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, inv, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
   for (int st = 0; st < KG_ISTEPS; st++) {
-    /* A scale group holds whole steps or half of one: the step's first half of vectors are in group
-     * glo, the second in ghi. */
-    const int glo = st * KG_ISTEP / KG_VALUES_PER_SCALE, ghi = (st * KG_ISTEP + KG_ISTEP - 1) / KG_VALUES_PER_SCALE;
+    /* Vector i of a step holds values of scale group (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE
+     * (a group holds whole steps or half of one). */
+    int grp[KG_LANE_CODES];
+    for (int i = 0; i < KG_LANE_CODES; i++) grp[i] = (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE;
     kg_ivec sum[KG_RG][KG_LANE_CODES];
     for (int r = 0; r < KG_RG; r++)
       for (int i = 0; i < KG_LANE_CODES; i++) sum[r][i] = kg_izero();
@@ -528,10 +474,8 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
       kg_ivec w[KG_LANE_CODES];
       for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
       kg_pv_interleave(x, w);
-      for (int r = 0; r < KG_RG; r++) {
-        const kg_ivec plo = kg_pv_bcast(codes + (r * KG_GROUPS + glo) * KG_PV_KEYS + jj), phi = kg_pv_bcast(codes + (r * KG_GROUPS + ghi) * KG_PV_KEYS + jj);
-        for (int i = 0; i < KG_LANE_CODES; i++) sum[r][i] = kg_pv_dot(sum[r][i], w[i], 2 * i < KG_LANE_CODES ? plo : phi);
-      }
+      for (int r = 0; r < KG_RG; r++)
+        for (int i = 0; i < KG_LANE_CODES; i++) sum[r][i] = kg_pv_dot(sum[r][i], w[i], kg_pv_bcast(codes + (r * KG_GROUPS + grp[i]) * KG_PV_KEYS + jj));
     }
     for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP, sum[r], scale, corr[r]);
   }
@@ -602,7 +546,7 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
     for (int j0 = j_begin; j0 < j_end; j0 += KG_KV_BLOCK) {
       const int n = kg_min(KG_KV_BLOCK, j_end - j0);
       const int64_t row0 = row_base + (int64_t)j0 * KG_POS_STRIDE;
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked. */
         for (int r = 0; r < rows; r++)

@@ -69,8 +69,6 @@ enum {
   /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), keys per i32 lane, the
    * largest |P code| and a tile's keys rounded up to whole lanes. */
   KG_LANE_CODES = 4,
-  /* Keys whose scores share one reduction tree (4: kg_vhsum4x4), else 1. */
-  KG_TREE_KEYS = 1,
   KG_PV_LANE_KEYS = 0,
   KG_PV_CODE_MAX = 0,
   KG_PV_KEYS = 0,
@@ -298,57 +296,26 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
   for (; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
 }
 
-#ifndef KG_VHSUM4X4
-/* s[r * stride + k] = the sum of a[4 k + r]'s lanes (times scale[r] unless scale is null), 4 keys k
- * and 4 rows r: a kg_vhsum4 per key where the variant has no wider tree. */
-static inline void kg_vhsum4x4(const kg_vec *a, const float *scale, float *s, int stride) {
-  for (int k = 0; k < 4; k++) {
-    float h[4];
-    kg_vhsum4(a[4 * k], a[4 * k + 1], a[4 * k + 2], a[4 * k + 3], h);
-    for (int r = 0; r < 4; r++) s[r * stride + k] = scale ? h[r] * scale[r] : h[r];
-  }
-}
-#endif
 
-
-/* acc[r] = q_r . K(row) in lanes, for int8 Q: q holds the KG_RG rows' codes. Each step of K codes
- * is loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
- * the step's K scale(s) adds to its accumulator (the row's sum times its Q scale is the score).
+/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their scales. Each step of K codes is
+ * loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
+ * the step's K scale(s) adds to its accumulator, and the row's sum times its Q scale is the score.
  * Integer dot products replace the conversion of every K code to f32 and an f32 FMA per value. */
-static inline void kg_key_dots_i8(const uint8_t *const *q, const uint8_t *kr, const uint16_t *sr, kg_vec *acc) {
-  for (int r = 0; r < KG_RG; r++) acc[r] = kg_vzero();
-  for (int st = 0; st < KG_ISTEPS; st++) {
-    kg_icodes kc;
-    const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
-    const kg_ivec base = kg_ibase(kc);
-    for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
-  }
-}
-#define KG_Q_ARGS const uint8_t *const *q, const float *qd
-#define KG_KEY_DOTS(kr, sr, acc) kg_key_dots_i8(q, kr, sr, acc)
-#define KG_Q_SCALES qd
-
-/* s[r * KG_KV_BLOCK + jj] = q_r . K(row0 + jj * KG_POS_STRIDE) (times the row's Q scale with int8 Q)
- * for the KG_RG rows and n keys. With KG_TREE_KEYS 4 (4 rows), 4 keys at a time share one reduction
- * tree (kg_vhsum4x4), the rest one key at a time. */
-static void kg_scores(KG_Q_ARGS, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
-  int jj = 0;
-  if (KG_TREE_KEYS == 4 && KG_RG == 4)
-    for (; jj + 4 <= n; jj += 4) {
-      kg_vec acc[4 * KG_RG];
-      for (int kk = 0; kk < 4; kk++) {
-        const int64_t row = row0 + (int64_t)(jj + kk) * KG_POS_STRIDE;
-        kg_prefetch_rows(k, v, row, jj + kk, next, n);
-        KG_KEY_DOTS(k + row * KG_ROW_BYTES, kg_row_scales(ks, row), acc + kk * KG_RG);
-      }
-      kg_vhsum4x4(acc, KG_Q_SCALES, s + jj, KG_KV_BLOCK);
-    }
-  for (; jj < n; jj++) {
+static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+  for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
-    kg_vec acc[KG_RG];
+    const uint8_t *kr = k + row * KG_ROW_BYTES;
     kg_prefetch_rows(k, v, row, jj, next, n);
-    KG_KEY_DOTS(k + row * KG_ROW_BYTES, kg_row_scales(ks, row), acc);
-    kg_put_scores(acc, KG_Q_SCALES, jj, s);
+    const uint16_t *sr = kg_row_scales(ks, row);
+    kg_vec acc[KG_RG];
+    for (int r = 0; r < KG_RG; r++) acc[r] = kg_vzero();
+    for (int st = 0; st < KG_ISTEPS; st++) {
+      kg_icodes kc;
+      const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
+      const kg_ivec base = kg_ibase(kc);
+      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
+    }
+    kg_put_scores(acc, qd, jj, s);
   }
 }
 
@@ -448,7 +415,7 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
     for (int j0 = j_begin; j0 < j_end; j0 += KG_KV_BLOCK) {
       const int n = kg_min(KG_KV_BLOCK, j_end - j0);
       const int64_t row0 = row_base + (int64_t)j0 * KG_POS_STRIDE;
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked. */
         for (int r = 0; r < rows; r++)
