@@ -216,6 +216,26 @@ function iScalesPerStep(variants: CpuVariants, isa: string, valuesPerScale: numb
   return step === 2 * valuesPerScale && lanesOf(variants, isa) % 2 === 0 ? 2 : undefined;
 }
 
+/**
+ * What a knob that takes K's or V's int8 codes in integer dot steps (qInt8: K, pvInt: V) needs:
+ * int8 codes (not f16), a variant with the kernel, D in whole steps, and scale groups that hold
+ * whole steps or half of one.
+ */
+function integerCodeRestrictions(req: Req, variants: CpuVariants, k: { knob: string; label: string; tensor: 'K' | 'V'; isas: object; noVariant: string }): Restriction[] {
+  const { D } = req.shape;
+  const { valuesPerScale } = kvRowFormat(req.op, D);
+  const off = (c: Config) => c[k.knob] === 0;
+  return [
+    { reason: `${k.label} needs int8 ${k.tensor} codes: the f16 KV cache has none`, allows: (c) => off(c) || req.op.kvCache !== 'f16' },
+    { reason: `${k.label}: ${k.noVariant}`, allows: (c) => off(c) || Object.hasOwn(k.isas, c.isa as string) },
+    { reason: `${k.label}: D is not a whole number of integer dot steps (4 codes per f32 lane)`, allows: (c) => off(c) || D % iStepOf(variants, c.isa as string) === 0 },
+    {
+      reason: `${k.label}: a ${k.tensor} scale group neither holds whole integer dot steps nor half of one`,
+      allows: (c) => off(c) || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
+    },
+  ];
+}
+
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const { Sq, Skv, D, Hq, Hkv } = req.shape;
   const group = Hq / Hkv;
@@ -238,17 +258,10 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   ];
   const int8Q = variants.attentionInt8Q;
   const intPV = variants.attentionIntPV;
-  const { valuesPerScale } = kvRowFormat(req.op, D);
   if (intPV) {
     // V's codes are taken in the integer steps of int8 Q (iStep codes, the same pieces).
     restrictions.push(
-      { reason: 'integer P.V (pvInt: 1) needs int8 V codes: the f16 KV cache has none', allows: (c) => c.pvInt === 0 || req.op.kvCache !== 'f16' },
-      { reason: 'integer P.V (pvInt: 1): the variant has no integer P.V kernel', allows: (c) => c.pvInt === 0 || Object.hasOwn(intPV, c.isa as string) },
-      { reason: 'integer P.V (pvInt: 1): D is not a whole number of integer dot steps (4 codes per f32 lane)', allows: (c) => c.pvInt === 0 || D % iStepOf(variants, c.isa as string) === 0 },
-      {
-        reason: 'integer P.V (pvInt: 1): a V scale group neither holds whole integer dot steps nor half of one',
-        allows: (c) => c.pvInt === 0 || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
-      },
+      ...integerCodeRestrictions(req, variants, { knob: 'pvInt', label: 'integer P.V (pvInt: 1)', tensor: 'V', isas: intPV, noVariant: 'the variant has no integer P.V kernel' }),
       {
         // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
         // and is 10% slower than f32 P.V; rowGroup 4 with it is 10% faster (docs/PERFORMANCE.md).
@@ -257,17 +270,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
     );
   }
-  if (int8Q) {
-    restrictions.push(
-      { reason: 'int8 Q (qInt8: 1) needs int8 K codes: the f16 KV cache has none', allows: (c) => c.qInt8 === 0 || req.op.kvCache !== 'f16' },
-      { reason: 'int8 Q (qInt8: 1): the variant has no integer dot product', allows: (c) => c.qInt8 === 0 || Object.hasOwn(int8Q, c.isa as string) },
-      { reason: 'int8 Q (qInt8: 1): D is not a whole number of integer dot steps (4 codes per f32 lane)', allows: (c) => c.qInt8 === 0 || D % iStepOf(variants, c.isa as string) === 0 },
-      {
-        reason: 'int8 Q (qInt8: 1): a K scale group neither holds whole integer dot steps nor half of one',
-        allows: (c) => c.qInt8 === 0 || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
-      },
-    );
-  }
+  if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));
   return {
     knobs: [
       { name: 'isa', values: variants.of(req.device), doc: variants.doc },
