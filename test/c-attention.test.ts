@@ -117,12 +117,13 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\): the variant has no integer P.V kernel/);
     expect(() => plan('q8_0', 'avx512', { pvInt: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/integer P.V \(pvInt: 1\): D is not a whole number of integer dot steps/);
     expect(() => plan('q8', 'avx512', { pvInt: 1 }, shape, { kvGroupSize: 16 })).toThrow(/a V scale group neither holds whole integer dot steps nor half of one/);
-    // 8 rows' accumulators spill: refused, so prefill (rowGroup 8) keeps f32 P.V by default and decode
-    // (4 rows of a group of 4) takes integer P.V.
+    // 8 rows' accumulators spill: refused; integer P.V comes before rowGroup in the knobs, so prefill
+    // takes it with 4 rows by default, and without it (f32 P.V) keeps 8.
     const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128';
     expect(() => plan('q8', 'avx512', { pvInt: 1, rowGroup: 8 }, prefill)).toThrow(/i32 accumulators, a step's 4 V vectors and the work registers exceed the vector registers/);
-    expect(plan('q8', 'avx512', undefined, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
-    expect(plan('q8', 'avx512', { pvInt: 1 }, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
+    expect(plan('q8', 'avx512', undefined, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
+    expect(plan('q8', 'avx512', { pvInt: 0 }, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
+    expect(plan('q8', 'avx2', undefined, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx512').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) {
       const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });

@@ -264,7 +264,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...integerCodeRestrictions(req, variants, { knob: 'pvInt', label: 'integer P.V (pvInt: 1)', tensor: 'V', isas: intPV, noVariant: 'the variant has no integer P.V kernel' }),
       {
         // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
-        // and is 10% slower than f32 P.V; rowGroup 4 with it is 10% faster (docs/PERFORMANCE.md).
+        // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster.
         reason: `integer P.V (pvInt: 1): rowGroup x ${CODES_PER_I32_LANE} i32 accumulators, a step's ${CODES_PER_I32_LANE} V vectors and the work registers exceed the vector registers`,
         allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= (req.device.cpu?.vectorRegisters ?? 16),
       },
@@ -277,10 +277,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'qBlock', values: qBlocks, doc: 'queries per task; with the GQA group, the rows that share each K/V load' },
       { name: 'splits', values: splits, doc: `KV sequence chunks per task row block, merged by log-sum-exp (first: from Skv and the device's threads)` },
       { name: 'kvBlock', values: [64, 128, 32, 256], doc: 'keys per tile of the online softmax' },
+      // Before rowGroup: where integer P.V is legal it takes precedence over 8 rows (which it refuses
+      // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
+      ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
-      ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
     ],
     restrictions,
   };
