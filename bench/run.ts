@@ -47,11 +47,11 @@ Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,ge
          --wgsl-peer-runs 5 (timed onnxruntime-web runs)
 See bench/README.md for what each row means.`;
 
-const { flag, opt } = benchArgs(process.argv.slice(2));
-if (flag('--help') || flag('-h')) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
+const { flag, opt } = benchArgs(process.argv.slice(2), {
+  flags: ['--json', '--keep', '--no-probe', '--no-peer', '--no-kgen', '--no-naive', '--no-wasm', '--no-ort-web', '--no-llama', '--no-tune', '--no-wgsl'],
+  options: ['--cases', '--formats', '--threads', '--isa', '--attn-kv', '--attn-formats', '--attn-ort', '--attn-qint8', '--wasm-levels', '--llama-formats', '--llama-libs', '--tune-trials', '--strategies', '--wgsl-trials', '--wgsl-peer-runs'],
+  usage: USAGE,
+});
 
 const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
