@@ -25,8 +25,10 @@ export interface BenchRow {
   gbps: number;
   /** 2*M*N*K / time (absent for the probe). */
   gflops?: number;
-  /** gbps / probe gbps at the same thread count, in % (GEMV rows only). */
+  /** gbps / probe gbps at the same thread count, in % (rows that stream their operand once: GEMV, decode). */
   pctProbe?: number;
+  /** The read probe's GB/s at this row's thread count, mean of short probes right before and after its stage. */
+  probeGbps?: number;
   runs: number;
   /** Distinct weight copies rotated through (so weights come from DRAM). */
   copies?: number;
