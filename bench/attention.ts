@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { log, type BenchRow } from './common.js';
-import { benchKgenAttention, sharedTestData, type KgenKvFormat } from './attention-rows.js';
+import { benchKgenAttention, kgenAttentionLabel, sharedTestData, type KgenAttentionCase, type KgenKvFormat } from './attention-rows.js';
 import type { LlamaLibs } from './llama-peer.js';
 import { benchLlamaAttention } from './llama-attention.js';
 import { benchOrtAttention, type OrtCacheType } from './ort-attention.js';
@@ -56,20 +56,15 @@ export async function kgenAttentionRows(
   const data = sharedTestData(7);
   for (const format of ctx.formats) {
     const configs = format === 'f16' || !ctx.qInt8.length ? [undefined] : ctx.qInt8.map((qInt8) => ({ qInt8 }));
-    for (const isa of ctx.isas) {
-      for (const config of configs) {
-        try {
-          rows.push(...(await stage(() => benchKgenAttention({ workload: w, format, target: { name: 'c', isa }, threads: ctx.threads, config, data }))));
-        } catch (e) {
-          rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}${config ? ` qInt8 ${config.qInt8}` : ''}`, ctx.threads, (e as Error).message));
-        }
-      }
-    }
-    if (ctx.wasm) {
+    const cases: KgenAttentionCase[] = [
+      ...ctx.isas.flatMap((isa) => configs.map((config) => ({ workload: w, format, target: { name: 'c', isa } as const, threads: ctx.threads, config, data }))),
+      ...(ctx.wasm ? [{ workload: w, format, target: { name: 'wasm' } as const, threads: ctx.threads, data }] : []),
+    ];
+    for (const c of cases) {
       try {
-        rows.push(...(await stage(() => benchKgenAttention({ workload: w, format, target: { name: 'wasm' }, threads: ctx.threads, data }))));
+        rows.push(...(await stage(() => benchKgenAttention(c))));
       } catch (e) {
-        rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV wasm simd128`, ctx.threads, (e as Error).message));
+        rows.push(...failedRows(w, kgenAttentionLabel(c), ctx.threads, (e as Error).message));
       }
     }
   }
