@@ -10,7 +10,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { wasmAttentionDeclarations } from './bindings.js';
 import { HALF_VIEW } from './half.js';
-import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
+import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /**
  * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
@@ -36,7 +36,6 @@ const LANES = 4;
 const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
-const ALIGN = 16;
 /** Bytes per cache line of the CPUs WebAssembly runs on (x86-64, Arm64): the stride of the touches. */
 const CACHE_LINE_BYTES = 64;
 
@@ -46,10 +45,6 @@ const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8
 function kvLayoutText(plan: CpuAttentionPlan): string {
   const p = plan.params;
   return p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`;
-}
-
-function aligned(bytes: number): number {
-  return Math.ceil(bytes / ALIGN) * ALIGN;
 }
 
 /**
@@ -65,7 +60,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
   let o = 0;
   for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
     at[name] = o;
-    o += aligned(bytes);
+    o += alignUp(bytes);
   }
   return { at, bytes: o };
 }
@@ -73,7 +68,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
 /** The workspace of the WebAssembly kernel: the plan's, then the scratch slots. */
 export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
   const scratch = scratchLayout(plan);
-  const scratchBase = aligned(plan.params.workspaceBytes);
+  const scratchBase = alignUp(plan.params.workspaceBytes);
   return { scratch, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
 }
 
@@ -95,16 +90,10 @@ export function attentionSizes(plan: CpuAttentionPlan) {
   };
 }
 
-/** Byte offsets of the harness's buffers in its memory, each 16-byte aligned, none at 0 (null). */
+/** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
 export function attentionHarnessLayout(plan: CpuAttentionPlan) {
   const sizes = attentionSizes(plan);
-  const at: Record<string, number> = {};
-  let o = ALIGN;
-  for (const [name, bytes] of Object.entries(sizes)) {
-    at[name] = o;
-    o += aligned(bytes) + ALIGN;
-  }
-  return { sizes, at, end: o };
+  return { sizes, ...placeBuffers(sizes) };
 }
 
 /** What the KV partial (templates/wasm/attention/kv/) of the op's format prints. */

@@ -12,7 +12,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { chunkDecode, lanes, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { HALF_VIEW } from './half.js';
-import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
+import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
@@ -406,21 +406,14 @@ function wasmName(wat: string): string {
   return wat.replace(/\.wat$/, '.wasm');
 }
 
-/** Byte offsets of the harness's buffers in its memory, each 16-byte aligned. */
+/** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
 export function harnessLayout(plan: CpuMatmulPlan) {
   const op = plan.op;
   const p = plan.params;
   const xBytes = p.M * p.K * (op.x === 'f16' ? F16_BYTES : F32_BYTES);
   const yBytes = p.M * p.N * (op.y === 'f16' ? F16_BYTES : F32_BYTES);
   const sizes = { x: xBytes, w: p.N * p.rowBytes, bias: op.epilogue.bias ? p.N * F32_BYTES : 0, residual: op.epilogue.residual ? yBytes : 0, y: yBytes, workspace: p.workspaceBytes };
-  const at: Record<string, number> = {};
-  // Offset 0 stays unused so that no buffer is the null pointer.
-  let o = 16;
-  for (const [name, bytes] of Object.entries(sizes)) {
-    at[name] = o;
-    o += Math.ceil(bytes / 16) * 16 + 16;
-  }
-  return { sizes, at, end: o };
+  return { sizes, ...placeBuffers(sizes) };
 }
 
 function renderHarness(plan: CpuMatmulPlan, fn: string): string {
