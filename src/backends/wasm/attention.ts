@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK } from '../../ir/attention.js';
+import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
@@ -40,12 +40,6 @@ const F16_BYTES = 2;
 const CACHE_LINE_BYTES = 64;
 
 
-const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
-
-function kvLayoutText(plan: CpuAttentionPlan): string {
-  const p = plan.params;
-  return p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`;
-}
 
 /**
  * Byte offsets within one scratch slot: scores (rows x kvBlock f32), accumulators (rows x D f32),
@@ -128,7 +122,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...kvView(plan),
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
-    kvLayoutText: kvLayoutText(plan),
+    kvLayoutText: kvRowsText(op, plan.shape),
     memory: memoryView(shared),
     half: HALF_VIEW,
     qF16: op.q === 'f16',
@@ -185,7 +179,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
   };
   const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
-  files['kernel-worker.mjs'] = templates.render('attention/kernel-worker.mjs', loaderView);
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['tasks', 'merge']), workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
   const ptrs = 'i32 byte offsets into the imported memory';
   const ws = wasmAttentionWorkspace(plan);
@@ -228,6 +222,6 @@ export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
     oArray: op.o === 'f16' ? 'Uint16Array' : 'Float32Array',
     qoCount: p.B * p.Hq * p.Sq * p.D,
     hasScales: p.scalesPerRow > 0,
-    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvLayoutText(plan)}`,
+    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvRowsText(plan.op, plan.shape)}`,
   };
 }

@@ -383,7 +383,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
   files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
-  files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['rows']), workerCallsText: '`rows` over the row ranges it is given' });
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
     files,
