@@ -119,15 +119,24 @@ function nibbleI16Bound(actChunks: number): number {
  * The even/odd SIMD128 dot: `i32x4.dot_i16x8_s` on the bytes of each i16 lane taken apart, the
  * even byte (lane bits 0-7) and the odd byte (bits 8-15), with every product scaled by 2^8 so that
  * each side needs one instruction: signed weight bytes as w_even << 8 (a 16-bit shift) and
- * w_odd << 8 (a mask), against x_even and x_odd sign-extended (shared by all rows); nibble codes
- * as c_even (mask 0x000f) and c_odd << 8 (mask 0x0f00) against x_even << 8 and x_odd. The block's
- * i32 sum is then exactly 2^8 x the dot product: |products| <= 2^8 x 128 x 127 and at most
- * 64 per lane keep it below 2^31, so the kernel shifts it back (exact) before converting.
+ * w_odd << 8 (a mask), against x_even and x_odd sign-extended (shared by all rows). Nibble codes
+ * take one instruction each from the 16-bit lane as loaded (bits 0-3 weight 2k, 4-7 weight 16 + 2k,
+ * 8-11 weight 2k + 1, 12-15 weight 17 + 2k): c << 0, c << 4 and c << 8 by masks (0x000f, 0x00f0,
+ * 0x0f00), the top nibble by a logical shift right by 12 (c << 0), against x << 8, x << 4 (a shift
+ * left by 8 and an arithmetic shift right by 4), x and x << 8 (mask 0xff00); the activation side is
+ * shared by all rows. The block's i32 sum is then exactly 2^8 x the dot product: |products| <=
+ * 2^8 x 128 x 127 and at most 64 per lane keep it below 2^31, so the kernel shifts it back (exact)
+ * before converting.
  */
 const EVEN_ODD = {
   byteBits: 8,
   evenNibble: Array(8).fill(0x000f).join(' '),
   oddNibble: Array(8).fill(0x0f00).join(' '),
+  /** The even byte's high nibble (weight 16 + 2k) in place, i.e. times 2^4; its activation is x << 4. */
+  evenHighNibble: Array(8).fill(0x00f0).join(' '),
+  evenHighXShift: 4,
+  /** The odd byte's high nibble (weight 17 + 2k) shifted down to bits 0-3; its activation is x << 8. */
+  oddHighShift: 12,
   // 0xff00 as a signed i16 lane.
   oddByte: Array(8).fill(-256).join(' '),
 };
