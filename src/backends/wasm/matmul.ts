@@ -245,11 +245,11 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: r * p.rowBytes }));
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
   const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
-  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane),
-  // and its sums lane r % 4 of that quad's accumulator.
+  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4) + 1, the high half of that
+  // lane, where the sign needs no shift), and its sums lane r % 4 of that quad's accumulator.
   const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
     const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
-    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) })) };
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) + 1 })) };
   });
   const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
   const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
