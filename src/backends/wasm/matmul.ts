@@ -104,6 +104,9 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
 /** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
 const NIBBLE_MAX = 15;
 
+/** The largest i16 lane value: block sums in i16 lanes must stay within it. */
+const I16_MAX = 32767;
+
 /**
  * The largest |i16 lane| the unsigned relaxed dot reaches over one activation block: each chunk
  * of 32 weights adds two i16 dots of 2 products each per lane. Must stay within i16, since the
@@ -111,7 +114,7 @@ const NIBBLE_MAX = 15;
  */
 function nibbleI16Bound(actChunks: number): number {
   const bound = actChunks * 2 * 2 * ACT_QMAX * NIBBLE_MAX;
-  if (bound > 32767) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
+  if (bound > I16_MAX) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
   return bound;
 }
 
@@ -202,6 +205,18 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): Ke
     return { ...evenOdd, decodePartial };
   }
   return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/split_relaxed.wat', dotText: 'relaxed dots of the low 7 bits and the sign bit', correct: false, dotShift: 0, q35Lookup: false };
+}
+
+/**
+ * How the block's i16 sums (a path with `i16Bound`) become the i32 lane sums of four rows:
+ * `widen16` widens each row's vector (an i16 dot with ones), `widen16Late` first adds two rows'
+ * 64-bit halves in i16 lanes (the transposing add's first step), which stays exact while twice the
+ * bound fits in i16, and widens once per two rows.
+ */
+function widening(i16Bound: number | undefined) {
+  if (i16Bound === undefined) return { widen16: false, widen16Late: false };
+  const i16PairBound = 2 * i16Bound;
+  return { widen16: true, widen16Late: i16PairBound <= I16_MAX, i16PairBound };
 }
 
 interface MicroShape {
@@ -322,7 +337,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    widen16: scheme !== undefined && kernelPath(scheme, level, p.actChunks).i16Bound !== undefined,
+    ...widening(scheme ? kernelPath(scheme, level, p.actChunks).i16Bound : undefined),
     evenOdd: EVEN_ODD,
     // i16 pair sums to i32 (i32x4.dot_i16x8_s against ones: one pmaddwd on x86).
     ones16: Array(8).fill(1).join(' '),
