@@ -15,7 +15,10 @@ import { wasmRunner } from './runner.js';
 const WASM_VARIANTS: CpuVariants = {
   of: (_device, format) => levelPreference(format),
   doc: 'instruction level the loader prefers: relaxed (taken only where the load-time probe passes, else simd128) or simd128 (always); both modules ship',
-  without: ['unroll', 'prefetch'],
+  // WebAssembly has no prefetch instruction (a demand load ahead measured slower: docs/PERFORMANCE.md);
+  // the f16 kernel's loop is not unrolled.
+  without: ['prefetch'],
+  noUnrollFormats: ['f16'],
 };
 
 /**

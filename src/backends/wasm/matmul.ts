@@ -268,34 +268,55 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   });
   const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
   const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
-  const groups = scheme
-    ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
-        index: g,
-        chunks: Array.from({ length: p.actChunks }, (_, j) => {
-          const c = g * p.actChunks + j;
-          // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
-          const decodes = rows.map(({ r, rowOff }) => {
-            const d = chunkDecode(scheme, p.weightsPerBlock, c, rowOff);
-            // q3.5: the table each half looks up (A or B), for the decode or the dot.
-            const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
-            const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
-            return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, tableLo, tableHi })) };
-          });
-          return { decodes, loads: acts.map(({ i }) => ({ i, lo: g * actStride + 32 * j, hi: g * actStride + 32 * j + 16 })) };
-        }),
-        scales: acts.map(({ i }) => ({ i, scaleOff: g * actStride + p.actBlock })),
-        finals: quadActs.map(({ q, i, first, last, quadRows }) => ({
-          q,
-          i,
-          first,
-          last,
-          // Rows missing from a quad (edge kernels) add zero lanes.
-          slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
-          corrOff: g * actStride + actCorrOffset(plan),
-        })),
-      }))
-    : [];
-  return { ...s, rows, acts, pairs, groups, scaleQuads, quadActs };
+  // Block u of a loop step: its weights u x bytesPerBlock after the row pointers, its prepared
+  // activations u x xBlockStep after the activation pointers (load offsets, no pointer arithmetic).
+  const blockAt = (u: number) => {
+    const wAt = u * p.bytesPerBlock;
+    const xAt = u * p.actBlocksPerBlock * actStride;
+    const groups = scheme
+      ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
+          index: g,
+          chunks: Array.from({ length: p.actChunks }, (_, j) => {
+            const c = g * p.actChunks + j;
+            // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
+            const decodes = rows.map(({ r, rowOff }) => {
+              const d = chunkDecode(scheme, p.weightsPerBlock, c, wAt + rowOff);
+              // q3.5: the table each half looks up (A or B), for the decode or the dot.
+              const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
+              const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
+              return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, tableLo, tableHi })) };
+            });
+            return { decodes, loads: acts.map(({ i }) => ({ i, lo: xAt + g * actStride + 32 * j, hi: xAt + g * actStride + 32 * j + 16 })) };
+          }),
+          scales: acts.map(({ i }) => ({ i, scaleOff: xAt + g * actStride + p.actBlock })),
+          quadActs,
+          finals: quadActs.map(({ q, i, first, last, quadRows }) => ({
+            q,
+            i,
+            first,
+            last,
+            // Rows missing from a quad (edge kernels) add zero lanes.
+            slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
+            corrOff: xAt + g * actStride + actCorrOffset(plan),
+          })),
+        }))
+      : [];
+    const quads = scaleQuads.map((sq) => ({ ...sq, rows: sq.rows.map((row) => ({ ...row, rowOff: wAt + row.rowOff })) }));
+    return { u, scaleQuads: quads, groups };
+  };
+  // The loop over weight blocks takes `unroll` blocks per step, then the blocks left one at a time.
+  const unroll = Math.max(1, p.unroll);
+  const mainBlocks = p.blocksPerRow - (p.blocksPerRow % unroll);
+  const loop = {
+    unroll,
+    mainBlocks,
+    steps: Array.from({ length: unroll }, (_, u) => blockAt(u)),
+    stepBytes: unroll * p.bytesPerBlock,
+    stepX: unroll * p.actBlocksPerBlock * actStride,
+    hasTail: p.blocksPerRow > mainBlocks,
+    tail: { unroll: 1, steps: [blockAt(0)], stepBytes: p.bytesPerBlock, stepX: p.actBlocksPerBlock * actStride },
+  };
+  return { ...s, rows, acts, pairs, scaleQuads, quadActs, loop };
 }
 
 /** The view of one level's module. */
