@@ -103,6 +103,8 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
 
 /** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
 const NIBBLE_MAX = 15;
+/** Bits of a nibble: a packed byte's high nibble is its bits 4-7. */
+const NIBBLE_BITS = 4;
 
 /** The largest i16 lane value: block sums in i16 lanes must stay within it. */
 const I16_MAX = 32767;
@@ -284,7 +286,9 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
               // q3.5: the table each half looks up (A or B), for the decode or the dot.
               const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
               const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
-              return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, tableLo, tableHi })) };
+              // q3.5's fast decode leaves both halves' indices packed in the nibble bytes ($t).
+              const packed = d.fast !== undefined;
+              return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, packed, tableLo, tableHi })) };
             });
             return { decodes, loads: acts.map(({ i }) => ({ i, lo: xAt + g * actStride + 32 * j, hi: xAt + g * actStride + 32 * j + 16 })) };
           }),
@@ -364,6 +368,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     ones16: Array(8).fill(1).join(' '),
     transpose: TRANSPOSE,
     signFlip: lanes(Array(16).fill(Q35_INDEX_FLIP)),
+    // The flip of a packed byte's high nibble (its index, after the 16-bit shift by nibbleBits).
+    signFlipHigh: lanes(Array(16).fill(Q35_INDEX_FLIP << NIBBLE_BITS)),
     f32Bytes: F32_BYTES,
     xBytes,
     yBytes: op.y === 'f16' ? F16_BYTES : F32_BYTES,
@@ -388,7 +394,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     xHalfVecBytes: 4 * F32_BYTES,
     xVecStepBytes: 8 * F32_BYTES,
     nibbleMask: lanes(Array(16).fill(15)),
-    nibbleBits: 4,
+    nibbleBits: NIBBLE_BITS,
     codeOffset: NIBBLE_ZERO,
     split: { lowMask: lanes(Array(16).fill(127)), signShift: 7, signBit: lanes(Array(16).fill(1)) },
     q35: {
