@@ -100,6 +100,8 @@ export interface CpuVariants {
   without?: readonly ('unroll' | 'prefetch')[];
   /** Weight formats whose kernels take no unroll although the target's others do (held as `without` holds it). */
   noUnrollFormats?: readonly WeightFormatName[];
+  /** The unroll knob's values, the default first; absent: [2, 1, 4]. */
+  unrollValues?: readonly number[];
   /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
   f32Lanes?: Readonly<Record<string, number>>;
   /**
@@ -192,7 +194,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
-    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
+    { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
       name: 'prefetch',
       values: [1, 0, 2],
