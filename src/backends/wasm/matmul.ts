@@ -286,9 +286,11 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
               // q3.5: the table each half looks up (A or B), for the decode or the dot.
               const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
               const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
-              // q3.5's fast decode leaves both halves' indices packed in the nibble bytes ($t).
-              const packed = d.fast !== undefined;
-              return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, packed, tableLo, tableHi })) };
+              // q3.5's fast decode with one activation row leaves both halves' indices packed in the
+              // nibble bytes ($t): one sign flip there and a split per (row, activation row) costs 4 ops
+              // against 3 + 2 per activation row for a split per row and two flips per (row, activation row).
+              const packed = d.fast !== undefined && acts.length === 1;
+              return { r, ...d, packed, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, packed, tableLo, tableHi })) };
             });
             return { decodes, loads: acts.map(({ i }) => ({ i, lo: xAt + g * actStride + 32 * j, hi: xAt + g * actStride + 32 * j + 16 })) };
           }),
