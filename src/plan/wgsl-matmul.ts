@@ -19,6 +19,8 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchS
  *   them, summing each block's unscaled products before its scale; no workgroup storage, no
  *   barriers, no reduction, so neighbouring invocations read rows far apart. Where subgroups are at
  *   most 4 wide (SwiftShader: a CPU's SIMD lanes, every barrier a task switch) it is the default.
+ *   q4 and q4_0 with an even number of blocks per row walk K a pair of blocks at a time, every
+ *   word read once and decoded without shifts ({@link WgslNibblePairs}).
  * - `tiled`: `bm` x `bn` output tiles, K in steps of `bk` through `buffers` workgroup-storage
  *   buffers of f32 activations and raw weight bytes (each tile row padded to whole words).
  */
@@ -69,7 +71,13 @@ export type WgslMatmulParams =
       dot8: boolean; int8Max: number;
       /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
       scaleRun: number; unscaled: boolean;
-    })
+      /**
+       * q4 and q4_0 with an even number of blocks per row and f32 arithmetic: K is walked a pair of
+       * blocks at a time (`pairWords` whole words, each read once), decoded without shifts (the
+       * pair fields, {@link WgslNibblePairs}, are 0 where the stepwise kernel runs instead).
+       */
+      nibblePairs: boolean;
+    } & WgslNibblePairs)
   | (WgslCommonParams & {
       kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number; singleBuffer: boolean;
       threadsN: number; threadsM: number; rowsPerThread: number; colsPerThread: number; accumulators: number;
@@ -81,6 +89,53 @@ declare module './types.js' {
     'wgsl-matmul': { op: MatmulOp; shape: MatmulShape; params: WgslMatmulParams };
   }
 }
+
+/**
+ * The `rows` kernel's pair walk of a nibble format (q4, q4_0). A block is an f16 scale and G / 2
+ * bytes, 2 mod 4 bytes in all, so two blocks are 1 + G / 4 whole words and, with an even number
+ * of blocks per row, every pair starts on a word: word 0 holds the first scale and data bytes 0-1,
+ * word G / 8 the first block's last two bytes and the second scale, words G / 8 + 1 .. G / 4 the
+ * second block. Each word is read once (the first block's steps take the upper half of one word
+ * and the lower half of the next: the words are carried, not re-read).
+ */
+export type WgslNibblePairs = {
+  pairs: number; pairWords: number; pairWeights: number; rowWords: number;
+  /** Steps (of 8 weights) per block: G / 8; the second block's scale is in the upper half of word pairSteps. */
+  pairSteps: number;
+};
+
+/**
+ * The unrolled steps of a pair walk: in the first block, step i decodes the upper half of word
+ * `word - 1` and the lower half of `word`; in the second, word `word`; both give weights k..k+3
+ * (low nibbles) and k+16..k+19 (high) of the pair. Step i covers data bytes 4i..4i+3 of its
+ * block: run i / 4 of 32 weights, bytes (i % 4) x 4 of its 16.
+ */
+export function wgslNibblePairSteps(p: WgslNibblePairs): { steps0: { k: number; word: number }[]; steps1: { k: number; word: number }[] } {
+  const G = p.pairWeights / 2;
+  const stepK = (i: number) => Math.floor(i / 4) * 32 + (i % 4) * 4;
+  return {
+    steps0: Array.from({ length: p.pairSteps }, (_, i) => ({ k: stepK(i), word: i + 1 })),
+    steps1: Array.from({ length: p.pairSteps }, (_, i) => ({ k: G + stepK(i), word: p.pairSteps + 1 + i })),
+  };
+}
+
+/** Largest group whose pair of blocks the `rows` kernel unrolls (2 x G / 8 steps per pair). */
+const WGSL_PAIRS_MAX_GROUP = 128;
+
+/**
+ * The pair walk for `format` at K, or null where it does not apply: other formats, an odd number
+ * of blocks per row (rows then start at half-words), groups over WGSL_PAIRS_MAX_GROUP, f16 arithmetic.
+ */
+function nibblePairsFor(format: string, K: number, weightsPerBlock: number, bytesPerBlock: number, f16Math: boolean): WgslNibblePairs | null {
+  const G = weightsPerBlock;
+  const blocks = K / G;
+  if ((format !== 'q4' && format !== 'q4_0') || f16Math || blocks % 2 !== 0 || G > WGSL_PAIRS_MAX_GROUP) return null;
+  if (bytesPerBlock !== 2 + G / 2 || G % 32 !== 0) throw new Error(`internal: a ${format} block of ${G} weights is not an f16 scale and ${G / 2} bytes`);
+  return { pairs: blocks / 2, pairWords: (2 * bytesPerBlock) / 4, pairWeights: 2 * G, rowWords: (blocks * bytesPerBlock) / 4, pairSteps: G / 8 };
+}
+
+/** The flat params of no pair walk. */
+const NO_PAIRS: WgslNibblePairs = { pairs: 0, pairWords: 0, pairWeights: 0, rowWords: 0, pairSteps: 0 };
 
 type Req = PlanRequestFor<MatmulOp, MatmulShape>;
 
@@ -219,17 +274,21 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     const pairGap = rowsPairGap(op.weight.format);
     // Every block is a whole number of 32-weight runs (q3.5: 96 or more), so a run is whole steps.
     if (scaleRun % (2 * pairGap) !== 0) throw new Error(`internal: a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
+    const f16Math = config.f16Math === 1;
+    const nibblePairs = nibblePairsFor(op.weight.format, K, codec.weightsPerBlock, codec.bytesPerBlock, f16Math);
     common = {
       variant: 'rows',
       launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${perWorkgroup})`, '1', '1'] },
       loops: [
         `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
-        `  for k0 in [0, ${K}) step ${scaleRun}: ${rowsPerInvocation} row(s) x ${M} sums of ${scaleRun / WGSL_ROWS_STEP_WEIGHTS} x 8 weights (each activation load shared by the rows), then ${unscaled ? 'added' : 'times the block scale'}`,
+        nibblePairs
+          ? `  for k0 in [0, ${K}) step ${nibblePairs.pairWeights}: a pair of blocks (${nibblePairs.pairWords} words per row, each read once), ${rowsPerInvocation} row(s) x ${M} sums of ${nibblePairs.pairSteps} x 8 weights per block, then times the block scale`
+          : `  for k0 in [0, ${K}) step ${scaleRun}: ${rowsPerInvocation} row(s) x ${M} sums of ${scaleRun / WGSL_ROWS_STEP_WEIGHTS} x 8 weights (each activation load shared by the rows), then ${unscaled ? 'added' : 'times the block scale'}`,
       ],
       params: {
         ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled,
         pairGap, pairQuads: pairGap / WGSL_DECODE_WEIGHTS, pairSpan: 2 * pairGap, runSteps: scaleRun / WGSL_ROWS_STEP_WEIGHTS,
-        f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
+        nibblePairs: nibblePairs !== null, ...(nibblePairs ?? NO_PAIRS), f16Math, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
         dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
       },
     };
