@@ -130,6 +130,8 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
   it('q4 and q4_0 rows walk pairs of blocks (shift-free decode) where a row has an even number of blocks, and match', async () => {
     const cases: [MatmulOp, string, Record<string, unknown>][] = [
       [matmul('q4', 64, { bias: false, activation: 'none', residual: false }), 'M=1,N=77,K=384', { kernel: 'rows' }],
+      // Activations loaded by every invocation instead of shared through subgroups (the GPU default).
+      [matmul('q4', 64, { bias: true, activation: 'none', residual: false }), 'M=3,N=77,K=384', { kernel: 'rows', xBroadcast: 0 }],
       [matmul('q4', 32, { bias: true, activation: 'silu', residual: true }), 'M=3,N=45,K=64', { kernel: 'rows', rowsPerInvocation: 4, invocations: 32 }],
       [matmul('q4', 128, { bias: true, activation: 'gelu', residual: false }), 'M=2,N=33,K=512', { kernel: 'rows', rowsPerInvocation: 1 }],
       [matmul('q4_0', 32, { bias: false, activation: 'none', residual: true }), 'M=8,N=45,K=320', { kernel: 'rows', rowsPerInvocation: 4 }],
@@ -137,7 +139,7 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     ];
     for (const [op, shape, config] of cases) {
       const { plan } = makePlan(planRequest({ op, shape: parseShape(shape, op), device: getDevice('swiftshader'), target: 'wgsl' }), config);
-      expect(plan.params, `${op.name} ${shape}`).toMatchObject({ kernel: 'rows', nibblePairs: true });
+      expect(plan.params, `${op.name} ${shape}`).toMatchObject({ kernel: 'rows', nibblePairs: true, xBroadcast: config.xBroadcast !== 0 });
       await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${JSON.stringify(op.epilogue)} ${shape} ${JSON.stringify(config)}`);
     }
   });
@@ -283,7 +285,8 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ kernel: 'rows', f16Math: false });
     const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
     const { plan } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
-    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0 });
+    // xBroadcast 0: no subgroups either, so the f32 kernel needs no feature at all.
+    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0, xBroadcast: 0 });
     expect(plan.tolerance.nmse).toBeGreaterThan(f32.tolerance.nmse);
     const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(kernel.files['kernel.wgsl']).toContain('enable f16;');
@@ -310,6 +313,16 @@ describe('WGSL plans against WebGPU limits', () => {
     const wgsl = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }).files['kernel.wgsl']!;
     expect(wgsl).toContain('let lo0 = kg_nib_lo2(c0, n0);');
     expect(wgsl).not.toContain('kg_dec8u(row0');
+    // Activations shared through subgroups: the default where subgroups are at most 4 wide (loads are
+    // per-lane gathers), never where the profile has no subgroups, refused with the reason off the pair walk.
+    expect(plan.params).toMatchObject({ xBroadcast: true });
+    expect(wgsl).toContain('enable subgroups;');
+    expect(wgsl).toContain('let xa0 = subgroupBroadcast(la0_0, 1u);');
+    expect(params(CATALOG.matmul_q4!, 'M=1,N=77,K=320')).toMatchObject({ xBroadcast: false });
+    expect(params(CATALOG.matmul_q4!, 'M=1,N=4096,K=4096', { kernel: 'rows' }, getDevice('webgpu'))).toMatchObject({ xBroadcast: false });
+    const gpuSubgroups: DeviceProfile = { ...getDevice('webgpu'), gpu: { ...getDevice('webgpu').gpu!, features: { ...getDevice('webgpu').gpu!.features, subgroups: true } } };
+    expect(params(CATALOG.matmul_q4!, 'M=1,N=4096,K=4096', { kernel: 'rows' }, gpuSubgroups)).toMatchObject({ xBroadcast: false });
+    expect(() => params(CATALOG.matmul_q8!, 'M=1,N=77,K=384', { kernel: 'rows', xBroadcast: 1 })).toThrow(/xBroadcast \(1\) shares the activations of the pair walk/);
   });
 
   it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {

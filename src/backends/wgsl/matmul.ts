@@ -70,7 +70,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const templates = templateSet('wgsl');
   const entry = ctx.symbol ?? `kgen_${op.name}`;
   const binds = bindings(plan);
-  const subgroups = p.kernel === 'gemv' && p.subgroups;
+  const subgroups = (p.kernel === 'gemv' && p.subgroups) || (p.kernel === 'rows' && p.xBroadcast);
   const f16Math = p.kernel === 'rows' && p.f16Math;
   const dot8 = p.kernel === 'rows' && p.dot8;
   const groupSize = p.weightsPerBlock;
