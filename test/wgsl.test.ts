@@ -299,17 +299,19 @@ describe('WGSL plans against WebGPU limits', () => {
 
   it('the rows kernel walks pairs of blocks for q4 and q4_0 with an even number of blocks per row in f32, and steps otherwise', () => {
     const swiftshader = getDevice('swiftshader');
+    const q4 = CATALOG.matmul_q4! as MatmulOp;
+    const q4_0 = CATALOG.matmul_q4_0! as MatmulOp;
     const params = (o: MatmulOp, shape: string, config: Record<string, unknown> = { kernel: 'rows' }, device = swiftshader) => makePlan(planRequest({ op: o, shape: parseShape(shape, o), device, target: 'wgsl' }), config).plan.params;
     // 64 blocks of 34 bytes: 32 pairs of 17 words, 8 steps of 8 weights per block.
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=4096,K=4096')).toMatchObject({ nibblePairs: true, pairs: 32, pairWords: 17, pairWeights: 128, rowWords: 544, pairSteps: 8 });
-    expect(params(CATALOG.matmul_q4_0!, 'M=3,N=45,K=320')).toMatchObject({ nibblePairs: true, pairs: 5, pairWords: 9, rowWords: 45, pairSteps: 4 });
+    expect(params(q4, 'M=1,N=4096,K=4096')).toMatchObject({ nibblePairs: true, pairs: 32, pairWords: 17, pairWeights: 128, rowWords: 544, pairSteps: 8 });
+    expect(params(q4_0, 'M=3,N=45,K=320')).toMatchObject({ nibblePairs: true, pairs: 5, pairWords: 9, rowWords: 45, pairSteps: 4 });
     // 5 blocks per row (rows start at half-words), other formats, groups over 128: the stepwise kernel.
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=77,K=320')).toMatchObject({ nibblePairs: false, pairs: 0 });
-    expect(params(CATALOG.matmul_q8!, 'M=1,N=77,K=384')).toMatchObject({ nibblePairs: false });
+    expect(params(q4, 'M=1,N=77,K=320')).toMatchObject({ nibblePairs: false, pairs: 0 });
+    expect(params(CATALOG.matmul_q8! as MatmulOp, 'M=1,N=77,K=384')).toMatchObject({ nibblePairs: false });
     expect(params(matmul('q4', 256, { bias: false, activation: 'none', residual: false }), 'M=1,N=77,K=512')).toMatchObject({ nibblePairs: false });
     const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=64,K=256', { kernel: 'rows', f16Math: 1 }, withF16)).toMatchObject({ nibblePairs: false });
-    const { plan } = makePlan(planRequest({ op: CATALOG.matmul_q4!, shape: parseShape('M=2,N=64,K=256', CATALOG.matmul_q4!), device: swiftshader, target: 'wgsl' }), { kernel: 'rows' });
+    expect(params(q4, 'M=1,N=64,K=256', { kernel: 'rows', f16Math: 1 }, withF16)).toMatchObject({ nibblePairs: false });
+    const { plan } = makePlan(planRequest({ op: q4, shape: parseShape('M=2,N=64,K=256', q4), device: swiftshader, target: 'wgsl' }), { kernel: 'rows' });
     const wgsl = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }).files['kernel.wgsl']!;
     expect(wgsl).toContain('let lo0 = kg_nib_lo2(c0, n0);');
     expect(wgsl).not.toContain('kg_dec8u(row0');
@@ -318,11 +320,11 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(plan.params).toMatchObject({ xBroadcast: true });
     expect(wgsl).toContain('enable subgroups;');
     expect(wgsl).toContain('let xa0 = subgroupBroadcast(la0_0, 1u);');
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=77,K=320')).toMatchObject({ xBroadcast: false });
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=4096,K=4096', { kernel: 'rows' }, getDevice('webgpu'))).toMatchObject({ xBroadcast: false });
+    expect(params(q4, 'M=1,N=77,K=320')).toMatchObject({ xBroadcast: false });
+    expect(params(q4, 'M=1,N=4096,K=4096', { kernel: 'rows' }, getDevice('webgpu'))).toMatchObject({ xBroadcast: false });
     const gpuSubgroups: DeviceProfile = { ...getDevice('webgpu'), gpu: { ...getDevice('webgpu').gpu!, features: { ...getDevice('webgpu').gpu!.features, subgroups: true } } };
-    expect(params(CATALOG.matmul_q4!, 'M=1,N=4096,K=4096', { kernel: 'rows' }, gpuSubgroups)).toMatchObject({ xBroadcast: false });
-    expect(() => params(CATALOG.matmul_q8!, 'M=1,N=77,K=384', { kernel: 'rows', xBroadcast: 1 })).toThrow(/xBroadcast \(1\) shares the activations of the pair walk/);
+    expect(params(q4, 'M=1,N=4096,K=4096', { kernel: 'rows' }, gpuSubgroups)).toMatchObject({ xBroadcast: false });
+    expect(() => params(CATALOG.matmul_q8! as MatmulOp, 'M=1,N=77,K=384', { kernel: 'rows', xBroadcast: 1 })).toThrow(/xBroadcast \(1\) shares the activations of the pair walk/);
   });
 
   it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {
