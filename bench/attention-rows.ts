@@ -31,12 +31,17 @@ export interface KgenAttentionCase {
   data: (op: AttentionOp, shape: AttentionShape) => TestData;
 }
 
+/** A case's row label, e.g. "decode attention kgen q8 KV avx512 qInt8 0". */
+export function kgenAttentionLabel(c: Pick<KgenAttentionCase, 'workload' | 'format' | 'target' | 'config'>): string {
+  const fixed = Object.entries(c.config ?? {}).map(([k, v]) => ` ${k} ${v}`).join('');
+  return `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}${fixed}`;
+}
+
 /** Rows of one format and ISA on one workload, one per thread count; throws what went wrong. */
 export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow[]> {
   const { B, Hq, Hkv, Sq, Skv, D } = c.workload.shape;
   const shapeText = `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`;
-  const fixed = Object.entries(c.config ?? {}).map(([k, v]) => ` ${k} ${v}`).join('');
-  const label = `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}${fixed}`;
+  const label = kgenAttentionLabel(c);
   const request = c.target.name === 'c' ? { target: 'c', device: 'host', isa: c.target.isa } : { target: 'wasm', device: 'wasm-simd128' };
   const { plan, rendered } = emit({ ...request, op: ATTENTION_OPS[c.format], shape: shapeText, config: c.config });
   const op = plan.op as AttentionOp;

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { log, type BenchRow } from './common.js';
-import { benchKgenAttention, sharedTestData, type KgenKvFormat } from './attention-rows.js';
+import { benchKgenAttention, kgenAttentionLabel, sharedTestData, type KgenAttentionCase, type KgenKvFormat } from './attention-rows.js';
 import type { LlamaLibs } from './llama-peer.js';
 import { benchLlamaAttention } from './llama-attention.js';
 import { benchOrtAttention, type OrtCacheType } from './ort-attention.js';
@@ -44,27 +44,27 @@ export interface KgenAttentionContext {
 /**
  * kgen's own attention rows for one workload: the C attention kernel for each KV format and ISA
  * (bench/attention-rows.ts), checked against the f64 reference, then timed. A format or ISA that
- * fails gets a FAILED row with the reason; the others still run.
+ * fails gets a FAILED row with the reason; the others still run. Each kernel's rows run as one
+ * `stage` (run.ts brackets each with bandwidth probes).
  */
-export async function kgenAttentionRows(w: AttentionWorkload, ctx: KgenAttentionContext): Promise<BenchRow[]> {
+export async function kgenAttentionRows(
+  w: AttentionWorkload,
+  ctx: KgenAttentionContext,
+  stage: (f: () => BenchRow[] | Promise<BenchRow[]>) => Promise<BenchRow[]> = async (f) => f(),
+): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const data = sharedTestData(7);
   for (const format of ctx.formats) {
     const configs = format === 'f16' || !ctx.qInt8.length ? [undefined] : ctx.qInt8.map((qInt8) => ({ qInt8 }));
-    for (const isa of ctx.isas) {
-      for (const config of configs) {
-        try {
-          rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'c', isa }, threads: ctx.threads, config, data })));
-        } catch (e) {
-          rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV ${isa}${config ? ` qInt8 ${config.qInt8}` : ''}`, ctx.threads, (e as Error).message));
-        }
-      }
-    }
-    if (ctx.wasm) {
+    const cases: KgenAttentionCase[] = [
+      ...ctx.isas.flatMap((isa) => configs.map((config) => ({ workload: w, format, target: { name: 'c', isa } as const, threads: ctx.threads, config, data }))),
+      ...(ctx.wasm ? [{ workload: w, format, target: { name: 'wasm' } as const, threads: ctx.threads, data }] : []),
+    ];
+    for (const c of cases) {
       try {
-        rows.push(...(await benchKgenAttention({ workload: w, format, target: { name: 'wasm' }, threads: ctx.threads, data })));
+        rows.push(...(await stage(() => benchKgenAttention(c))));
       } catch (e) {
-        rows.push(...failedRows(w, `${w.phase} attention kgen ${format} KV wasm simd128`, ctx.threads, (e as Error).message));
+        rows.push(...failedRows(w, kgenAttentionLabel(c), ctx.threads, (e as Error).message));
       }
     }
   }
@@ -128,7 +128,7 @@ export async function attentionRows(o: AttentionBenchOptions): Promise<BenchRow[
 
     if (o.kgen) {
       const kgen = o.kgen;
-      rows.push(...(await o.stage(() => kgenAttentionRows(w, kgen))));
+      rows.push(...(await kgenAttentionRows(w, kgen, o.stage)));
     }
 
     if (variant && o.llama) {

@@ -1,5 +1,6 @@
 /** Shared pieces of the throughput bench (bench/run.ts). */
 import { spawnSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
 import { detectMachine } from '../src/device/host.js';
 
 /**
@@ -24,8 +25,10 @@ export interface BenchRow {
   gbps: number;
   /** 2*M*N*K / time (absent for the probe). */
   gflops?: number;
-  /** gbps / probe gbps at the same thread count, in % (GEMV rows only). */
+  /** gbps / probe gbps at the same thread count, in % (rows that stream their operand once: GEMV, decode). */
   pctProbe?: number;
+  /** The read probe's GB/s at this row's thread count, mean of short probes right before and after its stage. */
+  probeGbps?: number;
   runs: number;
   /** Distinct weight copies rotated through (so weights come from DRAM). */
   copies?: number;
@@ -84,14 +87,46 @@ export function formatTable(rows: readonly BenchRow[]): string {
 // The tuner judges its timings with the same counters (src/tune/interference.ts).
 export { cpuSample, foreignCpu, type CpuSample } from '../src/tune/interference.js';
 
-/** The bench's command-line flags: `flag('--json')`, `opt('--runs', '51')`. */
-export function benchArgs(argv: readonly string[]): { flag(name: string): boolean; opt(name: string, fallback: string): string } {
+/** What one bench entry point accepts on its command line (names with their leading `--`). */
+export interface BenchArgSpec {
+  /** Switches: `--json`. */
+  flags: readonly string[];
+  /** Options that take a value: `--runs 51`. */
+  options: readonly string[];
+  /** Printed for `--help` / `-h` (then the process exits 0). */
+  usage: string;
+}
+
+/**
+ * The bench's command-line flags: `flag('--json')`, `opt('--runs', '51')`. Arguments are checked
+ * against `spec` first: an unknown flag (a typo would otherwise be ignored and the whole bench run
+ * without it), an option without its value or a stray word exits with a message naming it and
+ * status 2. Asking for a name `spec` does not declare is a programming error and throws.
+ */
+export function benchArgs(argv: readonly string[], spec: BenchArgSpec): { flag(name: string): boolean; opt(name: string, fallback: string): string } {
+  const bare = (name: string) => name.replace(/^--/, '');
+  const options: Record<string, { type: 'boolean' | 'string'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  for (const f of spec.flags) options[bare(f)] = { type: 'boolean' };
+  for (const o of spec.options) options[bare(o)] = { type: 'string' };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    // parseArgs names the argument ("Unknown option '--cases2'", "Option '--runs <value>' argument missing").
+    log(`${(err as Error).message.split('\n')[0]}; the options are:\n${spec.usage}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stdout.write(`${spec.usage}\n`);
+    process.exit(0);
+  }
+  const declared = (name: string, kind: 'boolean' | 'string') => {
+    if (options[bare(name)]?.type !== kind) throw new Error(`bench: ${name} is not a declared ${kind === 'boolean' ? 'flag' : 'option'} of this entry point`);
+    return bare(name);
+  };
   return {
-    flag: (name) => argv.includes(name),
-    opt: (name, fallback) => {
-      const i = argv.indexOf(name);
-      return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
-    },
+    flag: (name) => values[declared(name, 'boolean')] === true,
+    opt: (name, fallback) => (values[declared(name, 'string')] as string | undefined) ?? fallback,
   };
 }
 

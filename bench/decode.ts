@@ -26,7 +26,15 @@ import { FORMATS } from '../src/quant/index.js';
 import { benchArgs, log, median, run } from './common.js';
 import { loadEmit, type EmitFn } from './kgen-rows.js';
 
-const { flag, opt } = benchArgs(process.argv);
+const USAGE = `  node dist/bench/decode.js                      current build, every format and runnable ISA
+  node dist/bench/decode.js --baseline PATH      also another build's src/index.js, interleaved
+Options: --formats q4,q35,q4_0,q8   --isa avx2,avx512   --rows 64   --k 14336   --rounds 3
+         --wasm simd128,relaxed (none: C only)   --keep (keep the temp dir)`;
+const { flag, opt } = benchArgs(process.argv.slice(2), {
+  flags: ['--keep'],
+  options: ['--baseline', '--formats', '--isa', '--rows', '--k', '--rounds', '--wasm'],
+  usage: USAGE,
+});
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
 const rows = Number(opt('--rows', '64'));

@@ -37,7 +37,15 @@ import { opKit } from '../src/ops/index.js';
 import { tune } from '../src/tune/tuner.js';
 import { benchArgs, log } from './common.js';
 
-const { flag, opt } = benchArgs(process.argv.slice(2));
+const USAGE = `  npm run bench:gpu                 table on stdout, progress on stderr
+  npm run bench:gpu -- --json       the same rows as JSON lines
+Options: --formats q35,q4,q8,q4_0,q8_0,f16   --tune-trials 8 (0: no tune)   --runs 51   --no-torch
+         --record (the short tunes write to the tuning database)   --db PATH`;
+const { flag, opt } = benchArgs(process.argv.slice(2), {
+  flags: ['--json', '--no-torch', '--record'],
+  options: ['--formats', '--tune-trials', '--runs', '--db'],
+  usage: USAGE,
+});
 
 const json = flag('--json');
 const formats = opt('--formats', 'q35,q4,q8,q4_0,q8_0,f16').split(',');

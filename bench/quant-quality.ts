@@ -19,14 +19,30 @@ import { Rng } from '../src/numeric/random.js';
 import { bitsPerWeight, dequantizeMatrix, FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import { makeQ35Codec, q35PairCodes, q35Units, Q35_TABLE_A, Q35_TABLE_B, type Q35Unit } from '../src/quant/q35.js';
 import { readScale, roundHalfAway } from '../src/quant/scalar-codes.js';
+import { benchArgs, log } from './common.js';
 
 const K = 4096;
 
+const USAGE = `  node dist/bench/quant-quality.js           table (--json: one JSON object per row)
+  node dist/bench/quant-quality.js --speed   also time q3.5 quantization of a 4096 x 14336 matrix
+  node dist/bench/quant-quality.js --fit     refit the q3.5 tables
+Options: --rows 256   --seed 20240601
+Fit options: --iters 40   --groups 24576   --fit-seed 1234   --t-fraction 0.333   --polish 2   --untied`;
+const args = benchArgs(process.argv.slice(2), {
+  flags: ['--json', '--speed', '--fit', '--untied'],
+  options: ['--rows', '--seed', '--iters', '--groups', '--fit-seed', '--t-fraction', '--polish'],
+  usage: USAGE,
+});
+
+/** A numeric option; a value that is not a number exits with a message (status 2). */
 function argValue(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v)) throw new Error(`${name} needs a number`);
+  const raw = args.opt(name, '');
+  if (raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v)) {
+    log(`${name} needs a number, got '${raw}'`);
+    process.exit(2);
+  }
   return v;
 }
 
@@ -193,7 +209,7 @@ function tie(A: number[], B: number[], tied: boolean): [number[], number[]] {
 }
 
 function fit(): void {
-  const tied = !process.argv.includes('--untied');
+  const tied = !args.flag('--untied');
   const iters = argValue('--iters', 40);
   const data = trainingSet(argValue('--groups', 24576), argValue('--fit-seed', 1234), argValue('--t-fraction', 1 / 3));
   const groups = data.length / FIT_G;
@@ -272,12 +288,12 @@ function fit(): void {
 }
 
 function main(): void {
-  if (process.argv.includes('--fit')) {
+  if (args.flag('--fit')) {
     fit();
     return;
   }
-  qualityTable(argValue('--rows', 256), argValue('--seed', 20240601), process.argv.includes('--json'));
-  if (process.argv.includes('--speed')) speed();
+  qualityTable(argValue('--rows', 256), argValue('--seed', 20240601), args.flag('--json'));
+  if (args.flag('--speed')) speed();
 }
 
 main();

@@ -21,7 +21,7 @@ import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js'
 import type { WeightFormatName } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { templateSet } from '../src/render/templates.js';
-import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, log, run, type BenchRow } from './common.js';
+import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
@@ -47,11 +47,11 @@ Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,ge
          --wgsl-peer-runs 5 (timed onnxruntime-web runs)
 See bench/README.md for what each row means.`;
 
-const { flag, opt } = benchArgs(process.argv.slice(2));
-if (flag('--help') || flag('-h')) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
+const { flag, opt } = benchArgs(process.argv.slice(2), {
+  flags: ['--json', '--keep', '--no-probe', '--no-peer', '--no-kgen', '--no-naive', '--no-wasm', '--no-ort-web', '--no-llama', '--no-tune', '--no-wgsl'],
+  options: ['--cases', '--formats', '--threads', '--isa', '--attn-kv', '--attn-formats', '--attn-ort', '--attn-qint8', '--wasm-levels', '--llama-formats', '--llama-libs', '--tune-trials', '--strategies', '--wgsl-trials', '--wgsl-peer-runs'],
+  usage: USAGE,
+});
 
 const json = flag('--json');
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.
@@ -121,43 +121,93 @@ for (const c of cases) {
   }
 }
 
-function probeRows(workDir: string): BenchRow[] {
+/** The probe executable (compiled once per run) and what one invocation of it measured. */
+interface ProbeResult {
+  threads: number;
+  bytes: number;
+  passes: number;
+  gbps: number;
+  min_gbps: number;
+  max_gbps: number;
+}
+
+function compileProbe(workDir: string): string {
   const exe = join(workDir, 'probe');
   log('probe: compiling templates/c/probe.c.hbs');
   writeFileSync(join(workDir, 'probe.c'), templateSet('c').render('probe.c', {}));
   run('gcc', [...CFLAGS, join(workDir, 'probe.c'), '-o', exe]);
-  log('probe: reading 1 GiB, 15 passes per thread count');
-  const out = run(exe, ['1024', '15', ...threads.map(String)]);
-  return out
+  return exe;
+}
+
+function runProbe(exe: string, mib: number, passes: number, threadCounts: readonly number[]): ProbeResult[] {
+  return run(exe, [String(mib), String(passes), ...threadCounts.map(String)])
     .split('\n')
     .filter((l) => l.trim())
-    .map((l) => {
-      const p = JSON.parse(l) as { threads: number; bytes: number; passes: number; gbps: number; min_gbps: number; max_gbps: number };
-      const ms = (p.bytes / (p.gbps * 1e9)) * 1e3;
-      return {
-        kind: 'probe',
-        case: 'probe: AVX2 read',
-        shape: '1 GiB',
-        threads: p.threads,
-        ms,
-        minMs: (p.bytes / (p.max_gbps * 1e9)) * 1e3,
-        bytes: p.bytes,
-        gbps: p.gbps,
-        runs: p.passes,
-        note: `min ${p.min_gbps.toFixed(1)} max ${p.max_gbps.toFixed(1)} GB/s`,
-      } satisfies BenchRow;
-    });
+    .map((l) => JSON.parse(l) as ProbeResult);
 }
+
+function probeRows(exe: string): BenchRow[] {
+  log('probe: reading 1 GiB, 15 passes per thread count');
+  return runProbe(exe, 1024, 15, threads).map((p) => {
+    const ms = (p.bytes / (p.gbps * 1e9)) * 1e3;
+    return {
+      kind: 'probe',
+      case: 'probe: AVX2 read',
+      shape: '1 GiB',
+      threads: p.threads,
+      ms,
+      minMs: (p.bytes / (p.max_gbps * 1e9)) * 1e3,
+      bytes: p.bytes,
+      gbps: p.gbps,
+      runs: p.passes,
+      note: `min ${p.min_gbps.toFixed(1)} max ${p.max_gbps.toFixed(1)} GB/s`,
+    } satisfies BenchRow;
+  });
+}
+
+/**
+ * A row whose GB/s is compared with the probe: it streams its operand once (GEMV, M=1; attention
+ * decode, Sq=1).
+ */
+function streamsOnce(r: BenchRow): boolean {
+  return r.kind !== 'probe' && r.threads > 0 && (r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'));
+}
+
+/**
+ * This VM's read bandwidth moves by up to 2x within a minute (other tenants), so a probe taken once
+ * at the start says little about a row timed minutes later. Every stage of rows that stream their
+ * operand is bracketed by a short probe right before and right after it (4x the L3, at least 256
+ * MiB, 5 passes per thread count), and those rows' `% of probe` is against the mean of the two.
+ */
+let bracketProbe: string | undefined;
+const BRACKET_MIB = Math.max(256, Math.ceil((4 * L3_BYTES) / 2 ** 20));
 
 /** Runs one stage and stamps its rows with the background CPU load seen meanwhile. */
 async function stage(rows: BenchRow[], f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
+  const before = bracketProbe ? runProbe(bracketProbe, BRACKET_MIB, 5, threads) : [];
+  const out = await timedStage(f);
+  if (bracketProbe && out.some(streamsOnce)) {
+    const after = runProbe(bracketProbe, BRACKET_MIB, 5, threads);
+    for (const r of out.filter(streamsOnce)) {
+      const b = before.find((p) => p.threads === r.threads)?.gbps;
+      const a = after.find((p) => p.threads === r.threads)?.gbps;
+      if (b === undefined || a === undefined) continue;
+      r.probeGbps = (a + b) / 2;
+      r.note = [r.note, `probe ${b.toFixed(1)} before, ${a.toFixed(1)} after (GB/s)`].filter(Boolean).join('; ');
+    }
+  }
+  rows.push(...out);
+  return out;
+}
+
+/** Runs `f` and stamps its rows with the background CPU load seen meanwhile. */
+async function timedStage(f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
   const s0 = cpuSample();
   const t0 = performance.now();
   const out = await f();
   const bg = foreignCpu(s0, cpuSample());
   const wall = (performance.now() - t0) / 1e3;
   for (const r of out) if (bg !== undefined && wall > 0) r.bgLoad = bg / wall;
-  rows.push(...out);
   return out;
 }
 
@@ -166,7 +216,9 @@ async function main(): Promise<void> {
   const workDir = mkdtempSync(join(tmpdir(), 'kgen-bench-'));
   const rows: BenchRow[] = [];
   try {
-    const probe = flag('--no-probe') ? [] : await stage(rows, () => probeRows(workDir));
+    const probeExe = flag('--no-probe') ? undefined : compileProbe(workDir);
+    const probe = probeExe ? await stage(rows, () => probeRows(probeExe)) : [];
+    bracketProbe = probeExe;
 
     let peerLevels: number[] = [];
     if (!flag('--no-peer') && matmulCases.length) {
@@ -332,11 +384,10 @@ async function main(): Promise<void> {
       await stage(rows, () => wgslRows({ workDir, cacheDir, trials: Number(opt('--wgsl-trials', '8')), peerRuns: Number(opt('--wgsl-peer-runs', '5')), peer: !flag('--no-peer') }));
     }
 
-    // % of the probe: rows that stream their operand once (GEMV, M=1; attention decode, Sq=1).
-    for (const r of rows) {
-      if (r.kind === 'probe' || r.threads === 0 || !(r.shape.startsWith('M=1,') || r.shape.includes(',Sq=1,'))) continue;
-      const p = probe.find((q) => q.threads === r.threads);
-      if (p && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p.gbps;
+    // % of the probe: against the probe bracketing the row's stage, else the run's first probe.
+    for (const r of rows.filter(streamsOnce)) {
+      const p = r.probeGbps ?? probe.find((q) => q.threads === r.threads)?.gbps;
+      if (p !== undefined && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p;
     }
   } finally {
     if (flag('--keep')) log(`kept ${workDir}`);

@@ -52,15 +52,16 @@ describe.concurrent('WebAssembly kernels match the reference', () => {
       for (const ir of EPILOGUE_IRS) await expectVerified({ target: 'wasm', ir, shape: 'M=3,N=77,K=384', runner: wasmRunner(level) }, `${ir.name} ${level}`);
     });
   }
-  it('other tilings give the same results (edge tiles in N and M)', async () => {
+  it('other tilings give the same results (edge tiles in N and M, unrolls with and without a tail of blocks)', async () => {
     for (const config of [
-      { rowsPerIter: 1, mTile: 4, nTile: 8 },
+      { rowsPerIter: 1, mTile: 4, nTile: 8, unroll: 2 },
       { rowsPerIter: 2, mTile: 2, nTile: 2 },
-      { rowsPerIter: 4, mTile: 1, nTile: 4 },
+      { rowsPerIter: 4, mTile: 1, nTile: 4, unroll: 2 },
       { rowsPerIter: 8, mTile: 1, nTile: 16 },
     ]) {
-      for (const op of ['matmul_q35', 'matmul_f16']) {
-        for (const level of LEVELS) await expectVerified({ target: 'wasm', op, shape: 'M=5,N=33,K=512', config, runner: wasmRunner(level) }, `${op} ${level} ${JSON.stringify(config)}`);
+      // K = 7 groups of 64: unroll 2 leaves a tail of 1 block; q4_0's 14 blocks of 32 leave none.
+      for (const op of ['matmul_q35', 'matmul_q4_0', 'matmul_f16']) {
+        for (const level of LEVELS) await expectVerified({ target: 'wasm', op, shape: 'M=5,N=33,K=448', config, runner: wasmRunner(level) }, `${op} ${level} ${JSON.stringify(config)}`);
       }
     }
   });
@@ -351,6 +352,35 @@ describe('the WebAssembly runner and emit', () => {
     build.dispose();
     expect(run.status).toBe('ok');
     if (run.status === 'ok') expect(run.timing!.runs).toBe(5);
+  });
+
+  it('block scales of every f16 class (negative, subnormal, infinite, NaN) are widened exactly by the 8-row kernel', async () => {
+    // One 64-weight q4 block per row, every code 9 (level +1), x all ones: y[n] = 64 x scale[n].
+    const scales = [0x3c00, 0xbc00, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e00, 0xc500];
+    const f16 = (h: number) => (h & 0x8000 ? -1 : 1) * ((h & 0x7c00) === 0x7c00 ? (h & 0x3ff ? NaN : Infinity) : (h & 0x7c00 ? 1 + (h & 0x3ff) / 1024 : (h & 0x3ff) / 1024) * 2 ** Math.max(((h >> 10) & 31) - 15, -14));
+    const K = 64, N = scales.length;
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: `M=1,N=${N},K=${K}`, config: { isa: 'simd128', rowsPerIter: 8, nTile: 8 } });
+    const bins = await e.rendered.binaries!();
+    if ('error' in bins) throw new Error(bins.error);
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const { instance } = await WebAssembly.instantiate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>, { env: { memory } });
+    const fn = (suffix: string) => Object.entries(instance.exports).find(([name]) => name.endsWith(suffix))![1] as (...a: number[]) => number;
+    const at = { x: 64, w: 1024, y: 4096, ws: 8192 };
+    const rowBytes = e.manifest.weights!.rowBytes;
+    const view = new DataView(memory.buffer);
+    for (let k = 0; k < K; k++) view.setFloat32(at.x + 4 * k, 1, true);
+    for (let n = 0; n < N; n++) {
+      view.setUint16(at.w + n * rowBytes, scales[n]!, true);
+      for (let b = 2; b < rowBytes; b++) view.setUint8(at.w + n * rowBytes + b, 0x99);
+    }
+    fn('_prepare')(at.x, at.ws);
+    fn('_rows')(at.ws, at.w, 0, 0, at.y, 0, N);
+    const y = Array.from({ length: N }, (_, n) => view.getFloat32(at.y + 4 * n, true));
+    for (let n = 0; n < N; n++) {
+      const want = 64 * f16(scales[n]!);
+      if (Number.isFinite(want)) expect(Math.abs(y[n]! - want), `row ${n}: ${y[n]} vs ${want}`).toBeLessThanOrEqual(1e-6 * Math.abs(want));
+      else expect(y[n], `row ${n}`).toBe(want);
+    }
   });
 
   it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {

@@ -34,6 +34,8 @@ const CASES = [
   { op: 'matmul_q4_0', shape: 'M=2,N=45,K=96', config: { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 4 } },
   { op: 'matmul_q8_0', shape: 'M=9,N=33,K=160', config: { kernel: 'tiled' } },
   { op: 'matmul_f16', shape: 'M=4,N=19,K=96', config: { kernel: 'gemv', subgroups: 1, rowsPerWorkgroup: 16 } },
+  // SwiftShader's default for a q4 GEMV: the rows kernel's pair walk, activations shared by subgroupBroadcast.
+  { op: 'matmul_q4', shape: 'M=1,N=77,K=384', config: { kernel: 'rows', xBroadcast: 1 } },
 ] as const;
 
 /**
@@ -119,9 +121,10 @@ describe.skipIf(noBrowser !== undefined)('WGSL kernels in headless Chromium (Web
       page.on('pageerror', (e) => pageErrors.push(String(e)));
       await page.goto(`${origin}/index.html`);
       await page.waitForFunction(() => 'kgenRun' in window);
-      for (const c of CASES) {
+      for (const [i, c] of CASES.entries()) {
         const r = emit({ target: 'wgsl', op: c.op, shape: c.shape, device: 'swiftshader', config: c.config });
-        const loader = `${c.op}.js`;
+        // One URL per case: the page caches modules by URL, and q4 has two.
+        const loader = `${c.op}-${i}.js`;
         writeFileSync(join(dir, loader), r.files['kernel.js']!);
         const data = opKit('matmul').testData(r.plan.op, r.plan.shape, 7);
         const inputs = Object.fromEntries(Object.entries(data.inputs).map(([file, bytes]) => [file.replace(/\.bin$/, ''), Array.from(bytes)]));

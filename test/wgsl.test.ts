@@ -127,13 +127,31 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     await expectOk({ target: 'wgsl', ir: matmul('q8_0', 32, { bias: true, activation: 'gelu', residual: true }), shape: 'M=2,N=45,K=96', device: 'swiftshader', config: { kernel: 'rows', dot8: 1 } }, 'q8_0 dot8 with an epilogue');
   });
 
+  it('q4 and q4_0 rows walk pairs of blocks (shift-free decode) where a row has an even number of blocks, and match', async () => {
+    const cases: [MatmulOp, string, Record<string, unknown>][] = [
+      [matmul('q4', 64, { bias: false, activation: 'none', residual: false }), 'M=1,N=77,K=384', { kernel: 'rows' }],
+      // Activations loaded by every invocation instead of shared through subgroups (the GPU default).
+      [matmul('q4', 64, { bias: true, activation: 'none', residual: false }), 'M=3,N=77,K=384', { kernel: 'rows', xBroadcast: 0 }],
+      [matmul('q4', 32, { bias: true, activation: 'silu', residual: true }), 'M=3,N=45,K=64', { kernel: 'rows', rowsPerInvocation: 4, invocations: 32 }],
+      [matmul('q4', 128, { bias: true, activation: 'gelu', residual: false }), 'M=2,N=33,K=512', { kernel: 'rows', rowsPerInvocation: 1 }],
+      [matmul('q4_0', 32, { bias: false, activation: 'none', residual: true }), 'M=8,N=45,K=320', { kernel: 'rows', rowsPerInvocation: 4 }],
+      [{ ...matmul('q4', 64, { bias: false, activation: 'none', residual: false }, 'mm_q4_xf16'), x: 'f16' }, 'M=3,N=77,K=256', { kernel: 'rows' }],
+    ];
+    for (const [op, shape, config] of cases) {
+      const { plan } = makePlan(planRequest({ op, shape: parseShape(shape, op), device: getDevice('swiftshader'), target: 'wgsl' }), config);
+      expect(plan.params, `${op.name} ${shape}`).toMatchObject({ kernel: 'rows', nibblePairs: true, xBroadcast: config.xBroadcast !== 0 });
+      await expectOk({ target: 'wgsl', ir: op, shape, device: 'swiftshader', config }, `${op.name} ${JSON.stringify(op.epilogue)} ${shape} ${JSON.stringify(config)}`);
+    }
+  });
+
   it('weights over the profile\'s storage binding size are split across bindings and still match', async () => {
     // A profile whose bindings hold 4608 bytes: 120 q4 rows of 68 bytes (8164 bound) span 2 weight
     // bindings; the boundary falls inside row 67's second block (4608 = 67 x 68 + 52).
     const small: DeviceProfile = { ...getDevice('swiftshader'), gpu: { ...getDevice('swiftshader').gpu!, maxStorageBufferBindingBytes: 4608 } };
-    for (const config of [{ kernel: 'gemv' }, { kernel: 'tiled', bm: 16, bn: 32, bk: 64 }]) {
+    // rows: each row is one pair of blocks (the pair walk), read word by word across the boundary.
+    for (const config of [{ kernel: 'gemv' }, { kernel: 'rows', rowsPerInvocation: 4, invocations: 32 }, { kernel: 'tiled', bm: 16, bn: 32, bk: 64 }]) {
       const op = CATALOG.matmul_q4!;
-      const shape = parseShape(config.kernel === 'gemv' ? 'M=2,N=120,K=128' : 'M=9,N=120,K=128', op);
+      const shape = parseShape(config.kernel === 'tiled' ? 'M=9,N=120,K=128' : 'M=2,N=120,K=128', op);
       const { plan } = makePlan(planRequest({ op, shape, device: small, target: 'wgsl' }), config);
       expect(plan.params).toMatchObject({ weightChunkBytes: 4608, weightChunks: 2 });
       await runPlan(plan);
@@ -267,7 +285,8 @@ describe('WGSL plans against WebGPU limits', () => {
     expect(makePlan(planRequest({ op, shape, device: swiftshader, target: 'wgsl' })).plan.params).toMatchObject({ kernel: 'rows', f16Math: false });
     const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
     const { plan } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 1 });
-    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0 });
+    // xBroadcast 0: no subgroups either, so the f32 kernel needs no feature at all.
+    const { plan: f32 } = makePlan(planRequest({ op, shape, device: withF16, target: 'wgsl' }), { kernel: 'rows', f16Math: 0, xBroadcast: 0 });
     expect(plan.tolerance.nmse).toBeGreaterThan(f32.tolerance.nmse);
     const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(kernel.files['kernel.wgsl']).toContain('enable f16;');
@@ -276,6 +295,36 @@ describe('WGSL plans against WebGPU limits', () => {
     const plain = renderPlan(f32, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(plain.files['kernel.wgsl']).not.toContain('f16;');
     expect(plain.bindingInterface!.features).toEqual([]);
+  });
+
+  it('the rows kernel walks pairs of blocks for q4 and q4_0 with an even number of blocks per row in f32, and steps otherwise', () => {
+    const swiftshader = getDevice('swiftshader');
+    const q4 = CATALOG.matmul_q4! as MatmulOp;
+    const q4_0 = CATALOG.matmul_q4_0! as MatmulOp;
+    const params = (o: MatmulOp, shape: string, config: Record<string, unknown> = { kernel: 'rows' }, device = swiftshader) => makePlan(planRequest({ op: o, shape: parseShape(shape, o), device, target: 'wgsl' }), config).plan.params;
+    // 64 blocks of 34 bytes: 32 pairs of 17 words, 8 steps of 8 weights per block.
+    expect(params(q4, 'M=1,N=4096,K=4096')).toMatchObject({ nibblePairs: true, pairs: 32, pairWords: 17, pairWeights: 128, rowWords: 544, pairSteps: 8 });
+    expect(params(q4_0, 'M=3,N=45,K=320')).toMatchObject({ nibblePairs: true, pairs: 5, pairWords: 9, rowWords: 45, pairSteps: 4 });
+    // 5 blocks per row (rows start at half-words), other formats, groups over 128: the stepwise kernel.
+    expect(params(q4, 'M=1,N=77,K=320')).toMatchObject({ nibblePairs: false, pairs: 0 });
+    expect(params(CATALOG.matmul_q8! as MatmulOp, 'M=1,N=77,K=384')).toMatchObject({ nibblePairs: false });
+    expect(params(matmul('q4', 256, { bias: false, activation: 'none', residual: false }), 'M=1,N=77,K=512')).toMatchObject({ nibblePairs: false });
+    const withF16: DeviceProfile = { ...swiftshader, name: 'adapter-f16', gpu: { ...swiftshader.gpu!, features: { ...swiftshader.gpu!.features, f16: true } } };
+    expect(params(q4, 'M=1,N=64,K=256', { kernel: 'rows', f16Math: 1 }, withF16)).toMatchObject({ nibblePairs: false });
+    const { plan } = makePlan(planRequest({ op: q4, shape: parseShape('M=2,N=64,K=256', q4), device: swiftshader, target: 'wgsl' }), { kernel: 'rows' });
+    const wgsl = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }).files['kernel.wgsl']!;
+    expect(wgsl).toContain('let lo0 = kg_nib_lo2(c0, n0);');
+    expect(wgsl).not.toContain('kg_dec8u(row0');
+    // Activations shared through subgroups: the default where subgroups are at most 4 wide (loads are
+    // per-lane gathers), never where the profile has no subgroups, refused with the reason off the pair walk.
+    expect(plan.params).toMatchObject({ xBroadcast: true });
+    expect(wgsl).toContain('enable subgroups;');
+    expect(wgsl).toContain('let xa0 = subgroupBroadcast(la0_0, 1u);');
+    expect(params(q4, 'M=1,N=77,K=320')).toMatchObject({ xBroadcast: false });
+    expect(params(q4, 'M=1,N=4096,K=4096', { kernel: 'rows' }, getDevice('webgpu'))).toMatchObject({ xBroadcast: false });
+    const gpuSubgroups: DeviceProfile = { ...getDevice('webgpu'), gpu: { ...getDevice('webgpu').gpu!, features: { ...getDevice('webgpu').gpu!.features, subgroups: true } } };
+    expect(params(q4, 'M=1,N=4096,K=4096', { kernel: 'rows' }, gpuSubgroups)).toMatchObject({ xBroadcast: false });
+    expect(() => params(CATALOG.matmul_q8! as MatmulOp, 'M=1,N=77,K=384', { kernel: 'rows', xBroadcast: 1 })).toThrow(/xBroadcast \(1\) shares the activations of the pair walk/);
   });
 
   it('dot8 is a knob the tuner measures where it fits: q8 and q8_0 on a device with dot4I8Packed; ruled out with the reason elsewhere; never the default', () => {

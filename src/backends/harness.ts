@@ -1,7 +1,7 @@
 import { KgenError } from '../errors.js';
 import { textHash } from '../hash.js';
 import { oneLine } from '../io/message-text.js';
-import type { Timing, TimingOptions } from './types.js';
+import type { KernelInputs, Timing, TimingOptions } from './types.js';
 
 /**
  * What runners share about the programs they build around a kernel (the C harness, the CUDA run
@@ -50,6 +50,11 @@ export function parseTimesLine(stdout: string): Timing | undefined {
   if (!line) return undefined;
   const times = (JSON.parse(line[0]) as { times_ms: number[] }).times_ms;
   return times.length ? timingOf(times) : undefined;
+}
+
+/** Bytes a timed run rotates copies of: the weights (matmul), else the KV cache (attention). */
+export function streamedBytes(inputs: KernelInputs): number {
+  return inputs['w.bin']?.length ?? (inputs['k.bin']?.length ?? 0) + (inputs['v.bin']?.length ?? 0);
 }
 
 /**

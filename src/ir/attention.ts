@@ -52,6 +52,15 @@ export function kvCacheDims(op: AttentionOp, s: AttentionShape): { order: string
     : { order: 'positions x heads', dims: [s.B, s.Skv, s.Hkv, s.D] };
 }
 
+/** How kernel headers and usage text name each KV cache format. */
+export const KV_FORMAT_NAMES: Readonly<Record<KvCacheFormat, string>> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
+
+/** The KV cache's rows in its order, e.g. "heads x positions rows [1,8,4096]", for kernel headers. */
+export function kvRowsText(op: AttentionOp, s: AttentionShape): string {
+  const { order, dims } = kvCacheDims(op, s);
+  return `${order} rows [${dims.slice(0, 3).join(',')}]`;
+}
+
 /**
  * Where KV row (b, head, position) is, in rows from the start of K (or V), for a layout: row =
  * b * Hkv * Skv + head * headStride + position * positionStride.

@@ -94,11 +94,14 @@ export interface CpuVariants {
    */
   blockStep?: Readonly<Record<string, readonly string[]>>;
   /**
-   * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction, and its
-   * kernels take no unroll): held at their first value, out of the tuned space, and a plan with
-   * no prefetch states 0 bytes of it.
+   * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
+   * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
    */
   without?: readonly ('unroll' | 'prefetch')[];
+  /** Weight formats whose kernels take no unroll although the target's others do (held as `without` holds it). */
+  noUnrollFormats?: readonly WeightFormatName[];
+  /** The unroll knob's values, the default first; absent: [2, 1, 4]. */
+  unrollValues?: readonly number[];
   /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
   f32Lanes?: Readonly<Record<string, number>>;
   /**
@@ -197,7 +200,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
-    { name: 'unroll', values: [2, 1, 4], doc: 'unroll of the loop over weight blocks', ...(variants.without?.includes('unroll') ? { when: () => false } : {}) },
+    { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
       name: 'prefetch',
       values: [1, 0, 2],
@@ -220,6 +223,11 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     return c.panel === 1 && c.actQuant === 'q8' && panelUsable(req, variants, c.isa);
   }
   return { knobs, restrictions };
+}
+
+/** Whether the target's kernels for this request's weights take the unroll knob. */
+function unrolls(req: Req, variants: CpuVariants): boolean {
+  return !variants.without?.includes('unroll') && !variants.noUnrollFormats?.includes(req.op.weight.format);
 }
 
 /** Bytes of a decoded panel tile of `nTile` rows: int8 codes, then one f32 scale per row and block. */
@@ -247,7 +255,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const steps = stepBlocks ? Math.floor(xBlocks / stepBlocks) : 0;
   const stepRecordBytes = stepBlocks ? stepBlocks * actBlock + STEP_RECORD_TAIL : 0;
   const prefetchBytes = panel || variants.without?.includes('prefetch') ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
-  const unrolled = variants.without?.includes('unroll') ? '' : `, unrolled ${config.unroll}x`;
+  const unrolled = unrolls(req, variants) ? `, unrolled ${config.unroll}x` : '';
   const buffers: OnChipBuffer[] = [
     panel
       ? { name: 'accumulators', space: 'registers', size: 3 * mTile, why: `per activation row: f32 sums, i32 block sums and i16 partial sums of ${PANEL_ROWS} weight rows` }

@@ -1,6 +1,6 @@
 import { kvRowFormat as storedRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, kvLayout, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
+import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -126,7 +126,7 @@ function formatRestrictions(req: Req): Restriction[] {
   const { op, shape } = req;
   return [
     { reason: 'D is not a multiple of 16 (K/V rows are staged as 16-byte chunks)', allows: () => shape.D % 16 === 0 },
-    { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
+    q8GroupOfFours(op),
   ];
 }
 
@@ -134,8 +134,6 @@ function formatRestrictions(req: Req): Restriction[] {
 function decodeRowGroups(shape: Dims): number {
   return ceilDiv((shape.Hq / shape.Hkv) * shape.Sq, decodeMaxRows(shape.D));
 }
-
-const KV_SPLITS = [16, 8, 32, 4, 64, 1];
 
 /** Most output quads (4 f32 accumulators each) a SIMT thread holds: more spill (ptxas, sm_90, D = 256). */
 const MAX_QUADS = 16;
@@ -156,11 +154,11 @@ function cudaSpace(req: Req): SearchSpace {
     // Default split: the fewest splits that give every SM two blocks, else the most there are.
     const others = shape.B * shape.Hkv * decodeRowGroups(shape);
     const wanted = (2 * (device.gpu!.multiprocessors ?? 1)) / others;
-    const sorted = [...KV_SPLITS].sort((a, b) => a - b);
+    const sorted = [...GPU_KV_SPLITS].sort((a, b) => a - b);
     const first = sorted.find((s) => s >= wanted) ?? sorted[sorted.length - 1]!;
     return {
       knobs: [
-        { name: 'kvSplit', values: [first, ...KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel (1: no merge, no workspace)' },
+        { name: 'kvSplit', values: [first, ...GPU_KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel (1: no merge, no workspace)' },
         { name: 'kvBlock', values: [32, 64, 16, 128], doc: 'keys (and values) staged in shared memory per tile' },
         { name: 'warps', values: [4, 2, 8], doc: 'warps per block' },
         { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },

@@ -1,6 +1,6 @@
 import { GGML_KV_BLOCK, kvRowFormat } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, kvLayout, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
+import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
 import { WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -94,7 +94,7 @@ function formatRestrictions(req: Req): Restriction[] {
   const { op, shape } = req;
   return [
     { reason: 'D is not a multiple of 4 (values are dequantized four at a time)', allows: () => shape.D % 4 === 0 },
-    { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 },
+    q8GroupOfFours(op),
   ];
 }
 
@@ -102,7 +102,7 @@ function wgslSpace(req: Req): SearchSpace {
   if (req.shape.Sq <= SPLITK_MAX_SQ) {
     return {
       knobs: [
-        { name: 'kvSplit', values: [16, 8, 32, 4, 64, 1], doc: 'partitions of the KV sequence, one workgroup each, merged in a second pass' },
+        { name: 'kvSplit', values: [...GPU_KV_SPLITS], doc: 'partitions of the KV sequence, one workgroup each, merged in a second pass' },
         { name: 'kvBlock', values: [32, 16, 64, 8], doc: 'keys staged in workgroup storage per step (8: f16 rows of D = 256 within 16 KiB)' },
         { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       ],

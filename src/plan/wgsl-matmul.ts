@@ -19,6 +19,8 @@ import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchS
  *   them, summing each block's unscaled products before its scale; no workgroup storage, no
  *   barriers, no reduction, so neighbouring invocations read rows far apart. Where subgroups are at
  *   most 4 wide (SwiftShader: a CPU's SIMD lanes, every barrier a task switch) it is the default.
+ *   q4 and q4_0 with an even number of blocks per row walk K a pair of blocks at a time, every
+ *   word read once and decoded without shifts ({@link WgslNibblePairs}).
  * - `tiled`: `bm` x `bn` output tiles, K in steps of `bk` through `buffers` workgroup-storage
  *   buffers of f32 activations and raw weight bytes (each tile row padded to whole words).
  */
@@ -69,7 +71,19 @@ export type WgslMatmulParams =
       dot8: boolean; int8Max: number;
       /** Weights summed before a scale is applied: one block (f16, unscaled: 32 weights). */
       scaleRun: number; unscaled: boolean;
-    })
+      /**
+       * q4 and q4_0 with an even number of blocks per row and f32 arithmetic: K is walked a pair of
+       * blocks at a time (`pairWords` whole words, each read once), decoded without shifts (the
+       * pair fields, {@link WgslNibblePairs}, are 0 where the stepwise kernel runs instead).
+       */
+      nibblePairs: boolean;
+      /**
+       * Pair walk only: per run of 32 weights, lane j (< 4) of each subgroup loads activation quads
+       * j and j + 4 and subgroupBroadcast hands them to the others (every subgroup has at least 4
+       * lanes, and no invocation leaves early); else every invocation loads every quad.
+       */
+      xBroadcast: boolean;
+    } & WgslNibblePairs)
   | (WgslCommonParams & {
       kernel: 'tiled'; bm: number; bn: number; bk: number; buffers: number; singleBuffer: boolean;
       threadsN: number; threadsM: number; rowsPerThread: number; colsPerThread: number; accumulators: number;
@@ -81,6 +95,62 @@ declare module './types.js' {
     'wgsl-matmul': { op: MatmulOp; shape: MatmulShape; params: WgslMatmulParams };
   }
 }
+
+/**
+ * The `rows` kernel's pair walk of a nibble format (q4, q4_0). A block is an f16 scale and G / 2
+ * bytes, 2 mod 4 bytes in all, so two blocks are 1 + G / 4 whole words and, with an even number
+ * of blocks per row, every pair starts on a word: word 0 holds the first scale and data bytes 0-1,
+ * word G / 8 the first block's last two bytes and the second scale, words G / 8 + 1 .. G / 4 the
+ * second block. Each word is read once (the first block's steps take the upper half of one word
+ * and the lower half of the next: the words are carried, not re-read).
+ */
+export type WgslNibblePairs = {
+  pairs: number; pairWords: number; pairWeights: number; rowWords: number;
+  /** Steps (of 8 weights) per block: G / 8; the second block's scale is in the upper half of word pairSteps. */
+  pairSteps: number;
+};
+
+/**
+ * The unrolled steps of a pair walk: in the first block, step i decodes the upper half of word
+ * `word - 1` and the lower half of `word`; in the second, word `word`; both give weights k..k+3
+ * (low nibbles) and k+16..k+19 (high) of the pair. Step i covers data bytes 4i..4i+3 of its
+ * block: run i / 4 of 32 weights, bytes (i % 4) x 4 of its 16.
+ */
+export function wgslNibblePairSteps(p: WgslNibblePairs): { steps0: WgslPairStep[]; steps1: WgslPairStep[] } {
+  const G = p.pairWeights / 2;
+  const step = (block: number, i: number, word: number): WgslPairStep => {
+    const runK = block * G + Math.floor(i / 4) * 32;
+    return { k: runK + (i % 4) * 4, word, runK, quad: i % 4, runStart: i % 4 === 0 };
+  };
+  return {
+    steps0: Array.from({ length: p.pairSteps }, (_, i) => step(0, i, i + 1)),
+    steps1: Array.from({ length: p.pairSteps }, (_, i) => step(1, i, p.pairSteps + 1 + i)),
+  };
+}
+
+/**
+ * One unrolled step of a pair walk: weights k..k+3 and k+16..k+19 of the pair; its run of 32
+ * weights starts at runK, and the step is quad `quad` (0..3) of it (runStart: the run's first).
+ */
+export type WgslPairStep = { k: number; word: number; runK: number; quad: number; runStart: boolean };
+
+/** Largest group whose pair of blocks the `rows` kernel unrolls (2 x G / 8 steps per pair). */
+const WGSL_PAIRS_MAX_GROUP = 128;
+
+/**
+ * The pair walk for `format` at K, or null where it does not apply: other formats, an odd number
+ * of blocks per row (rows then start at half-words), groups over WGSL_PAIRS_MAX_GROUP, f16 arithmetic.
+ */
+function nibblePairsFor(format: string, K: number, weightsPerBlock: number, bytesPerBlock: number, f16Math: boolean): WgslNibblePairs | null {
+  const G = weightsPerBlock;
+  const blocks = K / G;
+  if ((format !== 'q4' && format !== 'q4_0') || f16Math || blocks % 2 !== 0 || G > WGSL_PAIRS_MAX_GROUP) return null;
+  if (bytesPerBlock !== 2 + G / 2 || G % 32 !== 0) throw new Error(`internal: a ${format} block of ${G} weights is not an f16 scale and ${G / 2} bytes`);
+  return { pairs: blocks / 2, pairWords: (2 * bytesPerBlock) / 4, pairWeights: 2 * G, rowWords: (blocks * bytesPerBlock) / 4, pairSteps: G / 8 };
+}
+
+/** The flat params of no pair walk. */
+const NO_PAIRS: WgslNibblePairs = { pairs: 0, pairWords: 0, pairWeights: 0, rowWords: 0, pairSteps: 0 };
 
 type Req = PlanRequestFor<MatmulOp, MatmulShape>;
 
@@ -132,7 +202,8 @@ const isTiled = (c: Config) => c.kernel === 'tiled';
 const WGSL_ROWS_MAX_SUMS = 32;
 
 function wgslSpace(req: Req): SearchSpace {
-  const wpb = codecOf(req.op.weight).weightsPerBlock;
+  const codec = codecOf(req.op.weight);
+  const wpb = codec.weightsPerBlock;
   const gpu = req.device.gpu!;
   // K steps are whole weight blocks and whole decode groups of 4 (q3.5 blocks of 96 weights: 96, 192, ...).
   const bks = [...new Set([64, 32, 128].map((b) => lcm(lcm(b, wpb), WGSL_DECODE_WEIGHTS)))];
@@ -146,6 +217,12 @@ function wgslSpace(req: Req): SearchSpace {
       { name: 'invocations', values: [...WORKGROUP_SIZES], doc: 'invocations per workgroup' },
       { name: 'rowsPerInvocation', values: [8, 4, 2, 1], doc: 'weight rows each invocation computes', when: isRows },
       { name: 'dot8', values: [0, 1], doc: 'int8 products with dot4I8Packed on activations quantized per block (1: q8 and q8_0, where the device has packed_4x8_integer_dot_product) or f32 (0)', when: isRows },
+      // Where loads are per-lane gathers (a CPU adapter: subgroups at most 4 wide) one load and 4
+      // broadcasts cost less than 4 loads; a GPU serves a same-address load to all lanes at once.
+      {
+        name: 'xBroadcast', values: gpu.features.subgroups ? (gpu.features.subgroupSizes[1] <= WGSL_NARROW_SUBGROUP ? [1, 0] : [0, 1]) : [0],
+        doc: 'activations of the q4/q4_0 pair walk: 4 lanes of each subgroup load them and subgroupBroadcast shares them (1) or every invocation loads them (0)', when: isRows,
+      },
       { name: 'f16Math', values: [0, 1], doc: 'products and short sums in f16 (1: needs the shader-f16 feature) or in f32 (0)', when: isRows },
       { name: 'rowsPerWorkgroup', values: [8, 4, 16, 2, 1], doc: 'weight rows per workgroup, sharing each staged activation chunk', when: isGemv },
       { name: 'xChunk', values: [2048, 1024, 4096, 512, 256], doc: 'activations staged in workgroup storage per pass over K', when: isGemv },
@@ -162,6 +239,10 @@ function wgslSpace(req: Req): SearchSpace {
       { reason: `f16 arithmetic (f16Math: 1) needs the WebGPU feature shader-f16, which ${req.device.name} lacks (gpu.features.f16)`, allows: (c) => c.f16Math !== 1 || gpu.features.f16 },
       { reason: `dot4I8Packed (dot8: 1) takes int8 weight codes: q8 and q8_0 only, not ${req.op.weight.format}`, allows: (c) => c.dot8 !== 1 || INT8_FORMATS.includes(req.op.weight.format) },
       { reason: `dot4I8Packed (dot8: 1) needs the WGSL language feature packed_4x8_integer_dot_product, which ${req.device.name} lacks (gpu.features.dot8)`, allows: (c) => c.dot8 !== 1 || gpu.features.dot8.includes('dot4I8Packed') },
+      {
+        reason: 'xBroadcast (1) shares the activations of the pair walk: q4 or q4_0 with an even number of blocks per row, f32 arithmetic',
+        allows: (c) => !isRows(c) || c.xBroadcast !== 1 || nibblePairsFor(req.op.weight.format, req.shape.K, codec.weightsPerBlock, codec.bytesPerBlock, c.f16Math === 1) !== null,
+      },
       { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
       { reason: `more than ${WGSL_ROWS_MAX_SUMS} sums per invocation (rowsPerInvocation x M)`, allows: (c) => !isRows(c) || (c.rowsPerInvocation as number) * req.shape.M <= WGSL_ROWS_MAX_SUMS },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
@@ -219,17 +300,21 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     const pairGap = rowsPairGap(op.weight.format);
     // Every block is a whole number of 32-weight runs (q3.5: 96 or more), so a run is whole steps.
     if (scaleRun % (2 * pairGap) !== 0) throw new Error(`internal: a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
+    const f16Math = config.f16Math === 1;
+    const nibblePairs = nibblePairsFor(op.weight.format, K, codec.weightsPerBlock, codec.bytesPerBlock, f16Math);
     common = {
       variant: 'rows',
       launch: { grid, block: [invocations, 1, 1], gridExpr: [`ceil(N / ${perWorkgroup})`, '1', '1'] },
       loops: [
         `${grid[0]} workgroups of ${invocations} invocations, ${rowsPerInvocation} row(s) each`,
-        `  for k0 in [0, ${K}) step ${scaleRun}: ${rowsPerInvocation} row(s) x ${M} sums of ${scaleRun / WGSL_ROWS_STEP_WEIGHTS} x 8 weights (each activation load shared by the rows), then ${unscaled ? 'added' : 'times the block scale'}`,
+        nibblePairs
+          ? `  for k0 in [0, ${K}) step ${nibblePairs.pairWeights}: a pair of blocks (${nibblePairs.pairWords} words per row, each read once), ${rowsPerInvocation} row(s) x ${M} sums of ${nibblePairs.pairSteps} x 8 weights per block, then times the block scale`
+          : `  for k0 in [0, ${K}) step ${scaleRun}: ${rowsPerInvocation} row(s) x ${M} sums of ${scaleRun / WGSL_ROWS_STEP_WEIGHTS} x 8 weights (each activation load shared by the rows), then ${unscaled ? 'added' : 'times the block scale'}`,
       ],
       params: {
         ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled,
         pairGap, pairQuads: pairGap / WGSL_DECODE_WEIGHTS, pairSpan: 2 * pairGap, runSteps: scaleRun / WGSL_ROWS_STEP_WEIGHTS,
-        f16Math: config.f16Math === 1, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
+        nibblePairs: nibblePairs !== null, ...(nibblePairs ?? NO_PAIRS), xBroadcast: config.xBroadcast === 1, f16Math, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
         dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
       },
     };

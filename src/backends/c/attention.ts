@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK } from '../../ir/attention.js';
+import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
@@ -12,7 +12,6 @@ import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from 
 type CpuAttentionPlan = PlanOf<'cpu-attention'>;
 
 /** How the C kernel and header name each KV format. */
-const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
 
 /** The C spelling of the shared 2^x polynomial (src/backends/exp2-poly.ts). */
 const EXP2 = {
@@ -52,7 +51,7 @@ function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
     kvBytes: kvRows * p.rowBytes,
     kvScaleBytes: kvRows * p.scalesPerRow * 2,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
-    kvLayoutText: p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`,
+    kvLayoutText: kvRowsText(op, plan.shape),
     split: p.splits > 1,
   };
 }

@@ -2,17 +2,12 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
 import type { Plan } from '../../plan/types.js';
-import { sourceKey, weightCopies } from '../harness.js';
+import { sourceKey, streamedBytes, weightCopies } from '../harness.js';
 import { cachedBuild, runHarness, SANITIZER_ENV } from '../runner-core.js';
 import { requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import type { CToolchain } from './toolchain.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
-
-/** Bytes a timed run rotates copies of: the weights (matmul), else the KV cache (attention). */
-function streamedBytes(inputs: KernelInputs): number {
-  return inputs['w.bin']?.length ?? (inputs['k.bin']?.length ?? 0) + (inputs['v.bin']?.length ?? 0);
-}
 
 /** Why this machine cannot run binaries of this ISA, or undefined when it can. */
 export function cannotRunReason(isa: string): string | undefined {

@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK } from '../../ir/attention.js';
+import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
@@ -10,7 +10,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { wasmAttentionDeclarations } from './bindings.js';
 import { HALF_VIEW } from './half.js';
-import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
+import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /**
  * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
@@ -36,21 +36,10 @@ const LANES = 4;
 const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
-const ALIGN = 16;
 /** Bytes per cache line of the CPUs WebAssembly runs on (x86-64, Arm64): the stride of the touches. */
 const CACHE_LINE_BYTES = 64;
 
 
-const KV_FORMAT_NAMES: Record<AttentionOp['kvCache'], string> = { f16: 'f16', q8: 'kgen q8', q8_0: 'ggml q8_0', q4_0: 'ggml q4_0' };
-
-function kvLayoutText(plan: CpuAttentionPlan): string {
-  const p = plan.params;
-  return p.kvLayout === 'heads_positions' ? `heads x positions rows [${p.B},${p.Hkv},${p.Skv}]` : `positions x heads rows [${p.B},${p.Skv},${p.Hkv}]`;
-}
-
-function aligned(bytes: number): number {
-  return Math.ceil(bytes / ALIGN) * ALIGN;
-}
 
 /**
  * Byte offsets within one scratch slot: scores (rows x kvBlock f32), accumulators (rows x D f32),
@@ -65,7 +54,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
   let o = 0;
   for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
     at[name] = o;
-    o += aligned(bytes);
+    o += alignUp(bytes);
   }
   return { at, bytes: o };
 }
@@ -73,7 +62,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
 /** The workspace of the WebAssembly kernel: the plan's, then the scratch slots. */
 export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
   const scratch = scratchLayout(plan);
-  const scratchBase = aligned(plan.params.workspaceBytes);
+  const scratchBase = alignUp(plan.params.workspaceBytes);
   return { scratch, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
 }
 
@@ -95,16 +84,10 @@ export function attentionSizes(plan: CpuAttentionPlan) {
   };
 }
 
-/** Byte offsets of the harness's buffers in its memory, each 16-byte aligned, none at 0 (null). */
+/** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
 export function attentionHarnessLayout(plan: CpuAttentionPlan) {
   const sizes = attentionSizes(plan);
-  const at: Record<string, number> = {};
-  let o = ALIGN;
-  for (const [name, bytes] of Object.entries(sizes)) {
-    at[name] = o;
-    o += aligned(bytes) + ALIGN;
-  }
-  return { sizes, at, end: o };
+  return { sizes, ...placeBuffers(sizes) };
 }
 
 /** What the KV partial (templates/wasm/attention/kv/) of the op's format prints. */
@@ -139,7 +122,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...kvView(plan),
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
-    kvLayoutText: kvLayoutText(plan),
+    kvLayoutText: kvRowsText(op, plan.shape),
     memory: memoryView(shared),
     half: HALF_VIEW,
     qF16: op.q === 'f16',
@@ -196,7 +179,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
   };
   const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
-  files['kernel-worker.mjs'] = templates.render('attention/kernel-worker.mjs', loaderView);
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['tasks', 'merge']), workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
   const ptrs = 'i32 byte offsets into the imported memory';
   const ws = wasmAttentionWorkspace(plan);
@@ -239,6 +222,6 @@ export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
     oArray: op.o === 'f16' ? 'Uint16Array' : 'Float32Array',
     qoCount: p.B * p.Hq * p.Sq * p.D,
     hasScales: p.scalesPerRow > 0,
-    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvLayoutText(plan)}`,
+    kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvRowsText(plan.op, plan.shape)}`,
   };
 }

@@ -24,6 +24,13 @@ const HALF = {
   rebiasBits: 0x38000000,
   dropMask: 0x1fff,
   dropHalf: 0x1000,
+  /**
+   * f16 bits in the high half of an i32 lane (h << 16): an arithmetic shift right by 3 puts the
+   * exponent and mantissa where f32 has them (bits 27-13 after the shift) and copies the sign into
+   * bits 31-28; keepMask keeps bit 31 and bits 27-13, and the rebiasing multiply carries the sign.
+   * (h << 16) & absMask above infBelow is an inf or NaN (non-negative, so a signed compare).
+   */
+  high: { shift: 3, keepMask: 0x8fffe000, absMask: 0x7fff0000, infBelow: 0x7bffffff },
 };
 
 function splat4(v: number): string {
@@ -39,4 +46,5 @@ export const HALF_VIEW = {
   f32ExpMask4: splat4(HALF.f32ExpMask),
   infShifted4: splat4(HALF.infShifted),
   signMask4: splat4(HALF.signMask),
+  high4: { keepMask: splat4(HALF.high.keepMask), absMask: splat4(HALF.high.absMask), infBelow: splat4(HALF.high.infBelow) },
 };

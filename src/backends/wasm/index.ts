@@ -15,7 +15,12 @@ import { wasmRunner } from './runner.js';
 const WASM_VARIANTS: CpuVariants = {
   of: (_device, format) => levelPreference(format),
   doc: 'instruction level the loader prefers: relaxed (taken only where the load-time probe passes, else simd128) or simd128 (always); both modules ship',
-  without: ['unroll', 'prefetch'],
+  // WebAssembly has no prefetch instruction (a demand load ahead measured slower: docs/PERFORMANCE.md);
+  // the f16 kernel's loop is not unrolled. Unroll 2 is faster with the weights in L2 but slower
+  // streaming them from DRAM (q4 relaxed GEMV 2.41 vs 2.28 ms), so 1 is the default; 4 was slower in both.
+  without: ['prefetch'],
+  noUnrollFormats: ['f16'],
+  unrollValues: [1, 2],
 };
 
 /**

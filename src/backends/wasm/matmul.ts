@@ -12,7 +12,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { chunkDecode, lanes, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { HALF_VIEW } from './half.js';
-import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES } from './memory.js';
+import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
@@ -103,6 +103,11 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
 
 /** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
 const NIBBLE_MAX = 15;
+/** Bits of a nibble: a packed byte's high nibble is its bits 4-7. */
+const NIBBLE_BITS = 4;
+
+/** The largest i16 lane value: block sums in i16 lanes must stay within it. */
+const I16_MAX = 32767;
 
 /**
  * The largest |i16 lane| the unsigned relaxed dot reaches over one activation block: each chunk
@@ -111,7 +116,7 @@ const NIBBLE_MAX = 15;
  */
 function nibbleI16Bound(actChunks: number): number {
   const bound = actChunks * 2 * 2 * ACT_QMAX * NIBBLE_MAX;
-  if (bound > 32767) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
+  if (bound > I16_MAX) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
   return bound;
 }
 
@@ -119,15 +124,24 @@ function nibbleI16Bound(actChunks: number): number {
  * The even/odd SIMD128 dot: `i32x4.dot_i16x8_s` on the bytes of each i16 lane taken apart, the
  * even byte (lane bits 0-7) and the odd byte (bits 8-15), with every product scaled by 2^8 so that
  * each side needs one instruction: signed weight bytes as w_even << 8 (a 16-bit shift) and
- * w_odd << 8 (a mask), against x_even and x_odd sign-extended (shared by all rows); nibble codes
- * as c_even (mask 0x000f) and c_odd << 8 (mask 0x0f00) against x_even << 8 and x_odd. The block's
- * i32 sum is then exactly 2^8 x the dot product: |products| <= 2^8 x 128 x 127 and at most
- * 64 per lane keep it below 2^31, so the kernel shifts it back (exact) before converting.
+ * w_odd << 8 (a mask), against x_even and x_odd sign-extended (shared by all rows). Nibble codes
+ * take one instruction each from the 16-bit lane as loaded (bits 0-3 weight 2k, 4-7 weight 16 + 2k,
+ * 8-11 weight 2k + 1, 12-15 weight 17 + 2k): c << 0, c << 4 and c << 8 by masks (0x000f, 0x00f0,
+ * 0x0f00), the top nibble by a logical shift right by 12 (c << 0), against x << 8, x << 4 (a shift
+ * left by 8 and an arithmetic shift right by 4), x and x << 8 (mask 0xff00); the activation side is
+ * shared by all rows. The block's i32 sum is then exactly 2^8 x the dot product: |products| <=
+ * 2^8 x 128 x 127 and at most 64 per lane keep it below 2^31, so the kernel shifts it back (exact)
+ * before converting.
  */
 const EVEN_ODD = {
   byteBits: 8,
   evenNibble: Array(8).fill(0x000f).join(' '),
   oddNibble: Array(8).fill(0x0f00).join(' '),
+  /** The even byte's high nibble (weight 16 + 2k) in place, i.e. times 2^4; its activation is x << 4. */
+  evenHighNibble: Array(8).fill(0x00f0).join(' '),
+  evenHighXShift: 4,
+  /** The odd byte's high nibble (weight 17 + 2k) shifted down to bits 0-3; its activation is x << 8. */
+  oddHighShift: 12,
   // 0xff00 as a signed i16 lane.
   oddByte: Array(8).fill(-256).join(' '),
 };
@@ -195,6 +209,18 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): Ke
   return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/split_relaxed.wat', dotText: 'relaxed dots of the low 7 bits and the sign bit', correct: false, dotShift: 0, q35Lookup: false };
 }
 
+/**
+ * How the block's i16 sums (a path with `i16Bound`) become the i32 lane sums of four rows:
+ * `widen16` widens each row's vector (an i16 dot with ones), `widen16Late` first adds two rows'
+ * 64-bit halves in i16 lanes (the transposing add's first step), which stays exact while twice the
+ * bound fits in i16, and widens once per two rows.
+ */
+function widening(i16Bound: number | undefined) {
+  if (i16Bound === undefined) return { widen16: false, widen16Late: false };
+  const i16PairBound = 2 * i16Bound;
+  return { widen16: true, widen16Late: i16PairBound <= I16_MAX, i16PairBound };
+}
+
 interface MicroShape {
   name: string;
   rowCount: number;
@@ -236,42 +262,67 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: r * p.rowBytes }));
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
   const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
-  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4), the low half of that lane),
-  // and its sums lane r % 4 of that quad's accumulator.
+  // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4) + 1, the high half of that
+  // lane, where the sign needs no shift), and its sums lane r % 4 of that quad's accumulator.
   const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
     const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
-    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) })) };
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) + 1 })) };
   });
   const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
   const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
-  const groups = scheme
-    ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
-        index: g,
-        chunks: Array.from({ length: p.actChunks }, (_, j) => {
-          const c = g * p.actChunks + j;
-          // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
-          const decodes = rows.map(({ r, rowOff }) => {
-            const d = chunkDecode(scheme, p.weightsPerBlock, c, rowOff);
-            // q3.5: the table each half looks up (A or B), for the decode or the dot.
-            const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
-            const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
-            return { r, ...d, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, tableLo, tableHi })) };
-          });
-          return { decodes, loads: acts.map(({ i }) => ({ i, lo: g * actStride + 32 * j, hi: g * actStride + 32 * j + 16 })) };
-        }),
-        scales: acts.map(({ i }) => ({ i, scaleOff: g * actStride + p.actBlock })),
-        finals: quadActs.map(({ q, i, first, last, quadRows }) => ({
-          q,
-          i,
-          first,
-          last,
-          // Rows missing from a quad (edge kernels) add zero lanes.
-          slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
-          corrOff: g * actStride + actCorrOffset(plan),
-        })),
-      }))
-    : [];
-  return { ...s, rows, acts, pairs, groups, scaleQuads, quadActs };
+  // Block u of a loop step: its weights u x bytesPerBlock after the row pointers, its prepared
+  // activations u x xBlockStep after the activation pointers (load offsets, no pointer arithmetic).
+  const blockAt = (u: number) => {
+    const wAt = u * p.bytesPerBlock;
+    const xAt = u * p.actBlocksPerBlock * actStride;
+    const groups = scheme
+      ? Array.from({ length: p.actBlocksPerBlock }, (_, g) => ({
+          index: g,
+          chunks: Array.from({ length: p.actChunks }, (_, j) => {
+            const c = g * p.actChunks + j;
+            // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
+            const decodes = rows.map(({ r, rowOff }) => {
+              const d = chunkDecode(scheme, p.weightsPerBlock, c, wAt + rowOff);
+              // q3.5: the table each half looks up (A or B), for the decode or the dot.
+              const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
+              const [tableLo, tableHi] = [halves[0]?.table, halves[1]?.table];
+              // q3.5's fast decode with one activation row leaves both halves' indices packed in the
+              // nibble bytes ($t): one sign flip there and a split per (row, activation row) costs 4 ops
+              // against 3 + 2 per activation row for a split per row and two flips per (row, activation row).
+              const packed = d.fast !== undefined && acts.length === 1;
+              return { r, ...d, packed, halves, tableLo, tableHi, dots: acts.map(({ i }) => ({ r, i, first: j === 0, packed, tableLo, tableHi })) };
+            });
+            return { decodes, loads: acts.map(({ i }) => ({ i, lo: xAt + g * actStride + 32 * j, hi: xAt + g * actStride + 32 * j + 16 })) };
+          }),
+          scales: acts.map(({ i }) => ({ i, scaleOff: xAt + g * actStride + p.actBlock })),
+          quadActs,
+          finals: quadActs.map(({ q, i, first, last, quadRows }) => ({
+            q,
+            i,
+            first,
+            last,
+            // Rows missing from a quad (edge kernels) add zero lanes.
+            slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
+            corrOff: xAt + g * actStride + actCorrOffset(plan),
+          })),
+        }))
+      : [];
+    const quads = scaleQuads.map((sq) => ({ ...sq, rows: sq.rows.map((row) => ({ ...row, rowOff: wAt + row.rowOff })) }));
+    return { u, scaleQuads: quads, groups };
+  };
+  // The loop over weight blocks takes `unroll` blocks per step, then the blocks left one at a time.
+  const unroll = Math.max(1, p.unroll);
+  const mainBlocks = p.blocksPerRow - (p.blocksPerRow % unroll);
+  const loop = {
+    unroll,
+    mainBlocks,
+    steps: Array.from({ length: unroll }, (_, u) => blockAt(u)),
+    stepBytes: unroll * p.bytesPerBlock,
+    stepX: unroll * p.actBlocksPerBlock * actStride,
+    hasTail: p.blocksPerRow > mainBlocks,
+    tail: { unroll: 1, steps: [blockAt(0)], stepBytes: p.bytesPerBlock, stepX: p.actBlocksPerBlock * actStride },
+  };
+  return { ...s, rows, acts, pairs, scaleQuads, quadActs, loop };
 }
 
 /** The view of one level's module. */
@@ -313,12 +364,14 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    widen16: scheme !== undefined && kernelPath(scheme, level, p.actChunks).i16Bound !== undefined,
+    ...widening(scheme ? kernelPath(scheme, level, p.actChunks).i16Bound : undefined),
     evenOdd: EVEN_ODD,
     // i16 pair sums to i32 (i32x4.dot_i16x8_s against ones: one pmaddwd on x86).
     ones16: Array(8).fill(1).join(' '),
     transpose: TRANSPOSE,
     signFlip: lanes(Array(16).fill(Q35_INDEX_FLIP)),
+    // The flip of a packed byte's high nibble (its index, after the 16-bit shift by nibbleBits).
+    signFlipHigh: lanes(Array(16).fill(Q35_INDEX_FLIP << NIBBLE_BITS)),
     f32Bytes: F32_BYTES,
     xBytes,
     yBytes: op.y === 'f16' ? F16_BYTES : F32_BYTES,
@@ -343,7 +396,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     xHalfVecBytes: 4 * F32_BYTES,
     xVecStepBytes: 8 * F32_BYTES,
     nibbleMask: lanes(Array(16).fill(15)),
-    nibbleBits: 4,
+    nibbleBits: NIBBLE_BITS,
     codeOffset: NIBBLE_ZERO,
     split: { lowMask: lanes(Array(16).fill(127)), signShift: 7, signBit: lanes(Array(16).fill(1)) },
     q35: {
@@ -383,7 +436,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
   files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
-  files['kernel-worker.mjs'] = templates.render('kernel-worker.mjs', loaderView);
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['rows']), workerCallsText: '`rows` over the row ranges it is given' });
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
     files,
@@ -406,21 +459,14 @@ function wasmName(wat: string): string {
   return wat.replace(/\.wat$/, '.wasm');
 }
 
-/** Byte offsets of the harness's buffers in its memory, each 16-byte aligned. */
+/** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
 export function harnessLayout(plan: CpuMatmulPlan) {
   const op = plan.op;
   const p = plan.params;
   const xBytes = p.M * p.K * (op.x === 'f16' ? F16_BYTES : F32_BYTES);
   const yBytes = p.M * p.N * (op.y === 'f16' ? F16_BYTES : F32_BYTES);
   const sizes = { x: xBytes, w: p.N * p.rowBytes, bias: op.epilogue.bias ? p.N * F32_BYTES : 0, residual: op.epilogue.residual ? yBytes : 0, y: yBytes, workspace: p.workspaceBytes };
-  const at: Record<string, number> = {};
-  // Offset 0 stays unused so that no buffer is the null pointer.
-  let o = 16;
-  for (const [name, bytes] of Object.entries(sizes)) {
-    at[name] = o;
-    o += Math.ceil(bytes / 16) * 16 + 16;
-  }
-  return { sizes, at, end: o };
+  return { sizes, ...placeBuffers(sizes) };
 }
 
 function renderHarness(plan: CpuMatmulPlan, fn: string): string {

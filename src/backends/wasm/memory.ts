@@ -13,3 +13,32 @@ const MEMORY_MIN_PAGES = 1;
 export function memoryView(shared: boolean) {
   return { min: MEMORY_MIN_PAGES, max: MEMORY_MAX_PAGES, shared, text: shared ? 'shared, for threads' : 'not shared' };
 }
+
+/** Buffers placed in a memory start on a v128 boundary, one v128 apart, and never at offset 0 (the null pointer). */
+export const BUFFER_ALIGN = 16;
+
+/** `bytes` rounded up to a multiple of `to`. */
+export function alignUp(bytes: number, to: number = BUFFER_ALIGN): number {
+  return Math.ceil(bytes / to) * to;
+}
+
+/**
+ * Places buffers one after another from `start` (default BUFFER_ALIGN: offset 0 stays the null
+ * pointer), each BUFFER_ALIGN-aligned with a gap of BUFFER_ALIGN after it; `end` is where the
+ * next buffer would go. With `emptyIsNull`, a 0-byte buffer (one the op does not have) is the null
+ * pointer and takes no room, as the kernels expect of a package's memory; without, it gets a
+ * place of its own (a harness passes every pointer).
+ */
+export function placeBuffers<K extends string>(sizes: Readonly<Record<K, number>>, o: { start?: number; emptyIsNull?: boolean } = {}): { at: Record<K, number>; end: number } {
+  const at = {} as Record<K, number>;
+  let end = o.start ?? BUFFER_ALIGN;
+  for (const [name, bytes] of Object.entries(sizes) as [K, number][]) {
+    if (o.emptyIsNull && bytes === 0) {
+      at[name] = 0;
+      continue;
+    }
+    at[name] = end;
+    end += alignUp(bytes) + BUFFER_ALIGN;
+  }
+  return { at, end };
+}

@@ -5,10 +5,7 @@ import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { wasmPackageDeclarations } from './bindings.js';
 import { attentionSizes, attentionUsageView } from './attention.js';
 import { harnessLayout } from './matmul.js';
-import { PAGE_BYTES } from './memory.js';
-
-/** Buffers in the package's memory start 16-byte aligned, with a gap, and never at offset 0 (null). */
-const ALIGN = 16;
+import { BUFFER_ALIGN, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /** A placement of every kernel's buffers in one memory, in kernel order: byte offsets, total, pages. */
 export interface PackageLayout {
@@ -24,16 +21,11 @@ function kernelSizes(plan: PackagedKernel['plan']): Record<string, number> {
 
 function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
   const placed: PackageLayout['kernels'] = {};
-  let at = ALIGN;
+  let at = BUFFER_ALIGN;
   for (const k of kernels) {
-    const sizes = kernelSizes(k.plan);
-    const offsets: Record<string, number> = {};
-    for (const [buffer, bytes] of Object.entries(sizes)) {
-      // A buffer the op does not have is the null pointer, as the kernel expects.
-      offsets[buffer] = bytes === 0 ? 0 : at;
-      if (bytes > 0) at += Math.ceil(bytes / ALIGN) * ALIGN + ALIGN;
-    }
-    placed[k.dir] = offsets;
+    const p = placeBuffers(kernelSizes(k.plan), { start: at, emptyIsNull: true });
+    placed[k.dir] = p.at;
+    at = p.end;
   }
   return { kernels: placed, bytes: at, pages: Math.ceil(at / PAGE_BYTES) };
 }

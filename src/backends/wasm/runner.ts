@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KgenError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
-import { sourceKey, weightCopies } from '../harness.js';
+import { sourceKey, streamedBytes, weightCopies } from '../harness.js';
 import { cachedBuild, runHarness } from '../runner-core.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { assembleKernel, MODULES } from './assemble.js';
@@ -62,21 +62,18 @@ export function wasmRunner(level: WasmRunLevel = 'auto', harness: WasmHarness = 
     async execute(build, inputs: KernelInputs, opts: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
       const t = opts.timing;
       let threadArgs: string[] = [];
-      let streamed = inputs['w.bin']?.length ?? 0;
       if (harness.kind === 'tasks') {
         const threads = t?.threads ?? harness.checkThreads;
         if (!Number.isInteger(threads) || threads < 1 || threads > harness.maxThreads) {
           throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}`, hint: 'the workspace holds one scratch slot per thread that runs tasks' });
         }
         threadArgs = [String(threads)];
-        // A timed run rotates copies of K and V (the attention's streamed bytes).
-        streamed = (inputs['k.bin']?.length ?? 0) + (inputs['v.bin']?.length ?? 0);
       } else if (t && (t.threads ?? 1) !== 1) {
         throw new KgenError({ field: '--threads', problem: `the WebAssembly harness runs one thread, not ${t.threads}`, expected: '1', hint: 'time WebAssembly kernels with --threads 1' });
       }
       return runHarness({
         command: [process.execPath, ...HARNESS_NODE_FLAGS, join(build.dir, 'harness.mjs')],
-        args: (dataDir) => [dataDir, level, '3', ...threadArgs, ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamed))] : [])],
+        args: (dataDir) => [dataDir, level, '3', ...threadArgs, ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs)))] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,

@@ -1,4 +1,5 @@
 import type { PlanOf } from '../../plan/types.js';
+import { wgslNibblePairSteps } from '../../plan/wgsl-matmul.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
@@ -69,7 +70,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
   const templates = templateSet('wgsl');
   const entry = ctx.symbol ?? `kgen_${op.name}`;
   const binds = bindings(plan);
-  const subgroups = p.kernel === 'gemv' && p.subgroups;
+  const subgroups = (p.kernel === 'gemv' && p.subgroups) || (p.kernel === 'rows' && p.xBroadcast);
   const f16Math = p.kernel === 'rows' && p.f16Math;
   const dot8 = p.kernel === 'rows' && p.dot8;
   const groupSize = p.weightsPerBlock;
@@ -92,13 +93,15 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     hasBias: op.epilogue.bias,
     hasResidual: op.epilogue.residual,
     activationExpr: WGSL_ACTIVATION[op.epilogue.activation],
-    kernelPartial: p.kernel,
+    // The rows kernel of a nibble format walks pairs of blocks where the plan says so (rows-pairs.hbs).
+    kernelPartial: p.kernel === 'rows' && p.nibblePairs ? 'rows-pairs' : p.kernel,
     decodePartial: `decode/${WGSL_DECODE_SCHEME[op.weight.format]}`,
     q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0`).join(', '),
     q35FullUnits: Math.floor(groupSize / 64),
     q35ShortUnit: groupSize % 64 !== 0,
     // The rows kernel's unrolled names: weight rows r, activation rows m, and their sums (r, m).
     ...(p.kernel === 'rows' ? rowsUnrolled(p.rowsPerInvocation, p.M) : {}),
+    ...(p.kernel === 'rows' && p.nibblePairs ? wgslNibblePairSteps(p) : {}),
   };
   const wgsl = templates.render('kernel.wgsl', view);
   const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);

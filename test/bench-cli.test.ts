@@ -1,0 +1,66 @@
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { cannotRunReason } from '../src/backends/c/runner.js';
+
+// The bench entry points as `npm test` builds them (dist/ is built before vitest runs).
+const dist = join(import.meta.dirname, '..', 'dist', 'bench');
+// The bench measures this machine, whatever host profile the suite forces (test:hosts): no KGEN_HOST_PROFILE.
+const { KGEN_HOST_PROFILE: _forced, ...env } = process.env;
+const bench = (script: string, args: string[]) => execa(process.execPath, [join(dist, script), ...args], { reject: false, env, extendEnv: false });
+// The probe and the bench's C rows are AVX2 code.
+const noAvx2 = cannotRunReason('avx2');
+
+describe.concurrent('bench command lines', () => {
+  it('an unknown flag stops the bench with its name instead of running everything without it', async () => {
+    const r = await bench('run.js', ['--cases', 'gemv', '--no-wsgl']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("'--no-wsgl'");
+    expect(r.stderr).toContain('--no-wgsl'); // the options are listed
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.stdout).toBe('');
+  });
+
+  it('an option without its value and a stray word are refused', async () => {
+    const missing = await bench('decode.js', ['--rounds']);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toContain("'--rounds <value>'");
+    const stray = await bench('quant-quality.js', ['rows']);
+    expect(stray.exitCode).toBe(2);
+    expect(stray.stderr).toContain("'rows'");
+    const nan = await bench('quant-quality.js', ['--rows', 'many']);
+    expect(nan.exitCode).toBe(2);
+    expect(nan.stderr).toContain("--rows needs a number, got 'many'");
+  });
+
+  it('--help and -h print each entry point\'s options and run nothing', async () => {
+    for (const [script, option] of [
+      ['run.js', '--attn-formats'],
+      ['decode.js', '--baseline'],
+      ['gpu.js', '--tune-trials'],
+      ['quant-quality.js', '--fit'],
+    ] as const) {
+      for (const help of ['--help', '-h']) {
+        const r = await bench(script, [help]);
+        expect(r.exitCode, `${script} ${help}: ${r.stderr}`).toBe(0);
+        expect(r.stdout).toContain(option);
+        expect(r.stderr).toBe('');
+      }
+    }
+  });
+});
+
+describe.skipIf(noAvx2)(`bench rows against the probe${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
+  it("a decode row's % of probe is against the probes taken right before and after it", async () => {
+    const r = await bench('run.js', ['--cases', 'decode-4k', '--attn-formats', 'q8', '--isa', 'avx2', '--threads', '1', '--no-wasm', '--no-peer', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; case: string; gbps: number; probeGbps?: number; pctProbe?: number; note?: string });
+    const probe = rows.find((x) => x.kind === 'probe');
+    const decode = rows.find((x) => x.case.startsWith('decode attention kgen q8'));
+    expect(probe?.gbps).toBeGreaterThan(0);
+    expect(decode?.probeGbps, JSON.stringify(decode)).toBeGreaterThan(0);
+    const [before, after] = [...decode!.note!.matchAll(/probe ([\d.]+) before, ([\d.]+) after/g)][0]!.slice(1).map(Number);
+    expect(decode!.probeGbps).toBeCloseTo((before! + after!) / 2, 1);
+    expect(decode!.pctProbe).toBeCloseTo((100 * decode!.gbps) / decode!.probeGbps!, 6);
+  }, 120_000);
+});
