@@ -286,7 +286,9 @@ describe('the tuning database opens only kgen databases', () => {
       expect(raw.pragma('integrity_check', { simple: true })).toBe('ok');
       raw.close();
     }
-  });
+    // 4 files x 8 commands run one after another, each a fresh Node: 50-75 s alone, over 120 s while
+    // test:hosts runs the NEON kernels under qemu beside it.
+  }, 360_000);
 
   it('readers leave an empty file empty; writers make a new database of it', async () => {
     const dir = tmp();
