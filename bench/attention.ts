@@ -50,7 +50,7 @@ export interface KgenAttentionContext {
 export async function kgenAttentionRows(
   w: AttentionWorkload,
   ctx: KgenAttentionContext,
-  stage: (f: () => BenchRow[] | Promise<BenchRow[]>) => Promise<BenchRow[]> = async (f) => f(),
+  stage: (f: () => BenchRow[] | Promise<BenchRow[]>, o?: { bracket?: boolean }) => Promise<BenchRow[]> = async (f) => f(),
 ): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const data = sharedTestData(7);
@@ -62,7 +62,7 @@ export async function kgenAttentionRows(
     ];
     for (const c of cases) {
       try {
-        rows.push(...(await stage(() => benchKgenAttention(c))));
+        rows.push(...(await stage(() => benchKgenAttention(c), { bracket: w.phase === 'decode' })));
       } catch (e) {
         rows.push(...failedRows(w, kgenAttentionLabel(c), ctx.threads, (e as Error).message));
       }
@@ -85,7 +85,7 @@ export interface AttentionBenchOptions {
   workDir: string;
   benchSrc: string;
   /** Runs one group of rows and stamps them with the background load (run.ts's stage). */
-  stage: (f: () => BenchRow[] | Promise<BenchRow[]>) => Promise<BenchRow[]>;
+  stage: (f: () => BenchRow[] | Promise<BenchRow[]>, o?: { bracket?: boolean }) => Promise<BenchRow[]>;
 }
 
 /** A row that says why a peer has no numbers (FAILED: it threw). */
@@ -99,7 +99,7 @@ export async function attentionRows(o: AttentionBenchOptions): Promise<BenchRow[
   const rows: BenchRow[] = [];
   const guarded = async (w: AttentionWorkload, label: string, f: () => BenchRow[] | Promise<BenchRow[]>) => {
     try {
-      rows.push(...(await o.stage(f)));
+      rows.push(...(await o.stage(f, { bracket: w.phase === 'decode' })));
     } catch (e) {
       rows.push(...failedRows(w, label, o.threads, (e as Error).message));
     }

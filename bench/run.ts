@@ -182,12 +182,16 @@ function streamsOnce(r: BenchRow): boolean {
 let bracketProbe: string | undefined;
 const BRACKET_MIB = Math.max(256, Math.ceil((4 * L3_BYTES) / 2 ** 20));
 
-/** Runs one stage and stamps its rows with the background CPU load seen meanwhile. */
-async function stage(rows: BenchRow[], f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
-  const before = bracketProbe ? runProbe(bracketProbe, BRACKET_MIB, 5, threads) : [];
+/**
+ * Runs one stage and stamps its rows with the background CPU load seen meanwhile; `bracket: false`
+ * for a stage whose rows never stream their operand once (GEMM, WGSL), which needs no probes.
+ */
+async function stage(rows: BenchRow[], f: () => BenchRow[] | Promise<BenchRow[]>, o: { bracket?: boolean } = {}): Promise<BenchRow[]> {
+  const bracket = o.bracket !== false && bracketProbe !== undefined;
+  const before = bracket ? runProbe(bracketProbe!, BRACKET_MIB, 5, threads) : [];
   const out = await timedStage(f);
-  if (bracketProbe && out.some(streamsOnce)) {
-    const after = runProbe(bracketProbe, BRACKET_MIB, 5, threads);
+  if (bracket && out.some(streamsOnce)) {
+    const after = runProbe(bracketProbe!, BRACKET_MIB, 5, threads);
     for (const r of out.filter(streamsOnce)) {
       const b = before.find((p) => p.threads === r.threads)?.gbps;
       const a = after.find((p) => p.threads === r.threads)?.gbps;
@@ -256,6 +260,8 @@ async function main(): Promise<void> {
 
     for (const sc of matmulCases) {
       const { M, N, K } = sc.shape;
+      // Only M = 1 streams the weights once: its rows are compared with the probe.
+      const bracket = { bracket: M === 1 };
       log(`${sc.name}: generating W[${N},${K}] ~ N(0, 0.02^2) and X[${M},${K}] ~ N(0,1)`);
       const wf = new Rng(20240601).fillNormal(new Float32Array(N * K), 0.02);
       const x = new Rng(20240602).fillNormal(new Float32Array(M * K));
@@ -294,6 +300,7 @@ async function main(): Promise<void> {
               workDir,
               harnessSource,
             }),
+            bracket,
           );
         } catch (e) {
           const message = (e as Error).message;
@@ -310,7 +317,7 @@ async function main(): Promise<void> {
         const label = `${sc.name} kgen wasm ${LABEL[f] ?? f} ${level}`;
         try {
           const { codec, bytes } = pack(f);
-          await stage(rows, () => benchWasm(emit, { label, op: `matmul_${f}`, shape: sc.shape, codec, w: bytes, x, threads, warmup: sc.warmup, runs: sc.runs, level, workDir }));
+          await stage(rows, () => benchWasm(emit, { label, op: `matmul_${f}`, shape: sc.shape, codec, w: bytes, x, threads, warmup: sc.warmup, runs: sc.runs, level, workDir }), bracket);
         } catch (e) {
           const message = (e as Error).message;
           log(`${label}: FAILED: ${message}`);
@@ -324,7 +331,7 @@ async function main(): Promise<void> {
         const label = `${sc.name} ort-web MatMulNBits q4/32 wasm`;
         try {
           const q40 = pack('q4_0').bytes;
-          await stage(rows, () => benchOrtWeb({ shape: sc.shape, q40, x, threads, ...ORT_WEB_RUNS, workDir }, label));
+          await stage(rows, () => benchOrtWeb({ shape: sc.shape, q40, x, threads, ...ORT_WEB_RUNS, workDir }, label), bracket);
         } catch (e) {
           log(`${label}: FAILED: ${(e as Error).message}`);
         }
@@ -335,6 +342,7 @@ async function main(): Promise<void> {
         const q40 = pack('q4_0').bytes;
         await stage(rows, () =>
           benchPeer({ shape: sc.shape, q40, x, threads, accuracyLevel: level, warmup: sc.peerWarmup, runs: sc.peerRuns }, label),
+          bracket,
         );
       }
 
@@ -348,6 +356,7 @@ async function main(): Promise<void> {
               const libs = llama;
               await stage(rows, () =>
                 benchLlama(libs, { label, format: f, variant, shape: sc.shape, inputDir, x, threads, warmup: sc.warmup, runs: sc.runs, workDir }, wf),
+                bracket,
               );
             } catch (e) {
               const message = (e as Error).message;
@@ -373,7 +382,7 @@ async function main(): Promise<void> {
         kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
         workDir,
         benchSrc,
-        stage: (f) => stage([], f),
+        stage: (f, o) => stage([], f, o),
       });
       rows.push(...attention);
     }
@@ -381,7 +390,7 @@ async function main(): Promise<void> {
     // WGSL (WebGPU) on SwiftShader, or the GPU Dawn finds: kgen default vs tuned, next to onnxruntime-web.
     if (!flag('--no-wgsl') && (matmulCases.length > 0 || cases.includes('wgsl'))) {
       const cacheDir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kgen', 'builds');
-      await stage(rows, () => wgslRows({ workDir, cacheDir, trials: Number(opt('--wgsl-trials', '8')), peerRuns: Number(opt('--wgsl-peer-runs', '5')), peer: !flag('--no-peer') }));
+      await stage(rows, () => wgslRows({ workDir, cacheDir, trials: Number(opt('--wgsl-trials', '8')), peerRuns: Number(opt('--wgsl-peer-runs', '5')), peer: !flag('--no-peer') }), { bracket: false });
     }
 
     // % of the probe: against the probe bracketing the row's stage, else the run's first probe.
