@@ -41,11 +41,13 @@ for (const { isa, device } of VARIANTS) {
         }
       });
     }
-    it('group sizes 32, 96 and 128: activation blocks of 32 (in pairs across groups, an odd count leaves one alone) and 64', async () => {
-      // K=384 is an even number of 32-blocks for every group size; K=352 (G=32) and K=288 (G=96) are
-      // odd, so the last block goes through the tail path alone (for q3.5 at G=96: a 32-weight unit).
-      const odd: Record<number, string> = { 32: 'M=1,N=37,K=352', 96: 'M=3,N=37,K=288' };
-      for (const format of ['q4', 'q35', 'q8']) {
+    // One test per format (8 compiles each): under describe.concurrent on a 2-core CI machine one
+    // test of all 24 compiles waited past 120 s for a core.
+    for (const format of ['q4', 'q35', 'q8']) {
+      it(`${format} group sizes 32, 96 and 128: activation blocks of 32 (in pairs across groups, an odd count leaves one alone) and 64`, async () => {
+        // K=384 is an even number of 32-blocks for every group size; K=352 (G=32) and K=288 (G=96) are
+        // odd, so the last block goes through the tail path alone (for q3.5 at G=96: a 32-weight unit).
+        const odd: Record<number, string> = { 32: 'M=1,N=37,K=352', 96: 'M=3,N=37,K=288' };
         for (const groupSize of [32, 96, 128]) {
           const ir = { kind: 'matmul', name: `g${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
           for (const shape of ['M=1,N=37,K=384', 'M=3,N=37,K=384', ...(odd[groupSize] ? [odd[groupSize]] : [])]) {
@@ -53,8 +55,8 @@ for (const { isa, device } of VARIANTS) {
             expect(r.status, `${format} g${groupSize} ${shape}: ${r.detail ?? ''}`).toBe('ok');
           }
         }
-      }
-    });
+      }, 300_000);
+    }
     it.skipIf(isa !== 'avx2' && isa !== 'avx512')('block steps of 4 and 8 and pairs: 32-weight blocks, steps then leftover pairs and an odd block', async () => {
       // K=352 is 11 blocks: 2 steps of 4 (or 1 of 8), then a pair and the lone last block; K=256 has no leftover.
       const g32 = (format: string) => ({ kind: 'matmul', name: `g32_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize: 32 }, epilogue: {} });
