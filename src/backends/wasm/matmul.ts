@@ -321,6 +321,10 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const chunkAt = preparedChunks(plan);
   // Row-major: every chunk's activations first, then each row's chunks and one pin per row.
   const rowMajor = rowMajorOrder(plan, scheme, path, acts.length);
+  // Row-major with whole quads: each pair of rows takes the transposing sum's first step (and one
+  // pin) as soon as both are done, each quad the second step; the block's end only scales and adds.
+  // Fewer sums stay live across rows, and half the pins (measured 2% faster in L2).
+  const summedEarly = rowMajor && s.rowCount % SCALE_LANES === 0;
   // A row's chunk whose nibble bytes the row's previous chunk loaded (a unit's A and B halves) reuses them.
   const nibOf = (d: { fast?: { nibOff: number } }) => d.fast?.nibOff;
   const blockOrder = <D extends { pin: boolean; nibLoaded: boolean; fast?: { nibOff: number } }, C extends { decodes: D[]; loads: unknown[] }>(chunks: C[]) =>
@@ -332,8 +336,10 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             decodes: chunks.map((c, j) => {
               const d = c.decodes[r]!;
               const prev = j > 0 ? chunks[j - 1]!.decodes[r] : undefined;
-              return { ...d, pin: j === chunks.length - 1, nibLoaded: prev !== undefined && nibOf(prev) !== undefined && nibOf(prev) === nibOf(d) };
+              return { ...d, pin: !summedEarly && j === chunks.length - 1, nibLoaded: prev !== undefined && nibOf(prev) !== undefined && nibOf(prev) === nibOf(d) };
             }),
+            ...(summedEarly && r % 2 === 1 ? { pairSum: { a: r - 1, b: r, i: 0 } } : {}),
+            ...(summedEarly && r % SCALE_LANES === SCALE_LANES - 1 ? { quadSum: { a: r - 3, b: r - 1, last: r, i: 0 } } : {}),
           })),
         ]
       : chunks;
@@ -372,6 +378,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             i,
             first,
             last,
+            summed: summedEarly,
             // Rows missing from a quad (edge kernels) add zero lanes.
             slots: Array.from({ length: SCALE_LANES }, (_, slot) => (quadRows[slot] ? { s: slot, r: quadRows[slot]!.r } : { s: slot, zero: true })),
             corrOff: xAt + g * actStride + actCorrOffset(plan),
