@@ -295,8 +295,8 @@ const SCALE_LANES = 4;
  * Whether a micro-kernel walks a block row by row (every chunk of a row, then the next row) rather
  * than chunk by chunk: q3.5's relaxed GEMV with the sign record and 64-weight units. Its rows then
  * keep no sums live across the block's chunks (chunk by chunk, V8 spilled and reloaded all eight
- * rows' sums each block) and take one pin per row (per pair of rows, summed, in whole quads)
- * instead of one per chunk. The activations of all chunks are loaded first (four vectors and two
+ * rows' sums each block) and take one pin per row (per pair of rows, summed, in whole quads:
+ * `summedEarly` in microView) instead of one per chunk. The activations of all chunks are loaded first (four vectors and two
  * flips). L2 q3.5 relaxed GEMV: 3.9 -> 3.35 ns per 64 weights with the sign record (PERFORMANCE).
  */
 function rowMajorOrder(plan: CpuMatmulPlan, scheme: WasmScheme | undefined, path: KernelPath | undefined, actCount: number): boolean {
@@ -322,10 +322,17 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const chunkAt = preparedChunks(plan);
   // Row-major: every chunk's activations first, then each row's chunks (rowMajorOrder).
   const rowMajor = rowMajorOrder(plan, scheme, path, acts.length);
-  // Row-major with whole quads: each pair of rows takes the transposing sum's first step (and one
-  // pin) as soon as both are done, each quad the second step; the block's end only scales and adds.
-  // Fewer sums stay live across rows, and half the pins (measured 2% faster in L2).
-  const summedEarly = rowMajor && s.rowCount % SCALE_LANES === 0;
+  // q3.5 GEMV with whole quads: in a group's last chunk each pair of rows takes the transposing
+  // sum's first step (and one pin) as soon as both are done, each quad the second step; the block's
+  // end only scales and adds. Fewer sums stay live across rows and fewer pins (L2: relaxed 2%,
+  // SIMD128 2.5% faster). Only i32 sums (q3.5 has no i16 path) of one activation row.
+  const summedEarly = scheme === 'q35' && acts.length === 1 && s.rowCount % SCALE_LANES === 0 && path?.i16Bound === undefined;
+  const rowSums = (r: number) => ({
+    // Sums of (row, activation row 0).
+    ...(r % 2 === 1 ? { pairSum: { a: r - 1, b: r, i: 0 } } : {}),
+    // The quad's two pair sums, each held in its pair's first row.
+    ...(r % SCALE_LANES === SCALE_LANES - 1 ? { quadSum: { a: r + 1 - SCALE_LANES, b: r - 1, last: r, i: 0 } } : {}),
+  });
   // A row's chunk whose nibble bytes the row's previous chunk loaded (a unit's A and B halves) reuses them.
   const nibOf = (d: { fast?: { nibOff: number } }) => d.fast?.nibOff;
   const blockOrder = <D extends { pin: boolean; nibLoaded: boolean; fast?: { nibOff: number } }, C extends { decodes: D[]; loads: unknown[] }>(chunks: C[]) =>
@@ -337,12 +344,8 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             decodes: chunks.map((c, j) => {
               const d = c.decodes[r]!;
               const prev = j > 0 ? chunks[j - 1]!.decodes[r] : undefined;
-              return { ...d, pin: !summedEarly && j === chunks.length - 1, nibLoaded: prev !== undefined && nibOf(prev) !== undefined && nibOf(prev) === nibOf(d) };
+              return { ...d, pin: d.pin && j === chunks.length - 1, nibLoaded: prev !== undefined && nibOf(prev) !== undefined && nibOf(prev) === nibOf(d) };
             }),
-            // Sums of (row, activation row 0): row-major kernels have one activation row.
-            ...(summedEarly && r % 2 === 1 ? { pairSum: { a: r - 1, b: r, i: 0 } } : {}),
-            // The quad's two pair sums, each held in its pair's first row.
-            ...(summedEarly && r % SCALE_LANES === SCALE_LANES - 1 ? { quadSum: { a: r + 1 - SCALE_LANES, b: r - 1, last: r, i: 0 } } : {}),
           })),
         ]
       : chunks;
@@ -368,7 +371,8 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
               // against 3 + 2 per activation row for a split per row and two flips per (row, activation row).
               // (The SIMD128 path looks its indices up in the decode, unsigned: nothing to flip.)
               const packed = d.fast !== undefined && acts.length === 1 && path?.q35Lookup === false;
-              return { r, ...d, packed, x: x(0), nibLoaded: false, halves, tableLo, tableHi, pin: true, dots: acts.map(({ i }) => ({ r, i, x: x(i), first: j === 0, packed, tableLo, tableHi })) };
+              const sums = summedEarly && j === p.actChunks - 1 ? rowSums(r) : undefined;
+              return { r, ...d, packed, x: x(0), nibLoaded: false, halves, tableLo, tableHi, pin: sums === undefined, ...sums, dots: acts.map(({ i }) => ({ r, i, x: x(i), first: j === 0, packed, tableLo, tableHi })) };
             });
             const blockAt = xAt + g * actStride;
             const { lo, hi, sx } = chunkAt[j]!;
