@@ -134,6 +134,17 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       expect(on.tolerance.nmse).toBeLessThan(plan(format, 'avx512', { pvInt: 0, qInt8: 1 }).tolerance.nmse);
     }
   });
+  it('vector steps fit the variant\'s registers: AVX2 names 16 even on an AVX-512 CPU; P.V takes 4 vectors a row where they fit', () => {
+    const decode = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
+    const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128';
+    const params = (isa: string, device: string, shape: string) => emit({ target: 'c', ir: ir('f16', true), shape, device, isa }).plan.params;
+    // rowGroup 4: 2 x 4 accumulators, 4 broadcast probabilities and 2 V vectors fit 16 registers.
+    for (const device of ['epyc-7763', 'epyc-9654']) expect(params('avx2', device, decode)).toMatchObject({ rowGroup: 4, chunkStep: 2, pvStep: 2 });
+    // rowGroup 8: two vectors a row would spill AVX2's 16 registers on either CPU.
+    for (const device of ['epyc-7763', 'epyc-9654']) expect(params('avx2', device, prefill)).toMatchObject({ rowGroup: 8, chunkStep: 1, pvStep: 1 });
+    expect(params('avx512', 'epyc-9654', decode)).toMatchObject({ rowGroup: 4, chunkStep: 2, pvStep: 4 });
+    expect(params('avx512', 'epyc-9654', prefill)).toMatchObject({ rowGroup: 8, chunkStep: 2, pvStep: 2 });
+  });
   it('int8 Q with two K scale groups per integer step (kgen q8 groups of half a step; scalar: one) on every variant', async () => {
     // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.
     const groups = { avx512: 32, avx2: 16, neon: 8, scalar: 4 } as const;

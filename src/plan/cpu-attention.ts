@@ -24,8 +24,12 @@ export type CpuAttentionParams = {
   /** f32 lanes per vector, and vectors per row of D. */
   lanes: number;
   chunks: number;
-  /** Vectors of D taken together per row (each its own accumulators, for more independent FMA chains). */
+  /**
+   * Vectors of D taken together per row by the scores (each its own accumulators, for more
+   * independent FMA chains) and by f32 P.V (kept in registers across a tile's keys).
+   */
   chunkStep: number;
+  pvStep: number;
   /** One KV row (D values of one position of one head) as stored; scales in their own array (q8). */
   rowBytes: number;
   scalesPerRow: number;
@@ -190,6 +194,25 @@ function pvLaneKeysOf(variants: CpuVariants, config: Config): number {
   return config.pvInt === 1 ? variants.attentionIntPV?.[config.isa as string]?.laneKeys ?? 0 : 0;
 }
 
+/**
+ * Most vectors of D per row a loop takes together: the scores 2 (4 measured slower: f16, AVX-512,
+ * Skv=1024, one thread, 0.195 -> 0.204 ms), f32 P.V 4 (AVX-512: 0.209 -> 0.195 ms against 2; 8 spills).
+ */
+const SCORE_MAX_STEP = 2;
+const PV_MAX_STEP = 4;
+
+/** Registers a loop's step leaves free for addresses' spills and decode temporaries. */
+const STEP_SPARE_REGISTERS = 2;
+
+/**
+ * The largest step of vectors (4, 2 or 1, at most `max`, dividing `chunks`) whose registers (`need`)
+ * and the spare ones fit: fewer steps than registers allow lose FMA chains (f16, AVX2, 16 registers:
+ * one vector a row is 26% slower than two), more spill.
+ */
+function chunkStepFor(chunks: number, max: number, need: (step: number) => number, registers: number): number {
+  return [4, 2, 1].find((s) => s <= max && chunks % s === 0 && need(s) + STEP_SPARE_REGISTERS <= registers) ?? 1;
+}
+
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
 const CODES_PER_I32_LANE = 4;
 
@@ -321,12 +344,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const groupsPadded = scaleGroupsPadded(op, D);
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
   const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys);
-  // Two vectors of D per row when D holds an even number and 2 x rowGroup accumulators, rowGroup
-  // broadcast probabilities and the work registers fit; else one.
   const chunks = D / lanes;
-  const chunkStep = chunks % 2 === 0 && 3 * rowGroup + CPU_WORK_REGISTERS <= (device.cpu?.vectorRegisters ?? 16) ? 2 : 1;
+  const registers = Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
+  // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
+  // rowGroup accumulators, rowGroup broadcast probabilities and the step's V vectors.
+  const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
+  const pvStep = chunkStepFor(chunks, PV_MAX_STEP, (s) => s * rowGroup + rowGroup + s, registers);
   const buffers: OnChipBuffer[] = [
-    { name: 'accumulators', space: 'registers', size: chunkStep * rowGroup, why: `${chunkStep} vector(s) per row of a row group of ${rowGroup}` },
+    { name: 'accumulators', space: 'registers', size: Math.max(chunkStep, pvStep) * rowGroup, why: `${chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
     { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators` },
     { name: 'K/V tile', space: 'l2', size: 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored` },
@@ -359,6 +384,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       lanes,
       chunks,
       chunkStep,
+      pvStep,
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,

@@ -105,6 +105,11 @@ export interface CpuVariants {
   /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
   f32Lanes?: Readonly<Record<string, number>>;
   /**
+   * Vector registers each variant's code can name, where fewer than a CPU may have: AVX2's VEX
+   * encoding names 16 even on an AVX-512 CPU. Absent variants take the device's.
+   */
+  vectorRegisters?: Readonly<Record<string, number>>;
+  /**
    * The variants whose attention kernels can take Q as int8 codes against int8 K codes (the
    * `qInt8` knob), each with the offset its integer dot product wants added to Q's codes: 128
    * where it multiplies unsigned by signed bytes (VNNI's vpdpbusd), else 0. Absent: no such knob.

@@ -24,6 +24,7 @@ enum {
   KG_LANES = 16,
   KG_CHUNKS = 8,
   KG_CSTEP = 2,
+  KG_PV_STEP = 4,
   /* One KV row (D values of one position of one head) as stored, and where row (b, head, j) is:
    * b * KG_HKV * KG_SKV + head * KG_HEAD_STRIDE + j * KG_POS_STRIDE. */
   KG_ROW_BYTES = 72,
@@ -140,6 +141,8 @@ static inline void kg_vstore(float *p, kg_vec v) { _mm512_storeu_ps(p, v); }
 static inline kg_vec kg_vset1(float x) { return _mm512_set1_ps(x); }
 static inline kg_vec kg_vfma(kg_vec a, kg_vec b, kg_vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline kg_vec kg_vmul(kg_vec a, kg_vec b) { return _mm512_mul_ps(a, b); }
+/* Adds where an FMA by 1 would do: they run on the FP add pipes, not the FMA pipes the dot products fill. */
+static inline kg_vec kg_vadd(kg_vec a, kg_vec b) { return _mm512_add_ps(a, b); }
 static inline float kg_vhsum(kg_vec v) { return _mm512_reduce_add_ps(v); }
 /* The sums of a, b, c and d to out[0..3] by one reduction tree (in-lane unpacks and shuffles, then
  * the 128-bit quarters) instead of four: fewer shuffles, which share ports with the FMAs. */
@@ -411,7 +414,7 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
 }
 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
- * of KG_D accumulators: KG_CSTEP vectors of every row stay in registers across the keys, and each V
+ * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
  * vector is dequantized once for all KG_RG rows. */
 static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
@@ -421,21 +424,21 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
     kg_group_scales(v + row * KG_ROW_BYTES, kg_row_scales(vs, row), vd + jj * KG_GROUPS_PAD);
   }
-  for (int c = 0; c < KG_CHUNKS; c += KG_CSTEP) {
-    kg_vec a[KG_CSTEP][KG_RG];
-    for (int cc = 0; cc < KG_CSTEP; cc++)
+  for (int c = 0; c < KG_CHUNKS; c += KG_PV_STEP) {
+    kg_vec a[KG_PV_STEP][KG_RG];
+    for (int cc = 0; cc < KG_PV_STEP; cc++)
       for (int r = 0; r < KG_RG; r++) a[cc][r] = kg_vmul(kg_vload(acc + r * KG_D + (c + cc) * KG_LANES), kg_vset1(corr[r]));
     for (int jj = 0; jj < n; jj++) {
       const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
       const uint8_t *vr = v + row * KG_ROW_BYTES;
       kg_vec pr[KG_RG];
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
-      for (int cc = 0; cc < KG_CSTEP; cc++) {
+      for (int cc = 0; cc < KG_PV_STEP; cc++) {
         const kg_vec vv = kg_load_v(vr, vd + jj * KG_GROUPS_PAD, c + cc);
         for (int r = 0; r < KG_RG; r++) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
       }
     }
-    for (int cc = 0; cc < KG_CSTEP; cc++)
+    for (int cc = 0; cc < KG_PV_STEP; cc++)
       for (int r = 0; r < KG_RG; r++) kg_vstore(acc + r * KG_D + (c + cc) * KG_LANES, a[cc][r]);
   }
 }
@@ -483,13 +486,13 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
 
 /* s[0..n) = 2^(s - m) (0 for masked keys at -inf); returns their sum. */
 static float kg_exp2_row(float *s, int n, float m) {
-  const kg_vec one = kg_vset1(1.0f), neg_m = kg_vset1(-m);
+  const kg_vec neg_m = kg_vset1(-m);
   kg_vec sum = kg_vzero();
   int j = 0;
   for (; j + KG_LANES <= n; j += KG_LANES) {
-    const kg_vec e = kg_vexp2(kg_vfma(kg_vload(s + j), one, neg_m));
+    const kg_vec e = kg_vexp2(kg_vadd(kg_vload(s + j), neg_m));
     kg_vstore(s + j, e);
-    sum = kg_vfma(e, one, sum);
+    sum = kg_vadd(e, sum);
   }
   float total = kg_vhsum(sum);
   for (; j < n; j++) {
