@@ -125,6 +125,12 @@ export interface CpuVariants {
    * with V's int8 codes). Absent: no such knob.
    */
   attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number }>>;
+  /**
+   * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
+   * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
+   * extra bytes follow it). Absent: ACT_BLOCK_TAIL.
+   */
+  actTailBytes?: Readonly<Partial<Record<WeightFormatName, number>>>;
 }
 
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */
@@ -190,6 +196,13 @@ export function actBlockFor(groupWeights: number): number {
 
 /** Bytes after the int8 values of a prepared activation block: f32 scale, i32 sum, padding to 32. */
 export const ACT_BLOCK_TAIL = 32;
+
+/** The tail of a prepared activation block for weights of `format` (CpuVariants.actTailBytes). */
+function actTailOf(variants: CpuVariants, format: WeightFormatName): number {
+  const tail = variants.actTailBytes?.[format] ?? ACT_BLOCK_TAIL;
+  if (tail < ACT_BLOCK_TAIL) throw new Error(`kgen: a prepared activation block's tail holds at least ${ACT_BLOCK_TAIL} bytes, not ${tail}`);
+  return tail;
+}
 
 function weightLayout(op: MatmulOp, K: number) {
   const codec = codecOf(op.weight);
@@ -273,8 +286,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const nTile = config.nTile as number;
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
+  const actTail = actTailOf(variants, op.weight.format);
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
-  const xRowBytes = actQuant ? xBlocks * (actBlock + ACT_BLOCK_TAIL) : K * 4;
+  const xRowBytes = actQuant ? xBlocks * (actBlock + actTail) : K * 4;
   // Block steps read their activations from step records prepare writes after the blocks.
   const steps = stepBlocks ? Math.floor(xBlocks / stepBlocks) : 0;
   const stepRecordBytes = stepBlocks ? stepBlocks * actBlock + STEP_RECORD_TAIL : 0;
@@ -346,7 +360,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       actBlock,
       actBlocksPerBlock: Math.max(1, codec.weightsPerBlock / actBlock),
       actChunks: actBlock / 32,
-      actPad: ACT_BLOCK_TAIL - 8,
+      actPad: actTail - 8,
       xBlocks,
       prefetchBytes,
       workspaceBytes: wsBytes,

@@ -57,6 +57,11 @@ function q35Half(P: number, p0: number, isB: boolean, out: 'lo' | 'hi') {
 /** Pairs of a 64-weight q3.5 unit, the one the fast decode reads. */
 const UNIT64_PAIRS = 32;
 
+/** Whether every unit of a q3.5 group of G weights takes the fast decode (64-weight units only). */
+export function q35AllFast(G: number): boolean {
+  return q35Units(G).every((u) => u.pairs === UNIT64_PAIRS);
+}
+
 /**
  * The lane constants of the 64-weight unit's B decode (the fast path, no gathers). In the nibble
  * plane byte j holds pair j (low nibble) and pair 16 + j (high nibble); the B index is that nibble
@@ -69,6 +74,9 @@ const UNIT64_PAIRS = 32;
  *   lane j. Lanes 2k and 2k + 1 (i16 lane k) both want bits b = k / 2 and b + 4 moved to 2 and 6:
  *   multiplying i16 lane k by 2^(3 - b) moves them to 3 and 7 of both bytes (no bit of the low
  *   byte reaches 11 or 15), then mask 0x88 and shift right by 1.
+ * Both splats take their address as row pointer + offset (an `i32.add`), not as a load offset: V8
+ * gives every offset of a splat load a base register of its own, held across the loop (16 with 8
+ * rows, spilled and reloaded each block), where an add is one scalar op in the loop.
  */
 const Q35_FAST = {
   lowMask: lanes(Array(16).fill(0x33)),

@@ -1,9 +1,9 @@
 import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
-import { cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
+import { ACT_BLOCK_TAIL, cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
 import { renderWasmAttention, WASM_ATTENTION_SLOTS } from './attention.js';
-import { levelPreference, renderWasmMatmul } from './matmul.js';
+import { levelPreference, Q35_SIGN_RECORD_BYTES, renderWasmMatmul } from './matmul.js';
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 
@@ -21,6 +21,8 @@ const WASM_VARIANTS: CpuVariants = {
   without: ['prefetch'],
   noUnrollFormats: ['f16'],
   unrollValues: [1, 2],
+  // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
+  actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
 };
 
 /**
