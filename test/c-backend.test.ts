@@ -74,6 +74,21 @@ for (const { isa, device } of VARIANTS) {
         }
       }
     });
+    it.skipIf(isa !== 'avx2')('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N', async () => {
+      // N=37: four whole 8-row tiles through the row-sums path, then 5 rows through the per-row path.
+      for (const format of ['q4', 'q8', 'q35']) {
+        // Groups of 128 hold two activation blocks each; M=3 runs the path once per activation row.
+        for (const [groupSize, shape] of [[64, 'M=1,N=37,K=384'], [128, 'M=3,N=37,K=256']] as const) {
+          const ir = { kind: 'matmul', name: `rs${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
+          for (const rowSums of [1, 0]) {
+            const config = { rowsPerIter: 8, mTile: 1, rowSums };
+            const r = await verify({ target: 'c', ir, shape, isa, device, config, werror: true });
+            expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1 });
+            expect(r.status, `${format} g${groupSize} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
+          }
+        }
+      }
+    }, 300_000);
     it('other tilings give the same results (edge tiles in N and M, prefetch distances)', async () => {
       for (const config of [
         { rowsPerIter: 1, mTile: 4, nTile: 8, prefetch: 0 },

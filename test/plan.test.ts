@@ -153,19 +153,21 @@ describe('conditional knobs', () => {
       }
     }
     // C: `panel` matters only where a panel kernel exists (q4 and q4_0 from M=16 on AVX2 and
-    // AVX-512, q3.5 on AVX-512), `prefetch` only off the panel path, and `stepBlocks` only for
-    // blocks of 32 weights (ggml's formats) off the panel path.
-    const epyc = allDevices().find((d) => d.name === 'epyc-9654')!;
-    for (const [name, text, hidden] of [
-      ['matmul_q35', 'M=3,N=77,K=320', ['panel', 'stepBlocks']],
-      ['matmul_q4', 'M=3,N=77,K=320', ['panel', 'stepBlocks']],
-      ['matmul_q4', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks']],
-      ['matmul_q4_0', 'M=1,N=77,K=320', ['panel']],
-      ['matmul_q4_0', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks']],
-      ['matmul_q8_0', 'M=64,N=77,K=320', ['panel']],
+    // AVX-512, q3.5 on AVX-512), `prefetch` only off the panel path, `stepBlocks` only for
+    // blocks of 32 weights (ggml's formats) off the panel path, and `rowSums` only on AVX2 with
+    // 8 rows of one activation row (epyc-9654 defaults to AVX-512, epyc-7763 to AVX2).
+    for (const [device, name, text, hidden] of [
+      ['epyc-9654', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums']],
+      ['epyc-9654', 'matmul_q4', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums']],
+      ['epyc-9654', 'matmul_q4', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums']],
+      ['epyc-9654', 'matmul_q4_0', 'M=1,N=77,K=320', ['panel', 'rowSums']],
+      ['epyc-9654', 'matmul_q4_0', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums']],
+      ['epyc-9654', 'matmul_q8_0', 'M=64,N=77,K=320', ['panel', 'rowSums']],
+      ['epyc-7763', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'stepBlocks']],
+      ['epyc-7763', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums']],
     ] as const) {
       const cop = CATALOG[name]!;
-      const req = planRequest({ op: cop, shape: parseShape(text, cop), device: epyc, target: 'c' });
+      const req = planRequest({ op: cop, shape: parseShape(text, cop), device: allDevices().find((d) => d.name === device)!, target: 'c' });
       const { plan } = makePlan(req);
       const shown = configInUse(plan);
       expect(Object.keys(shown), `${name} ${text}`).toEqual(Object.keys(plan.config).filter((k) => !(hidden as readonly string[]).includes(k)));

@@ -37,6 +37,8 @@ export type CpuMatmulParams = {
    * the end of a row take the pair step.
    */
   stepBlocks: number;
+  /** 8 weight rows' i32 dot products summed into the lanes of one vector (one activation row at a time). */
+  rowSums: boolean;
   /** i32 lanes of the merged dot product (8: one 256-bit vector). */
   stepLaneCount: number;
   /** Which block of the step each lane belongs to, as a C initializer list ("0, 0, 2, 2, ..."). */
@@ -94,6 +96,13 @@ export interface CpuVariants {
    */
   blockStep?: Readonly<Record<string, readonly string[]>>;
   /**
+   * The variants with a row-sums kernel (the `rowSums` knob: 8 weight rows' i32 dot products summed
+   * into one vector, one lane a row, before one conversion and FMA per block), each with the weight
+   * formats it decodes; it applies to one activation row at a time when the format's blocks hold a
+   * multiple of 64 weights.
+   */
+  rowSums?: Readonly<Record<string, readonly string[]>>;
+  /**
    * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
    * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
    */
@@ -135,6 +144,9 @@ export const PANEL_MIN_M = 16;
 /** Weight rows of one panel: 8 rows in the dwords of one 256-bit vector. */
 export const PANEL_ROWS = 8;
 
+/** Weight rows the row-sums kernel sums together: 8, one per i32 lane of a 256-bit vector. */
+export const ROW_SUMS_ROWS = 8;
+
 /** Weights per block of the block-step kernel (one activation block each). */
 const STEP_BLOCK_WEIGHTS = 32;
 
@@ -171,6 +183,11 @@ function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefine
 /** Whether the block-step kernel exists for this request and ISA variant (the knob matters only then). */
 function blockStepUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
   return formatsOf(variants.blockStep, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock === STEP_BLOCK_WEIGHTS;
+}
+
+/** Whether the row-sums kernel exists for this request and ISA variant (the knob matters only then). */
+function rowSumsUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+  return formatsOf(variants.rowSums, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock % 64 === 0;
 }
 
 /**
@@ -217,6 +234,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
     { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
+    {
+      name: 'rowSums',
+      values: [1, 0],
+      doc: `sum ${ROW_SUMS_ROWS} weight rows' integer dot products into one vector (a lane a row) before one conversion and FMA per block (1), or convert and scale each row (0)`,
+      when: (c) => rowSumsUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c) && c.rowsPerIter === ROW_SUMS_ROWS && c.mTile === 1,
+    },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
     { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
@@ -264,6 +287,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
+  const rowSums = actQuant && !panel && config.rowSums === 1 && rowSumsUsable(req, variants, config.isa) && rowsPerIter === ROW_SUMS_ROWS && mTile === 1;
   const nTile = config.nTile as number;
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
@@ -301,7 +325,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
-      `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
+      rowSums
+        ? `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (one accumulator, a lane per row: row sums of i32 dot products, then one FMA)`
+        : `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
       `      for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
@@ -319,6 +345,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       panelCodeBytes: panel ? nTile * K : 0,
       panelScales: panel ? nTile * blocksPerRow : 0,
       stepBlocks,
+      rowSums,
       stepLaneCount: STEP_LANE_COUNT,
       stepLanes: stepLanes.join(', '),
       stepOffsetLanes: stepLanes.map((b, j) => (stepLanes.indexOf(b) === j ? 1 : 0)).join(', '),
