@@ -347,11 +347,13 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const chunkAt = preparedChunks(plan);
   // Row-major: every chunk's activations first, then each row's chunks (rowMajorOrder).
   const rowMajor = rowMajorOrder(plan, scheme, path, acts.length);
-  // q3.5 GEMV with whole quads: in a group's last chunk each pair of rows takes the transposing
-  // sum's first step (and one pin) as soon as both are done, each quad the second step; the block's
-  // end only scales and adds. Fewer sums stay live across rows and fewer pins (L2: relaxed 2%,
-  // SIMD128 2.5% faster). Only i32 sums (q3.5 has no i16 path) of one activation row.
-  const summedEarly = scheme === 'q35' && acts.length === 1 && s.rowCount % SCALE_LANES === 0 && path?.i16Bound === undefined;
+  // GEMV with whole quads and i32 sums (q3.5 at both levels, q4/q4_0 SIMD128): in a group's last
+  // chunk each pair of rows takes the transposing sum's first step (and one pin) as soon as both
+  // are done, each quad the second step; the block's end only scales and adds. Fewer sums stay live
+  // across rows and fewer pins (L2: q3.5 relaxed 2%, q3.5 SIMD128 2.5%, q4 SIMD128 1.5%, q4_0
+  // SIMD128 2.5% faster). The i16 paths (relaxed nibbles) sum at the block's end: pairs widened as
+  // they finished measured no faster there.
+  const summedEarly = (scheme === 'q35' || scheme === 'nibble') && acts.length === 1 && s.rowCount % SCALE_LANES === 0 && path?.i16Bound === undefined;
   const rowSums = (r: number) => ({
     // Sums of (row, activation row 0).
     ...(r % 2 === 1 ? { pairSum: { a: r - 1, b: r, i: 0 } } : {}),
