@@ -392,7 +392,7 @@ describe('the WebAssembly runner and emit', () => {
         const N = 12, K = 128;
         const e = emit({ target: 'wasm', op: `matmul_${format}`, shape: `M=${M},N=${N},K=${K}` });
         const { rowBytes, groupSize } = e.manifest.weights!;
-        const blockBytes = rowBytes / (K / groupSize);
+        const blockBytes = rowBytes / (K / groupSize!);
         const w = new Uint8Array(N * rowBytes);
         for (let n = 0; n < N; n++) {
           for (let b = 0; b < rowBytes; b += blockBytes) {
