@@ -383,6 +383,44 @@ describe('the WebAssembly runner and emit', () => {
     }
   });
 
+  it('nibble sums at their bounds (codes 0 and 15 against activations of one sign) are exact at both levels, GEMV and tiles', async () => {
+    // Every code 0 (level -8) or 15 (level +7), scales 1, x all +1, all -1 or alternating: y = level x sum(x).
+    // The relaxed module sums four rows in wrapping i16 lanes: 32 products of 15 x 127 per lane wrap
+    // there, and the corrected lanes reach -32512 (codes 0 against +127), the plan's bound.
+    for (const format of ['q4', 'q4_0'] as const) {
+      for (const M of [1, 3]) {
+        const N = 12, K = 128;
+        const e = emit({ target: 'wasm', op: `matmul_${format}`, shape: `M=${M},N=${N},K=${K}` });
+        const { rowBytes, groupSize } = e.manifest.weights!;
+        const blockBytes = rowBytes / (K / groupSize!);
+        const w = new Uint8Array(N * rowBytes);
+        for (let n = 0; n < N; n++) {
+          for (let b = 0; b < rowBytes; b += blockBytes) {
+            w.set([0x00, 0x3c], n * rowBytes + b);
+            w.fill(n % 2 ? 0xff : 0x00, n * rowBytes + b + 2, n * rowBytes + b + blockBytes);
+          }
+        }
+        const xRow = (m: number, k: number) => (m === 0 ? 1 : m === 1 ? -1 : k % 2 ? -1 : 1);
+        const x = Float32Array.from({ length: M * K }, (_, i) => xRow(Math.floor(i / K), i % K));
+        const inputs = { 'x.bin': new Uint8Array(x.buffer), 'w.bin': w };
+        for (const level of ['relaxed', 'simd128'] as const) {
+          const runner = wasmRunner(level);
+          const build = await runner.build(e.plan, e.rendered);
+          if (build.status !== 'ok') throw new Error(`${format} ${level}: ${build.status}`);
+          const run = await runner.execute(build, inputs);
+          build.dispose();
+          if (run.status !== 'ok') throw new Error(`${format} ${level}: ${run.status}`);
+          const y = new Float32Array(run.output.buffer, run.output.byteOffset, M * N);
+          for (let m = 0; m < M; m++) {
+            let sum = 0;
+            for (let k = 0; k < K; k++) sum += xRow(m, k);
+            for (let n = 0; n < N; n++) expect(y[m * N + n], `${format} ${level} M=${M} y[${m}, ${n}]`).toBeCloseTo((n % 2 ? 7 : -8) * sum, 3);
+          }
+        }
+      }
+    }
+  });
+
   it('emit: kernel.wat, kernel.relaxed.wat and probe.wat, and the binaries emit -o writes beside them; f16 weights have one module', async () => {
     const q4 = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320' });
     expect(Object.keys(q4.files).sort()).toEqual(['kernel-worker.mjs', 'kernel.d.mts', 'kernel.mjs', 'kernel.relaxed.shared.wat', 'kernel.relaxed.wat', 'kernel.shared.wat', 'kernel.wat', 'manifest.json', 'probe.wat']);

@@ -109,6 +109,9 @@ const NIBBLE_BITS = 4;
 
 /** The largest i16 lane value: block sums in i16 lanes must stay within it. */
 const I16_MAX = 32767;
+/** Bits of an i16 lane, and its mask in an i32 lane. */
+const I16_BITS = 16;
+const I16_LANE_MASK = 0xffff;
 
 /**
  * The largest |i16 lane| the unsigned relaxed dot reaches over one activation block: each chunk
@@ -116,9 +119,24 @@ const I16_MAX = 32767;
  * kernels sum a block's dots in i16 lanes before widening them.
  */
 function nibbleI16Bound(actChunks: number): number {
-  const bound = actChunks * 2 * 2 * ACT_QMAX * NIBBLE_MAX;
+  const bound = nibbleLaneProducts(actChunks) * ACT_QMAX * NIBBLE_MAX;
   if (bound > I16_MAX) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
   return bound;
+}
+
+/** Products one i16 lane of a row's block sum adds: per chunk two relaxed dots of 2 products each. */
+function nibbleLaneProducts(actChunks: number): number {
+  return actChunks * 2 * 2;
+}
+
+/**
+ * The largest |i16 lane| of four rows' block sums taken to one i16 pair per row (the transposing
+ * sum's two steps in i16) less the code offset's share of the activation sum: a lane then adds
+ * SCALE_LANES row lanes' products of (code - offset) x activation. The unsigned sums wrap there,
+ * but the corrected value fits, so i16 arithmetic (modulo 2^16) gives it exactly.
+ */
+function nibbleI16QuadBound(actChunks: number): number {
+  return SCALE_LANES * nibbleLaneProducts(actChunks) * ACT_QMAX * Math.max(NIBBLE_ZERO, NIBBLE_MAX - NIBBLE_ZERO);
 }
 
 /**
@@ -179,6 +197,8 @@ interface KernelPath {
   correct: boolean;
   /** The block's dots are summed in i16 lanes (at most this), widened once per block. */
   i16Bound?: number;
+  /** Unsigned codes summed in i16: the bound of four rows' corrected i16 pair sums (nibbleI16QuadBound). */
+  i16QuadBound?: number;
   /** The block's i32 sums are 2^dotShift x the dot product (the even/odd dot). */
   dotShift: number;
   /** q3.5: the decode looks its indices up in the tables (else the dot does, with the sign). */
@@ -200,7 +220,7 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): Ke
     if (level === 'simd128') {
       return { ...evenOdd, decodePartial: 'decode/nibble_raw.wat', xprepPartial: 'xprep/evenodd_nibble.wat', dotPartial: 'dot/nibble_evenodd.wat', dotText: 'i16 products of the even and odd nibble codes, i32 sums', correct: true };
     }
-    return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/unsigned_relaxed.wat', dotText: `relaxed dots of the unsigned codes summed in i16 lanes (at most ${nibbleI16Bound(actChunks)})`, correct: true, i16Bound: nibbleI16Bound(actChunks), dotShift: 0, q35Lookup: false };
+    return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/unsigned_relaxed.wat', dotText: `relaxed dots of the unsigned codes summed in i16 lanes (at most ${nibbleI16Bound(actChunks)})`, correct: true, i16Bound: nibbleI16Bound(actChunks), i16QuadBound: nibbleI16QuadBound(actChunks), dotShift: 0, q35Lookup: false };
   }
   if (level === 'simd128') return { ...evenOdd, decodePartial };
   if (scheme === 'q35') {
@@ -216,12 +236,17 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): Ke
  * How the block's i16 sums (a path with `i16Bound`) become the i32 lane sums of four rows:
  * `widen16` widens each row's vector (an i16 dot with ones), `widen16Late` first adds two rows'
  * 64-bit halves in i16 lanes (the transposing add's first step), which stays exact while twice the
- * bound fits in i16, and widens once per two rows.
+ * bound fits in i16, and widens once per two rows. `quad16` (unsigned codes whose corrected quad
+ * sums fit in i16, `i16QuadBound`) takes both steps in i16, subtracts the correction there (prepare
+ * writes it as an i16 pair per row: `corr16`) and widens once per four rows: one `pmaddwd` per
+ * quad instead of two (L2 q4 relaxed GEMV about 2% faster, PERFORMANCE).
  */
-function widening(i16Bound: number | undefined) {
-  if (i16Bound === undefined) return { widen16: false, widen16Late: false };
+function widening(path: KernelPath | undefined) {
+  const i16Bound = path?.i16Bound;
+  if (i16Bound === undefined) return { widen16: false, widen16Late: false, quad16: false };
   const i16PairBound = 2 * i16Bound;
-  return { widen16: true, widen16Late: i16PairBound <= I16_MAX, i16PairBound };
+  const quad16 = path?.correct === true && path.i16QuadBound !== undefined && path.i16QuadBound <= I16_MAX;
+  return { widen16: true, widen16Late: i16PairBound <= I16_MAX, quad16, i16PairBound, i16QuadBound: path?.i16QuadBound };
 }
 
 interface MicroShape {
@@ -322,11 +347,13 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   const chunkAt = preparedChunks(plan);
   // Row-major: every chunk's activations first, then each row's chunks (rowMajorOrder).
   const rowMajor = rowMajorOrder(plan, scheme, path, acts.length);
-  // q3.5 GEMV with whole quads: in a group's last chunk each pair of rows takes the transposing
-  // sum's first step (and one pin) as soon as both are done, each quad the second step; the block's
-  // end only scales and adds. Fewer sums stay live across rows and fewer pins (L2: relaxed 2%,
-  // SIMD128 2.5% faster). Only i32 sums (q3.5 has no i16 path) of one activation row.
-  const summedEarly = scheme === 'q35' && acts.length === 1 && s.rowCount % SCALE_LANES === 0 && path?.i16Bound === undefined;
+  // GEMV with whole quads and i32 sums (q3.5 at both levels, q4/q4_0 SIMD128): in a group's last
+  // chunk each pair of rows takes the transposing sum's first step (and one pin) as soon as both
+  // are done, each quad the second step; the block's end only scales and adds. Fewer sums stay live
+  // across rows and fewer pins (L2: q3.5 relaxed 2%, q3.5 SIMD128 2.5%, q4 SIMD128 1.5%, q4_0
+  // SIMD128 2.5% faster). The i16 paths (relaxed nibbles) sum at the block's end: pairs widened as
+  // they finished measured no faster there.
+  const summedEarly = (scheme === 'q35' || scheme === 'nibble') && acts.length === 1 && s.rowCount % SCALE_LANES === 0 && path?.i16Bound === undefined;
   const rowSums = (r: number) => ({
     // Sums of (row, activation row 0).
     ...(r % 2 === 1 ? { pairSum: { a: r - 1, b: r, i: 0 } } : {}),
@@ -452,7 +479,11 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    ...widening(path?.i16Bound),
+    ...widening(path),
+    // The relaxed module adds each block's scaled sums with relaxed_madd: one FMA where the engine
+    // has one, a multiply and an add elsewhere (either rounding is within the verify tolerance, as
+    // the C kernels' FMA is). L2 q4 relaxed GEMV about 3% faster (PERFORMANCE).
+    fusedMadd: level === 'relaxed',
     evenOdd: EVEN_ODD,
     // i16 pair sums to i32 (i32x4.dot_i16x8_s against ones: one pmaddwd on x86).
     ones16: Array(8).fill(1).join(' '),
@@ -473,6 +504,11 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     actStride,
     actSumOffset: p.actBlock + F32_BYTES,
     actCorrOffset: actCorrOffset(plan),
+    // quad16's correction: i16 lane l of a four-row sum holds the activations at positions p with
+    // (p >> 1) & 1 = l & 1 (a relaxed i16 dot's lane l takes bytes 2l and 2l + 1 of each 16-byte
+    // activation vector), i.e. prepare's 4-lane sums' lanes 0, 1 and lanes 2, 3.
+    // The odd lanes' term is the offset times 2^16 (the i32 lane's high half), the even lanes' masked.
+    corr16: widening(path).quad16 ? { lowLanes: [0, 1], highLanes: [2, 3], laneMask: I16_LANE_MASK, highOffset: NIBBLE_ZERO * 2 ** I16_BITS } : undefined,
     ...(path?.signRecord ? { signChunks: signChunks(plan) } : {}),
     qMax: ACT_QMAX,
     xRowBytes,
