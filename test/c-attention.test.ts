@@ -99,8 +99,9 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     const cases: [string, string, Record<string, number>][] = [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]];
     // Skv = 77: one tile of 77 keys, odd, so a padding key with P code 0; Skv = 1000 in 3 splits: ragged tiles.
     if (pvIntIsas.includes(native)) cases.push(['q8_0', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { pvInt: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=1000,D=64', { pvInt: 1, splits: 3 }]);
-    // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores).
-    if (keyLanesIsas.includes(native)) cases.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }]);
+    // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores); 50
+    // keys, one tile of 50 whose V scales by vector end in a masked store of 2.
+    if (keyLanesIsas.includes(native)) cases.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=50,D=128', { keyLanes: 1, pvInt: 1 }]);
     for (const [format, shape, config] of cases) {
       const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
