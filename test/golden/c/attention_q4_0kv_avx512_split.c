@@ -520,6 +520,9 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   int16_t codes[KG_RG * KG_GROUPS_PAD * KG_PV_KEYS];
   for (int r = 0; r < KG_RG; r++)
     for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, inv, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
+  /* Unrolled: each step's groups are constants, so a row's P codes of one group broadcast once and
+   * every address is one base plus a constant (rolled, GCC kept 16 code pointers and spilled). */
+#pragma GCC unroll 2
   for (int st = 0; st < KG_ISTEPS; st++) {
     /* Vector i of a step holds values of scale group (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE
      * (a group holds whole steps or half of one). */
