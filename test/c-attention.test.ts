@@ -34,6 +34,8 @@ const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 
 /** The variants with integer P.V (the pvInt knob), and its step of V values on AVX-512 (4 per f32 lane). */
 const pvIntIsas = Object.keys(C_VARIANTS.attentionIntPV ?? {});
+/** The variants whose int8-Q scores can take keys across the lanes (the keyLanes knob; kgen q8). */
+const keyLanesIsas = Object.keys(C_VARIANTS.attentionKeyLanes ?? {});
 const PV_INT_STEP = 64;
 
 const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
@@ -51,9 +53,10 @@ for (const { isa, device } of VARIANTS) {
       // Integer P.V (pvInt: 1) where the variant has it, with int8 and f32 Q, on the rows whose D
       // holds whole integer steps (the plan refuses the others: see the test of the refusals), and
       // f32 P.V where integer P.V is the default.
-      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : [])];
+      // Scores one key at a time (keyLanes: 0) where keys across the lanes are the q8 default.
+      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
       for (const knobs of modes) {
-        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}`;
+        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
           for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
             const c = attentionMatrixCase(row);
@@ -64,6 +67,13 @@ for (const { isa, device } of VARIANTS) {
             // Q's rounding shows: the int8 path ran, not the f32 one.
             if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
             if (knobs.pvInt !== undefined) expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
+            // Keys across the lanes by default on q8 with int8 Q where positions are adjacent rows
+            // (heads x positions, or one KV head), rows have at most 4 scale groups (D=256 at groups
+            // of 32 has 8: not here, but in the test below) and rowGroup 8 (f32 P.V prefill) is not
+            // taken, whose accumulators leave too few registers.
+            const p = r.plan.params as { positionStride: number; scalesPerRow: number; rowGroup: number; keyLanes?: boolean };
+            const keyLanes = knobs.keyLanes !== 0 && r.plan.config.qInt8 === 1 && p.positionStride === 1 && p.scalesPerRow <= 4 && p.rowGroup <= 4 && keyLanesIsas.includes(isa);
+            if (format === 'q8') expect(p.keyLanes === true, c.label).toBe(keyLanes);
           }
         });
       }
@@ -89,6 +99,9 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     const cases: [string, string, Record<string, number>][] = [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]];
     // Skv = 77: one tile of 77 keys, odd, so a padding key with P code 0; Skv = 1000 in 3 splits: ragged tiles.
     if (pvIntIsas.includes(native)) cases.push(['q8_0', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { pvInt: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=1000,D=64', { pvInt: 1, splits: 3 }]);
+    // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores); 50
+    // keys, one tile of 50 whose V scales by vector end in a masked store of 2.
+    if (keyLanesIsas.includes(native)) cases.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=50,D=128', { keyLanes: 1, pvInt: 1 }]);
     for (const [format, shape, config] of cases) {
       const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
@@ -100,7 +113,8 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('f16', 'avx2', { qInt8: 1 })).toThrow(/int8 Q \(qInt8: 1\) needs int8 K codes: the f16 KV cache has none/);
     expect(plan('f16', 'avx2').config.qInt8).toBe(0);
     for (const format of ['q8', 'q8_0', 'q4_0']) {
-      const on = plan(format, 'avx512', { qInt8: 1 });
+      // One key at a time: Q's codes + 128 (keys across the lanes bias K instead: their own test).
+      const on = plan(format, 'avx512', { qInt8: 1, keyLanes: 0 });
       expect(on.params).toMatchObject({ qInt8: true, iStep: 64, iScalesPerStep: 2, qCodeOffset: 128 });
       expect(on.tolerance.nmse).toBeGreaterThan(plan(format, 'avx512', { qInt8: 0 }).tolerance.nmse);
       expect(plan(format, 'avx2', { qInt8: 1 }).params).toMatchObject({ iStep: 32, iScalesPerStep: 1, qCodeOffset: 0 });
@@ -133,6 +147,34 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       expect(on.tolerance.nmse).toBeGreaterThan(off);
       expect(on.tolerance.nmse).toBeLessThan(plan(format, 'avx512', { pvInt: 0, qInt8: 1 }).tolerance.nmse);
     }
+  });
+  it.skipIf(!keyLanesIsas.includes(native))('keys across the lanes on ragged shapes: scale groups of 32 to 128 (2 per step to one per 2 steps), padding rows, causal prefill, splits', async () => {
+    const cases: [number, number, string, Record<string, number>][] = [
+      [64, 32, 'B=1,Hq=8,Hkv=2,Sq=5,Skv=200,D=64', {}],
+      [128, 128, 'B=2,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { splits: 2 }],
+      [256, 64, 'B=1,Hq=5,Hkv=1,Sq=64,Skv=333,D=256', {}],
+    ];
+    for (const [D, kvGroupSize, shape, config] of cases) {
+      const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true });
+      expect(r.status, `D=${D} G=${kvGroupSize}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it('keys across the lanes: AVX-512 q8 with int8 Q on heads x positions rows, refused elsewhere with the reason; the default where legal', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
+    const plan = (format: string, isa: string, config?: Record<string, unknown>, extra: object = {}) => emit({ target: 'c', ir: ir(format, true, extra), shape, device: deviceOf(isa), isa, config }).plan;
+    expect(keyLanesIsas).toEqual(['avx512']);
+    expect(plan('q8', 'avx512').params).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
+    expect(plan('q8', 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false, kCodeBias: 0, qCodeOffset: 128 });
+    for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
+    expect(() => plan('q8', 'avx512', { keyLanes: 1, qInt8: 0 })).toThrow(/keyLanes: 1\) needs int8 Q/);
+    expect(plan('q8', 'avx512', { qInt8: 0 }).config.keyLanes).toBe(0);
+    for (const format of ['q8_0', 'q4_0']) {
+      expect(() => plan(format, 'avx512', { keyLanes: 1 })).toThrow(/keyLanes: 1\): kgen q8 rows only/);
+      expect(plan(format, 'avx512').config.keyLanes).toBe(0);
+    }
+    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' scales is not 2 vectors of contiguous f16/);
+    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' scales is not 2 vectors/);
+    expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx512'), isa: 'avx512', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
   });
   it('vector steps fit the variant\'s registers: AVX2 names 16 even on an AVX-512 CPU; P.V takes 4 vectors a row where they fit', () => {
     const decode = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';

@@ -113,6 +113,14 @@ export type CpuAttentionParams = {
   pvLaneKeys: number;
   /** Keys of a tile rounded up to whole lanes (pvInt): the padding keys get P code 0. */
   pvKeys: number;
+  /**
+   * Scores with keys across the lanes (config keyLanes = 1; int8 Q on kgen q8 rows): `lanes` keys at
+   * a time, each integer step of their K codes (plus `kCodeBias`) transposed once for all the row
+   * group's rows so each lane is one key, Q's codes signed (qCodeOffset 0), no horizontal sums.
+   */
+  keyLanes: boolean;
+  /** Added to K's codes with keyLanes (0 without): what the variant's dot product wants. */
+  kCodeBias: number;
   /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
   qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
@@ -176,12 +184,13 @@ function scaleGroupsPadded(op: AttentionOp, D: number): number {
 }
 
 function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number, rowGroup: number, pvLaneKeys: number): number {
-  // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale;
-  // and the tile's V scales as f32; with integer P.V (pvLaneKeys > 0) also the tile's V scales by
-  // group, V row pointers and a row group's int16 P codes and scales.
+  // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale,
+  // Q's code sums by scale group (keyLanes); and the tile's V scales as f32; with integer P.V
+  // (pvLaneKeys > 0) also the tile's V scales by group, V row pointers and a row group's int16 P
+  // codes and scales.
   const keys = pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0;
   const pv = keys * (4 * groupsPadded + 8 + 2 * rowGroup * groupsPadded) + (pvLaneKeys ? 4 * rowGroup * groupsPadded : 0);
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8) + 4 * kvBlock * groupsPadded + pv;
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8 + 4 * groupsPadded) + 4 * kvBlock * groupsPadded + pv;
 }
 
 /** A tile's keys rounded up to whole i32 lanes of integer P.V. */
@@ -212,6 +221,9 @@ const STEP_SPARE_REGISTERS = 2;
 function chunkStepFor(chunks: number, max: number, need: (step: number) => number, registers: number): number {
   return [4, 2, 1].find((s) => s <= max && chunks % s === 0 && need(s) + STEP_SPARE_REGISTERS <= registers) ?? 1;
 }
+
+/** Vectors of f16 a block of keys' K scales may take with keyLanes (kg_kt_scales permutes two). */
+const KEY_LANES_SCALE_VECTORS = 2;
 
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
 const CODES_PER_I32_LANE = 4;
@@ -294,6 +306,27 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     );
   }
   if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));
+  const keyLanes = variants.attentionKeyLanes;
+  if (keyLanes) {
+    const on = (c: Config) => c.keyLanes === 1;
+    const { scalesPerRow } = kvRowFormat(req.op, D);
+    const { positionStride } = kvRowStrides(kvLayoutOf(req.op), req.shape);
+    restrictions.push(
+      { reason: 'keys across the lanes (keyLanes: 1): the variant has no such score kernel', allows: (c) => !on(c) || Object.hasOwn(keyLanes, c.isa as string) },
+      { reason: 'keys across the lanes (keyLanes: 1) needs int8 Q (qInt8: 1)', allows: (c) => !on(c) || c.qInt8 === 1 },
+      // Whole integer steps of contiguous codes per row, and a block of keys' scales in two vectors.
+      { reason: 'keys across the lanes (keyLanes: 1): kgen q8 rows only', allows: (c) => !on(c) || req.op.kvCache === 'q8' },
+      {
+        reason: `keys across the lanes (keyLanes: 1): a block of keys' scales is not ${KEY_LANES_SCALE_VECTORS} vectors of contiguous f16 (heads x positions rows, at most ${KEY_LANES_SCALE_VECTORS * 2} scale groups a row)`,
+        // A vector holds 2 x lanes f16 and a block's scales are lanes x scalesPerRow.
+        allows: (c) => !on(c) || (positionStride === 1 && scalesPerRow <= 2 * KEY_LANES_SCALE_VECTORS),
+      },
+      {
+        reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
+        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= (req.device.cpu?.vectorRegisters ?? 16),
+      },
+    );
+  }
   return {
     knobs: [
       { name: 'isa', values: variants.of(req.device), doc: variants.doc },
@@ -306,6 +339,8 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
+      // After qInt8, which it needs.
+      ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; kgen q8) or one key at a time (0)' }] : []),
     ],
     restrictions,
   };
@@ -334,6 +369,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const qInt8 = config.qInt8 === 1;
   const pvInt = config.pvInt === 1;
   const pvLaneKeys = pvLaneKeysOf(variants, config);
+  const keyLanes = config.keyLanes === 1;
   // Integer steps of K's codes (int8 Q) or V's (integer P.V).
   const iCodes = qInt8 || pvInt;
   const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
@@ -368,7 +404,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
         : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
       `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
       `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}`,
-      `    scores: ${qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
+      `    scores: ${keyLanes ? `${lanes} keys at a time: each integer step of their K codes transposed (a key per lane) once per ${rowGroup} rows, integer dot products of 4 codes of every key, scaled in f32 per scale group` : qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
       pvInt
         ? `    accumulate: P times V's scales to integer codes per row, group and tile; integer dot products over ${pvLaneKeys} keys a lane, each V step loaded once per ${rowGroup} rows`
         : `    accumulate: each V vector dequantized once per ${rowGroup} rows`,
@@ -400,7 +436,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       scaleLog2: scale * Math.LOG2E,
       qInt8,
       qCodeMax: INT8_CODE_MAX,
-      qCodeOffset: qInt8 ? variants.attentionInt8Q![isa]! : 0,
+      // With keyLanes K carries the bias and Q's codes stay signed.
+      qCodeOffset: qInt8 && !keyLanes ? variants.attentionInt8Q![isa]! : 0,
       iStep,
       iSteps: iCodes ? D / iStep : 0,
       iPiece,
@@ -411,6 +448,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
       pvLaneKeys,
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
+      keyLanes,
+      kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]! : 0,
       qRows,
       qFloats,
       qWords,

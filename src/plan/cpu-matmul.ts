@@ -131,6 +131,13 @@ export interface CpuVariants {
    */
   attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number }>>;
   /**
+   * The variants whose int8-Q attention scores can take a vector of keys at a time (the `keyLanes`
+   * knob: each integer step of a block of keys' K codes transposed so each lane is one key), each
+   * with the bias its integer dot product wants added to K's codes (Q's codes are then signed):
+   * 128 where it multiplies unsigned by signed bytes. Absent: no such knob.
+   */
+  attentionKeyLanes?: Readonly<Record<string, number>>;
+  /**
    * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
    * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
    * extra bytes follow it). Absent: ACT_BLOCK_TAIL.

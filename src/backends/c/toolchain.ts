@@ -63,6 +63,9 @@ export const C_VARIANTS: CpuVariants = {
   // its tile's peak) times V's codes widened to int16, two keys a lane. AVX-512 only so far: the
   // plan refuses the others.
   attentionIntPV: { avx512: { laneKeys: 2, codeMax: 32767 } },
+  // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
+  // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).
+  attentionKeyLanes: { avx512: 128 },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
