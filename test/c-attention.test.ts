@@ -95,18 +95,6 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       }
     }
   });
-  it('AddressSanitizer and UBSan find nothing: split decode and causal prefill tiles, q4_0 and q8, integer P.V on a ragged tile', async () => {
-    const cases: [string, string, Record<string, number>][] = [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]];
-    // Skv = 77: one tile of 77 keys, odd, so a padding key with P code 0; Skv = 1000 in 3 splits: ragged tiles.
-    if (pvIntIsas.includes(native)) cases.push(['q8_0', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { pvInt: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=1000,D=64', { pvInt: 1, splits: 3 }]);
-    // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores); 50
-    // keys, one tile of 50 whose V scales by vector end in a masked store of 2.
-    if (keyLanesIsas.includes(native)) cases.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=50,D=128', { keyLanes: 1, pvInt: 1 }]);
-    for (const [format, shape, config] of cases) {
-      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true });
-      expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
-    }
-  });
   it('int8 Q: refused for the f16 cache with the reason, off where D is no whole number of steps, a wider tolerance', () => {
     const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
     const plan = (format: string, isa: string, config?: Record<string, unknown>, s = shape) => emit({ target: 'c', ir: ir(format, true), shape: s, device: deviceOf(isa), isa, config }).plan;
@@ -211,6 +199,26 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
     expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
   });
+});
+
+describe('C attention: AddressSanitizer and UBSan', () => {
+  const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
+  const deviceOf = (isa: string) => VARIANTS.find((v) => v.isa === isa)!.device;
+  // One test per case, one at a time (not concurrent): a sanitized build of the keyLanes kernel
+  // takes 20-60 s alone and passed the C runner's default 120 s compile limit beside the concurrent
+  // tests on a loaded 2-core machine, so the builds also get 240 s.
+  const sanitized: [string, string, Record<string, number>][] = [['q4_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=1000,D=128', { splits: 4 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=200,D=64', { qBlock: 16 }]];
+  // Skv = 77: one tile of 77 keys, odd, so a padding key with P code 0; Skv = 1000 in 3 splits: ragged tiles.
+  if (pvIntIsas.includes(native)) sanitized.push(['q8_0', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { pvInt: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=1000,D=64', { pvInt: 1, splits: 3 }]);
+  // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores); 50
+  // keys, one tile of 50 whose V scales by vector end in a masked store of 2.
+  if (keyLanesIsas.includes(native)) sanitized.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=50,D=128', { keyLanes: 1, pvInt: 1 }]);
+  for (const [format, shape, config] of sanitized) {
+    it(`AddressSanitizer and UBSan find nothing: ${format} ${shape} ${JSON.stringify(config)}`, async () => {
+      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true, timeoutMs: 240_000 });
+      expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+    });
+  }
 });
 
 describe('C attention package', () => {
