@@ -1,3 +1,4 @@
+import type { DeviceProfile } from '../device/profile.js';
 import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
@@ -222,6 +223,11 @@ function chunkStepFor(chunks: number, max: number, need: (step: number) => numbe
   return [4, 2, 1].find((s) => s <= max && chunks % s === 0 && need(s) + STEP_SPARE_REGISTERS <= registers) ?? 1;
 }
 
+/** Vector registers the variant's code can name on the device: the device's, capped by the variant's encoding. */
+function registersOf(variants: CpuVariants, device: DeviceProfile, isa: string): number {
+  return Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
+}
+
 /** Vectors of f16 a block of keys' K scales may take with keyLanes (kg_kt_scales permutes two). */
 const KEY_LANES_SCALE_VECTORS = 2;
 
@@ -301,7 +307,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
         // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
         // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster.
         reason: `integer P.V (pvInt: 1): rowGroup x ${CODES_PER_I32_LANE} i32 accumulators, a step's ${CODES_PER_I32_LANE} V vectors and the work registers exceed the vector registers`,
-        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= (req.device.cpu?.vectorRegisters ?? 16),
+        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= registersOf(variants, req.device, c.isa as string),
       },
     );
   }
@@ -323,7 +329,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
       {
         reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
-        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= (req.device.cpu?.vectorRegisters ?? 16),
+        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= registersOf(variants, req.device, c.isa as string),
       },
     );
   }
@@ -381,7 +387,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
   const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys);
   const chunks = D / lanes;
-  const registers = Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
+  const registers = registersOf(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
   // rowGroup accumulators, rowGroup broadcast probabilities and the step's V vectors.
   const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);

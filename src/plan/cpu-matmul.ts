@@ -192,9 +192,14 @@ function blockStepUsable(req: Req, variants: CpuVariants, isa: unknown): boolean
   return formatsOf(variants.blockStep, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock === STEP_BLOCK_WEIGHTS;
 }
 
-/** Whether the row-sums kernel exists for this request and ISA variant (the knob matters only then). */
-function rowSumsUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
-  return formatsOf(variants.rowSums, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock % 64 === 0;
+/**
+ * Whether the row-sums kernel applies to `config` (the knob matters only then): the variant has one
+ * for the format, blocks hold a multiple of 64 weights, int8 activations off the panel path, and
+ * 8 weight rows of one activation row.
+ */
+function rowSumsApply(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
+  return formatsOf(variants.rowSums, config.isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock % 64 === 0
+    && config.actQuant === 'q8' && !panel && config.rowsPerIter === ROW_SUMS_ROWS && config.mTile === 1;
 }
 
 /**
@@ -245,7 +250,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       name: 'rowSums',
       values: [1, 0],
       doc: `sum ${ROW_SUMS_ROWS} weight rows' integer dot products into one vector (a lane a row) before one conversion and FMA per block (1), or convert and scale each row (0)`,
-      when: (c) => rowSumsUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c) && c.rowsPerIter === ROW_SUMS_ROWS && c.mTile === 1,
+      when: (c) => rowSumsApply(req, variants, c, usesPanel(c)),
     },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
     { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
@@ -294,7 +299,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
-  const rowSums = actQuant && !panel && config.rowSums === 1 && rowSumsUsable(req, variants, config.isa) && rowsPerIter === ROW_SUMS_ROWS && mTile === 1;
+  const rowSums = config.rowSums === 1 && rowSumsApply(req, variants, config, panel);
   const nTile = config.nTile as number;
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;

@@ -451,6 +451,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const { tile, shapes } = microShapes(plan);
   const needsExp = op.epilogue.activation !== 'none';
   const path = scheme ? kernelPath(scheme, level, p.actChunks) : undefined;
+  const widen = widening(path);
   return {
     ...p,
     ...(path ?? { correct: false }),
@@ -479,7 +480,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     loadX1Partial: `io/x1_${op.x}.wat`,
     preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
-    ...widening(path),
+    ...widen,
     // The relaxed module adds each block's scaled sums with relaxed_madd: one FMA where the engine
     // has one, a multiply and an add elsewhere (either rounding is within the verify tolerance, as
     // the C kernels' FMA is). L2 q4 relaxed GEMV about 3% faster (PERFORMANCE).
@@ -508,7 +509,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     // (p >> 1) & 1 = l & 1 (a relaxed i16 dot's lane l takes bytes 2l and 2l + 1 of each 16-byte
     // activation vector), i.e. prepare's 4-lane sums' lanes 0, 1 and lanes 2, 3.
     // The odd lanes' term is the offset times 2^16 (the i32 lane's high half), the even lanes' masked.
-    corr16: widening(path).quad16 ? { lowLanes: [0, 1], highLanes: [2, 3], laneMask: I16_LANE_MASK, highOffset: NIBBLE_ZERO * 2 ** I16_BITS } : undefined,
+    corr16: widen.quad16 ? { lowLanes: [0, 1], highLanes: [2, 3], laneMask: I16_LANE_MASK, highOffset: NIBBLE_ZERO * 2 ** I16_BITS } : undefined,
     ...(path?.signRecord ? { signChunks: signChunks(plan) } : {}),
     qMax: ACT_QMAX,
     xRowBytes,
