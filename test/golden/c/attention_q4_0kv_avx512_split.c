@@ -83,6 +83,8 @@ enum {
 };
 /* Softmax scale times log2(e): scores are base-2 logits. */
 #define KG_SCALE_LOG2 0.127517431f
+/* Added to and taken off a value below 2^22 in magnitude, it rounds the value to an integer (nearest even). */
+#define KG_ROUND_MAGIC 12582912.0f
 /* 2^f = 1 + C1 f + ... + C6 f^6 on [-0.5, 0.5] (ln(2)^k / k!), and the smallest exponent kept. */
 #define KG_EXP2_C1 0.693147181f
 #define KG_EXP2_C2 0.240226507f
@@ -394,22 +396,36 @@ static inline kg_vec kg_load_codes(const uint8_t *row, const uint16_t *scales, i
 }
 
 static inline int kg_min(int a, int b) { return a < b ? a : b; }
-static inline float kg_load_q(const uint16_t *q, int64_t i) { return kg_f16_to_f32(q[i]); }
+/* KG_LANES values of Q from index i (a multiple of KG_LANES: D is), as f32. */
+static inline kg_vec kg_load_q(const uint16_t *q, int64_t i) { return kg_vload_f16((const uint8_t *)(q + i)); }
 static inline uint16_t kg_pack_o(float v) { return kg_f32_to_f16(v); }
+_Static_assert(KG_D % KG_LANES == 0, "Q rows are converted a vector at a time");
 
 size_t kgen_attention_q4_0kv_workspace_size(void) { return 270464; }
 
-/* Each Q row to int8 codes on a symmetric scale (absmax / KG_Q_CODE_MAX, rounded to nearest), stored
- * plus KG_Q_OFFSET; the row's scale times KG_SCALE_LOG2 goes first in the workspace. */
+/* Each Q row to int8 codes on a symmetric scale (absmax / KG_Q_CODE_MAX, rounded to nearest even),
+ * stored plus KG_Q_OFFSET; the row's scale times KG_SCALE_LOG2 goes first in the workspace. The row
+ * converts to f32 by vector once; adding and taking off KG_ROUND_MAGIC (1.5 * 2^23) rounds a value
+ * of magnitude <= KG_Q_CODE_MAX as lrintf does, in a loop the compiler vectorizes (per-element
+ * libm calls cost 12% of a call at Skv=1024, docs/PERFORMANCE.md). */
 void kgen_attention_q4_0kv_prepare(const uint16_t *q, void *workspace) {
   float *qd = (float *)workspace;
   uint8_t *qc = (uint8_t *)(qd + KG_Q_ROWS);
   for (int64_t r = 0; r < KG_Q_ROWS; r++) {
-    float amax = 0.0f;
-    for (int d = 0; d < KG_D; d++) amax = fmaxf(amax, fabsf(kg_load_q(q, r * KG_D + d)));
+    float row[KG_D];
+    kg_vec m = kg_vzero();
+    for (int c = 0; c < KG_CHUNKS; c++) {
+      const kg_vec x = kg_load_q(q, r * KG_D + c * KG_LANES);
+      kg_vstore(row + c * KG_LANES, x);
+      m = kg_vmax(m, kg_vmax(x, kg_vmul(x, kg_vset1(-1.0f))));
+    }
+    const float amax = kg_vhmax(m);
     const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
     qd[r] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
-    for (int d = 0; d < KG_D; d++) qc[r * KG_D + d] = (uint8_t)(lrintf(kg_load_q(q, r * KG_D + d) * inv) + KG_Q_OFFSET);
+    for (int d = 0; d < KG_D; d++) {
+      const float scaled = row[d] * inv;
+      qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
+    }
   }
 }
 
