@@ -74,16 +74,18 @@ for (const { isa, device } of VARIANTS) {
         }
       }
     });
-    it.skipIf(isa !== 'avx2')('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N', async () => {
+    it.skipIf(isa !== 'avx2')('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N, steps of 2 blocks and a lone last block', async () => {
       // N=37: four whole 8-row tiles through the row-sums path, then 5 rows through the per-row path.
+      // q3.5 at G=64 (30-byte blocks) steps 2 blocks at a time: K=384 is 3 steps, K=320 2 steps and a lone block.
       for (const format of ['q4', 'q8', 'q35']) {
         // Groups of 128 hold two activation blocks each; M=3 runs the path once per activation row.
-        for (const [groupSize, shape] of [[64, 'M=1,N=37,K=384'], [128, 'M=3,N=37,K=256']] as const) {
+        for (const [groupSize, shape] of [[64, 'M=1,N=37,K=384'], [64, 'M=1,N=37,K=320'], [128, 'M=3,N=37,K=256']] as const) {
           const ir = { kind: 'matmul', name: `rs${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
           for (const rowSums of [1, 0]) {
-            const config = { rowsPerIter: 8, mTile: 1, rowSums };
+            const config = { rowsPerIter: 8, mTile: 1, rowSums, unroll: 2 };
             const r = await verify({ target: 'c', ir, shape, isa, device, config, werror: true });
-            expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1 });
+            const rowSumsStep = rowSums === 0 ? 0 : format === 'q35' && groupSize === 64 ? 2 : 1;
+            expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1, rowSumsStep });
             expect(r.status, `${format} g${groupSize} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
           }
         }

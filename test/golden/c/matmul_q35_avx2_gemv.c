@@ -33,6 +33,8 @@ enum {
   KG_NTILE = 32,
   /* Software prefetch distance: the same block of the row group after the current one. */
   KG_PREFETCH = 480,
+  /* The row-sums kernel's step: weight blocks whose dot products go before their row sums. */
+  KG_ROWS_STEP = 2,
 };
 
 static inline float kg_f16_to_f32(uint16_t h) {
@@ -372,6 +374,42 @@ static inline __m256 kg_row_scales8(const uint8_t *blk) {
   return _mm256_cvtph_ps(v);
 }
 
+/* KG_ROWS_STEP weight blocks of 8 rows (the plan's rowSumsStep): every block's dot products first,
+ * then every block's row sums, so the sums find their dot products done instead of waiting on the
+ * last row's; one prefetch per row and cache line of the step's bytes. `nb` is KG_ROWS_STEP or, for
+ * the blocks left at the end of a row, 1. */
+static inline __attribute__((always_inline)) void kg_rows8_step(const uint8_t *w, int64_t n, const kg_act *xa, int m0,
+                                                                int64_t b, int nb, __m256 *acc) {
+  const uint8_t *blk = w + n * KG_ROW_BYTES + b * KG_BLOCK_BYTES;
+  for (int r = 0; r < KG_ROWS; r++) kg_prefetch_span(blk + (int64_t)r * KG_ROW_BYTES, nb * KG_BLOCK_BYTES);
+  __m256 dw[KG_ROWS_STEP];
+  __m256i dot[KG_ROWS_STEP * KG_ACT_PER_BLOCK][KG_ROWS];
+#pragma GCC unroll 2
+  for (int j = 0; j < nb; j++) dw[j] = kg_row_scales8(blk + j * KG_BLOCK_BYTES);
+#pragma GCC unroll 2
+  for (int j = 0; j < nb; j++) {
+    for (int a = 0; a < KG_ACT_PER_BLOCK; a++) {
+      const kg_act *xb = &xa[(int64_t)m0 * KG_XBLOCKS + (b + j) * KG_ACT_PER_BLOCK + a];
+      const __m256i xv[2] = { _mm256_loadu_si256((const __m256i *)xb->q), _mm256_loadu_si256((const __m256i *)(xb->q + 32)) };
+#pragma GCC unroll 8
+      for (int r = 0; r < KG_ROWS; r++) {
+        __m256i wv[2];
+        kg_decode(blk + j * KG_BLOCK_BYTES + (int64_t)r * KG_ROW_BYTES, a, wv);
+        dot[j * KG_ACT_PER_BLOCK + a][r] = KG_DOT(wv, xv);
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < nb; j++) {
+    for (int a = 0; a < KG_ACT_PER_BLOCK; a++) {
+      const kg_act *xb = &xa[(int64_t)m0 * KG_XBLOCKS + (b + j) * KG_ACT_PER_BLOCK + a];
+      __m256i sums = kg_row_sums8(dot[j * KG_ACT_PER_BLOCK + a]);
+      if (KG_W_OFFSET) sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(KG_W_OFFSET * xb->sum));
+      *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw[j], _mm256_set1_ps(xb->d)), *acc);
+    }
+  }
+}
+
 /* 8 whole weight rows and one activation row (rowSums): each row's dot product stays in i32 lanes
  * until the 8 rows' lanes are summed together, so one conversion and one FMA per block serve all 8
  * rows (row r in lane r of one accumulator), instead of a conversion, a scale and an FMA per row. */
@@ -379,25 +417,9 @@ _Static_assert(KG_ROWS == 8, "the row-sums path sums 8 rows, one per i32 lane");
 static inline __attribute__((always_inline)) void kg_rows8(const uint8_t *w, int64_t n, const kg_act *xa, int m0,
                                                            float out[KG_ROWS][KG_MTILE]) {
   __m256 acc = _mm256_setzero_ps();
-#pragma GCC unroll 2
-  for (int64_t b = 0; b < KG_BLOCKS_PER_ROW; b++) {
-    const uint8_t *blk = w + n * KG_ROW_BYTES + b * KG_BLOCK_BYTES;
-    for (int r = 0; r < KG_ROWS; r++) kg_prefetch(blk + (int64_t)r * KG_ROW_BYTES);
-    const __m256 dw = kg_row_scales8(blk);
-    for (int a = 0; a < KG_ACT_PER_BLOCK; a++) {
-      const kg_act *xb = &xa[(int64_t)m0 * KG_XBLOCKS + b * KG_ACT_PER_BLOCK + a];
-      const __m256i xv[2] = { _mm256_loadu_si256((const __m256i *)xb->q), _mm256_loadu_si256((const __m256i *)(xb->q + 32)) };
-      __m256i dot[KG_ROWS];
-      for (int r = 0; r < KG_ROWS; r++) {
-        __m256i wv[2];
-        kg_decode(blk + (int64_t)r * KG_ROW_BYTES, a, wv);
-        dot[r] = KG_DOT(wv, xv);
-      }
-      __m256i sums = kg_row_sums8(dot);
-      if (KG_W_OFFSET) sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(KG_W_OFFSET * xb->sum));
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc);
-    }
-  }
+  int64_t b = 0;
+  for (; b + KG_ROWS_STEP <= KG_BLOCKS_PER_ROW; b += KG_ROWS_STEP) kg_rows8_step(w, n, xa, m0, b, KG_ROWS_STEP, &acc);
+  for (; b < KG_BLOCKS_PER_ROW; b++) kg_rows8_step(w, n, xa, m0, b, 1, &acc);
   float sums[KG_ROWS];
   _mm256_storeu_ps(sums, acc);
   for (int r = 0; r < KG_ROWS; r++) out[r][0] = sums[r];
