@@ -20,7 +20,7 @@ import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { templateSet } from '../src/render/templates.js';
+import { probeSource } from '../src/backends/c/bandwidth.js';
 import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
@@ -134,7 +134,7 @@ interface ProbeResult {
 function compileProbe(workDir: string): string {
   const exe = join(workDir, 'probe');
   log('probe: compiling templates/c/probe.c.hbs');
-  writeFileSync(join(workDir, 'probe.c'), templateSet('c').render('probe.c', {}));
+  writeFileSync(join(workDir, 'probe.c'), probeSource());
   run('gcc', [...CFLAGS, join(workDir, 'probe.c'), '-o', exe]);
   return exe;
 }

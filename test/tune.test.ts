@@ -14,8 +14,7 @@ import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
 import type { Config, Plan } from '../src/plan/types.js';
-import { templateSet } from '../src/render/templates.js';
-import { measureReadBandwidth } from '../src/backends/c/bandwidth.js';
+import { measureReadBandwidth, probeSource } from '../src/backends/c/bandwidth.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
 import { RETIME_STRATEGY, timingRunner, tune } from '../src/tune/tuner.js';
@@ -260,7 +259,7 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
 describe.skipIf(noGcc !== undefined || !hostIsa().isa.includes('avx2'))('the read-bandwidth probe (the roofline of tuning on the host)', () => {
   it('compiles warning-free and reports GB/s for each thread count over (nearly) the whole buffer', async () => {
     const dir = tmp();
-    writeFileSync(join(dir, 'probe.c'), templateSet('c').render('probe.c', {}));
+    writeFileSync(join(dir, 'probe.c'), probeSource());
     const cc = await execa('gcc', ['-O3', '-mavx2', '-pthread', '-Wall', '-Wextra', '-Werror', join(dir, 'probe.c'), '-o', join(dir, 'probe')], { reject: false, all: true });
     expect(cc.exitCode, cc.all).toBe(0);
     const r = await execa(join(dir, 'probe'), ['64', '1', '1', '2'], { reject: false });
