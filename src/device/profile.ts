@@ -54,6 +54,12 @@ export interface GpuLimits {
   features: GpuFeatures;
 }
 
+/**
+ * Bytes of a cache line, the unit a software prefetch brings in: 64 on every CPU kgen's C and
+ * WebAssembly kernels target (x86-64 and the Arm cores of the profiles).
+ */
+export const CPU_CACHE_LINE_BYTES = 64;
+
 export interface CpuLimits {
   arch: 'x86_64' | 'aarch64' | 'wasm32';
   /** ISA extensions: avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni, neon, dotprod, fp16, simd128. */

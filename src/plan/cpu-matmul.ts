@@ -1,4 +1,4 @@
-import type { DeviceProfile } from '../device/profile.js';
+import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor } from './common.js';
@@ -207,9 +207,6 @@ function rowSumsApply(req: Req, variants: CpuVariants, config: Config, panel: bo
     && config.actQuant === 'q8' && !panel && config.rowsPerIter === ROW_SUMS_ROWS && config.mTile === 1;
 }
 
-/** Bytes a software prefetch brings in (one cache line). */
-const CACHE_LINE_BYTES = 64;
-
 /**
  * Weight blocks per step of the row-sums kernel: as many as the unroll knob asks for while they fit
  * in one cache line, else 1. Within a step every block's dot products are issued before their row
@@ -219,7 +216,7 @@ const CACHE_LINE_BYTES = 64;
  * (no prefetch saved) were 1% and 5-8% slower.
  */
 function rowSumsStep(bytesPerBlock: number, unroll: number): number {
-  return Math.max(1, Math.min(unroll, Math.floor(CACHE_LINE_BYTES / bytesPerBlock)));
+  return Math.max(1, Math.min(unroll, Math.floor(CPU_CACHE_LINE_BYTES / bytesPerBlock)));
 }
 
 /**

@@ -1,3 +1,4 @@
+import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -24,8 +25,6 @@ function cFloat(x: number): string {
   return f32Digits(x);
 }
 
-/** Bytes per prefetch: a cache line on every CPU the C variants target. */
-const CACHE_LINE_BYTES = 64;
 
 /**
  * __builtin_prefetch's locality for the K and V prefetches: 1 (prefetcht2) fills L2, not L1. A
@@ -90,7 +89,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     causalFlag: p.causal ? 1 : 0,
     splitsOuterFlag: p.splitsOuter ? 1 : 0,
     f32Bias: F32_BIAS,
-    cacheLine: CACHE_LINE_BYTES,
+    cacheLine: CPU_CACHE_LINE_BYTES,
     prefetchLocality: PREFETCH_LOCALITY,
     f32MantBits: F32_MANT_BITS,
     scaleLog2: cFloat(p.scaleLog2),

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { detectMachine, hostIsa } from '../../device/host.js';
+import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { textHash } from '../../hash.js';
 import { templateSet } from '../../render/templates.js';
 import { cachedBuild } from '../runner-core.js';
@@ -41,7 +42,7 @@ export async function measureReadBandwidth(cacheDir: string, threads: number, mi
  * time (one thread on a Zen 4 VM: 19.3-20.5 GB/s without, 25.6-28.2 with; 2 KiB ahead the same,
  * 8-16 KiB less).
  */
-const PROBE = { streams: 8, prefetchBytes: 4096, cacheLine: 64 };
+const PROBE = { streams: 8, prefetchBytes: 4096, cacheLine: CPU_CACHE_LINE_BYTES };
 
 /** probe.c: the bandwidth probe's source, the same for the tuner's roofline and the bench. */
 export function probeSource(): string {

@@ -1,3 +1,4 @@
+import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -36,8 +37,6 @@ const LANES = 4;
 const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
-/** Bytes per cache line of the CPUs WebAssembly runs on (x86-64, Arm64): the stride of the touches. */
-const CACHE_LINE_BYTES = 64;
 
 
 
@@ -138,7 +137,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     dBytes: p.D * F32_BYTES,
     oRowBytes: p.D * oBytes,
     kvBlockBytes: p.kvBlock * F32_BYTES,
-    touchOffsets: Array.from({ length: Math.ceil(p.rowBytes / CACHE_LINE_BYTES) }, (_, i) => i * CACHE_LINE_BYTES),
+    touchOffsets: Array.from({ length: Math.ceil(p.rowBytes / CPU_CACHE_LINE_BYTES) }, (_, i) => i * CPU_CACHE_LINE_BYTES),
     positionRowBytes: p.positionStride * p.rowBytes,
     scaleRowBytes: p.scalesPerRow * F16_BYTES,
     kvRowsPerBatch: p.Hkv * p.Skv,
