@@ -1,3 +1,4 @@
+import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
@@ -130,6 +131,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     commonPartial: parts.common,
     q35TableA: Q35_LOOKUP_A.join(', '),
     q35TableB: Q35_LOOKUP_B.join(', '),
+    cacheLine: CPU_CACHE_LINE_BYTES,
   };
   const files = {
     'kernel.c': templates.render('kernel.c', view),

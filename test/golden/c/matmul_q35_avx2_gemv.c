@@ -33,6 +33,8 @@ enum {
   KG_NTILE = 32,
   /* Software prefetch distance: the same block of the row group after the current one. */
   KG_PREFETCH = 480,
+  /* Bytes one prefetch brings in (the plan's row-sums step fits in one). */
+  KG_CACHE_LINE = 64,
   /* The row-sums kernel's step: weight blocks whose dot products go before their row sums. */
   KG_ROWS_STEP = 2,
 };
@@ -139,7 +141,7 @@ void kgen_matmul_q35_prepare(const float *x, void *workspace) {
  * (prefetches past the end of W are harmless: they never fault). */
 static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
   if (KG_PREFETCH > 0)
-    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
+    for (int o = 0; o < bytes; o += KG_CACHE_LINE) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
 }
 static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 

@@ -33,6 +33,8 @@ enum {
   KG_NTILE = 32,
   /* Software prefetch distance: the same block of the row group after the current one. */
   KG_PREFETCH = 288,
+  /* Bytes one prefetch brings in (the plan's row-sums step fits in one). */
+  KG_CACHE_LINE = 64,
 };
 
 static inline float kg_f16_to_f32(uint16_t h) {
@@ -127,7 +129,7 @@ void kgen_matmul_q4_0_prepare(const float *x, void *workspace) {
  * (prefetches past the end of W are harmless: they never fault). */
 static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
   if (KG_PREFETCH > 0)
-    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
+    for (int o = 0; o < bytes; o += KG_CACHE_LINE) __builtin_prefetch(blk + KG_PREFETCH + o, 0, 2);
 }
 static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 
