@@ -81,10 +81,12 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
+/** The widest x86 variant this CPU runs (scalar elsewhere): the sanitizer and defaults tests run it. */
+const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
+/** A shipped profile with the ISA, not `host`: test:hosts forces host to other CPUs' profiles. */
+const deviceOf = (isa: string) => VARIANTS.find((v) => v.isa === isa)!.device;
+
 describe.concurrent('C attention: head dims, layouts and defaults', () => {
-  const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
-  // A shipped profile with the ISA, not `host`: test:hosts forces host to other CPUs' profiles.
-  const deviceOf = (isa: string) => VARIANTS.find((v) => v.isa === isa)!.device;
   // The matrix has D = 80, 96 and 256 at the default q8 group; here f16 Q and O, q8 groups of 16.
   it(`head dims 80 and 96 (f16 Q and O; q8 with groups of 16 at D=80) on scalar and ${native}`, async () => {
     for (const isa of [...new Set(['scalar', native])]) {
@@ -202,8 +204,6 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
 });
 
 describe('C attention: AddressSanitizer and UBSan', () => {
-  const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
-  const deviceOf = (isa: string) => VARIANTS.find((v) => v.isa === isa)!.device;
   // One test per case, one at a time (not concurrent): a sanitized build of the keyLanes kernel
   // takes 20-60 s alone and passed the C runner's default 120 s compile limit beside the concurrent
   // tests on a loaded 2-core machine, so the builds also get 240 s.
