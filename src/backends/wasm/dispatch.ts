@@ -19,9 +19,9 @@ export const WORKER_STOP_CALL = -1;
 
 /**
  * Polls of `seq` (a worker waiting for its next call) or of `done` (the caller waiting for a share)
- * before sleeping: ~20000 Atomics.load calls are some tens of microseconds, shorter than one share
- * of any kernel worth threading and longer than the gap between a model's back-to-back calls, so a
- * decode loop never sleeps, and an idle worker stops taking a core soon after.
+ * before sleeping: 20000 Atomics.load calls took ~0.2 ms in Node 20 on the 2-vCPU Zen 4 VM (11 ns
+ * each), longer than the gap between a model's back-to-back calls, so a decode loop does not sleep
+ * between them, and short enough that an idle worker soon stops taking a core.
  */
 export const WORKER_SPIN_POLLS = 20000;
 
