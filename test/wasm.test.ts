@@ -246,8 +246,13 @@ describe('the emitted loader (kernel.mjs)', () => {
         .replace("import { loadKernel, sizes }", "import { loadThreaded, sizes }")
         .replace("{ initial: Math.ceil(end / 65536) }", "{ initial: Math.ceil(end / 65536), maximum: 1024, shared: true }")
         .replace("await loadKernel({ memory })", "await loadThreaded({ memory, threads: 3 })")
-        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);")
-        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);", "await k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77); k.close();"));
+        // A call that traps (W past the memory's end) rejects with the trap's text and leaves the
+        // workers ready; then two calls issued together run one after the other.
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40);",
+          "const failed = await k.rows(at.workspace, memory.buffer.byteLength - 16, at.bias, at.residual, at.y, 0, 77).then(() => 'resolved', (e) => e.message);"
+          + " const both = Promise.all([k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 0, 40),")
+        .replace("k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77);", "k.rows(at.workspace, at.w, at.bias, at.residual, at.y, 40, 77)]); await both; k.close();")
+        .replace("workspace: k.workspaceSize === sizes.workspace }", "workspace: k.workspaceSize === sizes.workspace, failed }"));
       expect(readFileSync(join(dir, 'threads.mjs'), 'utf8')).toContain('k.close()');
       const levels: string[] = [];
       for (const [flags, script] of [[[], 'host.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'host.mjs'], [[], 'threads.mjs'], [['--experimental-wasm-relaxed-simd', '--no-liftoff'], 'threads.mjs']] as const) {
@@ -255,6 +260,7 @@ describe('the emitted loader (kernel.mjs)', () => {
         const r = await nodeJson([...flags], join(dir, script));
         levels.push(r.level as string);
         expect(r.workspace).toBe(true);
+        if (script === 'threads.mjs') expect(r.failed).toMatch(/out of bounds/);
         expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, `${script} ${flags.join(' ')} ${r.level}`).toBe(true);
       }
       // With relaxed SIMD computing right the loader takes it.

@@ -10,6 +10,7 @@ import { attentionHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { wasmAttentionDeclarations } from './bindings.js';
+import { dispatchView, type WorkerCall } from './dispatch.js';
 import { HALF_VIEW } from './half.js';
 import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
@@ -166,6 +167,12 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
   };
 }
 
+/** What a worker of loadThreaded runs: `<fn>_tasks(workspace, k, kScales, v, vScales, o, taskBegin, taskEnd, slot)` and `<fn>_merge(workspace, o, rowBegin, rowEnd)`. */
+const WORKER_CALLS: readonly WorkerCall[] = [
+  { name: 'tasks', args: 9 },
+  { name: 'merge', args: 4 },
+];
+
 /** kernel.wat (and kernel.shared.wat), the loader and its types, and the harness of a CPU attention plan. */
 export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext): RenderedKernel {
   const templates = templateSet('wasm');
@@ -176,9 +183,9 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     'kernel.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, false)),
     'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
   };
-  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes) };
+  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...dispatchView(WORKER_CALLS) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
-  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['tasks', 'merge']), workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
   const ptrs = 'i32 byte offsets into the imported memory';
   const ws = wasmAttentionWorkspace(plan);

@@ -11,6 +11,7 @@ import { FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
+import { dispatchView, type WorkerCall } from './dispatch.js';
 import { chunkDecode, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { HALF_VIEW } from './half.js';
 import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
@@ -541,6 +542,9 @@ export function levelsOf(plan: CpuMatmulPlan): WasmLevel[] {
   return plan.op.weight.format === 'f16' ? ['simd128'] : [...WASM_LEVELS];
 }
 
+/** What a worker of loadThreaded runs: `<fn>_rows(workspace, w, bias, residual, y, rowBegin, rowEnd)`. */
+const WORKER_CALLS: readonly WorkerCall[] = [{ name: 'rows', args: 7 }];
+
 /** kernel.wat (and kernel.relaxed.wat) of a CPU matmul plan, plus the harness verify and the tuner run. */
 export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): RenderedKernel {
   const templates = templateSet('wasm');
@@ -559,10 +563,11 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     levelsJson: JSON.stringify(levelsOf(plan)),
     preferredJson: JSON.stringify(preferredLevel(plan)),
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
+    ...dispatchView(WORKER_CALLS),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
   files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
-  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsJson: JSON.stringify(['rows']), workerCallsText: '`rows` over the row ranges it is given' });
+  files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`rows` over the row ranges it is given' });
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
     files,
