@@ -74,10 +74,13 @@ for (const { isa, device } of VARIANTS) {
         }
       }
     });
-    it.skipIf(isa !== 'avx2')('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N, steps of 2 blocks and a lone last block', async () => {
+    // AVX-512 runs the row-sums kernel as AVX2 code with 256-bit VNNI dot products (q4 with AVX2's
+    // nibble decoder and activation order, q3.5 with its own decoder's codes + 128).
+    const rowSumsFormats = ({ avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'] } as Record<string, string[]>)[isa];
+    it.skipIf(!rowSumsFormats)('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N, steps of 2 blocks and a lone last block', async () => {
       // N=37: four whole 8-row tiles through the row-sums path, then 5 rows through the per-row path.
       // q3.5 at G=64 (30-byte blocks) steps 2 blocks at a time: K=384 is 3 steps, K=320 2 steps and a lone block.
-      for (const format of ['q4', 'q8', 'q35']) {
+      for (const format of rowSumsFormats!) {
         // Groups of 128 hold two activation blocks each; M=3 runs the path once per activation row.
         for (const [groupSize, shape] of [[64, 'M=1,N=37,K=384'], [64, 'M=1,N=37,K=320'], [128, 'M=3,N=37,K=256']] as const) {
           const ir = { kind: 'matmul', name: `rs${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };

@@ -23,7 +23,19 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
   f16: 'none',
 };
 
-/** The template names a matmul plan renders through, or why it cannot be rendered. */
+/**
+ * Decoders of an ISA that also offer the AVX2 micro-kernel's interface (kg_decode, kg_decode_pair
+ * and KG_DOT over two 256-bit vectors), so its block-step and row-sums kernels use them; other
+ * schemes take AVX2's. q3.5's AVX-512 decode (ternary logic, codes + 128 for vpdpbusd) is 7% faster in
+ * the row-sums kernel than AVX2's with a signed VNNI dot (docs/PERFORMANCE.md).
+ */
+const AVX2_MICRO_DECODERS: Readonly<Record<string, readonly DecodeScheme[]>> = { avx512: ['q35'] };
+
+/**
+ * The template names a matmul plan renders through, and `decoderIsa`: the ISA whose decoder (and so
+ * whose activation order) the kernel uses. AVX-512 plans on the block step or the row-sums kernel
+ * run the AVX2 micro-kernel and decoders with `dot` = isa/avx512_dot (256-bit VNNI dot products).
+ */
 export function matmulPartials(plan: CpuMatmulPlan): {
   micro: string;
   decode: string;
@@ -32,6 +44,8 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   quant: string;
   panelStep?: string;
   stepDot?: string;
+  dot?: string;
+  decoderIsa: string;
 } {
   const op = plan.op;
   const isa = plan.params.isa;
@@ -48,25 +62,33 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
       panelStep: `isa/${isa}_panel_step`,
+      decoderIsa: shared,
     };
   }
-  if (plan.params.stepBlocks) {
-    // The block step: the AVX2 micro-kernel and pair decoder; the ISA gives the dot product.
+  if (plan.params.stepBlocks || plan.params.rowSums) {
+    // The block step and the row-sums kernel: the AVX2 micro-kernel and decoders; the ISA gives
+    // the dot products (and the block step's quad dot).
+    const decoderIsa = AVX2_MICRO_DECODERS[isa]?.includes(scheme) ? isa : shared;
     return {
       micro: `isa/${shared}_q8`,
-      decode: `decode/${scheme}_${shared}`,
+      decode: `decode/${scheme}_${decoderIsa}`,
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      stepDot: `isa/${isa}_step_dot`,
+      stepDot: plan.params.stepBlocks ? `isa/${isa}_step_dot` : undefined,
+      dot: `isa/${isa}_dot`,
+      decoderIsa,
     };
   }
+  const micro = `isa/${isa}_${kind}`;
   return {
-    micro: `isa/${isa}_${kind}`,
+    micro,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
     includes: `isa/${isa}_includes`,
     common: `isa/${shared}_common`,
     quant: `isa/${shared}_quant`,
+    dot: micro === 'isa/avx2_q8' ? 'isa/avx2_dot' : undefined,
+    decoderIsa: isa,
   };
 }
 
@@ -94,7 +116,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const p = plan.params;
   const templates = templateSet('c');
   const parts = matmulPartials(plan);
-  for (const name of Object.values(parts).filter((n): n is string => n !== undefined)) {
+  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant, parts.panelStep, parts.stepDot, parts.dot].filter((n): n is string => n !== undefined)) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -123,9 +145,10 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
     isaIncludes: parts.includes,
     quantPartial: parts.quant,
-    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], p.isa, p.actBlock, p.panel)?.join(', ') : undefined,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], parts.decoderIsa, p.actBlock, p.panel)?.join(', ') : undefined,
     panelStepPartial: parts.panelStep,
     stepDotPartial: parts.stepDot,
+    dotPartial: parts.dot,
     microPartial: parts.micro,
     decodePartial: parts.decode,
     commonPartial: parts.common,

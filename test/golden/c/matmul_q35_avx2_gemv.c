@@ -265,20 +265,11 @@ static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *bl
   wv[1] = _mm256_set_m128i(h1, l1);
 }
 
-/* Signed x signed for weights that are never -128 (the tables stop at +-125): |x| * sign(w, x).
- * |x| is the same for every weight row, so it is computed once per activation block, and each row
- * pays one sign op per vector instead of two (kg_dot_signed's |w| * sign(x, w)); |x| <= 127 and
- * |w| <= 125 keep i16 pairs below 32767. */
-static inline __m256i kg_dot_small(const __m256i *wv, const __m256i *xv) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xv[0]), _mm256_sign_epi8(wv[0], xv[0])), ones);
-  const __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xv[1]), _mm256_sign_epi8(wv[1], xv[1])), ones);
-  return _mm256_add_epi32(s0, s1);
-}
-
 #define KG_DOT kg_dot_small
 #define KG_W_OFFSET 0
 
+/* The dot products of the AVX2 micro-kernel (isa/avx2_q8), by maddubs and madd: the decoder's KG_DOT
+ * names one. AVX-512 builds that run that micro-kernel take isa/avx512_dot instead (VNNI). */
 /* Dot products of 64 int8 activations (two vectors), i32 per lane. Nibble codes (<= 15) times
  * |x| <= 127 keep maddubs pairs below 3810, so the two halves add in i16 before widening. */
 static inline __m256i kg_dot_nibbles(const __m256i *wv, const __m256i *xv) {
@@ -292,6 +283,17 @@ static inline __m256i kg_dot_signed(const __m256i *wv, const __m256i *xv) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv[0], wv[0]), _mm256_sign_epi8(xv[0], wv[0])), ones);
   const __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv[1], wv[1]), _mm256_sign_epi8(xv[1], wv[1])), ones);
+  return _mm256_add_epi32(s0, s1);
+}
+
+/* Signed x signed for weights that are never -128 (the tables stop at +-125): |x| * sign(w, x).
+ * |x| is the same for every weight row, so it is computed once per activation block, and each row
+ * pays one sign op per vector instead of two (kg_dot_signed's |w| * sign(x, w)); |x| <= 127 and
+ * |w| <= 125 keep i16 pairs below 32767. */
+static inline __m256i kg_dot_small(const __m256i *wv, const __m256i *xv) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xv[0]), _mm256_sign_epi8(wv[0], xv[0])), ones);
+  const __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xv[1]), _mm256_sign_epi8(wv[1], xv[1])), ones);
   return _mm256_add_epi32(s0, s1);
 }
 
