@@ -265,6 +265,17 @@ describe('the emitted loader (kernel.mjs)', () => {
       }
       // With relaxed SIMD computing right the loader takes it.
       expect([levels[1], levels[3]]).toEqual(['relaxed', 'relaxed']);
+      // Workers that get to their loop only after the first call was posted (a busy machine) still
+      // run it: the worker's loop starts from the control block's initial seq, not from what it
+      // finds there when it gets to run.
+      const worker = readFileSync(join(dir, 'kernel-worker.mjs'), 'utf8');
+      expect(worker).toContain('serve(new Int32Array(m.control), functions);');
+      writeFileSync(join(dir, 'kernel-worker.mjs'), worker.replace('serve(new Int32Array(m.control), functions);',
+        '{ const until = Date.now() + 200; while (Date.now() < until); } serve(new Int32Array(m.control), functions);'));
+      rmSync(join(dir, 'y.bin'), { force: true });
+      const late = await nodeJson([], join(dir, 'threads.mjs'));
+      expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok, 'late workers').toBe(true);
+      expect(late.failed).toMatch(/out of bounds/);
       // kernel.d.mts types a TypeScript host's use of the loader.
       writeFileSync(join(dir, 'use.mts'), `import { loadKernel, sizes, type Kernel } from './kernel.mjs';
         const k: Kernel = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), level: 'simd128' });
