@@ -238,11 +238,27 @@ static inline float kg_pv_absmax(const float *x, int n) {
   for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - i), x + i)));
   return _mm512_reduce_max_ps(m);
 }
-/* codes[0..KG_PV_KEYS) = p[j] d[j] inv rounded to int16 (saturating; 0 from n on). */
-static inline void kg_pv_quantize(const float *p, const float *d, float inv, int n, int16_t *codes) {
-  for (int j = 0; j < KG_PV_KEYS; j += 16) {
+/* x[0..n) *= f. */
+static inline void kg_pv_scale(float *x, int n, float f) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = kg_pv_mask(n - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(f)));
+  }
+}
+/* codes[0..KG_PV_KEYS) = p[j] d[j] rounded to int16 (saturating; 0 from n on; d already holds the
+ * scale times the codes' inverse step, shared by every row). 32 keys at a time by one in-lane
+ * vpackssdw and a qword permutation back to key order, not two vpmovsdw stores. */
+static inline void kg_pv_quantize(const float *p, const float *d, int n, int16_t *codes) {
+  const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+  int j = 0;
+  for (; j + 32 <= KG_PV_KEYS; j += 32) {
+    const __m512i c0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - j), p + j), _mm512_loadu_ps(d + j)));
+    const __m512i c1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - j - 16), p + j + 16), _mm512_loadu_ps(d + j + 16)));
+    _mm512_storeu_si512((void *)(codes + j), _mm512_permutexvar_epi64(order, _mm512_packs_epi32(c0, c1)));
+  }
+  for (; j < KG_PV_KEYS; j += 16) {
     const __mmask16 m = kg_pv_mask(n - j);
-    const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_set1_ps(inv))));
+    const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_maskz_loadu_ps(m, d + j)));
     _mm512_mask_cvtsepi32_storeu_epi16(codes + j, kg_pv_mask(KG_PV_KEYS - j), c);
   }
 }
@@ -263,7 +279,13 @@ static inline kg_ivec kg_pv_bcast(const int16_t *c) {
   memcpy(&a, c, sizeof a);
   return _mm512_set1_epi32(a);
 }
-static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) { return _mm512_dpwssd_epi32(acc, v, p); }
+/* acc + the pairwise products of v and p. By asm with the accumulator updated in place: through the
+ * intrinsic GCC copied the 16 accumulators of kg_accumulate_int's key loop to temporaries and back
+ * around every vpdpwssd (two moves each) and spilled one. */
+static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
+  __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(v), "v"(p));
+  return acc;
+}
 /* acc[0..KG_ISTEP) = acc * corr + scale * the sums s, in kg_pv_interleave's lane order: blocks (0, 2,
  * 1, 3) of each pair's blocks (0, 1) or (2, 3) are values 16 i .. 16 i + 15. */
 static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float corr) {
@@ -552,8 +574,10 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   const float dmax = kg_pv_absmax(vd, KG_GROUPS * KG_PV_KEYS);
   const float inv = dmax > 0.0f ? KG_PV_CODE_MAX / dmax : 0.0f, scale = dmax / KG_PV_CODE_MAX;
   int16_t codes[KG_RG * KG_GROUPS_PAD * KG_PV_KEYS];
+  /* The scales times inv once for every row (each code is p (d inv), as before). */
+  kg_pv_scale(vd, KG_GROUPS * KG_PV_KEYS, inv);
   for (int r = 0; r < KG_RG; r++)
-    for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, inv, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
+    for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
   /* Unrolled: each step's groups are constants, so a row's P codes of one group broadcast once and
    * every address is one base plus a constant (rolled, GCC kept 16 code pointers and spilled). */
 #pragma GCC unroll 2
