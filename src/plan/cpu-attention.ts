@@ -1,4 +1,4 @@
-import type { DeviceProfile } from '../device/profile.js';
+import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
@@ -31,6 +31,13 @@ export type CpuAttentionParams = {
    */
   chunkStep: number;
   pvStep: number;
+  /**
+   * Passes P.V makes over a tile's keys (integer P.V: one per integer step; f32 P.V: one per
+   * pvStep vectors) and cache lines a KV row starts (rowBytes / line, rounded up): P.V prefetches
+   * the next tile's V rows while it reads this tile's, each line once, spread evenly over the passes.
+   */
+  pvPasses: number;
+  rowLines: number;
   /** One KV row (D values of one position of one head) as stored; scales in their own array (q8). */
   rowBytes: number;
   scalesPerRow: number;
@@ -427,6 +434,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       chunks,
       chunkStep,
       pvStep,
+      pvPasses: pvInt ? D / iStep : ceilDiv(chunks, pvStep),
+      rowLines: ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES),
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,

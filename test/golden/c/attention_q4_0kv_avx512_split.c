@@ -80,6 +80,9 @@ enum {
   KG_CACHE_LINE = 64,
   /* __builtin_prefetch's temporal locality for the K and V prefetches (1: prefetcht2, to L2). */
   KG_PREFETCH_LOCALITY = 1,
+  /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
+  KG_PV_PASSES = 2,
+  KG_ROW_LINES = 2,
 };
 /* Softmax scale times log2(e): scores are base-2 logits. */
 #define KG_SCALE_LOG2 0.127517431f
@@ -235,11 +238,27 @@ static inline float kg_pv_absmax(const float *x, int n) {
   for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - i), x + i)));
   return _mm512_reduce_max_ps(m);
 }
-/* codes[0..KG_PV_KEYS) = p[j] d[j] inv rounded to int16 (saturating; 0 from n on). */
-static inline void kg_pv_quantize(const float *p, const float *d, float inv, int n, int16_t *codes) {
-  for (int j = 0; j < KG_PV_KEYS; j += 16) {
+/* x[0..n) *= f. */
+static inline void kg_pv_scale(float *x, int n, float f) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = kg_pv_mask(n - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(f)));
+  }
+}
+/* codes[0..KG_PV_KEYS) = p[j] d[j] rounded to int16 (saturating; 0 from n on; d already holds the
+ * scale times the codes' inverse step, shared by every row). 32 keys at a time by one in-lane
+ * vpackssdw and a qword permutation back to key order, not two vpmovsdw stores. */
+static inline void kg_pv_quantize(const float *p, const float *d, int n, int16_t *codes) {
+  const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+  int j = 0;
+  for (; j + 32 <= KG_PV_KEYS; j += 32) {
+    const __m512i c0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - j), p + j), _mm512_loadu_ps(d + j)));
+    const __m512i c1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - j - 16), p + j + 16), _mm512_loadu_ps(d + j + 16)));
+    _mm512_storeu_si512((void *)(codes + j), _mm512_permutexvar_epi64(order, _mm512_packs_epi32(c0, c1)));
+  }
+  for (; j < KG_PV_KEYS; j += 16) {
     const __mmask16 m = kg_pv_mask(n - j);
-    const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_set1_ps(inv))));
+    const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_maskz_loadu_ps(m, d + j)));
     _mm512_mask_cvtsepi32_storeu_epi16(codes + j, kg_pv_mask(KG_PV_KEYS - j), c);
   }
 }
@@ -260,7 +279,13 @@ static inline kg_ivec kg_pv_bcast(const int16_t *c) {
   memcpy(&a, c, sizeof a);
   return _mm512_set1_epi32(a);
 }
-static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) { return _mm512_dpwssd_epi32(acc, v, p); }
+/* acc + the pairwise products of v and p. By asm with the accumulator updated in place: through the
+ * intrinsic GCC copied the 16 accumulators of kg_accumulate_int's key loop to temporaries and back
+ * around every vpdpwssd (two moves each) and spilled one. */
+static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
+  __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(v), "v"(p));
+  return acc;
+}
 /* acc[0..KG_ISTEP) = acc * corr + scale * the sums s, in kg_pv_interleave's lane order: blocks (0, 2,
  * 1, 3) of each pair's blocks (0, 1) or (2, 3) are values 16 i .. 16 i + 15. */
 static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float corr) {
@@ -434,18 +459,30 @@ static inline const uint16_t *kg_row_scales(const uint16_t *scales, int64_t row)
   return KG_SCALES_PER_ROW ? scales + row * KG_SCALES_PER_ROW : scales;
 }
 
-/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8) go by: with `v`
- * (the first row group only) prefetch this tile's V rows, which kg_accumulate reads a vector of every row at a time (no
- * pattern a hardware prefetcher follows), and the next tile's first `next` K rows, which in
- * positions x heads order are Hkv rows apart. Measured, one thread, Skv=32768: f16 15.5 -> 11.7 ms
- * of CPU per call from the V prefetch; q4_0 (AVX2) 41 -> 14 ms from the K prefetch. The prefetches
- * go to L2 (locality KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall
- * the FMAs behind them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
+/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8) go by: prefetch
+ * the next tile's first `next` K rows, which in positions x heads order are Hkv rows apart, and with
+ * `v` (a task's first tile only: no earlier P.V prefetched its V) this tile's V row. The first row
+ * group alone passes them (others: next 0, v null). Measured, one thread, Skv=32768: q4_0 (AVX2)
+ * 41 -> 14 ms of CPU per call from the K prefetch. The prefetches go to L2 (locality
+ * KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall the FMAs behind
+ * them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
 static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t row, int jj, int next, int n) {
-  if (!v) return;
-  for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+  if (v)
+    for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
   if (jj < next)
     for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+}
+
+/* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
+ * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
+ * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
+ * each pass's prefetches spread evenly over the keys (a dense burst of prefetches stalls the loads
+ * behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
+ * during its scores, whose lead from DRAM is shorter (docs/PERFORMANCE.md, "Decode attention's memory
+ * pattern"; with no V prefetch at all, f16 took 15.5 instead of 11.7 ms of CPU per call, one thread,
+ * Skv=32768). */
+static inline void kg_prefetch_v_lines(const uint8_t *row, int pass, int jj) {
+  for (int l = (pass + jj) % KG_PV_PASSES; l < KG_ROW_LINES; l += KG_PV_PASSES) __builtin_prefetch(row + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
 
 /* s[r * KG_KV_BLOCK + jj] = the sum of acc[r]'s lanes (times qd[r] unless qd is null) for KG_RG rows.
@@ -487,8 +524,9 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
  * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
- * vector is dequantized once for all KG_RG rows. */
-static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n) {
+ * vector is dequantized once for all KG_RG rows. The next tile's first `next` V rows are prefetched
+ * as the keys go by. */
+static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
    * broadcast cost about as much as the dequantization itself. */
   float vd[KG_KV_BLOCK * KG_GROUPS_PAD];
@@ -503,6 +541,7 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
     for (int jj = 0; jj < n; jj++) {
       const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
       const uint8_t *vr = v + row * KG_ROW_BYTES;
+      if (jj < next) kg_prefetch_v_lines(vr + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, c / KG_PV_STEP, jj);
       kg_vec pr[KG_RG];
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
       for (int cc = 0; cc < KG_PV_STEP; cc++) {
@@ -519,8 +558,9 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
  * int16 codes on one scale, the largest |V scale| / KG_PV_CODE_MAX (P <= 1: the tile's scores are
  * at most the running max); each integer step of V codes is loaded for KG_PV_LANE_KEYS keys at a
  * time, interleaved a key per part of each i32 lane, once for all KG_RG rows. Padding keys (n up
- * to KG_PV_KEYS) read the tile's last row with P code 0. */
-static void kg_accumulate_int(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n) {
+ * to KG_PV_KEYS) read the tile's last row with P code 0. The next tile's first `next` V rows are
+ * prefetched as the keys go by. */
+static void kg_accumulate_int(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* The tile's V scales by group: vd[g * KG_PV_KEYS + jj]. */
   float vd[KG_GROUPS_PAD * KG_PV_KEYS];
   const uint8_t *vr[KG_PV_KEYS];
@@ -534,8 +574,10 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   const float dmax = kg_pv_absmax(vd, KG_GROUPS * KG_PV_KEYS);
   const float inv = dmax > 0.0f ? KG_PV_CODE_MAX / dmax : 0.0f, scale = dmax / KG_PV_CODE_MAX;
   int16_t codes[KG_RG * KG_GROUPS_PAD * KG_PV_KEYS];
+  /* The scales times inv once for every row (each code is p (d inv), as before). */
+  kg_pv_scale(vd, KG_GROUPS * KG_PV_KEYS, inv);
   for (int r = 0; r < KG_RG; r++)
-    for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, inv, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
+    for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
   /* Unrolled: each step's groups are constants, so a row's P codes of one group broadcast once and
    * every address is one base plus a constant (rolled, GCC kept 16 code pointers and spilled). */
 #pragma GCC unroll 2
@@ -550,6 +592,9 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
     for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
       kg_icodes x[KG_PV_LANE_KEYS];
       kg_ivec w[KG_LANE_CODES];
+      /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
+      for (int i = 0; i < KG_PV_LANE_KEYS; i++)
+        if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st, jj + i);
       for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
       kg_pv_interleave(x, w);
       for (int r = 0; r < KG_RG; r++)
@@ -624,7 +669,10 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
     for (int j0 = j_begin; j0 < j_end; j0 += KG_KV_BLOCK) {
       const int n = kg_min(KG_KV_BLOCK, j_end - j0);
       const int64_t row0 = row_base + (int64_t)j0 * KG_POS_STRIDE;
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
+      /* Keys of the next tile, whose K the scores and whose V P.V prefetch (first row group only). */
+      const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
+      const uint8_t *v_first = j0 == j_begin ? v : NULL;
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v_first, g ? 0 : next, row0, n, s + g * KG_KV_BLOCK);
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked. */
         for (int r = 0; r < rows; r++)
@@ -650,7 +698,7 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
         l[r] = l[r] * corr[r] + kg_exp2_row(sr, n, mx);
         m[r] = mx;
       }
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_accumulate_int(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n);
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_accumulate_int(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n, g ? 0 : next);
     }
     /* A partial per row: max, sum, then the unnormalized accumulators, merged by kgen_attention_q4_0kv_merge. */
     float *part = (float *)workspace + KG_Q_WORDS + ((bh * KG_QTILES + qt) * KG_SPLITS + split) * (int64_t)KG_TASK_ROWS_PAD * (KG_D + 2);

@@ -80,6 +80,9 @@ enum {
   KG_CACHE_LINE = 64,
   /* __builtin_prefetch's temporal locality for the K and V prefetches (1: prefetcht2, to L2). */
   KG_PREFETCH_LOCALITY = 1,
+  /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
+  KG_PV_PASSES = 16,
+  KG_ROW_LINES = 2,
 };
 /* Softmax scale times log2(e): scores are base-2 logits. */
 #define KG_SCALE_LOG2 0.127517431f
@@ -289,18 +292,30 @@ static inline const uint16_t *kg_row_scales(const uint16_t *scales, int64_t row)
   return KG_SCALES_PER_ROW ? scales + row * KG_SCALES_PER_ROW : scales;
 }
 
-/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8) go by: with `v`
- * (the first row group only) prefetch this tile's V rows, which kg_accumulate reads a vector of every row at a time (no
- * pattern a hardware prefetcher follows), and the next tile's first `next` K rows, which in
- * positions x heads order are Hkv rows apart. Measured, one thread, Skv=32768: f16 15.5 -> 11.7 ms
- * of CPU per call from the V prefetch; q4_0 (AVX2) 41 -> 14 ms from the K prefetch. The prefetches
- * go to L2 (locality KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall
- * the FMAs behind them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
+/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8) go by: prefetch
+ * the next tile's first `next` K rows, which in positions x heads order are Hkv rows apart, and with
+ * `v` (a task's first tile only: no earlier P.V prefetched its V) this tile's V row. The first row
+ * group alone passes them (others: next 0, v null). Measured, one thread, Skv=32768: q4_0 (AVX2)
+ * 41 -> 14 ms of CPU per call from the K prefetch. The prefetches go to L2 (locality
+ * KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall the FMAs behind
+ * them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
 static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t row, int jj, int next, int n) {
-  if (!v) return;
-  for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+  if (v)
+    for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
   if (jj < next)
     for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+}
+
+/* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
+ * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
+ * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
+ * each pass's prefetches spread evenly over the keys (a dense burst of prefetches stalls the loads
+ * behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
+ * during its scores, whose lead from DRAM is shorter (docs/PERFORMANCE.md, "Decode attention's memory
+ * pattern"; with no V prefetch at all, f16 took 15.5 instead of 11.7 ms of CPU per call, one thread,
+ * Skv=32768). */
+static inline void kg_prefetch_v_lines(const uint8_t *row, int pass, int jj) {
+  for (int l = (pass + jj) % KG_PV_PASSES; l < KG_ROW_LINES; l += KG_PV_PASSES) __builtin_prefetch(row + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
 
 /* s[r * KG_KV_BLOCK + jj] = the sum of acc[r]'s lanes (times qd[r] unless qd is null) for KG_RG rows.
@@ -342,8 +357,9 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
  * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
- * vector is dequantized once for all KG_RG rows. */
-static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n) {
+ * vector is dequantized once for all KG_RG rows. The next tile's first `next` V rows are prefetched
+ * as the keys go by. */
+static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
    * broadcast cost about as much as the dequantization itself. */
   float vd[KG_KV_BLOCK * KG_GROUPS_PAD];
@@ -358,6 +374,7 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
     for (int jj = 0; jj < n; jj++) {
       const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
       const uint8_t *vr = v + row * KG_ROW_BYTES;
+      if (jj < next) kg_prefetch_v_lines(vr + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, c / KG_PV_STEP, jj);
       kg_vec pr[KG_RG];
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
       for (int cc = 0; cc < KG_PV_STEP; cc++) {
@@ -436,7 +453,10 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
     for (int j0 = j_begin; j0 < j_end; j0 += KG_KV_BLOCK) {
       const int n = kg_min(KG_KV_BLOCK, j_end - j0);
       const int64_t row0 = row_base + (int64_t)j0 * KG_POS_STRIDE;
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v, kg_min(KG_KV_BLOCK, j_end - j0 - n), row0, n, s + g * KG_KV_BLOCK);
+      /* Keys of the next tile, whose K the scores and whose V P.V prefetch (first row group only). */
+      const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
+      const uint8_t *v_first = j0 == j_begin ? v : NULL;
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g ? NULL : v_first, g ? 0 : next, row0, n, s + g * KG_KV_BLOCK);
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked. */
         for (int r = 0; r < rows; r++)
@@ -462,7 +482,7 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
         l[r] = l[r] * corr[r] + kg_exp2_row(sr, n, mx);
         m[r] = mx;
       }
-      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_accumulate(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n);
+      for (int g = 0; g < KG_TASK_ROWS_PAD; g += KG_RG) kg_accumulate(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n, g ? 0 : next);
     }
     for (int r = 0; r < rows; r++) {
       const int i = q0 + r / KG_GROUP;
