@@ -58,7 +58,7 @@ const { flag, opt } = benchArgs(process.argv.slice(2), {
 const json = flag('--json');
 const repeat = Number(opt('--repeat', '1'));
 if (!Number.isInteger(repeat) || repeat < 1) {
-  process.stderr.write(`bench: --repeat must be a positive integer, not ${opt('--repeat', '1')}\n${USAGE}\n`);
+  log(`--repeat: ${opt('--repeat', '1')} is not a positive integer`);
   process.exit(2);
 }
 // `curve`: the M curve at N=K=4096 (M = 1, 4, 16, 64 and gemm's 256), for kgen and both peers.

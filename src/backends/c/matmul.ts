@@ -80,14 +80,14 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       decoderIsa,
     };
   }
-  const micro = `isa/${isa}_${kind}`;
   return {
-    micro,
+    micro: `isa/${isa}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
     includes: `isa/${isa}_includes`,
     common: `isa/${shared}_common`,
     quant: `isa/${shared}_quant`,
-    dot: micro === 'isa/avx2_q8' ? 'isa/avx2_dot' : undefined,
+    // The AVX2 int8 micro-kernel takes its dot products from a partial (AVX-512 builds swap it).
+    dot: isa === 'avx2' && kind === 'q8' ? 'isa/avx2_dot' : undefined,
     decoderIsa: isa,
   };
 }
@@ -115,8 +115,8 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const op = plan.op;
   const p = plan.params;
   const templates = templateSet('c');
-  const parts = matmulPartials(plan);
-  for (const name of [parts.micro, parts.decode, parts.includes, parts.common, parts.quant, parts.panelStep, parts.stepDot, parts.dot].filter((n): n is string => n !== undefined)) {
+  const { decoderIsa, ...parts } = matmulPartials(plan);
+  for (const name of Object.values(parts).filter((n): n is string => n !== undefined)) {
     if (!templates.has(name)) {
       throw new KgenError({
         field: '--isa',
@@ -145,7 +145,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
     isaIncludes: parts.includes,
     quantPartial: parts.quant,
-    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], parts.decoderIsa, p.actBlock, p.panel)?.join(', ') : undefined,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], decoderIsa, p.actBlock, p.panel)?.join(', ') : undefined,
     panelStepPartial: parts.panelStep,
     stepDotPartial: parts.stepDot,
     dotPartial: parts.dot,
