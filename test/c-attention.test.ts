@@ -36,6 +36,8 @@ const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 const pvIntIsas = Object.keys(C_VARIANTS.attentionIntPV ?? {});
 /** The variants whose int8-Q scores can take keys across the lanes (the keyLanes knob; kgen q8). */
 const keyLanesIsas = Object.keys(C_VARIANTS.attentionKeyLanes ?? {});
+/** The variants whose f32 scores can take a transposed K tile (the keyTile knob). */
+const keyTileIsas: readonly string[] = C_VARIANTS.attentionKeyTile ?? [];
 const PV_INT_STEP = 64;
 
 const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
@@ -54,9 +56,14 @@ for (const { isa, device } of VARIANTS) {
       // holds whole integer steps (the plan refuses the others: see the test of the refusals), and
       // f32 P.V where integer P.V is the default.
       // Scores one key at a time (keyLanes: 0) where keys across the lanes are the q8 default.
-      const modes: Record<string, number>[] = format === 'f16' ? [{}] : [{}, { qInt8: 0 }, ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
+      // f32 scores from a transposed K tile (keyTile: the prefill default) on decode rows too, and
+      // f16 prefill without it; with f32 Q on the other caches (their K dequantized into the tile).
+      const tile = keyTileIsas.includes(isa);
+      const modes: Record<string, number>[] = format === 'f16'
+        ? [{}, ...(tile ? [{ keyTile: 1 }, { keyTile: 0 }] : [])]
+        : [{}, { qInt8: 0 }, ...(tile ? [{ qInt8: 0, keyTile: 1 }] : []), ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
       for (const knobs of modes) {
-        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}`;
+        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}${knobs.keyTile === undefined ? '' : knobs.keyTile ? ', transposed K tile' : ', K rows'}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
           for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
             const c = attentionMatrixCase(row);
@@ -67,6 +74,9 @@ for (const { isa, device } of VARIANTS) {
             // Q's rounding shows: the int8 path ran, not the f32 one.
             if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
             if (knobs.pvInt !== undefined) expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
+            // The transposed K tile: as asked, else the default (f32 scores of prefill rows).
+            const keyTile = knobs.keyTile !== undefined ? knobs.keyTile === 1 : tile && r.plan.config.qInt8 !== 1 && row.Sq === 64;
+            expect((r.plan.params as { keyTile?: boolean }).keyTile === true, c.label).toBe(keyTile);
             // Keys across the lanes by default on q8 with int8 Q where positions are adjacent rows
             // (heads x positions, or one KV head), rows have at most 4 scale groups (D=256 at groups
             // of 32 has 8: not here, but in the test below) and rowGroup 8 (f32 P.V prefill) is not
@@ -165,6 +175,31 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' scales is not 2 vectors of contiguous f16/);
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' scales is not 2 vectors/);
     expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx512'), isa: 'avx512', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
+  });
+  it('a transposed K tile: every C variant, f32 scores only, the prefill default (decode keeps K rows), refused where its accumulators exceed the registers', () => {
+    const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=100,D=128';
+    const decode = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
+    const plan = (format: string, isa: string, shape: string, config?: Record<string, unknown>) => emit({ target: 'c', ir: ir(format, true), shape, device: deviceOf(isa), isa, config }).plan;
+    expect([...keyTileIsas].sort()).toEqual(['avx2', 'avx512', 'neon', 'scalar']);
+    // Passes of 2 vectors of keys where 8 rows' accumulators fit twice (AVX-512, NEON: 32 registers),
+    // else 1; a tile of all 100 keys padded to whole passes.
+    const whole = { kvBlock: 128 };
+    expect(plan('f16', 'avx512', prefill, whole).params).toMatchObject({ keyTile: true, rowGroup: 8, kvBlock: 100, keyTileVectors: 2, keyTileStride: 128 });
+    expect(plan('f16', 'neon', prefill, whole).params).toMatchObject({ keyTile: true, rowGroup: 8, keyTileVectors: 2, keyTileStride: 104 });
+    expect(plan('f16', 'avx2', prefill, whole).params).toMatchObject({ keyTile: true, rowGroup: 8, keyTileVectors: 1, keyTileStride: 104 });
+    expect(plan('f16', 'scalar', prefill, whole).params).toMatchObject({ keyTile: true, keyTileVectors: 1, keyTileStride: 100 });
+    for (const { isa } of VARIANTS) {
+      expect(plan('f16', isa, decode).params, isa).toMatchObject({ keyTile: false, keyTileVectors: 0, keyTileStride: 0 });
+      expect(plan('f16', isa, decode, { keyTile: 1 }).params, isa).toMatchObject({ keyTile: true });
+    }
+    // The tile is f32: int8 Q keeps its own scores, and the transposed tile's bytes count in the task's stack.
+    expect(plan('q8_0', 'avx2', prefill).config).toMatchObject({ qInt8: 1, keyTile: 0 });
+    expect(plan('q8_0', 'avx2', prefill, { qInt8: 0 }).config).toMatchObject({ keyTile: 1 });
+    expect(() => plan('q8_0', 'avx2', prefill, { qInt8: 1, keyTile: 1 })).toThrow(/a transposed K tile \(keyTile: 1\) is for f32 scores \(qInt8: 0\)/);
+    const stack = (config: Record<string, unknown>) => (plan('f16', 'avx512', prefill, config).params as { taskStackBytes: number }).taskStackBytes;
+    expect(stack(whole) - stack({ ...whole, keyTile: 0 })).toBe(4 * 128 * 128);
+    // AVX2 names 16 registers: 16 rows' accumulators leave none for the keys (nor for the K rows' scores: the budget refuses those).
+    expect(() => plan('f16', 'avx2', prefill, { keyTile: 1, rowGroup: 16 })).toThrow(/a transposed K tile \(keyTile: 1\): rowGroup accumulators per vector of keys, the key vectors and the work registers exceed the vector registers/);
   });
   it('vector steps fit the variant\'s registers: AVX2 names 16 even on an AVX-512 CPU; P.V takes 4 vectors a row where they fit', () => {
     const decode = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';

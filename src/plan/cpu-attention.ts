@@ -129,6 +129,18 @@ export type CpuAttentionParams = {
   keyLanes: boolean;
   /** Added to K's codes with keyLanes (0 without): what the variant's dot product wants. */
   kCodeBias: number;
+  /**
+   * f32 scores from a transposed K tile (config keyTile = 1; f32 Q): each tile's K rows dequantized
+   * and transposed once per task (dimension-major, a key per lane), shared by every row group,
+   * whose scores are then FMAs of a broadcast Q value and `keyTileVectors` vectors of keys, with no
+   * horizontal sums. Else each K row is dequantized once per row group and every row's dot product
+   * summed across the lanes.
+   */
+  keyTile: boolean;
+  /** Vectors of keys a row group's keyTile scores take together (0 without keyTile). */
+  keyTileVectors: number;
+  /** Floats per dimension of the transposed tile: kvBlock rounded up to whole passes of keyTileVectors vectors (0 without). */
+  keyTileStride: number;
   /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
   qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
@@ -191,19 +203,42 @@ function scaleGroupsPadded(op: AttentionOp, D: number): number {
   return valuesPerScale ? D / valuesPerScale : 1;
 }
 
-function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number, rowGroup: number, pvLaneKeys: number): number {
+function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number, rowGroup: number, pvLaneKeys: number, keyTileStride: number): number {
   // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale,
   // Q's code sums by scale group (keyLanes); and the tile's V scales as f32; with integer P.V
   // (pvLaneKeys > 0) also the tile's V scales by group, V row pointers and a row group's int16 P
-  // codes and scales.
+  // codes and scales; with keyTile the transposed K tile (D x keyTileStride f32).
   const keys = pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0;
   const pv = keys * (4 * groupsPadded + 8 + 2 * rowGroup * groupsPadded) + (pvLaneKeys ? 4 * rowGroup * groupsPadded : 0);
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8 + 4 * groupsPadded) + 4 * kvBlock * groupsPadded + pv;
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8 + 4 * groupsPadded) + 4 * kvBlock * groupsPadded + pv + 4 * D * keyTileStride;
 }
 
 /** A tile's keys rounded up to whole i32 lanes of integer P.V. */
 function pvKeysOf(kvBlock: number, laneKeys: number): number {
   return ceilDiv(kvBlock, laneKeys) * laneKeys;
+}
+
+/**
+ * Most vectors of keys a row group's keyTile scores take together: 2 (AVX-512, f16 prefill
+ * Sq=Skv=2048, one thread: 1, 2 and 4 within 3% of each other; 2 keeps AVX2's 8 rows in 16 registers
+ * at 1).
+ */
+const KEY_TILE_MAX_VECTORS = 2;
+
+/**
+ * keyTile's vectors of keys per pass and the transposed tile's floats per dimension for a config,
+ * or undefined without keyTile: the most vectors (at most KEY_TILE_MAX_VECTORS) whose rowGroup x
+ * vectors accumulators, the key vectors and a broadcast Q value fit the registers with the spare
+ * ones; 0 vectors where not even one does.
+ */
+function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Config, kvBlock: number): { vectors: number; stride: number } | undefined {
+  if (config.keyTile !== 1) return undefined;
+  const isa = config.isa as string;
+  const rowGroup = config.rowGroup as number;
+  const registers = registersOf(variants, device, isa);
+  const vectors = [2, 1].find((v) => v <= KEY_TILE_MAX_VECTORS && v * rowGroup + v + 1 + STEP_SPARE_REGISTERS <= registers) ?? 0;
+  const pass = Math.max(1, vectors) * lanesOf(variants, isa);
+  return { vectors, stride: ceilDiv(kvBlock, pass) * pass };
 }
 
 /** Keys per i32 lane of integer P.V for a config (0: f32 P.V, or a variant without it). */
@@ -301,7 +336,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
-      allows: (c) => taskStackBytes(ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number), Math.min(c.kvBlock as number, Skv), D, groupsPadded, c.rowGroup as number, pvLaneKeysOf(variants, c)) <= ATTENTION_TASK_STACK_MAX,
+      allows: (c) => {
+        const kvBlock = Math.min(c.kvBlock as number, Skv);
+        const rowsPadded = ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number);
+        const stride = keyTileOf(variants, req.device, c, kvBlock)?.stride ?? 0;
+        return taskStackBytes(rowsPadded, kvBlock, D, groupsPadded, c.rowGroup as number, pvLaneKeysOf(variants, c), stride) <= ATTENTION_TASK_STACK_MAX;
+      },
     },
   ];
   const int8Q = variants.attentionInt8Q;
@@ -340,6 +380,18 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
     );
   }
+  const keyTile = variants.attentionKeyTile;
+  if (keyTile) {
+    const on = (c: Config) => c.keyTile === 1;
+    restrictions.push(
+      { reason: 'a transposed K tile (keyTile: 1): the variant has no such score kernel', allows: (c) => !on(c) || keyTile.includes(c.isa as string) },
+      { reason: 'a transposed K tile (keyTile: 1) is for f32 scores (qInt8: 0)', allows: (c) => !on(c) || c.qInt8 !== 1 },
+      {
+        reason: 'a transposed K tile (keyTile: 1): rowGroup accumulators per vector of keys, the key vectors and the work registers exceed the vector registers',
+        allows: (c) => !on(c) || keyTileOf(variants, req.device, c, Math.min(c.kvBlock as number, Skv))!.vectors > 0,
+      },
+    );
+  }
   return {
     knobs: [
       { name: 'isa', values: variants.of(req.device), doc: variants.doc },
@@ -354,6 +406,10 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
       // After qInt8, which it needs.
       ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; kgen q8) or one key at a time (0)' }] : []),
+      // After qInt8, which rules it out. On by default where a task has many row groups to share
+      // the transposed tile (prefill: f16, AVX-512, Sq=Skv=2048, 514 -> 395 ms on one thread);
+      // decoding has one or two, and the transposition then costs more than the sums it saves.
+      ...(keyTile ? [{ name: 'keyTile', values: Sq <= CPU_DECODE_MAX_SQ ? [0, 1] : [1, 0], doc: 'f32 scores from each tile\'s K transposed once per task (1: a key per lane, shared by every row group, no horizontal sums) or one K row at a time per row group (0)' }] : []),
     ],
     restrictions,
   };
@@ -383,6 +439,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const pvInt = config.pvInt === 1;
   const pvLaneKeys = pvLaneKeysOf(variants, config);
   const keyLanes = config.keyLanes === 1;
+  const keyTile = keyTileOf(variants, device, config, Math.min(config.kvBlock as number, Skv));
   // Integer steps of K's codes (int8 Q) or V's (integer P.V).
   const iCodes = qInt8 || pvInt;
   const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
@@ -392,7 +449,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const groupsPadded = scaleGroupsPadded(op, D);
   const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys);
+  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
   const chunks = D / lanes;
   const registers = registersOf(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
@@ -400,9 +457,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
   const pvStep = chunkStepFor(chunks, PV_MAX_STEP, (s) => s * rowGroup + rowGroup + s, registers);
   const buffers: OnChipBuffer[] = [
-    { name: 'accumulators', space: 'registers', size: Math.max(chunkStep, pvStep) * rowGroup, why: `${chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
+    { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
-    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators` },
+    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
     { name: 'K/V tile', space: 'l2', size: 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored` },
   ];
   const scale = op.scale ?? 1 / Math.sqrt(D);
@@ -417,7 +474,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
         : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
       `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
       `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}`,
-      `    scores: ${keyLanes ? `${lanes} keys at a time: each integer step of their K codes transposed (a key per lane) once per ${rowGroup} rows, integer dot products of 4 codes of every key, scaled in f32 per scale group` : qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
+      `    scores: ${keyTile ? `K tile dequantized and transposed to ${D} x ${kvBlock} f32 (a key per lane) once, then per ${rowGroup} rows FMAs of broadcast Q values with ${keyTile.vectors} vector(s) of keys, no horizontal sums` : keyLanes ? `${lanes} keys at a time: each integer step of their K codes transposed (a key per lane) once per ${rowGroup} rows, integer dot products of 4 codes of every key, scaled in f32 per scale group` : qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
       pvInt
         ? `    accumulate: P times V's scales to integer codes per row, group and tile; integer dot products over ${pvLaneKeys} keys a lane, each V step loaded once per ${rowGroup} rows`
         : `    accumulate: each V vector dequantized once per ${rowGroup} rows`,
@@ -465,6 +522,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       keyLanes,
       kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]! : 0,
+      keyTile: keyTile !== undefined,
+      keyTileVectors: keyTile?.vectors ?? 0,
+      keyTileStride: keyTile?.stride ?? 0,
       qRows,
       qFloats,
       qWords,

@@ -143,6 +143,12 @@ export interface CpuVariants {
    */
   attentionKeyLanes?: Readonly<Record<string, number>>;
   /**
+   * The variants whose f32 attention scores can take each tile's K transposed (the `keyTile` knob:
+   * dequantized and transposed once per task so each lane is one key; the C template's
+   * kg_vtranspose per variant). Absent: no such knob.
+   */
+  attentionKeyTile?: readonly string[];
+  /**
    * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
    * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
    * extra bytes follow it). Absent: ACT_BLOCK_TAIL.

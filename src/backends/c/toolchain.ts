@@ -68,6 +68,8 @@ export const C_VARIANTS: CpuVariants = {
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).
   attentionKeyLanes: { avx512: 128 },
+  // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
+  attentionKeyTile: ['avx512', 'avx2', 'neon', 'scalar'],
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
