@@ -327,11 +327,15 @@ static inline void kg_kt_load(const uint8_t *const *rows, int st, kg_ivec *t) {
     t[12 + m] = _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1));
   }
 }
-/* acc + every lane's 4 (biased) K codes in t times the 4 signed Q codes at q, broadcast. */
+/* Four bytes read as one i32 wherever they are (asm memory operands of Q's codes). */
+typedef int32_t kg_i32_any __attribute__((may_alias, aligned(1)));
+/* acc + every lane's 4 (biased) K codes in t times the 4 signed Q codes at q, broadcast. By asm with
+ * the broadcast in vpdpbusd's memory operand ({1to16}): through the intrinsic GCC emitted a separate
+ * vpbroadcastd for each (128 per 16 keys, as many as the dot products; Skv=1024, one thread: 5%
+ * of a call, docs/PERFORMANCE.md, "C attention: less compute per key"). */
 static inline kg_ivec kg_kt_dot(kg_ivec acc, kg_ivec t, const uint8_t *q) {
-  int32_t c;
-  memcpy(&c, q, sizeof c);
-  return _mm512_dpbusd_epi32(acc, t, _mm512_set1_epi32(c));
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(t), "m"(*(const kg_i32_any *)q));
+  return acc;
 }
 static inline kg_ivec kg_iset1(int32_t x) { return _mm512_set1_epi32(x); }
 /* p, opaque to the optimizer: the Q broadcasts of a block of keys stay in the loop (hoisted out of
