@@ -291,18 +291,19 @@ static inline const uint16_t *kg_row_scales(const uint16_t *scales, int64_t row)
   return KG_SCALES_PER_ROW ? scales + row * KG_SCALES_PER_ROW : scales;
 }
 
-/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8) go by: prefetch
- * the next tile's first `next` K rows, which in positions x heads order are Hkv rows apart, and with
- * `v` (a task's first tile only: no earlier P.V prefetched its V) this tile's V row. The first row
- * group alone passes them (others: next 0, v null). Measured, one thread, Skv=32768: q4_0 (AVX2)
+/* For key jj of a tile of n from row0, as the score loops (kg_scores, kg_scores_i8, kg_scores_keys) go
+ * by: prefetch the next tile's first `next` K rows, which in positions x heads order are Hkv rows apart,
+ * and with `v` (a task's first tile only: no earlier P.V prefetched its V) this tile's V row; of each
+ * row, line `line` and every `every`-th after it (0 and 1: the whole row). The first row group alone
+ * passes them (others: next 0, v null). Measured, one thread, Skv=32768: q4_0 (AVX2)
  * 41 -> 14 ms of CPU per call from the K prefetch. The prefetches go to L2 (locality
  * KG_PREFETCH_LOCALITY), not L1: into L1 they wait for L1 miss buffers and stall the FMAs behind
  * them (f16 AVX-512, one thread: 10.8 -> 8.0 ms, docs/PERFORMANCE.md). */
-static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t row, int jj, int next, int n) {
+static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t row, int jj, int next, int n, int line, int every) {
   if (v)
-    for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(v + row * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+    for (int l = line; l < KG_ROW_LINES; l += every) __builtin_prefetch(v + row * KG_ROW_BYTES + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
   if (jj < next)
-    for (int b = 0; b < KG_ROW_BYTES; b += KG_CACHE_LINE) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + b, 0, KG_PREFETCH_LOCALITY);
+    for (int l = line; l < KG_ROW_LINES; l += every) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
 
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
@@ -337,7 +338,7 @@ static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *k
   for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
     const uint8_t *kr = k + row * KG_ROW_BYTES;
-    kg_prefetch_rows(k, v, row, jj, next, n);
+    kg_prefetch_rows(k, v, row, jj, next, n, 0, 1);
     const uint16_t *sr = kg_row_scales(ks, row);
     /* KG_CSTEP vectors of D at a time, each with its own accumulators: more independent FMA chains. */
     kg_vec acc[KG_CSTEP][KG_RG];
@@ -366,7 +367,7 @@ static void kg_key_tile(const uint8_t *k, const uint16_t *ks, const uint8_t *v, 
     const uint16_t *sr[KG_LANES];
     for (int i = 0; i < KG_LANES; i++) {
       const int64_t row = row0 + (int64_t)kg_min(j0 + i, n - 1) * KG_POS_STRIDE;
-      if (j0 + i < n) kg_prefetch_rows(k, v, row, j0 + i, next, n);
+      if (j0 + i < n) kg_prefetch_rows(k, v, row, j0 + i, next, n, 0, 1);
       kr[i] = k + row * KG_ROW_BYTES;
       sr[i] = kg_row_scales(ks, row);
     }
@@ -532,7 +533,8 @@ void kgen_attention_f16_tasks(void *workspace, const uint8_t *k, const uint16_t 
           memset(sr, 0, sizeof(float) * (size_t)n);
           continue;
         }
-        corr[r] = exp2f(m[r] - mx);
+        /* exp2f(0) is 1: an unchanged max (most tiles of a long row) needs no libm call. */
+        corr[r] = mx == m[r] ? 1.0f : exp2f(m[r] - mx);
         l[r] = l[r] * corr[r] + kg_exp2_row(sr, n, mx);
         m[r] = mx;
       }

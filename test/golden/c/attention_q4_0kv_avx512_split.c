@@ -166,29 +166,39 @@ static inline void kg_vhsum4(kg_vec a, kg_vec b, kg_vec c, kg_vec d, float *out)
 }
 static inline kg_vec kg_vmax(kg_vec a, kg_vec b) { return _mm512_max_ps(a, b); }
 static inline float kg_vhmax(kg_vec v) { return _mm512_reduce_max_ps(v); }
-/* v[i] (key i's 16 values) to v[t] (value t of the 16 keys): a 16 x 16 f32 transpose by in-lane
- * unpacks, then 128-bit-block shuffles (64 shuffles). */
-static inline void kg_vtranspose(kg_vec *v) {
-  __m512 a[16], b[16];
+/* t[i] (row i's 16 i32) to t[c] (i32 c of the 16 rows): a 16 x 16 transpose by in-lane unpacks,
+ * then 128-bit-block shuffles (64 shuffles). Integer shuffles: the int8 scores (kg_kt_load) feed
+ * integer dot products with it. */
+static inline void kg_transpose16(__m512i *t) {
+  __m512i a[16], b[16];
   for (int i = 0; i < 16; i += 2) {
-    a[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
-    a[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    a[i] = _mm512_unpacklo_epi32(t[i], t[i + 1]);
+    a[i + 1] = _mm512_unpackhi_epi32(t[i], t[i + 1]);
   }
-  /* b[4j + m]'s 128-bit block c: values 4c + m of keys 4j..4j+3. */
+  /* b[4j + m]'s 128-bit block c: rows 4j..4j+3, i32 4c + m. */
   for (int j = 0; j < 16; j += 4) {
-    b[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a[j]), _mm512_castps_pd(a[j + 2])));
-    b[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a[j]), _mm512_castps_pd(a[j + 2])));
-    b[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a[j + 1]), _mm512_castps_pd(a[j + 3])));
-    b[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a[j + 1]), _mm512_castps_pd(a[j + 3])));
+    b[j] = _mm512_unpacklo_epi64(a[j], a[j + 2]);
+    b[j + 1] = _mm512_unpackhi_epi64(a[j], a[j + 2]);
+    b[j + 2] = _mm512_unpacklo_epi64(a[j + 1], a[j + 3]);
+    b[j + 3] = _mm512_unpackhi_epi64(a[j + 1], a[j + 3]);
   }
+  /* The 4 x 4 blocks of b[m], b[4 + m], b[8 + m], b[12 + m] transposed: t[4c + m]. */
   for (int m = 0; m < 4; m++) {
-    const __m512 x0 = _mm512_shuffle_f32x4(b[m], b[4 + m], _MM_SHUFFLE(1, 0, 1, 0)), x1 = _mm512_shuffle_f32x4(b[m], b[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512 x2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(1, 0, 1, 0)), x3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
-    v[m] = _mm512_shuffle_f32x4(x0, x2, _MM_SHUFFLE(2, 0, 2, 0));
-    v[4 + m] = _mm512_shuffle_f32x4(x0, x2, _MM_SHUFFLE(3, 1, 3, 1));
-    v[8 + m] = _mm512_shuffle_f32x4(x1, x3, _MM_SHUFFLE(2, 0, 2, 0));
-    v[12 + m] = _mm512_shuffle_f32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i x0 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(1, 0, 1, 0)), x1 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i x2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(1, 0, 1, 0)), x3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    t[m] = _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(2, 0, 2, 0));
+    t[4 + m] = _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(3, 1, 3, 1));
+    t[8 + m] = _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(2, 0, 2, 0));
+    t[12 + m] = _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1));
   }
+}
+/* v[i] (key i's 16 values) to v[t] (value t of the 16 keys), by kg_transpose16 on the bits (the
+ * transposed K tile: once per tile and task, a few percent of prefill's time at most). */
+static inline void kg_vtranspose(kg_vec *v) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i++) t[i] = _mm512_castps_si512(v[i]);
+  kg_transpose16(t);
+  for (int i = 0; i < 16; i++) v[i] = _mm512_castsi512_ps(t[i]);
 }
 /* 2^x for x <= 0: 2^round(x) by the exponent bits times a polynomial on [-0.5, 0.5]; 0 below the
  * smallest normal (and for -inf, the masked scores). */
@@ -332,28 +342,8 @@ static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float 
  * each) so that t[b] holds codes 4b..4b+3 of the step of key i in lane i: 64 in-lane and
  * 128-bit-block shuffles, shared by every row. */
 static inline void kg_kt_load(const uint8_t *const *rows, int st, kg_ivec *t) {
-  __m512i a[16], b[16];
   for (int i = 0; i < 16; i++) t[i] = _mm512_add_epi8(_mm512_loadu_si512((const void *)(rows[i] + st * KG_ISTEP)), _mm512_set1_epi8((char)KG_K_BIAS));
-  for (int i = 0; i < 16; i += 2) {
-    a[i] = _mm512_unpacklo_epi32(t[i], t[i + 1]);
-    a[i + 1] = _mm512_unpackhi_epi32(t[i], t[i + 1]);
-  }
-  /* b[4j + m]'s 128-bit block c: keys 4j..4j+3, i32 4c + m. */
-  for (int j = 0; j < 16; j += 4) {
-    b[j] = _mm512_unpacklo_epi64(a[j], a[j + 2]);
-    b[j + 1] = _mm512_unpackhi_epi64(a[j], a[j + 2]);
-    b[j + 2] = _mm512_unpacklo_epi64(a[j + 1], a[j + 3]);
-    b[j + 3] = _mm512_unpackhi_epi64(a[j + 1], a[j + 3]);
-  }
-  /* The 4 x 4 blocks of b[m], b[4 + m], b[8 + m], b[12 + m] transposed: t[4c + m]. */
-  for (int m = 0; m < 4; m++) {
-    const __m512i x0 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(1, 0, 1, 0)), x1 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i x2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(1, 0, 1, 0)), x3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
-    t[m] = _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(2, 0, 2, 0));
-    t[4 + m] = _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(3, 1, 3, 1));
-    t[8 + m] = _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(2, 0, 2, 0));
-    t[12 + m] = _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1));
-  }
+  kg_transpose16(t);
 }
 /* Four bytes read as one i32 wherever they are (asm memory operands of Q's codes). */
 typedef int32_t kg_i32_any __attribute__((may_alias, aligned(1)));
