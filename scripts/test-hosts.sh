@@ -2,10 +2,10 @@
 # `npm run test:hosts`: the suite again with `host` forced to fixed CPU profiles (AVX-512, AVX2 only,
 # NEON under qemu), so a test that leans on this machine's CPU fails here, not on the next CI machine.
 #
-# Files whose kernels run only on fixed GPU, WebGPU or dummy devices never see `host`, and are the
-# slowest in the suite (~12 of npm test's ~15 minutes of test time): forcing `host` cannot change
-# what they do, so they run once, in `npm test`. A file listed here must not name `host`; the check
-# below fails the run if one starts to.
+# Files whose kernels run only on fixed GPU, WebGPU or dummy devices never see `host`, and are among
+# the slowest in the suite (~750 of npm test's ~1730 s of test time, two files at a time): forcing
+# `host` cannot change what they do, so they run once, in `npm test`. A file listed here must not
+# name `host`; the check below fails the run if one starts to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
