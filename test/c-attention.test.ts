@@ -56,26 +56,28 @@ for (const { isa, device } of VARIANTS) {
       // holds whole integer steps (the plan refuses the others: see the test of the refusals), and
       // f32 P.V where integer P.V is the default.
       // Scores one key at a time (keyLanes: 0) where keys across the lanes are the q8 default.
-      // f32 scores from a transposed K tile (keyTile: the prefill default) on decode rows too, and
-      // f16 prefill without it; with f32 Q on the other caches (their K dequantized into the tile).
+      // f32 scores from a transposed K tile (keyTile: the prefill default, off for decode) the other
+      // way round too (keyTileFlip: decode rows with it, prefill rows without), so each row runs
+      // both once: on f16, and with f32 Q on the other caches (their K dequantized into the tile).
       const tile = keyTileIsas.includes(isa);
       const modes: Record<string, number>[] = format === 'f16'
-        ? [{}, ...(tile ? [{ keyTile: 1 }, { keyTile: 0 }] : [])]
-        : [{}, { qInt8: 0 }, ...(tile ? [{ qInt8: 0, keyTile: 1 }] : []), ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
-      for (const knobs of modes) {
-        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}${knobs.keyTile === undefined ? '' : knobs.keyTile ? ', transposed K tile' : ', K rows'}`;
+        ? [{}, ...(tile ? [{ keyTileFlip: 1 }] : [])]
+        : [{}, { qInt8: 0 }, ...(tile ? [{ qInt8: 0, keyTileFlip: 1 }] : []), ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
+      for (const { keyTileFlip, ...knobs } of modes) {
+        const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}${keyTileFlip ? ', transposed K tile for decode, K rows for prefill' : ''}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
           for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
             const c = attentionMatrixCase(row);
-            const config = { ...row.cpu, ...knobs };
+            const prefill = row.Sq === 64;
+            const config = { ...row.cpu, ...knobs, ...(keyTileFlip ? { keyTile: prefill ? 0 : 1 } : {}) };
             const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config, werror: true });
             expectMatrixPlan(row, r.plan, c.label);
             expectMatchesReference(r, c.label, runnable);
             // Q's rounding shows: the int8 path ran, not the f32 one.
             if (runnable && r.plan.config.qInt8 === 1) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
             if (knobs.pvInt !== undefined) expect((r.plan.params as { pvInt?: boolean }).pvInt === true, c.label).toBe(knobs.pvInt === 1);
-            // The transposed K tile: as asked, else the default (f32 scores of prefill rows).
-            const keyTile = knobs.keyTile !== undefined ? knobs.keyTile === 1 : tile && r.plan.config.qInt8 !== 1 && row.Sq === 64;
+            // The transposed K tile: the default (f32 scores of prefill rows), or its opposite.
+            const keyTile = keyTileFlip ? !prefill : tile && r.plan.config.qInt8 !== 1 && prefill;
             expect((r.plan.params as { keyTile?: boolean }).keyTile === true, c.label).toBe(keyTile);
             // Keys across the lanes by default on q8 with int8 Q where positions are adjacent rows
             // (heads x positions, or one KV head), rows have at most 4 scale groups (D=256 at groups

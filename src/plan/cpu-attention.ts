@@ -236,7 +236,8 @@ function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Config,
   const isa = config.isa as string;
   const rowGroup = config.rowGroup as number;
   const registers = registersOf(variants, device, isa);
-  const vectors = [2, 1].find((v) => v <= KEY_TILE_MAX_VECTORS && v * rowGroup + v + 1 + STEP_SPARE_REGISTERS <= registers) ?? 0;
+  let vectors = KEY_TILE_MAX_VECTORS;
+  while (vectors > 0 && vectors * rowGroup + vectors + 1 + STEP_SPARE_REGISTERS > registers) vectors--;
   const pass = Math.max(1, vectors) * lanesOf(variants, isa);
   return { vectors, stride: ceilDiv(kvBlock, pass) * pass };
 }
