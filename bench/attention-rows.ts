@@ -56,12 +56,16 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
   const rows: BenchRow[] = [];
   try {
     for (const threads of c.threads) {
-      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads };
+      // Decode streams the cache once a call: the C harness also reads the same copies plainly, in between.
+      const readProbe = c.target.name === 'c' && c.workload.phase === 'decode';
+      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads, readProbe };
       const run = await runner.execute(build, data.inputs, { timing, timeoutMs: 600_000 });
       if (run.status !== 'ok') throw new Error(`${run.status}: ${run.detail.split('\n')[0]}`);
       const { ok, comparison } = data.check(run.output, plan.tolerance);
       if (!ok) throw new Error(`wrong result: nmse ${comparison.nmse.toExponential(2)}`);
       const t = run.timing!;
+      const own = run.readProbe;
+      const ownReadGbps = own ? own.bytes / (own.timing.medianMs * 1e6) : undefined;
       rows.push({
         kind: 'kgen',
         case: label,
@@ -73,7 +77,11 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
         gbps: cacheBytes / (t.medianMs * 1e6),
         gflops: plan.traffic.flops / (t.medianMs * 1e6),
         runs: t.runs,
-        note: `KV read; config ${JSON.stringify(plan.config)}; nmse ${comparison.nmse.toExponential(2)}`,
+        ownReadGbps,
+        note: [
+          `KV read; config ${JSON.stringify(plan.config)}; nmse ${comparison.nmse.toExponential(2)}`,
+          ...(own ? [`plain read of the same copies ${own.timing.medianMs.toFixed(3)} ms (${ownReadGbps!.toFixed(1)} GB/s)`] : []),
+        ].join('; '),
       });
     }
   } finally {

@@ -29,6 +29,15 @@ export interface BenchRow {
   pctProbe?: number;
   /** The read probe's GB/s at this row's thread count, mean of short probes right before and after its stage. */
   probeGbps?: number;
+  /**
+   * GB/s of a plain read (the probe's loop) of the very buffers this row's calls stream, by the same
+   * threads in the same process, timed in rounds alternating with the calls' (C decode rows). The
+   * VM's read speed differs from process to process and allocation to allocation (up to 2x), which
+   * the bracket probes cannot see; this one reads the same pages at the same moments.
+   */
+  ownReadGbps?: number;
+  /** gbps / ownReadGbps, in %. */
+  pctOwnRead?: number;
   runs: number;
   /** Distinct weight copies rotated through (so weights come from DRAM). */
   copies?: number;
@@ -65,9 +74,9 @@ function fmt(n: number | undefined, digits: number): string {
   return n.toFixed(digits);
 }
 
-/** The human table: case, shape, threads, time ms, GB/s, GFLOPS, % of probe. */
+/** The human table: case, shape, threads, time ms, GB/s, GFLOPS, % of probe, % of own read. */
 export function formatTable(rows: readonly BenchRow[]): string {
-  const header = ['case', 'shape', 'threads', 'time ms', 'GB/s', 'GFLOPS', '% of probe'];
+  const header = ['case', 'shape', 'threads', 'time ms', 'GB/s', 'GFLOPS', '% of probe', '% of own read'];
   const body = rows.map((r) => [
     r.case,
     r.shape,
@@ -76,9 +85,10 @@ export function formatTable(rows: readonly BenchRow[]): string {
     fmt(r.gbps, r.gbps < 10 ? 2 : 1),
     fmt(r.gflops, 1),
     r.pctProbe === undefined ? '' : `${r.pctProbe.toFixed(0)}%`,
+    r.pctOwnRead === undefined ? '' : `${r.pctOwnRead.toFixed(0)}%`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const numeric = [false, false, true, true, true, true, true];
+  const numeric = [false, false, true, true, true, true, true, true];
   const line = (cells: readonly string[]) =>
     cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');

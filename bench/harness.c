@@ -3,7 +3,7 @@
  *
  *   gcc -O3 -march=native -pthread -I<kernel dir> -DKGEN_FN=kgen_matmul_q4 \
  *       bench/harness.c <kernel dir>/kernel.c -o harness
- *   ./harness <data dir> M N K rowBytes copies warmup runs threads...
+ *   ./harness <data dir> M N K rowBytes copies warmup runs probe threads...
  *
  * <data dir>/x.bin holds X[M,K] (f32), <data dir>/w.bin the packed W (N * rowBytes bytes). The
  * harness makes `copies` distinct copies of W (run.ts picks enough to exceed 3x the L3 cache) and
@@ -15,6 +15,10 @@
  * then wait for all of them. Timed with CLOCK_MONOTONIC around the whole call; `warmup` untimed
  * calls, then `runs` timed ones. Per thread count it prints one JSON line with the median, and
  * whether Y matched the first thread count's Y bit for bit (row splits must not change results).
+ * With probe = 1 it also times as many plain reads of the same weight copies by the same threads
+ * (kg_read_range from read_probe.h, which run.ts renders from templates/c/read_probe.hbs), in
+ * rounds of `copies` that alternate with the calls' rounds: the read speed of the very pages the
+ * kernel streams, at the same moments (the line's probe_median_ms).
  * It writes Y of the first call of the first thread count to <data dir>/y.bin for run.ts to check
  * against the JS reference.
  */
@@ -29,6 +33,7 @@
 #include <time.h>
 
 #include "kernel.h"
+#include "read_probe.h"
 
 #ifndef KGEN_FN
 #error "compile with -DKGEN_FN=kgen_<op name>"
@@ -72,6 +77,9 @@ typedef struct {
   const void *ws;
   const uint8_t *w; /* weights of the current call */
   float *y;
+  int probing; /* this generation reads w plainly instead of calling the kernel */
+  size_t wbytes;
+  volatile uint64_t sink[MAX_THREADS];
   _Atomic uint64_t generation;
   _Atomic int done;
   _Atomic int quit;
@@ -88,6 +96,13 @@ static void row_range(int tid, int nthreads, int64_t N, int64_t *b, int64_t *e) 
 }
 
 static void do_rows(int tid) {
+  if (pool.probing) {
+    /* Thread tid's contiguous share of the copy, its bounds on cache lines. */
+    size_t per = ((pool.wbytes + pool.nthreads - 1) / pool.nthreads + 63) / 64 * 64;
+    size_t b = per * tid < pool.wbytes ? per * tid : pool.wbytes, e = b + per < pool.wbytes ? b + per : pool.wbytes;
+    pool.sink[tid] ^= kg_read_range(pool.w + b, e - b);
+    return;
+  }
   int64_t b, e;
   row_range(tid, pool.nthreads, pool.N, &b, &e);
   if (b < e) FN_ROWS(pool.ws, pool.w, NULL, NULL, pool.y, b, e);
@@ -108,9 +123,10 @@ static void *worker(void *arg) {
   }
 }
 
-static double one_call(const float *x, void *ws, const uint8_t *w, float *y) {
+static double one_call(const float *x, void *ws, const uint8_t *w, float *y, int probing) {
   double t0 = now_s();
-  FN_PREPARE(x, ws);
+  pool.probing = probing;
+  if (!probing) FN_PREPARE(x, ws);
   pool.w = w;
   pool.y = y;
   pool.ws = ws;
@@ -127,14 +143,14 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 10) {
-    fprintf(stderr, "usage: harness <data dir> M N K rowBytes copies warmup runs threads...\n");
+  if (argc < 11) {
+    fprintf(stderr, "usage: harness <data dir> M N K rowBytes copies warmup runs probe threads...\n");
     return 2;
   }
   const char *dir = argv[1];
   int64_t M = atoll(argv[2]), N = atoll(argv[3]), K = atoll(argv[4]), rowBytes = atoll(argv[5]);
-  int copies = atoi(argv[6]), warmup = atoi(argv[7]), runs = atoi(argv[8]);
-  if (M <= 0 || N <= 0 || K <= 0 || rowBytes <= 0 || copies < 1 || warmup < 0 || runs < 1) {
+  int copies = atoi(argv[6]), warmup = atoi(argv[7]), runs = atoi(argv[8]), probe = atoi(argv[9]);
+  if (M <= 0 || N <= 0 || K <= 0 || rowBytes <= 0 || copies < 1 || warmup < 0 || runs < 1 || probe < 0 || probe > 1) {
     fprintf(stderr, "harness: bad arguments\n");
     return 2;
   }
@@ -156,8 +172,9 @@ int main(int argc, char **argv) {
   float *y = aligned_alloc(64, (ybytes + 63) & ~(size_t)63);
   float *y_first = malloc(ybytes);
   double *times = calloc((size_t)runs, sizeof(double));
+  double *probe_times = calloc((size_t)runs, sizeof(double));
 
-  for (int a = 9; a < argc; a++) {
+  for (int a = 10; a < argc; a++) {
     int T = atoi(argv[a]);
     if (T < 1 || T > MAX_THREADS) {
       fprintf(stderr, "harness: bad thread count %d\n", T);
@@ -166,13 +183,14 @@ int main(int argc, char **argv) {
     memset(&pool, 0, sizeof pool);
     pool.nthreads = T;
     pool.N = N;
+    pool.wbytes = wbytes;
     pthread_t th[MAX_THREADS];
     for (int t = 1; t < T; t++) pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
 
     memset(y, 0xff, ybytes); /* NaNs: rows a kernel fails to write show up in the checks */
-    one_call(x, ws, w[0], y);
+    one_call(x, ws, w[0], y, 0);
     int same = 1;
-    if (a == 9) {
+    if (a == 10) {
       memcpy(y_first, y, ybytes);
       char path[4096];
       snprintf(path, sizeof path, "%s/y.bin", dir);
@@ -186,9 +204,18 @@ int main(int argc, char **argv) {
       same = memcmp(y, y_first, ybytes) == 0;
     }
 
-    for (int r = 0; r < warmup + runs; r++) {
-      double dt = one_call(x, ws, w[(r + 1) % copies], y);
-      if (r >= warmup) times[r - warmup] = dt;
+    /* Rounds of `copies` calls, each on the next copy (the first on copy 1: copy 0 was just read);
+     * with the probe, rounds of `copies` plain reads in between, so neither finds a copy cached. */
+    int calls = 0, reads = 0;
+    for (int round = 0; calls < warmup + runs || (probe && reads < warmup + runs); round++) {
+      const int reading = probe && round % 2 == 1;
+      for (int c = 0; c < copies; c++) {
+        int *n = reading ? &reads : &calls;
+        if (*n >= warmup + runs) break;
+        double dt = one_call(x, ws, w[(c + 1) % copies], y, reading);
+        if (*n >= warmup) (reading ? probe_times : times)[*n - warmup] = dt;
+        ++*n;
+      }
     }
     atomic_store(&pool.quit, 1);
     for (int t = 1; t < T; t++) pthread_join(th[t], NULL);
@@ -198,9 +225,17 @@ int main(int argc, char **argv) {
     qsort(times, (size_t)runs, sizeof(double), cmp_double);
     double median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
     printf("{\"threads\":%d,\"median_ms\":%.6f,\"min_ms\":%.6f,\"max_ms\":%.6f,\"runs\":%d,\"warmup\":%d,"
-           "\"copies\":%d,\"weight_bytes\":%zu,\"workspace_bytes\":%zu,\"same_as_first\":%s,\"checksum\":%.9g}\n",
+           "\"copies\":%d,\"weight_bytes\":%zu,\"workspace_bytes\":%zu,\"same_as_first\":%s,\"checksum\":%.9g",
            T, median * 1e3, times[0] * 1e3, times[runs - 1] * 1e3, runs, warmup, copies, wbytes, ws_bytes,
            same ? "true" : "false", checksum);
+    if (probe) {
+      uint64_t sink = 0;
+      for (int t = 0; t < T; t++) sink ^= pool.sink[t];
+      qsort(probe_times, (size_t)runs, sizeof(double), cmp_double);
+      double pm = runs % 2 ? probe_times[runs / 2] : 0.5 * (probe_times[runs / 2 - 1] + probe_times[runs / 2]);
+      printf(",\"probe_median_ms\":%.6f,\"probe_sink\":%u", pm * 1e3, (unsigned)(sink & 0xff));
+    }
+    printf("}\n");
     fflush(stdout);
   }
   return 0;

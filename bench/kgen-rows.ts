@@ -10,6 +10,7 @@ import type { BlockCodec } from '../src/quant/index.js';
 import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
+import { readProbeSource } from '../src/backends/c/bandwidth.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { L3_BYTES, log, run, type BenchRow } from './common.js';
 
@@ -65,6 +66,8 @@ export interface HarnessLine {
   copies: number;
   weight_bytes: number;
   same_as_first: boolean;
+  /** bench/harness.c with its probe on: the median plain read of one weight copy by the same threads, ms. */
+  probe_median_ms?: number;
   /** What the harness adds to the row's note (the WebAssembly driver: engine and level). */
   note?: string;
 }
@@ -121,6 +124,7 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
   }
   const harnessC = join(dir, 'harness.c');
   writeFileSync(harnessC, c.harnessSource);
+  writeFileSync(join(dir, 'read_probe.h'), readProbeSource());
   const exe = join(dir, 'harness');
   const fn = `kgen_${c.op}`;
   log(`${c.label}: compiling ${fn} (${shapeText}, isa ${c.isa})`);
@@ -135,7 +139,9 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
   writeFileSync(join(dir, 'w.bin'), c.w);
   const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / c.w.length) + 1);
   log(`${c.label}: running on ${c.threads.join(',')} thread(s), ${copies} weight copies of ${(c.w.length / 2 ** 20).toFixed(1)} MiB`);
-  const out = run(exe, [dir, String(M), String(N), String(K), String(rowBytes), String(copies), String(c.warmup), String(c.runs), ...c.threads.map(String)]);
+  // A GEMV streams W once a call: the harness also reads the same copies plainly, in between.
+  const probe = M === 1 ? '1' : '0';
+  const out = run(exe, [dir, String(M), String(N), String(K), String(rowBytes), String(copies), String(c.warmup), String(c.runs), probe, ...c.threads.map(String)]);
   return timedRows(c, shapeText, out, join(dir, 'y.bin'), result.manifest.tolerance);
 }
 
@@ -161,6 +167,9 @@ export function timedRows(c: Pick<KgenCase, 'label' | 'shape' | 'codec' | 'w' | 
     const ok = check.ok && l.same_as_first;
     if (check.ok && !l.same_as_first) log(`${c.label} ${l.threads}T: Y differs from the first thread count's Y; no time reported`);
     const ms = ok ? l.median_ms : NaN;
+    // The plain read covers the weight copy only; X and Y (a few KiB at M=1) stay in the caches.
+    const ownReadGbps = l.probe_median_ms ? l.weight_bytes / (l.probe_median_ms * 1e6) : undefined;
+    const probeNote = ownReadGbps ? `plain read of the same copies ${l.probe_median_ms!.toFixed(3)} ms (${ownReadGbps.toFixed(1)} GB/s)` : undefined;
     return {
       kind: 'kgen',
       case: ok ? c.label : `${c.label} (WRONG OUTPUT)`,
@@ -173,7 +182,8 @@ export function timedRows(c: Pick<KgenCase, 'label' | 'shape' | 'codec' | 'w' | 
       gflops: (2 * M * N * K) / (ms * 1e-3) / 1e9,
       runs: l.runs,
       copies: l.copies,
-      note: l.note ? `${l.note}; ${check.detail}` : check.detail,
+      ownReadGbps,
+      note: [l.note, check.detail, probeNote].filter(Boolean).join('; '),
     };
   });
 }

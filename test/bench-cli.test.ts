@@ -50,11 +50,25 @@ describe.concurrent('bench command lines', () => {
   });
 });
 
+/** A --json row of the bench (bench/common.ts BenchRow, the fields these tests read). */
+interface Row {
+  kind: string;
+  case: string;
+  shape: string;
+  threads: number;
+  gbps: number;
+  probeGbps?: number;
+  pctProbe?: number;
+  ownReadGbps?: number;
+  pctOwnRead?: number;
+  note?: string;
+}
+
 describe.skipIf(noAvx2)(`bench rows against the probe${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
   it("a decode row's % of probe is against the probes taken right before and after it", async () => {
     const r = await bench('run.js', ['--cases', 'decode-4k', '--attn-formats', 'q8', '--isa', 'avx2', '--threads', '1', '--no-wasm', '--no-peer', '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
-    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; case: string; gbps: number; probeGbps?: number; pctProbe?: number; note?: string });
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
     const probe = rows.find((x) => x.kind === 'probe');
     const decode = rows.find((x) => x.case.startsWith('decode attention kgen q8'));
     expect(probe?.gbps).toBeGreaterThan(0);
@@ -62,5 +76,24 @@ describe.skipIf(noAvx2)(`bench rows against the probe${noAvx2 ? ` (skipped: ${no
     const [before, after] = [...decode!.note!.matchAll(/probe ([\d.]+) before, ([\d.]+) after/g)][0]!.slice(1).map(Number);
     expect(decode!.probeGbps).toBeCloseTo((before! + after!) / 2, 1);
     expect(decode!.pctProbe).toBeCloseTo((100 * decode!.gbps) / decode!.probeGbps!, 6);
+    // The harness's own plain read of the same KV copies, timed between the calls.
+    expect(decode!.ownReadGbps, JSON.stringify(decode)).toBeGreaterThan(0);
+    expect(decode!.pctOwnRead).toBeCloseTo((100 * decode!.gbps) / decode!.ownReadGbps!, 6);
+    expect(decode!.note).toMatch(/plain read of the same copies [\d.]+ ms \([\d.]+ GB\/s\)/);
+  }, 120_000);
+
+  it('a GEMV row is also set against a plain read of its own weight copies; a GEMM row is not', async () => {
+    const r = await bench('run.js', ['--cases', 'm1,m4', '--formats', 'q4', '--isa', 'avx2', '--threads', '1,2', '--no-tune', '--strategies', '0', '--no-wgsl', '--no-wasm', '--no-peer', '--no-probe', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
+    const gemv = rows.filter((x) => x.kind === 'kgen' && x.shape.startsWith('M=1,'));
+    expect(gemv.map((x) => x.threads)).toEqual([1, 2]);
+    for (const x of gemv) {
+      expect(x.ownReadGbps, JSON.stringify(x)).toBeGreaterThan(0);
+      expect(x.pctOwnRead).toBeCloseTo((100 * x.gbps) / x.ownReadGbps!, 6);
+    }
+    const m4 = rows.filter((x) => x.kind === 'kgen' && x.shape.startsWith('M=4,'));
+    expect(m4.length).toBe(2);
+    for (const x of m4) expect(x.ownReadGbps).toBeUndefined();
   }, 120_000);
 });

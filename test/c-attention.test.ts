@@ -8,7 +8,10 @@ import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
-import type { AttentionOp } from '../src/ir/types.js';
+import { runnerFor } from '../src/backends/registry.js';
+import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
+import { kvBytes } from '../src/ops/attention.js';
+import { opKit } from '../src/ops/index.js';
 import { f32ToF16Bits } from '../src/numeric/half.js';
 import { referenceAttention } from '../src/reference/attention.js';
 import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan, skipReason } from './helpers.js';
@@ -237,6 +240,36 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
     expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
+  });
+
+  it.skipIf(skipReason(['gcc']) !== undefined)('a timed run with the read probe also reads every copy of K, V and their scales plainly, within bounds (ASan), in uneven thread shares', async () => {
+    // Skv = 1001: the K and V bytes split over 3 threads end off a cache line; kgen q8 has scales.
+    for (const format of ['q8', 'f16']) {
+      const { plan, rendered } = emit({ target: 'c', ir: ir(format, false), shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=1001,D=64', device: deviceOf(native), isa: native });
+      const op = plan.op as AttentionOp;
+      const shape = plan.shape as AttentionShape;
+      const data = opKit('attention').testData(op, shape, 7);
+      const runner = runnerFor(plan);
+      const build = await runner.build(plan, rendered, { sanitize: true, timeoutMs: 240_000 });
+      if (build.status !== 'ok') throw new Error(build.detail);
+      try {
+        const kv = kvBytes(op, shape);
+        const timing = { warmup: 1, runs: 4, flushBytes: 2 * 2 * (kv.rows + kv.scales), threads: 3 };
+        const probed = await runner.execute(build, data.inputs, { timing: { ...timing, readProbe: true } });
+        if (probed.status !== 'ok') throw new Error(probed.detail);
+        expect(data.check(probed.output, plan.tolerance).ok).toBe(true);
+        expect(probed.timing!.runs).toBe(4);
+        expect(probed.readProbe!.timing.runs).toBe(4);
+        expect(probed.readProbe!.timing.minMs).toBeGreaterThan(0);
+        expect(probed.readProbe!.bytes).toBe(2 * (kv.rows + kv.scales));
+        expect(kv.scales > 0).toBe(format === 'q8');
+        const plain = await runner.execute(build, data.inputs, { timing });
+        if (plain.status !== 'ok') throw new Error(plain.detail);
+        expect(plain.readProbe).toBeUndefined();
+      } finally {
+        build.dispose();
+      }
+    }
   });
 });
 

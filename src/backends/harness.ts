@@ -1,7 +1,7 @@
 import { KgenError } from '../errors.js';
 import { textHash } from '../hash.js';
 import { oneLine } from '../io/message-text.js';
-import type { KernelInputs, Timing, TimingOptions } from './types.js';
+import type { KernelInputs, ReadProbeTiming, Timing, TimingOptions } from './types.js';
 
 /**
  * What runners share about the programs they build around a kernel (the C harness, the CUDA run
@@ -50,6 +50,17 @@ export function parseTimesLine(stdout: string): Timing | undefined {
   if (!line) return undefined;
   const times = (JSON.parse(line[0]) as { times_ms: number[] }).times_ms;
   return times.length ? timingOf(times) : undefined;
+}
+
+/**
+ * The `{"probe_bytes":N,"probe_sink":S,"probe_ms":[...]}` line a timed harness run with its read
+ * probe prints (sorted), or undefined when there is none.
+ */
+export function parseProbeLine(stdout: string): ReadProbeTiming | undefined {
+  const line = /\{"probe_bytes":\d+,"probe_sink":\d+,"probe_ms":\[[^\]]*\]\}/.exec(stdout);
+  if (!line) return undefined;
+  const p = JSON.parse(line[0]) as { probe_bytes: number; probe_ms: number[] };
+  return p.probe_ms.length ? { timing: timingOf(p.probe_ms), bytes: p.probe_bytes } : undefined;
 }
 
 /** Bytes a timed run rotates copies of: the weights (matmul), else the KV cache (attention). */

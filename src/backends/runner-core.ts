@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { HARNESS_EXIT, outOfMemoryError, parseTimesLine } from './harness.js';
+import { HARNESS_EXIT, outOfMemoryError, parseProbeLine, parseTimesLine } from './harness.js';
 import type { KernelBuild, KernelExecution, KernelInputs } from './types.js';
 
 /**
@@ -103,6 +103,8 @@ export interface HarnessRunOptions {
   timeoutMs?: number;
   /** Whether a timing line is expected on stdout. */
   timed: boolean;
+  /** Whether a read-probe line is expected too (`TimingOptions.readProbe`, passed on by the runner). */
+  readProbe?: boolean;
   env?: Record<string, string>;
   /** Prefix of the temporary data directory. */
   tempPrefix: string;
@@ -141,7 +143,10 @@ export async function runHarness(o: HarnessRunOptions): Promise<KernelExecution>
     if (!o.timed) return { status: 'ok', output, runMs };
     const timing = parseTimesLine(run.stdout ?? '');
     if (!timing) return { status: 'crash', detail: `${o.name} printed no timing line: ${text}`, runMs };
-    return { status: 'ok', output, runMs, timing };
+    if (!o.readProbe) return { status: 'ok', output, runMs, timing };
+    const readProbe = parseProbeLine(run.stdout ?? '');
+    if (!readProbe) return { status: 'crash', detail: `${o.name} printed no read-probe line: ${text}`, runMs };
+    return { status: 'ok', output, runMs, timing, readProbe };
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }

@@ -249,6 +249,19 @@ export interface TimingOptions {
   flushBytes: number;
   /** Host threads the harness splits rows across (CPU targets). */
   threads?: number;
+  /**
+   * Also time a plain read (the bandwidth probe's loop) of the very copies the timed calls stream,
+   * by the same threads, in rounds that alternate with the calls': the read speed of the pages the
+   * kernel reads, at the same moments. Only the C attention harness has it (the bench's decode
+   * rows); other runners ignore it and return no `readProbe`.
+   */
+  readProbe?: boolean;
+}
+
+/** The same-memory read probe of a timed run (`TimingOptions.readProbe`): its times, and the bytes one read covers. */
+export interface ReadProbeTiming {
+  timing: Timing;
+  bytes: number;
 }
 
 /** Wall-clock times of repeated runs, in milliseconds. Only an `ok` execution has one. */
@@ -263,7 +276,7 @@ export interface Timing {
 
 /** The outcome of executing a build once: its output bytes, and its timing when asked. */
 export type KernelExecution =
-  | { status: 'ok'; output: Uint8Array; timing?: Timing; runMs: number }
+  | { status: 'ok'; output: Uint8Array; timing?: Timing; readProbe?: ReadProbeTiming; runMs: number }
   | { status: 'crash' | 'timeout'; detail: string; runMs: number };
 
 /**

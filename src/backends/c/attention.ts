@@ -7,6 +7,7 @@ import { templateSet } from '../../render/templates.js';
 import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
+import { READ_PROBE } from './bandwidth.js';
 import { C_TOOLCHAINS } from './toolchain.js';
 import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from '../exp2-poly.js';
 
@@ -106,7 +107,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
   const kvArgs = 'const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales';
   return {
     files,
-    harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
+    harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, readProbe: READ_PROBE, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
     templateHash: templates.hash,
     build: compileHint,
     abi: [

@@ -37,16 +37,26 @@ export async function measureReadBandwidth(cacheDir: string, threads: number, mi
 }
 
 /**
- * The probe's parameters: 8 streams a thread (a GEMV reads 8 weight rows at once; one stream leaves
+ * The read loop's parameters (templates/c/read_probe.hbs), for the machine probe and the harnesses'
+ * same-memory probes alike: 8 streams a thread (a GEMV reads 8 weight rows at once; one stream leaves
  * too few misses in flight on a virtualised host), each prefetched a 4 KiB page ahead, a line at a
  * time (one thread on a Zen 4 VM: 19.3-20.5 GB/s without, 25.6-28.2 with; 2 KiB ahead the same,
  * 8-16 KiB less).
  */
-const PROBE = { streams: 8, prefetchBytes: 4096, cacheLine: CPU_CACHE_LINE_BYTES };
+export const READ_PROBE = { streams: 8, prefetchBytes: 4096, cacheLine: CPU_CACHE_LINE_BYTES } as const;
 
 /** probe.c: the bandwidth probe's source, the same for the tuner's roofline and the bench. */
 export function probeSource(): string {
-  return templateSet('c').render('probe.c', PROBE);
+  return templateSet('c').render('probe.c', { readProbe: READ_PROBE });
+}
+
+/**
+ * read_probe.h: the probe's read loop alone (`kg_read_range`), for a C program outside the
+ * templates that times a plain read of its own buffers (bench/harness.c); needs <stdint.h> and
+ * <string.h> before it.
+ */
+export function readProbeSource(): string {
+  return templateSet('c').render('read_probe', { readProbe: READ_PROBE });
 }
 
 /** Buffer the probe reads: 512 MiB, or 3x this machine's L3 where that is larger (a VM may report 300 MiB). */

@@ -70,12 +70,15 @@ export function cRunner(isa: string): KernelRunner {
       await checkTools(tc, true);
       const bin = join(build.dir, 'harness');
       const t = opts.timing;
+      // Only the attention harness (the one whose inputs hold a KV cache) takes the read probe's argument.
+      const readProbe = t?.readProbe === true && inputs['k.bin'] !== undefined;
       return runHarness({
         command: emulated(tc) ? [...tc.runner!, bin] : [bin],
-        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs))), String(t.threads ?? 1)] : [])],
+        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs))), String(t.threads ?? 1), ...(readProbe ? ['1'] : [])] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,
+        readProbe,
         // Sanitizers are built with -fno-sanitize-recover, so any report ends the run with a failing exit.
         env: SANITIZER_ENV,
         tempPrefix: 'kgen-run-',
