@@ -58,14 +58,15 @@ for (const { isa, device } of VARIANTS) {
       // Integer P.V (pvInt: 1) where the variant has it, with int8 and f32 Q, on the rows whose D
       // holds whole integer steps (the plan refuses the others: see the test of the refusals), and
       // f32 P.V where integer P.V is the default.
-      // Scores one key at a time (keyLanes: 0) where keys across the lanes are the q8 default.
+      // Scores one key at a time (keyLanes: 0) where keys across the lanes are the default (the
+      // caches with int8 codes, int8 Q).
       // f32 scores from a transposed K tile (keyTile: the prefill default, off for decode) the other
       // way round too (keyTileFlip: decode rows with it, prefill rows without), so each row runs
       // both once: on f16, and with f32 Q on the other caches (their K dequantized into the tile).
       const tile = keyTileIsas.includes(isa);
       const modes: Record<string, number>[] = format === 'f16'
         ? [{}, ...(tile ? [{ keyTileFlip: 1 }] : [])]
-        : [{}, { qInt8: 0 }, ...(tile ? [{ qInt8: 0, keyTileFlip: 1 }] : []), ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(format === 'q8' && keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
+        : [{}, { qInt8: 0 }, ...(tile ? [{ qInt8: 0, keyTileFlip: 1 }] : []), ...(pvIntIsas.includes(isa) ? [{ pvInt: 1 }, { pvInt: 1, qInt8: 0 }, { pvInt: 0 }] : []), ...(keyLanesIsas.includes(isa) ? [{ keyLanes: 0 }] : [])];
       for (const { keyTileFlip, ...knobs } of modes) {
         const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}${keyTileFlip ? ', transposed K tile for decode, K rows for prefill' : ''}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
@@ -82,13 +83,15 @@ for (const { isa, device } of VARIANTS) {
             // The transposed K tile: the default (f32 scores of prefill rows), or its opposite.
             const keyTile = keyTileFlip ? !prefill : tile && r.plan.config.qInt8 !== 1 && prefill;
             expect((r.plan.params as { keyTile?: boolean }).keyTile === true, c.label).toBe(keyTile);
-            // Keys across the lanes by default on q8 with int8 Q where positions are adjacent rows
-            // (heads x positions, or one KV head), rows have at most 4 scale groups (D=256 at groups
-            // of 32 has 8: not here, but in the test below) and rowGroup 8 (f32 P.V prefill) is not
-            // taken, whose accumulators leave too few registers.
+            // Keys across the lanes by default with int8 Q where rowGroup 8 (f32 P.V prefill) is not
+            // taken, whose accumulators leave too few registers; on kgen q8 only where positions
+            // are adjacent rows (heads x positions, or one KV head) and rows have at most 4 scale
+            // groups (D=256 at groups of 32 has 8: not here, but in the test below). The ggml
+            // blocks' in-row scales are gathered at any stride.
             const p = r.plan.params as { positionStride: number; scalesPerRow: number; rowGroup: number; keyLanes?: boolean };
-            const keyLanes = knobs.keyLanes !== 0 && r.plan.config.qInt8 === 1 && p.positionStride === 1 && p.scalesPerRow <= 4 && p.rowGroup <= 4 && keyLanesIsas.includes(isa);
-            if (format === 'q8') expect(p.keyLanes === true, c.label).toBe(keyLanes);
+            const q8Scales = format !== 'q8' || (p.positionStride === 1 && p.scalesPerRow <= 4);
+            const keyLanes = knobs.keyLanes !== 0 && r.plan.config.qInt8 === 1 && q8Scales && p.rowGroup <= 4 && keyLanesIsas.includes(isa);
+            if (format !== 'f16') expect(p.keyLanes === true, c.label).toBe(keyLanes);
           }
         });
       }
@@ -163,8 +166,17 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true });
       expect(r.status, `D=${D} G=${kvGroupSize}: ${r.detail ?? ''}`).toBe('ok');
     }
+    // The ggml blocks (scales gathered from the rows): positions x heads rows 3 KV heads apart, a
+    // last block of 13 keys (Skv = 77: masked gathers), D = 256 (8 blocks a row), splits.
+    for (const format of ['q8_0', 'q4_0']) {
+      for (const [shape, config] of [['B=1,Hq=6,Hkv=3,Sq=1,Skv=77,D=256', {}], ['B=2,Hq=8,Hkv=2,Sq=5,Skv=1001,D=64', { splits: 3 }]] as const) {
+        const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout: 'positions_heads' }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true });
+        expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+        expect((r.plan.params as { keyLanes?: boolean }).keyLanes, `${format} ${shape}`).toBe(true);
+      }
+    }
   });
-  it('keys across the lanes: AVX-512 q8 with int8 Q on heads x positions rows, refused elsewhere with the reason; the default where legal', () => {
+  it('keys across the lanes: AVX-512 with int8 Q (kgen q8 on heads x positions rows; ggml blocks on either layout), refused elsewhere with the reason; the default where legal', () => {
     const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
     const plan = (format: string, isa: string, config?: Record<string, unknown>, extra: object = {}) => emit({ target: 'c', ir: ir(format, true, extra), shape, device: deviceOf(isa), isa, config }).plan;
     expect(keyLanesIsas).toEqual(['avx512']);
@@ -174,11 +186,14 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('q8', 'avx512', { keyLanes: 1, qInt8: 0 })).toThrow(/keyLanes: 1\) needs int8 Q/);
     expect(plan('q8', 'avx512', { qInt8: 0 }).config.keyLanes).toBe(0);
     for (const format of ['q8_0', 'q4_0']) {
-      expect(() => plan(format, 'avx512', { keyLanes: 1 })).toThrow(/keyLanes: 1\): kgen q8 rows only/);
-      expect(plan(format, 'avx512').config.keyLanes).toBe(0);
+      for (const kvLayout of ['positions_heads', 'heads_positions']) {
+        expect(plan(format, 'avx512', {}, { kvLayout }).params, `${format} ${kvLayout}`).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
+      }
+      expect(plan(format, 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false });
+      expect(() => plan(format, 'avx2', { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
     }
-    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' scales is not 2 vectors of contiguous f16/);
-    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' scales is not 2 vectors/);
+    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors of contiguous f16/);
+    expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors/);
     expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx512'), isa: 'avx512', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
   });
   it('a transposed K tile: every C variant, f32 scores only, the prefill default (decode keeps K rows), refused where its accumulators exceed the registers', () => {

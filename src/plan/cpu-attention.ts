@@ -122,9 +122,11 @@ export type CpuAttentionParams = {
   /** Keys of a tile rounded up to whole lanes (pvInt): the padding keys get P code 0. */
   pvKeys: number;
   /**
-   * Scores with keys across the lanes (config keyLanes = 1; int8 Q on kgen q8 rows): `lanes` keys at
-   * a time, each integer step of their K codes (plus `kCodeBias`) transposed once for all the row
-   * group's rows so each lane is one key, Q's codes signed (qCodeOffset 0), no horizontal sums.
+   * Scores with keys across the lanes (config keyLanes = 1; int8 Q on the caches with int8 codes):
+   * `lanes` keys at a time, each integer step of their K codes (plus `kCodeBias`) transposed once
+   * for all the row group's rows so each lane is one key, Q's codes signed (qCodeOffset 0), no
+   * horizontal sums. The keys' scales go by vector: kgen q8's from its scale array (so only on
+   * heads x positions rows), the ggml blocks' gathered from their rows (any layout).
    */
   keyLanes: boolean;
   /** Added to K's codes with keyLanes (0 without): what the variant's dot product wants. */
@@ -189,12 +191,23 @@ function defaultQBlock(Sq: number): number {
  * The default split count: enough tasks for two per hardware thread, each split covering at
  * least MIN_SPLIT_KEYS keys. Long-context decode with few KV heads splits; prefill, whose query
  * tiles already give the threads work, does not.
+ *
+ * Decode over positions x heads rows that share cache lines (ggml blocks: a q8_0 row of D=128 is 136
+ * bytes) also splits until one head's chunk of K and V rows fits the L2: the tasks of a chunk then
+ * run its heads one after another (splitsOuter), and the lines a head's rows share with the next
+ * head's are still cached when that head comes; with one chunk per head they come from DRAM twice.
+ * q8_0, Skv=32768, two threads on a Zen 4 VM: 51% -> 59-64% of a plain read of the same cache
+ * (docs/PERFORMANCE.md, "Seventh session").
  */
 export function defaultSplits(req: Req): number {
-  const { B, Hkv, Sq, Skv } = req.shape;
+  const { B, Hkv, Sq, Skv, D } = req.shape;
   const base = B * Hkv * ceilDiv(Sq, defaultQBlock(Sq));
   const wanted = ceilDiv(2 * (req.device.cpu?.threads ?? 1), base);
-  return Math.max(1, Math.min(wanted, Math.floor(Skv / MIN_SPLIT_KEYS)));
+  const { rowBytes } = kvRowFormat(req.op, D);
+  const l2 = req.device.cpu?.l2Bytes ?? 0;
+  const sharedLines = kvLayoutOf(req.op) === 'positions_heads' && Hkv > 1 && rowBytes % CPU_CACHE_LINE_BYTES !== 0;
+  const cached = Sq <= CPU_DECODE_MAX_SQ && sharedLines && l2 > 0 ? ceilDiv(Skv * 2 * rowBytes, l2) : 1;
+  return Math.max(1, Math.min(Math.max(wanted, cached), Math.floor(Skv / MIN_SPLIT_KEYS)));
 }
 
 /** Scale groups of a KV row at least 1 (f16 has none): the stride of a tile's V scales as f32. */
@@ -368,12 +381,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     restrictions.push(
       { reason: 'keys across the lanes (keyLanes: 1): the variant has no such score kernel', allows: (c) => !on(c) || Object.hasOwn(keyLanes, c.isa as string) },
       { reason: 'keys across the lanes (keyLanes: 1) needs int8 Q (qInt8: 1)', allows: (c) => !on(c) || c.qInt8 === 1 },
-      // Whole integer steps of contiguous codes per row, and a block of keys' scales in two vectors.
-      { reason: 'keys across the lanes (keyLanes: 1): kgen q8 rows only', allows: (c) => !on(c) || req.op.kvCache === 'q8' },
+      // kgen q8 keeps a row's scales in an array: a block of keys' scales must be two vectors of
+      // contiguous f16. ggml blocks keep theirs in the rows, gathered a key per lane at any stride.
       {
-        reason: `keys across the lanes (keyLanes: 1): a block of keys' scales is not ${KEY_LANES_SCALE_VECTORS} vectors of contiguous f16 (heads x positions rows, at most ${KEY_LANES_SCALE_VECTORS * 2} scale groups a row)`,
+        reason: `keys across the lanes (keyLanes: 1): a block of keys' kgen q8 scales is not ${KEY_LANES_SCALE_VECTORS} vectors of contiguous f16 (heads x positions rows, at most ${KEY_LANES_SCALE_VECTORS * 2} scale groups a row)`,
         // A vector holds 2 x lanes f16 and a block's scales are lanes x scalesPerRow.
-        allows: (c) => !on(c) || (positionStride === 1 && scalesPerRow <= 2 * KEY_LANES_SCALE_VECTORS),
+        allows: (c) => !on(c) || req.op.kvCache !== 'q8' || (positionStride === 1 && scalesPerRow <= 2 * KEY_LANES_SCALE_VECTORS),
       },
       {
         reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
@@ -406,7 +419,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
       // After qInt8, which it needs.
-      ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; kgen q8) or one key at a time (0)' }] : []),
+      ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }] : []),
       // After qInt8, which rules it out. On by default where a task has many row groups to share
       // the transposed tile (prefill: f16, AVX-512, Sq=Skv=2048, 514 -> 395 ms on one thread);
       // decoding has one or two, and the transposition then costs more than the sums it saves.

@@ -82,6 +82,8 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     isaPartial: `attention/isa/${p.isa}`,
     kvPartial: `attention/kv/${p.kvFormat}`,
     blockBytes: ggml?.bytesPerBlock ?? 0,
+    // ggml blocks keep their scale first in the block; kgen q8 keeps a row's scales in an array.
+    kvScalesInRow: ggml !== undefined,
     scaleBytes: 2,
     halfBlock: GGML_KV_BLOCK / 2,
     nibbleBits: 4,
