@@ -252,6 +252,13 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     // Never below 256 keys per split.
     expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654').params).toMatchObject({ splits: 4 });
     expect(plan('B=1,Hq=32,Hkv=8,Sq=2048,Skv=2048,D=128', 'epyc-9654').params).toMatchObject({ splits: 1, qBlock: 16 });
+    // Decode on positions x heads rows that share cache lines (q8_0: 136 bytes at D=128) also splits
+    // until a head's chunk of K and V fits the L2 (epyc-7763: 512 KiB): 131072 x 2 x 136 / 2^19 = 68
+    // chunks, more than the threads want (32); whole-line rows (f16) and heads x positions keep 32.
+    const long = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=131072,D=128';
+    expect(plan(long, 'epyc-7763', 'attention_q8_0kv').params).toMatchObject({ splits: 68, kvLayout: 'positions_heads', splitsOuter: true });
+    expect(emit({ target: 'c', ir: ir('q8_0', true, { kvLayout: 'heads_positions' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32 });
+    expect(emit({ target: 'c', ir: ir('f16', true, { kvLayout: 'positions_heads' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32 });
     const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
     expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
