@@ -205,7 +205,8 @@ int main(int argc, char **argv) {
     }
 
     /* Rounds of `copies` calls, each on the next copy (the first on copy 1: copy 0 was just read);
-     * with the probe, rounds of `copies` plain reads in between, so neither finds a copy cached. */
+     * with the probe, rounds of `copies` plain reads in between: both see the same pages, and
+     * neither finds a copy still cached (the copies exceed 3x the L3). */
     int calls = 0, reads = 0;
     for (int round = 0; calls < warmup + runs || (probe && reads < warmup + runs); round++) {
       const int reading = probe && round % 2 == 1;
