@@ -362,10 +362,11 @@ static inline const uint8_t *kg_opaque(const uint8_t *p) {
   __asm__("" : "+r"(p));
   return p;
 }
-/* Group g's f16 scales of 16 keys as f32, in the rows themselves (ggml blocks): key i's row is i x
- * KG_POS_STRIDE rows after `row` (key 0's), the scale first in block g; 0 from key cnt on, whose
- * rows are not read. One masked gather of 4 bytes a key, the f16 in the low half. */
-static inline kg_vec kg_kt_scales_in_rows(const uint8_t *row, int g, int cnt) {
+/* Group g's f16 scales of 16 keys as f32, in the rows themselves (ggml blocks; `sr` unused): key i's
+ * row is i x KG_POS_STRIDE rows after `row` (key 0's), the scale first in block g; 0 from key cnt on,
+ * whose rows are not read. One masked gather of 4 bytes a key, the f16 in the low half. */
+static inline kg_vec kg_kt_scales(const uint8_t *row, const uint16_t *sr, int g, int cnt) {
+  (void)sr;
   const __m512i at = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(KG_POS_STRIDE * KG_ROW_BYTES));
   const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), kg_pv_mask(cnt), at, (const void *)(row + (size_t)g * KG_BLOCK_BYTES), 1);
   return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h));
@@ -542,13 +543,6 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
   }
 }
 
-/* Group g's K or V scales of KG_LANES keys from key 0's row (`row`, or `sr` in the scale array) as
- * f32, 0 from key cnt on. */
-static inline kg_vec kg_kt_group_scales(const uint8_t *row, const uint16_t *sr, int g, int cnt) {
-  (void)sr;
-  return kg_kt_scales_in_rows(row, g, cnt);
-}
-
 /* kg_scores_i8 with keys across the lanes (keyLanes): KG_LANES keys at a time, each integer step of
  * their K codes transposed once for all KG_RG rows (kg_kt_prepare: lane i is key i), so a row's
  * integer dot product takes 4 codes of every key at once and no horizontal sum is left; a scale
@@ -598,7 +592,7 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
         /* Key b's (KG_LANES keys, KG_LANES vectors a step). */
         if (cnt == KG_LANES) kg_prefetch_rows(k, v, rb + (int64_t)b * KG_POS_STRIDE, j0 + b, next, n, st, KG_ISTEPS);
         if ((d + KG_LANE_CODES) % KG_VALUES_PER_SCALE == 0) {
-          const kg_vec sv = kg_kt_group_scales(kr[0], sr, g, cnt);
+          const kg_vec sv = kg_kt_scales(kr[0], sr, g, cnt);
           for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(ai[r]), sv, acc[r]);
         }
       }
@@ -654,7 +648,7 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   for (int jj = 0; jj < KG_PV_KEYS; jj++) vr[jj] = v + (row0 + (int64_t)kg_min(jj, n - 1) * KG_POS_STRIDE) * KG_ROW_BYTES;
   for (int j0 = 0; j0 < KG_PV_KEYS; j0 += KG_LANES) {
     const uint16_t *sr = kg_row_scales(vs, row0 + (int64_t)kg_min(j0, n - 1) * KG_POS_STRIDE);
-    for (int g = 0; g < KG_GROUPS; g++) kg_vstore_n(vd + g * KG_PV_KEYS + j0, kg_kt_group_scales(vr[j0], sr, g, n - j0), KG_PV_KEYS - j0);
+    for (int g = 0; g < KG_GROUPS; g++) kg_vstore_n(vd + g * KG_PV_KEYS + j0, kg_kt_scales(vr[j0], sr, g, n - j0), KG_PV_KEYS - j0);
   }
   const float dmax = kg_pv_absmax(vd, KG_GROUPS * KG_PV_KEYS);
   const float inv = dmax > 0.0f ? KG_PV_CODE_MAX / dmax : 0.0f, scale = dmax / KG_PV_CODE_MAX;
