@@ -252,16 +252,57 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     // Never below 256 keys per split.
     expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654').params).toMatchObject({ splits: 4 });
     expect(plan('B=1,Hq=32,Hkv=8,Sq=2048,Skv=2048,D=128', 'epyc-9654').params).toMatchObject({ splits: 1, qBlock: 16 });
-    // Decode on positions x heads rows that share cache lines (q8_0: 136 bytes at D=128) also splits
-    // until a head's chunk of K and V fits the L2 (epyc-7763: 512 KiB): 131072 x 2 x 136 / 2^19 = 68
-    // chunks, more than the threads want (32); whole-line rows (f16) and heads x positions keep 32.
+    // Decode on positions x heads rows takes every KV head in each task (allHeads): the threads
+    // want 2 x 128 / 1 = 256 splits. With one head a task, rows that share cache lines (q8_0: 136
+    // bytes at D=128) also split until a head's chunk of K and V fits the L2 (epyc-7763: 512 KiB):
+    // 131072 x 2 x 136 / 2^19 = 68 chunks, more than the threads want (2 x 128 / 8 = 32); the
+    // WebAssembly planner, which has no allHeads, keeps that rule. Heads x positions keeps 32.
     const long = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=131072,D=128';
-    expect(plan(long, 'epyc-7763', 'attention_q8_0kv').params).toMatchObject({ splits: 68, kvLayout: 'positions_heads', splitsOuter: true });
-    expect(emit({ target: 'c', ir: ir('q8_0', true, { kvLayout: 'heads_positions' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32 });
-    expect(emit({ target: 'c', ir: ir('f16', true, { kvLayout: 'positions_heads' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32 });
+    expect(plan(long, 'epyc-7763', 'attention_q8_0kv').params).toMatchObject({ splits: 256, taskHeads: 8, tasks: 256, kvLayout: 'positions_heads', splitsOuter: true });
+    expect(emit({ target: 'wasm', op: 'attention_q8_0kv', shape: long }).plan.params).toMatchObject({ splits: 68, taskHeads: 1, kvLayout: 'positions_heads' });
+    expect(emit({ target: 'c', ir: ir('q8_0', true, { kvLayout: 'heads_positions' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32, taskHeads: 1 });
+    expect(emit({ target: 'c', ir: ir('f16', true, { kvLayout: 'positions_heads' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 256, taskHeads: 8 });
     const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,4096,8\] of 136 bytes/);
     expect(manifest.tensors.k!.dtype).toMatch(/ggml q8_0/);
+  });
+
+  it('every KV head in a task (allHeads): the decode default on positions x heads rows with several KV heads, a knob elsewhere, refused past the stack budget', () => {
+    const plan = (format: string, shape: string, extra: object = {}, config?: Record<string, unknown>) => emit({ target: 'c', ir: ir(format, true, extra), shape, device: 'epyc-9654', isa: 'avx2', config }).plan;
+    const decode = 'B=2,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
+    for (const format of ['q8_0', 'q4_0']) {
+      const p = plan(format, decode);
+      expect(p.config.allHeads, format).toBe(1);
+      // 2 batches x 1 query tile x splits, each task 8 heads of 4 rows; partials stay per head.
+      expect(p.params).toMatchObject({ taskHeads: 8, taskRowsPadded: 4, tasks: 2 * (p.params as { splits: number }).splits });
+      expect((p.params as { partialFloats: number }).partialFloats).toBe(p.params.tasks * 8 * 4 * (128 + 2));
+      expect(p.loops.join('\n')).toMatch(/each of the 8 KV heads in turn/);
+    }
+    expect(plan('f16', decode, { kvLayout: 'positions_heads' }).config.allHeads).toBe(1);
+    // Heads x positions rows, prefill and a single KV head: one head a task by default.
+    expect(plan('q8', decode).config.allHeads).toBe(0);
+    expect(plan('q8_0', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=256,D=128').config.allHeads).toBe(0);
+    expect(plan('q8_0', 'B=1,Hq=8,Hkv=1,Sq=1,Skv=256,D=128').config.allHeads).toBeUndefined();
+    expect(plan('q8', decode, {}, { allHeads: 1 }).params).toMatchObject({ taskHeads: 8 });
+    // 64 heads of 64 prefill rows of 256 keys and 256 values each: far past 256 KiB of stack.
+    expect(() => plan('f16', 'B=1,Hq=64,Hkv=64,Sq=64,Skv=512,D=256', {}, { allHeads: 1, qBlock: 64, kvBlock: 256 })).toThrow(/exceed 262144 bytes of stack/);
+  });
+
+  it.skipIf(skipReason(['gcc']) !== undefined)('every KV head in a task on ragged shapes: on and off, both row orders, splits, padding rows, causal decode of 5 queries and prefill', async () => {
+    const cases: [string, string, object, Record<string, number>][] = [
+      ['q8_0', 'B=2,Hq=10,Hkv=2,Sq=1,Skv=1001,D=128', {}, { allHeads: 1, splits: 3 }],
+      ['q8_0', 'B=2,Hq=10,Hkv=2,Sq=1,Skv=1001,D=128', {}, { allHeads: 0, splits: 3 }],
+      ['q4_0', 'B=1,Hq=12,Hkv=4,Sq=5,Skv=333,D=64', {}, { allHeads: 1 }],
+      ['f16', 'B=1,Hq=8,Hkv=8,Sq=1,Skv=131,D=64', { kvLayout: 'positions_heads' }, { allHeads: 1, splits: 1 }],
+      ['q8', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=333,D=128', {}, { allHeads: 1, splits: 2 }],
+      ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', { kvLayout: 'positions_heads' }, { allHeads: 1, qBlock: 16 }],
+    ];
+    for (const [format, shape, extra, config] of cases) {
+      const r = await verify({ target: 'c', ir: ir(format, true, extra), shape, isa: native, device: deviceOf(native), config, werror: true });
+      const label = `${format} ${shape} ${JSON.stringify(extra)} ${JSON.stringify(config)}`;
+      expectMatchesReference(r, label);
+      expect((r.plan.params as { taskHeads: number }).taskHeads, label).toBe(config.allHeads ? r.plan.shape.Hkv : 1);
+    }
   });
 
   it.skipIf(skipReason(['gcc']) !== undefined)('a timed run with the read probe also reads every copy of K, V and their scales plainly, within bounds (ASan), in uneven thread shares', async () => {
@@ -305,6 +346,9 @@ describe('C attention: AddressSanitizer and UBSan', () => {
   // Keys across the lanes: 77 keys, a last block of 13 (masked scale loads and score stores); 50
   // keys, one tile of 50 whose V scales by vector end in a masked store of 2.
   if (keyLanesIsas.includes(native)) sanitized.push(['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { keyLanes: 1 }], ['q8', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=50,D=128', { keyLanes: 1, pvInt: 1 }]);
+  // Every KV head in a task: 2 batches of 3 heads, 4 splits of 125 keys (tiles of 64 and 61),
+  // partials per head.
+  sanitized.push(['q8_0', 'B=2,Hq=6,Hkv=3,Sq=1,Skv=500,D=64', { allHeads: 1, splits: 4 }]);
   for (const [format, shape, config] of sanitized) {
     it(`AddressSanitizer and UBSan find nothing: ${format} ${shape} ${JSON.stringify(config)}`, async () => {
       const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true, timeoutMs: 240_000 });

@@ -57,11 +57,16 @@ export type CpuAttentionParams = {
    * in cache: positions x heads rows), else heads outermost (each head's rows are contiguous).
    */
   splitsOuter: boolean;
-  /** Queries per task, query tiles, rows per task (queries x group) and rows padded to rowGroup. */
+  /** Queries per task, query tiles, rows per task and head (queries x group) and those padded to rowGroup. */
   qBlock: number;
   qTiles: number;
   taskRows: number;
   taskRowsPadded: number;
+  /**
+   * KV heads per task (config allHeads: Hkv, else 1). A task's rows are taskHeads x taskRowsPadded,
+   * head by head; the split partials stay per (batch, head, query tile, split) of taskRowsPadded rows.
+   */
+  taskHeads: number;
   /** Rows computed together in registers, sharing each K and V vector. */
   rowGroup: number;
   kvBlock: number;
@@ -199,15 +204,32 @@ function defaultQBlock(Sq: number): number {
  * q8_0, Skv=32768, two threads on a Zen 4 VM: 51% -> 59-64% of a plain read of the same cache
  * (docs/PERFORMANCE.md, "Seventh session").
  */
-export function defaultSplits(req: Req): number {
+export function defaultSplits(req: Req, allHeads: boolean): number {
   const { B, Hkv, Sq, Skv, D } = req.shape;
-  const base = B * Hkv * ceilDiv(Sq, defaultQBlock(Sq));
+  const base = B * (allHeads ? 1 : Hkv) * ceilDiv(Sq, defaultQBlock(Sq));
   const wanted = ceilDiv(2 * (req.device.cpu?.threads ?? 1), base);
   const { rowBytes } = kvRowFormat(req.op, D);
   const l2 = req.device.cpu?.l2Bytes ?? 0;
-  const sharedLines = kvLayoutOf(req.op) === 'positions_heads' && Hkv > 1 && rowBytes % CPU_CACHE_LINE_BYTES !== 0;
+  const sharedLines = !allHeads && kvLayoutOf(req.op) === 'positions_heads' && Hkv > 1 && rowBytes % CPU_CACHE_LINE_BYTES !== 0;
   const cached = Sq <= CPU_DECODE_MAX_SQ && sharedLines && l2 > 0 ? ceilDiv(Skv * 2 * rowBytes, l2) : 1;
   return Math.max(1, Math.min(Math.max(wanted, cached), Math.floor(Skv / MIN_SPLIT_KEYS)));
+}
+
+/**
+ * Whether tasks take every KV head of their chunk by default (the `allHeads` knob): for decode over
+ * positions x heads rows (llama.cpp's cache) with more than one KV head. A task then reads each tile's
+ * positions for all heads, one contiguous run of the cache, where one head a task reads a row in
+ * every Hkv and comes back to the same pages Hkv times. Measured (Skv=32768, two threads, Zen 4 VM):
+ * docs/PERFORMANCE.md, "Eighth session". Heads x positions rows are contiguous per head already.
+ */
+function defaultAllHeads(req: Req, variants: CpuVariants): boolean {
+  const { Hkv, Sq } = req.shape;
+  return variants.attentionAllHeads === true && kvLayoutOf(req.op) === 'positions_heads' && Sq <= CPU_DECODE_MAX_SQ && Hkv > 1;
+}
+
+/** KV heads a task takes under a config: all of them (allHeads: 1) or one. */
+function taskHeadsOf(req: Req, config: Config): number {
+  return config.allHeads === 1 ? req.shape.Hkv : 1;
 }
 
 /** Scale groups of a KV row at least 1 (f16 has none): the stride of a tile's V scales as f32. */
@@ -336,7 +358,8 @@ function integerCodeRestrictions(req: Req, variants: CpuVariants, k: { knob: str
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const { Sq, Skv, D, Hq, Hkv } = req.shape;
   const group = Hq / Hkv;
-  const splits = [...new Set([defaultSplits(req), 1, 2, 4, 8, 16, 32, 64])].filter((s) => s <= Skv);
+  const allHeads = defaultAllHeads(req, variants);
+  const splits = [...new Set([defaultSplits(req, allHeads), 1, 2, 4, 8, 16, 32, 64])].filter((s) => s <= Skv);
   const qBlocks = Sq <= CPU_DECODE_MAX_SQ ? [...new Set([Sq, 1])] : [16, 8, 32, 4, 64, 1];
   const groupsPadded = scaleGroupsPadded(req.op, D);
   const restrictions: Restriction[] = [
@@ -352,7 +375,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
       allows: (c) => {
         const kvBlock = Math.min(c.kvBlock as number, Skv);
-        const rowsPadded = ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number);
+        const rowsPadded = taskHeadsOf(req, c) * ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number);
         const stride = keyTileOf(variants, req.device, c, kvBlock)?.stride ?? 0;
         return taskStackBytes(rowsPadded, kvBlock, D, groupsPadded, c.rowGroup as number, pvLaneKeysOf(variants, c), stride) <= ATTENTION_TASK_STACK_MAX;
       },
@@ -416,6 +439,9 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
       ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
+      ...(variants.attentionAllHeads && Hkv > 1
+        ? [{ name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }]
+        : []),
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
       // After qInt8, which it needs.
@@ -443,10 +469,11 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const rowGroup = config.rowGroup as number;
   const taskRows = qBlock * group;
   const taskRowsPadded = ceilDiv(taskRows, rowGroup) * rowGroup;
+  const taskHeads = taskHeadsOf(req, config);
   const kvBlock = Math.min(config.kvBlock as number, Skv);
   const splits = config.splits as number;
   const chunkKeys = ceilDiv(Skv, splits);
-  const tasks = B * Hkv * qTiles * splits;
+  const tasks = B * (Hkv / taskHeads) * qTiles * splits;
   const qFloats = B * Hq * Sq * D;
   const qRows = B * Hq * Sq;
   const qInt8 = config.qInt8 === 1;
@@ -462,8 +489,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const iPiece = iCodes ? Math.min(codeRun(op, D), iStep) : iStep;
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const groupsPadded = scaleGroupsPadded(op, D);
-  const partialFloats = splits > 1 ? tasks * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
+  const partialFloats = splits > 1 ? tasks * taskHeads * taskRowsPadded * (D + 2) : 0;
+  const stack = taskStackBytes(taskHeads * taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
   const chunks = D / lanes;
   const registers = registersOf(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
@@ -473,7 +500,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const buffers: OnChipBuffer[] = [
     { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
-    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
+    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskHeads * taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
     { name: 'K/V tile', space: 'l2', size: 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored` },
   ];
   const scale = op.scale ?? 1 / Math.sqrt(D);
@@ -486,8 +513,10 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       qInt8
         ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per row (once per call)`
         : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
-      `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
-      `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}`,
+      taskHeads > 1
+        ? `for task in ${B}x${qTiles}x${splits} (batch, query tile of ${qBlock}, split of ${chunkKeys} keys): ${Hkv} KV heads x ${taskRows} rows = ${qBlock} queries x ${group} heads`
+        : `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
+      `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}${taskHeads > 1 ? `, each of the ${Hkv} KV heads in turn` : ''}`,
       `    scores: ${keyTile ? `K tile dequantized and transposed to ${D} x ${kvBlock} f32 (a key per lane) once, then per ${rowGroup} rows FMAs of broadcast Q values with ${keyTile.vectors} vector(s) of keys, no horizontal sums` : keyLanes ? `${lanes} keys at a time: each integer step of their K codes transposed (a key per lane) once per ${rowGroup} rows, integer dot products of 4 codes of every key, scaled in f32 per scale group` : qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
       pvInt
         ? `    accumulate: P times V's scales to integer codes per row, group and tile; integer dot products over ${pvLaneKeys} keys a lane, each V step loaded once per ${rowGroup} rows`
@@ -515,7 +544,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
-      qBlock, qTiles, taskRows, taskRowsPadded, rowGroup, kvBlock, splits, chunkKeys, tasks,
+      qBlock, qTiles, taskRows, taskRowsPadded, taskHeads, rowGroup, kvBlock, splits, chunkKeys, tasks,
       outRows: B * Hq * Sq,
       causal: op.causal,
       causalOffset: Skv - Sq,

@@ -149,6 +149,11 @@ export interface CpuVariants {
    */
   attentionKeyTile?: readonly string[];
   /**
+   * Whether the attention kernels can run every KV head of a key chunk in one task, tile by tile
+   * (the `allHeads` knob; the C template's head loop). Absent: no such knob, one head per task.
+   */
+  attentionAllHeads?: boolean;
+  /**
    * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
    * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
    * extra bytes follow it). Absent: ACT_BLOCK_TAIL.

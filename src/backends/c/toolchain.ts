@@ -70,6 +70,8 @@ export const C_VARIANTS: CpuVariants = {
   attentionKeyLanes: { avx512: 128 },
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
   attentionKeyTile: ['avx512', 'avx2', 'neon', 'scalar'],
+  // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.
+  attentionAllHeads: true,
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
