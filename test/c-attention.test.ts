@@ -253,13 +253,11 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654').params).toMatchObject({ splits: 4 });
     expect(plan('B=1,Hq=32,Hkv=8,Sq=2048,Skv=2048,D=128', 'epyc-9654').params).toMatchObject({ splits: 1, qBlock: 16 });
     // Decode on positions x heads rows takes every KV head in each task (allHeads): the threads
-    // want 2 x 128 / 1 = 256 splits. With one head a task, rows that share cache lines (q8_0: 136
-    // bytes at D=128) also split until a head's chunk of K and V fits the L2 (epyc-7763: 512 KiB):
-    // 131072 x 2 x 136 / 2^19 = 68 chunks, more than the threads want (2 x 128 / 8 = 32); the
-    // WebAssembly planner, which has no allHeads, keeps that rule. Heads x positions keeps 32.
+    // want 2 x 128 / 1 = 256 splits; heads x positions 2 x 128 / 8 = 32. The WebAssembly planner
+    // (wasm-simd128: one thread) takes every head too: 2 / 1.
     const long = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=131072,D=128';
     expect(plan(long, 'epyc-7763', 'attention_q8_0kv').params).toMatchObject({ splits: 256, taskHeads: 8, tasks: 256, kvLayout: 'positions_heads', splitsOuter: true });
-    expect(emit({ target: 'wasm', op: 'attention_q8_0kv', shape: long }).plan.params).toMatchObject({ splits: 68, taskHeads: 1, kvLayout: 'positions_heads' });
+    expect(emit({ target: 'wasm', op: 'attention_q8_0kv', shape: long }).plan.params).toMatchObject({ splits: 2, taskHeads: 8, kvLayout: 'positions_heads' });
     expect(emit({ target: 'c', ir: ir('q8_0', true, { kvLayout: 'heads_positions' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 32, taskHeads: 1 });
     expect(emit({ target: 'c', ir: ir('f16', true, { kvLayout: 'positions_heads' }), shape: long, device: 'epyc-7763', isa: 'avx2' }).plan.params).toMatchObject({ splits: 256, taskHeads: 8 });
     const manifest = emit({ target: 'c', ir: ir('q8_0', true), shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'epyc-9654', isa: 'avx2' }).manifest as { tensors: Record<string, { layout: string; dtype: string }> };
@@ -274,8 +272,9 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       const p = plan(format, decode);
       expect(p.config.allHeads, format).toBe(1);
       // 2 batches x 1 query tile x splits, each task 8 heads of 4 rows; partials stay per head.
-      expect(p.params).toMatchObject({ taskHeads: 8, taskRowsPadded: 4, tasks: 2 * (p.params as { splits: number }).splits });
-      expect((p.params as { partialFloats: number }).partialFloats).toBe(p.params.tasks * 8 * 4 * (128 + 2));
+      const params = p.params as { splits: number; tasks: number; partialFloats: number };
+      expect(p.params).toMatchObject({ taskHeads: 8, taskRowsPadded: 4, tasks: 2 * params.splits });
+      expect(params.partialFloats).toBe(params.tasks * 8 * 4 * (128 + 2));
       expect(p.loops.join('\n')).toMatch(/each of the 8 KV heads in turn/);
     }
     expect(plan('f16', decode, { kvLayout: 'positions_heads' }).config.allHeads).toBe(1);
@@ -301,7 +300,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       const r = await verify({ target: 'c', ir: ir(format, true, extra), shape, isa: native, device: deviceOf(native), config, werror: true });
       const label = `${format} ${shape} ${JSON.stringify(extra)} ${JSON.stringify(config)}`;
       expectMatchesReference(r, label);
-      expect((r.plan.params as { taskHeads: number }).taskHeads, label).toBe(config.allHeads ? r.plan.shape.Hkv : 1);
+      expect((r.plan.params as { taskHeads: number }).taskHeads, label).toBe(config.allHeads ? (r.plan.shape as AttentionShape).Hkv : 1);
     }
   });
 

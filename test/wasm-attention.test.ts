@@ -44,6 +44,20 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
     await expectVerified({ ...ir('q8', true, { kvGroupSize: 16, scale: 0.2 }), q: 'f32' }, 'B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=80', { splits: 4 });
   });
 
+  it('every KV head in a task (allHeads) on ragged shapes: on and off, both row orders, splits, padding rows, causal decode of 5 queries', async () => {
+    const cases: [string, string, Record<string, unknown>, Record<string, unknown>][] = [
+      ['q4_0', 'B=2,Hq=10,Hkv=2,Sq=5,Skv=333,D=64', {}, { allHeads: 1, splits: 2 }],
+      ['q4_0', 'B=2,Hq=10,Hkv=2,Sq=5,Skv=333,D=64', {}, { allHeads: 0, splits: 2 }],
+      ['q8_0', 'B=1,Hq=6,Hkv=3,Sq=1,Skv=500,D=64', {}, { allHeads: 1, splits: 4 }],
+      ['f16', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=131,D=64', { kvLayout: 'heads_positions' }, { allHeads: 1 }],
+      ['q8', 'B=1,Hq=8,Hkv=4,Sq=64,Skv=77,D=64', { kvLayout: 'positions_heads' }, { allHeads: 1, qBlock: 16 }],
+    ];
+    for (const [format, shape, extra, config] of cases) {
+      const plan = await expectVerified(ir(format, true, extra), shape, config);
+      expect((plan.params as { taskHeads: number }).taskHeads, `${format} ${shape}`).toBe(config.allHeads ? Number(/Hkv=(\d+)/.exec(shape)![1]) : 1);
+    }
+  });
+
   it('on 2 threads (workers on a shared memory, a scratch slot each): tasks and merge split across them', async () => {
     const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 2, maxThreads: WASM_ATTENTION_SLOTS });
     const cases = [

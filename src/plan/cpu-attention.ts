@@ -195,24 +195,19 @@ function defaultQBlock(Sq: number): number {
 /**
  * The default split count: enough tasks for two per hardware thread, each split covering at
  * least MIN_SPLIT_KEYS keys. Long-context decode with few KV heads splits; prefill, whose query
- * tiles already give the threads work, does not.
+ * tiles already give the threads work, does not. Tasks that take every KV head (`allHeads`) are
+ * counted without the heads.
  *
- * Decode over positions x heads rows that share cache lines (ggml blocks: a q8_0 row of D=128 is 136
- * bytes) also splits until one head's chunk of K and V rows fits the L2: the tasks of a chunk then
- * run its heads one after another (splitsOuter), and the lines a head's rows share with the next
- * head's are still cached when that head comes; with one chunk per head they come from DRAM twice.
- * q8_0, Skv=32768, two threads on a Zen 4 VM: 51% -> 59-64% of a plain read of the same cache
- * (docs/PERFORMANCE.md, "Seventh session").
+ * (Until the eighth session, decode over positions x heads rows that share cache lines also split
+ * until a head's chunk fit the L2, so two heads' shared lines stayed cached: q8_0 51% -> 59-64% of its
+ * own read. Every head in one task reads those lines together, and replaced it: docs/PERFORMANCE.md,
+ * "Eighth session".)
  */
 export function defaultSplits(req: Req, allHeads: boolean): number {
-  const { B, Hkv, Sq, Skv, D } = req.shape;
+  const { B, Hkv, Sq, Skv } = req.shape;
   const base = B * (allHeads ? 1 : Hkv) * ceilDiv(Sq, defaultQBlock(Sq));
   const wanted = ceilDiv(2 * (req.device.cpu?.threads ?? 1), base);
-  const { rowBytes } = kvRowFormat(req.op, D);
-  const l2 = req.device.cpu?.l2Bytes ?? 0;
-  const sharedLines = !allHeads && kvLayoutOf(req.op) === 'positions_heads' && Hkv > 1 && rowBytes % CPU_CACHE_LINE_BYTES !== 0;
-  const cached = Sq <= CPU_DECODE_MAX_SQ && sharedLines && l2 > 0 ? ceilDiv(Skv * 2 * rowBytes, l2) : 1;
-  return Math.max(1, Math.min(Math.max(wanted, cached), Math.floor(Skv / MIN_SPLIT_KEYS)));
+  return Math.max(1, Math.min(wanted, Math.floor(Skv / MIN_SPLIT_KEYS)));
 }
 
 /**

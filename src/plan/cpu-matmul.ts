@@ -150,7 +150,8 @@ export interface CpuVariants {
   attentionKeyTile?: readonly string[];
   /**
    * Whether the attention kernels can run every KV head of a key chunk in one task, tile by tile
-   * (the `allHeads` knob; the C template's head loop). Absent: no such knob, one head per task.
+   * (the `allHeads` knob: C's head loop, the WAT's row groups by head). Absent: no such knob, one
+   * head per task.
    */
   attentionAllHeads?: boolean;
   /**

@@ -48,7 +48,7 @@ const F16_BYTES = 2;
  */
 export function scratchLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
-  const rows = p.taskRowsPadded;
+  const rows = p.taskHeads * p.taskRowsPadded;
   const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES };
   const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0 };
   let o = 0;
@@ -142,13 +142,15 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     positionRowBytes: p.positionStride * p.rowBytes,
     scaleRowBytes: p.scalesPerRow * F16_BYTES,
     kvRowsPerBatch: p.Hkv * p.Skv,
-    bhTiles: p.B * p.Hkv * p.qTiles,
+    headTasks: p.Hkv / p.taskHeads,
+    taskRowsAll: p.taskHeads * p.taskRowsPadded,
+    bhTiles: p.B * (p.Hkv / p.taskHeads) * p.qTiles,
     partialsOffset: p.qFloats * F32_BYTES,
     partialRowBytes: (p.D + 2) * F32_BYTES,
     partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
     partialAccOffset: 2 * F32_BYTES,
     partialSumOffset: F32_BYTES,
-    accRowsBytes: p.taskRowsPadded * p.D * F32_BYTES,
+    accRowsBytes: p.taskHeads * p.taskRowsPadded * p.D * F32_BYTES,
     rowGroupAccBytes: p.rowGroup * p.D * F32_BYTES,
     rowGroupScoreBytes: p.rowGroup * p.kvBlock * F32_BYTES,
     rowGroupRowBytes: p.rowGroup * F32_BYTES,
@@ -202,13 +204,13 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_workspace_size`,
         signature: '() -> i32',
-        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskHeads > 1 ? `${p.taskHeads} heads x ` : ''}${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
       },
       { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `converts and scales Q once per call; ${ptrs}` },
       {
         symbol: `${fn}_tasks`,
         signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x KV head x query tile x KV split) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x ${p.taskHeads > 1 ? `every KV head (${p.taskHeads})` : 'KV head'} x query tile x KV split) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
       },
       { symbol: `${fn}_merge`, signature: '(workspace, o, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp (nothing to do with one split); ${ptrs}` },
       { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },

@@ -23,6 +23,8 @@ const WASM_VARIANTS: CpuVariants = {
   unrollValues: [1, 2],
   // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
+  // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.
+  attentionAllHeads: true,
 };
 
 /**
