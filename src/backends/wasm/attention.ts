@@ -17,7 +17,8 @@ import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from 
 /**
  * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
  * `kernel.shared.wat` importing a shared memory for threads) doing what the C kernel does, task for
- * task: a task is (batch, KV head, query tile, KV split); its rows (queries x the GQA group) share
+ * task: a task is (batch, KV head, query tile, KV split), or with `allHeads` (batch, query tile, KV
+ * split) over every KV head, each head's rows in turn; a head's rows (queries x the GQA group) share
  * every K and V vector it dequantizes (`rowGroup` rows at a time, their accumulators in locals);
  * keys go by in tiles of `kvBlock` with an online softmax in base 2; causal tiles past a tile's
  * last query are skipped; with splits, the merge export combines the partials by log-sum-exp.
