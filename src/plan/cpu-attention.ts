@@ -573,6 +573,11 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   };
 }
 
+/** What one task of a CPU attention plan covers, for headers and docs: "batch x KV head x query tile x KV split", or with allHeads every KV head of a (batch, query tile, KV split). */
+export function taskUnitsText(p: Pick<CpuAttentionParams, 'taskHeads'>): string {
+  return p.taskHeads > 1 ? `batch x query tile x KV split, each over all ${p.taskHeads} KV heads` : 'batch x KV head x query tile x KV split';
+}
+
 /** The CPU attention planner of a target whose variants are `variants`. */
 export function cpuAttentionPlanner(variants: CpuVariants): PlannerOf<'cpu-attention'> {
   return { family: 'cpu-attention', space: (req) => cpuSpace(req, variants), plan: (req, config) => cpuPlan(req, config, variants) };

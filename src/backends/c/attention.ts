@@ -1,6 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
+import { taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -92,6 +93,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     causalFlag: p.causal ? 1 : 0,
     splitsOuterFlag: p.splitsOuter ? 1 : 0,
     headTasks: p.Hkv / p.taskHeads,
+    taskUnits: taskUnitsText(p),
     taskRowsAllPadded: p.taskHeads * p.taskRowsPadded,
     f32Bias: F32_BIAS,
     cacheLine: CPU_CACHE_LINE_BYTES,
@@ -120,7 +122,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
       {
         symbol: `${fn}_tasks`,
         signature: sig('void', `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end`),
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x KV head x query tile x KV split); disjoint ranges may run on different threads`,
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads`,
       },
       { symbol: `${fn}_merge`, signature: sig('void', `${fn}_merge`, `const void *workspace, ${oCType} *o, int64_t row_begin, int64_t row_end`), doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp` },
       { symbol: fn, signature: sig('void', fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace`), doc: 'prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp' },

@@ -1,6 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
+import { taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -186,7 +187,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     'kernel.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, false)),
     'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
   };
-  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...dispatchView(WORKER_CALLS) };
+  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...dispatchView(WORKER_CALLS) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
@@ -211,7 +212,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_tasks`,
         signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (batch x ${p.taskHeads > 1 ? `every KV head (${p.taskHeads})` : 'KV head'} x query tile x KV split) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
       },
       { symbol: `${fn}_merge`, signature: '(workspace, o, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp (nothing to do with one split); ${ptrs}` },
       { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },

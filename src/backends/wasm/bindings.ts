@@ -1,6 +1,7 @@
 import { type CodeBlockWriter, StructureKind, VariableDeclarationKind } from 'ts-morph';
 import { formatShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
+import { taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import type { PackagedKernel } from '../types.js';
 import { declareRootLoader, typeByKernel } from '../js-package.js';
@@ -130,7 +131,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
     constant('levels', "readonly ['simd128']", 'The instruction levels this output has modules for.');
     constant('preferred', "'simd128'", 'The level loadKernel takes.');
-    constant('tasks', String(p.tasks), 'Tasks of a call: batch x KV head x query tile x KV split.');
+    constant('tasks', String(p.tasks), `Tasks of a call: ${taskUnitsText(p)}.`);
     constant('outRows', String(p.outRows), 'Output rows (B x Hq x Sq) the merge writes.');
     constant('slots', String(opts.slots), 'Threads that may run tasks at once (scratch slots in the workspace).');
     file.addInterface({
