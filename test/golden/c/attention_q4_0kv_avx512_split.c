@@ -377,13 +377,25 @@ static inline const uint8_t *kg_opaque(const uint8_t *p) {
   __asm__("" : "+r"(p));
   return p;
 }
+/* The f16 at p, p + s, ..., p + 7 s in the 8 words of an xmm (scalar loads and word inserts). */
+static inline __m128i kg_halves8(const uint8_t *p, size_t s) {
+  uint16_t x[8];
+  for (int i = 0; i < 8; i++) memcpy(&x[i], p + (size_t)i * s, sizeof x[i]);
+  return _mm_set_epi16((short)x[7], (short)x[6], (short)x[5], (short)x[4], (short)x[3], (short)x[2], (short)x[1], (short)x[0]);
+}
 /* Group g's f16 scales of 16 keys as f32, in the rows themselves (ggml blocks; `sr` unused): key i's
  * row is i x KG_POS_STRIDE rows after `row` (key 0's), the scale first in block g; 0 from key cnt on,
- * whose rows are not read. One masked gather of 4 bytes a key, the f16 in the low half. */
+ * whose rows are not read. A whole block of keys by 16 scalar loads and word inserts; a partial one
+ * (a ragged tile's last) by one masked gather of 4 bytes a key, the f16 in the low half. The gather
+ * for every block cost 16% of a q8_0 decode call in L3, the loads and inserts 8% (Zen 4,
+ * docs/PERFORMANCE.md, "Eighth session"). */
 static inline kg_vec kg_kt_scales(const uint8_t *row, const uint16_t *sr, int g, int cnt) {
   (void)sr;
+  const uint8_t *p = row + (size_t)g * KG_BLOCK_BYTES;
+  const size_t stride = (size_t)KG_POS_STRIDE * KG_ROW_BYTES;
+  if (cnt >= 16) return _mm512_cvtph_ps(_mm256_set_m128i(kg_halves8(p + 8 * stride, stride), kg_halves8(p, stride)));
   const __m512i at = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(KG_POS_STRIDE * KG_ROW_BYTES));
-  const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), kg_pv_mask(cnt), at, (const void *)(row + (size_t)g * KG_BLOCK_BYTES), 1);
+  const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), kg_pv_mask(cnt), at, (const void *)p, 1);
   return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h));
 }
 /* p[0..cnt) = v's first cnt lanes. */
