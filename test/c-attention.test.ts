@@ -278,6 +278,12 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       expect(p.loops.join('\n')).toMatch(/each of the 8 KV heads in turn/);
     }
     expect(plan('f16', decode, { kvLayout: 'positions_heads' }).config.allHeads).toBe(1);
+    // Every head's K and V tile counts against the L2 share: on a 512 KiB L2 (epyc-7763, a share of
+    // 256 KiB), 8 heads of 64 f16 rows of 256 bytes, K and V, are 256 KiB before the scores: the
+    // default takes tiles of 32 keys rather than one head a task.
+    const zen3 = emit({ target: 'c', ir: ir('f16', true, { kvLayout: 'positions_heads' }), shape: decode, device: 'epyc-7763', isa: 'avx2' }).plan;
+    expect(zen3.config).toMatchObject({ allHeads: 1, kvBlock: 32 });
+    expect(zen3.buffers.find((b) => b.name === 'K/V tile')!.size).toBe(8 * 2 * 32 * 256);
     // Heads x positions rows, prefill and a single KV head: one head a task by default.
     expect(plan('q8', decode).config.allHeads).toBe(0);
     expect(plan('q8_0', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=256,D=128').config.allHeads).toBe(0);

@@ -429,14 +429,16 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'isa', values: variants.of(req.device), doc: variants.doc },
       { name: 'qBlock', values: qBlocks, doc: 'queries per task; with the GQA group, the rows that share each K/V load' },
       { name: 'splits', values: splits, doc: `KV sequence chunks per task row block, merged by log-sum-exp (first: from Skv and the device's threads)` },
+      // Before kvBlock: where every head's tile of K and V exceeds the L2 share, a shorter tile with
+      // every head is preferred to one head a task.
+      ...(variants.attentionAllHeads && Hkv > 1
+        ? [{ name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }]
+        : []),
       { name: 'kvBlock', values: [64, 128, 32, 256], doc: 'keys per tile of the online softmax' },
       // Before rowGroup: where integer P.V is legal it takes precedence over 8 rows (which it refuses
       // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
       ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
-      ...(variants.attentionAllHeads && Hkv > 1
-        ? [{ name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }]
-        : []),
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
       // After qInt8, which it needs.
@@ -496,7 +498,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
     { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskHeads * taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
-    { name: 'K/V tile', space: 'l2', size: 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored` },
+    { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
   const scale = op.scale ?? 1 / Math.sqrt(D);
   return {
