@@ -67,6 +67,9 @@ export type CpuAttentionParams = {
    * head by head; the split partials stay per (batch, head, query tile, split) of taskRowsPadded rows.
    */
   taskHeads: number;
+  /** Tasks per batch and query tile and split along the heads (Hkv / taskHeads), and a task's rows (taskHeads x taskRowsPadded). */
+  headTasks: number;
+  taskRowsAllPadded: number;
   /** Rows computed together in registers, sharing each K and V vector. */
   rowGroup: number;
   kvBlock: number;
@@ -467,10 +470,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const taskRows = qBlock * group;
   const taskRowsPadded = ceilDiv(taskRows, rowGroup) * rowGroup;
   const taskHeads = taskHeadsOf(req, config);
+  const headTasks = Hkv / taskHeads;
+  const taskRowsAllPadded = taskHeads * taskRowsPadded;
   const kvBlock = Math.min(config.kvBlock as number, Skv);
   const splits = config.splits as number;
   const chunkKeys = ceilDiv(Skv, splits);
-  const tasks = B * (Hkv / taskHeads) * qTiles * splits;
+  const tasks = B * headTasks * qTiles * splits;
   const qFloats = B * Hq * Sq * D;
   const qRows = B * Hq * Sq;
   const qInt8 = config.qInt8 === 1;
@@ -486,8 +491,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const iPiece = iCodes ? Math.min(codeRun(op, D), iStep) : iStep;
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const groupsPadded = scaleGroupsPadded(op, D);
-  const partialFloats = splits > 1 ? tasks * taskHeads * taskRowsPadded * (D + 2) : 0;
-  const stack = taskStackBytes(taskHeads * taskRowsPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
+  const partialFloats = splits > 1 ? tasks * taskRowsAllPadded * (D + 2) : 0;
+  const stack = taskStackBytes(taskRowsAllPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
   const chunks = D / lanes;
   const registers = registersOf(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
@@ -497,7 +502,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const buffers: OnChipBuffer[] = [
     { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
-    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskHeads * taskRowsPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
+    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsAllPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
     { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
   const scale = op.scale ?? 1 / Math.sqrt(D);
@@ -541,7 +546,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
-      qBlock, qTiles, taskRows, taskRowsPadded, taskHeads, rowGroup, kvBlock, splits, chunkKeys, tasks,
+      qBlock, qTiles, taskRows, taskRowsPadded, taskHeads, headTasks, taskRowsAllPadded, rowGroup, kvBlock, splits, chunkKeys, tasks,
       outRows: B * Hq * Sq,
       causal: op.causal,
       causalOffset: Skv - Sq,
@@ -578,6 +583,13 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
 /** What one task of a CPU attention plan covers, for headers and docs: "batch x KV head x query tile x KV split", or with allHeads every KV head of a (batch, query tile, KV split). */
 export function taskUnitsText(p: Pick<CpuAttentionParams, 'taskHeads'>): string {
   return p.taskHeads > 1 ? `batch x query tile x KV split, each over all ${p.taskHeads} KV heads` : 'batch x KV head x query tile x KV split';
+}
+
+/** What the workspace's split partials of a CPU attention plan hold, for the ABI docs. */
+export function splitPartialsText(p: Pick<CpuAttentionParams, 'splits' | 'partialFloats' | 'tasks' | 'taskHeads' | 'taskRowsPadded' | 'D'>): string {
+  return p.splits > 1
+    ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskHeads > 1 ? `${p.taskHeads} heads x ` : ''}${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)`
+    : 'no split partials (one KV split)';
 }
 
 /** The CPU attention planner of a target whose variants are `variants`. */

@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
-import { taskUnitsText } from '../../plan/cpu-attention.js';
+import { splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -92,9 +92,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     nibbleZero: 8,
     causalFlag: p.causal ? 1 : 0,
     splitsOuterFlag: p.splitsOuter ? 1 : 0,
-    headTasks: p.Hkv / p.taskHeads,
     taskUnits: taskUnitsText(p),
-    taskRowsAllPadded: p.taskHeads * p.taskRowsPadded,
     f32Bias: F32_BIAS,
     cacheLine: CPU_CACHE_LINE_BYTES,
     prefetchLocality: PREFETCH_LOCALITY,
@@ -117,7 +115,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     templateHash: templates.hash,
     build: compileHint,
     abi: [
-      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (an f32 scale per row, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskHeads > 1 ? `${p.taskHeads} heads x ` : ''}${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}` },
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (an f32 scale per row, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${splitPartialsText(p)}` },
       { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: p.qInt8 ? 'quantizes Q to int8 codes (a scale per row) once per call' : 'converts and scales Q once per call' },
       {
         symbol: `${fn}_tasks`,

@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
-import { taskUnitsText } from '../../plan/cpu-attention.js';
+import { splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -50,7 +50,7 @@ const F16_BYTES = 2;
  */
 export function scratchLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
-  const rows = p.taskHeads * p.taskRowsPadded;
+  const rows = p.taskRowsAllPadded;
   const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES };
   const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0 };
   let o = 0;
@@ -144,15 +144,13 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     positionRowBytes: p.positionStride * p.rowBytes,
     scaleRowBytes: p.scalesPerRow * F16_BYTES,
     kvRowsPerBatch: p.Hkv * p.Skv,
-    headTasks: p.Hkv / p.taskHeads,
-    taskRowsAll: p.taskHeads * p.taskRowsPadded,
-    bhTiles: p.B * (p.Hkv / p.taskHeads) * p.qTiles,
+    bhTiles: p.B * p.headTasks * p.qTiles,
     partialsOffset: p.qFloats * F32_BYTES,
     partialRowBytes: (p.D + 2) * F32_BYTES,
     partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
     partialAccOffset: 2 * F32_BYTES,
     partialSumOffset: F32_BYTES,
-    accRowsBytes: p.taskHeads * p.taskRowsPadded * p.D * F32_BYTES,
+    accRowsBytes: p.taskRowsAllPadded * p.D * F32_BYTES,
     rowGroupAccBytes: p.rowGroup * p.D * F32_BYTES,
     rowGroupScoreBytes: p.rowGroup * p.kvBlock * F32_BYTES,
     rowGroupRowBytes: p.rowGroup * F32_BYTES,
@@ -206,7 +204,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_workspace_size`,
         signature: '() -> i32',
-        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${p.splits > 1 ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskHeads > 1 ? `${p.taskHeads} heads x ` : ''}${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)` : 'no split partials (one KV split)'}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
       },
       { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `converts and scales Q once per call; ${ptrs}` },
       {
