@@ -84,11 +84,13 @@ for (const { isa, device } of VARIANTS) {
         // Groups of 128 hold two activation blocks each; M=3 runs the path once per activation row.
         for (const [groupSize, shape] of [[64, 'M=1,N=37,K=384'], [64, 'M=1,N=37,K=320'], [128, 'M=3,N=37,K=256']] as const) {
           const ir = { kind: 'matmul', name: `rs${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
-          for (const rowSums of [1, 0]) {
-            const config = { rowsPerIter: 8, mTile: 1, rowSums, unroll: 2 };
+          // AVX-512 q3.5 also decodes each 64-weight unit into one zmm (rowSumsBits 512).
+          const widths = isa === 'avx512' && format === 'q35' ? [256, 512] : [undefined];
+          for (const [rowSums, rowSumsBits] of [...widths.map((bits) => [1, bits] as const), [0, undefined] as const]) {
+            const config = { rowsPerIter: 8, mTile: 1, rowSums, unroll: 2, ...(rowSumsBits ? { rowSumsBits } : {}) };
             const r = await verify({ target: 'c', ir, shape, isa, device, config, werror: true });
             const rowSumsStep = rowSums === 0 ? 0 : format === 'q35' && groupSize === 64 ? 2 : 1;
-            expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1, rowSumsStep });
+            expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1, rowSumsStep, rowSumsWide: rowSumsBits === 512 });
             expect(r.status, `${format} g${groupSize} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
           }
         }

@@ -44,6 +44,11 @@ export type CpuMatmulParams = {
    * their row sums, and one prefetch per row for the step's bytes. See rowSumsStep.
    */
   rowSumsStep: number;
+  /**
+   * The row-sums kernel decodes each 64-weight unit into one 512-bit vector (one dot product
+   * instruction a row and unit, a 512-bit row-sum tree) instead of two 256-bit halves.
+   */
+  rowSumsWide: boolean;
   /** i32 lanes of the merged dot product (8: one 256-bit vector). */
   stepLaneCount: number;
   /** Which block of the step each lane belongs to, as a C initializer list ("0, 0, 2, 2, ..."). */
@@ -107,6 +112,12 @@ export interface CpuVariants {
    * multiple of 64 weights.
    */
   rowSums?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The variants whose row-sums kernel can also decode each 64-weight unit into one 512-bit vector
+   * and take its dot product with one 512-bit instruction (the `rowSumsBits` knob), each with the
+   * weight formats it does so for. Absent: 256-bit vectors only.
+   */
+  rowSumsWide?: Readonly<Record<string, readonly string[]>>;
   /**
    * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
    * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
@@ -219,6 +230,11 @@ function rowSumsApply(req: Req, variants: CpuVariants, config: Config, panel: bo
     && config.actQuant === 'q8' && !panel && config.rowsPerIter === ROW_SUMS_ROWS && config.mTile === 1;
 }
 
+/** Whether the `rowSumsBits` knob matters for `config`: the row-sums kernel is on and its variant has a 512-bit decode of the format. */
+function rowSumsWideApply(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
+  return config.rowSums === 1 && rowSumsApply(req, variants, config, panel) && formatsOf(variants.rowSumsWide, config.isa).includes(req.op.weight.format);
+}
+
 /**
  * Weight blocks per step of the row-sums kernel: as many as the unroll knob asks for while they fit
  * in one cache line, else 1. Within a step every block's dot products are issued before their row
@@ -281,6 +297,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       doc: `sum ${ROW_SUMS_ROWS} weight rows' integer dot products into one vector (a lane a row) before one conversion and FMA per block (1), or convert and scale each row (0)`,
       when: (c) => rowSumsApply(req, variants, c, usesPanel(c)),
     },
+    {
+      name: 'rowSumsBits',
+      values: [256, 512],
+      doc: 'vector width of the row-sums kernel: each 64-weight unit decoded as two 256-bit halves, or as one 512-bit vector with one dot product instruction (faster where the CPU runs 512-bit operations at full width, as Zen 5 does; slower where it splits them, as Zen 4 does)',
+      when: (c) => rowSumsWideApply(req, variants, c, usesPanel(c)),
+    },
     { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
     { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
@@ -329,6 +351,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const rowsPerIter = config.rowsPerIter as number;
   const mTile = config.mTile as number;
   const rowSums = config.rowSums === 1 && rowSumsApply(req, variants, config, panel);
+  const rowSumsWide = config.rowSumsBits === 512 && rowSumsWideApply(req, variants, config, panel);
   const nTile = config.nTile as number;
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
@@ -367,7 +390,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       rowSums
-        ? `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (one accumulator, a lane per row: row sums of i32 dot products, then one FMA)`
+        ? `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (one accumulator, a lane per row: row sums of ${rowSumsWide ? '512' : '256'}-bit i32 dot products, then one FMA)`
         : `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
       `      for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
@@ -388,6 +411,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       stepBlocks,
       rowSums,
       rowSumsStep: rowSums ? rowSumsStep(codec.bytesPerBlock, (config.unroll as number | undefined) ?? 1) : 0,
+      rowSumsWide,
       stepLaneCount: STEP_LANE_COUNT,
       stepLanes: stepLanes.join(', '),
       stepOffsetLanes: stepLanes.map((b, j) => (stepLanes.indexOf(b) === j ? 1 : 0)).join(', '),

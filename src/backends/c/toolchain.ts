@@ -54,6 +54,11 @@ export const C_VARIANTS: CpuVariants = {
   // per 64 weights against 1.29 for the 512-bit micro-kernel, q3.5 1.30 against 1.68; q8 1.29
   // against 1.19 (its abs and sign ops cost more than the conversions saved), so q8 keeps it.
   rowSums: { avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'] },
+  // q3.5's AVX-512 decode can also take a whole 64-weight unit in one zmm (A values in the low
+  // half, B values in the high: one nibble shift and mask, one lookup, one vpdpbusd): in L2 on
+  // Zen 5, 5% less a row than the two 256-bit halves; Zen 4 splits 512-bit operations in two, so
+  // the default stays 256 and the tuner decides (docs/PERFORMANCE.md, ninth session).
+  rowSumsWide: { avx512: ['q35'] },
   // The scalar variant computes one value at a time.
   f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
   // AVX2 and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
