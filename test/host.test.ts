@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
-import { detectMachine, forcedHost, HOST_PROFILE_VARIABLE, hostIsa, measuredDevice } from '../src/device/host.js';
+import { detectMachine, forcedHost, HOST_PROFILE_VARIABLE, hostIsa, measuredDevice, parseGetconfCaches } from '../src/device/host.js';
 import { getDevice } from '../src/device/index.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -23,6 +23,27 @@ const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-host-'));
 const kgen = (args: string[], forced: string) =>
   execa(KGEN, args, { reject: false, env: { KGEN_DB: join(tmp(), 'none.db'), [HOST_PROFILE_VARIABLE]: forced } });
+
+describe('cache sizes where sysfs has none', () => {
+  it('takes L1d and L2 from getconf, never its L3, and leaves empty or zero sizes undefined', () => {
+    // `getconf -a` on a 2-vCPU EPYC VM without /sys/devices/system/cpu/cpu0/cache (its L3 figure is bogus).
+    const vm = [
+      'LEVEL1_ICACHE_SIZE                 32768',
+      'LEVEL1_DCACHE_SIZE                 49152',
+      'LEVEL1_DCACHE_ASSOC                12',
+      'LEVEL2_CACHE_SIZE                  1048576',
+      'LEVEL2_CACHE_LINESIZE              64',
+      'LEVEL3_CACHE_SIZE                  532676608',
+      'LEVEL4_CACHE_SIZE                  ',
+    ].join('\n');
+    expect(parseGetconfCaches(vm)).toEqual({ l1d: 49152, l2: 1048576 });
+    expect(parseGetconfCaches('LEVEL1_DCACHE_SIZE                 0\nLEVEL2_CACHE_SIZE                  \n')).toEqual({});
+    expect(parseGetconfCaches('')).toEqual({});
+    const cpu = detectMachine().cpu!;
+    expect(cpu.l1dBytes).toBeGreaterThan(0);
+    expect(cpu.l2Bytes).toBeGreaterThan(0);
+  });
+});
 
 describe('a forced host', () => {
   it('carries the profile\'s CPU, memory and peak figures under the name host', () => {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { KgenError } from '../errors.js';
@@ -34,6 +35,34 @@ function cacheSizes(): { l1d?: number; l2?: number; l3?: number } {
     else if (level === '3') out.l3 = size;
   }
   return out;
+}
+
+/**
+ * L1d and L2 sizes from `getconf -a` output (glibc reads them with cpuid), for machines whose sysfs
+ * has no cache entries (some VMs). L3 is left out: there glibc can report a package's or the
+ * hypervisor's figure (508 MiB on a 2-vCPU EPYC VM whose L3 is 32 MiB a CCD), and L3 sizes the
+ * flushes between timed runs, so it keeps the fallback. Sizes of 0 or missing are left undefined.
+ */
+export function parseGetconfCaches(text: string): { l1d?: number; l2?: number } {
+  const size = (name: string) => {
+    const m = new RegExp(`^${name}\\s+(\\d+)\\s*$`, 'm').exec(text);
+    const bytes = m ? Number(m[1]) : 0;
+    return bytes > 0 ? bytes : undefined;
+  };
+  const out: { l1d?: number; l2?: number } = {};
+  const l1d = size('LEVEL1_DCACHE_SIZE'), l2 = size('LEVEL2_CACHE_SIZE');
+  if (l1d !== undefined) out.l1d = l1d;
+  if (l2 !== undefined) out.l2 = l2;
+  return out;
+}
+
+/** parseGetconfCaches of this machine's `getconf -a`, or nothing where getconf is missing or fails. */
+function getconfCaches(): { l1d?: number; l2?: number } {
+  try {
+    return parseGetconfCaches(execFileSync('getconf', ['-a'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }));
+  } catch {
+    return {};
+  }
 }
 
 const X86_FLAGS: Record<string, string> = {
@@ -135,7 +164,9 @@ export function measuredDevice(device: DeviceProfile): DeviceProfile {
 
 function readHost(): DeviceProfile {
   const { arch, isa, model } = hostIsa();
-  const caches = cacheSizes();
+  const sysfs = cacheSizes();
+  const fromGetconf = sysfs.l1d === undefined && sysfs.l2 === undefined;
+  const caches = fromGetconf ? { ...sysfs, ...getconfCaches() } : sysfs;
   const cores = cpus().length;
   const vectorBits = isa.includes('avx512f') ? 512 : isa.includes('avx2') || isa.includes('fma') ? 256 : 128;
   const clockGHz = (cpus()[0]?.speed ?? 3000) / 1000 || 3;
@@ -159,7 +190,7 @@ function readHost(): DeviceProfile {
     memory: { bandwidthGBs: 10 * Math.min(cores, 8), capacityGiB: Math.round(totalmem() / 1024 ** 3) },
     peak: { f32TFLOPS: (cores * clockGHz * f32FlopsPerCycle) / 1000, int8TOPS: (cores * clockGHz * f32FlopsPerCycle * 4) / 1000 },
     sources: {
-      cpu: 'detected: /proc/cpuinfo flags, /sys/devices/system/cpu/cpu0/cache, os.cpus()',
+      cpu: `detected: /proc/cpuinfo flags, ${fromGetconf ? 'getconf (L1d, L2: sysfs has no cache entries here; L3 a fallback unless sysfs has it)' : '/sys/devices/system/cpu/cpu0/cache'}, os.cpus()`,
       memory: 'estimate (10 GB/s per core, up to 8); `npm run bench` measures it',
       peak: `estimate: cores x ${clockGHz.toFixed(2)} GHz x ${f32FlopsPerCycle} f32 flops/cycle (two ${vectorBits}-bit FMA pipes)`,
     },
