@@ -323,11 +323,14 @@ describe('kgen tune and kgen db on the command line', () => {
     const t = await run(['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '4'], env);
     expect(t.exitCode, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/rank\s+time ms\s+GB\/s\s+GFLOPS\s+% roofline\s+config/);
-    // The best 3 of the 4 were re-timed back to back: 4 trials and 3 re-timings.
-    expect(t.stderr).toMatch(/re-timing the best 3 back to back, 3 rounds/);
-    expect(t.stdout).toMatch(/re-timed the best 3 back to back, 3 rounds: winner [\d.]+ ms \(measured [\d.]+ ms before\)/);
+    // The best 3 of the 4 were re-timed back to back: 4 trials and 3 re-timings, and a fourth for
+    // the default config where it was not among the best 3 (which depends on the timings).
+    expect(t.stderr).toMatch(/re-timing the best 3( and the default config)? back to back, 3 rounds/);
+    expect(t.stdout).toMatch(/re-timed the best 3( and the default config)? back to back, 3 rounds: winner [\d.]+ ms \(measured [\d.]+ ms before\)/);
     const list = await run(['db', 'list'], env);
-    expect(list.stdout).toMatch(/1\s+host\s+c\s+matmul_q4\s+M=1,N=64,K=256\s+7/);
+    const listed = /1\s+host\s+c\s+matmul_q4\s+M=1,N=64,K=256\s+(\d+)\s/.exec(list.stdout);
+    const trialCount = Number(listed?.[1]);
+    expect([7, 8]).toContain(trialCount);
     const best = await run(['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
     const chosen = JSON.parse(best.stdout);
     expect(chosen.source).toBe('record');
@@ -345,11 +348,11 @@ describe('kgen tune and kgen db on the command line', () => {
     const file = join(dir, 'export.json');
     expect((await run(['db', 'export', '-o', file], env)).exitCode).toBe(0);
     const imp = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
-    expect(imp.stdout).toMatch(/1 new workloads, 7 new trials, 0 already present/);
+    expect(imp.stdout).toContain(`1 new workloads, ${trialCount} new trials, 0 already present`);
     const again = await run(['db', 'import', file, '--db', join(dir, 'b.db')], env);
-    expect(again.stdout).toMatch(/0 new workloads, 0 new trials, 7 already present/);
+    expect(again.stdout).toContain(`0 new workloads, 0 new trials, ${trialCount} already present`);
     const show = await run(['db', 'show', '1', '--db', join(dir, 'b.db')], env);
-    expect(show.stdout).toMatch(/trials: 7 ok/);
+    expect(show.stdout).toContain(`trials: ${trialCount} ok`);
     // The imported re-timing is the verdict there too.
     const bestThere = await run(['db', 'best', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json', '--db', join(dir, 'b.db')], env);
     expect(JSON.parse(bestThere.stdout).config).toEqual(chosen.config);

@@ -248,10 +248,15 @@ function pct(x: number): string {
   return `${Math.round(100 * x)}%`;
 }
 
+/** "the best 3", or "the best 3 and the default config" where the default was re-timed with them. */
+function finalistsText(count: number, withDefault: boolean): string {
+  return withDefault ? `the best ${count - 1} and the default config` : `the best ${count}`;
+}
+
 /** One line on what the final re-timing decided. */
 function retimedLine(f: FinalRetiming): string {
   const w = f.winner;
-  const head = `re-timed the best ${f.finalists.length} back to back, ${f.rounds} rounds`;
+  const head = `re-timed ${finalistsText(f.finalists.length, f.withDefault)} back to back, ${f.rounds} rounds`;
   return w?.timing ? `${head}: winner ${fmtMs(w.timing.medianMs)} ms (measured ${fmtMs(f.finalists.find((x) => x.trial.id === w.id)!.beforeMs)} ms before) ${JSON.stringify(w.config)}` : `${head}: every one failed when run again`;
 }
 
@@ -294,7 +299,7 @@ function makeProgress(json: boolean): { event: (e: TuneEvent) => void; stop: () 
         const what = e.medianMs !== undefined ? `${fmtMs(e.medianMs)} ms, ` : '';
         say(`${e.final ? 're-timing: ' : ''}${what}${e.reasons.join(', ')}: measuring again (attempt ${e.attempt} of ${e.of})`);
       } else if (e.kind === 'retiming') {
-        say(`re-timing the best ${e.finalists.length} back to back, ${e.rounds} rounds`);
+        say(`re-timing ${finalistsText(e.finalists.length, e.withDefault)} back to back, ${e.rounds} rounds`);
       } else if (e.kind === 'retimed') {
         say(retimedLine(e.result));
       } else if (e.kind === 'stopped') {
@@ -332,7 +337,7 @@ function eventJson(e: TuneEvent): unknown {
     case 'remeasure':
       return { event: 'remeasure', workloadId: e.workload.id, config: e.config, attempt: e.attempt, of: e.of, reasons: e.reasons, medianMs: e.medianMs, final: e.final };
     case 'retiming':
-      return { event: 'retiming', workloadId: e.workload.id, rounds: e.rounds, configs: e.finalists.map((t) => t.config) };
+      return { event: 'retiming', workloadId: e.workload.id, rounds: e.rounds, configs: e.finalists.map((t) => t.config), withDefault: e.withDefault };
     case 'retimed':
       return { event: 'retimed', workloadId: e.workload.id, ...finalJson(e.result) };
     case 'workload-done':

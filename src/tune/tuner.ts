@@ -113,7 +113,8 @@ export type TuneEvent =
       /** True inside the final re-timing. */
       final: boolean;
     }
-  | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; rounds: number }
+  /** `finalists`: the best few, then the default config where `withDefault` (it was not among them). */
+  | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; withDefault: boolean; rounds: number }
   | { kind: 'retimed'; workload: Workload; result: FinalRetiming }
   | { kind: 'workload-done'; workload: Workload; best?: TrialRow; measured: number }
   | { kind: 'stopped'; reason: 'interrupted' | 'time budget' };
@@ -139,6 +140,8 @@ export interface FinalRetiming {
   finalists: Finalist[];
   /** The fastest re-timed config; undefined when every finalist failed when run again. */
   winner?: TrialRow;
+  /** The default config was re-timed too, not being among the best few. */
+  withDefault: boolean;
   rounds: number;
 }
 
@@ -275,9 +278,10 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     // Outcomes by build id: configs whose source is identical are measured once.
     const bySource = new Map<string, Measured>();
     let expectedMs = rooflineMs(device, traffic) * 3;
-    // Wall time of each ok timed execution: the final re-timing's share of a time budget is kept free.
+    // Wall time of each ok timed execution: the final re-timing's share of a time budget (the
+    // finalists and the default config) is kept free.
     const execMs: number[] = [];
-    const reserveMs = () => (policy.finalists >= 2 && execMs.length ? policy.finalists * policy.finalRounds * middle(execMs) : 0);
+    const reserveMs = () => (policy.finalists >= 2 && execMs.length ? (policy.finalists + 1) * policy.finalRounds * middle(execMs) : 0);
     const trialsStop = () => stop() ?? (performance.now() >= deadline - reserveMs() ? 'time budget' : undefined);
 
     while (added < planned && !trialsStop()) {
@@ -333,6 +337,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
           timing,
           origin,
           measuredNew: added > failures,
+          defaultHash: defaultCandidate.hash,
           emit: (e) => opts.onEvent?.(e),
         });
     if (final) opts.onEvent?.({ kind: 'retimed', workload, result: final });
@@ -438,6 +443,8 @@ interface FinalContext {
   origin: string;
   /** Whether this session recorded a new ok trial for the workload. */
   measuredNew: boolean;
+  /** The hash of the workload's default config (the space's first), re-timed with the finalists. */
+  defaultHash: string;
   emit: (e: TuneEvent) => void;
 }
 
@@ -445,23 +452,28 @@ interface FinalContext {
  * Re-times the workload's best `finalists` configs (those competing for its best, within this
  * session's space) back to back, interleaved over `finalRounds` rounds, and records one `retime`
  * trial per config, its median round (`representative`): the fastest of them is then the
- * workload's best (`contendingTrials`). Skipped with fewer than two such configs, or when the
- * session measured nothing new and the best is a re-timing already; undefined then, and when
- * interrupted (nothing of an interrupted re-timing is recorded).
+ * workload's best (`contendingTrials`). The default config goes with them when it competes and is
+ * not among them, so "best is Nx faster than the default" compares times taken together (a default
+ * timed once while another process held a core read 6.2 ms against a 2.1 ms best on a machine
+ * where it takes 2.3). Skipped with fewer than two finalists, or when the session measured nothing
+ * new and the best is a re-timing already; undefined then, and when interrupted (nothing of an
+ * interrupted re-timing is recorded).
  */
 async function finalRetiming(f: FinalContext): Promise<FinalRetiming | undefined> {
   const { policy } = f.timing;
   if (policy.finalists < 2) return undefined;
-  const top = contendingTrials(f.db.trials(f.workload.id))
-    .filter((t) => f.byHash.has(t.configHash))
-    .slice(0, policy.finalists);
+  const contending = contendingTrials(f.db.trials(f.workload.id)).filter((t) => f.byHash.has(t.configHash));
+  const top = contending.slice(0, policy.finalists);
   // A session that measured nothing new re-times only a best that was never re-timed (an earlier session was interrupted).
   if (top.length < 2 || (!f.measuredNew && top[0]!.strategy === RETIME_STRATEGY)) return undefined;
-  f.emit({ kind: 'retiming', workload: f.workload, finalists: top, rounds: policy.finalRounds });
-  const beforeMs = new Map(top.map((t) => [t.configHash, t.timing!.medianMs]));
-  const finalists = await retimePass(f, top, (hash) => beforeMs.get(hash)!);
+  const byDefault = contending.find((t) => t.configHash === f.defaultHash);
+  const timed = byDefault && !top.includes(byDefault) ? [...top, byDefault] : top;
+  const withDefault = timed.length > top.length;
+  f.emit({ kind: 'retiming', workload: f.workload, finalists: timed, withDefault, rounds: policy.finalRounds });
+  const beforeMs = new Map(timed.map((t) => [t.configHash, t.timing!.medianMs]));
+  const finalists = await retimePass(f, timed, (hash) => beforeMs.get(hash)!);
   if (!finalists) return undefined;
-  return { finalists, winner: finalists.find((x) => x.trial.status === 'ok')?.trial, rounds: policy.finalRounds };
+  return { finalists, winner: finalists.find((x) => x.trial.status === 'ok')?.trial, withDefault, rounds: policy.finalRounds };
 }
 
 /** ok trials fastest first, then failures. */
