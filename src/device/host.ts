@@ -165,8 +165,10 @@ export function measuredDevice(device: DeviceProfile): DeviceProfile {
 function readHost(): DeviceProfile {
   const { arch, isa, model } = hostIsa();
   const sysfs = cacheSizes();
-  const fromGetconf = sysfs.l1d === undefined && sysfs.l2 === undefined;
-  const caches = fromGetconf ? { ...sysfs, ...getconfCaches() } : sysfs;
+  const getconf = sysfs.l1d === undefined && sysfs.l2 === undefined ? getconfCaches() : {};
+  // Where the sizes came from, for `sources`: getconf only when it gave one.
+  const fromGetconf = getconf.l1d !== undefined || getconf.l2 !== undefined;
+  const caches = { ...sysfs, ...getconf };
   const cores = cpus().length;
   const vectorBits = isa.includes('avx512f') ? 512 : isa.includes('avx2') || isa.includes('fma') ? 256 : 128;
   const clockGHz = (cpus()[0]?.speed ?? 3000) / 1000 || 3;

@@ -44,9 +44,9 @@ const F16_BYTES = 2;
 
 
 /**
- * Byte offsets within one scratch slot: scores (rows x kvBlock f32), accumulators (rows x D f32),
- * per row max, sum, correction (f32), visible keys (i32), Q row pointer (i32), then a zero row of
- * D floats that padding rows read as their query.
+ * Byte offsets (`at`) and sizes (`size`) within one scratch slot: scores (rows x kvBlock f32),
+ * accumulators (rows x D f32), per row max, sum, correction (f32), visible keys (i32), Q row pointer
+ * (i32), then a zero row of D floats that padding rows read as their query.
  */
 export function scratchLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
@@ -58,7 +58,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
     at[name] = o;
     o += alignUp(bytes);
   }
-  return { at, bytes: o };
+  return { at, size: parts, bytes: o };
 }
 
 /** The workspace of the WebAssembly kernel: the plan's, then the scratch slots. */
@@ -150,7 +150,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
     partialAccOffset: 2 * F32_BYTES,
     partialSumOffset: F32_BYTES,
-    accRowsBytes: p.taskRowsAllPadded * p.D * F32_BYTES,
+    accRowsBytes: ws.scratch.size.acc,
     rowGroupAccBytes: p.rowGroup * p.D * F32_BYTES,
     rowGroupScoreBytes: p.rowGroup * p.kvBlock * F32_BYTES,
     rowGroupRowBytes: p.rowGroup * F32_BYTES,
