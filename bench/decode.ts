@@ -7,7 +7,7 @@
  *   node dist/bench/decode.js                      current build, every format and runnable ISA
  *   node dist/bench/decode.js --baseline PATH      also another build's src/index.js (e.g. a git
  *                                                  worktree of an older commit, built), interleaved
- * Options: --formats q4,q35,q4_0,q8   --isa avx2,avx512   --rows 64   --k 14336   --rounds 3
+ * Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
  *          --wasm simd128,relaxed (the WebAssembly kernels' levels, through their kernel.mjs in a
  *          child Node with the runner's flags; --wasm none for C only)
  *
@@ -20,15 +20,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { HARNESS_NODE_FLAGS } from '../src/backends/wasm/runner.js';
-import { cannotRunReason } from '../src/backends/c/runner.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
-import { benchArgs, log, median, run } from './common.js';
+import { benchArgs, defaultBenchIsas, log, median, run } from './common.js';
 import { loadEmit, type EmitFn } from './kgen-rows.js';
 
 const USAGE = `  node dist/bench/decode.js                      current build, every format and runnable ISA
   node dist/bench/decode.js --baseline PATH      also another build's src/index.js, interleaved
-Options: --formats q4,q35,q4_0,q8   --isa avx2,avx512   --rows 64   --k 14336   --rounds 3
+Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
          --wasm simd128,relaxed (none: C only)   --keep (keep the temp dir)`;
 const { flag, opt } = benchArgs(process.argv.slice(2), {
   flags: ['--keep'],
@@ -36,7 +35,7 @@ const { flag, opt } = benchArgs(process.argv.slice(2), {
   usage: USAGE,
 });
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
-const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
+const isas = opt('--isa', defaultBenchIsas()).split(',');
 const rows = Number(opt('--rows', '64'));
 const K = Number(opt('--k', '14336'));
 const rounds = Number(opt('--rounds', '3'));

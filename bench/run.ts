@@ -19,9 +19,9 @@ import type { MatmulShape } from '../src/ir/types.js';
 import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
-import { cannotRunReason } from '../src/backends/c/runner.js';
+import { C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { probeSource } from '../src/backends/c/bandwidth.js';
-import { benchArgs, CFLAGS, cpuSample, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
+import { benchArgs, CFLAGS, cpuSample, defaultBenchIsas, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
@@ -34,7 +34,8 @@ import { wgslRows } from './wgsl-rows.js';
 const USAGE = `  npm run bench                 table on stdout, progress on stderr
   npm run bench -- --json       the same rows as JSON lines
 Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
-         decode-32k,prefill-2k; attention = those three; wgsl = only the WGSL rows)   --formats q4,q35,q4_0,q8   --threads 1,2   --isa avx2,avx512
+         decode-32k,prefill-2k; attention = those three; wgsl = only the WGSL rows)   --formats q4,q35,q4_0,q8   --threads 1,2
+         --isa avx2,avxvnni,avx512 (default: avx2 and those of the others this CPU runs; attention rows skip avxvnni)
          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
          --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
@@ -67,8 +68,7 @@ const CASE_GROUPS: Record<string, string[]> = { curve: ['m1', 'm4', 'm16', 'm64'
 const cases = opt('--cases', 'gemv,gemm,attention').split(',').flatMap((c) => CASE_GROUPS[c] ?? [c]);
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
 const threads = opt('--threads', '1,2').split(',').map(Number);
-// AVX2 always (the goal is stated for it); AVX-512 too where this CPU runs it.
-const isas = opt('--isa', cannotRunReason('avx512') === undefined ? 'avx2,avx512' : 'avx2').split(',');
+const isas = opt('--isa', defaultBenchIsas()).split(',');
 /** Splits a list option, exiting with a message on a value outside `allowed`. */
 function listOpt<T extends string>(name: string, allowed: readonly T[], fallback: readonly T[]): T[] {
   const values = opt(name, fallback.join(',')).split(',').filter((v) => v);
@@ -406,7 +406,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
+        kgen: flag('--no-kgen') ? null : { threads, isas: isas.filter((isa) => !C_VARIANTS.matmulOnly?.includes(isa)), wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
         workDir,
         benchSrc,
         stage: (f, o) => stage([], f, o),

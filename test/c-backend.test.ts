@@ -2,7 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
+import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
+import { planRequest } from '../src/backends/registry.js';
+import { getDevice } from '../src/device/index.js';
+import { catalogOp } from '../src/ir/catalog.js';
+import { parseShape } from '../src/ir/validate.js';
+import { spaceFor } from '../src/plan/index.js';
 import { EPILOGUE_IRS, skipReason } from './helpers.js';
 
 /**
@@ -13,6 +18,7 @@ const AVX2_CPU = 'epyc-7763';
 const VARIANTS = [
   { isa: 'scalar', device: AVX2_CPU },
   { isa: 'avx2', device: AVX2_CPU },
+  { isa: 'avxvnni', device: 'xeon-8592' },
   { isa: 'avx512', device: 'epyc-9654' },
   { isa: 'neon', device: 'apple-m2' },
 ] as const;
@@ -57,7 +63,7 @@ for (const { isa, device } of VARIANTS) {
         }
       }, 300_000);
     }
-    it.skipIf(isa !== 'avx2' && isa !== 'avx512')('block steps of 4 and 8 and pairs: 32-weight blocks, steps then leftover pairs and an odd block', async () => {
+    it.skipIf(!C_VARIANTS.blockStep?.[isa])('block steps of 4 and 8 and pairs: 32-weight blocks, steps then leftover pairs and an odd block', async () => {
       // K=352 is 11 blocks: 2 steps of 4 (or 1 of 8), then a pair and the lone last block; K=256 has no leftover.
       const g32 = (format: string) => ({ kind: 'matmul', name: `g32_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize: 32 }, epilogue: {} });
       const cases = [
@@ -75,8 +81,9 @@ for (const { isa, device } of VARIANTS) {
       }
     });
     // AVX-512 runs the row-sums kernel as AVX2 code with 256-bit VNNI dot products (q4 with AVX2's
-    // nibble decoder and activation order, q3.5 with its own decoder's codes + 128).
-    const rowSumsFormats = ({ avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'] } as Record<string, string[]>)[isa];
+    // nibble decoder and activation order, q3.5 with its own decoder's codes + 128); AVX-VNNI with
+    // AVX2's decoders and vpdpbusd for q4 and q3.5.
+    const rowSumsFormats = C_VARIANTS.rowSums?.[isa];
     it.skipIf(!rowSumsFormats)('row sums (8 rows in one vector) on and off: groups of 64 (M=1) and 128 (M=3), ragged N, steps of 2 blocks and a lone last block', async () => {
       // N=37: four whole 8-row tiles through the row-sums path, then 5 rows through the per-row path.
       // q3.5 at G=64 (30-byte blocks) steps 2 blocks at a time: K=384 is 3 steps, K=320 2 steps and a lone block.
@@ -110,7 +117,9 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
-describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512; q3.5 on AVX-512)', () => {
+const q35Panels = Object.keys(C_VARIANTS.panel ?? {}).filter((isa) => C_VARIANTS.panel![isa]!.includes('q35'));
+
+describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; q3.5 on the VNNI variants)', () => {
   // Ragged: M not a multiple of the activation tile, N not a multiple of the 8-row panel nor of the
   // weight tile, K an odd number of groups (K=320: 5 groups of 64, 10 of 32; K=384 for groups of 128).
   const irs = [
@@ -121,16 +130,16 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512; q3.5 on AV
       shapes: ['M=19,N=37,K=384'],
     })),
     { ir: EPILOGUE_IRS[0]!, shapes: ['M=18,N=21,K=384'] },
-    // q3.5 (AVX-512 only): groups of 64 (units of 64), 96 (a 32-weight unit after each 64; K=288 an
-    // odd number of 32-chunks) and 128.
-    { op: 'matmul_q35', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=320'], isas: ['avx512'] },
+    // q3.5 (the VNNI variants: AVX2's maddubs would overflow i16): groups of 64 (units of 64), 96 (a
+    // 32-weight unit after each 64; K=288 an odd number of 32-chunks) and 128.
+    { op: 'matmul_q35', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=320'], isas: q35Panels },
     ...[96, 128].map((groupSize) => ({
       ir: { kind: 'matmul', name: `panel_q35_g${groupSize}`, x: 'f32', y: 'f32', weight: { format: 'q35', groupSize }, epilogue: {} },
       shapes: groupSize === 96 ? ['M=19,N=37,K=384', 'M=16,N=9,K=288'] : ['M=19,N=37,K=384'],
-      isas: ['avx512'],
+      isas: q35Panels,
     })),
   ];
-  for (const { isa, device } of VARIANTS.filter((v) => v.isa === 'avx2' || v.isa === 'avx512')) {
+  for (const { isa, device } of VARIANTS.filter((v) => C_VARIANTS.panel?.[v.isa])) {
     const runnable = cannotRunReason(isa) === undefined;
     for (const { shapes, isas, ...which } of irs as (typeof irs[number] & { isas?: string[] })[]) {
       if (isas && !isas.includes(isa)) continue;
@@ -154,6 +163,8 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512; q3.5 on AV
     expect(plan('matmul_q4', 'M=15,N=4096,K=4096', 'avx2').panel).toBe(false);
     expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(false); // maddubs would overflow i16
     expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx512').panel).toBe(true);
+    // AVX-VNNI's step is vpdpbusd too (xeon-8592 has it; the AMD profiles do not).
+    expect((emit({ target: 'c', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', isa: 'avxvnni', device: 'xeon-8592' }).plan.params as { panel: boolean }).panel).toBe(true);
     expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'scalar').panel).toBe(false);
   });
   it.skipIf(cannotRunReason('avx512') !== undefined)('q3.5 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
@@ -169,6 +180,22 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2 and AVX-512; q3.5 on AV
       expect(r.plan.params).toMatchObject({ panel: true });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
+  });
+});
+
+describe('AVX-VNNI is a matmul variant', () => {
+  const isaValues = (name: string, shape: string) => {
+    const op = catalogOp(name)!;
+    return spaceFor(planRequest({ op, shape: parseShape(shape, op), device: getDevice('xeon-8592'), target: 'c' })).knobs.find((k) => k.name === 'isa')!.values;
+  };
+  it('matmul offers it after AVX-512 and before AVX2 where the profile has it; attention does not', () => {
+    expect(isaValues('matmul_q4', 'M=1,N=64,K=256')).toEqual(['avx512', 'avxvnni', 'avx2', 'scalar']);
+    expect(isaValues('attention_f16', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64')).toEqual(['avx512', 'avx2', 'scalar']);
+  });
+  it('--isa avxvnni for attention is a clear error', () => {
+    expect(() => emit({ target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64', isa: 'avxvnni', device: 'xeon-8592' })).toThrow(
+      /avxvnni is a matmul variant.*attention has no avxvnni kernels/,
+    );
   });
 });
 

@@ -508,7 +508,7 @@ describe('messages are one line, name the flag and say what to do', () => {
       [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=100'], /--shape K: .*; pad K to 128/],
       [['emit', '--op', 'matmul_q4', '--shape', 'M=0,N=8,K=64'], /--shape M: got 0; .*; fix --shape and run again$/m],
       [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'epyc-9654', '--isa', 'neon'], /--isa: device epyc-9654 has no neon .*--device apple-m2.*qemu-aarch64/],
-      [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--isa', 'sse2'], /--isa: unknown ISA "sse2"; expected one of avx512, avx2, neon, scalar/],
+      [['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--isa', 'sse2'], /--isa: unknown ISA "sse2"; expected one of avx512, avxvnni, avx2, neon, scalar/],
       [['emit', '--bogus'], /unknown option '--bogus'; run `kgen emit --help`/],
       [['db', 'show', '1', '--bogus'], /unknown option '--bogus'; run `kgen db show --help`/],
       [['pack', '--format', 'q4', '--group', '4096x'], /--group: got "4096x"/],

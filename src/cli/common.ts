@@ -32,7 +32,7 @@ export function addKernelFlags(cmd: Command, defaults: { target?: string } = {})
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
     .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (attention: B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128)')
     .option('--device <name>', 'device profile (see `kgen devices`); default per target: c host, cuda rtx4090, wgsl webgpu, wasm wasm-simd128')
-    .option('--isa <isa>', 'C variant: scalar | avx2 | avx512 | neon (default: best the device has)')
+    .option('--isa <isa>', 'C variant: scalar | avx2 | avxvnni | avx512 | neon (default: best the device has)')
     .option('--config <json>', 'knob values over the default, e.g. \'{"nTile":16}\'')
     .option('--json', 'machine-readable output');
 }

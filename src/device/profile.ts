@@ -62,7 +62,7 @@ export const CPU_CACHE_LINE_BYTES = 64;
 
 export interface CpuLimits {
   arch: 'x86_64' | 'aarch64' | 'wasm32';
-  /** ISA extensions: avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni, neon, dotprod, fp16, simd128. */
+  /** ISA extensions: avx2, fma, f16c, avxvnni, avx512f, avx512bw, avx512vl, avx512vnni, neon, dotprod, fp16, simd128. */
   isa: string[];
   cores: number;
   threads: number;

@@ -32,9 +32,26 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
 const AVX2_MICRO_DECODERS: Readonly<Record<string, readonly DecodeScheme[]>> = { avx512: ['q35'] };
 
 /**
+ * Variants that build on AVX2's templates (helpers, quantizer, micro-kernels, decoders): `own`, the
+ * prefix of the micro-kernels and decoders of their kernels with neither block step, row sums nor
+ * panel (AVX-512 has its own; AVX-VNNI takes AVX2's); `dots`, the prefix of the `_dot` partial that
+ * gives their dot products (AVX-512 and AVX-VNNI both have 256-bit
+ * vpdpbusd: isa/vnni_*, KG_DPBUSD256 defined by each variant's includes; AVX-512 its own 512-bit
+ * kernels besides), and `maddubs`: decode schemes that keep AVX2's maddubs dot products. On Zen 5
+ * (L2, one core) AVX-VNNI's vpdpbusd took q4 0.965 -> 0.835 ns per 64 weights and q3.5 1.973 ->
+ * 1.705, but signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536
+ * (q8) and 1.563 -> 1.605 (q8_0): those keep maddubs (docs/PERFORMANCE.md, tenth session).
+ */
+const AVX2_BASED: Readonly<Record<string, { own: string; dots: string; maddubs?: readonly DecodeScheme[] }>> = {
+  avx512: { own: 'avx512', dots: 'avx512' },
+  avxvnni: { own: 'avx2', dots: 'vnni', maddubs: ['int8'] },
+};
+
+/**
  * The template names a matmul plan renders through, and `decoderIsa`: the ISA whose decoder (and so
- * whose activation order) the kernel uses. AVX-512 plans on the block step or the row-sums kernel
- * run the AVX2 micro-kernel and decoders with `dot` = isa/avx512_dot (256-bit VNNI dot products).
+ * whose activation order) the kernel uses. AVX-512 and AVX-VNNI plans on the block step, the
+ * row-sums kernel or the panel run the AVX2 micro-kernel and decoders with their 256-bit VNNI dot
+ * products (isa/vnni_*); AVX-VNNI's other kernels are AVX2's, with those dot products for int8.
  */
 export function matmulPartials(plan: CpuMatmulPlan): {
   micro: string;
@@ -51,8 +68,13 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   const isa = plan.params.isa;
   const kind = op.weight.format === 'f16' ? 'f16' : plan.params.actQuant ? 'q8' : 'f32';
   const scheme = DECODE_SCHEME[op.weight.format];
-  // AVX-512 builds include AVX2 (and F16C), whose helpers and activation quantizer serve both.
-  const shared = isa === 'avx512' ? 'avx2' : isa;
+  // AVX-512 and AVX-VNNI builds include AVX2 (and F16C), whose helpers and activation quantizer serve them.
+  const based = AVX2_BASED[isa];
+  const shared = based ? 'avx2' : isa;
+  // The prefixes of the dot-product partials: isa/<dots>_dot, isa/<steps>_step_dot and _panel_step.
+  const maddubs = !based || based.maddubs?.includes(scheme);
+  const dots = maddubs ? shared : based.dots;
+  const steps = maddubs ? shared : 'vnni';
   if (plan.params.panel) {
     // The panel path: one micro-kernel and panel decoder in AVX2 intrinsics; the ISA gives the step.
     return {
@@ -61,7 +83,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      panelStep: `isa/${isa}_panel_step`,
+      panelStep: `isa/${steps}_panel_step`,
       decoderIsa: shared,
     };
   }
@@ -75,20 +97,21 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      stepDot: plan.params.stepBlocks ? `isa/${isa}_step_dot` : undefined,
-      dot: `isa/${isa}_dot`,
+      stepDot: plan.params.stepBlocks ? `isa/${steps}_step_dot` : undefined,
+      dot: `isa/${dots}_dot`,
       decoderIsa,
     };
   }
+  const own = based?.own ?? isa;
   return {
-    micro: `isa/${isa}_${kind}`,
-    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${isa}`,
+    micro: `isa/${own}_${kind}`,
+    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${own}`,
     includes: `isa/${isa}_includes`,
     common: `isa/${shared}_common`,
     quant: `isa/${shared}_quant`,
-    // The AVX2 int8 micro-kernel takes its dot products from a partial (AVX-512 builds swap it).
-    dot: isa === 'avx2' && kind === 'q8' ? 'isa/avx2_dot' : undefined,
-    decoderIsa: isa,
+    // The AVX2 int8 micro-kernel takes its dot products from a partial (AVX-VNNI's: vpdpbusd).
+    dot: own === 'avx2' && kind === 'q8' ? `isa/${dots}_dot` : undefined,
+    decoderIsa: own,
   };
 }
 

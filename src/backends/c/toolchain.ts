@@ -27,6 +27,14 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
     needs: ['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'fma', 'f16c'],
     arch: 'x86_64',
   },
+  // AVX2 code whose int8 dot products are 256-bit vpdpbusd in its VEX encoding (AVX-VNNI: Intel
+  // since Alder Lake, AMD since Zen 5), one instruction where AVX2 takes maddubs, madd and an add.
+  avxvnni: {
+    compiler: 'gcc',
+    flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c', '-mavxvnni'],
+    needs: ['avx2', 'fma', 'f16c', 'avxvnni'],
+    arch: 'x86_64',
+  },
   avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64' },
   neon: {
     compiler: 'aarch64-linux-gnu-gcc',
@@ -42,27 +50,30 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
 export const C_VARIANTS: CpuVariants = {
   of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
   doc: 'instruction set of the C variant',
+  // AVX-VNNI changes only the weights' dot products: its attention would be AVX2's code.
+  matmulOnly: ['avxvnni'],
   // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
   // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
-  panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'] },
+  panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
-  blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'] },
+  blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'], avxvnni: ['q4', 'q4_0', 'q8', 'q8_0'] },
   // The row-sums kernel sums 8 rows' dot products into one vector before converting (a conversion,
   // a scale and an FMA per row and block cost as much as a sixth of q3.5's decode). AVX-512 runs
   // it as AVX2 code with 256-bit VNNI dot products (isa/avx512_dot): in L2 on Zen 4, q4 0.90 ns
   // per 64 weights against 1.29 for the 512-bit micro-kernel, q3.5 1.30 against 1.68; q8 1.29
   // against 1.19 (its abs and sign ops cost more than the conversions saved), so q8 keeps it.
-  rowSums: { avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'] },
+  // AVX-VNNI has no 512-bit micro-kernel to keep: its q8 takes the row sums as AVX2's does.
+  rowSums: { avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'], avxvnni: ['q4', 'q8', 'q35'] },
   // q3.5's AVX-512 decode can also take a whole 64-weight unit in one zmm (A values in the low
   // half, B values in the high: one nibble shift and mask, one lookup, one vpdpbusd): in L2 on
   // Zen 5, 5% less a row than the two 256-bit halves; Zen 4 splits 512-bit operations in two, so
   // the default stays 256 and the tuner decides (docs/PERFORMANCE.md, ninth session).
   rowSumsWide: { avx512: ['q35'] },
   // The scalar variant computes one value at a time.
-  f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
+  f32Lanes: { avx512: 16, avxvnni: 8, avx2: 8, neon: 4, scalar: 1 },
   // AVX2 and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
-  vectorRegisters: { avx512: 32, avx2: 16, neon: 32, scalar: 16 },
+  vectorRegisters: { avx512: 32, avxvnni: 16, avx2: 16, neon: 32, scalar: 16 },
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and
   // the kernel takes 128 x sum(K) off). AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
   attentionInt8Q: { avx512: 128, avx2: 0, neon: 0, scalar: 0 },

@@ -10,6 +10,8 @@
 #include <omp.h>
 #endif
 #include <immintrin.h>
+/* 256-bit vpdpbusd, as isa/vnni_* name it: the EVEX form (AVX-512 VL + VNNI). */
+#define KG_DPBUSD256 _mm256_dpbusd_epi32
 #include "kernel.h"
 
 /* Every number below comes from the plan. */

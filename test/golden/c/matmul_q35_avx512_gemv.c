@@ -10,6 +10,8 @@
 #include <omp.h>
 #endif
 #include <immintrin.h>
+/* 256-bit vpdpbusd, as isa/vnni_* name it: the EVEX form (AVX-512 VL + VNNI). */
+#define KG_DPBUSD256 _mm256_dpbusd_epi32
 #include "kernel.h"
 
 /* Every number below comes from the plan. */
@@ -313,12 +315,13 @@ static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *bl
   wv[1] = _mm256_permute2x128_si256(c0, c1, 0x31);
 }
 
-/* The dot products of the AVX2 micro-kernel (isa/avx2_q8) in an AVX-512 build: 256-bit vpdpbusd
- * (AVX-512 VL + VNNI) sums four byte products per i32 lane with no i16 step, one instruction where
- * AVX2 takes maddubs, madd and an add. The decoder's KG_DOT names one; each gives the i32 lanes the
- * AVX2 version gives (the same sums, so the same outputs). */
+/* The dot products of the AVX2 micro-kernel (isa/avx2_q8) in an AVX-512 or AVX-VNNI build: 256-bit
+ * vpdpbusd (KG_DPBUSD256: AVX-512 VL + VNNI, or AVX-VNNI's VEX encoding) sums four byte products per
+ * i32 lane with no i16 step, one instruction where AVX2 takes maddubs, madd and an add. The
+ * decoder's KG_DOT names one; each gives the i32 lanes the AVX2 version gives (the same sums, so
+ * the same outputs). */
 static inline __m256i kg_vnni2(const __m256i *u, const __m256i *s) {
-  return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u[0], s[0]), u[1], s[1]);
+  return KG_DPBUSD256(KG_DPBUSD256(_mm256_setzero_si256(), u[0], s[0]), u[1], s[1]);
 }
 
 /* Unsigned codes (nibbles; q3.5's table values + 128) times signed activations, as vpdpbusd takes them. */
