@@ -32,15 +32,16 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
 const AVX2_MICRO_DECODERS: Readonly<Record<string, readonly DecodeScheme[]>> = { avx512: ['q35'] };
 
 /**
- * Variants that build on AVX2's templates (helpers, quantizer, micro-kernels, decoders): `own`, the
- * prefix of the micro-kernels and decoders of their kernels with neither block step, row sums nor
- * panel (AVX-512 has its own; AVX-VNNI takes AVX2's); `dots`, the prefix of the `_dot` partial that
- * gives their dot products (AVX-512 and AVX-VNNI both have 256-bit
- * vpdpbusd: isa/vnni_*, KG_DPBUSD256 defined by each variant's includes; AVX-512 its own 512-bit
- * kernels besides), and `maddubs`: decode schemes that keep AVX2's maddubs dot products. On Zen 5
- * (L2, one core) AVX-VNNI's vpdpbusd took q4 0.965 -> 0.835 ns per 64 weights and q3.5 1.973 ->
- * 1.705, but signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536
- * (q8) and 1.563 -> 1.605 (q8_0): those keep maddubs (docs/PERFORMANCE.md, tenth session).
+ * Variants that build on AVX2's templates (helpers, quantizer, micro-kernels, decoders):
+ * - `own`: the prefix of the micro-kernel and decoder of their kernels with neither block step,
+ *   row sums nor panel (AVX-512 has its own; AVX-VNNI takes AVX2's);
+ * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
+ *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
+ *   512-bit kernels to it);
+ * - `maddubs`: decode schemes that keep AVX2's maddubs dot products. On Zen 5 (L2, one core)
+ *   AVX-VNNI's vpdpbusd took q4 0.965 -> 0.835 ns per 64 weights and q3.5 1.973 -> 1.705, but
+ *   signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536 (q8) and
+ *   1.563 -> 1.605 (q8_0) (docs/PERFORMANCE.md, tenth session).
  */
 const AVX2_BASED: Readonly<Record<string, { own: string; dots: string; maddubs?: readonly DecodeScheme[] }>> = {
   avx512: { own: 'avx512', dots: 'avx512' },
