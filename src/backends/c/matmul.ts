@@ -24,17 +24,14 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
 };
 
 /**
- * Decoders of an ISA that also offer the AVX2 micro-kernel's interface (kg_decode, kg_decode_pair
- * and KG_DOT over two 256-bit vectors), so its block-step and row-sums kernels use them; other
- * schemes take AVX2's. q3.5's AVX-512 decode (ternary logic, codes + 128 for vpdpbusd) is 7% faster in
- * the row-sums kernel than AVX2's with a signed VNNI dot (docs/PERFORMANCE.md).
- */
-const AVX2_MICRO_DECODERS: Readonly<Record<string, readonly DecodeScheme[]>> = { avx512: ['q35'] };
-
-/**
  * Variants that build on AVX2's templates (helpers, quantizer, micro-kernels, decoders):
  * - `own`: the prefix of the micro-kernel and decoder of their kernels with neither block step,
  *   row sums nor panel (AVX-512 has its own; AVX-VNNI takes AVX2's);
+ * - `microDecoders`: schemes whose own decoder also offers the AVX2 micro-kernel's interface
+ *   (kg_decode, kg_decode_pair and KG_DOT over two 256-bit vectors), so the block-step and row-sums
+ *   kernels use it; other schemes take AVX2's. q3.5's AVX-512 decode (ternary logic, codes + 128
+ *   for vpdpbusd) is 7% faster in the row-sums kernel than AVX2's with a signed VNNI dot
+ *   (docs/PERFORMANCE.md);
  * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
  *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
  *   512-bit kernels to it);
@@ -43,8 +40,8 @@ const AVX2_MICRO_DECODERS: Readonly<Record<string, readonly DecodeScheme[]>> = {
  *   signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536 (q8) and
  *   1.563 -> 1.605 (q8_0) (docs/PERFORMANCE.md, tenth session).
  */
-const AVX2_BASED: Readonly<Record<string, { own: string; dots: string; maddubs?: readonly DecodeScheme[] }>> = {
-  avx512: { own: 'avx512', dots: 'avx512' },
+const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: readonly DecodeScheme[]; dots: string; maddubs?: readonly DecodeScheme[] }>> = {
+  avx512: { own: 'avx512', microDecoders: ['q35'], dots: 'avx512' },
   avxvnni: { own: 'avx2', dots: 'vnni', maddubs: ['int8'] },
 };
 
@@ -52,7 +49,8 @@ const AVX2_BASED: Readonly<Record<string, { own: string; dots: string; maddubs?:
  * The template names a matmul plan renders through, and `decoderIsa`: the ISA whose decoder (and so
  * whose activation order) the kernel uses. AVX-512 and AVX-VNNI plans on the block step, the
  * row-sums kernel or the panel run the AVX2 micro-kernel and decoders with their 256-bit VNNI dot
- * products (isa/vnni_*); AVX-VNNI's other kernels are AVX2's, with those dot products for int8.
+ * products (isa/vnni_*, except for the schemes in `maddubs`); AVX-VNNI's other kernels are AVX2's,
+ * whose int8-activation micro-kernel takes the same dot products.
  */
 export function matmulPartials(plan: CpuMatmulPlan): {
   micro: string;
@@ -91,7 +89,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   if (plan.params.stepBlocks || plan.params.rowSums) {
     // The block step and the row-sums kernel: the AVX2 micro-kernel and decoders; the ISA gives
     // the dot products (and the block step's quad dot).
-    const decoderIsa = AVX2_MICRO_DECODERS[isa]?.includes(scheme) ? isa : shared;
+    const decoderIsa = based?.microDecoders?.includes(scheme) ? isa : shared;
     return {
       micro: `isa/${shared}_q8`,
       decode: `decode/${scheme}_${decoderIsa}`,

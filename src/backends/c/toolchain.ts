@@ -71,9 +71,9 @@ export const C_VARIANTS: CpuVariants = {
   // the default stays 256 and the tuner decides (docs/PERFORMANCE.md, ninth session).
   rowSumsWide: { avx512: ['q35'] },
   // The scalar variant computes one value at a time.
-  f32Lanes: { avx512: 16, avxvnni: 8, avx2: 8, neon: 4, scalar: 1 },
+  f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
   // AVX2 and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
-  vectorRegisters: { avx512: 32, avxvnni: 16, avx2: 16, neon: 32, scalar: 16 },
+  vectorRegisters: { avx512: 32, avx2: 16, neon: 32, scalar: 16 },
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and
   // the kernel takes 128 x sum(K) off). AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
   attentionInt8Q: { avx512: 128, avx2: 0, neon: 0, scalar: 0 },
