@@ -117,6 +117,13 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
+/** The weight format of a catalog op ({ op }) or of an inline matmul IR ({ ir }). */
+function formatOf(which: { op: string } | { ir: { weight: { format: string } } }): string {
+  if ('ir' in which) return which.ir.weight.format;
+  const op = catalogOp(which.op);
+  return op?.kind === 'matmul' ? op.weight.format : '';
+}
+
 const q35Panels = Object.keys(C_VARIANTS.panel ?? {}).filter((isa) => C_VARIANTS.panel![isa]!.includes('q35'));
 
 describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; q3.5 on the VNNI variants)', () => {
@@ -146,9 +153,15 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
       const name = 'op' in which ? which.op : which.ir.name;
       it(`${name} ${isa}: panel tilings on ragged shapes${runnable ? '' : ' (compile only)'}`, async () => {
         for (const shape of shapes) {
-          for (const config of [{ panel: 1 }, { panel: 1, mTile: 1, nTile: 8, unroll: 1 }, { panel: 1, mTile: 2, nTile: 16, unroll: 4 }]) {
+          // With a 512-bit panel (AVX-512): the default (16-row panels, mTile 8), mTile 2 with 16-row
+          // panels, and the 256-bit panel (nTile 8 is too small for 16 rows; and asked for).
+          const configs = [{ panel: 1 }, { panel: 1, mTile: 1, nTile: 8, unroll: 1 }, { panel: 1, mTile: 2, nTile: 16, unroll: 4 }];
+          const wide = Boolean(C_VARIANTS.panelWide?.[isa]?.includes(formatOf(which as { op: string })));
+          if (wide) configs.push({ panel: 1, panelBits: 256 } as (typeof configs)[number]);
+          for (const config of configs) {
             const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true });
-            expect(r.plan.params, `${name} ${shape}`).toMatchObject({ panel: true });
+            const slices = wide && (config as { panelBits?: number }).panelBits !== 256 && config.nTile !== 8 ? 2 : 1;
+            expect(r.plan.params, `${name} ${shape} ${JSON.stringify(config)}`).toMatchObject({ panel: true, panelSlices: slices, panelRows: 8 * slices });
             expect(r.status, `${name} ${isa} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
             expect(r.ran).toBe(runnable);
           }
@@ -178,6 +191,13 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
     for (const op of ['matmul_q4', 'matmul_q4_0']) {
       const r = await verify({ target: 'c', op, shape: 'M=17,N=13,K=320', isa: 'avx2', device: AVX2_CPU, config: { panel: 1 }, sanitize: true });
       expect(r.plan.params).toMatchObject({ panel: true });
+      expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it.skipIf(cannotRunReason('avx512') !== undefined)('q4 and q4_0 512-bit panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
+    for (const op of ['matmul_q4', 'matmul_q4_0']) {
+      const r = await verify({ target: 'c', op, shape: 'M=17,N=21,K=320', isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true });
+      expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, mTile: 8 });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
   });

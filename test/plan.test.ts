@@ -155,19 +155,20 @@ describe('conditional knobs', () => {
     // C: `panel` matters only where a panel kernel exists (q4 and q4_0 from M=16 on AVX2 and
     // AVX-512, q3.5 on AVX-512), `prefetch` only off the panel path, `stepBlocks` only for
     // blocks of 32 weights (ggml's formats) off the panel path, `rowSums` only with 8 rows of one
-    // activation row, and `rowSumsBits` only where that kernel runs q3.5 on AVX-512 (epyc-9654
-    // defaults to AVX-512, epyc-7763 to AVX2).
+    // activation row, `rowSumsBits` only where that kernel runs q3.5 on AVX-512, and `panelBits`
+    // only on AVX-512's panel path (epyc-9654 defaults to AVX-512, epyc-7763 to AVX2).
     for (const [device, name, text, hidden] of [
-      ['epyc-9654', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'stepBlocks']],
-      ['epyc-9654', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q4', 'M=1,N=77,K=320', ['panel', 'stepBlocks', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q4', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks']],
+      ['epyc-9654', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q4', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q4', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
       ['epyc-9654', 'matmul_q4', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q4_0', 'M=1,N=77,K=320', ['panel', 'rowSums', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q4_0', 'M=1,N=77,K=320', ['panel', 'panelBits', 'rowSums', 'rowSumsBits']],
       ['epyc-9654', 'matmul_q4_0', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q8_0', 'M=64,N=77,K=320', ['panel', 'rowSums', 'rowSumsBits']],
-      ['epyc-7763', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'stepBlocks', 'rowSumsBits']],
-      ['epyc-7763', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'stepBlocks', 'rowSums', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q8_0', 'M=64,N=77,K=320', ['panel', 'panelBits', 'rowSums', 'rowSumsBits']],
+      ['epyc-7763', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits']],
+      ['epyc-7763', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
+      ['epyc-7763', 'matmul_q4', 'M=64,N=77,K=320', ['panelBits', 'prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
     ] as const) {
       const cop = CATALOG[name]!;
       const req = planRequest({ op: cop, shape: parseShape(text, cop), device: allDevices().find((d) => d.name === device)!, target: 'c' });

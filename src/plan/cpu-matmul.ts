@@ -23,9 +23,18 @@ export type CpuMatmulParams = {
    * side by side per 4 weights, the block scales as f32) that every activation row reuses.
    */
   panel: boolean;
-  /** Weight rows per panel (one vector of 8 dwords), and bytes of the decoded tile: codes, then f32 scales. */
+  /**
+   * Weight rows per panel: one vector of 8 dwords (256 bits), or 16 (512 bits: `panelBits`). A
+   * panel is decoded as slices of 8 rows (a decoder fills one 256-bit vector a row), side by side.
+   */
   panelRows: number;
-  /** 4-weight steps per 32-weight chunk, and bytes of one chunk of a panel (8 rows x 32 weights). */
+  /** Rows of one slice (8), slices per panel, and bytes of one slice's 4-weight step (one dword a row). */
+  panelSliceRows: number;
+  panelSlices: number;
+  panelSliceBytes: number;
+  /** Bytes of one 4-weight step of the whole panel (one dword a row): the micro-kernel's vector. */
+  panelStepBytes: number;
+  /** 4-weight steps per 32-weight chunk, bytes of one chunk of a panel (panelRows x 32 weights), and bytes of the decoded tile: codes, then f32 scales. */
   panelSteps: number;
   panelChunkBytes: number;
   panelCodeBytes: number;
@@ -106,6 +115,11 @@ export interface CpuVariants {
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
   /**
+   * The variants whose panel kernel can also take 16 weight rows per 512-bit vector (the
+   * `panelBits` knob), each with the formats it does so for. Absent: 8 rows, 256 bits.
+   */
+  panelWide?: Readonly<Record<string, readonly string[]>>;
+  /**
    * The variants with a block-step kernel (4 or 8 blocks of 32 weights per step), each with the
    * weight formats it decodes; it applies when the format's blocks hold 32 weights.
    */
@@ -181,8 +195,11 @@ export interface CpuVariants {
 /** Activation rows from which the planner offers (and by default takes) the panel GEMM path. */
 export const PANEL_MIN_M = 16;
 
-/** Weight rows of one panel: 8 rows in the dwords of one 256-bit vector. */
+/** Weight rows of one panel slice: 8 rows in the dwords of one 256-bit vector (a panel holds one or two). */
 export const PANEL_ROWS = 8;
+
+/** Activation rows the 512-bit panel micro-kernel may take together (`mTile`; other kernels stop at 4). */
+const PANEL_WIDE_MTILE = 8;
 
 /** Weight rows the row-sums kernel sums together: 8, one per i32 lane of a 256-bit vector. */
 export const ROW_SUMS_ROWS = 8;
@@ -218,6 +235,11 @@ function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
 /** The weight formats a per-variant table (`panel`, `blockStep`) lists for `isa`; none when absent. */
 function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefined, isa: unknown): readonly string[] {
   return table && Object.hasOwn(table, isa as string) ? table[isa as string]! : [];
+}
+
+/** Whether the panel kernel of this request and ISA variant can take 512-bit vectors of 16 rows (the `panelBits` knob matters only then). */
+function panelWideUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+  return formatsOf(variants.panelWide, isa).includes(req.op.weight.format);
 }
 
 /** Whether the block-step kernel exists for this request and ISA variant (the knob matters only then). */
@@ -289,13 +311,19 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       when: (c) => panelUsable(req, variants, c.isa) && c.actQuant === 'q8',
     },
     {
+      name: 'panelBits',
+      values: [512, 256],
+      doc: 'vector width of the panel micro-kernel: 16 weight rows per 512-bit dot product, or 8 per 256-bit one',
+      when: (c) => usesPanel(c) && panelWideUsable(req, variants, c.isa),
+    },
+    {
       name: 'stepBlocks',
       values: [4, 8, 2],
       doc: 'blocks of 32 weights per step: 4 or 8 with their integer dot products merged before one conversion, or 2 (a pair per conversion)',
       when: (c) => blockStepUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c),
     },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
-    { name: 'mTile', values: [4, 2, 1], doc: 'activation rows computed together, sharing each decoded weight' },
+    { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the 512-bit panel alone)` },
     {
       name: 'rowSums',
       values: [1, 0],
@@ -324,12 +352,25 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { reason: 'unroll has no effect on the scalar variant', allows: (c) => c.isa !== 'scalar' || c.unroll === 1 },
     { reason: 'panel kernels compute 8 weight rows per vector (rowsPerIter 8)', allows: (c) => !usesPanel(c) || c.rowsPerIter === PANEL_ROWS },
     {
+      // One accumulator and one block sum per activation row: 2 x 8 of 32 registers. The other
+      // kernels hold rowsPerIter x mTile accumulators (or i16 partial sums too), which 8 rows overrun.
+      reason: `mTile ${PANEL_WIDE_MTILE} is for the 512-bit panel micro-kernel alone`,
+      allows: (c) => c.mTile !== PANEL_WIDE_MTILE || usesWidePanel(c),
+    },
+    {
+      reason: 'the 512-bit panel takes nTile in whole panels of 16 rows',
+      allows: (c) => !usesWidePanel(c) || (c.nTile as number) % (2 * PANEL_ROWS) === 0,
+    },
+    {
       reason: `the decoded panel tile exceeds ${PANEL_MAX_BYTES} bytes of stack`,
       allows: (c) => !usesPanel(c) || panelTileBytes(req, c.nTile as number) <= PANEL_MAX_BYTES,
     },
   ];
   function usesPanel(c: Config): boolean {
     return c.panel === 1 && c.actQuant === 'q8' && panelUsable(req, variants, c.isa);
+  }
+  function usesWidePanel(c: Config): boolean {
+    return usesPanel(c) && c.panelBits === 512 && panelWideUsable(req, variants, c.isa);
   }
   return { knobs, restrictions };
 }
@@ -351,6 +392,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
   const actQuant = config.actQuant === 'q8';
   const panel = actQuant && config.panel === 1 && panelUsable(req, variants, config.isa);
+  const panelSlices = panel && config.panelBits === 512 && panelWideUsable(req, variants, config.isa) ? 2 : 1;
+  const panelRows = PANEL_ROWS * panelSlices;
   const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
@@ -370,7 +413,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const unrolled = unrolls(req, variants) ? `, unrolled ${config.unroll}x` : '';
   const buffers: OnChipBuffer[] = [
     panel
-      ? { name: 'accumulators', space: 'registers', size: 3 * mTile, why: `per activation row: f32 sums, i32 block sums and i16 partial sums of ${PANEL_ROWS} weight rows` }
+      ? { name: 'accumulators', space: 'registers', size: (panelSlices > 1 ? 2 : 3) * mTile, why: `per activation row: f32 sums, i32 block sums${panelSlices > 1 ? '' : ' and i16 partial sums'} of ${panelRows} weight rows` }
       : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
     panel
@@ -386,10 +429,10 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     launch: { rows: N },
     loops: panel ? [
       `prepare: quantize X[${M},${K}] to int8 blocks of ${actBlock}, natural order (once per call)`,
-      `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${nTile / PANEL_ROWS} panels of ${PANEL_ROWS} rows, in L2)`,
+      `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${Math.ceil(nTile / panelRows)} panels of ${panelRows} rows, in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
-      `    for each panel                          (${mTile} accumulators of ${PANEL_ROWS} rows)`,
-      `      for k in [0, ${K}) step 4               (one panel vector, one activation broadcast per row), unrolled ${config.unroll}x per block`,
+      `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
+      `      for k in [0, ${K}) step 4               (one ${panelSlices * 256}-bit panel vector, one activation broadcast per row), unrolled ${config.unroll}x per block`,
     ] : [
       `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
@@ -408,9 +451,13 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       isa: config.isa as string,
       actQuant,
       panel,
-      panelRows: PANEL_ROWS,
+      panelRows,
+      panelSliceRows: PANEL_ROWS,
+      panelSlices,
+      panelSliceBytes: 4 * PANEL_ROWS,
+      panelStepBytes: 4 * panelRows,
       panelSteps: 32 / 4,
-      panelChunkBytes: 32 * PANEL_ROWS,
+      panelChunkBytes: 32 * panelRows,
       panelCodeBytes: panel ? nTile * K : 0,
       panelScales: panel ? nTile * blocksPerRow : 0,
       stepBlocks,

@@ -75,14 +75,16 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   const dots = maddubs ? shared : based.dots;
   const steps = maddubs ? shared : 'vnni';
   if (plan.params.panel) {
-    // The panel path: one micro-kernel and panel decoder in AVX2 intrinsics; the ISA gives the step.
+    // The panel path: panel decoders in AVX2 intrinsics (a slice of 8 rows each), and the AVX2
+    // micro-kernel with the ISA's step, or for panels of two slices the ISA's own 512-bit one.
+    const wide = plan.params.panelSlices > 1;
     return {
-      micro: `isa/${shared}_panel`,
+      micro: wide ? `isa/${isa}_panel` : `isa/${shared}_panel`,
       decode: `decode/${scheme}_panel`,
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      panelStep: `isa/${steps}_panel_step`,
+      panelStep: wide ? undefined : `isa/${steps}_panel_step`,
       decoderIsa: shared,
     };
   }

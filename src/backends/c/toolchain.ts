@@ -55,6 +55,12 @@ export const C_VARIANTS: CpuVariants = {
   // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
   // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
   panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
+  // AVX-512's panel can also be 16 rows in one zmm, one 512-bit vpdpbusd for 16 rows and 4 weights
+  // (isa/avx512_panel): on Zen 5, M=256, N=K=4096, 2 threads, q4 535 -> 974 GFLOPS with mTile 4,
+  // 1071 with mTile 8 (docs/PERFORMANCE.md, eleventh session). The default on every AVX-512 CPU:
+  // the 256-bit micro-kernel's block sums are latency-bound chains, which a CPU that splits 512-bit
+  // operations (Zen 4) would not change; not measured there.
+  panelWide: { avx512: ['q4', 'q4_0', 'q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
   blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'], avxvnni: ['q4', 'q4_0', 'q8', 'q8_0'] },

@@ -310,7 +310,7 @@ static inline __attribute__((always_inline)) void kg_micro(const uint8_t *w, int
 static inline float kg_activation(float v) { return v / (1.0f + expf(-v)); }
 
 /* Epilogue: y = activation(acc + bias) + residual, then store. */
-static inline void kg_store(float out[KG_ROWS][KG_MTILE], int64_t n, int nr, int m0, int mr, const float *bias,
+static inline void kg_store(float out[][KG_MTILE], int64_t n, int nr, int m0, int mr, const float *bias,
                             const uint16_t *residual, uint16_t *y) {
   (void)bias;
   (void)residual;

@@ -187,7 +187,7 @@ static inline void kg_micro(const uint8_t *w, int64_t n, int nr, const kg_act *x
 static inline float kg_activation(float v) { return v; }
 
 /* Epilogue: y = activation(acc + bias) + residual, then store. */
-static inline void kg_store(float out[KG_ROWS][KG_MTILE], int64_t n, int nr, int m0, int mr, const float *bias,
+static inline void kg_store(float out[][KG_MTILE], int64_t n, int nr, int m0, int mr, const float *bias,
                             const float *residual, float *y) {
   (void)bias;
   (void)residual;
