@@ -58,8 +58,8 @@ export const C_VARIANTS: CpuVariants = {
   // AVX-512's panel can also be 16 rows in one zmm, one 512-bit vpdpbusd for 16 rows and 4 weights
   // (isa/avx512_panel): on Zen 5, M=256, N=K=4096, 2 threads, q4 535 -> 974 GFLOPS with mTile 4,
   // 1071 with mTile 8 (docs/PERFORMANCE.md, eleventh session). The default on every AVX-512 CPU:
-  // the 256-bit micro-kernel's block sums are latency-bound chains, which a CPU that splits 512-bit
-  // operations (Zen 4) would not change; not measured there.
+  // where 512-bit operations are split in two (Zen 4), a zmm vpdpbusd still does two ymm ones' work
+  // with half the broadcasts and loads; not measured there.
   panelWide: { avx512: ['q4', 'q4_0', 'q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
