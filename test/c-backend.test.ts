@@ -153,8 +153,9 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
       const name = 'op' in which ? which.op : which.ir.name;
       it(`${name} ${isa}: panel tilings on ragged shapes${runnable ? '' : ' (compile only)'}`, async () => {
         for (const shape of shapes) {
-          // With a 512-bit panel (AVX-512): the default (16-row panels, mTile 8), mTile 2 with 16-row
-          // panels, and the 256-bit panel (nTile 8 is too small for 16 rows; and asked for).
+          // Where the panel can be 16 rows (AVX-512 in one zmm, AVX-VNNI in two ymm): the default
+          // (16-row panels; mTile 8 on AVX-512, 4 on AVX-VNNI), mTile 2 with 16-row panels, and the
+          // 8-row panel (nTile 8 is too small for 16 rows; and asked for).
           const configs = [{ panel: 1 }, { panel: 1, mTile: 1, nTile: 8, unroll: 1 }, { panel: 1, mTile: 2, nTile: 16, unroll: 4 }];
           const wide = Boolean(C_VARIANTS.panelWide?.[isa]?.includes(formatOf(which as { op: string })));
           if (wide) configs.push({ panel: 1, panelBits: 256 } as (typeof configs)[number]);
@@ -197,9 +198,22 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
   it.skipIf(cannotRunReason('avx512') !== undefined)('q4 and q4_0 512-bit panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
     for (const op of ['matmul_q4', 'matmul_q4_0']) {
       const r = await verify({ target: 'c', op, shape: 'M=17,N=21,K=320', isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true });
-      expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, mTile: 8 });
+      expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, panelVectors: 1, mTile: 8 });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
+  });
+  it.skipIf(cannotRunReason('avxvnni') !== undefined)('16-row panels as two 256-bit vectors under AddressSanitizer and UndefinedBehaviorSanitizer (avxvnni, where this CPU runs it)', async () => {
+    for (const op of ['matmul_q4', 'matmul_q4_0', 'matmul_q35']) {
+      const r = await verify({ target: 'c', op, shape: 'M=19,N=21,K=320', isa: 'avxvnni', device: 'xeon-8592', config: { panel: 1 }, sanitize: true });
+      expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, panelVectors: 2, mTile: 4 });
+      expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
+    }
+  });
+  it('mTile 8 is for the panel on 512-bit vectors: AVX-VNNI\'s 16-row panel (two ymm a row) refuses it', () => {
+    const request = (isa: string) => ({ target: 'c' as const, op: 'matmul_q4', shape: 'M=256,N=4096,K=4096', isa, device: 'xeon-8592' });
+    expect(emit({ ...request('avx512'), config: { mTile: 8 } }).plan.params).toMatchObject({ panelRows: 16, panelVectors: 1, mTile: 8 });
+    expect(emit(request('avxvnni')).plan.params).toMatchObject({ panelRows: 16, panelVectors: 2, mTile: 4 });
+    expect(() => emit({ ...request('avxvnni'), config: { mTile: 8 } })).toThrow(/mTile 8 is for the panel micro-kernel on 512-bit vectors alone/);
   });
 });
 

@@ -156,7 +156,8 @@ describe('conditional knobs', () => {
     // AVX-512, q3.5 on AVX-512), `prefetch` only off the panel path, `stepBlocks` only for
     // blocks of 32 weights (ggml's formats) off the panel path, `rowSums` only with 8 rows of one
     // activation row, `rowSumsBits` only where that kernel runs q3.5 on AVX-512, and `panelBits`
-    // only on AVX-512's panel path (epyc-9654 defaults to AVX-512, epyc-7763 to AVX2).
+    // only on the panel paths of AVX-512 and AVX-VNNI (epyc-9654 defaults to AVX-512, epyc-7763 to
+    // AVX2).
     for (const [device, name, text, hidden] of [
       ['epyc-9654', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks']],
       ['epyc-9654', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],

@@ -24,17 +24,21 @@ export type CpuMatmulParams = {
    */
   panel: boolean;
   /**
-   * Weight rows per panel: one vector of 8 dwords (256 bits), or 16 (512 bits: `panelBits`). A
-   * panel is decoded as slices of 8 rows (a decoder fills one 256-bit vector a row), side by side.
+   * Weight rows per panel: 8 (a 4-weight step is 256 bits of codes), or 16 (512 bits: `panelBits`).
+   * A panel is decoded as slices of 8 rows (a decoder fills one 256-bit vector a row), side by side.
    */
   panelRows: number;
+  /** Vectors of one 4-weight step the micro-kernel takes per activation row: 1, or one per slice where the variant's vectors are narrower than the step. */
+  panelVectors: number;
   /** Rows of one slice (8), slices per panel, and bytes of one slice's 4-weight step (one dword a row). */
   panelSliceRows: number;
   panelSlices: number;
   panelSliceBytes: number;
   /** Bytes of one 4-weight step of the whole panel (one dword a row): the micro-kernel's vector. */
   panelStepBytes: number;
-  /** 4-weight steps per 32-weight chunk, bytes of one chunk of a panel (panelRows x 32 weights), and bytes of the decoded tile: codes, then f32 scales. */
+  /** Weights of one step (4: one dword a row) and of one chunk (32); steps per chunk, bytes of one chunk of a panel (panelRows x 32 weights), and bytes of the decoded tile: codes, then f32 scales. */
+  panelStepWeights: number;
+  panelChunkWeights: number;
   panelSteps: number;
   panelChunkBytes: number;
   panelCodeBytes: number;
@@ -115,8 +119,9 @@ export interface CpuVariants {
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
   /**
-   * The variants whose panel kernel can also take 16 weight rows per 512-bit vector (the
-   * `panelBits` knob), each with the formats it does so for. Absent: 8 rows, 256 bits.
+   * The variants whose panel kernel can also take 16 weight rows per 4-weight step, 512 bits of
+   * codes (the `panelBits` knob): one vector where the variant's are 512 bits wide (`f32Lanes` 16),
+   * else one per 8-row slice. Each with the formats it does so for. Absent: 8 rows, 256 bits.
    */
   panelWide?: Readonly<Record<string, readonly string[]>>;
   /**
@@ -146,7 +151,7 @@ export interface CpuVariants {
   noUnrollFormats?: readonly WeightFormatName[];
   /** The unroll knob's values, the default first; absent: [2, 1, 4]. */
   unrollValues?: readonly number[];
-  /** f32 lanes of each variant's vectors (attention's chunk of D); absent variants take 4. */
+  /** f32 lanes of each variant's widest vectors (attention's chunk of D; the panel's vectors a step); absent variants take 4. */
   f32Lanes?: Readonly<Record<string, number>>;
   /**
    * Vector registers each variant's code can name, where fewer than a CPU may have: AVX2's VEX
@@ -198,8 +203,17 @@ export const PANEL_MIN_M = 16;
 /** Weight rows of one panel slice: 8 rows in the dwords of one 256-bit vector (a panel holds one or two). */
 export const PANEL_ROWS = 8;
 
-/** Activation rows the 512-bit panel micro-kernel may take together (`mTile`; other kernels stop at 4). */
+/** Activation rows the panel micro-kernel on 512-bit vectors may take together (`mTile`; other kernels stop at 4). */
 const PANEL_WIDE_MTILE = 8;
+
+/** Weights of one panel step (one dword of codes a row: the integer dot product's 4 bytes). */
+const PANEL_STEP_WEIGHTS = 4;
+
+/** Weights of one panel chunk (a decoder's 32-byte vector a row; an activation block holds 1 or 2). */
+const PANEL_CHUNK_WEIGHTS = 32;
+
+/** Bits of one dword: a row's codes in one panel step. */
+const DWORD_BITS = 32;
 
 /** Weight rows the row-sums kernel sums together: 8, one per i32 lane of a 256-bit vector. */
 export const ROW_SUMS_ROWS = 8;
@@ -237,9 +251,14 @@ function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefine
   return table && Object.hasOwn(table, isa as string) ? table[isa as string]! : [];
 }
 
-/** Whether the panel kernel of this request and ISA variant can take 512-bit vectors of 16 rows (the `panelBits` knob matters only then). */
+/** Whether the panel kernel of this request and ISA variant can take 16 rows a step, 512 bits of codes (the `panelBits` knob matters only then). */
 function panelWideUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
   return formatsOf(variants.panelWide, isa).includes(req.op.weight.format);
+}
+
+/** Vectors the panel micro-kernel takes per activation row and step: one, or one per slice where the variant's vectors hold fewer rows' dwords than the panel. */
+function panelVectorsOf(variants: CpuVariants, isa: unknown, panelRows: number): number {
+  return Math.max(1, Math.ceil(panelRows / (variants.f32Lanes?.[isa as string] ?? 4)));
 }
 
 /** Whether the block-step kernel exists for this request and ISA variant (the knob matters only then). */
@@ -313,7 +332,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     {
       name: 'panelBits',
       values: [512, 256],
-      doc: 'vector width of the panel micro-kernel: 16 weight rows per 512-bit dot product, or 8 per 256-bit one',
+      doc: 'bits of codes per panel step: 16 weight rows (512 bits: one dot product on AVX-512, two 256-bit ones on AVX-VNNI), or 8 rows (256 bits)',
       when: (c) => usesPanel(c) && panelWideUsable(req, variants, c.isa),
     },
     {
@@ -323,7 +342,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       when: (c) => blockStepUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c),
     },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
-    { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the 512-bit panel alone)` },
+    { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the panel of 512-bit vectors alone)` },
     {
       name: 'rowSums',
       values: [1, 0],
@@ -354,11 +373,11 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     {
       // One accumulator and one block sum per activation row: 2 x 8 of 32 registers. The other
       // kernels hold rowsPerIter x mTile accumulators (or i16 partial sums too), which 8 rows overrun.
-      reason: `mTile ${PANEL_WIDE_MTILE} is for the 512-bit panel micro-kernel alone`,
-      allows: (c) => c.mTile !== PANEL_WIDE_MTILE || usesWidePanel(c),
+      reason: `mTile ${PANEL_WIDE_MTILE} is for the panel micro-kernel on 512-bit vectors alone`,
+      allows: (c) => c.mTile !== PANEL_WIDE_MTILE || (usesWidePanel(c) && panelVectorsOf(variants, c.isa, 2 * PANEL_ROWS) === 1),
     },
     {
-      reason: 'the 512-bit panel takes nTile in whole panels of 16 rows',
+      reason: 'the 16-row panel takes nTile in whole panels of 16 rows',
       allows: (c) => !usesWidePanel(c) || (c.nTile as number) % (2 * PANEL_ROWS) === 0,
     },
     {
@@ -394,6 +413,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const panel = actQuant && config.panel === 1 && panelUsable(req, variants, config.isa);
   const panelSlices = panel && config.panelBits === 512 && panelWideUsable(req, variants, config.isa) ? 2 : 1;
   const panelRows = PANEL_ROWS * panelSlices;
+  const panelVectors = panelVectorsOf(variants, config.isa, panelRows);
+  const panelVectorBits = (DWORD_BITS * panelRows) / panelVectors;
   const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
@@ -413,7 +434,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const unrolled = unrolls(req, variants) ? `, unrolled ${config.unroll}x` : '';
   const buffers: OnChipBuffer[] = [
     panel
-      ? { name: 'accumulators', space: 'registers', size: (panelSlices > 1 ? 2 : 3) * mTile, why: `per activation row: f32 sums, i32 block sums${panelSlices > 1 ? '' : ' and i16 partial sums'} of ${panelRows} weight rows` }
+      ? { name: 'accumulators', space: 'registers', size: (panelSlices > 1 ? 2 : 3) * panelVectors * mTile, why: `per activation row and panel vector: f32 sums, i32 block sums${panelSlices > 1 ? '' : ' and i16 partial sums'} of ${panelRows / panelVectors} weight rows` }
       : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
     panel
@@ -432,7 +453,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${Math.ceil(nTile / panelRows)} panels of ${panelRows} rows, in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
-      `      for k in [0, ${K}) step 4               (one ${panelSlices * 256}-bit panel vector, one activation broadcast per row), unrolled ${config.unroll}x per block`,
+      `      for k in [0, ${K}) step 4               (${panelVectors === 1 ? 'one' : panelVectors} ${panelVectorBits}-bit panel vector${panelVectors === 1 ? '' : 's'}, one activation broadcast per row), unrolled ${config.unroll}x per block`,
     ] : [
       `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
@@ -454,10 +475,13 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       panelRows,
       panelSliceRows: PANEL_ROWS,
       panelSlices,
-      panelSliceBytes: 4 * PANEL_ROWS,
-      panelStepBytes: 4 * panelRows,
-      panelSteps: 32 / 4,
-      panelChunkBytes: 32 * panelRows,
+      panelVectors,
+      panelSliceBytes: PANEL_STEP_WEIGHTS * PANEL_ROWS,
+      panelStepBytes: PANEL_STEP_WEIGHTS * panelRows,
+      panelStepWeights: PANEL_STEP_WEIGHTS,
+      panelChunkWeights: PANEL_CHUNK_WEIGHTS,
+      panelSteps: PANEL_CHUNK_WEIGHTS / PANEL_STEP_WEIGHTS,
+      panelChunkBytes: PANEL_CHUNK_WEIGHTS * panelRows,
       panelCodeBytes: panel ? nTile * K : 0,
       panelScales: panel ? nTile * blocksPerRow : 0,
       stepBlocks,

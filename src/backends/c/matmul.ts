@@ -35,14 +35,16 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
  * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
  *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
  *   512-bit kernels to it);
+ * - `widePanel`: the prefix of the micro-kernel of a panel of two 8-row slices: AVX-512's own (one
+ *   512-bit vector for both), or AVX2's (one 256-bit vector a slice, with the ISA's panel step);
  * - `maddubs`: decode schemes that keep AVX2's maddubs dot products. On Zen 5 (L2, one core)
  *   AVX-VNNI's vpdpbusd took q4 0.965 -> 0.835 ns per 64 weights and q3.5 1.973 -> 1.705, but
  *   signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536 (q8) and
  *   1.563 -> 1.605 (q8_0) (docs/PERFORMANCE.md, tenth session).
  */
-const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: readonly DecodeScheme[]; dots: string; maddubs?: readonly DecodeScheme[] }>> = {
-  avx512: { own: 'avx512', microDecoders: ['q35'], dots: 'avx512' },
-  avxvnni: { own: 'avx2', dots: 'vnni', maddubs: ['int8'] },
+const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: readonly DecodeScheme[]; dots: string; widePanel: string; maddubs?: readonly DecodeScheme[] }>> = {
+  avx512: { own: 'avx512', microDecoders: ['q35'], dots: 'avx512', widePanel: 'avx512' },
+  avxvnni: { own: 'avx2', dots: 'vnni', widePanel: 'avx2', maddubs: ['int8'] },
 };
 
 /**
@@ -76,15 +78,15 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   const steps = maddubs ? shared : 'vnni';
   if (plan.params.panel) {
     // The panel path: panel decoders in AVX2 intrinsics (a slice of 8 rows each), and the AVX2
-    // micro-kernel with the ISA's step, or for panels of two slices the ISA's own 512-bit one.
-    const wide = plan.params.panelSlices > 1;
+    // micro-kernel with the ISA's step, or for panels of two slices the ISA's `widePanel` one.
+    const micro = plan.params.panelSlices > 1 && based ? based.widePanel : shared;
     return {
-      micro: wide ? `isa/${isa}_panel` : `isa/${shared}_panel`,
+      micro: `isa/${micro}_panel`,
       decode: `decode/${scheme}_panel`,
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      panelStep: wide ? undefined : `isa/${steps}_panel_step`,
+      panelStep: micro === shared ? `isa/${steps}_panel_step` : undefined,
       decoderIsa: shared,
     };
   }

@@ -60,7 +60,9 @@ export const C_VARIANTS: CpuVariants = {
   // 1071 with mTile 8 (docs/PERFORMANCE.md, eleventh session). The default on every AVX-512 CPU:
   // where 512-bit operations are split in two (Zen 4), a zmm vpdpbusd still does two ymm ones' work
   // with half the broadcasts and loads; not measured there.
-  panelWide: { avx512: ['q4', 'q4_0', 'q35'] },
+  // AVX-VNNI takes the 16 rows as two ymm (AVX2's micro-kernel, one vector a slice, one broadcast
+  // for both): q4 466-476 -> 523-557 GFLOPS with mTile 4 (eleventh session).
+  panelWide: { avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
   blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'], avxvnni: ['q4', 'q4_0', 'q8', 'q8_0'] },
@@ -77,7 +79,7 @@ export const C_VARIANTS: CpuVariants = {
   // the default stays 256 and the tuner decides (docs/PERFORMANCE.md, ninth session).
   rowSumsWide: { avx512: ['q35'] },
   // The scalar variant computes one value at a time.
-  f32Lanes: { avx512: 16, avx2: 8, neon: 4, scalar: 1 },
+  f32Lanes: { avx512: 16, avxvnni: 8, avx2: 8, neon: 4, scalar: 1 },
   // AVX2 and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
   vectorRegisters: { avx512: 32, avx2: 16, neon: 32, scalar: 16 },
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and

@@ -45,6 +45,8 @@ enum {
   KG_PANEL_SLICES = 2,
   KG_PANEL_SLICE_BYTES = 32,
   KG_PANEL_STEP_BYTES = 64,
+  KG_PANEL_STEP_WEIGHTS = 4,
+  KG_PANEL_CHUNK_WEIGHTS = 32,
   KG_PANEL_STEPS = 8,
   KG_PANEL_CHUNK_BYTES = 512,
   KG_PANEL_CODE_BYTES = 4096,
@@ -281,7 +283,7 @@ static inline __attribute__((always_inline)) void kg_panel_micro(const uint8_t *
         const __m512i p = _mm512_load_si512((const void *)(pc + KG_PANEL_STEP_BYTES * s));
         for (int i = 0; i < KG_MTILE; i++) {
           int32_t x4;
-          memcpy(&x4, x[(int64_t)i * KG_XBLOCKS + a].q + 32 * c + 4 * s, 4);
+          memcpy(&x4, x[(int64_t)i * KG_XBLOCKS + a].q + KG_PANEL_CHUNK_WEIGHTS * c + KG_PANEL_STEP_WEIGHTS * s, sizeof x4);
           dot[i] = _mm512_dpbusd_epi32(dot[i], p, _mm512_set1_epi32(x4));
         }
       }
