@@ -61,7 +61,8 @@ export const C_VARIANTS: CpuVariants = {
   // where 512-bit operations are split in two (Zen 4), a zmm vpdpbusd still does two ymm ones' work
   // with half the broadcasts and loads; not measured there.
   // AVX-VNNI takes the 16 rows as two ymm (AVX2's micro-kernel, one vector a slice, one broadcast
-  // for both): q4 466-476 -> 523-557 GFLOPS with mTile 4 (eleventh session).
+  // for both; mTile 4): on Zen 5, M=256, q4 464-499 -> 510-553 GFLOPS, q4_0 422-436 -> 501-526
+  // (twelfth session). AVX2 stays at 8 rows: its i16 partial sums of two slices spill (slower).
   panelWide: { avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
