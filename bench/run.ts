@@ -19,7 +19,6 @@ import type { MatmulShape } from '../src/ir/types.js';
 import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
-import { C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { probeSource } from '../src/backends/c/bandwidth.js';
 import { benchArgs, CFLAGS, cpuSample, defaultBenchIsas, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
@@ -35,7 +34,7 @@ const USAGE = `  npm run bench                 table on stdout, progress on stde
   npm run bench -- --json       the same rows as JSON lines
 Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,gemm at N=K=4096; decode-4k,
          decode-32k,prefill-2k; attention = those three; wgsl = only the WGSL rows)   --formats q4,q35,q4_0,q8   --threads 1,2
-         --isa avx2,avxvnni,avx512 (default: avx2 and those of the others this CPU runs; attention rows skip avxvnni)
+         --isa avx2,avxvnni,avx512 (default: avx2 and those of the others this CPU runs)
          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
          --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
@@ -406,7 +405,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: flag('--no-kgen') ? null : { threads, isas: isas.filter((isa) => !C_VARIANTS.matmulOnly?.includes(isa)), wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
+        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
         workDir,
         benchSrc,
         stage: (f, o) => stage([], f, o),

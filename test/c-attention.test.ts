@@ -99,6 +99,30 @@ for (const { isa, device } of VARIANTS) {
   });
 }
 
+// AVX-VNNI's attention is AVX2's code with its integer dot product of Q and K codes by 256-bit
+// vpdpbusd (Q's codes + 128): the matrix rows of the caches with int8 codes, int8 Q (the default).
+describe.skipIf(skipReason(['gcc']) !== undefined)('C attention avxvnni: int8 Q by vpdpbusd on the verification matrix', { concurrent: true }, () => {
+  const runnable = cannotRunReason('avxvnni') === undefined;
+  for (const format of ['q8', 'q8_0', 'q4_0'] as const) {
+    it(`${format} KV: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
+      for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format)) {
+        const c = attentionMatrixCase(row);
+        const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa: 'avxvnni', device: 'xeon-8592', config: row.cpu, werror: true });
+        expectMatrixPlan(row, r.plan, c.label);
+        expectMatchesReference(r, c.label, runnable);
+        expect(r.plan.params, c.label).toMatchObject({ qInt8: true, qCodeOffset: 128 });
+        if (runnable) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
+      }
+    });
+  }
+  it('the kernel is AVX2\'s with vpdpbusd in place of the sign trick', () => {
+    const source = (isa: string) => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=300,D=128', device: 'xeon-8592', isa }).files['kernel.c']!;
+    expect(source('avxvnni')).toMatch(/KG_DPBUSD256\(acc, _mm256_loadu_si256/);
+    expect(source('avxvnni')).not.toMatch(/_mm256_sign_epi8/);
+    expect(source('avx2')).toMatch(/_mm256_maddubs_epi16\(k\.ka/);
+  });
+});
+
 /** The widest x86 variant this CPU runs (scalar elsewhere): the sanitizer and defaults tests run it. */
 const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined) ?? 'scalar';
 /** A shipped profile with the ISA, not `host`: test:hosts forces host to other CPUs' profiles. */

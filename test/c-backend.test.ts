@@ -217,19 +217,14 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
   });
 });
 
-describe('AVX-VNNI is a matmul variant', () => {
+describe('AVX-VNNI as a variant', () => {
   const isaValues = (name: string, shape: string) => {
     const op = catalogOp(name)!;
     return spaceFor(planRequest({ op, shape: parseShape(shape, op), device: getDevice('xeon-8592'), target: 'c' })).knobs.find((k) => k.name === 'isa')!.values;
   };
-  it('matmul offers it after AVX-512 and before AVX2 where the profile has it; attention does not', () => {
+  it('matmul and attention offer it after AVX-512 and before AVX2 where the profile has it', () => {
     expect(isaValues('matmul_q4', 'M=1,N=64,K=256')).toEqual(['avx512', 'avxvnni', 'avx2', 'scalar']);
-    expect(isaValues('attention_f16', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64')).toEqual(['avx512', 'avx2', 'scalar']);
-  });
-  it('--isa avxvnni for attention is a clear error', () => {
-    expect(() => emit({ target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64', isa: 'avxvnni', device: 'xeon-8592' })).toThrow(
-      /avxvnni is a matmul variant.*attention has no avxvnni kernels/,
-    );
+    expect(isaValues('attention_f16', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64')).toEqual(['avx512', 'avxvnni', 'avx2', 'scalar']);
   });
 });
 

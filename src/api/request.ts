@@ -63,7 +63,7 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
   const planned = planRequest({ op, shape, device, target: target.name });
   const config = parseConfig(req.config);
   if (req.isa !== undefined) {
-    checkVariant(req.isa, device, target, op.kind);
+    checkVariant(req.isa, device, target);
     if (config?.isa !== undefined && config.isa !== req.isa) {
       throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${valueText(config.isa)}`, expected: 'one of them' });
     }
@@ -88,20 +88,11 @@ function parseConfig(given: Record<string, unknown> | string | undefined): Recor
  * lacks names the profiles that have it and what it needs (NEON: an Arm profile, whose kernels
  * run under qemu here).
  */
-function checkVariant(isa: string, device: DeviceProfile, target: Target, kind: Op['kind']): void {
+function checkVariant(isa: string, device: DeviceProfile, target: Target): void {
   const variants = target.variants;
   if (!variants) throw new KgenError({ field: '--isa', problem: `the ${target.name} target has no ISA variants`, expected: 'no --isa' });
   if (!variants.all.includes(isa)) {
     throw new KgenError({ field: '--isa', problem: `unknown ISA ${quoted(isa)}`, expected: `one of ${variants.all.join(', ')}` });
-  }
-  if (kind !== 'matmul' && variants.matmulOnly?.includes(isa)) {
-    const others = variants.all.filter((v) => !variants.matmulOnly?.includes(v));
-    throw new KgenError({
-      field: '--isa',
-      problem: `${isa} is a matmul variant (it changes only the weights' dot products); ${kind} has no ${isa} kernels`,
-      expected: `one of ${others.join(', ')}`,
-      hint: 'omit --isa to take the best variant the device has',
-    });
   }
   const here = variants.of(device);
   if (here.includes(isa)) return;

@@ -111,11 +111,6 @@ export interface CpuVariants {
   of(device: DeviceProfile, format?: WeightFormatName): string[];
   /** What the knob means, for `kgen plan`. */
   doc: string;
-  /**
-   * Variants that differ from another only in the weights' dot products: matmul offers them,
-   * attention (whose kernels would be the other variant's code) does not.
-   */
-  matmulOnly?: readonly string[];
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
   /**

@@ -64,6 +64,15 @@ function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
   };
 }
 
+/**
+ * Variants whose attention kernels are another variant's code (`isa`) with their own integer dot
+ * product of Q and K codes (`intDot`: the prefix of attention/isa/<intDot>_idot). AVX-VNNI runs
+ * AVX2's kernels with 256-bit vpdpbusd in place of the sign trick's four operations.
+ */
+const ATTENTION_CODE: Readonly<Record<string, { isa: string; intDot: string }>> = {
+  avxvnni: { isa: 'avx2', intDot: 'vnni' },
+};
+
 /** kernel.c and kernel.h of a CPU attention plan, and the harness verify and the tuner build around them. */
 export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): RenderedKernel {
   const op = plan.op;
@@ -80,7 +89,9 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     guard: `${shared.FN}_H`,
     compileHint,
     isaIncludes: `isa/${p.isa}_includes`,
-    isaPartial: `attention/isa/${p.isa}`,
+    isaPartial: `attention/isa/${ATTENTION_CODE[p.isa]?.isa ?? p.isa}`,
+    // Read by AVX2's attention code alone.
+    intDotPartial: `attention/isa/${ATTENTION_CODE[p.isa]?.intDot ?? p.isa}_idot`,
     kvPartial: `attention/kv/${p.kvFormat}`,
     blockBytes: ggml?.bytesPerBlock ?? 0,
     // ggml blocks keep their scale first in the block; kgen q8 keeps a row's scales in an array.

@@ -50,8 +50,6 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
 export const C_VARIANTS: CpuVariants = {
   of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
   doc: 'instruction set of the C variant',
-  // AVX-VNNI changes only the weights' dot products: its attention would be AVX2's code.
-  matmulOnly: ['avxvnni'],
   // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
   // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
   panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
@@ -81,11 +79,12 @@ export const C_VARIANTS: CpuVariants = {
   rowSumsWide: { avx512: ['q35'] },
   // The scalar variant computes one value at a time.
   f32Lanes: { avx512: 16, avxvnni: 8, avx2: 8, neon: 4, scalar: 1 },
-  // AVX2 and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
-  vectorRegisters: { avx512: 32, avx2: 16, neon: 32, scalar: 16 },
+  // AVX2 (and AVX-VNNI) and scalar x86 code name ymm0-15 / xmm0-15 whatever the CPU has.
+  vectorRegisters: { avx512: 32, avxvnni: 16, avx2: 16, neon: 32, scalar: 16 },
   // vpdpbusd multiplies unsigned by signed bytes: Q's codes go up by 128 (K's stay signed, and
-  // the kernel takes 128 x sum(K) off). AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
-  attentionInt8Q: { avx512: 128, avx2: 0, neon: 0, scalar: 0 },
+  // the kernel takes 128 x sum(K) off); AVX-VNNI's attention is AVX2's code with the 256-bit one.
+  // AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
+  attentionInt8Q: { avx512: 128, avxvnni: 128, avx2: 0, neon: 0, scalar: 0 },
   // P.V by vpdpwssd: int16 P codes (15 bits: P x V's scale, which may be negative, keeps 2^-15 of
   // its tile's peak) times V's codes widened to int16, two keys a lane. AVX-512 only so far: the
   // plan refuses the others.
@@ -94,7 +93,7 @@ export const C_VARIANTS: CpuVariants = {
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).
   attentionKeyLanes: { avx512: 128 },
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
-  attentionKeyTile: ['avx512', 'avx2', 'neon', 'scalar'],
+  attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
   // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.
   attentionAllHeads: true,
 };
