@@ -120,6 +120,11 @@ export interface CpuVariants {
    */
   panelWide?: Readonly<Record<string, readonly string[]>>;
   /**
+   * The variants whose panel step sums products in i16 before widening them to the i32 block sums
+   * (AVX2's maddubs): one more register per accumulator. Absent: none (VNNI sums in i32).
+   */
+  panelI16Sums?: readonly string[];
+  /**
    * The variants with a block-step kernel (4 or 8 blocks of 32 weights per step), each with the
    * weight formats it decodes; it applies when the format's blocks hold 32 weights.
    */
@@ -410,6 +415,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const panelRows = PANEL_ROWS * panelSlices;
   const panelVectors = panelVectorsOf(variants, config.isa, panelRows);
   const panelVectorBits = (DWORD_BITS * panelRows) / panelVectors;
+  const panelI16 = variants.panelI16Sums?.includes(config.isa as string) ?? false;
   const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
@@ -429,7 +435,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const unrolled = unrolls(req, variants) ? `, unrolled ${config.unroll}x` : '';
   const buffers: OnChipBuffer[] = [
     panel
-      ? { name: 'accumulators', space: 'registers', size: (panelSlices > 1 ? 2 : 3) * panelVectors * mTile, why: `per activation row and panel vector: f32 sums, i32 block sums${panelSlices > 1 ? '' : ' and i16 partial sums'} of ${panelRows / panelVectors} weight rows` }
+      ? {
+          name: 'accumulators',
+          space: 'registers',
+          size: (panelI16 ? 2 : 1) * panelVectors * mTile,
+          why: `per activation row and panel vector: i32 block sums${panelI16 ? ' and i16 partial sums' : ''} of ${panelRows / panelVectors} weight rows (the f32 sums, touched once a block, may live in memory)`,
+        }
       : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
     panel

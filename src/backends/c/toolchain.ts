@@ -62,6 +62,8 @@ export const C_VARIANTS: CpuVariants = {
   // for both; mTile 4): on Zen 5, M=256, q4 464-499 -> 510-553 GFLOPS, q4_0 422-436 -> 501-526
   // (twelfth session). AVX2 stays at 8 rows: its i16 partial sums of two slices spill (slower).
   panelWide: { avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
+  // AVX2's panel step sums maddubs products in i16 (8 steps), then widens them to the block sums.
+  panelI16Sums: ['avx2'],
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
   blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'], avxvnni: ['q4', 'q4_0', 'q8', 'q8_0'] },

@@ -224,23 +224,27 @@ static inline kg_vec kg_vload_nib(const uint8_t *p, int shift) {
   v = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(shift)), _mm256_set1_epi32(KG_NIBBLE_MASK));
   return _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(KG_NIBBLE_ZERO)));
 }
-/* int8 Q (qInt8): steps of 32 K codes, 8 i32 lanes of 4 products each. maddubs multiplies unsigned
- * by signed bytes, so the sign trick: |k| times q with k's sign. |k| <= 128 and |q| <= 127 keep each
- * i16 pair sum below 32767. */
+/* int8 Q (qInt8): steps of 32 K codes, 8 i32 lanes of 4 products each. */
 typedef __m256i kg_ivec;
-typedef struct { __m256i k, ka; } kg_icodes;
-static inline kg_icodes kg_icodes_of(__m256i k) { return (kg_icodes){ k, _mm256_sign_epi8(k, k) }; }
-/* Signed codes from the step's KG_IPIECES pieces: one of 32 bytes or two of 16. */
-static inline kg_icodes kg_iload_i8(const uint8_t *const *p) {
-  return kg_icodes_of(KG_IPIECES == 1 ? _mm256_loadu_si256((const __m256i *)p[0]) : _mm256_loadu2_m128i((const __m128i *)p[1], (const __m128i *)p[0]));
+/* Signed K codes from the step's KG_IPIECES pieces: one of 32 bytes or two of 16. */
+static inline __m256i kg_iraw_i8(const uint8_t *const *p) {
+  return KG_IPIECES == 1 ? _mm256_loadu_si256((const __m256i *)p[0]) : _mm256_loadu2_m128i((const __m128i *)p[1], (const __m128i *)p[0]);
 }
 /* Nibbles minus the zero point from the step's two pieces, each its bytes' nibble at shift[i]. */
-static inline kg_icodes kg_iload_nib(const uint8_t *const *p, const int *shift) {
+static inline __m256i kg_iraw_nib(const uint8_t *const *p, const int *shift) {
   const __m128i lo = _mm_srl_epi16(_mm_loadu_si128((const __m128i *)p[0]), _mm_cvtsi32_si128(shift[0]));
   const __m128i hi = _mm_srl_epi16(_mm_loadu_si128((const __m128i *)p[1]), _mm_cvtsi32_si128(shift[1]));
   const __m256i v = _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(KG_NIBBLE_MASK));
-  return kg_icodes_of(_mm256_sub_epi8(v, _mm256_set1_epi8(KG_NIBBLE_ZERO)));
+  return _mm256_sub_epi8(v, _mm256_set1_epi8(KG_NIBBLE_ZERO));
 }
+/* The variant's integer dot product of Q and K codes (attention/isa/<intDot>_idot: AVX2's sign trick
+ * with maddubs, or AVX-VNNI's vpdpbusd). */
+/* maddubs multiplies unsigned by signed bytes, so the sign trick: |k| times q with k's sign. |k| <=
+ * 128 and |q| <= 127 keep each i16 pair sum below 32767. */
+typedef struct { __m256i k, ka; } kg_icodes;
+static inline kg_icodes kg_icodes_of(__m256i k) { return (kg_icodes){ k, _mm256_sign_epi8(k, k) }; }
+static inline kg_icodes kg_iload_i8(const uint8_t *const *p) { return kg_icodes_of(kg_iraw_i8(p)); }
+static inline kg_icodes kg_iload_nib(const uint8_t *const *p, const int *shift) { return kg_icodes_of(kg_iraw_nib(p, shift)); }
 /* Where a row's dot product of a step starts (signed x signed: at 0). */
 static inline kg_ivec kg_ibase(kg_icodes k) { (void)k; return _mm256_setzero_si256(); }
 static inline kg_ivec kg_idot(kg_ivec acc, kg_icodes k, const uint8_t *q) {
