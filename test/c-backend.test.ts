@@ -126,7 +126,7 @@ function formatOf(which: { op: string } | { ir: { weight: { format: string } } }
 
 const q35Panels = Object.keys(C_VARIANTS.panel ?? {}).filter((isa) => C_VARIANTS.panel![isa]!.includes('q35'));
 
-describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; q3.5 on the VNNI variants)', () => {
+describe.concurrent('C panel GEMM path (q4, q4_0 and q3.5 on AVX2, AVX-VNNI and AVX-512)', () => {
   // Ragged: M not a multiple of the activation tile, N not a multiple of the 8-row panel nor of the
   // weight tile, K an odd number of groups (K=320: 5 groups of 64, 10 of 32; K=384 for groups of 128).
   const irs = [
@@ -137,8 +137,8 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
       shapes: ['M=19,N=37,K=384'],
     })),
     { ir: EPILOGUE_IRS[0]!, shapes: ['M=18,N=21,K=384'] },
-    // q3.5 (the VNNI variants: AVX2's maddubs would overflow i16): groups of 64 (units of 64), 96 (a
-    // 32-weight unit after each 64; K=288 an odd number of 32-chunks) and 128.
+    // q3.5 (signed table values on AVX2, + 128 on the VNNI variants): groups of 64 (units of 64), 96
+    // (a 32-weight unit after each 64; K=288 an odd number of 32-chunks) and 128.
     { op: 'matmul_q35', shapes: ['M=17,N=77,K=320', 'M=30,N=13,K=320'], isas: q35Panels },
     ...[96, 128].map((groupSize) => ({
       ir: { kind: 'matmul', name: `panel_q35_g${groupSize}`, x: 'f32', y: 'f32', weight: { format: 'q35', groupSize }, epilogue: {} },
@@ -171,12 +171,13 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
     }
   }
   it('the default for M >= 16 is the panel path; M < 16, other formats and scalar keep the row path', async () => {
-    const plan = (op: string, shape: string, isa: string) => emit({ target: 'c', op, shape, isa, device: 'epyc-9654' }).plan.params as { panel: boolean };
+    const plan = (op: string, shape: string, isa: string) => emit({ target: 'c', op, shape, isa, device: 'epyc-9654' }).plan.params as { panel: boolean; panelSignedCodes: boolean; panelCodeOffset: number };
     expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(true);
     expect(plan('matmul_q4_0', 'M=16,N=4096,K=4096', 'avx512').panel).toBe(true);
     expect(plan('matmul_q4', 'M=15,N=4096,K=4096', 'avx2').panel).toBe(false);
-    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2').panel).toBe(false); // maddubs would overflow i16
-    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx512').panel).toBe(true);
+    // q3.5 on AVX2: signed codes, the sign trick, i32 every step (maddubs on codes + 128 would overflow i16).
+    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx2')).toMatchObject({ panel: true, panelSignedCodes: true, panelCodeOffset: 0 });
+    expect(plan('matmul_q35', 'M=256,N=4096,K=4096', 'avx512')).toMatchObject({ panel: true, panelSignedCodes: false, panelCodeOffset: 128 });
     // AVX-VNNI's step is vpdpbusd too (xeon-8592 has it; the AMD profiles do not).
     expect((emit({ target: 'c', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', isa: 'avxvnni', device: 'xeon-8592' }).plan.params as { panel: boolean }).panel).toBe(true);
     expect(plan('matmul_q4', 'M=256,N=4096,K=4096', 'scalar').panel).toBe(false);
@@ -188,8 +189,8 @@ describe.concurrent('C panel GEMM path (q4, q4_0 on AVX2, AVX-VNNI and AVX-512; 
       expect(r.status, `${shape}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
-  it('q4 and q4_0 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx2)', async () => {
-    for (const op of ['matmul_q4', 'matmul_q4_0']) {
+  it('q4, q4_0 and q3.5 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx2)', async () => {
+    for (const op of ['matmul_q4', 'matmul_q4_0', 'matmul_q35']) {
       const r = await verify({ target: 'c', op, shape: 'M=17,N=13,K=320', isa: 'avx2', device: AVX2_CPU, config: { panel: 1 }, sanitize: true });
       expect(r.plan.params).toMatchObject({ panel: true });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');

@@ -30,6 +30,10 @@ export type CpuMatmulParams = {
   panelRows: number;
   /** Vectors of one 4-weight step the micro-kernel takes per activation row: 1, or one per slice where the variant's vectors are narrower than the step. */
   panelVectors: number;
+  /** The panel holds signed codes and its step widens every product pair to i32 (CpuVariants.panelSignedCodes). */
+  panelSignedCodes: boolean;
+  /** What a panel decoder of int8 table values (q3.5) adds to them: 128 for an unsigned x signed step (vpdpbusd), 0 for signed codes. */
+  panelCodeOffset: number;
   /** Rows of one slice (8), slices per panel, and bytes of one slice's 4-weight step (one dword a row). */
   panelSliceRows: number;
   panelSlices: number;
@@ -121,9 +125,16 @@ export interface CpuVariants {
   panelWide?: Readonly<Record<string, readonly string[]>>;
   /**
    * The variants whose panel step sums products in i16 before widening them to the i32 block sums
-   * (AVX2's maddubs): one more register per accumulator. Absent: none (VNNI sums in i32).
+   * (AVX2's maddubs on unsigned codes): one more register per accumulator. Absent: none (VNNI sums
+   * in i32).
    */
   panelI16Sums?: readonly string[];
+  /**
+   * The variants whose panel takes these formats' codes signed (table values, not + 128), each with
+   * the formats: AVX2's q3.5, whose step multiplies |x| by the weight with x's sign and widens
+   * every step to i32 (a pair of products reaches 2 x 125 x 127). Absent: none.
+   */
+  panelSignedCodes?: Readonly<Record<string, readonly string[]>>;
   /**
    * The variants with a block-step kernel (4 or 8 blocks of 32 weights per step), each with the
    * weight formats it decodes; it applies when the format's blocks hold 32 weights.
@@ -211,6 +222,9 @@ const PANEL_STEP_WEIGHTS = 4;
 
 /** Weights of one panel chunk (a decoder's 32-byte vector a row; an activation block holds 1 or 2). */
 const PANEL_CHUNK_WEIGHTS = 32;
+
+/** What makes an int8 table value an unsigned byte for vpdpbusd's unsigned operand. */
+const PANEL_UNSIGNED_OFFSET = 128;
 
 /** Bits of one dword: a row's codes in one panel step. */
 const DWORD_BITS = 32;
@@ -415,7 +429,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const panelRows = PANEL_ROWS * panelSlices;
   const panelVectors = panelVectorsOf(variants, config.isa, panelRows);
   const panelVectorBits = (DWORD_BITS * panelRows) / panelVectors;
-  const panelI16 = variants.panelI16Sums?.includes(config.isa as string) ?? false;
+  const panelSignedCodes = panel && formatsOf(variants.panelSignedCodes, config.isa).includes(op.weight.format);
+  const panelI16 = !panelSignedCodes && (variants.panelI16Sums?.includes(config.isa as string) ?? false);
   const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
   const rowsPerIter = config.rowsPerIter as number;
@@ -482,6 +497,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       panelSliceRows: PANEL_ROWS,
       panelSlices,
       panelVectors,
+      panelSignedCodes,
+      panelCodeOffset: panelSignedCodes ? 0 : PANEL_UNSIGNED_OFFSET,
       panelSliceBytes: PANEL_STEP_WEIGHTS * PANEL_ROWS,
       panelStepBytes: PANEL_STEP_WEIGHTS * panelRows,
       panelStepWeights: PANEL_STEP_WEIGHTS,

@@ -86,7 +86,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
-      panelStep: micro === shared ? `isa/${steps}_panel_step` : undefined,
+      panelStep: micro === shared ? `isa/${steps}_panel_step${plan.params.panelSignedCodes ? '_signed' : ''}` : undefined,
       decoderIsa: shared,
     };
   }

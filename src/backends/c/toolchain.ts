@@ -50,9 +50,10 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
 export const C_VARIANTS: CpuVariants = {
   of: (device) => Object.entries(C_TOOLCHAINS).filter(([, tc]) => tc.needs.every((f) => device.cpu?.isa.includes(f))).map(([isa]) => isa),
   doc: 'instruction set of the C variant',
-  // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs): 4-bit codes only. VNNI
-  // accumulates in i32, so AVX-512 also takes q3.5's table values + 128.
-  panel: { avx2: ['q4', 'q4_0'], avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
+  // AVX2's panel step sums unsigned x signed byte pairs in i16 (maddubs), which fits 4-bit codes;
+  // q3.5's table values take the sign trick (panelSignedCodes). VNNI accumulates in i32, so AVX-512
+  // and AVX-VNNI take q3.5's table values + 128.
+  panel: { avx2: ['q4', 'q4_0', 'q35'], avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
   // AVX-512's panel can also be 16 rows in one zmm, one 512-bit vpdpbusd for 16 rows and 4 weights
   // (isa/avx512_panel): on Zen 5, M=256, N=K=4096, 2 threads, q4 535 -> 974 GFLOPS with mTile 4,
   // 1071 with mTile 8 (docs/PERFORMANCE.md, eleventh session). The default on every AVX-512 CPU:
@@ -64,6 +65,8 @@ export const C_VARIANTS: CpuVariants = {
   panelWide: { avx512: ['q4', 'q4_0', 'q35'], avxvnni: ['q4', 'q4_0', 'q35'] },
   // AVX2's panel step sums maddubs products in i16 (8 steps), then widens them to the block sums.
   panelI16Sums: ['avx2'],
+  // AVX2's q3.5 panel: signed table values (|x| times the weight with x's sign), widened every step.
+  panelSignedCodes: { avx2: ['q35'] },
   // The block step decodes nibbles and int8 with the AVX2 pair decoders (AVX-512 dots them with
   // 256-bit VNNI): formats with blocks of 32 weights (ggml's, or kgen's at group size 32).
   blockStep: { avx2: ['q4', 'q4_0', 'q8', 'q8_0'], avx512: ['q4', 'q4_0', 'q8', 'q8_0'], avxvnni: ['q4', 'q4_0', 'q8', 'q8_0'] },
