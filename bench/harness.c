@@ -1,8 +1,9 @@
 /*
  * Throughput harness for one emitted kgen matmul kernel (bench/run.ts builds and drives it).
  *
- *   gcc -O3 -march=native -pthread -I<kernel dir> -DKGEN_FN=kgen_matmul_q4 \
- *       bench/harness.c <kernel dir>/kernel.c -o harness
+ *   gcc <the variant's flags, e.g. -O3 -std=c11 -mavx2 -mfma -mf16c> -pthread -I<kernel dir> \
+ *       -DKGEN_FN=kgen_matmul_q4 bench/harness.c <kernel dir>/kernel.c -o harness -lm
+ * (bench/kgen-rows.ts takes them from C_TOOLCHAINS, so an AVX2 row is AVX2 code on any CPU.)
  *   ./harness <data dir> M N K rowBytes copies warmup runs probe threads...
  *
  * <data dir>/x.bin holds X[M,K] (f32), <data dir>/w.bin the packed W (N * rowBytes bytes). The
