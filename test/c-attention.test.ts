@@ -224,7 +224,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=100,D=128';
     const decode = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
     const plan = (format: string, isa: string, shape: string, config?: Record<string, unknown>) => emit({ target: 'c', ir: ir(format, true), shape, device: deviceOf(isa), isa, config }).plan;
-    expect([...keyTileIsas].sort()).toEqual(['avx2', 'avx512', 'neon', 'scalar']);
+    expect([...keyTileIsas].sort()).toEqual(['avx2', 'avx512', 'avxvnni', 'neon', 'scalar']);
     // Passes of 2 vectors of keys where 8 rows' accumulators fit twice (AVX-512, NEON: 32 registers),
     // else 1; a tile of all 100 keys padded to whole passes.
     const whole = { kvBlock: 128 };
