@@ -64,6 +64,23 @@ describe('over-budget configs', () => {
     const big = parseShape('M=256,N=4096,K=14336', CATALOG.matmul_f16!);
     expect(() => makePlan(planRequest({ op: CATALOG.matmul_f16!, shape: big, device: wasm, target: 'wasm' }), { nTile: 128 })).toThrow(/L2 cache share per core .* needs \d+ bytes but 262144 are available/);
   });
+
+  it('CPU registers are those the variant can name: AVX2 has 16 on a 32-register AVX-512 CPU', () => {
+    const zen4 = allDevices().find((d) => d.name === 'epyc-9654')!;
+    const q8 = CATALOG.matmul_q8!;
+    const m16 = parseShape('M=16,N=4096,K=4096', q8);
+    // 4 x 4 accumulators and 6 work registers: 22, within AVX-512's 32, not AVX2's 16.
+    const grid = { rowsPerIter: 4, mTile: 4, panel: 0 };
+    const wide = makePlan(planRequest({ op: q8, shape: m16, device: zen4, target: 'c' }), { ...grid, isa: 'avx512' }).plan;
+    expect(wide.budgets[0]).toMatchObject({ needed: 22, available: 32 });
+    expect(() => makePlan(planRequest({ op: q8, shape: m16, device: zen4, target: 'c' }), { ...grid, isa: 'avx2' })).toThrow(
+      /vector registers \(epyc-9654, 16 of its 32 named by the variant\) needs 22 registers but 16 are available/,
+    );
+    // The default for AVX2 there is the one a 16-register AVX2 CPU gets.
+    const zen3 = allDevices().find((d) => d.name === 'epyc-7763')!;
+    const avx2 = (device: typeof zen4) => makePlan(planRequest({ op: q8, shape: m16, device, target: 'c' }), { isa: 'avx2' }).plan.config;
+    expect(avx2(zen4)).toEqual(avx2(zen3));
+  });
 });
 
 describe('config validation', () => {

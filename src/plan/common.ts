@@ -24,11 +24,15 @@ export function sumBytes(buffers: OnChipBuffer[], space: OnChipBuffer['space']):
   return buffers.filter((b) => b.space === space).reduce((a, b) => a + b.size, 0);
 }
 
-/** Budgets for a CPU plan: registers and the L2 share. */
-export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[]): BudgetCheck[] {
+/**
+ * Budgets for a CPU plan: registers and the L2 share. `registers` is what the kernel's variant can
+ * name on the device (AVX2's 16 on a 32-register AVX-512 CPU), not always the device's count.
+ */
+export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[], registers: number): BudgetCheck[] {
   const cpu = device.cpu!;
+  const capped = registers < cpu.vectorRegisters ? `, ${registers} of its ${cpu.vectorRegisters} named by the variant` : '';
   return [
-    { budget: `vector registers (${device.name})`, needed: sumBytes(buffers, 'registers'), available: cpu.vectorRegisters, unit: 'registers' },
+    { budget: `vector registers (${device.name}${capped})`, needed: sumBytes(buffers, 'registers'), available: registers, unit: 'registers' },
     { budget: `L2 cache share per core (${device.name}: half of ${cpu.l2Bytes} bytes)`, needed: sumBytes(buffers, 'l2'), available: cacheShare(cpu.l2Bytes), unit: 'bytes' },
   ];
 }

@@ -3,7 +3,7 @@ import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/atte
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor } from './common.js';
-import type { CpuVariants } from './cpu-matmul.js';
+import { variantRegisters, type CpuVariants } from './cpu-matmul.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -268,7 +268,7 @@ function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Config,
   if (config.keyTile !== 1) return undefined;
   const isa = config.isa as string;
   const rowGroup = config.rowGroup as number;
-  const registers = registersOf(variants, device, isa);
+  const registers = variantRegisters(variants, device, isa);
   let vectors = KEY_TILE_MAX_VECTORS;
   while (vectors > 0 && vectors * rowGroup + vectors + 1 + STEP_SPARE_REGISTERS > registers) vectors--;
   const pass = Math.max(1, vectors) * lanesOf(variants, isa);
@@ -299,10 +299,6 @@ function chunkStepFor(chunks: number, max: number, need: (step: number) => numbe
   return [4, 2, 1].find((s) => s <= max && chunks % s === 0 && need(s) + STEP_SPARE_REGISTERS <= registers) ?? 1;
 }
 
-/** Vector registers the variant's code can name on the device: the device's, capped by the variant's encoding. */
-function registersOf(variants: CpuVariants, device: DeviceProfile, isa: string): number {
-  return Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
-}
 
 /** Vectors of f16 a block of keys' K scales may take with keyLanes (kg_kt_scales permutes two). */
 const KEY_LANES_SCALE_VECTORS = 2;
@@ -389,7 +385,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
         // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
         // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster.
         reason: `integer P.V (pvInt: 1): rowGroup x ${CODES_PER_I32_LANE} i32 accumulators, a step's ${CODES_PER_I32_LANE} V vectors and the work registers exceed the vector registers`,
-        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= registersOf(variants, req.device, c.isa as string),
+        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string),
       },
     );
   }
@@ -411,7 +407,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
       {
         reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
-        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= registersOf(variants, req.device, c.isa as string),
+        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string),
       },
     );
   }
@@ -494,7 +490,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const partialFloats = splits > 1 ? tasks * taskRowsAllPadded * (D + 2) : 0;
   const stack = taskStackBytes(taskRowsAllPadded, kvBlock, D, groupsPadded, rowGroup, pvLaneKeys, keyTile?.stride ?? 0);
   const chunks = D / lanes;
-  const registers = registersOf(variants, device, isa);
+  const registers = variantRegisters(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
   // rowGroup accumulators, rowGroup broadcast probabilities and the step's V vectors.
   const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
@@ -526,7 +522,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       splits > 1 ? `merge: ${B * Hq * Sq} output rows, ${splits} partials each, by log-sum-exp` : 'output: accumulators / sum, written by the task',
     ],
     buffers,
-    budgets: cpuBudgets(device, buffers),
+    budgets: cpuBudgets(device, buffers, registers),
     tolerance: toleranceFor({ actQuant: qInt8, int16Weights: pvInt, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
     params: {

@@ -408,6 +408,11 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   return { knobs, restrictions };
 }
 
+/** Vector registers the variant's code can name on the device: the device's, capped by the variant's encoding. */
+export function variantRegisters(variants: CpuVariants, device: DeviceProfile, isa: string): number {
+  return Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
+}
+
 /** Whether the target's kernels for this request's weights take the unroll knob. */
 function unrolls(req: Req, variants: CpuVariants): boolean {
   return !variants.without?.includes('unroll') && !variants.noUnrollFormats?.includes(req.op.weight.format);
@@ -485,7 +490,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `      for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
-    budgets: cpuBudgets(device, buffers),
+    budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, config.isa as string)),
     tolerance: toleranceFor({ actQuant, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
     params: {
