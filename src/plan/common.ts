@@ -24,6 +24,11 @@ export function sumBytes(buffers: OnChipBuffer[], space: OnChipBuffer['space']):
   return buffers.filter((b) => b.space === space).reduce((a, b) => a + b.size, 0);
 }
 
+/** Vector registers the variant's code can name on the device: the device's, capped by the variant's encoding (`CpuVariants.vectorRegisters`). */
+export function variantRegisters(variants: { vectorRegisters?: Readonly<Record<string, number>> }, device: DeviceProfile, isa: string): number {
+  return Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
+}
+
 /**
  * Budgets for a CPU plan: registers and the L2 share. `registers` is what the kernel's variant can
  * name on the device (AVX2's 16 on a 32-register AVX-512 CPU), not always the device's count.

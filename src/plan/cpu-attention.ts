@@ -2,8 +2,8 @@ import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
-import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor } from './common.js';
-import { variantRegisters, type CpuVariants } from './cpu-matmul.js';
+import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor, variantRegisters } from './common.js';
+import type { CpuVariants } from './cpu-matmul.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -298,7 +298,6 @@ const STEP_SPARE_REGISTERS = 2;
 function chunkStepFor(chunks: number, max: number, need: (step: number) => number, registers: number): number {
   return [4, 2, 1].find((s) => s <= max && chunks % s === 0 && need(s) + STEP_SPARE_REGISTERS <= registers) ?? 1;
 }
-
 
 /** Vectors of f16 a block of keys' K scales may take with keyLanes (kg_kt_scales permutes two). */
 const KEY_LANES_SCALE_VECTORS = 2;

@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor } from './common.js';
+import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor, variantRegisters } from './common.js';
 import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -406,11 +406,6 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     return usesPanel(c) && c.panelBits === 512 && panelWideUsable(req, variants, c.isa);
   }
   return { knobs, restrictions };
-}
-
-/** Vector registers the variant's code can name on the device: the device's, capped by the variant's encoding. */
-export function variantRegisters(variants: CpuVariants, device: DeviceProfile, isa: string): number {
-  return Math.min(device.cpu?.vectorRegisters ?? 16, variants.vectorRegisters?.[isa] ?? Infinity);
 }
 
 /** Whether the target's kernels for this request's weights take the unroll knob. */
