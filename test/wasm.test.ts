@@ -1,6 +1,7 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
@@ -64,6 +65,64 @@ describe.concurrent('WebAssembly kernels match the reference', () => {
         for (const level of LEVELS) await expectVerified({ target: 'wasm', op, shape: 'M=5,N=33,K=448', config, runner: wasmRunner(level) }, `${op} ${level} ${JSON.stringify(config)}`);
       }
     }
+  });
+});
+
+describe('GEMV rows in streams (streamRows)', () => {
+  it('every split of the rows into ranges computes the same right output, for every stream length and partial chunk', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-streams-'));
+    try {
+      // N = 77: a range takes chunks of rowsPerIter streams of S rows, S cut to its rows / rowsPerIter
+      // at the end, then fewer than rowsPerIter rows one at a time.
+      for (const config of [{ streamRows: 32 }, { streamRows: 8, rowsPerIter: 4 }, { streamRows: 8, rowsPerIter: 2 }]) {
+        const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320', config: { isa: 'simd128', ...config } });
+        const params = e.plan.params as { streamRows: number; rowsPerIter: number };
+        expect(params.streamRows, JSON.stringify(config)).toBe(config.streamRows);
+        const sub = join(dir, `s${params.streamRows}r${params.rowsPerIter}`);
+        mkdirSync(sub);
+        const built = await e.rendered.binaries!();
+        if ('error' in built) throw new Error(built.error);
+        for (const [name, text] of Object.entries(e.files)) writeFileSync(join(sub, name), text);
+        for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(sub, name), bytes);
+        const loader = (await import(pathToFileURL(join(sub, 'kernel.mjs')).href)) as {
+          sizes: Record<string, number>;
+          loadKernel(o: { memory: WebAssembly.Memory; level: string }): Promise<{ prepare(x: number, ws: number): void; rows(...a: number[]): void }>;
+        };
+        const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 3);
+        const at: Record<string, number> = {};
+        let end = 64;
+        for (const [name, size] of Object.entries(loader.sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+        const memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) });
+        const bytes = new Uint8Array(memory.buffer);
+        for (const name of ['x', 'w']) bytes.set(data.inputs[`${name}.bin`]!, at[name]);
+        const k = await loader.loadKernel({ memory, level: 'simd128' });
+        k.prepare(at.x!, at.workspace!);
+        for (const cuts of [[0, 77], [0, 13, 40, 77], [0, 1, 9, 70, 76, 77], [0, 38, 39, 77]]) {
+          new Float32Array(memory.buffer, at.y!, 77).fill(NaN);
+          for (let i = 0; i + 1 < cuts.length; i++) k.rows(at.workspace!, at.w!, 0, 0, at.y!, cuts[i]!, cuts[i + 1]!);
+          const y = bytes.slice(at.y!, at.y! + loader.sizes.y!);
+          expect(data.check(y, e.plan.tolerance).ok, `${JSON.stringify(config)} ranges ${cuts.join(',')}`).toBe(true);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('apply to one activation row alone, with the stream length as plan text, and the tuner space holds the contiguous order', () => {
+    const gemv = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=4096,K=14336' });
+    expect(gemv.plan.params).toMatchObject({ streamRows: 32 });
+    expect(gemv.plan.loops.join('\n')).toMatch(/8 streams of S consecutive rows, S = 32/);
+    // Each row is read once: no weight tile is kept, so no L2 budget holds it to few rows.
+    expect(gemv.plan.buffers.map((b) => b.name)).not.toContain('weight tile');
+    expect(gemv.files['kernel.wat']).toContain('(param $stride i32)');
+    const contiguous = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=4096,K=14336', config: { streamRows: 1 } });
+    expect(contiguous.plan.params).toMatchObject({ streamRows: 0 });
+    expect(contiguous.plan.buffers.map((b) => b.name)).toContain('weight tile');
+    expect(contiguous.files['kernel.wat']).not.toContain('$stride');
+    const gemm = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=3,N=77,K=320' });
+    expect(gemm.plan.params).toMatchObject({ streamRows: 0 });
+    expect(gemm.plan.knobsInUse).not.toContain('streamRows');
   });
 });
 
@@ -317,7 +376,7 @@ describe('the WebAssembly runner and emit', () => {
     const runner = wasmRunner('simd128');
     const bad = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.wat': e.files['kernel.wat']!.replace('(func $rows', '(func $rows (i32.bogus)') } });
     expect(bad.status).toBe('compile_error');
-    const rows = '(local $n0 i32) (local $n1 i32) (local $m0 i32) (local $n i32) (local $xa i32)';
+    const rows = '(local $n0 i32) (local $n i32) (local $e i32) (local $s i32)';
     expect(e.files['kernel.wat']).toContain(rows);
     const variants = { crash: `${rows}\n    unreachable`, timeout: `${rows}\n    (loop $spin (br $spin))` };
     for (const [status, text] of Object.entries(variants)) {

@@ -80,6 +80,12 @@ export type CpuMatmulParams = {
   /** Workspace offset of the step records (after the activation blocks). */
   stepRecordsAt: number;
   rowsPerIter: number;
+  /**
+   * GEMV row order (CpuVariants.rowStreams): 0 for contiguous groups of rowsPerIter rows in tiles of
+   * nTile; else the most rows each of a micro-kernel call's rowsPerIter rows walks in sequence, its
+   * rows being that many apart, so each is one stream of consecutive rows (see the `streamRows` knob).
+   */
+  streamRows: number;
   mTile: number;
   nTile: number;
   unroll: number;
@@ -153,6 +159,15 @@ export interface CpuVariants {
    * weight formats it does so for. Absent: 256-bit vectors only.
    */
   rowSumsWide?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The stream lengths a target's GEMV kernels offer (the `streamRows` knob), the default first: a
+   * micro-kernel call's rowsPerIter rows are taken that many rows apart, so each of them walks a run
+   * of consecutive rows, one sequential stream, call after call (1: contiguous groups). For kernels
+   * with no prefetch instruction (WebAssembly), whose weights stream only as fast as the hardware
+   * prefetcher follows them: it follows a few long streams better than many short ones. Absent: no
+   * such knob.
+   */
+  rowStreams?: readonly number[];
   /**
    * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
    * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
@@ -295,6 +310,17 @@ function rowSumsWideApply(req: Req, variants: CpuVariants, config: Config, panel
   return config.rowSums === 1 && rowSumsApply(req, variants, config, panel) && formatsOf(variants.rowSumsWide, config.isa).includes(req.op.weight.format);
 }
 
+/** Whether the `streamRows` knob matters: the target offers streams, one activation row (GEMV), several weight rows a call. */
+function streamRowsApply(req: Req, variants: CpuVariants, config: Config): boolean {
+  return variants.rowStreams !== undefined && req.shape.M === 1 && (config.rowsPerIter as number) > 1;
+}
+
+/** The GEMV stream length of `config`, or 0 where rows go in contiguous groups (CpuMatmulParams.streamRows). */
+function streamRowsOf(req: Req, variants: CpuVariants, config: Config): number {
+  const s = config.streamRows as number | undefined;
+  return streamRowsApply(req, variants, config) && s !== undefined && s > 1 ? s : 0;
+}
+
 /**
  * Weight blocks per step of the row-sums kernel: as many as the unroll knob asks for while they fit
  * in one cache line, else 1. Within a step every block's dot products are issued before their row
@@ -356,6 +382,13 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       when: (c) => blockStepUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c),
     },
     { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
+    // Only where the target offers streams: other targets' configs (and their hashes) have no such key.
+    ...(variants.rowStreams ? [{
+      name: 'streamRows',
+      values: [...variants.rowStreams],
+      doc: 'GEMV row order: the rowsPerIter rows of a call are this many rows apart, so each walks this many consecutive rows, one stream the hardware prefetcher follows (1: contiguous groups of rowsPerIter rows)',
+      when: (c: Config) => streamRowsApply(req, variants, c),
+    }] : []),
     { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the panel of 512-bit vectors alone)` },
     {
       name: 'rowSums',
@@ -369,7 +402,13 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       doc: 'vector width of the row-sums kernel: each 64-weight unit decoded as two 256-bit halves, or as one 512-bit vector with one dot product instruction (faster where the CPU runs 512-bit operations at full width, as Zen 5 does; slower where it splits them, as Zen 4 does)',
       when: (c) => rowSumsWideApply(req, variants, c, usesPanel(c)),
     },
-    { name: 'nTile', values: [32, 16, 64, 8, 128, 4, 2, 1], doc: 'weight rows per cache tile, reused across all activation rows' },
+    {
+      name: 'nTile',
+      values: [32, 16, 64, 8, 128, 4, 2, 1],
+      doc: 'weight rows per cache tile, reused across all activation rows',
+      // GEMV in streams reads each row once, in chunks the streams size.
+      when: (c) => streamRowsOf(req, variants, c) === 0,
+    },
     { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
       name: 'prefetch',
@@ -438,6 +477,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const rowSums = config.rowSums === 1 && rowSumsApply(req, variants, config, panel);
   const rowSumsWide = config.rowSumsBits === 512 && rowSumsWideApply(req, variants, config, panel);
   const nTile = config.nTile as number;
+  const streamRows = streamRowsOf(req, variants, config);
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
@@ -458,9 +498,10 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
         }
       : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
-    panel
+    // In streams every weight row is read once, by the one activation row: no tile to keep.
+    ...(streamRows ? [] : [panel
       ? { name: 'weight panels', space: 'l2', size: panelTileBytes(req, nTile), why: `${nTile} weight rows decoded to int8 panels and f32 scales once, reused by every activation row` }
-      : { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` },
+      : { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` }] as OnChipBuffer[]),
     { name: 'activation panel', space: 'l2', size: mTile * (xRowBytes + steps * stepRecordBytes), why: `${mTile} prepared activation rows` },
   ];
   const wsBytes = M * xRowBytes + M * steps * stepRecordBytes;
@@ -475,6 +516,11 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
       `      for k in [0, ${K}) step 4               (${panelVectors === 1 ? 'one' : panelVectors} ${panelVectorBits}-bit panel vector${panelVectors === 1 ? '' : 's'}, one activation broadcast per row), unrolled ${config.unroll}x per block`,
+    ] : streamRows ? [
+      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
+      `for n0 in [row_begin, row_end) step ${rowsPerIter} x S    (a chunk of ${rowsPerIter} streams of S consecutive rows, S = ${streamRows} or, at the range's end, its rows / ${rowsPerIter}; each row read once)`,
+      `  for n in [n0, n0+S)                 (rows n, n+S, .., n+${rowsPerIter - 1}S: ${rowSums ? 'one accumulator, a lane per row' : `${rowsPerIter} accumulators`}; the rows left, fewer than ${rowsPerIter}, one at a time)`,
+      `    for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group)${unrolled}`,
     ] : [
       `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
@@ -519,7 +565,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       steps,
       stepRecordBytes,
       stepRecordsAt: M * xRowBytes,
-      rowsPerIter, mTile, nTile, unroll: config.unroll as number,
+      rowsPerIter, streamRows, mTile, nTile, unroll: config.unroll as number,
       weightsPerBlock: codec.weightsPerBlock,
       bytesPerBlock: codec.bytesPerBlock,
       blocksPerRow,

@@ -21,6 +21,13 @@ const WASM_VARIANTS: CpuVariants = {
   without: ['prefetch'],
   noUnrollFormats: ['f16'],
   unrollValues: [1, 2],
+  // GEMV rows in streams: with no prefetch instruction the weights stream as fast as the hardware
+  // prefetcher follows them, and it follows 8 streams of 32 rows better than a new stream every
+  // row (q4 relaxed, N=4096, K=14336, from DRAM, Zen 5, one thread: 2.53 -> 1.75 ms; streams of
+  // 8 rows 1.94, 4 rows 2.09, 64 rows 1.79; docs/PERFORMANCE.md). 64 is for rowsPerIter 4 (4
+  // streams of 64 rows: q4 and q4_0 relaxed 7-8% faster still, q3.5 and q8 2-5% slower). 1 is the
+  // contiguous order.
+  rowStreams: [32, 64, 8, 1],
   // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
   // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.

@@ -333,15 +333,19 @@ function rowMajorOrder(plan: CpuMatmulPlan, scheme: WasmScheme | undefined, path
 function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | undefined, path: KernelPath | undefined) {
   const p = plan.params;
   const { actStride, xRowBytes } = actLayout(plan);
-  // Row r of the micro-kernel is r x rowBytes after its first row: a load offset, one pointer.
-  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: r * p.rowBytes }));
+  // Row r of the micro-kernel: in contiguous groups r x rowBytes after its first row (a load
+  // offset, one pointer); in streams (plan.params.streamRows) `$stride` rows after row r - 1, a
+  // pointer of its own.
+  const streams = p.streamRows > 0 && s.rowCount > 1;
+  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: streams ? 0 : r * p.rowBytes, ptr: streams && r > 0 ? `$p${r}` : '$p' }));
+  const streamPtrs = streams ? rows.slice(1).map(({ r, ptr }) => ({ r, ptr, prev: rows[r - 1]!.ptr })) : [];
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
   const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
   // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4) + 1, the high half of that
   // lane, where the sign needs no shift), and its sums lane r % 4 of that quad's accumulator.
   const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
     const quadRows = rows.slice(q * SCALE_LANES, (q + 1) * SCALE_LANES);
-    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff }) => ({ r, rowOff, halfLane: 2 * (r % SCALE_LANES) + 1 })) };
+    return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff, ptr }) => ({ r, rowOff, ptr, halfLane: 2 * (r % SCALE_LANES) + 1 })) };
   });
   const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
   const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
@@ -389,7 +393,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
             const c = g * p.actChunks + j;
             const x = (i: number) => (rowMajor ? `${i}_${j}` : `${i}`);
             // Row by row: each row's decode, then its dots, then a pin (see templates/wasm/kernel.wat.hbs).
-            const decodes = rows.map(({ r, rowOff }) => {
+            const decodes = rows.map(({ r, rowOff, ptr }) => {
               const d = chunkDecode(scheme, p.weightsPerBlock, c, wAt + rowOff);
               // q3.5: the table each half looks up (A or B), for the decode or the dot.
               const halves = ((d.halves ?? []) as { isB: boolean }[]).map((h) => ({ ...h, table: h.isB ? tables.B : tables.A }));
@@ -400,7 +404,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
               // (The SIMD128 path looks its indices up in the decode, unsigned: nothing to flip.)
               const packed = d.fast !== undefined && acts.length === 1 && path?.q35Lookup === false;
               const sums = summedEarly && j === p.actChunks - 1 ? rowSums(r) : undefined;
-              return { r, ...d, packed, x: x(0), nibLoaded: false, halves, tableLo, tableHi, pin: sums === undefined, ...sums, dots: acts.map(({ i }) => ({ r, i, x: x(i), first: j === 0, packed, tableLo, tableHi })) };
+              return { r, ptr, ...d, packed, x: x(0), nibLoaded: false, halves, tableLo, tableHi, pin: sums === undefined, ...sums, dots: acts.map(({ i }) => ({ r, i, x: x(i), first: j === 0, packed, tableLo, tableHi })) };
             });
             const blockAt = xAt + g * actStride;
             const { lo, hi, sx } = chunkAt[j]!;
@@ -437,7 +441,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   };
   // Locals of the prepared activation vectors: per activation row, and per chunk when row-major.
   const actSlots = acts.flatMap(({ i }) => (rowMajor ? Array.from({ length: p.actChunks }, (_, j) => ({ x: `${i}_${j}` })) : [{ x: `${i}` }]));
-  return { ...s, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop };
+  return { ...s, streams, streamPtrs, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop };
 }
 
 /** The view of one level's module. */
