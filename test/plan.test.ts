@@ -197,30 +197,30 @@ describe('conditional knobs', () => {
     }
   });
 
-  it('streamRows exists where the target offers streams (WebAssembly), matters for GEMV alone, and hides nTile there', () => {
+  it('streamChunk exists where the target offers streams (WebAssembly), matters for GEMV alone, and hides nTile there', () => {
     const op = CATALOG.matmul_q4!;
     const wasm = allDevices().find((d) => d.name === 'wasm-simd128')!;
     const gemv = planRequest({ op, shape: parseShape('M=1,N=4096,K=14336', op), device: wasm, target: 'wasm' });
     const { plan } = makePlan(gemv);
-    expect(plan.config.streamRows).toBe(32);
-    expect(plan.knobsInUse).toContain('streamRows');
+    expect(plan.config).toMatchObject({ streamChunk: 256, rowsPerIter: 4 });
+    expect(plan.params).toMatchObject({ streamRows: 64 });
+    expect(plan.knobsInUse).toContain('streamChunk');
     expect(plan.knobsInUse).not.toContain('nTile');
-    expect(plan.config.rowsPerIter).toBe(8);
     // With no weight tile to keep (each row is read once) f16's 8 rows fit, where the contiguous
     // order's tile of 8 rows x 28672 bytes and the f32 activations exceed the 256 KiB L2 share.
     const f16 = CATALOG.matmul_f16!;
     const f16Gemv = planRequest({ op: f16, shape: parseShape('M=1,N=4096,K=14336', f16), device: wasm, target: 'wasm' });
     expect(makePlan(f16Gemv).plan.config.rowsPerIter).toBe(8);
-    expect(makePlan(f16Gemv, { streamRows: 1 }).plan.config.rowsPerIter).toBe(4);
-    expect(makePlan(gemv, { streamRows: 1 }).plan.knobsInUse).toContain('nTile');
-    expect(makePlan(gemv, { rowsPerIter: 1 }).plan.knobsInUse).not.toContain('streamRows');
+    expect(makePlan(f16Gemv, { streamChunk: 0 }).plan.config.rowsPerIter).toBe(4);
+    expect(makePlan(gemv, { streamChunk: 0 }).plan.knobsInUse).toContain('nTile');
+    expect(makePlan(gemv, { rowsPerIter: 1 }).plan.knobsInUse).not.toContain('streamChunk');
     const gemm = planRequest({ op, shape: parseShape('M=3,N=77,K=320', op), device: wasm, target: 'wasm' });
-    expect(makePlan(gemm).plan.knobsInUse).not.toContain('streamRows');
+    expect(makePlan(gemm).plan.knobsInUse).not.toContain('streamChunk');
     // C has prefetch instructions instead: no such knob, and its configs (and their hashes) no such key.
     const host = allDevices().find((d) => d.name === 'epyc-9654')!;
     const c = planRequest({ op, shape: parseShape('M=1,N=4096,K=14336', op), device: host, target: 'c' });
-    expect(spaceFor(c).knobs.map((k) => k.name)).not.toContain('streamRows');
-    expect(makePlan(c).plan.config).not.toHaveProperty('streamRows');
+    expect(spaceFor(c).knobs.map((k) => k.name)).not.toContain('streamChunk');
+    expect(makePlan(c).plan.config).not.toHaveProperty('streamChunk');
   });
 });
 

@@ -68,16 +68,16 @@ describe.concurrent('WebAssembly kernels match the reference', () => {
   });
 });
 
-describe('GEMV rows in streams (streamRows)', () => {
+describe('GEMV rows in streams (streamChunk)', () => {
   it('every split of the rows into ranges computes the same right output, for every stream length and partial chunk', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-streams-'));
     try {
       // N = 77: a range takes chunks of rowsPerIter streams of S rows, S cut to its rows / rowsPerIter
       // at the end, then fewer than rowsPerIter rows one at a time.
-      for (const config of [{ streamRows: 32 }, { streamRows: 8, rowsPerIter: 4 }, { streamRows: 8, rowsPerIter: 2 }]) {
+      for (const config of [{ streamChunk: 256, rowsPerIter: 8 }, { streamChunk: 64, rowsPerIter: 4 }, { streamChunk: 64, rowsPerIter: 2 }]) {
         const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320', config: { isa: 'simd128', ...config } });
         const params = e.plan.params as { streamRows: number; rowsPerIter: number };
-        expect(params.streamRows, JSON.stringify(config)).toBe(config.streamRows);
+        expect(params.streamRows, JSON.stringify(config)).toBe(config.streamChunk / config.rowsPerIter);
         const sub = join(dir, `s${params.streamRows}r${params.rowsPerIter}`);
         mkdirSync(sub);
         const built = await e.rendered.binaries!();
@@ -109,20 +109,22 @@ describe('GEMV rows in streams (streamRows)', () => {
     }
   });
 
-  it('apply to one activation row alone, with the stream length as plan text, and the tuner space holds the contiguous order', () => {
+  it('apply to one activation row alone, with the stream length as plan text, and the space holds the contiguous order', () => {
     const gemv = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=4096,K=14336' });
-    expect(gemv.plan.params).toMatchObject({ streamRows: 32 });
+    expect(gemv.plan.params).toMatchObject({ rowsPerIter: 8, streamRows: 32 });
     expect(gemv.plan.loops.join('\n')).toMatch(/8 streams of S consecutive rows, S = 32/);
     // Each row is read once: no weight tile is kept, so no L2 budget holds it to few rows.
     expect(gemv.plan.buffers.map((b) => b.name)).not.toContain('weight tile');
     expect(gemv.files['kernel.wat']).toContain('(param $stride i32)');
-    const contiguous = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=4096,K=14336', config: { streamRows: 1 } });
+    const contiguous = emit({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=4096,K=14336', config: { streamChunk: 0 } });
     expect(contiguous.plan.params).toMatchObject({ streamRows: 0 });
     expect(contiguous.plan.buffers.map((b) => b.name)).toContain('weight tile');
     expect(contiguous.files['kernel.wat']).not.toContain('$stride');
     const gemm = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=3,N=77,K=320' });
     expect(gemm.plan.params).toMatchObject({ streamRows: 0 });
-    expect(gemm.plan.knobsInUse).not.toContain('streamRows');
+    expect(gemm.plan.knobsInUse).not.toContain('streamChunk');
+    // q4 and q4_0 default to 4 streams of 64 rows (fewer streams, measured faster for them).
+    expect(emit({ target: 'wasm', op: 'matmul_q4_0', shape: 'M=1,N=4096,K=14336' }).plan.params).toMatchObject({ rowsPerIter: 4, streamRows: 64 });
   });
 });
 

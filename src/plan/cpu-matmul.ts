@@ -81,9 +81,9 @@ export type CpuMatmulParams = {
   stepRecordsAt: number;
   rowsPerIter: number;
   /**
-   * GEMV row order (CpuVariants.rowStreams): 0 for contiguous groups of rowsPerIter rows in tiles of
-   * nTile; else the most rows each of a micro-kernel call's rowsPerIter rows walks in sequence, its
-   * rows being that many apart, so each is one stream of consecutive rows (see the `streamRows` knob).
+   * GEMV row order (CpuVariants.streamChunks): 0 for contiguous groups of rowsPerIter rows in tiles
+   * of nTile; else S, the rows each of a micro-kernel call's rowsPerIter rows walks in sequence (the
+   * `streamChunk` knob / rowsPerIter), its rows being S apart, so each is one stream of consecutive rows.
    */
   streamRows: number;
   mTile: number;
@@ -160,14 +160,19 @@ export interface CpuVariants {
    */
   rowSumsWide?: Readonly<Record<string, readonly string[]>>;
   /**
-   * The stream lengths a target's GEMV kernels offer (the `streamRows` knob), the default first: a
-   * micro-kernel call's rowsPerIter rows are taken that many rows apart, so each of them walks a run
-   * of consecutive rows, one sequential stream, call after call (1: contiguous groups). For kernels
-   * with no prefetch instruction (WebAssembly), whose weights stream only as fast as the hardware
-   * prefetcher follows them: it follows a few long streams better than many short ones. Absent: no
-   * such knob.
+   * The chunk sizes (rows) a target's GEMV kernels offer (the `streamChunk` knob), the default first,
+   * 0 for contiguous groups: a chunk's rows are split into rowsPerIter runs of consecutive rows, and
+   * a micro-kernel call takes one row of each run, so each of its rows walks its run, one sequential
+   * stream, call after call. For kernels with no prefetch instruction (WebAssembly), whose weights
+   * stream only as fast as the hardware prefetcher follows them: it follows a few long streams
+   * better than many short ones. Absent: no such knob.
    */
-  rowStreams?: readonly number[];
+  streamChunks?: readonly number[];
+  /**
+   * The `rowsPerIter` values for one activation row (GEMV), the default first, by weight format,
+   * where a target's measurements prefer another order than [8, 4, 2, 1].
+   */
+  gemvRowsPerIter?: Readonly<Partial<Record<WeightFormatName, readonly number[]>>>;
   /**
    * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
    * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
@@ -310,15 +315,15 @@ function rowSumsWideApply(req: Req, variants: CpuVariants, config: Config, panel
   return config.rowSums === 1 && rowSumsApply(req, variants, config, panel) && formatsOf(variants.rowSumsWide, config.isa).includes(req.op.weight.format);
 }
 
-/** Whether the `streamRows` knob matters: the target offers streams, one activation row (GEMV), several weight rows a call. */
-function streamRowsApply(req: Req, variants: CpuVariants, config: Config): boolean {
-  return variants.rowStreams !== undefined && req.shape.M === 1 && (config.rowsPerIter as number) > 1;
+/** Whether the `streamChunk` knob matters: the target offers streams, one activation row (GEMV), several weight rows a call. */
+function streamChunkApply(req: Req, variants: CpuVariants, config: Config): boolean {
+  return variants.streamChunks !== undefined && req.shape.M === 1 && (config.rowsPerIter as number) > 1;
 }
 
-/** The GEMV stream length of `config`, or 0 where rows go in contiguous groups (CpuMatmulParams.streamRows). */
+/** The GEMV stream length S of `config` (its chunk / rowsPerIter), or 0 where rows go in contiguous groups (CpuMatmulParams.streamRows). */
 function streamRowsOf(req: Req, variants: CpuVariants, config: Config): number {
-  const s = config.streamRows as number | undefined;
-  return streamRowsApply(req, variants, config) && s !== undefined && s > 1 ? s : 0;
+  const chunk = config.streamChunk as number | undefined;
+  return streamChunkApply(req, variants, config) && chunk ? chunk / (config.rowsPerIter as number) : 0;
 }
 
 /**
@@ -381,13 +386,17 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       doc: 'blocks of 32 weights per step: 4 or 8 with their integer dot products merged before one conversion, or 2 (a pair per conversion)',
       when: (c) => blockStepUsable(req, variants, c.isa) && c.actQuant === 'q8' && !usesPanel(c),
     },
-    { name: 'rowsPerIter', values: req.shape.M === 1 ? [8, 4, 2, 1] : [4, 2, 8, 1], doc: 'weight rows computed together, sharing each activation load' },
+    {
+      name: 'rowsPerIter',
+      values: req.shape.M === 1 ? [...(variants.gemvRowsPerIter?.[req.op.weight.format] ?? [8, 4, 2, 1])] : [4, 2, 8, 1],
+      doc: 'weight rows computed together, sharing each activation load',
+    },
     // Only where the target offers streams: other targets' configs (and their hashes) have no such key.
-    ...(variants.rowStreams ? [{
-      name: 'streamRows',
-      values: [...variants.rowStreams],
-      doc: 'GEMV row order: the rowsPerIter rows of a call are this many rows apart, so each walks this many consecutive rows, one stream the hardware prefetcher follows (1: contiguous groups of rowsPerIter rows)',
-      when: (c: Config) => streamRowsApply(req, variants, c),
+    ...(variants.streamChunks ? [{
+      name: 'streamChunk',
+      values: [...variants.streamChunks],
+      doc: 'GEMV row order: rows in chunks of this many, split into rowsPerIter runs of consecutive rows; a call takes a row of each run, so each of its rows walks its run, one stream the hardware prefetcher follows (0: contiguous groups of rowsPerIter rows)',
+      when: (c: Config) => streamChunkApply(req, variants, c),
     }] : []),
     { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the panel of 512-bit vectors alone)` },
     {
@@ -421,6 +430,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { reason: 'SIMD variants of quantized formats use int8 activations', allows: (c) => !quantized || c.isa === 'scalar' || c.actQuant === 'q8' },
     { reason: 'mTile exceeds M', allows: (c) => (c.mTile as number) <= Math.max(1, req.shape.M) || c.mTile === 1 },
     { reason: 'nTile is not a multiple of rowsPerIter', allows: (c) => (c.nTile as number) % (c.rowsPerIter as number) === 0 },
+    { reason: 'streamChunk is not a multiple of rowsPerIter', allows: (c) => !c.streamChunk || (c.streamChunk as number) % (c.rowsPerIter as number) === 0 },
     { reason: 'unroll has no effect on the scalar variant', allows: (c) => c.isa !== 'scalar' || c.unroll === 1 },
     { reason: 'panel kernels compute 8 weight rows per vector (rowsPerIter 8)', allows: (c) => !usesPanel(c) || c.rowsPerIter === PANEL_ROWS },
     {

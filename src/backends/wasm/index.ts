@@ -22,12 +22,16 @@ const WASM_VARIANTS: CpuVariants = {
   noUnrollFormats: ['f16'],
   unrollValues: [1, 2],
   // GEMV rows in streams: with no prefetch instruction the weights stream as fast as the hardware
-  // prefetcher follows them, and it follows 8 streams of 32 rows better than a new stream every
-  // row (q4 relaxed, N=4096, K=14336, from DRAM, Zen 5, one thread: 2.53 -> 1.75 ms; streams of
-  // 8 rows 1.94, 4 rows 2.09, 64 rows 1.79; docs/PERFORMANCE.md). 64 is for rowsPerIter 4 (4
-  // streams of 64 rows: q4 and q4_0 relaxed 7-8% faster still, q3.5 and q8 2-5% slower). 1 is the
-  // contiguous order.
-  rowStreams: [32, 64, 8, 1],
+  // prefetcher follows them, and it follows a few long streams better than a new stream every row.
+  // q4 relaxed, N=4096, K=14336, from DRAM, Zen 5, one thread: 2.53 ms in contiguous groups of 8
+  // rows; chunks of 256 as 8 streams of 32 rows 1.75 (128: 1.84, 512: 1.79, 64: 1.94, 32: 2.09),
+  // as 4 streams of 64 rows 1.58 (of 128: 1.58, of 32: 1.67); q3.5 likewise best at 8 x 32
+  // (docs/PERFORMANCE.md). 0 is the contiguous order.
+  streamChunks: [256, 512, 64, 0],
+  // With streams, 4 rows a call beat 8 for the nibble formats at their default level (relaxed, one
+  // thread: q4 1.58 against 1.75 ms, q4_0 3.15 against 3.42; SIMD128 within 1-3%): fewer streams,
+  // and a cheap decode, so sharing activation loads over 8 rows saves less. q3.5 and q8 lose 2-5%.
+  gemvRowsPerIter: { q4: [4, 8, 2, 1], q4_0: [4, 8, 2, 1] },
   // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
   // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.
