@@ -186,6 +186,29 @@ describe('emit takes its config from the records', () => {
     db.close();
   });
 
+  it('says when a record was timed on a kernel rendered from other templates or by another kgen', () => {
+    const shape = { M: 1, N: 4096, K: 4096 };
+    const current = emit({ target: 'c', op: 'matmul_q4', device: DEVICE, shape: 'M=1,N=4096,K=4096' }).manifest.templateHash;
+    for (const [over, stale] of [
+      [{}, true],
+      [{ templateHash: current }, false],
+      [{ templateHash: current, kgenVersion: '0.0.9' }, true],
+    ] as const) {
+      const db = openTuningDb(':memory:');
+      db.addTrial(db.ensureWorkload(info(shape, { device: DEVICE, fingerprint: { profile: DEVICE }, ...over })).id, trial(FAST, 0.3));
+      const e = emit({ target: 'c', op: 'matmul_q4', device: DEVICE, shape: 'M=1,N=4096,K=4096', records: db });
+      expect(e.manifest.configSource).toBe('record');
+      expect(e.manifest.record!.templateHash, JSON.stringify(over)).toBe(over.templateHash ?? '0123456789abcdef');
+      expect(e.notes[0]).toMatch(/tuned for this shape/);
+      if (stale) {
+        expect(e.notes[1], JSON.stringify(over)).toMatch(/^that record was timed on the kernel kgen \S+ rendered from templates [0-9a-f]+; this is kgen \S+ with templates [0-9a-f]+, so the kernel emitted may differ from the one timed: run `kgen tune` again/);
+      } else {
+        expect(e.notes, JSON.stringify(over)).toHaveLength(1);
+      }
+      db.close();
+    }
+  });
+
   it('passes over records from another device', () => {
     const db = dbWith([[{ M: 1, N: 4096, K: 4096 }, FAST, 0.3]]);
     const req = resolveRequest({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=4096,K=4096', device: 'epyc-9654' });

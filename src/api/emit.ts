@@ -5,7 +5,7 @@ import type { AbiEntry, BindingInterface, Fingerprint, RenderedKernel } from '..
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
-import { describeChoice, recordedConfig } from '../db/lookup.js';
+import { describeChoice, recordedConfig, type RecordedChoice } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
 import { configInUse, makePlan } from '../plan/index.js';
 import type { Plan } from '../plan/types.js';
@@ -31,7 +31,11 @@ export interface Manifest {
   /** Where the config came from: the default search, the caller's --config, or a tuning record. */
   configSource: ConfigSource;
   /** The tuning record the config came from (configSource record or nearest-record). */
-  record?: { database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string; fingerprint: Fingerprint };
+  record?: {
+    database: string; workloadId: number; trialUid: string; shape: Plan['shape']; medianMs: number; measuredAt: string; kgenVersion: string; fingerprint: Fingerprint;
+    /** The templates the record's kernel was rendered from: another hash than the manifest's `templateHash` means the kernel may have changed since it was timed. */
+    templateHash: string;
+  };
   weights?: WeightsInfo;
   tensors: Record<string, TensorInfo>;
   abi: AbiEntry[];
@@ -102,10 +106,26 @@ export function emit(opts: EmitOptions): EmitResult {
       measuredAt: recorded.trial.createdAt,
       kgenVersion: recorded.workload.kgenVersion,
       fingerprint: recorded.workload.fingerprint,
+      templateHash: recorded.workload.templateHash,
     };
   }
-  const notes = recorded ? [describeChoice(recorded)] : [];
+  const notes = recorded ? [describeChoice(recorded), ...staleRecordNote(recorded, rendered.templateHash)] : [];
   return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered, notes };
+}
+
+/**
+ * Records store configs, not code (docs/tuning.md): a record made by another kgen or from other
+ * templates was timed on the kernel those rendered for its config, which may not be the one
+ * emitted now (a template or a planner default changed since). Said, not refused: the config is
+ * still legal, and usually still a good one.
+ */
+function staleRecordNote(recorded: RecordedChoice, templateHash: string): string[] {
+  const w = recorded.workload;
+  if (w.templateHash === templateHash && w.kgenVersion === KGEN_VERSION) return [];
+  return [
+    `that record was timed on the kernel kgen ${w.kgenVersion} rendered from templates ${w.templateHash}; this is kgen ${KGEN_VERSION} with templates ${templateHash}, ` +
+      'so the kernel emitted may differ from the one timed: run `kgen tune` again to time this one',
+  ];
 }
 
 function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
