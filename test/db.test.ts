@@ -140,9 +140,9 @@ describe('tuning database', () => {
 describe('emit takes its config from the records', () => {
   // Records of a fixed AVX2 CPU: whether a recorded config is legal follows the device's figures, and `host`'s follow the machine.
   const DEVICE = 'epyc-7763';
-  function dbWith(entries: Array<[Shape, Record<string, number | string>, number]>): TuningDb {
+  function dbWith(entries: Array<[Shape, Record<string, number | string>, number]>, over: Partial<WorkloadInfo> = {}): TuningDb {
     const db = openTuningDb(':memory:');
-    for (const [shape, config, ms] of entries) db.addTrial(db.ensureWorkload(info(shape, { device: DEVICE, fingerprint: { profile: DEVICE } })).id, trial(config, ms));
+    for (const [shape, config, ms] of entries) db.addTrial(db.ensureWorkload(info(shape, { device: DEVICE, fingerprint: { profile: DEVICE }, ...over })).id, trial(config, ms));
     return db;
   }
 
@@ -194,8 +194,7 @@ describe('emit takes its config from the records', () => {
       [{ templateHash: current }, false],
       [{ templateHash: current, kgenVersion: '0.0.9' }, true],
     ] as const) {
-      const db = openTuningDb(':memory:');
-      db.addTrial(db.ensureWorkload(info(shape, { device: DEVICE, fingerprint: { profile: DEVICE }, ...over })).id, trial(FAST, 0.3));
+      const db = dbWith([[shape, FAST, 0.3]], over);
       const e = emit({ target: 'c', op: 'matmul_q4', device: DEVICE, shape: 'M=1,N=4096,K=4096', records: db });
       expect(e.manifest.configSource).toBe('record');
       expect(e.manifest.record!.templateHash, JSON.stringify(over)).toBe(over.templateHash ?? '0123456789abcdef');

@@ -1,12 +1,21 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { swiftShaderIcd } from '../src/device/index.js';
+import type { EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
+
+/** Writes what `kgen emit -o` writes for a WebAssembly kernel into `dir`: the text files and the assembled modules. */
+export async function writeEmittedWasm(e: EmitResult, dir: string, label = e.plan.op.name): Promise<void> {
+  const built = await e.rendered.binaries!();
+  if ('error' in built) throw new Error(`${label}: ${built.error}`);
+  for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
+  for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+}
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */
 export function hasTool(tool: string): boolean {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { opKit } from '../src/ops/index.js';
 import type { TestData } from '../src/ops/types.js';
+import { writeEmittedWasm } from './helpers.js';
 
 /**
  * Emitted WebAssembly kernels in a real browser: headless Chromium (Debian's, driven by
@@ -105,13 +106,10 @@ describe('emitted WebAssembly kernels in headless Chromium', () => {
     const plans = new Map<string, ReturnType<typeof emit>['plan']>();
     for (const op of OPS) {
       const e = emit({ target: 'wasm', op, shape: SHAPE });
-      const built = await e.rendered.binaries!();
-      if ('error' in built) throw new Error(`${op}: ${built.error}`);
       const dir = join(root, op);
       mkdirSync(dir);
       // Exactly what `kgen emit -o` writes, unchanged, beside the inputs.
-      for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
-      for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+      await writeEmittedWasm(e, dir, op);
       const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 7);
       for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
       checks.set(op, data.check);

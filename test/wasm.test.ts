@@ -7,10 +7,11 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { assembleWat } from '../src/backends/wasm/assemble.js';
+import { placeBuffers } from '../src/backends/wasm/memory.js';
 import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
 import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
 import { opKit } from '../src/ops/index.js';
-import { EPILOGUE_IRS } from './helpers.js';
+import { EPILOGUE_IRS, writeEmittedWasm } from './helpers.js';
 
 /**
  * The WebAssembly backend: kernels of every weight format at both instruction levels against the
@@ -80,18 +81,13 @@ describe('GEMV rows in streams (streamChunk)', () => {
         expect(params.streamRows, JSON.stringify(config)).toBe(config.streamChunk / config.rowsPerIter);
         const sub = join(dir, `s${params.streamRows}r${params.rowsPerIter}`);
         mkdirSync(sub);
-        const built = await e.rendered.binaries!();
-        if ('error' in built) throw new Error(built.error);
-        for (const [name, text] of Object.entries(e.files)) writeFileSync(join(sub, name), text);
-        for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(sub, name), bytes);
+        await writeEmittedWasm(e, sub);
         const loader = (await import(pathToFileURL(join(sub, 'kernel.mjs')).href)) as {
           sizes: Record<string, number>;
           loadKernel(o: { memory: WebAssembly.Memory; level: string }): Promise<{ prepare(x: number, ws: number): void; rows(...a: number[]): void }>;
         };
         const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 3);
-        const at: Record<string, number> = {};
-        let end = 64;
-        for (const [name, size] of Object.entries(loader.sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+        const { at, end } = placeBuffers(loader.sizes);
         const memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) });
         const bytes = new Uint8Array(memory.buffer);
         for (const name of ['x', 'w']) bytes.set(data.inputs[`${name}.bin`]!, at[name]);
@@ -280,10 +276,7 @@ describe('the emitted loader (kernel.mjs)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-loader-'));
     try {
       const e = emit({ target: 'wasm', ir: EPILOGUE_IRS[0]!, shape: 'M=3,N=77,K=320' });
-      const built = await e.rendered.binaries!();
-      if ('error' in built) throw new Error(built.error);
-      for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
-      for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+      await writeEmittedWasm(e, dir);
       const data = opKit('matmul').testData(e.plan.op, e.plan.shape, 1);
       for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
       // A host as a user writes one: its own layout, rows computed in two ranges.

@@ -515,6 +515,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     { name: 'activation panel', space: 'l2', size: mTile * (xRowBytes + steps * stepRecordBytes), why: `${mTile} prepared activation rows` },
   ];
   const wsBytes = M * xRowBytes + M * steps * stepRecordBytes;
+  const prepareLoop = `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`;
   return {
     family: 'cpu-matmul',
     op, shape, target: req.target, device: device.name, config,
@@ -527,12 +528,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
       `      for k in [0, ${K}) step 4               (${panelVectors === 1 ? 'one' : panelVectors} ${panelVectorBits}-bit panel vector${panelVectors === 1 ? '' : 's'}, one activation broadcast per row), unrolled ${config.unroll}x per block`,
     ] : streamRows ? [
-      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
+      prepareLoop,
       `for n0 in [row_begin, row_end) step ${rowsPerIter} x S    (a chunk of ${rowsPerIter} streams of S consecutive rows, S = ${streamRows} or, at the range's end, its rows / ${rowsPerIter}; each row read once)`,
       `  for n in [n0, n0+S)                 (rows n, n+S, .., n+${rowsPerIter - 1}S: ${rowSums ? 'one accumulator, a lane per row' : `${rowsPerIter} accumulators`}; the rows left, fewer than ${rowsPerIter}, one at a time)`,
       `    for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group)${unrolled}`,
     ] : [
-      `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`,
+      prepareLoop,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       rowSums
