@@ -156,8 +156,11 @@ describe('emit takes its config from the records', () => {
     const base = { target: 'c', op: 'matmul_q4', device: DEVICE, records: db } as const;
     const exact = emit({ ...base, shape: 'M=1,N=4096,K=4096' });
     expect(exact.manifest.configSource).toBe('record');
-    // The record predates the `panel` knob, which does not matter at M=1 (the plan holds its first value).
-    expect(configInUse(exact.plan)).toEqual(FAST);
+    // The record predates the `panel` knob, which does not matter at M=1 (the plan holds its first
+    // value); its nTile stays in the plan but is not shown (one activation tile reads each row once).
+    const { nTile, ...fastInUse } = FAST;
+    expect(configInUse(exact.plan)).toEqual(fastInUse);
+    expect(exact.plan.config.nTile).toBe(nTile);
     expect(exact.manifest.record).toMatchObject({ medianMs: 0.3, shape: { M: 1, N: 4096, K: 4096 } });
     expect(exact.notes[0]).toMatch(/tuned for this shape/);
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
+import type { AttentionOp } from '../src/ir/types.js';
 import { opHash, parseShape, validateOp } from '../src/ir/validate.js';
 
 function errorOf(fn: () => unknown): KgenError {
@@ -83,5 +84,14 @@ describe('shapes', () => {
     expect(errorOf(() => parseShape('B=1,Hq=30,Hkv=8,Sq=1,Skv=64,D=128', att)).field).toBe('--shape Hq');
     expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=65,Skv=64,D=128', att)).field).toBe('--shape Sq');
     expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=100', CATALOG.attention_q8kv!)).field).toBe('--shape D');
+  });
+
+  it('says how to reach a head dim the q8 cache groups do not divide: a group size by IR file', () => {
+    const q8 = CATALOG.attention_q8kv!;
+    // D=80 (a head dim issue 16 names): the catalog's groups of 32 do not divide it, 16 does.
+    expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=80', q8)).message).toMatch(/"kvGroupSize": 16 \(it divides D=80\) and pass it with --ir/);
+    expect(parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=80', { ...(q8 as AttentionOp), kvGroupSize: 16 })).toMatchObject({ D: 80 });
+    expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=90', q8)).message).toMatch(/use an f16 cache/);
+    expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=80', CATALOG.attention_q8_0kv!)).message).toMatch(/ggml q8_0 blocks are always 32 values/);
   });
 });

@@ -4,7 +4,8 @@ import { allDevices } from '../src/device/index.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
-import { configInUse, defaultConfig, enumerateConfigs, makePlan, overBudget, spaceFor } from '../src/plan/index.js';
+import { configInUse, defaultConfig, enumerateConfigs, makePlan, overBudget, type Plan, spaceFor } from '../src/plan/index.js';
+import { pruneSpace } from '../src/tune/space.js';
 
 const MATMUL_SHAPES = ['M=1,N=4096,K=4096', 'M=3,N=77,K=320', 'M=256,N=4096,K=14336', 'M=16,N=28672,K=8192'];
 const ATTENTION_SHAPES = ['B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', 'B=2,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', 'B=1,Hq=8,Hkv=8,Sq=3,Skv=77,D=64'];
@@ -174,17 +175,17 @@ describe('conditional knobs', () => {
     // blocks of 32 weights (ggml's formats) off the panel path, `rowSums` only with 8 rows of one
     // activation row, `rowSumsBits` only where that kernel runs q3.5 on AVX-512, and `panelBits`
     // only on the panel paths of AVX-512 and AVX-VNNI (epyc-9654 defaults to AVX-512, epyc-7763 to
-    // AVX2).
+    // AVX2), `nTile` only where several activation tiles reuse a weight tile (not at M=1).
     for (const [device, name, text, hidden] of [
-      ['epyc-9654', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks']],
+      ['epyc-9654', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'nTile']],
       ['epyc-9654', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q4', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q4', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits', 'nTile']],
       ['epyc-9654', 'matmul_q4', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
       ['epyc-9654', 'matmul_q4', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
-      ['epyc-9654', 'matmul_q4_0', 'M=1,N=77,K=320', ['panel', 'panelBits', 'rowSums', 'rowSumsBits']],
+      ['epyc-9654', 'matmul_q4_0', 'M=1,N=77,K=320', ['panel', 'panelBits', 'rowSums', 'rowSumsBits', 'nTile']],
       ['epyc-9654', 'matmul_q4_0', 'M=64,N=77,K=320', ['prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
       ['epyc-9654', 'matmul_q8_0', 'M=64,N=77,K=320', ['panel', 'panelBits', 'rowSums', 'rowSumsBits']],
-      ['epyc-7763', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits']],
+      ['epyc-7763', 'matmul_q35', 'M=1,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSumsBits', 'nTile']],
       ['epyc-7763', 'matmul_q35', 'M=3,N=77,K=320', ['panel', 'panelBits', 'stepBlocks', 'rowSums', 'rowSumsBits']],
       ['epyc-7763', 'matmul_q4', 'M=64,N=77,K=320', ['panelBits', 'prefetch', 'stepBlocks', 'rowSums', 'rowSumsBits']],
     ] as const) {
@@ -206,21 +207,54 @@ describe('conditional knobs', () => {
     expect(plan.params).toMatchObject({ streamRows: 64 });
     expect(plan.knobsInUse).toContain('streamChunk');
     expect(plan.knobsInUse).not.toContain('nTile');
-    // With no weight tile to keep (each row is read once) f16's 8 rows fit, where the contiguous
-    // order's tile of 8 rows x 28672 bytes and the f32 activations exceed the 256 KiB L2 share.
+    // With no weight tile to keep (each row is read once, in streams as in contiguous groups of the
+    // one activation row) f16's 8 rows fit, where a tile of 8 rows x 28672 bytes and the f32
+    // activations would exceed the 256 KiB L2 share.
     const f16 = CATALOG.matmul_f16!;
     const f16Gemv = planRequest({ op: f16, shape: parseShape('M=1,N=4096,K=14336', f16), device: wasm, target: 'wasm' });
     expect(makePlan(f16Gemv).plan.config.rowsPerIter).toBe(8);
-    expect(makePlan(f16Gemv, { streamChunk: 0 }).plan.config.rowsPerIter).toBe(4);
-    expect(makePlan(gemv, { streamChunk: 0 }).plan.knobsInUse).toContain('nTile');
+    expect(makePlan(f16Gemv, { streamChunk: 0 }).plan.config.rowsPerIter).toBe(8);
+    expect(makePlan(gemv, { streamChunk: 0 }).plan.knobsInUse).not.toContain('nTile');
     expect(makePlan(gemv, { rowsPerIter: 1 }).plan.knobsInUse).not.toContain('streamChunk');
     const gemm = planRequest({ op, shape: parseShape('M=3,N=77,K=320', op), device: wasm, target: 'wasm' });
     expect(makePlan(gemm).plan.knobsInUse).not.toContain('streamChunk');
+    expect(makePlan(gemm, { mTile: 2 }).plan.knobsInUse).toContain('nTile');
     // C has prefetch instructions instead: no such knob, and its configs (and their hashes) no such key.
     const host = allDevices().find((d) => d.name === 'epyc-9654')!;
     const c = planRequest({ op, shape: parseShape('M=1,N=4096,K=14336', op), device: host, target: 'c' });
     expect(spaceFor(c).knobs.map((k) => k.name)).not.toContain('streamChunk');
     expect(makePlan(c).plan.config).not.toHaveProperty('streamChunk');
+  });
+
+  it('nTile matters only where several activation tiles reuse a weight tile: not for GEMV or M <= mTile', () => {
+    const op = CATALOG.matmul_q4!;
+    const host = allDevices().find((d) => d.name === 'epyc-9654')!;
+    const req = (text: string) => planRequest({ op, shape: parseShape(text, op), device: host, target: 'c' });
+    const names = (p: Plan) => p.buffers.map((b) => b.name);
+    // One activation row: the rows go in order, each read once; no tile, no tile loops, no knob.
+    const gemv = makePlan(req('M=1,N=4096,K=14336')).plan;
+    expect(gemv.knobsInUse).not.toContain('nTile');
+    expect(names(gemv)).not.toContain('weight tile');
+    expect(gemv.loops.join('\n')).not.toMatch(/n0|m0/);
+    expect(gemv.loops.join('\n')).toMatch(/for n in \[row_begin, row_end\) step 8 .*all 1 activation row in one tile/);
+    // A recorded nTile still plans (the same kernel), and the tuner's space holds one per config.
+    expect(makePlan(req('M=1,N=4096,K=14336'), { nTile: 8 }).plan.config.nTile).toBe(8);
+    const legal = pruneSpace(req('M=1,N=77,K=320')).legal;
+    const withoutTile = legal.map((c) => JSON.stringify({ ...c.config, nTile: undefined }));
+    expect(new Set(withoutTile).size).toBe(legal.length);
+    expect(new Set(legal.map((c) => c.config.nTile))).toEqual(new Set([32]));
+    // M = mTile: one tile too. M > mTile: the tile is reused by each activation tile.
+    const one = makePlan(req('M=4,N=77,K=320'), { mTile: 4, rowsPerIter: 2 }).plan;
+    expect(one.knobsInUse).not.toContain('nTile');
+    expect(names(one)).not.toContain('weight tile');
+    const two = makePlan(req('M=4,N=77,K=320'), { mTile: 2 }).plan;
+    expect(two.knobsInUse).toContain('nTile');
+    expect(names(two)).toContain('weight tile');
+    expect(two.loops.join('\n')).toMatch(/for n0 in \[row_begin, row_end\) step \d+ +\(weight tile in L2\)/);
+    // The panel path decodes a tile once for every activation tile: nTile sizes it.
+    const panel = makePlan(req('M=64,N=77,K=320'), { panel: 1 }).plan;
+    expect(panel.knobsInUse).toContain('nTile');
+    expect(names(panel)).toContain('weight panels');
   });
 });
 

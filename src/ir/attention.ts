@@ -87,6 +87,20 @@ function validateAttention(obj: Json, path: string): AttentionOp {
   return op;
 }
 
+/**
+ * What to do when D does not hold whole KV scale groups: a q8 cache takes another group size, which
+ * only an IR file can set (the catalog's ops have 32); ggml's blocks are fixed at 32.
+ */
+function kvBlockHint(kvCache: AttentionOp['kvCache'], D: number): string {
+  // Kernels dequantize a group four values at a time (the plans refuse other sizes).
+  const group = [32, 16, 8, 4].find((g) => D % g === 0);
+  const otherCache = 'or a cache format whose blocks divide D (an f16 cache has none)';
+  if (kvCache !== 'q8') return `ggml ${kvCache} blocks are always 32 values: use head dims divisible by 32, ${otherCache}`;
+  return group
+    ? `write the op as an IR file with "kvGroupSize": ${group} (it divides D=${D}) and pass it with --ir (docs/ir.md), ${otherCache}`
+    : `no scale group of 4 or more values divides D=${D}: use an f16 cache (op attention_f16)`;
+}
+
 /** The attention op's IR: grouped-query attention over a KV cache. */
 export const attentionIr: OpIr<AttentionOp, AttentionShape> = {
   kind: 'attention',
@@ -98,7 +112,7 @@ export const attentionIr: OpIr<AttentionOp, AttentionShape> = {
     const block = op.kvCache === 'q8' ? op.kvGroupSize! : op.kvCache === 'f16' ? 1 : GGML_KV_BLOCK;
     if (shape.D % block !== 0) {
       shapeFail(`${field} D`, `D=${shape.D} is not a multiple of the ${op.kvCache} KV ${op.kvCache === 'q8' ? 'group' : 'block'} size ${block}`, `D divisible by ${block}`,
-        op.kvCache === 'q8' ? 'choose a kvGroupSize that divides D' : undefined);
+        kvBlockHint(op.kvCache, shape.D));
     }
     if (op.causal && shape.Sq > shape.Skv) shapeFail(`${field} Sq`, `Sq=${shape.Sq} exceeds Skv=${shape.Skv}`, 'Sq <= Skv for causal attention');
   },

@@ -327,6 +327,17 @@ function streamRowsOf(req: Req, variants: CpuVariants, config: Config): number {
 }
 
 /**
+ * Whether the kernel keeps a tile of `nTile` weight rows for several activation tiles (and the
+ * `nTile` knob matters). Not in streams (each row read once, in the streams' order), nor where one
+ * activation tile covers M without a panel (GEMV, or M <= mTile): that tile reads each weight row
+ * once, and the row order is the same for every `nTile` (a multiple of rowsPerIter), so the tuner
+ * would time equivalent kernels.
+ */
+function weightTileKept(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
+  return streamRowsOf(req, variants, config) === 0 && (panel || req.shape.M > (config.mTile as number));
+}
+
+/**
  * Weight blocks per step of the row-sums kernel: as many as the unroll knob asks for while they fit
  * in one cache line, else 1. Within a step every block's dot products are issued before their row
  * sums (which then find them done instead of waiting on the last row's), and one prefetch per row
@@ -415,8 +426,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       name: 'nTile',
       values: [32, 16, 64, 8, 128, 4, 2, 1],
       doc: 'weight rows per cache tile, reused across all activation rows',
-      // GEMV in streams reads each row once, in chunks the streams size.
-      when: (c) => streamRowsOf(req, variants, c) === 0,
+      when: (c) => weightTileKept(req, variants, c, usesPanel(c)),
     },
     { name: 'unroll', values: [...(variants.unrollValues ?? [2, 1, 4])], doc: 'unroll of the loop over weight blocks', ...(unrolls(req, variants) ? {} : { when: () => false }) },
     {
@@ -488,6 +498,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const rowSumsWide = config.rowSumsBits === 512 && rowSumsWideApply(req, variants, config, panel);
   const nTile = config.nTile as number;
   const streamRows = streamRowsOf(req, variants, config);
+  const tileKept = weightTileKept(req, variants, config, panel);
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
@@ -508,13 +519,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
         }
       : { name: 'accumulators', space: 'registers', size: rowsPerIter * mTile, why: 'one vector accumulator per (weight row, activation row) pair' },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'activation loads, decode temporaries and lookup tables' },
-    // In streams every weight row is read once, by the one activation row: no tile to keep.
-    ...(streamRows ? [] : [panel
+    // In streams, or with one activation tile, every weight row is read once: no tile to keep.
+    ...(!tileKept ? [] : [panel
       ? { name: 'weight panels', space: 'l2', size: panelTileBytes(req, nTile), why: `${nTile} weight rows decoded to int8 panels and f32 scales once, reused by every activation row` }
       : { name: 'weight tile', space: 'l2', size: nTile * rowBytes, why: `${nTile} packed weight rows, reused by every activation row` }] as OnChipBuffer[]),
     { name: 'activation panel', space: 'l2', size: mTile * (xRowBytes + steps * stepRecordBytes), why: `${mTile} prepared activation rows` },
   ];
   const wsBytes = M * xRowBytes + M * steps * stepRecordBytes;
+  const rowIndent = tileKept ? '    ' : '';
   const prepareLoop = `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`;
   return {
     family: 'cpu-matmul',
@@ -534,12 +546,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `    for k in [0, ${K}) step ${codec.weightsPerBlock} (one weight group)${unrolled}`,
     ] : [
       prepareLoop,
-      `for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`,
-      `  for m0 in [0, ${M}) step ${mTile}`,
-      rowSums
-        ? `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (one accumulator, a lane per row: row sums of ${rowSumsWide ? '512' : '256'}-bit i32 dot products, then one FMA)`
-        : `    for n in [n0, n0+${nTile}) step ${rowsPerIter}     (${rowsPerIter}x${mTile} accumulators)`,
-      `      for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
+      // With one activation tile the rows go in order, each read once: no tile loops to show.
+      ...(tileKept ? [`for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`, `  for m0 in [0, ${M}) step ${mTile}`] : []),
+      `${rowIndent}for n in [${tileKept ? `n0, n0+${nTile}` : 'row_begin, row_end'}) step ${rowsPerIter}     (${rowSums
+        ? `one accumulator, a lane per row: row sums of ${rowSumsWide ? '512' : '256'}-bit i32 dot products, then one FMA`
+        : `${rowsPerIter}x${mTile} accumulators`}${tileKept ? '' : `; all ${M} activation row${M === 1 ? '' : 's'} in one tile, each weight row read once`})`,
+      `${rowIndent}  for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
     budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, config.isa as string)),
