@@ -4,7 +4,7 @@ import { allDevices } from '../src/device/index.js';
 import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
-import { configInUse, defaultConfig, enumerateConfigs, makePlan, overBudget, type Plan, spaceFor } from '../src/plan/index.js';
+import { configInUse, configShown, defaultConfig, enumerateConfigs, makePlan, overBudget, type Plan, spaceFor } from '../src/plan/index.js';
 import { pruneSpace } from '../src/tune/space.js';
 
 const MATMUL_SHAPES = ['M=1,N=4096,K=4096', 'M=3,N=77,K=320', 'M=256,N=4096,K=14336', 'M=16,N=28672,K=8192'];
@@ -224,6 +224,17 @@ describe('conditional knobs', () => {
     const c = planRequest({ op, shape: parseShape('M=1,N=4096,K=14336', op), device: host, target: 'c' });
     expect(spaceFor(c).knobs.map((k) => k.name)).not.toContain('streamChunk');
     expect(makePlan(c).plan.config).not.toHaveProperty('streamChunk');
+  });
+
+  it('a config is shown without its plan by the space: knobs in use in space order, unknown keys kept', () => {
+    const op = CATALOG.matmul_q4!;
+    const host = allDevices().find((d) => d.name === 'epyc-9654')!;
+    const space = spaceFor(planRequest({ op, shape: parseShape('M=1,N=77,K=320', op), device: host, target: 'c' }));
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=1,N=77,K=320', op), device: host, target: 'c' }));
+    const sorted = Object.fromEntries(Object.entries(plan.config).sort(([a], [b]) => a.localeCompare(b)));
+    expect(configShown(space, sorted)).toEqual(configInUse(plan));
+    expect(Object.keys(configShown(space, sorted))).toEqual(Object.keys(configInUse(plan)));
+    expect(configShown(space, { ...sorted, retired: 3 })).toEqual({ ...configInUse(plan), retired: 3 });
   });
 
   it('nTile matters only where several activation tiles reuse a weight tile: not for GEMV or M <= mTile', () => {

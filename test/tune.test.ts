@@ -323,6 +323,9 @@ describe('kgen tune and kgen db on the command line', () => {
     const t = await run(['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--trials', '4'], env);
     expect(t.exitCode, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/rank\s+time ms\s+GB\/s\s+GFLOPS\s+% roofline\s+config/);
+    // The text shows the knobs in use, as emit does: a GEMV's has no nTile (the records keep it).
+    expect(t.stdout).toMatch(/\{"isa":"[a-z0-9]+","actQuant":/);
+    expect(t.stdout + t.stderr).not.toContain('"nTile"');
     // The best 3 of the 4 were re-timed back to back: 4 trials and 3 re-timings, and a fourth for
     // the default config where it was not among the best 3 (which depends on the timings).
     expect(t.stderr).toMatch(/re-timing the best 3( and the default config)? back to back, 3 rounds/);

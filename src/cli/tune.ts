@@ -12,6 +12,8 @@ import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { sumBytes } from '../plan/common.js';
+import { configShown, spaceFor } from '../plan/index.js';
+import type { Config } from '../plan/types.js';
 import { rooflineMs } from '../plan/roofline.js';
 import { pruneSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
@@ -175,7 +177,8 @@ Examples:
     const workloads = workloadsOf(flags, target, device);
     const fixed = parseFixed(flags.config);
     const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
-    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
+    const shown = configViewer(device, target);
+    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json), shown);
     checkPresent(device);
     const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
     checkSupport(firstReq);
@@ -207,7 +210,7 @@ Examples:
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    const progress = makeProgress(Boolean(flags.json));
+    const progress = makeProgress(Boolean(flags.json), shown);
     let summary: TuneSummary;
     try {
       summary = await tune({
@@ -232,7 +235,7 @@ Examples:
       process.off('SIGTERM', onSignal);
     }
     try {
-      report(db, summary, Boolean(flags.json));
+      report(db, summary, Boolean(flags.json), shown);
     } finally {
       db.close();
     }
@@ -253,15 +256,32 @@ function finalistsText(count: number, withDefault: boolean): string {
   return withDefault ? `the best ${count - 1} and the default config` : `the best ${count}`;
 }
 
-/** One line on what the final re-timing decided. */
-function retimedLine(f: FinalRetiming): string {
+/** One line on what the final re-timing decided; `config` is the winner's as shown. */
+function retimedLine(f: FinalRetiming, config: (c: Config) => Config): string {
   const w = f.winner;
   const head = `re-timed ${finalistsText(f.finalists.length, f.withDefault)} back to back, ${f.rounds} rounds`;
-  return w?.timing ? `${head}: winner ${fmtMs(w.timing.medianMs)} ms (measured ${fmtMs(f.finalists.find((x) => x.trial.id === w.id)!.beforeMs)} ms before) ${JSON.stringify(w.config)}` : `${head}: every one failed when run again`;
+  return w?.timing ? `${head}: winner ${fmtMs(w.timing.medianMs)} ms (measured ${fmtMs(f.finalists.find((x) => x.trial.id === w.id)!.beforeMs)} ms before) ${JSON.stringify(config(w.config))}` : `${head}: every one failed when run again`;
+}
+
+/** How the text output shows a workload's config: the knobs in use only. */
+type ConfigView = (w: Pick<WorkloadSpec, 'op' | 'shape'>, config: Config) => Config;
+
+/**
+ * The configs of the text output as `emit` shows them: the knobs that matter for each (records and
+ * `--json` keep the whole config, which names the trial). One search space per op and shape.
+ */
+function configViewer(device: DeviceProfile, target: TargetName): ConfigView {
+  const spaces = new Map<string, ReturnType<typeof spaceFor>>();
+  return (w, config) => {
+    const key = `${w.op.name} ${formatShape(w.shape)}`;
+    let space = spaces.get(key);
+    if (!space) spaces.set(key, (space = spaceFor(planRequest({ op: w.op, shape: w.shape, device, target }))));
+    return configShown(space, config);
+  };
 }
 
 /** Progress: a bar on a terminal (stderr), plain lines otherwise, JSON lines with --json. */
-function makeProgress(json: boolean): { event: (e: TuneEvent) => void; stop: () => void } {
+function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent) => void; stop: () => void } {
   if (json) return { event: (e) => process.stdout.write(`${JSON.stringify(eventJson(e))}\n`), stop: () => {} };
   const tty = Boolean(process.stderr.isTTY);
   const bar = tty
@@ -293,7 +313,7 @@ function makeProgress(json: boolean): { event: (e: TuneEvent) => void; stop: () 
         else if (e.done === e.planned || performance.now() - lastLine > 5000 || e.trial.status !== 'ok') {
           lastLine = performance.now();
           const what = e.trial.timing ? `${fmtMs(e.trial.timing.medianMs)} ms` : e.trial.status;
-          process.stderr.write(`kgen tune:   trial ${e.done}/${e.planned}: ${what} ${JSON.stringify(e.trial.config)}; best ${best}, ${e.failures} failed\n`);
+          process.stderr.write(`kgen tune:   trial ${e.done}/${e.planned}: ${what} ${JSON.stringify(shown(e.workload, e.trial.config))}; best ${best}, ${e.failures} failed\n`);
         }
       } else if (e.kind === 'remeasure') {
         const what = e.medianMs !== undefined ? `${fmtMs(e.medianMs)} ms, ` : '';
@@ -301,7 +321,7 @@ function makeProgress(json: boolean): { event: (e: TuneEvent) => void; stop: () 
       } else if (e.kind === 'retiming') {
         say(`re-timing ${finalistsText(e.finalists.length, e.withDefault)} back to back, ${e.rounds} rounds`);
       } else if (e.kind === 'retimed') {
-        say(retimedLine(e.result));
+        say(retimedLine(e.result, (c) => shown(e.workload, c)));
       } else if (e.kind === 'stopped') {
         if (bar && started) bar.stop();
         started = false;
@@ -362,7 +382,7 @@ function finalJson(f: FinalRetiming): Record<string, unknown> {
   };
 }
 
-function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
+function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: ConfigView): void {
   const out = summary.results.map((r) => {
     // The configs competing for the best, as db best and emit judge them (after a re-timing: its finalists and anything newer).
     const top = contendingTrials(db.trials(r.workload.id)).slice(0, 5);
@@ -395,10 +415,10 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
     const rows = [['rank', 'time ms', 'GB/s', 'GFLOPS', '% roofline', 'config']];
     top.forEach((t, i) => {
       const p = performanceRow(w, t);
-      rows.push([String(i + 1), fmtMs(p.ms), p.gbps.toFixed(1), p.gflops.toFixed(1), `${p.roofline.toFixed(0)}%`, JSON.stringify(t.config)]);
+      rows.push([String(i + 1), fmtMs(p.ms), p.gbps.toFixed(1), p.gflops.toFixed(1), `${p.roofline.toFixed(0)}%`, JSON.stringify(shown(w, t.config))]);
     });
     process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
-    if (r.final) process.stdout.write(`  ${retimedLine(r.final)}\n`);
+    if (r.final) process.stdout.write(`  ${retimedLine(r.final, (c) => shown(w, c))}\n`);
     if (r.disturbed) {
       process.stdout.write(`  warning: ${r.disturbed} timing(s) showed interference in every attempt (other processes busy, or a noisy machine): those times are likely too slow; tune again on a quiet machine, or with --threads below the core count\n`);
     }
@@ -409,7 +429,7 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean): void {
   if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
 }
 
-function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
+function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean, shown: ConfigView): void {
   const spaces = workloads.map((w) => ({ w, s: pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed) }));
   if (json) {
     printJson(
@@ -430,7 +450,7 @@ function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSp
       const rows = [['#', 'config', 'on-chip bytes', 'registers', 'roofline ms']];
       s.legal.forEach((c, i) => {
         const f = footprint(c.plan.buffers);
-        rows.push([String(i + 1), JSON.stringify(c.config), String(f.bytes), String(f.registers), fmtMs(rooflineMs(device, c.plan.traffic))]);
+        rows.push([String(i + 1), JSON.stringify(shown(w, c.config)), String(f.bytes), String(f.registers), fmtMs(rooflineMs(device, c.plan.traffic))]);
       });
       process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
     }

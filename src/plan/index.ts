@@ -49,6 +49,16 @@ export function configInUse(plan: Plan): Config {
   return Object.fromEntries(plan.knobsInUse.filter((k) => k in plan.config).map((k) => [k, plan.config[k]!]));
 }
 
+/**
+ * `config` as a person should see it without its plan: the knobs of `space` in use for it, in the
+ * space's order, then any key the space does not know (a record written by another kgen) as it is.
+ */
+export function configShown(space: SearchSpace, config: Config): Config {
+  const known = new Set(space.knobs.map((k) => k.name));
+  const used = knobsInUse(space, config).filter((k) => k in config);
+  return Object.fromEntries([...used, ...Object.keys(config).filter((k) => !known.has(k))].map((k) => [k, config[k]!]));
+}
+
 export function checkTarget(device: DeviceProfile, target: string): void {
   if (!device.targets.includes(target)) {
     throw new KgenError({
