@@ -20,7 +20,7 @@ export function registerEmit(program: Command): void {
     .option('-o, --out <dir>', 'write kernel.c, kernel.h and manifest.json here (default: kernel.c to stdout); an existing directory keeps its other files')
     .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
-    .option('--data [seed]', 'also write seeded inputs and the f64 reference output (x.bin, w.bin, ..., ref.bin) next to the kernel, for run.sh (needs -o)')
+    .option('--data [seed]', 'also write seeded inputs as the kernel reads them (x.bin, w.bin, ...: the manifest\'s tensors and weights) and ref.bin, the f64 reference output (little-endian), next to the kernel: CUDA\'s run.sh checks against it, other targets\' users with their own harness within the manifest\'s tolerance (needs -o)')
     .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)')
     .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C, CUDA: Makefile, CMakeLists.txt, one header; wasm, wgsl: package.json and one loader of every kernel), kgen-package.json and a README; DIR must be new')
     .option('--package-name <name>', 'with --package: the name in package.json (wasm, wgsl; default: the directory\'s name, made npm-safe)')
