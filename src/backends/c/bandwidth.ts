@@ -8,10 +8,18 @@ import { cachedBuild } from '../runner-core.js';
 import { hasTool } from '../tools.js';
 
 /**
+ * Probe processes the tuner's roofline takes the best of. A VM's read speed is drawn per process
+ * (the same kernel read at 23.5 or 30 GB/s from one process to the next on a 2-vCPU Zen 4), and
+ * the tuner runs each trial in a process of its own: one probe process put a q4 GEMV at 129% of
+ * its roofline.
+ */
+const PROBE_PROCESSES = 3;
+
+/**
  * This machine's read bandwidth in GB/s with `threads` threads, measured by the C target's probe
- * (templates/c/probe.c.hbs: 256-bit loads over a buffer far larger than the caches), or undefined
- * where it cannot run (no AVX2, no gcc). The detected host profile's bandwidth is only an estimate;
- * the tuner's roofline uses this figure instead.
+ * (templates/c/probe.c.hbs: 256-bit loads over a buffer far larger than the caches): the best of
+ * PROBE_PROCESSES processes' medians, or undefined where it cannot run (no AVX2, no gcc). The
+ * detected host profile's bandwidth is only an estimate; the tuner's roofline uses this figure.
  */
 export async function measureReadBandwidth(cacheDir: string, threads: number, mib = probeMiB()): Promise<number | undefined> {
   if (!hostIsa().isa.includes('avx2')) return undefined;
@@ -30,10 +38,16 @@ export async function measureReadBandwidth(cacheDir: string, threads: number, mi
   });
   if (build.status !== 'ok') return undefined;
   const bin = join(build.dir, 'probe');
-  const run = await execa(bin, [String(mib), '5', String(threads)], { reject: false, timeout: 60_000 });
-  if (run.exitCode !== 0) return undefined;
-  const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
-  return line ? (JSON.parse(line) as { gbps: number }).gbps : undefined;
+  let best: number | undefined;
+  for (let i = 0; i < PROBE_PROCESSES; i++) {
+    const run = await execa(bin, [String(mib), '5', String(threads)], { reject: false, timeout: 60_000 });
+    if (run.exitCode !== 0) return undefined;
+    const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
+    if (!line) return undefined;
+    const { gbps } = JSON.parse(line) as { gbps: number };
+    best = Math.max(best ?? 0, gbps);
+  }
+  return best;
 }
 
 /**
