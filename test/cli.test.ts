@@ -93,6 +93,16 @@ describe.concurrent('kgen CLI', () => {
     expect(e.stdout).toMatch(/KV cache ggml q4_0 in positions x heads rows \[1,70,2\]/);
   });
 
+  it('plan marks the knobs a config does not use (a GEMV has no weight tile)', async () => {
+    const r = await run(['plan', '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=14336', '--isa', 'avx2']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}nTile: 32 \| .*; not in use for this config$/m);
+    expect(r.stdout).toMatch(/^ {2}rowsPerIter: [^\n]*\)$/m);
+    expect(r.stdout).toContain('the one activation row: each weight row read once');
+    const gemm = await run(['plan', '--op', 'matmul_q4', '--shape', 'M=16,N=4096,K=4096', '--isa', 'avx2']);
+    expect(gemm.stdout).toMatch(/^ {2}nTile: [^\n]*\)$/m);
+  });
+
   it('an over-budget --config is refused with the budget and its bytes', async () => {
     const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"kernel":"tiled","bm":128,"bn":128,"bk":64,"stages":4}']);
     expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 180224 bytes but 101376 are available/);

@@ -29,7 +29,8 @@ Examples:
       'budgets:',
       table([['  budget', 'needed', 'available', 'unit'], ...plan.budgets.map((b) => [`  ${b.budget}`, String(b.needed), String(b.available), b.unit])]),
       'knobs:',
-      ...space.knobs.map((k) => `  ${k.name}: ${k.values.join(' | ')}  (${k.doc})`),
+      // A knob this config does not use changes nothing here (its first value stands in).
+      ...space.knobs.map((k) => `  ${k.name}: ${k.values.join(' | ')}  (${k.doc})${plan.knobsInUse.includes(k.name) ? '' : '; not in use for this config'}`),
       `tolerance: NMSE <= ${plan.tolerance.nmse}, |error| <= ${plan.tolerance.maxRelToPeak} x peak`,
     ];
     process.stdout.write(`${out.join('\n')}\n`);

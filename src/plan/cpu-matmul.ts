@@ -550,7 +550,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       ...(tileKept ? [`for n0 in [row_begin, row_end) step ${nTile}        (weight tile in L2)`, `  for m0 in [0, ${M}) step ${mTile}`] : []),
       `${rowIndent}for n in [${tileKept ? `n0, n0+${nTile}` : 'row_begin, row_end'}) step ${rowsPerIter}     (${rowSums
         ? `one accumulator, a lane per row: row sums of ${rowSumsWide ? '512' : '256'}-bit i32 dot products, then one FMA`
-        : `${rowsPerIter}x${mTile} accumulators`}${tileKept ? '' : `; all ${M} activation row${M === 1 ? '' : 's'} in one tile, each weight row read once`})`,
+        : `${rowsPerIter}x${mTile} accumulators`}${tileKept ? '' : `; ${M === 1 ? 'the one activation row' : `all ${M} activation rows in one tile`}: each weight row read once`})`,
       `${rowIndent}  for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
