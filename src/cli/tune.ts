@@ -12,7 +12,7 @@ import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { sumBytes } from '../plan/common.js';
-import { configShown, spaceFor } from '../plan/index.js';
+import { configInUse, configShown, spaceFor } from '../plan/index.js';
 import type { Config } from '../plan/types.js';
 import { rooflineMs } from '../plan/roofline.js';
 import { pruneSpace } from '../tune/space.js';
@@ -177,8 +177,7 @@ Examples:
     const workloads = workloadsOf(flags, target, device);
     const fixed = parseFixed(flags.config);
     const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
-    const shown = configViewer(device, target);
-    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json), shown);
+    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
     checkPresent(device);
     const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
     checkSupport(firstReq);
@@ -210,6 +209,7 @@ Examples:
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    const shown = configViewer(device, target);
     const progress = makeProgress(Boolean(flags.json), shown);
     let summary: TuneSummary;
     try {
@@ -429,7 +429,7 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
   if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
 }
 
-function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean, shown: ConfigView): void {
+function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
   const spaces = workloads.map((w) => ({ w, s: pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed) }));
   if (json) {
     printJson(
@@ -450,7 +450,8 @@ function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSp
       const rows = [['#', 'config', 'on-chip bytes', 'registers', 'roofline ms']];
       s.legal.forEach((c, i) => {
         const f = footprint(c.plan.buffers);
-        rows.push([String(i + 1), JSON.stringify(shown(w, c.config)), String(f.bytes), String(f.registers), fmtMs(rooflineMs(device, c.plan.traffic))]);
+        // Each candidate has its plan: the knobs in use come with it.
+        rows.push([String(i + 1), JSON.stringify(configInUse(c.plan)), String(f.bytes), String(f.registers), fmtMs(rooflineMs(device, c.plan.traffic))]);
       });
       process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
     }

@@ -9,6 +9,9 @@ export const KV_LAYOUTS: readonly KvLayout[] = ['heads_positions', 'positions_he
 /** Values per ggml block (q8_0, q4_0) along D. */
 export const GGML_KV_BLOCK = 32;
 
+/** Values the GPU kernels dequantize at a time: a kgen q8 scale group must hold whole runs of them. */
+export const Q8_KV_DEQUANT_VALUES = 4;
+
 /** Head dimensions the kernels are held to (any multiple of the format's block also plans). */
 export const ATTENTION_HEAD_DIMS = [64, 80, 96, 128, 256] as const;
 
@@ -92,13 +95,15 @@ function validateAttention(obj: Json, path: string): AttentionOp {
  * only an IR file can set (the catalog's ops have 32); ggml's blocks are fixed at 32.
  */
 function kvBlockHint(kvCache: AttentionOp['kvCache'], D: number): string {
-  // Kernels dequantize a group four values at a time (the plans refuse other sizes).
-  const group = [32, 16, 8, 4].find((g) => D % g === 0);
+  // The largest power of two from the catalog's 32 down that divides D and that every target's
+  // kernels take (whole runs of Q8_KV_DEQUANT_VALUES; the CPU's vectors hold 4, 8 or 16 lanes).
+  let group: number | undefined;
+  for (let g = GGML_KV_BLOCK; g >= Q8_KV_DEQUANT_VALUES && group === undefined; g /= 2) if (D % g === 0) group = g;
   const otherCache = 'or a cache format whose blocks divide D (an f16 cache has none)';
   if (kvCache !== 'q8') return `ggml ${kvCache} blocks are always 32 values: use head dims divisible by 32, ${otherCache}`;
   return group
     ? `write the op as an IR file with "kvGroupSize": ${group} (it divides D=${D}) and pass it with --ir (docs/ir.md), ${otherCache}`
-    : `no scale group of 4 or more values divides D=${D}: use an f16 cache (op attention_f16)`;
+    : `no scale group of ${Q8_KV_DEQUANT_VALUES} or more values divides D=${D}: use an f16 cache (op attention_f16)`;
 }
 
 /** The attention op's IR: grouped-query attention over a KV cache. */

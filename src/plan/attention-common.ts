@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { kvLayoutOf, kvRowFormat, kvRowStrides, Q8_KV_DEQUANT_VALUES } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { dtypeBytes } from './common.js';
 import type { Restriction } from './types.js';
@@ -13,7 +13,10 @@ export const GPU_KV_SPLITS: readonly number[] = [16, 8, 32, 4, 64, 1];
 
 /** The GPU kernels dequantize kgen q8 values four at a time, so a q8 scale group must hold whole fours. */
 export function q8GroupOfFours(op: AttentionOp): Restriction {
-  return { reason: 'the KV scale group is not a multiple of 4 (values are dequantized four at a time)', allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % 4 === 0 };
+  return {
+    reason: `the KV scale group is not a multiple of ${Q8_KV_DEQUANT_VALUES} (values are dequantized four at a time)`,
+    allows: () => op.kvCache !== 'q8' || op.kvGroupSize! % Q8_KV_DEQUANT_VALUES === 0,
+  };
 }
 
 /** Bytes per KV value as stored: f16, int8 or nibbles plus each format's share of its f16 scales. */
