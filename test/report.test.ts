@@ -81,6 +81,20 @@ describe('kgen report', () => {
     const show = await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath]);
     const rows = show.stdout.split('\n').filter((l) => /^(ok|crash|timeout|compile_error|wrong_result)/.test(l));
     expect(rows.filter((l) => l.startsWith('ok*'))).toEqual([expect.stringMatching(/^ok\*\s+0\.200\s.*\srandom\s/)]);
+    // ... each config as emit prints it: a GEMV's plan reads each weight row once, so nTile (the
+    // trials' only difference) is no knob in use there; --json keeps the records whole.
+    expect(rows).toHaveLength(7);
+    for (const l of rows) {
+      expect(l).toMatch(/\{"isa":"[a-z0-9]+",.*\}/);
+      expect(l).not.toMatch(/nTile/);
+    }
+    const shownJson = JSON.parse((await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath, '--json'])).stdout);
+    expect(shownJson.trials.map((t: { config: { nTile: number } }) => t.config.nTile).sort()).toEqual([994, 995, 996, 997, 998, 999, defaultConfig(planRequest({ op: CATALOG.matmul_q4!, shape: parseShape('M=1,N=4096,K=4096', CATALOG.matmul_q4!), device: getDevice('epyc-7763'), target: 'c' })).nTile].sort());
+    const best = await execa(KGEN, ['db', 'best', '--device', 'epyc-7763', '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=4096', '--db', dbPath]);
+    expect(best.stdout.split('\n')[0]).not.toMatch(/nTile/);
+    // A device this kgen has no profile for: its configs are shown as recorded.
+    const other = await execa(KGEN, ['db', 'show', String(v.id), '--db', dbPath]);
+    expect(other.stdout).toMatch(/\{"isa":"avx2","nTile":16\}/);
   });
 
   it('refuses a missing --out and a missing database, writing nothing', async () => {

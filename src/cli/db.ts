@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { validateExchange } from '../db/exchange.js';
-import { describeChoice, recordedConfig } from '../db/lookup.js';
+import { describeChoice, recordedConfig, recordedConfigView } from '../db/lookup.js';
 import { isRunResult, runResultToExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
@@ -10,7 +10,7 @@ import { formatShape } from '../ir/validate.js';
 import { parseJsonInput, RECORDS_JSON } from '../io/json-input.js';
 import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
-import { spaceFor } from '../plan/index.js';
+import { configInUse, spaceFor } from '../plan/index.js';
 import type { ResolvedRequest } from '../api/request.js';
 import { addDbFlag, dbLocation, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
 import { optionalPath, parseCount } from './flags.js';
@@ -95,10 +95,12 @@ Examples:
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
         // The best as emit takes it (after a re-timing, the re-timed verdict), marked with *.
         const best = d.best(w.id);
+        // Each config as emit and tune print it (the knobs in use); --json keeps the whole record.
+        const shown = recordedConfigView(w);
         const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'strategy', 'config / error']];
         for (const t of trials.slice(0, limit)) {
           const p = t.timing ? performanceRow(w, t) : undefined;
-          lines.push([`${t.status}${t.id === best?.id ? '*' : ''}`, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', t.strategy ?? '-', `${JSON.stringify(t.config)}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
+          lines.push([`${t.status}${t.id === best?.id ? '*' : ''}`, fmtMs(t.timing?.medianMs), p ? p.gbps.toFixed(1) : '-', p ? `${p.roofline.toFixed(0)}%` : '-', t.timing ? `${(100 * t.timing.spread).toFixed(0)}%` : '-', t.strategy ?? '-', `${JSON.stringify(shown(t.config))}${t.error ? `  ${t.error.split('\n')[0]!.slice(0, 100)}` : ''}`]);
         }
         process.stdout.write(`${table(lines)}\n${best ? '(* = the best, which emit takes)\n' : ''}`);
       });
@@ -131,7 +133,7 @@ Examples:
           return printJson(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' });
         }
         if (!choice) return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target}); emit uses the default config\n`);
-        process.stdout.write(`${JSON.stringify(choice.resolved.plan.config)}\n${describeChoice(choice)}; workload ${choice.workload.id}\n`);
+        process.stdout.write(`${JSON.stringify(configInUse(choice.resolved.plan))}\n${describeChoice(choice)}; workload ${choice.workload.id}\n`);
       }),
     );
 

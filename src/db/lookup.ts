@@ -1,11 +1,13 @@
-import type { PlanRequest } from '../plan/types.js';
+import type { Config, PlanRequest } from '../plan/types.js';
+import { planRequest } from '../backends/registry.js';
+import { getDevice } from '../device/index.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import type { Shape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
-import { makePlan, type ResolvedPlan } from '../plan/index.js';
+import { configShown, makePlan, spaceFor, type ResolvedPlan } from '../plan/index.js';
 import { KGEN_VERSION } from '../version.js';
-import type { TrialRow, TuningDb, Workload } from './types.js';
+import type { TrialRow, TuningDb, Workload, WorkloadInfo } from './types.js';
 
 /** A tuned config chosen for a request, and the record it came from. */
 export interface RecordedChoice {
@@ -55,4 +57,20 @@ export function describeChoice(c: RecordedChoice): string {
   const t = c.trial.timing!;
   const where = c.source === 'record' ? 'tuned for this shape' : `tuned for ${formatShape(c.workload.shape)}, the nearest recorded shape`;
   return `config from the tuning database (${where}: ${t.medianMs.toPrecision(3)} ms on ${c.workload.device}, ${c.trial.createdAt.slice(0, 10)})`;
+}
+
+/**
+ * A workload's recorded configs as emit and tune print them: the knobs in use, planned again on the
+ * workload's device profile here (`configShown`). Records keep whole configs (their hash names the
+ * trial); this is only for people. Where this kgen does not know the profile (an imported record)
+ * or no longer plans the op, configs are shown whole.
+ */
+export function recordedConfigView(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>): (config: Config) => Config {
+  try {
+    const space = spaceFor(planRequest({ op: w.op, shape: w.shape, device: getDevice(w.device), target: w.target }));
+    return (config) => configShown(space, config);
+  } catch (e) {
+    if (!(e instanceof KgenError)) throw e;
+    return (config) => config;
+  }
 }
