@@ -10,11 +10,16 @@
  * Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
  *          --wasm simd128,relaxed (the WebAssembly kernels' levels, through their kernel.mjs in a
  *          child Node with the runner's flags; --wasm none for C only)
+ *          --mca znver3,skylake (also llvm-mca's cycles for the C kernels' row-sums step on those CPU
+ *          models: 8 rows x one activation block through the kernel's own kg_decode, KG_DOT and
+ *          kg_row_sums8, as gcc compiles them; a CPU this machine is not, without its noise.
+ *          --rounds 0 times nothing)
  *
  * The weights are arbitrary bytes with unit scales (decode work does not depend on the codes), so
  * no output is checked here: correctness is the test suite's and `npm run bench`'s job.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,10 +33,10 @@ import { loadEmit, type EmitFn } from './kgen-rows.js';
 const USAGE = `  node dist/bench/decode.js                      current build, every format and runnable ISA
   node dist/bench/decode.js --baseline PATH      also another build's src/index.js, interleaved
 Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
-         --wasm simd128,relaxed (none: C only)   --keep (keep the temp dir)`;
+         --wasm simd128,relaxed (none: C only)   --mca znver3,skylake (llvm-mca CPU models)   --keep (keep the temp dir)`;
 const { flag, opt } = benchArgs(process.argv.slice(2), {
   flags: ['--keep'],
-  options: ['--baseline', '--formats', '--isa', '--rows', '--k', '--rounds', '--wasm'],
+  options: ['--baseline', '--formats', '--isa', '--rows', '--k', '--rounds', '--wasm', '--mca'],
   usage: USAGE,
 });
 const formats = opt('--formats', 'q4,q35,q4_0,q8').split(',') as WeightFormatName[];
@@ -41,6 +46,7 @@ const K = Number(opt('--k', '14336'));
 const rounds = Number(opt('--rounds', '3'));
 const baseline = opt('--baseline', '');
 const wasmLevels = opt('--wasm', 'simd128,relaxed').split(',').filter((l) => l !== 'none');
+const mcaCpus = opt('--mca', '').split(',').filter(Boolean);
 
 const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
 const GROUP: Partial<Record<WeightFormatName, number>> = { q4: 64, q35: 64, q8: 64 };
@@ -57,6 +63,42 @@ interface Build {
   exe: string;
   bytesPer64: number;
   args: string[];
+  /** llvm-mca's cycles per row and 64 weights, by CPU model (C builds with --mca). */
+  mca?: Record<string, number>;
+}
+
+/** The row-sums step the --mca models run: what kg_rows8_step does for one activation block. */
+const MCA_REGION = `
+__m256i kg_mca_step8(const uint8_t *w, long row_bytes, const __m256i *xv) {
+  __m256i d[8];
+  __asm__ volatile("# LLVM-MCA-BEGIN step8");
+  for (int r = 0; r < 8; r++) {
+    __m256i wv[2];
+    kg_decode(w + r * row_bytes, 0, wv);
+    d[r] = KG_DOT(wv, xv);
+  }
+  const __m256i s = kg_row_sums8(d);
+  __asm__ volatile("# LLVM-MCA-END step8");
+  return s;
+}
+`;
+const MCA_ITERATIONS = 200;
+
+/** llvm-mca's cycles per row and 64 weights of the kernel in dir on each CPU model. */
+function mcaCycles(dir: string, flags: string[], compiler: string): Record<string, number> {
+  const src = join(dir, 'mca.c');
+  writeFileSync(src, readFileSync(join(dir, 'kernel.c'), 'utf8') + MCA_REGION);
+  const asm = join(dir, 'mca.s');
+  run(compiler, [...flags.filter((f) => f !== '-static'), '-Wno-unused-function', `-I${dir}`, '-S', src, '-o', asm]);
+  const out: Record<string, number> = {};
+  for (const cpu of mcaCpus) {
+    if (spawnSync('llvm-mca', ['--version']).error) throw new Error('llvm-mca is not installed (Debian: apt-get install llvm)');
+    const text = run('llvm-mca', [`-mcpu=${cpu}`, `-iterations=${MCA_ITERATIONS}`, asm]);
+    const cycles = /Total Cycles:\s+(\d+)/.exec(text);
+    if (!cycles) throw new Error(`llvm-mca -mcpu=${cpu}: no "Total Cycles" in its report`);
+    out[cpu] = Number(cycles[1]) / (MCA_ITERATIONS * 8);
+  }
+  return out;
 }
 
 async function build(emit: EmitFn, entryName: string, format: WeightFormatName, isa: string, workDir: string): Promise<Build> {
@@ -71,6 +113,14 @@ async function build(emit: EmitFn, entryName: string, format: WeightFormatName, 
   const codec = FORMATS[format].codec(GROUP[format]);
   const tc = C_TOOLCHAINS[isa];
   if (!tc) throw new Error(`unknown C ISA ${isa}`);
+  let mca: Record<string, number> | undefined;
+  try {
+    if (mcaCpus.length) mca = mcaCycles(dir, tc.flags, tc.compiler);
+  } catch (e) {
+    // A kernel without the 256-bit row-sums step (q4_0's 32-weight blocks, AVX-512 q8) does not compile it.
+    const msg = (e as Error).message;
+    log(`${format} ${isa} ${entryName}: no llvm-mca figures: ${/error: .*/.exec(msg)?.[0] ?? msg.split('\n')[0]}`);
+  }
   const exe = join(dir, 'decode-bench');
   // The variant's own flags and no OpenMP: one thread, the kernel as its manifest builds it.
   run(tc.compiler, [...tc.flags.filter((f) => f !== '-static'), '-Wall', '-Wno-unused-function', `-I${dir}`, `-DKGEN_FN=kgen_${op}`,
@@ -83,6 +133,7 @@ async function build(emit: EmitFn, entryName: string, format: WeightFormatName, 
     exe,
     bytesPer64: (rowBytes / K) * 64,
     args: [rows, K, rowBytes, codec.bytesPerBlock, codec.weightsPerBlock, scaled, calls, 15].map(String),
+    mca,
   };
 }
 
@@ -117,8 +168,8 @@ async function main(): Promise<void> {
   const workDir = mkdtempSync(join(tmpdir(), 'kgen-decode-'));
   const table: string[][] = [];
   try {
-    log(`decode cost: M=1, N=${rows}, K=${K} (weights in L2), 1 thread, best of 15 passes, median of ${rounds} rounds`);
-    table.push(['kernel', 'build', 'ns per 64 weights', 'bytes per 64', 'GB/s one core can decode']);
+    log(`decode cost: M=1, N=${rows}, K=${K} (weights in L2), 1 thread, ${rounds > 0 ? `best of 15 passes, median of ${rounds} rounds` : 'not timed (--rounds 0)'}`);
+    table.push(['kernel', 'build', 'ns per 64 weights', 'bytes per 64', 'GB/s one core can decode', ...mcaCpus.map((c) => `cycles per 64 (llvm-mca ${c})`)]);
     for (const format of formats) {
       for (const isa of [...isas, ...(format === 'f16' ? [] : wasmLevels.map((l) => `wasm-${l}`))]) {
         const builds: Build[] = [];
@@ -133,9 +184,10 @@ async function main(): Promise<void> {
         // Interleaved rounds, so a slow spell of the machine hits every build alike.
         for (let r = 0; r < rounds; r++) builds.forEach((b, i) => times[i]!.push(time(b)));
         builds.forEach((b, i) => {
-          const ns = median(times[i]!);
-          table.push([`${format} ${isa}`, b.name, ns.toFixed(3), b.bytesPer64.toFixed(1), (b.bytesPer64 / ns).toFixed(1)]);
-          log(`${format} ${isa} ${b.name}: ${times[i]!.map((t) => t.toFixed(3)).join(' ')} ns per 64 weights`);
+          const ns = rounds > 0 ? median(times[i]!) : undefined;
+          const mca = mcaCpus.map((c) => (b.mca?.[c] === undefined ? '-' : b.mca[c]!.toFixed(2)));
+          table.push([`${format} ${isa}`, b.name, ns?.toFixed(3) ?? '-', b.bytesPer64.toFixed(1), ns ? (b.bytesPer64 / ns).toFixed(1) : '-', ...mca]);
+          if (ns) log(`${format} ${isa} ${b.name}: ${times[i]!.map((t) => t.toFixed(3)).join(' ')} ns per 64 weights`);
         });
       }
     }
