@@ -69,7 +69,7 @@ describe('a forced host', () => {
       expect(err).toBeInstanceOf(KgenError);
       expect((err as KgenError).field).toBe(HOST_PROFILE_VARIABLE);
       expect((err as KgenError).message).toMatch(problem);
-      expect((err as KgenError).expected).toMatch(/apple-m2, epyc-7763, epyc-9654, xeon-8592/);
+      expect((err as KgenError).expected).toMatch(/apple-m2, core-i9-13900k, epyc-7763, epyc-9654, graviton3, xeon-8592/);
     }
   });
 
