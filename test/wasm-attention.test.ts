@@ -44,6 +44,17 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
     await expectVerified({ ...ir('q8', true, { kvGroupSize: 16, scale: 0.2 }), q: 'f32' }, 'B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=80', { splits: 4 });
   });
 
+  it('int8 Q scores (qInt8: 1, the default with int8 K codes) and f32 ones (0) on every int8 cache; q8 groups of 8 (half an integer step) and 16', async () => {
+    for (const format of ['q8', 'q8_0', 'q4_0']) {
+      for (const qInt8 of [1, 0]) {
+        const plan = await expectVerified(ir(format, true), 'B=1,Hq=6,Hkv=2,Sq=5,Skv=150,D=96', { qInt8, splits: 2 });
+        expect((plan.params as { qInt8: boolean }).qInt8, format).toBe(qInt8 === 1);
+      }
+    }
+    expect((emit({ target: 'wasm', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64' }).plan.config as { qInt8?: number }).qInt8).toBe(1);
+    for (const kvGroupSize of [8, 16]) await expectVerified({ ...ir('q8', false, { kvGroupSize }), q: 'f32' }, 'B=2,Hq=4,Hkv=1,Sq=1,Skv=99,D=80', { rowGroup: 2 });
+  });
+
   it('every KV head in a task (allHeads) on ragged shapes: on and off, both row orders, splits, padding rows, causal decode of 5 queries', async () => {
     const cases: [string, string, Record<string, unknown>, Record<string, unknown>][] = [
       ['q4_0', 'B=2,Hq=10,Hkv=2,Sq=5,Skv=333,D=64', {}, { allHeads: 1, splits: 2 }],

@@ -40,6 +40,10 @@ const LANES = 4;
 const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
+const I16_BYTES = 2;
+/** Int8-Q scores: K codes a load takes (one v128), and codes each `i32x4.dot_i16x8_s` takes (one i16x8). */
+const INT_STEP_CODES = 16;
+const INT_HALF_CODES = 8;
 
 
 
@@ -61,11 +65,31 @@ export function scratchLayout(plan: CpuAttentionPlan) {
   return { at, size: parts, bytes: o };
 }
 
-/** The workspace of the WebAssembly kernel: the plan's, then the scratch slots. */
+/**
+ * Int8 Q (qInt8) as the WebAssembly scores read it: per Q row a record of its f32 scale (the row's
+ * absmax / qCodeMax times scale*log2(e)) at byte 0 and its D codes as i16 from byte
+ * `codesOffset`, so `i32x4.dot_i16x8_s` takes each 8 codes straight from memory (int8 codes would
+ * need two widening operations per row and vector). Undefined without int8 Q.
+ */
+export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; rowBytes: number; bytes: number } | undefined {
+  const p = plan.params;
+  if (!p.qInt8) return undefined;
+  const rowBytes = alignUp(VEC_BYTES + I16_BYTES * p.D);
+  return { codesOffset: VEC_BYTES, rowBytes, bytes: p.qRows * rowBytes };
+}
+
+/**
+ * The workspace of the WebAssembly kernel: Q as prepare leaves it (scaled f32, or with int8 Q the
+ * records of `int8QRecords`), the split partials, then the scratch slots.
+ */
 export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
+  const p = plan.params;
   const scratch = scratchLayout(plan);
-  const scratchBase = alignUp(plan.params.workspaceBytes);
-  return { scratch, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
+  const q16 = int8QRecords(plan);
+  const qBytes = q16?.bytes ?? p.qFloats * F32_BYTES;
+  const partialsOffset = alignUp(qBytes);
+  const scratchBase = alignUp(partialsOffset + p.partialFloats * F32_BYTES);
+  return { scratch, q16, qBytes, partialsOffset, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
 }
 
 /** Bytes of each buffer a call reads or writes (the loader's `sizes`); scales are 0 without a kgen q8 cache. */
@@ -109,6 +133,56 @@ function kvView(plan: CpuAttentionPlan) {
   };
 }
 
+/**
+ * The int8-Q scores of one key (qInt8), unrolled over D: what each line of the template does, in
+ * order. `load`: the K codes of step s (16 values) into $k0 (values 0-7) and $k1 (8-15) as i16,
+ * read as the format stores them; `half`: every row's dot product of $k0 or $k1 with its 8 Q codes,
+ * added to the row's i32 sums of the current scale group ($i, started by the group's first half);
+ * `groupEnd`: the group's K scale (f16, at `scaleOffset` from `scaleBase`) times each row's sums,
+ * added to its f32 accumulator. A group is whole halves: the plan's restrictions keep scale groups
+ * a multiple of 16 values or half of one.
+ */
+function intScoresView(plan: CpuAttentionPlan) {
+  const p = plan.params;
+  const q16 = int8QRecords(plan);
+  if (!q16) return undefined;
+  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
+  const blockBytes = ggml?.bytesPerBlock ?? 0;
+  type Op = { load?: { offset: number; nibbles: boolean; high: boolean; reuse: boolean }; half?: { k: string; qOffset: number; first: boolean }; groupEnd?: { scaleOffset: number; first: boolean } };
+  const ops: Op[] = [];
+  const steps = p.D / INT_STEP_CODES;
+  for (let s = 0; s < steps; s++) {
+    const v0 = s * INT_STEP_CODES;
+    if (p.kvFormat === 'q4_0') {
+      // A block's 16 bytes: its values 0-15 the low nibbles, 16-31 the high ones (two steps).
+      const block = Math.floor(v0 / GGML_KV_BLOCK);
+      const high = v0 % GGML_KV_BLOCK >= GGML_KV_BLOCK / 2;
+      ops.push({ load: { offset: block * blockBytes + F16_BYTES, nibbles: true, high, reuse: high } });
+    } else if (p.kvFormat === 'q8_0') {
+      ops.push({ load: { offset: Math.floor(v0 / GGML_KV_BLOCK) * blockBytes + F16_BYTES + (v0 % GGML_KV_BLOCK), nibbles: false, high: false, reuse: false } });
+    } else {
+      ops.push({ load: { offset: v0, nibbles: false, high: false, reuse: false } });
+    }
+    for (let h = 0; h < 2; h++) {
+      const v = v0 + h * INT_HALF_CODES;
+      const g = Math.floor(v / p.valuesPerScale);
+      ops.push({ half: { k: `$k${h}`, qOffset: q16.codesOffset + I16_BYTES * v, first: v % p.valuesPerScale === 0 } });
+      if ((v + INT_HALF_CODES) % p.valuesPerScale === 0) ops.push({ groupEnd: { scaleOffset: p.kvFormat === 'q8' ? g * F16_BYTES : g * blockBytes, first: g === 0 } });
+    }
+  }
+  return {
+    ops,
+    // kgen q8 keeps a row's scales in their own array ($sr); ggml blocks start with theirs ($kr).
+    scaleBase: p.kvFormat === 'q8' ? '$sr' : '$kr',
+    codesOffset: q16.codesOffset,
+    rowBytes: q16.rowBytes,
+    nibbleMask16: Array(16).fill(15).join(' '),
+    nibbleZero16: Array(16).fill(8).join(' '),
+    nibbleBits: 4,
+    codeMaxText: f32Digits(p.qCodeMax),
+  };
+}
+
 function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean) {
   const op = plan.op;
   const p = plan.params;
@@ -122,6 +196,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...p,
     ...attentionHeaderView(plan, ctx),
     ...kvView(plan),
+    int: intScoresView(plan),
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
     kvLayoutText: kvRowsText(op, plan.shape),
@@ -145,7 +220,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     scaleRowBytes: p.scalesPerRow * F16_BYTES,
     kvRowsPerBatch: p.Hkv * p.Skv,
     bhTiles: p.B * p.headTasks * p.qTiles,
-    partialsOffset: p.qFloats * F32_BYTES,
+    partialsOffset: ws.partialsOffset,
     partialRowBytes: (p.D + 2) * F32_BYTES,
     partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
     partialAccOffset: 2 * F32_BYTES,
@@ -204,9 +279,9 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_workspace_size`,
         signature: '() -> i32',
-        doc: `bytes of workspace (${ws.bytes}): ${4 * p.qFloats} of Q as scaled f32, ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+        doc: `bytes of workspace (${ws.bytes}): ${ws.q16 ? `${ws.qBytes} of Q as int8 codes (per row a record of ${ws.q16.rowBytes} bytes: its f32 scale, then from byte ${ws.q16.codesOffset} its codes as i16)` : `${ws.qBytes} of Q as scaled f32`}, from byte ${ws.partialsOffset} ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
       },
-      { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `converts and scales Q once per call; ${ptrs}` },
+      { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `${p.qInt8 ? 'quantizes Q to int8 codes (a scale per row)' : 'converts and scales Q'} once per call; ${ptrs}` },
       {
         symbol: `${fn}_tasks`,
         signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
