@@ -50,13 +50,15 @@ const INT_HALF_CODES = 8;
 /**
  * Byte offsets (`at`) and sizes (`size`) within one scratch slot: scores (rows x kvBlock f32),
  * accumulators (rows x D f32), per row max, sum, correction (f32), visible keys (i32), Q row pointer
- * (i32), then a zero row of D floats that padding rows read as their query.
+ * (i32), a zero row of D floats that padding rows read as their query, then (int8 V codes) a row
+ * group's P.V coefficients (`pvCodesLayout`).
  */
 export function scratchLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
   const rows = p.taskRowsAllPadded;
-  const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES };
-  const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0 };
+  const pv = pvCodesLayout(plan);
+  const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES, coef: pv ? p.rowGroup * pv.rowCoefBytes : 0 };
+  const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0, coef: 0 };
   let o = 0;
   for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
     at[name] = o;
@@ -76,6 +78,58 @@ export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; row
   if (!p.qInt8) return undefined;
   const rowBytes = alignUp(VEC_BYTES + I16_BYTES * p.D);
   return { codesOffset: VEC_BYTES, rowBytes, bytes: p.qRows * rowBytes };
+}
+
+/**
+ * P.V on int8 V codes (every cache but f16): each tile first multiplies every row's probabilities by
+ * each key's V scales once (the coefficients: per row, `kvBlock` keys of `groupsPadded` f32, the
+ * groups rounded up to whole vectors), so the accumulate loop converts the codes to f32 without a
+ * scale and takes one broadcast coefficient per row, key and chunk. A chunk is `vectors` f32x4 of V
+ * (two, as the plan's pvStep allows, where 8 values never cross a scale group; else one).
+ * Undefined for the f16 cache (no scales).
+ */
+export function pvCodesLayout(plan: CpuAttentionPlan): { vectors: number; width: number; groupsPadded: number; keyCoefBytes: number; rowCoefBytes: number } | undefined {
+  const p = plan.params;
+  if (p.kvFormat === 'f16') return undefined;
+  const vectors = p.pvStep >= 2 && p.valuesPerScale % (2 * LANES) === 0 ? 2 : 1;
+  const groupsPadded = Math.ceil(p.scaleGroups / LANES) * LANES;
+  return { vectors, width: vectors * LANES, groupsPadded, keyCoefBytes: groupsPadded * F32_BYTES, rowCoefBytes: p.kvBlock * groupsPadded * F32_BYTES };
+}
+
+/** What the P.V on int8 V codes (`pvCodesLayout`) prints: the layout, the quads of scale groups, the codes partial. */
+function pvView(plan: CpuAttentionPlan) {
+  const p = plan.params;
+  const pv = pvCodesLayout(plan);
+  if (!pv) return undefined;
+  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
+  const blockBytes = ggml?.bytesPerBlock ?? 0;
+  // Each key's scale groups 4 at a time: their f16 scales gathered into the lanes of one vector
+  // (lanes past the last group stay 0), widened, and times each row's probability.
+  const quads = Array.from({ length: pv.groupsPadded / LANES }, (_, qd) => ({
+    lanes: Array.from({ length: LANES }, (_, l) => qd * LANES + l).filter((g) => g < p.scaleGroups).map((g, l) => ({ l, scaleOffset: p.kvFormat === 'q8' ? g * F16_BYTES : g * blockBytes })),
+    rows: Array.from({ length: p.rowGroup }, (_, r) => ({ coefOffset: r * pv.rowCoefBytes + qd * VEC_BYTES, sOff: r * p.kvBlock * F32_BYTES })),
+  }));
+  return {
+    ...pv,
+    two: pv.vectors === 2,
+    chunks: p.D / pv.width,
+    chunkBytes: pv.width * F32_BYTES,
+    groupBytesShift: Math.log2(F32_BYTES),
+    quads,
+    codesPartial: `attention/codes/${p.kvFormat}.wat`,
+    scaleBase: p.kvFormat === 'q8' ? '$sr' : '$kr',
+    // Where chunk value v's codes are: (v / block) x blockBytes + codesOffset + (v % block) % run
+    // bytes into the row, in the nibbles at 4 x ((v % block) / run) (q4_0's high half); its scale
+    // group v / valuesPerScale. kgen q8 rows are one run of codes.
+    block: ggml ? GGML_KV_BLOCK : p.D,
+    blockBytes,
+    codesOffset: ggml ? F16_BYTES : 0,
+    run: p.kvFormat === 'q4_0' ? GGML_KV_BLOCK / 2 : ggml ? GGML_KV_BLOCK : p.D,
+    nibbleBits: 4,
+    nibbleMask16: Array(16).fill(15).join(' '),
+    nibbleZero16: Array(16).fill(8).join(' '),
+    rows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, coefOffset: r * pv.rowCoefBytes, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, accOff1: r * p.D * F32_BYTES + VEC_BYTES, corrOff: r * F32_BYTES })),
+  };
 }
 
 /**
@@ -197,6 +251,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...attentionHeaderView(plan, ctx),
     ...kvView(plan),
     int: intScoresView(plan),
+    pv: pvView(plan),
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
     kvLayoutText: kvRowsText(op, plan.shape),
