@@ -41,7 +41,7 @@ const VEC_BYTES = 16;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
 const I16_BYTES = 2;
-/** Int8-Q scores: K codes a load takes (one v128), and codes each `i32x4.dot_i16x8_s` takes (one i16x8). */
+/** Int8-Q scores: K codes a load takes (one v128, a step), and codes each `i32x4.dot_i16x8_s` takes (one i16x8, a half). */
 const INT_STEP_CODES = 16;
 const INT_HALF_CODES = 8;
 
@@ -101,12 +101,12 @@ function pvView(plan: CpuAttentionPlan) {
   const p = plan.params;
   const pv = pvCodesLayout(plan);
   if (!pv) return undefined;
-  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
-  const blockBytes = ggml?.bytesPerBlock ?? 0;
+  const blockBytes = ggmlBlockBytes(plan);
+  const ggml = blockBytes > 0;
   // Each key's scale groups 4 at a time: their f16 scales gathered into the lanes of one vector
   // (lanes past the last group stay 0), widened, and times each row's probability.
   const quads = Array.from({ length: pv.groupsPadded / LANES }, (_, qd) => ({
-    lanes: Array.from({ length: LANES }, (_, l) => qd * LANES + l).filter((g) => g < p.scaleGroups).map((g, l) => ({ l, scaleOffset: p.kvFormat === 'q8' ? g * F16_BYTES : g * blockBytes })),
+    lanes: Array.from({ length: LANES }, (_, l) => qd * LANES + l).filter((g) => g < p.scaleGroups).map((g, l) => ({ l, scaleOffset: kvScaleAt(plan, g).offset })),
     rows: Array.from({ length: p.rowGroup }, (_, r) => ({ coefOffset: r * pv.rowCoefBytes + qd * VEC_BYTES, sOff: r * p.kvBlock * F32_BYTES })),
   }));
   return {
@@ -117,7 +117,7 @@ function pvView(plan: CpuAttentionPlan) {
     groupBytesShift: Math.log2(F32_BYTES),
     quads,
     codesPartial: `attention/codes/${p.kvFormat}.wat`,
-    scaleBase: p.kvFormat === 'q8' ? '$sr' : '$kr',
+    scaleBase: kvScaleAt(plan, 0).base,
     // Where chunk value v's codes are: (v / block) x blockBytes + codesOffset + (v % block) % run
     // bytes into the row, in the nibbles at 4 x ((v % block) / run) (q4_0's high half); its scale
     // group v / valuesPerScale. kgen q8 rows are one run of codes.
@@ -170,15 +170,29 @@ export function attentionHarnessLayout(plan: CpuAttentionPlan) {
   return { sizes, ...placeBuffers(sizes) };
 }
 
+/** Bytes of a ggml KV block ({ f16 d; codes }: q8_0, q4_0); 0 for the caches without blocks. */
+function ggmlBlockBytes(plan: CpuAttentionPlan): number {
+  const f = plan.params.kvFormat;
+  return f === 'q8_0' || f === 'q4_0' ? codecOf({ format: f, groupSize: GGML_KV_BLOCK }).bytesPerBlock : 0;
+}
+
+/**
+ * Where a KV row's scale of group g is: kgen q8 keeps a row's scales in their own array (the
+ * local $sr points at the row's), ggml blocks start with theirs ($kr points at the row).
+ */
+function kvScaleAt(plan: CpuAttentionPlan, g: number): { base: '$sr' | '$kr'; offset: number } {
+  return plan.params.kvFormat === 'q8' ? { base: '$sr', offset: g * F16_BYTES } : { base: '$kr', offset: g * ggmlBlockBytes(plan) };
+}
+
 /** What the KV partial (templates/wasm/attention/kv/) of the op's format prints. */
 function kvView(plan: CpuAttentionPlan) {
   const p = plan.params;
-  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
+  const blockBytes = ggmlBlockBytes(plan);
   return {
     kvPartial: `attention/kv/${p.kvFormat}.wat`,
     f16VecBytes: LANES * F16_BYTES,
     vecsPerScale: p.valuesPerScale / LANES,
-    blockBytes: ggml?.bytesPerBlock ?? 0,
+    blockBytes,
     scaleBytes: F16_BYTES,
     halfBlock: GGML_KV_BLOCK / 2,
     nibbleBits: 4,
@@ -187,47 +201,55 @@ function kvView(plan: CpuAttentionPlan) {
   };
 }
 
+/** Dot products of 8 K codes (halves of a load) a row takes at a time between two writes of `$pin`. */
+const INT_CHUNK_HALVES = 4;
+
 /**
- * The int8-Q scores of one key (qInt8), unrolled over D: what each line of the template does, in
- * order. `load`: the K codes of step s (16 values) into $k0 (values 0-7) and $k1 (8-15) as i16,
- * read as the format stores them; `half`: every row's dot product of $k0 or $k1 with its 8 Q codes,
- * added to the row's i32 sums of the current scale group ($i, started by the group's first half);
- * `groupEnd`: the group's K scale (f16, at `scaleOffset` from `scaleBase`) times each row's sums,
- * added to its f32 accumulator. A group is whole halves: the plan's restrictions keep scale groups
- * a multiple of 16 values or half of one.
+ * The int8-Q scores of one key (qInt8), unrolled over D as chunks of up to 4 halves (8 K codes
+ * each) within one K scale group. A chunk's `loads` bring its steps' 16 K codes each into two i16
+ * registers (`regs`: values 0-7 and 8-15; steps alternate between $k0/$k1 and $k2/$k3), read as
+ * the format stores them (q4_0's second step of a block reuses the first one's bytes in $t); then
+ * each row adds its `dots` (a register times its 8 Q codes at `qOffset` in the row's record) to its
+ * i32 sums of the group ($i, started by the group's first chunk) and writes them to `$pin`; at
+ * `groupEnd` the group's K scale (f16, at `scaleOffset` from `scaleBase`) times each row's sums is
+ * added to its f32 accumulator. Groups are whole halves: the plan's restrictions keep them a
+ * multiple of 16 values or half of one.
  */
 function intScoresView(plan: CpuAttentionPlan) {
   const p = plan.params;
   const q16 = int8QRecords(plan);
   if (!q16) return undefined;
-  const ggml = p.kvFormat === 'q8_0' || p.kvFormat === 'q4_0' ? codecOf({ format: p.kvFormat, groupSize: GGML_KV_BLOCK }) : undefined;
-  const blockBytes = ggml?.bytesPerBlock ?? 0;
-  type Op = { load?: { offset: number; nibbles: boolean; high: boolean; reuse: boolean }; half?: { k: string; qOffset: number; first: boolean }; groupEnd?: { scaleOffset: number; first: boolean } };
-  const ops: Op[] = [];
-  const steps = p.D / INT_STEP_CODES;
-  for (let s = 0; s < steps; s++) {
-    const v0 = s * INT_STEP_CODES;
+  const blockBytes = ggmlBlockBytes(plan);
+  const regsOf = (step: number) => [`$k${(2 * step) % INT_CHUNK_HALVES}`, `$k${((2 * step) % INT_CHUNK_HALVES) + 1}`];
+  const loadOf = (step: number) => {
+    const v0 = step * INT_STEP_CODES;
+    const [lo, hi] = regsOf(step);
     if (p.kvFormat === 'q4_0') {
       // A block's 16 bytes: its values 0-15 the low nibbles, 16-31 the high ones (two steps).
-      const block = Math.floor(v0 / GGML_KV_BLOCK);
       const high = v0 % GGML_KV_BLOCK >= GGML_KV_BLOCK / 2;
-      ops.push({ load: { offset: block * blockBytes + F16_BYTES, nibbles: true, high, reuse: high } });
-    } else if (p.kvFormat === 'q8_0') {
-      ops.push({ load: { offset: Math.floor(v0 / GGML_KV_BLOCK) * blockBytes + F16_BYTES + (v0 % GGML_KV_BLOCK), nibbles: false, high: false, reuse: false } });
-    } else {
-      ops.push({ load: { offset: v0, nibbles: false, high: false, reuse: false } });
+      return { lo, hi, offset: Math.floor(v0 / GGML_KV_BLOCK) * blockBytes + F16_BYTES, nibbles: true, high, reuse: high };
     }
-    for (let h = 0; h < 2; h++) {
-      const v = v0 + h * INT_HALF_CODES;
-      const g = Math.floor(v / p.valuesPerScale);
-      ops.push({ half: { k: `$k${h}`, qOffset: q16.codesOffset + I16_BYTES * v, first: v % p.valuesPerScale === 0 } });
-      if ((v + INT_HALF_CODES) % p.valuesPerScale === 0) ops.push({ groupEnd: { scaleOffset: p.kvFormat === 'q8' ? g * F16_BYTES : g * blockBytes, first: g === 0 } });
+    const offset = p.kvFormat === 'q8_0' ? Math.floor(v0 / GGML_KV_BLOCK) * blockBytes + F16_BYTES + (v0 % GGML_KV_BLOCK) : v0;
+    return { lo, hi, offset, nibbles: false, high: false, reuse: false };
+  };
+  const halvesPerGroup = p.valuesPerScale / INT_HALF_CODES;
+  const chunks = [];
+  let loaded = -1;
+  for (let h = 0; h < p.D / INT_HALF_CODES; ) {
+    const g = Math.floor(h / halvesPerGroup);
+    const groupEnd = (g + 1) * halvesPerGroup;
+    const end = Math.min(groupEnd, h + INT_CHUNK_HALVES);
+    const loads = [];
+    for (let step = Math.floor(h / 2); step <= Math.floor((end - 1) / 2); step++) {
+      if (step > loaded) loads.push(loadOf((loaded = step)));
     }
+    const dots = Array.from({ length: end - h }, (_, i) => ({ k: regsOf(Math.floor((h + i) / 2))[(h + i) % 2]!, qOffset: q16.codesOffset + I16_BYTES * INT_HALF_CODES * (h + i), first: i === 0 && h === g * halvesPerGroup }));
+    chunks.push({ loads, dots, groupEnd: end === groupEnd ? { scaleOffset: kvScaleAt(plan, g).offset, first: g === 0 } : undefined });
+    h = end;
   }
   return {
-    ops,
-    // kgen q8 keeps a row's scales in their own array ($sr); ggml blocks start with theirs ($kr).
-    scaleBase: p.kvFormat === 'q8' ? '$sr' : '$kr',
+    chunks,
+    scaleBase: kvScaleAt(plan, 0).base,
     codesOffset: q16.codesOffset,
     rowBytes: q16.rowBytes,
     nibbleMask16: Array(16).fill(15).join(' '),
