@@ -44,14 +44,15 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
     await expectVerified({ ...ir('q8', true, { kvGroupSize: 16, scale: 0.2 }), q: 'f32' }, 'B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=80', { splits: 4 });
   });
 
-  it('int8 Q scores (qInt8: 1, the default with int8 K codes) and f32 ones (0) on every int8 cache; q8 groups of 8 (half an integer step) and 16', async () => {
+  it('int8 Q scores (qInt8) and integer P.V (pvInt), each on (the default with int8 codes) and off, on every int8 cache; an odd key count; q8 groups of 8 (half an integer step) and 16', async () => {
     for (const format of ['q8', 'q8_0', 'q4_0']) {
-      for (const qInt8 of [1, 0]) {
-        const plan = await expectVerified(ir(format, true), 'B=1,Hq=6,Hkv=2,Sq=5,Skv=150,D=96', { qInt8, splits: 2 });
-        expect((plan.params as { qInt8: boolean }).qInt8, format).toBe(qInt8 === 1);
+      for (const [qInt8, pvInt] of [[1, 1], [0, 0], [1, 0], [0, 1]]) {
+        // Skv = 151: odd tiles, so integer P.V's last key pair has one key.
+        const plan = await expectVerified(ir(format, true), 'B=1,Hq=6,Hkv=2,Sq=5,Skv=151,D=96', { qInt8, pvInt, splits: 2 });
+        expect(plan.params as object, format).toMatchObject({ qInt8: qInt8 === 1, pvInt: pvInt === 1 });
       }
     }
-    expect((emit({ target: 'wasm', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64' }).plan.config as { qInt8?: number }).qInt8).toBe(1);
+    expect(emit({ target: 'wasm', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=64,D=64' }).plan.config).toMatchObject({ qInt8: 1, pvInt: 1 });
     for (const kvGroupSize of [8, 16]) await expectVerified({ ...ir('q8', false, { kvGroupSize }), q: 'f32' }, 'B=2,Hq=4,Hkv=1,Sq=1,Skv=99,D=80', { rowGroup: 2 });
   });
 

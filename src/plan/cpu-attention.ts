@@ -383,8 +383,11 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       {
         // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
         // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster.
-        reason: `integer P.V (pvInt: 1): rowGroup x ${CODES_PER_I32_LANE} i32 accumulators, a step's ${CODES_PER_I32_LANE} V vectors and the work registers exceed the vector registers`,
-        allows: (c) => c.pvInt === 0 || ((c.rowGroup as number) + 1) * CODES_PER_I32_LANE + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string),
+        reason: `integer P.V (pvInt: 1): rowGroup x the variant's i32 accumulators a row, as many V vectors and the work registers exceed the vector registers`,
+        allows: (c) => {
+          const perRow = intPV[c.isa as string]?.accumulators ?? CODES_PER_I32_LANE;
+          return c.pvInt === 0 || ((c.rowGroup as number) + 1) * perRow + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string);
+        },
       },
     );
   }

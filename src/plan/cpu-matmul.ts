@@ -198,9 +198,10 @@ export interface CpuVariants {
   /**
    * The variants whose attention kernels can take P.V as integer dot products (the `pvInt` knob:
    * P times V's scales as integer codes of at most `codeMax`, `laneKeys` keys summed per i32 lane
-   * with V's int8 codes). Absent: no such knob.
+   * with V's int8 codes; `accumulators` i32 vectors a row in flight, 4 where absent). Absent: no
+   * such knob.
    */
-  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number }>>;
+  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number; accumulators?: number }>>;
   /**
    * The variants whose int8-Q attention scores can take a vector of keys at a time (the `keyLanes`
    * knob: each integer step of a block of keys' K codes transposed so each lane is one key), each

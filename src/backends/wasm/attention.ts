@@ -57,7 +57,7 @@ export function scratchLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
   const rows = p.taskRowsAllPadded;
   const pv = pvCodesLayout(plan);
-  const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES, coef: pv ? p.rowGroup * pv.rowCoefBytes : 0 };
+  const parts = { scores: rows * p.kvBlock * F32_BYTES, acc: rows * p.D * F32_BYTES, max: rows * F32_BYTES, sum: rows * F32_BYTES, corr: rows * F32_BYTES, visible: rows * F32_BYTES, qrow: rows * F32_BYTES, zero: p.D * F32_BYTES, coef: pv ? p.rowGroup * pv.rowCoefBytes + pv.scalesBytes : 0 };
   const at: Record<keyof typeof parts, number> = { scores: 0, acc: 0, max: 0, sum: 0, corr: 0, visible: 0, qrow: 0, zero: 0, coef: 0 };
   let o = 0;
   for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
@@ -88,12 +88,16 @@ export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; row
  * (two, as the plan's pvStep allows, where 8 values never cross a scale group; else one).
  * Undefined for the f16 cache (no scales).
  */
-export function pvCodesLayout(plan: CpuAttentionPlan): { vectors: number; width: number; groupsPadded: number; keyCoefBytes: number; rowCoefBytes: number } | undefined {
+export function pvCodesLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
   if (p.kvFormat === 'f16') return undefined;
-  const vectors = p.pvStep >= 2 && p.valuesPerScale % (2 * LANES) === 0 ? 2 : 1;
+  // Integer P.V always takes 8 values (its restrictions keep scale groups multiples of 8).
+  const vectors = p.pvInt || (p.pvStep >= 2 && p.valuesPerScale % (2 * LANES) === 0) ? 2 : 1;
   const groupsPadded = Math.ceil(p.scaleGroups / LANES) * LANES;
-  return { vectors, width: vectors * LANES, groupsPadded, keyCoefBytes: groupsPadded * F32_BYTES, rowCoefBytes: p.kvBlock * groupsPadded * F32_BYTES };
+  const keyCoefBytes = groupsPadded * F32_BYTES;
+  // pvInt: per row and key pair an i32 per group (the two keys' i16 codes); the tile's f32 V scales after the rows.
+  const slots = p.pvInt ? Math.ceil(p.kvBlock / p.pvLaneKeys) : p.kvBlock;
+  return { vectors, width: vectors * LANES, groupsPadded, keyCoefBytes, rowCoefBytes: slots * keyCoefBytes, scalesBytes: p.pvInt ? p.kvBlock * keyCoefBytes : 0 };
 }
 
 /** What the P.V on int8 V codes (`pvCodesLayout`) prints: the layout, the quads of scale groups, the codes partial. */
@@ -106,17 +110,31 @@ function pvView(plan: CpuAttentionPlan) {
   // Each key's scale groups 4 at a time: their f16 scales gathered into the lanes of one vector
   // (lanes past the last group stay 0), widened, and times each row's probability.
   const quads = Array.from({ length: pv.groupsPadded / LANES }, (_, qd) => ({
+    offset: qd * VEC_BYTES,
+    scalesOffset: p.rowGroup * pv.rowCoefBytes + qd * VEC_BYTES,
     lanes: Array.from({ length: LANES }, (_, l) => qd * LANES + l).filter((g) => g < p.scaleGroups).map((g, l) => ({ l, scaleOffset: kvScaleAt(plan, g).offset })),
     rows: Array.from({ length: p.rowGroup }, (_, r) => ({ coefOffset: r * pv.rowCoefBytes + qd * VEC_BYTES, sOff: r * p.kvBlock * F32_BYTES })),
   }));
   return {
     ...pv,
+    int: p.pvInt,
+    scalesOffset: p.rowGroup * pv.rowCoefBytes,
+    pairBytes: p.pvLaneKeys * p.positionStride * p.rowBytes,
+    codeMaxText: f32Digits(p.pvCodeMax),
+    lowHalfMask: Array(LANES).fill(0xffff).join(' '),
+    // i16 lanes of two keys' codes a and b, interleaved as (a, b) pairs: values 0-3, then 4-7.
+    pairsLow: [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23].join(' '),
+    pairsHigh: [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31].join(' '),
     two: pv.vectors === 2,
     chunks: p.D / pv.width,
     chunkBytes: pv.width * F32_BYTES,
     groupBytesShift: Math.log2(F32_BYTES),
     quads,
+    // pvInt's coefficient pass: for each row, each quad of groups' scales (at `scalesOffset` from the
+    // key's) times the row's probability into its codes (at `coefOffset` from the pair's).
+    codeRows: Array.from({ length: p.rowGroup }, (_, r) => ({ sOff: r * p.kvBlock * F32_BYTES, quads: quads.map((q) => ({ coefOffset: q.rows[r]!.coefOffset, scalesOffset: q.scalesOffset })) })),
     codesPartial: `attention/codes/${p.kvFormat}.wat`,
+    codes16Partial: `attention/codes16/${p.kvFormat}.wat`,
     scaleBase: kvScaleAt(plan, 0).base,
     // Where chunk value v's codes are: (v / block) x blockBytes + codesOffset + (v % block) % run
     // bytes into the row, in the nibbles at 4 x ((v % block) / run) (q4_0's high half); its scale

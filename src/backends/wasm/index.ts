@@ -39,6 +39,9 @@ const WASM_VARIANTS: CpuVariants = {
   // Int8 Q scores (the qInt8 knob): i32x4.dot_i16x8_s of K's codes widened to i16 with Q's codes
   // stored as i16, signed x signed, so no offset.
   attentionInt8Q: { simd128: 0 },
+  // Integer P.V: i16 coefficients of two keys against their V codes interleaved as i16 pairs
+  // (i32x4.dot_i16x8_s), two i32 accumulators a row for 8 values.
+  attentionIntPV: { simd128: { laneKeys: 2, codeMax: 32767, accumulators: 2 } },
 };
 
 /**
