@@ -56,6 +56,14 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
     for (const kvGroupSize of [8, 16]) await expectVerified({ ...ir('q8', false, { kvGroupSize }), q: 'f32' }, 'B=2,Hq=4,Hkv=1,Sq=1,Skv=99,D=80', { rowGroup: 2 });
   });
 
+  it('touch loads on and off (the touch knob; off by default only for q8_0 in positions x heads rows)', async () => {
+    for (const [format, extra, dflt] of [['q8_0', {}, 0], ['q8_0', { kvLayout: 'heads_positions' }, 1], ['q8', { kvLayout: 'positions_heads' }, 1], ['f16', {}, 1]] as const) {
+      const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=64';
+      expect(emit({ target: 'wasm', ir: ir(format, true, extra), shape }).plan.config, `${format} ${JSON.stringify(extra)}`).toMatchObject({ touch: dflt });
+      for (const touch of [0, 1]) await expectVerified(ir(format, true, extra), shape, { touch, splits: 2 });
+    }
+  });
+
   it('every KV head in a task (allHeads) on ragged shapes: on and off, both row orders, splits, padding rows, causal decode of 5 queries', async () => {
     const cases: [string, string, Record<string, unknown>, Record<string, unknown>][] = [
       ['q4_0', 'B=2,Hq=10,Hkv=2,Sq=5,Skv=333,D=64', {}, { allHeads: 1, splits: 2 }],

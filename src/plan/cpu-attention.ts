@@ -147,6 +147,12 @@ export type CpuAttentionParams = {
    * summed across the lanes.
    */
   keyTile: boolean;
+  /**
+   * Touch loads for a variant without a prefetch instruction (config touch = 1; WebAssembly): the
+   * score loop loads and drops a byte of every cache line of each key's V row and of the next
+   * tile's K row, so that memory traffic starts early. Else no such loads (C prefetches instead).
+   */
+  touch: boolean;
   /** Vectors of keys a row group's keyTile scores take together (0 without keyTile). */
   keyTileVectors: number;
   /** Floats per dimension of the transposed tile: kvBlock rounded up to whole passes of keyTileVectors vectors (0 without). */
@@ -442,6 +448,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
+      ...(variants.attentionTouch ? [{ name: 'touch', values: touchValues(req), doc: 'touch loads ahead of use (1: a dropped byte load of every cache line of each key\'s V row and of the next tile\'s K row, for a target without prefetch) or none (0)' }] : []),
       // After qInt8, which it needs.
       ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }] : []),
       // After qInt8, which rules it out. On by default where a task has many row groups to share
@@ -565,6 +572,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       keyLanes,
       kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]! : 0,
+      touch: config.touch === 1,
       keyTile: keyTile !== undefined,
       keyTileVectors: keyTile?.vectors ?? 0,
       keyTileStride: keyTile?.stride ?? 0,
@@ -588,6 +596,16 @@ export function splitPartialsText(p: Pick<CpuAttentionParams, 'splits' | 'partia
   return p.splits > 1
     ? `${4 * p.partialFloats} of split partials (${p.tasks} tasks x ${p.taskHeads > 1 ? `${p.taskHeads} heads x ` : ''}${p.taskRowsPadded} rows x (max, sum, ${p.D} accumulators) in f32)`
     : 'no split partials (one KV split)';
+}
+
+/**
+ * The touch knob's values, the default first: on, but off for ggml q8_0 in positions x heads rows,
+ * where the touches slowed the WebAssembly decode down (Skv=32768, two threads: 26-32 ms with them,
+ * 12-20 without; Skv=4096, one thread: 6.9-7.0 against 3.9-4.0), while they sped up q8 in the same
+ * rows and config and q8_0 in heads x positions rows (docs/PERFORMANCE.md).
+ */
+function touchValues(req: Req): number[] {
+  return req.op.kvCache === 'q8_0' && kvLayoutOf(req.op) === 'positions_heads' ? [0, 1] : [1, 0];
 }
 
 /** The CPU attention planner of a target whose variants are `variants`. */

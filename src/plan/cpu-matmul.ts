@@ -222,6 +222,11 @@ export interface CpuVariants {
    */
   attentionAllHeads?: boolean;
   /**
+   * Whether the attention kernels can touch cache lines ahead with loads, having no prefetch
+   * instruction (the `touch` knob). Absent: no such knob (C prefetches).
+   */
+  attentionTouch?: boolean;
+  /**
    * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
    * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
    * extra bytes follow it). Absent: ACT_BLOCK_TAIL.
