@@ -386,15 +386,13 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     // V's codes are taken in the integer steps of int8 Q (iStep codes, the same pieces).
     restrictions.push(
       ...integerCodeRestrictions(req, variants, { knob: 'pvInt', label: 'integer P.V (pvInt: 1)', tensor: 'V', isas: intPV, noVariant: 'the variant has no integer P.V kernel' }),
-      {
-        // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
-        // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster.
-        reason: `integer P.V (pvInt: 1): rowGroup x the variant's i32 accumulators a row, as many V vectors and the work registers exceed the vector registers`,
-        allows: (c) => {
-          const perRow = intPV[c.isa as string]?.accumulators ?? CODES_PER_I32_LANE;
-          return c.pvInt === 0 || ((c.rowGroup as number) + 1) * perRow + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string);
-        },
-      },
+      // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
+      // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster. Each
+      // variant keeps its own i32 accumulators a row (C's vpdpwssd step 4, WebAssembly's 2).
+      ...Object.entries(intPV).map(([isa, { accumulators = CODES_PER_I32_LANE }]): Restriction => ({
+        reason: `integer P.V (pvInt: 1): rowGroup x ${accumulators} i32 accumulators, a step's ${accumulators} V vectors and the work registers exceed the vector registers`,
+        allows: (c) => c.pvInt === 0 || c.isa !== isa || ((c.rowGroup as number) + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
+      })),
     );
   }
   if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));

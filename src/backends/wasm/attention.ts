@@ -44,6 +44,8 @@ const I16_BYTES = 2;
 /** Int8-Q scores: K codes a load takes (one v128, a step), and codes each `i32x4.dot_i16x8_s` takes (one i16x8, a half). */
 const INT_STEP_CODES = 16;
 const INT_HALF_CODES = 8;
+/** A nibble of 16 int8 lanes: its width, its mask and its zero point (q4_0's value is nibble - 8), as the templates print them. */
+const NIBBLE = { bits: 4, mask16: Array(16).fill(15).join(' '), zero16: Array(16).fill(8).join(' ') };
 
 
 
@@ -86,7 +88,9 @@ export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; row
  * groups rounded up to whole vectors), so the accumulate loop converts the codes to f32 without a
  * scale and takes one broadcast coefficient per row, key and chunk. A chunk is `vectors` f32x4 of V
  * (two, as the plan's pvStep allows, where 8 values never cross a scale group; else one).
- * Undefined for the f16 cache (no scales).
+ * With integer P.V (pvInt) a row's coefficients are per key pair (`pvLaneKeys` keys) one i32 of
+ * the two keys' i16 codes per group, and the tile's V scales as f32 (`scalesBytes`) follow the
+ * rows'. Undefined for the f16 cache (no scales).
  */
 export function pvCodesLayout(plan: CpuAttentionPlan) {
   const p = plan.params;
@@ -110,7 +114,6 @@ function pvView(plan: CpuAttentionPlan) {
   // Each key's scale groups 4 at a time: their f16 scales gathered into the lanes of one vector
   // (lanes past the last group stay 0), widened, and times each row's probability.
   const quads = Array.from({ length: pv.groupsPadded / LANES }, (_, qd) => ({
-    offset: qd * VEC_BYTES,
     scalesOffset: p.rowGroup * pv.rowCoefBytes + qd * VEC_BYTES,
     lanes: Array.from({ length: LANES }, (_, l) => qd * LANES + l).filter((g) => g < p.scaleGroups).map((g, l) => ({ l, scaleOffset: kvScaleAt(plan, g).offset })),
     rows: Array.from({ length: p.rowGroup }, (_, r) => ({ coefOffset: r * pv.rowCoefBytes + qd * VEC_BYTES, sOff: r * p.kvBlock * F32_BYTES })),
@@ -143,9 +146,9 @@ function pvView(plan: CpuAttentionPlan) {
     blockBytes,
     codesOffset: ggml ? F16_BYTES : 0,
     run: p.kvFormat === 'q4_0' ? GGML_KV_BLOCK / 2 : ggml ? GGML_KV_BLOCK : p.D,
-    nibbleBits: 4,
-    nibbleMask16: Array(16).fill(15).join(' '),
-    nibbleZero16: Array(16).fill(8).join(' '),
+    nibbleBits: NIBBLE.bits,
+    nibbleMask16: NIBBLE.mask16,
+    nibbleZero16: NIBBLE.zero16,
     rows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, coefOffset: r * pv.rowCoefBytes, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, accOff1: r * p.D * F32_BYTES + VEC_BYTES, corrOff: r * F32_BYTES })),
   };
 }
@@ -213,7 +216,7 @@ function kvView(plan: CpuAttentionPlan) {
     blockBytes,
     scaleBytes: F16_BYTES,
     halfBlock: GGML_KV_BLOCK / 2,
-    nibbleBits: 4,
+    nibbleBits: NIBBLE.bits,
     nibbleMask4: [15, 15, 15, 15].join(' '),
     nibbleZero4: [8, 8, 8, 8].join(' '),
   };
@@ -270,9 +273,9 @@ function intScoresView(plan: CpuAttentionPlan) {
     scaleBase: kvScaleAt(plan, 0).base,
     codesOffset: q16.codesOffset,
     rowBytes: q16.rowBytes,
-    nibbleMask16: Array(16).fill(15).join(' '),
-    nibbleZero16: Array(16).fill(8).join(' '),
-    nibbleBits: 4,
+    nibbleMask16: NIBBLE.mask16,
+    nibbleZero16: NIBBLE.zero16,
+    nibbleBits: NIBBLE.bits,
     codeMaxText: f32Digits(p.qCodeMax),
   };
 }
