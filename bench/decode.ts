@@ -83,6 +83,8 @@ __m256i kg_mca_step8(const uint8_t *w, long row_bytes, const __m256i *xv) {
 }
 `;
 const MCA_ITERATIONS = 200;
+/** Whether llvm-mca runs here (asked once, only with --mca). */
+const mcaInstalled = mcaCpus.length > 0 && !spawnSync('llvm-mca', ['--version']).error;
 
 /** llvm-mca's cycles per row and 64 weights of the kernel in dir on each CPU model. */
 function mcaCycles(dir: string, flags: string[], compiler: string): Record<string, number> {
@@ -91,8 +93,8 @@ function mcaCycles(dir: string, flags: string[], compiler: string): Record<strin
   const asm = join(dir, 'mca.s');
   run(compiler, [...flags.filter((f) => f !== '-static'), '-Wno-unused-function', `-I${dir}`, '-S', src, '-o', asm]);
   const out: Record<string, number> = {};
+  if (!mcaInstalled) throw new Error('llvm-mca is not installed (Debian: apt-get install llvm)');
   for (const cpu of mcaCpus) {
-    if (spawnSync('llvm-mca', ['--version']).error) throw new Error('llvm-mca is not installed (Debian: apt-get install llvm)');
     const text = run('llvm-mca', [`-mcpu=${cpu}`, `-iterations=${MCA_ITERATIONS}`, asm]);
     const cycles = /Total Cycles:\s+(\d+)/.exec(text);
     if (!cycles) throw new Error(`llvm-mca -mcpu=${cpu}: no "Total Cycles" in its report`);

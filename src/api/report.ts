@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { planRequest } from '../backends/registry.js';
 import { currentTrials } from '../db/current.js';
+import { workloadRequest } from '../db/lookup.js';
 import type { Fingerprint, TrialRow, TuningDb, Workload } from '../db/types.js';
 import { getDevice } from '../device/index.js';
+import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { defaultConfig } from '../plan/index.js';
 import { roofOf, type Roof } from '../plan/roofline.js';
@@ -138,10 +139,13 @@ function profileRoof(device: string): { roof?: Roof } {
  * record), or no longer plans the op.
  */
 function defaultConfigHash(w: Workload): string | undefined {
+  const planned = workloadRequest(w);
   try {
-    return configHash(defaultConfig(planRequest({ op: w.op, shape: w.shape, device: getDevice(w.device), target: w.target })));
-  } catch {
-    return undefined;
+    return planned && configHash(defaultConfig(planned.req));
+  } catch (e) {
+    // No legal config left for the recorded shape: no default to compare with.
+    if (e instanceof KgenError) return undefined;
+    throw e;
   }
 }
 

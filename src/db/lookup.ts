@@ -1,4 +1,4 @@
-import type { Config, PlanRequest } from '../plan/types.js';
+import type { Config, PlanRequest, SearchSpace } from '../plan/types.js';
 import { planRequest } from '../backends/registry.js';
 import { getDevice } from '../device/index.js';
 import { KgenError } from '../errors.js';
@@ -66,11 +66,21 @@ export function describeChoice(c: RecordedChoice): string {
  * or no longer plans the op, configs are shown whole.
  */
 export function recordedConfigView(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>): (config: Config) => Config {
+  const planned = workloadRequest(w);
+  return planned ? (config) => configShown(planned.space, config) : (config) => config;
+}
+
+/**
+ * A recorded workload planned again here: its op and shape on its device profile and target, and
+ * that request's search space. Undefined where this kgen does not know the profile (an imported
+ * record) or no longer plans the op.
+ */
+export function workloadRequest(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>): { req: PlanRequest; space: SearchSpace } | undefined {
   try {
-    const space = spaceFor(planRequest({ op: w.op, shape: w.shape, device: getDevice(w.device), target: w.target }));
-    return (config) => configShown(space, config);
+    const req = planRequest({ op: w.op, shape: w.shape, device: getDevice(w.device), target: w.target });
+    return { req, space: spaceFor(req) };
   } catch (e) {
     if (!(e instanceof KgenError)) throw e;
-    return (config) => config;
+    return undefined;
   }
 }

@@ -120,7 +120,6 @@ function pvView(plan: CpuAttentionPlan) {
   }));
   return {
     ...pv,
-    int: p.pvInt,
     scalesOffset: p.rowGroup * pv.rowCoefBytes,
     pairBytes: p.pvLaneKeys * p.positionStride * p.rowBytes,
     codeMaxText: f32Digits(p.pvCodeMax),
@@ -139,9 +138,8 @@ function pvView(plan: CpuAttentionPlan) {
     codesPartial: `attention/codes/${p.kvFormat}.wat`,
     codes16Partial: `attention/codes16/${p.kvFormat}.wat`,
     scaleBase: kvScaleAt(plan, 0).base,
-    // Where chunk value v's codes are: (v / block) x blockBytes + codesOffset + (v % block) % run
-    // bytes into the row, in the nibbles at 4 x ((v % block) / run) (q4_0's high half); its scale
-    // group v / valuesPerScale. kgen q8 rows are one run of codes.
+    // Where chunk value v's codes are (attention/pv_chunk): kgen q8 rows are one run of codes,
+    // q8_0's blocks one run each after the scale, q4_0's two (low nibbles, then high).
     block: ggml ? GGML_KV_BLOCK : p.D,
     blockBytes,
     codesOffset: ggml ? F16_BYTES : 0,
@@ -327,7 +325,7 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     rowGroupAccBytes: p.rowGroup * p.D * F32_BYTES,
     rowGroupScoreBytes: p.rowGroup * p.kvBlock * F32_BYTES,
     rowGroupRowBytes: p.rowGroup * F32_BYTES,
-    groupRows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, qOff: r * F32_BYTES, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, corrOff: r * F32_BYTES })),
+    groupRows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, acc: `$a${r}`, qOff: r * F32_BYTES, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, corrOff: r * F32_BYTES })),
     scratch: { ...s, base: ws.scratchBase, bytes: ws.scratch.bytes, slots: WASM_ATTENTION_SLOTS },
     workspaceTotal: ws.bytes,
     scaleLog2Text: f32Digits(p.scaleLog2),
