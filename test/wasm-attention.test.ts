@@ -8,7 +8,10 @@ import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
+import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
+import { referenceAttention } from '../src/reference/attention.js';
+import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan } from './helpers.js';
 
 /**
@@ -39,6 +42,10 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
       }
     });
   }
+
+  it('f16 cache at D = 36 (not a multiple of 8: the scores and P.V take 4 values a step)', async () => {
+    await expectVerified(ir('f16', true), 'B=1,Hq=4,Hkv=2,Sq=3,Skv=145,D=36', { splits: 2 });
+  });
 
   it('f32 Q and O, an explicit scale, q8 in groups of 16 at D = 80', async () => {
     await expectVerified({ ...ir('q8', true, { kvGroupSize: 16, scale: 0.2 }), q: 'f32' }, 'B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=80', { splits: 4 });
@@ -100,6 +107,43 @@ describe.concurrent('WebAssembly attention against the f64 reference', () => {
       } finally {
         build.dispose();
       }
+    }
+  });
+});
+
+describe('WebAssembly attention on an f16 cache holding inf and NaN', () => {
+  // The f16 kernels widen 8 values at a time for finite values only and redo a key's scores (or a
+  // step of P.V) exactly where an all-ones exponent appeared: a cache's inf and NaN must come out as
+  // the reference's. V = +inf at one key and value of head 0 makes that value +inf in the head's
+  // rows; K = NaN at one key of head 1 makes the head's rows NaN. Without the redo both would be
+  // finite (the fast widening reads an all-ones exponent as 2^16).
+  it('inf in V and NaN in K come out as the reference has them, every other output as the reference', async () => {
+    const shape = 'B=1,Hq=4,Hkv=2,Sq=1,Skv=70,D=64';
+    const e = emit({ target: 'wasm', ir: { ...ir('f16', false, { kvLayout: 'heads_positions' }), o: 'f32' }, shape, config: { splits: 2 } });
+    const { Skv, D } = e.plan.shape as { Skv: number; D: number };
+    const data = opKit('attention').testData(e.plan.op, e.plan.shape, 11);
+    const k = new Uint8Array(data.inputs['k.bin']!), v = new Uint8Array(data.inputs['v.bin']!);
+    const setF16 = (bytes: Uint8Array, head: number, key: number, d: number, bits: number) => new DataView(bytes.buffer).setUint16(((head * Skv + key) * D + d) * 2, bits, true);
+    setF16(v, 0, 10, 5, 0x7c00);
+    setF16(k, 1, 20, 3, 0x7e00);
+    const qBits = new Uint16Array(data.inputs['q.bin']!.slice().buffer);
+    const q = Float32Array.from(qBits, (b) => f16BitsToF32(b));
+    const ref = referenceAttention(e.plan.op as AttentionOp, e.plan.shape as AttentionShape, { q, k: { data: k }, v: { data: v } });
+    expect(ref.some((x) => x === Infinity) && ref.some((x) => Number.isNaN(x)) && ref.some((x) => Number.isFinite(x))).toBe(true);
+    const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS });
+    const build = await runner.build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.detail);
+    try {
+      const run = await runner.execute(build, { ...data.inputs, 'k.bin': k, 'v.bin': v });
+      if (run.status !== 'ok') throw new Error(`${run.status}: ${'detail' in run ? run.detail : ''}`);
+      const out = new Float32Array(run.output.slice().buffer);
+      expect(out.length).toBe(ref.length);
+      for (let i = 0; i < ref.length; i++) {
+        if (Number.isFinite(ref[i]!)) expect(Math.abs(out[i]! - ref[i]!), `output ${i}`).toBeLessThan(1e-4 * (1 + Math.abs(ref[i]!)));
+        else expect(out[i], `output ${i}`).toBe(ref[i]);
+      }
+    } finally {
+      build.dispose();
     }
   });
 });
