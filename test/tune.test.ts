@@ -281,6 +281,16 @@ describe('kgen tune and kgen db on the command line', () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     execa(KGEN, args, { reject: false, env: { ...process.env, KGEN_DB: join(tmp(), 'none.db'), ...env } });
 
+  it('refuses a --config that leaves a workload no legal config, in one line and before any database exists', async () => {
+    const dbPath = join(tmp(), 'pinned.db');
+    // Two query heads a KV head and one query a task: 2 rows, so no row group of 4 fits, whatever the CPU.
+    const r = await run(['tune', '--device', 'host', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=2,Hkv=2,Sq=1,Skv=256,D=64', '--config', '{"rowGroup":4,"qBlock":1}'], { KGEN_DB: dbPath });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^kgen: --config: no config of attention_q8kv B=1,Hq=2,Hkv=2,Sq=1,Skv=256,D=64 on host \(c\) is legal: of \d+, \d+ by restriction: rowGroup exceeds the rows of a task .*--dry-run/);
+    expect(existsSync(dbPath)).toBe(false);
+  });
+
   it('refuses a device that is not here, in one line, and shows its space with --dry-run', async () => {
     const r = await run(['tune', '--device', 'rtx4090']);
     expect(r.exitCode).toBe(2);

@@ -181,7 +181,7 @@ Examples:
     checkPresent(device);
     const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
     checkSupport(firstReq);
-    const first = pruneSpace(firstReq, fixed).legal[0];
+    const first = legalSpaces(workloads, device, target, fixed, flags.config !== undefined)[0]!.legal[0];
     if (first) {
       const runner = timingRunner(first.plan);
       if (!runner.timesAreReal) {
@@ -427,6 +427,25 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
     }
   }
   if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
+}
+
+/**
+ * Each workload's pruned space; a workload with no legal config is refused before anything runs
+ * (most often a --config pinning a knob value the restrictions rule out): the tuner would skip it
+ * without a word.
+ */
+function legalSpaces(workloads: WorkloadSpec[], device: DeviceProfile, target: TargetName, fixed: Record<string, unknown>, pinned: boolean) {
+  return workloads.map((w) => {
+    const s = pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed);
+    if (s.legal.length > 0) return s;
+    const reasons = [...s.pruned].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([reason, n]) => `${n} by ${reason}`).join('; ');
+    throw new KgenError({
+      field: pinned ? '--config' : '--op',
+      problem: `no config of ${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}) is legal: of ${s.total}, ${reasons}`,
+      expected: pinned ? 'knob values the restrictions allow' : 'an op and shape this device can run',
+      hint: 'the same command with --dry-run lists every pruned config by reason',
+    });
+  });
 }
 
 function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
