@@ -431,7 +431,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   }
   return {
     knobs: [
-      { name: 'isa', values: variants.of(req.device), doc: variants.doc },
+      { name: 'isa', values: variants.of(req.device), doc: variants.attentionDoc ?? variants.doc },
       { name: 'qBlock', values: qBlocks, doc: 'queries per task; with the GQA group, the rows that share each K/V load' },
       { name: 'splits', values: splits, doc: `KV sequence chunks per task row block, merged by log-sum-exp (first: from Skv and the device's threads)` },
       // Before kvBlock: where every head's tile of K and V exceeds the L2 share, a shorter tile with

@@ -121,6 +121,8 @@ export interface CpuVariants {
   of(device: DeviceProfile, format?: WeightFormatName): string[];
   /** What the knob means, for `kgen plan`. */
   doc: string;
+  /** What it means for attention, where that differs (a target whose attention output has fewer modules). */
+  attentionDoc?: string;
   /** The variants with a panel GEMM kernel, each with the weight formats its panel decodes. */
   panel?: Readonly<Record<string, readonly string[]>>;
   /**

@@ -15,6 +15,9 @@ import { wasmRunner } from './runner.js';
 const WASM_VARIANTS: CpuVariants = {
   of: (_device, format) => levelPreference(format),
   doc: 'instruction level the loader prefers: relaxed (taken only where the load-time probe passes, else simd128) or simd128 (always); both modules ship',
+  // Attention ships one module: a relaxed-SIMD one with FMAs in the f16 cache's scores and P.V (its
+  // widest use) measured ~5% faster (Skv=4096, one thread, Zen 4; docs/PERFORMANCE.md): not built.
+  attentionDoc: 'instruction level: simd128 (attention outputs have that one module)',
   // WebAssembly has no prefetch instruction (a demand load ahead measured slower: docs/PERFORMANCE.md);
   // the f16 kernel's loop is not unrolled. Unroll 2 is faster with the weights in L2 but slower
   // streaming them from DRAM (q4 relaxed GEMV 2.41 vs 2.28 ms), so 1 is the default; 4 was slower in both.
