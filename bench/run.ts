@@ -24,6 +24,7 @@ import { benchArgs, CFLAGS, cpuSample, defaultBenchIsas, foreignCpu, formatTable
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
+import { levelsOfFormat } from '../src/backends/wasm/matmul.js';
 import { benchWasm, type WasmBenchLevel } from './wasm-rows.js';
 import { benchLlama, LLAMA_FORMATS, loadLlama, pickVariant, writeLlamaInputs, type LlamaLibs } from './llama-peer.js';
 import { formatTuningTables, strategyRows, tunedRows } from './tuning.js';
@@ -337,8 +338,9 @@ async function main(): Promise<void> {
         }
       }
 
-      // kgen's WebAssembly kernels through their emitted loader, in a child Node, per forced level.
-      for (const [f, level] of formats.flatMap((f) => wasmLevels.map((l) => [f, l] as const))) {
+      // kgen's WebAssembly kernels through their emitted loader, in a child Node, per forced level
+      // the format's output has (f16: simd128 only).
+      for (const [f, level] of formats.flatMap((f) => wasmLevels.filter((l) => levelsOfFormat(f).includes(l)).map((l) => [f, l] as const))) {
         if (!emit) break;
         const label = `${sc.name} kgen wasm ${LABEL[f] ?? f} ${level}`;
         try {

@@ -10,6 +10,7 @@ import { assembleWat } from '../src/backends/wasm/assemble.js';
 import { placeBuffers } from '../src/backends/wasm/memory.js';
 import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
 import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
+import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
 import { EPILOGUE_IRS, writeEmittedWasm } from './helpers.js';
 
@@ -453,6 +454,38 @@ describe('the WebAssembly runner and emit', () => {
       const want = 64 * f16(scales[n]!);
       if (Number.isFinite(want)) expect(Math.abs(y[n]! - want), `row ${n}: ${y[n]} vs ${want}`).toBeLessThanOrEqual(1e-6 * Math.abs(want));
       else expect(y[n], `row ${n}`).toBe(want);
+    }
+  });
+
+  it('f16 weights of every class (subnormal, largest, signed zero, inf, NaN) are exact: rows with an inf or NaN are done again with the exact widening', async () => {
+    // x all ones. Rows 0-7 hold one finite f16 in every column: y = K x value, and no redo runs in
+    // their 8-row call. Rows 8-15 hold 1 except one column: y = K - 1 + value, inf or NaN where it is.
+    const finite = [0x3c00, 0xbc00, 0x0001, 0x83ff, 0x7bff, 0x0400, 0x8000, 0xc500];
+    const odd = [0x7c00, 0xfc00, 0x7e00, 0xfe00, 0x3c00, 0x7c01, 0x0001, 0xfbff];
+    const K = 64, N = finite.length + odd.length, column = 5;
+    for (const M of [1, 3]) {
+      const e = emit({ target: 'wasm', op: 'matmul_f16', shape: `M=${M},N=${N},K=${K}`, config: { rowsPerIter: 8, nTile: 8 } });
+      const bins = await e.rendered.binaries!();
+      if ('error' in bins) throw new Error(bins.error);
+      const memory = new WebAssembly.Memory({ initial: 1 });
+      const { instance } = await WebAssembly.instantiate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>, { env: { memory } });
+      const fn = (suffix: string) => Object.entries(instance.exports).find(([name]) => name.endsWith(suffix))![1] as (...a: number[]) => number;
+      const at = { x: 64, w: 4096, y: 12288, ws: 16384 };
+      const view = new DataView(memory.buffer);
+      for (let i = 0; i < M * K; i++) view.setFloat32(at.x + 4 * i, 1, true);
+      const bits = (n: number, k: number) => (n < finite.length ? finite[n]! : k === column ? odd[n - finite.length]! : 0x3c00);
+      for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) view.setUint16(at.w + 2 * (n * K + k), bits(n, k), true);
+      fn('_prepare')(at.x, at.ws);
+      fn('_rows')(at.ws, at.w, 0, 0, at.y, 0, N);
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let want = 0;
+          for (let k = 0; k < K; k++) want += f16BitsToF32(bits(n, k));
+          const got = view.getFloat32(at.y + 4 * (m * N + n), true);
+          if (Number.isFinite(want)) expect(Math.abs(got - want), `M=${M} row ${n}: ${got} vs ${want}`).toBeLessThanOrEqual(1e-6 * Math.abs(want) + 1e-12);
+          else expect(got, `M=${M} row ${n}`).toBe(want);
+        }
+      }
     }
   });
 

@@ -12,7 +12,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { wasmAttentionDeclarations } from './bindings.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
-import { HALF_VIEW } from './half.js';
+import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /**
@@ -220,40 +220,27 @@ function kvView(plan: CpuAttentionPlan) {
   };
 }
 
-/** f16 values a step of the f16 cache's scores and P.V takes (one v128 load). */
-const F16_STEP_VALUES = 8;
-
 /** The f32 lanes (as i8x16.shuffle's byte indices) of two vectors x, y that `pick` names (0-3: x's, 4-7: y's). */
 function laneBytes(pick: readonly number[]): string {
   return pick.flatMap((l) => Array.from({ length: F32_BYTES }, (_, b) => l * F32_BYTES + b)).join(' ');
 }
 
 /**
- * The f16 cache's scores and P.V 8 values at a time (where D is a multiple of 8; else 4 by the KV
- * partial): one v128 load holds 8 f16, two a lane, so the odd values widen from the lanes' high
- * halves as loaded and the even ones after one shift (attention/kv/f16x8): no unpacking, and the
- * pointer and loop work of one step serve 8 values. The vectors hold values (0, 2, 4, 6) and
- * (1, 3, 5, 7): prepare writes Q's f32 rows in that order, and P.V puts each row's accumulators
- * in it when it loads them (one shuffle a vector, per step and tile, not per key) and back when it
+ * The f16 cache's scores and P.V 8 values at a time (`F16_STEP`, where D is a multiple of 8; else 4
+ * by the KV partial): no unpacking, and the pointer and loop work of one step serve 8 values.
+ * prepare writes Q's f32 rows in the steps' even/odd order, and P.V puts each row's accumulators in
+ * it when it loads them (one shuffle a vector, per step and tile, not per key) and back when it
  * stores them. Undefined for the other caches.
  */
 function f16StepView(plan: CpuAttentionPlan) {
   const p = plan.params;
   if (p.kvFormat !== 'f16' || p.D % F16_STEP_VALUES !== 0) return undefined;
   return {
-    pairShift: 8 * F16_BYTES,
+    ...F16_STEP,
     stepBytes: F16_STEP_VALUES * F16_BYTES,
     rowBytes: p.D * F16_BYTES,
     qStepBytes: F16_STEP_VALUES * F32_BYTES,
     accBytesPerKvByte: F32_BYTES / F16_BYTES,
-    stepMask: -F16_STEP_VALUES,
-    inStepMask: F16_STEP_VALUES - 1,
-    parityMask: 1,
-    parityBits: 1,
-    oddShift: Math.log2(LANES),
-    // The fast widening's check: each f16 shifted left past its sign, at or above an all-ones exponent.
-    signBits: 1,
-    nonFinite16: Array(F16_STEP_VALUES).fill(HALF_VIEW.h16ExpMask << 1).join(' '),
     evenLanes: laneBytes([0, 2, 4, 6]),
     oddLanes: laneBytes([1, 3, 5, 7]),
     lowLanes: laneBytes([0, 4, 1, 5]),

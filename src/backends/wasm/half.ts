@@ -48,3 +48,27 @@ export const HALF_VIEW = {
   signMask4: splat4(HALF.signMask),
   high4: { keepMask: splat4(HALF.high.keepMask), absMask: splat4(HALF.high.absMask), infBelow: splat4(HALF.high.infBelow) },
 };
+
+/** f16 values of one v128 load: two to an i32 lane. */
+export const F16_STEP_VALUES = 8;
+const F16_BITS = 16;
+
+/**
+ * f16 data 8 values a step (attention's f16 cache, matmul's f16 weights): one v128 load holds them
+ * two to an i32 lane, so the odd values widen from the lanes' high halves as loaded and the even
+ * ones after a shift by `pairShift` (`half/widen4_high`, or `half/widen4_high_finite` for finite
+ * values only), one vector each: values (0, 2, 4, 6) and (1, 3, 5, 7). What they are multiplied with
+ * is stored in that order: index k of a whole step at (k & stepMask) + ((k & inStepMask) >>
+ * parityBits) + ((k & parityMask) << oddShift). The finite-only widening's check: each value shifted
+ * left by `signBits` (out of the sign) at or above `nonFinite16` has an all-ones exponent (inf, NaN).
+ */
+export const F16_STEP = {
+  pairShift: F16_BITS,
+  stepMask: -F16_STEP_VALUES,
+  inStepMask: F16_STEP_VALUES - 1,
+  parityMask: 1,
+  parityBits: 1,
+  oddShift: Math.log2(F16_STEP_VALUES / 2),
+  signBits: 1,
+  nonFinite16: Array(F16_STEP_VALUES).fill(HALF.h16ExpMask << 1).join(' '),
+};

@@ -13,7 +13,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
 import { chunkDecode, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
-import { HALF_VIEW } from './half.js';
+import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
 
@@ -444,6 +444,11 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   return { ...s, streams, streamPtrs, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop };
 }
 
+/** f16 weights of a row in whole 8-value steps (the rest go one at a time). */
+function kVecOf(K: number): number {
+  return K - (K % F16_STEP_VALUES);
+}
+
 /** The view of one level's module. */
 function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, shared: boolean) {
   const op = plan.op;
@@ -483,7 +488,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     storeYPartial: `io/y_${op.y}.wat`,
     loadX4Partial: `io/x4_${op.x}.wat`,
     loadX1Partial: `io/x1_${op.x}.wat`,
-    preparePartial: p.actQuant ? 'prepare/q8.wat' : 'prepare/f32.wat',
+    // f16 weights take their activations in the even/odd order of their 8-value steps (F16_STEP).
+    preparePartial: p.actQuant ? 'prepare/q8.wat' : format === 'f16' ? 'prepare/f32_evenodd.wat' : 'prepare/f32.wat',
     microPartial: scheme ? 'micro/q8.wat' : 'micro/f16.wat',
     ...widen,
     // The relaxed module adds each block's scaled sums with relaxed_madd: one FMA where the engine
@@ -519,13 +525,14 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     qMax: ACT_QMAX,
     xRowBytes,
     xBlockStep: p.actBlocksPerBlock * actStride,
-    // f16 weights: 8 per step (one 16-byte load), activations 2 x 4 f32.
-    kVecStep: 8,
-    kVec: p.K - (p.K % 8),
-    wVecBytes: 8 * F16_BYTES,
+    // f16 weights: 8 per step (one 16-byte load), activations 2 x 4 f32 (the even, then the odd ones).
+    kVecStep: F16_STEP_VALUES,
+    kVec: kVecOf(p.K),
+    wVecBytes: F16_STEP_VALUES * F16_BYTES,
+    f16x8: { ...F16_STEP, kVec: kVecOf(p.K), kVecBytes: kVecOf(p.K) * F16_BYTES, xVecBytes: kVecOf(p.K) * F32_BYTES },
     wBytes: F16_BYTES,
     xHalfVecBytes: 4 * F32_BYTES,
-    xVecStepBytes: 8 * F32_BYTES,
+    xVecStepBytes: F16_STEP_VALUES * F32_BYTES,
     nibbleMask: lanes(Array(16).fill(15)),
     nibbleBits: NIBBLE_BITS,
     codeOffset: NIBBLE_ZERO,
@@ -541,9 +548,14 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   };
 }
 
-/** The instruction levels a plan's output has modules for: f16 weights have no integer dot product. */
+/** The instruction levels an output for weights of `format` has modules for: f16 weights have no integer dot product. */
+export function levelsOfFormat(format: WeightFormatName): WasmLevel[] {
+  return format === 'f16' ? ['simd128'] : [...WASM_LEVELS];
+}
+
+/** The instruction levels a plan's output has modules for. */
 export function levelsOf(plan: CpuMatmulPlan): WasmLevel[] {
-  return plan.op.weight.format === 'f16' ? ['simd128'] : [...WASM_LEVELS];
+  return levelsOfFormat(plan.op.weight.format);
 }
 
 /** What a worker of loadThreaded runs: `<fn>_rows(workspace, w, bias, residual, y, rowBegin, rowEnd)`. */
