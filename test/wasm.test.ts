@@ -27,6 +27,16 @@ const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0
 const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
 const LEVELS = ['simd128', 'relaxed'] as const;
 
+/** An emitted kernel's SIMD128 module on a fresh one-page memory, its exports by name suffix. */
+async function instantiateSimd128(e: ReturnType<typeof emit>) {
+  const bins = await e.rendered.binaries!();
+  if ('error' in bins) throw new Error(bins.error);
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  const { instance } = await WebAssembly.instantiate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>, { env: { memory } });
+  const fn = (suffix: string) => Object.entries(instance.exports).find(([name]) => name.endsWith(suffix))![1] as (...a: number[]) => number;
+  return { memory, fn };
+}
+
 async function expectVerified(opts: Parameters<typeof verify>[0], what: string): Promise<void> {
   const r = await verify(opts);
   expect(r.status, `${what}: ${r.detail ?? ''}`).toBe('ok');
@@ -434,11 +444,7 @@ describe('the WebAssembly runner and emit', () => {
     const f16 = (h: number) => (h & 0x8000 ? -1 : 1) * ((h & 0x7c00) === 0x7c00 ? (h & 0x3ff ? NaN : Infinity) : (h & 0x7c00 ? 1 + (h & 0x3ff) / 1024 : (h & 0x3ff) / 1024) * 2 ** Math.max(((h >> 10) & 31) - 15, -14));
     const K = 64, N = scales.length;
     const e = emit({ target: 'wasm', op: 'matmul_q4', shape: `M=1,N=${N},K=${K}`, config: { isa: 'simd128', rowsPerIter: 8, nTile: 8 } });
-    const bins = await e.rendered.binaries!();
-    if ('error' in bins) throw new Error(bins.error);
-    const memory = new WebAssembly.Memory({ initial: 1 });
-    const { instance } = await WebAssembly.instantiate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>, { env: { memory } });
-    const fn = (suffix: string) => Object.entries(instance.exports).find(([name]) => name.endsWith(suffix))![1] as (...a: number[]) => number;
+    const { memory, fn } = await instantiateSimd128(e);
     const at = { x: 64, w: 1024, y: 4096, ws: 8192 };
     const rowBytes = e.manifest.weights!.rowBytes;
     const view = new DataView(memory.buffer);
@@ -465,11 +471,7 @@ describe('the WebAssembly runner and emit', () => {
     const K = 64, N = finite.length + odd.length, column = 5;
     for (const M of [1, 3]) {
       const e = emit({ target: 'wasm', op: 'matmul_f16', shape: `M=${M},N=${N},K=${K}`, config: { rowsPerIter: 8, nTile: 8 } });
-      const bins = await e.rendered.binaries!();
-      if ('error' in bins) throw new Error(bins.error);
-      const memory = new WebAssembly.Memory({ initial: 1 });
-      const { instance } = await WebAssembly.instantiate(bins.files['kernel.wasm']! as Uint8Array<ArrayBuffer>, { env: { memory } });
-      const fn = (suffix: string) => Object.entries(instance.exports).find(([name]) => name.endsWith(suffix))![1] as (...a: number[]) => number;
+      const { memory, fn } = await instantiateSimd128(e);
       const at = { x: 64, w: 4096, y: 12288, ws: 16384 };
       const view = new DataView(memory.buffer);
       for (let i = 0; i < M * K; i++) view.setFloat32(at.x + 4 * i, 1, true);
