@@ -12,6 +12,7 @@ import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { wasmAttentionDeclarations } from './bindings.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
+import { i32Lanes } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
@@ -220,11 +221,6 @@ function kvView(plan: CpuAttentionPlan) {
   };
 }
 
-/** The f32 lanes (as i8x16.shuffle's byte indices) of two vectors x, y that `pick` names (0-3: x's, 4-7: y's). */
-function laneBytes(pick: readonly number[]): string {
-  return pick.flatMap((l) => Array.from({ length: F32_BYTES }, (_, b) => l * F32_BYTES + b)).join(' ');
-}
-
 /**
  * The f16 cache's scores and P.V 8 values at a time (`F16_STEP`, where D is a multiple of 8; else 4
  * by the KV partial): no unpacking, and the pointer and loop work of one step serve 8 values.
@@ -241,10 +237,10 @@ function f16StepView(plan: CpuAttentionPlan) {
     rowBytes: p.D * F16_BYTES,
     qStepBytes: F16_STEP_VALUES * F32_BYTES,
     accBytesPerKvByte: F32_BYTES / F16_BYTES,
-    evenLanes: laneBytes([0, 2, 4, 6]),
-    oddLanes: laneBytes([1, 3, 5, 7]),
-    lowLanes: laneBytes([0, 4, 1, 5]),
-    highLanes: laneBytes([2, 6, 3, 7]),
+    evenLanes: i32Lanes([0, 2, 4, 6]),
+    oddLanes: i32Lanes([1, 3, 5, 7]),
+    lowLanes: i32Lanes([0, 4, 1, 5]),
+    highLanes: i32Lanes([2, 6, 3, 7]),
   };
 }
 
@@ -315,14 +311,15 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
   const oBytes = op.o === 'f16' ? F16_BYTES : F32_BYTES;
   if (p.lanes !== LANES) throw new Error(`kgen: a WebAssembly attention plan has ${LANES} f32 lanes per vector, not ${p.lanes}`);
   const splat = (x: string) => [x, x, x, x].join(' ');
+  const f16x8 = f16StepView(plan);
   return {
     ...p,
     ...attentionHeaderView(plan, ctx),
     ...kvView(plan),
     int: intScoresView(plan),
     pv: pvView(plan),
-    f16x8: f16StepView(plan),
-    pinGlobal: Boolean(p.qInt8) || f16StepView(plan) !== undefined,
+    f16x8,
+    pinGlobal: Boolean(p.qInt8) || f16x8 !== undefined,
     fn,
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
     kvLayoutText: kvRowsText(op, plan.shape),

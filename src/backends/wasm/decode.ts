@@ -32,6 +32,14 @@ export function lanes(values: readonly number[]): string {
   return values.join(' ');
 }
 
+/** Bytes of an f32 or i32 lane. */
+const LANE32_BYTES = 4;
+
+/** The 32-bit lanes `ls` of two vectors (0-3 the first's, 4-7 the second's) as `i8x16.shuffle`'s byte indices. */
+export function i32Lanes(ls: readonly number[]): string {
+  return ls.flatMap((l) => Array.from({ length: LANE32_BYTES }, (_, b) => LANE32_BYTES * l + b)).join(' ');
+}
+
 /**
  * One q3.5 half chunk by gathering (any unit size): 16 pairs p0..p0+15 of a unit of P pairs, each
  * lane's nibble and B-plane bits moved to it by a byte swizzle and tested per lane.

@@ -12,7 +12,7 @@ import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
-import { chunkDecode, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
+import { chunkDecode, i32Lanes, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
@@ -172,9 +172,6 @@ const EVEN_ODD = {
  * apart and add them, then the even and odd i32 lanes of the two results. x86 has one instruction
  * for each (punpcklqdq, punpckhqdq, shufps).
  */
-function i32Lanes(ls: number[]): string {
-  return ls.flatMap((l) => [0, 1, 2, 3].map((b) => F32_BYTES * l + b)).join(' ');
-}
 const TRANSPOSE = { low64: i32Lanes([0, 1, 4, 5]), high64: i32Lanes([2, 3, 6, 7]), even32: i32Lanes([0, 2, 4, 6]), odd32: i32Lanes([1, 3, 5, 7]) };
 
 /**
@@ -529,7 +526,8 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     kVecStep: F16_STEP_VALUES,
     kVec: kVecOf(p.K),
     wVecBytes: F16_STEP_VALUES * F16_BYTES,
-    f16x8: { ...F16_STEP, kVec: kVecOf(p.K), kVecBytes: kVecOf(p.K) * F16_BYTES, xVecBytes: kVecOf(p.K) * F32_BYTES },
+    // What the exact redo of a call's vector part rewinds each weight and activation pointer by.
+    f16x8: { ...F16_STEP, wRewindBytes: kVecOf(p.K) * F16_BYTES, xRewindBytes: kVecOf(p.K) * F32_BYTES },
     wBytes: F16_BYTES,
     xHalfVecBytes: 4 * F32_BYTES,
     xVecStepBytes: F16_STEP_VALUES * F32_BYTES,
