@@ -17,7 +17,7 @@ import type { Config, Plan } from '../src/plan/types.js';
 import { measureReadBandwidth, probeSource } from '../src/backends/c/bandwidth.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
-import { RETIME_STRATEGY, timingRunner, tune } from '../src/tune/tuner.js';
+import { RETIME_STRATEGY, timingRunner, tune, type TuneEvent } from '../src/tune/tuner.js';
 import { standardWorkload } from '../src/tune/workloads.js';
 import { skipReason } from './helpers.js';
 
@@ -132,6 +132,24 @@ function saboteur(plan: Plan): KernelRunner {
     },
   };
 }
+
+describe('a workload with nothing to run', () => {
+  it('is reported as skipped with its pruning reasons, and nothing is recorded for it', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    const events: TuneEvent[] = [];
+    // No candidate executes here: the space the tuner keeps is empty.
+    const runnerFor = (plan: Plan): KernelRunner => ({ ...cRunner((plan.params as { isa: string }).isa), cannotExecute: () => 'this CPU lacks everything' });
+    const summary = await tune({ db, device: cpu, target: 'c', workloads: [{ op: q4, shape: SMALL }], strategy: 'exhaustive', trials: 2, threads: 1, cacheDir: join(dir, 'cache'), runnerFor, onEvent: (e) => events.push(e) });
+    expect(summary.results).toHaveLength(0);
+    const skipped = events.filter((e) => e.kind === 'skipped');
+    expect(skipped).toHaveLength(1);
+    expect(skipped[0]).toMatchObject({ index: 0, of: 1, op: 'matmul_q4', shape: SMALL });
+    expect(skipped[0]!.kind === 'skipped' && skipped[0]!.space.pruned.get('cannot execute here: this CPU lacks everything')).toBeGreaterThan(0);
+    expect(db.workloads()).toHaveLength(0);
+    db.close();
+  });
+});
 
 describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
   it('records broken candidates as statuses with their text, keeps going, and never retries them', async () => {

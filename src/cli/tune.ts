@@ -15,7 +15,7 @@ import { sumBytes } from '../plan/common.js';
 import { configInUse, configShown, spaceFor } from '../plan/index.js';
 import type { Config } from '../plan/types.js';
 import { rooflineMs } from '../plan/roofline.js';
-import { pruneSpace } from '../tune/space.js';
+import { pruneSpace, type PrunedSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
 import { DEFAULT_TIMING_POLICY } from '../tune/interference.js';
 import { RETIME_STRATEGY, timingRunner, tune, type FinalRetiming, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
@@ -307,6 +307,8 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         } else {
           process.stderr.write(`kgen tune: ${line}\n`);
         }
+      } else if (e.kind === 'skipped') {
+        say(`[${e.index + 1}/${e.of}] ${e.op} ${formatShape(e.shape)}: skipped, no config runs here: ${mainPruningText(e.space)}`);
       } else if (e.kind === 'trial') {
         const best = e.best?.timing ? `${fmtMs(e.best.timing.medianMs)} ms` : '-';
         if (bar) bar.update(e.done, { failures: e.failures, best });
@@ -364,6 +366,8 @@ function eventJson(e: TuneEvent): unknown {
       return { event: 'workload-done', workloadId: e.workload.id, measured: e.measured, bestMs: e.best?.timing?.medianMs, bestConfig: e.best?.config };
     case 'stopped':
       return { event: 'stopped', reason: e.reason };
+    case 'skipped':
+      return { event: 'skipped', index: e.index, of: e.of, op: e.op, shape: e.shape, total: e.space.total, pruned: Object.fromEntries(e.space.pruned) };
   }
 }
 
@@ -429,6 +433,11 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
   if (summary.stopped) process.stdout.write(`\nstopped early (${summary.stopped}); run the same command again to resume\n`);
 }
 
+/** A space's three most common pruning reasons: "of N, n1 by reason; ...". */
+function mainPruningText(s: PrunedSpace): string {
+  return `of ${s.total}, ${[...s.pruned].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([reason, n]) => `${n} by ${reason}`).join('; ')}`;
+}
+
 /**
  * Each workload's pruned space; a workload with no legal config is refused before anything runs
  * (most often a --config pinning a knob value the restrictions rule out): the tuner would skip it
@@ -438,10 +447,9 @@ function legalSpaces(workloads: WorkloadSpec[], device: DeviceProfile, target: T
   return workloads.map((w) => {
     const s = pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed);
     if (s.legal.length > 0) return s;
-    const reasons = [...s.pruned].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([reason, n]) => `${n} by ${reason}`).join('; ');
     throw new KgenError({
       field: pinned ? '--config' : '--op',
-      problem: `no config of ${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}) is legal: of ${s.total}, ${reasons}`,
+      problem: `no config of ${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}) is legal: ${mainPruningText(s)}`,
       expected: pinned ? 'knob values the restrictions allow' : 'an op and shape this device can run',
       hint: 'the same command with --dry-run lists every pruned config by reason',
     });

@@ -117,7 +117,9 @@ export type TuneEvent =
   | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; withDefault: boolean; rounds: number }
   | { kind: 'retimed'; workload: Workload; result: FinalRetiming }
   | { kind: 'workload-done'; workload: Workload; best?: TrialRow; measured: number }
-  | { kind: 'stopped'; reason: 'interrupted' | 'time budget' };
+  | { kind: 'stopped'; reason: 'interrupted' | 'time budget' }
+  /** A workload with no config that is legal and runs here: nothing to measure, nothing recorded. */
+  | { kind: 'skipped'; index: number; of: number; op: string; shape: Shape; space: PrunedSpace };
 
 /** One config of the final re-timing. */
 export interface Finalist {
@@ -232,7 +234,10 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     const req = planRequest({ op: spec.op, shape: spec.shape, device: opts.device, target: opts.target });
     checkSupport(req);
     const space = executableHere(pruneSpace(req, opts.fixed), runnerOf);
-    if (space.legal.length === 0) continue;
+    if (space.legal.length === 0) {
+      opts.onEvent?.({ kind: 'skipped', index, of: opts.workloads.length, op: spec.op.name, shape: spec.shape, space });
+      continue;
+    }
     const defaultCandidate = space.legal[0]!;
     const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: commentText('kgen tune') };
     const templateHash = renderPlan(defaultCandidate.plan, renderCtx).templateHash;
