@@ -181,7 +181,11 @@ Examples:
     checkPresent(device);
     const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
     checkSupport(firstReq);
-    const first = legalSpaces(workloads, device, target, fixed, flags.config !== undefined)[0]!.legal[0];
+    // Named (--op, --ir) or pinned (--config) workloads are refused here when none of their configs
+    // is legal, before anything exists; the standard set, whose spaces all hold configs, is not
+    // planned twice for that (the tuner reports any workload it skips).
+    const pinned = flags.config !== undefined;
+    const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned)[0]! : pruneSpace(firstReq, fixed)).legal[0];
     if (first) {
       const runner = timingRunner(first.plan);
       if (!runner.timesAreReal) {
