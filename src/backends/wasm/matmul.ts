@@ -441,9 +441,22 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   return { ...s, streams, streamPtrs, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop };
 }
 
-/** f16 weights of a row in whole 8-value steps (the rest go one at a time). */
-function kVecOf(K: number): number {
-  return K - (K % F16_STEP_VALUES);
+/**
+ * What micro/f16 and prepare/f32_evenodd print: 8 weights per step (one 16-byte load), activations
+ * 2 x 4 f32 (the even, then the odd ones), and what the exact redo of a call's steps rewinds each
+ * weight and activation pointer by. Every weight of a row is in a whole step: the IR keeps K a
+ * multiple of 32 for f16 weights.
+ */
+function f16WeightsView(K: number) {
+  if (K % F16_STEP_VALUES !== 0) throw new Error(`kgen: f16 weights need K in whole steps of ${F16_STEP_VALUES}, got K=${K}`);
+  return {
+    kVecStep: F16_STEP_VALUES,
+    kVec: K,
+    wVecBytes: F16_STEP_VALUES * F16_BYTES,
+    xHalfVecBytes: (F16_STEP_VALUES / 2) * F32_BYTES,
+    xVecStepBytes: F16_STEP_VALUES * F32_BYTES,
+    f16x8: { ...F16_STEP, wRewindBytes: K * F16_BYTES, xRewindBytes: K * F32_BYTES },
+  };
 }
 
 /** The view of one level's module. */
@@ -522,15 +535,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     qMax: ACT_QMAX,
     xRowBytes,
     xBlockStep: p.actBlocksPerBlock * actStride,
-    // f16 weights: 8 per step (one 16-byte load), activations 2 x 4 f32 (the even, then the odd ones).
-    kVecStep: F16_STEP_VALUES,
-    kVec: kVecOf(p.K),
-    wVecBytes: F16_STEP_VALUES * F16_BYTES,
-    // What the exact redo of a call's vector part rewinds each weight and activation pointer by.
-    f16x8: { ...F16_STEP, wRewindBytes: kVecOf(p.K) * F16_BYTES, xRewindBytes: kVecOf(p.K) * F32_BYTES },
-    wBytes: F16_BYTES,
-    xHalfVecBytes: 4 * F32_BYTES,
-    xVecStepBytes: F16_STEP_VALUES * F32_BYTES,
+    ...(format === 'f16' ? f16WeightsView(p.K) : {}),
     nibbleMask: lanes(Array(16).fill(15)),
     nibbleBits: NIBBLE_BITS,
     codeOffset: NIBBLE_ZERO,
