@@ -175,6 +175,22 @@ describe('WebAssembly attention output', () => {
     }
   });
 
+  it('the plan\'s L2 figure is the scratch slot the kernel uses, P.V coefficients included', () => {
+    // f32 P.V on a q8 cache keeps every row's coefficients (rowGroup x kvBlock x scale groups f32)
+    // in the slot beside the scores and accumulators; the C stack the shared planner counts has none.
+    const shape = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128';
+    const plan = emit({ target: 'wasm', op: 'attention_q8kv', shape, config: { pvInt: 0, qInt8: 0 } }).plan;
+    if (plan.family !== 'cpu-attention') throw new Error(`a ${plan.family} plan`);
+    const p = plan.params;
+    const groups = Math.ceil(p.D / p.valuesPerScale / 4) * 4;
+    const atLeast = 4 * p.taskRowsAllPadded * (p.kvBlock + p.D) + 4 * p.rowGroup * p.kvBlock * groups;
+    const slot = plan.buffers.find((b) => b.name === 'scratch slot');
+    expect(slot?.space).toBe('l2');
+    expect(slot!.size).toBeGreaterThanOrEqual(atLeast);
+    expect(plan.budgets.find((b) => b.unit === 'bytes')!.needed).toBe(plan.buffers.filter((b) => b.space === 'l2').reduce((s, b) => s + b.size, 0));
+    expect(plan.buffers.map((b) => b.name)).not.toContain('scores and accumulators');
+  });
+
   it('the harness refuses more threads than the workspace has scratch slots', async () => {
     const e = emit({ target: 'wasm', op: 'attention_f16', shape: 'B=1,Hq=2,Hkv=1,Sq=1,Skv=40,D=64' });
     const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS });

@@ -1,8 +1,10 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
-import { splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
-import type { PlanOf } from '../../plan/types.js';
+import { cpuBudgets, variantRegisters } from '../../plan/common.js';
+import { cpuAttentionPlanner, splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
+import type { CpuVariants } from '../../plan/cpu-matmul.js';
+import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
 import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from '../exp2-poly.js';
@@ -50,13 +52,44 @@ const NIBBLE = { bits: 4, mask16: Array(16).fill(15).join(' '), zero16: Array(16
 
 
 
+/** The shared planner's buffer for what C keeps on a task's stack, which the scratch slot replaces. */
+const TASK_STACK_BUFFER = 'scores and accumulators';
+
+/**
+ * The CPU attention planner with the WebAssembly scratch slot (`scratchLayout`) as the plan's
+ * figure for a task's working set in L2, in place of the C stack it stands for: the slot also holds
+ * a zero row and, for f32 P.V on int8 V codes, every row's P.V coefficients (rowGroup x kvBlock x
+ * the scale groups, f32), which the C stack does not. The plan's budgets and `kgen plan` then state
+ * the bytes the kernel uses.
+ */
+export function wasmAttentionPlanner(variants: CpuVariants): PlannerOf<'cpu-attention'> {
+  const shared = cpuAttentionPlanner(variants);
+  return {
+    ...shared,
+    plan(req, config) {
+      const body = shared.plan(req, config);
+      const p = body.params;
+      const slot = scratchLayout(body);
+      const buffers = body.buffers.map((b) =>
+        b.name !== TASK_STACK_BUFFER
+          ? b
+          : {
+              name: 'scratch slot', space: b.space, size: slot.bytes,
+              why: `a task's ${p.taskRowsAllPadded} rows of ${p.kvBlock} f32 scores, ${p.D} f32 accumulators and softmax state, a zero row${slot.size.coef ? `, the P.V coefficients (${slot.size.coef} bytes)` : ''}; one slot per thread running tasks`,
+            },
+      );
+      return { ...body, buffers, budgets: cpuBudgets(req.device, buffers, variantRegisters(variants, req.device, p.isa)) };
+    },
+  };
+}
+
 /**
  * Byte offsets (`at`) and sizes (`size`) within one scratch slot: scores (rows x kvBlock f32),
  * accumulators (rows x D f32), per row max, sum, correction (f32), visible keys (i32), Q row pointer
  * (i32), a zero row of D floats that padding rows read as their query, then (int8 V codes) a row
  * group's P.V coefficients (`pvCodesLayout`).
  */
-export function scratchLayout(plan: CpuAttentionPlan) {
+export function scratchLayout(plan: Pick<CpuAttentionPlan, 'params'>) {
   const p = plan.params;
   const rows = p.taskRowsAllPadded;
   const pv = pvCodesLayout(plan);
@@ -93,7 +126,7 @@ export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; row
  * the two keys' i16 codes per group, and the tile's V scales as f32 (`scalesBytes`) follow the
  * rows'. Undefined for the f16 cache (no scales).
  */
-export function pvCodesLayout(plan: CpuAttentionPlan) {
+export function pvCodesLayout(plan: Pick<CpuAttentionPlan, 'params'>) {
   const p = plan.params;
   if (p.kvFormat === 'f16') return undefined;
   // Integer P.V always takes 8 values (its restrictions keep scale groups multiples of 8).

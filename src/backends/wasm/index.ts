@@ -1,8 +1,7 @@
-import { cpuAttentionPlanner } from '../../plan/cpu-attention.js';
 import { ACT_BLOCK_TAIL, cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
-import { renderWasmAttention, WASM_ATTENTION_SLOTS } from './attention.js';
+import { renderWasmAttention, WASM_ATTENTION_SLOTS, wasmAttentionPlanner } from './attention.js';
 import { levelPreference, Q35_SIGN_RECORD_BYTES, renderWasmMatmul } from './matmul.js';
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
@@ -57,7 +56,7 @@ export const wasmTarget: Target = {
   name: 'wasm',
   title: 'WebAssembly',
   defaultDevice: 'wasm-simd128',
-  planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: cpuAttentionPlanner(WASM_VARIANTS) },
+  planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: wasmAttentionPlanner(WASM_VARIANTS) },
   fingerprint: (device) => wasmFingerprint(device),
   backend: {
     capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'] },
