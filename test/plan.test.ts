@@ -203,8 +203,8 @@ describe('conditional knobs', () => {
     const wasm = allDevices().find((d) => d.name === 'wasm-simd128')!;
     const gemv = planRequest({ op, shape: parseShape('M=1,N=4096,K=14336', op), device: wasm, target: 'wasm' });
     const { plan } = makePlan(gemv);
-    expect(plan.config).toMatchObject({ streamChunk: 256, rowsPerIter: 4 });
-    expect(plan.params).toMatchObject({ streamRows: 64 });
+    expect(plan.config).toMatchObject({ streamChunk: 256, rowsPerIter: 8 });
+    expect(plan.params).toMatchObject({ streamRows: 32 });
     expect(plan.knobsInUse).toContain('streamChunk');
     expect(plan.knobsInUse).not.toContain('nTile');
     // With no weight tile to keep (each row is read once, in streams as in contiguous groups of the

@@ -132,8 +132,9 @@ describe('GEMV rows in streams (streamChunk)', () => {
     const gemm = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=3,N=77,K=320' });
     expect(gemm.plan.params).toMatchObject({ streamRows: 0 });
     expect(gemm.plan.knobsInUse).not.toContain('streamChunk');
-    // q4 and q4_0 default to 4 streams of 64 rows (fewer streams, measured faster for them).
+    // q4_0 defaults to 4 streams of 64 rows (fewer streams, measured faster for it), q4 to 8 of 32.
     expect(emit({ target: 'wasm', op: 'matmul_q4_0', shape: 'M=1,N=4096,K=14336' }).plan.params).toMatchObject({ rowsPerIter: 4, streamRows: 64 });
+    expect(emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=4096,K=14336' }).plan.params).toMatchObject({ rowsPerIter: 8, streamRows: 32 });
   });
 });
 

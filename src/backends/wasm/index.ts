@@ -30,10 +30,12 @@ const WASM_VARIANTS: CpuVariants = {
   // as 4 streams of 64 rows 1.58 (of 128: 1.58, of 32: 1.67); q3.5 likewise best at 8 x 32
   // (docs/PERFORMANCE.md). 0 is the contiguous order.
   streamChunks: [256, 512, 64, 0],
-  // With streams, 4 rows a call beat 8 for the nibble formats at their default level (relaxed, one
-  // thread: q4 1.58 against 1.75 ms, q4_0 3.15 against 3.42; SIMD128 within 1-3%): fewer streams,
-  // and a cheap decode, so sharing activation loads over 8 rows saves less. q3.5 and q8 lose 2-5%.
-  gemvRowsPerIter: { q4: [4, 8, 2, 1], q4_0: [4, 8, 2, 1] },
+  // With streams, 4 rows a call beat 8 for q4_0 at its default level on Zen 5 (relaxed, one thread:
+  // 3.15 against 3.42 ms; SIMD128 within 1-3%; on Zen 4 no difference out of the noise). q4 differs
+  // by CPU: 4 rows 1.58 against 1.75 ms on Zen 5, but 8 rows 12-14% faster on Zen 4 (10 alternated
+  // rounds, one and two threads): 8 loses less where it loses, so q4 keeps the common order.
+  // q3.5 and q8 lose 2-5% with 4.
+  gemvRowsPerIter: { q4_0: [4, 8, 2, 1] },
   // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
   // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.
