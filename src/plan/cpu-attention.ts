@@ -192,6 +192,9 @@ export const MIN_SPLIT_KEYS = 256;
  */
 export const ATTENTION_TASK_STACK_MAX = 256 * 1024;
 
+/** The plan buffer of what a task keeps on its thread's stack (scores, accumulators, row state). */
+export const TASK_STACK_BUFFER = 'scores and accumulators';
+
 function lanesOf(variants: CpuVariants, isa: string): number {
   return variants.f32Lanes?.[isa] ?? 4;
 }
@@ -505,7 +508,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const buffers: OnChipBuffer[] = [
     { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
-    { name: 'scores and accumulators', space: 'l2', size: stack, why: `${taskRowsAllPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
+    { name: TASK_STACK_BUFFER, space: 'l2', size: stack, why: `${taskRowsAllPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
     { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
   const scale = op.scale ?? 1 / Math.sqrt(D);

@@ -2,7 +2,7 @@ import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import { cpuBudgets, variantRegisters } from '../../plan/common.js';
-import { cpuAttentionPlanner, splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
+import { cpuAttentionPlanner, splitPartialsText, TASK_STACK_BUFFER, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { CpuVariants } from '../../plan/cpu-matmul.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
@@ -52,9 +52,6 @@ const NIBBLE = { bits: 4, mask16: Array(16).fill(15).join(' '), zero16: Array(16
 
 
 
-/** The shared planner's buffer for what C keeps on a task's stack, which the scratch slot replaces. */
-const TASK_STACK_BUFFER = 'scores and accumulators';
-
 /**
  * The CPU attention planner with the WebAssembly scratch slot (`scratchLayout`) as the plan's
  * figure for a task's working set in L2, in place of the C stack it stands for: the slot also holds
@@ -71,6 +68,7 @@ export function wasmAttentionPlanner(variants: CpuVariants): PlannerOf<'cpu-atte
       const p = body.params;
       const slot = scratchLayout(body);
       const buffers = body.buffers.map((b) =>
+        // The shared planner's task stack, which the scratch slot replaces.
         b.name !== TASK_STACK_BUFFER
           ? b
           : {
