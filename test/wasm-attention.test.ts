@@ -7,6 +7,7 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { TASK_STACK_BUFFER } from '../src/plan/cpu-attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
@@ -188,7 +189,7 @@ describe('WebAssembly attention output', () => {
     expect(slot?.space).toBe('l2');
     expect(slot!.size).toBeGreaterThanOrEqual(atLeast);
     expect(plan.budgets.find((b) => b.unit === 'bytes')!.needed).toBe(plan.buffers.filter((b) => b.space === 'l2').reduce((s, b) => s + b.size, 0));
-    expect(plan.buffers.map((b) => b.name)).not.toContain('scores and accumulators');
+    expect(plan.buffers.map((b) => b.name)).not.toContain(TASK_STACK_BUFFER);
   });
 
   it('the harness refuses more threads than the workspace has scratch slots', async () => {
