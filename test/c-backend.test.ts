@@ -279,6 +279,38 @@ describe('a broken kernel is caught', () => {
     }
   });
 
+  it('outputs whose products cancel do not fail a correct kernel; a wrong decode still fails on three', async () => {
+    // With int8 activations an output's error scales with its products' energy, not with the output:
+    // a dot product near zero by chance, or SiLU of a negative sum, once made a correct kernel's NMSE
+    // over a handful of outputs exceed the tolerance on most seeds (q8_g128 at M=N=1: 118 of 200).
+    const { cRunner } = await import('../src/backends/c/runner.js');
+    const { opKit } = await import('../src/ops/index.js');
+    const runner = cRunner('scalar');
+    const runAll = async (e: ReturnType<typeof emit>, src: string, seeds: number) => {
+      const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, 'kernel.c': src } });
+      expect(build.status).toBe('ok');
+      const verdicts: boolean[] = [];
+      if (build.status !== 'ok') return verdicts;
+      for (let seed = 1; seed <= seeds; seed++) {
+        const data = opKit(e.plan.op.kind).testData(e.plan.op, e.plan.shape, seed);
+        const run = await runner.execute(build, data.inputs);
+        expect(run.status).toBe('ok');
+        if (run.status === 'ok') verdicts.push(data.check(run.output, e.plan.tolerance).ok);
+      }
+      build.dispose();
+      return verdicts;
+    };
+    const silu = EPILOGUE_IRS.find((o) => o.name === 'q8_g128')!;
+    const tiny = emit({ target: 'c', ir: silu, shape: 'M=1,N=1,K=1152', isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'q8' } });
+    expect(await runAll(tiny, tiny.files['kernel.c']!, 32)).toEqual(Array(32).fill(true));
+    const q4 = emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=3,K=1024', isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'q8' } });
+    const good = q4.files['kernel.c']!;
+    const broken = good.replace('(q[j] & 0x0f) - 8', '(q[j] & 0x0f) - 7');
+    expect(broken).not.toBe(good);
+    expect(await runAll(q4, good, 32)).toEqual(Array(32).fill(true));
+    expect(await runAll(q4, broken, 8)).toEqual(Array(8).fill(false));
+  });
+
   it('a kernel that crashes or hangs is a status, not an exception', async () => {
     const { cRunner } = await import('../src/backends/c/runner.js');
     const { opKit } = await import('../src/ops/index.js');

@@ -11,7 +11,7 @@ import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
 import type { PlanOf } from '../src/plan/types.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, buildRunKitOnShim, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
 
 /**
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
@@ -313,10 +313,7 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     expect(m.tensors.k.layout).toMatch(/heads x positions/);
     expect((await execa('sh', ['-n', join(out, 'run.sh')], { reject: false })).exitCode).toBe(0);
     // The run kit as emitted, built by g++ against the shim, checks the output against ref.bin itself.
-    const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
-    const bin = join(out, 'kgen_run_shim');
-    const cc = await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(out, 'kernel.cu'), join(out, 'kgen_run.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { reject: false, all: true });
-    expect(cc.exitCode, cc.all).toBe(0);
+    const bin = buildRunKitOnShim(out);
     const run = await execa(bin, [out, '--json', join(out, 'result.json')], { reject: false, all: true });
     expect(run.exitCode, run.all).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true, kernel: { variant: 'splitk_decode' } });

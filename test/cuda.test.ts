@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -11,7 +11,7 @@ import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { allDevices } from '../src/device/index.js';
-import { EPILOGUE_IRS, hasTool, skipReason } from './helpers.js';
+import { buildRunKitOnShim, EPILOGUE_IRS, hasTool, skipReason } from './helpers.js';
 
 const noGpp = skipReason(['g++']);
 const noNvcc = skipReason(['nvcc']);
@@ -173,15 +173,29 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda on the 
     const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-')), 'q35');
     const r = await execa(KGEN, ['emit', '--target', 'cuda', '--op', 'matmul_q35', '--shape', 'M=1,N=77,K=320', '--device', 'rtx4090', '-o', out, '--data', '7'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
-    for (const f of ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh', 'manifest.json', 'x.bin', 'w.bin', 'ref.bin']) expect(existsSync(join(out, f)), f).toBe(true);
+    for (const f of ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh', 'manifest.json', 'x.bin', 'w.bin', 'ref.bin', 'ref_terms.bin']) expect(existsSync(join(out, f)), f).toBe(true);
     const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(m).toMatchObject({ target: 'cuda', arch: 'sm_89', configSource: 'default', launch: { gridExpr: expect.any(Array), sharedBytes: expect.any(Number) } });
     if (noNvcc === undefined) expect(m.resources).toMatchObject({ source: 'ptxas', arch: 'sm_89', spillStores: 0, spillLoads: 0, sharedBytes: m.launch.sharedBytes });
     expect(readFileSync(join(out, 'ref.bin')).byteLength).toBe(77 * 8);
+    // Each output's energy of summed products, which the check weighs it by where they cancel.
+    const terms = new Float64Array(new Uint8Array(readFileSync(join(out, 'ref_terms.bin'))).buffer);
+    expect(terms.length).toBe(77);
+    expect(terms.every((t) => t > 0)).toBe(true);
     expect((await execa('sh', ['-n', join(out, 'run.sh')], { reject: false })).exitCode).toBe(0);
     const h = readFileSync(join(out, 'kernel.h'), 'utf8');
     expect(h).toMatch(/cudaError_t kgen_matmul_q35\(const float \*x, const uint8_t \*w, const float \*bias, const float \*residual, float \*y, cudaStream_t stream\)/);
-  });
+    // The run kit as emitted, built by g++ against the shim, checks the output against ref.bin and
+    // ref_terms.bin itself; a wrong ref_terms.bin size is refused as a crash with the reason.
+    const bin = buildRunKitOnShim(out);
+    const run = await execa(bin, [out, '--json', join(out, 'result.json')], { reject: false, all: true });
+    expect(run.exitCode, run.all).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true });
+    writeFileSync(join(out, 'ref_terms.bin'), new Uint8Array(8));
+    const bad = await execa(bin, [out, '--json', join(out, 'result.json')], { reject: false, all: true });
+    expect(bad.exitCode).not.toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'crash', error: expect.stringMatching(/ref_terms\.bin is not 616 bytes/) });
+  }, 120_000);
 
   it.skipIf(noNvcc !== undefined)('the run kit builds with nvcc warning-free, and run.sh reports a missing GPU as a result', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-')), 'q4');

@@ -158,3 +158,15 @@ export function expectMatchesReference(r: VerifyResult, label: string, ran = tru
   expect(r.comparison!.nonFinite, label).toBe(0);
   expect(r.comparison!.nmse, label).toBeLessThanOrEqual(r.tolerance.nmse);
 }
+
+/**
+ * Builds the CUDA run kit `kgen emit --target cuda -o DIR` wrote (kernel.cu, kgen_run.cu) with g++
+ * against the CPU shim, as `kgen_run_shim` in DIR, and returns its path: the kit's own output
+ * check (ref.bin, ref_terms.bin) then runs without a GPU.
+ */
+export function buildRunKitOnShim(dir: string): string {
+  const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
+  const bin = join(dir, 'kgen_run_shim');
+  execFileSync('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(dir, 'kernel.cu'), join(dir, 'kgen_run.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { stdio: 'pipe' });
+  return bin;
+}

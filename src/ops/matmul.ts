@@ -2,7 +2,7 @@ import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { Rng } from '../numeric/random.js';
 import { bitsPerWeight, codecOf, dequantizeMatrix, FORMATS, quantizeMatrix } from '../quant/index.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
-import { referenceMatmul } from '../reference/matmul.js';
+import { referenceMatmul, referenceMatmulTerms } from '../reference/matmul.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { KernelInputs, OpKit, RunBuffer, TestData } from './types.js';
 
@@ -43,8 +43,11 @@ function inputFiles(x: Uint8Array, w: Uint8Array, bias?: Uint8Array, residual?: 
   return inputs;
 }
 
-/** A judge of the output's columns `rows` (all of them when undefined) against `reference`. */
-function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, rows?: number[]): TestData['check'] {
+/**
+ * A judge of the output's columns `rows` (all of them when undefined) against `reference`, each
+ * output weighed by the larger of its square and its products' energy `terms` (compare.ts).
+ */
+function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, terms: Float64Array, rows?: number[]): TestData['check'] {
   const { M, N } = shape;
   return (output, tolerance) => {
     const y = fromDtype(output, op.y);
@@ -53,15 +56,16 @@ function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, rows
       got = new Float32Array(M * rows.length);
       for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
     }
-    const comparison = compareOutputs(got, reference);
-    return { ok: withinTolerance(comparison, reference, tolerance), comparison };
+    const comparison = compareOutputs(got, reference, { terms });
+    return { ok: withinTolerance(comparison, tolerance), comparison };
   };
 }
 
 function testData(op: MatmulOp, shape: MatmulShape, seed: number): TestData {
   const d = makeData(op, shape, seed);
   const reference = referenceMatmul(shape, op.epilogue, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
-  return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), reference, check: checker(op, shape, reference) };
+  const terms = referenceMatmulTerms(shape, { x: d.x.values, w: d.w.values });
+  return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), reference, terms, check: checker(op, shape, reference, terms) };
 }
 
 /** Work (M*N*K) up to which every output is checked; above it, a sample of columns is. */
@@ -98,7 +102,8 @@ function workloadData(op: MatmulOp, shape: MatmulShape, seed: number): TestData 
     bias: bias && Float32Array.from(rows, (n) => bias.values[n]!),
     residual: residual && Float32Array.from({ length: M * rows.length }, (_, i) => residual.values[Math.floor(i / rows.length) * N + rows[i % rows.length]!]!),
   });
-  return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), reference, check: checker(op, shape, reference, rows) };
+  const terms = referenceMatmulTerms({ M, N: rows.length, K }, { x: x.values, w: wSub });
+  return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), reference, terms, check: checker(op, shape, reference, terms, rows) };
 }
 
 /** 64 columns: 8 at each end, 8 around the middle (a thread split), and a spread of 40. */

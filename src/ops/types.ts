@@ -12,6 +12,12 @@ export interface TestData {
   inputs: KernelInputs;
   /** The f64 reference of the checked outputs (all of them for `testData`, a sample for `workloadData`). */
   reference: Float64Array;
+  /**
+   * Per checked output, the energy of the products summed into it (`compareOutputs`' `terms`), for
+   * ops whose outputs are sums that may cancel (matmul); undefined where the check uses the
+   * reference alone (attention).
+   */
+  terms?: Float64Array;
   /** Compares a kernel's raw output (all of it) with the reference under `tolerance`. */
   check(output: Uint8Array, tolerance: Tolerance): { ok: boolean; comparison: Comparison };
 }

@@ -44,3 +44,28 @@ export function referenceMatmul(shape: MatmulShape, epilogue: Epilogue, inputs: 
   }
   return y;
 }
+
+/**
+ * Per output Y[m,n], the energy of the products its sum adds up: sum over k of (X[m,k] W[n,k])^2,
+ * in f64, before the epilogue. What a correct kernel's error scales with (the rounding of int8
+ * activations, the order of an f32 sum), where the output itself may be near zero by
+ * cancellation: `compareOutputs` weighs each output by the larger of the two (its `terms` option).
+ */
+export function referenceMatmulTerms(shape: MatmulShape, inputs: Pick<MatmulReferenceInputs, 'x' | 'w'>): Float64Array {
+  const { M, N, K } = shape;
+  const { x, w } = inputs;
+  const terms = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let sum = 0;
+      const xo = m * K;
+      const wo = n * K;
+      for (let k = 0; k < K; k++) {
+        const p = x[xo + k]! * w[wo + k]!;
+        sum += p * p;
+      }
+      terms[m * N + n] = sum;
+    }
+  }
+  return terms;
+}
