@@ -23,6 +23,8 @@ HOST_BLIND=(
   test/c-backend.test.ts test/c-attention.test.ts test/wasm.test.ts test/wasm-attention.test.ts
   test/wasm-browser.test.ts test/golden.test.ts test/gguf.test.ts test/plan.test.ts test/report.test.ts
   test/package.test.ts test/tune-timing.test.ts
+  # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu).
+  test/config-fuzz.test.ts
 )
 named=$(grep -l -E "'host'|\"host\"|KGEN_HOST_PROFILE" "${HOST_BLIND[@]}" || true)
 if [ -n "$named" ]; then
