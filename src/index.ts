@@ -19,7 +19,7 @@ export { CATALOG } from './ir/catalog.js';
 export { validateOp, parseShape, opHash } from './ir/validate.js';
 export type { Op, MatmulOp, AttentionOp, Shape } from './ir/types.js';
 export { FORMATS, quantizeMatrix, dequantizeMatrix, bitsPerWeight } from './quant/index.js';
-export { referenceMatmul, referenceMatmulTerms } from './reference/matmul.js';
+export { referenceMatmul, referenceMatmulWithTerms } from './reference/matmul.js';
 export { compareOutputs, withinTolerance } from './reference/compare.js';
 export type { Comparison, CompareOptions, Tolerance } from './reference/compare.js';
 export { referenceAttention } from './reference/attention.js';

@@ -2,7 +2,7 @@ import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { Rng } from '../numeric/random.js';
 import { bitsPerWeight, codecOf, dequantizeMatrix, FORMATS, quantizeMatrix } from '../quant/index.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
-import { referenceMatmul, referenceMatmulTerms } from '../reference/matmul.js';
+import { referenceMatmulWithTerms } from '../reference/matmul.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { KernelInputs, OpKit, RunBuffer, TestData } from './types.js';
 
@@ -63,8 +63,7 @@ function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, term
 
 function testData(op: MatmulOp, shape: MatmulShape, seed: number): TestData {
   const d = makeData(op, shape, seed);
-  const reference = referenceMatmul(shape, op.epilogue, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
-  const terms = referenceMatmulTerms(shape, { x: d.x.values, w: d.w.values });
+  const { y: reference, terms } = referenceMatmulWithTerms(shape, op.epilogue, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
   return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), reference, terms, check: checker(op, shape, reference, terms) };
 }
 
@@ -96,13 +95,12 @@ function workloadData(op: MatmulOp, shape: MatmulShape, seed: number): TestData 
   const rows = M * N * K <= FULL_CHECK_WORK ? Array.from({ length: N }, (_, n) => n) : sampleRows(N);
   const wSub = new Float32Array(rows.length * K);
   rows.forEach((n, r) => wSub.set(baseValues.subarray((n % distinct) * K, (n % distinct + 1) * K), r * K));
-  const reference = referenceMatmul({ M, N: rows.length, K }, op.epilogue, {
+  const { y: reference, terms } = referenceMatmulWithTerms({ M, N: rows.length, K }, op.epilogue, {
     x: x.values,
     w: wSub,
     bias: bias && Float32Array.from(rows, (n) => bias.values[n]!),
     residual: residual && Float32Array.from({ length: M * rows.length }, (_, i) => residual.values[Math.floor(i / rows.length) * N + rows[i % rows.length]!]!),
   });
-  const terms = referenceMatmulTerms({ M, N: rows.length, K }, { x: x.values, w: wSub });
   return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), reference, terms, check: checker(op, shape, reference, terms, rows) };
 }
 
