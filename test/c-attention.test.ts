@@ -7,14 +7,14 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
+import { C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { runnerFor } from '../src/backends/registry.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { kvBytes } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
 import { f32ToF16Bits } from '../src/numeric/half.js';
 import { referenceAttention } from '../src/reference/attention.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan, skipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, cToolsSkipReason, expectMatchesReference, expectMatrixPlan, skipReason } from './helpers.js';
 
 /**
  * C attention kernels against the f64 reference, which decodes the KV bytes itself, on issue 16's
@@ -46,8 +46,7 @@ const PV_INT_STEP = 64;
 const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
 
 for (const { isa, device } of VARIANTS) {
-  const tc = C_TOOLCHAINS[isa]!;
-  const missing = skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]);
+  const missing = cToolsSkipReason(isa);
   const runnable = cannotRunReason(isa) === undefined;
   if (!runnable) console.warn(`NOTE: ${isa} attention kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
   describe.skipIf(missing !== undefined)(`C attention ${isa}: the verification matrix (helpers.ts)`, { concurrent: true }, () => {
@@ -260,8 +259,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.
     const groups = { avx512: 32, avx2: 16, neon: 8, scalar: 4 } as const;
     for (const { isa, device } of VARIANTS) {
-      const tc = C_TOOLCHAINS[isa]!;
-      if (skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]) !== undefined) continue;
+      if (cToolsSkipReason(isa) !== undefined) continue;
       const op = { ...ir('q8', true, { kvGroupSize: groups[isa] }), q: 'f32', o: 'f16' };
       const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true });
       expect(r.status, `${isa}: ${r.detail ?? ''}`).toBe('ok');

@@ -2,13 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
+import { C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { planRequest } from '../src/backends/registry.js';
 import { getDevice } from '../src/device/index.js';
 import { catalogOp } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
 import { spaceFor } from '../src/plan/index.js';
-import { EPILOGUE_IRS, skipReason } from './helpers.js';
+import { cToolsSkipReason, EPILOGUE_IRS } from './helpers.js';
 
 /**
  * Every C variant and a fixed device whose profile offers it (never `host`, whose figures, and so
@@ -28,8 +28,7 @@ const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0
 const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
 
 for (const { isa, device } of VARIANTS) {
-  const tools = [C_TOOLCHAINS[isa]!.compiler, ...(C_TOOLCHAINS[isa]!.runner && process.arch !== 'arm64' ? [C_TOOLCHAINS[isa]!.runner![0]!] : [])];
-  const missing = skipReason(tools);
+  const missing = cToolsSkipReason(isa);
   const runnable = cannotRunReason(isa) === undefined;
   if (!runnable) console.warn(`NOTE: ${isa} kernels are compiled with -Werror but not run here: ${cannotRunReason(isa)}`);
   describe.skipIf(missing !== undefined)(`C ${isa}`, { concurrent: true }, () => {

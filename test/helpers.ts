@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { swiftShaderIcd } from '../src/device/index.js';
 import type { EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
@@ -33,6 +34,15 @@ export function skipReason(tools: string[]): string | undefined {
   const reason = `missing ${missing.join(', ')} (\`.ci/run\` installs them: gcc-aarch64-linux-gnu, qemu-user)`;
   console.warn(`SKIP: ${reason}`);
   return reason;
+}
+
+/**
+ * Why the C variant `isa` cannot be built (or, cross-compiled, run under its emulator) here: its
+ * compiler or emulator missing (an arm64 host runs NEON natively); undefined when it can.
+ */
+export function cToolsSkipReason(isa: string): string | undefined {
+  const tc = C_TOOLCHAINS[isa]!;
+  return skipReason([tc.compiler, ...(tc.runner && process.arch !== 'arm64' ? [tc.runner[0]!] : [])]);
 }
 
 /**
