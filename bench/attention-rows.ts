@@ -6,6 +6,7 @@
  * read-bandwidth probe for decode.
  */
 import { emit } from '../src/api/emit.js';
+import { streamedBytes, weightCopies } from '../src/backends/harness.js';
 import { runnerFor } from '../src/backends/registry.js';
 import { kvBytes } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
@@ -27,14 +28,16 @@ export interface KgenAttentionCase {
   threads: readonly number[];
   /** Knobs fixed over the plan's default (e.g. `{ qInt8: 0 }`), named in the row's label; none: the default. */
   config?: Readonly<Record<string, number>>;
+  /** C decode: the harness puts every copy of the cache on 2 MiB pages (`TimingOptions.hugePages`), named in the label. */
+  hugePages?: boolean;
   /** The workload's inputs and reference for this format (shared by the ISAs: the f64 reference of a prefill takes a while). */
   data: (op: AttentionOp, shape: AttentionShape) => TestData;
 }
 
 /** A case's row label, e.g. "decode attention kgen q8 KV avx512 qInt8 0". */
-export function kgenAttentionLabel(c: Pick<KgenAttentionCase, 'workload' | 'format' | 'target' | 'config'>): string {
+export function kgenAttentionLabel(c: Pick<KgenAttentionCase, 'workload' | 'format' | 'target' | 'config' | 'hugePages'>): string {
   const fixed = Object.entries(c.config ?? {}).map(([k, v]) => ` ${k} ${v}`).join('');
-  return `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}${fixed}`;
+  return `${c.workload.phase} attention kgen ${c.format} KV ${c.target.name === 'c' ? c.target.isa : 'wasm simd128'}${fixed}${c.hugePages ? ' 2MiB pages' : ''}`;
 }
 
 /** Rows of one format and ISA on one workload, one per thread count; throws what went wrong. */
@@ -58,7 +61,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
     for (const threads of c.threads) {
       // Decode streams the cache once a call: the C harness also reads the same copies plainly, in between.
       const readProbe = c.target.name === 'c' && c.workload.phase === 'decode';
-      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads, readProbe };
+      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads, readProbe, hugePages: readProbe && c.hugePages === true };
       const run = await runner.execute(build, data.inputs, { timing, timeoutMs: 600_000 });
       if (run.status !== 'ok') throw new Error(`${run.status}: ${run.detail.split('\n')[0]}`);
       const { ok, comparison } = data.check(run.output, plan.tolerance);
@@ -81,6 +84,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
         note: [
           `KV read; config ${JSON.stringify(plan.config)}; nmse ${comparison.nmse.toExponential(2)}`,
           ...(own ? [`plain read of the same copies ${own.timing.medianMs.toFixed(3)} ms (${ownReadGbps!.toFixed(1)} GB/s)`] : []),
+          ...(c.hugePages && own ? [`huge pages: ${own.hugePageBytes === undefined ? 'not reported by the OS' : `${(own.hugePageBytes / 2 ** 20).toFixed(0)} MiB of the process on them, ${((weightCopies(timing, streamedBytes(data.inputs)) * cacheBytes) / 2 ** 20).toFixed(0)} MiB of cache copies`}`] : []),
         ].join('; '),
       });
     }

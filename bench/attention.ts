@@ -39,6 +39,8 @@ export interface KgenAttentionContext {
    * caches with int8 codes; empty: each plan's default only.
    */
   qInt8: readonly number[];
+  /** Decode: each C row again with the cache copies on 2 MiB pages (`--huge-pages`), side by side. */
+  hugePages?: boolean;
 }
 
 /**
@@ -57,7 +59,9 @@ export async function kgenAttentionRows(
   for (const format of ctx.formats) {
     const configs = format === 'f16' || !ctx.qInt8.length ? [undefined] : ctx.qInt8.map((qInt8) => ({ qInt8 }));
     const cases: KgenAttentionCase[] = [
-      ...ctx.isas.flatMap((isa) => configs.map((config) => ({ workload: w, format, target: { name: 'c', isa } as const, threads: ctx.threads, config, data }))),
+      ...ctx.isas.flatMap((isa) =>
+        configs.flatMap((config) => (ctx.hugePages && w.phase === 'decode' ? [false, true] : [false]).map((hugePages) => ({ workload: w, format, target: { name: 'c', isa } as const, threads: ctx.threads, config, data, hugePages }))),
+      ),
       ...(ctx.wasm ? [{ workload: w, format, target: { name: 'wasm' } as const, threads: ctx.threads, data }] : []),
     ];
     for (const c of cases) {

@@ -38,6 +38,7 @@ Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,ge
          --isa avx2,avxvnni,avx512 (default: avx2 and those of the others this CPU runs)
          --attn-kv f16,q8_0,q4_0 (llama.cpp's caches)   --attn-formats f16,q8,q8_0,q4_0 (kgen's)   --attn-ort f32,f16 (onnxruntime's)   --no-naive
          --attn-qint8 1,0 (kgen's C rows of the int8-code caches with int8 Q on and off, side by side)
+         --huge-pages (kgen's C decode rows again with the cache copies on 2 MiB pages, side by side)
          --no-probe --no-peer --no-kgen   --keep (keep the temp dir with kernels and data)
          --no-wasm (no kgen WebAssembly rows, matmul and attention)   --wasm-levels simd128,relaxed   --no-ort-web
          --no-llama (no llama.cpp rows)   --llama-formats q4_0,q8_0   --llama-libs DIR (the ggml
@@ -51,7 +52,7 @@ Options: --cases gemv,gemm,attention (or m1,m4,m16,m64; curve = m1,m4,m16,m64,ge
 See bench/README.md for what each row means.`;
 
 const { flag, opt } = benchArgs(process.argv.slice(2), {
-  flags: ['--json', '--keep', '--no-probe', '--no-peer', '--no-kgen', '--no-naive', '--no-wasm', '--no-ort-web', '--no-llama', '--no-tune', '--no-wgsl'],
+  flags: ['--json', '--keep', '--no-probe', '--no-peer', '--no-kgen', '--no-naive', '--no-wasm', '--no-ort-web', '--no-llama', '--no-tune', '--no-wgsl', '--huge-pages'],
   options: ['--cases', '--formats', '--threads', '--isa', '--attn-kv', '--attn-formats', '--attn-ort', '--attn-qint8', '--wasm-levels', '--llama-formats', '--llama-libs', '--tune-trials', '--strategies', '--wgsl-trials', '--wgsl-peer-runs', '--repeat'],
   usage: USAGE,
 });
@@ -407,7 +408,7 @@ async function main(): Promise<void> {
         ortTypes: peers ? attnOrt : [],
         naive: !flag('--no-naive'),
         llama,
-        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8 },
+        kgen: flag('--no-kgen') ? null : { threads, isas, wasm: !flag('--no-wasm'), formats: attnFormats, qInt8: attnQInt8, hugePages: flag('--huge-pages') },
         workDir,
         benchSrc,
         stage: (f, o) => stage([], f, o),

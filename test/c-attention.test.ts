@@ -332,7 +332,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     }
   });
 
-  it.skipIf(skipReason(['gcc']) !== undefined)('a timed run with the read probe also reads every copy of K, V and their scales plainly, within bounds (ASan), in uneven thread shares', async () => {
+  it.skipIf(skipReason(['gcc']) !== undefined)('a timed run with the read probe also reads every copy of K, V and their scales plainly, within bounds (ASan), in uneven thread shares, on small or huge pages', async () => {
     // Skv = 1001: the K and V bytes split over 3 threads end off a cache line; kgen q8 has scales.
     for (const format of ['q8', 'f16']) {
       const { plan, rendered } = emit({ target: 'c', ir: ir(format, false), shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=1001,D=64', device: deviceOf(native), isa: native });
@@ -356,6 +356,17 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
         const plain = await runner.execute(build, data.inputs, { timing });
         if (plain.status !== 'ok') throw new Error(plain.detail);
         expect(plain.readProbe).toBeUndefined();
+        // Every copy (the first too) in its own allocation on huge pages, asked for: the same result,
+        // and the probe line says how much of the process got them (a hint the OS may refuse; -1,
+        // i.e. undefined, where it does not say).
+        const huge = await runner.execute(build, data.inputs, { timing: { ...timing, readProbe: true, hugePages: true } });
+        if (huge.status !== 'ok') throw new Error(huge.detail);
+        expect(data.check(huge.output, plan.tolerance).ok).toBe(true);
+        expect(huge.readProbe!.bytes).toBe(2 * (kv.rows + kv.scales));
+        expect(huge.readProbe!.timing.runs).toBe(4);
+        const hugeBytes = huge.readProbe!.hugePageBytes;
+        expect(hugeBytes === undefined || (Number.isInteger(hugeBytes) && hugeBytes >= 0)).toBe(true);
+        expect(probed.readProbe!.hugePageBytes).toBeUndefined();
       } finally {
         build.dispose();
       }

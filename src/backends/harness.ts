@@ -54,13 +54,16 @@ export function parseTimesLine(stdout: string): Timing | undefined {
 
 /**
  * The `{"probe_bytes":N,"probe_sink":S,"probe_ms":[...]}` line a timed harness run with its read
- * probe prints (sorted), or undefined when there is none.
+ * probe prints (sorted; with huge pages asked for, `"huge_page_bytes":H` after the times, -1 where
+ * the OS does not say), or undefined when there is none.
  */
 export function parseProbeLine(stdout: string): ReadProbeTiming | undefined {
-  const line = /\{"probe_bytes":\d+,"probe_sink":\d+,"probe_ms":\[[^\]]*\]\}/.exec(stdout);
+  const line = /\{"probe_bytes":\d+,"probe_sink":\d+,"probe_ms":\[[^\]]*\](?:,"huge_page_bytes":-?\d+)?\}/.exec(stdout);
   if (!line) return undefined;
-  const p = JSON.parse(line[0]) as { probe_bytes: number; probe_ms: number[] };
-  return p.probe_ms.length ? { timing: timingOf(p.probe_ms), bytes: p.probe_bytes } : undefined;
+  const p = JSON.parse(line[0]) as { probe_bytes: number; probe_ms: number[]; huge_page_bytes?: number };
+  if (!p.probe_ms.length) return undefined;
+  const huge = p.huge_page_bytes !== undefined && p.huge_page_bytes >= 0 ? { hugePageBytes: p.huge_page_bytes } : {};
+  return { timing: timingOf(p.probe_ms), bytes: p.probe_bytes, ...huge };
 }
 
 /** Bytes a timed run rotates copies of: the weights (matmul), else the KV cache (attention). */

@@ -256,12 +256,21 @@ export interface TimingOptions {
    * rows); other runners ignore it and return no `readProbe`.
    */
   readProbe?: boolean;
+  /**
+   * With `readProbe`: every copy of the streamed cache on 2 MiB pages where the OS grants them
+   * (transparent huge pages, asked for by `madvise`; `ReadProbeTiming.hugePageBytes` says how many
+   * bytes got them), as an engine that allocates its KV cache so would run. Off: the C library's
+   * allocation (4 KiB pages unless THP is "always"). Only the C attention harness has it.
+   */
+  hugePages?: boolean;
 }
 
 /** The same-memory read probe of a timed run (`TimingOptions.readProbe`): its times, and the bytes one read covers. */
 export interface ReadProbeTiming {
   timing: Timing;
   bytes: number;
+  /** With `TimingOptions.hugePages`: bytes of the harness process on huge pages (AnonHugePages); undefined where the OS does not say. */
+  hugePageBytes?: number;
 }
 
 /** Wall-clock times of repeated runs, in milliseconds. Only an `ok` execution has one. */

@@ -70,11 +70,13 @@ export function cRunner(isa: string): KernelRunner {
       await checkTools(tc, true);
       const bin = join(build.dir, 'harness');
       const t = opts.timing;
-      // Only the attention harness (the one whose inputs hold a KV cache) takes the read probe's argument.
+      // Only the attention harness (the one whose inputs hold a KV cache) takes the read probe's
+      // argument, and after it the pages' (1: huge pages).
       const readProbe = t?.readProbe === true && inputs['k.bin'] !== undefined;
+      const probeArgs = readProbe ? ['1', ...(t?.hugePages ? ['1'] : [])] : [];
       return runHarness({
         command: emulated(tc) ? [...tc.runner!, bin] : [bin],
-        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs))), String(t.threads ?? 1), ...(readProbe ? ['1'] : [])] : [])],
+        args: (dataDir) => [dataDir, '3', ...(t ? [String(t.warmup), String(t.runs), String(weightCopies(t, streamedBytes(inputs))), String(t.threads ?? 1), ...probeArgs] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
         timed: t !== undefined,
