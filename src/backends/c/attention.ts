@@ -36,6 +36,13 @@ function cFloat(x: number): string {
 const PREFETCH_LOCALITY = 1;
 
 /**
+ * __builtin_prefetch's locality for the keys-across-lanes scores' near prefetch (3: prefetcht0, to
+ * L1): the next block of keys' K lines, which the tile-ahead prefetch has mostly brought to L2 by
+ * then, so each holds an L1 miss buffer only for an L2 hit's time.
+ */
+const NEAR_PREFETCH_LOCALITY = 3;
+
+/**
  * 1.5 * 2^23: added to an f32 of magnitude below 2^22 and taken off again, it leaves the value
  * rounded to an integer, nearest even (as lrintf in the default mode); prepare rounds Q's int8 codes
  * so, in a loop the compiler vectorizes.
@@ -107,6 +114,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     f32Bias: F32_BIAS,
     cacheLine: CPU_CACHE_LINE_BYTES,
     prefetchLocality: PREFETCH_LOCALITY,
+    nearPrefetchLocality: NEAR_PREFETCH_LOCALITY,
     f32MantBits: F32_MANT_BITS,
     scaleLog2: cFloat(p.scaleLog2),
     exp2: EXP2,
