@@ -88,6 +88,11 @@ enum {
   KG_CACHE_LINE = 64,
   /* __builtin_prefetch's temporal locality for the K and V prefetches (1: prefetcht2, to L2). */
   KG_PREFETCH_LOCALITY = 1,
+  /* The same for the keys-across-lanes scores' prefetch of the next block of keys (3: prefetcht0, to L1). */
+  KG_NEAR_PREFETCH_LOCALITY = 3,
+  /* kg_prime_pages: the page size it steps by, and how far past a tile's K and V rows it reaches. */
+  KG_PAGE_BYTES = 4096,
+  KG_PRIME_AHEAD = 16384,
   /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
   KG_PV_PASSES = 16,
   KG_ROW_LINES = 4,
@@ -314,6 +319,20 @@ static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t 
     for (int l = line; l < KG_ROW_LINES; l += every) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
 
+/* Heads x positions rows: a line in every page KG_PRIME_AHEAD bytes past the n K and V rows from row0,
+ * where that is still the head's (j0: the tile's first key). On 4 KiB pages a page's first access
+ * otherwise waits for its page walk (in a VM through two levels of tables), with the tile-ahead
+ * prefetches and the loads behind it; a prefetch this far ahead walks it early. The plain read of
+ * the same cache did not gain from huge pages, this kernel did, and the primer takes most of that
+ * (docs/PERFORMANCE.md, "Twentieth session"; priming the q8 scale arrays as well gained nothing). */
+static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t row0, int j0, int n) {
+  const int64_t left = (int64_t)(KG_SKV - j0) * KG_ROW_BYTES;
+  for (int64_t at = KG_PRIME_AHEAD; at - KG_PRIME_AHEAD < (int64_t)n * KG_ROW_BYTES && at < left; at += KG_PAGE_BYTES) {
+    __builtin_prefetch(k + row0 * KG_ROW_BYTES + at, 0, KG_PREFETCH_LOCALITY);
+    __builtin_prefetch(v + row0 * KG_ROW_BYTES + at, 0, KG_PREFETCH_LOCALITY);
+  }
+}
+
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
  * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
  * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
@@ -523,6 +542,8 @@ void kgen_attention_f16_tasks(void *workspace, const uint8_t *k, const uint16_t 
        * group only). */
       const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
       const uint8_t *v_first = j0 == j_begin ? v : NULL;
+      if (KG_POS_STRIDE == 1)
+        for (int hh = 0; hh < KG_TASK_HEADS; hh++) kg_prime_pages(k, v, row_base + (int64_t)hh * KG_HEAD_STRIDE + j0, j0, n);
       /* The tile's rows of each of the task's heads in turn: with every head (positions x heads rows),
        * one contiguous run of the cache. */
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {

@@ -90,6 +90,11 @@ enum {
   KG_CACHE_LINE = 64,
   /* __builtin_prefetch's temporal locality for the K and V prefetches (1: prefetcht2, to L2). */
   KG_PREFETCH_LOCALITY = 1,
+  /* The same for the keys-across-lanes scores' prefetch of the next block of keys (3: prefetcht0, to L1). */
+  KG_NEAR_PREFETCH_LOCALITY = 3,
+  /* kg_prime_pages: the page size it steps by, and how far past a tile's K and V rows it reaches. */
+  KG_PAGE_BYTES = 4096,
+  KG_PRIME_AHEAD = 16384,
   /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
   KG_PV_PASSES = 2,
   KG_ROW_LINES = 2,
@@ -523,6 +528,20 @@ static inline void kg_prefetch_rows(const uint8_t *k, const uint8_t *v, int64_t 
     for (int l = line; l < KG_ROW_LINES; l += every) __builtin_prefetch(k + (row + (int64_t)n * KG_POS_STRIDE) * KG_ROW_BYTES + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
 
+/* Heads x positions rows: a line in every page KG_PRIME_AHEAD bytes past the n K and V rows from row0,
+ * where that is still the head's (j0: the tile's first key). On 4 KiB pages a page's first access
+ * otherwise waits for its page walk (in a VM through two levels of tables), with the tile-ahead
+ * prefetches and the loads behind it; a prefetch this far ahead walks it early. The plain read of
+ * the same cache did not gain from huge pages, this kernel did, and the primer takes most of that
+ * (docs/PERFORMANCE.md, "Twentieth session"; priming the q8 scale arrays as well gained nothing). */
+static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t row0, int j0, int n) {
+  const int64_t left = (int64_t)(KG_SKV - j0) * KG_ROW_BYTES;
+  for (int64_t at = KG_PRIME_AHEAD; at - KG_PRIME_AHEAD < (int64_t)n * KG_ROW_BYTES && at < left; at += KG_PAGE_BYTES) {
+    __builtin_prefetch(k + row0 * KG_ROW_BYTES + at, 0, KG_PREFETCH_LOCALITY);
+    __builtin_prefetch(v + row0 * KG_ROW_BYTES + at, 0, KG_PREFETCH_LOCALITY);
+  }
+}
+
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
  * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
  * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
@@ -572,14 +591,29 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
   }
 }
 
+/* As a block's dot loop reaches key b at step st, into L1 a share of the next block of KG_LANES keys'
+ * K rows, where rows are contiguous (heads x positions; `block`: the next block's first row): a
+ * cache line per (st, b), in address order. The tile-ahead prefetch (kg_prefetch_rows) brings those
+ * lines to L2; without this a step's KG_LANES loads of as many rows waited for L2 together, and for
+ * DRAM where that prefetch had not landed (docs/PERFORMANCE.md, "Twentieth session": q8, AVX-512,
+ * Skv=32768, two threads; line st of every row instead of address order gained nothing, and on
+ * positions x heads rows, each head's rows Hkv apart, a q8_0 cache lost). Constant offsets: no
+ * compare or spilled address in the dot loop. */
+static inline void kg_prefetch_next_block(const uint8_t *block, int b, int st) {
+  for (int at = (st * KG_LANES + b) * KG_CACHE_LINE; at < KG_LANES * KG_ROW_BYTES; at += KG_LANES * KG_ISTEPS * KG_CACHE_LINE)
+    __builtin_prefetch(block + at, 0, KG_NEAR_PREFETCH_LOCALITY);
+}
+
 /* kg_scores_i8 with keys across the lanes (keyLanes): KG_LANES keys at a time, each integer step of
  * their K codes transposed once for all KG_RG rows (kg_kt_prepare: lane i is key i), so a row's
  * integer dot product takes 4 codes of every key at once and no horizontal sum is left; a scale
  * group's i32 sums convert once, times the keys' scales. Q's codes are signed and K's carry
  * KG_K_BIAS: qb[r * KG_GROUPS + g], -KG_K_BIAS times row r's codes summed over group g, is where
- * each sum starts. Keys past n repeat row n - 1 and are not stored. Measured (q8, AVX-512, one
- * thread, Skv=1024): docs/PERFORMANCE.md, "C attention: q8 scores with keys across the lanes". */
-static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+ * each sum starts. Keys past n repeat row n - 1 and are not stored. The head's first row group
+ * (`first`) also prefetches each next block of keys into L1 where rows are contiguous
+ * (kg_prefetch_next_block); the others find it there. Measured (q8, AVX-512, one thread, Skv=1024): docs/PERFORMANCE.md, "C attention:
+ * q8 scores with keys across the lanes". */
+static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int first, int64_t row0, int n, float *s) {
   for (int j0 = 0; j0 < n; j0 += KG_LANES) {
     const int cnt = kg_min(KG_LANES, n - j0);
     const int64_t rb = row0 + (int64_t)j0 * KG_POS_STRIDE;
@@ -600,6 +634,10 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
       }
     }
     const uint16_t *sr = kg_row_scales(ks, row0 + (int64_t)j0 * KG_POS_STRIDE);
+    /* What kg_prefetch_next_block reads ahead: the next block's rows where the head's first row group
+     * runs and all KG_LANES of its keys exist (this tile's, or with `next` the next tile's first),
+     * else this block's own, in L1 already. */
+    const uint8_t *ahead = k + (rb + (first && j0 + 2 * KG_LANES <= n + next ? KG_LANES : 0)) * KG_ROW_BYTES;
     const uint8_t *qr[KG_RG];
     kg_vec acc[KG_RG];
     kg_ivec ai[KG_RG];
@@ -620,6 +658,7 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
         for (int r = 0; r < KG_RG; r++) ai[r] = kg_kt_dot(ai[r], t[b], qr[r] + d);
         /* Key b's (KG_LANES keys, KG_LANES vectors a step). */
         if (cnt == KG_LANES) kg_prefetch_rows(k, v, rb + (int64_t)b * KG_POS_STRIDE, j0 + b, next, n, st, KG_ISTEPS);
+        if (KG_POS_STRIDE == 1) kg_prefetch_next_block(ahead, b, st);
         if ((d + KG_LANE_CODES) % KG_VALUES_PER_SCALE == 0) {
           const kg_vec sv = kg_kt_scales(kr[0], sr, g, cnt);
           for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(ai[r]), sv, acc[r]);
@@ -792,12 +831,14 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
        * group only). */
       const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
       const uint8_t *v_first = j0 == j_begin ? v : NULL;
+      if (KG_POS_STRIDE == 1)
+        for (int hh = 0; hh < KG_TASK_HEADS; hh++) kg_prime_pages(k, v, row_base + (int64_t)hh * KG_HEAD_STRIDE + j0, j0, n);
       /* The tile's rows of each of the task's heads in turn: with every head (positions x heads rows),
        * one contiguous run of the cache. */
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
-        for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_keys(qrow + g, qbias + g * KG_GROUPS, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, row0, n, s + g * KG_KV_BLOCK);
+        for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_keys(qrow + g, qbias + g * KG_GROUPS, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, g == g0, row0, n, s + g * KG_KV_BLOCK);
       }
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
