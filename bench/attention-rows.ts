@@ -61,7 +61,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
     for (const threads of c.threads) {
       // Decode streams the cache once a call: the C harness also reads the same copies plainly, in between.
       const readProbe = c.target.name === 'c' && c.workload.phase === 'decode';
-      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads, readProbe, hugePages: readProbe && c.hugePages === true };
+      const timing = { warmup: c.workload.warmup, runs: c.workload.runs, flushBytes: 2 * L3_BYTES, threads, readProbe, hugePages: c.hugePages === true };
       const run = await runner.execute(build, data.inputs, { timing, timeoutMs: 600_000 });
       if (run.status !== 'ok') throw new Error(`${run.status}: ${run.detail.split('\n')[0]}`);
       const { ok, comparison } = data.check(run.output, plan.tolerance);

@@ -52,6 +52,9 @@ const NEAR_PREFETCH_LOCALITY = 3;
 const PAGE_BYTES = 4096;
 const PRIME_AHEAD_BYTES = 16384;
 
+/** The huge page (2 MiB on x86-64 and arm64 with 4 KiB pages) the harness aligns each cache copy to when asked (`TimingOptions.hugePages`). */
+const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
+
 /**
  * 1.5 * 2^23: added to an f32 of magnitude below 2^22 and taken off again, it leaves the value
  * rounded to an integer, nearest even (as lrintf in the default mode); prepare rounds Q's int8 codes
@@ -142,7 +145,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
   const kvArgs = 'const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales';
   return {
     files,
-    harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, readProbe: READ_PROBE, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
+    harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, readProbe: READ_PROBE, hugePageBytes: HUGE_PAGE_BYTES, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
     templateHash: templates.hash,
     build: compileHint,
     abi: [

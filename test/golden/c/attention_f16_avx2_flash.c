@@ -542,13 +542,12 @@ void kgen_attention_f16_tasks(void *workspace, const uint8_t *k, const uint16_t 
        * group only). */
       const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
       const uint8_t *v_first = j0 == j_begin ? v : NULL;
-      if (KG_POS_STRIDE == 1)
-        for (int hh = 0; hh < KG_TASK_HEADS; hh++) kg_prime_pages(k, v, row_base + (int64_t)hh * KG_HEAD_STRIDE + j0, j0, n);
       /* The tile's rows of each of the task's heads in turn: with every head (positions x heads rows),
        * one contiguous run of the cache. */
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
+        if (KG_POS_STRIDE == 1) kg_prime_pages(k, v, row0, j0, n);
         kg_key_tile(k, k_scales, v_first, next, row0, n, kt);
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_tile(qrow + g, kt, n, s + g * KG_KV_BLOCK);
       }

@@ -611,8 +611,8 @@ static inline void kg_prefetch_next_block(const uint8_t *block, int b, int st) {
  * KG_K_BIAS: qb[r * KG_GROUPS + g], -KG_K_BIAS times row r's codes summed over group g, is where
  * each sum starts. Keys past n repeat row n - 1 and are not stored. The head's first row group
  * (`first`) also prefetches each next block of keys into L1 where rows are contiguous
- * (kg_prefetch_next_block); the others find it there. Measured (q8, AVX-512, one thread, Skv=1024): docs/PERFORMANCE.md, "C attention:
- * q8 scores with keys across the lanes". */
+ * (kg_prefetch_next_block); the others find it there. Measured (q8, AVX-512, one thread,
+ * Skv=1024): docs/PERFORMANCE.md, "C attention: q8 scores with keys across the lanes". */
 static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int first, int64_t row0, int n, float *s) {
   for (int j0 = 0; j0 < n; j0 += KG_LANES) {
     const int cnt = kg_min(KG_LANES, n - j0);
@@ -831,13 +831,12 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
        * group only). */
       const int next = kg_min(KG_KV_BLOCK, j_end - j0 - n);
       const uint8_t *v_first = j0 == j_begin ? v : NULL;
-      if (KG_POS_STRIDE == 1)
-        for (int hh = 0; hh < KG_TASK_HEADS; hh++) kg_prime_pages(k, v, row_base + (int64_t)hh * KG_HEAD_STRIDE + j0, j0, n);
       /* The tile's rows of each of the task's heads in turn: with every head (positions x heads rows),
        * one contiguous run of the cache. */
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
+        if (KG_POS_STRIDE == 1) kg_prime_pages(k, v, row0, j0, n);
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_keys(qrow + g, qbias + g * KG_GROUPS, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, g == g0, row0, n, s + g * KG_KV_BLOCK);
       }
       if (j0 + n > least_visible) {
