@@ -33,12 +33,29 @@ describe.concurrent('bench command lines', () => {
     expect(nan.stderr).toContain("--rows needs a number, got 'many'");
   });
 
+  it('the A/B bench refuses an unknown KV format, a config that is not JSON and an illegal knob, naming each', async () => {
+    const format = await bench('ab.js', ['--format', 'q9']);
+    expect(format.exitCode).toBe(2);
+    expect(format.stderr).toContain("--format must be one of f16, q8, q8_0, q4_0, got 'q9'");
+    const json = await bench('ab.js', ['--b', '{rowGroup}']);
+    expect(json.exitCode).toBe(2);
+    expect(json.stderr).toContain("--b needs a JSON object of knobs");
+    const knob = await bench('ab.js', ['--isa', 'scalar', '--a', '{"rowGroup":3}', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=128']);
+    expect(knob.exitCode).toBe(2);
+    expect(knob.stderr).toContain('kernel A: config.rowGroup: got 3');
+    for (const r of [format, json, knob]) {
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stdout).toBe('');
+    }
+  });
+
   it('--help and -h print each entry point\'s options and run nothing', async () => {
     for (const [script, option] of [
       ['run.js', '--attn-formats'],
       ['decode.js', '--baseline'],
       ['gpu.js', '--tune-trials'],
       ['quant-quality.js', '--fit'],
+      ['ab.js', '--baseline'],
     ] as const) {
       for (const help of ['--help', '-h']) {
         const r = await bench(script, [help]);
@@ -63,6 +80,30 @@ interface Row {
   pctOwnRead?: number;
   note?: string;
 }
+
+describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
+  it('times two configs, and a baseline build, in one process, each checked against the reference first', async () => {
+    const shape = 'B=1,Hq=10,Hkv=5,Sq=1,Skv=333,D=64';
+    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--rounds', '3', '--calls', '4', '--warmup', '1', '--json']);
+    expect(two.exitCode, two.stderr).toBe(0);
+    expect(two.stderr).toMatch(/A matches the reference: nmse/);
+    expect(two.stderr).toMatch(/B matches the reference: nmse/);
+    const s = JSON.parse(two.stdout) as { a: { config: Record<string, number>; medianMs: number; readShare: number }; b: { config: Record<string, number>; medianMs: number }; sameKernel: boolean; ratio: { median: number; rounds: number[]; bFaster: number }; readMs: number };
+    expect(s.b.config.splits).toBe(4);
+    expect(s.a.config.splits).not.toBe(4);
+    expect(s.sameKernel).toBe(false);
+    expect(s.ratio.rounds.length).toBe(3);
+    expect(s.ratio.bFaster).toBe(s.ratio.rounds.filter((x) => x < 1).length);
+    expect(s.a.medianMs).toBeGreaterThan(0);
+    expect(s.readMs).toBeGreaterThan(0);
+    expect(s.a.readShare).toBeCloseTo(s.readMs / s.a.medianMs, 0);
+    // The same kernel from "another build" (this one, loaded through --baseline): the control.
+    const control = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--baseline', join(dist, '..', 'src', 'index.js'), '--rounds', '2', '--calls', '3', '--warmup', '0']);
+    expect(control.exitCode, control.stderr).toBe(0);
+    expect(control.stderr).toContain('A and B are the same kernel');
+    expect(control.stdout).toMatch(/B \/ A: median [\d.]+ over 2 rounds .*; B faster in \d of 2/);
+  }, 120_000);
+});
 
 describe.skipIf(noAvx2)(`bench rows against the probe${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
   it("a decode row's % of probe is against the probes taken right before and after it", async () => {

@@ -1,0 +1,249 @@
+/* Same-process A/B timing of two C attention kernels of one op and shape (bench/ab.ts builds it).
+ * Kernel A is emitted with the symbol kgen_ab_a (a/kernel.h), kernel B with kgen_ab_b (b/kernel.h);
+ * both read the same Q and the same copies of K and V, so what differs is the kernel alone.
+ *
+ *   ab DIR WARMUP ROUNDS CALLS COPIES THREADS
+ *
+ * First each kernel computes O once on one thread, written to DIR/y_a.bin and DIR/y_b.bin (the
+ * caller checks both against the reference). Then WARMUP calls of each, and ROUNDS rounds; a round
+ * times CALLS calls of A, CALLS of B and CALLS plain reads of the cache (kg_read_range, the same
+ * threads and copies: the memory's speed at that moment), interleaved call by call. Every call
+ * takes the next of COPIES copies of the cache, so where the copies exceed the caches each call
+ * streams it from DRAM. One
+ * JSON line per round: {"round":r,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times).
+ *
+ * Why one process: on a 2-vCPU VM a process keeps a fast or a slow memory mode for its whole life,
+ * so two kernels timed in two processes differ by as much as the modes do (docs/PERFORMANCE.md,
+ * "Twentieth session"); alternated in one process they see the same mode. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "a/kernel.h"
+#include "b/kernel.h"
+#include "read_probe.h"
+
+_Static_assert(KGEN_AB_A_KV_BYTES == KGEN_AB_B_KV_BYTES && KGEN_AB_A_KV_SCALE_BYTES == KGEN_AB_B_KV_SCALE_BYTES,
+               "A and B must read the same KV cache");
+_Static_assert(KGEN_AB_A_HQ * KGEN_AB_A_SQ * KGEN_AB_A_D * KGEN_AB_A_B == KGEN_AB_B_HQ * KGEN_AB_B_SQ * KGEN_AB_B_D * KGEN_AB_B_B,
+               "A and B must have the same shape");
+
+/* Bytes of one Q and one O element (f16 or f32), from the caller (the ops' q and o types). */
+#ifndef KG_Q_BYTES
+#error "define KG_Q_BYTES"
+#endif
+#ifndef KG_O_BYTES
+#error "define KG_O_BYTES"
+#endif
+#define KG_ELEMS ((size_t)KGEN_AB_A_B * KGEN_AB_A_HQ * KGEN_AB_A_SQ * KGEN_AB_A_D)
+#define KG_KV_BYTES ((size_t)KGEN_AB_A_KV_BYTES)
+#define KG_SCALE_BYTES ((size_t)KGEN_AB_A_KV_SCALE_BYTES)
+#define KG_MAX_THREADS 256
+
+/* One kernel's entry points and units of work, called through pointers so both run the same loop. */
+typedef struct {
+  void (*prepare)(const void *q, void *ws);
+  void (*tasks)(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e);
+  void (*merge)(const void *ws, void *o, int64_t b, int64_t e);
+  int64_t tasks_n, rows_n;
+  void *ws;
+} kg_kernel;
+
+static void a_prepare(const void *q, void *ws) { kgen_ab_a_prepare(q, ws); }
+static void a_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { kgen_ab_a_tasks(ws, k, ks, v, vs, o, b, e); }
+static void a_merge(const void *ws, void *o, int64_t b, int64_t e) { kgen_ab_a_merge(ws, o, b, e); }
+static void b_prepare(const void *q, void *ws) { kgen_ab_b_prepare(q, ws); }
+static void b_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { kgen_ab_b_tasks(ws, k, ks, v, vs, o, b, e); }
+static void b_merge(const void *ws, void *o, int64_t b, int64_t e) { kgen_ab_b_merge(ws, o, b, e); }
+
+static void *must_alloc(size_t bytes) {
+  void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) { fprintf(stderr, "ab: cannot allocate %zu bytes\n", bytes); exit(5); }
+  return p;
+}
+
+static void *read_input(const char *dir, const char *name, size_t bytes) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "rb");
+  void *p = must_alloc(bytes);
+  if (!f || fread(p, 1, bytes, f) != bytes) { fprintf(stderr, "ab: cannot read %zu bytes from %s\n", bytes, path); exit(3); }
+  fclose(f);
+  return p;
+}
+
+static void write_output(const char *dir, const char *name, const void *o) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(o, KG_O_BYTES, KG_ELEMS, f) != KG_ELEMS) { fprintf(stderr, "ab: cannot write %s\n", path); exit(4); }
+  fclose(f);
+}
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Persistent threads spinning on a generation counter (as the kgen harness's): each generation runs
+ * one phase split over the threads: a kernel's tasks, its merge, or the plain read. */
+enum { KG_PHASE_TASKS, KG_PHASE_MERGE, KG_PHASE_READ };
+static struct {
+  int nthreads, phase;
+  const kg_kernel *kernel;
+  const uint8_t *k, *v;
+  const uint16_t *ks, *vs;
+  void *o;
+  _Atomic unsigned long generation;
+  _Atomic int done, quit;
+  volatile uint64_t sink[KG_MAX_THREADS];
+} pool;
+
+/* Thread t's contiguous share of [base, base + bytes), its bounds on cache lines. */
+static uint64_t read_share(const void *base, size_t bytes, int t) {
+  if (!base || !bytes) return 0;
+  const size_t per = ((bytes + (size_t)pool.nthreads - 1) / (size_t)pool.nthreads + KG_PROBE_LINE - 1) / KG_PROBE_LINE * KG_PROBE_LINE;
+  const size_t begin = per * (size_t)t < bytes ? per * (size_t)t : bytes, end = begin + per < bytes ? begin + per : bytes;
+  return kg_read_range((const uint8_t *)base + begin, end - begin);
+}
+
+static void pool_part(int t) {
+  if (pool.phase == KG_PHASE_READ) {
+    pool.sink[t] ^= read_share(pool.k, KG_KV_BYTES, t) ^ read_share(pool.v, KG_KV_BYTES, t) ^ read_share(pool.ks, KG_SCALE_BYTES, t) ^
+                    read_share(pool.vs, KG_SCALE_BYTES, t);
+    return;
+  }
+  const kg_kernel *x = pool.kernel;
+  const int64_t units = pool.phase == KG_PHASE_TASKS ? x->tasks_n : x->rows_n;
+  const int64_t per = (units + pool.nthreads - 1) / pool.nthreads;
+  const int64_t begin = t * per, end = begin + per < units ? begin + per : units;
+  if (begin >= end) return;
+  if (pool.phase == KG_PHASE_TASKS) x->tasks(x->ws, pool.k, pool.ks, pool.v, pool.vs, pool.o, begin, end);
+  else x->merge(x->ws, pool.o, begin, end);
+}
+
+static void *pool_worker(void *arg) {
+  const int t = (int)(intptr_t)arg;
+  unsigned long seen = 0;
+  for (;;) {
+    unsigned long g;
+    while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen)
+      if (atomic_load_explicit(&pool.quit, memory_order_relaxed)) return NULL;
+    seen = g;
+    pool_part(t);
+    atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+  }
+}
+
+static void pool_run(int phase) {
+  pool.phase = phase;
+  atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+  pool_part(0);
+  while (atomic_load_explicit(&pool.done, memory_order_acquire) != pool.nthreads - 1) {
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc != 7) { fprintf(stderr, "usage: ab DIR WARMUP ROUNDS CALLS COPIES THREADS\n"); return 2; }
+  const char *dir = argv[1];
+  const int warmup = atoi(argv[2]), rounds = atoi(argv[3]), calls = atoi(argv[4]), copies = atoi(argv[5]), threads = atoi(argv[6]);
+  if (warmup < 0 || rounds < 1 || calls < 1 || copies < 1 || threads < 1 || threads > KG_MAX_THREADS) { fprintf(stderr, "ab: bad arguments\n"); return 2; }
+  const void *q = read_input(dir, "q.bin", KG_Q_BYTES * KG_ELEMS);
+  uint8_t **kc = must_alloc(sizeof *kc * (size_t)copies), **vc = must_alloc(sizeof *vc * (size_t)copies);
+  uint16_t **ksc = must_alloc(sizeof *ksc * (size_t)copies), **vsc = must_alloc(sizeof *vsc * (size_t)copies);
+  kc[0] = read_input(dir, "k.bin", KG_KV_BYTES);
+  vc[0] = read_input(dir, "v.bin", KG_KV_BYTES);
+  ksc[0] = KG_SCALE_BYTES ? read_input(dir, "k_scales.bin", KG_SCALE_BYTES) : NULL;
+  vsc[0] = KG_SCALE_BYTES ? read_input(dir, "v_scales.bin", KG_SCALE_BYTES) : NULL;
+  for (int c = 1; c < copies; c++) {
+    kc[c] = memcpy(must_alloc(KG_KV_BYTES), kc[0], KG_KV_BYTES);
+    vc[c] = memcpy(must_alloc(KG_KV_BYTES), vc[0], KG_KV_BYTES);
+    ksc[c] = KG_SCALE_BYTES ? memcpy(must_alloc(KG_SCALE_BYTES), ksc[0], KG_SCALE_BYTES) : NULL;
+    vsc[c] = KG_SCALE_BYTES ? memcpy(must_alloc(KG_SCALE_BYTES), vsc[0], KG_SCALE_BYTES) : NULL;
+  }
+  kg_kernel kernels[2] = {
+    { a_prepare, a_tasks, a_merge, KGEN_AB_A_TASKS, KGEN_AB_A_OUT_ROWS, must_alloc(kgen_ab_a_workspace_size()) },
+    { b_prepare, b_tasks, b_merge, KGEN_AB_B_TASKS, KGEN_AB_B_OUT_ROWS, must_alloc(kgen_ab_b_workspace_size()) },
+  };
+  void *o = must_alloc(KG_O_BYTES * KG_ELEMS);
+
+  /* The outputs, one thread, copy 0. */
+  for (int x = 0; x < 2; x++) {
+    const kg_kernel *kx = &kernels[x];
+    memset(o, 0xff, KG_O_BYTES * KG_ELEMS); /* NaN in f16 and f32: a row left unwritten fails the check */
+    kx->prepare(q, kx->ws);
+    kx->tasks(kx->ws, kc[0], ksc[0], vc[0], vsc[0], o, 0, kx->tasks_n);
+    kx->merge(kx->ws, o, 0, kx->rows_n);
+    write_output(dir, x ? "y_b.bin" : "y_a.bin", o);
+  }
+
+  pool.nthreads = threads;
+  pool.o = o;
+  pthread_t th[KG_MAX_THREADS];
+  for (int t = 1; t < threads; t++)
+    if (pthread_create(&th[t], NULL, pool_worker, (void *)(intptr_t)t) != 0) { fprintf(stderr, "ab: cannot start thread %d\n", t); return 5; }
+  double *times = must_alloc(sizeof *times * 3 * (size_t)calls);
+  /* Round -1 is the warmup (WARMUP calls of each, not printed). A round is CALLS triples of one call
+   * of A, one of B and one read, each triple in the next of the six orders: the three share every
+   * stretch of time, and none always follows the same one. */
+  static const int orders[6][3] = { { 0, 1, 2 }, { 1, 2, 0 }, { 2, 0, 1 }, { 0, 2, 1 }, { 2, 1, 0 }, { 1, 0, 2 } };
+  int copy = 0, triple = 0;
+  for (int round = -1; round < rounds; round++) {
+    const int n = round < 0 ? warmup : calls;
+    for (int i = 0; i < n; i++, triple++) {
+      for (int slot = 0; slot < 3; slot++, copy = (copy + 1) % copies) {
+        const int what = orders[triple % 6][slot]; /* 0: A, 1: B, 2: the read */
+        pool.k = kc[copy];
+        pool.v = vc[copy];
+        pool.ks = ksc[copy];
+        pool.vs = vsc[copy];
+        const double t0 = now_ms();
+        if (what == 2) {
+          pool_run(KG_PHASE_READ);
+        } else {
+          pool.kernel = &kernels[what];
+          kernels[what].prepare(q, kernels[what].ws);
+          pool_run(KG_PHASE_TASKS);
+          pool_run(KG_PHASE_MERGE);
+        }
+        if (round >= 0) times[what * calls + i] = now_ms() - t0;
+      }
+    }
+    if (round < 0) continue;
+    printf("{\"round\":%d", round);
+    static const char *const names[3] = { "a_ms", "b_ms", "read_ms" };
+    for (int what = 0; what < 3; what++) {
+      qsort(times + what * calls, (size_t)calls, sizeof *times, cmp_double);
+      printf(",\"%s\":[", names[what]);
+      for (int i = 0; i < calls; i++) printf("%s%.6f", i ? "," : "", times[what * calls + i]);
+      printf("]");
+    }
+    printf("}\n");
+    fflush(stdout);
+  }
+  atomic_store(&pool.quit, 1);
+  for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
+  uint64_t sink = 0;
+  for (int t = 0; t < threads; t++) sink ^= pool.sink[t];
+  printf("{\"read_bytes\":%zu,\"sink\":%u}\n", 2 * (KG_KV_BYTES + KG_SCALE_BYTES), (unsigned)(sink & 0xff));
+  for (int c = 0; c < copies; c++) {
+    free(kc[c]);
+    free(vc[c]);
+    free(ksc[c]);
+    free(vsc[c]);
+  }
+  free(kc); free(vc); free(ksc); free(vsc); free(times); free(o); free((void *)q);
+  free(kernels[0].ws); free(kernels[1].ws);
+  return 0;
+}

@@ -1,0 +1,202 @@
+/**
+ * Same-process A/B of two C attention kernels (`npm run bench:ab`): two configs of one op and shape
+ * (`--a`, `--b`), or one config emitted by two builds (`--baseline`: A from another build's
+ * `dist/src/index.js`), compiled into one binary (bench/ab-attention.c) that alternates their calls
+ * with plain reads of the same cache copies, round by round. Each kernel's output is first checked
+ * against the f64 reference with its plan's tolerance. Prints per round the median of each and B / A,
+ * then the median of the rounds' ratios, how many rounds B was faster, and each kernel's time as a
+ * share of the plain read.
+ *
+ * Why: on the 2-vCPU VMs a process keeps a fast or a slow memory mode for its whole life, so the
+ * bench's per-process rows differ by 10-30% for the same kernel; alternated in one process, A and B
+ * see the same mode, and A against itself (`--b` equal to `--a`) stays within 1-2%
+ * (docs/PERFORMANCE.md, "Twentieth session").
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { emit as thisEmit, type EmitResult } from '../src/api/emit.js';
+import { readProbeSource } from '../src/backends/c/bandwidth.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
+import { C_TOOLCHAINS, C_WARNINGS } from '../src/backends/c/toolchain.js';
+import { weightCopies } from '../src/backends/harness.js';
+import { KgenError } from '../src/errors.js';
+import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
+import { opKit } from '../src/ops/index.js';
+import { ATTENTION_OPS, type KgenKvFormat } from './attention-rows.js';
+import { benchArgs, L3_BYTES, log, median, run } from './common.js';
+
+const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two configs of this build (A: --a, default the plan's)
+  node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
+Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the best C variant this CPU runs)
+         --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128   --a JSON   --b JSON   --threads 2
+         --rounds 10   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
+         --json (one JSON object on stdout instead of the table)`;
+
+const { flag, opt } = benchArgs(process.argv.slice(2), {
+  flags: ['--keep', '--json'],
+  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--rounds', '--calls', '--warmup'],
+  usage: USAGE,
+});
+
+/** A user's mistake on the command line: said on stderr, status 2, no stack trace. */
+function refuse(message: string): never {
+  log(`${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+function count(name: string, fallback: string, min: number): number {
+  const text = opt(name, fallback);
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) refuse(`${name} needs a whole number >= ${min}, got '${text}'`);
+  return n;
+}
+
+function config(name: string): Record<string, number> | undefined {
+  const text = opt(name, '');
+  if (text === '') return undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, number>;
+  } catch {
+    // said below
+  }
+  refuse(`${name} needs a JSON object of knobs, e.g. '{"rowGroup":8}', got '${text}'`);
+}
+
+const format = opt('--format', 'q8') as KgenKvFormat;
+if (!(format in ATTENTION_OPS)) refuse(`--format must be one of ${Object.keys(ATTENTION_OPS).join(', ')}, got '${format}'`);
+const isa = opt('--isa', ['avx512', 'avxvnni', 'avx2', 'scalar'].find((i) => cannotRunReason(i) === undefined) ?? 'scalar');
+const tc = C_TOOLCHAINS[isa];
+if (!tc || tc.runner) refuse(`--isa must be a C variant this machine runs natively (${Object.keys(C_TOOLCHAINS).join(', ')}), got '${isa}'`);
+const whyNot = cannotRunReason(isa);
+if (whyNot) refuse(`--isa ${isa}: ${whyNot}`);
+const shape = opt('--shape', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128');
+const threads = count('--threads', '2', 1);
+const rounds = count('--rounds', '10', 1);
+const calls = count('--calls', '20', 1);
+const warmup = count('--warmup', '5', 0);
+const baseline = opt('--baseline', '');
+const configA = config('--a');
+const configB = config('--b');
+
+type EmitFn = typeof thisEmit;
+
+async function baselineEmit(entry: string): Promise<EmitFn> {
+  try {
+    const mod = (await import(pathToFileURL(entry).href)) as { emit?: unknown };
+    if (typeof mod.emit === 'function') return mod.emit as EmitFn;
+  } catch (e) {
+    refuse(`--baseline: cannot load ${entry}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  refuse(`--baseline: ${entry} does not export emit`);
+}
+
+function emitKernel(emit: EmitFn, which: 'a' | 'b', cfg: Record<string, number> | undefined): EmitResult {
+  try {
+    return emit({ target: 'c', device: 'host', isa, op: ATTENTION_OPS[format], shape, config: cfg, symbol: `kgen_ab_${which}` });
+  } catch (e) {
+    if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()}: ${e.message}`);
+    throw e;
+  }
+}
+
+interface Round {
+  round: number;
+  a_ms: number[];
+  b_ms: number[];
+  read_ms: number[];
+}
+
+const a = emitKernel(baseline ? await baselineEmit(baseline) : thisEmit, 'a', configA);
+const b = emitKernel(thisEmit, 'b', configB);
+const op = b.plan.op as AttentionOp;
+const kvShape = b.plan.shape as AttentionShape;
+if (JSON.stringify(a.manifest.tensors) !== JSON.stringify(b.manifest.tensors)) {
+  refuse('A and B do not read the same tensors (their manifests differ in a layout or a size): only kernels of one op, shape and KV layout compare');
+}
+const data = opKit('attention').testData(op, kvShape, 7);
+const cacheBytes = ['k.bin', 'v.bin', 'k_scales.bin', 'v_scales.bin'].reduce((s, n) => s + (data.inputs[n]?.length ?? 0), 0);
+const copies = weightCopies({ warmup, runs: calls, flushBytes: 2 * L3_BYTES }, cacheBytes);
+
+const dir = mkdtempSync(join(tmpdir(), 'kgen-ab-'));
+try {
+  for (const [which, result] of [['a', a], ['b', b]] as const) {
+    mkdirSync(join(dir, which));
+    for (const name of ['kernel.c', 'kernel.h']) writeFileSync(join(dir, which, name), result.files[name]!);
+  }
+  writeFileSync(join(dir, 'read_probe.h'), readProbeSource());
+  for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
+  const flags = [...tc!.flags.filter((f) => f !== '-static'), ...C_WARNINGS, '-pthread'];
+  // Each kernel with its own flags and its own kernel.h (both include "kernel.h"); the driver with B's.
+  for (const which of ['a', 'b']) run(tc!.compiler, [...flags, '-c', `-I${join(dir, which)}`, join(dir, which, 'kernel.c'), '-o', join(dir, `${which}.o`)]);
+  const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
+  const elemBytes = (t: string) => (t === 'f16' ? 2 : 4);
+  const exe = join(dir, 'ab');
+  run(tc!.compiler, [...flags, `-I${dir}`, `-DKG_Q_BYTES=${elemBytes(op.q)}`, `-DKG_O_BYTES=${elemBytes(op.o)}`, join(benchSrc, 'ab-attention.c'), join(dir, 'a.o'), join(dir, 'b.o'), '-o', exe, '-lm']);
+
+  log(`A: ${baseline || 'this build'}, config ${JSON.stringify(a.plan.config)}`);
+  log(`B: this build, config ${JSON.stringify(b.plan.config)}`);
+  const same = a.files['kernel.c']!.replaceAll('kgen_ab_a', 'kgen_ab_b').replaceAll('KGEN_AB_A', 'KGEN_AB_B') === b.files['kernel.c'];
+  if (same) log('A and B are the same kernel: a control run, whose spread is the noise band of this machine now');
+  log(`${format} ${isa} ${shape}: ${(cacheBytes / 2 ** 20).toFixed(1)} MiB of KV a call, ${copies} copies, ${threads} thread(s), ${rounds} rounds of ${calls} calls each`);
+  const out = run(exe, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]);
+  // Times of a wrong kernel are worth nothing: no table then, and a failing exit.
+  const wrong: string[] = [];
+  for (const [which, result] of [['a', a], ['b', b]] as const) {
+    const { ok, comparison } = data.check(new Uint8Array(readFileSync(join(dir, `y_${which}.bin`))), result.manifest.tolerance);
+    const nmse = `nmse ${comparison.nmse.toExponential(2)} (limit ${result.manifest.tolerance.nmse})`;
+    if (ok) log(`${which.toUpperCase()} matches the reference: ${nmse}`);
+    else wrong.push(`kernel ${which.toUpperCase()} computes a wrong result: ${nmse}`);
+  }
+  if (wrong.length) {
+    log(wrong.join('\n'));
+    process.exitCode = 1;
+  } else {
+    report(out, same);
+  }
+} finally {
+  if (flag('--keep')) log(`kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+}
+
+/** The table (or with --json the summary) of the driver's output: per round medians and B / A. */
+function report(out: string, same: boolean): void {
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Round & { read_bytes?: number });
+  const results = lines.filter((l): l is Round => l.round !== undefined);
+  const readBytes = lines.find((l) => l.read_bytes !== undefined)?.read_bytes ?? cacheBytes;
+
+  const table = [['round', 'A ms', 'B ms', 'B / A', 'read ms']];
+  const ms = (x: number) => x.toPrecision(4);
+  const ratios: number[] = [];
+  const share = { a: [] as number[], b: [] as number[] };
+  for (const r of results) {
+    const am = median(r.a_ms), bm = median(r.b_ms), rm = median(r.read_ms);
+    ratios.push(bm / am);
+    share.a.push(rm / am);
+    share.b.push(rm / bm);
+    table.push([String(r.round), ms(am), ms(bm), (bm / am).toFixed(3), ms(rm)]);
+  }
+  const faster = ratios.filter((x) => x < 1).length;
+  const summary = {
+    format, isa, shape, threads, copies, calls,
+    a: { build: baseline || 'this', config: a.plan.config, medianMs: median(results.map((r) => median(r.a_ms))), readShare: median(share.a) },
+    b: { build: 'this', config: b.plan.config, medianMs: median(results.map((r) => median(r.b_ms))), readShare: median(share.b) },
+    sameKernel: same,
+    ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios, bFaster: faster },
+    readMs: median(results.map((r) => median(r.read_ms))),
+    readBytes,
+  };
+  if (flag('--json')) {
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  } else {
+    const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+    for (const row of table) process.stdout.write(`${row.map((cell, c) => cell.padStart(widths[c]!)).join('  ')}\n`);
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    process.stdout.write(
+      `\nB / A: median ${median(ratios).toFixed(3)} over ${ratios.length} rounds (range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}); B faster in ${faster} of ${ratios.length}\n` +
+        `share of the plain read of the same copies (${(readBytes / 2 ** 20).toFixed(1)} MiB, median of rounds): A ${pct(median(share.a))}, B ${pct(median(share.b))}\n`,
+    );
+  }
+}
