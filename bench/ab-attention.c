@@ -9,7 +9,8 @@
  * times CALLS calls of A, CALLS of B and CALLS plain reads of the cache (kg_read_range, the same
  * threads and copies: the memory's speed at that moment), interleaved call by call. Every call
  * takes the next of COPIES copies of the cache, so where the copies exceed the caches each call
- * streams it from DRAM. One
+ * streams it from DRAM (COPIES prime to 6: then A, B and the read each read every copy equally
+ * often, whatever order the triple takes). One
  * JSON line per round: {"round":r,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times).
  *
  * Why one process: on a 2-vCPU VM a process keeps a fast or a slow memory mode for its whole life,

@@ -31,12 +31,13 @@ const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two confi
   node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
 Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the best C variant this CPU runs)
          --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128   --a JSON   --b JSON   --threads 2
-         --rounds 10   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
+         --processes 4 (each its own binary, A's and B's code linked in turn first and second)
+         --rounds 5 (per process)   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
          --json (one JSON object on stdout instead of the table)`;
 
 const { flag, opt } = benchArgs(process.argv.slice(2), {
   flags: ['--keep', '--json'],
-  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--rounds', '--calls', '--warmup'],
+  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup'],
   usage: USAGE,
 });
 
@@ -74,7 +75,8 @@ const whyNot = cannotRunReason(isa);
 if (whyNot) refuse(`--isa ${isa}: ${whyNot}`);
 const shape = opt('--shape', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128');
 const threads = count('--threads', '2', 1);
-const rounds = count('--rounds', '10', 1);
+const processes = count('--processes', '4', 1);
+const rounds = count('--rounds', '5', 1);
 const calls = count('--calls', '20', 1);
 const warmup = count('--warmup', '5', 0);
 const baseline = opt('--baseline', '');
@@ -118,7 +120,19 @@ if (JSON.stringify(a.manifest.tensors) !== JSON.stringify(b.manifest.tensors)) {
 }
 const data = opKit('attention').testData(op, kvShape, 7);
 const cacheBytes = ['k.bin', 'v.bin', 'k_scales.bin', 'v_scales.bin'].reduce((s, n) => s + (data.inputs[n]?.length ?? 0), 0);
-const copies = weightCopies({ warmup, runs: calls, flushBytes: 2 * L3_BYTES }, cacheBytes);
+/**
+ * Copies of the cache: enough to defeat twice the L3, at least 5 and prime to 6. The driver hands
+ * consecutive calls consecutive copies and turns the order of A, B and the read every triple (period
+ * 6); with a copy count prime to 6 each of them reads every copy equally often. (With 2 copies, B
+ * read one copy twice as often as the other, and which copy sat on slower memory moved the ratio by
+ * 5% from process to process.)
+ */
+function abCopies(): number {
+  let c = Math.max(5, weightCopies({ warmup, runs: calls, flushBytes: 2 * L3_BYTES }, cacheBytes));
+  while (c % 2 === 0 || c % 3 === 0) c++;
+  return c;
+}
+const copies = abCopies();
 
 const dir = mkdtempSync(join(tmpdir(), 'kgen-ab-'));
 try {
@@ -133,15 +147,26 @@ try {
   for (const which of ['a', 'b']) run(tc!.compiler, [...flags, '-c', `-I${join(dir, which)}`, join(dir, which, 'kernel.c'), '-o', join(dir, `${which}.o`)]);
   const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
   const elemBytes = (t: string) => (t === 'f16' ? 2 : 4);
-  const exe = join(dir, 'ab');
-  run(tc!.compiler, [...flags, `-I${dir}`, `-DKG_Q_BYTES=${elemBytes(op.q)}`, `-DKG_O_BYTES=${elemBytes(op.o)}`, join(benchSrc, 'ab-attention.c'), join(dir, 'a.o'), join(dir, 'b.o'), '-o', exe, '-lm']);
+  // Where each kernel's code lands moves its time by a few percent (loop alignment), and it lands
+  // elsewhere with the link order: two binaries, A's code first in one and B's in the other, run in
+  // alternate processes, so a layout's luck does not pass for a kernel's merit.
+  const driver = [...flags, `-I${dir}`, `-DKG_Q_BYTES=${elemBytes(op.q)}`, `-DKG_O_BYTES=${elemBytes(op.o)}`, join(benchSrc, 'ab-attention.c')];
+  const exes = [['a', 'b'], ['b', 'a']].map((order) => {
+    const exe = join(dir, `ab-${order.join('')}`);
+    run(tc!.compiler, [...driver, ...order.map((w) => join(dir, `${w}.o`)), '-o', exe, '-lm']);
+    return exe;
+  });
 
   log(`A: ${baseline || 'this build'}, config ${JSON.stringify(a.plan.config)}`);
   log(`B: this build, config ${JSON.stringify(b.plan.config)}`);
   const same = a.files['kernel.c']!.replaceAll('kgen_ab_a', 'kgen_ab_b').replaceAll('KGEN_AB_A', 'KGEN_AB_B') === b.files['kernel.c'];
   if (same) log('A and B are the same kernel: a control run, whose spread is the noise band of this machine now');
-  log(`${format} ${isa} ${shape}: ${(cacheBytes / 2 ** 20).toFixed(1)} MiB of KV a call, ${copies} copies, ${threads} thread(s), ${rounds} rounds of ${calls} calls each`);
-  const out = run(exe, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]);
+  log(`${format} ${isa} ${shape}: ${(cacheBytes / 2 ** 20).toFixed(1)} MiB of KV a call, ${copies} copies, ${threads} thread(s), ${processes} process(es) of ${rounds} rounds of ${calls} calls each`);
+  const outs: string[] = [];
+  for (let i = 0; i < processes; i++) {
+    outs.push(run(exes[i % 2]!, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]));
+    log(`process ${i + 1} of ${processes} done`);
+  }
   // Times of a wrong kernel are worth nothing: no table then, and a failing exit.
   const wrong: string[] = [];
   for (const [which, result] of [['a', a], ['b', b]] as const) {
@@ -154,49 +179,62 @@ try {
     log(wrong.join('\n'));
     process.exitCode = 1;
   } else {
-    report(out, same);
+    report(outs, same);
   }
 } finally {
   if (flag('--keep')) log(`kept ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
 }
 
-/** The table (or with --json the summary) of the driver's output: per round medians and B / A. */
-function report(out: string, same: boolean): void {
-  const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Round & { read_bytes?: number });
-  const results = lines.filter((l): l is Round => l.round !== undefined);
-  const readBytes = lines.find((l) => l.read_bytes !== undefined)?.read_bytes ?? cacheBytes;
-
-  const table = [['round', 'A ms', 'B ms', 'B / A', 'read ms']];
+/**
+ * The table (or with --json the summary) of the processes' output: per round the medians and B / A,
+ * then the median of every round's ratio, per process and over all.
+ */
+function report(outs: readonly string[], same: boolean): void {
+  const table = [['process', 'round', 'A ms', 'B ms', 'B / A', 'read ms']];
   const ms = (x: number) => x.toPrecision(4);
   const ratios: number[] = [];
+  const perProcess: number[] = [];
+  const times = { a: [] as number[], b: [] as number[], read: [] as number[] };
   const share = { a: [] as number[], b: [] as number[] };
-  for (const r of results) {
-    const am = median(r.a_ms), bm = median(r.b_ms), rm = median(r.read_ms);
-    ratios.push(bm / am);
-    share.a.push(rm / am);
-    share.b.push(rm / bm);
-    table.push([String(r.round), ms(am), ms(bm), (bm / am).toFixed(3), ms(rm)]);
-  }
+  let readBytes = cacheBytes;
+  outs.forEach((out, i) => {
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Round & { read_bytes?: number });
+    readBytes = lines.find((l) => l.read_bytes !== undefined)?.read_bytes ?? readBytes;
+    const mine: number[] = [];
+    for (const r of lines.filter((l): l is Round => l.round !== undefined)) {
+      const am = median(r.a_ms), bm = median(r.b_ms), rm = median(r.read_ms);
+      mine.push(bm / am);
+      times.a.push(am);
+      times.b.push(bm);
+      times.read.push(rm);
+      share.a.push(rm / am);
+      share.b.push(rm / bm);
+      table.push([`${i + 1} (${i % 2 ? 'B' : 'A'} first)`, String(r.round), ms(am), ms(bm), (bm / am).toFixed(3), ms(rm)]);
+    }
+    ratios.push(...mine);
+    perProcess.push(median(mine));
+  });
   const faster = ratios.filter((x) => x < 1).length;
   const summary = {
-    format, isa, shape, threads, copies, calls,
-    a: { build: baseline || 'this', config: a.plan.config, medianMs: median(results.map((r) => median(r.a_ms))), readShare: median(share.a) },
-    b: { build: 'this', config: b.plan.config, medianMs: median(results.map((r) => median(r.b_ms))), readShare: median(share.b) },
+    format, isa, shape, threads, copies, calls, processes, rounds,
+    a: { build: baseline || 'this', config: a.plan.config, medianMs: median(times.a), readShare: median(share.a) },
+    b: { build: 'this', config: b.plan.config, medianMs: median(times.b), readShare: median(share.b) },
     sameKernel: same,
-    ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios, bFaster: faster },
-    readMs: median(results.map((r) => median(r.read_ms))),
+    ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios, perProcess, bFaster: faster },
+    readMs: median(times.read),
     readBytes,
   };
   if (flag('--json')) {
     process.stdout.write(`${JSON.stringify(summary)}\n`);
-  } else {
-    const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
-    for (const row of table) process.stdout.write(`${row.map((cell, c) => cell.padStart(widths[c]!)).join('  ')}\n`);
-    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-    process.stdout.write(
-      `\nB / A: median ${median(ratios).toFixed(3)} over ${ratios.length} rounds (range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}); B faster in ${faster} of ${ratios.length}\n` +
-        `share of the plain read of the same copies (${(readBytes / 2 ** 20).toFixed(1)} MiB, median of rounds): A ${pct(median(share.a))}, B ${pct(median(share.b))}\n`,
-    );
+    return;
   }
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+  for (const row of table) process.stdout.write(`${row.map((cell, c) => cell.padStart(widths[c]!)).join('  ')}\n`);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  process.stdout.write(
+    `\nB / A: median ${median(ratios).toFixed(3)} over ${ratios.length} rounds (range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}); B faster in ${faster} of ${ratios.length}\n` +
+      `per process: ${perProcess.map((x) => x.toFixed(3)).join(', ')}\n` +
+      `share of the plain read of the same copies (${(readBytes / 2 ** 20).toFixed(1)} MiB, median of rounds): A ${pct(median(share.a))}, B ${pct(median(share.b))}\n`,
+  );
 }

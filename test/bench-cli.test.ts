@@ -84,21 +84,22 @@ interface Row {
 describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
   it('times two configs, and a baseline build, in one process, each checked against the reference first', async () => {
     const shape = 'B=1,Hq=10,Hkv=5,Sq=1,Skv=333,D=64';
-    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--rounds', '3', '--calls', '4', '--warmup', '1', '--json']);
+    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--processes', '2', '--rounds', '2', '--calls', '4', '--warmup', '1', '--json']);
     expect(two.exitCode, two.stderr).toBe(0);
     expect(two.stderr).toMatch(/A matches the reference: nmse/);
     expect(two.stderr).toMatch(/B matches the reference: nmse/);
-    const s = JSON.parse(two.stdout) as { a: { config: Record<string, number>; medianMs: number; readShare: number }; b: { config: Record<string, number>; medianMs: number }; sameKernel: boolean; ratio: { median: number; rounds: number[]; bFaster: number }; readMs: number };
+    const s = JSON.parse(two.stdout) as { a: { config: Record<string, number>; medianMs: number; readShare: number }; b: { config: Record<string, number>; medianMs: number }; sameKernel: boolean; ratio: { median: number; rounds: number[]; perProcess: number[]; bFaster: number }; readMs: number };
     expect(s.b.config.splits).toBe(4);
     expect(s.a.config.splits).not.toBe(4);
     expect(s.sameKernel).toBe(false);
-    expect(s.ratio.rounds.length).toBe(3);
+    expect(s.ratio.rounds.length).toBe(4); // 2 processes (A's code linked first, then B's) of 2 rounds
+    expect(s.ratio.perProcess.length).toBe(2);
     expect(s.ratio.bFaster).toBe(s.ratio.rounds.filter((x) => x < 1).length);
     expect(s.a.medianMs).toBeGreaterThan(0);
     expect(s.readMs).toBeGreaterThan(0);
     expect(s.a.readShare).toBeCloseTo(s.readMs / s.a.medianMs, 0);
     // The same kernel from "another build" (this one, loaded through --baseline): the control.
-    const control = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--baseline', join(dist, '..', 'src', 'index.js'), '--rounds', '2', '--calls', '3', '--warmup', '0']);
+    const control = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--baseline', join(dist, '..', 'src', 'index.js'), '--processes', '1', '--rounds', '2', '--calls', '3', '--warmup', '0']);
     expect(control.exitCode, control.stderr).toBe(0);
     expect(control.stderr).toContain('A and B are the same kernel');
     expect(control.stdout).toMatch(/B \/ A: median [\d.]+ over 2 rounds .*; B faster in \d of 2/);
