@@ -14,7 +14,7 @@
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { emit as thisEmit, type EmitResult } from '../src/api/emit.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
@@ -111,8 +111,10 @@ interface Round {
   read_ms: number[];
 }
 
-const a = emitKernel(baseline ? await baselineEmit(baseline) : thisEmit, 'a', configA);
+const a = emitKernel(baseline ? await baselineEmit(resolve(baseline)) : thisEmit, 'a', configA);
 const b = emitKernel(thisEmit, 'b', configB);
+// A build whose emit ignores `symbol` names its kernel kgen_<op>, which would not link beside B's.
+if (!a.files['kernel.h']?.includes('kgen_ab_a_tasks')) refuse(`--baseline: ${baseline}'s emit does not take the symbol option, so its kernel cannot be linked beside this one's`);
 const op = b.plan.op as AttentionOp;
 const kvShape = b.plan.shape as AttentionShape;
 if (JSON.stringify(a.manifest.tensors) !== JSON.stringify(b.manifest.tensors)) {

@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cannotRunReason } from '../src/backends/c/runner.js';
@@ -103,6 +106,27 @@ describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAv
     expect(control.exitCode, control.stderr).toBe(0);
     expect(control.stderr).toContain('A and B are the same kernel');
     expect(control.stdout).toMatch(/B \/ A: median [\d.]+ over 2 rounds .*; B faster in \d of 2/);
+  }, 120_000);
+
+  it('refuses a baseline whose kernel cannot be linked beside B, and times nothing when a kernel is wrong', async () => {
+    // Stand-ins for other builds: one whose emit ignores `symbol` (as kgen before it had one), one whose kernel halves every output.
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-ab-test-'));
+    try {
+      const real = pathToFileURL(join(dist, '..', 'src', 'index.js')).href;
+      writeFileSync(join(dir, 'nosym.mjs'), `import { emit as real } from '${real}';\nexport function emit({ symbol, ...rest }) { return real(rest); }\n`);
+      writeFileSync(join(dir, 'wrong.mjs'), `import { emit as real } from '${real}';\nexport function emit(o) { const r = real(o); r.files['kernel.c'] = r.files['kernel.c'].replace('1.0f / hl[r]', '0.5f / hl[r]'); return r; }\n`);
+      const args = ['--isa', 'avx2', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=64', '--processes', '1', '--rounds', '1', '--calls', '2', '--warmup', '0'];
+      const nosym = await bench('ab.js', [...args, '--baseline', join(dir, 'nosym.mjs')]);
+      expect(nosym.exitCode).toBe(2);
+      expect(nosym.stderr).toContain('does not take the symbol option');
+      const wrong = await bench('ab.js', [...args, '--baseline', join(dir, 'wrong.mjs')]);
+      expect(wrong.exitCode, wrong.stderr).toBe(1);
+      expect(wrong.stderr).toMatch(/kernel A computes a wrong result: nmse/);
+      expect(wrong.stderr).toMatch(/B matches the reference/);
+      expect(wrong.stdout).toBe('');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000);
 });
 
