@@ -10,12 +10,12 @@
  * threads and copies: the memory's speed at that moment), interleaved call by call. Every call
  * takes the next of COPIES copies of the cache, so where the copies exceed the caches each call
  * streams it from DRAM (COPIES prime to 6: then A, B and the read each read every copy equally
- * often, whatever order the triple takes). One
- * JSON line per round: {"round":r,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times).
+ * often, whatever order the triple takes). One JSON line per round:
+ * {"round":r,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times).
  *
  * Why one process: on a 2-vCPU VM a process keeps a fast or a slow memory mode for its whole life,
- * so two kernels timed in two processes differ by as much as the modes do (docs/PERFORMANCE.md,
- * "Twentieth session"); alternated in one process they see the same mode. */
+ * so two kernels timed in two processes differ by as much as the modes do; alternated in one
+ * process they see the same mode (docs/PERFORMANCE.md, "Twenty-first session"). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>

@@ -2,16 +2,17 @@
  * Same-process A/B of two C attention kernels (`npm run bench:ab`): two configs of one op and shape
  * (`--a`, `--b`), or one config emitted by two builds (`--baseline`: A from another build's
  * `dist/src/index.js`), compiled into one binary (bench/ab-attention.c) that alternates their calls
- * with plain reads of the same cache copies, round by round. Each kernel's output is first checked
- * against the f64 reference with its plan's tolerance. Prints per round the median of each and B / A,
- * then the median of the rounds' ratios, how many rounds B was faster, and each kernel's time as a
- * share of the plain read.
+ * with plain reads of the same cache copies, call by call. Each kernel's output is first checked
+ * against the f64 reference with its plan's tolerance. Several processes, alternating two binaries
+ * (A's code linked first, then B's). Prints per round the median of each and B / A, then the median
+ * of the rounds' ratios, how many rounds B was faster, the median per process, and each kernel's time
+ * as a share of the plain read.
  *
  * Why: on the 2-vCPU VMs a process keeps a fast or a slow memory mode for its whole life, so the
  * bench's per-process rows differ by 10-30% for the same kernel; alternated in one process, A and B
- * see the same mode, and A against itself (`--b` equal to `--a`) stays within 1-2%
- * (docs/PERFORMANCE.md, "Twentieth session").
- */
+ * see the same mode. What one process still carries is where its code and buffers landed (3-5%),
+ * hence the processes: A against itself read 0.992 and 0.995, per process 0.966-1.014
+ * (docs/PERFORMANCE.md, "Twenty-first session"). */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
