@@ -100,7 +100,8 @@ function emitKernel(emit: EmitFn, which: 'a' | 'b', cfg: Record<string, number> 
   try {
     return emit({ target: 'c', device: 'host', isa, op: ATTENTION_OPS[format], shape, config: cfg, symbol: `kgen_ab_${which}` });
   } catch (e) {
-    if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()}: ${e.message}`);
+    // The planner's hint names kgen's --config; here the knobs come from --a and --b.
+    if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()} (--${which}): ${e.message.replaceAll('--config', `--${which}`)}`);
     throw e;
   }
 }

@@ -45,7 +45,8 @@ describe.concurrent('bench command lines', () => {
     expect(json.stderr).toContain("--b needs a JSON object of knobs");
     const knob = await bench('ab.js', ['--isa', 'scalar', '--a', '{"rowGroup":3}', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=128']);
     expect(knob.exitCode).toBe(2);
-    expect(knob.stderr).toContain('kernel A: config.rowGroup: got 3');
+    expect(knob.stderr).toContain('kernel A (--a): config.rowGroup: got 3');
+    expect(knob.stderr).toContain('or omit --a');
     for (const r of [format, json, knob]) {
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(r.stdout).toBe('');
