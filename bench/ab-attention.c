@@ -5,7 +5,7 @@
  *   ab DIR WARMUP ROUNDS CALLS COPIES THREADS
  *
  * First each kernel computes O once on one thread, written to DIR/y_a.bin and DIR/y_b.bin (the
- * caller checks both against the reference). Then WARMUP calls of each, and ROUNDS rounds; a round
+ * caller checks both against the reference; ROUNDS 0 stops there, before any copy is made). Then WARMUP calls of each, and ROUNDS rounds; a round
  * times CALLS calls of A, CALLS of B and CALLS plain reads of the cache (kg_read_range, the same
  * threads and copies: the memory's speed at that moment), interleaved call by call. Every call
  * takes the next of COPIES copies of the cache, so where the copies exceed the caches each call
@@ -26,6 +26,7 @@
 #include <time.h>
 #include "a/kernel.h"
 #include "b/kernel.h"
+#include "harness_io.h"
 #include "read_probe.h"
 
 _Static_assert(KGEN_AB_A_KV_BYTES == KGEN_AB_B_KV_BYTES && KGEN_AB_A_KV_SCALE_BYTES == KGEN_AB_B_KV_SCALE_BYTES,
@@ -33,12 +34,10 @@ _Static_assert(KGEN_AB_A_KV_BYTES == KGEN_AB_B_KV_BYTES && KGEN_AB_A_KV_SCALE_BY
 _Static_assert(KGEN_AB_A_HQ * KGEN_AB_A_SQ * KGEN_AB_A_D * KGEN_AB_A_B == KGEN_AB_B_HQ * KGEN_AB_B_SQ * KGEN_AB_B_D * KGEN_AB_B_B,
                "A and B must have the same shape");
 
-/* Bytes of one Q and one O element (f16 or f32), from the caller (the ops' q and o types). */
-#ifndef KG_Q_BYTES
-#error "define KG_Q_BYTES"
-#endif
-#ifndef KG_O_BYTES
-#error "define KG_O_BYTES"
+/* From the caller: bytes of one Q and one O element (f16 or f32, the op's q and o types), and
+ * kgen's harness exit codes (src/backends/harness.ts HARNESS_EXIT; harness_io.h's are printed in). */
+#if !defined(KG_Q_BYTES) || !defined(KG_O_BYTES) || !defined(KG_EXIT_USAGE) || !defined(KG_EXIT_OUTPUT) || !defined(KG_EXIT_OUT_OF_MEMORY)
+#error "define KG_Q_BYTES, KG_O_BYTES, KG_EXIT_USAGE, KG_EXIT_OUTPUT and KG_EXIT_OUT_OF_MEMORY"
 #endif
 #define KG_ELEMS ((size_t)KGEN_AB_A_B * KGEN_AB_A_HQ * KGEN_AB_A_SQ * KGEN_AB_A_D)
 #define KG_KV_BYTES ((size_t)KGEN_AB_A_KV_BYTES)
@@ -61,39 +60,12 @@ static void b_prepare(const void *q, void *ws) { kgen_ab_b_prepare(q, ws); }
 static void b_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { kgen_ab_b_tasks(ws, k, ks, v, vs, o, b, e); }
 static void b_merge(const void *ws, void *o, int64_t b, int64_t e) { kgen_ab_b_merge(ws, o, b, e); }
 
-static void *must_alloc(size_t bytes) {
-  void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (!p) { fprintf(stderr, "ab: cannot allocate %zu bytes\n", bytes); exit(5); }
-  return p;
-}
-
-static void *read_input(const char *dir, const char *name, size_t bytes) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "rb");
-  void *p = must_alloc(bytes);
-  if (!f || fread(p, 1, bytes, f) != bytes) { fprintf(stderr, "ab: cannot read %zu bytes from %s\n", bytes, path); exit(3); }
-  fclose(f);
-  return p;
-}
-
 static void write_output(const char *dir, const char *name, const void *o) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "wb");
-  if (!f || fwrite(o, KG_O_BYTES, KG_ELEMS, f) != KG_ELEMS) { fprintf(stderr, "ab: cannot write %s\n", path); exit(4); }
+  if (!f || fwrite(o, KG_O_BYTES, KG_ELEMS, f) != KG_ELEMS) { fprintf(stderr, "ab: cannot write %s\n", path); exit(KG_EXIT_OUTPUT); }
   fclose(f);
-}
-
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Persistent threads spinning on a generation counter (as the kgen harness's): each generation runs
@@ -156,28 +128,22 @@ static void pool_run(int phase) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 7) { fprintf(stderr, "usage: ab DIR WARMUP ROUNDS CALLS COPIES THREADS\n"); return 2; }
+  if (argc != 7) { fprintf(stderr, "usage: ab DIR WARMUP ROUNDS CALLS COPIES THREADS\n"); return KG_EXIT_USAGE; }
   const char *dir = argv[1];
   const int warmup = atoi(argv[2]), rounds = atoi(argv[3]), calls = atoi(argv[4]), copies = atoi(argv[5]), threads = atoi(argv[6]);
-  if (warmup < 0 || rounds < 1 || calls < 1 || copies < 1 || threads < 1 || threads > KG_MAX_THREADS) { fprintf(stderr, "ab: bad arguments\n"); return 2; }
-  const void *q = read_input(dir, "q.bin", KG_Q_BYTES * KG_ELEMS);
-  uint8_t **kc = must_alloc(sizeof *kc * (size_t)copies), **vc = must_alloc(sizeof *vc * (size_t)copies);
-  uint16_t **ksc = must_alloc(sizeof *ksc * (size_t)copies), **vsc = must_alloc(sizeof *vsc * (size_t)copies);
-  kc[0] = read_input(dir, "k.bin", KG_KV_BYTES);
-  vc[0] = read_input(dir, "v.bin", KG_KV_BYTES);
-  ksc[0] = KG_SCALE_BYTES ? read_input(dir, "k_scales.bin", KG_SCALE_BYTES) : NULL;
-  vsc[0] = KG_SCALE_BYTES ? read_input(dir, "v_scales.bin", KG_SCALE_BYTES) : NULL;
-  for (int c = 1; c < copies; c++) {
-    kc[c] = memcpy(must_alloc(KG_KV_BYTES), kc[0], KG_KV_BYTES);
-    vc[c] = memcpy(must_alloc(KG_KV_BYTES), vc[0], KG_KV_BYTES);
-    ksc[c] = KG_SCALE_BYTES ? memcpy(must_alloc(KG_SCALE_BYTES), ksc[0], KG_SCALE_BYTES) : NULL;
-    vsc[c] = KG_SCALE_BYTES ? memcpy(must_alloc(KG_SCALE_BYTES), vsc[0], KG_SCALE_BYTES) : NULL;
-  }
+  if (warmup < 0 || rounds < 0 || calls < 1 || copies < 1 || threads < 1 || threads > KG_MAX_THREADS) { fprintf(stderr, "ab: bad arguments\n"); return KG_EXIT_USAGE; }
+  const void *q = read_file(dir, "q.bin", KG_Q_BYTES * KG_ELEMS);
+  uint8_t **kc = kg_alloc(sizeof *kc * (size_t)copies, "the K copy table"), **vc = kg_alloc(sizeof *vc * (size_t)copies, "the V copy table");
+  uint16_t **ksc = kg_alloc(sizeof *ksc * (size_t)copies, "the K scale copy table"), **vsc = kg_alloc(sizeof *vsc * (size_t)copies, "the V scale copy table");
+  kc[0] = read_file(dir, "k.bin", KG_KV_BYTES);
+  vc[0] = read_file(dir, "v.bin", KG_KV_BYTES);
+  ksc[0] = KG_SCALE_BYTES ? read_file(dir, "k_scales.bin", KG_SCALE_BYTES) : NULL;
+  vsc[0] = KG_SCALE_BYTES ? read_file(dir, "v_scales.bin", KG_SCALE_BYTES) : NULL;
   kg_kernel kernels[2] = {
-    { a_prepare, a_tasks, a_merge, KGEN_AB_A_TASKS, KGEN_AB_A_OUT_ROWS, must_alloc(kgen_ab_a_workspace_size()) },
-    { b_prepare, b_tasks, b_merge, KGEN_AB_B_TASKS, KGEN_AB_B_OUT_ROWS, must_alloc(kgen_ab_b_workspace_size()) },
+    { a_prepare, a_tasks, a_merge, KGEN_AB_A_TASKS, KGEN_AB_A_OUT_ROWS, kg_alloc(kgen_ab_a_workspace_size(), "A's workspace") },
+    { b_prepare, b_tasks, b_merge, KGEN_AB_B_TASKS, KGEN_AB_B_OUT_ROWS, kg_alloc(kgen_ab_b_workspace_size(), "B's workspace") },
   };
-  void *o = must_alloc(KG_O_BYTES * KG_ELEMS);
+  void *o = kg_alloc(KG_O_BYTES * KG_ELEMS, "o");
 
   /* The outputs, one thread, copy 0. */
   for (int x = 0; x < 2; x++) {
@@ -188,13 +154,21 @@ int main(int argc, char **argv) {
     kx->merge(kx->ws, o, 0, kx->rows_n);
     write_output(dir, x ? "y_b.bin" : "y_a.bin", o);
   }
+  /* ROUNDS 0: the check alone (the caller times nothing before both outputs are right). */
+  if (rounds == 0) return 0;
+  for (int c = 1; c < copies; c++) {
+    kc[c] = memcpy(kg_alloc(KG_KV_BYTES, "a K copy"), kc[0], KG_KV_BYTES);
+    vc[c] = memcpy(kg_alloc(KG_KV_BYTES, "a V copy"), vc[0], KG_KV_BYTES);
+    ksc[c] = KG_SCALE_BYTES ? memcpy(kg_alloc(KG_SCALE_BYTES, "a K scale copy"), ksc[0], KG_SCALE_BYTES) : NULL;
+    vsc[c] = KG_SCALE_BYTES ? memcpy(kg_alloc(KG_SCALE_BYTES, "a V scale copy"), vsc[0], KG_SCALE_BYTES) : NULL;
+  }
 
   pool.nthreads = threads;
   pool.o = o;
   pthread_t th[KG_MAX_THREADS];
   for (int t = 1; t < threads; t++)
-    if (pthread_create(&th[t], NULL, pool_worker, (void *)(intptr_t)t) != 0) { fprintf(stderr, "ab: cannot start thread %d\n", t); return 5; }
-  double *times = must_alloc(sizeof *times * 3 * (size_t)calls);
+    if (pthread_create(&th[t], NULL, pool_worker, (void *)(intptr_t)t) != 0) { fprintf(stderr, "ab: cannot start thread %d\n", t); return KG_EXIT_OUT_OF_MEMORY; }
+  double *times = kg_alloc(sizeof *times * 3 * (size_t)calls, "the times");
   /* Round -1 is the warmup (WARMUP calls of each, not printed). A round is CALLS triples of one call
    * of A, one of B and one read, each triple in the next of the six orders: the three share every
    * stretch of time, and none always follows the same one. */

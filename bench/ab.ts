@@ -11,17 +11,17 @@
  * Why: on the 2-vCPU VMs a process keeps a fast or a slow memory mode for its whole life, so the
  * bench's per-process rows differ by 10-30% for the same kernel; alternated in one process, A and B
  * see the same mode. What one process still carries is where its code and buffers landed (3-5%),
- * hence the processes: A against itself read 0.992 and 0.995, per process 0.966-1.014
- * (docs/PERFORMANCE.md, "Twenty-first session"). */
+ * hence the processes: A against itself read 0.992, 0.995 and 1.015, per process 0.966-1.034, and
+ * 0.953 once on a loaded machine (bench/README.md, docs/PERFORMANCE.md "Twenty-first session"). */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { emit as thisEmit, type EmitResult } from '../src/api/emit.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
-import { cannotRunReason } from '../src/backends/c/runner.js';
+import { cannotRunReason, harnessIoSource } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS, C_WARNINGS } from '../src/backends/c/toolchain.js';
-import { weightCopies } from '../src/backends/harness.js';
+import { HARNESS_EXIT, weightCopies } from '../src/backends/harness.js';
 import { KgenError } from '../src/errors.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { opKit } from '../src/ops/index.js';
@@ -30,7 +30,7 @@ import { benchArgs, L3_BYTES, log, median, run } from './common.js';
 
 const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two configs of this build (A: --a, default the plan's)
   node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
-Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the best C variant this CPU runs)
+Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the planner's, the first C variant this CPU has)
          --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128   --a JSON   --b JSON   --threads 2
          --processes 4 (each its own binary, A's and B's code linked in turn first and second)
          --rounds 5 (per process)   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
@@ -69,11 +69,13 @@ function config(name: string): Record<string, number> | undefined {
 
 const format = opt('--format', 'q8') as KgenKvFormat;
 if (!(format in ATTENTION_OPS)) refuse(`--format must be one of ${Object.keys(ATTENTION_OPS).join(', ')}, got '${format}'`);
-const isa = opt('--isa', ['avx512', 'avxvnni', 'avx2', 'scalar'].find((i) => cannotRunReason(i) === undefined) ?? 'scalar');
-const tc = C_TOOLCHAINS[isa];
-if (!tc || tc.runner) refuse(`--isa must be a C variant this machine runs natively (${Object.keys(C_TOOLCHAINS).join(', ')}), got '${isa}'`);
-const whyNot = cannotRunReason(isa);
-if (whyNot) refuse(`--isa ${isa}: ${whyNot}`);
+const isaAsked = opt('--isa', '');
+if (isaAsked) {
+  const asked = C_TOOLCHAINS[isaAsked];
+  if (!asked || asked.runner) refuse(`--isa must be a C variant this machine runs natively (${Object.keys(C_TOOLCHAINS).join(', ')}), got '${isaAsked}'`);
+  const whyNot = cannotRunReason(isaAsked);
+  if (whyNot) refuse(`--isa ${isaAsked}: ${whyNot}`);
+}
 const shape = opt('--shape', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128');
 const threads = count('--threads', '2', 1);
 const processes = count('--processes', '4', 1);
@@ -96,9 +98,9 @@ async function baselineEmit(entry: string): Promise<EmitFn> {
   refuse(`--baseline: ${entry} does not export emit`);
 }
 
-function emitKernel(emit: EmitFn, which: 'a' | 'b', cfg: Record<string, number> | undefined): EmitResult {
+function emitKernel(emit: EmitFn, which: 'a' | 'b', isa: string | undefined, cfg: Record<string, number> | undefined): EmitResult {
   try {
-    return emit({ target: 'c', device: 'host', isa, op: ATTENTION_OPS[format], shape, config: cfg, symbol: `kgen_ab_${which}` });
+    return emit({ target: 'c', device: 'host', ...(isa ? { isa } : {}), op: ATTENTION_OPS[format], shape, config: cfg, symbol: `kgen_ab_${which}` });
   } catch (e) {
     // The planner's hint names kgen's --config; here the knobs come from --a and --b.
     if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()} (--${which}): ${e.message.replaceAll('--config', `--${which}`)}`);
@@ -113,8 +115,11 @@ interface Round {
   read_ms: number[];
 }
 
-const a = emitKernel(baseline ? await baselineEmit(resolve(baseline)) : thisEmit, 'a', configA);
-const b = emitKernel(thisEmit, 'b', configB);
+// Without --isa, B's plan picks the variant (the first this host has, as `kgen emit` would) and A takes the same.
+const b = emitKernel(thisEmit, 'b', isaAsked || undefined, configB);
+const isa = String(b.plan.config.isa);
+const tc = C_TOOLCHAINS[isa]!;
+const a = emitKernel(baseline ? await baselineEmit(resolve(baseline)) : thisEmit, 'a', isa, configA);
 // A build whose emit ignores `symbol` names its kernel kgen_<op>, which would not link beside B's.
 if (!a.files['kernel.h']?.includes('kgen_ab_a_tasks')) refuse(`--baseline: ${baseline}'s emit does not take the symbol option, so its kernel cannot be linked beside this one's`);
 const op = b.plan.op as AttentionOp;
@@ -145,19 +150,21 @@ try {
     for (const name of ['kernel.c', 'kernel.h']) writeFileSync(join(dir, which, name), result.files[name]!);
   }
   writeFileSync(join(dir, 'read_probe.h'), readProbeSource());
+  writeFileSync(join(dir, 'harness_io.h'), harnessIoSource());
   for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
-  const flags = [...tc!.flags.filter((f) => f !== '-static'), ...C_WARNINGS, '-pthread'];
+  const flags = [...tc.flags.filter((f) => f !== '-static'), ...C_WARNINGS, '-pthread'];
   // Each kernel with its own flags and its own kernel.h (both include "kernel.h"); the driver with B's.
-  for (const which of ['a', 'b']) run(tc!.compiler, [...flags, '-c', `-I${join(dir, which)}`, join(dir, which, 'kernel.c'), '-o', join(dir, `${which}.o`)]);
+  for (const which of ['a', 'b']) run(tc.compiler, [...flags, '-c', `-I${join(dir, which)}`, join(dir, which, 'kernel.c'), '-o', join(dir, `${which}.o`)]);
   const benchSrc = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
   const elemBytes = (t: string) => (t === 'f16' ? 2 : 4);
   // Where each kernel's code lands moves its time by a few percent (loop alignment), and it lands
   // elsewhere with the link order: two binaries, A's code first in one and B's in the other, run in
   // alternate processes, so a layout's luck does not pass for a kernel's merit.
-  const driver = [...flags, `-I${dir}`, `-DKG_Q_BYTES=${elemBytes(op.q)}`, `-DKG_O_BYTES=${elemBytes(op.o)}`, join(benchSrc, 'ab-attention.c')];
+  const exits = [`-DKG_EXIT_USAGE=${HARNESS_EXIT.usage}`, `-DKG_EXIT_OUTPUT=${HARNESS_EXIT.output}`, `-DKG_EXIT_OUT_OF_MEMORY=${HARNESS_EXIT.outOfMemory}`];
+  const driver = [...flags, `-I${dir}`, `-DKG_Q_BYTES=${elemBytes(op.q)}`, `-DKG_O_BYTES=${elemBytes(op.o)}`, ...exits, join(benchSrc, 'ab-attention.c')];
   const exes = [['a', 'b'], ['b', 'a']].map((order) => {
     const exe = join(dir, `ab-${order.join('')}`);
-    run(tc!.compiler, [...driver, ...order.map((w) => join(dir, `${w}.o`)), '-o', exe, '-lm']);
+    run(tc.compiler, [...driver, ...order.map((w) => join(dir, `${w}.o`)), '-o', exe, '-lm']);
     return exe;
   });
 
@@ -166,12 +173,9 @@ try {
   const same = a.files['kernel.c']!.replaceAll('kgen_ab_a', 'kgen_ab_b').replaceAll('KGEN_AB_A', 'KGEN_AB_B') === b.files['kernel.c'];
   if (same) log('A and B are the same kernel: a control run, whose spread is the noise band of this machine now');
   log(`${format} ${isa} ${shape}: ${(cacheBytes / 2 ** 20).toFixed(1)} MiB of KV a call, ${copies} copies, ${threads} thread(s), ${processes} process(es) of ${rounds} rounds of ${calls} calls each`);
-  const outs: string[] = [];
-  for (let i = 0; i < processes; i++) {
-    outs.push(run(exes[i % 2]!, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]));
-    log(`process ${i + 1} of ${processes} done`);
-  }
-  // Times of a wrong kernel are worth nothing: no table then, and a failing exit.
+  // Both outputs first (ROUNDS 0: one call of each, no copies): times of a wrong kernel are worth
+  // nothing, so then no timing at all and a failing exit.
+  run(exes[0]!, [dir, '0', '0', '1', '1', '1']);
   const wrong: string[] = [];
   for (const [which, result] of [['a', a], ['b', b]] as const) {
     const { ok, comparison } = data.check(new Uint8Array(readFileSync(join(dir, `y_${which}.bin`))), result.manifest.tolerance);
@@ -183,6 +187,11 @@ try {
     log(wrong.join('\n'));
     process.exitCode = 1;
   } else {
+    const outs: string[] = [];
+    for (let i = 0; i < processes; i++) {
+      outs.push(run(exes[i % 2]!, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]));
+      log(`process ${i + 1} of ${processes} done`);
+    }
     report(outs, same);
   }
 } finally {

@@ -2,8 +2,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { hostIsa } from '../../device/host.js';
 import type { Plan } from '../../plan/types.js';
-import { sourceKey, streamedBytes, weightCopies } from '../harness.js';
+import { HARNESS_EXIT, sourceKey, streamedBytes, weightCopies } from '../harness.js';
 import { cachedBuild, runHarness, SANITIZER_ENV } from '../runner-core.js';
+import { templateSet } from '../../render/templates.js';
 import { requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import type { CToolchain } from './toolchain.js';
@@ -88,4 +89,13 @@ export function cRunner(isa: string): KernelRunner {
       });
     },
   };
+}
+
+/**
+ * harness_io.h: the harnesses' checked allocation, input reading and timing helpers (kg_alloc,
+ * read_file, now_ms, cmp_double; templates/c/harness_io.hbs) with kgen's harness exit codes, for a C
+ * program outside the templates (bench/ab-attention.c); needs <stdio.h>, <stdlib.h> and <time.h>.
+ */
+export function harnessIoSource(): string {
+  return templateSet('c').render('harness_io', { harnessExit: HARNESS_EXIT });
 }
