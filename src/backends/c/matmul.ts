@@ -29,9 +29,10 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
  *   row sums nor panel (AVX-512 has its own; AVX-VNNI takes AVX2's);
  * - `microDecoders`: schemes whose own decoder also offers the AVX2 micro-kernel's interface
  *   (kg_decode, kg_decode_pair and KG_DOT over two 256-bit vectors), so the block-step and row-sums
- *   kernels use it; other schemes take AVX2's. q3.5's AVX-512 decode (ternary logic, codes + 128
- *   for vpdpbusd) is 7% faster in the row-sums kernel than AVX2's with a signed VNNI dot
- *   (docs/PERFORMANCE.md);
+ *   kernels use it (and AVX-VNNI's int8 micro-kernel); other schemes take AVX2's. q3.5's AVX-512
+ *   decode (ternary logic, codes + 128 for vpdpbusd) is 7% faster in the row-sums kernel than
+ *   AVX2's with a signed VNNI dot; AVX-VNNI's (AVX2's decoder with codes + 128) 9% faster than
+ *   that signed dot (docs/PERFORMANCE.md);
  * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
  *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
  *   512-bit kernels to it);
@@ -44,7 +45,7 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
  */
 const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: readonly DecodeScheme[]; dots: string; widePanel: string; maddubs?: readonly DecodeScheme[] }>> = {
   avx512: { own: 'avx512', microDecoders: ['q35'], dots: 'avx512', widePanel: 'avx512' },
-  avxvnni: { own: 'avx2', dots: 'vnni', widePanel: 'avx2', maddubs: ['int8'] },
+  avxvnni: { own: 'avx2', microDecoders: ['q35'], dots: 'vnni', widePanel: 'avx2', maddubs: ['int8'] },
 };
 
 /**
@@ -106,15 +107,18 @@ export function matmulPartials(plan: CpuMatmulPlan): {
     };
   }
   const own = based?.own ?? isa;
+  // The AVX2 int8 micro-kernel of an AVX-VNNI build takes that ISA's own decoder where it has one
+  // (its codes are what the VNNI dot products want); f32 micro-kernels want the values as they are.
+  const decoderIsa = own === 'avx2' && kind === 'q8' && based?.microDecoders?.includes(scheme) ? isa : own;
   return {
     micro: `isa/${own}_${kind}`,
-    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${own}`,
+    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${decoderIsa}`,
     includes: `isa/${isa}_includes`,
     common: `isa/${shared}_common`,
     quant: `isa/${shared}_quant`,
     // The AVX2 int8 micro-kernel takes its dot products from a partial (AVX-VNNI's: vpdpbusd).
     dot: own === 'avx2' && kind === 'q8' ? `isa/${dots}_dot` : undefined,
-    decoderIsa: own,
+    decoderIsa,
   };
 }
 

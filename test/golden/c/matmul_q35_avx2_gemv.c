@@ -180,12 +180,20 @@ static inline float kg_hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+/* Signed table values: AVX2's dot products take |x| times w with x's sign (kg_dot_small). */
+#define KG_Q35_CODE_XOR 0
 /* q3.5 weights (layout version 2, docs/formats.md): per 64-weight unit a nibble plane (16 bytes),
  * a low plane (8 bytes) and a high plane (4 bytes), each sliced by byte, so every plane unpacks
  * with a broadcast, one per-lane shift and a mask, and both tables are one byte shuffle each.
  * The A values of a unit are its weights 0-31 and the B values its weights 32-63: natural order. */
 static const int8_t kg_q35_a[16] = { -125, -66, -34, -12, 4, 22, 48, 89, -89, -48, -22, -4, 12, 34, 66, 125 };
 static const int8_t kg_q35_b[16] = { -125, -66, -34, -12, 4, 22, 48, 89, -89, -48, -22, -4, 12, 34, 66, 125 };
+
+/* A table as the includer wants its codes: KG_Q35_CODE_XOR 0 (the values) or 0x80 (values + 128,
+ * unsigned for vpdpbusd), defined before this partial. */
+static inline __m128i kg_q35_table(const int8_t *t) {
+  return _mm_xor_si128(_mm_loadu_si128((const __m128i *)t), _mm_set1_epi8((char)KG_Q35_CODE_XOR));
+}
 
 /* Weights of a 64-weight unit: A indices are the nibbles (pair p in byte p % 16, high nibble for
  * p >= 16); the B planes hold y = B level ^ A level, so the B index is nibble ^ low ^ high << 2
@@ -201,8 +209,8 @@ static inline void kg_q35_unit64(const uint8_t *u, __m256i *wv) {
   const __m256i low = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(low8), _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
   const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(high4), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), _mm256_set1_epi8(1));
   const __m256i ib = _mm256_xor_si256(_mm256_xor_si256(low, _mm256_slli_epi16(high, 2)), nib);
-  wv[0] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kg_q35_a)), nib);
-  wv[1] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kg_q35_b)), ib);
+  wv[0] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kg_q35_table(kg_q35_a)), nib);
+  wv[1] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kg_q35_table(kg_q35_b)), ib);
 }
 
 /* Activation block a (64 weights) of the weight block is unit a: A values then B values. */
@@ -215,7 +223,7 @@ static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
  * group sizes that are not multiples of 64 (activation blocks of 32) come here. */
 static inline void kg_q35_chunk(const uint8_t *blk, int c, __m128i *w0, __m128i *w1) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
-  const __m128i ta = _mm_loadu_si128((const __m128i *)kg_q35_a), tb = _mm_loadu_si128((const __m128i *)kg_q35_b);
+  const __m128i ta = kg_q35_table(kg_q35_a), tb = kg_q35_table(kg_q35_b);
   if (c / 2 < KG_BLOCK_WEIGHTS / 64) {
     const uint8_t *u = blk + 2 + 28 * (c / 2);
     const __m128i v = _mm_loadu_si128((const __m128i *)u);
