@@ -15,6 +15,7 @@ const FFN_GATE = { kind: 'matmul', name: 'ffn_gate', x: 'f16', y: 'f16', weight:
 const CASES = [
   { file: 'c/matmul_q35_avx2_gemv.c', req: { target: 'c', op: 'matmul_q35', shape: 'M=1,N=64,K=128', isa: 'avx2', device: 'epyc-9654' } },
   { file: 'c/matmul_q35_avxvnni_gemv.c', req: { target: 'c', op: 'matmul_q35', shape: 'M=1,N=64,K=128', isa: 'avxvnni', device: 'core-i9-13900k' } },
+  { file: 'c/matmul_q8_0_avxvnni_gemv.c', req: { target: 'c', op: 'matmul_q8_0', shape: 'M=1,N=64,K=128', isa: 'avxvnni', device: 'core-i9-13900k' } },
   { file: 'c/matmul_q35_avx512_gemv.c', req: { target: 'c', op: 'matmul_q35', shape: 'M=1,N=64,K=128', isa: 'avx512', device: 'epyc-9654' } },
   { file: 'c/matmul_q4_avx512_panel_gemm.c', req: { target: 'c', op: 'matmul_q4', shape: 'M=16,N=64,K=128', isa: 'avx512', device: 'epyc-9654' } },
   { file: 'c/matmul_q4_0_scalar_gemm.c', req: { target: 'c', op: 'matmul_q4_0', shape: 'M=16,N=64,K=128', isa: 'scalar', device: 'epyc-9654' } },

@@ -27,33 +27,32 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
  * Variants that build on AVX2's templates (helpers, quantizer, micro-kernels, decoders):
  * - `own`: the prefix of the micro-kernel and decoder of their kernels with neither block step,
  *   row sums nor panel (AVX-512 has its own; AVX-VNNI takes AVX2's);
- * - `microDecoders`: schemes whose own decoder also offers the AVX2 micro-kernel's interface
- *   (kg_decode, kg_decode_pair and KG_DOT over two 256-bit vectors), so the block-step and row-sums
- *   kernels use it (and AVX-VNNI's int8 micro-kernel); other schemes take AVX2's. q3.5's AVX-512
- *   decode (ternary logic, codes + 128 for vpdpbusd) is 7% faster in the row-sums kernel than
- *   AVX2's with a signed VNNI dot; AVX-VNNI's (AVX2's decoder with codes + 128) 9% faster than
- *   that signed dot (docs/PERFORMANCE.md);
+ * - `microDecoders`: by decode scheme, the suffix of a decoder (`decode/<scheme>_<suffix>`) that
+ *   offers the AVX2 micro-kernel's interface (kg_decode, kg_decode_pair and KG_DOT over two 256-bit
+ *   vectors) with codes for vpdpbusd, so the block-step and row-sums kernels (and AVX-VNNI's int8
+ *   micro-kernel) use it; other schemes take AVX2's. Each gives unsigned codes (value + 128) where
+ *   AVX2's are signed, and the micro-kernel takes 128 x sum(x) off: q3.5's AVX-512 decode (ternary
+ *   logic) is 7% faster in the row-sums kernel than AVX2's with a signed VNNI dot (|w| and x with
+ *   w's sign); AVX-VNNI's q3.5 (AVX2's decoder, tables + 128) 9% faster; int8 weights with the sign
+ *   bit flipped (`decode/int8_vnni`) 3-5% (q8) and 24% (q8_0, block steps) faster than AVX2's maddubs
+ *   dots on AVX-VNNI, 7% (q8_0) on AVX-512 (L2, one Zen 5 core; docs/PERFORMANCE.md);
  * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
  *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
  *   512-bit kernels to it);
  * - `widePanel`: the prefix of the micro-kernel of a panel of two 8-row slices: AVX-512's own (one
- *   512-bit vector for both), or AVX2's (one 256-bit vector a slice, with the ISA's panel step);
- * - `maddubs`: decode schemes that keep AVX2's maddubs dot products. On Zen 5 (L2, one core)
- *   AVX-VNNI's vpdpbusd took q4 0.965 -> 0.835 ns per 64 weights and q3.5 1.973 -> 1.705, but
- *   signed int8 weights, which need |w| and x with w's sign either way, went 1.345 -> 1.536 (q8) and
- *   1.563 -> 1.605 (q8_0) (docs/PERFORMANCE.md, tenth session).
+ *   512-bit vector for both), or AVX2's (one 256-bit vector a slice, with the ISA's panel step).
  */
-const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: readonly DecodeScheme[]; dots: string; widePanel: string; maddubs?: readonly DecodeScheme[] }>> = {
-  avx512: { own: 'avx512', microDecoders: ['q35'], dots: 'avx512', widePanel: 'avx512' },
-  avxvnni: { own: 'avx2', microDecoders: ['q35'], dots: 'vnni', widePanel: 'avx2', maddubs: ['int8'] },
+const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: Partial<Record<DecodeScheme, string>>; dots: string; widePanel: string }>> = {
+  avx512: { own: 'avx512', microDecoders: { q35: 'avx512', int8: 'vnni' }, dots: 'avx512', widePanel: 'avx512' },
+  avxvnni: { own: 'avx2', microDecoders: { q35: 'avxvnni', int8: 'vnni' }, dots: 'vnni', widePanel: 'avx2' },
 };
 
 /**
- * The template names a matmul plan renders through, and `decoderIsa`: the ISA whose decoder (and so
- * whose activation order) the kernel uses. AVX-512 and AVX-VNNI plans on the block step, the
- * row-sums kernel or the panel run the AVX2 micro-kernel and decoders with their 256-bit VNNI dot
- * products (isa/vnni_*, except for the schemes in `maddubs`); AVX-VNNI's other kernels are AVX2's,
- * whose int8-activation micro-kernel takes the same dot products.
+ * The template names a matmul plan renders through, and `decoderIsa`: the suffix of the decoder
+ * (an ISA, or `vnni`) the kernel uses, which fixes its activation order. AVX-512 and AVX-VNNI plans
+ * on the block step, the row-sums kernel or the panel run the AVX2 micro-kernel and decoders (their
+ * `microDecoders` where they have one) with their 256-bit VNNI dot products (isa/vnni_*); AVX-VNNI's
+ * other kernels are AVX2's, whose int8-activation micro-kernel takes the same dot products.
  */
 export function matmulPartials(plan: CpuMatmulPlan): {
   micro: string;
@@ -74,9 +73,8 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   const based = AVX2_BASED[isa];
   const shared = based ? 'avx2' : isa;
   // The prefixes of the dot-product partials: isa/<dots>_dot, isa/<steps>_step_dot and _panel_step.
-  const maddubs = !based || based.maddubs?.includes(scheme);
-  const dots = maddubs ? shared : based.dots;
-  const steps = maddubs ? shared : 'vnni';
+  const dots = based?.dots ?? shared;
+  const steps = based ? 'vnni' : shared;
   if (plan.params.panel) {
     // The panel path: panel decoders in AVX2 intrinsics (a slice of 8 rows each), and the AVX2
     // micro-kernel with the ISA's step, or for panels of two slices the ISA's `widePanel` one.
@@ -94,7 +92,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   if (plan.params.stepBlocks || plan.params.rowSums) {
     // The block step and the row-sums kernel: the AVX2 micro-kernel and decoders; the ISA gives
     // the dot products (and the block step's quad dot).
-    const decoderIsa = based?.microDecoders?.includes(scheme) ? isa : shared;
+    const decoderIsa = based?.microDecoders?.[scheme] ?? shared;
     return {
       micro: `isa/${shared}_q8`,
       decode: `decode/${scheme}_${decoderIsa}`,
@@ -109,7 +107,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   const own = based?.own ?? isa;
   // The AVX2 int8 micro-kernel of an AVX-VNNI build takes that ISA's own decoder where it has one
   // (its codes are what the VNNI dot products want); f32 micro-kernels want the values as they are.
-  const decoderIsa = own === 'avx2' && kind === 'q8' && based?.microDecoders?.includes(scheme) ? isa : own;
+  const decoderIsa = (own === 'avx2' && kind === 'q8' && based?.microDecoders?.[scheme]) || own;
   return {
     micro: `isa/${own}_${kind}`,
     decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${decoderIsa}`,

@@ -74,7 +74,8 @@ export const C_VARIANTS: CpuVariants = {
   // a scale and an FMA per row and block cost as much as a sixth of q3.5's decode). AVX-512 runs
   // it as AVX2 code with 256-bit VNNI dot products (isa/avx512_dot): in L2 on Zen 4, q4 0.90 ns
   // per 64 weights against 1.29 for the 512-bit micro-kernel, q3.5 1.30 against 1.68; q8 1.29
-  // against 1.19 (its abs and sign ops cost more than the conversions saved), so q8 keeps it.
+  // against 1.19 (its abs and sign ops cost more than the conversions saved), so q8 keeps it; on
+  // Zen 5 with the sign bit flipped instead (decode/int8_vnni) still 1.30 against 1.17.
   // AVX-VNNI has no 512-bit micro-kernel to keep: its q8 takes the row sums as AVX2's does.
   rowSums: { avx2: ['q4', 'q8', 'q35'], avx512: ['q4', 'q35'], avxvnni: ['q4', 'q8', 'q35'] },
   // q3.5's AVX-512 decode can also take a whole 64-weight unit in one zmm (A values in the low
