@@ -34,8 +34,8 @@ const DECODE_SCHEME: Record<MatmulOp['weight']['format'], DecodeScheme> = {
  *   AVX2's are signed, and the micro-kernel takes 128 x sum(x) off: q3.5's AVX-512 decode (ternary
  *   logic) is 7% faster in the row-sums kernel than AVX2's with a signed VNNI dot (|w| and x with
  *   w's sign); AVX-VNNI's q3.5 (AVX2's decoder, tables + 128) 9% faster; int8 weights with the sign
- *   bit flipped (`decode/int8_vnni`) 3-5% (q8) and 24% (q8_0, block steps) faster than AVX2's maddubs
- *   dots on AVX-VNNI, 7% (q8_0) on AVX-512 (L2, one Zen 5 core; docs/PERFORMANCE.md);
+ *   bit flipped (`decode/int8_vnni`) 5% (q8) and 23-40% (q8_0, block steps) faster than AVX2's maddubs
+ *   dots on AVX-VNNI, 7-20% (q8_0) on AVX-512 (L2, one Zen 5 core; docs/PERFORMANCE.md);
  * - `dots`: the prefix of the `_dot` partial with their dot products (both have 256-bit vpdpbusd:
  *   isa/vnni_*, with KG_DPBUSD256 defined by each variant's includes; isa/avx512_dot adds AVX-512's
  *   512-bit kernels to it);
