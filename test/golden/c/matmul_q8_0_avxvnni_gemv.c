@@ -200,7 +200,7 @@ static inline float kg_hsum256(__m256 v) {
 }
 
 /* 8-bit weights (ggml q8_0) for the AVX2 micro-kernels with 256-bit VNNI dot products (AVX-VNNI,
- * and AVX-512's row sums and block steps): AVX2's loads, natural order, with the sign bit flipped,
+ * and AVX-512's block steps): AVX2's loads, natural order, with the sign bit flipped,
  * so the codes are q + 128, unsigned, and one vpdpbusd multiplies them by the signed activations;
  * the micro-kernel subtracts 128 * sum(x) per block. The signed dot (|w|, and x with w's sign)
  * takes two more operations a vector. */
