@@ -48,11 +48,12 @@ const AVX2_BASED: Readonly<Record<string, { own: string; microDecoders?: Partial
 };
 
 /**
- * The template names a matmul plan renders through, and `decoderIsa`: the suffix of the decoder
- * (an ISA, or `vnni`) the kernel uses, which fixes its activation order. AVX-512 and AVX-VNNI plans
- * on the block step, the row-sums kernel or the panel run the AVX2 micro-kernel and decoders (their
- * `microDecoders` where they have one) with their 256-bit VNNI dot products (isa/vnni_*); AVX-VNNI's
- * other kernels are AVX2's, whose int8-activation micro-kernel takes the same dot products.
+ * The template names a matmul plan renders through, and `decoder`: the suffix of the decoder partial
+ * (`decode/<scheme>_<decoder>`: an ISA, or `vnni`) the kernel uses, which fixes its activation
+ * order. AVX-512 and AVX-VNNI plans on the block step, the row-sums kernel or the panel run the AVX2
+ * micro-kernel and decoders (their `microDecoders` where they have one) with their 256-bit VNNI dot
+ * products (isa/vnni_*); AVX-VNNI's other kernels are AVX2's, whose int8-activation micro-kernel
+ * takes the same dot products.
  */
 export function matmulPartials(plan: CpuMatmulPlan): {
   micro: string;
@@ -63,7 +64,7 @@ export function matmulPartials(plan: CpuMatmulPlan): {
   panelStep?: string;
   stepDot?: string;
   dot?: string;
-  decoderIsa: string;
+  decoder: string;
 } {
   const op = plan.op;
   const isa = plan.params.isa;
@@ -86,37 +87,37 @@ export function matmulPartials(plan: CpuMatmulPlan): {
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
       panelStep: micro === shared ? `isa/${steps}_panel_step${plan.params.panelSignedCodes ? '_signed' : ''}` : undefined,
-      decoderIsa: shared,
+      decoder: shared,
     };
   }
   if (plan.params.stepBlocks || plan.params.rowSums) {
     // The block step and the row-sums kernel: the AVX2 micro-kernel and decoders; the ISA gives
     // the dot products (and the block step's quad dot).
-    const decoderIsa = based?.microDecoders?.[scheme] ?? shared;
+    const decoder = based?.microDecoders?.[scheme] ?? shared;
     return {
       micro: `isa/${shared}_q8`,
-      decode: `decode/${scheme}_${decoderIsa}`,
+      decode: `decode/${scheme}_${decoder}`,
       includes: `isa/${isa}_includes`,
       common: `isa/${shared}_common`,
       quant: `isa/${shared}_quant`,
       stepDot: plan.params.stepBlocks ? `isa/${steps}_step_dot` : undefined,
       dot: `isa/${dots}_dot`,
-      decoderIsa,
+      decoder,
     };
   }
   const own = based?.own ?? isa;
   // The AVX2 int8 micro-kernel of an AVX-VNNI build takes that ISA's own decoder where it has one
   // (its codes are what the VNNI dot products want); f32 micro-kernels want the values as they are.
-  const decoderIsa = (own === 'avx2' && kind === 'q8' && based?.microDecoders?.[scheme]) || own;
+  const decoder = (own === 'avx2' && kind === 'q8' && based?.microDecoders?.[scheme]) || own;
   return {
     micro: `isa/${own}_${kind}`,
-    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${decoderIsa}`,
+    decode: scheme === 'none' ? 'decode/none' : `decode/${scheme}_${decoder}`,
     includes: `isa/${isa}_includes`,
     common: `isa/${shared}_common`,
     quant: `isa/${shared}_quant`,
     // The AVX2 int8 micro-kernel takes its dot products from a partial (AVX-VNNI's: vpdpbusd).
     dot: own === 'avx2' && kind === 'q8' ? `isa/${dots}_dot` : undefined,
-    decoderIsa,
+    decoder,
   };
 }
 
@@ -143,7 +144,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
   const op = plan.op;
   const p = plan.params;
   const templates = templateSet('c');
-  const { decoderIsa, ...parts } = matmulPartials(plan);
+  const { decoder, ...parts } = matmulPartials(plan);
   for (const name of Object.values(parts).filter((n): n is string => n !== undefined)) {
     if (!templates.has(name)) {
       throw new KgenError({
@@ -173,7 +174,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     epilogueText: epilogueParts.length ? `epilogue[${epilogueParts.join(' ')}]` : '',
     isaIncludes: parts.includes,
     quantPartial: parts.quant,
-    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], decoderIsa, p.actBlock, p.panel)?.join(', ') : undefined,
+    xOrder: p.actQuant ? activationOrder(DECODE_SCHEME[op.weight.format], decoder, p.actBlock, p.panel)?.join(', ') : undefined,
     panelStepPartial: parts.panelStep,
     stepDotPartial: parts.stepDot,
     dotPartial: parts.dot,

@@ -200,15 +200,18 @@ static inline float kg_hsum256(__m256 v) {
 }
 
 /* 8-bit weights (ggml q8_0) for the AVX2 micro-kernels with 256-bit VNNI dot products (AVX-VNNI,
- * and AVX-512's block steps): AVX2's loads, natural order, with the sign bit flipped,
- * so the codes are q + 128, unsigned, and one vpdpbusd multiplies them by the signed activations;
- * the micro-kernel subtracts 128 * sum(x) per block. The signed dot (|w|, and x with w's sign)
- * takes two more operations a vector. */
+ * and AVX-512's block steps): AVX2's loads with the sign bit flipped, so the codes are q + 128,
+ * unsigned, and one vpdpbusd multiplies them by the signed activations; the micro-kernel subtracts
+ * 128 * sum(x) per block. The signed dot (|w|, and x with w's sign) takes two more operations a
+ * vector. */
 #define KG_DOT kg_dot_unsigned
 #define KG_DOT_QUAD kg_dot_unsigned_quad
 #define KG_W_OFFSET 128
-
-static inline __m256i kg_int8_codes(__m256i v) { return _mm256_xor_si256(v, _mm256_set1_epi8((char)KG_W_OFFSET)); }
+#define KG_INT8_CODE_XOR KG_W_OFFSET
+/* 8-bit weights (ggml q8_0) for the AVX2 micro-kernels: each block's q bytes, natural order, as
+ * codes q ^ KG_INT8_CODE_XOR (defined before this partial: 0, the signed values; 128, q + 128
+ * unsigned for vpdpbusd). */
+static inline __m256i kg_int8_codes(__m256i v) { return _mm256_xor_si256(v, _mm256_set1_epi8((char)KG_INT8_CODE_XOR)); }
 
 static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
   wv[0] = kg_int8_codes(_mm256_loadu_si256((const __m256i *)(blk + 2 + 64 * a)));
