@@ -180,11 +180,17 @@ async function main(): Promise<void> {
     },
   ];
   log(rows[0]!.case);
+  /** Keeps a row and logs it at once, so a run cut short by a timeout still leaves its figures. */
+  const add = (r: GpuBenchRow): void => {
+    rows.push(r);
+    const fig = r.ms === undefined ? '' : ` ${r.ms.toFixed(4)} ms, ${r.gbps?.toFixed(0) ?? '-'} GB/s${r.pctProbe === undefined ? '' : `, ${r.pctProbe.toFixed(0)}% of probe`}`;
+    log(`row: ${r.case} ${r.shape}${fig}${r.note ? ` (${r.note})` : ''}${r.config ? ` ${JSON.stringify(r.config)}` : ''}`);
+  };
 
   log('probe: device-to-device copy of 1 GiB');
   const copy = parseTimesLine(run(harness, ['copy', '--bytes', String(COPY_BYTES), '--warmup', '3', '--runs', '15', '--device-name', gpu.name]))!;
   const probeGbps = (2 * COPY_BYTES) / (copy.medianMs * 1e6);
-  rows.push({ kind: 'probe', case: 'probe: D2D copy (2 x bytes / time)', shape: '1 GiB', ms: copy.medianMs, gbps: probeGbps, runs: copy.runs, note: `cuMemcpyDtoD, min ${copy.minMs.toFixed(3)} ms` });
+  add({ kind: 'probe', case: 'probe: D2D copy (2 x bytes / time)', shape: '1 GiB', ms: copy.medianMs, gbps: probeGbps, runs: copy.runs, note: `cuMemcpyDtoD, min ${copy.minMs.toFixed(3)} ms` });
 
   const db = flag('--record') && exact ? openTuningDb(opt('--db', defaultDbPath(process.env))) : openTuningDb(':memory:');
   if (flag('--record') && !exact) log(`--record ignored: ${gpu.name} is not ${device.name}, so its times do not belong to that profile`);
@@ -195,7 +201,7 @@ async function main(): Promise<void> {
         log(`gemv ${label}: default config`);
         const d = await timeKgen(device, f, GEMV, flushBytes, cacheDir);
         const gbps = d.bytes / (d.timing.medianMs * 1e6);
-        rows.push({ kind: 'kgen', case: `gemv kgen ${label} default`, shape: fmtShape(GEMV), ms: d.timing.medianMs, gbps, pctProbe: (100 * gbps) / probeGbps, runs: d.timing.runs, config: d.config });
+        add({ kind: 'kgen', case: `gemv kgen ${label} default`, shape: fmtShape(GEMV), ms: d.timing.medianMs, gbps, pctProbe: (100 * gbps) / probeGbps, runs: d.timing.runs, config: d.config });
         if (tuneTrials > 0) {
           log(`gemv ${label}: short tune, ${tuneTrials} trials`);
           const summary = await tune({
@@ -211,11 +217,11 @@ async function main(): Promise<void> {
           const best = summary.results[0]?.best;
           if (best?.timing) {
             const tg = summary.results[0]!.workload.bytes / (best.timing.medianMs * 1e6);
-            rows.push({ kind: 'kgen-tuned', case: `gemv kgen ${label} tuned (${tuneTrials} trials)`, shape: fmtShape(GEMV), ms: best.timing.medianMs, gbps: tg, pctProbe: (100 * tg) / probeGbps, runs: best.timing.runs, config: best.config });
+            add({ kind: 'kgen-tuned', case: `gemv kgen ${label} tuned (${tuneTrials} trials)`, shape: fmtShape(GEMV), ms: best.timing.medianMs, gbps: tg, pctProbe: (100 * tg) / probeGbps, runs: best.timing.runs, config: best.config });
           }
         }
       } catch (e) {
-        rows.push({ kind: 'kgen', case: `gemv kgen ${label} (FAILED)`, shape: fmtShape(GEMV), note: (e as Error).message.split('\n')[0] });
+        add({ kind: 'kgen', case: `gemv kgen ${label} (FAILED)`, shape: fmtShape(GEMV), note: (e as Error).message.split('\n')[0] });
       }
     }
   } finally {
@@ -229,14 +235,14 @@ async function main(): Promise<void> {
       try {
         log(`${label} ${fmtShape(shape)}`);
         const d = await timeKgen(device, f, shape, flushBytes, cacheDir);
-        rows.push({ kind: 'kgen', case: label, shape: fmtShape(shape), ms: d.timing.medianMs, gbps: d.bytes / (d.timing.medianMs * 1e6), runs: d.timing.runs, config: d.config });
+        add({ kind: 'kgen', case: label, shape: fmtShape(shape), ms: d.timing.medianMs, gbps: d.bytes / (d.timing.medianMs * 1e6), runs: d.timing.runs, config: d.config });
       } catch (e) {
-        rows.push({ kind: 'kgen', case: `${label} (FAILED)`, shape: fmtShape(shape), note: (e as Error).message.split('\n')[0] });
+        add({ kind: 'kgen', case: `${label} (FAILED)`, shape: fmtShape(shape), note: (e as Error).message.split('\n')[0] });
       }
     }
   }
   log('torch f16 matmul');
-  rows.push(...torchRows(flushBytes));
+  for (const r of torchRows(flushBytes)) add(r);
 
   if (json) for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
   else process.stdout.write(`# ${rows[0]!.case}\n${table(rows)}\n`);

@@ -231,7 +231,7 @@ describe.skipIf(noNvccGcc !== undefined)('kgen devices and kgen tune with a GPU 
 describe('the scripts for a GPU machine without Node', () => {
   const scripts = join(import.meta.dirname, '..', 'scripts');
   it('parse, and the session refuses clearly without a bundle, writing nothing', async () => {
-    for (const s of ['gpu-bundle.sh', 'gpu-session.sh']) expect((await execa('bash', ['-n', join(scripts, s)], { reject: false })).exitCode, s).toBe(0);
+    for (const s of ['gpu-bundle.sh', 'gpu-session.sh', 'gpu-attention.sh']) expect((await execa('bash', ['-n', join(scripts, s)], { reject: false })).exitCode, s).toBe(0);
     // A copy of the session script in a tree with no .gpu-bundle: it must stop before unpacking.
     const root = tmp();
     mkdirSync(join(root, 'scripts'));
@@ -244,6 +244,6 @@ describe('the scripts for a GPU machine without Node', () => {
     expect(existsSync(out)).toBe(false);
     const bad = await execa('bash', [join(root, 'scripts', 'gpu-session.sh'), 'everything'], { reject: false, env: { ...process.env, OUT: out } });
     expect(bad.exitCode).toBe(2);
-    expect(bad.stderr).toMatch(/usage: gpu-session\.sh \[tests\|bench\|all\]/);
+    expect(bad.stderr).toMatch(/usage: gpu-session\.sh \[tests\|bench\|attention\|all\]/);
   });
 });

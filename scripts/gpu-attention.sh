@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Attention on an NVIDIA GPU (called by scripts/gpu-session.sh, which puts node and the CUDA tools
+# on PATH): `kgen verify --target cuda` of every KV format on ragged shapes (decode with GQA, prefill
+# on tensor cores and SIMT at D = 256), each through the kernel's run kit built by nvcc; then each
+# format's decode kernel at B=1, Hq=32, Hkv=8, Sq=1, Skv=32768, D=128 emitted with --data and timed
+# by its own run.sh (the L2 flushed between runs, next to a device-to-device copy of K and V).
+#
+#   bash scripts/gpu-attention.sh DEVICE LOG
+set -uo pipefail
+cd "$(dirname "$0")/.."
+device=$1
+log=$2
+work=$(mktemp -d /tmp/kgen-gpu-attention.XXXXXX)
+formats="f16 q8kv q8_0kv q4_0kv"
+: > "$log"
+# op shape config (- for the default)
+cases=""
+for f in $formats; do
+  cases+="attention_$f B=2,Hq=20,Hkv=4,Sq=1,Skv=333,D=128 -
+attention_$f B=1,Hq=8,Hkv=8,Sq=5,Skv=200,D=64 -
+attention_$f B=1,Hq=8,Hkv=2,Sq=77,Skv=77,D=64 -
+attention_$f B=1,Hq=4,Hkv=4,Sq=40,Skv=200,D=256 -
+"
+done
+echo "## kgen verify --target cuda --device $device" | tee -a "$log"
+printf '%s' "$cases" | xargs -P 8 -L 1 sh -c 'r=$(node bin/kgen verify --target cuda --device "$0" --op "$1" --shape "$2" 2>&1 | tail -n 3 | tr "\n" " "); echo "$1 $2: $r"' "$device" 2>&1 | tee -a "$log"
+echo "## decode at Skv = 32768: run.sh timing (RUNS=50)" | tee -a "$log"
+for f in $formats; do
+  ( node bin/kgen emit --target cuda --device "$device" --op "attention_$f" --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128 --no-ptxas -o "$work/$f" --data > "$work/$f.emit" 2>&1 ) &
+done
+wait
+for f in $formats; do
+  if [ ! -f "$work/$f/run.sh" ]; then echo "attention_$f: emit failed: $(tail -n 2 "$work/$f.emit")" | tee -a "$log"; continue; fi
+  RUNS=50 WARMUP=10 sh "$work/$f/run.sh" > "$work/$f.run" 2>&1
+  echo "attention_$f: $(cat "$work/$f/result.json" 2>/dev/null || tail -n 3 "$work/$f.run")" | tee -a "$log"
+done
