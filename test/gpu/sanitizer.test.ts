@@ -23,7 +23,7 @@ const CASES: Array<{ op: string; shape: string; config: Record<string, string> }
 
 describe.skipIf(!sanitizer || !nvcc)(`compute-sanitizer on the emitted run program (kgen_run.cu built by nvcc) on ${GPU.name}`, () => {
   for (const c of CASES) {
-    it(`${c.op} ${JSON.stringify(c.config)} ${c.shape}: memcheck, racecheck and synccheck are clean`, async () => {
+    it(`${c.op} ${JSON.stringify(c.config)} ${c.shape}: memcheck, racecheck and synccheck are clean`, async (ctx) => {
       let e;
       try {
         e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: PROFILE.device.name, config: c.config });
@@ -37,6 +37,14 @@ describe.skipIf(!sanitizer || !nvcc)(`compute-sanitizer on the emitted run progr
       expect(cc.exitCode, cc.all).toBe(0);
       for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
         const r = await execa(sanitizer!, ['--tool', tool, '--error-exitcode', '9', join(dir, 'kgen_run'), dir], { reject: false, all: true });
+        // Some sandboxed GPU machines (gVisor) run CUDA but the sanitizer refuses the device there
+        // ("Device not supported", then error 999 at the first allocation): a skip with its words,
+        // not a failure of the kernel.
+        const refused = /Device not supported/.exec(r.all ?? '');
+        if (tool === 'memcheck' && refused && !/=========\s+(Invalid|Race|Barrier)/.test(r.all ?? '')) {
+          console.warn(`SKIP compute-sanitizer on ${GPU.name}: it refused the device (${refused[0]})`);
+          ctx.skip();
+        }
         expect(r.exitCode, `${tool}:\n${r.all}`).toBe(0);
         expect(r.all).toMatch(/ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards/);
       }
