@@ -13,13 +13,14 @@ log=$2
 work=$(mktemp -d /tmp/kgen-gpu-attention.XXXXXX)
 formats="f16 q8kv q8_0kv q4_0kv"
 : > "$log"
-# op shape config (- for the default)
+# op and shape, a case a line; each at its default plan: decode (GQA 5, two batches; Sq = 5), prefill
+# on tensor cores (causal, GQA 4) and SIMT prefill at D = 256
 cases=""
 for f in $formats; do
-  cases+="attention_$f B=2,Hq=20,Hkv=4,Sq=1,Skv=333,D=128 -
-attention_$f B=1,Hq=8,Hkv=8,Sq=5,Skv=200,D=64 -
-attention_$f B=1,Hq=8,Hkv=2,Sq=77,Skv=77,D=64 -
-attention_$f B=1,Hq=4,Hkv=4,Sq=40,Skv=200,D=256 -
+  cases+="attention_$f B=2,Hq=20,Hkv=4,Sq=1,Skv=333,D=128
+attention_$f B=1,Hq=8,Hkv=8,Sq=5,Skv=200,D=64
+attention_$f B=1,Hq=8,Hkv=2,Sq=77,Skv=77,D=64
+attention_$f B=1,Hq=4,Hkv=4,Sq=40,Skv=200,D=256
 "
 done
 echo "## kgen verify --target cuda --device $device" | tee -a "$log"

@@ -21,8 +21,8 @@ const CASES: Array<{ op: string; shape: string; config: Record<string, string> }
   { op: 'matmul_q8', shape: 'M=3,N=1031,K=4160', config: { kernel: 'tiled', math: 'simt' } },
 ];
 
-// Concurrent: each case is its own nvcc build and sanitizer processes (one at a time they took
-// most of a lent machine's minutes); the three tools of a case still run one after another.
+// Concurrent: each case is its own nvcc build and sanitizer processes, and one after another they
+// would take minutes of a lent machine's fifteen (estimated); a case's three tools stay in order.
 describe.skipIf(!sanitizer || !nvcc).concurrent(`compute-sanitizer on the emitted run program (kgen_run.cu built by nvcc) on ${GPU.name}`, () => {
   for (const c of CASES) {
     it(`${c.op} ${JSON.stringify(c.config)} ${c.shape}: memcheck, racecheck and synccheck are clean`, async (ctx) => {
