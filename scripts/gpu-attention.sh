@@ -5,12 +5,20 @@
 # format's decode kernel at B=1, Hq=32, Hkv=8, Sq=1, Skv=32768, D=128 emitted with --data and timed
 # by its own run.sh (the L2 flushed between runs, next to a device-to-device copy of K and V).
 #
-#   bash scripts/gpu-attention.sh DEVICE LOG
+#   bash scripts/gpu-attention.sh LOG [DEVICE]
+# DEVICE: the kgen profile to plan for; default the CUDA profile `kgen devices` finds present here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-device=$1
-log=$2
+log=$1
+device=${2:-$(node bin/kgen devices --json | node -e 'const d = JSON.parse(require("fs").readFileSync(0, "utf8")).find((p) => p.present && p.kind === "gpu" && p.targets.includes("cuda")); if (d) console.log(d.name)')}
+if [ -z "$device" ]; then
+  echo "gpu-attention: no kgen CUDA profile matches a GPU here (kgen devices); pass one as DEVICE" | tee "$log" >&2
+  exit 2
+fi
+# The kits with their data (~70 MB a format at Skv = 32768) are removed on exit.
 work=$(mktemp -d /tmp/kgen-gpu-attention.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT
 formats="f16 q8kv q8_0kv q4_0kv"
 : > "$log"
 # op and shape, a case a line; each at its default plan: decode (GQA 5, two batches; Sq = 5), prefill

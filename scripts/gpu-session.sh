@@ -9,7 +9,7 @@
 #
 #   bash scripts/gpu-session.sh [tests|bench|attention|all]     default all
 # Environment: TESTS_TIMEOUT (s, default 300), BENCH_TIMEOUT (s, default 240), BENCH_ARGS,
-# ATTENTION_TIMEOUT (s, default 120), DEVICE (kgen profile for attention, default h200).
+# ATTENTION_TIMEOUT (s, default 120), DEVICE (kgen profile for attention; default the one present).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-all}
@@ -53,7 +53,7 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 fi
 if [ "$stage" = attention ] || [ "$stage" = all ]; then
   echo "gpu-session: attention (timeout ${ATTENTION_TIMEOUT:-120} s)"
-  timeout "${ATTENTION_TIMEOUT:-120}" bash scripts/gpu-attention.sh "${DEVICE:-h200}" "$out/attention.txt"
+  timeout "${ATTENTION_TIMEOUT:-120}" bash scripts/gpu-attention.sh "$out/attention.txt" "${DEVICE:-}"
   arc=$?
   echo "gpu-session: attention exit $arc" | tee -a "$out/attention.txt"
   [ "$rc" -eq 0 ] && rc=$arc
