@@ -363,12 +363,35 @@ describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-emit-'));
     try {
       writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
-      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as { source: string; checkDevice(d: unknown): void; kernel: unknown };
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as {
+        source: string;
+        checkDevice(d: unknown): void;
+        kernel: unknown;
+        createKernel(d: unknown): Promise<{ bindGroup(buffers: Record<string, unknown>): unknown[] }>;
+      };
       expect(loader.source).toBe(r.files['kernel.wgsl']);
       expect(loader.kernel).toEqual(bi);
       const limits = { ...bi.limits };
       expect(() => loader.checkDevice({ features: new Set(['subgroups']), limits })).not.toThrow();
       expect(() => loader.checkDevice({ features: new Set(), limits: { ...limits, maxComputeWorkgroupStorageSize: 16 } })).toThrow(/needs feature subgroups, maxComputeWorkgroupStorageSize >= \d+ \(the device has 16\)/);
+      // Buffers are checked before WebGPU sees them (it would only log a failed bind group): a W of
+      // exactly the packed bytes (2700, not the binding's 2704) and a buffer without STORAGE throw.
+      const bound: unknown[] = [];
+      const fakeDevice = {
+        features: new Set(['subgroups']),
+        limits,
+        createShaderModule: () => ({}),
+        createComputePipelineAsync: async () => ({ getBindGroupLayout: () => ({}) }),
+        createBindGroup: (d: unknown) => bound.push(d),
+      };
+      const k = await loader.createKernel(fakeDevice);
+      const STORAGE = 0x80;
+      const buffers = { x: { size: 768, usage: STORAGE }, w: { size: 2704, usage: STORAGE | 0x8 }, y: { size: 400, usage: STORAGE } };
+      expect(() => k.bindGroup(buffers)).not.toThrow();
+      expect(bound).toHaveLength(1);
+      expect(() => k.bindGroup({ ...buffers, w: { size: 2700, usage: STORAGE } })).toThrow(/the w buffer has 2700 bytes, binding \d+ needs 2704 \(kernel.bindings; pad packed weights with zeros/);
+      expect(() => k.bindGroup({ ...buffers, y: { size: 400, usage: 0x1 } })).toThrow(/the y buffer needs GPUBufferUsage.STORAGE/);
+      expect(() => k.bindGroup({ x: buffers.x, y: buffers.y })).toThrow(/no buffer for w/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

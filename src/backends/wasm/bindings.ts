@@ -92,10 +92,10 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       name: 'ThreadedKernel',
       properties: threadedProperties('Level'),
       methods: [
-        { name: 'prepare', parameters: [ptr('x'), ptr('workspace')], returnType: 'void' },
+        { name: 'prepare', parameters: [ptr('x'), ptr('workspace')], returnType: 'Promise<void>', docs: ['Queued behind the calls before it, as rows and run are.'] },
         { name: 'rows', parameters: rowsParams, returnType: 'Promise<void>', docs: ['Rows [rowBegin, rowEnd) split across this thread and the workers; resolves when all are written.'] },
         { name: 'run', parameters: runParams, returnType: 'Promise<void>' },
-        { name: 'close', returnType: 'void', docs: ['Ends the workers.'] },
+        { name: 'close', returnType: 'void', docs: ['Ends the workers; a call made or still queued after it rejects without computing.'] },
       ],
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
@@ -156,11 +156,11 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       name: 'ThreadedKernel',
       properties: threadedProperties("'simd128'"),
       methods: [
-        { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'void' },
+        { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'Promise<void>', docs: ['Queued behind the calls before it, as tasks, merge and run are.'] },
         { name: 'tasks', parameters: tasksParams, returnType: 'Promise<void>', docs: ['Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.'] },
         { name: 'merge', parameters: mergeParams, returnType: 'Promise<void>' },
         { name: 'run', parameters: runParams, returnType: 'Promise<void>' },
-        { name: 'close', returnType: 'void', docs: ['Ends the workers.'] },
+        { name: 'close', returnType: 'void', docs: ['Ends the workers; a call made or still queued after it rejects without computing.'] },
       ],
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads (at most `slots`) over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
