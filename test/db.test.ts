@@ -1,7 +1,8 @@
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import type { PlanOf } from '../src/plan/types.js';
 import { emit } from '../src/api/emit.js';
@@ -18,6 +19,7 @@ import type { Shape } from '../src/ir/types.js';
 import { opHash } from '../src/ir/validate.js';
 import { configInUse } from '../src/plan/index.js';
 import { KGEN_VERSION } from '../src/version.js';
+import { hasTool } from './helpers.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-db-'));
 
@@ -105,6 +107,32 @@ describe('tuning database', () => {
     expect(dst.importExchange(validateExchange(exported), 'test')).toEqual({ workloadsAdded: 0, trialsAdded: 0, trialsPresent: 3 });
     expect(dst.best(own.id)!.config).toEqual(FAST);
     dst.close();
+    // Into a fresh database the workload arrives with its own date, not the import's.
+    const fresh = openTuningDb(join(tmp(), 'fresh.db'));
+    fresh.importExchange(validateExchange({ ...exported, workloads: exported.workloads.map((w: { createdAt: string }) => ({ ...w, createdAt: '2026-01-02T03:04:05.000Z' })) }), 'test');
+    expect(fresh.workloads().map((w) => w.createdAt)).toEqual(['2026-01-02T03:04:05.000Z']);
+    fresh.close();
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || !hasTool('setpriv'))('a reader who may not write the database\'s directory reads it from a private copy (root only: runs kgen as nobody)', async () => {
+    const dir = tmp();
+    chmodSync(dir, 0o755);
+    const path = join(dir, 'shared.db');
+    const db = openTuningDb(path);
+    db.addTrial(db.ensureWorkload(info({ M: 1, N: 64, K: 256 })).id, trial(GEMV, 0.5));
+    const records = join(tmp(), 'records.json');
+    writeFileSync(records, JSON.stringify(db.exportAll()));
+    chmodSync(dirname(records), 0o755);
+    db.close();
+    const asNobody = (args: string[]) => execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(import.meta.dirname, '..', 'bin', 'kgen'), ...args], { reject: false, env: { HOME: dir } });
+    const list = await asNobody(['db', 'list', '--db', path]);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/host +c +matmul_q4 +M=1,N=64,K=256 +1 +1/);
+    // Nothing appears beside it, and writing says why it cannot.
+    expect(readdirSync(dir)).toEqual(['shared.db']);
+    const importing = await asNobody(['db', 'import', '--db', path, records]);
+    expect(importing.exitCode).toBe(2);
+    expect(importing.stderr).toMatch(/--db: cannot use .*shared\.db as the tuning database: (its directory is read-only|it is read-only)/);
   });
 
   it('validates an import file like user input, naming the field', () => {

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -114,6 +114,30 @@ describe('output paths never lose a user file', () => {
       [[...pack, '-o', join(dir, 'alink'), '--force'], /--out: .*alink is a symbolic link/],
       [['db', 'export', '-o', join(dir, 'adir'), '--db', kgenDb], /--out: .*adir is a directory/],
       [['db', 'export', '-o', join(dir, 'afile'), '--db', kgenDb], /--out: .*afile already exists/],
+    ] as const) {
+      expectRefused(await run([...args]), pattern);
+    }
+    expect(snapshot(dir)).toEqual(before);
+  });
+
+  it('--force never writes over the file the command reads, through any name', async () => {
+    const dir = tmp();
+    const w = f32File(dir, 4 * 64);
+    linkSync(w, join(dir, 'hard.f32'));
+    copyFileSync(w, join(dir, 'raw.json'));
+    const packed = join(dir, 'w.q4');
+    expect((await run(['pack', '--format', 'q4', '--shape', 'N=4,K=64', '--in', w, '-o', packed])).exitCode).toBe(0);
+    const kgenDb = join(dir, 'kgen.db');
+    openTuningDb(kgenDb).close();
+    const before = snapshot(dir);
+    for (const [args, pattern] of [
+      [['pack', '--format', 'q4', '--shape', 'N=4,K=64', '--in', w, '-o', join(dir, 'hard.f32'), '--force'], /--out: .*hard\.f32 is the file --in reads; .*destroy the input/],
+      // The sidecar pack writes beside -o (OUT.json) is checked too, before either file is written.
+      [['pack', '--format', 'q4', '--shape', 'N=4,K=64', '--in', join(dir, 'raw.json'), '-o', join(dir, 'raw'), '--force'], /--out: .*raw\.json is the file --in reads/],
+      [['unpack', '--in', packed, '-o', packed, '--force'], /--out: .*w\.q4 is the file --in reads/],
+      [['unpack', '--in', packed, '-o', `${packed}.json`, '--force'], /--out: .*w\.q4\.json is the file --in sidecar reads/],
+      [['db', 'export', '--db', kgenDb, '-o', kgenDb, '--force'], /--out: .*kgen\.db is the file --db reads/],
+      [['report', '--db', kgenDb, '-o', kgenDb, '--force'], /--out: .*kgen\.db is the file --db reads/],
     ] as const) {
       expectRefused(await run([...args]), pattern);
     }

@@ -153,7 +153,8 @@ Examples:
       return withDb(flags, (d) => {
         const text = `${JSON.stringify(d.exportAll(filterOf(flags)), null, 1)}\n`;
         if (out !== undefined) {
-          writeOutputFile(out, text, { field: '--out', force: flags.force });
+          const { path, field } = dbLocation(flags);
+          writeOutputFile(out, text, { field: '--out', force: flags.force, inputs: [{ path, field }] });
           process.stderr.write(`kgen: wrote ${pathText(out)}\n`);
         } else {
           process.stdout.write(text);

@@ -10,7 +10,7 @@ import { opKit } from '../ops/index.js';
 import { pathText, quoted } from '../io/message-text.js';
 import { parseJsonInput } from '../io/json-input.js';
 import { readRegularFile } from '../io/input-file.js';
-import { writeOutputFile, writeOutputFiles } from '../io/output.js';
+import { writeOutputFile, writeOutputFiles, type OutputOptions } from '../io/output.js';
 import { parseDimPairs } from '../ir/validate.js';
 import { codecOf, dequantizeMatrix, FORMATS } from '../quant/index.js';
 import { printJson } from './common.js';
@@ -88,7 +88,7 @@ Examples:
       const raw = readWeights(input, N * K * 4);
       const weights = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
       const result = pack({ format, groupSize, N, K, weights });
-      writePacked(out, { ...result, N, K }, flags);
+      writePacked(out, { ...result, N, K }, flags, [{ path: input, field: '--in' }]);
     });
 
   program
@@ -123,7 +123,8 @@ Examples:
       const packed = checkPacked({ bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), sidecar, raw, field: '--in', shown: pathText(input) });
       if (packed.N * packed.K * 4 > MAX_LENGTH) throw new KgenError({ field: '--in', problem: `N*K*4 = ${packed.N * packed.K * 4} bytes of f32 is more than one call can hold`, expected: 'a smaller matrix' });
       const values = dequantizeMatrix(codecOf(packed.spec), packed.bytes, packed.N, packed.K);
-      writeOutputFile(out, new Uint8Array(values.buffer), { field: '--out', force: flags.force });
+      const inputs = [{ path: input, field: '--in' }, ...(hasSidecar ? [{ path: sidecarFile, field: '--in sidecar' }] : [])];
+      writeOutputFile(out, new Uint8Array(values.buffer), { field: '--out', force: flags.force, inputs });
       const summary = { out, format: packed.spec.format, formatVersion: FORMATS[packed.spec.format].version, groupSize: packed.spec.groupSize, N: packed.N, K: packed.K, describedBy: packed.describedBy };
       if (flags.json) printJson(summary);
       else process.stderr.write(`kgen: unpacked ${packed.N}x${packed.K} ${packed.spec.format} (layout ${summary.formatVersion}) into ${values.length * 4} bytes of f32 at ${pathText(out)}\n`);
@@ -142,13 +143,13 @@ async function packGguf(flags: PackFlags): Promise<void> {
   if (out === undefined) throw new KgenError({ field: '--out', problem: 'missing', expected: 'an output file path' });
   const groupSize = optionalCount(flags.group, '--group', { min: 32, max: 4096 });
   const result = await packFromGguf({ path: file, tensor: flags.tensor, format: flags.format, groupSize });
-  writePacked(out, result, flags, ` from ${result.source.type} tensor ${quoted(flags.tensor)} (${result.source.how === 'passthrough' ? 'blocks passed through byte for byte' : 'quantized'})`);
+  writePacked(out, result, flags, [{ path: file, field: '--from-gguf' }], ` from ${result.source.type} tensor ${quoted(flags.tensor)} (${result.source.how === 'passthrough' ? 'blocks passed through byte for byte' : 'quantized'})`);
 }
 
-/** Writes packed bytes and their sidecar together, then says what was written. */
-function writePacked(out: string, result: PackResult & { N: number; K: number }, flags: PackFlags, from = ''): void {
+/** Writes packed bytes and their sidecar together (never over `inputs`, the files read), then says what was written. */
+function writePacked(out: string, result: PackResult & { N: number; K: number }, flags: PackFlags, inputs: OutputOptions['inputs'], from = ''): void {
   const sidecar = packedSidecar(result);
-  writeOutputFiles([{ path: out, content: result.bytes }, { path: sidecarPath(out), content: `${JSON.stringify(sidecar, null, 2)}\n` }], { field: '--out', force: flags.force });
+  writeOutputFiles([{ path: out, content: result.bytes }, { path: sidecarPath(out), content: `${JSON.stringify(sidecar, null, 2)}\n` }], { field: '--out', force: flags.force, inputs });
   const { N, K } = result;
   const summary = { out, sidecar: sidecarPath(out), format: sidecar.format, formatVersion: sidecar.formatVersion, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight, sha256: sidecar.sha256 };
   if (flags.json) printJson(summary);

@@ -34,7 +34,8 @@ Examples:
         db.close();
       }
       if (flags.json) return printJson(data);
-      writeOutputFile(out!, renderReport(data), { field: '--out', force: flags.force });
+      const { path, field } = dbLocation(flags);
+      writeOutputFile(out!, renderReport(data), { field: '--out', force: flags.force, inputs: [{ path, field }] });
       const trials = data.workloads.reduce((n, w) => n + w.trials.length, 0);
       process.stderr.write(`kgen: wrote ${pathText(out!)}: ${data.workloads.length} workloads, ${trials} trials, ${data.devices.length} device fingerprint(s)\n`);
     });

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { TrialStatus } from '../backends/types.js';
@@ -206,7 +207,6 @@ function classify(path: string, field: string): DbFileKind {
 
 function openChecked(path: string, shown: string, field: string, mayFallBackToReadonly: boolean): TuningDb {
   let db: Database.Database;
-  let readonly = false;
   try {
     db = new Database(path);
     configure(db);
@@ -214,19 +214,58 @@ function openChecked(path: string, shown: string, field: string, mayFallBackToRe
     // A database kgen may read but not write (a shared, read-only file): read it as it is.
     if (!mayFallBackToReadonly) throw sqliteError(field, shown, e);
     try {
-      db = new Database(path, { readonly: true, fileMustExist: true });
-      readonly = true;
+      return migrated(new Database(path, { readonly: true, fileMustExist: true }), path, shown);
     } catch (e2) {
-      throw sqliteError(field, shown, e2);
+      // SQLite reads a WAL database only with its -shm file beside it, which it cannot create in a
+      // directory the user may not write: read a private copy instead.
+      if (!isReadonlyDirectory(e2)) throw e2 instanceof KgenError ? e2 : sqliteError(field, shown, e2);
+      return openReadonlyCopy(path, shown, field);
     }
   }
   try {
-    migrate(db, shown, readonly);
+    return migrated(db, path, shown);
   } catch (e) {
-    db.close();
     throw e instanceof KgenError ? e : sqliteError(field, shown, e);
   }
-  return new SqliteTuningDb(db, path);
+}
+
+/**
+ * The database opened as `db`, its schema checked (and migrated when `db` may be written); on any
+ * failure `db` is closed, `onClose` run, and the error passed on as it is.
+ */
+function migrated(db: Database.Database, path: string, shown: string, onClose?: () => void): TuningDb {
+  try {
+    migrate(db, shown, db.readonly);
+  } catch (e) {
+    db.close();
+    onClose?.();
+    throw e;
+  }
+  return new SqliteTuningDb(db, path, onClose);
+}
+
+/** SQLite's codes for a read-only open that needs to create a file (the -shm) beside the database. */
+function isReadonlyDirectory(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY';
+}
+
+/**
+ * Reads a copy of the database (and its -wal file, where one is left) made in a private temporary
+ * directory, removed again on close. Only for reading: nothing is ever written back.
+ */
+function openReadonlyCopy(path: string, shown: string, field: string): TuningDb {
+  const dir = mkdtempSync(join(tmpdir(), 'kgen-db-read-'));
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  const copy = join(dir, 'tuning.db');
+  try {
+    copyFileSync(path, copy);
+    if (existsSync(`${path}-wal`)) copyFileSync(`${path}-wal`, `${copy}-wal`);
+    return migrated(new Database(copy, { readonly: true, fileMustExist: true }), path, shown, remove);
+  } catch (e) {
+    remove();
+    throw e instanceof KgenError ? e : sqliteError(field, shown, e);
+  }
 }
 
 function configure(db: Database.Database): void {
@@ -243,7 +282,12 @@ function configure(db: Database.Database): void {
 
 function sqliteError(field: string, path: string, e: unknown): KgenError {
   const code = (e as { code?: string }).code;
-  const reason = code === 'SQLITE_CANTOPEN' ? 'cannot open or create the file there' : code === 'SQLITE_READONLY' ? 'it is read-only' : code === 'SQLITE_FULL' ? 'the disk is full' : oneLine((e as Error).message ?? String(e), 80);
+  const reason = code === 'SQLITE_CANTOPEN' ? 'cannot open or create the file there'
+    : code === 'SQLITE_READONLY' ? 'it is read-only'
+    : code === 'SQLITE_READONLY_DIRECTORY' ? 'its directory is read-only (SQLite creates its -wal and -shm files there)'
+    : code === 'SQLITE_FULL' ? 'the disk is full'
+    : code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' ? 'the file is damaged (restore it from a copy, or move it aside and let kgen start a new one)'
+    : oneLine((e as Error).message ?? String(e), 80);
   return new KgenError({ field, problem: `cannot use ${pathText(path)} as the tuning database: ${reason}`, expected: 'a writable file path', hint: 'pass --db PATH or set KGEN_DB' });
 }
 
@@ -280,6 +324,8 @@ class SqliteTuningDb implements TuningDb {
   constructor(
     private readonly db: Database.Database,
     readonly location: string,
+    /** Runs after the connection closes (removes a private read-only copy). */
+    private readonly onClose?: () => void,
   ) {
     this.stmts = {
       workloadByKey: db.prepare<[string], WorkloadRowDb>('SELECT * FROM workloads WHERE key = ?'),
@@ -305,7 +351,7 @@ class SqliteTuningDb implements TuningDb {
     };
   }
 
-  ensureWorkload(info: WorkloadInfo): Workload {
+  ensureWorkload(info: WorkloadInfo & { createdAt?: string }): Workload {
     const key = workloadKey(info);
     const existing = this.stmts.workloadByKey.get(key);
     if (existing) return toWorkload(existing);
@@ -325,7 +371,7 @@ class SqliteTuningDb implements TuningDb {
       bytes: info.bytes,
       flops: info.flops,
       roofline_ms: info.rooflineMs,
-      created_at: new Date().toISOString(),
+      created_at: info.createdAt ?? new Date().toISOString(),
     });
     // Another process may have inserted the same key first: read back whichever row won.
     return toWorkload(this.stmts.workloadByKey.get(key)!);
@@ -431,6 +477,8 @@ class SqliteTuningDb implements TuningDb {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    this.db.close();
+    this.onClose?.();
   }
 }

@@ -106,8 +106,8 @@ export interface ImportSummary {
  */
 export interface TuningDb {
   readonly location: string;
-  /** The workload row for `info`, created on first use. */
-  ensureWorkload(info: WorkloadInfo): Workload;
+  /** The workload row for `info`, created on first use: dated now, or `createdAt` (an imported workload keeps its date). */
+  ensureWorkload(info: WorkloadInfo & { createdAt?: string }): Workload;
   /** Config hashes that already have a trial in this workload (any status): what resume skips. */
   measuredConfigs(workloadId: number): Set<string>;
   /** Writes one trial in its own transaction; returns it with its row id. */

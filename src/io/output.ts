@@ -24,6 +24,11 @@ export interface OutputOptions {
   field: string;
   /** Replace regular files of the same names (kgen's own outputs from an earlier run). */
   force?: boolean;
+  /**
+   * The files the command reads (`--in`, `--db`): a target that is one of them (the same file,
+   * through any name, link or hard link) is refused, with or without `force`.
+   */
+  inputs?: readonly { path: string; field: string }[];
 }
 
 /** What an fs error code means to someone who typed the path. */
@@ -145,6 +150,12 @@ function checkFileTarget(path: string, opts: OutputOptions, shown = path): { exi
   if (!st.isFile()) {
     const link = st.isSymbolicLink() ? ' (kgen replaces only regular files; give the path the link points to)' : '';
     throw new KgenError({ field: opts.field, problem: `${pathText(shown)} is ${kindOf(st)}${link}`, expected: 'a regular file or a new name', hint: 'choose another path; kgen never replaces it' });
+  }
+  for (const input of opts.inputs ?? []) {
+    const read = statOrNone(input.path, input.field, true);
+    if (read && read.dev === st.dev && read.ino === st.ino) {
+      throw new KgenError({ field: opts.field, problem: `${pathText(shown)} is the file ${input.field} reads`, expected: 'another file than the input', hint: 'choose another path: writing there would destroy the input' });
+    }
   }
   if (!opts.force) throw new KgenError({ field: opts.field, problem: `${pathText(shown)} already exists`, expected: 'a new file name', hint: 'pass --force to replace it, or choose another path' });
   return { exists: true, mode: st.mode & 0o7777 };
