@@ -156,10 +156,20 @@ describe('WebAssembly attention output', () => {
     const built = await e.rendered.binaries!();
     if ('error' in built) throw new Error(built.error);
     expect(Object.keys(built.files).sort()).toEqual(['kernel.shared.wasm', 'kernel.wasm']);
+    // A scratch slot past the workspace's traps before the kernel writes anything.
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(built.files['kernel.wasm']!)), { env: { memory: new WebAssembly.Memory({ initial: 1 }) } });
+    const tasksCall = instance.exports.kgen_attention_q8_0kv_tasks as (...args: number[]) => void;
+    for (const slot of [WASM_ATTENTION_SLOTS, -1]) expect(() => tasksCall(0, 0, 0, 0, 0, 0, 0, 0, slot), `slot ${slot}`).toThrow(/unreachable/);
     const manifest = e.manifest;
     expect(manifest.abi.map((a) => a.symbol)).toEqual(['kgen_attention_q8_0kv_workspace_size', 'kgen_attention_q8_0kv_prepare', 'kgen_attention_q8_0kv_tasks', 'kgen_attention_q8_0kv_merge', 'kgen_attention_q8_0kv']);
     expect(manifest.abi[0]!.doc).toMatch(/16 scratch slots/);
     expect(manifest.tensors.k!.layout).toMatch(/positions x heads: rows \[1,500,2\] of 68 bytes/);
+    // Every buffer's bytes as numbers, the same the loader's `sizes` holds; the softmax scale 1/sqrt(D).
+    const sizes = JSON.parse(/export const sizes = Object\.freeze\((\{.*\})\);/.exec(e.files['kernel.mjs']!)![1]!) as Record<string, number>;
+    expect(Object.fromEntries(Object.entries(manifest.tensors).map(([name, t]) => [name, t.bytes]))).toEqual({ q: 8 * 64 * 2, k: 500 * 2 * 68, v: 500 * 2 * 68, o: 8 * 64 * 2 });
+    for (const name of ['q', 'k', 'v', 'o']) expect(manifest.tensors[name]!.bytes, name).toBe(sizes[name]);
+    expect(manifest.workspaceBytes).toBe(sizes.workspace);
+    expect(manifest.softmaxScale).toBe(0.125);
     // The template prints the shared polynomial's digits, not literals of its own.
     expect(e.files['kernel.wat']).toContain('0.693147181');
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-'));

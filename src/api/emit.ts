@@ -27,6 +27,7 @@ export interface Manifest {
   device: string;
   shape: Plan['shape'];
   variant: string;
+  /** The knobs this kernel uses (the plan's others change nothing for it): what `--config` takes to emit it again. */
   config: Plan['config'];
   /** Where the config came from: the default search, the caller's --config, or a tuning record. */
   configSource: ConfigSource;
@@ -38,6 +39,10 @@ export interface Manifest {
   };
   weights?: WeightsInfo;
   tensors: Record<string, TensorInfo>;
+  /** Bytes of the workspace buffer the entry points take (C and WebAssembly; CUDA states it in `launch`, WGSL in `bindingInterface`). */
+  workspaceBytes?: number;
+  /** Attention: the factor scores are multiplied by before the softmax (the op's `scale`, else 1/sqrt(D)). */
+  softmaxScale?: number;
   abi: AbiEntry[];
   launch: Plan['launch'];
   loops: string[];
@@ -129,7 +134,7 @@ function staleRecordNote(recorded: RecordedChoice, templateHash: string): string
 }
 
 function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
-  const { tensors, weights } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
+  const { tensors, weights, softmaxScale } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
   return {
     kgen: KGEN_VERSION,
     op: plan.op,
@@ -138,10 +143,12 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     device: plan.device,
     shape: plan.shape,
     variant: plan.variant,
-    config: plan.config,
+    config: configInUse(plan),
     configSource,
     weights,
     tensors,
+    workspaceBytes: rendered.workspaceBytes,
+    softmaxScale,
     abi: rendered.abi,
     launch: plan.launch,
     loops: plan.loops,

@@ -3,7 +3,7 @@ import type { KernelRunner, TrialStatus } from '../backends/types.js';
 import { opKit } from '../ops/index.js';
 import type { Plan } from '../plan/types.js';
 import type { Comparison, Tolerance } from '../reference/compare.js';
-import type { EmitOptions } from './emit.js';
+import type { ConfigSource, EmitOptions } from './emit.js';
 import { emit } from './emit.js';
 import { checkRunFits } from './run-memory.js';
 
@@ -24,6 +24,10 @@ export interface VerifyOptions extends EmitOptions {
 
 export interface VerifyResult {
   status: TrialStatus;
+  /** Where the config came from (as in the manifest: the default, --config, or a tuning record). */
+  configSource: ConfigSource;
+  /** What the caller should be told (emit's notes: which record the config came from). */
+  notes: string[];
   /** False when the kernel was only compiled (this machine cannot run it). */
   ran: boolean;
   plan: Plan;
@@ -48,7 +52,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const runner = opts.runner ?? runnerFor(plan);
   checkRunFits(plan, 'kgen verify');
   const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
-  const base = { plan, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
+  const base = { plan, configSource: result.manifest.configSource, notes: result.notes, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
   if (build.status !== 'ok') return { ...base, status: 'compile_error', ran: false, detail: build.detail };
   try {
     const why = runner.cannotExecute(plan);

@@ -85,6 +85,8 @@ export interface RenderedKernel {
   mainFile?: string;
   /** GPU targets: the architecture the source is for (`sm_89`). */
   arch?: string;
+  /** Bytes of the workspace buffer the caller passes (targets whose entry points take one: C, WebAssembly). */
+  workspaceBytes?: number;
   /** Targets with explicit bindings (WGSL): how to bind and dispatch the kernel. */
   bindingInterface?: BindingInterface;
   /**

@@ -58,6 +58,7 @@ Examples:
   registerDb(program);
   registerReport(program);
   for (const cmd of program.commands) cmd.exitOverride();
+  program.hook('preAction', (_root, action) => refuseRepeatedValues(action, argv.slice(2)));
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -72,13 +73,40 @@ Examples:
       process.exitCode = 2;
       return;
     }
+    // Test data or weights too large for the memory this process may take (a limit below the RAM
+    // the up-front check counts, or a busy machine): one line, not a stack.
+    if (err instanceof RangeError && /allocation failed|Invalid (typed )?array length/i.test(err.message)) {
+      process.stderr.write(`kgen: not enough memory for this command (${err.message}); choose a smaller shape or free memory\n`);
+      process.exitCode = 2;
+      return;
+    }
     throw err;
+  }
+}
+
+/**
+ * A flag that takes a value may be given once: commander would keep the last of several silently
+ * (`--config A --config B` dropping A), where a repeated key inside one `--shape` is already an error.
+ */
+function refuseRepeatedValues(action: Command, args: readonly string[]): void {
+  const valued = action.options.filter((o) => o.required || o.optional);
+  const seen = new Set<string>();
+  for (let i = 0; i < args.length; i++) {
+    const token = args[i]!;
+    if (token === '--') break;
+    const opt = valued.find((o) => token === o.long || token === o.short || token.startsWith(`${o.long}=`));
+    if (!opt) continue;
+    const name = opt.long ?? opt.short!;
+    if (seen.has(name)) throw new KgenError({ field: name, problem: 'given twice', expected: 'one value', hint: `keep the ${name} you mean and drop the other` });
+    seen.add(name);
+    // The next token is this flag's value (a required one always; an optional one unless it is a flag).
+    if (!token.includes('=') && (opt.required || (i + 1 < args.length && !args[i + 1]!.startsWith('-')))) i++;
   }
 }
 
 /** A commander usage error as kgen prints every usage error: one line naming where to look. */
 function commanderLine(message: string, program: Command, argv: string[]): string {
-  const text = oneLine(message.replace(/^error:\s*/, ''), 300);
+  const text = oneLine(message.replace(/^error:\s*/, ''), 300).replace(/[.;]+$/, '');
   const words = argv.slice(2);
   const path: string[] = [];
   for (let cmd: Command | undefined = program; cmd; ) {

@@ -2,21 +2,37 @@ import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { configInUse, makePlan, spaceFor } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
-import { addKernelFlags, printJson, table, toRequest } from './common.js';
+import { addDbFlag, addKernelFlags, openDbForReading, printJson, table, toRequest } from './common.js';
+import { describeChoice, recordedConfig } from '../db/lookup.js';
 
 export function registerPlan(program: Command): void {
-  const cmd = program.command('plan').description('show the plan for an op on a device: config, loops, on-chip buffers and budgets (no code)');
+  const cmd = program
+    .command('plan')
+    .description('show the plan for an op on a device: config, loops, on-chip buffers and budgets (no code)')
+    .option('--no-records', 'ignore the tuning database: plan --config or the default config');
+  addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
     'after',
     `
 Examples:
   kgen plan --target cuda --device rtx4090 --op matmul_q35 --shape M=1,N=4096,K=4096
   kgen plan --target wgsl --device webgpu --op attention_f16 --shape B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128
-  kgen plan --target c --op matmul_q4 --shape M=256,N=4096,K=4096 --config '{"nTile":128}'`,
+  kgen plan --target c --op matmul_q4 --shape M=256,N=4096,K=4096 --config '{"nTile":128}'
+
+Without --config it plans the config emit would use: the tuning database's record for this device,
+op and shape (or the nearest shape) where there is one, else the default.`,
   );
-  cmd.action((flags: KernelFlags) => {
+  cmd.action((flags: KernelFlags & { db?: string; records: boolean }) => {
     const req = resolveRequest(toRequest(flags));
-    const { plan, source } = makePlan(req, req.config);
+    const records = flags.records && !req.config ? openDbForReading(flags) : undefined;
+    let recorded;
+    try {
+      recorded = records && recordedConfig(records, req);
+    } finally {
+      records?.close();
+    }
+    const { plan, source } = recorded ? { plan: recorded.resolved.plan, source: recorded.source } : makePlan(req, req.config);
+    if (recorded) process.stderr.write(`kgen: ${describeChoice(recorded)}\n`);
     const space = spaceFor(req);
     if (flags.json) return printJson({ ...plan, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });
     const out = [

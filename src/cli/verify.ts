@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
 import { formatShape } from '../ir/validate.js';
 import type { KernelFlags } from './common.js';
-import { addKernelFlags, printJson, toRequest } from './common.js';
+import { addDbFlag, addKernelFlags, openDbForReading, printJson, toRequest } from './common.js';
 import { parseSeed } from './flags.js';
 
 export function registerVerify(program: Command): void {
@@ -11,10 +11,15 @@ export function registerVerify(program: Command): void {
     .description('compile a kernel with the real compiler, run it on seeded data and compare with the f64 reference')
     .option('--seed <n>', 'seed of the random inputs', '1')
     .option('--sanitize', 'build with AddressSanitizer and UndefinedBehaviorSanitizer')
-    .option('--werror', 'treat compiler warnings as errors');
+    .option('--werror', 'treat compiler warnings as errors')
+    .option('--no-records', 'ignore the tuning database: verify --config or the default config');
+  addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(
     'after',
     `
+Without --config it checks the config emit would write: the tuning database's record for this
+device, op and shape (or the nearest shape) where there is one, else the default.
+
 Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or compile error, 2 on a usage error.
 
 Examples:
@@ -23,12 +28,20 @@ Examples:
   kgen verify --target c --op matmul_q8 --shape M=64,N=77,K=320 --sanitize --json
   kgen verify --target cuda --op matmul_q35 --shape M=3,N=77,K=320   (on the GPU when nvidia-smi finds one, else through kgen's CPU shim; the output says which)`,
   );
-  cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean }) => {
+  cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean; db?: string; records: boolean }) => {
     const seed = parseSeed(flags.seed);
-    const r = await verify({ ...toRequest(flags), seed, sanitize: flags.sanitize, werror: flags.werror });
+    const request = toRequest(flags);
+    const records = flags.records && !flags.config ? openDbForReading(flags) : undefined;
+    let r;
+    try {
+      r = await verify({ ...request, records, seed, sanitize: flags.sanitize, werror: flags.werror });
+    } finally {
+      records?.close();
+    }
+    for (const note of r.notes) process.stderr.write(`kgen: ${note}\n`);
     const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}`;
     if (flags.json) {
-      printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
+      printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, configSource: r.configSource, comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
     } else if (r.status === 'ok' && r.ran && r.comparison) {
       const c = r.comparison;
       process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (tolerance NMSE ${r.tolerance.nmse.toExponential(1)}), ran ${r.runner}\n`);

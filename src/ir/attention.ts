@@ -15,6 +15,11 @@ export const Q8_KV_DEQUANT_VALUES = 4;
 /** Head dimensions the kernels are held to (any multiple of the format's block also plans). */
 export const ATTENTION_HEAD_DIMS = [64, 80, 96, 128, 256] as const;
 
+/** The factor scores are multiplied by before the softmax: the op's `scale`, else 1/sqrt(D). */
+export function softmaxScale(op: AttentionOp, D: number): number {
+  return op.scale ?? 1 / Math.sqrt(D);
+}
+
 /**
  * The row order of an op's KV cache: as the IR names it, else kgen's heads x positions for f16 and
  * q8 and llama.cpp's positions x heads for its q8_0 and q4_0 blocks (so its cache reads as is).

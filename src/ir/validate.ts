@@ -31,7 +31,7 @@ export const MAX_DIM = 1 << 20;
  */
 export function parseShape(text: string, op: Op, field = '--shape'): Shape {
   const ir = irOf(op.kind);
-  return validateShape(op, parseDimPairs(text, { dims: ir.dims, of: `a ${op.kind}`, example: ir.exampleShape, field }), field);
+  return validateShape(op, parseDimPairs(text, { dims: ir.dims, of: `${articleFor(op.kind)} ${op.kind}`, example: ir.exampleShape, field }), field);
 }
 
 /**
@@ -63,7 +63,7 @@ export function validateShape(op: Op, values: Record<string, unknown>, field = '
     out[d] = positiveInt(values[d], `${field} ${d}`, MAX_DIM, shapeHint);
   }
   for (const key of Object.keys(values)) {
-    if (!ir.dims.includes(key)) shapeFail(field, `unknown dimension "${key}"`, `the dimensions ${ir.dims.join(', ')} of a ${op.kind}`);
+    if (!ir.dims.includes(key)) shapeFail(field, `unknown dimension "${key}"`, `the dimensions ${ir.dims.join(', ')} of ${articleFor(op.kind)} ${op.kind}`);
   }
   const shape = out as unknown as Shape;
   ir.checkShape(op, shape, field, shapeFail);
@@ -75,4 +75,9 @@ export function formatShape(shape: Shape): string {
   const kind = kindOfShape(shape);
   const dims = kind ? irOf(kind).dims : Object.keys(shape);
   return dims.map((d) => `${d}=${(shape as unknown as Record<string, number>)[d]}`).join(',');
+}
+
+/** "a matmul", "an attention". */
+function articleFor(word: string): string {
+  return /^[aeiou]/i.test(word) ? 'an' : 'a';
 }

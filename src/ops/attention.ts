@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat } from '../ir/attention.js';
+import { kvLayoutOf, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { f32ToF16Bits, f16BitsToF32 } from '../numeric/half.js';
 import { Rng } from '../numeric/random.js';
@@ -6,7 +6,7 @@ import { codecOf } from '../quant/index.js';
 import { referenceAttention, type KvStored } from '../reference/attention.js';
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
-import type { OpKit, RunBuffer, TestData } from './types.js';
+import type { OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
 
 /**
  * The attention op at run time. Harness files: q.bin (Q[B,Hq,Sq,D] in the op's q type), k.bin and
@@ -100,7 +100,7 @@ function kvTensorInfo(op: AttentionOp, s: AttentionShape) {
   const layout = kvLayoutOf(op) === 'heads_positions'
     ? `heads x positions: rows [${s.B},${s.Hkv},${s.Skv}] of ${f.rowBytes} bytes (docs/formats.md#kv-cache)`
     : `positions x heads: rows [${s.B},${s.Skv},${s.Hkv}] of ${f.rowBytes} bytes, as llama.cpp's cache (docs/formats.md#kv-cache)`;
-  return { dtype, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout };
+  return { dtype, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout, bytes: s.B * s.Hkv * s.Skv * f.rowBytes };
 }
 
 export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
@@ -112,18 +112,19 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
   runBuffers,
   tensors(op, s) {
     const kv = kvTensorInfo(op, s);
-    const tensors: Record<string, { dtype: string; shape: string; layout: string }> = {
-      q: { dtype: op.q, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
+    const tensors: Record<string, TensorInfo> = {
+      q: { dtype: op.q, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major', bytes: s.B * s.Hq * s.Sq * s.D * dtypeSize(op.q) },
       k: kv,
       v: kv,
-      o: { dtype: op.o, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major' },
+      o: { dtype: op.o, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major', bytes: s.B * s.Hq * s.Sq * s.D * dtypeSize(op.o) },
     };
     if (op.kvCache === 'q8') {
-      const scales = { dtype: 'f16', shape: `[${s.B * s.Hkv * s.Skv},${s.D / op.kvGroupSize!}]`, layout: 'one row of scales per KV row, in the KV row order' };
+      const perRow = s.D / op.kvGroupSize!;
+      const scales = { dtype: 'f16', shape: `[${s.B * s.Hkv * s.Skv},${perRow}]`, layout: 'one row of scales per KV row, in the KV row order', bytes: s.B * s.Hkv * s.Skv * perRow * dtypeSize('f16') };
       tensors.k_scales = scales;
       tensors.v_scales = scales;
     }
-    return { tensors };
+    return { tensors, softmaxScale: softmaxScale(op, s.D) };
   },
   weights: () => undefined,
   kvCache: (op) => op.kvCache,

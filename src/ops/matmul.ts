@@ -4,7 +4,7 @@ import { bitsPerWeight, codecOf, dequantizeMatrix, FORMATS, quantizeMatrix } fro
 import { compareOutputs, withinTolerance } from '../reference/compare.js';
 import { referenceMatmulWithTerms } from '../reference/matmul.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
-import type { KernelInputs, OpKit, RunBuffer, TestData } from './types.js';
+import type { KernelInputs, OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
 
 /**
  * The matmul op at run time: Y[M,N] = X[M,K] . W[N,K]^T plus the epilogue. Harness files: x.bin
@@ -152,12 +152,12 @@ export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
     const { M, N, K } = shape;
     const codec = codecOf(op.weight);
     const { rowBytes, total } = packedBytes(op, shape);
-    const tensors: Record<string, { dtype: string; shape: string; layout: string }> = {
-      x: { dtype: op.x, shape: `[${M},${K}]`, layout: 'row-major' },
-      y: { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' },
+    const tensors: Record<string, TensorInfo> = {
+      x: { dtype: op.x, shape: `[${M},${K}]`, layout: 'row-major', bytes: M * K * dtypeSize(op.x) },
+      y: { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major', bytes: M * N * dtypeSize(op.y) },
     };
-    if (op.epilogue.bias) tensors.bias = { dtype: 'f32', shape: `[${N}]`, layout: 'contiguous' };
-    if (op.epilogue.residual) tensors.residual = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major' };
+    if (op.epilogue.bias) tensors.bias = { dtype: 'f32', shape: `[${N}]`, layout: 'contiguous', bytes: N * dtypeSize('f32') };
+    if (op.epilogue.residual) tensors.residual = { dtype: op.y, shape: `[${M},${N}]`, layout: 'row-major', bytes: M * N * dtypeSize(op.y) };
     return {
       tensors,
       weights: {

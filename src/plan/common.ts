@@ -62,5 +62,5 @@ export function toleranceFor(opts: { actQuant: boolean; outF16: boolean; inF16?:
 }
 
 export function knobError(field: string, problem: string, expected: string): KgenError {
-  return new KgenError({ field, problem, expected, hint: 'run `kgen plan` with the same flags to see the knobs and their values, or omit --config' });
+  return new KgenError({ field, problem, expected, hint: `run \`kgen plan\` with the same flags to see the knobs and their values, or omit ${field.startsWith('--') ? field : '--config'}` });
 }

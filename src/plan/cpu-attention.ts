@@ -1,5 +1,5 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
-import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor, variantRegisters } from './common.js';
@@ -368,7 +368,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     { reason: 'qBlock exceeds Sq', allows: (c) => (c.qBlock as number) <= Sq },
     { reason: 'rowGroup exceeds the rows of a task (qBlock x group)', allows: (c) => c.rowGroup === 1 || (c.rowGroup as number) <= (c.qBlock as number) * group },
     { reason: 'splits leave chunks shorter than kvBlock', allows: (c) => c.splits === 1 || ceilDiv(Skv, c.splits as number) >= Math.min(c.kvBlock as number, Skv) },
-    { reason: 'D is not a whole number of vectors', allows: (c) => D % lanesOf(variants, c.isa as string) === 0 },
+    { reason: `D is not a multiple of the ISA's f32 lanes (${Object.entries(variants.f32Lanes ?? {}).map(([isa, n]) => `${isa} ${n}`).join(', ') || 'all 4'})`, allows: (c) => D % lanesOf(variants, c.isa as string) === 0 },
     {
       reason: 'q8 scale groups hold no whole number of vectors',
       allows: (c) => req.op.kvCache !== 'q8' || req.op.kvGroupSize! % lanesOf(variants, c.isa as string) === 0,
@@ -511,7 +511,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     { name: TASK_STACK_BUFFER, space: 'l2', size: stack, why: `${taskRowsAllPadded} rows of ${kvBlock} f32 scores and ${D} f32 accumulators${keyTile ? `, the transposed K tile (${D} x ${keyTile.stride} f32)` : ''}` },
     { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
-  const scale = op.scale ?? 1 / Math.sqrt(D);
+  const scale = softmaxScale(op, D);
   return {
     family: 'cpu-attention',
     op, shape, target: req.target, device: device.name, config,

@@ -1,4 +1,4 @@
-import { kvRowFormat as storedRowFormat } from '../ir/attention.js';
+import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
@@ -274,7 +274,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     arch: device.gpu!.arch,
     group,
     causal: op.causal,
-    scaleLog2: (op.scale ?? 1 / Math.sqrt(D)) * Math.LOG2E,
+    scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,
     kvHeadRows: layout.headRows,

@@ -122,7 +122,11 @@ export function makePlan(req: PlanRequest, config?: Record<string, unknown>): Re
   // legal config. When the given knobs alone break a restriction or the budget, say which.
   const found = firstLegal(req, space, fixed);
   if ('config' in found) return { plan: planWith(req, found.config, space), source: 'given' };
-  if (found.restriction) throw knobError('--config', `${JSON.stringify(fixed)} is ruled out: ${found.restriction}`, 'a config the restrictions allow');
+  if (found.restriction) {
+    // An ISA alone is what --isa sets (also config.isa): name the flag a user most likely gave.
+    const field = Object.keys(fixed).join() === 'isa' ? '--isa' : '--config';
+    throw knobError(field, `${JSON.stringify(fixed)} is ruled out: ${found.restriction}`, field === '--isa' ? 'another ISA, or none (the best legal one)' : 'a config the restrictions allow');
+  }
   const over = found.over!;
   throw new BudgetError({
     budget: over.budget,

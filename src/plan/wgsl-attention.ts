@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK, kvRowFormat } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
@@ -158,7 +158,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     B, Hq, Hkv, Sq, Skv, D,
     group,
     causal: op.causal,
-    scaleLog2: (op.scale ?? 1 / Math.sqrt(D)) * Math.LOG2E,
+    scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     causalOffset: Skv - Sq,
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,

@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { f16BitsToF32 } from '../numeric/half.js';
 
@@ -73,7 +73,7 @@ function decodeKvHead(op: AttentionOp, shape: AttentionShape, t: KvStored, b: nu
  * subtracted; no online rescaling, so it shares no trick with a flash kernel.
  */
 export function referenceAttention(op: AttentionOp, shape: AttentionShape, inputs: AttentionReferenceInputs): Float64Array {
-  return attentionOnValues(shape, { causal: op.causal, scale: op.scale ?? 1 / Math.sqrt(shape.D) }, inputs.q, (b, head) => ({
+  return attentionOnValues(shape, { causal: op.causal, scale: softmaxScale(op, shape.D) }, inputs.q, (b, head) => ({
     k: decodeKvHead(op, shape, inputs.k, b, head),
     v: decodeKvHead(op, shape, inputs.v, b, head),
   }));

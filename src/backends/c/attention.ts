@@ -147,6 +147,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     files,
     harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, readProbe: READ_PROBE, hugePageBytes: HUGE_PAGE_BYTES, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
     templateHash: templates.hash,
+    workspaceBytes: p.workspaceBytes,
     build: compileHint,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (an f32 scale per row, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${splitPartialsText(p)}` },

@@ -195,6 +195,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     files,
     harnessFiles: { 'harness.c': renderHarness(plan, ctx.symbol) },
     templateHash: templates.hash,
+    workspaceBytes: p.workspaceBytes,
     build: compileHint,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes})` },

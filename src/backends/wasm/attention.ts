@@ -428,6 +428,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       'harness.mjs': templates.render('attention/harness.mjs', { fn, exitJson: JSON.stringify(HARNESS_EXIT), layoutJson: JSON.stringify(layout), tasks: p.tasks, outRows: p.outRows, slots: WASM_ATTENTION_SLOTS, pageBytes: PAGE_BYTES, maxPages: MEMORY_MAX_PAGES }),
     },
     templateHash: templates.hash,
+    workspaceBytes: ws.bytes,
     build: 'assembled in-process by kgen (wabt, features simd and threads): kernel.wasm from kernel.wat, kernel.shared.wasm (a shared memory import, for threads) from kernel.shared.wat; kernel.mjs loads them',
     abi: [
       {

@@ -594,6 +594,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     mainFile: 'kernel.wat',
     harnessFiles: { 'harness.mjs': renderHarness(plan, fn) },
     templateHash: templates.hash,
+    workspaceBytes: plan.params.workspaceBytes,
     build: `assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm's probe() returns 1; kernel.mjs takes the plan's preferred level (${preferredLevel(plan)}) by default`,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: '() -> i32', doc: `bytes of workspace (${plan.params.workspaceBytes})` },
