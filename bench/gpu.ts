@@ -25,8 +25,7 @@ import { emit } from '../src/api/emit.js';
 import { cudaHarness, cudaRunnerFor, nvccVersion } from '../src/backends/cuda/gpu-runner.js';
 import { defaultDbPath } from '../src/db/location.js';
 import { openTuningDb } from '../src/db/sqlite.js';
-import type { GpuInfo } from '../src/device/gpu.js';
-import { archNumber, describeGpu, detectGpus, matchGpuProfile } from '../src/device/gpu.js';
+import { describeGpu, detectGpus, nvidiaProfileForGpu } from '../src/device/gpu.js';
 import type { DeviceProfile } from '../src/device/index.js';
 import { loadProfiles } from '../src/device/index.js';
 import { parseTimesLine } from '../src/backends/harness.js';
@@ -69,17 +68,6 @@ export interface GpuBenchRow {
   runs?: number;
   config?: Record<string, unknown>;
   note?: string;
-}
-
-/** The profile kernels are planned for: the GPU's own, else the newest one whose arch runs here. */
-function profileFor(gpu: GpuInfo): { device: DeviceProfile; exact: boolean } {
-  const gpus = loadProfiles().filter((d) => d.kind === 'gpu' && d.gpu?.vendor === 'nvidia');
-  const exact = gpus.find((d) => matchGpuProfile(d, gpu).matches);
-  if (exact) return { device: exact, exact: true };
-  const have = archNumber(gpu.arch ?? '') ?? 0;
-  const best = gpus.filter((d) => (archNumber(d.gpu!.arch) ?? 1e9) <= have).sort((a, b) => archNumber(b.gpu!.arch)! - archNumber(a.gpu!.arch)!)[0];
-  if (!best) throw new Error(`no kgen profile's arch runs on ${describeGpu(gpu)}`);
-  return { device: best, exact: false };
 }
 
 const fmtShape = (s: MatmulShape) => `M=${s.M},N=${s.N},K=${s.K}`;
@@ -166,7 +154,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const gpu = detection.gpus[0]!;
-  const { device, exact } = profileFor(gpu);
+  const { device, exact } = nvidiaProfileForGpu(loadProfiles(), gpu);
   const harness = await cudaHarness();
   const info = JSON.parse(run(harness, ['info', '--device-name', gpu.name])) as { l2Bytes: number; multiprocessors: number; computeCapability: string };
   const flushBytes = 3 * (info.l2Bytes || device.gpu!.l2Bytes || 0);

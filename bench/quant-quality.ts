@@ -76,6 +76,7 @@ function plain3Codec(G = 64): BlockCodec {
   return {
     weightsPerBlock: G,
     bytesPerBlock: 2 + (3 * G) / 8,
+    scaleBytes: 2,
     quantizeBlock(src, so, dst, d0) {
       let amax = 0;
       for (let j = 0; j < G; j++) amax = Math.max(amax, Math.abs(src[so + j]!));

@@ -9,8 +9,8 @@ import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
 import { cudaGpuRunner, cudaHarness, cudaRunnerFor, HARNESS_EXIT, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
 import type { GpuDetection, GpuInfo } from '../src/device/gpu.js';
-import { canRunArch, matchGpuProfile, parseNvidiaSmiGpus } from '../src/device/gpu.js';
-import { detectPresence, getDevice } from '../src/device/index.js';
+import { canRunArch, matchGpuProfile, nvidiaProfileForGpu, parseNvidiaSmiGpus } from '../src/device/gpu.js';
+import { detectPresence, getDevice, loadProfiles } from '../src/device/index.js';
 import { KgenError } from '../src/errors.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { skipReason } from './helpers.js';
@@ -42,6 +42,17 @@ describe('GPU detection and matching (no GPU needed)', () => {
     expect(canRunArch(H100, 'sm_89')).toBe(true);
     expect(canRunArch(H100, 'sm_90')).toBe(true);
     expect(canRunArch({ ...H100, arch: 'sm_75' }, 'sm_80')).toBe(false);
+  });
+
+  it('the profile the GPU suite and bench plan for: its own, else the newest arch it runs through PTX', () => {
+    const pick = (gpu: GpuInfo) => {
+      const { device, exact } = nvidiaProfileForGpu(loadProfiles(), gpu);
+      return { name: device.name, arch: device.gpu?.arch, exact };
+    };
+    expect(pick(H100)).toEqual({ name: 'h100-sxm', arch: 'sm_90', exact: true });
+    expect(pick({ ...H100, name: 'NVIDIA GeForce RTX 5090', arch: 'sm_120', computeCapability: '12.0' })).toMatchObject({ arch: 'sm_90', exact: false });
+    expect(pick({ ...H100, name: 'NVIDIA A10', arch: 'sm_86', computeCapability: '8.6' })).toMatchObject({ arch: 'sm_80', exact: false });
+    expect(() => pick({ ...H100, name: 'Tesla V100-SXM2-16GB', arch: 'sm_70', computeCapability: '7.0' })).toThrow(/no kgen profile's arch runs on Tesla V100/);
   });
 
   it('presence says which GPU was found, or what is here instead', () => {

@@ -140,6 +140,21 @@ export function gpuForProfile(profile: DeviceProfile, detection: GpuDetection = 
   return detection.gpus.find((g) => matchGpuProfile(profile, g).matches);
 }
 
+/**
+ * The NVIDIA profile to plan for on this GPU: its own when one matches (`exact`: times are that
+ * profile's and `kgen tune` may record them), else the newest profile whose arch the GPU runs
+ * through the PTX a build embeds. Throws when no profile's arch runs on it.
+ */
+export function nvidiaProfileForGpu(profiles: readonly DeviceProfile[], gpu: GpuInfo): { device: DeviceProfile; exact: boolean } {
+  const nvidia = profiles.filter((d) => d.kind === 'gpu' && d.gpu?.vendor === 'nvidia');
+  const exact = nvidia.find((d) => matchGpuProfile(d, gpu).matches);
+  if (exact) return { device: exact, exact: true };
+  const have = archNumber(gpu.arch ?? '') ?? 0;
+  const runnable = nvidia.filter((d) => (archNumber(d.gpu!.arch) ?? Infinity) <= have).sort((a, b) => archNumber(b.gpu!.arch)! - archNumber(a.gpu!.arch)!);
+  if (!runnable.length) throw new Error(`no kgen profile's arch runs on ${describeGpu(gpu)}`);
+  return { device: runnable[0]!, exact: false };
+}
+
 /** "8.9" -> `sm_89`; undefined for anything that is not a compute capability. */
 export function archOfComputeCapability(cc: string | undefined): string | undefined {
   return cc !== undefined && /^\d+\.\d+$/.test(cc) ? `sm_${cc.replace('.', '')}` : undefined;

@@ -91,6 +91,10 @@ export type CpuMatmulParams = {
   unroll: number;
   weightsPerBlock: number;
   bytesPerBlock: number;
+  /** Bytes of the f16 scale that opens each weight block; the codes follow. */
+  scaleBytes: number;
+  /** Bytes of codes per 32 weights (a decode chunk): 16 for the nibble formats, 32 for 8-bit, 14 for q3.5. */
+  chunkCodeBytes: number;
   blocksPerRow: number;
   rowBytes: number;
   chunksPerBlock: number;
@@ -599,6 +603,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       rowsPerIter, streamRows, mTile, nTile, unroll: config.unroll as number,
       weightsPerBlock: codec.weightsPerBlock,
       bytesPerBlock: codec.bytesPerBlock,
+      scaleBytes: codec.scaleBytes,
+      chunkCodeBytes: ((codec.bytesPerBlock - codec.scaleBytes) * 32) / codec.weightsPerBlock,
       blocksPerRow,
       rowBytes,
       chunksPerBlock: Math.max(1, codec.weightsPerBlock / 32),

@@ -11,6 +11,8 @@ import type { WeightFormatName, WeightSpec } from '../ir/types.js';
 export interface BlockCodec {
   readonly weightsPerBlock: number;
   readonly bytesPerBlock: number;
+  /** Bytes of the f16 scale that opens each block (0 where a block has none); its codes follow. */
+  readonly scaleBytes: number;
   quantizeBlock(src: Float32Array, srcOffset: number, dst: Uint8Array, dstOffset: number): void;
   dequantizeBlock(src: Uint8Array, srcOffset: number, dst: Float32Array, dstOffset: number): void;
 }

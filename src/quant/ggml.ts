@@ -13,6 +13,7 @@ const fr = Math.fround;
 export const Q4_0_CODEC: BlockCodec = {
   weightsPerBlock: 32,
   bytesPerBlock: 18,
+  scaleBytes: 2,
   quantizeBlock(src, so, dst, d0) {
     let amax = 0;
     let max = 0;
@@ -49,6 +50,7 @@ export const Q4_0_CODEC: BlockCodec = {
 export const Q8_0_CODEC: BlockCodec = {
   weightsPerBlock: 32,
   bytesPerBlock: 34,
+  scaleBytes: 2,
   quantizeBlock(src, so, dst, d0) {
     let amax = 0;
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(src[so + j]!));

@@ -19,6 +19,7 @@ function q4Codec(G: number): BlockCodec {
   return {
     weightsPerBlock: G,
     bytesPerBlock: bytes,
+    scaleBytes: 2,
     quantizeBlock(src, so, dst, d0) {
       const amax = absMax(src, so, G);
       let best = Infinity;
@@ -67,6 +68,7 @@ function q8Codec(G: number): BlockCodec {
   return {
     weightsPerBlock: G,
     bytesPerBlock: 2 + G,
+    scaleBytes: 2,
     quantizeBlock(src, so, dst, d0) {
       const d = writeScale(dst, d0, absMax(src, so, G) / 127);
       const id = d ? 1 / d : 0;
@@ -85,6 +87,7 @@ function q8Codec(G: number): BlockCodec {
 const F16_CODEC: BlockCodec = {
   weightsPerBlock: 2,
   bytesPerBlock: 4,
+  scaleBytes: 0,
   quantizeBlock(src, so, dst, d0) {
     writeScale(dst, d0, src[so]!);
     writeScale(dst, d0 + 2, src[so + 1]!);

@@ -345,6 +345,7 @@ export function makeQ35Codec(G: number, tableA: readonly number[] = Q35_TABLE_A,
   return {
     weightsPerBlock: G,
     bytesPerBlock,
+    scaleBytes: 2,
     quantizeBlock(src, so, dst, d0) {
       let amax = 0;
       for (let j = 0; j < G; j++) amax = Math.max(amax, Math.abs(src[so + j]!));

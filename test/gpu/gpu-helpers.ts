@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import type { GpuInfo } from '../../src/device/gpu.js';
-import { archNumber, describeGpu, detectGpus, matchGpuProfile } from '../../src/device/gpu.js';
+import { describeGpu, detectGpus, nvidiaProfileForGpu } from '../../src/device/gpu.js';
 import type { DeviceProfile } from '../../src/device/index.js';
 import { loadProfiles } from '../../src/device/index.js';
 
@@ -11,15 +11,7 @@ export const GPU: GpuInfo = detectGpus().gpus[0]!;
  * The profile kernels are planned for: the GPU's own when kgen has one (then times are real and
  * `kgen tune` can record), else the newest profile whose arch this GPU runs through PTX.
  */
-export const PROFILE: { device: DeviceProfile; exact: boolean } = (() => {
-  const gpus = loadProfiles().filter((d) => d.kind === 'gpu' && d.gpu?.vendor === 'nvidia');
-  const exact = gpus.find((d) => matchGpuProfile(d, GPU).matches);
-  if (exact) return { device: exact, exact: true };
-  const have = archNumber(GPU.arch ?? '') ?? 0;
-  const runnable = gpus.filter((d) => (archNumber(d.gpu!.arch) ?? 1e9) <= have).sort((a, b) => archNumber(b.gpu!.arch)! - archNumber(a.gpu!.arch)!);
-  if (!runnable.length) throw new Error(`no kgen profile's arch runs on ${describeGpu(GPU)}`);
-  return { device: runnable[0]!, exact: false };
-})();
+export const PROFILE: { device: DeviceProfile; exact: boolean } = nvidiaProfileForGpu(loadProfiles(), GPU);
 
 console.warn(`test:gpu: ${describeGpu(GPU)}; kernels planned for ${PROFILE.device.name}${PROFILE.exact ? '' : ' (no profile for this GPU: run through PTX; times are not that profile\'s)'}`);
 

@@ -20,6 +20,9 @@ enum {
   KG_ROW_BYTES = 68,
   KG_BLOCK_BYTES = 34,
   KG_BLOCK_WEIGHTS = 64,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 16,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -191,7 +194,7 @@ static inline float kg_hsum256(__m256 v) {
  * activations in. */
 static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 2 + 32 * a));
+  const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a));
   wv[0] = _mm256_and_si256(v, m4);
   wv[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
 }
@@ -200,7 +203,7 @@ static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
  * high nibbles [blk0 | blk1]. */
 static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *blk1, int a1, __m256i *wv) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i v = _mm256_loadu2_m128i((const __m128i *)(blk1 + 2 + 16 * a1), (const __m128i *)(blk0 + 2 + 16 * a0));
+  const __m256i v = _mm256_loadu2_m128i((const __m128i *)(blk1 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a1), (const __m128i *)(blk0 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a0));
   wv[0] = _mm256_and_si256(v, m4);
   wv[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
 }

@@ -22,6 +22,9 @@ enum {
   KG_ROW_BYTES = 60,
   KG_BLOCK_BYTES = 30,
   KG_BLOCK_WEIGHTS = 64,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 14,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -258,7 +261,7 @@ static inline __m256i kg_q35_u32(const uint8_t *u) {
  * up A's table in the low lanes and B's in the high: 6 operations a unit where two 256-bit halves
  * take 8. */
 static inline __m512i kg_decode512(const uint8_t *blk, int a) {
-  const uint8_t *u = blk + 2 + 28 * a;
+  const uint8_t *u = blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a;
   int64_t low;
   int32_t high;
   memcpy(&low, u + 16, 8);
@@ -278,18 +281,18 @@ static inline __m512i kg_decode512(const uint8_t *blk, int a) {
  * past the last of those, the 32-weight unit. */
 static inline __m256i kg_q35_chunk(const uint8_t *blk, int c) {
   if ((c >> 1) < KG_BLOCK_WEIGHTS / 64) {
-    const uint8_t *u = blk + 2 + 28 * (c >> 1);
+    const uint8_t *u = blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * (c >> 1);
     const __m256i a = kg_q35_a64(u);
     return (c & 1) ? kg_q35_b64(u, a) : _mm256_shuffle_epi8(kg_q35_tables(kg_q35_a, kg_q35_a), a);
   }
-  return kg_q35_u32(blk + 2 + 28 * (KG_BLOCK_WEIGHTS / 64));
+  return kg_q35_u32(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * (KG_BLOCK_WEIGHTS / 64));
 }
 
 /* Chunk c0 of blk0 (low 256 bits) and chunk c1 of blk1 (high). */
 static inline __m512i kg_decode64(const uint8_t *blk0, int c0, const uint8_t *blk1, int c1) {
   /* Both halves of one 64-weight unit (always so for groups of 64k): one nibble decode. */
   if (KG_CHUNK_STEP == 2 || (blk0 == blk1 && c1 == c0 + 1 && !(c0 & 1))) {
-    const uint8_t *u = blk0 + 2 + 28 * (c0 >> 1);
+    const uint8_t *u = blk0 + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * (c0 >> 1);
     const __m256i a = kg_q35_a64(u);
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_shuffle_epi8(kg_q35_tables(kg_q35_a, kg_q35_a), a)), kg_q35_b64(u, a), 1);
   }
@@ -302,7 +305,7 @@ static inline __m512i kg_decode64(const uint8_t *blk0, int c0, const uint8_t *bl
 #define KG_DOT kg_dot_unsigned
 
 static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
-  const uint8_t *u = blk + 2 + 28 * a;
+  const uint8_t *u = blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a;
   const __m256i ai = kg_q35_a64(u);
   wv[0] = _mm256_shuffle_epi8(kg_q35_tables(kg_q35_a, kg_q35_a), ai);
   wv[1] = kg_q35_b64(u, ai);

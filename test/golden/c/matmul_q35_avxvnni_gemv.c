@@ -22,6 +22,9 @@ enum {
   KG_ROW_BYTES = 60,
   KG_BLOCK_BYTES = 30,
   KG_BLOCK_WEIGHTS = 64,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 14,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -221,7 +224,7 @@ static inline void kg_q35_unit64(const uint8_t *u, __m256i *wv) {
 
 /* Activation block a (64 weights) of the weight block is unit a: A values then B values. */
 static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
-  kg_q35_unit64(blk + 2 + 28 * a, wv);
+  kg_q35_unit64(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a, wv);
 }
 
 /* Chunk c (32 weights, natural order) of a block, as weights 0-15 and 16-31. A chunk is the A or
@@ -231,7 +234,7 @@ static inline void kg_q35_chunk(const uint8_t *blk, int c, __m128i *w0, __m128i 
   const __m128i m4 = _mm_set1_epi8(0x0f);
   const __m128i ta = kg_q35_table(kg_q35_a), tb = kg_q35_table(kg_q35_b);
   if (c / 2 < KG_BLOCK_WEIGHTS / 64) {
-    const uint8_t *u = blk + 2 + 28 * (c / 2);
+    const uint8_t *u = blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * (c / 2);
     const __m128i v = _mm_loadu_si128((const __m128i *)u);
     const __m128i nib0 = _mm_and_si128(v, m4), nib1 = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
     if (c % 2 == 0) {
@@ -258,7 +261,7 @@ static inline void kg_q35_chunk(const uint8_t *blk, int c, __m128i *w0, __m128i 
    * it are inside the block, so nothing past the end of W is read): planes at bytes 2-9, 10-13,
    * 14-15. Nibble plane: pair p in byte p % 8 (high nibble for p >= 8); low plane: pair 4m + j in
    * bits 2m of byte j; high plane: pair p in byte p % 2, bit p / 2. */
-  const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 28 * (KG_BLOCK_WEIGHTS / 64)));
+  const __m128i v = _mm_loadu_si128((const __m128i *)(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * (KG_BLOCK_WEIGHTS / 64) + KG_CHUNK_CODE_BYTES - sizeof(__m128i)));
   const __m128i nib = _mm_and_si128(_mm_srlv_epi64(_mm_shuffle_epi8(v, _mm_setr_epi8(2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9)),
                                                    _mm_setr_epi32(0, 0, 4, 0)), m4);
   const __m128i low = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi8(v, _mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13)),

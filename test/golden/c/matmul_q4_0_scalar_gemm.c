@@ -20,6 +20,9 @@ enum {
   KG_ROW_BYTES = 72,
   KG_BLOCK_BYTES = 18,
   KG_BLOCK_WEIGHTS = 32,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 16,
   KG_BLOCKS_PER_ROW = 4,
   KG_CHUNKS_PER_BLOCK = 1,
   KG_CHUNK_STEP = 1,
@@ -141,7 +144,7 @@ static inline float kg_scale(const uint8_t *blk) { return kg_f16_to_f32((uint16_
 /* 4-bit weights (ggml q4_0): per 32 weights 16 bytes; weight j<16 is the low nibble of byte j,
  * weight j+16 its high nibble; value = (nibble - 8) * d, d the f16 at the start of the block. */
 static inline void kg_decode32(const uint8_t *blk, int c, int8_t *out) {
-  const uint8_t *q = blk + 2 + 16 * c;
+  const uint8_t *q = blk + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * c;
   for (int j = 0; j < 16; j++) {
     out[j] = (int8_t)((q[j] & 0x0f) - 8);
     out[j + 16] = (int8_t)((q[j] >> 4) - 8);

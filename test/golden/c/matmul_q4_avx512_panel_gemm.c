@@ -22,6 +22,9 @@ enum {
   KG_ROW_BYTES = 68,
   KG_BLOCK_BYTES = 34,
   KG_BLOCK_WEIGHTS = 64,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 16,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -243,7 +246,7 @@ static inline void kg_panel_decode(const uint8_t *w, int64_t n, int nr, uint8_t 
  * 8 steps: step s holds weights 4s..4s+3 of row r in dword r. Rows past nr are zero. */
 static inline void kg_panel_chunk(const uint8_t *w, int64_t n, int nr, int64_t c, uint8_t *out) {
   const __m256i m4 = _mm256_set1_epi8(0x0f), shift = _mm256_setr_epi64x(0, 0, 4, 4);
-  const int64_t at = (c / KG_CHUNKS_PER_BLOCK) * KG_BLOCK_BYTES + 2 + 16 * (c % KG_CHUNKS_PER_BLOCK);
+  const int64_t at = (c / KG_CHUNKS_PER_BLOCK) * KG_BLOCK_BYTES + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * (c % KG_CHUNKS_PER_BLOCK);
   __m256i v[KG_PANEL_SLICE_ROWS];
   for (int r = 0; r < KG_PANEL_SLICE_ROWS; r++) {
     if (r < nr) {

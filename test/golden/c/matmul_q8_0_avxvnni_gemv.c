@@ -22,6 +22,9 @@ enum {
   KG_ROW_BYTES = 136,
   KG_BLOCK_BYTES = 34,
   KG_BLOCK_WEIGHTS = 32,
+  /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
+  KG_SCALE_BYTES = 2,
+  KG_CHUNK_CODE_BYTES = 32,
   KG_BLOCKS_PER_ROW = 4,
   KG_CHUNKS_PER_BLOCK = 1,
   KG_CHUNK_STEP = 1,
@@ -214,14 +217,14 @@ static inline float kg_hsum256(__m256 v) {
 static inline __m256i kg_int8_codes(__m256i v) { return _mm256_xor_si256(v, _mm256_set1_epi8((char)KG_INT8_CODE_XOR)); }
 
 static inline void kg_decode(const uint8_t *blk, int a, __m256i *wv) {
-  wv[0] = kg_int8_codes(_mm256_loadu_si256((const __m256i *)(blk + 2 + 64 * a)));
-  wv[1] = kg_int8_codes(_mm256_loadu_si256((const __m256i *)(blk + 2 + 64 * a + 32)));
+  wv[0] = kg_int8_codes(_mm256_loadu_si256((const __m256i *)(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a)));
+  wv[1] = kg_int8_codes(_mm256_loadu_si256((const __m256i *)(blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a + KG_CHUNK_CODE_BYTES)));
 }
 
 /* Chunk a0 of blk0 and chunk a1 of blk1: weights 0-15 [blk0 | blk1], then 16-31 [blk0 | blk1]. */
 static inline void kg_decode_pair(const uint8_t *blk0, int a0, const uint8_t *blk1, int a1, __m256i *wv) {
-  wv[0] = kg_int8_codes(_mm256_loadu2_m128i((const __m128i *)(blk1 + 2 + 32 * a1), (const __m128i *)(blk0 + 2 + 32 * a0)));
-  wv[1] = kg_int8_codes(_mm256_loadu2_m128i((const __m128i *)(blk1 + 18 + 32 * a1), (const __m128i *)(blk0 + 18 + 32 * a0)));
+  wv[0] = kg_int8_codes(_mm256_loadu2_m128i((const __m128i *)(blk1 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a1), (const __m128i *)(blk0 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a0)));
+  wv[1] = kg_int8_codes(_mm256_loadu2_m128i((const __m128i *)(blk1 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a1 + sizeof(__m128i)), (const __m128i *)(blk0 + KG_SCALE_BYTES + KG_CHUNK_CODE_BYTES * a0 + sizeof(__m128i))));
 }
 
 /* The dot products of the AVX2 micro-kernel (isa/avx2_q8) in an AVX-512 or AVX-VNNI build: 256-bit
