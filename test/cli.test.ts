@@ -32,6 +32,15 @@ describe.concurrent('kgen CLI', () => {
     }
   });
 
+  it('a flag that takes a value is refused when given twice (commander would keep the last)', async () => {
+    const base = ['plan', '--shape', 'M=1,N=64,K=64'];
+    expectUsageError(await run([...base, '--op', 'matmul_q4_0', '--op', 'matmul_q8_0']), /--op: given twice; .*drop the other/);
+    expectUsageError(await run([...base, '--op', 'matmul_q4', '--config', '{"nTile":16}', '--config={"mTile":1}']), /--config: given twice/);
+    expectUsageError(await run(['emit', ...base.slice(1), '--op', 'matmul_q4', '--data', '--data', '3', '-o', join(tmpdir(), 'kgen-twice')]), /--data: given twice/);
+    // Given once, as always, it plans.
+    expect((await run([...base, '--op', 'matmul_q4', '--config', '{}'])).exitCode).toBe(0);
+  });
+
   it('emit -o writes kernel.c, kernel.h and manifest.json', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'kgen-cli-')), 'out');
     const r = await run(['emit', '--target', 'c', '--op', 'matmul_q35', '--shape', 'M=1,N=4096,K=4096', '--isa', 'avx2', '--device', 'epyc-7763', '-o', dir]);

@@ -368,8 +368,17 @@ describe('kgen tune and kgen db on the command line', () => {
     expect(chosen.trial.strategy).toBe('retime');
     const emitted = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
     expect(emitted.exitCode, emitted.stderr).toBe(0);
-    expect(JSON.parse(emitted.stdout).manifest).toMatchObject({ configSource: 'record', config: chosen.config });
+    // The manifest states the record's knobs that this kernel uses (the record keeps them all).
+    const manifest = JSON.parse(emitted.stdout).manifest;
+    expect(manifest.configSource).toBe('record');
+    expect(chosen.config).toMatchObject(manifest.config);
     expect(emitted.stderr).toMatch(/config from the tuning database \(tuned for this shape/);
+    // plan and verify describe and check that same kernel.
+    const planned = await run(['plan', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
+    expect(JSON.parse(planned.stdout).configSource).toBe('record');
+    const verified = await run(['verify', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--json'], env);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ status: 'ok', configSource: 'record' });
+    expect(verified.stderr).toMatch(/config from the tuning database/);
     const nearest = await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=96,K=256', '--json'], env);
     expect(JSON.parse(nearest.stdout).manifest.configSource).toBe('nearest-record');
     expect(nearest.stderr).toMatch(/the nearest recorded shape/);
