@@ -185,6 +185,12 @@ describe.concurrent('kgen CLI', () => {
     writeFileSync(at('old.q35'), readFileSync(at('w.q35')));
     writeFileSync(at('old.q35.json'), JSON.stringify(v1));
     expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), /--in: .*old\.q35 holds q35 bytes of layout 1 .*this kgen reads q35 layout 2/);
+    // A sidecar edited by hand: its N against its byte count, its rowBytes against the format.
+    const good = JSON.parse(readFileSync(at('w.q35.json'), 'utf8'));
+    writeFileSync(at('old.q35.json'), JSON.stringify({ ...good, N: 7 }));
+    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: says ${good.bytes} bytes, but N=7 rows of ${good.rowBytes} bytes are ${7 * good.rowBytes}`));
+    writeFileSync(at('old.q35.json'), JSON.stringify({ ...good, rowBytes: good.rowBytes + 1 }));
+    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: says rowBytes ${good.rowBytes + 1}, but q35 at K=128 has ${good.rowBytes} bytes a row`));
     // Bytes changed after packing, and sidecars kgen did not write.
     const bytes = new Uint8Array(readFileSync(at('w.q4_0')));
     bytes[5] ^= 1;

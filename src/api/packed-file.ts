@@ -94,8 +94,11 @@ export function checkPacked(opts: { bytes: Uint8Array; sidecar: unknown; raw?: R
     });
   }
   const layout = packLayout({ format: s.format, groupSize: s.groupSize, N: s.N, K: s.K });
-  if (layout.rowBytes !== s.rowBytes || s.bytes !== layout.rowBytes * s.N) {
-    throw new KgenError({ field: `${field} sidecar`, problem: `says rowBytes ${s.rowBytes} and ${s.bytes} bytes, but ${s.format} at K=${s.K} has ${layout.rowBytes} bytes a row`, hint: 'the sidecar was edited: pack the weights again' });
+  if (layout.rowBytes !== s.rowBytes) {
+    throw new KgenError({ field: `${field} sidecar`, problem: `says rowBytes ${s.rowBytes}, but ${s.format} at K=${s.K} has ${layout.rowBytes} bytes a row`, hint: 'the sidecar was edited: pack the weights again' });
+  }
+  if (s.bytes !== layout.rowBytes * s.N) {
+    throw new KgenError({ field: `${field} sidecar`, problem: `says ${s.bytes} bytes, but N=${s.N} rows of ${layout.rowBytes} bytes are ${layout.rowBytes * s.N}`, hint: 'the sidecar was edited: pack the weights again' });
   }
   if (bytes.length !== s.bytes) {
     throw new KgenError({ field, problem: `${shown} has ${bytes.length} bytes but its sidecar says ${s.bytes}`, expected: `${s.bytes} bytes`, hint: 'the file was cut short or replaced: pack the weights again' });
