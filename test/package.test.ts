@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { npmPackageName } from '../src/api/package.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { SHIM_COMPILER, SHIM_FLAGS, shimDir } from '../src/backends/cuda/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
@@ -351,6 +352,11 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expect(bad.stdout).toContain(`Type '"matmul_q4_0"' is not assignable to type '"matmul_q8"'`);
   }, 180_000);
 
+  it('npm names: valid ones (scoped too) are kept, others made valid', () => {
+    expect(['@me/layer-kernels', 'layer0-wasm', 'a.b~c'].map(npmPackageName)).toEqual(['@me/layer-kernels', 'layer0-wasm', 'a.b~c']);
+    expect(['@Me/Layer Kernels', 'My Kernels', '_x', '', '@/x', 'a'.repeat(300)].map(npmPackageName)).toEqual(['@me/layer-kernels', 'my-kernels', 'x', 'kgen-kernels', 'x', 'a'.repeat(214)]);
+  });
+
   it('refuses an existing directory, mixed flags and bad kernel lists, writing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
     const base = ['emit', '--target', 'c', '--device', DEVICE];
@@ -365,10 +371,17 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.colour: unknown key/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=64"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /"matmul_q4_m1_n64_k64" names two kernels/);
+    // Names that clash in folders and macros (case), or in symbols (one is the other plus _rows).
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "A"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=128", "name": "a"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.name: "a" names two kernels \(names are compared ignoring case/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "x"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=128", "name": "x_rows"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.name: "x_rows" and "x" would both define kgen_x_rows/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "9lives"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);
     expectError(await run([...one, '--package-name', 'x', '-o', join(dir, 'p')]), /--package-name: given without --package/);
+    expectError(await run([...one, '--package-name', 'My Kernels', '--package', join(dir, 'p')]), /--package-name: "My Kernels" is not a valid npm package name; .*e\.g\. "my-kernels"/);
+    expectError(await run([...one, '--package-name', '', '--package', join(dir, 'p')]), /--package-name: "" is not a valid npm package name/);
     expect(existsSync(join(dir, 'p'))).toBe(false);
   });
 });

@@ -51,10 +51,17 @@ function defaultName(req: ResolvedRequest): string {
 
 /**
  * `name` as an npm package name: lowercase letters, digits and `-._~`, not starting with `.` or `_`,
- * at most 214 characters; anything else becomes `-`. Invariant: the result is a valid name.
+ * optionally under a scope (`@scope/name`, each part so), at most 214 characters; anything else
+ * becomes `-`. Invariant: the result is a valid name, and a valid name is returned as it is.
  */
 export function npmPackageName(name: string): string {
-  const safe = name.toLowerCase().replace(/[^a-z0-9\-._~]+/g, '-').replace(/^[-._~]+/, '').replace(/[-._~]+$/, '').slice(0, 214);
+  const part = (s: string) => s.toLowerCase().replace(/[^a-z0-9\-._~]+/g, '-').replace(/^[-._~]+/, '').replace(/[-._~]+$/, '');
+  const scoped = /^@([^/]+)\/([^/]+)$/.exec(name);
+  if (scoped) {
+    const [scope, rest] = [part(scoped[1]!), part(scoped[2]!)];
+    if (scope && rest && scope.length + rest.length + 2 <= 214) return `@${scope}/${rest}`;
+  }
+  const safe = part(name).slice(0, 214).replace(/[-._~]+$/, '');
   return safe === '' ? 'kgen-kernels' : safe;
 }
 
@@ -80,12 +87,24 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
       throw new KgenError({ field, problem: `${valueText(k.name)} is not a usable name`, expected: 'a C identifier of at most 57 characters (it names a folder and kgen_NAME symbols)' });
     }
     const name = k.name ?? defaultName(resolveRequest(k));
-    if (names.has(name)) throw new KgenError({ field, problem: `${quoted(name)} names two kernels`, expected: 'distinct names (or distinct op and shape)', hint: 'give each kernel its own "name"' });
-    names.add(name);
+    // Names become folders and header macros (KGEN_NAME_H) too: names differing only in case clash there.
+    if (names.has(name.toLowerCase())) throw new KgenError({ field, problem: `${quoted(name)} names two kernels (names are compared ignoring case: they name folders and upper-case macros)`, expected: 'distinct names (or distinct op and shape)', hint: 'give each kernel its own "name"' });
+    names.add(name.toLowerCase());
     const result = emit({ ...k, records: opts.records, symbol: `kgen_${name}` });
     notes.push(...result.notes.map((n) => `${name}: ${n}`));
     return { name, dir: name, symbol: `kgen_${name}`, plan: result.plan, rendered: result.rendered, result };
   });
+  // One kernel's entry points must not be another's (`x` has kgen_x_rows, which kernel `x_rows` is).
+  const owners = new Map<string, string>();
+  for (const [i, k] of packaged.entries()) {
+    for (const { symbol } of k.rendered.abi) {
+      const other = owners.get(symbol.toUpperCase());
+      if (other !== undefined && other !== k.name) {
+        throw new KgenError({ field: `--kernels[${i}].name`, problem: `${quoted(k.name)} and ${quoted(other)} would both define ${symbol}`, expected: 'names whose symbols do not overlap', hint: 'rename one kernel (a name must not be another\'s plus an entry-point suffix such as _rows)' });
+      }
+      owners.set(symbol.toUpperCase(), k.name);
+    }
+  }
   const build = target.backend.packageFiles(packaged, { name: npmPackageName(opts.name ?? 'kgen-kernels'), version: KGEN_VERSION });
   const files: Record<string, string | Uint8Array> = {};
   for (const k of packaged) {

@@ -6,10 +6,10 @@ import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
-import { pathText, valueText } from '../io/message-text.js';
+import { pathText, quoted, valueText } from '../io/message-text.js';
 import { writeOutputDirectory, writeOutputTree } from '../io/output.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
-import { buildPackage, type PackageKernel } from '../api/package.js';
+import { buildPackage, npmPackageName, type PackageKernel } from '../api/package.js';
 import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest } from './common.js';
 import { optionalPath, parseSeed } from './flags.js';
 
@@ -119,6 +119,10 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
     });
   } else {
     kernels = [toRequest(flags)];
+  }
+  // A name the user gave is used as given or refused; the directory's name is made npm-safe.
+  if (flags.packageName !== undefined && npmPackageName(flags.packageName) !== flags.packageName) {
+    throw new KgenError({ field: '--package-name', problem: `${quoted(flags.packageName)} is not a valid npm package name`, expected: 'lowercase letters, digits and -._~ (not first), optionally @scope/name', hint: `e.g. ${quoted(npmPackageName(flags.packageName))}` });
   }
   const records = flags.records ? openDbForReading(flags) : undefined;
   let result;
