@@ -112,6 +112,22 @@ describe.concurrent('GGUF in', () => {
     expect(text.stdout).toContain('kgen pack --from-gguf');
   });
 
+  it('suggests for a float tensor the first format whose block divides its K, and says when none does', async () => {
+    const { dir } = scratch();
+    const file = join(dir, 'odd.gguf');
+    writeFileSync(file, writeGguf([
+      { name: 'k96', type: GGML.F16, dims: [96, 4], bytes: f16Bytes(floats(4 * 96)) },
+      { name: 'k6', type: GGML.F16, dims: [6, 4], bytes: f16Bytes(floats(4 * 6)) },
+      { name: 'k3', type: GGML.F16, dims: [3, 4], bytes: f16Bytes(floats(4 * 3)) },
+      { name: 'empty', type: GGML.F32, dims: [64, 0], bytes: new Uint8Array(0) },
+    ], {}));
+    const listing = JSON.parse((await run(['gguf', file, '--json'])).stdout);
+    expect(listing.matmuls.map((m: { op: string; N: number; K: number; pack: string }) => [m.op, m.N, m.K, m.pack.includes('--format')])).toEqual([['matmul_q4_0', 4, 96, true], ['matmul_f16', 4, 6, true]]);
+    const byName = Object.fromEntries(listing.tensors.map((t: { name: string }) => [t.name, t]));
+    expect(byName.k3.unusable).toMatch(/K=3 is odd/);
+    expect(byName.empty.unusable).toMatch(/empty \(N=0, K=64\)/);
+  });
+
   it('pack --from-gguf passes q4_0 and q8_0 blocks through byte for byte, and unpack reads them back', async () => {
     const { file, at } = scratch();
     for (const t of TENSORS.slice(0, 2)) {
@@ -157,6 +173,17 @@ describe.concurrent('GGUF in', () => {
     const whole = writeGguf(TENSORS.slice(0, 1), {});
     writeFileSync(at('cut.gguf'), whole.subarray(0, whole.length - 100));
     expectUsageError(await run(['pack', '--from-gguf', at('cut.gguf'), '--tensor', 'blk.0.ffn_down.weight', '-o', at('x')]), /--from-gguf: tensor "[^"]+" ends at byte \d+ of .*cut\.gguf, which has \d+/);
+    // Cut inside the header (the parser reads zeros past the end), or a tensor off the alignment.
+    for (const cut of [6, 40]) {
+      writeFileSync(at('short.gguf'), whole.subarray(0, cut));
+      expectUsageError(await run(['gguf', at('short.gguf')]), new RegExp(`FILE: .*short\\.gguf is cut short: its header runs to byte \\d+ of ${cut}`));
+    }
+    const shifted = writeGguf(TENSORS.slice(0, 1), {});
+    // Its data offset (0) follows the header (24 bytes, no metadata), name, n_dims, dims and type.
+    const t0 = TENSORS[0]!;
+    shifted[24 + 8 + t0.name.length + 4 + 8 * t0.dims.length + 4] = 3;
+    writeFileSync(at('unaligned.gguf'), shifted);
+    expectUsageError(await run(['gguf', at('unaligned.gguf')]), /FILE: tensor "blk\.0\.ffn_down\.weight" of .*unaligned\.gguf starts at data offset 3, not a multiple of the file's alignment 32/);
     // A q4_0 block whose scale is Inf (0x7c00) would poison every output it touches.
     const bad = TENSORS.map((t) => ({ ...t, bytes: t.bytes.slice() }));
     bad[0]!.bytes.set([0x00, 0x7c], 18 * 4);

@@ -28,8 +28,15 @@ export interface GgufListing extends Omit<GgufIndex, 'tensors'> {
   matmuls: { op: string; N: number; K: number; tensors: string[]; emit: string; pack: string }[];
 }
 
-/** The weight format a float tensor is packed into when the user names none in a suggestion. */
-const SUGGESTED_FORMAT: WeightFormatName = 'q35';
+/**
+ * The weight formats a float tensor's suggestion packs into, in order: the first whose block divides
+ * its K (q3.5's 64, else ggml q4_0's 32, else f16's 2).
+ */
+const SUGGESTED_FORMATS: readonly WeightFormatName[] = ['q35', 'q4_0', 'f16'];
+
+function suggestedFormat(K: number): WeightFormatName | undefined {
+  return SUGGESTED_FORMATS.find((f) => K % FORMATS[f].codec(undefined).weightsPerBlock === 0);
+}
 
 export async function listGguf(path: string, field = 'FILE'): Promise<GgufListing> {
   const index = await readGgufIndex(path, field);
@@ -37,8 +44,9 @@ export async function listGguf(path: string, field = 'FILE'): Promise<GgufListin
   const byShape = new Map<string, GgufListing['matmuls'][number]>();
   for (const t of tensors) {
     if (!t.matrix || !t.use) continue;
-    const format = t.use.kind === 'passthrough' ? t.use.format : SUGGESTED_FORMAT;
     const { N, K } = t.matrix;
+    // view() leaves `use` off a tensor no format takes, so a suggestion always exists here.
+    const format = t.use.kind === 'passthrough' ? t.use.format : suggestedFormat(K)!;
     if (K % FORMATS[format].codec(undefined).weightsPerBlock !== 0) continue;
     const key = `${format}:${N}:${K}`;
     let m = byShape.get(key);
@@ -67,7 +75,9 @@ function view(t: GgufTensor): GgufTensorView {
   }
   v.matrix = { N: t.dims[1]!, K: t.dims[0]! };
   const format = PASSTHROUGH[t.type];
-  if (format) v.use = { kind: 'passthrough', format };
+  if (v.matrix.N === 0 || v.matrix.K === 0) v.unusable = `empty (N=${v.matrix.N}, K=${v.matrix.K})`;
+  else if (format) v.use = { kind: 'passthrough', format };
+  else if (FLOAT_TYPES.includes(t.type) && suggestedFormat(v.matrix.K) === undefined) v.unusable = `K=${v.matrix.K} is odd: no format's block divides it`;
   else if (FLOAT_TYPES.includes(t.type)) v.use = { kind: 'quantize' };
   else v.unusable = `type ${t.type} (kgen reads ${Object.keys(PASSTHROUGH).join(', ')} as they are and quantizes ${FLOAT_TYPES.join(', ')})`;
   return v;

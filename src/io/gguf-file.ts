@@ -38,6 +38,9 @@ export interface GgufIndex {
   tensors: GgufTensor[];
 }
 
+/** GGUF's data alignment where a file's metadata names none (`general.alignment`). */
+const GGUF_DEFAULT_ALIGNMENT = 32;
+
 /**
  * Reads the header of the GGUF file at `path` with `@huggingface/gguf` (the tensor bytes stay on
  * disk). A file that is not GGUF, is big-endian, is cut short, or describes a tensor past its end
@@ -52,12 +55,20 @@ export async function readGgufIndex(path: string, field: string): Promise<GgufIn
     throw new KgenError({ field, problem: `${pathText(path)} is not a readable GGUF file (${oneLine(String((e as Error).message ?? e), 160)})`, expected: 'a GGUF file (llama.cpp\'s model format)' });
   }
   if (!parsed.littleEndian) throw new KgenError({ field, problem: `${pathText(path)} is a big-endian GGUF file`, expected: 'a little-endian GGUF file, whose blocks kernels read as they are' });
+  // The parser reads past the end of a short file as zeros: its header must end inside the file.
+  const headerEnd = parsed.tensorInfoByteRange[1];
+  if (headerEnd > size) throw new KgenError({ field, problem: `${pathText(path)} is cut short: its header runs to byte ${headerEnd} of ${size}`, expected: 'a complete GGUF file', hint: 'download or copy it again' });
   const start = Number(parsed.tensorDataOffset);
+  const declared = (parsed.metadata as Record<string, unknown>)['general.alignment'];
+  const alignment = typeof declared === 'number' && declared > 0 ? declared : GGUF_DEFAULT_ALIGNMENT;
   const tensors = parsed.tensorInfos.map((t): GgufTensor => {
+    if (Number(t.offset) % alignment !== 0) {
+      throw new KgenError({ field, problem: `tensor ${quoted(t.name)} of ${pathText(path)} starts at data offset ${t.offset}, not a multiple of the file's alignment ${alignment}`, expected: 'a well-formed GGUF file' });
+    }
     const dims = t.shape.map(Number);
     const sized = SIZED_TYPES[t.dtype];
     const count = dims.reduce((a, b) => a * b, 1);
-    const tensor: GgufTensor = { name: t.name, type: sized?.name ?? GGMLQuantizationType[t.dtype] ?? `type ${t.dtype}`, dims, fileOffset: start + Number(t.offset) };
+    const tensor: GgufTensor = { name: t.name, type: sized?.name ?? GGMLQuantizationType[t.dtype] ?? `unknown (${t.dtype})`, dims, fileOffset: start + Number(t.offset) };
     if (sized) {
       if (count % sized.weightsPerBlock !== 0) throw new KgenError({ field, problem: `tensor ${quoted(t.name)} of ${pathText(path)} has ${count} values, not whole ${sized.name} blocks of ${sized.weightsPerBlock}`, expected: 'a well-formed GGUF file' });
       tensor.byteLength = (count / sized.weightsPerBlock) * sized.bytesPerBlock;
