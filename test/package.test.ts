@@ -376,6 +376,10 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.name: "a" names two kernels \(names are compared ignoring case/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "x"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=128", "name": "x_rows"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.name: "x_rows" and "x" would both define kgen_x_rows/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=65"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.shape K: K=65 is not a multiple/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "config": {"nTile": 3}}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.config\.nTile: got 3/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "9lives"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);

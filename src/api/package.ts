@@ -43,6 +43,19 @@ export interface PackageResult {
   notes: string[];
 }
 
+/**
+ * Runs `body` for entry `i` of the kernel list: a mistake in a flag-named field (`--shape`,
+ * `config.nTile`) is that entry's field (`--kernels[1].shape`), so a long list says which entry.
+ */
+function inEntry<T>(i: number, body: () => T): T {
+  try {
+    return body();
+  } catch (e) {
+    if (!(e instanceof KgenError) || !/^(--(op|ir|shape|device|isa|config)\b|config\.)/.test(e.field)) throw e;
+    throw new KgenError({ field: `--kernels[${i}].${e.field.replace(/^--/, '')}`, problem: e.problem, expected: e.expected, hint: e.hint });
+  }
+}
+
 /** A kernel's default name: its op and shape (`matmul_q4_0_m1_n4096_k4096`). */
 function defaultName(req: ResolvedRequest): string {
   const dims = Object.entries(req.shape).map(([k, v]) => `${k.toLowerCase()}${v}`).join('_');
@@ -86,11 +99,11 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
     if (k.name !== undefined && (typeof k.name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,56}$/.test(k.name))) {
       throw new KgenError({ field, problem: `${valueText(k.name)} is not a usable name`, expected: 'a C identifier of at most 57 characters (it names a folder and kgen_NAME symbols)' });
     }
-    const name = k.name ?? defaultName(resolveRequest(k));
+    const name = k.name ?? defaultName(inEntry(i, () => resolveRequest(k)));
     // Names become folders and header macros (KGEN_NAME_H) too: names differing only in case clash there.
     if (names.has(name.toLowerCase())) throw new KgenError({ field, problem: `${quoted(name)} names two kernels (names are compared ignoring case: they name folders and upper-case macros)`, expected: 'distinct names (or distinct op and shape)', hint: 'give each kernel its own "name"' });
     names.add(name.toLowerCase());
-    const result = emit({ ...k, records: opts.records, symbol: `kgen_${name}` });
+    const result = inEntry(i, () => emit({ ...k, records: opts.records, symbol: `kgen_${name}` }));
     notes.push(...result.notes.map((n) => `${name}: ${n}`));
     return { name, dir: name, symbol: `kgen_${name}`, plan: result.plan, rendered: result.rendered, result };
   });
