@@ -79,6 +79,9 @@ async function emitJsPackage(dir: string, target: string, device: string, kernel
   const pkgDir = join(dir, 'pkg');
   const r = await run(['emit', '--target', target, '--device', device, '--kernels', join(dir, 'layer.json'), '--package', pkgDir, '--package-name', packageName, '--no-records']);
   expect(r.exitCode, r.stderr).toBe(0);
+  // A name npm would refuse ("Layer0 WASM") is made valid, and said; a valid one is used as is.
+  if (packageName !== packageName.toLowerCase() || packageName.includes(' ')) expect(r.stderr).toMatch(/--package-name "[^"]+" is not a valid npm name: package\.json says "layer0-/);
+  else expect(r.stderr).not.toMatch(/--package-name/);
   const index = JSON.parse(readFileSync(join(pkgDir, 'kgen-package.json'), 'utf8')) as { kernels: { name: string }[] };
   const npmEnv = { npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
   const packed = await execa('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: pkgDir, reject: false, env: npmEnv });
@@ -242,10 +245,12 @@ int main() {${calls}
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
     const kernels = [{ op: 'matmul_q4', shape: 'M=1,N=77,K=320', name: 'gate' }, { op: 'matmul_q35', shape: 'M=3,N=40,K=128' }, { ir: EPILOGUE_IRS[0], shape: 'M=5,N=21,K=384', name: 'ffn_up' }];
     const pkg = await emitJsPackage(dir, 'wasm', 'wasm-simd128', kernels, 'Layer0 WASM');
-    expect(JSON.parse(readFileSync(join(pkg.dir, 'package.json'), 'utf8'))).toMatchObject({ name: 'layer0-wasm', type: 'module', exports: { '.': { default: './index.mjs', types: './index.d.mts' }, './gate': { default: './gate/kernel.mjs' } } });
+    expect(JSON.parse(readFileSync(join(pkg.dir, 'package.json'), 'utf8'))).toMatchObject({ name: 'layer0-wasm', type: 'module', exports: { '.': { default: './index.mjs', types: './index.d.mts' }, './gate': { default: './gate/kernel.mjs' }, './package.json': './package.json' } });
     const data = writeKernelInputs(pkg.scratch, kernels, pkg.names);
     writeFileSync(join(pkg.scratch, 'run.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
 import { info, kernels as modules, layout, loadAll } from 'layer0-wasm';
+// Exported, so tools can read the installed package's own description.
+import.meta.resolve('layer0-wasm/package.json');
 const { memory, kernels, close } = await loadAll({ threads: Number(process.argv[2]) });
 const levels = {};
 for (const name of Object.keys(info)) {
@@ -384,8 +389,6 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);
     expectError(await run([...one, '--package-name', 'x', '-o', join(dir, 'p')]), /--package-name: given without --package/);
-    expectError(await run([...one, '--package-name', 'My Kernels', '--package', join(dir, 'p')]), /--package-name: "My Kernels" is not a valid npm package name; .*e\.g\. "my-kernels"/);
-    expectError(await run([...one, '--package-name', '', '--package', join(dir, 'p')]), /--package-name: "" is not a valid npm package name/);
     expect(existsSync(join(dir, 'p'))).toBe(false);
   });
 });

@@ -107,10 +107,11 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
     notes.push(...result.notes.map((n) => `${name}: ${n}`));
     return { name, dir: name, symbol: `kgen_${name}`, plan: result.plan, rendered: result.rendered, result };
   });
-  // One kernel's entry points must not be another's (`x` has kgen_x_rows, which kernel `x_rows` is).
+  // One kernel's entry points must not be another's (`x` has kgen_x_rows, which kernel `x_rows` is):
+  // the symbols named after the kernel, which C and CUDA link into one library.
   const owners = new Map<string, string>();
   for (const [i, k] of packaged.entries()) {
-    for (const { symbol } of k.rendered.abi) {
+    for (const { symbol } of k.rendered.abi.filter((a) => a.symbol.startsWith(k.symbol))) {
       const other = owners.get(symbol.toUpperCase());
       if (other !== undefined && other !== k.name) {
         throw new KgenError({ field: `--kernels[${i}].name`, problem: `${quoted(k.name)} and ${quoted(other)} would both define ${symbol}`, expected: 'names whose symbols do not overlap', hint: 'rename one kernel (a name must not be another\'s plus an entry-point suffix such as _rows)' });

@@ -28,8 +28,11 @@ export interface JsPackageModules {
  * `npm pack` of the folder takes every file the loaders read (the kernel folders are in `files`).
  */
 export function packageJson(pkg: PackageContext, kernels: readonly PackagedKernel[], m: JsPackageModules): string {
-  const exports: Record<string, { types: string; default: string }> = { '.': { types: `./${m.types}`, default: `./${m.main}` } };
+  const exports: Record<string, { types: string; default: string } | string> = { '.': { types: `./${m.types}`, default: `./${m.main}` } };
   for (const k of kernels) exports[`./${k.dir}`] = { types: `./${k.dir}/${m.kernelTypes}`, default: `./${k.dir}/${m.kernelMain}` };
+  // Tools (bundlers, version checks) and hosts reading the index import these by path.
+  exports['./package.json'] = './package.json';
+  exports['./kgen-package.json'] = './kgen-package.json';
   const json = {
     name: pkg.name,
     version: '1.0.0',

@@ -120,9 +120,9 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
   } else {
     kernels = [toRequest(flags)];
   }
-  // A name the user gave is used as given or refused; the directory's name is made npm-safe.
+  // A name npm would refuse is made valid (as the directory's name is), and the user is told.
   if (flags.packageName !== undefined && npmPackageName(flags.packageName) !== flags.packageName) {
-    throw new KgenError({ field: '--package-name', problem: `${quoted(flags.packageName)} is not a valid npm package name`, expected: 'lowercase letters, digits and -._~ (not first), optionally @scope/name', hint: `e.g. ${quoted(npmPackageName(flags.packageName))}` });
+    process.stderr.write(`kgen: --package-name ${quoted(flags.packageName)} is not a valid npm name: package.json says ${quoted(npmPackageName(flags.packageName))}\n`);
   }
   const records = flags.records ? openDbForReading(flags) : undefined;
   let result;
