@@ -12,7 +12,7 @@ import type { Plan } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import type { Tolerance } from '../reference/compare.js';
 import { KGEN_VERSION } from '../version.js';
-import type { KernelRequest } from './request.js';
+import type { KernelRequest, ResolvedRequest } from './request.js';
 import { resolveRequest } from './request.js';
 
 /**
@@ -87,12 +87,21 @@ export interface EmitOptions extends KernelRequest {
 /** Where an emitted kernel's config came from. */
 export type ConfigSource = 'default' | 'given' | 'record' | 'nearest-record';
 
+/**
+ * The plan emit renders for a resolved request: its config if given; else the tuning record `records`
+ * holds for it (or the nearest recorded shape), else the default. `kgen plan` shows the same.
+ */
+export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Plan; source: ConfigSource; recorded?: RecordedChoice } {
+  const recorded = records && !req.config ? recordedConfig(records, req) : undefined;
+  if (recorded) return { plan: recorded.resolved.plan, source: recorded.source, recorded };
+  return makePlan(req, req.config);
+}
+
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
 export function emit(opts: EmitOptions): EmitResult {
   const req = resolveRequest(opts);
   checkSupport(req);
-  const recorded = opts.records && !req.config ? recordedConfig(opts.records, req) : undefined;
-  const { plan, source } = recorded?.resolved ?? makePlan(req, req.config);
+  const { plan, source, recorded } = choosePlan(req, opts.records);
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
@@ -100,7 +109,7 @@ export function emit(opts: EmitOptions): EmitResult {
     throw new KgenError({ field: 'symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });
   }
   const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command), ...(opts.symbol !== undefined ? { symbol: opts.symbol } : {}) });
-  const manifest = buildManifest(plan, req.irHash, recorded?.source ?? source, rendered);
+  const manifest = buildManifest(plan, req.irHash, source, rendered);
   if (recorded) {
     manifest.record = {
       database: opts.records!.location,

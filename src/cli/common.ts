@@ -121,3 +121,16 @@ export function openDbForReading(flags: { db?: string }): TuningDb | undefined {
   if (!explicit && !existsSync(path)) return undefined;
   return openTuningDb(path, { access: 'read', field });
 }
+
+/**
+ * Runs `body` with the database emit, plan and verify take a config from: none with --no-records or
+ * --config (which wins over any record), else `openDbForReading`'s; closed when `body` has settled.
+ */
+export async function withRecords<T>(flags: { db?: string; records: boolean; config?: string }, body: (records: TuningDb | undefined) => T | Promise<T>): Promise<T> {
+  const records = flags.records && flags.config === undefined ? openDbForReading(flags) : undefined;
+  try {
+    return await body(records);
+  } finally {
+    records?.close();
+  }
+}

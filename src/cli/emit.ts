@@ -10,7 +10,7 @@ import { pathText, quoted, valueText } from '../io/message-text.js';
 import { writeOutputDirectory, writeOutputTree } from '../io/output.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
 import { buildPackage, npmPackageName, type PackageKernel } from '../api/package.js';
-import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest } from './common.js';
+import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest, withRecords } from './common.js';
 import { optionalPath, parseSeed } from './flags.js';
 
 export function registerEmit(program: Command): void {
@@ -62,13 +62,7 @@ configSource and record fields say which.`,
     if (flags.data !== undefined && out === undefined) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
     const seed = typeof flags.data === 'string' ? parseSeed(flags.data, '--data') : 1;
     const request = toRequest(flags);
-    const records = flags.records && !flags.config ? openDbForReading(flags) : undefined;
-    let result;
-    try {
-      result = emit({ ...request, records });
-    } finally {
-      records?.close();
-    }
+    let result = await withRecords(flags, (records) => emit({ ...request, records }));
     const checked = flags.ptxas ? await withResources(result) : { result, notes: [] };
     result = checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
+import { choosePlan } from '../api/emit.js';
 import { resolveRequest } from '../api/request.js';
-import { configInUse, makePlan, spaceFor } from '../plan/index.js';
+import { configInUse, spaceFor } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
-import { addDbFlag, addKernelFlags, openDbForReading, printJson, table, toRequest } from './common.js';
-import { describeChoice, recordedConfig } from '../db/lookup.js';
+import { addDbFlag, addKernelFlags, printJson, table, toRequest, withRecords } from './common.js';
+import { describeChoice } from '../db/lookup.js';
 
 export function registerPlan(program: Command): void {
   const cmd = program
@@ -22,16 +23,9 @@ Examples:
 Without --config it plans the config emit would use: the tuning database's record for this device,
 op and shape (or the nearest shape) where there is one, else the default.`,
   );
-  cmd.action((flags: KernelFlags & { db?: string; records: boolean }) => {
+  cmd.action(async (flags: KernelFlags & { db?: string; records: boolean }) => {
     const req = resolveRequest(toRequest(flags));
-    const records = flags.records && !req.config ? openDbForReading(flags) : undefined;
-    let recorded;
-    try {
-      recorded = records && recordedConfig(records, req);
-    } finally {
-      records?.close();
-    }
-    const { plan, source } = recorded ? { plan: recorded.resolved.plan, source: recorded.source } : makePlan(req, req.config);
+    const { plan, source, recorded } = await withRecords(flags, (records) => choosePlan(req, records));
     if (recorded) process.stderr.write(`kgen: ${describeChoice(recorded)}\n`);
     const space = spaceFor(req);
     if (flags.json) return printJson({ ...plan, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });

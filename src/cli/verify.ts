@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
 import { formatShape } from '../ir/validate.js';
 import type { KernelFlags } from './common.js';
-import { addDbFlag, addKernelFlags, openDbForReading, printJson, toRequest } from './common.js';
+import { addDbFlag, addKernelFlags, printJson, toRequest, withRecords } from './common.js';
 import { parseSeed } from './flags.js';
 
 export function registerVerify(program: Command): void {
@@ -31,13 +31,7 @@ Examples:
   cmd.action(async (flags: KernelFlags & { seed: string; sanitize?: boolean; werror?: boolean; db?: string; records: boolean }) => {
     const seed = parseSeed(flags.seed);
     const request = toRequest(flags);
-    const records = flags.records && !flags.config ? openDbForReading(flags) : undefined;
-    let r;
-    try {
-      r = await verify({ ...request, records, seed, sanitize: flags.sanitize, werror: flags.werror });
-    } finally {
-      records?.close();
-    }
+    const r = await withRecords(flags, (records) => verify({ ...request, records, seed, sanitize: flags.sanitize, werror: flags.werror }));
     for (const note of r.notes) process.stderr.write(`kgen: ${note}\n`);
     const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}`;
     if (flags.json) {
