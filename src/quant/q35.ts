@@ -84,6 +84,29 @@ export function q35Units(G: number): Q35Unit[] {
   return units;
 }
 
+/** Where the low and high planes of a unit of P pairs start, in bytes from the unit's start (the nibble plane is at 0). */
+export function q35PlaneStarts(P: number): { readonly low: number; readonly high: number } {
+  return { low: P / 2, high: P / 2 + P / 4 };
+}
+
+/**
+ * The byte layout of q3.5's two unit sizes as kernel templates print it: a 64-weight unit's bytes
+ * and plane starts, then the 32-weight unit's. Every backend's view spreads this, so no template
+ * repeats 28, 16, 24, 14, 8 or 12.
+ */
+export function q35LayoutView(): Record<string, number> {
+  const unit = q35PlaneStarts(32);
+  const short = q35PlaneStarts(16);
+  return {
+    q35UnitBytes: (7 * 64) / 16,
+    q35UnitLow: unit.low,
+    q35UnitHigh: unit.high,
+    q35ShortBytes: (7 * 32) / 16,
+    q35ShortLow: short.low,
+    q35ShortHigh: short.high,
+  };
+}
+
 /** Byte and bit of field p of a byte-sliced plane of f-bit fields over P pairs (docs/formats.md). */
 export function slicedAt(f: number, P: number, p: number): [byte: number, bit: number] {
   const S = (f * P) / 8;
@@ -110,13 +133,14 @@ function planeLayout(P: number): PlaneLayout {
   let l = planeLayouts.get(P);
   if (!l) {
     l = { nByte: new Uint8Array(P), nShift: new Uint8Array(P), lByte: new Uint8Array(P), lShift: new Uint8Array(P), hByte: new Uint8Array(P), hShift: new Uint8Array(P) };
+    const starts = q35PlaneStarts(P);
     for (let p = 0; p < P; p++) {
       [l.nByte[p], l.nShift[p]] = slicedAt(4, P, p);
       const [lb, ls] = slicedAt(2, P, p);
       const [hb, hs] = slicedAt(1, P, p);
-      l.lByte[p] = P / 2 + lb;
+      l.lByte[p] = starts.low + lb;
       l.lShift[p] = ls;
-      l.hByte[p] = P / 2 + P / 4 + hb;
+      l.hByte[p] = starts.high + hb;
       l.hShift[p] = hs;
     }
     planeLayouts.set(P, l);

@@ -2,7 +2,7 @@ import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { KgenError } from '../../errors.js';
 import type { MatmulOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
-import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B, q35LayoutView } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
@@ -181,6 +181,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     microPartial: parts.micro,
     decodePartial: parts.decode,
     commonPartial: parts.common,
+    q35Layout: op.weight.format === 'q35' ? q35LayoutView() : undefined,
     q35TableA: Q35_LOOKUP_A.join(', '),
     q35TableB: Q35_LOOKUP_B.join(', '),
     cacheLine: CPU_CACHE_LINE_BYTES,

@@ -1,5 +1,6 @@
 import type { PlanOf } from '../../plan/types.js';
-import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
+import { codecOf } from '../../quant/index.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B, q35LayoutView } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import { ACTIVATION_EXPR } from '../c-family.js';
 import { matmulHeaderView } from '../kernel-header.js';
@@ -52,6 +53,8 @@ function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
     fragPartial: `decode/${scheme}_mma`,
     kernelPartial: KERNEL_PARTIAL[plan.variant],
     q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0f`).join(', '),
+    scaleBytes: codecOf(op.weight).scaleBytes,
+    q35Layout: op.weight.format === 'q35' ? q35LayoutView() : undefined,
     xAlign,
     xAlignMask: xAlign - 1,
     xBytes: M * K * xElem,

@@ -23,6 +23,13 @@ enum {
   /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
   KG_SCALE_BYTES = 2,
   KG_CHUNK_CODE_BYTES = 14,
+  /* q3.5 units (docs/formats.md; a 64-weight unit is 2 * KG_CHUNK_CODE_BYTES): where a 64-weight
+   * unit's low and high planes start (its nibble plane at 0), then those of the 32-weight unit that
+   * ends a group when G % 64 = 32. */
+  KG_Q35_UNIT_LOW = 16,
+  KG_Q35_UNIT_HIGH = 24,
+  KG_Q35_SHORT_LOW = 8,
+  KG_Q35_SHORT_HIGH = 12,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -204,8 +211,8 @@ static inline __m128i kg_q35_table(const int8_t *t) {
 static inline void kg_q35_unit64(const uint8_t *u, __m256i *wv) {
   int64_t low8;
   int32_t high4;
-  memcpy(&low8, u + 16, 8);
-  memcpy(&high4, u + 24, 4);
+  memcpy(&low8, u + KG_Q35_UNIT_LOW, 8);
+  memcpy(&high4, u + KG_Q35_UNIT_HIGH, 4);
   const __m256i nib = _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)u)),
                                                          _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
   /* Low plane: pair 8k + j in bits 2k of byte j; high plane: pair 4m + j in bit m of byte j. */
@@ -238,8 +245,8 @@ static inline void kg_q35_chunk(const uint8_t *blk, int c, __m128i *w0, __m128i 
     }
     int64_t low8;
     int32_t high4;
-    memcpy(&low8, u + 16, 8);
-    memcpy(&high4, u + 24, 4);
+    memcpy(&low8, u + KG_Q35_UNIT_LOW, 8);
+    memcpy(&high4, u + KG_Q35_UNIT_HIGH, 4);
     const __m128i low = _mm_set1_epi64x(low8), high = _mm_set1_epi32(high4), three = _mm_set1_epi8(3), one = _mm_set1_epi8(1);
     const __m128i ib0 = _mm_xor_si128(_mm_xor_si128(_mm_and_si128(_mm_srlv_epi64(low, _mm_setr_epi32(0, 0, 2, 0)), three),
                                                     _mm_slli_epi16(_mm_and_si128(_mm_srlv_epi32(high, _mm_setr_epi32(0, 1, 2, 3)), one), 2)),

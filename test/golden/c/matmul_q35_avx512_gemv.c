@@ -25,6 +25,13 @@ enum {
   /* A block: the f16 scale (KG_SCALE_BYTES), then KG_CHUNK_CODE_BYTES of codes per 32 weights. */
   KG_SCALE_BYTES = 2,
   KG_CHUNK_CODE_BYTES = 14,
+  /* q3.5 units (docs/formats.md; a 64-weight unit is 2 * KG_CHUNK_CODE_BYTES): where a 64-weight
+   * unit's low and high planes start (its nibble plane at 0), then those of the 32-weight unit that
+   * ends a group when G % 64 = 32. */
+  KG_Q35_UNIT_LOW = 16,
+  KG_Q35_UNIT_HIGH = 24,
+  KG_Q35_SHORT_LOW = 8,
+  KG_Q35_SHORT_HIGH = 12,
   KG_BLOCKS_PER_ROW = 2,
   KG_CHUNKS_PER_BLOCK = 2,
   KG_CHUNK_STEP = 2,
@@ -225,8 +232,8 @@ static inline __m256i kg_q35_a64(const uint8_t *u) {
 static inline __m256i kg_q35_b64(const uint8_t *u, __m256i a) {
   int64_t low;
   int32_t high;
-  memcpy(&low, u + 16, 8);
-  memcpy(&high, u + 24, 4);
+  memcpy(&low, u + KG_Q35_UNIT_LOW, 8);
+  memcpy(&high, u + KG_Q35_UNIT_HIGH, 4);
   const __m256i low2 = _mm256_srlv_epi64(_mm256_set1_epi64x(low), _mm256_setr_epi64x(0, 2, 4, 6));
   const __m256i high1 = _mm256_rolv_epi32(_mm256_set1_epi32(high), _mm256_setr_epi32(2, 1, 0, 31, 30, 29, 28, 27));
   return kg_q35_lookup(a, low2, high1, _mm256_set1_epi8(3), _mm256_set1_epi8(4), kg_q35_tables(kg_q35_b, kg_q35_b));
@@ -243,8 +250,8 @@ static inline __m256i kg_q35_u32(const uint8_t *u) {
   int32_t low;
   int16_t high;
   memcpy(&nib, u, 8);
-  memcpy(&low, u + 8, 4);
-  memcpy(&high, u + 12, 2);
+  memcpy(&low, u + KG_Q35_SHORT_LOW, 4);
+  memcpy(&high, u + KG_Q35_SHORT_HIGH, 2);
   const __m256i a = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(nib), _mm256_setr_epi64x(0, 4, 0, 4)), _mm256_set1_epi8(0x0f));
   const __m256i b_lane = _mm256_setr_epi64x(0, 0, -1, -1);
   const __m256i low2 = _mm256_srlv_epi32(_mm256_set1_epi32(low), _mm256_setr_epi32(0, 0, 0, 0, 0, 2, 4, 6));
@@ -264,8 +271,8 @@ static inline __m512i kg_decode512(const uint8_t *blk, int a) {
   const uint8_t *u = blk + KG_SCALE_BYTES + 2 * KG_CHUNK_CODE_BYTES * a;
   int64_t low;
   int32_t high;
-  memcpy(&low, u + 16, 8);
-  memcpy(&high, u + 24, 4);
+  memcpy(&low, u + KG_Q35_UNIT_LOW, 8);
+  memcpy(&high, u + KG_Q35_UNIT_HIGH, 4);
   const __m512i nibbles = _mm512_srlv_epi64(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)u)), _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
   const __m512i ai = _mm512_and_si512(nibbles, _mm512_set1_epi8(0x0f));
   const __m512i low2 = _mm512_srlv_epi64(_mm512_set1_epi64(low), _mm512_setr_epi64(0, 0, 0, 0, 0, 2, 4, 6));

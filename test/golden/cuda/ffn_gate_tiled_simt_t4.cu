@@ -62,6 +62,8 @@ enum : int {
   KG_ROW_BYTES = 72,
   KG_BLOCK_WEIGHTS = 32,
   KG_BLOCK_BYTES = 18,
+  /* A block opens with its f16 scale; the codes follow. */
+  KG_SCALE_BYTES = 2,
   KG_PIECE = 16,
   KG_PIECES_PER_BLOCK = 2,
   KG_THREADS = 128,
@@ -117,7 +119,7 @@ __device__ __forceinline__ int kg_piece_k(int p, int j) { return (p >> 1) * 32 +
 
 __device__ __forceinline__ float4 kg_dec4(const uint32_t *s, int o, int p, int j, const float *lut) {
   (void)lut;
-  const uint32_t q = kg_ld32(s, o + 2 + (p >> 1) * 16 + (p & 1) * 8 + (j & 4));
+  const uint32_t q = kg_ld32(s, o + KG_SCALE_BYTES + (p >> 1) * 16 + (p & 1) * 8 + (j & 4));
   const uint32_t n = (j & 8) ? (q >> 4) & 0x0f0f0f0fu : q & 0x0f0f0f0fu;
   return kg_bytes_to_float4(n, 8388616.0f);  // 2^23 + 8: nibble n decodes to n - 8
 }

@@ -78,6 +78,15 @@ enum : int {
   KG_ROW_BYTES = 120,
   KG_BLOCK_WEIGHTS = 64,
   KG_BLOCK_BYTES = 30,
+  /* A block opens with its f16 scale; the codes follow. */
+  KG_SCALE_BYTES = 2,
+  /* q3.5 units (docs/formats.md): a 64-weight unit's bytes and where its low and high planes start
+   * (its nibble plane at 0), then where the 32-weight unit's start. */
+  KG_Q35_UNIT_BYTES = 28,
+  KG_Q35_UNIT_LOW = 16,
+  KG_Q35_UNIT_HIGH = 24,
+  KG_Q35_SHORT_LOW = 8,
+  KG_Q35_SHORT_HIGH = 12,
   KG_PIECE = 16,
   KG_PIECES_PER_BLOCK = 4,
   KG_THREADS = 128,
@@ -172,13 +181,13 @@ __device__ __forceinline__ uint32_t kg_q35_b_off(uint32_t a, uint32_t lo, uint32
 __device__ __forceinline__ uint32_t kg_q35_run(const uint32_t *s, int u, int q, bool isShort, bool b) {
   const uint32_t a = kg_q35_ld32(s, u + 4 * (q & (isShort ? 1 : 3))) >> 4 * (q >> (isShort ? 1 : 2));
   if (!b) return kg_q35_a_off(a);
-  const uint32_t lo = kg_q35_ld32(s, isShort ? u + 8 : u + 16 + 4 * (q & 1)) >> (isShort ? 2 * q : 2 * (q >> 1));
+  const uint32_t lo = kg_q35_ld32(s, isShort ? u + KG_Q35_SHORT_LOW : u + KG_Q35_UNIT_LOW + 4 * (q & 1)) >> (isShort ? 2 * q : 2 * (q >> 1));
   uint32_t hi;
   if (isShort) {
-    const uint32_t h = kg_q35_ld16(s, u + 12) >> 2 * q;  // pair 4q + i: byte i & 1, bit i >> 1
+    const uint32_t h = kg_q35_ld16(s, u + KG_Q35_SHORT_HIGH) >> 2 * q;  // pair 4q + i: byte i & 1, bit i >> 1
     hi = h | h << 15;
   } else {
-    hi = kg_q35_ld32(s, u + 24) >> q;  // pair 4q + i: byte i, bit q
+    hi = kg_q35_ld32(s, u + KG_Q35_UNIT_HIGH) >> q;  // pair 4q + i: byte i, bit q
   }
   return kg_q35_b_off(a, lo, hi);
 }
@@ -192,7 +201,7 @@ __device__ __forceinline__ int kg_piece_k(int p, int j) {
 }
 
 __device__ __forceinline__ float4 kg_dec4(const uint32_t *s, int o, int p, int j, const float *lut) {
-  return kg_q35_look(lut, kg_q35_run(s, o + 2 + 28 * (p >> 2), kg_q35_piece_run(p, j), kg_q35_short(p), (j & 8) != 0));
+  return kg_q35_look(lut, kg_q35_run(s, o + KG_SCALE_BYTES + KG_Q35_UNIT_BYTES * (p >> 2), kg_q35_piece_run(p, j), kg_q35_short(p), (j & 8) != 0));
 }
 
 __device__ __forceinline__ float kg_activation(float v) { return v; }
@@ -281,7 +290,7 @@ __device__ __forceinline__ int kg_row_off(int n0, int r, int kt) {
  * 64-unit) lie in two or four bytes of each plane; 16-bit loads gather them into bytes 0-3 of one
  * word per plane, at one shift. */
 __device__ __forceinline__ void kg_frag_b(const uint32_t *s, int o, int ks, int t, const float *lut, uint32_t b[2]) {
-  const int blk = o + (ks / KG_SLICES_PER_BLOCK) * KG_BLOCK_BYTES, slice = ks % KG_SLICES_PER_BLOCK, u = blk + 2 + 28 * (slice >> 2);
+  const int blk = o + (ks / KG_SLICES_PER_BLOCK) * KG_BLOCK_BYTES, slice = ks % KG_SLICES_PER_BLOCK, u = blk + KG_SCALE_BYTES + KG_Q35_UNIT_BYTES * (slice >> 2);
   const __half2 d = __half2half2(__ushort_as_half((unsigned short)kg_q35_ld16(s, blk)));
   uint32_t off;
   if (kg_q35_short(slice)) {
@@ -289,7 +298,7 @@ __device__ __forceinline__ void kg_frag_b(const uint32_t *s, int o, int ks, int 
     // 2 (i / 4)), high byte i % 2 (bit i / 2): pairs 2t + 8, 2t + 9 sit 4 bits above 2t, 2t + 1.
     const uint32_t v = kg_q35_ld16(s, u + 2 * t), a = v | v << 12;
     if (slice & 1) {
-      const uint32_t l = kg_q35_ld16(s, u + 8 + 2 * (t & 1)), h = kg_q35_ld16(s, u + 12);
+      const uint32_t l = kg_q35_ld16(s, u + KG_Q35_SHORT_LOW + 2 * (t & 1)), h = kg_q35_ld16(s, u + KG_Q35_SHORT_HIGH);
       off = kg_q35_b_off(a, (l | l << 12) >> 2 * (t >> 1), (h | h << 12) >> t);
     } else {
       off = kg_q35_a_off(a);
@@ -301,7 +310,7 @@ __device__ __forceinline__ void kg_frag_b(const uint32_t *s, int o, int ks, int 
     const int sh = 4 * (slice & 1);
     const uint32_t a = (kg_q35_ld16(s, u + 2 * t) | kg_q35_ld16(s, u + 2 * t + 8) << 16) >> sh;
     if (slice & 2) {
-      const uint32_t l = kg_q35_ld16(s, u + 16 + 2 * t), h = kg_q35_ld16(s, u + 24 + 2 * (t & 1));
+      const uint32_t l = kg_q35_ld16(s, u + KG_Q35_UNIT_LOW + 2 * t), h = kg_q35_ld16(s, u + KG_Q35_UNIT_HIGH + 2 * (t & 1));
       off = kg_q35_b_off(a, (l | l << 14) >> sh, (h | h << 14) >> (sh + (t >> 1)));
     } else {
       off = kg_q35_a_off(a);
