@@ -217,6 +217,31 @@ describe('emit takes its config from the records', () => {
     db.close();
   });
 
+  it('--isa narrows the records to that ISA (the fastest of its trials), and plans its default where it has none', () => {
+    const SCALAR = { isa: 'scalar', actQuant: 'f32', rowsPerIter: 2, mTile: 1, nTile: 8, unroll: 1, prefetch: 1 };
+    const db = dbWith([
+      [{ M: 1, N: 4096, K: 4096 }, FAST, 0.3],
+      [{ M: 1, N: 4096, K: 4096 }, SCALAR, 4],
+      [{ M: 1, N: 4096, K: 4096 }, { ...SCALAR, rowsPerIter: 1 }, 5],
+    ]);
+    const base = { target: 'c', op: 'matmul_q4', device: DEVICE, records: db, shape: 'M=1,N=4096,K=4096' } as const;
+    const scalar = emit({ ...base, isa: 'scalar' });
+    expect(scalar.manifest.configSource).toBe('record');
+    expect(scalar.plan.config).toMatchObject({ isa: 'scalar', rowsPerIter: 2 });
+    expect(scalar.manifest.record).toMatchObject({ medianMs: 4 });
+    expect(scalar.notes[0]).toMatch(/tuned for this shape, the fastest with isa scalar: 4\.00 ms/);
+    expect(emit({ ...base, isa: 'avx2' }).manifest.record).toMatchObject({ medianMs: 0.3 });
+    // No record of the ISA at any shape: its default, as without records.
+    const none = dbWith([[{ M: 1, N: 4096, K: 4096 }, FAST, 0.3]]);
+    const unrecorded = emit({ ...base, records: none, isa: 'scalar' });
+    expect(unrecorded.manifest.configSource).toBe('given');
+    expect(unrecorded.plan.config).toEqual(emit({ ...base, records: undefined, isa: 'scalar' }).plan.config);
+    // --config with --isa still passes the records over.
+    expect(emit({ ...base, isa: 'scalar', config: { unroll: 1 } }).manifest.configSource).toBe('given');
+    db.close();
+    none.close();
+  });
+
   it('says when a record was timed on a kernel rendered from other templates or by another kgen', () => {
     const shape = { M: 1, N: 4096, K: 4096 };
     const current = emit({ target: 'c', op: 'matmul_q4', device: DEVICE, shape: 'M=1,N=4096,K=4096' }).manifest.templateHash;

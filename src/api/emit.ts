@@ -8,7 +8,7 @@ import type { TensorInfo, WeightsInfo } from '../ops/index.js';
 import { describeChoice, recordedConfig, type RecordedChoice } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
 import { configInUse, makePlan } from '../plan/index.js';
-import type { Plan } from '../plan/types.js';
+import type { Config, Plan } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import type { Tolerance } from '../reference/compare.js';
 import { KGEN_VERSION } from '../version.js';
@@ -57,6 +57,8 @@ export interface Manifest {
   bindingInterface?: BindingInterface;
   /** What the backend's compiler assigned to the kernel (CUDA: ptxas's report), when asked and at hand (see `withResources`). */
   resources?: Record<string, number | string>;
+  /** `emit --data`: the seed and what each data file written beside the kernel holds (see `withDataFiles`). */
+  data?: { seed: number; files: Record<string, string> };
 }
 
 export interface EmitResult {
@@ -89,12 +91,14 @@ export type ConfigSource = 'default' | 'given' | 'record' | 'nearest-record';
 
 /**
  * The plan emit renders for a resolved request: its config if given; else the tuning record `records`
- * holds for it (or the nearest recorded shape), else the default. `kgen plan` shows the same.
+ * holds for it (or the nearest recorded shape; with `isa`, the fastest record of that ISA), else the
+ * default (of `isa`). `kgen plan` and `kgen verify` take the same.
  */
 export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Plan; source: ConfigSource; recorded?: RecordedChoice } {
-  const recorded = records && !req.config ? recordedConfig(records, req) : undefined;
+  const pinned: Config = req.isa !== undefined ? { isa: req.isa } : {};
+  const recorded = records && !req.config ? recordedConfig(records, req, pinned) : undefined;
   if (recorded) return { plan: recorded.resolved.plan, source: recorded.source, recorded };
-  return makePlan(req, req.config);
+  return makePlan(req, { ...req.config, ...pinned }, { field: req.config ? '--config' : '--isa' });
 }
 
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */

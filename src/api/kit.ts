@@ -1,4 +1,5 @@
 import { opKit } from '../ops/index.js';
+import type { EmitResult } from './emit.js';
 import type { Plan } from '../plan/types.js';
 import { checkRunFits } from './run-memory.js';
 
@@ -15,4 +16,25 @@ export function kernelDataFiles(plan: Plan, seed: number): Record<string, Uint8A
   const data = opKit(plan.op.kind).testData(plan.op, plan.shape, seed);
   const bytes = (a: Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   return { ...data.inputs, 'ref.bin': bytes(data.reference), ...(data.terms ? { 'ref_terms.bin': bytes(data.terms) } : {}) };
+}
+
+/**
+ * An emitted kernel with its data files (`kernelDataFiles`) added to its files and listed in its
+ * manifest's `data`: the seed, and for each file what it holds, so a user's own harness knows
+ * which bytes are which without reading kgen.
+ */
+export function withDataFiles(result: EmitResult, seed: number): EmitResult {
+  const data = kernelDataFiles(result.plan, seed);
+  const tensors = result.manifest.tensors;
+  const output = Object.keys(tensors).find((name) => !(`${name}.bin` in data)) ?? 'the output';
+  const describe = (file: string): string => {
+    if (file === 'ref.bin') return `the f64 reference of ${output} (little-endian, ${output}'s shape), computed from these inputs`;
+    if (file === 'ref_terms.bin') return `f64 per output: the energy of its summed products; an output's error is weighed by the larger of its square and this (the manifest's tolerance)`;
+    const name = file.replace(/\.bin$/, '');
+    const weights = result.manifest.weights;
+    if (name === 'w' && weights) return `the weights as \`kgen pack\` writes them (weights: ${weights.totalBytes} bytes, ${weights.layout})`;
+    return tensors[name] ? `input ${name} as the kernel reads it (tensors.${name}: ${tensors[name]!.bytes} bytes)` : `input ${name} as the kernel reads it`;
+  };
+  const manifest = { ...result.manifest, data: { seed, files: Object.fromEntries(Object.keys(data).map((f) => [f, describe(f)])) } };
+  return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n`, ...data } };
 }

@@ -33,10 +33,15 @@ export interface KernelRequest {
   config?: Record<string, unknown> | string;
 }
 
-/** A checked request: a plan request (op, shape, device, target and its planner) plus the config asked for. */
+/**
+ * A checked request: a plan request (op, shape, device, target and its planner) plus what the caller
+ * asked for: `config` (knobs given as a config) and `isa` (given alone; it narrows the tuning
+ * records to that ISA's instead of passing them over as a config does).
+ */
 export interface ResolvedRequest extends PlanRequest {
   irHash: string;
   config?: Record<string, unknown>;
+  isa?: string;
 }
 
 export function resolveRequest(req: KernelRequest): ResolvedRequest {
@@ -67,7 +72,7 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
     if (config?.isa !== undefined && config.isa !== req.isa) {
       throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${valueText(config.isa)}`, expected: 'one of them' });
     }
-    return { ...planned, irHash: opHash(op), config: { ...config, isa: req.isa } };
+    return { ...planned, irHash: opHash(op), config, isa: req.isa };
   }
   return { ...planned, irHash: opHash(op), config };
 }

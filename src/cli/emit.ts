@@ -1,7 +1,7 @@
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { emit } from '../api/emit.js';
-import { kernelDataFiles } from '../api/kit.js';
+import { withDataFiles } from '../api/kit.js';
 import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
@@ -51,8 +51,8 @@ nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the 
 ptxas's registers, spills and shared memory.
 
 Without --config, emit takes the best config \`kgen tune\` recorded for this device, op and shape,
-else the nearest recorded shape of the op (said on stderr), else the default; the manifest's
-configSource and record fields say which.`,
+else the nearest recorded shape of the op (said on stderr), else the default; with --isa, the
+fastest record of that ISA, else its default. The manifest's configSource and record fields say which.`,
   );
   cmd.action(async (flags: EmitFlags) => {
     if (flags.package !== undefined || flags.kernels !== undefined) return emitPackage(flags);
@@ -64,13 +64,13 @@ configSource and record fields say which.`,
     const request = toRequest(flags);
     let result = await withRecords(flags, (records) => emit({ ...request, records }));
     const checked = flags.ptxas ? await withResources(result) : { result, notes: [] };
-    result = checked.result;
+    result = flags.data !== undefined ? withDataFiles(checked.result, seed) : checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
     if (out !== undefined) {
       const built = result.rendered.binaries ? await result.rendered.binaries() : { files: {} };
       // A rendered module that does not assemble is kgen's bug, not the user's.
       if ('error' in built) throw new Error(`kgen: the rendered kernel does not build: ${built.error}`);
-      const files = { ...result.files, ...built.files, ...(flags.data !== undefined ? kernelDataFiles(result.plan, seed) : {}) };
+      const files = { ...result.files, ...built.files };
       const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force });
       if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, manifest: result.manifest });
       else {

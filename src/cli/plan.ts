@@ -21,7 +21,8 @@ Examples:
   kgen plan --target c --op matmul_q4 --shape M=256,N=4096,K=4096 --config '{"nTile":128}'
 
 Without --config it plans the config emit would use: the tuning database's record for this device,
-op and shape (or the nearest shape) where there is one, else the default.`,
+op and shape (or the nearest shape; with --isa, that ISA's fastest) where there is one, else the
+default.`,
   );
   cmd.action(async (flags: KernelFlags & { db?: string; records: boolean }) => {
     const req = resolveRequest(toRequest(flags));

@@ -18,7 +18,8 @@ export function registerVerify(program: Command): void {
     'after',
     `
 Without --config it checks the config emit would write: the tuning database's record for this
-device, op and shape (or the nearest shape) where there is one, else the default.
+device, op and shape (or the nearest shape; with --isa, that ISA's fastest) where there is one,
+else the default.
 
 Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or compile error, 2 on a usage error.
 

@@ -7,7 +7,8 @@ import type { Shape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
 import { configShown, makePlan, spaceFor, type ResolvedPlan } from '../plan/index.js';
 import { KGEN_VERSION } from '../version.js';
-import type { TrialRow, TuningDb, Workload, WorkloadInfo } from './types.js';
+import { contendingTrials, currentTrials } from './current.js';
+import type { TrialRow, TuningDb, Workload, WorkloadInfo, WorkloadSummary } from './types.js';
 
 /** A tuned config chosen for a request, and the record it came from. */
 export interface RecordedChoice {
@@ -15,6 +16,8 @@ export interface RecordedChoice {
   source: 'record' | 'nearest-record';
   workload: Workload;
   trial: TrialRow;
+  /** The knob values the choice was narrowed to (`--isa`), if any. */
+  pinned?: Config;
 }
 
 /** Distance between two shapes of one op: the sum of |log2 ratio| over their dimensions. */
@@ -29,10 +32,14 @@ export function shapeDistance(a: Shape, b: Shape): number {
  * profile, target, op (IR hash) and shape; failing that, the best of the nearest recorded shape of
  * the same op whose config is legal at this shape. Among equal candidates the newest workload of
  * this kgen version wins (older templates may time differently). A record whose config the current
- * space no longer accepts is passed over, never forced.
+ * space no longer accepts is passed over, never forced. With `pinned` knob values (`--isa`), only
+ * trials whose config has them count.
  */
-export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string }): RecordedChoice | undefined {
-  const rows = db.workloads({ device: req.device.name, target: req.target, irHash: req.irHash }).filter((w) => w.best);
+export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string }, pinned: Config = {}): RecordedChoice | undefined {
+  const rows = db
+    .workloads({ device: req.device.name, target: req.target, irHash: req.irHash })
+    .map((w) => ({ ...w, best: pinnedBest(db, w, pinned) }))
+    .filter((w) => w.best);
   const want = canonicalJson(req.shape);
   const rank = (w: Workload) => (w.kgenVersion === KGEN_VERSION ? 0 : 1);
   const exact = rows.filter((w) => canonicalJson(w.shape) === want).sort((a, b) => rank(a) - rank(b) || b.id - a.id);
@@ -43,7 +50,7 @@ export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string
     for (const w of list) {
       try {
         const resolved = makePlan(req, w.best!.config);
-        return { resolved, source, workload: w, trial: w.best! };
+        return { resolved, source, workload: w, trial: w.best!, ...(Object.keys(pinned).length ? { pinned } : {}) };
       } catch (e) {
         if (!(e instanceof KgenError)) throw e;
       }
@@ -52,11 +59,25 @@ export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string
   return undefined;
 }
 
+/**
+ * A workload's best trial among those whose config has every `pinned` knob value (`--isa`): its
+ * best when nothing is pinned, else the fastest such trial that competes for the best, else (a final
+ * re-timing held none of them) the fastest such config's current ok trial.
+ */
+function pinnedBest(db: TuningDb, w: WorkloadSummary, pinned: Config): TrialRow | undefined {
+  const wanted = Object.entries(pinned);
+  if (!wanted.length || !w.best) return w.best;
+  const fits = (t: TrialRow) => wanted.every(([k, v]) => t.config[k] === v);
+  const trials = db.trials(w.id);
+  return contendingTrials(trials).find(fits) ?? currentTrials(trials).find((t) => t.status === 'ok' && fits(t));
+}
+
 /** One line saying which record a config came from, for stderr and manifests. */
 export function describeChoice(c: RecordedChoice): string {
   const t = c.trial.timing!;
   const where = c.source === 'record' ? 'tuned for this shape' : `tuned for ${formatShape(c.workload.shape)}, the nearest recorded shape`;
-  return `config from the tuning database (${where}: ${t.medianMs.toPrecision(3)} ms on ${c.workload.device}, ${c.trial.createdAt.slice(0, 10)})`;
+  const pinned = c.pinned && Object.keys(c.pinned).length ? `, the fastest with ${Object.entries(c.pinned).map(([k, v]) => `${k} ${String(v)}`).join(', ')}` : '';
+  return `config from the tuning database (${where}${pinned}: ${t.medianMs.toPrecision(3)} ms on ${c.workload.device}, ${c.trial.createdAt.slice(0, 10)})`;
 }
 
 /**

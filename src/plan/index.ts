@@ -108,7 +108,7 @@ export interface ResolvedPlan {
  * unknown knobs, values outside the space, broken restrictions and an over-budget footprint are
  * refused with a KgenError naming the knob or the budget with its bytes.
  */
-export function makePlan(req: PlanRequest, config?: Record<string, unknown>): ResolvedPlan {
+export function makePlan(req: PlanRequest, config?: Record<string, unknown>, opts: { field?: '--config' | '--isa' } = {}): ResolvedPlan {
   const space = spaceFor(req);
   if (!config || Object.keys(config).length === 0) return { plan: planWith(req, defaultConfig(req, space), space), source: 'default' };
   const fixed: Config = {};
@@ -123,8 +123,7 @@ export function makePlan(req: PlanRequest, config?: Record<string, unknown>): Re
   const found = firstLegal(req, space, fixed);
   if ('config' in found) return { plan: planWith(req, found.config, space), source: 'given' };
   if (found.restriction) {
-    // An ISA alone is what --isa sets (also config.isa): name the flag a user most likely gave.
-    const field = Object.keys(fixed).join() === 'isa' ? '--isa' : '--config';
+    const field = opts.field ?? '--config';
     throw knobError(field, `${JSON.stringify(fixed)} is ruled out: ${found.restriction}`, field === '--isa' ? 'another ISA, or none (the best legal one)' : 'a config the restrictions allow');
   }
   const over = found.over!;
