@@ -311,6 +311,11 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(m).toMatchObject({ target: 'cuda', arch: 'sm_89', variant: 'splitk_decode', launch: { workspaceBytes: expect.any(Number), secondPass: { what: expect.stringMatching(/log-sum-exp/) } } });
     expect(m.tensors.k.layout).toMatch(/heads x positions/);
+    // The manifest lists every data file written, each with what it holds, and the seed.
+    expect(m.data.seed).toBe(3);
+    expect(Object.keys(m.data.files).sort()).toEqual(['k.bin', 'k_scales.bin', 'q.bin', 'ref.bin', 'v.bin', 'v_scales.bin']);
+    expect(m.data.files['k.bin']).toMatch(new RegExp(`tensors\\.k: ${m.tensors.k.bytes} bytes`));
+    expect(m.data.files['ref.bin']).toMatch(/f64 reference of o/);
     expect((await execa('sh', ['-n', join(out, 'run.sh')], { reject: false })).exitCode).toBe(0);
     // The run kit as emitted, built by g++ against the shim, checks the output against ref.bin itself.
     const bin = buildRunKitOnShim(out);
