@@ -148,6 +148,10 @@ describe('tuning database', () => {
       [(x) => (x.workloads[0].op.name = 'x; DROP TABLE trials'), /^import\.workloads\[0\]\.op: /],
       [(x) => (x.workloads[0].shape.K = 100), /^import\.workloads\[0\]\.shape: /],
       [(x) => (x.workloads[0].trials[0].timing.medianMs = -1), /timing\.medianMs: got -1/],
+      [(x) => (x.workloads[0].key = '0123456789abcdef'), /^import\.workloads\[0\]\.key: 0123456789abcdef is not the key of the workload given/],
+      [(x) => (x.workloads[0].fingerprint.cores = 64), /^import\.workloads\[0\]\.key: .* is not the key of the workload given/],
+      // Two trials under one uid: the second would be counted "already present" and dropped.
+      [(x) => x.workloads[0].trials.push({ ...x.workloads[0].trials[0], createdAt: '2026-01-01T00:00:00.000Z' }), /^import\.workloads\[0\]\.trials\[1\]\.uid: \S+ is also import\.workloads\[0\]\.trials\[0\]'s/],
     ];
     for (const [mutate, message] of cases) {
       const bad = JSON.parse(JSON.stringify(good));

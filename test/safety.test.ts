@@ -9,7 +9,7 @@ import { emit } from '../src/api/emit.js';
 import { opKit } from '../src/ops/index.js';
 import { checkRunFits } from '../src/api/run-memory.js';
 import { KGEN_APPLICATION_ID } from '../src/db/file-kind.js';
-import { openTuningDb } from '../src/db/sqlite.js';
+import { openTuningDb, schemaVersion } from '../src/db/sqlite.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
@@ -331,7 +331,7 @@ describe('the tuning database opens only kgen databases', () => {
     raw.close();
   });
 
-  it('a database from before the application id (schema 1, WAL) is still kgen\'s and gets marked', async () => {
+  it('a database from before the application id (schema 1, WAL) is still kgen\'s, read as it is and marked on the next write', async () => {
     const dir = tmp();
     const path = join(dir, 'old.db');
     const db = new Database(path);
@@ -339,12 +339,43 @@ describe('the tuning database opens only kgen databases', () => {
     db.exec(readFileSync(join(import.meta.dirname, '..', 'tuning-db', '001_initial.sql'), 'utf8'));
     db.pragma('user_version = 1');
     db.close();
+    const before = readFileSync(path);
     const list = await run(['db', 'list', '--db', path]);
     expect(list.exitCode, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/no workloads/);
+    expect(readFileSync(path).equals(before), 'a reading command changed the file').toBe(true);
+    const exportFile = join(dir, 'export.json');
+    writeFileSync(exportFile, JSON.stringify({ format: 'kgen-tuning', version: 1, workloads: [] }));
+    expect((await run(['db', 'import', exportFile, '--db', path])).exitCode).toBe(0);
     const raw = new Database(path, { readonly: true });
     expect(raw.pragma('application_id', { simple: true })).toBe(KGEN_APPLICATION_ID);
     raw.close();
+  });
+
+  it('reading commands leave a database byte for byte as it was, and a newer schema is refused before it is opened', async () => {
+    const dir = tmp();
+    const path = join(dir, 'rollback.db');
+    openTuningDb(path).close();
+    const raw = new Database(path);
+    raw.pragma('journal_mode = DELETE');
+    raw.close();
+    const before = readFileSync(path);
+    for (const args of [['db', 'list'], ['db', 'export'], ['db', 'show', '1'], ['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64']]) {
+      await run([...args, '--db', path]);
+      expect(readFileSync(path).equals(before), `${args.join(' ')} changed the file`).toBe(true);
+      expect(existsSync(`${path}-wal`), `${args.join(' ')} left a -wal file`).toBe(false);
+    }
+    const newer = new Database(path);
+    newer.pragma(`user_version = ${schemaVersion() + 1}`);
+    newer.close();
+    const refused = readFileSync(path);
+    writeFileSync(join(dir, 'empty.json'), JSON.stringify({ format: 'kgen-tuning', version: 1, workloads: [] }));
+    for (const args of [['db', 'list'], ['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--trials', '1'], ['db', 'import', join(dir, 'empty.json')]]) {
+      const r = await run([...args, '--db', path]);
+      expect(r.exitCode, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/newer than this kgen's .*nothing was written/);
+      expect(readFileSync(path).equals(refused), `${args.join(' ')} changed a refused file`).toBe(true);
+    }
   });
 
   it('directories, paths under files and empty names are refused before anything is created', () => {

@@ -4,6 +4,7 @@ import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
 import { valueText } from '../io/message-text.js';
 import { validateOp, validateShape } from '../ir/validate.js';
+import { workloadKey } from './sqlite.js';
 import type { Exchange, Trial } from './types.js';
 
 const STATUSES = new Set<TrialStatus>(['ok', 'compile_error', 'crash', 'timeout', 'wrong_result']);
@@ -57,6 +58,7 @@ export function validateExchange(data: unknown): Exchange {
   if (data.format !== 'kgen-tuning') fail(`${root}.format`, `got ${valueText(data.format)}`, '"kgen-tuning"');
   if (data.version !== 1) fail(`${root}.version`, `got ${valueText(data.version)}`, '1 (the only export version so far)');
   if (!Array.isArray(data.workloads)) fail(`${root}.workloads`, 'missing or not an array', 'an array of workloads');
+  const uids = new Map<string, string>();
   const workloads = data.workloads.map((w: unknown, i: number) => {
     const p = `${root}.workloads[${i}]`;
     if (!isObject(w)) fail(p, 'not an object', 'a workload object');
@@ -64,7 +66,7 @@ export function validateExchange(data: unknown): Exchange {
       try {
         return validateOp(w.op);
       } catch (e) {
-        fail(`${p}.op`, (e as Error).message, 'a valid op');
+        fail(`${p}.op`, problemOf(e), 'a valid op');
       }
     })();
     if (!isObject(w.shape)) fail(`${p}.shape`, 'not an object', 'dimensions like {"M":1,"N":4096,"K":4096}');
@@ -72,7 +74,7 @@ export function validateExchange(data: unknown): Exchange {
       try {
         return validateShape(op, w.shape as Record<string, number>);
       } catch (e) {
-        fail(`${p}.shape`, (e as Error).message, 'valid dimensions for the op');
+        fail(`${p}.shape`, problemOf(e), 'valid dimensions for the op');
       }
     })();
     const target = str(w, 'target', p);
@@ -83,8 +85,15 @@ export function validateExchange(data: unknown): Exchange {
     const irHash = str(w, 'irHash', p, HASH);
     if (canonicalHash(op) !== irHash) fail(`${p}.irHash`, `${irHash} is not the hash of the op given`, 'the op\'s IR hash');
     if (!Array.isArray(w.trials)) fail(`${p}.trials`, 'missing or not an array', 'an array of trials');
-    const trials: Trial[] = w.trials.map((t: unknown, j: number) => validateTrial(t, `${p}.trials[${j}]`));
-    return {
+    const trials: Trial[] = w.trials.map((t: unknown, j: number) => {
+      const trial = validateTrial(t, `${p}.trials[${j}]`);
+      // A uid names one measurement: a second trial under it would be taken for the first and dropped.
+      const first = uids.get(trial.uid);
+      if (first !== undefined) fail(`${p}.trials[${j}].uid`, `${trial.uid} is also ${first}'s`, 'a uid of its own (as `kgen db export` writes)');
+      uids.set(trial.uid, `${p}.trials[${j}]`);
+      return trial;
+    });
+    const workload = {
       key: str(w, 'key', p, HASH),
       device: str(w, 'device', p, /^[a-z0-9][a-z0-9-]*$/),
       fingerprint: w.fingerprint as Record<string, string | number | boolean>,
@@ -102,8 +111,17 @@ export function validateExchange(data: unknown): Exchange {
       createdAt: str(w, 'createdAt', p),
       trials,
     };
+    const key = workloadKey(workload);
+    if (key !== workload.key) fail(`${p}.key`, `${workload.key} is not the key of the workload given (it hashes to ${key}: edited by hand, or exported by an incompatible kgen)`, 'the key `kgen db export` wrote for it');
+    return workload;
   });
   return { format: 'kgen-tuning', version: 1, exportedAt: typeof data.exportedAt === 'string' ? data.exportedAt : '', workloads };
+}
+
+/** What a validator's error says is wrong, without its own field (a shape error names `--shape`). */
+function problemOf(e: unknown): string {
+  if (!(e instanceof KgenError)) return (e as Error).message;
+  return e.field.startsWith('--') ? e.problem : `${e.field}: ${e.problem}`;
 }
 
 function validateTrial(t: unknown, p: string): Trial {

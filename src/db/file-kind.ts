@@ -9,8 +9,11 @@ export type DbFileKind =
   | { kind: 'missing' }
   /** A zero-length file, or a SQLite database with no schema at all. */
   | { kind: 'empty' }
-  /** kgen's database: its application id, or a schema-1 database from before kgen set one. */
-  | { kind: 'kgen' }
+  /**
+   * kgen's database: its application id, or a schema-1 database from before kgen set one.
+   * `userVersion`: the schema version its header states (stale where a -wal file holds newer pages).
+   */
+  | { kind: 'kgen'; userVersion?: number }
   | { kind: 'foreign'; why: string }
   | { kind: 'not-database'; why: string };
 
@@ -70,7 +73,7 @@ export function inspectDbFile(path: string, legacy: LegacySchema): DbFileKind {
   const userVersion = h.readUInt32BE(60);
   const applicationId = h.readUInt32BE(68);
   const walMode = h[18] === 2 || h[19] === 2;
-  if (applicationId === KGEN_APPLICATION_ID) return { kind: 'kgen' };
+  if (applicationId === KGEN_APPLICATION_ID) return { kind: 'kgen', userVersion };
   if (applicationId !== 0) return { kind: 'foreign', why: `another application's SQLite database (application id 0x${applicationId.toString(16)})` };
   // Changes not yet checkpointed live in the -wal file: the header alone may be stale.
   if (wal && shm) return viaSqlite(path, legacy);

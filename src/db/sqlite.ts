@@ -181,6 +181,8 @@ export function preflightTuningDb(path: string, opts: OpenOptions = {}): 'kgen' 
   if (kind.kind === 'foreign' || kind.kind === 'not-database') {
     throw new KgenError({ field, problem: `${pathText(path)} is ${kind.kind === 'foreign' ? kind.why : `not a kgen tuning database: ${kind.why}`}`, expected, hint: 'kgen keeps its records in a file of its own: pass another --db (nothing was written)' });
   }
+  // A newer kgen's database is refused before SQLite opens it, which would change its header.
+  if (kind.kind === 'kgen' && kind.userVersion !== undefined && kind.userVersion > schemaVersion()) throw newerSchemaError(path, kind.userVersion);
   if ((opts.access ?? 'write') === 'read' && kind.kind !== 'kgen') {
     throw new KgenError({ field, problem: kind.kind === 'missing' ? `${pathText(path)} does not exist` : `${pathText(path)} is empty: no tuning records yet`, expected, hint: 'run `kgen tune` or `kgen db import` first, or check the path' });
   }
@@ -205,14 +207,18 @@ function classify(path: string, field: string): DbFileKind {
   }
 }
 
-function openChecked(path: string, shown: string, field: string, mayFallBackToReadonly: boolean): TuningDb {
+/**
+ * `reading`: the file is only read and never changed (its journal mode and application id stay as
+ * they are: a writing command sets them); else it becomes WAL and is migrated.
+ */
+function openChecked(path: string, shown: string, field: string, reading: boolean): TuningDb {
   let db: Database.Database;
   try {
-    db = new Database(path);
-    configure(db);
+    db = new Database(path, { fileMustExist: reading });
+    configure(db, { wal: !reading });
   } catch (e) {
     // A database kgen may read but not write (a shared, read-only file): read it as it is.
-    if (!mayFallBackToReadonly) throw sqliteError(field, shown, e);
+    if (!reading) throw sqliteError(field, shown, e);
     try {
       return migrated(new Database(path, { readonly: true, fileMustExist: true }), path, shown);
     } catch (e2) {
@@ -223,19 +229,19 @@ function openChecked(path: string, shown: string, field: string, mayFallBackToRe
     }
   }
   try {
-    return migrated(db, path, shown);
+    return migrated(db, path, shown, undefined, reading);
   } catch (e) {
     throw e instanceof KgenError ? e : sqliteError(field, shown, e);
   }
 }
 
 /**
- * The database opened as `db`, its schema checked (and migrated when `db` may be written); on any
- * failure `db` is closed, `onClose` run, and the error passed on as it is.
+ * The database opened as `db`, its schema checked (and migrated unless `db` is read-only or only
+ * `reading`); on any failure `db` is closed, `onClose` run, and the error passed on as it is.
  */
-function migrated(db: Database.Database, path: string, shown: string, onClose?: () => void): TuningDb {
+function migrated(db: Database.Database, path: string, shown: string, onClose?: () => void, reading = db.readonly): TuningDb {
   try {
-    migrate(db, shown, db.readonly);
+    migrate(db, shown, reading || db.readonly);
   } catch (e) {
     db.close();
     onClose?.();
@@ -268,10 +274,10 @@ function openReadonlyCopy(path: string, shown: string, field: string): TuningDb 
   }
 }
 
-function configure(db: Database.Database): void {
+function configure(db: Database.Database, opts: { wal: boolean }): void {
   try {
     db.pragma('busy_timeout = 30000');
-    db.pragma('journal_mode = WAL');
+    if (opts.wal) db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
   } catch (e) {
@@ -291,18 +297,21 @@ function sqliteError(field: string, path: string, e: unknown): KgenError {
   return new KgenError({ field, problem: `cannot use ${pathText(path)} as the tuning database: ${reason}`, expected: 'a writable file path', hint: 'pass --db PATH or set KGEN_DB' });
 }
 
+function newerSchemaError(path: string, version: number): KgenError {
+  const newest = schemaVersion();
+  return new KgenError({
+    field: '--db',
+    problem: `${pathText(path)} has schema version ${version}, newer than this kgen's ${newest}`,
+    expected: `a database of schema version <= ${newest}`,
+    hint: 'upgrade kgen, or use another database with --db (nothing was written)',
+  });
+}
+
 function migrate(db: Database.Database, path: string, readonly: boolean): void {
   const migrations = loadMigrations();
   const newest = migrations.length ? migrations[migrations.length - 1]!.version : 0;
   const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > newest) {
-    throw new KgenError({
-      field: '--db',
-      problem: `${pathText(path)} has schema version ${current}, newer than this kgen's ${newest}`,
-      expected: `a database of schema version <= ${newest}`,
-      hint: 'upgrade kgen, or use another database with --db',
-    });
-  }
+  if (current > newest) throw newerSchemaError(path, current);
   const marked = (db.pragma('application_id', { simple: true }) as number) >>> 0 === KGEN_APPLICATION_ID;
   if (current === newest && (marked || readonly)) return;
   if (readonly) {
