@@ -72,6 +72,16 @@ describe('tuning database', () => {
     expect(() => openTuningDb(path)).toThrow(/schema version 2, newer than this kgen's 1/);
   });
 
+  it('keeps the lowest roofline a session measured for a workload (a probe is only ever slowed down)', () => {
+    const db = openTuningDb(':memory:');
+    const first = db.ensureWorkload({ ...info({ M: 1, N: 64, K: 256 }), rooflineMs: 0.2 });
+    expect(db.ensureWorkload({ ...info({ M: 1, N: 64, K: 256 }), rooflineMs: 0.3 }).rooflineMs).toBe(0.2);
+    const lowered = db.ensureWorkload({ ...info({ M: 1, N: 64, K: 256 }), rooflineMs: 0.1 });
+    expect(lowered).toMatchObject({ id: first.id, rooflineMs: 0.1 });
+    expect(db.workload(first.id)!.rooflineMs).toBe(0.1);
+    db.close();
+  });
+
   it('keys workloads canonically and keeps timings only on ok trials', () => {
     const db = openTuningDb(':memory:');
     const a = db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }));

@@ -339,6 +339,7 @@ class SqliteTuningDb implements TuningDb {
     this.stmts = {
       workloadByKey: db.prepare<[string], WorkloadRowDb>('SELECT * FROM workloads WHERE key = ?'),
       workloadById: db.prepare<[number], WorkloadRowDb>('SELECT * FROM workloads WHERE id = ?'),
+      lowerRoofline: db.prepare<[number, number]>('UPDATE workloads SET roofline_ms = MIN(roofline_ms, ?) WHERE id = ?'),
       insertWorkload: db.prepare(
         `INSERT INTO workloads (key, device, fingerprint, fingerprint_hash, target, op_name, ir_hash, op_json, shape_json,
            weight_format, template_hash, kgen_version, bytes, flops, roofline_ms, created_at)
@@ -363,7 +364,11 @@ class SqliteTuningDb implements TuningDb {
   ensureWorkload(info: WorkloadInfo & { createdAt?: string }): Workload {
     const key = workloadKey(info);
     const existing = this.stmts.workloadByKey.get(key);
-    if (existing) return toWorkload(existing);
+    if (existing) {
+      if (!(info.rooflineMs < existing.roofline_ms)) return toWorkload(existing);
+      this.stmts.lowerRoofline.run(info.rooflineMs, existing.id);
+      return toWorkload(this.stmts.workloadById.get(existing.id)!);
+    }
     this.stmts.insertWorkload.run({
       key,
       device: info.device,

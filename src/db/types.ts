@@ -106,7 +106,12 @@ export interface ImportSummary {
  */
 export interface TuningDb {
   readonly location: string;
-  /** The workload row for `info`, created on first use: dated now, or `createdAt` (an imported workload keeps its date). */
+  /**
+   * The workload row for `info`, created on first use: dated now, or `createdAt` (an imported
+   * workload keeps its date). An existing row keeps the lower of its and `info`'s rooflineMs: a
+   * bandwidth probe is only ever slowed by other processes, so the fastest memory measured is the
+   * truest roofline, and every view of the workload's trials takes that one.
+   */
   ensureWorkload(info: WorkloadInfo & { createdAt?: string }): Workload;
   /** Config hashes that already have a trial in this workload (any status): what resume skips. */
   measuredConfigs(workloadId: number): Set<string>;
