@@ -264,6 +264,10 @@ describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
       execa(KGEN, ['tune', '--device', 'host', '--op', op, '--shape', 'M=1,N=64,K=256', '--trials', '6', '--strategy', 'random', '--seed', seed, '--json', '--remeasure', '0', '--retime', '0'], { env, reject: false });
     const [a, b, c] = await Promise.all([run('matmul_q4', '1'), run('matmul_q4', '2'), run('matmul_q8', '3')]);
     for (const r of [a, b, c]) expect(r.exitCode, r.stderr).toBe(0);
+    // --json is JSON lines: each line an event, the summary last.
+    const events = a.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; workloads?: unknown[] });
+    expect(events[0]!.event).toBe('workload');
+    expect(events.at(-1)).toMatchObject({ event: 'summary', stopped: null, workloads: [expect.objectContaining({ op: 'matmul_q4' })] });
     const db = openTuningDb(env.KGEN_DB);
     const ws = db.workloads();
     expect(ws.map((w) => w.op.name).sort()).toEqual(['matmul_q4', 'matmul_q8']);

@@ -7,6 +7,7 @@ import { isRunResult, runResultToExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
+import { getDevice } from '../device/index.js';
 import { parseJsonInput, RECORDS_JSON } from '../io/json-input.js';
 import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
@@ -111,18 +112,18 @@ Examples:
       .command('best')
       .description('the config emit would take for an op and shape: the best record, else the nearest recorded shape')
       .option('--device <name>', 'device profile', 'host')
-      .option('--target <target>', 'target', 'c')
+      .option('--target <target>', "c | cuda | wgsl | wasm (default: the device's first: c for CPUs, cuda for NVIDIA GPUs, wasm for wasm-simd128)")
       .option('--op <name>', 'catalog op')
       .option('--ir <file>', 'your own op as a JSON file')
       .requiredOption('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096')
       .option('--json', 'machine-readable output'),
   )
     .addHelpText('after', '\nExamples:\n  kgen db best --op matmul_q4 --shape M=1,N=4096,K=4096\n  kgen db best --device rtx4090 --target cuda --op matmul_q35 --shape M=1,N=4096,K=14336 --json')
-    .action((flags: DbFlags & { device: string; target: string; op?: string; ir?: string; shape: string }) =>
+    .action((flags: DbFlags & { device: string; target?: string; op?: string; ir?: string; shape: string }) =>
       withDbChecked(
         // The same checks as emit (target of the device, shape, op) before the database is opened.
         () => {
-          const req = resolveRequest({ target: flags.target, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
+          const req = resolveRequest({ target: flags.target ?? getDevice(flags.device).targets[0]!, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
           spaceFor(req);
           return req;
         },

@@ -169,82 +169,104 @@ Examples:
   kgen tune --device rtx4090 --dry-run --op matmul_q4 --shape M=1,N=4096,K=14336`,
   );
   cmd.action(async (flags: TuneFlags) => {
-    const device = getDevice(flags.device);
-    const target = flags.target ?? device.targets[0]!;
-    if (!targetNames().includes(target) || !device.targets.includes(target)) {
-      throw new KgenError({ field: '--target', problem: `${quoted(String(flags.target))} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
-    }
-    const workloads = workloadsOf(flags, target, device);
-    const fixed = parseFixed(flags.config);
-    const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
-    if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
-    checkPresent(device);
-    const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
-    checkSupport(firstReq);
-    // Named (--op, --ir) or pinned (--config) workloads are refused here when none of their configs
-    // is legal, before anything exists; the standard set, whose spaces all hold configs, is not
-    // planned twice for that (the tuner reports any workload it skips).
-    const pinned = flags.config !== undefined;
-    const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned)[0]! : pruneSpace(firstReq, fixed)).legal[0];
-    if (first) {
-      const runner = timingRunner(first.plan);
-      if (!runner.timesAreReal) {
-        throw new KgenError({ field: '--device', problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device`, hint: 'tune on the device itself; `--dry-run` shows the space' });
-      }
-    }
-    for (const w of workloads) checkRunFits(w, 'the tuner');
-    // Every flag and the database are checked before anything is created.
-    preflightDbForWriting(flags);
-    const createdCache = ensureDirectory(settings.cacheDir, '--cache-dir');
-    let db: TuningDb;
-    try {
-      db = openDbForWriting(flags);
-    } catch (e) {
-      removeCreated(createdCache); // a refused database leaves no new cache directory behind
-      throw e;
-    }
+    // Ctrl-C before the first trial starts: nothing is recorded yet, so say so and stop; once the
+    // tuner runs, the first asks it to finish cleanly and a second quits at once.
     const controller = new AbortController();
+    let tuning = false;
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;
+      if (!tuning) {
+        process.stderr.write(`\nkgen: ${sig}: stopped before any trial ran; nothing was recorded\n`);
+        process.exit(130);
+      }
       if (signals > 1) process.exit(130); // a second Ctrl-C: every finished trial is already committed
       process.stderr.write(`\nkgen: ${sig}: finishing cleanly (again to quit now); run the same command to resume\n`);
       controller.abort();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    const shown = configViewer(device, target);
-    const progress = makeProgress(Boolean(flags.json), shown);
-    let summary: TuneSummary;
     try {
-      summary = await tune({
-        db,
-        device,
-        target,
-        workloads,
-        fixed,
-        strategy: flags.strategy,
-        strategyOptions,
-        ...settings,
-        signal: controller.signal,
-        onEvent: progress.event,
-        parallelBuilds: device.kind === 'cpu' ? Math.max(1, (measuredDevice(device).cpu?.cores ?? 2)) : 4,
-      });
-    } catch (e) {
-      db.close(); // every finished trial is committed already
-      throw e;
+      await tuneAction(flags, controller, () => (tuning = true));
     } finally {
-      progress.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
-    try {
-      report(db, summary, Boolean(flags.json), shown);
-    } finally {
-      db.close();
-    }
-    if (summary.stopped === 'interrupted') process.exitCode = 130;
   });
+}
+
+/** `kgen tune`'s work once its signal handling is in place; `started` marks the first trial's start. */
+async function tuneAction(flags: TuneFlags, controller: AbortController, started: () => void): Promise<void> {
+  const device = getDevice(flags.device);
+  const target = flags.target ?? device.targets[0]!;
+  if (!targetNames().includes(target) || !device.targets.includes(target)) {
+    throw new KgenError({ field: '--target', problem: `${quoted(String(flags.target))} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
+  }
+  const workloads = workloadsOf(flags, target, device);
+  const fixed = parseFixed(flags.config);
+  const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
+  if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));
+  checkPresent(device);
+  const firstReq = planRequest({ op: workloads[0]!.op, shape: workloads[0]!.shape, device, target });
+  checkSupport(firstReq);
+  // Named (--op, --ir) or pinned (--config) workloads are refused here when none of their configs
+  // is legal, before anything exists; the standard set, whose spaces all hold configs, is not
+  // planned twice for that (the tuner reports any workload it skips).
+  const pinned = flags.config !== undefined;
+  const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned)[0]! : pruneSpace(firstReq, fixed)).legal[0];
+  if (first) {
+    const runner = timingRunner(first.plan);
+    if (!runner.timesAreReal) {
+      // Present (its kernels run here: verify checks them) is not the same as timeable here.
+      const timeable = allDevices().filter((d) => d.name !== device.name && d.targets.includes(target) && (d.name === 'host' || detectPresence(d, detectGpus()).present)).map((d) => d.name);
+      throw new KgenError({
+        field: '--device',
+        problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device (\`kgen devices\` marks it present because its kernels run here, which is what verify needs)`,
+        hint: `tune on the device itself${timeable.length ? `, or a profile this machine times truly: --device ${timeable.join(' or --device ')}` : ''}; \`--dry-run\` shows the space`,
+      });
+    }
+  }
+  for (const w of workloads) checkRunFits(w, 'the tuner');
+  // Every flag and the database are checked before anything is created.
+  preflightDbForWriting(flags);
+  const createdCache = ensureDirectory(settings.cacheDir, '--cache-dir');
+  let db: TuningDb;
+  try {
+    db = openDbForWriting(flags);
+  } catch (e) {
+    removeCreated(createdCache); // a refused database leaves no new cache directory behind
+    throw e;
+  }
+  started();
+  const shown = configViewer(device, target);
+  const progress = makeProgress(Boolean(flags.json), shown);
+  let summary: TuneSummary;
+  try {
+    summary = await tune({
+      db,
+      device,
+      target,
+      workloads,
+      fixed,
+      strategy: flags.strategy,
+      strategyOptions,
+      ...settings,
+      signal: controller.signal,
+      onEvent: progress.event,
+      parallelBuilds: device.kind === 'cpu' ? Math.max(1, (measuredDevice(device).cpu?.cores ?? 2)) : 4,
+    });
+  } catch (e) {
+    db.close(); // every finished trial is committed already
+    throw e;
+  } finally {
+    progress.stop();
+  }
+  try {
+    report(db, summary, Boolean(flags.json), shown);
+  } finally {
+    db.close();
+  }
+  if (summary.stopped === 'interrupted') process.exitCode = 130;
 }
 
 function fmtMs(ms: number): string {
@@ -397,7 +419,9 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
     return { r, top };
   });
   if (json) {
-    printJson({
+    // JSON lines: the summary is the last line, like the events before it.
+    process.stdout.write(`${JSON.stringify({
+      event: 'summary',
       stopped: summary.stopped ?? null,
       workloads: out.map(({ r, top }) => ({
         workloadId: r.workload.id,
@@ -410,7 +434,7 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
         top: top.map((t) => ({ config: t.config, ...performanceRow(r.workload, t), retimed: t.strategy === RETIME_STRATEGY })),
         final: r.final ? finalJson(r.final) : undefined,
       })),
-    });
+    })}\n`);
     return;
   }
   for (const { r, top } of out) {
