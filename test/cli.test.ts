@@ -21,6 +21,21 @@ function expectUsageError(r: { exitCode?: number; stderr: string; stdout: string
 }
 
 describe.concurrent('kgen CLI', () => {
+  it('emit --symbol names a kernel\'s symbols, so two shapes of one op link into one program', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-symbol-'));
+    for (const [name, shape] of [['q4_small', 'M=1,N=64,K=64'], ['q4_big', 'M=1,N=96,K=128']]) {
+      const r = await run(['emit', '--op', 'matmul_q4', '--shape', shape, '--isa', 'scalar', '--symbol', name, '-o', join(dir, name)]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(readFileSync(join(dir, name, 'kernel.c'), 'utf8')).toContain(`--symbol ${name}`);
+    }
+    writeFileSync(join(dir, 'main.c'), '#include <stdio.h>\n#include "q4_small/kernel.h"\n#include "q4_big/kernel.h"\nint main(void) { printf("%zu %zu\\n", q4_small_workspace_size(), q4_big_workspace_size()); return 0; }\n');
+    const gcc = await execa('gcc', ['-O2', '-o', join(dir, 'both'), join(dir, 'main.c'), join(dir, 'q4_small', 'kernel.c'), join(dir, 'q4_big', 'kernel.c'), '-lm'], { reject: false, all: true });
+    if (gcc.exitCode === undefined || (gcc as { code?: string }).code === 'ENOENT') return; // no gcc here: the names are checked above
+    expect(gcc.exitCode, gcc.all).toBe(0);
+    expect((await execa(join(dir, 'both'))).stdout).toMatch(/^\d+ \d+$/);
+    expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64', '--symbol', '9x']), /--symbol: "9x" is not a C identifier/);
+  });
+
   it('lists its commands and each has examples', async () => {
     const r = await run(['--help']);
     expect(r.exitCode).toBe(0);

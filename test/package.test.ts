@@ -80,7 +80,7 @@ async function emitJsPackage(dir: string, target: string, device: string, kernel
   const r = await run(['emit', '--target', target, '--device', device, '--kernels', join(dir, 'layer.json'), '--package', pkgDir, '--package-name', packageName, '--no-records']);
   expect(r.exitCode, r.stderr).toBe(0);
   // A name npm would refuse ("Layer0 WASM") is made valid, and said; a valid one is used as is.
-  if (packageName !== packageName.toLowerCase() || packageName.includes(' ')) expect(r.stderr).toMatch(/--package-name "[^"]+" is not a valid npm name: package\.json says "layer0-/);
+  if (packageName !== packageName.toLowerCase() || packageName.includes(' ')) expect(r.stderr).toMatch(/--package-name "[^"]+" is not a valid npm name, so package\.json names the package "layer0-/);
   else expect(r.stderr).not.toMatch(/--package-name/);
   const index = JSON.parse(readFileSync(join(pkgDir, 'kgen-package.json'), 'utf8')) as { kernels: { name: string }[] };
   const npmEnv = { npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };

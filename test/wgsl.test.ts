@@ -389,7 +389,8 @@ describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
       const buffers = { x: { size: 768, usage: STORAGE }, w: { size: 2704, usage: STORAGE | 0x8 }, y: { size: 400, usage: STORAGE } };
       expect(() => k.bindGroup(buffers)).not.toThrow();
       expect(bound).toHaveLength(1);
-      expect(() => k.bindGroup({ ...buffers, w: { size: 2700, usage: STORAGE } })).toThrow(/the w buffer has 2700 bytes, binding \d+ needs 2704 \(kernel.bindings; pad packed weights with zeros/);
+      expect(() => k.bindGroup({ ...buffers, w: { size: 2700, usage: STORAGE } })).toThrow(/the w buffer has 2700 bytes, binding \d+ needs 2704 \(kernel.bindings; pad the packed weights with zeros/);
+      expect(() => k.bindGroup({ ...buffers, y: { size: 200, usage: STORAGE } })).toThrow(/the y buffer has 200 bytes, binding \d+ needs 400 \(kernel.bindings; make the y buffer that large\)/);
       expect(() => k.bindGroup({ ...buffers, y: { size: 400, usage: 0x1 } })).toThrow(/the y buffer needs GPUBufferUsage.STORAGE/);
       expect(() => k.bindGroup({ x: buffers.x, y: buffers.y })).toThrow(/no buffer for w/);
     } finally {

@@ -108,9 +108,9 @@ export function emit(opts: EmitOptions): EmitResult {
   const { plan, source, recorded } = choosePlan(req, opts.records);
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
-  const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'`;
+  const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${req.device.name} --config '${JSON.stringify(configInUse(plan))}'${opts.symbol !== undefined ? ` --symbol ${opts.symbol}` : ''}`;
   if (opts.symbol !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(opts.symbol)) {
-    throw new KgenError({ field: 'symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });
+    throw new KgenError({ field: '--symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });
   }
   const rendered = renderPlan(plan, { version: KGEN_VERSION, irHash: req.irHash, command: commentText(command), ...(opts.symbol !== undefined ? { symbol: opts.symbol } : {}) });
   const manifest = buildManifest(plan, req.irHash, source, rendered);

@@ -17,9 +17,10 @@ export function registerEmit(program: Command): void {
   const cmd = program
     .command('emit')
     .description('generate a kernel: kernel source, header and manifest.json')
-    .option('-o, --out <dir>', 'write kernel.c, kernel.h and manifest.json here (default: kernel.c to stdout); an existing directory keeps its other files')
+    .option('-o, --out <dir>', "write the kernel's files and manifest.json here (C: kernel.c, kernel.h; the other targets' lists are below; default: the main source to stdout); an existing directory keeps its other files")
     .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
+    .option('--symbol <name>', 'the base name of the kernel\'s symbols (default kgen_OPNAME): two kernels of one op (two shapes) linked into one program need different names')
     .option('--data [seed]', 'also write seeded inputs as the kernel reads them (x.bin, w.bin, ...: the manifest\'s tensors and weights) ref.bin, the f64 reference output (little-endian), and for a matmul ref_terms.bin, each output\'s energy of summed products (f64: the check weighs an output by the larger of its square and this), next to the kernel: CUDA\'s run.sh checks against them, other targets\' users with their own harness within the manifest\'s tolerance (needs -o)')
     .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)')
     .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C, CUDA: Makefile, CMakeLists.txt, one header; wasm, wgsl: package.json and one loader of every kernel), kgen-package.json and a README; DIR must be new')
@@ -42,9 +43,14 @@ Examples:
   kgen emit --target wasm --kernels layer.json --package layer-wasm/   (npm pack / npm install it)
 
 WebAssembly (--target wasm) writes kernel.wat and kernel.wasm (SIMD128), kernel.relaxed.wat and
-kernel.relaxed.wasm (relaxed SIMD; integer formats), probe.wat and probe.wasm (load
-kernel.relaxed.wasm only where probe.wasm's probe() returns 1), kernel.mjs and kernel.d.mts (a loader
-for Node and browsers that probes and picks the module) and manifest.json.
+kernel.relaxed.wasm (relaxed SIMD; integer-format matmul), probe.wat and probe.wasm (load
+kernel.relaxed.wasm only where probe.wasm's probe() returns 1), the *.shared.wat/.wasm variants
+that import a shared memory (for threads), kernel.mjs and kernel.d.mts (a loader for Node and
+browsers that probes and picks the module; loadThreaded splits the work across workers running
+kernel-worker.mjs) and manifest.json. Attention writes no relaxed module and no probe.
+
+WGSL writes kernel.wgsl, kernel.js and kernel.d.ts (a loader that creates the pipeline and checks
+the buffers) and manifest.json.
 
 CUDA writes kernel.cu, kernel.h (the launcher), manifest.json, kgen_run.cu and run.sh (builds with
 nvcc, runs, checks against ref.bin, times; no Node needed); with nvcc here, the manifest gets
@@ -62,7 +68,7 @@ fastest record of that ISA, else its default. The manifest's configSource and re
     if (flags.data !== undefined && out === undefined) throw new KgenError({ field: '--data', problem: 'data files need a directory', expected: '-o DIR as well' });
     const seed = typeof flags.data === 'string' ? parseSeed(flags.data, '--data') : 1;
     const request = toRequest(flags);
-    let result = await withRecords(flags, (records) => emit({ ...request, records }));
+    let result = await withRecords(flags, (records) => emit({ ...request, records, ...(flags.symbol !== undefined ? { symbol: flags.symbol } : {}) }));
     const checked = flags.ptxas ? await withResources(result) : { result, notes: [] };
     result = flags.data !== undefined ? withDataFiles(checked.result, seed) : checked.result;
     for (const note of [...result.notes, ...checked.notes]) process.stderr.write(`kgen: ${note}\n`);
@@ -85,7 +91,7 @@ fastest record of that ISA, else its default. The manifest's configSource and re
   });
 }
 
-type EmitFlags = KernelFlags & { out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; packageName?: string; kernels?: string };
+type EmitFlags = KernelFlags & { symbol?: string; out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; packageName?: string; kernels?: string };
 
 /** Keys a `--kernels` entry may have. */
 const KERNEL_KEYS = ['op', 'ir', 'shape', 'isa', 'config', 'device', 'name'];
@@ -116,7 +122,7 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
   }
   // A name npm would refuse is made valid (as the directory's name is), and the user is told.
   if (flags.packageName !== undefined && npmPackageName(flags.packageName) !== flags.packageName) {
-    process.stderr.write(`kgen: --package-name ${quoted(flags.packageName)} is not a valid npm name: package.json says ${quoted(npmPackageName(flags.packageName))}\n`);
+    process.stderr.write(`kgen: --package-name ${quoted(flags.packageName)} is not a valid npm name, so package.json names the package ${quoted(npmPackageName(flags.packageName))} (lower case, - for other characters; pass a valid name to choose it)\n`);
   }
   const records = flags.records ? openDbForReading(flags) : undefined;
   let result;

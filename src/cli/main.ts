@@ -30,7 +30,7 @@ export async function main(argv: string[]): Promise<void> {
   stopQuietlyOnEpipe();
   const program = new Command('kgen')
     .version(KGEN_VERSION)
-    .description('kernel generator and autotuner for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-512, NEON), CUDA, WGSL and WebAssembly (SIMD128, relaxed SIMD), verifies against an f64 reference, tunes configs on the device present and records them in SQLite, and packages kernels for other runtimes')
+    .description('kernel generator and autotuner for quantized matmul and attention: plans against device budgets, renders C (scalar, AVX2, AVX-VNNI, AVX-512, NEON), CUDA, WGSL and WebAssembly (SIMD128, relaxed SIMD), verifies against an f64 reference, tunes configs on the device present and records them in SQLite, and packages kernels for other runtimes')
     .exitOverride()
     // Commander's own usage errors are held back and printed by `main` as one line with a hint.
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s) => void (usageMessage = s) })

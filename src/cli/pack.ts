@@ -153,7 +153,7 @@ function writePacked(out: string, result: PackResult & { N: number; K: number },
   const { N, K } = result;
   const summary = { out, sidecar: sidecarPath(out), format: sidecar.format, formatVersion: sidecar.formatVersion, groupSize: result.spec.groupSize, N, K, bytes: result.bytes.length, rowBytes: result.rowBytes, bitsPerWeight: result.bitsPerWeight, sha256: sidecar.sha256 };
   if (flags.json) printJson(summary);
-  else process.stderr.write(`kgen: packed ${N}x${K}${from} into ${result.bytes.length} bytes of ${sidecar.format} layout ${sidecar.formatVersion} (${result.bitsPerWeight} bits/weight) at ${pathText(out)}, described by ${pathText(sidecarPath(out))}\n`);
+  else process.stderr.write(`kgen: packed ${N}x${K}${from} into ${result.bytes.length} bytes of ${sidecar.format} layout ${sidecar.formatVersion} (${Number(result.bitsPerWeight.toPrecision(4))} bits/weight) at ${pathText(out)}, described by ${pathText(sidecarPath(out))}\n`);
 }
 
 /** `unpack`'s description of raw bytes without a sidecar: all of --format and --shape, --group optional. */

@@ -312,7 +312,7 @@ function writeIntoExisting(target: string, shown: string, files: Record<string, 
     throw new KgenError({
       field: opts.field,
       problem: `${pathText(shown)} already holds ${existing.join(', ')}`,
-      expected: 'a new or empty directory',
+      expected: 'a directory without files of those names (other files stay as they are)',
       hint: 'pass --force to replace those files (nothing else in the directory is touched), or choose another -o',
     });
   }

@@ -1,5 +1,7 @@
 import type { DeviceProfile } from '../device/profile.js';
 import { BudgetError, KgenError } from '../errors.js';
+import { canonicalJson } from '../hash.js';
+import { CATALOG } from '../ir/catalog.js';
 import type { Op, Shape } from '../ir/types.js';
 import { knobError } from './common.js';
 import type { BudgetCheck, Config, Knob, Plan, PlannerOf, PlanRequest, SearchSpace } from './types.js';
@@ -183,8 +185,10 @@ export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(re
   if ('config' in found) return found.config;
   if (!found.over) {
     // Not a budget: a rule of the target's kernels that no config of this op and shape can keep.
+    // The catalog's op came from --op; any other (a user's IR, even one named like a catalog op) from --ir.
+    const fromCatalog = canonicalJson(CATALOG[req.op.name] ?? null) === canonicalJson(req.op);
     throw new KgenError({
-      field: '--op',
+      field: fromCatalog ? '--op' : '--ir',
       problem: `no config of ${req.op.name} is legal for ${req.device.name}: ${found.restriction}`,
       expected: 'an op and shape the target\'s kernels take',
       hint: 'change the op (e.g. its activation types) or the shape, or use another target',
