@@ -324,6 +324,32 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true, kernel: { variant: 'splitk_decode' } });
   }, 120_000);
 
+  it('the launcher refuses a null K, V or (kgen q8 cache) scale pointer with cudaErrorInvalidValue before launching', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-att-null-')), 'att');
+    const r = await execa(KGEN, ['emit', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=4,Hkv=1,Sq=1,Skv=40,D=64', '--device', 'rtx4090', '-o', out, '--no-ptxas', '--no-records'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    const fn = m.abi[0].symbol as string;
+    writeFileSync(join(out, 'null.cu'), [
+      '#include <cstdio>',
+      '#include "kernel.h"',
+      'int main() {',
+      '  void *k, *v, *s, *q, *o, *ws;',
+      `  cudaMalloc(&k, ${m.tensors.k.bytes}); cudaMalloc(&v, ${m.tensors.v.bytes}); cudaMalloc(&s, ${m.tensors.k_scales.bytes}); cudaMalloc(&q, ${m.tensors.q.bytes}); cudaMalloc(&o, ${m.tensors.o.bytes}); cudaMalloc(&ws, ${m.launch.workspaceBytes} + 16);`,
+      '  const uint8_t *K = (const uint8_t *)k, *V = (const uint8_t *)v, *S = (const uint8_t *)s;',
+      `  printf("%d %d %d %d\\n", (int)${fn}((const uint16_t *)q, K, V, S, NULL, (uint16_t *)o, ws, 0), (int)${fn}((const uint16_t *)q, NULL, V, S, S, (uint16_t *)o, ws, 0), (int)${fn}((const uint16_t *)q, K, V, S, S, (uint16_t *)o, ws, 0), (int)cudaErrorInvalidValue);`,
+      '  return 0;',
+      '}',
+    ].join('\n'));
+    const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
+    const bin = join(out, 'null');
+    const cc = await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(out, 'kernel.cu'), join(out, 'null.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { reject: false, all: true });
+    expect(cc.exitCode, cc.all).toBe(0);
+    const [noScales, noK, fine, invalid] = (await execa(bin)).stdout.trim().split(' ').map(Number);
+    expect([noScales, noK]).toEqual([invalid, invalid]);
+    expect(fine).toBe(0);
+  }, 120_000);
+
   it('emit --package: attention kernels beside a matmul, the README calling the first; make builds it where nvcc is', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-cuda-att-pkg-'));
     const kernels = [

@@ -19,7 +19,12 @@ export async function ptxasResources(plan: Plan, kernel: RenderedKernel): Promis
     if (e instanceof ToolMissingError) return { notes: [`${e.field} not found: manifest.json has no ptxas figures (registers, spills)`] };
     throw e;
   }
-  if (check.status !== 'ok') return { notes: [`nvcc could not compile the emitted kernel (please report): ${check.detail.split('\n')[0]}`] };
+  if (check.status !== 'ok') {
+    const first = check.detail.split('\n')[0];
+    // This nvcc lacking the profile's arch is the toolkit's limit, not a fault in the kernel.
+    if (/unsupported gpu architecture/i.test(check.detail)) return { notes: [`this nvcc cannot build for ${arch} (${first}): manifest.json has no ptxas figures; build the kernel with a CUDA toolkit that supports ${arch}`] };
+    return { notes: [`nvcc could not compile the emitted kernel (please report): ${first}`] };
+  }
   // The plan's own kernel (its entry is named after the variant); a second pass (the split-KV merge) is noted.
   const main = check.entries.find((e) => e.entry.includes(plan.variant)) ?? check.entries[0]!;
   const report = { ...check.report, ...main };

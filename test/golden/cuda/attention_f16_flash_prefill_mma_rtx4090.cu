@@ -367,6 +367,7 @@ extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, c
   const uintptr_t rows16 = reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v);
   const uintptr_t scales2 = reinterpret_cast<uintptr_t>(k_scales) | reinterpret_cast<uintptr_t>(v_scales);
   if ((rows16 & 15u) != 0 || (scales2 & 1u) != 0) return cudaErrorMisalignedAddress;
+  if (!k || !v) return cudaErrorInvalidValue;
   (void)workspace;
   const __half *qd = reinterpret_cast<const __half *>(q);
   __half *od = reinterpret_cast<__half *>(o);

@@ -429,6 +429,7 @@ extern "C" cudaError_t kgen_attention_q8kv(const uint16_t *q, const uint8_t *k, 
   const uintptr_t rows16 = reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v) | reinterpret_cast<uintptr_t>(workspace);
   const uintptr_t scales2 = reinterpret_cast<uintptr_t>(k_scales) | reinterpret_cast<uintptr_t>(v_scales);
   if ((rows16 & 15u) != 0 || (scales2 & 1u) != 0) return cudaErrorMisalignedAddress;
+  if (!k || !v || !k_scales || !v_scales) return cudaErrorInvalidValue;
   if (!workspace) return cudaErrorInvalidValue;
   const __half *qd = reinterpret_cast<const __half *>(q);
   __half *od = reinterpret_cast<__half *>(o);
