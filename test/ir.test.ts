@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp } from '../src/ir/types.js';
@@ -58,6 +59,18 @@ describe('IR validation', () => {
 });
 
 describe('shapes', () => {
+  it('refuses attention tensors past 2^40 values (each dimension alone is in range), and shapes WebAssembly memory cannot hold', () => {
+    const f16 = CATALOG.attention_f16!;
+    expect(() => parseShape('B=1048576,Hq=1048576,Hkv=1048576,Sq=1,Skv=1048576,D=1024', f16)).toThrow(/K and V would hold 1180591620717411303424 values each; expected at most 2\^40/);
+    expect(() => parseShape('B=1,Hq=1048576,Hkv=1,Sq=1048576,Skv=1048576,D=64', { ...f16, causal: false })).toThrow(/Q and O would hold/);
+    expect(parseShape('B=1,Hq=32,Hkv=8,Sq=1,Skv=1048576,D=128', f16).Skv).toBe(1048576);
+    // 64 x 8 x 2^20 x 128 f16 values: 128 GiB of K, over the 4 GiB a WebAssembly memory addresses; C takes it.
+    const huge = { op: 'attention_f16', shape: 'B=64,Hq=32,Hkv=8,Sq=1,Skv=1048576,D=128' };
+    expect(() => emit({ target: 'wasm', ...huge })).toThrow(/--shape: its tensors take 274878955520 bytes, more than the 4294967296 one WebAssembly memory addresses/);
+    expect(() => emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=1048576,K=65536' })).toThrow(/more than the 4294967296 one WebAssembly memory addresses/);
+    expect(() => emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=4096,K=14336' })).not.toThrow();
+  });
+
   const q4 = CATALOG.matmul_q4!;
   it('parses dimension lists in any order', () => {
     expect(parseShape('K=320,M=3,N=77', q4)).toEqual({ M: 3, N: 77, K: 320 });

@@ -90,6 +90,18 @@ export function checkSupport(req: PlanRequest): Backend {
   if (kvCache && caps.kvCaches && !caps.kvCaches.includes(kvCache)) {
     throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not read a ${kvCache} KV cache yet`, expected: `a KV cache of ${caps.kvCaches.join(', ')}`, hint: `\`kgen plan --target ${target.name}\` still shows its plan; the C target reads every KV format` });
   }
+  if (caps.addressableBytes !== undefined) {
+    const { tensors, weights: packed } = opKit(req.op.kind).tensors(req.op, req.shape);
+    const bytes = Object.values(tensors).reduce((a, t) => a + t.bytes, packed?.totalBytes ?? 0);
+    if (bytes > caps.addressableBytes) {
+      throw new KgenError({
+        field: '--shape',
+        problem: `its tensors take ${bytes} bytes, more than the ${caps.addressableBytes} one ${target.title} memory addresses`,
+        expected: `a shape whose inputs and outputs fit in ${caps.addressableBytes / 2 ** 30} GiB`,
+        hint: 'split the op (fewer rows, heads or positions per kernel), or use the C target',
+      });
+    }
+  }
   return backend;
 }
 

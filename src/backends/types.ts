@@ -12,6 +12,8 @@ export interface BackendCapabilities {
   formats: readonly WeightFormatName[];
   /** KV cache formats its attention kernels read; absent: every format. */
   kvCaches?: readonly KvCacheFormat[];
+  /** Bytes a kernel's buffers may span together (WebAssembly's 32-bit memory: 4 GiB); absent: no limit of the target's own. */
+  addressableBytes?: number;
 }
 
 /** A backend's report on a rendered kernel's resources, and notes for the user. */

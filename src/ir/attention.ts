@@ -15,6 +15,9 @@ export const Q8_KV_DEQUANT_VALUES = 4;
 /** Head dimensions the kernels are held to (any multiple of the format's block also plans). */
 export const ATTENTION_HEAD_DIMS = [64, 80, 96, 128, 256] as const;
 
+/** Most values one attention tensor (K, V, Q or O) may hold: keeps byte sizes and int64 offsets exact. */
+const MAX_TENSOR_VALUES = 2 ** 40;
+
 /** The factor scores are multiplied by before the softmax: the op's `scale`, else 1/sqrt(D). */
 export function softmaxScale(op: AttentionOp, D: number): number {
   return op.scale ?? 1 / Math.sqrt(D);
@@ -125,5 +128,10 @@ export const attentionIr: OpIr<AttentionOp, AttentionShape> = {
         kvBlockHint(op.kvCache, shape.D));
     }
     if (op.causal && shape.Sq > shape.Skv) shapeFail(`${field} Sq`, `Sq=${shape.Sq} exceeds Skv=${shape.Skv}`, 'Sq <= Skv for causal attention');
+    // Each dimension is capped on its own; their products are what buffers and int64 offsets hold.
+    for (const [what, dims] of [['K and V', [shape.B, shape.Hkv, shape.Skv, shape.D]], ['Q and O', [shape.B, shape.Hq, shape.Sq, shape.D]]] as const) {
+      const values = dims.reduce((a, d) => a * BigInt(d), 1n); // exact where a double would round
+      if (values > BigInt(MAX_TENSOR_VALUES)) shapeFail(field, `${what} would hold ${values} values each`, `at most 2^40 (${MAX_TENSOR_VALUES}) values per tensor`, 'use fewer heads, positions or batches per kernel');
+    }
   },
 };
