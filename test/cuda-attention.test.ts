@@ -311,6 +311,7 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(m).toMatchObject({ target: 'cuda', arch: 'sm_89', variant: 'splitk_decode', launch: { workspaceBytes: expect.any(Number), secondPass: { what: expect.stringMatching(/log-sum-exp/) } } });
     expect(m.tensors.k.layout).toMatch(/heads x positions/);
+    expect(readFileSync(join(out, 'kernel.h'), 'utf8')).toContain('scale = 0.125 (1/sqrt(D)); causal: query row i sees keys 0 .. i + 76');
     // The manifest lists every data file written, each with what it holds, and the seed.
     expect(m.data.seed).toBe(3);
     expect(Object.keys(m.data.files).sort()).toEqual(['k.bin', 'k_scales.bin', 'q.bin', 'ref.bin', 'v.bin', 'v_scales.bin']);

@@ -71,6 +71,12 @@ describe('shapes', () => {
     expect(() => emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=4096,K=14336' })).not.toThrow();
   });
 
+  it('states a KV tensor\'s shape in its storage order', () => {
+    const shape = 'B=1,Hq=4,Hkv=2,Sq=1,Skv=77,D=64';
+    expect(emit({ target: 'c', op: 'attention_q8_0kv', shape }).manifest.tensors.k!.shape).toBe('[1,77,2,64]'); // positions x heads
+    expect(emit({ target: 'c', op: 'attention_f16', shape }).manifest.tensors.k!.shape).toBe('[1,2,77,64]'); // heads x positions
+  });
+
   const q4 = CATALOG.matmul_q4!;
   it('parses dimension lists in any order', () => {
     expect(parseShape('K=320,M=3,N=77', q4)).toEqual({ M: 3, N: 77, K: 320 });

@@ -1,4 +1,5 @@
-import type { MatmulOp } from '../ir/types.js';
+import { softmaxScale } from '../ir/attention.js';
+import type { AttentionOp, AttentionShape, MatmulOp } from '../ir/types.js';
 import { configInUse } from '../plan/index.js';
 import type { Plan } from '../plan/types.js';
 import { FORMATS } from '../quant/index.js';
@@ -26,7 +27,11 @@ export function matmulHeaderView(plan: Plan & { op: MatmulOp }, ctx: RenderConte
 
 /** What every attention kernel's header comment prints: as `matmulHeaderView`, with no weights. */
 export function attentionHeaderView(plan: Plan, ctx: RenderContext) {
+  const op = plan.op as AttentionOp;
+  const { Sq, Skv, D } = plan.shape as AttentionShape;
   return {
+    // The softmax's scale and mask, stated where a caller reads the call (also in the manifest).
+    softmaxText: `scale = ${softmaxScale(op, D)}${op.scale === undefined ? ' (1/sqrt(D))' : ''}${op.causal ? `; causal: query row i sees keys 0 .. i + ${Skv - Sq} (the last query row the last key)` : '; not causal'}`,
     version: ctx.version,
     irHash: ctx.irHash,
     command: ctx.command,

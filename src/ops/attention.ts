@@ -100,7 +100,9 @@ function kvTensorInfo(op: AttentionOp, s: AttentionShape) {
   const layout = kvLayoutOf(op) === 'heads_positions'
     ? `heads x positions: rows [${s.B},${s.Hkv},${s.Skv}] of ${f.rowBytes} bytes (docs/formats.md#kv-cache)`
     : `positions x heads: rows [${s.B},${s.Skv},${s.Hkv}] of ${f.rowBytes} bytes, as llama.cpp's cache (docs/formats.md#kv-cache)`;
-  return { dtype, shape: `[${s.B},${s.Hkv},${s.Skv},${s.D}]`, layout, bytes: s.B * s.Hkv * s.Skv * f.rowBytes };
+  // The shape in storage order, as the layout's rows go (D values a row).
+  const shape = kvLayoutOf(op) === 'heads_positions' ? `[${s.B},${s.Hkv},${s.Skv},${s.D}]` : `[${s.B},${s.Skv},${s.Hkv},${s.D}]`;
+  return { dtype, shape, layout, bytes: s.B * s.Hkv * s.Skv * f.rowBytes };
 }
 
 export const attentionKit: OpKit<AttentionOp, AttentionShape> = {

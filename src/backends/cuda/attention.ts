@@ -3,6 +3,7 @@ import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { commentText } from '../../render/comment-text.js';
 import { templateSet } from '../../render/templates.js';
+import { attentionHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { cudaKitView, renderCudaFiles } from './view.js';
 
@@ -60,6 +61,7 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     // The PTX wrappers of mma.sync (templates/cuda/ptx.hbs) are rendered only where a kernel uses them.
     mma: p.kernel === 'flash_prefill_mma',
     kvText: KV_TEXT[op.kvCache],
+    softmaxText: attentionHeaderView(plan, ctx).softmaxText,
     kvPartial: `attention/kv/${op.kvCache}`,
     kernelPartial: `attention/${plan.variant}`,
     mergeName: `${kit.fn}_merge`,
