@@ -154,6 +154,9 @@ describe('kgen emit --package', () => {
     const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
     expect(readme).toContain('config tuned on `epyc-7763` (fingerprint compiler:gcc=12.2.0, cpu=AMD EPYC 7763 64-Core Processor, profile=epyc-7763) at 2026-11-30T12:00:00.000Z');
     expect(readme).toMatch(/\| `kgen_ffn_gate` \(`ffn_gate\/`\) \| ffn_gate \| M=5,N=21,K=384 \|/);
+    // The snippet calls the first kernel; the README gives the others' calls too.
+    expect(readme).toMatch(/^- `ffn_gate\/` \(ffn_gate M=5,N=21,K=384\): `void kgen_ffn_gate\(const \w+ \*x, const uint8_t \*w, /m);
+    expect(readme).toMatch(/^- `matmul_q8_m3_n40_k128\/` \(matmul_q8 M=3,N=40,K=128\): `void kgen_matmul_q8_m3_n40_k128\(/m);
 
     // Build it with its own Makefile, then a program that includes its header and links the library.
     const make = await execa('make', [], { cwd: pkg, reject: false });

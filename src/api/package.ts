@@ -179,6 +179,17 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
     build: build.build,
     usage: build.usage,
     usageLanguage: build.usageLanguage,
+    // The snippet calls the first kernel; the others' calls, as their manifests state them.
+    others: packaged.slice(1).map((k) => {
+      const abi = k.result.manifest.abi;
+      const main = abi.find((a) => a.symbol === k.symbol) ?? abi[abi.length - 1]!;
+      return {
+        dir: k.dir,
+        opName: k.plan.op.name,
+        shape: formatShape(k.plan.shape),
+        call: target.name === 'wasm' ? `\`kernels.${k.dir}.run(...)\`, its buffers at \`layout.kernels.${k.dir}\`` : target.name === 'wgsl' ? `\`created.${k.dir}.run({ ... })\`, its bindings in \`kernels.${k.dir}.kernel.bindings\`` : `\`${markdownCode(main.signature)}\``,
+      };
+    }),
   });
   return { files, index, notes };
 }
