@@ -168,6 +168,66 @@ describe.skipIf(noNvcc !== undefined)('ptxas cross-check: every format x variant
   }, 600_000);
 });
 
+/**
+ * The plans' register estimates (tiledRegisters, the attention kernels' in src/plan/cuda-attention.ts)
+ * rule out what spills: configs ptxas 13.0 spilled (2026-12-05) are refused by the plan, and legal
+ * configs at the estimate's limit compile without spilling. docs/cuda.md has the calibration.
+ */
+const SPILLED = [
+  { device: 't4', op: 'matmul_q35', shape: 'M=1,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 16, bn: 128, bk: 64, warpsM: 1, warpsN: 1, stages: 2 } }, // 2520 bytes
+  { device: 't4', op: 'matmul_q4', shape: 'M=1,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 16, bn: 128, bk: 64, warpsM: 1, warpsN: 1, stages: 2 } }, // 1700
+  { device: 't4', op: 'matmul_q4_0', shape: 'M=1,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 16, bn: 128, bk: 64, warpsM: 1, warpsN: 1, stages: 2 } },
+  { device: 't4', op: 'matmul_q4', shape: 'M=64,N=77,K=320', config: { kernel: 'tiled', math: 'simt', bm: 64, bn: 64, bk: 64, warpsM: 1, warpsN: 1 } }, // 768
+  { device: 'h100-sxm', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 32, warpsM: 1, warpsN: 1, stages: 2 } }, // 344
+  { device: 'a100-80gb', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 64, warpsM: 1, warpsN: 2 } }, // 64
+  { device: 'a100-80gb', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=512,Skv=512,D=128', config: { math: 'mma', br: 32, bc: 128, warps: 2 } }, // 32
+  { device: 'a100-80gb', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=512,Skv=512,D=128', config: { math: 'mma', br: 128, bc: 128, warps: 8 } }, // 16
+  { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'mma', br: 64, bc: 64, warps: 4 } }, // 32, the default before
+  { device: 'h100-sxm', op: 'attention_q8_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'mma', br: 64, bc: 64, warps: 4 } }, // 16, the default before
+];
+
+// Legal, not defaults, with estimates at 195-255 of 255 (ptxas: 158-255 registers, no spills).
+const NEAR_LIMIT = [
+  { device: 't4', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 32, bn: 32, bk: 64, warpsM: 1, warpsN: 1, stages: 2 } },
+  { device: 't4', op: 'matmul_q4', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 64, bn: 64, bk: 64, warpsM: 1, warpsN: 2, stages: 2 } },
+  { device: 'a100-80gb', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 64, bn: 128, bk: 64, warpsM: 1, warpsN: 2, stages: 2 } },
+  { device: 'a100-80gb', op: 'matmul_q35', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'simt', bm: 128, bn: 32, bk: 64, warpsM: 1, warpsN: 2, stages: 2 } },
+  { device: 'a100-80gb', op: 'matmul_q4', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 128, bk: 128, warpsM: 1, warpsN: 4, stages: 2 } },
+  { device: 'rtx4090', op: 'matmul_f16', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 64, bk: 32, warpsM: 1, warpsN: 2, stages: 3 } },
+  { device: 'h100-sxm', op: 'matmul_q4_0', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 128, bk: 128, warpsM: 1, warpsN: 4, stages: 2 } },
+  { device: 'a100-80gb', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=512,Skv=512,D=128', config: { math: 'simt', br: 16, bc: 64, stages: 2, warps: 1 } },
+  { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'mma', br: 16, bc: 16, stages: 2, warps: 1 } },
+  { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'simt', br: 16, bc: 128, stages: 2, warps: 1 } },
+];
+
+describe('the register estimates rule out configs that spill', () => {
+  it.each(SPILLED)('$device $op $shape $config is refused by the plan', ({ device, op, shape, config }) => {
+    expect(() => emit({ target: 'cuda', op, shape, device, config })).toThrow(/registers per thread, estimated|mma: q8 KV rows whose D is not a power of two/);
+  });
+
+  it('the D = 96 q8 attention prefills default to 32 keys per tile, no longer 64', () => {
+    for (const op of ['attention_q8kv', 'attention_q8_0kv']) {
+      expect(emit({ target: 'cuda', op, shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', device: 'h100-sxm' }).plan.config).toMatchObject({ math: 'mma', br: 64, bc: 32, warps: 4 });
+    }
+  });
+
+  it.skipIf(noNvcc !== undefined)(`legal configs near the estimate's limit do not spill under ptxas (${NEAR_LIMIT.length} kernels)`, async () => {
+    const failures: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < NEAR_LIMIT.length) {
+        const c = NEAR_LIMIT[next++]!;
+        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config });
+        const r = await ptxasCheck(e.rendered, { arch: allDevices().find((d) => d.name === c.device)!.gpu!.arch });
+        if (r.status !== 'ok') failures.push(`${c.device} ${c.op}: ${r.detail.slice(0, 300)}`);
+        else for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${c.device} ${c.op} ${JSON.stringify(c.config)}: ${x.registers} registers, spills ${x.spillStores}+${x.spillLoads} bytes`);
+      }
+    };
+    await Promise.all([worker(), worker()]);
+    expect(failures).toEqual([]);
+  }, 120_000);
+});
+
 describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda on the command line', () => {
   it('emit -o writes the kernel, launcher, run kit and manifest; --data the inputs and reference', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-')), 'q35');

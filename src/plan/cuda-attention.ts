@@ -148,6 +148,20 @@ function mmaRegisters(D: number, bc: number): number {
   return (D / 16) * 4 + (bc / 8) * 4 + (D / 8) * 4;
 }
 
+/**
+ * Registers per thread of the tensor-core prefill, estimated: its fragments, one hoisted address per
+ * unrolled staging copy of the K/V ring (`stageIters`, 2 registers each), per-warp indexing that
+ * shrinks as warps are added, softmax state and addressing. Calibrated with `nvcc -cubin -Xptxas -v`
+ * (CUDA 13.0, sm_80, 2026-12-05) over the legal configs of f16 D = 128 and q8 D = 96: an upper
+ * bound near ptxas's 255 cap (a config over its budget spilled or sat at the cap; docs/cuda.md).
+ */
+function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number): number {
+  return 70 + mmaRegisters(D, bc) + 2 * stageIters + Math.floor(1024 / threads);
+}
+
+/** Whether D is a power of two (q8 scale indexing stays shifts and masks). */
+const powerOfTwo = (n: number) => (n & (n - 1)) === 0;
+
 function cudaSpace(req: Req): SearchSpace {
   const { shape, device } = req;
   if (shape.Sq <= SPLITK_MAX_SQ) {
@@ -183,6 +197,10 @@ function cudaSpace(req: Req): SearchSpace {
       { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
       { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
       { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
+      // Measured, not modelled: q8 rows of D = 96 (3 scale groups) spill from bc = 64 at any warp
+      // count, and at bc = 32 with fewer than 4 warps (255 registers, 8-304 bytes; ptxas 13.0,
+      // sm_80/sm_89, 2026-12-05); bc = 32 with 4 warps uses 240, bc = 16 at most 233.
+      { reason: 'mma: q8 KV rows whose D is not a power of two spill past 16 keys per tile (32 with 4 or more warps)', allows: (c) => c.math !== 'mma' || req.op.kvCache !== 'q8' || powerOfTwo(shape.D) || (c.bc as number) <= 16 || ((c.bc as number) === 32 && (c.warps as number) >= 4) },
       { ...quadLimit(0, shape.D), allows: (c) => c.math === 'mma' || quadLimit(c.br as number, shape.D).allows(c) },
     ],
   };
@@ -258,14 +276,17 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const offScores = offKv + stages * kvStageBytes;
   const offStats = offScores + scoreBytes;
   const quadsPerThread = ceilDiv((rows * D) / 4, threads);
+  const stageIters = ceilDiv(2 * keys * row.kvPieces, threads);
   const buffers: OnChipBuffer[] = mma
-    ? [kvBuffer, { name: 'fragments', space: 'registers', size: 40 + mmaRegisters(D, keys), why: `Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks) and output (${D / 8} n8 blocks) fragments, 4 registers each, plus addressing` }]
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks) and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing` }]
     : [
         { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
         kvBuffer,
         { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
         { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
-        { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, addressing` },
+        // Calibrated with the mma estimate (2026-12-05): 2 registers per unrolled staging copy; the
+        // only SIMT spill measured (f16 D = 128, bc = 128, one warp: 128 copies) is over the budget.
+        { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread + 2 * stageIters, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, ${stageIters} staging copies' addresses, indexing` },
       ];
   const shared = sumBytes(buffers, 'shared');
   const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
@@ -288,7 +309,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     kvPieces: row.kvPieces,
     slotScaleOffset: row.slotScaleOffset,
     rows, rowSpace, keys, stages, warps, threads,
-    stageIters: ceilDiv(2 * keys * row.kvPieces, threads),
+    stageIters,
     offKv, kvStageBytes,
     smemBytes: shared,
     smemStatic: isStatic ? shared : 0,

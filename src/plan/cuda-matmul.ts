@@ -227,7 +227,8 @@ function gemvPlan(req: Req, config: Config) {
   ];
   if (redBytes) buffers.push({ name: 'K-split partial sums', space: 'shared', size: redBytes, why: `${kSplit} K slices of ${rowsPerWarp}x${M} sums per row group` });
   if (base.lutBytes) buffers.push({ name: 'q3.5 tables', space: 'shared', size: base.lutBytes, why: 'tables A and B as f32, indexed by the codes' });
-  buffers.push({ name: 'registers', space: 'registers', size: 32 + 2 * rowsPerWarp * M + 4 * M, why: 'estimate: sums and partial sums per (row, activation row), one float4 of X per activation row, addressing' });
+  // Calibrated like tiledRegisters (ptxas 13.0, sm_80, 2026-12-05): 102-168 registers measured, no spills.
+  buffers.push({ name: 'registers', space: 'registers', size: 72 + 2 * rowsPerWarp * M + 4 * M, why: 'estimate: sums and partial sums per (row, activation row), one float4 of X per activation row, decode temporaries, addressing' });
   const offX = 0;
   const offRing = offX + xBytes;
   const offRed = offRing + ringBytes;
@@ -270,6 +271,25 @@ function gemvPlan(req: Req, config: Config) {
   });
 }
 
+/**
+ * Registers per thread of the tiled kernels, estimated from what the templates keep live across the
+ * K loop: the accumulators and operand fragments, one address per unrolled staging copy (ptxas
+ * hoists their loop-invariant parts out of the K loop: `xIssueIters` + `wIssueIters`), and for SIMT
+ * the temporaries of the unrolled decode of the weight tile (`decodeIters`, about 6 registers each,
+ * 9 for q3.5's table lookups). mma adds the per-warp indexing that shrinks as warps are added.
+ *
+ * Calibrated with `nvcc -cubin -Xptxas -v` (CUDA 13.0) on 2026-12-05 for sm_75 and sm_80 (spot
+ * checks on sm_89 and sm_90), over about 400 legal tiled configs: an upper bound of the real count
+ * near ptxas's 255 cap, so that every sampled config over its budget (255, and 65536 / threads)
+ * spilled or sat at the cap, and none at or under it spilled; far below the cap it can be 50-70
+ * registers low (docs/cuda.md has the table).
+ */
+export function tiledRegisters(t: { mma: boolean; mi: number; ni: number; tm: number; tn: number; xIssueIters: number; wIssueIters: number; decodeIters: number; threads: number; q35: boolean }): number {
+  const staging = t.xIssueIters + t.wIssueIters;
+  if (t.mma) return 48 + t.mi * t.ni * 4 + 2 * t.mi + 2 * t.ni + staging + Math.floor(2048 / t.threads);
+  return 48 + t.tm * t.tn + t.tm + t.tn + (t.q35 ? 9 : 6) * t.decodeIters + staging;
+}
+
 function tiledPlan(req: Req, config: Config) {
   const { op, shape } = req;
   const { M, N, K } = shape;
@@ -306,8 +326,16 @@ function tiledPlan(req: Req, config: Config) {
   const ni = wn / 8;
   const tm = wm / 4;
   const tn = wn / 8;
-  const regs = mma ? 40 + mi * ni * 4 + mi * 4 : 32 + tm * tn + tm + tn;
-  buffers.push({ name: 'registers', space: 'registers', size: regs, why: mma ? `estimate: ${mi}x${ni} mma tiles of 4 f32 accumulators, A fragments, addressing` : `estimate: ${tm}x${tn} f32 accumulators, operands, addressing` });
+  const xIssueIters = ceilDiv((bm * bk * xElemBytes) / xCopy, threads);
+  const wIssueIters = ceilDiv(bn * wChunks, threads);
+  const decodeIters = ceilDiv((bn * bk) / 4, threads);
+  const regs = tiledRegisters({ mma, mi, ni, tm, tn, xIssueIters, wIssueIters, decodeIters, threads, q35: base.lutBytes > 0 });
+  buffers.push({
+    name: 'registers', space: 'registers', size: regs,
+    why: mma
+      ? `estimate: ${mi}x${ni} mma tiles of 4 f32 accumulators, A fragments and B row offsets, ${xIssueIters}+${wIssueIters} staging copies' addresses, indexing`
+      : `estimate: ${tm}x${tn} f32 accumulators and operands, ${decodeIters} unrolled weight decodes, ${xIssueIters}+${wIssueIters} staging copies' addresses, indexing`,
+  });
   const offX = 0;
   const offW = stages * xStageBytes;
   const offWd = offW + stages * wStageBytes;
@@ -340,19 +368,19 @@ function tiledPlan(req: Req, config: Config) {
       xCopy,
       xCopyElems: xCopy / xElemBytes,
       xChunksPerRow,
-      xIssueIters: ceilDiv((bm * bk * xElemBytes) / xCopy, threads),
+      xIssueIters,
       xStride,
       xStageBytes,
       span,
       wChunks,
       wSlot,
       wStageBytes,
-      wIssueIters: ceilDiv(bn * wChunks, threads),
+      wIssueIters,
       wdStride,
       piece,
       piecesPerBlock: gw / piece,
       piecesPerTile: bk / piece,
-      decodeIters: ceilDiv((bn * bk) / 4, threads),
+      decodeIters,
       offX, offW, offWd, offLut,
     },
   });
