@@ -86,13 +86,20 @@ export type CpuAttentionParams = {
   scaleLog2: number;
   /**
    * Q as int8 codes (config qInt8 = 1; K codes int8 too: never with an f16 cache): prepare rounds
-   * each Q row to nearest on a symmetric scale of its absmax / qCodeMax, and scores are integer dot
-   * products of KG_ISTEP codes at a time, each step's i32 lanes times the step's K scale(s) in f32,
-   * the row's sum times its Q scale. Else Q is scaled f32 and K is dequantized to f32.
+   * each group of qGroup values of a Q row to nearest on a symmetric scale of the group's absmax /
+   * qCodeMax, and scores are integer dot products of KG_ISTEP codes at a time, each step's i32 lanes
+   * times the step's K scale(s) and Q group scale(s) in f32. Else Q is scaled f32 and K is
+   * dequantized to f32.
    */
   qInt8: boolean;
-  /** Largest |code| of an int8 Q row (its absmax maps to it). */
+  /** Largest |code| of an int8 Q group (its absmax maps to it). */
   qCodeMax: number;
+  /**
+   * Q values per int8 scale (Q_GROUP, as llama.cpp's q8_0 Q), and the groups of a row (the last may
+   * be partial). A scale per row let one outlier channel leave the others a few bits.
+   */
+  qGroup: number;
+  qGroups: number;
   /** Added to every Q code as stored (0..255 when 128): what the variant's dot product wants. */
   qCodeOffset: number;
   /**
@@ -157,13 +164,13 @@ export type CpuAttentionParams = {
   keyTileVectors: number;
   /** Floats per dimension of the transposed tile: kvBlock rounded up to whole passes of keyTileVectors vectors (0 without). */
   keyTileStride: number;
-  /** Q rows (B * Hq * Sq): int8 Q keeps one f32 scale each. */
+  /** Q rows (B * Hq * Sq): int8 Q keeps qGroups f32 scales each. */
   qRows: number;
   /** Workspace: Q as scaled f32, then (splits > 1) each task's partial rows of D + 2 floats. */
   qFloats: number;
   /**
    * f32 words the workspace's Q region takes, before the partials: qFloats, or with int8 Q the
-   * qRows scales then the qFloats codes (one byte each) rounded up to whole words.
+   * qRows x qGroups scales then the qFloats codes (one byte each) rounded up to whole words.
    */
   qWords: number;
   partialFloats: number;
@@ -246,13 +253,13 @@ function scaleGroupsPadded(op: AttentionOp, D: number): number {
 }
 
 function taskStackBytes(rowsPadded: number, kvBlock: number, D: number, groupsPadded: number, rowGroup: number, pvLaneKeys: number, keyTileStride: number): number {
-  // scores, accumulators, per row: max, sum, correction, visible keys, Q and O pointers, Q scale,
-  // Q's code sums by scale group (keyLanes); and the tile's V scales as f32; with integer P.V
+  // scores, accumulators, per row: max, sum, correction, visible keys, Q, O and Q scale pointers,
+  // Q's code sums by Q scale group (keyLanes); and the tile's V scales as f32; with integer P.V
   // (pvLaneKeys > 0) also the tile's V scales by group, V row pointers and a row group's int16 P
   // codes and scales; with keyTile the transposed K tile (D x keyTileStride f32).
   const keys = pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0;
   const pv = keys * (4 * groupsPadded + 8 + 2 * rowGroup * groupsPadded) + (pvLaneKeys ? 4 * rowGroup * groupsPadded : 0);
-  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (5 * 4 + 2 * 8 + 4 * groupsPadded) + 4 * kvBlock * groupsPadded + pv + 4 * D * keyTileStride;
+  return 4 * rowsPadded * (kvBlock + D) + rowsPadded * (4 * 4 + 3 * 8 + 4 * Math.max(groupsPadded, ceilDiv(D, Q_GROUP))) + 4 * kvBlock * groupsPadded + pv + 4 * D * keyTileStride;
 }
 
 /** A tile's keys rounded up to whole i32 lanes of integer P.V. */
@@ -316,6 +323,14 @@ const CODES_PER_I32_LANE = 4;
 
 /** Largest |code| of int8 Q: symmetric, so -128 never occurs and AVX2's sign trick stays exact. */
 const INT8_CODE_MAX = 127;
+/**
+ * Q values per int8 scale: as llama.cpp's q8_0 Q, and every KV format's scale group along D is a
+ * multiple or (kgen q8 groups of 8, 16) a divisor of it. With a scale per row an outlier channel
+ * (LLM Q and K have a few, 10x the rest) set the row's scale and left the others a few bits: NMSE
+ * 3.6e-4 against a tolerance of 2e-4 (q8_0, D=128, one outlier channel; docs/PERFORMANCE.md,
+ * "Twenty-fifth session").
+ */
+export const Q_GROUP = 32;
 
 /**
  * Codes in a contiguous run of a KV row: q4_0's half-blocks (16 bytes whose low, then high,
@@ -491,7 +506,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const keyTile = keyTileOf(variants, device, config, Math.min(config.kvBlock as number, Skv));
   // Integer steps of K's codes (int8 Q) or V's (integer P.V).
   const iCodes = qInt8 || pvInt;
-  const qWords = qInt8 ? qRows + ceilDiv(qFloats, 4) : qFloats;
+  const qGroups = ceilDiv(D, Q_GROUP);
+  const qWords = qInt8 ? qRows * qGroups + ceilDiv(qFloats, 4) : qFloats;
   const iStep = iStepOf(variants, isa);
   // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
   const iPiece = iCodes ? Math.min(codeRun(op, D), iStep) : iStep;
@@ -519,7 +535,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     launch: { rows: tasks },
     loops: [
       qInt8
-        ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per row (once per call)`
+        ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per ${Q_GROUP} values (once per call)`
         : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
       taskHeads > 1
         ? `for task in ${B}x${qTiles}x${splits} (batch, query tile of ${qBlock}, split of ${chunkKeys} keys): ${Hkv} KV heads x ${taskRows} rows = ${qBlock} queries x ${group} heads`
@@ -533,6 +549,11 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     ],
     buffers,
     budgets: cpuBudgets(device, buffers, registers),
+    // int8 Q as matmul's int8 activations (a scale per 32 values). Held on N(0,1) data (NMSE ~3e-5,
+    // softmax nearly flat); on peaked scores with a pair of outlier channels (docs/PERFORMANCE.md,
+    // "Twenty-fifth session") it measures 1.0-1.4e-4 at D=128 (a scale per row: 3.1-9.2e-4) and
+    // ~2e-4 at D=64, at the bound: an outlier's group keeps its other 31 values to a few bits, and
+    // the outlier's own rounding times K's outlier spread remains, which exp() amplifies.
     tolerance: toleranceFor({ actQuant: qInt8, int16Weights: pvInt, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
     params: {
@@ -559,6 +580,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       scaleLog2: scale * Math.LOG2E,
       qInt8,
       qCodeMax: INT8_CODE_MAX,
+      qGroup: Q_GROUP,
+      qGroups,
       // With keyLanes K carries the bias and Q's codes stay signed.
       qCodeOffset: qInt8 && !keyLanes ? variants.attentionInt8Q![isa]! : 0,
       iStep,

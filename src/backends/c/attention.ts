@@ -150,8 +150,8 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     workspaceBytes: p.workspaceBytes,
     build: compileHint,
     abi: [
-      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (an f32 scale per row, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${splitPartialsText(p)}` },
-      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: p.qInt8 ? 'quantizes Q to int8 codes (a scale per row) once per call' : 'converts and scales Q once per call' },
+      { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (${p.qGroups} f32 scales per row, one per ${p.qGroup} values, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${splitPartialsText(p)}` },
+      { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: p.qInt8 ? `quantizes Q to int8 codes (a scale per ${p.qGroup} values) once per call` : 'converts and scales Q once per call' },
       {
         symbol: `${fn}_tasks`,
         signature: sig('void', `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end`),

@@ -102,16 +102,17 @@ export function scratchLayout(plan: Pick<CpuAttentionPlan, 'params'>) {
 }
 
 /**
- * Int8 Q (qInt8) as the WebAssembly scores read it: per Q row a record of its f32 scale (the row's
- * absmax / qCodeMax times scale*log2(e)) at byte 0 and its D codes as i16 from byte
- * `codesOffset`, so `i32x4.dot_i16x8_s` takes each 8 codes straight from memory (int8 codes would
+ * Int8 Q (qInt8) as the WebAssembly scores read it: per Q row a record of its f32 scales, one per
+ * qGroup values (the group's absmax / qCodeMax times scale*log2(e)), from byte 0 and its D codes
+ * as i16 from byte `codesOffset`, so `i32x4.dot_i16x8_s` takes each 8 codes straight from memory (int8 codes would
  * need two widening operations per row and vector). Undefined without int8 Q.
  */
 export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; rowBytes: number; bytes: number } | undefined {
   const p = plan.params;
   if (!p.qInt8) return undefined;
-  const rowBytes = alignUp(VEC_BYTES + I16_BYTES * p.D);
-  return { codesOffset: VEC_BYTES, rowBytes, bytes: p.qRows * rowBytes };
+  const codesOffset = alignUp(F32_BYTES * p.qGroups, VEC_BYTES);
+  const rowBytes = alignUp(codesOffset + I16_BYTES * p.D);
+  return { codesOffset, rowBytes, bytes: p.qRows * rowBytes };
 }
 
 /**
@@ -280,13 +281,14 @@ const INT_CHUNK_HALVES = 4;
 
 /**
  * The int8-Q scores of one key (qInt8), unrolled over D as chunks of up to 4 halves (8 K codes
- * each) within one K scale group. A chunk's `loads` bring its steps' 16 K codes each into two i16
+ * each) within one sum group: a K scale group, or where that holds several Q scale groups (qGroup
+ * values), each of them. A chunk's `loads` bring its steps' 16 K codes each into two i16
  * registers (`regs`: values 0-7 and 8-15; steps alternate between $k0/$k1 and $k2/$k3), read as
  * the format stores them (q4_0's second step of a block reuses the first one's bytes in $t); then
  * each row adds its `dots` (a register times its 8 Q codes at `qOffset` in the row's record) to its
  * i32 sums of the group ($i, started by the group's first chunk) and writes them to `$pin`; at
- * `groupEnd` the group's K scale (f16, at `scaleOffset` from `scaleBase`) times each row's sums is
- * added to its f32 accumulator. Groups are whole halves: the plan's restrictions keep them a
+ * `groupEnd` the group's K scale (f16, at `scaleOffset` from `scaleBase`) times each row's Q scale
+ * (f32, at `qScaleOffset` in its record) times its sums is added to its f32 accumulator. Groups are whole halves: the plan's restrictions keep them a
  * multiple of 16 values or half of one.
  */
 function intScoresView(plan: CpuAttentionPlan) {
@@ -307,18 +309,21 @@ function intScoresView(plan: CpuAttentionPlan) {
     return { lo, hi, offset, nibbles: false, high: false, reuse: false };
   };
   const halvesPerGroup = p.valuesPerScale / INT_HALF_CODES;
+  // Sum groups: K's scale groups, split at Q's (qGroup values; K's groups are multiples or divisors of it).
+  const halvesPerSum = Math.min(halvesPerGroup, p.qGroup / INT_HALF_CODES);
   const chunks = [];
   let loaded = -1;
   for (let h = 0; h < p.D / INT_HALF_CODES; ) {
-    const g = Math.floor(h / halvesPerGroup);
-    const groupEnd = (g + 1) * halvesPerGroup;
+    const g = Math.floor(h / halvesPerSum);
+    const groupEnd = (g + 1) * halvesPerSum;
     const end = Math.min(groupEnd, h + INT_CHUNK_HALVES);
     const loads = [];
     for (let step = Math.floor(h / 2); step <= Math.floor((end - 1) / 2); step++) {
       if (step > loaded) loads.push(loadOf((loaded = step)));
     }
-    const dots = Array.from({ length: end - h }, (_, i) => ({ k: regsOf(Math.floor((h + i) / 2))[(h + i) % 2]!, qOffset: q16.codesOffset + I16_BYTES * INT_HALF_CODES * (h + i), first: i === 0 && h === g * halvesPerGroup }));
-    chunks.push({ loads, dots, groupEnd: end === groupEnd ? { scaleOffset: kvScaleAt(plan, g).offset, first: g === 0 } : undefined });
+    const dots = Array.from({ length: end - h }, (_, i) => ({ k: regsOf(Math.floor((h + i) / 2))[(h + i) % 2]!, qOffset: q16.codesOffset + I16_BYTES * INT_HALF_CODES * (h + i), first: i === 0 && h === g * halvesPerSum }));
+    const kGroup = Math.floor(h / halvesPerGroup), qScaleOffset = F32_BYTES * Math.floor((h * INT_HALF_CODES) / p.qGroup);
+    chunks.push({ loads, dots, groupEnd: end === groupEnd ? { scaleOffset: kvScaleAt(plan, kGroup).offset, qScaleOffset, first: g === 0 } : undefined });
     h = end;
   }
   return {
@@ -434,9 +439,9 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_workspace_size`,
         signature: '() -> i32',
-        doc: `bytes of workspace (${ws.bytes}): ${ws.q16 ? `${ws.qBytes} of Q as int8 codes (per row a record of ${ws.q16.rowBytes} bytes: its f32 scale, then from byte ${ws.q16.codesOffset} its codes as i16)` : `${ws.qBytes} of Q as scaled f32`}, from byte ${ws.partialsOffset} ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+        doc: `bytes of workspace (${ws.bytes}): ${ws.q16 ? `${ws.qBytes} of Q as int8 codes (per row a record of ${ws.q16.rowBytes} bytes: its f32 scales, one per ${p.qGroup} values, then from byte ${ws.q16.codesOffset} its codes as i16)` : `${ws.qBytes} of Q as scaled f32`}, from byte ${ws.partialsOffset} ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
       },
-      { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `${p.qInt8 ? 'quantizes Q to int8 codes (a scale per row)' : 'converts and scales Q'} once per call; ${ptrs}` },
+      { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `${p.qInt8 ? `quantizes Q to int8 codes (a scale per ${p.qGroup} values)` : 'converts and scales Q'} once per call; ${ptrs}` },
       {
         symbol: `${fn}_tasks`,
         signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',

@@ -59,10 +59,12 @@ enum {
   KG_CAUSAL = 1,
   KG_CAUSAL_OFFSET = 0,
   KG_Q_FLOATS = 2097152,
-  /* Q as int8 (qInt8): rows, largest |code|, the offset each stored code carries, and the workspace
-   * words the Q region takes (scales, then codes). */
+  /* Q as int8 (qInt8): rows, largest |code|, values per scale and scales per row, the offset each
+   * stored code carries, and the workspace words the Q region takes (scales, then codes). */
   KG_Q_ROWS = 16384,
   KG_Q_CODE_MAX = 127,
+  KG_Q_GROUP = 32,
+  KG_Q_GROUPS = 4,
   KG_Q_OFFSET = 0,
   KG_Q_WORDS = 2097152,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */

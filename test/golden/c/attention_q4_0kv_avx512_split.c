@@ -61,12 +61,14 @@ enum {
   KG_CAUSAL = 1,
   KG_CAUSAL_OFFSET = 4095,
   KG_Q_FLOATS = 4096,
-  /* Q as int8 (qInt8): rows, largest |code|, the offset each stored code carries, and the workspace
-   * words the Q region takes (scales, then codes). */
+  /* Q as int8 (qInt8): rows, largest |code|, values per scale and scales per row, the offset each
+   * stored code carries, and the workspace words the Q region takes (scales, then codes). */
   KG_Q_ROWS = 32,
   KG_Q_CODE_MAX = 127,
+  KG_Q_GROUP = 32,
+  KG_Q_GROUPS = 4,
   KG_Q_OFFSET = 0,
-  KG_Q_WORDS = 1056,
+  KG_Q_WORDS = 1152,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */
   KG_K_BIAS = 128,
   /* f32 scores from a transposed K tile (keyTile; 0 without): vectors of keys per pass, and floats
@@ -480,30 +482,31 @@ static inline kg_vec kg_load_q(const uint16_t *q, int64_t i) { return kg_vload_f
 static inline uint16_t kg_pack_o(float v) { return kg_f32_to_f16(v); }
 _Static_assert(KG_D % KG_LANES == 0, "Q rows are converted a vector at a time");
 
-size_t kgen_attention_q4_0kv_workspace_size(void) { return 270464; }
+size_t kgen_attention_q4_0kv_workspace_size(void) { return 270848; }
 
-/* Each Q row to int8 codes on a symmetric scale (absmax / KG_Q_CODE_MAX, rounded to nearest even),
- * stored plus KG_Q_OFFSET; the row's scale times KG_SCALE_LOG2 goes first in the workspace. The row
- * converts to f32 by vector once; adding and taking off KG_ROUND_MAGIC (1.5 * 2^23) rounds a value
- * of magnitude <= KG_Q_CODE_MAX as lrintf does, in a loop the compiler vectorizes (per-element
- * libm calls cost 12% of a call at Skv=1024, docs/PERFORMANCE.md). */
+/* Each group of KG_Q_GROUP values of a Q row to int8 codes on a symmetric scale (the group's absmax
+ * / KG_Q_CODE_MAX, rounded to nearest even), stored plus KG_Q_OFFSET; the rows' KG_Q_GROUPS scales
+ * times KG_SCALE_LOG2 go first in the workspace. One scale per row let an outlier channel leave the
+ * others a few bits (docs/PERFORMANCE.md, "Twenty-fifth session"). The row converts to f32 by vector
+ * once; adding and taking off KG_ROUND_MAGIC (1.5 * 2^23) rounds a value of magnitude <=
+ * KG_Q_CODE_MAX as lrintf does, in a loop the compiler vectorizes (per-element libm calls cost 12%
+ * of a call at Skv=1024, docs/PERFORMANCE.md). */
 void kgen_attention_q4_0kv_prepare(const uint16_t *q, void *workspace) {
   float *qd = (float *)workspace;
-  uint8_t *qc = (uint8_t *)(qd + KG_Q_ROWS);
+  uint8_t *qc = (uint8_t *)(qd + KG_Q_ROWS * KG_Q_GROUPS);
   for (int64_t r = 0; r < KG_Q_ROWS; r++) {
     float row[KG_D];
-    kg_vec m = kg_vzero();
-    for (int c = 0; c < KG_CHUNKS; c++) {
-      const kg_vec x = kg_load_q(q, r * KG_D + c * KG_LANES);
-      kg_vstore(row + c * KG_LANES, x);
-      m = kg_vmax(m, kg_vmax(x, kg_vmul(x, kg_vset1(-1.0f))));
-    }
-    const float amax = kg_vhmax(m);
-    const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
-    qd[r] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
-    for (int d = 0; d < KG_D; d++) {
-      const float scaled = row[d] * inv;
-      qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
+    for (int c = 0; c < KG_CHUNKS; c++) kg_vstore(row + c * KG_LANES, kg_load_q(q, r * KG_D + c * KG_LANES));
+    for (int g = 0; g < KG_Q_GROUPS; g++) {
+      const int end = kg_min((g + 1) * KG_Q_GROUP, KG_D);
+      float amax = 0.0f;
+      for (int d = g * KG_Q_GROUP; d < end; d++) amax = fmaxf(amax, fabsf(row[d]));
+      const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
+      qd[r * KG_Q_GROUPS + g] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
+      for (int d = g * KG_Q_GROUP; d < end; d++) {
+        const float scaled = row[d] * inv;
+        qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
+      }
     }
   }
 }
@@ -569,11 +572,22 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
 }
 
 
-/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their scales. Each step of K codes is
- * loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
- * the step's K scale(s) adds to its accumulator, and the row's sum times its Q scale is the score.
+/* The Q scale of each lane of row r's integer step st from the row's group scales qd: one group's,
+ * or (a step of 2 groups, KG_ISTEP 64) each half's, as kg_step_scales lays out K's. */
+static inline kg_vec kg_q_step_scales(const float *qd, int st) {
+  const int g = st * KG_ISTEP / KG_Q_GROUP;
+  return KG_ISTEP > KG_Q_GROUP ? kg_vhalves(qd[g], qd[g + 1]) : kg_vset1(qd[g]);
+}
+_Static_assert(KG_ISTEP <= KG_Q_GROUP ? KG_Q_GROUP % KG_ISTEP == 0 : KG_ISTEP == 2 * KG_Q_GROUP, "an integer step holds one Q scale group or halves of two");
+
+/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their group scales. Each step of K
+ * codes is loaded once for all KG_RG rows; a row's integer dot product of the step, converted to
+ * f32, times the step's K scale(s) and Q scale(s) adds to its accumulator, whose sum is the score.
  * Integer dot products replace the conversion of every K code to f32 and an f32 FMA per value. */
-static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+static void kg_scores_i8(const uint8_t *const *q, const float *const *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+  kg_vec qs[KG_RG][KG_ISTEPS];
+  for (int r = 0; r < KG_RG; r++)
+    for (int st = 0; st < KG_ISTEPS; st++) qs[r][st] = kg_q_step_scales(qd[r], st);
   for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
     const uint8_t *kr = k + row * KG_ROW_BYTES;
@@ -585,9 +599,9 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
       kg_icodes kc;
       const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
       const kg_ivec base = kg_ibase(kc);
-      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
+      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kg_vmul(kd, qs[r][st]), acc[r]);
     }
-    kg_put_scores(acc, qd, jj, s);
+    kg_put_scores(acc, NULL, jj, s);
   }
 }
 
@@ -607,13 +621,14 @@ static inline void kg_prefetch_next_block(const uint8_t *block, int b, int st) {
 /* kg_scores_i8 with keys across the lanes (keyLanes): KG_LANES keys at a time, each integer step of
  * their K codes transposed once for all KG_RG rows (kg_kt_prepare: lane i is key i), so a row's
  * integer dot product takes 4 codes of every key at once and no horizontal sum is left; a scale
- * group's i32 sums convert once, times the keys' scales. Q's codes are signed and K's carry
- * KG_K_BIAS: qb[r * KG_GROUPS + g], -KG_K_BIAS times row r's codes summed over group g, is where
- * each sum starts. Keys past n repeat row n - 1 and are not stored. The head's first row group
+ * Q group's (KG_Q_GROUP codes: K's scale groups are 1 to 4 of them) i32 sums convert once, times
+ * the keys' scales and the row's Q scale. Q's codes are signed and K's carry KG_K_BIAS:
+ * qb[r * KG_Q_GROUPS + g], -KG_K_BIAS times row r's codes summed over Q group g, is where each sum
+ * starts. Keys past n repeat row n - 1 and are not stored. The head's first row group
  * (`first`) also prefetches each next block of keys into L1 where rows are contiguous
  * (kg_prefetch_next_block); the others find it there. Measured (q8, AVX-512, one thread,
  * Skv=1024): docs/PERFORMANCE.md, "C attention: q8 scores with keys across the lanes". */
-static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int first, int64_t row0, int n, float *s) {
+static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const float *const *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int first, int64_t row0, int n, float *s) {
   for (int j0 = 0; j0 < n; j0 += KG_LANES) {
     const int cnt = kg_min(KG_LANES, n - j0);
     const int64_t rb = row0 + (int64_t)j0 * KG_POS_STRIDE;
@@ -652,20 +667,20 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
       kg_kt_prepare(t);
 #pragma GCC unroll 16
       for (int b = 0; b < KG_LANES; b++) {
-        const int d = st * KG_ISTEP + b * KG_LANE_CODES, g = d / KG_VALUES_PER_SCALE;
-        if (d % KG_VALUES_PER_SCALE == 0)
-          for (int r = 0; r < KG_RG; r++) ai[r] = kg_iset1(qb[r * KG_GROUPS + g]);
+        const int d = st * KG_ISTEP + b * KG_LANE_CODES, g = d / KG_VALUES_PER_SCALE, qg = d / KG_Q_GROUP;
+        if (d % KG_Q_GROUP == 0)
+          for (int r = 0; r < KG_RG; r++) ai[r] = kg_iset1(qb[r * KG_Q_GROUPS + qg]);
         for (int r = 0; r < KG_RG; r++) ai[r] = kg_kt_dot(ai[r], t[b], qr[r] + d);
         /* Key b's (KG_LANES keys, KG_LANES vectors a step). */
         if (cnt == KG_LANES) kg_prefetch_rows(k, v, rb + (int64_t)b * KG_POS_STRIDE, j0 + b, next, n, st, KG_ISTEPS);
         if (KG_POS_STRIDE == 1) kg_prefetch_next_block(ahead, b, st);
-        if ((d + KG_LANE_CODES) % KG_VALUES_PER_SCALE == 0) {
+        if ((d + KG_LANE_CODES) % KG_Q_GROUP == 0) {
           const kg_vec sv = kg_kt_scales(kr[0], sr, g, cnt);
-          for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(ai[r]), sv, acc[r]);
+          for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(ai[r]), kg_vmul(sv, kg_vset1(qd[r][qg])), acc[r]);
         }
       }
     }
-    for (int r = 0; r < KG_RG; r++) kg_vstore_n(s + r * KG_KV_BLOCK + j0, kg_vmul(acc[r], kg_vset1(qd[r])), cnt);
+    for (int r = 0; r < KG_RG; r++) kg_vstore_n(s + r * KG_KV_BLOCK + j0, acc[r], cnt);
   }
 }
 
@@ -774,7 +789,7 @@ static const float kg_zero_row[KG_D];
 void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales,
                   uint16_t *o, int64_t task_begin, int64_t task_end) {
   const float *qd = (const float *)workspace;
-  const uint8_t *qc = (const uint8_t *)(qd + KG_Q_ROWS);
+  const uint8_t *qc = (const uint8_t *)(qd + KG_Q_ROWS * KG_Q_GROUPS);
   for (int64_t t = task_begin; t < task_end; t++) {
     /* Tasks in order (split, batch x heads, tile) when KG_SPLITS_OUTER, else (batch x heads, tile, split). */
     const int split = (int)(KG_SPLITS_OUTER ? t / ((int64_t)KG_B * KG_HEAD_TASKS * KG_QTILES) : t % KG_SPLITS);
@@ -790,8 +805,8 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
     /* Rows of each head (its queries x the group). */
     const int rows = kg_min(KG_QBLOCK, KG_SQ - q0) * KG_GROUP;
     const uint8_t *qrow[KG_TASK_ROWS_PAD];
-    float qscale[KG_TASK_ROWS_PAD];
-    int32_t qbias[KG_TASK_ROWS_PAD * KG_GROUPS];
+    const float *qscale[KG_TASK_ROWS_PAD];
+    int32_t qbias[KG_TASK_ROWS_PAD * KG_Q_GROUPS];
     int visible[KG_TASK_ROWS_PAD];
     float m[KG_TASK_ROWS_PAD], l[KG_TASK_ROWS_PAD], corr[KG_TASK_ROWS_PAD];
     float s[KG_TASK_ROWS_PAD * KG_KV_BLOCK];
@@ -805,14 +820,14 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
       const int64_t kvh = kvh0 + rr / KG_HEAD_ROWS_PAD;
       const int i = q0 + r / KG_GROUP;
       const int64_t h = kvh * KG_GROUP + r % KG_GROUP;
-      /* Padding rows: zero bytes with a zero scale (scores 0). */
+      /* Padding rows: zero bytes with zero scales (scores 0). */
       qrow[rr] = r < rows ? qc + ((b * KG_HQ + h) * KG_SQ + i) * KG_D : (const uint8_t *)kg_zero_row;
-      qscale[rr] = r < rows ? qd[(b * KG_HQ + h) * KG_SQ + i] : 0.0f;
-      /* -KG_K_BIAS times the row's (signed) codes summed by K scale group: what K's bias adds. */
-      for (int g = 0; g < KG_GROUPS; g++) {
+      qscale[rr] = r < rows ? qd + ((b * KG_HQ + h) * KG_SQ + i) * KG_Q_GROUPS : kg_zero_row;
+      /* -KG_K_BIAS times the row's (signed) codes summed by Q scale group: what K's bias adds. */
+      for (int g = 0; g < KG_Q_GROUPS; g++) {
         int32_t sum = 0;
-        for (int d = g * KG_VALUES_PER_SCALE; d < (g + 1) * KG_VALUES_PER_SCALE; d++) sum += (int8_t)qrow[rr][d];
-        qbias[rr * KG_GROUPS + g] = -KG_K_BIAS * sum;
+        for (int d = g * KG_Q_GROUP; d < (g + 1) * KG_Q_GROUP; d++) sum += (int8_t)qrow[rr][d];
+        qbias[rr * KG_Q_GROUPS + g] = -KG_K_BIAS * sum;
       }
       visible[rr] = r < rows && KG_CAUSAL ? kg_min(i + KG_CAUSAL_OFFSET + 1, KG_SKV) : KG_SKV;
       if (r < rows && visible[rr] > most_visible) most_visible = visible[rr];
@@ -837,7 +852,7 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
         if (KG_POS_STRIDE == 1) kg_prime_pages(k, v, row0, j0, n);
-        for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_keys(qrow + g, qbias + g * KG_GROUPS, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, g == g0, row0, n, s + g * KG_KV_BLOCK);
+        for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_keys(qrow + g, qbias + g * KG_Q_GROUPS, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, g == g0, row0, n, s + g * KG_KV_BLOCK);
       }
       if (j0 + n > least_visible) {
         /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see

@@ -59,12 +59,14 @@ enum {
   KG_CAUSAL = 1,
   KG_CAUSAL_OFFSET = 448,
   KG_Q_FLOATS = 262144,
-  /* Q as int8 (qInt8): rows, largest |code|, the offset each stored code carries, and the workspace
-   * words the Q region takes (scales, then codes). */
+  /* Q as int8 (qInt8): rows, largest |code|, values per scale and scales per row, the offset each
+   * stored code carries, and the workspace words the Q region takes (scales, then codes). */
   KG_Q_ROWS = 2048,
   KG_Q_CODE_MAX = 127,
+  KG_Q_GROUP = 32,
+  KG_Q_GROUPS = 4,
   KG_Q_OFFSET = 0,
-  KG_Q_WORDS = 67584,
+  KG_Q_WORDS = 73728,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */
   KG_K_BIAS = 0,
   /* f32 scores from a transposed K tile (keyTile; 0 without): vectors of keys per pass, and floats
@@ -281,30 +283,31 @@ static inline kg_vec kg_load_q(const uint16_t *q, int64_t i) { return kg_vload_f
 static inline uint16_t kg_pack_o(float v) { return kg_f32_to_f16(v); }
 _Static_assert(KG_D % KG_LANES == 0, "Q rows are converted a vector at a time");
 
-size_t kgen_attention_q8kv_workspace_size(void) { return 270336; }
+size_t kgen_attention_q8kv_workspace_size(void) { return 294912; }
 
-/* Each Q row to int8 codes on a symmetric scale (absmax / KG_Q_CODE_MAX, rounded to nearest even),
- * stored plus KG_Q_OFFSET; the row's scale times KG_SCALE_LOG2 goes first in the workspace. The row
- * converts to f32 by vector once; adding and taking off KG_ROUND_MAGIC (1.5 * 2^23) rounds a value
- * of magnitude <= KG_Q_CODE_MAX as lrintf does, in a loop the compiler vectorizes (per-element
- * libm calls cost 12% of a call at Skv=1024, docs/PERFORMANCE.md). */
+/* Each group of KG_Q_GROUP values of a Q row to int8 codes on a symmetric scale (the group's absmax
+ * / KG_Q_CODE_MAX, rounded to nearest even), stored plus KG_Q_OFFSET; the rows' KG_Q_GROUPS scales
+ * times KG_SCALE_LOG2 go first in the workspace. One scale per row let an outlier channel leave the
+ * others a few bits (docs/PERFORMANCE.md, "Twenty-fifth session"). The row converts to f32 by vector
+ * once; adding and taking off KG_ROUND_MAGIC (1.5 * 2^23) rounds a value of magnitude <=
+ * KG_Q_CODE_MAX as lrintf does, in a loop the compiler vectorizes (per-element libm calls cost 12%
+ * of a call at Skv=1024, docs/PERFORMANCE.md). */
 void kgen_attention_q8kv_prepare(const uint16_t *q, void *workspace) {
   float *qd = (float *)workspace;
-  uint8_t *qc = (uint8_t *)(qd + KG_Q_ROWS);
+  uint8_t *qc = (uint8_t *)(qd + KG_Q_ROWS * KG_Q_GROUPS);
   for (int64_t r = 0; r < KG_Q_ROWS; r++) {
     float row[KG_D];
-    kg_vec m = kg_vzero();
-    for (int c = 0; c < KG_CHUNKS; c++) {
-      const kg_vec x = kg_load_q(q, r * KG_D + c * KG_LANES);
-      kg_vstore(row + c * KG_LANES, x);
-      m = kg_vmax(m, kg_vmax(x, kg_vmul(x, kg_vset1(-1.0f))));
-    }
-    const float amax = kg_vhmax(m);
-    const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
-    qd[r] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
-    for (int d = 0; d < KG_D; d++) {
-      const float scaled = row[d] * inv;
-      qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
+    for (int c = 0; c < KG_CHUNKS; c++) kg_vstore(row + c * KG_LANES, kg_load_q(q, r * KG_D + c * KG_LANES));
+    for (int g = 0; g < KG_Q_GROUPS; g++) {
+      const int end = kg_min((g + 1) * KG_Q_GROUP, KG_D);
+      float amax = 0.0f;
+      for (int d = g * KG_Q_GROUP; d < end; d++) amax = fmaxf(amax, fabsf(row[d]));
+      const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
+      qd[r * KG_Q_GROUPS + g] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
+      for (int d = g * KG_Q_GROUP; d < end; d++) {
+        const float scaled = row[d] * inv;
+        qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
+      }
     }
   }
 }
@@ -370,11 +373,22 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
 }
 
 
-/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their scales. Each step of K codes is
- * loaded once for all KG_RG rows; a row's integer dot product of the step, converted to f32, times
- * the step's K scale(s) adds to its accumulator, and the row's sum times its Q scale is the score.
+/* The Q scale of each lane of row r's integer step st from the row's group scales qd: one group's,
+ * or (a step of 2 groups, KG_ISTEP 64) each half's, as kg_step_scales lays out K's. */
+static inline kg_vec kg_q_step_scales(const float *qd, int st) {
+  const int g = st * KG_ISTEP / KG_Q_GROUP;
+  return KG_ISTEP > KG_Q_GROUP ? kg_vhalves(qd[g], qd[g + 1]) : kg_vset1(qd[g]);
+}
+_Static_assert(KG_ISTEP <= KG_Q_GROUP ? KG_Q_GROUP % KG_ISTEP == 0 : KG_ISTEP == 2 * KG_Q_GROUP, "an integer step holds one Q scale group or halves of two");
+
+/* kg_scores for int8 Q: q holds the KG_RG rows' codes and qd their group scales. Each step of K
+ * codes is loaded once for all KG_RG rows; a row's integer dot product of the step, converted to
+ * f32, times the step's K scale(s) and Q scale(s) adds to its accumulator, whose sum is the score.
  * Integer dot products replace the conversion of every K code to f32 and an f32 FMA per value. */
-static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+static void kg_scores_i8(const uint8_t *const *q, const float *const *qd, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+  kg_vec qs[KG_RG][KG_ISTEPS];
+  for (int r = 0; r < KG_RG; r++)
+    for (int st = 0; st < KG_ISTEPS; st++) qs[r][st] = kg_q_step_scales(qd[r], st);
   for (int jj = 0; jj < n; jj++) {
     const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
     const uint8_t *kr = k + row * KG_ROW_BYTES;
@@ -386,9 +400,9 @@ static void kg_scores_i8(const uint8_t *const *q, const float *qd, const uint8_t
       kg_icodes kc;
       const kg_vec kd = kg_load_codes(kr, sr, st, &kc);
       const kg_ivec base = kg_ibase(kc);
-      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kd, acc[r]);
+      for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_idot(base, kc, q[r] + st * KG_ISTEP)), kg_vmul(kd, qs[r][st]), acc[r]);
     }
-    kg_put_scores(acc, qd, jj, s);
+    kg_put_scores(acc, NULL, jj, s);
   }
 }
 
@@ -448,7 +462,7 @@ static const float kg_zero_row[KG_D];
 void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales,
                   uint16_t *o, int64_t task_begin, int64_t task_end) {
   const float *qd = (const float *)workspace;
-  const uint8_t *qc = (const uint8_t *)(qd + KG_Q_ROWS);
+  const uint8_t *qc = (const uint8_t *)(qd + KG_Q_ROWS * KG_Q_GROUPS);
   for (int64_t t = task_begin; t < task_end; t++) {
     /* Tasks in order (split, batch x heads, tile) when KG_SPLITS_OUTER, else (batch x heads, tile, split). */
     const int split = (int)(KG_SPLITS_OUTER ? t / ((int64_t)KG_B * KG_HEAD_TASKS * KG_QTILES) : t % KG_SPLITS);
@@ -464,7 +478,7 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
     /* Rows of each head (its queries x the group). */
     const int rows = kg_min(KG_QBLOCK, KG_SQ - q0) * KG_GROUP;
     const uint8_t *qrow[KG_TASK_ROWS_PAD];
-    float qscale[KG_TASK_ROWS_PAD];
+    const float *qscale[KG_TASK_ROWS_PAD];
     int visible[KG_TASK_ROWS_PAD];
     float m[KG_TASK_ROWS_PAD], l[KG_TASK_ROWS_PAD], corr[KG_TASK_ROWS_PAD];
     float s[KG_TASK_ROWS_PAD * KG_KV_BLOCK];
@@ -478,9 +492,9 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
       const int64_t kvh = kvh0 + rr / KG_HEAD_ROWS_PAD;
       const int i = q0 + r / KG_GROUP;
       const int64_t h = kvh * KG_GROUP + r % KG_GROUP;
-      /* Padding rows: zero bytes with a zero scale (scores 0). */
+      /* Padding rows: zero bytes with zero scales (scores 0). */
       qrow[rr] = r < rows ? qc + ((b * KG_HQ + h) * KG_SQ + i) * KG_D : (const uint8_t *)kg_zero_row;
-      qscale[rr] = r < rows ? qd[(b * KG_HQ + h) * KG_SQ + i] : 0.0f;
+      qscale[rr] = r < rows ? qd + ((b * KG_HQ + h) * KG_SQ + i) * KG_Q_GROUPS : kg_zero_row;
       visible[rr] = r < rows && KG_CAUSAL ? kg_min(i + KG_CAUSAL_OFFSET + 1, KG_SKV) : KG_SKV;
       if (r < rows && visible[rr] > most_visible) most_visible = visible[rr];
       if (r < rows && visible[rr] < least_visible) least_visible = visible[rr];
