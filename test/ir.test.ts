@@ -60,10 +60,10 @@ describe('IR validation', () => {
 
 describe('shapes', () => {
   it('refuses attention tensors past 2^40 values (each dimension alone is in range), and shapes WebAssembly memory cannot hold', () => {
-    const f16 = CATALOG.attention_f16!;
+    const f16 = CATALOG.attention_f16! as AttentionOp;
     expect(() => parseShape('B=1048576,Hq=1048576,Hkv=1048576,Sq=1,Skv=1048576,D=1024', f16)).toThrow(/K and V would hold 1180591620717411303424 values each; expected at most 2\^40/);
     expect(() => parseShape('B=1,Hq=1048576,Hkv=1,Sq=1048576,Skv=1048576,D=64', { ...f16, causal: false })).toThrow(/Q and O would hold/);
-    expect(parseShape('B=1,Hq=32,Hkv=8,Sq=1,Skv=1048576,D=128', f16).Skv).toBe(1048576);
+    expect((parseShape('B=1,Hq=32,Hkv=8,Sq=1,Skv=1048576,D=128', f16) as { Skv: number }).Skv).toBe(1048576);
     // 64 x 8 x 2^20 x 128 f16 values: 128 GiB of K, over the 4 GiB a WebAssembly memory addresses; C takes it.
     const huge = { op: 'attention_f16', shape: 'B=64,Hq=32,Hkv=8,Sq=1,Skv=1048576,D=128' };
     expect(() => emit({ target: 'wasm', ...huge })).toThrow(/--shape: its tensors take 274878955520 bytes, more than the 4294967296 one WebAssembly memory addresses/);
