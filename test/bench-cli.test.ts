@@ -88,7 +88,7 @@ interface Row {
 describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
   it('times two configs, and a baseline build, in one process, each checked against the reference first', async () => {
     const shape = 'B=1,Hq=10,Hkv=5,Sq=1,Skv=333,D=64';
-    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--processes', '2', '--rounds', '2', '--calls', '4', '--warmup', '1', '--json']);
+    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--processes', '2', '--rounds', '3', '--calls', '6', '--warmup', '1', '--json']);
     expect(two.exitCode, two.stderr).toBe(0);
     expect(two.stderr).toMatch(/A matches the reference: nmse/);
     expect(two.stderr).toMatch(/B matches the reference: nmse/);
@@ -96,17 +96,19 @@ describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAv
     expect(s.b.config.splits).toBe(4);
     expect(s.a.config.splits).not.toBe(4);
     expect(s.sameKernel).toBe(false);
-    expect(s.ratio.rounds.length).toBe(4); // 2 processes (A's code linked first, then B's) of 2 rounds
+    expect(s.ratio.rounds.length).toBe(6); // 2 processes (A's code linked first, then B's) of 3 rounds
     expect(s.ratio.perProcess.length).toBe(2);
     expect(s.ratio.bFaster).toBe(s.ratio.rounds.filter((x) => x < 1).length);
     expect(s.a.medianMs).toBeGreaterThan(0);
     expect(s.readMs).toBeGreaterThan(0);
     // A median of per-round shares against a ratio of medians: the same quantity (a share, not ms or
-    // a percentage), not the same number; with 4 rounds on a loaded machine they were 46% apart once
-    // (61.4 against 63.3 on a quiet one), so only within a factor of 2 of each other.
+    // a percentage: a units slip is a factor of 100 or 1000), not the same number. Reading this tiny
+    // cache takes microseconds, so a preempted round moves its read time many-fold: with 4 rounds
+    // they were 46% apart once, and 112x once (2026-12-05, test:hosts; the rerun agreed), so 6
+    // rounds and only within a factor of 4.
     const agreement = s.a.readShare / (s.readMs / s.a.medianMs);
-    expect(agreement).toBeGreaterThan(0.5);
-    expect(agreement).toBeLessThan(2);
+    expect(agreement).toBeGreaterThan(0.25);
+    expect(agreement).toBeLessThan(4);
     // The same kernel from "another build" (this one, loaded through --baseline): the control.
     const control = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--baseline', join(dist, '..', 'src', 'index.js'), '--processes', '1', '--rounds', '2', '--calls', '3', '--warmup', '0']);
     expect(control.exitCode, control.stderr).toBe(0);
