@@ -101,6 +101,11 @@ export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Pl
   return makePlan(req, { ...req.config, ...pinned }, { field: req.config ? '--config' : '--isa' });
 }
 
+/** `result` with `manifest` in place of its manifest, in the object and in its manifest.json alike. */
+export function withManifest(result: EmitResult, manifest: Manifest): EmitResult {
+  return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` } };
+}
+
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
 export function emit(opts: EmitOptions): EmitResult {
   const req = resolveRequest(opts);

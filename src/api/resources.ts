@@ -1,5 +1,5 @@
 import { targetFor } from '../backends/registry.js';
-import type { EmitResult } from './emit.js';
+import { withManifest, type EmitResult } from './emit.js';
 
 /**
  * An emitted kernel with what its backend's compiler assigned to it (CUDA: ptxas's registers,
@@ -12,6 +12,5 @@ export async function withResources(result: EmitResult): Promise<{ result: EmitR
   if (!inspect) return { result, notes: [] };
   const { resources, notes } = await inspect(result.plan, result.rendered);
   if (!resources) return { result, notes };
-  const manifest = { ...result.manifest, resources };
-  return { result: { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` } }, notes };
+  return { result: withManifest(result, { ...result.manifest, resources }), notes };
 }

@@ -218,7 +218,8 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
     const runner = timingRunner(first.plan);
     if (!runner.timesAreReal) {
       // Present (its kernels run here: verify checks them) is not the same as timeable here.
-      const timeable = allDevices().filter((d) => d.name !== device.name && d.targets.includes(target) && (d.name === 'host' || detectPresence(d, detectGpus()).present)).map((d) => d.name);
+      const gpus = detectGpus(); // once: it may run nvidia-smi
+      const timeable = allDevices().filter((d) => d.name !== device.name && d.targets.includes(target) && (d.name === 'host' || detectPresence(d, gpus).present)).map((d) => d.name);
       throw new KgenError({
         field: '--device',
         problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device (\`kgen devices\` marks it present because its kernels run here, which is what verify needs)`,
