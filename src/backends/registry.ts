@@ -90,6 +90,15 @@ export function checkSupport(req: PlanRequest): Backend {
   if (kvCache && caps.kvCaches && !caps.kvCaches.includes(kvCache)) {
     throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not read a ${kvCache} KV cache yet`, expected: `a KV cache of ${caps.kvCaches.join(', ')}`, hint: `\`kgen plan --target ${target.name}\` still shows its plan; the C target reads every KV format` });
   }
+  if (req.op.kind === 'attention' && req.op.kvLength === 'runtime' && !caps.runtimeKvLength) {
+    const taking = targetNames().filter((n) => TARGETS[n]!.backend?.capabilities.runtimeKvLength);
+    throw new KgenError({
+      field: '--ir kvLength',
+      problem: `the ${target.title} backend's attention kernels read Skv positions every call: they take no run-time KV length yet`,
+      expected: `no "kvLength": "runtime" with --target ${target.name}`,
+      hint: `emit a kernel per length (Skv), or use --target ${taking.join(' or ')}`,
+    });
+  }
   if (caps.addressableBytes !== undefined) {
     const { tensors, weights: packed } = opKit(req.op.kind).tensors(req.op, req.shape);
     const bytes = Object.values(tensors).reduce((a, t) => a + t.bytes, packed?.totalBytes ?? 0);

@@ -12,6 +12,8 @@ export interface BackendCapabilities {
   formats: readonly WeightFormatName[];
   /** KV cache formats its attention kernels read; absent: every format. */
   kvCaches?: readonly KvCacheFormat[];
+  /** Whether its attention kernels take the KV length at run time (op.kvLength 'runtime'); absent: no. */
+  runtimeKvLength?: boolean;
   /** Bytes a kernel's buffers may span together (WebAssembly's 32-bit memory: 4 GiB); absent: no limit of the target's own. */
   addressableBytes?: number;
 }

@@ -5,6 +5,8 @@ import { ATTENTION_DIMS } from './types.js';
 /** The KV cache formats and row orders an attention op may name. */
 export const KV_FORMATS: readonly KvCacheFormat[] = ['f16', 'q8', 'q8_0', 'q4_0'];
 export const KV_LAYOUTS: readonly KvLayout[] = ['heads_positions', 'positions_heads'];
+/** Whether a kernel reads Skv positions every call ('fixed') or a length each call passes ('runtime'). */
+export const KV_LENGTHS = ['fixed', 'runtime'] as const;
 
 /** Values per ggml block (q8_0, q4_0) along D. */
 export const GGML_KV_BLOCK = 32;
@@ -56,6 +58,14 @@ export function kvRowFormat(op: AttentionOp, D: number): KvRowFormat {
   }
 }
 
+/**
+ * The lengths a call may pass as kv_len (op.kvLength 'runtime'): at least one key, and with causal
+ * masking at least Sq (query 0 sees kv_len - Sq + 1 keys); at most the capacity Skv.
+ */
+export function kvLengthRange(op: AttentionOp, shape: AttentionShape): { min: number; max: number } {
+  return { min: op.causal ? shape.Sq : 1, max: shape.Skv };
+}
+
 /** The KV cache's extents in its row order (the last, D, within a row) and the order's name, for usage text. */
 export function kvCacheDims(op: AttentionOp, s: AttentionShape): { order: string; dims: number[] } {
   return kvLayoutOf(op) === 'heads_positions'
@@ -74,14 +84,15 @@ export function kvRowsText(op: AttentionOp, s: AttentionShape): string {
 
 /**
  * Where KV row (b, head, position) is, in rows from the start of K (or V), for a layout: row =
- * b * Hkv * Skv + head * headStride + position * positionStride.
+ * b * Hkv * Skv + head * headStride + position * positionStride. Skv is the capacity: a call that
+ * reads kv_len < Skv positions (op.kvLength 'runtime') reads the first kv_len of each head's.
  */
 export function kvRowStrides(layout: KvLayout, shape: AttentionShape): { headStride: number; positionStride: number } {
   return layout === 'heads_positions' ? { headStride: shape.Skv, positionStride: 1 } : { headStride: 1, positionStride: shape.Hkv };
 }
 
 function validateAttention(obj: Json, path: string): AttentionOp {
-  noUnknownKeys(obj, path, ['kind', 'name', 'q', 'kvCache', 'kvGroupSize', 'kvLayout', 'o', 'causal', 'scale']);
+  noUnknownKeys(obj, path, ['kind', 'name', 'q', 'kvCache', 'kvGroupSize', 'kvLayout', 'o', 'causal', 'scale', 'kvLength']);
   const name = identifier(obj, path);
   const q = oneOf(obj, 'q', path, ACT_DTYPES, 'f16');
   const o = oneOf(obj, 'o', path, ACT_DTYPES, 'f16');
@@ -95,6 +106,8 @@ function validateAttention(obj: Json, path: string): AttentionOp {
   }
   if (obj.kvLayout !== undefined) op.kvLayout = oneOf(obj, 'kvLayout', path, KV_LAYOUTS);
   if (obj.scale !== undefined) op.scale = positiveNumber(obj.scale, `${path}.scale`);
+  // "fixed" is the default and leaves the op (and its IR hash) as without the field.
+  if (obj.kvLength !== undefined && oneOf(obj, 'kvLength', path, KV_LENGTHS) === 'runtime') op.kvLength = 'runtime';
   return op;
 }
 

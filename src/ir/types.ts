@@ -72,6 +72,12 @@ export interface AttentionOp {
   causal: boolean;
   /** Softmax scale; absent means 1/sqrt(D), bound with the shape. */
   scale?: number;
+  /**
+   * 'runtime': Skv is the cache's capacity and each call passes the length it reads (kv_len, 1..Skv;
+   * causal: Sq..Skv), the queries aligned to position kv_len - 1; absent: every call reads Skv
+   * positions. Only targets whose capabilities say `runtimeKvLength` render it.
+   */
+  kvLength?: 'runtime';
 }
 
 export type Op = MatmulOp | AttentionOp;

@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat, softmaxScale } from '../ir/attention.js';
+import { kvLayoutOf, kvLengthRange, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { f32ToF16Bits, f16BitsToF32 } from '../numeric/half.js';
 import { Rng } from '../numeric/random.js';
@@ -12,8 +12,22 @@ import type { OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
  * The attention op at run time. Harness files: q.bin (Q[B,Hq,Sq,D] in the op's q type), k.bin and
  * v.bin (K and V rows in the op's KV layout and format, docs/formats.md "KV cache"), and for a kgen
  * q8 cache k_scales.bin and v_scales.bin (one f16 scale per kvGroupSize values along D, row by
- * row); the output is O[B,Hq,Sq,D] in the op's o type.
+ * row); the output is O[B,Hq,Sq,D] in the op's o type. A kernel with a run-time KV length
+ * (op.kvLength 'runtime') also reads kv_len.bin, the lengths to run at (int32, `checkedKvLengths`),
+ * and writes O for each in turn: its output is their O's end to end.
  */
+
+/**
+ * The lengths a run-time-length kernel is checked at, the first the one it is timed at: the whole
+ * capacity, a length that ends inside a tile and a split (5/8 of it, plus one), and the shortest
+ * legal one (every split but the first empty).
+ */
+export function checkedKvLengths(op: AttentionOp, shape: AttentionShape): number[] {
+  if (op.kvLength !== 'runtime') return [shape.Skv];
+  const { min, max } = kvLengthRange(op, shape);
+  const middle = Math.max(min, Math.floor((max * 5) / 8) + 1);
+  return [...new Set([max, Math.min(middle, max), min])];
+}
 
 /** `rows` KV rows of N(0,1) values (in storage order) packed in the op's format. */
 function kvTensor(rng: Rng, op: AttentionOp, rows: number, D: number): KvStored {
@@ -54,10 +68,14 @@ function testData(op: AttentionOp, shape: AttentionShape, seed: number): TestDat
   const q: TensorData = asDtype(rng.fillNormal(new Float32Array(B * Hq * Sq * D)), op.q);
   const k = kvTensor(rng, op, B * Hkv * Skv, D);
   const v = kvTensor(rng, op, B * Hkv * Skv, D);
-  const reference = referenceAttention(op, shape, { q: q.values, k, v });
+  const lengths = checkedKvLengths(op, shape);
+  const perLength = B * Hq * Sq * D;
+  const reference = new Float64Array(perLength * lengths.length);
+  lengths.forEach((len, i) => reference.set(referenceAttention(op, shape, { q: q.values, k, v }, len), i * perLength));
   const inputs: Record<string, Uint8Array> = { 'q.bin': q.bytes, 'k.bin': k.data, 'v.bin': v.data };
   if (k.scales) inputs['k_scales.bin'] = k.scales;
   if (v.scales) inputs['v_scales.bin'] = v.scales;
+  if (op.kvLength === 'runtime') inputs['kv_len.bin'] = new Uint8Array(Int32Array.from(lengths).buffer);
   return {
     inputs,
     reference,
@@ -83,8 +101,8 @@ function runBuffers(op: AttentionOp, shape: AttentionShape): RunBuffer[] {
     { name: 'Q (f32 values, the stored bytes, and the harness copy)', bytes: qo * (4 + 2 * dtypeSize(op.q)) },
     { name: 'K and V (f32 values, the stored bytes, and the harness copies)', bytes: 2 * (B * Hkv * Skv * D * 4 + 2 * (kv.rows + kv.scales)) },
     { name: 'one KV head decoded to f64 for the reference (K and V)', bytes: 2 * Skv * D * 8 },
-    { name: 'the f64 reference output', bytes: qo * 8 },
-    { name: 'O (the harness and its copy in kgen)', bytes: 2 * qo * dtypeSize(op.o) },
+    { name: 'the f64 reference output', bytes: qo * 8 * checkedKvLengths(op, shape).length },
+    { name: 'O (the harness and its copy in kgen)', bytes: 2 * qo * dtypeSize(op.o) * checkedKvLengths(op, shape).length },
   ];
 }
 
@@ -110,7 +128,8 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
   testData,
   // Attention's inputs grow with the sequence, not with a weight matrix: the tuner checks everything.
   workloadData: testData,
-  outputBytes: (op, s) => s.B * s.Hq * s.Sq * s.D * dtypeSize(op.o),
+  // A run-time-length kernel's harness writes O once per checked length.
+  outputBytes: (op, s) => s.B * s.Hq * s.Sq * s.D * dtypeSize(op.o) * checkedKvLengths(op, s).length,
   runBuffers,
   tensors(op, s) {
     const kv = kvTensorInfo(op, s);

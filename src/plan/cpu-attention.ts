@@ -1,5 +1,5 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
-import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvLengthRange, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor, variantRegisters } from './common.js';
@@ -73,15 +73,21 @@ export type CpuAttentionParams = {
   /** Rows computed together in registers, sharing each K and V vector. */
   rowGroup: number;
   kvBlock: number;
-  /** KV splits per (batch, head, query tile) and the keys each covers (the last may have fewer). */
+  /**
+   * KV splits per (batch, head, query tile) and the keys each covers at Skv (the last may have
+   * fewer); with a run-time length each call's splits share its kv_len keys the same way.
+   */
   splits: number;
   chunkKeys: number;
   tasks: number;
   /** Output rows (B * Hq * Sq): the merge pass's units. */
   outRows: number;
   causal: boolean;
-  /** Query i sees keys j < i + causalOffset + 1. */
+  /** Query i sees keys j < i + causalOffset + 1 (at the kernel's Skv; with a run-time length kv_len - Sq). */
   causalOffset: number;
+  /** The kernel takes kv_len, the positions a call reads, from kvLenMin to Skv (op.kvLength 'runtime'). */
+  runtimeKvLength: boolean;
+  kvLenMin: number;
   /** The softmax scale times log2(e): scores are kept in base 2. */
   scaleLog2: number;
   /**
@@ -577,6 +583,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       outRows: B * Hq * Sq,
       causal: op.causal,
       causalOffset: Skv - Sq,
+      runtimeKvLength: op.kvLength === 'runtime',
+      kvLenMin: kvLengthRange(op, shape).min,
       scaleLog2: scale * Math.LOG2E,
       qInt8,
       qCodeMax: INT8_CODE_MAX,

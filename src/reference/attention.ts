@@ -53,13 +53,13 @@ function kvRow(op: AttentionOp, D: number, t: KvStored, row: number, out: Float6
   }
 }
 
-/** The rows of KV head `head` of batch entry `b`, decoded to f64 in position order ([Skv, D]). */
-function decodeKvHead(op: AttentionOp, shape: AttentionShape, t: KvStored, b: number, head: number): Float64Array {
+/** The first `length` rows of KV head `head` of batch entry `b`, decoded to f64 in position order ([length, D]). */
+function decodeKvHead(op: AttentionOp, shape: AttentionShape, t: KvStored, b: number, head: number, length: number): Float64Array {
   const { Hkv, Skv, D } = shape;
   const { headStride, positionStride } = kvRowStrides(kvLayoutOf(op), shape);
-  const out = new Float64Array(Skv * D);
+  const out = new Float64Array(length * D);
   const row = new Float64Array(D);
-  for (let j = 0; j < Skv; j++) {
+  for (let j = 0; j < length; j++) {
     kvRow(op, D, t, b * Hkv * Skv + head * headStride + j * positionStride, row);
     out.set(row, j * D);
   }
@@ -69,13 +69,14 @@ function decodeKvHead(op: AttentionOp, shape: AttentionShape, t: KvStored, b: nu
 /**
  * O[B,Hq,Sq,D] in f64: softmax(scale * Q K^T) V per head, query head h reading KV head
  * floor(h / (Hq/Hkv)), K and V dequantized from their stored bytes. With `causal`, query i sees keys
- * j <= i + (Skv - Sq) (the last query is the newest token). Two-pass softmax with the max
- * subtracted; no online rescaling, so it shares no trick with a flash kernel.
+ * j <= i + (L - Sq) (the last query is the newest token), where L, the positions read, is `kvLen`
+ * (a run-time length, op.kvLength 'runtime'; the first L of each head's Skv) or else Skv. Two-pass
+ * softmax with the max subtracted; no online rescaling, so it shares no trick with a flash kernel.
  */
-export function referenceAttention(op: AttentionOp, shape: AttentionShape, inputs: AttentionReferenceInputs): Float64Array {
-  return attentionOnValues(shape, { causal: op.causal, scale: softmaxScale(op, shape.D) }, inputs.q, (b, head) => ({
-    k: decodeKvHead(op, shape, inputs.k, b, head),
-    v: decodeKvHead(op, shape, inputs.v, b, head),
+export function referenceAttention(op: AttentionOp, shape: AttentionShape, inputs: AttentionReferenceInputs, kvLen = shape.Skv): Float64Array {
+  return attentionOnValues({ ...shape, Skv: kvLen }, { causal: op.causal, scale: softmaxScale(op, shape.D) }, inputs.q, (b, head) => ({
+    k: decodeKvHead(op, shape, inputs.k, b, head, kvLen),
+    v: decodeKvHead(op, shape, inputs.v, b, head, kvLen),
   }));
 }
 

@@ -81,6 +81,11 @@ function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
     kvFormatName: KV_FORMAT_NAMES[p.kvFormat],
     kvLayoutText: kvRowsText(op, plan.shape),
     split: p.splits > 1,
+    // A run-time KV length: _tasks and the whole op take kv_len and return 0, or -1 (nothing
+    // written) for a length outside [KV_LEN_MIN, SKV].
+    taskReturn: p.runtimeKvLength ? 'int' : 'void',
+    kvLenParam: p.runtimeKvLength ? ', int64_t kv_len' : '',
+    kvLenArg: p.runtimeKvLength ? ', kv_len' : '',
   };
 }
 
@@ -154,13 +159,18 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
       { symbol: `${fn}_prepare`, signature: sig('void', `${fn}_prepare`, `const ${qCType} *q, void *workspace`), doc: p.qInt8 ? `quantizes Q to int8 codes (a scale per ${p.qGroup} values) once per call` : 'converts and scales Q once per call' },
       {
         symbol: `${fn}_tasks`,
-        signature: sig('void', `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end`),
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads`,
+        signature: sig(shared.taskReturn, `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end${shared.kvLenParam}`),
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}`,
       },
       { symbol: `${fn}_merge`, signature: sig('void', `${fn}_merge`, `const void *workspace, ${oCType} *o, int64_t row_begin, int64_t row_end`), doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp` },
-      { symbol: fn, signature: sig('void', fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace`), doc: 'prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp' },
+      { symbol: fn, signature: sig(shared.taskReturn, fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace${shared.kvLenParam}`), doc: `prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}` },
     ],
   };
+}
+
+/** What the ABI says about kv_len, the positions a call of a run-time-length kernel reads. */
+function kvLenDoc(p: CpuAttentionPlan['params']): string {
+  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns 0, or -1 with nothing written for a kv_len outside that range`;
 }
 
 /** What a package's usage snippet prints about an attention kernel. */

@@ -30,7 +30,7 @@ export const cTarget: Target = {
   fingerprint: (device, space) => cFingerprint(device, space),
   measureBandwidth: measureReadBandwidth,
   backend: {
-    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'] },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], runtimeKvLength: true },
     renderers: { 'cpu-matmul': renderCMatmul, 'cpu-attention': renderCAttention },
     runnerFor(plan) {
       // Every C plan names its ISA variant; the runner builds and runs with that variant's toolchain.
