@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { pack } from '../src/api/pack.js';
 import { codecOf, dequantizeMatrix } from '../src/quant/index.js';
 import { Rng } from '../src/numeric/random.js';
+import { durationText } from '../src/cli/tune.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 // A database path that does not exist: emit uses no records unless a test gives some.
@@ -88,6 +89,19 @@ describe.concurrent('kgen CLI', () => {
     expect(r.stdout).toContain('void kgen_matmul_q8_0_rows(');
   });
 
+  it('a default that falls back from the device\'s best ISA says why; a pinned ISA or a legal best says nothing', async () => {
+    const shape = ['--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=70', '--device', 'epyc-9654'];
+    const r = await run(['emit', ...shape]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr).toMatch(/^kgen: scalar kernel, not avx512: D is not a multiple of the ISA's f32 lanes/m);
+    expect((await run(['emit', ...shape, '--isa', 'scalar'])).stderr).not.toMatch(/not avx512/);
+    expect((await run(['emit', '--op', 'attention_f16', '--shape', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64', '--device', 'epyc-9654'])).stderr).toBe('');
+  });
+
+  it('the tune progress bar\'s time left: seconds, minutes, hours', () => {
+    expect([0, 44_600, 65_000, 3_599_000, 3_725_000].map(durationText)).toEqual(['0s', '45s', '1m 05s', '59m 59s', '1h 02m']);
+  });
+
   it('user mistakes get one line and exit 2', async () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q5', '--shape', 'M=1,N=8,K=64']), /--op: unknown op "matmul_q5"; expected one of matmul_q35/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8']), /--shape: dimension K is missing/);
@@ -95,6 +109,9 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--config', '{nTile:4}']), /--config: not valid JSON/);
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
     expectUsageError(await run(['emitt']), /unknown command/);
+    // Not the top-level help, as if the command existed; bench is an npm script.
+    expectUsageError(await run(['emitt', '--help']), /^kgen: unknown command 'emitt'; run `kgen --help`/);
+    expectUsageError(await run(['bench', '--help']), /unknown command 'bench' \(benchmarks run from a checkout of kgen: `npm run bench`/);
   });
 
   it('a missing --shape is shown as the op needs it: attention B,Hq,Hkv,Sq,Skv,D, matmul M,N,K', async () => {

@@ -7,7 +7,7 @@ import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
 import { describeChoice, recordedConfig, type RecordedChoice } from '../db/lookup.js';
 import type { TuningDb } from '../db/types.js';
-import { configInUse, makePlan } from '../plan/index.js';
+import { configInUse, makePlan, spaceFor } from '../plan/index.js';
 import type { Config, Plan } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import type { Tolerance } from '../reference/compare.js';
@@ -43,6 +43,8 @@ export interface Manifest {
   workspaceBytes?: number;
   /** Attention: the factor scores are multiplied by before the softmax (the op's `scale`, else 1/sqrt(D)). */
   softmaxScale?: number;
+  /** Attention with a run-time KV length: the lengths a call may pass (Skv, the most, is the cache's capacity). */
+  kvLength?: { min: number; max: number };
   abi: AbiEntry[];
   launch: Plan['launch'];
   loops: string[];
@@ -101,6 +103,23 @@ export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Pl
   return makePlan(req, { ...req.config, ...pinned }, { field: req.config ? '--config' : '--isa' });
 }
 
+/**
+ * Where the default took a lesser ISA than the device's best (D = 70 is no whole number of AVX2 or
+ * AVX-512 vectors), why: a user expecting AVX-512 code should not find scalar code silently.
+ */
+function fallbackIsaNote(req: ResolvedRequest, plan: Plan): string[] {
+  const best = spaceFor(req).knobs.find((k) => k.name === 'isa')?.values[0];
+  if (best === undefined || plan.config.isa === best) return [];
+  try {
+    makePlan(req, { isa: best }, { field: '--isa' });
+    return []; // legal, only over a budget the default met with another ISA: nothing to explain
+  } catch (e) {
+    if (!(e instanceof KgenError)) throw e;
+    const why = e.problem.replace(/^\{"isa":"[^"]*"\} is ruled out: /, '');
+    return [`${String(plan.config.isa)} kernel, not ${String(best)}: ${why}`];
+  }
+}
+
 /** `result` with `manifest` in place of its manifest, in the object and in its manifest.json alike. */
 export function withManifest(result: EmitResult, manifest: Manifest): EmitResult {
   return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` } };
@@ -125,7 +144,8 @@ export function emit(opts: EmitOptions): EmitResult {
       workloadId: recorded.workload.id,
       trialUid: recorded.trial.uid,
       shape: recorded.workload.shape,
-      medianMs: recorded.trial.timing!.medianMs,
+      // Six significant digits: a median of measured times, not a figure to 17 digits of float noise.
+      medianMs: Number(recorded.trial.timing!.medianMs.toPrecision(6)),
       measuredAt: recorded.trial.createdAt,
       kgenVersion: recorded.workload.kgenVersion,
       fingerprint: recorded.workload.fingerprint,
@@ -133,6 +153,7 @@ export function emit(opts: EmitOptions): EmitResult {
     };
   }
   const notes = recorded ? [describeChoice(recorded), ...staleRecordNote(recorded, rendered.templateHash)] : [];
+  if (source === 'default' && req.isa === undefined) notes.push(...fallbackIsaNote(req, plan));
   return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered, notes };
 }
 
@@ -152,7 +173,7 @@ function staleRecordNote(recorded: RecordedChoice, templateHash: string): string
 }
 
 function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
-  const { tensors, weights, softmaxScale } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
+  const { tensors, weights, softmaxScale, kvLength } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
   return {
     kgen: KGEN_VERSION,
     op: plan.op,
@@ -167,6 +188,7 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     tensors,
     workspaceBytes: rendered.workspaceBytes,
     softmaxScale,
+    kvLength,
     abi: rendered.abi,
     launch: plan.launch,
     loops: plan.loops,

@@ -28,7 +28,12 @@ export function withDataFiles(result: EmitResult, seed: number): EmitResult {
   const tensors = result.manifest.tensors;
   const output = Object.keys(tensors).find((name) => !(`${name}.bin` in data)) ?? 'the output';
   const describe = (file: string): string => {
-    if (file === 'ref.bin') return `the f64 reference of ${output} (little-endian, ${output}'s shape), computed from these inputs`;
+    if (file === 'ref.bin') {
+      return 'kv_len.bin' in data
+        ? `the f64 reference of ${output} at each length of kv_len.bin in turn (little-endian, ${output}'s shape each), computed from these inputs`
+        : `the f64 reference of ${output} (little-endian, ${output}'s shape), computed from these inputs`;
+    }
+    if (file === 'kv_len.bin') return 'the KV lengths (int32, little-endian) the kernel is checked at: ref.bin holds the output at each in turn';
     if (file === 'ref_terms.bin') return `f64 per output: the energy of its summed products; an output's error is weighed by the larger of its square and this (the manifest's tolerance)`;
     const name = file.replace(/\.bin$/, '');
     const weights = result.manifest.weights;

@@ -58,6 +58,14 @@ Examples:
   registerDb(program);
   registerReport(program);
   for (const cmd of program.commands) cmd.exitOverride();
+  // Commander answers `kgen NOSUCH --help` with the top-level help, as if NOSUCH were understood.
+  const first = argv[2];
+  if (first !== undefined && !first.startsWith('-') && first !== 'help' && !program.commands.some((c) => c.name() === first || c.aliases().includes(first))) {
+    const why = first === 'bench' ? ' (benchmarks run from a checkout of kgen: `npm run bench`, bench/README.md)' : '';
+    process.stderr.write(`kgen: unknown command '${oneLine(first, 60)}'${why}; run \`kgen --help\` for what it accepts\n`);
+    process.exitCode = 2;
+    return;
+  }
   program.hook('preAction', (_root, action) => refuseRepeatedValues(action, argv.slice(2)));
   try {
     await program.parseAsync(argv);

@@ -307,18 +307,29 @@ function configViewer(device: DeviceProfile, target: TargetName): ConfigView {
   };
 }
 
+/** A duration for the progress bar: "45s", "3m 05s", "1h 02m". */
+export function durationText(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
+}
+
 /** Progress: a bar on a terminal (stderr), plain lines otherwise, JSON lines with --json. */
 function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent) => void; stop: () => void } {
   if (json) return { event: (e) => process.stdout.write(`${JSON.stringify(eventJson(e))}\n`), stop: () => {} };
   const tty = Boolean(process.stderr.isTTY);
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {eta_formatted} left', stream: process.stderr, hideCursor: true, etaBuffer: 8 },
+        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {left} left', stream: process.stderr, hideCursor: true, etaBuffer: 8 },
         cliProgress.Presets.shades_classic,
       )
     : undefined;
   let started = false;
   let lastLine = 0;
+  // The time left, from this workload's trials so far (the bar's own estimate reads "0s" before the first).
+  let workloadStart = 0;
+  const leftText = (done: number, planned: number): string => (done === 0 ? '?' : durationText(((performance.now() - workloadStart) / done) * (planned - done)));
   // A line of its own, above the bar on a terminal.
   const say = (line: string) => process.stderr.write(bar && started ? `\r\x1b[2K  ${line}\n` : `kgen tune:   ${line}\n`);
   return {
@@ -329,7 +340,8 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         if (bar) {
           if (started) bar.stop();
           process.stderr.write(`${line}\n`);
-          bar.start(Math.max(e.planned, 1), 0, { workload: name, failures: 0, best: '-' });
+          bar.start(Math.max(e.planned, 1), 0, { workload: name, failures: 0, best: '-', left: '?' });
+          workloadStart = performance.now();
           started = true;
         } else {
           process.stderr.write(`kgen tune: ${line}\n`);
@@ -338,7 +350,7 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         say(`[${e.index + 1}/${e.of}] ${e.op} ${formatShape(e.shape)}: skipped, no config runs here: ${mainPruningText(e.space)}`);
       } else if (e.kind === 'trial') {
         const best = e.best?.timing ? `${fmtMs(e.best.timing.medianMs)} ms` : '-';
-        if (bar) bar.update(e.done, { failures: e.failures, best });
+        if (bar) bar.update(e.done, { failures: e.failures, best, left: leftText(e.done, e.planned) });
         else if (e.done === e.planned || performance.now() - lastLine > 5000 || e.trial.status !== 'ok') {
           lastLine = performance.now();
           const what = e.trial.timing ? `${fmtMs(e.trial.timing.medianMs)} ms` : e.trial.status;

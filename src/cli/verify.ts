@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
+import type { AttentionShape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
+import { checkedKvLengths } from '../ops/attention.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, printJson, toRequest, withRecords } from './common.js';
 import { parseSeed } from './flags.js';
@@ -34,9 +36,11 @@ Examples:
     const request = toRequest(flags);
     const r = await withRecords(flags, (records) => verify({ ...request, records, seed, sanitize: flags.sanitize, werror: flags.werror }));
     for (const note of r.notes) process.stderr.write(`kgen: ${note}\n`);
-    const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}`;
+    // A run-time-length attention kernel is checked at several KV lengths: say which.
+    const kvLengths = r.plan.op.kind === 'attention' && r.plan.op.kvLength === 'runtime' ? checkedKvLengths(r.plan.op, r.plan.shape as AttentionShape) : undefined;
+    const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}${kvLengths ? ` at kv_len ${kvLengths.join(', ')}` : ''}`;
     if (flags.json) {
-      printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, configSource: r.configSource, comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
+      printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, configSource: r.configSource, ...(kvLengths ? { kvLengths } : {}), comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
     } else if (r.status === 'ok' && r.ran && r.comparison) {
       const c = r.comparison;
       process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (tolerance NMSE ${r.tolerance.nmse.toExponential(1)}), ran ${r.runner}\n`);

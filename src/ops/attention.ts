@@ -145,7 +145,7 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
       tensors.k_scales = scales;
       tensors.v_scales = scales;
     }
-    return { tensors, softmaxScale: softmaxScale(op, s.D) };
+    return { tensors, softmaxScale: softmaxScale(op, s.D), ...(op.kvLength === 'runtime' ? { kvLength: kvLengthRange(op, s) } : {}) };
   },
   weights: () => undefined,
   kvCache: (op) => op.kvCache,

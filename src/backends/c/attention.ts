@@ -176,5 +176,5 @@ function kvLenDoc(p: CpuAttentionPlan['params']): string {
 /** What a package's usage snippet prints about an attention kernel. */
 export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
   const v = sharedView(plan, symbol);
-  return { symbol, B: v.B, Hq: v.Hq, Sq: v.Sq, D: v.D, Skv: v.Skv, qCType: v.qCType, oCType: v.oCType, hasScales: v.hasScales, kvText: `${v.kvFormatName}, ${v.kvLayoutText}` };
+  return { symbol, B: v.B, Hq: v.Hq, Sq: v.Sq, D: v.D, Skv: v.Skv, qCType: v.qCType, oCType: v.oCType, hasScales: v.hasScales, kvText: `${v.kvFormatName}, ${v.kvLayoutText}`, runtimeKvLength: v.runtimeKvLength, kvLenMin: v.kvLenMin };
 }

@@ -59,7 +59,8 @@ enum {
   KG_TASKS = 16,
   KG_OUT_ROWS = 32,
   KG_CAUSAL = 1,
-  KG_CAUSAL_OFFSET = 4095,
+  /* The shortest KV length a call may pass (causal: every query sees a key); KG_SKV is the longest. */
+  KG_KV_LEN_MIN = 1,
   KG_Q_FLOATS = 4096,
   /* Q as int8 (qInt8): rows, largest |code|, values per scale and scales per row, the offset each
    * stored code carries, and the workspace words the Q region takes (scales, then codes). */
@@ -788,6 +789,7 @@ static const float kg_zero_row[KG_D];
 
 void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales,
                   uint16_t *o, int64_t task_begin, int64_t task_end) {
+  const int kv = KG_SKV, chunk_keys = KG_CHUNK_KEYS;
   const float *qd = (const float *)workspace;
   const uint8_t *qc = (const uint8_t *)(qd + KG_Q_ROWS * KG_Q_GROUPS);
   for (int64_t t = task_begin; t < task_end; t++) {
@@ -811,7 +813,7 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
     float m[KG_TASK_ROWS_PAD], l[KG_TASK_ROWS_PAD], corr[KG_TASK_ROWS_PAD];
     float s[KG_TASK_ROWS_PAD * KG_KV_BLOCK];
     float acc[KG_TASK_ROWS_PAD * KG_D];
-    int most_visible = 0, least_visible = KG_SKV;
+    int most_visible = 0, least_visible = kv;
     for (int rr = 0; rr < KG_TASK_ROWS_PAD; rr++) {
       /* Row rr is row r of the task's head kvh: query q0 + r / KG_GROUP of query head kvh * KG_GROUP
        * + r % KG_GROUP; rows past the head's (a ragged last tile, the row group's padding) read a zero
@@ -829,16 +831,17 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
         for (int d = g * KG_Q_GROUP; d < (g + 1) * KG_Q_GROUP; d++) sum += (int8_t)qrow[rr][d];
         qbias[rr * KG_Q_GROUPS + g] = -KG_K_BIAS * sum;
       }
-      visible[rr] = r < rows && KG_CAUSAL ? kg_min(i + KG_CAUSAL_OFFSET + 1, KG_SKV) : KG_SKV;
+      /* Causal: the last query sees the last of the kv positions read. */
+      visible[rr] = r < rows && KG_CAUSAL ? kg_min(i + kv - KG_SQ + 1, kv) : kv;
       if (r < rows && visible[rr] > most_visible) most_visible = visible[rr];
       if (r < rows && visible[rr] < least_visible) least_visible = visible[rr];
       m[rr] = -INFINITY;
       l[rr] = 0.0f;
     }
     memset(acc, 0, sizeof acc);
-    const int j_begin = split * KG_CHUNK_KEYS;
+    const int j_begin = split * chunk_keys;
     /* Whole tiles past the last visible key of the tile's queries are skipped. */
-    const int j_end = kg_min(kg_min(j_begin + KG_CHUNK_KEYS, KG_SKV), most_visible);
+    const int j_end = kg_min(kg_min(j_begin + chunk_keys, kv), most_visible);
     const int64_t row_base = b * KG_HKV * KG_SKV + kvh0 * KG_HEAD_STRIDE;
     for (int j0 = j_begin; j0 < j_end; j0 += KG_KV_BLOCK) {
       const int n = kg_min(KG_KV_BLOCK, j_end - j0);
@@ -938,7 +941,7 @@ void kgen_attention_q4_0kv(const uint16_t *q, const uint8_t *k, const uint16_t *
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
-  for (int64_t t = 0; t < KG_TASKS; t++) kgen_attention_q4_0kv_tasks(workspace, k, k_scales, v, v_scales, o, t, t + 1);
+  for (int64_t t = 0; t < KG_TASKS; t++) (void)kgen_attention_q4_0kv_tasks(workspace, k, k_scales, v, v_scales, o, t, t + 1);
 #ifdef _OPENMP
 #pragma omp parallel for
 #endif
