@@ -149,4 +149,5 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
   },
   weights: () => undefined,
   kvCache: (op) => op.kvCache,
+  runtimeKvLength: (op) => op.kvLength === 'runtime',
 };

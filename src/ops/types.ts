@@ -70,4 +70,6 @@ export interface OpKit<O extends Op, S extends Shape> {
   weights(op: O): WeightSpec | undefined;
   /** The format of the KV cache the op reads, where it reads one (a backend's `capabilities.kvCaches`). */
   kvCache(op: O): KvCacheFormat | undefined;
+  /** Whether the op's KV length is a run-time argument (attention's kvLength 'runtime'; a backend's `capabilities.runtimeKvLength`). */
+  runtimeKvLength(op: O): boolean;
 }

@@ -623,6 +623,14 @@ export function taskUnitsText(p: Pick<CpuAttentionParams, 'taskHeads'>): string 
   return p.taskHeads > 1 ? `batch x query tile x KV split, each over all ${p.taskHeads} KV heads` : 'batch x KV head x query tile x KV split';
 }
 
+/**
+ * What the ABI docs say about kv_len, the positions a call of a run-time-length kernel reads
+ * (runtimeKvLength), for every CPU target's entries that take it.
+ */
+export function kvLenText(p: Pick<CpuAttentionParams, 'Skv' | 'kvLenMin' | 'causal'>): string {
+  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns 0, or -1 with nothing written for a kv_len outside that range`;
+}
+
 /** What the workspace's split partials of a CPU attention plan hold, for the ABI docs. */
 export function splitPartialsText(p: Pick<CpuAttentionParams, 'splits' | 'partialFloats' | 'tasks' | 'taskHeads' | 'taskRowsPadded' | 'D'>): string {
   return p.splits > 1

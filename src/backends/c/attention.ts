@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
-import { splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
+import { kvLenText, splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -160,18 +160,14 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
       {
         symbol: `${fn}_tasks`,
         signature: sig(shared.taskReturn, `${fn}_tasks`, `void *workspace, ${kvArgs}, ${oCType} *o, int64_t task_begin, int64_t task_end${shared.kvLenParam}`),
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}`,
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads${p.runtimeKvLength ? `; ${kvLenText(p)}` : ''}`,
       },
       { symbol: `${fn}_merge`, signature: sig('void', `${fn}_merge`, `const void *workspace, ${oCType} *o, int64_t row_begin, int64_t row_end`), doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp` },
-      { symbol: fn, signature: sig(shared.taskReturn, fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace${shared.kvLenParam}`), doc: `prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}` },
+      { symbol: fn, signature: sig(shared.taskReturn, fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace${shared.kvLenParam}`), doc: `prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp${p.runtimeKvLength ? `; ${kvLenText(p)}` : ''}` },
     ],
   };
 }
 
-/** What the ABI says about kv_len, the positions a call of a run-time-length kernel reads. */
-function kvLenDoc(p: CpuAttentionPlan['params']): string {
-  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns 0, or -1 with nothing written for a kv_len outside that range`;
-}
 
 /** What a package's usage snippet prints about an attention kernel. */
 export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {

@@ -2,7 +2,7 @@ import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import { cpuBudgets, variantRegisters } from '../../plan/common.js';
-import { cpuAttentionPlanner, splitPartialsText, TASK_STACK_BUFFER, taskUnitsText } from '../../plan/cpu-attention.js';
+import { cpuAttentionPlanner, kvLenText, splitPartialsText, TASK_STACK_BUFFER, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { CpuVariants } from '../../plan/cpu-matmul.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
@@ -364,6 +364,11 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     qF16: op.q === 'f16',
     oF16: op.o === 'f16',
     split: p.splits > 1,
+    // With a run-time KV length (the $kvlen argument), the positions read and each split's share
+    // of them (ceil(kv_len / splits), $ck) are the call's; else the plan's constants.
+    kvEnd: p.runtimeKvLength ? '(local.get $kvlen)' : `(i32.const ${p.Skv})`,
+    splitKeys: p.runtimeKvLength ? '(local.get $ck)' : `(i32.const ${p.chunkKeys})`,
+    splitsLess1: p.splits - 1,
     lanes: LANES,
     laneList: Array.from({ length: LANES }, (_, l) => ({ l, offset: l * oBytes })),
     vecBytes: VEC_BYTES,
@@ -403,11 +408,21 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
   };
 }
 
-/** What a worker of loadThreaded runs: `<fn>_tasks(workspace, k, kScales, v, vScales, o, taskBegin, taskEnd, slot)` and `<fn>_merge(workspace, o, rowBegin, rowEnd)`. */
-const WORKER_CALLS: readonly WorkerCall[] = [
-  { name: 'tasks', args: 9 },
-  { name: 'merge', args: 4 },
-];
+/**
+ * What a worker of loadThreaded runs: `<fn>_tasks(workspace, k, kScales, v, vScales, o, taskBegin,
+ * taskEnd, slot[, kvLen])` (kvLen with a run-time KV length) and `<fn>_merge(workspace, o, rowBegin, rowEnd)`.
+ */
+function workerCalls(p: CpuAttentionPlan['params']): readonly WorkerCall[] {
+  return [
+    { name: 'tasks', args: p.runtimeKvLength ? 10 : 9 },
+    { name: 'merge', args: 4 },
+  ];
+}
+
+/** What the ABI says about kv_len: the CPU targets' text, and the loader's check before the kernel's. */
+function kvLenDoc(p: CpuAttentionPlan['params']): string {
+  return `${kvLenText(p)} (the loader throws a RangeError first)`;
+}
 
 /** kernel.wat (and kernel.shared.wat), the loader and its types, and the harness of a CPU attention plan. */
 export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext): RenderedKernel {
@@ -419,7 +434,8 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     'kernel.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, false)),
     'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
   };
-  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...dispatchView(WORKER_CALLS) };
+  const kvLen = { runtimeKvLength: p.runtimeKvLength, kvLenMin: p.kvLenMin, Skv: p.Skv, Sq: p.Sq, causal: p.causal };
+  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p)) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
@@ -430,7 +446,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     binaries: () => assembleKernel(rendered),
     mainFile: 'kernel.wat',
     harnessFiles: {
-      'harness.mjs': templates.render('attention/harness.mjs', { fn, exitJson: JSON.stringify(HARNESS_EXIT), layoutJson: JSON.stringify(layout), tasks: p.tasks, outRows: p.outRows, slots: WASM_ATTENTION_SLOTS, pageBytes: PAGE_BYTES, maxPages: MEMORY_MAX_PAGES }),
+      'harness.mjs': templates.render('attention/harness.mjs', { fn, exitJson: JSON.stringify(HARNESS_EXIT), layoutJson: JSON.stringify(layout), tasks: p.tasks, outRows: p.outRows, slots: WASM_ATTENTION_SLOTS, pageBytes: PAGE_BYTES, maxPages: MEMORY_MAX_PAGES, ...kvLen }),
     },
     templateHash: templates.hash,
     workspaceBytes: ws.bytes,
@@ -444,11 +460,13 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `${p.qInt8 ? `quantizes Q to int8 codes (a scale per ${p.qGroup} values)` : 'converts and scales Q'} once per call; ${ptrs}` },
       {
         symbol: `${fn}_tasks`,
-        signature: '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
-        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}`,
+        signature: p.runtimeKvLength ? '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot, kv_len: i32) -> i32' : '(workspace, k, k_scales, v, v_scales, o, task_begin, task_end, slot: i32) -> ()',
+        doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}`,
       },
       { symbol: `${fn}_merge`, signature: '(workspace, o, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp (nothing to do with one split); ${ptrs}` },
-      { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },
+      p.runtimeKvLength
+        ? { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace, kv_len: i32) -> i32', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}; ${kvLenDoc(p)}` }
+        : { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },
     ],
   };
   return rendered;
@@ -465,6 +483,8 @@ export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
     oArray: op.o === 'f16' ? 'Uint16Array' : 'Float32Array',
     qoCount: p.B * p.Hq * p.Sq * p.D,
     hasScales: p.scalesPerRow > 0,
+    runtimeKvLength: p.runtimeKvLength,
+    kvLenMin: p.kvLenMin,
     kvText: `${KV_FORMAT_NAMES[p.kvFormat]}, ${kvRowsText(plan.op, plan.shape)}`,
   };
 }

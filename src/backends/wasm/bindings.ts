@@ -114,6 +114,11 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
   const tasksParams = [ptr('workspace'), ...kv, ptr('o'), ptr('taskBegin'), ptr('taskEnd')];
   const mergeParams = ['workspace', 'o', 'rowBegin', 'rowEnd'].map(ptr);
   const runParams = [ptr('q'), ...kv, ptr('o'), ptr('workspace')];
+  // A run-time KV length: tasks and run take kvLen last (after the slot of Kernel.tasks).
+  const kvLen = p.runtimeKvLength ? [ptr('kvLen')] : [];
+  const kvLenDoc = p.runtimeKvLength
+    ? ` kvLen: the positions of the cache read (the first kvLen of each head's ${p.Skv}), kvLenRange.min..kvLenRange.max${p.causal ? ', the last query seeing the last of them' : ''}; any other value throws a RangeError and computes nothing.`
+    : '';
   const docOf = (name: string): string | undefined => {
     if (name === 'workspace') return `Q as scaled f32, the split partials, then ${opts.slots} scratch slots (one per thread running tasks).`;
     const t = tensors[name];
@@ -134,6 +139,9 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
     constant('tasks', String(p.tasks), `Tasks of a call: ${taskUnitsText(p)}.`);
     constant('outRows', String(p.outRows), 'Output rows (B x Hq x Sq) the merge writes.');
     constant('slots', String(opts.slots), 'Threads that may run tasks at once (scratch slots in the workspace).');
+    if (p.runtimeKvLength) {
+      constant('kvLenRange', `{ readonly min: ${p.kvLenMin}; readonly max: ${p.Skv} }`, `The kvLen a call may pass: at least ${p.kvLenMin}${p.causal ? ' (Sq: every query sees a key)' : ''}, at most ${p.Skv} (the cache's capacity, the Skv emitted).`);
+    }
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -144,9 +152,9 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       ],
       methods: [
         { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'void', docs: ['Converts and scales Q once per call.'] },
-        { name: 'tasks', parameters: [...tasksParams, ptr('slot')], returnType: 'void', docs: ['Tasks [taskBegin, taskEnd) in scratch slot `slot`; disjoint ranges may run at once in different slots.'] },
+        { name: 'tasks', parameters: [...tasksParams, ptr('slot'), ...kvLen], returnType: 'void', docs: [`Tasks [taskBegin, taskEnd) in scratch slot \`slot\`; disjoint ranges may run at once in different slots.${kvLenDoc}`] },
         { name: 'merge', parameters: mergeParams, returnType: 'void', docs: ['Output rows [rowBegin, rowEnd), after every task: the split partials merged by log-sum-exp.'] },
-        { name: 'run', parameters: runParams, returnType: 'void', docs: ['prepare + every task + merge, on this thread.'] },
+        { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'void', docs: [`prepare + every task + merge, on this thread.${kvLenDoc}`] },
       ],
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<Kernel>', docs: ['Instantiates the module over `memory` (kernel.shared.wasm for a shared memory).'] });
@@ -157,9 +165,9 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       properties: threadedProperties("'simd128'"),
       methods: [
         { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'Promise<void>', docs: ['Queued behind the calls before it, as tasks, merge and run are.'] },
-        { name: 'tasks', parameters: tasksParams, returnType: 'Promise<void>', docs: ['Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.'] },
+        { name: 'tasks', parameters: [...tasksParams, ...kvLen], returnType: 'Promise<void>', docs: [`Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.${kvLenDoc.replace('throws', 'rejects with')}`] },
         { name: 'merge', parameters: mergeParams, returnType: 'Promise<void>' },
-        { name: 'run', parameters: runParams, returnType: 'Promise<void>' },
+        { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'Promise<void>', ...(kvLenDoc ? { docs: [kvLenDoc.replace('throws', 'rejects with').trim()] } : {}) },
         { name: 'close', returnType: 'void', docs: ['Ends the workers; a call made or still queued after it rejects without computing.'] },
       ],
     });

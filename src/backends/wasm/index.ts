@@ -62,7 +62,7 @@ export const wasmTarget: Target = {
   planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: wasmAttentionPlanner(WASM_VARIANTS) },
   fingerprint: (device) => wasmFingerprint(device),
   backend: {
-    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], addressableBytes: MEMORY_MAX_PAGES * PAGE_BYTES },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], runtimeKvLength: true, addressableBytes: MEMORY_MAX_PAGES * PAGE_BYTES },
     renderers: { 'cpu-matmul': renderWasmMatmul, 'cpu-attention': renderWasmAttention },
     // Attention's harness splits tasks over threads (workers on a shared memory); matmul's runs one.
     runnerFor: (plan) => wasmRunner('auto', plan.family === 'cpu-attention' ? { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS } : { kind: 'rows' }),
