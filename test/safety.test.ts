@@ -1,4 +1,5 @@
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -16,6 +17,7 @@ import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { jsonDepth, parseJsonInput } from '../src/io/json-input.js';
 import { pathText, quoted } from '../src/io/message-text.js';
 import { ensureDirectory, writeOutputDirectory, writeOutputFile } from '../src/io/output.js';
+import { makeTempDir, sweepOrphanTempDirs } from '../src/io/temp-dirs.js';
 import { Rng } from '../src/numeric/random.js';
 import { commentText } from '../src/render/comment-text.js';
 import { hasTool, snapshot } from './helpers.js';
@@ -616,5 +618,36 @@ describe('safe output, as a library', () => {
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([join(dir, 'a'), join(dir, 'a', 'b')]);
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([]);
     expect(() => ensureDirectory('/proc/kgen-test/a/b', '--out')).toThrow(KgenError);
+  });
+});
+
+describe('temporary directories of killed kgen processes', () => {
+  it('are swept when their process is gone and they are old; a live or young one, or one of another name, is left', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-sweep-test-'));
+    // A pid that surely ran and ended: a child that has exited.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    const old = (Date.now() - 3_600_000) / 1000;
+    const make = (name: string, age: 'old' | 'new') => {
+      mkdirSync(join(dir, name));
+      writeFileSync(join(dir, name, 'k.bin'), new Uint8Array(16));
+      if (age === 'old') utimesSync(join(dir, name), old, old);
+    };
+    make(`kgen-run-${dead}-AbC123`, 'old');
+    make(`kgen-cuda-gpu-run-${dead}-xyz789`, 'old');
+    make(`kgen-run-${dead}-young1`, 'new');
+    make(`kgen-run-${process.ppid}-alive1`, 'old');
+    make(`kgen-run-${process.pid}-mine12`, 'old');
+    make('kgen-run-noPid1', 'old');
+    make(`other-${dead}-AbC123`, 'old');
+    expect(sweepOrphanTempDirs({ dir })).toBe(2);
+    expect(readdirSync(dir).sort()).toEqual([`kgen-run-${dead}-young1`, `kgen-run-${process.pid}-mine12`, `kgen-run-${process.ppid}-alive1`, 'kgen-run-noPid1', `other-${dead}-AbC123`].sort());
+    // kgen's own temporary directories carry the pid.
+    const made = makeTempDir('kgen-run-');
+    try {
+      expect(made).toMatch(new RegExp(`kgen-run-${process.pid}-[A-Za-z0-9]{6}$`));
+    } finally {
+      rmSync(made, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,5 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { makeTempDir } from '../io/temp-dirs.js';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
@@ -55,7 +55,7 @@ export interface CachedBuildOptions {
  * A failed compile is a `compile_error` with the compiler's text, never an exception.
  */
 export async function cachedBuild(o: CachedBuildOptions): Promise<KernelBuild> {
-  const dir = o.cacheDir ? join(o.cacheDir, o.id) : mkdtempSync(join(tmpdir(), o.tempPrefix));
+  const dir = o.cacheDir ? join(o.cacheDir, o.id) : makeTempDir(o.tempPrefix);
   const dispose = () => {
     if (!o.cacheDir) rmSync(dir, { recursive: true, force: true });
   };
@@ -124,7 +124,7 @@ export interface HarnessRunOptions {
  */
 export async function runHarness(o: HarnessRunOptions): Promise<KernelExecution> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS;
-  const dataDir = mkdtempSync(join(tmpdir(), o.tempPrefix));
+  const dataDir = makeTempDir(o.tempPrefix);
   try {
     for (const [name, bytes] of Object.entries(o.inputs)) writeFileSync(join(dataDir, name), bytes);
     const t1 = performance.now();

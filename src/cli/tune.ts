@@ -24,6 +24,7 @@ import { checkRunFits } from '../api/run-memory.js';
 import { parseJsonInput } from '../io/json-input.js';
 import { quoted } from '../io/message-text.js';
 import { ensureDirectory, removeCreated } from '../io/output.js';
+import { sweepOrphanTempDirs } from '../io/temp-dirs.js';
 import { MAX_TIMED_THREADS } from '../backends/harness.js';
 import { addDbFlag, missingShapeError, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
 import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
@@ -239,6 +240,9 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
     throw e;
   }
   started();
+  // A tune killed outright (SIGKILL, out of memory) leaves its builds and input files behind.
+  const swept = sweepOrphanTempDirs();
+  if (swept && !flags.json) process.stderr.write(`kgen tune: removed ${swept} temporary director${swept === 1 ? 'y' : 'ies'} left by kgen processes that no longer run\n`);
   const shown = configViewer(device, target);
   const progress = makeProgress(Boolean(flags.json), shown);
   let summary: TuneSummary;

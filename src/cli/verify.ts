@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
-import type { AttentionShape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
-import { checkedKvLengths } from '../ops/attention.js';
+import { opKit } from '../ops/index.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, printJson, toRequest, withRecords } from './common.js';
 import { parseSeed } from './flags.js';
@@ -37,7 +36,7 @@ Examples:
     const r = await withRecords(flags, (records) => verify({ ...request, records, seed, sanitize: flags.sanitize, werror: flags.werror }));
     for (const note of r.notes) process.stderr.write(`kgen: ${note}\n`);
     // A run-time-length attention kernel is checked at several KV lengths: say which.
-    const kvLengths = r.plan.op.kind === 'attention' && r.plan.op.kvLength === 'runtime' ? checkedKvLengths(r.plan.op, r.plan.shape as AttentionShape) : undefined;
+    const kvLengths = opKit(r.plan.op.kind).checkedKvLengths(r.plan.op, r.plan.shape);
     const what = `${r.plan.op.name} ${r.plan.target}/${String(r.plan.config.isa ?? r.plan.variant)} ${formatShape(r.plan.shape)}${kvLengths ? ` at kv_len ${kvLengths.join(', ')}` : ''}`;
     if (flags.json) {
       printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, configSource: r.configSource, ...(kvLengths ? { kvLengths } : {}), comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });

@@ -1,5 +1,4 @@
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { TrialStatus } from '../backends/types.js';
@@ -7,6 +6,7 @@ import { KgenError } from '../errors.js';
 import { canonicalHash, canonicalJson } from '../hash.js';
 import { checkPathText, ensureDirectory, fsError } from '../io/output.js';
 import { oneLine, pathText } from '../io/message-text.js';
+import { makeTempDir } from '../io/temp-dirs.js';
 import { packagePath } from '../package-files.js';
 import { contendingTrials } from './current.js';
 import type { DbFileKind } from './file-kind.js';
@@ -261,7 +261,7 @@ function isReadonlyDirectory(e: unknown): boolean {
  * directory, removed again on close. Only for reading: nothing is ever written back.
  */
 function openReadonlyCopy(path: string, shown: string, field: string): TuningDb {
-  const dir = mkdtempSync(join(tmpdir(), 'kgen-db-read-'));
+  const dir = makeTempDir('kgen-db-read-');
   const remove = () => rmSync(dir, { recursive: true, force: true });
   const copy = join(dir, 'tuning.db');
   try {

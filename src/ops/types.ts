@@ -72,4 +72,6 @@ export interface OpKit<O extends Op, S extends Shape> {
   kvCache(op: O): KvCacheFormat | undefined;
   /** Whether the op's KV length is a run-time argument (attention's kvLength 'runtime'; a backend's `capabilities.runtimeKvLength`). */
   runtimeKvLength(op: O): boolean;
+  /** The KV lengths verify checks a run-time-length kernel at (the first is the one timed); undefined for any other op. */
+  checkedKvLengths(op: O, shape: S): number[] | undefined;
 }

@@ -1,5 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
+import { makeTempDir } from '../../io/temp-dirs.js';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { nvccVersion, requireTool } from '../tools.js';
@@ -78,7 +78,7 @@ async function nvccRelease(nvcc: string): Promise<string> {
 export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Promise<PtxasResult> {
   const nvcc = opts.nvcc ?? 'nvcc';
   await requireTool(nvcc, 'install the CUDA toolkit (nvcc), or skip the resource check');
-  const dir = mkdtempSync(join(tmpdir(), 'kgen-ptxas-'));
+  const dir = makeTempDir('kgen-ptxas-');
   try {
     writeFileSync(join(dir, 'kernel.cu'), kernel.files['kernel.cu']!);
     writeFileSync(join(dir, 'kernel.h'), kernel.files['kernel.h']!);

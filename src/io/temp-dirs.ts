@@ -1,0 +1,62 @@
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * kgen's temporary directories (builds, a run's input files, a copy of a database being read).
+ * Each is named `<prefix><pid>-XXXXXX` in the OS temp folder: the process that made it removes it,
+ * and where that process was killed (SIGKILL, a crash, a machine out of memory) a later kgen can
+ * tell from the pid that nobody will. A run's inputs can be a KV cache of hundreds of MB.
+ */
+
+/** The names `makeTempDir` gives: `kgen-` and more words, the pid, mkdtemp's six characters. */
+const TEMP_NAME = /^kgen-(?:[a-z0-9]+-)+?(\d+)-[A-Za-z0-9]{6}$/;
+
+/** A new temporary directory `<prefix><pid>-XXXXXX`; `prefix` starts with `kgen-` and ends with `-`. */
+export function makeTempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`));
+}
+
+/** Whether a process with this pid exists (EPERM: it does, another user's). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes kgen temporary directories whose process is gone and that were last changed more than
+ * `minAgeMs` ago (the age guards against a pid seen from another pid namespace sharing the temp
+ * folder). Anything it cannot read or remove is left alone. Returns how many it removed.
+ */
+export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now?: number } = {}): number {
+  const dir = opts.dir ?? tmpdir();
+  const minAgeMs = opts.minAgeMs ?? 10 * 60_000;
+  const now = opts.now ?? Date.now();
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    const path = join(dir, name);
+    try {
+      const st = statSync(path);
+      if (!st.isDirectory() || now - st.mtimeMs < minAgeMs) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // Another user's, or removed meanwhile: not ours to report.
+    }
+  }
+  return removed;
+}
