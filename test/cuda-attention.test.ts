@@ -7,11 +7,10 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
-import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
 import type { PlanOf } from '../src/plan/types.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, buildRunKitOnShim, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, buildRunKitOnShim, cudaAttentionPtxasFailures, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
 
 /**
  * CUDA attention kernels (split-KV decode with its merge, flash prefill) through the CPU shim
@@ -260,28 +259,8 @@ describe.skipIf(noNvcc !== undefined)('nvcc -cubin: attention kernels for sm_80 
   ]);
 
   it(`the default configs compile warning-free, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
-    const failures: string[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < cases.length) {
-        const c = cases[next++]!;
-        const label = `${c.device} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`;
-        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config });
-        const params = (e.plan as PlanOf<'cuda-attention'>).params;
-        const r = await ptxasCheck(e.rendered, { arch: params.arch, werror: true });
-        if (r.status !== 'ok') {
-          failures.push(`${label}: ${r.detail.slice(0, 400)}`);
-          continue;
-        }
-        const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
-        if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
-        else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
-        expect(r.entries.length, label).toBe(e.plan.launch.secondPass ? 2 : 1);
-        for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
-      }
-    };
-    await Promise.all([worker(), worker()]);
-    expect(failures).toEqual([]);
+    const kernels = cases.map((c) => ({ label: `${c.device} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`, emit: () => emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device, config: c.config }) }));
+    expect(await cudaAttentionPtxasFailures(kernels)).toEqual([]);
   }, 300_000);
 });
 

@@ -28,6 +28,7 @@ const CASES = [
   { file: 'cuda/matmul_q35_tiled_mma_rtx4090.cu', req: { target: 'cuda', op: 'matmul_q35', shape: 'M=64,N=128,K=256', device: 'rtx4090' }, variant: 'tiled_mma' },
   { file: 'cuda/attention_q8kv_splitk_decode_rtx4090.cu', req: { target: 'cuda', op: 'attention_q8kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
   { file: 'cuda/attention_q4_0kv_splitk_decode_rtx4090.cu', req: { target: 'cuda', op: 'attention_q4_0kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
+  { file: 'cuda/attention_q8_0kv_kvlen_splitk_decode_rtx4090.cu', req: { target: 'cuda', ir: { kind: 'attention', name: 'attention_q8_0kv_kvlen', q: 'f16', kvCache: 'q8_0', o: 'f16', causal: true, kvLength: 'runtime' }, shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
   { file: 'cuda/attention_f16_flash_prefill_mma_rtx4090.cu', req: { target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', device: 'rtx4090' }, variant: 'flash_prefill_mma' },
   { file: 'cuda/ffn_gate_tiled_simt_t4.cu', req: { target: 'cuda', ir: { ...FFN_GATE, weight: { format: 'q4_0' } }, shape: 'M=16,N=64,K=128', device: 't4' }, variant: 'tiled_simt' },
 ];

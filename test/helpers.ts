@@ -7,6 +7,7 @@ import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { swiftShaderIcd } from '../src/device/index.js';
 import type { EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
+import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 
@@ -179,4 +180,33 @@ export function buildRunKitOnShim(dir: string): string {
   const bin = join(dir, 'kgen_run_shim');
   execFileSync('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(dir, 'kernel.cu'), join(dir, 'kgen_run.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { stdio: 'pipe' });
   return bin;
+}
+
+/**
+ * Compiles CUDA attention kernels with `nvcc -cubin -Xptxas -v` (warnings as errors), two at a time,
+ * and returns what is wrong: a compile error, the plan's kernel missing or using other static shared
+ * memory than planned, an entry count other than the plan's launches, or any entry that spills.
+ */
+export async function cudaAttentionPtxasFailures(kernels: readonly { label: string; emit: () => EmitResult }[]): Promise<string[]> {
+  const failures: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < kernels.length) {
+      const { label, emit } = kernels[next++]!;
+      const e = emit();
+      const params = e.plan.params as { arch: string; smemStatic: number };
+      const r = await ptxasCheck(e.rendered, { arch: params.arch, werror: true });
+      if (r.status !== 'ok') {
+        failures.push(`${label}: ${r.detail.slice(0, 400)}`);
+        continue;
+      }
+      const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
+      if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
+      else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
+      if (r.entries.length !== (e.plan.launch.secondPass ? 2 : 1)) failures.push(`${label}: ${r.entries.length} entries`);
+      for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  return failures;
 }

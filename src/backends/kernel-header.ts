@@ -31,7 +31,8 @@ export function attentionHeaderView(plan: Plan, ctx: RenderContext) {
   const { Sq, Skv, D } = plan.shape as AttentionShape;
   return {
     // The softmax's scale and mask, stated where a caller reads the call (also in the manifest).
-    softmaxText: `scale = ${softmaxScale(op, D)}${op.scale === undefined ? ' (1/sqrt(D))' : ''}${op.causal ? `; causal: query row i sees keys 0 .. i + ${Skv - Sq} (the last query row the last key)` : '; not causal'}`,
+    // A run-time KV length aligns the last query row with the last of the kv_len keys read.
+    softmaxText: `scale = ${softmaxScale(op, D)}${op.scale === undefined ? ' (1/sqrt(D))' : ''}${op.causal ? `; causal: query row i sees keys 0 .. i + ${op.kvLength === 'runtime' ? `kv_len - ${Sq}` : Skv - Sq} (the last query row the last key)` : '; not causal'}`,
     version: ctx.version,
     irHash: ctx.irHash,
     command: ctx.command,

@@ -1,4 +1,4 @@
-import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
+import { kvLengthRange, kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
@@ -36,6 +36,12 @@ type RingParams = Dims & KvRowParams & {
   arch: string;
   group: number;
   causal: boolean;
+  /**
+   * The kernels take kv_len, the positions a call reads (the first kv_len of each head's Skv), from
+   * kvLenMin to Skv (op.kvLength 'runtime'); the grid stays sized for Skv.
+   */
+  runtimeKvLength: boolean;
+  kvLenMin: number;
   /** scale x log2(e): scores are kept in base 2 (exp2f). */
   scaleLog2: number;
   /** Bytes of one ggml block (its f16 scale and codes; 0 for f16 and q8). */
@@ -95,7 +101,11 @@ type PrefillParams = { br: number; bc: number; qTiles: number };
 export type CudaAttentionParams =
   | (RingParams & SimtParams & {
       kernel: 'splitk_decode';
-      /** Blocks along the KV sequence (the kvSplit knob, fewer when the sequence is short) and keys per split. */
+      /**
+       * Blocks along the KV sequence (the kvSplit knob, fewer when the sequence is short) and keys per
+       * split at Skv; with a run-time length each call's splits share its kv_len keys in whole tiles
+       * (splits past them write a neutral partial: max -inf, sum 0).
+       */
       splits: number;
       splitKeys: number;
       rowGroups: number;
@@ -295,6 +305,8 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     arch: device.gpu!.arch,
     group,
     causal: op.causal,
+    runtimeKvLength: op.kvLength === 'runtime',
+    kvLenMin: kvLengthRange(op, shape).min,
     scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,

@@ -68,6 +68,11 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     causalFlag: op.causal ? 1 : 0,
     scaleLog2Text: `${p.scaleLog2.toPrecision(9)}f`,
     hasWorkspace: merge,
+    // A run-time KV length (op.kvLength 'runtime'): the device functions take kvLen and bound their
+    // keys by it where a fixed-length kernel has KG_SKV; the launcher takes kv_len (int64_t).
+    kvLenParam: p.runtimeKvLength ? ', int kvLen' : '',
+    kvLenArg: p.runtimeKvLength ? ', kvLen' : '',
+    kvEnd: p.runtimeKvLength ? 'kvLen' : 'KG_SKV',
     workspaceBytes: plan.launch.workspaceBytes ?? 0,
     dynamicBytes: p.dynamicShared ? p.smemBytes : 0,
     qCType: op.q === 'f16' ? 'uint16_t' : 'float',
@@ -75,7 +80,7 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     qDevType: op.q === 'f16' ? '__half' : 'float',
     oDevType: op.o === 'f16' ? '__half' : 'float',
     outputIsF16: op.o === 'f16',
-    inputFiles: ['q.bin', 'k.bin', 'v.bin', ...(q8 ? ['k_scales.bin', 'v_scales.bin'] : [])].join(', '),
+    inputFiles: ['q.bin', 'k.bin', 'v.bin', ...(q8 ? ['k_scales.bin', 'v_scales.bin'] : []), ...(p.runtimeKvLength ? ['kv_len.bin'] : [])].join(', '),
     qBytes: p.B * p.Hq * p.Sq * p.D * qElem,
     kvBytes,
     kvScaleBytes,
@@ -84,6 +89,11 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     outElemBytes: oElem,
     copyBytes: vOffset + kvBytes,
   };
+}
+
+/** What the ABI says about kv_len, the positions a call of a run-time-length kernel reads. */
+function kvLenDoc(p: CudaAttentionPlan['params']): string {
+  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns cudaErrorInvalidValue, launching nothing, for a kv_len outside that range`;
 }
 
 /** kernel.cu (the kernels and their launcher), kernel.h and the run kit of a CUDA attention plan. */
@@ -103,8 +113,8 @@ export function renderCudaAttention(plan: CudaAttentionPlan, ctx: RenderContext)
     abi: [
       {
         symbol: fn,
-        signature: `cudaError_t ${fn}(const ${v.qCType} *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, ${v.oCType} *o, void *workspace, cudaStream_t stream)`,
-        doc: `enqueues O = attention(Q, K, V) on stream (device pointers; k, v${v.hasWorkspace ? ' and workspace' : ''} 16-byte aligned): ${launches}; ${v.hasWorkspace ? `workspace: ${v.workspaceBytes} bytes` : 'workspace unused'}${v.kvScaleBytes ? '' : '; k_scales, v_scales unused'}`,
+        signature: `cudaError_t ${fn}(const ${v.qCType} *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, ${v.oCType} *o, void *workspace, ${plan.params.runtimeKvLength ? 'int64_t kv_len, ' : ''}cudaStream_t stream)`,
+        doc: `enqueues O = attention(Q, K, V) on stream (device pointers; k, v${v.hasWorkspace ? ' and workspace' : ''} 16-byte aligned): ${launches}; ${v.hasWorkspace ? `workspace: ${v.workspaceBytes} bytes` : 'workspace unused'}${v.kvScaleBytes ? '' : '; k_scales, v_scales unused'}${plan.params.runtimeKvLength ? `; ${kvLenDoc(plan.params)}` : ''}`,
       },
     ],
   };

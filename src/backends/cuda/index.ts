@@ -25,7 +25,7 @@ export const cudaTarget: Target = {
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
   backend: {
     // KV caches: one partial each in templates/cuda/attention/kv/.
-    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'] },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], runtimeKvLength: true },
     renderers: { 'cuda-matmul': renderCudaMatmul, 'cuda-attention': renderCudaAttention },
     // The GPU when one can run the plan's code (nvcc, the driver API, CUDA-event timing), else the
     // CPU shim, which says so in its name; the same rule whether or not real times are wanted.

@@ -1,4 +1,4 @@
-import { kvCacheDims } from '../../ir/attention.js';
+import { kvCacheDims, kvLengthRange } from '../../ir/attention.js';
 import { formatShape } from '../../ir/validate.js';
 import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
@@ -46,6 +46,9 @@ function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: ob
       kvOrder: kv.order,
       hasScales: op.kvCache === 'q8',
       hasWorkspace: (first.plan.launch.workspaceBytes ?? 0) > 0,
+      // A run-time KV length: the wrapper passes kv_len on (the launcher refuses one out of range).
+      runtimeKvLength: op.kvLength === 'runtime',
+      kvLenMin: kvLengthRange(op, shape).min,
     },
   };
 }
