@@ -7,17 +7,13 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { runnerFor } from '../src/backends/registry.js';
+import { targetFor, targetNames } from '../src/backends/registry.js';
 import { KgenError } from '../src/errors.js';
 import { opHash } from '../src/ir/validate.js';
 import { attentionIr } from '../src/ir/attention.js';
-import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { checkedKvLengths } from '../src/ops/attention.js';
-import { opKit } from '../src/ops/index.js';
-import { referenceAttention } from '../src/reference/attention.js';
-import { compareOutputs, withinTolerance } from '../src/reference/compare.js';
-import { fromDtype } from '../src/ops/tensors.js';
 import { cToolsSkipReason, expectMatchesReference, skipReason } from './helpers.js';
+import { expectPoisonNeverRead } from './kvlen-helpers.js';
 
 /**
  * Attention with a run-time KV length (op.kvLength 'runtime') on the C target: Skv is the cache's
@@ -50,20 +46,26 @@ describe('attention with a run-time KV length: the IR and the targets that take 
     expect(checkedKvLengths({ ...op, kvLength: undefined }, { B: 1, Hq: 8, Hkv: 2, Sq: 5, Skv: 300, D: 64 })).toEqual([300]);
   });
 
-  it('targets without it refuse the op by its field, naming the targets that take it', () => {
-    for (const target of ['wgsl']) {
-      let err: unknown;
-      try {
-        emit({ target, ir: ir('q8', true), shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=256,D=64' });
-      } catch (e) {
-        err = e;
-      }
-      expect(err, target).toBeInstanceOf(KgenError);
-      const k = err as KgenError;
-      expect(k.field).toBe('--ir kvLength');
-      expect(k.message).toMatch(/take no run-time KV length yet/);
-      expect(k.message).toMatch(/--target c/);
+  it('every target takes it and states the range in its manifest; a backend without the capability refuses the op by its field, naming the targets that take it', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=256,D=64';
+    for (const target of targetNames()) expect(emit({ target, ir: ir('q8', true), shape }).manifest.kvLength, target).toEqual({ min: 1, max: 256 });
+    // The refusal, for a backend that declares no run-time length (a target added later): WGSL's with it off.
+    const caps = targetFor('wgsl').backend!.capabilities as { runtimeKvLength?: boolean };
+    caps.runtimeKvLength = false;
+    let err: unknown;
+    try {
+      emit({ target: 'wgsl', ir: ir('q8', true), shape });
+    } catch (e) {
+      err = e;
+    } finally {
+      caps.runtimeKvLength = true;
     }
+    expect(err).toBeInstanceOf(KgenError);
+    const k = err as KgenError;
+    expect(k.field).toBe('--ir kvLength');
+    expect(k.message).toMatch(/take no run-time KV length yet/);
+    expect(k.message).toMatch(/--target c or cuda or wasm/);
+    expect(emit({ target: 'wgsl', ir: ir('q8', true), shape }).manifest.kvLength).toEqual({ min: 1, max: 256 });
   });
 
   it('the C header and ABI: _tasks and the whole op take kv_len and return int; the range is stated', () => {
@@ -120,47 +122,7 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('C attention with a run-time 
     for (const [format, shapeText, extra, config, length] of cases) {
       const label = `${format} ${shapeText} ${JSON.stringify(extra)} ${JSON.stringify(config)} kv_len ${length}`;
       const { plan, rendered } = emit({ target: 'c', ir: ir(format, true, extra), shape: shapeText, isa: native, device: DEVICES[native], config });
-      const op = plan.op as AttentionOp;
-      const shape = plan.shape as AttentionShape;
-      const data = opKit('attention').testData(op, shape, 3);
-      // Every row whose position is >= length, in the op's row order, and its scales, to 0xff.
-      const { B, Hkv, Skv } = shape;
-      const positionsHeads = (extra as { kvLayout?: string }).kvLayout === 'positions_heads' || (format !== 'f16' && format !== 'q8' && (extra as { kvLayout?: string }).kvLayout === undefined);
-      const poison = (name: string) => {
-        const bytes = data.inputs[name];
-        if (!bytes) return undefined;
-        const copy = bytes.slice();
-        const rowBytes = bytes.length / (B * Hkv * Skv);
-        for (let b = 0; b < B; b++)
-          for (let h = 0; h < Hkv; h++)
-            for (let j = length; j < Skv; j++) {
-              const row = b * Hkv * Skv + (positionsHeads ? j * Hkv + h : h * Skv + j);
-              copy.fill(0xff, row * rowBytes, (row + 1) * rowBytes);
-            }
-        return copy;
-      };
-      const inputs: Record<string, Uint8Array> = { ...data.inputs, 'kv_len.bin': new Uint8Array(Int32Array.from([length]).buffer) };
-      for (const name of ['k.bin', 'v.bin', 'k_scales.bin', 'v_scales.bin']) {
-        const p = poison(name);
-        if (p) inputs[name] = p;
-      }
-      const reference = referenceAttention(op, shape, {
-        q: fromDtype(data.inputs['q.bin']!, op.q) as unknown as Float32Array,
-        k: { data: data.inputs['k.bin']!, scales: data.inputs['k_scales.bin'] },
-        v: { data: data.inputs['v.bin']!, scales: data.inputs['v_scales.bin'] },
-      }, length);
-      const runner = runnerFor(plan);
-      const build = await runner.build(plan, rendered, { werror: true });
-      if (build.status !== 'ok') throw new Error(build.detail);
-      try {
-        const run = await runner.execute(build, inputs);
-        if (run.status !== 'ok') throw new Error(`${label}: ${run.detail}`);
-        const comparison = compareOutputs(fromDtype(run.output, op.o), reference);
-        expect(comparison.nonFinite, label).toBe(0);
-        expect(withinTolerance(comparison, plan.tolerance), `${label}: NMSE ${comparison.nmse}`).toBe(true);
-      } finally {
-        build.dispose();
-      }
+      await expectPoisonNeverRead(plan, rendered, length, label, { seed: 3, build: { werror: true } });
     }
   });
 

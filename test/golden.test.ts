@@ -24,6 +24,7 @@ const CASES = [
   { file: 'c/attention_q8kv_neon_flash.c', req: { target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=32,Hkv=8,Sq=64,Skv=512,D=128', isa: 'neon', device: 'apple-m2' }, variant: 'flash' },
   { file: 'c/attention_q8_0kv_kvlen_avx2_split.c', req: { target: 'c', ir: { kind: 'attention', name: 'attention_q8_0kv_kvlen', q: 'f16', kvCache: 'q8_0', o: 'f16', causal: true, kvLength: 'runtime' }, shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', isa: 'avx2', device: 'epyc-7763' }, variant: 'split_kv' },
   { file: 'c/attention_f16_avx2_flash.c', req: { target: 'c', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', isa: 'avx2', device: 'epyc-7763' }, variant: 'flash' },
+  { file: 'wgsl/attention_q8_0kv_kvlen_splitk_decode_webgpu.wgsl', req: { target: 'wgsl', ir: { kind: 'attention', name: 'attention_q8_0kv_kvlen', q: 'f16', kvCache: 'q8_0', o: 'f16', causal: true, kvLength: 'runtime' }, shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'webgpu' }, variant: 'splitk_decode' },
   { file: 'cuda/matmul_q4_gemv_rtx4090.cu', req: { target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=64,K=256', device: 'rtx4090' }, variant: 'gemv' },
   { file: 'cuda/matmul_q35_tiled_mma_rtx4090.cu', req: { target: 'cuda', op: 'matmul_q35', shape: 'M=64,N=128,K=256', device: 'rtx4090' }, variant: 'tiled_mma' },
   { file: 'cuda/attention_q8kv_splitk_decode_rtx4090.cu', req: { target: 'cuda', op: 'attention_q8kv', shape: 'B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128', device: 'rtx4090' }, variant: 'splitk_decode' },
@@ -34,7 +35,7 @@ const CASES = [
 ];
 
 /** The source file each target's golden holds (its header and manifest follow from the plan). */
-const SOURCE: Record<string, string> = { c: 'kernel.c', cuda: 'kernel.cu' };
+const SOURCE: Record<string, string> = { c: 'kernel.c', cuda: 'kernel.cu', wgsl: 'kernel.wgsl' };
 
 describe('golden kernels', () => {
   for (const c of CASES) {

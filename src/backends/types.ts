@@ -115,11 +115,18 @@ export interface BindingInterface {
   /** Workgroups per dimension: as formulas of the shape's dimensions, and as bound for this shape. */
   dispatch: { expr: [string, string, string]; grid: [number, number, number] };
   /**
-   * Storage bindings of group 0, in binding order. `tensor` names the manifest tensor it holds
-   * (`w` may span several bindings: bytes [offset, offset + bytes) of the packed weights, padded with
-   * zeros past their end); `bytes` is the binding's size.
+   * Bindings of group 0, in binding order: storage buffers, and a run-time-length kernel's uniform
+   * kv_len (`kvLength`). `tensor` names the manifest tensor it holds (`w` may span several bindings:
+   * bytes [offset, offset + bytes) of the packed weights, padded with zeros past their end); `bytes`
+   * is the binding's size.
    */
-  bindings: { binding: number; name: string; tensor: string; access: 'read' | 'read_write'; offset: number; bytes: number }[];
+  bindings: { binding: number; name: string; tensor: string; access: 'read' | 'read_write' | 'uniform'; offset: number; bytes: number }[];
+  /**
+   * A kernel that takes its KV length at run time (attention, op.kvLength 'runtime'): the lengths a
+   * call may pass, kv_len in [min, max] (max: Skv, the cache's capacity), and the uniform binding
+   * (tensor `kv_len`) that holds the call's kv_len as one u32; the loader owns and writes it.
+   */
+  kvLength?: { min: number; max: number; binding: number };
   /**
    * Every dispatch of one call, in order, on the same bind group layout numbering (`entry`,
    * `workgroupSize` and `dispatch` above are the first's): matmul has one; split-KV decode

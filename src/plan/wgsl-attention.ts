@@ -1,4 +1,4 @@
-import { GGML_KV_BLOCK, kvRowFormat, softmaxScale } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLengthRange, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
@@ -30,8 +30,14 @@ type CommonParams = Dims & KvRowParams & {
   causal: boolean;
   /** scale x log2(e): scores are kept in base 2 (exp2). */
   scaleLog2: number;
-  /** Skv - Sq: query i sees keys j <= i + causalOffset. */
+  /** Skv - Sq: query i sees keys j <= i + causalOffset (with a run-time length kv_len - Sq). */
   causalOffset: number;
+  /**
+   * The kernel takes kv_len, the positions a call reads (the first kv_len of each head's Skv, the
+   * capacity), from kvLenMin to Skv, in a uniform buffer (op.kvLength 'runtime').
+   */
+  runtimeKvLength: boolean;
+  kvLenMin: number;
   /** Bytes of one ggml block (34 for q8_0, 18 for q4_0; 0 otherwise) and the values in half a q4_0 block. */
   blockBytes: number;
   halfBlock: number;
@@ -60,7 +66,11 @@ export type WgslAttentionParams =
       kernel: 'splitk_decode';
       kvSplit: number;
       kvBlock: number;
-      /** Workgroups along the KV sequence and keys per split (a multiple of kvBlock). */
+      /**
+       * Workgroups along the KV sequence and keys per split (a multiple of kvBlock) at Skv; with a
+       * run-time length each call's splits take ceil(kv_len / splits) keys rounded up to kvBlock,
+       * and workgroups past kv_len write a neutral partial.
+       */
       splits: number;
       splitKeys: number;
       /** Query rows of one KV head (group x Sq) and the workgroups they are spread over along y. */
@@ -132,6 +142,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const group = Hq / Hkv;
   const decode = Sq <= SPLITK_MAX_SQ;
+  const runtime = op.kvLength === 'runtime';
   const invocations = config.invocations as number;
   const keys = (decode ? config.kvBlock : config.bc) as number;
   const rowSpace = decode ? group * Sq : Sq;
@@ -160,6 +171,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     causal: op.causal,
     scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     causalOffset: Skv - Sq,
+    runtimeKvLength: runtime,
+    kvLenMin: kvLengthRange(op, shape).min,
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,
     kvHeadRows: layout.headRows,
@@ -210,7 +223,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
         secondPass: { what: 'merge the splits by log-sum-exp', grid: mergeGrid, block: [MERGE_INVOCATIONS, 1, 1], gridExpr: ['Hq * Sq', 'B', '1'] },
       },
       loops: [
-        `workgroups ${splits} splits of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
+        `workgroups ${splits} splits of ${runtime ? `ceil(kv_len / ${splits}) keys rounded up to ${kvBlock} (${splitKeys} at kv_len ${Skv}; empty ones write max -1e30, sum 0)` : `${splitKeys} keys`} x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
         `  ${rows} query rows (${group} heads sharing the KV head x Sq=${Sq}); for j0 in split step ${kvBlock}: stage K/V, scores, online softmax (base 2), acc += P.V`,
         '  write (max, sum, acc) per row to the workspace',
         `merge: ${Hq * Sq} x ${B} workgroups, one output row each: O = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M)`,
@@ -233,7 +246,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     launch: { grid, block, gridExpr: [`ceil(Sq / ${br})`, 'Hq', 'B'], workspaceBytes: 0 },
     loops: [
       `workgroups ${qTiles} query tiles of ${br} rows x ${Hq} heads x ${B}`,
-      `  for j0 in [0, ${op.causal ? "the tile's last diagonal key" : String(Skv)}) step ${bc}: stage K/V, scores${op.causal ? " (keys past a row's diagonal masked)" : ''}, online softmax (base 2), acc += P.V`,
+      `  for j0 in [0, ${op.causal ? "the tile's last diagonal key" : runtime ? 'kv_len' : String(Skv)}) step ${bc}: stage K/V, scores${op.causal ? " (keys past a row's diagonal masked)" : ''}, online softmax (base 2), acc += P.V`,
       '  O = acc / sum',
     ],
     params: { ...common, kernel: 'flash_prefill', br, bc, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] },

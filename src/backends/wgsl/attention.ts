@@ -24,10 +24,13 @@ const MASKED_SCORE = '-1.0e30';
 
 type Binding = BindingInterface['bindings'][number];
 
+/** The uniform kv_len of a run-time-length kernel: one u32 (WGSL `KgLen`). */
+const KV_LEN_BYTES = 4;
+
 /**
- * The storage bindings, numbered in order: Q, K, V, the q8 scales of K and V (kgen q8 only), O,
- * and the workspace (decode only). Sizes are whole words (WebGPU binds multiples of 4 bytes; the
- * runner and callers zero-pad).
+ * The bindings, numbered in order: Q, K, V, the q8 scales of K and V (kgen q8 only), O, the
+ * workspace (decode only), storage buffers all, and with a run-time KV length the uniform kv_len.
+ * Sizes are whole words (WebGPU binds multiples of 4 bytes; the runner and callers zero-pad).
  */
 function bindings(plan: WgslAttentionPlan): Binding[] {
   const p = plan.params;
@@ -42,11 +45,13 @@ function bindings(plan: WgslAttentionPlan): Binding[] {
   }
   list.push({ name: 'kg_o', tensor: 'o', access: 'read_write', offset: 0, bytes: p.oBytes });
   if (p.kernel === 'splitk_decode') list.push({ name: 'kg_ws', tensor: 'workspace', access: 'read_write', offset: 0, bytes: p.workspaceBytes });
+  if (p.runtimeKvLength) list.push({ name: 'kg_len', tensor: 'kv_len', access: 'uniform', offset: 0, bytes: KV_LEN_BYTES });
   return list.map((b, binding) => ({ binding, ...b }));
 }
 
 /** WGSL element type of each binding: Q and O of f16 are two values to a word; K, V and scales are bytes read as words. */
 function elementType(op: AttentionOp, tensor: string): string {
+  if (tensor === 'kv_len') return 'u32';
   if (tensor === 'q') return op.q === 'f16' ? 'u32' : 'f32';
   if (tensor === 'o') return op.o === 'f16' ? 'u32' : 'f32';
   if (tensor === 'workspace') return 'f32';
@@ -63,7 +68,7 @@ function passes(plan: WgslAttentionPlan, entry: string, binds: Binding[]): WgslP
     what: VARIANT_TEXT[plan.variant],
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: launch.gridExpr!, grid: launch.grid! },
-    bindings: numbers(['q', 'k', 'v', 'k_scales', 'v_scales', p.kernel === 'splitk_decode' ? 'workspace' : 'o']),
+    bindings: numbers(['q', 'k', 'v', 'k_scales', 'v_scales', p.kernel === 'splitk_decode' ? 'workspace' : 'o', 'kv_len']),
   };
   const merge = launch.secondPass;
   if (!merge) return [first];
@@ -88,7 +93,12 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
     kvText: KV_TEXT[op.kvCache],
     kvPartial: `attention/kv/${op.kvCache}`,
     kernelPartial: `attention/${plan.variant}`,
-    bindings: binds.map((b) => ({ ...b, type: elementType(op, b.tensor) })),
+    bindings: binds,
+    storageBindings: binds.filter((b) => b.access !== 'uniform').map((b) => ({ ...b, type: elementType(op, b.tensor) })),
+    kvLenBinding: binds.find((b) => b.tensor === 'kv_len')?.binding,
+    // With a run-time length the call's kv_len (kg_kv_len()) stands where the capacity did.
+    kvLenExpr: p.runtimeKvLength ? 'kg_kv_len()' : 'KG_SKV',
+    causalOffsetExpr: p.runtimeKvLength ? '(i32(kg_kv_len()) - i32(KG_SQ))' : 'KG_CAUSAL_OFFSET',
     passes: list.map((x) => ({ ...x, exprText: x.dispatch.expr.join(', '), gridText: x.dispatch.grid.join(', '), invocations: x.workgroupSize[0] })),
     hasScales: p.kvScaleRowBytes > 0,
     qF16: op.q === 'f16',
@@ -106,17 +116,21 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
   const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
   const maxInvocations = Math.max(...list.map((x) => x.workgroupSize[0]));
   const workspaceBytes = p.kernel === 'splitk_decode' ? p.workspaceBytes : undefined;
+  const kvLenBinding = binds.find((b) => b.tensor === 'kv_len');
   const iface: BindingInterface = {
     entry,
     workgroupSize: [p.invocations, 1, 1],
     dispatch: list[0]!.dispatch,
     bindings: binds,
+    ...(kvLenBinding ? { kvLength: { min: p.kvLenMin, max: p.Skv, binding: kvLenBinding.binding } } : {}),
     passes: list,
     ...(workspaceBytes !== undefined ? { workspaceBytes } : {}),
     features: [],
     limits: wgslLimits(sharedBytes, maxInvocations, binds),
   };
-  const tensors = [...new Set(binds.map((b) => b.tensor))];
+  // kv_len is the loader's own buffer: a call passes the length (run's kvLen), not a buffer.
+  const tensors = [...new Set(binds.filter((b) => b.access !== 'uniform').map((b) => b.tensor))];
+  const bindingText = (b: Binding) => (b.access === 'uniform' ? `@binding(${b.binding}) ${b.name}: KgLen { kv_len: u32 } (uniform, ${b.bytes} bytes)` : `@binding(${b.binding}) ${b.name}: array<${elementType(op, b.tensor)}> (${b.access}, ${b.bytes} bytes)`);
   const dispatchText = list.map((x) => `(${x.dispatch.expr.join(', ')}) = (${x.dispatch.grid.join(', ')}) workgroups of ${x.workgroupSize[0]}`).join(', then ');
   return {
     ...wgslLoaderFiles(plan, ctx, wgsl, iface, 'o'),
@@ -127,13 +141,13 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
     abi: [
       ...list.map((x) => ({
         symbol: x.entry,
-        signature: `@compute @workgroup_size(${x.workgroupSize[0]}) fn ${x.entry}; ${binds.filter((b) => x.bindings.includes(b.binding)).map((b) => `@binding(${b.binding}) ${b.name}: array<${elementType(op, b.tensor)}> (${b.access}, ${b.bytes} bytes)`).join(', ')}`,
+        signature: `@compute @workgroup_size(${x.workgroupSize[0]}) fn ${x.entry}; ${binds.filter((b) => x.bindings.includes(b.binding)).map(bindingText).join(', ')}`,
         doc: `${x.what}: dispatch (${x.dispatch.expr.join(', ')}) = (${x.dispatch.grid.join(', ')}) workgroups${x.entry === entry ? `, ${sharedBytes} bytes of workgroup storage` : ''}`,
       })),
       {
         symbol: 'createKernel',
         signature: 'createKernel(device: GPUDevice): Promise<Kernel> (kernel.js; kernel.d.ts)',
-        doc: `checks the device's limits, creates the pipelines; Kernel.run({ ${tensors.join(', ')} }) binds the buffers and dispatches ${list.length > 1 ? 'both passes' : 'the kernel'}${workspaceBytes !== undefined ? ` (workspace: ${workspaceBytes} bytes of scratch)` : ''}`,
+        doc: `checks the device's limits, creates the pipelines; Kernel.run({ ${tensors.join(', ')} }${p.runtimeKvLength ? ', { kvLen }' : ''}) binds the buffers and dispatches ${list.length > 1 ? 'both passes' : 'the kernel'}${workspaceBytes !== undefined ? ` (workspace: ${workspaceBytes} bytes of scratch)` : ''}${p.runtimeKvLength ? `; kvLen: the positions read (the first kvLen of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}, a RangeError with nothing dispatched outside that range` : ''}`,
       },
     ],
   };

@@ -21,7 +21,7 @@ export const wgslTarget: Target = {
   fingerprint: (device) => wgslFingerprint(device),
   backend: {
     // KV caches: one partial each in templates/wgsl/attention/kv/.
-    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'] },
+    capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], runtimeKvLength: true },
     renderers: { 'wgsl-matmul': renderWgslMatmul, 'wgsl-attention': renderWgslAttention },
     runnerFor: (plan) => wgslRunnerFor(plan),
     packageFiles: wgslPackageFiles,

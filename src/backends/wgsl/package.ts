@@ -31,6 +31,7 @@ function usageView(pkg: PackageContext, first: PackagedKernel, tensors: string[]
     bufferList,
     opText: `${op.causal ? 'causal ' : ''}attention, Q ${op.q}, KV cache ${op.kvCache}, O ${op.o}`,
     shapeText: formatShape(first.plan.shape),
+    kvLength: iface.kvLength,
     passText: iface.workspaceBytes !== undefined
       ? `run() dispatches ${iface.passes.length} passes; workspace is scratch of ${iface.workspaceBytes} bytes they share.`
       : `run() dispatches ${iface.passes.length} pass.`,
@@ -49,7 +50,8 @@ export function wgslPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
   const requirements = requirementsOf(interfaces);
   const view = { ...rootLoaderView(pkg, kernels), requirementsJson: JSON.stringify(requirements, null, 2) };
   const first = kernels[0]!;
-  const tensors = [...new Set(interfaces[0]!.bindings.map((b) => b.tensor))];
+  // A run-time-length kernel's uniform kv_len is its loader's own buffer (run takes { kvLen }).
+  const tensors = [...new Set(interfaces[0]!.bindings.filter((b) => b.access !== 'uniform').map((b) => b.tensor))];
   return {
     files: {
       'package.json': packageJson(pkg, kernels, {

@@ -11,6 +11,11 @@ export interface WgslRunSpec extends BindingInterface {
   inputs: Record<string, string>;
   /** The output tensor and the file it is written to. */
   output: { tensor: string; file: string };
+  /**
+   * A run-time-length kernel (`kvLength`): the file of int32 lengths to run at, one call each (the
+   * first is the one timed); the output file holds their outputs end to end.
+   */
+  kvLengths?: string;
 }
 
 /** The run description's file name beside kernel.wgsl. */

@@ -9,6 +9,9 @@
 //                                           fills a buffer per tensor from DATA/<file> (zeros for a workspace),
 //                                           dispatches every pass, writes
 //                                           the output to DATA/<file>; with --times prints {"times_ms":[...]}
+//                                           A run-time-length kernel (kgen_run.json's kvLengths) runs once per
+//                                           int32 length in DATA/<kvLengths> (set through the loader's
+//                                           setKvLen; timed at the first), the outputs end to end.
 //
 // A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit 0: it is a
 // verdict, not a failure of this program). Exit 1: a runtime failure (pipeline creation, device lost,
@@ -132,8 +135,9 @@ const timed = rest.includes('--times');
 const warmup = opt('--warmup', 0);
 const runs = timed ? Math.max(1, opt('--runs', 1)) : 1;
 // One buffer per tensor, as large as its bindings reach; filled from its file (zeros past the file's end).
+// The uniform kv_len is the loader's own buffer.
 const buffers = {};
-for (const tensor of new Set(spec.bindings.map((b) => b.tensor))) {
+for (const tensor of new Set(spec.bindings.filter((b) => b.access !== 'uniform').map((b) => b.tensor))) {
   const size = Math.max(...spec.bindings.filter((b) => b.tensor === tensor).map((b) => b.offset + b.bytes));
   const buffer = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
   const file = spec.inputs[tensor];
@@ -172,6 +176,18 @@ async function dispatch() {
   return ns > 0 ? { ms: ns / 1e6, how: 'timestamp-query' } : { ms: wall, how: 'queue' };
 }
 
+const lengths = spec.kvLengths === undefined ? [undefined] : [...new Int32Array(new Uint8Array(readFileSync(join(dataDir, spec.kvLengths))).buffer)];
+/** Sets the length of the calls that follow (a run-time-length kernel); exit 1 with the loader's RangeError for one out of range. */
+function setLength(length) {
+  if (length === undefined) return;
+  try {
+    kernel.setKvLen(length);
+  } catch (e) {
+    process.stderr.write(`kgen dawn-run: ${e.message}\n`);
+    process.exit(1);
+  }
+}
+setLength(lengths[0]);
 for (let i = 0; i < warmup; i++) await dispatch();
 const times = [];
 const how = new Set();
@@ -182,12 +198,26 @@ for (let i = 0; i < runs; i++) {
 }
 const output = buffers[spec.output.tensor];
 const readback = device.createBuffer({ size: output.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-const enc = device.createCommandEncoder();
-enc.copyBufferToBuffer(output, 0, readback, 0, output.size);
-device.queue.submit([enc.finish()]);
-await readback.mapAsync(GPUMapMode.READ);
-writeFileSync(join(dataDir, spec.output.file), new Uint8Array(readback.getMappedRange().slice(0)));
-readback.unmap();
+/** The output buffer's bytes. */
+async function readOutput() {
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(output, 0, readback, 0, output.size);
+  device.queue.submit([enc.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const bytes = new Uint8Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  return bytes;
+}
+// The first length's output is the timed runs'; every other length is one more call.
+const outputs = [await readOutput()];
+for (const length of lengths.slice(1)) {
+  setLength(length);
+  await dispatch();
+  outputs.push(await readOutput());
+}
+const all = new Uint8Array(outputs.reduce((n, o) => n + o.length, 0));
+outputs.reduce((at, o) => (all.set(o, at), at + o.length), 0);
+writeFileSync(join(dataDir, spec.output.file), all);
 if (timed) {
   process.stderr.write(`kgen dawn-run: timed by ${[...how].join(' and ')}\n`);
   out({ times_ms: times.sort((a, b) => a - b) });
