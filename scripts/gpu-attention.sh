@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Attention on an NVIDIA GPU (called by scripts/gpu-session.sh, which puts node and the CUDA tools
 # on PATH): `kgen verify --target cuda` of every KV format on ragged shapes (decode with GQA, prefill
-# on tensor cores and SIMT at D = 256), each through the kernel's run kit built by nvcc; then each
+# on tensor cores and SIMT at D = 256; and kernels with a run-time KV length), each through the kernel's run kit built by nvcc; then each
 # format's decode kernel at B=1, Hq=32, Hkv=8, Sq=1, Skv=32768, D=128 emitted with --data and timed
 # by its own run.sh (the L2 flushed between runs, next to a device-to-device copy of K and V).
 #
@@ -33,6 +33,17 @@ attention_$f B=1,Hq=4,Hkv=4,Sq=40,Skv=200,D=256
 done
 echo "## kgen verify --target cuda --device $device" | tee -a "$log"
 printf '%s' "$cases" | xargs -P 8 -L 1 sh -c 'r=$(node bin/kgen verify --target cuda --device "$0" --op "$1" --shape "$2" 2>&1 | tail -n 3 | tr "\n" " "); echo "$1 $2: $r"' "$device" 2>&1 | tee -a "$log"
+# A run-time KV length ("kvLength": "runtime"): verify runs each kernel at three lengths (the
+# capacity, a ragged one, the shortest), decode in splits and prefill on tensor cores.
+echo "## kgen verify --target cuda --device $device, run-time KV length" | tee -a "$log"
+rt_cases=""
+for kv in f16 q8 q8_0 q4_0; do
+  printf '{"kind":"attention","name":"attention_%s_kvlen","q":"f16","kvCache":"%s","o":"f16","causal":true,"kvLength":"runtime"}\n' "$kv" "$kv" > "$work/kvlen_$kv.json"
+  rt_cases+="$work/kvlen_$kv.json B=1,Hq=32,Hkv=8,Sq=1,Skv=1000,D=128
+$work/kvlen_$kv.json B=1,Hq=8,Hkv=2,Sq=64,Skv=300,D=64
+"
+done
+printf '%s' "$rt_cases" | xargs -P 8 -L 1 sh -c 'r=$(node bin/kgen verify --target cuda --device "$0" --ir "$1" --shape "$2" 2>&1 | tail -n 3 | tr "\n" " "); echo "$(basename "$1" .json) $2: $r"' "$device" 2>&1 | tee -a "$log"
 echo "## decode at Skv = 32768: run.sh timing (RUNS=50)" | tee -a "$log"
 for f in $formats; do
   ( node bin/kgen emit --target cuda --device "$device" --op "attention_$f" --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128 --no-ptxas -o "$work/$f" --data > "$work/$f.emit" 2>&1 ) &
