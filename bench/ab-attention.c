@@ -54,10 +54,19 @@ typedef struct {
 } kg_kernel;
 
 static void a_prepare(const void *q, void *ws) { kgen_ab_a_prepare(q, ws); }
+/* A kernel with a run-time KV length (its header defines _KV_LEN_MIN) is called at its capacity, Skv. */
+#ifdef KGEN_AB_A_KV_LEN_MIN
+static void a_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { (void)kgen_ab_a_tasks(ws, k, ks, v, vs, o, b, e, KGEN_AB_A_SKV); }
+#else
 static void a_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { kgen_ab_a_tasks(ws, k, ks, v, vs, o, b, e); }
+#endif
 static void a_merge(const void *ws, void *o, int64_t b, int64_t e) { kgen_ab_a_merge(ws, o, b, e); }
 static void b_prepare(const void *q, void *ws) { kgen_ab_b_prepare(q, ws); }
+#ifdef KGEN_AB_B_KV_LEN_MIN
+static void b_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { (void)kgen_ab_b_tasks(ws, k, ks, v, vs, o, b, e, KGEN_AB_B_SKV); }
+#else
 static void b_tasks(void *ws, const uint8_t *k, const uint16_t *ks, const uint8_t *v, const uint16_t *vs, void *o, int64_t b, int64_t e) { kgen_ab_b_tasks(ws, k, ks, v, vs, o, b, e); }
+#endif
 static void b_merge(const void *ws, void *o, int64_t b, int64_t e) { kgen_ab_b_merge(ws, o, b, e); }
 
 static void write_output(const char *dir, const char *name, const void *o) {

@@ -23,6 +23,7 @@ import { cannotRunReason, harnessIoSource } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS, C_WARNINGS } from '../src/backends/c/toolchain.js';
 import { HARNESS_EXIT, weightCopies } from '../src/backends/harness.js';
 import { KgenError } from '../src/errors.js';
+import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { opKit } from '../src/ops/index.js';
 import { ATTENTION_OPS, type KgenKvFormat } from './attention-rows.js';
@@ -34,11 +35,12 @@ Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the pla
          --shape B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128   --a JSON   --b JSON   --threads 2
          --processes 4 (each its own binary, A's and B's code linked in turn first and second)
          --rounds 5 (per process)   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
+         --b-kv-length runtime (B's op takes the KV length at run time, called at Skv; A's reads Skv fixed)
          --json (one JSON object on stdout instead of the table)`;
 
 const { flag, opt } = benchArgs(process.argv.slice(2), {
   flags: ['--keep', '--json'],
-  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup'],
+  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup', '--b-kv-length'],
   usage: USAGE,
 });
 
@@ -85,6 +87,8 @@ const warmup = count('--warmup', '5', 0);
 const baseline = opt('--baseline', '');
 const configA = config('--a');
 const configB = config('--b');
+const bKvLength = opt('--b-kv-length', 'fixed');
+if (bKvLength !== 'fixed' && bKvLength !== 'runtime') refuse(`--b-kv-length: got ${JSON.stringify(bKvLength)}; expected fixed or runtime`);
 
 type EmitFn = typeof thisEmit;
 
@@ -98,9 +102,11 @@ async function baselineEmit(entry: string): Promise<EmitFn> {
   refuse(`--baseline: ${entry} does not export emit`);
 }
 
-function emitKernel(emit: EmitFn, which: 'a' | 'b', isa: string | undefined, cfg: Record<string, number> | undefined): EmitResult {
+function emitKernel(emit: EmitFn, which: 'a' | 'b', isa: string | undefined, cfg: Record<string, number> | undefined, runtimeLength = false): EmitResult {
+  // A run-time KV length: the catalog op as an IR with kvLength "runtime" (ab-attention.c calls it at Skv).
+  const op = runtimeLength ? { ir: { ...CATALOG[ATTENTION_OPS[format]], kvLength: 'runtime' } } : { op: ATTENTION_OPS[format] };
   try {
-    return emit({ target: 'c', device: 'host', ...(isa ? { isa } : {}), op: ATTENTION_OPS[format], shape, config: cfg, symbol: `kgen_ab_${which}` });
+    return emit({ target: 'c', device: 'host', ...(isa ? { isa } : {}), ...op, shape, config: cfg, symbol: `kgen_ab_${which}` });
   } catch (e) {
     // The planner's hint names kgen's --config; here the knobs come from --a and --b.
     if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()} (--${which}): ${e.message.replaceAll('--config', `--${which}`)}`);
@@ -116,13 +122,14 @@ interface Round {
 }
 
 // Without --isa, B's plan picks the variant (the first this host has, as `kgen emit` would) and A takes the same.
-const b = emitKernel(thisEmit, 'b', isaAsked || undefined, configB);
+const b = emitKernel(thisEmit, 'b', isaAsked || undefined, configB, bKvLength === 'runtime');
 const isa = String(b.plan.config.isa);
 const tc = C_TOOLCHAINS[isa]!;
 const a = emitKernel(baseline ? await baselineEmit(resolve(baseline)) : thisEmit, 'a', isa, configA);
 // A build whose emit ignores `symbol` names its kernel kgen_<op>, which would not link beside B's.
 if (!a.files['kernel.h']?.includes('kgen_ab_a_tasks')) refuse(`--baseline: ${baseline}'s emit does not take the symbol option, so its kernel cannot be linked beside this one's`);
-const op = b.plan.op as AttentionOp;
+// The fixed-length op: test data for one call at Skv (a run-time B is called at Skv).
+const { kvLength: _bKvLength, ...op } = b.plan.op as AttentionOp;
 const kvShape = b.plan.shape as AttentionShape;
 if (JSON.stringify(a.manifest.tensors) !== JSON.stringify(b.manifest.tensors)) {
   refuse('A and B do not read the same tensors (their manifests differ in a layout or a size): only kernels of one op, shape and KV layout compare');

@@ -23,6 +23,9 @@ HOST_BLIND=(
   test/c-backend.test.ts test/c-attention.test.ts test/wasm.test.ts test/wasm-attention.test.ts
   test/wasm-browser.test.ts test/golden.test.ts test/gguf.test.ts test/plan.test.ts test/report.test.ts
   test/package.test.ts test/tune-timing.test.ts
+  # Run-time KV length (2026-12-05): every emit and verify names its device, or takes a target's
+  # default that is not host (cuda rtx4090, wgsl webgpu, wasm wasm-simd128).
+  test/c-attention-kvlen.test.ts test/wasm-attention-kvlen.test.ts test/cuda-attention-kvlen.test.ts test/wgsl-attention-kvlen.test.ts
   # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu).
   test/config-fuzz.test.ts
 )
