@@ -534,6 +534,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
   const scale = softmaxScale(op, D);
+  // A run-time KV length: each call's splits share its kv_len keys.
+  const splitText = op.kvLength === 'runtime' ? `ceil(kv_len / ${splits}) keys, ${chunkKeys} at Skv` : `${chunkKeys} keys`;
   return {
     family: 'cpu-attention',
     op, shape, target: req.target, device: device.name, config,
@@ -544,9 +546,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
         ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per ${Q_GROUP} values (once per call)`
         : `prepare: Q[${B},${Hq},${Sq},${D}] to f32 times scale*log2(e) (once per call)`,
       taskHeads > 1
-        ? `for task in ${B}x${qTiles}x${splits} (batch, query tile of ${qBlock}, split of ${chunkKeys} keys): ${Hkv} KV heads x ${taskRows} rows = ${qBlock} queries x ${group} heads`
-        : `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${chunkKeys} keys): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
-      `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''} step ${kvBlock}${taskHeads > 1 ? `, each of the ${Hkv} KV heads in turn` : ''}`,
+        ? `for task in ${B}x${qTiles}x${splits} (batch, query tile of ${qBlock}, split of ${splitText}): ${Hkv} KV heads x ${taskRows} rows = ${qBlock} queries x ${group} heads`
+        : `for task in ${B}x${Hkv}x${qTiles}x${splits} (batch, KV head, query tile of ${qBlock}, split of ${splitText}): ${taskRows} rows = ${qBlock} queries x ${group} heads`,
+      `  for j0 in the split's keys${op.causal ? ' up to the tile\'s last visible key' : ''}${op.kvLength === 'runtime' ? ' (keys < kv_len)' : ''} step ${kvBlock}${taskHeads > 1 ? `, each of the ${Hkv} KV heads in turn` : ''}`,
       `    scores: ${keyTile ? `K tile dequantized and transposed to ${D} x ${kvBlock} f32 (a key per lane) once, then per ${rowGroup} rows FMAs of broadcast Q values with ${keyTile.vectors} vector(s) of keys, no horizontal sums` : keyLanes ? `${lanes} keys at a time: each integer step of their K codes transposed (a key per lane) once per ${rowGroup} rows, integer dot products of 4 codes of every key, scaled in f32 per scale group` : qInt8 ? `integer dot products of ${iStep} int8 codes per step, each K step loaded once per ${rowGroup} rows and scaled in f32` : `each K row dequantized in registers once per ${rowGroup} rows`}; ${op.causal ? 'causal mask on diagonal tiles; ' : ''}online softmax (base 2)`,
       pvInt
         ? `    accumulate: P times V's scales to integer codes per row, group and tile; integer dot products over ${pvLaneKeys} keys a lane, each V step loaded once per ${rowGroup} rows`

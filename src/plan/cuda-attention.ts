@@ -363,7 +363,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
         ...(merge ? { secondPass } : {}),
       },
       loops: [
-        `grid ${splits} split${merge ? 's' : ''} of ${splitKeys} keys x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
+        `grid ${splits} split${merge ? 's' : ''} of ${op.kvLength === 'runtime' ? `ceil(kv_len / ${splits}) keys rounded up to ${keys} (${splitKeys} at Skv; empty ones write a partial the merge weighs 0)` : `${splitKeys} keys`} x ${Hkv} KV heads${rowGroups > 1 ? ` x ${rowGroups} row groups` : ''} x ${B}`,
         `  ${Math.min(rows, rowSpace)} query rows (${group} heads sharing the KV head x Sq=${Sq}); for j0 in split step ${keys}, ${stages}-stage cp.async ring:`,
         merge
           ? '    scores, online softmax (base 2), acc += P.V; write (max, sum, acc) per row to the workspace'
