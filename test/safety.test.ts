@@ -627,9 +627,11 @@ describe('temporary directories of killed kgen processes', () => {
     // A pid that surely ran and ended: a child that has exited.
     const dead = spawnSync(process.execPath, ['-e', '0']).pid;
     const old = (Date.now() - 3_600_000) / 1000;
-    const make = (name: string, age: 'old' | 'new') => {
+    // As makeTempDir leaves them (its marker inside), unless `marked` is false: a user's directory.
+    const make = (name: string, age: 'old' | 'new', marked = true) => {
       mkdirSync(join(dir, name));
       writeFileSync(join(dir, name, 'k.bin'), new Uint8Array(16));
+      if (marked) writeFileSync(join(dir, name, '.kgen-temp'), '');
       if (age === 'old') utimesSync(join(dir, name), old, old);
     };
     make(`kgen-run-${dead}-AbC123`, 'old');
@@ -639,12 +641,14 @@ describe('temporary directories of killed kgen processes', () => {
     make(`kgen-run-${process.pid}-mine12`, 'old');
     make('kgen-run-noPid1', 'old');
     make(`other-${dead}-AbC123`, 'old');
+    make(`kgen-mine-${dead}-userX1`, 'old', false);
     expect(sweepOrphanTempDirs({ dir })).toBe(2);
-    expect(readdirSync(dir).sort()).toEqual([`kgen-run-${dead}-young1`, `kgen-run-${process.pid}-mine12`, `kgen-run-${process.ppid}-alive1`, 'kgen-run-noPid1', `other-${dead}-AbC123`].sort());
+    expect(readdirSync(dir).sort()).toEqual([`kgen-run-${dead}-young1`, `kgen-run-${process.pid}-mine12`, `kgen-run-${process.ppid}-alive1`, 'kgen-run-noPid1', `other-${dead}-AbC123`, `kgen-mine-${dead}-userX1`].sort());
     // kgen's own temporary directories carry the pid.
     const made = makeTempDir('kgen-run-');
     try {
       expect(made).toMatch(new RegExp(`kgen-run-${process.pid}-[A-Za-z0-9]{6}$`));
+      expect(existsSync(join(made, '.kgen-temp'))).toBe(true);
     } finally {
       rmSync(made, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });

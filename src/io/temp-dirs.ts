@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -6,15 +6,22 @@ import { join } from 'node:path';
  * kgen's temporary directories (builds, a run's input files, a copy of a database being read).
  * Each is named `<prefix><pid>-XXXXXX` in the OS temp folder: the process that made it removes it,
  * and where that process was killed (SIGKILL, a crash, a machine out of memory) a later kgen can
- * tell from the pid that nobody will. A run's inputs can be a KV cache of hundreds of MB.
+ * tell from the pid that nobody will. A run's inputs can be a KV cache of hundreds of MB. Each
+ * holds a marker file, `TEMP_MARKER`: a directory of the same shape of name without it is not
+ * kgen's, and the sweep leaves it alone.
  */
+
+/** The file `makeTempDir` leaves in each directory it makes: the sweep removes only those. */
+const TEMP_MARKER = '.kgen-temp';
 
 /** The names `makeTempDir` gives: `kgen-` and more words, the pid, mkdtemp's six characters. */
 const TEMP_NAME = /^kgen-(?:[a-z0-9]+-)+?(\d+)-[A-Za-z0-9]{6}$/;
 
-/** A new temporary directory `<prefix><pid>-XXXXXX`; `prefix` starts with `kgen-` and ends with `-`. */
+/** A new temporary directory `<prefix><pid>-XXXXXX` with kgen's marker; `prefix` starts with `kgen-` and ends with `-`. */
 export function makeTempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`));
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`));
+  writeFileSync(join(dir, TEMP_MARKER), '');
+  return dir;
 }
 
 /** Whether a process with this pid exists (EPERM: it does, another user's). */
@@ -28,8 +35,8 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Removes kgen temporary directories whose process is gone and that were last changed more than
- * `minAgeMs` ago (the age guards against a pid seen from another pid namespace sharing the temp
+ * Removes kgen temporary directories (named by `makeTempDir` and holding its marker) whose process
+ * is gone and that were last changed more than `minAgeMs` ago (the age guards against a pid seen from another pid namespace sharing the temp
  * folder). Anything it cannot read or remove is left alone. Returns how many it removed.
  */
 export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now?: number } = {}): number {
@@ -51,7 +58,7 @@ export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now
     const path = join(dir, name);
     try {
       const st = statSync(path);
-      if (!st.isDirectory() || now - st.mtimeMs < minAgeMs) continue;
+      if (!st.isDirectory() || now - st.mtimeMs < minAgeMs || !existsSync(join(path, TEMP_MARKER))) continue;
       rmSync(path, { recursive: true, force: true });
       removed++;
     } catch {
