@@ -154,7 +154,7 @@ export function emit(opts: EmitOptions): EmitResult {
   }
   const notes = recorded ? [describeChoice(recorded), ...staleRecordNote(recorded, rendered.templateHash)] : [];
   if (source === 'default' && req.isa === undefined) notes.push(...fallbackIsaNote(req, plan));
-  return { files: { ...rendered.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` }, plan, manifest, rendered, notes };
+  return withManifest({ files: rendered.files, plan, manifest, rendered, notes }, manifest);
 }
 
 /**

@@ -90,7 +90,7 @@ export function checkSupport(req: PlanRequest): Backend {
   if (kvCache && caps.kvCaches && !caps.kvCaches.includes(kvCache)) {
     throw new KgenError({ field: '--op', problem: `the ${target.title} backend does not read a ${kvCache} KV cache yet`, expected: `a KV cache of ${caps.kvCaches.join(', ')}`, hint: `\`kgen plan --target ${target.name}\` still shows its plan; the C target reads every KV format` });
   }
-  if (opKit(req.op.kind).runtimeKvLength(req.op) && !caps.runtimeKvLength) {
+  if (opKit(req.op.kind).checkedKvLengths(req.op, req.shape) && !caps.runtimeKvLength) {
     const taking = targetNames().filter((n) => TARGETS[n]!.backend?.capabilities.runtimeKvLength);
     throw new KgenError({
       field: '--ir kvLength',

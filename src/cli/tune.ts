@@ -325,7 +325,7 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
   const tty = Boolean(process.stderr.isTTY);
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {left} left', stream: process.stderr, hideCursor: true, etaBuffer: 8 },
+        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {left} left', stream: process.stderr, hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
     : undefined;

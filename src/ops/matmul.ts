@@ -173,6 +173,5 @@ export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
   },
   weights: (op) => op.weight,
   kvCache: () => undefined,
-  runtimeKvLength: () => false,
   checkedKvLengths: () => undefined,
 };

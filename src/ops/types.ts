@@ -70,8 +70,9 @@ export interface OpKit<O extends Op, S extends Shape> {
   weights(op: O): WeightSpec | undefined;
   /** The format of the KV cache the op reads, where it reads one (a backend's `capabilities.kvCaches`). */
   kvCache(op: O): KvCacheFormat | undefined;
-  /** Whether the op's KV length is a run-time argument (attention's kvLength 'runtime'; a backend's `capabilities.runtimeKvLength`). */
-  runtimeKvLength(op: O): boolean;
-  /** The KV lengths verify checks a run-time-length kernel at (the first is the one timed); undefined for any other op. */
+  /**
+   * The KV lengths verify checks a run-time-length kernel at (the first is the one timed); undefined
+   * for any other op. Defined means the op needs a backend with `capabilities.runtimeKvLength`.
+   */
   checkedKvLengths(op: O, shape: S): number[] | undefined;
 }

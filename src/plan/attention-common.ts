@@ -1,4 +1,4 @@
-import { kvLayoutOf, kvRowFormat, kvRowStrides, Q8_KV_DEQUANT_VALUES } from '../ir/attention.js';
+import { kvLayoutOf, kvLengthRange, kvRowFormat, kvRowStrides, Q8_KV_DEQUANT_VALUES } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { dtypeBytes } from './common.js';
 import type { Restriction } from './types.js';
@@ -65,3 +65,19 @@ export type KvRowParams = {
   /** Values per scale (the q8 group, a ggml block; D for f16, which has none). */
   kvGroup: number;
 };
+
+/**
+ * Every target's plan params for the KV length: whether kernels take kv_len at run time
+ * (op.kvLength 'runtime') and the shortest a call may pass (`kvLengthRange`; the longest is Skv).
+ */
+export function kvLengthParams(op: AttentionOp, shape: AttentionShape): { runtimeKvLength: boolean; kvLenMin: number } {
+  return { runtimeKvLength: op.kvLength === 'runtime', kvLenMin: kvLengthRange(op, shape).min };
+}
+
+/**
+ * What an ABI entry says about kv_len, the positions a call of a run-time-length kernel reads,
+ * ending with what the target does with a length out of range (`refusal`).
+ */
+export function kvLenText(p: { Skv: number; kvLenMin: number; causal: boolean }, refusal: string): string {
+  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; ${refusal} for a kv_len outside that range`;
+}

@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
-import { GGML_KV_BLOCK, kvLayoutOf, kvLengthRange, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
-import { attentionTraffic } from './attention-common.js';
+import { attentionTraffic, kvLengthParams, kvLenText as kvLenTextOf } from './attention-common.js';
 import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor, variantRegisters } from './common.js';
 import type { CpuVariants } from './cpu-matmul.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -585,8 +585,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       outRows: B * Hq * Sq,
       causal: op.causal,
       causalOffset: Skv - Sq,
-      runtimeKvLength: op.kvLength === 'runtime',
-      kvLenMin: kvLengthRange(op, shape).min,
+      ...kvLengthParams(op, shape),
       scaleLog2: scale * Math.LOG2E,
       qInt8,
       qCodeMax: INT8_CODE_MAX,
@@ -630,7 +629,7 @@ export function taskUnitsText(p: Pick<CpuAttentionParams, 'taskHeads'>): string 
  * (runtimeKvLength), for every CPU target's entries that take it.
  */
 export function kvLenText(p: Pick<CpuAttentionParams, 'Skv' | 'kvLenMin' | 'causal'>): string {
-  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns 0, or -1 with nothing written for a kv_len outside that range`;
+  return kvLenTextOf(p, 'returns 0, or -1 with nothing written');
 }
 
 /** What the workspace's split partials of a CPU attention plan hold, for the ABI docs. */

@@ -1,6 +1,6 @@
-import { kvLengthRange, kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
+import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
+import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
 import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -305,8 +305,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     arch: device.gpu!.arch,
     group,
     causal: op.causal,
-    runtimeKvLength: op.kvLength === 'runtime',
-    kvLenMin: kvLengthRange(op, shape).min,
+    ...kvLengthParams(op, shape),
     scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,

@@ -1,6 +1,6 @@
-import { GGML_KV_BLOCK, kvLengthRange, kvRowFormat, softmaxScale } from '../ir/attention.js';
+import { GGML_KV_BLOCK, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
-import { attentionTraffic, GPU_KV_SPLITS, kvLayout, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
+import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
 import { WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
@@ -171,8 +171,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     causal: op.causal,
     scaleLog2: softmaxScale(op, D) * Math.LOG2E,
     causalOffset: Skv - Sq,
-    runtimeKvLength: runtime,
-    kvLenMin: kvLengthRange(op, shape).min,
+    ...kvLengthParams(op, shape),
     kvLayout: layout.name,
     kvBatchRows: layout.batchRows,
     kvHeadRows: layout.headRows,

@@ -168,7 +168,6 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
   };
 }
 
-
 /** What a package's usage snippet prints about an attention kernel. */
 export function attentionUsageView(plan: CpuAttentionPlan, symbol: string) {
   const v = sharedView(plan, symbol);

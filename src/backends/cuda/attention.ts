@@ -1,4 +1,5 @@
 import { configInUse } from '../../plan/index.js';
+import { kvLenText } from '../../plan/attention-common.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { commentText } from '../../render/comment-text.js';
@@ -93,7 +94,7 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
 
 /** What the ABI says about kv_len, the positions a call of a run-time-length kernel reads. */
 function kvLenDoc(p: CudaAttentionPlan['params']): string {
-  return `kv_len: the positions read (the first kv_len of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}; returns cudaErrorInvalidValue, launching nothing, for a kv_len outside that range`;
+  return kvLenText(p, 'returns cudaErrorInvalidValue, launching nothing,');
 }
 
 /** kernel.cu (the kernels and their launcher), kernel.h and the run kit of a CUDA attention plan. */

@@ -1,4 +1,4 @@
-import { kvCacheDims, kvLengthRange } from '../../ir/attention.js';
+import { kvCacheDims } from '../../ir/attention.js';
 import { formatShape } from '../../ir/validate.js';
 import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
@@ -47,8 +47,8 @@ function usageOf(first: PackagedKernel): { usageTemplate: string; usageView?: ob
       hasScales: op.kvCache === 'q8',
       hasWorkspace: (first.plan.launch.workspaceBytes ?? 0) > 0,
       // A run-time KV length: the wrapper passes kv_len on (the launcher refuses one out of range).
-      runtimeKvLength: op.kvLength === 'runtime',
-      kvLenMin: kvLengthRange(op, shape).min,
+      runtimeKvLength: first.plan.params.runtimeKvLength,
+      kvLenMin: first.plan.params.kvLenMin,
     },
   };
 }
