@@ -10,11 +10,9 @@ import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { kvLayoutOf, kvRowStrides } from '../src/ir/attention.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
-import { checkedKvLengths } from '../src/ops/attention.js';
+import { attentionJudge, checkedKvLengths } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
 import { fromDtype } from '../src/ops/tensors.js';
-import { referenceAttention } from '../src/reference/attention.js';
-import { compareOutputs, withinTolerance } from '../src/reference/compare.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { expectMatchesReference } from './helpers.js';
 
@@ -123,13 +121,13 @@ describe.concurrent('WebAssembly attention with a run-time KV length: what lies 
         for (const [kvLen, threads] of [[77, 1], [5, 1], [150, 2], [299, 2]] as const) {
           const inputs: Record<string, Uint8Array> = { ...poisoned(op, s, data.inputs, kvLen), 'kv_len.bin': new Uint8Array(Int32Array.of(kvLen).buffer) };
           const stored = (name: string) => ({ data: inputs[`${name}.bin`]!, scales: inputs[`${name}_scales.bin`] });
-          const ref = referenceAttention(op, s, { q: qValues(inputs['q.bin']!), k: stored('k'), v: stored('v') }, kvLen);
+          const judge = attentionJudge(op, s, { q: qValues(inputs['q.bin']!), k: stored('k'), v: stored('v') }, [kvLen]);
           const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: threads, maxThreads: WASM_ATTENTION_SLOTS });
           const run = await runner.execute(build, inputs);
           if (run.status !== 'ok') throw new Error(`kv_len ${kvLen}: ${run.status} ${'detail' in run ? run.detail : ''}`);
-          const comparison = compareOutputs(fromDtype(run.output, op.o), ref);
+          const { ok, comparison } = judge.check(fromDtype(run.output, op.o), e.plan.tolerance);
           expect(comparison.nonFinite, `kv_len ${kvLen}, ${threads} threads`).toBe(0);
-          expect(withinTolerance(comparison, e.plan.tolerance), `kv_len ${kvLen}, ${threads} threads: nmse ${comparison.nmse}`).toBe(true);
+          expect(ok, `kv_len ${kvLen}, ${threads} threads: nmse ${comparison.nmse}`).toBe(true);
         }
       } finally {
         build.dispose();
@@ -253,10 +251,10 @@ describe('WebAssembly attention with a run-time KV length: the output', () => {
 `,
     );
     const stored = (name: string) => ({ data: inputs[`${name}.bin`]!, scales: inputs[`${name}_scales.bin`] });
-    const ref = referenceAttention(op, s, { q: qValues(inputs['q.bin']!), k: stored('k'), v: stored('v') }, kvLen);
-    const comparison = compareOutputs(fromDtype(new Uint8Array(Buffer.from(out.trim(), 'base64')), op.o), ref);
+    const judge = attentionJudge(op, s, { q: qValues(inputs['q.bin']!), k: stored('k'), v: stored('v') }, [kvLen]);
+    const { ok, comparison } = judge.check(fromDtype(new Uint8Array(Buffer.from(out.trim(), 'base64')), op.o), e.plan.tolerance);
     expect(comparison.nonFinite).toBe(0);
-    expect(withinTolerance(comparison, e.plan.tolerance), `nmse ${comparison.nmse}`).toBe(true);
+    expect(ok, `nmse ${comparison.nmse}`).toBe(true);
   });
 
   it('checkSupport: every target takes a run-time KV length', () => {

@@ -15,7 +15,9 @@ export function kernelDataFiles(plan: Plan, seed: number): Record<string, Uint8A
   checkRunFits(plan, 'kgen emit --data');
   const data = opKit(plan.op.kind).testData(plan.op, plan.shape, seed);
   const bytes = (a: Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  return { ...data.inputs, 'ref.bin': bytes(data.reference), ...(data.terms ? { 'ref_terms.bin': bytes(data.terms) } : {}) };
+  const rounding = plan.tolerance.inputRounding;
+  const rounded: Record<string, Uint8Array> = rounding && data.roundedReference ? { 'ref_rounded.bin': bytes(data.roundedReference(rounding)) } : {};
+  return { ...data.inputs, 'ref.bin': bytes(data.reference), ...(data.terms ? { 'ref_terms.bin': bytes(data.terms) } : {}), ...rounded };
 }
 
 /**
@@ -34,6 +36,10 @@ export function withDataFiles(result: EmitResult, seed: number): EmitResult {
         : `the f64 reference of ${output} (little-endian, ${output}'s shape), computed from these inputs`;
     }
     if (file === 'kv_len.bin') return 'the KV lengths (int32, little-endian) the kernel is checked at: ref.bin holds the output at each in turn';
+    if (file === 'ref_rounded.bin') {
+      const r = result.plan.tolerance.inputRounding!;
+      return `as ref.bin, from ${r.input} rounded to int${r.bits} per ${r.group} values as the kernel does: the error of that rounding alone (against ref.bin), times ${r.factor}, widens the manifest's tolerance where it is larger`;
+    }
     if (file === 'ref_terms.bin') return `f64 per output: the energy of its summed products; an output's error is weighed by the larger of its square and this (the manifest's tolerance)`;
     const name = file.replace(/\.bin$/, '');
     const weights = result.manifest.weights;

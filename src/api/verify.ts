@@ -31,6 +31,7 @@ export interface VerifyResult {
   /** False when the kernel was only compiled (this machine cannot run it). */
   ran: boolean;
   plan: Plan;
+  /** The bounds the output was judged by: the plan's, widened where it states an input rounding (Tolerance.inputRounding). */
   tolerance: Tolerance;
   comparison?: Comparison;
   /** Compiler or runtime output for a failure; the reason when it was not run. */
@@ -60,8 +61,8 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
     const data = opKit(plan.op.kind).testData(plan.op, plan.shape, opts.seed ?? 1);
     const run = await runner.execute(build, data.inputs, { timeoutMs: opts.timeoutMs });
     if (run.status !== 'ok') return { ...base, runMs: run.runMs, status: run.status, ran: false, detail: run.detail };
-    const { ok, comparison } = data.check(run.output, plan.tolerance);
-    return { ...base, runMs: run.runMs, status: ok ? 'ok' : 'wrong_result', ran: true, comparison };
+    const { ok, comparison, tolerance } = data.check(run.output, plan.tolerance);
+    return { ...base, tolerance, runMs: run.runMs, status: ok ? 'ok' : 'wrong_result', ran: true, comparison };
   } finally {
     build.dispose();
   }

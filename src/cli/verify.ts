@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
+import type { Tolerance } from '../reference/compare.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, printJson, toRequest, withRecords } from './common.js';
 import { parseSeed } from './flags.js';
@@ -42,15 +43,23 @@ Examples:
       printJson({ status: r.status, ran: r.ran, runner: r.runner, op: r.plan.op.name, shape: r.plan.shape, config: r.plan.config, configSource: r.configSource, ...(kvLengths ? { kvLengths } : {}), comparison: r.comparison, tolerance: r.tolerance, detail: r.detail, compileMs: Math.round(r.compileMs), runMs: Math.round(r.runMs) });
     } else if (r.status === 'ok' && r.ran && r.comparison) {
       const c = r.comparison;
-      process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (tolerance NMSE ${r.tolerance.nmse.toExponential(1)}), ran ${r.runner}\n`);
+      process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (${toleranceText(r.tolerance, r.plan.tolerance)}), ran ${r.runner}\n`);
     } else if (r.status === 'ok') {
       process.stdout.write(`compiled only: ${what}: ${r.detail}; nothing was run\n`);
     } else if (r.status === 'wrong_result' && r.comparison) {
       const c = r.comparison;
-      process.stdout.write(`MISMATCH: ${what}: max abs error ${c.maxAbsError.toExponential(2)} at element ${c.worstIndex}, NMSE ${c.nmse.toExponential(2)}, ${c.nonFinite} non-finite (tolerance NMSE ${r.tolerance.nmse.toExponential(1)})\n`);
+      process.stdout.write(`MISMATCH: ${what}: max abs error ${c.maxAbsError.toExponential(2)} at element ${c.worstIndex}, NMSE ${c.nmse.toExponential(2)}, ${c.nonFinite} non-finite (${toleranceText(r.tolerance, r.plan.tolerance)})\n`);
     } else {
       process.stdout.write(`${r.status}: ${what}\n${r.detail ?? ''}\n`);
     }
     process.exitCode = r.status === 'ok' ? 0 : 1;
   });
+}
+
+/** The NMSE bound judged by, and why it is wider than the plan's where it is. */
+function toleranceText(judged: Tolerance, stated: Tolerance): string {
+  const bound = `tolerance NMSE ${judged.nmse.toExponential(1)}`;
+  const rounding = stated.inputRounding;
+  if (!rounding || (judged.nmse === stated.nmse && judged.maxRelToPeak === stated.maxRelToPeak)) return bound;
+  return `${bound}: the plan's ${stated.nmse.toExponential(1)} widened to ${rounding.factor}x the error of rounding ${rounding.input} to int${rounding.bits} per ${rounding.group} values alone on these inputs`;
 }

@@ -3,8 +3,8 @@ import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { f32ToF16Bits, f16BitsToF32 } from '../numeric/half.js';
 import { Rng } from '../numeric/random.js';
 import { codecOf } from '../quant/index.js';
-import { referenceAttention, type KvStored } from '../reference/attention.js';
-import { compareOutputs, withinTolerance } from '../reference/compare.js';
+import { referenceAttention, type AttentionReferenceInputs, type KvStored } from '../reference/attention.js';
+import { compareOutputs, roundedInput, widenedTolerance, withinTolerance, type Comparison, type InputRounding, type Tolerance } from '../reference/compare.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
 
@@ -29,9 +29,40 @@ export function checkedKvLengths(op: AttentionOp, shape: AttentionShape): number
   return [...new Set([max, Math.min(middle, max), min])];
 }
 
-/** `rows` KV rows of N(0,1) values (in storage order) packed in the op's format. */
-function kvTensor(rng: Rng, op: AttentionOp, rows: number, D: number): KvStored {
+/**
+ * The test data's outlier channels: a rotary pair, as LLM Q and K carry after RoPE (a few channels
+ * many times larger than the rest). Q's are +-Q_OUTLIER (plus its N(0,1)), K's +-K_OUTLIER plus a
+ * spread across positions that gives the scaled scores a standard deviation of SCORE_SPREAD from
+ * the pair alone (`outlierSpread`); the other channels, and V, are N(0,1). So the softmax is peaked
+ * (the N(0,1) data's scores, of deviation 1, left it flat and hid Q rounding errors that exp()
+ * amplifies), the scores carry a large common offset (2 Q_OUTLIER K_OUTLIER / sqrt(D): 30 at D=64)
+ * that the running maximum must remove, and each outlier sets its quantization block's scale, so
+ * the block's other values keep a few bits (as in a real KV cache).
+ */
+export const OUTLIER_CHANNELS = [5, 6] as const;
+const OUTLIER_SIGNS = [1, -1] as const;
+const Q_OUTLIER = 12;
+const K_OUTLIER = 10;
+const SCORE_SPREAD = 3.5;
+
+/** K's outlier spread: Q_OUTLIER x spread x sqrt(2 channels) x 1/sqrt(D) = SCORE_SPREAD. */
+function outlierSpread(D: number): number {
+  return (SCORE_SPREAD * Math.sqrt(D)) / (Q_OUTLIER * Math.SQRT2);
+}
+
+/** Adds the outlier pair to every row of D values: sign x size, plus `spread` x N(0,1) (none where D <= 6). */
+function addOutliers(rng: Rng, values: Float32Array, D: number, size: number, spread: number): void {
+  for (let row = 0; row < values.length / D; row++) {
+    OUTLIER_CHANNELS.forEach((c, i) => {
+      if (c < D) values[row * D + c] += OUTLIER_SIGNS[i]! * size + spread * rng.normal();
+    });
+  }
+}
+
+/** `rows` KV rows of N(0,1) values (in storage order; K with the outlier pair) packed in the op's format. */
+function kvTensor(rng: Rng, op: AttentionOp, rows: number, D: number, outliers: { size: number; spread: number } | undefined): KvStored {
   const values = rng.fillNormal(new Float32Array(rows * D));
+  if (outliers) addOutliers(rng, values, D, outliers.size, outliers.spread);
   switch (op.kvCache) {
     case 'f16':
       return { data: asDtype(values, 'f16').bytes };
@@ -65,24 +96,67 @@ function kvTensor(rng: Rng, op: AttentionOp, rows: number, D: number): KvStored 
 function testData(op: AttentionOp, shape: AttentionShape, seed: number): TestData {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const rng = new Rng(seed);
-  const q: TensorData = asDtype(rng.fillNormal(new Float32Array(B * Hq * Sq * D)), op.q);
-  const k = kvTensor(rng, op, B * Hkv * Skv, D);
-  const v = kvTensor(rng, op, B * Hkv * Skv, D);
+  const qValues = rng.fillNormal(new Float32Array(B * Hq * Sq * D));
+  addOutliers(rng, qValues, D, Q_OUTLIER, 0);
+  const q: TensorData = asDtype(qValues, op.q);
+  const k = kvTensor(rng, op, B * Hkv * Skv, D, { size: K_OUTLIER, spread: outlierSpread(D) });
+  const v = kvTensor(rng, op, B * Hkv * Skv, D, undefined);
   const lengths = checkedKvLengths(op, shape);
-  const perLength = B * Hq * Sq * D;
-  const reference = new Float64Array(perLength * lengths.length);
-  lengths.forEach((len, i) => reference.set(referenceAttention(op, shape, { q: q.values, k, v }, len), i * perLength));
   const inputs: Record<string, Uint8Array> = { 'q.bin': q.bytes, 'k.bin': k.data, 'v.bin': v.data };
   if (k.scales) inputs['k_scales.bin'] = k.scales;
   if (v.scales) inputs['v_scales.bin'] = v.scales;
   if (op.kvLength === 'runtime') inputs['kv_len.bin'] = new Uint8Array(Int32Array.from(lengths).buffer);
+  const judge = attentionJudge(op, shape, { q: q.values, k, v }, lengths);
   return {
     inputs,
+    reference: judge.reference,
+    check: (output, tolerance) => judge.check(fromDtype(output, op.o), tolerance),
+    roundedReference: judge.roundedReference,
+  };
+}
+
+/** The reference of attention outputs and the check of a kernel's against it (`attentionJudge`). */
+export interface AttentionJudge {
+  /** O at each of the lengths in turn, end to end. */
+  reference: Float64Array;
+  /** A kernel's O (as numbers) under `tolerance`, widened by its input rounding where it states one. */
+  check(output: ArrayLike<number>, tolerance: Tolerance): { ok: boolean; comparison: Comparison; tolerance: Tolerance };
+  /** O from Q rounded as `rounding` states (computed once per rounding: the tuner checks every trial). */
+  roundedReference(rounding: InputRounding): Float64Array;
+}
+
+/**
+ * The judge of a kernel run on `inputs` at KV lengths `lengths` (its output their O's end to end):
+ * the test data's, and a test's own for inputs it changed (a cache poisoned past kv_len).
+ */
+export function attentionJudge(op: AttentionOp, shape: AttentionShape, inputs: AttentionReferenceInputs, lengths: readonly number[]): AttentionJudge {
+  const perLength = shape.B * shape.Hq * shape.Sq * shape.D;
+  const referenceFrom = (q: Float32Array | Float64Array): Float64Array => {
+    const out = new Float64Array(perLength * lengths.length);
+    lengths.forEach((len, i) => out.set(referenceAttention(op, shape, { ...inputs, q }, len), i * perLength));
+    return out;
+  };
+  const reference = referenceFrom(inputs.q);
+  const rounded = new Map<string, { reference: Float64Array; comparison: Comparison }>();
+  const roundedFor = (rounding: InputRounding) => {
+    if (rounding.input !== 'q') throw new Error(`attention kernels round only Q, not ${rounding.input}`);
+    const key = `${rounding.bits}/${rounding.group}`;
+    let entry = rounded.get(key);
+    if (!entry) {
+      const ref = referenceFrom(roundedInput(inputs.q, shape.D, rounding));
+      entry = { reference: ref, comparison: compareOutputs(ref, reference) };
+      rounded.set(key, entry);
+    }
+    return entry;
+  };
+  return {
     reference,
-    check(output, tolerance) {
-      const comparison = compareOutputs(fromDtype(output, op.o), reference);
-      return { ok: withinTolerance(comparison, tolerance), comparison };
+    check(output, stated) {
+      const comparison = compareOutputs(output, reference);
+      const tolerance = stated.inputRounding ? widenedTolerance(stated, roundedFor(stated.inputRounding).comparison) : stated;
+      return { ok: withinTolerance(comparison, tolerance), comparison, tolerance };
     },
+    roundedReference: (rounding) => roundedFor(rounding).reference,
   };
 }
 

@@ -57,7 +57,7 @@ function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, term
       for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
     }
     const comparison = compareOutputs(got, reference, { terms });
-    return { ok: withinTolerance(comparison, tolerance), comparison };
+    return { ok: withinTolerance(comparison, tolerance), comparison, tolerance };
   };
 }
 

@@ -1,5 +1,5 @@
 import type { KvCacheFormat, Op, Shape, WeightSpec } from '../ir/types.js';
-import type { Comparison, Tolerance } from '../reference/compare.js';
+import type { Comparison, InputRounding, Tolerance } from '../reference/compare.js';
 
 /** Inputs of one kernel run as files a harness reads: name (x.bin, w.bin, ...) -> bytes. */
 export type KernelInputs = Record<string, Uint8Array>;
@@ -18,8 +18,17 @@ export interface TestData {
    * reference alone (attention).
    */
   terms?: Float64Array;
-  /** Compares a kernel's raw output (all of it) with the reference under `tolerance`. */
-  check(output: Uint8Array, tolerance: Tolerance): { ok: boolean; comparison: Comparison };
+  /**
+   * Compares a kernel's raw output (all of it) with the reference under `tolerance`, widened where
+   * it states an input rounding (`Tolerance.inputRounding`); returns the bounds it judged by.
+   */
+  check(output: Uint8Array, tolerance: Tolerance): { ok: boolean; comparison: Comparison; tolerance: Tolerance };
+  /**
+   * The reference computed from the input that `rounding` names, rounded as it states: what the
+   * check widens by, and what `kgen emit --data` writes as ref_rounded.bin. Only ops whose kernels
+   * round an input (attention's int8 Q) have it.
+   */
+  roundedReference?(rounding: InputRounding): Float64Array;
 }
 
 /** A tensor as the manifest describes it to a caller. */

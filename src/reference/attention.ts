@@ -11,7 +11,7 @@ export interface KvStored {
 /** Inputs as the kernel reads them: Q as f32 values (after any f16 rounding), K and V as stored bytes. */
 export interface AttentionReferenceInputs {
   /** Q[B,Hq,Sq,D]. */
-  q: Float32Array;
+  q: Float32Array | Float64Array;
   k: KvStored;
   v: KvStored;
 }
@@ -88,7 +88,7 @@ export function referenceAttention(op: AttentionOp, shape: AttentionShape, input
 export function attentionOnValues(
   shape: AttentionShape,
   opts: { causal: boolean; scale: number },
-  q: Float32Array,
+  q: Float32Array | Float64Array,
   kvHead: (b: number, head: number) => { k: ArrayLike<number>; v: ArrayLike<number> },
 ): Float64Array {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;

@@ -24,6 +24,57 @@ export interface Tolerance {
   nmse: number;
   /** Largest accepted |y - ref| / (peak + 1e-6) for any one element (peak: Comparison's). */
   maxRelToPeak: number;
+  /**
+   * Set where the kernel itself rounds an input to integer codes before a nonlinearity (attention's
+   * int8 Q, whose error exp() amplifies as the scores sharpen: fixed bounds either fail a correct
+   * kernel on peaked scores or pass a wrong one on flat scores). The judge then also computes the
+   * reference from that input rounded as stated, and the bounds above widen to `factor` x that
+   * rounding's own NMSE and largest error where those are larger (`widenedTolerance`): the verdict
+   * is "no less accurate than the stated rounding allows on these inputs".
+   */
+  inputRounding?: InputRounding;
+}
+
+/**
+ * An input a kernel rounds itself: each run of `group` consecutive values of `input` along its last
+ * dimension (the last run may be shorter) to nearest on a symmetric scale, the run's absmax mapped
+ * to 2^(bits-1) - 1.
+ */
+export interface InputRounding {
+  input: string;
+  bits: number;
+  group: number;
+  /** The kernel's error may be this many times the rounding's alone (its rounding ties and f32 sums differ). */
+  factor: number;
+}
+
+/**
+ * The bounds a kernel is judged by once its plan's input rounding is known to cost `rounding` (the
+ * reference from the rounded input compared with the exact one) on the checked inputs.
+ */
+export function widenedTolerance(tol: Tolerance, rounding: Comparison): Tolerance {
+  const factor = tol.inputRounding?.factor ?? 1;
+  return {
+    ...tol,
+    nmse: Math.max(tol.nmse, factor * rounding.nmse),
+    maxRelToPeak: Math.max(tol.maxRelToPeak, (factor * rounding.maxAbsError) / (rounding.peak + 1e-6)),
+  };
+}
+
+/** `values` rounded as `rounding` states, in rows of `rowLength` (f64, dequantized again). */
+export function roundedInput(values: ArrayLike<number>, rowLength: number, rounding: InputRounding): Float64Array {
+  const codeMax = 2 ** (rounding.bits - 1) - 1;
+  const out = new Float64Array(values.length);
+  for (let row = 0; row < values.length; row += rowLength) {
+    for (let start = row; start < row + rowLength; start += rounding.group) {
+      const end = Math.min(start + rounding.group, row + rowLength);
+      let absmax = 0;
+      for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]!));
+      const step = absmax / codeMax;
+      for (let i = start; i < end; i++) out[i] = step === 0 ? 0 : Math.max(-codeMax, Math.min(codeMax, Math.round(values[i]! / step))) * step;
+    }
+  }
+  return out;
 }
 
 export interface CompareOptions {
