@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { swiftShaderIcd } from '../src/device/index.js';
-import type { EmitResult } from '../src/api/emit.js';
+import { outputFiles, type EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
@@ -15,8 +15,7 @@ import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 export async function writeEmittedWasm(e: EmitResult, dir: string, label = e.plan.op.name): Promise<void> {
   const built = await e.rendered.binaries!();
   if ('error' in built) throw new Error(`${label}: ${built.error}`);
-  for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
-  for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+  for (const [name, content] of Object.entries(outputFiles(e, built.files))) writeFileSync(join(dir, name), content);
 }
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */

@@ -64,8 +64,14 @@ export interface Manifest {
 }
 
 export interface EmitResult {
-  /** kernel source files and manifest.json, by file name. */
+  /** The kernel's text files (source, header, loader, run kit) and manifest.json, by file name. */
   files: Record<string, string>;
+  /**
+   * Binary data files to write beside the kernel, by file name: `withDataFiles`'s seeded inputs and
+   * reference (`emit --data`); absent otherwise. Assembled modules are not here but in
+   * `rendered.binaries()`; `outputFiles` joins all three.
+   */
+  dataFiles?: Record<string, Uint8Array>;
   plan: Plan;
   manifest: Manifest;
   rendered: RenderedKernel;
@@ -123,6 +129,14 @@ function fallbackIsaNote(req: ResolvedRequest, plan: Plan): string[] {
 /** `result` with `manifest` in place of its manifest, in the object and in its manifest.json alike. */
 export function withManifest(result: EmitResult, manifest: Manifest): EmitResult {
   return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` } };
+}
+
+/**
+ * Every file `emit -o` writes for `result`, by file name: its text files (manifest.json included),
+ * its data files and `binaries`, the modules `rendered.binaries()` assembled (WebAssembly).
+ */
+export function outputFiles(result: EmitResult, binaries: Record<string, Uint8Array> = {}): Record<string, string | Uint8Array> {
+  return { ...result.files, ...result.dataFiles, ...binaries };
 }
 
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */

@@ -1,6 +1,6 @@
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { emit } from '../api/emit.js';
+import { emit, outputFiles } from '../api/emit.js';
 import { withDataFiles } from '../api/kit.js';
 import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
@@ -76,7 +76,7 @@ fastest record of that ISA, else its default. The manifest's configSource and re
       const built = result.rendered.binaries ? await result.rendered.binaries() : { files: {} };
       // A rendered module that does not assemble is kgen's bug, not the user's.
       if ('error' in built) throw new Error(`kgen: the rendered kernel does not build: ${built.error}`);
-      const files = { ...result.files, ...built.files };
+      const files = outputFiles(result, built.files);
       const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force });
       if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, manifest: result.manifest });
       else {
