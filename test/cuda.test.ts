@@ -240,7 +240,7 @@ describe('emit --data as a library', () => {
     expect(JSON.parse(e.files['manifest.json']!)).toEqual(e.manifest);
     expect(Object.keys(e.manifest.data!.files).sort()).toEqual(Object.keys(data).sort());
     // What emit -o writes: both, side by side.
-    expect(Object.keys(outputFiles(e)).sort()).toEqual([...Object.keys(e.files), ...Object.keys(data)].sort());
+    expect(Object.keys(outputFiles(e).files).sort()).toEqual([...Object.keys(e.files), ...Object.keys(data)].sort());
   });
 });
 

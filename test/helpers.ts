@@ -15,7 +15,7 @@ import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 export async function writeEmittedWasm(e: EmitResult, dir: string, label = e.plan.op.name): Promise<void> {
   const built = await e.rendered.binaries!();
   if ('error' in built) throw new Error(`${label}: ${built.error}`);
-  for (const [name, content] of Object.entries(outputFiles(e, built.files))) writeFileSync(join(dir, name), content);
+  for (const [name, content] of Object.entries(outputFiles(e, built.files).files)) writeFileSync(join(dir, name), content);
 }
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */

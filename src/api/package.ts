@@ -125,7 +125,7 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
     const built = k.rendered.binaries ? await k.rendered.binaries() : { files: {} };
     // A rendered module that does not assemble is kgen's bug, not the user's.
     if ('error' in built) throw new Error(`kgen: ${k.name} does not build: ${built.error}`);
-    for (const [file, content] of Object.entries(outputFiles(k.result, built.files))) files[`${k.dir}/${file}`] = content;
+    for (const [file, content] of Object.entries(outputFiles(k.result, built.files).files)) files[`${k.dir}/${file}`] = content;
   }
   const createdAt = (opts.now ?? new Date()).toISOString();
   const index: PackageIndex = {
