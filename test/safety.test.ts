@@ -2,7 +2,7 @@ import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -693,6 +693,15 @@ describe('safe output, as a library', () => {
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([join(dir, 'a'), join(dir, 'a', 'b')]);
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([]);
     expect(() => ensureDirectory('/proc/kgen-test/a/b', '--out')).toThrow(KgenError);
+  });
+});
+
+describe("the test run's temporary folder", () => {
+  it('is a fresh directory of this run (test/temp-dir-setup.ts removes it at the end), inherited by the processes tests start', async () => {
+    expect(basename(tmpdir())).toMatch(/^kgen-test-run-/);
+    expect(process.env.TMPDIR).toBe(tmpdir());
+    const child = await execa(process.execPath, ['-e', "process.stdout.write(require('node:os').tmpdir())"]);
+    expect(child.stdout).toBe(tmpdir());
   });
 });
 
