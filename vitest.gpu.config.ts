@@ -16,6 +16,8 @@ process.stderr.write(`test:gpu: ${gpus.how}\n`);
 export default defineConfig({
   test: {
     include: ['test/gpu/**/*.test.ts'],
+    // A fresh TMPDIR per run, removed at its end, as in vitest.config.ts.
+    globalSetup: ['test/temp-dir-setup.ts'],
     testTimeout: 600_000,
     hookTimeout: 600_000,
     // One GPU: files run one after another so sanitizers and timings do not share it.

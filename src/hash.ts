@@ -30,3 +30,8 @@ export function canonicalHash(value: unknown): string {
 export function textHash(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
+
+/** Full hex sha256 (64 digits) of bytes, or of text's UTF-8 bytes: the digest of a file holding `content`. */
+export function fileHash(content: string | Uint8Array): string {
+  return createHash('sha256').update(content).digest('hex');
+}

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import type { PlanOf } from '../src/plan/types.js';
-import { emit } from '../src/api/emit.js';
+import { emit, outputFiles } from '../src/api/emit.js';
+import { withDataFiles } from '../src/api/kit.js';
 import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
@@ -226,6 +227,21 @@ describe('the register estimates rule out configs that spill', () => {
     await Promise.all([worker(), worker()]);
     expect(failures).toEqual([]);
   }, 120_000);
+});
+
+describe('emit --data as a library', () => {
+  it('keeps the binary data files apart from the text files, listed in the one manifest.json', () => {
+    const e = withDataFiles(emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=77,K=320', device: 'rtx4090' }), 7);
+    // `files` holds text only, as its type says; the data's bytes are in `dataFiles`.
+    expect(Object.entries(e.files).filter(([, content]) => typeof content !== 'string').map(([name]) => name)).toEqual([]);
+    const data = e.dataFiles ?? {};
+    expect(Object.keys(data).sort()).toEqual(['ref.bin', 'ref_terms.bin', 'w.bin', 'x.bin']);
+    for (const bytes of Object.values(data)) expect(bytes).toBeInstanceOf(Uint8Array);
+    expect(JSON.parse(e.files['manifest.json']!)).toEqual(e.manifest);
+    expect(Object.keys(e.manifest.data!.files).sort()).toEqual(Object.keys(data).sort());
+    // What emit -o writes: both, side by side.
+    expect(Object.keys(outputFiles(e).files).sort()).toEqual([...Object.keys(e.files), ...Object.keys(data)].sort());
+  });
 });
 
 describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda on the command line', () => {

@@ -2,10 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { expect } from 'vitest';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { swiftShaderIcd } from '../src/device/index.js';
-import type { EmitResult } from '../src/api/emit.js';
+import { outputFiles, type EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
@@ -15,8 +16,36 @@ import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 export async function writeEmittedWasm(e: EmitResult, dir: string, label = e.plan.op.name): Promise<void> {
   const built = await e.rendered.binaries!();
   if ('error' in built) throw new Error(`${label}: ${built.error}`);
-  for (const [name, text] of Object.entries(e.files)) writeFileSync(join(dir, name), text);
-  for (const [name, bytes] of Object.entries(built.files)) writeFileSync(join(dir, name), bytes);
+  for (const [name, content] of Object.entries(outputFiles(e, built.files).files)) writeFileSync(join(dir, name), content);
+}
+
+/**
+ * Runs, in a child Node, a host of the WebAssembly kernel whose files are in `dir` (`writeEmittedWasm`)
+ * that asks loadThreaded for thread counts it cannot use, then queues `calls` calls (`call`: the
+ * threaded kernel's run on buffers `at.NAME`, placed by `sizes`) on 2 threads without awaiting them
+ * and never calls close(). Returns what each refused count was answered with (`Error: message`) and
+ * whether the last call resolved; fails the test if the process does not exit by itself.
+ */
+export async function threadedLoaderLifetime(dir: string, call: string, calls = 5): Promise<{ maxThreads: number; refused: string[]; done: boolean }> {
+  writeFileSync(join(dir, 'lifetime.mjs'), `
+    import { loadThreaded, maxThreads, sizes } from './kernel.mjs';
+    const at = {}; let end = 64;
+    for (const [name, size] of Object.entries(sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+    const pages = Math.ceil(end / 65536);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    const refused = [];
+    for (const threads of [0, -1, 2.5, NaN, Infinity, maxThreads + 1, 1000, '2', undefined]) {
+      refused.push(await loadThreaded({ memory, threads }).then(() => 'loaded', (e) => e.constructor.name + ': ' + e.message));
+    }
+    const k = await loadThreaded({ memory, threads: 2 });
+    let last;
+    for (let i = 0; i < ${calls}; i++) last = ${call};
+    last.then(() => console.log(JSON.stringify({ maxThreads, refused, done: true })));
+  `);
+  const r = await execa(process.execPath, [join(dir, 'lifetime.mjs')], { reject: false, timeout: 60_000 });
+  expect(r.timedOut, 'the process did not exit without close()').toBe(false);
+  expect(r.exitCode, r.stderr).toBe(0);
+  return { done: false, ...(JSON.parse(r.stdout.trim() || '{}') as { maxThreads: number; refused: string[] }) };
 }
 
 /** True when `tool` is on PATH. Tests that need it skip with a printed reason otherwise. */

@@ -1,7 +1,8 @@
 import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -73,6 +74,58 @@ describe('output paths never lose a user file', () => {
     expect(readFileSync(join(dir, 'proj', 'kernel.c'), 'utf8')).toContain('kgen_matmul_q4_rows');
     expect(readFileSync(join(dir, 'proj', 'notes.txt'), 'utf8')).toBe('notes');
     expect(existsSync(join(dir, 'proj', 'src'))).toBe(true);
+  });
+
+  it("emit -o DIR --force over another target's emit removes that emit's other files, never a user's or a changed one", async () => {
+    const dir = tmp();
+    const proj = join(dir, 'proj');
+    const WASM = ['emit', '--target', 'wasm', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=64'];
+    const c = await run([...EMIT, '-o', proj, '--data']);
+    expect(c.exitCode, c.stderr).toBe(0);
+    writeFileSync(join(proj, 'notes.txt'), 'notes');
+    writeFileSync(join(proj, 'x.bin.orig'), 'mine too');
+    const cFiles = ['kernel.c', 'kernel.h', 'ref.bin', 'ref_terms.bin', 'w.bin', 'x.bin'];
+    // The manifest lists every other file the emit wrote, with the sha256 of its bytes.
+    const cManifest = JSON.parse(readFileSync(join(proj, 'manifest.json'), 'utf8')) as { files: Record<string, string> };
+    expect(Object.keys(cManifest.files).sort()).toEqual(cFiles);
+    expect(cManifest.files['kernel.c']).toBe(createHash('sha256').update(readFileSync(join(proj, 'kernel.c'))).digest('hex'));
+
+    const wasm = await run([...WASM, '-o', proj, '--force', '--json']);
+    expect(wasm.exitCode, wasm.stderr).toBe(0);
+    const written = JSON.parse(wasm.stdout) as { files: string[]; replaced: string[]; removed: string[] };
+    expect(written.replaced).toEqual(['manifest.json']);
+    expect(written.removed.sort()).toEqual(cFiles);
+    // Exactly the WebAssembly emit's files beside the user's: no C kernel or data left to mix with them.
+    expect(readdirSync(proj).sort()).toEqual([...written.files, 'notes.txt', 'x.bin.orig'].sort());
+    expect(readFileSync(join(proj, 'notes.txt'), 'utf8')).toBe('notes');
+
+    // A file of the earlier emit that the user changed is theirs now: refused, naming it, nothing touched.
+    writeFileSync(join(proj, 'kernel.mjs'), '// my loader');
+    let before = snapshot(dir);
+    expectRefused(await run([...EMIT, '-o', proj, '--force']), /--out: .*proj holds kernel\.mjs from the earlier kernel, changed since kgen wrote it; .*move it out of the directory/);
+    expect(snapshot(dir)).toEqual(before);
+
+    // Without --force nothing is removed (the same names refuse the write).
+    rmSync(join(proj, 'kernel.mjs'));
+    before = snapshot(dir);
+    expectRefused(await run([...EMIT, '-o', proj]), /--out: .*proj already holds manifest\.json/);
+    expect(snapshot(dir)).toEqual(before);
+    const back = await run([...EMIT, '-o', proj, '--force']);
+    expect(back.exitCode, back.stderr).toBe(0);
+    expect(back.stderr).toMatch(/; removed the earlier kernel's kernel\.wat, .*kernel-worker\.mjs/);
+    expect(readdirSync(proj).sort()).toEqual(['kernel.c', 'kernel.h', 'manifest.json', 'notes.txt', 'x.bin.orig']);
+
+    // A kgen manifest that does not list its files (an older kgen's): which files are kgen's cannot be told.
+    const { files: _, ...unlisted } = JSON.parse(readFileSync(join(proj, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(proj, 'manifest.json'), JSON.stringify(unlisted));
+    before = snapshot(dir);
+    expectRefused(await run([...WASM, '-o', proj, '--force']), /--out: .*manifest\.json is an earlier kgen emit's manifest that does not list the files .*remove them and its manifest\.json yourself/);
+    expect(snapshot(dir)).toEqual(before);
+    // Another program's manifest.json names no files: --force replaces it like any file of the name.
+    writeFileSync(join(proj, 'manifest.json'), JSON.stringify({ name: 'my app', files: { 'notes.txt': '0'.repeat(64) } }));
+    const other = await run([...EMIT, '-o', proj, '--force']);
+    expect(other.exitCode, other.stderr).toBe(0);
+    expect(readdirSync(proj).sort()).toEqual(['kernel.c', 'kernel.h', 'manifest.json', 'notes.txt', 'x.bin.orig']);
   });
 
   it('emit -o . keeps the working directory, for C and for CUDA', async () => {
@@ -599,11 +652,11 @@ describe('messages are one line, name the flag and say what to do', () => {
 describe('safe output, as a library', () => {
   it('writes files all or nothing and reports what it replaced', () => {
     const dir = tmp();
-    expect(writeOutputDirectory(join(dir, 'new'), { 'a.txt': 'a', 'b.bin': new Uint8Array([1, 2]) }, { field: '--out' })).toEqual({ created: true, replaced: [] });
+    expect(writeOutputDirectory(join(dir, 'new'), { 'a.txt': 'a', 'b.bin': new Uint8Array([1, 2]) }, { field: '--out' })).toEqual({ created: true, replaced: [], removed: [] });
     writeFileSync(join(dir, 'new', 'mine.txt'), 'mine');
     expect(() => writeOutputDirectory(join(dir, 'new'), { 'a.txt': 'A', 'c.txt': 'c' }, { field: '--out' })).toThrow(/already holds a\.txt/);
     expect(existsSync(join(dir, 'new', 'c.txt'))).toBe(false);
-    expect(writeOutputDirectory(join(dir, 'new'), { 'a.txt': 'A', 'c.txt': 'c' }, { field: '--out', force: true })).toEqual({ created: false, replaced: ['a.txt'] });
+    expect(writeOutputDirectory(join(dir, 'new'), { 'a.txt': 'A', 'c.txt': 'c' }, { field: '--out', force: true })).toEqual({ created: false, replaced: ['a.txt'], removed: [] });
     expect(readdirSync(join(dir, 'new')).sort()).toEqual(['a.txt', 'b.bin', 'c.txt', 'mine.txt']);
     writeOutputFile(join(dir, 'f', 'g', 'h.bin'), new Uint8Array([7]), { field: '--out' });
     chmodSync(join(dir, 'f', 'g', 'h.bin'), 0o640);
@@ -613,11 +666,42 @@ describe('safe output, as a library', () => {
     expect(readdirSync(join(dir, 'f', 'g'))).toEqual(['h.bin']);
   });
 
+  it("removes an earlier output's files only with force, only while they hold the bytes written then", () => {
+    const dir = tmp();
+    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+    writeOutputDirectory(dir, { 'old.c': 'old', 'both.h': 'h', 'gone.bin': 'g', 'edited.txt': 'e' }, { field: '--out' });
+    writeFileSync(join(dir, 'mine.txt'), 'mine');
+    rmSync(join(dir, 'gone.bin'));
+    const earlier = { 'old.c': sha('old'), 'both.h': sha('h'), 'gone.bin': sha('g'), 'edited.txt': sha('e') };
+    writeFileSync(join(dir, 'edited.txt'), 'edited');
+    const before = snapshot(dir);
+    expect(() => writeOutputDirectory(dir, { 'both.h': 'H', 'new.c': 'n' }, { field: '--out', force: true, earlier })).toThrow(/holds edited\.txt from the earlier kernel, changed since/);
+    expect(snapshot(dir)).toEqual(before);
+    // Without force: nothing removed, and the shared name refuses the write.
+    const { 'edited.txt': _, ...unchanged } = earlier;
+    expect(() => writeOutputDirectory(dir, { 'both.h': 'H', 'new.c': 'n' }, { field: '--out', earlier: unchanged })).toThrow(/already holds both\.h/);
+    expect(writeOutputDirectory(dir, { 'both.h': 'H', 'new.c': 'n' }, { field: '--out', force: true, earlier: unchanged })).toEqual({ created: false, replaced: ['both.h'], removed: ['old.c'] });
+    expect(readdirSync(dir).sort()).toEqual(['both.h', 'edited.txt', 'mine.txt', 'new.c']);
+    // A link or a directory of a listed name is never removed.
+    symlinkSync(join(dir, 'mine.txt'), join(dir, 'old.c'));
+    expect(() => writeOutputDirectory(dir, { 'new.c': 'n2' }, { field: '--out', force: true, earlier: { 'old.c': sha('mine') } })).toThrow(/holds old\.c from the earlier kernel/);
+    expect(readFileSync(join(dir, 'mine.txt'), 'utf8')).toBe('mine');
+  });
+
   it('creates missing directories one at a time and removes them again when it fails', () => {
     const dir = tmp();
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([join(dir, 'a'), join(dir, 'a', 'b')]);
     expect(ensureDirectory(join(dir, 'a', 'b'), '--out')).toEqual([]);
     expect(() => ensureDirectory('/proc/kgen-test/a/b', '--out')).toThrow(KgenError);
+  });
+});
+
+describe("the test run's temporary folder", () => {
+  it('is a fresh directory of this run (test/temp-dir-setup.ts removes it at the end), inherited by the processes tests start', async () => {
+    expect(basename(tmpdir())).toMatch(/^kgen-test-run-/);
+    expect(process.env.TMPDIR).toBe(tmpdir());
+    const child = await execa(process.execPath, ['-e', "process.stdout.write(require('node:os').tmpdir())"]);
+    expect(child.stdout).toBe(tmpdir());
   });
 });
 

@@ -13,7 +13,7 @@ import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
 import { referenceAttention } from '../src/reference/attention.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
-import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan } from './helpers.js';
+import { ATTENTION_MATRIX, attentionMatrixCase, expectMatchesReference, expectMatrixPlan, threadedLoaderLifetime, writeEmittedWasm } from './helpers.js';
 
 /**
  * WebAssembly attention kernels in Node against the f64 reference, which decodes the KV bytes
@@ -202,6 +202,23 @@ describe('WebAssembly attention output', () => {
     expect(plan.buffers.map((b) => b.name)).not.toContain(TASK_STACK_BUFFER);
   });
 
+  it('loadThreaded takes 1..slots threads (a RangeError else), and its workers let Node exit without close() once the calls resolve', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-lifetime-'));
+    try {
+      const e = emit({ target: 'wasm', op: 'attention_q8kv', shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=300,D=64', config: { splits: 2 } });
+      await writeEmittedWasm(e, dir);
+      const r = await threadedLoaderLifetime(dir, 'k.run(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace)');
+      expect(r.maxThreads).toBe(WASM_ATTENTION_SLOTS);
+      const range = (v: string) => `RangeError: kgen_attention_q8kv: threads must be an integer in [1, 16] (one of the workspace's 16 scratch slots per thread), not ${v}`;
+      expect(r.refused).toEqual([...['0', '-1', '2.5', 'NaN', 'Infinity', '17', '1000'].map(range), 'TypeError: kgen_attention_q8kv: threads must be a number, not string', 'TypeError: kgen_attention_q8kv: threads must be a number, not undefined']);
+      expect(r.done).toBe(true);
+      expect(e.files['kernel.d.mts']).toContain('export declare const maxThreads: 16;');
+      expect(e.files['kernel.d.mts']).toMatch(/a script that never calls close\(\) still exits/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the harness refuses more threads than the workspace has scratch slots', async () => {
     const e = emit({ target: 'wasm', op: 'attention_f16', shape: 'B=1,Hq=2,Hkv=1,Sq=1,Skv=40,D=64' });
     const runner = wasmRunner('auto', { kind: 'tasks', checkThreads: 1, maxThreads: WASM_ATTENTION_SLOTS });
@@ -235,7 +252,10 @@ describe('WebAssembly attention output', () => {
       const data = opKit('attention').testData(e.plan.op, e.plan.shape, 5);
       for (const [name, bytes] of Object.entries(data.inputs)) writeFileSync(join(dir, name), bytes);
       writeFileSync(join(dir, 'host.mjs'), `import { readFileSync, writeFileSync } from 'node:fs';
-        import { kernels as modules, layout, loadAll } from './index.mjs';
+        import { kernels as modules, layout, loadAll, maxThreads } from './index.mjs';
+        // The attention kernel's 16 scratch slots bound the package's threads; past them loadAll refuses.
+        const refused = await loadAll({ threads: maxThreads + 1 }).then(() => 'loaded', (e) => e.constructor.name + ': ' + e.message);
+        writeFileSync(new URL('refused.txt', import.meta.url), maxThreads + ' ' + refused);
         const { memory, kernels, close } = await loadAll({ threads: 2 });
         const at = layout.kernels.attn;
         for (const b of ['q', 'k', 'v']) new Uint8Array(memory.buffer, at[b], modules.attn.sizes[b]).set(readFileSync(new URL(b + '.bin', import.meta.url)));
@@ -246,6 +266,7 @@ describe('WebAssembly attention output', () => {
       const r = await execa(process.execPath, [join(dir, 'host.mjs')], { reject: false });
       expect(r.exitCode, r.stderr).toBe(0);
       expect(data.check(new Uint8Array(readFileSync(join(dir, 'y.bin'))), e.plan.tolerance).ok).toBe(true);
+      expect(readFileSync(join(dir, 'refused.txt'), 'utf8')).toMatch(/^16 RangeError: .*threads must be an integer in \[1, 16\] \(the fewest threads a kernel here takes\), not 17$/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -12,7 +12,7 @@ import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
 import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
-import { EPILOGUE_IRS, writeEmittedWasm } from './helpers.js';
+import { EPILOGUE_IRS, threadedLoaderLifetime, writeEmittedWasm } from './helpers.js';
 
 /**
  * The WebAssembly backend: kernels of every weight format at both instruction levels against the
@@ -354,6 +354,32 @@ describe('the emitted loader (kernel.mjs)', () => {
         k.rows(0, 16, 0, 0, sizes.w, 0, 1);\n`);
       const tsc = await execa(process.execPath, [join(process.cwd(), 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(process.cwd(), 'node_modules/@types'), join(dir, 'use.mts')], { reject: false });
       expect(tsc.exitCode, tsc.stdout).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the emitted loader\'s threads', () => {
+  it('loadThreaded takes 1..maxThreads threads (a RangeError else), and its workers let Node exit without close() once the calls resolve', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-lifetime-'));
+    try {
+      const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=2,N=64,K=128' });
+      await writeEmittedWasm(e, dir);
+      const r = await threadedLoaderLifetime(dir, 'k.run(at.x, at.w, at.bias, at.residual, at.y, at.workspace)');
+      // One thread per output row at most: N = 64 here.
+      expect(r.maxThreads).toBe(64);
+      const range = (v: string) => `RangeError: kgen_matmul_q4: threads must be an integer in [1, 64] (each thread computes at least one of the 64 output rows), not ${v}`;
+      expect(r.refused).toEqual([...['0', '-1', '2.5', 'NaN', 'Infinity', '65', '1000'].map(range), 'TypeError: kgen_matmul_q4: threads must be a number, not string', 'TypeError: kgen_matmul_q4: threads must be a number, not undefined']);
+      // The calls were queued, not awaited, when the script's body ended: the workers held the process until they resolved.
+      expect(r.done).toBe(true);
+      expect(e.files['kernel.d.mts']).toMatch(/The most threads loadThreaded takes: each thread computes at least one of the 64 output rows\. \*\/\nexport declare const maxThreads: 64;/);
+      expect(e.files['kernel.d.mts']).toMatch(/any other number rejects with a RangeError/);
+      expect(e.files['kernel.d.mts']).toMatch(/a script that never calls close\(\) still exits/);
+      // A wide kernel: at most 256 threads, whatever N.
+      const wide = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=4096,K=128' });
+      expect(wide.files['kernel.mjs']).toContain('export const maxThreads = 256;');
+      expect(wide.files['kernel.d.mts']).toContain('export declare const maxThreads: 256;');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

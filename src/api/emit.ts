@@ -1,4 +1,6 @@
 import { KgenError } from '../errors.js';
+import { fileHash } from '../hash.js';
+import { parseJsonInput } from '../io/json-input.js';
 import { quoted, shellArg } from '../io/message-text.js';
 import { checkSupport, renderPlan } from '../backends/registry.js';
 import type { AbiEntry, BindingInterface, Fingerprint, RenderedKernel } from '../backends/types.js';
@@ -61,11 +63,23 @@ export interface Manifest {
   resources?: Record<string, number | string>;
   /** `emit --data`: the seed and what each data file written beside the kernel holds (see `withDataFiles`). */
   data?: { seed: number; files: Record<string, string> };
+  /**
+   * Every other file written beside this manifest (`emit -o`, a package's kernel folder), by name,
+   * with the hex sha256 of its bytes as written (`outputFiles`): what a later `emit -o DIR --force`
+   * removes where its kernel writes no file of that name, while the bytes are unchanged.
+   */
+  files?: Record<string, string>;
 }
 
 export interface EmitResult {
-  /** kernel source files and manifest.json, by file name. */
+  /** The kernel's text files (source, header, loader, run kit) and manifest.json, by file name. */
   files: Record<string, string>;
+  /**
+   * Binary data files to write beside the kernel, by file name: `withDataFiles`'s seeded inputs and
+   * reference (`emit --data`); absent otherwise. Assembled modules are not here but in
+   * `rendered.binaries()`; `outputFiles` joins all three.
+   */
+  dataFiles?: Record<string, Uint8Array>;
   plan: Plan;
   manifest: Manifest;
   rendered: RenderedKernel;
@@ -123,6 +137,47 @@ function fallbackIsaNote(req: ResolvedRequest, plan: Plan): string[] {
 /** `result` with `manifest` in place of its manifest, in the object and in its manifest.json alike. */
 export function withManifest(result: EmitResult, manifest: Manifest): EmitResult {
   return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n` } };
+}
+
+/**
+ * Every file `emit -o` writes for `result`, by file name: its text files, its data files and
+ * `binaries`, the modules `rendered.binaries()` assembled (WebAssembly), with manifest.json listing
+ * the others and their digests in `files`; `result` carries that manifest too.
+ */
+export function outputFiles(result: EmitResult, binaries: Record<string, Uint8Array> = {}): { result: EmitResult; files: Record<string, string | Uint8Array> } {
+  const { 'manifest.json': _, ...others } = { ...result.files, ...result.dataFiles, ...binaries };
+  const listed = withManifest(result, { ...result.manifest, files: Object.fromEntries(Object.entries(others).map(([name, content]) => [name, fileHash(content)])) });
+  return { result: listed, files: { ...listed.files, ...listed.dataFiles, ...binaries } };
+}
+
+/** What a directory's manifest.json says about the files written beside it (see `earlierOutputFiles`). */
+export type EarlierOutput =
+  /** No kgen manifest (missing, another program's, not JSON): it says nothing. */
+  | { kind: 'none' }
+  /** A kgen manifest listing its files (`Manifest.files`): plain names and their sha256. */
+  | { kind: 'listed'; files: Record<string, string> }
+  /** A kgen manifest of a kgen that did not list its files: which are kgen's cannot be told. */
+  | { kind: 'unlisted' };
+
+/**
+ * What the text of a directory's manifest.json (an earlier `emit -o`) says about the files that emit
+ * wrote. Only plain file names with 64-hex-digit digests are taken from its `files`; anything else in
+ * it names no file kgen would touch.
+ */
+export function earlierOutputFiles(manifestText: string): EarlierOutput {
+  let m: unknown;
+  try {
+    m = parseJsonInput(manifestText, { field: 'manifest.json', expected: 'a kgen manifest' });
+  } catch (e) {
+    if (e instanceof KgenError) return { kind: 'none' };
+    throw e;
+  }
+  if (typeof m !== 'object' || m === null) return { kind: 'none' };
+  const { kgen, target, templateHash, files } = m as Partial<Record<keyof Manifest, unknown>>;
+  if (typeof kgen !== 'string' || typeof target !== 'string' || typeof templateHash !== 'string') return { kind: 'none' };
+  if (typeof files !== 'object' || files === null || Array.isArray(files)) return { kind: 'unlisted' };
+  const plain = (name: string) => name !== '' && name !== '.' && name !== '..' && !/[/\\\0]/.test(name);
+  return { kind: 'listed', files: Object.fromEntries(Object.entries(files).filter(([name, digest]) => plain(name) && typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest))) };
 }
 
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */

@@ -1,5 +1,5 @@
 import { opKit } from '../ops/index.js';
-import type { EmitResult } from './emit.js';
+import { withManifest, type EmitResult } from './emit.js';
 import type { Plan } from '../plan/types.js';
 import { checkRunFits } from './run-memory.js';
 
@@ -21,7 +21,7 @@ export function kernelDataFiles(plan: Plan, seed: number): Record<string, Uint8A
 }
 
 /**
- * An emitted kernel with its data files (`kernelDataFiles`) added to its files and listed in its
+ * An emitted kernel with its data files (`kernelDataFiles`) in its `dataFiles` and listed in its
  * manifest's `data`: the seed, and for each file what it holds, so a user's own harness knows
  * which bytes are which without reading kgen.
  */
@@ -47,5 +47,5 @@ export function withDataFiles(result: EmitResult, seed: number): EmitResult {
     return tensors[name] ? `input ${name} as the kernel reads it (tensors.${name}: ${tensors[name]!.bytes} bytes)` : `input ${name} as the kernel reads it`;
   };
   const manifest = { ...result.manifest, data: { seed, files: Object.fromEntries(Object.keys(data).map((f) => [f, describe(f)])) } };
-  return { ...result, manifest, files: { ...result.files, 'manifest.json': `${JSON.stringify(manifest, null, 2)}\n`, ...data } };
+  return withManifest({ ...result, dataFiles: { ...result.dataFiles, ...data } }, manifest);
 }

@@ -7,7 +7,7 @@ import { quoted, valueText } from '../io/message-text.js';
 import { configInUse } from '../plan/index.js';
 import { templateSet } from '../render/templates.js';
 import { KGEN_VERSION } from '../version.js';
-import { emit, type EmitResult, type Manifest } from './emit.js';
+import { emit, outputFiles, type EmitResult, type Manifest } from './emit.js';
 import { resolveRequest, type KernelRequest, type ResolvedRequest } from './request.js';
 
 /** One kernel of a package: a kernel request and, optionally, its name (its folder and symbols). */
@@ -125,7 +125,7 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
     const built = k.rendered.binaries ? await k.rendered.binaries() : { files: {} };
     // A rendered module that does not assemble is kgen's bug, not the user's.
     if ('error' in built) throw new Error(`kgen: ${k.name} does not build: ${built.error}`);
-    for (const [file, content] of Object.entries({ ...k.result.files, ...built.files })) files[`${k.dir}/${file}`] = content;
+    for (const [file, content] of Object.entries(outputFiles(k.result, built.files).files)) files[`${k.dir}/${file}`] = content;
   }
   const createdAt = (opts.now ?? new Date()).toISOString();
   const index: PackageIndex = {

@@ -1,13 +1,14 @@
-import { basename, resolve } from 'node:path';
+import { lstatSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { emit } from '../api/emit.js';
+import { earlierOutputFiles, emit, outputFiles } from '../api/emit.js';
 import { withDataFiles } from '../api/kit.js';
 import { withResources } from '../api/resources.js';
 import { KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
 import { pathText, quoted, valueText } from '../io/message-text.js';
-import { writeOutputDirectory, writeOutputTree } from '../io/output.js';
+import { fsError, writeOutputDirectory, writeOutputTree } from '../io/output.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
 import { buildPackage, npmPackageName, type PackageKernel } from '../api/package.js';
 import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest, withRecords } from './common.js';
@@ -17,8 +18,8 @@ export function registerEmit(program: Command): void {
   const cmd = program
     .command('emit')
     .description('generate a kernel: kernel source, header and manifest.json')
-    .option('-o, --out <dir>', "write the kernel's files and manifest.json here (C: kernel.c, kernel.h; the other targets' lists are below; default: the main source to stdout); an existing directory keeps its other files")
-    .option('--force', 'replace files of the same names that -o DIR already holds (never anything else)')
+    .option('-o, --out <dir>', "write the kernel's files and manifest.json here (C: kernel.c, kernel.h; the other targets' lists are below; default: the main source to stdout); an existing directory keeps its other files (but an earlier emit's, with --force)")
+    .option('--force', "replace files of the same names that -o DIR already holds; where DIR holds an earlier emit's manifest.json, also remove the files that emit wrote (its manifest lists them) and this one does not, each only while unchanged since, so DIR holds one kernel (never anything else: a changed file refuses the emit)")
     .option('--no-records', 'ignore the tuning database: use --config or the default config')
     .option('--symbol <name>', 'the base name of the kernel\'s symbols (default kgen_OPNAME): two kernels of one op (two shapes) linked into one program need different names')
     .option('--data [seed]', 'also write seeded inputs as the kernel reads them (x.bin, w.bin, ...: the manifest\'s tensors and weights) ref.bin, the f64 reference output (little-endian), and for a matmul ref_terms.bin, each output\'s energy of summed products (f64: the check weighs an output by the larger of its square and this), for an attention kernel that rounds Q to int8 ref_rounded.bin, the reference from Q so rounded (the manifest\'s tolerance.inputRounding: the bounds widen to its factor times that rounding\'s own error), next to the kernel: CUDA\'s run.sh checks against them, other targets\' users with their own harness within the manifest\'s tolerance (needs -o)')
@@ -76,12 +77,16 @@ fastest record of that ISA, else its default. The manifest's configSource and re
       const built = result.rendered.binaries ? await result.rendered.binaries() : { files: {} };
       // A rendered module that does not assemble is kgen's bug, not the user's.
       if ('error' in built) throw new Error(`kgen: the rendered kernel does not build: ${built.error}`);
-      const files = { ...result.files, ...built.files };
-      const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force });
-      if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, manifest: result.manifest });
+      const output = outputFiles(result, built.files);
+      result = output.result;
+      const files = output.files;
+      const earlier = flags.force ? earlierEmitFiles(out) : undefined;
+      const written = writeOutputDirectory(out, files, { field: '--out', force: flags.force, earlier });
+      if (flags.json) printJson({ out, files: Object.keys(files), replaced: written.replaced, removed: written.removed, manifest: result.manifest });
       else {
         const replaced = written.replaced.length ? `; replaced ${written.replaced.join(', ')}` : '';
-        process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${pathText(out)}${replaced} (${result.plan.variant}, config ${JSON.stringify(configInUse(result.plan))})\n`);
+        const removed = written.removed.length ? `; removed the earlier kernel's ${written.removed.join(', ')}` : '';
+        process.stderr.write(`kgen: wrote ${Object.keys(files).join(', ')} to ${pathText(out)}${replaced}${removed} (${result.plan.variant}, config ${JSON.stringify(configInUse(result.plan))})\n`);
       }
     } else if (flags.json) {
       printJson({ files: result.files, manifest: result.manifest });
@@ -89,6 +94,36 @@ fastest record of that ISA, else its default. The manifest's configSource and re
       process.stdout.write(result.files[result.rendered.mainFile ?? 'kernel.c']!);
     }
   });
+}
+
+/**
+ * `emit -o DIR --force`: the files the emit that wrote DIR/manifest.json wrote (its `files`, each
+ * with its sha256), which writeOutputDirectory removes where this emit writes no file of that name,
+ * while unchanged. Nothing when DIR holds no kgen manifest (none at all, another program's, or one
+ * that is no regular file, which the write then refuses). A kgen manifest that does not list its
+ * files (an older kgen's) is refused: that emit's other files cannot be told from the user's.
+ */
+function earlierEmitFiles(out: string): Record<string, string> | undefined {
+  const path = join(out, 'manifest.json');
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw fsError('--out', 'read', path, e, 'check its permissions, or choose another -o');
+  }
+  // A kgen manifest is a few KiB: a larger file is another program's, replaced like any file of the name.
+  if (!st.isFile() || st.size > SMALL_JSON.maxChars) return undefined;
+  const earlier = earlierOutputFiles(readUserFile(path, '--out', SMALL_JSON.maxChars));
+  if (earlier.kind === 'unlisted') {
+    throw new KgenError({
+      field: '--out',
+      problem: `${pathText(path)} is an earlier kgen emit's manifest that does not list the files that emit wrote`,
+      expected: "a directory without an earlier kernel, or one whose manifest.json lists the files its emit wrote (its \"files\", as kgen emit writes them now)",
+      hint: "--force cannot tell that kernel's other files from yours: remove them and its manifest.json yourself and run again, or choose another -o",
+    });
+  }
+  return earlier.kind === 'listed' ? earlier.files : undefined;
 }
 
 type EmitFlags = KernelFlags & { symbol?: string; out?: string; force?: boolean; db?: string; records: boolean; data?: string | boolean; ptxas: boolean; package?: string; packageName?: string; kernels?: string };

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { lstatSync, mkdirSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { KgenError } from '../errors.js';
+import { fileHash } from '../hash.js';
 import { pathText } from './message-text.js';
 
 /**
@@ -12,7 +13,9 @@ import { pathText } from './message-text.js';
  * Invariants:
  * - a user's file is never deleted, and never replaced unless `force` is set and it is a regular
  *   file kgen is about to write; directories, symbolic links, devices, FIFOs and sockets are never
- *   replaced, with or without `force`;
+ *   replaced, with or without `force`; the only files ever deleted are an earlier output's that its
+ *   caller names with the digest of the bytes kgen wrote then (`DirectoryOutputOptions.earlier`),
+ *   and only while they are regular files holding exactly those bytes;
  * - every write goes to a temporary name beside its target first and is renamed into place, so a
  *   target holds either its old bytes or all of its new ones; a new output directory appears whole
  *   or not at all, and directories created on the way are removed again when a write fails;
@@ -221,6 +224,21 @@ export interface DirectoryWrite {
   created: boolean;
   /** Files that were there before and were replaced (only with `force`). */
   replaced: string[];
+  /** Files of the earlier output (`DirectoryOutputOptions.earlier`) that were removed (only with `force`). */
+  removed: string[];
+}
+
+export interface DirectoryOutputOptions extends OutputOptions {
+  /**
+   * The files an earlier output wrote into the directory (an earlier `emit -o`, as its manifest
+   * lists them), by plain name, each with the hex sha256 (`fileHash`) of the bytes written then.
+   * With `force`, the ones the new output does not replace are removed once the new files are in
+   * place, so the directory does not hold a mix of two outputs: each only while it is a regular
+   * file holding exactly those bytes. One that is gone is skipped; one that changed since, or is no
+   * longer a regular file, is the user's now: it is refused, naming it, before anything is written.
+   * Without `force` nothing is removed (the earlier output's files of the same names refuse the write).
+   */
+  earlier?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -228,12 +246,13 @@ export interface DirectoryWrite {
  *
  * - `dir` does not exist: the files go into a temporary sibling directory that is then renamed to
  *   `dir`, so the directory appears whole or not at all.
- * - `dir` exists: the files are written beside what is there, and nothing else in it is touched.
- *   A name that already exists is refused (without `force`) before anything is written; with
- *   `force` only regular files are replaced. All files are written to temporary names first and
- *   renamed into place only when every one of them was written.
+ * - `dir` exists: the files are written beside what is there, and nothing else in it is touched
+ *   but an earlier output's unchanged files (`opts.earlier`, with `force`). A name that already
+ *   exists is refused (without `force`) before anything is written; with `force` only regular files
+ *   are replaced. All files are written to temporary names first and renamed into place only when
+ *   every one of them was written; the earlier output's other files are removed after that.
  */
-export function writeOutputDirectory(dir: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
+export function writeOutputDirectory(dir: string, files: Record<string, string | Uint8Array>, opts: DirectoryOutputOptions): DirectoryWrite {
   checkPathText(dir, opts.field, 'a directory path');
   for (const name of Object.keys(files)) {
     if (!name || name !== basename(name) || name === '.' || name === '..') throw new Error(`kgen: output file name ${JSON.stringify(name)} is not a plain name`);
@@ -290,10 +309,10 @@ function writeNewDirectory(target: string, shown: string, files: Record<string, 
     }
     throw fsError(opts.field, 'write into', shown, e);
   }
-  return { created: true, replaced: [] };
+  return { created: true, replaced: [], removed: [] };
 }
 
-function writeIntoExisting(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: OutputOptions): DirectoryWrite {
+function writeIntoExisting(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: DirectoryOutputOptions): DirectoryWrite {
   const names = Object.keys(files);
   const existing: string[] = [];
   const modes = new Map<string, number | undefined>();
@@ -316,6 +335,7 @@ function writeIntoExisting(target: string, shown: string, files: Record<string, 
       hint: 'pass --force to replace those files (nothing else in the directory is touched), or choose another -o',
     });
   }
+  const stale = opts.force ? earlierFilesToRemove(target, shown, files, opts) : [];
   const temps = new Map<string, string>();
   try {
     for (const name of names) {
@@ -337,5 +357,73 @@ function writeIntoExisting(target: string, shown: string, files: Record<string, 
     }
     throw fsError(opts.field, 'write into', shown, e);
   }
-  return { created: false, replaced: existing };
+  return { created: false, replaced: existing, removed: removeEarlierFiles(target, shown, stale, opts.field) };
+}
+
+/** Whether `path` is a regular file (not a link) holding exactly the bytes whose `fileHash` is `digest`. */
+function holdsBytes(path: string, digest: string, field: string): boolean {
+  const st = statOrNone(path, field, false);
+  if (!st?.isFile()) return false;
+  try {
+    return fileHash(readFileSync(path)) === digest;
+  } catch (e) {
+    throw fsError(field, 'read', path, e, 'check its permissions, or move it away');
+  }
+}
+
+/**
+ * The files of `opts.earlier` that the new output does not replace and that are still there, each
+ * checked to hold the bytes the earlier output wrote; any other is refused, naming it.
+ */
+function earlierFilesToRemove(target: string, shown: string, files: Record<string, string | Uint8Array>, opts: DirectoryOutputOptions): { name: string; digest: string }[] {
+  const stale: { name: string; digest: string }[] = [];
+  const changed: string[] = [];
+  for (const [name, digest] of Object.entries(opts.earlier ?? {})) {
+    if (!name || name !== basename(name) || name === '.' || name === '..') throw new Error(`kgen: earlier output file name ${JSON.stringify(name)} is not a plain name`);
+    if (name in files) continue;
+    const path = join(target, name);
+    if (!statOrNone(path, opts.field, false)) continue;
+    if (holdsBytes(path, digest, opts.field)) stale.push({ name, digest });
+    else changed.push(name);
+  }
+  if (changed.length) {
+    throw new KgenError({
+      field: opts.field,
+      problem: `${pathText(shown)} holds ${changed.join(', ')} from the earlier kernel, changed since kgen wrote ${changed.length === 1 ? 'it' : 'them'}`,
+      expected: "the earlier kernel's files as kgen wrote them (--force removes those the new kernel does not replace, and never a changed file)",
+      hint: `move ${changed.length === 1 ? 'it' : 'them'} out of the directory (or delete ${changed.length === 1 ? 'it' : 'them'}) and run again, or choose another -o`,
+    });
+  }
+  return stale;
+}
+
+/**
+ * Removes the earlier output's files `earlierFilesToRemove` checked, each only while it still holds
+ * the same bytes. Returns the names removed; a file that changed meanwhile or cannot be removed is
+ * kept and named in a KgenError (the new files are in place by then).
+ */
+function removeEarlierFiles(target: string, shown: string, stale: readonly { name: string; digest: string }[], field: string): string[] {
+  const removed: string[] = [];
+  const kept: string[] = [];
+  for (const { name, digest } of stale) {
+    const path = join(target, name);
+    try {
+      if (!holdsBytes(path, digest, field)) {
+        kept.push(name);
+        continue;
+      }
+      unlinkSync(path);
+      removed.push(name);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') kept.push(name);
+    }
+  }
+  if (kept.length) {
+    throw new KgenError({
+      field,
+      problem: `wrote the new files into ${pathText(shown)} but kept ${kept.join(', ')} from the earlier kernel (changed while kgen was writing, or not removable)`,
+      hint: `remove ${kept.length === 1 ? 'it' : 'them'} yourself if ${kept.length === 1 ? 'it is' : 'they are'} not yours`,
+    });
+  }
+  return removed;
 }

@@ -38,6 +38,9 @@ type CpuAttentionPlan = PlanOf<'cpu-attention'>;
 /** Threads that may run tasks at once: the scratch slots the workspace holds. */
 export const WASM_ATTENTION_SLOTS = 16;
 
+/** The most threads the loader's loadThreaded takes, and why: one scratch slot each. */
+const LOADER_THREADS = { maxThreads: WASM_ATTENTION_SLOTS, maxThreadsWhy: `one of the workspace's ${WASM_ATTENTION_SLOTS} scratch slots per thread` };
+
 /** f32 lanes of a SIMD128 vector, and its bytes. */
 const LANES = 4;
 const VEC_BYTES = 16;
@@ -435,10 +438,10 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
   };
   const kvLen = { runtimeKvLength: p.runtimeKvLength, kvLenMin: p.kvLenMin, Skv: p.Skv, Sq: p.Sq, causal: p.causal };
-  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p)) };
+  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p), LOADER_THREADS) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
-  files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS });
+  files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS, ...LOADER_THREADS });
   const ptrs = 'i32 byte offsets into the imported memory';
   const ws = wasmAttentionWorkspace(plan);
   const rendered: RenderedKernel = {

@@ -1,4 +1,4 @@
-import { type CodeBlockWriter, StructureKind, VariableDeclarationKind } from 'ts-morph';
+import { type CodeBlockWriter, type SourceFile, StructureKind, VariableDeclarationKind } from 'ts-morph';
 import { formatShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
 import { taskUnitsText } from '../../plan/cpu-attention.js';
@@ -17,6 +17,32 @@ function sizeDocs(plan: CpuMatmulPlan, workspaceBytes: number): Record<string, s
   for (const [name, t] of Object.entries(tensors)) doc[name] = `${name.toUpperCase()}${t.shape} ${t.dtype}, ${t.layout}.`;
   if (weights) doc.w = `W[${plan.shape.N},${plan.shape.K}] packed as \`kgen pack\` writes it (${weights.format}, layout ${weights.formatVersion}).`;
   return doc;
+}
+
+/** The most threads a loader's loadThreaded takes, and why (`dispatchView`'s view of them). */
+interface LoaderThreads {
+  maxThreads: number;
+  maxThreadsWhy: string;
+}
+
+/** The `maxThreads` constant of a loader's declarations. */
+function declareMaxThreads(file: SourceFile, threads: LoaderThreads): void {
+  file.addVariableStatement({
+    isExported: true,
+    hasDeclareKeyword: true,
+    declarationKind: VariableDeclarationKind.Const,
+    docs: [`The most threads loadThreaded takes: ${threads.maxThreadsWhy}.`],
+    declarations: [{ name: 'maxThreads', type: String(threads.maxThreads) }],
+  });
+}
+
+/** What a ThreadedKernel's close() does, in both loaders' declarations. */
+const CLOSE_DOC =
+  "Ends the workers; a call made or still queued after it rejects without computing. In Node the workers hold the process open only while a call is queued or running, so a script that never calls close() still exits once its calls have resolved.";
+
+/** What loadThreaded takes and refuses, in both loaders' declarations. */
+function loadThreadedDoc(threads: LoaderThreads, what: string): string {
+  return `${what} over a shared memory (\`new WebAssembly.Memory({ initial, maximum, shared: true })\`). \`threads\`: an integer in [1, maxThreads] (${threads.maxThreads}: ${threads.maxThreadsWhy}); any other number rejects with a RangeError, anything else with a TypeError, before a worker starts.`;
 }
 
 /** The properties of a loader's ThreadedKernel: its level, threads and workspace bytes. */
@@ -48,7 +74,7 @@ function sizesType(sizes: Record<string, number>, docOf: (name: string) => strin
  * layout: `sizes` as literal byte counts with what each buffer holds, the level names the output
  * has modules for, and the loader's functions with their TSDoc.
  */
-export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; version: string; sizes: Record<string, number>; levels: readonly string[]; preferred: string }): string {
+export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; version: string; sizes: Record<string, number>; levels: readonly string[]; preferred: string } & LoaderThreads): string {
   const docs = sizeDocs(plan, plan.params.workspaceBytes);
   const ptr = (name: string) => ({ name, type: 'number' });
   const rowsParams = ['workspace', 'w', 'bias', 'residual', 'y', 'rowBegin', 'rowEnd'].map(ptr);
@@ -70,6 +96,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
       docs: ["The level loadKernel takes by default (the plan's, chosen by measurement or a tune record); relaxed only where the probe passes."],
       declarations: [{ name: 'preferred', type: `'${opts.preferred}'` }],
     });
+    declareMaxThreads(file, opts);
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -95,10 +122,10 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
         { name: 'prepare', parameters: [ptr('x'), ptr('workspace')], returnType: 'Promise<void>', docs: ['Queued behind the calls before it, as rows and run are.'] },
         { name: 'rows', parameters: rowsParams, returnType: 'Promise<void>', docs: ['Rows [rowBegin, rowEnd) split across this thread and the workers; resolves when all are written.'] },
         { name: 'run', parameters: runParams, returnType: 'Promise<void>' },
-        { name: 'close', returnType: 'void', docs: ['Ends the workers; a call made or still queued after it rejects without computing.'] },
+        { name: 'close', returnType: 'void', docs: [CLOSE_DOC] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads')] });
   });
 }
 
@@ -106,7 +133,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
  * kernel.d.mts of an attention kernel: `sizes` as literal byte counts with what each buffer holds
  * (from the op kit's tensors), the task and slot counts, and the loader's functions with their TSDoc.
  */
-export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: string; version: string; sizes: Record<string, number>; slots: number }): string {
+export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: string; version: string; sizes: Record<string, number>; slots: number } & LoaderThreads): string {
   const { tensors } = opKit('attention').tensors(plan.op, plan.shape);
   const p = plan.params;
   const ptr = (name: string) => ({ name, type: 'number' });
@@ -139,6 +166,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
     constant('tasks', String(p.tasks), `Tasks of a call: ${taskUnitsText(p)}.`);
     constant('outRows', String(p.outRows), 'Output rows (B x Hq x Sq) the merge writes.');
     constant('slots', String(opts.slots), 'Threads that may run tasks at once (scratch slots in the workspace).');
+    declareMaxThreads(file, opts);
     if (p.runtimeKvLength) {
       constant('kvLenRange', `{ readonly min: ${p.kvLenMin}; readonly max: ${p.Skv} }`, `The kvLen a call may pass: at least ${p.kvLenMin}${p.causal ? ' (Sq: every query sees a key)' : ''}, at most ${p.Skv} (the cache's capacity, the Skv emitted).`);
     }
@@ -168,10 +196,10 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
         { name: 'tasks', parameters: [...tasksParams, ...kvLen], returnType: 'Promise<void>', docs: [`Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.${kvLenDoc.replace('throws', 'rejects with')}`] },
         { name: 'merge', parameters: mergeParams, returnType: 'Promise<void>' },
         { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'Promise<void>', ...(kvLenDoc ? { docs: [kvLenDoc.replace('throws', 'rejects with').trim()] } : {}) },
-        { name: 'close', returnType: 'void', docs: ['Ends the workers; a call made or still queued after it rejects without computing.'] },
+        { name: 'close', returnType: 'void', docs: [CLOSE_DOC] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<ThreadedKernel>', docs: ['The kernel on `threads` threads (at most `slots`) over a shared memory (`new WebAssembly.Memory({ initial, maximum, shared: true })`).'] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads (at most `slots`)')] });
   });
 }
 
@@ -195,6 +223,7 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       });
       w.write('>');
     });
+    constant('maxThreads', "The most threads loadAll takes: the fewest any kernel's loadThreaded takes (its maxThreads).", 'number');
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -204,7 +233,7 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
         { name: 'memory', isReadonly: true, type: 'WebAssembly.Memory', docs: ['The memory every kernel computes in (the one given, or a new one of layout.pages pages).'] },
         { name: 'kernels', isReadonly: true, type: typeByKernel(kernels, (_, i) => `kernel${i}.Kernel | kernel${i}.ThreadedKernel`), docs: ['Each kernel loaded (threaded when threads > 1: then rows and run return promises).'] },
       ],
-      methods: [{ name: 'close', returnType: 'void', docs: ['Ends every kernel\'s workers.'] }],
+      methods: [{ name: 'close', returnType: 'void', docs: ["Ends every kernel's workers (in Node they hold the process open only while a call is queued or running)."] }],
     });
     file.addFunction({
       isExported: true,
@@ -212,7 +241,7 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       name: 'loadAll',
       parameters: [{ name: 'options', hasQuestionToken: true, type: "{ memory?: WebAssembly.Memory; threads?: number; level?: 'auto' | 'simd128' | 'relaxed' }" }],
       returnType: 'Promise<Loaded>',
-      docs: ['Every kernel over one memory (the host\'s, or a new one; shared when threads > 1), on `threads` threads each.'],
+      docs: ["Every kernel over one memory (the host's, or a new one; shared when threads > 1), on `threads` threads each: an integer in [1, maxThreads]; any other number rejects with a RangeError, anything else with a TypeError."],
     });
   });
 }

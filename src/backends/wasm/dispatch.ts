@@ -25,16 +25,29 @@ export const WORKER_STOP_CALL = -1;
  */
 export const WORKER_SPIN_POLLS = 20000;
 
+/**
+ * The most threads a loader runs a kernel on (this thread and 255 workers), whatever else limits it:
+ * more cores than any machine a page or Node runs on, where every worker instantiates its own copy
+ * of the module. A larger count (threads: 1000) is a mistake, refused before any worker starts.
+ */
+export const LOADER_MAX_THREADS = 256;
+
 /** One export a worker runs: its name and how many i32 arguments it takes. */
 export interface WorkerCall {
   name: string;
   args: number;
 }
 
-/** What loader/worker.mjs and loader/workers.mjs print about the dispatch. */
-export function dispatchView(calls: readonly WorkerCall[]) {
+/**
+ * What loader/worker.mjs, loader/workers.mjs and loader/threads.mjs print about the dispatch:
+ * `maxThreads` is the most threads loadThreaded takes (at most `LOADER_MAX_THREADS`), and
+ * `maxThreadsWhy` what bounds it, as the loader's error and docs say it.
+ */
+export function dispatchView(calls: readonly WorkerCall[], threads: { maxThreads: number; maxThreadsWhy: string }) {
   const argsMax = Math.max(...calls.map((c) => c.args));
+  if (!Number.isInteger(threads.maxThreads) || threads.maxThreads < 1 || threads.maxThreads > LOADER_MAX_THREADS) throw new Error(`kgen: a loader's maxThreads must be in [1, ${LOADER_MAX_THREADS}], not ${threads.maxThreads}`);
   return {
+    ...threads,
     workerCallsJson: JSON.stringify(calls),
     controlJson: JSON.stringify({ ...WORKER_CONTROL, words: WORKER_CONTROL.args + argsMax }),
     statusJson: JSON.stringify(WORKER_STATUS),

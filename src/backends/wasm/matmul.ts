@@ -11,7 +11,7 @@ import { FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
 import { assembleKernel } from './assemble.js';
-import { dispatchView, type WorkerCall } from './dispatch.js';
+import { dispatchView, LOADER_MAX_THREADS, type WorkerCall } from './dispatch.js';
 import { chunkDecode, i32Lanes, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
@@ -564,6 +564,17 @@ export function levelsOf(plan: CpuMatmulPlan): WasmLevel[] {
 /** What a worker of loadThreaded runs: `<fn>_rows(workspace, w, bias, residual, y, rowBegin, rowEnd)`. */
 const WORKER_CALLS: readonly WorkerCall[] = [{ name: 'rows', args: 7 }];
 
+/**
+ * The most threads the loader's loadThreaded takes, and why: each thread computes at least one
+ * output row, and no more than `LOADER_MAX_THREADS` run at all.
+ */
+function loaderThreads(plan: CpuMatmulPlan): { maxThreads: number; maxThreadsWhy: string } {
+  const N = plan.params.N;
+  return N < LOADER_MAX_THREADS
+    ? { maxThreads: N, maxThreadsWhy: `each thread computes at least one of the ${N} output rows` }
+    : { maxThreads: LOADER_MAX_THREADS, maxThreadsWhy: `${LOADER_MAX_THREADS} threads at most, more than any machine's cores` };
+}
+
 /** kernel.wat (and kernel.relaxed.wat) of a CPU matmul plan, plus the harness verify and the tuner run. */
 export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): RenderedKernel {
   const templates = templateSet('wasm');
@@ -582,10 +593,10 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     levelsJson: JSON.stringify(levelsOf(plan)),
     preferredJson: JSON.stringify(preferredLevel(plan)),
     filesJson: JSON.stringify(Object.fromEntries(levelsOf(plan).map((l) => [l, { plain: wasmName(LEVEL_FILE[l].plain), shared: wasmName(LEVEL_FILE[l].shared) }]))),
-    ...dispatchView(WORKER_CALLS),
+    ...dispatchView(WORKER_CALLS, loaderThreads(plan)),
   };
   files['kernel.mjs'] = templates.render('kernel.mjs', loaderView);
-  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan) });
+  files['kernel.d.mts'] = wasmLoaderDeclarations(plan, { fn, version: ctx.version, sizes: harnessLayout(plan).sizes, levels: levelsOf(plan), preferred: preferredLevel(plan), ...loaderThreads(plan) });
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`rows` over the row ranges it is given' });
   const ptrs = 'i32 byte offsets into the imported memory';
   const rendered: RenderedKernel = {
