@@ -145,6 +145,39 @@ describe.skipIf(noGpp !== undefined)('CUDA attention through the CPU shim', { co
   }, 120_000);
 });
 
+/**
+ * The tensor-core prefill on quantized caches multiplies Q by K's codes (exact in f16) and applies
+ * K's scales to the f32 partial scores of each scale group. The test data's outlier channels make
+ * the scores large and peaked: K dequantized to f16 before the mma (the kernel before 2026-12-05)
+ * measured NMSE 1.6e-6 to 1.1e-5 on these cases over seeds 1-3 (the f16 tolerance is 2e-6); exact
+ * codes measure 2.3e-8 to 6.2e-8, so a tenth of the tolerance tells the two apart. The matrix rows
+ * q8 Hq=8 D=64 and q8_0 Hq=8 D=64 (helpers.ts) run the same kernels at their default plans.
+ */
+describe.skipIf(noGpp !== undefined)('tensor-core prefill on quantized caches: K as exact codes, scaled in f32', { concurrent: true }, () => {
+  const cases: [ReturnType<typeof attention>, string][] = [
+    [attention('q8', true, { o: 'f32' }), 'B=1,Hq=8,Hkv=1,Sq=64,Skv=77,D=64'],
+    // One k16 slice per scale group.
+    [attention('q8', false, { o: 'f32', kvGroupSize: 16 }), 'B=1,Hq=4,Hkv=2,Sq=64,Skv=77,D=64'],
+    [attention('q8_0', true, { o: 'f32' }), 'B=1,Hq=8,Hkv=2,Sq=64,Skv=333,D=64'],
+    [attention('q4_0', false, { o: 'f32' }), 'B=1,Hq=8,Hkv=2,Sq=64,Skv=333,D=64'],
+  ];
+  for (const [ir, shape] of cases) {
+    const label = `${ir.name}${'kvGroupSize' in ir ? ` group ${String(ir.kvGroupSize)}` : ''} ${shape}`;
+    it(label, async () => {
+      const r = await verify({ target: 'cuda', ir, shape, device: 'rtx4090', config: { math: 'mma' }, runner: shim, werror: true });
+      expectMatchesReference(r, label);
+      expect((r.plan as PlanOf<'cuda-attention'>).params).toMatchObject({ kernel: 'flash_prefill_mma', kScaled: true });
+      expect(r.comparison!.nmse, label).toBeLessThan(r.tolerance.nmse / 10);
+    }, 120_000);
+  }
+
+  it('a q8 cache with scale groups of 8 values prefills with SIMT by default, verified', async () => {
+    const ir = attention('q8', true, { kvGroupSize: 8 });
+    const plan = await expectVerified(ir, 'B=1,Hq=4,Hkv=2,Sq=64,Skv=77,D=64', 'q8 group 8');
+    expect(plan.variant).toBe('flash_prefill');
+  }, 120_000);
+});
+
 describe.skipIf(noGpp !== undefined)('the attention checks catch broken kernels', () => {
   // Without the rescale of what was accumulated before a new maximum, the online softmax is wrong
   // as soon as a later tile holds a larger score: the reference must see it.
@@ -182,6 +215,22 @@ describe('attention plans state what the kernels need', () => {
 
   it('refuses a head dim its rows cannot be staged with, naming the rule', () => {
     expect(() => emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=72', device: 'rtx4090' })).toThrow(/D is not a multiple of 16/);
+  });
+
+  it('tensor-core prefill: quantized K enters the mma as codes per scale group; a q8 group that is not whole k16 slices rules mma out', () => {
+    const shape = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64';
+    const params = (ir: object) => (emit({ target: 'cuda', ir, shape, device: 'rtx4090' }).plan as PlanOf<'cuda-attention'>).params;
+    expect(params(attention('f16', true))).toMatchObject({ kernel: 'flash_prefill_mma', kScaled: false, kGroups: 1, kGroupSlices: 4 });
+    expect(params(attention('q8', true))).toMatchObject({ kernel: 'flash_prefill_mma', kScaled: true, kGroups: 2, kGroupSlices: 2 });
+    expect(params(attention('q8', true, { kvGroupSize: 16 }))).toMatchObject({ kernel: 'flash_prefill_mma', kScaled: true, kGroups: 4, kGroupSlices: 1 });
+    expect(params(attention('q4_0', true))).toMatchObject({ kernel: 'flash_prefill_mma', kScaled: true, kGroups: 2, kGroupSlices: 2 });
+    for (const kvGroupSize of [4, 8]) {
+      const ir = attention('q8', true, { kvGroupSize });
+      expect(() => emit({ target: 'cuda', ir, shape, device: 'rtx4090', config: { math: 'mma' } })).toThrow(new RegExp(`mma: the q8 KV scale group \\(${kvGroupSize} values\\) is not a multiple of 16, an mma k-slice`));
+      // The default falls back to SIMT prefill.
+      expect(params(ir).kernel).toBe('flash_prefill');
+    }
+    expect(() => emit({ target: 'cuda', ir: attention('q8', true, { kvGroupSize: 24 }), shape: shape.replace('D=64', 'D=96'), device: 'rtx4090', config: { math: 'mma' } })).toThrow(/scale group \(24 values\) is not a multiple of 16/);
   });
 
   it('decode with one split: no workspace, no merge kernel, the block writes O', () => {

@@ -94,7 +94,20 @@ type SimtParams = {
 };
 
 /** The tensor-core prefill: k16 slices and n8 blocks of D and of a key tile. */
-type MmaParams = { dSlices: number; dBlocks: number; keySlices: number; keyBlocks: number };
+type MmaParams = {
+  dSlices: number;
+  dBlocks: number;
+  keySlices: number;
+  keyBlocks: number;
+  /**
+   * Quantized K enters S = Q K^T as its codes (exact in f16), one scale group at a time: `kGroups`
+   * groups a row of `kGroupSlices` k16 slices each, whose partial scores are multiplied by their
+   * keys' scales in f32 (`mmaKGroups`). f16 K is exact as it is: one group of dSlices, unscaled.
+   */
+  kScaled: boolean;
+  kGroups: number;
+  kGroupSlices: number;
+};
 
 type PrefillParams = { br: number; bc: number; qTiles: number };
 
@@ -159,14 +172,40 @@ function mmaRegisters(D: number, bc: number): number {
 }
 
 /**
- * Registers per thread of the tensor-core prefill, estimated: its fragments, one hoisted address per
- * unrolled staging copy of the K/V ring (`stageIters`, 2 registers each), per-warp indexing that
- * shrinks as warps are added, softmax state and addressing. Calibrated with `nvcc -cubin -Xptxas -v`
- * (CUDA 13.0, sm_80, 2026-12-05) over the legal configs of f16 D = 128 and q8 D = 96: an upper
- * bound near ptxas's 255 cap (a config over its budget spilled or sat at the cap; docs/cuda.md).
+ * Registers per thread of the tensor-core prefill, estimated: its fragments (with a quantized K, the
+ * f32 fragment of one scale group's partial scores besides), one hoisted address per unrolled
+ * staging copy of the K/V ring (`stageIters`, 2 registers each), per-warp indexing that shrinks as
+ * warps are added, softmax state and addressing. Calibrated with `nvcc -cubin -Xptxas -v` (CUDA
+ * 13.0, sm_80, 2026-12-05) over the legal configs of f16 D = 128 and q8 D = 96: an upper bound near
+ * ptxas's 255 cap (a config over its budget spilled or sat at the cap; docs/cuda.md).
  */
-function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number): number {
-  return 70 + mmaRegisters(D, bc) + 2 * stageIters + Math.floor(1024 / threads);
+function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number, kScaled: boolean): number {
+  return 70 + mmaRegisters(D, bc) + (kScaled ? 4 : 0) + 2 * stageIters + Math.floor(1024 / threads);
+}
+
+/** Values of D one mma.sync m16n8k16 multiplies per step (a k16 slice). */
+const MMA_K = 16;
+
+/**
+ * How the tensor-core prefill feeds K to S = Q K^T. A quantized K is not dequantized to f16 first:
+ * code x scale rounded to f16 errs by up to 2^-12 of the value, and with LLM-like data (a pair of
+ * outlier channels, Q ~ 12 and K ~ 10 there) those errors, times Q's large values, moved the scores
+ * enough that exp() made O miss the f16 tolerance (NMSE 6e-6 on q8 and q8_0 caches at D = 64,
+ * through the CPU shim). So the mma multiplies Q by K's codes, exact in f16 (int8, q4_0's nibble -
+ * 8), one scale group of K at a time, and scales each group's partial scores in f32. A group must
+ * then be whole k16 slices (`mmaScaleGroups`).
+ */
+function mmaKGroups(op: AttentionOp, D: number, kvGroup: number): { kScaled: boolean; kGroups: number; kGroupSlices: number } {
+  if (op.kvCache === 'f16') return { kScaled: false, kGroups: 1, kGroupSlices: D / MMA_K };
+  return { kScaled: true, kGroups: D / kvGroup, kGroupSlices: kvGroup / MMA_K };
+}
+
+/** The tensor-core prefill scales K's partial scores per scale group: a group must be whole k16 slices. */
+function mmaScaleGroups(op: AttentionOp): Restriction {
+  return {
+    reason: `mma: the q8 KV scale group (${op.kvGroupSize} values) is not a multiple of ${MMA_K}, an mma k-slice, so K's scales cannot be applied to the score accumulators between slices`,
+    allows: (c) => c.math !== 'mma' || op.kvCache !== 'q8' || op.kvGroupSize! % MMA_K === 0,
+  };
 }
 
 /** Whether D is a power of two (q8 scale indexing stays shifts and masks). */
@@ -196,7 +235,7 @@ function cudaSpace(req: Req): SearchSpace {
   }
   return {
     knobs: [
-      { name: 'math', values: hasMmaM16n8k16(device) ? ['mma', 'simt'] : ['simt'], doc: 'mma: scores and P.V on tensor cores (mma.sync m16n8k16, f16 operands; sm_80+); simt: f32 FMA' },
+      { name: 'math', values: hasMmaM16n8k16(device) ? ['mma', 'simt'] : ['simt'], doc: 'mma: scores and P.V on tensor cores (mma.sync m16n8k16, f16 operands, a quantized K as its codes scaled in f32; sm_80+); simt: f32 FMA' },
       { name: 'br', values: [64, 128, 32, 16], doc: 'query rows per block' },
       { name: 'bc', values: [64, 32, 128, 16], doc: 'keys per tile' },
       { name: 'stages', values: [2, 3], doc: 'K/V tiles in flight (cp.async pipeline)' },
@@ -207,6 +246,7 @@ function cudaSpace(req: Req): SearchSpace {
       { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
       { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
       { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
+      mmaScaleGroups(req.op),
       // Measured, not modelled: q8 rows of D = 96 (3 scale groups) spill from bc = 64 at any warp
       // count, and at bc = 32 with fewer than 4 warps (255 registers, 8-304 bytes; ptxas 13.0,
       // sm_80/sm_89, 2026-12-05); bc = 32 with 4 warps uses 240, bc = 16 at most 233.
@@ -287,8 +327,9 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const offStats = offScores + scoreBytes;
   const quadsPerThread = ceilDiv((rows * D) / 4, threads);
   const stageIters = ceilDiv(2 * keys * row.kvPieces, threads);
+  const kFeed = mmaKGroups(op, D, row.kvGroup);
   const buffers: OnChipBuffer[] = mma
-    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks) and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing` }]
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads, kFeed.kScaled), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks)${kFeed.kScaled ? ', a K scale group\'s partial scores' : ''} and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing` }]
     : [
         { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
         kvBuffer,
@@ -331,7 +372,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     op, shape, target, device: device.name, config,
     buffers,
     budgets: cudaBudgets(device, buffers, threads),
-    // mma rounds Q, K, V and P to f16.
+    // mma rounds Q, V and P to f16; K enters exactly (f16 as stored, quantized as codes scaled in f32).
     tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' || mma }),
     traffic: attentionTraffic(op, shape),
   };
@@ -388,11 +429,11 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
       `grid ${qTiles} query tiles of ${br} rows x ${Hq} heads x ${B}`,
       `  for j0 in [0, ${op.causal ? 'the tile\'s last diagonal key' : String(Skv)}) step ${keys}, ${stages}-stage cp.async ring:${op.causal ? ' keys past a row\'s diagonal masked' : ''}`,
       mma
-        ? `    per warp 16 rows: S = Q K^T and O += P V as mma.sync m16n8k16 (f16 fragments, f32 accumulators), online softmax in registers (base 2); O = acc / sum`
+        ? `    per warp 16 rows: S = Q K^T${kFeed.kScaled ? ` (K as its codes, ${kFeed.kGroups} scale groups of ${kFeed.kGroupSlices} k16 slices, each group's partial scores times its keys' scales in f32)` : ''} and O += P V as mma.sync m16n8k16 (f16 fragments, f32 accumulators), online softmax in registers (base 2); O = acc / sum`
         : '    scores, online softmax (base 2), acc += P.V; O = acc / sum',
     ],
     params: mma
-      ? { ...common, ...prefill, kernel: 'flash_prefill_mma', dSlices: D / 16, dBlocks: D / 8, keySlices: keys / 16, keyBlocks: keys / 8 }
+      ? { ...common, ...prefill, kernel: 'flash_prefill_mma', dSlices: D / MMA_K, dBlocks: D / 8, keySlices: keys / MMA_K, keyBlocks: keys / 8, ...kFeed }
       : { ...common, ...simt, ...prefill, kernel: 'flash_prefill' },
   };
 }

@@ -138,8 +138,10 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  *   kg_kv_stage(slot, data, scales, row, piece, valid)  stages piece `piece` (of KG_KV_PIECES) of global
  *                                                       row `row` into `slot`; zeros when !valid
  *   kg_kv_dec4(slot, d)                                  values d..d+3 of a staged row, as floats
- *   kg_kv_pair(slot, d), kg_kv_half(slot, d)            values d, d+1 as an f16 pair; value d as f16 bits
- *                                                       (tensor-core fragments) */
+ *   kg_kv_half(slot, d)                                  value d as f16 bits (V's tensor-core fragments)
+ *   kg_kv_pair(slot, d)                                  f16: values d, d+1 as an f16 pair (K's fragments)
+ *   kg_kv_code_pair(slot, d), kg_kv_scale(slot, d)       quantized: codes d, d+1 as an exact f16 pair and
+ *                                                        the scale of value d (K's fragments, scaled in f32) */
 /* Chunk c (of KG_KV_CHUNKS, KG_KV_CHUNK_BYTES bytes each) of a row's stored bytes into the same
  * place in its slot: cp.async, zero-filled for keys past the range (which then decode to 0).
  */
@@ -197,7 +199,11 @@ __device__ __forceinline__ void kg_issue_tile(unsigned char *smem, int stage, in
  * (rounded to f16); per key tile, S = Q K^T is KG_KEY_BLOCKS mma n-blocks of 8 keys, the online
  * softmax runs in registers (row maxima and sums across the 4 lanes of a row), the probabilities
  * become the A fragments of P (f16) and O += P V runs over KG_D_BLOCKS n-blocks of 8 values. K and V
- * come from the staged tile, dequantized into fragments (kg_kv_pair, kg_kv_half). */
+ * come from the staged tile as fragments. f16 K goes in as it is (kg_kv_pair). A quantized K goes in
+ * as its codes (kg_kv_code_pair, exact in f16), KG_K_GROUP_SLICES k16 slices (one scale group) at a
+ * time, and each group's partial scores take their keys' scales in f32 (kg_kv_scale): K rounded to
+ * f16 after its scale (2^-12 a value) moved the scores by the outlier channels' large products,
+ * enough for exp() to amplify. V is dequantized to f16 (kg_kv_half): P V averages its rounding. */
 enum : int {
   KG_D_SLICES = 8,
   KG_D_BLOCKS = 16,

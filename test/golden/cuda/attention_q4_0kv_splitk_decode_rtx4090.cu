@@ -122,8 +122,10 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  *   kg_kv_stage(slot, data, scales, row, piece, valid)  stages piece `piece` (of KG_KV_PIECES) of global
  *                                                       row `row` into `slot`; zeros when !valid
  *   kg_kv_dec4(slot, d)                                  values d..d+3 of a staged row, as floats
- *   kg_kv_pair(slot, d), kg_kv_half(slot, d)            values d, d+1 as an f16 pair; value d as f16 bits
- *                                                       (tensor-core fragments) */
+ *   kg_kv_half(slot, d)                                  value d as f16 bits (V's tensor-core fragments)
+ *   kg_kv_pair(slot, d)                                  f16: values d, d+1 as an f16 pair (K's fragments)
+ *   kg_kv_code_pair(slot, d), kg_kv_scale(slot, d)       quantized: codes d, d+1 as an exact f16 pair and
+ *                                                        the scale of value d (K's fragments, scaled in f32) */
 /* Chunk c (of KG_KV_CHUNKS, KG_KV_CHUNK_BYTES bytes each) of a row's stored bytes into the same
  * place in its slot: cp.async, zero-filled for keys past the range (which then decode to 0).
  */
@@ -148,6 +150,8 @@ __device__ __forceinline__ const unsigned char *kg_kv_block(const unsigned char 
 __device__ __forceinline__ float kg_kv_block_scale(const unsigned char *block) {
   return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short *>(block)));
 }
+/* The scale of value d of a staged row. */
+__device__ __forceinline__ float kg_kv_scale(const unsigned char *slot, int d) { return kg_kv_block_scale(kg_kv_block(slot, d)); }
 
 /* The 4 bytes at p (2-byte aligned) as one word, low byte first. */
 __device__ __forceinline__ uint32_t kg_kv_ld4(const unsigned char *p) {
@@ -171,13 +175,15 @@ __device__ __forceinline__ float4 kg_kv_dec4(const unsigned char *slot, int d) {
   return make_float4(c.x * s, c.y * s, c.z * s, c.w * s);
 }
 
-/* Values d, d+1 (d even, so one half of one block) as an f16 pair, low half first; value d as f16 bits. */
-__device__ __forceinline__ uint32_t kg_kv_pair(const unsigned char *slot, int d) {
-  const unsigned char *block = kg_kv_block(slot, d);
-  const uint32_t n = kg_kv_nibbles(d, *reinterpret_cast<const unsigned short *>(kg_kv_qs(block, d)));
-  const float s = kg_kv_block_scale(block);
-  return kg_u32(__floats2half2_rn((float)((int)(n & 0xfu) - 8) * s, (float)((int)(n >> 8) - 8) * s));
+/* Codes d, d+1 (d even, so one half of one block) as an f16 pair, low half first: nibble - 8, exact
+ * (the exponent bits 0x6400 put over a nibble n make the half 1024 + n; subtracting 1032 leaves
+ * n - 8), so the tensor-core prefill multiplies Q by them and applies the block's scale
+ * (kg_kv_scale) to its f32 sums. */
+__device__ __forceinline__ uint32_t kg_kv_code_pair(const unsigned char *slot, int d) {
+  const uint32_t n = kg_kv_nibbles(d, *reinterpret_cast<const unsigned short *>(kg_kv_qs(kg_kv_block(slot, d), d)));
+  return kg_u32(__hsub2(kg_h2((n & 0x000fu) | (n & 0x0f00u) << 8 | 0x64006400u), kg_h2(0x64086408u)));
 }
+/* Value d as f16 bits. */
 __device__ __forceinline__ uint32_t kg_kv_half(const unsigned char *slot, int d) {
   const unsigned char *block = kg_kv_block(slot, d);
   const uint32_t n = kg_kv_nibbles(d, *kg_kv_qs(block, d));

@@ -122,8 +122,10 @@ __device__ __forceinline__ void kg_from_float(__half *p, float v) { *p = __float
  *   kg_kv_stage(slot, data, scales, row, piece, valid)  stages piece `piece` (of KG_KV_PIECES) of global
  *                                                       row `row` into `slot`; zeros when !valid
  *   kg_kv_dec4(slot, d)                                  values d..d+3 of a staged row, as floats
- *   kg_kv_pair(slot, d), kg_kv_half(slot, d)            values d, d+1 as an f16 pair; value d as f16 bits
- *                                                       (tensor-core fragments) */
+ *   kg_kv_half(slot, d)                                  value d as f16 bits (V's tensor-core fragments)
+ *   kg_kv_pair(slot, d)                                  f16: values d, d+1 as an f16 pair (K's fragments)
+ *   kg_kv_code_pair(slot, d), kg_kv_scale(slot, d)       quantized: codes d, d+1 as an exact f16 pair and
+ *                                                        the scale of value d (K's fragments, scaled in f32) */
 /* Chunk c (of KG_KV_CHUNKS, KG_KV_CHUNK_BYTES bytes each) of a row's stored bytes into the same
  * place in its slot: cp.async, zero-filled for keys past the range (which then decode to 0).
  */
@@ -148,11 +150,20 @@ __device__ __forceinline__ const unsigned char *kg_kv_block(const unsigned char 
 __device__ __forceinline__ float kg_kv_block_scale(const unsigned char *block) {
   return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short *>(block)));
 }
+/* The scale of value d of a staged row. */
+__device__ __forceinline__ float kg_kv_scale(const unsigned char *slot, int d) { return kg_kv_block_scale(kg_kv_block(slot, d)); }
 
 /* The 4 bytes at p (2-byte aligned) as one word, low byte first. */
 __device__ __forceinline__ uint32_t kg_kv_ld4(const unsigned char *p) {
   const unsigned short *h = reinterpret_cast<const unsigned short *>(p);
   return (uint32_t)h[0] | (uint32_t)h[1] << 16;
+}
+/* Two int8 codes (bits 0-7 and 8-15 of `bytes`) as an exact f16 pair, low half first: the sign bits
+ * flipped (b + 128) and the exponent bits 0x6400 put over them make the halves 1152 + b, and
+ * subtracting 1152 leaves b (f16 is exact to 2048). No int-to-float conversions. */
+__device__ __forceinline__ uint32_t kg_code_pair(uint32_t bytes) {
+  const uint32_t b = bytes ^ 0x8080u;
+  return kg_u32(__hsub2(kg_h2((b & 0x00ffu) | (b & 0xff00u) << 8 | 0x64006400u), kg_h2(0x64806480u)));
 }
 
 /* q8_0: block { f16 d; int8 qs[32]; }, value j = qs[j] x d. The codes of value d are at byte 2 +
@@ -171,13 +182,13 @@ __device__ __forceinline__ float4 kg_kv_dec4(const unsigned char *slot, int d) {
   return make_float4(c.x * s, c.y * s, c.z * s, c.w * s);
 }
 
-/* Values d, d+1 (d even, so one block) as an f16 pair, low half first; value d as f16 bits. */
-__device__ __forceinline__ uint32_t kg_kv_pair(const unsigned char *slot, int d) {
-  const unsigned char *block = kg_kv_block(slot, d);
-  const float s = kg_kv_block_scale(block);
-  const signed char *c = kg_kv_codes(block, d);
-  return kg_u32(__floats2half2_rn((float)c[0] * s, (float)c[1] * s));
+/* Codes d, d+1 (d even, so one block) as an f16 pair, low half first: exact (int8), so the
+ * tensor-core prefill multiplies Q by them and applies the block's scale (kg_kv_scale) to its f32
+ * sums. */
+__device__ __forceinline__ uint32_t kg_kv_code_pair(const unsigned char *slot, int d) {
+  return kg_code_pair(*reinterpret_cast<const unsigned short *>(kg_kv_codes(kg_kv_block(slot, d), d)));
 }
+/* Value d as f16 bits. */
 __device__ __forceinline__ uint32_t kg_kv_half(const unsigned char *slot, int d) {
   const unsigned char *block = kg_kv_block(slot, d);
   return __half_as_ushort(__float2half_rn((float)*kg_kv_codes(block, d) * kg_kv_block_scale(block)));
