@@ -173,8 +173,9 @@ export function earlierOutputFiles(manifestText: string): EarlierOutput {
     throw e;
   }
   if (typeof m !== 'object' || m === null) return { kind: 'none' };
-  const { kgen, target, templateHash, files } = m as Partial<Record<keyof Manifest, unknown>>;
-  if (typeof kgen !== 'string' || typeof target !== 'string' || typeof templateHash !== 'string') return { kind: 'none' };
+  // A kgen manifest has these three as strings (what they hold does not matter here).
+  const { kgen, target: targetName, templateHash, files } = m as Partial<Record<keyof Manifest, unknown>>;
+  if (typeof kgen !== 'string' || typeof targetName !== 'string' || typeof templateHash !== 'string') return { kind: 'none' };
   if (typeof files !== 'object' || files === null || Array.isArray(files)) return { kind: 'unlisted' };
   const plain = (name: string) => name !== '' && name !== '.' && name !== '..' && !/[/\\\0]/.test(name);
   return { kind: 'listed', files: Object.fromEntries(Object.entries(files).filter(([name, digest]) => plain(name) && typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest))) };

@@ -39,7 +39,7 @@ export function checkedKvLengths(op: AttentionOp, shape: AttentionShape): number
  * that the running maximum must remove, and each outlier sets its quantization block's scale, so
  * the block's other values keep a few bits (as in a real KV cache).
  */
-export const OUTLIER_CHANNELS = [5, 6] as const;
+const OUTLIER_CHANNELS = [5, 6] as const;
 const OUTLIER_SIGNS = [1, -1] as const;
 const Q_OUTLIER = 12;
 const K_OUTLIER = 10;
