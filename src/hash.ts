@@ -23,12 +23,12 @@ function sortKeys(value: unknown): unknown {
 
 /** First 16 hex digits of sha256 over the canonical JSON of `value`. */
 export function canonicalHash(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value)).digest('hex').slice(0, 16);
+  return fileHash(canonicalJson(value)).slice(0, 16);
 }
 
 /** sha256 (16 hex digits) of raw text, for template and source hashes. */
 export function textHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+  return fileHash(text).slice(0, 16);
 }
 
 /** Full hex sha256 (64 digits) of bytes, or of text's UTF-8 bytes: the digest of a file holding `content`. */

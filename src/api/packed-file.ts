@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import type { WeightFormatName, WeightSpec } from '../ir/types.js';
 import { KgenError } from '../errors.js';
+import { fileHash } from '../hash.js';
 import { FORMATS } from '../quant/index.js';
 import { packLayout } from './pack.js';
 import { KGEN_VERSION } from '../version.js';
@@ -48,7 +48,7 @@ export function packedSidecar(r: { spec: WeightSpec; N: number; K: number; rowBy
     rowBytes: r.rowBytes,
     bytes: r.bytes.length,
     bitsPerWeight: r.bitsPerWeight,
-    sha256: createHash('sha256').update(r.bytes).digest('hex'),
+    sha256: fileHash(r.bytes),
   };
 }
 
@@ -103,7 +103,7 @@ export function checkPacked(opts: { bytes: Uint8Array; sidecar: unknown; raw?: R
   if (bytes.length !== s.bytes) {
     throw new KgenError({ field, problem: `${shown} has ${bytes.length} bytes but its sidecar says ${s.bytes}`, expected: `${s.bytes} bytes`, hint: 'the file was cut short or replaced: pack the weights again' });
   }
-  const digest = createHash('sha256').update(bytes).digest('hex');
+  const digest = fileHash(bytes);
   if (digest !== s.sha256) {
     throw new KgenError({ field, problem: `${shown} does not match its sidecar's sha256`, expected: `bytes with sha256 ${s.sha256}`, hint: 'the bytes changed after packing (or the sidecar belongs to another file): pack the weights again' });
   }
