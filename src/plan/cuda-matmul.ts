@@ -196,6 +196,13 @@ function finish<P extends object>(req: Req, parts: { config: Config; variant: st
   };
 }
 
+/**
+ * The GEMV's staged activation chunk keeps X_PAD_FLOATS floats of padding after every X_PAD_EVERY
+ * (a power of two), so the lanes' float4 reads of consecutive pieces fall in distinct banks.
+ */
+const X_PAD_EVERY = 32;
+const X_PAD_FLOATS = 4;
+
 function gemvPlan(req: Req, config: Config) {
   const { op, shape } = req;
   const { M, N, K } = shape;
@@ -214,7 +221,7 @@ function gemvPlan(req: Req, config: Config) {
   const slotBytes = slotFor(stepBytes);
   const stepsPerRow = ceilDiv(K, stepWeights);
   const xChunk = Math.max(stepWeights, Math.floor(Math.min(config.xChunk as number, stepsPerRow * stepWeights) / stepWeights) * stepWeights);
-  const xStride = xChunk + (xChunk / 32) * 4;
+  const xStride = xChunk + (xChunk / X_PAD_EVERY) * X_PAD_FLOATS;
   const rowGroups = warps / kSplit;
   const rowsPerBlock = rowGroups * rowsPerWarp;
   const threads = warps * 32;
@@ -222,7 +229,7 @@ function gemvPlan(req: Req, config: Config) {
   const ringBytes = warps * stages * rowsPerWarp * slotBytes;
   const redBytes = kSplit > 1 ? ceilDiv(warps * rowsPerWarp * M * 4, 16) * 16 : 0;
   const buffers: OnChipBuffer[] = [
-    { name: 'activation chunk', space: 'shared', size: xBytes, why: `${M}x${xChunk} f32 activations, 4 floats of padding per 32 (conflict-free float4 reads)` },
+    { name: 'activation chunk', space: 'shared', size: xBytes, why: `${M}x${xChunk} f32 activations, ${X_PAD_FLOATS} floats of padding per ${X_PAD_EVERY} (conflict-free float4 reads)` },
     { name: 'weight rings', space: 'shared', size: ringBytes, why: `${warps} warps x ${stages} stages x ${rowsPerWarp} rows x ${slotBytes} bytes (${stepBytes}-byte steps as 16-byte chunks)` },
   ];
   if (redBytes) buffers.push({ name: 'K-split partial sums', space: 'shared', size: redBytes, why: `${kSplit} K slices of ${rowsPerWarp}x${M} sums per row group` });
@@ -264,6 +271,9 @@ function gemvPlan(req: Req, config: Config) {
       slotWords: slotBytes / 4,
       xChunk,
       xStride,
+      xPadEvery: X_PAD_EVERY,
+      xPadShift: Math.log2(X_PAD_EVERY),
+      xPadFloats: X_PAD_FLOATS,
       xStageIters: ceilDiv(M * xChunk, threads),
       outputs: rowsPerWarp * M,
       offX, offRing, offRed, offLut,

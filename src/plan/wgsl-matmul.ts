@@ -32,7 +32,7 @@ export const WGSL_GEMV_MAX_M = 8;
 export const WGSL_DECODE_WEIGHTS = 4;
 
 type WgslCommonParams = {
-  M: number; N: number; K: number; rowBytes: number; bytesPerBlock: number; weightsPerBlock: number; invocations: number;
+  M: number; N: number; K: number; rowBytes: number; bytesPerBlock: number; weightsPerBlock: number; scaleBytes: number; invocations: number;
   /** Bytes of the weights as bound: the packed matrix padded to whole words plus one word, so a 32-bit read at any even byte offset stays inside. */
   weightBindingBytes: number;
   /**
@@ -263,7 +263,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
   const weightBindingBytes = ceilDiv(N * rowBytes, 4) * 4 + 4;
   const weightChunkBytes = Math.min(Math.floor(maxStorageBindingBytes(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
   const weightChunks = ceilDiv(weightBindingBytes, weightChunkBytes);
-  const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
+  const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, scaleBytes: codec.scaleBytes, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
   let common: Pick<PlanBody<'wgsl-matmul'>, 'variant' | 'launch' | 'loops' | 'params'>;
   if (config.kernel === 'gemv') {
     const rowsPerWorkgroup = config.rowsPerWorkgroup as number;

@@ -90,17 +90,21 @@ export function q35PlaneStarts(P: number): { readonly low: number; readonly high
 }
 
 /**
- * The byte layout of q3.5's two unit sizes as kernel templates print it: a 64-weight unit's bytes
- * and plane starts, then the 32-weight unit's. Every backend's view spreads this, so no template
- * repeats 28, 16, 24, 14, 8 or 12.
+ * The byte layout of q3.5's two unit sizes as kernel templates print it: a 64-weight unit's
+ * weights, pairs, bytes and plane starts, then the 32-weight unit's. Every backend's view spreads
+ * this, so no template repeats 64, 32, 28, 16, 24, 14, 8 or 12.
  */
 export function q35LayoutView(): Record<string, number> {
   const unit = q35PlaneStarts(32);
   const short = q35PlaneStarts(16);
   return {
+    q35UnitWeights: 64,
+    q35UnitPairs: 32,
     q35UnitBytes: (7 * 64) / 16,
     q35UnitLow: unit.low,
     q35UnitHigh: unit.high,
+    q35ShortWeights: 32,
+    q35ShortPairs: 16,
     q35ShortBytes: (7 * 32) / 16,
     q35ShortLow: short.low,
     q35ShortHigh: short.high,

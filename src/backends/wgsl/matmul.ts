@@ -1,6 +1,6 @@
 import type { PlanOf } from '../../plan/types.js';
 import { wgslNibblePairSteps } from '../../plan/wgsl-matmul.js';
-import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B, q35LayoutView, q35Units } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
 import { matmulHeaderView } from '../kernel-header.js';
@@ -63,6 +63,18 @@ function rowsUnrolled(rows: number, M: number) {
   return { rowIds, mIds, sums: rowIds.flatMap((r) => mIds.map((m) => ({ r, m }))) };
 }
 
+/** What decode/q35.hbs prints for a group of G weights: its tables, its units and their layout. */
+function q35View(G: number) {
+  const units = q35Units(G);
+  const layout = q35LayoutView();
+  return {
+    ...layout,
+    q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0`).join(', '),
+    q35FullUnits: units.filter((u) => u.pairs === layout.q35UnitPairs).length,
+    q35ShortUnit: units.some((u) => u.pairs === layout.q35ShortPairs),
+  };
+}
+
 /** kernel.wgsl of a WGSL matmul plan, and the run description its runner reads. */
 export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): RenderedKernel {
   const op = plan.op;
@@ -96,9 +108,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     // The rows kernel of a nibble format walks pairs of blocks where the plan says so (rows-pairs.hbs).
     kernelPartial: p.kernel === 'rows' && p.nibblePairs ? 'rows-pairs' : p.kernel,
     decodePartial: `decode/${WGSL_DECODE_SCHEME[op.weight.format]}`,
-    q35Tables: [...Q35_LOOKUP_A, ...Q35_LOOKUP_B].map((v) => `${v}.0`).join(', '),
-    q35FullUnits: Math.floor(groupSize / 64),
-    q35ShortUnit: groupSize % 64 !== 0,
+    ...(op.weight.format === 'q35' ? q35View(groupSize) : {}),
     // The rows kernel's unrolled names: weight rows r, activation rows m, and their sums (r, m).
     ...(p.kernel === 'rows' ? rowsUnrolled(p.rowsPerInvocation, p.M) : {}),
     ...(p.kernel === 'rows' && p.nibblePairs ? wgslNibblePairSteps(p) : {}),
