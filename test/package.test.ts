@@ -199,6 +199,46 @@ describe('kgen emit --package', () => {
     expect(make.exitCode, make.stderr).toBe(0);
   }, 120_000);
 
+  it('a WebAssembly package\'s loadAll, moved away from its files as a bundler moves it, finds every kernel\'s files at `base` and computes right on 2 threads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const kernels = [{ op: 'matmul_q4_0', shape: 'M=1,N=32,K=64', name: 'proj' }, { op: 'matmul_q8', shape: 'M=2,N=16,K=64', name: 'down' }];
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify(kernels));
+    const pkg = join(dir, 'pkg');
+    const r = await run(['emit', '--target', 'wasm', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    // The bundle: the loaders alone (the kernels' folders hold files of the same names, so a bundle's
+    // one folder cannot hold them side by side); the package's folder stays where it is, unchanged.
+    const bundle = join(dir, 'bundle');
+    for (const file of ['index.mjs', 'proj/kernel.mjs', 'down/kernel.mjs']) {
+      mkdirSync(dirname(join(bundle, file)), { recursive: true });
+      writeFileSync(join(bundle, file), readFileSync(join(pkg, file)));
+    }
+    const data = kernels.map((k, i) => opKit('matmul').testData(CATALOG[k.op]! as MatmulOp, parseShape(k.shape, CATALOG[k.op]!), 3 + i));
+    data.forEach((d, i) => {
+      for (const [file, bytes] of Object.entries(d.inputs)) writeFileSync(join(bundle, `${kernels[i]!.name}-${file}`), bytes);
+    });
+    writeFileSync(join(bundle, 'host.mjs'), `
+      import { readFileSync, writeFileSync } from 'node:fs';
+      import { loadAll, layout, kernels as modules } from './index.mjs';
+      const { memory, kernels, close } = await loadAll({ threads: 2, base: process.argv[2] });
+      for (const [name, at] of Object.entries(layout.kernels)) {
+        const bytes = new Uint8Array(memory.buffer);
+        for (const t of ['x', 'w']) bytes.set(readFileSync(new URL(name + '-' + t + '.bin', import.meta.url)), at[t]);
+        await kernels[name].run(at.x, at.w, at.bias, at.residual, at.y, at.workspace);
+        writeFileSync(new URL(name + '-y.bin', import.meta.url), bytes.slice(at.y, at.y + modules[name].sizes.y));
+      }
+      close();
+    `);
+    const host = await execa(process.execPath, [join(bundle, 'host.mjs'), pathToFileURL(pkg).href], { reject: false });
+    expect(host.exitCode, host.stderr).toBe(0);
+    data.forEach((d, i) => {
+      const { name } = kernels[i]!;
+      const manifest = JSON.parse(readFileSync(join(pkg, name, 'manifest.json'), 'utf8'));
+      const { ok, comparison } = d.check(new Uint8Array(readFileSync(join(bundle, `${name}-y.bin`))), manifest.tolerance);
+      expect(ok, `${name}: ${JSON.stringify(comparison)}`).toBe(true);
+    });
+  }, 120_000);
+
   const noShim = skipReason([SHIM_COMPILER]);
   it.skipIf(noShim !== undefined)('a CUDA package\'s sources build through the CPU shim, and a program calling its launchers computes every kernel right', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));

@@ -360,6 +360,40 @@ describe('the emitted loader (kernel.mjs)', () => {
   });
 });
 
+describe('the emitted loader bundled for a browser', () => {
+  it('moved away from its files (as a bundler moves it), finds them at `base` on 1 and 2 threads; it imports no node: module a browser bundler would resolve', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-base-'));
+    try {
+      const kernels = { matmul: emit({ target: 'wasm', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64' }), attention: emit({ target: 'wasm', op: 'attention_f16', shape: 'B=1,Hq=2,Hkv=1,Sq=1,Skv=16,D=32' }) };
+      for (const [what, e] of Object.entries(kernels)) {
+        // esbuild and webpack resolve a literal import('node:...') for the browser and fail the build.
+        for (const file of ['kernel.mjs', 'kernel-worker.mjs']) expect(e.files[file], `${what} ${file}`).not.toMatch(/import\(\s*['"`]node:/);
+        const files = join(dir, what);
+        mkdirSync(files);
+        await writeEmittedWasm(e, files);
+        // The bundle: kernel.mjs alone in another folder, its .wasm and worker files where they were.
+        const bundle = join(dir, `${what}-bundle`);
+        mkdirSync(bundle);
+        writeFileSync(join(bundle, 'kernel.mjs'), e.files['kernel.mjs']!);
+        writeFileSync(join(bundle, 'host.mjs'), `
+          import { loadKernel, loadThreaded } from './kernel.mjs';
+          const base = ${JSON.stringify(pathToFileURL(files).href)};
+          const one = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), base });
+          const two = await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }), threads: 2, base: new URL(base + '/') });
+          two.close();
+          const beside = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }) }).then(() => 'loaded', (e) => e.code);
+          const bad = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }), base: 7 }).then(() => 'loaded', (e) => e.name);
+          console.log(JSON.stringify({ one: one.workspaceSize, two: [two.threads, two.workspaceSize], beside, bad }));
+        `);
+        const workspace = e.manifest.workspaceBytes;
+        expect(await nodeJson([], join(bundle, 'host.mjs')), what).toEqual({ one: workspace, two: [2, workspace], beside: 'ENOENT', bad: 'TypeError' });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the emitted loader\'s threads', () => {
   it('loadThreaded takes 1..maxThreads threads (a RangeError else), and its workers let Node exit without close() once the calls resolve', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-lifetime-'));

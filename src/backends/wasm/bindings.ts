@@ -40,6 +40,9 @@ function declareMaxThreads(file: SourceFile, threads: LoaderThreads): void {
 const CLOSE_DOC =
   "Ends the workers; a call made or still queued after it rejects without computing. In Node the workers hold the process open only while a call is queued or running, so a script that never calls close() still exits once its calls have resolved.";
 
+/** What a loader's `base` option is, in both loaders' declarations. */
+const BASE_DOC = "`base`: the folder of the kernel's files (.wasm, kernel-worker.mjs; a string is resolved against kernel.mjs's URL) where a bundler moved kernel.mjs away from them; by default beside kernel.mjs.";
+
 /** What loadThreaded takes and refuses, in both loaders' declarations. */
 function loadThreadedDoc(threads: LoaderThreads, what: string): string {
   return `${what} over a shared memory (\`new WebAssembly.Memory({ initial, maximum, shared: true })\`). \`threads\`: an integer in [1, maxThreads] (${threads.maxThreads}: ${threads.maxThreadsWhy}); any other number rejects with a RangeError, anything else with a TypeError, before a worker starts.`;
@@ -111,8 +114,8 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
         { name: 'run', parameters: runParams, returnType: 'void', docs: [`prepare + all ${plan.params.N} rows.`] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'relaxedSimdWorks', returnType: 'Promise<boolean>', docs: ['Whether relaxed SIMD computes here what the kernel relies on (the probe).'] });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | Level }" }], returnType: 'Promise<Kernel>', docs: ["Instantiates the module over `memory`: by default (`auto`) the preferred level, relaxed only where the probe passes; `level` forces one ('relaxed' rejects where the probe fails)."] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'relaxedSimdWorks', parameters: [{ name: 'base', hasQuestionToken: true, type: 'string | URL' }], returnType: 'Promise<boolean>', docs: ["Whether relaxed SIMD computes here what the kernel relies on (the probe; `base` as loadKernel's)."] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | Level; base?: string | URL }" }], returnType: 'Promise<Kernel>', docs: [`Instantiates the module over \`memory\`: by default (\`auto\`) the preferred level, relaxed only where the probe passes; \`level\` forces one ('relaxed' rejects where the probe fails). ${BASE_DOC}`] });
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -125,7 +128,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
         { name: 'close', returnType: 'void', docs: [CLOSE_DOC] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads')] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | Level; base?: string | URL }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads')] });
   });
 }
 
@@ -185,7 +188,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
         { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'void', docs: [`prepare + every task + merge, on this thread.${kvLenDoc}`] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<Kernel>', docs: ['Instantiates the module over `memory` (kernel.shared.wasm for a shared memory).'] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | 'simd128'; base?: string | URL }" }], returnType: 'Promise<Kernel>', docs: [`Instantiates the module over \`memory\` (kernel.shared.wasm for a shared memory). ${BASE_DOC}`] });
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
@@ -199,7 +202,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
         { name: 'close', returnType: 'void', docs: [CLOSE_DOC] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128' }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads (at most `slots`)')] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128'; base?: string | URL }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads (at most `slots`)')] });
   });
 }
 
@@ -239,9 +242,9 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       isExported: true,
       hasDeclareKeyword: true,
       name: 'loadAll',
-      parameters: [{ name: 'options', hasQuestionToken: true, type: "{ memory?: WebAssembly.Memory; threads?: number; level?: 'auto' | 'simd128' | 'relaxed' }" }],
+      parameters: [{ name: 'options', hasQuestionToken: true, type: "{ memory?: WebAssembly.Memory; threads?: number; level?: 'auto' | 'simd128' | 'relaxed'; base?: string | URL }" }],
       returnType: 'Promise<Loaded>',
-      docs: ["Every kernel over one memory (the host's, or a new one; shared when threads > 1), on `threads` threads each: an integer in [1, maxThreads]; any other number rejects with a RangeError, anything else with a TypeError."],
+      docs: ["Every kernel over one memory (the host's, or a new one; shared when threads > 1), on `threads` threads each: an integer in [1, maxThreads]; any other number rejects with a RangeError, anything else with a TypeError. `base`: the URL of this package's folder (a string is resolved against index.mjs's URL), where a bundler moved index.mjs away from the kernels' files: copy the folder there unchanged; by default each kernel.mjs finds its files beside itself."],
     });
   });
 }
