@@ -206,6 +206,7 @@ describe('kgen emit --package', () => {
     const pkg = join(dir, 'pkg');
     const r = await run(['emit', '--target', 'wasm', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records']);
     expect(r.exitCode, r.stderr).toBe(0);
+    expect(readFileSync(join(pkg, 'README.md'), 'utf8')).toContain('serve this folder unchanged and pass its URL as `loadAll({ base })`');
     // The bundle: the loaders alone (the kernels' folders hold files of the same names, so a bundle's
     // one folder cannot hold them side by side); the package's folder stays where it is, unchanged.
     const bundle = join(dir, 'bundle');
