@@ -608,7 +608,9 @@ int kgen_attention_q8_0kv_kvlen_tasks(void *workspace, const uint8_t *k, const u
       const int64_t kvh = kvh0 + hh;
       const float *hl = l + hh * KG_HEAD_ROWS_PAD, *hacc = acc + hh * KG_HEAD_ROWS_PAD * KG_D;
       const float *hm = m + hh * KG_HEAD_ROWS_PAD;
-      /* A partial per row: max, sum, then the unnormalized accumulators, merged by kgen_attention_q8_0kv_kvlen_merge. */
+      /* A partial per row: max, sum, then the unnormalized accumulators, merged by kgen_attention_q8_0kv_kvlen_merge
+       * (which writes o: unused here, said so for -Wunused-parameter). */
+      (void)o;
       float *part = (float *)workspace + KG_Q_WORDS + (((b * KG_HKV + kvh) * KG_QTILES + qt) * KG_SPLITS + split) * (int64_t)KG_HEAD_ROWS_PAD * (KG_D + 2);
       for (int r = 0; r < rows; r++) {
         part[r * (KG_D + 2)] = hm[r];
