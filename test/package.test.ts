@@ -161,7 +161,7 @@ describe('kgen emit --package', () => {
     // Build it with its own Makefile, then a program that includes its header and links the library.
     const make = await execa('make', [], { cwd: pkg, reject: false });
     expect(make.exitCode, make.stderr).toBe(0);
-    expect(existsSync(join(pkg, 'libkgen_kernels.a'))).toBe(true);
+    expect(existsSync(join(pkg, 'libkgen_pkg.a'))).toBe(true);
     const ops = KERNELS.map((k) => (k.op ? CATALOG[k.op]! : validateOp(k.ir)) as MatmulOp);
     const shapes = KERNELS.map((k, i) => parseShape(k.shape, ops[i]!) as { M: number; N: number; K: number });
     const data = ops.map((o, i) => opKit('matmul').testData(o, shapes[i]!, 7 + i));
@@ -169,7 +169,7 @@ describe('kgen emit --package', () => {
       for (const [file, bytes] of Object.entries(d.inputs)) writeFileSync(join(pkg, file.replace('.bin', `${i}.bin`)), bytes);
     });
     writeFileSync(join(pkg, 'main.c'), driver(index.kernels.map((k: { symbol: string }, i: number) => ({ symbol: k.symbol, hasBias: ops[i]!.epilogue.bias, hasResidual: ops[i]!.epilogue.residual, xBytes: ops[i]!.x === 'f16' ? 2 : 4, yBytes: ops[i]!.y === 'f16' ? 2 : 4, ...shapes[i]! }))));
-    const cc = await execa('cc', ['-O2', '-std=c11', 'main.c', 'libkgen_kernels.a', '-lm', '-o', 'main'], { cwd: pkg, reject: false });
+    const cc = await execa('cc', ['-O2', '-std=c11', 'main.c', 'libkgen_pkg.a', '-lm', '-o', 'main'], { cwd: pkg, reject: false });
     expect(cc.exitCode, cc.stderr).toBe(0);
     const prog = await execa('./main', [], { cwd: pkg, reject: false });
     expect(prog.exitCode, prog.stderr).toBe(0);
@@ -203,6 +203,51 @@ describe('kgen emit --package', () => {
       expect(make.exitCode, `${cc}: ${make.stderr}`).toBe(0);
     }
   }, 120_000);
+
+  // Two packages in one program: their CMake targets, libraries and header guards all used to be
+  // kgen_kernels / KGEN_KERNELS_H (CMake refused the second add_subdirectory; the second header was
+  // skipped). Each now takes its package's name.
+  const noCmake = skipReason(['cc', 'make', 'cmake']);
+  it.skipIf(noCmake !== undefined)('two C packages link into one program, with make and with CMake add_subdirectory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const layers = { 'layer-a': [{ op: 'matmul_q4_0', shape: 'M=1,N=64,K=128', name: 'proj' }], 'layer-b': [{ op: 'matmul_q8', shape: 'M=2,N=32,K=128', name: 'down' }] };
+    for (const [name, kernels] of Object.entries(layers)) {
+      writeFileSync(join(dir, `${name}.json`), JSON.stringify(kernels));
+      const r = await run(['emit', '--target', 'c', '--device', DEVICE, '--isa', 'scalar', '--kernels', join(dir, `${name}.json`), '--package', join(dir, name), '--no-records']);
+      expect(r.exitCode, r.stderr).toBe(0);
+    }
+    expect(readFileSync(join(dir, 'layer-a', 'kgen_kernels.h'), 'utf8')).toContain('#include "kgen_layer_a.h"');
+    expect(readFileSync(join(dir, 'layer-a', 'README.md'), 'utf8')).toContain('make                    # libkgen_layer_a.a');
+    writeFileSync(join(dir, 'main.c'), `#include <stdio.h>
+#include "kgen_layer_a.h"
+#include "kgen_layer_b.h"
+int main(void) {
+  /* Both packages' declarations are visible, and both libraries link. */
+  printf("%zu %zu\\n", (size_t)kgen_proj_workspace_size(), (size_t)kgen_down_workspace_size());
+  return 0;
+}
+`);
+    for (const name of Object.keys(layers)) {
+      const make = await execa('make', [], { cwd: join(dir, name), reject: false });
+      expect(make.exitCode, make.stderr).toBe(0);
+    }
+    const cc = await execa('cc', ['-std=c11', '-Wall', '-Werror', '-Ilayer-a', '-Ilayer-b', 'main.c', 'layer-a/libkgen_layer_a.a', 'layer-b/libkgen_layer_b.a', '-lm', '-o', 'main-make'], { cwd: dir, reject: false });
+    expect(cc.exitCode, cc.stderr).toBe(0);
+    expect((await execa('./main-make', [], { cwd: dir })).exitCode).toBe(0);
+
+    writeFileSync(join(dir, 'CMakeLists.txt'), `cmake_minimum_required(VERSION 3.16)
+project(two_packages C)
+add_subdirectory(layer-a)
+add_subdirectory(layer-b)
+add_executable(main main.c)
+target_link_libraries(main kgen_layer_a kgen_layer_b)
+`);
+    const configure = await execa('cmake', ['-S', '.', '-B', 'build'], { cwd: dir, reject: false });
+    expect(configure.exitCode, configure.stdout + configure.stderr).toBe(0);
+    const build = await execa('cmake', ['--build', 'build'], { cwd: dir, reject: false });
+    expect(build.exitCode, build.stdout + build.stderr).toBe(0);
+    expect((await execa('./build/main', [], { cwd: dir })).exitCode).toBe(0);
+  }, 180_000);
 
   it('a WebAssembly package\'s loadAll, moved away from its files as a bundler moves it, finds every kernel\'s files at `base` and computes right on 2 threads', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));

@@ -1,7 +1,7 @@
 import type { EpilogueActivation, MatmulOp, Shape, WeightFormatName } from '../ir/types.js';
 import { FORMATS } from '../quant/index.js';
 import type { TemplateSet } from '../render/templates.js';
-import type { PackageBuild, PackagedKernel } from './types.js';
+import type { PackageBuild, PackageContext, PackagedKernel } from './types.js';
 
 /** How the C-family backends (C, CUDA) print the same things: format names and activations. */
 
@@ -36,28 +36,50 @@ export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
   };
 }
 
+/** The header every C-family package has, naming no package: it includes the package's own. */
+export const PACKAGE_HEADER = 'kgen_kernels.h';
+
+/**
+ * The name of a C-family package's library, CMake target and umbrella header (`NAME.h`), from the
+ * package's name: a C identifier starting `kgen_` (`layer-kernels` -> `kgen_layer_kernels`), so two
+ * packages in one program differ in all three (and in the header's guard), and none takes a name
+ * such as `m` that a system library has.
+ */
+export function packageLibraryName(packageName: string): string {
+  const id = packageName.replace(/^@/, '').replace(/[^A-Za-z0-9_]+/g, '_').replace(/^_+|_+$/g, '').toLowerCase();
+  return id === 'kgen' || id.startsWith('kgen_') ? id : `kgen_${id}`;
+}
+
 /**
  * A C-family package's root files from the target's package templates (`Makefile`, `CMakeLists.txt`,
- * `kgen_kernels.h`, and `usage.<ext>` for the README), given the view the build files print and
- * how to build. The usage snippet shows the first kernel: a matmul's by default, else the view the
- * backend gives (`usageView`).
+ * `LIBRARY.h` and `kgen_kernels.h` including it, and `usage.<ext>` for the README), given the view
+ * the build files print and how to build. The view gains `library` (packageLibraryName) and the
+ * header's `guard`. The usage snippet shows the first kernel: a matmul's by default, else the view
+ * the backend gives (`usageView`).
  */
 export function cFamilyPackage(
   templates: TemplateSet,
   kernels: readonly PackagedKernel[],
-  view: object,
-  how: { build: string[]; usageTemplate: string; usageLanguage: string; usageView?: object },
+  pkg: PackageContext,
+  targetView: object,
+  how: { build: (library: string) => string[]; usageTemplate: string; usageLanguage: string; usageView?: object },
 ): PackageBuild {
-  const contents = "Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and `manifest.json` (ABI, launch, buffers, budgets, tolerance, config and where it came from).";
   const first = kernels[0]!;
+  const library = packageLibraryName(pkg.name);
+  const header = `${library}.h`;
+  const headers = header === PACKAGE_HEADER ? `\`${header}\` declares every kernel` : `\`${header}\` declares every kernel (\`${PACKAGE_HEADER}\` includes it; a program using two kgen packages includes each one's own header, and links each one's library)`;
+  const contents = `Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and \`manifest.json\` (ABI, launch, buffers, budgets, tolerance, config and where it came from). ${headers}; the library is \`lib${library}.a\` (make) or the CMake target \`${library}\`.`;
+  const view = { ...targetView, library, header, guard: `${library.toUpperCase()}_PACKAGE_H`, forwardTo: '' };
+  const headerFiles: Record<string, string> = { [header]: templates.render('kgen_kernels.h', view) };
+  if (header !== PACKAGE_HEADER) headerFiles[PACKAGE_HEADER] = templates.render('kgen_kernels.h', { ...view, forwardTo: header });
   return {
     files: {
       Makefile: templates.render('Makefile', view),
       'CMakeLists.txt': templates.render('CMakeLists.txt', view),
-      'kgen_kernels.h': templates.render('kgen_kernels.h', view),
+      ...headerFiles,
     },
     contents,
-    build: how.build,
+    build: how.build(library),
     usage: templates.render(how.usageTemplate, how.usageView ?? packageUsageView(first.plan.op as MatmulOp, first.plan.shape, first.symbol)),
     usageLanguage: how.usageLanguage,
   };

@@ -25,7 +25,7 @@ export function registerEmit(program: Command): void {
     .option('--data [seed]', 'also write seeded inputs as the kernel reads them (x.bin, w.bin, ...: the manifest\'s tensors and weights) ref.bin, the f64 reference output (little-endian), and for a matmul ref_terms.bin, each output\'s energy of summed products (f64: the check weighs an output by the larger of its square and this), for an attention kernel that rounds Q to int8 ref_rounded.bin, the reference from Q so rounded (the manifest\'s tolerance.inputRounding: the bounds widen to its factor times that rounding\'s own error), next to the kernel: CUDA\'s run.sh checks against them, other targets\' users with their own harness within the manifest\'s tolerance (needs -o)')
     .option('--no-ptxas', 'skip the backend\'s resource check (cuda: compiling with nvcc for the manifest\'s registers, spills and shared memory)')
     .option('--package <dir>', 'write a self-contained package instead: each kernel in its own folder, build files (C, CUDA: Makefile, CMakeLists.txt, one header; wasm, wgsl: package.json and one loader of every kernel), kgen-package.json and a README; DIR must be new')
-    .option('--package-name <name>', 'with --package: the name in package.json (wasm, wgsl; default: the directory\'s name, made npm-safe)')
+    .option('--package-name <name>', 'with --package: the package\'s name (default: the directory\'s name): in package.json (wasm, wgsl; made npm-safe), or the library, CMake target and header kgen_NAME (c, cuda)')
     .option('--kernels <file>', 'with --package: a JSON list of kernels, each {"op" or "ir", "shape", optional "isa", "config", "device", "name"}; --target and --device apply to all');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(

@@ -3,7 +3,7 @@ import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
-import type { PackageBuild, PackagedKernel } from '../types.js';
+import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { attentionUsageView } from './attention.js';
 import { C_TOOLCHAINS } from './toolchain.js';
 
@@ -13,10 +13,12 @@ function compileFlags(isa: string): string[] {
 }
 
 /**
- * The root files of a package of C kernels: a Makefile (libkgen_kernels.a), a CMakeLists.txt (the
- * kgen_kernels target), kgen_kernels.h including every kernel's header, and a usage snippet.
+ * The root files of a package of C kernels: a Makefile (libLIBRARY.a), a CMakeLists.txt (the
+ * LIBRARY target, aliased kgen_kernels unless a package added before took that name), LIBRARY.h
+ * including every kernel's header (and kgen_kernels.h including it), and a usage snippet; LIBRARY is
+ * `packageLibraryName` of the package's name.
  */
-export function cPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild {
+export function cPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
   const templates = templateSet('package/c');
   const views = kernels.map((k) => {
     const plan = k.plan as PlanOf<'cpu-matmul' | 'cpu-attention'>;
@@ -25,8 +27,8 @@ export function cPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild 
   });
   const first = kernels[0]!;
   const attention = first.plan.family === 'cpu-attention' ? attentionUsageView(first.plan, first.symbol) : undefined;
-  return cFamilyPackage(templates, kernels, { version: KGEN_VERSION, kernels: views }, {
-    build: ['make                    # libkgen_kernels.a', 'cc -O2 -c my_program.c && cc my_program.o libkgen_kernels.a -lm -o my_program'],
+  return cFamilyPackage(templates, kernels, pkg, { version: KGEN_VERSION, kernels: views }, {
+    build: (library) => [`make                    # lib${library}.a`, `cc -O2 -c my_program.c && cc my_program.o lib${library}.a -lm -o my_program`],
     usageTemplate: attention ? 'usage_attention.c' : 'usage.c',
     usageLanguage: 'c',
     ...(attention ? { usageView: attention } : {}),

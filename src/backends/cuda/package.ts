@@ -4,15 +4,17 @@ import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
-import type { PackageBuild, PackagedKernel } from '../types.js';
+import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { nvccFlags } from './view.js';
 
 /**
- * The root files of a package of CUDA kernels: a Makefile (libkgen_kernels.a through nvcc, each
- * kernel for its planned arch), a CMakeLists.txt (the kgen_kernels target, CUDA::cudart), a header
- * including every launcher, and a usage snippet. Each kernel's folder keeps its run kit (run.sh).
+ * The root files of a package of CUDA kernels: a Makefile (libLIBRARY.a through nvcc, each kernel
+ * for its planned arch), a CMakeLists.txt (the LIBRARY target with CUDA::cudart, aliased
+ * kgen_kernels unless taken), LIBRARY.h including every launcher (and kgen_kernels.h including it),
+ * and a usage snippet; LIBRARY is `packageLibraryName` of the package's name. Each kernel's folder
+ * keeps its run kit (run.sh).
  */
-export function cudaPackageFiles(kernels: readonly PackagedKernel[]): PackageBuild {
+export function cudaPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
   const templates = templateSet('package/cuda');
   const views = kernels.map((k) => {
     const plan = k.plan as PlanOf<'cuda-matmul'> | PlanOf<'cuda-attention'>;
@@ -20,8 +22,8 @@ export function cudaPackageFiles(kernels: readonly PackagedKernel[]): PackageBui
     return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), arch: plan.params.arch, flags };
   });
   const archs = [...new Set(views.map((v) => v.arch.replace(/^sm_/, '')))];
-  return cFamilyPackage(templates, kernels, { version: KGEN_VERSION, kernels: views, cmakeArchs: archs.join(';') }, {
-    build: ['make                    # libkgen_kernels.a (nvcc)', 'nvcc -O2 -c my_program.cu && nvcc my_program.o libkgen_kernels.a -o my_program'],
+  return cFamilyPackage(templates, kernels, pkg, { version: KGEN_VERSION, kernels: views, cmakeArchs: archs.join(';') }, {
+    build: (library) => [`make                    # lib${library}.a (nvcc)`, `nvcc -O2 -c my_program.cu && nvcc my_program.o lib${library}.a -o my_program`],
     ...usageOf(kernels[0]!),
     usageLanguage: 'cuda',
   });
