@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { pack } from '../src/api/pack.js';
 import { KgenError } from '../src/errors.js';
 import { f16BitsToF32, roundToF16 } from '../src/numeric/half.js';
 import { Rng } from '../src/numeric/random.js';
@@ -403,5 +404,41 @@ describe('q3.5 quantizer', () => {
     const w = normal(32, 9, 1e7);
     const back = roundTrip(codec, w, 1, 32).back;
     for (const v of back) expect(Number.isFinite(v)).toBe(true);
+  });
+});
+
+describe('weights past the f16 scale range', () => {
+  // A weight of 1e6 is finite, so pack accepts it; the block's scale must not overflow f16.
+  const huge = (format: string) => {
+    const w = normal(64, 3);
+    w[5] = 1e6;
+    w[40] = -2e7;
+    return { format, N: 1, K: 64, weights: w };
+  };
+
+  it('q4 and q8 clamp the scale to 65504 as q35 does (q4 used to store d = 0, q8 d = inf)', () => {
+    for (const [format, levels] of [['q4', 7], ['q8', 127]] as const) {
+      const { bytes } = pack(huge(format));
+      const back = dequantizeMatrix(FORMATS[format].codec(64), bytes, 1, 64);
+      for (const v of back) expect(Number.isFinite(v), format).toBe(true);
+      expect(back[40], format).toBe(-levels * 65504);
+      expect(back[5], format).toBe(Math.min(levels, Math.round(1e6 / 65504)) * 65504);
+    }
+  });
+
+  it('pack refuses q4_0, q8_0 and f16 weights that would decode to infinity or NaN', () => {
+    for (const format of ['q4_0', 'q8_0', 'f16']) {
+      let err: unknown;
+      try {
+        pack(huge(format));
+      } catch (e) {
+        err = e;
+      }
+      expect(err, format).toBeInstanceOf(KgenError);
+      expect((err as KgenError).field).toBe('--in');
+      expect((err as KgenError).problem).toMatch(/non-finite/);
+    }
+    // Within range they pack as before.
+    for (const format of ['q4_0', 'q8_0', 'f16']) expect(pack({ format, N: 1, K: 64, weights: normal(64, 4, 1000) }).bytes.length).toBeGreaterThan(0);
   });
 });

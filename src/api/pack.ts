@@ -3,7 +3,7 @@ import type { WeightFormatName, WeightSpec } from '../ir/types.js';
 import { MAX_DIM, validateOp } from '../ir/validate.js';
 import { quoted } from '../io/message-text.js';
 import type { BlockCodec } from '../quant/format.js';
-import { bitsPerWeight, codecOf, FORMATS, quantizeMatrix } from '../quant/index.js';
+import { bitsPerWeight, codecOf, firstNonFiniteWeight, FORMATS, quantizeMatrix } from '../quant/index.js';
 
 export interface PackOptions {
   /** Weight format name (q35, q4, q8, q4_0, q8_0, f16). */
@@ -69,7 +69,21 @@ export function pack(opts: PackOptions): PackResult {
       throw new KgenError({ field: '--in', problem: `value ${i} (row ${Math.floor(i / opts.K)}, column ${i % opts.K}) is ${opts.weights[i]}`, expected: 'finite weights' });
     }
   }
-  return { bytes: quantizeMatrix(codec, opts.weights, opts.N, opts.K), spec, bitsPerWeight: bitsPerWeight(codec), rowBytes };
+  const bytes = quantizeMatrix(codec, opts.weights, opts.N, opts.K);
+  // A scale past f16's range decodes to infinity (and its block's other weights to NaN): refuse
+  // such bytes rather than hand a kernel weights that poison every output they touch.
+  const bad = firstNonFiniteWeight(codec, bytes, opts.N, opts.K);
+  if (bad >= 0) {
+    const row = Math.floor(bad / opts.K);
+    const col = bad % opts.K;
+    throw new KgenError({
+      field: '--in',
+      problem: `value ${bad} (row ${row}, column ${col}) is ${opts.weights[bad]}, and its ${opts.format} block would decode to non-finite values (its f16 scale overflows)`,
+      expected: `weights within ${opts.format}'s range (docs/formats.md)`,
+      hint: 'scale the weights down (a power of two is exact) and the output up by the same factor',
+    });
+  }
+  return { bytes, spec, bitsPerWeight: bitsPerWeight(codec), rowBytes };
 }
 
 export type { WeightFormatName };

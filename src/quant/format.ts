@@ -58,6 +58,21 @@ export function dequantizeMatrix(codec: BlockCodec, bytes: Uint8Array, N: number
   return out;
 }
 
+/**
+ * The index of the first weight whose block decodes to a non-finite value (its f16 scale
+ * overflowed: ggml's q4_0 and q8_0 past |w| ~5.2e5 and ~8.3e6, f16 weights past 65504), or -1.
+ */
+export function firstNonFiniteWeight(codec: BlockCodec, bytes: Uint8Array, N: number, K: number): number {
+  const block = new Float32Array(codec.weightsPerBlock);
+  const blocks = (N * K) / codec.weightsPerBlock;
+  for (let b = 0; b < blocks; b++) {
+    codec.dequantizeBlock(bytes, b * codec.bytesPerBlock, block, 0);
+    const j = block.findIndex((v) => !Number.isFinite(v));
+    if (j >= 0) return b * codec.weightsPerBlock + j;
+  }
+  return -1;
+}
+
 export function codecFor(spec: WeightSpec, formats: Readonly<Record<WeightFormatName, WeightFormat>>): BlockCodec {
   return formats[spec.format].codec(spec.groupSize);
 }

@@ -7,6 +7,9 @@ const fr = Math.fround;
 /** Candidate scales as fractions of absmax/levels: a small error-minimising search. */
 const SCALE_SHRINK = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
 
+/** The largest finite f16: a larger scale is clamped to it (as q35's), never stored as infinity. */
+const F16_MAX = 65504;
+
 /**
  * q4: symmetric 4-bit. Block = one group of G weights: `{ f16 d; u8 qs[G/2]; }`. Within each run of
  * 32 weights (16 bytes), weight j<16 is the low nibble of byte j and weight j+16 its high nibble
@@ -25,7 +28,7 @@ function q4Codec(G: number): BlockCodec {
       let best = Infinity;
       let bestBits = 0;
       for (const shrink of SCALE_SHRINK) {
-        const bits = f32ToF16Bits((amax / 7) * shrink);
+        const bits = f32ToF16Bits(Math.min((amax / 7) * shrink, F16_MAX));
         const d = f16BitsToF32(bits);
         const id = d ? 1 / d : 0;
         let err = 0;
@@ -70,7 +73,7 @@ function q8Codec(G: number): BlockCodec {
     bytesPerBlock: 2 + G,
     scaleBytes: 2,
     quantizeBlock(src, so, dst, d0) {
-      const d = writeScale(dst, d0, absMax(src, so, G) / 127);
+      const d = writeScale(dst, d0, Math.min(absMax(src, so, G) / 127, F16_MAX));
       const id = d ? 1 / d : 0;
       for (let j = 0; j < G; j++) {
         dst[d0 + 2 + j] = Math.max(-127, Math.min(127, roundHalfAway(src[so + j]! * id))) & 0xff;
