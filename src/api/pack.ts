@@ -78,7 +78,7 @@ export function pack(opts: PackOptions): PackResult {
     const col = bad % opts.K;
     throw new KgenError({
       field: '--in',
-      problem: `value ${bad} (row ${row}, column ${col}) is ${opts.weights[bad]}, and its ${opts.format} block would decode to non-finite values (its f16 scale overflows)`,
+      problem: `value ${bad} (row ${row}, column ${col}) is ${opts.weights[bad]}, and packed as ${opts.format} its block would decode to non-finite values (an f16 scale or value past 65504)`,
       expected: `weights within ${opts.format}'s range (docs/formats.md)`,
       hint: 'scale the weights down (a power of two is exact) and the output up by the same factor',
     });
