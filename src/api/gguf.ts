@@ -30,9 +30,11 @@ export interface GgufListing extends Omit<GgufIndex, 'tensors'> {
 
 /**
  * The weight formats a float tensor's suggestion packs into, in order: the first whose block divides
- * its K (q3.5's 64, else ggml q4_0's 32, else f16's 2).
+ * its K (q3.5's 64, else ggml q4_0's 32). Not f16: its block is 2 weights, but its kernels take K in
+ * multiples of 32 (docs/ir.md), which q4_0 already covers, so it would only ever be suggested with
+ * an emit command that refuses the shape.
  */
-const SUGGESTED_FORMATS: readonly WeightFormatName[] = ['q35', 'q4_0', 'f16'];
+const SUGGESTED_FORMATS: readonly WeightFormatName[] = ['q35', 'q4_0'];
 
 function suggestedFormat(K: number): WeightFormatName | undefined {
   return SUGGESTED_FORMATS.find((f) => K % FORMATS[f].codec(undefined).weightsPerBlock === 0);
@@ -77,7 +79,7 @@ function view(t: GgufTensor): GgufTensorView {
   const format = PASSTHROUGH[t.type];
   if (v.matrix.N === 0 || v.matrix.K === 0) v.unusable = `empty (N=${v.matrix.N}, K=${v.matrix.K})`;
   else if (format) v.use = { kind: 'passthrough', format };
-  else if (FLOAT_TYPES.includes(t.type) && suggestedFormat(v.matrix.K) === undefined) v.unusable = `K=${v.matrix.K} is odd: no format's block divides it`;
+  else if (FLOAT_TYPES.includes(t.type) && suggestedFormat(v.matrix.K) === undefined) v.unusable = `K=${v.matrix.K} is not a multiple of 32: no kernel takes it (pad each row with zeros to ${Math.ceil(v.matrix.K / 32) * 32})`;
   else if (FLOAT_TYPES.includes(t.type)) v.use = { kind: 'quantize' };
   else v.unusable = `type ${t.type} (kgen reads ${Object.keys(PASSTHROUGH).join(', ')} as they are and quantizes ${FLOAT_TYPES.join(', ')})`;
   return v;
