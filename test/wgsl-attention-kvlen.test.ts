@@ -122,6 +122,8 @@ describe('WGSL attention with a run-time KV length: plans, manifests and the loa
         expect(() => kernel.kvLenBuffer(kvLen)).toThrow(RangeError);
         expect(() => loader.checkKvLen(kvLen)).toThrow(RangeError);
       }
+      // The length given bare instead of as an option: a TypeError saying how to pass it.
+      expect(() => kernel.run(buffers, 40 as unknown as object)).toThrow(/run\(buffers, \{ kvLen: 40 \}\)/);
       expect(calls.slice(before), 'nothing written, bound or dispatched').toEqual([]);
       kernel.run(buffers, { kvLen: 40 });
       const after = calls.slice(before);

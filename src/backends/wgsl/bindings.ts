@@ -113,7 +113,7 @@ export function wgslLoaderDeclarations(plan: Plan, iface: BindingInterface, vers
           ...(kvLength
             ? [
                 { name: 'setKvLen', parameters: [{ name: 'kvLen', type: 'number' }], returnType: 'void', docs: ["Checks kvLen (a RangeError outside the range) and writes it to the kernel's kv_len buffer, which bind groups made without a `kv_len` buffer read: for calls recorded with encode()."] },
-                { name: 'kvLenBuffer', parameters: [{ name: 'kvLen', type: 'number' }], returnType: 'GPUBuffer', docs: ['A checked uniform buffer holding kvLen, to pass as `kv_len` to bindGroup (calls of different lengths in one submission).'] },
+                { name: 'kvLenBuffer', parameters: [{ name: 'kvLen', type: 'number' }], returnType: 'GPUBuffer', docs: ['A checked uniform buffer holding kvLen, to pass as `kv_len` to bindGroup (calls of different lengths in one submission): a new buffer each call, the caller\'s to reuse (writeBuffer) or destroy() once its calls are done.'] },
               ]
             : []),
         ],
