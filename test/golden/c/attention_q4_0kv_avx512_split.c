@@ -566,13 +566,14 @@ static inline void kg_prefetch_v_lines(const uint8_t *row, int pass, int jj) {
  * ports with the FMAs (a few percent; docs/PERFORMANCE.md, "L2 prefetches and shared score
  * reductions"). */
 static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, float *s) {
-  int r = 0;
-  for (; r + 4 <= KG_RG; r += 4) {
+  for (int r = 0; r + 4 <= KG_RG; r += 4) {
     float h[4];
     kg_vhsum4(acc[r], acc[r + 1], acc[r + 2], acc[r + 3], h);
     for (int i = 0; i < 4; i++) s[(r + i) * KG_KV_BLOCK + jj] = qd ? h[i] * qd[r + i] : h[i];
   }
-  for (; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
+  /* The rows past the last four: a constant start, so gcc folds the loop away where there are none
+   * (continuing the loop above, gcc -O2 warned of undefined behaviour in it at KG_RG 8). */
+  for (int r = KG_RG / 4 * 4; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
 }
 
 
