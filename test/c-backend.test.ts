@@ -337,3 +337,24 @@ describe('a broken kernel is caught', () => {
     }
   });
 });
+
+describe('C manifest: what a caller creating threads and a workspace needs', () => {
+  // The header stated these (*_STACK_BYTES, "4-byte aligned"); the manifest did not.
+  it('states the workspace alignment and each thread\'s stack bytes, as kernel.h does', () => {
+    const kernels = [
+      emit({ target: 'c', op: 'matmul_q4', shape: 'M=256,N=64,K=256', isa: 'avx512', device: 'epyc-9654', config: { panel: 1 } }),
+      emit({ target: 'c', op: 'matmul_q8', shape: 'M=1,N=64,K=256', isa: 'avx2', device: 'epyc-7763' }),
+      emit({ target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=5,Skv=300,D=64', isa: 'avx2', device: 'epyc-7763' }),
+    ];
+    for (const k of kernels) {
+      const header = k.files['kernel.h']!;
+      const stack = Number(/_(?:ROWS|TASK)_STACK_BYTES (\d+)/.exec(header)![1]);
+      expect(k.manifest.threadStackBytes, k.plan.op.name).toBe(stack);
+      expect(k.manifest.workspaceAlignment).toBe(4);
+      expect(header).toContain(`${k.manifest.workspaceAlignment}-byte aligned or better`);
+    }
+    expect(kernels[0]!.manifest.threadStackBytes).toBeGreaterThan(0);
+    expect(kernels[1]!.manifest.threadStackBytes).toBe(0);
+    expect(kernels[2]!.manifest.threadStackBytes).toBeGreaterThan(1000);
+  });
+});

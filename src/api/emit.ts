@@ -43,6 +43,10 @@ export interface Manifest {
   tensors: Record<string, TensorInfo>;
   /** Bytes of the workspace buffer the entry points take (C and WebAssembly; CUDA states it in `launch`, WGSL in `bindingInterface`). */
   workspaceBytes?: number;
+  /** C: what the workspace's address must be a multiple of, in bytes. */
+  workspaceAlignment?: number;
+  /** C: bytes of the kernel's buffers on the stack of each thread running an entry point; a thread the caller creates needs that much stack beyond its own use. */
+  threadStackBytes?: number;
   /** Attention: the factor scores are multiplied by before the softmax (the op's `scale`, else 1/sqrt(D)). */
   softmaxScale?: number;
   /** Attention with a run-time KV length: the lengths a call may pass (Skv, the most, is the cache's capacity). */
@@ -243,6 +247,8 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     weights,
     tensors,
     workspaceBytes: rendered.workspaceBytes,
+    workspaceAlignment: rendered.workspaceAlignment,
+    threadStackBytes: rendered.threadStackBytes,
     softmaxScale,
     kvLength,
     abi: rendered.abi,

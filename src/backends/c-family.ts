@@ -5,6 +5,9 @@ import type { PackageBuild, PackageContext, PackagedKernel } from './types.js';
 
 /** How the C-family backends (C, CUDA) print the same things: format names and activations. */
 
+/** What a C kernel's workspace address must be a multiple of: it holds f32 and int32 values, read as such. */
+export const C_WORKSPACE_ALIGNMENT = 4;
+
 export const FORMAT_NAMES: Record<WeightFormatName, string> = {
   q35: 'q3.5', q4: 'q4', q8: 'q8', q4_0: 'ggml q4_0', q8_0: 'ggml q8_0', f16: 'f16',
 };

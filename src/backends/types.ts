@@ -91,6 +91,13 @@ export interface RenderedKernel {
   arch?: string;
   /** Bytes of the workspace buffer the caller passes (targets whose entry points take one: C, WebAssembly). */
   workspaceBytes?: number;
+  /** What the workspace's address must be a multiple of, in bytes (C: its f32 and int32 reads). */
+  workspaceAlignment?: number;
+  /**
+   * C: bytes of the kernel's buffers on the stack of each thread running an entry point (kernel.h's
+   * `*_STACK_BYTES`); a thread the caller creates needs that much stack beyond its own use.
+   */
+  threadStackBytes?: number;
   /** Targets with explicit bindings (WGSL): how to bind and dispatch the kernel. */
   bindingInterface?: BindingInterface;
   /**

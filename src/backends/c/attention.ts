@@ -5,6 +5,7 @@ import { kvLenText, splitPartialsText, taskUnitsText } from '../../plan/cpu-atte
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
+import { C_WORKSPACE_ALIGNMENT } from '../c-family.js';
 import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
@@ -86,6 +87,7 @@ function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
     taskReturn: p.runtimeKvLength ? 'int' : 'void',
     kvLenParam: p.runtimeKvLength ? ', int64_t kv_len' : '',
     kvLenArg: p.runtimeKvLength ? ', kv_len' : '',
+    workspaceAlignment: C_WORKSPACE_ALIGNMENT,
   };
 }
 
@@ -153,6 +155,8 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     harnessFiles: { 'harness.c': templates.render('attention/harness.c', { ...shared, readProbe: READ_PROBE, hugePageBytes: HUGE_PAGE_BYTES, harnessExit: { ...HARNESS_EXIT, maxThreads: MAX_TIMED_THREADS } }) },
     templateHash: templates.hash,
     workspaceBytes: p.workspaceBytes,
+    workspaceAlignment: C_WORKSPACE_ALIGNMENT,
+    threadStackBytes: p.taskStackBytes,
     build: compileHint,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes}): ${p.qInt8 ? `${4 * p.qWords} of Q as int8 codes (${p.qGroups} f32 scales per row, one per ${p.qGroup} values, then the codes)` : `${4 * p.qFloats} of Q as scaled f32`}, then ${splitPartialsText(p)}` },

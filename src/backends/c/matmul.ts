@@ -4,7 +4,7 @@ import type { MatmulOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B, q35LayoutView } from '../../quant/q35.js';
 import { templateSet } from '../../render/templates.js';
-import { ACTIVATION_EXPR, FORMAT_NAMES } from '../c-family.js';
+import { ACTIVATION_EXPR, C_WORKSPACE_ALIGNMENT, FORMAT_NAMES } from '../c-family.js';
 import { HARNESS_EXIT, MAX_TIMED_THREADS } from '../harness.js';
 import { matmulHeaderView } from '../kernel-header.js';
 import type { RenderContext, RenderedKernel } from '../types.js';
@@ -122,6 +122,11 @@ export function matmulPartials(plan: CpuMatmulPlan): {
 }
 
 /** View fields the kernel, its header and the harness all print. */
+/** Bytes a _rows call keeps on its thread's stack: the panel tile's codes and f32 scales, where the plan panels. */
+function rowsStackBytes(p: CpuMatmulPlan['params']): number {
+  return p.panel ? p.panelCodeBytes + 4 * p.panelScales : 0;
+}
+
 function sharedView(plan: CpuMatmulPlan, symbol: string | undefined) {
   const op = plan.op;
   const p = plan.params;
@@ -134,8 +139,8 @@ function sharedView(plan: CpuMatmulPlan, symbol: string | undefined) {
     hasBias: op.epilogue.bias,
     hasResidual: op.epilogue.residual,
     weightBytes: p.N * p.rowBytes,
-    // The panel tile (codes and f32 scales) lives on the stack of the thread calling _rows.
-    rowsStackBytes: p.panel ? p.panelCodeBytes + 4 * p.panelScales : 0,
+    rowsStackBytes: rowsStackBytes(p),
+    workspaceAlignment: C_WORKSPACE_ALIGNMENT,
   };
 }
 
@@ -197,6 +202,8 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     harnessFiles: { 'harness.c': renderHarness(plan, ctx.symbol) },
     templateHash: templates.hash,
     workspaceBytes: p.workspaceBytes,
+    workspaceAlignment: C_WORKSPACE_ALIGNMENT,
+    threadStackBytes: rowsStackBytes(p),
     build: compileHint,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: sig('size_t', `${fn}_workspace_size`, 'void'), doc: `bytes of workspace (${p.workspaceBytes})` },
