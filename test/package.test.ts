@@ -396,10 +396,16 @@ console.log(JSON.stringify(levels));
     }
     // A TypeScript host against the package's generated declarations: offsets are literal types.
     const at = ((await import(pathToFileURL(join(pkg.scratch, 'node_modules', 'layer0-wasm', 'index.mjs')).href)) as { layout: { kernels: Record<string, { x: number }> } }).layout.kernels.gate!;
+    // Kernels are typed by the thread count: synchronous at 1, promises at a literal 2 (.then compiles).
     const host = (x: number) => `import { layout, loadAll } from 'layer0-wasm';
 const { kernels } = await loadAll();
 const x: ${x} = layout.kernels.gate.x;
-await kernels.gate.run(x, layout.kernels.gate.w, 0, 0, layout.kernels.gate.y, layout.kernels.gate.workspace);
+const single: void = kernels.gate.run(x, layout.kernels.gate.w, 0, 0, layout.kernels.gate.y, layout.kernels.gate.workspace);
+const two = await loadAll({ threads: 2, memory: new WebAssembly.Memory({ initial: 1, maximum: 64, shared: true }) });
+two.kernels.gate.run(x, layout.kernels.gate.w, 0, 0, layout.kernels.gate.y, layout.kernels.gate.workspace).then(() => two.close());
+const some = await loadAll({ threads: Number(process.argv[2]) });
+await some.kernels.gate.run(x, layout.kernels.gate.w, 0, 0, layout.kernels.gate.y, layout.kernels.gate.workspace);
+console.log(single);
 `;
     writeFileSync(join(pkg.scratch, 'good.mts'), host(at.x));
     writeFileSync(join(pkg.scratch, 'bad.mts'), host(at.x + 16));

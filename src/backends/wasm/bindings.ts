@@ -227,14 +227,22 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       w.write('>');
     });
     constant('maxThreads', "The most threads loadAll takes: the fewest any kernel's loadThreaded takes (its maxThreads).", 'number');
+    file.addTypeAlias({
+      isExported: true,
+      name: 'LoadedAs',
+      typeParameters: ['Threads extends number', 'Single', 'Threaded'],
+      type: 'number extends Threads ? Single | Threaded : Threads extends 1 ? Single : Threaded',
+      docs: ['A kernel as loadAll loads it on `Threads` threads: Single at 1 (the default), Threaded at a literal other count, either where the count is only known to be a number.'],
+    });
     file.addInterface({
       kind: StructureKind.Interface,
       isExported: true,
       name: 'Loaded',
+      typeParameters: [{ name: 'Threads', constraint: 'number', default: 'number' }],
       docs: ['What loadAll resolves to.'],
       properties: [
         { name: 'memory', isReadonly: true, type: 'WebAssembly.Memory', docs: ['The memory every kernel computes in (the one given, or a new one of layout.pages pages).'] },
-        { name: 'kernels', isReadonly: true, type: typeByKernel(kernels, (_, i) => `kernel${i}.Kernel | kernel${i}.ThreadedKernel`), docs: ['Each kernel loaded (threaded when threads > 1: then rows and run return promises).'] },
+        { name: 'kernels', isReadonly: true, type: typeByKernel(kernels, (_, i) => `LoadedAs<Threads, kernel${i}.Kernel, kernel${i}.ThreadedKernel>`), docs: ['Each kernel loaded (threaded when threads > 1: then rows and run return promises).'] },
       ],
       methods: [{ name: 'close', returnType: 'void', docs: ["Ends every kernel's workers (in Node they hold the process open only while a call is queued or running)."] }],
     });
@@ -242,8 +250,9 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       isExported: true,
       hasDeclareKeyword: true,
       name: 'loadAll',
-      parameters: [{ name: 'options', hasQuestionToken: true, type: "{ memory?: WebAssembly.Memory; threads?: number; level?: 'auto' | 'simd128' | 'relaxed'; base?: string | URL }" }],
-      returnType: 'Promise<Loaded>',
+      typeParameters: [{ name: 'Threads', constraint: 'number', default: '1' }],
+      parameters: [{ name: 'options', hasQuestionToken: true, type: "{ memory?: WebAssembly.Memory; threads?: Threads; level?: 'auto' | 'simd128' | 'relaxed'; base?: string | URL }" }],
+      returnType: 'Promise<Loaded<Threads>>',
       docs: ["Every kernel over one memory (the host's, or a new one; shared when threads > 1), on `threads` threads each: an integer in [1, maxThreads]; any other number rejects with a RangeError, anything else with a TypeError. `base`: the URL of this package's folder (a string is resolved against index.mjs's URL), where a bundler moved index.mjs away from the kernels' files: copy the folder there unchanged; by default each kernel.mjs finds its files beside itself."],
     });
   });
