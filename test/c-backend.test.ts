@@ -356,5 +356,11 @@ describe('C manifest: what a caller creating threads and a workspace needs', () 
     expect(kernels[0]!.manifest.threadStackBytes).toBeGreaterThan(0);
     expect(kernels[1]!.manifest.threadStackBytes).toBe(0);
     expect(kernels[2]!.manifest.threadStackBytes).toBeGreaterThan(1000);
+    // Attention's units of work are tasks, then (with KV splits) the merge's output rows, not "rows".
+    const split = emit({ target: 'c', op: 'attention_q8kv', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=2048,D=64', isa: 'avx2', device: 'epyc-7763' });
+    const p = split.plan.params as { tasks: number; splits: number };
+    expect(p.splits).toBeGreaterThan(1);
+    expect(split.manifest.launch).toEqual({ tasks: p.tasks, mergeRows: 4 });
+    expect(kernels[0]!.manifest.launch).toEqual({ rows: 64 });
   });
 });

@@ -550,7 +550,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     family: 'cpu-attention',
     op, shape, target: req.target, device: device.name, config,
     variant: splits > 1 ? 'split_kv' : Sq <= CPU_DECODE_MAX_SQ ? 'decode' : 'flash',
-    launch: { rows: tasks },
+    launch: splits > 1 ? { tasks, mergeRows: B * Hq * Sq } : { tasks },
     loops: [
       qInt8
         ? `prepare: Q[${B},${Hq},${Sq},${D}] to int8 codes, a scale of absmax/${INT8_CODE_MAX} times scale*log2(e) per ${Q_GROUP} values (once per call)`

@@ -61,8 +61,12 @@ export interface LaunchShape {
   /** CUDA: shared memory per block in bytes; static when it fits the static limit, else dynamic (opt-in). */
   sharedBytes?: number;
   dynamicShared?: boolean;
-  /** CPU: independent units of work (output rows) a caller may split across threads. */
+  /** CPU matmul: output rows, the `_rows` entry's range, which a caller may split across threads. */
   rows?: number;
+  /** CPU attention: tasks, the `_tasks` entry's range, which a caller may split across threads. */
+  tasks?: number;
+  /** CPU attention with KV splits: output rows, the `_merge` entry's range (after every task), split the same way; absent: no merge. */
+  mergeRows?: number;
   /**
    * Bytes of device memory the caller passes besides the tensors, for the kernel's own use between
    * launches (CUDA split-KV decode: every split's partial results); 0 or absent: none.
