@@ -40,6 +40,13 @@ module.exports = {
       to: { path: later(i) },
     })),
     {
+      name: 'no-target-folder-above-backends',
+      severity: 'error',
+      comment: 'The database, the tuner and the library API reach a target only through the registry (src/backends/registry.ts) and the Target interface, never its own folder.',
+      from: { path: '^src/(db|tune|api)/' },
+      to: { path: '^src/backends/(c|cuda|wgsl|wasm)/' },
+    },
+    {
       name: 'every-module-in-a-layer',
       severity: 'error',
       comment: 'A new folder under src/ needs its place in the layer order (this file and docs/ARCHITECTURE.md).',

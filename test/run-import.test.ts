@@ -1,4 +1,4 @@
-import { planRequest } from '../src/backends/registry.js';
+import { importRunResult, planRequest } from '../src/backends/registry.js';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { emit } from '../src/api/emit.js';
 import { kernelDataFiles } from '../src/api/kit.js';
 import { nvccVersion } from '../src/backends/cuda/gpu-runner.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
-import { isRunResult, runResultToExchange } from '../src/db/run-result.js';
+import { importedRunExchange } from '../src/db/run-result.js';
 import { openTuningDb } from '../src/db/sqlite.js';
 import { parseNvidiaSmiGpus } from '../src/device/gpu.js';
 import { getDevice } from '../src/device/index.js';
@@ -21,6 +21,13 @@ const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-run-import-'));
 const H100 = { name: 'NVIDIA H100 80GB HBM3', computeCapability: '9.0', multiprocessors: 132, driverVersion: 12040, runtimeVersion: 13000, driver: '550.54.15' };
 const noGpp = skipReason(['g++']);
+
+/** What `kgen db import` does with a run.sh result: the CUDA target reads it, the database keys it. */
+function runResultToExchange(data: unknown) {
+  const run = importRunResult(data);
+  if (!run) throw new Error('not a run-kit result');
+  return importedRunExchange(run);
+}
 
 /**
  * What run.sh writes on a GPU box, made here: the emitted kgen_run.cu built against the CPU shim
@@ -44,7 +51,7 @@ describe.skipIf(noGpp !== undefined)('results of run.sh come back through kgen d
   it('kgen_run writes a result import takes: one workload with the GPU fingerprint, one trial, idempotent', async () => {
     const shim = await shimRunResult();
     expect(shim).toMatchObject({ format: 'kgen-cuda-run', version: 1, status: 'ok', checked: true, nvcc: 'none', buildArch: 'sm_90', gpu: { driver: '550.54.15' } });
-    expect(isRunResult(shim)).toBe(true);
+    expect(importRunResult({ format: 'kgen-tuning' })).toBeUndefined();
     // As measured on the shim it is refused: its "GPU" is not the kernel's device.
     expect(() => runResultToExchange(shim)).toThrow(/^import\.gpu: the run was on kgen CUDA CPU shim .* emitted for h100-sxm/);
 

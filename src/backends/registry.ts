@@ -7,7 +7,7 @@ import { checkTarget } from '../plan/index.js';
 import type { Plan, PlanRequest } from '../plan/types.js';
 import { cTarget } from './c/index.js';
 import { cudaTarget } from './cuda/index.js';
-import type { Backend, KernelRunner, RenderContext, RenderedKernel, Target } from './types.js';
+import type { Backend, ImportedRun, KernelRunner, RenderContext, RenderedKernel, Target } from './types.js';
 import { wasmTarget } from './wasm/index.js';
 import { wgslTarget } from './wgsl/index.js';
 
@@ -131,4 +131,17 @@ export function runnerFor(plan: Plan, opts?: { preferReal?: boolean }): KernelRu
     throw new KgenError({ field: '--target', problem: `kgen cannot build and run ${plan.target} kernels yet`, expected: 'a target with a runner', hint: '`kgen emit` still renders it' });
   }
   return backend.runnerFor(plan, opts);
+}
+
+/**
+ * `data` (a parsed JSON file) as a record to import, where it is a result of a target's run kit
+ * (its `format` is one a `Target.runResults` declares); undefined for any other JSON. The target
+ * checks every field, planning the config through `planRequest` as emit does.
+ */
+export function importRunResult(data: unknown): ImportedRun | undefined {
+  const format = data !== null && typeof data === 'object' ? (data as { format?: unknown }).format : undefined;
+  const target = Object.values(TARGETS).find((t) => t.runResults && t.runResults.format === format);
+  if (!target?.runResults) return undefined;
+  const context = { renders: target.backend?.capabilities.ops ?? [], requestFor: (r: Omit<Parameters<typeof planRequest>[0], 'target'>) => planRequest({ ...r, target: target.name }) };
+  return target.runResults.toRecord(data, context);
 }

@@ -1,9 +1,9 @@
 import type { GpuDetection } from '../device/gpu.js';
-import type { DeviceProfile } from '../device/profile.js';
-import type { KvCacheFormat, OpKind, WeightFormatName } from '../ir/types.js';
+import type { DeviceProfile, TargetName } from '../device/profile.js';
+import type { KvCacheFormat, Op, OpKind, Shape, WeightFormatName } from '../ir/types.js';
 import type { CommentText } from '../render/comment-text.js';
 import type { CpuVariants } from '../plan/cpu-matmul.js';
-import type { Plan, PlanFamily, Planner, PlanOf, SearchSpace } from '../plan/types.js';
+import type { Config, Plan, PlanFamily, Planner, PlanOf, PlanRequest, SearchSpace } from '../plan/types.js';
 
 /** What a backend renders; checked before rendering so a gap is a clear error, not a crash. */
 export interface BackendCapabilities {
@@ -61,6 +61,79 @@ export interface Target {
    * target's own probe, for the tuner's roofline where the profile only estimates it (`host`).
    */
   measureBandwidth?(cacheDir: string, threads: number): Promise<number | undefined>;
+  /**
+   * Results of the target's emitted run kit, measured on a machine without kgen (CUDA's run.sh):
+   * the `format` its result files carry, and how one becomes a record for `kgen db import`.
+   * Absent where the target's kernels ship no run kit.
+   */
+  runResults?: RunResultImport;
+}
+
+/**
+ * What a measurement depends on, as the tuning database (src/db) files it; declared here because
+ * a target's run-kit import (`RunResultImport`) produces one. Invariant: a workload's `key` is the
+ * canonical hash of every field except the traffic figures, so equal workloads share one row
+ * across processes and machines.
+ */
+export interface WorkloadInfo {
+  device: string;
+  fingerprint: Fingerprint;
+  target: TargetName;
+  op: Op;
+  irHash: string;
+  shape: Shape;
+  /** Matmul weight format; undefined for attention. */
+  weightFormat?: string;
+  templateHash: string;
+  kgenVersion: string;
+  /** Bytes moved and arithmetic done by one call, and the device's roofline time for it. */
+  bytes: number;
+  flops: number;
+  rooflineMs: number;
+}
+
+/** How a target's run-kit results come back (`Target.runResults`). */
+export interface RunResultImport {
+  /** The value of the result file's `format` field, which tells it from other JSON. */
+  format: string;
+  /**
+   * The parsed result file as one measured workload with one trial, after checking every field
+   * (a KgenError naming `import.<field>` for a file that proves nothing or belongs elsewhere).
+   */
+  toRecord(data: unknown, target: RunImportContext): ImportedRun;
+}
+
+/** What the registry knows of the importing target, for `RunResultImport.toRecord`. */
+export interface RunImportContext {
+  /** The op kinds the target's backend renders. */
+  renders: readonly OpKind[];
+  /**
+   * The registry's `planRequest` for the target: the device checks (the device runs the target
+   * and has what its kernels need) and the planner for the op's kind, as emit plans.
+   */
+  requestFor(r: { op: Op; shape: Shape; device: DeviceProfile }): PlanRequest;
+}
+
+/**
+ * One run-kit measurement in the tuning database's terms (src/db's `WorkloadInfo` and `Trial`),
+ * before the database keys it: what was measured, where and when, and its one trial.
+ * Invariant: `trial.timing` is present iff `trial.status` is `ok`.
+ */
+export interface ImportedRun {
+  /** What was measured; `measuredAt` (ISO 8601) dates the workload and the trial. */
+  workload: WorkloadInfo & { measuredAt: string };
+  trial: {
+    /** Identifies the trial across imports: equal for the same result file. */
+    uid: string;
+    config: Config;
+    status: TrialStatus;
+    timing?: Timing;
+    nmse?: number;
+    maxAbsError?: number;
+    error?: string;
+    strategy: string;
+    runner: string;
+  };
 }
 
 /**

@@ -1,9 +1,10 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
+import { importRunResult } from '../backends/registry.js';
 import { validateExchange } from '../db/exchange.js';
 import { describeChoice, recordedConfig, recordedConfigView } from '../db/lookup.js';
-import { isRunResult, runResultToExchange } from '../db/run-result.js';
+import { importedRunExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
@@ -176,7 +177,9 @@ Examples:
       const expected = 'a file written by `kgen db export` or run.sh';
       const parsed = parseJsonInput(readUserFile(file, 'import', RECORDS_JSON.maxChars), { field: 'import', source: pathText(file), expected, limits: RECORDS_JSON });
       // The whole file is checked before the database is opened (or created).
-      const data = isRunResult(parsed) ? runResultToExchange(parsed) : validateExchange(parsed);
+      // A target's run-kit result (CUDA's run.sh) becomes one workload; anything else is an export.
+      const run = importRunResult(parsed);
+      const data = run ? importedRunExchange(run) : validateExchange(parsed);
       const d = openDbForWriting(flags);
       try {
         const s = d.importExchange(data, `import from ${hostname()}:${file}`);

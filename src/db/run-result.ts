@@ -1,166 +1,18 @@
-import type { TrialStatus } from '../backends/types.js';
-import { getDevice } from '../device/index.js';
-import { archOfComputeCapability, matchGpuProfile } from '../device/gpu.js';
-import { KgenError } from '../errors.js';
+import type { ImportedRun } from '../backends/types.js';
 import { canonicalHash } from '../hash.js';
-import { oneLine, valueText } from '../io/message-text.js';
-import { validateOp, validateShape } from '../ir/validate.js';
-import { planRequest, targetFor } from '../backends/registry.js';
-import { opKit } from '../ops/index.js';
-import { makePlan } from '../plan/index.js';
-import { cudaFingerprint } from '../backends/cuda/fingerprint.js';
-import { rooflineMs } from '../plan/roofline.js';
 import { validateExchange } from './exchange.js';
 import { workloadKey } from './sqlite.js';
 import type { Exchange, Trial } from './types.js';
 
-/** The `format` of the result file an emitted run.sh (kgen_run) writes on a GPU box. */
-export const RUN_RESULT_FORMAT = 'kgen-cuda-run';
-/** The target whose emitted run kit (run.sh) writes these results. */
-const RUN_KIT_TARGET = 'cuda';
-
 /**
- * The result of one `sh run.sh` (templates/cuda/run.cu.hbs writes it; docs/tuning.md, "Results
- * from run.sh"): what was run (`kernel`, as emit rendered it), where (`gpu`), the verdict against
- * ref.bin and the times. Only the fields import reads are listed.
+ * A target's run-kit measurement (`importRunResult` in src/backends/registry.ts) as the export
+ * format `kgen db import` merges: one workload, keyed as the tuner keys it, holding the one trial,
+ * both dated when the run was measured. It passes the export validator too: one set of checks
+ * guards everything that enters the database.
  */
-export interface CudaRunResult {
-  format: typeof RUN_RESULT_FORMAT;
-  version: 1;
-  kernel: {
-    kgen: string;
-    op: unknown;
-    irHash: string;
-    device: string;
-    target: string;
-    arch: string;
-    shape: Record<string, number>;
-    variant: string;
-    config: Record<string, number | string>;
-    templateHash: string;
-    traffic: { bytes: number; flops: number };
-  };
-  gpu: { name: string; computeCapability: string; driver?: string } | null;
-  status: string;
-  checked: boolean;
-  comparison?: { maxAbsError: number; nmse: number };
-  timing?: { medianMs: number; minMs: number; maxMs: number; spread: number; runs: number };
-  error?: string;
-  /** nvcc's version kgen_run was built with (`__CUDACC_VER_*`). */
-  nvcc?: string;
-  /** The -arch run.sh built with (ARCH may override the kernel's). */
-  buildArch?: string;
-  measuredAt: string;
-}
-
-const STATUSES: readonly TrialStatus[] = ['ok', 'compile_error', 'crash', 'timeout', 'wrong_result'];
-const HINT = 'the file comes from `sh run.sh` next to an emitted CUDA kernel (docs/tuning.md, "Results from run.sh")';
-
-function fail(field: string, problem: string, expected: string, hint = HINT): never {
-  throw new KgenError({ field: `import.${field}`, problem, expected, hint });
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-function str(o: Record<string, unknown>, key: string, path: string): string {
-  const v = o[key];
-  if (typeof v !== 'string' || !v) fail(`${path}${key}`, `got ${valueText(v)}`, 'a non-empty string');
-  return v;
-}
-
-/** True for a parsed run.sh result (as opposed to a `kgen db export` file). */
-export function isRunResult(data: unknown): boolean {
-  return isObject(data) && data.format === RUN_RESULT_FORMAT;
-}
-
-/**
- * Turns a run.sh result into the export format `kgen db import` merges: one workload (device,
- * op, shape, template hash, and a fingerprint from the GPU, driver and nvcc that
- * `cudaFingerprint` makes as the tuner does, so the records compare with `kgen tune`'s on the
- * same machine) holding one trial. The trial's uid is a hash of the file, so importing it twice
- * adds it once. Refused, naming the field: a run whose output was never compared with ref.bin,
- * an `ok` run without times, a run that never reached a GPU, and a GPU that is not the kernel's
- * device profile (its times would be filed under another device).
- */
-export function runResultToExchange(data: unknown): Exchange {
-  if (!isObject(data) || data.format !== RUN_RESULT_FORMAT) fail('format', `got ${valueText(isObject(data) ? data.format : data)}`, `"${RUN_RESULT_FORMAT}"`);
-  if (data.version !== 1) fail('version', `got ${valueText(data.version)}`, '1');
-  const r = data as unknown as CudaRunResult;
-  if (!isObject(r.kernel)) fail('kernel', 'missing', 'the kernel object run.sh copies from emit');
-  const k = r.kernel as unknown as Record<string, unknown>;
-  if (k.target !== RUN_KIT_TARGET) fail('kernel.target', `got ${valueText(k.target)}`, `"${RUN_KIT_TARGET}"`);
-  let op;
-  try {
-    op = validateOp(k.op, 'import.kernel.op');
-  } catch (e) {
-    fail('kernel.op', (e as Error).message, 'a valid op');
-  }
-  const renders = targetFor(RUN_KIT_TARGET).backend?.capabilities.ops ?? [];
-  if (!renders.includes(op.kind)) fail('kernel.op.kind', `got ${op.kind}`, renders.join(' or '));
-  if (canonicalHash(op) !== k.irHash) fail('kernel.irHash', `${String(k.irHash)} is not the hash of the op given`, "the op's IR hash");
-  if (!isObject(k.shape)) fail('kernel.shape', 'not an object', 'dimensions like {"M":1,"N":4096,"K":4096}');
-  const shape = validateShape(op, k.shape, 'import.kernel.shape');
-  const deviceName = str(k, 'device', 'kernel.');
-  const device = getDevice(deviceName, 'import.kernel.device');
-  const arch = str(k, 'arch', 'kernel.');
-  if (device.gpu?.arch !== arch) fail('kernel.arch', `${arch} is not ${deviceName}'s ${device.gpu?.arch ?? '(not a GPU)'}`, "the profile's arch");
-  if (!isObject(k.config)) fail('kernel.config', 'not an object', 'the config emit rendered');
-  // The config must still plan for this op, shape and device: the record will be emitted from.
-  const { plan } = (() => {
-    try {
-      return makePlan(planRequest({ op, shape, device, target: RUN_KIT_TARGET }), k.config as Record<string, unknown>);
-    } catch (e) {
-      return fail('kernel.config', (e as Error).message, 'a config this kgen can plan');
-    }
-  })();
-
-  const status = str(data, 'status', '') as TrialStatus;
-  if (!STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, STATUSES.join(' | '));
-  if (!isObject(r.gpu)) {
-    fail('gpu', `null: the run never reached a GPU (${status}${r.error ? `: ${oneLine(String(r.error), 200)}` : ''})`, 'a result from a run that opened the GPU', 'fix what stopped the run (its error; build.log next to run.sh for a compile error) and import the new result');
-  }
-  const gpuName = str(r.gpu, 'name', 'gpu.');
-  const cc = str(r.gpu, 'computeCapability', 'gpu.');
-  const arch0 = archOfComputeCapability(cc);
-  const match = matchGpuProfile(device, { index: 0, name: gpuName, computeCapability: arch0 && cc, arch: arch0, driverVersion: r.gpu.driver ?? 'unknown' });
-  if (!match.matches) {
-    fail('gpu', `the run was on ${gpuName} (compute capability ${cc}) but the kernel was emitted for ${deviceName}: ${match.why}`, `a GPU ${deviceName}'s profile describes`, `emit for the GPU's own profile (\`kgen devices\` on that machine) and run that`);
-  }
-  if (r.buildArch !== undefined && r.buildArch !== arch) fail('buildArch', `run.sh built for ${r.buildArch} (ARCH set), the kernel is for ${arch}`, `a run built for ${arch}`);
-  if ((status === 'ok' || status === 'wrong_result') && r.checked !== true) {
-    fail('checked', `${String(r.checked)}: the output was never compared with ref.bin, so the run proves nothing`, 'a run with ref.bin in its data directory (`kgen emit --data` writes it)');
-  }
-  if (status === 'ok' && !isObject(r.timing)) fail('timing', 'missing on an ok run', 'a timed run (RUNS > 0)');
-
-  const measuredAt = str(data, 'measuredAt', '');
-  const trial: Trial = {
-    uid: canonicalHash(data),
-    config: plan.config,
-    configHash: canonicalHash(plan.config),
-    status,
-    strategy: 'run.sh',
-    runner: `run.sh on ${gpuName} (nvcc + CUDA runtime)`,
-    origin: '',
-    createdAt: measuredAt,
-  };
-  if (status === 'ok') trial.timing = r.timing;
-  if (r.comparison) Object.assign(trial, { nmse: r.comparison.nmse, maxAbsError: r.comparison.maxAbsError });
-  if (r.error) trial.error = r.error;
-  const info = {
-    device: deviceName,
-    fingerprint: cudaFingerprint({ profile: deviceName, arch, gpu: gpuName, computeCapability: cc, driver: r.gpu.driver ?? 'unknown', nvcc: r.nvcc ?? 'unknown' }),
-    target: RUN_KIT_TARGET,
-    op,
-    irHash: canonicalHash(op),
-    shape,
-    weightFormat: opKit(op.kind).weights(op)?.format,
-    templateHash: str(k, 'templateHash', 'kernel.'),
-    kgenVersion: str(k, 'kgen', 'kernel.'),
-  };
-  // The traffic is recomputed from the plan, not trusted from the file: it feeds GB/s and roofline figures.
-  const workload = { ...info, key: workloadKey(info), bytes: plan.traffic.bytes, flops: plan.traffic.flops, rooflineMs: rooflineMs(device, plan.traffic), createdAt: measuredAt, trials: [trial] };
-  // Through the export validator too: one set of checks guards everything that enters the database.
+export function importedRunExchange(run: ImportedRun): Exchange {
+  const { measuredAt, ...info } = run.workload;
+  const trial: Trial = { ...run.trial, configHash: canonicalHash(run.trial.config), origin: '', createdAt: measuredAt };
+  const workload = { ...info, key: workloadKey(info), createdAt: measuredAt, trials: [trial] };
   return validateExchange({ format: 'kgen-tuning', version: 1, exportedAt: measuredAt, workloads: [workload] });
 }

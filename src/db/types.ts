@@ -1,32 +1,9 @@
 import type { TrialStatus } from '../backends/types.js';
-import type { TargetName } from '../device/profile.js';
-import type { Op, Shape } from '../ir/types.js';
 import type { Config } from '../plan/types.js';
 
-import type { Fingerprint } from '../backends/types.js';
+import type { Fingerprint, WorkloadInfo } from '../backends/types.js';
 
-export type { Fingerprint };
-
-/**
- * What a measurement depends on. Invariant: `key` is the canonical hash of every other field
- * except the traffic figures, so equal workloads share one row across processes and machines.
- */
-export interface WorkloadInfo {
-  device: string;
-  fingerprint: Fingerprint;
-  target: TargetName;
-  op: Op;
-  irHash: string;
-  shape: Shape;
-  /** Matmul weight format; undefined for attention. */
-  weightFormat?: string;
-  templateHash: string;
-  kgenVersion: string;
-  /** Bytes moved and arithmetic done by one call, and the device's roofline time for it. */
-  bytes: number;
-  flops: number;
-  rooflineMs: number;
-}
+export type { Fingerprint, WorkloadInfo };
 
 export interface Workload extends WorkloadInfo {
   id: number;

@@ -7,6 +7,7 @@ import { renderCudaAttention } from './attention.js';
 import { renderCudaMatmul } from './matmul.js';
 import { cudaPackageFiles } from './package.js';
 import { ptxasResources } from './resources.js';
+import { cudaRunResults } from './run-result.js';
 
 /**
  * The CUDA target: quantized matmul and attention as kernel.cu plus a launcher and a run kit,
@@ -23,6 +24,8 @@ export const cudaTarget: Target = {
     { feature: 'warps of 32 (gpu.features.subgroupSizes [32, 32])', has: (d) => d.gpu?.features?.subgroupSizes.join(',') === '32,32' },
   ],
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
+  // What `sh run.sh` next to an emitted kernel writes, for `kgen db import`.
+  runResults: cudaRunResults,
   backend: {
     // KV caches: one partial each in templates/cuda/attention/kv/.
     capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], runtimeKvLength: true },
