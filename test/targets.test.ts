@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkSupport, planRequest, targetFor, targetNames, targetsRendering } from '../src/backends/registry.js';
-import { allDevices, getDevice } from '../src/device/index.js';
+import { allDevices, getDevice, loadProfiles, PRESENCE_PROBES, validateProfile } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -35,18 +35,40 @@ describe('targets and ops are data', () => {
   it('no code outside a target\'s or an op\'s own files branches on a target name, op kind or plan family', () => {
     // Own files: a target's backend folder and planner files, an op's IR, kit and reference files.
     const own = /^(backends\/(c|cuda|wgsl|wasm)\/|plan\/(cpu|cuda|wgsl)-[a-z]+\.ts$|ir\/(matmul|attention)\.ts$|ops\/(matmul|attention)\.ts$|reference\/(matmul|attention)\.ts$)/;
-    const branch = /\bop\.kind\s*[!=]==|\.kind\s*[!=]==\s*'(matmul|attention)'|\btarget\s*[!=]==\s*'|\.target\s*[!=]==\s*'|\.family\s*[!=]==\s*'/;
+    const targets = targetNames().join('|');
+    const branch = new RegExp(
+      [
+        /\bop\.kind\s*[!=]==|\.kind\s*[!=]==\s*'(matmul|attention)'|\btarget\s*[!=]==\s*'|\.target\s*[!=]==\s*'|\.family\s*[!=]==\s*'/.source,
+        // A target named outright: `t.name === 'c'`, `targets.includes('cuda')`.
+        `\\.name\\s*[!=]==\\s*'(${targets})'`,
+        `includes\\(\\s*'(${targets})'\\s*\\)`,
+      ].join('|'),
+    );
+    // src/device decides by profile data (match.probe, kind, arch), never by a profile's name.
+    const profileName = new RegExp(`[!=]==\\s*'(${loadProfiles().map((p) => p.name).join('|')})'`);
+    // src/api/package.ts is being reworked elsewhere; its one line that names a target stays until then.
+    const allowed = new Set(['api/package.ts:190']);
     const offenders = tsFiles(SRC)
       .map((f) => relative(SRC, f))
       .filter((f) => !own.test(f))
       .flatMap((f) => readFileSync(join(SRC, f), 'utf8').split('\n').map((line, i) => ({ f, i, line })))
-      .filter(({ line }) => branch.test(line))
-      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
+      .filter(({ f, line }) => branch.test(line) || (f.startsWith('device/') && profileName.test(line)))
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`)
+      .filter((hit) => !allowed.has(hit.slice(0, hit.indexOf(': '))));
     expect(offenders).toEqual([]);
   });
 });
 
 describe('capabilities as data, checked in one place', () => {
+  it('a profile says how its device is found here (match.probe), checked where profiles load', () => {
+    for (const p of loadProfiles()) expect(Object.keys(PRESENCE_PROBES), p.name).toContain(p.match?.probe);
+    const t4 = getDevice('t4');
+    expect(() => validateProfile({ ...t4, match: undefined }, 'targets/x.json')).toThrow(/^targets\/x\.json: match\.probe: invalid device profile/);
+    expect(() => validateProfile({ ...t4, match: { probe: 'nvidia-smi' } }, 'targets/x.json')).toThrow(/match\.nameContains/);
+    expect(() => validateProfile({ ...getDevice('webgpu'), match: { probe: 'swiftshader-icd', nameContains: ['x'] } }, 'targets/x.json')).toThrow(/probe swiftshader-icd reads no name/);
+    expect(getDevice('host').targets).toEqual(['c', 'wasm']);
+  });
+
   const q4 = CATALOG.matmul_q4!;
   const shape = { M: 1, N: 64, K: 64 };
 

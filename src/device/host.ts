@@ -4,7 +4,7 @@ import { cpus, totalmem } from 'node:os';
 import { KgenError } from '../errors.js';
 import { quoted } from '../io/message-text.js';
 import type { CpuLimits, DeviceProfile, TargetName } from './profile.js';
-import { loadProfiles } from './profile.js';
+import { isNativeCpu, loadProfiles } from './profile.js';
 
 function readText(path: string): string | undefined {
   try {
@@ -98,8 +98,16 @@ function readHostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string 
 /** The environment variable that lends `host` another CPU profile's figures (see detectHost). */
 export const HOST_PROFILE_VARIABLE = 'KGEN_HOST_PROFILE';
 
-/** Targets `host` runs whatever figures it carries: C natively, WebAssembly in this Node. */
-const HOST_TARGETS: TargetName[] = ['c', 'wasm'];
+/**
+ * The targets `host` runs whatever figures it carries: those of every CPU profile, since kgen runs
+ * each CPU target on the CPU it runs on (natively, under an emulator or in this Node); a physical
+ * CPU's first, so the default target is native code (today C, then WebAssembly).
+ */
+function hostTargets(): TargetName[] {
+  const cpus = loadProfiles().filter((p) => p.kind === 'cpu');
+  const nativeFirst = [...cpus.filter(isNativeCpu), ...cpus.filter((p) => !isNativeCpu(p))];
+  return [...new Set(nativeFirst.flatMap((p) => p.targets))];
+}
 
 /**
  * The `host` profile, once per process: this machine as detected (`detectMachine`), unless
@@ -118,11 +126,11 @@ export function detectHost(): DeviceProfile {
 
 /**
  * `host` with the figures of the CPU profile `name` (ISA, cores, caches, memory, peak) and
- * `forcedFrom` set to it. A name that is not a C-capable CPU profile of `targets/` is a KgenError
+ * `forcedFrom` set to it. A name that is not a physical CPU's profile of `targets/` is a KgenError
  * naming `KGEN_HOST_PROFILE`.
  */
 export function forcedHost(name: string): DeviceProfile {
-  const choices = loadProfiles().filter((p) => p.kind === 'cpu' && p.targets.includes('c'));
+  const choices = loadProfiles().filter(isNativeCpu);
   const base = choices.find((p) => p.name === name);
   if (!base?.cpu) {
     const other = loadProfiles().find((p) => p.name === name);
@@ -137,7 +145,7 @@ export function forcedHost(name: string): DeviceProfile {
     name: 'host',
     description: `${HOST_PROFILE_VARIABLE}=${base.name}: ${base.description}, in place of this machine's CPU`,
     kind: 'cpu',
-    targets: HOST_TARGETS,
+    targets: hostTargets(),
     cpu: { ...base.cpu, isa: [...base.cpu.isa] },
     memory: { ...base.memory },
     peak: { ...base.peak },
@@ -177,7 +185,7 @@ function readHost(): DeviceProfile {
     name: 'host',
     description: `this machine: ${model.trim()}, ${cores} cores`,
     kind: 'cpu',
-    targets: HOST_TARGETS,
+    targets: hostTargets(),
     cpu: {
       arch,
       isa,

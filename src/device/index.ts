@@ -4,7 +4,7 @@ import { quoted } from '../io/message-text.js';
 import type { GpuDetection } from './gpu.js';
 import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
 import { detectHost, hostIsa } from './host.js';
-import type { DeviceProfile } from './profile.js';
+import type { DeviceProfile, PresenceProbe } from './profile.js';
 import { loadProfiles } from './profile.js';
 
 export * from './profile.js';
@@ -43,28 +43,37 @@ export interface Presence {
   how: string;
 }
 
-/**
- * Whether `device` is here. GPU profiles are matched against nvidia-smi's GPUs by name and compute
- * capability (`matchGpuProfile`); pass a detection to ask nvidia-smi once for many profiles.
- */
-export function detectPresence(device: DeviceProfile, gpus: GpuDetection = detectGpus()): Presence {
-  if (device.name === 'host') return { present: true, how: 'this machine' };
-  const names = device.match?.nameContains ?? [];
-  if (device.kind === 'cpu' && device.cpu?.arch !== 'wasm32') {
+/** Each presence probe (`PRESENCE_PROBES`, a profile's `match.probe`) as code. */
+const PROBES: Record<PresenceProbe, (device: DeviceProfile, gpus: GpuDetection) => Presence> = {
+  'cpu-model': (device) => {
     const model = hostIsa().model;
-    const hit = names.find((n) => model.includes(n));
+    const hit = device.match?.nameContains?.find((n) => model.includes(n));
     return hit ? { present: true, how: `CPU model "${model}"` } : { present: false, how: `CPU is "${model}"` };
-  }
-  if (device.name === 'wasm-simd128') {
+  },
+  'nvidia-smi': (device, gpus) => {
+    const hit = gpus.gpus.find((g) => matchGpuProfile(device, g).matches);
+    if (hit) return { present: true, how: `nvidia-smi: ${describeGpu(hit)}` };
+    return { present: false, how: gpus.gpus.length ? `GPUs here: ${gpus.gpus.map(describeGpu).join('; ')}` : gpus.how };
+  },
+  'wasm-simd128': () => {
     // The smallest module using a v128 value: valid only where SIMD128 is supported.
     const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]);
     return WebAssembly.validate(simd) ? { present: true, how: 'this Node runs WebAssembly SIMD128' } : { present: false, how: 'no SIMD128 in this runtime' };
-  }
-  if (device.name === 'swiftshader' || device.name === 'webgpu') {
+  },
+  'swiftshader-icd': () => {
     const icd = swiftShaderIcd();
     return icd ? { present: true, how: `SwiftShader ICD at ${icd}` } : { present: false, how: 'no SwiftShader ICD (install Debian chromium)' };
-  }
-  const hit = gpus.gpus.find((g) => matchGpuProfile(device, g).matches);
-  if (hit) return { present: true, how: `nvidia-smi: ${describeGpu(hit)}` };
-  return { present: false, how: gpus.gpus.length ? `GPUs here: ${gpus.gpus.map(describeGpu).join('; ')}` : gpus.how };
+  },
+};
+
+/**
+ * Whether `device` is here, by its profile's presence probe (`match.probe`): `host` always; GPU
+ * profiles matched against nvidia-smi's GPUs by name and compute capability (`matchGpuProfile`);
+ * pass a detection to ask nvidia-smi once for many profiles.
+ */
+export function detectPresence(device: DeviceProfile, gpus: GpuDetection = detectGpus()): Presence {
+  if (device.name === 'host') return { present: true, how: 'this machine' };
+  const probe = device.match?.probe;
+  if (!probe) return { present: false, how: `profile ${device.name} names no presence probe (match.probe)` };
+  return PROBES[probe](device, gpus);
 }

@@ -76,6 +76,20 @@ export interface CpuLimits {
 }
 
 /**
+ * The tests `detectPresence` (src/device/index.ts) runs for a profile's `match.probe`, each with
+ * whether it reads `match.nameContains`: this CPU's model name, nvidia-smi's GPUs (name and
+ * compute capability), WebAssembly SIMD128 in this runtime, SwiftShader's Vulkan ICD on disk.
+ */
+export const PRESENCE_PROBES = {
+  'cpu-model': { readsNames: true },
+  'nvidia-smi': { readsNames: true },
+  'wasm-simd128': { readsNames: false },
+  'swiftshader-icd': { readsNames: false },
+} as const;
+
+export type PresenceProbe = keyof typeof PRESENCE_PROBES;
+
+/**
  * A device profile from `targets/NAME.json` (or `host`, detected). Invariants: exactly one of
  * `gpu`/`cpu` is set, matching `kind`; every figure has an entry in `sources` saying where it
  * comes from; `targets` lists the kgen targets whose kernels run on this device.
@@ -89,8 +103,13 @@ export interface DeviceProfile {
   cpu?: CpuLimits;
   memory: { bandwidthGBs: number; capacityGiB: number };
   peak: { f32TFLOPS: number; f16TensorTFLOPS?: number; int8TensorTOPS?: number; int8TOPS?: number };
-  /** How a present GPU is recognised by name (nvidia-smi). */
-  match?: { nameContains: string[] };
+  /**
+   * How `detectPresence` decides whether the device is on this machine: `probe` names the test
+   * (`PRESENCE_PROBES`); `nameContains` are the texts the CPU model or nvidia-smi's GPU name must
+   * contain one of, for the probes that read a name. Every profile of `targets/` has one; `host`
+   * has none (it is this machine).
+   */
+  match?: { probe: PresenceProbe; nameContains?: string[] };
   sources: Record<string, string>;
   /**
    * Set only on `host` when `KGEN_HOST_PROFILE` (see detectHost) gave it another profile's figures:
@@ -98,6 +117,11 @@ export interface DeviceProfile {
    * tuner's timings go by it so a forced host is never taken for the real one.
    */
   forcedFrom?: string;
+}
+
+/** Whether `p` describes a physical CPU (x86_64, aarch64) rather than a runtime's virtual one (WebAssembly's wasm32). */
+export function isNativeCpu(p: DeviceProfile): boolean {
+  return p.kind === 'cpu' && p.cpu !== undefined && p.cpu.arch !== 'wasm32';
 }
 
 /** `targets/` at the package root. */
@@ -117,6 +141,11 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
   need(p.memory && p.memory.bandwidthGBs > 0, file, 'memory.bandwidthGBs', 'a number > 0');
   need(p.peak && p.peak.f32TFLOPS > 0, file, 'peak.f32TFLOPS', 'a number > 0');
   need(p.sources && typeof p.sources === 'object', file, 'sources', 'where each figure comes from');
+  const probes = Object.keys(PRESENCE_PROBES);
+  need(p.match && Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
+  const names = p.match.nameContains;
+  const readsNames = PRESENCE_PROBES[p.match.probe].readsNames;
+  need(readsNames ? Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === 'string' && n) : names === undefined, file, 'match.nameContains', readsNames ? 'the texts a present device\'s name contains one of' : `nothing: probe ${p.match.probe} reads no name`);
   if (p.kind === 'gpu') {
     const g = p.gpu;
     need(g, file, 'gpu', 'GPU limits');
