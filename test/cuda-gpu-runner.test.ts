@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
-import { cudaGpuRunner, cudaHarness, cudaRunnerFor, HARNESS_EXIT, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
+import { cudaGpuRunner, cudaHarness, cudaRunnerFor, DRIVER_HARNESS_EXIT, HARNESS_FLAGS, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
 import type { GpuDetection, GpuInfo } from '../src/device/gpu.js';
 import { canRunArch, matchGpuProfile, nvidiaProfileForGpu, parseNvidiaSmiGpus } from '../src/device/gpu.js';
 import { detectPresence, getDevice, loadProfiles } from '../src/device/index.js';
@@ -106,16 +106,16 @@ describe.skipIf(noNvcc !== undefined)('the GPU harness builds here (nvcc, no GPU
     const bin = await cudaHarness({ cacheDir });
     expect(existsSync(bin)).toBe(true);
     expect(await cudaHarness({ cacheDir })).toBe(bin);
-    const strict = await execa('nvcc', ['-O2', '-std=c++17', '-Xcompiler', '-Wall,-Wextra', '-Werror', 'all-warnings', '-o', join(cacheDir, 'strict'), join(import.meta.dirname, '..', 'templates', 'cuda', 'driver_harness.cu'), '-ldl'], { reject: false, all: true });
+    const strict = await execa('nvcc', [...HARNESS_FLAGS, '-Xcompiler', '-Wall,-Wextra', '-Werror', 'all-warnings', '-o', join(cacheDir, 'strict'), join(import.meta.dirname, '..', 'templates', 'cuda', 'driver_harness.cu'), '-ldl'], { reject: false, all: true });
     expect(strict.exitCode, strict.all).toBe(0);
     const usage = await execa(bin, [], { reject: false });
-    expect(usage.exitCode).toBe(HARNESS_EXIT.usage);
+    expect(usage.exitCode).toBe(DRIVER_HARNESS_EXIT.usage);
     const bad = await execa(bin, ['run', 'm.cubin', 'entry', '.', '--grid', '0,1,1', '--y-bytes', '4'], { reject: false });
     expect(bad.stderr).toMatch(/--grid: expected X,Y,Z/);
     // An empty LD_LIBRARY_PATH directory and no system driver: the harness names libcuda.so.1.
     const noDriver = await execa(bin, ['info'], { reject: false, env: { LD_LIBRARY_PATH: tmp() } });
     if (noDriver.exitCode !== 0) {
-      expect(noDriver.exitCode).toBe(HARNESS_EXIT.noGpu);
+      expect(noDriver.exitCode).toBe(DRIVER_HARNESS_EXIT.noGpu);
       expect(noDriver.stderr).toMatch(/^kgen_cuda_harness: /);
     }
   });

@@ -18,9 +18,11 @@
  *   kgen_cuda_harness info [--device-name NAME]
  *       Prints the GPU's name, compute capability and limits as one JSON line.
  *
- * --device-name picks the GPU with that name (nvidia-smi's and CUDA's names agree), else GPU 0. Exit status: 0 ok; 2 bad arguments or files; 3 a CUDA error loading, launching or
- * running the kernel (the message names it: CUDA_ERROR_ILLEGAL_ADDRESS, ...); 4 no usable driver
- * or GPU; 5 no host memory for the test data. Messages go to stderr, one line each, starting with "kgen_cuda_harness:". */
+ * --device-name picks the GPU with that name (nvidia-smi's and CUDA's names agree), else GPU 0. Exit status (the numbers: DRIVER_HARNESS_EXIT in
+ * src/backends/cuda/gpu-runner.ts, given to the build as -DKG_EXIT_*): EXIT_OK; EXIT_USAGE bad
+ * arguments or files; EXIT_CUDA a CUDA error loading, launching or running the kernel (the message
+ * names it: CUDA_ERROR_ILLEGAL_ADDRESS, ...); EXIT_NO_GPU no usable driver or GPU;
+ * EXIT_OUT_OF_MEMORY no host memory for the test data. Messages go to stderr, one line each, starting with "kgen_cuda_harness:". */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -48,7 +50,8 @@
 #define KG_POINTER(f) static decltype(&::f) kg_##f;
 KG_DRIVER_API(KG_POINTER)
 
-enum Exit { EXIT_OK = 0, EXIT_USAGE = 2, EXIT_CUDA = 3, EXIT_NO_GPU = 4, EXIT_OUT_OF_MEMORY = 5 };
+// The build defines the statuses (-DKG_EXIT_*: DRIVER_HARNESS_EXIT in src/backends/cuda/gpu-runner.ts).
+enum Exit { EXIT_OK = 0, EXIT_USAGE = KG_EXIT_USAGE, EXIT_CUDA = KG_EXIT_CUDA, EXIT_NO_GPU = KG_EXIT_NO_GPU, EXIT_OUT_OF_MEMORY = KG_EXIT_OUT_OF_MEMORY };
 
 [[noreturn]] static void die(int code, const char *fmt, ...) {
   va_list ap;

@@ -22,11 +22,24 @@ export function driverHarnessSource(): string {
   return packagePath('templates', 'cuda', 'driver_harness.cu');
 }
 
-/** How the harness is built: host code only; the driver is opened at run time, so no -lcuda. */
-export const HARNESS_FLAGS = ['-O2', '-std=c++17'];
+/**
+ * Exit statuses of the driver harness (driver_harness.cu: the GPU runner's program, not the run kit
+ * an emitted kernel ships, which exits with `HARNESS_EXIT`); its build gets them as -D defines.
+ */
+export const DRIVER_HARNESS_EXIT = { ok: 0, usage: SHARED_EXIT.usage, cuda: 3, noGpu: 4, outOfMemory: SHARED_EXIT.outOfMemory } as const;
 
-/** Exit statuses of the harness (see the comment at the top of driver_harness.cu). */
-export const HARNESS_EXIT = { ok: 0, usage: 2, cuda: 3, noGpu: 4, outOfMemory: SHARED_EXIT.outOfMemory } as const;
+/**
+ * How the harness is built: host code only (the driver is opened at run time, so no -lcuda), its
+ * exit statuses defined from `DRIVER_HARNESS_EXIT`.
+ */
+export const HARNESS_FLAGS = [
+  '-O2',
+  '-std=c++17',
+  `-DKG_EXIT_USAGE=${DRIVER_HARNESS_EXIT.usage}`,
+  `-DKG_EXIT_CUDA=${DRIVER_HARNESS_EXIT.cuda}`,
+  `-DKG_EXIT_NO_GPU=${DRIVER_HARNESS_EXIT.noGpu}`,
+  `-DKG_EXIT_OUT_OF_MEMORY=${DRIVER_HARNESS_EXIT.outOfMemory}`,
+];
 
 /** Options of the GPU runner. Explicit, so tests can point it at another driver, nvcc or cache. */
 export interface CudaGpuRunnerOptions {
@@ -212,7 +225,7 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
         tempPrefix: 'kgen-cuda-gpu-run-',
         name: 'the harness',
         onExit(exitCode, text) {
-          if (exitCode !== HARNESS_EXIT.noGpu) return undefined;
+          if (exitCode !== DRIVER_HARNESS_EXIT.noGpu) return undefined;
           // The machine, not the kernel: no trial should carry this as its verdict.
           const why = /kgen_cuda_harness: (.*)/.exec(text)?.[1] ?? text;
           throw new KgenError({ field: 'GPU', problem: `cannot run kernels on ${gpu.name}: ${why}`, hint: 'check `nvidia-smi` and the NVIDIA driver; without a usable GPU, `kgen verify --target cuda` runs kernels through the CPU shim' });

@@ -16,6 +16,19 @@ export function dawnRunScript(): string {
   return packagePath('templates', 'wgsl', 'run', 'dawn-run.mjs');
 }
 
+/**
+ * Exit statuses of the Dawn run program, which it takes as its first argument (`dawnRunArgs`):
+ * `runtime` a failure running the kernel (pipeline creation, device lost, a validation error; its
+ * message on stderr), `noAdapter` no WebGPU adapter here or no webgpu package (the machine, not
+ * the kernel). A compile error is a verdict on stdout with `ok`.
+ */
+export const DAWN_RUN_EXIT = { ok: 0, runtime: 1, noAdapter: 3 } as const;
+
+/** Node's arguments that run the Dawn run program in `mode` (probe, compile, run), before the mode's own. */
+function dawnRunArgs(mode: 'probe' | 'compile' | 'run'): string[] {
+  return [dawnRunScript(), `--exits=${JSON.stringify(DAWN_RUN_EXIT)}`, mode];
+}
+
 /** gpu.arch of profiles that describe SwiftShader, and of the generic WebGPU profile. */
 const SWIFTSHADER_ARCH = 'swiftshader';
 const GENERIC_WEBGPU_ARCH = 'webgpu';
@@ -50,9 +63,9 @@ function probe(env: Record<string, string>): Promise<ProbeResult | undefined> {
   const key = JSON.stringify(env);
   let p = probes.get(key);
   if (!p) {
-    p = execa(process.execPath, [dawnRunScript(), 'probe'], { reject: false, timeout: 30_000, env }).then((r) => {
+    p = execa(process.execPath, dawnRunArgs('probe'), { reject: false, timeout: 30_000, env }).then((r) => {
       const line = /^\{.*\}$/m.exec(r.stdout ?? '');
-      return r.exitCode === 0 && line ? (JSON.parse(line[0]) as ProbeResult) : undefined;
+      return r.exitCode === DAWN_RUN_EXIT.ok && line ? (JSON.parse(line[0]) as ProbeResult) : undefined;
     });
     probes.set(key, p);
   }
@@ -121,13 +134,13 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
         sources,
         products: ['compiled.json'],
         async compile(dir, temp) {
-          const r = await execa(process.execPath, [dawnRunScript(), 'compile', dir], { reject: false, timeout: timeoutMs, env: a.env, all: true });
+          const r = await execa(process.execPath, [...dawnRunArgs('compile'), dir], { reject: false, timeout: timeoutMs, env: a.env, all: true });
           if (r.timedOut) return { error: `shader compilation timed out after ${timeoutMs} ms` };
-          if (r.exitCode === 3) throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
+          if (r.exitCode === DAWN_RUN_EXIT.noAdapter) throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
           const line = /^\{.*\}$/m.exec(r.stdout ?? '');
           const result = line ? (JSON.parse(line[0]) as { ok?: boolean; compileError?: string }) : undefined;
           if (result?.compileError !== undefined) return { error: result.compileError };
-          if (r.exitCode !== 0 || !result?.ok) return { error: `the Dawn compiler failed (${r.exitCode === undefined ? `signal ${r.signal}` : `exit ${r.exitCode}`}): ${r.all ?? ''}`.trim() };
+          if (r.exitCode !== DAWN_RUN_EXIT.ok || !result?.ok) return { error: `the Dawn compiler failed (${r.exitCode === undefined ? `signal ${r.signal}` : `exit ${r.exitCode}`}): ${r.all ?? ''}`.trim() };
           writeFileSync(temp('compiled.json'), `${JSON.stringify({ adapter: a.name })}\n`);
           return {};
         },
@@ -137,7 +150,7 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
       const a = await getAdapterNamed();
       const t = opts.timing;
       return runHarness({
-        command: [process.execPath, dawnRunScript(), 'run', build.dir],
+        command: [process.execPath, ...dawnRunArgs('run'), build.dir],
         args: (dataDir) => [dataDir, ...(t ? ['--warmup', String(t.warmup), '--runs', String(t.runs), '--times'] : [])],
         inputs,
         timeoutMs: opts.timeoutMs,
@@ -146,7 +159,7 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
         tempPrefix: 'kgen-wgsl-run-',
         name: 'dawn-run',
         onExit: (code) => {
-          if (code === 3) throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
+          if (code === DAWN_RUN_EXIT.noAdapter) throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
           return undefined;
         },
       });

@@ -13,12 +13,23 @@
 //                                           int32 length in DATA/<kvLengths> (set through the loader's
 //                                           setKvLen; timed at the first), the outputs end to end.
 //
-// A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit 0: it is a
-// verdict, not a failure of this program). Exit 1: a runtime failure (pipeline creation, device lost,
-// validation error at dispatch), with the message on stderr. Exit 3: no adapter, or the webgpu package is missing.
+// Every mode takes the exit statuses first: `node dawn-run.mjs --exits=JSON MODE ...`, the JSON
+// being DAWN_RUN_EXIT of src/backends/wgsl/runner.ts ({"ok":0,"runtime":1,"noAdapter":3}).
+// A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit ok: it is a
+// verdict, not a failure of this program). Exit runtime: a runtime failure (pipeline creation, device
+// lost, validation error at dispatch), with the message on stderr. Exit noAdapter: no adapter, or the
+// webgpu package is missing.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const [exitsArg, ...argv] = process.argv.slice(2);
+if (!exitsArg?.startsWith('--exits=')) {
+  // Without the table there is no status to name: exit as a usage error of any program would.
+  process.stderr.write('kgen dawn-run: usage: node dawn-run.mjs --exits=JSON probe|compile|run ...\n');
+  process.exit(2);
+}
+const EXIT = JSON.parse(exitsArg.slice('--exits='.length));
 
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
@@ -27,7 +38,7 @@ try {
   webgpu = await import('webgpu');
 } catch (e) {
   process.stderr.write(`kgen dawn-run: the webgpu package does not load: ${e.message}\n`);
-  process.exit(3);
+  process.exit(EXIT.noAdapter);
 }
 Object.assign(globalThis, webgpu.globals);
 // Dawn crashes if the GPU object is collected while its devices live: keep it for the process.
@@ -44,12 +55,12 @@ function webgpuVersion() {
   }
 }
 
-const [mode, dir, dataDir, ...rest] = process.argv.slice(2);
+const [mode, dir, dataDir, ...rest] = argv;
 const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
 if (mode === 'probe') {
   if (!adapter) {
     out({ adapter: null });
-    process.exit(0);
+    process.exit(EXIT.ok);
   }
   const info = adapter.info;
   out({
@@ -58,11 +69,11 @@ if (mode === 'probe') {
     limits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize, maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
     webgpu: webgpuVersion(),
   });
-  process.exit(0);
+  process.exit(EXIT.ok);
 }
 if (!adapter) {
   process.stderr.write('kgen dawn-run: no WebGPU adapter\n');
-  process.exit(3);
+  process.exit(EXIT.noAdapter);
 }
 
 const spec = JSON.parse(readFileSync(join(dir, 'kgen_run.json'), 'utf8'));
@@ -70,7 +81,7 @@ const source = readFileSync(join(dir, 'kernel.wgsl'), 'utf8');
 const missing = spec.features.filter((f) => !adapter.features.has(f));
 if (missing.length) {
   out({ compileError: `the adapter lacks the feature(s) ${missing.join(', ')} the kernel needs` });
-  process.exit(0);
+  process.exit(EXIT.ok);
 }
 const requiredLimits = {};
 for (const [k, v] of Object.entries(spec.limits)) requiredLimits[k] = Math.min(v, adapter.limits[k]);
@@ -80,12 +91,12 @@ let destroyed = false;
 device.lost.then((info) => {
   if (!destroyed) {
     process.stderr.write(`kgen dawn-run: device lost: ${info.message}\n`);
-    process.exit(1);
+    process.exit(EXIT.runtime);
   }
 });
 device.onuncapturederror = (ev) => {
   process.stderr.write(`kgen dawn-run: ${ev.error.message}\n`);
-  process.exit(1);
+  process.exit(EXIT.runtime);
 };
 
 /** The compiler's first error as "kernel.wgsl:LINE:COL: message" and the source line it points at. */
@@ -106,7 +117,7 @@ if (text || moduleError) {
   out({ compileError: text || moduleError.message });
   destroyed = true;
   device.destroy();
-  process.exit(0);
+  process.exit(EXIT.ok);
 }
 // `compile` stops at the shader module (the WGSL front end: every language and validation error);
 // the pipeline, where the driver compiles (seconds on SwiftShader), is made once, by the run.
@@ -114,7 +125,7 @@ if (mode === 'compile') {
   out({ ok: true });
   destroyed = true;
   device.destroy();
-  process.exit(0);
+  process.exit(EXIT.ok);
 }
 // The pipeline and its bindings come from the emitted loader (kernel.js), so every run tests it.
 const loader = await import(pathToFileURL(join(dir, 'kernel.js')).href);
@@ -123,7 +134,7 @@ try {
   kernel = await loader.createKernel(device);
 } catch (e) {
   process.stderr.write(`kgen dawn-run: pipeline creation failed: ${e.message}\n`);
-  process.exit(1);
+  process.exit(EXIT.runtime);
 }
 
 // run
@@ -184,7 +195,7 @@ function setLength(length) {
     kernel.setKvLen(length);
   } catch (e) {
     process.stderr.write(`kgen dawn-run: ${e.message}\n`);
-    process.exit(1);
+    process.exit(EXIT.runtime);
   }
 }
 setLength(lengths[0]);
@@ -224,4 +235,4 @@ if (timed) {
 }
 destroyed = true;
 device.destroy();
-process.exit(0);
+process.exit(EXIT.ok);
