@@ -6,8 +6,7 @@ import { resolveRequest } from '../api/request.js';
 import { checkSupport, planRequest, targetNames } from '../backends/registry.js';
 import { contendingTrials } from '../db/current.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
-import type { GpuDetection } from '../device/index.js';
-import { allDevices, detectGpus, detectPresence, getDevice, matchGpuProfile, measuredDevice } from '../device/index.js';
+import { getDevice } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
@@ -19,6 +18,7 @@ import { pruneSpace, type PrunedSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
 import { DEFAULT_TIMING_POLICY } from '../tune/interference.js';
 import { RETIME_STRATEGY, timingRunner, tune, type FinalRetiming, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
+import { checkPresent, checkTimesAreReal } from '../tune/timeable.js';
 import { standardWorkload } from '../tune/workloads.js';
 import { checkRunFits } from '../api/run-memory.js';
 import { parseJsonInput } from '../io/json-input.js';
@@ -100,24 +100,6 @@ function parseSettings(flags: TuneFlags, withOp: boolean) {
       finalists: optionalCount(flags.retime, '--retime', { min: 0, max: 20 }),
     },
   };
-}
-
-/**
- * Refuses to time a device that is not here, naming what was detected instead. A GPU profile is
- * present when nvidia-smi finds a GPU with one of its names and its compute capability.
- */
-export function checkPresent(device: DeviceProfile, gpus: GpuDetection = detectGpus()): void {
-  if (device.name === 'host') return;
-  const p = detectPresence(device, gpus);
-  if (!p.present) {
-    const profiled = device.kind === 'gpu' ? gpus.gpus.map((g) => allDevices().find((d) => matchGpuProfile(d, g).matches)?.name).filter((n): n is string => !!n) : [];
-    throw new KgenError({
-      field: '--device',
-      problem: `${device.name} is not present on this machine (${p.how})`,
-      expected: `the device kgen tune runs on: --device host for this CPU, or a profile \`kgen devices\` marks with *${profiled.length ? ` (here: ${[...new Set(profiled)].join(', ')})` : ''}`,
-      hint: `\`kgen tune --device ${device.name} --dry-run\` shows its search space without it`,
-    });
-  }
 }
 
 export function registerTune(program: Command): void {
@@ -215,19 +197,8 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
   // planned twice for that (the tuner reports any workload it skips).
   const pinned = flags.config !== undefined;
   const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned)[0]! : pruneSpace(firstReq, fixed)).legal[0];
-  if (first) {
-    const runner = timingRunner(first.plan);
-    if (!runner.timesAreReal) {
-      // Present (its kernels run here: verify checks them) is not the same as timeable here.
-      const gpus = detectGpus(); // once: it may run nvidia-smi
-      const timeable = allDevices().filter((d) => d.name !== device.name && d.targets.includes(target) && (d.name === 'host' || detectPresence(d, gpus).present)).map((d) => d.name);
-      throw new KgenError({
-        field: '--device',
-        problem: `${target} kernels for ${device.name} would run through ${runner.name} here, whose times say nothing about the device (\`kgen devices\` marks it present because its kernels run here, which is what verify needs)`,
-        hint: `tune on the device itself${timeable.length ? `, or a profile this machine times truly: --device ${timeable.join(' or --device ')}` : ''}; \`--dry-run\` shows the space`,
-      });
-    }
-  }
+  // tune() refuses these too; here they come before the database and the cache exist.
+  if (first) checkTimesAreReal(device, target, timingRunner(first.plan));
   for (const w of workloads) checkRunFits(w, 'the tuner');
   // Every flag and the database are checked before anything is created.
   preflightDbForWriting(flags);
@@ -258,7 +229,6 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
       ...settings,
       signal: controller.signal,
       onEvent: progress.event,
-      parallelBuilds: device.kind === 'cpu' ? Math.max(1, (measuredDevice(device).cpu?.cores ?? 2)) : 4,
     });
   } catch (e) {
     db.close(); // every finished trial is committed already

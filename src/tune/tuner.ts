@@ -17,6 +17,7 @@ import { fingerprintFor } from './fingerprint.js';
 import { rooflineMs } from '../plan/roofline.js';
 import { configHash, pruneSpace, type Candidate, type PrunedSpace } from './space.js';
 import { resolveStrategy } from './strategies/index.js';
+import { checkPresent, checkTimesAreReal } from './timeable.js';
 import {
   assessInterference,
   cpuSample,
@@ -62,9 +63,14 @@ export interface TuneOptions {
   /** Aborting stops the session after (or during) the trial in flight; nothing half-done is recorded. */
   signal?: AbortSignal;
   onEvent?: (event: TuneEvent) => void;
-  /** Builds compiled at once (default: the machine's cores). */
+  /** Builds compiled at once (default: one per core of the machine timed, `measuredDevice`, or of this machine for a GPU). */
   parallelBuilds?: number;
-  /** The runner for a candidate's plan (default: the target's runner for real timings, `timingRunner`). */
+  /**
+   * The runner for a candidate's plan (default: the target's runner for real timings, `timingRunner`).
+   * A caller that brings its own (the tests' stand-ins) answers for its times: the tuner then skips
+   * its checks that the device is here and that the runner times it truly (`checkPresent`,
+   * `checkTimesAreReal`).
+   */
   runnerFor?: (plan: Plan) => KernelRunner;
   /**
    * How timings are judged and taken again (fields over `DEFAULT_TIMING_POLICY`, src/tune/interference.ts):
@@ -168,6 +174,22 @@ export interface TuneSummary {
   stopped?: 'interrupted' | 'time budget';
 }
 
+/**
+ * Refuses, before any workload is registered or anything measured, a session whose times would
+ * not be the device's own: a device that is not here, or (judged by the first workload's first
+ * legal config) a runner that does not time it truly. The CLI runs the same checks earlier, before
+ * it creates the database.
+ */
+function checkTimeable(opts: TuneOptions): void {
+  checkPresent(opts.device);
+  const [first] = opts.workloads;
+  if (!first) return;
+  const req = planRequest({ op: first.op, shape: first.shape, device: opts.device, target: opts.target });
+  checkSupport(req);
+  const candidate = pruneSpace(req, opts.fixed).legal[0];
+  if (candidate) checkTimesAreReal(opts.device, opts.target, timingRunner(candidate.plan));
+}
+
 /** The runner the tuner times with: it must time the real device, here. */
 export function timingRunner(plan: Plan): KernelRunner {
   return runnerFor(plan, { preferReal: true });
@@ -208,6 +230,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   // Set when a workload's trials were cut short by the budget: no further workload starts.
   let budgetSpent = false;
   const stop = (): TuneSummary['stopped'] => (opts.signal?.aborted ? 'interrupted' : budgetSpent || performance.now() >= deadline ? 'time budget' : undefined);
+  if (!opts.runnerFor) checkTimeable(opts);
   // Plans follow the profile; timings (threads, cache flushes, roofline) follow the machine timed,
   // which differ only for a host forced by KGEN_HOST_PROFILE.
   const timed = measuredDevice(opts.device);
@@ -216,6 +239,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
   const runnerOf = opts.runnerFor ?? timingRunner;
   const cores = timed.cpu?.cores ?? availableParallelism();
+  const parallelBuilds = Math.max(1, opts.parallelBuilds ?? cores);
   const timing: TimingContext = {
     threads,
     timeoutMs: opts.timeoutMs,
@@ -290,9 +314,9 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     const trialsStop = () => stop() ?? (performance.now() >= deadline - reserveMs() ? 'time budget' : undefined);
 
     while (added < planned && !trialsStop()) {
-      const batch = search.propose(Math.min(planned - added, Math.max(2, opts.parallelBuilds ?? 2) * 2)).map((c) => byHash.get(configHash(c))!).filter(Boolean);
+      const batch = search.propose(Math.min(planned - added, Math.max(2, parallelBuilds) * 2)).map((c) => byHash.get(configHash(c))!).filter(Boolean);
       if (batch.length === 0) break;
-      const builds = await mapLimited(batch, opts.parallelBuilds ?? 2, async (c: Candidate) => {
+      const builds = await mapLimited(batch, parallelBuilds, async (c: Candidate) => {
         const runner = runnerOf(c.plan);
         return { candidate: c, runner, build: await runner.build(c.plan, renderPlan(c.plan, renderCtx), { cacheDir: opts.cacheDir }) };
       });
