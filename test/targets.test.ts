@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkSupport, planRequest, targetFor, targetNames, targetsRendering } from '../src/backends/registry.js';
-import { allDevices, getDevice, loadProfiles, PRESENCE_PROBES, validateProfile } from '../src/device/index.js';
+import { allDevices, detectPresence, getDevice, loadProfiles, PRESENCE_PROBES, validateProfile } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -63,7 +63,8 @@ describe('capabilities as data, checked in one place', () => {
   it('a profile says how its device is found here (match.probe), checked where profiles load', () => {
     for (const p of loadProfiles()) expect(Object.keys(PRESENCE_PROBES), p.name).toContain(p.match?.probe);
     const t4 = getDevice('t4');
-    expect(() => validateProfile({ ...t4, match: undefined }, 'targets/x.json')).toThrow(/^targets\/x\.json: match\.probe: invalid device profile/);
+    expect(() => validateProfile({ ...t4, match: { probe: 'lspci' as never, nameContains: ['T4'] } }, 'targets/x.json')).toThrow(/^targets\/x\.json: match\.probe: invalid device profile/);
+    expect(detectPresence({ ...t4, match: undefined }).present).toBe(false);
     expect(() => validateProfile({ ...t4, match: { probe: 'nvidia-smi' } }, 'targets/x.json')).toThrow(/match\.nameContains/);
     expect(() => validateProfile({ ...getDevice('webgpu'), match: { probe: 'swiftshader-icd', nameContains: ['x'] } }, 'targets/x.json')).toThrow(/probe swiftshader-icd reads no name/);
     expect(getDevice('host').targets).toEqual(['c', 'wasm']);

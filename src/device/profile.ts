@@ -106,8 +106,8 @@ export interface DeviceProfile {
   /**
    * How `detectPresence` decides whether the device is on this machine: `probe` names the test
    * (`PRESENCE_PROBES`); `nameContains` are the texts the CPU model or nvidia-smi's GPU name must
-   * contain one of, for the probes that read a name. Every profile of `targets/` has one; `host`
-   * has none (it is this machine).
+   * contain one of, for the probes that read a name. Absent: never found here (`host` has none:
+   * it is this machine).
    */
   match?: { probe: PresenceProbe; nameContains?: string[] };
   sources: Record<string, string>;
@@ -141,11 +141,14 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
   need(p.memory && p.memory.bandwidthGBs > 0, file, 'memory.bandwidthGBs', 'a number > 0');
   need(p.peak && p.peak.f32TFLOPS > 0, file, 'peak.f32TFLOPS', 'a number > 0');
   need(p.sources && typeof p.sources === 'object', file, 'sources', 'where each figure comes from');
-  const probes = Object.keys(PRESENCE_PROBES);
-  need(p.match && Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
-  const names = p.match.nameContains;
-  const readsNames = PRESENCE_PROBES[p.match.probe].readsNames;
-  need(readsNames ? Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === 'string' && n) : names === undefined, file, 'match.nameContains', readsNames ? 'the texts a present device\'s name contains one of' : `nothing: probe ${p.match.probe} reads no name`);
+  // A profile without `match` is never found here (kgen devices lists it as absent).
+  if (p.match !== undefined) {
+    const probes = Object.keys(PRESENCE_PROBES);
+    need(Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
+    const names = p.match.nameContains;
+    const readsNames = PRESENCE_PROBES[p.match.probe].readsNames;
+    need(readsNames ? Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === 'string' && n) : names === undefined, file, 'match.nameContains', readsNames ? 'the texts a present device\'s name contains one of' : `nothing: probe ${p.match.probe} reads no name`);
+  }
   if (p.kind === 'gpu') {
     const g = p.gpu;
     need(g, file, 'gpu', 'GPU limits');
