@@ -24,6 +24,9 @@ CREATE TABLE workloads (
 );
 CREATE INDEX workloads_lookup ON workloads (device, target, ir_hash);
 
+-- status's CHECK still admits 'over_budget', a legacy status no kgen writes any more (a config over
+-- a budget is pruned before it compiles: TRIAL_STATUSES in src/backends/types.ts). The comment
+-- stands outside the statement: kgen knows its databases by this CREATE TABLE's exact text.
 CREATE TABLE trials (
   id            INTEGER PRIMARY KEY,
   uid           TEXT NOT NULL UNIQUE,         -- random; identifies a trial across exports and imports

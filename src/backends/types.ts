@@ -311,7 +311,9 @@ export interface PackageBuild {
  * over a budget never gets this far: the plan rules it out before anything compiles (`BudgetError`
  * for a given config; counted by reason in the tuner's pruned space), so it is not a trial.
  */
-export type TrialStatus = 'ok' | 'compile_error' | 'crash' | 'timeout' | 'wrong_result';
+export const TRIAL_STATUSES = ['ok', 'compile_error', 'crash', 'timeout', 'wrong_result'] as const;
+
+export type TrialStatus = (typeof TRIAL_STATUSES)[number];
 
 /** Inputs of one kernel run as files a harness reads: name (x.bin, w.bin, ...) -> bytes. */
 export type KernelInputs = Record<string, Uint8Array>;

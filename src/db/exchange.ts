@@ -1,5 +1,5 @@
 import { targetNames } from '../backends/registry.js';
-import type { TrialStatus } from '../backends/types.js';
+import { TRIAL_STATUSES, type TrialStatus } from '../backends/types.js';
 import { KgenError } from '../errors.js';
 import { canonicalHash } from '../hash.js';
 import { valueText } from '../io/message-text.js';
@@ -7,7 +7,7 @@ import { validateOp, validateShape } from '../ir/validate.js';
 import { workloadKey } from './sqlite.js';
 import type { Exchange, Trial } from './types.js';
 
-const STATUSES = new Set<TrialStatus>(['ok', 'compile_error', 'crash', 'timeout', 'wrong_result']);
+const STATUSES = new Set<TrialStatus>(TRIAL_STATUSES);
 
 function fail(field: string, problem: string, expected: string): never {
   throw new KgenError({ field, problem, expected, hint: 'import files come from `kgen db export`; see docs/tuning.md for the format' });

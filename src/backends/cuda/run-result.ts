@@ -7,7 +7,7 @@ import { validateOp, validateShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
 import { makePlan } from '../../plan/index.js';
 import { rooflineMs } from '../../plan/roofline.js';
-import type { ImportedRun, RunImportContext, RunResultImport, TrialStatus } from '../types.js';
+import { TRIAL_STATUSES, type ImportedRun, type RunImportContext, type RunResultImport, type TrialStatus } from '../types.js';
 import { cudaFingerprint } from './fingerprint.js';
 
 /** The `format` of the result file an emitted run.sh (kgen_run) writes on a GPU box. */
@@ -49,7 +49,6 @@ export interface CudaRunResult {
   measuredAt: string;
 }
 
-const STATUSES: readonly TrialStatus[] = ['ok', 'compile_error', 'crash', 'timeout', 'wrong_result'];
 const HINT = 'the file comes from `sh run.sh` next to an emitted CUDA kernel (docs/tuning.md, "Results from run.sh")';
 
 function fail(field: string, problem: string, expected: string, hint = HINT): never {
@@ -107,7 +106,7 @@ function cudaRunResultRecord(data: unknown, target: RunImportContext): ImportedR
   })();
 
   const status = str(data, 'status', '') as TrialStatus;
-  if (!STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, STATUSES.join(' | '));
+  if (!TRIAL_STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, TRIAL_STATUSES.join(' | '));
   if (!isObject(r.gpu)) {
     fail('gpu', `null: the run never reached a GPU (${status}${r.error ? `: ${oneLine(String(r.error), 200)}` : ''})`, 'a result from a run that opened the GPU', 'fix what stopped the run (its error; build.log next to run.sh for a compile error) and import the new result');
   }
