@@ -72,8 +72,29 @@ export function checkTarget(device: DeviceProfile, target: string): void {
   }
 }
 
+/** Every budget `budgets` exceeds (needed over available). */
+function exceededBudgets(budgets: readonly BudgetCheck[]): BudgetCheck[] {
+  return budgets.filter((b) => b.needed > b.available);
+}
+
+/** The first budget the plan exceeds, or undefined when it fits. */
 export function overBudget(plan: Plan): BudgetCheck | undefined {
-  return plan.budgets.find((b) => b.needed > b.available);
+  return exceededBudgets(plan.budgets)[0];
+}
+
+/**
+ * `config`'s knobs as pins of `space`: each must be a knob of the space, with one of its values;
+ * else a KgenError naming `config.<knob>` and what the space offers.
+ */
+export function pinKnobs(space: SearchSpace, config: Record<string, unknown>): Config {
+  const fixed: Config = {};
+  for (const [key, value] of Object.entries(config)) {
+    const knob = space.knobs.find((k) => k.name === key);
+    if (!knob) throw knobError(`config.${key}`, 'unknown knob for this op, target and shape', `one of ${space.knobs.map((k) => k.name).join(', ')}`);
+    if (!knob.values.includes(value as never)) throw knobError(`config.${key}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
+    fixed[key] = value as Config[string];
+  }
+  return fixed;
 }
 
 /**
@@ -113,13 +134,7 @@ export interface ResolvedPlan {
 export function makePlan(req: PlanRequest, config?: Record<string, unknown>, opts: { field?: '--config' | '--isa' } = {}): ResolvedPlan {
   const space = spaceFor(req);
   if (!config || Object.keys(config).length === 0) return { plan: planWith(req, defaultConfig(req, space), space), source: 'default' };
-  const fixed: Config = {};
-  for (const [key, value] of Object.entries(config)) {
-    const knob = space.knobs.find((k) => k.name === key);
-    if (!knob) throw knobError(`config.${key}`, 'unknown knob for this op, target and shape', `one of ${space.knobs.map((k) => k.name).join(', ')}`);
-    if (!knob.values.includes(value as never)) throw knobError(`config.${key}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
-    fixed[key] = value as Config[string];
-  }
+  const fixed = pinKnobs(space, config);
   // The given knobs are fixed; the others take the first values, in preference order, that make a
   // legal config. When the given knobs alone break a restriction or the budget, say which.
   const found = firstLegal(req, space, fixed);
@@ -160,7 +175,7 @@ function firstLegal(req: PlanRequest, space: SearchSpace, fixed: Config): Search
     for (const r of failing) broken.set(r.reason, (broken.get(r.reason) ?? 0) + 1);
     if (failing.length) continue;
     planned++;
-    const overs = planWith(req, c, space).budgets.filter((b) => b.needed > b.available);
+    const overs = exceededBudgets(planWith(req, c, space).budgets);
     if (overs.length === 0) return { config: c };
     for (const o of overs) {
       const seen = exceeded.get(o.budget);

@@ -1,6 +1,5 @@
 import { canonicalHash } from '../hash.js';
-import { knobError } from '../plan/common.js';
-import { enumerateConfigs, planWith, spaceFor } from '../plan/index.js';
+import { enumerateConfigs, overBudget, pinKnobs, planWith, spaceFor } from '../plan/index.js';
 import type { Config, Plan, PlanRequest, SearchSpace } from '../plan/types.js';
 
 /** A legal config with the plan it makes (footprint, launch, traffic). */
@@ -35,12 +34,8 @@ export function configHash(config: Config): string {
  */
 export function pruneSpace(req: PlanRequest, fixed: Record<string, unknown> = {}): PrunedSpace {
   const full = spaceFor(req);
-  for (const [name, value] of Object.entries(fixed)) {
-    const knob = full.knobs.find((k) => k.name === name);
-    if (!knob) throw knobError(`config.${name}`, 'unknown knob for this op, target and shape', `one of ${full.knobs.map((k) => k.name).join(', ')}`);
-    if (!knob.values.includes(value as never)) throw knobError(`config.${name}`, `got ${JSON.stringify(value)}`, `one of ${knob.values.join(', ')} (${knob.doc})`);
-  }
-  const space: SearchSpace = { ...full, knobs: full.knobs.map((k) => (k.name in fixed ? { ...k, values: [fixed[k.name] as Config[string]] } : k)) };
+  const pins = pinKnobs(full, fixed);
+  const space: SearchSpace = { ...full, knobs: full.knobs.map((k) => (k.name in pins ? { ...k, values: [pins[k.name]!] } : k)) };
   const pruned = new Map<string, number>();
   const legal: Candidate[] = [];
   let total = 0;
@@ -53,7 +48,7 @@ export function pruneSpace(req: PlanRequest, fixed: Record<string, unknown> = {}
       continue;
     }
     const p = planWith(req, config, full);
-    const over = p.budgets.find((b) => b.needed > b.available);
+    const over = overBudget(p);
     if (over) {
       count(`over budget: ${over.budget}`);
       continue;
