@@ -73,7 +73,7 @@ export function pack(opts: PackOptions): PackResult {
   // A scale past f16's range decodes to infinity (and its block's other weights to NaN): refuse
   // such bytes rather than hand a kernel weights that poison every output they touch.
   const bad = firstNonFiniteWeight(codec, bytes, opts.N, opts.K);
-  if (bad >= 0) {
+  if (bad !== undefined) {
     const row = Math.floor(bad / opts.K);
     const col = bad % opts.K;
     throw new KgenError({

@@ -14,9 +14,6 @@ export const GGML_KV_BLOCK = 32;
 /** Values the GPU kernels dequantize at a time: a kgen q8 scale group must hold whole runs of them. */
 export const Q8_KV_DEQUANT_VALUES = 4;
 
-/** Head dimensions the kernels are held to (any multiple of the format's block also plans). */
-export const ATTENTION_HEAD_DIMS = [64, 80, 96, 128, 256] as const;
-
 /** Most values one attention tensor (K, V, Q or O) may hold: keeps byte sizes and int64 offsets exact. */
 const MAX_TENSOR_VALUES = 2 ** 40;
 

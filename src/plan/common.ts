@@ -12,6 +12,11 @@ export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);
 }
 
+/** `bytes` rounded up to a multiple of `to` (buffer offsets and sizes). */
+export function alignUp(bytes: number, to: number): number {
+  return Math.ceil(bytes / to) * to;
+}
+
 /** The share of a CPU cache one core's tile may occupy: half, leaving room for streams and code. */
 export function cacheShare(bytes: number): number {
   return Math.floor(bytes / 2);
@@ -20,6 +25,7 @@ export function cacheShare(bytes: number): number {
 /** Vector registers a CPU kernel needs beyond its accumulators (inputs, decode temporaries, LUTs). */
 export const CPU_WORK_REGISTERS = 6;
 
+/** Bytes (or registers) the on-chip buffers of one `space` take together. */
 export function sumBytes(buffers: OnChipBuffer[], space: OnChipBuffer['space']): number {
   return buffers.filter((b) => b.space === space).reduce((a, b) => a + b.size, 0);
 }

@@ -60,9 +60,10 @@ export function dequantizeMatrix(codec: BlockCodec, bytes: Uint8Array, N: number
 
 /**
  * The index of the first weight whose block decodes to a non-finite value (its f16 scale
- * overflowed: ggml's q4_0 and q8_0 past |w| ~5.2e5 and ~8.3e6, f16 weights past 65504), or -1.
+ * overflowed: ggml's q4_0 and q8_0 past |w| ~5.2e5 and ~8.3e6, f16 weights past 65504); undefined
+ * where every weight decodes to a finite value.
  */
-export function firstNonFiniteWeight(codec: BlockCodec, bytes: Uint8Array, N: number, K: number): number {
+export function firstNonFiniteWeight(codec: BlockCodec, bytes: Uint8Array, N: number, K: number): number | undefined {
   const block = new Float32Array(codec.weightsPerBlock);
   const blocks = (N * K) / codec.weightsPerBlock;
   for (let b = 0; b < blocks; b++) {
@@ -70,9 +71,5 @@ export function firstNonFiniteWeight(codec: BlockCodec, bytes: Uint8Array, N: nu
     const j = block.findIndex((v) => !Number.isFinite(v));
     if (j >= 0) return b * codec.weightsPerBlock + j;
   }
-  return -1;
-}
-
-export function codecFor(spec: WeightSpec, formats: Readonly<Record<WeightFormatName, WeightFormat>>): BlockCodec {
-  return formats[spec.format].codec(spec.groupSize);
+  return undefined;
 }

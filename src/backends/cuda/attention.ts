@@ -1,5 +1,6 @@
 import { configInUse } from '../../plan/index.js';
 import { kvLenText } from '../../plan/attention-common.js';
+import { alignUp } from '../../plan/common.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { commentText } from '../../render/comment-text.js';
@@ -32,9 +33,6 @@ const KV_TEXT: Record<AttentionOp['kvCache'], string> = {
   q4_0: 'ggml q4_0 blocks, 18 bytes per 32 values (docs/formats.md)',
 };
 
-/** Where V starts in the run kit's one K-and-V allocation: past K, 256-byte aligned. */
-const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
-
 /** View fields the attention templates print: the plan's params plus names, types and byte sizes. */
 function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string) {
   const op = plan.op;
@@ -46,6 +44,7 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
   const kvBytes = rowsKv * p.kvRowBytes;
   const kvScaleBytes = rowsKv * p.kvScaleRowBytes;
   const q8 = op.kvCache === 'q8';
+  // Where V starts in the run kit's one K-and-V allocation: past K, 256-byte aligned.
   const vOffset = alignUp(kvBytes, 256);
   // Only a decode plan with more than one split has partials to merge through the workspace.
   const merge = p.kernel === 'splitk_decode' && p.merge;

@@ -21,9 +21,6 @@ const VARIANT_TEXT: Record<string, string> = {
   tiled_simt: 'tiled, SIMT FMA',
 };
 
-/** Files `emit` writes for a CUDA kernel; `kernel.cu` is the one printed without -o. */
-export const CUDA_FILES = ['kernel.cu', 'kernel.h', 'kgen_run.cu', 'run.sh'] as const;
-
 /** View fields every CUDA template prints: the plan's params plus names and types. */
 function view(plan: CudaMatmulPlan, ctx: RenderContext, templateHash: string) {
   const op = plan.op;

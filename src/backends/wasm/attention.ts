@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
-import { cpuBudgets, variantRegisters } from '../../plan/common.js';
+import { alignUp, cpuBudgets, variantRegisters } from '../../plan/common.js';
 import { cpuAttentionPlanner, kvLenText, splitPartialsText, TASK_STACK_BUFFER, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { CpuVariants } from '../../plan/cpu-matmul.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
@@ -16,7 +16,7 @@ import { wasmAttentionDeclarations } from './bindings.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
 import { i32Lanes } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
-import { alignUp, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
+import { BUFFER_ALIGN, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /**
  * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
@@ -99,7 +99,7 @@ export function scratchLayout(plan: Pick<CpuAttentionPlan, 'params'>) {
   let o = 0;
   for (const [name, bytes] of Object.entries(parts) as [keyof typeof parts, number][]) {
     at[name] = o;
-    o += alignUp(bytes);
+    o += alignUp(bytes, BUFFER_ALIGN);
   }
   return { at, size: parts, bytes: o };
 }
@@ -114,7 +114,7 @@ export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; row
   const p = plan.params;
   if (!p.qInt8) return undefined;
   const codesOffset = alignUp(F32_BYTES * p.qGroups, VEC_BYTES);
-  const rowBytes = alignUp(codesOffset + I16_BYTES * p.D);
+  const rowBytes = alignUp(codesOffset + I16_BYTES * p.D, BUFFER_ALIGN);
   return { codesOffset, rowBytes, bytes: p.qRows * rowBytes };
 }
 
@@ -196,8 +196,8 @@ export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
   const scratch = scratchLayout(plan);
   const q16 = int8QRecords(plan);
   const qBytes = q16?.bytes ?? p.qFloats * F32_BYTES;
-  const partialsOffset = alignUp(qBytes);
-  const scratchBase = alignUp(partialsOffset + p.partialFloats * F32_BYTES);
+  const partialsOffset = alignUp(qBytes, BUFFER_ALIGN);
+  const scratchBase = alignUp(partialsOffset + p.partialFloats * F32_BYTES, BUFFER_ALIGN);
   return { scratch, q16, qBytes, partialsOffset, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
 }
 

@@ -1,3 +1,5 @@
+import { alignUp } from '../../plan/common.js';
+
 /**
  * The memory every WebAssembly kernel imports: the host's, plain or shared (threads). A module
  * declares the fewest pages any host memory has and, shared, the most a 32-bit memory holds (a
@@ -17,10 +19,6 @@ export function memoryView(shared: boolean) {
 /** Buffers placed in a memory start on a v128 boundary, one v128 apart, and never at offset 0 (the null pointer). */
 export const BUFFER_ALIGN = 16;
 
-/** `bytes` rounded up to a multiple of `to`. */
-export function alignUp(bytes: number, to: number = BUFFER_ALIGN): number {
-  return Math.ceil(bytes / to) * to;
-}
 
 /**
  * Places buffers one after another from `start` (default BUFFER_ALIGN: offset 0 stays the null
@@ -38,7 +36,7 @@ export function placeBuffers<K extends string>(sizes: Readonly<Record<K, number>
       continue;
     }
     at[name] = end;
-    end += alignUp(bytes) + BUFFER_ALIGN;
+    end += alignUp(bytes, BUFFER_ALIGN) + BUFFER_ALIGN;
   }
   return { at, end };
 }

@@ -1,3 +1,4 @@
+import { sumBytes } from '../../plan/common.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { templateSet } from '../../render/templates.js';
@@ -113,7 +114,7 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
     statFloats: 3 * p.rows,
   };
   const wgsl = templates.render('attention/kernel.wgsl', view);
-  const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
+  const sharedBytes = sumBytes(plan.buffers, 'shared');
   const maxInvocations = Math.max(...list.map((x) => x.workgroupSize[0]));
   const workspaceBytes = p.kernel === 'splitk_decode' ? p.workspaceBytes : undefined;
   const kvLenBinding = binds.find((b) => b.tensor === 'kv_len');

@@ -4,7 +4,7 @@ import { Q35_LOOKUP_A, Q35_LOOKUP_B, q35LayoutView, q35Units } from '../../quant
 import { templateSet } from '../../render/templates.js';
 import type { EpilogueActivation } from '../../ir/types.js';
 import { matmulHeaderView } from '../kernel-header.js';
-import { dtypeBytes } from '../../plan/common.js';
+import { dtypeBytes, sumBytes } from '../../plan/common.js';
 import type { BindingInterface, RenderContext, RenderedKernel } from '../types.js';
 import { wgslLimits, wgslLoaderFiles } from './loader.js';
 
@@ -114,7 +114,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     ...(p.kernel === 'rows' && p.nibblePairs ? wgslNibblePairSteps(p) : {}),
   };
   const wgsl = templates.render('kernel.wgsl', view);
-  const sharedBytes = plan.buffers.filter((b) => b.space === 'shared').reduce((a, b) => a + b.size, 0);
+  const sharedBytes = sumBytes(plan.buffers, 'shared');
   const iface: BindingInterface = {
     entry,
     workgroupSize: [p.invocations, 1, 1],
