@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
+import { targetFor, targetNames } from '../backends/registry.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
 import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
@@ -25,14 +26,33 @@ export interface KernelFlags {
   json?: boolean;
 }
 
+/** `--target`'s help: the registered targets. */
+export function targetChoices(): string {
+  return targetNames().join(' | ');
+}
+
+/** `--device`'s default for each target, as help says it ("c host, cuda rtx4090, ..."). */
+function defaultDevices(): string {
+  return targetNames().map((n) => `${n} ${targetFor(n).defaultDevice}`).join(', ');
+}
+
+/** `--isa`'s help: each target with variants, its variants. */
+function variantChoices(): string {
+  return targetNames()
+    .map((n) => targetFor(n))
+    .filter((t) => t.variants)
+    .map((t) => `${t.title} variant: ${t.variants!.all.join(' | ')}`)
+    .join('; ');
+}
+
 export function addKernelFlags(cmd: Command, defaults: { target?: string } = {}): Command {
   return cmd
-    .option('--target <target>', 'c | cuda | wgsl | wasm', defaults.target ?? 'c')
+    .option('--target <target>', targetChoices(), defaults.target ?? targetNames()[0])
     .option('--op <name>', 'catalog op (see `kgen ops`)')
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
     .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (attention: B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128)')
-    .option('--device <name>', 'device profile (see `kgen devices`); default per target: c host, cuda rtx4090, wgsl webgpu, wasm wasm-simd128')
-    .option('--isa <isa>', 'C variant: scalar | avx2 | avxvnni | avx512 | neon (default: best the device has)')
+    .option('--device <name>', `device profile (see \`kgen devices\`); default per target: ${defaultDevices()}`)
+    .option('--isa <isa>', `${variantChoices()} (default: best the device has)`)
     .option('--config <json>', 'knob values over the default, e.g. \'{"nTile":16}\'')
     .option('--json', 'machine-readable output');
 }
@@ -80,6 +100,11 @@ export function toRequest(flags: KernelFlags): KernelRequest {
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Milliseconds as tables print them: three significant-ish digits; '-' for none. */
+export function fmtMs(ms: number | undefined): string {
+  return ms === undefined ? '-' : ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
 }
 
 /** Left-aligned text table. */

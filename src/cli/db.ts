@@ -14,7 +14,7 @@ import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
 import { configInUse, spaceFor } from '../plan/index.js';
 import type { ResolvedRequest } from '../api/request.js';
-import { addDbFlag, dbLocation, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
+import { addDbFlag, dbLocation, fmtMs, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
 import { optionalPath, parseCount } from './flags.js';
 import { performanceRow } from './tune.js';
 
@@ -42,10 +42,6 @@ function withDbChecked<T>(check: () => ResolvedRequest, flags: DbFlags, f: (db: 
 
 function filterOf(flags: { device?: string; target?: string; op?: string }): WorkloadFilter {
   return { device: flags.device, target: flags.target, opName: flags.op };
-}
-
-function fmtMs(ms: number | undefined): string {
-  return ms === undefined ? '-' : ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
 }
 
 export function registerDb(program: Command): void {
@@ -113,7 +109,7 @@ Examples:
       .command('best')
       .description('the config emit would take for an op and shape: the best record, else the nearest recorded shape')
       .option('--device <name>', 'device profile', 'host')
-      .option('--target <target>', "c | cuda | wgsl | wasm (default: the device's first: c for CPUs, cuda for NVIDIA GPUs, wasm for wasm-simd128)")
+      .option('--target <target>', `${targetChoices()} (default: the device's first target, see \`kgen devices\`)`)
       .option('--op <name>', 'catalog op')
       .option('--ir <file>', 'your own op as a JSON file')
       .requiredOption('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096')

@@ -26,7 +26,7 @@ import { quoted } from '../io/message-text.js';
 import { ensureDirectory, removeCreated } from '../io/output.js';
 import { sweepOrphanTempDirs } from '../io/temp-dirs.js';
 import { MAX_TIMED_THREADS } from '../backends/harness.js';
-import { addDbFlag, missingShapeError, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
+import { addDbFlag, fmtMs, missingShapeError, targetChoices, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
 import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
 
 interface TuneFlags {
@@ -107,7 +107,7 @@ export function registerTune(program: Command): void {
     .command('tune')
     .description('autotune kernels on this machine: prune the search space, compile, run, check and time configs, and record every trial in the tuning database')
     .requiredOption('--device <name>', 'the device to tune: host (this CPU) or a profile that is present (see `kgen devices`)')
-    .option('--target <target>', 'c | cuda | wgsl | wasm (default: c for CPUs, cuda for NVIDIA GPUs)')
+    .option('--target <target>', `${targetChoices()} (default: the device's first target, see \`kgen devices\`)`)
     .option('--op <name>', 'catalog op (default: the standard workload, see below)')
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
     .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (with --op)')
@@ -120,7 +120,7 @@ export function registerTune(program: Command): void {
     .option('--seed <n>', 'seed of the strategy and of the test data', '1')
     .option('--threads <n>', 'host threads a CPU kernel is timed on (default: all cores)')
     .option('--timeout <duration>', 'per-run timeout for a candidate (default: 30s or more for slow shapes)')
-    .option('--cache-dir <dir>', 'where compiled candidates are cached by source hash (default: ~/.cache/kgen/builds)')
+    .option('--cache-dir <dir>', 'where compiled candidates are cached by source hash (default: $XDG_CACHE_HOME/kgen/builds, else ~/.cache/kgen/builds)')
     .option('--remeasure <n>', `time a trial up to n more times when its timing shows interference, keeping an undisturbed one, else the fastest (default ${DEFAULT_TIMING_POLICY.remeasure}; 0: never)`)
     .option('--retime <n>', `at the end of each workload, re-time the best n configs back to back and take the winner from those re-timings (default ${DEFAULT_TIMING_POLICY.finalists}; below 2: off)`)
     .option('--json', 'machine-readable output (JSON lines of progress events on stdout, then the summary)');
@@ -242,10 +242,6 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
     db.close();
   }
   if (summary.stopped === 'interrupted') process.exitCode = 130;
-}
-
-function fmtMs(ms: number): string {
-  return ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
 }
 
 function pct(x: number): string {
