@@ -187,7 +187,7 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
         dir: k.dir,
         opName: k.plan.op.name,
         shape: formatShape(k.plan.shape),
-        call: target.name === 'wasm' ? `\`kernels.${k.dir}.run(...)\`, its buffers at \`layout.kernels.${k.dir}\`` : target.name === 'wgsl' ? `\`created.${k.dir}.run({ ... })\`, its bindings in \`kernels.${k.dir}.kernel.bindings\`` : `\`${markdownCode(main.signature)}\``,
+        call: build.callText?.(k.dir) ?? `\`${markdownCode(main.signature)}\``,
       };
     }),
   });

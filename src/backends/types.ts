@@ -304,6 +304,11 @@ export interface PackageBuild {
   usage: string;
   /** The snippet's language, for the README's code fence. */
   usageLanguage: string;
+  /**
+   * How the README names the call of the kernel in folder `dir` (Markdown); absent: the entry
+   * point's C signature, from the kernel's manifest.
+   */
+  callText?(dir: string): string;
 }
 
 /**

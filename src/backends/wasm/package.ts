@@ -54,6 +54,7 @@ export function wasmPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
     contents: "Each kernel's folder holds its WebAssembly modules (`.wasm`, and the `.wat` they were assembled from), its own loader (`kernel.mjs`, `kernel.d.mts`) and `manifest.json` (exports, buffers, features, tolerance, config and where it came from); `index.mjs` loads them all over one memory. A bundler (esbuild, webpack, Vite) takes the loaders into its bundle and leaves the `.wasm` and worker files behind: serve this folder unchanged and pass its URL as `loadAll({ base })`.",
     build: ['npm pack                # a .tgz to `npm install` in your project (nothing to compile)'],
     usage,
+    callText: (dir) => `\`kernels.${dir}.run(...)\`, its buffers at \`layout.kernels.${dir}\``,
     usageLanguage: 'js',
   };
 }

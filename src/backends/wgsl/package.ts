@@ -68,6 +68,7 @@ export function wgslPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
     contents: "Each kernel's folder holds `kernel.wgsl`, its own loader (`kernel.js`, `kernel.d.ts`: pipeline, bindings, dispatch, feature and limit checks) and `manifest.json` (bindings, buffer sizes, workgroup size, dispatch, features and limits, tolerance, config and where it came from); `index.js` loads them all on one device.",
     build: ['npm pack                # a .tgz to `npm install` in your project (nothing to compile)'],
     usage: templates.render(first.plan.op.kind === 'attention' ? 'usage_attention.js' : 'usage.js', usageView(pkg, first, tensors)),
+    callText: (dir) => `\`created.${dir}.run({ ... })\`, its bindings in \`kernels.${dir}.kernel.bindings\``,
     usageLanguage: 'js',
   };
 }
