@@ -1,7 +1,9 @@
 /* kgen_cuda_harness: the host program kgen's GPU runner (src/backends/cuda/gpu-runner.ts) runs CUDA
- * kernels with. Built once per machine and toolkit:
+ * kernels with. Built once per machine and toolkit by its cudaHarness():
  *
- *   nvcc -O2 -std=c++17 -o kgen_cuda_harness driver_harness.cu -ldl
+ *   nvcc HARNESS_FLAGS -o kgen_cuda_harness driver_harness.cu -ldl
+ *
+ * HARNESS_FLAGS (gpu-runner.ts): -O2 -std=c++17 and the exit statuses as -DKG_EXIT_*=N.
  *
  * It links no CUDA library: the driver (libcuda.so.1) is opened with dlopen when it runs, so it
  * builds where there is no GPU and no driver stub, and one binary runs every candidate kernel,
