@@ -18,7 +18,7 @@ HOST_BLIND=(
   # GPU, WebGPU and dummy devices, and pure TypeScript.
   test/cuda.test.ts test/cuda-attention.test.ts test/run-import.test.ts
   test/wgsl.test.ts test/wgsl-attention.test.ts test/wgsl-browser.test.ts
-  test/recipe.test.ts test/ir.test.ts test/quant.test.ts test/targets.test.ts test/bench-attention.test.ts
+  test/recipe.test.ts test/ir.test.ts test/quant.test.ts test/bench-attention.test.ts
   # CPU and WebAssembly kernels on named profiles (the trace above), and what reads fixed files.
   test/c-backend.test.ts test/c-attention.test.ts test/wasm.test.ts test/wasm-attention.test.ts
   test/wasm-browser.test.ts test/golden.test.ts test/gguf.test.ts test/plan.test.ts test/report.test.ts
@@ -26,8 +26,9 @@ HOST_BLIND=(
   # Run-time KV length (2026-12-05): every emit and verify names its device, or takes a target's
   # default that is not host (cuda rtx4090, wgsl webgpu, wasm wasm-simd128).
   test/c-attention-kvlen.test.ts test/wasm-attention-kvlen.test.ts test/cuda-attention-kvlen.test.ts test/wgsl-attention-kvlen.test.ts
-  # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu).
+  # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu.
   test/config-fuzz.test.ts
+  # (test/targets.test.ts reads getDevice('host')'s targets since 2026-12-05: it runs under every host.)
 )
 named=$(grep -l -E "'host'|\"host\"|KGEN_HOST_PROFILE" "${HOST_BLIND[@]}" || true)
 if [ -n "$named" ]; then
