@@ -26,7 +26,7 @@ HOST_BLIND=(
   # Run-time KV length (2026-12-05): every emit and verify names its device, or takes a target's
   # default that is not host (cuda rtx4090, wgsl webgpu, wasm wasm-simd128).
   test/c-attention-kvlen.test.ts test/wasm-attention-kvlen.test.ts test/cuda-attention-kvlen.test.ts test/wgsl-attention-kvlen.test.ts
-  # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu.
+  # Every draw names its device (epyc-7763, epyc-9654, apple-m2, wasm-simd128, rtx4090, webgpu).
   test/config-fuzz.test.ts
   # (test/targets.test.ts reads getDevice('host')'s targets since 2026-12-05: it runs under every host.)
 )
