@@ -1,6 +1,7 @@
 import { KgenError } from '../errors.js';
 import type { WeightFormatName, WeightSpec } from '../ir/types.js';
 import { MAX_DIM, validateOp } from '../ir/validate.js';
+import { F16_MAX } from '../numeric/half.js';
 import { quoted } from '../io/message-text.js';
 import type { BlockCodec } from '../quant/format.js';
 import { bitsPerWeight, codecOf, firstNonFiniteWeight, FORMATS, quantizeMatrix } from '../quant/index.js';
@@ -64,15 +65,19 @@ export function pack(opts: PackOptions): PackResult {
   if (opts.weights.length !== opts.N * opts.K) {
     throw new KgenError({ field: '--in', problem: `holds ${opts.weights.length} values but N*K = ${opts.N * opts.K}`, expected: `${opts.N * opts.K * 4} bytes of little-endian f32`, hint: 'check --shape against the file' });
   }
+  let absMax = 0;
   for (let i = 0; i < opts.weights.length; i++) {
     if (!Number.isFinite(opts.weights[i]!)) {
       throw new KgenError({ field: '--in', problem: `value ${i} (row ${Math.floor(i / opts.K)}, column ${i % opts.K}) is ${opts.weights[i]}`, expected: 'finite weights' });
     }
+    absMax = Math.max(absMax, Math.abs(opts.weights[i]!));
   }
   const bytes = quantizeMatrix(codec, opts.weights, opts.N, opts.K);
   // A scale past f16's range decodes to infinity (and its block's other weights to NaN): refuse
-  // such bytes rather than hand a kernel weights that poison every output they touch.
-  const bad = firstNonFiniteWeight(codec, bytes, opts.N, opts.K);
+  // such bytes rather than hand a kernel weights that poison every output they touch. Weights within
+  // f16's range give every format finite scales and values (a scale is at most the block's largest
+  // weight), so only larger ones are decoded again to look.
+  const bad = absMax > F16_MAX ? firstNonFiniteWeight(codec, bytes, opts.N, opts.K) : undefined;
   if (bad !== undefined) {
     const row = Math.floor(bad / opts.K);
     const col = bad % opts.K;

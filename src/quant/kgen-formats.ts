@@ -1,4 +1,4 @@
-import { f16BitsToF32, f32ToF16Bits } from '../numeric/half.js';
+import { F16_MAX, f16BitsToF32, f32ToF16Bits } from '../numeric/half.js';
 import type { BlockCodec, WeightFormat } from './format.js';
 import { absMax, readScale, roundHalfAway, writeScale } from './scalar-codes.js';
 
@@ -6,9 +6,6 @@ const fr = Math.fround;
 
 /** Candidate scales as fractions of absmax/levels: a small error-minimising search. */
 const SCALE_SHRINK = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
-
-/** The largest finite f16: a larger scale is clamped to it (as q35's), never stored as infinity. */
-const F16_MAX = 65504;
 
 /**
  * q4: symmetric 4-bit. Block = one group of G weights: `{ f16 d; u8 qs[G/2]; }`. Within each run of
@@ -28,6 +25,7 @@ function q4Codec(G: number): BlockCodec {
       let best = Infinity;
       let bestBits = 0;
       for (const shrink of SCALE_SHRINK) {
+        // A scale past f16's range is clamped (as q3.5's), never stored as infinity.
         const bits = f32ToF16Bits(Math.min((amax / 7) * shrink, F16_MAX));
         const d = f16BitsToF32(bits);
         const id = d ? 1 / d : 0;
