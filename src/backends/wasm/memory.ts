@@ -19,7 +19,6 @@ export function memoryView(shared: boolean) {
 /** Buffers placed in a memory start on a v128 boundary, one v128 apart, and never at offset 0 (the null pointer). */
 export const BUFFER_ALIGN = 16;
 
-
 /**
  * Places buffers one after another from `start` (default BUFFER_ALIGN: offset 0 stays the null
  * pointer), each BUFFER_ALIGN-aligned with a gap of BUFFER_ALIGN after it; `end` is where the
