@@ -9,6 +9,7 @@ import { withDataFiles } from '../src/api/kit.js';
 import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
+import { ptxasResources } from '../src/backends/cuda/resources.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { allDevices } from '../src/device/index.js';
@@ -200,6 +201,42 @@ const NEAR_LIMIT = [
   { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'mma', br: 16, bc: 16, stages: 2, warps: 1 } },
   { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'simt', br: 16, bc: 128, stages: 2, warps: 1 } },
 ];
+
+describe('an arch this nvcc does not list is ruled out before compiling', () => {
+  /** A fake nvcc: `--list-gpu-code` prints `codes` (or fails, as before CUDA 11.0, when empty); any compile is logged and fails. */
+  function fakeNvcc(codes: string[]): { nvcc: string; log: string } {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-fake-nvcc-'));
+    const log = join(dir, 'compiles.log');
+    const list = codes.length ? `printf '%s\\n' ${codes.join(' ')}` : "echo \"nvcc fatal   : Unknown option '--list-gpu-code'\" >&2; exit 1";
+    const nvcc = join(dir, 'nvcc');
+    writeFileSync(nvcc, `#!/bin/sh
+case "$1" in
+  --version) echo 'Cuda compilation tools, release 10.2, V10.2.89' ;;
+  --list-gpu-code) ${list} ;;
+  *) echo "$@" >> '${log}'; echo 'nvcc fatal   : some failure' >&2; exit 1 ;;
+esac
+`, { mode: 0o755 });
+    return { nvcc, log };
+  }
+  const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=77,K=320', device: 'rtx4090' });
+
+  it('says this nvcc cannot build for sm_89, naming what it lists, and runs no compile', async () => {
+    const fake = fakeNvcc(['sm_75', 'sm_80']);
+    const check = await ptxasCheck(e.rendered, { arch: 'sm_89', nvcc: fake.nvcc });
+    expect(check).toMatchObject({ status: 'arch_unsupported', supported: ['sm_75', 'sm_80'] });
+    const r = await ptxasResources(e.plan, e.rendered, { nvcc: fake.nvcc });
+    expect(r.resources).toBeUndefined();
+    expect(r.notes).toEqual([expect.stringMatching(/^this nvcc cannot build for sm_89 \(nvcc 10\.2\.89 builds for sm_75, sm_80; not sm_89\): manifest\.json has no ptxas figures/)]);
+    expect(existsSync(fake.log)).toBe(false);
+  });
+
+  it('an nvcc without --list-gpu-code compiles, and a refusal says the arch may be missing rather than blaming the kernel', async () => {
+    const fake = fakeNvcc([]);
+    const r = await ptxasResources(e.plan, e.rendered, { nvcc: fake.nvcc });
+    expect(r.notes).toEqual([expect.stringMatching(/does not list the architectures it supports .* so it may lack sm_89/)]);
+    expect(readFileSync(fake.log, 'utf8')).toMatch(/-arch=sm_89/);
+  });
+});
 
 describe('the register estimates rule out configs that spill', () => {
   it.each(SPILLED)('$device $op $shape $config is refused by the plan', ({ device, op, shape, config }) => {

@@ -43,3 +43,33 @@ export function toolVersion(tool: string, parse: (output: string) => string | un
 export function nvccVersion(nvcc = 'nvcc'): Promise<string> {
   return toolVersion(nvcc, (out) => /, V(\d+\.\d+\.\d+)/.exec(out)?.[1] ?? /release (\d+\.\d+)/.exec(out)?.[1]);
 }
+
+/**
+ * The real GPU architectures an nvcc can build for, as `nvcc --list-gpu-code` lists them
+ * (`sm_75`, `sm_89`, ...: the names device profiles use). `unlisted` when this nvcc has no such
+ * option (before CUDA 11.0) or lists nothing: whether it supports an arch is then unknown, and
+ * only a compile can tell.
+ */
+export type NvccArchs =
+  | { status: 'listed'; nvcc: string; version: string; archs: string[] }
+  | { status: 'unlisted'; nvcc: string; version: string };
+
+const nvccArchLists = new Map<string, Promise<NvccArchs>>();
+
+/** The GPU architectures `nvcc` supports; asked once per nvcc path and version and process. */
+export async function nvccArchs(nvcc = 'nvcc'): Promise<NvccArchs> {
+  const version = await nvccVersion(nvcc);
+  const key = `${nvcc}\0${version}`;
+  let a = nvccArchLists.get(key);
+  if (!a) {
+    a = execa(nvcc, ['--list-gpu-code'], { reject: false, all: true }).then(
+      (r): NvccArchs => {
+        const archs = r.exitCode === 0 ? (r.stdout ?? '').split(/\s+/).filter((s) => /^sm_\w+$/.test(s)) : [];
+        return archs.length ? { status: 'listed', nvcc, version, archs } : { status: 'unlisted', nvcc, version };
+      },
+      (): NvccArchs => ({ status: 'unlisted', nvcc, version }),
+    );
+    nvccArchLists.set(key, a);
+  }
+  return a;
+}

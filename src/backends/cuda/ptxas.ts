@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { makeTempDir } from '../../io/temp-dirs.js';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { nvccVersion, requireTool } from '../tools.js';
+import { nvccArchs, nvccVersion, requireTool } from '../tools.js';
 import type { RenderedKernel } from '../types.js';
 
 /**
@@ -25,8 +25,16 @@ export interface PtxasReport {
   compileMs: number;
 }
 
-/** `report` is the first entry ptxas compiled; `entries` every one (a split-KV decode kernel.cu has two). */
-export type PtxasResult = { status: 'ok'; report: PtxasReport; entries: PtxasEntry[] } | { status: 'compile_error'; detail: string };
+/**
+ * `report` is the first entry ptxas compiled; `entries` every one (a split-KV decode kernel.cu has
+ * two). `arch_unsupported`: this nvcc's own list of architectures lacks the arch, so nothing was
+ * compiled. `compile_error`: nvcc refused the source; `archsListed` false when this nvcc could not
+ * list its architectures, so an arch it lacks cannot be told from a fault in the kernel.
+ */
+export type PtxasResult =
+  | { status: 'ok'; report: PtxasReport; entries: PtxasEntry[] }
+  | { status: 'arch_unsupported'; detail: string; nvcc: string; supported: string[] }
+  | { status: 'compile_error'; detail: string; archsListed: boolean };
 
 /** Options of a ptxas check: the arch to compile for and the nvcc to use. */
 export interface PtxasOptions {
@@ -72,12 +80,17 @@ async function nvccRelease(nvcc: string): Promise<string> {
 }
 
 /**
- * Compiles an emitted kernel.cu to a cubin for `opts.arch` and returns what ptxas reports. A source
- * nvcc refuses is a `compile_error` with its output; a missing nvcc throws ToolMissingError.
+ * Compiles an emitted kernel.cu to a cubin for `opts.arch` and returns what ptxas reports. An arch
+ * missing from nvcc's list (`nvcc --list-gpu-code`) is `arch_unsupported` before any compile; a
+ * source nvcc refuses is a `compile_error` with its output; a missing nvcc throws ToolMissingError.
  */
 export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Promise<PtxasResult> {
   const nvcc = opts.nvcc ?? 'nvcc';
   await requireTool(nvcc, 'install the CUDA toolkit (nvcc), or skip the resource check');
+  const archs = await nvccArchs(nvcc);
+  if (archs.status === 'listed' && !archs.archs.includes(opts.arch)) {
+    return { status: 'arch_unsupported', nvcc: archs.version, supported: archs.archs, detail: `nvcc ${archs.version} builds for ${archs.archs.join(', ')}; not ${opts.arch}` };
+  }
   const dir = makeTempDir('kgen-ptxas-');
   try {
     writeFileSync(join(dir, 'kernel.cu'), kernel.files['kernel.cu']!);
@@ -86,9 +99,10 @@ export async function ptxasCheck(kernel: RenderedKernel, opts: PtxasOptions): Pr
     const args = ['-cubin', `-arch=${opts.arch}`, '-std=c++17', '-O3', '-Xptxas', '-v', ...(opts.werror ? ['-Werror', 'all-warnings'] : []), '-o', join(dir, 'kernel.cubin'), join(dir, 'kernel.cu')];
     const r = await execa(nvcc, args, { reject: false, all: true, timeout: opts.timeoutMs ?? 120_000 });
     const compileMs = performance.now() - t0;
-    if (r.exitCode !== 0) return { status: 'compile_error', detail: r.timedOut ? 'nvcc timed out' : (r.all ?? '') };
+    const archsListed = archs.status === 'listed';
+    if (r.exitCode !== 0) return { status: 'compile_error', detail: r.timedOut ? 'nvcc timed out' : (r.all ?? ''), archsListed };
     const entries = parsePtxasEntries(r.all ?? '');
-    if (!entries.length) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}` };
+    if (!entries.length) return { status: 'compile_error', detail: `ptxas reported no kernel: ${r.all ?? ''}`, archsListed };
     return { status: 'ok', report: { source: 'ptxas', nvcc: await nvccRelease(nvcc), arch: opts.arch, ...entries[0]!, compileMs }, entries };
   } finally {
     rmSync(dir, { recursive: true, force: true });
