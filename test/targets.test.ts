@@ -88,6 +88,9 @@ describe('capabilities as data, checked in one place', () => {
     const rtx = getDevice('rtx4090');
     const wave64: DeviceProfile = { ...rtx, name: 'wave64', gpu: { ...rtx.gpu!, features: { ...rtx.gpu!.features, subgroupSizes: [64, 64] } } };
     expect(() => planRequest({ op: q4, shape, device: wave64, target: 'cuda' })).toThrow(/--device: wave64 lacks warps of 32 .*, which cuda kernels need/);
+    // gpu.warpSize is checked too: the kernels print lane masks and shifts for 32-lane warps.
+    const warp64: DeviceProfile = { ...rtx, name: 'warp64', gpu: { ...rtx.gpu!, warpSize: 64 } };
+    expect(() => planRequest({ op: q4, shape, device: warp64, target: 'cuda' })).toThrow(/--device: warp64 lacks warps of 32 \(gpu\.warpSize/);
     expect(() => planRequest({ op: q4, shape, device: getDevice('webgpu'), target: 'cuda' })).toThrow(/device webgpu does not run cuda kernels/);
   });
 

@@ -2,7 +2,7 @@ import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, sumBytes, toleranceFor } from './common.js';
-import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, type CudaWarp, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -32,7 +32,7 @@ export function decodeMaxRows(D: number): number {
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
 
 /** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
-type RingParams = Dims & KvRowParams & {
+type RingParams = Dims & KvRowParams & CudaWarp & {
   arch: string;
   group: number;
   causal: boolean;
@@ -130,7 +130,7 @@ export type CudaAttentionParams =
       mergeWarps: number;
       mergeThreads: number;
       mergeGrid: number;
-      /** Values of D per lane in the merge (ceil(D / 32)). */
+      /** Values of D per lane in the merge (ceil(D / CUDA_WARP_LANES)). */
       mergeIters: number;
     })
   | (RingParams & SimtParams & PrefillParams & { kernel: 'flash_prefill' })
@@ -163,7 +163,7 @@ const MAX_QUADS = 16;
 
 /** The SIMT tile loop's register rule for `rows` query rows a block (a config's `warps` threads). */
 function quadLimit(rows: number, D: number): Restriction {
-  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, 32 * (c.warps as number)) <= MAX_QUADS };
+  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, CUDA_WARP_LANES * (c.warps as number)) <= MAX_QUADS };
 }
 
 /** Registers of the tensor-core prefill's fragments per thread: Q (D/16 x 4), scores (bc/8 x 4), output (D/8 x 4). */
@@ -303,7 +303,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const group = Hq / Hkv;
   const decode = Sq <= SPLITK_MAX_SQ;
   const warps = config.warps as number;
-  const threads = warps * device.gpu!.warpSize;
+  const threads = warps * CUDA_WARP_LANES;
   const stages = config.stages as number;
   const keys = (decode ? config.kvBlock : config.bc) as number;
   const rowSpace = decode ? group * Sq : Sq;
@@ -344,6 +344,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const common = {
     B, Hq, Hkv, Sq, Skv, D,
     arch: device.gpu!.arch,
+    ...CUDA_WARP,
     group,
     causal: op.causal,
     ...kvLengthParams(op, shape),
@@ -390,7 +391,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     const mergeWarps = 4;
     const mergeGrid = ceilDiv(B * Hq * Sq, mergeWarps);
     const grid: [number, number, number] = [splits, Hkv * rowGroups, B];
-    const secondPass: LaunchShape['secondPass'] = { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * 32, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] };
+    const secondPass: LaunchShape['secondPass'] = { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * CUDA_WARP_LANES, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] };
     return {
       ...base,
       variant: 'splitk_decode',
@@ -412,7 +413,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
       ],
       params: {
         ...common, ...simt, kernel: 'splitk_decode', splits, splitKeys, rowGroups, merge, wsAccFloats, workspaceBytes, mergeWarps,
-        mergeThreads: mergeWarps * 32, mergeGrid, mergeIters: ceilDiv(D, 32), gridX: grid[0], gridY: grid[1], gridZ: grid[2],
+        mergeThreads: mergeWarps * CUDA_WARP_LANES, mergeGrid, mergeIters: ceilDiv(D, CUDA_WARP_LANES), gridX: grid[0], gridY: grid[1], gridZ: grid[2],
       },
     };
   }

@@ -4,6 +4,38 @@ import type { BudgetCheck, OnChipBuffer } from './types.js';
 
 /** What every CUDA planner checks: the profile's NVIDIA limits, in CUDA's terms. */
 
+/**
+ * Lanes of a CUDA warp: 32 on every NVIDIA arch, and what kgen's CUDA kernels are written for
+ * (one 32-bit member mask, mma.sync's fragment layouts). The CUDA target refuses a profile that
+ * states another (src/backends/cuda/index.ts `needs`), so plans count threads, lanes and per-lane
+ * trips with this one number.
+ */
+export const CUDA_WARP_LANES = 32;
+
+/**
+ * The warp numbers a CUDA kernel prints: `lane = thread & laneMask`, `warp = thread >> warpShift`,
+ * `lane + warpLanes * i` strides, `__shfl_xor_sync(warpMemberMask, v, o)` butterflies from
+ * `o = shuffleFirst` (half a warp) down to 1. A type, not an interface: plan params are plain
+ * records of numbers, strings and flags.
+ */
+export type CudaWarp = {
+  warpLanes: number;
+  laneMask: number;
+  warpShift: number;
+  /** Every lane of the warp as a CUDA literal (`0xffffffffu`). */
+  warpMemberMask: string;
+  shuffleFirst: number;
+};
+
+/** The warp numbers of every CUDA plan, from CUDA_WARP_LANES. */
+export const CUDA_WARP: CudaWarp = {
+  warpLanes: CUDA_WARP_LANES,
+  laneMask: CUDA_WARP_LANES - 1,
+  warpShift: Math.log2(CUDA_WARP_LANES),
+  warpMemberMask: `0x${(2 ** CUDA_WARP_LANES - 1).toString(16)}u`,
+  shuffleFirst: CUDA_WARP_LANES / 2,
+};
+
 /** Tensor cores through mma.sync m16n8k16 with f16 operands, as the profile's features state (sm_80 and newer). */
 export function hasMmaM16n8k16(device: DeviceProfile): boolean {
   return device.gpu?.features?.tensorCores.includes('mma.m16n8k16.f16') ?? false;

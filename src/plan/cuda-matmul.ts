@@ -1,7 +1,7 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, sumBytes, toleranceFor } from './common.js';
-import { cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -102,9 +102,9 @@ function cudaSpace(req: Req): SearchSpace {
       allows: (c) => (c.kernel === 'gemv' ? TILED_KNOBS : GEMV_KNOBS).every((k) => c[k] === first[k]),
     },
     { reason: 'gemv: kSplit does not divide warps', allows: (c) => c.kernel !== 'gemv' || (c.warps as number) % (c.kSplit as number) === 0 },
-    { reason: 'gemv: more than 32 outputs per row group (rowsPerWarp x M)', allows: (c) => c.kernel !== 'gemv' || (c.rowsPerWarp as number) * M <= 32 },
+    { reason: `gemv: more than ${CUDA_WARP_LANES} outputs per row group (rowsPerWarp x M)`, allows: (c) => c.kernel !== 'gemv' || (c.rowsPerWarp as number) * M <= CUDA_WARP_LANES },
     { reason: 'tiled: warp tile not a multiple of the mma tile (16 x 8) or SIMT tile (4 x 8)', allows: (c) => c.kernel !== 'tiled' || warpTileOk(c) },
-    { reason: 'tiled: more than 128 accumulators per thread', allows: (c) => c.kernel !== 'tiled' || ((c.bm as number) * (c.bn as number)) / ((c.warpsM as number) * (c.warpsN as number) * 32) <= 128 },
+    { reason: 'tiled: more than 128 accumulators per thread', allows: (c) => c.kernel !== 'tiled' || ((c.bm as number) * (c.bn as number)) / ((c.warpsM as number) * (c.warpsN as number) * CUDA_WARP_LANES) <= 128 },
     { reason: 'tiled: bk exceeds K (a smaller bk covers it)', allows: (c) => c.kernel !== 'tiled' || (c.bk as number) <= K || c.bk === Math.min(...bkValues) },
     { reason: 'tiled: bm exceeds M (a smaller bm covers it)', allows: (c) => c.kernel !== 'tiled' || (c.bm as number) / 2 < M || c.bm === 16 },
   ];
@@ -161,6 +161,7 @@ function commonParams(req: Req) {
     blockWeights: layout.blockWeights,
     blockBytes: layout.blockBytes,
     arch: req.device.gpu!.arch,
+    ...CUDA_WARP,
     // Byte offsets into W (rows past N included, up to a tile of 256) fit in 32 bits below 2 GiB.
     wOffsetType: ((shape.N + 256) * layout.rowBytes + 64 < 2 ** 31 ? 'int' : 'long long') as string,
     lutBytes: op.weight.format === 'q35' ? 128 : 0,
@@ -212,8 +213,8 @@ function gemvPlan(req: Req, config: Config) {
   const rowsPerWarp = config.rowsPerWarp as number;
   const kSplit = config.kSplit as number;
   const stages = config.stages as number;
-  // A step holds whole blocks: 32 lanes x piecesPerLane pieces is a multiple of the block.
-  const lanePieces = 32 * piece;
+  // A step holds whole blocks: a warp's lanes x piecesPerLane pieces is a multiple of the block.
+  const lanePieces = CUDA_WARP_LANES * piece;
   const piecesPerLane = gw / gcd(lanePieces, gw);
   const stepWeights = lanePieces * piecesPerLane;
   const stepBytes = (stepWeights / gw) * gb;
@@ -224,7 +225,7 @@ function gemvPlan(req: Req, config: Config) {
   const xStride = xChunk + (xChunk / X_PAD_EVERY) * X_PAD_FLOATS;
   const rowGroups = warps / kSplit;
   const rowsPerBlock = rowGroups * rowsPerWarp;
-  const threads = warps * 32;
+  const threads = warps * CUDA_WARP_LANES;
   const xBytes = M * xStride * 4;
   const ringBytes = warps * stages * rowsPerWarp * slotBytes;
   const redBytes = kSplit > 1 ? ceilDiv(warps * rowsPerWarp * M * 4, 16) * 16 : 0;
@@ -266,7 +267,7 @@ function gemvPlan(req: Req, config: Config) {
       stepBytes,
       stepsPerRow,
       spanChunks,
-      chunkIters: ceilDiv(spanChunks, 32),
+      chunkIters: ceilDiv(spanChunks, CUDA_WARP_LANES),
       slotBytes,
       slotWords: slotBytes / 4,
       xChunk,
@@ -312,7 +313,7 @@ function tiledPlan(req: Req, config: Config) {
   const stages = config.stages as number;
   const warpsM = config.warpsM as number;
   const warpsN = config.warpsN as number;
-  const threads = warpsM * warpsN * 32;
+  const threads = warpsM * warpsN * CUDA_WARP_LANES;
   const wm = bm / warpsM;
   const wn = bn / warpsN;
   const xElemBytes = dtypeBytes(op.x);

@@ -1,4 +1,5 @@
 import { cudaAttentionPlanner } from '../../plan/cuda-attention.js';
+import { CUDA_WARP_LANES } from '../../plan/cuda-common.js';
 import { cudaMatmulPlanner } from '../../plan/cuda-matmul.js';
 import type { Target } from '../types.js';
 import { cudaDeviceFingerprint } from './fingerprint.js';
@@ -20,8 +21,8 @@ export const cudaTarget: Target = {
   planners: { matmul: cudaMatmulPlanner, attention: cudaAttentionPlanner },
   needs: [
     { feature: 'an NVIDIA architecture (gpu.arch sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') },
-    // Every CUDA template reduces across warps of exactly 32 lanes.
-    { feature: 'warps of 32 (gpu.features.subgroupSizes [32, 32])', has: (d) => d.gpu?.features?.subgroupSizes.join(',') === '32,32' },
+    // Every CUDA template reduces across warps of exactly CUDA_WARP_LANES lanes.
+    { feature: `warps of ${CUDA_WARP_LANES} (gpu.warpSize, gpu.features.subgroupSizes [${CUDA_WARP_LANES}, ${CUDA_WARP_LANES}])`, has: (d) => d.gpu?.warpSize === CUDA_WARP_LANES && d.gpu.features?.subgroupSizes.every((n) => n === CUDA_WARP_LANES) },
   ],
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
   // What `sh run.sh` next to an emitted kernel writes, for `kgen db import`.
