@@ -34,6 +34,8 @@ type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: nu
 /** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
 type RingParams = Dims & KvRowParams & CudaWarp & {
   arch: string;
+  /** __launch_bounds__'s minimum blocks per SM. */
+  minBlocks: number;
   group: number;
   causal: boolean;
   /**
@@ -345,6 +347,8 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     B, Hq, Hkv, Sq, Skv, D,
     arch: device.gpu!.arch,
     ...CUDA_WARP,
+    // __launch_bounds__'s minimum blocks per SM (templates/cuda/kernel_head.hbs).
+    minBlocks: 1,
     group,
     causal: op.causal,
     ...kvLengthParams(op, shape),
