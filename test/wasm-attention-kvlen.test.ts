@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
-import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { loaderWorkers, WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { kvLayoutOf, kvRowStrides } from '../src/ir/attention.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
@@ -215,7 +215,9 @@ describe('WebAssembly attention with a run-time KV length: the output', () => {
         const one: Kernel = await loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }) });
         one.tasks(0, 16, sizes.k_scales, 32, 0, 48, 0, tasks, 0, kvLenRange.max);
         one.run(0, 16, 0, 32, 0, 48, 64, kvLenRange.min);
-        const k: ThreadedKernel = await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }), threads: 2 });
+        const k: ThreadedKernel = await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }), threads: 2, spread: 'always' });
+        // @ts-expect-error: spread is 'auto' or 'always'
+        await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }), threads: 2, spread: 'never' });
         await k.tasks(0, 16, sizes.k_scales, 32, 0, 48, 0, tasks, 42);
         await k.run(0, 16, 0, 32, 0, 48, 64, 42);
         // @ts-expect-error: the length is required
@@ -258,6 +260,65 @@ describe('WebAssembly attention with a run-time KV length: the output', () => {
     const { ok, comparison } = judge.check(fromDtype(new Uint8Array(Buffer.from(out.trim(), 'base64')), op.o), e.plan.tolerance);
     expect(comparison.nonFinite).toBe(0);
     expect(ok, `nmse ${comparison.nmse}`).toBe(true);
+  });
+
+  it('loadThreaded runs a call too short to pay for a worker round on this thread alone (launch.workers), matching the reference either side of the threshold; spread always posts every range', async () => {
+    const shape = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=1000,D=128';
+    const e = emit({ target: 'wasm', ir: ir('q4_0', false), shape, config: { splits: 8 } });
+    const workers = e.manifest.launch.workers!;
+    const from = workers.tasksFromKvLen[2]!;
+    // The threshold lies inside the kernel's range, so both sides are checked; the merge stays here on 2 threads.
+    expect(from).toBeGreaterThan(2);
+    expect(from).toBeLessThan(1000);
+    expect(workers.mergeFromThreads ?? Infinity).toBeGreaterThan(2);
+    expect(e.manifest.launch.workers).toEqual(loaderWorkers(e.plan.params as Parameters<typeof loaderWorkers>[0]));
+    const built = await e.rendered.binaries!();
+    if ('error' in built) throw new Error(built.error);
+    const op = e.plan.op as AttentionOp;
+    const s = e.plan.shape as AttentionShape;
+    const inputs = opKit('attention').testData(op, s, 21).inputs;
+    const lengths = [1, from - 1, from, 1000];
+    const out = await runHost(
+      { ...e.files, ...built.files },
+      `import { loadThreaded, sizes } from './kernel.mjs';
+      const inputs = ${JSON.stringify(Object.fromEntries(Object.entries(inputs).map(([n, b]) => [n.replace('.bin', ''), Buffer.from(b).toString('base64')])))};
+      const at = {};
+      let end = 64;
+      for (const [name, size] of Object.entries(sizes)) { at[name] = end; end += Math.ceil(size / 64) * 64 + 64; }
+      const pages = Math.ceil(end / 65536);
+      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+      for (const [b, text] of Object.entries(inputs)) new Uint8Array(memory.buffer, at[b], sizes[b]).set(Buffer.from(text, 'base64'));
+      // Every share posted to a worker wakes it with Atomics.notify: counted per call.
+      const notify = Atomics.notify;
+      let posts = 0;
+      Atomics.notify = (...args) => (posts++, notify(...args));
+      const said = [];
+      for (const spread of ['auto', 'always']) {
+        const k = await loadThreaded({ memory, threads: 2, spread });
+        for (const kvLen of ${JSON.stringify(lengths)}) {
+          new Uint8Array(memory.buffer, at.o, sizes.o).fill(0xff);
+          posts = 0;
+          await k.run(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace, kvLen);
+          said.push({ spread, kvLen, posts, o: Buffer.from(new Uint8Array(memory.buffer, at.o, sizes.o)).toString('base64') });
+        }
+        k.close();
+      }
+      try { await loadThreaded({ memory, threads: 2, spread: 'never' }); } catch (e) { said.push(e.constructor.name + ': ' + e.message); }
+      console.log(JSON.stringify(said));
+`,
+    );
+    const said = JSON.parse(out) as [...{ spread: string; kvLen: number; posts: number; o: string }[], string];
+    const stored = (name: string) => ({ data: inputs[`${name}.bin`]!, scales: inputs[`${name}_scales.bin`] });
+    for (const r of said.slice(0, -1) as { spread: string; kvLen: number; posts: number; o: string }[]) {
+      const label = `spread ${r.spread}, kv_len ${r.kvLen}`;
+      // auto: the tasks' round only from the threshold on; always: the tasks' and the merge's rounds.
+      expect(r.posts, label).toBe(r.spread === 'always' ? 2 : r.kvLen >= from ? 1 : 0);
+      const judge = attentionJudge(op, s, { q: qValues(inputs['q.bin']!), k: stored('k'), v: stored('v') }, [r.kvLen]);
+      const { ok, comparison } = judge.check(fromDtype(new Uint8Array(Buffer.from(r.o, 'base64')), op.o), e.plan.tolerance);
+      expect(comparison.nonFinite, label).toBe(0);
+      expect(ok, `${label}: nmse ${comparison.nmse}`).toBe(true);
+    }
+    expect(said.at(-1)).toBe("TypeError: kgen_rt_q4_0_n: spread must be 'auto' or 'always', not never");
   });
 
   it('checkSupport: every target takes a run-time KV length', () => {

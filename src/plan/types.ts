@@ -68,6 +68,14 @@ export interface LaunchShape {
   /** CPU attention with KV splits: output rows, the `_merge` entry's range (after every task), split the same way; absent: no merge. */
   mergeRows?: number;
   /**
+   * WebAssembly CPU attention: when loadThreaded hands a range to its workers, a round of shares
+   * paying for itself only past some work. `tasksFromKvLen`, by thread count (2 up): the fewest KV
+   * positions a call reads (kvLen; a fixed length: Skv) from which its tasks go to the workers;
+   * `mergeFromThreads`: the fewest threads from which the merge's rows do (absent: never). Below
+   * either, the calling thread runs the whole range alone, with no worker round.
+   */
+  workers?: { tasksFromKvLen: Record<number, number>; mergeFromThreads?: number };
+  /**
    * Bytes of device memory the caller passes besides the tensors, for the kernel's own use between
    * launches (CUDA split-KV decode: every split's partial results); 0 or absent: none.
    */

@@ -41,6 +41,48 @@ export const WASM_ATTENTION_SLOTS = 16;
 /** The most threads the loader's loadThreaded takes, and why: one scratch slot each. */
 const LOADER_THREADS = { maxThreads: WASM_ATTENTION_SLOTS, maxThreadsWhy: `one of the workspace's ${WASM_ATTENTION_SLOTS} scratch slots per thread` };
 
+/**
+ * What loadThreaded's rounds cost, from which the plan says when a round of shares on the workers
+ * pays (`loaderWorkers`). Measured 2026-12-05 on the 2-vCPU Zen 5 VM (Node 20, shared with other
+ * jobs, load 6-10) on decode B=1, Hq=32, Hkv=8, Sq=1, D=128 with the default configs, the cache in
+ * L2/L3 as a short length's is; min of 30-300 calls, 5 times:
+ * - `round`: a round's cost beyond the share it takes off, tasks(0, 2) at kv_len 1 on 2 threads less
+ *   the same on 1: 2 us where the worker is still spinning on a free core, 40-230 us where it waits
+ *   for one (a busy machine, or a page with other work); two rounds (a split kernel's tasks and
+ *   merge) measured ~90 us at kv_len 64 in the session before. 45 us a round.
+ * - `taskPerRowValue`: a task's ns per key x query row x D value on one thread, (tasks at kv_len
+ *   512 - at 1) / 511 / (32 rows x 128). Prefill's rows share each K and V row's decoding, so
+ *   this overstates their cost: longer calls still go to the workers, as before.
+ * - `mergePerValue`: the merge's ns per output row x split x D value on one thread, 105 us for 32
+ *   rows x 16 splits x 128 (q8, the format's partials are all f32).
+ */
+const LOADER_COST_NS = {
+  round: 45_000,
+  taskPerRowValue: { f16: 0.24, q8: 0.122, q8_0: 0.126, q4_0: 0.164 } satisfies Record<AttentionOp['kvCache'], number>,
+  mergePerValue: 1.6,
+};
+
+/**
+ * When loadThreaded's rounds go to the workers (the plan's `launch.workers`). On T threads the
+ * loader gives this thread ceil(units / T) of a range's units (tasks, or merged rows), so a round
+ * takes the rest of its work W off this thread and costs `LOADER_COST_NS.round`: it pays where
+ * W (1 - ceil(units / T) / units) >= round. The tasks' W is the call's KV positions times every
+ * output row's D values (each key's share; a fixed-length kernel reads Skv), the merge's its rows x
+ * splits x D. A range of one unit never pays: its threshold is past any length (Skv + 1).
+ */
+export function loaderWorkers(p: Pick<CpuAttentionPlan['params'], 'kvFormat' | 'outRows' | 'D' | 'splits' | 'tasks' | 'Skv'>): NonNullable<CpuAttentionPlan['launch']['workers']> {
+  const keyNs = p.outRows * p.D * LOADER_COST_NS.taskPerRowValue[p.kvFormat];
+  const mergeNs = p.outRows * p.splits * p.D * LOADER_COST_NS.mergePerValue;
+  const offShare = (units: number, threads: number) => 1 - Math.ceil(units / threads) / units;
+  const counts = Array.from({ length: LOADER_THREADS.maxThreads - 1 }, (_, i) => i + 2);
+  const tasksFrom = (t: number) => (offShare(p.tasks, t) > 0 ? Math.min(p.Skv + 1, Math.ceil(LOADER_COST_NS.round / (offShare(p.tasks, t) * keyNs))) : p.Skv + 1);
+  const mergeFromThreads = p.splits > 1 ? counts.find((t) => mergeNs * offShare(p.outRows, t) >= LOADER_COST_NS.round) : undefined;
+  return {
+    tasksFromKvLen: Object.fromEntries(counts.map((t) => [t, tasksFrom(t)])),
+    ...(mergeFromThreads !== undefined ? { mergeFromThreads } : {}),
+  };
+}
+
 /** f32 lanes of a SIMD128 vector, and its bytes. */
 const LANES = 4;
 const VEC_BYTES = 16;
@@ -79,7 +121,7 @@ export function wasmAttentionPlanner(variants: CpuVariants): PlannerOf<'cpu-atte
               why: `a task's ${p.taskRowsAllPadded} rows of ${p.kvBlock} f32 scores, ${p.D} f32 accumulators and softmax state, a zero row${slot.size.coef ? `, the P.V coefficients (${slot.size.coef} bytes)` : ''}; one slot per thread running tasks`,
             },
       );
-      return { ...body, buffers, budgets: cpuBudgets(req.device, buffers, variantRegisters(variants, req.device, p.isa)) };
+      return { ...body, launch: { ...body.launch, workers: loaderWorkers(p) }, buffers, budgets: cpuBudgets(req.device, buffers, variantRegisters(variants, req.device, p.isa)) };
     },
   };
 }
@@ -438,7 +480,9 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
     'kernel.shared.wat': templates.render('attention/kernel.wat', moduleView(plan, ctx, true)),
   };
   const kvLen = { runtimeKvLength: p.runtimeKvLength, kvLenMin: p.kvLenMin, Skv: p.Skv, Sq: p.Sq, causal: p.causal };
-  const loaderView = { fn, version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p), LOADER_THREADS) };
+  const workers = plan.launch.workers;
+  if (!workers) throw new Error('kgen: a WebAssembly attention plan states when its loader uses the workers (launch.workers)');
+  const loaderView = { fn, tasksFromKvLenJson: JSON.stringify(workers.tasksFromKvLen), mergeFromThreadsJson: JSON.stringify(workers.mergeFromThreads ?? null), version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p), LOADER_THREADS) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS, ...LOADER_THREADS });

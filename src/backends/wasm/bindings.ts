@@ -196,13 +196,13 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       properties: threadedProperties("'simd128'"),
       methods: [
         { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'Promise<void>', docs: ['Queued behind the calls before it, as tasks, merge and run are.'] },
-        { name: 'tasks', parameters: [...tasksParams, ...kvLen], returnType: 'Promise<void>', docs: [`Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot.${kvLenDoc.replace('throws', 'rejects with')}`] },
+        { name: 'tasks', parameters: [...tasksParams, ...kvLen], returnType: 'Promise<void>', docs: [`Tasks [taskBegin, taskEnd) split across this thread and the workers, each in its own slot (this thread alone where the call reads too few positions to pay for a worker round: \`spread\`).${kvLenDoc.replace('throws', 'rejects with')}`] },
         { name: 'merge', parameters: mergeParams, returnType: 'Promise<void>' },
         { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'Promise<void>', ...(kvLenDoc ? { docs: [kvLenDoc.replace('throws', 'rejects with').trim()] } : {}) },
         { name: 'close', returnType: 'void', docs: [CLOSE_DOC] },
       ],
     });
-    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128'; base?: string | URL }" }], returnType: 'Promise<ThreadedKernel>', docs: [loadThreadedDoc(opts, 'The kernel on `threads` threads (at most `slots`)')] });
+    file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadThreaded', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; threads: number; level?: 'auto' | 'simd128'; base?: string | URL; spread?: 'auto' | 'always' }" }], returnType: 'Promise<ThreadedKernel>', docs: [`${loadThreadedDoc(opts, 'The kernel on `threads` threads (at most `slots`)')} \`spread\`: 'auto' (the default) runs a call on this thread alone where its range is too short to pay for a round on the workers (the manifest's launch.workers), 'always' hands every range to the workers.`] });
   });
 }
 

@@ -1,0 +1,124 @@
+/**
+ * What a WebAssembly decode attention kernel with a run-time KV length costs per call at several
+ * kv_len, through its own loader (kernel.mjs's loadThreaded, this thread plus threads - 1 workers),
+ * beside a kernel emitted for the shortest length alone. With `--baseline` the run-time kernel is
+ * also emitted by another build (its dist/src/index.js) and the two are timed in the same process,
+ * call by call in turn, so their figures compare.
+ *
+ *   node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2]
+ *     [--rounds 10] [--calls 20] [--baseline /path/to/other/dist/src/index.js]
+ *
+ * Each round times `calls` calls of every (kernel, threads, kv_len) in turn; a row prints the
+ * minimum over all rounds and the median of the rounds' minima, in microseconds. Nothing is
+ * checked here (test/wasm-attention-kvlen.test.ts checks the loader's results).
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import * as kgen from '../src/index.js';
+import { benchArgs, median } from './common.js';
+
+const USAGE = 'node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2] [--rounds 10] [--calls 20] [--baseline /other/dist/src/index.js]';
+const SHAPE = { B: 1, Hq: 32, Hkv: 8, Sq: 1, D: 128 };
+const CAPACITY = 32768;
+const ALIGN = 64;
+const PAGE = 65536;
+/** f16 bits of 2^-7: K and V scales that keep the scores and sums normal. */
+const F16_SMALL = 0x2000;
+
+type Sizes = Record<'q' | 'k' | 'k_scales' | 'v' | 'v_scales' | 'o' | 'workspace', number>;
+interface Threaded {
+  run(q: number, k: number, kScales: number, v: number, vScales: number, o: number, workspace: number, kvLen?: number): Promise<void>;
+  close(): void;
+}
+interface AttentionLoader {
+  sizes: Sizes;
+  loadThreaded(o: { memory: WebAssembly.Memory; threads: number }): Promise<Threaded>;
+}
+type Emit = typeof kgen.emit;
+
+/** Emits a decode attention kernel (run-time length at CAPACITY, or fixed at skv) into its own folder and imports its loader. */
+async function kernelAt(emit: Emit, dir: string, format: string, runtime: boolean, skv: number): Promise<AttentionLoader> {
+  const ir = { kind: 'attention', name: 'bench', q: 'f16', o: 'f32', kvCache: format, causal: true, ...(runtime ? { kvLength: 'runtime' } : {}) };
+  const shape = Object.entries({ ...SHAPE, Skv: skv }).map(([k, v]) => `${k}=${v}`).join(',');
+  const e = emit({ target: 'wasm', ir, shape });
+  const built = await e.rendered.binaries!();
+  if ('error' in built) throw new Error(built.error);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, content] of Object.entries({ ...e.rendered.files, ...built.files })) writeFileSync(join(dir, name), content);
+  return (await import(pathToFileURL(join(dir, 'kernel.mjs')).href)) as AttentionLoader;
+}
+
+/**
+ * A shared memory holding every buffer of `sizes` (offsets in `at`), every 16-bit word of it
+ * F16_SMALL: Q, an f16 cache and every scale small normal f16 values, the codes of the others
+ * small integers (the work does not depend on them; random f16 bits would be NaN and subnormals).
+ */
+function memoryFor(sizes: Sizes) {
+  const up = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+  const at = {} as Record<keyof Sizes, number>;
+  let o = ALIGN;
+  for (const name of Object.keys(sizes) as (keyof Sizes)[]) {
+    at[name] = o;
+    o += up(sizes[name]) + ALIGN;
+  }
+  const pages = Math.ceil(o / PAGE);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  new Uint16Array(memory.buffer).fill(F16_SMALL);
+  return { memory, at };
+}
+
+async function main(): Promise<void> {
+  const args = benchArgs(process.argv.slice(2), { options: ['--format', '--lengths', '--threads', '--rounds', '--calls', '--baseline'], flags: [], usage: USAGE });
+  const format = args.opt('--format', 'q8');
+  const lengths = args.opt('--lengths', '64,512,4096,32768').split(',').map(Number);
+  const threadCounts = args.opt('--threads', '1,2').split(',').map(Number);
+  const rounds = Number(args.opt('--rounds', '10'));
+  const calls = Number(args.opt('--calls', '20'));
+  const baseline = args.opt('--baseline', '');
+  const root = mkdtempSync(join(tmpdir(), 'kgen-wasm-kvlen-'));
+  try {
+    const kernels: { name: string; loader: AttentionLoader; lengths: number[] }[] = [
+      { name: 'run-time, this build', loader: await kernelAt(kgen.emit, join(root, 'b'), format, true, CAPACITY), lengths },
+      { name: `fixed ${lengths[0]}`, loader: await kernelAt(kgen.emit, join(root, 'f'), format, false, lengths[0]!), lengths: [lengths[0]!] },
+    ];
+    if (baseline) {
+      const other = (await import(pathToFileURL(baseline).href)) as typeof kgen;
+      kernels.unshift({ name: 'run-time, baseline', loader: await kernelAt(other.emit, join(root, 'a'), format, true, CAPACITY), lengths });
+    }
+    const cases = [];
+    const loaded: Threaded[] = [];
+    for (const k of kernels) {
+      const { memory, at } = memoryFor(k.loader.sizes);
+      for (const threads of threadCounts) {
+        const t = await k.loader.loadThreaded({ memory, threads });
+        loaded.push(t);
+        for (const kvLen of k.lengths) {
+          const fixed = k.name.startsWith('fixed');
+          const call = () => t.run(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace, ...(fixed ? [] : [kvLen]));
+          cases.push({ label: `${k.name}, ${threads} thread${threads > 1 ? 's' : ''}, kv_len ${kvLen}`, call, minima: [] as number[] });
+        }
+      }
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const c of cases) {
+        await c.call();
+        let best = Infinity;
+        for (let i = 0; i < calls; i++) {
+          const t0 = performance.now();
+          await c.call();
+          best = Math.min(best, performance.now() - t0);
+        }
+        c.minima.push(best * 1000);
+      }
+    }
+    for (const c of cases) process.stdout.write(`${c.label}: min ${Math.min(...c.minima).toFixed(1)} us, median of round minima ${median(c.minima).toFixed(1)} us\n`);
+    loaded.forEach((t) => t.close());
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+await main();
