@@ -6,7 +6,7 @@
  * call by call in turn, so their figures compare.
  *
  *   node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2]
- *     [--rounds 10] [--calls 20] [--baseline /path/to/other/dist/src/index.js]
+ *     [--rounds 10] [--calls 20] [--config '{"splits":16}'] [--baseline /path/to/other/dist/src/index.js]
  *
  * Each round times `calls` calls of every (kernel, threads, kv_len) in turn; a row prints the
  * minimum over all rounds and the median of the rounds' minima, in microseconds. Nothing is
@@ -20,7 +20,7 @@ import { pathToFileURL } from 'node:url';
 import * as kgen from '../src/index.js';
 import { benchArgs, median } from './common.js';
 
-const USAGE = 'node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2] [--rounds 10] [--calls 20] [--baseline /other/dist/src/index.js]';
+const USAGE = 'node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2] [--rounds 10] [--calls 20] [--config {\"splits\":16}] [--baseline /other/dist/src/index.js]';
 const SHAPE = { B: 1, Hq: 32, Hkv: 8, Sq: 1, D: 128 };
 const CAPACITY = 32768;
 const ALIGN = 64;
@@ -40,10 +40,10 @@ interface AttentionLoader {
 type Emit = typeof kgen.emit;
 
 /** Emits a decode attention kernel (run-time length at CAPACITY, or fixed at skv) into its own folder and imports its loader. */
-async function kernelAt(emit: Emit, dir: string, format: string, runtime: boolean, skv: number): Promise<AttentionLoader> {
+async function kernelAt(emit: Emit, dir: string, format: string, runtime: boolean, skv: number, config?: Record<string, number>): Promise<AttentionLoader> {
   const ir = { kind: 'attention', name: 'bench', q: 'f16', o: 'f32', kvCache: format, causal: true, ...(runtime ? { kvLength: 'runtime' } : {}) };
   const shape = Object.entries({ ...SHAPE, Skv: skv }).map(([k, v]) => `${k}=${v}`).join(',');
-  const e = emit({ target: 'wasm', ir, shape });
+  const e = emit({ target: 'wasm', ir, shape, ...(config ? { config } : {}) });
   const built = await e.rendered.binaries!();
   if ('error' in built) throw new Error(built.error);
   mkdirSync(dir, { recursive: true });
@@ -71,22 +71,24 @@ function memoryFor(sizes: Sizes) {
 }
 
 async function main(): Promise<void> {
-  const args = benchArgs(process.argv.slice(2), { options: ['--format', '--lengths', '--threads', '--rounds', '--calls', '--baseline'], flags: [], usage: USAGE });
+  const args = benchArgs(process.argv.slice(2), { options: ['--format', '--lengths', '--threads', '--rounds', '--calls', '--config', '--baseline'], flags: [], usage: USAGE });
   const format = args.opt('--format', 'q8');
   const lengths = args.opt('--lengths', '64,512,4096,32768').split(',').map(Number);
   const threadCounts = args.opt('--threads', '1,2').split(',').map(Number);
   const rounds = Number(args.opt('--rounds', '10'));
   const calls = Number(args.opt('--calls', '20'));
   const baseline = args.opt('--baseline', '');
+  // A config for the run-time kernels (the default config else; the fixed one always takes its default).
+  const config = args.opt('--config', '') ? (JSON.parse(args.opt('--config', '')) as Record<string, number>) : undefined;
   const root = mkdtempSync(join(tmpdir(), 'kgen-wasm-kvlen-'));
   try {
     const kernels: { name: string; loader: AttentionLoader; lengths: number[] }[] = [
-      { name: 'run-time, this build', loader: await kernelAt(kgen.emit, join(root, 'b'), format, true, CAPACITY), lengths },
+      { name: 'run-time, this build', loader: await kernelAt(kgen.emit, join(root, 'b'), format, true, CAPACITY, config), lengths },
       { name: `fixed ${lengths[0]}`, loader: await kernelAt(kgen.emit, join(root, 'f'), format, false, lengths[0]!), lengths: [lengths[0]!] },
     ];
     if (baseline) {
       const other = (await import(pathToFileURL(baseline).href)) as typeof kgen;
-      kernels.unshift({ name: 'run-time, baseline', loader: await kernelAt(other.emit, join(root, 'a'), format, true, CAPACITY), lengths });
+      kernels.unshift({ name: 'run-time, baseline', loader: await kernelAt(other.emit, join(root, 'a'), format, true, CAPACITY, config), lengths });
     }
     const cases = [];
     const loaded: Threaded[] = [];

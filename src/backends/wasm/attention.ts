@@ -44,12 +44,15 @@ const LOADER_THREADS = { maxThreads: WASM_ATTENTION_SLOTS, maxThreadsWhy: `one o
 /**
  * What loadThreaded's rounds cost, from which the plan says when a round of shares on the workers
  * pays (`loaderWorkers`). Measured 2026-12-05 on the 2-vCPU Zen 5 VM (Node 20, shared with other
- * jobs, load 6-10) on decode B=1, Hq=32, Hkv=8, Sq=1, D=128 with the default configs, the cache in
- * L2/L3 as a short length's is; min of 30-300 calls, 5 times:
+ * jobs, load 6-20) on decode B=1, Hq=32, Hkv=8, Sq=1, D=128 with the default configs, the cache in
+ * L2/L3 as a short length's is, each figure the minimum of 30-300 calls:
  * - `round`: a round's cost beyond the share it takes off, tasks(0, 2) at kv_len 1 on 2 threads less
  *   the same on 1: 2 us where the worker is still spinning on a free core, 40-230 us where it waits
- *   for one (a busy machine, or a page with other work); two rounds (a split kernel's tasks and
- *   merge) measured ~90 us at kv_len 64 in the session before. 45 us a round.
+ *   for one, ~110 us the median of 20 such minima at load 6-10; the session before measured ~90 us
+ *   for the two rounds of a split kernel at kv_len 64. A page or a model shares its cores too, so
+ *   100 us: on an idle machine a call below the thresholds gives up at most about that much.
+ *   (A split kernel's merge, 105 us of work, on 2 threads at load 20: 325 us a call against 195
+ *   on one thread, a round of ~180 us.)
  * - `taskPerRowValue`: a task's ns per key x query row x D value on one thread, (tasks at kv_len
  *   512 - at 1) / 511 / (32 rows x 128). Prefill's rows share each K and V row's decoding, so
  *   this overstates their cost: longer calls still go to the workers, as before.
@@ -57,7 +60,7 @@ const LOADER_THREADS = { maxThreads: WASM_ATTENTION_SLOTS, maxThreadsWhy: `one o
  *   rows x 16 splits x 128 (q8, the format's partials are all f32).
  */
 const LOADER_COST_NS = {
-  round: 45_000,
+  round: 100_000,
   taskPerRowValue: { f16: 0.24, q8: 0.122, q8_0: 0.126, q4_0: 0.164 } satisfies Record<AttentionOp['kvCache'], number>,
   mergePerValue: 1.6,
 };
