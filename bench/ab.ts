@@ -27,7 +27,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { opKit } from '../src/ops/index.js';
 import { ATTENTION_OPS, type KgenKvFormat } from './attention-rows.js';
-import { benchArgs, L3_BYTES, log, median, run } from './common.js';
+import { benchArgs, benchHost, L3_BYTES, log, median, run } from './common.js';
 
 const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two configs of this build (A: --a, default the plan's)
   node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
@@ -106,7 +106,7 @@ function emitKernel(emit: EmitFn, which: 'a' | 'b', isa: string | undefined, cfg
   // A run-time KV length: the catalog op as an IR with kvLength "runtime" (ab-attention.c calls it at Skv).
   const op = runtimeLength ? { ir: { ...CATALOG[ATTENTION_OPS[format]], kvLength: 'runtime' } } : { op: ATTENTION_OPS[format] };
   try {
-    return emit({ target: 'c', device: 'host', ...(isa ? { isa } : {}), ...op, shape, config: cfg, symbol: `kgen_ab_${which}` });
+    return emit({ target: 'c', device: 'host', ...benchHost(), ...(isa ? { isa } : {}), ...op, shape, config: cfg, symbol: `kgen_ab_${which}` });
   } catch (e) {
     // The planner's hint names kgen's --config; here the knobs come from --a and --b.
     if (e instanceof KgenError) refuse(`kernel ${which.toUpperCase()} (--${which}): ${e.message.replaceAll('--config', `--${which}`)}`);

@@ -12,7 +12,7 @@ import { kvBytes } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import type { TestData } from '../src/ops/types.js';
-import { L3_BYTES, log, type BenchRow } from './common.js';
+import { benchHost, L3_BYTES, log, type BenchRow } from './common.js';
 import type { AttentionWorkload } from './attention-common.js';
 
 /** kgen's KV cache formats, by catalog op. */
@@ -45,7 +45,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
   const { B, Hq, Hkv, Sq, Skv, D } = c.workload.shape;
   const shapeText = `B=${B},Hq=${Hq},Hkv=${Hkv},Sq=${Sq},Skv=${Skv},D=${D}`;
   const label = kgenAttentionLabel(c);
-  const request = c.target.name === 'c' ? { target: 'c', device: 'host', isa: c.target.isa } : { target: 'wasm', device: 'wasm-simd128' };
+  const request = c.target.name === 'c' ? { target: 'c', device: 'host', isa: c.target.isa, ...benchHost() } : { target: 'wasm', device: 'wasm-simd128' };
   const { plan, rendered } = emit({ ...request, op: ATTENTION_OPS[c.format], shape: shapeText, config: c.config });
   const op = plan.op as AttentionOp;
   const shape = plan.shape as AttentionShape;

@@ -1,7 +1,7 @@
 /** Shared pieces of the throughput bench (bench/run.ts). */
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { detectMachine } from '../src/device/host.js';
+import { detectMachine, hostFromEnvironment, type HostOptions } from '../src/device/host.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 
 /**
@@ -10,6 +10,14 @@ import { cannotRunReason } from '../src/backends/c/runner.js';
  * slice), never less than 32 MiB: rotating through a fixed 96 MiB would time a 300 MiB L3, not DRAM.
  */
 export const L3_BYTES = Math.max(32 * 2 ** 20, detectMachine().cpu?.l3Bytes ?? 0);
+
+/**
+ * The host the bench plans its `host` kernels for: read from the environment here, at the bench's
+ * edge, as the CLI reads it (`KGEN_HOST_PROFILE`, see hostFromEnvironment); this machine unless forced.
+ */
+export function benchHost(): HostOptions {
+  return hostFromEnvironment(process.env);
+}
 
 export interface BenchRow {
   kind: 'probe' | 'kgen' | 'peer';

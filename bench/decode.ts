@@ -27,7 +27,7 @@ import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { HARNESS_NODE_FLAGS } from '../src/backends/wasm/runner.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
-import { benchArgs, defaultBenchIsas, log, median, run } from './common.js';
+import { benchArgs, benchHost, defaultBenchIsas, log, median, run } from './common.js';
 import { loadEmit, type EmitFn } from './kgen-rows.js';
 
 const USAGE = `  node dist/bench/decode.js                      current build, every format and runnable ISA
@@ -106,7 +106,7 @@ function mcaCycles(dir: string, flags: string[], compiler: string): Record<strin
 async function build(emit: EmitFn, entryName: string, format: WeightFormatName, isa: string, workDir: string): Promise<Build> {
   const op = `matmul_${format}`;
   const dir = join(workDir, `${entryName}-${format}-${isa}`);
-  const result = await emit({ target: 'c', op, shape: `M=1,N=${rows},K=${K}`, device: 'host', isa });
+  const result = await emit({ target: 'c', op, shape: `M=1,N=${rows},K=${K}`, device: 'host', isa, ...benchHost() });
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);

@@ -12,7 +12,8 @@ import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
-import { L3_BYTES, log, run, type BenchRow } from './common.js';
+import { benchHost, L3_BYTES, log, run, type BenchRow } from './common.js';
+import type { HostOptions } from '../src/device/host.js';
 
 /** The slice of kgen's public API the bench uses (see src/index.ts). */
 export interface EmitLike {
@@ -21,7 +22,7 @@ export interface EmitLike {
   /** The binaries a target assembles in-process (WebAssembly modules), as `kgen emit -o` writes them. */
   rendered?: { binaries?(): Promise<{ files: Record<string, Uint8Array> } | { error: string }> };
 }
-export type EmitFn = (opts: { target: string; op: string; shape: string; device?: string; isa?: string }) => EmitLike | Promise<EmitLike>;
+export type EmitFn = (opts: { target: string; op: string; shape: string; device?: string; isa?: string } & HostOptions) => EmitLike | Promise<EmitLike>;
 
 /**
  * Loads `emit` from the library's entry point, or from `entry` (absolute path or URL), e.g. another
@@ -116,7 +117,7 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
   const dir = join(c.workDir, `${c.op}-${c.isa}-${M}x${N}x${K}`);
   mkdirSync(dir, { recursive: true });
 
-  const result = await emit({ target: 'c', op: c.op, shape: shapeText, device: 'host', isa: c.isa });
+  const result = await emit({ target: 'c', op: c.op, shape: shapeText, device: 'host', isa: c.isa, ...benchHost() });
   for (const [name, text] of Object.entries(result.files)) writeFileSync(join(dir, name), text);
   const rowBytes = result.manifest.weights?.rowBytes;
   if (rowBytes === undefined || rowBytes * N !== c.w.length) {

@@ -20,7 +20,7 @@ import { Rng } from '../src/numeric/random.js';
 import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
 import { tune, type TuneEvent } from '../src/tune/tuner.js';
-import { log } from './common.js';
+import { benchHost, log } from './common.js';
 
 export interface TunedRow {
   kind: 'tuned';
@@ -56,7 +56,7 @@ const progress = (label: string) => (e: TuneEvent) => {
 /** Tunes GEMV and GEMM (q4) on the host with the guided strategy and compares with the default config. */
 export async function tunedRows(workDir: string, cacheDir: string, trials: number, threads: number): Promise<TunedRow[]> {
   const db = openTuningDb(join(workDir, 'tuned.db'));
-  const device = getDevice('host');
+  const device = getDevice('host', benchHost());
   const rows: TunedRow[] = [];
   try {
     for (const [name, shape] of [['gemv', { M: 1, N: 4096, K: 14336 }], ['gemm', { M: 256, N: 4096, K: 4096 }]] as const) {
@@ -86,7 +86,7 @@ export const STRATEGY_WORKLOADS: ReadonlyArray<{ op: string; shape: MatmulShape 
 /** Exhaustive run of each workload, then every other strategy replayed from 20 seeds. */
 export async function strategyRows(workDir: string, cacheDir: string, count: number, threads: number): Promise<StrategyRow[]> {
   const db = openTuningDb(join(workDir, 'strategies.db'));
-  const device = getDevice('host');
+  const device = getDevice('host', benchHost());
   const fixed = { isa: 'avx2' };
   const rows: StrategyRow[] = [];
   try {

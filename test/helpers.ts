@@ -5,12 +5,21 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect } from 'vitest';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
-import { swiftShaderIcd } from '../src/device/index.js';
+import { hostFromEnvironment, swiftShaderIcd, type HostOptions } from '../src/device/index.js';
 import { outputFiles, type EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
+
+/**
+ * The host the suite plans for, as the CLI would: the profile KGEN_HOST_PROFILE forces (`npm run
+ * test:hosts`), else this machine. The library reads no environment, so an in-process call that
+ * resolves `host` is handed this to see what the `bin/kgen` children see.
+ */
+export function suiteHost(): HostOptions {
+  return hostFromEnvironment(process.env);
+}
 
 /** Writes what `kgen emit -o` writes for a WebAssembly kernel into `dir`: the text files and the assembled modules. */
 export async function writeEmittedWasm(e: EmitResult, dir: string, label = e.plan.op.name): Promise<void> {

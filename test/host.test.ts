@@ -2,12 +2,15 @@ import { planRequest } from '../src/backends/registry.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
-import { detectMachine, forcedHost, HOST_PROFILE_VARIABLE, hostIsa, measuredDevice, parseGetconfCaches } from '../src/device/host.js';
-import { getDevice } from '../src/device/index.js';
+import { emit } from '../src/api/emit.js';
+import { resolveRequest } from '../src/api/request.js';
+import { detectMachine, forcedHost, HOST_PROFILE_VARIABLE, hostFromEnvironment, hostIsa, measuredDevice, parseGetconfCaches } from '../src/device/host.js';
+import { allDevices, getDevice } from '../src/device/index.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { spaceFor } from '../src/plan/index.js';
@@ -23,6 +26,37 @@ const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-host-'));
 const kgen = (args: string[], forced: string) =>
   execa(KGEN, args, { reject: false, env: { KGEN_DB: join(tmp(), 'none.db'), [HOST_PROFILE_VARIABLE]: forced } });
+
+describe('the library reads no environment for host', () => {
+  it('plans for this machine whatever KGEN_HOST_PROFILE says, and for a forced host only when one is passed', async () => {
+    const saved = process.env[HOST_PROFILE_VARIABLE];
+    process.env[HOST_PROFILE_VARIABLE] = 'epyc-9654';
+    try {
+      const req = { target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=256' };
+      expect(getDevice('host')).toBe(detectMachine());
+      expect(allDevices()[0]).toBe(detectMachine());
+      expect(resolveRequest(req).device).toBe(detectMachine());
+      // The edges (the CLI, the bench, the suite's helpers) read the variable and pass the host down.
+      const forced = hostFromEnvironment(process.env);
+      expect(forced.host?.forcedFrom).toBe('epyc-9654');
+      expect(getDevice('host', forced)).toBe(forced.host);
+      expect(resolveRequest({ ...req, ...forced }).device.forcedFrom).toBe('epyc-9654');
+      expect(emit({ ...req, ...forced }).plan.config).toEqual(emit({ ...req, device: 'epyc-9654' }).plan.config);
+      expect(() => getDevice('host', { host: getDevice('epyc-9654') })).toThrow(/^host: a profile named "epyc-9654"; expected a profile named host/);
+    } finally {
+      if (saved === undefined) delete process.env[HOST_PROFILE_VARIABLE];
+      else process.env[HOST_PROFILE_VARIABLE] = saved;
+    }
+    expect(hostFromEnvironment({})).toEqual({});
+    expect(hostFromEnvironment({ [HOST_PROFILE_VARIABLE]: '' })).toEqual({});
+    // A process started with the variable set: its first lookup of host is this machine all the same.
+    const index = pathToFileURL(join(import.meta.dirname, '..', 'dist', 'src', 'index.js')).href;
+    const script = `const { getDevice } = await import(${JSON.stringify(index)}); process.stdout.write(String(getDevice('host').forcedFrom));`;
+    const child = await execa(process.execPath, ['--input-type=module', '-e', script], { reject: false, env: { ...process.env, [HOST_PROFILE_VARIABLE]: 'epyc-9654' } });
+    expect(child.stderr).toBe('');
+    expect(child.stdout).toBe('undefined');
+  });
+});
 
 describe('cache sizes where sysfs has none', () => {
   it('takes L1d and L2 from getconf, never its L3, and leaves empty or zero sizes undefined', () => {

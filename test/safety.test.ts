@@ -21,7 +21,7 @@ import { ensureDirectory, writeOutputDirectory, writeOutputFile } from '../src/i
 import { makeTempDir, sweepOrphanTempDirs } from '../src/io/temp-dirs.js';
 import { Rng } from '../src/numeric/random.js';
 import { commentText } from '../src/render/comment-text.js';
-import { hasTool, snapshot } from './helpers.js';
+import { hasTool, snapshot, suiteHost } from './helpers.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-safety-'));
@@ -508,7 +508,7 @@ describe('shapes whose test data cannot be allocated', () => {
   it.skipIf(!hasTool('gcc'))('a harness that cannot allocate says so, and the runner turns it into a usage error, not a crash', async () => {
     const op = CATALOG.matmul_q4 as MatmulOp;
     const shape: MatmulShape = { M: 1, N: 64, K: 64 };
-    const result = emit({ target: 'c', op: 'matmul_q4', shape, isa: 'scalar' });
+    const result = emit({ target: 'c', op: 'matmul_q4', shape, isa: 'scalar', ...suiteHost() });
     const runner = cRunner('scalar');
     const build = await runner.build(result.plan, result.rendered);
     expect(build.status).toBe('ok');

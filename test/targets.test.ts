@@ -9,6 +9,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import { OP_KINDS } from '../src/ir/ops.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan } from '../src/plan/index.js';
+import { suiteHost } from './helpers.js';
 
 const SRC = join(import.meta.dirname, '..', 'src');
 
@@ -64,7 +65,7 @@ describe('capabilities as data, checked in one place', () => {
     expect(detectPresence({ ...t4, match: undefined }).present).toBe(false);
     expect(() => validateProfile({ ...t4, match: { probe: 'nvidia-smi' } }, 'targets/x.json')).toThrow(/match\.nameContains/);
     expect(() => validateProfile({ ...getDevice('webgpu'), match: { probe: 'swiftshader-icd', nameContains: ['x'] } }, 'targets/x.json')).toThrow(/probe swiftshader-icd reads no name/);
-    expect(getDevice('host').targets).toEqual(['c', 'wasm']);
+    expect(getDevice('host', suiteHost()).targets).toEqual(['c', 'wasm']);
   });
 
   const q4 = CATALOG.matmul_q4!;
@@ -118,7 +119,7 @@ describe('capabilities as data, checked in one place', () => {
   });
 
   it('every target plans every op kind it has a planner for, on every device that runs it', () => {
-    for (const device of allDevices()) {
+    for (const device of allDevices(suiteHost())) {
       for (const name of device.targets) {
         for (const op of Object.values(CATALOG)) {
           if (!targetFor(name).planners[op.kind]) continue;

@@ -19,11 +19,11 @@ import { configHash, pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../src/tune/strategies/index.js';
 import { RETIME_STRATEGY, timingRunner, tune, type TuneEvent } from '../src/tune/tuner.js';
 import { standardWorkload } from '../src/tune/workloads.js';
-import { skipReason } from './helpers.js';
+import { skipReason, suiteHost } from './helpers.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-tune-'));
-const host = getDevice('host');
+const host = getDevice('host', suiteHost());
 // Search spaces follow the device's figures: the tests of pruning and strategies use a fixed CPU, not `host`.
 const cpu = getDevice('epyc-7763');
 const q4 = CATALOG.matmul_q4!;

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { currentTrials } from '../db/current.js';
 import { workloadRequest } from '../db/lookup.js';
 import type { Fingerprint, TrialRow, TuningDb, Workload } from '../db/types.js';
-import { getDevice } from '../device/index.js';
+import { getDevice, type HostOptions } from '../device/index.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { defaultConfig } from '../plan/index.js';
@@ -74,21 +74,25 @@ export interface ReportData {
   workloads: ReportWorkload[];
 }
 
-/** Reads the whole database into the report's data: devices by fingerprint, workloads, trials. */
-export function reportData(db: TuningDb, source: string, now = new Date()): ReportData {
+/**
+ * Reads the whole database into the report's data: devices by fingerprint, workloads, trials;
+ * `host`'s workloads are planned again (roof, default config) on the host `opts` gives.
+ */
+export function reportData(db: TuningDb, source: string, opts: HostOptions & { now?: Date } = {}): ReportData {
+  const now = opts.now ?? new Date();
   const summaries = db.workloads();
-  const workloads = summaries.map((w) => workloadData(db, w));
+  const workloads = summaries.map((w) => workloadData(db, w, opts));
   const devices = new Map<string, ReportDevice>();
   for (const summary of summaries) {
     const key = `${summary.device}/${summary.fingerprintHash}`;
     let d = devices.get(key);
-    if (!d) devices.set(key, (d = { key, device: summary.device, fingerprintHash: summary.fingerprintHash, fingerprint: summary.fingerprint, workloadIds: [], ...profileRoof(summary.device) }));
+    if (!d) devices.set(key, (d = { key, device: summary.device, fingerprintHash: summary.fingerprintHash, fingerprint: summary.fingerprint, workloadIds: [], ...profileRoof(summary.device, opts) }));
     d.workloadIds.push(summary.id);
   }
   return { kgenVersion: KGEN_VERSION, generatedAt: now.toISOString(), source, devices: [...devices.values()], workloads };
 }
 
-function workloadData(db: TuningDb, w: Workload): ReportWorkload {
+function workloadData(db: TuningDb, w: Workload, opts: HostOptions): ReportWorkload {
   const rows = db.trials(w.id).slice().sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id - b.id);
   const trials = rows.map((t): ReportTrial => ({
     id: t.id,
@@ -102,7 +106,7 @@ function workloadData(db: TuningDb, w: Workload): ReportWorkload {
   let best: number | null = null;
   const bestSoFarMs = trials.map((t) => (best = t.medianMs !== undefined && (best === null || t.medianMs < best) ? t.medianMs : best));
   const chosen = db.best(w.id);
-  const defaultHash = defaultConfigHash(w);
+  const defaultHash = defaultConfigHash(w, opts);
   const defaultTrial = defaultHash === undefined ? undefined : currentTrials(rows).find((t) => t.configHash === defaultHash);
   const data: ReportWorkload = {
     id: w.id,
@@ -125,9 +129,9 @@ function workloadData(db: TuningDb, w: Workload): ReportWorkload {
   return data;
 }
 
-function profileRoof(device: string): { roof?: Roof } {
+function profileRoof(device: string, opts: HostOptions): { roof?: Roof } {
   try {
-    return { roof: roofOf(getDevice(device)) };
+    return { roof: roofOf(getDevice(device, opts)) };
   } catch {
     return {};
   }
@@ -138,8 +142,8 @@ function profileRoof(device: string): { roof?: Roof } {
  * recorded device profile; undefined where the profile is not one this kgen knows (an imported
  * record), or no longer plans the op.
  */
-function defaultConfigHash(w: Workload): string | undefined {
-  const planned = workloadRequest(w);
+function defaultConfigHash(w: Workload, opts: HostOptions): string | undefined {
+  const planned = workloadRequest(w, opts);
   try {
     return planned && configHash(defaultConfig(planned.req));
   } catch (e) {

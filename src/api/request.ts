@@ -1,4 +1,4 @@
-import { allDevices, getDevice } from '../device/index.js';
+import { allDevices, getDevice, type HostOptions } from '../device/index.js';
 import { planRequest, targetFor } from '../backends/registry.js';
 import type { Target } from '../backends/types.js';
 import type { DeviceProfile } from '../device/profile.js';
@@ -13,9 +13,10 @@ import type { PlanRequest } from '../plan/types.js';
 
 /**
  * What every kernel operation (emit, verify, plan) is asked: which op, at which shape, for which
- * device and target, optionally with a config. Fields mirror the CLI flags.
+ * device and target, optionally with a config. Fields mirror the CLI flags; `host` is what the
+ * device name `host` stands for (`HostOptions`: this machine unless a forced host is given).
  */
-export interface KernelRequest {
+export interface KernelRequest extends HostOptions {
   target: string;
   /** A catalog op name (`kgen ops`); exactly one of `op` and `ir`. */
   op?: string;
@@ -64,11 +65,11 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
     throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: `dimensions like ${irOf(op.kind).exampleShape}, as text or an object` });
   }
   const shape = typeof req.shape === 'string' ? parseShape(req.shape, op) : validateShape(op, req.shape);
-  const device = getDevice(req.device ?? target.defaultDevice);
+  const device = getDevice(req.device ?? target.defaultDevice, { host: req.host });
   const planned = planRequest({ op, shape, device, target: target.name });
   const config = parseConfig(req.config);
   if (req.isa !== undefined) {
-    checkVariant(req.isa, device, target);
+    checkVariant(req.isa, device, target, { host: req.host });
     if (config?.isa !== undefined && config.isa !== req.isa) {
       throw new KgenError({ field: '--isa', problem: `--isa ${req.isa} contradicts config.isa ${valueText(config.isa)}`, expected: 'one of them' });
     }
@@ -91,9 +92,9 @@ function parseConfig(given: Record<string, unknown> | string | undefined): Recor
 /**
  * `--isa` against the variants the target renders and the device offers. A variant the device
  * lacks names the profiles that have it and what it needs (NEON: an Arm profile, whose kernels
- * run under qemu here).
+ * run under qemu here); `host` among them as `hostOpts` resolves it.
  */
-function checkVariant(isa: string, device: DeviceProfile, target: Target): void {
+function checkVariant(isa: string, device: DeviceProfile, target: Target, hostOpts: HostOptions): void {
   const variants = target.variants;
   if (!variants) throw new KgenError({ field: '--isa', problem: `the ${target.name} target has no ISA variants`, expected: 'no --isa' });
   if (!variants.all.includes(isa)) {
@@ -102,7 +103,7 @@ function checkVariant(isa: string, device: DeviceProfile, target: Target): void 
   const here = variants.of(device);
   if (here.includes(isa)) return;
   // Shipped profiles first: `host` is named last (a forced host may have the variant too).
-  const others = allDevices().filter((d) => d.targets.includes(target.name) && variants.of(d).includes(isa)).map((d) => d.name).sort((a, b) => Number(a === 'host') - Number(b === 'host'));
+  const others = allDevices(hostOpts).filter((d) => d.targets.includes(target.name) && variants.of(d).includes(isa)).map((d) => d.name).sort((a, b) => Number(a === 'host') - Number(b === 'host'));
   throw new KgenError({
     field: '--isa',
     problem: `device ${device.name} has no ${isa} (its variants: ${here.join(', ')})`,

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
 import { targetFor, targetNames } from '../backends/registry.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
+import { hostFromEnvironment, type HostOptions } from '../device/index.js';
 import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
@@ -83,10 +84,19 @@ export function missingShapeError(shape: string | undefined, op: string | undefi
   return new KgenError({ field: '--shape', problem: shape === '' ? 'empty' : 'missing', expected: `dimensions like ${kinds.map((k) => irOf(k).exampleShape).join(' or ')}` });
 }
 
+/**
+ * The host the CLI plans for: the CPU profile `KGEN_HOST_PROFILE` forces, else this machine. The
+ * CLI is where kgen reads that variable; every library call that resolves `host` is handed this.
+ */
+export function cliHost(): HostOptions {
+  return hostFromEnvironment(process.env);
+}
+
 export function toRequest(flags: KernelFlags): KernelRequest {
   const ir = flags.ir !== undefined ? readIr(flags.ir) : undefined;
   if (!flags.shape) throw missingShapeError(flags.shape, flags.op, ir);
   return {
+    ...cliHost(),
     target: flags.target,
     op: flags.op,
     ir,

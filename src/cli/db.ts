@@ -14,7 +14,7 @@ import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
 import { configInUse, spaceFor } from '../plan/index.js';
 import type { ResolvedRequest } from '../api/request.js';
-import { addDbFlag, dbLocation, fmtMs, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
+import { addDbFlag, cliHost, dbLocation, fmtMs, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
 import { optionalPath, parseCount } from './flags.js';
 import { performanceRow } from './tune.js';
 
@@ -94,7 +94,7 @@ Examples:
         // The best as emit takes it (after a re-timing, the re-timed verdict), marked with *.
         const best = d.best(w.id);
         // Each config as emit and tune print it (the knobs in use); --json keeps the whole record.
-        const shown = recordedConfigView(w);
+        const shown = recordedConfigView(w, cliHost());
         const lines = [['status', 'time ms', 'GB/s', '% roofline', 'spread', 'strategy', 'config / error']];
         for (const t of trials.slice(0, limit)) {
           const p = t.timing ? performanceRow(w, t) : undefined;
@@ -120,7 +120,8 @@ Examples:
       withDbChecked(
         // The same checks as emit (target of the device, shape, op) before the database is opened.
         () => {
-          const req = resolveRequest({ target: flags.target ?? getDevice(flags.device).targets[0]!, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device });
+          const host = cliHost();
+          const req = resolveRequest({ target: flags.target ?? getDevice(flags.device, host).targets[0]!, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device, ...host });
           spaceFor(req);
           return req;
         },

@@ -11,7 +11,7 @@ import { pathText, quoted, valueText } from '../io/message-text.js';
 import { fsError, writeOutputDirectory, writeOutputTree } from '../io/output.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
 import { buildPackage, npmPackageName, type PackageKernel } from '../api/package.js';
-import { addDbFlag, addKernelFlags, openDbForReading, printJson, readUserFile, toRequest, withRecords } from './common.js';
+import { addDbFlag, addKernelFlags, cliHost, openDbForReading, printJson, readUserFile, toRequest, withRecords } from './common.js';
 import { optionalPath, parseSeed } from './flags.js';
 
 export function registerEmit(program: Command): void {
@@ -145,12 +145,13 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
     }
     const list = parseJsonInput(readUserFile(flags.kernels, '--kernels', SMALL_JSON.maxChars), { field: '--kernels', source: pathText(flags.kernels), expected: 'a JSON list of {op, shape, ...}' });
     if (!Array.isArray(list)) throw new KgenError({ field: '--kernels', problem: `${pathText(flags.kernels)} holds ${valueText(list)}`, expected: 'a JSON list of {op, shape, ...}' });
+    const host = cliHost();
     kernels = list.map((entry, i) => {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new KgenError({ field: `--kernels[${i}]`, problem: `got ${valueText(entry)}`, expected: 'an object {op, shape, ...}' });
       const unknown = Object.keys(entry).find((key) => !KERNEL_KEYS.includes(key));
       if (unknown !== undefined) throw new KgenError({ field: `--kernels[${i}].${unknown}`, problem: 'unknown key', expected: `one of ${KERNEL_KEYS.join(', ')}` });
       const e = entry as Record<string, unknown>;
-      return { ...e, target: flags.target, device: (e.device as string | undefined) ?? flags.device, isa: (e.isa as string | undefined) ?? flags.isa, shape: e.shape as string } as PackageKernel;
+      return { ...e, ...host, target: flags.target, device: (e.device as string | undefined) ?? flags.device, isa: (e.isa as string | undefined) ?? flags.isa, shape: e.shape as string } as PackageKernel;
     });
   } else {
     kernels = [toRequest(flags)];

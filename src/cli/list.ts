@@ -3,7 +3,7 @@ import { targetsRendering } from '../backends/registry.js';
 import { allDevices, describeGpu, detectGpus, detectPresence, matchGpuProfile } from '../device/index.js';
 import { CATALOG, CATALOG_DESCRIPTIONS } from '../ir/catalog.js';
 import { opHash } from '../ir/validate.js';
-import { printJson, table } from './common.js';
+import { cliHost, printJson, table } from './common.js';
 
 export function registerLists(program: Command): void {
   program
@@ -30,7 +30,7 @@ export function registerLists(program: Command): void {
     .addHelpText('after', '\nExamples:\n  kgen devices\n  kgen devices --json')
     .action((flags: { json?: boolean }) => {
       const gpus = detectGpus();
-      const devices = allDevices();
+      const devices = allDevices(cliHost());
       const rows = devices.map((d) => ({ device: d, presence: detectPresence(d, gpus) }));
       // A GPU no profile describes can still verify kernels (through PTX), but not be tuned as a profile.
       const unprofiled = gpus.gpus.filter((g) => !devices.some((d) => matchGpuProfile(d, g).matches));

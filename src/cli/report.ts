@@ -4,7 +4,7 @@ import { renderReport, reportData } from '../api/report.js';
 import { KgenError } from '../errors.js';
 import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
-import { addDbFlag, dbLocation, openDbForReading, printJson } from './common.js';
+import { addDbFlag, cliHost, dbLocation, openDbForReading, printJson } from './common.js';
 import { optionalPath } from './flags.js';
 
 export function registerReport(program: Command): void {
@@ -29,7 +29,7 @@ Examples:
       if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location (${pathText(dbLocation(flags).path)}) yet`, hint: 'run `kgen tune` first, or name one with --db' });
       let data;
       try {
-        data = reportData(db, basename(dbLocation(flags).path));
+        data = reportData(db, basename(dbLocation(flags).path), cliHost());
       } finally {
         db.close();
       }

@@ -6,7 +6,7 @@ import { resolveRequest } from '../api/request.js';
 import { checkSupport, planRequest, targetNames } from '../backends/registry.js';
 import { contendingTrials } from '../db/current.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
-import { getDevice } from '../device/index.js';
+import { getDevice, type HostOptions } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
@@ -26,7 +26,7 @@ import { quoted } from '../io/message-text.js';
 import { ensureDirectory, removeCreated } from '../io/output.js';
 import { sweepOrphanTempDirs } from '../io/temp-dirs.js';
 import { MAX_TIMED_THREADS } from '../backends/harness.js';
-import { addDbFlag, fmtMs, missingShapeError, targetChoices, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
+import { addDbFlag, cliHost, fmtMs, missingShapeError, targetChoices, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
 import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
 
 interface TuneFlags {
@@ -62,14 +62,14 @@ function parseStrategyOpts(pairs: string[]): Record<string, number> {
   return out;
 }
 
-function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile): WorkloadSpec[] {
+function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile, hostOpts: HostOptions): WorkloadSpec[] {
   if (!flags.op && !flags.ir) {
     if (flags.shape) throw new KgenError({ field: '--shape', problem: 'given without --op', expected: '--op NAME (or --ir FILE) with --shape', hint: 'omit both to tune the standard workload' });
     return standardWorkload();
   }
   const ir = flags.ir !== undefined ? readIr(flags.ir) : undefined;
   if (!flags.shape) throw missingShapeError(flags.shape, flags.op, ir);
-  const req = resolveRequest({ target, op: flags.op, ir, shape: flags.shape, device: device.name });
+  const req = resolveRequest({ target, op: flags.op, ir, shape: flags.shape, device: device.name, ...hostOpts });
   return [{ op: req.op, shape: req.shape }];
 }
 
@@ -180,12 +180,13 @@ Examples:
 
 /** `kgen tune`'s work once its signal handling is in place; `started` marks the first trial's start. */
 async function tuneAction(flags: TuneFlags, controller: AbortController, started: () => void): Promise<void> {
-  const device = getDevice(flags.device);
+  const hostOpts = cliHost();
+  const device = getDevice(flags.device, hostOpts);
   const target = flags.target ?? device.targets[0]!;
   if (!targetNames().includes(target) || !device.targets.includes(target)) {
     throw new KgenError({ field: '--target', problem: `${quoted(String(flags.target))} is not a target of ${device.name}`, expected: `one of ${device.targets.join(', ')}` });
   }
-  const workloads = workloadsOf(flags, target, device);
+  const workloads = workloadsOf(flags, target, device, hostOpts);
   const fixed = parseFixed(flags.config);
   const { strategyOptions, ...settings } = parseSettings(flags, Boolean(flags.op || flags.ir));
   if (flags.dryRun) return dryRun(device, target, workloads, fixed, Boolean(flags.json));

@@ -72,12 +72,11 @@ const X86_FLAGS: Record<string, string> = {
 const ARM_FLAGS: Record<string, string> = { asimd: 'neon', asimddp: 'dotprod', fphp: 'fp16', i8mm: 'i8mm' };
 
 let isaCache: { arch: CpuLimits['arch']; isa: string[]; model: string } | undefined;
-let hostCache: DeviceProfile | undefined;
 let machineCache: DeviceProfile | undefined;
 
 /**
  * ISA extensions of this CPU, in kgen's names, read from /proc/cpuinfo once per process: the real
- * CPU whatever `KGEN_HOST_PROFILE` says, so it decides what can execute here.
+ * CPU whatever host a caller forces, so it decides what can execute here.
  */
 export function hostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string } {
   isaCache ??= readHostIsa();
@@ -95,8 +94,21 @@ function readHostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string 
   return { arch, isa, model };
 }
 
-/** The environment variable that lends `host` another CPU profile's figures (see detectHost). */
+/**
+ * The environment variable that lends `host` another CPU profile's figures (see forcedHost). Only
+ * the edges read it (the CLI, the bench scripts, the tests' helpers), through `hostFromEnvironment`,
+ * and pass the host down as `HostOptions`; the library never looks at the environment for it.
+ */
 export const HOST_PROFILE_VARIABLE = 'KGEN_HOST_PROFILE';
+
+/**
+ * What the device name `host` stands for, for any library call that resolves device names.
+ * `host`, when given, is a profile named `host` (`forcedHost`, or `detectMachine`); without it,
+ * `host` is this machine as detected. Nothing else decides it: no environment variable is read.
+ */
+export interface HostOptions {
+  host?: DeviceProfile;
+}
 
 /**
  * The targets `host` runs whatever figures it carries: those of every CPU profile, since kgen runs
@@ -110,24 +122,35 @@ function hostTargets(): TargetName[] {
 }
 
 /**
- * The `host` profile, once per process: this machine as detected (`detectMachine`), unless
- * `KGEN_HOST_PROFILE` names a CPU profile of `targets/`; then `host` carries that profile's figures
- * (`forcedHost`). The variable is a hook for tests and CI, so that what depends on `host`'s figures
- * (default configs, rendered kernels) is the same on every machine; this is the only place kgen
- * reads it. It changes what kgen plans for `host`, never what it judges this machine able to run:
+ * The profile `host` stands for under `opts`: the one given, else this machine (`detectMachine`).
+ * A given profile not named `host` (a `targets/` profile passed as is) is a KgenError: plans and
+ * records would carry its name where the caller asked for `host`.
+ */
+export function resolveHost(opts: HostOptions = {}): DeviceProfile {
+  if (opts.host && opts.host.name !== 'host') {
+    throw new KgenError({ field: 'host', problem: `a profile named ${quoted(opts.host.name)}`, expected: 'a profile named host', hint: `forcedHost(${quoted(opts.host.name)}) gives host its figures` });
+  }
+  return opts.host ?? detectMachine();
+}
+
+/**
+ * The host an edge of kgen (the CLI, a bench script) plans for, from the environment it is given:
+ * `host` forced to the CPU profile `KGEN_HOST_PROFILE` names (`forcedHost`), or nothing (this
+ * machine) where the variable is unset or empty. The variable is a hook for tests and CI, so that
+ * what depends on `host`'s figures (default configs, rendered kernels) is the same on every
+ * machine. It changes what kgen plans for `host`, never what it judges this machine able to run:
  * `hostIsa` and the runners keep reading /proc/cpuinfo, so an AVX-512 profile forced on an AVX2
  * CPU gives AVX-512 kernels that are compiled and not run.
  */
-export function detectHost(): DeviceProfile {
-  const forced = process.env[HOST_PROFILE_VARIABLE];
-  hostCache ??= forced ? forcedHost(forced) : detectMachine();
-  return hostCache;
+export function hostFromEnvironment(env: Readonly<Record<string, string | undefined>>): HostOptions {
+  const forced = env[HOST_PROFILE_VARIABLE];
+  return forced ? { host: forcedHost(forced) } : {};
 }
 
 /**
  * `host` with the figures of the CPU profile `name` (ISA, cores, caches, memory, peak) and
- * `forcedFrom` set to it. A name that is not a physical CPU's profile of `targets/` is a KgenError
- * naming `KGEN_HOST_PROFILE`.
+ * `forcedFrom` set to it, described as `KGEN_HOST_PROFILE=name` (the form users give it in). A name
+ * that is not a physical CPU's profile of `targets/` is a KgenError naming `KGEN_HOST_PROFILE`.
  */
 export function forcedHost(name: string): DeviceProfile {
   const choices = loadProfiles().filter(isNativeCpu);
@@ -155,8 +178,8 @@ export function forcedHost(name: string): DeviceProfile {
 }
 
 /**
- * This machine's own CPU as a profile named `host`, detected once per process whatever
- * `KGEN_HOST_PROFILE` says: what a measurement here (timing threads, cache flushes, the bandwidth
+ * This machine's own CPU as a profile named `host`, detected once per process, whatever host a
+ * caller forces: what a measurement here (timing threads, cache flushes, the bandwidth
  * probe) must follow. Bandwidth and peak are estimates (marked so in `sources`); `kgen bench`
  * measures the real bandwidth.
  */

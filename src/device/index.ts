@@ -3,12 +3,13 @@ import { KgenError } from '../errors.js';
 import { quoted } from '../io/message-text.js';
 import type { GpuDetection } from './gpu.js';
 import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
-import { detectHost, hostIsa } from './host.js';
+import type { HostOptions } from './host.js';
+import { hostIsa, resolveHost } from './host.js';
 import type { DeviceProfile, PresenceProbe } from './profile.js';
 import { loadProfiles } from './profile.js';
 
 export * from './profile.js';
-export { detectHost, hostIsa, measuredDevice } from './host.js';
+export { hostFromEnvironment, hostIsa, measuredDevice, resolveHost, type HostOptions } from './host.js';
 export * from './gpu.js';
 
 /** Where distributions put SwiftShader's Vulkan ICD (Debian's `chromium` package: the first). */
@@ -19,18 +20,24 @@ export function swiftShaderIcd(): string | undefined {
   return SWIFTSHADER_ICDS.find((p) => existsSync(p));
 }
 
-/** Every profile, `host` first, then `targets/` in name order. */
-export function allDevices(): DeviceProfile[] {
-  return [detectHost(), ...loadProfiles()];
+/** Every profile, `host` first (as `opts` resolves it: `resolveHost`), then `targets/` in name order. */
+export function allDevices(opts: HostOptions = {}): DeviceProfile[] {
+  return [resolveHost(opts), ...loadProfiles()];
 }
 
-export function getDevice(name: string, field = '--device'): DeviceProfile {
-  const found = allDevices().find((d) => d.name === name);
+/**
+ * The profile named `name`: `host` as `opts.host` resolves it (`resolveHost`), any other from
+ * `targets/` (the host is not resolved for those); an unknown name is a KgenError on `opts.field`
+ * (default `--device`).
+ */
+export function getDevice(name: string, opts: HostOptions & { field?: string } = {}): DeviceProfile {
+  if (name === 'host') return resolveHost(opts);
+  const found = loadProfiles().find((d) => d.name === name);
   if (!found) {
     throw new KgenError({
-      field,
+      field: opts.field ?? '--device',
       problem: `unknown device ${quoted(String(name))}`,
-      expected: `one of ${allDevices().map((d) => d.name).join(', ')}`,
+      expected: `one of ${['host', ...loadProfiles().map((d) => d.name)].join(', ')}`,
       hint: 'run `kgen devices` to list them',
     });
   }

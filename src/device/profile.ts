@@ -112,8 +112,8 @@ export interface DeviceProfile {
   match?: { probe: PresenceProbe; nameContains?: string[] };
   sources: Record<string, string>;
   /**
-   * Set only on `host` when `KGEN_HOST_PROFILE` (see detectHost) gave it another profile's figures:
-   * that profile's name. Its figures then describe that CPU, not this machine; records and the
+   * Set only on a `host` forced to another profile's figures (`forcedHost`, as `KGEN_HOST_PROFILE`
+   * asks): that profile's name. Its figures then describe that CPU, not this machine; records and the
    * tuner's timings go by it so a forced host is never taken for the real one.
    */
   forcedFrom?: string;
@@ -173,7 +173,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
 
 let cache: DeviceProfile[] | undefined;
 
-/** The profiles shipped in `targets/`, sorted by name (`host` is separate: see detectHost). */
+/** The profiles shipped in `targets/`, sorted by name (`host` is separate: see resolveHost). */
 export function loadProfiles(): DeviceProfile[] {
   if (cache) return cache;
   const dir = targetsDir();

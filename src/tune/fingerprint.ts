@@ -9,7 +9,7 @@ import type { SearchSpace } from '../plan/types.js';
  * What identifies the machine and tools a measurement depends on, beyond the profile name: the
  * target's own account (C: the CPU model, ISA extensions, core and cache figures, compiler
  * versions; CUDA: the GPU, its driver and nvcc), or just the profile and target where a target
- * keeps none; a `host` forced by KGEN_HOST_PROFILE adds the profile it was forced to
+ * keeps none; a forced `host` (`forcedHost`) adds the profile it was forced to
  * (`forcedFrom`). Trials compare only under equal fingerprints.
  */
 export async function fingerprintFor(device: DeviceProfile, target: string, space: SearchSpace, gpus: GpuDetection = detectGpus()): Promise<Fingerprint> {

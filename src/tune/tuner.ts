@@ -232,7 +232,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   const stop = (): TuneSummary['stopped'] => (opts.signal?.aborted ? 'interrupted' : budgetSpent || performance.now() >= deadline ? 'time budget' : undefined);
   if (!opts.runnerFor) checkTimeable(opts);
   // Plans follow the profile; timings (threads, cache flushes, roofline) follow the machine timed,
-  // which differ only for a host forced by KGEN_HOST_PROFILE.
+  // which differ only for a forced host (`forcedHost`).
   const timed = measuredDevice(opts.device);
   const threads = opts.threads ?? timed.cpu?.cores ?? 1;
   const device = await withMeasuredBandwidth(timed, opts.target, opts.cacheDir, threads);
