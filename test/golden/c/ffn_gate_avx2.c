@@ -132,13 +132,35 @@ static inline void kg_quantize_block(const float *xf, int8_t *q, float *d_out, i
 /* Position j of a prepared block holds activation kg_x_order[j] of the block. */
 static const uint8_t kg_x_order[KG_ACT_BLOCK] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63 };
 
+/* Blocks int8 cannot carry: one holding a NaN or an infinity gets d = NaN, so every output of its
+ * row is NaN, as IEEE arithmetic would make it (codes cannot hold it; quantizing it left a NaN-free
+ * garbage row); one whose d = max|x| / 127 is below FLT_MIN gets d = 0 (1 / d would overflow; its
+ * exact share is below 1.5e-36 per product). Both get codes 0. Returns 1 for such a block. max|x|
+ * is taken on the bits: for |x| they order as the floats do, and NaN above infinity. */
+static inline int kg_unquantizable(const float *xf, int8_t *q, float *d_out, int32_t *sum_out) {
+  uint32_t top = 0;
+  for (int j = 0; j < KG_ACT_BLOCK; j++) {
+    uint32_t bits;
+    memcpy(&bits, &xf[j], sizeof bits);
+    bits &= 0x7fffffffu;
+    top = bits > top ? bits : top;
+  }
+  float amax;
+  memcpy(&amax, &top, sizeof amax);
+  if (top < 0x7f800000u && amax >= 127.0f * 0x1p-126f) return 0;
+  *d_out = top < 0x7f800000u ? 0.0f : NAN;
+  *sum_out = 0;
+  memset(q, 0, KG_ACT_BLOCK);
+  return 1;
+}
+
 void kgen_ffn_gate_prepare(const uint16_t *x, void *workspace) {
   kg_act *out = (kg_act *)workspace;
   for (int64_t b = 0; b < (int64_t)KG_M * KG_XBLOCKS; b++) {
     float xf[KG_ACT_BLOCK];
     int8_t qn[KG_ACT_BLOCK];
     for (int j = 0; j < KG_ACT_BLOCK; j++) xf[j] = kg_load_x(x, b * KG_ACT_BLOCK + j);
-    kg_quantize_block(xf, qn, &out[b].d, &out[b].sum);
+    if (!kg_unquantizable(xf, qn, &out[b].d, &out[b].sum)) kg_quantize_block(xf, qn, &out[b].d, &out[b].sum);
     for (int j = 0; j < KG_ACT_BLOCK; j++) out[b].q[j] = qn[kg_x_order[j]];
   }
 }

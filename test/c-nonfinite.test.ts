@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
+import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
+import type { MatmulOp } from '../src/ir/types.js';
+import { codecOf, dequantizeMatrix, quantizeMatrix } from '../src/quant/index.js';
+import { cToolsSkipReason } from './helpers.js';
+
+/**
+ * Int8 activations on inputs a block cannot hold (docs/ARCHITECTURE.md, "Non-finite and tiny
+ * activations"): a NaN or an infinity in row m of X makes every output of row m NaN and leaves the
+ * other rows as they are; a block below the int8 range adds nothing. Before, a NaN was quantized to
+ * an undefined code (-128 on x86, with INT_MIN in the block's code sum), so the row came out finite
+ * (up to 1e8 off) and nothing downstream could tell.
+ */
+const VARIANTS = [
+  { isa: 'scalar', device: 'epyc-7763' },
+  { isa: 'avx2', device: 'epyc-7763' },
+  { isa: 'avxvnni', device: 'xeon-8592' },
+  { isa: 'avx512', device: 'epyc-9654' },
+  { isa: 'neon', device: 'apple-m2' },
+] as const;
+const FORMATS = ['q35', 'q4', 'q8', 'q4_0', 'q8_0'] as const;
+const M = 4;
+const N = 37; // ragged: no row tile divides it
+const K = 192; // 3 groups of 64, 6 ggml blocks
+
+/** Row 0 plain; row 1 a NaN at k = 5; row 2 +inf at k = 100; row 3 a first block of subnormals. */
+function activations(): Float32Array {
+  const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 2 + Math.cos(i * 1.3));
+  x[1 * K + 5] = NaN;
+  x[2 * K + 100] = Infinity;
+  for (let k = 0; k < 32; k++) x[3 * K + k] = (k % 3 - 1) * 1e-40;
+  return x;
+}
+
+function weights(): Float32Array {
+  return Float32Array.from({ length: N * K }, (_, i) => Math.sin(i * 0.71 + 0.3) * 1.5);
+}
+
+for (const { isa, device } of VARIANTS) {
+  const skip = cToolsSkipReason(isa) ?? cannotRunReason(isa);
+  describe.skipIf(skip !== undefined)(`C ${isa}: int8 activations with NaN, infinity and subnormals`, { concurrent: true }, () => {
+    for (const format of FORMATS) {
+      it(`${format}: a non-finite value makes its row NaN and no other; subnormal blocks add nothing`, async () => {
+        const op: MatmulOp = { kind: 'matmul', name: 'nf', x: 'f32', y: 'f32', weight: { format }, epilogue: { bias: false, activation: 'none', residual: false } };
+        const e = emit({ target: 'c', ir: op, shape: { M, N, K }, isa, device });
+        expect(e.plan.config.actQuant).toBe('q8');
+        const codec = codecOf(e.plan.op.kind === 'matmul' ? e.plan.op.weight : op.weight);
+        const wBytes = quantizeMatrix(codec, weights(), N, K);
+        const w = dequantizeMatrix(codec, wBytes, N, K);
+        const x = activations();
+        const runner = cRunner(isa);
+        const build = await runner.build(e.plan, e.rendered);
+        if (build.status !== 'ok') throw new Error(build.detail);
+        const run = await runner.execute(build, { 'x.bin': new Uint8Array(x.buffer), 'w.bin': wBytes });
+        build.dispose();
+        if (run.status !== 'ok') throw new Error(run.detail);
+        const y = new Float32Array(run.output.slice().buffer);
+        for (const m of [1, 2]) expect(Array.from(y.subarray(m * N, (m + 1) * N)).filter((v) => !Number.isNaN(v)), `row ${m}`).toEqual([]);
+        for (const m of [0, 3]) {
+          for (let n = 0; n < N; n++) {
+            let ref = 0;
+            let terms = 0;
+            for (let k = 0; k < K; k++) {
+              const p = x[m * K + k]! * w[n * K + k]!;
+              ref += p;
+              terms += p * p;
+            }
+            // int8 activations: an output's error follows its products' energy (docs/ARCHITECTURE.md, "Tolerances")
+            expect(Math.abs(y[m * N + n]! - ref), `y[${m},${n}] = ${y[m * N + n]} vs ${ref}`).toBeLessThan(0.05 * Math.sqrt(terms));
+          }
+        }
+      });
+    }
+  });
+}
