@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
 import type { MatmulOp } from '../src/ir/types.js';
+import { f32ToF16Bits } from '../src/numeric/half.js';
 import { codecOf, dequantizeMatrix, quantizeMatrix } from '../src/quant/index.js';
 import { cToolsSkipReason } from './helpers.js';
 
@@ -72,5 +73,25 @@ for (const { isa, device } of VARIANTS) {
         }
       });
     }
+  });
+}
+
+for (const { isa, device } of VARIANTS.filter((v) => v.isa !== 'neon')) {
+  const skip = cToolsSkipReason(isa) ?? cannotRunReason(isa);
+  it.skipIf(skip !== undefined)(`C ${isa} attention with int8 Q: a NaN in a query row makes that row of O NaN and no other`, async () => {
+    const shape = { B: 1, Hq: 4, Hkv: 2, Sq: 1, Skv: 77, D: 64 };
+    const e = emit({ target: 'c', op: 'attention_q8_0kv', shape, isa, device, config: { qInt8: 1 } });
+    const { Hq, Hkv, Skv, D } = shape;
+    const q = Uint16Array.from({ length: Hq * D }, (_, i) => f32ToF16Bits(Math.sin(i * 0.3)));
+    q[1 * D + 3] = 0x7e00; // NaN in query head 1
+    const kv = () => quantizeMatrix(codecOf({ format: 'q8_0', groupSize: 32 }), Float32Array.from({ length: Hkv * Skv * D }, (_, i) => Math.cos(i * 0.13)), Hkv * Skv, D);
+    const runner = cRunner(isa);
+    const build = await runner.build(e.plan, e.rendered);
+    if (build.status !== 'ok') throw new Error(build.detail);
+    const run = await runner.execute(build, { 'q.bin': new Uint8Array(q.buffer), 'k.bin': kv(), 'v.bin': kv() });
+    build.dispose();
+    if (run.status !== 'ok') throw new Error(run.detail);
+    const bad = Array.from(new Uint16Array(run.output.slice().buffer), (h) => (h & 0x7c00) === 0x7c00); // f16 O: true where non-finite
+    for (let h = 0; h < Hq; h++) expect(bad.slice(h * D, (h + 1) * D).every((b) => b === (h === 1)), `head ${h}`).toBe(true);
   });
 }

@@ -305,11 +305,17 @@ void kgen_attention_q8kv_prepare(const uint16_t *q, void *workspace) {
     for (int g = 0; g < KG_Q_GROUPS; g++) {
       const int end = kg_min((g + 1) * KG_Q_GROUP, KG_D);
       float amax = 0.0f;
-      for (int d = g * KG_Q_GROUP; d < end; d++) amax = fmaxf(amax, fabsf(row[d]));
-      const float inv = amax > 0.0f ? KG_Q_CODE_MAX / amax : 0.0f;
-      qd[r * KG_Q_GROUPS + g] = amax / KG_Q_CODE_MAX * KG_SCALE_LOG2;
+      int finite = 1;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
-        const float scaled = row[d] * inv;
+        amax = fmaxf(amax, fabsf(row[d]));
+        finite &= fabsf(row[d]) <= 0x1.fffffep127f;
+      }
+      /* A NaN or an infinity (fmaxf skips a NaN) gets scale NaN and codes 0, so its row of O is NaN
+       * (coding it was undefined: a finite, wrong row); a group too small for 1 / scale gets codes 0. */
+      const float inv = finite && amax >= KG_Q_CODE_MAX * 0x1p-126f ? KG_Q_CODE_MAX / amax : 0.0f;
+      qd[r * KG_Q_GROUPS + g] = finite ? amax / KG_Q_CODE_MAX * KG_SCALE_LOG2 : NAN;
+      for (int d = g * KG_Q_GROUP; d < end; d++) {
+        const float scaled = finite ? row[d] * inv : 0.0f;
         qc[r * KG_D + d] = (uint8_t)((int32_t)(scaled + KG_ROUND_MAGIC - KG_ROUND_MAGIC) + KG_Q_OFFSET);
       }
     }

@@ -120,11 +120,11 @@ static inline void kg_quantize_block(const float *xf, int8_t *q, float *d_out, i
 }
 
 
-/* Blocks int8 cannot carry: one holding a NaN or an infinity gets d = NaN, so every output of its
- * row is NaN, as IEEE arithmetic would make it (codes cannot hold it; quantizing it left a NaN-free
- * garbage row); one whose d = max|x| / 127 is below FLT_MIN gets d = 0 (1 / d would overflow; its
- * exact share is below 1.5e-36 per product). Both get codes 0. Returns 1 for such a block. max|x|
- * is taken on the bits: for |x| they order as the floats do, and NaN above infinity. */
+/* Blocks int8 cannot carry get codes 0 and return 1: one holding a NaN or an infinity gets d = NaN,
+ * so every output of its row is NaN (a code cannot hold either); one whose d = max|x| / 127 is below
+ * FLT_MIN gets d = 0, as 1 / d could overflow (its values are below 1.5e-36). max|x| is taken on the
+ * bits: for |x| they order as the floats do, with NaN above infinity (docs/ARCHITECTURE.md,
+ * "Non-finite and tiny activations"). */
 static inline int kg_unquantizable(const float *xf, int8_t *q, float *d_out, int32_t *sum_out) {
   uint32_t top = 0;
   for (int j = 0; j < KG_ACT_BLOCK; j++) {
