@@ -207,6 +207,10 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=8', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape: dimension K is missing/);
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=8,K=64,D=2', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape: unknown dimension "D"/);
     expectUsageError(await run(['pack', '--format', 'q4_0', '--shape', 'N=9,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--in: holds 512 values but N\*K = 576/);
+    // f16's block is 2 weights, but its kernels take K in multiples of 32: pack refuses what no kernel
+    // takes (the even K=16 passed the block check), before reading the input.
+    expectUsageError(await run(['pack', '--format', 'f16', '--shape', 'N=32,K=16', '--in', join(dir, 'w.f32'), '-o', join(dir, 'bad')]), /--shape K: K=16 is not a multiple of 32; expected K divisible by 32 for f16 weights .*pad K to 32 with zero weights/);
+    expect((await run(['pack', '--format', 'f16', '--shape', 'N=8,K=64', '--in', join(dir, 'w.f32'), '-o', join(dir, 'w.f16')])).exitCode).toBe(0);
     expect(existsSync(join(dir, 'bad'))).toBe(false);
   });
 
@@ -244,9 +248,26 @@ describe.concurrent('kgen CLI', () => {
     // A sidecar edited by hand: its N against its byte count, its rowBytes against the format.
     const good = JSON.parse(readFileSync(at('w.q35.json'), 'utf8'));
     writeFileSync(at('old.q35.json'), JSON.stringify({ ...good, N: 7 }));
-    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: says ${good.bytes} bytes, but N=7 rows of ${good.rowBytes} bytes are ${7 * good.rowBytes}`));
+    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: names q35 \\(group 64\\) at N=7,K=128, which takes ${good.rowBytes} bytes a row \\(${7 * good.rowBytes} in all\\), but it also says ${good.rowBytes} a row \\(${good.bytes} in all\\), as .*old\\.q35's size does`));
     writeFileSync(at('old.q35.json'), JSON.stringify({ ...good, rowBytes: good.rowBytes + 1 }));
-    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: says rowBytes ${good.rowBytes + 1}, but q35 at K=128 has ${good.rowBytes} bytes a row`));
+    expectUsageError(await run(['unpack', '--in', at('old.q35'), '-o', at('x.f32')]), new RegExp(`sidecar: names q35 \\(group 64\\) at N=6,K=128, which takes ${good.rowBytes} bytes a row .*but it also says ${good.rowBytes + 1} a row`));
+    // A sidecar edited to name another format says what mismatches, never that the bytes are old
+    // (q35 is at layout 2 and the q4_0 sidecar says layout 1), and the bytes cut short are the file's fault.
+    writeFileSync(at('other.q4_0'), readFileSync(at('w.q4_0')));
+    const q4_0 = JSON.parse(readFileSync(at('w.q4_0.json'), 'utf8'));
+    for (const [format, pattern] of [
+      ['q35', /--in sidecar: names q35 \(group 32\) at N=6,K=128, which takes 64 bytes a row \(384 in all\), but it also says 72 a row \(432 in all\), as .*other\.q4_0's size does; .*the sidecar was edited or belongs to other bytes/],
+      ['q8_0', /--in sidecar: names q8_0 \(group 32\) at N=6,K=128, which takes 136 bytes a row/],
+      ['f16', /--in sidecar: names f16 \(group 32\) at N=6,K=128, but f16 weights have no scale groups; .*the sidecar was edited/],
+    ] as const) {
+      writeFileSync(at('other.q4_0.json'), JSON.stringify({ ...q4_0, format }));
+      const r = await run(['unpack', '--in', at('other.q4_0'), '-o', at('x.f32')]);
+      expectUsageError(r, pattern);
+      expect(r.stderr).not.toMatch(/layout 1|old/);
+    }
+    writeFileSync(at('other.q4_0.json'), JSON.stringify(q4_0));
+    writeFileSync(at('other.q4_0'), readFileSync(at('w.q4_0')).subarray(0, 400));
+    expectUsageError(await run(['unpack', '--in', at('other.q4_0'), '-o', at('x.f32')]), /--in: .*other\.q4_0 has 400 bytes but its sidecar says 432; .*cut short or replaced/);
     // Bytes changed after packing, and sidecars kgen did not write.
     const bytes = new Uint8Array(readFileSync(at('w.q4_0')));
     bytes[5] ^= 1;

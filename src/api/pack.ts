@@ -1,6 +1,6 @@
 import { KgenError } from '../errors.js';
-import type { WeightFormatName, WeightSpec } from '../ir/types.js';
-import { MAX_DIM, validateOp } from '../ir/validate.js';
+import type { Op, WeightFormatName, WeightSpec } from '../ir/types.js';
+import { MAX_DIM, validateOp, validateShape } from '../ir/validate.js';
 import { F16_MAX } from '../numeric/half.js';
 import { quoted } from '../io/message-text.js';
 import type { BlockCodec } from '../quant/format.js';
@@ -38,10 +38,21 @@ export interface PackLayout {
  * agree on what is legal), naming the flag at fault: `--format`, `--group`, `--shape N|K`.
  */
 export function packLayout(opts: Omit<PackOptions, 'weights'>): PackLayout {
+  const layout = codecLayout(opts);
+  // The shape rules of the matmul op (f16: K a multiple of 32), so pack never writes bytes no kernel takes.
+  validateShape(layout.op, { M: 1, N: opts.N, K: opts.K });
+  return layout;
+}
+
+/**
+ * The layout of a format, group size and shape as its codec defines it: what `unpack` can decode,
+ * a superset of what `packLayout` writes (an f16 matrix of even K outside the multiples of 32).
+ */
+export function codecLayout(opts: Omit<PackOptions, 'weights'>): PackLayout & { op: Op } {
   if (!Object.hasOwn(FORMATS, opts.format)) {
     throw new KgenError({ field: '--format', problem: `unknown format ${quoted(String(opts.format))}`, expected: `one of ${Object.keys(FORMATS).join(', ')}` });
   }
-  let op;
+  let op: Op;
   try {
     op = validateOp({ kind: 'matmul', name: 'pack', weight: { format: opts.format, ...(opts.groupSize !== undefined ? { groupSize: opts.groupSize } : {}) } }, 'pack');
   } catch (e) {
@@ -56,7 +67,7 @@ export function packLayout(opts: Omit<PackOptions, 'weights'>): PackLayout {
   if (opts.K % codec.weightsPerBlock !== 0) {
     throw new KgenError({ field: '--shape K', problem: `K=${opts.K} is not a multiple of the ${opts.format} block of ${codec.weightsPerBlock}`, expected: `K divisible by ${codec.weightsPerBlock}`, hint: 'pad each row with zeros' });
   }
-  return { spec, codec, bitsPerWeight: bitsPerWeight(codec), rowBytes: (opts.K / codec.weightsPerBlock) * codec.bytesPerBlock };
+  return { op, spec, codec, bitsPerWeight: bitsPerWeight(codec), rowBytes: (opts.K / codec.weightsPerBlock) * codec.bytesPerBlock };
 }
 
 /** Quantizes f32 weights into a format's bytes, exactly the layout emitted kernels read. */

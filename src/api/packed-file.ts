@@ -2,7 +2,7 @@ import type { WeightFormatName, WeightSpec } from '../ir/types.js';
 import { KgenError } from '../errors.js';
 import { fileHash } from '../hash.js';
 import { FORMATS } from '../quant/index.js';
-import { packLayout } from './pack.js';
+import { codecLayout } from './pack.js';
 import { KGEN_VERSION } from '../version.js';
 
 /**
@@ -85,6 +85,28 @@ export function checkPacked(opts: { bytes: Uint8Array; sidecar: unknown; raw?: R
   if (opts.sidecar === undefined) return describeRaw(opts);
   const s = sidecarFields(opts.sidecar, `${field} sidecar`, shown);
   const current = FORMATS[s.format].version;
+  const named = `${s.format}${s.groupSize !== undefined ? ` (group ${s.groupSize})` : ''} at N=${s.N},K=${s.K}`;
+  const edited = 'the sidecar was edited or belongs to other bytes: restore the one `kgen pack` wrote, or pack the weights again';
+  let layout;
+  try {
+    layout = codecLayout({ format: s.format, groupSize: s.groupSize, N: s.N, K: s.K });
+  } catch (e) {
+    if (!(e instanceof KgenError)) throw e;
+    throw new KgenError({ field: `${field} sidecar`, problem: `names ${named}, but ${e.problem}`, expected: e.expected, hint: edited });
+  }
+  // Sizes first: a sidecar edited to name another format (or shape) is a mismatch, not an old
+  // layout; a genuine old file passes (q35 layout 1 and 2 have the same size).
+  if (layout.rowBytes !== s.rowBytes || layout.rowBytes * s.N !== s.bytes) {
+    throw new KgenError({
+      field: `${field} sidecar`,
+      problem: `names ${named}, which takes ${layout.rowBytes} bytes a row (${layout.rowBytes * s.N} in all), but it also says ${s.rowBytes} a row (${s.bytes} in all)${s.bytes === bytes.length ? `, as ${shown}'s size does` : ''}`,
+      expected: 'a sidecar whose format, group size and shape match its byte counts',
+      hint: edited,
+    });
+  }
+  if (bytes.length !== s.bytes) {
+    throw new KgenError({ field, problem: `${shown} has ${bytes.length} bytes but its sidecar says ${s.bytes}`, expected: `${s.bytes} bytes`, hint: 'the file was cut short or replaced: pack the weights again' });
+  }
   if (s.formatVersion !== current) {
     throw new KgenError({
       field,
@@ -92,16 +114,6 @@ export function checkPacked(opts: { bytes: Uint8Array; sidecar: unknown; raw?: R
       expected: `${s.format} layout ${current}`,
       hint: 'pack the f32 weights again with this kgen (`kgen pack`); old bytes would be misread, not converted',
     });
-  }
-  const layout = packLayout({ format: s.format, groupSize: s.groupSize, N: s.N, K: s.K });
-  if (layout.rowBytes !== s.rowBytes) {
-    throw new KgenError({ field: `${field} sidecar`, problem: `says rowBytes ${s.rowBytes}, but ${s.format} at K=${s.K} has ${layout.rowBytes} bytes a row`, hint: 'the sidecar was edited: pack the weights again' });
-  }
-  if (s.bytes !== layout.rowBytes * s.N) {
-    throw new KgenError({ field: `${field} sidecar`, problem: `says ${s.bytes} bytes, but N=${s.N} rows of ${layout.rowBytes} bytes are ${layout.rowBytes * s.N}`, hint: 'the sidecar was edited: pack the weights again' });
-  }
-  if (bytes.length !== s.bytes) {
-    throw new KgenError({ field, problem: `${shown} has ${bytes.length} bytes but its sidecar says ${s.bytes}`, expected: `${s.bytes} bytes`, hint: 'the file was cut short or replaced: pack the weights again' });
   }
   const digest = fileHash(bytes);
   if (digest !== s.sha256) {
@@ -115,7 +127,7 @@ function describeRaw(opts: { bytes: Uint8Array; raw?: RawDescription; field: str
   if (!raw) {
     throw new KgenError({ field, problem: `${shown} has no sidecar beside it (\`kgen pack\` writes one: the file's name plus .json)`, expected: 'packed weights with their sidecar', hint: 'keep the .json beside the file, or describe raw bytes with --format, --shape (and --group)' });
   }
-  const layout = packLayout({ format: raw.format, groupSize: raw.groupSize, N: raw.N, K: raw.K });
+  const layout = codecLayout({ format: raw.format, groupSize: raw.groupSize, N: raw.N, K: raw.K });
   const format = layout.spec.format;
   const version = FORMATS[format].version;
   if (version > 1) {

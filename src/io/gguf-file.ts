@@ -43,18 +43,18 @@ const GGUF_DEFAULT_ALIGNMENT = 32;
 
 /**
  * Reads the header of the GGUF file at `path` with `@huggingface/gguf` (the tensor bytes stay on
- * disk). A file that is not GGUF, is big-endian, is cut short, or describes a tensor past its end
+ * disk). A file that is not GGUF, is big-endian (see `isBigEndianGguf`), is cut short, or describes a tensor past its end
  * is a KgenError naming `field`, never a parser's stack.
  */
 export async function readGgufIndex(path: string, field: string): Promise<GgufIndex> {
   const size = statRegularFile(path, field, 'a GGUF file').size;
+  if (isBigEndianGguf(path, field)) throw bigEndian(path, field);
   let parsed;
   try {
     parsed = await gguf(path, { allowLocalFile: true });
   } catch (e) {
     throw new KgenError({ field, problem: `${pathText(path)} is not a readable GGUF file (${oneLine(String((e as Error).message ?? e), 160)})`, expected: 'a GGUF file (llama.cpp\'s model format)' });
   }
-  if (!parsed.littleEndian) throw new KgenError({ field, problem: `${pathText(path)} is a big-endian GGUF file`, expected: 'a little-endian GGUF file, whose blocks kernels read as they are' });
   // The parser reads past the end of a short file as zeros: its header must end inside the file.
   const headerEnd = parsed.tensorInfoByteRange[1];
   if (headerEnd > size) throw new KgenError({ field, problem: `${pathText(path)} is cut short: its header runs to byte ${headerEnd} of ${size}`, expected: 'a complete GGUF file', hint: 'download or copy it again' });
@@ -89,19 +89,54 @@ export async function readGgufIndex(path: string, field: string): Promise<GgufIn
 export function readGgufTensor(path: string, tensor: GgufTensor, field: string): Uint8Array {
   if (tensor.byteLength === undefined) throw new Error(`kgen: GGUF tensor ${tensor.name} of type ${tensor.type} has no known size`);
   const out = new Uint8Array(tensor.byteLength);
+  const read = readAt(path, tensor.fileOffset, out, field);
+  if (read < out.length) throw new KgenError({ field, problem: `${pathText(path)} ended inside tensor ${quoted(tensor.name)}`, hint: 'the file changed while kgen read it' });
+  return out;
+}
+
+/** Fills `out` from byte `start` of the file at `path`; returns how many bytes there were (fewer at its end). */
+function readAt(path: string, start: number, out: Uint8Array, field: string): number {
   let fd;
+  let done = 0;
   try {
     fd = openSync(path, 'r');
-    for (let done = 0; done < out.length; ) {
-      const n = readSync(fd, out, done, out.length - done, tensor.fileOffset + done);
-      if (n === 0) throw new KgenError({ field, problem: `${pathText(path)} ended inside tensor ${quoted(tensor.name)}`, hint: 'the file changed while kgen read it' });
+    while (done < out.length) {
+      const n = readSync(fd, out, done, out.length - done, start + done);
+      if (n === 0) break;
       done += n;
     }
   } catch (e) {
-    if (e instanceof KgenError) throw e;
     throw fsError(field, 'read', path, e, 'check the path');
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-  return out;
+  return done;
+}
+
+/** At most this many tensors or metadata pairs: a count above it read one way is the other byte order. */
+const PLAUSIBLE_COUNT = 10_000_000n;
+
+/**
+ * Whether a GGUF header is big-endian, told as llama.cpp tells it: the version (1 to 3) read
+ * little-endian has its low 16 bits zero. A header whose version reads little-endian but whose
+ * tensor and metadata counts are plausible only read big-endian counts as big-endian too (the
+ * parser would report an absurd tensor count). A file without GGUF's magic is left to the parser.
+ */
+function isBigEndianGguf(path: string, field: string): boolean {
+  const head = new Uint8Array(24);
+  const n = readAt(path, 0, head, field);
+  const view = new DataView(head.buffer);
+  if (n < 8 || new TextDecoder().decode(head.subarray(0, 4)) !== 'GGUF') return false;
+  if ((view.getUint32(4, true) & 0xffff) === 0) return true;
+  const plausible = (le: boolean) => view.getBigUint64(8, le) <= PLAUSIBLE_COUNT && view.getBigUint64(16, le) <= PLAUSIBLE_COUNT;
+  return n === head.length && !plausible(true) && plausible(false);
+}
+
+function bigEndian(path: string, field: string): KgenError {
+  return new KgenError({
+    field,
+    problem: `${pathText(path)} is a big-endian GGUF file (written for s390x or another big-endian machine)`,
+    expected: 'a little-endian GGUF file: kgen reads only those, whose blocks kernels take as they are',
+    hint: 'use the model\'s little-endian GGUF, or convert a copy with llama.cpp\'s gguf-py: `gguf-convert-endian COPY little` (it rewrites the file in place)',
+  });
 }
