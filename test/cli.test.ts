@@ -110,7 +110,7 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['emit', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64', '--device', 'tpu']), /--device: unknown device "tpu"/);
     expectUsageError(await run(['emitt']), /unknown command/);
     // Not the top-level help, as if the command existed; bench is an npm script.
-    expectUsageError(await run(['emitt', '--help']), /^kgen: unknown command 'emitt'; run `kgen --help`/);
+    expectUsageError(await run(['emitt', '--help']), /^kgen: unknown command 'emitt' \(did you mean emit\?\); run `kgen --help`/);
     expectUsageError(await run(['bench', '--help']), /unknown command 'bench' \(benchmarks run from a checkout of kgen: `npm run bench`/);
   });
 

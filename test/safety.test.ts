@@ -633,6 +633,22 @@ describe('messages are one line, name the flag and say what to do', () => {
     }
   });
 
+  it('a typo of a command or option is answered with the one it was near', async () => {
+    for (const [args, pattern] of [
+      [['emitt'], /^kgen: unknown command 'emitt' \(did you mean emit\?\); run `kgen --help` for what it accepts$/m],
+      [['tnue', '--help'], /unknown command 'tnue' \(did you mean tune\?\)/],
+      [['help', 'emitt'], /unknown command 'emitt' \(did you mean emit\?\)/],
+      [['xyz'], /^kgen: unknown command 'xyz'; run `kgen --help`/],
+      [['emit', '--targt', 'c'], /^kgen: unknown option '--targt' \(did you mean --target\?\); run `kgen emit --help` for what it accepts$/m],
+      [['db', 'lst'], /unknown command 'lst' \(did you mean list\?\); run `kgen db --help`/],
+    ] as const) expectRefused(await run([...args]), pattern);
+    // Below kgen, commander prints the help for `help NOSUCH` and then said only "(outputHelp)".
+    const r = await run(['db', 'help', 'lst']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trim().split('\n').at(-1)).toBe('kgen: help: "lst" is not a command; run `kgen db --help` for what it accepts');
+    expect(r.stderr).not.toMatch(/outputHelp/);
+  });
+
   it('IR errors point to docs/ir.md, which exists', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'op.json'), JSON.stringify({ kind: 'matmul', name: 'm', weight: { format: 'q5' } }));

@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { KgenError } from '../errors.js';
-import { oneLine } from '../io/message-text.js';
+import { oneLine, quoted } from '../io/message-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { registerEmit } from './emit.js';
 import { registerLists } from './list.js';
@@ -34,7 +34,6 @@ export async function main(argv: string[]): Promise<void> {
     .exitOverride()
     // Commander's own usage errors are held back and printed by `main` as one line with a hint.
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s) => void (usageMessage = s) })
-    .showSuggestionAfterError(false)
     .addHelpText('after', `
 Examples:
   kgen ops                                   list the op catalog
@@ -59,9 +58,11 @@ Examples:
   registerReport(program);
   for (const cmd of program.commands) cmd.exitOverride();
   // Commander answers `kgen NOSUCH --help` with the top-level help, as if NOSUCH were understood.
-  const first = argv[2];
+  // So does `kgen help NOSUCH`, then exits 1 with the message "(outputHelp)".
+  const first = argv[2] === 'help' ? argv[3] : argv[2];
   if (first !== undefined && !first.startsWith('-') && first !== 'help' && !program.commands.some((c) => c.name() === first || c.aliases().includes(first))) {
-    const why = first === 'bench' ? ' (benchmarks run from a checkout of kgen: `npm run bench`, bench/README.md)' : '';
+    const near = program.commands.map((c) => c.name()).find((name) => editDistance(name, first) <= Math.floor((name.length + 1) / 2));
+    const why = first === 'bench' ? ' (benchmarks run from a checkout of kgen: `npm run bench`, bench/README.md)' : near ? ` (did you mean ${near}?)` : '';
     process.stderr.write(`kgen: unknown command '${oneLine(first, 60)}'${why}; run \`kgen --help\` for what it accepts\n`);
     process.exitCode = 2;
     return;
@@ -72,7 +73,9 @@ Examples:
   } catch (err) {
     if (err instanceof CommanderError) {
       // help and version exit 0; the rest are usage errors: one line, with what to do next
-      if (err.exitCode !== 0) process.stderr.write(`${commanderLine(usageMessage || err.message, program, argv)}\n`);
+      // `help NOSUCH` (below kgen, or `help help`) printed the help as an error: say which word was not a command.
+      const text = err.message === '(outputHelp)' ? `help: ${quoted(argv.at(-1) ?? '')} is not a command` : usageMessage || err.message;
+      if (err.exitCode !== 0) process.stderr.write(`${commanderLine(text, program, argv)}\n`);
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
@@ -114,7 +117,8 @@ function refuseRepeatedValues(action: Command, args: readonly string[]): void {
 
 /** A commander usage error as kgen prints every usage error: one line naming where to look. */
 function commanderLine(message: string, program: Command, argv: string[]): string {
-  const text = oneLine(message.replace(/^error:\s*/, ''), 300).replace(/[.;]+$/, '');
+  // Commander's "(Did you mean --target?)" on a line of its own joins the one line.
+  const text = oneLine(message.replace(/^error:\s*/, '').replace(/\s*\(Did you mean ([^)]*)\)\s*$/, ' (did you mean $1)'), 300).replace(/[.;]+$/, '');
   const words = argv.slice(2);
   const path: string[] = [];
   for (let cmd: Command | undefined = program; cmd; ) {
@@ -123,4 +127,15 @@ function commanderLine(message: string, program: Command, argv: string[]): strin
   }
   const help = ['kgen', ...path, '--help'].join(' ');
   return `kgen: ${text}; run \`${help}\` for what it accepts`;
+}
+
+/** Levenshtein distance, for the command a typo was near (`emitt` -> emit). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
 }
