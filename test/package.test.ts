@@ -497,6 +497,8 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expectError(await run([...one, '--package', join(dir, 'p'), '-o', join(dir, 'o')]), /--out: given with --package/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "colour": "red"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.colour: unknown key/);
+    writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4"}]');
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.shape: missing; expected dimensions like M=1,N=4096,K=4096/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64"}, {"op": "matmul_q4", "shape": "M=1,N=64,K=64"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /"matmul_q4_m1_n64_k64" names two kernels/);
     // Names that clash in folders and macros (case), or in symbols (one is the other plus _rows).

@@ -62,7 +62,7 @@ export function resolveRequest(req: KernelRequest): ResolvedRequest {
     throw new KgenError({ field: '--op', problem: 'no op given', expected: '--op NAME or --ir FILE', hint: 'run `kgen ops` to list the catalog' });
   }
   if (typeof req.shape !== 'string' && (req.shape === null || typeof req.shape !== 'object' || Array.isArray(req.shape))) {
-    throw new KgenError({ field: '--shape', problem: `got ${valueText(req.shape)}`, expected: `dimensions like ${irOf(op.kind).exampleShape}, as text or an object` });
+    throw new KgenError({ field: '--shape', problem: req.shape === undefined ? 'missing' : `got ${valueText(req.shape)}`, expected: `dimensions like ${irOf(op.kind).exampleShape}, as text or an object` });
   }
   const shape = typeof req.shape === 'string' ? parseShape(req.shape, op) : validateShape(op, req.shape);
   const device = getDevice(req.device ?? target.defaultDevice, { host: req.host });
