@@ -2,7 +2,7 @@ import type { DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import type { ActDType } from '../ir/types.js';
 import type { Tolerance } from '../reference/compare.js';
-import type { BudgetCheck, OnChipBuffer } from './types.js';
+import type { BudgetCheck, Config, ConfigValue, Knob, OnChipBuffer, SearchSpace } from './types.js';
 
 export function dtypeBytes(d: ActDType): number {
   return d === 'f16' ? 2 : 4;
@@ -69,4 +69,94 @@ export function toleranceFor(opts: { actQuant: boolean; outF16: boolean; inF16?:
 
 export function knobError(field: string, problem: string, expected: string): KgenError {
   return new KgenError({ field, problem, expected, hint: `run \`kgen plan\` with the same flags to see the knobs and their values, or omit ${field.startsWith('--') ? field : '--config'}` });
+}
+
+/**
+ * How a knob's values are typed in a plan family's knob table: numbers (`'number'`), strings
+ * (`'string'`), one of the listed strings, or numbers of a knob that only some requests' spaces
+ * hold (`'number?'`: absent from the other configs, and so from their hashes).
+ */
+export type KnobType = 'number' | 'number?' | 'string' | readonly string[];
+
+/**
+ * A plan family's knobs by name and value type: the one source of the family's typed config
+ * (`ConfigOf`) and of the names and value types its space may declare (`typedSpace`).
+ */
+export type KnobTable = Readonly<Record<string, KnobType>>;
+
+type KnobValue<K extends KnobType> = K extends 'number' | 'number?' ? number : K extends readonly (infer S)[] ? S : string;
+type OptionalKnob<T extends KnobTable> = { [K in keyof T]: T[K] extends 'number?' ? K : never }[keyof T];
+
+/** A complete config of the family whose knob table is `T`, each knob read as its type. */
+export type ConfigOf<T extends KnobTable> = { readonly [K in Exclude<keyof T, OptionalKnob<T>>]: KnobValue<T[K]> } & { readonly [K in OptionalKnob<T>]?: KnobValue<T[K]> };
+
+/** The knobs a `when` is judged on: those listed before its knob, so any may be absent. */
+export type EarlierOf<T extends KnobTable> = Partial<ConfigOf<T>>;
+
+/** A knob of the space of the family whose knob table is `T`: a name of the table, values of its type. */
+export type KnobOf<T extends KnobTable> = {
+  [K in keyof T & string]: Omit<Knob, 'name' | 'values' | 'when'> & { name: K; values: readonly KnobValue<T[K]>[]; when?: (earlier: EarlierOf<T>) => boolean };
+}[keyof T & string];
+
+/** A restriction of the family whose knob table is `T`, judged on a typed complete config. */
+export interface RestrictionOf<T extends KnobTable> {
+  reason: string;
+  allows(config: ConfigOf<T>): boolean;
+}
+
+/** Whether `value` is of the knob type `type`. */
+function knobTypeHolds(type: KnobType, value: ConfigValue): boolean {
+  if (typeof type !== 'string') return typeof value === 'string' && type.includes(value);
+  return type === 'string' ? typeof value === 'string' : typeof value === 'number';
+}
+
+/** Throws unless every knob of `table` in `config` has its type and, when `complete`, every knob but the `'number?'` ones is there. */
+function assertKnobs<T extends KnobTable>(table: T, config: Config, complete: boolean): asserts config is Config & ConfigOf<T> {
+  for (const [name, type] of Object.entries(table)) {
+    const value = config[name];
+    if (value === undefined ? complete && type !== 'number?' : !knobTypeHolds(type, value)) {
+      // Configs reach planners through the space (enumerated or pinned to its values): a knob
+      // missing or mistyped here is a space that disagrees with its family's table.
+      throw new KgenError({
+        field: `config.${name}`,
+        problem: `internal: the planner's knob table reads ${typeof type === 'string' ? type : type.join(' | ')}, the config holds ${JSON.stringify(value)}`,
+        hint: 'a kgen bug: the space and the knob table of this plan family disagree',
+      });
+    }
+  }
+}
+
+/**
+ * `config` read through its family's knob table: the same object, typed. Invariant: `config` comes
+ * from the family's space (pinned or enumerated), so every value is already one the space offers;
+ * this checks only that the table and the space agree (a KgenError naming the knob if not).
+ */
+export function readConfig<T extends KnobTable>(table: T, config: Config): ConfigOf<T> {
+  assertKnobs(table, config, true);
+  return config;
+}
+
+/** The knobs before a `when`'s knob, read through the family's knob table (as `readConfig`). */
+function readEarlier<T extends KnobTable>(table: T, earlier: Config): EarlierOf<T> {
+  assertKnobs(table, earlier, false);
+  return earlier;
+}
+
+/** A family's space as its planner declares it, against its knob table. */
+export interface TypedSpace<T extends KnobTable> {
+  knobs: KnobOf<T>[];
+  restrictions: RestrictionOf<T>[];
+}
+
+/**
+ * A space declared against a family's knob table: knob names and values are checked against the
+ * table when compiled, and each `when` and restriction reads its config typed.
+ */
+export function typedSpace<T extends KnobTable>(table: T, space: NoInfer<TypedSpace<T>>): SearchSpace {
+  // The table alone fixes T (NoInfer): a restriction written for any table then reads this one.
+  const typed: TypedSpace<T> = space;
+  return {
+    knobs: typed.knobs.map(({ when, ...knob }) => (when ? { ...knob, when: (earlier: Config) => when(readEarlier(table, earlier)) } : knob)),
+    restrictions: typed.restrictions.map((r) => ({ reason: r.reason, allows: (config: Config) => r.allows(readConfig(table, config)) })),
+  };
 }

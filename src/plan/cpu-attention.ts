@@ -2,9 +2,9 @@ import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic, kvLengthParams, kvLenText as kvLenTextOf } from './attention-common.js';
-import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, toleranceFor, variantRegisters } from './common.js';
+import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, readConfig, toleranceFor, typedSpace, variantRegisters, type ConfigOf, type KnobOf, type RestrictionOf } from './common.js';
 import type { CpuVariants } from './cpu-matmul.js';
-import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
+import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
  * CPU attention plans (C, and WebAssembly until it has its own): one kernel for decode and
@@ -247,8 +247,23 @@ function defaultAllHeads(req: Req, variants: CpuVariants): boolean {
   return variants.attentionAllHeads === true && kvLayoutOf(req.op) === 'positions_heads' && Sq <= CPU_DECODE_MAX_SQ && Hkv > 1;
 }
 
+/**
+ * The knobs of the space, by type. The optional ones are the space's only where the target's
+ * variants have the kernel (and allHeads where there is more than one KV head).
+ */
+const KNOBS = {
+  isa: 'string', qBlock: 'number', splits: 'number', allHeads: 'number?', kvBlock: 'number', pvInt: 'number?',
+  rowGroup: 'number', qInt8: 'number?', touch: 'number?', keyLanes: 'number?', keyTile: 'number?',
+} as const;
+type Knobs = ConfigOf<typeof KNOBS>;
+type CpuAttentionRestriction = RestrictionOf<typeof KNOBS>;
+type CpuAttentionKnob = KnobOf<typeof KNOBS>;
+
+/** `knob` where `present`, else none: a knob only some variants' kernels (or shapes) have. */
+const knobIf = (present: unknown, knob: CpuAttentionKnob): CpuAttentionKnob[] => (present ? [knob] : []);
+
 /** KV heads a task takes under a config: all of them (allHeads: 1) or one. */
-function taskHeadsOf(req: Req, config: Config): number {
+function taskHeadsOf(req: Req, config: Knobs): number {
   return config.allHeads === 1 ? req.shape.Hkv : 1;
 }
 
@@ -286,10 +301,9 @@ const KEY_TILE_MAX_VECTORS = 2;
  * vectors accumulators, the key vectors and a broadcast Q value fit the registers with the spare
  * ones; 0 vectors where not even one does.
  */
-function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Config, kvBlock: number): { vectors: number; stride: number } | undefined {
+function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Knobs, kvBlock: number): { vectors: number; stride: number } | undefined {
   if (config.keyTile !== 1) return undefined;
-  const isa = config.isa as string;
-  const rowGroup = config.rowGroup as number;
+  const { isa, rowGroup } = config;
   const registers = variantRegisters(variants, device, isa);
   let vectors = KEY_TILE_MAX_VECTORS;
   while (vectors > 0 && vectors * rowGroup + vectors + 1 + STEP_SPARE_REGISTERS > registers) vectors--;
@@ -298,8 +312,8 @@ function keyTileOf(variants: CpuVariants, device: DeviceProfile, config: Config,
 }
 
 /** Keys per i32 lane of integer P.V for a config (0: f32 P.V, or a variant without it). */
-function pvLaneKeysOf(variants: CpuVariants, config: Config): number {
-  return config.pvInt === 1 ? variants.attentionIntPV?.[config.isa as string]?.laneKeys ?? 0 : 0;
+function pvLaneKeysOf(variants: CpuVariants, config: Knobs): number {
+  return config.pvInt === 1 ? variants.attentionIntPV?.[config.isa]?.laneKeys ?? 0 : 0;
 }
 
 /**
@@ -373,17 +387,17 @@ function iScalesPerStep(variants: CpuVariants, isa: string, valuesPerScale: numb
  * int8 codes (not f16), a variant with the kernel, D in whole steps, and scale groups that hold
  * whole steps or half of one.
  */
-function integerCodeRestrictions(req: Req, variants: CpuVariants, k: { knob: string; label: string; tensor: 'K' | 'V'; isas: object; noVariant: string }): Restriction[] {
+function integerCodeRestrictions(req: Req, variants: CpuVariants, k: { knob: 'pvInt' | 'qInt8'; label: string; tensor: 'K' | 'V'; isas: object; noVariant: string }): CpuAttentionRestriction[] {
   const { D } = req.shape;
   const { valuesPerScale } = kvRowFormat(req.op, D);
-  const off = (c: Config) => c[k.knob] === 0;
+  const off = (c: Knobs) => c[k.knob] === 0;
   return [
     { reason: `${k.label} needs int8 ${k.tensor} codes: the f16 KV cache has none`, allows: (c) => off(c) || req.op.kvCache !== 'f16' },
-    { reason: `${k.label}: ${k.noVariant}`, allows: (c) => off(c) || Object.hasOwn(k.isas, c.isa as string) },
-    { reason: `${k.label}: D is not a whole number of integer dot steps (4 codes per f32 lane)`, allows: (c) => off(c) || D % iStepOf(variants, c.isa as string) === 0 },
+    { reason: `${k.label}: ${k.noVariant}`, allows: (c) => off(c) || Object.hasOwn(k.isas, c.isa) },
+    { reason: `${k.label}: D is not a whole number of integer dot steps (4 codes per f32 lane)`, allows: (c) => off(c) || D % iStepOf(variants, c.isa) === 0 },
     {
       reason: `${k.label}: a ${k.tensor} scale group neither holds whole integer dot steps nor half of one`,
-      allows: (c) => off(c) || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa as string, valuesPerScale) !== undefined,
+      allows: (c) => off(c) || req.op.kvCache === 'f16' || iScalesPerStep(variants, c.isa, valuesPerScale) !== undefined,
     },
   ];
 }
@@ -395,22 +409,22 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const splits = [...new Set([defaultSplits(req, allHeads), 1, 2, 4, 8, 16, 32, 64])].filter((s) => s <= Skv);
   const qBlocks = Sq <= CPU_DECODE_MAX_SQ ? [...new Set([Sq, 1])] : [16, 8, 32, 4, 64, 1];
   const groupsPadded = scaleGroupsPadded(req.op, D);
-  const restrictions: Restriction[] = [
-    { reason: 'qBlock exceeds Sq', allows: (c) => (c.qBlock as number) <= Sq },
-    { reason: 'rowGroup exceeds the rows of a task (qBlock x group)', allows: (c) => c.rowGroup === 1 || (c.rowGroup as number) <= (c.qBlock as number) * group },
-    { reason: 'splits leave chunks shorter than kvBlock', allows: (c) => c.splits === 1 || ceilDiv(Skv, c.splits as number) >= Math.min(c.kvBlock as number, Skv) },
-    { reason: `D is not a multiple of the ISA's f32 lanes (${Object.entries(variants.f32Lanes ?? {}).map(([isa, n]) => `${isa} ${n}`).join(', ') || 'all 4'})`, allows: (c) => D % lanesOf(variants, c.isa as string) === 0 },
+  const restrictions: CpuAttentionRestriction[] = [
+    { reason: 'qBlock exceeds Sq', allows: (c) => c.qBlock <= Sq },
+    { reason: 'rowGroup exceeds the rows of a task (qBlock x group)', allows: (c) => c.rowGroup === 1 || c.rowGroup <= c.qBlock * group },
+    { reason: 'splits leave chunks shorter than kvBlock', allows: (c) => c.splits === 1 || ceilDiv(Skv, c.splits) >= Math.min(c.kvBlock, Skv) },
+    { reason: `D is not a multiple of the ISA's f32 lanes (${Object.entries(variants.f32Lanes ?? {}).map(([isa, n]) => `${isa} ${n}`).join(', ') || 'all 4'})`, allows: (c) => D % lanesOf(variants, c.isa) === 0 },
     {
       reason: 'q8 scale groups hold no whole number of vectors',
-      allows: (c) => req.op.kvCache !== 'q8' || req.op.kvGroupSize! % lanesOf(variants, c.isa as string) === 0,
+      allows: (c) => req.op.kvCache !== 'q8' || req.op.kvGroupSize! % lanesOf(variants, c.isa) === 0,
     },
     {
       reason: `a task's scores and accumulators exceed ${ATTENTION_TASK_STACK_MAX} bytes of stack`,
       allows: (c) => {
-        const kvBlock = Math.min(c.kvBlock as number, Skv);
-        const rowsPadded = taskHeadsOf(req, c) * ceilDiv((c.qBlock as number) * group, c.rowGroup as number) * (c.rowGroup as number);
+        const kvBlock = Math.min(c.kvBlock, Skv);
+        const rowsPadded = taskHeadsOf(req, c) * ceilDiv(c.qBlock * group, c.rowGroup) * c.rowGroup;
         const stride = keyTileOf(variants, req.device, c, kvBlock)?.stride ?? 0;
-        return taskStackBytes(rowsPadded, kvBlock, D, groupsPadded, c.rowGroup as number, pvLaneKeysOf(variants, c), stride) <= ATTENTION_TASK_STACK_MAX;
+        return taskStackBytes(rowsPadded, kvBlock, D, groupsPadded, c.rowGroup, pvLaneKeysOf(variants, c), stride) <= ATTENTION_TASK_STACK_MAX;
       },
     },
   ];
@@ -423,20 +437,20 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
       // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster. Each
       // variant keeps its own i32 accumulators a row (C's vpdpwssd step 4, WebAssembly's 2).
-      ...Object.entries(intPV).map(([isa, { accumulators = CODES_PER_I32_LANE }]): Restriction => ({
+      ...Object.entries(intPV).map(([isa, { accumulators = CODES_PER_I32_LANE }]): CpuAttentionRestriction => ({
         reason: `integer P.V (pvInt: 1): rowGroup x ${accumulators} i32 accumulators, a step's ${accumulators} V vectors and the work registers exceed the vector registers`,
-        allows: (c) => c.pvInt === 0 || c.isa !== isa || ((c.rowGroup as number) + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
+        allows: (c) => c.pvInt === 0 || c.isa !== isa || (c.rowGroup + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
       })),
     );
   }
   if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));
   const keyLanes = variants.attentionKeyLanes;
   if (keyLanes) {
-    const on = (c: Config) => c.keyLanes === 1;
+    const on = (c: Knobs) => c.keyLanes === 1;
     const { scalesPerRow } = kvRowFormat(req.op, D);
     const { positionStride } = kvRowStrides(kvLayoutOf(req.op), req.shape);
     restrictions.push(
-      { reason: 'keys across the lanes (keyLanes: 1): the variant has no such score kernel', allows: (c) => !on(c) || Object.hasOwn(keyLanes, c.isa as string) },
+      { reason: 'keys across the lanes (keyLanes: 1): the variant has no such score kernel', allows: (c) => !on(c) || Object.hasOwn(keyLanes, c.isa) },
       { reason: 'keys across the lanes (keyLanes: 1) needs int8 Q (qInt8: 1)', allows: (c) => !on(c) || c.qInt8 === 1 },
       // kgen q8 keeps a row's scales in an array: a block of keys' scales must be two vectors of
       // contiguous f16. ggml blocks keep theirs in the rows, gathered a key per lane at any stride.
@@ -447,79 +461,78 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
       {
         reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
-        allows: (c) => !on(c) || lanesOf(variants, c.isa as string) + 2 * (c.rowGroup as number) + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa as string),
+        allows: (c) => !on(c) || lanesOf(variants, c.isa) + 2 * c.rowGroup + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa),
       },
     );
   }
   const keyTile = variants.attentionKeyTile;
   if (keyTile) {
-    const on = (c: Config) => c.keyTile === 1;
+    const on = (c: Knobs) => c.keyTile === 1;
     restrictions.push(
-      { reason: 'a transposed K tile (keyTile: 1): the variant has no such score kernel', allows: (c) => !on(c) || keyTile.includes(c.isa as string) },
+      { reason: 'a transposed K tile (keyTile: 1): the variant has no such score kernel', allows: (c) => !on(c) || keyTile.includes(c.isa) },
       { reason: 'a transposed K tile (keyTile: 1) is for f32 scores (qInt8: 0)', allows: (c) => !on(c) || c.qInt8 !== 1 },
       {
         reason: 'a transposed K tile (keyTile: 1): rowGroup accumulators per vector of keys, the key vectors and the work registers exceed the vector registers',
-        allows: (c) => !on(c) || keyTileOf(variants, req.device, c, Math.min(c.kvBlock as number, Skv))!.vectors > 0,
+        allows: (c) => !on(c) || keyTileOf(variants, req.device, c, Math.min(c.kvBlock, Skv))!.vectors > 0,
       },
     );
   }
-  return {
+  return typedSpace(KNOBS, {
     knobs: [
       { name: 'isa', values: variants.of(req.device), doc: variants.attentionDoc ?? variants.doc },
       { name: 'qBlock', values: qBlocks, doc: 'queries per task; with the GQA group, the rows that share each K/V load' },
       { name: 'splits', values: splits, doc: `KV sequence chunks per task row block, merged by log-sum-exp (first: from Skv and the device's threads)` },
       // Before kvBlock: where every head's tile of K and V exceeds the L2 share, a shorter tile with
       // every head is preferred to one head a task.
-      ...(variants.attentionAllHeads && Hkv > 1
-        ? [{ name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }]
-        : []),
+      ...knobIf(variants.attentionAllHeads && Hkv > 1, { name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }),
       { name: 'kvBlock', values: [64, 128, 32, 256], doc: 'keys per tile of the online softmax' },
       // Before rowGroup: where integer P.V is legal it takes precedence over 8 rows (which it refuses
       // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
-      ...(intPV ? [{ name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }] : []),
+      ...knobIf(intPV, { name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }),
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
-      ...(int8Q ? [{ name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }] : []),
-      ...(variants.attentionTouch ? [{ name: 'touch', values: touchValues(req), doc: 'touch loads ahead of use (1: a dropped byte load of every cache line of each key\'s V row and of the next tile\'s K row, for a target without prefetch) or none (0)' }] : []),
+      ...knobIf(int8Q, { name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }),
+      ...knobIf(variants.attentionTouch, { name: 'touch', values: touchValues(req), doc: 'touch loads ahead of use (1: a dropped byte load of every cache line of each key\'s V row and of the next tile\'s K row, for a target without prefetch) or none (0)' }),
       // After qInt8, which it needs.
-      ...(keyLanes ? [{ name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }] : []),
+      ...knobIf(keyLanes, { name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }),
       // After qInt8, which rules it out. On by default where a task has many row groups to share
       // the transposed tile (prefill: f16, AVX-512, Sq=Skv=2048, 514 -> 395 ms on one thread);
       // decoding has one or two, and the transposition then costs more than the sums it saves.
-      ...(keyTile ? [{ name: 'keyTile', values: Sq <= CPU_DECODE_MAX_SQ ? [0, 1] : [1, 0], doc: 'f32 scores from each tile\'s K transposed once per task (1: a key per lane, shared by every row group, no horizontal sums) or one K row at a time per row group (0)' }] : []),
+      ...knobIf(keyTile, { name: 'keyTile', values: Sq <= CPU_DECODE_MAX_SQ ? [0, 1] : [1, 0], doc: 'f32 scores from each tile\'s K transposed once per task (1: a key per lane, shared by every row group, no horizontal sums) or one K row at a time per row group (0)' }),
     ],
     restrictions,
-  };
+  });
 }
 
 function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu-attention'> {
   const { op, shape, device } = req;
+  const knobs = readConfig(KNOBS, config);
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
-  const isa = config.isa as string;
+  const isa = knobs.isa;
   const group = Hq / Hkv;
   const lanes = lanesOf(variants, isa);
   const row = kvRowFormat(op, D);
   const layout = kvLayoutOf(op);
   const { headStride, positionStride } = kvRowStrides(layout, shape);
-  const qBlock = config.qBlock as number;
+  const qBlock = knobs.qBlock;
   const qTiles = ceilDiv(Sq, qBlock);
-  const rowGroup = config.rowGroup as number;
+  const rowGroup = knobs.rowGroup;
   const taskRows = qBlock * group;
   const taskRowsPadded = ceilDiv(taskRows, rowGroup) * rowGroup;
-  const taskHeads = taskHeadsOf(req, config);
+  const taskHeads = taskHeadsOf(req, knobs);
   const headTasks = Hkv / taskHeads;
   const taskRowsAllPadded = taskHeads * taskRowsPadded;
-  const kvBlock = Math.min(config.kvBlock as number, Skv);
-  const splits = config.splits as number;
+  const kvBlock = Math.min(knobs.kvBlock, Skv);
+  const splits = knobs.splits;
   const chunkKeys = ceilDiv(Skv, splits);
   const tasks = B * headTasks * qTiles * splits;
   const qFloats = B * Hq * Sq * D;
   const qRows = B * Hq * Sq;
-  const qInt8 = config.qInt8 === 1;
-  const pvInt = config.pvInt === 1;
-  const pvLaneKeys = pvLaneKeysOf(variants, config);
-  const keyLanes = config.keyLanes === 1;
-  const keyTile = keyTileOf(variants, device, config, Math.min(config.kvBlock as number, Skv));
+  const qInt8 = knobs.qInt8 === 1;
+  const pvInt = knobs.pvInt === 1;
+  const pvLaneKeys = pvLaneKeysOf(variants, knobs);
+  const keyLanes = knobs.keyLanes === 1;
+  const keyTile = keyTileOf(variants, device, knobs, Math.min(knobs.kvBlock, Skv));
   // Integer steps of K's codes (int8 Q) or V's (integer P.V).
   const iCodes = qInt8 || pvInt;
   const qGroups = ceilDiv(D, Q_GROUP);
@@ -619,7 +632,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       keyLanes,
       kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]! : 0,
-      touch: config.touch === 1,
+      touch: knobs.touch === 1,
       keyTile: keyTile !== undefined,
       keyTileVectors: keyTile?.vectors ?? 0,
       keyTileStride: keyTile?.stride ?? 0,

@@ -1,8 +1,8 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, toleranceFor, variantRegisters } from './common.js';
-import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
+import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, readConfig, toleranceFor, typedSpace, variantRegisters, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
+import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
  * CPU matmul plans (the C target, and the WebAssembly target until it has its own): weight tiles
@@ -180,7 +180,7 @@ export interface CpuVariants {
    */
   gemvRowsPerIter?: Readonly<Partial<Record<WeightFormatName, readonly number[]>>>;
   /**
-   * Knobs the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
+   * KnobsSoFar the target's kernels have no use for (WebAssembly has no prefetch instruction): held at
    * their first value, out of the tuned space, and a plan with no prefetch states 0 bytes of it.
    */
   without?: readonly ('unroll' | 'prefetch')[];
@@ -287,28 +287,41 @@ const STEP_RECORD_TAIL = STEP_LANE_COUNT * 4 * 2;
  */
 export const PANEL_MAX_BYTES = 256 * 1024;
 
+/** The knobs of the space, by type (`streamChunk` only where the target offers streams). */
+const KNOBS = {
+  isa: 'string', actQuant: ['q8', 'f32'], panel: 'number', panelBits: 'number', stepBlocks: 'number',
+  rowsPerIter: 'number', streamChunk: 'number?', mTile: 'number', rowSums: 'number', rowSumsBits: 'number',
+  nTile: 'number', unroll: 'number', prefetch: 'number',
+} as const;
+
+/**
+ * A config, or the knobs before a `when`'s knob: what the helpers below read, both from the space's
+ * `when`s and from the plan, so any knob may be absent.
+ */
+type KnobsSoFar = EarlierOf<typeof KNOBS>;
+
 /** Whether the panel path exists for this request and ISA variant (the knob matters only then). */
-function panelUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+function panelUsable(req: Req, variants: CpuVariants, isa: string | undefined): boolean {
   return req.shape.M >= PANEL_MIN_M && formatsOf(variants.panel, isa).includes(req.op.weight.format);
 }
 
 /** The weight formats a per-variant table (`panel`, `blockStep`) lists for `isa`; none when absent. */
-function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefined, isa: unknown): readonly string[] {
-  return table && Object.hasOwn(table, isa as string) ? table[isa as string]! : [];
+function formatsOf(table: Readonly<Record<string, readonly string[]>> | undefined, isa: string | undefined): readonly string[] {
+  return table && isa !== undefined && Object.hasOwn(table, isa) ? table[isa]! : [];
 }
 
 /** Whether the panel kernel of this request and ISA variant can take 16 rows a step, 512 bits of codes (the `panelBits` knob matters only then). */
-function panelWideUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+function panelWideUsable(req: Req, variants: CpuVariants, isa: string | undefined): boolean {
   return formatsOf(variants.panelWide, isa).includes(req.op.weight.format);
 }
 
 /** Vectors the panel micro-kernel takes per activation row and step: one, or one per slice where the variant's vectors hold fewer rows' dwords than the panel. */
-function panelVectorsOf(variants: CpuVariants, isa: unknown, panelRows: number): number {
-  return Math.max(1, Math.ceil(panelRows / (variants.f32Lanes?.[isa as string] ?? 4)));
+function panelVectorsOf(variants: CpuVariants, isa: string, panelRows: number): number {
+  return Math.max(1, Math.ceil(panelRows / (variants.f32Lanes?.[isa] ?? 4)));
 }
 
 /** Whether the block-step kernel exists for this request and ISA variant (the knob matters only then). */
-function blockStepUsable(req: Req, variants: CpuVariants, isa: unknown): boolean {
+function blockStepUsable(req: Req, variants: CpuVariants, isa: string | undefined): boolean {
   return formatsOf(variants.blockStep, isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock === STEP_BLOCK_WEIGHTS;
 }
 
@@ -317,25 +330,25 @@ function blockStepUsable(req: Req, variants: CpuVariants, isa: unknown): boolean
  * for the format, blocks hold a multiple of 64 weights, int8 activations off the panel path, and
  * 8 weight rows of one activation row.
  */
-function rowSumsApply(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
+function rowSumsApply(req: Req, variants: CpuVariants, config: KnobsSoFar, panel: boolean): boolean {
   return formatsOf(variants.rowSums, config.isa).includes(req.op.weight.format) && codecOf(req.op.weight).weightsPerBlock % 64 === 0
     && config.actQuant === 'q8' && !panel && config.rowsPerIter === ROW_SUMS_ROWS && config.mTile === 1;
 }
 
 /** Whether the `rowSumsBits` knob matters for `config`: the row-sums kernel is on and its variant has a 512-bit decode of the format. */
-function rowSumsWideApply(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
+function rowSumsWideApply(req: Req, variants: CpuVariants, config: KnobsSoFar, panel: boolean): boolean {
   return config.rowSums === 1 && rowSumsApply(req, variants, config, panel) && formatsOf(variants.rowSumsWide, config.isa).includes(req.op.weight.format);
 }
 
 /** Whether the `streamChunk` knob matters: the target offers streams, one activation row (GEMV), several weight rows a call. */
-function streamChunkApply(req: Req, variants: CpuVariants, config: Config): boolean {
-  return variants.streamChunks !== undefined && req.shape.M === 1 && (config.rowsPerIter as number) > 1;
+function streamChunkApply(req: Req, variants: CpuVariants, config: KnobsSoFar): boolean {
+  return variants.streamChunks !== undefined && req.shape.M === 1 && config.rowsPerIter !== undefined && config.rowsPerIter > 1;
 }
 
 /** The GEMV stream length S of `config` (its chunk / rowsPerIter), or 0 where rows go in contiguous groups (CpuMatmulParams.streamRows). */
-function streamRowsOf(req: Req, variants: CpuVariants, config: Config): number {
-  const chunk = config.streamChunk as number | undefined;
-  return streamChunkApply(req, variants, config) && chunk ? chunk / (config.rowsPerIter as number) : 0;
+function streamRowsOf(req: Req, variants: CpuVariants, config: KnobsSoFar): number {
+  const { streamChunk, rowsPerIter } = config;
+  return streamChunkApply(req, variants, config) && streamChunk && rowsPerIter ? streamChunk / rowsPerIter : 0;
 }
 
 /**
@@ -345,8 +358,8 @@ function streamRowsOf(req: Req, variants: CpuVariants, config: Config): number {
  * once, and the row order is the same for every `nTile` (a multiple of rowsPerIter), so the tuner
  * would time equivalent kernels.
  */
-function weightTileKept(req: Req, variants: CpuVariants, config: Config, panel: boolean): boolean {
-  return streamRowsOf(req, variants, config) === 0 && (panel || req.shape.M > (config.mTile as number));
+function weightTileKept(req: Req, variants: CpuVariants, config: KnobsSoFar, panel: boolean): boolean {
+  return streamRowsOf(req, variants, config) === 0 && (panel || (config.mTile !== undefined && req.shape.M > config.mTile));
 }
 
 /**
@@ -388,7 +401,7 @@ function weightLayout(op: MatmulOp, K: number) {
 
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const quantized = req.op.weight.format !== 'f16';
-  const knobs: Knob[] = [
+  const knobs: KnobOf<typeof KNOBS>[] = [
     { name: 'isa', values: variants.of(req.device, req.op.weight.format), doc: variants.doc },
     { name: 'actQuant', values: quantized ? ['q8', 'f32'] : ['f32'], doc: 'activations as int8 blocks of 32 (integer dot products) or f32' },
     {
@@ -419,8 +432,8 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       name: 'streamChunk',
       values: [...variants.streamChunks],
       doc: 'GEMV row order: rows in chunks of this many, split into rowsPerIter runs of consecutive rows; a call takes a row of each run, so each of its rows walks its run, one stream the hardware prefetcher follows (0: contiguous groups of rowsPerIter rows)',
-      when: (c: Config) => streamChunkApply(req, variants, c),
-    }] : []),
+      when: (c: KnobsSoFar) => streamChunkApply(req, variants, c),
+    }] satisfies KnobOf<typeof KNOBS>[] : []),
     { name: 'mTile', values: [PANEL_WIDE_MTILE, 4, 2, 1], doc: `activation rows computed together, sharing each decoded weight (${PANEL_WIDE_MTILE} on the panel of 512-bit vectors alone)` },
     {
       name: 'rowSums',
@@ -448,11 +461,11 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       when: (c) => !usesPanel(c) && !variants.without?.includes('prefetch'),
     },
   ];
-  const restrictions: Restriction[] = [
+  const restrictions: RestrictionOf<typeof KNOBS>[] = [
     { reason: 'SIMD variants of quantized formats use int8 activations', allows: (c) => !quantized || c.isa === 'scalar' || c.actQuant === 'q8' },
-    { reason: 'mTile exceeds M', allows: (c) => (c.mTile as number) <= Math.max(1, req.shape.M) || c.mTile === 1 },
-    { reason: 'nTile is not a multiple of rowsPerIter', allows: (c) => (c.nTile as number) % (c.rowsPerIter as number) === 0 },
-    { reason: 'streamChunk is not a multiple of rowsPerIter', allows: (c) => !c.streamChunk || (c.streamChunk as number) % (c.rowsPerIter as number) === 0 },
+    { reason: 'mTile exceeds M', allows: (c) => c.mTile <= Math.max(1, req.shape.M) || c.mTile === 1 },
+    { reason: 'nTile is not a multiple of rowsPerIter', allows: (c) => c.nTile % c.rowsPerIter === 0 },
+    { reason: 'streamChunk is not a multiple of rowsPerIter', allows: (c) => !c.streamChunk || c.streamChunk % c.rowsPerIter === 0 },
     { reason: 'unroll has no effect on the scalar variant', allows: (c) => c.isa !== 'scalar' || c.unroll === 1 },
     { reason: 'panel kernels compute 8 weight rows per vector (rowsPerIter 8)', allows: (c) => !usesPanel(c) || c.rowsPerIter === PANEL_ROWS },
     {
@@ -463,20 +476,20 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
     },
     {
       reason: 'the 16-row panel takes nTile in whole panels of 16 rows',
-      allows: (c) => !usesWidePanel(c) || (c.nTile as number) % (2 * PANEL_ROWS) === 0,
+      allows: (c) => !usesWidePanel(c) || c.nTile % (2 * PANEL_ROWS) === 0,
     },
     {
       reason: `the decoded panel tile exceeds ${PANEL_MAX_BYTES} bytes of stack`,
-      allows: (c) => !usesPanel(c) || panelTileBytes(req, c.nTile as number) <= PANEL_MAX_BYTES,
+      allows: (c) => !usesPanel(c) || panelTileBytes(req, c.nTile) <= PANEL_MAX_BYTES,
     },
   ];
-  function usesPanel(c: Config): boolean {
+  function usesPanel(c: KnobsSoFar): boolean {
     return c.panel === 1 && c.actQuant === 'q8' && panelUsable(req, variants, c.isa);
   }
-  function usesWidePanel(c: Config): boolean {
+  function usesWidePanel(c: KnobsSoFar): boolean {
     return usesPanel(c) && c.panelBits === 512 && panelWideUsable(req, variants, c.isa);
   }
-  return { knobs, restrictions };
+  return typedSpace(KNOBS, { knobs, restrictions });
 }
 
 /** Whether the target's kernels for this request's weights take the unroll knob. */
@@ -492,25 +505,26 @@ function panelTileBytes(req: Req, nTile: number): number {
 
 function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu-matmul'> {
   const { op, shape, device } = req;
+  const knobs = readConfig(KNOBS, config);
   const { M, N, K } = shape;
   const { codec, blocksPerRow, rowBytes } = weightLayout(op, K);
-  const actQuant = config.actQuant === 'q8';
-  const panel = actQuant && config.panel === 1 && panelUsable(req, variants, config.isa);
-  const panelSlices = panel && config.panelBits === 512 && panelWideUsable(req, variants, config.isa) ? 2 : 1;
+  const actQuant = knobs.actQuant === 'q8';
+  const panel = actQuant && knobs.panel === 1 && panelUsable(req, variants, knobs.isa);
+  const panelSlices = panel && knobs.panelBits === 512 && panelWideUsable(req, variants, knobs.isa) ? 2 : 1;
   const panelRows = PANEL_ROWS * panelSlices;
-  const panelVectors = panelVectorsOf(variants, config.isa, panelRows);
+  const panelVectors = panelVectorsOf(variants, knobs.isa, panelRows);
   const panelVectorBits = (DWORD_BITS * panelRows) / panelVectors;
-  const panelSignedCodes = panel && formatsOf(variants.panelSignedCodes, config.isa).includes(op.weight.format);
-  const panelI16 = !panelSignedCodes && (variants.panelI16Sums?.includes(config.isa as string) ?? false);
-  const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, config.isa) && STEP_LANES[config.stepBlocks as number] ? (config.stepBlocks as number) : 0;
+  const panelSignedCodes = panel && formatsOf(variants.panelSignedCodes, knobs.isa).includes(op.weight.format);
+  const panelI16 = !panelSignedCodes && (variants.panelI16Sums?.includes(knobs.isa) ?? false);
+  const stepBlocks = actQuant && !panel && blockStepUsable(req, variants, knobs.isa) && STEP_LANES[knobs.stepBlocks] ? knobs.stepBlocks : 0;
   const stepLanes = STEP_LANES[stepBlocks] ?? [];
-  const rowsPerIter = config.rowsPerIter as number;
-  const mTile = config.mTile as number;
-  const rowSums = config.rowSums === 1 && rowSumsApply(req, variants, config, panel);
-  const rowSumsWide = config.rowSumsBits === 512 && rowSumsWideApply(req, variants, config, panel);
-  const nTile = config.nTile as number;
-  const streamRows = streamRowsOf(req, variants, config);
-  const tileKept = weightTileKept(req, variants, config, panel);
+  const rowsPerIter = knobs.rowsPerIter;
+  const mTile = knobs.mTile;
+  const rowSums = knobs.rowSums === 1 && rowSumsApply(req, variants, knobs, panel);
+  const rowSumsWide = knobs.rowSumsBits === 512 && rowSumsWideApply(req, variants, knobs, panel);
+  const nTile = knobs.nTile;
+  const streamRows = streamRowsOf(req, variants, knobs);
+  const tileKept = weightTileKept(req, variants, knobs, panel);
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
@@ -519,8 +533,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   // Block steps read their activations from step records prepare writes after the blocks.
   const steps = stepBlocks ? Math.floor(xBlocks / stepBlocks) : 0;
   const stepRecordBytes = stepBlocks ? stepBlocks * actBlock + STEP_RECORD_TAIL : 0;
-  const prefetchBytes = panel || variants.without?.includes('prefetch') ? 0 : (config.prefetch as number) * rowsPerIter * rowBytes;
-  const unrolled = unrolls(req, variants) ? `, unrolled ${config.unroll}x` : '';
+  const prefetchBytes = panel || variants.without?.includes('prefetch') ? 0 : knobs.prefetch * rowsPerIter * rowBytes;
+  const unrolled = unrolls(req, variants) ? `, unrolled ${knobs.unroll}x` : '';
   const buffers: OnChipBuffer[] = [
     panel
       ? {
@@ -550,7 +564,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${Math.ceil(nTile / panelRows)} panels of ${panelRows} rows, in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
-      `      for k in [0, ${K}) step 4               (${panelVectors === 1 ? 'one' : panelVectors} ${panelVectorBits}-bit panel vector${panelVectors === 1 ? '' : 's'}, one activation broadcast per row), unrolled ${config.unroll}x per block`,
+      `      for k in [0, ${K}) step 4               (${panelVectors === 1 ? 'one' : panelVectors} ${panelVectorBits}-bit panel vector${panelVectors === 1 ? '' : 's'}, one activation broadcast per row), unrolled ${knobs.unroll}x per block`,
     ] : streamRows ? [
       prepareLoop,
       `for n0 in [row_begin, row_end) step ${rowsPerIter} x S    (a chunk of ${rowsPerIter} streams of S consecutive rows, S = ${streamRows} or, at the range's end, its rows / ${rowsPerIter}; each row read once)`,
@@ -566,12 +580,12 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       `${rowIndent}  for k in [0, ${K}) step ${stepBlocks ? `${stepBlocks * codec.weightsPerBlock} (${stepBlocks} weight groups, one conversion)` : `${codec.weightsPerBlock} (one weight group)`}${unrolled}${prefetchBytes ? `, prefetching ${prefetchBytes} bytes ahead` : ''}`,
     ],
     buffers,
-    budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, config.isa as string)),
+    budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, knobs.isa)),
     tolerance: toleranceFor({ actQuant, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
     params: {
       M, N, K,
-      isa: config.isa as string,
+      isa: knobs.isa,
       actQuant,
       panel,
       panelRows,
@@ -590,7 +604,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       panelScales: panel ? nTile * blocksPerRow : 0,
       stepBlocks,
       rowSums,
-      rowSumsStep: rowSums ? rowSumsStep(codec.bytesPerBlock, (config.unroll as number | undefined) ?? 1) : 0,
+      rowSumsStep: rowSums ? rowSumsStep(codec.bytesPerBlock, knobs.unroll) : 0,
       rowSumsWide,
       stepLaneCount: STEP_LANE_COUNT,
       stepLanes: stepLanes.join(', '),
@@ -600,7 +614,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       steps,
       stepRecordBytes,
       stepRecordsAt: M * xRowBytes,
-      rowsPerIter, streamRows, mTile, nTile, unroll: config.unroll as number,
+      rowsPerIter, streamRows, mTile, nTile, unroll: knobs.unroll,
       weightsPerBlock: codec.weightsPerBlock,
       bytesPerBlock: codec.bytesPerBlock,
       scaleBytes: codec.scaleBytes,

@@ -1,7 +1,7 @@
 import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
-import { ceilDiv, sumBytes, toleranceFor } from './common.js';
+import { ceilDiv, readConfig, sumBytes, toleranceFor, typedSpace, type RestrictionOf } from './common.js';
 import { CUDA_WARP, CUDA_WARP_LANES, type CudaWarp, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
@@ -146,6 +146,10 @@ declare module './types.js' {
 
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
+/** The knobs of each kernel's space, by type. */
+const DECODE_KNOBS = { kvSplit: 'number', kvBlock: 'number', warps: 'number', stages: 'number' } as const;
+const PREFILL_KNOBS = { math: ['mma', 'simt'], br: 'number', bc: 'number', stages: 'number', warps: 'number' } as const;
+
 /** Rules of both kernels, whatever the config: they hold for the op and shape or for none. */
 function formatRestrictions(req: Req): Restriction[] {
   const { op, shape } = req;
@@ -164,8 +168,8 @@ function decodeRowGroups(shape: Dims): number {
 const MAX_QUADS = 16;
 
 /** The SIMT tile loop's register rule for `rows` query rows a block (a config's `warps` threads). */
-function quadLimit(rows: number, D: number): Restriction {
-  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, CUDA_WARP_LANES * (c.warps as number)) <= MAX_QUADS };
+function quadLimit(rows: number, D: number): RestrictionOf<{ warps: 'number' }> {
+  return { reason: `simt: more than ${MAX_QUADS} output quads (4 accumulators each) per thread`, allows: (c) => ceilDiv((rows * D) / 4, CUDA_WARP_LANES * c.warps) <= MAX_QUADS };
 }
 
 /** Registers of the tensor-core prefill's fragments per thread: Q (D/16 x 4), scores (bc/8 x 4), output (D/8 x 4). */
@@ -203,7 +207,7 @@ function mmaKGroups(op: AttentionOp, D: number, kvGroup: number): { kScaled: boo
 }
 
 /** The tensor-core prefill scales K's partial scores per scale group: a group must be whole k16 slices. */
-function mmaScaleGroups(op: AttentionOp): Restriction {
+function mmaScaleGroups(op: AttentionOp): RestrictionOf<typeof PREFILL_KNOBS> {
   return {
     reason: `mma: the q8 KV scale group (${op.kvGroupSize} values) is not a multiple of ${MMA_K}, an mma k-slice, so K's scales cannot be applied to the score accumulators between slices`,
     allows: (c) => c.math !== 'mma' || op.kvCache !== 'q8' || op.kvGroupSize! % MMA_K === 0,
@@ -221,7 +225,7 @@ function cudaSpace(req: Req): SearchSpace {
     const wanted = (2 * (device.gpu!.multiprocessors ?? 1)) / others;
     const sorted = [...GPU_KV_SPLITS].sort((a, b) => a - b);
     const first = sorted.find((s) => s >= wanted) ?? sorted[sorted.length - 1]!;
-    return {
+    return typedSpace(DECODE_KNOBS, {
       knobs: [
         { name: 'kvSplit', values: [first, ...GPU_KV_SPLITS.filter((s) => s !== first)], doc: 'blocks along the KV sequence, merged by log-sum-exp in a second kernel (1: no merge, no workspace)' },
         { name: 'kvBlock', values: [32, 64, 16, 128], doc: 'keys (and values) staged in shared memory per tile' },
@@ -230,12 +234,12 @@ function cudaSpace(req: Req): SearchSpace {
       ],
       restrictions: [
         ...formatRestrictions(req),
-        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) },
+        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || shape.Skv / c.kvSplit >= c.kvBlock },
         quadLimit(Math.min(shape.Sq * (shape.Hq / shape.Hkv), decodeMaxRows(shape.D)), shape.D),
       ],
-    };
+    });
   }
-  return {
+  return typedSpace(PREFILL_KNOBS, {
     knobs: [
       { name: 'math', values: hasMmaM16n8k16(device) ? ['mma', 'simt'] : ['simt'], doc: 'mma: scores and P.V on tensor cores (mma.sync m16n8k16, f16 operands, a quantized K as its codes scaled in f32; sm_80+); simt: f32 FMA' },
       { name: 'br', values: [64, 128, 32, 16], doc: 'query rows per block' },
@@ -245,17 +249,17 @@ function cudaSpace(req: Req): SearchSpace {
     ],
     restrictions: [
       ...formatRestrictions(req),
-      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < shape.Sq || c.br === 16 },
-      { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * (c.warps as number) },
-      { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc as number) <= 160 },
+      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => c.br / 2 < shape.Sq || c.br === 16 },
+      { reason: 'mma: each warp owns 16 query rows (br = 16 x warps)', allows: (c) => c.math !== 'mma' || c.br === 16 * c.warps },
+      { reason: 'mma: more than 160 accumulator registers per thread (Q, score and output fragments)', allows: (c) => c.math !== 'mma' || mmaRegisters(shape.D, c.bc) <= 160 },
       mmaScaleGroups(req.op),
       // Measured, not modelled: q8 rows of D = 96 (3 scale groups) spill from bc = 64 at any warp
       // count, and at bc = 32 with fewer than 4 warps (255 registers, 8-304 bytes; ptxas 13.0,
       // sm_80/sm_89, 2026-12-05); bc = 32 with 4 warps uses 240, bc = 16 at most 233.
-      { reason: 'mma: q8 KV rows whose D is not a power of two spill past 16 keys per tile (32 with 4 or more warps)', allows: (c) => c.math !== 'mma' || req.op.kvCache !== 'q8' || powerOfTwo(shape.D) || (c.bc as number) <= 16 || ((c.bc as number) === 32 && (c.warps as number) >= 4) },
-      { ...quadLimit(0, shape.D), allows: (c) => c.math === 'mma' || quadLimit(c.br as number, shape.D).allows(c) },
+      { reason: 'mma: q8 KV rows whose D is not a power of two spill past 16 keys per tile (32 with 4 or more warps)', allows: (c) => c.math !== 'mma' || req.op.kvCache !== 'q8' || powerOfTwo(shape.D) || c.bc <= 16 || (c.bc === 32 && c.warps >= 4) },
+      { ...quadLimit(0, shape.D), allows: (c) => c.math === 'mma' || quadLimit(c.br, shape.D).allows(c) },
     ],
-  };
+  });
 }
 
 const round16 = (n: number) => ceilDiv(n, 16) * 16;
@@ -304,18 +308,20 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const { B, Hq, Hkv, Sq, Skv, D } = shape;
   const group = Hq / Hkv;
   const decode = Sq <= SPLITK_MAX_SQ;
-  const warps = config.warps as number;
+  // Each kernel's knobs; `in` tells them apart below (kvBlock and kvSplit: decode, br, bc and math: prefill).
+  const knobs = decode ? readConfig(DECODE_KNOBS, config) : readConfig(PREFILL_KNOBS, config);
+  const warps = knobs.warps;
   const threads = warps * CUDA_WARP_LANES;
-  const stages = config.stages as number;
-  const keys = (decode ? config.kvBlock : config.bc) as number;
+  const stages = knobs.stages;
+  const keys = 'kvBlock' in knobs ? knobs.kvBlock : knobs.bc;
   const rowSpace = decode ? group * Sq : Sq;
-  const rows = decode ? Math.min(rowSpace, decodeMaxRows(D)) : (config.br as number);
+  const rows = 'br' in knobs ? knobs.br : Math.min(rowSpace, decodeMaxRows(D));
 
   const row = kvRowFormat(op, D);
   const { kvRowBytes, kvScaleRowBytes, slotBytes } = row;
   const layout = kvLayout(op, shape);
 
-  const mma = !decode && config.math === 'mma';
+  const mma = 'math' in knobs && knobs.math === 'mma';
   const kvStageBytes = 2 * keys * slotBytes;
   const kvBuffer: OnChipBuffer = { name: 'K/V tiles', space: 'shared', size: stages * kvStageBytes, why: `${stages} stages x (K and V) x ${keys} rows of ${slotBytes} bytes (${row.what}, padded)` };
   // SIMT: Q rows, the K/V ring, scores and row statistics in shared memory. mma: only the ring;
@@ -383,9 +389,9 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   };
   const block: [number, number, number] = [threads, 1, 1];
   const simt = { dQuads: D / 4, scoreIters: ceilDiv(rows * keys, threads), quadsPerThread, offQ, offScores, offStats };
-  if (decode) {
+  if ('kvSplit' in knobs) {
     const rowGroups = decodeRowGroups(shape);
-    const splitKeys = ceilDiv(ceilDiv(Skv, config.kvSplit as number), keys) * keys;
+    const splitKeys = ceilDiv(ceilDiv(Skv, knobs.kvSplit), keys) * keys;
     const splits = ceilDiv(Skv, splitKeys);
     // One split has nothing to merge: the block normalizes its rows and writes O itself.
     const merge = splits > 1;
@@ -421,7 +427,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
       },
     };
   }
-  const br = config.br as number;
+  const br = knobs.br;
   const qTiles = ceilDiv(Sq, br);
   const grid: [number, number, number] = [qTiles, Hq, B];
   const prefill = { br, bc: keys, qTiles, gridX: grid[0], gridY: grid[1], gridZ: grid[2] };

@@ -1,8 +1,8 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { ceilDiv, dtypeBytes, sumBytes, toleranceFor } from './common.js';
+import { ceilDiv, dtypeBytes, readConfig, sumBytes, toleranceFor, typedSpace, type ConfigOf, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
 import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
-import type { Config, Knob, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
+import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
  * CUDA matmul plans: what templates/cuda/ renders, number for number. Two kernels:
@@ -61,13 +61,22 @@ function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
 }
 
+/** The knobs of the space, by type: both kernels', the other kernel's held at their first values. */
+const KNOBS = {
+  kernel: ['gemv', 'tiled'],
+  warps: 'number', rowsPerWarp: 'number', kSplit: 'number', xChunk: 'number',
+  math: ['mma', 'simt'], bm: 'number', bn: 'number', bk: 'number', warpsM: 'number', warpsN: 'number',
+  stages: 'number',
+} as const;
+type Knobs = ConfigOf<typeof KNOBS>;
+
 /** Whether a config's knob matters to its kernel; irrelevant knobs are held at their first value. */
-const GEMV_KNOBS = ['warps', 'rowsPerWarp', 'kSplit', 'xChunk'];
-const TILED_KNOBS = ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'];
+const GEMV_KNOBS = ['warps', 'rowsPerWarp', 'kSplit', 'xChunk'] as const;
+const TILED_KNOBS = ['math', 'bm', 'bn', 'bk', 'warpsM', 'warpsN'] as const;
 
 /** Knobs of one kernel only vary when that kernel is chosen (the `kernel` knob comes first). */
-const gemvKnob = (c: Config) => c.kernel === 'gemv';
-const tiledKnob = (c: Config) => c.kernel === 'tiled';
+const gemvKnob = (c: EarlierOf<typeof KNOBS>) => c.kernel === 'gemv';
+const tiledKnob = (c: EarlierOf<typeof KNOBS>) => c.kernel === 'tiled';
 
 function cudaSpace(req: Req): SearchSpace {
   const { M, K } = req.shape;
@@ -81,7 +90,7 @@ function cudaSpace(req: Req): SearchSpace {
   const bmFirst = Math.min(128, Math.max(16, 2 ** Math.ceil(Math.log2(M))));
   const sms = req.device.gpu!.multiprocessors ?? 1;
   const bnFirst = [128, 64].find((bn) => ceilDiv(req.shape.N, bn) * ceilDiv(M, bmFirst) >= sms) ?? 32;
-  const knobs: Knob[] = [
+  const knobs: KnobOf<typeof KNOBS>[] = [
     { name: 'kernel', values: M <= GPU_GEMV_MAX_M ? ['gemv', 'tiled'] : ['tiled'], doc: `gemv: warps stream weight rows (M <= ${GPU_GEMV_MAX_M}); tiled: output tiles through a shared-memory pipeline` },
     { name: 'warps', values: [4, 8, 2], doc: 'gemv: warps per block', when: gemvKnob },
     { name: 'rowsPerWarp', values: [2, 4, 1], doc: 'gemv: weight rows per warp, sharing each activation load', when: gemvKnob },
@@ -96,19 +105,19 @@ function cudaSpace(req: Req): SearchSpace {
     { name: 'stages', values: [3, 2, 4], doc: 'cp.async pipeline depth (weight steps or K tiles in flight)' },
   ];
   const first = Object.fromEntries(knobs.map((k) => [k.name, k.values[0]]));
-  const restrictions: Restriction[] = [
+  const restrictions: RestrictionOf<typeof KNOBS>[] = [
     {
       reason: 'knob has no effect on this kernel (held at its first value)',
       allows: (c) => (c.kernel === 'gemv' ? TILED_KNOBS : GEMV_KNOBS).every((k) => c[k] === first[k]),
     },
-    { reason: 'gemv: kSplit does not divide warps', allows: (c) => c.kernel !== 'gemv' || (c.warps as number) % (c.kSplit as number) === 0 },
-    { reason: `gemv: more than ${CUDA_WARP_LANES} outputs per row group (rowsPerWarp x M)`, allows: (c) => c.kernel !== 'gemv' || (c.rowsPerWarp as number) * M <= CUDA_WARP_LANES },
+    { reason: 'gemv: kSplit does not divide warps', allows: (c) => c.kernel !== 'gemv' || c.warps % c.kSplit === 0 },
+    { reason: `gemv: more than ${CUDA_WARP_LANES} outputs per row group (rowsPerWarp x M)`, allows: (c) => c.kernel !== 'gemv' || c.rowsPerWarp * M <= CUDA_WARP_LANES },
     { reason: 'tiled: warp tile not a multiple of the mma tile (16 x 8) or SIMT tile (4 x 8)', allows: (c) => c.kernel !== 'tiled' || warpTileOk(c) },
-    { reason: 'tiled: more than 128 accumulators per thread', allows: (c) => c.kernel !== 'tiled' || ((c.bm as number) * (c.bn as number)) / ((c.warpsM as number) * (c.warpsN as number) * CUDA_WARP_LANES) <= 128 },
-    { reason: 'tiled: bk exceeds K (a smaller bk covers it)', allows: (c) => c.kernel !== 'tiled' || (c.bk as number) <= K || c.bk === Math.min(...bkValues) },
-    { reason: 'tiled: bm exceeds M (a smaller bm covers it)', allows: (c) => c.kernel !== 'tiled' || (c.bm as number) / 2 < M || c.bm === 16 },
+    { reason: 'tiled: more than 128 accumulators per thread', allows: (c) => c.kernel !== 'tiled' || (c.bm * c.bn) / (c.warpsM * c.warpsN * CUDA_WARP_LANES) <= 128 },
+    { reason: 'tiled: bk exceeds K (a smaller bk covers it)', allows: (c) => c.kernel !== 'tiled' || c.bk <= K || c.bk === Math.min(...bkValues) },
+    { reason: 'tiled: bm exceeds M (a smaller bm covers it)', allows: (c) => c.kernel !== 'tiled' || c.bm / 2 < M || c.bm === 16 },
   ];
-  return { knobs, restrictions };
+  return typedSpace(KNOBS, { knobs, restrictions });
 }
 
 function preferFirst(values: number[], first: number): number[] {
@@ -121,9 +130,9 @@ function xChunkValues(M: number): number[] {
   return [first, first * 2, first / 2, first * 4, first / 4].filter((v) => v >= 256 && v <= 16384);
 }
 
-function warpTileOk(c: Config): boolean {
-  const wm = (c.bm as number) / (c.warpsM as number);
-  const wn = (c.bn as number) / (c.warpsN as number);
+function warpTileOk(c: Knobs): boolean {
+  const wm = c.bm / c.warpsM;
+  const wn = c.bn / c.warpsN;
   return c.math === 'mma' ? wm % 16 === 0 && wn % 8 === 0 : wm % 4 === 0 && wn % 8 === 0;
 }
 
@@ -142,7 +151,8 @@ function xCopyBytes(K: number, elemBytes: number): number {
 }
 
 function cudaPlan(req: Req, config: Config): PlanBody<'cuda-matmul'> {
-  return config.kernel === 'gemv' ? gemvPlan(req, config) : tiledPlan(req, config);
+  const knobs = readConfig(KNOBS, config);
+  return knobs.kernel === 'gemv' ? gemvPlan(req, knobs) : tiledPlan(req, knobs);
 }
 
 /** The CUDA matmul planner: gemv (M <= GPU_GEMV_MAX_M) and tiled kernels, in CUDA's vocabulary. */
@@ -152,6 +162,8 @@ export const cudaMatmulPlanner: PlannerOf<'cuda-matmul'> = { family: 'cuda-matmu
 function commonParams(req: Req) {
   const { op, shape } = req;
   const layout = cudaWeightLayout(op, shape.K);
+  // Byte offsets into W (rows past N included, up to a tile of 256) fit in 32 bits below 2 GiB.
+  const wOffsetType: string = (shape.N + 256) * layout.rowBytes + 64 < 2 ** 31 ? 'int' : 'long long';
   return {
     M: shape.M,
     N: shape.N,
@@ -162,8 +174,7 @@ function commonParams(req: Req) {
     blockBytes: layout.blockBytes,
     arch: req.device.gpu!.arch,
     ...CUDA_WARP,
-    // Byte offsets into W (rows past N included, up to a tile of 256) fit in 32 bits below 2 GiB.
-    wOffsetType: ((shape.N + 256) * layout.rowBytes + 64 < 2 ** 31 ? 'int' : 'long long') as string,
+    wOffsetType,
     lutBytes: op.weight.format === 'q35' ? 128 : 0,
     // __launch_bounds__'s minimum blocks per SM. Stated explicitly because without it ptxas for
     // sm_90 picks its own register cap from the occupancy shared memory allows, and spills.
@@ -204,15 +215,12 @@ function finish<P extends object>(req: Req, parts: { config: Config; variant: st
 const X_PAD_EVERY = 32;
 const X_PAD_FLOATS = 4;
 
-function gemvPlan(req: Req, config: Config) {
+function gemvPlan(req: Req, config: Knobs) {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);
   const { blockWeights: gw, blockBytes: gb, piece } = cudaWeightLayout(op, K);
-  const warps = config.warps as number;
-  const rowsPerWarp = config.rowsPerWarp as number;
-  const kSplit = config.kSplit as number;
-  const stages = config.stages as number;
+  const { warps, rowsPerWarp, kSplit, stages } = config;
   // A step holds whole blocks: a warp's lanes x piecesPerLane pieces is a multiple of the block.
   const lanePieces = CUDA_WARP_LANES * piece;
   const piecesPerLane = gw / gcd(lanePieces, gw);
@@ -221,7 +229,7 @@ function gemvPlan(req: Req, config: Config) {
   const spanChunks = ceilDiv(stepBytes + 15, 16);
   const slotBytes = slotFor(stepBytes);
   const stepsPerRow = ceilDiv(K, stepWeights);
-  const xChunk = Math.max(stepWeights, Math.floor(Math.min(config.xChunk as number, stepsPerRow * stepWeights) / stepWeights) * stepWeights);
+  const xChunk = Math.max(stepWeights, Math.floor(Math.min(config.xChunk, stepsPerRow * stepWeights) / stepWeights) * stepWeights);
   const xStride = xChunk + (xChunk / X_PAD_EVERY) * X_PAD_FLOATS;
   const rowGroups = warps / kSplit;
   const rowsPerBlock = rowGroups * rowsPerWarp;
@@ -301,18 +309,13 @@ export function tiledRegisters(t: { mma: boolean; mi: number; ni: number; tm: nu
   return 48 + t.tm * t.tn + t.tm + t.tn + (t.q35 ? 9 : 6) * t.decodeIters + staging;
 }
 
-function tiledPlan(req: Req, config: Config) {
+function tiledPlan(req: Req, config: Knobs) {
   const { op, shape } = req;
   const { M, N, K } = shape;
   const base = commonParams(req);
   const { blockWeights: gw, blockBytes: gb, piece } = cudaWeightLayout(op, K);
   const mma = config.math === 'mma';
-  const bm = config.bm as number;
-  const bn = config.bn as number;
-  const bk = config.bk as number;
-  const stages = config.stages as number;
-  const warpsM = config.warpsM as number;
-  const warpsN = config.warpsN as number;
+  const { bm, bn, bk, stages, warpsM, warpsN } = config;
   const threads = warpsM * warpsN * CUDA_WARP_LANES;
   const wm = bm / warpsM;
   const wn = bn / warpsN;

@@ -1,7 +1,7 @@
 import { GGML_KV_BLOCK, kvRowFormat, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
-import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
+import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace } from './common.js';
 import { WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
@@ -94,6 +94,10 @@ declare module './types.js' {
 
 type Req = PlanRequestFor<AttentionOp, AttentionShape>;
 
+/** The knobs of each kernel's space, by type. */
+const DECODE_KNOBS = { kvSplit: 'number', kvBlock: 'number', invocations: 'number' } as const;
+const PREFILL_KNOBS = { br: 'number', bc: 'number', invocations: 'number' } as const;
+
 /** Invocations of the merge dispatch (each handles pairs of D of one output row). */
 const MERGE_INVOCATIONS = 64;
 
@@ -110,7 +114,7 @@ function formatRestrictions(req: Req): Restriction[] {
 
 function wgslSpace(req: Req): SearchSpace {
   if (req.shape.Sq <= SPLITK_MAX_SQ) {
-    return {
+    return typedSpace(DECODE_KNOBS, {
       knobs: [
         { name: 'kvSplit', values: [...GPU_KV_SPLITS], doc: 'partitions of the KV sequence, one workgroup each, merged in a second pass' },
         { name: 'kvBlock', values: [32, 16, 64, 8], doc: 'keys staged in workgroup storage per step (8: f16 rows of D = 256 within 16 KiB)' },
@@ -118,11 +122,11 @@ function wgslSpace(req: Req): SearchSpace {
       ],
       restrictions: [
         ...formatRestrictions(req),
-        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / (c.kvSplit as number) >= (c.kvBlock as number) },
+        { reason: 'kvSplit leaves partitions shorter than kvBlock', allows: (c) => c.kvSplit === 1 || req.shape.Skv / c.kvSplit >= c.kvBlock },
       ],
-    };
+    });
   }
-  return {
+  return typedSpace(PREFILL_KNOBS, {
     knobs: [
       { name: 'br', values: [16, 32, 8, 4], doc: 'query rows per workgroup' },
       { name: 'bc', values: [16, 32, 8, 4], doc: 'keys per inner tile' },
@@ -130,9 +134,9 @@ function wgslSpace(req: Req): SearchSpace {
     ],
     restrictions: [
       ...formatRestrictions(req),
-      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => (c.br as number) / 2 < req.shape.Sq || c.br === 4 },
+      { reason: 'br exceeds Sq (a smaller br covers it)', allows: (c) => c.br / 2 < req.shape.Sq || c.br === 4 },
     ],
-  };
+  });
 }
 
 const roundWords = (bytes: number) => ceilDiv(bytes, 4) * 4;
@@ -143,10 +147,12 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
   const group = Hq / Hkv;
   const decode = Sq <= SPLITK_MAX_SQ;
   const runtime = op.kvLength === 'runtime';
-  const invocations = config.invocations as number;
-  const keys = (decode ? config.kvBlock : config.bc) as number;
+  // Each kernel's knobs; `in` tells them apart below (kvBlock and kvSplit: decode, br and bc: prefill).
+  const knobs = decode ? readConfig(DECODE_KNOBS, config) : readConfig(PREFILL_KNOBS, config);
+  const invocations = knobs.invocations;
+  const keys = 'kvBlock' in knobs ? knobs.kvBlock : knobs.bc;
   const rowSpace = decode ? group * Sq : Sq;
-  const rows = decode ? Math.min(rowSpace, Math.max(1, Math.floor(DECODE_QUERY_BYTES / (4 * D)))) : (config.br as number);
+  const rows = 'br' in knobs ? knobs.br : Math.min(rowSpace, Math.max(1, Math.floor(DECODE_QUERY_BYTES / (4 * D))));
 
   const f = kvRowFormat(op, D);
   const ggml = op.kvCache === 'q8_0' || op.kvCache === 'q4_0';
@@ -200,8 +206,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
   };
-  if (decode) {
-    const kvSplit = config.kvSplit as number;
+  if ('kvSplit' in knobs) {
+    const kvSplit = knobs.kvSplit;
     const kvBlock = keys;
     const splitKeys = ceilDiv(ceilDiv(Skv, kvSplit), kvBlock) * kvBlock;
     const splits = ceilDiv(Skv, splitKeys);

@@ -1,6 +1,6 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { ceilDiv, dtypeBytes, toleranceFor } from './common.js';
+import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace, type EarlierOf } from './common.js';
 import { maxStorageBindingBytes, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
@@ -161,8 +161,17 @@ const lcm = (a: number, b: number): number => {
   return (a / x) * b;
 };
 
-const isGemv = (c: Config) => c.kernel === 'gemv';
-const isRows = (c: Config) => c.kernel === 'rows';
+/** The knobs of the space, by type: every kernel's, those of the other kernels held at their first values. */
+const KNOBS = {
+  kernel: ['gemv', 'rows', 'tiled'], invocations: 'number',
+  rowsPerInvocation: 'number', dot8: 'number', xBroadcast: 'number', f16Math: 'number',
+  rowsPerWorkgroup: 'number', xChunk: 'number', subgroups: 'number',
+  bm: 'number', bn: 'number', bk: 'number', buffers: 'number',
+} as const;
+type Knobs = EarlierOf<typeof KNOBS>;
+
+const isGemv = (c: Knobs) => c.kernel === 'gemv';
+const isRows = (c: Knobs) => c.kernel === 'rows';
 
 /** Subgroup width at or below which the barrier-free `rows` kernel is the default (SwiftShader's 4: CPU SIMD lanes). */
 export const WGSL_NARROW_SUBGROUP = 4;
@@ -193,7 +202,7 @@ function rowsPairGap(format: string): number {
  * is a multiple of 32, and 32 int8 codes times activations of a few units stay far below 65504.
  */
 export const WGSL_F16_SUM_WEIGHTS = 32;
-const isTiled = (c: Config) => c.kernel === 'tiled';
+const isTiled = (c: Knobs) => c.kernel === 'tiled';
 
 /**
  * Sums a `rows` invocation keeps (rowsPerInvocation x M, unrolled into scalars): past this the
@@ -207,7 +216,7 @@ function wgslSpace(req: Req): SearchSpace {
   const gpu = req.device.gpu!;
   // K steps are whole weight blocks and whole decode groups of 4 (q3.5 blocks of 96 weights: 96, 192, ...).
   const bks = [...new Set([64, 32, 128].map((b) => lcm(lcm(b, wpb), WGSL_DECODE_WEIGHTS)))];
-  return {
+  return typedSpace(KNOBS, {
     knobs: [
       {
         name: 'kernel',
@@ -244,13 +253,13 @@ function wgslSpace(req: Req): SearchSpace {
         allows: (c) => !isRows(c) || c.xBroadcast !== 1 || nibblePairsFor(req.op.weight.format, req.shape.K, codec.weightsPerBlock, codec.bytesPerBlock, c.f16Math === 1) !== null,
       },
       { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
-      { reason: `more than ${WGSL_ROWS_MAX_SUMS} sums per invocation (rowsPerInvocation x M)`, allows: (c) => !isRows(c) || (c.rowsPerInvocation as number) * req.shape.M <= WGSL_ROWS_MAX_SUMS },
-      { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || ((c.bm as number) * (c.bn as number)) / (c.invocations as number) <= 64 },
-      { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || (c.bm as number) * (c.bn as number) >= (c.invocations as number) },
-      { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || (c.bm as number) % ((c.invocations as number) / Math.min(c.bn as number, c.invocations as number)) === 0 },
-      { reason: 'bk exceeds K', allows: (c) => !isTiled(c) || (c.bk as number) <= req.shape.K || c.bk === Math.min(...bks) },
+      { reason: `more than ${WGSL_ROWS_MAX_SUMS} sums per invocation (rowsPerInvocation x M)`, allows: (c) => !isRows(c) || c.rowsPerInvocation * req.shape.M <= WGSL_ROWS_MAX_SUMS },
+      { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || (c.bm * c.bn) / c.invocations <= 64 },
+      { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || c.bm * c.bn >= c.invocations },
+      { reason: 'bm is not a multiple of the invocations per tile column', allows: (c) => !isTiled(c) || c.bm % (c.invocations / Math.min(c.bn, c.invocations)) === 0 },
+      { reason: 'bk exceeds K', allows: (c) => !isTiled(c) || c.bk <= req.shape.K || c.bk === Math.min(...bks) },
     ],
-  };
+  });
 }
 
 function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
@@ -258,17 +267,18 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
   const { M, N, K } = shape;
   const codec = codecOf(op.weight);
   const rowBytes = (K / codec.weightsPerBlock) * codec.bytesPerBlock;
-  const invocations = config.invocations as number;
+  const knobs = readConfig(KNOBS, config);
+  const invocations = knobs.invocations;
   const buffers: OnChipBuffer[] = [];
   const weightBindingBytes = ceilDiv(N * rowBytes, 4) * 4 + 4;
   const weightChunkBytes = Math.min(Math.floor(maxStorageBindingBytes(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
   const weightChunks = ceilDiv(weightBindingBytes, weightChunkBytes);
   const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, scaleBytes: codec.scaleBytes, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
   let common: Pick<PlanBody<'wgsl-matmul'>, 'variant' | 'launch' | 'loops' | 'params'>;
-  if (config.kernel === 'gemv') {
-    const rowsPerWorkgroup = config.rowsPerWorkgroup as number;
-    const xChunk = Math.min(config.xChunk as number, ceilDiv(K, WGSL_DECODE_WEIGHTS) * WGSL_DECODE_WEIGHTS);
-    const subgroups = config.subgroups === 1;
+  if (knobs.kernel === 'gemv') {
+    const rowsPerWorkgroup = knobs.rowsPerWorkgroup;
+    const xChunk = Math.min(knobs.xChunk, ceilDiv(K, WGSL_DECODE_WEIGHTS) * WGSL_DECODE_WEIGHTS);
+    const subgroups = knobs.subgroups === 1;
     const minSubgroup = device.gpu!.features.subgroupSizes[0];
     const reductionSlots = subgroups ? ceilDiv(invocations, minSubgroup) : invocations;
     buffers.push({ name: 'activation chunk', space: 'shared', size: workgroupVarBytes(M * xChunk * 4), why: `${M}x${xChunk} f32 activations shared by the workgroup's rows` });
@@ -291,8 +301,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         subgroups, reductionSlots, reductionFloats: reductionSlots * M,
       },
     };
-  } else if (config.kernel === 'rows') {
-    const rowsPerInvocation = config.rowsPerInvocation as number;
+  } else if (knobs.kernel === 'rows') {
+    const rowsPerInvocation = knobs.rowsPerInvocation;
     const perWorkgroup = invocations * rowsPerInvocation;
     const grid: [number, number, number] = [ceilDiv(N, perWorkgroup), 1, 1];
     const unscaled = op.weight.format === 'f16';
@@ -300,7 +310,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     const pairGap = rowsPairGap(op.weight.format);
     // Every block is a whole number of 32-weight runs (q3.5: 96 or more), so a run is whole steps.
     if (scaleRun % (2 * pairGap) !== 0) throw new Error(`internal: a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
-    const f16Math = config.f16Math === 1;
+    const f16Math = knobs.f16Math === 1;
     const nibblePairs = nibblePairsFor(op.weight.format, K, codec.weightsPerBlock, codec.bytesPerBlock, f16Math);
     common = {
       variant: 'rows',
@@ -314,15 +324,12 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
       params: {
         ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled,
         pairGap, pairQuads: pairGap / WGSL_DECODE_WEIGHTS, pairSpan: 2 * pairGap, runSteps: scaleRun / WGSL_ROWS_STEP_WEIGHTS,
-        nibblePairs: nibblePairs !== null, ...(nibblePairs ?? NO_PAIRS), xBroadcast: config.xBroadcast === 1, f16Math, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
-        dot8: config.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
+        nibblePairs: nibblePairs !== null, ...(nibblePairs ?? NO_PAIRS), xBroadcast: knobs.xBroadcast === 1, f16Math, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
+        dot8: knobs.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
       },
     };
   } else {
-    const bm = config.bm as number;
-    const bn = config.bn as number;
-    const bk = config.bk as number;
-    const nBuf = config.buffers as number;
+    const { bm, bn, bk, buffers: nBuf } = knobs;
     const threadsN = Math.min(bn, invocations);
     const threadsM = invocations / threadsN;
     const tileRowBytes = (bk / codec.weightsPerBlock) * codec.bytesPerBlock;
@@ -350,7 +357,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     buffers,
     budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
     // f16 arithmetic rounds as f16 activations do (and each short sum once more): the f16 tolerance.
-    tolerance: toleranceFor({ actQuant: config.dot8 === 1, outF16: op.y === 'f16', inF16: op.x === 'f16' || config.f16Math === 1 }),
+    tolerance: toleranceFor({ actQuant: knobs.dot8 === 1, outF16: op.y === 'f16', inF16: op.x === 'f16' || knobs.f16Math === 1 }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };
 }
