@@ -59,7 +59,9 @@ export function codecLayout(opts: Omit<PackOptions, 'weights'>): PackLayout & { 
     if (!(e instanceof KgenError)) throw e;
     throw new KgenError({ field: '--group', problem: e.problem, expected: e.expected, hint: 'fix --group, or leave it out for the format\'s default' });
   }
-  const spec = (op as { weight: WeightSpec }).weight;
+  // validateOp returns the op of the kind it was given: a matmul here, or a kgen bug.
+  if (op.kind !== 'matmul') throw new KgenError({ field: 'pack', problem: `internal: validating a matmul op gave a ${op.kind} op`, hint: 'a kgen bug: validateOp changed the op\'s kind' });
+  const spec = op.weight;
   const codec = codecOf(spec);
   for (const [dim, v] of [['N', opts.N], ['K', opts.K]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > MAX_DIM) throw new KgenError({ field: `--shape ${dim}`, problem: `got ${v}`, expected: `an integer from 1 to ${MAX_DIM}` });

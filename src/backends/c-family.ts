@@ -1,4 +1,5 @@
-import type { EpilogueActivation, MatmulOp, Shape, WeightFormatName } from '../ir/types.js';
+import type { EpilogueActivation, WeightFormatName } from '../ir/types.js';
+import { matmulPlanOf, type MatmulPlan } from '../plan/index.js';
 import { FORMATS } from '../quant/index.js';
 import type { TemplateSet } from '../render/templates.js';
 import type { PackageBuild, PackageContext, PackagedKernel } from './types.js';
@@ -23,7 +24,8 @@ export const ACTIVATION_EXPR: Record<EpilogueActivation, string> = {
  * What a C-family package's usage snippet prints about its first kernel: the symbol, shape, C types
  * of X and Y, the epilogue's optional inputs and words, and the weight format and layout version.
  */
-export function packageUsageView(op: MatmulOp, shape: Shape, symbol: string) {
+export function packageUsageView(plan: MatmulPlan, symbol: string) {
+  const { op, shape } = plan;
   const epilogue = [op.epilogue.bias ? ' + bias' : '', op.epilogue.activation !== 'none' ? `, then ${op.epilogue.activation}` : '', op.epilogue.residual ? ', + residual' : ''].join('');
   return {
     symbol,
@@ -83,7 +85,7 @@ export function cFamilyPackage(
     },
     contents,
     build: how.build(library),
-    usage: templates.render(how.usageTemplate, how.usageView ?? packageUsageView(first.plan.op as MatmulOp, first.plan.shape, first.symbol)),
+    usage: templates.render(how.usageTemplate, how.usageView ?? packageUsageView(matmulPlanOf(first.plan, 'a C-family package\'s matmul usage snippet'), first.symbol)),
     usageLanguage: how.usageLanguage,
   };
 }

@@ -1,6 +1,6 @@
 import { VariableDeclarationKind, type CodeBlockWriter, type SourceFile, type WriterFunction } from 'ts-morph';
-import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { formatShape } from '../ir/validate.js';
+import { matmulPlanOf } from '../plan/index.js';
 import { packageUsageView } from './c-family.js';
 import type { PackageContext, PackagedKernel } from './types.js';
 
@@ -50,10 +50,10 @@ export function packageJson(pkg: PackageContext, kernels: readonly PackagedKerne
 
 /** What a JS usage snippet prints about the package's first kernel: names, typed-array kinds, counts. */
 export function jsUsageView(pkg: PackageContext, first: PackagedKernel, name: string) {
-  const op = first.plan.op as MatmulOp;
-  const shape = first.plan.shape as MatmulShape;
+  const plan = matmulPlanOf(first.plan, 'a JavaScript package\'s matmul usage snippet');
+  const { op, shape } = plan;
   return {
-    ...packageUsageView(op, shape, first.symbol),
+    ...packageUsageView(plan, first.symbol),
     packageName: pkg.name,
     name,
     xArray: op.x === 'f16' ? 'Uint16Array' : 'Float32Array',

@@ -1,7 +1,5 @@
 import { softmaxScale } from '../ir/attention.js';
-import type { AttentionOp, AttentionShape, MatmulOp } from '../ir/types.js';
-import { configInUse } from '../plan/index.js';
-import type { Plan } from '../plan/types.js';
+import { configInUse, type AttentionPlan, type MatmulPlan } from '../plan/index.js';
 import { FORMATS } from '../quant/index.js';
 import { commentText } from '../render/comment-text.js';
 import { FORMAT_NAMES } from './c-family.js';
@@ -12,7 +10,7 @@ import type { RenderContext } from './types.js';
  * generated it and how to regenerate it, the op, its weight format and layout version, and the
  * config. User text reaches them only through `commentText` (the command and the config JSON).
  */
-export function matmulHeaderView(plan: Plan & { op: MatmulOp }, ctx: RenderContext) {
+export function matmulHeaderView(plan: MatmulPlan, ctx: RenderContext) {
   const op = plan.op;
   return {
     version: ctx.version,
@@ -26,9 +24,9 @@ export function matmulHeaderView(plan: Plan & { op: MatmulOp }, ctx: RenderConte
 }
 
 /** What every attention kernel's header comment prints: as `matmulHeaderView`, with no weights. */
-export function attentionHeaderView(plan: Plan, ctx: RenderContext) {
-  const op = plan.op as AttentionOp;
-  const { Sq, Skv, D } = plan.shape as AttentionShape;
+export function attentionHeaderView(plan: AttentionPlan, ctx: RenderContext) {
+  const op = plan.op;
+  const { Sq, Skv, D } = plan.shape;
   return {
     // The softmax's scale and mask, stated where a caller reads the call (also in the manifest).
     // A run-time KV length aligns the last query row with the last of the kv_len keys read.

@@ -2,9 +2,9 @@ import type { DeviceProfile } from '../device/profile.js';
 import { BudgetError, KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import { CATALOG } from '../ir/catalog.js';
-import type { Op, Shape } from '../ir/types.js';
+import type { AttentionOp, MatmulOp, Op, Shape } from '../ir/types.js';
 import { knobError } from './common.js';
-import type { BudgetCheck, Config, Knob, Plan, PlannerOf, PlanRequest, SearchSpace } from './types.js';
+import type { BudgetCheck, Config, Knob, Plan, PlanFamily, PlannerOf, PlanRequest, SearchSpace } from './types.js';
 
 export * from './types.js';
 
@@ -49,6 +49,45 @@ export function knobsInUse(space: SearchSpace, config: Config): string[] {
 /** The config as a person should see it: only the knobs in use (`--config` fills in the rest). */
 export function configInUse(plan: Plan): Config {
   return Object.fromEntries(plan.knobsInUse.filter((k) => k in plan.config).map((k) => [k, plan.config[k]!]));
+}
+
+/** A plan of a matmul family, and of an attention family: what code that serves one op kind takes. */
+export type MatmulPlan = Extract<Plan, { op: MatmulOp }>;
+export type AttentionPlan = Extract<Plan, { op: AttentionOp }>;
+
+/** Whether `plan` is a matmul family's: every family plans one op kind, so its op's kind says which. */
+export function isMatmulPlan(plan: Plan): plan is MatmulPlan {
+  return plan.op.kind === 'matmul';
+}
+
+/**
+ * `plan` as a plan of one of `families`, for code that serves only those (`who`, e.g. a target's
+ * package). Its callers hold plans of their own target, so another family is a KgenError naming a
+ * kgen bug, never a user's mistake.
+ */
+export function planOfFamilies<F extends PlanFamily>(plan: Plan, families: readonly F[], who: string): Extract<Plan, { family: F }> {
+  if (isOfFamilies(plan, families)) return plan;
+  throw internalPlanError(plan, who, families.join(' or '));
+}
+
+/** `plan` as a matmul family's, for code that serves only matmul (`who`); see `planOfFamilies`. */
+export function matmulPlanOf(plan: Plan, who: string): MatmulPlan {
+  if (isMatmulPlan(plan)) return plan;
+  throw internalPlanError(plan, who, 'a matmul plan');
+}
+
+function isOfFamilies<F extends PlanFamily>(plan: Plan, families: readonly F[]): plan is Extract<Plan, { family: F }> {
+  const names: readonly string[] = families;
+  return names.includes(plan.family);
+}
+
+function internalPlanError(plan: Plan, who: string, expected: string): KgenError {
+  return new KgenError({
+    field: 'plan.family',
+    problem: `internal: ${who} was given a ${plan.family} plan (${plan.op.name})`,
+    expected,
+    hint: 'a kgen bug: the caller chose plans of another target or op kind',
+  });
 }
 
 /**

@@ -1,5 +1,5 @@
 import { formatShape } from '../../ir/validate.js';
-import type { PlanOf } from '../../plan/types.js';
+import { planOfFamilies } from '../../plan/index.js';
 import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
@@ -21,7 +21,7 @@ function compileFlags(isa: string): string[] {
 export function cPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
   const templates = templateSet('package/c');
   const views = kernels.map((k) => {
-    const plan = k.plan as PlanOf<'cpu-matmul' | 'cpu-attention'>;
+    const plan = planOfFamilies(k.plan, ['cpu-matmul', 'cpu-attention'], 'a C package');
     const flags = compileFlags(plan.params.isa);
     return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), isa: plan.params.isa, flags: flags.join(' '), cmakeFlags: flags.join(';') };
   });

@@ -1,6 +1,6 @@
 import { kvCacheDims } from '../../ir/attention.js';
 import { formatShape } from '../../ir/validate.js';
-import type { PlanOf } from '../../plan/types.js';
+import { planOfFamilies } from '../../plan/index.js';
 import { templateSet } from '../../render/templates.js';
 import { KGEN_VERSION } from '../../version.js';
 import { cFamilyPackage } from '../c-family.js';
@@ -17,7 +17,7 @@ import { nvccFlags } from './view.js';
 export function cudaPackageFiles(kernels: readonly PackagedKernel[], pkg: PackageContext): PackageBuild {
   const templates = templateSet('package/cuda');
   const views = kernels.map((k) => {
-    const plan = k.plan as PlanOf<'cuda-matmul'> | PlanOf<'cuda-attention'>;
+    const plan = planOfFamilies(k.plan, ['cuda-matmul', 'cuda-attention'], 'a CUDA package');
     const flags = nvccFlags(plan).join(' ');
     return { dir: k.dir, symbol: k.symbol, opName: plan.op.name, shape: formatShape(plan.shape), arch: plan.params.arch, flags };
   });

@@ -1,4 +1,4 @@
-import type { PlanOf } from '../../plan/types.js';
+import { planOfFamilies } from '../../plan/index.js';
 import { templateSet } from '../../render/templates.js';
 import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
 import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
@@ -16,7 +16,7 @@ export interface PackageLayout {
 
 /** Bytes of each buffer of a kernel (its loader's `sizes`). */
 function kernelSizes(plan: PackagedKernel['plan']): Record<string, number> {
-  return plan.family === 'cpu-attention' ? attentionSizes(plan as PlanOf<'cpu-attention'>) : harnessLayout(plan as PlanOf<'cpu-matmul'>).sizes;
+  return plan.family === 'cpu-attention' ? attentionSizes(plan) : harnessLayout(planOfFamilies(plan, ['cpu-matmul'], 'a WebAssembly package')).sizes;
 }
 
 function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
@@ -42,7 +42,7 @@ export function wasmPackageFiles(kernels: readonly PackagedKernel[], pkg: Packag
   const first = kernels[0]!;
   // The usage snippet shows the first kernel: an attention kernel's calls, else a matmul's.
   const usage = first.plan.family === 'cpu-attention'
-    ? templates.render('usage_attention.mjs', { packageName: pkg.name, name: first.dir, ...attentionUsageView(first.plan as PlanOf<'cpu-attention'>, first.symbol) })
+    ? templates.render('usage_attention.mjs', { packageName: pkg.name, name: first.dir, ...attentionUsageView(first.plan, first.symbol) })
     : templates.render('usage.mjs', jsUsageView(pkg, first, first.dir));
   const view = { ...rootLoaderView(pkg, kernels), layoutJson: JSON.stringify(layout, null, 2) };
   return {
