@@ -1,5 +1,6 @@
 import { KgenError } from '../errors.js';
 import type { Op, WeightFormatName, WeightSpec } from '../ir/types.js';
+import { isMatmulOp } from '../ir/matmul.js';
 import { MAX_DIM, validateOp, validateShape } from '../ir/validate.js';
 import { F16_MAX } from '../numeric/half.js';
 import { quoted } from '../io/message-text.js';
@@ -60,7 +61,7 @@ export function codecLayout(opts: Omit<PackOptions, 'weights'>): PackLayout & { 
     throw new KgenError({ field: '--group', problem: e.problem, expected: e.expected, hint: 'fix --group, or leave it out for the format\'s default' });
   }
   // validateOp returns the op of the kind it was given: a matmul here, or a kgen bug.
-  if (op.kind !== 'matmul') throw new KgenError({ field: 'pack', problem: `internal: validating a matmul op gave a ${op.kind} op`, hint: 'a kgen bug: validateOp changed the op\'s kind' });
+  if (!isMatmulOp(op)) throw new KgenError({ field: 'pack', problem: `internal: validating a matmul op gave a ${op.kind} op`, hint: 'a kgen bug: validateOp changed the op\'s kind' });
   const spec = op.weight;
   const codec = codecOf(spec);
   for (const [dim, v] of [['N', opts.N], ['K', opts.K]] as const) {

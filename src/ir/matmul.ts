@@ -1,7 +1,12 @@
 import { valueText } from '../io/message-text.js';
 import { ACT_DTYPES, bool, fail, identifier, isObject, noUnknownKeys, oneOf, positiveInt, type Json } from './fields.js';
-import type { Epilogue, MatmulOp, MatmulShape, OpIr, WeightFormatName } from './types.js';
+import type { Epilogue, MatmulOp, MatmulShape, Op, OpIr, WeightFormatName } from './types.js';
 import { MATMUL_DIMS } from './types.js';
+
+/** Whether `op` is a matmul: the one place outside a target's files that tells an op's kind by name. */
+export function isMatmulOp(op: Op): op is MatmulOp {
+  return op.kind === 'matmul';
+}
 
 const WEIGHT_FORMATS: readonly WeightFormatName[] = ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'];
 

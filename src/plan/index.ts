@@ -2,6 +2,7 @@ import type { DeviceProfile } from '../device/profile.js';
 import { BudgetError, KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import { CATALOG } from '../ir/catalog.js';
+import { isMatmulOp } from '../ir/matmul.js';
 import type { AttentionOp, MatmulOp, Op, Shape } from '../ir/types.js';
 import { knobError } from './common.js';
 import type { BudgetCheck, Config, Knob, Plan, PlanFamily, PlannerOf, PlanRequest, SearchSpace } from './types.js';
@@ -57,7 +58,7 @@ export type AttentionPlan = Extract<Plan, { op: AttentionOp }>;
 
 /** Whether `plan` is a matmul family's: every family plans one op kind, so its op's kind says which. */
 export function isMatmulPlan(plan: Plan): plan is MatmulPlan {
-  return plan.op.kind === 'matmul';
+  return isMatmulOp(plan.op);
 }
 
 /**
