@@ -5,6 +5,7 @@ import { BudgetError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
 import { configInUse, configShown, defaultConfig, enumerateConfigs, makePlan, overBudget, type Plan, spaceFor } from '../src/plan/index.js';
+import { readConfig, typedSpace } from '../src/plan/common.js';
 import { pruneSpace } from '../src/tune/space.js';
 
 const MATMUL_SHAPES = ['M=1,N=4096,K=4096', 'M=3,N=77,K=320', 'M=256,N=4096,K=14336', 'M=16,N=28672,K=8192'];
@@ -269,3 +270,21 @@ describe('conditional knobs', () => {
   });
 });
 
+
+// typedSpace checks a space against its family's knob table once, where it is built, so that the
+// per-config reads during enumeration need no check: a disagreement must show there.
+describe('typed spaces', () => {
+  const table = { tile: 'number', kernel: ['rows', 'tiled'], stages: 'number?' } as const;
+  const knob = (name: string, values: readonly (number | string)[]) => ({ name, values, doc: name }) as never;
+  it('accepts a space that agrees with its table and reads its configs typed', () => {
+    const space = typedSpace(table, { knobs: [knob('tile', [4, 8]), knob('kernel', ['rows', 'tiled'])], restrictions: [{ reason: 'tile 8 tiled only', allows: (c) => c.tile !== 8 || c.kernel === 'tiled' }] });
+    expect(space.restrictions[0]!.allows({ tile: 8, kernel: 'rows' })).toBe(false);
+    expect(readConfig(table, { tile: 4, kernel: 'rows' }).tile).toBe(4);
+  });
+  it('refuses a knob value of the wrong type, a value outside a choice, and a missing required knob', () => {
+    expect(() => typedSpace(table, { knobs: [knob('tile', [4, '8']), knob('kernel', ['rows'])], restrictions: [] })).toThrow(/config\.tile: internal: the planner's knob table reads number, the config holds "8"/);
+    expect(() => typedSpace(table, { knobs: [knob('tile', [4]), knob('kernel', ['rows', 'simt'])], restrictions: [] })).toThrow(/config\.kernel/);
+    expect(() => typedSpace(table, { knobs: [knob('kernel', ['rows'])], restrictions: [] })).toThrow(/config\.tile: .*holds undefined/);
+    expect(() => typedSpace(table, { knobs: [knob('tile', [4]), knob('kernel', ['rows'])], restrictions: [] })).not.toThrow();
+  });
+});

@@ -136,12 +136,6 @@ export function readConfig<T extends KnobTable>(table: T, config: Config): Confi
   return config;
 }
 
-/** The knobs before a `when`'s knob, read through the family's knob table (as `readConfig`). */
-function readEarlier<T extends KnobTable>(table: T, earlier: Config): EarlierOf<T> {
-  assertKnobs(table, earlier, false);
-  return earlier;
-}
-
 /** A family's space as its planner declares it, against its knob table. */
 export interface TypedSpace<T extends KnobTable> {
   knobs: KnobOf<T>[];
@@ -150,13 +144,21 @@ export interface TypedSpace<T extends KnobTable> {
 
 /**
  * A space declared against a family's knob table: knob names and values are checked against the
- * table when compiled, and each `when` and restriction reads its config typed.
+ * table once, here, and each `when` and restriction then reads its config typed. Invariant that
+ * makes the per-call reads checks-free: every config a space yields (enumerated, or pinned to the
+ * space's values) holds each of its knobs, at one of the values checked here, and the space holds
+ * every knob the table does not mark optional.
  */
 export function typedSpace<T extends KnobTable>(table: T, space: NoInfer<TypedSpace<T>>): SearchSpace {
   // The table alone fixes T (NoInfer): a restriction written for any table then reads this one.
   const typed: TypedSpace<T> = space;
+  for (const knob of typed.knobs) for (const value of knob.values) assertKnobs(table, { [knob.name]: value }, false);
+  assertKnobs(table, Object.fromEntries(typed.knobs.map((k) => [k.name, k.values[0]!])), true);
+  // Checked above for every value a config can hold; enumeration runs these per candidate config.
+  const earlierOf = (earlier: Config) => earlier as EarlierOf<T>;
+  const configOf = (config: Config) => config as ConfigOf<T>;
   return {
-    knobs: typed.knobs.map(({ when, ...knob }) => (when ? { ...knob, when: (earlier: Config) => when(readEarlier(table, earlier)) } : knob)),
-    restrictions: typed.restrictions.map((r) => ({ reason: r.reason, allows: (config: Config) => r.allows(readConfig(table, config)) })),
+    knobs: typed.knobs.map(({ when, ...knob }) => (when ? { ...knob, when: (earlier: Config) => when(earlierOf(earlier)) } : knob)),
+    restrictions: typed.restrictions.map((r) => ({ reason: r.reason, allows: (config: Config) => r.allows(configOf(config)) })),
   };
 }
