@@ -182,6 +182,18 @@ describe.skipIf(noNvccGcc !== undefined)('the GPU runner against a stand-in driv
     const bad = await runnerFor().build(e.plan, broken);
     expect(bad.status).toBe('compile_error');
   });
+
+  it('a plan for an arch nvcc does not list is compile_error before anything compiles', async () => {
+    // A stand-in nvcc listing two archs; any other call (a compile) is logged and refused.
+    const dir = tmp(), log = join(dir, 'calls.log'), nvcc = join(dir, 'nvcc');
+    writeFileSync(nvcc, `#!/bin/sh\ncase "$1" in\n  --version) echo 'Cuda compilation tools, release 12.4, V12.4.131';;\n  --list-gpu-code) printf 'sm_75\\nsm_80\\n';;\n  *) echo "$@" >> '${log}'; exit 1;;\nesac\n`);
+    chmodSync(nvcc, 0o755);
+    const e = emit({ target: 'cuda', op: 'matmul_q8_0', shape: 'M=1,N=77,K=320', device: 'rtx4090' });
+    const build = await cudaGpuRunner({ gpu: H100, profileMatches: false, env: {}, nvcc, harnessCacheDir: join(dir, 'harness') }).build(e.plan, e.rendered);
+    expect(build).toMatchObject({ status: 'compile_error', compileMs: 0 });
+    if (build.status === 'compile_error') expect(build.detail).toBe("nvcc 12.4.131 builds for sm_75, sm_80; not sm_89, the arch of rtx4090's plan: build with a CUDA toolkit that supports sm_89");
+    expect(existsSync(log)).toBe(false);
+  });
 });
 
 describe.skipIf(noNvccGcc !== undefined)('kgen devices and kgen tune with a GPU reported by nvidia-smi (a stand-in)', () => {

@@ -12,7 +12,7 @@ import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
 import { HARNESS_EXIT as SHARED_EXIT, sourceKey } from '../harness.js';
 import { cachedBuild, runHarness } from '../runner-core.js';
-import { hasTool, nvccVersion, requireTool } from '../tools.js';
+import { hasTool, nvccArchs, nvccVersion, requireTool } from '../tools.js';
 import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { parsePtxasReport } from './ptxas.js';
 import { cudaShimRunner, executeRunKit } from './runner.js';
@@ -165,9 +165,15 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
     ...gpuIdentity(opts, 'nvcc + CUDA driver API'),
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
+      const arch = archOf(plan);
+      // Ruled out from nvcc's own list before anything compiles (as ptxasCheck does), not read
+      // from its error text; an nvcc that lists nothing leaves it to the compile.
+      const listed = await nvccArchs(nvcc);
+      if (listed.status === 'listed' && !listed.archs.includes(arch)) {
+        return { status: 'compile_error', compileMs: 0, detail: `nvcc ${listed.version} builds for ${listed.archs.join(', ')}; not ${arch}, the arch of ${plan.device}'s plan: build with a CUDA toolkit that supports ${arch}` };
+      }
       await cudaHarness({ nvcc, cacheDir: opts.harnessCacheDir });
       if (bo.sanitize) await sanitizerCommand(opts.computeSanitizer);
-      const arch = archOf(plan);
       const mod = moduleFlags(arch, gpu);
       const flags = [...mod.flags, '-std=c++17', '-O3', '-Xptxas', '-v', ...(bo.werror ? ['-Werror', 'all-warnings'] : []), ...(bo.sanitize ? ['-lineinfo'] : [])];
       const sources = { 'kernel.cu': kernel.files['kernel.cu']!, 'kernel.h': kernel.files['kernel.h']! };
