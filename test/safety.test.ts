@@ -316,6 +316,15 @@ describe('user text never reaches generated source', () => {
 });
 
 describe('the tuning database opens only kgen databases', () => {
+  it('a reading command with no database says where it looked: $KGEN_DB by its path, the default location as such', async () => {
+    const dir = tmp(), missing = join(dir, 'missing.db');
+    for (const args of [['db', 'list'], ['report', '-o', join(dir, 'r.html')]]) {
+      expectRefused(await run(args, { env: { KGEN_DB: missing } }), new RegExp(`^kgen: \\$KGEN_DB: no tuning database at ${missing.replace(/[.]/g, '\\.')} yet; run \`kgen tune\` first`));
+      expectRefused(await run(args, { env: { KGEN_DB: '', XDG_DATA_HOME: dir } }), /^kgen: --db: no tuning database at the default location \(.*kgen\/tuning\.db\) yet; run `kgen tune` first/);
+    }
+    expect(existsSync(missing)).toBe(false);
+  });
+
   /** Another application's database in each journal mode, and one that looks like kgen's from its table names. */
   function foreignDbs(dir: string): string[] {
     const make = (name: string, wal: boolean, sql: string, userVersion = 0) => {

@@ -135,6 +135,16 @@ export function dbLocation(flags: { db?: string }): { path: string; field: strin
   return { path: defaultDbPath(process.env), field: 'the default database', explicit: false };
 }
 
+/**
+ * The error of a reading command that found no database where `flags` point: said as the place it
+ * looked ($KGEN_DB or the default location; --db names a path that must exist, refused earlier).
+ */
+export function noTuningDb(flags: { db?: string }, hint: string): KgenError {
+  const { path, field } = dbLocation(flags);
+  const atDefault = field === 'the default database';
+  return new KgenError({ field: atDefault ? '--db' : field, problem: `no tuning database at ${atDefault ? `the default location (${pathText(path)})` : pathText(path)} yet`, hint });
+}
+
 /** Checks the database a writing command will use, creating nothing (see `preflightTuningDb`). */
 export function preflightDbForWriting(flags: { db?: string }): void {
   const { path, field } = dbLocation(flags);

@@ -14,7 +14,7 @@ import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
 import { configInUse, spaceFor } from '../plan/index.js';
 import type { ResolvedRequest } from '../api/request.js';
-import { addDbFlag, cliHost, dbLocation, fmtMs, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
+import { addDbFlag, cliHost, dbLocation, fmtMs, noTuningDb, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
 import { optionalPath, parseCount } from './flags.js';
 import { performanceRow } from './tune.js';
 
@@ -26,7 +26,7 @@ interface DbFlags {
 /** Runs `f` on the database opened for reading; nothing is created or changed. */
 function withDb<T>(flags: DbFlags, f: (db: TuningDb) => T): T {
   const db = openDbForReading(flags);
-  if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location (${pathText(dbLocation(flags).path)}) yet`, hint: 'run `kgen tune` first, or `kgen db import FILE`' });
+  if (!db) throw noTuningDb(flags, 'run `kgen tune` first, or `kgen db import FILE`');
   try {
     return f(db);
   } finally {

@@ -4,7 +4,7 @@ import { renderReport, reportData } from '../api/report.js';
 import { KgenError } from '../errors.js';
 import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
-import { addDbFlag, cliHost, dbLocation, openDbForReading, printJson } from './common.js';
+import { addDbFlag, cliHost, dbLocation, noTuningDb, openDbForReading, printJson } from './common.js';
 import { optionalPath } from './flags.js';
 
 export function registerReport(program: Command): void {
@@ -26,7 +26,7 @@ Examples:
       const out = optionalPath(flags.out, '--out', 'an HTML file path');
       if (out === undefined && !flags.json) throw new KgenError({ field: '--out', problem: 'missing', expected: 'the HTML file to write (or --json)' });
       const db = openDbForReading(flags);
-      if (!db) throw new KgenError({ field: '--db', problem: `no tuning database at the default location (${pathText(dbLocation(flags).path)}) yet`, hint: 'run `kgen tune` first, or name one with --db' });
+      if (!db) throw noTuningDb(flags, 'run `kgen tune` first, or name one with --db');
       let data;
       try {
         data = reportData(db, basename(dbLocation(flags).path), cliHost());
