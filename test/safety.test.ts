@@ -646,6 +646,8 @@ describe('messages are one line, name the flag and say what to do', () => {
     for (const [args, pattern] of [
       [['emitt'], /^kgen: unknown command 'emitt' \(did you mean emit\?\); run `kgen --help` for what it accepts$/m],
       [['tnue', '--help'], /unknown command 'tnue' \(did you mean tune\?\)/],
+      // The nearest command, not the first one near enough (pack is listed before plan).
+      [['plank'], /unknown command 'plank' \(did you mean plan\?\)/],
       [['help', 'emitt'], /unknown command 'emitt' \(did you mean emit\?\)/],
       [['xyz'], /^kgen: unknown command 'xyz'; run `kgen --help`/],
       [['emit', '--targt', 'c'], /^kgen: unknown option '--targt' \(did you mean --target\?\); run `kgen emit --help` for what it accepts$/m],

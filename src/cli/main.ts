@@ -61,7 +61,7 @@ Examples:
   // So does `kgen help NOSUCH`, then exits 1 with the message "(outputHelp)".
   const first = argv[2] === 'help' ? argv[3] : argv[2];
   if (first !== undefined && !first.startsWith('-') && first !== 'help' && !program.commands.some((c) => c.name() === first || c.aliases().includes(first))) {
-    const near = program.commands.map((c) => c.name()).find((name) => editDistance(name, first) <= Math.floor((name.length + 1) / 2));
+    const near = nearestCommand(program.commands.map((c) => c.name()), first);
     const why = first === 'bench' ? ' (benchmarks run from a checkout of kgen: `npm run bench`, bench/README.md)' : near ? ` (did you mean ${near}?)` : '';
     process.stderr.write(`kgen: unknown command '${oneLine(first, 60)}'${why}; run \`kgen --help\` for what it accepts\n`);
     process.exitCode = 2;
@@ -127,6 +127,19 @@ function commanderLine(message: string, program: Command, argv: string[]): strin
   }
   const help = ['kgen', ...path, '--help'].join(' ');
   return `kgen: ${text}; run \`${help}\` for what it accepts`;
+}
+
+/**
+ * The command a typo was nearest (`plank` -> plan, not pack), within half the command's length;
+ * ties go to the command listed first. Undefined where none is that near.
+ */
+function nearestCommand(names: readonly string[], typed: string): string | undefined {
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(name, typed);
+    if (distance <= Math.floor((name.length + 1) / 2) && (!best || distance < best.distance)) best = { name, distance };
+  }
+  return best?.name;
 }
 
 /** Levenshtein distance, for the command a typo was near (`emitt` -> emit). */
