@@ -57,3 +57,15 @@ export class ToolMissingError extends KgenError {
     this.name = 'ToolMissingError';
   }
 }
+
+/**
+ * A broken invariant between kgen's own layers (a plan its planner could not have made reaching a
+ * renderer): a kgen bug, never the caller's request. Deliberately not a KgenError, so the CLI does
+ * not print it as a usage error: it leaves with its stack and exit code 70.
+ */
+export class InternalError extends Error {
+  constructor(message: string) {
+    super(`kgen: internal: ${message}`);
+    this.name = 'InternalError';
+  }
+}

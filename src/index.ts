@@ -25,5 +25,5 @@ export { referenceMatmul, referenceMatmulWithTerms } from './reference/matmul.js
 export { compareOutputs, withinTolerance } from './reference/compare.js';
 export type { Comparison, CompareOptions, Tolerance } from './reference/compare.js';
 export { referenceAttention } from './reference/attention.js';
-export { KgenError, BudgetError, ToolMissingError } from './errors.js';
+export { KgenError, BudgetError, ToolMissingError, InternalError } from './errors.js';
 export type { TrialStatus } from './backends/types.js';

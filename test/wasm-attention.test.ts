@@ -6,7 +6,9 @@ import { execa } from 'execa';
 import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
-import { WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { renderWasmAttention, WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { InternalError, KgenError } from '../src/errors.js';
+import { commentText } from '../src/render/comment-text.js';
 import { TASK_STACK_BUFFER } from '../src/plan/cpu-attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
@@ -200,6 +202,17 @@ describe('WebAssembly attention output', () => {
     expect(slot!.size).toBeGreaterThanOrEqual(atLeast);
     expect(plan.budgets.find((b) => b.unit === 'bytes')!.needed).toBe(plan.buffers.filter((b) => b.space === 'l2').reduce((s, b) => s + b.size, 0));
     expect(plan.buffers.map((b) => b.name)).not.toContain(TASK_STACK_BUFFER);
+  });
+
+  it('a plan its planner could not have made (no launch.workers, 8 lanes) is an InternalError (a kgen bug, exit 70), not a usage error', () => {
+    const plan = emit({ target: 'wasm', op: 'attention_q8kv', shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=64,D=64' }).plan;
+    if (plan.family !== 'cpu-attention') throw new Error(`a ${plan.family} plan`);
+    const ctx = { version: 'test', irHash: 'test', command: commentText('kgen emit') };
+    for (const bad of [{ ...plan, launch: { ...plan.launch, workers: undefined } }, { ...plan, params: { ...plan.params, lanes: 8 } }]) {
+      const thrown = (() => { try { renderWasmAttention(bad, ctx); } catch (e) { return e; } })();
+      expect(thrown).toBeInstanceOf(InternalError);
+      expect(thrown).not.toBeInstanceOf(KgenError);
+    }
   });
 
   it('loadThreaded takes 1..slots threads (a RangeError else), and its workers let Node exit without close() once the calls resolve', async () => {

@@ -1,3 +1,4 @@
+import { InternalError } from '../../errors.js';
 import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
@@ -393,7 +394,8 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
   const ws = wasmAttentionWorkspace(plan);
   const s = ws.scratch.at;
   const oBytes = op.o === 'f16' ? F16_BYTES : F32_BYTES;
-  if (p.lanes !== LANES) throw new Error(`kgen: a WebAssembly attention plan has ${LANES} f32 lanes per vector, not ${p.lanes}`);
+  // The planner gives WebAssembly 4 lanes (WASM_VARIANTS has no f32Lanes): only a plan made elsewhere differs.
+  if (p.lanes !== LANES) throw new InternalError(`a WebAssembly attention plan has ${LANES} f32 lanes per vector, not ${p.lanes}`);
   const splat = (x: string) => [x, x, x, x].join(' ');
   const f16x8 = f16StepView(plan);
   return {
@@ -484,7 +486,8 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
   };
   const kvLen = { runtimeKvLength: p.runtimeKvLength, kvLenMin: p.kvLenMin, Skv: p.Skv, Sq: p.Sq, causal: p.causal };
   const workers = plan.launch.workers;
-  if (!workers) throw new Error('kgen: a WebAssembly attention plan states when its loader uses the workers (launch.workers)');
+  // wasmAttentionPlanner always states it: only a plan made by another planner lacks it.
+  if (!workers) throw new InternalError('a WebAssembly attention plan states when its loader uses the workers (launch.workers); make it with the wasm target\'s planner');
   const loaderView = { fn, tasksFromKvLenJson: JSON.stringify(workers.tasksFromKvLen), mergeFromThreadsJson: JSON.stringify(workers.mergeFromThreads ?? null), version: ctx.version, command: ctx.command, tasks: p.tasks, taskUnits: taskUnitsText(p), outRows: p.outRows, split: p.splits > 1, slots: WASM_ATTENTION_SLOTS, sizesJson: JSON.stringify(layout.sizes), ...kvLen, ...dispatchView(workerCalls(p), LOADER_THREADS) };
   files['kernel.mjs'] = templates.render('attention/kernel.mjs', loaderView);
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
