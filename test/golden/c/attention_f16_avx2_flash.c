@@ -3,6 +3,7 @@
  * op attention_f16 (IR hash 3e53c8bc701958c2), KV cache f16 in heads x positions rows [1,8,512] (docs/formats.md), ISA avx2
  * config {"isa":"avx2","qBlock":16,"splits":1,"allHeads":0,"kvBlock":64,"pvInt":0,"rowGroup":8,"qInt8":0,"keyLanes":0,"keyTile":1}
  * Compile with: gcc -O3 -std=c11 -mavx2 -mfma -mf16c -c kernel.c  (add -fopenmp for the threaded driver) */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

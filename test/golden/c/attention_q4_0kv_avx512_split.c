@@ -3,6 +3,7 @@
  * op attention_q4_0kv (IR hash d2f85bb89764dd65), KV cache ggml q4_0 in positions x heads rows [1,4096,8] (docs/formats.md), ISA avx512
  * config {"isa":"avx512","qBlock":1,"splits":16,"allHeads":1,"kvBlock":64,"pvInt":1,"rowGroup":4,"qInt8":1,"keyLanes":1,"keyTile":0}
  * Compile with: gcc -O3 -std=c11 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni -c kernel.c  (add -fopenmp for the threaded driver) */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -507,11 +508,11 @@ void kgen_attention_q4_0kv_prepare(const uint16_t *q, void *workspace) {
       int finite = 1;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
         amax = fmaxf(amax, fabsf(row[d]));
-        finite &= fabsf(row[d]) <= 0x1.fffffep127f;
+        finite &= fabsf(row[d]) <= FLT_MAX; /* false for an infinity and a NaN */
       }
       /* A NaN or an infinity (fmaxf skips a NaN) gets scale NaN and codes 0, so its row of O is NaN
        * (coding it was undefined: a finite, wrong row); a group too small for 1 / scale gets codes 0. */
-      const float inv = finite && amax >= KG_Q_CODE_MAX * 0x1p-126f ? KG_Q_CODE_MAX / amax : 0.0f;
+      const float inv = finite && amax >= KG_Q_CODE_MAX * FLT_MIN ? KG_Q_CODE_MAX / amax : 0.0f;
       qd[r * KG_Q_GROUPS + g] = finite ? amax / KG_Q_CODE_MAX * KG_SCALE_LOG2 : NAN;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
         const float scaled = finite ? row[d] * inv : 0.0f;

@@ -3,6 +3,7 @@
  * op attention_q8kv (IR hash 372f0950930bb450), KV cache kgen q8 in heads x positions rows [1,8,512] (docs/formats.md), ISA neon
  * config {"isa":"neon","qBlock":16,"splits":1,"allHeads":0,"kvBlock":64,"pvInt":0,"rowGroup":8,"qInt8":1,"keyLanes":0,"keyTile":0}
  * Compile with: aarch64-linux-gnu-gcc -O3 -std=c11 -march=armv8.2-a+dotprod+fp16 -c kernel.c  (add -fopenmp for the threaded driver) */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -308,11 +309,11 @@ void kgen_attention_q8kv_prepare(const uint16_t *q, void *workspace) {
       int finite = 1;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
         amax = fmaxf(amax, fabsf(row[d]));
-        finite &= fabsf(row[d]) <= 0x1.fffffep127f;
+        finite &= fabsf(row[d]) <= FLT_MAX; /* false for an infinity and a NaN */
       }
       /* A NaN or an infinity (fmaxf skips a NaN) gets scale NaN and codes 0, so its row of O is NaN
        * (coding it was undefined: a finite, wrong row); a group too small for 1 / scale gets codes 0. */
-      const float inv = finite && amax >= KG_Q_CODE_MAX * 0x1p-126f ? KG_Q_CODE_MAX / amax : 0.0f;
+      const float inv = finite && amax >= KG_Q_CODE_MAX * FLT_MIN ? KG_Q_CODE_MAX / amax : 0.0f;
       qd[r * KG_Q_GROUPS + g] = finite ? amax / KG_Q_CODE_MAX * KG_SCALE_LOG2 : NAN;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
         const float scaled = finite ? row[d] * inv : 0.0f;

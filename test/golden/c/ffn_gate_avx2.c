@@ -3,6 +3,7 @@
  * op ffn_gate (IR hash 4d49843e24053125), weights q4 layout 1 (docs/formats.md), ISA avx2, activations int8 per 32 (prepared)
  * config {"isa":"avx2","actQuant":"q8","rowsPerIter":4,"mTile":2,"nTile":32,"unroll":2,"prefetch":1}
  * Compile with: gcc -O3 -std=c11 -mavx2 -mfma -mf16c -c kernel.c  (add -fopenmp for the threaded driver) */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -147,8 +148,9 @@ static inline int kg_unquantizable(const float *xf, int8_t *q, float *d_out, int
   }
   float amax;
   memcpy(&amax, &top, sizeof amax);
-  if (top < 0x7f800000u && amax >= 127.0f * 0x1p-126f) return 0;
-  *d_out = top < 0x7f800000u ? 0.0f : NAN;
+  const int finite = amax <= FLT_MAX; /* false for an infinity and a NaN */
+  if (finite && amax >= 127.0f * FLT_MIN) return 0;
+  *d_out = finite ? 0.0f : NAN;
   *sum_out = 0;
   memset(q, 0, KG_ACT_BLOCK);
   return 1;

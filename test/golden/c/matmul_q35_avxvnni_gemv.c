@@ -3,6 +3,7 @@
  * op matmul_q35 (IR hash 1930f37a4980986d), weights q3.5 layout 2 (docs/formats.md), ISA avxvnni, activations int8 per 32 (prepared)
  * config {"isa":"avxvnni","actQuant":"q8","rowsPerIter":8,"mTile":1,"rowSums":1,"unroll":2,"prefetch":1}
  * Compile with: gcc -O3 -std=c11 -mavx2 -mfma -mf16c -mavxvnni -c kernel.c  (add -fopenmp for the threaded driver) */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -156,8 +157,9 @@ static inline int kg_unquantizable(const float *xf, int8_t *q, float *d_out, int
   }
   float amax;
   memcpy(&amax, &top, sizeof amax);
-  if (top < 0x7f800000u && amax >= 127.0f * 0x1p-126f) return 0;
-  *d_out = top < 0x7f800000u ? 0.0f : NAN;
+  const int finite = amax <= FLT_MAX; /* false for an infinity and a NaN */
+  if (finite && amax >= 127.0f * FLT_MIN) return 0;
+  *d_out = finite ? 0.0f : NAN;
   *sum_out = 0;
   memset(q, 0, KG_ACT_BLOCK);
   return 1;
