@@ -114,6 +114,12 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['bench', '--help']), /unknown command 'bench' \(benchmarks run from a checkout of kgen: `npm run bench`/);
   });
 
+  it('an extra argument is named, with what the command takes (commander says only how many)', async () => {
+    expectUsageError(await run(['emit', 'foo', '--target', 'c', '--op', 'matmul_q4', '--shape', 'M=1,N=8,K=64']), /^kgen: unexpected argument "foo": emit takes flags only; if it is a flag's value, put its flag before it; run `kgen emit --help`/);
+    expectUsageError(await run(['db', 'list', 'a', 'b']), /^kgen: unexpected argument "a" \(and 1 more\): db list takes flags only;.*run `kgen db list --help`/);
+    expectUsageError(await run(['gguf', 'model.gguf', 'extra']), /^kgen: unexpected argument "extra": gguf takes <file> only;/);
+  });
+
   it('a missing --shape is shown as the op needs it: attention B,Hq,Hkv,Sq,Skv,D, matmul M,N,K', async () => {
     const attention = /--shape: missing; expected dimensions like B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128$/m;
     expectUsageError(await run(['verify', '--target', 'c', '--op', 'attention_q8kv']), attention);

@@ -74,7 +74,9 @@ Examples:
     if (err instanceof CommanderError) {
       // help and version exit 0; the rest are usage errors: one line, with what to do next
       // `help NOSUCH` (below kgen, or `help help`) printed the help as an error: say which word was not a command.
-      const text = err.message === '(outputHelp)' ? `help: ${quoted(argv.at(-1) ?? '')} is not a command` : usageMessage || err.message;
+      const text = err.message === '(outputHelp)' ? `help: ${quoted(argv.at(-1) ?? '')} is not a command`
+        : err.code === 'commander.excessArguments' ? excessText(commandPath(program, argv))
+        : usageMessage || err.message;
       if (err.exitCode !== 0) process.stderr.write(`${commanderLine(text, program, argv)}\n`);
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
@@ -119,14 +121,33 @@ function refuseRepeatedValues(action: Command, args: readonly string[]): void {
 function commanderLine(message: string, program: Command, argv: string[]): string {
   // Commander's "(Did you mean --target?)" on a line of its own joins the one line.
   const text = oneLine(message.replace(/^error:\s*/, '').replace(/\s*\(Did you mean ([^)]*)\)\s*$/, ' (did you mean $1)'), 300).replace(/[.;]+$/, '');
+  const help = ['kgen', ...commandPath(program, argv).map((c) => c.name()), '--help'].join(' ');
+  return `kgen: ${text}; run \`${help}\` for what it accepts`;
+}
+
+/** The commands the words of `argv` name, outermost first (`kgen db list` -> db, list). */
+function commandPath(program: Command, argv: string[]): Command[] {
   const words = argv.slice(2);
-  const path: string[] = [];
+  const path: Command[] = [];
   for (let cmd: Command | undefined = program; cmd; ) {
     cmd = cmd.commands.find((c) => words.includes(c.name()));
-    if (cmd) path.push(cmd.name());
+    if (cmd) path.push(cmd);
   }
-  const help = ['kgen', ...path, '--help'].join(' ');
-  return `kgen: ${text}; run \`${help}\` for what it accepts`;
+  return path;
+}
+
+/**
+ * Commander's "too many arguments" names no word; this names the first extra one. Commander keeps
+ * a command's operands in `args` when it refuses them, and the extras follow its declared arguments.
+ */
+function excessText(path: readonly Command[]): string {
+  const cmd = path.at(-1);
+  if (!cmd) return 'too many arguments';
+  const declared = cmd.registeredArguments;
+  const extra = cmd.args.slice(declared.length);
+  const takes = declared.length ? `takes ${declared.map((a) => `<${a.name()}>`).join(' ')} only` : 'takes flags only';
+  const more = extra.length > 1 ? ` (and ${extra.length - 1} more)` : '';
+  return `unexpected argument ${quoted(extra[0] ?? '')}${more}: ${path.map((c) => c.name()).join(' ')} ${takes}; if it is a flag's value, put its flag before it`;
 }
 
 /**
