@@ -358,6 +358,27 @@ int main() {${calls}
   }, 180_000);
 
   const noNpm = skipReason(['npm']);
+  // The launchers are C functions, so a C99 program includes the package header. The CUDA toolkit's
+  // own driver_types.h holds an unnamed union that -pedantic refuses in C99 when its directory is
+  // given with -I; without a toolkit, a two-line stand-in checks kgen's own lines.
+  const noGcc = skipReason(['gcc']);
+  it.skipIf(noGcc !== undefined)('a CUDA package\'s header passes gcc -std=c99 -pedantic -Wall -Wextra -Werror -fsyntax-only from a C file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    writeFileSync(join(dir, 'layer.json'), JSON.stringify([{ op: 'matmul_q4_0', shape: 'M=1,N=64,K=128' }, { op: 'attention_q8_0kv', shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=64,D=64' }]));
+    const pkg = join(dir, 'pkg');
+    const r = await run(['emit', '--target', 'cuda', '--device', 'rtx4090', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const toolkit = [process.env.CUDA_HOME, '/usr/local/cuda'].filter((d) => d !== undefined).map((d) => join(d, 'include')).find((d) => existsSync(join(d, 'cuda_runtime_api.h')));
+    const include = toolkit ?? join(dir, 'stand-in');
+    if (!toolkit) {
+      mkdirSync(include);
+      writeFileSync(join(include, 'cuda_runtime_api.h'), 'typedef enum cudaError { cudaSuccess = 0 } cudaError_t;\ntypedef struct CUstream_st *cudaStream_t;\n');
+    }
+    writeFileSync(join(dir, 'main.c'), '#include "kgen_kernels.h"\nint main(void) { return KGEN_MATMUL_Q4_0_M1_N64_K128_N == 64 ? 0 : 1; }\n');
+    const gcc = await execa('gcc', ['-std=c99', '-pedantic', '-Wall', '-Wextra', '-Werror', '-fsyntax-only', '-I', include, '-I', pkg, join(dir, 'main.c')], { reject: false, all: true });
+    expect(gcc.exitCode, `${toolkit ?? 'stand-in'}: ${gcc.all}`).toBe(0);
+  });
+
   it.skipIf(noNpm !== undefined)('a WebAssembly package packs with npm, installs into a scratch project, type-checks, and its one loader computes every kernel right on 1 and 2 threads', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
     const kernels = [{ op: 'matmul_q4', shape: 'M=1,N=77,K=320', name: 'gate' }, { op: 'matmul_q35', shape: 'M=3,N=40,K=128' }, { ir: EPILOGUE_IRS[0], shape: 'M=5,N=21,K=384', name: 'ffn_up' }];
