@@ -14,7 +14,7 @@ export type { Target, Backend } from './backends/types.js';
 export type { Plan, Config, Knob, SearchSpace, BudgetCheck } from './plan/types.js';
 export { allDevices, getDevice, detectPresence, detectGpus, matchGpuProfile } from './device/index.js';
 export { forcedHost } from './device/host.js';
-export type { HostOptions } from './device/host.js';
+export type { ForcedHostOptions, HostOptions } from './device/host.js';
 export type { GpuInfo, GpuDetection } from './device/gpu.js';
 export type { DeviceProfile, TargetName } from './device/profile.js';
 export { CATALOG } from './ir/catalog.js';

@@ -87,23 +87,37 @@ describe('a forced host', () => {
       expect(host).toMatchObject({ name: 'host', kind: 'cpu', forcedFrom: name, cpu: base.cpu, memory: base.memory, peak: base.peak });
       expect(host.targets).toEqual(['c', 'wasm']);
       expect(host.match).toBeUndefined();
-      expect(host.sources.host).toContain(HOST_PROFILE_VARIABLE);
+      // The library names no environment variable; the edge that read one does.
+      expect(host.sources.host).not.toContain(HOST_PROFILE_VARIABLE);
+      expect(host.description).toMatch(new RegExp(`^forced to ${name}: `));
+      const fromEnv = hostFromEnvironment({ [HOST_PROFILE_VARIABLE]: name }).host!;
+      expect(fromEnv.sources.host).toContain(HOST_PROFILE_VARIABLE);
+      expect(fromEnv.description).toMatch(new RegExp(`^${HOST_PROFILE_VARIABLE}=${name}: `));
     }
     expect(detectMachine().forcedFrom).toBeUndefined();
   });
 
-  it('refuses an unknown name or a profile that is not a CPU running C, naming the variable', () => {
-    for (const [name, problem] of [['nosuch', /unknown profile "nosuch"/], ['rtx4090', /"rtx4090" is a GPU profile/], ['wasm-simd128', /"wasm-simd128" is a WebAssembly profile/], ['host', /unknown profile "host"/]] as const) {
-      let err: unknown;
+  it('refuses an unknown name or a profile that is not a CPU running C: the library on field host, the environment\'s reader naming the variable', () => {
+    const thrown = (f: () => unknown): KgenError => {
       try {
-        forcedHost(name);
+        f();
       } catch (e) {
-        err = e;
+        expect(e).toBeInstanceOf(KgenError);
+        return e as KgenError;
       }
-      expect(err).toBeInstanceOf(KgenError);
-      expect((err as KgenError).field).toBe(HOST_PROFILE_VARIABLE);
-      expect((err as KgenError).message).toMatch(problem);
-      expect((err as KgenError).expected).toMatch(/apple-m2, core-i9-13900k, epyc-7763, epyc-9654, graviton3, xeon-8592/);
+      throw new Error('nothing thrown');
+    };
+    for (const [name, problem] of [['nosuch', /unknown profile "nosuch"/], ['rtx4090', /"rtx4090" is a GPU profile/], ['wasm-simd128', /"wasm-simd128" is a WebAssembly profile/], ['host', /unknown profile "host"/]] as const) {
+      const lib = thrown(() => forcedHost(name));
+      expect(lib.field).toBe('host');
+      expect(lib.message).not.toContain(HOST_PROFILE_VARIABLE);
+      const edge = thrown(() => hostFromEnvironment({ [HOST_PROFILE_VARIABLE]: name }));
+      expect(edge.field).toBe(HOST_PROFILE_VARIABLE);
+      expect(edge.hint).toBe(`unset ${HOST_PROFILE_VARIABLE} to plan for this machine's own CPU`);
+      for (const err of [lib, edge]) {
+        expect(err.message).toMatch(problem);
+        expect(err.expected).toMatch(/apple-m2, core-i9-13900k, epyc-7763, epyc-9654, graviton3, xeon-8592/);
+      }
     }
   });
 

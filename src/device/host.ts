@@ -144,35 +144,46 @@ export function resolveHost(opts: HostOptions = {}): DeviceProfile {
  */
 export function hostFromEnvironment(env: Readonly<Record<string, string | undefined>>): HostOptions {
   const forced = env[HOST_PROFILE_VARIABLE];
-  return forced ? { host: forcedHost(forced) } : {};
+  return forced ? { host: forcedHost(forced, { askedBy: HOST_PROFILE_VARIABLE }) } : {};
+}
+
+/** How `forcedHost` was asked for its profile. */
+export interface ForcedHostOptions {
+  /**
+   * The setting a user gave the name in (an edge's: the CLI's `KGEN_HOST_PROFILE`): the refusal's
+   * field and hint name it, and the profile's description (`SETTING=name`) and sources. Absent (a
+   * library caller passing the name itself): the field is `host` and no setting is named.
+   */
+  askedBy?: string;
 }
 
 /**
  * `host` with the figures of the CPU profile `name` (ISA, cores, caches, memory, peak) and
- * `forcedFrom` set to it, described as `KGEN_HOST_PROFILE=name` (the form users give it in). A name
- * that is not a physical CPU's profile of `targets/` is a KgenError naming `KGEN_HOST_PROFILE`.
+ * `forcedFrom` set to it. A name that is not a physical CPU's profile of `targets/` is a KgenError
+ * on the field `host`, or on `opts.askedBy` where an edge read the name from a setting.
  */
-export function forcedHost(name: string): DeviceProfile {
+export function forcedHost(name: string, opts: ForcedHostOptions = {}): DeviceProfile {
+  const by = opts.askedBy;
   const choices = loadProfiles().filter(isNativeCpu);
   const base = choices.find((p) => p.name === name);
   if (!base?.cpu) {
     const other = loadProfiles().find((p) => p.name === name);
     throw new KgenError({
-      field: HOST_PROFILE_VARIABLE,
+      field: by ?? 'host',
       problem: other ? `${quoted(name)} is a ${other.kind === 'gpu' ? 'GPU' : 'WebAssembly'} profile, not a CPU that runs C kernels` : `unknown profile ${quoted(name)}`,
       expected: `a CPU profile: ${choices.map((p) => p.name).join(', ')}`,
-      hint: `unset ${HOST_PROFILE_VARIABLE} to plan for this machine's own CPU`,
+      hint: by ? `unset ${by} to plan for this machine's own CPU` : "pass no host to plan for this machine's own CPU",
     });
   }
   return {
     name: 'host',
-    description: `${HOST_PROFILE_VARIABLE}=${base.name}: ${base.description}, in place of this machine's CPU`,
+    description: `${by ? `${by}=${base.name}` : `forced to ${base.name}`}: ${base.description}, in place of this machine's CPU`,
     kind: 'cpu',
     targets: hostTargets(),
     cpu: { ...base.cpu, isa: [...base.cpu.isa] },
     memory: { ...base.memory },
     peak: { ...base.peak },
-    sources: { ...base.sources, host: `${HOST_PROFILE_VARIABLE}: the figures of targets/${base.name}.json, not detected` },
+    sources: { ...base.sources, host: `${by ? `${by}: ` : ''}the figures of targets/${base.name}.json, not detected` },
     forcedFrom: base.name,
   };
 }
