@@ -418,6 +418,43 @@ describe('the emitted loader\'s threads', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('close() during a call rejects it, and the calls queued behind it, where terminate() fires no event (a browser\'s Worker)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-close-'));
+    try {
+      // spread 'always': attention's short calls go to the workers too.
+      for (const [op, shape, options, call] of [
+        ['matmul_q4', 'M=1,N=16,K=64', '', 'k.run(0, 0, 0, 0, 0, 0)'],
+        ['attention_f16', 'B=1,Hq=4,Hkv=2,Sq=1,Skv=64,D=32', ", spread: 'always'", 'k.run(0, 0, 0, 0, 0, 0, 0)'],
+      ] as const) {
+        const e = emit({ target: 'wasm', op, shape });
+        const files = join(dir, op);
+        mkdirSync(files);
+        await writeEmittedWasm(e, files);
+        // The page: no \`process\` (so the loader takes the browser's Worker) and module Workers that
+        // answer init, never finish a share, and fire nothing when terminate() ends them.
+        writeFileSync(join(files, 'host.mjs'), `
+          const { stdout } = process;
+          globalThis.Worker = class {
+            listeners = [];
+            addEventListener(type, fn) { if (type === 'message') this.listeners.push(fn); }
+            postMessage(m) { if (m.type === 'init') setTimeout(() => this.listeners.forEach((fn) => fn({ data: { type: 'ready' } }))); }
+            terminate() {}
+          };
+          Object.defineProperty(globalThis, 'process', { value: undefined, configurable: true });
+          const { loadThreaded } = await import('./kernel.mjs');
+          const k = await loadThreaded({ memory: new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }), threads: 2${options} });
+          const outcome = (p) => Promise.race([p.then(() => 'resolved', (e) => e.message), new Promise((r) => setTimeout(() => r('pending'), 2000))]);
+          const inFlight = outcome(${call});
+          const queued = outcome(${call});
+          setTimeout(() => k.close(), 50);
+          stdout.write(JSON.stringify({ inFlight: await inFlight, queued: await queued }) + '\\n');
+        `);
+        expect(await nodeJson([], join(files, 'host.mjs')), op).toEqual({ inFlight: expect.stringMatching(/worker: closed$/), queued: expect.stringMatching(/the kernel is closed/) });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the WebAssembly runner and emit', () => {
