@@ -1,14 +1,18 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
-import { C_VARIANTS } from '../src/backends/c/toolchain.js';
+import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { planRequest } from '../src/backends/registry.js';
 import { getDevice } from '../src/device/index.js';
 import { catalogOp } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
 import { spaceFor } from '../src/plan/index.js';
-import { cToolsSkipReason, EPILOGUE_IRS } from './helpers.js';
+import { cToolsSkipReason, EPILOGUE_IRS, skipReason } from './helpers.js';
 
 /**
  * Every C variant and a fixed device whose profile offers it (never `host`, whose figures, and so
@@ -362,5 +366,30 @@ describe('C manifest: what a caller creating threads and a workspace needs', () 
     expect(p.splits).toBeGreaterThan(1);
     expect(split.manifest.launch).toEqual({ tasks: p.tasks, mergeRows: 4 });
     expect(kernels[0]!.manifest.launch).toEqual({ rows: 64 });
+  });
+
+  // README: a call's only state is its workspace, so calls on several threads at once need one each.
+  it.skipIf(skipReason(['gcc', 'nm']) !== undefined)('the kernels keep no writable state of their own (no data or bss symbols), OpenMP driver included', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-c-state-'));
+    try {
+      const kernels = [
+        emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=256', isa: 'avx2', device: 'epyc-7763' }),
+        emit({ target: 'c', op: 'matmul_q8_0', shape: 'M=32,N=64,K=256', isa: 'avx512', device: 'epyc-9654' }),
+        emit({ target: 'c', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=64', isa: 'avx512', device: 'epyc-9654', config: { splits: 4 } }),
+        emit({ target: 'c', op: 'attention_q8_0kv', shape: 'B=1,Hq=4,Hkv=2,Sq=64,Skv=64,D=64', isa: 'avx2', device: 'epyc-7763' }),
+      ];
+      for (const [i, k] of kernels.entries()) {
+        const isa = (k.plan.params as { isa: string }).isa;
+        writeFileSync(join(dir, 'kernel.h'), k.files['kernel.h']!);
+        writeFileSync(join(dir, 'kernel.c'), k.files['kernel.c']!);
+        const object = join(dir, `k${i}.o`);
+        // -O0: every variable of the source stays a symbol, and it compiles in a fraction of -O3's time.
+        execFileSync('gcc', [...C_TOOLCHAINS[isa]!.flags.filter((f) => !f.startsWith('-O')), '-O0', '-fopenmp', '-c', join(dir, 'kernel.c'), '-o', object]);
+        const writable = execFileSync('nm', [object], { encoding: 'utf8' }).split('\n').filter((line) => /^\S*\s+[bBdDgGsS]\s/.test(line));
+        expect(writable, `${k.plan.op.name} ${isa}`).toEqual([]);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
