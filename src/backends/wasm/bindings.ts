@@ -38,7 +38,7 @@ function declareMaxThreads(file: SourceFile, threads: LoaderThreads): void {
 
 /** What a ThreadedKernel's close() does, in both loaders' declarations. */
 const CLOSE_DOC =
-  "Ends the workers; a call made or still queued after it rejects without computing, and one running rejects once close() is called. In Node the workers hold the process open only while a call is queued or running, so a script that never calls close() still exits once its calls have resolved.";
+  "Ends the workers; a call made or still queued after it rejects without computing, and one still waiting on a worker's share rejects. In Node the workers hold the process open only while a call is queued or running, so a script that never calls close() still exits once its calls have resolved.";
 
 /** What a loader's `base` option is, in both loaders' declarations. */
 const BASE_DOC = "`base`: the folder of the kernel's files (.wasm, kernel-worker.mjs; a string is resolved against kernel.mjs's URL) where a bundler moved kernel.mjs away from them; by default beside kernel.mjs.";
