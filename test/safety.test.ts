@@ -737,29 +737,51 @@ describe('temporary directories of killed kgen processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-sweep-test-'));
     // A pid that surely ran and ended: a child that has exited.
     const dead = spawnSync(process.execPath, ['-e', '0']).pid;
-    const old = (Date.now() - 3_600_000) / 1000;
-    // As makeTempDir leaves them (its marker inside), unless `marked` is false: a user's directory.
-    const make = (name: string, age: 'old' | 'new', marked = true) => {
+    const here = 'pid:[4026531836]';
+    const hour = (Date.now() - 3_600_000) / 1000;
+    const days = (Date.now() - 2 * 86_400_000) / 1000;
+    // As makeTempDir leaves them (its marker naming a pid namespace inside), unless `marker` is
+    // null: a user's directory.
+    const make = (name: string, mtime: number | 'new', marker: string | null = here) => {
       mkdirSync(join(dir, name));
       writeFileSync(join(dir, name, 'k.bin'), new Uint8Array(16));
-      if (marked) writeFileSync(join(dir, name, '.kgen-temp'), '');
-      if (age === 'old') utimesSync(join(dir, name), old, old);
+      if (marker !== null) writeFileSync(join(dir, name, '.kgen-temp'), marker);
+      if (mtime !== 'new') utimesSync(join(dir, name), mtime, mtime);
     };
-    make(`kgen-run-${dead}-AbC123`, 'old');
-    make(`kgen-cuda-gpu-run-${dead}-xyz789`, 'old');
+    make(`kgen-run-${dead}-AbC123`, hour);
+    make(`kgen-cuda-gpu-run-${dead}-xyz789`, hour);
     make(`kgen-run-${dead}-young1`, 'new');
-    make(`kgen-run-${process.ppid}-alive1`, 'old');
-    make(`kgen-run-${process.pid}-mine12`, 'old');
-    make('kgen-run-noPid1', 'old');
-    make(`other-${dead}-AbC123`, 'old');
-    make(`kgen-mine-${dead}-userX1`, 'old', false);
-    expect(sweepOrphanTempDirs({ dir })).toBe(2);
-    expect(readdirSync(dir).sort()).toEqual([`kgen-run-${dead}-young1`, `kgen-run-${process.pid}-mine12`, `kgen-run-${process.ppid}-alive1`, 'kgen-run-noPid1', `other-${dead}-AbC123`, `kgen-mine-${dead}-userX1`].sort());
-    // kgen's own temporary directories carry the pid.
+    make(`kgen-run-${process.ppid}-alive1`, hour);
+    make(`kgen-run-${process.pid}-mine12`, hour);
+    make('kgen-run-noPid1', hour);
+    make(`other-${dead}-AbC123`, hour);
+    make(`kgen-mine-${dead}-userX1`, hour, null);
+    // Another container's (its pid means nothing here): kept for a day, then swept; so is a
+    // marker naming no namespace (an older kgen).
+    make(`kgen-run-${dead}-other1`, hour, 'pid:[4026532999]');
+    make(`kgen-run-${dead}-other2`, days, 'pid:[4026532999]');
+    make(`kgen-run-${dead}-older1`, hour, '');
+    make(`kgen-run-${dead}-older2`, days, '');
+    expect(sweepOrphanTempDirs({ dir, namespace: here })).toBe(4);
+    expect(readdirSync(dir).sort()).toEqual(
+      [
+        `kgen-run-${dead}-young1`,
+        `kgen-run-${process.pid}-mine12`,
+        `kgen-run-${process.ppid}-alive1`,
+        'kgen-run-noPid1',
+        `other-${dead}-AbC123`,
+        `kgen-mine-${dead}-userX1`,
+        `kgen-run-${dead}-other1`,
+        `kgen-run-${dead}-older1`,
+      ].sort(),
+    );
+    // kgen's own temporary directories carry the pid, and their marker this process's namespace
+    // (where the platform has one), which a sweep in the same namespace takes as its own.
     const made = makeTempDir('kgen-run-');
     try {
       expect(made).toMatch(new RegExp(`kgen-run-${process.pid}-[A-Za-z0-9]{6}$`));
-      expect(existsSync(join(made, '.kgen-temp'))).toBe(true);
+      const marker = readFileSync(join(made, '.kgen-temp'), 'utf8');
+      if (existsSync('/proc/self/ns/pid')) expect(marker).toMatch(/^pid:\[\d+\]$/);
     } finally {
       rmSync(made, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });

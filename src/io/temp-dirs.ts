@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -8,7 +8,10 @@ import { join } from 'node:path';
  * and where that process was killed (SIGKILL, a crash, a machine out of memory) a later kgen can
  * tell from the pid that nobody will. A run's inputs can be a KV cache of hundreds of MB. Each
  * holds a marker file, `TEMP_MARKER`: a directory of the same shape of name without it is not
- * kgen's, and the sweep leaves it alone.
+ * kgen's, and the sweep leaves it alone. The marker names the pid namespace of the process that
+ * made it (Linux: `/proc/self/ns/pid`), because a pid says nothing across namespaces: containers
+ * sharing one temp folder see each other's directories but not each other's processes, and a
+ * long tune in one must not lose its files to a sweep in another.
  */
 
 /** The file `makeTempDir` leaves in each directory it makes: the sweep removes only those. */
@@ -17,10 +20,26 @@ const TEMP_MARKER = '.kgen-temp';
 /** The names `makeTempDir` gives: `kgen-` and more words, the pid, mkdtemp's six characters. */
 const TEMP_NAME = /^kgen-(?:[a-z0-9]+-)+?(\d+)-[A-Za-z0-9]{6}$/;
 
+/**
+ * A directory whose marker names another pid namespace (or none: an older kgen, or a platform
+ * without namespaces seen from Linux) is swept only once it is this old: its process cannot be
+ * asked about, and no kgen run keeps one directory unchanged for a day.
+ */
+const FOREIGN_MIN_AGE_MS = 24 * 3_600_000;
+
+/** This process's pid namespace (`pid:[4026531836]`), or '' where the platform has none. */
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return '';
+  }
+}
+
 /** A new temporary directory `<prefix><pid>-XXXXXX` with kgen's marker; `prefix` starts with `kgen-` and ends with `-`. */
 export function makeTempDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`));
-  writeFileSync(join(dir, TEMP_MARKER), '');
+  writeFileSync(join(dir, TEMP_MARKER), pidNamespace());
   return dir;
 }
 
@@ -36,13 +55,16 @@ function processAlive(pid: number): boolean {
 
 /**
  * Removes kgen temporary directories (named by `makeTempDir` and holding its marker) whose process
- * is gone and that were last changed more than `minAgeMs` ago (the age guards against a pid seen from another pid namespace sharing the temp
- * folder). Anything it cannot read or remove is left alone. Returns how many it removed.
+ * is gone and that were last changed more than `minAgeMs` ago: the pid is asked about only where the
+ * marker names this process's pid namespace; a directory of another namespace (or a marker naming
+ * none) is removed only after `FOREIGN_MIN_AGE_MS`. Anything it cannot read or remove is left
+ * alone. Returns how many it removed. `namespace` stands in for this process's (tests).
  */
-export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now?: number } = {}): number {
+export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now?: number; namespace?: string } = {}): number {
   const dir = opts.dir ?? tmpdir();
   const minAgeMs = opts.minAgeMs ?? 10 * 60_000;
   const now = opts.now ?? Date.now();
+  const namespace = opts.namespace ?? pidNamespace();
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -58,7 +80,10 @@ export function sweepOrphanTempDirs(opts: { dir?: string; minAgeMs?: number; now
     const path = join(dir, name);
     try {
       const st = statSync(path);
-      if (!st.isDirectory() || now - st.mtimeMs < minAgeMs || !existsSync(join(path, TEMP_MARKER))) continue;
+      const marker = join(path, TEMP_MARKER);
+      if (!st.isDirectory() || now - st.mtimeMs < minAgeMs || !existsSync(marker)) continue;
+      const ours = namespace !== '' && readFileSync(marker, 'utf8') === namespace;
+      if (!ours && now - st.mtimeMs < FOREIGN_MIN_AGE_MS) continue;
       rmSync(path, { recursive: true, force: true });
       removed++;
     } catch {
