@@ -183,11 +183,24 @@ function mmaRegisters(D: number, bc: number): number {
  * staging copy of the K/V ring (`stageIters`, 2 registers each), per-warp indexing that shrinks as
  * warps are added, softmax state and addressing. Calibrated with `nvcc -cubin -Xptxas -v` (CUDA
  * 13.0, sm_80, 2026-12-05) over the legal configs of f16 D = 128 and q8 D = 96: an upper bound near
- * ptxas's 255 cap (a config over its budget spilled or sat at the cap; docs/cuda.md).
+ * ptxas's 255 cap (a config over its budget spilled or sat at the cap; docs/cuda.md). Plus
+ * `TWO_STAGES_FEW_WARPS` where the ring has 2 stages and the block fewer than 4 warps.
  */
-function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number, kScaled: boolean): number {
-  return 70 + mmaRegisters(D, bc) + (kScaled ? 4 : 0) + 2 * stageIters + Math.floor(1024 / threads);
+function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number, kScaled: boolean, stages: number): number {
+  const twoStagesFewWarps = stages === 2 && threads < 4 * CUDA_WARP_LANES ? TWO_STAGES_FEW_WARPS : 0;
+  return 70 + mmaRegisters(D, bc) + (kScaled ? 4 : 0) + 2 * stageIters + Math.floor(1024 / threads) + twoStagesFewWarps;
 }
+
+/**
+ * Registers the tensor-core prefill takes beyond its estimate with a 2-stage ring and 1 or 2 warps.
+ * Measured, not modelled: over every legal mma config of D = 64, 96 and 128 for the quantized caches
+ * and the 2-stage ones for f16 (Sq = 64; ptxas 13.0; sm_80, sm_89, sm_90; 2026-12-05: 438
+ * kernels), all 39 that spilled had 2 stages and
+ * fewer than 4 warps, from an estimate of 194 (f16 and quantized caches alike), while the same tiles
+ * with 3 stages, or 4 warps, stayed within 255. 62 puts the first spill over the 255 budget; the
+ * 3-stage configs of those tiles stay legal.
+ */
+const TWO_STAGES_FEW_WARPS = 62;
 
 /** Values of D one mma.sync m16n8k16 multiplies per step (a k16 slice). */
 const MMA_K = 16;
@@ -337,7 +350,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const stageIters = ceilDiv(2 * keys * row.kvPieces, threads);
   const kFeed = mmaKGroups(op, D, row.kvGroup);
   const buffers: OnChipBuffer[] = mma
-    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads, kFeed.kScaled), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks)${kFeed.kScaled ? ', a K scale group\'s partial scores' : ''} and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing` }]
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads, kFeed.kScaled, stages), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks)${kFeed.kScaled ? ', a K scale group\'s partial scores' : ''} and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing${stages === 2 && threads < 4 * CUDA_WARP_LANES ? `, ${TWO_STAGES_FEW_WARPS} more measured with 2 stages and fewer than 4 warps` : ''}` }]
     : [
         { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
         kvBuffer,
