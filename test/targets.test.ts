@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkSupport, planRequest, targetFor, targetNames, targetsRendering } from '../src/backends/registry.js';
@@ -131,5 +132,52 @@ describe('capabilities as data, checked in one place', () => {
         }
       }
     }
+  });
+});
+
+describe('a user\'s own device profile (--device FILE.json)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kgen-profile-test-'));
+  const write = (file: string, profile: unknown) => {
+    const path = join(dir, file);
+    writeFileSync(path, JSON.stringify(profile));
+    return path;
+  };
+  // A phone GPU: 128-lane subgroups, WebGPU's default limits, but at most 128 invocations along x.
+  const webgpu = getDevice('webgpu');
+  const phone = { ...webgpu, name: 'qa-phone', match: undefined, gpu: { ...webgpu.gpu!, maxWorkgroupSize: [128, 128, 64], features: { ...webgpu.gpu!.features, subgroups: true, subgroupSizes: [128, 128] } } };
+
+  it('is read from its file, found again by its name, and may not take a shipped or another file\'s name', () => {
+    const path = write('phone.json', phone);
+    expect(getDevice(path)).toMatchObject({ name: 'qa-phone', gpu: { maxWorkgroupSize: [128, 128, 64] } });
+    expect(getDevice('qa-phone').gpu!.features.subgroupSizes).toEqual([128, 128]);
+    expect(() => getDevice(write('copy.json', phone))).toThrow(/copy\.json: name: invalid device profile; expected a name of its own \("qa-phone" is the profile in /);
+    expect(() => getDevice(write('t4.json', { ...getDevice('t4'), match: undefined }))).toThrow(/name: .*"t4" is a shipped profile/);
+    expect(() => getDevice(join(dir, 'absent.json'))).toThrow(/^--device: cannot read .*absent\.json/);
+  });
+
+  it('a wrong or missing figure names its field, never a crash or a default', () => {
+    const rpi = { ...getDevice('graviton3'), name: 'qa-rpi5', match: undefined };
+    const t4 = getDevice('t4');
+    const bad: [unknown, RegExp][] = [
+      [null, /\(top level\): invalid device profile; expected a JSON object/],
+      [{ ...rpi, cpu: { ...rpi.cpu, isa: ['neon', 'dotprd'] } }, /cpu\.isa: .*\(not "dotprd"\)/],
+      [{ ...rpi, cpu: { ...rpi.cpu, arch: 'arm64' } }, /cpu\.arch: .*one of x86_64, aarch64, wasm32/],
+      [{ ...phone, gpu: { ...phone.gpu, features: { ...phone.gpu.features, subgroups: 'yes' } } }, /gpu\.features\.subgroups: .*true or false/],
+      [{ ...phone, gpu: { ...phone.gpu, maxWorkgroupSize: 256 } }, /gpu\.maxWorkgroupSize: .*\[x, y, z\]/],
+      [{ ...phone, gpu: { ...phone.gpu, maxStorageBufferBindingBytes: -1 } }, /gpu\.maxStorageBufferBindingBytes: .*a positive integer/],
+      [{ ...t4, gpu: { ...t4.gpu, registersPerThread: undefined } }, /gpu\.registersPerThread: .*an integer >= 0/],
+    ];
+    for (const [profile, message] of bad) {
+      expect(() => validateProfile(profile as DeviceProfile, 'mine.json'), message.source).toThrow(KgenError);
+      expect(() => validateProfile(profile as DeviceProfile, 'mine.json'), message.source).toThrow(message);
+    }
+  });
+
+  it('WGSL plans keep to the profile\'s maxComputeWorkgroupSizeX (gpu.maxWorkgroupSize[0])', () => {
+    const device = validateProfile(phone as DeviceProfile, 'phone.json');
+    const req = planRequest({ op: CATALOG.matmul_q4_0!, shape: { M: 1, N: 4096, K: 4096 }, device, target: 'wgsl' });
+    expect(() => makePlan(req, { invocations: 256 })).toThrow(/over budget: workgroup size x \(qa-phone\) needs 256 threads but 128 are available/);
+    const att = planRequest({ op: CATALOG.attention_f16!, shape: { B: 1, Hq: 8, Hkv: 2, Sq: 64, Skv: 64, D: 64 }, device, target: 'wgsl' });
+    for (const r of [req, att]) expect(makePlan(r).plan.launch.block![0]).toBeLessThanOrEqual(128);
   });
 });

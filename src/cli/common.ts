@@ -52,7 +52,7 @@ export function addKernelFlags(cmd: Command, defaults: { target?: string } = {})
     .option('--op <name>', 'catalog op (see `kgen ops`)')
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')
     .option('--shape <dims>', 'dimensions, e.g. M=1,N=4096,K=4096 (attention: B=1,Hq=32,Hkv=8,Sq=1,Skv=4096,D=128)')
-    .option('--device <name>', `device profile (see \`kgen devices\`); default per target: ${defaultDevices()}`)
+    .option('--device <name>', `device profile (see \`kgen devices\`), or your own as a file NAME.json (docs/ARCHITECTURE.md, "Device profiles"); default per target: ${defaultDevices()}`)
     .option('--isa <isa>', `${variantChoices()} (default: best the device has)`)
     .option('--config <json>', 'knob values over the default, e.g. \'{"nTile":16}\'')
     .option('--json', 'machine-readable output');

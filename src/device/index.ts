@@ -6,7 +6,7 @@ import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
 import type { HostOptions } from './host.js';
 import { hostIsa, resolveHost } from './host.js';
 import type { DeviceProfile, PresenceProbe } from './profile.js';
-import { loadProfiles } from './profile.js';
+import { isProfileFile, loadProfileFile, loadProfiles, userProfile } from './profile.js';
 
 export * from './profile.js';
 export { hostFromEnvironment, hostIsa, measuredDevice, resolveHost, type HostOptions } from './host.js';
@@ -26,19 +26,21 @@ export function allDevices(opts: HostOptions = {}): DeviceProfile[] {
 }
 
 /**
- * The profile named `name`: `host` as `opts.host` resolves it (`resolveHost`), any other from
- * `targets/` (the host is not resolved for those); an unknown name is a KgenError on `opts.field`
+ * The profile named `name`: `host` as `opts.host` resolves it (`resolveHost`), a path ending in
+ * `.json` read from that file (`loadProfileFile`), any other from `targets/` or a file read
+ * before (the host is not resolved for those); an unknown name is a KgenError on `opts.field`
  * (default `--device`).
  */
 export function getDevice(name: string, opts: HostOptions & { field?: string } = {}): DeviceProfile {
   if (name === 'host') return resolveHost(opts);
-  const found = loadProfiles().find((d) => d.name === name);
+  if (isProfileFile(name)) return loadProfileFile(name, opts.field ?? '--device');
+  const found = loadProfiles().find((d) => d.name === name) ?? userProfile(name);
   if (!found) {
     throw new KgenError({
       field: opts.field ?? '--device',
       problem: `unknown device ${quoted(String(name))}`,
-      expected: `one of ${['host', ...loadProfiles().map((d) => d.name)].join(', ')}`,
-      hint: 'run `kgen devices` to list them',
+      expected: `one of ${['host', ...loadProfiles().map((d) => d.name)].join(', ')}, or a profile file (NAME.json)`,
+      hint: 'run `kgen devices` to list them, or describe your device in a JSON file like targets/webgpu.json',
     });
   }
   return found;

@@ -1,6 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KgenError } from '../errors.js';
+import { readRegularFile } from '../io/input-file.js';
+import { parseJsonInput } from '../io/json-input.js';
+import { pathText, quoted } from '../io/message-text.js';
 import { packagePath } from '../package-files.js';
 
 /**
@@ -60,9 +63,18 @@ export interface GpuLimits {
  */
 export const CPU_CACHE_LINE_BYTES = 64;
 
+/** The CPU architectures a profile may name. */
+export const CPU_ARCHES = ['x86_64', 'aarch64', 'wasm32'] as const;
+
+/**
+ * The ISA extensions kgen knows by name (what `cpu.isa` may list): a name outside it would be
+ * read by nothing, so a misspelt `dotprd` is refused rather than planned as a CPU without it.
+ */
+export const CPU_ISA_NAMES = ['avx2', 'fma', 'f16c', 'avxvnni', 'avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'neon', 'dotprod', 'fp16', 'i8mm', 'simd128'] as const;
+
 export interface CpuLimits {
-  arch: 'x86_64' | 'aarch64' | 'wasm32';
-  /** ISA extensions: avx2, fma, f16c, avxvnni, avx512f, avx512bw, avx512vl, avx512vnni, neon, dotprod, fp16, simd128. */
+  arch: (typeof CPU_ARCHES)[number];
+  /** ISA extensions, from `CPU_ISA_NAMES`. */
   isa: string[];
   cores: number;
   threads: number;
@@ -130,43 +142,65 @@ export function targetsDir(): string {
 }
 
 function need(cond: unknown, file: string, field: string, expected: string): asserts cond {
-  if (!cond) throw new KgenError({ field: `${file}: ${field}`, problem: 'invalid device profile', expected });
+  if (!cond) throw new KgenError({ field: `${file}: ${field}`, problem: 'invalid device profile', expected, hint: 'fix that field (docs/ARCHITECTURE.md, "Device profiles", lists them)' });
 }
 
-/** Checks a parsed profile; errors name the file and field. */
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isCount = (v: unknown): v is number => Number.isInteger(v) && (v as number) > 0;
+const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+
+/** Each optional count a GPU profile may give (checked only where present: absent ones take WebGPU's defaults or are unused). */
+const OPTIONAL_GPU_COUNTS = ['multiprocessors', 'sharedPerMultiprocessorBytes', 'registersPerMultiprocessor', 'maxStorageBufferBindingBytes', 'maxStorageBuffersPerShaderStage', 'maxWorkgroupsPerDimension', 'l2Bytes'] as const;
+
+/**
+ * Checks a parsed profile (a shipped one or a user's file): every field a planner reads has the
+ * type and range it needs, so a wrong or missing figure is a KgenError naming the file and field,
+ * never a crash or a silently defaulted value further on.
+ */
 export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
+  need(isObject(p), file, '(top level)', 'a JSON object: a device profile like targets/webgpu.json');
   need(typeof p.name === 'string' && /^[a-z0-9][a-z0-9-]*$/.test(p.name), file, 'name', 'a lower-case name');
   need(p.kind === 'gpu' || p.kind === 'cpu', file, 'kind', '"gpu" or "cpu"');
   need(Array.isArray(p.targets) && p.targets.length > 0 && p.targets.every((t) => typeof t === 'string' && /^[a-z][a-z0-9]*$/.test(t)), file, 'targets', 'a list of target names (c, cuda, wgsl, wasm, ...)');
-  need(p.memory && p.memory.bandwidthGBs > 0, file, 'memory.bandwidthGBs', 'a number > 0');
-  need(p.peak && p.peak.f32TFLOPS > 0, file, 'peak.f32TFLOPS', 'a number > 0');
-  need(p.sources && typeof p.sources === 'object', file, 'sources', 'where each figure comes from');
+  need(isObject(p.memory) && p.memory.bandwidthGBs > 0, file, 'memory.bandwidthGBs', 'a number > 0');
+  need(p.memory.capacityGiB > 0, file, 'memory.capacityGiB', 'a number > 0');
+  need(isObject(p.peak) && p.peak.f32TFLOPS > 0, file, 'peak.f32TFLOPS', 'a number > 0');
+  need(isObject(p.sources), file, 'sources', 'where each figure comes from');
   // A profile without `match` is never found here (kgen devices lists it as absent).
   if (p.match !== undefined) {
     const probes = Object.keys(PRESENCE_PROBES);
-    need(Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
+    need(isObject(p.match) && Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
     const names = p.match.nameContains;
     const readsNames = PRESENCE_PROBES[p.match.probe].readsNames;
     need(readsNames ? Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === 'string' && n) : names === undefined, file, 'match.nameContains', readsNames ? 'the texts a present device\'s name contains one of' : `nothing: probe ${p.match.probe} reads no name`);
   }
   if (p.kind === 'gpu') {
     const g = p.gpu;
-    need(g, file, 'gpu', 'GPU limits');
+    need(isObject(g), file, 'gpu', 'GPU limits');
+    need(isName(g.vendor) && isName(g.arch), file, 'gpu.vendor/arch', 'names (arch: sm_XX for NVIDIA, a label for others)');
     for (const k of ['warpSize', 'maxThreadsPerBlock', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes'] as const) {
-      need(Number.isInteger(g[k]) && g[k] > 0, file, `gpu.${k}`, 'a positive integer');
+      need(isCount(g[k]), file, `gpu.${k}`, 'a positive integer');
     }
     need(g.sharedPerBlockOptinBytes >= g.sharedPerBlockBytes, file, 'gpu.sharedPerBlockOptinBytes', '>= sharedPerBlockBytes');
+    need(Number.isInteger(g.registersPerThread) && g.registersPerThread >= 0, file, 'gpu.registersPerThread', 'an integer >= 0 (0 where the API exposes no register limit, as WebGPU)');
+    for (const k of OPTIONAL_GPU_COUNTS) need(g[k] === undefined || isCount(g[k]), file, `gpu.${k}`, 'a positive integer, or no entry');
+    need(g.maxWorkgroupSize === undefined || (Array.isArray(g.maxWorkgroupSize) && g.maxWorkgroupSize.length === 3 && g.maxWorkgroupSize.every(isCount)), file, 'gpu.maxWorkgroupSize', '[x, y, z], positive integers (WebGPU maxComputeWorkgroupSizeX/Y/Z), or no entry');
     const f = g.features;
-    need(f && typeof f === 'object', file, 'gpu.features', 'the GPU\'s features (subgroupSizes, f16, dot8, asyncCopy, tensorCores)');
-    need(Array.isArray(f.subgroupSizes) && f.subgroupSizes.length === 2 && f.subgroupSizes.every((n) => Number.isInteger(n) && n > 0) && f.subgroupSizes[0] <= f.subgroupSizes[1], file, 'gpu.features.subgroupSizes', '[min, max], positive integers');
+    need(isObject(f), file, 'gpu.features', 'the GPU\'s features (subgroupSizes, f16, dot8, asyncCopy, tensorCores)');
+    need(Array.isArray(f.subgroupSizes) && f.subgroupSizes.length === 2 && f.subgroupSizes.every(isCount) && f.subgroupSizes[0] <= f.subgroupSizes[1], file, 'gpu.features.subgroupSizes', '[min, max], positive integers');
+    need(f.subgroups === undefined || typeof f.subgroups === 'boolean', file, 'gpu.features.subgroups', 'true or false (absent: no subgroup operations)');
     need(typeof f.f16 === 'boolean' && typeof f.asyncCopy === 'boolean', file, 'gpu.features.f16/asyncCopy', 'true or false');
-    need(Array.isArray(f.dot8) && Array.isArray(f.tensorCores), file, 'gpu.features.dot8/tensorCores', 'lists of instruction names');
+    need(Array.isArray(f.dot8) && Array.isArray(f.tensorCores) && [...f.dot8, ...f.tensorCores].every(isName), file, 'gpu.features.dot8/tensorCores', 'lists of instruction names');
   } else {
     const c = p.cpu;
-    need(c, file, 'cpu', 'CPU limits');
+    need(isObject(c), file, 'cpu', 'CPU limits');
+    need((CPU_ARCHES as readonly unknown[]).includes(c.arch), file, 'cpu.arch', `one of ${CPU_ARCHES.join(', ')}`);
+    const unknown = Array.isArray(c.isa) ? c.isa.find((n) => !(CPU_ISA_NAMES as readonly unknown[]).includes(n)) : undefined;
+    need(Array.isArray(c.isa) && unknown === undefined, file, 'cpu.isa', `a list of ISA extensions from ${CPU_ISA_NAMES.join(', ')}${unknown !== undefined ? ` (not ${quoted(String(unknown))})` : ''}`);
     for (const k of ['cores', 'threads', 'vectorRegisters', 'l1dBytes', 'l2Bytes', 'l3Bytes'] as const) {
-      need(Number.isInteger(c[k]) && c[k] > 0, file, `cpu.${k}`, 'a positive integer');
+      need(isCount(c[k]), file, `cpu.${k}`, 'a positive integer');
     }
+    need(c.clockGHz === undefined || (typeof c.clockGHz === 'number' && c.clockGHz > 0), file, 'cpu.clockGHz', 'a number > 0, or no entry');
   }
   return p;
 }
@@ -182,4 +216,42 @@ export function loadProfiles(): DeviceProfile[] {
     .sort()
     .map((f) => validateProfile(JSON.parse(readFileSync(join(dir, f), 'utf8')) as DeviceProfile, `targets/${f}`));
   return cache;
+}
+
+/** The most bytes a profile file may hold (the shipped ones are about 2 KB). */
+const PROFILE_FILE_MAX_BYTES = 1 << 16;
+
+/** Whether a `--device` value names a profile file (`./phone.json`) rather than a profile (names have no dots). */
+export function isProfileFile(device: string): boolean {
+  return device.endsWith('.json');
+}
+
+/** Profiles read from users' files in this process, by name, so a plan's `device` name finds its profile again. */
+const fromFiles = new Map<string, { path: string; profile: DeviceProfile }>();
+
+/**
+ * The profile in the JSON file at `path` (a device kgen ships no profile for), checked as the
+ * shipped ones are. Its name must differ from `host` and every shipped profile's (records and
+ * plans go by name), and from another file's read before. Later look-ups by its name
+ * (`userProfile`) return it.
+ */
+export function loadProfileFile(path: string, field = '--device'): DeviceProfile {
+  const file = pathText(path);
+  const expected = 'a device profile: a JSON object like targets/webgpu.json (docs/ARCHITECTURE.md, "Device profiles")';
+  const text = readRegularFile(path, field, expected, (st) => {
+    if (st.size > PROFILE_FILE_MAX_BYTES) throw new KgenError({ field, problem: `${file} is ${st.size} bytes, more than the ${PROFILE_FILE_MAX_BYTES} accepted`, expected });
+  }).toString('utf8');
+  const profile = validateProfile(parseJsonInput(text, { field, source: file, expected }) as DeviceProfile, file);
+  const shipped = profile.name === 'host' || loadProfiles().some((d) => d.name === profile.name);
+  const earlier = fromFiles.get(profile.name);
+  if (shipped || (earlier !== undefined && earlier.path !== path)) {
+    need(false, file, 'name', `a name of its own (${quoted(profile.name)} is ${earlier ? `the profile in ${pathText(earlier.path)}` : 'a shipped profile'})`);
+  }
+  fromFiles.set(profile.name, { path, profile });
+  return profile;
+}
+
+/** The profile read from a file by `loadProfileFile` under `name`, if any. */
+export function userProfile(name: string): DeviceProfile | undefined {
+  return fromFiles.get(name)?.profile;
 }

@@ -17,6 +17,9 @@ export interface WgslBindingUse {
   addressedBytes: number;
 }
 
+/** WebGPU's default `maxComputeWorkgroupSizeX` (the WGSL kernels lay invocations out along x). */
+export const WEBGPU_DEFAULT_WORKGROUP_SIZE_X = 256;
+
 /** WebGPU's default `maxStorageBufferBindingSize` (128 MiB). */
 export const WEBGPU_DEFAULT_STORAGE_BINDING_BYTES = 134217728;
 
@@ -28,14 +31,17 @@ export function maxStorageBindingBytes(device: DeviceProfile): number {
 /**
  * What every WGSL planner checks, in WebGPU's terms, at the profile's limits (the spec defaults for
  * `webgpu`, an adapter's own figures for a present one): workgroup storage, invocations per
- * workgroup, the largest storage binding, storage buffers per shader stage and workgroups per
- * dispatch dimension. WebGPU exposes no register limit.
+ * workgroup and along x (every WGSL kernel's workgroup is `invocations x 1 x 1`, so
+ * `maxComputeWorkgroupSizeX`, the profile's `gpu.maxWorkgroupSize[0]`, binds as well), the largest
+ * storage binding, storage buffers per shader stage and workgroups per dispatch dimension. WebGPU
+ * exposes no register limit.
  */
 export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[], invocations: number, use?: WgslBindingUse): BudgetCheck[] {
   const gpu = device.gpu!;
   const checks: BudgetCheck[] = [
     { budget: `workgroup storage (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
     { budget: `invocations per workgroup (${device.name})`, needed: invocations, available: gpu.maxThreadsPerBlock, unit: 'threads' },
+    { budget: `workgroup size x (${device.name})`, needed: invocations, available: gpu.maxWorkgroupSize?.[0] ?? WEBGPU_DEFAULT_WORKGROUP_SIZE_X, unit: 'threads' },
   ];
   if (use) {
     checks.push(
