@@ -150,7 +150,8 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     const path = write('phone.json', phone);
     expect(getDevice(path)).toMatchObject({ name: 'qa-phone', gpu: { maxWorkgroupSize: [128, 128, 64] } });
     expect(getDevice('qa-phone').gpu!.features.subgroupSizes).toEqual([128, 128]);
-    expect(() => getDevice(write('copy.json', phone))).toThrow(/copy\.json: name: invalid device profile; expected a name of its own \("qa-phone" is the profile in /);
+    expect(getDevice(write('copy.json', phone)).name).toBe('qa-phone');
+    expect(() => getDevice(write('other.json', { ...phone, description: 'another phone' }))).toThrow(/other\.json: name: invalid device profile; expected a name of its own \("qa-phone" is the profile in /);
     expect(() => getDevice(write('t4.json', { ...getDevice('t4'), match: undefined }))).toThrow(/name: .*"t4" is a shipped profile/);
     expect(() => getDevice(join(dir, 'absent.json'))).toThrow(/^--device: cannot read .*absent\.json/);
   });

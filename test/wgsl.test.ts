@@ -69,6 +69,19 @@ async function runPlan(plan: Plan, seed = 3): Promise<void> {
   }
 }
 
+
+/**
+ * A phone GPU's profile in a file of its own (`--device FILE.json`): WebGPU's default limits with
+ * subgroups of exactly 128 lanes, wider than SwiftShader's 4.
+ */
+function phoneProfileFile(): string {
+  const webgpu = getDevice('webgpu');
+  const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-phone-'));
+  const path = join(dir, 'phone.json');
+  writeFileSync(path, JSON.stringify({ ...webgpu, name: 'wgsl-test-phone', match: undefined, gpu: { ...webgpu.gpu!, features: { ...webgpu.gpu!.features, subgroups: true, subgroupSizes: [128, 128] } } }));
+  return path;
+}
+
 describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { concurrent: true }, () => {
   for (const op of OPS) {
     for (const v of VARIANTS) {
@@ -181,6 +194,12 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     expect(String(fp.features)).toContain('subgroups');
     expect(String(fp.limits)).toContain('maxComputeWorkgroupStorageSize=32768');
     expect(fp.webgpu).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('a gemv planned for wider subgroups than the adapter\'s is refused before it runs, naming both sizes, not run to a wrong result', async () => {
+    const r = await verify({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: phoneProfileFile(), config: { kernel: 'gemv', subgroups: 1 } });
+    expect(r.status).toBe('compile_error');
+    expect(r.detail).toMatch(/the adapter's subgroups may be 4 lanes, narrower than the 128 the kernel was planned for/);
   });
 
   it('a WGSL error is a compile_error naming the line, not an exception', async () => {
@@ -397,6 +416,26 @@ describe('WGSL emit: kernel.wgsl, manifest.json and a loader module', () => {
       rmSync(dir, { recursive: true, force: true });
     }
     expect(r.files['kernel.d.ts']).toMatch(/export interface KernelBuffers \{\n  \/\*\* X\[2,96\] f32, row-major: 768 bytes\. \*\/\n  x: GPUBuffer;/);
+  });
+
+  it('a kernel whose scratch is sized for the profile\'s narrowest subgroup ships that size, and the loader refuses a device with narrower ones', async () => {
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: phoneProfileFile(), config: { kernel: 'gemv', subgroups: 1, invocations: 128 } });
+    expect(r.plan.params).toMatchObject({ reductionSlots: 1, subgroupMinSize: 128 });
+    expect(r.rendered.bindingInterface!.subgroupMinSize).toBe(128);
+    expect(r.files['kernel.d.ts']).toContain('subgroupMinSize: 128;');
+    // Without subgroups no size is assumed, and none is shipped.
+    expect(emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: 'webgpu', config: { kernel: 'gemv' } }).rendered.bindingInterface!.subgroupMinSize).toBeUndefined();
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-emit-'));
+    try {
+      writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as { checkDevice(d: unknown): void };
+      const device = (subgroupMinSize?: number) => ({ features: new Set(['subgroups']), limits: r.rendered.bindingInterface!.limits, ...(subgroupMinSize ? { adapterInfo: { subgroupMinSize } } : {}) });
+      expect(() => loader.checkDevice(device(4))).toThrow(/needs subgroups of at least 128 lanes \(the device's may be 4: emit for a profile with gpu\.features\.subgroupSizes \[4, \.\.\.\]\)/);
+      expect(() => loader.checkDevice(device(128))).not.toThrow();
+      expect(() => loader.checkDevice(device())).not.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('kernel.d.ts (generated with ts-morph) types a TypeScript host: the dispatch grid and workgroup size are literal types', async () => {

@@ -218,6 +218,12 @@ export interface BindingInterface {
   workspaceBytes?: number;
   /** Optional features the device must have (`subgroups`). */
   features: string[];
+  /**
+   * The narrowest subgroup (lanes) the kernel is correct on, where that depends on the planned
+   * profile (a scratch slot per subgroup of its smallest size): a device whose subgroups may be
+   * narrower (its adapter's `subgroupMinSize`) must not run it. Absent: any subgroup size.
+   */
+  subgroupMinSize?: number;
   /** Limits the kernel needs, where they may exceed the spec defaults (`maxComputeWorkgroupStorageSize`, ...). */
   limits: Record<string, number>;
 }

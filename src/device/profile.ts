@@ -232,7 +232,7 @@ const fromFiles = new Map<string, { path: string; profile: DeviceProfile }>();
 /**
  * The profile in the JSON file at `path` (a device kgen ships no profile for), checked as the
  * shipped ones are. Its name must differ from `host` and every shipped profile's (records and
- * plans go by name), and from another file's read before. Later look-ups by its name
+ * plans go by name), and from that of a different profile read from another file before. Later look-ups by its name
  * (`userProfile`) return it.
  */
 export function loadProfileFile(path: string, field = '--device'): DeviceProfile {
@@ -244,7 +244,8 @@ export function loadProfileFile(path: string, field = '--device'): DeviceProfile
   const profile = validateProfile(parseJsonInput(text, { field, source: file, expected }) as DeviceProfile, file);
   const shipped = profile.name === 'host' || loadProfiles().some((d) => d.name === profile.name);
   const earlier = fromFiles.get(profile.name);
-  if (shipped || (earlier !== undefined && earlier.path !== path)) {
+  // The same figures from another path (a copy) are the same device; different ones under one name are not.
+  if (shipped || (earlier !== undefined && earlier.path !== path && JSON.stringify(earlier.profile) !== JSON.stringify(profile))) {
     need(false, file, 'name', `a name of its own (${quoted(profile.name)} is ${earlier ? `the profile in ${pathText(earlier.path)}` : 'a shipped profile'})`);
   }
   fromFiles.set(profile.name, { path, profile });

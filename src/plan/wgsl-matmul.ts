@@ -49,6 +49,12 @@ export type WgslMatmulParams =
       subgroups: boolean;
       /** Partial sums per activation row in the reduction scratch: one per invocation, or one per subgroup of the smallest size. */
       reductionSlots: number; reductionFloats: number;
+      /**
+       * With `subgroups`: the narrowest subgroup the scratch has a slot for (the profile's
+       * gpu.features.subgroupSizes[0]); narrower ones would need more slots than there are, so the
+       * kernel ships it as a requirement (`BindingInterface.subgroupMinSize`). 0 without subgroups.
+       */
+      subgroupMinSize: number;
     })
   | (WgslCommonParams & {
       kernel: 'rows'; rowsPerInvocation: number;
@@ -298,7 +304,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
       ],
       params: {
         ...base, kernel: 'gemv', rowsPerWorkgroup, xChunk, xStageFloats: M * xChunk, accumulators: rowsPerWorkgroup * M,
-        subgroups, reductionSlots, reductionFloats: reductionSlots * M,
+        subgroups, reductionSlots, reductionFloats: reductionSlots * M, subgroupMinSize: subgroups ? minSubgroup : 0,
       },
     };
   } else if (knobs.kernel === 'rows') {

@@ -73,6 +73,10 @@ export function wgslLoaderDeclarations(plan: Plan, iface: BindingInterface, vers
             w.writeLine('];');
             w.writeLine(`/** Optional device features required. */`);
             w.writeLine(`features: ${literal(iface.features)};`);
+            if (iface.subgroupMinSize !== undefined) {
+              w.writeLine(`/** The narrowest subgroup the kernel is correct on: the device's subgroupMinSize must be at least this. */`);
+              w.writeLine(`subgroupMinSize: ${literal(iface.subgroupMinSize)};`);
+            }
             w.writeLine(`/** Device limits required, where they may exceed the WebGPU defaults. */`);
             w.writeLine(`limits: ${literal(iface.limits)};`);
           });

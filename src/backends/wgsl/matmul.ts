@@ -122,6 +122,7 @@ export function renderWgslMatmul(plan: WgslMatmulPlan, ctx: RenderContext): Rend
     bindings: binds,
     passes: [{ entry, what: VARIANT_TEXT[p.kernel], workgroupSize: [p.invocations, 1, 1], dispatch: { expr: plan.launch.gridExpr!, grid }, bindings: binds.map((b) => b.binding) }],
     features: [...(subgroups ? ['subgroups'] : []), ...(f16Math ? ['shader-f16'] : [])],
+    ...(p.kernel === 'gemv' && p.subgroups ? { subgroupMinSize: p.subgroupMinSize } : {}),
     limits: wgslLimits(sharedBytes, p.invocations, binds),
   };
   const tensors = [...new Set(binds.map((b) => b.tensor))];

@@ -83,6 +83,11 @@ if (missing.length) {
   out({ compileError: `the adapter lacks the feature(s) ${missing.join(', ')} the kernel needs` });
   process.exit(EXIT.ok);
 }
+// A kernel planned for wider subgroups than this adapter's would run, and be wrong: refuse it.
+if (spec.subgroupMinSize !== undefined && adapter.info.subgroupMinSize < spec.subgroupMinSize) {
+  out({ compileError: `the adapter's subgroups may be ${adapter.info.subgroupMinSize} lanes, narrower than the ${spec.subgroupMinSize} the kernel was planned for (gpu.features.subgroupSizes); verify it on that device, or plan for this adapter's profile` });
+  process.exit(EXIT.ok);
+}
 const requiredLimits = {};
 for (const [k, v] of Object.entries(spec.limits)) requiredLimits[k] = Math.min(v, adapter.limits[k]);
 const wantTimestamps = mode === 'run' && adapter.features.has('timestamp-query');
