@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
 import { checkSupport, planRequest, targetFor, targetNames, targetsRendering } from '../src/backends/registry.js';
 import { allDevices, detectPresence, getDevice, loadProfiles, PRESENCE_PROBES, validateProfile } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
@@ -154,6 +155,9 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     expect(() => getDevice(write('other.json', { ...phone, description: 'another phone' }))).toThrow(/other\.json: name: invalid device profile; expected a name of its own \("qa-phone" is the profile in /);
     expect(() => getDevice(write('t4.json', { ...getDevice('t4'), match: undefined }))).toThrow(/name: .*"t4" is a shipped profile/);
     expect(() => getDevice(join(dir, 'absent.json'))).toThrow(/^--device: cannot read .*absent\.json/);
+    // The regenerate command in an emitted kernel names the file: a new process knows no `qa-phone`.
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: path });
+    expect(r.files['kernel.wgsl']).toContain(`--device ${path} --config`);
   });
 
   it('a wrong or missing figure names its field, never a crash or a default', () => {

@@ -26,7 +26,7 @@ export interface KernelRequest extends HostOptions {
   irFile?: string;
   /** `M=1,N=4096,K=4096` or an object of the same dimensions. */
   shape: string | Record<string, number>;
-  /** Device profile name; defaults per target (c: host, wasm: wasm-simd128, cuda: rtx4090, wgsl: webgpu). */
+  /** Device profile name, or a profile file `NAME.json`; defaults per target (c: host, wasm: wasm-simd128, cuda: rtx4090, wgsl: webgpu). */
   device?: string;
   /** C only: the instruction-set variant, same as config.isa. */
   isa?: string;
