@@ -178,6 +178,14 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     }
   });
 
+  it('a CUDA profile listing tensor cores its arch lacks is refused before planning (ptxas would refuse the kernel)', () => {
+    const t4 = getDevice('t4');
+    const lying = { ...t4, name: 'qa-sm75-mma', gpu: { ...t4.gpu!, features: { ...t4.gpu!.features, tensorCores: ['mma.m16n8k16.f16'] } } };
+    const req = (device: DeviceProfile) => planRequest({ op: CATALOG.matmul_q4!, shape: { M: 64, N: 64, K: 64 }, device, target: 'cuda' });
+    expect(() => checkSupport(req(lying))).toThrow(/--device: qa-sm75-mma lacks tensor cores that match its gpu\.arch \(mma\.m16n8k16\.f16 in gpu\.features\.tensorCores needs sm_80 or newer\)/);
+    expect(() => checkSupport(req({ ...lying, gpu: { ...lying.gpu, arch: 'sm_80' } }))).not.toThrow();
+  });
+
   it('WGSL plans keep to the profile\'s maxComputeWorkgroupSizeX (gpu.maxWorkgroupSize[0])', () => {
     const device = validateProfile(phone as DeviceProfile, 'phone.json');
     const req = planRequest({ op: CATALOG.matmul_q4_0!, shape: { M: 1, N: 4096, K: 4096 }, device, target: 'wgsl' });

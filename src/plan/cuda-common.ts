@@ -41,6 +41,18 @@ export function hasMmaM16n8k16(device: DeviceProfile): boolean {
   return device.gpu?.features?.tensorCores.includes('mma.m16n8k16.f16') ?? false;
 }
 
+/** The first compute capability (x10) whose PTX has mma.sync m16n8k16 for f16 (PTX ISA: sm_80). */
+export const MMA_M16N8K16_MIN_ARCH = 80;
+
+/**
+ * Whether the profile's tensor cores are ones its arch has: a profile listing m16n8k16 on sm_75
+ * would plan kernels ptxas refuses for that arch. False for an arch that is not `sm_XX`.
+ */
+export function tensorCoresMatchArch(device: DeviceProfile): boolean {
+  const arch = /^sm_(\d+)$/.exec(device.gpu?.arch ?? '');
+  return arch !== null && (!hasMmaM16n8k16(device) || Number(arch[1]) >= MMA_M16N8K16_MIN_ARCH);
+}
+
 /** Budgets of a CUDA plan: shared memory (static up to the static limit, dynamic up to the opt-in maximum), threads, registers. */
 export function cudaBudgets(device: DeviceProfile, buffers: OnChipBuffer[], threads: number): BudgetCheck[] {
   const gpu = device.gpu!;

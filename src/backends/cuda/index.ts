@@ -1,5 +1,5 @@
 import { cudaAttentionPlanner } from '../../plan/cuda-attention.js';
-import { CUDA_WARP_LANES } from '../../plan/cuda-common.js';
+import { CUDA_WARP_LANES, MMA_M16N8K16_MIN_ARCH, tensorCoresMatchArch } from '../../plan/cuda-common.js';
 import { cudaMatmulPlanner } from '../../plan/cuda-matmul.js';
 import type { Target } from '../types.js';
 import { cudaDeviceFingerprint } from './fingerprint.js';
@@ -23,6 +23,8 @@ export const cudaTarget: Target = {
     { feature: 'an NVIDIA architecture (gpu.arch sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') },
     // Every CUDA template reduces across warps of exactly CUDA_WARP_LANES lanes.
     { feature: `warps of ${CUDA_WARP_LANES} (gpu.warpSize, gpu.features.subgroupSizes [${CUDA_WARP_LANES}, ${CUDA_WARP_LANES}])`, has: (d) => d.gpu?.warpSize === CUDA_WARP_LANES && d.gpu.features?.subgroupSizes.every((n) => n === CUDA_WARP_LANES) },
+    // A tensor-core instruction the arch lacks would plan kernels ptxas refuses for it.
+    { feature: `tensor cores that match its gpu.arch (mma.m16n8k16.f16 in gpu.features.tensorCores needs sm_${MMA_M16N8K16_MIN_ARCH} or newer)`, has: tensorCoresMatchArch },
   ],
   fingerprint: (device, _space, gpus) => cudaDeviceFingerprint(device, gpus),
   // What `sh run.sh` next to an emitted kernel writes, for `kgen db import`.
