@@ -19,6 +19,7 @@ Examples:
   kgen plan --target cuda --device rtx4090 --op matmul_q35 --shape M=1,N=4096,K=4096
   kgen plan --target wgsl --device webgpu --op attention_f16 --shape B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128
   kgen plan --target c --op matmul_q4 --shape M=256,N=4096,K=4096 --config '{"nTile":128}'
+  kgen plan --target wgsl --device ./phone.json --op matmul_q4_0 --shape M=1,N=4096,K=4096   your own profile
 
 Without --config it plans the config emit would use: the tuning database's record for this device,
 op and shape (or the nearest shape; with --isa, that ISA's fastest) where there is one, else the
