@@ -293,6 +293,11 @@ describe('WGSL plans against WebGPU limits', () => {
     const kernel = renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') });
     expect(kernel.files['kernel.wgsl']).toContain('enable subgroups;');
     expect(kernel.files['kernel.wgsl']).toContain('const KG_SLOTS: u32 = 32u;');
+    // The rows kernel's broadcast reads lanes 0..3: refused where subgroups may be narrower.
+    const pairs = parseShape('M=1,N=64,K=256', op);
+    const narrow: DeviceProfile = { ...withSubgroups, name: 'narrow', gpu: { ...withSubgroups.gpu!, features: { ...withSubgroups.gpu!.features, subgroupSizes: [2, 4] } } };
+    expect(() => makePlan(planRequest({ op, shape: pairs, device: narrow, target: 'wgsl' }), { kernel: 'rows', xBroadcast: 1 })).toThrow(/xBroadcast \(1\) reads lanes 0\.\.3 of every subgroup, and narrow's may be 2 wide/);
+    expect(makePlan(planRequest({ op, shape: pairs, device: withSubgroups, target: 'wgsl' }), { kernel: 'rows', xBroadcast: 1 }).plan.params).toMatchObject({ xBroadcast: true });
   });
 
   it('f16 arithmetic only where the profile has shader-f16: refused for swiftshader with the reason, planned with the feature and the f16 tolerance where it is', () => {

@@ -182,6 +182,12 @@ const isRows = (c: Knobs) => c.kernel === 'rows';
 /** Subgroup width at or below which the barrier-free `rows` kernel is the default (SwiftShader's 4: CPU SIMD lanes). */
 export const WGSL_NARROW_SUBGROUP = 4;
 
+/**
+ * Lanes of each subgroup that load the activations xBroadcast shares (lanes 0..3: the 4 quads of a
+ * nibble pair walk's step): a device whose subgroups may be narrower cannot run it.
+ */
+const WGSL_BROADCAST_LANES = 4;
+
 /** Formats whose codes are int8, as dot4I8Packed takes them. */
 const INT8_FORMATS: readonly string[] = ['q8', 'q8_0'];
 
@@ -259,6 +265,10 @@ function wgslSpace(req: Req): SearchSpace {
         allows: (c) => !isRows(c) || c.xBroadcast !== 1 || nibblePairsFor(req.op.weight.format, req.shape.K, codec.weightsPerBlock, codec.bytesPerBlock, c.f16Math === 1) !== null,
       },
       { reason: 'dot8 and f16Math are two arithmetic paths: one at a time', allows: (c) => c.dot8 !== 1 || c.f16Math !== 1 },
+      {
+        reason: `xBroadcast (1) reads lanes 0..${WGSL_BROADCAST_LANES - 1} of every subgroup, and ${req.device.name}'s may be ${gpu.features.subgroupSizes[0]} wide (gpu.features.subgroupSizes)`,
+        allows: (c) => !isRows(c) || c.xBroadcast !== 1 || gpu.features.subgroupSizes[0] >= WGSL_BROADCAST_LANES,
+      },
       { reason: `more than ${WGSL_ROWS_MAX_SUMS} sums per invocation (rowsPerInvocation x M)`, allows: (c) => !isRows(c) || c.rowsPerInvocation * req.shape.M <= WGSL_ROWS_MAX_SUMS },
       { reason: 'more than 64 accumulators per invocation', allows: (c) => !isTiled(c) || (c.bm * c.bn) / c.invocations <= 64 },
       { reason: 'fewer outputs in a tile than invocations', allows: (c) => !isTiled(c) || c.bm * c.bn >= c.invocations },
