@@ -178,6 +178,16 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     }
   });
 
+  it('a profile whose kind does not fit a target it lists is refused naming what is missing, not planned into a crash', () => {
+    const op = CATALOG.matmul_q4_0!;
+    const shape = { M: 1, N: 64, K: 64 };
+    const gpuForC = { ...phone, name: 'qa-gpu-for-c', targets: ['c', 'wasm'] } as DeviceProfile;
+    const graviton = getDevice('graviton3');
+    const cpuForGpu = { ...graviton, name: 'qa-cpu-for-gpu', targets: ['wgsl', 'cuda'] };
+    for (const target of ['c', 'wasm']) expect(() => planRequest({ op, shape, device: gpuForC, target })).toThrow(new RegExp(`qa-gpu-for-c lacks CPU limits \\(kind "cpu" with a cpu section\\), which ${target} kernels need`));
+    for (const target of ['wgsl', 'cuda']) expect(() => planRequest({ op, shape, device: cpuForGpu, target })).toThrow(new RegExp(`qa-cpu-for-gpu lacks GPU limits \\(kind "gpu" with a gpu section\\), which ${target} kernels need`));
+  });
+
   it('a CUDA profile listing tensor cores its arch lacks is refused before planning (ptxas would refuse the kernel)', () => {
     const t4 = getDevice('t4');
     const lying = { ...t4, name: 'qa-sm75-mma', gpu: { ...t4.gpu!, features: { ...t4.gpu!.features, tensorCores: ['mma.m16n8k16.f16'] } } };

@@ -8,6 +8,7 @@ import { renderCMatmul } from './matmul.js';
 import { cPackageFiles } from './package.js';
 import { cRunner, emulated } from './runner.js';
 import { C_TOOLCHAINS, C_VARIANTS } from './toolchain.js';
+import { CPU_LIMITS } from '../device-kind.js';
 
 /**
  * The C target: C with intrinsics for one ISA per variant (AVX-512, AVX2, NEON, scalar), compiled
@@ -18,6 +19,7 @@ export const cTarget: Target = {
   title: 'C',
   defaultDevice: 'host',
   planners: { matmul: cpuMatmulPlanner(C_VARIANTS), attention: cpuAttentionPlanner(C_VARIANTS) },
+  needs: [CPU_LIMITS],
   variants: {
     ...C_VARIANTS,
     all: Object.keys(C_TOOLCHAINS),

@@ -9,6 +9,7 @@ import { renderCudaMatmul } from './matmul.js';
 import { cudaPackageFiles } from './package.js';
 import { ptxasResources } from './resources.js';
 import { cudaRunResults } from './run-result.js';
+import { GPU_LIMITS } from '../device-kind.js';
 
 /**
  * The CUDA target: quantized matmul and attention as kernel.cu plus a launcher and a run kit,
@@ -20,6 +21,7 @@ export const cudaTarget: Target = {
   defaultDevice: 'rtx4090',
   planners: { matmul: cudaMatmulPlanner, attention: cudaAttentionPlanner },
   needs: [
+    GPU_LIMITS,
     { feature: 'an NVIDIA architecture (gpu.arch sm_XX)', has: (d) => /^sm_\d+$/.test(d.gpu?.arch ?? '') },
     // Every CUDA template reduces across warps of exactly CUDA_WARP_LANES lanes.
     { feature: `warps of ${CUDA_WARP_LANES} (gpu.warpSize, gpu.features.subgroupSizes [${CUDA_WARP_LANES}, ${CUDA_WARP_LANES}])`, has: (d) => d.gpu?.warpSize === CUDA_WARP_LANES && d.gpu.features?.subgroupSizes.every((n) => n === CUDA_WARP_LANES) },

@@ -6,6 +6,7 @@ import { levelPreference, Q35_SIGN_RECORD_BYTES, renderWasmMatmul } from './matm
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 import { MEMORY_MAX_PAGES, PAGE_BYTES } from './memory.js';
+import { CPU_LIMITS } from '../device-kind.js';
 
 /**
  * The plan's instruction-set knob: the level the output prefers (integer formats: relaxed or
@@ -60,6 +61,7 @@ export const wasmTarget: Target = {
   title: 'WebAssembly',
   defaultDevice: 'wasm-simd128',
   planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: wasmAttentionPlanner(WASM_VARIANTS) },
+  needs: [CPU_LIMITS],
   fingerprint: (device) => wasmFingerprint(device),
   backend: {
     capabilities: { ops: ['matmul', 'attention'], formats: ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'], kvCaches: ['f16', 'q8', 'q8_0', 'q4_0'], runtimeKvLength: true, addressableBytes: MEMORY_MAX_PAGES * PAGE_BYTES },

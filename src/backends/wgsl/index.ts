@@ -6,6 +6,7 @@ import { wgslFingerprint } from './fingerprint.js';
 import { renderWgslMatmul } from './matmul.js';
 import { wgslPackageFiles } from './package.js';
 import { wgslRunnerFor } from './runner.js';
+import { GPU_LIMITS } from '../device-kind.js';
 
 /**
  * The WGSL target (WebGPU): kernel.wgsl for matmul in every weight format and for attention over
@@ -17,6 +18,7 @@ export const wgslTarget: Target = {
   title: 'WGSL',
   defaultDevice: 'webgpu',
   planners: { matmul: wgslMatmulPlanner, attention: wgslAttentionPlanner },
+  needs: [GPU_LIMITS],
   // The adapter that times the kernels here (a GPU, or SwiftShader), as Dawn reports it.
   fingerprint: (device) => wgslFingerprint(device),
   backend: {
