@@ -11,6 +11,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import { OP_KINDS } from '../src/ir/ops.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan } from '../src/plan/index.js';
+import { checkPresent } from '../src/tune/timeable.js';
 import { suiteHost } from './helpers.js';
 
 const SRC = join(import.meta.dirname, '..', 'src');
@@ -158,6 +159,8 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     // The regenerate command in an emitted kernel names the file: a new process knows no `qa-phone`.
     const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: path });
     expect(r.files['kernel.wgsl']).toContain(`--device ${path} --config`);
+    // So does the tuner's hint for a profile that is not here.
+    expect(() => checkPresent(getDevice(path), { status: 'none', gpus: [], how: 'no nvidia-smi' })).toThrow(/qa-phone is not present on this machine .*; the same command with --dry-run shows its search space without it$/);
   });
 
   it('a wrong or missing figure names its field, never a crash or a default', () => {

@@ -106,7 +106,7 @@ export function registerTune(program: Command): void {
   const cmd = program
     .command('tune')
     .description('autotune kernels on this machine: prune the search space, compile, run, check and time configs, and record every trial in the tuning database')
-    .requiredOption('--device <name>', 'the device to tune: host (this CPU) or a profile that is present (see `kgen devices`)')
+    .requiredOption('--device <name>', 'the device to tune: host (this CPU) or a profile that is present (see `kgen devices`; a profile file NAME.json is present where its match finds it)')
     .option('--target <target>', `${targetChoices()} (default: the device's first target, see \`kgen devices\`)`)
     .option('--op <name>', 'catalog op (default: the standard workload, see below)')
     .option('--ir <file>', 'your own op as a JSON file (instead of --op)')

@@ -23,7 +23,8 @@ export function checkPresent(device: DeviceProfile, gpus: GpuDetection = detectG
       field: '--device',
       problem: `${device.name} is not present on this machine (${p.how})`,
       expected: `the device kgen tune runs on: --device host for this CPU, or a profile \`kgen devices\` marks with *${profiled.length ? ` (here: ${[...new Set(profiled)].join(', ')})` : ''}`,
-      hint: `\`kgen tune --device ${device.name} --dry-run\` shows its search space without it`,
+      // The command again, not `--device NAME`: a profile read from a file is unknown by name to a new process.
+      hint: 'the same command with --dry-run shows its search space without it',
     });
   }
 }
