@@ -10,9 +10,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MatmulShape } from '../src/ir/types.js';
 import { FORMATS, type BlockCodec } from '../src/quant/index.js';
-import { compareOutputs, withinTolerance } from '../src/reference/compare.js';
+import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
-import { toleranceFor } from '../src/plan/common.js';
 import { f32Bytes } from './onnx-model.js';
 import { L3_BYTES, log, type BenchRow } from './common.js';
 import { checkRows } from './kgen-rows.js';
@@ -167,7 +166,9 @@ function checkOutput(c: LlamaCase, codec: BlockCodec, wq: Uint8Array, y: Float32
   const ref = referenceMatmul({ M, N: cols.length, K }, { bias: false, activation: 'none', residual: false }, { x: c.x, w: wd });
   const got = new Float32Array(M * cols.length);
   for (let m = 0; m < M; m++) cols.forEach((n, r) => (got[m * cols.length + r] = y[m * N + n]!));
-  const tol = toleranceFor({ actQuant: true, outF16: false });
+  // ggml rounds activations its own way (an f16 scale, ties away from zero), not as a kgen plan
+  // states it: a fixed bound, 8x the int8 rounding's NMSE on this N(0,1) data.
+  const tol: Tolerance = { nmse: 2e-4, maxRelToPeak: 2e-2 };
   const cmp = compareOutputs(got, ref);
   return {
     ok: withinTolerance(cmp, tol),

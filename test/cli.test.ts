@@ -140,30 +140,41 @@ describe.concurrent('kgen CLI', () => {
     expect(e.stdout).toMatch(/KV cache ggml q4_0 in positions x heads rows \[1,70,2\]/);
   });
 
-  it("int8 Q: verify says its bound is widened by Q's rounding; emit --data writes that rounding's reference", async () => {
-    const args = ['--target', 'c', '--op', 'attention_q8_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--isa', 'scalar', '--device', 'epyc-7763', '--config', '{"qInt8":1}'];
-    const v = await run(['verify', ...args]);
-    expect(v.exitCode, v.stderr).toBe(0);
-    expect(v.stdout).toMatch(/tolerance NMSE [\d.e-]+: the plan's 2\.0e-6 widened to 1\.25x the error of rounding q to int8 per 32 values alone on these inputs/);
-    const out = join(tmpdir(), `kgen-cli-rounded-${process.pid}`);
-    rmSync(out, { recursive: true, force: true });
-    try {
-      const e = await run(['emit', ...args, '--data', '-o', out]);
-      expect(e.exitCode, e.stderr).toBe(0);
-      const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
-      expect(m.tolerance.inputRounding).toEqual({ input: 'q', bits: 8, group: 32, factor: 1.25 });
-      expect(m.data.files['ref_rounded.bin']).toMatch(/from q rounded to int8 per 32 values as the kernel does/);
-      const ref = new Float64Array(readFileSync(join(out, 'ref.bin')).buffer.slice(0));
-      const rounded = new Float64Array(readFileSync(join(out, 'ref_rounded.bin')).buffer.slice(0));
-      expect(rounded.length).toBe(ref.length);
-      // Close to the reference, not equal to it: the rounding's own error.
-      const nmse = rounded.reduce((a, x, i) => a + (x - ref[i]!) ** 2, 0) / ref.reduce((a, x) => a + x * x, 0);
-      expect(nmse).toBeGreaterThan(1e-6);
-      expect(nmse).toBeLessThan(1e-3);
-    } finally {
+  // Kernels that round an input to int8 themselves: a matmul's activations X, attention's Q.
+  const roundingCases = [
+    { what: "int8 activations: a matmul's bound is widened by X's rounding", args: ['--op', 'matmul_q4', '--shape', 'M=3,N=37,K=320', '--config', '{"actQuant":"q8"}'], plan: '1\\.0e-8', rounding: { input: 'x', bits: 8, group: 64, factor: 1.25 } },
+    { what: "int8 Q: the bound is widened by Q's rounding", args: ['--op', 'attention_q8_0kv', '--shape', 'B=1,Hq=8,Hkv=2,Sq=3,Skv=70,D=64', '--config', '{"qInt8":1}'], plan: '2\\.0e-6', rounding: { input: 'q', bits: 8, group: 32, factor: 1.25 } },
+  ];
+  for (const c of roundingCases) {
+    it(`${c.what}, as verify says; emit --data writes that rounding's reference`, async () => {
+      const args = ['--target', 'c', ...c.args, '--isa', 'scalar', '--device', 'epyc-7763'];
+      const { input, group } = c.rounding;
+      const v = await run(['verify', ...args]);
+      expect(v.exitCode, v.stderr).toBe(0);
+      expect(v.stdout).toMatch(new RegExp(`tolerance NMSE [\\d.e-]+: the plan's ${c.plan} widened to 1\\.25x the error of rounding ${input} to int8 per ${group} values alone on these inputs`));
+      const out = join(tmpdir(), `kgen-cli-rounded-${input}-${process.pid}`);
       rmSync(out, { recursive: true, force: true });
-    }
-  });
+      try {
+        const e = await run(['emit', ...args, '--data', '-o', out]);
+        expect(e.exitCode, e.stderr).toBe(0);
+        const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+        expect(m.tolerance.inputRounding).toEqual(c.rounding);
+        expect(m.data.files['ref_rounded.bin']).toMatch(new RegExp(`from ${input} rounded to int8 per ${group} values as the kernel does`));
+        // Copied out: a small file is read into Node's shared buffer pool.
+        const f64 = (file: string) => new Float64Array(Uint8Array.from(readFileSync(join(out, file))).buffer);
+        const ref = f64('ref.bin');
+        const rounded = f64('ref_rounded.bin');
+        expect(rounded.length).toBe(ref.length);
+        // Close to the reference, not equal to it: the rounding's own error.
+        const nmse = rounded.reduce((a, x, i) => a + (x - ref[i]!) ** 2, 0) / ref.reduce((a, x) => a + x * x, 0);
+        expect(nmse).toBeGreaterThan(1e-6);
+        expect(nmse).toBeLessThan(1e-3);
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    });
+  }
+
   it('plan marks the knobs a config does not use (a GEMV has no weight tile)', async () => {
     // A named profile, not host: test:hosts forces host to NEON and AVX2-only CPUs too.
     const r = await run(['plan', '--device', 'epyc-7763', '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=14336']);

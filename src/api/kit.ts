@@ -8,8 +8,9 @@ import { checkRunFits } from './run-memory.js';
  * run.sh on a GPU box): the op kit's seeded inputs as the kernel reads them (x.bin, w.bin, ... for
  * a matmul), ref.bin, the f64 reference output (little-endian) computed from the same inputs, and
  * for a matmul ref_terms.bin, each output's energy of summed products (f64; what `compareOutputs`
- * weighs an output by where its products cancel). Invariant: the same plan and seed always give
- * the same bytes.
+ * weighs an output by where its products cancel), and where the plan states an input rounding
+ * (int8 activations or Q) ref_rounded.bin, the reference from that input so rounded. Invariant: the
+ * same plan and seed always give the same bytes.
  */
 export function kernelDataFiles(plan: Plan, seed: number): Record<string, Uint8Array> {
   checkRunFits(plan, 'kgen emit --data');

@@ -4,7 +4,7 @@ import { f32ToF16Bits, f16BitsToF32 } from '../numeric/half.js';
 import { Rng } from '../numeric/random.js';
 import { codecOf } from '../quant/index.js';
 import { referenceAttention, type AttentionReferenceInputs, type KvStored } from '../reference/attention.js';
-import { compareOutputs, roundedInput, widenedTolerance, withinTolerance, type Comparison, type InputRounding, type Tolerance } from '../reference/compare.js';
+import { compareOutputs, roundedInput, roundingJudge, withinTolerance, type Comparison, type InputRounding, type Tolerance } from '../reference/compare.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
 
@@ -137,26 +137,15 @@ export function attentionJudge(op: AttentionOp, shape: AttentionShape, inputs: A
     return out;
   };
   const reference = referenceFrom(inputs.q);
-  const rounded = new Map<string, { reference: Float64Array; comparison: Comparison }>();
-  const roundedFor = (rounding: InputRounding) => {
-    if (rounding.input !== 'q') throw new Error(`attention kernels round only Q, not ${rounding.input}`);
-    const key = `${rounding.bits}/${rounding.group}`;
-    let entry = rounded.get(key);
-    if (!entry) {
-      const ref = referenceFrom(roundedInput(inputs.q, shape.D, rounding));
-      entry = { reference: ref, comparison: compareOutputs(ref, reference) };
-      rounded.set(key, entry);
-    }
-    return entry;
-  };
+  const rounding = roundingJudge('q', reference, (r) => referenceFrom(roundedInput(inputs.q, shape.D, r)));
   return {
     reference,
     check(output, stated) {
       const comparison = compareOutputs(output, reference);
-      const tolerance = stated.inputRounding ? widenedTolerance(stated, roundedFor(stated.inputRounding).comparison) : stated;
+      const tolerance = rounding.tolerance(stated);
       return { ok: withinTolerance(comparison, tolerance), comparison, tolerance };
     },
-    roundedReference: (rounding) => roundedFor(rounding).reference,
+    roundedReference: (r) => rounding.rounded(r).reference,
   };
 }
 

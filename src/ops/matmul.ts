@@ -1,8 +1,8 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { Rng } from '../numeric/random.js';
 import { bitsPerWeight, codecOf, dequantizeMatrix, FORMATS, quantizeMatrix } from '../quant/index.js';
-import { compareOutputs, withinTolerance } from '../reference/compare.js';
-import { referenceMatmulWithTerms } from '../reference/matmul.js';
+import { compareOutputs, roundedInput, roundingJudge, withinTolerance } from '../reference/compare.js';
+import { referenceMatmulWithTerms, type MatmulReferenceInputs } from '../reference/matmul.js';
 import { asDtype, dtypeSize, fromDtype, type TensorData } from './tensors.js';
 import type { KernelInputs, OpKit, RunBuffer, TensorInfo, TestData } from './types.js';
 
@@ -19,15 +19,33 @@ interface MatmulData {
   residual?: TensorData;
 }
 
-/** Seeded inputs: N(0,1) activations and weights (quantized), bias and residual. */
-function makeData(op: MatmulOp, shape: MatmulShape, seed: number): MatmulData {
+/**
+ * Outlier channels of X, as real activations have them: `channels` channels spread over K (the
+ * same in every row) scaled by `size`. Each sets its int8 block's scale, so the other values of
+ * that block keep fewer bits: what a judge of int8 activations must allow for, and no more.
+ */
+export interface MatmulOutliers {
+  channels: number;
+  size: number;
+}
+
+/** Seeded inputs: N(0,1) activations (times `outliers` on its channels) and weights (quantized), bias and residual. */
+function makeData(op: MatmulOp, shape: MatmulShape, seed: number, outliers?: MatmulOutliers): MatmulData {
   const { M, N, K } = shape;
   const rng = new Rng(seed);
   const codec = codecOf(op.weight);
   const wf = rng.fillNormal(new Float32Array(N * K));
   const wBytes = quantizeMatrix(codec, wf, N, K);
+  const xf = rng.fillNormal(new Float32Array(M * K));
+  if (outliers) {
+    for (let c = 0; c < outliers.channels; c++) {
+      // Spread over K, off block boundaries (an outlier shares its block with ordinary values).
+      const k = Math.floor(((c + 0.37) * K) / outliers.channels);
+      for (let m = 0; m < M; m++) xf[m * K + k] *= outliers.size;
+    }
+  }
   const data: MatmulData = {
-    x: asDtype(rng.fillNormal(new Float32Array(M * K)), op.x),
+    x: asDtype(xf, op.x),
     w: { bytes: wBytes, values: dequantizeMatrix(codec, wBytes, N, K) },
   };
   if (op.epilogue.bias) data.bias = asDtype(rng.fillNormal(new Float32Array(N)), 'f32');
@@ -44,27 +62,44 @@ function inputFiles(x: Uint8Array, w: Uint8Array, bias?: Uint8Array, residual?: 
 }
 
 /**
- * A judge of the output's columns `rows` (all of them when undefined) against `reference`, each
- * output weighed by the larger of its square and its products' energy `terms` (compare.ts).
+ * The judge of a matmul's output: the reference of the checked outputs (`inputs` hold the weight
+ * rows, bias and residual of those columns only), each output weighed by the larger of its square
+ * and its products' energy (compare.ts), and where the plan states that the kernel rounds X
+ * (int8 activations: Tolerance.inputRounding) the reference from X so rounded, which widens the
+ * bounds to the rounding's own error on these inputs. `rows`: the output's columns checked (all
+ * of them when undefined).
  */
-function checker(op: MatmulOp, shape: MatmulShape, reference: Float64Array, terms: Float64Array, rows?: number[]): TestData['check'] {
-  const { M, N } = shape;
-  return (output, tolerance) => {
-    const y = fromDtype(output, op.y);
-    let got: Float32Array = y;
-    if (rows) {
-      got = new Float32Array(M * rows.length);
-      for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
-    }
-    const comparison = compareOutputs(got, reference, { terms });
-    return { ok: withinTolerance(comparison, tolerance), comparison, tolerance };
+function matmulJudge(op: MatmulOp, shape: MatmulShape, inputs: MatmulReferenceInputs, rows?: number[]): Omit<TestData, 'inputs'> {
+  const { M, N, K } = shape;
+  const checked = { M, N: rows ? rows.length : N, K };
+  const { y: reference, terms } = referenceMatmulWithTerms(checked, op.epilogue, inputs);
+  const rounding = roundingJudge('x', reference, (r) => referenceMatmulWithTerms(checked, op.epilogue, { ...inputs, x: roundedInput(inputs.x, K, r) }).y, { terms });
+  return {
+    reference,
+    terms,
+    check(output, stated) {
+      const y = fromDtype(output, op.y);
+      let got: Float32Array = y;
+      if (rows) {
+        got = new Float32Array(M * rows.length);
+        for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
+      }
+      const comparison = compareOutputs(got, reference, { terms });
+      const tolerance = rounding.tolerance(stated);
+      return { ok: withinTolerance(comparison, tolerance), comparison, tolerance };
+    },
+    roundedReference: (r) => rounding.rounded(r).reference,
   };
 }
 
-function testData(op: MatmulOp, shape: MatmulShape, seed: number): TestData {
-  const d = makeData(op, shape, seed);
-  const { y: reference, terms } = referenceMatmulWithTerms(shape, op.epilogue, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
-  return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), reference, terms, check: checker(op, shape, reference, terms) };
+/**
+ * Full test data (every output checked), N(0,1) unless `outliers` raises a few channels of X
+ * (LLM-like activations: the tests of the int8-activation judge use them).
+ */
+export function matmulTestData(op: MatmulOp, shape: MatmulShape, seed: number, outliers?: MatmulOutliers): TestData {
+  const d = makeData(op, shape, seed, outliers);
+  const judge = matmulJudge(op, shape, { x: d.x.values, w: d.w.values, bias: d.bias?.values, residual: d.residual?.values });
+  return { inputs: inputFiles(d.x.bytes, d.w.bytes, d.bias?.bytes, d.residual?.bytes), ...judge };
 }
 
 /** Work (M*N*K) up to which every output is checked; above it, a sample of columns is. */
@@ -95,13 +130,13 @@ function workloadData(op: MatmulOp, shape: MatmulShape, seed: number): TestData 
   const rows = M * N * K <= FULL_CHECK_WORK ? Array.from({ length: N }, (_, n) => n) : sampleRows(N);
   const wSub = new Float32Array(rows.length * K);
   rows.forEach((n, r) => wSub.set(baseValues.subarray((n % distinct) * K, (n % distinct + 1) * K), r * K));
-  const { y: reference, terms } = referenceMatmulWithTerms({ M, N: rows.length, K }, op.epilogue, {
+  const judge = matmulJudge(op, shape, {
     x: x.values,
     w: wSub,
     bias: bias && Float32Array.from(rows, (n) => bias.values[n]!),
     residual: residual && Float32Array.from({ length: M * rows.length }, (_, i) => residual.values[Math.floor(i / rows.length) * N + rows[i % rows.length]!]!),
-  });
-  return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), reference, terms, check: checker(op, shape, reference, terms, rows) };
+  }, rows);
+  return { inputs: inputFiles(x.bytes, w, bias?.bytes, residual?.bytes), ...judge };
 }
 
 /** 64 columns: 8 at each end, 8 around the middle (a thread split), and a spread of 40. */
@@ -144,7 +179,7 @@ function runBuffers(op: MatmulOp, shape: MatmulShape): RunBuffer[] {
 
 export const matmulKit: OpKit<MatmulOp, MatmulShape> = {
   kind: 'matmul',
-  testData,
+  testData: (op, shape, seed) => matmulTestData(op, shape, seed),
   workloadData,
   outputBytes: (op, shape) => shape.M * shape.N * dtypeSize(op.y),
   runBuffers,

@@ -26,7 +26,7 @@ export interface TestData {
   /**
    * The reference computed from the input that `rounding` names, rounded as it states: what the
    * check widens by, and what `kgen emit --data` writes as ref_rounded.bin. Only ops whose kernels
-   * round an input (attention's int8 Q) have it.
+   * round an input (matmul's int8 activations, attention's int8 Q) have it.
    */
   roundedReference?(rounding: InputRounding): Float64Array;
 }

@@ -587,7 +587,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     // the outlier's own rounding times K's outlier spread remains, which exp() amplifies.
     tolerance: {
       // Int8 Q's own error is judged against Q's rounding on the checked data (inputRounding), not a fixed bound.
-      ...toleranceFor({ actQuant: false, int16Weights: pvInt, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+      ...toleranceFor({ int16Weights: pvInt, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
       ...(qInt8 ? { inputRounding: { input: 'q', bits: 8, group: Q_GROUP, factor: Q_ROUNDING_FACTOR } } : {}),
     },
     traffic: attentionTraffic(op, shape),

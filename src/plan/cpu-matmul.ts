@@ -581,7 +581,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     ],
     buffers,
     budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, knobs.isa)),
-    tolerance: toleranceFor({ actQuant, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
+    tolerance: toleranceFor({ int8Activations: actQuant ? actBlock : undefined, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
     params: {
       M, N, K,

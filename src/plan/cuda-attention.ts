@@ -397,7 +397,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     buffers,
     budgets: cudaBudgets(device, buffers, threads),
     // mma rounds Q, V and P to f16; K enters exactly (f16 as stored, quantized as codes scaled in f32).
-    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' || mma }),
+    tolerance: toleranceFor({ outF16: op.o === 'f16', inF16: op.q === 'f16' || mma }),
     traffic: attentionTraffic(op, shape),
   };
   const block: [number, number, number] = [threads, 1, 1];

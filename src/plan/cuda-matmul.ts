@@ -194,7 +194,7 @@ function finish<P extends object>(req: Req, parts: { config: Config; variant: st
     loops: parts.loops,
     buffers: parts.buffers,
     budgets: cudaBudgets(device, parts.buffers, parts.threads),
-    tolerance: toleranceFor({ actQuant: false, outF16: op.y === 'f16' || parts.f16Math, inF16: op.x === 'f16' || parts.f16Math }),
+    tolerance: toleranceFor({ outF16: op.y === 'f16' || parts.f16Math, inF16: op.x === 'f16' || parts.f16Math }),
     traffic: { bytes: shape.N * layout.rowBytes + shape.M * shape.K * dtypeBytes(op.x) + shape.M * shape.N * dtypeBytes(op.y), flops: 2 * shape.M * shape.N * shape.K },
     params: {
       ...parts.params,

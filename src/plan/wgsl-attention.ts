@@ -203,7 +203,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-attention'> {
     family: 'wgsl-attention' as const,
     op, shape, target, device: device.name, config,
     buffers,
-    tolerance: toleranceFor({ actQuant: false, outF16: op.o === 'f16', inF16: op.q === 'f16' }),
+    tolerance: toleranceFor({ outF16: op.o === 'f16', inF16: op.q === 'f16' }),
     traffic: attentionTraffic(op, shape),
   };
   if ('kvSplit' in knobs) {

@@ -373,7 +373,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     buffers,
     budgets: workgroupBudgets(device, buffers, invocations, { bindingBytes, grid: common.launch.grid!, addressedBytes: weightBindingBytes }),
     // f16 arithmetic rounds as f16 activations do (and each short sum once more): the f16 tolerance.
-    tolerance: toleranceFor({ actQuant: knobs.dot8 === 1, outF16: op.y === 'f16', inF16: op.x === 'f16' || knobs.f16Math === 1 }),
+    // dot8 rounds X per weight block (the rows kernel's scale run), judged against that rounding.
+    tolerance: toleranceFor({ int8Activations: knobs.dot8 === 1 ? codec.weightsPerBlock : undefined, outF16: op.y === 'f16', inF16: op.x === 'f16' || knobs.f16Math === 1 }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
   };
 }

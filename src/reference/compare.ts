@@ -25,22 +25,28 @@ export interface Tolerance {
   /** Largest accepted |y - ref| / (peak + 1e-6) for any one element (peak: Comparison's). */
   maxRelToPeak: number;
   /**
-   * Set where the kernel itself rounds an input to integer codes before a nonlinearity (attention's
-   * int8 Q, whose error exp() amplifies as the scores sharpen: fixed bounds either fail a correct
-   * kernel on peaked scores or pass a wrong one on flat scores). The judge then also computes the
-   * reference from that input rounded as stated, and the bounds above widen to `factor` x that
-   * rounding's own NMSE and largest error where those are larger (`widenedTolerance`): the verdict
-   * is "no less accurate than the stated rounding allows on these inputs".
+   * Set where the kernel itself rounds an input to integer codes (matmul's int8 activations,
+   * attention's int8 Q): its error then follows that rounding's on the data, which outlier channels
+   * (one sets its block's scale) and, for attention, exp() on peaked scores make large, so fixed
+   * bounds either fail a correct kernel on LLM-like data or pass a wrong one on plain data. The judge
+   * then also computes the reference from that input rounded as stated, and the bounds above widen
+   * to `factor` x that rounding's own NMSE and largest error where those are larger
+   * (`widenedTolerance`): the verdict is "no less accurate than the stated rounding allows on these
+   * inputs".
    */
   inputRounding?: InputRounding;
 }
 
 /**
  * An input a kernel rounds itself: each run of `group` consecutive values of `input` along its last
- * dimension (the last run may be shorter) to nearest on a symmetric scale, the run's absmax mapped
- * to 2^(bits-1) - 1.
+ * dimension (the last run may be shorter) to the nearest code, ties to even, on a symmetric f32
+ * scale d = absmax / (2^(bits-1) - 1), each value times the f32 reciprocal 1 / d: what every kernel
+ * that states one does (C's cvtps / vcvtn / the 1.5 * 2^23 trick, WebAssembly's f32x4.nearest;
+ * WGSL's round() on x * (127 / absmax), whose division need not be correctly rounded, may differ at
+ * a rare near-tie, which `factor` absorbs).
  */
 export interface InputRounding {
+  /** The input's tensor name in the manifest (`x`, `q`). */
   input: string;
   bits: number;
   group: number;
@@ -61,20 +67,61 @@ export function widenedTolerance(tol: Tolerance, rounding: Comparison): Toleranc
   };
 }
 
+/** The judge's view of an op's input rounding: the references from it and the bounds they widen. */
+export interface RoundingJudge {
+  /** The reference from the input rounded as `rounding` states, and its comparison with the exact one (computed once per rounding: the tuner checks every trial). */
+  rounded(rounding: InputRounding): { reference: Float64Array; comparison: Comparison };
+  /** `stated`, widened by its input rounding's error on these inputs where it states one. */
+  tolerance(stated: Tolerance): Tolerance;
+}
+
+/**
+ * The rounding judge of an op whose kernels may round `input` (a manifest tensor name): `referenceFrom`
+ * computes the op's reference from that input rounded as stated, compared with `reference` as the
+ * kernel's output is (`options`: the same terms).
+ */
+export function roundingJudge(input: string, reference: Float64Array, referenceFrom: (rounding: InputRounding) => Float64Array, options: CompareOptions = {}): RoundingJudge {
+  const cache = new Map<string, { reference: Float64Array; comparison: Comparison }>();
+  const rounded = (rounding: InputRounding) => {
+    if (rounding.input !== input) throw new Error(`these kernels round only ${input}, not ${rounding.input}`);
+    const key = `${rounding.bits}/${rounding.group}`;
+    let entry = cache.get(key);
+    if (!entry) {
+      const ref = referenceFrom(rounding);
+      entry = { reference: ref, comparison: compareOutputs(ref, reference, options) };
+      cache.set(key, entry);
+    }
+    return entry;
+  };
+  return {
+    rounded,
+    tolerance: (stated) => (stated.inputRounding ? widenedTolerance(stated, rounded(stated.inputRounding).comparison) : stated),
+  };
+}
+
 /** `values` rounded as `rounding` states, in rows of `rowLength` (f64, dequantized again). */
 export function roundedInput(values: ArrayLike<number>, rowLength: number, rounding: InputRounding): Float64Array {
+  const f32 = Math.fround;
   const codeMax = 2 ** (rounding.bits - 1) - 1;
   const out = new Float64Array(values.length);
   for (let row = 0; row < values.length; row += rowLength) {
     for (let start = row; start < row + rowLength; start += rounding.group) {
       const end = Math.min(start + rounding.group, row + rowLength);
       let absmax = 0;
-      for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]!));
-      const step = absmax / codeMax;
-      for (let i = start; i < end; i++) out[i] = step === 0 ? 0 : Math.max(-codeMax, Math.min(codeMax, Math.round(values[i]! / step))) * step;
+      for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(f32(values[i]!)));
+      // The kernels' arithmetic, in f32: so each code is the kernel's, not one off at a near-tie.
+      const step = f32(absmax / codeMax);
+      const inverse = step === 0 ? 0 : f32(1 / step);
+      for (let i = start; i < end; i++) out[i] = Math.max(-codeMax, Math.min(codeMax, roundHalfEven(f32(f32(values[i]!) * inverse)))) * step;
     }
   }
   return out;
+}
+
+/** `v` to the nearest integer, ties to even (as the kernels' f32 conversions round). */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 export interface CompareOptions {

@@ -11,8 +11,8 @@ export function silu(x: number): number {
 
 /** Inputs of the reference matmul, all as f32 values the kernel also sees (f16 inputs pre-rounded). */
 export interface MatmulReferenceInputs {
-  /** X[M,K] row-major. */
-  x: Float32Array;
+  /** X[M,K] row-major (f64 where the judge rounds it as a kernel does: `roundedInput`). */
+  x: Float32Array | Float64Array;
   /** Dequantized W[N,K] row-major: exactly the values the packed bytes decode to. */
   w: Float32Array;
   /** bias[N], present iff the epilogue has a bias. */
