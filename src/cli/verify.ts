@@ -61,5 +61,5 @@ function toleranceText(judged: Tolerance, stated: Tolerance): string {
   const bound = `tolerance NMSE ${judged.nmse.toExponential(1)}`;
   const rounding = stated.inputRounding;
   if (!rounding || (judged.nmse === stated.nmse && judged.maxRelToPeak === stated.maxRelToPeak)) return bound;
-  return `${bound}: the plan's ${stated.nmse.toExponential(1)} widened to ${rounding.factor}x the error of rounding ${rounding.input} to int${rounding.bits} per ${rounding.group} values alone on these inputs`;
+  return `${bound}: the plan's ${stated.nmse.toExponential(1)} plus ${rounding.factor}x the error of rounding ${rounding.input} to int${rounding.bits} per ${rounding.group} values alone on these inputs`;
 }

@@ -30,9 +30,8 @@ export interface Tolerance {
    * (one sets its block's scale) and, for attention, exp() on peaked scores make large, so fixed
    * bounds either fail a correct kernel on LLM-like data or pass a wrong one on plain data. The judge
    * then also computes the reference from that input rounded as stated, and the bounds above widen
-   * to `factor` x that rounding's own NMSE and largest error where those are larger
-   * (`widenedTolerance`): the verdict is "no less accurate than the stated rounding allows on these
-   * inputs".
+   * by `factor` x that rounding's own NMSE and largest error (`widenedTolerance`): the verdict is
+   * "no less accurate than the stated rounding allows on these inputs".
    */
   inputRounding?: InputRounding;
 }
@@ -56,14 +55,17 @@ export interface InputRounding {
 
 /**
  * The bounds a kernel is judged by once its plan's input rounding is known to cost `rounding` (the
- * reference from the rounded input compared with the exact one) on the checked inputs.
+ * reference from the rounded input compared with the exact one) on the checked inputs: the plan's
+ * own bounds (its f32 or f16 arithmetic) plus `factor` x the rounding's, since the two errors add
+ * (an f16 output's rounding on top of int8 activations' failed a correct kernel under the larger
+ * of the two: q8 weights, M=N=1, SiLU, f16 Y, one seed in 32).
  */
 export function widenedTolerance(tol: Tolerance, rounding: Comparison): Tolerance {
   const factor = tol.inputRounding?.factor ?? 1;
   return {
     ...tol,
-    nmse: Math.max(tol.nmse, factor * rounding.nmse),
-    maxRelToPeak: Math.max(tol.maxRelToPeak, (factor * rounding.maxAbsError) / (rounding.peak + 1e-6)),
+    nmse: tol.nmse + factor * rounding.nmse,
+    maxRelToPeak: tol.maxRelToPeak + (factor * rounding.maxAbsError) / (rounding.peak + 1e-6),
   };
 }
 
