@@ -166,7 +166,7 @@ function checkOutput(c: LlamaCase, codec: BlockCodec, wq: Uint8Array, y: Float32
   const ref = referenceMatmul({ M, N: cols.length, K }, { bias: false, activation: 'none', residual: false }, { x: c.x, w: wd });
   const got = new Float32Array(M * cols.length);
   for (let m = 0; m < M; m++) cols.forEach((n, r) => (got[m * cols.length + r] = y[m * N + n]!));
-  // ggml rounds activations its own way (an f16 scale, ties away from zero), not as a kgen plan
+  // ggml rounds activations its own way (an f16 scale, its own rounding), not as a kgen plan
   // states it: a fixed bound, 8x the int8 rounding's NMSE on this N(0,1) data.
   const tol: Tolerance = { nmse: 2e-4, maxRelToPeak: 2e-2 };
   const cmp = compareOutputs(got, ref);
