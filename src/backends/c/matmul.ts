@@ -170,7 +170,7 @@ export function renderCMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rendered
     ...matmulHeaderView(plan, ctx),
     FN: fn.toUpperCase(),
     guard: `${fn.toUpperCase()}_H`,
-    actText: p.actQuant ? 'int8 per 32 (prepared)' : 'f32',
+    actText: p.actQuant ? `int8 per ${p.actBlock} (prepared)` : 'f32',
     compileHint,
     xLoad: op.x === 'f16' ? 'kg_f16_to_f32(x[i])' : 'x[i]',
     yPack: op.y === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
