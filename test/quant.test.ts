@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { pack } from '../src/api/pack.js';
 import { KgenError } from '../src/errors.js';
 import { f16BitsToF32, roundToF16 } from '../src/numeric/half.js';
+import { asDtype } from '../src/ops/tensors.js';
 import { Rng } from '../src/numeric/random.js';
 import { Q4_0_CODEC, Q8_0_CODEC } from '../src/quant/ggml.js';
 import {
@@ -57,6 +58,14 @@ function encodeBlock(codec: BlockCodec, values: ArrayLike<number>): Uint8Array {
   codec.quantizeBlock(Float32Array.from(values), 0, out, 0);
   return out;
 }
+
+describe('tensor bytes', () => {
+  it('f32 values that are a view of a larger buffer give exactly their own bytes', () => {
+    const whole = Float32Array.from([1, 2, 3, 4, 5]);
+    const t = asDtype(whole.subarray(1, 3), 'f32');
+    expect(Array.from(new Float32Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 4))).toEqual([2, 3]);
+  });
+});
 
 describe('sizes', () => {
   it('q3.5 takes 7 bytes per 16 weights plus 2 per group', () => {

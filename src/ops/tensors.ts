@@ -9,7 +9,8 @@ export interface TensorData {
 
 /** f32 values as f16 bytes, and the values after rounding, when `dtype` is f16. */
 export function asDtype(values: Float32Array, dtype: ActDType): TensorData {
-  if (dtype === 'f32') return { bytes: new Uint8Array(values.buffer.slice(0)), values };
+  // A copy of exactly the view's bytes (values may be a view of a larger buffer).
+  if (dtype === 'f32') return { bytes: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)), values };
   const bits = new Uint16Array(values.length);
   const rounded = new Float32Array(values.length);
   for (let i = 0; i < values.length; i++) {
