@@ -191,6 +191,9 @@ const SPILLED = [
   { device: 'a100-80gb', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=64', config: { math: 'mma', br: 16, bc: 64, stages: 2, warps: 1 } }, // 312
   { device: 'h100-sxm', op: 'attention_q8_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=96', config: { math: 'mma', br: 32, bc: 16, stages: 2, warps: 2 } }, // 200
   { device: 'rtx4090', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=96', config: { math: 'mma', br: 16, bc: 16, stages: 2, warps: 1 } }, // 264
+  // SIMT with 2-byte staging pieces (SIMT_BASE_REGISTERS; sm_90, ptxas 13.0, 2026-12-05): estimates of 240 and 248 before it.
+  { device: 'h100-sxm', op: 'attention_q8_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128', config: { math: 'simt', br: 32, bc: 128, stages: 2, warps: 2 } }, // 144
+  { device: 'h100-sxm', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128', config: { math: 'simt', br: 16, bc: 128, stages: 3, warps: 1 } }, // 176
 ];
 
 // Legal, not defaults, with estimates at 195-255 of 255 (ptxas: 158-255 registers, no spills).
@@ -204,6 +207,8 @@ const NEAR_LIMIT = [
   { device: 'h100-sxm', op: 'matmul_q4_0', shape: 'M=256,N=4096,K=4096', config: { kernel: 'tiled', math: 'mma', bm: 128, bn: 128, bk: 128, warpsM: 1, warpsN: 4, stages: 2 } },
   { device: 'a100-80gb', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=512,Skv=512,D=128', config: { math: 'simt', br: 16, bc: 64, stages: 2, warps: 1 } },
   { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=64,D=96', config: { math: 'mma', br: 16, bc: 16, stages: 3, warps: 1 } },
+  // SIMT at the new base's edge: estimate 248 of 255, ptxas 255 registers and no spill on sm_90.
+  { device: 'h100-sxm', op: 'attention_f16', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128', config: { math: 'simt', br: 16, bc: 64, stages: 2, warps: 1 } },
   // The 3-stage twins of tiles that spill on 2 stages stay legal (251 and 244 registers).
   { device: 'a100-80gb', op: 'attention_q8kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=64', config: { math: 'mma', br: 32, bc: 128, stages: 3, warps: 2 } },
   { device: 'a100-80gb', op: 'attention_q4_0kv', shape: 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128', config: { math: 'mma', br: 32, bc: 64, stages: 3, warps: 2 } },

@@ -202,6 +202,15 @@ function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads:
  */
 const TWO_STAGES_FEW_WARPS = 62;
 
+/**
+ * Registers of a SIMT attention thread besides its output quads and staging addresses (indexing,
+ * softmax state, pointers). Measured: every legal SIMT prefill config of D = 128 and 256 for each KV
+ * format on sm_90 (Sq = 64; ptxas 13.0, 2026-12-05: 439 kernels) spilled 7 times, q8_0 and q4_0
+ * caches (2-byte staging pieces, so many copies a thread) at estimates of 240 and 248 with a base
+ * of 40, while every config at 232 or less stayed within 255; 56 puts those spills over the budget.
+ */
+const SIMT_BASE_REGISTERS = 56;
+
 /** Values of D one mma.sync m16n8k16 multiplies per step (a k16 slice). */
 const MMA_K = 16;
 
@@ -357,8 +366,9 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
         { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
         { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
         // Calibrated with the mma estimate (2026-12-05): 2 registers per unrolled staging copy; the
-        // only SIMT spill measured (f16 D = 128, bc = 128, one warp: 128 copies) is over the budget.
-        { name: 'accumulators', space: 'registers', size: 40 + 4 * quadsPerThread + 2 * stageIters, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, ${stageIters} staging copies' addresses, indexing` },
+        // only SIMT spill measured then (f16 D = 128, bc = 128, one warp: 128 copies) is over the
+        // budget. SIMT_BASE_REGISTERS from a later sweep (sm_90, below).
+        { name: 'accumulators', space: 'registers', size: SIMT_BASE_REGISTERS + 4 * quadsPerThread + 2 * stageIters, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, ${stageIters} staging copies' addresses, indexing` },
       ];
   const shared = sumBytes(buffers, 'shared');
   const isStatic = shared <= device.gpu!.sharedPerBlockBytes;
