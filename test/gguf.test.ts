@@ -9,7 +9,7 @@ import { runnerFor } from '../src/backends/registry.js';
 import { f32ToF16Bits, f16BitsToF32 } from '../src/numeric/half.js';
 import { Rng } from '../src/numeric/random.js';
 import { codecOf, dequantizeMatrix } from '../src/quant/index.js';
-import { compareOutputs, withinTolerance } from '../src/reference/compare.js';
+import { compareOutputs, roundedInput, roundingJudge, withinTolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { skipReason } from './helpers.js';
 
@@ -233,9 +233,14 @@ describe.concurrent('GGUF in', () => {
         expect(r.status, r.status !== 'ok' ? r.detail : '').toBe('ok');
         if (r.status !== 'ok') return;
         const y = new Float32Array(r.output.buffer, r.output.byteOffset, M * N);
-        const reference = referenceMatmul({ M, N, K }, { bias: false, activation: 'none', residual: false }, { x, w: dequantizeMatrix(codecOf({ format }), w, N, K) });
+        const epilogue = { bias: false, activation: 'none', residual: false } as const;
+        const weights = dequantizeMatrix(codecOf({ format }), w, N, K);
+        const reference = referenceMatmul({ M, N, K }, epilogue, { x, w: weights });
+        // The kernel rounds X to int8 as its plan states (inputRounding): judged against that rounding too.
+        const judge = roundingJudge('x', reference, (rounding) => referenceMatmul({ M, N, K }, epilogue, { x: roundedInput(x, K, rounding), w: weights }));
         const c = compareOutputs(y, reference);
-        expect(withinTolerance(c, plan.tolerance), `${format}: ${JSON.stringify(c)}`).toBe(true);
+        expect(plan.tolerance.inputRounding).toMatchObject({ input: 'x', bits: 8 });
+        expect(withinTolerance(c, judge.tolerance(plan.tolerance)), `${format}: ${JSON.stringify(c)}`).toBe(true);
       } finally {
         build.dispose();
       }
