@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { MatmulShape } from '../src/ir/types.js';
 import type { BlockCodec } from '../src/quant/index.js';
-import { compareOutputs, roundedInput, widenedTolerance, withinTolerance, type Tolerance } from '../src/reference/compare.js';
+import { compareOutputs, roundedInput, roundingJudge, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
@@ -103,15 +103,14 @@ export function checkOutput(c: Pick<KgenCase, 'shape' | 'codec' | 'w' | 'x'>, y:
       c.codec.dequantizeBlock(c.w, (n * bpr + b) * c.codec.bytesPerBlock, wd, r * K + b * c.codec.weightsPerBlock);
     }
   });
-  const ref = referenceMatmul({ M, N: rows.length, K }, { bias: false, activation: 'none', residual: false }, { x: c.x, w: wd });
+  const checked = { M, N: rows.length, K };
+  const epilogue = { bias: false, activation: 'none', residual: false } as const;
+  const ref = referenceMatmul(checked, epilogue, { x: c.x, w: wd });
   const got = new Float32Array(M * rows.length);
   for (let m = 0; m < M; m++) rows.forEach((n, r) => (got[m * rows.length + r] = y[m * N + n]!));
   const cmp = compareOutputs(got, ref);
   // Int8 activations are judged against their stated rounding on this data, as kgen verify judges them.
-  const rounding = tol.inputRounding;
-  const judged = rounding
-    ? widenedTolerance(tol, compareOutputs(referenceMatmul({ M, N: rows.length, K }, { bias: false, activation: 'none', residual: false }, { x: roundedInput(c.x, K, rounding), w: wd }), ref))
-    : tol;
+  const judged = roundingJudge('x', ref, (rounding) => referenceMatmul(checked, epilogue, { x: roundedInput(c.x, K, rounding), w: wd })).tolerance(tol);
   const ok = withinTolerance(cmp, judged);
   return { ok, nmse: cmp.nmse, detail: `nmse ${cmp.nmse.toExponential(2)} (limit ${judged.nmse.toExponential(2)}), max abs err ${cmp.maxAbsError.toExponential(2)}` };
 }
