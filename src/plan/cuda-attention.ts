@@ -187,8 +187,12 @@ function mmaRegisters(D: number, bc: number): number {
  * `TWO_STAGES_FEW_WARPS` where the ring has 2 stages and the block fewer than 4 warps.
  */
 function mmaPrefillRegisters(D: number, bc: number, stageIters: number, threads: number, kScaled: boolean, stages: number): number {
-  const twoStagesFewWarps = stages === 2 && threads < 4 * CUDA_WARP_LANES ? TWO_STAGES_FEW_WARPS : 0;
-  return 70 + mmaRegisters(D, bc) + (kScaled ? 4 : 0) + 2 * stageIters + Math.floor(1024 / threads) + twoStagesFewWarps;
+  return 70 + mmaRegisters(D, bc) + (kScaled ? 4 : 0) + 2 * stageIters + Math.floor(1024 / threads) + twoStagesFewWarps(stages, threads);
+}
+
+/** The registers `TWO_STAGES_FEW_WARPS` adds for a ring of `stages` and a block of `threads` (0 where it does not apply). */
+function twoStagesFewWarps(stages: number, threads: number): number {
+  return stages === 2 && threads < 4 * CUDA_WARP_LANES ? TWO_STAGES_FEW_WARPS : 0;
 }
 
 /**
@@ -359,7 +363,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const stageIters = ceilDiv(2 * keys * row.kvPieces, threads);
   const kFeed = mmaKGroups(op, D, row.kvGroup);
   const buffers: OnChipBuffer[] = mma
-    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads, kFeed.kScaled, stages), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks)${kFeed.kScaled ? ', a K scale group\'s partial scores' : ''} and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing${stages === 2 && threads < 4 * CUDA_WARP_LANES ? `, ${TWO_STAGES_FEW_WARPS} more measured with 2 stages and fewer than 4 warps` : ''}` }]
+    ? [kvBuffer, { name: 'fragments', space: 'registers', size: mmaPrefillRegisters(D, keys, stageIters, threads, kFeed.kScaled, stages), why: `estimate: Q (${D / 16} k16 slices), scores (${keys / 8} n8 blocks)${kFeed.kScaled ? ', a K scale group\'s partial scores' : ''} and output (${D / 8} n8 blocks) fragments, 4 registers each, ${stageIters} staging copies' addresses, softmax state, indexing${twoStagesFewWarps(stages, threads) ? `, ${TWO_STAGES_FEW_WARPS} more measured with 2 stages and fewer than 4 warps` : ''}` }]
     : [
         { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
         kvBuffer,
