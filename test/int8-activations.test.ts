@@ -3,6 +3,7 @@ import { emit } from '../src/api/emit.js';
 import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
 import { planRequest } from '../src/backends/registry.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
+import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import type { KernelRunner } from '../src/backends/types.js';
 import { getDevice } from '../src/device/index.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -11,7 +12,7 @@ import { parseShape } from '../src/ir/validate.js';
 import { matmulTestData, type MatmulOutliers } from '../src/ops/matmul.js';
 import { makePlan } from '../src/plan/index.js';
 import { compareOutputs } from '../src/reference/compare.js';
-import { cToolsSkipReason } from './helpers.js';
+import { cToolsSkipReason, dawnSkipReason } from './helpers.js';
 
 /**
  * Matmul kernels with int8 activations are judged against the rounding their plan states, on the
@@ -133,5 +134,25 @@ describe('WebAssembly kernels with int8 activations, judged on outlier data', ()
     const coarser = wat.replace('(f32.const 127)', '(f32.const 63)');
     expect(coarser).not.toBe(wat);
     expect((await judged(runner, e, { 'kernel.wat': coarser }, data)).map((r) => r.ok)).toEqual([false, false]);
+  });
+});
+
+describe.skipIf(dawnSkipReason('WGSL dot8 kernels') !== undefined)('WGSL dot4I8Packed kernels, judged on outlier data', () => {
+  it('a correct kernel passes with the rounding\'s own error; rounding to 7-bit codes fails', async () => {
+    const e = emit({ target: 'wgsl', op: 'matmul_q8_0', shape: SHAPE, device: 'swiftshader', config: { kernel: 'rows', dot8: 1 } });
+    const data = [undefined, OUTLIERS].map((o) => matmulTestData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 5, o));
+    const runner = wgslRunnerFor(e.plan);
+    // `127.0 / amax` need not be correctly rounded on every adapter: a near-tie code may differ (the
+    // factor 1.25 absorbs it); SwiftShader's is exact, so the ratio stays at 1 here.
+    for (const r of await judged(runner, e, {}, data)) {
+      expect(r.ok).toBe(true);
+      expect(r.ratio).toBeGreaterThan(0.99);
+      expect(r.ratio).toBeLessThan(1.01);
+    }
+    // Codes and their scale both at 63: a consistent 7-bit rounding, twice the step. The loader
+    // (kernel.js) carries the shader it runs; kernel.wgsl is the one the build compiles.
+    const coarser = Object.fromEntries(['kernel.wgsl', 'kernel.js'].map((f) => [f, e.files[f]!.replaceAll('127.0', '63.0')]));
+    for (const [f, text] of Object.entries(coarser)) expect(text, f).not.toBe(e.files[f]);
+    expect((await judged(runner, e, coarser, data)).map((r) => r.ok)).toEqual([false, false]);
   });
 });
