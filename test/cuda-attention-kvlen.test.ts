@@ -213,7 +213,7 @@ int main() {
   std::vector<unsigned char> host(${oBytes});
   for (long long len : lengths) {
     cudaMemset(o, 0x77, ${oBytes});
-    const cudaError_t e = ${fn}((const uint16_t *)q, (const uint8_t *)k, (const uint8_t *)v, (const uint8_t *)s, (const uint8_t *)s, (uint16_t *)o, ws, len, 0);
+    const cudaError_t e = ${fn}((const uint16_t *)q, (const uint8_t *)k, (const uint16_t *)s, (const uint8_t *)v, (const uint16_t *)s, (uint16_t *)o, ws, len, 0);
     cudaDeviceSynchronize();
     cudaMemcpy(host.data(), o, ${oBytes}, cudaMemcpyDeviceToHost);
     bool untouched = true;

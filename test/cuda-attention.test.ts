@@ -206,7 +206,7 @@ describe('attention plans state what the kernels need', () => {
     // 16 splits of 256 keys; per (batch, KV head, split) 4 query rows of D floats plus (max, sum).
     expect(d.manifest.launch).toMatchObject({ grid: [16, 8, 2], workspaceBytes: 4 * 2 * 8 * 16 * 4 * (128 + 2), secondPass: { grid: [16, 1, 1], block: [128, 1, 1] } });
     expect(d.files['kernel.h']).toContain(`#define KGEN_ATTENTION_Q8KV_WORKSPACE_BYTES ${4 * 2 * 8 * 16 * 4 * 130}`);
-    expect(d.manifest.abi[0]!.signature).toBe('cudaError_t kgen_attention_q8kv(const uint16_t *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, uint16_t *o, void *workspace, cudaStream_t stream)');
+    expect(d.manifest.abi[0]!.signature).toBe('cudaError_t kgen_attention_q8kv(const uint16_t *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, uint16_t *o, void *workspace, cudaStream_t stream)');
     const p = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=512,Skv=512,D=128', device: 'rtx4090' });
     expect(p.plan.variant).toBe('flash_prefill_mma');
     expect(p.manifest.launch.workspaceBytes).toBe(0);
@@ -263,7 +263,7 @@ describe('attention plans state what the kernels need', () => {
     // 3 blocks of 18 bytes: rows 2-byte aligned, below cp.async's 4, so plain 2-byte copies.
     expect(p4).toMatchObject({ kvRowBytes: 54, kvBlockBytes: 18, kvChunkBytes: 2, kvChunkAsync: false, kvChunks: 27, slotBytes: 80 });
     expect(q4_0.files['kernel.cu']).not.toContain('kg_cp_async<KG_KV_CHUNK_BYTES>');
-    expect(q4_0.manifest.abi[0]!.doc).toContain('k_scales, v_scales unused');
+    expect(q4_0.manifest.abi[0]!.doc).toContain('k_scales, v_scales: unused, may be NULL (each ggml q4_0 block holds its own scale)');
   });
 
   it('a package\'s usage comment gives the KV cache in the plan\'s row order', async () => {
@@ -354,31 +354,42 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     expect(JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'))).toMatchObject({ status: 'ok', checked: true, kernel: { variant: 'splitk_decode' } });
   }, 120_000);
 
-  it('the launcher refuses a null K, V or (kgen q8 cache) scale pointer with cudaErrorInvalidValue before launching', async () => {
-    const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-att-null-')), 'att');
-    const r = await execa(KGEN, ['emit', '--target', 'cuda', '--op', 'attention_q8kv', '--shape', 'B=1,Hq=4,Hkv=1,Sq=1,Skv=40,D=64', '--device', 'rtx4090', '-o', out, '--no-ptxas', '--no-records'], { reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
-    const fn = m.abi[0].symbol as string;
-    writeFileSync(join(out, 'null.cu'), [
-      '#include <cstdio>',
-      '#include "kernel.h"',
-      'int main() {',
-      '  void *k, *v, *s, *q, *o, *ws;',
-      `  cudaMalloc(&k, ${m.tensors.k.bytes}); cudaMalloc(&v, ${m.tensors.v.bytes}); cudaMalloc(&s, ${m.tensors.k_scales.bytes}); cudaMalloc(&q, ${m.tensors.q.bytes}); cudaMalloc(&o, ${m.tensors.o.bytes}); cudaMalloc(&ws, ${m.launch.workspaceBytes} + 16);`,
-      '  const uint8_t *K = (const uint8_t *)k, *V = (const uint8_t *)v, *S = (const uint8_t *)s;',
-      `  printf("%d %d %d %d\\n", (int)${fn}((const uint16_t *)q, K, V, S, NULL, (uint16_t *)o, ws, 0), (int)${fn}((const uint16_t *)q, NULL, V, S, S, (uint16_t *)o, ws, 0), (int)${fn}((const uint16_t *)q, K, V, S, S, (uint16_t *)o, ws, 0), (int)cudaErrorInvalidValue);`,
-      '  return 0;',
-      '}',
-    ].join('\n'));
-    const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
-    const bin = join(out, 'null');
-    const cc = await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(out, 'kernel.cu'), join(out, 'null.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { reject: false, all: true });
-    expect(cc.exitCode, cc.all).toBe(0);
-    const [noScales, noK, fine, invalid] = (await execa(bin)).stdout.trim().split(' ').map(Number);
-    expect([noScales, noK]).toEqual([invalid, invalid]);
-    expect(fine).toBe(0);
-  }, 120_000);
+  it('the launcher refuses a null K, V or (kgen q8 cache) scale pointer with cudaErrorInvalidValue before launching, and takes NULL scales where the cache has none', async () => {
+    // Each launcher called (in the order q, k, k_scales, v, v_scales, o, ...) with: no k_scales, no K, no scales at all, everything.
+    const calls = async (op: string) => {
+      const out = join(mkdtempSync(join(tmpdir(), 'kgen-cuda-att-null-')), 'att');
+      const r = await execa(KGEN, ['emit', '--target', 'cuda', '--op', op, '--shape', 'B=1,Hq=4,Hkv=1,Sq=1,Skv=40,D=64', '--device', 'rtx4090', '-o', out, '--no-ptxas', '--no-records'], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+      const fn = m.abi[0].symbol as string;
+      const scaleBytes = (m.tensors.k_scales?.bytes as number | undefined) ?? 2;
+      const call = (k: string, s: string, s2: string) => `(int)${fn}((const uint16_t *)q, ${k}, ${s}, V, ${s2}, (uint16_t *)o, ws, 0)`;
+      writeFileSync(join(out, 'null.cu'), [
+        '#include <cstdio>',
+        '#include "kernel.h"',
+        'int main() {',
+        '  void *k, *v, *s, *q, *o, *ws;',
+        `  cudaMalloc(&k, ${m.tensors.k.bytes}); cudaMalloc(&v, ${m.tensors.v.bytes}); cudaMalloc(&s, ${scaleBytes}); cudaMalloc(&q, ${m.tensors.q.bytes}); cudaMalloc(&o, ${m.tensors.o.bytes}); cudaMalloc(&ws, ${m.launch.workspaceBytes} + 16);`,
+        `  cudaMemset(k, 0, ${m.tensors.k.bytes}); cudaMemset(v, 0, ${m.tensors.v.bytes}); cudaMemset(s, 0, ${scaleBytes}); cudaMemset(q, 0, ${m.tensors.q.bytes});`,
+        // f16 scales are typed as such: a byte pointer here would not compile.
+        '  const uint8_t *K = (const uint8_t *)k, *V = (const uint8_t *)v;',
+        '  const uint16_t *S = (const uint16_t *)s;',
+        `  printf("%d %d %d %d %d\\n", ${call('K', 'NULL', 'S')}, ${call('NULL', 'S', 'S')}, ${call('K', 'NULL', 'NULL')}, ${call('K', 'S', 'S')}, (int)cudaErrorInvalidValue);`,
+        '  return 0;',
+        '}',
+      ].join('\n'));
+      const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
+      const bin = join(out, 'null');
+      const cc = await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-x', 'c++', join(out, 'kernel.cu'), join(out, 'null.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm'], { reject: false, all: true });
+      expect(cc.exitCode, cc.all).toBe(0);
+      return (await execa(bin)).stdout.trim().split(' ').map(Number);
+    };
+    const [q8, f16, q4_0] = await Promise.all(['attention_q8kv', 'attention_f16', 'attention_q4_0kv'].map(calls));
+    const invalid = q8![4]!;
+    expect(q8!.slice(0, 4)).toEqual([invalid, invalid, invalid, 0]);
+    // No separate scales: NULL ones launch as well as any pointer; a NULL K is still refused.
+    for (const c of [f16!, q4_0!]) expect(c.slice(0, 4)).toEqual([0, invalid, 0, 0]);
+  }, 180_000);
 
   it('emit --package: attention kernels beside a matmul, the README calling the first; make builds it where nvcc is', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-cuda-att-pkg-'));
@@ -394,7 +405,7 @@ describe.skipIf(noGpp !== undefined)('kgen emit and verify --target cuda --op at
     const r = await execa(KGEN, ['emit', '--target', 'cuda', '--device', 'rtx4090', '--kernels', join(dir, 'layer.json'), '--package', pkg, '--no-records'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
-    expect(readme).toMatch(/cudaError_t run_kgen_attention_q8kv\w*\(const uint16_t \*q, const uint8_t \*k, const uint8_t \*v, const uint8_t \*k_scales, const uint8_t \*v_scales, uint16_t \*o, void \*workspace, cudaStream_t stream\)/);
+    expect(readme).toMatch(/cudaError_t run_kgen_attention_q8kv\w*\(const uint16_t \*q, const uint8_t \*k, const uint16_t \*k_scales, const uint8_t \*v, const uint16_t \*v_scales, uint16_t \*o, void \*workspace, cudaStream_t stream\)/);
     const q4 = readdirSync(pkg).find((d) => d.startsWith('attention_q4_0kv'));
     expect(q4).toBeDefined();
     expect(readFileSync(join(pkg, q4!, 'kernel.h'), 'utf8')).toMatch(/_WORKSPACE_BYTES 0\n/);

@@ -60,7 +60,7 @@ describe('WGSL attention with a run-time KV length: plans, manifests and the loa
     expect(plan.variant).toBe('splitk_decode');
     expect(plan.params).toMatchObject({ runtimeKvLength: true, kvLenMin: 5 });
     const bi = manifest.bindingInterface!;
-    expect(bi.bindings.map((b) => b.tensor)).toEqual(['q', 'k', 'v', 'k_scales', 'v_scales', 'o', 'workspace', 'kv_len']);
+    expect(bi.bindings.map((b) => b.tensor)).toEqual(['q', 'k', 'k_scales', 'v', 'v_scales', 'o', 'workspace', 'kv_len']);
     expect(bi.bindings.at(-1)).toEqual({ binding: 7, name: 'kg_len', tensor: 'kv_len', access: 'uniform', offset: 0, bytes: 4 });
     expect(bi.kvLength).toEqual({ min: 5, max: 300, binding: 7 });
     expect(manifest.kvLength).toEqual({ min: 5, max: 300 });

@@ -148,7 +148,7 @@ describe('WGSL attention plans and manifests', () => {
     expect(d.manifest.launch).toMatchObject({ grid: [16, 8, 2], workspaceBytes, secondPass: { grid: [32, 2, 1], block: [64, 1, 1] } });
     const bi = d.manifest.bindingInterface!;
     expect(bi.workspaceBytes).toBe(workspaceBytes);
-    expect(bi.bindings.map((b) => b.tensor)).toEqual(['q', 'k', 'v', 'k_scales', 'v_scales', 'o', 'workspace']);
+    expect(bi.bindings.map((b) => b.tensor)).toEqual(['q', 'k', 'k_scales', 'v', 'v_scales', 'o', 'workspace']);
     expect(bi.passes.map((p) => [p.entry, p.dispatch.grid, p.bindings])).toEqual([
       ['kgen_attention_q8kv', [16, 8, 2], [0, 1, 2, 3, 4, 6]],
       ['kgen_attention_q8kv_merge', [32, 2, 1], [5, 6]],

@@ -41,6 +41,12 @@ export interface Manifest {
     templateHash: string;
   };
   weights?: WeightsInfo;
+  /**
+   * Attention: the version of the entry points' calling convention, the same on every target
+   * (`ATTENTION_ABI_VERSION`, docs/ARCHITECTURE.md "Attention ABI"); absent in manifests of version 1.
+   */
+  abiVersion?: number;
+  /** The tensors a call reads and writes; attention lists them in its entry points' argument order. */
   tensors: Record<string, TensorInfo>;
   /** Bytes of the workspace buffer the entry points take (C and WebAssembly; CUDA states it in `launch`, WGSL in `bindingInterface`). */
   workspaceBytes?: number;
@@ -236,7 +242,7 @@ function staleRecordNote(recorded: RecordedChoice, templateHash: string): string
 }
 
 function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, rendered: RenderedKernel): Manifest {
-  const { tensors, weights, softmaxScale, kvLength } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
+  const { tensors, weights, abiVersion, softmaxScale, kvLength } = opKit(plan.op.kind).tensors(plan.op, plan.shape);
   return {
     kgen: KGEN_VERSION,
     op: plan.op,
@@ -248,6 +254,7 @@ function buildManifest(plan: Plan, irHash: string, configSource: ConfigSource, r
     config: configInUse(plan),
     configSource,
     weights,
+    abiVersion,
     tensors,
     workspaceBytes: rendered.workspaceBytes,
     workspaceAlignment: rendered.workspaceAlignment,

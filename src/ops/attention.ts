@@ -169,6 +169,31 @@ function runBuffers(op: AttentionOp, shape: AttentionShape): RunBuffer[] {
   ];
 }
 
+/**
+ * The version of the attention entry points' calling convention, in every target's manifest
+ * (`abiVersion`). 2: the tensor arguments in `ATTENTION_ARGUMENTS` order on every target, f16 scales
+ * typed `const uint16_t *` in C and CUDA alike, and NULL scales accepted where the cache has no
+ * separate scales. 1 (manifests without `abiVersion`): CUDA took (q, k, v, k_scales, v_scales, o)
+ * with `const uint8_t *` scales, and WGSL bound V before K's scales.
+ */
+export const ATTENTION_ABI_VERSION = 2;
+
+/**
+ * The tensors every target's attention entry point takes, in this order: C and CUDA arguments,
+ * WebAssembly byte offsets, WGSL binding numbers (those the format has); each target's own
+ * arguments (workspace, kv_len, stream) follow. The manifest lists `tensors` in this order too.
+ */
+export const ATTENTION_ARGUMENTS = ['q', 'k', 'k_scales', 'v', 'v_scales', 'o'] as const;
+
+/**
+ * What k_scales and v_scales are for a cache without separate scales, the same words on every
+ * target (NULL is 0 for WebAssembly's byte offsets); undefined for a kgen q8 cache, which needs them.
+ */
+export function unusedScalesText(kvCache: AttentionOp['kvCache']): string | undefined {
+  if (kvCache === 'q8') return undefined;
+  return `unused, may be NULL (${kvCache === 'f16' ? 'an f16 cache has no scales' : `each ggml ${kvCache} block holds its own scale`})`;
+}
+
 /** The KV cache as the manifest states it: format, row bytes and order, and where the scales are. */
 function kvTensorInfo(op: AttentionOp, s: AttentionShape) {
   const f = kvRowFormat(op, s.D);
@@ -196,19 +221,20 @@ export const attentionKit: OpKit<AttentionOp, AttentionShape> = {
   runBuffers,
   tensors(op, s) {
     const kv = kvTensorInfo(op, s);
-    const tensors: Record<string, TensorInfo> = {
+    const perRow = op.kvCache === 'q8' ? s.D / op.kvGroupSize! : 0;
+    const scales = perRow > 0 ? { dtype: 'f16', shape: `[${s.B * s.Hkv * s.Skv},${perRow}]`, layout: 'one row of scales per KV row, in the KV row order', bytes: s.B * s.Hkv * s.Skv * perRow * dtypeSize('f16') } : undefined;
+    const all: Record<(typeof ATTENTION_ARGUMENTS)[number], TensorInfo | undefined> = {
       q: { dtype: op.q, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major', bytes: s.B * s.Hq * s.Sq * s.D * dtypeSize(op.q) },
       k: kv,
+      k_scales: scales,
       v: kv,
+      v_scales: scales,
       o: { dtype: op.o, shape: `[${s.B},${s.Hq},${s.Sq},${s.D}]`, layout: 'row-major', bytes: s.B * s.Hq * s.Sq * s.D * dtypeSize(op.o) },
     };
-    if (op.kvCache === 'q8') {
-      const perRow = s.D / op.kvGroupSize!;
-      const scales = { dtype: 'f16', shape: `[${s.B * s.Hkv * s.Skv},${perRow}]`, layout: 'one row of scales per KV row, in the KV row order', bytes: s.B * s.Hkv * s.Skv * perRow * dtypeSize('f16') };
-      tensors.k_scales = scales;
-      tensors.v_scales = scales;
-    }
-    return { tensors, softmaxScale: softmaxScale(op, s.D), ...(op.kvLength === 'runtime' ? { kvLength: kvLengthRange(op, s) } : {}) };
+    // In argument order; the scales only where the cache keeps them apart from the rows.
+    const tensors: Record<string, TensorInfo> = {};
+    for (const name of ATTENTION_ARGUMENTS) if (all[name]) tensors[name] = all[name];
+    return { tensors, abiVersion: ATTENTION_ABI_VERSION, softmaxScale: softmaxScale(op, s.D), ...(op.kvLength === 'runtime' ? { kvLength: kvLengthRange(op, s) } : {}) };
   },
   weights: () => undefined,
   kvCache: (op) => op.kvCache,

@@ -74,7 +74,14 @@ export interface OpKit<O extends Op, S extends Shape> {
   /** Host buffers a run allocates at its peak, for the memory check before running. */
   runBuffers(op: O, shape: S): RunBuffer[];
   /** The tensors (and weights) as the manifest states them. */
-  tensors(op: O, shape: S): { tensors: Record<string, TensorInfo>; weights?: WeightsInfo; softmaxScale?: number; kvLength?: { min: number; max: number } };
+  tensors(op: O, shape: S): {
+    tensors: Record<string, TensorInfo>;
+    weights?: WeightsInfo;
+    /** The version of the entry points' calling convention, where the op states one (attention: `ATTENTION_ABI_VERSION`). */
+    abiVersion?: number;
+    softmaxScale?: number;
+    kvLength?: { min: number; max: number };
+  };
   /** The op's weight format, where it has weights (records and `kgen pack` use it). */
   weights(op: O): WeightSpec | undefined;
   /** The format of the KV cache the op reads, where it reads one (a backend's `capabilities.kvCaches`). */

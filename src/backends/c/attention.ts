@@ -2,6 +2,7 @@ import { CPU_CACHE_LINE_BYTES } from '../../device/profile.js';
 import { GGML_KV_BLOCK, KV_FORMAT_NAMES, kvRowsText } from '../../ir/attention.js';
 import type { AttentionOp } from '../../ir/types.js';
 import { kvLenText, splitPartialsText, taskUnitsText } from '../../plan/cpu-attention.js';
+import { ATTENTION_ABI_VERSION, unusedScalesText } from '../../ops/attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
@@ -76,6 +77,8 @@ function sharedView(plan: CpuAttentionPlan, symbol: string | undefined) {
     qCType: op.q === 'f16' ? 'uint16_t' : 'float',
     oCType: op.o === 'f16' ? 'uint16_t' : 'float',
     hasScales: p.scalesPerRow > 0,
+    unusedScalesText: unusedScalesText(op.kvCache),
+    abiVersion: ATTENTION_ABI_VERSION,
     kvRows,
     kvBytes: kvRows * p.rowBytes,
     kvScaleBytes: kvRows * p.scalesPerRow * 2,
@@ -167,7 +170,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
         doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}); disjoint ranges may run on different threads${p.runtimeKvLength ? `; ${kvLenText(p)}` : ''}`,
       },
       { symbol: `${fn}_merge`, signature: sig('void', `${fn}_merge`, `const void *workspace, ${oCType} *o, int64_t row_begin, int64_t row_end`), doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp` },
-      { symbol: fn, signature: sig(shared.taskReturn, fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace${shared.kvLenParam}`), doc: `prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp${p.runtimeKvLength ? `; ${kvLenText(p)}` : ''}` },
+      { symbol: fn, signature: sig(shared.taskReturn, fn, `const ${qCType} *q, ${kvArgs}, ${oCType} *o, void *workspace${shared.kvLenParam}`), doc: `prepare + tasks + merge; OpenMP-parallel when compiled with -fopenmp${shared.unusedScalesText ? `; k_scales, v_scales: ${shared.unusedScalesText}` : ''}${p.runtimeKvLength ? `; ${kvLenText(p)}` : ''}` },
     ],
   };
 }

@@ -3,6 +3,7 @@ import { kvLenText } from '../../plan/attention-common.js';
 import { alignUp } from '../../plan/common.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
+import { ATTENTION_ABI_VERSION, unusedScalesText } from '../../ops/attention.js';
 import { commentText } from '../../render/comment-text.js';
 import { templateSet } from '../../render/templates.js';
 import { attentionHeaderView } from '../kernel-header.js';
@@ -32,6 +33,11 @@ const KV_TEXT: Record<AttentionOp['kvCache'], string> = {
   q8_0: 'ggml q8_0 blocks, 34 bytes per 32 values (docs/formats.md)',
   q4_0: 'ggml q4_0 blocks, 18 bytes per 32 values (docs/formats.md)',
 };
+
+/** `a, b or c`. */
+function orList(names: string[]): string {
+  return names.length < 2 ? names.join('') : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
+}
 
 /** View fields the attention templates print: the plan's params plus names, types and byte sizes. */
 function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string) {
@@ -68,6 +74,10 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     causalFlag: op.causal ? 1 : 0,
     scaleLog2Text: `${p.scaleLog2.toPrecision(9)}f`,
     hasWorkspace: merge,
+    abiVersion: ATTENTION_ABI_VERSION,
+    unusedScalesText: unusedScalesText(op.kvCache),
+    // The pointers the launcher refuses as NULL: the scales only where the format needs them.
+    nullRefusedText: orList(['k', 'v', ...(kvScaleBytes ? ['k_scales', 'v_scales'] : []), ...(merge ? ['workspace'] : [])]),
     // A run-time KV length (op.kvLength 'runtime'): the device functions take kvLen and bound their
     // keys by it where a fixed-length kernel has KG_SKV; the launcher takes kv_len (int64_t).
     kvLenParam: p.runtimeKvLength ? ', int kvLen' : '',
@@ -113,8 +123,8 @@ export function renderCudaAttention(plan: CudaAttentionPlan, ctx: RenderContext)
     abi: [
       {
         symbol: fn,
-        signature: `cudaError_t ${fn}(const ${v.qCType} *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, ${v.oCType} *o, void *workspace, ${plan.params.runtimeKvLength ? 'int64_t kv_len, ' : ''}cudaStream_t stream)`,
-        doc: `enqueues O = attention(Q, K, V) on stream (device pointers; k, v${v.hasWorkspace ? ' and workspace' : ''} 16-byte aligned): ${launches}; ${v.hasWorkspace ? `workspace: ${v.workspaceBytes} bytes` : 'workspace unused'}${v.kvScaleBytes ? '' : '; k_scales, v_scales unused'}${plan.params.runtimeKvLength ? `; ${kvLenDoc(plan.params)}` : ''}`,
+        signature: `cudaError_t ${fn}(const ${v.qCType} *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, ${v.oCType} *o, void *workspace, ${plan.params.runtimeKvLength ? 'int64_t kv_len, ' : ''}cudaStream_t stream)`,
+        doc: `enqueues O = attention(Q, K, V) on stream (device pointers; k, v${v.hasWorkspace ? ' and workspace' : ''} 16-byte aligned): ${launches}; ${v.hasWorkspace ? `workspace: ${v.workspaceBytes} bytes` : 'workspace unused'}${v.unusedScalesText ? `; k_scales, v_scales: ${v.unusedScalesText}` : ''}${plan.params.runtimeKvLength ? `; ${kvLenDoc(plan.params)}` : ''}`,
       },
     ],
   };

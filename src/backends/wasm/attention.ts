@@ -6,6 +6,7 @@ import { alignUp, cpuBudgets, variantRegisters } from '../../plan/common.js';
 import { cpuAttentionPlanner, kvLenText, splitPartialsText, TASK_STACK_BUFFER, taskUnitsText } from '../../plan/cpu-attention.js';
 import type { CpuVariants } from '../../plan/cpu-matmul.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
+import { unusedScalesText } from '../../ops/attention.js';
 import { codecOf } from '../../quant/index.js';
 import { templateSet } from '../../render/templates.js';
 import { EXP2_COEFFICIENTS, EXP2_MIN, F32_BIAS, F32_MANT_BITS, f32Digits } from '../exp2-poly.js';
@@ -493,6 +494,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
   files['kernel-worker.mjs'] = templates.render('loader/worker.mjs', { ...loaderView, workerCallsText: '`tasks` in its own scratch slot, `merge` over output rows' });
   files['kernel.d.mts'] = wasmAttentionDeclarations(plan, { fn, version: ctx.version, sizes: layout.sizes, slots: WASM_ATTENTION_SLOTS, ...LOADER_THREADS });
   const ptrs = 'i32 byte offsets into the imported memory';
+  const unusedScales = unusedScalesText(plan.op.kvCache);
   const ws = wasmAttentionWorkspace(plan);
   const rendered: RenderedKernel = {
     files,
@@ -517,9 +519,11 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
         doc: `tasks [task_begin, task_end) of ${p.tasks} (${taskUnitsText(p)}) in scratch slot \`slot\` (0..${WASM_ATTENTION_SLOTS - 1}); disjoint ranges may run in different threads, each with its own slot; ${ptrs}${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}`,
       },
       { symbol: `${fn}_merge`, signature: '(workspace, o, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) of ${p.outRows}, after every task; merges the split partials by log-sum-exp (nothing to do with one split); ${ptrs}` },
-      p.runtimeKvLength
-        ? { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace, kv_len: i32) -> i32', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}; ${kvLenDoc(p)}` }
-        : { symbol: fn, signature: '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()', doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}` },
+      {
+        symbol: fn,
+        signature: p.runtimeKvLength ? '(q, k, k_scales, v, v_scales, o, workspace, kv_len: i32) -> i32' : '(q, k, k_scales, v, v_scales, o, workspace: i32) -> ()',
+        doc: `prepare + every task (slot 0) + merge, on this thread; ${ptrs}${unusedScales ? `; k_scales, v_scales: ${unusedScales} (offset 0)` : ''}${p.runtimeKvLength ? `; ${kvLenDoc(p)}` : ''}`,
+      },
     ],
   };
   return rendered;

@@ -1,6 +1,7 @@
 import { sumBytes } from '../../plan/common.js';
 import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
+import { ATTENTION_ARGUMENTS, unusedScalesText } from '../../ops/attention.js';
 import { templateSet } from '../../render/templates.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { BindingInterface, RenderContext, RenderedKernel, WgslPass } from '../types.js';
@@ -29,22 +30,26 @@ type Binding = BindingInterface['bindings'][number];
 const KV_LEN_BYTES = 4;
 
 /**
- * The bindings, numbered in order: Q, K, V, the q8 scales of K and V (kgen q8 only), O, the
+ * The bindings, numbered in the order of every target's attention arguments (`ATTENTION_ARGUMENTS`):
+ * Q, K, K's scales, V, V's scales (the scales for kgen q8 only: other caches bind none), O; then the
  * workspace (decode only), storage buffers all, and with a run-time KV length the uniform kv_len.
  * Sizes are whole words (WebGPU binds multiples of 4 bytes; the runner and callers zero-pad).
  */
 function bindings(plan: WgslAttentionPlan): Binding[] {
   const p = plan.params;
-  const list: Omit<Binding, 'binding'>[] = [
-    { name: 'kg_q', tensor: 'q', access: 'read', offset: 0, bytes: p.qBytes },
-    { name: 'kg_k', tensor: 'k', access: 'read', offset: 0, bytes: p.kvBytes },
-    { name: 'kg_v', tensor: 'v', access: 'read', offset: 0, bytes: p.kvBytes },
-  ];
-  if (p.kvScaleRowBytes > 0) {
-    list.push({ name: 'kg_k_scales', tensor: 'k_scales', access: 'read', offset: 0, bytes: p.kvScaleBytes });
-    list.push({ name: 'kg_v_scales', tensor: 'v_scales', access: 'read', offset: 0, bytes: p.kvScaleBytes });
-  }
-  list.push({ name: 'kg_o', tensor: 'o', access: 'read_write', offset: 0, bytes: p.oBytes });
+  const scaled = p.kvScaleRowBytes > 0;
+  const tensors: Record<(typeof ATTENTION_ARGUMENTS)[number], Omit<Binding, 'binding' | 'name' | 'tensor'> | undefined> = {
+    q: { access: 'read', offset: 0, bytes: p.qBytes },
+    k: { access: 'read', offset: 0, bytes: p.kvBytes },
+    k_scales: scaled ? { access: 'read', offset: 0, bytes: p.kvScaleBytes } : undefined,
+    v: { access: 'read', offset: 0, bytes: p.kvBytes },
+    v_scales: scaled ? { access: 'read', offset: 0, bytes: p.kvScaleBytes } : undefined,
+    o: { access: 'read_write', offset: 0, bytes: p.oBytes },
+  };
+  const list: Omit<Binding, 'binding'>[] = ATTENTION_ARGUMENTS.flatMap((tensor) => {
+    const b = tensors[tensor];
+    return b ? [{ name: `kg_${tensor}`, tensor, ...b }] : [];
+  });
   if (p.kernel === 'splitk_decode') list.push({ name: 'kg_ws', tensor: 'workspace', access: 'read_write', offset: 0, bytes: p.workspaceBytes });
   if (p.runtimeKvLength) list.push({ name: 'kg_len', tensor: 'kv_len', access: 'uniform', offset: 0, bytes: KV_LEN_BYTES });
   return list.map((b, binding) => ({ binding, ...b }));
@@ -69,7 +74,7 @@ function passes(plan: WgslAttentionPlan, entry: string, binds: Binding[]): WgslP
     what: VARIANT_TEXT[plan.variant],
     workgroupSize: [p.invocations, 1, 1],
     dispatch: { expr: launch.gridExpr!, grid: launch.grid! },
-    bindings: numbers(['q', 'k', 'v', 'k_scales', 'v_scales', p.kernel === 'splitk_decode' ? 'workspace' : 'o', 'kv_len']),
+    bindings: numbers(['q', 'k', 'k_scales', 'v', 'v_scales', p.kernel === 'splitk_decode' ? 'workspace' : 'o', 'kv_len']),
   };
   const merge = launch.secondPass;
   if (!merge) return [first];
@@ -132,6 +137,7 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
   // kv_len is the loader's own buffer: a call passes the length (run's kvLen), not a buffer.
   const tensors = [...new Set(binds.filter((b) => b.access !== 'uniform').map((b) => b.tensor))];
   const bindingText = (b: Binding) => (b.access === 'uniform' ? `@binding(${b.binding}) ${b.name}: KgLen { kv_len: u32 } (uniform, ${b.bytes} bytes)` : `@binding(${b.binding}) ${b.name}: array<${elementType(op, b.tensor)}> (${b.access}, ${b.bytes} bytes)`);
+  const unusedScales = unusedScalesText(op.kvCache);
   const dispatchText = list.map((x) => `(${x.dispatch.expr.join(', ')}) = (${x.dispatch.grid.join(', ')}) workgroups of ${x.workgroupSize[0]}`).join(', then ');
   return {
     ...wgslLoaderFiles(plan, ctx, wgsl, iface, 'o'),
@@ -148,7 +154,7 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
       {
         symbol: 'createKernel',
         signature: 'createKernel(device: GPUDevice): Promise<Kernel> (kernel.js; kernel.d.ts)',
-        doc: `checks the device's limits, creates the pipelines; Kernel.run({ ${tensors.join(', ')} }${p.runtimeKvLength ? ', { kvLen }' : ''}) binds the buffers and dispatches ${list.length > 1 ? 'both passes' : 'the kernel'}${workspaceBytes !== undefined ? ` (workspace: ${workspaceBytes} bytes of scratch)` : ''}${p.runtimeKvLength ? `; kvLen: the positions read (the first kvLen of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}, a RangeError with nothing dispatched outside that range` : ''}`,
+        doc: `checks the device's limits, creates the pipelines; Kernel.run({ ${tensors.join(', ')} }${p.runtimeKvLength ? ', { kvLen }' : ''}) binds the buffers and dispatches ${list.length > 1 ? 'both passes' : 'the kernel'}${workspaceBytes !== undefined ? ` (workspace: ${workspaceBytes} bytes of scratch)` : ''}${unusedScales ? `; k_scales, v_scales: ${unusedScales} (no binding)` : ''}${p.runtimeKvLength ? `; kvLen: the positions read (the first kvLen of each head's ${p.Skv}), ${p.kvLenMin}..${p.Skv}${p.causal ? ', the last query row seeing the last of them' : ''}, a RangeError with nothing dispatched outside that range` : ''}`,
       },
     ],
   };

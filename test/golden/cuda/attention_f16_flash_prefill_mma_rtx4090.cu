@@ -215,8 +215,8 @@ __device__ __forceinline__ uint32_t kg_q_pair(const __half *p) { return kg_u32(_
 __device__ __forceinline__ uint32_t kg_q_pair(const float *p) { return kg_u32(__floats2half2_rn(p[0], p[1])); }
 __device__ __forceinline__ uint32_t kg_pack(float lo, float hi) { return kg_u32(__floats2half2_rn(lo, hi)); }
 
-__global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefill_mma(const __half *__restrict__ q, const uint8_t *__restrict__ k, const uint8_t *__restrict__ v,
-                                                   const uint8_t *__restrict__ ks, const uint8_t *__restrict__ vs, __half *__restrict__ o) {
+__global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefill_mma(const __half *__restrict__ q, const uint8_t *__restrict__ k, const uint8_t *__restrict__ ks,
+                                                   const uint8_t *__restrict__ v, const uint8_t *__restrict__ vs, __half *__restrict__ o) {
   KG_DYNAMIC_SHARED(kg_smem);
   const int head = (int)blockIdx.y, b = (int)blockIdx.z;
   const int rowBase = (int)blockIdx.x * KG_ROWS;
@@ -368,7 +368,7 @@ static cudaError_t kg_allow_shared(F *kernel) {
   return cudaSuccess;
 }
 
-extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, uint16_t *o,
+extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, uint16_t *o,
                               void *workspace, cudaStream_t stream) {
   const uintptr_t rows16 = reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v);
   const uintptr_t scales2 = reinterpret_cast<uintptr_t>(k_scales) | reinterpret_cast<uintptr_t>(v_scales);
@@ -376,9 +376,11 @@ extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, c
   if (!k || !v) return cudaErrorInvalidValue;
   (void)workspace;
   const __half *qd = reinterpret_cast<const __half *>(q);
+  // The kernels address a row's scales in bytes (KG_KV_SCALE_ROW_BYTES).
+  const uint8_t *ks = reinterpret_cast<const uint8_t *>(k_scales), *vs = reinterpret_cast<const uint8_t *>(v_scales);
   __half *od = reinterpret_cast<__half *>(o);
   const cudaError_t allowed = kg_allow_shared(kgen_attention_f16_flash_prefill_mma);
   if (allowed != cudaSuccess) return allowed;
-  void *args[] = {&qd, &k, &v, &k_scales, &v_scales, &od};
+  void *args[] = {&qd, &k, &ks, &v, &vs, &od};
   return cudaLaunchKernel(kgen_attention_f16_flash_prefill_mma, dim3(8, 32, 1), dim3(KG_THREADS, 1, 1), args, 69632, stream);
 }

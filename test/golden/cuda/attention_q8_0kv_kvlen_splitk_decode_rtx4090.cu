@@ -380,8 +380,8 @@ enum : int {
  * KG_WS_ACC_FLOATS + 2p. */
 static constexpr long long KG_WS_ACC_FLOATS = 131072LL;
 
-__global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_q8_0kv_kvlen_splitk_decode(const __half *__restrict__ q, const uint8_t *__restrict__ k, const uint8_t *__restrict__ v,
-                                                   const uint8_t *__restrict__ ks, const uint8_t *__restrict__ vs, float *__restrict__ ws, int kvLen) {
+__global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_q8_0kv_kvlen_splitk_decode(const __half *__restrict__ q, const uint8_t *__restrict__ k, const uint8_t *__restrict__ ks,
+                                                   const uint8_t *__restrict__ v, const uint8_t *__restrict__ vs, float *__restrict__ ws, int kvLen) {
   KG_SHARED(kg_smem, KG_SMEM_BYTES);
   const int split = (int)blockIdx.x, kvHead = (int)blockIdx.y / KG_ROW_GROUPS, b = (int)blockIdx.z;
   const int rowBase = ((int)blockIdx.y - kvHead * KG_ROW_GROUPS) * KG_ROWS;
@@ -452,7 +452,7 @@ static cudaError_t kg_allow_shared(F *kernel) {
   return cudaSuccess;
 }
 
-extern "C" cudaError_t kgen_attention_q8_0kv_kvlen(const uint16_t *q, const uint8_t *k, const uint8_t *v, const uint8_t *k_scales, const uint8_t *v_scales, uint16_t *o,
+extern "C" cudaError_t kgen_attention_q8_0kv_kvlen(const uint16_t *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, uint16_t *o,
                               void *workspace, int64_t kv_len, cudaStream_t stream) {
   // The positions this call reads: nothing is launched for a length outside the kernel's range.
   if (kv_len < KGEN_ATTENTION_Q8_0KV_KVLEN_KV_LEN_MIN || kv_len > KGEN_ATTENTION_Q8_0KV_KVLEN_SKV) return cudaErrorInvalidValue;
@@ -463,11 +463,13 @@ extern "C" cudaError_t kgen_attention_q8_0kv_kvlen(const uint16_t *q, const uint
   if (!k || !v) return cudaErrorInvalidValue;
   if (!workspace) return cudaErrorInvalidValue;
   const __half *qd = reinterpret_cast<const __half *>(q);
+  // The kernels address a row's scales in bytes (KG_KV_SCALE_ROW_BYTES).
+  const uint8_t *ks = reinterpret_cast<const uint8_t *>(k_scales), *vs = reinterpret_cast<const uint8_t *>(v_scales);
   __half *od = reinterpret_cast<__half *>(o);
   const cudaError_t allowed = kg_allow_shared(kgen_attention_q8_0kv_kvlen_splitk_decode);
   if (allowed != cudaSuccess) return allowed;
   float *ws = static_cast<float *>(workspace);
-  void *args[] = {&qd, &k, &v, &k_scales, &v_scales, &ws, &kvLen};
+  void *args[] = {&qd, &k, &ks, &v, &vs, &ws, &kvLen};
   const cudaError_t e = cudaLaunchKernel(kgen_attention_q8_0kv_kvlen_splitk_decode, dim3(32, 8, 1), dim3(KG_THREADS, 1, 1), args, 0, stream);
   if (e != cudaSuccess) return e;
   const float *wsc = ws;
