@@ -69,7 +69,7 @@ describe('tuning database', () => {
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
     raw.pragma(`user_version = ${schemaVersion() + 1}`);
     raw.close();
-    expect(() => openTuningDb(path)).toThrow(/schema version 2, newer than this kgen's 1/);
+    expect(() => openTuningDb(path)).toThrow(/schema version 3, newer than this kgen's 2/);
   });
 
   it('keeps the lowest roofline a session measured for a workload (a probe is only ever slowed down)', () => {

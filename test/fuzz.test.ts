@@ -299,7 +299,7 @@ function badImport(rng: Rng): string {
       t[pick(rng, ['uid', 'configHash', 'createdAt'])] = wrongStr();
       break;
     case 7:
-      t.status = notOneOf(rng, ['ok', 'over_budget', 'compile_error', 'crash', 'timeout', 'wrong_result']);
+      t.status = notOneOf(rng, ['ok', 'over_budget', 'compile_error', 'crash', 'timeout', 'wrong_result', 'unsupported']);
       break;
     case 8:
       t.timing[pick(rng, ['runs'])] = pick(rng, [2.5, 0, 1e300, -3, '11']);

@@ -321,8 +321,12 @@ export interface PackageBuild {
  * The outcome of building, running and checking one config: data, never a sentinel time. A config
  * over a budget never gets this far: the plan rules it out before anything compiles (`BudgetError`
  * for a given config; counted by reason in the tuner's pruned space), so it is not a trial.
+ * `unsupported`: the kernel was not built or run because this machine cannot run it (the adapter
+ * lacks a feature or has narrower subgroups than the plan's, the installed nvcc does not list the
+ * plan's arch); decided from the runner's own query of the machine, never from compiler text. It
+ * says nothing about the config's correctness, and its error is the one-line reason.
  */
-export const TRIAL_STATUSES = ['ok', 'compile_error', 'crash', 'timeout', 'wrong_result'] as const;
+export const TRIAL_STATUSES = ['ok', 'compile_error', 'crash', 'timeout', 'wrong_result', 'unsupported'] as const;
 
 export type TrialStatus = (typeof TRIAL_STATUSES)[number];
 
@@ -340,13 +344,14 @@ export interface BuildOptions {
 }
 
 /**
- * A built kernel plus its harness, ready to execute. `status` is `ok` or `compile_error`; `dir` is
- * where the binary lives (inside `cacheDir` when one was given, else a temporary directory the
- * caller removes with `dispose`).
+ * A built kernel plus its harness, ready to execute. `status` is `ok`, `compile_error`, or
+ * `unsupported` (nothing was compiled: this machine cannot run the kernel; `detail` is one line
+ * saying why, `compileMs` 0); `dir` is where the binary lives (inside `cacheDir` when one was
+ * given, else a temporary directory the caller removes with `dispose`).
  */
 export type KernelBuild =
   | { status: 'ok'; id: string; dir: string; compileMs: number; cached: boolean; dispose(): void }
-  | { status: 'compile_error'; detail: string; compileMs: number };
+  | { status: 'compile_error' | 'unsupported'; detail: string; compileMs: number };
 
 export interface TimingOptions {
   warmup: number;

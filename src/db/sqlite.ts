@@ -34,6 +34,14 @@ function legacySchema(): Map<string, string> {
   return createTableStatements(loadMigrations().find((m) => m.version === 1)?.sql ?? '');
 }
 
+/**
+ * The oldest schema version this kgen's reading queries work on unmigrated: a reading command
+ * (which never changes the file) reads a database of this version or newer as it is. Schema 2
+ * only widened trials.status's CHECK, which readers never see. Raise it with a migration that
+ * changes what the reading queries select (a new column, a renamed table).
+ */
+const READABLE_SINCE = 1;
+
 /** The schema version this kgen reads and writes (the newest migration). */
 export function schemaVersion(): number {
   const all = loadMigrations();
@@ -314,6 +322,7 @@ function migrate(db: Database.Database, path: string, readonly: boolean): void {
   if (current > newest) throw newerSchemaError(path, current);
   const marked = (db.pragma('application_id', { simple: true }) as number) >>> 0 === KGEN_APPLICATION_ID;
   if (current === newest && (marked || readonly)) return;
+  if (readonly && current >= READABLE_SINCE) return;
   if (readonly) {
     throw new KgenError({ field: '--db', problem: `${pathText(path)} has schema version ${current}; this kgen needs ${newest}`, hint: 'run a writing command (`kgen db import`, `kgen tune`) on it once to migrate it' });
   }
