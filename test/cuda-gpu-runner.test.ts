@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { opKit } from '../src/ops/index.js';
 import { verify } from '../src/api/verify.js';
-import { cudaGpuRunner, cudaHarness, cudaRunnerFor, DRIVER_HARNESS_EXIT, HARNESS_FLAGS, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
+import { cudaGpuRunner, cudaHarness, cudaRunKitGpuRunner, cudaRunnerFor, DRIVER_HARNESS_EXIT, HARNESS_FLAGS, moduleFlags } from '../src/backends/cuda/gpu-runner.js';
 import type { GpuDetection, GpuInfo } from '../src/device/gpu.js';
 import { canRunArch, matchGpuProfile, nvidiaProfileForGpu, parseNvidiaSmiGpus } from '../src/device/gpu.js';
 import { detectPresence, getDevice, loadProfiles } from '../src/device/index.js';
@@ -183,15 +183,19 @@ describe.skipIf(noNvccGcc !== undefined)('the GPU runner against a stand-in driv
     expect(bad.status).toBe('compile_error');
   });
 
-  it('a plan for an arch nvcc does not list is compile_error before anything compiles', async () => {
+  it('a plan for an arch nvcc does not list is unsupported (the toolkit\'s limit, not a compile error) before anything compiles, in both GPU runners', async () => {
     // A stand-in nvcc listing two archs; any other call (a compile) is logged and refused.
     const dir = tmp(), log = join(dir, 'calls.log'), nvcc = join(dir, 'nvcc');
     writeFileSync(nvcc, `#!/bin/sh\ncase "$1" in\n  --version) echo 'Cuda compilation tools, release 12.4, V12.4.131';;\n  --list-gpu-code) printf 'sm_75\\nsm_80\\n';;\n  *) echo "$@" >> '${log}'; exit 1;;\nesac\n`);
     chmodSync(nvcc, 0o755);
+    const reason = "nvcc 12.4.131 builds for sm_75, sm_80; not sm_89, the arch of rtx4090's plan: build with a CUDA toolkit that supports sm_89";
     const e = emit({ target: 'cuda', op: 'matmul_q8_0', shape: 'M=1,N=77,K=320', device: 'rtx4090' });
     const build = await cudaGpuRunner({ gpu: H100, profileMatches: false, env: {}, nvcc, harnessCacheDir: join(dir, 'harness') }).build(e.plan, e.rendered);
-    expect(build).toMatchObject({ status: 'compile_error', compileMs: 0 });
-    if (build.status === 'compile_error') expect(build.detail).toBe("nvcc 12.4.131 builds for sm_75, sm_80; not sm_89, the arch of rtx4090's plan: build with a CUDA toolkit that supports sm_89");
+    expect(build).toEqual({ status: 'unsupported', compileMs: 0, detail: reason });
+    // Attention runs through its run kit: the same refusal.
+    const a = emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=64', device: 'rtx4090', config: { kvSplit: 1, kvBlock: 16 } });
+    const kit = await cudaRunKitGpuRunner({ gpu: H100, profileMatches: false, env: {}, nvcc }).build(a.plan, a.rendered);
+    expect(kit).toEqual({ status: 'unsupported', compileMs: 0, detail: reason });
     expect(existsSync(log)).toBe(false);
   });
 });

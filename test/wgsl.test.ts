@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
+import { cachedBuild } from '../src/backends/runner-core.js';
 import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
-import { dawnAdapterFor, wgslRunnerFor } from '../src/backends/wgsl/runner.js';
+import { adapterCannotRun, DAWN_RUN_EXIT, dawnAdapterFor, dawnRunScript, wgslRunnerFor, type ProbeResult } from '../src/backends/wgsl/runner.js';
 import { getDevice } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
@@ -196,10 +197,27 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     expect(fp.webgpu).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
-  it('a gemv planned for wider subgroups than the adapter\'s is refused before it runs, naming both sizes, not run to a wrong result', async () => {
+  it('a gemv planned for wider subgroups than the adapter\'s is unsupported here, naming both sizes: neither compiled nor run to a wrong result', async () => {
     const r = await verify({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: phoneProfileFile(), config: { kernel: 'gemv', subgroups: 1 } });
-    expect(r.status).toBe('compile_error');
-    expect(r.detail).toMatch(/the adapter's subgroups may be 4 lanes, narrower than the 128 the kernel was planned for/);
+    expect(r).toMatchObject({ status: 'unsupported', ran: false, compileMs: 0 });
+    expect(r.detail).toMatch(/^the adapter's subgroups may be 4 lanes, narrower than the 128 the kernel was planned for \(SwiftShader\)$/);
+  });
+
+  it('a kernel needing shader-f16 is unsupported on SwiftShader (which lacks it), with the reason in one line, never a compile error', async () => {
+    // SwiftShader's profile, claiming shader-f16: planned for it, run on SwiftShader.
+    const base = getDevice('swiftshader');
+    const path = join(mkdtempSync(join(tmpdir(), 'kgen-wgsl-f16-')), 'swiftshader-f16.json');
+    writeFileSync(path, JSON.stringify({ ...base, name: 'wgsl-test-swiftshader-f16', match: undefined, gpu: { ...base.gpu!, features: { ...base.gpu!.features, f16: true } } }));
+    const r = await verify({ target: 'wgsl', op: 'matmul_q4', shape: 'M=1,N=16,K=64', device: path, config: { kernel: 'rows', f16Math: 1 } });
+    expect(r).toMatchObject({ status: 'unsupported', ran: false, compileMs: 0, detail: 'the adapter lacks shader-f16 (SwiftShader)' });
+    // The Dawn program refuses it the same way, as data, where its own adapter lacks the feature.
+    const e = emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=1,N=16,K=64', device: path, config: { kernel: 'rows', f16Math: 1 } });
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-f16-build-'));
+    for (const [name, text] of Object.entries({ ...e.rendered.files, ...e.rendered.harnessFiles })) writeFileSync(join(dir, name), text);
+    const { env } = await dawnAdapterFor(base);
+    const child = await execa(process.execPath, [dawnRunScript(), `--exits=${JSON.stringify(DAWN_RUN_EXIT)}`, 'compile', dir], { env, reject: false });
+    expect(child.exitCode, child.stderr).toBe(DAWN_RUN_EXIT.ok);
+    expect(JSON.parse(child.stdout.trim())).toEqual({ unsupported: 'the adapter lacks shader-f16' });
   });
 
   it('a WGSL error is a compile_error naming the line, not an exception', async () => {
@@ -238,6 +256,25 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     } finally {
       build.dispose();
     }
+  });
+});
+
+describe('what an adapter cannot run (decided from its probe, before anything compiles)', () => {
+  const probe = (features: string[], subgroupMinSize?: number): ProbeResult => ({ adapter: { vendor: 'v', architecture: 'a', device: 'd', description: '', subgroupMinSize }, features });
+  it('a feature the adapter lacks, or subgroups narrower than the plan\'s; nothing when it has both or does not state its size', () => {
+    expect(adapterCannotRun(probe(['subgroups'], 4), { features: ['subgroups', 'shader-f16'] })).toBe('the adapter lacks shader-f16');
+    expect(adapterCannotRun(probe([], 32), { features: ['subgroups', 'shader-f16'] })).toBe('the adapter lacks subgroups, shader-f16');
+    expect(adapterCannotRun(probe(['subgroups'], 4), { features: ['subgroups'], subgroupMinSize: 128 })).toBe('the adapter\'s subgroups may be 4 lanes, narrower than the 128 the kernel was planned for');
+    expect(adapterCannotRun(probe(['subgroups'], 32), { features: ['subgroups'], subgroupMinSize: 32 })).toBeUndefined();
+    expect(adapterCannotRun(probe(['subgroups']), { features: ['subgroups'], subgroupMinSize: 32 })).toBeUndefined();
+    expect(adapterCannotRun(probe([]), { features: [] })).toBeUndefined();
+  });
+
+  it('a build whose compiler refuses it as data (the Dawn program\'s `unsupported`) is unsupported, nothing kept in the cache', async () => {
+    const cacheDir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-cache-'));
+    const build = await cachedBuild({ cacheDir, id: 'refused', tempPrefix: 'kgen-test-', sources: { 'a.txt': 'a' }, products: ['out'], compile: async () => ({ unsupported: 'the adapter lacks shader-f16' }) });
+    expect(build).toMatchObject({ status: 'unsupported', detail: 'the adapter lacks shader-f16' });
+    expect(existsSync(join(cacheDir, 'refused'))).toBe(false);
   });
 });
 

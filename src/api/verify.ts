@@ -54,7 +54,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   checkRunFits(plan, 'kgen verify');
   const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
   const base = { plan, configSource: result.manifest.configSource, notes: result.notes, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };
-  if (build.status !== 'ok') return { ...base, status: 'compile_error', ran: false, detail: build.detail };
+  if (build.status !== 'ok') return { ...base, status: build.status, ran: false, detail: build.detail };
   try {
     const why = runner.cannotExecute(plan);
     if (why) return { ...base, status: 'ok', ran: false, detail: why, runner: 'compile only' };

@@ -44,15 +44,17 @@ export interface CachedBuildOptions {
   products: string[];
   /**
    * Compiles in `dir`, writing each product to `temp(product)`. Returns the compiler's output as a
-   * compile error, or nothing on success.
+   * compile error, the one-line reason this machine cannot run the kernel (`unsupported`: the
+   * compiler's own structured refusal, never read from its error text), or nothing on success.
    */
-  compile(dir: string, temp: (product: string) => string): Promise<{ error?: string }>;
+  compile(dir: string, temp: (product: string) => string): Promise<{ error?: string; unsupported?: string }>;
 }
 
 /**
  * Builds in a directory keyed by `id`: a cached build whose products all exist is reused;
  * otherwise the sources are written, `compile` runs, and its products are renamed into place.
- * A failed compile is a `compile_error` with the compiler's text, never an exception.
+ * A failed compile is a `compile_error` with the compiler's text (`unsupported` with its reason
+ * where `compile` says this machine cannot run the kernel), never an exception.
  */
 export async function cachedBuild(o: CachedBuildOptions): Promise<KernelBuild> {
   const dir = o.cacheDir ? join(o.cacheDir, o.id) : makeTempDir(o.tempPrefix);
@@ -64,7 +66,7 @@ export async function cachedBuild(o: CachedBuildOptions): Promise<KernelBuild> {
   for (const [name, text] of Object.entries(o.sources)) writeFileReplacing(join(dir, name), text);
   const temps = new Map(o.products.map((p) => [p, tempPathFor(join(dir, p))]));
   const t0 = performance.now();
-  let result: { error?: string };
+  let result: { error?: string; unsupported?: string };
   try {
     result = await o.compile(dir, (p) => temps.get(p)!);
   } catch (e) {
@@ -73,10 +75,10 @@ export async function cachedBuild(o: CachedBuildOptions): Promise<KernelBuild> {
     throw e;
   }
   const compileMs = performance.now() - t0;
-  if (result.error !== undefined) {
+  if (result.error !== undefined || result.unsupported !== undefined) {
     for (const t of temps.values()) rmSync(t, { force: true });
     dispose();
-    return { status: 'compile_error', detail: result.error, compileMs };
+    return result.unsupported !== undefined ? { status: 'unsupported', detail: result.unsupported, compileMs } : { status: 'compile_error', detail: result.error!, compileMs };
   }
   for (const [p, t] of temps) renameSync(t, join(dir, p));
   return { status: 'ok', id: o.id, dir, compileMs, cached: false, dispose };

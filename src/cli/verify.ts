@@ -23,7 +23,7 @@ Without --config it checks the config emit would write: the tuning database's re
 device, op and shape (or the nearest shape; with --isa, that ISA's fastest) where there is one,
 else the default.
 
-Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or compile error, 2 on a usage error.
+Exit status: 0 when the output is within tolerance, 1 on a mismatch, crash or compile error, or a kernel this machine cannot run (unsupported: the adapter lacks a feature, nvcc lacks the arch), 2 on a usage error.
 
 Examples:
   kgen verify --target c --op matmul_q35 --shape M=1,N=77,K=320
@@ -46,6 +46,8 @@ Examples:
       process.stdout.write(`ok: ${what}: max abs error ${c.maxAbsError.toExponential(2)}, NMSE ${c.nmse.toExponential(2)} (${toleranceText(r.tolerance, r.plan.tolerance)}), ran ${r.runner}\n`);
     } else if (r.status === 'ok') {
       process.stdout.write(`compiled only: ${what}: ${r.detail}; nothing was run\n`);
+    } else if (r.status === 'unsupported') {
+      process.stdout.write(`not runnable here: ${what}: ${r.detail}; nothing was compiled or run\n`);
     } else if (r.status === 'wrong_result' && r.comparison) {
       const c = r.comparison;
       process.stdout.write(`MISMATCH: ${what}: max abs error ${c.maxAbsError.toExponential(2)} at element ${c.worstIndex}, NMSE ${c.nmse.toExponential(2)}, ${c.nonFinite} non-finite (${toleranceText(r.tolerance, r.plan.tolerance)})\n`);

@@ -135,6 +135,19 @@ function archOf(plan: Plan): string {
 }
 
 /**
+ * Why this nvcc cannot build `plan`'s arch, in one line, or undefined: decided from nvcc's own
+ * list (`nvcc --list-gpu-code`, as ptxasCheck does) before anything compiles, never read from its
+ * error text, so such a build is `unsupported` (the toolkit's limit), not a compile error. An
+ * nvcc that lists nothing leaves it to the compile.
+ */
+async function archUnlisted(nvcc: string, plan: Plan): Promise<string | undefined> {
+  const arch = archOf(plan);
+  const listed = await nvccArchs(nvcc);
+  if (listed.status !== 'listed' || listed.archs.includes(arch)) return undefined;
+  return `nvcc ${listed.version} builds for ${listed.archs.join(', ')}; not ${arch}, the arch of ${plan.device}'s plan: build with a CUDA toolkit that supports ${arch}`;
+}
+
+/**
  * What names a GPU runner and says whether it can run a plan. Another profile's kernels run here
  * for their results; the name says their times are this GPU's.
  */
@@ -166,12 +179,8 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
       const arch = archOf(plan);
-      // Ruled out from nvcc's own list before anything compiles (as ptxasCheck does), not read
-      // from its error text; an nvcc that lists nothing leaves it to the compile.
-      const listed = await nvccArchs(nvcc);
-      if (listed.status === 'listed' && !listed.archs.includes(arch)) {
-        return { status: 'compile_error', compileMs: 0, detail: `nvcc ${listed.version} builds for ${listed.archs.join(', ')}; not ${arch}, the arch of ${plan.device}'s plan: build with a CUDA toolkit that supports ${arch}` };
-      }
+      const unlisted = await archUnlisted(nvcc, plan);
+      if (unlisted) return { status: 'unsupported', compileMs: 0, detail: unlisted };
       await cudaHarness({ nvcc, cacheDir: opts.harnessCacheDir });
       if (bo.sanitize) await sanitizerCommand(opts.computeSanitizer);
       const mod = moduleFlags(arch, gpu);
@@ -256,6 +265,8 @@ export function cudaRunKitGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
     ...gpuIdentity(opts, 'nvcc + the kernel\'s run kit'),
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
+      const unlisted = await archUnlisted(nvcc, plan);
+      if (unlisted) return { status: 'unsupported', compileMs: 0, detail: unlisted };
       if (bo.sanitize) await sanitizerCommand(opts.computeSanitizer);
       const n = archNumber(archOf(plan));
       const flags = ['-O3', '-std=c++17', `-gencode=arch=compute_${n},code=[sm_${n},compute_${n}]`, ...(bo.werror ? ['-Werror', 'all-warnings'] : []), ...(bo.sanitize ? ['-lineinfo'] : [])];

@@ -8,7 +8,7 @@ import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
 import { sourceKey } from '../harness.js';
 import { cachedBuild, runHarness } from '../runner-core.js';
-import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
+import type { BindingInterface, BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRunner, RenderedKernel, TimingOptions } from '../types.js';
 import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
 
 /** kgen's Dawn run program (plain ES module: it runs in a child Node process). */
@@ -78,6 +78,24 @@ function swiftShaderEnv(icd: string): Record<string, string> {
   return { VK_ICD_FILENAMES: icd, LD_LIBRARY_PATH: process.env.LD_LIBRARY_PATH ? `${lib}:${process.env.LD_LIBRARY_PATH}` : lib };
 }
 
+/**
+ * Why the probed adapter cannot run a kernel with binding interface `iface`, in one line, or
+ * undefined when it can: a feature the kernel needs that the adapter lacks (`shader-f16`,
+ * `subgroups`), or subgroups that may be narrower than the kernel was planned for (the adapter's
+ * `subgroupMinSize` below the kernel's; an adapter that does not state its size is not refused
+ * here). Decided from the probe, so such a kernel is `unsupported` here, not a compile error.
+ */
+export function adapterCannotRun(probe: ProbeResult, iface: Pick<BindingInterface, 'features' | 'subgroupMinSize'>): string | undefined {
+  const has = new Set(probe.features ?? []);
+  const missing = iface.features.filter((f) => !has.has(f));
+  if (missing.length) return `the adapter lacks ${missing.join(', ')}`;
+  const narrowest = probe.adapter?.subgroupMinSize;
+  if (iface.subgroupMinSize !== undefined && narrowest !== undefined && narrowest < iface.subgroupMinSize) {
+    return `the adapter's subgroups may be ${narrowest} lanes, narrower than the ${iface.subgroupMinSize} the kernel was planned for`;
+  }
+  return undefined;
+}
+
 /** Whether a probed adapter is SwiftShader (Dawn reports its architecture as `swiftshader`). */
 const isSwiftShader = (a: NonNullable<ProbeResult['adapter']>) => a.architecture === 'swiftshader';
 
@@ -103,7 +121,8 @@ export async function dawnAdapterFor(profile: DeviceProfile): Promise<DawnAdapte
 /**
  * Runs WGSL kernels through Dawn in a child Node process per build and per run (a timeout and a
  * crash cost the child only). Build compiles the shader module on a device with the features and
- * limits the kernel asks for, so a WGSL error is a `compile_error` naming the line; execute creates
+ * limits the kernel asks for, so a WGSL error is a `compile_error` naming the line (a kernel that
+ * needs a feature or subgroup width the adapter lacks is `unsupported`, nothing compiled); execute creates
  * the pipeline with the emitted loader, kernel.js (the driver's compile, seconds on SwiftShader, so it is done once: a failure there is
  * a `crash` with the driver's message), fills the bindings from the input files, dispatches, and times by timestamp queries where the adapter has them, else by queue
  * completion. Times are real for the device only when the adapter is that device (SwiftShader for
@@ -125,6 +144,8 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
     cannotExecute: () => undefined,
     async build(_plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       const a = await getAdapterNamed();
+      const why = adapterCannotRun(a.probe, kernel.bindingInterface!);
+      if (why) return { status: 'unsupported', detail: `${why} (${a.name})`, compileMs: 0 };
       const sources = { 'kernel.wgsl': kernel.files['kernel.wgsl']!, 'kernel.js': kernel.files['kernel.js']!, [WGSL_RUN_SPEC_FILE]: kernel.harnessFiles![WGSL_RUN_SPEC_FILE]! };
       const timeoutMs = opts.timeoutMs ?? 120_000;
       return cachedBuild({
@@ -138,7 +159,8 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
           if (r.timedOut) return { error: `shader compilation timed out after ${timeoutMs} ms` };
           if (r.exitCode === DAWN_RUN_EXIT.noAdapter) throw new ToolMissingError('a WebGPU adapter (Dawn with SwiftShader or a GPU)', WGSL_INSTALL_HINT);
           const line = /^\{.*\}$/m.exec(r.stdout ?? '');
-          const result = line ? (JSON.parse(line[0]) as { ok?: boolean; compileError?: string }) : undefined;
+          const result = line ? (JSON.parse(line[0]) as { ok?: boolean; compileError?: string; unsupported?: string }) : undefined;
+          if (result?.unsupported !== undefined) return { unsupported: result.unsupported };
           if (result?.compileError !== undefined) return { error: result.compileError };
           if (r.exitCode !== DAWN_RUN_EXIT.ok || !result?.ok) return { error: `the Dawn compiler failed (${r.exitCode === undefined ? `signal ${r.signal}` : `exit ${r.exitCode}`}): ${r.all ?? ''}`.trim() };
           writeFileSync(temp('compiled.json'), `${JSON.stringify({ adapter: a.name })}\n`);

@@ -16,7 +16,8 @@
 // Every mode takes the exit statuses first: `node dawn-run.mjs --exits=JSON MODE ...`, the JSON
 // being DAWN_RUN_EXIT of src/backends/wgsl/runner.ts ({"ok":0,"runtime":1,"noAdapter":3}).
 // A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit ok: it is a
-// verdict, not a failure of this program). Exit runtime: a runtime failure (pipeline creation, device
+// verdict, not a failure of this program); a kernel this adapter cannot run (a feature it lacks,
+// subgroups narrower than planned) is {"unsupported": "<one line>"}, exit ok, nothing compiled. Exit runtime: a runtime failure (pipeline creation, device
 // lost, validation error at dispatch), with the message on stderr. Exit noAdapter: no adapter, or the
 // webgpu package is missing.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -80,12 +81,12 @@ const spec = JSON.parse(readFileSync(join(dir, 'kgen_run.json'), 'utf8'));
 const source = readFileSync(join(dir, 'kernel.wgsl'), 'utf8');
 const missing = spec.features.filter((f) => !adapter.features.has(f));
 if (missing.length) {
-  out({ compileError: `the adapter lacks the feature(s) ${missing.join(', ')} the kernel needs` });
+  out({ unsupported: `the adapter lacks ${missing.join(', ')}` });
   process.exit(EXIT.ok);
 }
 // A kernel planned for wider subgroups than this adapter's would run, and be wrong: refuse it.
 if (spec.subgroupMinSize !== undefined && adapter.info.subgroupMinSize < spec.subgroupMinSize) {
-  out({ compileError: `the adapter's subgroups may be ${adapter.info.subgroupMinSize} lanes, narrower than the ${spec.subgroupMinSize} the kernel was planned for (gpu.features.subgroupSizes); verify it on that device, or plan for this adapter's profile` });
+  out({ unsupported: `the adapter's subgroups may be ${adapter.info.subgroupMinSize} lanes, narrower than the ${spec.subgroupMinSize} the kernel was planned for` });
   process.exit(EXIT.ok);
 }
 const requiredLimits = {};
