@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { planRequest } from '../src/backends/registry.js';
+import { notRunnable, notRunnableText } from '../src/db/not-runnable.js';
 import { openTuningDb } from '../src/db/sqlite.js';
 import type { Trial, WorkloadInfo } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
@@ -37,7 +38,7 @@ function workload(device: string, shape: string, fingerprint: WorkloadInfo['fing
 
 /**
  * A database with two devices: epyc-7763 (a profile kgen knows: its default config is planned and
- * found among the trials) with trials of every status, and a device from elsewhere whose
+ * found among the trials) with trials of every status (two it could not run), and a device from elsewhere whose
  * fingerprint holds text that would close a script element if it were not escaped.
  */
 function makeDb(path: string): { defaultMs: number; bestMs: number } {
@@ -51,12 +52,27 @@ function makeDb(path: string): { defaultMs: number; bestMs: number } {
   db.addTrial(w.id, trial({ ...def, nTile: 996 }, 'ok', 0.2));
   db.addTrial(w.id, trial({ ...def, nTile: 995 }, 'timeout'));
   db.addTrial(w.id, trial({ ...def, nTile: 994 }, 'crash'));
+  // Not run: the machine could not (no verdict on the configs), counted apart from the failures.
+  db.addTrial(w.id, { ...trial({ ...def, nTile: 993 }, 'unsupported'), error: 'the adapter lacks shader-f16 (SwiftShader)' });
+  db.addTrial(w.id, { ...trial({ ...def, nTile: 992 }, 'unsupported'), error: 'the adapter lacks shader-f16 (SwiftShader)' });
   const v = db.ensureWorkload(workload('lab-box', 'M=16,N=1024,K=2048', { profile: 'lab-box', cpu: '</script><script>window.pwned=1</script>' }));
   db.addTrial(v.id, trial({ isa: 'avx2', nTile: 8 }, 'ok', 1.5));
   db.addTrial(v.id, trial({ isa: 'avx2', nTile: 16 }, 'ok', 1.2));
   db.close();
   return { defaultMs: 0.4, bestMs: 0.2 };
 }
+
+describe('trials this machine could not run, as every reader names them', () => {
+  it('counts them by reason, most common first, each reason\'s count where there are several', () => {
+    const t = (status: Trial['status'], error?: string) => ({ status, error });
+    const one = notRunnable([t('ok'), t('compile_error', 'x'), t('unsupported', 'the adapter lacks shader-f16 (SwiftShader)\nmore'), t('unsupported', 'the adapter lacks shader-f16 (SwiftShader)')]);
+    expect(one).toEqual({ count: 2, reasons: [{ reason: 'the adapter lacks shader-f16 (SwiftShader)', count: 2 }] });
+    expect(notRunnableText(one)).toBe('2 not runnable here: the adapter lacks shader-f16 (SwiftShader)');
+    const two = notRunnable([t('unsupported', 'b'), t('unsupported', 'a'), t('unsupported', 'a')]);
+    expect(notRunnableText(two)).toBe('3 not runnable here: a (2); b (1)');
+    expect(notRunnableText(notRunnable([t('crash', 'boom')]))).toBeUndefined();
+  });
+});
 
 describe('kgen report', () => {
   it('--json holds every trial, the best config with its speedup over the default, and the search progress', async () => {
@@ -70,26 +86,33 @@ describe('kgen report', () => {
     expect(data.devices[0].roof).toEqual({ bandwidthGBs: getDevice('epyc-7763').memory.bandwidthGBs, peakGflops: expect.any(Number) });
     expect(data.devices[1].roof).toBeUndefined();
     const [w, v] = data.workloads;
-    expect(w.trials.map((t: { status: string }) => t.status)).toEqual(['ok', 'compile_error', 'ok', 'wrong_result', 'ok', 'timeout', 'crash']);
+    expect(w.trials.map((t: { status: string }) => t.status)).toEqual(['ok', 'compile_error', 'ok', 'wrong_result', 'ok', 'timeout', 'crash', 'unsupported', 'unsupported']);
+    expect(w.notRunnable).toBe('2 not runnable here: the adapter lacks shader-f16 (SwiftShader)');
+    expect(v.notRunnable).toBeUndefined();
     expect(w.best.medianMs).toBe(bestMs);
     expect(w.default).toEqual({ measured: true, medianMs: defaultMs });
     expect(w.speedup).toBeCloseTo(defaultMs / bestMs, 12);
-    expect(w.bestSoFarMs).toEqual([0.4, 0.4, 0.25, 0.25, 0.2, 0.2, 0.2]);
+    expect(w.bestSoFarMs).toEqual([0.4, 0.4, 0.25, 0.25, 0.2, 0.2, 0.2, 0.2, 0.2]);
     expect(v.default).toBeUndefined(); // lab-box is no profile this kgen knows
     expect(v.best.medianMs).toBe(1.2);
     // db show marks the same best and names each trial's strategy.
     const show = await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath]);
-    const rows = show.stdout.split('\n').filter((l) => /^(ok|crash|timeout|compile_error|wrong_result)/.test(l));
+    expect(show.stdout).toMatch(/^trials: .*2 unsupported\n2 not runnable here: the adapter lacks shader-f16 \(SwiftShader\) \(status unsupported: no verdict on those configs\)$/m);
+    const rows = show.stdout.split('\n').filter((l) => /^(ok|crash|timeout|compile_error|wrong_result|unsupported)/.test(l));
     expect(rows.filter((l) => l.startsWith('ok*'))).toEqual([expect.stringMatching(/^ok\*\s+0\.200\s.*\srandom\s/)]);
     // ... each config as emit prints it: a GEMV's plan reads each weight row once, so nTile (the
     // trials' only difference) is no knob in use there; --json keeps the records whole.
-    expect(rows).toHaveLength(7);
+    expect(rows).toHaveLength(9);
     for (const l of rows) {
       expect(l).toMatch(/\{"isa":"[a-z0-9]+",.*\}/);
       expect(l).not.toMatch(/nTile/);
     }
     const shownJson = JSON.parse((await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath, '--json'])).stdout);
-    expect(shownJson.trials.map((t: { config: { nTile: number } }) => t.config.nTile).sort()).toEqual([994, 995, 996, 997, 998, 999, defaultConfig(planRequest({ op: CATALOG.matmul_q4!, shape: parseShape('M=1,N=4096,K=4096', CATALOG.matmul_q4!), device: getDevice('epyc-7763'), target: 'c' })).nTile].sort());
+    expect(shownJson.trials.map((t: { config: { nTile: number } }) => t.config.nTile).sort()).toEqual([992, 993, 994, 995, 996, 997, 998, 999, defaultConfig(planRequest({ op: CATALOG.matmul_q4!, shape: parseShape('M=1,N=4096,K=4096', CATALOG.matmul_q4!), device: getDevice('epyc-7763'), target: 'c' })).nTile].sort());
+    // db list counts them in a column of their own: 9 trials, 3 ok, 4 failed, 2 not run.
+    const list = await execa(KGEN, ['db', 'list', '--db', dbPath]);
+    expect(list.stdout).toMatch(/^id +device +target +op +shape +trials +ok +failed +not run +best ms/m);
+    expect(list.stdout).toMatch(/epyc-7763 +c +matmul_q4 +M=1,N=4096,K=4096 +9 +3 +4 +2 +0\.200/);
     const best = await execa(KGEN, ['db', 'best', '--device', 'epyc-7763', '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=4096', '--db', dbPath]);
     expect(best.stdout.split('\n')[0]).not.toMatch(/nTile/);
     // A device this kgen has no profile for: its configs are shown as recorded.
@@ -153,7 +176,7 @@ describe('kgen report', () => {
       for (const chart of plotted.roofline) {
         const device = data.devices.find((d: { key: string }) => d.key === chart.key);
         const trials = data.workloads.filter((w: { deviceKey: string }) => w.deviceKey === chart.key).flatMap((w: { intensity: number; trials: { id: number; status: string; gflops?: number }[] }) => w.trials.map((t) => ({ ...t, intensity: w.intensity })));
-        const points = chart.datasets.filter((d) => ['ok', 'wrong_result', 'crash', 'timeout', 'compile_error'].includes(d.status)).flatMap((d) => d.points.map((p) => ({ ...p, status: d.status })));
+        const points = chart.datasets.filter((d) => ['ok', 'wrong_result', 'crash', 'timeout', 'compile_error', 'unsupported'].includes(d.status)).flatMap((d) => d.points.map((p) => ({ ...p, status: d.status })));
         expect(points.map((p) => p.trialId).sort()).toEqual(trials.map((t: { id: number }) => t.id).sort());
         for (const t of trials) {
           const p = points.find((q) => q.trialId === t.id)!;
@@ -164,7 +187,8 @@ describe('kgen report', () => {
         expect(chart.datasets.some((d) => d.status === 'roofline')).toBe(device.roof !== undefined);
       }
       const bestRow = plotted.table.find((row) => row?.startsWith('matmul_q4M=1,N=4096,K=4096'));
-      expect(bestRow).toMatch(/7 \(4\)0\.2000\.4002\.00x/);
+      // 9 trials, 4 failed, 2 not runnable here (named by reason), then best, default and speedup.
+    expect(bestRow).toMatch(/9 \(4\)2 not runnable here: the adapter lacks shader-f16 \(SwiftShader\)0\.2000\.4002\.00x/);
       await tab.screenshot({ path: join(dir, 'report.png') });
     } finally {
       await browser.close();

@@ -98,6 +98,8 @@ describe.skipIf(noGpp !== undefined)('results of run.sh come back through kgen d
       [{ ...base, gpu: { ...H100, name: 'NVIDIA GeForce RTX 4090', computeCapability: '8.9' } }, /^import\.gpu: the run was on NVIDIA GeForce RTX 4090/],
       [{ ...base, buildArch: 'sm_80' }, /^import\.buildArch: run\.sh built for sm_80/],
       [{ ...base, status: 'fast' }, /^import\.status: got "fast"/],
+      // run.sh never writes it: only kgen's runners decide that a machine cannot run a kernel.
+      [{ ...base, status: 'unsupported', timing: undefined }, /^import\.status: got "unsupported"; expected ok \| compile_error \| crash \| timeout \| wrong_result\b/],
       [{ ...base, kernel: { ...(base.kernel as object), irHash: '0000000000000000' } }, /^import\.kernel\.irHash/],
       [{ ...base, kernel: { ...(base.kernel as object), device: 'rtx4090' } }, /^import\.kernel\.arch: sm_90 is not rtx4090's sm_89/],
       [{ ...base, kernel: { ...(base.kernel as object), config: { kernel: 'warp-specialized' } } }, /^import\.kernel\.config: /],

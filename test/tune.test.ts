@@ -151,6 +151,30 @@ describe('a workload with nothing to run', () => {
   });
 });
 
+describe.skipIf(noGcc !== undefined)('configs this machine cannot run', () => {
+  it('are recorded as unsupported with the reason, counted apart from failures, never the best, and count as measured on resume', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    const why = 'the adapter lacks shader-f16 (a stand-in)';
+    // Nothing compiles or runs: every build says this machine cannot run the kernel.
+    const runnerFor = (plan: Plan): KernelRunner => ({ ...cRunner((plan.params as { isa: string }).isa), build: async () => ({ status: 'unsupported', detail: why, compileMs: 0 }) });
+    const opts = { db, device: cpu, target: 'c' as const, workloads: [{ op: q4, shape: SMALL }], strategy: 'exhaustive', trials: 3, threads: 1, cacheDir: join(dir, 'cache'), runnerFor };
+    const events: TuneEvent[] = [];
+    const summary = await tune({ ...opts, onEvent: (e) => events.push(e) });
+    const r = summary.results[0]!;
+    expect(db.trials(r.workload.id).map((t) => [t.status, t.error, t.timing])).toEqual(Array(3).fill(['unsupported', why, undefined]));
+    expect(r.best).toBeUndefined();
+    expect(r.final).toBeUndefined();
+    const last = events.filter((e) => e.kind === 'trial').at(-1);
+    expect(last).toMatchObject({ done: 3, failures: 0, unsupported: 3 });
+    // The same machine (the same fingerprint, so the same adapter and toolkit) does not try them again.
+    let planned = -1;
+    await tune({ ...opts, onEvent: (e) => (e.kind === 'workload' ? (planned = e.planned) : undefined) });
+    expect(planned).toBe(0);
+    db.close();
+  });
+});
+
 describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
   it('records broken candidates as statuses with their text, keeps going, and never retries them', async () => {
     const dir = tmp();

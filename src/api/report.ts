@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { currentTrials } from '../db/current.js';
 import { workloadRequest } from '../db/lookup.js';
+import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import type { Fingerprint, TrialRow, TuningDb, Workload } from '../db/types.js';
 import { getDevice, type HostOptions } from '../device/index.js';
 import { KgenError } from '../errors.js';
@@ -49,6 +50,11 @@ export interface ReportWorkload {
   default?: { medianMs?: number; measured: boolean };
   /** Default median over best median, when both were measured. */
   speedup?: number;
+  /**
+   * The trials the measuring machine could not run (status `unsupported`), counted and named by
+   * reason ("3 not runnable here: the adapter lacks shader-f16 (SwiftShader)"); absent when none.
+   */
+  notRunnable?: string;
   /** Best median so far after each trial (undefined until the first `ok` one): the search progress. */
   bestSoFarMs: (number | null)[];
 }
@@ -123,6 +129,8 @@ function workloadData(db: TuningDb, w: Workload, opts: HostOptions): ReportWorkl
     trials,
     bestSoFarMs,
   };
+  const notRun = notRunnableText(notRunnable(rows));
+  if (notRun) data.notRunnable = notRun;
   if (chosen?.timing) data.best = { trialId: chosen.id, medianMs: chosen.timing.medianMs, config: chosen.config, strategy: chosen.strategy, percentOfRoofline: (100 * w.rooflineMs) / chosen.timing.medianMs };
   if (defaultHash !== undefined) data.default = { measured: defaultTrial !== undefined, ...(defaultTrial?.timing ? { medianMs: defaultTrial.timing.medianMs } : {}) };
   if (data.best && data.default?.medianMs !== undefined) data.speedup = data.default.medianMs / data.best.medianMs;

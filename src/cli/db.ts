@@ -4,6 +4,7 @@ import { resolveRequest } from '../api/request.js';
 import { importRunResult } from '../backends/registry.js';
 import { validateExchange } from '../db/exchange.js';
 import { describeChoice, recordedConfig, recordedConfigView } from '../db/lookup.js';
+import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import { importedRunExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
 import { KgenError } from '../errors.js';
@@ -67,10 +68,12 @@ Examples:
       const rows = d.workloads(filterOf(flags));
       if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, best: best && { config: best.config, ...performanceRow(w, best) } })));
       if (!rows.length) return void process.stdout.write(`no workloads in ${d.location}${flags.device || flags.op || flags.target ? ' match' : ''}\n`);
-      const lines = [['id', 'device', 'target', 'op', 'shape', 'trials', 'ok', 'failed', 'best ms', 'kgen']];
+      // Trials this machine could not run are no failure of their configs: a column of their own.
+      const lines = [['id', 'device', 'target', 'op', 'shape', 'trials', 'ok', 'failed', 'not run', 'best ms', 'kgen']];
       for (const w of rows) {
         const ok = w.byStatus.ok ?? 0;
-        lines.push([String(w.id), w.device, w.target, w.op.name, formatShape(w.shape), String(w.trials), String(ok), String(w.trials - ok), fmtMs(w.best?.timing?.medianMs), w.kgenVersion]);
+        const notRun = w.byStatus.unsupported ?? 0;
+        lines.push([String(w.id), w.device, w.target, w.op.name, formatShape(w.shape), String(w.trials), String(ok), String(w.trials - ok - notRun), String(notRun), fmtMs(w.best?.timing?.medianMs), w.kgenVersion]);
       }
       process.stdout.write(`${table(lines)}\n(${d.location})\n`);
     }),
@@ -91,6 +94,8 @@ Examples:
         const counts = new Map<string, number>();
         for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
+        const notRun = notRunnableText(notRunnable(trials));
+        if (notRun) process.stdout.write(`${notRun} (status unsupported: no verdict on those configs)\n`);
         // The best as emit takes it (after a re-timing, the re-timed verdict), marked with *.
         const best = d.best(w.id);
         // Each config as emit and tune print it (the knobs in use); --json keeps the whole record.

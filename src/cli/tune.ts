@@ -4,7 +4,8 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { checkSupport, planRequest, targetNames } from '../backends/registry.js';
-import { contendingTrials } from '../db/current.js';
+import { contendingTrials, currentTrials } from '../db/current.js';
+import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import type { TrialRow, TuningDb, Workload } from '../db/types.js';
 import { getDevice, type HostOptions } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
@@ -292,7 +293,7 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
   const tty = Boolean(process.stderr.isTTY);
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed | best {best} | {left} left', stream: process.stderr, hideCursor: true },
+        { format: '{workload} [{bar}] {value}/{total} trials | {failures} failed{unsupported} | best {best} | {left} left', stream: process.stderr, hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
     : undefined;
@@ -311,7 +312,7 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         if (bar) {
           if (started) bar.stop();
           process.stderr.write(`${line}\n`);
-          bar.start(Math.max(e.planned, 1), 0, { workload: name, failures: 0, best: '-', left: '?' });
+          bar.start(Math.max(e.planned, 1), 0, { workload: name, failures: 0, unsupported: '', best: '-', left: '?' });
           workloadStart = performance.now();
           started = true;
         } else {
@@ -321,11 +322,12 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         say(`[${e.index + 1}/${e.of}] ${e.op} ${formatShape(e.shape)}: skipped, no config runs here: ${mainPruningText(e.space)}`);
       } else if (e.kind === 'trial') {
         const best = e.best?.timing ? `${fmtMs(e.best.timing.medianMs)} ms` : '-';
-        if (bar) bar.update(e.done, { failures: e.failures, best, left: leftText(e.done, e.planned) });
+        const notRun = e.unsupported ? `, ${e.unsupported} not runnable here` : '';
+        if (bar) bar.update(e.done, { failures: e.failures, unsupported: notRun, best, left: leftText(e.done, e.planned) });
         else if (e.done === e.planned || performance.now() - lastLine > 5000 || e.trial.status !== 'ok') {
           lastLine = performance.now();
           const what = e.trial.timing ? `${fmtMs(e.trial.timing.medianMs)} ms` : e.trial.status;
-          process.stderr.write(`kgen tune:   trial ${e.done}/${e.planned}: ${what} ${JSON.stringify(shown(e.workload, e.trial.config))}; best ${best}, ${e.failures} failed\n`);
+          process.stderr.write(`kgen tune:   trial ${e.done}/${e.planned}: ${what} ${JSON.stringify(shown(e.workload, e.trial.config))}; best ${best}, ${e.failures} failed${notRun}\n`);
         }
       } else if (e.kind === 'remeasure') {
         const what = e.medianMs !== undefined ? `${fmtMs(e.medianMs)} ms, ` : '';
@@ -399,21 +401,23 @@ function finalJson(f: FinalRetiming): Record<string, unknown> {
 function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: ConfigView): void {
   const out = summary.results.map((r) => {
     // The configs competing for the best, as db best and emit judge them (after a re-timing: its finalists and anything newer).
-    const top = contendingTrials(db.trials(r.workload.id)).slice(0, 5);
-    return { r, top };
+    const trials = db.trials(r.workload.id);
+    const top = contendingTrials(trials).slice(0, 5);
+    return { r, top, notRun: notRunnable(currentTrials(trials)) };
   });
   if (json) {
     // JSON lines: the summary is the last line, like the events before it.
     process.stdout.write(`${JSON.stringify({
       event: 'summary',
       stopped: summary.stopped ?? null,
-      workloads: out.map(({ r, top }) => ({
+      workloads: out.map(({ r, top, notRun }) => ({
         workloadId: r.workload.id,
         op: r.workload.op.name,
         shape: r.workload.shape,
         space: r.space,
         added: r.added,
         disturbed: r.disturbed,
+        notRunnable: notRun,
         defaultMs: r.default?.timing?.medianMs,
         top: top.map((t) => ({ config: t.config, ...performanceRow(r.workload, t), retimed: t.strategy === RETIME_STRATEGY })),
         final: r.final ? finalJson(r.final) : undefined,
@@ -421,9 +425,11 @@ function report(db: TuningDb, summary: TuneSummary, json: boolean, shown: Config
     })}\n`);
     return;
   }
-  for (const { r, top } of out) {
+  for (const { r, top, notRun } of out) {
     const w = r.workload;
     process.stdout.write(`\n${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}); workload ${w.id}, ${r.added} new trials\n`);
+    const notRunLine = notRunnableText(notRun);
+    if (notRunLine) process.stdout.write(`  ${notRunLine} (no verdict on those configs; a machine that can run them measures them)\n`);
     if (!top.length) {
       process.stdout.write('  no config ran correctly yet (see `kgen db show ' + w.id + '`)\n');
       continue;

@@ -98,7 +98,10 @@ export type TuneEvent =
       best?: TrialRow;
       done: number;
       planned: number;
+      /** Trials that failed (compile error, crash, timeout, wrong result); `unsupported` ones not counted. */
       failures: number;
+      /** Trials this machine could not run (`unsupported`): no verdict on their configs. */
+      unsupported: number;
       elapsedMs: number;
       /** Timed executions this trial took (1 unless interference made the tuner time it again; 0 for a compile error). */
       attempts: number;
@@ -290,7 +293,10 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
       options,
     });
     // Resume: what the database has for this workload is reported to the strategy first (each
-    // config by its newest trial, as `best` judges it).
+    // config by its newest trial, as `best` judges it). An `unsupported` trial counts as measured:
+    // the workload's key holds the fingerprint, and the fingerprint what decided it (the adapter's
+    // features and subgroup sizes, the nvcc version), so a machine that can run the config files
+    // its trials under another workload and measures it there.
     const measured = new Set<string>();
     for (const t of currentTrials(opts.db.trials(workload.id))) {
       if (!byHash.has(t.configHash)) continue;
@@ -303,6 +309,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     const dataOf = (): TestData => (data ??= opKit(spec.op.kind).workloadData(spec.op, spec.shape, opts.seed ?? 1));
     let added = 0;
     let failures = 0;
+    let unsupported = 0;
     let disturbed = 0;
     // Outcomes by build id: configs whose source is identical are measured once.
     const bySource = new Map<string, Measured>();
@@ -342,12 +349,13 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
           createdAt: new Date().toISOString(),
         });
         added++;
-        if (trial.status !== 'ok') failures++;
+        if (trial.status === 'unsupported') unsupported++;
+        else if (trial.status !== 'ok') failures++;
         if (m.interference?.disturbed) disturbed++;
         search.observe(candidate.config, trial.timing?.medianMs);
         const best = opts.db.best(workload.id);
         if (best?.timing) expectedMs = best.timing.medianMs;
-        opts.onEvent?.({ kind: 'trial', workload, trial, best, done: added, planned, failures, elapsedMs: performance.now() - started, attempts: m.attempts, interference: m.interference });
+        opts.onEvent?.({ kind: 'trial', workload, trial, best, done: added, planned, failures, unsupported, elapsedMs: performance.now() - started, attempts: m.attempts, interference: m.interference });
       }
       for (const { build } of builds) if (build.status === 'ok') build.dispose();
     }
@@ -365,7 +373,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
           data: dataOf,
           timing,
           origin,
-          measuredNew: added > failures,
+          measuredNew: added > failures + unsupported,
           defaultHash: defaultCandidate.hash,
           emit: (e) => opts.onEvent?.(e),
         });
@@ -445,7 +453,7 @@ async function measureTimed(
 
 /** Runs one build: output checked against the reference, then its times kept, or a failure status. */
 async function measure(runner: KernelRunner, plan: Plan, build: KernelBuild, data: TestData, o: { expectedMs: number; threads: number; timeoutMs?: number; device: DeviceProfile }): Promise<Outcome> {
-  if (build.status !== 'ok') return { status: 'compile_error', error: clip(build.detail), compileMs: build.compileMs, runner: runner.name };
+  if (build.status !== 'ok') return { status: build.status, error: clip(build.detail), compileMs: build.compileMs, runner: runner.name };
   // About half a second of timed runs per candidate: 5 to 101 runs (odd, so the median is a run), after a warm-up.
   const runs = 2 * Math.floor(Math.max(5, Math.min(101, Math.round(500 / Math.max(o.expectedMs, 1e-3)))) / 2) + 1;
   const timing = { warmup: runs >= 10 ? 3 : 1, runs, flushBytes: 3 * (o.device.cpu?.l3Bytes ?? o.device.gpu?.l2Bytes ?? 0), threads: o.threads };
@@ -524,7 +532,7 @@ async function retimePass(f: FinalContext, contenders: readonly TrialRow[], befo
     const runner = f.runnerOf(candidate.plan);
     const build = await runner.build(candidate.plan, renderPlan(candidate.plan, f.renderCtx), { cacheDir: f.cacheDir });
     if (build.status !== 'ok') {
-      unbuilt.push({ candidate, outcome: { status: 'compile_error', error: clip(build.detail), compileMs: build.compileMs, runner: runner.name } });
+      unbuilt.push({ candidate, outcome: { status: build.status, error: clip(build.detail), compileMs: build.compileMs, runner: runner.name } });
       continue;
     }
     const same = groups.get(build.id);

@@ -16,6 +16,13 @@ export const RUN_RESULT_FORMAT = 'kgen-cuda-run';
 const RUN_KIT_TARGET = 'cuda';
 
 /**
+ * The statuses run.sh writes: every trial status but `unsupported`, which only kgen's runners
+ * decide (from their own query of the machine); a run.sh whose nvcc lacks the arch writes
+ * `compile_error` with `gpu: null`, refused on import as a run that never reached a GPU.
+ */
+const RUN_KIT_STATUSES: readonly TrialStatus[] = TRIAL_STATUSES.filter((s) => s !== 'unsupported');
+
+/**
  * The result of one `sh run.sh` (templates/cuda/run.cu.hbs writes it; docs/tuning.md, "Results
  * from run.sh"): what was run (`kernel`, as emit rendered it), where (`gpu`), the verdict against
  * ref.bin and the times. Only the fields import reads are listed.
@@ -106,7 +113,7 @@ function cudaRunResultRecord(data: unknown, target: RunImportContext): ImportedR
   })();
 
   const status = str(data, 'status', '') as TrialStatus;
-  if (!TRIAL_STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, TRIAL_STATUSES.join(' | '));
+  if (!RUN_KIT_STATUSES.includes(status)) fail('status', `got ${valueText(status)}`, RUN_KIT_STATUSES.join(' | '));
   if (!isObject(r.gpu)) {
     fail('gpu', `null: the run never reached a GPU (${status}${r.error ? `: ${oneLine(String(r.error), 200)}` : ''})`, 'a result from a run that opened the GPU', 'fix what stopped the run (its error; build.log next to run.sh for a compile error) and import the new result');
   }
