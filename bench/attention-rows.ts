@@ -55,7 +55,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
   const data = c.data(op, shape);
   const runner = runnerFor(plan);
   const build = await runner.build(plan, rendered);
-  if (build.status !== 'ok') throw new Error(`compile error: ${build.detail.split('\n')[0]}`);
+  if (build.status !== 'ok') throw new Error(`${build.status}: ${build.detail.split('\n')[0]}`);
   const rows: BenchRow[] = [];
   try {
     for (const threads of c.threads) {

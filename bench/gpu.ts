@@ -78,7 +78,7 @@ async function timeKgen(device: DeviceProfile, format: string, shape: MatmulShap
   const runner = cudaRunnerFor(plan);
   if (!runner.name.startsWith('gpu ')) throw new Error(`would run through ${runner.name}`);
   const build = await runner.build(plan, rendered, { cacheDir });
-  if (build.status !== 'ok') throw new Error(`compile_error: ${build.detail.split('\n')[0]}`);
+  if (build.status !== 'ok') throw new Error(`${build.status}: ${build.detail.split('\n')[0]}`);
   try {
     const data = opKit(plan.op.kind).workloadData(plan.op, plan.shape, 1);
     const warmup = shape.M >= 64 ? 5 : 10;

@@ -270,11 +270,15 @@ describe('what an adapter cannot run (decided from its probe, before anything co
     expect(adapterCannotRun(probe([]), { features: [] })).toBeUndefined();
   });
 
-  it('a build whose compiler refuses it as data (the Dawn program\'s `unsupported`) is unsupported, nothing kept in the cache', async () => {
+  it('a build whose compiler refuses it as data (the Dawn program\'s `unsupported`) is unsupported, and no product is cached', async () => {
     const cacheDir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-cache-'));
-    const build = await cachedBuild({ cacheDir, id: 'refused', tempPrefix: 'kgen-test-', sources: { 'a.txt': 'a' }, products: ['out'], compile: async () => ({ unsupported: 'the adapter lacks shader-f16' }) });
-    expect(build).toMatchObject({ status: 'unsupported', detail: 'the adapter lacks shader-f16' });
-    expect(existsSync(join(cacheDir, 'refused'))).toBe(false);
+    let compiles = 0;
+    const refuse = () => cachedBuild({ cacheDir, id: 'refused', tempPrefix: 'kgen-test-', sources: { 'a.txt': 'a' }, products: ['out'], compile: async () => (compiles++, { unsupported: 'the adapter lacks shader-f16' }) });
+    expect(await refuse()).toMatchObject({ status: 'unsupported', detail: 'the adapter lacks shader-f16' });
+    expect(existsSync(join(cacheDir, 'refused', 'out'))).toBe(false);
+    // Asked again (another adapter may answer), it compiles again.
+    expect(await refuse()).toMatchObject({ status: 'unsupported' });
+    expect(compiles).toBe(2);
   });
 });
 
