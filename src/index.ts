@@ -15,6 +15,7 @@ export type { Plan, Config, Knob, SearchSpace, BudgetCheck } from './plan/types.
 export { allDevices, getDevice, detectPresence, detectGpus, matchGpuProfile } from './device/index.js';
 export { forcedHost } from './device/host.js';
 export type { ForcedHostOptions, HostOptions } from './device/host.js';
+export type { DeviceOptions } from './device/index.js';
 export type { GpuInfo, GpuDetection } from './device/gpu.js';
 export type { DeviceProfile, TargetName } from './device/profile.js';
 export { CATALOG } from './ir/catalog.js';

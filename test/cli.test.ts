@@ -8,6 +8,7 @@ import { pack } from '../src/api/pack.js';
 import { codecOf, dequantizeMatrix } from '../src/quant/index.js';
 import { Rng } from '../src/numeric/random.js';
 import { durationText } from '../src/cli/tune.js';
+import { openTuningDb } from '../src/db/sqlite.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 // A database path that does not exist: emit uses no records unless a test gives some.
@@ -189,6 +190,29 @@ describe.concurrent('kgen CLI', () => {
   it('an over-budget --config is refused with the budget and its bytes', async () => {
     const r = await run(['plan', '--target', 'cuda', '--device', 'rtx4090', '--op', 'matmul_q4', '--shape', 'M=256,N=4096,K=4096', '--config', '{"kernel":"tiled","bm":128,"bn":128,"bk":64,"stages":4}']);
     expectUsageError(r, /over budget: shared memory per block \(opt-in maximum\) \(rtx4090\) needs 180224 bytes but 101376 are available/);
+  });
+
+  it('--device FILE.json plans on the file\'s figures, its plan naming the device, and refuses a shipped profile\'s name', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-device-'));
+    const webgpu = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'targets', 'webgpu.json'), 'utf8')) as { gpu: object };
+    const phone = join(dir, 'phone.json');
+    writeFileSync(phone, JSON.stringify({ ...webgpu, name: 'qa-cli-phone', gpu: { ...webgpu.gpu, maxWorkgroupSize: [64, 64, 64] } }));
+    const request = ['--target', 'wgsl', '--device', phone, '--op', 'matmul_q4_0', '--shape', 'M=1,N=4096,K=4096'];
+    const r = await run(['plan', ...request, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout) as Record<string, unknown> & { launch: { block: number[] } };
+    expect(plan.device).toBe('qa-cli-phone');
+    expect(plan).not.toHaveProperty('profile');
+    expect(plan.launch.block[0]).toBeLessThanOrEqual(64);
+    // db best reads the file once and plans on it: no records, so the default config.
+    const db = join(dir, 'empty.db');
+    openTuningDb(db).close();
+    const best = await run(['db', 'best', ...request, '--db', db, '--json']);
+    expect(best.exitCode, best.stderr).toBe(0);
+    expect(JSON.parse(best.stdout)).toEqual({ source: 'default' });
+    const t4 = join(dir, 't4.json');
+    writeFileSync(t4, JSON.stringify({ ...webgpu, name: 't4' }));
+    expectUsageError(await run(['plan', ...request.slice(0, 2), '--device', t4, ...request.slice(4)]), /t4\.json: name: invalid device profile; expected a name of its own \("t4" is a shipped profile\)/);
   });
 
   it('refuses a user IR that tries to smuggle C into the source', async () => {

@@ -62,6 +62,10 @@ describe.skipIf(noGpp !== undefined)('results of run.sh come back through kgen d
     expect(w).toMatchObject({ device: 'h100-sxm', target: 'cuda', shape: { M: 1, N: 77, K: 320 }, weightFormat: 'q4' });
     expect(w.trials).toHaveLength(1);
     expect(w.trials[0]).toMatchObject({ status: 'ok', strategy: 'run.sh', timing: { runs: 3 }, config: (shim.kernel as { config: object }).config });
+    // Of a caller's own profile (h100-sxm's figures under another name): its name resolves only through the profiles passed.
+    const ofMine = { ...onGpu, kernel: { ...(shim.kernel as object), device: 'qa-h100' } };
+    expect(() => importRunResult(ofMine)).toThrow(/^import\.kernel\.device: unknown device "qa-h100"/);
+    expect(importedRunExchange(importRunResult(ofMine, { profiles: [{ ...getDevice('h100-sxm'), name: 'qa-h100' }] })!).workloads[0]!.device).toBe('qa-h100');
     // The same fingerprint `kgen tune --device h100-sxm` gives on that GPU with this nvcc: the records compare.
     const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=77,K=320', device: 'h100-sxm' });
     const space = pruneSpace(planRequest({ op: e.plan.op, shape: e.plan.shape, device: getDevice('h100-sxm'), target: 'cuda' })).space;

@@ -12,7 +12,9 @@ import { OP_KINDS } from '../src/ir/ops.js';
 import { opKit } from '../src/ops/index.js';
 import { makePlan } from '../src/plan/index.js';
 import { checkPresent } from '../src/tune/timeable.js';
-import { suiteHost } from './helpers.js';
+import * as lib from '../src/index.js';
+import { workloadRequest } from '../src/db/lookup.js';
+import { skipReason, suiteHost } from './helpers.js';
 
 const SRC = join(import.meta.dirname, '..', 'src');
 
@@ -148,19 +150,63 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
   const webgpu = getDevice('webgpu');
   const phone = { ...webgpu, name: 'qa-phone', match: undefined, gpu: { ...webgpu.gpu!, maxWorkgroupSize: [128, 128, 64], features: { ...webgpu.gpu!.features, subgroups: true, subgroupSizes: [128, 128] } } };
 
-  it('is read from its file, found again by its name, and may not take a shipped or another file\'s name', () => {
+  it('is read from its file, may not take a shipped profile\'s name, and is not remembered by name', () => {
     const path = write('phone.json', phone);
     expect(getDevice(path)).toMatchObject({ name: 'qa-phone', gpu: { maxWorkgroupSize: [128, 128, 64] } });
-    expect(getDevice('qa-phone').gpu!.features.subgroupSizes).toEqual([128, 128]);
     expect(getDevice(write('copy.json', phone)).name).toBe('qa-phone');
-    expect(() => getDevice(write('other.json', { ...phone, description: 'another phone' }))).toThrow(/other\.json: name: invalid device profile; expected a name of its own \("qa-phone" is the profile in /);
-    expect(() => getDevice(write('t4.json', { ...getDevice('t4'), match: undefined }))).toThrow(/name: .*"t4" is a shipped profile/);
+    expect(() => getDevice(write('t4.json', { ...getDevice('t4'), match: undefined }))).toThrow(/t4\.json: name: invalid device profile; expected a name of its own \("t4" is a shipped profile\)/);
+    expect(() => getDevice(write('host.json', { ...phone, name: 'host' }))).toThrow(/name: .*"host" is a shipped profile/);
     expect(() => getDevice(join(dir, 'absent.json'))).toThrow(/^--device: cannot read .*absent\.json/);
+    // No process-wide memory: the name finds it only where a caller passes it (DeviceOptions.profiles).
+    expect(() => getDevice('qa-phone')).toThrow(/^--device: unknown device "qa-phone"/);
+    expect(getDevice('qa-phone', { profiles: [getDevice(path)] }).gpu!.features.subgroupSizes).toEqual([128, 128]);
     // The regenerate command in an emitted kernel names the file: a new process knows no `qa-phone`.
     const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=1,N=16,K=64', device: path });
     expect(r.files['kernel.wgsl']).toContain(`--device ${path} --config`);
     // So does the tuner's hint for a profile that is not here.
     expect(() => checkPresent(getDevice(path), { status: 'none', gpus: [], how: 'no nvidia-smi' })).toThrow(/qa-phone is not present on this machine .*; the same command with --dry-run shows its search space without it$/);
+  });
+
+  // A copy of a shipped CUDA profile under a new name with a smaller L2: run.sh's default flush is 3x the L2 of the plan's profile.
+  const rtx = getDevice('rtx4090');
+  const smallL2 = (name: string, l2Bytes: number): DeviceProfile => ({ ...rtx, name, match: undefined, gpu: { ...rtx.gpu!, l2Bytes } });
+  const defaultFlush = (files: Record<string, string>) => Number(/^default_flush=(\d+)$/m.exec(files['run.sh']!)![1]);
+  const cudaRequest = { target: 'cuda', op: 'matmul_q4', shape: 'M=1,N=64,K=256', config: { kernel: 'gemv' } };
+
+  it('a profile object built in memory plans, emits and resolves through the library API without a file', () => {
+    const mine = smallL2('qa-small-l2', 1 << 20);
+    const r = lib.emit({ ...cudaRequest, device: mine });
+    expect(r.plan.device).toBe('qa-small-l2');
+    expect(r.plan.profile).toBe(mine);
+    expect(defaultFlush(r.files)).toBe(3 << 20);
+    expect(defaultFlush(lib.emit({ ...cudaRequest, device: 'rtx4090' }).files)).toBe(3 * rtx.gpu!.l2Bytes!);
+    const { plan } = lib.makePlan(lib.planRequest({ op: lib.CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 }, device: mine, target: 'cuda' }));
+    expect(plan.profile.gpu!.l2Bytes).toBe(1 << 20);
+    // A recorded workload of that device is planned again only where the caller passes its profile.
+    const w = { op: lib.CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 }, device: 'qa-small-l2', target: 'cuda' };
+    expect(workloadRequest(w)).toBeUndefined();
+    expect(workloadRequest(w, { profiles: [mine] })!.req.device).toBe(mine);
+    // A shipped profile passes as itself; a changed one under a shipped name, or a broken one, is refused.
+    expect(lib.emit({ ...cudaRequest, device: rtx }).plan.profile).toBe(rtx);
+    expect(() => lib.emit({ ...cudaRequest, device: { ...rtx, gpu: { ...rtx.gpu!, l2Bytes: 1 } } })).toThrow(/^--device: name: invalid device profile; expected a name of its own \("rtx4090" is a shipped profile\)/);
+    expect(() => lib.emit({ ...cudaRequest, device: { ...mine, memory: undefined } as unknown as DeviceProfile })).toThrow(/memory\.bandwidthGBs: invalid device profile/);
+  });
+
+  it('two profiles of one name, one after another in a process, each plan with their own figures (objects and files alike)', () => {
+    for (const [a, b] of [
+      [smallL2('qa-twin', 1 << 20), smallL2('qa-twin', 2 << 20)],
+      [write('twin-a.json', smallL2('qa-twin', 1 << 20)), write('twin-b.json', smallL2('qa-twin', 2 << 20))],
+    ] as const) {
+      expect(defaultFlush(lib.emit({ ...cudaRequest, device: a }).files)).toBe(3 << 20);
+      expect(defaultFlush(lib.emit({ ...cudaRequest, device: b }).files)).toBe(6 << 20);
+      expect(defaultFlush(lib.emit({ ...cudaRequest, device: a }).files)).toBe(3 << 20);
+    }
+  });
+
+  it.skipIf(skipReason(['g++']) !== undefined)('verify runs a kernel planned for a profile object: the runner reads the plan\'s profile', async () => {
+    const r = await lib.verify({ ...cudaRequest, device: smallL2('qa-verify', 1 << 20), shape: 'M=1,N=77,K=320' });
+    expect(r.status, r.detail).toBe('ok');
+    expect(r.plan.profile.name).toBe('qa-verify');
   });
 
   it('a wrong or missing figure names its field, never a crash or a default', () => {

@@ -200,7 +200,7 @@ export function emit(opts: EmitOptions): EmitResult {
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   // A profile read from a file is known by name only in this process: the command names the file.
-  const deviceArg = opts.device !== undefined && isProfileFile(opts.device) ? shellArg(opts.device) : req.device.name;
+  const deviceArg = typeof opts.device === 'string' && isProfileFile(opts.device) ? shellArg(opts.device) : req.device.name;
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${deviceArg} --config '${JSON.stringify(configInUse(plan))}'${opts.symbol !== undefined ? ` --symbol ${opts.symbol}` : ''}`;
   if (opts.symbol !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(opts.symbol)) {
     throw new KgenError({ field: '--symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });

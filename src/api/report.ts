@@ -5,7 +5,7 @@ import { currentTrials } from '../db/current.js';
 import { workloadRequest } from '../db/lookup.js';
 import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import type { Fingerprint, TrialRow, TuningDb, Workload } from '../db/types.js';
-import { getDevice, type HostOptions } from '../device/index.js';
+import { getDevice, type DeviceOptions } from '../device/index.js';
 import { KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { defaultConfig } from '../plan/index.js';
@@ -82,9 +82,10 @@ export interface ReportData {
 
 /**
  * Reads the whole database into the report's data: devices by fingerprint, workloads, trials;
- * `host`'s workloads are planned again (roof, default config) on the host `opts` gives.
+ * `host`'s workloads are planned again (roof, default config) on the host `opts` gives, those of a
+ * caller's own profile on `opts.profiles` (`DeviceOptions`); other unknown devices get neither.
  */
-export function reportData(db: TuningDb, source: string, opts: HostOptions & { now?: Date } = {}): ReportData {
+export function reportData(db: TuningDb, source: string, opts: DeviceOptions & { now?: Date } = {}): ReportData {
   const now = opts.now ?? new Date();
   const summaries = db.workloads();
   const workloads = summaries.map((w) => workloadData(db, w, opts));
@@ -98,7 +99,7 @@ export function reportData(db: TuningDb, source: string, opts: HostOptions & { n
   return { kgenVersion: KGEN_VERSION, generatedAt: now.toISOString(), source, devices: [...devices.values()], workloads };
 }
 
-function workloadData(db: TuningDb, w: Workload, opts: HostOptions): ReportWorkload {
+function workloadData(db: TuningDb, w: Workload, opts: DeviceOptions): ReportWorkload {
   const rows = db.trials(w.id).slice().sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id - b.id);
   const trials = rows.map((t): ReportTrial => ({
     id: t.id,
@@ -137,7 +138,7 @@ function workloadData(db: TuningDb, w: Workload, opts: HostOptions): ReportWorkl
   return data;
 }
 
-function profileRoof(device: string, opts: HostOptions): { roof?: Roof } {
+function profileRoof(device: string, opts: DeviceOptions): { roof?: Roof } {
   try {
     return { roof: roofOf(getDevice(device, opts)) };
   } catch {
@@ -150,7 +151,7 @@ function profileRoof(device: string, opts: HostOptions): { roof?: Roof } {
  * recorded device profile; undefined where the profile is not one this kgen knows (an imported
  * record), or no longer plans the op.
  */
-function defaultConfigHash(w: Workload, opts: HostOptions): string | undefined {
+function defaultConfigHash(w: Workload, opts: DeviceOptions): string | undefined {
   const planned = workloadRequest(w, opts);
   try {
     return planned && configHash(defaultConfig(planned.req));

@@ -26,8 +26,11 @@ export interface KernelRequest extends HostOptions {
   irFile?: string;
   /** `M=1,N=4096,K=4096` or an object of the same dimensions. */
   shape: string | Record<string, number>;
-  /** Device profile name, or a profile file `NAME.json`; defaults per target (c: host, wasm: wasm-simd128, cuda: rtx4090, wgsl: webgpu). */
-  device?: string;
+  /**
+   * Device profile name, a profile file `NAME.json`, or a profile object (a caller's own, checked
+   * as a file's is: `getDevice`); defaults per target (c: host, wasm: wasm-simd128, cuda: rtx4090, wgsl: webgpu).
+   */
+  device?: string | DeviceProfile;
   /** C only: the instruction-set variant, same as config.isa. */
   isa?: string;
   /** Knob values (a partial config over the default), as an object or JSON text. */

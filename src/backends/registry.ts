@@ -1,4 +1,5 @@
 import type { DeviceProfile } from '../device/profile.js';
+import type { DeviceOptions } from '../device/index.js';
 import { KgenError } from '../errors.js';
 import type { Op, OpKind, Shape } from '../ir/types.js';
 import { quoted } from '../io/message-text.js';
@@ -136,12 +137,13 @@ export function runnerFor(plan: Plan, opts?: { preferReal?: boolean }): KernelRu
 /**
  * `data` (a parsed JSON file) as a record to import, where it is a result of a target's run kit
  * (its `format` is one a `Target.runResults` declares); undefined for any other JSON. The target
- * checks every field, planning the config through `planRequest` as emit does.
+ * checks every field, planning the config through `planRequest` as emit does, on the profile its
+ * device name resolves to under `devices` (`getDevice`).
  */
-export function importRunResult(data: unknown): ImportedRun | undefined {
+export function importRunResult(data: unknown, devices: DeviceOptions = {}): ImportedRun | undefined {
   const format = data !== null && typeof data === 'object' ? (data as { format?: unknown }).format : undefined;
   const target = Object.values(TARGETS).find((t) => t.runResults && t.runResults.format === format);
   if (!target?.runResults) return undefined;
-  const context = { renders: target.backend?.capabilities.ops ?? [], requestFor: (r: Omit<Parameters<typeof planRequest>[0], 'target'>) => planRequest({ ...r, target: target.name }) };
+  const context = { renders: target.backend?.capabilities.ops ?? [], requestFor: (r: Omit<Parameters<typeof planRequest>[0], 'target'>) => planRequest({ ...r, target: target.name }), devices };
   return target.runResults.toRecord(data, context);
 }

@@ -1,4 +1,5 @@
 import type { GpuDetection } from '../device/gpu.js';
+import type { DeviceOptions } from '../device/index.js';
 import type { DeviceProfile, TargetName } from '../device/profile.js';
 import type { KvCacheFormat, Op, OpKind, Shape, WeightFormatName } from '../ir/types.js';
 import type { CommentText } from '../render/comment-text.js';
@@ -112,6 +113,8 @@ export interface RunImportContext {
    * and has what its kernels need) and the planner for the op's kind, as emit plans.
    */
   requestFor(r: { op: Op; shape: Shape; device: DeviceProfile }): PlanRequest;
+  /** How the run's device name resolves (`getDevice`): a caller's own profiles are found only here. */
+  devices: DeviceOptions;
 }
 
 /**

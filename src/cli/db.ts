@@ -126,7 +126,9 @@ Examples:
         // The same checks as emit (target of the device, shape, op) before the database is opened.
         () => {
           const host = cliHost();
-          const req = resolveRequest({ target: flags.target ?? getDevice(flags.device, host).targets[0]!, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device: flags.device, ...host });
+          // A profile file is read once, here; the request carries the profile.
+          const device = getDevice(flags.device, host);
+          const req = resolveRequest({ target: flags.target ?? device.targets[0]!, op: flags.op, ir: flags.ir !== undefined ? readIr(flags.ir) : undefined, shape: flags.shape, device, ...host });
           spaceFor(req);
           return req;
         },

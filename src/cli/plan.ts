@@ -30,7 +30,9 @@ default.`,
     const { plan, source, recorded } = await withRecords(flags, (records) => choosePlan(req, records));
     if (recorded) process.stderr.write(`kgen: ${describeChoice(recorded)}\n`);
     const space = spaceFor(req);
-    if (flags.json) return printJson({ ...plan, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });
+    // The profile's figures are `kgen devices --json`'s to show; the plan names its device.
+    const { profile: _profile, ...shown } = plan;
+    if (flags.json) return printJson({ ...shown, configSource: source, knobs: space.knobs, restrictions: space.restrictions.map((r) => r.reason) });
     const out = [
       `${plan.op.name} on ${plan.device} (${plan.target}), variant ${plan.variant}, config (${source}) ${JSON.stringify(configInUse(plan))}`,
       `launch: ${JSON.stringify(plan.launch)}`,

@@ -1,6 +1,6 @@
 import type { Config, PlanRequest, SearchSpace } from '../plan/types.js';
 import { planRequest } from '../backends/registry.js';
-import { getDevice, type HostOptions } from '../device/index.js';
+import { getDevice, type DeviceOptions } from '../device/index.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import type { Shape } from '../ir/types.js';
@@ -86,17 +86,18 @@ export function describeChoice(c: RecordedChoice): string {
  * trial); this is only for people. Where this kgen does not know the profile (an imported record)
  * or no longer plans the op, configs are shown whole.
  */
-export function recordedConfigView(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>, opts: HostOptions = {}): (config: Config) => Config {
+export function recordedConfigView(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>, opts: DeviceOptions = {}): (config: Config) => Config {
   const planned = workloadRequest(w, opts);
   return planned ? (config) => configShown(planned.space, config) : (config) => config;
 }
 
 /**
  * A recorded workload planned again here: its op and shape on its device profile and target, and
- * that request's search space, a workload of `host` planned on the host `opts` gives (`HostOptions`).
- * Undefined where this kgen does not know the profile (an imported record) or no longer plans the op.
+ * that request's search space, a workload of `host` planned on the host `opts` gives and one of a
+ * caller's own profile on the one in `opts.profiles` of its name (`DeviceOptions`). Undefined where
+ * neither kgen nor `opts` knows the profile (an imported record) or kgen no longer plans the op.
  */
-export function workloadRequest(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>, opts: HostOptions = {}): { req: PlanRequest; space: SearchSpace } | undefined {
+export function workloadRequest(w: Pick<WorkloadInfo, 'op' | 'shape' | 'device' | 'target'>, opts: DeviceOptions = {}): { req: PlanRequest; space: SearchSpace } | undefined {
   try {
     const req = planRequest({ op: w.op, shape: w.shape, device: getDevice(w.device, opts), target: w.target });
     return { req, space: spaceFor(req) };

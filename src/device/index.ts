@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
 import { KgenError } from '../errors.js';
+import { canonicalJson } from '../hash.js';
 import { quoted } from '../io/message-text.js';
 import type { GpuDetection } from './gpu.js';
 import { describeGpu, detectGpus, matchGpuProfile } from './gpu.js';
 import type { HostOptions } from './host.js';
 import { hostIsa, resolveHost } from './host.js';
 import type { DeviceProfile, PresenceProbe } from './profile.js';
-import { isProfileFile, loadProfileFile, loadProfiles, userProfile } from './profile.js';
+import { checkOwnProfile, isProfileFile, loadProfileFile, loadProfiles } from './profile.js';
 
 export * from './profile.js';
 export { hostFromEnvironment, hostIsa, measuredDevice, resolveHost, type HostOptions } from './host.js';
@@ -26,24 +27,50 @@ export function allDevices(opts: HostOptions = {}): DeviceProfile[] {
 }
 
 /**
- * The profile named `name`: `host` as `opts.host` resolves it (`resolveHost`), a path ending in
- * `.json` read from that file (`loadProfileFile`), any other from `targets/` or a file read
- * before (the host is not resolved for those); an unknown name is a KgenError on `opts.field`
- * (default `--device`).
+ * How a library call resolves device names: `host` as `HostOptions` says, and `profiles`, the
+ * caller's own profiles that kgen ships none of (read from files at the CLI's edge, or built in
+ * memory), found by name after the shipped ones. Nothing is remembered between calls: a name resolves to what these
+ * options and `targets/` hold, whatever an earlier call loaded.
  */
-export function getDevice(name: string, opts: HostOptions & { field?: string } = {}): DeviceProfile {
+export interface DeviceOptions extends HostOptions {
+  profiles?: readonly DeviceProfile[];
+}
+
+/**
+ * The profile `device` stands for: `host` as `opts.host` resolves it (`resolveHost`), a path
+ * ending in `.json` read from that file (`loadProfileFile`), any other name from `targets/` or
+ * `opts.profiles` (the host is not resolved for those). A profile object is taken as it is: a
+ * shipped one unchanged or one named `host` (as `HostOptions.host` is), else checked as a caller's
+ * own (`checkOwnProfile`). An unknown name is a KgenError on `opts.field` (default `--device`).
+ */
+export function getDevice(device: string | DeviceProfile, opts: DeviceOptions & { field?: string } = {}): DeviceProfile {
+  const field = opts.field ?? '--device';
+  if (typeof device !== 'string') return isShipped(device) || isHost(device) ? device : checkOwnProfile(device, field);
+  const name = device;
   if (name === 'host') return resolveHost(opts);
-  if (isProfileFile(name)) return loadProfileFile(name, opts.field ?? '--device');
-  const found = loadProfiles().find((d) => d.name === name) ?? userProfile(name);
+  if (isProfileFile(name)) return loadProfileFile(name, field);
+  const found = loadProfiles().find((d) => d.name === name) ?? opts.profiles?.find((d) => d.name === name);
   if (!found) {
     throw new KgenError({
-      field: opts.field ?? '--device',
+      field,
       problem: `unknown device ${quoted(String(name))}`,
       expected: `one of ${['host', ...loadProfiles().map((d) => d.name)].join(', ')}, or a profile file (NAME.json)`,
       hint: 'run `kgen devices` to list them, or describe your device in a JSON file like targets/webgpu.json',
     });
   }
   return found;
+}
+
+/** Whether `p` is a profile named `host`, as `HostOptions.host` gives one (`resolveHost`, `forcedHost`). */
+function isHost(p: DeviceProfile): boolean {
+  return (p as Partial<DeviceProfile> | null)?.name === 'host';
+}
+
+/** Whether `p` is a shipped profile with its figures unchanged (a copy of one passes too). */
+function isShipped(p: DeviceProfile): boolean {
+  // `p` may be anything a JavaScript caller passed: checkOwnProfile says what is wrong with it.
+  const shipped = loadProfiles().find((d) => d.name === (p as Partial<DeviceProfile> | null)?.name);
+  return shipped !== undefined && (shipped === p || canonicalJson(shipped) === canonicalJson(p));
 }
 
 /** Whether this device is present on the machine running kgen, and how that was decided. */

@@ -226,14 +226,10 @@ export function isProfileFile(device: string): boolean {
   return device.endsWith('.json');
 }
 
-/** Profiles read from users' files in this process, by name, so a plan's `device` name finds its profile again. */
-const fromFiles = new Map<string, { path: string; profile: DeviceProfile }>();
-
 /**
- * The profile in the JSON file at `path` (a device kgen ships no profile for), checked as the
- * shipped ones are. Its name must differ from `host` and every shipped profile's (records and
- * plans go by name), and from that of a different profile read from another file before. Later look-ups by its name
- * (`userProfile`) return it.
+ * The profile in the JSON file at `path` (a device kgen ships no profile for), checked as a
+ * caller's own profile is (`checkOwnProfile`). Nothing is remembered: a plan made with it carries
+ * it (`Plan.profile`), and a call that resolves its name again is given it (`DeviceOptions.profiles`).
  */
 export function loadProfileFile(path: string, field = '--device'): DeviceProfile {
   const file = pathText(path);
@@ -241,18 +237,17 @@ export function loadProfileFile(path: string, field = '--device'): DeviceProfile
   const text = readRegularFile(path, field, expected, (st) => {
     if (st.size > PROFILE_FILE_MAX_BYTES) throw new KgenError({ field, problem: `${file} is ${st.size} bytes, more than the ${PROFILE_FILE_MAX_BYTES} accepted`, expected });
   }).toString('utf8');
-  const profile = validateProfile(parseJsonInput(text, { field, source: file, expected }) as DeviceProfile, file);
-  const shipped = profile.name === 'host' || loadProfiles().some((d) => d.name === profile.name);
-  const earlier = fromFiles.get(profile.name);
-  // The same figures from another path (a copy) are the same device; different ones under one name are not.
-  if (shipped || (earlier !== undefined && earlier.path !== path && JSON.stringify(earlier.profile) !== JSON.stringify(profile))) {
-    need(false, file, 'name', `a name of its own (${quoted(profile.name)} is ${earlier ? `the profile in ${pathText(earlier.path)}` : 'a shipped profile'})`);
-  }
-  fromFiles.set(profile.name, { path, profile });
-  return profile;
+  return checkOwnProfile(parseJsonInput(text, { field, source: file, expected }) as DeviceProfile, file);
 }
 
-/** The profile read from a file by `loadProfileFile` under `name`, if any. */
-export function userProfile(name: string): DeviceProfile | undefined {
-  return fromFiles.get(name)?.profile;
+/**
+ * A caller's own profile (read from a file, or built in memory), checked as the shipped ones are
+ * (`validateProfile`, naming `source`), with a name of its own: not `host` and no shipped
+ * profile's, since plans and records go by name.
+ */
+export function checkOwnProfile(p: DeviceProfile, source: string): DeviceProfile {
+  const profile = validateProfile(p, source);
+  const shipped = profile.name === 'host' || loadProfiles().some((d) => d.name === profile.name);
+  need(!shipped, source, 'name', `a name of its own (${quoted(profile.name)} is a shipped profile)`);
+  return profile;
 }

@@ -28,7 +28,7 @@ export function spaceFor(req: PlanRequest): SearchSpace {
  */
 export function planWith(req: PlanRequest, config: Config, space: SearchSpace = spaceFor(req)): Plan {
   const planned = familyPlanner(req).plan(req as never, config);
-  return { ...planned, knobsInUse: knobsInUse(space, config) } as Plan;
+  return { ...planned, profile: req.device, knobsInUse: knobsInUse(space, config) } as Plan;
 }
 
 /** Whether `knob` matters given the knobs before it (`earlier`): the one rule for `when`. */

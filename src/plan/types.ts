@@ -116,7 +116,14 @@ export interface PlanOf<F extends PlanFamily> {
   op: FamilyTypes<F>['op'];
   shape: FamilyTypes<F>['shape'];
   target: string;
+  /** The device's profile name, as records, manifests and emitted commands give it (`profile.name`). */
   device: string;
+  /**
+   * The profile the plan was made for (`PlanRequest.device`): renderers and runners read the
+   * device's figures here, never by looking its name up again (a caller's own profile has no
+   * file kgen could find by name).
+   */
+  profile: DeviceProfile;
   config: Config;
   /**
    * The knobs that shape this kernel, in space order: those without a `when` or whose `when` holds.
@@ -140,8 +147,8 @@ export interface PlanOf<F extends PlanFamily> {
 /** Any plan: the union over the registered families. */
 export type Plan = { [F in PlanFamily]: PlanOf<F> }[PlanFamily];
 
-/** What a planner computes; `planWith` adds the knobs in use, which depend only on the space. */
-export type PlanBody<F extends PlanFamily> = Omit<PlanOf<F>, 'knobsInUse'>;
+/** What a planner computes; `planWith` adds the knobs in use, which depend only on the space, and the request's profile. */
+export type PlanBody<F extends PlanFamily> = Omit<PlanOf<F>, 'knobsInUse' | 'profile'>;
 
 /**
  * What a plan is asked for. `planner` is the target's planner for the op's kind (the target

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { GpuDetection, GpuInfo } from '../../device/gpu.js';
 import { archNumber, canRunArch, describeGpu, detectGpus, gpuForProfile } from '../../device/gpu.js';
-import { getDevice } from '../../device/index.js';
 import { KgenError, ToolMissingError } from '../../errors.js';
 import { textHash } from '../../hash.js';
 import { opKit } from '../../ops/index.js';
@@ -129,7 +128,7 @@ export function moduleFlags(arch: string, gpu: GpuInfo): { file: string; flags: 
 
 /** The architecture a CUDA plan's code is compiled for: its device profile's. */
 function archOf(plan: Plan): string {
-  const arch = getDevice(plan.device).gpu?.arch;
+  const arch = plan.profile.gpu?.arch;
   if (!arch) throw new Error(`kgen: ${plan.device} is not a GPU profile, yet a CUDA plan names it`);
   return arch;
 }
@@ -310,7 +309,7 @@ export function cudaRunnerFor(plan: Plan, choice: CudaRunnerChoice = {}): Kernel
   const detection = choice.detection ?? detectGpus();
   // The driver-API harness launches one kernel with matmul's arguments; other plans run their run kit.
   const gpuRunner = plan.family === 'cuda-matmul' ? cudaGpuRunner : cudaRunKitGpuRunner;
-  const exact = gpuForProfile(getDevice(plan.device), detection);
+  const exact = gpuForProfile(plan.profile, detection);
   if (exact) return gpuRunner({ ...choice.gpuRunner, gpu: exact, profileMatches: true });
   const arch = archOf(plan);
   const capable = detection.gpus.find((g) => canRunArch(g, arch));

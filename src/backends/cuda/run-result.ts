@@ -99,7 +99,7 @@ function cudaRunResultRecord(data: unknown, target: RunImportContext): ImportedR
   if (!isObject(k.shape)) fail('kernel.shape', 'not an object', 'dimensions like {"M":1,"N":4096,"K":4096}');
   const shape = validateShape(op, k.shape, 'import.kernel.shape');
   const deviceName = str(k, 'device', 'kernel.');
-  const device = getDevice(deviceName, { field: 'import.kernel.device' });
+  const device = getDevice(deviceName, { ...target.devices, field: 'import.kernel.device' });
   const arch = str(k, 'arch', 'kernel.');
   if (device.gpu?.arch !== arch) fail('kernel.arch', `${arch} is not ${deviceName}'s ${device.gpu?.arch ?? '(not a GPU)'}`, "the profile's arch");
   if (!isObject(k.config)) fail('kernel.config', 'not an object', 'the config emit rendered');

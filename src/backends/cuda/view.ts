@@ -1,4 +1,3 @@
-import { getDevice } from '../../device/index.js';
 import { KgenError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
 import type { TemplateSet } from '../../render/templates.js';
@@ -44,7 +43,7 @@ export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: st
     tolMaxRel: plan.tolerance.maxRelToPeak,
     kernelJson: JSON.stringify(kernelInfo),
     kernelJsonShell: kernelInfo,
-    flushBytes: 3 * (getDevice(plan.device).gpu?.l2Bytes ?? 0),
+    flushBytes: 3 * (plan.profile.gpu?.l2Bytes ?? 0),
   };
 }
 

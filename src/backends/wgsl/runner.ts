@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
-import { getDevice, swiftShaderIcd } from '../../device/index.js';
+import { swiftShaderIcd } from '../../device/index.js';
 import type { DeviceProfile } from '../../device/profile.js';
 import { ToolMissingError } from '../../errors.js';
 import { packagePath } from '../../package-files.js';
@@ -130,7 +130,7 @@ export async function dawnAdapterFor(profile: DeviceProfile): Promise<DawnAdapte
  */
 export function wgslRunnerFor(plan: Plan): KernelRunner {
   let adapter: Promise<DawnAdapter> | undefined;
-  const profile = getDevice(plan.device);
+  const profile = plan.profile;
   const getAdapter = () => (adapter ??= dawnAdapterFor(profile));
   let adapterName: string | undefined;
   const getAdapterNamed = () => getAdapter().then((a) => ((adapterName = a.name), a));
