@@ -61,6 +61,26 @@ describe('over-budget configs', () => {
     expect(plan.variant).toBe('tiled_mma');
   });
 
+  it('CUDA grids are checked against gridDim.y and gridDim.z (65535), where a launch would fail', () => {
+    const h100 = allDevices().find((d) => d.name === 'h100-sxm')!;
+    // Attention's grid is [splits or query tiles, heads, B]: B past 65535 fits no config.
+    const attention = CATALOG.attention_f16!;
+    let err: unknown;
+    try {
+      makePlan(planRequest({ op: attention, shape: parseShape('B=70000,Hq=1,Hkv=1,Sq=1,Skv=64,D=32', attention), device: h100, target: 'cuda' }));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BudgetError);
+    expect((err as BudgetError).field).toBe('--shape');
+    expect((err as BudgetError).message).toMatch(/grid blocks along y or z \(CUDA gridDim\.y and gridDim\.z limit; split the batch, heads or rows across launches\) needs 70000 blocks but 65535 are available/);
+    expect(() => makePlan(planRequest({ op: attention, shape: parseShape('B=1,Hq=70000,Hkv=70000,Sq=128,Skv=128,D=32', attention), device: h100, target: 'cuda' }))).toThrow(/needs 70000 blocks but 65535/);
+    // A matmul's tiles along M are grid y: 2^20 rows in tiles of 16 are 65536 of them; the default takes bigger tiles.
+    const big = { op, shape: parseShape('M=1048576,N=64,K=64', op), device: h100, target: 'cuda' };
+    expect(() => makePlan(planRequest(big), { kernel: 'tiled', bm: 16 })).toThrow(/needs 65536 blocks but 65535 are available/);
+    expect(makePlan(planRequest(big)).plan.launch.grid![1]).toBeLessThanOrEqual(65535);
+  });
+
   it('CPU tiles are checked against the L2 share', () => {
     const wasm = allDevices().find((d) => d.name === 'wasm-simd128')!;
     const big = parseShape('M=256,N=4096,K=14336', CATALOG.matmul_f16!);

@@ -2,7 +2,7 @@ import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, readConfig, sumBytes, toleranceFor, typedSpace, type RestrictionOf } from './common.js';
-import { CUDA_WARP, CUDA_WARP_LANES, type CudaWarp, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, type CudaWarp, cudaBudgets, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -431,6 +431,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     const secondPass: LaunchShape['secondPass'] = { what: 'merge the splits by log-sum-exp', grid: [mergeGrid, 1, 1], block: [mergeWarps * CUDA_WARP_LANES, 1, 1], gridExpr: [`ceil(B * Hq * Sq / ${mergeWarps})`, '1', '1'] };
     return {
       ...base,
+      budgets: [...base.budgets, ...cudaGridBudgets(merge ? [grid, secondPass.grid] : [grid])],
       variant: 'splitk_decode',
       launch: {
         grid, block,
@@ -461,6 +462,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   const variant = mma ? 'flash_prefill_mma' : 'flash_prefill';
   return {
     ...base,
+    budgets: [...base.budgets, ...cudaGridBudgets([grid])],
     variant,
     launch: { grid, block, gridExpr: [`ceil(Sq / ${br})`, 'Hq', 'B'], sharedBytes: shared, dynamicShared: !isStatic, workspaceBytes: 0 },
     loops: [

@@ -53,6 +53,26 @@ export function tensorCoresMatchArch(device: DeviceProfile): boolean {
   return arch !== null && (!hasMmaM16n8k16(device) || Number(arch[1]) >= MMA_M16N8K16_MIN_ARCH);
 }
 
+/**
+ * The most blocks a CUDA launch takes along x, and along y or z: 2^31 - 1 and 65535 on every arch
+ * kgen targets (compute capability 3.0 and later). A launch past them fails with "invalid
+ * configuration argument" before any block runs, so plans refuse it.
+ */
+export const CUDA_MAX_GRID_X = 2 ** 31 - 1;
+export const CUDA_MAX_GRID_YZ = 65535;
+
+/**
+ * The grid budgets of a plan's launches (a kernel and, where it has one, its second pass): x
+ * against CUDA_MAX_GRID_X, the larger of y and z against CUDA_MAX_GRID_YZ. The budget names say
+ * what a shape past them should do, as the planner's refusal prints them.
+ */
+export function cudaGridBudgets(grids: readonly (readonly [number, number, number])[]): BudgetCheck[] {
+  return [
+    { budget: 'grid blocks along x (CUDA gridDim.x limit)', needed: Math.max(...grids.map((g) => g[0])), available: CUDA_MAX_GRID_X, unit: 'blocks' },
+    { budget: 'grid blocks along y or z (CUDA gridDim.y and gridDim.z limit; split the batch, heads or rows across launches)', needed: Math.max(...grids.flatMap((g) => [g[1], g[2]])), available: CUDA_MAX_GRID_YZ, unit: 'blocks' },
+  ];
+}
+
 /** Budgets of a CUDA plan: shared memory (static up to the static limit, dynamic up to the opt-in maximum), threads, registers. */
 export function cudaBudgets(device: DeviceProfile, buffers: OnChipBuffer[], threads: number): BudgetCheck[] {
   const gpu = device.gpu!;

@@ -1,7 +1,7 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, readConfig, sumBytes, toleranceFor, typedSpace, type ConfigOf, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
-import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
@@ -193,7 +193,7 @@ function finish<P extends object>(req: Req, parts: { config: Config; variant: st
     launch: { grid: parts.grid, block: [parts.threads, 1, 1] as [number, number, number], gridExpr: parts.gridExpr, sharedBytes: shared, dynamicShared: !isStatic },
     loops: parts.loops,
     buffers: parts.buffers,
-    budgets: cudaBudgets(device, parts.buffers, parts.threads),
+    budgets: [...cudaBudgets(device, parts.buffers, parts.threads), ...cudaGridBudgets([parts.grid])],
     tolerance: toleranceFor({ outF16: op.y === 'f16' || parts.f16Math, inF16: op.x === 'f16' || parts.f16Math }),
     traffic: { bytes: shape.N * layout.rowBytes + shape.M * shape.K * dtypeBytes(op.x) + shape.M * shape.N * dtypeBytes(op.y), flops: 2 * shape.M * shape.N * shape.K },
     params: {

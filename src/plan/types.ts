@@ -49,7 +49,7 @@ export interface BudgetCheck {
   budget: string;
   needed: number;
   available: number;
-  unit: 'bytes' | 'threads' | 'registers' | 'bindings' | 'workgroups';
+  unit: 'bytes' | 'threads' | 'registers' | 'bindings' | 'workgroups' | 'blocks';
 }
 
 export interface LaunchShape {
