@@ -649,3 +649,33 @@ describe('the WebAssembly runner and emit', () => {
     expect(emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=78,K=320' }).files['kernel.wat']).not.toBe(q4.files['kernel.wat']);
   });
 });
+
+describe('buffers past 2 GiB of one 32-bit memory', () => {
+  it('a shape whose tensors fit 4 GiB but whose workspace does not is a budget of the plan, naming the bytes', () => {
+    // x 3 GiB of f32, y 0.5 GiB and the int8 activations' 1.5 GiB of workspace: 5.05 GiB placed.
+    expect(() => emit({ target: 'wasm', op: 'matmul_q4_0', shape: 'M=32768,N=4096,K=24576' })).toThrow(
+      /--shape: over budget: bytes of one 32-bit WebAssembly memory \(tensors, weights and workspace as placed; split the op across calls past it\) needs \d+ bytes but 4294967296 are available/,
+    );
+    // Q and O 1 GiB each, K and V 256 MiB each: 2.5 GiB of tensors, and Q as f32 in the workspace 2 GiB more.
+    expect(() => emit({ target: 'wasm', op: 'attention_f16', shape: 'B=1,Hq=32,Hkv=8,Sq=131072,Skv=131072,D=128' })).toThrow(/over budget: bytes of one 32-bit WebAssembly memory/);
+    const fits = emit({ target: 'wasm', op: 'matmul_q4_0', shape: 'M=1,N=4096,K=4096' }).plan.budgets.at(-1)!;
+    expect(fits).toMatchObject({ available: 2 ** 32, unit: 'bytes' });
+    expect(fits.needed).toBeGreaterThan(4096 * 4096 / 2);
+  });
+
+  it('the loader reads a workspace of 2 GiB as its byte count, not as a negative i32', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-2gib-'));
+    try {
+      // f16 X (1 GiB) prepared as f32: a workspace of exactly 2^31 bytes, within one memory.
+      const ir = { kind: 'matmul', name: 'x16', x: 'f16', weight: { format: 'f16' }, y: 'f16', epilogue: { activation: 'none', bias: false, residual: false } };
+      const e = emit({ target: 'wasm', ir, shape: 'M=32768,N=256,K=16384', config: { isa: 'simd128', actQuant: 'f32' } });
+      expect((e.plan.params as { workspaceBytes: number }).workspaceBytes).toBe(2 ** 31);
+      await writeEmittedWasm(e, dir);
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.mjs')).href)) as { loadKernel(o: { memory: WebAssembly.Memory }): Promise<{ workspaceSize: number }> };
+      const k = await loader.loadKernel({ memory: new WebAssembly.Memory({ initial: 1 }) });
+      expect(k.workspaceSize).toBe(2 ** 31);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

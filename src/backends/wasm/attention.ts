@@ -18,7 +18,7 @@ import { wasmAttentionDeclarations } from './bindings.js';
 import { dispatchView, type WorkerCall } from './dispatch.js';
 import { i32Lanes } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
-import { BUFFER_ALIGN, MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
+import { BUFFER_ALIGN, MEMORY_MAX_PAGES, memoryBudget, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /**
  * The WebAssembly renderer of CPU attention plans: one SIMD128 module (`kernel.wat`, and
@@ -126,7 +126,8 @@ export function wasmAttentionPlanner(variants: CpuVariants): PlannerOf<'cpu-atte
               why: `a task's ${p.taskRowsAllPadded} rows of ${p.kvBlock} f32 scores, ${p.D} f32 accumulators and softmax state, a zero row${slot.size.coef ? `, the P.V coefficients (${slot.size.coef} bytes)` : ''}; one slot per thread running tasks`,
             },
       );
-      return { ...body, launch: { ...body.launch, workers: loaderWorkers(p) }, buffers, budgets: cpuBudgets(req.device, buffers, variantRegisters(variants, req.device, p.isa)) };
+      const budgets = [...cpuBudgets(req.device, buffers, variantRegisters(variants, req.device, p.isa)), memoryBudget(attentionHarnessLayout(body).end)];
+      return { ...body, launch: { ...body.launch, workers: loaderWorkers(p) }, buffers, budgets };
     },
   };
 }
@@ -157,7 +158,7 @@ export function scratchLayout(plan: Pick<CpuAttentionPlan, 'params'>) {
  * as i16 from byte `codesOffset`, so `i32x4.dot_i16x8_s` takes each 8 codes straight from memory (int8 codes would
  * need two widening operations per row and vector). Undefined without int8 Q.
  */
-export function int8QRecords(plan: CpuAttentionPlan): { codesOffset: number; rowBytes: number; bytes: number } | undefined {
+export function int8QRecords(plan: Pick<CpuAttentionPlan, 'params'>): { codesOffset: number; rowBytes: number; bytes: number } | undefined {
   const p = plan.params;
   if (!p.qInt8) return undefined;
   const codesOffset = alignUp(F32_BYTES * p.qGroups, VEC_BYTES);
@@ -238,7 +239,7 @@ function pvView(plan: CpuAttentionPlan) {
  * The workspace of the WebAssembly kernel: Q as prepare leaves it (scaled f32, or with int8 Q the
  * records of `int8QRecords`), the split partials, then the scratch slots.
  */
-export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
+export function wasmAttentionWorkspace(plan: Pick<CpuAttentionPlan, 'params'>) {
   const p = plan.params;
   const scratch = scratchLayout(plan);
   const q16 = int8QRecords(plan);
@@ -249,7 +250,7 @@ export function wasmAttentionWorkspace(plan: CpuAttentionPlan) {
 }
 
 /** Bytes of each buffer a call reads or writes (the loader's `sizes`); scales are 0 without a kgen q8 cache. */
-export function attentionSizes(plan: CpuAttentionPlan) {
+export function attentionSizes(plan: Pick<CpuAttentionPlan, 'op' | 'params'>) {
   const op = plan.op;
   const p = plan.params;
   const kvRows = p.B * p.Hkv * p.Skv;
@@ -267,7 +268,7 @@ export function attentionSizes(plan: CpuAttentionPlan) {
 }
 
 /** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
-export function attentionHarnessLayout(plan: CpuAttentionPlan) {
+export function attentionHarnessLayout(plan: Pick<CpuAttentionPlan, 'op' | 'params'>) {
   const sizes = attentionSizes(plan);
   return { sizes, ...placeBuffers(sizes) };
 }

@@ -1,8 +1,8 @@
-import { ACT_BLOCK_TAIL, cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
+import { ACT_BLOCK_TAIL, type CpuVariants } from '../../plan/cpu-matmul.js';
 import type { Target } from '../types.js';
 import { wasmFingerprint } from './fingerprint.js';
 import { renderWasmAttention, WASM_ATTENTION_SLOTS, wasmAttentionPlanner } from './attention.js';
-import { levelPreference, Q35_SIGN_RECORD_BYTES, renderWasmMatmul } from './matmul.js';
+import { levelPreference, Q35_SIGN_RECORD_BYTES, renderWasmMatmul, wasmMatmulPlanner } from './matmul.js';
 import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 import { MEMORY_MAX_PAGES, PAGE_BYTES } from './memory.js';
@@ -60,7 +60,7 @@ export const wasmTarget: Target = {
   name: 'wasm',
   title: 'WebAssembly',
   defaultDevice: 'wasm-simd128',
-  planners: { matmul: cpuMatmulPlanner(WASM_VARIANTS), attention: wasmAttentionPlanner(WASM_VARIANTS) },
+  planners: { matmul: wasmMatmulPlanner(WASM_VARIANTS), attention: wasmAttentionPlanner(WASM_VARIANTS) },
   needs: [CPU_LIMITS],
   fingerprint: (device) => wasmFingerprint(device),
   backend: {

@@ -1,8 +1,8 @@
 import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
-import { ACT_BLOCK_TAIL } from '../../plan/cpu-matmul.js';
-import type { PlanOf } from '../../plan/types.js';
+import { ACT_BLOCK_TAIL, cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
+import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { FORMATS } from '../../quant/index.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
 import { commentText } from '../../render/comment-text.js';
@@ -14,7 +14,7 @@ import { assembleKernel } from './assemble.js';
 import { dispatchView, LOADER_MAX_THREADS, type WorkerCall } from './dispatch.js';
 import { chunkDecode, i32Lanes, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SCHEME, type WasmScheme } from './decode.js';
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
-import { MEMORY_MAX_PAGES, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
+import { MEMORY_MAX_PAGES, memoryBudget, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
@@ -621,8 +621,20 @@ function wasmName(wat: string): string {
   return wat.replace(/\.wat$/, '.wasm');
 }
 
+/** The CPU matmul planner, with the budget of one 32-bit memory over the harness's buffers (`memoryBudget`). */
+export function wasmMatmulPlanner(variants: CpuVariants): PlannerOf<'cpu-matmul'> {
+  const shared = cpuMatmulPlanner(variants);
+  return {
+    ...shared,
+    plan(req, config) {
+      const body = shared.plan(req, config);
+      return { ...body, budgets: [...body.budgets, memoryBudget(harnessLayout(body).end)] };
+    },
+  };
+}
+
 /** Byte offsets of the harness's buffers in its memory (placeBuffers: aligned, none at 0). */
-export function harnessLayout(plan: CpuMatmulPlan) {
+export function harnessLayout(plan: Pick<CpuMatmulPlan, 'op' | 'params'>) {
   const op = plan.op;
   const p = plan.params;
   const xBytes = p.M * p.K * (op.x === 'f16' ? F16_BYTES : F32_BYTES);

@@ -1,4 +1,5 @@
 import { alignUp } from '../../plan/common.js';
+import type { BudgetCheck } from '../../plan/types.js';
 
 /**
  * The memory every WebAssembly kernel imports: the host's, plain or shared (threads). A module
@@ -10,6 +11,16 @@ import { alignUp } from '../../plan/common.js';
 export const PAGE_BYTES = 65536;
 export const MEMORY_MAX_PAGES = 65536;
 const MEMORY_MIN_PAGES = 1;
+
+/**
+ * The plan budget every WebAssembly kernel has beside the cache's: its buffers as the harness places
+ * them (`placeBuffers`: tensors, weights and workspace, from byte 16, aligned) end within the 4 GiB
+ * a 32-bit memory addresses. Past it the memory cannot grow to hold them, and an i32 byte offset
+ * past 2^32 - 1 would wrap.
+ */
+export function memoryBudget(placedEnd: number): BudgetCheck {
+  return { budget: 'bytes of one 32-bit WebAssembly memory (tensors, weights and workspace as placed; split the op across calls past it)', needed: placedEnd, available: MEMORY_MAX_PAGES * PAGE_BYTES, unit: 'bytes' };
+}
 
 /** `memory` of a module's view: the import's limits and how the header names it. */
 export function memoryView(shared: boolean) {
