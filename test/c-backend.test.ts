@@ -393,3 +393,22 @@ describe('C manifest: what a caller creating threads and a workspace needs', () 
     }
   });
 });
+
+describe('C kernels at shapes past 2^31', () => {
+  it('every enum constant fits an int (ISO C; MSVC truncates past it): counts that grow with the shape are int64_t', () => {
+    // The block step's records after 2^20 rows of 2^11 prepared blocks; Q as f32 of 2 x 64 heads x 128K
+    // positions x 128: 2^31 floats. Fixed devices, so the plans (block step, f32 Q) hold on any host.
+    const cases = [
+      { op: 'matmul_q4_0', shape: 'M=1048576,N=64,K=65536', wide: /#define KG_STEP_AT \(\(int64_t\)137438953472\)/ },
+      { op: 'attention_q8kv', shape: 'B=2,Hq=64,Hkv=8,Sq=131072,Skv=131072,D=128', wide: /#define KG_Q_FLOATS \(\(int64_t\)2147483648\)/ },
+    ];
+    for (const c of cases) {
+      const source = emit({ target: 'c', device: 'epyc-9654', op: c.op, shape: c.shape }).files['kernel.c']!;
+      expect(source, c.op).toMatch(c.wide);
+      const enums = [...source.matchAll(/\benum(?: : \w+)? \{([^}]*)\}/g)].map((m) => m[1]!).join('\n');
+      const values = [...enums.matchAll(/\b(KG_\w+) = (\d+)/g)].map((m) => ({ name: m[1]!, value: Number(m[2]) }));
+      expect(values.length, c.op).toBeGreaterThan(10);
+      expect(values.filter((v) => v.value > 2 ** 31 - 1), c.op).toEqual([]);
+    }
+  });
+});

@@ -60,20 +60,15 @@ enum {
   KG_SPLITS = 16,
   KG_SPLITS_OUTER = 1,
   KG_CHUNK_KEYS = 256,
-  KG_TASKS = 16,
-  KG_OUT_ROWS = 32,
   KG_CAUSAL = 1,
   /* The shortest KV length a call may pass (causal: every query sees a key); KG_SKV is the longest. */
   KG_KV_LEN_MIN = 1,
-  KG_Q_FLOATS = 4096,
-  /* Q as int8 (qInt8): rows, largest |code|, values per scale and scales per row, the offset each
-   * stored code carries, and the workspace words the Q region takes (scales, then codes). */
-  KG_Q_ROWS = 32,
+  /* Q as int8 (qInt8): largest |code|, values per scale and scales per row, and the offset each
+   * stored code carries. */
   KG_Q_CODE_MAX = 127,
   KG_Q_GROUP = 32,
   KG_Q_GROUPS = 4,
   KG_Q_OFFSET = 0,
-  KG_Q_WORDS = 1152,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */
   KG_K_BIAS = 128,
   /* f32 scores from a transposed K tile (keyTile; 0 without): vectors of keys per pass, and floats
@@ -106,6 +101,14 @@ enum {
   KG_PV_PASSES = 2,
   KG_ROW_LINES = 2,
 };
+/* Counts that grow with B x H x S, int64_t: an enum constant is an int, and these pass 2^31 at long
+ * contexts. Tasks and output rows; Q's values as f32; with int8 Q, its rows and the workspace words
+ * its region takes (scales, then codes). */
+#define KG_TASKS ((int64_t)16)
+#define KG_OUT_ROWS ((int64_t)32)
+#define KG_Q_FLOATS ((int64_t)4096)
+#define KG_Q_ROWS ((int64_t)32)
+#define KG_Q_WORDS ((int64_t)1152)
 /* Softmax scale times log2(e): scores are base-2 logits. */
 #define KG_SCALE_LOG2 0.127517431f
 /* Added to and taken off a value below 2^22 in magnitude, it rounds the value to an integer (nearest even). */

@@ -45,12 +45,13 @@ enum {
   /* Bytes one prefetch brings in (the plan's row-sums step fits in one). */
   KG_CACHE_LINE = 64,
   /* The block step: blocks of 32 weights KG_STEP_BLOCKS at a time, KG_STEPS steps per row, their
-   * activations in step records at byte KG_STEP_AT of the workspace. */
+   * activations in step records at byte KG_STEP_AT of the workspace (below). */
   KG_STEP_BLOCKS = 4,
   KG_STEP_LANES = 8,
   KG_STEPS = 1,
-  KG_STEP_AT = 256,
 };
+/* After all M rows' prepared blocks: int64_t, as it grows with M x K past an enum constant's int on long prompts. */
+#define KG_STEP_AT ((int64_t)256)
 
 static inline float kg_f16_to_f32(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
