@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { PlanOf } from '../src/plan/types.js';
 import { emit, outputFiles } from '../src/api/emit.js';
 import { withDataFiles } from '../src/api/kit.js';
@@ -132,6 +132,31 @@ describe.skipIf(noGpp !== undefined)('the shim catches broken kernels as statuse
   it('a cp.async from outside every device allocation is a crash naming it', async () => {
     const r = await runBroken((s) => s.replace(FIRST, '$1\n  if (threadIdx.x == 0 && blockIdx.x == 0) kg_cp_async<16>(kg_smem, w + (1 << 30), 16);'));
     expect(r).toMatchObject({ status: 'crash', detail: expect.stringMatching(/cp\.async reads outside every cudaMalloc allocation/) });
+  });
+
+  it('a g++ that cannot build the shim itself is a usage error naming the compiler, not a kgen bug', async () => {
+    // A g++ that answers `command -v` but compiles nothing, and a fresh cache and module state, so the shim is built (and fails) here.
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-broken-gpp-'));
+    mkdirSync(join(dir, 'bin'));
+    writeFileSync(join(dir, 'bin', 'g++'), '#!/bin/sh\necho "cc1plus: error: unrecognized command-line option" >&2\nexit 1\n');
+    chmodSync(join(dir, 'bin', 'g++'), 0o755);
+    const saved = { PATH: process.env.PATH, TMPDIR: process.env.TMPDIR };
+    process.env.PATH = `${join(dir, 'bin')}:${saved.PATH ?? ''}`;
+    process.env.TMPDIR = dir;
+    try {
+      vi.resetModules();
+      const fresh = await import('../src/backends/cuda/runner.js');
+      const { KgenError: FreshKgenError } = await import('../src/errors.js');
+      const e = emit({ target: 'cuda', op: 'matmul_q4', shape, device: 'rtx4090', config: { kernel: 'gemv' } });
+      const thrown = await fresh.cudaShimRunner().build(e.plan, e.rendered, {}).then(() => undefined, (err: unknown) => err);
+      expect(thrown).toBeInstanceOf(FreshKgenError);
+      expect((thrown as Error).message).toMatch(/^g\+\+: does not compile kgen's CUDA CPU shim \(-std=c\+\+17 .*\): cc1plus: error: unrecognized command-line option; expected a C\+\+17 compiler/);
+    } finally {
+      process.env.PATH = saved.PATH;
+      if (saved.TMPDIR === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved.TMPDIR;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

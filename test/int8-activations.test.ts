@@ -6,12 +6,13 @@ import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { wgslRunnerFor } from '../src/backends/wgsl/runner.js';
 import type { KernelRunner } from '../src/backends/types.js';
 import { getDevice } from '../src/device/index.js';
+import { InternalError, KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { parseShape } from '../src/ir/validate.js';
 import { matmulTestData, type MatmulOutliers } from '../src/ops/matmul.js';
 import { makePlan } from '../src/plan/index.js';
-import { compareOutputs } from '../src/reference/compare.js';
+import { compareOutputs, roundingJudge } from '../src/reference/compare.js';
 import { cToolsSkipReason, dawnSkipReason } from './helpers.js';
 
 /**
@@ -70,6 +71,14 @@ describe('the judge of int8 activations', () => {
       }
       expect(data.check(asOutput(data.roundedReference!(rounding)), { nmse: tolerance.nmse, maxRelToPeak: tolerance.maxRelToPeak }).ok).toBe(false);
     }
+  });
+
+  it('a judge asked for another input\'s rounding is a kgen bug (InternalError, exit 70), not a usage error', () => {
+    const judge = roundingJudge('x', new Float64Array(4), () => new Float64Array(4));
+    const thrown = (() => { try { judge.rounded({ ...rounding, input: 'q' }); } catch (e) { return e; } })();
+    expect(thrown).toBeInstanceOf(InternalError);
+    expect(thrown).not.toBeInstanceOf(KgenError);
+    expect((thrown as Error).message).toBe('kgen: internal: roundingJudge of x: asked for a rounding of q, which these kernels never round');
   });
 });
 

@@ -62,6 +62,17 @@ describe('targets and ops are data', () => {
   });
 });
 
+describe('errors are typed', () => {
+  it('src throws no plain Error: a broken invariant is an InternalError (exit 70), what a user can cause a KgenError', () => {
+    // A plain Error would leave the CLI with a stack and exit 70 without saying which of the two it is.
+    const offenders = tsFiles(SRC)
+      .flatMap((f) => readFileSync(f, 'utf8').split('\n').map((line, i, lines) => ({ f: relative(SRC, f), i, line, above: lines[i - 1] ?? '' })))
+      .filter(({ line, above }) => /\bnew Error\(/.test(line) && !/plain Error:/.test(above))
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
+    expect(offenders).toEqual([]);
+  });
+});
+
 describe('capabilities as data, checked in one place', () => {
   it('a profile says how its device is found here (match.probe), checked where profiles load', () => {
     for (const p of loadProfiles()) expect(Object.keys(PRESENCE_PROBES), p.name).toContain(p.match?.probe);

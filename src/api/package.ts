@@ -1,7 +1,7 @@
 import { targetFor } from '../backends/registry.js';
 import type { PackagedKernel } from '../backends/types.js';
 import type { TuningDb } from '../db/types.js';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import { formatShape } from '../ir/validate.js';
 import { quoted, valueText } from '../io/message-text.js';
 import { configInUse } from '../plan/index.js';
@@ -124,7 +124,7 @@ export async function buildPackage(opts: PackageOptions): Promise<PackageResult>
   for (const k of packaged) {
     const built = k.rendered.binaries ? await k.rendered.binaries() : { files: {} };
     // A rendered module that does not assemble is kgen's bug, not the user's.
-    if ('error' in built) throw new Error(`kgen: ${k.name} does not build: ${built.error}`);
+    if ('error' in built) throw new InternalError(`${k.name} does not build: ${built.error}`);
     for (const [file, content] of Object.entries(outputFiles(k.result, built.files).files)) files[`${k.dir}/${file}`] = content;
   }
   const createdAt = (opts.now ?? new Date()).toISOString();

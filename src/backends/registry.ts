@@ -1,6 +1,6 @@
 import type { DeviceProfile } from '../device/profile.js';
 import type { DeviceOptions } from '../device/index.js';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import type { Op, OpKind, Shape } from '../ir/types.js';
 import { quoted } from '../io/message-text.js';
 import { opKit } from '../ops/index.js';
@@ -121,7 +121,7 @@ export function checkSupport(req: PlanRequest): Backend {
  */
 export function renderPlan(plan: Plan, ctx: RenderContext): RenderedKernel {
   const render = targetFor(plan.target).backend?.renderers[plan.family] as ((p: Plan, c: RenderContext) => RenderedKernel) | undefined;
-  if (!render) throw new Error(`kgen: no renderer for ${plan.family} plans on ${plan.target} (checkSupport lets no such request through)`);
+  if (!render) throw new InternalError(`no renderer for ${plan.family} plans on ${plan.target} (checkSupport lets no such request through)`);
   return render(plan, ctx);
 }
 

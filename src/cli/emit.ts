@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { earlierOutputFiles, emit, outputFiles } from '../api/emit.js';
 import { withDataFiles } from '../api/kit.js';
 import { withResources } from '../api/resources.js';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import { configInUse } from '../plan/index.js';
 import type { KernelFlags } from './common.js';
 import { pathText, quoted, valueText } from '../io/message-text.js';
@@ -76,7 +76,7 @@ fastest record of that ISA, else its default. The manifest's configSource and re
     if (out !== undefined) {
       const built = result.rendered.binaries ? await result.rendered.binaries() : { files: {} };
       // A rendered module that does not assemble is kgen's bug, not the user's.
-      if ('error' in built) throw new Error(`kgen: the rendered kernel does not build: ${built.error}`);
+      if ('error' in built) throw new InternalError(`the rendered kernel does not build: ${built.error}`);
       const output = outputFiles(result, built.files);
       result = output.result;
       const files = output.files;

@@ -2,7 +2,7 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync }
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { TrialStatus } from '../backends/types.js';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import { canonicalHash, canonicalJson } from '../hash.js';
 import { checkPathText, ensureDirectory, fsError } from '../io/output.js';
 import { oneLine, pathText } from '../io/message-text.js';
@@ -406,7 +406,7 @@ class SqliteTuningDb implements TuningDb {
 
   addTrial(workloadId: number, t: Trial): TrialRow {
     if ((t.status === 'ok') !== (t.timing !== undefined)) {
-      throw new Error(`trial ${t.uid}: a timing is recorded exactly for ok trials (status ${t.status})`);
+      throw new InternalError(`trial ${t.uid}: a timing is recorded exactly for ok trials (status ${t.status})`);
     }
     this.stmts.insertTrial.run({
       uid: t.uid,

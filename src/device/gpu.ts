@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { KgenError } from '../errors.js';
 import type { DeviceProfile } from './profile.js';
 
 /** One NVIDIA GPU as nvidia-smi reports it. */
@@ -143,7 +144,7 @@ export function gpuForProfile(profile: DeviceProfile, detection: GpuDetection = 
 /**
  * The NVIDIA profile to plan for on this GPU: its own when one matches (`exact`: times are that
  * profile's and `kgen tune` may record them), else the newest profile whose arch the GPU runs
- * through the PTX a build embeds. Throws when no profile's arch runs on it.
+ * through the PTX a build embeds. Throws KgenError (the machine's GPU is at fault) when no profile's arch runs on it.
  */
 export function nvidiaProfileForGpu(profiles: readonly DeviceProfile[], gpu: GpuInfo): { device: DeviceProfile; exact: boolean } {
   const nvidia = profiles.filter((d) => d.kind === 'gpu' && d.gpu?.vendor === 'nvidia');
@@ -151,7 +152,14 @@ export function nvidiaProfileForGpu(profiles: readonly DeviceProfile[], gpu: Gpu
   if (exact) return { device: exact, exact: true };
   const have = archNumber(gpu.arch ?? '') ?? 0;
   const runnable = nvidia.filter((d) => (archNumber(d.gpu!.arch) ?? Infinity) <= have).sort((a, b) => archNumber(b.gpu!.arch)! - archNumber(a.gpu!.arch)!);
-  if (!runnable.length) throw new Error(`no kgen profile's arch runs on ${describeGpu(gpu)}`);
+  if (!runnable.length) {
+    // The machine's GPU, not a kgen bug: too old for every profile kgen ships.
+    const oldest = nvidia.map((d) => d.gpu!.arch).sort((a, b) => (archNumber(a) ?? 0) - (archNumber(b) ?? 0))[0] ?? 'none';
+    throw new KgenError({
+      field: 'GPU', problem: `no kgen profile's arch runs on ${describeGpu(gpu)}`, expected: `a GPU of ${oldest} or later (the oldest NVIDIA profile's arch)`,
+      hint: 'run on a newer GPU, or add a device profile for this one (docs/ARCHITECTURE.md, "Device profiles")',
+    });
+  }
   return { device: runnable[0]!, exact: false };
 }
 

@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { gguf, GGMLQuantizationType } from '@huggingface/gguf';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import { oneLine, pathText, quoted } from './message-text.js';
 import { statRegularFile } from './input-file.js';
 import { fsError } from './output.js';
@@ -87,7 +87,7 @@ export async function readGgufIndex(path: string, field: string): Promise<GgufIn
 
 /** The bytes of `tensor` (a sized type: see `GgufTensor.byteLength`), read from the file. */
 export function readGgufTensor(path: string, tensor: GgufTensor, field: string): Uint8Array {
-  if (tensor.byteLength === undefined) throw new Error(`kgen: GGUF tensor ${tensor.name} of type ${tensor.type} has no known size`);
+  if (tensor.byteLength === undefined) throw new InternalError(`GGUF tensor ${tensor.name} of type ${tensor.type} has no known size`);
   const out = new Uint8Array(tensor.byteLength);
   const read = readAt(path, tensor.fileOffset, out, field);
   if (read < out.length) throw new KgenError({ field, problem: `${pathText(path)} ended inside tensor ${quoted(tensor.name)}`, hint: 'the file changed while kgen read it' });

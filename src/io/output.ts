@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { KgenError } from '../errors.js';
+import { InternalError, KgenError } from '../errors.js';
 import { fileHash } from '../hash.js';
 import { pathText } from './message-text.js';
 
@@ -255,7 +255,7 @@ export interface DirectoryOutputOptions extends OutputOptions {
 export function writeOutputDirectory(dir: string, files: Record<string, string | Uint8Array>, opts: DirectoryOutputOptions): DirectoryWrite {
   checkPathText(dir, opts.field, 'a directory path');
   for (const name of Object.keys(files)) {
-    if (!name || name !== basename(name) || name === '.' || name === '..') throw new Error(`kgen: output file name ${JSON.stringify(name)} is not a plain name`);
+    if (!name || name !== basename(name) || name === '.' || name === '..') throw new InternalError(`output file name ${JSON.stringify(name)} is not a plain name`);
   }
   const target = resolve(dir);
   const st = statOrNone(target, opts.field, true);
@@ -275,7 +275,7 @@ export function writeOutputTree(dir: string, files: Record<string, string | Uint
   checkPathText(dir, opts.field, 'a directory path');
   for (const name of Object.keys(files)) {
     const parts = name.split('/');
-    if (parts.some((c) => !c || c !== basename(c) || c === '.' || c === '..')) throw new Error(`kgen: output path ${JSON.stringify(name)} is not a relative path of plain names`);
+    if (parts.some((c) => !c || c !== basename(c) || c === '.' || c === '..')) throw new InternalError(`output path ${JSON.stringify(name)} is not a relative path of plain names`);
   }
   const target = resolve(dir);
   const st = statOrNone(target, opts.field, false);
@@ -379,7 +379,7 @@ function earlierFilesToRemove(target: string, shown: string, files: Record<strin
   const stale: { name: string; digest: string }[] = [];
   const changed: string[] = [];
   for (const [name, digest] of Object.entries(opts.earlier ?? {})) {
-    if (!name || name !== basename(name) || name === '.' || name === '..') throw new Error(`kgen: earlier output file name ${JSON.stringify(name)} is not a plain name`);
+    if (!name || name !== basename(name) || name === '.' || name === '..') throw new InternalError(`earlier output file name ${JSON.stringify(name)} is not a plain name`);
     if (name in files) continue;
     const path = join(target, name);
     if (!statOrNone(path, opts.field, false)) continue;

@@ -3,6 +3,7 @@ import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, readConfig, toleranceFor, typedSpace, variantRegisters, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
+import { InternalError } from '../errors.js';
 
 /**
  * CPU matmul plans (the C target, and the WebAssembly target until it has its own): weight tiles
@@ -389,7 +390,7 @@ export const ACT_BLOCK_TAIL = 32;
 /** The tail of a prepared activation block for weights of `format` (CpuVariants.actTailBytes). */
 function actTailOf(variants: CpuVariants, format: WeightFormatName): number {
   const tail = variants.actTailBytes?.[format] ?? ACT_BLOCK_TAIL;
-  if (tail < ACT_BLOCK_TAIL) throw new Error(`kgen: a prepared activation block's tail holds at least ${ACT_BLOCK_TAIL} bytes, not ${tail}`);
+  if (tail < ACT_BLOCK_TAIL) throw new InternalError(`a prepared activation block's tail holds at least ${ACT_BLOCK_TAIL} bytes, not ${tail}`);
   return tail;
 }
 

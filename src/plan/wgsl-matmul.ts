@@ -3,6 +3,7 @@ import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace, type EarlierOf } from './common.js';
 import { maxStorageBindingBytes, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
+import { InternalError } from '../errors.js';
 
 /**
  * WGSL matmul plans, in WebGPU's vocabulary (workgroups, invocations, workgroup storage; no warps,
@@ -151,7 +152,7 @@ function nibblePairsFor(format: string, K: number, weightsPerBlock: number, byte
   const G = weightsPerBlock;
   const blocks = K / G;
   if ((format !== 'q4' && format !== 'q4_0') || f16Math || blocks % 2 !== 0 || G > WGSL_PAIRS_MAX_GROUP) return null;
-  if (bytesPerBlock !== 2 + G / 2 || G % 32 !== 0) throw new Error(`internal: a ${format} block of ${G} weights is not an f16 scale and ${G / 2} bytes`);
+  if (bytesPerBlock !== 2 + G / 2 || G % 32 !== 0) throw new InternalError(`a ${format} block of ${G} weights is not an f16 scale and ${G / 2} bytes`);
   return { pairs: blocks / 2, pairWords: (2 * bytesPerBlock) / 4, pairWeights: 2 * G, rowWords: (blocks * bytesPerBlock) / 4, pairSteps: G / 8 };
 }
 
@@ -325,7 +326,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
     const scaleRun = unscaled ? F16_RUN : codec.weightsPerBlock;
     const pairGap = rowsPairGap(op.weight.format);
     // Every block is a whole number of 32-weight runs (q3.5: 96 or more), so a run is whole steps.
-    if (scaleRun % (2 * pairGap) !== 0) throw new Error(`internal: a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
+    if (scaleRun % (2 * pairGap) !== 0) throw new InternalError(`a run of ${scaleRun} weights is not whole steps of ${2 * pairGap}`);
     const f16Math = knobs.f16Math === 1;
     const nibblePairs = nibblePairsFor(op.weight.format, K, codec.weightsPerBlock, codec.bytesPerBlock, f16Math);
     common = {

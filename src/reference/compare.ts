@@ -1,3 +1,5 @@
+import { InternalError } from '../errors.js';
+
 /** How far a kernel's output is from the reference. */
 export interface Comparison {
   maxAbsError: number;
@@ -85,7 +87,7 @@ export interface RoundingJudge {
 export function roundingJudge(input: string, reference: Float64Array, referenceFrom: (rounding: InputRounding) => Float64Array, options: CompareOptions = {}): RoundingJudge {
   const cache = new Map<string, { reference: Float64Array; comparison: Comparison }>();
   const rounded = (rounding: InputRounding) => {
-    if (rounding.input !== input) throw new Error(`these kernels round only ${input}, not ${rounding.input}`);
+    if (rounding.input !== input) throw new InternalError(`roundingJudge of ${input}: asked for a rounding of ${rounding.input}, which these kernels never round`);
     const key = `${rounding.bits}/${rounding.group}`;
     let entry = cache.get(key);
     if (!entry) {

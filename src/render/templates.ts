@@ -3,6 +3,7 @@ import { join, relative } from 'node:path';
 import Handlebars from 'handlebars';
 import { textHash } from '../hash.js';
 import { packagePath } from '../package-files.js';
+import { InternalError } from '../errors.js';
 
 /** `templates/` at the package root. */
 export function templatesDir(): string {
@@ -48,7 +49,7 @@ export class TemplateSet {
     let t = this.compiled.get(name);
     if (!t) {
       const src = this.sources.get(name);
-      if (src === undefined) throw new Error(`kgen: no template ${name}`);
+      if (src === undefined) throw new InternalError(`no template ${name}`);
       t = this.hb.compile(src, { noEscape: true, strict: true });
       this.compiled.set(name, t);
     }

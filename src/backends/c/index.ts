@@ -9,6 +9,7 @@ import { cPackageFiles } from './package.js';
 import { cRunner, emulated } from './runner.js';
 import { C_TOOLCHAINS, C_VARIANTS } from './toolchain.js';
 import { CPU_LIMITS } from '../device-kind.js';
+import { InternalError } from '../../errors.js';
 
 /**
  * The C target: C with intrinsics for one ISA per variant (AVX-512, AVX2, NEON, scalar), compiled
@@ -36,7 +37,7 @@ export const cTarget: Target = {
     renderers: { 'cpu-matmul': renderCMatmul, 'cpu-attention': renderCAttention },
     runnerFor(plan) {
       // Every C plan names its ISA variant; the runner builds and runs with that variant's toolchain.
-      if (!('isa' in plan.params) || typeof plan.params.isa !== 'string') throw new Error(`kgen: a ${plan.family} plan reached the C runner`);
+      if (!('isa' in plan.params) || typeof plan.params.isa !== 'string') throw new InternalError(`a ${plan.family} plan reached the C runner`);
       return cRunner(plan.params.isa);
     },
     packageFiles: cPackageFiles,

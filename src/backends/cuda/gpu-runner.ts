@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { GpuDetection, GpuInfo } from '../../device/gpu.js';
 import { archNumber, canRunArch, describeGpu, detectGpus, gpuForProfile } from '../../device/gpu.js';
-import { KgenError, ToolMissingError } from '../../errors.js';
+import { InternalError, KgenError, ToolMissingError } from '../../errors.js';
 import { textHash } from '../../hash.js';
 import { opKit } from '../../ops/index.js';
 import { packagePath } from '../../package-files.js';
@@ -129,7 +129,7 @@ export function moduleFlags(arch: string, gpu: GpuInfo): { file: string; flags: 
 /** The architecture a CUDA plan's code is compiled for: its device profile's. */
 function archOf(plan: Plan): string {
   const arch = plan.profile.gpu?.arch;
-  if (!arch) throw new Error(`kgen: ${plan.device} is not a GPU profile, yet a CUDA plan names it`);
+  if (!arch) throw new InternalError(`${plan.device} is not a GPU profile, yet a CUDA plan names it`);
   return arch;
 }
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Plan } from '../../plan/types.js';
+import { KgenError } from '../../errors.js';
 import { packagePath } from '../../package-files.js';
 import { sourceKey } from '../harness.js';
 import { cachedBuild, runHarness, SANITIZER_ENV } from '../runner-core.js';
@@ -43,7 +44,14 @@ function shimObject(flags: string[]): Promise<string> {
           return cc.exitCode === 0 ? {} : { error: cc.all ?? '' };
         },
       });
-      if (build.status !== 'ok') throw new Error(`kgen: the CUDA shim does not compile here: ${build.detail}`);
+      // This machine's compiler, not the kernel: one that cannot build the shim builds no CUDA kernel here.
+      if (build.status !== 'ok') {
+        throw new KgenError({
+          field: SHIM_COMPILER, problem: `does not compile kgen's CUDA CPU shim (${flags.join(' ')}): ${build.detail}`,
+          expected: 'a C++17 compiler (with the address and undefined-behaviour sanitizer runtimes for --sanitize)',
+          hint: 'install or update g++ (Debian: apt-get install g++), or run on a machine with an NVIDIA GPU and nvcc',
+        });
+      }
       return join(build.dir, 'kgen_cuda_shim.o');
     })();
     shimObjects.set(key, found);

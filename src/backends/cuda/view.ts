@@ -1,4 +1,4 @@
-import { KgenError } from '../../errors.js';
+import { InternalError, KgenError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
 import type { TemplateSet } from '../../render/templates.js';
 import { HARNESS_EXIT } from '../harness.js';
@@ -28,7 +28,7 @@ export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: st
     kgen: ctx.version, op: plan.op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: plan.params.arch, shape: plan.shape,
     variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
   });
-  if (/'/.test(kernelInfo)) throw new Error('kgen: kernel info must not contain a single quote (it is quoted for run.sh)');
+  if (/'/.test(kernelInfo)) throw new InternalError('kernel info must not contain a single quote (it is quoted for run.sh)');
   return {
     fn,
     FN: fn.toUpperCase(),

@@ -1,5 +1,6 @@
 import type { WeightFormatName } from '../../ir/types.js';
 import { q35Units, slicedAt } from '../../quant/q35.js';
+import { InternalError } from '../../errors.js';
 
 /**
  * How the WebAssembly kernels decode one 32-weight chunk of a weight block into two vectors
@@ -28,7 +29,7 @@ const LOAD_OF_WIDTH: Record<number, string> = { 16: 'v128.load', 8: 'v128.load64
 
 /** Lane values of an i8x16 constant, as `v128.const i8x16` prints them. */
 export function lanes(values: readonly number[]): string {
-  if (values.length !== 16) throw new Error(`kgen: an i8x16 constant needs 16 lanes, got ${values.length}`);
+  if (values.length !== 16) throw new InternalError(`an i8x16 constant needs 16 lanes, got ${values.length}`);
   return values.join(' ');
 }
 

@@ -1,3 +1,5 @@
+import { InternalError } from '../../errors.js';
+
 /**
  * How a threaded WebAssembly loader (kernel.mjs's loadThreaded) hands its workers their shares.
  *
@@ -45,7 +47,7 @@ export interface WorkerCall {
  */
 export function dispatchView(calls: readonly WorkerCall[], threads: { maxThreads: number; maxThreadsWhy: string }) {
   const argsMax = Math.max(...calls.map((c) => c.args));
-  if (!Number.isInteger(threads.maxThreads) || threads.maxThreads < 1 || threads.maxThreads > LOADER_MAX_THREADS) throw new Error(`kgen: a loader's maxThreads must be in [1, ${LOADER_MAX_THREADS}], not ${threads.maxThreads}`);
+  if (!Number.isInteger(threads.maxThreads) || threads.maxThreads < 1 || threads.maxThreads > LOADER_MAX_THREADS) throw new InternalError(`a loader's maxThreads must be in [1, ${LOADER_MAX_THREADS}], not ${threads.maxThreads}`);
   return {
     ...threads,
     workerCallsJson: JSON.stringify(calls),

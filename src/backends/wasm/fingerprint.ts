@@ -6,6 +6,7 @@ import type { Fingerprint } from '../types.js';
 import { assembleWat } from './assemble.js';
 import { RELAXED_DOT } from './probe.js';
 import { HARNESS_NODE_FLAGS } from './runner.js';
+import { InternalError } from '../../errors.js';
 
 /** Prints 1 or 0: the probe's verdict in the Node the harness runs in (argv[1]: the probe module, base64). */
 const VERDICT_SCRIPT = `let ok = false;
@@ -21,7 +22,7 @@ let level: Promise<string> | undefined;
 export function harnessLevel(): Promise<string> {
   level ??= (async () => {
     const probe = await assembleWat('probe.wat', templateSet('wasm').render('probe.wat', RELAXED_DOT));
-    if ('error' in probe) throw new Error(`kgen: the relaxed-SIMD probe does not assemble: ${probe.error}`);
+    if ('error' in probe) throw new InternalError(`the relaxed-SIMD probe does not assemble: ${probe.error}`);
     const r = await execa(process.execPath, [...HARNESS_NODE_FLAGS, '-e', VERDICT_SCRIPT, Buffer.from(probe.bytes).toString('base64')], { reject: false });
     return r.stdout.trim() === '1' ? 'relaxed' : 'simd128';
   })();

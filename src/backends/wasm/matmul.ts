@@ -16,6 +16,7 @@ import { chunkDecode, i32Lanes, lanes, q35AllFast, Q35_DECODE_CONSTANTS, WASM_SC
 import { F16_STEP, F16_STEP_VALUES, HALF_VIEW } from './half.js';
 import { MEMORY_MAX_PAGES, memoryBudget, memoryView, PAGE_BYTES, placeBuffers } from './memory.js';
 import { RELAXED_DOT } from './probe.js';
+import { InternalError } from '../../errors.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
 
@@ -58,7 +59,7 @@ export function levelPreference(format: WeightFormatName | undefined): WasmLevel
 /** The level a plan's output prefers (its `isa` knob). */
 export function preferredLevel(plan: CpuMatmulPlan): WasmLevel {
   const isa = plan.params.isa;
-  if (!(WASM_LEVELS as readonly string[]).includes(isa)) throw new Error(`kgen: a WebAssembly plan's isa is a level (${WASM_LEVELS.join(', ')}), not ${isa}`);
+  if (!(WASM_LEVELS as readonly string[]).includes(isa)) throw new InternalError(`a WebAssembly plan's isa is a level (${WASM_LEVELS.join(', ')}), not ${isa}`);
   return isa as WasmLevel;
 }
 
@@ -121,7 +122,7 @@ const I16_LANE_MASK = 0xffff;
  */
 function nibbleI16Bound(actChunks: number): number {
   const bound = nibbleLaneProducts(actChunks) * ACT_QMAX * NIBBLE_MAX;
-  if (bound > I16_MAX) throw new Error(`kgen: ${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
+  if (bound > I16_MAX) throw new InternalError(`${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
   return bound;
 }
 
@@ -299,7 +300,7 @@ function preparedChunks(plan: CpuMatmulPlan) {
 /** The sign record's flip vectors, for a path that reads them: the plan must have sized the tail for it. */
 function signChunks(plan: CpuMatmulPlan) {
   const chunks = preparedChunks(plan);
-  if (chunks.some((c) => c.sx === undefined)) throw new Error(`kgen: the prepared activation blocks of ${plan.op.weight.format} weights have no room for the sign record (CpuVariants.actTailBytes)`);
+  if (chunks.some((c) => c.sx === undefined)) throw new InternalError(`the prepared activation blocks of ${plan.op.weight.format} weights have no room for the sign record (CpuVariants.actTailBytes)`);
   return chunks;
 }
 
@@ -307,7 +308,7 @@ function signChunks(plan: CpuMatmulPlan) {
 function actCorrOffset(plan: CpuMatmulPlan): number {
   const p = plan.params;
   const at = p.actBlock + 16;
-  if (at + 16 > p.actBlock + 8 + p.actPad) throw new Error('kgen: the prepared activation block has no room for its correction vector');
+  if (at + 16 > p.actBlock + 8 + p.actPad) throw new InternalError('the prepared activation block has no room for its correction vector');
   return at;
 }
 
@@ -448,7 +449,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
  * multiple of 32 for f16 weights.
  */
 function f16WeightsView(K: number) {
-  if (K % F16_STEP_VALUES !== 0) throw new Error(`kgen: f16 weights need K in whole steps of ${F16_STEP_VALUES}, got K=${K}`);
+  if (K % F16_STEP_VALUES !== 0) throw new InternalError(`f16 weights need K in whole steps of ${F16_STEP_VALUES}, got K=${K}`);
   return {
     kVecStep: F16_STEP_VALUES,
     kVec: K,
