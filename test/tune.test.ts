@@ -355,6 +355,26 @@ describe('kgen tune and kgen db on the command line', () => {
     expect(head.stderr).toBe('');
   });
 
+  it('--dry-run --json streams one JSON array, a workload per line, with what pruneSpace finds; a bad pin prints nothing', async () => {
+    const shape = { M: 1, N: 256, K: 256 };
+    const r = await run(['tune', '--device', 'rtx4090', '--dry-run', '--json', '--op', 'matmul_q4', '--shape', 'M=1,N=256,K=256']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect([lines[0], lines[2], lines.length]).toEqual(['[', ']', 3]);
+    const rtx = getDevice('rtx4090');
+    const s = pruneSpace(planRequest({ op: q4, shape, device: rtx, target: 'cuda' }));
+    const [w] = JSON.parse(r.stdout) as { op: string; shape: object; total: number; legal: { config: Config; footprint: { bytes: number; registers: number }; rooflineMs: number }[]; pruned: Record<string, number> }[];
+    expect({ op: w!.op, shape: w!.shape, total: w!.total, pruned: w!.pruned }).toEqual({ op: 'matmul_q4', shape, total: s.total, pruned: Object.fromEntries(s.pruned) });
+    expect(w!.legal.map((c) => c.config)).toEqual(s.legal.map((c) => c.config));
+    expect(w!.legal.every((c) => c.footprint.bytes >= 0 && c.footprint.registers > 0 && c.rooflineMs > 0)).toBe(true);
+    // Every workload's pins are checked before the first is printed: the standard workload's first
+    // shape stages 16384 activations per pass, a later one (smaller K) cannot.
+    const bad = await run(['tune', '--device', 'rtx4090', '--dry-run', '--json', '--config', '{"xChunk":16384}']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/^kgen: config\.xChunk: got 16384; expected one of 512, /);
+  });
+
   it('bad flags are one-line usage errors', async () => {
     for (const [args, message] of [
       [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--remeasure', '11'], /--remeasure: got 11; expected an integer from 0 to 10/],

@@ -15,7 +15,7 @@ import { sumBytes } from '../plan/common.js';
 import { configInUse, configShown, spaceFor } from '../plan/index.js';
 import type { Config } from '../plan/types.js';
 import { rooflineMs } from '../plan/roofline.js';
-import { pruneSpace, type PrunedSpace } from '../tune/space.js';
+import { checkPins, pruneSpace, type PrunedSpace } from '../tune/space.js';
 import { resolveStrategy, STRATEGIES } from '../tune/strategies/index.js';
 import { DEFAULT_TIMING_POLICY } from '../tune/interference.js';
 import { RETIME_STRATEGY, timingRunner, tune, type FinalRetiming, type TuneEvent, type TuneSummary, type WorkloadSpec } from '../tune/tuner.js';
@@ -27,7 +27,7 @@ import { quoted } from '../io/message-text.js';
 import { ensureDirectory, removeCreated } from '../io/output.js';
 import { sweepOrphanTempDirs } from '../io/temp-dirs.js';
 import { MAX_TIMED_THREADS } from '../backends/harness.js';
-import { addDbFlag, cliHost, fmtMs, missingShapeError, targetChoices, openDbForWriting, preflightDbForWriting, printJson, readIr, table } from './common.js';
+import { addDbFlag, cliHost, fmtMs, missingShapeError, targetChoices, openDbForWriting, preflightDbForWriting, readIr, table } from './common.js';
 import { optionalCount, optionalPath, parseDuration, parseSeed } from './flags.js';
 
 interface TuneFlags {
@@ -124,7 +124,7 @@ export function registerTune(program: Command): void {
     .option('--cache-dir <dir>', 'where compiled candidates are cached by source hash (default: $XDG_CACHE_HOME/kgen/builds, else ~/.cache/kgen/builds)')
     .option('--remeasure <n>', `time a trial up to n more times when its timing shows interference, keeping an undisturbed one, else the fastest (default ${DEFAULT_TIMING_POLICY.remeasure}; 0: never)`)
     .option('--retime <n>', `at the end of each workload, re-time the best n configs back to back and take the winner from those re-timings (default ${DEFAULT_TIMING_POLICY.finalists}; below 2: off)`)
-    .option('--json', 'machine-readable output (JSON lines of progress events on stdout, then the summary)');
+    .option('--json', 'machine-readable output (JSON lines of progress events on stdout, then the summary; with --dry-run one JSON array, a workload\'s space per line)');
   addDbFlag(cmd);
   cmd.addHelpText(
     'after',
@@ -474,24 +474,26 @@ function legalSpaces(workloads: WorkloadSpec[], device: DeviceProfile, target: T
   });
 }
 
+/**
+ * The search spaces, one workload at a time: each is enumerated, printed and dropped before the
+ * next (every legal config of ~90 workloads at once took over a gigabyte). `--json` prints one JSON
+ * array, a workload's object per line. Every request and pin is checked first, so a refusal prints
+ * nothing on stdout.
+ */
 function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSpec[], fixed: Record<string, unknown>, json: boolean): void {
-  const spaces = workloads.map((w) => ({ w, s: pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed) }));
-  if (json) {
-    printJson(
-      spaces.map(({ w, s }) => ({
-        op: w.op.name,
-        shape: w.shape,
-        total: s.total,
-        legal: s.legal.map((c) => ({ config: c.config, footprint: footprint(c.plan.buffers), rooflineMs: rooflineMs(device, c.plan.traffic) })),
-        pruned: Object.fromEntries(s.pruned),
-      })),
-    );
-    return;
-  }
-  for (const { w, s } of spaces) {
+  const requests = workloads.map((w) => planRequest({ op: w.op, shape: w.shape, device, target }));
+  for (const req of requests) checkPins(req, fixed);
+  if (json) process.stdout.write('[');
+  workloads.forEach((w, at) => {
+    const s = pruneSpace(requests[at]!, fixed);
+    if (json) {
+      const legal = s.legal.map((c) => ({ config: c.config, footprint: footprint(c.plan.buffers), rooflineMs: rooflineMs(device, c.plan.traffic) }));
+      process.stdout.write(`${at ? ',' : ''}\n${JSON.stringify({ op: w.op.name, shape: w.shape, total: s.total, legal, pruned: Object.fromEntries(s.pruned) })}`);
+      return;
+    }
     process.stdout.write(`${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}): ${s.legal.length} legal of ${s.total} configs\n`);
     for (const [reason, n] of [...s.pruned].sort((a, b) => b[1] - a[1])) process.stdout.write(`  pruned ${n}: ${reason}\n`);
-    if (spaces.length === 1) {
+    if (workloads.length === 1) {
       const rows = [['#', 'config', 'on-chip bytes', 'registers', 'roofline ms']];
       s.legal.forEach((c, i) => {
         const f = footprint(c.plan.buffers);
@@ -500,8 +502,9 @@ function dryRun(device: DeviceProfile, target: TargetName, workloads: WorkloadSp
       });
       process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
     }
-  }
-  if (spaces.length > 1) process.stdout.write(`(${spaces.length} workloads; give --op and --shape to list one workload's configs)\n`);
+  });
+  if (json) process.stdout.write('\n]\n');
+  else if (workloads.length > 1) process.stdout.write(`(${workloads.length} workloads; give --op and --shape to list one workload's configs)\n`);
 }
 
 function footprint(buffers: Parameters<typeof sumBytes>[0]): { bytes: number; registers: number } {

@@ -28,6 +28,14 @@ export function configHash(config: Config): string {
 }
 
 /**
+ * Refuses `fixed` where pruneSpace would (an unknown knob, a value outside the space), without
+ * enumerating or planning a config: for a caller that must refuse before it prints anything.
+ */
+export function checkPins(req: PlanRequest, fixed: Record<string, unknown>): void {
+  pinKnobs(spaceFor(req), fixed);
+}
+
+/**
  * Enumerates the space of a request and splits it into legal candidates and pruned counts. `fixed`
  * pins knobs to one value each (e.g. `{isa: 'avx2'}` tunes only the AVX2 variant); an unknown knob
  * or a value outside the space is refused naming it.
