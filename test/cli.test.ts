@@ -335,4 +335,10 @@ describe.concurrent('kgen CLI', () => {
     expect(devices.find((d: { name: string }) => d.name === 'host').present).toBe(true);
     expect((await run(['devices'])).stdout).toMatch(/^\*\s+host/m);
   });
+
+  it('devices says, in its table and its --help, that --device also takes a profile file', async () => {
+    const line = /^Another device: write its profile \(like targets\/webgpu\.json\) and pass --device FILE\.json to emit, verify, plan or tune/m;
+    expect((await run(['devices'])).stdout).toMatch(line);
+    expect((await run(['devices', '--help'])).stdout).toMatch(line);
+  });
 });

@@ -5,6 +5,9 @@ import { CATALOG, CATALOG_DESCRIPTIONS } from '../ir/catalog.js';
 import { opHash } from '../ir/validate.js';
 import { cliHost, printJson, table } from './common.js';
 
+/** The other way to name a device, said where the profiles are listed (validateProfile checks the file). */
+const OWN_PROFILE = 'Another device: write its profile (like targets/webgpu.json) and pass --device FILE.json to emit, verify, plan or tune (docs/ARCHITECTURE.md, "Device profiles").';
+
 export function registerLists(program: Command): void {
   program
     .command('ops')
@@ -27,7 +30,7 @@ export function registerLists(program: Command): void {
     .command('devices')
     .description('list device profiles and mark those present on this machine')
     .option('--json', 'machine-readable output')
-    .addHelpText('after', '\nExamples:\n  kgen devices\n  kgen devices --json')
+    .addHelpText('after', `\n${OWN_PROFILE}\n\nExamples:\n  kgen devices\n  kgen devices --json`)
     .action((flags: { json?: boolean }) => {
       const gpus = detectGpus();
       const devices = allDevices(cliHost());
@@ -44,7 +47,7 @@ export function registerLists(program: Command): void {
         d.gpu ? `${d.gpu.sharedPerBlockOptinBytes / 1024} KiB shared/block` : `${(d.cpu!.l2Bytes / 1024).toFixed(0)} KiB L2/core`,
         d.description,
       ])];
-      process.stdout.write(`${table(lines)}\n(* = present here)\n`);
+      process.stdout.write(`${table(lines)}\n(* = present here)\n${OWN_PROFILE}\n`);
       if (unprofiled.length) process.stdout.write(`GPUs here without a profile: ${unprofiled.map(describeGpu).join('; ')}\n`);
     });
 }
