@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
-import { loaderWorkers, WASM_ATTENTION_SLOTS } from '../src/backends/wasm/attention.js';
+import { attentionHarnessLayout, loaderWorkers, WASM_ATTENTION_SLOTS, wasmAttentionWorkspace } from '../src/backends/wasm/attention.js';
 import { wasmRunner } from '../src/backends/wasm/runner.js';
 import { kvLayoutOf, kvRowStrides } from '../src/ir/attention.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
@@ -14,6 +14,7 @@ import { attentionJudge, checkedKvLengths } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
 import { fromDtype } from '../src/ops/tensors.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
+import type { PlanOf } from '../src/plan/types.js';
 import { expectMatchesReference } from './helpers.js';
 
 /**
@@ -204,6 +205,36 @@ describe('WebAssembly attention with a run-time KV length: the output', () => {
     expect(said[8]).toMatch(refusal('0'));
     expect(said[9]).toMatch(refusal('301'));
     expect(said[10]).toBe('threaded run 300: ok');
+  });
+
+  it('each split takes whole tiles of the call\'s keys (splitKeysUnit), the later splits none and the merge leaves them out: exact at kv_len 1, inside the first tile, at and past its end, at and past splits x kvBlock', async () => {
+    const e = emit({ target: 'wasm', ir: ir('q8', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=300,D=64', config: { splits: 8, kvBlock: 32 } });
+    const plan = e.plan as PlanOf<'cpu-attention'>;
+    const p = plan.params;
+    expect(p.splitKeysUnit).toBe(32);
+    expect(e.plan.loops.join('\n')).toContain('split of ceil(kv_len / 8) rounded up to a multiple of 32 keys');
+    // With splits outermost (positions x heads rows) every split keeps its share.
+    expect(emit({ target: 'wasm', ir: ir('q8', true, { kvLayout: 'positions_heads' }), shape: 'B=1,Hq=4,Hkv=2,Sq=1,Skv=300,D=64', config: { splits: 8, kvBlock: 32, allHeads: 1 } }).plan.params).toMatchObject({ splitKeysUnit: 1 });
+    const op = e.plan.op as AttentionOp;
+    const s = e.plan.shape as AttentionShape;
+    const built = await e.rendered.binaries!();
+    if ('error' in built) throw new Error(built.error);
+    const { sizes, at, end } = attentionHarnessLayout(plan);
+    const memory = new WebAssembly.Memory({ initial: Math.ceil(end / 65536) });
+    const x = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(built.files['kernel.wasm']!)), { env: { memory } }).exports as Record<string, (...args: number[]) => number>;
+    const data = opKit('attention').testData(op, s, 3).inputs;
+    for (const name of ['q', 'k', 'v', 'k_scales', 'v_scales'] as const) new Uint8Array(memory.buffer).set(data[`${name}.bin`] ?? new Uint8Array(), at[name]);
+    const stored = (name: string) => ({ data: data[`${name}.bin`]!, scales: data[`${name}_scales.bin`] });
+    // Row 0's partial max in each split (the task of split sp is sp: one KV head, one query tile).
+    const partialMax = (sp: number) => new Float32Array(memory.buffer, at.workspace + wasmAttentionWorkspace(plan).partialsOffset + sp * p.taskRowsPadded * (p.D + 2) * 4, 1)[0]!;
+    for (const kvLen of [1, 20, 32, 33, 100, 256, 257, 300]) {
+      expect(x.kgen_rt_q8_c!(at.q, at.k, at.k_scales, at.v, at.v_scales, at.o, at.workspace, kvLen), `kv_len ${kvLen}`).toBe(0);
+      const withKeys = Array.from({ length: p.splits }, (_, sp) => partialMax(sp)).filter((m) => m !== -Infinity).length;
+      expect(withKeys, `splits with keys at kv_len ${kvLen}`).toBe(Math.ceil(kvLen / (Math.ceil(Math.ceil(kvLen / p.splits) / 32) * 32)));
+      const judge = attentionJudge(op, s, { q: qValues(data['q.bin']!), k: stored('k'), v: stored('v') }, [kvLen]);
+      const { ok, comparison } = judge.check(fromDtype(new Uint8Array(memory.buffer, at.o, sizes.o), op.o), e.plan.tolerance);
+      expect(ok, `kv_len ${kvLen}: nmse ${comparison.nmse}`).toBe(true);
+    }
   });
 
   it('kernel.d.mts types kvLen on tasks and run; a fixed-length kernel takes none', async () => {

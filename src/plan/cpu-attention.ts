@@ -79,6 +79,15 @@ export type CpuAttentionParams = {
    */
   splits: number;
   chunkKeys: number;
+  /**
+   * With a run-time length, each split takes ceil(kv_len / splits) of a call's keys rounded up to a
+   * multiple of splitKeysUnit, so a short call's keys go to the first splits in whole tiles and the
+   * splits past them hold none. kvBlock where the target rounds splits (`attentionSplitTiles`: a
+   * split of a few keys costs a whole tile's fixed work and a merge share) and tasks run splits
+   * innermost (with splits outermost a thread's share is a run of splits, so empty ones would idle
+   * the later threads); else 1.
+   */
+  splitKeysUnit: number;
   tasks: number;
   /** Output rows (B * Hq * Sq): the merge pass's units. */
   outRows: number;
@@ -557,8 +566,10 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     { name: 'K/V tile', space: 'l2', size: taskHeads * 2 * kvBlock * (row.rowBytes + 2 * row.scalesPerRow), why: `${kvBlock} keys and values as stored${taskHeads > 1 ? `, for each of ${taskHeads} KV heads` : ''}` },
   ];
   const scale = softmaxScale(op, D);
-  // A run-time KV length: each call's splits share its kv_len keys.
-  const splitText = op.kvLength === 'runtime' ? `ceil(kv_len / ${splits}) keys, ${chunkKeys} at Skv` : `${chunkKeys} keys`;
+  // A run-time KV length: each call's splits share its kv_len keys, in whole splitKeysUnit.
+  const splitKeysUnit = variants.attentionSplitTiles && layout !== 'positions_heads' && splits > 1 ? kvBlock : 1;
+  const splitShare = splitKeysUnit > 1 ? `ceil(kv_len / ${splits}) rounded up to a multiple of ${splitKeysUnit}` : `ceil(kv_len / ${splits})`;
+  const splitText = op.kvLength === 'runtime' ? `${splitShare} keys, ${chunkKeys} at Skv` : `${chunkKeys} keys`;
   return {
     family: 'cpu-attention',
     op, shape, target: req.target, device: device.name, config,
@@ -608,7 +619,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       headStride, positionStride,
       kvLayout: layout,
       splitsOuter: layout === 'positions_heads',
-      qBlock, qTiles, taskRows, taskRowsPadded, taskHeads, headTasks, taskRowsAllPadded, rowGroup, kvBlock, splits, chunkKeys, tasks,
+      qBlock, qTiles, taskRows, taskRowsPadded, taskHeads, headTasks, taskRowsAllPadded, rowGroup, kvBlock, splits, chunkKeys, splitKeysUnit, tasks,
       outRows: B * Hq * Sq,
       causal: op.causal,
       causalOffset: Skv - Sq,

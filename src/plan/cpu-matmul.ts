@@ -229,6 +229,12 @@ export interface CpuVariants {
    */
   attentionAllHeads?: boolean;
   /**
+   * Whether a run-time KV length attention kernel rounds each KV split's share of the call's keys
+   * up to whole tiles (kvBlock; `splitKeysUnit`), so a short call's keys go to few splits and the
+   * rest do no work and are left out of the merge. Absent: every split takes ceil(kv_len / splits).
+   */
+  attentionSplitTiles?: boolean;
+  /**
    * Whether the attention kernels can touch cache lines ahead with loads, having no prefetch
    * instruction (the `touch` knob). Absent: no such knob (C prefetches).
    */

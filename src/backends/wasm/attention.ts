@@ -43,40 +43,59 @@ export const WASM_ATTENTION_SLOTS = 16;
 /** The most threads the loader's loadThreaded takes, and why: one scratch slot each. */
 const LOADER_THREADS = { maxThreads: WASM_ATTENTION_SLOTS, maxThreadsWhy: `one of the workspace's ${WASM_ATTENTION_SLOTS} scratch slots per thread` };
 
+/** The paths a task's per-key work takes: integer scores (Q as int8 codes) and integer P.V, one of them, or neither. */
+type KeyPath = 'int' | 'intQ' | 'intPV' | 'f32';
+
 /**
  * What loadThreaded's rounds cost, from which the plan says when a round of shares on the workers
- * pays (`loaderWorkers`). Measured 2026-12-05 on the 2-vCPU Zen 5 VM (Node 20, shared with other
- * jobs, load 6-20) on decode B=1, Hq=32, Hkv=8, Sq=1, D=128 with the default configs, the cache in
- * L2/L3 as a short length's is, each figure the minimum of 30-300 calls:
+ * pays (`loaderWorkers`). Measured on decode B=1, Hq=32, Hkv=8, Sq=1, D=128, the cache in L2/L3 as a
+ * short length's is, each figure the minimum of 30-300 calls:
  * - `round`: a round's cost beyond the share it takes off, tasks(0, 2) at kv_len 1 on 2 threads less
- *   the same on 1: 2 us where the worker is still spinning on a free core, 40-230 us where it waits
- *   for one, ~110 us the median of 20 such minima at load 6-10; the session before measured ~90 us
- *   for the two rounds of a split kernel at kv_len 64. A page or a model shares its cores too, so
- *   100 us: on an idle machine a call below the thresholds gives up at most about that much.
- *   (A split kernel's merge, 105 us of work, on 2 threads at load 20: 325 us a call against 195
- *   on one thread, a round of ~180 us.)
+ *   the same on 1 (2026-12-05, 2-vCPU Zen 5 VM, Node 20, shared with other jobs, load 6-20): 2 us
+ *   where the worker is still spinning on a free core, 40-230 us where it waits for one, ~110 us
+ *   the median of 20 such minima at load 6-10; the session before measured ~90 us for the two
+ *   rounds of a split kernel at kv_len 64. A page or a model shares its cores too, so 100 us: on an
+ *   idle machine a call below the thresholds gives up at most about that much.
  * - `taskPerRowValue`: a task's ns per key x query row x D value on one thread, (tasks at kv_len
- *   512 - at 1) / 511 / (32 rows x 128). Prefill's rows share each K and V row's decoding, so
- *   this overstates their cost: longer calls still go to the workers, as before.
- * - `mergePerValue`: the merge's ns per output row x split x D value on one thread, 105 us for 32
- *   rows x 16 splits x 128 (q8, the format's partials are all f32).
+ *   512 - at 1) / 511 / (32 rows x 128), by cache and by the config's `KeyPath` (qInt8 and pvInt:
+ *   f32 scores cost q8 and q8_0 ~50% more a key, q4_0 ~60%; f32 P.V 2-15%). 2026-12-06, AMD EPYC
+ *   VM (2 vCPUs, shared), splits 1 (docs/PERFORMANCE.md, WebAssembly attention). Prefill's rows
+ *   share each K and V row's decoding, so this overstates their cost: longer calls still go to the
+ *   workers, as before.
+ * - `mergePerValue`: the merge's ns per output row x split x D value on one thread, 16 us for 32
+ *   rows x 16 splits x 128 (q8 at kv_len 4096, every split holding keys; each split's weight
+ *   computed once a row). Before that was so, 105 us: 1.6 ns.
  */
 const LOADER_COST_NS = {
   round: 100_000,
-  taskPerRowValue: { f16: 0.24, q8: 0.122, q8_0: 0.126, q4_0: 0.164 } satisfies Record<AttentionOp['kvCache'], number>,
-  mergePerValue: 1.6,
+  taskPerRowValue: {
+    f16: { f32: 0.21 },
+    q8: { int: 0.118, intQ: 0.136, intPV: 0.175, f32: 0.191 },
+    q8_0: { int: 0.124, intQ: 0.13, intPV: 0.198, f32: 0.204 },
+    q4_0: { int: 0.18, intQ: 0.191, intPV: 0.288, f32: 0.301 },
+  } satisfies Record<AttentionOp['kvCache'], Partial<Record<KeyPath, number>>>,
+  mergePerValue: 0.25,
 };
+
+/** A task's ns per key x row x D value for the plan's cache and paths (`LOADER_COST_NS.taskPerRowValue`). */
+function keyCost(p: Pick<CpuAttentionPlan['params'], 'kvFormat' | 'qInt8' | 'pvInt'>): number {
+  const path: KeyPath = p.qInt8 ? (p.pvInt ? 'int' : 'intQ') : p.pvInt ? 'intPV' : 'f32';
+  const ns = (LOADER_COST_NS.taskPerRowValue[p.kvFormat] as Partial<Record<KeyPath, number>>)[path];
+  if (ns === undefined) throw new InternalError(`no loader cost for a ${p.kvFormat} cache on the ${path} path (qInt8 ${p.qInt8}, pvInt ${p.pvInt}): the planner allows no such config`);
+  return ns;
+}
 
 /**
  * When loadThreaded's rounds go to the workers (the plan's `launch.workers`). On T threads the
  * loader gives this thread ceil(units / T) of a range's units (tasks, or merged rows), so a round
  * takes the rest of its work W off this thread and costs `LOADER_COST_NS.round`: it pays where
  * W (1 - ceil(units / T) / units) >= round. The tasks' W is the call's KV positions times every
- * output row's D values (each key's share; a fixed-length kernel reads Skv), the merge's its rows x
- * splits x D. A range of one unit never pays: its threshold is past any length (Skv + 1).
+ * output row's D values (each key's share, at the config's per-key cost; a fixed-length kernel
+ * reads Skv), the merge's its rows x splits x D. A range of one unit never pays: its threshold is
+ * past any length (Skv + 1).
  */
-export function loaderWorkers(p: Pick<CpuAttentionPlan['params'], 'kvFormat' | 'outRows' | 'D' | 'splits' | 'tasks' | 'Skv'>): NonNullable<CpuAttentionPlan['launch']['workers']> {
-  const keyNs = p.outRows * p.D * LOADER_COST_NS.taskPerRowValue[p.kvFormat];
+export function loaderWorkers(p: Pick<CpuAttentionPlan['params'], 'kvFormat' | 'qInt8' | 'pvInt' | 'outRows' | 'D' | 'splits' | 'tasks' | 'Skv'>): NonNullable<CpuAttentionPlan['launch']['workers']> {
+  const keyNs = p.outRows * p.D * keyCost(p);
   const mergeNs = p.outRows * p.splits * p.D * LOADER_COST_NS.mergePerValue;
   const offShare = (units: number, threads: number) => 1 - Math.ceil(units / threads) / units;
   const counts = Array.from({ length: LOADER_THREADS.maxThreads - 1 }, (_, i) => i + 2);
@@ -237,7 +256,9 @@ function pvView(plan: CpuAttentionPlan) {
 
 /**
  * The workspace of the WebAssembly kernel: Q as prepare leaves it (scaled f32, or with int8 Q the
- * records of `int8QRecords`), the split partials, then the scratch slots.
+ * records of `int8QRecords`), the split partials, with splits the merge's weights (per output row,
+ * each split's 2^(max - the row's max), f32: computed once a row, not once per vector of D), then
+ * the scratch slots.
  */
 export function wasmAttentionWorkspace(plan: Pick<CpuAttentionPlan, 'params'>) {
   const p = plan.params;
@@ -245,8 +266,10 @@ export function wasmAttentionWorkspace(plan: Pick<CpuAttentionPlan, 'params'>) {
   const q16 = int8QRecords(plan);
   const qBytes = q16?.bytes ?? p.qFloats * F32_BYTES;
   const partialsOffset = alignUp(qBytes, BUFFER_ALIGN);
-  const scratchBase = alignUp(partialsOffset + p.partialFloats * F32_BYTES, BUFFER_ALIGN);
-  return { scratch, q16, qBytes, partialsOffset, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
+  const weightsOffset = alignUp(partialsOffset + p.partialFloats * F32_BYTES, BUFFER_ALIGN);
+  const weightsBytes = p.splits > 1 ? p.outRows * p.splits * F32_BYTES : 0;
+  const scratchBase = alignUp(weightsOffset + weightsBytes, BUFFER_ALIGN);
+  return { scratch, q16, qBytes, partialsOffset, weightsOffset, weightsBytes, scratchBase, bytes: scratchBase + WASM_ATTENTION_SLOTS * scratch.bytes };
 }
 
 /** Bytes of each buffer a call reads or writes (the loader's `sizes`); scales are 0 without a kgen q8 cache. */
@@ -317,6 +340,7 @@ function f16StepView(plan: CpuAttentionPlan) {
   return {
     ...F16_STEP,
     stepBytes: F16_STEP_VALUES * F16_BYTES,
+    stepValues: F16_STEP_VALUES,
     rowBytes: p.D * F16_BYTES,
     qStepBytes: F16_STEP_VALUES * F32_BYTES,
     accBytesPerKvByte: F32_BYTES / F16_BYTES,
@@ -417,15 +441,20 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     oF16: op.o === 'f16',
     split: p.splits > 1,
     // With a run-time KV length (the $kvlen argument), the positions read and each split's share
-    // of them (ceil(kv_len / splits), $ck) are the call's; else the plan's constants.
+    // of them (ceil(kv_len / splits) in whole splitKeysUnit, $ck) are the call's; else the plan's constants.
     kvEnd: p.runtimeKvLength ? '(local.get $kvlen)' : `(i32.const ${p.Skv})`,
     splitKeys: p.runtimeKvLength ? '(local.get $ck)' : `(i32.const ${p.chunkKeys})`,
     splitsLess1: p.splits - 1,
+    splitKeysUnit: p.splitKeysUnit,
+    splitKeysUnitLess1: p.splitKeysUnit - 1,
     lanes: LANES,
     laneList: Array.from({ length: LANES }, (_, l) => ({ l, offset: l * oBytes })),
     vecBytes: VEC_BYTES,
     f32Bytes: F32_BYTES,
     f16Bytes: F16_BYTES,
+    i16Bytes: I16_BYTES,
+    qValueBytes: op.q === 'f16' ? F16_BYTES : F32_BYTES,
+    qRowBytes: p.D * (op.q === 'f16' ? F16_BYTES : F32_BYTES),
     oBytes,
     oVecBytes: LANES * oBytes,
     dBytes: p.D * F32_BYTES,
@@ -437,6 +466,8 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     kvRowsPerBatch: p.Hkv * p.Skv,
     bhTiles: p.B * p.headTasks * p.qTiles,
     partialsOffset: ws.partialsOffset,
+    weightsOffset: ws.weightsOffset,
+    splitsBytes: p.splits * F32_BYTES,
     partialRowBytes: (p.D + 2) * F32_BYTES,
     partialTaskBytes: p.taskRowsPadded * (p.D + 2) * F32_BYTES,
     partialAccOffset: 2 * F32_BYTES,
@@ -511,7 +542,7 @@ export function renderWasmAttention(plan: CpuAttentionPlan, ctx: RenderContext):
       {
         symbol: `${fn}_workspace_size`,
         signature: '() -> i32',
-        doc: `bytes of workspace (${ws.bytes}): ${ws.q16 ? `${ws.qBytes} of Q as int8 codes (per row a record of ${ws.q16.rowBytes} bytes: its f32 scales, one per ${p.qGroup} values, then from byte ${ws.q16.codesOffset} its codes as i16)` : `${ws.qBytes} of Q as scaled f32`}, from byte ${ws.partialsOffset} ${splitPartialsText(p)}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
+        doc: `bytes of workspace (${ws.bytes}): ${ws.q16 ? `${ws.qBytes} of Q as int8 codes (per row a record of ${ws.q16.rowBytes} bytes: its f32 scales, one per ${p.qGroup} values, then from byte ${ws.q16.codesOffset} its codes as i16)` : `${ws.qBytes} of Q as scaled f32`}, from byte ${ws.partialsOffset} ${splitPartialsText(p)}${ws.weightsBytes ? `, from byte ${ws.weightsOffset} the merge's weights (${p.splits} f32 per output row)` : ''}, then from byte ${ws.scratchBase} ${WASM_ATTENTION_SLOTS} scratch slots of ${ws.scratch.bytes} bytes (scores, accumulators and row state of the task a thread runs)`,
       },
       { symbol: `${fn}_prepare`, signature: '(q, workspace: i32) -> ()', doc: `${p.qInt8 ? `quantizes Q to int8 codes (a scale per ${p.qGroup} values)` : 'converts and scales Q'} once per call; ${ptrs}` },
       {

@@ -42,6 +42,9 @@ const WASM_VARIANTS: CpuVariants = {
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
   // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.
   attentionAllHeads: true,
+  // A short call's keys go to few splits of whole tiles: 16 splits of 1 key each ran 3x the
+  // tasks' time of one split at kv_len 16 (docs/PERFORMANCE.md, WebAssembly attention).
+  attentionSplitTiles: true,
   // No prefetch instruction: the score loop's touch loads (the touch knob) start the memory traffic.
   attentionTouch: true,
   // Int8 Q scores (the qInt8 knob): i32x4.dot_i16x8_s of K's codes widened to i16 with Q's codes
