@@ -43,6 +43,8 @@ describe('the library reads no environment for host', () => {
       expect(resolveRequest({ ...req, ...forced }).device.forcedFrom).toBe('epyc-9654');
       expect(emit({ ...req, ...forced }).plan.config).toEqual(emit({ ...req, device: 'epyc-9654' }).plan.config);
       expect(() => getDevice('host', { host: getDevice('epyc-9654') })).toThrow(/^host: a profile named "epyc-9654"; expected a profile named host/);
+      // A JavaScript caller's name where a profile belongs: refused on the field, not a TypeError.
+      expect(() => getDevice('host', { host: 'epyc-9654' as never })).toThrow(/^host: got "epyc-9654"; expected a device profile named host; forcedHost\("epyc-9654"\)/);
     } finally {
       if (saved === undefined) delete process.env[HOST_PROFILE_VARIABLE];
       else process.env[HOST_PROFILE_VARIABLE] = saved;

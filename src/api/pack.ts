@@ -3,7 +3,8 @@ import type { Op, WeightFormatName, WeightSpec } from '../ir/types.js';
 import { isMatmulOp } from '../ir/matmul.js';
 import { MAX_DIM, validateOp, validateShape } from '../ir/validate.js';
 import { F16_MAX } from '../numeric/half.js';
-import { quoted } from '../io/message-text.js';
+import { quoted, valueText } from '../io/message-text.js';
+import { checkOptionsObject } from './request.js';
 import type { BlockCodec } from '../quant/format.js';
 import { bitsPerWeight, codecOf, firstNonFiniteWeight, FORMATS, quantizeMatrix } from '../quant/index.js';
 
@@ -75,7 +76,11 @@ export function codecLayout(opts: Omit<PackOptions, 'weights'>): PackLayout & { 
 
 /** Quantizes f32 weights into a format's bytes, exactly the layout emitted kernels read. */
 export function pack(opts: PackOptions): PackResult {
+  checkOptionsObject(opts, 'pack', "{ format: 'q4_0', N: 4096, K: 4096, weights }");
   const { spec, codec, rowBytes } = packLayout(opts);
+  if (!(opts.weights instanceof Float32Array)) {
+    throw new KgenError({ field: 'weights', problem: `got ${valueText(opts.weights, 40)}`, expected: 'a Float32Array of N*K row-major weights', hint: 'wrap other arrays with Float32Array.from(...)' });
+  }
   if (opts.weights.length !== opts.N * opts.K) {
     throw new KgenError({ field: '--in', problem: `holds ${opts.weights.length} values but N*K = ${opts.N * opts.K}`, expected: `${opts.N * opts.K * 4} bytes of little-endian f32`, hint: 'check --shape against the file' });
   }

@@ -48,7 +48,18 @@ export interface ResolvedRequest extends PlanRequest {
   isa?: string;
 }
 
+/**
+ * Refuses options that are not an object (a JavaScript caller's `emit()` or `pack(null)`) with a
+ * KgenError naming `call`, rather than the TypeError reading a field of them would throw.
+ */
+export function checkOptionsObject(opts: unknown, call: string, example: string): void {
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) {
+    throw new KgenError({ field: `${call} options`, problem: `got ${valueText(opts)}`, expected: `an options object like ${example}`, hint: `pass ${call} one object (README, "Library")` });
+  }
+}
+
 export function resolveRequest(req: KernelRequest): ResolvedRequest {
+  checkOptionsObject(req, 'kgen', "{ target: 'c', op: 'matmul_q4', shape: 'M=1,N=4096,K=4096' }");
   const target = targetFor(req.target);
   let op: Op;
   if (req.op !== undefined && req.ir !== undefined) {

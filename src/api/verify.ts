@@ -6,6 +6,8 @@ import type { Comparison, Tolerance } from '../reference/compare.js';
 import type { ConfigSource, EmitOptions } from './emit.js';
 import { emit } from './emit.js';
 import { checkRunFits } from './run-memory.js';
+import { KgenError } from '../errors.js';
+import { valueText } from '../io/message-text.js';
 
 export interface VerifyOptions extends EmitOptions {
   /** Seed of the random inputs. */
@@ -42,6 +44,12 @@ export interface VerifyResult {
   runner: string;
 }
 
+/** An optional whole-number option within [min, max], else a KgenError naming it. */
+function checkCount(value: unknown, field: string, min: number, max: number): void {
+  if (value === undefined || (Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) return;
+  throw new KgenError({ field, problem: `got ${valueText(value, 40)}`, expected: `a whole number from ${min} to ${max}` });
+}
+
 /**
  * Emits the kernel, builds it with the real compiler, runs it on seeded data (the op kit's) and
  * compares its output with the f64 reference. A bad kernel is a status in the result, not an
@@ -49,6 +57,8 @@ export interface VerifyResult {
  */
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const result = emit(opts);
+  checkCount(opts.seed, 'seed', 0, 2 ** 32 - 1);
+  checkCount(opts.timeoutMs, 'timeoutMs', 1, 2 ** 31 - 1);
   const { plan } = result;
   const runner = opts.runner ?? runnerFor(plan);
   checkRunFits(plan, 'kgen verify');

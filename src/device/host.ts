@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { KgenError } from '../errors.js';
-import { quoted } from '../io/message-text.js';
+import { quoted, valueText } from '../io/message-text.js';
 import type { CpuLimits, DeviceProfile, TargetName } from './profile.js';
 import { isNativeCpu, loadProfiles } from './profile.js';
 
@@ -127,6 +127,9 @@ function hostTargets(): TargetName[] {
  * records would carry its name where the caller asked for `host`.
  */
 export function resolveHost(opts: HostOptions = {}): DeviceProfile {
+  if (opts.host !== undefined && (opts.host === null || typeof opts.host !== 'object')) {
+    throw new KgenError({ field: 'host', problem: `got ${valueText(opts.host, 40)}`, expected: 'a device profile named host', hint: `forcedHost(${quoted(String(opts.host))}) gives host a profile's figures` });
+  }
   if (opts.host && opts.host.name !== 'host') {
     throw new KgenError({ field: 'host', problem: `a profile named ${quoted(opts.host.name)}`, expected: 'a profile named host', hint: `forcedHost(${quoted(opts.host.name)}) gives host its figures` });
   }
