@@ -1,8 +1,9 @@
-import { VariableDeclarationKind, type CodeBlockWriter, type SourceFile, type WriterFunction } from 'ts-morph';
+import type { CodeBlockWriter, SourceFile, WriterFunction } from 'ts-morph';
 import { formatShape } from '../ir/validate.js';
 import { matmulPlanOf } from '../plan/index.js';
 import { packageUsageView } from './c-family.js';
 import type { PackageContext, PackagedKernel } from './types.js';
+import { tsMorph } from '../render/declarations.js';
 
 /**
  * What the JS-target packages (WebAssembly, WGSL) share: package.json, and the view their usage
@@ -96,7 +97,7 @@ export function declareRootLoader(file: SourceFile, kernels: readonly PackagedKe
   const literal = (v: unknown) => JSON.stringify(v);
   kernels.forEach((k, i) => file.addImportDeclaration({ isTypeOnly: true, namespaceImport: `kernel${i}`, moduleSpecifier: `./${k.dir}/${opts.kernelModule}` }));
   const constant = (name: string, doc: string, type: WriterFunction | string) =>
-    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
+    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: tsMorph().VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
   constant('kernels', opts.kernelsDoc, typeByKernel(kernels, (_, i) => `typeof kernel${i}`));
   constant('info', 'Op, shape and folder of every kernel, by name.', typeByKernel(kernels, (k) => `{ op: ${literal(k.plan.op.name)}; shape: ${literal(formatShape(k.plan.shape))}; dir: ${literal(`${k.dir}/`)}; symbol: ${literal(k.symbol)} }`));
   return constant;

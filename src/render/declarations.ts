@@ -1,4 +1,17 @@
-import { Project, type SourceFile } from 'ts-morph';
+import { createRequire } from 'node:module';
+import type * as TsMorph from 'ts-morph';
+import type { SourceFile } from 'ts-morph';
+
+let loaded: typeof TsMorph | undefined;
+
+/**
+ * ts-morph, loaded on first use: it loads the TypeScript compiler (about 0.9 s), which only the
+ * declaration files of the WebAssembly and WGSL targets need, so `import 'kgen'` and the CLI's
+ * other commands do not wait for it. Renderers take its enums from here, never by a value import.
+ */
+export function tsMorph(): typeof TsMorph {
+  return (loaded ??= createRequire(import.meta.url)('ts-morph') as typeof TsMorph);
+}
 
 /**
  * A TypeScript declaration file built with ts-morph (an AST, not concatenated text): `build` adds
@@ -7,7 +20,7 @@ import { Project, type SourceFile } from 'ts-morph';
  * doc string or name cannot break the file's structure).
  */
 export function declarationFile(name: string, header: string[], build: (file: SourceFile) => void, opts: { referenceTypes?: string[] } = {}): string {
-  const project = new Project({ useInMemoryFileSystem: true, compilerOptions: { declaration: true } });
+  const project = new (tsMorph().Project)({ useInMemoryFileSystem: true, compilerOptions: { declaration: true } });
   const file = project.createSourceFile(name, '', { overwrite: true });
   build(file);
   file.formatText({ indentSize: 2 });

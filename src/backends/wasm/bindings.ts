@@ -1,11 +1,11 @@
-import { type CodeBlockWriter, type SourceFile, StructureKind, VariableDeclarationKind } from 'ts-morph';
+import type { CodeBlockWriter, SourceFile } from 'ts-morph';
 import { formatShape } from '../../ir/validate.js';
 import { opKit } from '../../ops/index.js';
 import { taskUnitsText } from '../../plan/cpu-attention.js';
 import type { PlanOf } from '../../plan/types.js';
 import type { PackagedKernel } from '../types.js';
 import { declareRootLoader, typeByKernel } from '../js-package.js';
-import { declarationFile, docText } from '../../render/declarations.js';
+import { declarationFile, docText, tsMorph } from '../../render/declarations.js';
 
 type CpuMatmulPlan = PlanOf<'cpu-matmul'>;
 type CpuAttentionPlan = PlanOf<'cpu-attention'>;
@@ -30,7 +30,7 @@ function declareMaxThreads(file: SourceFile, threads: LoaderThreads): void {
   file.addVariableStatement({
     isExported: true,
     hasDeclareKeyword: true,
-    declarationKind: VariableDeclarationKind.Const,
+    declarationKind: tsMorph().VariableDeclarationKind.Const,
     docs: [`The most threads loadThreaded takes: ${threads.maxThreadsWhy}.`],
     declarations: [{ name: 'maxThreads', type: String(threads.maxThreads) }],
   });
@@ -86,22 +86,22 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
     file.addVariableStatement({
       isExported: true,
       hasDeclareKeyword: true,
-      declarationKind: VariableDeclarationKind.Const,
+      declarationKind: tsMorph().VariableDeclarationKind.Const,
       docs: ['Bytes of each buffer a call reads or writes (place them in the memory; 16-byte alignment is safe for all).'],
       declarations: [{ name: 'sizes', type: sizesType(opts.sizes, (name) => docs[name], 'Not an input of this op: pass 0.') }],
     });
     file.addTypeAlias({ isExported: true, name: 'Level', type: opts.levels.map((l) => `'${l}'`).join(' | '), docs: ['The instruction levels this output has modules for.'] });
-    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, declarations: [{ name: 'levels', type: 'readonly Level[]' }] });
+    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: tsMorph().VariableDeclarationKind.Const, declarations: [{ name: 'levels', type: 'readonly Level[]' }] });
     file.addVariableStatement({
       isExported: true,
       hasDeclareKeyword: true,
-      declarationKind: VariableDeclarationKind.Const,
+      declarationKind: tsMorph().VariableDeclarationKind.Const,
       docs: ["The level loadKernel takes by default (the plan's, chosen by measurement or a tune record); relaxed only where the probe passes."],
       declarations: [{ name: 'preferred', type: `'${opts.preferred}'` }],
     });
     declareMaxThreads(file, opts);
     file.addInterface({
-      kind: StructureKind.Interface,
+      kind: tsMorph().StructureKind.Interface,
       isExported: true,
       name: 'Kernel',
       properties: [
@@ -117,7 +117,7 @@ export function wasmLoaderDeclarations(plan: CpuMatmulPlan, opts: { fn: string; 
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'relaxedSimdWorks', parameters: [{ name: 'base', hasQuestionToken: true, type: 'string | URL' }], returnType: 'Promise<boolean>', docs: ["Whether relaxed SIMD computes here what the kernel relies on (the probe; `base` as loadKernel's)."] });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | Level; base?: string | URL }" }], returnType: 'Promise<Kernel>', docs: [`Instantiates the module over \`memory\`: by default (\`auto\`) the preferred level, relaxed only where the probe passes; \`level\` forces one ('relaxed' rejects where the probe fails). ${BASE_DOC}`] });
     file.addInterface({
-      kind: StructureKind.Interface,
+      kind: tsMorph().StructureKind.Interface,
       isExported: true,
       name: 'ThreadedKernel',
       properties: threadedProperties('Level'),
@@ -158,12 +158,12 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
     file.addVariableStatement({
       isExported: true,
       hasDeclareKeyword: true,
-      declarationKind: VariableDeclarationKind.Const,
+      declarationKind: tsMorph().VariableDeclarationKind.Const,
       docs: ['Bytes of each buffer a call reads or writes (place them in the memory; 16-byte alignment is safe for all).'],
       declarations: [{ name: 'sizes', type: sizesType(opts.sizes, docOf, 'Not an input with this KV format: pass 0.') }],
     });
     const constant = (name: string, type: string, doc: string) =>
-      file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
+      file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: tsMorph().VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
     constant('levels', "readonly ['simd128']", 'The instruction levels this output has modules for.');
     constant('preferred', "'simd128'", 'The level loadKernel takes.');
     constant('tasks', String(p.tasks), `Tasks of a call: ${taskUnitsText(p)}.`);
@@ -174,7 +174,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       constant('kvLenRange', `{ readonly min: ${p.kvLenMin}; readonly max: ${p.Skv} }`, `The kvLen a call may pass: at least ${p.kvLenMin}${p.causal ? ' (Sq: every query sees a key)' : ''}, at most ${p.Skv} (the cache's capacity, the Skv emitted).`);
     }
     file.addInterface({
-      kind: StructureKind.Interface,
+      kind: tsMorph().StructureKind.Interface,
       isExported: true,
       name: 'Kernel',
       properties: [
@@ -190,7 +190,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
     });
     file.addFunction({ isExported: true, hasDeclareKeyword: true, name: 'loadKernel', parameters: [{ name: 'options', type: "{ memory: WebAssembly.Memory; level?: 'auto' | 'simd128'; base?: string | URL }" }], returnType: 'Promise<Kernel>', docs: [`Instantiates the module over \`memory\` (kernel.shared.wasm for a shared memory). ${BASE_DOC}`] });
     file.addInterface({
-      kind: StructureKind.Interface,
+      kind: tsMorph().StructureKind.Interface,
       isExported: true,
       name: 'ThreadedKernel',
       properties: threadedProperties("'simd128'"),
@@ -235,7 +235,7 @@ export function wasmPackageDeclarations(kernels: readonly PackagedKernel[], opts
       docs: ['A kernel as loadAll loads it on `Threads` threads: Single at 1 (the default), Threaded at a literal other count, either where the count is only known to be a number.'],
     });
     file.addInterface({
-      kind: StructureKind.Interface,
+      kind: tsMorph().StructureKind.Interface,
       isExported: true,
       name: 'Loaded',
       typeParameters: [{ name: 'Threads', constraint: 'number', default: 'number' }],
