@@ -12,7 +12,7 @@ import { snapshot } from './helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
-  bin: Record<string, string>; main: string; types: string; exports: Record<string, Record<string, string>>; dependencies: Record<string, string>;
+  version: string; bin: Record<string, string>; main: string; types: string; exports: Record<string, string | Record<string, string>>; dependencies: Record<string, string>;
 };
 
 function filesUnder(dir: string): string[] {
@@ -50,7 +50,7 @@ describe('npm pack of kgen', () => {
     const needed = [
       'package.json',
       ...RUNTIME_FOLDERS.flatMap((d) => filesUnder(join(ROOT, d)).map((f) => relative(ROOT, f))),
-      ...Object.values(PKG.bin), PKG.main, PKG.types, ...Object.values(PKG.exports['.']!),
+      ...Object.values(PKG.bin), PKG.main, PKG.types, ...Object.values(PKG.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e))),
       ...docsNamedBySource(),
     ].map((p) => p.replace(/^\.\//, ''));
     expect(needed.filter((p) => !shipped.has(p))).toEqual([]);
@@ -81,9 +81,11 @@ describe('kgen installed from its tarball', () => {
       const errors = [() => pack(null), () => emit(), () => pack({ format: 'q4_0', N: 1, K: 32, weights: [0] })].map((f) => {
         try { f(); return 'no error'; } catch (e) { return e instanceof KgenError ? e.field : String(e); }
       });
-      console.log(JSON.stringify({ source: manifest.configSource, errors, morphAtImport, morphAfterEmit: morphLoaded() }));`);
+      // Tools find a package's folder and version through its package.json.
+      const version = createRequire(import.meta.url)('kgen/package.json').version;
+      console.log(JSON.stringify({ source: manifest.configSource, errors, morphAtImport, morphAfterEmit: morphLoaded(), version }));`);
     const out = JSON.parse(execFileSync(process.execPath, ['use.mjs'], { cwd: app, encoding: 'utf8' })) as unknown;
-    expect(out).toEqual({ source: 'default', errors: ['pack options', 'kgen options', 'weights'], morphAtImport: false, morphAfterEmit: true });
+    expect(out).toEqual({ source: 'default', errors: ['pack options', 'kgen options', 'weights'], morphAtImport: false, morphAfterEmit: true, version: PKG.version });
     expect(snapshot(join(app, 'node_modules', 'kgen'))).toEqual(before);
   }, 60_000);
 
