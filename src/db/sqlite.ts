@@ -170,6 +170,7 @@ export interface OpenOptions {
  */
 export function openTuningDb(path: string, opts: OpenOptions = {}): TuningDb {
   const field = opts.field ?? '--db';
+  checkSqliteLoads(field);
   if (path === ':memory:') return openChecked(path, path, field, false);
   const kind = preflightTuningDb(path, opts);
   if (kind === 'missing') ensureDirectory(dirname(path), field);
@@ -183,6 +184,7 @@ export function openTuningDb(path: string, opts: OpenOptions = {}): TuningDb {
  */
 export function preflightTuningDb(path: string, opts: OpenOptions = {}): 'kgen' | 'empty' | 'missing' {
   const field = opts.field ?? '--db';
+  checkSqliteLoads(field);
   checkPathText(path, field, 'a database file path');
   const kind = classify(path, field);
   const expected = 'a tuning database written by `kgen tune` or `kgen db import`';
@@ -195,6 +197,28 @@ export function preflightTuningDb(path: string, opts: OpenOptions = {}): 'kgen' 
     throw new KgenError({ field, problem: kind.kind === 'missing' ? `${pathText(path)} does not exist` : `${pathText(path)} is empty: no tuning records yet`, expected, hint: 'run `kgen tune` or `kgen db import` first, or check the path' });
   }
   return kind.kind;
+}
+
+let sqliteLoads = false;
+
+/**
+ * Refuses every database while better-sqlite3's native module does not load (installed with
+ * --ignore-scripts and no prebuilt binary, or built for another Node): an in-memory database can
+ * fail for no other reason, so its failure is told as what to rebuild, not as a fault of the path.
+ */
+function checkSqliteLoads(field: string): void {
+  if (sqliteLoads) return;
+  try {
+    new Database(':memory:').close();
+    sqliteLoads = true;
+  } catch (e) {
+    throw new KgenError({
+      field,
+      problem: `better-sqlite3 (the tuning database's SQLite) does not load in Node ${process.version}: ${oneLine((e as Error).message ?? String(e), 80)}`,
+      expected: 'better-sqlite3 built for this Node',
+      hint: 'run `npm rebuild better-sqlite3` where kgen is installed (nothing was written)',
+    });
+  }
 }
 
 /** A regular file (or a link to one), or nothing: what may be classified and opened. */
