@@ -136,6 +136,7 @@ describe('library options from a JavaScript caller', () => {
     ['seed', () => verify({ ...kernel, seed: -1 })],
     ['timeoutMs', () => verify({ ...kernel, timeoutMs: -5 })],
     ['kgen options', () => verify(null as never)],
+    ['command', () => verify({ ...kernel, command: 5 as never })],
   ])('%s', async (field, call) => {
     expect(await fieldOf(call)).toBe(field);
   });

@@ -1,7 +1,7 @@
 import { KgenError } from '../errors.js';
 import { fileHash } from '../hash.js';
 import { parseJsonInput } from '../io/json-input.js';
-import { quoted, shellArg } from '../io/message-text.js';
+import { quoted, shellArg, valueText } from '../io/message-text.js';
 import { checkSupport, renderPlan } from '../backends/registry.js';
 import type { AbiEntry, BindingInterface, Fingerprint, RenderedKernel } from '../backends/types.js';
 import { formatShape } from '../ir/validate.js';
@@ -201,6 +201,9 @@ export function emit(opts: EmitOptions): EmitResult {
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   // A profile read from a file is known by name only in this process: the command names the file.
   const deviceArg = typeof opts.device === 'string' && isProfileFile(opts.device) ? shellArg(opts.device) : req.device.name;
+  if (opts.command !== undefined && typeof opts.command !== 'string') {
+    throw new KgenError({ field: 'command', problem: `got ${valueText(opts.command, 40)}`, expected: 'the text of a command (it is printed in the kernel\'s header)' });
+  }
   const command = opts.command ?? `kgen emit --target ${req.target} ${opFlag} --shape ${formatShape(req.shape)} --device ${deviceArg} --config '${JSON.stringify(configInUse(plan))}'${opts.symbol !== undefined ? ` --symbol ${opts.symbol}` : ''}`;
   if (opts.symbol !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(opts.symbol)) {
     throw new KgenError({ field: '--symbol', problem: `${quoted(opts.symbol)} is not a C identifier`, expected: 'letters, digits and _, not starting with a digit, at most 64 characters' });
