@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -118,6 +118,32 @@ describe('kgen report', () => {
     // A device this kgen has no profile for: its configs are shown as recorded.
     const other = await execa(KGEN, ['db', 'show', String(v.id), '--db', dbPath]);
     expect(other.stdout).toMatch(/\{"isa":"avx2","nTile":16\}/);
+  });
+
+  it('--device keeps one device\'s records; a profile file gives its roofline; an unknown device is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-report-'));
+    const dbPath = join(dir, 'tuning.db');
+    makeDb(dbPath);
+    // lab-box's records came from a machine with its own profile: with that file, its roof is known.
+    const profile = join(dir, 'lab-box.json');
+    const { match: _match, ...epyc } = getDevice('epyc-7763');
+    writeFileSync(profile, JSON.stringify({ ...epyc, name: 'lab-box', memory: { ...epyc.memory, bandwidthGBs: 123 } }));
+    const r = await execa(KGEN, ['report', '--db', dbPath, '--json', '--device', profile], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const data = JSON.parse(r.stdout);
+    expect(data.devices.map((d: { device: string; roof?: { bandwidthGBs: number } }) => [d.device, d.roof?.bandwidthGBs])).toEqual([['lab-box', 123]]);
+    expect(data.workloads.map((w: { shape: string }) => w.shape)).toEqual(['M=16,N=1024,K=2048']);
+    const byFile = await execa(KGEN, ['db', 'list', '--db', dbPath, '--device', profile, '--json']);
+    expect(JSON.parse(byFile.stdout).map((w: { device: string }) => w.device)).toEqual(['lab-box']);
+    // A name the database holds records of is taken without a profile, as are kgen's own.
+    const byName = await execa(KGEN, ['db', 'list', '--db', dbPath, '--device', 'lab-box', '--json']);
+    expect(JSON.parse(byName.stdout).map((w: { device: string }) => w.device)).toEqual(['lab-box']);
+    const unknown = await execa(KGEN, ['report', '--db', dbPath, '--json', '--device', 'lab-bx'], { reject: false });
+    expect(unknown.exitCode).toBe(2);
+    expect(unknown.stderr).toMatch(/^kgen: --device: unknown device "lab-bx".*lab-box.*kgen db list/s);
+    const missing = await execa(KGEN, ['db', 'list', '--db', dbPath, '--device', join(dir, 'none.json')], { reject: false });
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toMatch(/^kgen: --device: .*none\.json/);
   });
 
   it('refuses a missing --out and a missing database, writing nothing', async () => {

@@ -80,14 +80,22 @@ export interface ReportData {
   workloads: ReportWorkload[];
 }
 
+/** What `reportData` reads and resolves devices with. */
+export interface ReportOptions extends DeviceOptions {
+  /** Only the workloads recorded under this device name (all when absent). */
+  device?: string;
+  now?: Date;
+}
+
 /**
- * Reads the whole database into the report's data: devices by fingerprint, workloads, trials;
- * `host`'s workloads are planned again (roof, default config) on the host `opts` gives, those of a
- * caller's own profile on `opts.profiles` (`DeviceOptions`); other unknown devices get neither.
+ * Reads the database (every workload, or `opts.device`'s) into the report's data: devices by
+ * fingerprint, workloads, trials; `host`'s workloads are planned again (roof, default config) on
+ * the host `opts` gives, those of a caller's own profile on `opts.profiles` (`DeviceOptions`);
+ * other unknown devices get neither.
  */
-export function reportData(db: TuningDb, source: string, opts: DeviceOptions & { now?: Date } = {}): ReportData {
+export function reportData(db: TuningDb, source: string, opts: ReportOptions = {}): ReportData {
   const now = opts.now ?? new Date();
-  const summaries = db.workloads();
+  const summaries = db.workloads(opts.device === undefined ? {} : { device: opts.device });
   const workloads = summaries.map((w) => workloadData(db, w, opts));
   const devices = new Map<string, ReportDevice>();
   for (const summary of summaries) {

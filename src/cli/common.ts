@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
 import { targetFor, targetNames } from '../backends/registry.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
-import { hostFromEnvironment, type HostOptions } from '../device/index.js';
+import { getDevice, hostFromEnvironment, isProfileFile, loadProfiles, type DeviceOptions, type DeviceProfile, type HostOptions } from '../device/index.js';
 import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
@@ -11,7 +11,7 @@ import { catalogOp } from '../ir/catalog.js';
 import { irOf, OP_KINDS } from '../ir/ops.js';
 import type { OpKind } from '../ir/types.js';
 import { parseJsonInput, SMALL_JSON } from '../io/json-input.js';
-import { pathText } from '../io/message-text.js';
+import { pathText, quoted } from '../io/message-text.js';
 import { readRegularFile } from '../io/input-file.js';
 import { checkPathText } from '../io/output.js';
 
@@ -178,4 +178,31 @@ export async function withRecords<T>(flags: { db?: string; records: boolean; con
   } finally {
     records?.close();
   }
+}
+
+/** Help of a reading command's `--device`: which records it keeps. */
+export const RECORD_DEVICE_HELP = 'only the records of this device: a profile name (see `kgen devices`), a device the database holds records of, or your own profile file NAME.json (its name selects, its figures give the roofline)';
+
+/**
+ * What a reading command's `--device` (db list, db export, report) stands for: the records' device
+ * name to keep, and the caller's own profile when a FILE.json named it (read as `getDevice` reads
+ * it, so `DeviceOptions.profiles` resolves its records). A name is kgen's (`host`, a shipped
+ * profile) or one the database holds records of (imported from a machine with its own profile);
+ * any other is a KgenError on --device. Undefined when the flag was not given.
+ */
+export function recordDevice(device: string | undefined, db: TuningDb): { name: string; options: DeviceOptions } | undefined {
+  if (device === undefined) return undefined;
+  const host = cliHost();
+  if (isProfileFile(device)) {
+    const profile: DeviceProfile = getDevice(device, host);
+    return { name: profile.name, options: { ...host, profiles: [profile] } };
+  }
+  const recorded = [...new Set(db.workloads().map((w) => w.device))];
+  if (device === 'host' || recorded.includes(device) || loadProfiles().some((d) => d.name === device)) return { name: device, options: host };
+  throw new KgenError({
+    field: '--device',
+    problem: `unknown device ${quoted(device)}: no profile of that name, and ${pathText(db.location)} holds no records of it`,
+    expected: `one of ${[...new Set(['host', ...loadProfiles().map((d) => d.name), ...recorded])].join(', ')}, or a profile file (NAME.json)`,
+    hint: '`kgen db list` shows the devices with records; pass your own profile as FILE.json',
+  });
 }

@@ -15,7 +15,7 @@ import { pathText } from '../io/message-text.js';
 import { writeOutputFile } from '../io/output.js';
 import { configInUse, spaceFor } from '../plan/index.js';
 import type { ResolvedRequest } from '../api/request.js';
-import { addDbFlag, cliHost, dbLocation, fmtMs, noTuningDb, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, table } from './common.js';
+import { addDbFlag, cliHost, dbLocation, fmtMs, noTuningDb, targetChoices, openDbForReading, openDbForWriting, printJson, readIr, readUserFile, RECORD_DEVICE_HELP, recordDevice, table } from './common.js';
 import { optionalPath, parseCount } from './flags.js';
 import { performanceRow } from './tune.js';
 
@@ -41,8 +41,9 @@ function withDbChecked<T>(check: () => ResolvedRequest, flags: DbFlags, f: (db: 
   return withDb(flags, (d) => f(d, req));
 }
 
-function filterOf(flags: { device?: string; target?: string; op?: string }): WorkloadFilter {
-  return { device: flags.device, target: flags.target, opName: flags.op };
+/** The records `db list` and `db export` keep: --device as `recordDevice` resolves it, --target, --op. */
+function filterOf(flags: { device?: string; target?: string; op?: string }, db: TuningDb): WorkloadFilter {
+  return { device: recordDevice(flags.device, db)?.name, target: flags.target, opName: flags.op };
 }
 
 export function registerDb(program: Command): void {
@@ -61,11 +62,11 @@ Examples:
     );
 
   const filterFlags = (c: Command) =>
-    c.option('--device <name>', 'only this device profile').option('--target <target>', 'only this target').option('--op <name>', 'only this op').option('--json', 'machine-readable output');
+    c.option('--device <name|file.json>', RECORD_DEVICE_HELP).option('--target <target>', 'only this target').option('--op <name>', 'only this op').option('--json', 'machine-readable output');
 
-  addDbFlag(filterFlags(db.command('list').description('workloads with their trial counts and best time'))).addHelpText('after', '\nExamples:\n  kgen db list\n  kgen db list --device host --op matmul_q4 --json').action((flags: DbFlags & { device?: string; target?: string; op?: string }) =>
+  addDbFlag(filterFlags(db.command('list').description('workloads with their trial counts and best time'))).addHelpText('after', '\nExamples:\n  kgen db list\n  kgen db list --device host --op matmul_q4 --json\n  kgen db list --device ./phone.json').action((flags: DbFlags & { device?: string; target?: string; op?: string }) =>
     withDb(flags, (d) => {
-      const rows = d.workloads(filterOf(flags));
+      const rows = d.workloads(filterOf(flags, d));
       if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, best: best && { config: best.config, ...performanceRow(w, best) } })));
       if (!rows.length) return void process.stdout.write(`no workloads in ${d.location}${flags.device || flags.op || flags.target ? ' match' : ''}\n`);
       // Trials this machine could not run are no failure of their configs: a column of their own.
@@ -149,7 +150,7 @@ Examples:
       .description('write workloads and every trial as JSON (for another machine or a repository)')
       .option('-o, --out <file>', 'write here (default: stdout)')
       .option('--force', 'replace the output file if it exists')
-      .option('--device <name>', 'only this device profile')
+      .option('--device <name|file.json>', RECORD_DEVICE_HELP)
       .option('--target <target>', 'only this target')
       .option('--op <name>', 'only this op'),
   )
@@ -157,7 +158,7 @@ Examples:
     .action((flags: DbFlags & { out?: string; force?: boolean; device?: string; target?: string; op?: string }) => {
       const out = optionalPath(flags.out, '--out', 'an output file path');
       return withDb(flags, (d) => {
-        const text = `${JSON.stringify(d.exportAll(filterOf(flags)), null, 1)}\n`;
+        const text = `${JSON.stringify(d.exportAll(filterOf(flags, d)), null, 1)}\n`;
         if (out !== undefined) {
           const { path, field } = dbLocation(flags);
           writeOutputFile(out, text, { field: '--out', force: flags.force, inputs: [{ path, field }] });
