@@ -73,7 +73,9 @@ describe('over-budget configs', () => {
     }
     expect(err).toBeInstanceOf(BudgetError);
     expect((err as BudgetError).field).toBe('--shape');
-    expect((err as BudgetError).message).toMatch(/grid blocks along y or z \(CUDA gridDim\.y and gridDim\.z limit; split the batch, heads or rows across launches\) needs 70000 blocks but 65535 are available/);
+    expect((err as BudgetError).message).toMatch(/grid blocks along y or z \(CUDA gridDim\.y and gridDim\.z limit\) needs 70000 blocks but 65535 are available/);
+    // The hint is that budget's remedy: what to do with the shape, since no config fits it.
+    expect((err as BudgetError).hint).toBe('no config of attention_f16 fits h100-sxm at this shape: split the batch, heads or rows (M) across launches, at most 65535 blocks each');
     expect(() => makePlan(planRequest({ op: attention, shape: parseShape('B=1,Hq=70000,Hkv=70000,Sq=128,Skv=128,D=32', attention), device: h100, target: 'cuda' }))).toThrow(/needs 70000 blocks but 65535/);
     // A matmul's tiles along M are grid y: 2^20 rows in tiles of 16 are 65536 of them; the default takes bigger tiles.
     const big = { op, shape: parseShape('M=1048576,N=64,K=64', op), device: h100, target: 'cuda' };

@@ -63,13 +63,13 @@ export const CUDA_MAX_GRID_YZ = 65535;
 
 /**
  * The grid budgets of a plan's launches (a kernel and, where it has one, its second pass): x
- * against CUDA_MAX_GRID_X, the larger of y and z against CUDA_MAX_GRID_YZ. The budget names say
- * what a shape past them should do, as the planner's refusal prints them.
+ * against CUDA_MAX_GRID_X, the larger of y and z against CUDA_MAX_GRID_YZ; their remedies say
+ * what a shape past them should do.
  */
 export function cudaGridBudgets(grids: readonly (readonly [number, number, number])[]): BudgetCheck[] {
   return [
-    { budget: 'grid blocks along x (CUDA gridDim.x limit)', needed: Math.max(...grids.map((g) => g[0])), available: CUDA_MAX_GRID_X, unit: 'blocks' },
-    { budget: 'grid blocks along y or z (CUDA gridDim.y and gridDim.z limit; split the batch, heads or rows across launches)', needed: Math.max(...grids.flatMap((g) => [g[1], g[2]])), available: CUDA_MAX_GRID_YZ, unit: 'blocks' },
+    { budget: 'grid blocks along x (CUDA gridDim.x limit)', needed: Math.max(...grids.map((g) => g[0])), available: CUDA_MAX_GRID_X, unit: 'blocks', remedy: 'split the op along N (output columns) across launches' },
+    { budget: 'grid blocks along y or z (CUDA gridDim.y and gridDim.z limit)', needed: Math.max(...grids.flatMap((g) => [g[1], g[2]])), available: CUDA_MAX_GRID_YZ, unit: 'blocks', remedy: 'split the batch, heads or rows (M) across launches, at most 65535 blocks each' },
   ];
 }
 
@@ -78,8 +78,8 @@ export function cudaBudgets(device: DeviceProfile, buffers: OnChipBuffer[], thre
   const gpu = device.gpu!;
   const perThread = Math.min(gpu.registersPerThread, Math.floor((gpu.registersPerMultiprocessor ?? 65536) / threads));
   return [
-    { budget: `shared memory per block (opt-in maximum) (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
-    { budget: `threads per block (${device.name})`, needed: threads, available: gpu.maxThreadsPerBlock, unit: 'threads' },
-    { budget: `registers per thread, estimated; ptxas checks the real count (${device.name}: ${threads} threads per block)`, needed: sumBytes(buffers, 'registers'), available: perThread, unit: 'registers' },
+    { budget: `shared memory per block (opt-in maximum) (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes', remedy: 'even the smallest tile overflows shared memory: a smaller head dim (D) or group size, or a GPU with more shared memory per block' },
+    { budget: `threads per block (${device.name})`, needed: threads, available: gpu.maxThreadsPerBlock, unit: 'threads', remedy: 'a GPU allowing more threads per block' },
+    { budget: `registers per thread, estimated; ptxas checks the real count (${device.name}: ${threads} threads per block)`, needed: sumBytes(buffers, 'registers'), available: perThread, unit: 'registers', remedy: 'even the smallest tile needs more registers: a smaller head dim (D), or a GPU with more registers per thread' },
   ];
 }

@@ -255,7 +255,7 @@ export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(re
     needed: found.over.needed,
     available: found.over.available,
     unit: found.over.unit,
-    hint: `no config of ${req.op.name} fits ${req.device.name} at this shape; use smaller dimensions or another device`,
+    hint: `no config of ${req.op.name} fits ${req.device.name} at this shape: ${found.over.remedy}`,
   });
 }
 

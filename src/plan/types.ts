@@ -50,6 +50,12 @@ export interface BudgetCheck {
   needed: number;
   available: number;
   unit: 'bytes' | 'threads' | 'registers' | 'bindings' | 'workgroups' | 'blocks';
+  /**
+   * What to do when no config of a shape fits this budget (the hint of `defaultConfig`'s
+   * BudgetError): said by the planner that knows the limit (split the op along a dimension, another
+   * target or device), since no knob of the space can help by then.
+   */
+  remedy: string;
 }
 
 export interface LaunchShape {

@@ -39,16 +39,16 @@ export function maxStorageBindingBytes(device: DeviceProfile): number {
 export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[], invocations: number, use?: WgslBindingUse): BudgetCheck[] {
   const gpu = device.gpu!;
   const checks: BudgetCheck[] = [
-    { budget: `workgroup storage (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes' },
-    { budget: `invocations per workgroup (${device.name})`, needed: invocations, available: gpu.maxThreadsPerBlock, unit: 'threads' },
-    { budget: `workgroup size x (${device.name})`, needed: invocations, available: gpu.maxWorkgroupSize?.[0] ?? WEBGPU_DEFAULT_WORKGROUP_SIZE_X, unit: 'threads' },
+    { budget: `workgroup storage (${device.name})`, needed: sumBytes(buffers, 'shared'), available: gpu.sharedPerBlockOptinBytes, unit: 'bytes', remedy: 'even the smallest tile overflows workgroup storage: a smaller head dim (D), or an adapter with a larger maxComputeWorkgroupStorageSize (a profile of its own)' },
+    { budget: `invocations per workgroup (${device.name})`, needed: invocations, available: gpu.maxThreadsPerBlock, unit: 'threads', remedy: 'an adapter with a larger maxComputeInvocationsPerWorkgroup (a profile of its own)' },
+    { budget: `workgroup size x (${device.name})`, needed: invocations, available: gpu.maxWorkgroupSize?.[0] ?? WEBGPU_DEFAULT_WORKGROUP_SIZE_X, unit: 'threads', remedy: 'an adapter with a larger maxComputeWorkgroupSizeX (a profile of its own)' },
   ];
   if (use) {
     checks.push(
-      { budget: `storage binding size (${device.name})`, needed: Math.max(...use.bindingBytes), available: maxStorageBindingBytes(device), unit: 'bytes' },
-      { budget: `storage buffers per shader stage (${device.name})`, needed: use.bindingBytes.length, available: gpu.maxStorageBuffersPerShaderStage ?? WEBGPU_DEFAULT_STORAGE_BUFFERS, unit: 'bindings' },
-      { budget: 'bytes addressed by u32 offsets', needed: use.addressedBytes, available: 2 ** 32 - 1, unit: 'bytes' },
-      { budget: `workgroups per dispatch dimension (${device.name})`, needed: Math.max(...use.grid), available: gpu.maxWorkgroupsPerDimension ?? WEBGPU_DEFAULT_WORKGROUPS_PER_DIMENSION, unit: 'workgroups' },
+      { budget: `storage binding size (${device.name})`, needed: Math.max(...use.bindingBytes), available: maxStorageBindingBytes(device), unit: 'bytes', remedy: 'split the op across dispatches so each buffer binds whole (along N for the weights, M for activations, positions for a KV cache), or use the C or CUDA target' },
+      { budget: `storage buffers per shader stage (${device.name})`, needed: use.bindingBytes.length, available: gpu.maxStorageBuffersPerShaderStage ?? WEBGPU_DEFAULT_STORAGE_BUFFERS, unit: 'bindings', remedy: 'an adapter with a larger maxStorageBuffersPerShaderStage (a profile of its own), or the C or CUDA target' },
+      { budget: 'bytes addressed by u32 offsets', needed: use.addressedBytes, available: 2 ** 32 - 1, unit: 'bytes', remedy: 'split the op across dispatches so each addresses under 4 GiB, or use the C or CUDA target (64-bit offsets)' },
+      { budget: `workgroups per dispatch dimension (${device.name})`, needed: Math.max(...use.grid), available: gpu.maxWorkgroupsPerDimension ?? WEBGPU_DEFAULT_WORKGROUPS_PER_DIMENSION, unit: 'workgroups', remedy: 'split the op across dispatches along its largest grid dimension (N, M, or batch and heads)' },
     );
   }
   return checks;

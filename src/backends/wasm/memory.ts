@@ -19,7 +19,13 @@ const MEMORY_MIN_PAGES = 1;
  * past 2^32 - 1 would wrap.
  */
 export function memoryBudget(placedEnd: number): BudgetCheck {
-  return { budget: 'bytes of one 32-bit WebAssembly memory (tensors, weights and workspace as placed; split the op across calls past it)', needed: placedEnd, available: MEMORY_MAX_PAGES * PAGE_BYTES, unit: 'bytes' };
+  return {
+    budget: 'bytes of one 32-bit WebAssembly memory (tensors, weights and workspace as placed)',
+    needed: placedEnd,
+    available: MEMORY_MAX_PAGES * PAGE_BYTES,
+    unit: 'bytes',
+    remedy: 'split the op across calls (along M, or N for the weights; batch or positions for attention) so each fits 4 GiB, or use the C target, which addresses more',
+  };
 }
 
 /** `memory` of a module's view: the import's limits and how the header names it. */
