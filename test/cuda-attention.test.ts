@@ -213,6 +213,19 @@ describe('attention plans state what the kernels need', () => {
     expect(p.manifest.launch.secondPass).toBeUndefined();
   });
 
+  it('offsets of batch and head products are 64-bit arithmetic: the first factor is cast, never an int product after the fact', () => {
+    const shape = (sq: number) => `B=2,Hq=32,Hkv=8,Sq=${sq},Skv=4096,D=128`;
+    const kernels = [emit({ target: 'cuda', op: 'attention_f16', shape: shape(1), device: 'rtx4090', config: { kvSplit: 16 } }), emit({ target: 'cuda', op: 'attention_f16', shape: shape(512), device: 'rtx4090' }), emit({ target: 'cuda', op: 'attention_f16', shape: shape(512), device: 'rtx4090', config: { math: 'simt' } })];
+    expect(kernels.map((e) => (e.plan as PlanOf<'cuda-attention'>).params.kernel)).toEqual(['splitk_decode', 'flash_prefill_mma', 'flash_prefill']);
+    for (const e of kernels) {
+      const cu = e.files['kernel.cu']!;
+      // `(long long)(b * KG_HQ + head)` multiplies in int and widens the wrapped result.
+      expect(cu).not.toMatch(/\(long long\)\([^()]*\*/);
+      expect(cu).toContain('((long long)b * KG_HQ + ');
+    }
+    expect(kernels[0]!.files['kernel.cu']).toContain('((long long)b * KG_HKV + kvHead) * KG_SPLITS');
+  });
+
   it('refuses a head dim its rows cannot be staged with, naming the rule', () => {
     expect(() => emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=77,D=72', device: 'rtx4090' })).toThrow(/D is not a multiple of 16/);
   });

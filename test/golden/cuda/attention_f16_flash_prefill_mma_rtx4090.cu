@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefil
   const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int lastRow = kg_min(rowBase + KG_ROWS, KG_SQ) - 1;
   const int keyEnd = KG_CAUSAL ? kg_min(KG_SKV, kg_last_key(lastRow) + 1) : KG_SKV;
-  const long long q0 = (long long)(b * KG_HQ + head) * KG_SQ * KG_D;
+  const long long q0 = ((long long)b * KG_HQ + head) * KG_SQ * KG_D;
   const long long kvRow0 = (long long)b * KG_KV_BATCH_ROWS + (long long)(head / KG_GROUP) * KG_KV_HEAD_ROWS;
   // This lane's two rows and the last key each may see (-1 past Sq: every score -inf).
   const int row0 = rowBase + warp * 16 + g, row1 = row0 + 8;

@@ -382,12 +382,12 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_q4_0kv_splitk_de
   const int rowBase = ((int)blockIdx.y - kvHead * KG_ROW_GROUPS) * KG_ROWS;
   const int keyBegin = split * KG_SPLIT_KEYS, keyEnd = kg_min(KG_SKV, keyBegin + KG_SPLIT_KEYS);
   // The group's rows (query head kvHead x KG_GROUP + rr / KG_SQ, query rr % KG_SQ) are consecutive rows of Q and of O.
-  const long long q0 = (long long)(b * KG_HQ + kvHead * KG_GROUP) * KG_SQ * KG_D;
+  const long long q0 = ((long long)b * KG_HQ + kvHead * KG_GROUP) * KG_SQ * KG_D;
   float4 acc[KG_QUADS];
   kg_attend(q + q0, rowBase, keyBegin, keyEnd, k, v, ks, vs, (long long)b * KG_KV_BATCH_ROWS + (long long)kvHead * KG_KV_HEAD_ROWS, kg_smem, acc);
 
   const KgStats st = kg_stats(kg_smem);
-  const long long part0 = ((long long)(b * KG_HKV + kvHead) * KG_SPLITS + split) * KG_ROW_SPACE + rowBase;
+  const long long part0 = (((long long)b * KG_HKV + kvHead) * KG_SPLITS + split) * KG_ROW_SPACE + rowBase;
   const int tid = (int)threadIdx.x;
   for (int r = tid; r < KG_ROWS; r += KG_THREADS) {
     if (rowBase + r < KG_ROW_SPACE) {
@@ -412,7 +412,7 @@ __global__ void __launch_bounds__(KG_MERGE_THREADS, 1) kgen_attention_q4_0kv_mer
   if (row >= KG_B * KG_HQ * KG_SQ) return;
   const int b = row / (KG_HQ * KG_SQ), rest = row - b * (KG_HQ * KG_SQ);
   const int kvHead = rest / KG_ROW_SPACE, rr = rest - kvHead * KG_ROW_SPACE;
-  const long long part0 = (long long)(b * KG_HKV + kvHead) * KG_SPLITS * KG_ROW_SPACE + rr;
+  const long long part0 = ((long long)b * KG_HKV + kvHead) * KG_SPLITS * KG_ROW_SPACE + rr;
   const float *ml = ws + KG_WS_ACC_FLOATS;
   float m = -INFINITY;
   for (int s = 0; s < KG_SPLITS; s++) m = fmaxf(m, ml[2 * (part0 + (long long)s * KG_ROW_SPACE)]);
