@@ -190,6 +190,11 @@ describe('a user\'s own device profile (--device FILE.json)', () => {
     expect(r.plan.device).toBe('qa-small-l2');
     expect(r.plan.profile).toBe(mine);
     expect(defaultFlush(r.files)).toBe(3 << 20);
+    // The plan holds the number run.sh prints (templates do no arithmetic), for attention's kit too.
+    expect(r.plan.params).toMatchObject({ flushBytes: 3 << 20, flushL2Multiple: 3 });
+    const attention = lib.emit({ target: 'cuda', op: 'attention_f16', shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=64,D=64', device: mine });
+    expect(attention.plan.params).toMatchObject({ flushBytes: 3 << 20 });
+    expect(defaultFlush(attention.files)).toBe(3 << 20);
     expect(defaultFlush(lib.emit({ ...cudaRequest, device: 'rtx4090' }).files)).toBe(3 * rtx.gpu!.l2Bytes!);
     const { plan } = lib.makePlan(lib.planRequest({ op: lib.CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 }, device: mine, target: 'cuda' }));
     expect(plan.profile.gpu!.l2Bytes).toBe(1 << 20);

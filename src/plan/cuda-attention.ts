@@ -2,7 +2,7 @@ import { kvRowFormat as storedRowFormat, softmaxScale } from '../ir/attention.js
 import type { AttentionOp, AttentionShape } from '../ir/types.js';
 import { attentionTraffic, GPU_KV_SPLITS, kvLayout, kvLengthParams, q8GroupOfFours, SPLITK_MAX_SQ, type KvRowParams } from './attention-common.js';
 import { ceilDiv, readConfig, sumBytes, toleranceFor, typedSpace, type RestrictionOf } from './common.js';
-import { CUDA_WARP, CUDA_WARP_LANES, type CudaWarp, cudaBudgets, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, type CudaFlush, type CudaWarp, cudaBudgets, cudaFlush, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, LaunchShape, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, Restriction, SearchSpace } from './types.js';
 
 /**
@@ -32,7 +32,7 @@ export function decodeMaxRows(D: number): number {
 type Dims = { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number };
 
 /** What every attention kernel prints: the shape, the KV row format and layout, the staging ring, shared memory and grid. */
-type RingParams = Dims & KvRowParams & CudaWarp & {
+type RingParams = Dims & KvRowParams & CudaWarp & CudaFlush & {
   arch: string;
   /** __launch_bounds__'s minimum blocks per SM. */
   minBlocks: number;
@@ -380,6 +380,7 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
     B, Hq, Hkv, Sq, Skv, D,
     arch: device.gpu!.arch,
     ...CUDA_WARP,
+    ...cudaFlush(device),
     // __launch_bounds__'s minimum blocks per SM (templates/cuda/kernel_head.hbs).
     minBlocks: 1,
     group,

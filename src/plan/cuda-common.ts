@@ -27,6 +27,24 @@ export type CudaWarp = {
   shuffleFirst: number;
 };
 
+/** How many times the profile's L2 a CUDA run kit writes between timed runs, so no input stays cached. */
+export const FLUSH_L2_MULTIPLE = 3;
+
+/**
+ * What a CUDA run kit writes between timed runs (run.sh's default FLUSH_BYTES): FLUSH_L2_MULTIPLE
+ * times the profile's L2, so every run reads its inputs from DRAM; 0 (no flush) for a profile
+ * without an L2 figure.
+ */
+export type CudaFlush = {
+  flushBytes: number;
+  flushL2Multiple: number;
+};
+
+/** The flush of a CUDA plan on `device` (`CudaFlush`). */
+export function cudaFlush(device: DeviceProfile): CudaFlush {
+  return { flushBytes: FLUSH_L2_MULTIPLE * (device.gpu?.l2Bytes ?? 0), flushL2Multiple: FLUSH_L2_MULTIPLE };
+}
+
 /** The warp numbers of every CUDA plan, from CUDA_WARP_LANES. */
 export const CUDA_WARP: CudaWarp = {
   warpLanes: CUDA_WARP_LANES,

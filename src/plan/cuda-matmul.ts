@@ -1,7 +1,7 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, readConfig, sumBytes, toleranceFor, typedSpace, type ConfigOf, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
-import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
+import { CUDA_WARP, CUDA_WARP_LANES, cudaBudgets, cudaFlush, cudaGridBudgets, hasMmaM16n8k16 } from './cuda-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
 /**
@@ -174,6 +174,7 @@ function commonParams(req: Req) {
     blockBytes: layout.blockBytes,
     arch: req.device.gpu!.arch,
     ...CUDA_WARP,
+    ...cudaFlush(req.device),
     wOffsetType,
     lutBytes: op.weight.format === 'q35' ? 128 : 0,
     // __launch_bounds__'s minimum blocks per SM. Stated explicitly because without it ptxas for

@@ -4,8 +4,8 @@ import type { TemplateSet } from '../../render/templates.js';
 import { HARNESS_EXIT } from '../harness.js';
 import type { RenderContext } from '../types.js';
 
-/** A CUDA plan of any op: every CUDA family's params name the arch its code is for. */
-type CudaPlan = Plan & { params: { arch: string } };
+/** A CUDA plan of any op: every CUDA family's params name the arch its code is for and its run kit's flush (`CudaFlush`). */
+type CudaPlan = Plan & { params: { arch: string; flushBytes: number; flushL2Multiple: number } };
 
 /** nvcc's flags for an emitted kernel: optimised C++17 for its plan's arch. */
 export function nvccFlags(plan: CudaPlan): string[] {
@@ -43,7 +43,8 @@ export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: st
     tolMaxRel: plan.tolerance.maxRelToPeak,
     kernelJson: JSON.stringify(kernelInfo),
     kernelJsonShell: kernelInfo,
-    flushBytes: 3 * (plan.profile.gpu?.l2Bytes ?? 0),
+    flushBytes: plan.params.flushBytes,
+    flushL2Multiple: plan.params.flushL2Multiple,
   };
 }
 
