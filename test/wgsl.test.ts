@@ -511,3 +511,31 @@ export async function call(device: GPUDevice, buffers: KernelBuffers): Promise<n
   }, 60_000);
 });
 
+
+describe('WebGPU maxBufferSize (a profile\'s gpu.maxBufferBytes)', () => {
+  it('holds every buffer at plan time: weight chunks are sized to fit one each, a tensor bound whole is refused past it', () => {
+    // A profile that states a 1 GiB binding limit and no maxBufferBytes: the spec's 256 MiB applies.
+    const sw = getDevice('swiftshader');
+    const { maxBufferBytes: _, ...gpu } = sw.gpu!;
+    const wide: DeviceProfile = { ...sw, name: 'qa-wide-bindings', match: undefined, gpu: { ...gpu, maxStorageBufferBindingBytes: 2 ** 30 } };
+    expect(getDevice('webgpu').gpu!.maxBufferBytes).toBe(2 ** 28);
+    // 462 MB of f16 weights: two chunks of at most 256 MiB, each a buffer the device can hold.
+    const mm = CATALOG.matmul_f16!;
+    const { plan } = makePlan(planRequest({ op: mm, shape: parseShape('M=1,N=28672,K=8064', mm), device: wide, target: 'wgsl' }));
+    expect(plan.params).toMatchObject({ weightChunkBytes: 2 ** 28, weightChunks: 2 });
+    expect(plan.budgets.find((b) => b.budget.startsWith('buffer size'))).toMatchObject({ budget: 'buffer size, maxBufferSize (qa-wide-bindings)', needed: 2 ** 28, available: 2 ** 28 });
+    // A 512 MiB K cache is bound whole: over the buffer limit though within the binding limit.
+    const at = CATALOG.attention_f16!;
+    const cache = () => makePlan(planRequest({ op: at, shape: parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=262144,D=128', at), device: wide, target: 'wgsl' }));
+    expect(cache).toThrow(BudgetError);
+    expect(cache).toThrow(/^--shape: over budget: buffer size, maxBufferSize \(qa-wide-bindings\) needs 536870912 bytes but 268435456 are available; .*positions for a KV cache.*gpu\.maxBufferBytes/);
+    // The loader asks the device for its largest binding's buffer.
+    const e = emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=2,N=120,K=128', device: { ...wide, gpu: { ...wide.gpu!, maxStorageBufferBindingBytes: 4608 } } });
+    expect(e.manifest.bindingInterface!.limits).toMatchObject({ maxStorageBufferBindingSize: 4608, maxBufferSize: 4608 });
+  });
+
+  it('a profile whose maxBufferBytes is below its storage binding size is refused by name', () => {
+    const sw = getDevice('swiftshader');
+    expect(() => emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=1,N=16,K=64', device: { ...sw, name: 'qa-bad-buffers', match: undefined, gpu: { ...sw.gpu!, maxBufferBytes: 4096 } } })).toThrow(/gpu\.maxBufferBytes: invalid device profile; expected >= gpu\.maxStorageBufferBindingBytes/);
+  });
+});

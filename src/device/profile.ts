@@ -48,7 +48,13 @@ export interface GpuLimits {
   /** 0 where the API exposes no register limit (WebGPU). */
   registersPerThread: number;
   registersPerMultiprocessor?: number;
+  /** WebGPU `maxStorageBufferBindingSize`: the largest storage binding (128 MiB at the spec defaults, taken when absent). */
   maxStorageBufferBindingBytes?: number;
+  /**
+   * WebGPU `maxBufferSize`: the largest GPUBuffer (256 MiB at the spec defaults, taken when absent);
+   * a tensor bound in several pieces (weights past the binding limit) is still one buffer.
+   */
+  maxBufferBytes?: number;
   /** WebGPU `maxStorageBuffersPerShaderStage` (8 at the spec defaults). */
   maxStorageBuffersPerShaderStage?: number;
   /** WebGPU `maxComputeWorkgroupsPerDimension` (65535 at the spec defaults). */
@@ -150,7 +156,7 @@ const isCount = (v: unknown): v is number => Number.isInteger(v) && (v as number
 const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
 
 /** Each optional count a GPU profile may give (checked only where present: absent ones take WebGPU's defaults or are unused). */
-const OPTIONAL_GPU_COUNTS = ['multiprocessors', 'sharedPerMultiprocessorBytes', 'registersPerMultiprocessor', 'maxStorageBufferBindingBytes', 'maxStorageBuffersPerShaderStage', 'maxWorkgroupsPerDimension', 'l2Bytes'] as const;
+const OPTIONAL_GPU_COUNTS = ['multiprocessors', 'sharedPerMultiprocessorBytes', 'registersPerMultiprocessor', 'maxStorageBufferBindingBytes', 'maxBufferBytes', 'maxStorageBuffersPerShaderStage', 'maxWorkgroupsPerDimension', 'l2Bytes'] as const;
 
 /**
  * Checks a parsed profile (a shipped one or a user's file): every field a planner reads has the
@@ -184,6 +190,8 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
     need(g.sharedPerBlockOptinBytes >= g.sharedPerBlockBytes, file, 'gpu.sharedPerBlockOptinBytes', '>= sharedPerBlockBytes');
     need(Number.isInteger(g.registersPerThread) && g.registersPerThread >= 0, file, 'gpu.registersPerThread', 'an integer >= 0 (0 where the API exposes no register limit, as WebGPU)');
     for (const k of OPTIONAL_GPU_COUNTS) need(g[k] === undefined || isCount(g[k]), file, `gpu.${k}`, 'a positive integer, or no entry');
+    // A binding lies within one buffer: a profile stating both cannot allow a larger binding.
+    need(g.maxBufferBytes === undefined || g.maxStorageBufferBindingBytes === undefined || g.maxBufferBytes >= g.maxStorageBufferBindingBytes, file, 'gpu.maxBufferBytes', '>= gpu.maxStorageBufferBindingBytes (WebGPU maxBufferSize: a binding lies within one buffer)');
     need(g.maxWorkgroupSize === undefined || (Array.isArray(g.maxWorkgroupSize) && g.maxWorkgroupSize.length === 3 && g.maxWorkgroupSize.every(isCount)), file, 'gpu.maxWorkgroupSize', '[x, y, z], positive integers (WebGPU maxComputeWorkgroupSizeX/Y/Z), or no entry');
     const f = g.features;
     need(isObject(f), file, 'gpu.features', 'the GPU\'s features (subgroupSizes, f16, dot8, asyncCopy, tensorCores)');

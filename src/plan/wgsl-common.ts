@@ -23,9 +23,26 @@ export const WEBGPU_DEFAULT_WORKGROUP_SIZE_X = 256;
 /** WebGPU's default `maxStorageBufferBindingSize` (128 MiB). */
 export const WEBGPU_DEFAULT_STORAGE_BINDING_BYTES = 134217728;
 
+/** WebGPU's default `maxBufferSize` (256 MiB). */
+export const WEBGPU_DEFAULT_BUFFER_BYTES = 268435456;
+
+/** The largest GPUBuffer the profile allows (`gpu.maxBufferBytes`, else WebGPU's default). */
+export function maxBufferBytes(device: DeviceProfile): number {
+  return device.gpu!.maxBufferBytes ?? WEBGPU_DEFAULT_BUFFER_BYTES;
+}
+
 /** The largest storage binding the profile allows. */
 export function maxStorageBindingBytes(device: DeviceProfile): number {
   return device.gpu!.maxStorageBufferBindingBytes ?? WEBGPU_DEFAULT_STORAGE_BINDING_BYTES;
+}
+
+/**
+ * The most bytes one weight binding may take: the binding limit, and the buffer limit too, so each
+ * chunk may be a buffer of its own (the loader's array form) on a profile that states a binding
+ * limit above its buffer limit (or the 256 MiB default where it states none).
+ */
+export function weightChunkLimit(device: DeviceProfile): number {
+  return Math.min(maxStorageBindingBytes(device), maxBufferBytes(device));
 }
 
 /**
@@ -33,7 +50,9 @@ export function maxStorageBindingBytes(device: DeviceProfile): number {
  * `webgpu`, an adapter's own figures for a present one): workgroup storage, invocations per
  * workgroup and along x (every WGSL kernel's workgroup is `invocations x 1 x 1`, so
  * `maxComputeWorkgroupSizeX`, the profile's `gpu.maxWorkgroupSize[0]`, binds as well), the largest
- * storage binding, storage buffers per shader stage and workgroups per dispatch dimension. WebGPU
+ * storage binding, the largest buffer (`maxBufferSize`: a tensor bound whole is one buffer, and the
+ * weights' chunks, sized to fit it (`weightChunkLimit`), may each be one), storage buffers per
+ * shader stage and workgroups per dispatch dimension. WebGPU
  * exposes no register limit.
  */
 export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[], invocations: number, use?: WgslBindingUse): BudgetCheck[] {
@@ -46,6 +65,7 @@ export function workgroupBudgets(device: DeviceProfile, buffers: OnChipBuffer[],
   if (use) {
     checks.push(
       { budget: `storage binding size (${device.name})`, needed: Math.max(...use.bindingBytes), available: maxStorageBindingBytes(device), unit: 'bytes', remedy: 'split the op across dispatches so each buffer binds whole (along N for the weights, M for activations, positions for a KV cache), or use the C or CUDA target' },
+      { budget: `buffer size, maxBufferSize (${device.name})`, needed: Math.max(...use.bindingBytes), available: maxBufferBytes(device), unit: 'bytes', remedy: 'split the op across dispatches so each tensor bound whole fits one buffer (M for activations and outputs, positions for a KV cache), state the adapter\'s larger maxBufferSize (gpu.maxBufferBytes) in a profile of its own, or use the C or CUDA target' },
       { budget: `storage buffers per shader stage (${device.name})`, needed: use.bindingBytes.length, available: gpu.maxStorageBuffersPerShaderStage ?? WEBGPU_DEFAULT_STORAGE_BUFFERS, unit: 'bindings', remedy: 'an adapter with a larger maxStorageBuffersPerShaderStage (a profile of its own), or the C or CUDA target' },
       { budget: 'bytes addressed by u32 offsets', needed: use.addressedBytes, available: 2 ** 32 - 1, unit: 'bytes', remedy: 'split the op across dispatches so each addresses under 4 GiB, or use the C or CUDA target (64-bit offsets)' },
       { budget: `workgroups per dispatch dimension (${device.name})`, needed: Math.max(...use.grid), available: gpu.maxWorkgroupsPerDimension ?? WEBGPU_DEFAULT_WORKGROUPS_PER_DIMENSION, unit: 'workgroups', remedy: 'split the op across dispatches along its largest grid dimension (N, M, or batch and heads)' },

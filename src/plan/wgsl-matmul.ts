@@ -1,7 +1,7 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace, type EarlierOf } from './common.js';
-import { maxStorageBindingBytes, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
+import { weightChunkLimit, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 import { InternalError } from '../errors.js';
 
@@ -288,7 +288,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
   const invocations = knobs.invocations;
   const buffers: OnChipBuffer[] = [];
   const weightBindingBytes = ceilDiv(N * rowBytes, 4) * 4 + 4;
-  const weightChunkBytes = Math.min(Math.floor(maxStorageBindingBytes(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
+  const weightChunkBytes = Math.min(Math.floor(weightChunkLimit(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
   const weightChunks = ceilDiv(weightBindingBytes, weightChunkBytes);
   const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, scaleBytes: codec.scaleBytes, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
   let common: Pick<PlanBody<'wgsl-matmul'>, 'variant' | 'launch' | 'loops' | 'params'>;

@@ -5,7 +5,11 @@ import { wgslLoaderDeclarations } from './bindings.js';
 import type { WgslRunSpec } from './run-spec.js';
 import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
 
-/** The limits a WGSL kernel needs where they may exceed the spec defaults, from its storage, invocations and bindings. */
+/**
+ * The limits a WGSL kernel needs where they may exceed the spec defaults, from its storage,
+ * invocations and bindings; `maxBufferSize` is the largest binding, each binding being at least a
+ * buffer of its own (the weights as one buffer need maxBufferSize >= all their bindings together).
+ */
 export function wgslLimits(sharedBytes: number, invocations: number, bindings: BindingInterface['bindings']): Record<string, number> {
   const storage = bindings.filter((b) => b.access !== 'uniform');
   return {
@@ -13,6 +17,7 @@ export function wgslLimits(sharedBytes: number, invocations: number, bindings: B
     maxComputeInvocationsPerWorkgroup: invocations,
     maxComputeWorkgroupSizeX: invocations,
     maxStorageBufferBindingSize: Math.max(...storage.map((b) => b.bytes)),
+    maxBufferSize: Math.max(...storage.map((b) => b.bytes)),
     maxStorageBuffersPerShaderStage: storage.length,
   };
 }
