@@ -214,11 +214,12 @@ static inline void kg_vtranspose(kg_vec *v) {
   }
 }
 /* 2^x for x <= 0: 2^round(x) by the exponent bits times a polynomial on [-0.5, 0.5]; 0 below the
- * smallest normal (and for -inf, the masked scores). */
+ * smallest normal (and for -inf, the masked scores); NaN for NaN (a NaN key's score), so the row it
+ * reaches is NaN rather than the key weighing 0 (the unordered compare keeps it, max(lo, x) passes it). */
 static inline kg_vec kg_vexp2(kg_vec x) {
   const __m256 lo = _mm256_set1_ps(KG_EXP2_MIN);
-  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
-  x = _mm256_max_ps(x, lo);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);
+  x = _mm256_max_ps(lo, x);
   const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 f = _mm256_sub_ps(x, n);
   __m256 p = _mm256_set1_ps(KG_EXP2_C6);
@@ -467,8 +468,10 @@ static void kg_scores_i8(const uint8_t *const *q, const float *const *qd, const 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
  * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
  * vector is dequantized once for all KG_RG rows. The next tile's first `next` V rows are prefetched
- * as the keys go by. */
-static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
+ * as the keys go by. With `lim` (a tile on the causal diagonal), row r adds only its first lim[r]
+ * keys: a masked key's P is 0, but 0 times a NaN or infinite V is NaN, and that V belongs to a later
+ * query. Without it (NULL, a constant after inlining) the loop is the plain one. */
+static inline __attribute__((always_inline)) void kg_accumulate_rows(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next, const int *lim) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
    * broadcast cost about as much as the dequantization itself. */
   float vd[KG_KV_BLOCK * KG_GROUPS_PAD];
@@ -488,12 +491,35 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
       for (int cc = 0; cc < KG_PV_STEP; cc++) {
         const kg_vec vv = kg_load_v(vr, vd + jj * KG_GROUPS_PAD, c + cc);
-        for (int r = 0; r < KG_RG; r++) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
+        for (int r = 0; r < KG_RG; r++)
+          if (!lim || jj < lim[r]) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
       }
     }
     for (int cc = 0; cc < KG_PV_STEP; cc++)
       for (int r = 0; r < KG_RG; r++) kg_vstore(acc + r * KG_D + (c + cc) * KG_LANES, a[cc][r]);
   }
+}
+
+static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
+  kg_accumulate_rows(acc, p, corr, v, vs, row0, n, next, NULL);
+}
+
+/* kg_accumulate on a causal diagonal tile, row r adding its first lim[r] keys (pvInt too: integer
+ * P.V's one V scale per tile would take a later query's NaN scale into every row's): the keys every
+ * row sees by the plain loop, then the few some rows see with the check, and none past the last. */
+static void kg_accumulate_masked(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, const int *lim) {
+  int lo = lim[0], hi = lim[0], rest[KG_RG];
+  float ones[KG_RG];
+  for (int r = 1; r < KG_RG; r++) {
+    lo = kg_min(lo, lim[r]);
+    hi = lim[r] > hi ? lim[r] : hi;
+  }
+  for (int r = 0; r < KG_RG; r++) {
+    rest[r] = lim[r] - lo;
+    ones[r] = 1.0f;
+  }
+  kg_accumulate_rows(acc, p, corr, v, vs, row0, lo, 0, NULL);
+  if (hi > lo) kg_accumulate_rows(acc, p + lo, ones, v, vs, row0 + (int64_t)lo * KG_POS_STRIDE, hi - lo, 0, rest);
 }
 
 
@@ -582,11 +608,15 @@ int kgen_attention_q8_0kv_kvlen_tasks(void *workspace, const uint8_t *k, const u
         if (KG_POS_STRIDE == 1) kg_prime_pages(k, v, row0, j0, n);
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, row0, n, s + g * KG_KV_BLOCK);
       }
-      if (j0 + n > least_visible) {
-        /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
-         * every key). */
-        for (int r = 0; r < KG_TASK_ROWS_PAD; r++)
-          for (int jj = visible[r] - j0 > 0 ? visible[r] - j0 : 0; jj < n; jj++) s[r * KG_KV_BLOCK + jj] = -INFINITY;
+      /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
+       * every key), and P.V adds only each row's first lim[r]. */
+      const int diagonal = j0 + n > least_visible;
+      int lim[KG_TASK_ROWS_PAD];
+      if (diagonal) {
+        for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
+          lim[r] = kg_min(n, visible[r] - j0 > 0 ? visible[r] - j0 : 0);
+          for (int jj = lim[r]; jj < n; jj++) s[r * KG_KV_BLOCK + jj] = -INFINITY;
+        }
       }
       for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
         float *sr = s + r * KG_KV_BLOCK;
@@ -612,6 +642,10 @@ int kgen_attention_q8_0kv_kvlen_tasks(void *workspace, const uint8_t *k, const u
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
+        if (diagonal) {
+          for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_accumulate_masked(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, lim + g);
+          continue;
+        }
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_accumulate(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n, g > g0 ? 0 : next);
       }
     }

@@ -188,10 +188,11 @@ static inline void kg_vtranspose(kg_vec *v) {
   v[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
 }
 /* 2^x for x <= 0: 2^round(x) by the exponent bits times a polynomial on [-0.5, 0.5]; 0 below the
- * smallest normal (and for -inf, the masked scores). */
+ * smallest normal (and for -inf, the masked scores); NaN for NaN (a NaN key's score: vmaxq passes
+ * it, and only lanes below lo are cleared), so the row it reaches is NaN rather than the key weighing 0. */
 static inline kg_vec kg_vexp2(kg_vec x) {
   const float32x4_t lo = vdupq_n_f32(KG_EXP2_MIN);
-  const uint32x4_t keep = vcgeq_f32(x, lo);
+  const uint32x4_t below = vcltq_f32(x, lo);
   x = vmaxq_f32(x, lo);
   const float32x4_t n = vrndnq_f32(x);
   const float32x4_t f = vsubq_f32(x, n);
@@ -203,7 +204,7 @@ static inline kg_vec kg_vexp2(kg_vec x) {
   p = vfmaq_f32(vdupq_n_f32(KG_EXP2_C1), p, f);
   p = vfmaq_f32(vdupq_n_f32(1.0f), p, f);
   const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(KG_F32_BIAS)), KG_F32_MANT_BITS);
-  return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vmulq_f32(p, vreinterpretq_f32_s32(e))), keep));
+  return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(vmulq_f32(p, vreinterpretq_f32_s32(e))), below));
 }
 static inline float kg_half(uint16_t h) { __fp16 f; memcpy(&f, &h, sizeof f); return (float)f; }
 static inline kg_vec kg_vload_f16(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p))); }
@@ -424,8 +425,10 @@ static void kg_scores_i8(const uint8_t *const *q, const float *const *qd, const 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
  * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
  * vector is dequantized once for all KG_RG rows. The next tile's first `next` V rows are prefetched
- * as the keys go by. */
-static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
+ * as the keys go by. With `lim` (a tile on the causal diagonal), row r adds only its first lim[r]
+ * keys: a masked key's P is 0, but 0 times a NaN or infinite V is NaN, and that V belongs to a later
+ * query. Without it (NULL, a constant after inlining) the loop is the plain one. */
+static inline __attribute__((always_inline)) void kg_accumulate_rows(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next, const int *lim) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
    * broadcast cost about as much as the dequantization itself. */
   float vd[KG_KV_BLOCK * KG_GROUPS_PAD];
@@ -445,12 +448,35 @@ static void kg_accumulate(float *acc, const float *p, const float *corr, const u
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
       for (int cc = 0; cc < KG_PV_STEP; cc++) {
         const kg_vec vv = kg_load_v(vr, vd + jj * KG_GROUPS_PAD, c + cc);
-        for (int r = 0; r < KG_RG; r++) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
+        for (int r = 0; r < KG_RG; r++)
+          if (!lim || jj < lim[r]) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
       }
     }
     for (int cc = 0; cc < KG_PV_STEP; cc++)
       for (int r = 0; r < KG_RG; r++) kg_vstore(acc + r * KG_D + (c + cc) * KG_LANES, a[cc][r]);
   }
+}
+
+static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
+  kg_accumulate_rows(acc, p, corr, v, vs, row0, n, next, NULL);
+}
+
+/* kg_accumulate on a causal diagonal tile, row r adding its first lim[r] keys (pvInt too: integer
+ * P.V's one V scale per tile would take a later query's NaN scale into every row's): the keys every
+ * row sees by the plain loop, then the few some rows see with the check, and none past the last. */
+static void kg_accumulate_masked(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, const int *lim) {
+  int lo = lim[0], hi = lim[0], rest[KG_RG];
+  float ones[KG_RG];
+  for (int r = 1; r < KG_RG; r++) {
+    lo = kg_min(lo, lim[r]);
+    hi = lim[r] > hi ? lim[r] : hi;
+  }
+  for (int r = 0; r < KG_RG; r++) {
+    rest[r] = lim[r] - lo;
+    ones[r] = 1.0f;
+  }
+  kg_accumulate_rows(acc, p, corr, v, vs, row0, lo, 0, NULL);
+  if (hi > lo) kg_accumulate_rows(acc, p + lo, ones, v, vs, row0 + (int64_t)lo * KG_POS_STRIDE, hi - lo, 0, rest);
 }
 
 
@@ -537,11 +563,15 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
         if (KG_POS_STRIDE == 1) kg_prime_pages(k, v, row0, j0, n);
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_scores_i8(qrow + g, qscale + g, k, k_scales, g > g0 ? NULL : v_first, g > g0 ? 0 : next, row0, n, s + g * KG_KV_BLOCK);
       }
-      if (j0 + n > least_visible) {
-        /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
-         * every key). */
-        for (int r = 0; r < KG_TASK_ROWS_PAD; r++)
-          for (int jj = visible[r] - j0 > 0 ? visible[r] - j0 : 0; jj < n; jj++) s[r * KG_KV_BLOCK + jj] = -INFINITY;
+      /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
+       * every key), and P.V adds only each row's first lim[r]. */
+      const int diagonal = j0 + n > least_visible;
+      int lim[KG_TASK_ROWS_PAD];
+      if (diagonal) {
+        for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
+          lim[r] = kg_min(n, visible[r] - j0 > 0 ? visible[r] - j0 : 0);
+          for (int jj = lim[r]; jj < n; jj++) s[r * KG_KV_BLOCK + jj] = -INFINITY;
+        }
       }
       for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
         float *sr = s + r * KG_KV_BLOCK;
@@ -567,6 +597,10 @@ void kgen_attention_q8kv_tasks(void *workspace, const uint8_t *k, const uint16_t
       for (int hh = 0; hh < KG_TASK_HEADS; hh++) {
         const int64_t row0 = row_base + (int64_t)hh * KG_HEAD_STRIDE + (int64_t)j0 * KG_POS_STRIDE;
         const int g0 = hh * KG_HEAD_ROWS_PAD;
+        if (diagonal) {
+          for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_accumulate_masked(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, lim + g);
+          continue;
+        }
         for (int g = g0; g < g0 + KG_HEAD_ROWS_PAD; g += KG_RG) kg_accumulate(acc + g * KG_D, s + g * KG_KV_BLOCK, corr + g, v, v_scales, row0, n, g > g0 ? 0 : next);
       }
     }

@@ -265,7 +265,10 @@ fn kgen_attention_q8_0kv_kvlen(@builtin(local_invocation_index) tid: u32, @built
         let r = e / KG_D_QUADS;
         let d = 4u * (e % KG_D_QUADS);
         var o = acc[i] * kg_st[2u * KG_ROWS + r];
-        for (var j = 0u; j < n; j++) {
+        // Only the keys the row sees: a masked key's p is 0, but 0 x a NaN or infinite V (a later
+        // query's, on the causal diagonal) is NaN.
+        let seen = u32(clamp(kg_last_key(row_base, r) - i32(j0) + 1, 0, i32(n)));
+        for (var j = 0u; j < seen; j++) {
           o += kg_sc[r * KG_KEYS + j] * kg_v4(j, d);
         }
         acc[i] = o;
