@@ -13,15 +13,16 @@ import { cToolsSkipReason, dawnSkipReason } from './helpers.js';
 
 /**
  * Attention's non-finite contract (docs/ARCHITECTURE.md, "Non-finite values in attention"), on
- * every target that runs here. One decode kernel (run-time KV length, causal, split in 4) and one
- * prefill kernel (causal, Sq = Skv) per target and KV format, each built once and run on several
+ * every target that runs here. One decode kernel (run-time KV length, causal, 5 queries, split in 4)
+ * and one prefill kernel (causal, Sq = Skv) per target and KV format, each built once and run on several
  * variants of one set of inputs, each variant's O compared row by row with the clean run's:
  * - what a kernel must not read (cache positions at or past kv_len, in NaN or in infinity bytes) leaves
  *   every O row bit for bit as it was;
  * - a NaN in Q row (i, h) makes O row (i, h) non-finite and no other;
  * - a NaN key or an infinite value makes every row that attends to it non-finite and leaves the
  *   rows that do not (the other KV head's, causally earlier queries) bit for bit as they were.
- * The clean run itself is judged against the f64 reference, as is a run with scores of +-1e4.
+ * The clean run itself is judged against the f64 reference, as is a run with scores of +-1e4. A
+ * target skips the checks of its named exceptions (`Exceptions`).
  */
 
 type Format = 'f16' | 'q8' | 'q8_0' | 'q4_0';
@@ -56,7 +57,7 @@ async function built(target: string, ir: Record<string, unknown>, shape: string,
   };
 }
 
-/** The byte offset of KV row (b, kv head, position) in its file, and the f16 values' byte offsets a non-finite value goes to. */
+/** The index of KV row (b, KV head, position) in K's and V's files (in rows, either layout). */
 function rowIndex(op: AttentionOp, s: AttentionShape, b: number, head: number, pos: number): number {
   const { headStride, positionStride } = kvRowStrides(kvLayoutOf(op), s);
   return b * s.Hkv * s.Skv + head * headStride + pos * positionStride;
@@ -163,7 +164,8 @@ async function prefillChecks(k: Kernel, label: string, exceptions: Exceptions): 
     for (let h = 0; h < s.Hkv; h++) poisonRow(k.op, s, bad, name, rowIndex(k.op, s, 0, h, POISON_AT), value, channel);
     expectRows(k, clean, await k.run(bad), (r) => r.i < POISON_AT, `${label} ${what} at position ${POISON_AT}`);
   }
-  // Scores of +-1e4: Q's channel 0 is 100, K's channel 0 spans +-800 (x 1/sqrt(D) = 1/8); the rest as drawn.
+  // Scores of +-1e4: Q's channel 0 is 100, an f16 K's channel 0 spans +-800 (x 1/sqrt(D) = 1/8); the
+  // int8 caches keep their K (scores of about 1e2); the rest as drawn.
   const big: Inputs = { ...data.inputs, 'q.bin': data.inputs['q.bin']!.slice() };
   const q = new Uint16Array(big['q.bin']!.buffer);
   for (let r = 0; r < q.length / s.D; r++) q[r * s.D] = f32ToF16Bits(100);

@@ -849,7 +849,9 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
     const uint8_t *qrow[KG_TASK_ROWS_PAD];
     const float *qscale[KG_TASK_ROWS_PAD];
     int32_t qbias[KG_TASK_ROWS_PAD * KG_Q_GROUPS];
-    int visible[KG_TASK_ROWS_PAD];
+    /* lim[r]: the keys row r sees in a tile on the causal diagonal (set there; zero-initialized, as gcc
+     * cannot tell it is only read there). */
+    int visible[KG_TASK_ROWS_PAD], lim[KG_TASK_ROWS_PAD] = {0};
     float m[KG_TASK_ROWS_PAD], l[KG_TASK_ROWS_PAD], corr[KG_TASK_ROWS_PAD];
     float s[KG_TASK_ROWS_PAD * KG_KV_BLOCK];
     float acc[KG_TASK_ROWS_PAD * KG_D];
@@ -900,7 +902,6 @@ void kgen_attention_q4_0kv_tasks(void *workspace, const uint8_t *k, const uint16
       /* A tile on the causal diagonal: each row's keys past its query are masked (padding rows see
        * every key), and P.V adds only each row's first lim[r]. */
       const int diagonal = j0 + n > least_visible;
-      int lim[KG_TASK_ROWS_PAD];
       if (diagonal) {
         for (int r = 0; r < KG_TASK_ROWS_PAD; r++) {
           lim[r] = kg_min(n, visible[r] - j0 > 0 ? visible[r] - j0 : 0);
