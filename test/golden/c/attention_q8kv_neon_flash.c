@@ -425,10 +425,8 @@ static void kg_scores_i8(const uint8_t *const *q, const float *const *qd, const 
 /* acc_r = acc_r * corr[r] + sum_jj p[r * KG_KV_BLOCK + jj] V(row0 + jj * KG_POS_STRIDE) for KG_RG rows
  * of KG_D accumulators: KG_PV_STEP vectors of every row stay in registers across the keys, and each V
  * vector is dequantized once for all KG_RG rows. The next tile's first `next` V rows are prefetched
- * as the keys go by. With `lim` (a tile on the causal diagonal), row r adds only its first lim[r]
- * keys: a masked key's P is 0, but 0 times a NaN or infinite V is NaN, and that V belongs to a later
- * query. Without it (NULL, a constant after inlining) the loop is the plain one. */
-static inline __attribute__((always_inline)) void kg_accumulate_rows(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next, const int *lim) {
+ * as the keys go by. */
+static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* Each V row's scales to f32 once per key, not once per vector of it: the conversion and
    * broadcast cost about as much as the dequantization itself. */
   float vd[KG_KV_BLOCK * KG_GROUPS_PAD];
@@ -448,8 +446,7 @@ static inline __attribute__((always_inline)) void kg_accumulate_rows(float *acc,
       for (int r = 0; r < KG_RG; r++) pr[r] = kg_vset1(p[r * KG_KV_BLOCK + jj]);
       for (int cc = 0; cc < KG_PV_STEP; cc++) {
         const kg_vec vv = kg_load_v(vr, vd + jj * KG_GROUPS_PAD, c + cc);
-        for (int r = 0; r < KG_RG; r++)
-          if (!lim || jj < lim[r]) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
+        for (int r = 0; r < KG_RG; r++) a[cc][r] = kg_vfma(pr[r], vv, a[cc][r]);
       }
     }
     for (int cc = 0; cc < KG_PV_STEP; cc++)
@@ -457,26 +454,30 @@ static inline __attribute__((always_inline)) void kg_accumulate_rows(float *acc,
   }
 }
 
-static void kg_accumulate(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
-  kg_accumulate_rows(acc, p, corr, v, vs, row0, n, next, NULL);
-}
-
-/* kg_accumulate on a causal diagonal tile, row r adding its first lim[r] keys (pvInt too: integer
- * P.V's one V scale per tile would take a later query's NaN scale into every row's): the keys every
- * row sees by the plain loop, then the few some rows see with the check, and none past the last. */
+/* kg_accumulate on a tile on the causal diagonal, row r adding only its first lim[r] keys: a masked
+ * key's P is 0, but 0 times a NaN or infinite V (a later query's) is NaN. The keys every row sees go
+ * through kg_accumulate (f32 also under pvInt: integer P.V's one V scale per tile would take a later
+ * query's non-finite scale into every row's), the few some rows see one row at a time, none past
+ * the last row's. */
 static void kg_accumulate_masked(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, const int *lim) {
-  int lo = lim[0], hi = lim[0], rest[KG_RG];
-  float ones[KG_RG];
+  int lo = lim[0], hi = lim[0];
   for (int r = 1; r < KG_RG; r++) {
     lo = kg_min(lo, lim[r]);
     hi = lim[r] > hi ? lim[r] : hi;
   }
-  for (int r = 0; r < KG_RG; r++) {
-    rest[r] = lim[r] - lo;
-    ones[r] = 1.0f;
+  kg_accumulate(acc, p, corr, v, vs, row0, lo, 0);
+  for (int jj = lo; jj < hi; jj++) {
+    const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
+    const uint8_t *vr = v + row * KG_ROW_BYTES;
+    float vd[KG_GROUPS_PAD];
+    kg_group_scales(vr, kg_row_scales(vs, row), vd);
+    for (int r = 0; r < KG_RG; r++) {
+      if (jj >= lim[r]) continue;
+      const kg_vec pr = kg_vset1(p[r * KG_KV_BLOCK + jj]);
+      float *ar = acc + r * KG_D;
+      for (int c = 0; c < KG_CHUNKS; c++) kg_vstore(ar + c * KG_LANES, kg_vfma(pr, kg_load_v(vr, vd, c), kg_vload(ar + c * KG_LANES)));
+    }
   }
-  kg_accumulate_rows(acc, p, corr, v, vs, row0, lo, 0, NULL);
-  if (hi > lo) kg_accumulate_rows(acc, p + lo, ones, v, vs, row0 + (int64_t)lo * KG_POS_STRIDE, hi - lo, 0, rest);
 }
 
 
