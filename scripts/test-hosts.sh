@@ -31,6 +31,8 @@ HOST_BLIND=(
   test/config-fuzz.test.ts
   # kgen's own tarball: its CLI emit names epyc-9654, its library calls take wasm's wasm-simd128.
   test/npm-package.test.ts
+  # Attention non-finite contract: C names epyc-9654, epyc-7763 or apple-m2, wasm and wgsl take their defaults.
+  test/attention-nonfinite.test.ts
   # (test/targets.test.ts reads getDevice('host')'s targets since 2026-12-05: it runs under every host.)
 )
 named=$(grep -l -E "'host'|\"host\"|KGEN_HOST_PROFILE|suiteHost" "${HOST_BLIND[@]}" || true)

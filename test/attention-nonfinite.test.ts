@@ -201,18 +201,21 @@ interface Variant {
 }
 
 const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined);
-// The widest ISA and scalar for every format; AVX2 beside AVX-512 for one (its own exp2, the rest shared).
+// The widest ISA and scalar for every format; AVX2 beside AVX-512, and NEON under qemu, for one
+// (each has its own exp2, the rest shared).
 const C_ISAS: { isa: string; formats: Format[] }[] = [
   ...(native ? [{ isa: native, formats: FORMATS }] : []),
   ...(native === 'avx512' ? [{ isa: 'avx2', formats: ['f16'] as Format[] }] : []),
+  { isa: 'neon', formats: ['f16'] },
   { isa: 'scalar', formats: FORMATS },
 ];
+const C_DEVICES: Record<string, string> = { avx512: 'epyc-9654', neon: 'apple-m2' };
 const VARIANTS: Variant[] = [
   ...C_ISAS.map(({ isa, formats }) => ({
     name: `C ${isa}`,
     target: 'c',
     skip: cToolsSkipReason(isa),
-    extra: { isa, device: isa === 'avx512' ? 'epyc-9654' : 'epyc-7763' },
+    extra: { isa, device: C_DEVICES[isa] ?? 'epyc-7763' },
     decodeConfig: { splits: 4 },
     prefillConfig: () => ({}),
     formats,
