@@ -43,8 +43,8 @@ export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[], regis
   const cpu = device.cpu!;
   const capped = registers < cpu.vectorRegisters ? `, ${registers} of its ${cpu.vectorRegisters} named by the variant` : '';
   return [
-    { budget: `vector registers (${device.name}${capped})`, needed: sumBytes(buffers, 'registers'), available: registers, unit: 'registers', remedy: 'even the smallest tile needs more vector registers: another ISA (--isa) with more of them, or a smaller head dim (D)' },
-    { budget: `L2 cache share per core (${device.name}: half of ${cpu.l2Bytes} bytes)`, needed: sumBytes(buffers, 'l2'), available: cacheShare(cpu.l2Bytes), unit: 'bytes', remedy: 'even the smallest tile overflows the L2 share: a smaller K or head dim (D) per kernel (split the op along it), or a CPU with more L2' },
+    { budget: `vector registers (${device.name}${capped})`, needed: sumBytes(buffers, 'registers'), available: registers, unit: 'registers', remedy: 'even the smallest tile needs more vector registers: another ISA (--isa) with more of them, or a smaller K (matmul) or head dim D (attention) per kernel' },
+    { budget: `L2 cache share per core (${device.name}: half of ${cpu.l2Bytes} bytes)`, needed: sumBytes(buffers, 'l2'), available: cacheShare(cpu.l2Bytes), unit: 'bytes', remedy: 'even the smallest tile overflows the L2 share: a smaller K (matmul: split the op along it) or head dim D (attention) per kernel, or a CPU with more L2' },
   ];
 }
 
