@@ -155,8 +155,7 @@ async function decodeChecks(k: Kernel, label: string, exceptions: Exceptions): P
     expectRows(k, clean, await k.run(bad), (r) => Math.floor(r.h / group) !== 1, `${label} ${what} in KV head 1`);
   }
   // Causality: query i sees positions up to kv_len - Sq + i, so a NaN value at kv_len - 2 reaches
-  // only the last two queries (the earlier ones share its tile). Integer P.V is a named exception.
-  if (exceptions.integerPvDiagonal && k.plan.config['pvInt'] === 1) return;
+  // only the last two queries (the earlier ones share its tile).
   const late = { ...base };
   poisonRow(k.op, s, late, 'v', rowIndex(k.op, s, 0, 1, KV_LEN - 2), F16_NAN, 3);
   expectRows(k, clean, await k.run(late), (r) => Math.floor(r.h / group) !== 1 || r.i < s.Sq - 2, `${label} NaN value at kv_len - 2 in KV head 1`);
@@ -197,8 +196,6 @@ const PREFILL = 'B=1,Hq=2,Hkv=1,Sq=48,Skv=48,D=64';
 interface Exceptions {
   /** WGSL: a NaN key weighs 0 (WGSL leaves NaN arithmetic to the implementation). */
   dropsNaNKey?: boolean;
-  /** WebAssembly with integer P.V (`pvInt: 1`): a causal tile's one V scale spans masked keys, so a later query's non-finite V scale reaches earlier rows. */
-  integerPvDiagonal?: boolean;
 }
 
 interface Variant {
@@ -238,7 +235,7 @@ const VARIANTS: Variant[] = [
   })),
   // Attention ships one module, SIMD128 (no relaxed-SIMD one: the harness refuses the level).
   // Prefill with f32 P.V (pvInt 0): integer P.V on a causal diagonal tile is a named exception.
-  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfigs: (f): Config[] => [f === 'f16' ? {} : { pvInt: 0 }], formats: FORMATS, exceptions: { integerPvDiagonal: true } },
+  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfigs: (f): Config[] => [f === 'f16' ? {} : { pvInt: 0 }], formats: FORMATS, exceptions: {} },
   // SwiftShader takes minutes for the four formats: f16 and one integer cache.
   { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfigs: () => [{}], formats: ['f16', 'q8_0'], exceptions: { dropsNaNKey: true } },
   // CUDA through the CPU shim (g++, each GPU thread a fiber, mma.sync emulated): the arithmetic the
