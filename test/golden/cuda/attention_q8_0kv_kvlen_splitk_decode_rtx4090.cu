@@ -15,7 +15,6 @@
 #define KG_SHARED(name, bytes) __shared__ __align__(16) unsigned char name[bytes]
 #define KG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define KG_UNROLL _Pragma("unroll")
-#define KG_NO_UNROLL _Pragma("unroll 1")
 
 /* cp.async of N bytes (4, 8 or 16) from global to shared memory: srcBytes are read, the rest is
  * zero-filled. Before sm_80 a plain copy, complete when it returns. */
@@ -251,19 +250,6 @@ __device__ __forceinline__ KgStats kg_stats(unsigned char *smem) {
   return {s, s + KG_ROWS, s + 2 * KG_ROWS};
 }
 
-/* o + P . V over keys 0 .. keys - 1 of a staged V tile (none when keys <= 0), values d..d+3. */
-__device__ __forceinline__ float4 kg_pv(float4 o, const float *pr, const unsigned char *vt, int d, int keys) {
-  for (int j = 0; j < keys; j++) {
-    const float pj = pr[j];
-    const float4 vv = kg_kv_dec4(vt + j * KG_SLOT_BYTES, d);
-    o.x = fmaf(pj, vv.x, o.x);
-    o.y = fmaf(pj, vv.y, o.y);
-    o.z = fmaf(pj, vv.z, o.z);
-    o.w = fmaf(pj, vv.w, o.w);
-  }
-  return o;
-}
-
 __device__ __forceinline__ void kg_attend(const __half *__restrict__ q, int rowBase, int keyBegin, int keyEnd, const uint8_t *__restrict__ k,
                                           const uint8_t *__restrict__ v, const uint8_t *__restrict__ ks, const uint8_t *__restrict__ vs, long long kvRow0,
                                           unsigned char *smem, float4 acc[KG_QUADS], int kvLen) {
@@ -352,20 +338,24 @@ __device__ __forceinline__ void kg_attend(const __half *__restrict__ q, int rowB
     }
     __syncthreads();
 
-    // acc = acc x rescale + P . V for this thread's quads (row r, values d..d+3), over the keys of
-    // the tile row r sees: a masked key's P is 0, but 0 x a NaN or infinite V (a later query's) is
-    // NaN, so on a tile crossing the row's diagonal its loop ends there. Other tiles take the
-    // constant-length loop.
+    // acc = acc x rescale + P . V for this thread's quads (row r, values d..d+3).
     KG_UNROLL
     for (int i = 0; i < KG_QUADS; i++) {
       const int e = tid + i * KG_THREADS;
       if (e < KG_ROWS * KG_D_QUADS) {
         const int r = e / KG_D_QUADS, d = 4 * (e - r * KG_D_QUADS);
         const float a = st.rescale[r];
-        const float4 o = make_float4(acc[i].x * a, acc[i].y * a, acc[i].z * a, acc[i].w * a);
+        float4 o = make_float4(acc[i].x * a, acc[i].y * a, acc[i].z * a, acc[i].w * a);
         const float *pr = sc + r * KG_KEYS;
-        const int seen = kg_min(keyEnd, kg_last_key(rowBase + r, kvLen) + 1) - j0;
-        acc[i] = seen >= KG_KEYS ? kg_pv(o, pr, vt, d, KG_KEYS) : kg_pv(o, pr, vt, d, seen);
+        for (int j = 0; j < KG_KEYS; j++) {
+          const float pj = pr[j];
+          const float4 vv = kg_kv_dec4(vt + j * KG_SLOT_BYTES, d);
+          o.x = fmaf(pj, vv.x, o.x);
+          o.y = fmaf(pj, vv.y, o.y);
+          o.z = fmaf(pj, vv.z, o.z);
+          o.w = fmaf(pj, vv.w, o.w);
+        }
+        acc[i] = o;
       }
     }
   }
