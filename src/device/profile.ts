@@ -51,8 +51,9 @@ export interface GpuLimits {
   /** WebGPU `maxStorageBufferBindingSize`: the largest storage binding (128 MiB at the spec defaults, taken when absent). */
   maxStorageBufferBindingBytes?: number;
   /**
-   * WebGPU `maxBufferSize`: the largest GPUBuffer (256 MiB at the spec defaults, taken when absent);
-   * a tensor bound in several pieces (weights past the binding limit) is still one buffer.
+   * WebGPU `maxBufferSize`: the largest GPUBuffer (256 MiB at the spec defaults, taken when absent).
+   * Every tensor bound whole is one buffer; weights past the binding limit are bound in chunks that
+   * fit it too (`weightChunkLimit`), so each chunk may be a buffer of its own.
    */
   maxBufferBytes?: number;
   /** WebGPU `maxStorageBuffersPerShaderStage` (8 at the spec defaults). */
