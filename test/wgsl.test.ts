@@ -172,6 +172,42 @@ describe.skipIf(noDawn !== undefined)('WGSL kernels on Dawn + SwiftShader', { co
     }
   });
 
+  it('weights past a 1 MiB maxBufferSize run as one buffer per chunk (the run kit allocates through the loader\'s createBuffers) and match', async () => {
+    // 1001 q8_0 rows of 65 blocks (2210 bytes): 2.2 MB in 3 chunks, each a buffer of its own.
+    const sw = getDevice('swiftshader');
+    const small: DeviceProfile = { ...sw, name: 'qa-1mib-buffers', match: undefined, gpu: { ...sw.gpu!, maxStorageBufferBindingBytes: 2 ** 20, maxBufferBytes: 2 ** 20 } };
+    const op = CATALOG.matmul_q8_0!;
+    const { plan } = makePlan(planRequest({ op, shape: parseShape('M=3,N=1001,K=2080', op), device: small, target: 'wgsl' }), { kernel: 'rows', rowsPerInvocation: 2, invocations: 64 });
+    expect(plan.params).toMatchObject({ weightChunkBytes: 2 ** 20, weightChunks: 3 });
+    await runPlan(plan);
+  });
+
+  it('limits past the spec defaults are requested from the adapter (a 164 MB binding builds on SwiftShader\'s profile); past the adapter\'s, the kernel is unsupported by name', async () => {
+    // SwiftShader's profile states what its adapter reports: a 1 GiB storage binding.
+    const sw = getDevice('swiftshader');
+    const { probe } = await dawnAdapterFor(sw);
+    expect(sw.gpu!.maxStorageBufferBindingBytes).toBe(probe.limits!.maxStorageBufferBindingSize);
+    // The compile checks the device with the loader's checkDevice: it passes only if the 164 MB
+    // binding (over WebGPU's 128 MiB default) was requested. Nothing is allocated.
+    const f16 = CATALOG.matmul_f16!;
+    const big = (device: DeviceProfile, shape: string) => {
+      const { plan } = makePlan(planRequest({ op: f16, shape: parseShape(shape, f16), device, target: 'wgsl' }), { kernel: 'gemv' });
+      return { plan, kernel: renderPlan(plan, { version: KGEN_VERSION, irHash: 'test', command: commentText('test') }) };
+    };
+    const fits = big(sw, 'M=1,N=40000,K=2048');
+    expect(fits.plan.params).toMatchObject({ weightChunks: 1 });
+    expect(fits.kernel.bindingInterface!.limits.maxStorageBufferBindingSize).toBeGreaterThan(2 ** 27);
+    const built = await wgslRunnerFor(fits.plan).build(fits.plan, fits.kernel);
+    expect(built.status, built.status === 'ok' ? '' : built.detail).toBe('ok');
+    if (built.status === 'ok') built.dispose();
+    // A profile claiming 2 GiB: its 1.2 GB binding is more than this adapter grants.
+    const claims: DeviceProfile = { ...sw, name: 'qa-2gib-bindings', match: undefined, gpu: { ...sw.gpu!, maxStorageBufferBindingBytes: 2 ** 31, maxBufferBytes: 2 ** 31 } };
+    const over = big(claims, 'M=1,N=300000,K=2048');
+    const refused = await wgslRunnerFor(over.plan).build(over.plan, over.kernel);
+    expect(refused.status).toBe('unsupported');
+    expect(refused.status === 'unsupported' && refused.detail).toMatch(/^the adapter's maxStorageBufferBindingSize is 1073741824, below the 1228800004 the kernel needs; maxBufferSize is 1073741824, below the 1228800004 .*\(plan for a profile that states this adapter's limits\)/);
+  });
+
   it('the shader-f16 path matches the reference on an adapter that has shader-f16 (skipped, with the reason, where none does)', async (ctx) => {
     const { probe } = await dawnAdapterFor(getDevice('webgpu'));
     if (!probe.features?.includes('shader-f16')) {
@@ -534,8 +570,56 @@ describe('WebGPU maxBufferSize (a profile\'s gpu.maxBufferBytes)', () => {
     expect(e.manifest.bindingInterface!.limits).toMatchObject({ maxStorageBufferBindingSize: 4608, maxBufferSize: 4608 });
   });
 
-  it('a profile whose maxBufferBytes is below its storage binding size is refused by name', () => {
+  it('a profile whose maxBufferBytes is below its storage binding size, or either below 256 bytes, is refused by name', () => {
     const sw = getDevice('swiftshader');
     expect(() => emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=1,N=16,K=64', device: { ...sw, name: 'qa-bad-buffers', match: undefined, gpu: { ...sw.gpu!, maxBufferBytes: 4096 } } })).toThrow(/gpu\.maxBufferBytes: invalid device profile; expected >= gpu\.maxStorageBufferBindingBytes/);
+    // Weight chunks start on 256 bytes (minStorageBufferOffsetAlignment): smaller would be no chunk at all.
+    const tiny = () => emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=1,N=16,K=64', device: { ...sw, name: 'qa-tiny-bindings', match: undefined, gpu: { ...sw.gpu!, maxStorageBufferBindingBytes: 100, maxBufferBytes: 100 } } });
+    expect(tiny).toThrow(KgenError);
+    expect(tiny).toThrow(/gpu\.maxStorageBufferBindingBytes: invalid device profile; expected >= 256 \(minStorageBufferOffsetAlignment/);
+  });
+
+  it('the loader\'s createBuffers makes one buffer per weight chunk, none larger than the limits it requests, each holding its bytes of W', async () => {
+    // 301 q4_0 rows of 3 blocks (54 bytes): 16254 bytes, bound as 16260 in chunks of 4096.
+    const sw = getDevice('swiftshader');
+    const small: DeviceProfile = { ...sw, name: 'qa-4k-buffers', match: undefined, gpu: { ...sw.gpu!, maxStorageBufferBindingBytes: 4096, maxBufferBytes: 4096 } };
+    const r = emit({ target: 'wgsl', op: 'matmul_q4_0', shape: 'M=2,N=301,K=96', device: small, config: { kernel: 'rows' } });
+    const bi = r.rendered.bindingInterface!;
+    expect(bi.bindings.filter((b) => b.tensor === 'w').map((b) => [b.offset, b.bytes])).toEqual([[0, 4096], [4096, 4096], [8192, 4096], [12288, 3972]]);
+    expect(bi.limits).toMatchObject({ maxBufferSize: 4096, maxStorageBufferBindingSize: 4096 });
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wgsl-chunks-'));
+    try {
+      writeFileSync(join(dir, 'kernel.js'), r.files['kernel.js']!);
+      const loader = (await import(pathToFileURL(join(dir, 'kernel.js')).href)) as {
+        createKernel(d: unknown): Promise<{ createBuffers(data: Record<string, ArrayBufferView>): Record<string, { size: number } | { size: number }[]>; bindGroup(b: object): unknown }>;
+      };
+      const made: { size: number; usage: number; bytes?: Uint8Array }[] = [];
+      const entries: { binding: number; resource: { offset: number; size: number } }[][] = [];
+      const device = {
+        features: new Set(bi.features),
+        limits: bi.limits,
+        createShaderModule: () => ({}),
+        createComputePipelineAsync: async () => ({ getBindGroupLayout: () => ({}) }),
+        createBuffer: (d: { size: number; usage: number }) => (made.push({ ...d }), made.at(-1)!),
+        createBindGroup: (d: { entries: (typeof entries)[number] }) => entries.push(d.entries),
+        queue: { writeBuffer: (b: (typeof made)[number], at: number, bytes: Uint8Array) => ((b.bytes = bytes.slice()), expect(at).toBe(0)) },
+      };
+      const k = await loader.createKernel(device);
+      const w = Uint8Array.from({ length: 16254 }, (_, i) => (i * 7 + 3) & 255);
+      const buffers = k.createBuffers({ x: new Float32Array(2 * 96), w });
+      expect((buffers.w as { size: number }[]).map((b) => b.size)).toEqual([4096, 4096, 4096, 3972]);
+      expect(Math.max(...made.map((b) => b.size))).toBeLessThanOrEqual(bi.limits.maxBufferSize!);
+      // Each chunk holds its range of W; the last is padded to whole words (16254 -> 16256).
+      const written = (buffers.w as typeof made).map((b) => b.bytes!);
+      expect(written.map((b) => b.length)).toEqual([4096, 4096, 4096, 3968]);
+      expect(Buffer.concat(written).subarray(0, 16254).equals(Buffer.from(w))).toBe(true);
+      expect(buffers.y).toMatchObject({ size: 2 * 301 * 4 });
+      // Each chunk is bound whole at offset 0 of its own buffer.
+      k.bindGroup(buffers);
+      expect(entries[0]!.filter((e) => e.binding >= 1 && e.binding <= 4).map((e) => [e.resource.offset, e.resource.size])).toEqual([[0, 4096], [0, 4096], [0, 4096], [0, 3972]]);
+      expect(() => k.createBuffers({ w: new Uint8Array(16261) })).toThrow(/data\.w has 16261 bytes, more than the 16260 its bindings hold/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -152,6 +152,12 @@ function need(cond: unknown, file: string, field: string, expected: string): ass
   if (!cond) throw new KgenError({ field: `${file}: ${field}`, problem: 'invalid device profile', expected, hint: 'fix that field (docs/ARCHITECTURE.md, "Device profiles", lists them)' });
 }
 
+/**
+ * WebGPU's default `minStorageBufferOffsetAlignment`: weight chunks start on it (so one buffer may
+ * also hold them all, each bound at its offset), hence the least binding and buffer a profile may state.
+ */
+export const WEBGPU_STORAGE_OFFSET_ALIGNMENT = 256;
+
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isCount = (v: unknown): v is number => Number.isInteger(v) && (v as number) > 0;
 const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
@@ -191,6 +197,9 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
     need(g.sharedPerBlockOptinBytes >= g.sharedPerBlockBytes, file, 'gpu.sharedPerBlockOptinBytes', '>= sharedPerBlockBytes');
     need(Number.isInteger(g.registersPerThread) && g.registersPerThread >= 0, file, 'gpu.registersPerThread', 'an integer >= 0 (0 where the API exposes no register limit, as WebGPU)');
     for (const k of OPTIONAL_GPU_COUNTS) need(g[k] === undefined || isCount(g[k]), file, `gpu.${k}`, 'a positive integer, or no entry');
+    for (const k of ['maxStorageBufferBindingBytes', 'maxBufferBytes'] as const) {
+      need(g[k] === undefined || g[k] >= WEBGPU_STORAGE_OFFSET_ALIGNMENT, file, `gpu.${k}`, `>= ${WEBGPU_STORAGE_OFFSET_ALIGNMENT} (minStorageBufferOffsetAlignment: weight chunks start on it; every WebGPU adapter allows 128 MiB or more)`);
+    }
     // A binding lies within one buffer: a profile stating both cannot allow a larger binding.
     need(g.maxBufferBytes === undefined || g.maxStorageBufferBindingBytes === undefined || g.maxBufferBytes >= g.maxStorageBufferBindingBytes, file, 'gpu.maxBufferBytes', '>= gpu.maxStorageBufferBindingBytes (WebGPU maxBufferSize: a binding lies within one buffer)');
     need(g.maxWorkgroupSize === undefined || (Array.isArray(g.maxWorkgroupSize) && g.maxWorkgroupSize.length === 3 && g.maxWorkgroupSize.every(isCount)), file, 'gpu.maxWorkgroupSize', '[x, y, z], positive integers (WebGPU maxComputeWorkgroupSizeX/Y/Z), or no entry');

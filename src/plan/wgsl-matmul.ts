@@ -4,6 +4,7 @@ import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace, type Earlier
 import { weightChunkLimit, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 import { InternalError } from '../errors.js';
+import { WEBGPU_STORAGE_OFFSET_ALIGNMENT } from '../device/profile.js';
 
 /**
  * WGSL matmul plans, in WebGPU's vocabulary (workgroups, invocations, workgroup storage; no warps,
@@ -288,7 +289,8 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
   const invocations = knobs.invocations;
   const buffers: OnChipBuffer[] = [];
   const weightBindingBytes = ceilDiv(N * rowBytes, 4) * 4 + 4;
-  const weightChunkBytes = Math.min(Math.floor(weightChunkLimit(device) / 256) * 256, ceilDiv(weightBindingBytes, 256) * 256);
+  const align = WEBGPU_STORAGE_OFFSET_ALIGNMENT;
+  const weightChunkBytes = Math.min(Math.floor(weightChunkLimit(device) / align) * align, ceilDiv(weightBindingBytes, align) * align);
   const weightChunks = ceilDiv(weightBindingBytes, weightChunkBytes);
   const base = { M, N, K, rowBytes, bytesPerBlock: codec.bytesPerBlock, weightsPerBlock: codec.weightsPerBlock, scaleBytes: codec.scaleBytes, invocations, weightBindingBytes, weightChunkBytes, weightChunks };
   let common: Pick<PlanBody<'wgsl-matmul'>, 'variant' | 'launch' | 'loops' | 'params'>;

@@ -7,8 +7,9 @@ import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
 
 /**
  * The limits a WGSL kernel needs where they may exceed the spec defaults, from its storage,
- * invocations and bindings; `maxBufferSize` is the largest binding, each binding being at least a
- * buffer of its own (the weights as one buffer need maxBufferSize >= all their bindings together).
+ * invocations and bindings; `maxBufferSize` is the largest binding: a tensor spread over several
+ * bindings (weight chunks) takes one buffer per binding, as the loader's createBuffers makes them
+ * (one buffer holding them all needs a maxBufferSize this does not request).
  */
 export function wgslLimits(sharedBytes: number, invocations: number, bindings: BindingInterface['bindings']): Record<string, number> {
   const storage = bindings.filter((b) => b.access !== 'uniform');

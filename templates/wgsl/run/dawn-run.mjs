@@ -3,10 +3,12 @@
 //
 //   node dawn-run.mjs probe                 one JSON line: the adapter (or {"adapter":null})
 //   node dawn-run.mjs compile DIR           compiles DIR/kernel.wgsl (shader module) on a device with the
-//                                           features and limits DIR/kgen_run.json asks for; one JSON line
+//                                           features and limits DIR/kgen_run.json asks for, and checks
+//                                           the device with DIR/kernel.js's checkDevice; one JSON line
 //   node dawn-run.mjs run DIR DATA [--warmup N --runs N --times]
 //                                           creates the kernel with DIR/kernel.js (the emitted loader),
-//                                           fills a buffer per tensor from DATA/<file> (zeros for a workspace),
+//                                           fills its buffers (createBuffers: one per weight chunk) from
+//                                           DATA/<file> (zeros for a workspace),
 //                                           dispatches every pass, writes
 //                                           the output to DATA/<file>; with --times prints {"times_ms":[...]}
 //                                           A run-time-length kernel (kgen_run.json's kvLengths) runs once per
@@ -17,7 +19,8 @@
 // being DAWN_RUN_EXIT of src/backends/wgsl/runner.ts ({"ok":0,"runtime":1,"noAdapter":3}).
 // A compile error is {"compileError": "kernel.wgsl:LINE:COL: message\n<the line>"} (exit ok: it is a
 // verdict, not a failure of this program); a kernel this adapter cannot run (a feature it lacks,
-// subgroups narrower than planned) is {"unsupported": "<one line>"}, exit ok, nothing compiled. Exit runtime: a runtime failure (pipeline creation, device
+// subgroups narrower than planned, a limit past the adapter's) is {"unsupported": "<one line>"},
+// exit ok, nothing compiled. Exit runtime: a runtime failure (pipeline creation, device
 // lost, validation error at dispatch), with the message on stderr. Exit noAdapter: no adapter, or the
 // webgpu package is missing.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -89,8 +92,14 @@ if (spec.subgroupMinSize !== undefined && adapter.info.subgroupMinSize < spec.su
   out({ unsupported: `the adapter's subgroups may be ${adapter.info.subgroupMinSize} lanes, narrower than the ${spec.subgroupMinSize} the kernel was planned for` });
   process.exit(EXIT.ok);
 }
-const requiredLimits = {};
-for (const [k, v] of Object.entries(spec.limits)) requiredLimits[k] = Math.min(v, adapter.limits[k]);
+// Limits past the spec defaults are granted only when requested, and only up to the adapter's: a
+// kernel planned for more than this adapter has (a profile stating larger limits) cannot run here.
+const short = Object.entries(spec.limits).filter(([k, v]) => !(adapter.limits[k] >= v));
+if (short.length) {
+  out({ unsupported: `the adapter's ${short.map(([k, v]) => `${k} is ${adapter.limits[k]}, below the ${v} the kernel needs`).join('; ')} (plan for a profile that states this adapter's limits)` });
+  process.exit(EXIT.ok);
+}
+const requiredLimits = spec.limits;
 const wantTimestamps = mode === 'run' && adapter.features.has('timestamp-query');
 const device = await adapter.requestDevice({ requiredFeatures: [...spec.features, ...(wantTimestamps ? ['timestamp-query'] : [])], requiredLimits });
 let destroyed = false;
@@ -125,16 +134,23 @@ if (text || moduleError) {
   device.destroy();
   process.exit(EXIT.ok);
 }
-// `compile` stops at the shader module (the WGSL front end: every language and validation error);
+// The pipeline and its bindings come from the emitted loader (kernel.js), so every run tests it.
+const loader = await import(pathToFileURL(join(dir, 'kernel.js')).href);
+// `compile` stops at the shader module (the WGSL front end: every language and validation error)
+// and the loader's device check (the features and limits requested above are the ones it needs);
 // the pipeline, where the driver compiles (seconds on SwiftShader), is made once, by the run.
 if (mode === 'compile') {
+  try {
+    loader.checkDevice(device);
+  } catch (e) {
+    process.stderr.write(`kgen dawn-run: ${e.message}\n`);
+    process.exit(EXIT.runtime);
+  }
   out({ ok: true });
   destroyed = true;
   device.destroy();
   process.exit(EXIT.ok);
 }
-// The pipeline and its bindings come from the emitted loader (kernel.js), so every run tests it.
-const loader = await import(pathToFileURL(join(dir, 'kernel.js')).href);
 let kernel;
 try {
   kernel = await loader.createKernel(device);
@@ -151,19 +167,14 @@ const opt = (name, dflt) => {
 const timed = rest.includes('--times');
 const warmup = opt('--warmup', 0);
 const runs = timed ? Math.max(1, opt('--runs', 1)) : 1;
-// One buffer per tensor, as large as its bindings reach; filled from its file (zeros past the file's end).
-// The uniform kv_len is the loader's own buffer.
-const buffers = {};
-for (const tensor of new Set(spec.bindings.filter((b) => b.access !== 'uniform').map((b) => b.tensor))) {
-  const size = Math.max(...spec.bindings.filter((b) => b.tensor === tensor).map((b) => b.offset + b.bytes));
-  const buffer = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-  const file = spec.inputs[tensor];
-  if (file !== undefined) {
-    const bytes = new Uint8Array(size);
-    bytes.set(readFileSync(join(dataDir, file)).subarray(0, size));
-    device.queue.writeBuffer(buffer, 0, bytes);
-  }
-  buffers[tensor] = buffer;
+// The buffers as the loader lays them out (one per weight chunk the plan made), filled from the
+// input files (zeros past a file's end, and for a workspace). The uniform kv_len is the loader's own.
+let buffers;
+try {
+  buffers = kernel.createBuffers(Object.fromEntries(Object.entries(spec.inputs).map(([tensor, file]) => [tensor, readFileSync(join(dataDir, file))])));
+} catch (e) {
+  process.stderr.write(`kgen dawn-run: ${e.message}\n`);
+  process.exit(EXIT.runtime);
 }
 const bindGroups = kernel.bindGroup(buffers);
 const querySet = wantTimestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : undefined;
