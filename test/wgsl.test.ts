@@ -618,6 +618,7 @@ describe('WebGPU maxBufferSize (a profile\'s gpu.maxBufferBytes)', () => {
       k.bindGroup(buffers);
       expect(entries[0]!.filter((e) => e.binding >= 1 && e.binding <= 4).map((e) => [e.resource.offset, e.resource.size])).toEqual([[0, 4096], [0, 4096], [0, 4096], [0, 3972]]);
       expect(() => k.createBuffers({ w: new Uint8Array(16261) })).toThrow(/data\.w has 16261 bytes, more than the 16260 its bindings hold/);
+      expect(r.files['kernel.d.ts']).toContain('createBuffers(data?: { x?: ArrayBuffer | ArrayBufferView; w?: ArrayBuffer | ArrayBufferView; y?: ArrayBuffer | ArrayBufferView }): KernelBuffers;');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
