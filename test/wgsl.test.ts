@@ -565,6 +565,9 @@ describe('WebGPU maxBufferSize (a profile\'s gpu.maxBufferBytes)', () => {
     const cache = () => makePlan(planRequest({ op: at, shape: parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=262144,D=128', at), device: wide, target: 'wgsl' }));
     expect(cache).toThrow(BudgetError);
     expect(cache).toThrow(/^--shape: over budget: buffer size, maxBufferSize \(qa-wide-bindings\) needs 536870912 bytes but 268435456 are available; .*positions for a KV cache.*gpu\.maxBufferBytes/);
+    // A 192 MiB cache at the spec defaults is over the 128 MiB binding limit: the remedy names the profile field.
+    const binding = () => makePlan(planRequest({ op: at, shape: parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=98304,D=128', at), device: getDevice('webgpu'), target: 'wgsl' }));
+    expect(binding).toThrow(/^--shape: over budget: storage binding size \(webgpu\) needs 201326592 bytes but 134217728 are available; .*positions for a KV cache.*gpu\.maxStorageBufferBindingBytes/);
     // The loader asks the device for its largest binding's buffer.
     const e = emit({ target: 'wgsl', op: 'matmul_q4', shape: 'M=2,N=120,K=128', device: { ...wide, gpu: { ...wide.gpu!, maxStorageBufferBindingBytes: 4608 } } });
     expect(e.manifest.bindingInterface!.limits).toMatchObject({ maxStorageBufferBindingSize: 4608, maxBufferSize: 4608 });

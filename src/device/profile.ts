@@ -48,12 +48,16 @@ export interface GpuLimits {
   /** 0 where the API exposes no register limit (WebGPU). */
   registersPerThread: number;
   registersPerMultiprocessor?: number;
-  /** WebGPU `maxStorageBufferBindingSize`: the largest storage binding (128 MiB at the spec defaults, taken when absent). */
+  /**
+   * WebGPU `maxStorageBufferBindingSize`: the largest storage binding (128 MiB at the spec defaults,
+   * taken when absent). The adapter's figure (`adapter.limits`), which a device has only when it
+   * requests it: every kernel's `limits` ask for the largest binding it makes.
+   */
   maxStorageBufferBindingBytes?: number;
   /**
    * WebGPU `maxBufferSize`: the largest GPUBuffer (256 MiB at the spec defaults, taken when absent).
    * Every tensor bound whole is one buffer; weights past the binding limit are bound in chunks that
-   * fit it too (`weightChunkLimit`), so each chunk may be a buffer of its own.
+   * fit it too (`weightChunkLimit`), each a buffer of its own (the loader's `createBuffers`).
    */
   maxBufferBytes?: number;
   /** WebGPU `maxStorageBuffersPerShaderStage` (8 at the spec defaults). */

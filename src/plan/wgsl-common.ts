@@ -38,8 +38,8 @@ export function maxStorageBindingBytes(device: DeviceProfile): number {
 
 /**
  * The most bytes one weight binding may take: the binding limit, and the buffer limit too, so each
- * chunk may be a buffer of its own (the loader's array form) on a profile that states a binding
- * limit above its buffer limit (or the 256 MiB default where it states none).
+ * chunk is a buffer of its own (the loader's `createBuffers` and array form) on a profile that
+ * states a binding limit above its buffer limit (or the 256 MiB default where it states none).
  */
 export function weightChunkLimit(device: DeviceProfile): number {
   return Math.min(maxStorageBindingBytes(device), maxBufferBytes(device));
@@ -51,7 +51,7 @@ export function weightChunkLimit(device: DeviceProfile): number {
  * workgroup and along x (every WGSL kernel's workgroup is `invocations x 1 x 1`, so
  * `maxComputeWorkgroupSizeX`, the profile's `gpu.maxWorkgroupSize[0]`, binds as well), the largest
  * storage binding, the largest buffer (`maxBufferSize`: a tensor bound whole is one buffer, and the
- * weights' chunks, sized to fit it (`weightChunkLimit`), may each be one), storage buffers per
+ * weights' chunks, sized to fit it (`weightChunkLimit`), are one each), storage buffers per
  * shader stage and workgroups per dispatch dimension. WebGPU
  * exposes no register limit.
  */
