@@ -108,7 +108,8 @@ export interface PlanFamilyTypes {
 
 export type PlanFamily = keyof PlanFamilies;
 
-type FamilyTypes<F extends PlanFamily> = PlanFamilies[F] extends PlanFamilyTypes ? PlanFamilies[F] : never;
+/** A registered family's op, shape and params types (never for one whose entry lacks them). */
+export type FamilyTypes<F extends PlanFamily> = PlanFamilies[F] extends PlanFamilyTypes ? PlanFamilies[F] : never;
 
 /**
  * A kernel plan: everything a template prints and everything the budget check needs, computed
