@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
 import { KgenError } from '../src/errors.js';
 import { RUNTIME_FOLDERS } from '../src/package-files.js';
@@ -137,7 +138,17 @@ describe('library options from a JavaScript caller', () => {
     ['timeoutMs', () => verify({ ...kernel, timeoutMs: -5 })],
     ['kgen options', () => verify(null as never)],
     ['command', () => verify({ ...kernel, command: 5 as never })],
+    ['records', () => verify({ ...kernel, records: {} as never })],
+    ['records', () => emit({ ...kernel, records: 'tuning.db' as never })],
+    ['runner', () => verify({ ...kernel, runner: {} as never })],
+    ['runner', () => verify({ ...kernel, runner: { name: 'mine', build: () => undefined } as never })],
   ])('%s', async (field, call) => {
     expect(await fieldOf(call)).toBe(field);
+  });
+
+  it('says what a records or runner object lacks and what to pass', () => {
+    const err = (() => { try { emit({ ...kernel, records: { location: 'x.db' } as never }); } catch (e) { return e; } })();
+    expect(err).toMatchObject({ field: 'records', problem: 'got an object without workloads(), trials()', expected: expect.stringContaining('openTuningDb') as unknown });
+    expect((err as KgenError).hint).toMatch(/leave records out/);
   });
 });

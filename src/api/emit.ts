@@ -16,7 +16,7 @@ import { commentText } from '../render/comment-text.js';
 import type { Tolerance } from '../reference/compare.js';
 import { KGEN_VERSION } from '../version.js';
 import type { KernelRequest, ResolvedRequest } from './request.js';
-import { resolveRequest } from './request.js';
+import { checkMembers, resolveRequest } from './request.js';
 
 /**
  * manifest.json: what a user needs to call an emitted kernel from another program without reading
@@ -195,6 +195,13 @@ export function earlierOutputFiles(manifestText: string): EarlierOutput {
 /** Plans and renders a kernel. Pure: writes nothing (the CLI writes the files). */
 export function emit(opts: EmitOptions): EmitResult {
   const req = resolveRequest(opts);
+  // What choosePlan and the manifest's record read of it.
+  checkMembers(opts.records, {
+    field: 'records',
+    members: { workloads: 'function', trials: 'function', location: 'string' },
+    expected: "a TuningDb, as openTuningDb(path, { access: 'read' }) opens",
+    hint: 'pass the database openTuningDb returns, or leave records out for the default config',
+  });
   checkSupport(req);
   const { plan, source, recorded } = choosePlan(req, opts.records);
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);

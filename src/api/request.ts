@@ -58,6 +58,30 @@ export function checkOptionsObject(opts: unknown, call: string, example: string)
   }
 }
 
+/** What `checkMembers` requires of an option: its members by name, with the `typeof` each must have. */
+export interface MembersCheck {
+  field: string;
+  members: Record<string, 'function' | 'string'>;
+  expected: string;
+  hint: string;
+}
+
+/**
+ * An optional option that kgen calls into (`records`, a TuningDb; `runner`, a KernelRunner): absent,
+ * or an object with the members the call uses. A JavaScript caller's `records: {}` is then a
+ * KgenError naming the field and what it lacks, not a TypeError from deep inside the call.
+ */
+export function checkMembers(value: unknown, check: MembersCheck): void {
+  if (value === undefined) return;
+  const isObject = value !== null && typeof value === 'object';
+  const lacking = Object.entries(check.members)
+    .filter(([name, kind]) => !isObject || typeof (value as Record<string, unknown>)[name] !== kind)
+    .map(([name, kind]) => (kind === 'function' ? `${name}()` : name));
+  if (lacking.length === 0) return;
+  const problem = isObject ? `got an object without ${lacking.join(', ')}` : `got ${valueText(value, 40)}`;
+  throw new KgenError({ field: check.field, problem, expected: check.expected, hint: check.hint });
+}
+
 export function resolveRequest(req: KernelRequest): ResolvedRequest {
   checkOptionsObject(req, 'kgen', "{ target: 'c', op: 'matmul_q4', shape: 'M=1,N=4096,K=4096' }");
   const target = targetFor(req.target);

@@ -6,6 +6,7 @@ import type { Comparison, Tolerance } from '../reference/compare.js';
 import type { ConfigSource, EmitOptions } from './emit.js';
 import { emit } from './emit.js';
 import { checkRunFits } from './run-memory.js';
+import { checkMembers } from './request.js';
 import { KgenError } from '../errors.js';
 import { valueText } from '../io/message-text.js';
 
@@ -59,6 +60,12 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const result = emit(opts);
   checkCount(opts.seed, 'seed', 0, 2 ** 32 - 1);
   checkCount(opts.timeoutMs, 'timeoutMs', 1, 2 ** 31 - 1);
+  checkMembers(opts.runner, {
+    field: 'runner',
+    members: { name: 'string', cannotExecute: 'function', build: 'function', execute: 'function' },
+    expected: 'a KernelRunner (name, cannotExecute, build, execute)',
+    hint: "leave runner out to take the target's runner for this machine",
+  });
   const { plan } = result;
   const runner = opts.runner ?? runnerFor(plan);
   checkRunFits(plan, 'kgen verify');
