@@ -3,7 +3,7 @@ import { formatShape } from '../ir/validate.js';
 import { matmulPlanOf } from '../plan/index.js';
 import { packageUsageView } from './c-family.js';
 import type { PackageContext, PackagedKernel } from './types.js';
-import { tsMorph } from '../render/declarations.js';
+import { declareConst } from '../render/declarations.js';
 
 /**
  * What the JS-target packages (WebAssembly, WGSL) share: package.json, and the view their usage
@@ -96,8 +96,7 @@ export function typeByKernel(kernels: readonly PackagedKernel[], type: (k: Packa
 export function declareRootLoader(file: SourceFile, kernels: readonly PackagedKernel[], opts: { kernelModule: string; kernelsDoc: string }) {
   const literal = (v: unknown) => JSON.stringify(v);
   kernels.forEach((k, i) => file.addImportDeclaration({ isTypeOnly: true, namespaceImport: `kernel${i}`, moduleSpecifier: `./${k.dir}/${opts.kernelModule}` }));
-  const constant = (name: string, doc: string, type: WriterFunction | string) =>
-    file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: tsMorph().VariableDeclarationKind.Const, docs: [doc], declarations: [{ name, type }] });
+  const constant = (name: string, doc: string, type: WriterFunction | string) => declareConst(file, { name, type, doc });
   constant('kernels', opts.kernelsDoc, typeByKernel(kernels, (_, i) => `typeof kernel${i}`));
   constant('info', 'Op, shape and folder of every kernel, by name.', typeByKernel(kernels, (k) => `{ op: ${literal(k.plan.op.name)}; shape: ${literal(formatShape(k.plan.shape))}; dir: ${literal(`${k.dir}/`)}; symbol: ${literal(k.symbol)} }`));
   return constant;

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type * as TsMorph from 'ts-morph';
-import type { SourceFile } from 'ts-morph';
+import type { SourceFile, VariableStatement, WriterFunction } from 'ts-morph';
 
 let loaded: typeof TsMorph | undefined;
 
@@ -26,6 +26,15 @@ export function declarationFile(name: string, header: string[], build: (file: So
   file.formatText({ indentSize: 2 });
   const references = (opts.referenceTypes ?? []).map((t) => `/// <reference types="${t}" />\n`).join('');
   return `${header.map((l) => `// ${l}`).join('\n')}\n${references}${file.getFullText()}`;
+}
+
+/**
+ * Adds `export declare const NAME: TYPE;` to `file`, under its doc comment when `doc` is given: the
+ * one kind of constant the declaration files hold (a literal type stating a figure of the kernel).
+ */
+export function declareConst(file: SourceFile, constant: { name: string; type: string | WriterFunction; doc?: string }): VariableStatement {
+  const { name, type, doc } = constant;
+  return file.addVariableStatement({ isExported: true, hasDeclareKeyword: true, declarationKind: tsMorph().VariableDeclarationKind.Const, ...(doc !== undefined ? { docs: [doc] } : {}), declarations: [{ name, type }] });
 }
 
 /** A doc comment's text with the sequence that would end it made inert. */
