@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { PlanOf } from '../src/plan/types.js';
 import { emit } from '../src/api/emit.js';
 import { resolveRequest } from '../src/api/request.js';
+import { recordDevice } from '../src/cli/common.js';
 import { validateExchange } from '../src/db/exchange.js';
 import { recordedConfig } from '../src/db/lookup.js';
 import { openTuningDb, schemaVersion, workloadKey } from '../src/db/sqlite.js';
@@ -100,6 +101,18 @@ describe('tuning database', () => {
     expect(() => db.addTrial(a.id, { ...trial(GEMV, 0.2), timing: undefined })).toThrow(/timing is recorded exactly for ok trials/);
     const summary = db.workloads({ device: 'host' })[0]!;
     expect(summary.byStatus).toEqual({ ok: 2, crash: 1 });
+    db.close();
+  });
+
+  it("names its recorded devices once each, first recorded first, without reading the workloads (recordDevice's --device check)", () => {
+    const db = openTuningDb(':memory:');
+    expect(db.devices()).toEqual([]);
+    for (const [device, N] of [['lab-box', 64], ['epyc-9654', 64], ['lab-box', 128]] as const) db.ensureWorkload(info({ M: 1, N, K: 256 }, { device }));
+    expect(db.devices()).toEqual(['lab-box', 'epyc-9654']);
+    // `db list --device` resolves the name, then reads the workloads once, filtered.
+    const named = new Proxy(db, { get: (t, k) => (k === 'workloads' ? () => expect.fail('workloads() read to learn the device names') : Reflect.get(t, k) as unknown) });
+    expect(recordDevice('lab-box', named)?.name).toBe('lab-box');
+    expect(() => recordDevice('lab-bx', named)).toThrow(/unknown device "lab-bx".*expected one of host, .*epyc-9654.*, lab-box, or a profile file/);
     db.close();
   });
 

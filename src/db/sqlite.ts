@@ -390,6 +390,7 @@ class SqliteTuningDb implements TuningDb {
       trialByUid: db.prepare<[string], TrialRowDb>('SELECT * FROM trials WHERE uid = ?'),
       measured: db.prepare<[number], { config_hash: string }>('SELECT DISTINCT config_hash FROM trials WHERE workload_id = ?'),
       trials: db.prepare<[number], TrialRowDb>('SELECT * FROM trials WHERE workload_id = ? ORDER BY (status = \'ok\') DESC, median_ms, id'),
+      devices: db.prepare<[], { device: string }>('SELECT device FROM workloads GROUP BY device ORDER BY MIN(id)'),
       counts: db.prepare<[number], { status: TrialStatus; n: number }>('SELECT status, count(*) AS n FROM trials WHERE workload_id = ? GROUP BY status'),
     };
   }
@@ -461,6 +462,10 @@ class SqliteTuningDb implements TuningDb {
 
   best(workloadId: number): TrialRow | undefined {
     return contendingTrials(this.trials(workloadId))[0];
+  }
+
+  devices(): string[] {
+    return this.stmts.devices.all().map((r) => r.device);
   }
 
   workload(id: number): Workload | undefined {
