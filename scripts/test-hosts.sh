@@ -20,6 +20,7 @@ HOST_BLIND=(
   test/cuda.test.ts test/cuda-attention.test.ts test/run-import.test.ts
   test/wgsl.test.ts test/wgsl-attention.test.ts test/wgsl-browser.test.ts
   test/recipe.test.ts test/ir.test.ts test/quant.test.ts test/bench-attention.test.ts test/db-addon.test.ts
+  test/library-contract.test.ts
   # CPU and WebAssembly kernels on named profiles (the trace above), and what reads fixed files.
   test/c-backend.test.ts test/c-attention.test.ts test/wasm.test.ts test/wasm-attention.test.ts
   test/wasm-browser.test.ts test/golden.test.ts test/gguf.test.ts test/plan.test.ts test/report.test.ts
