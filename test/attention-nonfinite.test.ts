@@ -222,8 +222,10 @@ const VARIANTS: Variant[] = [
     exceptions: {},
   })),
   // Attention ships one module, SIMD128 (no relaxed-SIMD one: the harness refuses the level).
-  // Prefill with f32 P.V (pvInt 0): integer P.V on a causal diagonal tile is a named exception.
-  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfig: (f): Record<string, number> => (f === 'f16' ? {} : { pvInt: 0 }), formats: FORMATS, exceptions: {} },
+  // The planner's defaults (integer P.V, pvInt 1, for the int8 caches: a causal diagonal tile takes
+  // each row's own V scale), and f32 P.V (pvInt 0) for one of them.
+  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfig: () => ({}), formats: FORMATS, exceptions: {} },
+  { name: 'WebAssembly f32 P.V', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32, pvInt: 0 }, prefillConfig: () => ({ pvInt: 0 }), formats: ['q8_0'], exceptions: {} },
   // SwiftShader takes minutes for the four formats: f16 and one integer cache.
   { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfig: () => ({}), formats: ['f16', 'q8_0'], exceptions: { dropsNaNKey: true } },
 ];

@@ -237,7 +237,7 @@ function pvView(plan: CpuAttentionPlan) {
     quads,
     // pvInt's coefficient pass: for each row, each quad of groups' scales (at `scalesOffset` from the
     // key's) times the row's probability into its codes (at `coefOffset` from the pair's).
-    codeRows: Array.from({ length: p.rowGroup }, (_, r) => ({ sOff: r * p.kvBlock * F32_BYTES, quads: quads.map((q) => ({ coefOffset: q.rows[r]!.coefOffset, scalesOffset: q.scalesOffset })) })),
+    codeRows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, sOff: r * p.kvBlock * F32_BYTES, quads: quads.map((q) => ({ coefOffset: q.rows[r]!.coefOffset, scalesOffset: q.scalesOffset })) })),
     codesPartial: `attention/codes/${p.kvFormat}.wat`,
     codes16Partial: `attention/codes16/${p.kvFormat}.wat`,
     scaleBase: kvScaleAt(plan, 0).base,
@@ -250,7 +250,7 @@ function pvView(plan: CpuAttentionPlan) {
     nibbleBits: NIBBLE.bits,
     nibbleMask16: NIBBLE.mask16,
     nibbleZero16: NIBBLE.zero16,
-    rows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, coefOffset: r * pv.rowCoefBytes, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, accOff1: r * p.D * F32_BYTES + VEC_BYTES, corrOff: r * F32_BYTES })),
+    rows: Array.from({ length: p.rowGroup }, (_, r) => ({ r, coefOffset: r * pv.rowCoefBytes, sOff: r * p.kvBlock * F32_BYTES, accOff: r * p.D * F32_BYTES, accOff1: r * p.D * F32_BYTES + VEC_BYTES, corrOff: r * F32_BYTES, visOff: r * F32_BYTES })),
   };
 }
 
@@ -430,6 +430,11 @@ function moduleView(plan: CpuAttentionPlan, ctx: RenderContext, shared: boolean)
     ...kvView(plan),
     int: intScoresView(plan),
     pv: pvView(plan),
+    // Integer P.V's tiles crossing a causal diagonal (prefill; a single query's tiles never do) go
+    // to a second function taking each row's V scale over the keys it sees, not the tile's: a
+    // masked key's NaN or infinite scale leaves earlier queries' O as it was, and the other tiles
+    // keep the one scale.
+    pvDiagonal: p.pvInt && p.causal && p.Sq > 1,
     f16x8,
     pinGlobal: Boolean(p.qInt8) || f16x8 !== undefined,
     fn,
