@@ -21,8 +21,7 @@ import { cToolsSkipReason, dawnSkipReason } from './helpers.js';
  * - a NaN in Q row (i, h) makes O row (i, h) non-finite and no other;
  * - a NaN key or an infinite value makes every row that attends to it non-finite and leaves the
  *   rows that do not (the other KV head's, causally earlier queries) bit for bit as they were.
- * The clean run itself is judged against the f64 reference, as is a run with scores of +-1e4. A
- * target skips the checks of its named exceptions (`Exceptions`).
+ * The clean run itself is judged against the f64 reference, as is a run with scores of +-1e4.
  */
 
 type Format = 'f16' | 'q8' | 'q8_0' | 'q4_0';
@@ -127,7 +126,7 @@ const KV_LEN = 40; // of 256, in splits of 64: the last three splits hold no pos
 const POISON_AT = 9; // a position every decode row reads; in prefill, the queries before it do not
 
 /** The decode kernel: every rule above but causality (5 queries, the last at kv_len - 1). */
-async function decodeChecks(k: Kernel, label: string, exceptions: Exceptions): Promise<void> {
+async function decodeChecks(k: Kernel, label: string): Promise<void> {
   const s = k.shape;
   const data = opKit('attention').testData(k.op, s, 7);
   const base: Inputs = { ...data.inputs, 'kv_len.bin': new Uint8Array(Int32Array.of(KV_LEN).buffer) };
@@ -145,7 +144,6 @@ async function decodeChecks(k: Kernel, label: string, exceptions: Exceptions): P
   expectRows(k, clean, await k.run(qNaN), (r) => !(r.h === 1 && r.i === 2), `${label} NaN in Q`);
   const group = s.Hq / s.Hkv;
   for (const [what, name, value, channel] of [['NaN key', 'k', F16_NAN, 0], ['inf value', 'v', F16_INF, 3]] as const) {
-    if (what === 'NaN key' && exceptions.dropsNaNKey) continue;
     const bad = { ...base };
     poisonRow(k.op, s, bad, name, rowIndex(k.op, s, 0, 1, POISON_AT), value, channel);
     expectRows(k, clean, await k.run(bad), (r) => Math.floor(r.h / group) !== 1, `${label} ${what} in KV head 1`);
@@ -153,13 +151,12 @@ async function decodeChecks(k: Kernel, label: string, exceptions: Exceptions): P
 }
 
 /** The prefill kernel: causality, and scores of +-1e4. */
-async function prefillChecks(k: Kernel, label: string, exceptions: Exceptions): Promise<void> {
+async function prefillChecks(k: Kernel, label: string): Promise<void> {
   const s = k.shape;
   const data = opKit('attention').testData(k.op, s, 11);
   const clean = await k.run(data.inputs);
   judged(k, data.inputs, [s.Skv], clean, `${label} clean`);
   for (const [what, name, value, channel] of [['NaN key', 'k', F16_NAN, 0], ['NaN value', 'v', F16_NAN, 3], ['inf value', 'v', F16_INF, 3]] as const) {
-    if (what === 'NaN key' && exceptions.dropsNaNKey) continue;
     const bad = { ...data.inputs };
     for (let h = 0; h < s.Hkv; h++) poisonRow(k.op, s, bad, name, rowIndex(k.op, s, 0, h, POISON_AT), value, channel);
     expectRows(k, clean, await k.run(bad), (r) => r.i < POISON_AT, `${label} ${what} at position ${POISON_AT}`);
@@ -183,12 +180,6 @@ const prefillIr = (kvCache: Format) => ({ kind: 'attention', name: `nfp_${kvCach
 const DECODE = 'B=1,Hq=4,Hkv=2,Sq=5,Skv=256,D=64';
 const PREFILL = 'B=1,Hq=2,Hkv=1,Sq=48,Skv=48,D=64';
 
-/** The named exceptions of docs/ARCHITECTURE.md, "Non-finite values in attention", whose checks a target skips. */
-interface Exceptions {
-  /** WGSL: a NaN key weighs 0 (WGSL leaves NaN arithmetic to the implementation). */
-  dropsNaNKey?: boolean;
-}
-
 interface Variant {
   name: string;
   target: string;
@@ -197,7 +188,6 @@ interface Variant {
   decodeConfig: Record<string, number>;
   prefillConfig: (format: Format) => Record<string, number>;
   formats: Format[];
-  exceptions: Exceptions;
 }
 
 const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined);
@@ -219,15 +209,14 @@ const VARIANTS: Variant[] = [
     decodeConfig: { splits: 4 },
     prefillConfig: () => ({}),
     formats,
-    exceptions: {},
   })),
   // Attention ships one module, SIMD128 (no relaxed-SIMD one: the harness refuses the level).
   // The planner's defaults (integer P.V, pvInt 1, for the int8 caches: a causal diagonal tile takes
   // each row's own V scale), and f32 P.V (pvInt 0) for one of them.
-  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfig: () => ({}), formats: FORMATS, exceptions: {} },
-  { name: 'WebAssembly f32 P.V', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32, pvInt: 0 }, prefillConfig: () => ({ pvInt: 0 }), formats: ['q8_0'], exceptions: {} },
+  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfig: () => ({}), formats: FORMATS },
+  { name: 'WebAssembly f32 P.V', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32, pvInt: 0 }, prefillConfig: () => ({ pvInt: 0 }), formats: ['q8_0'] },
   // SwiftShader takes minutes for the four formats: f16 and one integer cache.
-  { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfig: () => ({}), formats: ['f16', 'q8_0'], exceptions: { dropsNaNKey: true } },
+  { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfig: () => ({}), formats: ['f16', 'q8_0'] },
 ];
 
 for (const v of VARIANTS) {
@@ -236,13 +225,13 @@ for (const v of VARIANTS) {
       it(`${format} KV: decode in splits at kv_len ${KV_LEN} of 256, causal prefill`, async () => {
         const decode = await built(v.target, decodeIr(format), DECODE, v.decodeConfig, v.extra);
         try {
-          await decodeChecks(decode, `${v.name} ${format} decode`, v.exceptions);
+          await decodeChecks(decode, `${v.name} ${format} decode`);
         } finally {
           decode.dispose();
         }
         const prefill = await built(v.target, prefillIr(format), PREFILL, v.prefillConfig(format), v.extra);
         try {
-          await prefillChecks(prefill, `${v.name} ${format} prefill`, v.exceptions);
+          await prefillChecks(prefill, `${v.name} ${format} prefill`);
         } finally {
           prefill.dispose();
         }

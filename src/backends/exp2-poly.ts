@@ -22,6 +22,9 @@ export const EXP2_MIN = -126;
 /** IEEE f32 exponent bias and mantissa bits (2^n is (n + bias) << mantissa bits). */
 export const F32_BIAS = 127;
 export const F32_MANT_BITS = 23;
+/** An f32's bits without the sign, and those of +infinity: the value is NaN where the first exceeds the second. */
+export const F32_ABS_MASK = 0x7fffffff;
+export const F32_INF_BITS = 0x7f800000;
 
 /** A float's digits for a kernel's source: nine significant digits round-trip an f32. */
 export function f32Digits(x: number): string {

@@ -3,6 +3,7 @@ import type { AttentionOp } from '../../ir/types.js';
 import type { PlanOf } from '../../plan/types.js';
 import { ATTENTION_ARGUMENTS, unusedScalesText } from '../../ops/attention.js';
 import { templateSet } from '../../render/templates.js';
+import { F32_ABS_MASK, F32_INF_BITS } from '../exp2-poly.js';
 import { attentionHeaderView } from '../kernel-header.js';
 import type { BindingInterface, RenderContext, RenderedKernel, WgslPass } from '../types.js';
 import { wgslLimits, wgslLoaderFiles } from './loader.js';
@@ -111,6 +112,8 @@ export function renderWgslAttention(plan: WgslAttentionPlan, ctx: RenderContext)
     oF16: op.o === 'f16',
     scaleLog2Text: p.scaleLog2.toPrecision(9),
     maskedText: MASKED_SCORE,
+    absMaskText: `0x${F32_ABS_MASK.toString(16)}u`,
+    infBitsText: `0x${F32_INF_BITS.toString(16)}u`,
     rowQuads: p.rows * p.dQuads,
     tileScores: p.rows * p.keys,
     tileWords: p.keys * p.slotWords,

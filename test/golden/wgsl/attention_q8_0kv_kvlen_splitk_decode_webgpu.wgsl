@@ -43,6 +43,9 @@ const KG_SCALE_TILE_WORDS: u32 = 0u;
 const KG_QUADS: u32 = 1u;
 // A masked score: below every real one, finite (no infinities in the arithmetic).
 const KG_MASKED: f32 = -1.0e30;
+// An f32's bits without the sign, and +infinity's: a NaN's are above (a test no float folding drops).
+const KG_ABS_MASK: u32 = 0x7fffffffu;
+const KG_INF_BITS: u32 = 0x7f800000u;
 
 @group(0) @binding(0) var<storage, read> kg_q: array<u32>;
 @group(0) @binding(1) var<storage, read> kg_k: array<u32>;
@@ -247,7 +250,9 @@ fn kgen_attention_q8_0kv_kvlen(@builtin(local_invocation_index) tid: u32, @built
       var sum = 0.0;
       for (var j = 0u; j < KG_KEYS; j++) {
         let s = kg_sc[r * KG_KEYS + j];
-        let p = select(0.0, exp2(s - m), s > KG_MASKED);
+        // A NaN score (a NaN in the row's Q or the key's K) is the key's p, so the row comes out NaN:
+        // s > KG_MASKED is false for it, and exp2 of a NaN is the implementation's (SwiftShader's is 0).
+        let p = select(select(0.0, exp2(s - m), s > KG_MASKED), s, (bitcast<u32>(s) & KG_ABS_MASK) > KG_INF_BITS);
         kg_sc[r * KG_KEYS + j] = p;
         sum += p;
       }
