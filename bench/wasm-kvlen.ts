@@ -14,31 +14,18 @@
  * minimum over all rounds and the median of the rounds' minima, in microseconds. Nothing is
  * checked here (test/wasm-attention-kvlen.test.ts checks the loader's results).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import * as kgen from '../src/index.js';
 import { benchArgs, median } from './common.js';
+import { type AttentionLoader, memoryFor, type Threaded, wasmAttentionKernel } from './wasm-attention-kernel.js';
 
 const USAGE = 'node dist/bench/wasm-kvlen.js [--format q8] [--lengths 64,512,4096,32768] [--threads 1,2] [--rounds 10] [--calls 20] [--config {\"splits\":16}] [--baseline /other/dist/src/index.js] [--parts]';
 const SHAPE = { B: 1, Hq: 32, Hkv: 8, Sq: 1, D: 128 };
 const CAPACITY = 32768;
-const ALIGN = 64;
-const PAGE = 65536;
-/** f16 bits of 2^-7: K and V scales that keep the scores and sums normal. */
-const F16_SMALL = 0x2000;
-
-type Sizes = Record<'q' | 'k' | 'k_scales' | 'v' | 'v_scales' | 'o' | 'workspace', number>;
-interface Threaded {
-  run(q: number, k: number, kScales: number, v: number, vScales: number, o: number, workspace: number, kvLen?: number): Promise<void>;
-  close(): void;
-}
-interface AttentionLoader {
-  sizes: Sizes;
-  loadThreaded(o: { memory: WebAssembly.Memory; threads: number }): Promise<Threaded>;
-}
 type Emit = typeof kgen.emit;
 type Exports = Record<string, (...args: number[]) => number>;
 
@@ -46,31 +33,7 @@ type Exports = Record<string, (...args: number[]) => number>;
 async function kernelAt(emit: Emit, dir: string, format: string, runtime: boolean, skv: number, config?: Record<string, number>): Promise<AttentionLoader> {
   const ir = { kind: 'attention', name: 'bench', q: 'f16', o: 'f32', kvCache: format, causal: true, ...(runtime ? { kvLength: 'runtime' } : {}) };
   const shape = Object.entries({ ...SHAPE, Skv: skv }).map(([k, v]) => `${k}=${v}`).join(',');
-  const e = emit({ target: 'wasm', ir, shape, ...(config ? { config } : {}) });
-  const built = await e.rendered.binaries!();
-  if ('error' in built) throw new Error(built.error);
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries({ ...e.rendered.files, ...built.files })) writeFileSync(join(dir, name), content);
-  return (await import(pathToFileURL(join(dir, 'kernel.mjs')).href)) as AttentionLoader;
-}
-
-/**
- * A shared memory holding every buffer of `sizes` (offsets in `at`), every 16-bit word of it
- * F16_SMALL: Q, an f16 cache and every scale small normal f16 values, the codes of the others
- * small integers (the work does not depend on them; random f16 bits would be NaN and subnormals).
- */
-function memoryFor(sizes: Sizes) {
-  const up = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
-  const at = {} as Record<keyof Sizes, number>;
-  let o = ALIGN;
-  for (const name of Object.keys(sizes) as (keyof Sizes)[]) {
-    at[name] = o;
-    o += up(sizes[name]) + ALIGN;
-  }
-  const pages = Math.ceil(o / PAGE);
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
-  new Uint16Array(memory.buffer).fill(F16_SMALL);
-  return { memory, at };
+  return wasmAttentionKernel(emit, dir, ir, shape, config);
 }
 
 async function main(): Promise<void> {
