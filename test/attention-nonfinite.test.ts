@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
+import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { runnerFor } from '../src/backends/registry.js';
+import type { KernelRunner } from '../src/backends/types.js';
 import { kvLayoutOf, kvRowFormat, kvRowStrides } from '../src/ir/attention.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { f16BitsToF32, f32ToF16Bits } from '../src/numeric/half.js';
@@ -9,7 +11,7 @@ import { attentionJudge } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
 import { fromDtype } from '../src/ops/tensors.js';
 import type { Plan } from '../src/plan/types.js';
-import { cToolsSkipReason, dawnSkipReason } from './helpers.js';
+import { cToolsSkipReason, dawnSkipReason, skipReason } from './helpers.js';
 
 /**
  * Attention's non-finite contract (docs/ARCHITECTURE.md, "Non-finite values in attention"), on
@@ -37,9 +39,11 @@ interface Kernel {
   dispose(): void;
 }
 
-async function built(target: string, ir: Record<string, unknown>, shape: string, config: Record<string, number>, extra: object): Promise<Kernel> {
+type Config = Record<string, number | string>;
+
+async function built(target: string, ir: Record<string, unknown>, shape: string, config: Config, extra: object, runner?: KernelRunner): Promise<Kernel> {
   const { plan, rendered } = emit({ target, ir, shape, config, ...extra });
-  const r = runnerFor(plan);
+  const r = runner ?? runnerFor(plan);
   const build = await r.build(plan, rendered, {});
   if (build.status !== 'ok') throw new Error(build.detail);
   const op = plan.op as AttentionOp;
@@ -148,6 +152,11 @@ async function decodeChecks(k: Kernel, label: string): Promise<void> {
     poisonRow(k.op, s, bad, name, rowIndex(k.op, s, 0, 1, POISON_AT), value, channel);
     expectRows(k, clean, await k.run(bad), (r) => Math.floor(r.h / group) !== 1, `${label} ${what} in KV head 1`);
   }
+  // Causality: query i sees positions up to kv_len - Sq + i, so a NaN value at kv_len - 2 reaches
+  // only the last two queries (the earlier ones share its tile).
+  const late = { ...base };
+  poisonRow(k.op, s, late, 'v', rowIndex(k.op, s, 0, 1, KV_LEN - 2), F16_NAN, 3);
+  expectRows(k, clean, await k.run(late), (r) => Math.floor(r.h / group) !== 1 || r.i < s.Sq - 2, `${label} NaN value at kv_len - 2 in KV head 1`);
 }
 
 /** The prefill kernel: causality, and scores of +-1e4. */
@@ -185,8 +194,11 @@ interface Variant {
   target: string;
   skip: string | undefined;
   extra: object;
-  decodeConfig: Record<string, number>;
-  prefillConfig: (format: Format) => Record<string, number>;
+  /** The runner to pin (default: the plan's runner on this machine). */
+  runner?: KernelRunner;
+  decodeConfig: Config;
+  /** The prefill kernels to check, each its config (one or more per format). */
+  prefillConfigs: (format: Format) => Config[];
   formats: Format[];
 }
 
@@ -207,33 +219,39 @@ const VARIANTS: Variant[] = [
     skip: cToolsSkipReason(isa),
     extra: { isa, device: C_DEVICES[isa] ?? 'epyc-7763' },
     decodeConfig: { splits: 4 },
-    prefillConfig: () => ({}),
+    prefillConfigs: () => [{}],
     formats,
   })),
   // Attention ships one module, SIMD128 (no relaxed-SIMD one: the harness refuses the level).
   // The planner's defaults (integer P.V, pvInt 1, for the int8 caches: a causal diagonal tile takes
   // each row's own V scale), and f32 P.V (pvInt 0) for one of them.
-  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfig: () => ({}), formats: FORMATS },
-  { name: 'WebAssembly f32 P.V', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32, pvInt: 0 }, prefillConfig: () => ({ pvInt: 0 }), formats: ['q8_0'] },
+  { name: 'WebAssembly', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32 }, prefillConfigs: () => [{}], formats: FORMATS },
+  { name: 'WebAssembly f32 P.V', target: 'wasm', skip: undefined, extra: {}, decodeConfig: { splits: 4, kvBlock: 32, pvInt: 0 }, prefillConfigs: () => [{ pvInt: 0 }], formats: ['q8_0'] },
   // SwiftShader takes minutes for the four formats: f16 and one integer cache.
-  { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfig: () => ({}), formats: ['f16', 'q8_0'] },
+  { name: 'WGSL', target: 'wgsl', skip: dawnSkipReason('WGSL attention non-finite'), extra: {}, decodeConfig: { kvSplit: 4 }, prefillConfigs: () => [{}], formats: ['f16', 'q8_0'] },
+  // CUDA through the CPU shim (g++, each GPU thread a fiber, mma.sync emulated): the arithmetic the
+  // source states, not a GPU's. Prefill on tensor cores and with SIMT; f16 and one ggml cache (the
+  // four formats cost 30 s of g++, and V reaches P.V through one kg_kv_half per format).
+  { name: 'CUDA (CPU shim)', target: 'cuda', skip: skipReason(['g++']), extra: { device: 'rtx4090' }, runner: cudaShimRunner(), decodeConfig: { kvSplit: 4 }, prefillConfigs: () => [{ math: 'mma' }, { math: 'simt' }], formats: ['f16', 'q8_0'] },
 ];
 
 for (const v of VARIANTS) {
   describe.skipIf(v.skip !== undefined)(`${v.name} attention: non-finite values`, { concurrent: true }, () => {
     for (const format of v.formats) {
       it(`${format} KV: decode in splits at kv_len ${KV_LEN} of 256, causal prefill`, async () => {
-        const decode = await built(v.target, decodeIr(format), DECODE, v.decodeConfig, v.extra);
+        const decode = await built(v.target, decodeIr(format), DECODE, v.decodeConfig, v.extra, v.runner);
         try {
           await decodeChecks(decode, `${v.name} ${format} decode`);
         } finally {
           decode.dispose();
         }
-        const prefill = await built(v.target, prefillIr(format), PREFILL, v.prefillConfig(format), v.extra);
-        try {
-          await prefillChecks(prefill, `${v.name} ${format} prefill`);
-        } finally {
-          prefill.dispose();
+        for (const config of v.prefillConfigs(format)) {
+          const prefill = await built(v.target, prefillIr(format), PREFILL, config, v.extra, v.runner);
+          try {
+            await prefillChecks(prefill, `${v.name} ${format} prefill ${JSON.stringify(config)}`);
+          } finally {
+            prefill.dispose();
+          }
         }
       });
     }

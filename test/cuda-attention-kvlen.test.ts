@@ -161,14 +161,18 @@ describe.skipIf(noGpp !== undefined)('CUDA attention with a run-time KV length: 
     }
   }, 300_000);
 
-  // Staging keys up to the capacity while masking their scores to -inf still multiplies NaN values by
-  // a zero probability: the poison test must see it.
+  // Staging keys up to the capacity while masking their scores to -inf, with a P.V over whole tiles,
+  // still multiplies NaN values by a zero probability: the poison test must see it. (The P.V as
+  // emitted stops at each row's last key, so the staging bound alone no longer shows.)
   it('a decode kernel that stages keys past kv_len (scores masked) is caught: NaN in O', async () => {
     const { plan, rendered } = emit({ target: 'cuda', ir: ir('f16', true), shape: 'B=1,Hq=4,Hkv=1,Sq=1,Skv=200,D=64', device: 'rtx4090', config: { kvSplit: 1, kvBlock: 16 } });
     const source = rendered.files['kernel.cu']!;
     const bound = 'keyEnd = kg_min(kvLen, keyBegin + splitKeys)';
+    const rowBound = 'acc[i] = kg_pv(o, pr, vt, d, st.seen[r])';
     expect(source).toContain(bound);
-    const broken = { ...rendered, files: { ...rendered.files, 'kernel.cu': source.replace(bound, 'keyEnd = kg_min(KG_SKV, keyBegin + splitKeys)') } };
+    expect(source).toContain(rowBound);
+    const brokenSource = source.replace(bound, 'keyEnd = kg_min(KG_SKV, keyBegin + splitKeys)').replace(rowBound, 'acc[i] = kg_pv(o, pr, vt, d, KG_KEYS)');
+    const broken = { ...rendered, files: { ...rendered.files, 'kernel.cu': brokenSource } };
     expect((await runPoisoned(plan, rendered, 50, 'as emitted')).nonFinite).toBe(0);
     expect((await runPoisoned(plan, broken, 50, 'broken')).nonFinite).toBeGreaterThan(0);
   }, 120_000);

@@ -211,9 +211,13 @@ const TWO_STAGES_FEW_WARPS = 62;
  * softmax state, pointers). Measured: every legal SIMT prefill config of D = 128 and 256 for each KV
  * format on sm_90 (Sq = 64; ptxas 13.0, 2026-12-05: 439 kernels) spilled 7 times, q8_0 and q4_0
  * caches (2-byte staging pieces, so many copies a thread) at estimates of 240 and 248 with a base
- * of 40, while every config at 232 or less stayed within 255; 56 puts those spills over the budget.
+ * of 40, while every config at 232 or less stayed within 255; 56 put those spills over the budget.
+ * 64 since a sweep of the configs estimated at 210 or more (D = 64, 96 and 128, each format; sm_80,
+ * sm_89 and sm_90; Sq = 64, Skv = 512; ptxas 13.0, 2026-12-06; 80 kernels): all 16 at 248 sat at
+ * 252-255 registers and 4 spilled (q8 KV at D = 96, bc = 128, one warp; on sm_80 also before the
+ * tile loop kept a masked key's V out of P.V), while every one at 232 or less stayed within 255.
  */
-const SIMT_BASE_REGISTERS = 56;
+const SIMT_BASE_REGISTERS = 64;
 
 /** Values of D one mma.sync m16n8k16 multiplies per step (a k16 slice). */
 const MMA_K = 16;
@@ -354,7 +358,8 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
   // Q, scores and statistics live in registers.
   const qBytes = mma ? 0 : rows * D * 4;
   const scoreBytes = rows * keys * 4;
-  const statBytes = round16(3 * rows * 4);
+  // Per row: running max, sum and rescale factor (f32), and the keys of the tile it sees (int).
+  const statBytes = round16(4 * rows * 4);
   const offQ = 0;
   const offKv = offQ + qBytes;
   const offScores = offKv + stages * kvStageBytes;
@@ -368,10 +373,10 @@ function cudaPlan(req: Req, config: Config): PlanBody<'cuda-attention'> {
         { name: 'query rows', space: 'shared', size: qBytes, why: `${rows} rows x ${D} as f32, pre-scaled by scale x log2(e)` },
         kvBuffer,
         { name: 'scores', space: 'shared', size: scoreBytes, why: `${rows} x ${keys} f32 scores, then probabilities, of the current tile` },
-        { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum and rescale factor of ${rows} rows` },
+        { name: 'row statistics', space: 'shared', size: statBytes, why: `running max, sum, rescale factor and keys seen of ${rows} rows` },
         // Calibrated with the mma estimate (2026-12-05): 2 registers per unrolled staging copy; the
         // only SIMT spill measured then (f16 D = 128, bc = 128, one warp: 128 copies) is over the
-        // budget. SIMT_BASE_REGISTERS from a later sweep (sm_90, below).
+        // budget. SIMT_BASE_REGISTERS from later sweeps (below).
         { name: 'accumulators', space: 'registers', size: SIMT_BASE_REGISTERS + 4 * quadsPerThread + 2 * stageIters, why: `estimate: ${quadsPerThread} output quads (4 values of D) per thread, ${stageIters} staging copies' addresses, indexing` },
       ];
   const shared = sumBytes(buffers, 'shared');

@@ -42,6 +42,7 @@
 #define KG_DYNAMIC_SHARED(name) unsigned char *name = kg_shim::shared_memory(0)
 /* g++ picks its own unrolling. */
 #define KG_UNROLL
+#define KG_NO_UNROLL
 
 /* ---- vector types and built-in variables ----------------------------------------------------- */
 struct uint3 {

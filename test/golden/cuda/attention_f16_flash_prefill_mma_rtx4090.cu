@@ -15,6 +15,7 @@
 #define KG_SHARED(name, bytes) __shared__ __align__(16) unsigned char name[bytes]
 #define KG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define KG_UNROLL _Pragma("unroll")
+#define KG_NO_UNROLL _Pragma("unroll 1")
 
 /* cp.async of N bytes (4, 8 or 16) from global to shared memory: srcBytes are read, the rest is
  * zero-filled. Before sm_80 a plain copy, complete when it returns. */
@@ -215,6 +216,31 @@ __device__ __forceinline__ uint32_t kg_q_pair(const __half *p) { return kg_u32(_
 __device__ __forceinline__ uint32_t kg_q_pair(const float *p) { return kg_u32(__floats2half2_rn(p[0], p[1])); }
 __device__ __forceinline__ uint32_t kg_pack(float lo, float hi) { return kg_u32(__floats2half2_rn(lo, hi)); }
 
+/* acc += P V over the keys of a staged tile, one k16 slice of keys at a time: P's A fragments are
+ * the score accumulators of two n-blocks; B[key][d] = V[key][d], so b[r] is value g of the n-block
+ * from keys 2t + 8r + {0, 1} of the slice. With Clip the V of keys `clip` on (of the tile) enters
+ * as 0, so a masked key's P of 0 never meets a NaN or infinite V (0 x NaN is NaN). */
+template <bool Clip>
+__device__ __forceinline__ void kg_pv_mma(float acc[KG_D_BLOCKS][4], const float sc[KG_KEY_BLOCKS][4], const unsigned char *vt, int g, int t, int clip) {
+  KG_UNROLL
+  for (int s = 0; s < KG_KEY_SLICES; s++) {
+    const uint32_t pa[4] = {kg_pack(sc[2 * s][0], sc[2 * s][1]), kg_pack(sc[2 * s][2], sc[2 * s][3]), kg_pack(sc[2 * s + 1][0], sc[2 * s + 1][1]),
+                            kg_pack(sc[2 * s + 1][2], sc[2 * s + 1][3])};
+    const int j = s * 16 + 2 * t;
+    const unsigned char *v0 = vt + j * KG_SLOT_BYTES;
+    // The halves of b[r] that enter: keys j + 8r + {0, 1} before clip.
+    const uint32_t keep0 = !Clip ? ~0u : (j < clip ? 0xffffu : 0u) | (j + 1 < clip ? 0xffff0000u : 0u);
+    const uint32_t keep1 = !Clip ? ~0u : (j + 8 < clip ? 0xffffu : 0u) | (j + 9 < clip ? 0xffff0000u : 0u);
+    KG_UNROLL
+    for (int n = 0; n < KG_D_BLOCKS; n++) {
+      const int d = n * 8 + g;
+      const uint32_t bf[2] = {(kg_kv_half(v0, d) | kg_kv_half(v0 + KG_SLOT_BYTES, d) << 16) & keep0,
+                              (kg_kv_half(v0 + 8 * KG_SLOT_BYTES, d) | kg_kv_half(v0 + 9 * KG_SLOT_BYTES, d) << 16) & keep1};
+      kg_mma_m16n8k16(acc[n], pa, bf);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefill_mma(const __half *__restrict__ q, const uint8_t *__restrict__ k, const uint8_t *__restrict__ ks,
                                                    const uint8_t *__restrict__ v, const uint8_t *__restrict__ vs, __half *__restrict__ o) {
   KG_DYNAMIC_SHARED(kg_smem);
@@ -228,6 +254,11 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefil
   // This lane's two rows and the last key each may see (-1 past Sq: every score -inf).
   const int row0 = rowBase + warp * 16 + g, row1 = row0 + 8;
   const int last0 = kg_last_key(row0), last1 = kg_last_key(row1);
+  // The warp's 16 rows are consecutive queries: keys up to warpLast (its first row's last) every row
+  // sees, keys before warpEnd (past its last row's) some row sees. A warp past Sq sees none.
+  const int warpRow = rowBase + warp * 16;
+  const int warpLast = kg_last_key(warpRow);
+  const int warpEnd = warpRow < KG_SQ ? kg_last_key(kg_min(warpRow + 15, KG_SQ - 1)) + 1 : 0;
 
   uint32_t qa[KG_D_SLICES][4];
   KG_UNROLL
@@ -315,19 +346,47 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefil
       acc[n][2] *= scale1;
       acc[n][3] *= scale1;
     }
-    // O += P V: P's A fragments are the score accumulators of two n-blocks; B[key][d] = V[key][d],
-    // so b[r] is value g of the n-block from keys 2t + 8r + {0, 1} of the slice.
-    KG_UNROLL
-    for (int s = 0; s < KG_KEY_SLICES; s++) {
-      const uint32_t pa[4] = {kg_pack(sc[2 * s][0], sc[2 * s][1]), kg_pack(sc[2 * s][2], sc[2 * s][3]), kg_pack(sc[2 * s + 1][0], sc[2 * s + 1][1]),
-                              kg_pack(sc[2 * s + 1][2], sc[2 * s + 1][3])};
-      const unsigned char *v0 = vt + (s * 16 + 2 * t) * KG_SLOT_BYTES;
+    // O += P V. A tile whose keys every row of the warp sees (warpLast on) goes through the mma as it
+    // is. On one crossing the warp's diagonals the mma takes only those keys' V, and the keys that
+    // only some rows see (up to warpEnd) are added row by row in f32: each lane takes the key's P
+    // of its two rows from the lane holding it and adds P x V where its row sees the key.
+    if (j0 + KG_KEYS - 1 <= warpLast) {
+      kg_pv_mma<false>(acc, sc, vt, g, t, KG_KEYS);
+    } else {
+      kg_pv_mma<true>(acc, sc, vt, g, t, warpLast + 1 - j0);
+      const int from = warpLast + 1 > j0 ? warpLast + 1 : j0, to = kg_min(warpEnd, j0 + KG_KEYS);
+      // By key pairs: sc[n][0..3] are P of (row0, row1) x keys 8n + 2t + {0, 1}, so lane 4g + pair
+      // holds this lane's rows' P of the pair (no register array indexed at run time).
       KG_UNROLL
-      for (int n = 0; n < KG_D_BLOCKS; n++) {
-        const int d = n * 8 + g;
-        const uint32_t bf[2] = {kg_kv_half(v0, d) | kg_kv_half(v0 + KG_SLOT_BYTES, d) << 16,
-                                kg_kv_half(v0 + 8 * KG_SLOT_BYTES, d) | kg_kv_half(v0 + 9 * KG_SLOT_BYTES, d) << 16};
-        kg_mma_m16n8k16(acc[n], pa, bf);
+      for (int n = 0; n < KG_KEY_BLOCKS; n++) {
+        if (j0 + 8 * n + 8 <= from || j0 + 8 * n >= to) continue;
+        KG_NO_UNROLL
+        for (int pair = 0; pair < 4; pair++) {
+          const int src = 4 * g + pair;
+          const float p00 = __shfl_sync(0xffffffffu, sc[n][0], src), p01 = __shfl_sync(0xffffffffu, sc[n][1], src);
+          const float p10 = __shfl_sync(0xffffffffu, sc[n][2], src), p11 = __shfl_sync(0xffffffffu, sc[n][3], src);
+          KG_NO_UNROLL
+          for (int e = 0; e < 2; e++) {
+            const int key = j0 + 8 * n + 2 * pair + e;
+            if (key < from || key >= to) continue;
+            const float pr0 = e ? p01 : p00, pr1 = e ? p11 : p10;
+            const unsigned char *vr = vt + (key - j0) * KG_SLOT_BYTES;
+            KG_UNROLL
+            for (int nd = 0; nd < KG_D_BLOCKS; nd++) {
+              const int d = nd * 8 + 2 * t;
+              const float v0 = __half2float(__ushort_as_half((unsigned short)kg_kv_half(vr, d)));
+              const float v1 = __half2float(__ushort_as_half((unsigned short)kg_kv_half(vr, d + 1)));
+              if (key <= last0) {
+                acc[nd][0] = fmaf(pr0, v0, acc[nd][0]);
+                acc[nd][1] = fmaf(pr0, v1, acc[nd][1]);
+              }
+              if (key <= last1) {
+                acc[nd][2] = fmaf(pr1, v0, acc[nd][2]);
+                acc[nd][3] = fmaf(pr1, v1, acc[nd][3]);
+              }
+            }
+          }
+        }
       }
     }
   }

@@ -15,6 +15,7 @@
 #define KG_SHARED(name, bytes) __shared__ __align__(16) unsigned char name[bytes]
 #define KG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define KG_UNROLL _Pragma("unroll")
+#define KG_NO_UNROLL _Pragma("unroll 1")
 
 /* cp.async of N bytes (4, 8 or 16) from global to shared memory: srcBytes are read, the rest is
  * zero-filled. Before sm_80 a plain copy, complete when it returns. */
@@ -82,7 +83,7 @@ enum : int {
   KG_SLOT_SCALE_OFFSET = 136,
   KG_OFF_KV = 2048,
   KG_KV_STAGE_BYTES = 10240,
-  KG_SMEM_BYTES = 23088,
+  KG_SMEM_BYTES = 23104,
 };
 /* K and V (positions x heads: [B, Skv, Hkv, D]): the row of (batch b, KV head h, position j) is
  * b x KG_KV_BATCH_ROWS + h x KG_KV_HEAD_ROWS + j x KG_KV_POS_ROWS. */
@@ -241,13 +242,28 @@ enum : int {
   KG_OFF_STATS = 23040,
 };
 
-/* Row statistics in shared memory: max, sum and the last tile's rescale factor of each row. */
+/* Row statistics in shared memory: max, sum, the last tile's rescale factor of each row and how
+ * many of its keys the row sees (the row's P.V bound). */
 struct KgStats {
   float *max, *sum, *rescale;
+  int *seen;
 };
 __device__ __forceinline__ KgStats kg_stats(unsigned char *smem) {
   float *s = reinterpret_cast<float *>(smem + KG_OFF_STATS);
-  return {s, s + KG_ROWS, s + 2 * KG_ROWS};
+  return {s, s + KG_ROWS, s + 2 * KG_ROWS, reinterpret_cast<int *>(s + 3 * KG_ROWS)};
+}
+
+/* o + P . V over keys 0 .. keys - 1 of a staged V tile (none when keys <= 0), values d..d+3. */
+__device__ __forceinline__ float4 kg_pv(float4 o, const float *pr, const unsigned char *vt, int d, int keys) {
+  for (int j = 0; j < keys; j++) {
+    const float pj = pr[j];
+    const float4 vv = kg_kv_dec4(vt + j * KG_SLOT_BYTES, d);
+    o.x = fmaf(pj, vv.x, o.x);
+    o.y = fmaf(pj, vv.y, o.y);
+    o.z = fmaf(pj, vv.z, o.z);
+    o.w = fmaf(pj, vv.w, o.w);
+  }
+  return o;
 }
 
 __device__ __forceinline__ void kg_attend(const __half *__restrict__ q, int rowBase, int keyBegin, int keyEnd, const uint8_t *__restrict__ k,
@@ -312,8 +328,8 @@ __device__ __forceinline__ void kg_attend(const __half *__restrict__ q, int rowB
     __syncthreads();
 
     // Online softmax, one warp per row: the tile's max, probabilities in place of the scores, the
-    // rescale factor of what was accumulated so far. A row with no visible key yet keeps max -inf
-    // and sum 0 (its probabilities are 2^-inf = 0).
+    // rescale factor of what was accumulated so far and the keys of the tile the row sees. A row
+    // with no visible key yet keeps max -inf and sum 0 (its probabilities are 2^-inf = 0).
     for (int r = warp; r < KG_ROWS; r += KG_WARPS) {
       float mx = -INFINITY;
       for (int j = lane; j < KG_KEYS; j += 32) mx = fmaxf(mx, sc[r * KG_KEYS + j]);
@@ -334,28 +350,25 @@ __device__ __forceinline__ void kg_attend(const __half *__restrict__ q, int rowB
         st.rescale[r] = a;
         st.sum[r] = st.sum[r] * a + sum;
         st.max[r] = after;
+        st.seen[r] = kg_min(KG_KEYS, kg_min(keyEnd, kg_last_key(rowBase + r, kvLen) + 1) - j0);
       }
     }
     __syncthreads();
 
-    // acc = acc x rescale + P . V for this thread's quads (row r, values d..d+3).
+    // acc = acc x rescale + P . V for this thread's quads (row r, values d..d+3), over the keys of
+    // the tile row r sees: a masked key's P is 0, but 0 x a NaN or infinite V (a later query's) is
+    // NaN, so on a tile crossing the row's diagonal its loop ends there. The bound is read from
+    // shared memory like the rescale factor: computed here, each quad's would stay live across the
+    // tile loop (ptxas spilled at 255 registers), and a second, constant-length loop beside it too.
     KG_UNROLL
     for (int i = 0; i < KG_QUADS; i++) {
       const int e = tid + i * KG_THREADS;
       if (e < KG_ROWS * KG_D_QUADS) {
         const int r = e / KG_D_QUADS, d = 4 * (e - r * KG_D_QUADS);
         const float a = st.rescale[r];
-        float4 o = make_float4(acc[i].x * a, acc[i].y * a, acc[i].z * a, acc[i].w * a);
+        const float4 o = make_float4(acc[i].x * a, acc[i].y * a, acc[i].z * a, acc[i].w * a);
         const float *pr = sc + r * KG_KEYS;
-        for (int j = 0; j < KG_KEYS; j++) {
-          const float pj = pr[j];
-          const float4 vv = kg_kv_dec4(vt + j * KG_SLOT_BYTES, d);
-          o.x = fmaf(pj, vv.x, o.x);
-          o.y = fmaf(pj, vv.y, o.y);
-          o.z = fmaf(pj, vv.z, o.z);
-          o.w = fmaf(pj, vv.w, o.w);
-        }
-        acc[i] = o;
+        acc[i] = kg_pv(o, pr, vt, d, st.seen[r]);
       }
     }
   }
@@ -445,7 +458,7 @@ __global__ void __launch_bounds__(KG_MERGE_THREADS, 1) kgen_attention_q8_0kv_kvl
   }
 }
 
-/* 23088 bytes of static shared memory per block. */
+/* 23104 bytes of static shared memory per block. */
 template <class F>
 static cudaError_t kg_allow_shared(F *kernel) {
   (void)kernel;

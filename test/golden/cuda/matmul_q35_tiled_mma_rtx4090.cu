@@ -14,6 +14,7 @@
 #define KG_SHARED(name, bytes) __shared__ __align__(16) unsigned char name[bytes]
 #define KG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define KG_UNROLL _Pragma("unroll")
+#define KG_NO_UNROLL _Pragma("unroll 1")
 
 /* cp.async of N bytes (4, 8 or 16) from global to shared memory: srcBytes are read, the rest is
  * zero-filled. Before sm_80 a plain copy, complete when it returns. */
