@@ -13,7 +13,7 @@ import { ptxasResources } from '../src/backends/cuda/resources.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import type { MatmulOp, MatmulShape } from '../src/ir/types.js';
 import { allDevices } from '../src/device/index.js';
-import { buildRunKitOnShim, EPILOGUE_IRS, hasTool, skipReason } from './helpers.js';
+import { buildRunKitOnShim, EPILOGUE_IRS, hasTool, ptxasFailures, skipReason } from './helpers.js';
 
 const noGpp = skipReason(['g++']);
 const noNvcc = skipReason(['nvcc']);
@@ -173,24 +173,14 @@ describe.skipIf(noNvcc !== undefined)('ptxas cross-check: every format x variant
 
   it(`the default configs compile warning-free for each arch, use the shared memory planned and do not spill (${cases.length} kernels)`, async () => {
     expect(gpus.map((d) => d.name).sort()).toEqual(['a100-80gb', 'h100-sxm', 'h200', 'l40s', 'rtx4090', 't4']);
-    const failures: string[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < cases.length) {
-        const c = cases[next++]!;
-        const label = `${c.device.name} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`;
-        const e = emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device.name, config: c.config });
-        const r = await ptxasCheck(e.rendered, { arch: c.device.gpu!.arch, werror: true });
-        if (r.status !== 'ok') {
-          failures.push(`${label}: ${r.detail.slice(0, 400)}`);
-          continue;
-        }
-        const smemStatic = (e.plan as PlanOf<'cuda-matmul'>).params.smemStatic;
-        if (r.report.sharedBytes !== smemStatic) failures.push(`${label}: ptxas ${r.report.sharedBytes} bytes of shared memory, plan ${smemStatic}`);
-        if (r.report.spillStores + r.report.spillLoads > 0) failures.push(`${label}: spills ${r.report.spillStores}+${r.report.spillLoads} bytes (${r.report.registers} registers)`);
-      }
-    };
-    await Promise.all([worker(), worker()]);
+    const kernels = cases.map((c) => ({ label: `${c.device.name} ${c.op} ${c.shape} ${JSON.stringify(c.config)}`, emit: () => emit({ target: 'cuda', op: c.op, shape: c.shape, device: c.device.name, config: c.config }) }));
+    const failures = await ptxasFailures(kernels, (e, [report]) => {
+      const smemStatic = (e.plan as PlanOf<'cuda-matmul'>).params.smemStatic;
+      return [
+        ...(report!.sharedBytes !== smemStatic ? [`: ptxas ${report!.sharedBytes} bytes of shared memory, plan ${smemStatic}`] : []),
+        ...(report!.spillStores + report!.spillLoads > 0 ? [`: spills ${report!.spillStores}+${report!.spillLoads} bytes (${report!.registers} registers)`] : []),
+      ];
+    });
     expect(failures).toEqual([]);
   }, 600_000);
 });

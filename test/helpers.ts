@@ -8,7 +8,8 @@ import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
 import { hostFromEnvironment, swiftShaderIcd, type HostOptions } from '../src/device/index.js';
 import { outputFiles, type EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
-import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
+import { ptxasCheck, type PtxasEntry, type PtxasResult } from '../src/backends/cuda/ptxas.js';
+import type { RenderedKernel } from '../src/backends/types.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
 
@@ -220,31 +221,64 @@ export function buildRunKitOnShim(dir: string): string {
   return bin;
 }
 
+/** A file's text without its leading block comment (what nvcc reads of it is the same). */
+function withoutLeadingComment(text: string): string {
+  return text.replace(/^\/\*[\s\S]*?\*\//, '');
+}
+
+const ptxasRuns = new Map<string, Promise<PtxasResult>>();
+
 /**
- * Compiles CUDA attention kernels with `nvcc -cubin -Xptxas -v` (warnings as errors), two at a time,
- * and returns what is wrong: a compile error, the plan's kernel missing or using other static shared
- * memory than planned, an entry count other than the plan's launches, or any entry that spills.
+ * ptxasCheck (warnings as errors), once per arch and kernel within a test file. Two devices of one
+ * arch that plan the same config (rtx4090 and l40s, h100-sxm and h200) render files that differ
+ * only in the leading comment, which names the device and the command that reproduces the kernel;
+ * the key leaves that comment out and keeps every other byte of kernel.cu and kernel.h.
  */
-export async function cudaAttentionPtxasFailures(kernels: readonly { label: string; emit: () => EmitResult }[]): Promise<string[]> {
+export function ptxasCheckOnce(rendered: RenderedKernel, arch: string): Promise<PtxasResult> {
+  const hash = createHash('sha256').update(arch);
+  for (const name of ['kernel.cu', 'kernel.h']) hash.update(`\0${name}\0`).update(withoutLeadingComment(rendered.files[name]!));
+  const key = hash.digest('hex');
+  let run = ptxasRuns.get(key);
+  if (!run) {
+    run = ptxasCheck(rendered, { arch, werror: true });
+    ptxasRuns.set(key, run);
+  }
+  return run;
+}
+
+/**
+ * Compiles CUDA kernels with `nvcc -cubin -Xptxas -v` (warnings as errors; ptxasCheckOnce), two at a
+ * time, and returns what is wrong: a compile error, or what `judge` finds in ptxas's report of each.
+ */
+export async function ptxasFailures(kernels: readonly { label: string; emit: () => EmitResult }[], judge: (e: EmitResult, entries: PtxasEntry[]) => string[]): Promise<string[]> {
   const failures: string[] = [];
   let next = 0;
   const worker = async () => {
     while (next < kernels.length) {
       const { label, emit } = kernels[next++]!;
       const e = emit();
-      const params = e.plan.params as { arch: string; smemStatic: number };
-      const r = await ptxasCheck(e.rendered, { arch: params.arch, werror: true });
-      if (r.status !== 'ok') {
-        failures.push(`${label}: ${r.detail.slice(0, 400)}`);
-        continue;
-      }
-      const main = r.entries.find((x) => x.entry.includes(e.plan.variant));
-      if (!main) failures.push(`${label}: no entry for ${e.plan.variant} in ${r.entries.map((x) => x.entry).join(', ')}`);
-      else if (main.sharedBytes !== params.smemStatic) failures.push(`${label}: ptxas ${main.sharedBytes} bytes of shared memory, plan ${params.smemStatic}`);
-      if (r.entries.length !== (e.plan.launch.secondPass ? 2 : 1)) failures.push(`${label}: ${r.entries.length} entries`);
-      for (const x of r.entries) if (x.spillStores + x.spillLoads > 0) failures.push(`${label} ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
+      const r = await ptxasCheckOnce(e.rendered, (e.plan.params as { arch: string }).arch);
+      if (r.status !== 'ok') failures.push(`${label}: ${r.detail.slice(0, 400)}`);
+      else failures.push(...judge(e, r.entries).map((f) => `${label}${f}`));
     }
   };
   await Promise.all([worker(), worker()]);
   return failures;
+}
+
+/**
+ * ptxasFailures for attention kernels: the plan's kernel missing or using other static shared
+ * memory than planned, an entry count other than the plan's launches, or any entry that spills.
+ */
+export function cudaAttentionPtxasFailures(kernels: readonly { label: string; emit: () => EmitResult }[]): Promise<string[]> {
+  return ptxasFailures(kernels, (e, entries) => {
+    const failures: string[] = [];
+    const smemStatic = (e.plan.params as { smemStatic: number }).smemStatic;
+    const main = entries.find((x) => x.entry.includes(e.plan.variant));
+    if (!main) failures.push(`: no entry for ${e.plan.variant} in ${entries.map((x) => x.entry).join(', ')}`);
+    else if (main.sharedBytes !== smemStatic) failures.push(`: ptxas ${main.sharedBytes} bytes of shared memory, plan ${smemStatic}`);
+    if (entries.length !== (e.plan.launch.secondPass ? 2 : 1)) failures.push(`: ${entries.length} entries`);
+    for (const x of entries) if (x.spillStores + x.spillLoads > 0) failures.push(` ${x.entry}: spills ${x.spillStores}+${x.spillLoads} bytes (${x.registers} registers)`);
+    return failures;
+  });
 }
