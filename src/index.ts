@@ -3,6 +3,7 @@ export { emit } from './api/emit.js';
 export type { EmitOptions, EmitResult, Manifest, ConfigSource } from './api/emit.js';
 export { verify } from './api/verify.js';
 export type { VerifyOptions, VerifyResult } from './api/verify.js';
+export { TestDataCache } from './ops/test-data-cache.js';
 export { pack } from './api/pack.js';
 export type { PackOptions, PackResult } from './api/pack.js';
 export { packedSidecar, checkPacked, sidecarPath } from './api/packed-file.js';

@@ -12,6 +12,7 @@ import { runnerFor } from '../src/backends/registry.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { kvBytes } from '../src/ops/attention.js';
 import { opKit } from '../src/ops/index.js';
+import { TestDataCache } from '../src/ops/test-data-cache.js';
 import { f16BitsToF32, f32ToF16Bits } from '../src/numeric/half.js';
 import { referenceAttention } from '../src/reference/attention.js';
 import { ATTENTION_MATRIX, attentionMatrixCase, cToolsSkipReason, expectMatchesReference, expectMatrixPlan, skipReason } from './helpers.js';
@@ -44,6 +45,9 @@ const keyLanesIsas = Object.keys(C_VARIANTS.attentionKeyLanes ?? {});
 const keyTileIsas: readonly string[] = C_VARIANTS.attentionKeyTile ?? [];
 const PV_INT_STEP = 64;
 
+// Every ISA and mode verifies the same matrix rows: their inputs and f64 references are drawn once.
+const DATA = new TestDataCache();
+
 const ir = (format: string, causal: boolean, extra: object = {}) => ({ kind: 'attention', name: `att_${format}_${causal ? 'c' : 'n'}`, q: 'f16', o: 'f32', kvCache: format, causal, ...extra });
 
 for (const { isa, device } of VARIANTS) {
@@ -74,7 +78,7 @@ for (const { isa, device } of VARIANTS) {
             const c = attentionMatrixCase(row);
             const prefill = row.Sq === 64;
             const config = { ...row.cpu, ...knobs, ...(keyTileFlip ? { keyTile: prefill ? 0 : 1 } : {}) };
-            const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config, werror: true });
+            const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa, device, config, werror: true, testData: DATA });
             expectMatrixPlan(row, r.plan, c.label);
             expectMatchesReference(r, c.label, runnable);
             // Q's rounding shows: the int8 path ran, not the f32 one.
@@ -107,7 +111,7 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('C attention avxvnni: int8 Q 
     it(`${format} KV: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
       for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format)) {
         const c = attentionMatrixCase(row);
-        const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa: 'avxvnni', device: 'xeon-8592', config: row.cpu, werror: true });
+        const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa: 'avxvnni', device: 'xeon-8592', config: row.cpu, werror: true, testData: DATA });
         expectMatrixPlan(row, r.plan, c.label);
         expectMatchesReference(r, c.label, runnable);
         expect(r.plan.params, c.label).toMatchObject({ qInt8: true, qCodeOffset: 128 });
@@ -134,7 +138,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const isa of [...new Set(['scalar', native])]) {
       for (const [format, D, extra] of [['q8', 80, { kvGroupSize: 16 }], ['q8_0', 96, {}]] as const) {
         const op = { ...ir(format, true, extra), o: 'f16' };
-        const r = await verify({ target: 'c', ir: op, shape: `B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=${D}`, isa, device: deviceOf(isa), werror: true });
+        const r = await verify({ target: 'c', ir: op, shape: `B=1,Hq=4,Hkv=2,Sq=5,Skv=150,D=${D}`, isa, device: deviceOf(isa), werror: true, testData: DATA });
         expect(r.status, `${isa} ${format} D=${D}: ${r.detail ?? ''}`).toBe('ok');
       }
     }
@@ -189,14 +193,14 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       [256, 64, 'B=1,Hq=5,Hkv=1,Sq=64,Skv=333,D=256', {}],
     ];
     for (const [D, kvGroupSize, shape, config] of cases) {
-      const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true });
+      const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
       expect(r.status, `D=${D} G=${kvGroupSize}: ${r.detail ?? ''}`).toBe('ok');
     }
     // The ggml blocks (scales gathered from the rows): positions x heads rows 3 KV heads apart, a
     // last block of 13 keys (Skv = 77: masked gathers), D = 256 (8 blocks a row), splits.
     for (const format of ['q8_0', 'q4_0']) {
       for (const [shape, config] of [['B=1,Hq=6,Hkv=3,Sq=1,Skv=77,D=256', {}], ['B=2,Hq=8,Hkv=2,Sq=5,Skv=1001,D=64', { splits: 3 }]] as const) {
-        const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout: 'positions_heads' }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true });
+        const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout: 'positions_heads' }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
         expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
         expect((r.plan.params as { keyLanes?: boolean }).keyLanes, `${format} ${shape}`).toBe(true);
       }
@@ -264,7 +268,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const { isa, device } of VARIANTS) {
       if (cToolsSkipReason(isa) !== undefined) continue;
       const op = { ...ir('q8', true, { kvGroupSize: groups[isa] }), q: 'f32', o: 'f16' };
-      const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true });
+      const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true, testData: DATA });
       expect(r.status, `${isa}: ${r.detail ?? ''}`).toBe('ok');
       expect((r.plan.params as { iScalesPerStep: number }).iScalesPerStep).toBe(isa === 'scalar' ? 1 : 2);
     }
@@ -328,7 +332,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       ['q8', 'B=1,Hq=8,Hkv=2,Sq=64,Skv=77,D=64', { kvLayout: 'positions_heads' }, { allHeads: 1, qBlock: 16 }],
     ];
     for (const [format, shape, extra, config] of cases) {
-      const r = await verify({ target: 'c', ir: ir(format, true, extra), shape, isa: native, device: deviceOf(native), config, werror: true });
+      const r = await verify({ target: 'c', ir: ir(format, true, extra), shape, isa: native, device: deviceOf(native), config, werror: true, testData: DATA });
       const label = `${format} ${shape} ${JSON.stringify(extra)} ${JSON.stringify(config)}`;
       expectMatchesReference(r, label);
       expect((r.plan.params as { taskHeads: number }).taskHeads, label).toBe(config.allHeads ? (r.plan.shape as AttentionShape).Hkv : 1);
@@ -392,7 +396,7 @@ describe('C attention: AddressSanitizer and UBSan', () => {
   sanitized.push(['q8_0', 'B=2,Hq=6,Hkv=3,Sq=1,Skv=500,D=64', { allHeads: 1, splits: 4 }]);
   for (const [format, shape, config] of sanitized) {
     it(`AddressSanitizer and UBSan find nothing: ${format} ${shape} ${JSON.stringify(config)}`, async () => {
-      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true, timeoutMs: 240_000 });
+      const r = await verify({ target: 'c', ir: ir(format, true), shape, isa: native, device: deviceOf(native), config, sanitize: true, timeoutMs: 240_000, testData: DATA });
       expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
     });
   }

@@ -11,6 +11,7 @@ import { planRequest } from '../src/backends/registry.js';
 import { getDevice } from '../src/device/index.js';
 import { catalogOp } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
+import { TestDataCache } from '../src/ops/test-data-cache.js';
 import { spaceFor } from '../src/plan/index.js';
 import { cToolsSkipReason, EPILOGUE_IRS, skipReason } from './helpers.js';
 
@@ -27,6 +28,9 @@ const VARIANTS = [
   { isa: 'neon', device: 'apple-m2' },
 ] as const;
 
+// Every ISA verifies the same ops at the same shapes: their inputs and f64 references are drawn once.
+const DATA = new TestDataCache();
+
 const OPS = ['matmul_q35', 'matmul_q4', 'matmul_q8', 'matmul_q4_0', 'matmul_q8_0', 'matmul_f16'];
 // Ragged: N=77 is not a multiple of any row tile; K=320 is 5 groups of 64 (10 ggml blocks).
 const SHAPES = ['M=1,N=77,K=320', 'M=3,N=77,K=320', 'M=64,N=77,K=320'];
@@ -39,7 +43,7 @@ for (const { isa, device } of VARIANTS) {
     for (const op of OPS) {
       it(`${op}: M in {1,3,64}, ragged N and K, matches the reference${runnable ? '' : ' (compile only)'}`, async () => {
         for (const shape of SHAPES) {
-          const r = await verify({ target: 'c', op, shape, isa, device, werror: true });
+          const r = await verify({ target: 'c', op, shape, isa, device, werror: true, testData: DATA });
           expect(r.detail ?? '', `${op} ${shape}`).not.toMatch(/error/);
           expect(r.status, `${op} ${isa} ${shape}: ${r.detail ?? ''}`).toBe('ok');
           expect(r.ran).toBe(runnable);
@@ -60,7 +64,7 @@ for (const { isa, device } of VARIANTS) {
         for (const groupSize of [32, 96, 128]) {
           const ir = { kind: 'matmul', name: `g${groupSize}_${format}`, x: 'f32', y: 'f32', weight: { format, groupSize }, epilogue: {} };
           for (const shape of ['M=1,N=37,K=384', 'M=3,N=37,K=384', ...(odd[groupSize] ? [odd[groupSize]] : [])]) {
-            const r = await verify({ target: 'c', ir, shape, isa, device, werror: true });
+            const r = await verify({ target: 'c', ir, shape, isa, device, werror: true, testData: DATA });
             expect(r.status, `${format} g${groupSize} ${shape}: ${r.detail ?? ''}`).toBe('ok');
           }
         }
@@ -77,7 +81,7 @@ for (const { isa, device } of VARIANTS) {
         for (const shape of shapes) {
           // M=1: 8 rows of one activation row; M=3: 4 rows x 2 activation rows (edge tile of 1), within 16 registers.
           const config = { stepBlocks, ...(shape.startsWith('M=1,') ? { rowsPerIter: 8, mTile: 1 } : { rowsPerIter: 4, mTile: 2 }), nTile: 16 };
-          const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true });
+          const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true, testData: DATA });
           expect(r.plan.params, `${JSON.stringify(which)} ${shape}`).toMatchObject({ stepBlocks: stepBlocks === 2 ? 0 : stepBlocks });
           expect(r.status, `${JSON.stringify(which)} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
         }
@@ -98,7 +102,7 @@ for (const { isa, device } of VARIANTS) {
           const widths = isa === 'avx512' && format === 'q35' ? [256, 512] : [undefined];
           for (const [rowSums, rowSumsBits] of [...widths.map((bits) => [1, bits] as const), [0, undefined] as const]) {
             const config = { rowsPerIter: 8, mTile: 1, rowSums, unroll: 2, ...(rowSumsBits ? { rowSumsBits } : {}) };
-            const r = await verify({ target: 'c', ir, shape, isa, device, config, werror: true });
+            const r = await verify({ target: 'c', ir, shape, isa, device, config, werror: true, testData: DATA });
             const rowSumsStep = rowSums === 0 ? 0 : format === 'q35' && groupSize === 64 ? 2 : 1;
             expect(r.plan.params, `${format} g${groupSize} ${shape}`).toMatchObject({ rowSums: rowSums === 1, rowSumsStep, rowSumsWide: rowSumsBits === 512 });
             expect(r.status, `${format} g${groupSize} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
@@ -113,7 +117,7 @@ for (const { isa, device } of VARIANTS) {
         { rowsPerIter: 4, mTile: 1, nTile: 4, prefetch: 1 },
         { rowsPerIter: 8, mTile: 1, nTile: 16, prefetch: 1 },
       ]) {
-        const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=5,N=33,K=4096', isa, device, config: isa === 'scalar' ? config : { ...config, unroll: 4 } });
+        const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=5,N=33,K=4096', isa, device, config: isa === 'scalar' ? config : { ...config, unroll: 4 }, testData: DATA });
         expect(r.status, JSON.stringify(config)).toBe('ok');
       }
     });
@@ -163,7 +167,7 @@ describe.concurrent('C panel GEMM path (q4, q4_0 and q3.5 on AVX2, AVX-VNNI and 
           const wide = Boolean(C_VARIANTS.panelWide?.[isa]?.includes(formatOf(which as { op: string })));
           if (wide) configs.push({ panel: 1, panelBits: 256 } as (typeof configs)[number]);
           for (const config of configs) {
-            const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true });
+            const r = await verify({ target: 'c', ...(which as { op: string }), shape, isa, device, config, werror: true, testData: DATA });
             const slices = wide && (config as { panelBits?: number }).panelBits !== 256 && config.nTile !== 8 ? 2 : 1;
             expect(r.plan.params, `${name} ${shape} ${JSON.stringify(config)}`).toMatchObject({ panel: true, panelSlices: slices, panelRows: 8 * slices });
             expect(r.status, `${name} ${isa} ${shape} ${JSON.stringify(config)}: ${r.detail ?? ''}`).toBe('ok');
@@ -187,28 +191,28 @@ describe.concurrent('C panel GEMM path (q4, q4_0 and q3.5 on AVX2, AVX-VNNI and 
   });
   it.skipIf(cannotRunReason('avx512') !== undefined)('q3.5 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
     for (const shape of ['M=17,N=13,K=320', 'M=16,N=9,K=128']) {
-      const r = await verify({ target: 'c', op: 'matmul_q35', shape, isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true });
+      const r = await verify({ target: 'c', op: 'matmul_q35', shape, isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true, testData: DATA });
       expect(r.plan.params).toMatchObject({ panel: true });
       expect(r.status, `${shape}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
   it('q4, q4_0 and q3.5 panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx2)', async () => {
     for (const op of ['matmul_q4', 'matmul_q4_0', 'matmul_q35']) {
-      const r = await verify({ target: 'c', op, shape: 'M=17,N=13,K=320', isa: 'avx2', device: AVX2_CPU, config: { panel: 1 }, sanitize: true });
+      const r = await verify({ target: 'c', op, shape: 'M=17,N=13,K=320', isa: 'avx2', device: AVX2_CPU, config: { panel: 1 }, sanitize: true, testData: DATA });
       expect(r.plan.params).toMatchObject({ panel: true });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
   it.skipIf(cannotRunReason('avx512') !== undefined)('q4 and q4_0 512-bit panels under AddressSanitizer and UndefinedBehaviorSanitizer (avx512, where this CPU runs it)', async () => {
     for (const op of ['matmul_q4', 'matmul_q4_0']) {
-      const r = await verify({ target: 'c', op, shape: 'M=17,N=21,K=320', isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true });
+      const r = await verify({ target: 'c', op, shape: 'M=17,N=21,K=320', isa: 'avx512', device: 'epyc-9654', config: { panel: 1 }, sanitize: true, testData: DATA });
       expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, panelVectors: 1, mTile: 8 });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
   });
   it.skipIf(cannotRunReason('avxvnni') !== undefined)('16-row panels as two 256-bit vectors under AddressSanitizer and UndefinedBehaviorSanitizer (avxvnni, where this CPU runs it)', async () => {
     for (const op of ['matmul_q4', 'matmul_q4_0', 'matmul_q35']) {
-      const r = await verify({ target: 'c', op, shape: 'M=19,N=21,K=320', isa: 'avxvnni', device: 'xeon-8592', config: { panel: 1 }, sanitize: true });
+      const r = await verify({ target: 'c', op, shape: 'M=19,N=21,K=320', isa: 'avxvnni', device: 'xeon-8592', config: { panel: 1 }, sanitize: true, testData: DATA });
       expect(r.plan.params).toMatchObject({ panel: true, panelSlices: 2, panelVectors: 2, mTile: 4 });
       expect(r.status, `${op}: ${r.detail ?? ''}`).toBe('ok');
     }
@@ -236,13 +240,13 @@ describe.concurrent('C epilogues and dtypes', () => {
   for (const ir of EPILOGUE_IRS) {
     for (const isa of ['scalar', 'avx2']) {
       it(`${ir.name} (${isa})`, async () => {
-        const r = await verify({ target: 'c', ir, shape: 'M=3,N=77,K=384', isa, device: AVX2_CPU, werror: true });
+        const r = await verify({ target: 'c', ir, shape: 'M=3,N=77,K=384', isa, device: AVX2_CPU, werror: true, testData: DATA });
         expect(r.status, r.detail).toBe('ok');
       });
     }
   }
   it('scalar with f32 activations is exact to f32 rounding', async () => {
-    const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=3,N=77,K=320', isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'f32' } });
+    const r = await verify({ target: 'c', op: 'matmul_q35', shape: 'M=3,N=77,K=320', isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'f32' }, testData: DATA });
     expect(r.status).toBe('ok');
     expect(r.comparison!.nmse).toBeLessThan(1e-10);
   });
@@ -253,7 +257,7 @@ describe.concurrent('C under AddressSanitizer and UndefinedBehaviorSanitizer', (
     for (const op of OPS) {
       it(`${op} ${isa} on ragged shapes`, async () => {
         for (const shape of ['M=3,N=77,K=320', 'M=1,N=5,K=64']) {
-          const r = await verify({ target: 'c', op, shape: op === 'matmul_f16' && shape.endsWith('K=64') ? 'M=1,N=5,K=96' : shape, isa, device: AVX2_CPU, sanitize: true });
+          const r = await verify({ target: 'c', op, shape: op === 'matmul_f16' && shape.endsWith('K=64') ? 'M=1,N=5,K=96' : shape, isa, device: AVX2_CPU, sanitize: true, testData: DATA });
           expect(r.status, `${shape}: ${r.detail ?? ''}`).toBe('ok');
         }
       });

@@ -9,6 +9,7 @@ import { verify } from '../src/api/verify.js';
 import { cudaRunnerFor } from '../src/backends/cuda/gpu-runner.js';
 import { cudaShimRunner } from '../src/backends/cuda/runner.js';
 import { opKit } from '../src/ops/index.js';
+import { TestDataCache } from '../src/ops/test-data-cache.js';
 import type { PlanOf } from '../src/plan/types.js';
 import { ATTENTION_MATRIX, attentionMatrixCase, buildRunKitOnShim, cudaAttentionPtxasFailures, expectMatchesReference, expectMatrixPlan, hasTool, skipReason } from './helpers.js';
 
@@ -91,8 +92,11 @@ const CASES: Case[] = [
 const GGML_SANITIZED = [CASES.findIndex((c) => c.shape.endsWith('Skv=333,D=96') && c.ir.kvCache === 'q8_0'), CASES.findIndex((c) => c.ir.kvCache === 'q4_0' && c.variant === 'flash_prefill_mma' && c.shape.includes('Sq=40'))];
 
 /** Verifies through the shim; the plan, for the caller's checks of what it picked. */
+// The sanitized runs verify cases the plain ones did: their inputs and f64 references are drawn once.
+const DATA = new TestDataCache();
+
 async function expectVerified(ir: object, shape: string, label: string, opts: { device?: string; config?: Case['config']; sanitize?: boolean } = {}) {
-  const r = await verify({ target: 'cuda', ir, shape, device: opts.device ?? 'rtx4090', config: opts.config, runner: shim, werror: true, sanitize: opts.sanitize });
+  const r = await verify({ target: 'cuda', ir, shape, device: opts.device ?? 'rtx4090', config: opts.config, runner: shim, werror: true, sanitize: opts.sanitize, testData: DATA });
   expectMatchesReference(r, label);
   return r.plan;
 }

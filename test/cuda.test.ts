@@ -7,6 +7,7 @@ import type { PlanOf } from '../src/plan/types.js';
 import { emit, outputFiles } from '../src/api/emit.js';
 import { withDataFiles } from '../src/api/kit.js';
 import { opKit } from '../src/ops/index.js';
+import { TestDataCache } from '../src/ops/test-data-cache.js';
 import { verify } from '../src/api/verify.js';
 import { ptxasCheck } from '../src/backends/cuda/ptxas.js';
 import { ptxasResources } from '../src/backends/cuda/resources.js';
@@ -31,8 +32,11 @@ const VARIANTS = [
   { name: 'tiled simt', config: { kernel: 'tiled', math: 'simt' }, maxM: Infinity },
 ] as const;
 
+// The variants verify the same ops at the same shapes: their inputs and f64 references are drawn once.
+const DATA = new TestDataCache();
+
 async function expectOk(opts: Parameters<typeof verify>[0], label: string): Promise<void> {
-  const r = await verify({ runner: shim, werror: true, ...opts });
+  const r = await verify({ runner: shim, werror: true, testData: DATA, ...opts });
   expect(r.status, `${label}: ${r.detail ?? ''}`).toBe('ok');
   expect(r.ran).toBe(true);
   expect(r.comparison!.nonFinite, label).toBe(0);

@@ -4,6 +4,8 @@ import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp } from '../src/ir/types.js';
 import { opHash, parseShape, validateOp } from '../src/ir/validate.js';
+import { opKit } from '../src/ops/index.js';
+import { TestDataCache } from '../src/ops/test-data-cache.js';
 
 function errorOf(fn: () => unknown): KgenError {
   try {
@@ -112,5 +114,22 @@ describe('shapes', () => {
     expect(parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=80', { ...(q8 as AttentionOp), kvGroupSize: 16 })).toMatchObject({ D: 80 });
     expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=90', q8)).message).toMatch(/use an f16 cache/);
     expect(errorOf(() => parseShape('B=1,Hq=8,Hkv=8,Sq=1,Skv=64,D=80', CATALOG.attention_q8_0kv!)).message).toMatch(/ggml q8_0 blocks are always 32 values/);
+  });
+});
+
+describe('test data kept by op, shape and seed (TestDataCache)', () => {
+  it('hands the same data back for the same op, shape and seed, equal to a fresh draw; another shape, seed or op draws anew', () => {
+    const cache = new TestDataCache();
+    const op = CATALOG.matmul_q4_0!;
+    const shape = parseShape('M=3,N=7,K=64', op);
+    const kept = cache.testData(op, shape, 1);
+    expect(cache.testData({ ...op }, { ...shape }, 1)).toBe(kept);
+    const fresh = opKit('matmul').testData(op, shape, 1);
+    expect(Object.keys(kept.inputs)).toEqual(Object.keys(fresh.inputs));
+    for (const [name, bytes] of Object.entries(fresh.inputs)) expect(kept.inputs[name], name).toEqual(bytes);
+    expect(kept.reference).toEqual(fresh.reference);
+    expect(cache.testData(op, shape, 2)).not.toBe(kept);
+    expect(cache.testData(op, parseShape('M=3,N=8,K=64', op), 1)).not.toBe(kept);
+    expect(cache.testData(CATALOG.matmul_q4!, shape, 1)).not.toBe(kept);
   });
 });

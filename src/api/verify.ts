@@ -1,6 +1,7 @@
 import { runnerFor } from '../backends/registry.js';
 import type { KernelRunner, TrialStatus } from '../backends/types.js';
 import { opKit } from '../ops/index.js';
+import type { TestDataCache } from '../ops/test-data-cache.js';
 import type { Plan } from '../plan/types.js';
 import type { Comparison, Tolerance } from '../reference/compare.js';
 import type { ConfigSource, EmitOptions } from './emit.js';
@@ -23,6 +24,11 @@ export interface VerifyOptions extends EmitOptions {
    * when one can run it, else the CPU shim). Tests pin one, e.g. the shim on a machine with a GPU.
    */
   runner?: KernelRunner;
+  /**
+   * Where the seeded inputs and their f64 reference come from: a TestDataCache shared by calls that
+   * verify one op at one shape on several ISAs or targets draws them once. Default: drawn afresh.
+   */
+  testData?: TestDataCache;
 }
 
 export interface VerifyResult {
@@ -75,7 +81,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   try {
     const why = runner.cannotExecute(plan);
     if (why) return { ...base, status: 'ok', ran: false, detail: why, runner: 'compile only' };
-    const data = opKit(plan.op.kind).testData(plan.op, plan.shape, opts.seed ?? 1);
+    const data = (opts.testData ?? opKit(plan.op.kind)).testData(plan.op, plan.shape, opts.seed ?? 1);
     const run = await runner.execute(build, data.inputs, { timeoutMs: opts.timeoutMs });
     if (run.status !== 'ok') return { ...base, runMs: run.runMs, status: run.status, ran: false, detail: run.detail };
     const { ok, comparison, tolerance } = data.check(run.output, plan.tolerance);
