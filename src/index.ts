@@ -4,6 +4,7 @@ export type { EmitOptions, EmitResult, Manifest, ConfigSource } from './api/emit
 export { verify } from './api/verify.js';
 export type { VerifyOptions, VerifyResult } from './api/verify.js';
 export { TestDataCache } from './ops/test-data-cache.js';
+export type { TestData } from './ops/types.js';
 export { pack } from './api/pack.js';
 export type { PackOptions, PackResult } from './api/pack.js';
 export { packedSidecar, checkPacked, sidecarPath } from './api/packed-file.js';

@@ -4,6 +4,7 @@ import type { DeviceProfile, TargetName } from '../device/profile.js';
 import type { KvCacheFormat, Op, OpKind, Shape, WeightFormatName } from '../ir/types.js';
 import type { CommentText } from '../render/comment-text.js';
 import type { CpuVariants } from '../plan/cpu-matmul.js';
+import type { KernelInputs } from '../ops/types.js';
 import type { Config, Plan, PlanFamily, Planner, PlanOf, PlanRequest, SearchSpace } from '../plan/types.js';
 
 /** What a backend renders; checked before rendering so a gap is a clear error, not a crash. */
@@ -333,8 +334,8 @@ export const TRIAL_STATUSES = ['ok', 'compile_error', 'crash', 'timeout', 'wrong
 
 export type TrialStatus = (typeof TRIAL_STATUSES)[number];
 
-/** Inputs of one kernel run as files a harness reads: name (x.bin, w.bin, ...) -> bytes. */
-export type KernelInputs = Record<string, Uint8Array>;
+// One definition (src/ops/types.ts): the test data a verify draws is what a runner executes.
+export type { KernelInputs };
 
 export interface BuildOptions {
   /** Fail on compiler warnings. */
