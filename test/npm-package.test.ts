@@ -142,6 +142,7 @@ describe('library options from a JavaScript caller', () => {
     ['records', () => emit({ ...kernel, records: 'tuning.db' as never })],
     ['runner', () => verify({ ...kernel, runner: {} as never })],
     ['runner', () => verify({ ...kernel, runner: { name: 'mine', build: () => undefined } as never })],
+    ['testData', () => verify({ ...kernel, testData: new Map() as never })],
   ])('%s', async (field, call) => {
     expect(await fieldOf(call)).toBe(field);
   });

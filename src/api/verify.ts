@@ -72,6 +72,12 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
     expected: 'a KernelRunner (name, cannotExecute, build, execute)',
     hint: "leave runner out to take the target's runner for this machine",
   });
+  checkMembers(opts.testData, {
+    field: 'testData',
+    members: { testData: 'function' },
+    expected: 'a TestDataCache (new TestDataCache())',
+    hint: 'leave testData out to draw the inputs and their reference afresh',
+  });
   const { plan } = result;
   const runner = opts.runner ?? runnerFor(plan);
   checkRunFits(plan, 'kgen verify');
