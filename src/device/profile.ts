@@ -74,6 +74,12 @@ export interface GpuLimits {
  */
 export const CPU_CACHE_LINE_BYTES = 64;
 
+/**
+ * How many times its last-level cache (a CPU's L3, a GPU's L2) a timed run writes between runs, so
+ * no input stays cached: the tuner's flush and a CUDA run kit's default FLUSH_BYTES.
+ */
+export const FLUSH_CACHE_MULTIPLE = 3;
+
 /** The CPU architectures a profile may name. */
 export const CPU_ARCHES = ['x86_64', 'aarch64', 'wasm32'] as const;
 

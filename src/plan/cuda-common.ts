@@ -1,4 +1,4 @@
-import type { DeviceProfile } from '../device/profile.js';
+import { FLUSH_CACHE_MULTIPLE, type DeviceProfile } from '../device/profile.js';
 import { sumBytes } from './common.js';
 import type { BudgetCheck, OnChipBuffer } from './types.js';
 
@@ -27,11 +27,8 @@ export type CudaWarp = {
   shuffleFirst: number;
 };
 
-/** How many times the profile's L2 a CUDA run kit writes between timed runs, so no input stays cached. */
-export const FLUSH_L2_MULTIPLE = 3;
-
 /**
- * What a CUDA run kit writes between timed runs (run.sh's default FLUSH_BYTES): FLUSH_L2_MULTIPLE
+ * What a CUDA run kit writes between timed runs (run.sh's default FLUSH_BYTES): FLUSH_CACHE_MULTIPLE
  * times the profile's L2, so every run reads its inputs from DRAM; 0 (no flush) for a profile
  * without an L2 figure.
  */
@@ -42,7 +39,7 @@ export type CudaFlush = {
 
 /** The flush of a CUDA plan on `device` (`CudaFlush`). */
 export function cudaFlush(device: DeviceProfile): CudaFlush {
-  return { flushBytes: FLUSH_L2_MULTIPLE * (device.gpu?.l2Bytes ?? 0), flushL2Multiple: FLUSH_L2_MULTIPLE };
+  return { flushBytes: FLUSH_CACHE_MULTIPLE * (device.gpu?.l2Bytes ?? 0), flushL2Multiple: FLUSH_CACHE_MULTIPLE };
 }
 
 /** The warp numbers of every CUDA plan, from CUDA_WARP_LANES. */

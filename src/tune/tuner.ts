@@ -5,7 +5,7 @@ import type { KernelBuild, KernelRunner, TrialStatus } from '../backends/types.j
 import { contendingTrials, currentTrials, RETIME_STRATEGY } from '../db/current.js';
 import type { Trial, TrialRow, TuningDb, Workload } from '../db/types.js';
 import { measuredDevice } from '../device/host.js';
-import type { DeviceProfile, TargetName } from '../device/profile.js';
+import { FLUSH_CACHE_MULTIPLE, type DeviceProfile, type TargetName } from '../device/profile.js';
 import type { Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
 import { opKit, type TestData } from '../ops/index.js';
@@ -456,7 +456,7 @@ async function measure(runner: KernelRunner, plan: Plan, build: KernelBuild, dat
   if (build.status !== 'ok') return { status: build.status, error: clip(build.detail), compileMs: build.compileMs, runner: runner.name };
   // About half a second of timed runs per candidate: 5 to 101 runs (odd, so the median is a run), after a warm-up.
   const runs = 2 * Math.floor(Math.max(5, Math.min(101, Math.round(500 / Math.max(o.expectedMs, 1e-3)))) / 2) + 1;
-  const timing = { warmup: runs >= 10 ? 3 : 1, runs, flushBytes: 3 * (o.device.cpu?.l3Bytes ?? o.device.gpu?.l2Bytes ?? 0), threads: o.threads };
+  const timing = { warmup: runs >= 10 ? 3 : 1, runs, flushBytes: FLUSH_CACHE_MULTIPLE * (o.device.cpu?.l3Bytes ?? o.device.gpu?.l2Bytes ?? 0), threads: o.threads };
   const timeoutMs = o.timeoutMs ?? Math.max(30_000, 20 * o.expectedMs * (timing.warmup + runs));
   const exec = await runner.execute(build, data.inputs, { timeoutMs, timing });
   if (exec.status !== 'ok') return { status: exec.status, error: clip(exec.detail), compileMs: build.compileMs, runner: runner.name };
