@@ -9,6 +9,7 @@ import { hostFromEnvironment, swiftShaderIcd, type HostOptions } from '../src/de
 import { outputFiles, type EmitResult } from '../src/api/emit.js';
 import type { VerifyResult } from '../src/api/verify.js';
 import { ptxasCheck, type PtxasEntry, type PtxasResult } from '../src/backends/cuda/ptxas.js';
+import { sourceKey } from '../src/backends/harness.js';
 import type { RenderedKernel } from '../src/backends/types.js';
 import { kvLayoutOf } from '../src/ir/attention.js';
 import type { AttentionOp, KvCacheFormat } from '../src/ir/types.js';
@@ -221,11 +222,6 @@ export function buildRunKitOnShim(dir: string): string {
   return bin;
 }
 
-/** A file's text without its leading block comment (what nvcc reads of it is the same). */
-function withoutLeadingComment(text: string): string {
-  return text.replace(/^\/\*[\s\S]*?\*\//, '');
-}
-
 const ptxasRuns = new Map<string, Promise<PtxasResult>>();
 
 /**
@@ -235,9 +231,8 @@ const ptxasRuns = new Map<string, Promise<PtxasResult>>();
  * the key leaves that comment out and keeps every other byte of kernel.cu and kernel.h.
  */
 export function ptxasCheckOnce(rendered: RenderedKernel, arch: string): Promise<PtxasResult> {
-  const hash = createHash('sha256').update(arch);
-  for (const name of ['kernel.cu', 'kernel.h']) hash.update(`\0${name}\0`).update(withoutLeadingComment(rendered.files[name]!));
-  const key = hash.digest('hex');
+  // The runners' build key (sourceKey) already leaves each file's leading comment out.
+  const key = sourceKey({ 'kernel.cu': rendered.files['kernel.cu']!, 'kernel.h': rendered.files['kernel.h']! }, [arch]);
   let run = ptxasRuns.get(key);
   if (!run) {
     run = ptxasCheck(rendered, { arch, werror: true });
