@@ -1,9 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
 import { swiftShaderIcd } from '../../device/index.js';
 import type { DeviceProfile } from '../../device/profile.js';
 import { ToolMissingError } from '../../errors.js';
+import { textHash } from '../../hash.js';
 import { packagePath } from '../../package-files.js';
 import type { Plan } from '../../plan/types.js';
 import { sourceKey } from '../harness.js';
@@ -14,6 +15,16 @@ import { WGSL_RUN_SPEC_FILE } from './run-spec.js';
 /** kgen's Dawn run program (plain ES module: it runs in a child Node process). */
 export function dawnRunScript(): string {
   return packagePath('templates', 'wgsl', 'run', 'dawn-run.mjs');
+}
+
+let runScriptHash: string | undefined;
+/**
+ * A hash of the run program's text, part of every build's cache key: its compile step decides the
+ * verdict a cache keeps (limits, `checkDevice`, the compile itself), so a cache directory filled by
+ * another kgen's run program must not answer for this one's.
+ */
+function dawnRunScriptHash(): string {
+  return (runScriptHash ??= textHash(readFileSync(dawnRunScript(), 'utf8')));
 }
 
 /**
@@ -150,7 +161,7 @@ export function wgslRunnerFor(plan: Plan): KernelRunner {
       const timeoutMs = opts.timeoutMs ?? 120_000;
       return cachedBuild({
         cacheDir: opts.cacheDir,
-        id: sourceKey(sources, [a.name, JSON.stringify(a.env)]),
+        id: sourceKey(sources, [a.name, JSON.stringify(a.env), `dawn-run ${dawnRunScriptHash()}`, `webgpu ${a.probe.webgpu ?? 'unknown'}`]),
         tempPrefix: 'kgen-wgsl-',
         sources,
         products: ['compiled.json'],
