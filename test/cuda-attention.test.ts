@@ -228,6 +228,8 @@ describe('attention plans state what the kernels need', () => {
       expect(cu).toContain('((long long)b * KG_HQ + ');
     }
     expect(kernels[0]!.files['kernel.cu']).toContain('((long long)b * KG_HKV + kvHead) * KG_SPLITS');
+    // The merge's rows (B x Hq x Sq) may pass 2^31 within the grid's 2^31 - 1 blocks of several rows.
+    expect(kernels[0]!.files['kernel.cu']).toContain('if (row >= (long long)KG_B * KG_HQ * KG_SQ) return;');
   });
 
   it('refuses a head dim its rows cannot be staged with, naming the rule', () => {

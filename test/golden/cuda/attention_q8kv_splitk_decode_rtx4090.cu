@@ -410,11 +410,12 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_q8kv_splitk_deco
  * m_s = -inf and weighs 0; some split always sees key 0. */
 __global__ void __launch_bounds__(KG_MERGE_THREADS, 1) kgen_attention_q8kv_merge(__half *__restrict__ o, const float *__restrict__ ws) {
   const int lane = (int)threadIdx.x & 31;
-  const int row = (int)blockIdx.x * KG_MERGE_WARPS + ((int)threadIdx.x >> 5);
-  if (row >= KG_B * KG_HQ * KG_SQ) return;
-  const int b = row / (KG_HQ * KG_SQ), rest = row - b * (KG_HQ * KG_SQ);
-  const int kvHead = rest / KG_ROW_SPACE, rr = rest - kvHead * KG_ROW_SPACE;
-  const long long part0 = ((long long)b * KG_HKV + kvHead) * KG_SPLITS * KG_ROW_SPACE + rr;
+  /* 64-bit rows: B x Hq x Sq may pass 2^31 where the grid (2^31 - 1 blocks of KG_MERGE_WARPS rows) does not. */
+  const long long row = (long long)blockIdx.x * KG_MERGE_WARPS + ((int)threadIdx.x >> 5);
+  if (row >= (long long)KG_B * KG_HQ * KG_SQ) return;
+  const long long b = row / ((long long)KG_HQ * KG_SQ), rest = row - b * ((long long)KG_HQ * KG_SQ);
+  const int kvHead = (int)(rest / KG_ROW_SPACE), rr = (int)(rest - (long long)kvHead * KG_ROW_SPACE);
+  const long long part0 = (b * KG_HKV + kvHead) * KG_SPLITS * KG_ROW_SPACE + rr;
   const float *ml = ws + KG_WS_ACC_FLOATS;
   float m = -INFINITY;
   for (int s = 0; s < KG_SPLITS; s++) m = fmaxf(m, ml[2 * (part0 + (long long)s * KG_ROW_SPACE)]);
@@ -435,7 +436,7 @@ __global__ void __launch_bounds__(KG_MERGE_THREADS, 1) kgen_attention_q8kv_merge
   KG_UNROLL
   for (int i = 0; i < KG_MERGE_ITERS; i++) {
     const int d = lane + 32 * i;
-    if (d < KG_D) kg_from_float(o + (long long)row * KG_D + d, out[i] * inv);
+    if (d < KG_D) kg_from_float(o + row * KG_D + d, out[i] * inv);
   }
 }
 
