@@ -297,7 +297,8 @@ describe('the register estimates rule out configs that spill', () => {
     };
     await Promise.all([worker(), worker()]);
     expect(failures).toEqual([]);
-  }, 120_000);
+    // 114 s once at load ~17 (stop 53): the timeout leaves room for a busy CI host.
+  }, 300_000);
 });
 
 describe('emit --data as a library', () => {
