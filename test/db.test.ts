@@ -11,18 +11,23 @@ import { recordDevice } from '../src/cli/common.js';
 import { validateExchange } from '../src/db/exchange.js';
 import { recordedConfig } from '../src/db/lookup.js';
 import { openTuningDb, schemaVersion, workloadKey } from '../src/db/sqlite.js';
-import type { Trial, TuningDb, WorkloadInfo } from '../src/db/types.js';
+import type { Fingerprint, Trial, TuningDb, WorkloadInfo } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
+import type { GpuDetection } from '../src/device/gpu.js';
+import type { DeviceProfile } from '../src/device/profile.js';
+import { fingerprintFor } from '../src/tune/fingerprint.js';
 import { InternalError, KgenError } from '../src/errors.js';
 import { canonicalHash } from '../src/hash.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import type { Shape } from '../src/ir/types.js';
 import { opHash } from '../src/ir/validate.js';
-import { configInUse } from '../src/plan/index.js';
+import { configInUse, spaceFor } from '../src/plan/index.js';
 import { KGEN_VERSION } from '../src/version.js';
 import { hasTool } from './helpers.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kgen-db-'));
+/** No GPU here: fingerprints of CPU records read none. */
+const NO_GPUS: GpuDetection = { status: 'none', gpus: [], how: 'no NVIDIA GPU (a test)' };
 
 function info(shape: Shape, over: Partial<WorkloadInfo> = {}): WorkloadInfo {
   const op = CATALOG.matmul_q4!;
@@ -293,6 +298,53 @@ describe('emit takes its config from the records', () => {
       }
       db.close();
     }
+  });
+
+  describe('of a user\'s own profile file', () => {
+    // A copy of a fixed AVX2 CPU under a name of its own, as a user writes one; records made the way `kgen tune` makes them.
+    const dir = tmp();
+    const file = join(dir, 'lab.json');
+    const base = { ...getDevice(DEVICE), name: 'qa-lab', match: undefined };
+    const write = (profile: DeviceProfile) => (writeFileSync(file, JSON.stringify(profile)), file);
+    const shape = 'M=1,N=4096,K=4096';
+    async function recorded(profile: DeviceProfile, fingerprintOver: Record<string, string | undefined> = {}): Promise<TuningDb> {
+      const device = getDevice(write(profile));
+      const req = resolveRequest({ target: 'c', op: 'matmul_q4', shape, device });
+      const fingerprint = JSON.parse(JSON.stringify({ ...(await fingerprintFor(device, 'c', spaceFor(req), NO_GPUS)), ...fingerprintOver })) as Fingerprint;
+      const db = openTuningDb(':memory:');
+      db.addTrial(db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }, { device: 'qa-lab', fingerprint })).id, trial(FAST, 0.3));
+      return db;
+    }
+
+    it('are passed over, with a note saying why, once a figure of the profile changes; a change of its prose is no change', async () => {
+      const db = await recorded(base);
+      expect(emit({ target: 'c', op: 'matmul_q4', shape, device: file, records: db }).manifest.configSource).toBe('record');
+      // Prose, presence and the list of targets plan nothing: the record still holds.
+      write({ ...base, description: 'the lab box, renamed in prose', sources: { ...base.sources, cpu: 'measured again' } });
+      expect(emit({ target: 'c', op: 'matmul_q4', shape, device: file, records: db }).manifest.configSource).toBe('record');
+      for (const cpu of [{ l2Bytes: base.cpu!.l2Bytes * 2 }, { cores: 4, threads: 4 }, { vectorRegisters: 32 }]) {
+        write({ ...base, cpu: { ...base.cpu!, ...cpu } });
+        const e = emit({ target: 'c', op: 'matmul_q4', shape, device: file, records: db });
+        expect(e.manifest.configSource, JSON.stringify(cpu)).toBe('default');
+        expect(e.manifest.record).toBeUndefined();
+        expect(e.notes.join('\n')).toMatch(/passed over 1 tuning record of qa-lab \(c, matmul_q4\): tuned under other figures of its profile \(profile hash [0-9a-f]{16}; the profile now hashes to [0-9a-f]{16}\)[^;]*; run `kgen tune` to measure under these figures/);
+        expect(recordedConfig(db, resolveRequest({ target: 'c', op: 'matmul_q4', shape, device: file }))).toBeUndefined();
+      }
+      // `kgen tune` files the new figures' trials under a workload of their own: it measures again.
+      const edited = getDevice(file);
+      const fp = await fingerprintFor(edited, 'c', spaceFor(resolveRequest({ target: 'c', op: 'matmul_q4', shape, device: edited })), NO_GPUS);
+      expect(db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }, { device: 'qa-lab', fingerprint: fp })).id).not.toBe(db.workloads()[0]!.id);
+      expect(db.measuredConfigs(db.workloads()[1]!.id).size).toBe(0);
+      db.close();
+    });
+
+    it('from before kgen kept profile hashes are still taken, and said to be unchecked', async () => {
+      const db = await recorded(base, { profileHash: undefined });
+      const e = emit({ target: 'c', op: 'matmul_q4', shape, device: write({ ...base, cpu: { ...base.cpu!, vectorRegisters: 32 } }), records: db });
+      expect(e.manifest.configSource).toBe('record');
+      expect(e.notes.join('\n')).toMatch(/that record predates profile hashes: kgen cannot tell which figures of qa-lab it was tuned under; if the profile changed since, run `kgen tune` again/);
+      db.close();
+    });
   });
 
   it('passes over records from another device', () => {

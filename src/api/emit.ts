@@ -7,7 +7,7 @@ import type { AbiEntry, BindingInterface, Fingerprint, RenderedKernel } from '..
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
 import type { TensorInfo, WeightsInfo } from '../ops/index.js';
-import { describeChoice, recordedConfig, type RecordedChoice } from '../db/lookup.js';
+import { describeChoice, figuresNotes, recordedConfig, type RecordedChoice } from '../db/lookup.js';
 import { isProfileFile } from '../device/profile.js';
 import type { TuningDb } from '../db/types.js';
 import { configInUse, makePlan, spaceFor } from '../plan/index.js';
@@ -118,14 +118,17 @@ export type ConfigSource = 'default' | 'given' | 'record' | 'nearest-record';
 
 /**
  * The plan emit renders for a resolved request: its config if given; else the tuning record `records`
- * holds for it (or the nearest recorded shape; with `isa`, the fastest record of that ISA), else the
- * default (of `isa`). `kgen plan` and `kgen verify` take the same.
+ * holds for it under the profile's current figures (or the nearest recorded shape; with `isa`, the
+ * fastest record of that ISA), else the default (of `isa`). `kgen plan` and `kgen verify` take the
+ * same. `notes` say what the caller should know of the records' figures (`figuresNotes`): records
+ * passed over as tuned under other figures of the profile, a record that predates profile hashes.
  */
-export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Plan; source: ConfigSource; recorded?: RecordedChoice } {
+export function choosePlan(req: ResolvedRequest, records?: TuningDb): { plan: Plan; source: ConfigSource; recorded?: RecordedChoice; notes: string[] } {
   const pinned: Config = req.isa !== undefined ? { isa: req.isa } : {};
   const recorded = records && !req.config ? recordedConfig(records, req, pinned) : undefined;
-  if (recorded) return { plan: recorded.resolved.plan, source: recorded.source, recorded };
-  return makePlan(req, { ...req.config, ...pinned }, { field: req.config ? '--config' : '--isa' });
+  const notes = records && !req.config ? figuresNotes(records, req, recorded) : [];
+  if (recorded) return { plan: recorded.resolved.plan, source: recorded.source, recorded, notes };
+  return { ...makePlan(req, { ...req.config, ...pinned }, { field: req.config ? '--config' : '--isa' }), notes };
 }
 
 /**
@@ -203,7 +206,7 @@ export function emit(opts: EmitOptions): EmitResult {
     hint: 'pass the database openTuningDb returns, or leave records out for the default config',
   });
   checkSupport(req);
-  const { plan, source, recorded } = choosePlan(req, opts.records);
+  const { plan, source, recorded, notes: figures } = choosePlan(req, opts.records);
   const irFile = opts.irFile === undefined ? 'OP.json' : shellArg(opts.irFile);
   const opFlag = opts.ir !== undefined ? `--ir ${irFile}` : `--op ${req.op.name}`;
   // A profile read from a file is known by name only in this process: the command names the file.
@@ -231,7 +234,7 @@ export function emit(opts: EmitOptions): EmitResult {
       templateHash: recorded.workload.templateHash,
     };
   }
-  const notes = recorded ? [describeChoice(recorded), ...staleRecordNote(recorded, rendered.templateHash)] : [];
+  const notes = [...(recorded ? [describeChoice(recorded), ...staleRecordNote(recorded, rendered.templateHash)] : []), ...figures];
   if (source === 'default' && req.isa === undefined) notes.push(...fallbackIsaNote(req, plan));
   return withManifest({ files: rendered.files, plan, manifest, rendered, notes }, manifest);
 }

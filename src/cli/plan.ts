@@ -27,8 +27,8 @@ default.`,
   );
   cmd.action(async (flags: KernelFlags & { db?: string; records: boolean }) => {
     const req = resolveRequest(toRequest(flags));
-    const { plan, source, recorded } = await withRecords(flags, (records) => choosePlan(req, records));
-    if (recorded) process.stderr.write(`kgen: ${describeChoice(recorded)}\n`);
+    const { plan, source, recorded, notes } = await withRecords(flags, (records) => choosePlan(req, records));
+    for (const note of [...(recorded ? [describeChoice(recorded)] : []), ...notes]) process.stderr.write(`kgen: ${note}\n`);
     const space = spaceFor(req);
     // The profile's figures are `kgen devices --json`'s to show; the plan names its device.
     const { profile: _profile, ...shown } = plan;

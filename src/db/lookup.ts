@@ -1,6 +1,7 @@
 import type { Config, PlanRequest, SearchSpace } from '../plan/types.js';
 import { planRequest } from '../backends/registry.js';
 import { getDevice, type DeviceOptions } from '../device/index.js';
+import { loadProfiles, profileHash, type DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import type { Shape } from '../ir/types.js';
@@ -8,7 +9,7 @@ import { formatShape } from '../ir/validate.js';
 import { configShown, makePlan, spaceFor, type ResolvedPlan } from '../plan/index.js';
 import { KGEN_VERSION } from '../version.js';
 import { contendingTrials, currentTrials } from './current.js';
-import type { TrialRow, TuningDb, Workload, WorkloadInfo, WorkloadSummary } from './types.js';
+import type { Fingerprint, TrialRow, TuningDb, Workload, WorkloadInfo, WorkloadSummary } from './types.js';
 
 /** A tuned config chosen for a request, and the record it came from. */
 export interface RecordedChoice {
@@ -18,6 +19,24 @@ export interface RecordedChoice {
   trial: TrialRow;
   /** The knob values the choice was narrowed to (`--isa`), if any. */
   pinned?: Config;
+  /** How the record's fingerprint stands to the profile's figures (`figuresMatch`): never `other`. */
+  figures: Exclude<FiguresMatch, 'other'>;
+}
+
+/**
+ * How a record stands to the figures of the profile a request plans on (`profileHash`): `same`
+ * where its fingerprint holds the profile's hash, or the profile is `host` (it has none: its
+ * records' fingerprints name the CPU instead); `other` where it holds another hash (tuned before
+ * the profile was edited, or on another kgen's figures of a shipped profile); `unchecked` where it
+ * holds none (recorded by a kgen from before profile hashes, or imported from one).
+ */
+export type FiguresMatch = 'same' | 'other' | 'unchecked';
+
+export function figuresMatch(fingerprint: Fingerprint, device: DeviceProfile): FiguresMatch {
+  const now = profileHash(device);
+  if (now === undefined) return 'same';
+  const then = fingerprint.profileHash;
+  return then === undefined ? 'unchecked' : then === now ? 'same' : 'other';
 }
 
 /** Distance between two shapes of one op: the sum of |log2 ratio| over their dimensions. */
@@ -31,17 +50,19 @@ export function shapeDistance(a: Shape, b: Shape): number {
  * The best recorded config for a request: the fastest ok trial of a workload with the same device
  * profile, target, op (IR hash) and shape; failing that, the best of the nearest recorded shape of
  * the same op whose config is legal at this shape. Among equal candidates the newest workload of
- * this kgen version wins (older templates may time differently). A record whose config the current
- * space no longer accepts is passed over, never forced. With `pinned` knob values (`--isa`), only
+ * this kgen version wins (older templates may time differently), and one whose fingerprint holds
+ * the profile's hash before one from before profile hashes. A record tuned under other figures of
+ * the profile (`figuresMatch`: `recordsOfOtherFigures` lists them), or whose config the current
+ * space no longer accepts, is passed over, never forced. With `pinned` knob values (`--isa`), only
  * trials whose config has them count.
  */
 export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string }, pinned: Config = {}): RecordedChoice | undefined {
   const rows = db
     .workloads({ device: req.device.name, target: req.target, irHash: req.irHash })
-    .map((w) => ({ ...w, best: pinnedBest(db, w, pinned) }))
-    .filter((w) => w.best);
+    .map((w) => ({ ...w, best: pinnedBest(db, w, pinned), figures: figuresMatch(w.fingerprint, req.device) }))
+    .filter((w): w is typeof w & { figures: RecordedChoice['figures'] } => w.best !== undefined && w.figures !== 'other');
   const want = canonicalJson(req.shape);
-  const rank = (w: Workload) => (w.kgenVersion === KGEN_VERSION ? 0 : 1);
+  const rank = (w: Workload & { figures: FiguresMatch }) => (w.kgenVersion === KGEN_VERSION ? 0 : 2) + (w.figures === 'same' ? 0 : 1);
   const exact = rows.filter((w) => canonicalJson(w.shape) === want).sort((a, b) => rank(a) - rank(b) || b.id - a.id);
   const near = rows
     .filter((w) => canonicalJson(w.shape) !== want)
@@ -50,7 +71,8 @@ export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string
     for (const w of list) {
       try {
         const resolved = makePlan(req, w.best!.config);
-        return { resolved, source, workload: w, trial: w.best!, ...(Object.keys(pinned).length ? { pinned } : {}) };
+        const { best: _best, figures, trials: _trials, byStatus: _byStatus, ...workload } = w;
+        return { resolved, source, workload, trial: w.best!, figures, ...(Object.keys(pinned).length ? { pinned } : {}) };
       } catch (e) {
         if (!(e instanceof KgenError)) throw e;
       }
@@ -70,6 +92,38 @@ function pinnedBest(db: TuningDb, w: WorkloadSummary, pinned: Config): TrialRow 
   const fits = (t: TrialRow) => wanted.every(([k, v]) => t.config[k] === v);
   const trials = db.trials(w.id);
   return contendingTrials(trials).find(fits) ?? currentTrials(trials).find((t) => t.status === 'ok' && fits(t));
+}
+
+/**
+ * The workloads of a request's device, target and op recorded under other figures of its profile
+ * (`figuresMatch`): what `recordedConfig` passes over for them, whatever their shape.
+ */
+export function recordsOfOtherFigures(db: TuningDb, req: PlanRequest & { irHash: string }): Workload[] {
+  return db.workloads({ device: req.device.name, target: req.target, irHash: req.irHash }).filter((w) => figuresMatch(w.fingerprint, req.device) === 'other');
+}
+
+/**
+ * What a choice of config owes the caller about the profile's figures (the CLI prints these on
+ * stderr): records passed over as tuned under other figures, where the config is not an exact
+ * record; a record taken that predates profile hashes, where the profile is the caller's own (a
+ * shipped profile's figures move only with kgen, whose version `emit` compares already).
+ */
+export function figuresNotes(db: TuningDb, req: PlanRequest & { irHash: string }, choice: RecordedChoice | undefined): string[] {
+  const notes: string[] = [];
+  const device = req.device;
+  if (choice?.figures === 'unchecked' && !loadProfiles().some((p) => p.name === device.name)) {
+    notes.push(`that record predates profile hashes: kgen cannot tell which figures of ${device.name} it was tuned under; if the profile changed since, run \`kgen tune\` again to measure under these figures`);
+  }
+  if (choice?.source === 'record') return notes;
+  const passed = recordsOfOtherFigures(db, req);
+  if (!passed.length) return notes;
+  const then = [...new Set(passed.map((w) => String(w.fingerprint.profileHash)))].join(', ');
+  const instead = choice ? `a record of ${formatShape(choice.workload.shape)} is taken instead` : 'the default config is taken instead';
+  notes.push(
+    `passed over ${passed.length} tuning record${passed.length === 1 ? '' : 's'} of ${device.name} (${req.target}, ${req.op.name}): tuned under other figures of its profile ` +
+      `(profile hash ${then}; the profile now hashes to ${profileHash(device)}), so ${instead}; run \`kgen tune\` to measure under these figures`,
+  );
+  return notes;
 }
 
 /** One line saying which record a config came from, for stderr and manifests. */

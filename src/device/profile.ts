@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KgenError } from '../errors.js';
+import { canonicalHash } from '../hash.js';
 import { readRegularFile } from '../io/input-file.js';
 import { parseJsonInput } from '../io/json-input.js';
 import { pathText, quoted } from '../io/message-text.js';
@@ -146,6 +147,22 @@ export interface DeviceProfile {
    * tuner's timings go by it so a forced host is never taken for the real one.
    */
   forcedFrom?: string;
+}
+
+/**
+ * The canonical hash of what a profile says that plans and timings read: its kind, its CPU or GPU
+ * limits and features (the CPU's ISA extensions as a set), its memory bandwidth and its peaks.
+ * Tuning records carry it in their fingerprint (`fingerprintFor`), so a record tuned under other
+ * figures of a profile never passes for one of its current figures. It leaves out what plans
+ * nothing: the name (records are filed under it apart), description, `sources`, `match` (how the
+ * device is found), `targets` (a record is of one target) and memory capacity; so editing those,
+ * or a kgen upgrade that leaves a shipped profile's figures alone, keeps its records. Undefined for
+ * `host`: its figures are detected afresh each run (the clock varies) and its records' fingerprints
+ * name the CPU, its ISA, cores and caches (or the profile a forced host was given) themselves.
+ */
+export function profileHash(p: DeviceProfile): string | undefined {
+  if (p.name === 'host') return undefined;
+  return canonicalHash({ kind: p.kind, cpu: p.cpu && { ...p.cpu, isa: [...p.cpu.isa].sort() }, gpu: p.gpu, bandwidthGBs: p.memory.bandwidthGBs, peak: p.peak });
 }
 
 /** Whether `p` describes a physical CPU (x86_64, aarch64) rather than a runtime's virtual one (WebAssembly's wasm32). */

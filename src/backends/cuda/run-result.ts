@@ -102,6 +102,9 @@ function cudaRunResultRecord(data: unknown, target: RunImportContext): ImportedR
   const device = getDevice(deviceName, { ...target.devices, field: 'import.kernel.device' });
   const arch = str(k, 'arch', 'kernel.');
   if (device.gpu?.arch !== arch) fail('kernel.arch', `${arch} is not ${deviceName}'s ${device.gpu?.arch ?? '(not a GPU)'}`, "the profile's arch");
+  // The figures the kernel was planned on (absent from kits of a kgen before profile hashes): the record is theirs, whatever the profile holds now.
+  const planned = k.profileHash === undefined ? undefined : str(k, 'profileHash', 'kernel.');
+  if (planned !== undefined && !/^[0-9a-f]{16}$/.test(planned)) fail('kernel.profileHash', `got ${valueText(planned)}`, '16 hex digits, as emit writes them');
   if (!isObject(k.config)) fail('kernel.config', 'not an object', 'the config emit rendered');
   // The config must still plan for this op, shape and device: the record will be emitted from.
   const { plan } = (() => {
@@ -143,7 +146,7 @@ function cudaRunResultRecord(data: unknown, target: RunImportContext): ImportedR
   if (r.error) trial.error = r.error;
   const workload: ImportedRun['workload'] = {
     device: deviceName,
-    fingerprint: cudaFingerprint({ profile: deviceName, arch, gpu: gpuName, computeCapability: cc, driver: r.gpu.driver ?? 'unknown', nvcc: r.nvcc ?? 'unknown' }),
+    fingerprint: { ...cudaFingerprint({ profile: deviceName, arch, gpu: gpuName, computeCapability: cc, driver: r.gpu.driver ?? 'unknown', nvcc: r.nvcc ?? 'unknown' }), ...(planned ? { profileHash: planned } : {}) },
     target: RUN_KIT_TARGET,
     op,
     irHash: canonicalHash(op),

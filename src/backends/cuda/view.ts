@@ -1,3 +1,4 @@
+import { profileHash } from '../../device/profile.js';
 import { InternalError, KgenError } from '../../errors.js';
 import type { Plan } from '../../plan/types.js';
 import type { TemplateSet } from '../../render/templates.js';
@@ -24,8 +25,9 @@ export function nvccCommand(plan: CudaPlan): string {
  */
 export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: string) {
   const fn = ctx.symbol ?? `kgen_${plan.op.name}`;
+  // The profile's figures go with the kit, so its imported result is filed under the figures it was planned on.
   const kernelInfo = JSON.stringify({
-    kgen: ctx.version, op: plan.op, irHash: ctx.irHash, device: plan.device, target: plan.target, arch: plan.params.arch, shape: plan.shape,
+    kgen: ctx.version, op: plan.op, irHash: ctx.irHash, device: plan.device, profileHash: profileHash(plan.profile), target: plan.target, arch: plan.params.arch, shape: plan.shape,
     variant: plan.variant, config: plan.config, templateHash, traffic: plan.traffic,
   });
   if (/'/.test(kernelInfo)) throw new InternalError('kernel info must not contain a single quote (it is quoted for run.sh)');
