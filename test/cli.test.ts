@@ -9,6 +9,12 @@ import { codecOf, dequantizeMatrix } from '../src/quant/index.js';
 import { Rng } from '../src/numeric/random.js';
 import { durationText } from '../src/cli/tune.js';
 import { openTuningDb } from '../src/db/sqlite.js';
+import { getDevice } from '../src/device/index.js';
+import { profileHash } from '../src/device/profile.js';
+import { canonicalHash } from '../src/hash.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import { opHash } from '../src/ir/validate.js';
+import { KGEN_VERSION } from '../src/version.js';
 
 const KGEN = join(import.meta.dirname, '..', 'bin', 'kgen');
 // A database path that does not exist: emit uses no records unless a test gives some.
@@ -213,6 +219,48 @@ describe.concurrent('kgen CLI', () => {
     const t4 = join(dir, 't4.json');
     writeFileSync(t4, JSON.stringify({ ...webgpu, name: 't4' }));
     expectUsageError(await run(['plan', ...request.slice(0, 2), '--device', t4, ...request.slice(4)]), /t4\.json: name: invalid device profile; expected a name of its own \("t4" is a shipped profile\)/);
+  });
+
+  it('records of a profile file stop counting once a figure of the file changes: emit, db best, db list and report say so', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-figures-'));
+    const { match: _match, ...epyc } = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'targets', 'epyc-7763.json'), 'utf8')) as { match: unknown; cpu: { l2Bytes: number } };
+    const lab = join(dir, 'lab.json');
+    writeFileSync(lab, JSON.stringify({ ...epyc, name: 'qa-cli-lab' }));
+    // A record as another machine's `kgen db export` writes it: its fingerprint holds the profile's hash.
+    const source = openTuningDb(':memory:');
+    const op = CATALOG.matmul_q4!;
+    const config = { isa: 'avx2', actQuant: 'q8', rowsPerIter: 2, mTile: 1, nTile: 8, unroll: 4, prefetch: 0 };
+    const w = source.ensureWorkload({ device: 'qa-cli-lab', fingerprint: { profile: 'qa-cli-lab', target: 'c', profileHash: profileHash(getDevice(lab))! }, target: 'c', op, irHash: opHash(op), shape: { M: 1, N: 4096, K: 4096 }, weightFormat: 'q4', templateHash: '0123456789abcdef', kgenVersion: KGEN_VERSION, bytes: 1e6, flops: 2e6, rooflineMs: 0.01 });
+    source.addTrial(w.id, { uid: '00000000-0000-4000-8000-00000000f19e', config, configHash: canonicalHash(config), status: 'ok', timing: { medianMs: 0.3, minMs: 0.29, maxMs: 0.4, spread: 0.05, runs: 21 }, origin: 'lab', createdAt: new Date().toISOString() });
+    writeFileSync(join(dir, 'lab-records.json'), JSON.stringify(source.exportAll()));
+    source.close();
+    const db = join(dir, 'tuning.db');
+    const imported = await run(['db', 'import', join(dir, 'lab-records.json'), '--db', db]);
+    expect(imported.exitCode, imported.stderr).toBe(0);
+    const request = ['--target', 'c', '--device', lab, '--op', 'matmul_q4', '--shape', 'M=1,N=4096,K=4096', '--db', db];
+    const emitted = async (out: string) => {
+      const r = await run(['emit', ...request, '-o', join(dir, out)]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      return { stderr: r.stderr, manifest: JSON.parse(readFileSync(join(dir, out, 'manifest.json'), 'utf8')) as { configSource: string } };
+    };
+    expect((await emitted('before')).manifest.configSource).toBe('record');
+
+    writeFileSync(lab, JSON.stringify({ ...epyc, name: 'qa-cli-lab', cpu: { ...epyc.cpu, l2Bytes: epyc.cpu.l2Bytes * 2 } }));
+    const after = await emitted('after');
+    expect(after.manifest.configSource).toBe('default');
+    expect(after.stderr).toMatch(/^kgen: passed over 1 tuning record of qa-cli-lab \(c, matmul_q4\): tuned under other figures of its profile .*so the default config is taken instead; run `kgen tune` to measure under these figures$/m);
+    const best = await run(['db', 'best', ...request]);
+    expect(best.stdout).toMatch(/^no record for matmul_q4 on qa-cli-lab \(c\) under its current figures; emit uses the default config$/m);
+    expect(best.stderr).toMatch(/passed over 1 tuning record/);
+    const list = await run(['db', 'list', '--db', db, '--device', lab]);
+    expect(list.stdout).toMatch(/^\d+ +qa-cli-lab \(other figures\) +c +matmul_q4 /m);
+    // Without the file kgen knows no qa-cli-lab: the record is listed as it is.
+    expect((await run(['db', 'list', '--db', db])).stdout).toMatch(/^\d+ +qa-cli-lab +c +matmul_q4 /m);
+    const report = await run(['report', '--db', db, '--json', '--device', lab]);
+    expect(report.exitCode, report.stderr).toBe(0);
+    // The file's roofline is not the one the record was tuned under: none is drawn for it.
+    expect((JSON.parse(report.stdout) as { devices: object[] }).devices).toEqual([expect.objectContaining({ device: 'qa-cli-lab', figures: 'other' })]);
+    expect((JSON.parse(report.stdout) as { devices: Array<{ roof?: object }> }).devices[0]!.roof).toBeUndefined();
   });
 
   it('refuses a user IR that tries to smuggle C into the source', async () => {

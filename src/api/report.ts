@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { currentTrials } from '../db/current.js';
-import { workloadRequest } from '../db/lookup.js';
+import { workloadFigures, workloadRequest, type FiguresMatch } from '../db/lookup.js';
 import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import type { Fingerprint, TrialRow, TuningDb, Workload } from '../db/types.js';
 import { getDevice, type DeviceOptions } from '../device/index.js';
@@ -66,8 +66,13 @@ export interface ReportDevice {
   fingerprintHash: string;
   fingerprint: Fingerprint;
   workloadIds: number[];
-  /** The roofs of the device's profile as this kgen knows it (absent for a profile it does not know). */
+  /**
+   * The roofs of the device's profile as this kgen knows it: absent for a profile it does not know,
+   * and for one whose figures are not those the workloads were tuned under (`figures` other).
+   */
   roof?: Roof;
+  /** How the fingerprint stands to the profile's current figures (`figuresMatch`); absent for a profile this kgen does not know. */
+  figures?: FiguresMatch;
 }
 
 /** Everything `kgen report` shows, as data (embedded in the page, read back by its test). */
@@ -101,7 +106,7 @@ export function reportData(db: TuningDb, source: string, opts: ReportOptions = {
   for (const summary of summaries) {
     const key = `${summary.device}/${summary.fingerprintHash}`;
     let d = devices.get(key);
-    if (!d) devices.set(key, (d = { key, device: summary.device, fingerprintHash: summary.fingerprintHash, fingerprint: summary.fingerprint, workloadIds: [], ...profileRoof(summary.device, opts) }));
+    if (!d) devices.set(key, (d = { key, device: summary.device, fingerprintHash: summary.fingerprintHash, fingerprint: summary.fingerprint, workloadIds: [], ...profileRoof(summary, opts) }));
     d.workloadIds.push(summary.id);
   }
   return { kgenVersion: KGEN_VERSION, generatedAt: now.toISOString(), source, devices: [...devices.values()], workloads };
@@ -146,20 +151,21 @@ function workloadData(db: TuningDb, w: Workload, opts: DeviceOptions): ReportWor
   return data;
 }
 
-function profileRoof(device: string, opts: DeviceOptions): { roof?: Roof } {
-  try {
-    return { roof: roofOf(getDevice(device, opts)) };
-  } catch {
-    return {};
-  }
+/** The roof of a workload's profile, and how its figures stand to those it was tuned under: no roof of other figures. */
+function profileRoof(w: Workload, opts: DeviceOptions): { roof?: Roof; figures?: FiguresMatch } {
+  const figures = workloadFigures(w, opts);
+  if (figures === undefined) return {};
+  return figures === 'other' ? { figures } : { roof: roofOf(getDevice(w.device, opts)), figures };
 }
 
 /**
  * The hash of the config `emit` would use without records for this workload, planned again on the
  * recorded device profile; undefined where the profile is not one this kgen knows (an imported
- * record), or no longer plans the op.
+ * record) or has other figures now than the workload was tuned under, or no longer plans the op.
  */
 function defaultConfigHash(w: Workload, opts: DeviceOptions): string | undefined {
+  // Planned on other figures than the workload's, the default would be another device's.
+  if (workloadFigures(w, opts) === 'other') return undefined;
   const planned = workloadRequest(w, opts);
   try {
     return planned && configHash(defaultConfig(planned.req));

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { importRunResult } from '../backends/registry.js';
 import { validateExchange } from '../db/exchange.js';
-import { describeChoice, recordedConfig, recordedConfigView } from '../db/lookup.js';
+import { describeChoice, figuresNotes, recordedConfig, recordedConfigView, workloadFigures } from '../db/lookup.js';
 import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import { importedRunExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
@@ -46,6 +46,11 @@ function filterOf(flags: { device?: string; target?: string; op?: string }, db: 
   return { device: recordDevice(flags.device, db)?.name, target: flags.target, opName: flags.op };
 }
 
+/** `db list`'s device column: the name, marked where the profile now has other figures than the workload was tuned under (emit passes it over). */
+function deviceShown(name: string, figures: ReturnType<typeof workloadFigures>): string {
+  return figures === 'other' ? `${name} (other figures)` : name;
+}
+
 export function registerDb(program: Command): void {
   const db = program
     .command('db')
@@ -67,14 +72,17 @@ Examples:
   addDbFlag(filterFlags(db.command('list').description('workloads with their trial counts and best time'))).addHelpText('after', '\nExamples:\n  kgen db list\n  kgen db list --device host --op matmul_q4 --json\n  kgen db list --device ./phone.json').action((flags: DbFlags & { device?: string; target?: string; op?: string }) =>
     withDb(flags, (d) => {
       const rows = d.workloads(filterOf(flags, d));
-      if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, best: best && { config: best.config, ...performanceRow(w, best) } })));
+      // The profiles the figures are judged by: kgen's, and the caller's own file given as --device.
+      const devices = recordDevice(flags.device, d)?.options ?? cliHost();
+      const figures = new Map(rows.map((w) => [w.id, workloadFigures(w, devices)]));
+      if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, figures: figures.get(w.id), best: best && { config: best.config, ...performanceRow(w, best) } })));
       if (!rows.length) return void process.stdout.write(`no workloads in ${d.location}${flags.device || flags.op || flags.target ? ' match' : ''}\n`);
       // Trials this machine could not run are no failure of their configs: a column of their own.
       const lines = [['id', 'device', 'target', 'op', 'shape', 'trials', 'ok', 'failed', 'not run', 'best ms', 'kgen']];
       for (const w of rows) {
         const ok = w.byStatus.ok ?? 0;
         const notRun = w.byStatus.unsupported ?? 0;
-        lines.push([String(w.id), w.device, w.target, w.op.name, formatShape(w.shape), String(w.trials), String(ok), String(w.trials - ok - notRun), String(notRun), fmtMs(w.best?.timing?.medianMs), w.kgenVersion]);
+        lines.push([String(w.id), deviceShown(w.device, figures.get(w.id)), w.target, w.op.name, formatShape(w.shape), String(w.trials), String(ok), String(w.trials - ok - notRun), String(notRun), fmtMs(w.best?.timing?.medianMs), w.kgenVersion]);
       }
       process.stdout.write(`${table(lines)}\n(${d.location})\n`);
     }),
@@ -136,10 +144,12 @@ Examples:
         flags,
         (d, req) => {
         const choice = recordedConfig(d, req);
+        const notes = figuresNotes(d, req, choice);
         if (flags.json) {
-          return printJson(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' });
+          return printJson({ ...(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' }), ...(notes.length ? { notes } : {}) });
         }
-        if (!choice) return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target}); emit uses the default config\n`);
+        for (const note of notes) process.stderr.write(`kgen: ${note}\n`);
+        if (!choice) return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target})${notes.length ? ' under its current figures' : ''}; emit uses the default config\n`);
         process.stdout.write(`${JSON.stringify(configInUse(choice.resolved.plan))}\n${describeChoice(choice)}; workload ${choice.workload.id}\n`);
       }),
     );

@@ -95,6 +95,19 @@ function pinnedBest(db: TuningDb, w: WorkloadSummary, pinned: Config): TrialRow 
 }
 
 /**
+ * How a recorded workload stands to its device's profile as kgen and `opts` know it now
+ * (`figuresMatch`); undefined where neither knows the profile (an imported record's device).
+ */
+export function workloadFigures(w: Pick<WorkloadInfo, 'device' | 'fingerprint'>, opts: DeviceOptions = {}): FiguresMatch | undefined {
+  try {
+    return figuresMatch(w.fingerprint, getDevice(w.device, opts));
+  } catch (e) {
+    if (!(e instanceof KgenError)) throw e;
+    return undefined;
+  }
+}
+
+/**
  * The workloads of a request's device, target and op recorded under other figures of its profile
  * (`figuresMatch`): what `recordedConfig` passes over for them, whatever their shape.
  */
