@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { TRIAL_STATUSES } from '../src/backends/types.js';
+import { emit } from '../src/api/emit.js';
 import { validateExchange } from '../src/db/exchange.js';
 import { openTuningDb, schemaVersion } from '../src/db/sqlite.js';
+import { forcedHost } from '../src/device/host.js';
 import { KgenError } from '../src/errors.js';
 import { canonicalHash, canonicalJson } from '../src/hash.js';
 import { CATALOG } from '../src/ir/catalog.js';
@@ -132,6 +134,17 @@ describe('tuning database schema 2 (trials.status admits unsupported)', () => {
     db.close();
     expect(readFileSync(path).equals(bytes)).toBe(true);
     expect(readFileSync(`${path}-wal`, { flag: 'a+' }).equals(wal)).toBe(true);
+  });
+
+  it('records from before profile hashes (no profileHash in their fingerprint) still give emit its config', () => {
+    const path = join(tmp(), 'old.db');
+    schema1Db(path);
+    const db = openTuningDb(path, { access: 'read' });
+    // A fixed CPU stands for host, so the config is legal on any machine (records of host go by its name and fingerprint).
+    const e = emit({ target: 'c', op: 'matmul_q4', shape: 'M=1,N=64,K=256', host: forcedHost('epyc-7763'), records: db });
+    expect(e.manifest.configSource).toBe('record');
+    expect(e.manifest.record).toMatchObject({ workloadId: 7, medianMs: 0.125 });
+    db.close();
   });
 
   it('a database of a newer schema is refused (what protects a schema-1 kgen from a schema-2 database)', () => {

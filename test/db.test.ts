@@ -14,7 +14,7 @@ import { openTuningDb, schemaVersion, workloadKey } from '../src/db/sqlite.js';
 import type { Fingerprint, Trial, TuningDb, WorkloadInfo } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
 import type { GpuDetection } from '../src/device/gpu.js';
-import type { DeviceProfile } from '../src/device/profile.js';
+import { profileHash, type DeviceProfile } from '../src/device/profile.js';
 import { fingerprintFor } from '../src/tune/fingerprint.js';
 import { InternalError, KgenError } from '../src/errors.js';
 import { canonicalHash } from '../src/hash.js';
@@ -345,6 +345,27 @@ describe('emit takes its config from the records', () => {
       expect(e.notes.join('\n')).toMatch(/that record predates profile hashes: kgen cannot tell which figures of qa-lab it was tuned under; if the profile changed since, run `kgen tune` again/);
       db.close();
     });
+  });
+
+  it('passes over records of a shipped profile tuned under other figures of it (another kgen\'s), and takes those of its figures', () => {
+    const request = { target: 'c', op: 'matmul_q4', device: DEVICE, shape: 'M=1,N=4096,K=4096' } as const;
+    const now = profileHash(getDevice(DEVICE))!;
+    // Prose is no figure: a shipped profile's hash moves only with what plans read.
+    expect(profileHash({ ...getDevice(DEVICE), description: 'reworded', sources: {}, match: undefined, targets: ['c'] })).toBe(now);
+    expect(profileHash({ ...getDevice(DEVICE), cpu: { ...getDevice(DEVICE).cpu!, isa: [...getDevice(DEVICE).cpu!.isa].reverse() } })).toBe(now);
+    const same = dbWith([[{ M: 1, N: 4096, K: 4096 }, FAST, 0.3]], { fingerprint: { profile: DEVICE, profileHash: now } });
+    expect(emit({ ...request, records: same }).manifest.configSource).toBe('record');
+    const other = dbWith([[{ M: 1, N: 4096, K: 4096 }, FAST, 0.3]], { fingerprint: { profile: DEVICE, profileHash: '0123456789abcdef' } });
+    const e = emit({ ...request, records: other });
+    expect(e.manifest.configSource).toBe('default');
+    expect(e.notes).toEqual([expect.stringMatching(/^passed over 1 tuning record of epyc-7763 \(c, matmul_q4\): tuned under other figures of its profile \(profile hash 0123456789abcdef; the profile now hashes to [0-9a-f]{16}\)/)]);
+    // Another shape under the current figures is taken instead, and the note says so.
+    other.addTrial(other.ensureWorkload(info({ M: 1, N: 1024, K: 4096 }, { device: DEVICE, fingerprint: { profile: DEVICE, profileHash: now } })).id, trial(FAST, 0.1));
+    const near = emit({ ...request, records: other });
+    expect(near.manifest.configSource).toBe('nearest-record');
+    expect(near.notes.at(-1)).toMatch(/so a record of M=1,N=1024,K=4096 is taken instead; run `kgen tune`/);
+    same.close();
+    other.close();
   });
 
   it('passes over records from another device', () => {
