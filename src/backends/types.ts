@@ -142,8 +142,10 @@ export interface ImportedRun {
 
 /**
  * What identifies the machine a measurement was taken on beyond its profile name: the hardware
- * model, the ISA or compute capability, driver and compiler versions. Two trials compare only when
- * their fingerprints are equal.
+ * model, the ISA or compute capability, driver and compiler versions, and (every profile but
+ * `host`) `profileHash`, the hash of the profile's figures it was planned on (`profileHash` in
+ * src/device/profile.ts), which a record must match to count for the profile. Two trials compare
+ * only when their fingerprints are equal.
  */
 export type Fingerprint = Record<string, string | number | boolean>;
 
