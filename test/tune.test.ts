@@ -10,6 +10,7 @@ import type { KernelRunner } from '../src/backends/types.js';
 import { openTuningDb } from '../src/db/sqlite.js';
 import { hostIsa } from '../src/device/host.js';
 import { getDevice } from '../src/device/index.js';
+import { checkOwnProfile, profileHash, type DeviceProfile } from '../src/device/profile.js';
 import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
@@ -171,6 +172,26 @@ describe.skipIf(noGcc !== undefined)('configs this machine cannot run', () => {
     let planned = -1;
     await tune({ ...opts, onEvent: (e) => (e.kind === 'workload' ? (planned = e.planned) : undefined) });
     expect(planned).toBe(0);
+    db.close();
+  });
+});
+
+describe.skipIf(noGcc !== undefined)('a user\'s own profile whose figures change', () => {
+  it('is measured again under its new figures, in a workload of their own; the same figures resume', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    // Nothing runs: every candidate is `unsupported` at once, which is all resume needs to count.
+    const runnerFor = (plan: Plan): KernelRunner => ({ ...cRunner((plan.params as { isa: string }).isa), build: async () => ({ status: 'unsupported', detail: 'a stand-in', compileMs: 0 }) });
+    const mine = checkOwnProfile({ ...cpu, name: 'qa-tune-lab', match: undefined }, 'lab.json');
+    const planned = async (device: DeviceProfile) => {
+      let n = -1;
+      await tune({ db, device, target: 'c', workloads: [{ op: q4, shape: SMALL }], strategy: 'exhaustive', trials: 2, threads: 1, cacheDir: join(dir, 'cache'), runnerFor, onEvent: (e) => (e.kind === 'workload' ? (n = e.planned) : undefined) });
+      return n;
+    };
+    expect(await planned(mine)).toBe(2);
+    expect(await planned({ ...mine, description: 'reworded' })).toBe(0);
+    expect(await planned({ ...mine, cpu: { ...mine.cpu!, l2Bytes: mine.cpu!.l2Bytes * 2 } })).toBe(2);
+    expect(db.workloads().map((w) => w.fingerprint.profileHash)).toEqual([profileHash(mine), profileHash({ ...mine, cpu: { ...mine.cpu!, l2Bytes: mine.cpu!.l2Bytes * 2 } })]);
     db.close();
   });
 });
