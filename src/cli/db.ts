@@ -41,9 +41,9 @@ function withDbChecked<T>(check: () => ResolvedRequest, flags: DbFlags, f: (db: 
   return withDb(flags, (d) => f(d, req));
 }
 
-/** The records `db list` and `db export` keep: --device as `recordDevice` resolves it, --target, --op. */
-function filterOf(flags: { device?: string; target?: string; op?: string }, db: TuningDb): WorkloadFilter {
-  return { device: recordDevice(flags.device, db)?.name, target: flags.target, opName: flags.op };
+/** The records `db list` and `db export` keep: --device as `recordDevice` resolves it (given here where the caller resolved it already), --target, --op. */
+function filterOf(flags: { device?: string; target?: string; op?: string }, db: TuningDb, device = recordDevice(flags.device, db)): WorkloadFilter {
+  return { device: device?.name, target: flags.target, opName: flags.op };
 }
 
 /** `db list`'s device column: the name, marked where the profile now has other figures than the workload was tuned under (emit passes it over). */
@@ -71,9 +71,10 @@ Examples:
 
   addDbFlag(filterFlags(db.command('list').description('workloads with their trial counts and best time'))).addHelpText('after', '\nExamples:\n  kgen db list\n  kgen db list --device host --op matmul_q4 --json\n  kgen db list --device ./phone.json').action((flags: DbFlags & { device?: string; target?: string; op?: string }) =>
     withDb(flags, (d) => {
-      const rows = d.workloads(filterOf(flags, d));
+      const selected = recordDevice(flags.device, d);
+      const rows = d.workloads(filterOf(flags, d, selected));
       // The profiles the figures are judged by: kgen's, and the caller's own file given as --device.
-      const devices = recordDevice(flags.device, d)?.options ?? cliHost();
+      const devices = selected?.options ?? cliHost();
       const figures = new Map(rows.map((w) => [w.id, workloadFigures(w, devices)]));
       if (flags.json) return printJson(rows.map(({ best, ...w }) => ({ ...w, figures: figures.get(w.id), best: best && { config: best.config, ...performanceRow(w, best) } })));
       if (!rows.length) return void process.stdout.write(`no workloads in ${d.location}${flags.device || flags.op || flags.target ? ' match' : ''}\n`);

@@ -32,6 +32,7 @@ export interface RecordedChoice {
  */
 export type FiguresMatch = 'same' | 'other' | 'unchecked';
 
+/** How a record's `fingerprint` stands to `device`'s figures now (`FiguresMatch`). */
 export function figuresMatch(fingerprint: Fingerprint, device: DeviceProfile): FiguresMatch {
   const now = profileHash(device);
   if (now === undefined) return 'same';
@@ -49,9 +50,9 @@ export function shapeDistance(a: Shape, b: Shape): number {
 /**
  * The best recorded config for a request: the fastest ok trial of a workload with the same device
  * profile, target, op (IR hash) and shape; failing that, the best of the nearest recorded shape of
- * the same op whose config is legal at this shape. Among equal candidates the newest workload of
- * this kgen version wins (older templates may time differently), and one whose fingerprint holds
- * the profile's hash before one from before profile hashes. A record tuned under other figures of
+ * the same op whose config is legal at this shape. Among equal candidates one whose fingerprint
+ * holds the profile's hash wins over one from before profile hashes, then the newest workload of
+ * this kgen version (older templates may time differently). A record tuned under other figures of
  * the profile (`figuresMatch`: `recordsOfOtherFigures` lists them), or whose config the current
  * space no longer accepts, is passed over, never forced. With `pinned` knob values (`--isa`), only
  * trials whose config has them count.
@@ -62,7 +63,7 @@ export function recordedConfig(db: TuningDb, req: PlanRequest & { irHash: string
     .map((w) => ({ ...w, best: pinnedBest(db, w, pinned), figures: figuresMatch(w.fingerprint, req.device) }))
     .filter((w): w is typeof w & { figures: RecordedChoice['figures'] } => w.best !== undefined && w.figures !== 'other');
   const want = canonicalJson(req.shape);
-  const rank = (w: Workload & { figures: FiguresMatch }) => (w.kgenVersion === KGEN_VERSION ? 0 : 2) + (w.figures === 'same' ? 0 : 1);
+  const rank = (w: Workload & { figures: FiguresMatch }) => (w.figures === 'same' ? 0 : 2) + (w.kgenVersion === KGEN_VERSION ? 0 : 1);
   const exact = rows.filter((w) => canonicalJson(w.shape) === want).sort((a, b) => rank(a) - rank(b) || b.id - a.id);
   const near = rows
     .filter((w) => canonicalJson(w.shape) !== want)
