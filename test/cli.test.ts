@@ -232,6 +232,9 @@ describe.concurrent('kgen CLI', () => {
     const config = { isa: 'avx2', actQuant: 'q8', rowsPerIter: 2, mTile: 1, nTile: 8, unroll: 4, prefetch: 0 };
     const w = source.ensureWorkload({ device: 'qa-cli-lab', fingerprint: { profile: 'qa-cli-lab', target: 'c', profileHash: profileHash(getDevice(lab))! }, target: 'c', op, irHash: opHash(op), shape: { M: 1, N: 4096, K: 4096 }, weightFormat: 'q4', templateHash: '0123456789abcdef', kgenVersion: KGEN_VERSION, bytes: 1e6, flops: 2e6, rooflineMs: 0.01 });
     source.addTrial(w.id, { uid: '00000000-0000-4000-8000-00000000f19e', config, configHash: canonicalHash(config), status: 'ok', timing: { medianMs: 0.3, minMs: 0.29, maxMs: 0.4, spread: 0.05, runs: 21 }, origin: 'lab', createdAt: new Date().toISOString() });
+    // And one of a shipped profile under another kgen's figures of it.
+    const shipped = source.ensureWorkload({ ...w, device: 'epyc-7763', fingerprint: { profile: 'epyc-7763', target: 'c', profileHash: '0123456789abcdef' } });
+    source.addTrial(shipped.id, { uid: '00000000-0000-4000-8000-00000000f19f', config, configHash: canonicalHash(config), status: 'ok', timing: { medianMs: 0.3, minMs: 0.29, maxMs: 0.4, spread: 0.05, runs: 21 }, origin: 'lab', createdAt: new Date().toISOString() });
     writeFileSync(join(dir, 'lab-records.json'), JSON.stringify(source.exportAll()));
     source.close();
     const db = join(dir, 'tuning.db');
@@ -254,8 +257,11 @@ describe.concurrent('kgen CLI', () => {
     expect(best.stderr).toMatch(/passed over 1 tuning record/);
     const list = await run(['db', 'list', '--db', db, '--device', lab]);
     expect(list.stdout).toMatch(/^\d+ +qa-cli-lab \(other figures\) +c +matmul_q4 /m);
-    // Without the file kgen knows no qa-cli-lab: the record is listed as it is.
-    expect((await run(['db', 'list', '--db', db])).stdout).toMatch(/^\d+ +qa-cli-lab +c +matmul_q4 /m);
+    // Without the file kgen knows no qa-cli-lab: the record is listed as it is; a shipped profile's figures kgen knows.
+    const all = (await run(['db', 'list', '--db', db])).stdout;
+    expect(all).toMatch(/^\d+ +qa-cli-lab +c +matmul_q4 /m);
+    expect(all).toMatch(/^2 +epyc-7763 \(other figures\) +c +matmul_q4 /m);
+    expect((await run(['db', 'show', '2', '--db', db])).stdout).toMatch(/^tuned under other figures than epyc-7763's profile has now \(profileHash\): emit passes these records over$/m);
     const report = await run(['report', '--db', db, '--json', '--device', lab]);
     expect(report.exitCode, report.stderr).toBe(0);
     // The file's roofline is not the one the record was tuned under: none is drawn for it.

@@ -101,6 +101,7 @@ Examples:
         if (flags.json) return printJson({ workload: w, trials });
         process.stdout.write(`workload ${w.id}: ${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}), kgen ${w.kgenVersion}, template ${w.templateHash}\n`);
         process.stdout.write(`fingerprint: ${JSON.stringify(w.fingerprint)}\n`);
+        if (workloadFigures(w, cliHost()) === 'other') process.stdout.write(`tuned under other figures than ${w.device}'s profile has now (profileHash): emit passes these records over\n`);
         const counts = new Map<string, number>();
         for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);
