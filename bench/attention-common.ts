@@ -16,7 +16,7 @@ import { FORMATS } from '../src/quant/index.js';
 import { attentionOnValues } from '../src/reference/attention.js';
 import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { f32Bytes } from './onnx-model.js';
-import { L3_BYTES, type BenchRow } from './common.js';
+import { coldCopies, type BenchRow } from './common.js';
 
 /** KV cache formats of the peer rows: ggml's f16, q8_0 and q4_0 (kgen's q8_0/q4_0 codecs are the same bytes). */
 export const KV_FORMATS = ['f16', 'q8_0', 'q4_0'] as const;
@@ -201,5 +201,5 @@ export function attentionRow(w: AttentionWorkload, label: string, bytes: number,
  */
 export function cacheCopies(w: AttentionWorkload, bytes: number): number {
   if (w.copies !== undefined) return w.copies;
-  return w.phase === 'decode' ? Math.max(2, Math.ceil((3 * L3_BYTES) / bytes) + 1) : 1;
+  return w.phase === 'decode' ? coldCopies(bytes) : 1;
 }

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { detectMachine, hostFromEnvironment, type HostOptions } from '../src/device/host.js';
+import { FLUSH_CACHE_MULTIPLE } from '../src/device/profile.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 
 /**
@@ -10,6 +11,18 @@ import { cannotRunReason } from '../src/backends/c/runner.js';
  * slice), never less than 32 MiB: rotating through a fixed 96 MiB would time a 300 MiB L3, not DRAM.
  */
 export const L3_BYTES = Math.max(32 * 2 ** 20, detectMachine().cpu?.l3Bytes ?? 0);
+
+/**
+ * Bytes every timed row that streams its operand (weights, a decode's KV cache) rotates through, at
+ * least: FLUSH_CACHE_MULTIPLE (3) times the L3, as the tuner flushes, so no call finds its copy
+ * still in the L3, for kgen's rows and every peer's alike.
+ */
+export const COLD_BYTES = FLUSH_CACHE_MULTIPLE * L3_BYTES;
+
+/** Distinct copies of an operand of `bytes` that together exceed COLD_BYTES: one more than needed, at least 2. */
+export function coldCopies(bytes: number): number {
+  return Math.max(2, Math.ceil(COLD_BYTES / bytes) + 1);
+}
 
 /**
  * The host the bench plans its `host` kernels for: read from the environment here, at the bench's

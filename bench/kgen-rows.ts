@@ -12,7 +12,7 @@ import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
 import { C_TOOLCHAINS } from '../src/backends/c/toolchain.js';
-import { benchHost, L3_BYTES, log, run, type BenchRow } from './common.js';
+import { benchHost, coldCopies, log, run, type BenchRow } from './common.js';
 import type { HostOptions } from '../src/device/host.js';
 
 /** The slice of kgen's public API the bench uses (see src/index.ts). */
@@ -142,7 +142,7 @@ export async function benchKgen(emit: EmitFn, c: KgenCase): Promise<BenchRow[]> 
 
   writeFileSync(join(dir, 'x.bin'), f32Bytes(c.x));
   writeFileSync(join(dir, 'w.bin'), c.w);
-  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / c.w.length) + 1);
+  const copies = coldCopies(c.w.length);
   log(`${c.label}: running on ${c.threads.join(',')} thread(s), ${copies} weight copies of ${(c.w.length / 2 ** 20).toFixed(1)} MiB`);
   // A GEMV streams W once a call: the harness also reads the same copies plainly, in between.
   const probe = M === 1 ? '1' : '0';

@@ -13,7 +13,7 @@ import { FORMATS, type BlockCodec } from '../src/quant/index.js';
 import { compareOutputs, withinTolerance, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { f32Bytes } from './onnx-model.js';
-import { L3_BYTES, log, type BenchRow } from './common.js';
+import { coldCopies, log, type BenchRow } from './common.js';
 import { checkRows } from './kgen-rows.js';
 
 /** The package that ships the libraries, and the ggml version whose API llama-peer.c declares. */
@@ -185,7 +185,7 @@ export function benchLlama(libs: LlamaLibs, c: LlamaCase, wf?: Float32Array): Be
   const { M, N, K } = c.shape;
   const codec = FORMATS[c.format].codec(32);
   const wbytes = (N * K * codec.bytesPerBlock) / codec.weightsPerBlock;
-  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / wbytes) + 1);
+  const copies = coldCopies(wbytes);
   const out = join(c.workDir, `llama-${c.format}-${c.variant}-${M}x${N}x${K}`);
   mkdirSync(out, { recursive: true });
   log(`${c.label}: ggml-cpu-${c.variant}, ${copies} weight copies of ${(wbytes / 2 ** 20).toFixed(1)} MiB, ${c.threads.join(',')} thread(s)`);

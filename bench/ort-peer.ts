@@ -12,7 +12,7 @@ import { compareOutputs } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { matMulNBitsModel } from './onnx-model.js';
 import { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
-import { L3_BYTES, log, median, type BenchRow } from './common.js';
+import { coldCopies, log, median, type BenchRow } from './common.js';
 
 export { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
 
@@ -97,7 +97,7 @@ export async function benchPeer(o: PeerOptions, label: string): Promise<BenchRow
   const { M, N, K } = o.shape;
   const base = q4_0ToOrt(o.q40, N, K);
   const weightBytes = base.b.byteLength + base.scales.byteLength;
-  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / weightBytes) + 1);
+  const copies = coldCopies(weightBytes);
   // Distinct bytes per copy, so no graph optimisation can fold the copies into one initializer.
   const weights: OrtWeights[] = [];
   for (let c = 0; c < copies; c++) {

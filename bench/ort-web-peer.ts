@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MatmulShape } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
-import { L3_BYTES, log, run, type BenchRow } from './common.js';
+import { coldCopies, log, run, type BenchRow } from './common.js';
 import { checkOutput } from './kgen-rows.js';
 import { f32Bytes, matMulNBitsModel } from './onnx-model.js';
 import { q4_0ToOrt, type OrtWeights } from './ort-peer.js';
@@ -46,7 +46,7 @@ export function benchOrtWeb(o: OrtWebOptions, label: string): BenchRow[] {
   mkdirSync(dir, { recursive: true });
   const base = q4_0ToOrt(o.q40, N, K);
   const weightBytes = base.b.byteLength + base.scales.byteLength;
-  const copies = Math.max(2, Math.ceil((3 * L3_BYTES) / weightBytes) + 1);
+  const copies = coldCopies(weightBytes);
   // Copy 0 is W itself (its output is checked); the others differ in one byte and one scale, so
   // no graph optimisation can fold them into one initializer.
   const weights: OrtWeights[] = [base];

@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HARNESS_NODE_FLAGS } from '../src/backends/wasm/runner.js';
-import { L3_BYTES, log, run, type BenchRow } from './common.js';
+import { coldCopies, log, run, type BenchRow } from './common.js';
 import { timedRows, type EmitFn, type KgenCase } from './kgen-rows.js';
 import { f32Bytes } from './onnx-model.js';
 
@@ -41,7 +41,7 @@ export async function benchWasm(emit: EmitFn, c: WasmCase): Promise<BenchRow[]> 
   writeFileSync(join(dir, 'x.bin'), f32Bytes(c.x));
   writeFileSync(join(dir, 'w.bin'), c.w);
   // As many copies as the C rows rotate through, within the 4 GiB of a 32-bit memory.
-  const copies = Math.min(Math.max(2, Math.ceil((3 * L3_BYTES) / c.w.length) + 1), Math.floor(3.5 * 2 ** 30 / c.w.length));
+  const copies = Math.min(coldCopies(c.w.length), Math.floor(3.5 * 2 ** 30 / c.w.length));
   log(`${c.label}: running on ${c.threads.join(',')} thread(s) in ${process.version} (${HARNESS_NODE_FLAGS.join(' ')}), ${copies} weight copies`);
   const out = run(process.execPath, [...HARNESS_NODE_FLAGS, DRIVER, dir, c.level, String(copies), String(c.warmup), String(c.runs), ...c.threads.map(String)]);
   return timedRows(c, shapeText, out, join(dir, 'y.bin'), result.manifest.tolerance);
