@@ -17,6 +17,10 @@ import { benchOrtAttention } from '../bench/ort-attention.js';
 import { benchNaiveAttention, buildNaiveAttention } from '../bench/naive-attention.js';
 import { benchLlamaAttention } from '../bench/llama-attention.js';
 import { loadLlama } from '../bench/llama-peer.js';
+import { benchKgenAttention, sharedTestData } from '../bench/attention-rows.js';
+import { COLD_BYTES } from '../bench/common.js';
+import { attentionFlops } from '../bench/attention-common.js';
+import { cannotRunReason } from '../src/backends/c/runner.js';
 import { skipReason } from './helpers.js';
 
 /** The attention bench's peers on tiny workloads: each must pass its reference check and give a time. */
@@ -108,4 +112,24 @@ describe('attention bench: llama.cpp flash attention', async () => {
       });
     }
   }
+});
+
+// kgen's rows are counted as the peers' are: a causal prefill's GFLOPS over the visible pairs only
+// (the plan's traffic counts all Sq·Skv, twice as many), a decode's copies against 3x the L3.
+const avx2 = cannotRunReason('avx2');
+if (avx2) console.warn(`SKIP: kgen attention rows: ${avx2}`);
+describe.skipIf(avx2 !== undefined)('attention bench: kgen rows', () => {
+  const data = sharedTestData(7);
+  it('counts a causal prefill\'s useful flops, as the peers do', async () => {
+    const [row] = await benchKgenAttention({ workload: PREFILL, format: 'f16', target: { name: 'c', isa: 'avx2' }, threads: [1], data });
+    expect(row!.case).not.toMatch(/WRONG|FAILED/);
+    expect(row!.gflops! * row!.ms * 1e6).toBeCloseTo(attentionFlops(PREFILL.shape, true), -1);
+    expect(row!.copies).toBe(1);
+  });
+  it('rotates a decode\'s cache copies over 3x the L3, or says in the note that the runner\'s limit left them short', async () => {
+    const [row] = await benchKgenAttention({ workload: DECODE, format: 'q8_0', target: { name: 'c', isa: 'avx2' }, threads: [1], data });
+    expect(row!.case).not.toMatch(/WRONG|FAILED/);
+    if (row!.copies! * row!.bytes >= COLD_BYTES) expect(row!.note).not.toMatch(/only \d+ cache copies/);
+    else expect(row!.note).toMatch(/only \d+ cache copies/);
+  });
 });
