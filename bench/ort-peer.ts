@@ -8,13 +8,22 @@ import * as ort from 'onnxruntime-node';
 import type { MatmulShape } from '../src/ir/types.js';
 import { Rng } from '../src/numeric/random.js';
 import { dequantizeMatrix, FORMATS, quantizeMatrix } from '../src/quant/index.js';
-import { compareOutputs } from '../src/reference/compare.js';
+import { compareOutputs, type Tolerance } from '../src/reference/compare.js';
 import { referenceMatmul } from '../src/reference/matmul.js';
 import { matMulNBitsModel } from './onnx-model.js';
 import { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
 import { coldCopies, log, median, type BenchRow } from './common.js';
+import { checkOutput } from './kgen-rows.js';
 
 export { q4_0ToOrt, type OrtWeights } from './ort-weights.js';
+
+/** MatMulNBits at accuracy_level 0 computes in f32: held to f32 rounding (its rows' check on the timed shape). */
+export const ORT_F32_TOLERANCE: Tolerance = { nmse: 1e-6, maxRelToPeak: 1e-3 };
+/**
+ * accuracy_level 4 quantizes A to int8 blocks its own way, not as a kgen plan states it: a fixed
+ * bound, the one the llama.cpp rows (q8_0 activations) get, 8x the int8 rounding's NMSE on N(0,1) data.
+ */
+export const ORT_INT8_TOLERANCE: Tolerance = { nmse: 2e-4, maxRelToPeak: 2e-2 };
 
 async function createSession(
   shape: MatmulShape,
@@ -84,12 +93,16 @@ export interface PeerOptions {
   runs: number;
   /** session.intra_op.allow_spinning (ORT default true). */
   spin?: boolean;
+  /** Weight copies (graph nodes); absent: coldCopies (a test's small shape would need thousands). */
+  copies?: number;
 }
 
 /**
  * Times `await session.run({A})` on one session whose graph holds `copies` MatMulNBits nodes with
  * distinct weights (together > 3x the L3 cache), all fed the same A; one call's time is the run's
- * time / copies. So every matmul streams its weights from DRAM as in a real model, while only one
+ * time / copies. Node 0 holds W itself: its Y of the first (warm-up) run is checked against the f64
+ * reference (kgen-rows' checkOutput, ORT_F32_TOLERANCE or ORT_INT8_TOLERANCE), and a row whose
+ * output is off gets `(WRONG OUTPUT)` and no time. So every matmul streams its weights from DRAM as in a real model, while only one
  * ORT thread pool exists. (One session per weight copy was tried first: at 2 threads the idle
  * sessions' spinning workers steal the second core and the timings become bimodal.)
  */
@@ -97,16 +110,18 @@ export async function benchPeer(o: PeerOptions, label: string): Promise<BenchRow
   const { M, N, K } = o.shape;
   const base = q4_0ToOrt(o.q40, N, K);
   const weightBytes = base.b.byteLength + base.scales.byteLength;
-  const copies = coldCopies(weightBytes);
-  // Distinct bytes per copy, so no graph optimisation can fold the copies into one initializer.
-  const weights: OrtWeights[] = [];
-  for (let c = 0; c < copies; c++) {
+  const copies = o.copies ?? coldCopies(weightBytes);
+  // Copy 0 is W itself (its output is checked); the others differ in one byte and one scale, so
+  // no graph optimisation can fold them into one initializer.
+  const weights: OrtWeights[] = [base];
+  for (let c = 1; c < copies; c++) {
     const b = base.b.slice();
     const scales = base.scales.slice();
     b[c] = b[c]! ^ 0x11;
-    scales[c] = scales[c]! * (1 + 1e-3 * (c + 1));
+    scales[c] = scales[c]! * (1 + 1e-3 * c);
     weights.push({ b, scales });
   }
+  const tolerance = o.accuracyLevel >= 4 ? ORT_INT8_TOLERANCE : ORT_F32_TOLERANCE;
   const rows: BenchRow[] = [];
   const feeds = { A: new ort.Tensor('float32', o.x, [M, K]) };
   for (const threads of o.threads) {
@@ -115,30 +130,35 @@ export async function benchPeer(o: PeerOptions, label: string): Promise<BenchRow
     try {
       const times: number[] = [];
       let sink = 0;
+      let y0 = new Float32Array(0);
       for (let r = 0; r < o.warmup + o.runs; r++) {
         const t0 = performance.now();
         const out = await session.run(feeds);
         const dt = (performance.now() - t0) / copies;
         for (let c = 0; c < copies; c++) sink += (out[`Y${c}`]!.data as Float32Array)[0]!;
+        if (r === 0) y0 = (out['Y0']!.data as Float32Array).slice();
         if (r >= o.warmup) times.push(dt);
       }
       if (!Number.isFinite(sink)) throw new Error('ORT produced a non-finite output');
-      const ms = median(times);
+      const check = checkOutput({ shape: o.shape, codec: FORMATS.q4_0.codec(32), w: o.q40, x: o.x }, y0, tolerance);
+      if (!check.ok) log(`peer ${label} ${threads}T: OUTPUT WRONG, no time reported: ${check.detail}`);
+      const ms = check.ok ? median(times) : NaN;
       const bytes = weightBytes + M * K * 4 + M * N * 4;
       rows.push({
         kind: 'peer',
-        case: label,
+        case: check.ok ? label : `${label} (WRONG OUTPUT)`,
         shape: `M=${M},N=${N},K=${K}`,
         threads,
         ms,
-        minMs: Math.min(...times),
+        minMs: check.ok ? Math.min(...times) : NaN,
         gbps: bytes / (ms * 1e-3) / 1e9,
         gflops: (2 * M * N * K) / (ms * 1e-3) / 1e9,
         bytes,
         runs: times.length,
         copies,
+        note: `onnxruntime-node ${ort.env.versions.common}; ${check.detail}`,
       });
-      log(`peer ${label} ${threads}T: ${ms.toFixed(3)} ms per matmul`);
+      log(`peer ${label} ${threads}T: ${ms.toFixed(3)} ms per matmul (${check.detail})`);
     } finally {
       await session.release();
     }

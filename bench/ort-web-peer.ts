@@ -13,11 +13,9 @@ import { FORMATS } from '../src/quant/index.js';
 import { coldCopies, log, run, type BenchRow } from './common.js';
 import { checkOutput } from './kgen-rows.js';
 import { f32Bytes, matMulNBitsModel } from './onnx-model.js';
-import { q4_0ToOrt, type OrtWeights } from './ort-peer.js';
+import { ORT_F32_TOLERANCE, q4_0ToOrt, type OrtWeights } from './ort-peer.js';
 
 const DRIVER = join(dirname(fileURLToPath(import.meta.url)), 'ort-web-driver.js');
-/** MatMulNBits computes in f32 here (accuracy_level 0), so it is held to f32 rounding. */
-const F32_TOLERANCE = { nmse: 1e-6, maxRelToPeak: 1e-3 };
 
 /** Why onnxruntime-web cannot be loaded here, or undefined when it can. */
 export function ortWebMissing(): string | undefined {
@@ -70,7 +68,7 @@ export function benchOrtWeb(o: OrtWebOptions, label: string): BenchRow[] {
       version: string;
     };
     const yb = readFileSync(join(dir, 'y0.bin'));
-    const check = checkOutput({ shape: o.shape, codec: FORMATS.q4_0.codec(32), w: o.q40, x: o.x }, new Float32Array(yb.buffer, yb.byteOffset, yb.byteLength / 4), F32_TOLERANCE);
+    const check = checkOutput({ shape: o.shape, codec: FORMATS.q4_0.codec(32), w: o.q40, x: o.x }, new Float32Array(yb.buffer, yb.byteOffset, yb.byteLength / 4), ORT_F32_TOLERANCE);
     if (!check.ok) log(`peer ${label} ${threads}T: OUTPUT WRONG, no time reported: ${check.detail}`);
     const ms = check.ok ? line.median_ms : NaN;
     rows.push({
