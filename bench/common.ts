@@ -116,6 +116,35 @@ export function formatTable(rows: readonly BenchRow[]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
+/** The mark a row without numbers carries in its case (bench/kgen-rows.ts, the peers, run.ts). */
+const UNTIMED = / \((WRONG OUTPUT|FAILED)\)$/;
+
+/**
+ * `--repeat`: the rows of N runs of one stage, merged per row (case without its WRONG/FAILED mark,
+ * shape, threads; in order of first appearance). A row timed in every run keeps the run with the
+ * lowest median; a row that was wrong, failed or missing in any run keeps no time (a kernel wrong in
+ * one process of three is wrong), so best-of-N never hides a bad run. The note lists every run's
+ * median (or what it was instead).
+ */
+export function bestOfRuns(runs: readonly (readonly BenchRow[])[]): BenchRow[] {
+  if (runs.length === 1) return [...runs[0]!];
+  const key = (r: BenchRow) => `${r.case.replace(UNTIMED, '')}\u0000${r.shape}\u0000${r.threads}`;
+  const keys = [...new Set(runs.flatMap((rs) => rs.map(key)))];
+  return keys.map((k) => {
+    const same = runs.map((rs) => rs.find((r) => key(r) === k));
+    const timed = same.filter((r): r is BenchRow => r !== undefined && Number.isFinite(r.ms));
+    const medians = same.map((r) => (r === undefined ? 'absent' : Number.isFinite(r.ms) ? r.ms.toFixed(3) : (UNTIMED.exec(r.case)?.[1] ?? 'no time'))).join(' / ');
+    if (timed.length === runs.length) {
+      const best = timed.reduce((a, b) => (b.ms < a.ms ? b : a));
+      return { ...best, note: [best.note, `best of ${runs.length} runs, medians ${medians} ms`].filter(Boolean).join('; ') };
+    }
+    const bad = same.find((r): r is BenchRow => r !== undefined && !Number.isFinite(r.ms));
+    const base = bad ?? timed[0]!;
+    const label = bad ? base.case : `${base.case} (FAILED)`;
+    return { ...base, case: label, ms: NaN, minMs: NaN, gbps: NaN, gflops: NaN, note: [base.note, `no time: not timed in every one of ${runs.length} runs, medians ${medians} ms`].filter(Boolean).join('; ') };
+  });
+}
+
 // The tuner judges its timings with the same counters (src/tune/interference.ts).
 export { cpuSample, foreignCpu, type CpuSample } from '../src/tune/interference.js';
 

@@ -20,7 +20,7 @@ import { Rng } from '../src/numeric/random.js';
 import { FORMATS, quantizeMatrix, type BlockCodec } from '../src/quant/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { probeSource } from '../src/backends/c/bandwidth.js';
-import { benchArgs, CFLAGS, cpuSample, defaultBenchIsas, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
+import { benchArgs, bestOfRuns, CFLAGS, cpuSample, defaultBenchIsas, foreignCpu, formatTable, L3_BYTES, log, run, type BenchRow } from './common.js';
 import { benchKgen, loadEmit } from './kgen-rows.js';
 import { benchPeer, verifyPeer } from './ort-peer.js';
 import { benchOrtWeb, ortWebMissing } from './ort-web-peer.js';
@@ -213,24 +213,21 @@ async function stage(rows: BenchRow[], f: () => BenchRow[] | Promise<BenchRow[]>
 }
 
 /**
- * `f` run `--repeat` times (its rows' processes started afresh each time); per row (case, shape,
- * threads) the run with the lowest median wall time, its note giving every run's median. One
- * process of this VM is either in a fast or in a slow memory (and scheduling) mode for its whole
- * life (docs/PERFORMANCE.md), so the best of a few processes compares kernels more fairly than one.
+ * `f` run `--repeat` times (the rows' harness processes started afresh each time, except the
+ * onnxruntime-node rows, which run in this process: a fresh session each time); per row the run
+ * with the lowest median wall time, its note giving every run's median (bestOfRuns). One process of
+ * this VM is either in a fast or in a slow memory (and scheduling) mode for its whole life
+ * (docs/PERFORMANCE.md), so the best of a few processes compares kernels more fairly than one.
  */
 async function repeatedStage(f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
   const runs: BenchRow[][] = [];
   for (let i = 0; i < repeat; i++) runs.push(await timedStage(f));
-  if (repeat === 1) return runs[0]!;
-  const key = (r: BenchRow) => `${r.case}\u0000${r.shape}\u0000${r.threads}`;
-  return runs[0]!.map((first) => {
-    const same = runs.map((rs) => rs.find((r) => key(r) === key(first))).filter((r): r is BenchRow => r !== undefined);
-    const timed = same.filter((r) => Number.isFinite(r.ms));
-    const best = timed.length ? timed.reduce((a, b) => (b.ms < a.ms ? b : a)) : first;
-    const medians = same.map((r) => r.ms.toFixed(3)).join(' / ');
-    return { ...best, note: [best.note, `best of ${same.length} processes, medians ${medians} ms`].filter(Boolean).join('; ') };
-  });
+  return bestOfRuns(runs);
 }
+
+/** The table's note under `--repeat N` (WGSL rows run once). */
+const REPEAT_NOTE = (n: number) =>
+  `--repeat ${n}: each CPU row is the run with the lowest median of ${n}, peers alike (kgen, llama.cpp, onnxruntime-web and the naive baseline in ${n} fresh processes; onnxruntime-node in ${n} sessions of the bench's own process); a row not timed in all ${n} has no time; every median in --json's note`;
 
 /** Runs `f` and stamps its rows with the background CPU load seen meanwhile. */
 async function timedStage(f: () => BenchRow[] | Promise<BenchRow[]>): Promise<BenchRow[]> {
@@ -434,7 +431,10 @@ async function main(): Promise<void> {
   }
 
   if (json) for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
-  else process.stdout.write(`${formatTable(rows)}\n`);
+  else {
+    process.stdout.write(`${formatTable(rows)}\n`);
+    if (repeat > 1) process.stdout.write(`${REPEAT_NOTE(repeat)}\n`);
+  }
 
   // Tuning: tuned vs default, and the strategies against an exhaustive run (builds cached across runs).
   const tuneDir = mkdtempSync(join(tmpdir(), 'kgen-bench-tune-'));
