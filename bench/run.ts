@@ -154,14 +154,17 @@ function runProbe(exe: string, mib: number, passes: number, threadCounts: readon
     .map((l) => JSON.parse(l) as ProbeResult);
 }
 
+/** The first probe's buffer: 1 GiB, or 4x the L3 where that is more (a VM slice may report 300+ MiB). */
+const PROBE_MIB = Math.max(1024, Math.ceil((4 * L3_BYTES) / 2 ** 20));
+
 function probeRows(exe: string): BenchRow[] {
-  log('probe: reading 1 GiB, 15 passes per thread count');
-  return runProbe(exe, 1024, 15, threads).map((p) => {
+  log(`probe: reading ${PROBE_MIB} MiB, 15 passes per thread count`);
+  return runProbe(exe, PROBE_MIB, 15, threads).map((p) => {
     const ms = (p.bytes / (p.gbps * 1e9)) * 1e3;
     return {
       kind: 'probe',
       case: 'probe: AVX2 read',
-      shape: '1 GiB',
+      shape: PROBE_MIB === 1024 ? '1 GiB' : `${PROBE_MIB} MiB`,
       threads: p.threads,
       ms,
       minMs: (p.bytes / (p.max_gbps * 1e9)) * 1e3,
@@ -338,6 +341,10 @@ async function main(): Promise<void> {
 
       // kgen's WebAssembly kernels through their emitted loader, in a child Node, per forced level
       // the format's output has (f16: simd128 only).
+      for (const f of formats) {
+        const missing = wasmLevels.filter((l) => !levelsOfFormat(f).includes(l));
+        if (missing.length) log(`${sc.name} kgen wasm ${LABEL[f] ?? f}: no ${missing.join(', ')} rows: the format has no ${missing.join(', ')} kernel`);
+      }
       for (const [f, level] of formats.flatMap((f) => wasmLevels.filter((l) => levelsOfFormat(f).includes(l)).map((l) => [f, l] as const))) {
         if (!emit) break;
         const label = `${sc.name} kgen wasm ${LABEL[f] ?? f} ${level}`;

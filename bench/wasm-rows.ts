@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HARNESS_NODE_FLAGS } from '../src/backends/wasm/runner.js';
-import { coldCopies, log, run, type BenchRow } from './common.js';
+import { COLD_BYTES, coldCopies, log, run, type BenchRow } from './common.js';
 import { timedRows, type EmitFn, type KgenCase } from './kgen-rows.js';
 import { f32Bytes } from './onnx-model.js';
 
@@ -42,6 +42,7 @@ export async function benchWasm(emit: EmitFn, c: WasmCase): Promise<BenchRow[]> 
   writeFileSync(join(dir, 'w.bin'), c.w);
   // As many copies as the C rows rotate through, within the 4 GiB of a 32-bit memory.
   const copies = Math.min(coldCopies(c.w.length), Math.floor(3.5 * 2 ** 30 / c.w.length));
+  if (copies < coldCopies(c.w.length)) log(`${c.label}: only ${copies} weight copies fit a 32-bit memory, ${((copies * c.w.length) / 2 ** 20).toFixed(0)} MiB for ${(COLD_BYTES / 2 ** 20).toFixed(0)} MiB: part of W may be read from the L3`);
   log(`${c.label}: running on ${c.threads.join(',')} thread(s) in ${process.version} (${HARNESS_NODE_FLAGS.join(' ')}), ${copies} weight copies`);
   const out = run(process.execPath, [...HARNESS_NODE_FLAGS, DRIVER, dir, c.level, String(copies), String(c.warmup), String(c.runs), ...c.threads.map(String)]);
   return timedRows(c, shapeText, out, join(dir, 'y.bin'), result.manifest.tolerance);
