@@ -91,6 +91,8 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
         runs: t.runs,
         copies,
         ownReadGbps,
+        // The plain read covers the same bytes (K, V and their scales) as the row's GB/s.
+        pctOwnRead: own ? (100 * own.timing.medianMs) / t.medianMs : undefined,
         note: [
           `KV read; config ${JSON.stringify(plan.config)}; nmse ${comparison.nmse.toExponential(2)}`,
           ...(short ? [`only ${copies} cache copies (the runner's limit), under ${(COLD_BYTES / 2 ** 20).toFixed(0)} MiB`] : []),

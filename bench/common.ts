@@ -58,7 +58,7 @@ export interface BenchRow {
    * the bracket probes cannot see; this one reads the same pages at the same moments.
    */
   ownReadGbps?: number;
-  /** gbps / ownReadGbps, in %. */
+  /** The plain read's median time / the call's, in %: the share of the own read over the same bytes (set by the row). */
   pctOwnRead?: number;
   runs: number;
   /** Distinct weight copies rotated through (so weights come from DRAM). */

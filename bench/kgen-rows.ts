@@ -172,8 +172,10 @@ export function timedRows(c: Pick<KgenCase, 'label' | 'shape' | 'codec' | 'w' | 
     const ok = check.ok && l.same_as_first;
     if (check.ok && !l.same_as_first) log(`${c.label} ${l.threads}T: Y differs from the first thread count's Y; no time reported`);
     const ms = ok ? l.median_ms : NaN;
-    // The plain read covers the weight copy only; X and Y (a few KiB at M=1) stay in the caches.
+    // The plain read covers the weight copy only; X and Y (a few KiB at M=1) stay in the caches. So
+    // the share is of times (the same weight bytes), not of GB/s, which counts X and Y too (+0.2%).
     const ownReadGbps = l.probe_median_ms ? l.weight_bytes / (l.probe_median_ms * 1e6) : undefined;
+    const pctOwnRead = l.probe_median_ms && ok ? (100 * l.probe_median_ms) / ms : undefined;
     const probeNote = ownReadGbps ? `plain read of the same copies ${l.probe_median_ms!.toFixed(3)} ms (${ownReadGbps.toFixed(1)} GB/s)` : undefined;
     return {
       kind: 'kgen',
@@ -188,6 +190,7 @@ export function timedRows(c: Pick<KgenCase, 'label' | 'shape' | 'codec' | 'w' | 
       runs: l.runs,
       copies: l.copies,
       ownReadGbps,
+      pctOwnRead,
       note: [l.note, check.detail, probeNote].filter(Boolean).join('; '),
     };
   });

@@ -430,7 +430,6 @@ async function main(): Promise<void> {
     for (const r of rows.filter(streamsOnce)) {
       const p = r.probeGbps ?? probe.find((q) => q.threads === r.threads)?.gbps;
       if (p !== undefined && Number.isFinite(r.gbps)) r.pctProbe = (100 * r.gbps) / p;
-      if (r.ownReadGbps !== undefined && Number.isFinite(r.gbps)) r.pctOwnRead = (100 * r.gbps) / r.ownReadGbps;
     }
   } finally {
     if (flag('--keep')) log(`kept ${workDir}`);

@@ -129,6 +129,8 @@ describe.skipIf(avx2 !== undefined)('attention bench: kgen rows', () => {
   it('rotates a decode\'s cache copies over 3x the L3, or says in the note that the runner\'s limit left them short', async () => {
     const [row] = await benchKgenAttention({ workload: DECODE, format: 'q8_0', target: { name: 'c', isa: 'avx2' }, threads: [1], data });
     expect(row!.case).not.toMatch(/WRONG|FAILED/);
+    // Its own read covers the same bytes as its GB/s: the share of times is the share of speeds.
+    expect(row!.pctOwnRead).toBeCloseTo((100 * row!.gbps) / row!.ownReadGbps!, 6);
     if (row!.copies! * row!.bytes >= COLD_BYTES) expect(row!.note).not.toMatch(/only \d+ cache copies/);
     else expect(row!.note).toMatch(/only \d+ cache copies/);
   });
