@@ -161,6 +161,20 @@ export function checkAttention(
   return { ok: c.nonFinite === 0 && withinTolerance(c, tol), detail };
 }
 
+/**
+ * A peer's decode output from its timed run, checked as its small-shape run was: the rows then rest
+ * on the output of the very calls they time. Prefill keeps the small-shape check alone (the f64
+ * reference at Sq = Skv = 2048 takes minutes in JS). Undefined for prefill.
+ */
+export function checkTimedDecode(
+  w: AttentionWorkload,
+  x: { q: Float32Array; k: Float32Array; v: Float32Array },
+  o: Float32Array,
+  tol: Tolerance,
+): { ok: boolean; detail: string } | undefined {
+  return w.phase === 'decode' ? checkAttention(w, x, o, tol) : undefined;
+}
+
 /** One timed thread count of a peer. */
 export interface AttentionTiming {
   threads: number;

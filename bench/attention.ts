@@ -143,7 +143,7 @@ export async function attentionRows(o: AttentionBenchOptions): Promise<BenchRow[
       for (const format of o.kvFormats) {
         const v = variant;
         await guarded(w, `${w.phase} llama.cpp FA ${format} cache`, () =>
-          benchLlamaAttention({ libs, variant: v, format, workload: w, inputDir, threads: o.threads, workDir: o.workDir }, check),
+          benchLlamaAttention({ libs, variant: v, format, workload: w, inputDir, inputs, threads: o.threads, workDir: o.workDir }, check),
         );
       }
     }

@@ -12,6 +12,7 @@ import {
   attentionRow,
   cacheCopies,
   checkAttention,
+  checkTimedDecode,
   dequantizeCache,
   kvBytes,
   peerTolerance,
@@ -29,6 +30,8 @@ export interface LlamaAttentionCase {
   workload: AttentionWorkload;
   /** Directory with q.f32, k.f32, v.f32 of the workload's inputs (writeAttentionInputs). */
   inputDir: string;
+  /** Those inputs (Q for the check of a decode's timed output). */
+  inputs: AttentionInputs;
   threads: readonly number[];
   workDir: string;
 }
@@ -81,7 +84,8 @@ export function benchLlamaAttention(c: LlamaAttentionCase, check: { workload: At
   const cw = check.workload;
   const n = cw.shape.Skv * cw.shape.Hkv * cw.shape.D;
   const probe = runHarness({ ...c, inputDir: check.dir }, cw, 1, [c.threads[0]!]);
-  const verdict = checkAttention(cw, { q: check.inputs.q, k: dequantizeCache(probe.k, c.format, n), v: dequantizeCache(probe.v, c.format, n) }, probe.o, peerTolerance({ quantizedQ: c.format !== 'f16', f16Accumulation: c.format === 'f16' }));
+  const tol = peerTolerance({ quantizedQ: c.format !== 'f16', f16Accumulation: c.format === 'f16' });
+  const verdict = checkAttention(cw, { q: check.inputs.q, k: dequantizeCache(probe.k, c.format, n), v: dequantizeCache(probe.v, c.format, n) }, probe.o, tol);
   const label = `${c.workload.phase} llama.cpp FA ${c.format} cache`;
   log(`${label}: ${verdict.ok ? 'matches the reference' : 'OUTPUT WRONG, no time reported'} on ${cw.name} (${verdict.detail})`);
 
@@ -90,7 +94,12 @@ export function benchLlamaAttention(c: LlamaAttentionCase, check: { workload: At
   const copies = cacheCopies(w, bytes);
   log(`${label}: ggml-cpu-${c.variant}, ${copies} cache cop${copies === 1 ? 'y' : 'ies'} of ${(bytes / 2 ** 20).toFixed(1)} MiB, ${c.threads.join(',')} thread(s)`);
   const timed = verdict.ok ? runHarness(c, w, copies, c.threads) : undefined;
-  const note = `ggml ${probe.version} ${probe.commit} ggml-cpu-${c.variant}; check: ${verdict.detail}`;
+  // O of the timed run's first call, on the cache ggml stored for it.
+  const nw = w.shape.Skv * w.shape.Hkv * w.shape.D;
+  const timedVerdict = timed ? checkTimedDecode(w, { q: c.inputs.q, k: dequantizeCache(timed.k, c.format, nw), v: dequantizeCache(timed.v, c.format, nw) }, timed.o, tol) : undefined;
+  if (timedVerdict) log(`${label}: ${timedVerdict.ok ? 'matches the reference' : 'OUTPUT WRONG, no time reported'} on ${w.name} (${timedVerdict.detail})`);
+  const ok = verdict.ok && timedVerdict?.ok !== false;
+  const note = `ggml ${probe.version} ${probe.commit} ggml-cpu-${c.variant}; check: ${verdict.detail}${timedVerdict ? `; timed shape: ${timedVerdict.detail}` : ''}`;
   const timings = timed?.timings ?? c.threads.map((t) => ({ threads: t, medianMs: NaN, minMs: NaN, runs: 0, copies }));
-  return timings.map((t) => attentionRow(w, `${label} (${c.variant})`, bytes, t, verdict.ok, note));
+  return timings.map((t) => attentionRow(w, `${label} (${c.variant})`, bytes, t, ok, note));
 }

@@ -19,6 +19,7 @@ import {
   attentionRow,
   cacheCopies,
   checkAttention,
+  checkTimedDecode,
   f16Values,
   kvBytes,
   peerTolerance,
@@ -124,26 +125,33 @@ export async function benchOrtAttention(
   const bytes = kvBytes(w.shape, type);
   const nodes = cacheCopies(w, bytes);
   const note = `onnxruntime-node ${ort.env.versions.common}, ${w.phase === 'decode' ? 'past/present sharing one buffer' : 'no past'}; check: ${verdict.detail}`;
+  // A decode's timed output is checked too, on the values its cache holds (f16's, widened for f32).
+  const held = w.phase === 'decode' ? { q: inputs.q, k: f16Values(inputs.k), v: f16Values(inputs.v) } : undefined;
   const rows: BenchRow[] = [];
   for (const t of threads) {
     let timing: AttentionTiming = { threads: t, medianMs: NaN, minMs: NaN, runs: 0, copies: nodes };
+    let timedVerdict: { ok: boolean; detail: string } | undefined;
     if (verdict.ok) {
       log(`${label}: session with ${nodes} node(s), each with its own ${(bytes / 2 ** 20).toFixed(1)} MiB cache, ${t} thread(s)`);
       const p = await prepare(w, inputs, type, t, nodes);
       try {
         const times: number[] = [];
+        let o0: Float32Array | undefined;
         for (let r = 0; r < w.warmup + w.runs; r++) {
           const t0 = performance.now();
-          await p.session.run(p.feeds, p.fetches);
+          const out = await p.session.run(p.feeds, p.fetches);
           if (r >= w.warmup) times.push((performance.now() - t0) / nodes);
+          if (r === 0) o0 = toF32(out['O0']!);
         }
+        timedVerdict = held && o0 ? checkTimedDecode(w, held, o0, peerTolerance({ quantizedQ: false })) : undefined;
+        if (timedVerdict) log(`${label} ${t}T: ${timedVerdict.ok ? 'matches the reference' : 'OUTPUT WRONG, no time reported'} on ${w.name} (${timedVerdict.detail})`);
         timing = { threads: t, medianMs: median(times), minMs: Math.min(...times), runs: times.length, copies: nodes };
         log(`${label} ${t}T: ${timing.medianMs.toFixed(3)} ms per call`);
       } finally {
         await p.session.release();
       }
     }
-    rows.push(attentionRow(w, label, bytes, timing, verdict.ok, note));
+    rows.push(attentionRow(w, label, bytes, timing, verdict.ok && timedVerdict?.ok !== false, timedVerdict ? `${note}; timed shape: ${timedVerdict.detail}` : note));
   }
   return rows;
 }
