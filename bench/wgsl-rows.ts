@@ -83,6 +83,7 @@ export async function wgslRows(o: WgslBenchOptions): Promise<BenchRow[]> {
     else log(`${label}: the default config did not run: ${d?.status ?? 'no trial'} ${d?.error ?? ''}`);
     const b = r.best;
     if (o.trials > 1 && b?.timing) rows.push(row('kgen', `${label} tuned (${r.added} trials)`, shape, weightBytes, b.timing.medianMs, b.timing.minMs, b.timing.runs, JSON.stringify(b.config)));
+    else if (o.trials > 1) log(`${label}: no tuned row: none of the ${r.added} trials ran with a time`);
   } finally {
     db.close();
   }
