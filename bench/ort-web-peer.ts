@@ -65,8 +65,11 @@ export function benchOrtWeb(o: OrtWebOptions, label: string): BenchRow[] {
       median_ms: number;
       min_ms: number;
       runs: number;
+      threads_used: number;
       version: string;
     };
+    // A row runs on the threads onnxruntime-web really started, which it says after init.
+    if (line.threads_used !== threads) log(`peer ${label}: asked for ${threads} thread(s), onnxruntime-web runs ${line.threads_used} (no threading here): the row says ${line.threads_used}`);
     const yb = readFileSync(join(dir, 'y0.bin'));
     const check = checkOutput({ shape: o.shape, codec: FORMATS.q4_0.codec(32), w: o.q40, x: o.x }, new Float32Array(yb.buffer, yb.byteOffset, yb.byteLength / 4), ORT_F32_TOLERANCE);
     if (!check.ok) log(`peer ${label} ${threads}T: OUTPUT WRONG, no time reported: ${check.detail}`);
@@ -75,7 +78,7 @@ export function benchOrtWeb(o: OrtWebOptions, label: string): BenchRow[] {
       kind: 'peer',
       case: check.ok ? label : `${label} (WRONG OUTPUT)`,
       shape: `M=${M},N=${N},K=${K}`,
-      threads,
+      threads: line.threads_used,
       ms,
       minMs: check.ok ? line.min_ms : NaN,
       gbps: bytes / (ms * 1e-3) / 1e9,
