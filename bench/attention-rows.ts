@@ -86,7 +86,8 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
         ms: t.medianMs,
         minMs: t.minMs,
         bytes: cacheBytes,
-        gbps: cacheBytes / (t.medianMs * 1e6),
+        // GB/s of KV read means something where a call reads its cache once (attentionRow: the peers').
+        gbps: decode ? cacheBytes / (t.medianMs * 1e6) : NaN,
         gflops: flops / (t.medianMs * 1e6),
         runs: t.runs,
         copies,
