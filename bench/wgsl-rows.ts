@@ -88,17 +88,19 @@ export async function wgslRows(o: WgslBenchOptions): Promise<BenchRow[]> {
     db.close();
   }
 
-  if (o.peer) rows.push(...(await peerRows(o, shape, adapter.env, where, weightBytes)));
+  if (o.peer) rows.push(...(await peerRows(o, shape, adapter.env, where)));
   return rows;
 }
 
 /** onnxruntime-web's MatMulNBits (block_size 64 on kgen q4's own bytes) on the same adapter; none where it cannot run. */
-async function peerRows(o: WgslBenchOptions, shape: MatmulShape, env: Record<string, string>, where: string, weightBytes: number): Promise<BenchRow[]> {
+async function peerRows(o: WgslBenchOptions, shape: MatmulShape, env: Record<string, string>, where: string): Promise<BenchRow[]> {
   const { M, N, K } = shape;
   const codec = FORMATS.q4.codec(GROUP);
   const q = quantizeMatrix(codec, new Rng(20240611).fillNormal(new Float32Array(N * K), 0.02), N, K);
   const x = new Rng(20240612).fillNormal(new Float32Array(M * K));
   const ortW = nibbleBlocksToOrt(q, N, K, GROUP);
+  // Its own initializers' bytes (f32 scales: 4.5 bits/weight), as the CPU onnxruntime rows count theirs.
+  const weightBytes = ortW.b.byteLength + ortW.scales.byteLength;
   const dir = join(o.workDir, 'ort-web');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'job.json'), JSON.stringify({ M, N, K, blockSize: GROUP, warmup: 1, runs: o.peerRuns }));
