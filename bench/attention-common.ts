@@ -10,6 +10,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AttentionShape } from '../src/ir/types.js';
+import { visiblePairs } from '../src/plan/attention-common.js';
 import { roundToF16 } from '../src/numeric/half.js';
 import { Rng } from '../src/numeric/random.js';
 import { FORMATS } from '../src/quant/index.js';
@@ -56,14 +57,6 @@ export function shapeLabel(s: AttentionShape): string {
   return `Hq=${s.Hq},Hkv=${s.Hkv},D=${s.D},Sq=${s.Sq},Skv=${s.Skv}`;
 }
 
-/** Query-key pairs the causal mask lets through (all of them without it). */
-export function visiblePairs(s: AttentionShape, causal: boolean): number {
-  if (!causal) return s.Sq * s.Skv;
-  // query i sees Skv - Sq + i + 1 keys
-  return s.Sq * (s.Skv - s.Sq) + (s.Sq * (s.Sq + 1)) / 2;
-}
-
-/** Useful flops of one call: 2·D for the score and 2·D for the weighted V, per visible pair and query head. */
 export function attentionFlops(s: AttentionShape, causal: boolean): number {
   return 4 * s.B * s.Hq * s.D * visiblePairs(s, causal);
 }

@@ -54,8 +54,7 @@ export async function benchKgenAttention(c: KgenAttentionCase): Promise<BenchRow
   log(`${label} ${shapeText}: ${(cacheBytes / 2 ** 20).toFixed(0)} MiB of KV, config ${JSON.stringify(plan.config)}`);
   const data = c.data(op, shape);
   const runner = runnerFor(plan);
-  // GFLOPS as the peers count them: the pairs the causal mask lets through (plan.traffic.flops counts
-  // every pair, twice the useful work of a causal prefill).
+  // GFLOPS as the peers count them (attentionFlops): the pairs the causal mask lets through, as the plan's traffic does.
   const flops = attentionFlops(shape, op.causal);
   const build = await runner.build(plan, rendered);
   if (build.status !== 'ok') throw new Error(`${build.status}: ${build.detail.split('\n')[0]}`);

@@ -9,7 +9,6 @@ import {
   checkWorkload,
   peerTolerance,
   swapOuter,
-  visiblePairs,
   writeAttentionInputs,
   type AttentionWorkload,
 } from '../bench/attention-common.js';
@@ -20,6 +19,9 @@ import { loadLlama } from '../bench/llama-peer.js';
 import { benchKgenAttention, sharedTestData } from '../bench/attention-rows.js';
 import { COLD_BYTES } from '../bench/common.js';
 import { attentionFlops } from '../bench/attention-common.js';
+import { attentionTraffic, visiblePairs } from '../src/plan/attention-common.js';
+import { CATALOG } from '../src/ir/catalog.js';
+import type { AttentionOp } from '../src/ir/types.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { skipReason } from './helpers.js';
 
@@ -50,8 +52,13 @@ describe('attention bench: shared pieces', () => {
     for (const [Sq, Skv] of [[1, 130], [5, 37], [40, 40]] as const) {
       let n = 0;
       for (let i = 0; i < Sq; i++) for (let j = 0; j < Skv; j++) if (j <= i + Skv - Sq) n++;
-      expect(visiblePairs({ B: 1, Hq: 1, Hkv: 1, D: 1, Sq, Skv }, true)).toBe(n);
+      expect(visiblePairs({ Sq, Skv }, true)).toBe(n);
     }
+    // The plan's flops (rooflines, records) count the same pairs as the bench's rows.
+    const causal = { ...(CATALOG.attention_f16 as AttentionOp), causal: true };
+    const shape = { B: 2, Hq: 4, Hkv: 1, Sq: 40, Skv: 40, D: 64 };
+    expect(attentionTraffic(causal, shape).flops).toBe(attentionFlops(shape, true));
+    expect(attentionTraffic({ ...causal, causal: false }, shape).flops).toBe(4 * 2 * 4 * 40 * 40 * 64);
   });
 
   it('accepts the reference output and rejects a wrong head mapping or a missing mask', () => {

@@ -30,7 +30,19 @@ export function kvBytesPerValue(op: AttentionOp): number {
 export function attentionTraffic(op: AttentionOp, s: AttentionShape): { bytes: number; flops: number } {
   const kv = 2 * s.B * s.Hkv * s.Skv * s.D * kvBytesPerValue(op);
   const qo = s.B * s.Hq * s.Sq * s.D * (dtypeBytes(op.q) + dtypeBytes(op.o));
-  return { bytes: Math.ceil(kv + qo), flops: 4 * s.B * s.Hq * s.Sq * s.Skv * s.D };
+  return { bytes: Math.ceil(kv + qo), flops: 4 * s.B * s.Hq * s.D * visiblePairs(s, op.causal) };
+}
+
+/**
+ * Query-key pairs a call computes: every pair, or with the causal mask (queries at the last Sq of
+ * Skv positions, Sq <= Skv) the Sq (Skv - Sq) + Sq (Sq + 1) / 2 it lets through, about half at
+ * Sq = Skv. The work kgen's kernels and peers do (masked whole tiles are skipped), so flops count
+ * only these.
+ */
+export function visiblePairs(s: Pick<AttentionShape, 'Sq' | 'Skv'>, causal: boolean): number {
+  if (!causal) return s.Sq * s.Skv;
+  // Query i sees Skv - Sq + i + 1 keys.
+  return s.Sq * (s.Skv - s.Sq) + (s.Sq * (s.Sq + 1)) / 2;
 }
 
 /** KV tensor layout: rows of D values; a row's index is b * batchRows + head * headRows + position * posRows. */
