@@ -27,7 +27,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { opKit } from '../src/ops/index.js';
 import { ATTENTION_OPS, type KgenKvFormat } from './attention-rows.js';
-import { benchArgs, benchHost, L3_BYTES, log, median, run } from './common.js';
+import { benchArgs, benchHost, COLD_BYTES, log, median, run } from './common.js';
 
 const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two configs of this build (A: --a, default the plan's)
   node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
@@ -137,14 +137,14 @@ if (JSON.stringify(a.manifest.tensors) !== JSON.stringify(b.manifest.tensors)) {
 const data = opKit('attention').testData(op, kvShape, 7);
 const cacheBytes = ['k.bin', 'v.bin', 'k_scales.bin', 'v_scales.bin'].reduce((s, n) => s + (data.inputs[n]?.length ?? 0), 0);
 /**
- * Copies of the cache: enough to defeat twice the L3, at least 5 and prime to 6. The driver hands
+ * Copies of the cache: enough to exceed COLD_BYTES (3x the L3, as the bench's rows), at least 5 and prime to 6. The driver hands
  * consecutive calls consecutive copies and turns the order of A, B and the read every triple (period
  * 6); with a copy count prime to 6 each of them reads every copy equally often. (With 2 copies, B
  * read one copy twice as often as the other, and which copy sat on slower memory moved the ratio by
  * 5% from process to process.)
  */
 function abCopies(): number {
-  let c = Math.max(5, weightCopies({ warmup, runs: calls, flushBytes: 2 * L3_BYTES }, cacheBytes));
+  let c = Math.max(5, weightCopies({ warmup, runs: calls, flushBytes: COLD_BYTES }, cacheBytes));
   while (c % 2 === 0 || c % 3 === 0) c++;
   return c;
 }
