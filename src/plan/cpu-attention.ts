@@ -146,6 +146,15 @@ export type CpuAttentionParams = {
    * vectors of values.
    */
   laneCodes: number;
+  /**
+   * Integer P.V's i32 accumulators a row (vectors of a step taken together, dividing laneCodes; 0
+   * without pvInt): the variant's `accumulators`, or the whole step. A step is `pvParts` parts, each a
+   * loop over the tile's keys with pvAccumulators of its vectors a row (AVX2's 16 registers: a whole
+   * step's 4 a row leave room for one row; half of it, 4 rows).
+   */
+  pvAccumulators: number;
+  /** laneCodes / pvAccumulators (0 without pvInt). */
+  pvParts: number;
   pvCodeMax: number;
   /** Keys per i32 lane of integer P.V (0 without it); pvCodeMax is the variant's (0: none) either way. */
   pvLaneKeys: number;
@@ -325,6 +334,11 @@ function pvLaneKeysOf(variants: CpuVariants, config: Knobs): number {
   return config.pvInt === 1 ? variants.attentionIntPV?.[config.isa]?.laneKeys ?? 0 : 0;
 }
 
+/** Integer P.V's i32 accumulators a row on a variant with it: its own, or a whole step's. */
+function pvAccumulatorsOf(variants: CpuVariants, isa: string): number {
+  return variants.attentionIntPV?.[isa]?.accumulators ?? CODES_PER_I32_LANE;
+}
+
 /**
  * Most vectors of D per row a loop takes together: the scores 2 (4 measured slower: f16, AVX-512,
  * Skv=1024, one thread, 0.195 -> 0.204 ms), f32 P.V 4 (AVX-512: 0.209 -> 0.195 ms against 2; 8 spills).
@@ -445,11 +459,15 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...integerCodeRestrictions(req, variants, { knob: 'pvInt', label: 'integer P.V (pvInt: 1)', tensor: 'V', isas: intPV, noVariant: 'the variant has no integer P.V kernel' }),
       // Measured (q8 prefill, Sq=Skv=1024, one AVX-512 thread): rowGroup 8 with integer P.V spills
       // and is 5-10% slower than f32 P.V at rowGroup 8; rowGroup 4 with it is 3-5% faster. Each
-      // variant keeps its own i32 accumulators a row (C's vpdpwssd step 4, WebAssembly's 2).
-      ...Object.entries(intPV).map(([isa, { accumulators = CODES_PER_I32_LANE }]): CpuAttentionRestriction => ({
+      // variant keeps its own i32 accumulators a row (AVX-512's vpdpwssd step 4; AVX2's and
+      // WebAssembly's 2, half a step: 4 rows in 16 registers).
+      ...Object.keys(intPV).map((isa): CpuAttentionRestriction => {
+        const accumulators = pvAccumulatorsOf(variants, isa);
+        return {
         reason: `integer P.V (pvInt: 1): rowGroup x ${accumulators} i32 accumulators, a step's ${accumulators} V vectors and the work registers exceed the vector registers`,
-        allows: (c) => c.pvInt === 0 || c.isa !== isa || (c.rowGroup + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
-      })),
+          allows: (c) => c.pvInt === 0 || c.isa !== isa || (c.rowGroup + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
+        };
+      }),
     );
   }
   if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));
@@ -540,6 +558,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const qInt8 = knobs.qInt8 === 1;
   const pvInt = knobs.pvInt === 1;
   const pvLaneKeys = pvLaneKeysOf(variants, knobs);
+  const pvAccumulators = pvInt ? pvAccumulatorsOf(variants, isa) : 0;
+  const pvParts = pvAccumulators ? CODES_PER_I32_LANE / pvAccumulators : 0;
   const keyLanes = knobs.keyLanes === 1;
   const keyTile = keyTileOf(variants, device, knobs, Math.min(knobs.kvBlock, Skv));
   // Integer steps of K's codes (int8 Q) or V's (integer P.V).
@@ -609,7 +629,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       chunks,
       chunkStep,
       pvStep,
-      pvPasses: pvInt ? D / iStep : ceilDiv(chunks, pvStep),
+      pvPasses: pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep),
       rowLines: ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES),
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
@@ -637,6 +657,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       iPieces: iStep / iPiece,
       iScalesPerStep: (iCodes && iScalesPerStep(variants, isa, row.valuesPerScale)) || 1,
       laneCodes: CODES_PER_I32_LANE,
+      pvAccumulators,
+      pvParts,
       pvInt,
       pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
       pvLaneKeys,

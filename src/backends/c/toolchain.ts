@@ -92,9 +92,14 @@ export const C_VARIANTS: CpuVariants = {
   // AVX2's sign trick, NEON's sdot and scalar C are signed x signed.
   attentionInt8Q: { avx512: 128, avxvnni: 128, avx2: 0, neon: 0, scalar: 0 },
   // P.V by vpdpwssd: int16 P codes (15 bits: P x V's scale, which may be negative, keeps 2^-15 of
-  // its tile's peak) times V's codes widened to int16, two keys a lane. AVX-512 only so far: the
-  // plan refuses the others.
-  attentionIntPV: { avx512: { laneKeys: 2, codeMax: 32767 } },
+  // its tile's peak) times V's codes widened to int16, two keys a lane. AVX2 by vpmaddwd + vpaddd
+  // (AVX-VNNI: its VEX vpdpwssd), half a step (2 accumulators) a row at a time: 16 registers hold
+  // 4 rows of it. NEON and scalar: the plan refuses them.
+  attentionIntPV: {
+    avx512: { laneKeys: 2, codeMax: 32767 },
+    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2 },
+    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2 },
+  },
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).
   attentionKeyLanes: { avx512: 128 },
