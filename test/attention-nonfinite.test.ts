@@ -204,22 +204,24 @@ interface Variant {
 
 const native = ['avx512', 'avx2'].find((isa) => cannotRunReason(isa) === undefined);
 // The widest ISA and scalar for every format; AVX2 beside AVX-512, and NEON under qemu, for one
-// (each has its own exp2, the rest shared).
-const C_ISAS: { isa: string; formats: Format[] }[] = [
+// (each has its own exp2, the rest shared). AVX2's integer P.V (its own absmax, quantization and
+// dot products) on one ggml cache wherever AVX2 runs, whatever the default.
+const C_ISAS: { isa: string; formats: Format[]; config?: Config }[] = [
   ...(native ? [{ isa: native, formats: FORMATS }] : []),
   ...(native === 'avx512' ? [{ isa: 'avx2', formats: ['f16'] as Format[] }] : []),
+  ...(native ? [{ isa: 'avx2', formats: ['q8_0'] as Format[], config: { pvInt: 1 } }] : []),
   { isa: 'neon', formats: ['f16'] },
   { isa: 'scalar', formats: FORMATS },
 ];
 const C_DEVICES: Record<string, string> = { avx512: 'epyc-9654', neon: 'apple-m2' };
 const VARIANTS: Variant[] = [
-  ...C_ISAS.map(({ isa, formats }) => ({
-    name: `C ${isa}`,
+  ...C_ISAS.map(({ isa, formats, config = {} }) => ({
+    name: `C ${isa}${Object.keys(config).length ? ` ${JSON.stringify(config)}` : ''}`,
     target: 'c',
     skip: cToolsSkipReason(isa),
     extra: { isa, device: C_DEVICES[isa] ?? 'epyc-7763' },
-    decodeConfig: { splits: 4 },
-    prefillConfigs: () => [{}],
+    decodeConfig: { splits: 4, ...config },
+    prefillConfigs: () => [config],
     formats,
   })),
   // Attention ships one module, SIMD128 (no relaxed-SIMD one: the harness refuses the level).

@@ -37,13 +37,13 @@ const VARIANTS = [
 
 const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 
-/** The variants with integer P.V (the pvInt knob), and its step of V values on AVX-512 (4 per f32 lane). */
+/** The variants with integer P.V (the pvInt knob), and its step of V values on each (4 per f32 lane). */
 const pvIntIsas = Object.keys(C_VARIANTS.attentionIntPV ?? {});
+const pvIntStep = (isa: string) => 4 * (C_VARIANTS.f32Lanes?.[isa] ?? 1);
 /** The variants whose int8-Q scores can take keys across the lanes (the keyLanes knob; kgen q8). */
 const keyLanesIsas = Object.keys(C_VARIANTS.attentionKeyLanes ?? {});
 /** The variants whose f32 scores can take a transposed K tile (the keyTile knob). */
 const keyTileIsas: readonly string[] = C_VARIANTS.attentionKeyTile ?? [];
-const PV_INT_STEP = 64;
 
 // Every ISA and mode verifies the same matrix rows: their inputs and f64 references are drawn once.
 const DATA = new TestDataCache();
@@ -74,7 +74,7 @@ for (const { isa, device } of VARIANTS) {
       for (const { keyTileFlip, ...knobs } of modes) {
         const mode = `${knobs.qInt8 === 0 ? ', f32 Q' : ''}${knobs.pvInt === undefined ? '' : knobs.pvInt ? ', integer P.V' : ', f32 P.V'}${knobs.keyLanes === 0 ? ', a key at a time' : ''}${keyTileFlip ? ', transposed K tile for decode, K rows for prefill' : ''}`;
         it(`${format} KV${mode}: Sq 1/5/64, GQA 1/4/5/8, causal and not, both row orders${runnable ? '' : ' (compile only)'}`, async () => {
-          for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % PV_INT_STEP === 0))) {
+          for (const row of ATTENTION_MATRIX.filter((r) => r.kvCache === format && (!knobs.pvInt || r.D % pvIntStep(isa) === 0))) {
             const c = attentionMatrixCase(row);
             const prefill = row.Sq === 64;
             const config = { ...row.cpu, ...knobs, ...(keyTileFlip ? { keyTile: prefill ? 0 : 1 } : {}) };
@@ -124,6 +124,9 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('C attention avxvnni: int8 Q 
     expect(source('avxvnni')).toMatch(/KG_DPBUSD256\(acc, _mm256_loadu_si256/);
     expect(source('avxvnni')).not.toMatch(/_mm256_sign_epi8/);
     expect(source('avx2')).toMatch(/_mm256_maddubs_epi16\(k\.ka/);
+    // Integer P.V (the decode default): VEX vpdpwssd where AVX2 takes vpmaddwd and vpaddd.
+    expect(source('avxvnni')).toMatch(/_mm256_dpwssd_avx_epi32\(acc, v, p\)/);
+    expect(source('avx2')).toMatch(/vpmaddwd %3, %2, %1/);
   });
 });
 
@@ -161,12 +164,12 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('q8_0', 'avx512', undefined, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96').config.qInt8).toBe(0);
     expect(() => plan('q8_0', 'avx512', { qInt8: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/D is not a whole number of integer dot steps/);
   });
-  it('integer P.V: AVX-512 only (refused elsewhere with the reason), refused for f16 and where D is no whole number of steps, its own tolerance', () => {
+  it('integer P.V: AVX-512, AVX2 and AVX-VNNI (refused elsewhere with the reason), refused for f16 and where D is no whole number of steps, its own tolerance', () => {
     const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
     const plan = (format: string, isa: string, config?: Record<string, unknown>, s = shape, extra: object = {}) => emit({ target: 'c', ir: ir(format, true, extra), shape: s, device: deviceOf(isa), isa, config }).plan;
-    expect(pvIntIsas).toEqual(['avx512']);
+    expect(pvIntIsas).toEqual(['avx512', 'avx2', 'avxvnni']);
     expect(() => plan('f16', 'avx512', { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\) needs int8 V codes: the f16 KV cache has none/);
-    for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\): the variant has no integer P.V kernel/);
+    for (const isa of ['neon', 'scalar']) expect(() => plan('q8', isa, { pvInt: 1 })).toThrow(/integer P.V \(pvInt: 1\): the variant has no integer P.V kernel/);
     expect(() => plan('q8_0', 'avx512', { pvInt: 1 }, 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=96')).toThrow(/integer P.V \(pvInt: 1\): D is not a whole number of integer dot steps/);
     expect(() => plan('q8', 'avx512', { pvInt: 1 }, shape, { kvGroupSize: 16 })).toThrow(/a V scale group neither holds whole integer dot steps nor half of one/);
     // 8 rows' accumulators spill: refused; integer P.V comes before rowGroup in the knobs, so prefill
@@ -175,7 +178,14 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('q8', 'avx512', { pvInt: 1, rowGroup: 8 }, prefill)).toThrow(/i32 accumulators, a step's 4 V vectors and the work registers exceed the vector registers/);
     expect(plan('q8', 'avx512', undefined, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     expect(plan('q8', 'avx512', { pvInt: 0 }, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
+    // AVX2's 16 registers: half a step (2 accumulators) a row at a time, 4 rows; 8 refused.
+    expect(() => plan('q8', 'avx2', { pvInt: 1, rowGroup: 8 }, prefill)).toThrow(/rowGroup x 2 i32 accumulators, a step's 2 V vectors/);
+    // The default for decode only on AVX2 (prefill: f32 P.V with 8 rows measured no slower).
     expect(plan('q8', 'avx2', undefined, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
+    expect(plan('q8', 'avx2', { pvInt: 1 }, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
+    for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx2').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
+    expect(plan('q8', 'avx2', { pvInt: 1 }).params).toMatchObject({ pvInt: true, pvLaneKeys: 2, iStep: 32, pvAccumulators: 2, pvParts: 2, pvPasses: 8 });
+    expect(plan('q8', 'avx512', { pvInt: 1 }).params).toMatchObject({ pvAccumulators: 4, pvParts: 1, pvPasses: 2 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx512').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) {
       const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });

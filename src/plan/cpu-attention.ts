@@ -470,6 +470,9 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       }),
     );
   }
+  // Integer P.V first (the default) but for prefill where the device's first variant says otherwise:
+  // the knob's order cannot follow the isa knob, so a pinned other variant gets the first's order.
+  const pvIntFirst = Sq <= CPU_DECODE_MAX_SQ || intPV?.[variants.of(req.device)[0] ?? '']?.prefill !== false;
   if (int8Q) restrictions.push(...integerCodeRestrictions(req, variants, { knob: 'qInt8', label: 'int8 Q (qInt8: 1)', tensor: 'K', isas: int8Q, noVariant: 'the variant has no integer dot product' }));
   const keyLanes = variants.attentionKeyLanes;
   if (keyLanes) {
@@ -515,7 +518,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       { name: 'kvBlock', values: [64, 128, 32, 256], doc: 'keys per tile of the online softmax' },
       // Before rowGroup: where integer P.V is legal it takes precedence over 8 rows (which it refuses
       // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
-      ...knobIf(intPV, { name: 'pvInt', values: [1, 0], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }),
+      ...knobIf(intPV, { name: 'pvInt', values: pvIntFirst ? [1, 0] : [0, 1], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }),
       { name: 'rowGroup', values: [8, 4, 16, 2, 1], doc: 'rows computed together in registers, sharing each K and V vector' },
       // Last, so a cache or shape that rules int8 Q out keeps every other knob's default.
       ...knobIf(int8Q, { name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }),

@@ -94,11 +94,14 @@ export const C_VARIANTS: CpuVariants = {
   // P.V by vpdpwssd: int16 P codes (15 bits: P x V's scale, which may be negative, keeps 2^-15 of
   // its tile's peak) times V's codes widened to int16, two keys a lane. AVX2 by vpmaddwd + vpaddd
   // (AVX-VNNI: its VEX vpdpwssd), half a step (2 accumulators) a row at a time: 16 registers hold
-  // 4 rows of it. NEON and scalar: the plan refuses them.
+  // 4 rows of it. NEON and scalar: the plan refuses them. AVX2 defaults to it for decode only:
+  // Zen 4, one thread, Skv=32768, 0.90-0.95 of f32 P.V's time (q8, q8_0, q4_0); prefill
+  // (Sq=Skv=512) with 4 rows 0.995-1.034 of f32 P.V with 8 (docs/PERFORMANCE.md, "AVX2 integer
+  // P.V"). AVX-VNNI is AVX2's code, not measured: the same.
   attentionIntPV: {
     avx512: { laneKeys: 2, codeMax: 32767 },
-    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2 },
-    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2 },
+    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false },
+    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false },
   },
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).

@@ -79,11 +79,14 @@ enum {
   KG_IPIECE = 32,
   KG_IPIECES = 1,
   KG_ISCALES = 1,
-  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), keys per i32 lane, the
-   * largest |P code| and a tile's keys rounded up to whole lanes. */
+  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), a row's i32 accumulators
+   * (vectors of a step taken together) and parts of a step, keys per i32 lane, the largest |P code|
+   * and a tile's keys rounded up to whole lanes. */
   KG_LANE_CODES = 4,
+  KG_PV_ACC = 0,
+  KG_PV_PARTS = 0,
   KG_PV_LANE_KEYS = 0,
-  KG_PV_CODE_MAX = 0,
+  KG_PV_CODE_MAX = 32767,
   KG_PV_KEYS = 0,
   KG_F32_BIAS = 127,
   KG_F32_MANT_BITS = 23,
@@ -267,6 +270,90 @@ static inline kg_ivec kg_idot(kg_ivec acc, kg_icodes k, const uint8_t *q) {
   const __m256i p = _mm256_maddubs_epi16(k.ka, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), k.k));
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
+/* The signed codes (integer P.V's V codes). */
+static inline __m256i kg_icodes_raw(kg_icodes k) { return k.k; }
+/* acc + the pairwise products of v and p (integer P.V): vpmaddwd then vpaddd. P codes within
+ * +-KG_PV_CODE_MAX never make vpmaddwd's one saturating case (-32768 x -32768 twice). By asm with
+ * the accumulator updated in place and a scratch register: through the intrinsics GCC copied the
+ * 8 accumulators of kg_accumulate_int's key loop to temporaries and back (one move each) and
+ * spilled one. */
+static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
+  kg_ivec t;
+  __asm__("vpmaddwd %3, %2, %1\n\tvpaddd %1, %0, %0" : "+x"(acc), "=&x"(t) : "x"(v), "x"(p));
+  return acc;
+}
+/* Integer P.V (pvInt): P codes are int16, V's int8 codes widened to int16, two keys a lane (kg_pv_dot:
+ * the variant's). A step's 4 vectors go in two parts of 2 (KG_PV_ACC), each 16 values. */
+static inline kg_ivec kg_izero(void) { return _mm256_setzero_si256(); }
+/* A mask of the first cnt lanes (none for cnt <= 0), for maskload. */
+static inline __m256i kg_pv_mask(int cnt) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+/* x[i..i + 8) where whole, else its first n - i by maskload (0 after, not read). Masked only where
+ * needed: AMD's vmaskmovps costs more than a plain load (its store, far more: scalar tails below). */
+static inline __m256 kg_pv_load(const float *x, int i, int n) { return i + 8 <= n ? _mm256_loadu_ps(x + i) : _mm256_maskload_ps(x + i, kg_pv_mask(n - i)); }
+/* The largest |x[i]| of x[0..n); NaN if any is NaN (max alone may drop it), so a NaN V scale reaches
+ * every row's sums through the tile's scale. */
+static inline float kg_pv_absmax(const float *x, int n) {
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 a = _mm256_and_ps(kg_pv_load(x, i, n), magnitude);
+    m = _mm256_max_ps(m, a);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  return _mm256_movemask_ps(nan) ? NAN : kg_vhmax(m);
+}
+/* x[0..n) *= f. */
+static inline void kg_pv_scale(float *x, int n, float f) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(f)));
+  for (; i < n; i++) x[i] *= f;
+}
+/* p[j] d[j] rounded to i32 for j < cnt, 0 after (not read). */
+static inline __m256i kg_pv_codes8(const float *p, const float *d, int cnt) {
+  return _mm256_cvtps_epi32(_mm256_mul_ps(kg_pv_load(p, 0, cnt), kg_pv_load(d, 0, cnt)));
+}
+/* codes[0..KG_PV_KEYS) = p[j] d[j] rounded to int16 (saturating; 0 from n on; d already holds the
+ * scale times the codes' inverse step, shared by every row). 16 keys at a time by one in-lane
+ * vpackssdw and a qword permutation back to key order; a last 8 or fewer through a copy. */
+static inline void kg_pv_quantize(const float *p, const float *d, int n, int16_t *codes) {
+  int j = 0;
+  for (; j + 16 <= KG_PV_KEYS; j += 16) {
+    const __m256i c = _mm256_packs_epi32(kg_pv_codes8(p + j, d + j, n - j), kg_pv_codes8(p + j + 8, d + j + 8, n - j - 8));
+    _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permute4x64_epi64(c, _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  for (; j < KG_PV_KEYS; j += 8) {
+    const __m256i c = kg_pv_codes8(p + j, d + j, n - j);
+    int16_t t[8];
+    _mm_storeu_si128((__m128i *)t, _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1)));
+    memcpy(codes + j, t, sizeof t[0] * (size_t)(KG_PV_KEYS - j < 8 ? KG_PV_KEYS - j : 8));
+  }
+}
+/* Two keys' steps of KG_ISTEP V codes (k[0], k[1]) to four vectors w whose i32 lanes each hold the
+ * two keys' codes of one value as int16. In-lane unpacks: w[2 h] holds values 16 h + 0..3 and
+ * 16 h + 8..11 of the step, w[2 h + 1] 16 h + 4..7 and 16 h + 12..15 (part h: kg_pv_store puts its
+ * sums back in order). */
+static inline void kg_pv_interleave(const kg_icodes *k, kg_ivec *w) {
+  const __m256i a = kg_icodes_raw(k[0]), b = kg_icodes_raw(k[1]);
+  const __m256i a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)), a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1));
+  const __m256i b0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b)), b1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1));
+  w[0] = _mm256_unpacklo_epi16(a0, b0);
+  w[1] = _mm256_unpackhi_epi16(a0, b0);
+  w[2] = _mm256_unpacklo_epi16(a1, b1);
+  w[3] = _mm256_unpackhi_epi16(a1, b1);
+}
+/* Two keys' P codes (one i32) in every lane. */
+static inline kg_ivec kg_pv_bcast(const int16_t *c) {
+  int32_t a;
+  memcpy(&a, c, sizeof a);
+  return _mm256_set1_epi32(a);
+}
+/* acc[0..16) = acc * corr + scale * one part's sums s[0..2), in kg_pv_interleave's lane order: the
+ * low 128-bit halves of s[0], s[1] are values 0..7, the high ones 8..15. */
+static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float corr) {
+  const __m256 a0 = _mm256_cvtepi32_ps(s[0]), a1 = _mm256_cvtepi32_ps(s[1]);
+  const __m256 t[2] = { _mm256_permute2f128_ps(a0, a1, 0x20), _mm256_permute2f128_ps(a0, a1, 0x31) };
+  for (int i = 0; i < 2; i++) _mm256_storeu_ps(acc + 8 * i, _mm256_fmadd_ps(t[i], _mm256_set1_ps(scale), _mm256_mul_ps(_mm256_loadu_ps(acc + 8 * i), _mm256_set1_ps(corr))));
+}
 static inline kg_vec kg_icvt(kg_ivec v) { return _mm256_cvtepi32_ps(v); }
 /* lo in the low half of the lanes, hi in the high half. */
 static inline kg_vec kg_vhalves(float lo, float hi) { return _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo)); }
@@ -345,7 +432,7 @@ static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t ro
 }
 
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
- * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
+ * one per part of an integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
  * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
  * each pass's prefetches spread evenly over the keys (a dense burst of prefetches stalls the loads
  * behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued

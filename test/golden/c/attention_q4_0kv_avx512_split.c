@@ -81,9 +81,12 @@ enum {
   KG_IPIECE = 16,
   KG_IPIECES = 4,
   KG_ISCALES = 2,
-  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), keys per i32 lane, the
-   * largest |P code| and a tile's keys rounded up to whole lanes. */
+  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), a row's i32 accumulators
+   * (vectors of a step taken together) and parts of a step, keys per i32 lane, the largest |P code|
+   * and a tile's keys rounded up to whole lanes. */
   KG_LANE_CODES = 4,
+  KG_PV_ACC = 4,
+  KG_PV_PARTS = 1,
   KG_PV_LANE_KEYS = 2,
   KG_PV_CODE_MAX = 32767,
   KG_PV_KEYS = 64,
@@ -357,7 +360,7 @@ static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
   __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(v), "v"(p));
   return acc;
 }
-/* acc[0..KG_ISTEP) = acc * corr + scale * the sums s, in kg_pv_interleave's lane order: blocks (0, 2,
+/* acc[0..KG_ISTEP) (one part: KG_PV_ACC = 4) = acc * corr + scale * the sums s, in kg_pv_interleave's lane order: blocks (0, 2,
  * 1, 3) of each pair's blocks (0, 1) or (2, 3) are values 16 i .. 16 i + 15. */
 static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float corr) {
   const __m512 a0 = _mm512_cvtepi32_ps(s[0]), a1 = _mm512_cvtepi32_ps(s[1]), a2 = _mm512_cvtepi32_ps(s[2]), a3 = _mm512_cvtepi32_ps(s[3]);
@@ -561,7 +564,7 @@ static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t ro
 }
 
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
- * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
+ * one per part of an integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
  * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
  * each pass's prefetches spread evenly over the keys (a dense burst of prefetches stalls the loads
  * behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
@@ -762,8 +765,11 @@ static void kg_accumulate_masked(float *acc, const float *p, const float *corr, 
  * int16 codes on one scale, the largest |V scale| / KG_PV_CODE_MAX (P <= 1: the tile's scores are
  * at most the running max); each integer step of V codes is loaded for KG_PV_LANE_KEYS keys at a
  * time, interleaved a key per part of each i32 lane, once for all KG_RG rows. Padding keys (n up
- * to KG_PV_KEYS) read the tile's last row with P code 0. The next tile's first `next` V rows are
- * prefetched as the keys go by. */
+ * to KG_PV_KEYS) read the tile's last row with P code 0. A step goes in KG_PV_PARTS parts of KG_PV_ACC
+ * vectors, each its own pass over the keys with KG_PV_ACC accumulators a row. The i32 sums cannot
+ * overflow: each product is at most KG_PV_CODE_MAX x 128 (int8 V), 2^22, and a lane sums at most
+ * one per key of a tile (at most 256 keys, the largest kvBlock; 512 would still fit). The next
+ * tile's first `next` V rows are prefetched as the keys go by. */
 static void kg_accumulate_int(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* The tile's V scales by group: vd[g * KG_PV_KEYS + jj]. */
   float vd[KG_GROUPS_PAD * KG_PV_KEYS];
@@ -790,21 +796,29 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
      * (a group holds whole steps or half of one). */
     int grp[KG_LANE_CODES];
     for (int i = 0; i < KG_LANE_CODES; i++) grp[i] = (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE;
-    kg_ivec sum[KG_RG][KG_LANE_CODES];
-    for (int r = 0; r < KG_RG; r++)
-      for (int i = 0; i < KG_LANE_CODES; i++) sum[r][i] = kg_izero();
-    for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
-      kg_icodes x[KG_PV_LANE_KEYS];
-      kg_ivec w[KG_LANE_CODES];
-      /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
-      for (int i = 0; i < KG_PV_LANE_KEYS; i++)
-        if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st, jj + i);
-      for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
-      kg_pv_interleave(x, w);
+    /* Part h: vectors h * KG_PV_ACC .. of kg_pv_interleave's, the values kg_pv_store puts at
+     * h * KG_PV_ACC * KG_LANES of the step (the other parts' interleaving is dead code). */
+#pragma GCC unroll 1
+    for (int h = 0; h < KG_PV_PARTS; h++) {
+      kg_ivec sum[KG_RG][KG_PV_ACC];
       for (int r = 0; r < KG_RG; r++)
-        for (int i = 0; i < KG_LANE_CODES; i++) sum[r][i] = kg_pv_dot(sum[r][i], w[i], kg_pv_bcast(codes + (r * KG_GROUPS + grp[i]) * KG_PV_KEYS + jj));
+        for (int i = 0; i < KG_PV_ACC; i++) sum[r][i] = kg_izero();
+      for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
+        kg_icodes x[KG_PV_LANE_KEYS];
+        kg_ivec w[KG_LANE_CODES];
+        /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++)
+          if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
+        kg_pv_interleave(x, w);
+        for (int r = 0; r < KG_RG; r++)
+          for (int i = 0; i < KG_PV_ACC; i++) {
+            const int wi = h * KG_PV_ACC + i;
+            sum[r][i] = kg_pv_dot(sum[r][i], w[wi], kg_pv_bcast(codes + (r * KG_GROUPS + grp[wi]) * KG_PV_KEYS + jj));
+          }
+      }
+      for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP + h * KG_PV_ACC * KG_LANES, sum[r], scale, corr[r]);
     }
-    for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP, sum[r], scale, corr[r]);
   }
 }
 

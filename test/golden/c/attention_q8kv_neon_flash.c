@@ -79,9 +79,12 @@ enum {
   KG_IPIECE = 16,
   KG_IPIECES = 1,
   KG_ISCALES = 1,
-  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), keys per i32 lane, the
-   * largest |P code| and a tile's keys rounded up to whole lanes. */
+  /* Integer P.V (pvInt): vectors per integer step (its codes per i32 lane), a row's i32 accumulators
+   * (vectors of a step taken together) and parts of a step, keys per i32 lane, the largest |P code|
+   * and a tile's keys rounded up to whole lanes. */
   KG_LANE_CODES = 4,
+  KG_PV_ACC = 0,
+  KG_PV_PARTS = 0,
   KG_PV_LANE_KEYS = 0,
   KG_PV_CODE_MAX = 0,
   KG_PV_KEYS = 0,
@@ -362,7 +365,7 @@ static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t ro
 }
 
 /* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int:
- * one per integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
+ * one per part of an integer step) reaches key jj: line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th
  * after it, of `row`, key jj's V row in the next tile. Over the passes each line of the row once, and
  * each pass's prefetches spread evenly over the keys (a dense burst of prefetches stalls the loads
  * behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
