@@ -261,7 +261,7 @@ describe.concurrent('kgen CLI', () => {
     const all = (await run(['db', 'list', '--db', db])).stdout;
     expect(all).toMatch(/^\d+ +qa-cli-lab +c +matmul_q4 /m);
     expect(all).toMatch(/^2 +epyc-7763 \(other figures\) +c +matmul_q4 /m);
-    expect((await run(['db', 'show', '2', '--db', db])).stdout).toMatch(/^tuned under other figures than epyc-7763's profile has now \(profileHash\): emit passes these records over$/m);
+    expect((await run(['db', 'show', '2', '--db', db])).stdout).toMatch(/^tuned under other figures of its profile \(profile hash 0123456789abcdef; the profile now hashes to [0-9a-f]{16}\): emit passes these records over$/m);
     const report = await run(['report', '--db', db, '--json', '--device', lab]);
     expect(report.exitCode, report.stderr).toBe(0);
     // The file's roofline is not the one the record was tuned under: none is drawn for it.

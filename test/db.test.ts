@@ -14,6 +14,7 @@ import { openTuningDb, schemaVersion, workloadKey } from '../src/db/sqlite.js';
 import type { Fingerprint, Trial, TuningDb, WorkloadInfo } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
 import type { GpuDetection } from '../src/device/gpu.js';
+import { hostIsa } from '../src/device/host.js';
 import { profileHash, type DeviceProfile } from '../src/device/profile.js';
 import { fingerprintFor } from '../src/tune/fingerprint.js';
 import { InternalError, KgenError } from '../src/errors.js';
@@ -157,7 +158,7 @@ describe('tuning database', () => {
     const asNobody = (args: string[]) => execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(import.meta.dirname, '..', 'bin', 'kgen'), ...args], { reject: false, env: { HOME: dir } });
     const list = await asNobody(['db', 'list', '--db', path]);
     expect(list.exitCode, list.stderr).toBe(0);
-    expect(list.stdout).toMatch(/host +c +matmul_q4 +M=1,N=64,K=256 +1 +1/);
+    expect(list.stdout).toMatch(/host( \(other figures\))? +c +matmul_q4 +M=1,N=64,K=256 +1 +1/);
     // Nothing appears beside it, and writing says why it cannot.
     expect(readdirSync(dir)).toEqual(['shared.db']);
     const importing = await asNobody(['db', 'import', '--db', path, records]);
@@ -366,6 +367,27 @@ describe('emit takes its config from the records', () => {
     expect(near.notes.at(-1)).toMatch(/so a record of M=1,N=1024,K=4096 is taken instead; run `kgen tune`/);
     same.close();
     other.close();
+  });
+
+  it('passes over host records measured on another CPU or lent profile (a database brought from another machine), and takes this CPU\'s', () => {
+    const request = { target: 'c', op: 'matmul_q4', device: 'host', shape: 'M=1,N=4096,K=4096' } as const;
+    // The default config is legal on whatever CPU runs this; a record of it is told apart by configSource.
+    const config = emit(request).plan.config as Record<string, number | string>;
+    const here = { profile: 'host', target: 'c', cpu: hostIsa().model.trim(), isa: [...hostIsa().isa].sort().join(' ') };
+    const withFingerprint = (fingerprint: WorkloadInfo['fingerprint']) => {
+      const db = openTuningDb(':memory:');
+      db.addTrial(db.ensureWorkload(info({ M: 1, N: 4096, K: 4096 }, { device: 'host', fingerprint })).id, trial(config, 0.3));
+      return db;
+    };
+    const same = withFingerprint(here);
+    expect(emit({ ...request, records: same }).manifest.configSource).toBe('record');
+    const elsewhere = withFingerprint({ ...here, cpu: 'Another CPU 9000' });
+    const e = emit({ ...request, records: elsewhere });
+    expect(e.manifest.configSource).toBe('default');
+    expect(e.notes).toEqual([expect.stringMatching(/^passed over 1 tuning record of host \(c, matmul_q4\): measured on another CPU or under another lent profile \(Another CPU 9000, lent none; this host: .+, lent none\), so the default config is taken instead/)]);
+    const lent = withFingerprint({ ...here, forcedFrom: 'epyc-9654' });
+    expect(emit({ ...request, records: lent }).manifest.configSource).toBe('default');
+    for (const db of [same, elsewhere, lent]) db.close();
   });
 
   it('passes over records from another device', () => {

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { resolveRequest } from '../api/request.js';
 import { importRunResult } from '../backends/registry.js';
 import { validateExchange } from '../db/exchange.js';
-import { describeChoice, figuresNotes, recordedConfig, recordedConfigView, workloadFigures } from '../db/lookup.js';
+import { describeChoice, figuresNotes, otherFiguresText, recordedConfig, recordedConfigView, workloadFigures } from '../db/lookup.js';
 import { notRunnable, notRunnableText } from '../db/not-runnable.js';
 import { importedRunExchange } from '../db/run-result.js';
 import type { TuningDb, WorkloadFilter } from '../db/types.js';
@@ -101,7 +101,7 @@ Examples:
         if (flags.json) return printJson({ workload: w, trials });
         process.stdout.write(`workload ${w.id}: ${w.op.name} ${formatShape(w.shape)} on ${w.device} (${w.target}), kgen ${w.kgenVersion}, template ${w.templateHash}\n`);
         process.stdout.write(`fingerprint: ${JSON.stringify(w.fingerprint)}\n`);
-        if (workloadFigures(w, cliHost()) === 'other') process.stdout.write(`tuned under other figures than ${w.device}'s profile has now (profileHash): emit passes these records over\n`);
+        if (workloadFigures(w, cliHost()) === 'other') process.stdout.write(`${otherFiguresText([w], getDevice(w.device, cliHost()))}: emit passes these records over\n`);
         const counts = new Map<string, number>();
         for (const t of trials) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
         process.stdout.write(`trials: ${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}\n`);

@@ -1,6 +1,7 @@
 import type { Config, PlanRequest, SearchSpace } from '../plan/types.js';
 import { planRequest } from '../backends/registry.js';
 import { getDevice, type DeviceOptions } from '../device/index.js';
+import { hostIsa } from '../device/host.js';
 import { loadProfiles, profileHash, type DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
@@ -25,19 +26,35 @@ export interface RecordedChoice {
 
 /**
  * How a record stands to the figures of the profile a request plans on (`profileHash`): `same`
- * where its fingerprint holds the profile's hash, or the profile is `host` (it has none: its
- * records' fingerprints name the CPU instead); `other` where it holds another hash (tuned before
- * the profile was edited, or on another kgen's figures of a shipped profile); `unchecked` where it
- * holds none (recorded by a kgen from before profile hashes, or imported from one).
+ * where its fingerprint holds the profile's hash, or, for `host` (which has none), names this
+ * machine's CPU (`hostFiguresMatch`); `other` where it holds another hash (tuned before the profile
+ * was edited, or on another kgen's figures of a shipped profile) or, for `host`, names another CPU
+ * (a database or export brought from another machine); `unchecked` where it holds no hash (recorded
+ * by a kgen from before profile hashes, or imported from one).
  */
 export type FiguresMatch = 'same' | 'other' | 'unchecked';
 
 /** How a record's `fingerprint` stands to `device`'s figures now (`FiguresMatch`). */
 export function figuresMatch(fingerprint: Fingerprint, device: DeviceProfile): FiguresMatch {
   const now = profileHash(device);
-  if (now === undefined) return 'same';
+  if (now === undefined) return hostFiguresMatch(fingerprint, device);
   const then = fingerprint.profileHash;
   return then === undefined ? 'unchecked' : then === now ? 'same' : 'other';
+}
+
+/**
+ * How a record of `host` stands to this machine. Its fingerprint names the CPU it was measured on
+ * (the C target's `cpu` model and `isa` extensions, as `cFingerprint` reads them) and, for a host
+ * lent another profile's figures, that profile (`forcedFrom`): another CPU, ISA set or lent profile
+ * is `other`. A fingerprint that names no CPU (none of kgen's targets records host trials without
+ * one; a hand-made or very old record) cannot be told apart, and is taken as before: `same`.
+ */
+function hostFiguresMatch(fingerprint: Fingerprint, device: DeviceProfile): 'same' | 'other' {
+  if (fingerprint.cpu === undefined) return 'same';
+  if (fingerprint.forcedFrom !== device.forcedFrom) return 'other';
+  const here = hostIsa();
+  const sameCpu = fingerprint.cpu === here.model.trim() && (fingerprint.isa === undefined || fingerprint.isa === [...here.isa].sort().join(' '));
+  return sameCpu ? 'same' : 'other';
 }
 
 /** Distance between two shapes of one op: the sum of |log2 ratio| over their dimensions. */
@@ -131,13 +148,18 @@ export function figuresNotes(db: TuningDb, req: PlanRequest & { irHash: string }
   if (choice?.source === 'record') return notes;
   const passed = recordsOfOtherFigures(db, req);
   if (!passed.length) return notes;
-  const then = [...new Set(passed.map((w) => String(w.fingerprint.profileHash)))].join(', ');
   const instead = choice ? `a record of ${formatShape(choice.workload.shape)} is taken instead` : 'the default config is taken instead';
-  notes.push(
-    `passed over ${passed.length} tuning record${passed.length === 1 ? '' : 's'} of ${device.name} (${req.target}, ${req.op.name}): tuned under other figures of its profile ` +
-      `(profile hash ${then}; the profile now hashes to ${profileHash(device)}), so ${instead}; run \`kgen tune\` to measure under these figures`,
-  );
+  notes.push(`passed over ${passed.length} tuning record${passed.length === 1 ? '' : 's'} of ${device.name} (${req.target}, ${req.op.name}): ${otherFiguresText(passed, device)}, so ${instead}; run \`kgen tune\` to measure under these figures`);
   return notes;
+}
+
+/** Why records of `device` count as tuned under other figures (`figuresMatch` said `other` of each). */
+export function otherFiguresText(records: readonly Pick<WorkloadInfo, 'fingerprint'>[], device: DeviceProfile): string {
+  const distinct = (f: (w: Pick<WorkloadInfo, 'fingerprint'>) => unknown) => [...new Set(records.map((w) => String(f(w))))].join(', ');
+  const now = profileHash(device);
+  if (now !== undefined) return `tuned under other figures of its profile (profile hash ${distinct((w) => w.fingerprint.profileHash)}; the profile now hashes to ${now})`;
+  const lent = device.forcedFrom === undefined ? 'none' : device.forcedFrom;
+  return `measured on another CPU or under another lent profile (${distinct((w) => `${w.fingerprint.cpu ?? 'no CPU named'}, lent ${w.fingerprint.forcedFrom ?? 'none'}`)}; this host: ${hostIsa().model.trim()}, lent ${lent})`;
 }
 
 /** One line saying which record a config came from, for stderr and manifests. */
