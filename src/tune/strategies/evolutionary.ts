@@ -7,6 +7,7 @@ import type { Search, SearchContext, Strategy } from './types.js';
  * uniform crossover of their knob values, and a mutation that moves each knob to a neighbouring
  * value (knob values are ordered) or, rarely, to any value. Children that are illegal or already
  * measured are redrawn; a share of proposals stay random so the search never stalls in one basin.
+ * A call proposes at most `population` configs (one generation), so every child is bred from times.
  */
 export const evolutionary: Strategy = {
   name: 'evolutionary',
@@ -42,10 +43,18 @@ export const evolutionary: Strategy = {
         const b = tournament();
         const child: Config = {};
         for (const k of knobs) {
+          // A knob that does not matter given the knobs before it holds its first value in every
+          // legal config (enumerateConfigs): breeding another value would only make an illegal child.
+          if (k.when && !k.when(child)) {
+            child[k.name] = k.values[0]!;
+            continue;
+          }
           let v = rng.next() < 0.5 ? a[k.name]! : b[k.name]!;
           if (rng.next() < options.mutation!) {
             const i = k.values.indexOf(v);
             if (rng.next() < 0.8 && i >= 0) {
+              // One step either way, held at the ends of the list (stepping inward there instead
+              // searched worse on the synthetic landscapes of bench/search-quality.ts).
               const j = Math.min(k.values.length - 1, Math.max(0, i + (rng.next() < 0.5 ? -1 : 1)));
               v = k.values[j]!;
             } else {
@@ -66,6 +75,10 @@ export const evolutionary: Strategy = {
         if (ms !== undefined) scored.push({ config, ms });
       },
       propose(count) {
+        // At most one generation per call: children are bred from measured configs only, so a
+        // wider batch (tune asks for two per build slot, 32 on a 16-core machine) would otherwise
+        // be drawn at random before any of its configs had a time.
+        const limit = Math.min(count, options.population!);
         const out: Config[] = [];
         const take = (c: Config | undefined) => {
           if (!c) return false;
@@ -74,8 +87,8 @@ export const evolutionary: Strategy = {
           return true;
         };
         // The default config first: it is the baseline every tuned result is compared with.
-        if (ctx.legal.length && !seen.has(ctx.hashOf(ctx.legal[0]!))) take(ctx.legal[0]);
-        while (out.length < count) {
+        if (limit > 0 && ctx.legal.length && !seen.has(ctx.hashOf(ctx.legal[0]!))) take(ctx.legal[0]);
+        while (out.length < limit) {
           const breeding = scored.length >= Math.min(options.population!, 2) && seen.size >= options.population!;
           const c = breeding && rng.next() >= options.explore! ? (breed() ?? randomUnseen()) : randomUnseen();
           if (!take(c)) break;

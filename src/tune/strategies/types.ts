@@ -26,8 +26,9 @@ export interface SearchContext {
 /**
  * A running search. The tuner asks for configs, measures them, and reports each outcome; configs
  * measured earlier (a resumed run) are reported before the first `propose`.
- * Invariant: `propose` returns legal configs not reported before, and an empty list only when the
- * strategy is done.
+ * Invariant: `propose` returns legal configs not reported before, at most `count` of them (fewer
+ * when the strategy wants the outcomes of those first), and an empty list only when the strategy
+ * is done.
  */
 export interface Search {
   propose(count: number): Config[];
