@@ -228,7 +228,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
 
   async function session(
     script: Script,
-    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number },
+    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown> },
   ) {
     const db = o.db ?? openTuningDb(':memory:');
     const h = harness(script, o.onExecute);
@@ -247,6 +247,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       timing: o.timing,
       signal: o.signal,
       timeBudgetMs: o.timeBudgetMs,
+      fixed: o.fixed,
       onEvent: (e) => events.push(e),
     });
     return { db, summary, events, ...h };
@@ -372,6 +373,24 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(final.finalists[2]!.roundsMs).toEqual([]);
     expect(final.winner!.timing!.medianMs).toBe(0.51);
     expect(summary.results[0]!.best!.uid).toBe(final.winner!.uid);
+  });
+
+  it('a session pinned by --config re-times the workload\'s best outside its pins with its own finalists, so it cannot unseat it', async () => {
+    // Session 1 (no pins): rank 1 (prefetch 0) is fastest and the re-timing's winner.
+    const first = await session((rank) => ({ ms: rank === 1 ? 0.3 : 1 + rank / 100 }), { trials: 4 });
+    const leader = first.summary.results[0]!.best!;
+    expect(rankOfConfig(leader.config)).toBe(1);
+    // Session 2 pins prefetch 2: its configs are slower than the leader, which it never measures.
+    const pinned = await session((rank) => ({ ms: rank === 1 ? 0.3 : 0.8 + rank / 100 }), { trials: 4, db: first.db, fixed: { prefetch: 2 } });
+    const r = pinned.summary.results[0]!;
+    const retiming = of(pinned.events, 'retiming')[0]!;
+    expect(retiming.finalists.map((t) => rankOfConfig(t.config)).at(-1)).toBe(1);
+    expect(retiming.withLeader).toBe(true);
+    expect(r.final!.withLeader).toBe(true);
+    // What db best and emit take is still the leader, now by its re-timing.
+    expect(rankOfConfig(r.best!.config)).toBe(1);
+    expect(rankOfConfig(first.db.best(r.workload.id)!.config)).toBe(1);
+    expect(r.best!.strategy).toBe(RETIME_STRATEGY);
   });
 
   it('--retime 0 re-times nothing; an interrupt during the re-timing records none of it', async () => {

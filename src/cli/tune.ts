@@ -250,15 +250,20 @@ function pct(x: number): string {
   return `${Math.round(100 * x)}%`;
 }
 
-/** "the best 3", or "the best 3 and the default config" where the default was re-timed with them. */
-function finalistsText(count: number, withDefault: boolean): string {
-  return withDefault ? `the best ${count - 1} and the default config` : `the best ${count}`;
+/**
+ * "the best 3", with "the default config" where the default was re-timed with them, and "the best
+ * outside --config" where a pinned session re-timed the workload's best too.
+ */
+function finalistsText(f: { finalists: readonly unknown[]; withDefault: boolean; withLeader: boolean }): string {
+  const extra = [f.withDefault && 'the default config', f.withLeader && 'the best outside --config'].filter((x): x is string => Boolean(x));
+  const best = `the best ${f.finalists.length - extra.length}`;
+  return extra.length ? `${[best, ...extra.slice(0, -1)].join(', ')} and ${extra.at(-1)}` : best;
 }
 
 /** One line on what the final re-timing decided; `config` is the winner's as shown. */
 function retimedLine(f: FinalRetiming, config: (c: Config) => Config): string {
   const w = f.winner;
-  const head = `re-timed ${finalistsText(f.finalists.length, f.withDefault)} back to back, ${f.rounds} rounds`;
+  const head = `re-timed ${finalistsText(f)} back to back, ${f.rounds} rounds`;
   return w?.timing ? `${head}: winner ${fmtMs(w.timing.medianMs)} ms (measured ${fmtMs(f.finalists.find((x) => x.trial.id === w.id)!.beforeMs)} ms before) ${JSON.stringify(config(w.config))}` : `${head}: every one failed when run again`;
 }
 
@@ -333,7 +338,7 @@ function makeProgress(json: boolean, shown: ConfigView): { event: (e: TuneEvent)
         const what = e.medianMs !== undefined ? `${fmtMs(e.medianMs)} ms, ` : '';
         say(`${e.final ? 're-timing: ' : ''}${what}${e.reasons.join(', ')}: measuring again (attempt ${e.attempt} of ${e.of})`);
       } else if (e.kind === 'retiming') {
-        say(`re-timing ${finalistsText(e.finalists.length, e.withDefault)} back to back, ${e.rounds} rounds`);
+        say(`re-timing ${finalistsText(e)} back to back, ${e.rounds} rounds`);
       } else if (e.kind === 'retimed') {
         say(retimedLine(e.result, (c) => shown(e.workload, c)));
       } else if (e.kind === 'stopped') {
@@ -371,7 +376,7 @@ function eventJson(e: TuneEvent): unknown {
     case 'remeasure':
       return { event: 'remeasure', workloadId: e.workload.id, config: e.config, attempt: e.attempt, of: e.of, reasons: e.reasons, medianMs: e.medianMs, final: e.final };
     case 'retiming':
-      return { event: 'retiming', workloadId: e.workload.id, rounds: e.rounds, configs: e.finalists.map((t) => t.config), withDefault: e.withDefault };
+      return { event: 'retiming', workloadId: e.workload.id, rounds: e.rounds, configs: e.finalists.map((t) => t.config), withDefault: e.withDefault, withLeader: e.withLeader };
     case 'retimed':
       return { event: 'retimed', workloadId: e.workload.id, ...finalJson(e.result) };
     case 'workload-done':

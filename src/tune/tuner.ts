@@ -10,7 +10,7 @@ import type { Op, Shape } from '../ir/types.js';
 import { opHash } from '../ir/validate.js';
 import { opKit, type TestData } from '../ops/index.js';
 import { Rng } from '../numeric/random.js';
-import type { Config, Plan } from '../plan/types.js';
+import type { Config, Plan, PlanRequest } from '../plan/types.js';
 import { commentText } from '../render/comment-text.js';
 import { KGEN_VERSION } from '../version.js';
 import { fingerprintFor } from './fingerprint.js';
@@ -122,8 +122,11 @@ export type TuneEvent =
       /** True inside the final re-timing. */
       final: boolean;
     }
-  /** `finalists`: the best few, then the default config where `withDefault` (it was not among them). */
-  | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; withDefault: boolean; rounds: number }
+  /**
+   * `finalists`: the best few, then the default config where `withDefault` (it was not among them),
+   * then the workload's best where `withLeader` (outside this session's `--config` pins).
+   */
+  | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; withDefault: boolean; withLeader: boolean; rounds: number }
   | { kind: 'retimed'; workload: Workload; result: FinalRetiming }
   | { kind: 'workload-done'; workload: Workload; best?: TrialRow; measured: number }
   | { kind: 'stopped'; reason: 'interrupted' | 'time budget' }
@@ -153,6 +156,8 @@ export interface FinalRetiming {
   winner?: TrialRow;
   /** The default config was re-timed too, not being among the best few. */
   withDefault: boolean;
+  /** The workload's best, outside this session's `--config` pins, was re-timed too. */
+  withLeader: boolean;
   rounds: number;
 }
 
@@ -375,6 +380,8 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
           origin,
           measuredNew: added > failures + unsupported,
           defaultHash: defaultCandidate.hash,
+          // Pinned: the configs outside the pins, planned only when the workload's best is one of them.
+          outside: Object.keys(opts.fixed ?? {}).length ? lazyOutside(req, runnerOf) : undefined,
           emit: (e) => opts.onEvent?.(e),
         });
     if (final) opts.onEvent?.({ kind: 'retimed', workload, result: final });
@@ -482,6 +489,8 @@ interface FinalContext {
   measuredNew: boolean;
   /** The hash of the workload's default config (the space's first), re-timed with the finalists. */
   defaultHash: string;
+  /** A session pinned by `--config`: the legal configs of the whole space that run here, by hash. */
+  outside?: (hash: string) => Candidate | undefined;
   emit: (e: TuneEvent) => void;
 }
 
@@ -499,18 +508,24 @@ interface FinalContext {
 async function finalRetiming(f: FinalContext): Promise<FinalRetiming | undefined> {
   const { policy } = f.timing;
   if (policy.finalists < 2) return undefined;
-  const contending = contendingTrials(f.db.trials(f.workload.id)).filter((t) => f.byHash.has(t.configHash));
+  const all = contendingTrials(f.db.trials(f.workload.id));
+  const contending = all.filter((t) => f.byHash.has(t.configHash));
   const top = contending.slice(0, policy.finalists);
   // A session that measured nothing new re-times only a best that was never re-timed (an earlier session was interrupted).
   if (top.length < 2 || (!f.measuredNew && top[0]!.strategy === RETIME_STRATEGY)) return undefined;
   const byDefault = contending.find((t) => t.configHash === f.defaultHash);
-  const timed = byDefault && !top.includes(byDefault) ? [...top, byDefault] : top;
-  const withDefault = timed.length > top.length;
-  f.emit({ kind: 'retiming', workload: f.workload, finalists: timed, withDefault, rounds: policy.finalRounds });
+  // The workload's best outside the pins goes with them: the re-timing is the verdict, and a
+  // verdict without it would drop it from the contest it leads (a pinned `--config '{"isa":"avx2"}'`
+  // session made a slower AVX2 kernel what emit takes).
+  const leader = all[0] && !f.byHash.has(all[0].configHash) && f.outside?.(all[0].configHash) ? all[0] : undefined;
+  const timed = [...top, ...(byDefault && !top.includes(byDefault) ? [byDefault] : []), ...(leader ? [leader] : [])];
+  const withDefault = byDefault !== undefined && !top.includes(byDefault);
+  const withLeader = leader !== undefined;
+  f.emit({ kind: 'retiming', workload: f.workload, finalists: timed, withDefault, withLeader, rounds: policy.finalRounds });
   const beforeMs = new Map(timed.map((t) => [t.configHash, t.timing!.medianMs]));
   const finalists = await retimePass(f, timed, (hash) => beforeMs.get(hash)!);
   if (!finalists) return undefined;
-  return { finalists, winner: finalists.find((x) => x.trial.status === 'ok')?.trial, withDefault, rounds: policy.finalRounds };
+  return { finalists, winner: finalists.find((x) => x.trial.status === 'ok')?.trial, withDefault, withLeader, rounds: policy.finalRounds };
 }
 
 /** ok trials fastest first, then failures. */
@@ -528,7 +543,7 @@ async function retimePass(f: FinalContext, contenders: readonly TrialRow[], befo
   const groups = new Map<string, Group>();
   const unbuilt: Array<{ candidate: Candidate; outcome: Outcome }> = [];
   for (const t of contenders) {
-    const candidate = f.byHash.get(t.configHash)!;
+    const candidate = (f.byHash.get(t.configHash) ?? f.outside?.(t.configHash))!;
     const runner = f.runnerOf(candidate.plan);
     const build = await runner.build(candidate.plan, renderPlan(candidate.plan, f.renderCtx), { cacheDir: f.cacheDir });
     if (build.status !== 'ok') {
@@ -575,6 +590,15 @@ async function retimePass(f: FinalContext, contenders: readonly TrialRow[], befo
   }
   for (const u of unbuilt) out.push(record(u.candidate, { outcome: u.outcome }, []));
   return out.sort((a, b) => byTime(a.trial, b.trial));
+}
+
+/**
+ * The legal configs of `req`'s whole space (no pins) that run here, by hash, pruned on first use:
+ * a pinned session needs them only to re-time a best outside its pins.
+ */
+function lazyOutside(req: PlanRequest, runnerOf: (plan: Plan) => KernelRunner): (hash: string) => Candidate | undefined {
+  let all: Map<string, Candidate> | undefined;
+  return (hash) => (all ??= new Map(executableHere(pruneSpace(req), runnerOf).legal.map((c) => [c.hash, c]))).get(hash);
 }
 
 /** The middle value (upper middle for an even count). */
