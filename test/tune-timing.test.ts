@@ -195,7 +195,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
   const output = new Uint8Array(Float32Array.from(reference).buffer);
 
   /** What one execution of the config of rank `rank` shows, the `run`-th time it runs (0-based). */
-  type Script = (rank: number, run: number) => { ms: number; spread?: number; foreignCores?: number; status?: 'crash' | 'timeout' };
+  type Script = (rank: number, run: number) => { ms: number; spread?: number; foreignCores?: number; status?: 'crash' | 'timeout'; wrong?: boolean };
 
   function harness(script: Script, onExecute?: (rank: number) => void | Promise<void>) {
     const clock = { at: 0, busy: 0 };
@@ -219,7 +219,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
         clock.busy += s.foreignCores ?? 0;
         if (s.status) return { status: s.status, detail: `scripted ${s.status}`, runMs: 1000 };
         const spread = s.spread ?? 0.02;
-        return { status: 'ok', output, runMs: 1000, timing: { medianMs: s.ms, minMs: s.ms * (1 - spread), maxMs: s.ms * (1 + spread), spread, runs: 41 } };
+        return { status: 'ok', output: s.wrong ? new Uint8Array(output.length) : output, runMs: 1000, timing: { medianMs: s.ms, minMs: s.ms * (1 - spread), maxMs: s.ms * (1 + spread), spread, runs: 41 } };
       },
     });
     const cpuSampler = (): CpuSample => ({ systemBusy: clock.busy, own: 0, at: clock.at });
@@ -228,7 +228,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
 
   async function session(
     script: Script,
-    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown> },
+    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown>; strategy?: string },
   ) {
     const db = o.db ?? openTuningDb(':memory:');
     const h = harness(script, o.onExecute);
@@ -238,7 +238,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       device,
       target: 'c',
       workloads: [{ op: q4, shape: SMALL }],
-      strategy: 'exhaustive',
+      strategy: o.strategy ?? 'exhaustive',
       trials: o.trials,
       threads: 64, // all of the profile's cores: any foreign load is on the kernel's cores
       cacheDir: '/nonexistent-kgen-test-cache',
@@ -375,6 +375,27 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(summary.results[0]!.best!.uid).toBe(final.winner!.uid);
   });
 
+  it('resume after Ctrl-C measures nothing twice, stops at --trials, and continues the same random order', async () => {
+    const ms = (rank: number) => ({ ms: 1 + ((rank * 7) % 13) / 10 });
+    const hashes = (db: ReturnType<typeof openTuningDb>, id: number) => db.trials(id).filter((t) => t.strategy !== RETIME_STRATEGY).sort((a, b) => a.id - b.id).map((t) => t.configHash);
+    const whole = await session(ms, { trials: 10, strategy: 'random', timing: { finalists: 0 } });
+    const wholeOrder = hashes(whole.db, whole.summary.results[0]!.workload.id);
+    for (const strategy of ['random', 'evolutionary']) {
+      const controller = new AbortController();
+      let executions = 0;
+      const cut = await session(ms, { trials: 10, strategy, timing: { finalists: 0 }, signal: controller.signal, onExecute: () => void (++executions === 4 && controller.abort()) });
+      expect(cut.summary.stopped).toBe('interrupted');
+      const id = cut.summary.results[0]!.workload.id;
+      // The trial in flight when Ctrl-C came is not recorded.
+      expect(hashes(cut.db, id)).toHaveLength(3);
+      const rest = await session(ms, { trials: 10, strategy, timing: { finalists: 0 }, db: cut.db });
+      expect(rest.summary.results[0]!.added).toBe(7);
+      const order = hashes(cut.db, id);
+      expect(new Set(order).size).toBe(10);
+      if (strategy === 'random') expect(order).toEqual(wholeOrder);
+    }
+  });
+
   it('a session pinned by --config re-times the workload\'s best outside its pins with its own finalists, so it cannot unseat it', async () => {
     // Session 1 (no pins): rank 1 (prefetch 0) is fastest and the re-timing's winner.
     const first = await session((rank) => ({ ms: rank === 1 ? 0.3 : 1 + rank / 100 }), { trials: 4 });
@@ -391,6 +412,15 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(rankOfConfig(r.best!.config)).toBe(1);
     expect(rankOfConfig(first.db.best(r.workload.id)!.config)).toBe(1);
     expect(r.best!.strategy).toBe(RETIME_STRATEGY);
+  });
+
+  it('a wrong result never wins: not when fastest in the trials, not when a finalist turns wrong in the re-timing', async () => {
+    // Rank 0 is wrong and fastest; rank 2 is fastest and right at first, wrong when run again.
+    const { summary, db } = await session((rank, run) => ({ ms: [0.1, 0.5, 0.2, 0.6][rank]!, wrong: rank === 0 || (rank === 2 && run > 0) }), { trials: 4 });
+    const r = summary.results[0]!;
+    expect(r.final!.finalists.map((x) => [rankOfConfig(x.trial.config), x.trial.status])).toEqual([[1, 'ok'], [3, 'ok'], [2, 'wrong_result']]);
+    expect(rankOfConfig(r.best!.config)).toBe(1);
+    expect(db.best(r.workload.id)!.uid).toBe(r.final!.winner!.uid);
   });
 
   it('--retime 0 re-times nothing; an interrupt during the re-timing records none of it', async () => {
