@@ -320,9 +320,10 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     const bySource = new Map<string, Measured>();
     let expectedMs = rooflineMs(device, traffic) * 3;
     // Wall time of each ok timed execution: the final re-timing's share of a time budget (the
-    // finalists and the default config) is kept free.
+    // finalists, the default config and, when pinned, the workload's best outside the pins) is kept free.
     const execMs: number[] = [];
-    const reserveMs = () => (policy.finalists >= 2 && execMs.length ? (policy.finalists + 1) * policy.finalRounds * middle(execMs) : 0);
+    const extraFinalists = 1 + (Object.keys(opts.fixed ?? {}).length ? 1 : 0);
+    const reserveMs = () => (policy.finalists >= 2 && execMs.length ? (policy.finalists + extraFinalists) * policy.finalRounds * middle(execMs) : 0);
     const trialsStop = () => stop() ?? (performance.now() >= deadline - reserveMs() ? 'time budget' : undefined);
 
     while (added < planned && !trialsStop()) {
