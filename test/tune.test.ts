@@ -126,6 +126,19 @@ describe('strategies', () => {
     const { strategy, options } = resolveStrategy('evolutionary');
     const search = strategy.start({ knobs: s.space.knobs, legal: s.legal.map((c) => c.config), hashOf: configHash, rng: new Rng(1), options });
     expect(search.propose(32)).toHaveLength(options.population!);
+    // And the same seed proposes the same configs whatever the batch (the machine's core count).
+    const orderWith = (batch: number) => {
+      const run = strategy.start({ knobs: s.space.knobs, legal: s.legal.map((c) => c.config), hashOf: configHash, rng: new Rng(2), options });
+      const order: string[] = [];
+      for (let b = run.propose(batch); b.length && order.length < 40; b = run.propose(batch)) {
+        for (const c of b) {
+          order.push(configHash(c));
+          run.observe(c, 1 + (order.length % 5));
+        }
+      }
+      return order;
+    };
+    expect(orderWith(3)).toEqual(orderWith(32));
     // Synthetic landscapes over a real 858-config space (bench/search-quality.ts), batches of 32, 24
     // trials, 12 seeds per landscape: sessions within 5% of the optimum, evolutionary 6, random 1
     // (evolutionary 1 when it filled the batch at random).

@@ -7,7 +7,8 @@ import type { Search, SearchContext, Strategy } from './types.js';
  * uniform crossover of their knob values, and a mutation that moves each knob to a neighbouring
  * value (knob values are ordered) or, rarely, to any value. Children that are illegal or already
  * measured are redrawn; a share of proposals stay random so the search never stalls in one basin.
- * A call proposes at most `population` configs (one generation), so every child is bred from times.
+ * Each generation (`population` configs) is bred from the times of those before it, and proposed
+ * in order whatever the size of the tuner's batches.
  */
 export const evolutionary: Strategy = {
   name: 'evolutionary',
@@ -69,31 +70,35 @@ export const evolutionary: Strategy = {
       return undefined;
     };
 
+    // One generation, bred before any of it is proposed and handed out in order: the configs a
+    // seed proposes do not depend on how many tune asks for at once (two per build slot, so the
+    // machine's core count), and every child is bred from times (until 2026-12-06 a batch of 32
+    // was filled at random before any of it was timed).
+    const queue: Config[] = [];
+    const nextGeneration = () => {
+      const take = (c: Config | undefined) => {
+        if (!c) return false;
+        seen.add(ctx.hashOf(c));
+        queue.push(c);
+        return true;
+      };
+      // The default config first: it is the baseline every tuned result is compared with.
+      if (ctx.legal.length && !seen.has(ctx.hashOf(ctx.legal[0]!))) take(ctx.legal[0]);
+      while (queue.length < options.population!) {
+        const breeding = scored.length >= Math.min(options.population!, 2) && seen.size >= options.population!;
+        const c = breeding && rng.next() >= options.explore! ? (breed() ?? randomUnseen()) : randomUnseen();
+        if (!take(c)) break;
+      }
+    };
+
     return {
       observe(config, ms) {
         seen.add(ctx.hashOf(config));
         if (ms !== undefined) scored.push({ config, ms });
       },
       propose(count) {
-        // At most one generation per call: children are bred from measured configs only, so a
-        // wider batch (tune asks for two per build slot, 32 on a 16-core machine) would otherwise
-        // be drawn at random before any of its configs had a time.
-        const limit = Math.min(count, options.population!);
-        const out: Config[] = [];
-        const take = (c: Config | undefined) => {
-          if (!c) return false;
-          seen.add(ctx.hashOf(c));
-          out.push(c);
-          return true;
-        };
-        // The default config first: it is the baseline every tuned result is compared with.
-        if (limit > 0 && ctx.legal.length && !seen.has(ctx.hashOf(ctx.legal[0]!))) take(ctx.legal[0]);
-        while (out.length < limit) {
-          const breeding = scored.length >= Math.min(options.population!, 2) && seen.size >= options.population!;
-          const c = breeding && rng.next() >= options.explore! ? (breed() ?? randomUnseen()) : randomUnseen();
-          if (!take(c)) break;
-        }
-        return out;
+        if (!queue.length) nextGeneration();
+        return queue.splice(0, Math.max(0, count));
       },
     };
   },
