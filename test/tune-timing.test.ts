@@ -412,6 +412,11 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(rankOfConfig(r.best!.config)).toBe(1);
     expect(rankOfConfig(first.db.best(r.workload.id)!.config)).toBe(1);
     expect(r.best!.strategy).toBe(RETIME_STRATEGY);
+    // A pinned config first measured faster than the leader (luck) meets it in the re-timing, where it is slower.
+    const again = await session((rank) => ({ ms: rank === 1 ? 0.3 : 1 + rank / 100 }), { trials: 4 });
+    const lucky = await session((rank, run) => ({ ms: rank === 1 ? 0.3 : rank === 5 && run === 0 ? 0.2 : 0.8 + rank / 100 }), { trials: 4, db: again.db, fixed: { prefetch: 2 } });
+    expect(of(lucky.events, 'retiming')[0]!.withLeader).toBe(true);
+    expect(rankOfConfig(lucky.summary.results[0]!.best!.config)).toBe(1);
   });
 
   it('a wrong result never wins: not when fastest in the trials, not when a finalist turns wrong in the re-timing', async () => {

@@ -124,7 +124,8 @@ export type TuneEvent =
     }
   /**
    * `finalists`: the best few, then the default config where `withDefault` (it was not among them),
-   * then the workload's best where `withLeader` (outside this session's `--config` pins).
+   * then where `withLeader` the best config outside this session's `--config` pins (when it is
+   * among the workload's best `finalists`).
    */
   | { kind: 'retiming'; workload: Workload; finalists: TrialRow[]; withDefault: boolean; withLeader: boolean; rounds: number }
   | { kind: 'retimed'; workload: Workload; result: FinalRetiming }
@@ -156,7 +157,7 @@ export interface FinalRetiming {
   winner?: TrialRow;
   /** The default config was re-timed too, not being among the best few. */
   withDefault: boolean;
-  /** The workload's best, outside this session's `--config` pins, was re-timed too. */
+  /** The best config outside this session's `--config` pins, among the workload's best few, was re-timed too. */
   withLeader: boolean;
   rounds: number;
 }
@@ -518,7 +519,9 @@ async function finalRetiming(f: FinalContext): Promise<FinalRetiming | undefined
   // The workload's best outside the pins goes with them: the re-timing is the verdict, and a
   // verdict without it would drop it from the contest it leads (a pinned `--config '{"isa":"avx2"}'`
   // session made a slower AVX2 kernel what emit takes).
-  const leader = all[0] && !f.byHash.has(all[0].configHash) && f.outside?.(all[0].configHash) ? all[0] : undefined;
+  // Among the workload's best few, not only its first: a pinned config measured luckily fast must
+  // beat it timed side by side, not by dropping it.
+  const leader = all.slice(0, policy.finalists).find((t) => !f.byHash.has(t.configHash) && f.outside?.(t.configHash));
   const timed = [...top, ...(byDefault && !top.includes(byDefault) ? [byDefault] : []), ...(leader ? [leader] : [])];
   const withDefault = byDefault !== undefined && !top.includes(byDefault);
   const withLeader = leader !== undefined;
