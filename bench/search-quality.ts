@@ -17,6 +17,7 @@
  */
 import { planRequest } from '../src/backends/registry.js';
 import { getDevice } from '../src/device/index.js';
+import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
 import type { Config, Knob } from '../src/plan/types.js';
@@ -168,6 +169,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
   const at = args.indexOf('--seeds');
   const seeds = at >= 0 ? Number(args[at + 1]) : 100;
+  if (!Number.isInteger(seeds) || seeds < 1) throw new KgenError({ field: '--seeds', problem: `got ${args[at + 1]}`, expected: 'a whole number of seeds, 1 or more' });
   const rows = qualityTable({ seeds });
   if (args.includes('--json')) {
     for (const r of rows) console.log(JSON.stringify(r));

@@ -14,7 +14,7 @@ export const evolutionary: Strategy = {
   name: 'evolutionary',
   doc: 'genetic search: tournament selection, crossover and neighbour mutation over knob values',
   options: [
-    { name: 'population', doc: 'configs measured before breeding starts', default: 8, min: 2, max: 256 },
+    { name: 'population', doc: 'configs per generation (the first: the default and random ones)', default: 8, min: 2, max: 256 },
     { name: 'tournament', doc: 'candidates per parent tournament', default: 5, min: 1, max: 16 },
     { name: 'mutation', doc: 'probability that a knob of a child mutates', default: 0.3, min: 0, max: 1 },
     { name: 'explore', doc: 'share of proposals drawn at random', default: 0.1, min: 0, max: 1 },
