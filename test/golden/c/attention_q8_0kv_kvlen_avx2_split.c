@@ -610,50 +610,6 @@ static void kg_accumulate_masked(float *acc, const float *p, const float *corr, 
   }
 }
 
-/* Key jj's V row of a tile whose first is at base: where the tile is whole (`whole`), at a constant
- * offset from base, else vr[jj] (rows clamped to the tile's last). */
-static inline const uint8_t *kg_pv_row(const uint8_t *base, const uint8_t *const *vr, int jj, int whole) {
-  return whole ? base + (int64_t)jj * KG_POS_STRIDE * KG_ROW_BYTES : vr[jj];
-}
-
-/* kg_accumulate_int's dot products over the tile's n keys (padding keys up to KG_PV_LANE_KEYS), its
- * P codes ready; `whole` (a constant at each call): n and next are KG_PV_KEYS and rows are reached
- * from base. */
-static inline __attribute__((always_inline)) void kg_pv_steps(float *acc, const int16_t *codes, const float *corr, float scale, const uint8_t *base, const uint8_t *const *vr, int n, int next, int whole) {
-  /* Unrolled: each step's groups are constants, so a row's P codes of one group broadcast once and
-   * every address is one base plus a constant (rolled, GCC kept 16 code pointers and spilled). */
-#pragma GCC unroll 4
-  for (int st = 0; st < KG_ISTEPS; st++) {
-    /* Vector i of a step holds values of scale group (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE
-     * (a group holds whole steps or half of one). */
-    int grp[KG_LANE_CODES];
-    for (int i = 0; i < KG_LANE_CODES; i++) grp[i] = (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE;
-    /* Part h: vectors h * KG_PV_ACC .. of kg_pv_interleave's, the values kg_pv_store puts at
-     * h * KG_PV_ACC * KG_LANES of the step (the other parts' interleaving is dead code). */
-#pragma GCC unroll 2
-    for (int h = 0; h < KG_PV_PARTS; h++) {
-      kg_ivec sum[KG_RG][KG_PV_ACC];
-      for (int r = 0; r < KG_RG; r++)
-        for (int i = 0; i < KG_PV_ACC; i++) sum[r][i] = kg_izero();
-      for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
-        kg_icodes x[KG_PV_LANE_KEYS];
-        kg_ivec w[KG_LANE_CODES];
-        /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
-        for (int i = 0; i < KG_PV_LANE_KEYS; i++)
-          if (jj + i < next) kg_prefetch_v_lines(kg_pv_row(base, vr, jj + i, whole) + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
-        for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(kg_pv_row(base, vr, jj + i, whole), st);
-        kg_pv_interleave(x, w);
-        for (int r = 0; r < KG_RG; r++)
-          for (int i = 0; i < KG_PV_ACC; i++) {
-            const int wi = h * KG_PV_ACC + i;
-            sum[r][i] = kg_pv_dot(sum[r][i], w[wi], kg_pv_bcast(codes + (r * KG_GROUPS + grp[wi]) * KG_PV_KEYS + jj));
-          }
-      }
-      for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP + h * KG_PV_ACC * KG_LANES, sum[r], scale, corr[r]);
-    }
-  }
-}
-
 /* kg_accumulate with integer dot products (pvInt): the tile's P times the keys' V scales rounded to
  * int16 codes on one scale, the largest |V scale| / KG_PV_CODE_MAX (P <= 1: the tile's scores are
  * at most the running max); each integer step of V codes is loaded for KG_PV_LANE_KEYS keys at a
@@ -681,10 +637,38 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
   kg_pv_scale(vd, KG_GROUPS * KG_PV_KEYS, inv);
   for (int r = 0; r < KG_RG; r++)
     for (int g = 0; g < KG_GROUPS; g++) kg_pv_quantize(p + r * KG_KV_BLOCK, vd + g * KG_PV_KEYS, n, codes + (r * KG_GROUPS + g) * KG_PV_KEYS);
-  /* A whole tile with a whole next one (most of a long row's): its rows and the next tile's at
-   * constant offsets from one base, no clamped row pointers loaded or prefetch compares. */
-  if (n == KG_PV_KEYS && next == KG_PV_KEYS) kg_pv_steps(acc, codes, corr, scale, v + row0 * KG_ROW_BYTES, vr, KG_PV_KEYS, KG_PV_KEYS, 1);
-  else kg_pv_steps(acc, codes, corr, scale, v + row0 * KG_ROW_BYTES, vr, n, next, 0);
+  /* Unrolled: each step's groups are constants, so a row's P codes of one group broadcast once and
+   * every address is one base plus a constant (rolled, GCC kept 16 code pointers and spilled). */
+#pragma GCC unroll 4
+  for (int st = 0; st < KG_ISTEPS; st++) {
+    /* Vector i of a step holds values of scale group (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE
+     * (a group holds whole steps or half of one). */
+    int grp[KG_LANE_CODES];
+    for (int i = 0; i < KG_LANE_CODES; i++) grp[i] = (st * KG_ISTEP + i * KG_LANES) / KG_VALUES_PER_SCALE;
+    /* Part h: vectors h * KG_PV_ACC .. of kg_pv_interleave's, the values kg_pv_store puts at
+     * h * KG_PV_ACC * KG_LANES of the step (the other parts' interleaving is dead code). */
+#pragma GCC unroll 2
+    for (int h = 0; h < KG_PV_PARTS; h++) {
+      kg_ivec sum[KG_RG][KG_PV_ACC];
+      for (int r = 0; r < KG_RG; r++)
+        for (int i = 0; i < KG_PV_ACC; i++) sum[r][i] = kg_izero();
+      for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
+        kg_icodes x[KG_PV_LANE_KEYS];
+        kg_ivec w[KG_LANE_CODES];
+        /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++)
+          if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
+        kg_pv_interleave(x, w);
+        for (int r = 0; r < KG_RG; r++)
+          for (int i = 0; i < KG_PV_ACC; i++) {
+            const int wi = h * KG_PV_ACC + i;
+            sum[r][i] = kg_pv_dot(sum[r][i], w[wi], kg_pv_bcast(codes + (r * KG_GROUPS + grp[wi]) * KG_PV_KEYS + jj));
+          }
+      }
+      for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP + h * KG_PV_ACC * KG_LANES, sum[r], scale, corr[r]);
+    }
+  }
 }
 
 /* s[0..n) = 2^(s - m) (0 for masked keys at -inf); returns their sum. */
