@@ -145,7 +145,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     exp2: EXP2,
     qVecLoad: op.q === 'f16' ? 'kg_vload_f16((const uint8_t *)(q + i))' : 'kg_vload(q + i)',
     roundMagic: cFloat(ROUND_MAGIC),
-    oPack: op.o === 'f16' ? 'kg_f32_to_f16(v)' : 'v',
+    oPack: op.o === 'f16' ? 'kg_f16_of(v)' : 'v',
   };
   const files = {
     'kernel.c': templates.render('attention/kernel.c', view),

@@ -236,6 +236,10 @@ static inline kg_vec kg_vexp2(kg_vec x) {
   return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
 }
 static inline float kg_half(uint16_t h) { return _cvtsh_ss(h); }
+/* f32 to f16 bits by F16C (vcvtps2ph, round to nearest even): kg_f32_to_f16's bits but for a NaN's
+ * payload (kept, not made canonical). The software conversion of the output rows cost a q8 decode
+ * call 3.6% (AVX-512, Skv=1024, one thread; docs/PERFORMANCE.md, "the f16 output by F16C"). */
+static inline uint16_t kg_f16_of(float v) { return (uint16_t)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline kg_vec kg_vload_f16(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 static inline kg_vec kg_vload_i8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 static inline kg_vec kg_vload_nib(const uint8_t *p, int shift) {
@@ -387,7 +391,7 @@ static inline kg_vec kg_load_v(const uint8_t *row, const float *d, int c) {
 static inline int kg_min(int a, int b) { return a < b ? a : b; }
 /* KG_LANES values of Q from index i (a multiple of KG_LANES: D is), as f32. */
 static inline kg_vec kg_load_q(const uint16_t *q, int64_t i) { return kg_vload_f16((const uint8_t *)(q + i)); }
-static inline uint16_t kg_pack_o(float v) { return kg_f32_to_f16(v); }
+static inline uint16_t kg_pack_o(float v) { return kg_f16_of(v); }
 _Static_assert(KG_D % KG_LANES == 0, "Q rows are converted a vector at a time");
 
 size_t kgen_attention_f16_workspace_size(void) { return 8388608; }

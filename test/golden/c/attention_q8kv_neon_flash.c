@@ -210,6 +210,13 @@ static inline kg_vec kg_vexp2(kg_vec x) {
   return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(vmulq_f32(p, vreinterpretq_f32_s32(e))), below));
 }
 static inline float kg_half(uint16_t h) { __fp16 f; memcpy(&f, &h, sizeof f); return (float)f; }
+/* f32 to f16 bits by the hardware conversion (round to nearest even). */
+static inline uint16_t kg_f16_of(float v) {
+  const __fp16 f = (__fp16)v;
+  uint16_t h;
+  memcpy(&h, &f, sizeof h);
+  return h;
+}
 static inline kg_vec kg_vload_f16(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p))); }
 static inline kg_vec kg_vload_i8(const uint8_t *p) {
   uint32_t w;
@@ -292,7 +299,7 @@ static inline kg_vec kg_load_codes(const uint8_t *row, const uint16_t *scales, i
 static inline int kg_min(int a, int b) { return a < b ? a : b; }
 /* KG_LANES values of Q from index i (a multiple of KG_LANES: D is), as f32. */
 static inline kg_vec kg_load_q(const uint16_t *q, int64_t i) { return kg_vload_f16((const uint8_t *)(q + i)); }
-static inline uint16_t kg_pack_o(float v) { return kg_f32_to_f16(v); }
+static inline uint16_t kg_pack_o(float v) { return kg_f16_of(v); }
 _Static_assert(KG_D % KG_LANES == 0, "Q rows are converted a vector at a time");
 
 size_t kgen_attention_q8kv_workspace_size(void) { return 294912; }
