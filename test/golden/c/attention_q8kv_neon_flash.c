@@ -322,10 +322,12 @@ void kgen_attention_q8kv_prepare(const uint16_t *q, void *workspace) {
       float amax = 0.0f;
       int finite = 1;
       for (int d = g * KG_Q_GROUP; d < end; d++) {
-        amax = fmaxf(amax, fabsf(row[d]));
-        finite &= fabsf(row[d]) <= FLT_MAX; /* false for an infinity and a NaN */
+        /* fmaxf's result (a NaN is skipped: the compare is false) without its libm call per value. */
+        const float a = fabsf(row[d]);
+        amax = a > amax ? a : amax;
+        finite &= a <= FLT_MAX; /* false for an infinity and a NaN */
       }
-      /* A NaN or an infinity (fmaxf skips a NaN) gets scale NaN and codes 0, so its row of O is NaN
+      /* A NaN or an infinity (the max skips a NaN) gets scale NaN and codes 0, so its row of O is NaN
        * (coding it was undefined: a finite, wrong row); a group too small for 1 / scale gets codes 0. */
       const float inv = finite && amax >= KG_Q_CODE_MAX * FLT_MIN ? KG_Q_CODE_MAX / amax : 0.0f;
       qd[r * KG_Q_GROUPS + g] = finite ? amax / KG_Q_CODE_MAX * KG_SCALE_LOG2 : NAN;
