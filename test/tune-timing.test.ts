@@ -11,6 +11,7 @@ import { contendingTrials, currentTrials, RETIME_STRATEGY } from '../src/db/curr
 import { openTuningDb } from '../src/db/sqlite.js';
 import type { Trial, TrialRow } from '../src/db/types.js';
 import { getDevice } from '../src/device/index.js';
+import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { opKit } from '../src/ops/index.js';
 import type { Config } from '../src/plan/types.js';
@@ -117,7 +118,8 @@ describe('interference evidence', () => {
     expect(roundOrder([], 1)).toEqual([]);
     expect(timingPolicy()).toEqual(DEFAULT_TIMING_POLICY);
     expect(timingPolicy({ finalists: 0, remeasure: undefined })).toMatchObject({ finalists: 0, remeasure: 2 });
-    expect(() => timingPolicy({ remeasure: -1 })).toThrow(/remeasure: got -1/);
+    expect(() => timingPolicy({ remeasure: -1 })).toThrow(KgenError);
+    expect(() => timingPolicy({ remeasure: -1 })).toThrow(/^timing\.remeasure: got -1; expected an integer from 0 to 10; leave it out for the default \(2\)$/);
     expect(() => timingPolicy({ finalRounds: 0 })).toThrow(/finalRounds/);
     expect(() => timingPolicy({ maxSpread: Number.NaN })).toThrow(/maxSpread/);
   });

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Timing } from '../backends/types.js';
+import { KgenError } from '../errors.js';
 
 /**
  * Telling a trustworthy timing from one another process disturbed. Two pieces of evidence per
@@ -112,14 +113,20 @@ export const DEFAULT_TIMING_POLICY: Readonly<TimingPolicy> = Object.freeze({
   finalRounds: 3,
 });
 
-/** The policy with `given` fields over the defaults, each checked (a RangeError names a bad one). */
+/**
+ * The policy with `given` fields over the defaults, each checked: a bad one is a KgenError naming
+ * it as the tuner's option (`timing.remeasure`), since a library caller passes it there (the CLI
+ * checks its flags first).
+ */
 export function timingPolicy(given: Partial<TimingPolicy> = {}): TimingPolicy {
   const p = { ...DEFAULT_TIMING_POLICY, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) } as TimingPolicy;
+  const bad = (k: keyof TimingPolicy, expected: string) =>
+    new KgenError({ field: `timing.${k}`, problem: `got ${p[k]}`, expected, hint: `leave it out for the default (${DEFAULT_TIMING_POLICY[k]})` });
   const whole = (k: keyof TimingPolicy, min: number, max: number) => {
-    if (!Number.isInteger(p[k]) || p[k] < min || p[k] > max) throw new RangeError(`timing policy ${k}: got ${p[k]}; expected an integer from ${min} to ${max}`);
+    if (!Number.isInteger(p[k]) || p[k] < min || p[k] > max) throw bad(k, `an integer from ${min} to ${max}`);
   };
   const positive = (k: keyof TimingPolicy) => {
-    if (!(Number.isFinite(p[k]) && p[k] >= 0)) throw new RangeError(`timing policy ${k}: got ${p[k]}; expected a finite number >= 0`);
+    if (!(Number.isFinite(p[k]) && p[k] >= 0)) throw bad(k, 'a finite number >= 0');
   };
   whole('remeasure', 0, 10);
   whole('finalists', 0, 20);
