@@ -112,9 +112,9 @@ describe('tuning database', () => {
 
   it("names its recorded devices once each, first recorded first, without reading the workloads (recordDevice's --device check)", () => {
     const db = openTuningDb(':memory:');
-    expect(db.devices()).toEqual([]);
+    expect(db.devices!()).toEqual([]);
     for (const [device, N] of [['lab-box', 64], ['epyc-9654', 64], ['lab-box', 128]] as const) db.ensureWorkload(info({ M: 1, N, K: 256 }, { device }));
-    expect(db.devices()).toEqual(['lab-box', 'epyc-9654']);
+    expect(db.devices!()).toEqual(['lab-box', 'epyc-9654']);
     // `db list --device` resolves the name, then reads the workloads once, filtered.
     const named = new Proxy(db, { get: (t, k) => (k === 'workloads' ? () => expect.fail('workloads() read to learn the device names') : Reflect.get(t, k) as unknown) });
     expect(recordDevice('lab-box', named)?.name).toBe('lab-box');

@@ -197,7 +197,7 @@ export function recordDevice(device: string | undefined, db: TuningDb): { name: 
     const profile: DeviceProfile = getDevice(device, host);
     return { name: profile.name, options: { ...host, profiles: [profile] } };
   }
-  const recorded = db.devices();
+  const recorded = db.devices?.() ?? [...new Set(db.workloads().map((w) => w.device))];
   if (device === 'host' || recorded.includes(device) || loadProfiles().some((d) => d.name === device)) return { name: device, options: host };
   throw new KgenError({
     field: '--device',

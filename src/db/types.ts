@@ -102,8 +102,12 @@ export interface TuningDb {
    */
   best(workloadId: number): TrialRow | undefined;
   workloads(filter?: WorkloadFilter): WorkloadSummary[];
-  /** The device names the workloads are recorded for, each once, in the order each was first recorded (one query; `workloads` reads every row and its trials). */
-  devices(): string[];
+  /**
+   * The device names the workloads are recorded for, each once, in the order each was first
+   * recorded (one query; `workloads` reads every row and its trials). Optional, so a store written
+   * against an earlier kgen still fits: callers fall back to `workloads`.
+   */
+  devices?(): string[];
   workload(id: number): Workload | undefined;
   exportAll(filter?: WorkloadFilter): Exchange;
   importExchange(data: Exchange, origin: string): ImportSummary;
