@@ -147,7 +147,9 @@ async function decodeChecks(k: Kernel, label: string): Promise<void> {
   new DataView(qNaN['q.bin']!.buffer).setUint16(2 * ((1 * s.Sq + 2) * s.D + 3), F16_NAN, true); // head 1, query 2
   expectRows(k, clean, await k.run(qNaN), (r) => !(r.h === 1 && r.i === 2), `${label} NaN in Q`);
   const group = s.Hq / s.Hkv;
-  for (const [what, name, value, channel] of [['NaN key', 'k', F16_NAN, 0], ['inf value', 'v', F16_INF, 3]] as const) {
+  // A NaN value at POISON_AT lies in a tile every query sees whole where kvBlock is under kv_len - Sq
+  // (integer P.V's one V scale a tile: its absmax must keep the NaN).
+  for (const [what, name, value, channel] of [['NaN key', 'k', F16_NAN, 0], ['inf value', 'v', F16_INF, 3], ['NaN value', 'v', F16_NAN, 3]] as const) {
     const bad = { ...base };
     poisonRow(k.op, s, bad, name, rowIndex(k.op, s, 0, 1, POISON_AT), value, channel);
     expectRows(k, clean, await k.run(bad), (r) => Math.floor(r.h / group) !== 1, `${label} ${what} in KV head 1`);
@@ -220,7 +222,8 @@ const VARIANTS: Variant[] = [
     target: 'c',
     skip: cToolsSkipReason(isa),
     extra: { isa, device: C_DEVICES[isa] ?? 'epyc-7763' },
-    decodeConfig: { splits: 4, ...config },
+    // Tiles of 32 keys: the first whole for every query (integer P.V where it is the default), the second on the diagonal.
+    decodeConfig: { splits: 4, kvBlock: 32, ...config },
     prefillConfigs: () => [config],
     formats,
   })),

@@ -310,11 +310,17 @@ static inline kg_vec kg_vhalves(float lo, float hi) {
 static inline kg_ivec kg_izero(void) { return _mm512_setzero_si512(); }
 /* A mask of the first cnt (0..16) lanes. */
 static inline __mmask16 kg_pv_mask(int cnt) { return (__mmask16)(cnt >= 16 ? 0xFFFF : cnt <= 0 ? 0 : (1u << cnt) - 1u); }
-/* The largest |x[i]| of x[0..n). */
+/* The largest |x[i]| of x[0..n); NaN if any is NaN (vmaxps keeps a NaN only until the next
+ * vector), so a NaN V scale reaches every row's sums through the tile's scale. */
 static inline float kg_pv_absmax(const float *x, int n) {
   __m512 m = _mm512_setzero_ps();
-  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - i), x + i)));
-  return _mm512_reduce_max_ps(m);
+  __mmask16 nan = 0;
+  for (int i = 0; i < n; i += 16) {
+    const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(kg_pv_mask(n - i), x + i));
+    m = _mm512_max_ps(m, a);
+    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+  }
+  return nan ? NAN : _mm512_reduce_max_ps(m);
 }
 /* x[0..n) *= f. */
 static inline void kg_pv_scale(float *x, int n, float f) {
