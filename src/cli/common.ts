@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { KernelRequest } from '../api/request.js';
 import { targetFor, targetNames } from '../backends/registry.js';
 import { DB_ENV, defaultDbPath } from '../db/location.js';
-import { getDevice, hostFromEnvironment, isProfileFile, loadProfiles, type DeviceOptions, type DeviceProfile, type HostOptions } from '../device/index.js';
+import { getDevice, hostFromEnvironment, isProfileFile, isShippedProfile, loadProfiles, type DeviceOptions, type DeviceProfile, type HostOptions } from '../device/index.js';
 import { openTuningDb, preflightTuningDb } from '../db/sqlite.js';
 import type { TuningDb } from '../db/types.js';
 import { KgenError } from '../errors.js';
@@ -198,7 +198,7 @@ export function recordDevice(device: string | undefined, db: TuningDb): { name: 
     return { name: profile.name, options: { ...host, profiles: [profile] } };
   }
   const recorded = db.devices?.() ?? [...new Set(db.workloads().map((w) => w.device))];
-  if (device === 'host' || recorded.includes(device) || loadProfiles().some((d) => d.name === device)) return { name: device, options: host };
+  if (device === 'host' || recorded.includes(device) || isShippedProfile(device)) return { name: device, options: host };
   throw new KgenError({
     field: '--device',
     problem: `unknown device ${quoted(device)}: no profile of that name, and ${pathText(db.location)} holds no records of it`,

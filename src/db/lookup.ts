@@ -1,8 +1,8 @@
 import type { Config, PlanRequest, SearchSpace } from '../plan/types.js';
 import { planRequest } from '../backends/registry.js';
 import { getDevice, type DeviceOptions } from '../device/index.js';
-import { hostIsa } from '../device/host.js';
-import { loadProfiles, profileHash, type DeviceProfile } from '../device/profile.js';
+import { hostCpuIdentity } from '../device/host.js';
+import { isShippedProfile, profileHash, type DeviceProfile } from '../device/profile.js';
 import { KgenError } from '../errors.js';
 import { canonicalJson } from '../hash.js';
 import type { Shape } from '../ir/types.js';
@@ -44,7 +44,7 @@ export function figuresMatch(fingerprint: Fingerprint, device: DeviceProfile): F
 
 /**
  * How a record of `host` stands to this machine. Its fingerprint names the CPU it was measured on
- * (the C target's `cpu` model and `isa` extensions, as `cFingerprint` reads them) and, for a host
+ * (the C target's `cpu` model and `isa` extensions: `hostCpuIdentity`) and, for a host
  * lent another profile's figures, that profile (`forcedFrom`): another CPU, ISA set or lent profile
  * is `other`. A fingerprint that names no CPU (none of kgen's targets records host trials without
  * one; a hand-made or very old record) cannot be told apart, and is taken as before: `same`.
@@ -52,9 +52,8 @@ export function figuresMatch(fingerprint: Fingerprint, device: DeviceProfile): F
 function hostFiguresMatch(fingerprint: Fingerprint, device: DeviceProfile): 'same' | 'other' {
   if (fingerprint.cpu === undefined) return 'same';
   if (fingerprint.forcedFrom !== device.forcedFrom) return 'other';
-  const here = hostIsa();
-  const sameCpu = fingerprint.cpu === here.model.trim() && (fingerprint.isa === undefined || fingerprint.isa === [...here.isa].sort().join(' '));
-  return sameCpu ? 'same' : 'other';
+  const here = hostCpuIdentity();
+  return fingerprint.cpu === here.cpu && (fingerprint.isa === undefined || fingerprint.isa === here.isa) ? 'same' : 'other';
 }
 
 /** Distance between two shapes of one op: the sum of |log2 ratio| over their dimensions. */
@@ -142,7 +141,7 @@ export function recordsOfOtherFigures(db: TuningDb, req: PlanRequest & { irHash:
 export function figuresNotes(db: TuningDb, req: PlanRequest & { irHash: string }, choice: RecordedChoice | undefined): string[] {
   const notes: string[] = [];
   const device = req.device;
-  if (choice?.figures === 'unchecked' && !loadProfiles().some((p) => p.name === device.name)) {
+  if (choice?.figures === 'unchecked' && !isShippedProfile(device.name)) {
     notes.push(`that record predates profile hashes: kgen cannot tell which figures of ${device.name} it was tuned under; if the profile changed since, run \`kgen tune\` again to measure under these figures`);
   }
   if (choice?.source === 'record') return notes;
@@ -159,7 +158,7 @@ export function otherFiguresText(records: readonly Pick<WorkloadInfo, 'fingerpri
   const now = profileHash(device);
   if (now !== undefined) return `tuned under other figures of its profile (profile hash ${distinct((w) => w.fingerprint.profileHash)}; the profile now hashes to ${now})`;
   const lent = device.forcedFrom === undefined ? 'none' : device.forcedFrom;
-  return `measured on another CPU or under another lent profile (${distinct((w) => `${w.fingerprint.cpu ?? 'no CPU named'}, lent ${w.fingerprint.forcedFrom ?? 'none'}`)}; this host: ${hostIsa().model.trim()}, lent ${lent})`;
+  return `measured on another CPU or under another lent profile (${distinct((w) => `${w.fingerprint.cpu ?? 'no CPU named'}, lent ${w.fingerprint.forcedFrom ?? 'none'}`)}; this host: ${hostCpuIdentity().cpu}, lent ${lent})`;
 }
 
 /** One line saying which record a config came from, for stderr and manifests. */

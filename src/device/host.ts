@@ -83,6 +83,15 @@ export function hostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: stri
   return isaCache;
 }
 
+/**
+ * This CPU as a fingerprint names it: its model name, architecture and ISA extensions (sorted, one
+ * string). `host` records are measured on it and count only where it is the same (src/db/lookup.ts).
+ */
+export function hostCpuIdentity(): { cpu: string; arch: CpuLimits['arch']; isa: string } {
+  const host = hostIsa();
+  return { cpu: host.model.trim(), arch: host.arch, isa: [...host.isa].sort().join(' ') };
+}
+
 function readHostIsa(): { arch: CpuLimits['arch']; isa: string[]; model: string } {
   const info = readText('/proc/cpuinfo') ?? '';
   const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';

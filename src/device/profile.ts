@@ -263,6 +263,11 @@ export function loadProfiles(): DeviceProfile[] {
   return cache;
 }
 
+/** Whether `name` is one of the profiles kgen ships (targets/*.json). */
+export function isShippedProfile(name: string): boolean {
+  return loadProfiles().some((d) => d.name === name);
+}
+
 /** The most bytes a profile file may hold (the shipped ones are about 2 KB). */
 const PROFILE_FILE_MAX_BYTES = 1 << 16;
 
@@ -292,7 +297,7 @@ export function loadProfileFile(path: string, field = '--device'): DeviceProfile
  */
 export function checkOwnProfile(p: DeviceProfile, source: string): DeviceProfile {
   const profile = validateProfile(p, source);
-  const shipped = profile.name === 'host' || loadProfiles().some((d) => d.name === profile.name);
+  const shipped = profile.name === 'host' || isShippedProfile(profile.name);
   need(!shipped, source, 'name', `a name of its own (${quoted(profile.name)} is a shipped profile)`);
   return profile;
 }

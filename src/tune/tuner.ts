@@ -260,6 +260,8 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     interrupted: () => Boolean(opts.signal?.aborted),
   };
 
+  // A session pinned by --config: its re-timing also takes the workload's best outside the pins.
+  const pinned = Object.keys(opts.fixed ?? {}).length > 0;
   let stopped: TuneSummary['stopped'];
   for (const [index, spec] of opts.workloads.entries()) {
     stopped = stop();
@@ -323,7 +325,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     // Wall time of each ok timed execution: the final re-timing's share of a time budget (the
     // finalists, the default config and, when pinned, the workload's best outside the pins) is kept free.
     const execMs: number[] = [];
-    const extraFinalists = 1 + (Object.keys(opts.fixed ?? {}).length ? 1 : 0);
+    const extraFinalists = 1 + (pinned ? 1 : 0);
     const reserveMs = () => (policy.finalists >= 2 && execMs.length ? (policy.finalists + extraFinalists) * policy.finalRounds * middle(execMs) : 0);
     const trialsStop = () => stop() ?? (performance.now() >= deadline - reserveMs() ? 'time budget' : undefined);
 
@@ -383,7 +385,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
           measuredNew: added > failures + unsupported,
           defaultHash: defaultCandidate.hash,
           // Pinned: the configs outside the pins, planned only when the workload's best is one of them.
-          outside: Object.keys(opts.fixed ?? {}).length ? lazyOutside(req, runnerOf) : undefined,
+          outside: pinned ? lazyOutside(req, runnerOf) : undefined,
           emit: (e) => opts.onEvent?.(e),
         });
     if (final) opts.onEvent?.({ kind: 'retimed', workload, result: final });
@@ -522,8 +524,9 @@ async function finalRetiming(f: FinalContext): Promise<FinalRetiming | undefined
   // Among the workload's best few, not only its first: a pinned config measured luckily fast must
   // beat it timed side by side, not by dropping it.
   const leader = all.slice(0, policy.finalists).find((t) => !f.byHash.has(t.configHash) && f.outside?.(t.configHash));
-  const timed = [...top, ...(byDefault && !top.includes(byDefault) ? [byDefault] : []), ...(leader ? [leader] : [])];
-  const withDefault = byDefault !== undefined && !top.includes(byDefault);
+  const extraDefault = byDefault && !top.includes(byDefault) ? byDefault : undefined;
+  const timed = [...top, ...(extraDefault ? [extraDefault] : []), ...(leader ? [leader] : [])];
+  const withDefault = extraDefault !== undefined;
   const withLeader = leader !== undefined;
   f.emit({ kind: 'retiming', workload: f.workload, finalists: timed, withDefault, withLeader, rounds: policy.finalRounds });
   const beforeMs = new Map(timed.map((t) => [t.configHash, t.timing!.medianMs]));

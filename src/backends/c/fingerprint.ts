@@ -1,4 +1,4 @@
-import { hostIsa } from '../../device/host.js';
+import { hostCpuIdentity } from '../../device/host.js';
 import type { DeviceProfile } from '../../device/profile.js';
 import type { SearchSpace } from '../../plan/types.js';
 import { toolVersion } from '../tools.js';
@@ -17,11 +17,8 @@ function compilerVersion(compiler: string): Promise<string> {
 export async function cFingerprint(device: DeviceProfile, space: SearchSpace): Promise<Fingerprint> {
   const fp: Fingerprint = { profile: device.name, target: 'c' };
   if (!device.cpu) return fp;
-  const host = hostIsa();
   Object.assign(fp, {
-    cpu: host.model.trim(),
-    arch: host.arch,
-    isa: [...host.isa].sort().join(' '),
+    ...hostCpuIdentity(),
     cores: device.cpu.cores,
     l2Bytes: device.cpu.l2Bytes,
     l3Bytes: device.cpu.l3Bytes,
