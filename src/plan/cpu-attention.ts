@@ -464,7 +464,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...Object.keys(intPV).map((isa): CpuAttentionRestriction => {
         const accumulators = pvAccumulatorsOf(variants, isa);
         return {
-        reason: `integer P.V (pvInt: 1): rowGroup x ${accumulators} i32 accumulators, a step's ${accumulators} V vectors and the work registers exceed the vector registers`,
+          reason: `integer P.V (pvInt: 1): rowGroup x ${accumulators} i32 accumulators, a step's ${accumulators} V vectors and the work registers exceed the vector registers`,
           allows: (c) => c.pvInt === 0 || c.isa !== isa || (c.rowGroup + 1) * accumulators + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, isa),
         };
       }),
