@@ -119,6 +119,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     guard: `${shared.FN}_H`,
     compileHint,
     isaIncludes: `isa/${p.isa}_includes`,
+    f16Partial: `f16/${tc.f16}`,
     isaPartial: `attention/isa/${ATTENTION_CODE[p.isa]?.isa ?? p.isa}`,
     // Read by AVX2's attention code alone.
     intDotPartial: `attention/isa/${ATTENTION_CODE[p.isa]?.intDot ?? p.isa}_idot`,

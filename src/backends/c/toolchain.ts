@@ -18,6 +18,8 @@ export interface CToolchain {
   needs: string[];
   /** Architecture the binary is for. */
   arch: 'x86_64' | 'aarch64' | 'any';
+  /** How one value converts between f16 and f32 (the partial f16/<this>): F16C, AArch64's __fp16, or software. */
+  f16: 'f16c' | 'neon' | 'software';
 }
 
 export const C_TOOLCHAINS: Record<string, CToolchain> = {
@@ -26,6 +28,7 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
     flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512vnni'],
     needs: ['avx512f', 'avx512bw', 'avx512vl', 'avx512vnni', 'fma', 'f16c'],
     arch: 'x86_64',
+    f16: 'f16c',
   },
   // AVX2 code whose int8 dot products are 256-bit vpdpbusd in its VEX encoding (AVX-VNNI: Intel
   // since Alder Lake, AMD since Zen 5), one instruction where AVX2 takes maddubs, madd and an add.
@@ -34,16 +37,18 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
     flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c', '-mavxvnni'],
     needs: ['avx2', 'fma', 'f16c', 'avxvnni'],
     arch: 'x86_64',
+    f16: 'f16c',
   },
-  avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64' },
+  avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64', f16: 'f16c' },
   neon: {
     compiler: 'aarch64-linux-gnu-gcc',
     flags: ['-O3', '-std=c11', '-march=armv8.2-a+dotprod+fp16', '-static'],
     runner: ['qemu-aarch64'],
     needs: ['neon', 'dotprod'],
     arch: 'aarch64',
+    f16: 'neon',
   },
-  scalar: { compiler: 'gcc', flags: ['-O2', '-std=c11'], needs: [], arch: 'any' },
+  scalar: { compiler: 'gcc', flags: ['-O2', '-std=c11'], needs: [], arch: 'any', f16: 'software' },
 };
 
 /** The C variants a device profile offers, best first: those whose features it lists. */

@@ -165,6 +165,13 @@ static inline uint16_t kg_f32_to_f16(float f) {
   if (rest > 0x1000u || (rest == 0x1000u && (r & 1u))) r++;
   return (uint16_t)(sign | r);
 }
+/* f16 <-> f32 of one value by F16C (vcvtph2ps / vcvtps2ph, round to nearest even): the software
+ * routines' values and bits, but for a NaN's payload (kept and quieted, not made 0x7e00). The
+ * software conversion cost a q8 attention decode call 3.6% (AVX-512, Skv=1024, one thread) and an
+ * f16 X and Y matmul at M=256 ~20% (docs/PERFORMANCE.md, "the f16 output by F16C", "f16 activations
+ * and outputs by F16C"). */
+static inline float kg_half(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t kg_f16_of(float v) { return (uint16_t)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 /* AVX2 + FMA + F16C: vectors of 8 f32. */
 typedef __m256 kg_vec;
@@ -235,11 +242,6 @@ static inline kg_vec kg_vexp2(kg_vec x) {
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(KG_F32_BIAS)), KG_F32_MANT_BITS);
   return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
 }
-static inline float kg_half(uint16_t h) { return _cvtsh_ss(h); }
-/* f32 to f16 bits by F16C (vcvtps2ph, round to nearest even): kg_f32_to_f16's bits but for a NaN's
- * payload (kept, not made canonical). The software conversion of the output rows cost a q8 decode
- * call 3.6% (AVX-512, Skv=1024, one thread; docs/PERFORMANCE.md, "the f16 output by F16C"). */
-static inline uint16_t kg_f16_of(float v) { return (uint16_t)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline kg_vec kg_vload_f16(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 static inline kg_vec kg_vload_i8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 static inline kg_vec kg_vload_nib(const uint8_t *p, int shift) {

@@ -165,6 +165,14 @@ static inline uint16_t kg_f32_to_f16(float f) {
   if (rest > 0x1000u || (rest == 0x1000u && (r & 1u))) r++;
   return (uint16_t)(sign | r);
 }
+/* f16 <-> f32 of one value by the hardware conversions (__fp16; round to nearest even). */
+static inline float kg_half(uint16_t h) { __fp16 f; memcpy(&f, &h, sizeof f); return (float)f; }
+static inline uint16_t kg_f16_of(float v) {
+  const __fp16 f = (__fp16)v;
+  uint16_t h;
+  memcpy(&h, &f, sizeof h);
+  return h;
+}
 
 /* NEON (AArch64, FP16 conversions): vectors of 4 f32. */
 typedef float32x4_t kg_vec;
@@ -208,14 +216,6 @@ static inline kg_vec kg_vexp2(kg_vec x) {
   p = vfmaq_f32(vdupq_n_f32(1.0f), p, f);
   const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(KG_F32_BIAS)), KG_F32_MANT_BITS);
   return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(vmulq_f32(p, vreinterpretq_f32_s32(e))), below));
-}
-static inline float kg_half(uint16_t h) { __fp16 f; memcpy(&f, &h, sizeof f); return (float)f; }
-/* f32 to f16 bits by the hardware conversion (round to nearest even). */
-static inline uint16_t kg_f16_of(float v) {
-  const __fp16 f = (__fp16)v;
-  uint16_t h;
-  memcpy(&h, &f, sizeof h);
-  return h;
 }
 static inline kg_vec kg_vload_f16(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p))); }
 static inline kg_vec kg_vload_i8(const uint8_t *p) {

@@ -97,6 +97,13 @@ static inline uint16_t kg_f32_to_f16(float f) {
   if (rest > 0x1000u || (rest == 0x1000u && (r & 1u))) r++;
   return (uint16_t)(sign | r);
 }
+/* f16 <-> f32 of one value by F16C (vcvtph2ps / vcvtps2ph, round to nearest even): the software
+ * routines' values and bits, but for a NaN's payload (kept and quieted, not made 0x7e00). The
+ * software conversion cost a q8 attention decode call 3.6% (AVX-512, Skv=1024, one thread) and an
+ * f16 X and Y matmul at M=256 ~20% (docs/PERFORMANCE.md, "the f16 output by F16C", "f16 activations
+ * and outputs by F16C"). */
+static inline float kg_half(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t kg_f16_of(float v) { return (uint16_t)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 static inline float kg_load_x(const float *x, int64_t i) { return x[i]; }
 static inline float kg_pack_y(float v) { return v; }

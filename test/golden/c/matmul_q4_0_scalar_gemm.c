@@ -86,6 +86,9 @@ static inline uint16_t kg_f32_to_f16(float f) {
   if (rest > 0x1000u || (rest == 0x1000u && (r & 1u))) r++;
   return (uint16_t)(sign | r);
 }
+/* f16 <-> f32 of one value in software (no conversion instruction assumed: half.hbs's routines). */
+static inline float kg_half(uint16_t h) { return kg_f16_to_f32(h); }
+static inline uint16_t kg_f16_of(float v) { return kg_f32_to_f16(v); }
 
 static inline float kg_load_x(const float *x, int64_t i) { return x[i]; }
 static inline float kg_pack_y(float v) { return v; }
