@@ -4,7 +4,7 @@
  * streams at memory speed on T threads only while T * (bytes per 64 weights) / (ns per 64 weights)
  * exceeds the machine's read bandwidth; the last column is that ceiling for one core.
  *
- *   node dist/bench/decode.js                      current build, every format and runnable ISA
+ *   node dist/bench/decode.js                      current build, q4, q35, q4_0, q8 on every runnable ISA
  *   node dist/bench/decode.js --baseline PATH      also another build's src/index.js (e.g. a git
  *                                                  worktree of an older commit, built), interleaved
  * Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
@@ -30,7 +30,7 @@ import { FORMATS } from '../src/quant/index.js';
 import { benchArgs, benchHost, defaultBenchIsas, log, median, run } from './common.js';
 import { loadEmit, type EmitFn } from './kgen-rows.js';
 
-const USAGE = `  node dist/bench/decode.js                      current build, every format and runnable ISA
+const USAGE = `  node dist/bench/decode.js                      current build, q4, q35, q4_0, q8 on every runnable ISA
   node dist/bench/decode.js --baseline PATH      also another build's src/index.js, interleaved
 Options: --formats q4,q35,q4_0,q8   --isa avx2,avxvnni,avx512   --rows 64   --k 14336   --rounds 3
          --wasm simd128,relaxed (none: C only)   --mca znver3,skylake (llvm-mca CPU models)   --keep (keep the temp dir)`;
