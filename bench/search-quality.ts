@@ -17,12 +17,12 @@
  */
 import { planRequest } from '../src/backends/registry.js';
 import { getDevice } from '../src/device/index.js';
-import { KgenError } from '../src/errors.js';
 import { CATALOG } from '../src/ir/catalog.js';
 import { Rng } from '../src/numeric/random.js';
 import type { Config, Knob } from '../src/plan/types.js';
 import { pruneSpace } from '../src/tune/space.js';
 import { resolveStrategy } from '../src/tune/strategies/index.js';
+import { benchArgs, log } from './common.js';
 
 /** A real space: its knobs and legal configs in preference order. */
 export interface SimSpace {
@@ -166,12 +166,16 @@ export function qualityTable(o: { seeds: number; spaces?: SimSpace[]; trials?: n
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const args = process.argv.slice(2);
-  const at = args.indexOf('--seeds');
-  const seeds = at >= 0 ? Number(args[at + 1]) : 100;
-  if (!Number.isInteger(seeds) || seeds < 1) throw new KgenError({ field: '--seeds', problem: `got ${args[at + 1]}`, expected: 'a whole number of seeds, 1 or more' });
+  // Checked like every bench entry point: a misspelt option stops it (status 2) instead of running 100 seeds.
+  const args = benchArgs(process.argv.slice(2), { flags: ['--json'], options: ['--seeds'], usage: '  node dist/bench/search-quality.js [--seeds 100] [--json]' });
+  const seedsText = args.opt('--seeds', '100');
+  const seeds = Number(seedsText);
+  if (!/^\d+$/.test(seedsText) || seeds < 1) {
+    log(`--seeds needs a whole number of seeds, 1 or more, got '${seedsText}'`);
+    process.exit(2);
+  }
   const rows = qualityTable({ seeds });
-  if (args.includes('--json')) {
+  if (args.flag('--json')) {
     for (const r of rows) console.log(JSON.stringify(r));
   } else {
     console.log(`space               landscape  batch trials  random within 5% (exact)  evolutionary within 5% (exact)   [${seeds} seeds]`);

@@ -34,6 +34,16 @@ describe.concurrent('bench command lines', () => {
     const nan = await bench('quant-quality.js', ['--rows', 'many']);
     expect(nan.exitCode).toBe(2);
     expect(nan.stderr).toContain("--rows needs a number, got 'many'");
+    const misspelt = await bench('search-quality.js', ['--seed', '3']);
+    expect(misspelt.exitCode).toBe(2);
+    expect(misspelt.stderr).toContain("'--seed'");
+    const seeds = await bench('search-quality.js', ['--seeds', 'x']);
+    expect(seeds.exitCode).toBe(2);
+    expect(seeds.stderr).toContain("--seeds needs a whole number of seeds, 1 or more, got 'x'");
+    for (const r of [misspelt, seeds]) {
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stdout).toBe('');
+    }
   });
 
   it('the A/B bench refuses an unknown KV format, a config that is not JSON and an illegal knob, naming each', async () => {
@@ -60,6 +70,7 @@ describe.concurrent('bench command lines', () => {
       ['gpu.js', '--tune-trials'],
       ['quant-quality.js', '--fit'],
       ['ab.js', '--baseline'],
+      ['search-quality.js', '--seeds'],
     ] as const) {
       for (const help of ['--help', '-h']) {
         const r = await bench(script, [help]);
