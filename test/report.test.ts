@@ -107,7 +107,10 @@ describe('kgen report', () => {
       expect(l).toMatch(/\{"isa":"[a-z0-9]+",.*\}/);
       expect(l).not.toMatch(/nTile/);
     }
-    const shownJson = JSON.parse((await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath, '--json'])).stdout);
+    // --limit cuts the table only: --json holds every trial (the help says so).
+    const limited = await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath, '--limit', '2']);
+    expect(limited.stdout.split('\n').filter((l) => /^(ok|crash|timeout|compile_error|wrong_result|unsupported)/.test(l))).toHaveLength(2);
+    const shownJson = JSON.parse((await execa(KGEN, ['db', 'show', String(w.id), '--db', dbPath, '--json', '--limit', '2'])).stdout);
     expect(shownJson.trials.map((t: { config: { nTile: number } }) => t.config.nTile).sort()).toEqual([992, 993, 994, 995, 996, 997, 998, 999, defaultConfig(planRequest({ op: CATALOG.matmul_q4!, shape: parseShape('M=1,N=4096,K=4096', CATALOG.matmul_q4!), device: getDevice('epyc-7763'), target: 'c' })).nTile].sort());
     // db list counts them in a column of their own: 9 trials, 3 ok, 4 failed, 2 not run.
     const list = await execa(KGEN, ['db', 'list', '--db', dbPath]);

@@ -89,8 +89,8 @@ Examples:
     }),
   );
 
-  addDbFlag(db.command('show').description('one workload and its trials, fastest first').argument('<workload>', 'workload id (see `kgen db list`)').option('--json', 'machine-readable output').option('--limit <n>', 'trials to show', '20'))
-    .addHelpText('after', '\nExamples:\n  kgen db show 3\n  kgen db show 3 --limit 100 --json')
+  addDbFlag(db.command('show').description('one workload and its trials, fastest first').argument('<workload>', 'workload id (see `kgen db list`)').option('--json', 'machine-readable output').option('--limit <n>', 'trials the table shows (--json holds every trial)', '20'))
+    .addHelpText('after', '\nExamples:\n  kgen db show 3\n  kgen db show 3 --limit 100\n  kgen db show 3 --json                every trial, with its whole config and timing')
     .action((id: string, flags: DbFlags & { limit: string }) => {
       const workloadId = parseCount(id, 'workload', { min: 1, max: Number.MAX_SAFE_INTEGER });
       const limit = parseCount(flags.limit, '--limit', { min: 1, max: 1_000_000 });
