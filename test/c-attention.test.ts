@@ -114,7 +114,10 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('C attention avxvnni: int8 Q 
         const r = await verify({ target: 'c', ir: c.ir, shape: c.shape, isa: 'avxvnni', device: 'xeon-8592', config: row.cpu, werror: true, testData: DATA });
         expectMatrixPlan(row, r.plan, c.label);
         expectMatchesReference(r, c.label, runnable);
-        expect(r.plan.params, c.label).toMatchObject({ qInt8: true, qCodeOffset: 128 });
+        // +128 on Q's codes one key at a time, on K's with keys across the lanes.
+        const p = r.plan.params as { qCodeOffset: number; kCodeBias: number; keyLanes: boolean };
+        expect(r.plan.params, c.label).toMatchObject({ qInt8: true });
+        expect([p.qCodeOffset, p.kCodeBias], c.label).toEqual(p.keyLanes ? [0, 128] : [128, 0]);
         if (runnable) expect(r.comparison!.nmse, c.label).toBeGreaterThan(1e-8);
       }
     });
@@ -196,33 +199,44 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       expect(plan(format, 'avx512', { pvInt: 1, qInt8: 1 }).tolerance).toMatchObject({ nmse: on.tolerance.nmse, inputRounding: { input: 'q' } });
     }
   });
-  it.skipIf(!keyLanesIsas.includes(native))('keys across the lanes on ragged shapes: scale groups of 32 to 128 (2 per step to one per 2 steps), padding rows, causal prefill, splits', async () => {
+  // Every variant with the kernel this CPU runs (AVX-512, AVX2; AVX-VNNI where present).
+  const keyLanesRunnable = keyLanesIsas.filter((isa) => cannotRunReason(isa) === undefined);
+  it.skipIf(keyLanesRunnable.length === 0)(`keys across the lanes on ragged shapes (${keyLanesRunnable.join(', ')}): scale groups of 32 to 128 (4 to 1 a row; 2 per step to one per 2 steps), padding rows, causal prefill, splits`, async () => {
     const cases: [number, number, string, Record<string, number>][] = [
       [64, 32, 'B=1,Hq=8,Hkv=2,Sq=5,Skv=200,D=64', {}],
       [128, 128, 'B=2,Hq=8,Hkv=2,Sq=1,Skv=77,D=128', { splits: 2 }],
       [256, 64, 'B=1,Hq=5,Hkv=1,Sq=64,Skv=333,D=256', {}],
     ];
-    for (const [D, kvGroupSize, shape, config] of cases) {
-      const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
-      expect(r.status, `D=${D} G=${kvGroupSize}: ${r.detail ?? ''}`).toBe('ok');
+    for (const isa of keyLanesRunnable) {
+      for (const [D, kvGroupSize, shape, config] of cases) {
+        const r = await verify({ target: 'c', ir: ir('q8', true, { kvGroupSize }), shape, isa, device: deviceOf(isa), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
+        expect(r.status, `${isa} D=${D} G=${kvGroupSize}: ${r.detail ?? ''}`).toBe('ok');
+      }
     }
     // The ggml blocks (scales gathered from the rows): positions x heads rows 3 KV heads apart, a
     // last block of 13 keys (Skv = 77: masked gathers), D = 256 (8 blocks a row), splits.
-    for (const format of ['q8_0', 'q4_0']) {
-      for (const [shape, config] of [['B=1,Hq=6,Hkv=3,Sq=1,Skv=77,D=256', {}], ['B=2,Hq=8,Hkv=2,Sq=5,Skv=1001,D=64', { splits: 3 }]] as const) {
-        const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout: 'positions_heads' }), shape, isa: native, device: deviceOf(native), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
-        expect(r.status, `${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
-        expect((r.plan.params as { keyLanes?: boolean }).keyLanes, `${format} ${shape}`).toBe(true);
+    for (const isa of keyLanesRunnable) {
+      for (const format of ['q8_0', 'q4_0']) {
+        for (const [shape, config] of [['B=1,Hq=6,Hkv=3,Sq=1,Skv=77,D=256', {}], ['B=2,Hq=8,Hkv=2,Sq=5,Skv=1001,D=64', { splits: 3 }]] as const) {
+          const r = await verify({ target: 'c', ir: ir(format, true, { kvLayout: 'positions_heads' }), shape, isa, device: deviceOf(isa), config: { ...config, keyLanes: 1 }, werror: true, testData: DATA });
+          expect(r.status, `${isa} ${format} ${shape}: ${r.detail ?? ''}`).toBe('ok');
+          expect((r.plan.params as { keyLanes?: boolean }).keyLanes, `${isa} ${format} ${shape}`).toBe(true);
+        }
       }
     }
   });
-  it('keys across the lanes: AVX-512 with int8 Q (kgen q8 on heads x positions rows; ggml blocks on either layout), refused elsewhere with the reason; the default where legal', () => {
+  it('keys across the lanes: AVX-512, AVX-VNNI and AVX2 with int8 Q (kgen q8 on heads x positions rows; ggml blocks on either layout), refused elsewhere with the reason; the default where legal', () => {
     const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=128';
     const plan = (format: string, isa: string, config?: Record<string, unknown>, extra: object = {}) => emit({ target: 'c', ir: ir(format, true, extra), shape, device: deviceOf(isa), isa, config }).plan;
-    expect(keyLanesIsas).toEqual(['avx512']);
+    expect(keyLanesIsas).toEqual(['avx512', 'avxvnni', 'avx2']);
     expect(plan('q8', 'avx512').params).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
     expect(plan('q8', 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false, kCodeBias: 0, qCodeOffset: 128 });
-    for (const isa of ['avx2', 'neon', 'scalar']) expect(() => plan('q8', isa, { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
+    // AVX-VNNI biases K as AVX-512 does; AVX2's sign trick keeps both signed.
+    expect(emit({ target: 'c', ir: ir('q8', true), shape, device: 'xeon-8592', isa: 'avxvnni', config: { keyLanes: 1 } }).plan.params).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
+    expect(plan('q8', 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0, qCodeOffset: 0 });
+    // AVX2's 16 registers: the transposed step stays in L1, 4 rows' accumulators fit, 8 do not.
+    expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx2'), isa: 'avx2', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
+    for (const isa of ['neon', 'scalar']) expect(() => plan('q8', isa, { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
     expect(() => plan('q8', 'avx512', { keyLanes: 1, qInt8: 0 })).toThrow(/keyLanes: 1\) needs int8 Q/);
     expect(plan('q8', 'avx512', { qInt8: 0 }).config.keyLanes).toBe(0);
     for (const format of ['q8_0', 'q4_0']) {
@@ -230,7 +244,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
         expect(plan(format, 'avx512', {}, { kvLayout }).params, `${format} ${kvLayout}`).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
       }
       expect(plan(format, 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false });
-      expect(() => plan(format, 'avx2', { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
+      expect(plan(format, 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0 });
     }
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors of contiguous f16/);
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors/);

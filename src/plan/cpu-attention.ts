@@ -490,11 +490,14 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
         allows: (c) => !on(c) || req.op.kvCache !== 'q8' || (positionStride === 1 && scalesPerRow <= 2 * KEY_LANES_SCALE_VECTORS),
       },
       {
-        reason: 'keys across the lanes (keyLanes: 1): a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
-        allows: (c) => !on(c) || lanesOf(variants, c.isa) + 2 * c.rowGroup + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa),
+        reason: 'keys across the lanes (keyLanes: 1): the registers of a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
+        allows: (c) => !on(c) || !Object.hasOwn(keyLanes, c.isa) || keyLanes[c.isa]!.stepRegisters + 2 * c.rowGroup + CPU_WORK_REGISTERS <= variantRegisters(variants, req.device, c.isa),
       },
     );
   }
+  // Keys across the lanes first but where the device's first variant says otherwise (as pvInt: the
+  // knob's order cannot follow the isa knob).
+  const keyLanesFirst = keyLanes?.[variants.of(req.device)[0] ?? '']?.first !== false;
   const keyTile = variants.attentionKeyTile;
   if (keyTile) {
     const on = (c: Knobs) => c.keyTile === 1;
@@ -524,7 +527,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...knobIf(int8Q, { name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }),
       ...knobIf(variants.attentionTouch, { name: 'touch', values: touchValues(req), doc: 'touch loads ahead of use (1: a dropped byte load of every cache line of each key\'s V row and of the next tile\'s K row, for a target without prefetch) or none (0)' }),
       // After qInt8, which it needs.
-      ...knobIf(keyLanes, { name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }),
+      ...knobIf(keyLanes, { name: 'keyLanes', values: keyLanesFirst ? [1, 0] : [0, 1], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }),
       // After qInt8, which rules it out. On by default where a task has many row groups to share
       // the transposed tile (prefill: f16, AVX-512, Sq=Skv=2048, 514 -> 395 ms on one thread);
       // decoding has one or two, and the transposition then costs more than the sums it saves.
@@ -667,7 +670,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvLaneKeys,
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       keyLanes,
-      kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]! : 0,
+      kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]!.kBias : 0,
       touch: knobs.touch === 1,
       keyTile: keyTile !== undefined,
       keyTileVectors: keyTile?.vectors ?? 0,

@@ -213,10 +213,13 @@ export interface CpuVariants {
   /**
    * The variants whose int8-Q attention scores can take a vector of keys at a time (the `keyLanes`
    * knob: each integer step of a block of keys' K codes transposed so each lane is one key), each
-   * with the bias its integer dot product wants added to K's codes (Q's codes are then signed):
-   * 128 where it multiplies unsigned by signed bytes. Absent: no such knob.
+   * with `kBias`, the bias its integer dot product wants added to K's codes (Q's codes are then
+   * signed): 128 where it multiplies unsigned by signed bytes; and `stepRegisters`, the vector
+   * registers a block of keys' transposed step holds in the dot loop: lanes where all of it stays
+   * in registers, fewer where it is reloaded from L1 per vector (the register restriction counts
+   * these). `first`: whether it is the default (false: one key at a time first). Absent: no such knob.
    */
-  attentionKeyLanes?: Readonly<Record<string, number>>;
+  attentionKeyLanes?: Readonly<Record<string, { kBias: number; stepRegisters: number; first?: boolean }>>;
   /**
    * The variants whose f32 attention scores can take each tile's K transposed (the `keyTile` knob:
    * dequantized and transposed once per task so each lane is one key; the C template's

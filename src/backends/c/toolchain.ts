@@ -109,8 +109,13 @@ export const C_VARIANTS: CpuVariants = {
     avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false },
   },
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
-  // codes stay signed (the kernel takes 128 x sum(Q) off per scale group).
-  attentionKeyLanes: { avx512: 128 },
+  // codes stay signed (the kernel takes 128 x sum(Q) off per scale group); AVX-VNNI the same with
+  // 256-bit vectors. AVX2 keeps K signed (bias 0) and takes the sign trick per row (vpsignb of the
+  // Q broadcast by the keys' codes, vpmaddubsw with their |codes|, vpmaddwd, vpaddd). AVX-512
+  // holds a block's transposed step (16 vectors) in its 32 registers; AVX2's and AVX-VNNI's 8
+  // vectors stay in L1 (GCC keeps them on the stack), a vector and its |codes| in registers at a
+  // time, so that 4 rows' i32 and f32 accumulators fit 16 registers.
+  attentionKeyLanes: { avx512: { kBias: 128, stepRegisters: 16 }, avxvnni: { kBias: 128, stepRegisters: 2 }, avx2: { kBias: 0, stepRegisters: 2 } },
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
   attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
   // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.

@@ -262,6 +262,8 @@ static inline __m256i kg_iraw_nib(const uint8_t *const *p, const int *shift) {
   const __m256i v = _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(KG_NIBBLE_MASK));
   return _mm256_sub_epi8(v, _mm256_set1_epi8(KG_NIBBLE_ZERO));
 }
+/* Four bytes read as one i32 wherever they are (asm memory operands of Q's codes). */
+typedef int32_t kg_i32_any __attribute__((may_alias, aligned(1)));
 /* The variant's integer dot product of Q and K codes (attention/isa/<intDot>_idot: AVX2's sign trick
  * with maddubs, or AVX-VNNI's vpdpbusd). */
 /* maddubs multiplies unsigned by signed bytes, so the sign trick: |k| times q with k's sign. |k| <=
@@ -286,6 +288,19 @@ static inline __m256i kg_icodes_raw(kg_icodes k) { return k.k; }
 static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
   kg_ivec t;
   __asm__("vpmaddwd %3, %2, %1\n\tvpaddd %1, %0, %0" : "+x"(acc), "=&x"(t) : "x"(v), "x"(p));
+  return acc;
+}
+/* acc + every lane's 4 signed K codes in t (keyLanes: a key per lane) times the 4 signed Q codes at
+ * q, broadcast, by the sign trick: |t| (one per t, shared by every row once inlined) times the Q
+ * broadcast with t's signs, i16 pair sums, summed to i32 by vpmaddwd. By asm, each row's sum a chain
+ * into its accumulator: through the intrinsics GCC reassociated a step's adds into trees whose
+ * partial sums spilled (27% slower than kg_scores_i8, q8, Skv=1024, one thread). */
+static inline kg_ivec kg_kt_dot(kg_ivec acc, kg_ivec t, const uint8_t *q) {
+  const __m256i ta = _mm256_abs_epi8(t), ones = _mm256_set1_epi16(1);
+  __m256i x;
+  __asm__("vpbroadcastd %4, %1\n\tvpsignb %2, %1, %1\n\tvpmaddubsw %1, %3, %1\n\tvpmaddwd %5, %1, %1\n\tvpaddd %1, %0, %0"
+          : "+x"(acc), "=&x"(x)
+          : "xm"(t), "x"(ta), "m"(*(const kg_i32_any *)q), "x"(ones));
   return acc;
 }
 /* Integer P.V (pvInt): P codes are int16, V's int8 codes widened to int16, two keys a lane (kg_pv_dot:
@@ -363,6 +378,69 @@ static inline void kg_pv_store(float *acc, const kg_ivec *s, float scale, float 
 static inline kg_vec kg_icvt(kg_ivec v) { return _mm256_cvtepi32_ps(v); }
 /* lo in the low half of the lanes, hi in the high half. */
 static inline kg_vec kg_vhalves(float lo, float hi) { return _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo)); }
+/* Scores with keys across the lanes (keyLanes): 8 keys' integer step of K codes (t[i]: key i's),
+ * plus KG_K_BIAS (AVX-VNNI's vpdpbusd wants them unsigned; AVX2's sign trick keeps them signed, bias
+ * 0), transposed as 8 x 8 i32 (4 codes each, by kg_vtranspose on the bits) so that t[b] holds codes
+ * 4b..4b+3 of the step of key i in lane i: 24 shuffles shared by every row. */
+static inline void kg_kt_prepare(kg_ivec *t) {
+  kg_vec v[8];
+  for (int i = 0; i < 8; i++) v[i] = _mm256_castsi256_ps(KG_K_BIAS ? _mm256_add_epi8(t[i], _mm256_set1_epi8((char)KG_K_BIAS)) : t[i]);
+  kg_vtranspose(v);
+  for (int i = 0; i < 8; i++) t[i] = _mm256_castps_si256(v[i]);
+}
+static inline kg_ivec kg_iset1(int32_t x) { return _mm256_set1_epi32(x); }
+/* p, opaque to the optimizer: the Q broadcasts of a block of keys stay in the loop (hoisted out of
+ * it they spill). */
+static inline const uint8_t *kg_opaque(const uint8_t *p) {
+  __asm__("" : "+r"(p));
+  return p;
+}
+/* The f16 at p, p + s, ..., p + 7 s as f32, 0 from lane cnt on (not read): scalar loads and word
+ * inserts (a block of keys' scales: in their rows, or a word every KG_SCALES_PER_ROW). */
+static inline kg_vec kg_halves8(const uint8_t *p, size_t s, int cnt) {
+  uint16_t x[8];
+  for (int i = 0; i < 8; i++) {
+    x[i] = 0;
+    if (cnt >= 8 || i < cnt) memcpy(&x[i], p + (size_t)i * s, sizeof x[i]);
+  }
+  return _mm256_cvtph_ps(_mm_set_epi16((short)x[7], (short)x[6], (short)x[5], (short)x[4], (short)x[3], (short)x[2], (short)x[1], (short)x[0]));
+}
+/* Group g's f16 scales of 8 keys as f32 from the scale array (kgen q8; `row` unused): key i's at
+ * sr[i * KG_SCALES_PER_ROW + g], none read past key cnt. A whole block with 1, 2 or 4 scales a row
+ * by vector loads, a shift of word g to the bottom of each key's and a byte shuffle; else (a
+ * partial block) scalar loads. The scalar loads for every block cost q8 decode (4 scales a row,
+ * Skv=1024, one thread) 3-5% of a call against kg_group_scales' conversion per key. */
+static inline kg_vec kg_kt_scales(const uint8_t *row, const uint16_t *sr, int g, int cnt) {
+  (void)row;
+  if (cnt >= 8 && KG_SCALES_PER_ROW == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sr));
+  if (cnt >= 8 && KG_SCALES_PER_ROW == 2) {
+    /* Each key's 2 scales are an i32: word g of each to bytes 0..7 of its 128-bit half. */
+    const __m256i a = _mm256_srl_epi32(_mm256_loadu_si256((const __m256i *)sr), _mm_cvtsi32_si128(16 * g));
+    const __m256i x = _mm256_shuffle_epi8(a, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1));
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(x, _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  if (cnt >= 8 && KG_SCALES_PER_ROW == 4) {
+    /* Each key's 4 scales are an i64: word g of keys 0..3's to i32 0 of each 128-bit half, of keys
+     * 4..7's to i32 1, then the halves' i32 in key order. */
+    const __m128i at = _mm_cvtsi32_si128(16 * g);
+    const __m256i a = _mm256_srl_epi64(_mm256_loadu_si256((const __m256i *)sr), at), b = _mm256_srl_epi64(_mm256_loadu_si256((const __m256i *)(sr + 16)), at);
+    const __m256i lo = _mm256_shuffle_epi8(a, _mm256_setr_epi8(0, 1, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i hi = _mm256_shuffle_epi8(b, _mm256_setr_epi8(-1, -1, -1, -1, 0, 1, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i x = _mm256_permutevar8x32_epi32(_mm256_or_si256(lo, hi), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(x));
+  }
+  return kg_halves8((const uint8_t *)(sr + g), sizeof *sr * KG_SCALES_PER_ROW, cnt);
+}
+/* p[0..cnt) = v's first cnt lanes (a partial vector through a copy: AMD's vmaskmovps store is slow). */
+static inline void kg_vstore_n(float *p, kg_vec v, int cnt) {
+  if (cnt >= 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  float t[8];
+  _mm256_storeu_ps(t, v);
+  memcpy(p, t, sizeof t[0] * (size_t)(cnt > 0 ? cnt : 0));
+}
 
 #ifndef KG_STEP_SCALES
 /* The scale of each lane of an integer step's dot product from the f16 scales at lo and hi (its first

@@ -263,6 +263,8 @@ static inline kg_vec kg_vload_nib(const uint8_t *p, int shift) {
  * step shared by every row. */
 typedef __m512i kg_ivec;
 typedef __m512i kg_icodes;
+/* The signed codes (AVX2's kg_icodes also carries their magnitudes). */
+static inline kg_ivec kg_icodes_raw(kg_icodes k) { return k; }
 /* Signed codes from the step's KG_IPIECES pieces: one of 64 bytes, two of 32 or four of 16. */
 static inline kg_icodes kg_iload_i8(const uint8_t *const *p) {
   if (KG_IPIECES == 1) return _mm512_loadu_si512((const void *)p[0]);
@@ -696,7 +698,7 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
 #pragma GCC unroll 2
     for (int st = 0; st < KG_ISTEPS; st++) {
       kg_ivec t[KG_LANES];
-      for (int i = 0; i < KG_LANES; i++) t[i] = kg_icodes_at(kr[i], st);
+      for (int i = 0; i < KG_LANES; i++) t[i] = kg_icodes_raw(kg_icodes_at(kr[i], st));
       kg_kt_prepare(t);
 #pragma GCC unroll 16
       for (int b = 0; b < KG_LANES; b++) {
