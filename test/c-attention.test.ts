@@ -233,7 +233,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('q8', 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false, kCodeBias: 0, qCodeOffset: 128 });
     // AVX-VNNI biases K as AVX-512 does; AVX2's sign trick keeps both signed.
     expect(emit({ target: 'c', ir: ir('q8', true), shape, device: 'xeon-8592', isa: 'avxvnni', config: { keyLanes: 1 } }).plan.params).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
-    expect(plan('q8', 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0, qCodeOffset: 0 });
+    expect(plan('q8', 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0, qCodeOffset: 0, keyLanesI16: false });
     // AVX2's 16 registers: the transposed step stays in L1, 4 rows' accumulators fit, 8 do not.
     expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx2'), isa: 'avx2', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
     for (const isa of ['neon', 'scalar']) expect(() => plan('q8', isa, { keyLanes: 1 })).toThrow(/keyLanes: 1\): the variant has no such score kernel/);
@@ -244,7 +244,9 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
         expect(plan(format, 'avx512', {}, { kvLayout }).params, `${format} ${kvLayout}`).toMatchObject({ keyLanes: true, kCodeBias: 128, qCodeOffset: 0 });
       }
       expect(plan(format, 'avx512', { keyLanes: 0 }).params).toMatchObject({ keyLanes: false });
-      expect(plan(format, 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0 });
+      // q4_0's nibbles keep a Q group's pair sums within i16 (AVX2 adds them so); q8_0's codes do not.
+      expect(plan(format, 'avx2', { keyLanes: 1 }).params).toMatchObject({ keyLanes: true, kCodeBias: 0, keyLanesI16: format === 'q4_0' });
+      expect(plan(format, 'avx512').params).toMatchObject({ keyLanesI16: false });
     }
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors of contiguous f16/);
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors/);

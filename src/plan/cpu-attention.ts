@@ -171,6 +171,12 @@ export type CpuAttentionParams = {
   /** Added to K's codes with keyLanes (0 without): what the variant's dot product wants. */
   kCodeBias: number;
   /**
+   * keyLanes' dot products summed in i16 over each Q scale group, widened to i32 once a group
+   * (a variant with `i16Sums` whose K codes keep those sums within i16: q4_0's nibbles); else in
+   * i32 at every step.
+   */
+  keyLanesI16: boolean;
+  /**
    * f32 scores from a transposed K tile (config keyTile = 1; f32 Q): each tile's K rows dequantized
    * and transposed once per task (dimension-major, a key per lane), shared by every row group,
    * whose scores are then FMAs of a broadcast Q value and `keyTileVectors` vectors of keys, with no
@@ -361,6 +367,24 @@ function chunkStepFor(chunks: number, max: number, need: (step: number) => numbe
 /** Vectors of f16 a block of keys' K scales may take with keyLanes (kg_kt_scales permutes two). */
 const KEY_LANES_SCALE_VECTORS = 2;
 
+/** The largest |K code| of a cache with int8 codes: q4_0's nibbles minus 8 reach -8; int8 codes 128. */
+function kCodeMax(op: AttentionOp): number {
+  return op.kvCache === 'q4_0' ? 8 : 128;
+}
+
+/**
+ * Whether keyLanes' pair sums (two products of a K and a Q code) may add up in i16 over a Q scale
+ * group (Q_GROUP / 2 products a lane) on this variant and cache, with no bias on K (the sums start
+ * at 0).
+ */
+function keyLanesI16(variants: CpuVariants, isa: string, op: AttentionOp): boolean {
+  const cap = variants.attentionKeyLanes?.[isa];
+  return cap?.i16Sums === true && cap.kBias === 0 && (Q_GROUP / 2) * kCodeMax(op) * INT8_CODE_MAX <= I16_MAX;
+}
+
+/** The largest int16. */
+const I16_MAX = 32767;
+
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
 const CODES_PER_I32_LANE = 4;
 
@@ -495,9 +519,6 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       },
     );
   }
-  // Keys across the lanes first but where the device's first variant says otherwise (as pvInt: the
-  // knob's order cannot follow the isa knob).
-  const keyLanesFirst = keyLanes?.[variants.of(req.device)[0] ?? '']?.first !== false;
   const keyTile = variants.attentionKeyTile;
   if (keyTile) {
     const on = (c: Knobs) => c.keyTile === 1;
@@ -527,7 +548,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       ...knobIf(int8Q, { name: 'qInt8', values: [1, 0], doc: 'Q as int8 codes (1: integer dot products with the int8 K codes; q8, q8_0, q4_0) or f32 (0: K dequantized to f32)' }),
       ...knobIf(variants.attentionTouch, { name: 'touch', values: touchValues(req), doc: 'touch loads ahead of use (1: a dropped byte load of every cache line of each key\'s V row and of the next tile\'s K row, for a target without prefetch) or none (0)' }),
       // After qInt8, which it needs.
-      ...knobIf(keyLanes, { name: 'keyLanes', values: keyLanesFirst ? [1, 0] : [0, 1], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }),
+      ...knobIf(keyLanes, { name: 'keyLanes', values: [1, 0], doc: 'int8-Q scores with keys across the vector lanes (1: each integer step of a block of keys\' K codes transposed once for the row group, no horizontal sums; the caches with int8 codes) or one key at a time (0)' }),
       // After qInt8, which rules it out. On by default where a task has many row groups to share
       // the transposed tile (prefill: f16, AVX-512, Sq=Skv=2048, 514 -> 395 ms on one thread);
       // decoding has one or two, and the transposition then costs more than the sums it saves.
@@ -671,6 +692,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvKeys: pvLaneKeys ? pvKeysOf(kvBlock, pvLaneKeys) : 0,
       keyLanes,
       kCodeBias: keyLanes ? variants.attentionKeyLanes![isa]!.kBias : 0,
+      keyLanesI16: keyLanes && keyLanesI16(variants, isa, op),
       touch: knobs.touch === 1,
       keyTile: keyTile !== undefined,
       keyTileVectors: keyTile?.vectors ?? 0,

@@ -217,9 +217,11 @@ export interface CpuVariants {
    * signed): 128 where it multiplies unsigned by signed bytes; and `stepRegisters`, the vector
    * registers a block of keys' transposed step holds in the dot loop: lanes where all of it stays
    * in registers, fewer where it is reloaded from L1 per vector (the register restriction counts
-   * these). `first`: whether it is the default (false: one key at a time first). Absent: no such knob.
+   * these); `i16Sums` where its products' pair sums may add up in i16 over a Q scale group when K's
+   * codes are small enough (kgen's q4_0 nibbles: the plan checks the bound), widened once a group.
+   * Absent: no such knob.
    */
-  attentionKeyLanes?: Readonly<Record<string, { kBias: number; stepRegisters: number; first?: boolean }>>;
+  attentionKeyLanes?: Readonly<Record<string, { kBias: number; stepRegisters: number; i16Sums?: boolean }>>;
   /**
    * The variants whose f32 attention scores can take each tile's K transposed (the `keyTile` knob:
    * dequantized and transposed once per task so each lane is one key; the C template's

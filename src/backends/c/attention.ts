@@ -133,6 +133,7 @@ export function renderCAttention(plan: CpuAttentionPlan, ctx: RenderContext): Re
     nibbleMask: 15,
     nibbleZero: 8,
     causalFlag: p.causal ? 1 : 0,
+    keyLanesI16Flag: p.keyLanesI16 ? 1 : 0,
     splitsOuterFlag: p.splitsOuter ? 1 : 0,
     taskUnits: taskUnitsText(p),
     f32Bias: F32_BIAS,

@@ -114,8 +114,9 @@ export const C_VARIANTS: CpuVariants = {
   // Q broadcast by the keys' codes, vpmaddubsw with their |codes|, vpmaddwd, vpaddd). AVX-512
   // holds a block's transposed step (16 vectors) in its 32 registers; AVX2's and AVX-VNNI's 8
   // vectors stay in L1 (GCC keeps them on the stack), a vector and its |codes| in registers at a
-  // time, so that 4 rows' i32 and f32 accumulators fit 16 registers.
-  attentionKeyLanes: { avx512: { kBias: 128, stepRegisters: 16 }, avxvnni: { kBias: 128, stepRegisters: 2 }, avx2: { kBias: 0, stepRegisters: 2 } },
+  // time, so that 4 rows' i32 and f32 accumulators fit 16 registers. With q4_0's small codes AVX2
+  // adds the pair sums in i16 (vpaddw) over a Q group, one vpmaddwd a group instead of one a step.
+  attentionKeyLanes: { avx512: { kBias: 128, stepRegisters: 16 }, avxvnni: { kBias: 128, stepRegisters: 2 }, avx2: { kBias: 0, stepRegisters: 2, i16Sums: true } },
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
   attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
   // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.

@@ -69,6 +69,8 @@ enum {
   KG_Q_OFFSET = 0,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */
   KG_K_BIAS = 0,
+  /* keyLanes' dot products summed in i16 over a Q scale group (1; 0: in i32). */
+  KG_KT_I16 = 0,
   /* f32 scores from a transposed K tile (keyTile; 0 without): vectors of keys per pass, and floats
    * per dimension of the tile (KG_KV_BLOCK rounded up to whole passes). */
   KG_KT_VECS = 0,
@@ -298,6 +300,11 @@ static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
 static inline kg_ivec kg_kt_dot(kg_ivec acc, kg_ivec t, const uint8_t *q) {
   const __m256i ta = _mm256_abs_epi8(t), ones = _mm256_set1_epi16(1);
   __m256i x;
+  /* KG_KT_I16 (q4_0's codes): the pair sums added in i16, widened once a Q group (kg_kt_sums). */
+  if (KG_KT_I16) {
+    __asm__("vpbroadcastd %3, %1\n\tvpsignb %2, %1, %1\n\tvpmaddubsw %1, %4, %1\n\tvpaddw %1, %0, %0" : "+x"(acc), "=&x"(x) : "xm"(t), "m"(*(const kg_i32_any *)q), "x"(ta));
+    return acc;
+  }
   __asm__("vpbroadcastd %4, %1\n\tvpsignb %2, %1, %1\n\tvpmaddubsw %1, %3, %1\n\tvpmaddwd %5, %1, %1\n\tvpaddd %1, %0, %0"
           : "+x"(acc), "=&x"(x)
           : "xm"(t), "x"(ta), "m"(*(const kg_i32_any *)q), "x"(ones));
@@ -388,7 +395,11 @@ static inline void kg_kt_prepare(kg_ivec *t) {
   kg_vtranspose(v);
   for (int i = 0; i < 8; i++) t[i] = _mm256_castps_si256(v[i]);
 }
-static inline kg_ivec kg_iset1(int32_t x) { return _mm256_set1_epi32(x); }
+/* A Q scale group's sums start at qb (the bias correction; 0 with KG_KT_I16, whose K has none), and
+ * kg_kt_sums gives them as i32: with KG_KT_I16 each lane's two i16 sums added by vpmaddwd. */
+_Static_assert(!KG_KT_I16 || KG_K_BIAS == 0, "i16 sums start at 0");
+static inline kg_ivec kg_kt_start(int32_t qb) { return _mm256_set1_epi32(qb); }
+static inline kg_ivec kg_kt_sums(kg_ivec a) { return KG_KT_I16 ? _mm256_madd_epi16(a, _mm256_set1_epi16(1)) : a; }
 /* p, opaque to the optimizer: the Q broadcasts of a block of keys stay in the loop (hoisted out of
  * it they spill). */
 static inline const uint8_t *kg_opaque(const uint8_t *p) {
@@ -682,14 +693,14 @@ static void kg_scores_keys(const uint8_t *const *q, const int32_t *qb, const flo
       for (int b = 0; b < KG_LANES; b++) {
         const int d = st * KG_ISTEP + b * KG_LANE_CODES, g = d / KG_VALUES_PER_SCALE, qg = d / KG_Q_GROUP;
         if (d % KG_Q_GROUP == 0)
-          for (int r = 0; r < KG_RG; r++) ai[r] = kg_iset1(qb[r * KG_Q_GROUPS + qg]);
+          for (int r = 0; r < KG_RG; r++) ai[r] = kg_kt_start(qb[r * KG_Q_GROUPS + qg]);
         for (int r = 0; r < KG_RG; r++) ai[r] = kg_kt_dot(ai[r], t[b], qr[r] + d);
         /* Key b's (KG_LANES keys, KG_LANES vectors a step). */
         if (cnt == KG_LANES) kg_prefetch_rows(k, v, rb + (int64_t)b * KG_POS_STRIDE, j0 + b, next, n, st, KG_ISTEPS);
         if (KG_POS_STRIDE == 1) kg_prefetch_next_block(ahead, b, st);
         if ((d + KG_LANE_CODES) % KG_Q_GROUP == 0) {
           const kg_vec sv = kg_kt_scales(kr[0], sr, g, cnt);
-          for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(ai[r]), kg_vmul(sv, kg_vset1(qd[r][qg])), acc[r]);
+          for (int r = 0; r < KG_RG; r++) acc[r] = kg_vfma(kg_icvt(kg_kt_sums(ai[r])), kg_vmul(sv, kg_vset1(qd[r][qg])), acc[r]);
         }
       }
     }

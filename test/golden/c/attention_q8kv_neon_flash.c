@@ -69,6 +69,8 @@ enum {
   KG_Q_OFFSET = 0,
   /* Added to K's codes by scores with keys across the lanes (keyLanes; 0 without). */
   KG_K_BIAS = 0,
+  /* keyLanes' dot products summed in i16 over a Q scale group (1; 0: in i32). */
+  KG_KT_I16 = 0,
   /* f32 scores from a transposed K tile (keyTile; 0 without): vectors of keys per pass, and floats
    * per dimension of the tile (KG_KV_BLOCK rounded up to whole passes). */
   KG_KT_VECS = 0,
