@@ -40,7 +40,7 @@ const FORMATS = ['f16', 'q8', 'q8_0', 'q4_0'] as const;
 /** The variants with integer P.V (the pvInt knob), and its step of V values on each (4 per f32 lane). */
 const pvIntIsas = Object.keys(C_VARIANTS.attentionIntPV ?? {});
 const pvIntStep = (isa: string) => 4 * (C_VARIANTS.f32Lanes?.[isa] ?? 1);
-/** The variants whose int8-Q scores can take keys across the lanes (the keyLanes knob; kgen q8). */
+/** The variants whose int8-Q scores can take keys across the lanes (the keyLanes knob; the caches with int8 codes). */
 const keyLanesIsas = Object.keys(C_VARIANTS.attentionKeyLanes ?? {});
 /** The variants whose f32 scores can take a transposed K tile (the keyTile knob). */
 const keyTileIsas: readonly string[] = C_VARIANTS.attentionKeyTile ?? [];
@@ -250,6 +250,7 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     }
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvLayout: 'positions_heads' })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors of contiguous f16/);
     expect(() => plan('q8', 'avx512', { keyLanes: 1 }, { kvGroupSize: 16 })).toThrow(/a block of keys' kgen q8 scales is not 2 vectors/);
+    expect(() => emit({ target: 'c', ir: ir('q8', true, { kvGroupSize: 16 }), shape: 'B=1,Hq=8,Hkv=2,Sq=1,Skv=512,D=64', device: deviceOf('avx2'), isa: 'avx2', config: { qInt8: 1, keyLanes: 1 } })).toThrow(/K's scale groups of 16 values are smaller than Q's \(32\)/);
     expect(() => emit({ target: 'c', ir: ir('q8', true), shape: 'B=1,Hq=16,Hkv=2,Sq=1,Skv=512,D=128', device: deviceOf('avx512'), isa: 'avx512', config: { keyLanes: 1, pvInt: 0, rowGroup: 8 } })).toThrow(/2 x rowGroup accumulators and the work registers exceed the vector registers/);
   });
   it('a transposed K tile: every C variant, f32 scores only, the prefill default (decode keeps K rows), refused where its accumulators exceed the registers', () => {
@@ -297,6 +298,8 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
       const r = await verify({ target: 'c', ir: op, shape: 'B=1,Hq=10,Hkv=2,Sq=3,Skv=150,D=64', isa, device, config: { qInt8: 1 }, werror: true, testData: DATA });
       expect(r.status, `${isa}: ${r.detail ?? ''}`).toBe('ok');
       expect((r.plan.params as { iScalesPerStep: number }).iScalesPerStep).toBe(isa === 'scalar' ? 1 : 2);
+      // AVX2's K groups of 16, smaller than Q's (32): one key at a time (keys across the lanes refused).
+      expect((r.plan.params as { keyLanes: boolean }).keyLanes, isa).toBe(isa === 'avx512');
     }
   });
   it('the split count defaults from Skv and the device threads; prefill does not split; the manifest states the KV layout', () => {

@@ -501,7 +501,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const keyLanes = variants.attentionKeyLanes;
   if (keyLanes) {
     const on = (c: Knobs) => c.keyLanes === 1;
-    const { scalesPerRow } = kvRowFormat(req.op, D);
+    const { scalesPerRow, valuesPerScale } = kvRowFormat(req.op, D);
     const { positionStride } = kvRowStrides(kvLayoutOf(req.op), req.shape);
     restrictions.push(
       { reason: 'keys across the lanes (keyLanes: 1): the variant has no such score kernel', allows: (c) => !on(c) || Object.hasOwn(keyLanes, c.isa) },
@@ -512,6 +512,12 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
         reason: `keys across the lanes (keyLanes: 1): a block of keys' kgen q8 scales is not ${KEY_LANES_SCALE_VECTORS} vectors of contiguous f16 (heads x positions rows, at most ${KEY_LANES_SCALE_VECTORS * 2} scale groups a row)`,
         // A vector holds 2 x lanes f16 and a block's scales are lanes x scalesPerRow.
         allows: (c) => !on(c) || req.op.kvCache !== 'q8' || (positionStride === 1 && scalesPerRow <= 2 * KEY_LANES_SCALE_VECTORS),
+      },
+      // A Q scale group's sums convert once, times one K scale a key: K's groups must hold whole Q
+      // groups (kgen q8 groups of 16 are half of AVX2's integer step, legal for qInt8).
+      {
+        reason: `keys across the lanes (keyLanes: 1): K's scale groups of ${valuesPerScale} values are smaller than Q's (${Q_GROUP})`,
+        allows: (c) => !on(c) || !valuesPerScale || valuesPerScale % Q_GROUP === 0,
       },
       {
         reason: 'keys across the lanes (keyLanes: 1): the registers of a block of keys\' transposed step, 2 x rowGroup accumulators and the work registers exceed the vector registers',
