@@ -254,10 +254,15 @@ interface MicroShape {
   actCount: number;
 }
 
+/** The name of the micro-kernel for `rowCount` weight rows x `actCount` activation rows. */
+function microName(rowCount: number, actCount: number): string {
+  return `micro_${rowCount}x${actCount}`;
+}
+
 /** The tile kernels `_rows` calls: full tiles, and one-row edges in N, in M and in both. */
 function microShapes(plan: CpuMatmulPlan): { tile: Record<'full' | 'rowEdge' | 'actEdge' | 'bothEdge', string>; shapes: MicroShape[] } {
   const { rowsPerIter: R, mTile: T } = plan.params;
-  const shape = (rowCount: number, actCount: number): MicroShape => ({ name: `micro_${rowCount}x${actCount}`, rowCount, actCount });
+  const shape = (rowCount: number, actCount: number): MicroShape => ({ name: microName(rowCount, actCount), rowCount, actCount });
   const tile = { full: shape(R, T), rowEdge: shape(1, T), actEdge: shape(R, 1), bothEdge: shape(1, 1) };
   const shapes = [...new Map(Object.values(tile).map((s) => [s.name, s])).values()];
   return { tile: { full: tile.full.name, rowEdge: tile.rowEdge.name, actEdge: tile.actEdge.name, bothEdge: tile.bothEdge.name }, shapes };
@@ -346,6 +351,9 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
     return { q, first: quadRows[0]!.r, last: quadRows.at(-1)!.r, rows: quadRows.map(({ r, rowOff, ptr }) => ({ r, rowOff, ptr, halfLane: 2 * (r % SCALE_LANES) + 1 })) };
   });
   const quadActs = scaleQuads.flatMap(({ q, first, last, rows: quadRows }) => acts.map(({ i }) => ({ q, i, first, last, quadRows })));
+  // Whole quads widen their scales finite-only (scaleGroups); an inf or NaN scale sends the call's
+  // rows to the exact one-row kernel (`exactRows`, a shape every tile set has: microShapes).
+  const fastScales = s.rowCount > 1 && s.rowCount % SCALE_LANES === 0;
   const tables = { A: lanes(Q35_LOOKUP_A), B: lanes(Q35_LOOKUP_B) };
   const chunkAt = preparedChunks(plan);
   // Row-major: every chunk's activations first, then each row's chunks (rowMajorOrder).
@@ -423,7 +431,7 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
         }))
       : [];
     const quads = scaleQuads.map((sq) => ({ ...sq, rows: sq.rows.map((row) => ({ ...row, rowOff: wAt + row.rowOff })) }));
-    return { u, scaleQuads: quads, groups };
+    return { u, scaleQuads: fastScales ? [] : quads, scaleGroups: fastScales ? scaleGroupsOf(quads) : [], groups };
   };
   // The loop over weight blocks takes `unroll` blocks per step, then the blocks left one at a time.
   const unroll = Math.max(1, p.unroll);
@@ -439,7 +447,22 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   };
   // Locals of the prepared activation vectors: per activation row, and per chunk when row-major.
   const actSlots = acts.flatMap(({ i }) => (rowMajor ? Array.from({ length: p.actChunks }, (_, j) => ({ x: `${i}_${j}` })) : [{ x: `${i}` }]));
-  return { ...s, streams, streamPtrs, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop };
+  return { ...s, streams, streamPtrs, rows, acts, actSlots, pairs, scaleQuads, quadActs, loop, fastScales, exactRows: microName(1, s.actCount) };
+}
+
+/**
+ * Whole scale quads two to a vector for the finite-only widening: the first quad's f16 scales in the
+ * high halves of the i32 lanes (i16 lanes 1, 3, 5, 7), the second's in the low halves (0, 2, 4, 6),
+ * widened after a shift by `pairShift` (F16_STEP's even/odd order). The group's first scale is
+ * loaded splat (no zeroing; every lane it fills is a real scale, so the inf/NaN check holds), the
+ * others into their lanes. Per 8 rows 8 loads and 9 operations, where two exact quads took 2 x 12.
+ */
+function scaleGroupsOf<R extends { rowOff: number; ptr: string }>(quads: { q: number; first: number; last: number; rows: R[] }[]) {
+  return Array.from({ length: Math.ceil(quads.length / 2) }, (_, g) => {
+    const [odd, even] = [quads[2 * g]!, quads[2 * g + 1]];
+    const rows = [...odd.rows.map((row, l) => ({ ...row, halfLane: 2 * l + 1 })), ...(even?.rows ?? []).map((row, l) => ({ ...row, halfLane: 2 * l }))];
+    return { first: odd.first, last: (even ?? odd).last, splat: rows[0]!, inserts: rows.slice(1), odd: odd.q, even: even?.q };
+  });
 }
 
 /**
@@ -488,6 +511,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     configJson: commentText(JSON.stringify(configInUse(plan))),
     memory: memoryView(shared),
     half: HALF_VIEW,
+    f16x8: F16_STEP,
     yF16: op.y === 'f16',
     needsExp,
     exp: EXP,
