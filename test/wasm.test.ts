@@ -86,7 +86,8 @@ describe('GEMV rows in streams (streamChunk)', () => {
     try {
       // N = 77: a range takes chunks of rowsPerIter streams of S rows, S cut to its rows / rowsPerIter
       // at the end, then fewer than rowsPerIter rows one at a time.
-      for (const config of [{ streamChunk: 256, rowsPerIter: 8 }, { streamChunk: 64, rowsPerIter: 4 }, { streamChunk: 64, rowsPerIter: 2 }]) {
+      // Whole chunks (S rows a stream) take the fixed-stride kernel: S = 8, 16 and 32 below.
+      for (const config of [{ streamChunk: 256, rowsPerIter: 8 }, { streamChunk: 64, rowsPerIter: 8 }, { streamChunk: 64, rowsPerIter: 4 }, { streamChunk: 64, rowsPerIter: 2 }]) {
         const e = emit({ target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=77,K=320', config: { isa: 'simd128', ...config } });
         const params = e.plan.params as { streamRows: number; rowsPerIter: number };
         expect(params.streamRows, JSON.stringify(config)).toBe(config.streamChunk / config.rowsPerIter);
@@ -540,14 +541,19 @@ describe('the WebAssembly runner and emit', () => {
     if (run.status === 'ok') expect(run.timing!.runs).toBe(5);
   });
 
-  it('block scales of every f16 class (negative, subnormal, infinite, NaN) are widened exactly by the 8-row kernel', async () => {
+  it.each([{ N: 8, streamChunk: 256 }, { N: 64, streamChunk: 64 }])('block scales of every f16 class (negative, subnormal, infinite, NaN) are widened exactly by the 8-row kernels (%o)', async ({ N, streamChunk }) => {
     // One 64-weight q4 block per row, every code 9 (level +1), x all ones: y[n] = 64 x scale[n].
-    const scales = [0x3c00, 0xbc00, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e00, 0xc500];
+    // The 8-row kernels widen finite-only and redo a call's rows exactly where a scale is inf or NaN.
+    // N = 8: one call of the per-row-pointer kernel. N = 64 in 8 streams of 8 rows: 8 calls of the
+    // fixed-stride kernel on rows n, n + 8, .., n + 56, each seeing every class but the last
+    // (rows 7, 15, .., 63), whose scales are all finite: no redo.
+    const classes = [0x3c00, 0xbc00, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e00, 0xc500];
+    const scales = Array.from({ length: N }, (_, n) => (N > 8 && n % 8 === 7 ? 0x3c00 + (n >> 3) : classes[(n + (n >> 3)) % 8]!));
     const f16 = (h: number) => (h & 0x8000 ? -1 : 1) * ((h & 0x7c00) === 0x7c00 ? (h & 0x3ff ? NaN : Infinity) : (h & 0x7c00 ? 1 + (h & 0x3ff) / 1024 : (h & 0x3ff) / 1024) * 2 ** Math.max(((h >> 10) & 31) - 15, -14));
-    const K = 64, N = scales.length;
-    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: `M=1,N=${N},K=${K}`, config: { isa: 'simd128', rowsPerIter: 8, nTile: 8 } });
+    const K = 64;
+    const e = emit({ target: 'wasm', op: 'matmul_q4', shape: `M=1,N=${N},K=${K}`, config: { isa: 'simd128', rowsPerIter: 8, nTile: 8, streamChunk } });
     const { memory, fn } = await instantiateSimd128(e);
-    const at = { x: 64, w: 1024, y: 4096, ws: 8192 };
+    const at = { x: 64, w: 1024, y: 8192, ws: 12288 };
     const rowBytes = e.manifest.weights!.rowBytes;
     const view = new DataView(memory.buffer);
     for (let k = 0; k < K; k++) view.setFloat32(at.x + 4 * k, 1, true);

@@ -252,20 +252,31 @@ interface MicroShape {
   name: string;
   rowCount: number;
   actCount: number;
+  /** Rows apart of the kernel's rows (the GEMV's whole stream chunks): one pointer, row r at r x this many rows' bytes. */
+  strideRows?: number;
 }
+
+/** The largest byte offset a fixed-stride kernel puts in a load's offset immediate (a u32; kept signed). */
+const MAX_LOAD_OFFSET = 2 ** 31 - 1;
 
 /** The name of the micro-kernel for `rowCount` weight rows x `actCount` activation rows. */
 function microName(rowCount: number, actCount: number): string {
   return `micro_${rowCount}x${actCount}`;
 }
 
-/** The tile kernels `_rows` calls: full tiles, and one-row edges in N, in M and in both. */
-function microShapes(plan: CpuMatmulPlan): { tile: Record<'full' | 'rowEdge' | 'actEdge' | 'bothEdge', string>; shapes: MicroShape[] } {
-  const { rowsPerIter: R, mTile: T } = plan.params;
+/**
+ * The tile kernels `_rows` calls: full tiles, and one-row edges in N, in M and in both. With
+ * `fixedStride` (quantized weights) a GEMV in streams also gets `fixed`: the full tile for a whole
+ * chunk of streams (the stride is `streamRows`), its rows at constant offsets from one pointer, where
+ * `full` keeps a pointer per row (8 adds a block and, on x86, the registers V8 then spills).
+ */
+function microShapes(plan: CpuMatmulPlan, fixedStride: boolean): { tile: Record<'full' | 'rowEdge' | 'actEdge' | 'bothEdge', string> & { fixed?: string }; shapes: MicroShape[] } {
+  const { rowsPerIter: R, mTile: T, streamRows: S, rowBytes } = plan.params;
   const shape = (rowCount: number, actCount: number): MicroShape => ({ name: microName(rowCount, actCount), rowCount, actCount });
   const tile = { full: shape(R, T), rowEdge: shape(1, T), actEdge: shape(R, 1), bothEdge: shape(1, 1) };
-  const shapes = [...new Map(Object.values(tile).map((s) => [s.name, s])).values()];
-  return { tile: { full: tile.full.name, rowEdge: tile.rowEdge.name, actEdge: tile.actEdge.name, bothEdge: tile.bothEdge.name }, shapes };
+  const fixed = fixedStride && S > 0 && R > 1 && R * S * rowBytes <= MAX_LOAD_OFFSET ? { ...shape(R, T), name: `${microName(R, T)}_stride${S}`, strideRows: S } : undefined;
+  const shapes = [...new Map([...Object.values(tile), ...(fixed ? [fixed] : [])].map((s) => [s.name, s])).values()];
+  return { tile: { full: tile.full.name, rowEdge: tile.rowEdge.name, actEdge: tile.actEdge.name, bothEdge: tile.bothEdge.name, ...(fixed ? { fixed: fixed.name } : {}) }, shapes };
 }
 
 /** Prepared activation bytes per block: int8 values, then f32 scale and i32 sum (padded as C pads). */
@@ -339,11 +350,13 @@ function microView(plan: CpuMatmulPlan, s: MicroShape, scheme: WasmScheme | unde
   // Row r of the micro-kernel: in contiguous groups r x rowBytes after its first row (a load
   // offset, one pointer); in streams (plan.params.streamRows) `$stride` rows after row r - 1, a
   // pointer of its own.
-  const streams = p.streamRows > 0 && s.rowCount > 1;
-  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowOff: streams ? 0 : r * p.rowBytes, ptr: streams && r > 0 ? `$p${r}` : '$p' }));
+  const streams = p.streamRows > 0 && s.rowCount > 1 && s.strideRows === undefined;
+  // rowN: row r's output row after $n (contiguous and fixed-stride kernels).
+  const rowN = (r: number) => r * (s.strideRows ?? 1);
+  const rows = Array.from({ length: s.rowCount }, (_, r) => ({ r, rowN: rowN(r), rowOff: streams ? 0 : rowN(r) * p.rowBytes, ptr: streams && r > 0 ? `$p${r}` : '$p' }));
   const streamPtrs = streams ? rows.slice(1).map(({ r, ptr }) => ({ r, ptr, prev: rows[r - 1]!.ptr })) : [];
   const acts = Array.from({ length: s.actCount }, (_, i) => ({ i, offset: i * xRowBytes }));
-  const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
+  const pairs = rows.flatMap(({ r }) => acts.map(({ i }) => ({ r, rowN: rowN(r), i, quad: Math.floor(r / SCALE_LANES), lane: r % SCALE_LANES })));
   // Row r's scale is f32 lane r % 4 of quad r / 4 (i16 lane 2 (r % 4) + 1, the high half of that
   // lane, where the sign needs no shift), and its sums lane r % 4 of that quad's accumulator.
   const scaleQuads = Array.from({ length: Math.ceil(s.rowCount / SCALE_LANES) }, (_, q) => {
@@ -492,7 +505,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const fn = ctx.symbol ?? `kgen_${op.name}`;
   const { actStride, xRowBytes } = actLayout(plan);
   const xBytes = op.x === 'f16' ? F16_BYTES : F32_BYTES;
-  const { tile, shapes } = microShapes(plan);
+  const { tile, shapes } = microShapes(plan, scheme !== undefined);
   const needsExp = op.epilogue.activation !== 'none';
   const path = scheme ? kernelPath(scheme, level, p.actChunks) : undefined;
   const widen = widening(path);
