@@ -187,8 +187,11 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('q8', 'avx2', undefined, prefill).config).toMatchObject({ rowGroup: 8, pvInt: 0 });
     expect(plan('q8', 'avx2', { pvInt: 1 }, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx2').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
-    expect(plan('q8', 'avx2', { pvInt: 1 }).params).toMatchObject({ pvInt: true, pvLaneKeys: 2, iStep: 32, pvAccumulators: 2, pvParts: 2, pvPasses: 8 });
-    expect(plan('q8', 'avx512', { pvInt: 1 }).params).toMatchObject({ pvAccumulators: 4, pvParts: 1, pvPasses: 2 });
+    // The next tile's V lines (2 a q8 row of 128 bytes, 2 keys a group): 1 a group in 4 of AVX2's
+    // 8 passes, 2 a group in each of AVX-512's 2; f32 P.V (f16) prefetches by kg_prefetch_v_lines.
+    expect(plan('q8', 'avx2', { pvInt: 1 }).params).toMatchObject({ pvInt: true, pvLaneKeys: 2, iStep: 32, pvAccumulators: 2, pvParts: 2, pvPasses: 8, rowLines: 2, pvPrefetches: 1 });
+    expect(plan('q8', 'avx512', { pvInt: 1 }).params).toMatchObject({ pvAccumulators: 4, pvParts: 1, pvPasses: 2, pvPrefetches: 2 });
+    expect(plan('f16', 'avx2').params).toMatchObject({ pvPrefetches: 0 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx512').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) {
       const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });

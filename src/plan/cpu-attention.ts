@@ -38,6 +38,13 @@ export type CpuAttentionParams = {
    */
   pvPasses: number;
   rowLines: number;
+  /**
+   * Integer P.V: next-tile V lines each key group (pvLaneKeys keys) prefetches in a pass, the fewest
+   * that cover rowLines x pvLaneKeys lines a group over the pvPasses passes (0 without pvInt). The
+   * early passes prefetch, the rest none; which ones is a constant of the unrolled passes, so the key
+   * loop tests nothing per key.
+   */
+  pvPrefetches: number;
   /** One KV row (D values of one position of one head) as stored; scales in their own array (q8). */
   rowBytes: number;
   scalesPerRow: number;
@@ -664,6 +671,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvStep,
       pvPasses: pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep),
       rowLines: ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES),
+      pvPrefetches: pvInt ? ceilDiv(ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES) * pvLaneKeys, (D / iStep) * pvParts) : 0,
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,
