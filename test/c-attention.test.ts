@@ -188,10 +188,11 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(plan('q8', 'avx2', { pvInt: 1 }, prefill).config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx2').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     // The next tile's V lines (2 a q8 row of 128 bytes, 2 keys a group): 1 a group in 4 of AVX2's
-    // 8 passes, 2 a group in each of AVX-512's 2; f32 P.V (f16) prefetches by kg_prefetch_v_lines.
+    // 8 passes, 2 a group in each of AVX-512's 2.
     expect(plan('q8', 'avx2', { pvInt: 1 }).params).toMatchObject({ pvInt: true, pvLaneKeys: 2, iStep: 32, pvAccumulators: 2, pvParts: 2, pvPasses: 8, rowLines: 2, pvPrefetches: 1 });
     expect(plan('q8', 'avx512', { pvInt: 1 }).params).toMatchObject({ pvAccumulators: 4, pvParts: 1, pvPasses: 2, pvPrefetches: 2 });
-    expect(plan('f16', 'avx2').params).toMatchObject({ pvPrefetches: 0 });
+    // Rows not whole lines (q8_0's 136 bytes, q4_0's 72) and f32 P.V (f16) prefetch per key.
+    for (const format of ['q8_0', 'q4_0', 'f16']) expect(plan(format, 'avx2').params).toMatchObject({ pvPrefetches: 0 });
     for (const format of ['q8', 'q8_0', 'q4_0']) expect(plan(format, 'avx512').config).toMatchObject({ rowGroup: 4, pvInt: 1 });
     for (const format of ['q8', 'q8_0', 'q4_0']) {
       const on = plan(format, 'avx512', { pvInt: 1, qInt8: 0 });

@@ -40,9 +40,11 @@ export type CpuAttentionParams = {
   rowLines: number;
   /**
    * Integer P.V: next-tile V lines each key group (pvLaneKeys keys) prefetches in a pass, the fewest
-   * that cover rowLines x pvLaneKeys lines a group over the pvPasses passes (0 without pvInt). The
+   * that cover rowLines x pvLaneKeys lines a group over the pvPasses passes (kg_prefetch_v_group: the
    * early passes prefetch, the rest none; which ones is a constant of the unrolled passes, so the key
-   * loop tests nothing per key.
+   * loop tests nothing per key). 0 without pvInt, and where a row is not whole cache lines (q8_0's
+   * 136 bytes, q4_0's 72): there, out of cache, the per-key spread of kg_prefetch_v_lines measured
+   * 3-6% faster (AVX2, Skv=1024; docs/PERFORMANCE.md, "AVX2 integer P.V per key").
    */
   pvPrefetches: number;
   /** One KV row (D values of one position of one head) as stored; scales in their own array (q8). */
@@ -671,7 +673,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvStep,
       pvPasses: pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep),
       rowLines: ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES),
-      pvPrefetches: pvInt ? ceilDiv(ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES) * pvLaneKeys, (D / iStep) * pvParts) : 0,
+      pvPrefetches: pvInt && row.rowBytes % CPU_CACHE_LINE_BYTES === 0 ? ceilDiv((row.rowBytes / CPU_CACHE_LINE_BYTES) * pvLaneKeys, (D / iStep) * pvParts) : 0,
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,

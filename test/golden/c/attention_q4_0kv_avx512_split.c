@@ -105,8 +105,9 @@ enum {
   /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
   KG_PV_PASSES = 2,
   KG_ROW_LINES = 2,
-  /* Integer P.V: next-tile V lines a key group prefetches per pass (kg_prefetch_v_group). */
-  KG_PV_PREFETCHES = 2,
+  /* Integer P.V: next-tile V lines a key group prefetches per pass (kg_prefetch_v_group; 0: per key,
+   * kg_prefetch_v_lines). */
+  KG_PV_PREFETCHES = 0,
 };
 /* Counts that grow with B x H x S, int64_t: an enum constant is an int, and these pass 2^31 at long
  * contexts. Tasks and output rows; Q's values as f32; with int8 Q, its rows and the workspace words
@@ -585,13 +586,14 @@ static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t ro
   }
 }
 
-/* As f32 P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors) reaches key jj:
- * line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th after it, of `row`, key jj's V row in
- * the next tile. Over the passes each line of the row once, and each pass's prefetches spread evenly
- * over the keys (a dense burst of prefetches stalls the loads behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
- * during its scores, whose lead from DRAM is shorter (docs/PERFORMANCE.md, "Decode attention's memory
- * pattern"; with no V prefetch at all, f16 took 15.5 instead of 11.7 ms of CPU per call, one thread,
- * Skv=32768). */
+/* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int
+ * without kg_prefetch_v_group: one per part of an integer step) reaches key jj: line (pass + jj) %
+ * KG_PV_PASSES, and every KG_PV_PASSES-th after it, of `row`, key jj's V row in the next tile. Over
+ * the passes each line of the row once, and each pass's prefetches spread evenly over the keys (a
+ * dense burst of prefetches stalls the loads behind it). V one tile ahead, issued while this tile's
+ * V is read, instead of this tile's V issued during its scores, whose lead from DRAM is shorter
+ * (docs/PERFORMANCE.md, "Decode attention's memory pattern"; with no V prefetch at all, f16 took
+ * 15.5 instead of 11.7 ms of CPU per call, one thread, Skv=32768). */
 static inline void kg_prefetch_v_lines(const uint8_t *row, int pass, int jj) {
   for (int l = (pass + jj) % KG_PV_PASSES; l < KG_ROW_LINES; l += KG_PV_PASSES) __builtin_prefetch(row + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
@@ -782,28 +784,6 @@ static void kg_accumulate_masked(float *acc, const float *p, const float *corr, 
   }
 }
 
-/* As integer P.V's pass `pass` reaches key group jj (KG_PV_LANE_KEYS keys from jj): its
- * KG_PV_PREFETCHES prefetch slots t = pass * KG_PV_PREFETCHES + c; slot t < KG_ROW_LINES x
- * KG_PV_LANE_KEYS prefetches line t * ceil(n / KG_PV_LANE_KEYS) + jj / KG_PV_LANE_KEYS of the next
- * tile's V rows taken in order (row by row, KG_ROW_LINES a row; rows past the next tile's `next` > 0
- * clamped to its last; this tile is whole). So every line of the next tile once over the passes, in
- * address order, one or a few a key group. `pass` and c are constants of the unrolled passes, so the
- * slots past the lines fold away: no test per key (the per-key (pass + jj) % KG_PV_PASSES of
- * kg_prefetch_v_lines cost AVX2's q8 decode ~6% in cache). Always inlined: GCC takes a function of
- * prefetches alone for one without effects, and where it did not inline it (AVX-512) dropped the
- * call, and with it every V prefetch (33% slower out of cache). */
-static inline __attribute__((always_inline)) void kg_prefetch_v_group(const uint8_t *const *vr, int n, int next, int pass, int jj) {
-  const int per = (n + KG_PV_LANE_KEYS - 1) / KG_PV_LANE_KEYS;
-  for (int c = 0; c < KG_PV_PREFETCHES; c++) {
-    const int t = pass * KG_PV_PREFETCHES + c;
-    if (t < KG_ROW_LINES * KG_PV_LANE_KEYS) {
-      const int line = t * per + jj / KG_PV_LANE_KEYS;
-      const int j = kg_min(line / KG_ROW_LINES, next - 1);
-      __builtin_prefetch(vr[j] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES + (line % KG_ROW_LINES) * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
-    }
-  }
-}
-
 /* kg_accumulate with integer dot products (pvInt): the tile's P times the keys' V scales rounded to
  * int16 codes on one scale, the largest |V scale| / KG_PV_CODE_MAX (P <= 1: the tile's scores are
  * at most the running max); each integer step of V codes is loaded for KG_PV_LANE_KEYS keys at a
@@ -849,7 +829,9 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
       for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
         kg_icodes x[KG_PV_LANE_KEYS];
         kg_ivec w[KG_LANE_CODES];
-        if (next > 0) kg_prefetch_v_group(vr, n, next, st * KG_PV_PARTS + h, jj);
+        /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++)
+          if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
         for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
         kg_pv_interleave(x, w);
         for (int r = 0; r < KG_RG; r++)

@@ -103,7 +103,8 @@ enum {
   /* Passes of P.V over a tile's keys, and cache lines a KV row starts (kg_prefetch_v_lines). */
   KG_PV_PASSES = 16,
   KG_ROW_LINES = 2,
-  /* Integer P.V: next-tile V lines a key group prefetches per pass (kg_prefetch_v_group). */
+  /* Integer P.V: next-tile V lines a key group prefetches per pass (kg_prefetch_v_group; 0: per key,
+   * kg_prefetch_v_lines). */
   KG_PV_PREFETCHES = 0,
 };
 /* Counts that grow with B x H x S, int64_t: an enum constant is an int, and these pass 2^31 at long
@@ -377,13 +378,14 @@ static inline void kg_prime_pages(const uint8_t *k, const uint8_t *v, int64_t ro
   }
 }
 
-/* As f32 P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors) reaches key jj:
- * line (pass + jj) % KG_PV_PASSES, and every KG_PV_PASSES-th after it, of `row`, key jj's V row in
- * the next tile. Over the passes each line of the row once, and each pass's prefetches spread evenly
- * over the keys (a dense burst of prefetches stalls the loads behind it). V one tile ahead, issued while this tile's V is read, instead of this tile's V issued
- * during its scores, whose lead from DRAM is shorter (docs/PERFORMANCE.md, "Decode attention's memory
- * pattern"; with no V prefetch at all, f16 took 15.5 instead of 11.7 ms of CPU per call, one thread,
- * Skv=32768). */
+/* As P.V's pass `pass` over a tile (kg_accumulate: one per KG_PV_STEP vectors; kg_accumulate_int
+ * without kg_prefetch_v_group: one per part of an integer step) reaches key jj: line (pass + jj) %
+ * KG_PV_PASSES, and every KG_PV_PASSES-th after it, of `row`, key jj's V row in the next tile. Over
+ * the passes each line of the row once, and each pass's prefetches spread evenly over the keys (a
+ * dense burst of prefetches stalls the loads behind it). V one tile ahead, issued while this tile's
+ * V is read, instead of this tile's V issued during its scores, whose lead from DRAM is shorter
+ * (docs/PERFORMANCE.md, "Decode attention's memory pattern"; with no V prefetch at all, f16 took
+ * 15.5 instead of 11.7 ms of CPU per call, one thread, Skv=32768). */
 static inline void kg_prefetch_v_lines(const uint8_t *row, int pass, int jj) {
   for (int l = (pass + jj) % KG_PV_PASSES; l < KG_ROW_LINES; l += KG_PV_PASSES) __builtin_prefetch(row + l * KG_CACHE_LINE, 0, KG_PREFETCH_LOCALITY);
 }
