@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { emit } from '../src/api/emit.js';
 import { verify } from '../src/api/verify.js';
-import { cannotRunReason } from '../src/backends/c/runner.js';
+import { cannotRunReason, cRunner } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS, C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { planRequest } from '../src/backends/registry.js';
+import { hostIsa } from '../src/device/host.js';
 import { getDevice } from '../src/device/index.js';
 import { catalogOp } from '../src/ir/catalog.js';
 import { parseShape } from '../src/ir/validate.js';
@@ -233,6 +234,19 @@ describe('AVX-VNNI as a variant', () => {
   it('matmul and attention offer it after AVX-512 and before AVX2 where the profile has it', () => {
     expect(isaValues('matmul_q4', 'M=1,N=64,K=256')).toEqual(['avx512', 'avxvnni', 'avx2', 'scalar']);
     expect(isaValues('attention_f16', 'B=1,Hq=8,Hkv=2,Sq=1,Skv=100,D=64')).toEqual(['avx512', 'avxvnni', 'avx2', 'scalar']);
+  });
+  // Where the CPU has AVX-512 VNNI but not AVX-VNNI (Zen 4): its code runs with the EVEX forms of the
+  // same instructions, after compiling with its own flags; those times are not the variant's.
+  const host = hostIsa().isa;
+  const standIn = !host.includes('avxvnni') && C_TOOLCHAINS.avxvnni!.standIn!.needs.every((f) => host.includes(f));
+  it.skipIf(!standIn || cToolsSkipReason('avxvnni') !== undefined)('runs through its AVX-512 VNNI stand-in where the CPU lacks it, with times the tuner does not take', async () => {
+    expect(cannotRunReason('avxvnni')).toBeUndefined();
+    const runner = cRunner('avxvnni');
+    expect(runner.timesAreReal).toBe(false);
+    expect(runner.name).toMatch(/AVX-512 VNNI stand-in/);
+    const r = await verify({ target: 'c', op: 'matmul_q8_0', shape: 'M=3,N=77,K=320', isa: 'avxvnni', device: 'xeon-8592', werror: true, testData: DATA });
+    expect(r.status, r.detail).toBe('ok');
+    expect(r.runner).toMatch(/stand-in/);
   });
 });
 

@@ -10,13 +10,23 @@ import type { BuildOptions, KernelBuild, KernelExecution, KernelInputs, KernelRu
 import type { CToolchain } from './toolchain.js';
 import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 
-/** Why this machine cannot run binaries of this ISA, or undefined when it can. */
+/** Why this machine cannot run binaries of this ISA, or undefined when it can (natively, through its stand-in build, or under qemu-user). */
 export function cannotRunReason(isa: string): string | undefined {
   const tc = C_TOOLCHAINS[isa]!;
-  const host = hostIsa();
   if (emulated(tc)) return undefined; // runs under qemu-user; a missing qemu is reported as a missing tool
-  const missing = tc.needs.filter((f) => !host.isa.includes(f));
-  return missing.length ? `this CPU lacks ${missing.join(', ')}` : undefined;
+  const missing = missingFeatures(tc.needs);
+  return missing.length && !standInOf(tc) ? `this CPU lacks ${missing.join(', ')}` : undefined;
+}
+
+function missingFeatures(needs: readonly string[]): string[] {
+  const host = hostIsa();
+  return needs.filter((f) => !host.isa.includes(f));
+}
+
+/** The variant's stand-in build where this CPU runs it and not the variant's own (toolchain `standIn`), else undefined. */
+export function standInOf(tc: CToolchain): CToolchain['standIn'] {
+  if (!tc.standIn || emulated(tc) || missingFeatures(tc.needs).length === 0) return undefined;
+  return missingFeatures(tc.standIn.needs).length === 0 ? tc.standIn : undefined;
 }
 
 const INSTALL_HINT: Record<string, string> = {
@@ -43,27 +53,39 @@ export async function checkTools(tc: CToolchain, run: boolean): Promise<void> {
  */
 export function cRunner(isa: string): KernelRunner {
   const tc = C_TOOLCHAINS[isa]!;
+  const standIn = standInOf(tc);
   return {
-    name: emulated(tc) ? tc.runner![0]! : 'native',
-    timesAreReal: !emulated(tc),
+    name: emulated(tc) ? tc.runner![0]! : standIn ? `native (${standIn.label})` : 'native',
+    timesAreReal: !emulated(tc) && !standIn,
     cannotExecute: () => cannotRunReason(isa),
     async build(plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       await checkTools(tc, false);
       // ASan's runtime is not linked statically; -static only serves qemu runs.
-      const base = opts.sanitize ? tc.flags.filter((f) => f !== '-static') : tc.flags;
-      const flags = [...base, ...C_WARNINGS, ...(opts.werror ? ['-Werror'] : []), '-pthread'];
-      if (opts.sanitize) flags.push('-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer', '-g');
+      const flagsOf = (own: string[]) => {
+        const flags = [...(opts.sanitize ? own.filter((f) => f !== '-static') : own), ...C_WARNINGS, ...(opts.werror ? ['-Werror'] : []), '-pthread'];
+        if (opts.sanitize) flags.push('-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer', '-g');
+        return flags;
+      };
+      const flags = flagsOf(tc.flags);
+      // With a stand-in the kernel compiles with the variant's own flags first (what ships), then
+      // the harness is built with the stand-in's.
+      const runFlags = standIn ? flagsOf(standIn.flags) : flags;
       const sources = { 'kernel.c': kernel.files['kernel.c']!, 'kernel.h': kernel.files['kernel.h']!, ...kernel.harnessFiles };
       const timeoutMs = opts.timeoutMs ?? 120_000;
+      const compiled = (cc: { exitCode?: number; timedOut: boolean; all?: string }) =>
+        cc.exitCode === 0 ? undefined : { error: cc.timedOut ? `compiler timed out after ${timeoutMs} ms` : (cc.all ?? '') };
       return cachedBuild({
         cacheDir: opts.cacheDir,
-        id: sourceKey(sources, flags),
+        id: sourceKey(sources, standIn ? [...flags, ...runFlags] : flags),
         tempPrefix: 'kgen-c-',
         sources,
         products: ['harness'],
         async compile(dir, temp) {
-          const cc = await execa(tc.compiler, [...flags, '-o', temp('harness'), join(dir, 'harness.c'), join(dir, 'kernel.c'), '-lm'], { reject: false, all: true, timeout: timeoutMs });
-          return cc.exitCode === 0 ? {} : { error: cc.timedOut ? `compiler timed out after ${timeoutMs} ms` : (cc.all ?? '') };
+          if (standIn) {
+            const own = compiled(await execa(tc.compiler, [...flags, '-c', '-o', '/dev/null', join(dir, 'kernel.c')], { reject: false, all: true, timeout: timeoutMs }));
+            if (own) return own;
+          }
+          return compiled(await execa(tc.compiler, [...runFlags, '-o', temp('harness'), join(dir, 'harness.c'), join(dir, 'kernel.c'), '-lm'], { reject: false, all: true, timeout: timeoutMs })) ?? {};
         },
       });
     },

@@ -20,6 +20,15 @@ export interface CToolchain {
   arch: 'x86_64' | 'aarch64' | 'any';
   /** How one value converts between f16 and f32 (the partial f16/<this>): F16C, AArch64's __fp16, or software. */
   f16: 'f16c' | 'neon' | 'software';
+  /**
+   * A build that runs the variant's code, for verification, on a CPU that lacks `needs` but has
+   * `standIn.needs`: `flags` in place of the variant's (defines that name other encodings of the
+   * same instructions, which the variant's includes take when given). The kernel source also
+   * compiles with the variant's own flags first, so what ships is still checked. Its times are not
+   * the variant's (other encodings, more registers): the runner says so (`timesAreReal` false), and
+   * the tuner records none.
+   */
+  standIn?: { needs: string[]; flags: string[]; label: string };
 }
 
 export const C_TOOLCHAINS: Record<string, CToolchain> = {
@@ -38,6 +47,13 @@ export const C_TOOLCHAINS: Record<string, CToolchain> = {
     needs: ['avx2', 'fma', 'f16c', 'avxvnni'],
     arch: 'x86_64',
     f16: 'f16c',
+    // AVX-512 VL + VNNI has the same 256-bit vpdpbusd / vpdpwssd in EVEX form: CPUs with AVX-512
+    // but no AVX-VNNI (Zen 4, Intel server before Sapphire Rapids' clients) verify AVX-VNNI's code.
+    standIn: {
+      needs: ['avx2', 'fma', 'f16c', 'avx512f', 'avx512vl', 'avx512vnni'],
+      flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512vl', '-mavx512vnni', '-DKG_DPBUSD256=_mm256_dpbusd_epi32', '-DKG_DPWSSD256=_mm256_dpwssd_epi32'],
+      label: 'AVX-512 VNNI stand-in',
+    },
   },
   avx2: { compiler: 'gcc', flags: ['-O3', '-std=c11', '-mavx2', '-mfma', '-mf16c'], needs: ['avx2', 'fma', 'f16c'], arch: 'x86_64', f16: 'f16c' },
   neon: {

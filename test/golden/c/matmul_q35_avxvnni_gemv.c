@@ -11,8 +11,14 @@
 #include <omp.h>
 #endif
 #include <immintrin.h>
-/* 256-bit vpdpbusd, as isa/vnni_* name it: AVX-VNNI's VEX form (the EVEX one needs AVX-512). */
+/* 256-bit vpdpbusd and vpdpwssd, as isa/vnni_* and attention/isa/vnni_idot name them: AVX-VNNI's VEX
+ * forms. A build may name others (kgen verifies this code on AVX-512 VNNI CPUs with the EVEX forms). */
+#ifndef KG_DPBUSD256
 #define KG_DPBUSD256 _mm256_dpbusd_avx_epi32
+#endif
+#ifndef KG_DPWSSD256
+#define KG_DPWSSD256 _mm256_dpwssd_avx_epi32
+#endif
 #include "kernel.h"
 /* The ISA's helpers are all defined here and each variant calls only some of them: without this,
  * clang's -Wunused-function (in -Wall) fails a -Werror build of this file. */
