@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { emit as thisEmit, type EmitResult } from '../src/api/emit.js';
 import { readProbeSource } from '../src/backends/c/bandwidth.js';
-import { cannotRunReason, harnessIoSource } from '../src/backends/c/runner.js';
+import { cannotRunNativelyReason, harnessIoSource } from '../src/backends/c/runner.js';
 import { C_TOOLCHAINS, C_WARNINGS } from '../src/backends/c/toolchain.js';
 import { HARNESS_EXIT, weightCopies } from '../src/backends/harness.js';
 import { KgenError } from '../src/errors.js';
@@ -75,7 +75,7 @@ const isaAsked = opt('--isa', '');
 if (isaAsked) {
   const asked = C_TOOLCHAINS[isaAsked];
   if (!asked || asked.runner) refuse(`--isa must be a C variant this machine runs natively (${Object.keys(C_TOOLCHAINS).join(', ')}), got '${isaAsked}'`);
-  const whyNot = cannotRunReason(isaAsked);
+  const whyNot = cannotRunNativelyReason(isaAsked);
   if (whyNot) refuse(`--isa ${isaAsked}: ${whyNot}`);
 }
 const shape = opt('--shape', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128');

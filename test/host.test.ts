@@ -192,4 +192,28 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () =>
     expect(result.workload.fingerprint.forcedFrom).toBe('epyc-9654');
     db.close();
   });
+  it('never times a candidate whose times here are not the device\'s (a stand-in build): pruned with the runner\'s name', async () => {
+    const dir = tmp();
+    const db = openTuningDb(join(dir, 't.db'));
+    // As AVX-VNNI's code on an AVX-512 VNNI CPU: it runs, through a build whose times are not its own.
+    const runnerFor = (plan: { params: Record<string, unknown> }) => {
+      const real = cRunner(plan.params.isa as string);
+      return plan.params.isa === 'avx512' ? { ...real, name: 'native (a stand-in)', timesAreReal: false } : real;
+    };
+    const summary = await tune({
+      db,
+      device: forcedHost('epyc-9654'),
+      target: 'c',
+      workloads: [{ op: CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 } }],
+      strategy: 'exhaustive',
+      trials: 2,
+      threads: 1,
+      cacheDir: join(dir, 'cache'),
+      runnerFor: runnerFor as Parameters<typeof tune>[0]['runnerFor'],
+    });
+    const result = summary.results[0]!;
+    expect(result.space.pruned["its times here are not the device's: it runs through native (a stand-in)"]).toBeGreaterThan(0);
+    for (const t of db.trials(result.workload.id)) expect(t.config.isa).not.toBe('avx512');
+    db.close();
+  });
 });

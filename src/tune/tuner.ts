@@ -616,14 +616,18 @@ function middle(xs: readonly number[]): number {
 
 /**
  * The space without the candidates this machine cannot execute (a forced AVX-512 host on an AVX2
- * CPU), counted as pruned with their runner's reason: the tuner records only what it ran.
+ * CPU) or can run only with times that are not the device's (a variant's stand-in build: AVX-VNNI
+ * on an AVX-512 VNNI CPU), counted as pruned with their runner's reason: the tuner records only
+ * what it ran and timed as it is. (A target whose every runner's times are not real is refused
+ * before: checkTimesAreReal.)
  */
 function executableHere(space: PrunedSpace, runnerOf: (plan: Plan) => KernelRunner): PrunedSpace {
   const pruned = new Map(space.pruned);
   const legal = space.legal.filter((c) => {
-    const why = runnerOf(c.plan).cannotExecute(c.plan);
-    if (!why) return true;
-    const reason = `cannot execute here: ${why}`;
+    const runner = runnerOf(c.plan);
+    const cannot = runner.cannotExecute(c.plan);
+    if (!cannot && runner.timesAreReal) return true;
+    const reason = cannot ? `cannot execute here: ${cannot}` : `its times here are not the device's: it runs through ${runner.name}`;
     pruned.set(reason, (pruned.get(reason) ?? 0) + 1);
     return false;
   });

@@ -18,6 +18,20 @@ export function cannotRunReason(isa: string): string | undefined {
   return missing.length && !standInOf(tc) ? `this CPU lacks ${missing.join(', ')}` : undefined;
 }
 
+/**
+ * Why this machine cannot run the variant's own build natively (what a bench times), or undefined:
+ * it lacks the variant's features (even where verify runs its stand-in build), or runs it under an
+ * emulator.
+ */
+export function cannotRunNativelyReason(isa: string): string | undefined {
+  const tc = C_TOOLCHAINS[isa]!;
+  if (emulated(tc)) return `it runs under ${tc.runner![0]} here`;
+  const missing = missingFeatures(tc.needs);
+  if (!missing.length) return undefined;
+  const standIn = standInOf(tc);
+  return `this CPU lacks ${missing.join(', ')}${standIn ? ` (verify runs its code through the ${standIn.label} build, whose times are not its own)` : ''}`;
+}
+
 function missingFeatures(needs: readonly string[]): string[] {
   const host = hostIsa();
   return needs.filter((f) => !host.isa.includes(f));
