@@ -164,14 +164,10 @@ describe('a forced host', () => {
 });
 
 describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () => {
-  it('never times a candidate this machine cannot execute: it is pruned with the runner\'s reason', async () => {
+  /** Two exhaustive trials of a small q4 GEMV on a host forced to epyc-9654, through `runnerFor`'s runners; the summary's result and the database. */
+  const tuneForced = async (runnerFor: (plan: { params: Record<string, unknown> }) => ReturnType<typeof cRunner>) => {
     const dir = tmp();
     const db = openTuningDb(join(dir, 't.db'));
-    // As on an AVX2 machine: the AVX-512 variant cannot execute, whatever this CPU is.
-    const runnerFor = (plan: { params: Record<string, unknown> }) => {
-      const real = cRunner(plan.params.isa as string);
-      return { ...real, cannotExecute: (p: Parameters<typeof real.cannotExecute>[0]) => (plan.params.isa === 'avx512' ? 'this CPU lacks avx512f' : real.cannotExecute(p)) };
-    };
     const summary = await tune({
       db,
       device: forcedHost('epyc-9654'),
@@ -183,7 +179,14 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () =>
       cacheDir: join(dir, 'cache'),
       runnerFor: runnerFor as Parameters<typeof tune>[0]['runnerFor'],
     });
-    const result = summary.results[0]!;
+    return { result: summary.results[0]!, db };
+  };
+  it('never times a candidate this machine cannot execute: it is pruned with the runner\'s reason', async () => {
+    // As on an AVX2 machine: the AVX-512 variant cannot execute, whatever this CPU is.
+    const { result, db } = await tuneForced((plan) => {
+      const real = cRunner(plan.params.isa as string);
+      return { ...real, cannotExecute: (p: Parameters<typeof real.cannotExecute>[0]) => (plan.params.isa === 'avx512' ? 'this CPU lacks avx512f' : real.cannotExecute(p)) };
+    });
     expect(result.space.pruned['cannot execute here: this CPU lacks avx512f']).toBeGreaterThan(0);
     // The two trials, besides the final re-timing's (strategy retime) of the same configs.
     const trials = db.trials(result.workload.id).filter((t) => t.strategy !== 'retime');
@@ -193,25 +196,11 @@ describe.skipIf(skipReason(['gcc']) !== undefined)('tuning a forced host', () =>
     db.close();
   });
   it('never times a candidate whose times here are not the device\'s (a stand-in build): pruned with the runner\'s name', async () => {
-    const dir = tmp();
-    const db = openTuningDb(join(dir, 't.db'));
     // As AVX-VNNI's code on an AVX-512 VNNI CPU: it runs, through a build whose times are not its own.
-    const runnerFor = (plan: { params: Record<string, unknown> }) => {
+    const { result, db } = await tuneForced((plan) => {
       const real = cRunner(plan.params.isa as string);
       return plan.params.isa === 'avx512' ? { ...real, name: 'native (a stand-in)', timesAreReal: false } : real;
-    };
-    const summary = await tune({
-      db,
-      device: forcedHost('epyc-9654'),
-      target: 'c',
-      workloads: [{ op: CATALOG.matmul_q4!, shape: { M: 1, N: 64, K: 256 } }],
-      strategy: 'exhaustive',
-      trials: 2,
-      threads: 1,
-      cacheDir: join(dir, 'cache'),
-      runnerFor: runnerFor as Parameters<typeof tune>[0]['runnerFor'],
     });
-    const result = summary.results[0]!;
     expect(result.space.pruned["its times here are not the device's: it runs through native (a stand-in)"]).toBeGreaterThan(0);
     for (const t of db.trials(result.workload.id)) expect(t.config.isa).not.toBe('avx512');
     db.close();
