@@ -97,6 +97,8 @@ static inline uint16_t kg_f16_of(float v) { return (uint16_t)_cvtss_sh(v, _MM_FR
 static inline float kg_load_x(const uint16_t *x, int64_t i) { return kg_half(x[i]); }
 static inline uint16_t kg_pack_y(float v) { return kg_f16_of(v); }
 static inline float kg_load_residual(const uint16_t *r, int64_t i) { return kg_half(r[i]); }
+/* The f16 scale at the start of a weight block (little-endian bytes, on any host), by the ISA's conversion. */
+static inline float kg_scale(const uint8_t *blk) { return kg_half((uint16_t)(blk[0] | (blk[1] << 8))); }
 
 /* Activations as int8 blocks of KG_ACT_BLOCK (never straddling a weight group): value = d * q[j],
  * sum = sum of q. q is stored in the order the weight decoder yields weights, so the micro-kernel
@@ -183,13 +185,6 @@ static inline void kg_prefetch_span(const uint8_t *blk, int bytes) {
 static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BLOCK_BYTES); }
 
 size_t kgen_ffn_gate_workspace_size(void) { return 768; }
-
-/* The f16 scale at the start of a weight block (F16C). */
-static inline float kg_scale(const uint8_t *blk) {
-  uint16_t h;
-  memcpy(&h, blk, 2);
-  return _cvtsh_ss(h);
-}
 
 /* The scale of a block in all 8 lanes: one broadcast of the f16 and one conversion, instead of a
  * scalar conversion and a broadcast. */

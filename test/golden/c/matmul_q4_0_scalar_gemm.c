@@ -93,6 +93,8 @@ static inline uint16_t kg_f16_of(float v) { return kg_f32_to_f16(v); }
 static inline float kg_load_x(const float *x, int64_t i) { return x[i]; }
 static inline float kg_pack_y(float v) { return v; }
 static inline float kg_load_residual(const float *r, int64_t i) { return r[i]; }
+/* The f16 scale at the start of a weight block (little-endian bytes, on any host), by the ISA's conversion. */
+static inline float kg_scale(const uint8_t *blk) { return kg_half((uint16_t)(blk[0] | (blk[1] << 8))); }
 
 /* Activations as int8 blocks of KG_ACT_BLOCK (never straddling a weight group): value = d * q[j],
  * sum = sum of q. q is stored in the order the weight decoder yields weights, so the micro-kernel
@@ -168,8 +170,7 @@ static inline void kg_prefetch(const uint8_t *blk) { kg_prefetch_span(blk, KG_BL
 
 size_t kgen_matmul_q4_0_workspace_size(void) { return 4096; }
 
-/* The f16 scale at the start of a weight block. */
-static inline float kg_scale(const uint8_t *blk) { return kg_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))); }
+/* Nothing scalar-specific is shared by its matmul kernels beyond the f16 conversion (templates/c/f16) and kg_scale (kernel.c). */
 
 /* 4-bit weights (ggml q4_0): per 32 weights 16 bytes; weight j<16 is the low nibble of byte j,
  * weight j+16 its high nibble; value = (nibble - 8) * d, d the f16 at the start of the block. */
