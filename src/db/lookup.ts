@@ -157,8 +157,7 @@ export function otherFiguresText(records: readonly Pick<WorkloadInfo, 'fingerpri
   const distinct = (f: (w: Pick<WorkloadInfo, 'fingerprint'>) => unknown) => [...new Set(records.map((w) => String(f(w))))].join(', ');
   const now = profileHash(device);
   if (now !== undefined) return `tuned under other figures of its profile (profile hash ${distinct((w) => w.fingerprint.profileHash)}; the profile now hashes to ${now})`;
-  const lent = device.forcedFrom === undefined ? 'none' : device.forcedFrom;
-  return `measured on another CPU or under another lent profile (${distinct((w) => `${w.fingerprint.cpu ?? 'no CPU named'}, lent ${w.fingerprint.forcedFrom ?? 'none'}`)}; this host: ${hostCpuIdentity().cpu}, lent ${lent})`;
+  return `measured on another CPU or under another lent profile (${distinct((w) => `${w.fingerprint.cpu ?? 'no CPU named'}, lent ${w.fingerprint.forcedFrom ?? 'none'}`)}; this host: ${hostCpuIdentity().cpu}, lent ${device.forcedFrom ?? 'none'})`;
 }
 
 /** One line saying which record a config came from, for stderr and manifests. */

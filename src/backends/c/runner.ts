@@ -13,9 +13,8 @@ import { C_TOOLCHAINS, C_WARNINGS } from './toolchain.js';
 /** Why this machine cannot run binaries of this ISA, or undefined when it can (natively, through its stand-in build, or under qemu-user). */
 export function cannotRunReason(isa: string): string | undefined {
   const tc = C_TOOLCHAINS[isa]!;
-  if (emulated(tc)) return undefined; // runs under qemu-user; a missing qemu is reported as a missing tool
-  const missing = missingFeatures(tc.needs);
-  return missing.length && !standInOf(tc) ? `this CPU lacks ${missing.join(', ')}` : undefined;
+  // Under qemu-user (a missing qemu is reported as a missing tool), or through the stand-in build.
+  return emulated(tc) || standInOf(tc) ? undefined : cannotRunNativelyReason(isa);
 }
 
 /**
@@ -38,7 +37,7 @@ function missingFeatures(needs: readonly string[]): string[] {
 }
 
 /** The variant's stand-in build where this CPU runs it and not the variant's own (toolchain `standIn`), else undefined. */
-export function standInOf(tc: CToolchain): CToolchain['standIn'] {
+function standInOf(tc: CToolchain): CToolchain['standIn'] {
   if (!tc.standIn || emulated(tc) || missingFeatures(tc.needs).length === 0) return undefined;
   return missingFeatures(tc.standIn.needs).length === 0 ? tc.standIn : undefined;
 }
