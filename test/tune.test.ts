@@ -248,7 +248,9 @@ describe.skipIf(noGcc !== undefined)('a user\'s own profile whose figures change
 });
 
 describe.skipIf(noGcc !== undefined)('tuning on the host', () => {
-  it('records broken candidates as statuses with their text, keeps going, and never retries them', async () => {
+  // Under a host whose kernels run only under an emulator (apple-m2 on x86) the tuner prunes them and
+  // times the scalar ones, whose space has no unroll 2: the sabotaged configs are not among them.
+  it.skipIf(untimedHost !== undefined)('records broken candidates as statuses with their text, keeps going, and never retries them', async () => {
     const dir = tmp();
     const db = openTuningDb(join(dir, 't.db'));
     const opts = {
