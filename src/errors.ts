@@ -50,10 +50,10 @@ export class BudgetError extends KgenError {
   }
 }
 
-/** A tool the operation needs (a compiler, an emulator) is not installed. */
+/** A tool the operation needs (a compiler, an emulator, a package) is not installed; `problem` says how it was missed. */
 export class ToolMissingError extends KgenError {
-  constructor(tool: string, hint: string) {
-    super({ field: tool, problem: 'not found on PATH', hint });
+  constructor(tool: string, hint: string, problem = 'not found on PATH') {
+    super({ field: tool, problem, hint });
     this.name = 'ToolMissingError';
   }
 }

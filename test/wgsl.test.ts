@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,7 +9,7 @@ import { verify } from '../src/api/verify.js';
 import { planRequest, renderPlan } from '../src/backends/registry.js';
 import { cachedBuild } from '../src/backends/runner-core.js';
 import { wgslFingerprint } from '../src/backends/wgsl/fingerprint.js';
-import { adapterCannotRun, DAWN_RUN_EXIT, dawnAdapterFor, dawnRunScript, wgslRunnerFor, type ProbeResult } from '../src/backends/wgsl/runner.js';
+import { adapterCannotRun, DAWN_RUN_EXIT, dawnAdapterFor, dawnRunScript, WEBGPU_NOT_LOADED, wgslRunnerFor, type ProbeResult } from '../src/backends/wgsl/runner.js';
 import { getDevice } from '../src/device/index.js';
 import type { DeviceProfile } from '../src/device/profile.js';
 import { BudgetError, KgenError } from '../src/errors.js';
@@ -625,5 +625,17 @@ describe('WebGPU maxBufferSize (a profile\'s gpu.maxBufferBytes)', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('without the webgpu package (an optional dependency)', () => {
+  it('the run program exits "no adapter" naming the package, as the runner reads it to say what to install', async () => {
+    // A copy outside the checkout resolves no node_modules, as after `npm install --omit=optional`.
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-no-webgpu-'));
+    const script = join(dir, 'dawn-run.mjs');
+    writeFileSync(script, readFileSync(dawnRunScript()));
+    const child = await execa(process.execPath, [script, `--exits=${JSON.stringify(DAWN_RUN_EXIT)}`, 'probe'], { reject: false });
+    expect(child.exitCode).toBe(DAWN_RUN_EXIT.noAdapter);
+    expect(child.stderr).toContain(`${WEBGPU_NOT_LOADED}Cannot find package 'webgpu'`);
   });
 });

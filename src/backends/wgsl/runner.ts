@@ -45,7 +45,11 @@ const SWIFTSHADER_ARCH = 'swiftshader';
 const GENERIC_WEBGPU_ARCH = 'webgpu';
 
 /** How to install what runs WGSL kernels here, for ToolMissingError. */
-export const WGSL_INSTALL_HINT = 'install Debian\'s chromium package for SwiftShader (scripts/install-tools.sh does) and the npm package webgpu (a kgen dependency)';
+export const WGSL_INSTALL_HINT = 'install Debian\'s chromium package for SwiftShader (scripts/install-tools.sh does) and the npm package webgpu (an optional dependency of kgen)';
+/** What to do when the webgpu package itself does not load (left out by `npm install --omit=optional`, or no build for this platform). */
+const WEBGPU_PACKAGE_HINT = 'npm install webgpu beside kgen (an optional dependency: `npm install --omit=optional` leaves it out; only WGSL runs, verify and tune need it, not emit)';
+/** How the run program's stderr says the webgpu package did not load (templates/wgsl/run/dawn-run.mjs writes it). */
+export const WEBGPU_NOT_LOADED = 'the webgpu package does not load: ';
 
 /** The adapter a child process will get, and the environment that selects it. */
 export interface DawnAdapter {
@@ -69,13 +73,22 @@ export interface ProbeResult {
 
 const probes = new Map<string, Promise<ProbeResult | undefined>>();
 
-/** What the run program sees with `env` (once per process and environment); undefined when it cannot run. */
+/**
+ * What the run program sees with `env` (once per process and environment); undefined when it
+ * cannot run. Throws ToolMissingError when the webgpu package does not load: no adapter can be
+ * found then, and the package, not Vulkan or SwiftShader, is what to install.
+ */
 function probe(env: Record<string, string>): Promise<ProbeResult | undefined> {
   const key = JSON.stringify(env);
   let p = probes.get(key);
   if (!p) {
     p = execa(process.execPath, dawnRunArgs('probe'), { reject: false, timeout: 30_000, env }).then((r) => {
       const line = /^\{.*\}$/m.exec(r.stdout ?? '');
+      const notLoaded = r.exitCode === DAWN_RUN_EXIT.noAdapter ? (r.stderr ?? '').split('\n').find((l) => l.includes(WEBGPU_NOT_LOADED)) : undefined;
+      if (notLoaded) {
+        const why = notLoaded.slice(notLoaded.indexOf(WEBGPU_NOT_LOADED) + WEBGPU_NOT_LOADED.length);
+        throw new ToolMissingError('the npm package webgpu (Dawn)', WEBGPU_PACKAGE_HINT, `does not load (${why})`);
+      }
       return r.exitCode === DAWN_RUN_EXIT.ok && line ? (JSON.parse(line[0]) as ProbeResult) : undefined;
     });
     probes.set(key, p);
