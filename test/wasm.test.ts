@@ -61,6 +61,9 @@ describe.concurrent('WebAssembly kernels match the reference', () => {
         }
       }
     });
+    it(`${level}: q3.5 GEMV through the fixed-stride kernel (whole chunks of streams; B planes decoded ahead of their rows)`, async () => {
+      await expectVerified({ target: 'wasm', op: 'matmul_q35', shape: 'M=1,N=512,K=128', runner: wasmRunner(level) }, `q35 ${level} fixed stride`);
+    });
     it(`${level}: epilogues (bias, silu, gelu, residual) and f16 activations and outputs`, async () => {
       for (const ir of EPILOGUE_IRS) await expectVerified({ target: 'wasm', ir, shape: 'M=3,N=77,K=384', runner: wasmRunner(level) }, `${ir.name} ${level}`);
     });
