@@ -164,6 +164,12 @@ export type CpuAttentionParams = {
   pvAccumulators: number;
   /** laneCodes / pvAccumulators (0 without pvInt). */
   pvParts: number;
+  /**
+   * V codes of a key that each integer P.V part loads by themselves (iStep / pvParts, contiguous in
+   * the row: a part never crosses one of the format's runs, iPiece), where the variant takes a
+   * part's codes so (`partLoads`); 0: each part reads its share of the whole step's load.
+   */
+  pvPiece: number;
   pvCodeMax: number;
   /** Keys per i32 lane of integer P.V (0 without it); pvCodeMax is the variant's (0: none) either way. */
   pvLaneKeys: number;
@@ -611,6 +617,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const iStep = iStepOf(variants, isa);
   // Without int8 Q the step is not used (and need not divide D): one piece, no steps.
   const iPiece = iCodes ? Math.min(codeRun(op, D), iStep) : iStep;
+  const partCodes = pvParts ? iStep / pvParts : 0;
+  const pvPiece = pvInt && variants.attentionIntPV?.[isa]?.partLoads && iPiece % partCodes === 0 ? partCodes : 0;
   const scaleGroups = row.valuesPerScale ? D / row.valuesPerScale : 0;
   const groupsPadded = scaleGroupsPadded(op, D);
   const partialFloats = splits > 1 ? tasks * taskRowsAllPadded * (D + 2) : 0;
@@ -702,6 +710,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       laneCodes: CODES_PER_I32_LANE,
       pvAccumulators,
       pvParts,
+      pvPiece,
       pvInt,
       pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
       pvLaneKeys,

@@ -207,9 +207,10 @@ export interface CpuVariants {
    * P times V's scales as integer codes of at most `codeMax`, `laneKeys` keys summed per i32 lane
    * with V's int8 codes; `accumulators` i32 vectors a row in flight, 4 where absent; `prefill`
    * false where it is the decode default only, f32 P.V first for prefill on a device whose first
-   * variant this is: measured no faster there). Absent: no such knob.
+   * variant this is: measured no faster there; `partLoads` where it loads each part's codes of a key
+   * on their own, the kernel's kg_pv_part_at, rather than the whole step). Absent: no such knob.
    */
-  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number; accumulators?: number; prefill?: boolean }>>;
+  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number; accumulators?: number; prefill?: boolean; partLoads?: boolean }>>;
   /**
    * The variants whose int8-Q attention scores can take a vector of keys at a time (the `keyLanes`
    * knob: each integer step of a block of keys' K codes transposed so each lane is one key), each

@@ -118,11 +118,13 @@ export const C_VARIANTS: CpuVariants = {
   // 4 rows of it. NEON and scalar: the plan refuses them. AVX2 defaults to it for decode only:
   // Zen 4, one thread, Skv=32768, 0.90-0.95 of f32 P.V's time (q8, q8_0, q4_0); prefill
   // (Sq=Skv=512) with 4 rows 0.995-1.034 of f32 P.V with 8 (docs/PERFORMANCE.md, "AVX2 integer
-  // P.V"). AVX-VNNI is AVX2's code, not measured: the same.
+  // P.V"). AVX-VNNI is AVX2's code, not measured: the same. AVX2 loads each part's 16 codes of a
+  // key by themselves (`partLoads`: vpmovsxbw from memory), not the step and its half by
+  // vextracti128 (q8, Skv=1024, one thread: 4% of a call; docs/PERFORMANCE.md, "AVX2 P.V by parts").
   attentionIntPV: {
     avx512: { laneKeys: 2, codeMax: 32767 },
-    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false },
-    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false },
+    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true },
+    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true },
   },
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group); AVX-VNNI the same with

@@ -89,6 +89,7 @@ enum {
   KG_LANE_CODES = 4,
   KG_PV_ACC = 4,
   KG_PV_PARTS = 1,
+  KG_PV_PIECE = 0,
   KG_PV_LANE_KEYS = 2,
   KG_PV_CODE_MAX = 32767,
   KG_PV_KEYS = 64,
@@ -463,24 +464,24 @@ static inline const void *kg_kv_scale_at(const uint8_t *row, const uint16_t *sca
 }
 /* ggml q4_0 KV rows: blocks of KG_VALUES_PER_SCALE values, { f16 d; u8 qs[]; } in KG_BLOCK_BYTES;
  * value j of the first half is the low nibble of qs[j], of the second half the high nibble. */
-static inline kg_vec kg_codes_f32(const uint8_t *row, int c) {
-  const int d0 = c * KG_LANES;
-  const int j = d0 % KG_VALUES_PER_SCALE;
+/* The byte that holds value d of a row and its nibble's shift (*shift). */
+static inline const uint8_t *kg_nibble_at(const uint8_t *row, int d, int *shift) {
+  const int j = d % KG_VALUES_PER_SCALE;
   const int high = j >= KG_HALF_BLOCK;
-  return kg_vload_nib(kg_block_of(row, d0) + KG_SCALE_BYTES + j - high * KG_HALF_BLOCK, high * KG_NIBBLE_BITS);
+  *shift = high * KG_NIBBLE_BITS;
+  return kg_block_of(row, d) + KG_SCALE_BYTES + j - high * KG_HALF_BLOCK;
+}
+static inline kg_vec kg_codes_f32(const uint8_t *row, int c) {
+  int shift;
+  const uint8_t *p = kg_nibble_at(row, c * KG_LANES, &shift);
+  return kg_vload_nib(p, shift);
 }
 /* Integer step s of a row's codes (int8 Q): KG_IPIECES pieces, each inside a half-block (the low
  * or high nibbles of KG_IPIECE bytes), minus the zero point. */
 static inline kg_icodes kg_icodes_at(const uint8_t *row, int s) {
   const uint8_t *p[KG_IPIECES];
   int shift[KG_IPIECES];
-  for (int i = 0; i < KG_IPIECES; i++) {
-    const int d = s * KG_ISTEP + i * KG_IPIECE;
-    const int j = d % KG_VALUES_PER_SCALE;
-    const int high = j >= KG_HALF_BLOCK;
-    p[i] = kg_block_of(row, d) + KG_SCALE_BYTES + j - high * KG_HALF_BLOCK;
-    shift[i] = high * KG_NIBBLE_BITS;
-  }
+  for (int i = 0; i < KG_IPIECES; i++) p[i] = kg_nibble_at(row, s * KG_ISTEP + i * KG_IPIECE, &shift[i]);
   return kg_iload_nib(p, shift);
 }
 /* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale_at
@@ -827,11 +828,11 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
       for (int r = 0; r < KG_RG; r++)
         for (int i = 0; i < KG_PV_ACC; i++) sum[r][i] = kg_izero();
       for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
-        kg_icodes x[KG_PV_LANE_KEYS];
         kg_ivec w[KG_LANE_CODES];
         /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
         for (int i = 0; i < KG_PV_LANE_KEYS; i++)
           if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
+        kg_icodes x[KG_PV_LANE_KEYS];
         for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
         kg_pv_interleave(x, w);
         for (int r = 0; r < KG_RG; r++)

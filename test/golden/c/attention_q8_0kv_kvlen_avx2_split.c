@@ -87,6 +87,7 @@ enum {
   KG_LANE_CODES = 4,
   KG_PV_ACC = 2,
   KG_PV_PARTS = 2,
+  KG_PV_PIECE = 16,
   KG_PV_LANE_KEYS = 2,
   KG_PV_CODE_MAX = 32767,
   KG_PV_KEYS = 64,
@@ -359,18 +360,29 @@ static inline void kg_pv_quantize(const float *p, const float *d, int n, int16_t
     memcpy(codes + j, t, sizeof t[0] * (size_t)(KG_PV_KEYS - j < 8 ? KG_PV_KEYS - j : 8));
   }
 }
-/* Two keys' steps of KG_ISTEP V codes (k[0], k[1]) to four vectors w whose i32 lanes each hold the
- * two keys' codes of one value as int16. In-lane unpacks: w[2 h] holds values 16 h + 0..3 and
- * 16 h + 8..11 of the step, w[2 h + 1] 16 h + 4..7 and 16 h + 12..15 (part h: kg_pv_store puts its
- * sums back in order). */
+/* A P.V part's 16 signed V codes of a key (pvPiece): a plain load, or nibbles at `shift` minus the
+ * zero point. Widened by vpmovsxbw straight from memory where plain. */
+typedef __m128i kg_pv_codes;
+static inline kg_pv_codes kg_pv_raw_i8(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+static inline kg_pv_codes kg_pv_raw_nib(const uint8_t *p, int shift) {
+  const __m128i v = _mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128(shift)), _mm_set1_epi8(KG_NIBBLE_MASK));
+  return _mm_sub_epi8(v, _mm_set1_epi8(KG_NIBBLE_ZERO));
+}
+/* Two keys' codes of a part (k[0], k[1]) to two vectors w whose i32 lanes each hold the two keys'
+ * codes of one value as int16. In-lane unpacks: w[0] holds values 0..3 and 8..11 of the part, w[1]
+ * 4..7 and 12..15 (kg_pv_store puts its sums back in order). */
+static inline void kg_pv_interleave_part(const kg_pv_codes *k, kg_ivec *w) {
+  const __m256i a = _mm256_cvtepi8_epi16(k[0]), b = _mm256_cvtepi8_epi16(k[1]);
+  w[0] = _mm256_unpacklo_epi16(a, b);
+  w[1] = _mm256_unpackhi_epi16(a, b);
+}
+/* Two keys' steps of KG_ISTEP V codes (k[0], k[1]) to four vectors w: part h (values 16 h..16 h + 15
+ * of the step) to w[2 h], w[2 h + 1] as kg_pv_interleave_part's. */
 static inline void kg_pv_interleave(const kg_icodes *k, kg_ivec *w) {
   const __m256i a = kg_icodes_raw(k[0]), b = kg_icodes_raw(k[1]);
-  const __m256i a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)), a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1));
-  const __m256i b0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b)), b1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b, 1));
-  w[0] = _mm256_unpacklo_epi16(a0, b0);
-  w[1] = _mm256_unpackhi_epi16(a0, b0);
-  w[2] = _mm256_unpacklo_epi16(a1, b1);
-  w[3] = _mm256_unpackhi_epi16(a1, b1);
+  const kg_pv_codes lo[2] = { _mm256_castsi256_si128(a), _mm256_castsi256_si128(b) }, hi[2] = { _mm256_extracti128_si256(a, 1), _mm256_extracti128_si256(b, 1) };
+  kg_pv_interleave_part(lo, w);
+  kg_pv_interleave_part(hi, w + 2);
 }
 /* Two keys' P codes (one i32) in every lane. */
 static inline kg_ivec kg_pv_bcast(const int16_t *c) {
@@ -455,19 +467,17 @@ static inline const void *kg_kv_scale_at(const uint8_t *row, const uint16_t *sca
   return row + (size_t)g * KG_BLOCK_BYTES;
 }
 /* ggml q8_0 KV rows: blocks of KG_VALUES_PER_SCALE values, { f16 d; int8 qs[]; } in KG_BLOCK_BYTES. */
-static inline kg_vec kg_codes_f32(const uint8_t *row, int c) {
-  const int d0 = c * KG_LANES;
-  return kg_vload_i8(kg_block_of(row, d0) + KG_SCALE_BYTES + d0 % KG_VALUES_PER_SCALE);
-}
+/* Where value d of a row's codes is (its block's codes after the scale). */
+static inline const uint8_t *kg_code_at(const uint8_t *row, int d) { return kg_block_of(row, d) + KG_SCALE_BYTES + d % KG_VALUES_PER_SCALE; }
+static inline kg_vec kg_codes_f32(const uint8_t *row, int c) { return kg_vload_i8(kg_code_at(row, c * KG_LANES)); }
 /* Integer step s of a row's codes (int8 Q), in KG_IPIECES pieces, none across a block. */
 static inline kg_icodes kg_icodes_at(const uint8_t *row, int s) {
   const uint8_t *p[KG_IPIECES];
-  for (int i = 0; i < KG_IPIECES; i++) {
-    const int d = s * KG_ISTEP + i * KG_IPIECE;
-    p[i] = kg_block_of(row, d) + KG_SCALE_BYTES + d % KG_VALUES_PER_SCALE;
-  }
+  for (int i = 0; i < KG_IPIECES; i++) p[i] = kg_code_at(row, s * KG_ISTEP + i * KG_IPIECE);
   return kg_iload_i8(p);
 }
+/* P.V part h's KG_PV_PIECE codes of integer step s (pvPiece; inside one block). */
+static inline kg_pv_codes kg_pv_part_at(const uint8_t *row, int s, int h) { return kg_pv_raw_i8(kg_code_at(row, s * KG_ISTEP + h * KG_PV_PIECE)); }
 /* Every format with scale groups, over its kg_codes_f32 (a vector of codes as f32), kg_kv_scale_at
  * (where a group's f16 scale is) and kg_icodes_at (an integer step's codes). */
 static inline float kg_kv_scale(const uint8_t *row, const uint16_t *scales, int g) {
@@ -812,13 +822,15 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
       for (int r = 0; r < KG_RG; r++)
         for (int i = 0; i < KG_PV_ACC; i++) sum[r][i] = kg_izero();
       for (int jj = 0; jj < n; jj += KG_PV_LANE_KEYS) {
-        kg_icodes x[KG_PV_LANE_KEYS];
         kg_ivec w[KG_LANE_CODES];
         /* jj + i < next <= n: a row of this tile (a tile with a next one is whole), not a padding key */
         for (int i = 0; i < KG_PV_LANE_KEYS; i++)
           if (jj + i < next) kg_prefetch_v_lines(vr[jj + i] + (int64_t)n * KG_POS_STRIDE * KG_ROW_BYTES, st * KG_PV_PARTS + h, jj + i);
-        for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
-        kg_pv_interleave(x, w);
+        /* Part h's own codes of each key (pvPiece): the whole step's load left GCC a wide load and an
+         * extract of the half a key. */
+        kg_pv_codes x[KG_PV_LANE_KEYS];
+        for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_pv_part_at(vr[jj + i], st, h);
+        kg_pv_interleave_part(x, w + h * KG_PV_ACC);
         for (int r = 0; r < KG_RG; r++)
           for (int i = 0; i < KG_PV_ACC; i++) {
             const int wi = h * KG_PV_ACC + i;

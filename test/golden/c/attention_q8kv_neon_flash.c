@@ -87,6 +87,7 @@ enum {
   KG_LANE_CODES = 4,
   KG_PV_ACC = 0,
   KG_PV_PARTS = 0,
+  KG_PV_PIECE = 0,
   KG_PV_LANE_KEYS = 0,
   KG_PV_CODE_MAX = 0,
   KG_PV_KEYS = 0,
