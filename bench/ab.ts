@@ -36,11 +36,13 @@ Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the pla
          --processes 4 (each its own binary, A's and B's code linked in turn first and second)
          --rounds 5 (per process)   --calls 20 (calls of each kernel per round)   --warmup 5   --keep (keep the temp dir)
          --b-kv-length runtime (B's op takes the KV length at run time, called at Skv; A's reads Skv fixed)
-         --json (one JSON object on stdout instead of the table)`;
+         --json (one JSON object on stdout instead of the table)
+         --undisturbed 0.04 (keep only calls whose wall time exceeds the busiest thread's CPU time by at most
+           this share: drops calls that waited for a vCPU; each round runs until it has --calls of each)`;
 
 const { flag, opt } = benchArgs(process.argv.slice(2), {
   flags: ['--keep', '--json'],
-  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup', '--b-kv-length'],
+  options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup', '--b-kv-length', '--undisturbed'],
   usage: USAGE,
 });
 
@@ -87,6 +89,9 @@ const warmup = count('--warmup', '5', 0);
 const baseline = opt('--baseline', '');
 const configA = config('--a');
 const configB = config('--b');
+/** --undisturbed: the slack of ab-attention.c's undisturbed-call filter (0: every call counts). */
+const slack = Number(opt('--undisturbed', '0'));
+if (!(slack >= 0 && slack < 1)) refuse(`--undisturbed needs a share in [0, 1), e.g. 0.04, got '${opt('--undisturbed', '0')}'`);
 const bKvLength = opt('--b-kv-length', 'fixed');
 if (bKvLength !== 'fixed' && bKvLength !== 'runtime') refuse(`--b-kv-length: got ${JSON.stringify(bKvLength)}; expected fixed or runtime`);
 
@@ -116,6 +121,8 @@ function emitKernel(emit: EmitFn, which: 'a' | 'b', isa: string | undefined, cfg
 
 interface Round {
   round: number;
+  /** Calls left out as disturbed (--undisturbed). */
+  dropped?: number;
   a_ms: number[];
   b_ms: number[];
   read_ms: number[];
@@ -197,7 +204,7 @@ try {
   } else {
     const outs: string[] = [];
     for (let i = 0; i < processes; i++) {
-      outs.push(run(exes[i % 2]!, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads)]));
+      outs.push(run(exes[i % 2]!, [dir, String(warmup), String(rounds), String(calls), String(copies), String(threads), ...(slack ? [String(slack)] : [])]));
       log(`process ${i + 1} of ${processes} done`);
     }
     report(outs, same);
@@ -219,11 +226,18 @@ function report(outs: readonly string[], same: boolean): void {
   const times = { a: [] as number[], b: [] as number[], read: [] as number[] };
   const share = { a: [] as number[], b: [] as number[] };
   let readBytes = cacheBytes;
+  let dropped = 0, emptyRounds = 0;
   outs.forEach((out, i) => {
     const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Round & { read_bytes?: number });
     readBytes = lines.find((l) => l.read_bytes !== undefined)?.read_bytes ?? readBytes;
     const mine: number[] = [];
     for (const r of lines.filter((l): l is Round => l.round !== undefined)) {
+      dropped += r.dropped ?? 0;
+      // --undisturbed: a round with no undisturbed call of one kind says nothing.
+      if (!r.a_ms.length || !r.b_ms.length || !r.read_ms.length) {
+        emptyRounds++;
+        continue;
+      }
       const am = median(r.a_ms), bm = median(r.b_ms), rm = median(r.read_ms);
       mine.push(bm / am);
       times.a.push(am);
@@ -245,6 +259,7 @@ function report(outs: readonly string[], same: boolean): void {
     ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios, perProcess, bFaster: faster },
     readMs: median(times.read),
     readBytes,
+    ...(slack ? { undisturbed: { slack, droppedCalls: dropped, emptyRounds } } : {}),
   };
   if (flag('--json')) {
     process.stdout.write(`${JSON.stringify(summary)}\n`);
@@ -256,6 +271,7 @@ function report(outs: readonly string[], same: boolean): void {
   process.stdout.write(
     `\nB / A: median ${median(ratios).toFixed(3)} over ${ratios.length} rounds (range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}); B faster in ${faster} of ${ratios.length}\n` +
       `per process: ${perProcess.map((x) => x.toFixed(3)).join(', ')}\n` +
-      `share of the plain read of the same copies (${(readBytes / 2 ** 20).toFixed(1)} MiB, median of rounds): A ${pct(median(share.a))}, B ${pct(median(share.b))}\n`,
+      `share of the plain read of the same copies (${(readBytes / 2 ** 20).toFixed(1)} MiB, median of rounds): A ${pct(median(share.a))}, B ${pct(median(share.b))}\n` +
+      (slack ? `undisturbed calls only (slack ${slack}): ${dropped} calls dropped, ${emptyRounds} rounds without one of each kind\n` : ''),
   );
 }

@@ -101,15 +101,17 @@ interface Row {
 describe.skipIf(noAvx2)(`the same-process A/B bench${noAvx2 ? ` (skipped: ${noAvx2})` : ''}`, () => {
   it('times two configs, and a baseline build, in one process, each checked against the reference first', async () => {
     const shape = 'B=1,Hq=10,Hkv=5,Sq=1,Skv=333,D=64';
-    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--processes', '2', '--rounds', '3', '--calls', '6', '--warmup', '1', '--json']);
+    const two = await bench('ab.js', ['--isa', 'avx2', '--shape', shape, '--b', '{"splits":4}', '--processes', '2', '--rounds', '3', '--calls', '6', '--warmup', '1', '--json', '--undisturbed', '0.5']);
     expect(two.exitCode, two.stderr).toBe(0);
     expect(two.stderr).toMatch(/A matches the reference: nmse/);
     expect(two.stderr).toMatch(/B matches the reference: nmse/);
-    const s = JSON.parse(two.stdout) as { a: { config: Record<string, number>; medianMs: number; readShare: number }; b: { config: Record<string, number>; medianMs: number }; sameKernel: boolean; ratio: { median: number; rounds: number[]; perProcess: number[]; bFaster: number }; readMs: number };
+    const s = JSON.parse(two.stdout) as { a: { config: Record<string, number>; medianMs: number; readShare: number }; b: { config: Record<string, number>; medianMs: number }; sameKernel: boolean; ratio: { median: number; rounds: number[]; perProcess: number[]; bFaster: number }; readMs: number; undisturbed?: { slack: number; droppedCalls: number; emptyRounds: number } };
     expect(s.b.config.splits).toBe(4);
     expect(s.a.config.splits).not.toBe(4);
     expect(s.sameKernel).toBe(false);
-    expect(s.ratio.rounds.length).toBe(6); // 2 processes (A's code linked first, then B's) of 3 rounds
+    // --undisturbed: rounds run until each has its calls, so a round is empty only when every try was disturbed.
+    expect(s.undisturbed?.slack).toBe(0.5);
+    expect(s.ratio.rounds.length).toBe(6 - (s.undisturbed?.emptyRounds ?? 0)); // 2 processes (A's code linked first, then B's) of 3 rounds
     expect(s.ratio.perProcess.length).toBe(2);
     expect(s.ratio.bFaster).toBe(s.ratio.rounds.filter((x) => x < 1).length);
     expect(s.a.medianMs).toBeGreaterThan(0);
