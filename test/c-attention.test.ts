@@ -358,6 +358,27 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('f16', 'B=1,Hq=64,Hkv=64,Sq=64,Skv=512,D=256', {}, { allHeads: 1, qBlock: 64, kvBlock: 256 })).toThrow(/exceed 262144 bytes of stack/);
   });
 
+  it('decode takes tiles of 16 KiB of cache on AVX-512 where a head outgrows the L2: q8 at D=128 128 keys, f16 and short caches 64', () => {
+    const kvBlock = (format: string, shape: string, device: string) => emit({ target: 'c', ir: ir(format, true), shape, device }).plan.config.kvBlock;
+    // epyc-9654: AVX-512 first, 1 MiB L2. A head's q8 K and V at Skv=32768: 8.5 MiB; at 1024: 272 KiB.
+    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654')).toBe(128);
+    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654')).toBe(64);
+    expect(kvBlock('f16', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654')).toBe(64);
+    // Prefill, and a variant without the entry (AVX2 first on epyc-7763): 64.
+    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=64,Skv=32768,D=128', 'epyc-9654')).toBe(64);
+    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-7763')).toBe(64);
+  });
+
+  it.skipIf(skipReason(['gcc']) !== undefined)('the long decode tile verifies: q8, AVX-512 default, a ragged last tile of 128 keys, causal decode of 5 queries', async () => {
+    const runnable = cannotRunReason('avx512') === undefined;
+    // A head's K and V: 2 x 4001 x (128 + 8) bytes, past epyc-9654's 1 MiB L2; 4001 = 31 x 128 + 33.
+    for (const shape of ['B=1,Hq=8,Hkv=2,Sq=1,Skv=4001,D=128', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=4001,D=128']) {
+      const r = await verify({ target: 'c', ir: ir('q8', true), shape, isa: 'avx512', device: 'epyc-9654', werror: true, testData: DATA });
+      expect(r.plan.config.kvBlock, shape).toBe(128);
+      expectMatchesReference(r, shape, runnable);
+    }
+  });
+
   it.skipIf(skipReason(['gcc']) !== undefined)('every KV head in a task on ragged shapes: on and off, both row orders, splits, padding rows, causal decode of 5 queries and prefill', async () => {
     const cases: [string, string, object, Record<string, number>][] = [
       ['q8_0', 'B=2,Hq=10,Hkv=2,Sq=1,Skv=1001,D=128', {}, { allHeads: 1, splits: 3 }],

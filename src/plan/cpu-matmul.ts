@@ -236,6 +236,13 @@ export interface CpuVariants {
    */
   attentionAllHeads?: boolean;
   /**
+   * Per variant: the bytes of the cache a decode tile (kvBlock keys of a KV head's rows, or of every
+   * head's where positions x heads rows interleave them) spans at least by default, where the
+   * device's first variant has an entry and a KV head's K and V rows exceed the L2: the tile-ahead
+   * prefetches then reach that far. Absent (or the variant absent): kvBlock's first value, 64.
+   */
+  attentionDecodeTileBytes?: Readonly<Record<string, number>>;
+  /**
    * Whether a run-time KV length attention kernel rounds each KV split's share of the call's keys
    * up to whole tiles (kvBlock; `splitKeysUnit`), so a short call's keys go to few splits and the
    * rest do no work and are left out of the merge. Absent: every split takes ceil(kv_len / splits).

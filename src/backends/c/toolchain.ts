@@ -139,6 +139,11 @@ export const C_VARIANTS: CpuVariants = {
   attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
   // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.
   attentionAllHeads: true,
+  // Long decode tiles on AVX-512: at least 16 KiB of cache (q8 at D=128: 128 keys; f16: 64 as
+  // before), so the next tile's prefetches reach as far ahead as the f16 kernel's
+  // (docs/PERFORMANCE.md, "Decode at Skv = 32768, q8: the own read against the probe"). Other
+  // variants not measured: kvBlock 64.
+  attentionDecodeTileBytes: { avx512: 16384 },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
