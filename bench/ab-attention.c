@@ -11,7 +11,7 @@
  * takes the next of COPIES copies of the cache, so where the copies exceed the caches each call
  * streams it from DRAM (COPIES prime to 6: then A, B and the read each read every copy equally
  * often, whatever order the triple takes). One JSON line per round:
- * {"round":r,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times).
+ * {"round":r,"dropped":n,"a_ms":[...],"b_ms":[...],"read_ms":[...]} (sorted times; dropped: SLACK below).
  *
  * SLACK (default 0: off) keeps only undisturbed calls: a call counts where its wall time exceeds
  * the largest CPU time one thread spent on its share (CLOCK_THREAD_CPUTIME_ID, taken around each
@@ -19,7 +19,8 @@
  * is dropped. A round then runs triples until each of the three has CALLS undisturbed calls, or
  * KG_TRIES_PER_CALL x CALLS triples have run, and its line adds "dropped": the calls left out.
  * Why: on a 2-vCPU VM shared with other work, two-thread calls wait for the other vCPU in whole
- * scheduler ticks (4 ms), and every median reads 16.00 ms for both kernels.  *
+ * scheduler ticks (4 ms), and every median reads 16.00 ms for both kernels.
+ *
  * Why one process: on a 2-vCPU VM a process keeps a fast or a slow memory mode for its whole life,
  * so two kernels timed in two processes differ by as much as the modes do; alternated in one
  * process they see the same mode (docs/PERFORMANCE.md, "Twenty-first session"). */
