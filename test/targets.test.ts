@@ -84,6 +84,18 @@ describe('capabilities as data, checked in one place', () => {
     expect(getDevice('host', suiteHost()).targets).toEqual(['c', 'wasm']);
   });
 
+  it('a field a profile does not define is refused by its path, with the fields its object has', () => {
+    const cpu = getDevice('epyc-9654'), gpu = getDevice('t4');
+    const bad = (p: object) => () => validateProfile(p as typeof cpu, 'lab.json');
+    expect(bad({ ...cpu, notes: 'x' })).toThrow(/^lab\.json: notes: invalid device profile; expected one of the fields a profile has: name, /);
+    expect(bad({ ...cpu, cpu: { ...cpu.cpu!, clockGhz: 3 } })).toThrow(/^lab\.json: cpu\.clockGhz: .*`cpu` has: arch, isa, .*clockGHz/);
+    expect(bad({ ...gpu, gpu: { ...gpu.gpu!, features: { ...gpu.gpu!.features, fp16: true } } })).toThrow(/gpu\.features\.fp16: /);
+    expect(bad({ ...cpu, peak: { ...cpu.peak, int8Tops: 1 } })).toThrow(/peak\.int8Tops: /);
+    expect(bad({ ...gpu, cpu: cpu.cpu })).toThrow(/^lab\.json: cpu: invalid device profile; expected no entry in a gpu profile/);
+    // An absent optional field may be spelled out as undefined (objects built in code).
+    expect(validateProfile({ ...cpu, match: undefined }, 'lab.json').name).toBe('epyc-9654');
+  });
+
   const q4 = CATALOG.matmul_q4!;
   const shape = { M: 1, N: 64, K: 64 };
 

@@ -192,24 +192,50 @@ const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 
 /** Each optional count a GPU profile may give (checked only where present: absent ones take WebGPU's defaults or are unused). */
 const OPTIONAL_GPU_COUNTS = ['multiprocessors', 'sharedPerMultiprocessorBytes', 'registersPerMultiprocessor', 'maxStorageBufferBindingBytes', 'maxBufferBytes', 'maxStorageBuffersPerShaderStage', 'maxWorkgroupsPerDimension', 'l2Bytes'] as const;
 
+/** The fields each object of a profile may have (DeviceProfile's), by its path; `sources` is free-form. */
+const PROFILE_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  '': ['name', 'description', 'kind', 'targets', 'gpu', 'cpu', 'memory', 'peak', 'match', 'sources', 'forcedFrom'],
+  memory: ['bandwidthGBs', 'capacityGiB'],
+  peak: ['f32TFLOPS', 'f16TensorTFLOPS', 'int8TensorTOPS', 'int8TOPS'],
+  match: ['probe', 'nameContains'],
+  gpu: ['vendor', 'arch', 'warpSize', 'maxThreadsPerBlock', 'maxWorkgroupSize', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes', 'registersPerThread', 'features', ...OPTIONAL_GPU_COUNTS],
+  'gpu.features': ['subgroupSizes', 'subgroups', 'f16', 'dot8', 'asyncCopy', 'tensorCores'],
+  cpu: ['arch', 'isa', 'cores', 'threads', 'vectorRegisters', 'l1dBytes', 'l2Bytes', 'l3Bytes', 'clockGHz'],
+};
+
+/**
+ * Refuses a field `obj` (the profile's object at `path`) does not define: a misspelled optional
+ * figure (`clockGhz`) would otherwise be ignored without a word, and counted by profileHash.
+ */
+function onlyKnownFields(obj: Record<string, unknown>, file: string, path: string): void {
+  const fields = PROFILE_FIELDS[path]!;
+  const extra = Object.keys(obj).find((k) => obj[k] !== undefined && !fields.includes(k));
+  need(extra === undefined, file, path ? `${path}.${extra}` : String(extra), `one of the fields ${path ? `\`${path}\`` : 'a profile'} has: ${fields.join(', ')} (this one is not kgen's)`);
+}
+
 /**
  * Checks a parsed profile (a shipped one or a user's file): every field a planner reads has the
  * type and range it needs, so a wrong or missing figure is a KgenError naming the file and field,
- * never a crash or a silently defaulted value further on.
+ * never a crash or a silently defaulted value further on; a field kgen does not know is refused.
  */
 export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
   need(isObject(p), file, '(top level)', 'a JSON object: a device profile like targets/webgpu.json');
+  onlyKnownFields(p as unknown as Record<string, unknown>, file, '');
   need(typeof p.name === 'string' && /^[a-z0-9][a-z0-9-]*$/.test(p.name), file, 'name', 'a lower-case name');
   need(p.kind === 'gpu' || p.kind === 'cpu', file, 'kind', '"gpu" or "cpu"');
   need(Array.isArray(p.targets) && p.targets.length > 0 && p.targets.every((t) => typeof t === 'string' && /^[a-z][a-z0-9]*$/.test(t)), file, 'targets', 'a list of target names (c, cuda, wgsl, wasm, ...)');
   need(isObject(p.memory) && p.memory.bandwidthGBs > 0, file, 'memory.bandwidthGBs', 'a number > 0');
   need(p.memory.capacityGiB > 0, file, 'memory.capacityGiB', 'a number > 0');
+  onlyKnownFields(p.memory, file, 'memory');
   need(isObject(p.peak) && p.peak.f32TFLOPS > 0, file, 'peak.f32TFLOPS', 'a number > 0');
+  onlyKnownFields(p.peak, file, 'peak');
+  need(p.kind === 'gpu' ? p.cpu === undefined : p.gpu === undefined, file, p.kind === 'gpu' ? 'cpu' : 'gpu', `no entry in a ${p.kind} profile (its limits go in ${p.kind})`);
   need(isObject(p.sources), file, 'sources', 'where each figure comes from');
   // A profile without `match` is never found here (kgen devices lists it as absent).
   if (p.match !== undefined) {
     const probes = Object.keys(PRESENCE_PROBES);
     need(isObject(p.match) && Object.hasOwn(PRESENCE_PROBES, p.match.probe), file, 'match.probe', `how to find the device here: one of ${probes.join(', ')}`);
+    onlyKnownFields(p.match, file, 'match');
     const names = p.match.nameContains;
     const readsNames = PRESENCE_PROBES[p.match.probe].readsNames;
     need(readsNames ? Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === 'string' && n) : names === undefined, file, 'match.nameContains', readsNames ? 'the texts a present device\'s name contains one of' : `nothing: probe ${p.match.probe} reads no name`);
@@ -217,6 +243,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
   if (p.kind === 'gpu') {
     const g = p.gpu;
     need(isObject(g), file, 'gpu', 'GPU limits');
+    onlyKnownFields(g as unknown as Record<string, unknown>, file, 'gpu');
     need(isName(g.vendor) && isName(g.arch), file, 'gpu.vendor/arch', 'names (arch: sm_XX for NVIDIA, a label for others)');
     for (const k of ['warpSize', 'maxThreadsPerBlock', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes'] as const) {
       need(isCount(g[k]), file, `gpu.${k}`, 'a positive integer');
@@ -232,6 +259,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
     need(g.maxWorkgroupSize === undefined || (Array.isArray(g.maxWorkgroupSize) && g.maxWorkgroupSize.length === 3 && g.maxWorkgroupSize.every(isCount)), file, 'gpu.maxWorkgroupSize', '[x, y, z], positive integers (WebGPU maxComputeWorkgroupSizeX/Y/Z), or no entry');
     const f = g.features;
     need(isObject(f), file, 'gpu.features', 'the GPU\'s features (subgroupSizes, f16, dot8, asyncCopy, tensorCores)');
+    onlyKnownFields(f as unknown as Record<string, unknown>, file, 'gpu.features');
     need(Array.isArray(f.subgroupSizes) && f.subgroupSizes.length === 2 && f.subgroupSizes.every(isCount) && f.subgroupSizes[0] <= f.subgroupSizes[1], file, 'gpu.features.subgroupSizes', '[min, max], positive integers');
     need(f.subgroups === undefined || typeof f.subgroups === 'boolean', file, 'gpu.features.subgroups', 'true or false (absent: no subgroup operations)');
     need(typeof f.f16 === 'boolean' && typeof f.asyncCopy === 'boolean', file, 'gpu.features.f16/asyncCopy', 'true or false');
@@ -239,6 +267,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
   } else {
     const c = p.cpu;
     need(isObject(c), file, 'cpu', 'CPU limits');
+    onlyKnownFields(c as unknown as Record<string, unknown>, file, 'cpu');
     need((CPU_ARCHES as readonly unknown[]).includes(c.arch), file, 'cpu.arch', `one of ${CPU_ARCHES.join(', ')}`);
     const unknown = Array.isArray(c.isa) ? c.isa.find((n) => !(CPU_ISA_NAMES as readonly unknown[]).includes(n)) : undefined;
     need(Array.isArray(c.isa) && unknown === undefined, file, 'cpu.isa', `a list of ISA extensions from ${CPU_ISA_NAMES.join(', ')}${unknown !== undefined ? ` (not ${quoted(String(unknown))})` : ''}`);
