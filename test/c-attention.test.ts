@@ -7,6 +7,7 @@ import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
 import { verify } from '../src/api/verify.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
+import { getDevice } from '../src/device/index.js';
 import { C_VARIANTS } from '../src/backends/c/toolchain.js';
 import { runnerFor } from '../src/backends/registry.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
@@ -358,23 +359,53 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     expect(() => plan('f16', 'B=1,Hq=64,Hkv=64,Sq=64,Skv=512,D=256', {}, { allHeads: 1, qBlock: 64, kvBlock: 256 })).toThrow(/exceed 262144 bytes of stack/);
   });
 
-  it('decode takes tiles of 16 KiB of cache on AVX-512 where a head outgrows the L2: q8 at D=128 128 keys, f16 and short caches 64', () => {
-    const kvBlock = (format: string, shape: string, device: string) => emit({ target: 'c', ir: ir(format, true), shape, device }).plan.config.kvBlock;
-    // epyc-9654: AVX-512 first, 1 MiB L2. A head's q8 K and V at Skv=32768: 8.5 MiB; at 1024: 272 KiB.
-    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654')).toBe(128);
-    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=1024,D=128', 'epyc-9654')).toBe(64);
-    expect(kvBlock('f16', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-9654')).toBe(64);
-    // Prefill, and a variant without the entry (AVX2 first on epyc-7763): 64.
-    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=64,Skv=32768,D=128', 'epyc-9654')).toBe(64);
-    expect(kvBlock('q8', 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128', 'epyc-7763')).toBe(64);
+  it('decode tiles: the device\'s first variant\'s own kvBlock for the cache where chunks are long enough (attentionDecodeKvBlock), else 64', () => {
+    const own = C_VARIANTS.attentionDecodeKvBlock ?? {};
+    const prefill = 'B=1,Hq=8,Hkv=2,Sq=64,Skv=512,D=128';
+    let taken = 0;
+    for (const device of ['epyc-7763', 'epyc-9654', 'core-i9-13900k', AVXVNNI_DEVICE, 'apple-m2']) {
+      const first = C_VARIANTS.of(getDevice(device))[0]!;
+      for (const format of FORMATS) {
+        const plan = (shape: string) => emit({ target: 'c', ir: ir(format, true), shape, device }).plan;
+        for (const Skv of [1024, 32768]) {
+          const p = plan(`B=1,Hq=32,Hkv=8,Sq=1,Skv=${Skv},D=128`);
+          const tile = own[first]?.[format];
+          const long = tile !== undefined && (p.params as { chunkKeys: number }).chunkKeys >= tile.minChunkKeys;
+          if (long) taken++;
+          expect(p.config.kvBlock, `${device} ${format} Skv=${Skv}`).toBe(long ? tile.keys : 64);
+        }
+        expect(plan(prefill).config.kvBlock, `${device} ${format}`).toBe(64);
+      }
+    }
+    // AVX2 (epyc-7763's first variant) and AVX-VNNI (core-i9-13900k's) state one for kgen q8, taken
+    // at Skv=32768 (chunks of 1024 keys on 128 threads); AVX-512's needs chunks of 4096, which
+    // epyc-9654's 192 threads split finer, but a two-core AVX-512 machine takes it.
+    expect(taken).toBe(2);
+    const base = getDevice('epyc-9654');
+    const twoCores = { ...base, name: 'two-core-zen4', match: undefined, cpu: { ...base.cpu!, cores: 2, threads: 2 } };
+    for (const [Skv, tile] of [[32768, 128], [1024, 64]] as const) {
+      expect(emit({ target: 'c', ir: ir('q8', true), shape: `B=1,Hq=32,Hkv=8,Sq=1,Skv=${Skv},D=128`, device: twoCores }).plan.config.kvBlock, `Skv=${Skv}`).toBe(tile);
+    }
+    const long = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128';
+    expect(emit({ target: 'c', ir: ir('q8', true), shape: long, device: 'epyc-7763', config: { kvBlock: 64 } }).plan.params).toMatchObject({ kvBlock: 64 });
   });
 
-  it.skipIf(skipReason(['gcc']) !== undefined)('the long decode tile verifies: q8, AVX-512 default, a ragged last tile of 128 keys, causal decode of 5 queries', async () => {
+  it.skipIf(cToolsSkipReason('avx2') !== undefined)('AVX2 decode in 128-key tiles (its long-chunk q8 default) on a ragged split, integer and f32 P.V', async () => {
+    const runnable = cannotRunReason('avx2') === undefined;
+    for (const config of [{ kvBlock: 128, splits: 2 }, { kvBlock: 128, splits: 2, pvInt: 0 }]) {
+      const shape = 'B=1,Hq=8,Hkv=2,Sq=1,Skv=333,D=128';
+      const r = await verify({ target: 'c', ir: ir('q8', true), shape, isa: 'avx2', device: 'epyc-7763', config, werror: true, testData: DATA });
+      expect(r.plan.params).toMatchObject({ kvBlock: 128, chunkKeys: 167 });
+      expectMatchesReference(r, `${shape} ${JSON.stringify(config)}`, runnable);
+    }
+  });
+
+  it.skipIf(skipReason(['gcc']) !== undefined)('AVX-512 decode in 128-key tiles (its long-chunk q8 default): a ragged last tile, causal decode of 5 queries', async () => {
     const runnable = cannotRunReason('avx512') === undefined;
-    // A head's K and V: 2 x 4001 x (128 + 8) bytes, past epyc-9654's 1 MiB L2; 4001 = 31 x 128 + 33.
+    // 4001 = 31 x 128 + 33 keys.
     for (const shape of ['B=1,Hq=8,Hkv=2,Sq=1,Skv=4001,D=128', 'B=1,Hq=8,Hkv=2,Sq=5,Skv=4001,D=128']) {
-      const r = await verify({ target: 'c', ir: ir('q8', true), shape, isa: 'avx512', device: 'epyc-9654', werror: true, testData: DATA });
-      expect(r.plan.config.kvBlock, shape).toBe(128);
+      const r = await verify({ target: 'c', ir: ir('q8', true), shape, isa: 'avx512', device: 'epyc-9654', config: { kvBlock: 128 }, werror: true, testData: DATA });
+      expect(r.plan.params, shape).toMatchObject({ kvBlock: 128 });
       expectMatchesReference(r, shape, runnable);
     }
   });

@@ -287,26 +287,6 @@ function defaultAllHeads(req: Req, variants: CpuVariants): boolean {
 }
 
 /**
- * kvBlock's values, the default first: 64 keys, or 128 for decode where 64 keys' rows span less of
- * the cache than the device's first variant asks of a decode tile (`attentionDecodeTileBytes`) and a
- * KV head's K and V rows (with their scales) exceed the device's L2. The span is a tile's rows of one
- * head, or of every head where positions x heads rows interleave them. Measured on q8, D=128, AVX-512
- * (Zen 4 VM, 1 MiB L2): 128 keys took 0.96x the time of 64 at Skv=32768 on two threads (0.98x at
- * 4096), but 1.03x at Skv=1024 on one thread, where a task is 8 such tiles and its first, which no
- * earlier tile prefetched, twice as long (docs/PERFORMANCE.md, "Decode at Skv = 32768, q8: the own
- * read against the probe").
- */
-function kvBlockValues(req: Req, variants: CpuVariants): number[] {
-  const { Sq, Skv, Hkv, D } = req.shape;
-  const wanted = variants.attentionDecodeTileBytes?.[variants.of(req.device)[0] ?? ''];
-  const row = kvRowFormat(req.op, D);
-  const span = row.rowBytes * (kvLayoutOf(req.op) === 'positions_heads' ? Hkv : 1);
-  const headBytes = 2 * Skv * (row.rowBytes + 2 * row.scalesPerRow);
-  const long = wanted !== undefined && Sq <= CPU_DECODE_MAX_SQ && 64 * span < wanted && headBytes > (req.device.cpu?.l2Bytes ?? Infinity);
-  return long ? [128, 64, 32, 256] : [64, 128, 32, 256];
-}
-
-/**
  * The knobs of the space, by type. The optional ones are the space's only where the target's
  * variants have the kernel (and allHeads where there is more than one KV head).
  */
@@ -484,6 +464,22 @@ function integerCodeRestrictions(req: Req, variants: CpuVariants, k: { knob: 'pv
   ];
 }
 
+/** The tile sizes every variant takes, the shared default first. */
+const KV_BLOCKS = [64, 128, 32, 256];
+
+/**
+ * The kvBlock knob's values, its default first: for decode, the device's first variant's own tile
+ * for the KV cache format where it states one (`attentionDecodeKvBlock`) and the default split
+ * leaves chunks of at least its `minChunkKeys` (a pinned other variant or split count gets the
+ * same order, as pvInt's), else 64.
+ */
+function kvBlockValues(req: Req, variants: CpuVariants, splits: number): number[] {
+  const { Sq, Skv } = req.shape;
+  const own = Sq <= CPU_DECODE_MAX_SQ ? variants.attentionDecodeKvBlock?.[variants.of(req.device)[0] ?? '']?.[req.op.kvCache] : undefined;
+  const first = own && ceilDiv(Skv, splits) >= own.minChunkKeys ? own.keys : KV_BLOCKS[0]!;
+  return [...new Set([first, ...KV_BLOCKS])];
+}
+
 function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
   const { Sq, Skv, D, Hq, Hkv } = req.shape;
   const group = Hq / Hkv;
@@ -580,7 +576,7 @@ function cpuSpace(req: Req, variants: CpuVariants): SearchSpace {
       // Before kvBlock: where every head's tile of K and V exceeds the L2 share, a shorter tile with
       // every head is preferred to one head a task.
       ...knobIf(variants.attentionAllHeads && Hkv > 1, { name: 'allHeads', values: allHeads ? [1, 0] : [0, 1], doc: 'KV heads per task: all of them, each tile\'s positions for every head in turn (1: one contiguous run of a positions x heads cache per tile; the default there for decode), or one (0)' }),
-      { name: 'kvBlock', values: kvBlockValues(req, variants), doc: 'keys per tile of the online softmax' },
+      { name: 'kvBlock', values: kvBlockValues(req, variants, defaultSplits(req, allHeads)), doc: 'keys per tile of the online softmax (first: 64, or for decode the device\'s first variant\'s own for the cache)' },
       // Before rowGroup: where integer P.V is legal it takes precedence over 8 rows (which it refuses
       // for registers), since 4 rows with it beat 8 without (prefill, q8 / q8_0 / q4_0: 3-5%).
       ...knobIf(intPV, { name: 'pvInt', values: pvIntFirst ? [1, 0] : [0, 1], doc: 'P.V as integer dot products (1: each tile\'s P times V\'s scales as int16 codes against the int8 V codes; q8, q8_0, q4_0) or f32 FMAs (0)' }),

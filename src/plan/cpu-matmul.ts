@@ -1,5 +1,5 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
-import type { MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
+import type { KvCacheFormat, MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
 import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, readConfig, toleranceFor, typedSpace, variantRegisters, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
@@ -230,18 +230,19 @@ export interface CpuVariants {
    */
   attentionKeyTile?: readonly string[];
   /**
+   * Keys per tile (`keys`: the `kvBlock` knob's first value) a variant's decode kernels (Sq up to
+   * CPU_DECODE_MAX_SQ) default to, by KV cache format, where not the shared 64: where each task's
+   * chunk of keys at the default split count holds at least `minChunkKeys` (shorter chunks keep
+   * 64), on a device whose first variant this is (the knob's order cannot follow the isa knob).
+   * Prefill keeps 64 first. Absent (variant or format): 64.
+   */
+  attentionDecodeKvBlock?: Readonly<Record<string, Readonly<Partial<Record<KvCacheFormat, { keys: number; minChunkKeys: number }>>>>>;
+  /**
    * Whether the attention kernels can run every KV head of a key chunk in one task, tile by tile
    * (the `allHeads` knob: C's head loop, the WAT's row groups by head). Absent: no such knob, one
    * head per task.
    */
   attentionAllHeads?: boolean;
-  /**
-   * Per variant: the bytes of the cache a decode tile (kvBlock keys of a KV head's rows, or of every
-   * head's where positions x heads rows interleave them) spans at least by default, where the
-   * device's first variant has an entry and a KV head's K and V rows exceed the L2: the tile-ahead
-   * prefetches then reach that far. Absent (or the variant absent): kvBlock's first value, 64.
-   */
-  attentionDecodeTileBytes?: Readonly<Record<string, number>>;
   /**
    * Whether a run-time KV length attention kernel rounds each KV split's share of the call's keys
    * up to whole tiles (kvBlock; `splitKeysUnit`), so a short call's keys go to few splits and the

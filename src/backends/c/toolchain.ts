@@ -137,13 +137,21 @@ export const C_VARIANTS: CpuVariants = {
   attentionKeyLanes: { avx512: { kBias: 128, stepRegisters: 16 }, avxvnni: { kBias: 128, stepRegisters: 2 }, avx2: { kBias: 0, stepRegisters: 2, i16Sums: true } },
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
   attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
+  // Decode on a kgen q8 cache takes 128 keys a tile where a task's chunk is long enough: the next
+  // tile's prefetches then reach 16 KiB ahead, as f16's 64-key tiles do. AVX-512 (Zen 4, q8, D=128):
+  // 0.96 of 64's time at Skv=32768 (one and two threads), 0.98 at 4096, but 1.03 with 1024 keys a
+  // task, whose cold first tile is then twice as long (docs/PERFORMANCE.md, "Decode at Skv = 32768,
+  // q8: the own read against the probe"). AVX2: 0.97 with chunks of 1024 and 32768 keys; 256-key
+  // chunks 1.04, 512 1.01 (docs/PERFORMANCE.md, "AVX2 decode kvBlock 128"). q8_0, q4_0 and f16
+  // caches: 1.14-1.20 at Skv=1024 on AVX2, one KV head a task too, so every variant keeps 64 for
+  // them. AVX-VNNI is AVX2's code, not measured: the same.
+  attentionDecodeKvBlock: {
+    avx512: { q8: { keys: 128, minChunkKeys: 4096 } },
+    avx2: { q8: { keys: 128, minChunkKeys: 1024 } },
+    avxvnni: { q8: { keys: 128, minChunkKeys: 1024 } },
+  },
   // Every KV head of a chunk in one task: the template's head loop is the same C for every variant.
   attentionAllHeads: true,
-  // Long decode tiles on AVX-512: at least 16 KiB of cache (q8 at D=128: 128 keys; f16: 64 as
-  // before), so the next tile's prefetches reach as far ahead as the f16 kernel's
-  // (docs/PERFORMANCE.md, "Decode at Skv = 32768, q8: the own read against the probe"). Other
-  // variants not measured: kvBlock 64.
-  attentionDecodeTileBytes: { avx512: 16384 },
 };
 
 /** Warnings every emitted source must compile cleanly under (tests add -Werror). */
