@@ -645,6 +645,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   // rowGroup accumulators, rowGroup broadcast probabilities and the step's V vectors.
   const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
   const pvStep = chunkStepFor(chunks, PV_MAX_STEP, (s) => s * rowGroup + rowGroup + s, registers);
+  const pvPasses = pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep);
+  const rowLines = ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES);
   const buffers: OnChipBuffer[] = [
     { name: 'accumulators', space: 'registers', size: Math.max(keyTile?.vectors ?? chunkStep, pvStep) * rowGroup, why: `${keyTile?.vectors ?? chunkStep} vector(s) per row of a row group of ${rowGroup} in the scores, ${pvStep} in P.V` },
     { name: 'work registers', space: 'registers', size: CPU_WORK_REGISTERS, why: 'K/V vectors, dequantization and exponentials' },
@@ -695,9 +697,9 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       chunks,
       chunkStep,
       pvStep,
-      pvPasses: pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep),
-      rowLines: ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES),
-      pvPrefetches: pvInt && row.rowBytes % CPU_CACHE_LINE_BYTES === 0 ? ceilDiv((row.rowBytes / CPU_CACHE_LINE_BYTES) * pvLaneKeys, (D / iStep) * pvParts) : 0,
+      pvPasses,
+      rowLines,
+      pvPrefetches: pvInt && row.rowBytes % CPU_CACHE_LINE_BYTES === 0 ? ceilDiv(rowLines * pvLaneKeys, pvPasses) : 0,
       rowBytes: row.rowBytes,
       scalesPerRow: row.scalesPerRow,
       valuesPerScale: row.valuesPerScale,
