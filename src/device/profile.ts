@@ -192,15 +192,20 @@ const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 
 /** Each optional count a GPU profile may give (checked only where present: absent ones take WebGPU's defaults or are unused). */
 const OPTIONAL_GPU_COUNTS = ['multiprocessors', 'sharedPerMultiprocessorBytes', 'registersPerMultiprocessor', 'maxStorageBufferBindingBytes', 'maxBufferBytes', 'maxStorageBuffersPerShaderStage', 'maxWorkgroupsPerDimension', 'l2Bytes'] as const;
 
+/** The positive counts every GPU profile gives. */
+const GPU_COUNTS = ['warpSize', 'maxThreadsPerBlock', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes'] as const;
+/** The positive counts every CPU profile gives. */
+const CPU_COUNTS = ['cores', 'threads', 'vectorRegisters', 'l1dBytes', 'l2Bytes', 'l3Bytes'] as const;
+
 /** The fields each object of a profile may have (DeviceProfile's), by its path; `sources` is free-form. */
 const PROFILE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   '': ['name', 'description', 'kind', 'targets', 'gpu', 'cpu', 'memory', 'peak', 'match', 'sources', 'forcedFrom'],
   memory: ['bandwidthGBs', 'capacityGiB'],
   peak: ['f32TFLOPS', 'f16TensorTFLOPS', 'int8TensorTOPS', 'int8TOPS'],
   match: ['probe', 'nameContains'],
-  gpu: ['vendor', 'arch', 'warpSize', 'maxThreadsPerBlock', 'maxWorkgroupSize', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes', 'registersPerThread', 'features', ...OPTIONAL_GPU_COUNTS],
+  gpu: ['vendor', 'arch', ...GPU_COUNTS, 'maxWorkgroupSize', 'registersPerThread', 'features', ...OPTIONAL_GPU_COUNTS],
   'gpu.features': ['subgroupSizes', 'subgroups', 'f16', 'dot8', 'asyncCopy', 'tensorCores'],
-  cpu: ['arch', 'isa', 'cores', 'threads', 'vectorRegisters', 'l1dBytes', 'l2Bytes', 'l3Bytes', 'clockGHz'],
+  cpu: ['arch', 'isa', ...CPU_COUNTS, 'clockGHz'],
 };
 
 /**
@@ -245,7 +250,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
     need(isObject(g), file, 'gpu', 'GPU limits');
     onlyKnownFields(g as unknown as Record<string, unknown>, file, 'gpu');
     need(isName(g.vendor) && isName(g.arch), file, 'gpu.vendor/arch', 'names (arch: sm_XX for NVIDIA, a label for others)');
-    for (const k of ['warpSize', 'maxThreadsPerBlock', 'sharedPerBlockBytes', 'sharedPerBlockOptinBytes'] as const) {
+    for (const k of GPU_COUNTS) {
       need(isCount(g[k]), file, `gpu.${k}`, 'a positive integer');
     }
     need(g.sharedPerBlockOptinBytes >= g.sharedPerBlockBytes, file, 'gpu.sharedPerBlockOptinBytes', '>= sharedPerBlockBytes');
@@ -271,7 +276,7 @@ export function validateProfile(p: DeviceProfile, file: string): DeviceProfile {
     need((CPU_ARCHES as readonly unknown[]).includes(c.arch), file, 'cpu.arch', `one of ${CPU_ARCHES.join(', ')}`);
     const unknown = Array.isArray(c.isa) ? c.isa.find((n) => !(CPU_ISA_NAMES as readonly unknown[]).includes(n)) : undefined;
     need(Array.isArray(c.isa) && unknown === undefined, file, 'cpu.isa', `a list of ISA extensions from ${CPU_ISA_NAMES.join(', ')}${unknown !== undefined ? ` (not ${quoted(String(unknown))})` : ''}`);
-    for (const k of ['cores', 'threads', 'vectorRegisters', 'l1dBytes', 'l2Bytes', 'l3Bytes'] as const) {
+    for (const k of CPU_COUNTS) {
       need(isCount(c[k]), file, `cpu.${k}`, 'a positive integer');
     }
     need(c.clockGHz === undefined || (typeof c.clockGHz === 'number' && c.clockGHz > 0), file, 'cpu.clockGHz', 'a number > 0, or no entry');
