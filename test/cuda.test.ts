@@ -97,6 +97,47 @@ describe.skipIf(noGpp !== undefined)('CUDA kernels through the CPU shim', { conc
     await expectOk({ target: 'cuda', op: 'matmul_q4', shape: 'M=130,N=77,K=320', device: 'h100-sxm', config: big }, 'h100 dynamic shared');
   });
 
+  it('a launcher over the static shared-memory limit opts in again after cudaDeviceReset', async () => {
+    // The shim refuses a launch over 48 KiB of dynamic shared memory without an opt-in, and
+    // cudaDeviceReset forgets every opt-in and allocation, as a GPU's context reset does.
+    const big = { kernel: 'tiled', math: 'mma', bm: 128, bn: 128, bk: 64, stages: 4 };
+    const e = emit({ target: 'cuda', op: 'matmul_q4', shape: 'M=130,N=77,K=320', device: 'h100-sxm', config: big });
+    expect(e.plan.launch.sharedBytes).toBeGreaterThan(48 * 1024);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cuda-reset-'));
+    try {
+      for (const [name, text] of Object.entries(e.rendered.files)) writeFileSync(join(dir, name), text);
+      const { x, y } = e.manifest.tensors as Record<string, { bytes: number }>;
+      writeFileSync(join(dir, 'reset.cu'), `#include "kernel.h"
+#include <stdio.h>
+/* One call on fresh allocations (zero weights: zero scales), its status and the launcher's. */
+static int call(void) {
+  void *x, *w, *y;
+  if (cudaMalloc(&x, ${x!.bytes}) || cudaMalloc(&w, ${e.manifest.weights!.totalBytes}) || cudaMalloc(&y, ${y!.bytes})) return 90;
+  cudaMemset(x, 0, ${x!.bytes});
+  cudaMemset(w, 0, ${e.manifest.weights!.totalBytes});
+  const cudaError_t launched = kgen_matmul_q4((const float *)x, (const uint8_t *)w, NULL, NULL, (float *)y, 0);
+  if (launched != cudaSuccess) return 10 + (int)launched;
+  if (cudaGetLastError() != cudaSuccess) return 80;
+  return 0;
+}
+int main(void) {
+  int first = call();
+  if (first) return first;
+  cudaDeviceReset();
+  int second = call();
+  return second ? 40 + second : 0;
+}
+`);
+      const shimDir = join(import.meta.dirname, '..', 'templates', 'cuda', 'shim');
+      const bin = join(dir, 'reset');
+      await execa('g++', ['-std=c++17', '-O1', '-I', shimDir, '-I', dir, '-x', 'c++', join(dir, 'kernel.cu'), join(dir, 'reset.cu'), '-x', 'none', join(shimDir, 'kgen_cuda_shim.cpp'), '-o', bin, '-lm']);
+      // 51 would be the second call's launch refused as an invalid value (40 + 10 + 1).
+      expect((await execa(bin, [], { reject: false })).exitCode).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('passes AddressSanitizer and UBSan on ragged shapes', async () => {
     for (const v of VARIANTS) {
       const shape = v.name === 'gemv' ? 'M=3,N=77,K=320' : 'M=19,N=77,K=320';

@@ -84,7 +84,6 @@ function view(plan: CudaAttentionPlan, ctx: RenderContext, templateHash: string)
     kvLenArg: p.runtimeKvLength ? ', kvLen' : '',
     kvEnd: p.runtimeKvLength ? 'kvLen' : 'KG_SKV',
     workspaceBytes: plan.launch.workspaceBytes ?? 0,
-    dynamicBytes: p.dynamicShared ? p.smemBytes : 0,
     qCType: op.q === 'f16' ? 'uint16_t' : 'float',
     oCType: op.o === 'f16' ? 'uint16_t' : 'float',
     qDevType: op.q === 'f16' ? '__half' : 'float',

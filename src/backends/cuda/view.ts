@@ -41,6 +41,9 @@ export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: st
     harnessExit: HARNESS_EXIT,
     gridExprText: plan.launch.gridExpr!.join(', '),
     smemKind: plan.launch.dynamicShared ? 'dynamic' : 'static',
+    // Over the static limit the launch goes through templates/cuda/launch_opt_in.hbs (same arguments).
+    launchKernel: plan.launch.dynamicShared ? 'kg_launch_opted_in' : 'cudaLaunchKernel',
+    dynamicBytes: plan.launch.dynamicShared ? dynamicSharedBytes(plan) : 0,
     tolNmse: plan.tolerance.nmse,
     tolMaxRel: plan.tolerance.maxRelToPeak,
     kernelJson: JSON.stringify(kernelInfo),
@@ -48,6 +51,13 @@ export function cudaKitView(plan: CudaPlan, ctx: RenderContext, templateHash: st
     flushBytes: plan.params.flushBytes,
     flushL2Multiple: plan.params.flushL2Multiple,
   };
+}
+
+/** A dynamic-shared launch's bytes: the plan's shared memory, which such a plan always states. */
+function dynamicSharedBytes(plan: Plan): number {
+  const bytes = plan.launch.sharedBytes;
+  if (bytes === undefined) throw new InternalError('a CUDA plan with dynamic shared memory states no sharedBytes');
+  return bytes;
 }
 
 /**

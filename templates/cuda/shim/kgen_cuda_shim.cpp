@@ -67,6 +67,8 @@ struct Allocation {
 std::vector<Fiber> fibers;
 std::vector<Warp> warps;
 std::vector<Allocation> allocations;
+/** Kernels' dynamic shared memory opt-ins since the last cudaDeviceReset (kernel, bytes). */
+std::vector<std::pair<const void *, size_t>> optIns;
 Fiber *cur;
 unsigned blockLive, blockArrived;
 unsigned long blockGen;
@@ -314,9 +316,27 @@ bool insideAllocation(const void *p, size_t bytes) {
 
 }  // namespace
 
-cudaError_t launch(dim3 grid, dim3 block, size_t dynamicShared, void (*body)(void *), void *ctx) {
+cudaError_t set_max_dynamic_shared(const void *kernel, int bytes) {
+  if (bytes < 0) return lastError = cudaErrorInvalidValue;
+  for (auto &o : optIns)
+    if (o.first == kernel) {
+      o.second = (size_t)bytes;
+      return cudaSuccess;
+    }
+  optIns.push_back({kernel, (size_t)bytes});
+  return cudaSuccess;
+}
+
+static size_t maxDynamicShared(const void *kernel) {
+  for (const auto &o : optIns)
+    if (o.first == kernel) return o.second;
+  return kDefaultDynamicShared;
+}
+
+cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dynamicShared, void (*body)(void *), void *ctx) {
   const unsigned threads = block.x * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0) return lastError = cudaErrorInvalidConfiguration;
+  if (dynamicShared > maxDynamicShared(kernel)) return lastError = cudaErrorInvalidValue;
   ensureStacks(threads);
   gridDim = grid;
   blockDim = block;
@@ -480,6 +500,14 @@ cudaError_t cudaMemset(void *p, int value, size_t bytes) {
 }
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+/** As on a GPU: every allocation is freed and every kernel's opt-in forgotten. */
+cudaError_t cudaDeviceReset(void) {
+  for (const kg_shim::Allocation &al : kg_shim::allocations) free(reinterpret_cast<void *>(al.begin));
+  kg_shim::allocations.clear();
+  kg_shim::optIns.clear();
+  kg_shim::lastError = cudaSuccess;
+  return cudaSuccess;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaGetDevice(int *device) {

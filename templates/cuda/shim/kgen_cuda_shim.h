@@ -116,14 +116,19 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
-template <class F>
-inline cudaError_t cudaFuncSetAttribute(F *, cudaFuncAttribute, int value) {
-  return value < 0 ? cudaErrorInvalidValue : cudaSuccess;
-}
+cudaError_t cudaDeviceReset(void);
 
 namespace kg_shim {
-/** Runs `body(ctx)` as every thread of every block of the grid; blocks run one after another. */
-cudaError_t launch(dim3 grid, dim3 block, size_t dynamicShared, void (*body)(void *), void *ctx);
+/** Dynamic shared memory a launch may take without opting in, as on every GPU since sm_70. */
+constexpr size_t kDefaultDynamicShared = 48 * 1024;
+/** Records `kernel`'s opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize) until cudaDeviceReset. */
+cudaError_t set_max_dynamic_shared(const void *kernel, int bytes);
+/**
+ * Runs `body(ctx)` as every thread of every block of the grid; blocks run one after another. A
+ * launch asking for more dynamic shared memory than `kernel` may take (kDefaultDynamicShared, or its
+ * opt-in since the last cudaDeviceReset) is refused as an invalid value, as a GPU refuses it.
+ */
+cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dynamicShared, void (*body)(void *), void *ctx);
 unsigned char *shared_memory(size_t bytes);
 unsigned lane_id();
 void block_sync();
@@ -147,6 +152,11 @@ inline void invoke(F f, void **args, std::index_sequence<I...>) {
 }
 }  // namespace kg_shim
 
+template <class F>
+inline cudaError_t cudaFuncSetAttribute(F *kernel, cudaFuncAttribute, int value) {
+  return kg_shim::set_max_dynamic_shared(reinterpret_cast<const void *>(kernel), value);
+}
+
 /** The launcher's `cudaLaunchKernel(kernel, grid, block, args, shared, stream)` runs the kernel here. */
 template <class... A>
 inline cudaError_t cudaLaunchKernel(void (*f)(A...), dim3 grid, dim3 block, void **args, size_t sharedMem = 0, cudaStream_t = 0) {
@@ -154,7 +164,7 @@ inline cudaError_t cudaLaunchKernel(void (*f)(A...), dim3 grid, dim3 block, void
     void (*f)(A...);
     void **args;
   } call{f, args};
-  return kg_shim::launch(grid, block, sharedMem, [](void *p) {
+  return kg_shim::launch(reinterpret_cast<const void *>(f), grid, block, sharedMem, [](void *p) {
     Call *c = static_cast<Call *>(p);
     kg_shim::invoke<void (*)(A...), A...>(c->f, c->args, std::index_sequence_for<A...>{});
   }, &call);

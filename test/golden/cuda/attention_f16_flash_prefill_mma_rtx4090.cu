@@ -412,19 +412,31 @@ __global__ void __launch_bounds__(KG_THREADS, 1) kgen_attention_f16_flash_prefil
   }
 }
 
-/* 69632 bytes of dynamic shared memory per block: over the static limit, so opt in (once per device). */
+/* 69632 bytes of dynamic shared memory per block: over the static limit, so the launch opts in. */
+/* Launches `kernel` with `bytes` of dynamic shared memory, more than a launch may take without opting
+ * in. It opts in once per device (device ordinals 0-31; past those, on every call), and once more
+ * where a launch it had opted in for is refused as an invalid value: the opt-in belongs to the
+ * device's context, which cudaDeviceReset destroys, so a program that resets the device between
+ * calls would otherwise get that error from every later call. */
 template <class F>
-static cudaError_t kg_allow_shared(F *kernel) {
+static cudaError_t kg_launch_opted_in(F *kernel, dim3 grid, dim3 block, void **args, size_t bytes, cudaStream_t stream) {
   static unsigned opted = 0;
   int dev = 0;
   cudaGetDevice(&dev);
-  const unsigned bit = dev < 32 ? 1u << dev : 0u;
-  if (!bit || !(__atomic_load_n(&opted, __ATOMIC_RELAXED) & bit)) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, KG_SMEM_BYTES);
+  const unsigned bit = dev >= 0 && dev < 32 ? 1u << dev : 0u;
+  const bool known = bit && (__atomic_load_n(&opted, __ATOMIC_RELAXED) & bit);
+  if (!known) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess) return e;
     __atomic_fetch_or(&opted, bit, __ATOMIC_RELAXED);
   }
-  return cudaSuccess;
+  cudaError_t e = cudaLaunchKernel(kernel, grid, block, args, bytes, stream);
+  if (e == cudaErrorInvalidValue && known) {
+    (void)cudaGetLastError();  // the refused launch's error, which the retry replaces
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess) e = cudaLaunchKernel(kernel, grid, block, args, bytes, stream);
+  }
+  return e;
 }
 
 extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, uint16_t *o,
@@ -438,8 +450,6 @@ extern "C" cudaError_t kgen_attention_f16(const uint16_t *q, const uint8_t *k, c
   // The kernels address a row's scales in bytes (KG_KV_SCALE_ROW_BYTES).
   const uint8_t *ks = reinterpret_cast<const uint8_t *>(k_scales), *vs = reinterpret_cast<const uint8_t *>(v_scales);
   __half *od = reinterpret_cast<__half *>(o);
-  const cudaError_t allowed = kg_allow_shared(kgen_attention_f16_flash_prefill_mma);
-  if (allowed != cudaSuccess) return allowed;
   void *args[] = {&qd, &k, &ks, &v, &vs, &od};
-  return cudaLaunchKernel(kgen_attention_f16_flash_prefill_mma, dim3(8, 32, 1), dim3(KG_THREADS, 1, 1), args, 69632, stream);
+  return kg_launch_opted_in(kgen_attention_f16_flash_prefill_mma, dim3(8, 32, 1), dim3(KG_THREADS, 1, 1), args, 69632, stream);
 }

@@ -460,11 +460,6 @@ __global__ void __launch_bounds__(KG_MERGE_THREADS, 1) kgen_attention_q8_0kv_kvl
 }
 
 /* 23104 bytes of static shared memory per block. */
-template <class F>
-static cudaError_t kg_allow_shared(F *kernel) {
-  (void)kernel;
-  return cudaSuccess;
-}
 
 extern "C" cudaError_t kgen_attention_q8_0kv_kvlen(const uint16_t *q, const uint8_t *k, const uint16_t *k_scales, const uint8_t *v, const uint16_t *v_scales, uint16_t *o,
                               void *workspace, int64_t kv_len, cudaStream_t stream) {
@@ -480,8 +475,6 @@ extern "C" cudaError_t kgen_attention_q8_0kv_kvlen(const uint16_t *q, const uint
   // The kernels address a row's scales in bytes (KG_KV_SCALE_ROW_BYTES).
   const uint8_t *ks = reinterpret_cast<const uint8_t *>(k_scales), *vs = reinterpret_cast<const uint8_t *>(v_scales);
   __half *od = reinterpret_cast<__half *>(o);
-  const cudaError_t allowed = kg_allow_shared(kgen_attention_q8_0kv_kvlen_splitk_decode);
-  if (allowed != cudaSuccess) return allowed;
   float *ws = static_cast<float *>(workspace);
   void *args[] = {&qd, &k, &ks, &v, &vs, &ws, &kvLen};
   const cudaError_t e = cudaLaunchKernel(kgen_attention_q8_0kv_kvlen_splitk_decode, dim3(32, 8, 1), dim3(KG_THREADS, 1, 1), args, 0, stream);

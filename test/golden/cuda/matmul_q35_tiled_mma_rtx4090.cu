@@ -403,6 +403,33 @@ __global__ void __launch_bounds__(KG_THREADS, KG_MIN_BLOCKS) kgen_matmul_q35_til
   }
 }
 
+/* 61568 bytes of shared memory is over the static limit: the launch opts in. */
+/* Launches `kernel` with `bytes` of dynamic shared memory, more than a launch may take without opting
+ * in. It opts in once per device (device ordinals 0-31; past those, on every call), and once more
+ * where a launch it had opted in for is refused as an invalid value: the opt-in belongs to the
+ * device's context, which cudaDeviceReset destroys, so a program that resets the device between
+ * calls would otherwise get that error from every later call. */
+template <class F>
+static cudaError_t kg_launch_opted_in(F *kernel, dim3 grid, dim3 block, void **args, size_t bytes, cudaStream_t stream) {
+  static unsigned opted = 0;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  const unsigned bit = dev >= 0 && dev < 32 ? 1u << dev : 0u;
+  const bool known = bit && (__atomic_load_n(&opted, __ATOMIC_RELAXED) & bit);
+  if (!known) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess) return e;
+    __atomic_fetch_or(&opted, bit, __ATOMIC_RELAXED);
+  }
+  cudaError_t e = cudaLaunchKernel(kernel, grid, block, args, bytes, stream);
+  if (e == cudaErrorInvalidValue && known) {
+    (void)cudaGetLastError();  // the refused launch's error, which the retry replaces
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess) e = cudaLaunchKernel(kernel, grid, block, args, bytes, stream);
+  }
+  return e;
+}
+
 extern "C" cudaError_t kgen_matmul_q35(const float *x, const uint8_t *w, const float *bias, const float *residual, float *y,
                               cudaStream_t stream) {
   if ((reinterpret_cast<uintptr_t>(w) & 15u) != 0 || (reinterpret_cast<uintptr_t>(x) & 15u) != 0) return cudaErrorMisalignedAddress;
@@ -410,15 +437,5 @@ extern "C" cudaError_t kgen_matmul_q35(const float *x, const uint8_t *w, const f
   const float *rd = reinterpret_cast<const float *>(residual);
   float *yd = reinterpret_cast<float *>(y);
   void *args[] = {&xd, &w, &bias, &rd, &yd};
-  /* 61568 bytes of shared memory is over the static limit: opt in (once per device). */
-  static unsigned opted = 0;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  const unsigned bit = dev < 32 ? 1u << dev : 0u;
-  if (!bit || !(__atomic_load_n(&opted, __ATOMIC_RELAXED) & bit)) {
-    const cudaError_t e = cudaFuncSetAttribute(kgen_matmul_q35_tiled_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, KG_SMEM_BYTES);
-    if (e != cudaSuccess) return e;
-    __atomic_fetch_or(&opted, bit, __ATOMIC_RELAXED);
-  }
-  return cudaLaunchKernel(kgen_matmul_q35_tiled_mma, dim3(4, 1, 1), dim3(KG_THREADS, 1, 1), args, KG_SMEM_BYTES, stream);
+  return kg_launch_opted_in(kgen_matmul_q35_tiled_mma, dim3(4, 1, 1), dim3(KG_THREADS, 1, 1), args, 61568, stream);
 }
