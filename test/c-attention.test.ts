@@ -294,8 +294,11 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     for (const device of ['epyc-7763', 'epyc-9654']) expect(params('avx2', device, decode)).toMatchObject({ rowGroup: 4, chunkStep: 2, pvStep: 2 });
     // rowGroup 8: two vectors a row would spill AVX2's 16 registers on either CPU.
     for (const device of ['epyc-7763', 'epyc-9654']) expect(params('avx2', device, prefill)).toMatchObject({ rowGroup: 8, chunkStep: 1, pvStep: 1 });
-    expect(params('avx512', 'epyc-9654', decode)).toMatchObject({ rowGroup: 4, chunkStep: 2, pvStep: 4 });
-    expect(params('avx512', 'epyc-9654', prefill)).toMatchObject({ rowGroup: 8, chunkStep: 2, pvStep: 2 });
+    // AVX-512 decode sums a block of 16 keys' scores by a tree, whose 4 x 5 pending partials leave
+    // one vector a row; prefill's 8 rows would spill them: no tree, two vectors.
+    expect(params('avx512', 'epyc-9654', decode)).toMatchObject({ rowGroup: 4, chunkStep: 1, pvStep: 4, scoreTreeLevels: 4 });
+    expect(params('avx512', 'epyc-9654', prefill)).toMatchObject({ rowGroup: 8, chunkStep: 2, pvStep: 2, scoreTreeLevels: 0 });
+    for (const device of ['epyc-7763', 'epyc-9654']) expect(params('avx2', device, decode)).toMatchObject({ scoreTreeLevels: 0 });
   });
   it('int8 Q with two K scale groups per integer step (kgen q8 groups of half a step; scalar: one) on every variant', async () => {
     // Steps are 4 codes per f32 lane: AVX-512 64, AVX2 32, NEON 16, scalar 4.

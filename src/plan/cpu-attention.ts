@@ -32,6 +32,12 @@ export type CpuAttentionParams = {
   chunkStep: number;
   pvStep: number;
   /**
+   * f32 scores (kg_scores) of each whole block of `lanes` keys summed by a tree of log2(lanes)
+   * levels (kg_vpair) into one vector a row, the keys in lane order; 0: each key's score by a
+   * horizontal sum (also the tail of a tile past its last whole block).
+   */
+  scoreTreeLevels: number;
+  /**
    * Passes P.V makes over a tile's keys (integer P.V: one per integer step; f32 P.V: one per
    * pvStep vectors) and cache lines a KV row starts (rowBytes / line, rounded up): P.V prefetches
    * the next tile's V rows while it reads this tile's, each line once, spread evenly over the passes.
@@ -643,7 +649,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const registers = variantRegisters(variants, device, isa);
   // Scores: step x rowGroup accumulators, the step's K vectors and a Q vector; f32 P.V: step x
   // rowGroup accumulators, rowGroup broadcast probabilities and the step's V vectors.
-  const chunkStep = chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
+  // The tree where a row group's pending partials (one a level and row, and the key's own) fit the
+  // registers beside a K vector: rowGroup 4 on AVX-512, not 8 (prefill's).
+  const treeLevels = Math.log2(lanes);
+  const scoreTreeLevels = variants.attentionScoreTree?.includes(isa) && rowGroup * (treeLevels + 1) + 1 + STEP_SPARE_REGISTERS <= registers ? treeLevels : 0;
+  // With the tree those partials take registers the second step's accumulators had: one vector a
+  // row measured faster there (f16, AVX-512, Skv=1024 in L3: 0.98 of two's time;
+  // docs/PERFORMANCE.md, "f16 decode: scores summed by a tree").
+  const chunkStep = scoreTreeLevels ? 1 : chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
   const pvStep = chunkStepFor(chunks, PV_MAX_STEP, (s) => s * rowGroup + rowGroup + s, registers);
   const pvPasses = pvInt ? (D / iStep) * pvParts : ceilDiv(chunks, pvStep);
   const rowLines = ceilDiv(row.rowBytes, CPU_CACHE_LINE_BYTES);
@@ -697,6 +710,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       chunks,
       chunkStep,
       pvStep,
+      scoreTreeLevels,
       pvPasses,
       rowLines,
       pvPrefetches: pvInt && row.rowBytes % CPU_CACHE_LINE_BYTES === 0 ? ceilDiv(rowLines * pvLaneKeys, pvPasses) : 0,

@@ -255,6 +255,12 @@ export interface CpuVariants {
    */
   attentionTouch?: boolean;
   /**
+   * The ISAs whose attention code sums the f32 scores of a block of `lanes` keys by a tree
+   * (kg_vpair, log2(lanes) levels: one vector of scores a row per block) instead of a horizontal
+   * sum a key. Absent: none.
+   */
+  attentionScoreTree?: readonly string[];
+  /**
    * Bytes after the int8 values of a prepared activation block, by weight format, where a target's
    * kernels keep more per block than the scale, the sum and padding (at least ACT_BLOCK_TAIL; the
    * extra bytes follow it). Absent: ACT_BLOCK_TAIL.

@@ -135,6 +135,12 @@ export const C_VARIANTS: CpuVariants = {
   // time, so that 4 rows' i32 and f32 accumulators fit 16 registers. With q4_0's small codes AVX2
   // adds the pair sums in i16 (vpaddw) over a Q group, one vpmaddwd a group instead of one a step.
   attentionKeyLanes: { avx512: { kBias: 128, stepRegisters: 16 }, avxvnni: { kBias: 128, stepRegisters: 2 }, avx2: { kBias: 0, stepRegisters: 2, i16Sums: true } },
+  // f32 scores of a block of keys summed by a tree (kg_vpair): one vector a row a block, no
+  // horizontal sum and scalar stores a key. AVX-512 f16 decode (Zen 4, one thread, Skv=1024): 0.96
+  // of the time in L3, 0.976 from DRAM. AVX2 (the same tree of 3 levels, tried): its 16 registers
+  // hold a row group's pending partials only by spilling, 1.05-1.09 of the time
+  // (docs/PERFORMANCE.md, "f16 decode: scores summed by a tree").
+  attentionScoreTree: ['avx512'],
   // f32 scores from a transposed K tile: every variant has a lanes x lanes transpose (scalar: one lane).
   attentionKeyTile: ['avx512', 'avxvnni', 'avx2', 'neon', 'scalar'],
   // Decode on a kgen q8 cache takes 128 keys a tile where a task's chunk is long enough: the next

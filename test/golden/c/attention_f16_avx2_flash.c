@@ -29,6 +29,8 @@ enum {
   KG_CHUNKS = 16,
   KG_CSTEP = 1,
   KG_PV_STEP = 1,
+  /* Levels of kg_scores's tree over a block of KG_LANES keys (0: a horizontal sum a key). */
+  KG_TREE_LEVELS = 0,
   /* One KV row (D values of one position of one head) as stored, and where row (b, head, j) is:
    * b * KG_HKV * KG_SKV + head * KG_HEAD_STRIDE + j * KG_POS_STRIDE. */
   KG_ROW_BYTES = 256,
@@ -568,27 +570,34 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
   for (int r = KG_RG / 4 * 4; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
 }
 
-/* s[r * KG_KV_BLOCK + jj] = q_r . K(row0 + jj * KG_POS_STRIDE) for the KG_RG rows q and n keys: each
- * K vector is dequantized once for all KG_RG rows. */
-static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
-  for (int jj = 0; jj < n; jj++) {
-    const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
-    const uint8_t *kr = k + row * KG_ROW_BYTES;
-    kg_prefetch_rows(k, v, row, jj, next, n, 0, 1);
-    const uint16_t *sr = kg_row_scales(ks, row);
-    /* KG_CSTEP vectors of D at a time, each with its own accumulators: more independent FMA chains. */
-    kg_vec acc[KG_CSTEP][KG_RG];
-    for (int cc = 0; cc < KG_CSTEP; cc++)
-      for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vzero();
-    for (int c = 0; c < KG_CHUNKS; c += KG_CSTEP) {
-      for (int cc = 0; cc < KG_CSTEP; cc++) {
-        const kg_vec kv = kg_load_kv(kr, sr, c + cc);
-        for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vfma(kg_vload(q[r] + (c + cc) * KG_LANES), kv, acc[cc][r]);
-      }
+/* x[r] = the lanes of q_r . K row kr for the KG_RG rows q, summed over lanes by the caller: each K
+ * vector is dequantized once for all KG_RG rows; KG_CSTEP vectors of D at a time, each with its own
+ * accumulators (more independent FMA chains). */
+static inline __attribute__((always_inline)) void kg_score_lanes(const float *const *q, const uint8_t *kr, const uint16_t *sr, kg_vec *x) {
+  kg_vec acc[KG_CSTEP][KG_RG];
+  for (int cc = 0; cc < KG_CSTEP; cc++)
+    for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vzero();
+  for (int c = 0; c < KG_CHUNKS; c += KG_CSTEP) {
+    for (int cc = 0; cc < KG_CSTEP; cc++) {
+      const kg_vec kv = kg_load_kv(kr, sr, c + cc);
+      for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vfma(kg_vload(q[r] + (c + cc) * KG_LANES), kv, acc[cc][r]);
     }
-    for (int r = 0; r < KG_RG; r++)
-      for (int cc = 1; cc < KG_CSTEP; cc++) acc[0][r] = kg_vadd(acc[cc][r], acc[0][r]);
-    kg_put_scores(acc[0], NULL, jj, s);
+  }
+  for (int r = 0; r < KG_RG; r++) {
+    x[r] = acc[0][r];
+    for (int cc = 1; cc < KG_CSTEP; cc++) x[r] = kg_vadd(acc[cc][r], x[r]);
+  }
+}
+
+/* s[r * KG_KV_BLOCK + jj] = q_r . K(row0 + jj * KG_POS_STRIDE) for the KG_RG rows q and n keys. */
+static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
+  int jj = 0;
+  for (; jj < n; jj++) {
+    const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
+    kg_prefetch_rows(k, v, row, jj, next, n, 0, 1);
+    kg_vec x[KG_RG];
+    kg_score_lanes(q, k + row * KG_ROW_BYTES, kg_row_scales(ks, row), x);
+    kg_put_scores(x, NULL, jj, s);
   }
 }
 

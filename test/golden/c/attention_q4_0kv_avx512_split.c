@@ -29,8 +29,10 @@ enum {
   KG_GROUP = 4,
   KG_LANES = 16,
   KG_CHUNKS = 8,
-  KG_CSTEP = 2,
+  KG_CSTEP = 1,
   KG_PV_STEP = 4,
+  /* Levels of kg_scores's tree over a block of KG_LANES keys (0: a horizontal sum a key). */
+  KG_TREE_LEVELS = 4,
   /* One KV row (D values of one position of one head) as stored, and where row (b, head, j) is:
    * b * KG_HKV * KG_SKV + head * KG_HEAD_STRIDE + j * KG_POS_STRIDE. */
   KG_ROW_BYTES = 72,
@@ -200,6 +202,16 @@ static inline void kg_vhsum4(kg_vec a, kg_vec b, kg_vec c, kg_vec d, float *out)
   const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+/* Level l (0..3) of kg_scores's tree over 16 keys: a holds the sums of earlier keys, b of as many
+ * later ones, each lane a partial sum; the result, half as many lanes a key. l 0 and 1 pair lanes
+ * within 128-bit blocks (a block then holds 4 keys' partials), 2 and 3 the blocks: after level 3,
+ * lane i is key i's score. Two shuffles and an add a level, 15 for 16 keys a row. */
+static inline __attribute__((always_inline)) kg_vec kg_vpair(kg_vec a, kg_vec b, int l) {
+  if (l == 0) return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  if (l == 1) return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  if (l == 2) return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 static inline kg_vec kg_vmax(kg_vec a, kg_vec b) { return _mm512_max_ps(a, b); }
 static inline float kg_vhmax(kg_vec v) { return _mm512_reduce_max_ps(v); }

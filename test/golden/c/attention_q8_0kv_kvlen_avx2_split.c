@@ -29,6 +29,8 @@ enum {
   KG_CHUNKS = 16,
   KG_CSTEP = 2,
   KG_PV_STEP = 2,
+  /* Levels of kg_scores's tree over a block of KG_LANES keys (0: a horizontal sum a key). */
+  KG_TREE_LEVELS = 0,
   /* One KV row (D values of one position of one head) as stored, and where row (b, head, j) is:
    * b * KG_HKV * KG_SKV + head * KG_HEAD_STRIDE + j * KG_POS_STRIDE. */
   KG_ROW_BYTES = 136,
