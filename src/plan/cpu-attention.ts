@@ -654,7 +654,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const treeLevels = Math.log2(lanes);
   const scoreTreeLevels = variants.attentionScoreTree?.includes(isa) && rowGroup * (treeLevels + 1) + 1 + STEP_SPARE_REGISTERS <= registers ? treeLevels : 0;
   // With the tree those partials take registers the second step's accumulators had: one vector a
-  // row measured faster there (f16, AVX-512, Skv=1024 in L3: 0.98 of two's time;
+  // row measured faster there (f16, AVX-512, Skv=1024: two take 1.015 of one's time in L3, 1.021 from DRAM;
   // docs/PERFORMANCE.md, "f16 decode: scores summed by a tree").
   const chunkStep = scoreTreeLevels ? 1 : chunkStepFor(chunks, SCORE_MAX_STEP, (s) => s * rowGroup + s + 1, registers);
   const pvStep = chunkStepFor(chunks, PV_MAX_STEP, (s) => s * rowGroup + rowGroup + s, registers);
