@@ -391,6 +391,12 @@ describe.concurrent('C attention: head dims, layouts and defaults', () => {
     }
     const long = 'B=1,Hq=32,Hkv=8,Sq=1,Skv=32768,D=128';
     expect(emit({ target: 'c', ir: ir('q8', true), shape: long, device: 'epyc-7763', config: { kvBlock: 64 } }).plan.params).toMatchObject({ kvBlock: 64 });
+    // AVX2's integer P.V is its own function for tiles up to its outOfLineKeys (64), inlined for 128;
+    // AVX-512 states none.
+    for (const [isa, kvBlock, outOfLine] of [['avx2', 64, true], ['avx2', 128, false], ['avx512', 64, false]] as const) {
+      const params = emit({ target: 'c', ir: ir('q8', true), shape: long, device: deviceOf(isa), isa, config: { kvBlock } }).plan.params;
+      expect(params, `${isa} kvBlock ${kvBlock}`).toMatchObject({ pvInt: true, pvOutOfLine: outOfLine });
+    }
   });
 
   it.skipIf(cToolsSkipReason('avx2') !== undefined)('AVX2 decode in 128-key tiles (its long-chunk q8 default) on a ragged split, integer and f32 P.V', async () => {

@@ -176,6 +176,8 @@ export type CpuAttentionParams = {
    * part's codes so (`partLoads`); 0: each part reads its share of the whole step's load.
    */
   pvPiece: number;
+  /** Integer P.V as a function of its own, never inlined into the task's: the variant's `outOfLineKeys` holds kvBlock. */
+  pvOutOfLine: boolean;
   pvCodeMax: number;
   /** Keys per i32 lane of integer P.V (0 without it); pvCodeMax is the variant's (0: none) either way. */
   pvLaneKeys: number;
@@ -743,6 +745,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
       pvAccumulators,
       pvParts,
       pvPiece,
+      pvOutOfLine: pvInt && kvBlock <= (variants.attentionIntPV?.[isa]?.outOfLineKeys ?? 0),
       pvInt,
       pvCodeMax: variants.attentionIntPV?.[isa]?.codeMax ?? 0,
       pvLaneKeys,

@@ -208,9 +208,11 @@ export interface CpuVariants {
    * with V's int8 codes; `accumulators` i32 vectors a row in flight, 4 where absent; `prefill`
    * false where it is the decode default only, f32 P.V first for prefill on a device whose first
    * variant this is: measured no faster there; `partLoads` where it loads each part's codes of a key
-   * on their own, the kernel's kg_pv_part_at, rather than the whole step). Absent: no such knob.
+   * on their own, the kernel's kg_pv_part_at, rather than the whole step; `outOfLineKeys` where its
+   * P.V is a function of its own, not inlined into the task's, for tiles of at most that many keys).
+   * Absent: no such knob.
    */
-  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number; accumulators?: number; prefill?: boolean; partLoads?: boolean }>>;
+  attentionIntPV?: Readonly<Record<string, { laneKeys: number; codeMax: number; accumulators?: number; prefill?: boolean; partLoads?: boolean; outOfLineKeys?: number }>>;
   /**
    * The variants whose int8-Q attention scores can take a vector of keys at a time (the `keyLanes`
    * knob: each integer step of a block of keys' K codes transposed so each lane is one key), each

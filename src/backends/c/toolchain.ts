@@ -121,10 +121,13 @@ export const C_VARIANTS: CpuVariants = {
   // P.V"). AVX-VNNI is AVX2's code, not measured: the same. AVX2 loads each part's 16 codes of a
   // key by themselves (`partLoads`: vpmovsxbw from memory), not the step and its half by
   // vextracti128 (q8, Skv=1024, one thread: 4% of a call; docs/PERFORMANCE.md, "AVX2 P.V by parts").
+  // AVX2's P.V is a function of its own for 64-key tiles (`outOfLineKeys`): q8, q8_0, q4_0 0.978-0.988
+  // of the inlined one's call at Skv=1024 and q8 0.976 at 32768 (one thread), but q8's 128-key tiles
+  // 1.005-1.014 (AVX-512, which GCC inlines, 1.005): docs/PERFORMANCE.md, "AVX2 decode: P.V by rows".
   attentionIntPV: {
     avx512: { laneKeys: 2, codeMax: 32767 },
-    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true },
-    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true },
+    avx2: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true, outOfLineKeys: 64 },
+    avxvnni: { laneKeys: 2, codeMax: 32767, accumulators: 2, prefill: false, partLoads: true, outOfLineKeys: 64 },
   },
   // Scores with keys across the lanes: K's codes + 128 are vpdpbusd's unsigned operand and Q's
   // codes stay signed (the kernel takes 128 x sum(Q) off per scale group); AVX-VNNI the same with

@@ -298,6 +298,18 @@ static inline kg_ivec kg_pv_dot(kg_ivec acc, kg_ivec v, kg_ivec p) {
   __asm__("vpmaddwd %3, %2, %1\n\tvpaddd %1, %0, %0" : "+x"(acc), "=&x"(t) : "x"(v), "x"(p));
   return acc;
 }
+/* kernel.c's kg_pv_row for AVX2's two accumulators a part: one asm for the row's P broadcast and both
+ * vpmaddwd + vpaddd, so GCC keeps the 8 accumulators of 4 rows in place (one kg_pv_dot per accumulator
+ * left it moving them between registers, 6 moves a key pair). A part (16 values, half a step) lies in
+ * one V scale group (the plan's scale groups hold whole steps or half of one), so grp[1] is grp[0]. */
+#define KG_PV_ROW 1
+_Static_assert(KG_PV_ACC == 0 || KG_PV_ACC == 2, "AVX2's integer P.V takes two accumulators a part");
+static inline void kg_pv_row(kg_ivec *acc, const kg_ivec *w, const int16_t *p, const int *grp) {
+  kg_ivec c, t;
+  __asm__("vpbroadcastd %4, %2\n\tvpmaddwd %2, %5, %3\n\tvpaddd %3, %0, %0\n\tvpmaddwd %2, %6, %3\n\tvpaddd %3, %1, %1"
+          : "+x"(acc[0]), "+x"(acc[1]), "=&x"(c), "=&x"(t)
+          : "m"(*(const kg_i32_any *)(p + grp[0] * KG_PV_KEYS)), "x"(w[0]), "x"(w[1]));
+}
 /* acc + every lane's 4 signed K codes in t (keyLanes: a key per lane) times the 4 signed Q codes at
  * q, broadcast, by the sign trick: |t| (one per t, shared by every row once inlined) times the Q
  * broadcast with t's signs, i16 pair sums, summed to i32 by vpmaddwd. By asm, each row's sum a chain

@@ -797,6 +797,14 @@ static void kg_accumulate_masked(float *acc, const float *p, const float *corr, 
   }
 }
 
+#ifndef KG_PV_ROW
+/* Integer P.V's KG_PV_ACC dot products of one row and key group: acc[i] += w[i] times the row's P
+ * codes at p of w[i]'s V scale group grp[i] (each KG_PV_KEYS codes). */
+static inline void kg_pv_row(kg_ivec *acc, const kg_ivec *w, const int16_t *p, const int *grp) {
+  for (int i = 0; i < KG_PV_ACC; i++) acc[i] = kg_pv_dot(acc[i], w[i], kg_pv_bcast(p + grp[i] * KG_PV_KEYS));
+}
+#endif
+
 /* kg_accumulate with integer dot products (pvInt): the tile's P times the keys' V scales rounded to
  * int16 codes on one scale, the largest |V scale| / KG_PV_CODE_MAX (P <= 1: the tile's scores are
  * at most the running max); each integer step of V codes is loaded for KG_PV_LANE_KEYS keys at a
@@ -805,7 +813,9 @@ static void kg_accumulate_masked(float *acc, const float *p, const float *corr, 
  * vectors, each its own pass over the keys with KG_PV_ACC accumulators a row. The i32 sums cannot
  * overflow: each product is at most KG_PV_CODE_MAX x 128 (int8 V), 2^22, and a lane sums at most
  * one per key of a tile (at most 256 keys, the largest kvBlock; 512 would still fit). The next
- * tile's first `next` V rows are prefetched as the keys go by. */
+ * tile's first `next` V rows are prefetched as the keys go by. Out of line where the plan says
+ * (pvOutOfLine): inlined into the task's function, its key loop shared the registers with the scores'
+ * and GCC spilled accumulators there. */
 static void kg_accumulate_int(float *acc, const float *p, const float *corr, const uint8_t *v, const uint16_t *vs, int64_t row0, int n, int next) {
   /* The tile's V scales by group: vd[g * KG_PV_KEYS + jj]. */
   float vd[KG_GROUPS_PAD * KG_PV_KEYS];
@@ -847,11 +857,7 @@ static void kg_accumulate_int(float *acc, const float *p, const float *corr, con
         kg_icodes x[KG_PV_LANE_KEYS];
         for (int i = 0; i < KG_PV_LANE_KEYS; i++) x[i] = kg_icodes_at(vr[jj + i], st);
         kg_pv_interleave(x, w);
-        for (int r = 0; r < KG_RG; r++)
-          for (int i = 0; i < KG_PV_ACC; i++) {
-            const int wi = h * KG_PV_ACC + i;
-            sum[r][i] = kg_pv_dot(sum[r][i], w[wi], kg_pv_bcast(codes + (r * KG_GROUPS + grp[wi]) * KG_PV_KEYS + jj));
-          }
+        for (int r = 0; r < KG_RG; r++) kg_pv_row(sum[r], w + h * KG_PV_ACC, codes + r * KG_GROUPS * KG_PV_KEYS + jj, grp + h * KG_PV_ACC);
       }
       for (int r = 0; r < KG_RG; r++) kg_pv_store(acc + r * KG_D + st * KG_ISTEP + h * KG_PV_ACC * KG_LANES, sum[r], scale, corr[r]);
     }
