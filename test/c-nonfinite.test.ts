@@ -38,6 +38,35 @@ function weights(): Float32Array {
   return Float32Array.from({ length: N * K }, (_, i) => Math.sin(i * 0.71 + 0.3) * 1.5);
 }
 
+/** Builds and runs an emitted C matmul on X (f32) and the packed weights; its Y. */
+async function runMatmul(isa: string, e: ReturnType<typeof emit>, x: Float32Array, wBytes: Uint8Array): Promise<Float32Array> {
+  const runner = cRunner(isa);
+  const build = await runner.build(e.plan, e.rendered);
+  if (build.status !== 'ok') throw new Error(build.detail);
+  const run = await runner.execute(build, { 'x.bin': new Uint8Array(x.buffer, x.byteOffset, x.byteLength), 'w.bin': wBytes });
+  build.dispose();
+  if (run.status !== 'ok') throw new Error(run.detail);
+  return new Float32Array(run.output.slice().buffer);
+}
+
+/**
+ * Rows `rows` of y (M x N) against the f64 sums of x (M x K) times the dequantized w (N x K): with
+ * int8 activations an output's error follows its products' energy (docs/ARCHITECTURE.md, "Tolerances").
+ */
+function expectRowsNearReference(y: Float32Array, x: Float32Array, w: Float32Array, rows: readonly number[]): void {
+  for (const m of rows)
+    for (let n = 0; n < N; n++) {
+      let ref = 0;
+      let terms = 0;
+      for (let k = 0; k < K; k++) {
+        const p = x[m * K + k]! * w[n * K + k]!;
+        ref += p;
+        terms += p * p;
+      }
+      expect(Math.abs(y[m * N + n]! - ref), `y[${m},${n}] = ${y[m * N + n]} vs ${ref}`).toBeLessThan(0.05 * Math.sqrt(terms));
+    }
+}
+
 for (const { isa, device } of VARIANTS) {
   const skip = cToolsSkipReason(isa) ?? cannotRunReason(isa);
   describe.skipIf(skip !== undefined)(`C ${isa}: int8 activations with NaN, infinity and subnormals`, { concurrent: true }, () => {
@@ -50,27 +79,34 @@ for (const { isa, device } of VARIANTS) {
         const wBytes = quantizeMatrix(codec, weights(), N, K);
         const w = dequantizeMatrix(codec, wBytes, N, K);
         const x = activations();
-        const runner = cRunner(isa);
-        const build = await runner.build(e.plan, e.rendered);
-        if (build.status !== 'ok') throw new Error(build.detail);
-        const run = await runner.execute(build, { 'x.bin': new Uint8Array(x.buffer), 'w.bin': wBytes });
-        build.dispose();
-        if (run.status !== 'ok') throw new Error(run.detail);
-        const y = new Float32Array(run.output.slice().buffer);
+        const y = await runMatmul(isa, e, x, wBytes);
         for (const m of [1, 2]) expect(Array.from(y.subarray(m * N, (m + 1) * N)).filter((v) => !Number.isNaN(v)), `row ${m}`).toEqual([]);
-        for (const m of [0, 3]) {
-          for (let n = 0; n < N; n++) {
-            let ref = 0;
-            let terms = 0;
-            for (let k = 0; k < K; k++) {
-              const p = x[m * K + k]! * w[n * K + k]!;
-              ref += p;
-              terms += p * p;
-            }
-            // int8 activations: an output's error follows its products' energy (docs/ARCHITECTURE.md, "Tolerances")
-            expect(Math.abs(y[m * N + n]! - ref), `y[${m},${n}] = ${y[m * N + n]} vs ${ref}`).toBeLessThan(0.05 * Math.sqrt(terms));
-          }
-        }
+        expectRowsNearReference(y, x, w, [0, 3]);
+      });
+    }
+  });
+}
+
+/**
+ * Activations near the top of f32 (|x| up to 3e36) with small weights (|w| <= 1.5e-3): the products
+ * and every output are finite, so the kernel's must be too. A block's i32 dot product times its
+ * activation scale alone is ~1e39 there: a kernel that forms it before the weight scale (the block
+ * step's f32 offset term did) returns infinities.
+ */
+for (const { isa, device } of VARIANTS) {
+  const skip = cToolsSkipReason(isa) ?? cannotRunReason(isa);
+  describe.skipIf(skip !== undefined)(`C ${isa}: int8 activations near the f32 limit`, { concurrent: true }, () => {
+    for (const format of FORMATS) {
+      it(`${format}: |x| up to 3e36 gives finite outputs within the tolerance`, async () => {
+        const rows = 2;
+        const op: MatmulOp = { kind: 'matmul', name: 'big', x: 'f32', y: 'f32', weight: { format }, epilogue: { bias: false, activation: 'none', residual: false } };
+        const e = emit({ target: 'c', ir: op, shape: { M: rows, N, K }, isa, device });
+        const codec = codecOf(e.plan.op.kind === 'matmul' ? e.plan.op.weight : op.weight);
+        const wBytes = quantizeMatrix(codec, weights().map((v) => v * 1e-3), N, K);
+        const w = dequantizeMatrix(codec, wBytes, N, K);
+        const x = activations().subarray(0, rows * K).map((v, i) => (i < K ? v : Math.cos(i * 0.53)) * 1e36);
+        const y = await runMatmul(isa, e, x, wBytes);
+        expectRowsNearReference(y, x, w, [0, 1]);
       });
     }
   });

@@ -75,7 +75,7 @@ export type CpuMatmulParams = {
   stepOffsetLanes: string;
   /** The 16-byte shuffle putting the step's f16 weight scales, packed in block order, in lane order (C list). */
   stepShuffle: string;
-  /** Steps per activation row, and bytes of one step record prepare writes (pair-ordered int8, then dx and xs). */
+  /** Steps per activation row, and bytes of one step record prepare writes (pair-ordered int8, then dx and xo). */
   steps: number;
   stepRecordBytes: number;
   /** Workspace offset of the step records (after the activation blocks). */
@@ -307,7 +307,7 @@ const STEP_LANES: Record<number, number[]> = { 4: [0, 0, 2, 2, 1, 1, 3, 3], 8: [
 /** i32 lanes of a step's merged dot product: one 256-bit vector. */
 const STEP_LANE_COUNT = 8;
 
-/** Bytes of a step record after its int8 activations: per lane an f32 activation scale and an f32 offset term. */
+/** Bytes of a step record after its int8 activations: per lane an f32 activation scale and an i32 offset term. */
 const STEP_RECORD_TAIL = STEP_LANE_COUNT * 4 * 2;
 
 /**

@@ -156,12 +156,12 @@ static inline void kg_quantize_block(const float *xf, int8_t *q, float *d_out, i
 
 /* A step record: the activations of KG_STEP_BLOCKS blocks for the block step. x: pair (2p, 2p+1)
  * as two 32-byte vectors, [first halves of 2p | 2p+1] then [second halves], the layout the pair
- * decoder yields weights in; dx and xs: the blocks' scales and offset terms in the lanes of the
- * merged dot product. */
+ * decoder yields weights in; dx and xo: the blocks' scales and the codes' offset terms (i32) in the
+ * lanes of the merged dot product. */
 typedef struct {
   int8_t x[KG_STEP_BLOCKS * KG_ACT_BLOCK];
   float dx[KG_STEP_LANES];
-  float xs[KG_STEP_LANES];
+  int32_t xo[KG_STEP_LANES];
 } kg_step_x;
 
 static void kg_prepare_steps(const kg_act *blocks, kg_step_x *steps);
@@ -375,13 +375,16 @@ static inline __m256i kg_dot_signed_quad(const __m256i *wa, const __m256i *xa, c
 /* The block step: KG_STEP_BLOCKS blocks of 32 (weight block k = activation block k) as pairs
  * (2p, 2p+1) laid out as kg_pair lays them. KG_DOT_QUAD merges two pairs' dot products into one
  * vector of i32 lanes [0 0 2 2 | 1 1 3 3]; a step of 8 adds two such into [0 2 4 6 | 1 3 5 7]
- * (kg_step_lane). So one conversion and two FMAs serve the step: acc += dw * (dx * dot + xs), with
- * dx and xs read from the step record prepare wrote. */
+ * (kg_step_lane). So one conversion, one multiply and one FMA serve the step: acc += (dot - xo) *
+ * (dx * dw), with dx and xo read from the step record prepare wrote. The code offset comes off in
+ * i32, exactly (|dot - xo| < 2^24, so the conversion is exact too): an f32 offset term, dw * (dx *
+ * dot + xs), overflowed f32 for activations near 1e35 and rounded the offset's large sum, not the
+ * weights' own. */
 static const uint8_t kg_step_lane[KG_STEP_LANES] = { 0, 0, 2, 2, 1, 1, 3, 3 };
 static const uint8_t kg_step_offset[KG_STEP_LANES] = { 1, 0, 1, 0, 1, 0, 1, 0 };
 
-/* Writes every activation row's step records (prepare calls it). xs = -KG_W_OFFSET * dx * sum(x),
- * in one lane per block, takes the code offset off in f32. */
+/* Writes every activation row's step records (prepare calls it). xo = KG_W_OFFSET * sum(x), in one
+ * lane per block (0 in the others), is what the codes' offset added to the block's dot product. */
 static void kg_prepare_steps(const kg_act *blocks, kg_step_x *steps) {
   enum { HALF = KG_ACT_BLOCK / 2 };
   for (int64_t m = 0; m < KG_M; m++) {
@@ -394,7 +397,7 @@ static void kg_prepare_steps(const kg_act *blocks, kg_step_x *steps) {
       for (int j = 0; j < KG_STEP_LANES; j++) {
         const kg_act *b = &a[kg_step_lane[j]];
         t->dx[j] = b->d;
-        t->xs[j] = kg_step_offset[j] ? -(float)KG_W_OFFSET * b->d * (float)b->sum : 0.0f;
+        t->xo[j] = kg_step_offset[j] ? KG_W_OFFSET * b->sum : 0;
       }
     }
   }
@@ -430,8 +433,8 @@ static inline __attribute__((always_inline)) void kg_step(const uint8_t *w, int6
       for (int j = 0; j < KG_STEP_BLOCKS; j++) xv[j] = _mm256_loadu_si256((const __m256i *)t->x + j);
       __m256i dot = KG_DOT_QUAD(wv, xv, wv + 2, xv + 2);
       for (int q = 4; q < KG_STEP_BLOCKS; q += 4) dot = _mm256_hadd_epi32(dot, KG_DOT_QUAD(wv + q, xv + q, wv + q + 2, xv + q + 2));
-      const __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(t->dx), _mm256_loadu_ps(t->xs));
-      acc[r][i] = _mm256_fmadd_ps(f, dw, acc[r][i]);
+      if (KG_W_OFFSET) dot = _mm256_sub_epi32(dot, _mm256_loadu_si256((const __m256i *)t->xo));
+      acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(_mm256_loadu_ps(t->dx), dw), acc[r][i]);
     }
   }
 }
