@@ -27,7 +27,7 @@ import { CATALOG } from '../src/ir/catalog.js';
 import type { AttentionOp, AttentionShape } from '../src/ir/types.js';
 import { opKit } from '../src/ops/index.js';
 import { ATTENTION_OPS, type KgenKvFormat } from './attention-rows.js';
-import { benchArgs, benchHost, COLD_BYTES, log, median, run } from './common.js';
+import { type BenchArgs, benchArgs, benchHost, COLD_BYTES, log, median, run } from './common.js';
 
 const USAGE = `  node dist/bench/ab.js --b '{"rowGroup":8}'            two configs of this build (A: --a, default the plan's)
   node dist/bench/ab.js --baseline /path/to/dist/src/index.js   the same config from another build (A) and this one (B)
@@ -40,36 +40,14 @@ Options: --format f16|q8|q8_0|q4_0 (default q8)   --isa avx512 (default: the pla
          --undisturbed 0.04 (keep only calls whose wall time exceeds the busiest thread's CPU time by at most
            this share: drops calls that waited for a vCPU; each round runs until it has --calls of each)`;
 
-const { flag, opt } = benchArgs(process.argv.slice(2), {
+const args = benchArgs(process.argv.slice(2), {
   flags: ['--keep', '--json'],
   options: ['--format', '--isa', '--shape', '--a', '--b', '--baseline', '--threads', '--processes', '--rounds', '--calls', '--warmup', '--b-kv-length', '--undisturbed'],
   usage: USAGE,
 });
-
-/** A user's mistake on the command line: said on stderr, status 2, no stack trace. */
-function refuse(message: string): never {
-  log(`${message}\n${USAGE}`);
-  process.exit(2);
-}
-
-function count(name: string, fallback: string, min: number): number {
-  const text = opt(name, fallback);
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) refuse(`${name} needs a whole number >= ${min}, got '${text}'`);
-  return n;
-}
-
-function config(name: string): Record<string, number> | undefined {
-  const text = opt(name, '');
-  if (text === '') return undefined;
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, number>;
-  } catch {
-    // said below
-  }
-  refuse(`${name} needs a JSON object of knobs, e.g. '{"rowGroup":8}', got '${text}'`);
-}
+const { flag, opt, count, knobs: config } = args;
+// Annotated, so the compiler knows a call never returns.
+const refuse: BenchArgs['refuse'] = args.refuse;
 
 const format = opt('--format', 'q8') as KgenKvFormat;
 if (!(format in ATTENTION_OPS)) refuse(`--format must be one of ${Object.keys(ATTENTION_OPS).join(', ')}, got '${format}'`);

@@ -158,13 +158,25 @@ export interface BenchArgSpec {
   usage: string;
 }
 
+/** An entry point's command line, checked (benchArgs). */
+export interface BenchArgs {
+  flag(name: string): boolean;
+  opt(name: string, fallback: string): string;
+  /** A user's mistake on the command line: said on stderr with the usage, status 2, no stack trace. */
+  refuse(message: string): never;
+  /** A whole-number option of at least `min` (else refused). */
+  count(name: string, fallback: string, min: number): number;
+  /** A JSON object of knobs (`--config '{"rowGroup":8}'`; else refused), or undefined where not given. */
+  knobs(name: string): Record<string, number> | undefined;
+}
+
 /**
  * The bench's command-line flags: `flag('--json')`, `opt('--runs', '51')`. Arguments are checked
  * against `spec` first: an unknown flag (a typo would otherwise be ignored and the whole bench run
  * without it), an option without its value or a stray word exits with a message naming it and
  * status 2. Asking for a name `spec` does not declare is a programming error and throws.
  */
-export function benchArgs(argv: readonly string[], spec: BenchArgSpec): { flag(name: string): boolean; opt(name: string, fallback: string): string } {
+export function benchArgs(argv: readonly string[], spec: BenchArgSpec): BenchArgs {
   const bare = (name: string) => name.replace(/^--/, '');
   const options: Record<string, { type: 'boolean' | 'string'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const f of spec.flags) options[bare(f)] = { type: 'boolean' };
@@ -185,9 +197,32 @@ export function benchArgs(argv: readonly string[], spec: BenchArgSpec): { flag(n
     if (options[bare(name)]?.type !== kind) throw new Error(`bench: ${name} is not a declared ${kind === 'boolean' ? 'flag' : 'option'} of this entry point`);
     return bare(name);
   };
+  const opt = (name: string, fallback: string) => (values[declared(name, 'string')] as string | undefined) ?? fallback;
+  const refuse = (message: string): never => {
+    log(`${message}\n${spec.usage}`);
+    process.exit(2);
+  };
   return {
     flag: (name) => values[declared(name, 'boolean')] === true,
-    opt: (name, fallback) => (values[declared(name, 'string')] as string | undefined) ?? fallback,
+    opt,
+    refuse,
+    count(name, fallback, min) {
+      const text = opt(name, fallback);
+      const n = Number(text);
+      if (!Number.isInteger(n) || n < min) refuse(`${name} needs a whole number >= ${min}, got '${text}'`);
+      return n;
+    },
+    knobs(name) {
+      const text = opt(name, '');
+      if (text === '') return undefined;
+      try {
+        const parsed: unknown = JSON.parse(text);
+        if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, number>;
+      } catch {
+        // said below
+      }
+      return refuse(`${name} needs a JSON object of knobs, e.g. '{"rowGroup":8}', got '${text}'`);
+    },
   };
 }
 

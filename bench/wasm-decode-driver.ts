@@ -13,26 +13,21 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from './wasm-driver.js';
+import { gemvLayout, gemvWeightBytes } from './wasm-gemv-memory.js';
 
 const F16_ONE = 0x3c00;
-const ALIGN = 64;
 
 async function main(): Promise<void> {
   const [dir, level, ...nums] = process.argv.slice(2);
   const [K, blockBytes, calls, passes] = nums.map(Number) as [number, number, number, number];
   if (!dir || !level || !(passes >= 1)) throw new Error('usage: wasm-decode-driver.js DIR LEVEL K BLOCK_BYTES CALLS PASSES');
   const { sizes, loadKernel } = (await import(pathToFileURL(join(dir, 'kernel.mjs')).href)) as Loader;
-  const up = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
-  const at = { x: ALIGN, y: ALIGN + up(sizes.x), workspace: 2 * ALIGN + up(sizes.x) + up(sizes.y) };
-  const w = up(at.workspace + sizes.workspace + ALIGN);
-  const memory = new WebAssembly.Memory({ initial: Math.ceil((w + sizes.w) / 65536) });
-  const bytes = new Uint8Array(memory.buffer);
+  const at = gemvLayout(sizes.x, sizes.y, sizes.workspace, sizes.w);
+  const w = at.w;
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(at.end / 65536) });
   const x = new Float32Array(memory.buffer, at.x, sizes.x / 4);
   for (let i = 0; i < x.length; i++) x[i] = Math.sin(i);
-  let seed = 12345;
-  for (let i = 0; i < sizes.w; i++) bytes[w + i] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
-  const view = new DataView(memory.buffer);
-  for (let b = 0; b < sizes.w; b += blockBytes) view.setUint16(w + b, F16_ONE, true);
+  new Uint8Array(memory.buffer).set(gemvWeightBytes(sizes.w, blockBytes, [F16_ONE]), w);
   const N = sizes.y / 4;
   const k = await loadKernel({ memory, level });
   if (k.level !== level) throw new Error(`asked for ${level}, the loader took ${k.level}`);

@@ -28,10 +28,10 @@ import * as kgen from '../src/index.js';
 import type { WeightFormatName } from '../src/ir/types.js';
 import { FORMATS } from '../src/quant/index.js';
 import { benchArgs, median } from './common.js';
+import { GEMV_ALIGN, gemvLayout, gemvWeightBytes } from './wasm-gemv-memory.js';
 
 const USAGE = `  node dist/bench/wasm-gemv-ab.js [--format q35] [--shape N=256,K=3584] [--level simd128|relaxed]
     [--config '{"unroll":2}'] [--baseline /other/dist/src/index.js] [--wat a.wat,b.wat] [--keep DIR] [--rounds 15] [--calls 100]`;
-const ALIGN = 64;
 const PAGE = 65536;
 /** f16 bits of the block scales written over the random weight bytes (1, 0.5, 2^-4, 2: finite, normal sums). */
 const F16_SCALES = [0x3c00, 0x3800, 0x2c00, 0x4000];
@@ -46,14 +46,18 @@ if (!HARNESS_NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
 
 const args = benchArgs(process.argv.slice(2), { flags: [], options: ['--format', '--shape', '--level', '--config', '--baseline', '--wat', '--keep', '--rounds', '--calls'], usage: USAGE });
 const format = args.opt('--format', 'q35');
-const shape = Object.fromEntries(args.opt('--shape', 'N=256,K=3584').split(',').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
+if (!Object.hasOwn(FORMATS, format)) args.refuse(`--format must be one of ${Object.keys(FORMATS).join(', ')}, got '${format}'`);
+const shapeText = args.opt('--shape', 'N=256,K=3584');
+const shape = Object.fromEntries(shapeText.split(',').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
 const N = shape['N']!;
 const K = shape['K']!;
+if (!(Number.isInteger(N) && N > 0 && Number.isInteger(K) && K > 0)) args.refuse(`--shape needs N and K as whole numbers > 0, e.g. N=256,K=3584, got '${shapeText}'`);
 const level = args.opt('--level', 'simd128');
+if (level !== 'simd128' && level !== 'relaxed') args.refuse(`--level must be simd128 or relaxed, got '${level}'`);
 const moduleText = level === 'relaxed' ? 'kernel.relaxed.wat' : 'kernel.wat';
-const config = args.opt('--config', '') ? (JSON.parse(args.opt('--config', '')) as Record<string, number>) : undefined;
-const rounds = Number(args.opt('--rounds', '15'));
-const calls = Number(args.opt('--calls', '100'));
+const config = args.knobs('--config');
+const rounds = args.count('--rounds', '15', 1);
+const calls = args.count('--calls', '100', 1);
 const op = `matmul_${format}`;
 
 /** The module text of the GEMV kernel `emit` writes for this op, shape and config, and its byte sizes. */
@@ -80,27 +84,22 @@ if (baseline) {
 variants.push({ name: 'current', wat: mine.wat, times: [] });
 for (const file of args.opt('--wat', '').split(',').filter(Boolean)) variants.push({ name: file, wat: readFileSync(file, 'utf8'), times: [] });
 
-const up = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const wBytes = N * mine.rowBytes;
-const at = { x: ALIGN, y: ALIGN + up(4 * K), ws: 2 * ALIGN + up(4 * K) + up(4 * N) };
 // The workspace's size is the kernel's own export; a page past the activations holds any of them.
-const wAt = up(at.ws + PAGE);
-let seed = 12345;
-const weights = new Uint8Array(wBytes).map(() => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
-const view = new DataView(weights.buffer);
-for (let b = 0; b < wBytes; b += mine.blockBytes) view.setUint16(b, F16_SCALES[(b / mine.blockBytes) % F16_SCALES.length]!, true);
+const at = gemvLayout(4 * K, 4 * N, PAGE - GEMV_ALIGN, wBytes);
+const weights = gemvWeightBytes(wBytes, mine.blockBytes, F16_SCALES);
 
 for (const v of variants) {
   const bin = await assembleWat(v.name, v.wat);
   if ('error' in bin) throw new Error(`${v.name}: ${bin.error}`);
-  const memory = new WebAssembly.Memory({ initial: Math.ceil((wAt + wBytes) / PAGE) });
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(at.end / PAGE) });
   const exports = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(bin.bytes)), { env: { memory } }).exports as Record<string, (...a: number[]) => void>;
-  new Uint8Array(memory.buffer).set(weights, wAt);
+  new Uint8Array(memory.buffer).set(weights, at.w);
   const x = new Float32Array(memory.buffer, at.x, K);
   for (let i = 0; i < K; i++) x[i] = Math.sin(1.3 * i) * (1 + (i % 7));
-  exports[`kgen_${op}_prepare`]!(at.x, at.ws);
+  exports[`kgen_${op}_prepare`]!(at.x, at.workspace);
   const rows = exports[`kgen_${op}_rows`]!;
-  v.call = () => rows(at.ws, wAt, 0, 0, at.y, 0, N);
+  v.call = () => rows(at.workspace, at.w, 0, 0, at.y, 0, N);
   v.call();
   v.y = new Float32Array(memory.buffer, at.y, N).slice();
 }
