@@ -582,10 +582,15 @@ static inline void kg_put_scores(const kg_vec *acc, const float *qd, int jj, flo
   for (int r = KG_RG / 4 * 4; r < KG_RG; r++) s[r * KG_KV_BLOCK + jj] = qd ? kg_vhsum(acc[r]) * qd[r] : kg_vhsum(acc[r]);
 }
 
-/* x[r] = the lanes of q_r . K row kr for the KG_RG rows q, summed over lanes by the caller: each K
- * vector is dequantized once for all KG_RG rows; KG_CSTEP vectors of D at a time, each with its own
- * accumulators (more independent FMA chains). */
-static inline __attribute__((always_inline)) void kg_score_lanes(const float *const *q, const uint8_t *kr, const uint16_t *sr, kg_vec *x) {
+/* x[r] = the lanes of q_r . K(row0 + jj * KG_POS_STRIDE) for the KG_RG rows q, summed over lanes by
+ * the caller, with key jj's share of the prefetches (kg_prefetch_rows): each K vector is dequantized
+ * once for all KG_RG rows; KG_CSTEP vectors of D at a time, each with its own accumulators (more
+ * independent FMA chains). */
+static inline __attribute__((always_inline)) void kg_score_lanes(const float *const *q, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int jj, int n, kg_vec *x) {
+  const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
+  kg_prefetch_rows(k, v, row, jj, next, n, 0, 1);
+  const uint8_t *kr = k + row * KG_ROW_BYTES;
+  const uint16_t *sr = kg_row_scales(ks, row);
   kg_vec acc[KG_CSTEP][KG_RG];
   for (int cc = 0; cc < KG_CSTEP; cc++)
     for (int r = 0; r < KG_RG; r++) acc[cc][r] = kg_vzero();
@@ -605,10 +610,8 @@ static inline __attribute__((always_inline)) void kg_score_lanes(const float *co
 static void kg_scores(const float *const *q, const uint8_t *k, const uint16_t *ks, const uint8_t *v, int next, int64_t row0, int n, float *s) {
   int jj = 0;
   for (; jj < n; jj++) {
-    const int64_t row = row0 + (int64_t)jj * KG_POS_STRIDE;
-    kg_prefetch_rows(k, v, row, jj, next, n, 0, 1);
     kg_vec x[KG_RG];
-    kg_score_lanes(q, k + row * KG_ROW_BYTES, kg_row_scales(ks, row), x);
+    kg_score_lanes(q, k, ks, v, next, row0, jj, n, x);
     kg_put_scores(x, NULL, jj, s);
   }
 }
