@@ -37,6 +37,10 @@ describe('the plan states the activation rounding its kernel does', () => {
     expect(tol('c', 'matmul_q8_0', { isa: 'avx2', device: AVX2_CPU }).inputRounding).toEqual(rounding(32));
     expect(tol('c', 'matmul_q8_0', { isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'q8' } }).inputRounding).toEqual(rounding(32));
     expect(tol('wasm', 'matmul_q4').inputRounding).toEqual(rounding(64));
+    // q3.5's relaxed module sums four products of a code and a table value (<= 125) in i16: codes
+    // in [-65, 65]. Its SIMD128 plans keep 127.
+    expect(tol('wasm', 'matmul_q35').inputRounding).toEqual({ ...rounding(64), codeMax: 65 });
+    expect(tol('wasm', 'matmul_q35', { config: { isa: 'simd128' } }).inputRounding).toEqual(rounding(64));
     // Its own bound is the f32 kernels': the rounding's error on the data widens it.
     expect(tol('c', 'matmul_q4', { isa: 'avx2', device: AVX2_CPU }).nmse).toBe(1e-8);
     expect(tol('c', 'matmul_q4', { isa: 'scalar', device: AVX2_CPU, config: { actQuant: 'f32' } }).inputRounding).toBeUndefined();
@@ -82,8 +86,17 @@ describe('the judge of int8 activations', () => {
   });
 });
 
+/** Each verdict passes, with the error of the stated rounding alone (the kernel rounds as stated). */
+function expectRoundingAlone(results: Awaited<ReturnType<typeof judged>>, what = ''): void {
+  for (const r of results) {
+    expect(r.ok, what).toBe(true);
+    expect(r.ratio, what).toBeGreaterThan(0.99);
+    expect(r.ratio, what).toBeLessThan(1.01);
+  }
+}
+
 /** Builds `files` over the emitted kernel's and runs it on each data set: the verdicts and NMSEs. */
-async function judged(runner: KernelRunner, e: ReturnType<typeof emit>, files: Record<string, string>, data: ReturnType<typeof matmulTestData>[]) {
+async function judged(runner: KernelRunner, e: ReturnType<typeof emit>, files: Record<string, string>, data: ReturnType<typeof matmulTestData>[], tolerance = e.plan.tolerance) {
   const build = await runner.build(e.plan, { ...e.rendered, files: { ...e.rendered.files, ...files } });
   expect(build.status).toBe('ok');
   if (build.status !== 'ok') return [];
@@ -92,8 +105,8 @@ async function judged(runner: KernelRunner, e: ReturnType<typeof emit>, files: R
     const run = await runner.execute(build, d.inputs);
     expect(run.status).toBe('ok');
     if (run.status !== 'ok') continue;
-    const v = d.check(run.output, e.plan.tolerance);
-    const alone = compareOutputs(d.roundedReference!(e.plan.tolerance.inputRounding!), d.reference, { terms: d.terms });
+    const v = d.check(run.output, tolerance);
+    const alone = compareOutputs(d.roundedReference!(tolerance.inputRounding!), d.reference, { terms: d.terms });
     out.push({ ok: v.ok, nmse: v.comparison.nmse, ratio: v.comparison.nmse / alone.nmse });
   }
   build.dispose();
@@ -109,11 +122,7 @@ describe.skipIf(cToolsSkipReason(cIsa) !== undefined)(`C ${cIsa} kernels with in
       const e = emit({ target: 'c', op, shape: SHAPE, isa: cIsa, device: AVX2_CPU, config: { actQuant: 'q8' } });
       const data = [undefined, { ...OUTLIERS, size: 30 }, OUTLIERS].map((o) => matmulTestData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 5, o));
       const src = e.files['kernel.c']!;
-      for (const r of await judged(cRunner(cIsa), e, {}, data)) {
-        expect(r.ok, op).toBe(true);
-        expect(r.ratio).toBeGreaterThan(0.99);
-        expect(r.ratio).toBeLessThan(1.01);
-      }
+      expectRoundingAlone(await judged(cRunner(cIsa), e, {}, data), op);
       // 7-bit codes (absmax / 63): twice the step, 4x the error, under the old fixed 2e-4 on plain data.
       const coarser = src.replace('/ 127.0f', '/ 63.0f');
       expect(coarser).not.toBe(src);
@@ -134,15 +143,30 @@ describe('WebAssembly kernels with int8 activations, judged on outlier data', ()
     const e = emit({ target: 'wasm', op: 'matmul_q4', shape: SHAPE });
     const data = [undefined, OUTLIERS].map((o) => matmulTestData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 5, o));
     const runner = wasmRunner('simd128');
-    for (const r of await judged(runner, e, {}, data)) {
-      expect(r.ok).toBe(true);
-      expect(r.ratio).toBeGreaterThan(0.99);
-      expect(r.ratio).toBeLessThan(1.01);
-    }
+    expectRoundingAlone(await judged(runner, e, {}, data));
     const wat = e.files['kernel.wat']!;
     const coarser = wat.replace('(f32.const 127)', '(f32.const 63)');
     expect(coarser).not.toBe(wat);
     expect((await judged(runner, e, { 'kernel.wat': coarser }, data)).map((r) => r.ok)).toEqual([false, false]);
+  });
+});
+
+describe('WebAssembly relaxed q3.5 (activation codes in [-65, 65]), judged on outlier data', () => {
+  it('passes with the error of its stated rounding; the 127-code rounding\'s bound fails it, and so does a kernel rounding coarser than it states', async () => {
+    const e = emit({ target: 'wasm', op: 'matmul_q35', shape: SHAPE });
+    const stated = e.plan.tolerance.inputRounding!;
+    expect(stated.codeMax).toBe(65);
+    const data = [undefined, OUTLIERS].map((o) => matmulTestData(e.plan.op as MatmulOp, e.plan.shape as MatmulShape, 5, o));
+    const runner = wasmRunner('relaxed');
+    expectRoundingAlone(await judged(runner, e, {}, data));
+    // Judged as if it rounded to 127 levels: its error is 3-4x that rounding's ((127 / 65)^2 = 3.8).
+    const { codeMax: _, ...int8 } = stated;
+    const as127 = await judged(runner, e, {}, data, { ...e.plan.tolerance, inputRounding: int8 });
+    expect(as127.map((r) => r.ok)).toEqual([false, false]);
+    const wat = e.files['kernel.relaxed.wat']!;
+    const coarser = wat.replace('(f32.const 65)', '(f32.const 32)');
+    expect(coarser).not.toBe(wat);
+    expect((await judged(runner, e, { 'kernel.relaxed.wat': coarser }, data)).map((r) => r.ok)).toEqual([false, false]);
   });
 });
 
@@ -153,11 +177,7 @@ describe.skipIf(dawnSkipReason('WGSL dot8 kernels') !== undefined)('WGSL dot4I8P
     const runner = wgslRunnerFor(e.plan);
     // `127.0 / amax` need not be correctly rounded on every adapter: a near-tie code may differ (the
     // factor 1.25 absorbs it); SwiftShader's is exact, so the ratio stays at 1 here.
-    for (const r of await judged(runner, e, {}, data)) {
-      expect(r.ok).toBe(true);
-      expect(r.ratio).toBeGreaterThan(0.99);
-      expect(r.ratio).toBeLessThan(1.01);
-    }
+    expectRoundingAlone(await judged(runner, e, {}, data));
     // Codes and their scale both at 63: a consistent 7-bit rounding, twice the step. The loader
     // (kernel.js) carries the shader it runs; kernel.wgsl is the one the build compiles.
     const coarser = Object.fromEntries(['kernel.wgsl', 'kernel.js'].map((f) => [f, e.files[f]!.replaceAll('127.0', '63.0')]));

@@ -12,6 +12,10 @@ import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
 import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
+import type { CpuMatmulParams } from '../src/plan/cpu-matmul.js';
+import { codecOf, dequantizeMatrix, quantizeMatrix } from '../src/quant/index.js';
+import { Q35_MAX_MAGNITUDE } from '../src/quant/q35.js';
+import { roundedInput } from '../src/reference/compare.js';
 import { EPILOGUE_IRS, threadedLoaderLifetime, writeEmittedWasm } from './helpers.js';
 
 /**
@@ -637,6 +641,61 @@ describe('the WebAssembly runner and emit', () => {
           }
         }
       }
+    }
+  });
+
+  it('q3.5 relaxed: activation codes within the plan\'s range, and exact at the i16 pair sums\' bound against X rounded the same way', async () => {
+    // The relaxed q3.5 dot adds a vector's two halves' i16 dots in i16: four products of a table
+    // value (|w| <= 125) and a code a lane. A row's weights all at one table end (a pair's two
+    // weights share a parity, so one sign a row) and a row of x of one sign, every |x| equal in its
+    // block (every code +-actCodeMax), reach +-4 x 125 x actCodeMax in every lane: exact only
+    // because the plan caps the codes (127 would wrap there).
+    const N = 16, K = 128;
+    const codec = codecOf({ format: 'q35' });
+    for (const M of [1, 3]) {
+      const e = emit({ target: 'wasm', op: 'matmul_q35', shape: `M=${M},N=${N},K=${K}` });
+      const params = e.plan.params as CpuMatmulParams;
+      const rounding = e.plan.tolerance.inputRounding!;
+      expect(params.isa).toBe('relaxed');
+      expect(params.i16PairSums).toBe(true);
+      expect(params.actCodeMax).toBe(Math.floor(32767 / (4 * Q35_MAX_MAGNITUDE)));
+      expect(rounding.codeMax).toBe(params.actCodeMax);
+      const x = Float32Array.from({ length: M * K }, (_, i) => (1 + Math.floor(i / params.actBlock)) * (Math.floor(i / K) % 2 ? -0.5 : 1));
+      const w = Float32Array.from({ length: N * K }, (_, i) => (1 + Math.floor(i / K) / 8) * (Math.floor(i / K) % 2 ? -1 : 1));
+      const wBytes = quantizeMatrix(codec, w, N, K);
+      const wq = dequantizeMatrix(codec, wBytes, N, K);
+      // The bound is reached: every weight of a row decodes to the same magnitude (a table end).
+      for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) expect(Math.abs(wq[n * K + k]!), `w[${n}, ${k}]`).toBe(Math.abs(wq[n * K]!));
+      const xq = roundedInput(x, K, rounding);
+      const runner = wasmRunner('relaxed');
+      const build = await runner.build(e.plan, e.rendered);
+      if (build.status !== 'ok') throw new Error(`M=${M}: ${build.status}`);
+      const run = await runner.execute(build, { 'x.bin': new Uint8Array(x.buffer), 'w.bin': wBytes });
+      build.dispose();
+      if (run.status !== 'ok') throw new Error(`M=${M}: ${run.status}`);
+      const y = new Float32Array(run.output.buffer, run.output.byteOffset, M * N);
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let want = 0;
+          for (let k = 0; k < K; k++) want += wq[n * K + k]! * xq[m * K + k]!;
+          expect(Math.abs(y[m * N + n]! - want), `M=${M} y[${m}, ${n}] = ${y[m * N + n]} vs ${want}`).toBeLessThanOrEqual(1e-5 * Math.abs(want));
+        }
+      }
+    }
+    // The codes prepare writes (the SIMD128 module's, the same quantizer; no sign record there):
+    // within [-actCodeMax, actCodeMax], the block's largest |x| at actCodeMax itself.
+    const M = 2;
+    const e = emit({ target: 'wasm', op: 'matmul_q35', shape: `M=${M},N=${N},K=${K}` });
+    const { actBlock, actCodeMax, xBlocks, workspaceBytes } = e.plan.params as CpuMatmulParams;
+    const { memory, fn } = await instantiateSimd128(e);
+    const at = { x: 64, ws: 4096 };
+    const view = new DataView(memory.buffer);
+    for (let i = 0; i < M * K; i++) view.setFloat32(at.x + 4 * i, Math.sin(1.3 * i) * (1 + (i % 7)), true);
+    fn('_prepare')(at.x, at.ws);
+    const stride = workspaceBytes / (M * xBlocks);
+    for (let b = 0; b < M * xBlocks; b++) {
+      const codes = Array.from({ length: actBlock }, (_, j) => Math.abs(view.getInt8(at.ws + b * stride + j)));
+      expect(Math.max(...codes), `block ${b}`).toBe(actCodeMax);
     }
   });
 

@@ -2,6 +2,7 @@ import { opKit } from '../ops/index.js';
 import { withManifest, type EmitResult } from './emit.js';
 import type { Plan } from '../plan/types.js';
 import { checkRunFits } from './run-memory.js';
+import { roundingCodesText } from '../reference/compare.js';
 
 /**
  * The files that let an emitted kernel be run and checked where kgen is not installed (CUDA's
@@ -39,7 +40,7 @@ export function withDataFiles(result: EmitResult, seed: number): EmitResult {
     if (file === 'kv_len.bin') return 'the KV lengths (int32, little-endian) the kernel is checked at: ref.bin holds the output at each in turn';
     if (file === 'ref_rounded.bin') {
       const r = result.plan.tolerance.inputRounding!;
-      return `as ref.bin, from ${r.input} rounded to int${r.bits} per ${r.group} values as the kernel does: the error of that rounding alone (against ref.bin), times ${r.factor}, is added to the manifest's tolerance`;
+      return `as ref.bin, from ${r.input} rounded to ${roundingCodesText(r)} per ${r.group} values as the kernel does: the error of that rounding alone (against ref.bin), times ${r.factor}, is added to the manifest's tolerance`;
     }
     if (file === 'ref_terms.bin') return `f64 per output: the energy of its summed products; an output's error is weighed by the larger of its square and this (the manifest's tolerance)`;
     const name = file.replace(/\.bin$/, '');

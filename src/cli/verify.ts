@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { verify } from '../api/verify.js';
 import { formatShape } from '../ir/validate.js';
 import { opKit } from '../ops/index.js';
-import type { Tolerance } from '../reference/compare.js';
+import { roundingCodesText, type Tolerance } from '../reference/compare.js';
 import type { KernelFlags } from './common.js';
 import { addDbFlag, addKernelFlags, printJson, toRequest, withRecords } from './common.js';
 import { parseSeed } from './flags.js';
@@ -63,5 +63,5 @@ function toleranceText(judged: Tolerance, stated: Tolerance): string {
   const bound = `tolerance NMSE ${judged.nmse.toExponential(1)}`;
   const rounding = stated.inputRounding;
   if (!rounding || (judged.nmse === stated.nmse && judged.maxRelToPeak === stated.maxRelToPeak)) return bound;
-  return `${bound}: the plan's ${stated.nmse.toExponential(1)} plus ${rounding.factor}x the error of rounding ${rounding.input} to int${rounding.bits} per ${rounding.group} values alone on these inputs`;
+  return `${bound}: the plan's ${stated.nmse.toExponential(1)} plus ${rounding.factor}x the error of rounding ${rounding.input} to ${roundingCodesText(rounding)} per ${rounding.group} values alone on these inputs`;
 }

@@ -48,6 +48,12 @@ export function cpuBudgets(device: DeviceProfile, buffers: OnChipBuffer[], regis
   ];
 }
 
+/** The largest magnitude of an int8 activation code: symmetric, so -128 is never used. */
+export const INT8_CODE_MAX = 127;
+
+/** The largest i16 lane value: integer sums kept in i16 lanes must stay within it. */
+export const I16_MAX = 32767;
+
 /**
  * How far a kernel with int8 activations may exceed the error of that rounding alone
  * (Tolerance.inputRounding): the kernel rounds the same values to the same codes, then sums exact
@@ -61,9 +67,11 @@ export const ACT_ROUNDING_FACTOR = 1.25;
 /**
  * Tolerances by the precision a kernel computes in; see docs/ARCHITECTURE.md, "Tolerances".
  * `int8Activations`: the kernel rounds X to int8 per that many values; its error is judged against
- * that rounding on the checked data (an `inputRounding` of X), not a fixed bound.
+ * that rounding on the checked data (an `inputRounding` of X), not a fixed bound. `actCodeMax`: its
+ * codes' largest magnitude, where below INT8_CODE_MAX (a coarser rounding, stated as the
+ * inputRounding's `codeMax`, so the judge rounds X to as few levels and widens by that error).
  */
-export function toleranceFor(opts: { int8Activations?: number; outF16: boolean; inF16?: boolean; int16Weights?: boolean }): Tolerance {
+export function toleranceFor(opts: { int8Activations?: number; actCodeMax?: number; outF16: boolean; inF16?: boolean; int16Weights?: boolean }): Tolerance {
   let nmse = 1e-8;
   let maxRel = 1e-4;
   // Attention probabilities (times V's scales) rounded to int16 on one scale per tile (integer
@@ -77,7 +85,8 @@ export function toleranceFor(opts: { int8Activations?: number; outF16: boolean; 
     maxRel = Math.max(maxRel, 4e-3);
   }
   const group = opts.int8Activations;
-  return { nmse, maxRelToPeak: maxRel, ...(group ? { inputRounding: { input: 'x', bits: 8, group, factor: ACT_ROUNDING_FACTOR } } : {}) };
+  const codes = opts.actCodeMax !== undefined && opts.actCodeMax < INT8_CODE_MAX ? { codeMax: opts.actCodeMax } : {};
+  return { nmse, maxRelToPeak: maxRel, ...(group ? { inputRounding: { input: 'x', bits: 8, group, ...codes, factor: ACT_ROUNDING_FACTOR } } : {}) };
 }
 
 export function knobError(field: string, problem: string, expected: string): KgenError {

@@ -1,7 +1,7 @@
 import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import type { KvCacheFormat, MatmulOp, MatmulShape, WeightFormatName } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, readConfig, toleranceFor, typedSpace, variantRegisters, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
+import { cpuBudgets, CPU_WORK_REGISTERS, dtypeBytes, I16_MAX, INT8_CODE_MAX, readConfig, toleranceFor, typedSpace, variantRegisters, type EarlierOf, type KnobOf, type RestrictionOf } from './common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 import { InternalError } from '../errors.js';
 
@@ -19,6 +19,18 @@ export type CpuMatmulParams = {
   /** The instruction-set variant (a C ISA, or simd128). */
   isa: string;
   actQuant: boolean;
+  /**
+   * The largest magnitude of a prepared activation code (d = absmax / actCodeMax per block):
+   * INT8_CODE_MAX (127), or less where the kernel sums products of codes in i16 (`i16PairSums`).
+   * Every consumer of int8 activations reads it; the tolerance's inputRounding states it.
+   */
+  actCodeMax: number;
+  /**
+   * The kernel adds two i16 dot products (two products of a weight value and an activation code
+   * each) in one i16 lane before widening it (CpuVariants.i16PairSums): exact because actCodeMax
+   * keeps 4 x max|weight value| x actCodeMax <= I16_MAX.
+   */
+  i16PairSums: boolean;
   /**
    * The panel GEMM path: each tile of nTile weight rows is decoded once into int8 panels (8 rows
    * side by side per 4 weights, the block scales as f32) that every activation row reuses.
@@ -148,6 +160,14 @@ export interface CpuVariants {
    * every step to i32 (a pair of products reaches 2 x 125 x 127). Absent: none.
    */
   panelSignedCodes?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The variants whose kernels for these formats add a pair of i16 dot products (two products of a
+   * weight value and an activation code each) in one i16 lane before widening it to i32, each with
+   * the format's largest |weight value|: the plan then caps the activation codes at
+   * floor(I16_MAX / (4 x that)) so no lane overflows or saturates on any engine (WebAssembly's
+   * relaxed q3.5: 125, codes in [-65, 65]; CpuMatmulParams.actCodeMax). Absent: codes up to 127.
+   */
+  i16PairSums?: Readonly<Record<string, Readonly<Partial<Record<WeightFormatName, number>>>>>;
   /**
    * The variants with a block-step kernel (4 or 8 blocks of 32 weights per step), each with the
    * weight formats it decodes; it applies when the format's blocks hold 32 weights.
@@ -413,6 +433,22 @@ export function actBlockFor(groupWeights: number): number {
   return groupWeights % 64 === 0 ? 64 : 32;
 }
 
+/** Products of a weight value and an activation code one i16 lane adds under i16PairSums: two dots of two. */
+export const I16_PAIR_PRODUCTS = 4;
+
+/**
+ * The activation code range of `isa`'s kernels for `format` (CpuMatmulParams.actCodeMax and
+ * i16PairSums): INT8_CODE_MAX, or the largest codes whose pair sums fit an i16 lane.
+ */
+function actCodesOf(variants: CpuVariants, isa: string, format: WeightFormatName): { actCodeMax: number; i16PairSums: boolean } {
+  const table = variants.i16PairSums;
+  const weightMax = table && Object.hasOwn(table, isa) ? table[isa]![format] : undefined;
+  if (weightMax === undefined) return { actCodeMax: INT8_CODE_MAX, i16PairSums: false };
+  const actCodeMax = Math.min(INT8_CODE_MAX, Math.floor(I16_MAX / (I16_PAIR_PRODUCTS * weightMax)));
+  if (actCodeMax < 1) throw new InternalError(`weight values up to ${weightMax} leave no activation codes for i16 pair sums`);
+  return { actCodeMax, i16PairSums: true };
+}
+
 /** Bytes after the int8 values of a prepared activation block: f32 scale, i32 sum, padding to 32. */
 export const ACT_BLOCK_TAIL = 32;
 
@@ -556,6 +592,8 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const streamRows = streamRowsOf(req, variants, knobs);
   const tileKept = weightTileKept(req, variants, knobs, panel);
   const actBlock = actBlockFor(codec.weightsPerBlock);
+  const { actCodeMax, i16PairSums } = actQuant ? actCodesOf(variants, knobs.isa, op.weight.format) : { actCodeMax: INT8_CODE_MAX, i16PairSums: false };
+  const codesText = actCodeMax < INT8_CODE_MAX ? ` (codes in [-${actCodeMax}, ${actCodeMax}])` : '';
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.
@@ -583,14 +621,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   ];
   const wsBytes = M * xRowBytes + M * steps * stepRecordBytes;
   const rowIndent = tileKept ? '    ' : '';
-  const prepareLoop = `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}` : `copy X[${M},${K}] to f32`} (once per call)`;
+  const prepareLoop = `prepare: ${actQuant ? `quantize X[${M},${K}] to int8 blocks of ${actBlock}${codesText}` : `copy X[${M},${K}] to f32`} (once per call)`;
   return {
     family: 'cpu-matmul',
     op, shape, target: req.target, device: device.name, config,
     variant: M === 1 ? 'gemv' : 'gemm',
     launch: { rows: N },
     loops: panel ? [
-      `prepare: quantize X[${M},${K}] to int8 blocks of ${actBlock}, natural order (once per call)`,
+      `prepare: quantize X[${M},${K}] to int8 blocks of ${actBlock}${codesText}, natural order (once per call)`,
       `for n0 in [row_begin, row_end) step ${nTile}        (weight tile decoded once into ${Math.ceil(nTile / panelRows)} panels of ${panelRows} rows, in L2)`,
       `  for m0 in [0, ${M}) step ${mTile}`,
       `    for each panel                          (${mTile} accumulators of ${panelRows} rows)`,
@@ -611,12 +649,14 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
     ],
     buffers,
     budgets: cpuBudgets(device, buffers, variantRegisters(variants, device, knobs.isa)),
-    tolerance: toleranceFor({ int8Activations: actQuant ? actBlock : undefined, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
+    tolerance: toleranceFor({ int8Activations: actQuant ? actBlock : undefined, actCodeMax, outF16: op.y === 'f16', inF16: op.x === 'f16' }),
     traffic: { bytes: N * rowBytes + M * K * dtypeBytes(op.x) + M * N * dtypeBytes(op.y), flops: 2 * M * N * K },
     params: {
       M, N, K,
       isa: knobs.isa,
       actQuant,
+      actCodeMax,
+      i16PairSums,
       panel,
       panelRows,
       panelSliceRows: PANEL_ROWS,

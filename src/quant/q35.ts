@@ -50,6 +50,9 @@ export const Q35_TABLE_B: readonly number[] = Object.freeze([
   -125, -89, -66, -48, -34, -22, -12, -4, 4, 12, 22, 34, 48, 66, 89, 125,
 ]);
 
+/** The largest |table value| (both tables): what bounds a kernel's sums of products of table values and activation codes. */
+export const Q35_MAX_MAGNITUDE = Math.max(...Q35_TABLE_A.map(Math.abs), ...Q35_TABLE_B.map(Math.abs));
+
 /** The layout `kgen pack` writes and kernels read; manifests state it (version 1: 7-byte units). */
 export const Q35_FORMAT_VERSION = 2;
 

@@ -51,6 +51,12 @@ export interface InputRounding {
   input: string;
   bits: number;
   group: number;
+  /**
+   * The largest code magnitude, where the kernel keeps its codes below 2^(bits-1) - 1 (then
+   * d = absmax / codeMax): WebAssembly's relaxed q3.5 kernel, whose i16 sums of four products of a
+   * table value and a code must not overflow. Absent: 2^(bits-1) - 1.
+   */
+  codeMax?: number;
   /** The kernel's error may be this many times the rounding's alone (its rounding ties and f32 sums differ). */
   factor: number;
 }
@@ -88,7 +94,7 @@ export function roundingJudge(input: string, reference: Float64Array, referenceF
   const cache = new Map<string, { reference: Float64Array; comparison: Comparison }>();
   const rounded = (rounding: InputRounding) => {
     if (rounding.input !== input) throw new InternalError(`roundingJudge of ${input}: asked for a rounding of ${rounding.input}, which these kernels never round`);
-    const key = `${rounding.bits}/${rounding.group}`;
+    const key = `${roundingCodeMax(rounding)}/${rounding.group}`;
     let entry = cache.get(key);
     if (!entry) {
       const ref = referenceFrom(rounding);
@@ -103,10 +109,20 @@ export function roundingJudge(input: string, reference: Float64Array, referenceF
   };
 }
 
+/** The largest code magnitude of `rounding`: its `codeMax`, else 2^(bits-1) - 1. */
+export function roundingCodeMax(rounding: InputRounding): number {
+  return rounding.codeMax ?? 2 ** (rounding.bits - 1) - 1;
+}
+
+/** What `rounding` rounds to, for messages: `int8`, or `int8 codes in [-65, 65]` where it states a codeMax. */
+export function roundingCodesText(rounding: InputRounding): string {
+  return rounding.codeMax === undefined ? `int${rounding.bits}` : `int${rounding.bits} codes in [-${rounding.codeMax}, ${rounding.codeMax}]`;
+}
+
 /** `values` rounded as `rounding` states, in rows of `rowLength` (f64, dequantized again). */
 export function roundedInput(values: ArrayLike<number>, rowLength: number, rounding: InputRounding): Float64Array {
   const f32 = Math.fround;
-  const codeMax = 2 ** (rounding.bits - 1) - 1;
+  const codeMax = roundingCodeMax(rounding);
   const out = new Float64Array(values.length);
   for (let row = 0; row < values.length; row += rowLength) {
     for (let start = row; start < row + rowLength; start += rounding.group) {

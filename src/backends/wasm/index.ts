@@ -7,6 +7,7 @@ import { wasmPackageFiles } from './package.js';
 import { wasmRunner } from './runner.js';
 import { MEMORY_MAX_PAGES, PAGE_BYTES } from './memory.js';
 import { CPU_LIMITS } from '../device-kind.js';
+import { Q35_MAX_MAGNITUDE } from '../../quant/q35.js';
 
 /**
  * The plan's instruction-set knob: the level the output prefers (integer formats: relaxed or
@@ -40,6 +41,10 @@ const WASM_VARIANTS: CpuVariants = {
   gemvRowsPerIter: { q4_0: [4, 8, 2, 1] },
   // q3.5's relaxed module keeps a sign record after each prepared block's usual tail (Q35_SIGN_RECORD_BYTES).
   actTailBytes: { q35: ACT_BLOCK_TAIL + Q35_SIGN_RECORD_BYTES },
+  // q3.5's relaxed dot sums each vector's two halves' i16 dots in i16 before one widening (2 fewer
+  // operations a row and 64 weights; L2 GEMV 0.94x the time, docs/PERFORMANCE.md): activation
+  // codes in [-65, 65] (4 x 125 x 65 <= 32767), from the tables' largest magnitude.
+  i16PairSums: { relaxed: { q35: Q35_MAX_MAGNITUDE } },
   // Attention tasks may take every KV head of a chunk: the WAT's row groups each read their head's rows.
   attentionAllHeads: true,
   // A short call's keys go to few splits of whole tiles: 16 splits of 1 key each ran 3x the

@@ -1,10 +1,11 @@
 import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
-import { ACT_BLOCK_TAIL, cpuMatmulPlanner, type CpuVariants } from '../../plan/cpu-matmul.js';
+import { ACT_BLOCK_TAIL, cpuMatmulPlanner, I16_PAIR_PRODUCTS, type CpuVariants } from '../../plan/cpu-matmul.js';
+import { I16_MAX } from '../../plan/common.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { FORMATS } from '../../quant/index.js';
-import { Q35_LOOKUP_A, Q35_LOOKUP_B } from '../../quant/q35.js';
+import { Q35_LOOKUP_A, Q35_LOOKUP_B, Q35_MAX_MAGNITUDE } from '../../quant/q35.js';
 import { commentText } from '../../render/comment-text.js';
 import { templateSet } from '../../render/templates.js';
 import { FORMAT_NAMES } from '../c-family.js';
@@ -76,8 +77,6 @@ export const LEVEL_FILE: Record<WasmLevel, { plain: string; shared: string }> = 
 
 /** q4 and q4_0 store each weight as nibble = level + 8 (docs/formats.md). */
 const NIBBLE_ZERO = 8;
-/** Prepared activations are int8 in [-127, 127]: d = max|x| / 127. */
-const ACT_QMAX = 127;
 const F32_BYTES = 4;
 const F16_BYTES = 2;
 
@@ -104,13 +103,11 @@ const ACTIVATION_WAT: Record<EpilogueActivation, string> = {
     '(f32.add (local.get $v) (f32.mul (f32.const 0.044715) (f32.mul (local.get $v) (f32.mul (local.get $v) (local.get $v))))))))))))',
 };
 
-/** The largest nibble code (0..15) and activation magnitude (prepare's int8 range). */
+/** The largest nibble code (0..15). */
 const NIBBLE_MAX = 15;
 /** Bits of a nibble: a packed byte's high nibble is its bits 4-7. */
 const NIBBLE_BITS = 4;
 
-/** The largest i16 lane value: block sums in i16 lanes must stay within it. */
-const I16_MAX = 32767;
 /** Bits of an i16 lane, and its mask in an i32 lane. */
 const I16_BITS = 16;
 const I16_LANE_MASK = 0xffff;
@@ -120,8 +117,8 @@ const I16_LANE_MASK = 0xffff;
  * of 32 weights adds two i16 dots of 2 products each per lane. Must stay within i16, since the
  * kernels sum a block's dots in i16 lanes before widening them.
  */
-function nibbleI16Bound(actChunks: number): number {
-  const bound = nibbleLaneProducts(actChunks) * ACT_QMAX * NIBBLE_MAX;
+function nibbleI16Bound(actChunks: number, actCodeMax: number): number {
+  const bound = nibbleLaneProducts(actChunks) * actCodeMax * NIBBLE_MAX;
   if (bound > I16_MAX) throw new InternalError(`${actChunks} chunks per activation block overflow the i16 sums of the unsigned relaxed dot (${bound})`);
   return bound;
 }
@@ -137,8 +134,8 @@ function nibbleLaneProducts(actChunks: number): number {
  * SCALE_LANES row lanes' products of (code - offset) x activation. The unsigned sums wrap there,
  * but the corrected value fits, so i16 arithmetic (modulo 2^16) gives it exactly.
  */
-function nibbleI16QuadBound(actChunks: number): number {
-  return SCALE_LANES * nibbleLaneProducts(actChunks) * ACT_QMAX * Math.max(NIBBLE_ZERO, NIBBLE_MAX - NIBBLE_ZERO);
+function nibbleI16QuadBound(actChunks: number, actCodeMax: number): number {
+  return SCALE_LANES * nibbleLaneProducts(actChunks) * actCodeMax * Math.max(NIBBLE_ZERO, NIBBLE_MAX - NIBBLE_ZERO);
 }
 
 /**
@@ -204,6 +201,8 @@ interface KernelPath {
   q35Lookup: boolean;
   /** Prepare leaves |x| and the sign record (Q35_SIGN_RECORD_BYTES) for the kernels to load. */
   signRecord?: boolean;
+  /** The two halves' relaxed dots of a vector are added in i16 before one widening (CpuMatmulParams.i16PairSums). */
+  pairSums?: boolean;
 }
 
 /**
@@ -212,20 +211,27 @@ interface KernelPath {
  * [0, 127]: nibble codes as stored (summed in i16), q3.5 lookups signed by the activation against
  * |x| (one lookup per vector: the sign is an index flip), q8 split into low 7 bits and sign bit.
  */
-function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number): KernelPath {
+function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number, actCodeMax: number, i16PairSums: boolean): KernelPath {
   const evenOdd = { xprepPartial: 'xprep/evenodd_signed.wat', dotPartial: 'dot/signed_evenodd.wat', dotText: 'i16 products of the even and odd bytes, i32 sums', correct: false, dotShift: EVEN_ODD.byteBits, q35Lookup: true };
   const decodePartial = `decode/${scheme}.wat`;
   if (scheme === 'nibble') {
     if (level === 'simd128') {
       return { ...evenOdd, decodePartial: 'decode/nibble_raw.wat', xprepPartial: 'xprep/evenodd_nibble.wat', dotPartial: 'dot/nibble_evenodd.wat', dotText: 'i16 products of the even and odd nibble codes, i32 sums', correct: true };
     }
-    return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/unsigned_relaxed.wat', dotText: `relaxed dots of the unsigned codes summed in i16 lanes (at most ${nibbleI16Bound(actChunks)})`, correct: true, i16Bound: nibbleI16Bound(actChunks), i16QuadBound: nibbleI16QuadBound(actChunks), dotShift: 0, q35Lookup: false };
+    return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/unsigned_relaxed.wat', dotText: `relaxed dots of the unsigned codes summed in i16 lanes (at most ${nibbleI16Bound(actChunks, actCodeMax)})`, correct: true, i16Bound: nibbleI16Bound(actChunks, actCodeMax), i16QuadBound: nibbleI16QuadBound(actChunks, actCodeMax), dotShift: 0, q35Lookup: false };
   }
   if (level === 'simd128') return { ...evenOdd, decodePartial };
   if (scheme === 'q35') {
     // q3.5 levels are at most 125 in magnitude, so w x sign(x) is an int8 and |x| an i7 operand.
     const small = Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127;
-    if (small && q35SignByIndex()) return { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', dotText: 'relaxed i16 dots of w x sign(x) and |x| (each at most 2 x 125 x 127), widened by an i16 dot with ones', correct: false, dotShift: 0, q35Lookup: false, signRecord: true };
+    if (small && q35SignByIndex()) {
+      const signed = { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', correct: false, dotShift: 0, q35Lookup: false, signRecord: true };
+      if (!i16PairSums) return { ...signed, dotText: `relaxed i16 dots of w x sign(x) and |x| (each at most 2 x ${Q35_MAX_MAGNITUDE} x ${actCodeMax}), widened by an i16 dot with ones` };
+      // The plan's codes keep a lane's four products within i16 (CpuVariants.i16PairSums).
+      const pairBound = I16_PAIR_PRODUCTS * Q35_MAX_MAGNITUDE * actCodeMax;
+      if (pairBound > I16_MAX) throw new InternalError(`q3.5 i16 pair sums reach ${pairBound} with activation codes up to ${actCodeMax}`);
+      return { ...signed, pairSums: true, dotText: `relaxed i16 dots of w x sign(x) and |x|, a vector's two summed in i16 (at most ${pairBound}), widened by an i16 dot with ones` };
+    }
     return { ...evenOdd, decodePartial };
   }
   return { decodePartial, xprepPartial: 'xprep/none.wat', dotPartial: 'dot/split_relaxed.wat', dotText: 'relaxed dots of the low 7 bits and the sign bit', correct: false, dotShift: 0, q35Lookup: false };
@@ -525,7 +531,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
   const xBytes = op.x === 'f16' ? F16_BYTES : F32_BYTES;
   const { tile, shapes } = microShapes(plan, scheme !== undefined);
   const needsExp = op.epilogue.activation !== 'none';
-  const path = scheme ? kernelPath(scheme, level, p.actChunks) : undefined;
+  const path = scheme ? kernelPath(scheme, level, p.actChunks, p.actCodeMax, p.i16PairSums) : undefined;
   const widen = widening(path);
   return {
     ...p,
@@ -588,7 +594,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     // The odd lanes' term is the offset times 2^16 (the i32 lane's high half), the even lanes' masked.
     corr16: widen.quad16 ? { lowLanes: [0, 1], highLanes: [2, 3], laneMask: I16_LANE_MASK, highOffset: NIBBLE_ZERO * 2 ** I16_BITS } : undefined,
     ...(path?.signRecord ? { signChunks: signChunks(plan) } : {}),
-    qMax: ACT_QMAX,
+    qMax: p.actCodeMax,
     xRowBytes,
     xBlockStep: p.actBlocksPerBlock * actStride,
     ...(format === 'f16' ? f16WeightsView(p.K) : {}),
