@@ -593,7 +593,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const tileKept = weightTileKept(req, variants, knobs, panel);
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const { actCodeMax, i16PairSums } = actQuant ? actCodesOf(variants, knobs.isa, op.weight.format) : { actCodeMax: INT8_CODE_MAX, i16PairSums: false };
-  const codesText = actCodeMax < INT8_CODE_MAX ? ` (codes in [-${actCodeMax}, ${actCodeMax}])` : '';
+  const codesText = actCodeMax < INT8_CODE_MAX ? `, codes in [-${actCodeMax}, ${actCodeMax}]` : '';
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.

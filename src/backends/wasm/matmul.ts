@@ -2,7 +2,7 @@ import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
 import { ACT_BLOCK_TAIL, cpuMatmulPlanner, I16_PAIR_PRODUCTS, type CpuVariants } from '../../plan/cpu-matmul.js';
-import { I16_MAX } from '../../plan/common.js';
+import { I16_MAX, INT8_CODE_MAX } from '../../plan/common.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { FORMATS } from '../../quant/index.js';
 import { Q35_LOOKUP_A, Q35_LOOKUP_B, Q35_MAX_MAGNITUDE } from '../../quant/q35.js';
@@ -520,6 +520,12 @@ function f16WeightsView(K: number) {
   };
 }
 
+/** The activation codes' range where a plan keeps them below INT8_CODE_MAX (`, codes in [-65, 65]`), else nothing. */
+function actCodesText(plan: CpuMatmulPlan): string {
+  const c = plan.params.actCodeMax;
+  return c < INT8_CODE_MAX ? `, codes in [-${c}, ${c}]` : '';
+}
+
 /** The view of one level's module. */
 function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, shared: boolean) {
   const op = plan.op;
@@ -544,7 +550,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     opName: op.name,
     formatName: FORMAT_NAMES[format],
     formatVersion: FORMATS[format].version,
-    actText: p.actQuant ? `int8 per ${p.actBlock}` : 'f32',
+    actText: p.actQuant ? `int8 per ${p.actBlock}${actCodesText(plan)}` : 'f32',
     configJson: commentText(JSON.stringify(configInUse(plan))),
     memory: memoryView(shared),
     half: HALF_VIEW,
@@ -671,7 +677,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     build: `assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm's probe() returns 1; kernel.mjs takes the plan's preferred level (${preferredLevel(plan)}) by default`,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: '() -> i32', doc: `bytes of workspace (${plan.params.workspaceBytes})` },
-      { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant); ${ptrs}` },
+      { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant${actCodesText(plan)}); ${ptrs}` },
       { symbol: `${fn}_rows`, signature: '(workspace, w, bias, residual, y, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) for every activation row; disjoint ranges may run in different threads; ${ptrs}` },
       { symbol: fn, signature: '(x, w, bias, residual, y, workspace: i32) -> ()', doc: `prepare + all rows; ${ptrs}` },
     ],
