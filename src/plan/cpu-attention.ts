@@ -2,7 +2,7 @@ import { CPU_CACHE_LINE_BYTES, type DeviceProfile } from '../device/profile.js';
 import { GGML_KV_BLOCK, kvLayoutOf, kvRowFormat, kvRowStrides, softmaxScale } from '../ir/attention.js';
 import type { AttentionOp, AttentionShape, KvLayout } from '../ir/types.js';
 import { attentionTraffic, kvLengthParams, kvLenText as kvLenTextOf } from './attention-common.js';
-import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, readConfig, toleranceFor, typedSpace, variantRegisters, type ConfigOf, type KnobOf, type RestrictionOf } from './common.js';
+import { ceilDiv, cpuBudgets, CPU_WORK_REGISTERS, I16_MAX, INT8_CODE_MAX, readConfig, toleranceFor, typedSpace, variantRegisters, type ConfigOf, type KnobOf, type RestrictionOf } from './common.js';
 import type { CpuVariants } from './cpu-matmul.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 
@@ -405,14 +405,9 @@ function keyLanesI16(variants: CpuVariants, isa: string, op: AttentionOp): boole
   return cap?.i16Sums === true && cap.kBias === 0 && (Q_GROUP / 2) * kCodeMax(op) * INT8_CODE_MAX <= I16_MAX;
 }
 
-/** The largest int16. */
-const I16_MAX = 32767;
-
 /** Codes per integer dot step of int8 Q: 4 per i32 lane (vpdpbusd, sdot, madd of maddubs pairs). */
 const CODES_PER_I32_LANE = 4;
 
-/** Largest |code| of int8 Q: symmetric, so -128 never occurs and AVX2's sign trick stays exact. */
-const INT8_CODE_MAX = 127;
 /**
  * Q values per int8 scale: as llama.cpp's q8_0 Q, and every KV format's scale group along D is a
  * multiple or (kgen q8 groups of 8, 16) a divisor of it. With a scale per row an outlier channel

@@ -440,6 +440,11 @@ export const I16_PAIR_PRODUCTS = 4;
  * The activation code range of `isa`'s kernels for `format` (CpuMatmulParams.actCodeMax and
  * i16PairSums): INT8_CODE_MAX, or the largest codes whose pair sums fit an i16 lane.
  */
+/** The activation codes' range where a plan keeps them below INT8_CODE_MAX (`, codes in [-65, 65]`), else nothing: for loop and manifest texts. */
+export function actCodesText(actCodeMax: number): string {
+  return actCodeMax < INT8_CODE_MAX ? `, codes in [-${actCodeMax}, ${actCodeMax}]` : '';
+}
+
 function actCodesOf(variants: CpuVariants, isa: string, format: WeightFormatName): { actCodeMax: number; i16PairSums: boolean } {
   const table = variants.i16PairSums;
   const weightMax = table && Object.hasOwn(table, isa) ? table[isa]![format] : undefined;
@@ -593,7 +598,7 @@ function cpuPlan(req: Req, config: Config, variants: CpuVariants): PlanBody<'cpu
   const tileKept = weightTileKept(req, variants, knobs, panel);
   const actBlock = actBlockFor(codec.weightsPerBlock);
   const { actCodeMax, i16PairSums } = actQuant ? actCodesOf(variants, knobs.isa, op.weight.format) : { actCodeMax: INT8_CODE_MAX, i16PairSums: false };
-  const codesText = actCodeMax < INT8_CODE_MAX ? `, codes in [-${actCodeMax}, ${actCodeMax}]` : '';
+  const codesText = actCodesText(actCodeMax);
   const xBlocks = actQuant ? K / actBlock : 0;
   const actTail = actTailOf(variants, op.weight.format);
   // Prepared activations: int8 values plus scale, sum and padding per block, or f32.

@@ -1,6 +1,6 @@
 import type { MatmulOp, MatmulShape } from '../ir/types.js';
 import { codecOf } from '../quant/index.js';
-import { ceilDiv, dtypeBytes, readConfig, toleranceFor, typedSpace, type EarlierOf } from './common.js';
+import { ceilDiv, dtypeBytes, INT8_CODE_MAX, readConfig, toleranceFor, typedSpace, type EarlierOf } from './common.js';
 import { weightChunkLimit, WORKGROUP_SIZES, workgroupBudgets, workgroupVarBytes } from './wgsl-common.js';
 import type { Config, OnChipBuffer, PlanBody, PlannerOf, PlanRequestFor, SearchSpace } from './types.js';
 import { InternalError } from '../errors.js';
@@ -193,9 +193,6 @@ const WGSL_BROADCAST_LANES = 4;
 /** Formats whose codes are int8, as dot4I8Packed takes them. */
 const INT8_FORMATS: readonly string[] = ['q8', 'q8_0'];
 
-/** The int8 level of max|x| when activations are quantized for dot4I8Packed. */
-const INT8_MAX = 127;
-
 /** Weights an f16 `rows` kernel sums per step of its outer loop (no scale; K is a multiple of 32). */
 const F16_RUN = 32;
 
@@ -344,7 +341,7 @@ function wgslPlan(req: Req, config: Config): PlanBody<'wgsl-matmul'> {
         ...base, kernel: 'rows', rowsPerInvocation, scaleRun, unscaled,
         pairGap, pairQuads: pairGap / WGSL_DECODE_WEIGHTS, pairSpan: 2 * pairGap, runSteps: scaleRun / WGSL_ROWS_STEP_WEIGHTS,
         nibblePairs: nibblePairs !== null, ...(nibblePairs ?? NO_PAIRS), xBroadcast: knobs.xBroadcast === 1, f16Math, f16SumWeights: WGSL_F16_SUM_WEIGHTS, f16SumSteps: WGSL_F16_SUM_WEIGHTS / WGSL_ROWS_STEP_WEIGHTS,
-        dot8: knobs.dot8 === 1, int8Max: INT8_MAX, accumulators: rowsPerInvocation * M,
+        dot8: knobs.dot8 === 1, int8Max: INT8_CODE_MAX, accumulators: rowsPerInvocation * M,
       },
     };
   } else {

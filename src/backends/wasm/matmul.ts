@@ -1,7 +1,7 @@
 import type { EpilogueActivation, WeightFormatName } from '../../ir/types.js';
 import { wasmLoaderDeclarations } from './bindings.js';
 import { configInUse } from '../../plan/index.js';
-import { ACT_BLOCK_TAIL, cpuMatmulPlanner, I16_PAIR_PRODUCTS, type CpuVariants } from '../../plan/cpu-matmul.js';
+import { ACT_BLOCK_TAIL, actCodesText, cpuMatmulPlanner, I16_PAIR_PRODUCTS, type CpuVariants } from '../../plan/cpu-matmul.js';
 import { I16_MAX, INT8_CODE_MAX } from '../../plan/common.js';
 import type { PlanOf, PlannerOf } from '../../plan/types.js';
 import { FORMATS } from '../../quant/index.js';
@@ -223,7 +223,7 @@ function kernelPath(scheme: WasmScheme, level: WasmLevel, actChunks: number, act
   if (level === 'simd128') return { ...evenOdd, decodePartial };
   if (scheme === 'q35') {
     // q3.5 levels are at most 125 in magnitude, so w x sign(x) is an int8 and |x| an i7 operand.
-    const small = Math.max(...Q35_LOOKUP_A.map(Math.abs), ...Q35_LOOKUP_B.map(Math.abs)) <= 127;
+    const small = Q35_MAX_MAGNITUDE <= INT8_CODE_MAX;
     if (small && q35SignByIndex()) {
       const signed = { decodePartial, xprepPartial: 'xprep/sign.wat', dotPartial: 'dot/sign_relaxed.wat', correct: false, dotShift: 0, q35Lookup: false, signRecord: true };
       if (!i16PairSums) return { ...signed, dotText: `relaxed i16 dots of w x sign(x) and |x| (each at most 2 x ${Q35_MAX_MAGNITUDE} x ${actCodeMax}), widened by an i16 dot with ones` };
@@ -520,12 +520,6 @@ function f16WeightsView(K: number) {
   };
 }
 
-/** The activation codes' range where a plan keeps them below INT8_CODE_MAX (`, codes in [-65, 65]`), else nothing. */
-function actCodesText(plan: CpuMatmulPlan): string {
-  const c = plan.params.actCodeMax;
-  return c < INT8_CODE_MAX ? `, codes in [-${c}, ${c}]` : '';
-}
-
 /** The view of one level's module. */
 function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, shared: boolean) {
   const op = plan.op;
@@ -550,7 +544,7 @@ function levelView(plan: CpuMatmulPlan, ctx: RenderContext, level: WasmLevel, sh
     opName: op.name,
     formatName: FORMAT_NAMES[format],
     formatVersion: FORMATS[format].version,
-    actText: p.actQuant ? `int8 per ${p.actBlock}${actCodesText(plan)}` : 'f32',
+    actText: p.actQuant ? `int8 per ${p.actBlock}${actCodesText(p.actCodeMax)}` : 'f32',
     configJson: commentText(JSON.stringify(configInUse(plan))),
     memory: memoryView(shared),
     half: HALF_VIEW,
@@ -677,7 +671,7 @@ export function renderWasmMatmul(plan: CpuMatmulPlan, ctx: RenderContext): Rende
     build: `assembled in-process by kgen (wabt, features simd and relaxed_simd): kernel.wasm from kernel.wat, kernel.relaxed.wasm from kernel.relaxed.wat; load kernel.relaxed.wasm only where probe.wasm's probe() returns 1; kernel.mjs takes the plan's preferred level (${preferredLevel(plan)}) by default`,
     abi: [
       { symbol: `${fn}_workspace_size`, signature: '() -> i32', doc: `bytes of workspace (${plan.params.workspaceBytes})` },
-      { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant${actCodesText(plan)}); ${ptrs}` },
+      { symbol: `${fn}_prepare`, signature: '(x, workspace: i32) -> ()', doc: `prepares X once per call (quantizes activations when actQuant${actCodesText(plan.params.actCodeMax)}); ${ptrs}` },
       { symbol: `${fn}_rows`, signature: '(workspace, w, bias, residual, y, row_begin, row_end: i32) -> ()', doc: `output rows [row_begin, row_end) for every activation row; disjoint ranges may run in different threads; ${ptrs}` },
       { symbol: fn, signature: '(x, w, bias, residual, y, workspace: i32) -> ()', doc: `prepare + all rows; ${ptrs}` },
     ],
