@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { npmPackageName } from '../src/api/package.js';
+import { packageLibraryName } from '../src/backends/c-family.js';
 import { cannotRunReason } from '../src/backends/c/runner.js';
 import { SHIM_COMPILER, SHIM_FLAGS, shimDir } from '../src/backends/cuda/runner.js';
 import { openTuningDb } from '../src/db/sqlite.js';
@@ -252,6 +253,23 @@ target_link_libraries(main kgen_layer_a kgen_layer_b)
     expect(build.exitCode, build.stdout + build.stderr).toBe(0);
     expect((await execa('./build/main', [], { cwd: dir })).exitCode).toBe(0);
   }, 180_000);
+
+  // A package named `kernels` (or `kgen-kernels`, the library API's default) used to take the name
+  // every package shares: its target kgen_kernels failed CMake after another package had taken that
+  // alias, and its own kgen_kernels.h lost to the other's forwarding header on the include path.
+  const noCmakeOnly = skipReason(['cmake']);
+  it.skipIf(noCmakeOnly !== undefined)('a package named `kernels` keeps out of the shared kgen_kernels name: CMake configures it after another package', async () => {
+    expect(['kernels', 'kgen-kernels', 'KGEN_Kernels', 'layer-a', 'kgen'].map(packageLibraryName)).toEqual(['kgen_kernels_pkg', 'kgen_kernels_pkg', 'kgen_kernels_pkg', 'kgen_layer_a', 'kgen']);
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    for (const name of ['layer-a', 'kernels']) {
+      const r = await run(['emit', '--target', 'c', '--device', DEVICE, '--isa', 'scalar', '--op', 'matmul_q8', '--shape', 'M=1,N=16,K=64', '--package', join(dir, name), '--no-records']);
+      expect(r.exitCode, r.stderr).toBe(0);
+    }
+    expect(readFileSync(join(dir, 'kernels', 'kgen_kernels.h'), 'utf8')).toContain('#include "kgen_kernels_pkg.h"');
+    writeFileSync(join(dir, 'CMakeLists.txt'), 'cmake_minimum_required(VERSION 3.16)\nproject(two_packages C)\nadd_subdirectory(layer-a)\nadd_subdirectory(kernels)\n');
+    const configure = await execa('cmake', ['-S', '.', '-B', 'build'], { cwd: dir, reject: false });
+    expect(configure.exitCode, configure.stdout + configure.stderr).toBe(0);
+  }, 60_000);
 
   it('a WebAssembly package\'s loadAll, moved away from its files as a bundler moves it, finds every kernel\'s files at `base` and computes right on 2 threads', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));

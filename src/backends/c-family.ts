@@ -41,18 +41,28 @@ export function packageUsageView(plan: MatmulPlan, symbol: string) {
   };
 }
 
+/**
+ * The name every C-family package shares: its CMake alias (taken by the first package added) and
+ * its header `NAME.h`, which includes the package's own.
+ */
+const SHARED_NAME = 'kgen_kernels';
+
 /** The header every C-family package has, naming no package: it includes the package's own. */
-export const PACKAGE_HEADER = 'kgen_kernels.h';
+export const PACKAGE_HEADER = `${SHARED_NAME}.h`;
 
 /**
  * The name of a C-family package's library, CMake target and umbrella header (`NAME.h`), from the
  * package's name: a C identifier starting `kgen_` (`layer-kernels` -> `kgen_layer_kernels`), so two
  * packages in one program differ in all three (and in the header's guard), and none takes a name
- * such as `m` that a system library has.
+ * such as `m` that a system library has. Never the shared name (`kernels` and `kgen-kernels`, the
+ * library API's default, become `kgen_kernels_pkg`): a package's own target named `kgen_kernels`
+ * failed CMake wherever another package added before had taken that alias, and its own header
+ * `kgen_kernels.h` was shadowed by the other package's forwarding one on the include path.
  */
 export function packageLibraryName(packageName: string): string {
   const id = packageName.replace(/^@/, '').replace(/[^A-Za-z0-9_]+/g, '_').replace(/^_+|_+$/g, '').toLowerCase();
-  return id === 'kgen' || id.startsWith('kgen_') ? id : `kgen_${id}`;
+  const library = id === 'kgen' || id.startsWith('kgen_') ? id : `kgen_${id}`;
+  return library === SHARED_NAME ? `${SHARED_NAME}_pkg` : library;
 }
 
 /**
@@ -72,11 +82,10 @@ export function cFamilyPackage(
   const first = kernels[0]!;
   const library = packageLibraryName(pkg.name);
   const header = `${library}.h`;
-  const headers = header === PACKAGE_HEADER ? `\`${header}\` declares every kernel` : `\`${header}\` declares every kernel (\`${PACKAGE_HEADER}\` includes it; a program using two kgen packages includes each one's own header, and links each one's library)`;
+  const headers = `\`${header}\` declares every kernel (\`${PACKAGE_HEADER}\` includes it; a program using two kgen packages includes each one's own header, and links each one's library)`;
   const contents = `Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and \`manifest.json\` (ABI, launch, buffers, budgets, tolerance, config and where it came from). ${headers}; the library is \`lib${library}.a\` (make) or the CMake target \`${library}\`.`;
   const view = { ...targetView, library, header, guard: `${library.toUpperCase()}_PACKAGE_H`, forwardTo: '' };
-  const headerFiles: Record<string, string> = { [header]: templates.render('kgen_kernels.h', view) };
-  if (header !== PACKAGE_HEADER) headerFiles[PACKAGE_HEADER] = templates.render('kgen_kernels.h', { ...view, forwardTo: header });
+  const headerFiles: Record<string, string> = { [header]: templates.render('kgen_kernels.h', view), [PACKAGE_HEADER]: templates.render('kgen_kernels.h', { ...view, forwardTo: header }) };
   return {
     files: {
       Makefile: templates.render('Makefile', view),
