@@ -82,7 +82,7 @@ export function cFamilyPackage(
   const first = kernels[0]!;
   const library = packageLibraryName(pkg.name);
   const header = `${library}.h`;
-  const headers = `\`${header}\` declares every kernel (\`${PACKAGE_HEADER}\` includes it; a program using two kgen packages includes each one's own header, and links each one's library)`;
+  const headers = `\`${header}\` declares every kernel (\`${PACKAGE_HEADER}\` includes it; a program using two kgen packages includes each one's own header, and links each one's library; their kernels' names must differ, as each kernel's symbols and header guard are named after it alone)`;
   const contents = `Each kernel's folder holds its source, its header (the ABI, shapes and weight layout, documented) and \`manifest.json\` (ABI, launch, buffers, budgets, tolerance, config and where it came from). ${headers}; the library is \`lib${library}.a\` (make) or the CMake target \`${library}\`.`;
   const view = { ...targetView, library, header, guard: `${library.toUpperCase()}_PACKAGE_H`, forwardTo: '' };
   const headerFiles: Record<string, string> = { [header]: templates.render('kgen_kernels.h', view), [PACKAGE_HEADER]: templates.render('kgen_kernels.h', { ...view, forwardTo: header }) };
