@@ -254,7 +254,7 @@ target_link_libraries(main kgen_layer_a kgen_layer_b)
     expect((await execa('./build/main', [], { cwd: dir })).exitCode).toBe(0);
   }, 180_000);
 
-  // A package named `kernels` (or `kgen-kernels`, the library API's default) used to take the name
+  // A package named `kernels` (or `kgen-kernels`, what a name with no usable character becomes) used to take the name
   // every package shares: its target kgen_kernels failed CMake after another package had taken that
   // alias, and its own kgen_kernels.h lost to the other's forwarding header on the include path.
   const noCmakeOnly = skipReason(['cmake']);

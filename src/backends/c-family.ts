@@ -55,7 +55,7 @@ export const PACKAGE_HEADER = `${SHARED_NAME}.h`;
  * package's name: a C identifier starting `kgen_` (`layer-kernels` -> `kgen_layer_kernels`), so two
  * packages in one program differ in all three (and in the header's guard), and none takes a name
  * such as `m` that a system library has. Never the shared name (`kernels` and `kgen-kernels`, the
- * library API's default, become `kgen_kernels_pkg`): a package's own target named `kgen_kernels`
+ * name a package gets where its own has no usable character, become `kgen_kernels_pkg`): a package's own target named `kgen_kernels`
  * failed CMake wherever another package added before had taken that alias, and its own header
  * `kgen_kernels.h` was shadowed by the other package's forwarding one on the include path.
  */
