@@ -449,6 +449,20 @@ describe('kgen tune and kgen db on the command line', () => {
     expect(bad.stderr).toMatch(/^kgen: config\.xChunk: got 16384; expected one of 512, /);
   });
 
+  // tune resolved --op/--shape against the profile's name, which for a profile file is no device
+  // kgen knows: `tune --device my-gpu.json --op ...` failed with "unknown device" (the standard
+  // workload, which needs no request, worked).
+  it('--device FILE.json with --op and --shape: the file\'s profile plans the workload', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-tune-'));
+    const file = join(dir, 'my-gpu.json');
+    writeFileSync(file, JSON.stringify({ ...getDevice('rtx4090'), name: 'my-gpu' }));
+    const r = await run(['tune', '--device', file, '--dry-run', '--json', '--op', 'matmul_q4', '--shape', 'M=1,N=256,K=256']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const [w] = JSON.parse(r.stdout) as { op: string; legal: unknown[] }[];
+    expect(w!.op).toBe('matmul_q4');
+    expect(w!.legal.length).toBeGreaterThan(0);
+  });
+
   it('bad flags are one-line usage errors', async () => {
     for (const [args, message] of [
       [['tune', '--device', 'host', '--op', 'matmul_q4', '--shape', 'M=1,N=64,K=256', '--remeasure', '11'], /--remeasure: got 11; expected an integer from 0 to 10/],

@@ -70,7 +70,8 @@ function workloadsOf(flags: TuneFlags, target: TargetName, device: DeviceProfile
   }
   const ir = flags.ir !== undefined ? readIr(flags.ir) : undefined;
   if (!flags.shape) throw missingShapeError(flags.shape, flags.op, ir);
-  const req = resolveRequest({ target, op: flags.op, ir, shape: flags.shape, device: device.name, ...hostOpts });
+  // The profile itself, not its name: a profile file's name is no device kgen knows.
+  const req = resolveRequest({ target, op: flags.op, ir, shape: flags.shape, device, ...hostOpts });
   return [{ op: req.op, shape: req.shape }];
 }
 
