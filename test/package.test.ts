@@ -524,6 +524,19 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expect(['@Me/Layer Kernels', 'My Kernels', '_x', '', '@/x', 'a'.repeat(300)].map(npmPackageName)).toEqual(['@me/layer-kernels', 'my-kernels', 'x', 'kgen-kernels', 'x', 'a'.repeat(214)]);
   });
 
+  // Each kernel's plan keeps its own buffers within 4 GiB; loadAll places all of them in one memory,
+  // and a package of two 2.6 GB kernels was written with layout.pages 80738 (over 65536), so its
+  // loadAll could only throw a RangeError from WebAssembly.Memory.
+  it('refuses a WebAssembly package whose kernels together do not fit one memory, writing nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const big = { op: 'matmul_q8_0', shape: 'M=1,N=151936,K=16384' };
+    writeFileSync(join(dir, 'k.json'), JSON.stringify([{ ...big, name: 'a' }, { ...big, name: 'b' }]));
+    const r = await run(['emit', '--target', 'wasm', '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]);
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^kgen: --kernels: the kernels' buffers take 5291216016 bytes .* more than the 4294967296 a WebAssembly memory addresses/);
+    expect(existsSync(join(dir, 'p'))).toBe(false);
+  });
+
   it('refuses an existing directory, mixed flags and bad kernel lists, writing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
     const base = ['emit', '--target', 'c', '--device', DEVICE];

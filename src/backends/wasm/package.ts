@@ -1,3 +1,4 @@
+import { KgenError } from '../../errors.js';
 import { planOfFamilies } from '../../plan/index.js';
 import { templateSet } from '../../render/templates.js';
 import { jsUsageView, packageJson, rootLoaderView } from '../js-package.js';
@@ -5,7 +6,7 @@ import type { PackageBuild, PackageContext, PackagedKernel } from '../types.js';
 import { wasmPackageDeclarations } from './bindings.js';
 import { attentionSizes, attentionUsageView } from './attention.js';
 import { harnessLayout } from './matmul.js';
-import { BUFFER_ALIGN, PAGE_BYTES, placeBuffers } from './memory.js';
+import { BUFFER_ALIGN, MEMORY_MAX_PAGES, PAGE_BYTES, placeBuffers } from './memory.js';
 
 /** A placement of every kernel's buffers in one memory, in kernel order: byte offsets, total, pages. */
 export interface PackageLayout {
@@ -19,6 +20,11 @@ function kernelSizes(plan: PackagedKernel['plan']): Record<string, number> {
   return plan.family === 'cpu-attention' ? attentionSizes(plan) : harnessLayout(planOfFamilies(plan, ['cpu-matmul'], 'a WebAssembly package')).sizes;
 }
 
+/**
+ * Every kernel's buffers placed one after another in one memory, as `loadAll` makes or takes it.
+ * Invariant: they end within the 4 GiB a 32-bit memory addresses (each kernel's plan checks its
+ * own buffers alone; together they may not fit, and then loadAll could make no memory for them).
+ */
 function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
   const placed: PackageLayout['kernels'] = {};
   let at = BUFFER_ALIGN;
@@ -26,6 +32,15 @@ function packageLayout(kernels: readonly PackagedKernel[]): PackageLayout {
     const p = placeBuffers(kernelSizes(k.plan), { start: at, emptyIsNull: true });
     placed[k.dir] = p.at;
     at = p.end;
+  }
+  const addressable = MEMORY_MAX_PAGES * PAGE_BYTES;
+  if (at > addressable) {
+    throw new KgenError({
+      field: '--kernels',
+      problem: `the kernels' buffers take ${at} bytes in the one memory index.mjs places them all in, more than the ${addressable} a WebAssembly memory addresses`,
+      expected: 'kernels whose tensors, weights and workspaces together fit in 4 GiB',
+      hint: 'split the list into packages that each fit (each package\'s loadAll makes a memory of its own)',
+    });
   }
   return { kernels: placed, bytes: at, pages: Math.ceil(at / PAGE_BYTES) };
 }
