@@ -524,6 +524,15 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expect(['@Me/Layer Kernels', 'My Kernels', '_x', '', '@/x', 'a'.repeat(300)].map(npmPackageName)).toEqual(['@me/layer-kernels', 'my-kernels', 'x', 'kgen-kernels', 'x', 'a'.repeat(214)]);
   });
 
+  // A C package has no package.json: the note that one names the package otherwise was wrong there.
+  it('a C package named with --package-name "My Layer" takes kgen_my_layer, and no note about package.json', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-package-'));
+    const r = await run(['emit', '--target', 'c', '--device', DEVICE, '--isa', 'scalar', '--op', 'matmul_q8', '--shape', 'M=1,N=16,K=64', '--package', join(dir, 'p'), '--package-name', 'My Layer', '--no-records']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/package\.json/);
+    expect(existsSync(join(dir, 'p', 'kgen_my_layer.h'))).toBe(true);
+  });
+
   // Each kernel's plan keeps its own buffers within 4 GiB; loadAll places all of them in one memory,
   // and a package of two 2.6 GB kernels was written with layout.pages 80738 (over 65536), so its
   // loadAll could only throw a RangeError from WebAssembly.Memory.

@@ -156,10 +156,6 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
   } else {
     kernels = [toRequest(flags)];
   }
-  // A name npm would refuse is made valid (as the directory's name is), and the user is told.
-  if (flags.packageName !== undefined && npmPackageName(flags.packageName) !== flags.packageName) {
-    process.stderr.write(`kgen: --package-name ${quoted(flags.packageName)} is not a valid npm name, so package.json names the package ${quoted(npmPackageName(flags.packageName))} (lower case, - for other characters; pass a valid name to choose it)\n`);
-  }
   const records = flags.records ? openDbForReading(flags) : undefined;
   let result;
   try {
@@ -168,6 +164,11 @@ async function emitPackage(flags: EmitFlags): Promise<void> {
     records?.close();
   }
   for (const note of result.notes) process.stderr.write(`kgen: ${note}\n`);
+  // A name npm would refuse is made valid (as the directory's name is), and the user is told where
+  // the package has a package.json to name (a C or CUDA package takes its library name from it instead).
+  if (flags.packageName !== undefined && npmPackageName(flags.packageName) !== flags.packageName && 'package.json' in result.files) {
+    process.stderr.write(`kgen: --package-name ${quoted(flags.packageName)} is not a valid npm name, so package.json names the package ${quoted(npmPackageName(flags.packageName))} (lower case, - for other characters; pass a valid name to choose it)\n`);
+  }
   writeOutputTree(dir, result.files, { field: '--package' });
   if (flags.json) printJson({ package: dir, files: Object.keys(result.files), index: result.index });
   else process.stderr.write(`kgen: wrote a package of ${result.index.kernels.length} ${result.index.target} kernel(s) to ${pathText(dir)}: ${result.index.kernels.map((k) => k.name).join(', ')}\n`);
