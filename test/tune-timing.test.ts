@@ -230,7 +230,7 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
 
   async function session(
     script: Script,
-    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown>; strategy?: string },
+    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown>; strategy?: string; machineCores?: number },
   ) {
     const db = o.db ?? openTuningDb(':memory:');
     const h = harness(script, o.onExecute);
@@ -242,10 +242,11 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       workloads: [{ op: q4, shape: SMALL }],
       strategy: o.strategy ?? 'exhaustive',
       trials: o.trials,
-      threads: 64, // all of the profile's cores: any foreign load is on the kernel's cores
+      threads: 64, // all of the (fake) machine's cores: any foreign load is on the kernel's cores
       cacheDir: '/nonexistent-kgen-test-cache',
       runnerFor: h.runner,
       cpuSampler: h.cpuSampler,
+      machineCores: o.machineCores ?? 64,
       timing: o.timing,
       signal: o.signal,
       timeBudgetMs: o.timeBudgetMs,
@@ -272,6 +273,15 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(summary.results[0]).toMatchObject({ added: 3, disturbed: 0 });
     expect(summary.results[0]!.final).toBeUndefined();
     expect(db.trials(summary.results[0]!.workload.id).every((t) => t.strategy === 'exhaustive')).toBe(true);
+  });
+
+  it('the idle cores are the machine\'s, not the profile\'s: foreign load on cores the kernel left idle is no interference', async () => {
+    // The kernel takes the profile's 64 cores on a 128-core machine (as wasm-simd128's one core on any
+    // desktop): another process's core ran beside it, not on its cores.
+    const { summary, events } = await session((rank) => ({ ms: 1 + rank / 10, foreignCores: 1 }), { trials: 2, timing: { finalists: 0 }, machineCores: 128 });
+    expect(of(events, 'remeasure')).toHaveLength(0);
+    expect(of(events, 'trial').map((e) => e.interference?.disturbed)).toEqual([false, false]);
+    expect(summary.results[0]).toMatchObject({ added: 2, disturbed: 0 });
   });
 
   it('disturbed in every attempt: the fastest attempt is recorded, and counted as disturbed', async () => {

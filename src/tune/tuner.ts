@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { availableParallelism, hostname } from 'node:os';
+import { availableParallelism, cpus, hostname } from 'node:os';
 import { checkSupport, planRequest, renderPlan, runnerFor, targetFor } from '../backends/registry.js';
 import type { KernelBuild, KernelRunner, TrialStatus } from '../backends/types.js';
 import { contendingTrials, currentTrials, RETIME_STRATEGY } from '../db/current.js';
@@ -86,6 +86,13 @@ export interface TuneOptions {
    * returns undefined, the spread is the only evidence). Tests pass a fake.
    */
   cpuSampler?: () => CpuSample | undefined;
+  /**
+   * Cores of the machine whose counters `cpuSampler` reads (default: this machine's, `os.cpus()`),
+   * for the cores a timed run leaves idle. Not the profile's: wasm-simd128 models one core of a
+   * typical desktop, while its kernels run here beside this machine's other cores. Tests pass it
+   * with their fake sampler.
+   */
+  machineCores?: number;
 }
 
 /** What the CLI shows as a session goes; the tuner itself never prints. */
@@ -256,7 +263,8 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     policy,
     sample: opts.cpuSampler ?? cpuSample,
     // A CPU kernel keeps `threads` cores busy; a GPU kernel, the one host thread that launches and times it.
-    idleCores: Math.max(0, cores - (device.kind === 'cpu' ? threads : 1)),
+    // The rest of this machine's cores (the sampler's counters are this machine's) are idle to it.
+    idleCores: Math.max(0, (opts.machineCores ?? cpus().length) - (device.kind === 'cpu' ? threads : 1)),
     interrupted: () => Boolean(opts.signal?.aborted),
   };
 
