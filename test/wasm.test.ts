@@ -10,6 +10,7 @@ import { assembleWat } from '../src/backends/wasm/assemble.js';
 import { placeBuffers } from '../src/backends/wasm/memory.js';
 import { RELAXED_DOT_CASE } from '../src/backends/wasm/probe.js';
 import { wasmRunner, type WasmRunLevel } from '../src/backends/wasm/runner.js';
+import type { Shape } from '../src/ir/types.js';
 import { f16BitsToF32 } from '../src/numeric/half.js';
 import { opKit } from '../src/ops/index.js';
 import type { CpuMatmulParams } from '../src/plan/cpu-matmul.js';
@@ -533,6 +534,24 @@ describe('the WebAssembly runner and emit', () => {
     } finally {
       db.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('tune refuses a --threads the WebAssembly harness cannot run before it registers the workload', async () => {
+    const { openTuningDb } = await import('../src/db/sqlite.js');
+    const { getDevice } = await import('../src/device/index.js');
+    const { CATALOG } = await import('../src/ir/catalog.js');
+    const { tune } = await import('../src/tune/tuner.js');
+    const db = openTuningDb(':memory:');
+    try {
+      const session = (op: 'matmul_q4' | 'attention_f16', shape: Shape, threads: number) =>
+        tune({ db, device: getDevice('wasm-simd128'), target: 'wasm', workloads: [{ op: CATALOG[op]!, shape }], strategy: 'random', trials: 1, threads, cacheDir: '/nonexistent-kgen-test-cache' });
+      await expect(session('matmul_q4', { M: 1, N: 32, K: 64 }, 2)).rejects.toMatchObject({ field: '--threads', message: expect.stringContaining('runs one thread, not 2') });
+      await expect(session('attention_f16', { B: 1, Hq: 2, Hkv: 1, Sq: 1, Skv: 30, D: 64 }, 17)).rejects.toMatchObject({ field: '--threads', message: expect.stringContaining('1 to 16 threads, not 17') });
+      // Nothing half-done: no workload row without trials.
+      expect(db.workloads()).toEqual([]);
+    } finally {
+      db.close();
     }
   });
 

@@ -418,6 +418,12 @@ export interface KernelRunner {
   cannotExecute(plan: Plan): string | undefined;
   /** True when `execute` timings reflect the real device (false for emulators and shims). */
   timesAreReal: boolean;
+  /**
+   * Throws a KgenError (field `--threads`) when timed runs cannot take `threads` host threads; absent
+   * where any count is taken. The tuner asks before it registers a workload, so a refused
+   * `--threads` leaves nothing in the database.
+   */
+  checkTimedThreads?(threads: number): void;
   build(plan: Plan, kernel: RenderedKernel, opts?: BuildOptions): Promise<KernelBuild>;
   execute(build: Extract<KernelBuild, { status: 'ok' }>, inputs: KernelInputs, opts?: { timeoutMs?: number; timing?: TimingOptions }): Promise<KernelExecution>;
 }

@@ -282,6 +282,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
       continue;
     }
     const defaultCandidate = space.legal[0]!;
+    runnerOf(defaultCandidate.plan).checkTimedThreads?.(threads);
     const renderCtx = { version: KGEN_VERSION, irHash: opHash(spec.op), command: commentText('kgen tune') };
     const templateHash = renderPlan(defaultCandidate.plan, renderCtx).templateHash;
     const traffic = defaultCandidate.plan.traffic;

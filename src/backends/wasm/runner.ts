@@ -32,6 +32,17 @@ export const HARNESS_NODE_FLAGS = ['--experimental-wasm-relaxed-simd', '--no-lif
  */
 export type WasmHarness = { kind: 'rows' } | { kind: 'tasks'; checkThreads: number; maxThreads: number };
 
+/** Refuses a thread count the harness cannot run: matmul's runs one thread, attention's 1 to its slots. */
+function checkHarnessThreads(harness: WasmHarness, threads: number): void {
+  if (harness.kind === 'tasks') {
+    if (!Number.isInteger(threads) || threads < 1 || threads > harness.maxThreads) {
+      throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}`, hint: 'the workspace holds one scratch slot per thread that runs tasks' });
+    }
+  } else if (threads !== 1) {
+    throw new KgenError({ field: '--threads', problem: `the WebAssembly harness runs one thread, not ${threads}`, expected: '1', hint: 'time WebAssembly kernels with --threads 1' });
+  }
+}
+
 /**
  * Builds WebAssembly kernels (assembling their text in-process) and runs them in a child Node
  * process on the same input files the C harness reads, with a timeout; a module that does not
@@ -59,17 +70,16 @@ export function wasmRunner(level: WasmRunLevel = 'auto', harness: WasmHarness = 
         },
       });
     },
+    checkTimedThreads: (threads) => checkHarnessThreads(harness, threads),
     async execute(build, inputs: KernelInputs, opts: { timeoutMs?: number; timing?: TimingOptions } = {}): Promise<KernelExecution> {
       const t = opts.timing;
       let threadArgs: string[] = [];
       if (harness.kind === 'tasks') {
         const threads = t?.threads ?? harness.checkThreads;
-        if (!Number.isInteger(threads) || threads < 1 || threads > harness.maxThreads) {
-          throw new KgenError({ field: '--threads', problem: `the WebAssembly attention harness runs 1 to ${harness.maxThreads} threads, not ${threads}`, expected: `1..${harness.maxThreads}`, hint: 'the workspace holds one scratch slot per thread that runs tasks' });
-        }
+        checkHarnessThreads(harness, threads);
         threadArgs = [String(threads)];
-      } else if (t && (t.threads ?? 1) !== 1) {
-        throw new KgenError({ field: '--threads', problem: `the WebAssembly harness runs one thread, not ${t.threads}`, expected: '1', hint: 'time WebAssembly kernels with --threads 1' });
+      } else if (t) {
+        checkHarnessThreads(harness, t.threads ?? 1);
       }
       return runHarness({
         command: [process.execPath, ...HARNESS_NODE_FLAGS, join(build.dir, 'harness.mjs')],
