@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { emit } from '../src/api/emit.js';
 import { buildPackage } from '../src/api/package.js';
@@ -227,6 +228,28 @@ describe('WebAssembly attention output', () => {
       expect(r.done).toBe(true);
       expect(e.files['kernel.d.mts']).toContain('export declare const maxThreads: 16;');
       expect(e.files['kernel.d.mts']).toMatch(/a script that never calls close\(\) still exits/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('loadKernel\'s tasks takes slots 0..slots - 1 and refuses any other with a RangeError before the module runs (it would trap: unreachable)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-wasm-attn-slot-'));
+    try {
+      const shape = 'B=1,Hq=2,Hkv=1,Sq=1,Skv=40,D=64';
+      for (const [name, op, kvLen] of [['fixed', ir('f16', true), []], ['runtime', ir('q8', true, { kvLength: 'runtime' }), [40]]] as const) {
+        const e = emit({ target: 'wasm', ir: op, shape });
+        mkdirSync(join(dir, name));
+        await writeEmittedWasm(e, join(dir, name));
+        const K = await import(pathToFileURL(join(dir, name, 'kernel.mjs')).href);
+        const k = await K.loadKernel({ memory: new WebAssembly.Memory({ initial: 16 }) });
+        k.prepare(0, 1 << 16);
+        const tasks = (slot: unknown) => () => k.tasks(1 << 16, 1024, 2048, 4096, 8192, 512, 0, K.tasks, slot, ...kvLen);
+        expect(tasks(WASM_ATTENTION_SLOTS - 1)).not.toThrow();
+        for (const [slot, shown] of [[WASM_ATTENTION_SLOTS, '16'], [-1, '-1'], [1.5, '1.5'], ['2', '"2" (a string)'], [undefined, 'undefined']] as const) {
+          expect(tasks(slot), name).toThrow(new RangeError(`kgen_${String(op.name)}: slot must be an integer in [0, 15] (one of the workspace's 16 scratch slots, one per thread running tasks at once), not ${shown}`));
+        }
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

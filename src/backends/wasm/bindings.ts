@@ -162,7 +162,7 @@ export function wasmAttentionDeclarations(plan: CpuAttentionPlan, opts: { fn: st
       ],
       methods: [
         { name: 'prepare', parameters: [ptr('q'), ptr('workspace')], returnType: 'void', docs: ['Converts and scales Q once per call.'] },
-        { name: 'tasks', parameters: [...tasksParams, ptr('slot'), ...kvLen], returnType: 'void', docs: [`Tasks [taskBegin, taskEnd) in scratch slot \`slot\`; disjoint ranges may run at once in different slots.${kvLenDoc}`] },
+        { name: 'tasks', parameters: [...tasksParams, ptr('slot'), ...kvLen], returnType: 'void', docs: [`Tasks [taskBegin, taskEnd) in scratch slot \`slot\`, an integer in [0, slots - 1] (any other value throws a RangeError and computes nothing); disjoint ranges may run at once in different slots.${kvLenDoc}`] },
         { name: 'merge', parameters: mergeParams, returnType: 'void', docs: ['Output rows [rowBegin, rowEnd), after every task: the split partials merged by log-sum-exp.'] },
         { name: 'run', parameters: [...runParams, ...kvLen], returnType: 'void', docs: [`prepare + every task + merge, on this thread.${kvLenDoc}`] },
       ],
