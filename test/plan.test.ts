@@ -143,6 +143,8 @@ describe('config validation', () => {
     expect(error).not.toBeInstanceOf(BudgetError);
     expect((error as KgenError).field).toBe('--op');
     expect((error as KgenError).problem).toBe(`no config of ${op.name} is legal for ${host.name}: this target takes no such op`);
+    // Not a matmul's remedy for every op: attention's rules are about D and the cache's groups.
+    expect((error as KgenError).hint).toBe('change the op or the shape as that rule asks, or use another target');
   });
 
   it('refuses a target the device does not run', () => {

@@ -246,7 +246,8 @@ export function defaultConfig(req: PlanRequest, space: SearchSpace = spaceFor(re
       field: fromCatalog ? '--op' : '--ir',
       problem: `no config of ${req.op.name} is legal for ${req.device.name}: ${found.restriction}`,
       expected: 'an op and shape the target\'s kernels take',
-      hint: 'change the op (e.g. its activation types) or the shape, or use another target',
+      // The rule may be about the op's types (matmul) or a dimension (attention's D): no example that misleads one of them.
+      hint: 'change the op or the shape as that rule asks, or use another target',
     });
   }
   throw new BudgetError({
