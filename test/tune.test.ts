@@ -411,6 +411,23 @@ describe('kgen tune and kgen db on the command line', () => {
     expect(existsSync(dbPath)).toBe(false);
   });
 
+  it('refuses a --threads the harness cannot run, and names --ir for an IR file no config takes, each in one line and before any database exists', async () => {
+    const dir = tmp();
+    const dbPath = join(dir, 'refused.db');
+    const threads = await run(['tune', '--device', 'wasm-simd128', '--op', 'matmul_q4', '--shape', 'M=1,N=32,K=64', '--threads', '2'], { KGEN_DB: dbPath });
+    expect(threads.exitCode).toBe(2);
+    expect(threads.stderr.trim().split('\n')).toHaveLength(1);
+    expect(threads.stderr).toMatch(/^kgen: --threads: the WebAssembly harness runs one thread, not 2; expected 1;/);
+    // q8 scale groups of one value hold no whole number of SIMD128 vectors: nothing on wasm takes them.
+    const irPath = join(dir, 'g1.json');
+    writeFileSync(irPath, JSON.stringify({ kind: 'attention', name: 'a_g1', kvCache: 'q8', kvGroupSize: 1 }));
+    const ir = await run(['tune', '--device', 'wasm-simd128', '--ir', irPath, '--shape', 'B=1,Hq=2,Hkv=1,Sq=1,Skv=8,D=20'], { KGEN_DB: dbPath });
+    expect(ir.exitCode).toBe(2);
+    expect(ir.stderr.trim().split('\n')).toHaveLength(1);
+    expect(ir.stderr).toMatch(/^kgen: --ir: no config of a_g1 B=1,Hq=2,Hkv=1,Sq=1,Skv=8,D=20 on wasm-simd128 \(wasm\) is legal: .*q8 scale groups hold no whole number of vectors/);
+    expect(existsSync(dbPath)).toBe(false);
+  });
+
   it('refuses a device that is not here, in one line, and shows its space with --dry-run', async () => {
     const r = await run(['tune', '--device', 'rtx4090']);
     expect(r.exitCode).toBe(2);

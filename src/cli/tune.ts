@@ -199,9 +199,13 @@ async function tuneAction(flags: TuneFlags, controller: AbortController, started
   // is legal, before anything exists; the standard set, whose spaces all hold configs, is not
   // planned twice for that (the tuner reports any workload it skips).
   const pinned = flags.config !== undefined;
-  const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned)[0]! : pruneSpace(firstReq, fixed)).legal[0];
+  const first = (pinned || flags.op || flags.ir ? legalSpaces(workloads, device, target, fixed, pinned, flags.ir !== undefined ? '--ir' : '--op')[0]! : pruneSpace(firstReq, fixed)).legal[0];
   // tune() refuses these too; here they come before the database and the cache exist.
-  if (first) checkTimesAreReal(device, target, timingRunner(first.plan));
+  if (first) {
+    const runner = timingRunner(first.plan);
+    checkTimesAreReal(device, target, runner);
+    if (settings.threads !== undefined) runner.checkTimedThreads?.(settings.threads);
+  }
   for (const w of workloads) checkRunFits(w, 'the tuner');
   // Every flag and the database are checked before anything is created.
   preflightDbForWriting(flags);
@@ -467,12 +471,12 @@ function mainPruningText(s: PrunedSpace): string {
  * (most often a --config pinning a knob value the restrictions rule out): the tuner would skip it
  * without a word.
  */
-function legalSpaces(workloads: WorkloadSpec[], device: DeviceProfile, target: TargetName, fixed: Record<string, unknown>, pinned: boolean) {
+function legalSpaces(workloads: WorkloadSpec[], device: DeviceProfile, target: TargetName, fixed: Record<string, unknown>, pinned: boolean, opFlag: '--op' | '--ir') {
   return workloads.map((w) => {
     const s = pruneSpace(planRequest({ op: w.op, shape: w.shape, device, target }), fixed);
     if (s.legal.length > 0) return s;
     throw new KgenError({
-      field: pinned ? '--config' : '--op',
+      field: pinned ? '--config' : opFlag,
       problem: `no config of ${w.op.name} ${formatShape(w.shape)} on ${device.name} (${target}) is legal: ${mainPruningText(s)}`,
       expected: pinned ? 'knob values the restrictions allow' : 'an op and shape this device can run',
       hint: 'the same command with --dry-run lists every pruned config by reason',
