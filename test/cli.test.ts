@@ -221,6 +221,28 @@ describe.concurrent('kgen CLI', () => {
     expectUsageError(await run(['plan', ...request.slice(0, 2), '--device', t4, ...request.slice(4)]), /t4\.json: name: invalid device profile; expected a name of its own \("t4" is a shipped profile\)/);
   });
 
+  it('db best: records of other shapes whose best configs this shape rules out are named as such, not as no record', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-nearest-'));
+    try {
+      const db = join(dir, 'tuning.db');
+      const t = openTuningDb(db);
+      const op = CATALOG.attention_f16!;
+      const device = getDevice('wasm-simd128');
+      const w = t.ensureWorkload({ device: device.name, fingerprint: { profile: device.name, target: 'wasm', profileHash: profileHash(device)! }, target: 'wasm', op, irHash: opHash(op), shape: { B: 1, Hq: 5, Hkv: 1, Sq: 5, Skv: 77, D: 64 }, templateHash: '0123456789abcdef', kgenVersion: KGEN_VERSION, bytes: 1e6, flops: 2e6, rooflineMs: 0.01 });
+      // A query tile of 5: legal at Sq = 5, ruled out at Sq = 4 (qBlock exceeds Sq).
+      const config = { isa: 'simd128', qBlock: 5, splits: 1, kvBlock: 128, pvInt: 0, rowGroup: 4, qInt8: 0, touch: 0 };
+      t.addTrial(w.id, { uid: '00000000-0000-4000-8000-0000000b35f1', config, configHash: canonicalHash(config), status: 'ok', timing: { medianMs: 0.04, minMs: 0.039, maxMs: 0.05, spread: 0.05, runs: 21 }, origin: 'lab', createdAt: new Date().toISOString() });
+      t.close();
+      const best = (shape: string) => run(['db', 'best', '--device', 'wasm-simd128', '--op', 'attention_f16', '--shape', shape, '--db', db]);
+      expect((await best('B=1,Hq=5,Hkv=1,Sq=5,Skv=78,D=64')).stdout).toMatch(/the nearest recorded shape/);
+      const r = await best('B=1,Hq=5,Hkv=1,Sq=4,Skv=77,D=64');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toBe('no record for attention_f16 on wasm-simd128 (wasm) whose config this shape takes (the best configs of its 1 recorded shape are not legal here); emit uses the default config');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('records of a profile file stop counting once a figure of the file changes: emit, db best, db list and report say so', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kgen-cli-figures-'));
     const { match: _match, ...epyc } = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'targets', 'epyc-7763.json'), 'utf8')) as { match: unknown; cpu: { l2Bytes: number } };

@@ -151,7 +151,12 @@ Examples:
           return printJson({ ...(choice ? { source: choice.source, config: choice.resolved.plan.config, workloadId: choice.workload.id, shape: choice.workload.shape, trial: choice.trial } : { source: 'default' }), ...(notes.length ? { notes } : {}) });
         }
         for (const note of notes) process.stderr.write(`kgen: ${note}\n`);
-        if (!choice) return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target})${notes.length ? ' under its current figures' : ''}; emit uses the default config\n`);
+        if (!choice) {
+          // Records of other shapes whose best configs this shape rules out (a query tile past Sq, a knob it lacks) are not "no record".
+          const shapes = notes.length ? 0 : d.workloads({ device: req.device.name, target: req.target, irHash: req.irHash }).length;
+          const other = shapes ? ` whose config this shape takes (the best configs of its ${shapes} recorded shape${shapes === 1 ? '' : 's'} are not legal here)` : '';
+          return void process.stdout.write(`no record for ${req.op.name} on ${req.device.name} (${req.target})${notes.length ? ' under its current figures' : other}; emit uses the default config\n`);
+        }
         process.stdout.write(`${JSON.stringify(configInUse(choice.resolved.plan))}\n${describeChoice(choice)}; workload ${choice.workload.id}\n`);
       }),
     );
