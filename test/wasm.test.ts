@@ -537,6 +537,15 @@ describe('the WebAssembly runner and emit', () => {
     }
   });
 
+  it('verify refuses --sanitize and --werror, which the WebAssembly runner would ignore, before building', async () => {
+    const request = { target: 'wasm', op: 'matmul_q4', shape: 'M=1,N=32,K=64' } as const;
+    await expect(verify({ ...request, sanitize: true })).rejects.toMatchObject({ field: '--sanitize', message: expect.stringContaining('which has no sanitizer build') });
+    await expect(verify({ ...request, werror: true })).rejects.toMatchObject({ field: '--werror', message: expect.stringContaining('no compiler warnings to fail on') });
+    // A runner that states the switch is given it.
+    const runner = { ...wasmRunner('auto'), buildFlags: ['werror'] as const };
+    expect((await verify({ ...request, werror: true, runner })).status).toBe('ok');
+  });
+
   it('tune refuses a --threads the WebAssembly harness cannot run before it registers the workload', async () => {
     const { openTuningDb } = await import('../src/db/sqlite.js');
     const { getDevice } = await import('../src/device/index.js');

@@ -80,6 +80,16 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   });
   const { plan } = result;
   const runner = opts.runner ?? runnerFor(plan);
+  for (const flag of ['sanitize', 'werror'] as const) {
+    if (opts[flag] && !runner.buildFlags?.includes(flag)) {
+      throw new KgenError({
+        field: `--${flag}`,
+        problem: `${plan.target} kernels build and run here through ${runner.name}, which has ${flag === 'sanitize' ? 'no sanitizer build' : 'no compiler warnings to fail on'}`,
+        expected: `no --${flag} for this target`,
+        hint: `leave --${flag} out: the run checks the output against the reference either way`,
+      });
+    }
+  }
   checkRunFits(plan, 'kgen verify');
   const build = await runner.build(plan, result.rendered, { werror: opts.werror, sanitize: opts.sanitize, timeoutMs: opts.timeoutMs });
   const base = { plan, configSource: result.manifest.configSource, notes: result.notes, tolerance: plan.tolerance, compileMs: build.compileMs, runMs: 0, runner: runner.name };

@@ -339,6 +339,9 @@ export type TrialStatus = (typeof TRIAL_STATUSES)[number];
 // One definition (src/ops/types.ts): the test data a verify draws is what a runner executes.
 export type { KernelInputs };
 
+/** The BuildOptions switches a runner's build may honour (`KernelRunner.buildFlags`). */
+export type BuildFlag = 'werror' | 'sanitize';
+
 export interface BuildOptions {
   /** Fail on compiler warnings. */
   werror?: boolean;
@@ -418,6 +421,12 @@ export interface KernelRunner {
   cannotExecute(plan: Plan): string | undefined;
   /** True when `execute` timings reflect the real device (false for emulators and shims). */
   timesAreReal: boolean;
+  /**
+   * The BuildOptions switches `build` honours; absent: none (an in-process assembler, a shader
+   * compiler with nothing to sanitize). verify refuses a switch the runner would ignore, rather
+   * than report a sanitized or warning-free build that never happened.
+   */
+  buildFlags?: readonly BuildFlag[];
   /**
    * Throws a KgenError (field `--threads`) when timed runs cannot take `threads` host threads; absent
    * where any count is taken. The tuner asks before it registers a workload, so a refused

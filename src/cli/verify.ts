@@ -12,8 +12,8 @@ export function registerVerify(program: Command): void {
     .command('verify')
     .description('compile a kernel with the real compiler, run it on seeded data and compare with the f64 reference')
     .option('--seed <n>', 'seed of the random inputs', '1')
-    .option('--sanitize', 'build with AddressSanitizer and UndefinedBehaviorSanitizer')
-    .option('--werror', 'treat compiler warnings as errors')
+    .option('--sanitize', 'build with AddressSanitizer and UndefinedBehaviorSanitizer (C; CUDA: the CPU shim, or compute-sanitizer on a GPU); refused where the target has no sanitizer build')
+    .option('--werror', 'treat compiler warnings as errors (C, CUDA; refused where the target has no compiler warnings)')
     .option('--no-records', 'ignore the tuning database: verify --config or the default config');
   addDbFlag(cmd);
   addKernelFlags(cmd).addHelpText(

@@ -70,6 +70,7 @@ export function cRunner(isa: string): KernelRunner {
   return {
     name: emulated(tc) ? tc.runner![0]! : standIn ? `native (${standIn.label})` : 'native',
     timesAreReal: !emulated(tc) && !standIn,
+    buildFlags: ['werror', 'sanitize'],
     cannotExecute: () => cannotRunReason(isa),
     async build(plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       await checkTools(tc, false);

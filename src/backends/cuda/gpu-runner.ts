@@ -175,6 +175,8 @@ export function cudaGpuRunner(opts: CudaGpuRunnerOptions): KernelRunner {
   const gpu = opts.gpu;
   return {
     ...gpuIdentity(opts, 'nvcc + CUDA driver API'),
+    // nvcc's -Werror all-warnings; compute-sanitizer memcheck on the run.
+    buildFlags: ['werror', 'sanitize'],
     async build(plan: Plan, kernel: RenderedKernel, bo: BuildOptions = {}): Promise<KernelBuild> {
       await checkNvcc(nvcc);
       const arch = archOf(plan);

@@ -70,6 +70,7 @@ export function cudaShimRunner(): KernelRunner {
   return {
     name: 'cuda-cpu-shim (no GPU: g++ and kgen\'s CPU shim)',
     timesAreReal: false,
+    buildFlags: ['werror', 'sanitize'],
     cannotExecute: () => undefined,
     async build(plan: Plan, kernel: RenderedKernel, opts: BuildOptions = {}): Promise<KernelBuild> {
       await checkCompiler();
