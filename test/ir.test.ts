@@ -89,6 +89,15 @@ describe('shapes', () => {
     expect(e.field).toBe('--shape K');
     expect(e.message).toContain('not a multiple of the q4 group size 64');
     expect(e.message).toContain('pad K to 128');
+    // K = 100 holds no whole groups of 32 either: padding is the only remedy offered.
+    expect(e.message).not.toContain('groupSize');
+  });
+
+  it('names the group size an IR file could take where one divides K, and none for ggml\'s fixed blocks', () => {
+    expect(errorOf(() => parseShape('M=3,N=77,K=96', CATALOG.matmul_q35!)).hint).toBe(
+      'pad K to 128 with zero weights, or write the op as an IR file with "weight": {"format": "q35", "groupSize": 32} (it divides K=96) and pass it with --ir (docs/ir.md)',
+    );
+    expect(errorOf(() => parseShape('M=3,N=77,K=80', CATALOG.matmul_q4_0!)).hint).toBe('pad K to 96 with zero weights');
   });
 
   it('refuses missing, unknown, repeated and non-integer dimensions', () => {

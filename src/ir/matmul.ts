@@ -9,6 +9,10 @@ export function isMatmulOp(op: Op): op is MatmulOp {
 }
 
 const WEIGHT_FORMATS: readonly WeightFormatName[] = ['q35', 'q4', 'q8', 'q4_0', 'q8_0', 'f16'];
+/** Formats whose scale group is fixed by their block layout (ggml's 32); the others take any multiple of 32. */
+const FIXED_GROUP_FORMATS: readonly WeightFormatName[] = ['q4_0', 'q8_0'];
+/** Weights a kernel consumes at a time: every group size, and K, is a multiple of it. */
+const K_STEP = 32;
 
 function validateMatmul(obj: Json, path: string): MatmulOp {
   noUnknownKeys(obj, path, ['kind', 'name', 'x', 'weight', 'y', 'epilogue']);
@@ -20,7 +24,7 @@ function validateMatmul(obj: Json, path: string): MatmulOp {
   noUnknownKeys(w, `${path}.weight`, ['format', 'groupSize']);
   const format = oneOf(w, 'format', `${path}.weight`, WEIGHT_FORMATS);
   let groupSize: number | undefined;
-  if (format === 'q4_0' || format === 'q8_0') {
+  if (FIXED_GROUP_FORMATS.includes(format)) {
     if (w.groupSize !== undefined && w.groupSize !== 32) {
       fail(`${path}.weight.groupSize`, `got ${valueText(w.groupSize)}`, '32 (fixed by the ggml block layout) or no value');
     }
@@ -44,6 +48,20 @@ function validateMatmul(obj: Json, path: string): MatmulOp {
   return { kind: 'matmul', name, x, weight: groupSize === undefined ? { format } : { format, groupSize }, y, epilogue };
 }
 
+/**
+ * The other remedy when K is not a whole number of groups: a format whose group size is free takes
+ * the largest multiple of 32 below `group` that divides K, which only an IR file can set (the
+ * catalog's ops have 64); no format has groups under 32, so a K that 32 does not divide is padded.
+ */
+function groupHint(format: WeightFormatName, group: number, K: number): string {
+  if (FIXED_GROUP_FORMATS.includes(format)) return '';
+  let fits: number | undefined;
+  for (let g = group - K_STEP; g >= K_STEP && fits === undefined; g -= K_STEP) if (K % g === 0) fits = g;
+  return fits === undefined
+    ? ''
+    : `, or write the op as an IR file with "weight": {"format": "${format}", "groupSize": ${fits}} (it divides K=${K}) and pass it with --ir (docs/ir.md)`;
+}
+
 /** The matmul op's IR: Y[M,N] = X[M,K] . W[N,K]^T, K a whole number of weight groups. */
 export const matmulIr: OpIr<MatmulOp, MatmulShape> = {
   kind: 'matmul',
@@ -54,7 +72,7 @@ export const matmulIr: OpIr<MatmulOp, MatmulShape> = {
     const g = op.weight.groupSize;
     if (g !== undefined && shape.K % g !== 0) {
       shapeFail(`${field} K`, `K=${shape.K} is not a multiple of the ${op.weight.format} group size ${g}`,
-        `K divisible by ${g}`, `pad K to ${Math.ceil(shape.K / g) * g} with zero weights, or use a format with a smaller group`);
+        `K divisible by ${g}`, `pad K to ${Math.ceil(shape.K / g) * g} with zero weights${groupHint(op.weight.format, g, shape.K)}`);
     }
     if (op.weight.format === 'f16' && shape.K % 32 !== 0) {
       shapeFail(`${field} K`, `K=${shape.K} is not a multiple of 32`, 'K divisible by 32 for f16 weights (kernels consume 32 weights at a time)',
