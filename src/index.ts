@@ -15,7 +15,7 @@ export { planRequest, targetNames, targetFor } from './backends/registry.js';
 export type {
   Target, Backend, RenderedKernel, KernelRunner, AbiEntry, BindingInterface, Fingerprint, TrialStatus,
   BackendCapabilities, TargetVariants, Renderers, RenderContext, ResourceReport, DeviceNeed, WgslPass,
-  KernelInputs, BuildOptions, KernelBuild, KernelExecution, Timing, TimingOptions, ReadProbeTiming,
+  KernelInputs, BuildFlag, BuildOptions, KernelBuild, KernelExecution, Timing, TimingOptions, ReadProbeTiming,
   PackagedKernel, PackageContext, PackageBuild, WorkloadInfo, RunResultImport, RunImportContext, ImportedRun,
 } from './backends/types.js';
 export type { TensorInfo, WeightsInfo } from './ops/index.js';
