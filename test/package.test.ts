@@ -571,6 +571,9 @@ export async function call(adapter: GPUAdapter, x: GPUBuffer, w: GPUBuffer, y: G
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[1\]\.shape K: K=65 is not a multiple/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "config": {"nTile": 3}}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.config\.nTile: got 3/);
+    // An inline op's mistake names its entry, and the hint the list, not an IR file.
+    writeFileSync(join(dir, 'k.json'), JSON.stringify([{ op: 'matmul_q4', shape: 'M=1,N=64,K=64' }, { ir: { kind: 'matmul', name: 'm', x: 'f32', weight: { format: 'q5' }, y: 'f32' }, shape: 'M=1,N=64,K=64' }]));
+    expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /^kgen: --kernels\[1\]\.ir\.weight\.format: got "q5"; expected one of .*; fix that entry's "ir" in the kernel list/);
     writeFileSync(join(dir, 'k.json'), '[{"op": "matmul_q4", "shape": "M=1,N=64,K=64", "name": "9lives"}]');
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--package', join(dir, 'p')]), /--kernels\[0\]\.name: .*not a usable name/);
     expectError(await run([...base, '--kernels', join(dir, 'k.json'), '--op', 'matmul_q4', '--package', join(dir, 'p')]), /--op: given with --kernels/);

@@ -2,6 +2,7 @@ import { targetFor } from '../backends/registry.js';
 import type { PackagedKernel } from '../backends/types.js';
 import type { TuningDb } from '../db/types.js';
 import { InternalError, KgenError } from '../errors.js';
+import { IR_HINT } from '../ir/fields.js';
 import { formatShape } from '../ir/validate.js';
 import { quoted, valueText } from '../io/message-text.js';
 import { configInUse } from '../plan/index.js';
@@ -45,14 +46,17 @@ export interface PackageResult {
 
 /**
  * Runs `body` for entry `i` of the kernel list: a mistake in a flag-named field (`--shape`,
- * `config.nTile`) is that entry's field (`--kernels[1].shape`), so a long list says which entry.
+ * `config.nTile`) or in an entry's inline op (`ir.weight.format`) is that entry's field
+ * (`--kernels[1].shape`, `--kernels[1].ir.weight.format`), so a long list says which entry; an
+ * inline op's hint names the list's entry, not an IR file.
  */
 function inEntry<T>(i: number, body: () => T): T {
   try {
     return body();
   } catch (e) {
-    if (!(e instanceof KgenError) || !/^(--(op|ir|shape|device|isa|config)\b|config\.)/.test(e.field)) throw e;
-    throw new KgenError({ field: `--kernels[${i}].${e.field.replace(/^--/, '')}`, problem: e.problem, expected: e.expected, hint: e.hint });
+    if (!(e instanceof KgenError) || !/^(--(op|ir|shape|device|isa|config)\b|config\.|ir\.)/.test(e.field)) throw e;
+    const hint = e.hint === IR_HINT ? `fix that entry's "ir" in the kernel list and run again (docs/ir.md)` : e.hint;
+    throw new KgenError({ field: `--kernels[${i}].${e.field.replace(/^--/, '')}`, problem: e.problem, expected: e.expected, hint });
   }
 }
 
