@@ -203,6 +203,8 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     const clock = { at: 0, busy: 0 };
     const runs = new Map<number, number>();
     const order: number[] = [];
+    /** The host threads each execution was timed on. */
+    const threadsSeen: (number | undefined)[] = [];
     const runner = (): KernelRunner => ({
       name: 'fake',
       timesAreReal: true,
@@ -210,7 +212,8 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       async build(plan) {
         return { status: 'ok', id: configHash(plan.config), dir: '', compileMs: 1, cached: true, dispose: () => {} };
       },
-      async execute(build) {
+      async execute(build, _inputs, opts) {
+        threadsSeen.push(opts?.timing?.threads);
         const rank = rankOf.get(build.id)!;
         const run = runs.get(rank) ?? 0;
         runs.set(rank, run + 1);
@@ -225,12 +228,12 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       },
     });
     const cpuSampler = (): CpuSample => ({ systemBusy: clock.busy, own: 0, at: clock.at });
-    return { runner, cpuSampler, order, runs };
+    return { runner, cpuSampler, order, runs, threadsSeen };
   }
 
   async function session(
     script: Script,
-    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown>; strategy?: string; machineCores?: number },
+    o: { trials: number; timing?: Parameters<typeof tune>[0]['timing']; db?: ReturnType<typeof openTuningDb>; signal?: AbortSignal; onExecute?: (rank: number) => void | Promise<void>; timeBudgetMs?: number; fixed?: Record<string, unknown>; strategy?: string; machineCores?: number; threads?: number | null },
   ) {
     const db = o.db ?? openTuningDb(':memory:');
     const h = harness(script, o.onExecute);
@@ -242,7 +245,8 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
       workloads: [{ op: q4, shape: SMALL }],
       strategy: o.strategy ?? 'exhaustive',
       trials: o.trials,
-      threads: 64, // all of the (fake) machine's cores: any foreign load is on the kernel's cores
+      // All of the (fake) machine's cores by default: any foreign load is on the kernel's cores (null: the tuner's default).
+      threads: o.threads === null ? undefined : (o.threads ?? 64),
       cacheDir: '/nonexistent-kgen-test-cache',
       runnerFor: h.runner,
       cpuSampler: h.cpuSampler,
@@ -282,6 +286,14 @@ describe('the tuner re-measures disturbed trials and re-times its best few', () 
     expect(of(events, 'remeasure')).toHaveLength(0);
     expect(of(events, 'trial').map((e) => e.interference?.disturbed)).toEqual([false, false]);
     expect(summary.results[0]).toMatchObject({ added: 2, disturbed: 0 });
+  });
+
+  it('by default a run takes the profile\'s cores, but no more than the machine has', async () => {
+    // epyc-7763 claims 64 cores; a machine of 2 where it matched would otherwise time every trial on 64 threads.
+    const small = await session((rank) => ({ ms: 1 + rank / 10 }), { trials: 2, timing: { finalists: 0 }, machineCores: 2, threads: null });
+    expect(new Set(small.threadsSeen)).toEqual(new Set([2]));
+    const big = await session((rank) => ({ ms: 1 + rank / 10 }), { trials: 2, timing: { finalists: 0 }, machineCores: 128, threads: null });
+    expect(new Set(big.threadsSeen)).toEqual(new Set([64]));
   });
 
   it('disturbed in every attempt: the fastest attempt is recorded, and counted as disturbed', async () => {

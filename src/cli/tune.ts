@@ -120,7 +120,7 @@ export function registerTune(program: Command): void {
     .option('--time-budget <duration>', 'stop cleanly after this long, e.g. 90s, 10m, 1h')
     .option('--dry-run', 'print the search space (legal configs with footprint and roofline time, pruned configs by reason); runs nothing')
     .option('--seed <n>', 'seed of the strategy and of the test data', '1')
-    .option('--threads <n>', 'host threads a CPU kernel is timed on (default: the profile\'s cores: all of this machine\'s for host, 1 for wasm-simd128, whose matmul harness runs 1 thread and attention harness 1 to 16)')
+    .option('--threads <n>', 'host threads a CPU kernel is timed on (default: the profile\'s cores, at most this machine\'s: all of them for host, 1 for wasm-simd128, whose matmul harness runs 1 thread and attention harness 1 to 16)')
     .option('--timeout <duration>', 'per-run timeout for a candidate (default: 30s or more for slow shapes)')
     .option('--cache-dir <dir>', 'where compiled candidates are cached by source hash (default: $XDG_CACHE_HOME/kgen/builds, else ~/.cache/kgen/builds)')
     .option('--remeasure <n>', `time a trial up to n more times when its timing shows interference, keeping an undisturbed one, else the fastest (default ${DEFAULT_TIMING_POLICY.remeasure}; 0: never)`)

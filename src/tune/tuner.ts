@@ -53,7 +53,7 @@ export interface TuneOptions {
   trials: number;
   /** Wall-clock budget for the whole session, ms; the session stops cleanly when it runs out. */
   timeBudgetMs?: number;
-  /** Host threads a CPU kernel's rows are split over while timed (default: the timed machine's cores, `measuredDevice`). */
+  /** Host threads a CPU kernel's rows are split over while timed (default: the timed profile's cores, `measuredDevice`, at most `machineCores`). */
   threads?: number;
   /** Per-execution timeout, ms. */
   timeoutMs?: number;
@@ -88,9 +88,9 @@ export interface TuneOptions {
   cpuSampler?: () => CpuSample | undefined;
   /**
    * Cores of the machine whose counters `cpuSampler` reads (default: this machine's, `os.cpus()`),
-   * for the cores a timed run leaves idle. Not the profile's: wasm-simd128 models one core of a
-   * typical desktop, while its kernels run here beside this machine's other cores. Tests pass it
-   * with their fake sampler.
+   * for the cores a timed run leaves idle, and the most threads a run takes by default. Not the
+   * profile's: wasm-simd128 models one core of a typical desktop, while its kernels run here beside
+   * this machine's other cores. Tests pass it with their fake sampler.
    */
   machineCores?: number;
 }
@@ -250,7 +250,9 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   // Plans follow the profile; timings (threads, cache flushes, roofline) follow the machine timed,
   // which differ only for a forced host (`forcedHost`).
   const timed = measuredDevice(opts.device);
-  const threads = opts.threads ?? timed.cpu?.cores ?? 1;
+  // The profile's cores, but no more than this machine has: a profile that matches here while it
+  // claims more cores (a file written for a bigger machine) would time every trial oversubscribed.
+  const threads = opts.threads ?? Math.min(timed.cpu?.cores ?? 1, opts.machineCores ?? cpus().length);
   const device = await withMeasuredBandwidth(timed, opts.target, opts.cacheDir, threads);
   // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
   const runnerOf = opts.runnerFor ?? timingRunner;
