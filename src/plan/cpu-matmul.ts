@@ -436,15 +436,15 @@ export function actBlockFor(groupWeights: number): number {
 /** Products of a weight value and an activation code one i16 lane adds under i16PairSums: two dots of two. */
 export const I16_PAIR_PRODUCTS = 4;
 
-/**
- * The activation code range of `isa`'s kernels for `format` (CpuMatmulParams.actCodeMax and
- * i16PairSums): INT8_CODE_MAX, or the largest codes whose pair sums fit an i16 lane.
- */
 /** The activation codes' range where a plan keeps them below INT8_CODE_MAX (`, codes in [-65, 65]`), else nothing: for loop and manifest texts. */
 export function actCodesText(actCodeMax: number): string {
   return actCodeMax < INT8_CODE_MAX ? `, codes in [-${actCodeMax}, ${actCodeMax}]` : '';
 }
 
+/**
+ * The activation code range of `isa`'s kernels for `format` (CpuMatmulParams.actCodeMax and
+ * i16PairSums): INT8_CODE_MAX, or the largest codes whose pair sums fit an i16 lane.
+ */
 function actCodesOf(variants: CpuVariants, isa: string, format: WeightFormatName): { actCodeMax: number; i16PairSums: boolean } {
   const table = variants.i16PairSums;
   const weightMax = table && Object.hasOwn(table, isa) ? table[isa]![format] : undefined;

@@ -252,12 +252,12 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
   const timed = measuredDevice(opts.device);
   // The profile's cores, but no more than this machine has: a profile that matches here while it
   // claims more cores (a file written for a bigger machine) would time every trial oversubscribed.
-  const threads = opts.threads ?? Math.min(timed.cpu?.cores ?? 1, opts.machineCores ?? cpus().length);
+  const machineCores = opts.machineCores ?? cpus().length;
+  const threads = opts.threads ?? Math.min(timed.cpu?.cores ?? 1, machineCores);
   const device = await withMeasuredBandwidth(timed, opts.target, opts.cacheDir, threads);
   // The runner follows each candidate's plan (a C ISA variant is built with its own flags).
   const runnerOf = opts.runnerFor ?? timingRunner;
-  const cores = timed.cpu?.cores ?? availableParallelism();
-  const parallelBuilds = Math.max(1, opts.parallelBuilds ?? cores);
+  const parallelBuilds = Math.max(1, opts.parallelBuilds ?? timed.cpu?.cores ?? availableParallelism());
   const timing: TimingContext = {
     threads,
     timeoutMs: opts.timeoutMs,
@@ -266,7 +266,7 @@ export async function tune(opts: TuneOptions): Promise<TuneSummary> {
     sample: opts.cpuSampler ?? cpuSample,
     // A CPU kernel keeps `threads` cores busy; a GPU kernel, the one host thread that launches and times it.
     // The rest of this machine's cores (the sampler's counters are this machine's) are idle to it.
-    idleCores: Math.max(0, (opts.machineCores ?? cpus().length) - (device.kind === 'cpu' ? threads : 1)),
+    idleCores: Math.max(0, machineCores - (device.kind === 'cpu' ? threads : 1)),
     interrupted: () => Boolean(opts.signal?.aborted),
   };
 
